@@ -1,0 +1,26 @@
+#!/bin/sh
+# Install the Debian packages station needs to build, test and demo, when
+# missing.  Quiet when everything is there.  Needs root (or sudo) to install.
+set -eu
+PKGS="build-essential pkg-config libssl-dev libsqlite3-dev libp11-kit-dev zlib1g-dev
+libjansson-dev libconfig-dev libcriterion-dev softhsm2 opensc sqlite3 openssl
+libusb-1.0-0-dev libncurses-dev tmux"
+missing=""
+for p in $PKGS; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" ||
+		missing="$missing $p"
+done
+[ -z "$missing" ] && exit 0
+echo "deps: installing:$missing" >&2
+SUDO=""
+if [ "$(id -u)" != 0 ]; then
+	command -v sudo >/dev/null 2>&1 || {
+		echo "deps: missing packages:$missing; run 'make deps' as root" >&2
+		exit 1
+	}
+	SUDO=sudo
+fi
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+# shellcheck disable=SC2086
+$SUDO apt-get install -y -qq --no-install-recommends $missing >/dev/null
