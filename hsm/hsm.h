@@ -1,0 +1,85 @@
+/* hsm.h — the station's PKCS#11 client.
+ *
+ * Loads a PKCS#11 module by path (dlopen + C_GetFunctionList), initialises it
+ * once with OS locking, finds a token by label, logs in, and offers the few
+ * typed operations the station needs.  PKCS#11 structures never leave this
+ * module.  Thread model: one hsm_session per worker thread; the hsm handle
+ * itself is shared and its open/login calls happen before workers start.
+ *
+ * Every function returns an st_err (0 ok, negative error).  On error a
+ * readable cause (with the PKCS#11 return code name) is kept in the handle
+ * the call was made on: hsm_errmsg() or hsm_session_errmsg(). */
+#ifndef ST_HSM_H
+#define ST_HSM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct hsm hsm;                 /* loaded module + chosen token */
+typedef struct hsm_session hsm_session; /* one PKCS#11 session, one thread */
+typedef unsigned long hsm_obj;          /* a PKCS#11 object handle */
+
+#define HSM_P256_POINT_LEN 65           /* uncompressed 04||X||Y */
+#define HSM_P256_SIG_LEN 64             /* raw r||s from CKM_ECDSA */
+
+/* Load the module at module_path, initialise it (CKF_OS_LOCKING_OK) and find
+ * the token whose label is token_label.  Missing module → ST_E_IO, no such
+ * token → ST_E_NOTOKEN.  On failure *out may still be set so the caller can
+ * read hsm_errmsg(); it must be freed with hsm_close() either way. */
+int hsm_open(const char *module_path, const char *token_label, hsm **out);
+
+/* Readable cause of the last failed call on h ("" when none). */
+const char *hsm_errmsg(const hsm *h);
+
+/* Log the user in with pin (not NUL-terminated, pinlen bytes).  The caller
+ * wipes its copy; this module keeps none.  CKR_PIN_INCORRECT → ST_E_PIN,
+ * CKR_PIN_LOCKED → ST_E_PIN_LOCKED.  Never retried here. */
+int hsm_login(hsm *h, const char *pin, size_t pinlen);
+
+/* Token flags worth a warning, as a static string, or NULL (e.g. the
+ * token reports the user PIN count low or the final try). */
+const char *hsm_pin_warning(hsm *h);
+
+/* Open a new read-write session on the token (logged-in state is shared by
+ * all sessions of the application).  One per worker thread. */
+int hsm_session_open(hsm *h, hsm_session **out);
+void hsm_session_close(hsm_session *s);
+const char *hsm_session_errmsg(const hsm_session *s);
+
+/* Generate an EC P-256 key pair labelled label (CKA_LABEL and CKA_ID).
+ * token=true makes persistent token objects (a CA key); false makes session
+ * objects.  The private key is always CKA_SENSITIVE, !CKA_EXTRACTABLE,
+ * CKA_PRIVATE and CKA_SIGN.  The public point is returned in pub.  Fails with
+ * ST_E_EXISTS when token=true and a key with that label already exists. */
+int hsm_keygen_p256(hsm_session *s, const char *label, bool token,
+		    uint8_t pub[HSM_P256_POINT_LEN], hsm_obj *priv);
+
+/* Find the private key labelled label; ST_E_NOTFOUND when absent. */
+int hsm_find_privkey(hsm_session *s, const char *label, hsm_obj *priv);
+
+/* Read the public point (04||X||Y) of the public key labelled label. */
+int hsm_read_pubkey(hsm_session *s, const char *label,
+		    uint8_t pub[HSM_P256_POINT_LEN]);
+
+/* Sign a host-computed digest with CKM_ECDSA; out gets raw r||s (64 bytes
+ * for P-256), *outlen its length. */
+int hsm_sign_digest(hsm_session *s, hsm_obj priv, const uint8_t *digest,
+		    size_t dlen, uint8_t *out, size_t *outlen);
+
+/* Fill buf with n bytes from the token's random generator. */
+int hsm_random(hsm_session *s, uint8_t *buf, size_t n);
+
+/* Store a DER X.509 certificate as a token object labelled label (replaces
+ * none: ST_E_EXISTS if one with that label exists). */
+int hsm_cert_store(hsm_session *s, const char *label, const uint8_t *der,
+		   size_t len);
+
+/* Read the DER certificate labelled label; *der is malloc'd, caller frees. */
+int hsm_cert_load(hsm_session *s, const char *label, uint8_t **der,
+		  size_t *len);
+
+/* Log out, close every session, finalise and unload.  NULL is fine. */
+void hsm_close(hsm *h);
+
+#endif
