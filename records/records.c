@@ -1,0 +1,820 @@
+/* records.c — the audit store on SQLite: WAL, synchronous=FULL, a versioned
+ * schema, prepared statements, one mutex per store. */
+#include "records.h"
+
+#include "base.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define REC_MSG_MAX	512
+#define REC_BUSY_MS	5000		/* another process holding the write lock */
+#define REC_APP_ID	0x53545243	/* PRAGMA application_id: "STRC" */
+
+/* UTC ISO-8601 with milliseconds, evaluated once per statement by SQLite. */
+#define NOW "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')"
+
+/* Schema steps, oldest first.  A store at user_version N gets every step
+ * above N in one transaction; never edit a shipped step, append one. */
+static const struct migration {
+	int version;
+	const char *sql;
+} migrations[] = {
+	{ 1,
+	  "CREATE TABLE units ("
+	  " id INTEGER PRIMARY KEY,"
+	  " uid TEXT NOT NULL,"
+	  " slot INTEGER,"
+	  " port TEXT,"
+	  " station TEXT,"
+	  " operator TEXT,"
+	  " profile TEXT,"
+	  " profile_digest TEXT,"
+	  " state TEXT NOT NULL"
+	  "  CHECK (state IN ('RUNNING', 'PASS', 'FAIL', 'QUARANTINE')),"
+	  " reason TEXT,"
+	  " cert_serial TEXT UNIQUE,"
+	  " cert_sha256 TEXT,"
+	  " cert_pem TEXT,"
+	  " pubkey TEXT,"
+	  " rot_hash TEXT,"
+	  " fuse_readback TEXT,"
+	  " started_at TEXT,"
+	  " finished_at TEXT);"
+	  "CREATE INDEX units_uid ON units(uid);"
+	  "CREATE UNIQUE INDEX units_one_pass ON units(uid) WHERE state = 'PASS';"
+	  "CREATE TABLE steps ("
+	  " id INTEGER PRIMARY KEY,"
+	  " unit_id INTEGER NOT NULL REFERENCES units(id),"
+	  " seq INTEGER NOT NULL,"
+	  " step TEXT NOT NULL,"
+	  " outcome TEXT NOT NULL CHECK (outcome IN ('ok', 'fail', 'skip')),"
+	  " detail TEXT,"
+	  " at TEXT NOT NULL,"
+	  " UNIQUE (unit_id, seq));" },
+};
+
+enum {
+	S_BEGIN,
+	S_COMMIT,
+	S_ROLLBACK,
+	S_UNIT_INS,
+	S_STEP_INS,
+	S_UNIT_GET,
+	S_UNIT_END,
+	S_LAST,
+	S_PASS,
+	S_COUNT_ALL,
+	S_COUNT,
+	S_N
+};
+
+/* Every statement a call needs, prepared once at open. */
+static const char *const stmt_sql[S_N] = {
+	[S_BEGIN] = "BEGIN IMMEDIATE",
+	[S_COMMIT] = "COMMIT",
+	[S_ROLLBACK] = "ROLLBACK",
+	[S_UNIT_INS] =
+		"INSERT INTO units (uid, slot, port, station, operator, profile,"
+		" profile_digest, state, started_at)"
+		" VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'RUNNING', " NOW ")",
+	/* seq and the RUNNING check in the same statement: one atomic write */
+	[S_STEP_INS] =
+		"INSERT INTO steps (unit_id, seq, step, outcome, detail, at)"
+		" SELECT id, (SELECT coalesce(max(seq), 0) + 1 FROM steps"
+		"  WHERE unit_id = ?1), ?2, ?3, ?4, " NOW
+		" FROM units WHERE id = ?1 AND state = 'RUNNING'",
+	[S_UNIT_GET] = "SELECT uid, state FROM units WHERE id = ?1",
+	[S_UNIT_END] =
+		"UPDATE units SET state = ?2, reason = ?3, cert_serial = ?4,"
+		" cert_sha256 = ?5, cert_pem = ?6, pubkey = ?7, rot_hash = ?8,"
+		" fuse_readback = ?9, finished_at = " NOW
+		" WHERE id = ?1 AND state = 'RUNNING'",
+	[S_LAST] = "SELECT id, state FROM units WHERE uid = ?1"
+		" ORDER BY id DESC LIMIT 1",
+	[S_PASS] = "SELECT id FROM units WHERE uid = ?1 AND state = 'PASS'",
+	[S_COUNT_ALL] = "SELECT count(*) FROM units",
+	[S_COUNT] = "SELECT count(*) FROM units WHERE state = ?1",
+};
+
+/* One thread's last error on one store. */
+struct rec_errbuf {
+	struct rec_errbuf *next;
+	rec_store *owner;
+	char msg[REC_MSG_MAX];
+};
+
+struct rec_store {
+	sqlite3 *db;                    /* NULL after a failed open */
+	pthread_mutex_t lock;           /* serialises every call */
+	pthread_key_t errkey;           /* this thread's rec_errbuf */
+	struct rec_errbuf *errbufs;     /* all of them, under lock */
+	sqlite3_stmt *stmt[S_N];
+};
+
+/* Runs at thread exit so a long shift of short-lived threads does not pile
+ * up buffers; rec_close frees whatever is left. */
+static void errbuf_release(void *p)
+{
+	struct rec_errbuf *b = p;
+	rec_store *r = b->owner;
+	struct rec_errbuf **pp;
+
+	pthread_mutex_lock(&r->lock);
+	for (pp = &r->errbufs; *pp; pp = &(*pp)->next) {
+		if (*pp == b) {
+			*pp = b->next;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&r->lock);
+	free(b);
+}
+
+/* The calling thread's buffer, made on first failure; called with the lock
+ * held (or from rec_open, before the store is shared). */
+static struct rec_errbuf *errbuf_get(rec_store *r)
+{
+	struct rec_errbuf *b = pthread_getspecific(r->errkey);
+
+	if (b)
+		return b;
+	b = calloc(1, sizeof(*b));
+	if (!b)
+		return NULL;
+	if (pthread_setspecific(r->errkey, b) != 0) {
+		free(b);
+		return NULL;
+	}
+	b->owner = r;
+	b->next = r->errbufs;
+	r->errbufs = b;
+	return b;
+}
+
+/* Keep a readable cause for the operator and hand back err, so error paths
+ * stay one line. */
+__attribute__((format(printf, 3, 4)))
+static int fail(rec_store *r, int err, const char *fmt, ...)
+{
+	struct rec_errbuf *b = errbuf_get(r);
+	va_list ap;
+
+	if (b) {
+		va_start(ap, fmt);
+		vsnprintf(b->msg, sizeof(b->msg), fmt, ap);
+		va_end(ap);
+	}
+	return err;
+}
+
+/* Like fail() with SQLite's own words (and errno for I/O trouble such as a
+ * full disk) appended; call it before anything else touches the
+ * connection, or the message is gone. */
+__attribute__((format(printf, 3, 4)))
+static int db_fail(rec_store *r, int err, const char *fmt, ...)
+{
+	struct rec_errbuf *b = errbuf_get(r);
+	char ebuf[128];
+	const char *es = NULL;
+	va_list ap;
+	size_t n;
+	int prim;
+
+	if (!b)
+		return err;
+	va_start(ap, fmt);
+	vsnprintf(b->msg, sizeof(b->msg), fmt, ap);
+	va_end(ap);
+	if (!r->db)
+		return err;
+	prim = sqlite3_errcode(r->db) & 0xff;
+	if ((prim == SQLITE_IOERR || prim == SQLITE_CANTOPEN ||
+	     prim == SQLITE_FULL) && sqlite3_system_errno(r->db))
+		es = strerror_r(sqlite3_system_errno(r->db), ebuf, sizeof(ebuf));
+	n = strlen(b->msg);
+	snprintf(b->msg + n, sizeof(b->msg) - n, ": %s%s%s%s",
+		 sqlite3_errmsg(r->db), es ? " (" : "", es ? es : "",
+		 es ? ")" : "");
+	return err;
+}
+
+/* Statements are reused: leave each one reset and unbound after use so the
+ * next call (and COMMIT) sees no pending read. */
+static void stmt_done(sqlite3_stmt *s)
+{
+	sqlite3_reset(s);
+	sqlite3_clear_bindings(s);
+}
+
+/* NULL binds SQL NULL; the strings outlive the statement's use. */
+static int bind_text(sqlite3_stmt *s, int i, const char *v)
+{
+	return sqlite3_bind_text(s, i, v, -1, SQLITE_STATIC);
+}
+
+/* Copy a text column into a caller buffer; ST_E_INVAL when it does not fit
+ * rather than a silently cut result name. */
+static int copy_col(rec_store *r, sqlite3_stmt *s, int col, char *buf,
+		    size_t len)
+{
+	const char *v = (const char *)sqlite3_column_text(s, col);
+	size_t n = v ? strlen(v) : 0;
+
+	if (!buf)
+		return ST_OK;
+	if (n + 1 > len)
+		return fail(r, ST_E_INVAL, "buffer of %zu bytes too small for "
+			    "\"%s\"", len, v ? v : "");
+	memcpy(buf, v ? v : "", n + 1);
+	return ST_OK;
+}
+
+/* Run a one-row query that is not worth a kept statement (pragmas at open
+ * and in rec_get_settings); text into buf when given, else an int. */
+static int query1(rec_store *r, const char *sql, int *ival, char *buf,
+		  size_t len)
+{
+	sqlite3_stmt *s = NULL;
+	int err;
+
+	if (sqlite3_prepare_v2(r->db, sql, -1, &s, NULL) != SQLITE_OK)
+		return db_fail(r, ST_E_DB, "%s", sql);
+	if (sqlite3_step(s) != SQLITE_ROW) {
+		err = db_fail(r, ST_E_DB, "%s", sql);
+		goto cleanup;
+	}
+	err = ST_OK;
+	if (buf)
+		err = copy_col(r, s, 0, buf, len);
+	else
+		*ival = sqlite3_column_int(s, 0);
+cleanup:
+	sqlite3_finalize(s);
+	return err;
+}
+
+/* Run the schema steps above the file's version in one IMMEDIATE
+ * transaction (so two stations opening a fresh file cannot both migrate),
+ * and refuse files that belong to another program or a newer station. */
+static int migrate(rec_store *r, const char *path)
+{
+	int latest = migrations[ST_ARRAY_SIZE(migrations) - 1].version;
+	int ver, app, objs, err;
+	char sql[64];
+
+	if (sqlite3_exec(r->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK)
+		return db_fail(r, ST_E_DB, "%s: cannot lock for the schema", path);
+	err = query1(r, "PRAGMA user_version", &ver, NULL, 0);
+	if (!err)
+		err = query1(r, "PRAGMA application_id", &app, NULL, 0);
+	if (!err)
+		err = query1(r, "SELECT count(*) FROM sqlite_master", &objs,
+			     NULL, 0);
+	if (err)
+		goto cleanup;
+	if ((ver == 0 && objs > 0) || (ver > 0 && app != REC_APP_ID)) {
+		err = fail(r, ST_E_DB, "%s is an SQLite file of another program "
+			   "(application_id %#x, user_version %d), not a "
+			   "records store", path, (unsigned)app, ver);
+		goto cleanup;
+	}
+	if (ver > latest) {
+		err = fail(r, ST_E_DB, "%s has schema version %d, newer than "
+			   "this station knows (%d): upgrade the station",
+			   path, ver, latest);
+		goto cleanup;
+	}
+	for (size_t i = 0; i < ST_ARRAY_SIZE(migrations); i++) {
+		const struct migration *m = &migrations[i];
+
+		if (m->version <= ver)
+			continue;
+		snprintf(sql, sizeof(sql), "PRAGMA user_version = %d",
+			 m->version);
+		if (sqlite3_exec(r->db, m->sql, NULL, NULL, NULL) != SQLITE_OK ||
+		    sqlite3_exec(r->db, sql, NULL, NULL, NULL) != SQLITE_OK) {
+			err = db_fail(r, ST_E_DB, "%s: schema step to version %d",
+				      path, m->version);
+			goto cleanup;
+		}
+	}
+	if (ver == 0) {
+		snprintf(sql, sizeof(sql), "PRAGMA application_id = %d",
+			 REC_APP_ID);
+		if (sqlite3_exec(r->db, sql, NULL, NULL, NULL) != SQLITE_OK) {
+			err = db_fail(r, ST_E_DB, "%s: set application_id", path);
+			goto cleanup;
+		}
+	}
+	if (sqlite3_exec(r->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK)
+		err = db_fail(r, ST_E_DB, "%s: commit the schema", path);
+cleanup:
+	if (!sqlite3_get_autocommit(r->db))
+		sqlite3_exec(r->db, "ROLLBACK", NULL, NULL, NULL);
+	return err;
+}
+
+/* A new file's directory entry must reach the disk too, or a power cut
+ * right after the first PASS could lose the whole store. */
+static int sync_parent(rec_store *r, const char *path)
+{
+	char *copy = strdup(path);
+	int fd = -1, err = ST_OK;
+
+	if (!copy)
+		return fail(r, ST_E_NOMEM, "out of memory");
+	fd = open(dirname(copy), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0 || fsync(fd) != 0)
+		err = fail(r, ST_E_IO, "cannot sync the directory of %s: %s",
+			   path, strerror(errno));
+	if (fd >= 0)
+		close(fd);
+	free(copy);
+	return err;
+}
+
+/* Everything after the file is open: reject non-databases before anything
+ * writes to them, insist on WAL + FULL (reading them back, since SQLite
+ * silently keeps another mode where WAL is impossible), then the schema
+ * and the statements. */
+static int setup(rec_store *r, const char *path)
+{
+	char mode[16];
+	int n, sync, fk;
+
+	sqlite3_extended_result_codes(r->db, 1);
+	sqlite3_busy_timeout(r->db, REC_BUSY_MS);
+	if (query1(r, "SELECT count(*) FROM sqlite_master", &n, NULL, 0))
+		return db_fail(r, ST_E_DB, "%s is not a usable records store",
+			       path);
+	if (sqlite3_db_readonly(r->db, "main") != 0)
+		return fail(r, ST_E_IO, "%s can only be opened read-only: "
+			    "the audit trail could not be written", path);
+	if (query1(r, "PRAGMA journal_mode = WAL", NULL, mode, sizeof(mode)))
+		return ST_E_DB;
+	if (strcmp(mode, "wal") != 0)
+		return fail(r, ST_E_DB, "%s: cannot use WAL (journal_mode "
+			    "stays %s)", path, mode);
+	if (sqlite3_exec(r->db, "PRAGMA synchronous = FULL; "
+			 "PRAGMA foreign_keys = ON", NULL, NULL, NULL) != SQLITE_OK)
+		return db_fail(r, ST_E_DB, "%s: pragmas", path);
+	if (query1(r, "PRAGMA synchronous", &sync, NULL, 0) ||
+	    query1(r, "PRAGMA foreign_keys", &fk, NULL, 0))
+		return ST_E_DB;
+	if (sync != 2 || fk != 1)
+		return fail(r, ST_E_DB, "%s: synchronous=%d foreign_keys=%d, "
+			    "wanted FULL(2) and 1", path, sync, fk);
+	if (migrate(r, path))
+		return ST_E_DB;
+	for (int i = 0; i < S_N; i++) {
+		if (sqlite3_prepare_v3(r->db, stmt_sql[i], -1,
+				       SQLITE_PREPARE_PERSISTENT, &r->stmt[i],
+				       NULL) != SQLITE_OK)
+			return db_fail(r, ST_E_DB, "prepare \"%s\"", stmt_sql[i]);
+	}
+	return ST_OK;
+}
+
+/* The handle stays allocated on failure (like sqlite3_open) because the
+ * only place the cause can live is the handle; an ENOENT before the open
+ * tells us to sync the directory afterwards. */
+int rec_open(const char *path, rec_store **out)
+{
+	rec_store *r;
+	struct stat st;
+	int created, rc, err;
+
+	if (!out)
+		return ST_E_INVAL;
+	*out = NULL;
+	r = calloc(1, sizeof(*r));
+	if (!r)
+		return ST_E_NOMEM;
+	if (pthread_key_create(&r->errkey, errbuf_release) != 0) {
+		free(r);
+		return ST_E_NOMEM;
+	}
+	pthread_mutex_init(&r->lock, NULL);
+	*out = r;
+
+	if (!path || !*path)
+		return fail(r, ST_E_INVAL, "no records path given");
+	created = stat(path, &st) != 0 && errno == ENOENT;
+	rc = sqlite3_open_v2(path, &r->db, SQLITE_OPEN_READWRITE |
+			     SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX, NULL);
+	if (rc != SQLITE_OK) {
+		err = r->db ? db_fail(r, ST_E_IO, "cannot open records store %s",
+				      path)
+			    : fail(r, ST_E_NOMEM, "out of memory opening %s",
+				   path);
+		goto cleanup;
+	}
+	err = setup(r, path);
+	if (!err && created)
+		err = sync_parent(r, path);
+cleanup:
+	if (err) {
+		for (int i = 0; i < S_N; i++) {
+			sqlite3_finalize(r->stmt[i]);
+			r->stmt[i] = NULL;
+		}
+		sqlite3_close_v2(r->db);
+		r->db = NULL;
+	}
+	return err;
+}
+
+/* No lock: only the calling thread ever writes its own buffer. */
+const char *rec_errmsg(const rec_store *r)
+{
+	struct rec_errbuf *b;
+
+	if (!r)
+		return "";
+	b = pthread_getspecific(r->errkey);
+	return b ? b->msg : "";
+}
+
+/* Entry of every call: take the lock and refuse a handle whose open
+ * failed, so callers get an error, not a crash. */
+static int enter(rec_store *r)
+{
+	pthread_mutex_lock(&r->lock);
+	if (!r->db)
+		return fail(r, ST_E_STATE, "records store is not open");
+	return ST_OK;
+}
+
+/* The final states a unit may end in (RUNNING is not one). */
+static int is_result(const char *s)
+{
+	return s && (!strcmp(s, "PASS") || !strcmp(s, "FAIL") ||
+		     !strcmp(s, "QUARANTINE"));
+}
+
+/* The row is written (and synced) before the engine touches the device, so
+ * an interrupted unit leaves a RUNNING row to resume from. */
+int rec_unit_begin(rec_store *r, const rec_unit_start *u, int64_t *unit_id)
+{
+	sqlite3_stmt *s;
+	int err;
+
+	if (!r)
+		return ST_E_INVAL;
+	err = enter(r);
+	if (err)
+		goto out;
+	if (!u || !u->uid || !*u->uid || !unit_id) {
+		err = fail(r, ST_E_INVAL, "rec_unit_begin: a uid and unit_id "
+			   "are required");
+		goto out;
+	}
+	s = r->stmt[S_UNIT_INS];
+	if (bind_text(s, 1, u->uid) || sqlite3_bind_int(s, 2, u->slot) ||
+	    bind_text(s, 3, u->port) || bind_text(s, 4, u->station) ||
+	    bind_text(s, 5, u->operator_name) || bind_text(s, 6, u->profile) ||
+	    bind_text(s, 7, u->profile_digest) || sqlite3_step(s) != SQLITE_DONE) {
+		err = db_fail(r, ST_E_DB, "cannot record the start of device %s",
+			      u->uid);
+		goto reset;
+	}
+	*unit_id = sqlite3_last_insert_rowid(r->db);
+reset:
+	stmt_done(s);
+out:
+	pthread_mutex_unlock(&r->lock);
+	return err;
+}
+
+/* Why a unit cannot take a step or an end: it does not exist
+ * (ST_E_NOTFOUND) or is already final (ST_E_STATE). */
+static int unit_not_running(rec_store *r, int64_t unit_id, const char *what)
+{
+	sqlite3_stmt *s = r->stmt[S_UNIT_GET];
+	int rc, err;
+
+	sqlite3_bind_int64(s, 1, unit_id);
+	rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW)
+		err = fail(r, ST_E_STATE, "%s: unit %lld (device %s) is not "
+			   "RUNNING but %s; its record is final", what,
+			   (long long)unit_id, sqlite3_column_text(s, 0),
+			   sqlite3_column_text(s, 1));
+	else if (rc == SQLITE_DONE)
+		err = fail(r, ST_E_NOTFOUND, "%s: no unit %lld", what,
+			   (long long)unit_id);
+	else
+		err = db_fail(r, ST_E_DB, "%s: look up unit %lld", what,
+			      (long long)unit_id);
+	stmt_done(s);
+	return err;
+}
+
+/* Steps only go to RUNNING units: a final record must not grow later. */
+int rec_step(rec_store *r, int64_t unit_id, const char *step,
+	     const char *outcome, const char *detail)
+{
+	sqlite3_stmt *s;
+	int err;
+
+	if (!r)
+		return ST_E_INVAL;
+	err = enter(r);
+	if (err)
+		goto out;
+	if (!step || !*step || !outcome || (strcmp(outcome, "ok") &&
+	    strcmp(outcome, "fail") && strcmp(outcome, "skip"))) {
+		err = fail(r, ST_E_INVAL, "rec_step: need a step name and an "
+			   "outcome of ok, fail or skip (got %s)",
+			   outcome ? outcome : "NULL");
+		goto out;
+	}
+	s = r->stmt[S_STEP_INS];
+	if (sqlite3_bind_int64(s, 1, unit_id) || bind_text(s, 2, step) ||
+	    bind_text(s, 3, outcome) || bind_text(s, 4, detail) ||
+	    sqlite3_step(s) != SQLITE_DONE) {
+		err = db_fail(r, ST_E_DB, "cannot record step %s of unit %lld",
+			      step, (long long)unit_id);
+		stmt_done(s);
+		goto out;
+	}
+	stmt_done(s);
+	if (sqlite3_changes(r->db) == 0)
+		err = unit_not_running(r, unit_id, "rec_step");
+out:
+	pthread_mutex_unlock(&r->lock);
+	return err;
+}
+
+/* Turn SQLite's constraint text into what the operator must hear. */
+static int end_fail(rec_store *r, int64_t unit_id, const char *uid,
+		    const rec_unit_result *e)
+{
+	const char *msg = sqlite3_errmsg(r->db);
+
+	if (sqlite3_extended_errcode(r->db) == SQLITE_CONSTRAINT_UNIQUE) {
+		if (strstr(msg, "units.uid"))
+			return fail(r, ST_E_DB, "device %s already has a PASS "
+				    "record (%s)", uid, msg);
+		if (strstr(msg, "units.cert_serial"))
+			return fail(r, ST_E_DB, "certificate serial %s is "
+				    "already recorded for another unit (%s)",
+				    e->cert_serial, msg);
+	}
+	return db_fail(r, ST_E_DB, "cannot end unit %lld (device %s)",
+		       (long long)unit_id, uid);
+}
+
+/* Check and update in one IMMEDIATE transaction, so two enders can never
+ * both see RUNNING, and the commit (synced) is the moment PASS is true. */
+int rec_unit_end(rec_store *r, int64_t unit_id, const rec_unit_result *e)
+{
+	sqlite3_stmt *s;
+	const char *state;
+	char uid[128];
+	int rc, err;
+
+	if (!r)
+		return ST_E_INVAL;
+	err = enter(r);
+	if (err)
+		goto out;
+	if (!e || !is_result(e->result)) {
+		err = fail(r, ST_E_INVAL, "rec_unit_end: result must be PASS, "
+			   "FAIL or QUARANTINE (got %s)",
+			   e && e->result ? e->result : "NULL");
+		goto out;
+	}
+	s = r->stmt[S_BEGIN];
+	rc = sqlite3_step(s);
+	if (rc != SQLITE_DONE)
+		err = db_fail(r, ST_E_DB, "cannot start ending unit %lld",
+			      (long long)unit_id);
+	stmt_done(s);
+	if (err)
+		goto out;
+
+	s = r->stmt[S_UNIT_GET];
+	sqlite3_bind_int64(s, 1, unit_id);
+	rc = sqlite3_step(s);
+	state = rc == SQLITE_ROW ? (const char *)sqlite3_column_text(s, 1) : NULL;
+	if (state && !strcmp(state, "RUNNING")) {
+		snprintf(uid, sizeof(uid), "%s", sqlite3_column_text(s, 0));
+		stmt_done(s);
+	} else {
+		stmt_done(s);
+		err = unit_not_running(r, unit_id, "rec_unit_end");
+		goto rollback;
+	}
+
+	s = r->stmt[S_UNIT_END];
+	if (sqlite3_bind_int64(s, 1, unit_id) || bind_text(s, 2, e->result) ||
+	    bind_text(s, 3, e->reason) || bind_text(s, 4, e->cert_serial) ||
+	    bind_text(s, 5, e->cert_sha256) || bind_text(s, 6, e->cert_pem) ||
+	    bind_text(s, 7, e->pubkey_hex) || bind_text(s, 8, e->rot_hash) ||
+	    bind_text(s, 9, e->fuse_readback) || sqlite3_step(s) != SQLITE_DONE)
+		err = end_fail(r, unit_id, uid, e);
+	else if (sqlite3_changes(r->db) != 1)
+		err = fail(r, ST_E_STATE, "unit %lld changed under us",
+			   (long long)unit_id);
+	stmt_done(s);
+	if (err)
+		goto rollback;
+
+	s = r->stmt[S_COMMIT];
+	if (sqlite3_step(s) != SQLITE_DONE)
+		err = db_fail(r, ST_E_DB, "cannot commit the end of unit %lld "
+			      "(device %s)", (long long)unit_id, uid);
+	stmt_done(s);
+rollback:
+	if (!sqlite3_get_autocommit(r->db)) {
+		s = r->stmt[S_ROLLBACK];
+		sqlite3_step(s);
+		stmt_done(s);
+	}
+out:
+	pthread_mutex_unlock(&r->lock);
+	return err;
+}
+
+/* Shared by rec_last_unit and rec_last_result; lock held. */
+static int last_unit(rec_store *r, const char *uid, int64_t *unit_id,
+		     char *state, size_t len)
+{
+	sqlite3_stmt *s = r->stmt[S_LAST];
+	int rc, err;
+
+	if (!uid || !*uid)
+		return fail(r, ST_E_INVAL, "no device uid given");
+	bind_text(s, 1, uid);
+	rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW) {
+		err = copy_col(r, s, 1, state, len);
+		if (!err && unit_id)
+			*unit_id = sqlite3_column_int64(s, 0);
+	} else if (rc == SQLITE_DONE) {
+		err = fail(r, ST_E_NOTFOUND, "device %s was never seen", uid);
+	} else {
+		err = db_fail(r, ST_E_DB, "look up device %s", uid);
+	}
+	stmt_done(s);
+	return err;
+}
+
+/* The id comes with the state so the engine can close an interrupted
+ * RUNNING unit before starting the next. */
+int rec_last_unit(rec_store *r, const char *uid, int64_t *unit_id,
+		  char *state, size_t len)
+{
+	int err;
+
+	if (!r)
+		return ST_E_INVAL;
+	err = enter(r);
+	if (!err)
+		err = last_unit(r, uid, unit_id, state, len);
+	pthread_mutex_unlock(&r->lock);
+	return err;
+}
+
+/* Kept for callers that only want the word. */
+int rec_last_result(rec_store *r, const char *uid, char *buf, size_t len)
+{
+	int err;
+
+	if (!r)
+		return ST_E_INVAL;
+	err = enter(r);
+	if (!err && !buf)
+		err = fail(r, ST_E_INVAL, "rec_last_result: no buffer");
+	if (!err)
+		err = last_unit(r, uid, NULL, buf, len);
+	pthread_mutex_unlock(&r->lock);
+	return err;
+}
+
+/* Backed by the partial unique index, so at most one row can answer. */
+int rec_find_pass(rec_store *r, const char *uid, int64_t *unit_id)
+{
+	sqlite3_stmt *s;
+	int rc, err;
+
+	if (!r)
+		return ST_E_INVAL;
+	err = enter(r);
+	if (err)
+		goto out;
+	if (!uid || !*uid) {
+		err = fail(r, ST_E_INVAL, "no device uid given");
+		goto out;
+	}
+	s = r->stmt[S_PASS];
+	bind_text(s, 1, uid);
+	rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW) {
+		if (unit_id)
+			*unit_id = sqlite3_column_int64(s, 0);
+	} else if (rc == SQLITE_DONE) {
+		err = fail(r, ST_E_NOTFOUND, "device %s has no PASS record",
+			   uid);
+	} else {
+		err = db_fail(r, ST_E_DB, "look up device %s", uid);
+	}
+	stmt_done(s);
+out:
+	pthread_mutex_unlock(&r->lock);
+	return err;
+}
+
+/* An unknown state name is a caller bug, not "zero units". */
+int rec_count(rec_store *r, const char *result, long *count)
+{
+	sqlite3_stmt *s;
+	int err;
+
+	if (!r)
+		return ST_E_INVAL;
+	err = enter(r);
+	if (err)
+		goto out;
+	if (!count || (result && !is_result(result) &&
+		       strcmp(result, "RUNNING"))) {
+		err = fail(r, ST_E_INVAL, "rec_count: unknown state %s",
+			   result ? result : "(no count pointer)");
+		goto out;
+	}
+	s = r->stmt[result ? S_COUNT : S_COUNT_ALL];
+	if (result)
+		bind_text(s, 1, result);
+	if (sqlite3_step(s) == SQLITE_ROW)
+		*count = (long)sqlite3_column_int64(s, 0);
+	else
+		err = db_fail(r, ST_E_DB, "count units");
+	stmt_done(s);
+out:
+	pthread_mutex_unlock(&r->lock);
+	return err;
+}
+
+/* Read back from the live connection: that, not what rec_open asked for,
+ * is what protects the records. */
+int rec_get_settings(rec_store *r, rec_settings *out)
+{
+	int err;
+
+	if (!r)
+		return ST_E_INVAL;
+	err = enter(r);
+	if (err)
+		goto out;
+	if (!out) {
+		err = fail(r, ST_E_INVAL, "rec_get_settings: no output");
+		goto out;
+	}
+	memset(out, 0, sizeof(*out));
+	err = query1(r, "PRAGMA journal_mode", NULL, out->journal_mode,
+		     sizeof(out->journal_mode));
+	if (!err)
+		err = query1(r, "PRAGMA synchronous", &out->synchronous, NULL, 0);
+	if (!err)
+		err = query1(r, "PRAGMA foreign_keys", &out->foreign_keys,
+			     NULL, 0);
+	if (!err)
+		err = query1(r, "PRAGMA busy_timeout", &out->busy_timeout_ms,
+			     NULL, 0);
+	if (!err)
+		err = query1(r, "PRAGMA user_version", &out->schema_version,
+			     NULL, 0);
+out:
+	pthread_mutex_unlock(&r->lock);
+	return err;
+}
+
+/* Finalize first so sqlite3_close can checkpoint and drop the WAL. */
+void rec_close(rec_store *r)
+{
+	struct rec_errbuf *b, *next;
+
+	if (!r)
+		return;
+	for (int i = 0; i < S_N; i++)
+		sqlite3_finalize(r->stmt[i]);
+	sqlite3_close_v2(r->db);
+	pthread_key_delete(r->errkey);
+	for (b = r->errbufs; b; b = next) {
+		next = b->next;
+		free(b);
+	}
+	pthread_mutex_destroy(&r->lock);
+	free(r);
+}
