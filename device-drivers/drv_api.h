@@ -1,0 +1,53 @@
+/* drv_api.h — what a programmer driver implements.
+ *
+ * A driver fills one struct drv_ops with designated initialisers and is
+ * listed in the static registry (registry.c).  The core allocates
+ * priv_size bytes of zeroed private state per open device (drv_priv()).
+ * All ops are mandatory unless noted optional; each returns an st_err and,
+ * on failure, sets a readable cause with drv_set_error(). */
+#ifndef ST_DRV_API_H
+#define ST_DRV_API_H
+
+#include "drv.h"
+
+struct drv_ops {
+	const char *name;      /* URI scheme, e.g. "serial" */
+	size_t priv_size;      /* bytes of private state per device */
+	/* Open the port `path` (URI without the scheme), negotiate protocol. */
+	int (*open)(drv_dev *d, const char *path, const drv_opts *opts);
+	/* Identify the programmer and the inserted target. */
+	int (*identify)(drv_dev *d, drv_info *info);
+	/* On-chip key generation; returns the public point. */
+	int (*keygen)(drv_dev *d, uint8_t pub[DRV_P256_POINT_LEN]);
+	/* Public point of the existing identity key. */
+	int (*get_pubkey)(drv_dev *d, uint8_t pub[DRV_P256_POINT_LEN]);
+	/* Store / read the certificate slot. */
+	int (*write_cert)(drv_dev *d, const uint8_t *der, size_t len);
+	int (*read_cert)(drv_dev *d, uint8_t *buf, size_t cap, size_t *len);
+	/* Proof of possession: sign DRV_POP_PREFIX||chal, DER signature out. */
+	int (*sign_challenge)(drv_dev *d, const uint8_t *chal, size_t clen,
+			      uint8_t *sig, size_t cap, size_t *siglen);
+	/* OTP fuses. */
+	int (*fuse_read)(drv_dev *d, unsigned bank, uint8_t out[DRV_FUSE_BANK_LEN]);
+	int (*fuse_burn)(drv_dev *d, unsigned bank,
+			 const uint8_t value[DRV_FUSE_BANK_LEN], uint32_t request_id,
+			 uint8_t readback[DRV_FUSE_BANK_LEN]);
+	/* Lifecycle advance. */
+	int (*set_lifecycle)(drv_dev *d, uint8_t state);
+	/* Optional: finish this unit and present the next. */
+	int (*release)(drv_dev *d);
+	/* Release the port; private state is freed by the core. */
+	void (*close)(drv_dev *d);
+};
+
+/* The driver's private state (priv_size zeroed bytes). */
+void *drv_priv(drv_dev *d);
+
+/* Record a readable cause for the failure being returned. */
+void drv_set_error(drv_dev *d, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+/* The port path the device was opened with. */
+const char *drv_port(const drv_dev *d);
+
+#endif

@@ -1,0 +1,379 @@
+/* client.c — the host side of the programmer protocol: request/reply with
+ * sequence numbers, timeouts, bounded retries of safe commands, and the
+ * typed commands every transport's driver shares. */
+#include "device-drivers/proto/proto.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "base.h"
+
+#define DEFAULT_TIMEOUT_MS 2000
+#define DEFAULT_RETRIES 2
+
+/* Commands that may be sent again when the reply was lost or garbled.
+ * FUSE_BURN is safe to repeat because its request_id lets the programmer
+ * recognise the repeat; the others here only read. */
+static const uint8_t retry_safe[] = {
+	PROTO_CMD_HELLO, PROTO_CMD_IDENTIFY, PROTO_CMD_GET_PUBKEY,
+	PROTO_CMD_READ_CERT, PROTO_CMD_FUSE_READ, PROTO_CMD_FUSE_BURN,
+};
+
+static int may_retry(uint8_t cmd)
+{
+	for (size_t i = 0; i < ST_ARRAY_SIZE(retry_safe); i++)
+		if (retry_safe[i] == cmd)
+			return 1;
+	return 0;
+}
+
+__attribute__((format(printf, 3, 4)))
+static int fail(proto_client *c, int err, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(c->err, sizeof(c->err), fmt, ap);
+	va_end(ap);
+	return err;
+}
+
+void proto_client_init(proto_client *c, const proto_transport *tr,
+		       int timeout_ms, int retries)
+{
+	memset(c, 0, sizeof(*c));
+	c->tr = *tr;
+	c->timeout_ms = timeout_ms > 0 ? timeout_ms : DEFAULT_TIMEOUT_MS;
+	c->retries = retries > 0 ? retries : retries < 0 ? 0 : DEFAULT_RETRIES;
+	c->max_payload = PROTO_MAX_PAYLOAD;
+	proto_rx_init(&c->rx);
+}
+
+/* Next frame from the link before deadline: 1 good frame in *f, a negative
+ * decode error (*why set) for a bad one, ST_E_TIMEOUT, or a transport error. */
+static int recv_frame(proto_client *c, int64_t deadline, proto_frame *f, int *why)
+{
+	for (;;) {
+		int64_t left;
+		int n;
+
+		while (c->in_pos < c->in_len) {
+			int r = proto_rx_byte(&c->rx, c->in[c->in_pos++], f, why);
+
+			if (r != 0)
+				return r;
+		}
+		left = deadline - st_now_ms();
+		if (left <= 0)
+			return ST_E_TIMEOUT;
+		n = c->tr.read(c->tr.ctx, c->in, sizeof(c->in), (int)left);
+		if (n < 0)
+			return n;
+		c->in_pos = 0;
+		c->in_len = (size_t)n;
+	}
+}
+
+static int link_error(proto_client *c, int rc, const char *name, const char *what)
+{
+	if (rc == ST_E_UNPLUGGED)
+		return fail(c, rc, "%s: the programmer on %s went away while %s — "
+			    "check the USB/serial cable", name, c->tr.name, what);
+	if (rc == ST_E_TIMEOUT)
+		return fail(c, rc, "%s: could not send to %s within %d ms — "
+			    "is the port flow-controlled or stuck?", name,
+			    c->tr.name, c->timeout_ms);
+	return fail(c, rc, "%s: I/O error on %s while %s", name, c->tr.name,
+		    what);
+}
+
+int proto_call(proto_client *c, uint8_t cmd, const uint8_t *req, size_t len)
+{
+	const char *name = proto_cmd_name(cmd);
+	int attempts = may_retry(cmd) ? 1 + c->retries : 1;
+	int garbled = 0, last_why = PROTO_BAD_NONE;
+	int attempt;
+
+	c->err[0] = '\0';
+	if (len > PROTO_MAX_PAYLOAD || len > c->max_payload)
+		return fail(c, ST_E_INVAL, "%s: request of %zu bytes exceeds the "
+			    "programmer's %u-byte limit", name, len,
+			    (unsigned)c->max_payload);
+	for (attempt = 0; attempt < attempts; attempt++) {
+		size_t wlen;
+		int64_t deadline;
+		int rc;
+
+		c->req.version = PROTO_VERSION;
+		c->req.type = cmd;
+		c->req.seq = ++c->seq;
+		c->req.len = (uint16_t)len;
+		if (len)
+			memcpy(c->req.payload, req, len);
+		/* A leading 0x00 ends any garbage sitting in the device's
+		 * receiver, so our frame is never glued to line noise. */
+		c->wire[0] = 0;
+		rc = proto_frame_encode(&c->req, c->wire + 1, sizeof(c->wire) - 1,
+					&wlen);
+		if (rc != ST_OK)
+			return fail(c, rc, "%s: cannot encode request", name);
+		rc = c->tr.write(c->tr.ctx, c->wire, wlen + 1, c->timeout_ms);
+		if (rc != ST_OK)
+			return link_error(c, rc, name, "sending");
+		deadline = st_now_ms() + c->timeout_ms;
+		for (;;) {
+			int why = PROTO_BAD_NONE;
+
+			rc = recv_frame(c, deadline, &c->rep, &why);
+			if (rc == 1) {
+				if (c->rep.seq != c->req.seq ||
+				    !(c->rep.type & PROTO_REPLY))
+					continue; /* stale reply or echo */
+				break;
+			}
+			if (rc == ST_E_VERSION)
+				return fail(c, rc, "%s: the programmer on %s answered "
+					    "with protocol version %u; this station "
+					    "speaks %u", name, c->tr.name,
+					    c->rep.version, PROTO_VERSION);
+			if (rc == ST_E_PROTO) {
+				garbled++;
+				last_why = why;
+				/* The reply is lost; re-ask if that is safe. */
+				if (attempt + 1 < attempts)
+					break;
+				return fail(c, ST_E_PROTO, "malformed frames from %s "
+					    "(%s) in reply to %s after %d attempt%s — "
+					    "check the cable/baud rate", c->tr.name,
+					    proto_bad_str(last_why), name, attempt + 1,
+					    attempt ? "s" : "");
+			}
+			if (rc == ST_E_TIMEOUT)
+				break;
+			return link_error(c, rc, name, "waiting for the reply");
+		}
+		if (rc != 1)
+			continue;
+		if (c->rep.type != (cmd | PROTO_REPLY) || c->rep.len < 1)
+			return fail(c, ST_E_PROTO, "%s: the programmer on %s sent a "
+				    "malformed reply (type 0x%02x, %u bytes)", name,
+				    c->tr.name, c->rep.type, c->rep.len);
+		if (c->rep.payload[0] != PROTO_ST_OK)
+			return fail(c, proto_status_err(c->rep.payload[0]),
+				    "%s on %s: %s (device status %u)", name,
+				    c->tr.name, proto_status_str(c->rep.payload[0]),
+				    c->rep.payload[0]);
+		return ST_OK;
+	}
+	if (garbled)
+		return fail(c, ST_E_PROTO, "malformed frames from %s (%s) in reply "
+			    "to %s after %d attempts — check the cable/baud rate",
+			    c->tr.name, proto_bad_str(last_why), name, attempts);
+	if (attempts > 1)
+		return fail(c, ST_E_TIMEOUT, "no answer to %s on %s within %d ms "
+			    "(%d attempts) — is the programmer connected and "
+			    "powered?", name, c->tr.name, c->timeout_ms, attempts);
+	return fail(c, ST_E_TIMEOUT, "no answer to %s on %s within %d ms — is "
+		    "the programmer connected and powered?", name, c->tr.name,
+		    c->timeout_ms);
+}
+
+/* Reply payload (after the status byte) must be at least n bytes. */
+static int need(proto_client *c, uint8_t cmd, size_t n)
+{
+	if ((size_t)c->rep.len < 1 + n)
+		return fail(c, ST_E_PROTO, "%s: reply from %s too short (%u bytes, "
+			    "need %zu)", proto_cmd_name(cmd), c->tr.name,
+			    c->rep.len, 1 + n);
+	return ST_OK;
+}
+
+/* Copy a length-prefixed device string into out as printable ASCII. */
+static void copy_str(char *out, size_t cap, const uint8_t *s, size_t n)
+{
+	size_t i;
+
+	if (n > cap - 1)
+		n = cap - 1;
+	for (i = 0; i < n; i++)
+		out[i] = s[i] >= 0x20 && s[i] < 0x7f ? (char)s[i] : '?';
+	out[i] = '\0';
+}
+
+int proto_hello(proto_client *c)
+{
+	uint8_t req[6] = { PROTO_VERSION, PROTO_VERSION };
+	const uint8_t *p = c->rep.payload + 1;
+	int rc;
+
+	proto_put32(req + 2, PROTO_CAPS_V1);
+	rc = proto_call(c, PROTO_CMD_HELLO, req, sizeof(req));
+	if (rc != ST_OK)
+		return rc;
+	if ((rc = need(c, PROTO_CMD_HELLO, 8)) != ST_OK)
+		return rc;
+	if (p[0] != PROTO_VERSION)
+		return fail(c, ST_E_VERSION, "HELLO: the programmer on %s chose "
+			    "protocol version %u; this station speaks %u",
+			    c->tr.name, p[0], PROTO_VERSION);
+	c->version = p[0];
+	c->caps = proto_get32(p + 1);
+	c->max_payload = proto_get16(p + 5);
+	if (c->max_payload > PROTO_MAX_PAYLOAD)
+		c->max_payload = PROTO_MAX_PAYLOAD;
+	if ((rc = need(c, PROTO_CMD_HELLO, 8 + (size_t)p[7])) != ST_OK)
+		return rc;
+	copy_str(c->fw_version, sizeof(c->fw_version), p + 8, p[7]);
+	return ST_OK;
+}
+
+int proto_identify(proto_client *c, drv_info *info)
+{
+	const uint8_t *p = c->rep.payload + 1;
+	int rc;
+
+	rc = proto_call(c, PROTO_CMD_IDENTIFY, NULL, 0);
+	if (rc != ST_OK)
+		return rc;
+	if ((rc = need(c, PROTO_CMD_IDENTIFY, DRV_UID_LEN + 5)) != ST_OK)
+		return rc;
+	if ((rc = need(c, PROTO_CMD_IDENTIFY, DRV_UID_LEN + 5 +
+		       (size_t)p[DRV_UID_LEN + 4])) != ST_OK)
+		return rc;
+	memset(info, 0, sizeof(*info));
+	memcpy(info->uid, p, DRV_UID_LEN);
+	st_hex(info->uid, DRV_UID_LEN, info->uid_hex);
+	info->lifecycle = p[DRV_UID_LEN];
+	info->has_key = p[DRV_UID_LEN + 1];
+	info->has_cert = p[DRV_UID_LEN + 2];
+	info->fuse_banks = p[DRV_UID_LEN + 3];
+	copy_str(info->model, sizeof(info->model), p + DRV_UID_LEN + 5,
+		 p[DRV_UID_LEN + 4]);
+	memcpy(info->fw_version, c->fw_version, sizeof(info->fw_version));
+	info->proto_version = c->version;
+	return ST_OK;
+}
+
+/* Shared tail of KEYGEN and GET_PUBKEY: check and copy the point. */
+static int take_point(proto_client *c, uint8_t cmd, uint8_t pub[DRV_P256_POINT_LEN])
+{
+	int rc = need(c, cmd, DRV_P256_POINT_LEN);
+
+	if (rc != ST_OK)
+		return rc;
+	if (c->rep.payload[1] != 0x04)
+		return fail(c, ST_E_PROTO, "%s: the programmer on %s returned a "
+			    "point that is not uncompressed P-256",
+			    proto_cmd_name(cmd), c->tr.name);
+	memcpy(pub, c->rep.payload + 1, DRV_P256_POINT_LEN);
+	return ST_OK;
+}
+
+int proto_keygen(proto_client *c, uint8_t pub[DRV_P256_POINT_LEN])
+{
+	int rc = proto_call(c, PROTO_CMD_KEYGEN, NULL, 0);
+
+	return rc != ST_OK ? rc : take_point(c, PROTO_CMD_KEYGEN, pub);
+}
+
+int proto_get_pubkey(proto_client *c, uint8_t pub[DRV_P256_POINT_LEN])
+{
+	int rc = proto_call(c, PROTO_CMD_GET_PUBKEY, NULL, 0);
+
+	return rc != ST_OK ? rc : take_point(c, PROTO_CMD_GET_PUBKEY, pub);
+}
+
+int proto_write_cert(proto_client *c, const uint8_t *der, size_t len)
+{
+	if (len == 0 || len > DRV_MAX_CERT)
+		return fail(c, ST_E_INVAL, "WRITE_CERT: certificate of %zu bytes "
+			    "(1..%d allowed)", len, DRV_MAX_CERT);
+	return proto_call(c, PROTO_CMD_WRITE_CERT, der, len);
+}
+
+int proto_read_cert(proto_client *c, uint8_t *buf, size_t cap, size_t *len)
+{
+	size_t n;
+	int rc;
+
+	rc = proto_call(c, PROTO_CMD_READ_CERT, NULL, 0);
+	if (rc != ST_OK)
+		return rc;
+	n = (size_t)c->rep.len - 1;
+	if (n > cap)
+		return fail(c, ST_E_INVAL, "READ_CERT: certificate of %zu bytes "
+			    "does not fit the %zu-byte buffer", n, cap);
+	memcpy(buf, c->rep.payload + 1, n);
+	*len = n;
+	return ST_OK;
+}
+
+int proto_sign_challenge(proto_client *c, const uint8_t *chal, size_t clen,
+			 uint8_t *sig, size_t cap, size_t *siglen)
+{
+	size_t n;
+	int rc;
+
+	if (clen < 16 || clen > 64)
+		return fail(c, ST_E_INVAL, "SIGN_CHALLENGE: challenge of %zu bytes "
+			    "(16..64 allowed)", clen);
+	rc = proto_call(c, PROTO_CMD_SIGN_CHALLENGE, chal, clen);
+	if (rc != ST_OK)
+		return rc;
+	n = (size_t)c->rep.len - 1;
+	if (n == 0 || n > cap || n > DRV_MAX_SIG)
+		return fail(c, ST_E_PROTO, "SIGN_CHALLENGE: signature of %zu bytes "
+			    "from %s (buffer %zu)", n, c->tr.name, cap);
+	memcpy(sig, c->rep.payload + 1, n);
+	*siglen = n;
+	return ST_OK;
+}
+
+int proto_fuse_read(proto_client *c, unsigned bank, uint8_t out[DRV_FUSE_BANK_LEN])
+{
+	uint8_t req[1];
+	int rc;
+
+	if (bank > 0xff)
+		return fail(c, ST_E_INVAL, "FUSE_READ: bank %u out of range", bank);
+	req[0] = (uint8_t)bank;
+	rc = proto_call(c, PROTO_CMD_FUSE_READ, req, sizeof(req));
+	if (rc == ST_OK && (rc = need(c, PROTO_CMD_FUSE_READ, DRV_FUSE_BANK_LEN)) == ST_OK)
+		memcpy(out, c->rep.payload + 1, DRV_FUSE_BANK_LEN);
+	return rc;
+}
+
+int proto_fuse_burn(proto_client *c, unsigned bank,
+		    const uint8_t value[DRV_FUSE_BANK_LEN], uint32_t request_id,
+		    uint8_t readback[DRV_FUSE_BANK_LEN])
+{
+	uint8_t req[5 + DRV_FUSE_BANK_LEN];
+	int rc;
+
+	if (bank > 0xff)
+		return fail(c, ST_E_INVAL, "FUSE_BURN: bank %u out of range", bank);
+	proto_put32(req, request_id);
+	req[4] = (uint8_t)bank;
+	memcpy(req + 5, value, DRV_FUSE_BANK_LEN);
+	rc = proto_call(c, PROTO_CMD_FUSE_BURN, req, sizeof(req));
+	/* A conflict reply carries the bank too: hand it back for the record. */
+	if ((rc == ST_OK || rc == ST_E_FUSE_CONFLICT) &&
+	    c->rep.len >= 1 + DRV_FUSE_BANK_LEN)
+		memcpy(readback, c->rep.payload + 1, DRV_FUSE_BANK_LEN);
+	else if (rc == ST_OK)
+		rc = need(c, PROTO_CMD_FUSE_BURN, DRV_FUSE_BANK_LEN);
+	return rc;
+}
+
+int proto_set_lifecycle(proto_client *c, uint8_t state)
+{
+	uint8_t req[1] = { state };
+
+	return proto_call(c, PROTO_CMD_SET_LIFECYCLE, req, sizeof(req));
+}
+
+int proto_release(proto_client *c)
+{
+	return proto_call(c, PROTO_CMD_RELEASE, NULL, 0);
+}

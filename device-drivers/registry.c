@@ -1,0 +1,277 @@
+/* registry.c — the static driver table and the drv_* core: URI dispatch,
+ * private state allocation, argument checks, error messages. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base.h"
+#include "device-drivers/drv_api.h"
+#include "device-drivers/stprog/stprog.h"
+
+/* Every driver, by URI scheme.  Add a line here to add a driver. */
+static const struct drv_ops *const drivers[] = {
+	&stprog_serial_ops,
+};
+
+struct drv_dev {
+	const struct drv_ops *ops;
+	void *priv;
+	size_t priv_size;
+	int opened;          /* ops->open succeeded: ops->close is owed */
+	char port[256];      /* path without scheme and query, for messages */
+	char err[512];
+};
+
+void *drv_priv(drv_dev *d)
+{
+	return d->priv;
+}
+
+void drv_set_error(drv_dev *d, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(d->err, sizeof(d->err), fmt, ap);
+	va_end(ap);
+}
+
+const char *drv_errmsg(const drv_dev *d)
+{
+	return d ? d->err : "no programmer handle (out of memory?)";
+}
+
+const char *drv_driver_name(const drv_dev *d)
+{
+	return d && d->ops ? d->ops->name : "";
+}
+
+const char *drv_port(const drv_dev *d)
+{
+	return d ? d->port : "";
+}
+
+/* Pick the driver for uri; *path gets the part the driver opens. */
+static const struct drv_ops *lookup(const char *uri, const char **path)
+{
+	const char *colon = strchr(uri, ':');
+
+	/* A plain path (absolute, ./relative, or with no scheme) is serial. */
+	if (uri[0] == '/' || uri[0] == '.' || !colon) {
+		*path = uri;
+		return &stprog_serial_ops;
+	}
+	*path = colon + 1;
+	for (size_t i = 0; i < ST_ARRAY_SIZE(drivers); i++)
+		if (strlen(drivers[i]->name) == (size_t)(colon - uri) &&
+		    !strncmp(drivers[i]->name, uri, (size_t)(colon - uri)))
+			return drivers[i];
+	return NULL;
+}
+
+int drv_open(const char *uri, const drv_opts *opts, drv_dev **out)
+{
+	static const drv_opts defaults;
+	const char *path;
+	drv_dev *d;
+	size_t plen;
+	int rc;
+
+	if (!out)
+		return ST_E_INVAL;
+	*out = NULL;
+	d = calloc(1, sizeof(*d));
+	if (!d)
+		return ST_E_NOMEM;
+	*out = d;
+	if (!uri || !*uri) {
+		drv_set_error(d, "no programmer URI given");
+		return ST_E_CONFIG;
+	}
+	d->ops = lookup(uri, &path);
+	plen = strcspn(path, "?");
+	snprintf(d->port, sizeof(d->port), "%.*s", (int)plen, path);
+	if (!d->ops) {
+		drv_set_error(d, "no driver for '%s' (use serial:/dev/ttyX or a "
+			      "path)", uri);
+		return ST_E_CONFIG;
+	}
+	d->priv_size = d->ops->priv_size;
+	d->priv = calloc(1, d->priv_size ? d->priv_size : 1);
+	if (!d->priv) {
+		drv_set_error(d, "out of memory opening %s", d->port);
+		return ST_E_NOMEM;
+	}
+	rc = d->ops->open(d, path, opts ? opts : &defaults);
+	if (rc == ST_OK)
+		d->opened = 1;
+	else if (!d->err[0])
+		drv_set_error(d, "cannot open %s: %s", d->port, st_strerror(rc));
+	return rc;
+}
+
+void drv_close(drv_dev *d)
+{
+	if (!d)
+		return;
+	if (d->opened && d->ops->close)
+		d->ops->close(d);
+	if (d->priv) {
+		st_wipe(d->priv, d->priv_size);
+		free(d->priv);
+	}
+	free(d);
+}
+
+/* Common entry check: an open device; clears the previous cause. */
+static int ready(drv_dev *d)
+{
+	if (!d)
+		return ST_E_INVAL;
+	d->err[0] = '\0';
+	if (!d->opened) {
+		drv_set_error(d, "programmer %s is not open", d->port);
+		return ST_E_STATE;
+	}
+	return ST_OK;
+}
+
+/* Fill in a generic cause when a driver forgot to. */
+static int finish(drv_dev *d, int rc, const char *what)
+{
+	if (rc != ST_OK && !d->err[0])
+		drv_set_error(d, "%s on %s: %s", what, d->port, st_strerror(rc));
+	return rc;
+}
+
+static int bad_arg(drv_dev *d, const char *what)
+{
+	drv_set_error(d, "%s: bad argument", what);
+	return ST_E_INVAL;
+}
+
+int drv_identify(drv_dev *d, drv_info *info)
+{
+	int rc = ready(d);
+
+	if (rc != ST_OK)
+		return rc;
+	if (!info)
+		return bad_arg(d, "identify");
+	return finish(d, d->ops->identify(d, info), "identify");
+}
+
+int drv_keygen(drv_dev *d, uint8_t pub[DRV_P256_POINT_LEN])
+{
+	int rc = ready(d);
+
+	if (rc != ST_OK)
+		return rc;
+	if (!pub)
+		return bad_arg(d, "keygen");
+	return finish(d, d->ops->keygen(d, pub), "keygen");
+}
+
+int drv_get_pubkey(drv_dev *d, uint8_t pub[DRV_P256_POINT_LEN])
+{
+	int rc = ready(d);
+
+	if (rc != ST_OK)
+		return rc;
+	if (!pub)
+		return bad_arg(d, "get_pubkey");
+	return finish(d, d->ops->get_pubkey(d, pub), "get_pubkey");
+}
+
+int drv_write_cert(drv_dev *d, const uint8_t *der, size_t len)
+{
+	int rc = ready(d);
+
+	if (rc != ST_OK)
+		return rc;
+	if (!der || len == 0 || len > DRV_MAX_CERT) {
+		drv_set_error(d, "write_cert: certificate of %zu bytes (1..%d "
+			      "allowed)", len, DRV_MAX_CERT);
+		return ST_E_INVAL;
+	}
+	return finish(d, d->ops->write_cert(d, der, len), "write_cert");
+}
+
+int drv_read_cert(drv_dev *d, uint8_t *buf, size_t cap, size_t *len)
+{
+	int rc = ready(d);
+
+	if (rc != ST_OK)
+		return rc;
+	if (!buf || !len)
+		return bad_arg(d, "read_cert");
+	return finish(d, d->ops->read_cert(d, buf, cap, len), "read_cert");
+}
+
+int drv_sign_challenge(drv_dev *d, const uint8_t *challenge, size_t clen,
+		       uint8_t *sig, size_t cap, size_t *siglen)
+{
+	int rc = ready(d);
+
+	if (rc != ST_OK)
+		return rc;
+	if (!challenge || clen < 16 || clen > 64 || !sig || !siglen) {
+		drv_set_error(d, "sign_challenge: challenge must be 16..64 bytes "
+			      "(got %zu)", clen);
+		return ST_E_INVAL;
+	}
+	return finish(d, d->ops->sign_challenge(d, challenge, clen, sig, cap,
+						 siglen), "sign_challenge");
+}
+
+int drv_fuse_read(drv_dev *d, unsigned bank, uint8_t out[DRV_FUSE_BANK_LEN])
+{
+	int rc = ready(d);
+
+	if (rc != ST_OK)
+		return rc;
+	if (!out)
+		return bad_arg(d, "fuse_read");
+	return finish(d, d->ops->fuse_read(d, bank, out), "fuse_read");
+}
+
+int drv_fuse_burn(drv_dev *d, unsigned bank, const uint8_t value[DRV_FUSE_BANK_LEN],
+		  uint32_t request_id, uint8_t readback[DRV_FUSE_BANK_LEN])
+{
+	int rc = ready(d);
+
+	if (rc != ST_OK)
+		return rc;
+	if (!value || !readback)
+		return bad_arg(d, "fuse_burn");
+	return finish(d, d->ops->fuse_burn(d, bank, value, request_id, readback),
+		      "fuse_burn");
+}
+
+int drv_set_lifecycle(drv_dev *d, uint8_t state)
+{
+	int rc = ready(d);
+
+	if (rc != ST_OK)
+		return rc;
+	if (state > DRV_LC_LOCKED) {
+		drv_set_error(d, "set_lifecycle: unknown state %u", state);
+		return ST_E_INVAL;
+	}
+	return finish(d, d->ops->set_lifecycle(d, state), "set_lifecycle");
+}
+
+int drv_release(drv_dev *d)
+{
+	int rc = ready(d);
+
+	if (rc != ST_OK)
+		return rc;
+	if (!d->ops->release) {
+		drv_set_error(d, "driver %s cannot release units; swap the unit "
+			      "by hand", d->ops->name);
+		return ST_E_STATE;
+	}
+	return finish(d, d->ops->release(d), "release");
+}

@@ -1,0 +1,316 @@
+/* main.c — station-devsim: a simulated station programmer on a pty.
+ *
+ *   station-devsim --state FILE [--link PATH] [--units N] [--seed S]
+ *                  [--model NAME] [--fault NAME[:ARG]] [--verbose] [--dump]
+ *
+ * Prints "ready <slave-path>" once the line is up, serves requests until
+ * SIGTERM/SIGINT, and exits 0.  State (units, keys, certs, fuses) lives in
+ * FILE and is saved after every change. */
+#include "device-drivers/sim/sim.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <openssl/sha.h>
+#include <poll.h>
+#include <pty.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <termios.h>
+#include <unistd.h>
+
+#include "base.h"
+
+void sim_log(const struct sim *s, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (!s->verbose)
+		return;
+	va_start(ap, fmt);
+	fputs("station-devsim: ", stderr);
+	vfprintf(stderr, fmt, ap);
+	fputc('\n', stderr);
+	va_end(ap);
+}
+
+void sim_seed(struct sim *s, const char *seed)
+{
+	uint8_t md[SHA256_DIGEST_LENGTH];
+
+	SHA256((const uint8_t *)seed, strlen(seed), md);
+	memcpy(&s->rng, md, sizeof(s->rng));
+	if (!s->rng)
+		s->rng = 0x9e3779b97f4a7c15ull;
+}
+
+uint64_t sim_rand(struct sim *s)
+{
+	s->rng ^= s->rng >> 12;
+	s->rng ^= s->rng << 25;
+	s->rng ^= s->rng >> 27;
+	return s->rng * 0x2545f4914f6cdd1dull;
+}
+
+int sim_send_raw(struct sim *s, const uint8_t *buf, size_t n)
+{
+	int64_t deadline = st_now_ms() + 1000;
+	size_t off = 0;
+
+	while (off < n) {
+		struct pollfd pfd = { .fd = s->master, .events = POLLOUT };
+		int64_t left = deadline - st_now_ms();
+		ssize_t w;
+
+		if (left <= 0 || poll(&pfd, 1, (int)left) == 0) {
+			sim_log(s, "nobody reads the line: reply dropped");
+			return -1;
+		}
+		w = write(s->master, buf + off, n - off);
+		if (w > 0)
+			off += (size_t)w;
+		else if (w < 0 && errno != EINTR && errno != EAGAIN)
+			return -1;
+	}
+	return 0;
+}
+
+/* One frame ended on the line: let the fault look, then serve it. */
+static void on_frame(struct sim *s, int rc, int why)
+{
+	size_t n;
+
+	if (s->fault->on_frame && s->fault->on_frame(s, rc == 1 ? &s->req : NULL))
+		return;
+	if (rc == ST_E_VERSION) {
+		/* Intact but from the future: say which versions we speak. */
+		s->rep.version = PROTO_VERSION;
+		s->rep.type = s->req.type | PROTO_REPLY;
+		s->rep.seq = s->req.seq;
+		s->rep.len = 3;
+		s->rep.payload[0] = PROTO_ST_BAD_VERSION;
+		s->rep.payload[1] = PROTO_VERSION;
+		s->rep.payload[2] = PROTO_VERSION;
+	} else if (rc < 0 && why == PROTO_BAD_LENGTH) {
+		/* CRC held, so seq is trustworthy: tell the host. */
+		s->rep.version = PROTO_VERSION;
+		s->rep.type = s->req.type | PROTO_REPLY;
+		s->rep.seq = s->req.seq;
+		s->rep.len = 1;
+		s->rep.payload[0] = PROTO_ST_BAD_FRAME;
+	} else if (rc < 0) {
+		/* Cannot trust seq or type: stay silent, the host times out
+		 * and retries what is safe to retry. */
+		sim_log(s, "dropped a frame: %s", proto_bad_str(why));
+		return;
+	} else if (s->req.type & PROTO_REPLY) {
+		return; /* a reply sent to us: an echoing line, ignore */
+	} else {
+		sim_handle(s, &s->req, &s->rep);
+		sim_log(s, "%s seq %u -> status %u", proto_cmd_name(s->req.type),
+			s->req.seq, s->rep.payload[0]);
+	}
+	if (proto_frame_encode(&s->rep, s->wire, sizeof(s->wire), &n) != ST_OK)
+		return;
+	if (s->fault->on_reply)
+		s->fault->on_reply(s, s->wire, &n);
+	sim_send_raw(s, s->wire, n);
+}
+
+/* Point link at target atomically (symlink beside it, then rename). */
+static int make_link(const char *link, const char *target)
+{
+	char tmp[4096];
+
+	snprintf(tmp, sizeof(tmp), "%s.tmp%ld", link, (long)getpid());
+	unlink(tmp);
+	if (symlink(target, tmp) < 0 || rename(tmp, link) < 0) {
+		fprintf(stderr, "station-devsim: cannot link %s -> %s: %s\n",
+			link, target, strerror(errno));
+		unlink(tmp);
+		return -1;
+	}
+	return 0;
+}
+
+/* Serve the line until a signal arrives on sigfd. */
+static int serve(struct sim *s, int sigfd)
+{
+	uint8_t buf[1024];
+
+	for (;;) {
+		struct pollfd pfd[2] = {
+			{ .fd = s->master, .events = POLLIN },
+			{ .fd = sigfd, .events = POLLIN },
+		};
+		ssize_t n;
+
+		if (poll(pfd, 2, -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			return -1;
+		}
+		if (pfd[1].revents)
+			return 0;
+		if (!(pfd[0].revents & (POLLIN | POLLHUP | POLLERR)))
+			continue;
+		n = read(s->master, buf, sizeof(buf));
+		if (n < 0 && (errno == EINTR || errno == EAGAIN))
+			continue;
+		if (n <= 0) {
+			/* Cannot happen while we hold the slave; avoid a spin. */
+			poll(pfd + 1, 1, 50);
+			continue;
+		}
+		for (ssize_t i = 0; i < n; i++) {
+			int why = PROTO_BAD_NONE;
+			int rc = proto_rx_byte(&s->rx, buf[i], &s->req, &why);
+
+			if (rc != 0)
+				on_frame(s, rc, why);
+		}
+	}
+}
+
+static void usage(void)
+{
+	fprintf(stderr,
+		"usage: station-devsim --state FILE [--link PATH] [--units N] [--seed S]\n"
+		"                      [--model NAME] [--fault NAME[:ARG]] [--verbose] [--dump]\n"
+		"faults:\n");
+	sim_fault_list();
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{ "state", required_argument, NULL, 's' },
+		{ "link", required_argument, NULL, 'l' },
+		{ "units", required_argument, NULL, 'n' },
+		{ "seed", required_argument, NULL, 'S' },
+		{ "model", required_argument, NULL, 'm' },
+		{ "fault", required_argument, NULL, 'f' },
+		{ "dump", no_argument, NULL, 'd' },
+		{ "verbose", no_argument, NULL, 'v' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	struct sim *s = NULL;
+	const char *link = NULL, *seed = "devsim", *model = "ST-DEV-1";
+	char fault_name[64] = "none", *fault_arg = NULL, slave_name[256];
+	long units = 1;
+	int dump = 0, slave = -1, sigfd = -1, rc = 1, opt;
+	struct termios tio;
+	sigset_t set;
+
+	s = calloc(1, sizeof(*s));
+	if (!s)
+		return 1;
+	s->master = -1;
+	while ((opt = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+		switch (opt) {
+		case 's': s->state_path = optarg; break;
+		case 'l': link = optarg; break;
+		case 'n': {
+			char *end;
+
+			units = strtol(optarg, &end, 10);
+			if (end == optarg || *end || units < 0 || units > 10000) {
+				fprintf(stderr, "station-devsim: bad --units %s\n", optarg);
+				goto out;
+			}
+			break;
+		}
+		case 'S': seed = optarg; break;
+		case 'm': model = optarg; break;
+		case 'f':
+			snprintf(fault_name, sizeof(fault_name), "%s", optarg);
+			if ((fault_arg = strchr(fault_name, ':')))
+				*fault_arg++ = '\0';
+			break;
+		case 'd': dump = 1; break;
+		case 'v': s->verbose = 1; break;
+		case 'h': usage(); rc = 0; goto out;
+		default: usage(); goto out;
+		}
+	}
+	if (!s->state_path || optind != argc) {
+		usage();
+		goto out;
+	}
+	s->fault = sim_fault_find(fault_name);
+	if (!s->fault) {
+		fprintf(stderr, "station-devsim: unknown fault '%s'\n", fault_name);
+		usage();
+		goto out;
+	}
+	if (fault_arg && !s->fault->setup) {
+		fprintf(stderr, "station-devsim: fault '%s' takes no argument\n",
+			fault_name);
+		goto out;
+	}
+	sim_seed(s, seed);
+	if (s->fault->setup && s->fault->setup(s, fault_arg))
+		goto out;
+	if (sim_state_load(s, !dump, (size_t)units, seed, model) < 0)
+		goto out;
+	if (dump) {
+		rc = sim_state_dump(s) < 0;
+		goto out;
+	}
+
+	/* Signals arrive on a descriptor: no handler, no global flag. */
+	sigemptyset(&set);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGINT);
+	sigprocmask(SIG_BLOCK, &set, NULL);
+	signal(SIGPIPE, SIG_IGN);
+	sigfd = signalfd(-1, &set, SFD_CLOEXEC);
+	if (sigfd < 0) {
+		perror("station-devsim: signalfd");
+		goto out;
+	}
+	/* We keep the slave open ourselves: the master then never sees EIO
+	 * when a station closes the port, and settings persist across opens. */
+	if (openpty(&s->master, &slave, slave_name, NULL, NULL) < 0) {
+		perror("station-devsim: openpty");
+		goto out;
+	}
+	if (tcgetattr(slave, &tio) == 0) {
+		cfmakeraw(&tio);
+		cfsetispeed(&tio, B115200);
+		cfsetospeed(&tio, B115200);
+		tcsetattr(slave, TCSANOW, &tio);
+	}
+	fcntl(s->master, F_SETFL, fcntl(s->master, F_GETFL) | O_NONBLOCK);
+	fcntl(s->master, F_SETFD, FD_CLOEXEC);
+	if (link && make_link(link, slave_name) < 0)
+		goto out;
+	proto_rx_init(&s->rx);
+	printf("ready %s\n", slave_name);
+	fflush(stdout);
+	sim_log(s, "serving %s (%zu units, fault %s)", slave_name, s->nunits,
+		s->fault->name);
+	rc = serve(s, sigfd) < 0;
+	if (link) {
+		char cur[256];
+		ssize_t n = readlink(link, cur, sizeof(cur) - 1);
+
+		if (n > 0 && (cur[n] = '\0', !strcmp(cur, slave_name)))
+			unlink(link);
+	}
+out:
+	if (sigfd >= 0)
+		close(sigfd);
+	if (slave >= 0)
+		close(slave);
+	if (s->master >= 0)
+		close(s->master);
+	sim_state_free(s);
+	free(s);
+	return rc;
+}

@@ -1,0 +1,318 @@
+/* state.c — the simulator's persistent state: units, keys, certificates and
+ * fuses as JSON, written atomically after every change so fuses survive a
+ * restart exactly like OTP silicon does. */
+#include "device-drivers/sim/sim.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <libgen.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/sha.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "base.h"
+
+#define STATE_VERSION 1
+
+void sim_state_free(struct sim *s)
+{
+	for (size_t i = 0; i < s->nunits; i++) {
+		EVP_PKEY_free(s->units[i].key);
+		free(s->units[i].cert);
+	}
+	free(s->units);
+	s->units = NULL;
+	s->nunits = 0;
+}
+
+static json_t *hex_json(const uint8_t *b, size_t n)
+{
+	char *h = malloc(2 * n + 1);
+	json_t *j;
+
+	if (!h)
+		return NULL;
+	st_hex(b, n, h);
+	j = json_string(h);
+	free(h);
+	return j;
+}
+
+/* The private key as PEM text (a simulated chip may keep it in a file). */
+static json_t *key_json(EVP_PKEY *key)
+{
+	BIO *bio = NULL;
+	json_t *j = NULL;
+	char *pem;
+	long n;
+
+	if (!key)
+		return json_null();
+	bio = BIO_new(BIO_s_secmem());
+	if (!bio || !PEM_write_bio_PrivateKey(bio, key, NULL, NULL, 0, NULL, NULL))
+		goto out;
+	n = BIO_get_mem_data(bio, &pem);
+	j = json_stringn(pem, (size_t)n);
+out:
+	BIO_free(bio);
+	return j;
+}
+
+static json_t *unit_json(const struct sim_unit *u)
+{
+	json_t *o = json_object(), *fuses = json_array();
+
+	if (!o || !fuses)
+		goto fail;
+	for (int b = 0; b < SIM_FUSE_BANKS; b++)
+		json_array_append_new(fuses, hex_json(u->fuses[b], DRV_FUSE_BANK_LEN));
+	json_object_set_new(o, "uid", hex_json(u->uid, DRV_UID_LEN));
+	json_object_set_new(o, "model", json_string(u->model));
+	json_object_set_new(o, "lifecycle", json_integer(u->lifecycle));
+	json_object_set_new(o, "privkey_pem", key_json(u->key));
+	json_object_set_new(o, "pubkey", u->key ?
+			    hex_json(u->pub, DRV_P256_POINT_LEN) : json_null());
+	json_object_set_new(o, "cert", u->cert ?
+			    hex_json(u->cert, u->cert_len) : json_null());
+	json_object_set_new(o, "fuses", fuses);
+	json_object_set_new(o, "burn_count", json_integer(u->burn_count));
+	if (u->has_last)
+		json_object_set_new(o, "last_burn", json_pack("{s:I,s:i,s:o}",
+				    "id", (json_int_t)u->last_id, "bank", u->last_bank,
+				    "value", hex_json(u->last_value, DRV_FUSE_BANK_LEN)));
+	else
+		json_object_set_new(o, "last_burn", json_null());
+	return o;
+fail:
+	json_decref(o);
+	json_decref(fuses);
+	return NULL;
+}
+
+static json_t *state_json(const struct sim *s)
+{
+	json_t *root = json_object(), *units = json_array();
+
+	if (!root || !units) {
+		json_decref(root);
+		json_decref(units);
+		return NULL;
+	}
+	for (size_t i = 0; i < s->nunits; i++)
+		json_array_append_new(units, unit_json(&s->units[i]));
+	json_object_set_new(root, "version", json_integer(STATE_VERSION));
+	json_object_set_new(root, "current", json_integer((json_int_t)s->current));
+	json_object_set_new(root, "units", units);
+	return root;
+}
+
+int sim_pubkey_point(EVP_PKEY *key, uint8_t pub[DRV_P256_POINT_LEN])
+{
+	size_t len = 0;
+
+	if (!EVP_PKEY_get_octet_string_param(key, "encoded-pub-key", pub,
+					     DRV_P256_POINT_LEN, &len) ||
+	    len != DRV_P256_POINT_LEN)
+		return -1;
+	return 0;
+}
+
+/* Parse an exact-length hex string member. */
+static int get_hex(json_t *o, const char *name, uint8_t *out, size_t n)
+{
+	const char *h = json_string_value(json_object_get(o, name));
+
+	return h && strlen(h) == 2 * n && st_unhex(h, out, n) == ST_OK ? 0 : -1;
+}
+
+static int unit_from_json(struct sim_unit *u, json_t *o)
+{
+	json_t *fuses = json_object_get(o, "fuses"), *j;
+	const char *str;
+
+	if (!json_is_object(o) || get_hex(o, "uid", u->uid, DRV_UID_LEN) < 0)
+		return -1;
+	str = json_string_value(json_object_get(o, "model"));
+	snprintf(u->model, sizeof(u->model), "%s", str ? str : "ST-DEV-1");
+	u->lifecycle = (uint8_t)json_integer_value(json_object_get(o, "lifecycle"));
+	if (u->lifecycle > DRV_LC_LOCKED)
+		return -1;
+	str = json_string_value(json_object_get(o, "privkey_pem"));
+	if (str) {
+		BIO *bio = BIO_new_mem_buf(str, -1);
+
+		u->key = bio ? PEM_read_bio_PrivateKey(bio, NULL, NULL, NULL) : NULL;
+		BIO_free(bio);
+		if (!u->key || sim_pubkey_point(u->key, u->pub) < 0)
+			return -1;
+	}
+	str = json_string_value(json_object_get(o, "cert"));
+	if (str) {
+		size_t n = strlen(str) / 2;
+
+		if (n == 0 || n > DRV_MAX_CERT || !(u->cert = malloc(n)) ||
+		    st_unhex(str, u->cert, n) != ST_OK)
+			return -1;
+		u->cert_len = n;
+	}
+	if (!json_is_array(fuses) || json_array_size(fuses) != SIM_FUSE_BANKS)
+		return -1;
+	for (size_t b = 0; b < SIM_FUSE_BANKS; b++) {
+		str = json_string_value(json_array_get(fuses, b));
+		if (!str || strlen(str) != 2 * DRV_FUSE_BANK_LEN ||
+		    st_unhex(str, u->fuses[b], DRV_FUSE_BANK_LEN) != ST_OK)
+			return -1;
+	}
+	u->burn_count = (uint32_t)json_integer_value(json_object_get(o, "burn_count"));
+	j = json_object_get(o, "last_burn");
+	if (json_is_object(j)) {
+		u->has_last = 1;
+		u->last_id = (uint32_t)json_integer_value(json_object_get(j, "id"));
+		u->last_bank = (uint8_t)json_integer_value(json_object_get(j, "bank"));
+		if (get_hex(j, "value", u->last_value, DRV_FUSE_BANK_LEN) < 0)
+			return -1;
+	}
+	return 0;
+}
+
+static int create_units(struct sim *s, size_t n, const char *seed,
+			const char *model)
+{
+	s->units = calloc(n ? n : 1, sizeof(*s->units));
+	if (!s->units)
+		return -1;
+	s->nunits = n;
+	s->current = 0;
+	for (size_t i = 0; i < n; i++) {
+		uint8_t md[SHA256_DIGEST_LENGTH];
+		char msg[300];
+		int len = snprintf(msg, sizeof(msg), "%s:%zu", seed, i);
+
+		SHA256((const uint8_t *)msg, (size_t)len, md);
+		memcpy(s->units[i].uid, md, DRV_UID_LEN);
+		snprintf(s->units[i].model, sizeof(s->units[i].model), "%s", model);
+	}
+	return 0;
+}
+
+int sim_state_load(struct sim *s, int create, size_t nunits, const char *seed,
+		   const char *model)
+{
+	json_error_t jerr;
+	json_t *root, *units;
+	size_t i;
+
+	if (access(s->state_path, F_OK) < 0 && errno == ENOENT) {
+		if (!create) {
+			fprintf(stderr, "station-devsim: %s does not exist\n",
+				s->state_path);
+			return -1;
+		}
+		if (create_units(s, nunits, seed, model) < 0)
+			return -1;
+		return sim_state_save(s);
+	}
+	root = json_load_file(s->state_path, 0, &jerr);
+	if (!root) {
+		fprintf(stderr, "station-devsim: %s:%d: %s\n", s->state_path,
+			jerr.line, jerr.text);
+		return -1;
+	}
+	units = json_object_get(root, "units");
+	if (json_integer_value(json_object_get(root, "version")) != STATE_VERSION ||
+	    !json_is_array(units))
+		goto bad;
+	s->nunits = json_array_size(units);
+	s->units = calloc(s->nunits ? s->nunits : 1, sizeof(*s->units));
+	if (!s->units)
+		goto bad;
+	for (i = 0; i < s->nunits; i++)
+		if (unit_from_json(&s->units[i], json_array_get(units, i)) < 0)
+			goto bad;
+	s->current = (size_t)json_integer_value(json_object_get(root, "current"));
+	if (s->current > s->nunits)
+		s->current = s->nunits;
+	json_decref(root);
+	return 0;
+bad:
+	fprintf(stderr, "station-devsim: %s: not a valid devsim state file\n",
+		s->state_path);
+	json_decref(root);
+	return -1;
+}
+
+int sim_state_save(struct sim *s)
+{
+	char tmp[4096] = "", dir[4096];
+	json_t *root = state_json(s);
+	char *text = NULL;
+	size_t len, off = 0;
+	int fd = -1, rc = -1;
+
+	if (!root)
+		goto out;
+	text = json_dumps(root, JSON_INDENT(1) | JSON_PRESERVE_ORDER);
+	if (!text)
+		goto out;
+	len = strlen(text);
+	snprintf(tmp, sizeof(tmp), "%s.tmp.XXXXXX", s->state_path);
+	fd = mkstemp(tmp);
+	if (fd < 0)
+		goto out;
+	while (off < len) {
+		ssize_t w = write(fd, text + off, len - off);
+
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			goto out;
+		off += (size_t)w;
+	}
+	if (write(fd, "\n", 1) != 1 || fsync(fd) < 0 || close(fd) < 0) {
+		fd = -1;
+		goto out;
+	}
+	fd = -1;
+	if (rename(tmp, s->state_path) < 0)
+		goto out;
+	tmp[0] = '\0';
+	/* fsync the directory so the rename itself survives a power cut. */
+	snprintf(dir, sizeof(dir), "%s", s->state_path);
+	fd = open(dirname(dir), O_RDONLY | O_DIRECTORY);
+	if (fd >= 0)
+		fsync(fd);
+	rc = 0;
+out:
+	if (fd >= 0)
+		close(fd);
+	if (rc < 0) {
+		fprintf(stderr, "station-devsim: cannot save %s: %s\n",
+			s->state_path, strerror(errno));
+		if (tmp[0])
+			unlink(tmp);
+	}
+	if (text) {
+		st_wipe(text, strlen(text)); /* it held private keys */
+		free(text);
+	}
+	json_decref(root);
+	return rc;
+}
+
+int sim_state_dump(struct sim *s)
+{
+	json_t *root = state_json(s);
+	int rc = -1;
+
+	if (root && json_dumpf(root, stdout, JSON_INDENT(1) | JSON_PRESERVE_ORDER) == 0) {
+		fputc('\n', stdout);
+		rc = fflush(stdout) == 0 ? 0 : -1;
+	}
+	json_decref(root);
+	return rc;
+}

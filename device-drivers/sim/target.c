@@ -1,0 +1,312 @@
+/* target.c — what the simulated programmer and its target chip do with each
+ * command (docs/protocol.md).  Keys are made by OpenSSL (the "chip");
+ * fuses follow OTP rules: bits only go 0->1. */
+#include "device-drivers/sim/sim.h"
+
+#include <openssl/ec.h>
+#include <openssl/evp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base.h"
+
+/* Start a reply with status st; returns a pointer to the payload after it. */
+static uint8_t *reply(proto_frame *rep, uint8_t st)
+{
+	rep->payload[0] = st;
+	rep->len = 1;
+	return rep->payload + 1;
+}
+
+static void put(proto_frame *rep, const void *p, size_t n)
+{
+	memcpy(rep->payload + rep->len, p, n);
+	rep->len = (uint16_t)(rep->len + n);
+}
+
+/* Persist a change; a failed write is the programmer's internal error. */
+static void commit(struct sim *s, proto_frame *rep)
+{
+	if (sim_state_save(s) < 0)
+		reply(rep, PROTO_ST_INTERNAL);
+}
+
+static void do_hello(struct sim *s, const proto_frame *req, proto_frame *rep)
+{
+	uint8_t v[7];
+	size_t fw = strlen(SIM_FW_VERSION);
+
+	(void)s;
+	if (req->len < 2) {
+		reply(rep, PROTO_ST_BAD_ARG);
+		return;
+	}
+	if (req->payload[0] > PROTO_VERSION || req->payload[1] < PROTO_VERSION) {
+		uint8_t range[2] = { PROTO_VERSION, PROTO_VERSION };
+
+		reply(rep, PROTO_ST_BAD_VERSION);
+		put(rep, range, sizeof(range));
+		return;
+	}
+	reply(rep, PROTO_ST_OK);
+	v[0] = PROTO_VERSION;
+	proto_put32(v + 1, PROTO_CAPS_V1);
+	proto_put16(v + 5, PROTO_MAX_PAYLOAD);
+	put(rep, v, sizeof(v));
+	v[0] = (uint8_t)fw;
+	put(rep, v, 1);
+	put(rep, SIM_FW_VERSION, fw);
+}
+
+static void do_identify(struct sim_unit *u, proto_frame *rep)
+{
+	uint8_t v[5] = { u->lifecycle, u->key != NULL, u->cert != NULL,
+			 SIM_FUSE_BANKS, (uint8_t)strlen(u->model) };
+
+	reply(rep, PROTO_ST_OK);
+	put(rep, u->uid, DRV_UID_LEN);
+	put(rep, v, sizeof(v));
+	put(rep, u->model, v[4]);
+}
+
+static void do_keygen(struct sim *s, struct sim_unit *u, proto_frame *rep)
+{
+	EVP_PKEY *key;
+
+	if (u->lifecycle == DRV_LC_LOCKED) {
+		reply(rep, PROTO_ST_LOCKED);
+		return;
+	}
+	key = EVP_EC_gen("P-256");
+	if (!key || sim_pubkey_point(key, u->pub) < 0) {
+		EVP_PKEY_free(key);
+		reply(rep, PROTO_ST_INTERNAL);
+		return;
+	}
+	EVP_PKEY_free(u->key);
+	u->key = key;
+	/* A certificate for the old key would now be a lie: drop it. */
+	free(u->cert);
+	u->cert = NULL;
+	u->cert_len = 0;
+	reply(rep, PROTO_ST_OK);
+	put(rep, u->pub, DRV_P256_POINT_LEN);
+	commit(s, rep);
+}
+
+static void do_get_pubkey(struct sim_unit *u, proto_frame *rep)
+{
+	if (!u->key) {
+		reply(rep, PROTO_ST_NO_KEY);
+		return;
+	}
+	reply(rep, PROTO_ST_OK);
+	put(rep, u->pub, DRV_P256_POINT_LEN);
+}
+
+static void do_write_cert(struct sim *s, struct sim_unit *u,
+			  const proto_frame *req, proto_frame *rep)
+{
+	uint8_t *c;
+
+	if (req->len == 0 || req->len > DRV_MAX_CERT) {
+		reply(rep, PROTO_ST_BAD_ARG);
+		return;
+	}
+	if (u->lifecycle == DRV_LC_LOCKED) {
+		reply(rep, PROTO_ST_LOCKED);
+		return;
+	}
+	c = malloc(req->len);
+	if (!c) {
+		reply(rep, PROTO_ST_INTERNAL);
+		return;
+	}
+	memcpy(c, req->payload, req->len);
+	free(u->cert);
+	u->cert = c;
+	u->cert_len = req->len;
+	reply(rep, PROTO_ST_OK);
+	commit(s, rep);
+}
+
+static void do_read_cert(struct sim_unit *u, proto_frame *rep)
+{
+	if (!u->cert) {
+		reply(rep, PROTO_ST_NO_CERT);
+		return;
+	}
+	reply(rep, PROTO_ST_OK);
+	put(rep, u->cert, u->cert_len);
+}
+
+static void do_sign(struct sim_unit *u, const proto_frame *req, proto_frame *rep)
+{
+	EVP_MD_CTX *md = NULL;
+	uint8_t sig[DRV_MAX_SIG];
+	size_t siglen = sizeof(sig);
+
+	if (req->len < 16 || req->len > 64) {
+		reply(rep, PROTO_ST_BAD_ARG);
+		return;
+	}
+	if (!u->key) {
+		reply(rep, PROTO_ST_NO_KEY);
+		return;
+	}
+	md = EVP_MD_CTX_new();
+	if (!md || EVP_DigestSignInit(md, NULL, EVP_sha256(), NULL, u->key) != 1 ||
+	    EVP_DigestSignUpdate(md, DRV_POP_PREFIX, strlen(DRV_POP_PREFIX)) != 1 ||
+	    EVP_DigestSignUpdate(md, req->payload, req->len) != 1 ||
+	    EVP_DigestSignFinal(md, sig, &siglen) != 1) {
+		reply(rep, PROTO_ST_INTERNAL);
+		goto out;
+	}
+	reply(rep, PROTO_ST_OK);
+	put(rep, sig, siglen);
+out:
+	EVP_MD_CTX_free(md);
+}
+
+static void do_fuse_read(struct sim_unit *u, const proto_frame *req,
+			 proto_frame *rep)
+{
+	if (req->len != 1 || req->payload[0] >= SIM_FUSE_BANKS) {
+		reply(rep, PROTO_ST_BAD_ARG);
+		return;
+	}
+	reply(rep, PROTO_ST_OK);
+	put(rep, u->fuses[req->payload[0]], DRV_FUSE_BANK_LEN);
+}
+
+/* OTP burn: the bank becomes value, which must keep every bit already set.
+ * A repeat of the last request_id with the same data is answered from the
+ * current bank without burning, so a host that lost the reply can ask again. */
+static void do_fuse_burn(struct sim *s, struct sim_unit *u,
+			 const proto_frame *req, proto_frame *rep)
+{
+	const uint8_t *value = req->payload + 5;
+	uint32_t id;
+	uint8_t bank, *cur;
+	int change = 0;
+
+	if (req->len != 5 + DRV_FUSE_BANK_LEN || req->payload[4] >= SIM_FUSE_BANKS) {
+		reply(rep, PROTO_ST_BAD_ARG);
+		return;
+	}
+	id = proto_get32(req->payload);
+	bank = req->payload[4];
+	cur = u->fuses[bank];
+	if (u->has_last && u->last_id == id) {
+		if (u->last_bank != bank ||
+		    memcmp(u->last_value, value, DRV_FUSE_BANK_LEN) != 0) {
+			reply(rep, PROTO_ST_REQ_REUSED);
+			return;
+		}
+		sim_log(s, "fuse burn %u repeated: not burning again", id);
+		reply(rep, PROTO_ST_OK);
+		put(rep, cur, DRV_FUSE_BANK_LEN);
+		return;
+	}
+	for (int i = 0; i < DRV_FUSE_BANK_LEN; i++) {
+		if (cur[i] & ~value[i]) {
+			reply(rep, PROTO_ST_FUSE_CONFLICT);
+			put(rep, cur, DRV_FUSE_BANK_LEN);
+			return;
+		}
+		change |= cur[i] != value[i];
+	}
+	if (change) {
+		for (int i = 0; i < DRV_FUSE_BANK_LEN; i++)
+			cur[i] |= value[i];
+		u->burn_count++;
+	}
+	u->has_last = 1;
+	u->last_id = id;
+	u->last_bank = bank;
+	memcpy(u->last_value, value, DRV_FUSE_BANK_LEN);
+	reply(rep, PROTO_ST_OK);
+	put(rep, cur, DRV_FUSE_BANK_LEN);
+	commit(s, rep);
+}
+
+static void do_set_lifecycle(struct sim *s, struct sim_unit *u,
+			     const proto_frame *req, proto_frame *rep)
+{
+	uint8_t want;
+
+	if (req->len != 1 || req->payload[0] > DRV_LC_LOCKED) {
+		reply(rep, PROTO_ST_BAD_ARG);
+		return;
+	}
+	want = req->payload[0];
+	if (want < u->lifecycle) {
+		reply(rep, PROTO_ST_BAD_STATE);
+		put(rep, &u->lifecycle, 1);
+		return;
+	}
+	if (want == u->lifecycle) {
+		reply(rep, PROTO_ST_OK);
+		put(rep, &u->lifecycle, 1);
+		return;
+	}
+	u->lifecycle = want;
+	reply(rep, PROTO_ST_OK);
+	put(rep, &u->lifecycle, 1);
+	commit(s, rep);
+}
+
+void sim_handle(struct sim *s, const proto_frame *req, proto_frame *rep)
+{
+	struct sim_unit *u = s->current < s->nunits ? &s->units[s->current] : NULL;
+
+	rep->version = PROTO_VERSION;
+	rep->type = req->type | PROTO_REPLY;
+	rep->seq = req->seq;
+	if (req->type == PROTO_CMD_HELLO) {
+		do_hello(s, req, rep);
+		return;
+	}
+	if (req->type < PROTO_CMD_IDENTIFY || req->type > PROTO_CMD_RELEASE) {
+		reply(rep, PROTO_ST_UNKNOWN_CMD);
+		return;
+	}
+	if (!u) {
+		reply(rep, PROTO_ST_NO_TARGET);
+		return;
+	}
+	switch (req->type) {
+	case PROTO_CMD_IDENTIFY:
+		do_identify(u, rep);
+		break;
+	case PROTO_CMD_KEYGEN:
+		do_keygen(s, u, rep);
+		break;
+	case PROTO_CMD_GET_PUBKEY:
+		do_get_pubkey(u, rep);
+		break;
+	case PROTO_CMD_WRITE_CERT:
+		do_write_cert(s, u, req, rep);
+		break;
+	case PROTO_CMD_READ_CERT:
+		do_read_cert(u, rep);
+		break;
+	case PROTO_CMD_SIGN_CHALLENGE:
+		do_sign(u, req, rep);
+		break;
+	case PROTO_CMD_FUSE_READ:
+		do_fuse_read(u, req, rep);
+		break;
+	case PROTO_CMD_FUSE_BURN:
+		do_fuse_burn(s, u, req, rep);
+		break;
+	case PROTO_CMD_SET_LIFECYCLE:
+		do_set_lifecycle(s, u, req, rep);
+		break;
+	case PROTO_CMD_RELEASE:
+		s->current++;
+		reply(rep, PROTO_ST_OK);
+		commit(s, rep);
+		break;
+	}
+}

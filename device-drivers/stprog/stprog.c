@@ -1,0 +1,145 @@
+/* stprog.c — the "serial" driver: the station programmer protocol
+ * (proto/) over a termios serial line (serial/).  All protocol work is in
+ * proto/, so a USB driver is this file with another transport. */
+#include "device-drivers/stprog/stprog.h"
+
+#include <string.h>
+
+#include "base.h"
+#include "device-drivers/proto/proto.h"
+#include "device-drivers/serial/serial.h"
+
+struct stprog {
+	serial_port port;
+	proto_client cl;
+};
+
+/* Copy the client's cause into the device and pass rc through. */
+static int done(drv_dev *d, int rc)
+{
+	struct stprog *s = drv_priv(d);
+
+	if (rc != ST_OK)
+		drv_set_error(d, "%s", s->cl.err);
+	return rc;
+}
+
+static int sp_open(drv_dev *d, const char *path, const drv_opts *opts)
+{
+	struct stprog *s = drv_priv(d);
+	proto_transport t;
+	char err[320];
+	int rc;
+
+	rc = serial_open(&s->port, path, err, sizeof(err));
+	if (rc != ST_OK) {
+		drv_set_error(d, "%s", err);
+		return rc;
+	}
+	serial_transport(&s->port, &t);
+	proto_client_init(&s->cl, &t, opts->timeout_ms, opts->retries);
+	/* HELLO now, so a dead or wrong port fails at open, not mid-unit. */
+	rc = proto_hello(&s->cl);
+	if (rc != ST_OK) {
+		drv_set_error(d, "%s", s->cl.err);
+		serial_close(&s->port);
+	}
+	return rc;
+}
+
+static int sp_identify(drv_dev *d, drv_info *info)
+{
+	struct stprog *s = drv_priv(d);
+
+	return done(d, proto_identify(&s->cl, info));
+}
+
+static int sp_keygen(drv_dev *d, uint8_t pub[DRV_P256_POINT_LEN])
+{
+	struct stprog *s = drv_priv(d);
+
+	return done(d, proto_keygen(&s->cl, pub));
+}
+
+static int sp_get_pubkey(drv_dev *d, uint8_t pub[DRV_P256_POINT_LEN])
+{
+	struct stprog *s = drv_priv(d);
+
+	return done(d, proto_get_pubkey(&s->cl, pub));
+}
+
+static int sp_write_cert(drv_dev *d, const uint8_t *der, size_t len)
+{
+	struct stprog *s = drv_priv(d);
+
+	return done(d, proto_write_cert(&s->cl, der, len));
+}
+
+static int sp_read_cert(drv_dev *d, uint8_t *buf, size_t cap, size_t *len)
+{
+	struct stprog *s = drv_priv(d);
+
+	return done(d, proto_read_cert(&s->cl, buf, cap, len));
+}
+
+static int sp_sign_challenge(drv_dev *d, const uint8_t *chal, size_t clen,
+			     uint8_t *sig, size_t cap, size_t *siglen)
+{
+	struct stprog *s = drv_priv(d);
+
+	return done(d, proto_sign_challenge(&s->cl, chal, clen, sig, cap, siglen));
+}
+
+static int sp_fuse_read(drv_dev *d, unsigned bank, uint8_t out[DRV_FUSE_BANK_LEN])
+{
+	struct stprog *s = drv_priv(d);
+
+	return done(d, proto_fuse_read(&s->cl, bank, out));
+}
+
+static int sp_fuse_burn(drv_dev *d, unsigned bank,
+			const uint8_t value[DRV_FUSE_BANK_LEN], uint32_t request_id,
+			uint8_t readback[DRV_FUSE_BANK_LEN])
+{
+	struct stprog *s = drv_priv(d);
+
+	return done(d, proto_fuse_burn(&s->cl, bank, value, request_id, readback));
+}
+
+static int sp_set_lifecycle(drv_dev *d, uint8_t state)
+{
+	struct stprog *s = drv_priv(d);
+
+	return done(d, proto_set_lifecycle(&s->cl, state));
+}
+
+static int sp_release(drv_dev *d)
+{
+	struct stprog *s = drv_priv(d);
+
+	return done(d, proto_release(&s->cl));
+}
+
+static void sp_close(drv_dev *d)
+{
+	struct stprog *s = drv_priv(d);
+
+	serial_close(&s->port);
+}
+
+const struct drv_ops stprog_serial_ops = {
+	.name = "serial",
+	.priv_size = sizeof(struct stprog),
+	.open = sp_open,
+	.identify = sp_identify,
+	.keygen = sp_keygen,
+	.get_pubkey = sp_get_pubkey,
+	.write_cert = sp_write_cert,
+	.read_cert = sp_read_cert,
+	.sign_challenge = sp_sign_challenge,
+	.fuse_read = sp_fuse_read,
+	.fuse_burn = sp_fuse_burn,
+	.set_lifecycle = sp_set_lifecycle,
+	.release = sp_release,
+	.close = sp_close,
+};
