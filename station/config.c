@@ -1,0 +1,209 @@
+/* config.c — station configuration and product profiles (libconfig files). */
+#include <libconfig.h>
+#include <openssl/evp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base.h"
+#include "station.h"
+
+struct st_profile {
+	char name[64];
+	char org[128];
+	int validity_days;
+	uint8_t rot_hash[32];
+	unsigned rot_bank;
+	char digest[65];
+};
+
+/* Copy a string setting (or the default when absent) into *dst. */
+static int take_string(config_t *c, const char *path, const char *def, char **dst)
+{
+	const char *v = NULL;
+
+	if (!config_lookup_string(c, path, &v))
+		v = def;
+	free(*dst);
+	*dst = v ? strdup(v) : NULL;
+	return v && !*dst ? ST_E_NOMEM : ST_OK;
+}
+
+int st_config_load(const char *path, st_config *cfg, char *err, size_t errlen)
+{
+	config_t c;
+	int rc = ST_OK, timeout = 2000;
+
+	memset(cfg, 0, sizeof(*cfg));
+	config_init(&c);
+	if (path && !config_read_file(&c, path)) {
+		if (config_error_type(&c) == CONFIG_ERR_FILE_IO)
+			snprintf(err, errlen, "cannot read configuration %s", path);
+		else
+			snprintf(err, errlen, "%s:%d: %s", path, config_error_line(&c),
+				 config_error_text(&c));
+		rc = ST_E_CONFIG;
+		goto cleanup;
+	}
+	if (take_string(&c, "station.id", "station-1", &cfg->station_id) ||
+	    take_string(&c, "hsm.module", "/usr/lib/softhsm/libsofthsm2.so", &cfg->hsm_module) ||
+	    take_string(&c, "hsm.token", "station", &cfg->token_label) ||
+	    take_string(&c, "hsm.ca_key", "issuing-ca", &cfg->ca_label) ||
+	    take_string(&c, "records.path", "station-records.db", &cfg->records_path) ||
+	    take_string(&c, "records.cert_dir", NULL, &cfg->cert_dir) ||
+	    take_string(&c, "profile", NULL, &cfg->profile_path)) {
+		rc = ST_E_NOMEM;
+		goto cleanup;
+	}
+	config_lookup_int(&c, "programmer.timeout_ms", &timeout);
+	if (timeout < 50 || timeout > 600000) {
+		snprintf(err, errlen, "%s: programmer.timeout_ms must be 50..600000",
+			 path ? path : "defaults");
+		rc = ST_E_CONFIG;
+		goto cleanup;
+	}
+	cfg->timeout_ms = timeout;
+cleanup:
+	config_destroy(&c);
+	if (rc)
+		st_config_free(cfg);
+	return rc;
+}
+
+void st_config_free(st_config *cfg)
+{
+	free(cfg->station_id);
+	free(cfg->hsm_module);
+	free(cfg->token_label);
+	free(cfg->ca_label);
+	free(cfg->records_path);
+	free(cfg->cert_dir);
+	free(cfg->profile_path);
+	memset(cfg, 0, sizeof(*cfg));
+}
+
+/* SHA-256 of a whole file as hex; the profile's identity in the records. */
+static int file_digest(const char *path, char out[65])
+{
+	uint8_t buf[4096], md[32];
+	unsigned int mdlen = 0;
+	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+	FILE *f = fopen(path, "rb");
+	size_t n;
+	int rc = ST_E_IO;
+
+	if (!f || !ctx || !EVP_DigestInit_ex(ctx, EVP_sha256(), NULL))
+		goto cleanup;
+	while ((n = fread(buf, 1, sizeof(buf), f)) > 0)
+		if (!EVP_DigestUpdate(ctx, buf, n))
+			goto cleanup;
+	if (ferror(f) || !EVP_DigestFinal_ex(ctx, md, &mdlen))
+		goto cleanup;
+	st_hex(md, 32, out);
+	rc = ST_OK;
+cleanup:
+	if (f)
+		fclose(f);
+	EVP_MD_CTX_free(ctx);
+	return rc;
+}
+
+int st_profile_load(const char *path, st_profile **out, char *err, size_t errlen)
+{
+	config_t c;
+	st_profile *p = calloc(1, sizeof(*p));
+	const char *name = NULL, *org = NULL, *rot = NULL;
+	int days = 0, bank = 0, rc = ST_E_CONFIG;
+
+	*out = NULL;
+	config_init(&c);
+	if (!p) {
+		rc = ST_E_NOMEM;
+		goto cleanup;
+	}
+	if (!path) {
+		snprintf(err, errlen, "no profile given (--profile or 'profile' in the configuration)");
+		goto cleanup;
+	}
+	if (!config_read_file(&c, path)) {
+		if (config_error_type(&c) == CONFIG_ERR_FILE_IO)
+			snprintf(err, errlen, "cannot read profile %s", path);
+		else
+			snprintf(err, errlen, "%s:%d: %s", path, config_error_line(&c),
+				 config_error_text(&c));
+		goto cleanup;
+	}
+	if (!config_lookup_string(&c, "name", &name) || !*name ||
+	    strlen(name) >= sizeof(p->name)) {
+		snprintf(err, errlen, "%s: 'name' is missing or too long", path);
+		goto cleanup;
+	}
+	if (!config_lookup_string(&c, "certificate.organization", &org) || !*org ||
+	    strlen(org) >= sizeof(p->org)) {
+		snprintf(err, errlen, "%s: 'certificate.organization' is missing or too long", path);
+		goto cleanup;
+	}
+	if (!config_lookup_int(&c, "certificate.validity_days", &days) ||
+	    days < 1 || days > 36500) {
+		snprintf(err, errlen, "%s: 'certificate.validity_days' must be 1..36500", path);
+		goto cleanup;
+	}
+	if (!config_lookup_string(&c, "root_of_trust.sha256", &rot) ||
+	    strlen(rot) != 64 || st_unhex(rot, p->rot_hash, 32)) {
+		snprintf(err, errlen, "%s: 'root_of_trust.sha256' must be 64 hex digits", path);
+		goto cleanup;
+	}
+	config_lookup_int(&c, "root_of_trust.fuse_bank", &bank);
+	if (bank < 0 || bank > 255) {
+		snprintf(err, errlen, "%s: 'root_of_trust.fuse_bank' must be 0..255", path);
+		goto cleanup;
+	}
+	if (file_digest(path, p->digest)) {
+		snprintf(err, errlen, "cannot hash profile %s", path);
+		rc = ST_E_IO;
+		goto cleanup;
+	}
+	snprintf(p->name, sizeof(p->name), "%s", name);
+	snprintf(p->org, sizeof(p->org), "%s", org);
+	p->validity_days = days;
+	p->rot_bank = (unsigned)bank;
+	*out = p;
+	p = NULL;
+	rc = ST_OK;
+cleanup:
+	config_destroy(&c);
+	free(p);
+	return rc;
+}
+
+void st_profile_free(st_profile *p)
+{
+	free(p);
+}
+
+const char *st_profile_name(const st_profile *p)
+{
+	return p->name;
+}
+
+const char *st_profile_digest(const st_profile *p)
+{
+	return p->digest;
+}
+
+const uint8_t *st_profile_rot_hash(const st_profile *p, unsigned *bank)
+{
+	if (bank)
+		*bank = p->rot_bank;
+	return p->rot_hash;
+}
+
+const char *st_profile_org(const st_profile *p)
+{
+	return p->org;
+}
+
+int st_profile_validity_days(const st_profile *p)
+{
+	return p->validity_days;
+}

@@ -1,0 +1,125 @@
+/* station.h — the engine: configuration, product profile, CA operations and
+ * the per-unit provisioning state machine run on one worker per slot.
+ *
+ * The CLI and the UI call this; it calls hsm/, device-drivers/ and records/.
+ * The engine reports what happens only through st_event callbacks, so a
+ * front end never reads engine internals. */
+#ifndef ST_STATION_H
+#define ST_STATION_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "hsm/hsm.h"
+#include "records/records.h"
+
+#define ST_MAX_SLOTS 16
+
+/* Station configuration (station.conf, libconfig syntax).  Strings are
+ * owned by the st_config and freed by st_config_free(). */
+typedef struct st_config {
+	char *station_id;      /* station.id */
+	char *hsm_module;      /* hsm.module: PKCS#11 module path */
+	char *token_label;     /* hsm.token */
+	char *ca_label;        /* hsm.ca_key: label of the issuing CA key+cert */
+	char *records_path;    /* records.path: SQLite file */
+	char *cert_dir;        /* records.cert_dir: PEM copies of issued certs (optional) */
+	char *profile_path;    /* profile: product profile file */
+	int timeout_ms;        /* programmer.timeout_ms */
+} st_config;
+
+/* Load cfg from path (NULL: defaults only).  err gets a message with the
+ * file and line on failure (ST_E_CONFIG). */
+int st_config_load(const char *path, st_config *cfg, char *err, size_t errlen);
+void st_config_free(st_config *cfg);
+
+/* Get the HSM user PIN without it ever touching argv or a log: from the
+ * file pin_file when given (first line), else the environment variable
+ * STATION_PIN (which is then removed from the environment), else a no-echo
+ * prompt on the controlling terminal.  pin gets the bytes (not
+ * NUL-terminated), *len their count; the caller wipes pin with st_wipe(). */
+int st_pin_get(const char *pin_file, const char *token_label, char *pin,
+	       size_t cap, size_t *len, char *err, size_t errlen);
+
+/* A product profile: what to put in the certificate and which root-of-trust
+ * hash to burn.  Opaque; loaded from a libconfig file. */
+typedef struct st_profile st_profile;
+
+int st_profile_load(const char *path, st_profile **out, char *err, size_t errlen);
+void st_profile_free(st_profile *p);
+const char *st_profile_name(const st_profile *p);
+/* SHA-256 of the profile file as loaded, hex. */
+const char *st_profile_digest(const st_profile *p);
+/* Certificate subject organisation and validity in days. */
+const char *st_profile_org(const st_profile *p);
+int st_profile_validity_days(const st_profile *p);
+/* Root-of-trust hash (32 bytes) and the fuse bank it goes into. */
+const uint8_t *st_profile_rot_hash(const st_profile *p, unsigned *bank);
+
+/* CA: create an issuing CA key in the token and a self-signed certificate
+ * (stored in the token under the same label, and written as PEM to
+ * pem_path when not NULL).  Refuses when a key with that label exists. */
+int st_ca_init(hsm_session *s, const char *label, const char *subject_cn,
+	       const char *org, int days, const char *pem_path,
+	       char *err, size_t errlen);
+
+/* Print subject, validity, days left and fingerprint of the CA to f. */
+int st_ca_show(hsm_session *s, const char *label, void *file,
+	       char *err, size_t errlen);
+
+/* What the engine reports. */
+typedef enum st_event_kind {
+	ST_EV_SLOT_READY,   /* programmer opened: detail = firmware */
+	ST_EV_UNIT_START,   /* a unit was identified: uid */
+	ST_EV_STEP,         /* step finished: step, outcome, detail */
+	ST_EV_UNIT_DONE,    /* unit finished: result, reason, evidence; recorded */
+	ST_EV_SLOT_ERROR,   /* the slot stopped: detail says why */
+	ST_EV_SLOT_DONE,    /* the slot has no more units */
+} st_event_kind;
+
+typedef struct st_event {
+	st_event_kind kind;
+	int slot;                 /* 1-based */
+	const char *port;
+	const char *uid;          /* hex, NULL before identify */
+	const char *step;         /* ST_EV_STEP */
+	const char *outcome;      /* "ok", "fail", "skip" */
+	const char *detail;       /* human text */
+	const char *result;       /* ST_EV_UNIT_DONE: PASS/FAIL/QUARANTINE */
+	const char *cert_serial;  /* ST_EV_UNIT_DONE on PASS */
+	const char *cert_sha256;
+	const char *fuses;        /* "burned", "already", "not-armed", ... */
+	int64_t elapsed_ms;       /* ST_EV_UNIT_DONE */
+	int err;                  /* st_err of a failure */
+} st_event;
+
+/* Called from worker threads; the callee serialises its own output. */
+typedef void (*st_event_fn)(const st_event *ev, void *ctx);
+
+/* One provisioning run over several slots. */
+typedef struct st_run {
+	const char *ports[ST_MAX_SLOTS]; /* programmer URIs, one per slot */
+	int nslots;
+	int max_units;        /* per slot; 0 = until the programmer is empty */
+	bool burn_fuses;      /* armed: burn the root-of-trust fuses */
+	const char *operator_name;
+} st_run;
+
+/* Totals of a run. */
+typedef struct st_summary {
+	int pass, fail, quarantine, skipped;
+	int slot_errors;      /* slots stopped by a programmer/link error */
+	int record_errors;    /* slots stopped because a record could not be written */
+} st_summary;
+
+/* Provision: one worker thread per slot, each with its own HSM session and
+ * programmer.  Returns ST_OK when the run itself could start (results are
+ * in sum and the events), or an error when nothing could be started (the
+ * CA key or certificate is missing, ...), with err filled in. */
+int st_provision(hsm *h, rec_store *rec, const st_config *cfg,
+		 const st_profile *prof, const st_run *run,
+		 st_event_fn cb, void *cb_ctx, st_summary *sum,
+		 char *err, size_t errlen);
+
+#endif
