@@ -9,7 +9,7 @@ BUILD  ?= build
 PREFIX ?= /usr/local
 CC     ?= cc
 
-PKGS      := openssl sqlite3 zlib jansson libconfig
+PKGS      := openssl sqlite3 zlib jansson libconfig libusb-1.0
 # PKCS#11 modules are dlopen()ed: only the header comes from p11-kit.
 HDR_PKGS  := p11-kit-1
 TEST_PKGS := criterion
@@ -26,11 +26,13 @@ ALL_LDFLAGS = $(SAN) $(LDFLAGS)
 
 LIB_SRCS := $(wildcard base/*.c hsm/*.c records/*.c ui/*.c \
 	device-drivers/*.c device-drivers/proto/*.c \
-	device-drivers/serial/*.c device-drivers/stprog/*.c) \
+	device-drivers/serial/*.c device-drivers/stprog/*.c \
+	device-drivers/usb/*.c) \
 	$(filter-out station/main.c,$(wildcard station/*.c))
 SIM_SRCS := $(wildcard device-drivers/sim/*.c)
 SIM_LIB_SRCS := $(wildcard base/*.c device-drivers/proto/*.c)
-FIX_SRCS := $(wildcard tests/fixtures/*.c)
+# fx_usbsim needs umockdev and the simulator core: only test_usb links it.
+FIX_SRCS := $(filter-out tests/fixtures/fx_usbsim.c,$(wildcard tests/fixtures/*.c))
 TEST_SRCS := $(wildcard tests/test_*.c)
 
 OBJ := $(BUILD)/obj
@@ -38,6 +40,9 @@ LIB_OBJS := $(LIB_SRCS:%.c=$(OBJ)/%.o)
 SIM_OBJS := $(SIM_SRCS:%.c=$(OBJ)/%.o) $(SIM_LIB_SRCS:%.c=$(OBJ)/%.o)
 FIX_OBJS := $(FIX_SRCS:%.c=$(OBJ)/%.o)
 TESTS    := $(TEST_SRCS:tests/%.c=$(BUILD)/tests/%)
+SIMCORE_OBJS := $(filter-out $(OBJ)/device-drivers/sim/main.o,$(SIM_SRCS:%.c=$(OBJ)/%.o))
+UMOCK_CFLAGS := $(shell pkg-config --cflags umockdev-1.0 2>/dev/null)
+UMOCK_LIBS   := $(shell pkg-config --libs umockdev-1.0 2>/dev/null)
 
 STATION := $(BUILD)/station
 DEVSIM  := $(BUILD)/station-devsim
@@ -65,6 +70,13 @@ $(OBJ)/%.o: %.c
 $(BUILD)/tests/%: $(OBJ)/tests/%.o $(FIX_OBJS) $(BUILD)/libstation.a
 	@mkdir -p $(@D)
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIBS) $(TLIBS)
+
+$(OBJ)/tests/test_usb.o $(OBJ)/tests/fixtures/fx_usbsim.o: CPPFLAGS_ALL += $(UMOCK_CFLAGS)
+
+$(BUILD)/tests/test_usb: $(OBJ)/tests/test_usb.o $(FIX_OBJS) \
+		$(OBJ)/tests/fixtures/fx_usbsim.o $(SIMCORE_OBJS) $(BUILD)/libstation.a
+	@mkdir -p $(@D)
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIBS) $(TLIBS) $(UMOCK_LIBS)
 
 tests: all $(TESTS)
 

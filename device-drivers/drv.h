@@ -4,6 +4,8 @@
  * chosen from the URI scheme through the static registry (registry.c):
  *   "serial:/dev/ttyUSB0[?baud=115200]"   the station programmer protocol
  *                                         over a raw termios serial line;
+ *   "usb:1209:5354[?serial=S|?port=1-2.3]" the same protocol over USB bulk
+ *                                         endpoints (libusb);
  *   a bare path ("/dev/pts/3") means serial.
  * Calls on one drv_dev are not thread-safe; use one per worker thread.
  * Every call returns an st_err; on error drv_errmsg() says what failed in
@@ -102,5 +104,45 @@ int drv_release(drv_dev *d);
 
 /* Close the port and free d.  NULL is fine. */
 void drv_close(drv_dev *d);
+
+/* One attached programmer, as `station devices` shows it. */
+typedef struct drv_found {
+	char driver[16];      /* "usb", "serial" */
+	char uri[192];        /* what to pass to --slot / drv_open() */
+	char port[64];        /* USB port path ("1-2.3") or tty path */
+	char serial[64];      /* USB iSerialNumber, "" when unknown */
+	char product[64];     /* what the id table calls it */
+	char fw_version[32];  /* from HELLO; "" when it could not be asked */
+	char err[192];        /* why it could not be asked, "" when fine */
+} drv_found;
+
+/* Find attached programmers: every USB device in the drivers' id tables,
+ * plus each of the extra serial ports given (serial lines cannot be told
+ * apart without talking to them).  Each is opened to read its firmware
+ * version; one that cannot be opened is still listed with err set.  *out
+ * gets a malloc()ed array of *n rows (free() it).  ST_OK, ST_E_NOMEM, or a
+ * USB stack error (err says which). */
+int drv_list(const char *const *serial_ports, size_t nports, drv_found **out,
+	     size_t *n, char *err, size_t errlen);
+
+/* Programmer hotplug: arrive/leave events, so a slot can appear and
+ * disappear as programmers are plugged.  Not thread-safe; one per thread. */
+typedef struct drv_monitor drv_monitor;
+
+enum drv_hotplug_event { DRV_HOTPLUG_ARRIVED = 1, DRV_HOTPLUG_LEFT = 2 };
+
+typedef struct drv_hotplug {
+	int event;            /* enum drv_hotplug_event */
+	char uri[192];        /* usb:VID:PID?port=...: stable for the socket */
+	char port[64];
+	char serial[64];      /* "" on LEFT when it was never seen arriving */
+} drv_hotplug;
+
+/* Start watching.  ST_OK, ST_E_IO (no hotplug support; err says so). */
+int drv_monitor_open(drv_monitor **out, char *err, size_t errlen);
+/* Next event within timeout_ms: 1 (ev filled), 0 timeout, negative error. */
+int drv_monitor_wait(drv_monitor *m, int timeout_ms, drv_hotplug *ev);
+/* Stop watching; NULL is fine. */
+void drv_monitor_close(drv_monitor *m);
 
 #endif

@@ -10,9 +10,22 @@
 
 #include "drv.h"
 
+/* A USB id a driver serves.  udev/70-station.rules is generated from these
+ * tables (tools/gen-udev.c, `make udev`); `make check` fails when the
+ * committed file differs. */
+struct drv_usb_id {
+	uint16_t vid, pid;
+	const char *what;      /* comment in the rules, product in listings */
+};
+
 struct drv_ops {
 	const char *name;      /* URI scheme, e.g. "serial" */
 	size_t priv_size;      /* bytes of private state per device */
+	/* Optional: USB ids served, ended by a zero row; udev_subsystem says
+	 * whether they show up as USB devices ("usb") or as ttys ("tty",
+	 * USB-serial adapters). */
+	const struct drv_usb_id *usb_ids;
+	const char *udev_subsystem;
 	/* Open the port `path` (URI without the scheme), negotiate protocol. */
 	int (*open)(drv_dev *d, const char *path, const drv_opts *opts);
 	/* Identify the programmer and the inserted target. */
@@ -36,6 +49,9 @@ struct drv_ops {
 	int (*set_lifecycle)(drv_dev *d, uint8_t state);
 	/* Optional: finish this unit and present the next. */
 	int (*release)(drv_dev *d);
+	/* Optional: programmer firmware version learnt at open ("" unknown),
+	 * so listings need no target inserted. */
+	const char *(*fw_version)(drv_dev *d);
 	/* Release the port; private state is freed by the core. */
 	void (*close)(drv_dev *d);
 };
@@ -49,5 +65,8 @@ void drv_set_error(drv_dev *d, const char *fmt, ...)
 
 /* The port path the device was opened with. */
 const char *drv_port(const drv_dev *d);
+
+/* The i-th registered driver, NULL past the end (udev rule generator). */
+const struct drv_ops *drv_driver_at(size_t i);
 
 #endif

@@ -8,11 +8,18 @@
 #include "base.h"
 #include "device-drivers/drv_api.h"
 #include "device-drivers/stprog/stprog.h"
+#include "device-drivers/usb/usb.h"
 
 /* Every driver, by URI scheme.  Add a line here to add a driver. */
 static const struct drv_ops *const drivers[] = {
 	&stprog_serial_ops,
+	&stprog_usb_ops,
 };
+
+const struct drv_ops *drv_driver_at(size_t i)
+{
+	return i < ST_ARRAY_SIZE(drivers) ? drivers[i] : NULL;
+}
 
 struct drv_dev {
 	const struct drv_ops *ops;
@@ -93,8 +100,8 @@ int drv_open(const char *uri, const drv_opts *opts, drv_dev **out)
 	plen = strcspn(path, "?");
 	snprintf(d->port, sizeof(d->port), "%.*s", (int)plen, path);
 	if (!d->ops) {
-		drv_set_error(d, "no driver for '%s' (use serial:/dev/ttyX or a "
-			      "path)", uri);
+		drv_set_error(d, "no driver for '%s' (use serial:/dev/ttyX, a "
+			      "path, or usb:VID:PID)", uri);
 		return ST_E_CONFIG;
 	}
 	d->priv_size = d->ops->priv_size;
@@ -274,4 +281,100 @@ int drv_release(drv_dev *d)
 		return ST_E_STATE;
 	}
 	return finish(d, d->ops->release(d), "release");
+}
+
+/* Open uri briefly to learn its firmware version (listings). */
+static void ask_fw(drv_found *f, const char *uri)
+{
+	drv_opts opts = { .timeout_ms = 500, .retries = -1 };
+	drv_dev *d = NULL;
+	int rc = drv_open(uri, &opts, &d);
+
+	if (rc == ST_OK && d->ops->fw_version)
+		snprintf(f->fw_version, sizeof(f->fw_version), "%s",
+			 d->ops->fw_version(d));
+	else if (rc != ST_OK)
+		snprintf(f->err, sizeof(f->err), "%.*s", (int)sizeof(f->err) - 1,
+			 drv_errmsg(d));
+	drv_close(d);
+}
+
+int drv_list(const char *const *serial_ports, size_t nports, drv_found **out,
+	     size_t *n, char *err, size_t errlen)
+{
+	size_t nusb = 0, cap;
+	drv_found *rows;
+	int rc;
+
+	*out = NULL;
+	*n = 0;
+	err[0] = '\0';
+	/* Count first, then fill: programmers may come and go in between, so
+	 * the second pass is clamped to what was allocated. */
+	rc = usb_list(NULL, 0, &nusb, err, errlen);
+	if (rc != ST_OK)
+		return rc;
+	cap = nusb + 4 + nports;
+	rows = calloc(cap, sizeof(*rows));
+	if (!rows)
+		return ST_E_NOMEM;
+	rc = usb_list(rows, cap - nports, &nusb, err, errlen);
+	if (rc != ST_OK) {
+		free(rows);
+		return rc;
+	}
+	if (nusb > cap - nports)
+		nusb = cap - nports;
+	for (size_t i = 0; i < nusb; i++)
+		ask_fw(&rows[i], rows[i].uri);
+	for (size_t i = 0; i < nports; i++) {
+		drv_found *f = &rows[nusb + i];
+
+		snprintf(f->driver, sizeof(f->driver), "serial");
+		snprintf(f->port, sizeof(f->port), "%.*s",
+			 (int)strcspn(serial_ports[i], "?"), serial_ports[i]);
+		snprintf(f->uri, sizeof(f->uri), "%s", serial_ports[i]);
+		snprintf(f->product, sizeof(f->product), "serial programmer");
+		ask_fw(f, serial_ports[i]);
+	}
+	*out = rows;
+	*n = nusb + nports;
+	return ST_OK;
+}
+
+struct drv_monitor {
+	usb_monitor *usb;
+};
+
+int drv_monitor_open(drv_monitor **out, char *err, size_t errlen)
+{
+	drv_monitor *m;
+	int rc;
+
+	*out = NULL;
+	m = calloc(1, sizeof(*m));
+	if (!m)
+		return ST_E_NOMEM;
+	rc = usb_monitor_open(&m->usb, err, errlen);
+	if (rc != ST_OK) {
+		free(m);
+		return rc;
+	}
+	*out = m;
+	return ST_OK;
+}
+
+int drv_monitor_wait(drv_monitor *m, int timeout_ms, drv_hotplug *ev)
+{
+	if (!m || !ev)
+		return ST_E_INVAL;
+	return usb_monitor_wait(m->usb, timeout_ms, ev);
+}
+
+void drv_monitor_close(drv_monitor *m)
+{
+	if (!m)
+		return;
+	usb_monitor_close(m->usb);
+	free(m);
 }

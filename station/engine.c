@@ -118,6 +118,16 @@ static int fail(struct unit *u, const char *name, int rc, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(u->reason, sizeof(u->reason), fmt, ap);
 	va_end(ap);
+	/* A pulled cable leaves the unit half-done, not bad: say so, so the
+	 * operator re-plugs and runs it again (it is resumable). */
+	if (rc == ST_E_UNPLUGGED) {
+		char why[sizeof(u->reason)];
+
+		snprintf(why, sizeof(why), "%s", u->reason);
+		snprintf(u->reason, sizeof(u->reason), "interrupted: programmer "
+			 "unplugged during %s; re-plug and run the unit again (%.*s)",
+			 name, (int)sizeof(u->reason) - 120, why);
+	}
 	u->err = rc;
 	u->result = rc == ST_E_FUSE_CONFLICT ? "QUARANTINE" : "FAIL";
 	if (link_error(rc))

@@ -1,8 +1,9 @@
 /* fault.c — simulated misbehaviour, one row per fault.  Every random choice
  * comes from the seeded generator in struct sim, so a failing test replays
- * byte for byte.  Planned rows (issue 4): "drop:N" (close the line after N frames),
- * "brownout" (persist half a burn, then die), "latency:MS".  "corrupt:N"
- * below shows the shape: a setup for the argument, a hook for the bytes. */
+ * byte for byte.  "corrupt:N" shows the shape: a setup for the argument, a
+ * hook for the bytes.  Link faults: "noise:RATE" (bytes corrupted at a
+ * seeded rate, both directions), "drop:N" (the line dies after N bytes out),
+ * "latency:MS" (every answer late). */
 #include "device-drivers/sim/sim.h"
 
 #include <stdio.h>
@@ -62,6 +63,102 @@ static void corrupt_reply(struct sim *s, uint8_t *wire, size_t *len)
 	sim_log(s, "corrupt: flipped a bit of byte %zu", at);
 }
 
+/* noise:RATE — a noisy line: each byte in either direction is replaced by
+ * a different seeded random byte with probability RATE ("1%" or "0.01").
+ * Any byte may be hit, delimiters too, so the receivers' resync is used. */
+static int noise_setup(struct sim *s, const char *arg)
+{
+	char *end;
+	double v;
+
+	if (!arg) {
+		fprintf(stderr, "station-devsim: noise:RATE needs a rate (1%% or 0.01)\n");
+		return -1;
+	}
+	v = strtod(arg, &end);
+	if (end != arg && *end == '%') {
+		v /= 100.0;
+		end++;
+	}
+	if (end == arg || *end || !(v >= 0.0 && v <= 1.0)) {
+		fprintf(stderr, "station-devsim: bad noise rate '%s' (0..100%%)\n", arg);
+		return -1;
+	}
+	s->fault_rate = v;
+	return 0;
+}
+
+static void noise_bytes(struct sim *s, uint8_t *buf, size_t n)
+{
+	/* 2^53 steps: the rate compares against a uniform double in [0,1). */
+	for (size_t i = 0; i < n; i++) {
+		if ((double)(sim_rand(s) >> 11) * 0x1p-53 >= s->fault_rate)
+			continue;
+		buf[i] ^= (uint8_t)(1 + sim_rand(s) % 255);
+		s->fault_count++;
+	}
+}
+
+static void noise_reply(struct sim *s, uint8_t *wire, size_t *len)
+{
+	noise_bytes(s, wire, *len);
+}
+
+/* drop:N — the cable is pulled after the programmer has sent N bytes (a
+ * reply may be cut in half); the simulator then hangs up and exits 3.  The
+ * state file keeps whatever the target did, so a restart is a re-plug. */
+static int drop_setup(struct sim *s, const char *arg)
+{
+	char *end;
+
+	if (!arg) {
+		fprintf(stderr, "station-devsim: drop:N needs a byte count\n");
+		return -1;
+	}
+	s->fault_n = strtoul(arg, &end, 10);
+	if (end == arg || *end) {
+		fprintf(stderr, "station-devsim: bad drop:N '%s'\n", arg);
+		return -1;
+	}
+	return 0;
+}
+
+static int drop_send(struct sim *s, size_t *n)
+{
+	if (s->bytes_out + *n > s->fault_n) {
+		*n = (size_t)(s->fault_n - s->bytes_out);
+		s->bytes_out = s->fault_n;
+		return 1;
+	}
+	s->bytes_out += *n;
+	return 0;
+}
+
+/* latency:MS — a slow programmer: each request is answered MS plus a
+ * seeded 0..MS/4 milliseconds late (timeout and throughput tests). */
+static int latency_setup(struct sim *s, const char *arg)
+{
+	char *end;
+
+	s->fault_n = arg ? strtoul(arg, &end, 10) : 0;
+	if (!arg || end == arg || *end || s->fault_n > 60000) {
+		fprintf(stderr, "station-devsim: latency:MS needs 0..60000 ms\n");
+		return -1;
+	}
+	return 0;
+}
+
+static int latency_frame(struct sim *s, const proto_frame *req)
+{
+	unsigned ms = (unsigned)s->fault_n;
+
+	(void)req;
+	if (ms >= 4)
+		ms += (unsigned)(sim_rand(s) % (ms / 4 + 1));
+	sim_sleep_ms(ms);
+	return 0;
+}
+
 static const struct sim_fault faults[] = {
 	{ .name = "none", .help = "a healthy programmer (default)" },
 	{ .name = "mute", .help = "never answer (timeout tests)",
@@ -70,6 +167,13 @@ static const struct sim_fault faults[] = {
 	  .on_frame = garbage_frame },
 	{ .name = "corrupt", .help = "corrupt:N  flip a bit in every Nth reply "
 	  "(1st, N+1th, ...)", .setup = corrupt_setup, .on_reply = corrupt_reply },
+	{ .name = "noise", .help = "noise:RATE  corrupt bytes both ways at RATE "
+	  "(1% or 0.01), seeded", .setup = noise_setup, .on_reply = noise_reply,
+	  .on_bytes_in = noise_bytes },
+	{ .name = "drop", .help = "drop:N  cut the line after N bytes sent, exit 3",
+	  .setup = drop_setup, .on_send = drop_send },
+	{ .name = "latency", .help = "latency:MS  answer MS (+0..25%, seeded) late",
+	  .setup = latency_setup, .on_frame = latency_frame },
 };
 
 const struct sim_fault *sim_fault_find(const char *name)

@@ -4,7 +4,8 @@
  *                  [--model NAME] [--fault NAME[:ARG]] [--verbose] [--dump]
  *
  * Prints "ready <slave-path>" once the line is up, serves requests until
- * SIGTERM/SIGINT, and exits 0.  State (units, keys, certs, fuses) lives in
+ * SIGTERM/SIGINT, and exits 0 (3 when a fault dropped the link: the pty is
+ * gone as a pulled cable would be).  The protocol engine is core.c.  State (units, keys, certs, fuses) lives in
  * FILE and is saved after every change. */
 #include "device-drivers/sim/sim.h"
 
@@ -24,102 +25,6 @@
 #include <unistd.h>
 
 #include "base.h"
-
-void sim_log(const struct sim *s, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (!s->verbose)
-		return;
-	va_start(ap, fmt);
-	fputs("station-devsim: ", stderr);
-	vfprintf(stderr, fmt, ap);
-	fputc('\n', stderr);
-	va_end(ap);
-}
-
-void sim_seed(struct sim *s, const char *seed)
-{
-	uint8_t md[SHA256_DIGEST_LENGTH];
-
-	SHA256((const uint8_t *)seed, strlen(seed), md);
-	memcpy(&s->rng, md, sizeof(s->rng));
-	if (!s->rng)
-		s->rng = 0x9e3779b97f4a7c15ull;
-}
-
-uint64_t sim_rand(struct sim *s)
-{
-	s->rng ^= s->rng >> 12;
-	s->rng ^= s->rng << 25;
-	s->rng ^= s->rng >> 27;
-	return s->rng * 0x2545f4914f6cdd1dull;
-}
-
-int sim_send_raw(struct sim *s, const uint8_t *buf, size_t n)
-{
-	int64_t deadline = st_now_ms() + 1000;
-	size_t off = 0;
-
-	while (off < n) {
-		struct pollfd pfd = { .fd = s->master, .events = POLLOUT };
-		int64_t left = deadline - st_now_ms();
-		ssize_t w;
-
-		if (left <= 0 || poll(&pfd, 1, (int)left) == 0) {
-			sim_log(s, "nobody reads the line: reply dropped");
-			return -1;
-		}
-		w = write(s->master, buf + off, n - off);
-		if (w > 0)
-			off += (size_t)w;
-		else if (w < 0 && errno != EINTR && errno != EAGAIN)
-			return -1;
-	}
-	return 0;
-}
-
-/* One frame ended on the line: let the fault look, then serve it. */
-static void on_frame(struct sim *s, int rc, int why)
-{
-	size_t n;
-
-	if (s->fault->on_frame && s->fault->on_frame(s, rc == 1 ? &s->req : NULL))
-		return;
-	if (rc == ST_E_VERSION) {
-		/* Intact but from the future: say which versions we speak. */
-		s->rep.version = PROTO_VERSION;
-		s->rep.type = s->req.type | PROTO_REPLY;
-		s->rep.seq = s->req.seq;
-		s->rep.len = 3;
-		s->rep.payload[0] = PROTO_ST_BAD_VERSION;
-		s->rep.payload[1] = PROTO_VERSION;
-		s->rep.payload[2] = PROTO_VERSION;
-	} else if (rc < 0 && why == PROTO_BAD_LENGTH) {
-		/* CRC held, so seq is trustworthy: tell the host. */
-		s->rep.version = PROTO_VERSION;
-		s->rep.type = s->req.type | PROTO_REPLY;
-		s->rep.seq = s->req.seq;
-		s->rep.len = 1;
-		s->rep.payload[0] = PROTO_ST_BAD_FRAME;
-	} else if (rc < 0) {
-		/* Cannot trust seq or type: stay silent, the host times out
-		 * and retries what is safe to retry. */
-		sim_log(s, "dropped a frame: %s", proto_bad_str(why));
-		return;
-	} else if (s->req.type & PROTO_REPLY) {
-		return; /* a reply sent to us: an echoing line, ignore */
-	} else {
-		sim_handle(s, &s->req, &s->rep);
-		sim_log(s, "%s seq %u -> status %u", proto_cmd_name(s->req.type),
-			s->req.seq, s->rep.payload[0]);
-	}
-	if (proto_frame_encode(&s->rep, s->wire, sizeof(s->wire), &n) != ST_OK)
-		return;
-	if (s->fault->on_reply)
-		s->fault->on_reply(s, s->wire, &n);
-	sim_send_raw(s, s->wire, n);
-}
 
 /* Point link at target atomically (symlink beside it, then rename). */
 static int make_link(const char *link, const char *target)
@@ -166,13 +71,9 @@ static int serve(struct sim *s, int sigfd)
 			poll(pfd + 1, 1, 50);
 			continue;
 		}
-		for (ssize_t i = 0; i < n; i++) {
-			int why = PROTO_BAD_NONE;
-			int rc = proto_rx_byte(&s->rx, buf[i], &s->req, &why);
-
-			if (rc != 0)
-				on_frame(s, rc, why);
-		}
+		sim_feed(s, buf, (size_t)n);
+		if (s->dropped)
+			return 1; /* the fault cut the line: hang up */
 	}
 }
 
@@ -295,7 +196,14 @@ int main(int argc, char **argv)
 	fflush(stdout);
 	sim_log(s, "serving %s (%zu units, fault %s)", slave_name, s->nunits,
 		s->fault->name);
-	rc = serve(s, sigfd) < 0;
+	rc = serve(s, sigfd);
+	if (rc == 1) {
+		fprintf(stderr, "station-devsim: fault %s dropped the link\n",
+			s->fault->name);
+		rc = 3;
+	} else {
+		rc = rc < 0;
+	}
 	if (link) {
 		char cur[256];
 		ssize_t n = readlink(link, cur, sizeof(cur) - 1);

@@ -1,9 +1,11 @@
 /* sim.h — station-devsim internals: a station programmer with a stack of
  * target units behind it, speaking the wire protocol on a pty.
  *
- * main.c owns the pty and the event loop, state.c the persistent JSON state,
- * target.c the command semantics (the "chip"), fault.c the fault table.
- * All state lives in one struct sim owned by main(). */
+ * main.c owns the pty and the event loop, core.c the line-independent
+ * protocol engine (bytes in, frames served, bytes out), state.c the
+ * persistent JSON state, target.c the command semantics (the "chip"),
+ * fault.c the fault table.  All state lives in one struct sim owned by its
+ * host (main(), or a test's umockdev USB device). */
 #ifndef ST_SIM_H
 #define ST_SIM_H
 
@@ -50,6 +52,12 @@ struct sim_fault {
 	int (*on_frame)(struct sim *s, const proto_frame *req);
 	/* Mutate the encoded reply (delimiter included) before it is sent. */
 	void (*on_reply)(struct sim *s, uint8_t *wire, size_t *len);
+	/* Mutate bytes as they arrive from the host, before framing. */
+	void (*on_bytes_in)(struct sim *s, uint8_t *buf, size_t n);
+	/* n bytes are about to go out.  Return nonzero to cut the line after
+	 * the first *n of them (lower *n): the link is then dead for good,
+	 * as a pulled cable is. */
+	int (*on_send)(struct sim *s, size_t *n);
 };
 
 struct sim {
@@ -62,6 +70,12 @@ struct sim {
 	uint64_t rng;                   /* seeded, so faults repeat exactly */
 	unsigned long fault_n;          /* the fault's numeric argument */
 	unsigned long fault_count;      /* frames the fault has seen */
+	double fault_rate;              /* the fault's rate argument (0..1) */
+	uint64_t bytes_out;             /* bytes sent so far (drop:N) */
+	int dropped;                    /* a fault cut the line */
+	/* Where replies go when not to the pty (USB bulk IN queue); 0/-1. */
+	int (*send)(struct sim *s, const uint8_t *buf, size_t n);
+	void *send_ctx;                 /* for send */
 	int master;                     /* pty master: our end of the line */
 	proto_rx rx;
 	proto_frame req, rep;
@@ -78,8 +92,17 @@ uint64_t sim_rand(struct sim *s);
 /* Seed the generator from a string (SHA-256 of it). */
 void sim_seed(struct sim *s, const char *seed);
 
-/* Write bytes to the line; gives up after a second if nobody reads. */
+/* Write bytes to the line (s->send, or the pty, giving up after a second
+ * if nobody reads).  0, or -1 when they were not sent or the line dropped. */
 int sim_send_raw(struct sim *s, const uint8_t *buf, size_t n);
+
+/* Bytes arrived from the host: frame them and serve every request that
+ * ends (faults applied).  buf may be modified by a fault.  Stops early once
+ * s->dropped is set. */
+void sim_feed(struct sim *s, uint8_t *buf, size_t n);
+
+/* Sleep ms milliseconds (latency faults). */
+void sim_sleep_ms(unsigned ms);
 
 /* Load FILE, or create nunits fresh units from seed/model when it does not
  * exist (and save it).  Returns 0 or -1 with a message on stderr. */

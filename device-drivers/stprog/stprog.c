@@ -1,6 +1,7 @@
-/* stprog.c — the "serial" driver: the station programmer protocol
- * (proto/) over a termios serial line (serial/).  All protocol work is in
- * proto/, so a USB driver is this file with another transport. */
+/* stprog.c — the station programmer drivers: the protocol (proto/) over a
+ * termios serial line (serial/, "serial") or USB bulk endpoints (usb/,
+ * "usb").  All protocol work is in proto/: the two drivers differ only in
+ * open and close. */
 #include "device-drivers/stprog/stprog.h"
 
 #include <string.h>
@@ -8,10 +9,22 @@
 #include "base.h"
 #include "device-drivers/proto/proto.h"
 #include "device-drivers/serial/serial.h"
+#include "device-drivers/usb/usb.h"
 
 struct stprog {
 	serial_port port;
+	usb_link usb;
 	proto_client cl;
+};
+
+/* USB-serial adapters a serial programmer commonly sits behind; they get
+ * the station group and a stable per-socket link from udev. */
+static const struct drv_usb_id serial_adapter_ids[] = {
+	{ 0x0403, 0x6001, "FTDI FT232R USB-serial" },
+	{ 0x0403, 0x6015, "FTDI FT231X USB-serial" },
+	{ 0x10c4, 0xea60, "Silicon Labs CP210x USB-serial" },
+	{ 0x1a86, 0x7523, "WCH CH340 USB-serial" },
+	{ 0, 0, NULL },
 };
 
 /* Copy the client's cause into the device and pass rc through. */
@@ -43,6 +56,28 @@ static int sp_open(drv_dev *d, const char *path, const drv_opts *opts)
 	if (rc != ST_OK) {
 		drv_set_error(d, "%s", s->cl.err);
 		serial_close(&s->port);
+	}
+	return rc;
+}
+
+static int sp_open_usb(drv_dev *d, const char *path, const drv_opts *opts)
+{
+	struct stprog *s = drv_priv(d);
+	proto_transport t;
+	char err[320];
+	int rc;
+
+	rc = usb_open(&s->usb, path, err, sizeof(err));
+	if (rc != ST_OK) {
+		drv_set_error(d, "%s", err);
+		return rc;
+	}
+	usb_transport(&s->usb, &t);
+	proto_client_init(&s->cl, &t, opts->timeout_ms, opts->retries);
+	rc = proto_hello(&s->cl);
+	if (rc != ST_OK) {
+		drv_set_error(d, "%s", s->cl.err);
+		usb_close(&s->usb);
 	}
 	return rc;
 }
@@ -127,9 +162,25 @@ static void sp_close(drv_dev *d)
 	serial_close(&s->port);
 }
 
+static const char *sp_fw_version(drv_dev *d)
+{
+	struct stprog *s = drv_priv(d);
+
+	return s->cl.fw_version;
+}
+
+static void sp_close_usb(drv_dev *d)
+{
+	struct stprog *s = drv_priv(d);
+
+	usb_close(&s->usb);
+}
+
 const struct drv_ops stprog_serial_ops = {
 	.name = "serial",
 	.priv_size = sizeof(struct stprog),
+	.usb_ids = serial_adapter_ids,
+	.udev_subsystem = "tty",
 	.open = sp_open,
 	.identify = sp_identify,
 	.keygen = sp_keygen,
@@ -141,5 +192,26 @@ const struct drv_ops stprog_serial_ops = {
 	.fuse_burn = sp_fuse_burn,
 	.set_lifecycle = sp_set_lifecycle,
 	.release = sp_release,
+	.fw_version = sp_fw_version,
 	.close = sp_close,
+};
+
+const struct drv_ops stprog_usb_ops = {
+	.name = "usb",
+	.priv_size = sizeof(struct stprog),
+	.usb_ids = usb_prog_ids,
+	.udev_subsystem = "usb",
+	.open = sp_open_usb,
+	.identify = sp_identify,
+	.keygen = sp_keygen,
+	.get_pubkey = sp_get_pubkey,
+	.write_cert = sp_write_cert,
+	.read_cert = sp_read_cert,
+	.sign_challenge = sp_sign_challenge,
+	.fuse_read = sp_fuse_read,
+	.fuse_burn = sp_fuse_burn,
+	.set_lifecycle = sp_set_lifecycle,
+	.release = sp_release,
+	.fw_version = sp_fw_version,
+	.close = sp_close_usb,
 };

@@ -1,0 +1,235 @@
+/* test_usb.c — the "usb" programmer driver through real libusb against
+ * simulated programmers behind umockdev (tests/fixtures/fx_usbsim): find by
+ * VID:PID and serial or port, hotplug, a unit provisioned over USB by the
+ * station binary, and a cable pulled mid-transfer.
+ *
+ * umockdev works by LD_PRELOAD: the binary re-executes itself with
+ * libumockdev-preload.so.0 first (what umockdev-wrapper does), so it runs
+ * the same by hand and from scripts/run-tests.sh. */
+#include <criterion/criterion.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "base.h"
+#include "device-drivers/drv.h"
+#include "device-drivers/proto/proto.h"
+#include "tests/fixtures/fx_devsim.h"
+#include "tests/fixtures/fx_softhsm.h"
+#include "tests/fixtures/fx_station.h"
+#include "tests/fixtures/fx_usbsim.h"
+
+__attribute__((constructor))
+static void under_umockdev(int argc, char **argv)
+{
+	const char *pre = getenv("LD_PRELOAD");
+	char buf[4096];
+
+	(void)argc;
+	if (pre && strstr(pre, "umockdev-preload"))
+		return;
+	snprintf(buf, sizeof(buf), "libumockdev-preload.so.0%s%s",
+		 pre && *pre ? ":" : "", pre ? pre : "");
+	setenv("LD_PRELOAD", buf, 1);
+	/* A sanitizer runtime wants to be first; the preload only wraps libc
+	 * calls, so let it come before. */
+	setenv("ASAN_OPTIONS", getenv("ASAN_OPTIONS") ?
+	       "verify_asan_link_order=0:detect_leaks=0" :
+	       "verify_asan_link_order=0:detect_leaks=0", 1);
+	execv("/proc/self/exe", argv);
+	/* Not reached unless exec failed: the tests then fail loudly in
+	 * fx_usbsim_new(). */
+	fprintf(stderr, "test_usb: cannot re-execute under umockdev\n");
+}
+
+static void state_path(char *out, size_t cap, const char *dir, const char *name)
+{
+	snprintf(out, cap, "%s/%s.json", dir, name);
+}
+
+/* uid of the simulator's unit i, from its own state file. */
+static void sim_uid(const char *state, size_t i, char out[33])
+{
+	json_t *st = NULL;
+
+	cr_assert_eq(fx_devsim_dump(state, &st), 0);
+	snprintf(out, 33, "%s", json_string_value(json_object_get(
+		json_array_get(json_object_get(st, "units"), i), "uid")));
+	json_decref(st);
+}
+
+static char *tmpdir(void)
+{
+	char *d = strdup("/tmp/station-usb-XXXXXX");
+
+	cr_assert_not_null(mkdtemp(d));
+	return d;
+}
+
+Test(usb, enumerate_by_vid_pid_serial_and_port, .timeout = 60)
+{
+	fx_usbsim *u = fx_usbsim_new();
+	char *dir = tmpdir(), a[600], b[600], uid_a[33], uid_b[33];
+	drv_dev *d = NULL;
+	drv_info info;
+	drv_found *rows = NULL;
+	size_t n = 0;
+	char err[256];
+
+	cr_assert_not_null(u, "umockdev testbed unavailable");
+	state_path(a, sizeof(a), dir, "a");
+	state_path(b, sizeof(b), dir, "b");
+	cr_assert_eq(fx_usbsim_plug(u, 1, a, 1, "SP-A"), 0);
+	cr_assert_eq(fx_usbsim_plug(u, 2, b, 1, "SP-B"), 0);
+	sim_uid(a, 0, uid_a);
+	sim_uid(b, 0, uid_b);
+
+	/* By serial: the second programmer's unit. */
+	cr_assert_eq(drv_open("usb:1209:5354?serial=SP-B", NULL, &d), ST_OK,
+		     "%s", drv_errmsg(d));
+	cr_assert_str_eq(drv_driver_name(d), "usb");
+	cr_assert_eq(drv_identify(d, &info), ST_OK, "%s", drv_errmsg(d));
+	cr_assert_str_eq(info.uid_hex, uid_b);
+	cr_assert_str_eq(info.fw_version, "devsim-1.0");
+	drv_close(d);
+
+	/* By port path: the first. */
+	cr_assert_eq(drv_open("usb:1209:5354?port=1-1", NULL, &d), ST_OK,
+		     "%s", drv_errmsg(d));
+	cr_assert_eq(drv_identify(d, &info), ST_OK, "%s", drv_errmsg(d));
+	cr_assert_str_eq(info.uid_hex, uid_a);
+	drv_close(d);
+
+	/* Ambiguous, absent, malformed: clear errors. */
+	cr_assert_eq(drv_open("usb:1209:5354", NULL, &d), ST_E_CONFIG);
+	cr_assert(strstr(drv_errmsg(d), "?serial="), "%s", drv_errmsg(d));
+	drv_close(d);
+	cr_assert_eq(drv_open("usb:1209:5354?serial=NOPE", NULL, &d), ST_E_NOTFOUND);
+	cr_assert(strstr(drv_errmsg(d), "NOPE"), "%s", drv_errmsg(d));
+	drv_close(d);
+	cr_assert_eq(drv_open("usb:12x9", NULL, &d), ST_E_CONFIG);
+	drv_close(d);
+
+	/* Listing: both, with serial, port and firmware. */
+	cr_assert_eq(drv_list(NULL, 0, &rows, &n, err, sizeof(err)), ST_OK, "%s", err);
+	cr_assert_eq(n, 2);
+	for (size_t i = 0; i < n; i++) {
+		const char *want = !strcmp(rows[i].port, "1-1") ? "SP-A" : "SP-B";
+
+		cr_assert_str_eq(rows[i].driver, "usb");
+		cr_assert_str_eq(rows[i].serial, want);
+		cr_assert_str_eq(rows[i].fw_version, "devsim-1.0", "%s", rows[i].err);
+	}
+	free(rows);
+	fx_usbsim_free(u);
+	fx_rmtree(dir);
+	free(dir);
+}
+
+Test(usb, hotplug_arrive_and_leave, .timeout = 60)
+{
+	fx_usbsim *u = fx_usbsim_new();
+	char *dir = tmpdir(), a[600], err[256];
+	drv_monitor *m = NULL;
+	drv_hotplug ev;
+
+	cr_assert_not_null(u, "umockdev testbed unavailable");
+	state_path(a, sizeof(a), dir, "a");
+	cr_assert_eq(drv_monitor_open(&m, err, sizeof(err)), ST_OK, "%s", err);
+	cr_assert_eq(drv_monitor_wait(m, 200, &ev), 0, "no programmer yet");
+	cr_assert_eq(fx_usbsim_plug(u, 3, a, 1, "SP-HOT"), 0);
+	cr_assert_eq(drv_monitor_wait(m, 5000, &ev), 1, "no ARRIVED event");
+	cr_assert_eq(ev.event, DRV_HOTPLUG_ARRIVED);
+	cr_assert_str_eq(ev.port, "1-3");
+	cr_assert_str_eq(ev.serial, "SP-HOT");
+	cr_assert_str_eq(ev.uri, "usb:1209:5354?port=1-3");
+	fx_usbsim_unplug(u, 3);
+	cr_assert_eq(drv_monitor_wait(m, 5000, &ev), 1, "no LEFT event");
+	cr_assert_eq(ev.event, DRV_HOTPLUG_LEFT);
+	cr_assert_str_eq(ev.port, "1-3");
+	cr_assert_str_eq(ev.serial, "SP-HOT");
+	drv_monitor_close(m);
+	fx_usbsim_free(u);
+	fx_rmtree(dir);
+	free(dir);
+}
+
+Test(usb, station_provisions_a_unit_over_usb, .timeout = 120)
+{
+	fx_usbsim *u = fx_usbsim_new();
+	fx_world w;
+	fx_run *r = calloc(1, sizeof(*r));
+	char st[600], uid[33];
+	json_t *rows;
+
+	cr_assert_not_null(u, "umockdev testbed unavailable");
+	cr_assert_not_null(r);
+	fx_world_init(&w, true, 2000);
+	state_path(st, sizeof(st), w.dir, "usbprog");
+	cr_assert_eq(fx_usbsim_plug(u, 1, st, 2, "SP-0042"), 0);
+	fx_station_run(r, &w, "--json", "--burn-fuses", "--units", "1", "--slot",
+		       "usb:1209:5354?serial=SP-0042", "provision", NULL);
+	cr_assert_eq(r->code, 0, "provision exit %d\nstdout:%s\nstderr:%s", r->code,
+		     r->out, r->err);
+	sim_uid(st, 0, uid);
+	rows = fx_unit_rows(&w);
+	cr_assert_eq(json_array_size(rows), 1);
+	cr_assert_str_eq(json_string_value(json_object_get(json_array_get(rows, 0),
+							   "uid")), uid);
+	cr_assert_str_eq(json_string_value(json_object_get(json_array_get(rows, 0),
+							   "state")), "PASS");
+	json_decref(rows);
+	fx_check_pass(&w, st, uid);
+	{
+		json_t *dev = fx_sim_unit(st, uid);
+
+		cr_assert_str_eq(json_string_value(json_array_get(
+			json_object_get(dev, "fuses"), 0)), FX_ROT);
+		json_decref(dev);
+	}
+	fx_usbsim_free(u);
+	fx_rmtree(w.dir);
+	free(r);
+}
+
+Test(usb, unplug_mid_transfer_is_interrupted_never_pass, .timeout = 120)
+{
+	fx_usbsim *u = fx_usbsim_new();
+	fx_world w;
+	fx_run *r = calloc(1, sizeof(*r));
+	char st[600], uid[33];
+	json_t *rows, *row;
+
+	cr_assert_not_null(u, "umockdev testbed unavailable");
+	cr_assert_not_null(r);
+	fx_world_init(&w, true, 2000);
+	state_path(st, sizeof(st), w.dir, "usbprog");
+	cr_assert_eq(fx_usbsim_plug(u, 1, st, 1, "SP-PULL"), 0);
+	/* The certificate reaches the device, then the cable goes. */
+	fx_usbsim_unplug_on(u, 1, PROTO_CMD_WRITE_CERT);
+	fx_station_run(r, &w, "--json", "--slot", "usb:1209:5354?serial=SP-PULL",
+		       "provision", NULL);
+	cr_assert(fx_usbsim_gone(u, 1), "the simulated unplug never fired");
+	cr_assert_eq(r->code, 5, "exit %d (want 5, link error)\nstdout:%s\nstderr:%s",
+		     r->code, r->out, r->err);
+	cr_assert(strstr(r->err, "went away") || strstr(r->out, "went away"),
+		  "no unplug message:\n%s\n%s", r->out, r->err);
+	sim_uid(st, 0, uid);
+	rows = fx_unit_rows(&w);
+	cr_assert_eq(json_array_size(rows), 1);
+	row = json_array_get(rows, 0);
+	cr_assert_str_eq(json_string_value(json_object_get(row, "uid")), uid);
+	cr_assert_str_eq(json_string_value(json_object_get(row, "state")), "FAIL");
+	cr_assert(strstr(json_string_value(json_object_get(row, "reason")),
+			 "interrupted"), "reason: %s",
+		  json_string_value(json_object_get(row, "reason")));
+	cr_assert(json_is_null(json_object_get(row, "cert_pem")) ||
+		  !strcmp(json_string_value(json_object_get(row, "state")), "FAIL"));
+	cr_assert_eq(fx_count_units(&w, "PASS"), 0);
+	json_decref(rows);
+	fx_usbsim_free(u);
+	fx_rmtree(w.dir);
+	free(r);
+}
