@@ -14,10 +14,14 @@
 
 /* Commands that may be sent again when the reply was lost or garbled.
  * FUSE_BURN is safe to repeat because its request_id lets the programmer
- * recognise the repeat; the others here only read. */
+ * recognise the repeat; WRITE_CERT (same bytes again), SIGN_CHALLENGE (no
+ * state change) and SET_LIFECYCLE (the same state again is OK) are
+ * idempotent; the others here only read.  KEYGEN and RELEASE are not: a
+ * repeat would make a second key or skip a unit. */
 static const uint8_t retry_safe[] = {
 	PROTO_CMD_HELLO, PROTO_CMD_IDENTIFY, PROTO_CMD_GET_PUBKEY,
 	PROTO_CMD_READ_CERT, PROTO_CMD_FUSE_READ, PROTO_CMD_FUSE_BURN,
+	PROTO_CMD_WRITE_CERT, PROTO_CMD_SIGN_CHALLENGE, PROTO_CMD_SET_LIFECYCLE,
 };
 
 static int may_retry(uint8_t cmd)
