@@ -2,6 +2,7 @@
  *
  *   station provision --slot PORT [--slot PORT ...] [--burn-fuses] [--json]
  *   station ca init | ca show
+ *   station devices [--slot PORT ...] [--json]
  *   station tui
  *
  * Exit codes (also in README): 0 all units PASS; 1 a unit FAILED or was
@@ -269,6 +270,18 @@ cleanup:
 	return code;
 }
 
+static int cmd_devices(struct cli *cli, int argc, char **argv)
+{
+	char err[512] = "";
+	int rc;
+
+	(void)argc;
+	(void)argv;
+	rc = st_devices(cli->run.ports, cli->run.nslots, cli->json, stdout, err,
+			sizeof(err));
+	return rc ? die(EXIT_LINK, "devices: %s", err) : 0;
+}
+
 static int cmd_tui(struct cli *cli, int argc, char **argv)
 {
 	(void)cli;
@@ -288,6 +301,7 @@ static const struct command commands[] = {
 	{ "provision", cmd_provision,
 	  "provision --slot PORT [--slot PORT...] [--units N] [--burn-fuses] [--json]" },
 	{ "ca", cmd_ca, "ca init [--cn NAME] [--org ORG] [--days N] [--out FILE] | ca show" },
+	{ "devices", cmd_devices, "devices [--slot PORT...] [--json]   (attached programmers)" },
 	{ "tui", cmd_tui, "tui   (the technician's terminal UI)" },
 	{ "help", cmd_help, "help" },
 };

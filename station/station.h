@@ -122,4 +122,12 @@ int st_provision(hsm *h, rec_store *rec, const st_config *cfg,
 		 st_event_fn cb, void *cb_ctx, st_summary *sum,
 		 char *err, size_t errlen);
 
+/* `station devices`: list attached programmers (USB ones from the drivers'
+ * id tables, serial ones given in slots[] or linked under /dev/station/ by
+ * the udev rules) with driver, port or USB path, serial, firmware version
+ * and which of slots[] each is bound to; text table or one JSON object per
+ * line to out (a FILE *).  ST_OK, or an error with err set. */
+int st_devices(const char *const *slots, size_t nslots, bool json, void *out,
+	       char *err, size_t errlen);
+
 #endif

@@ -233,3 +233,61 @@ Test(usb, unplug_mid_transfer_is_interrupted_never_pass, .timeout = 120)
 	fx_rmtree(w.dir);
 	free(r);
 }
+
+Test(usb, station_devices_lists_usb_and_serial_with_slots, .timeout = 120)
+{
+	fx_usbsim *u = fx_usbsim_new();
+	fx_world w;
+	fx_run *r = calloc(1, sizeof(*r));
+	fx_devsim sim;
+	char a[600], b[600];
+	int seen = 0;
+
+	cr_assert_not_null(u, "umockdev testbed unavailable");
+	cr_assert_not_null(r);
+	fx_world_init(&w, false, 1000);
+	state_path(a, sizeof(a), w.dir, "a");
+	state_path(b, sizeof(b), w.dir, "b");
+	cr_assert_eq(fx_usbsim_plug(u, 1, a, 1, "SP-A"), 0);
+	cr_assert_eq(fx_usbsim_plug(u, 2, b, 1, "SP-B"), 0);
+	cr_assert_eq(fx_devsim_start(&sim, w.dir, "tty", 1, NULL), 0);
+	fx_station_run(r, &w, "--json", "--slot", "usb:1209:5354?serial=SP-B",
+		       "--slot", sim.port, "devices", NULL);
+	cr_assert_eq(r->code, 0, "exit %d\n%s\n%s", r->code, r->out, r->err);
+	for (char *save = NULL, *line = strtok_r(r->out, "\n", &save); line;
+	     line = strtok_r(NULL, "\n", &save)) {
+		json_t *o = json_loads(line, 0, NULL);
+		const char *ev, *drv, *ser;
+
+		cr_assert_not_null(o, "not JSON: %s", line);
+		ev = json_string_value(json_object_get(o, "event"));
+		if (!strcmp(ev, "devices")) {
+			cr_assert_eq(json_integer_value(json_object_get(o, "count")), 3);
+			json_decref(o);
+			continue;
+		}
+		drv = json_string_value(json_object_get(o, "driver"));
+		ser = json_string_value(json_object_get(o, "serial"));
+		cr_assert_str_eq(json_string_value(json_object_get(o, "fw_version")),
+				 "devsim-1.0", "%s", line);
+		if (!strcmp(drv, "serial")) {
+			cr_assert_str_eq(json_string_value(json_object_get(o, "uri")), sim.port);
+			cr_assert_eq(json_integer_value(json_object_get(o, "slot")), 2);
+			seen |= 4;
+		} else if (!strcmp(ser, "SP-B")) {
+			cr_assert_str_eq(json_string_value(json_object_get(o, "port")), "1-2");
+			cr_assert_eq(json_integer_value(json_object_get(o, "slot")), 1);
+			seen |= 2;
+		} else {
+			cr_assert_str_eq(ser, "SP-A");
+			cr_assert(json_is_null(json_object_get(o, "slot")));
+			seen |= 1;
+		}
+		json_decref(o);
+	}
+	cr_assert_eq(seen, 7, "missing programmers in:\n%s", r->out);
+	fx_devsim_stop(&sim);
+	fx_usbsim_free(u);
+	fx_rmtree(w.dir);
+	free(r);
+}
