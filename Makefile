@@ -46,10 +46,12 @@ UMOCK_LIBS   := $(shell pkg-config --libs umockdev-1.0 2>/dev/null)
 
 STATION := $(BUILD)/station
 DEVSIM  := $(BUILD)/station-devsim
+GEN_UDEV := $(BUILD)/gen-udev
 
 .SECONDARY:
 
-.PHONY: all deps demo demo-run check check-run check-plain asan install clean tests
+.PHONY: all deps demo demo-run check check-run check-plain check-udev udev fuzz \
+	asan install clean tests
 
 all: $(STATION) $(DEVSIM)
 
@@ -62,6 +64,20 @@ $(STATION): $(OBJ)/station/main.o $(BUILD)/libstation.a
 
 $(DEVSIM): $(SIM_OBJS)
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIBS)
+
+$(GEN_UDEV): $(OBJ)/tools/gen-udev.o $(BUILD)/libstation.a
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIBS)
+
+# udev rules are generated from the drivers' USB id tables and committed.
+udev: $(GEN_UDEV)
+	$(GEN_UDEV) > udev/70-station.rules
+
+check-udev: $(GEN_UDEV)
+	@$(GEN_UDEV) | diff -u udev/70-station.rules - >/dev/null || { \
+		echo "udev/70-station.rules differs from the drivers' id tables:" \
+		     "run 'make udev' and commit it" >&2; \
+		$(GEN_UDEV) | diff -u udev/70-station.rules - >&2; exit 1; }
+	@echo "udev/70-station.rules matches the drivers' id tables"
 
 $(OBJ)/%.o: %.c
 	@mkdir -p $(@D)
@@ -77,6 +93,12 @@ $(BUILD)/tests/test_usb: $(OBJ)/tests/test_usb.o $(FIX_OBJS) \
 		$(OBJ)/tests/fixtures/fx_usbsim.o $(SIMCORE_OBJS) $(BUILD)/libstation.a
 	@mkdir -p $(@D)
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIBS) $(TLIBS) $(UMOCK_LIBS)
+
+# The fuzz-regression test replays inputs through the fuzz harness.
+$(BUILD)/tests/test_fuzz_regress: $(OBJ)/tests/test_fuzz_regress.o \
+		$(OBJ)/tests/fuzz/fuzz_proto.o $(FIX_OBJS) $(BUILD)/libstation.a
+	@mkdir -p $(@D)
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIBS) $(TLIBS)
 
 tests: all $(TESTS)
 
@@ -96,6 +118,7 @@ check: deps
 	@$(MAKE) --no-print-directory check-run
 
 check-run:
+	@$(MAKE) --no-print-directory check-udev
 	@$(MAKE) --no-print-directory check-plain
 	@$(MAKE) --no-print-directory check-plain BUILD=$(BUILD)-asan \
 		SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all"
@@ -111,6 +134,26 @@ install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/udev/rules.d
 	install -m 0755 $(STATION) $(DEVSIM) $(DESTDIR)$(PREFIX)/bin/
 	install -m 0644 udev/70-station.rules $(DESTDIR)$(PREFIX)/lib/udev/rules.d/
+
+# libFuzzer on the frame and reply decoders for FUZZ_TIME seconds; crashes
+# land in $(BUILD)/fuzz/crashes/ (keep each, once fixed, in
+# tests/fuzz/regress/: test_fuzz_regress replays them).
+FUZZ_CC   ?= clang
+FUZZ_TIME ?= 60
+FUZZ_SRCS := tests/fuzz/fuzz_main.c tests/fuzz/fuzz_proto.c base/base.c \
+	device-drivers/proto/codec.c device-drivers/proto/client.c
+FUZZER    := $(BUILD)/fuzz/fuzz_proto
+
+$(FUZZER): $(FUZZ_SRCS)
+	@mkdir -p $(@D)
+	$(FUZZ_CC) -std=c11 -D_GNU_SOURCE -I. -Ibase $(WARN) -g -O1 \
+		-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
+		-o $@ $(FUZZ_SRCS) $(shell pkg-config --libs zlib libcrypto)
+
+fuzz: $(FUZZER)
+	@mkdir -p $(BUILD)/fuzz/corpus $(BUILD)/fuzz/crashes
+	$(FUZZER) -max_total_time=$(FUZZ_TIME) -max_len=12000 -print_final_stats=1 \
+		-artifact_prefix=$(BUILD)/fuzz/crashes/ $(BUILD)/fuzz/corpus tests/fuzz/seeds
 
 clean:
 	rm -rf $(BUILD) $(BUILD)-asan

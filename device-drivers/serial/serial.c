@@ -96,7 +96,7 @@ int serial_open(serial_port *p, const char *spec, char *err, size_t errlen)
 		else
 			snprintf(err, errlen, "cannot open %s: %s%s", p->path,
 				 strerror(errno), errno == EACCES ? " (is the user in "
-				 "group plugdev? see udev/70-station.rules)" : "");
+				 "group station? see udev/70-station.rules)" : "");
 		rc = errno == ENOENT ? ST_E_NOTFOUND : ST_E_IO;
 		goto out;
 	}
