@@ -1,10 +1,17 @@
 /* records.c — the audit store on SQLite: WAL, synchronous=FULL, a versioned
  * schema, prepared statements, one mutex per store. */
 #include "records.h"
+#include "rec_int.h"
 
 #include "base.h"
 
 #include <errno.h>
+#include <openssl/bn.h>
+#include <openssl/ecdsa.h>
+#include <openssl/pem.h>
+#include <openssl/evp.h>
+#include <openssl/sha.h>
+#include <openssl/x509.h>
 #include <fcntl.h>
 #include <libgen.h>
 #include <pthread.h>
@@ -14,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #define REC_MSG_MAX	512
@@ -61,6 +69,47 @@ static const struct migration {
 	  " detail TEXT,"
 	  " at TEXT NOT NULL,"
 	  " UNIQUE (unit_id, seq));" },
+	/* The audit chain, work orders with quotas, and rules that keep
+	 * final records final (see docs/records.md). */
+	{ 2,
+	  "CREATE TABLE work_orders ("
+	  " id TEXT PRIMARY KEY,"
+	  " quota INTEGER CHECK (quota IS NULL OR quota >= 0),"
+	  " created_at TEXT NOT NULL);"
+	  "ALTER TABLE units ADD COLUMN work_order TEXT"
+	  " REFERENCES work_orders(id);"
+	  "CREATE INDEX units_work_order ON units(work_order);"
+	  "CREATE UNIQUE INDEX units_cert_sha256 ON units(cert_sha256);"
+	  /* reserve on start: RUNNING and PASS units hold the quota */
+	  "CREATE TRIGGER units_quota BEFORE INSERT ON units"
+	  " WHEN NEW.work_order IS NOT NULL AND"
+	  "  (SELECT quota FROM work_orders WHERE id = NEW.work_order) <="
+	  "  (SELECT count(*) FROM units WHERE work_order = NEW.work_order"
+	  "   AND state IN ('RUNNING', 'PASS'))"
+	  " BEGIN SELECT RAISE(ABORT, 'work order quota reached'); END;"
+	  "CREATE TRIGGER units_final BEFORE UPDATE ON units"
+	  " WHEN OLD.state <> 'RUNNING'"
+	  " BEGIN SELECT RAISE(ABORT, 'unit record is final'); END;"
+	  "CREATE TRIGGER units_no_delete BEFORE DELETE ON units"
+	  " BEGIN SELECT RAISE(ABORT, 'unit records are never deleted'); END;"
+	  "CREATE TABLE audit_certs ("
+	  " sha256 TEXT PRIMARY KEY,"
+	  " pem TEXT NOT NULL,"
+	  " added_at TEXT NOT NULL);"
+	  "CREATE TABLE events ("
+	  " seq INTEGER PRIMARY KEY,"
+	  " at TEXT NOT NULL,"
+	  " kind TEXT NOT NULL,"
+	  " unit_id INTEGER,"
+	  " uid TEXT,"
+	  " body TEXT NOT NULL,"
+	  " hash TEXT NOT NULL UNIQUE,"
+	  " sig TEXT);"
+	  "CREATE INDEX events_unit ON events(unit_id);"
+	  "CREATE TRIGGER events_no_update BEFORE UPDATE ON events"
+	  " BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;"
+	  "CREATE TRIGGER events_no_delete BEFORE DELETE ON events"
+	  " BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;" },
 };
 
 enum {
@@ -75,8 +124,16 @@ enum {
 	S_PASS,
 	S_COUNT_ALL,
 	S_COUNT,
+	S_EV_LAST,
+	S_EV_INS,
+	S_STEP_SEQ,
+	S_WO_GET,
+	S_WO_INS,
+	S_CERT_INS,
 	S_N
 };
+
+_Static_assert(S_N <= REC_MAX_STMT, "raise REC_MAX_STMT");
 
 /* Every statement a call needs, prepared once at open. */
 static const char *const stmt_sql[S_N] = {
@@ -85,8 +142,8 @@ static const char *const stmt_sql[S_N] = {
 	[S_ROLLBACK] = "ROLLBACK",
 	[S_UNIT_INS] =
 		"INSERT INTO units (uid, slot, port, station, operator, profile,"
-		" profile_digest, state, started_at)"
-		" VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'RUNNING', " NOW ")",
+		" profile_digest, work_order, state, started_at)"
+		" VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'RUNNING', " NOW ")",
 	/* seq and the RUNNING check in the same statement: one atomic write */
 	[S_STEP_INS] =
 		"INSERT INTO steps (unit_id, seq, step, outcome, detail, at)"
@@ -104,21 +161,23 @@ static const char *const stmt_sql[S_N] = {
 	[S_PASS] = "SELECT id FROM units WHERE uid = ?1 AND state = 'PASS'",
 	[S_COUNT_ALL] = "SELECT count(*) FROM units",
 	[S_COUNT] = "SELECT count(*) FROM units WHERE state = ?1",
-};
-
-/* One thread's last error on one store. */
-struct rec_errbuf {
-	struct rec_errbuf *next;
-	rec_store *owner;
-	char msg[REC_MSG_MAX];
-};
-
-struct rec_store {
-	sqlite3 *db;                    /* NULL after a failed open */
-	pthread_mutex_t lock;           /* serialises every call */
-	pthread_key_t errkey;           /* this thread's rec_errbuf */
-	struct rec_errbuf *errbufs;     /* all of them, under lock */
-	sqlite3_stmt *stmt[S_N];
+	[S_EV_LAST] = "SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1",
+	[S_EV_INS] =
+		"INSERT INTO events (seq, at, kind, unit_id, uid, body, hash, sig)"
+		" VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+	[S_STEP_SEQ] = "SELECT seq FROM steps WHERE id = ?1",
+	[S_WO_GET] =
+		"SELECT quota, (SELECT count(*) FROM units WHERE work_order = ?1"
+		"  AND state = 'PASS'),"
+		" (SELECT count(*) FROM units WHERE work_order = ?1"
+		"  AND state = 'RUNNING'),"
+		" (SELECT count(*) FROM units WHERE work_order = ?1"
+		"  AND state IN ('FAIL', 'QUARANTINE'))"
+		" FROM work_orders WHERE id = ?1",
+	[S_WO_INS] = "INSERT INTO work_orders (id, quota, created_at)"
+		" VALUES (?1, ?2, " NOW ")",
+	[S_CERT_INS] = "INSERT OR IGNORE INTO audit_certs (sha256, pem, added_at)"
+		" VALUES (?1, ?2, " NOW ")",
 };
 
 /* Runs at thread exit so a long shift of short-lived threads does not pile
@@ -163,8 +222,7 @@ static struct rec_errbuf *errbuf_get(rec_store *r)
 
 /* Keep a readable cause for the operator and hand back err, so error paths
  * stay one line. */
-__attribute__((format(printf, 3, 4)))
-static int fail(rec_store *r, int err, const char *fmt, ...)
+int rec_fail(rec_store *r, int err, const char *fmt, ...)
 {
 	struct rec_errbuf *b = errbuf_get(r);
 	va_list ap;
@@ -177,11 +235,10 @@ static int fail(rec_store *r, int err, const char *fmt, ...)
 	return err;
 }
 
-/* Like fail() with SQLite's own words (and errno for I/O trouble such as a
+/* Like rec_fail() with SQLite's own words (and errno for I/O trouble such as a
  * full disk) appended; call it before anything else touches the
  * connection, or the message is gone. */
-__attribute__((format(printf, 3, 4)))
-static int db_fail(rec_store *r, int err, const char *fmt, ...)
+int rec_db_fail(rec_store *r, int err, const char *fmt, ...)
 {
 	struct rec_errbuf *b = errbuf_get(r);
 	char ebuf[128];
@@ -210,14 +267,14 @@ static int db_fail(rec_store *r, int err, const char *fmt, ...)
 
 /* Statements are reused: leave each one reset and unbound after use so the
  * next call (and COMMIT) sees no pending read. */
-static void stmt_done(sqlite3_stmt *s)
+void rec_stmt_done(sqlite3_stmt *s)
 {
 	sqlite3_reset(s);
 	sqlite3_clear_bindings(s);
 }
 
 /* NULL binds SQL NULL; the strings outlive the statement's use. */
-static int bind_text(sqlite3_stmt *s, int i, const char *v)
+int rec_bind_text(sqlite3_stmt *s, int i, const char *v)
 {
 	return sqlite3_bind_text(s, i, v, -1, SQLITE_STATIC);
 }
@@ -233,7 +290,7 @@ static int copy_col(rec_store *r, sqlite3_stmt *s, int col, char *buf,
 	if (!buf)
 		return ST_OK;
 	if (n + 1 > len)
-		return fail(r, ST_E_INVAL, "buffer of %zu bytes too small for "
+		return rec_fail(r, ST_E_INVAL, "buffer of %zu bytes too small for "
 			    "\"%s\"", len, v ? v : "");
 	memcpy(buf, v ? v : "", n + 1);
 	return ST_OK;
@@ -248,9 +305,9 @@ static int query1(rec_store *r, const char *sql, int *ival, char *buf,
 	int err;
 
 	if (sqlite3_prepare_v2(r->db, sql, -1, &s, NULL) != SQLITE_OK)
-		return db_fail(r, ST_E_DB, "%s", sql);
+		return rec_db_fail(r, ST_E_DB, "%s", sql);
 	if (sqlite3_step(s) != SQLITE_ROW) {
-		err = db_fail(r, ST_E_DB, "%s", sql);
+		err = rec_db_fail(r, ST_E_DB, "%s", sql);
 		goto cleanup;
 	}
 	err = ST_OK;
@@ -273,7 +330,7 @@ static int migrate(rec_store *r, const char *path)
 	char sql[64];
 
 	if (sqlite3_exec(r->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK)
-		return db_fail(r, ST_E_DB, "%s: cannot lock for the schema", path);
+		return rec_db_fail(r, ST_E_DB, "%s: cannot lock for the schema", path);
 	err = query1(r, "PRAGMA user_version", &ver, NULL, 0);
 	if (!err)
 		err = query1(r, "PRAGMA application_id", &app, NULL, 0);
@@ -283,13 +340,13 @@ static int migrate(rec_store *r, const char *path)
 	if (err)
 		goto cleanup;
 	if ((ver == 0 && objs > 0) || (ver > 0 && app != REC_APP_ID)) {
-		err = fail(r, ST_E_DB, "%s is an SQLite file of another program "
+		err = rec_fail(r, ST_E_DB, "%s is an SQLite file of another program "
 			   "(application_id %#x, user_version %d), not a "
 			   "records store", path, (unsigned)app, ver);
 		goto cleanup;
 	}
 	if (ver > latest) {
-		err = fail(r, ST_E_DB, "%s has schema version %d, newer than "
+		err = rec_fail(r, ST_E_DB, "%s has schema version %d, newer than "
 			   "this station knows (%d): upgrade the station",
 			   path, ver, latest);
 		goto cleanup;
@@ -303,7 +360,7 @@ static int migrate(rec_store *r, const char *path)
 			 m->version);
 		if (sqlite3_exec(r->db, m->sql, NULL, NULL, NULL) != SQLITE_OK ||
 		    sqlite3_exec(r->db, sql, NULL, NULL, NULL) != SQLITE_OK) {
-			err = db_fail(r, ST_E_DB, "%s: schema step to version %d",
+			err = rec_db_fail(r, ST_E_DB, "%s: schema step to version %d",
 				      path, m->version);
 			goto cleanup;
 		}
@@ -312,12 +369,12 @@ static int migrate(rec_store *r, const char *path)
 		snprintf(sql, sizeof(sql), "PRAGMA application_id = %d",
 			 REC_APP_ID);
 		if (sqlite3_exec(r->db, sql, NULL, NULL, NULL) != SQLITE_OK) {
-			err = db_fail(r, ST_E_DB, "%s: set application_id", path);
+			err = rec_db_fail(r, ST_E_DB, "%s: set application_id", path);
 			goto cleanup;
 		}
 	}
 	if (sqlite3_exec(r->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK)
-		err = db_fail(r, ST_E_DB, "%s: commit the schema", path);
+		err = rec_db_fail(r, ST_E_DB, "%s: commit the schema", path);
 cleanup:
 	if (!sqlite3_get_autocommit(r->db))
 		sqlite3_exec(r->db, "ROLLBACK", NULL, NULL, NULL);
@@ -332,10 +389,10 @@ static int sync_parent(rec_store *r, const char *path)
 	int fd = -1, err = ST_OK;
 
 	if (!copy)
-		return fail(r, ST_E_NOMEM, "out of memory");
+		return rec_fail(r, ST_E_NOMEM, "out of memory");
 	fd = open(dirname(copy), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (fd < 0 || fsync(fd) != 0)
-		err = fail(r, ST_E_IO, "cannot sync the directory of %s: %s",
+		err = rec_fail(r, ST_E_IO, "cannot sync the directory of %s: %s",
 			   path, strerror(errno));
 	if (fd >= 0)
 		close(fd);
@@ -355,24 +412,24 @@ static int setup(rec_store *r, const char *path)
 	sqlite3_extended_result_codes(r->db, 1);
 	sqlite3_busy_timeout(r->db, REC_BUSY_MS);
 	if (query1(r, "SELECT count(*) FROM sqlite_master", &n, NULL, 0))
-		return db_fail(r, ST_E_DB, "%s is not a usable records store",
+		return rec_db_fail(r, ST_E_DB, "%s is not a usable records store",
 			       path);
 	if (sqlite3_db_readonly(r->db, "main") != 0)
-		return fail(r, ST_E_IO, "%s can only be opened read-only: "
+		return rec_fail(r, ST_E_IO, "%s can only be opened read-only: "
 			    "the audit trail could not be written", path);
 	if (query1(r, "PRAGMA journal_mode = WAL", NULL, mode, sizeof(mode)))
 		return ST_E_DB;
 	if (strcmp(mode, "wal") != 0)
-		return fail(r, ST_E_DB, "%s: cannot use WAL (journal_mode "
+		return rec_fail(r, ST_E_DB, "%s: cannot use WAL (journal_mode "
 			    "stays %s)", path, mode);
 	if (sqlite3_exec(r->db, "PRAGMA synchronous = FULL; "
 			 "PRAGMA foreign_keys = ON", NULL, NULL, NULL) != SQLITE_OK)
-		return db_fail(r, ST_E_DB, "%s: pragmas", path);
+		return rec_db_fail(r, ST_E_DB, "%s: pragmas", path);
 	if (query1(r, "PRAGMA synchronous", &sync, NULL, 0) ||
 	    query1(r, "PRAGMA foreign_keys", &fk, NULL, 0))
 		return ST_E_DB;
 	if (sync != 2 || fk != 1)
-		return fail(r, ST_E_DB, "%s: synchronous=%d foreign_keys=%d, "
+		return rec_fail(r, ST_E_DB, "%s: synchronous=%d foreign_keys=%d, "
 			    "wanted FULL(2) and 1", path, sync, fk);
 	if (migrate(r, path))
 		return ST_E_DB;
@@ -380,7 +437,7 @@ static int setup(rec_store *r, const char *path)
 		if (sqlite3_prepare_v3(r->db, stmt_sql[i], -1,
 				       SQLITE_PREPARE_PERSISTENT, &r->stmt[i],
 				       NULL) != SQLITE_OK)
-			return db_fail(r, ST_E_DB, "prepare \"%s\"", stmt_sql[i]);
+			return rec_db_fail(r, ST_E_DB, "prepare \"%s\"", stmt_sql[i]);
 	}
 	return ST_OK;
 }
@@ -408,14 +465,14 @@ int rec_open(const char *path, rec_store **out)
 	*out = r;
 
 	if (!path || !*path)
-		return fail(r, ST_E_INVAL, "no records path given");
+		return rec_fail(r, ST_E_INVAL, "no records path given");
 	created = stat(path, &st) != 0 && errno == ENOENT;
 	rc = sqlite3_open_v2(path, &r->db, SQLITE_OPEN_READWRITE |
 			     SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX, NULL);
 	if (rc != SQLITE_OK) {
-		err = r->db ? db_fail(r, ST_E_IO, "cannot open records store %s",
+		err = r->db ? rec_db_fail(r, ST_E_IO, "cannot open records store %s",
 				      path)
-			    : fail(r, ST_E_NOMEM, "out of memory opening %s",
+			    : rec_fail(r, ST_E_NOMEM, "out of memory opening %s",
 				   path);
 		goto cleanup;
 	}
@@ -447,12 +504,47 @@ const char *rec_errmsg(const rec_store *r)
 
 /* Entry of every call: take the lock and refuse a handle whose open
  * failed, so callers get an error, not a crash. */
-static int enter(rec_store *r)
+int rec_enter(rec_store *r)
 {
 	pthread_mutex_lock(&r->lock);
 	if (!r->db)
-		return fail(r, ST_E_STATE, "records store is not open");
+		return rec_fail(r, ST_E_STATE, "records store is not open");
 	return ST_OK;
+}
+
+/* Every write is one IMMEDIATE transaction holding the rows and the event
+ * that describes them: both are durable, or neither is. */
+static int txn_begin(rec_store *r, const char *what)
+{
+	sqlite3_stmt *s = r->stmt[S_BEGIN];
+	int err = ST_OK;
+
+	if (sqlite3_step(s) != SQLITE_DONE)
+		err = rec_db_fail(r, ST_E_DB, "cannot start a write (%s)", what);
+	rec_stmt_done(s);
+	return err;
+}
+
+static int txn_commit(rec_store *r, const char *what)
+{
+	sqlite3_stmt *s = r->stmt[S_COMMIT];
+	int err = ST_OK;
+
+	if (sqlite3_step(s) != SQLITE_DONE)
+		err = rec_db_fail(r, ST_E_DB, "cannot commit %s", what);
+	rec_stmt_done(s);
+	return err;
+}
+
+/* Roll back whatever is open (after a failure; harmless after commit). */
+static void txn_end(rec_store *r)
+{
+	sqlite3_stmt *s = r->stmt[S_ROLLBACK];
+
+	if (sqlite3_get_autocommit(r->db))
+		return;
+	sqlite3_step(s);
+	rec_stmt_done(s);
 }
 
 /* The final states a unit may end in (RUNNING is not one). */
@@ -462,35 +554,84 @@ static int is_result(const char *s)
 		     !strcmp(s, "QUARANTINE"));
 }
 
+/* Why a work order cannot take a unit: unknown, or its quota is held by
+ * PASS and RUNNING units.  Lock held, inside the transaction. */
+static int quota_fail(rec_store *r, const char *wo, const char *uid)
+{
+	sqlite3_stmt *s = r->stmt[S_WO_GET];
+	int err;
+
+	rec_bind_text(s, 1, wo);
+	if (sqlite3_step(s) != SQLITE_ROW)
+		err = rec_fail(r, ST_E_NOTFOUND, "work order %s does not exist: "
+			       "create it with 'station records workorder "
+			       "create %s --quota N'", wo, wo);
+	else
+		err = rec_fail(r, ST_E_STATE, "work order %s: quota of %lld "
+			       "units reached (%lld PASS, %lld in work); device "
+			       "%s was not started", wo,
+			       (long long)sqlite3_column_int64(s, 0),
+			       (long long)sqlite3_column_int64(s, 1),
+			       (long long)sqlite3_column_int64(s, 2), uid);
+	rec_stmt_done(s);
+	return err;
+}
+
 /* The row is written (and synced) before the engine touches the device, so
- * an interrupted unit leaves a RUNNING row to resume from. */
+ * an interrupted unit leaves a RUNNING row to resume from.  With a work
+ * order, the row is the quota reservation (the schema's trigger refuses it
+ * beyond the quota), taken in the same transaction. */
 int rec_unit_begin(rec_store *r, const rec_unit_start *u, int64_t *unit_id)
 {
 	sqlite3_stmt *s;
+	int64_t id;
 	int err;
 
 	if (!r)
 		return ST_E_INVAL;
-	err = enter(r);
+	err = rec_enter(r);
 	if (err)
 		goto out;
 	if (!u || !u->uid || !*u->uid || !unit_id) {
-		err = fail(r, ST_E_INVAL, "rec_unit_begin: a uid and unit_id "
+		err = rec_fail(r, ST_E_INVAL, "rec_unit_begin: a uid and unit_id "
 			   "are required");
 		goto out;
 	}
+	if ((err = txn_begin(r, u->uid)))
+		goto out;
 	s = r->stmt[S_UNIT_INS];
-	if (bind_text(s, 1, u->uid) || sqlite3_bind_int(s, 2, u->slot) ||
-	    bind_text(s, 3, u->port) || bind_text(s, 4, u->station) ||
-	    bind_text(s, 5, u->operator_name) || bind_text(s, 6, u->profile) ||
-	    bind_text(s, 7, u->profile_digest) || sqlite3_step(s) != SQLITE_DONE) {
-		err = db_fail(r, ST_E_DB, "cannot record the start of device %s",
-			      u->uid);
-		goto reset;
+	if (rec_bind_text(s, 1, u->uid) || sqlite3_bind_int(s, 2, u->slot) ||
+	    rec_bind_text(s, 3, u->port) || rec_bind_text(s, 4, u->station) ||
+	    rec_bind_text(s, 5, u->operator_name) || rec_bind_text(s, 6, u->profile) ||
+	    rec_bind_text(s, 7, u->profile_digest) ||
+	    rec_bind_text(s, 8, u->work_order) || sqlite3_step(s) != SQLITE_DONE) {
+		int ext = sqlite3_extended_errcode(r->db);
+
+		if (u->work_order && (ext == SQLITE_CONSTRAINT_TRIGGER ||
+				      ext == SQLITE_CONSTRAINT_FOREIGNKEY)) {
+			rec_stmt_done(s);
+			err = quota_fail(r, u->work_order, u->uid);
+		} else {
+			err = rec_db_fail(r, ST_E_DB, "cannot record the start of "
+					  "device %s", u->uid);
+			rec_stmt_done(s);
+		}
+		goto rollback;
 	}
-	*unit_id = sqlite3_last_insert_rowid(r->db);
-reset:
-	stmt_done(s);
+	rec_stmt_done(s);
+	id = sqlite3_last_insert_rowid(r->db);
+	err = rec_append_event(r, "unit_start", id, u->uid,
+		json_pack("{s:i, s:s?, s:s?, s:s?, s:s?, s:s?, s:s?}",
+			  "slot", u->slot, "port", u->port, "station", u->station,
+			  "operator", u->operator_name, "profile", u->profile,
+			  "profile_digest", u->profile_digest,
+			  "work_order", u->work_order));
+	if (!err)
+		err = txn_commit(r, "the start of a unit");
+	if (!err)
+		*unit_id = id;
+rollback:
+	txn_end(r);
 out:
 	pthread_mutex_unlock(&r->lock);
 	return err;
@@ -506,17 +647,17 @@ static int unit_not_running(rec_store *r, int64_t unit_id, const char *what)
 	sqlite3_bind_int64(s, 1, unit_id);
 	rc = sqlite3_step(s);
 	if (rc == SQLITE_ROW)
-		err = fail(r, ST_E_STATE, "%s: unit %lld (device %s) is not "
+		err = rec_fail(r, ST_E_STATE, "%s: unit %lld (device %s) is not "
 			   "RUNNING but %s; its record is final", what,
 			   (long long)unit_id, sqlite3_column_text(s, 0),
 			   sqlite3_column_text(s, 1));
 	else if (rc == SQLITE_DONE)
-		err = fail(r, ST_E_NOTFOUND, "%s: no unit %lld", what,
+		err = rec_fail(r, ST_E_NOTFOUND, "%s: no unit %lld", what,
 			   (long long)unit_id);
 	else
-		err = db_fail(r, ST_E_DB, "%s: look up unit %lld", what,
+		err = rec_db_fail(r, ST_E_DB, "%s: look up unit %lld", what,
 			      (long long)unit_id);
-	stmt_done(s);
+	rec_stmt_done(s);
 	return err;
 }
 
@@ -525,32 +666,56 @@ int rec_step(rec_store *r, int64_t unit_id, const char *step,
 	     const char *outcome, const char *detail)
 {
 	sqlite3_stmt *s;
+	int64_t row, seq = 0;
+	char uid[128];
 	int err;
 
 	if (!r)
 		return ST_E_INVAL;
-	err = enter(r);
+	err = rec_enter(r);
 	if (err)
 		goto out;
 	if (!step || !*step || !outcome || (strcmp(outcome, "ok") &&
 	    strcmp(outcome, "fail") && strcmp(outcome, "skip"))) {
-		err = fail(r, ST_E_INVAL, "rec_step: need a step name and an "
+		err = rec_fail(r, ST_E_INVAL, "rec_step: need a step name and an "
 			   "outcome of ok, fail or skip (got %s)",
 			   outcome ? outcome : "NULL");
 		goto out;
 	}
-	s = r->stmt[S_STEP_INS];
-	if (sqlite3_bind_int64(s, 1, unit_id) || bind_text(s, 2, step) ||
-	    bind_text(s, 3, outcome) || bind_text(s, 4, detail) ||
-	    sqlite3_step(s) != SQLITE_DONE) {
-		err = db_fail(r, ST_E_DB, "cannot record step %s of unit %lld",
-			      step, (long long)unit_id);
-		stmt_done(s);
+	if ((err = txn_begin(r, step)))
 		goto out;
+	s = r->stmt[S_STEP_INS];
+	if (sqlite3_bind_int64(s, 1, unit_id) || rec_bind_text(s, 2, step) ||
+	    rec_bind_text(s, 3, outcome) || rec_bind_text(s, 4, detail) ||
+	    sqlite3_step(s) != SQLITE_DONE) {
+		err = rec_db_fail(r, ST_E_DB, "cannot record step %s of unit %lld",
+			      step, (long long)unit_id);
+		rec_stmt_done(s);
+		goto rollback;
 	}
-	stmt_done(s);
-	if (sqlite3_changes(r->db) == 0)
+	rec_stmt_done(s);
+	if (sqlite3_changes(r->db) == 0) {
 		err = unit_not_running(r, unit_id, "rec_step");
+		goto rollback;
+	}
+	row = sqlite3_last_insert_rowid(r->db);
+	s = r->stmt[S_STEP_SEQ];
+	sqlite3_bind_int64(s, 1, row);
+	if (sqlite3_step(s) == SQLITE_ROW)
+		seq = sqlite3_column_int64(s, 0);
+	rec_stmt_done(s);
+	s = r->stmt[S_UNIT_GET];
+	sqlite3_bind_int64(s, 1, unit_id);
+	snprintf(uid, sizeof(uid), "%s", sqlite3_step(s) == SQLITE_ROW ?
+		 (const char *)sqlite3_column_text(s, 0) : "");
+	rec_stmt_done(s);
+	err = rec_append_event(r, "step", unit_id, uid,
+		json_pack("{s:I, s:s, s:s, s:s?}", "seq", (json_int_t)seq,
+			  "step", step, "outcome", outcome, "detail", detail));
+	if (!err)
+		err = txn_commit(r, "a step");
+rollback:
+	txn_end(r);
 out:
 	pthread_mutex_unlock(&r->lock);
 	return err;
@@ -564,14 +729,14 @@ static int end_fail(rec_store *r, int64_t unit_id, const char *uid,
 
 	if (sqlite3_extended_errcode(r->db) == SQLITE_CONSTRAINT_UNIQUE) {
 		if (strstr(msg, "units.uid"))
-			return fail(r, ST_E_DB, "device %s already has a PASS "
+			return rec_fail(r, ST_E_DB, "device %s already has a PASS "
 				    "record (%s)", uid, msg);
 		if (strstr(msg, "units.cert_serial"))
-			return fail(r, ST_E_DB, "certificate serial %s is "
+			return rec_fail(r, ST_E_DB, "certificate serial %s is "
 				    "already recorded for another unit (%s)",
 				    e->cert_serial, msg);
 	}
-	return db_fail(r, ST_E_DB, "cannot end unit %lld (device %s)",
+	return rec_db_fail(r, ST_E_DB, "cannot end unit %lld (device %s)",
 		       (long long)unit_id, uid);
 }
 
@@ -586,11 +751,11 @@ int rec_unit_end(rec_store *r, int64_t unit_id, const rec_unit_result *e)
 
 	if (!r)
 		return ST_E_INVAL;
-	err = enter(r);
+	err = rec_enter(r);
 	if (err)
 		goto out;
 	if (!e || !is_result(e->result)) {
-		err = fail(r, ST_E_INVAL, "rec_unit_end: result must be PASS, "
+		err = rec_fail(r, ST_E_INVAL, "rec_unit_end: result must be PASS, "
 			   "FAIL or QUARANTINE (got %s)",
 			   e && e->result ? e->result : "NULL");
 		goto out;
@@ -598,9 +763,9 @@ int rec_unit_end(rec_store *r, int64_t unit_id, const rec_unit_result *e)
 	s = r->stmt[S_BEGIN];
 	rc = sqlite3_step(s);
 	if (rc != SQLITE_DONE)
-		err = db_fail(r, ST_E_DB, "cannot start ending unit %lld",
+		err = rec_db_fail(r, ST_E_DB, "cannot start ending unit %lld",
 			      (long long)unit_id);
-	stmt_done(s);
+	rec_stmt_done(s);
 	if (err)
 		goto out;
 
@@ -610,37 +775,46 @@ int rec_unit_end(rec_store *r, int64_t unit_id, const rec_unit_result *e)
 	state = rc == SQLITE_ROW ? (const char *)sqlite3_column_text(s, 1) : NULL;
 	if (state && !strcmp(state, "RUNNING")) {
 		snprintf(uid, sizeof(uid), "%s", sqlite3_column_text(s, 0));
-		stmt_done(s);
+		rec_stmt_done(s);
 	} else {
-		stmt_done(s);
+		rec_stmt_done(s);
 		err = unit_not_running(r, unit_id, "rec_unit_end");
 		goto rollback;
 	}
 
 	s = r->stmt[S_UNIT_END];
-	if (sqlite3_bind_int64(s, 1, unit_id) || bind_text(s, 2, e->result) ||
-	    bind_text(s, 3, e->reason) || bind_text(s, 4, e->cert_serial) ||
-	    bind_text(s, 5, e->cert_sha256) || bind_text(s, 6, e->cert_pem) ||
-	    bind_text(s, 7, e->pubkey_hex) || bind_text(s, 8, e->rot_hash) ||
-	    bind_text(s, 9, e->fuse_readback) || sqlite3_step(s) != SQLITE_DONE)
+	if (sqlite3_bind_int64(s, 1, unit_id) || rec_bind_text(s, 2, e->result) ||
+	    rec_bind_text(s, 3, e->reason) || rec_bind_text(s, 4, e->cert_serial) ||
+	    rec_bind_text(s, 5, e->cert_sha256) || rec_bind_text(s, 6, e->cert_pem) ||
+	    rec_bind_text(s, 7, e->pubkey_hex) || rec_bind_text(s, 8, e->rot_hash) ||
+	    rec_bind_text(s, 9, e->fuse_readback) || sqlite3_step(s) != SQLITE_DONE)
 		err = end_fail(r, unit_id, uid, e);
 	else if (sqlite3_changes(r->db) != 1)
-		err = fail(r, ST_E_STATE, "unit %lld changed under us",
+		err = rec_fail(r, ST_E_STATE, "unit %lld changed under us",
 			   (long long)unit_id);
-	stmt_done(s);
+	rec_stmt_done(s);
+	if (err)
+		goto rollback;
+	err = rec_append_event(r, "unit_end", unit_id, uid,
+		json_pack("{s:s, s:s?, s:s?, s:s?, s:s?, s:s?, s:s?, s:s?}",
+			  "result", e->result, "reason", e->reason,
+			  "cert_serial", e->cert_serial,
+			  "cert_sha256", e->cert_sha256, "cert_pem", e->cert_pem,
+			  "pubkey", e->pubkey_hex, "rot_hash", e->rot_hash,
+			  "fuse_readback", e->fuse_readback));
 	if (err)
 		goto rollback;
 
 	s = r->stmt[S_COMMIT];
 	if (sqlite3_step(s) != SQLITE_DONE)
-		err = db_fail(r, ST_E_DB, "cannot commit the end of unit %lld "
+		err = rec_db_fail(r, ST_E_DB, "cannot commit the end of unit %lld "
 			      "(device %s)", (long long)unit_id, uid);
-	stmt_done(s);
+	rec_stmt_done(s);
 rollback:
 	if (!sqlite3_get_autocommit(r->db)) {
 		s = r->stmt[S_ROLLBACK];
 		sqlite3_step(s);
-		stmt_done(s);
+		rec_stmt_done(s);
 	}
 out:
 	pthread_mutex_unlock(&r->lock);
@@ -655,19 +829,19 @@ static int last_unit(rec_store *r, const char *uid, int64_t *unit_id,
 	int rc, err;
 
 	if (!uid || !*uid)
-		return fail(r, ST_E_INVAL, "no device uid given");
-	bind_text(s, 1, uid);
+		return rec_fail(r, ST_E_INVAL, "no device uid given");
+	rec_bind_text(s, 1, uid);
 	rc = sqlite3_step(s);
 	if (rc == SQLITE_ROW) {
 		err = copy_col(r, s, 1, state, len);
 		if (!err && unit_id)
 			*unit_id = sqlite3_column_int64(s, 0);
 	} else if (rc == SQLITE_DONE) {
-		err = fail(r, ST_E_NOTFOUND, "device %s was never seen", uid);
+		err = rec_fail(r, ST_E_NOTFOUND, "device %s was never seen", uid);
 	} else {
-		err = db_fail(r, ST_E_DB, "look up device %s", uid);
+		err = rec_db_fail(r, ST_E_DB, "look up device %s", uid);
 	}
-	stmt_done(s);
+	rec_stmt_done(s);
 	return err;
 }
 
@@ -680,7 +854,7 @@ int rec_last_unit(rec_store *r, const char *uid, int64_t *unit_id,
 
 	if (!r)
 		return ST_E_INVAL;
-	err = enter(r);
+	err = rec_enter(r);
 	if (!err)
 		err = last_unit(r, uid, unit_id, state, len);
 	pthread_mutex_unlock(&r->lock);
@@ -694,9 +868,9 @@ int rec_last_result(rec_store *r, const char *uid, char *buf, size_t len)
 
 	if (!r)
 		return ST_E_INVAL;
-	err = enter(r);
+	err = rec_enter(r);
 	if (!err && !buf)
-		err = fail(r, ST_E_INVAL, "rec_last_result: no buffer");
+		err = rec_fail(r, ST_E_INVAL, "rec_last_result: no buffer");
 	if (!err)
 		err = last_unit(r, uid, NULL, buf, len);
 	pthread_mutex_unlock(&r->lock);
@@ -711,26 +885,26 @@ int rec_find_pass(rec_store *r, const char *uid, int64_t *unit_id)
 
 	if (!r)
 		return ST_E_INVAL;
-	err = enter(r);
+	err = rec_enter(r);
 	if (err)
 		goto out;
 	if (!uid || !*uid) {
-		err = fail(r, ST_E_INVAL, "no device uid given");
+		err = rec_fail(r, ST_E_INVAL, "no device uid given");
 		goto out;
 	}
 	s = r->stmt[S_PASS];
-	bind_text(s, 1, uid);
+	rec_bind_text(s, 1, uid);
 	rc = sqlite3_step(s);
 	if (rc == SQLITE_ROW) {
 		if (unit_id)
 			*unit_id = sqlite3_column_int64(s, 0);
 	} else if (rc == SQLITE_DONE) {
-		err = fail(r, ST_E_NOTFOUND, "device %s has no PASS record",
+		err = rec_fail(r, ST_E_NOTFOUND, "device %s has no PASS record",
 			   uid);
 	} else {
-		err = db_fail(r, ST_E_DB, "look up device %s", uid);
+		err = rec_db_fail(r, ST_E_DB, "look up device %s", uid);
 	}
-	stmt_done(s);
+	rec_stmt_done(s);
 out:
 	pthread_mutex_unlock(&r->lock);
 	return err;
@@ -744,23 +918,23 @@ int rec_count(rec_store *r, const char *result, long *count)
 
 	if (!r)
 		return ST_E_INVAL;
-	err = enter(r);
+	err = rec_enter(r);
 	if (err)
 		goto out;
 	if (!count || (result && !is_result(result) &&
 		       strcmp(result, "RUNNING"))) {
-		err = fail(r, ST_E_INVAL, "rec_count: unknown state %s",
+		err = rec_fail(r, ST_E_INVAL, "rec_count: unknown state %s",
 			   result ? result : "(no count pointer)");
 		goto out;
 	}
 	s = r->stmt[result ? S_COUNT : S_COUNT_ALL];
 	if (result)
-		bind_text(s, 1, result);
+		rec_bind_text(s, 1, result);
 	if (sqlite3_step(s) == SQLITE_ROW)
 		*count = (long)sqlite3_column_int64(s, 0);
 	else
-		err = db_fail(r, ST_E_DB, "count units");
-	stmt_done(s);
+		err = rec_db_fail(r, ST_E_DB, "count units");
+	rec_stmt_done(s);
 out:
 	pthread_mutex_unlock(&r->lock);
 	return err;
@@ -774,11 +948,11 @@ int rec_get_settings(rec_store *r, rec_settings *out)
 
 	if (!r)
 		return ST_E_INVAL;
-	err = enter(r);
+	err = rec_enter(r);
 	if (err)
 		goto out;
 	if (!out) {
-		err = fail(r, ST_E_INVAL, "rec_get_settings: no output");
+		err = rec_fail(r, ST_E_INVAL, "rec_get_settings: no output");
 		goto out;
 	}
 	memset(out, 0, sizeof(*out));
@@ -795,6 +969,297 @@ int rec_get_settings(rec_store *r, rec_settings *out)
 	if (!err)
 		err = query1(r, "PRAGMA user_version", &out->schema_version,
 			     NULL, 0);
+out:
+	pthread_mutex_unlock(&r->lock);
+	return err;
+}
+
+void rec_now(char out[32])
+{
+	struct timespec ts;
+	struct tm tm;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	gmtime_r(&ts.tv_sec, &tm);
+	strftime(out, 32, "%Y-%m-%dT%H:%M:%S", &tm);
+	snprintf(out + strlen(out), 32 - strlen(out), ".%03dZ",
+		 (int)(ts.tv_nsec / 1000000) % 1000);
+}
+
+/* Raw r||s to a DER ECDSA-Sig-Value in hex, the form `openssl dgst
+ * -verify` takes (after xxd -r -p). */
+static int sig_hex(const uint8_t rs[64], char *out, size_t len)
+{
+	ECDSA_SIG *sig = ECDSA_SIG_new();
+	BIGNUM *br = BN_bin2bn(rs, 32, NULL), *bs = BN_bin2bn(rs + 32, 32, NULL);
+	unsigned char *der = NULL;
+	int n = -1;
+
+	if (!sig || !br || !bs)
+		goto cleanup;
+	ECDSA_SIG_set0(sig, br, bs);
+	br = bs = NULL;
+	n = i2d_ECDSA_SIG(sig, &der);
+	if (n > 0 && (size_t)n * 2 + 1 <= len)
+		st_hex(der, (size_t)n, out);
+	else
+		n = -1;
+cleanup:
+	BN_free(br);
+	BN_free(bs);
+	ECDSA_SIG_free(sig);
+	OPENSSL_free(der);
+	return n > 0 ? ST_OK : ST_E_CRYPTO;
+}
+
+/* The body is the only thing hashed and signed: canonical JSON (jansson,
+ * sorted keys, compact, \u-escaped non-ASCII), so anyone can recompute the
+ * hash from the stored text alone. */
+int rec_append_event(rec_store *r, const char *kind, int64_t unit_id,
+		     const char *uid, json_t *data)
+{
+	sqlite3_stmt *s = r->stmt[S_EV_LAST];
+	char at[32], prev[REC_HASH_HEX], hash[REC_HASH_HEX], sig[200];
+	uint8_t dig[SHA256_DIGEST_LENGTH], rs[64];
+	json_int_t seq = 1;
+	json_t *body = NULL;
+	char *text = NULL;
+	int rc, err;
+
+	if (!data)
+		return rec_fail(r, ST_E_INVAL, "event %s%s%s: its data is not "
+				"valid UTF-8 text", kind, uid ? " of device " : "",
+				uid ? uid : "");
+	memset(prev, '0', 64);
+	prev[64] = '\0';
+	rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW) {
+		seq = sqlite3_column_int64(s, 0) + 1;
+		snprintf(prev, sizeof(prev), "%s", sqlite3_column_text(s, 1));
+	}
+	rec_stmt_done(s);
+	if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+		json_decref(data);
+		return rec_db_fail(r, ST_E_DB, "read the end of the audit chain");
+	}
+	rec_now(at);
+	body = json_pack("{s:s, s:o, s:s?, s:s, s:s, s:I, s:s?, s:o}",
+			 "at", at, "data", data, "key",
+			 r->sign ? r->sign_key : NULL, "kind", kind, "prev", prev,
+			 "seq", seq, "uid", uid, "unit",
+			 unit_id > 0 ? json_integer(unit_id) : json_null());
+	if (body)
+		text = json_dumps(body, JSON_COMPACT | JSON_SORT_KEYS |
+				  JSON_ENSURE_ASCII);
+	json_decref(body);
+	if (!text)
+		return rec_fail(r, ST_E_NOMEM, "event %s: cannot encode", kind);
+	SHA256((const unsigned char *)text, strlen(text), dig);
+	st_hex(dig, sizeof(dig), hash);
+	if (r->sign) {
+		err = r->sign(r->sign_ctx, dig, rs);
+		if (!err)
+			err = sig_hex(rs, sig, sizeof(sig));
+		if (err) {
+			free(text);
+			return rec_fail(r, err, "the audit key could not sign "
+					"event %lld (%s): %s", (long long)seq,
+					kind, st_strerror(err));
+		}
+	}
+	s = r->stmt[S_EV_INS];
+	err = ST_OK;
+	if (sqlite3_bind_int64(s, 1, seq) || rec_bind_text(s, 2, at) ||
+	    rec_bind_text(s, 3, kind) ||
+	    (unit_id > 0 ? sqlite3_bind_int64(s, 4, unit_id) :
+			   sqlite3_bind_null(s, 4)) ||
+	    rec_bind_text(s, 5, uid) || rec_bind_text(s, 6, text) ||
+	    rec_bind_text(s, 7, hash) || rec_bind_text(s, 8, r->sign ? sig : NULL) ||
+	    sqlite3_step(s) != SQLITE_DONE)
+		err = rec_db_fail(r, ST_E_DB, "cannot record event %lld (%s%s%s)",
+				  (long long)seq, kind, uid ? " of device " : "",
+				  uid ? uid : "");
+	rec_stmt_done(s);
+	free(text);
+	return err;
+}
+
+/* The certificate goes into the store in its own transaction with an
+ * event naming it, so the chain says when the key changed. */
+int rec_set_signer(rec_store *r, rec_sign_fn fn, void *ctx,
+		   const uint8_t *cert_der, size_t cert_len)
+{
+	const uint8_t *p = cert_der;
+	uint8_t dig[SHA256_DIGEST_LENGTH];
+	char fp[REC_HASH_HEX], *pem = NULL;
+	X509 *x = NULL;
+	BIO *b = NULL;
+	sqlite3_stmt *s;
+	long n;
+	int err;
+
+	if (!r)
+		return ST_E_INVAL;
+	err = rec_enter(r);
+	if (err)
+		goto out;
+	if (!fn) {
+		r->sign = NULL;
+		r->sign_ctx = NULL;
+		goto out;
+	}
+	x = cert_der ? d2i_X509(NULL, &p, (long)cert_len) : NULL;
+	b = BIO_new(BIO_s_mem());
+	if (!x || !b || !PEM_write_bio_X509(b, x)) {
+		err = rec_fail(r, ST_E_INVAL, "rec_set_signer: the audit "
+			       "certificate does not parse");
+		goto out;
+	}
+	n = BIO_get_mem_data(b, &pem);
+	SHA256(cert_der, cert_len, dig);
+	st_hex(dig, sizeof(dig), fp);
+	if ((err = txn_begin(r, "audit certificate")))
+		goto out;
+	s = r->stmt[S_CERT_INS];
+	rec_bind_text(s, 1, fp);
+	sqlite3_bind_text(s, 2, pem, (int)n, SQLITE_TRANSIENT);
+	if (sqlite3_step(s) != SQLITE_DONE)
+		err = rec_db_fail(r, ST_E_DB, "cannot store the audit certificate");
+	rec_stmt_done(s);
+	if (!err && sqlite3_changes(r->db) == 1) {
+		r->sign = fn;
+		r->sign_ctx = ctx;
+		memcpy(r->sign_key, fp, sizeof(fp));
+		err = rec_append_event(r, "audit_key", 0, NULL,
+				       json_pack("{s:s}", "cert_sha256", fp));
+	}
+	if (!err)
+		err = txn_commit(r, "the audit certificate");
+	txn_end(r);
+	if (err) {
+		r->sign = NULL;
+		r->sign_ctx = NULL;
+		goto out;
+	}
+	r->sign = fn;
+	r->sign_ctx = ctx;
+	memcpy(r->sign_key, fp, sizeof(fp));
+out:
+	X509_free(x);
+	BIO_free(b);
+	pthread_mutex_unlock(&r->lock);
+	return err;
+}
+
+int rec_event(rec_store *r, const char *kind, const char *uid, ...)
+{
+	json_t *data = json_object();
+	const char *k, *v;
+	va_list ap;
+	int err;
+
+	if (!r || !kind || !*kind || !data) {
+		json_decref(data);
+		return ST_E_INVAL;
+	}
+	va_start(ap, uid);
+	while ((k = va_arg(ap, const char *))) {
+		v = va_arg(ap, const char *);
+		if (json_object_set_new(data, k, v ? json_string(v) : json_null())) {
+			json_decref(data);
+			data = NULL;    /* reported by rec_append_event */
+			break;
+		}
+	}
+	va_end(ap);
+	err = rec_enter(r);
+	if (!err)
+		err = txn_begin(r, kind);
+	if (!err) {
+		err = rec_append_event(r, kind, 0, uid, data);
+		data = NULL;
+		if (!err)
+			err = txn_commit(r, kind);
+		txn_end(r);
+	}
+	json_decref(data);
+	pthread_mutex_unlock(&r->lock);
+	return err;
+}
+
+int rec_workorder_create(rec_store *r, const char *id, long quota)
+{
+	sqlite3_stmt *s;
+	char q[32];
+	int err;
+
+	if (!r)
+		return ST_E_INVAL;
+	err = rec_enter(r);
+	if (err)
+		goto out;
+	if (!id || !*id) {
+		err = rec_fail(r, ST_E_INVAL, "a work order needs an id");
+		goto out;
+	}
+	if ((err = txn_begin(r, "work order")))
+		goto out;
+	s = r->stmt[S_WO_INS];
+	rec_bind_text(s, 1, id);
+	if (quota >= 0)
+		sqlite3_bind_int64(s, 2, quota);
+	if (sqlite3_step(s) != SQLITE_DONE) {
+		if (sqlite3_extended_errcode(r->db) ==
+		    SQLITE_CONSTRAINT_PRIMARYKEY)
+			err = rec_fail(r, ST_E_EXISTS, "work order %s already "
+				       "exists", id);
+		else
+			err = rec_db_fail(r, ST_E_DB, "cannot create work "
+					  "order %s", id);
+	}
+	rec_stmt_done(s);
+	snprintf(q, sizeof(q), "%ld", quota);
+	if (!err)
+		err = rec_append_event(r, "workorder_create", 0, NULL,
+			json_pack("{s:s, s:s?}", "work_order", id,
+				  "quota", quota >= 0 ? q : NULL));
+	if (!err)
+		err = txn_commit(r, "the work order");
+	txn_end(r);
+out:
+	pthread_mutex_unlock(&r->lock);
+	return err;
+}
+
+int rec_workorder_get(rec_store *r, const char *id, rec_workorder *out)
+{
+	sqlite3_stmt *s;
+	int rc, err;
+
+	if (!r)
+		return ST_E_INVAL;
+	err = rec_enter(r);
+	if (err)
+		goto out;
+	if (!id || !out) {
+		err = rec_fail(r, ST_E_INVAL, "rec_workorder_get: no id or output");
+		goto out;
+	}
+	s = r->stmt[S_WO_GET];
+	rec_bind_text(s, 1, id);
+	rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW) {
+		out->quota = sqlite3_column_type(s, 0) == SQLITE_NULL ? -1 :
+			     (long)sqlite3_column_int64(s, 0);
+		out->pass = (long)sqlite3_column_int64(s, 1);
+		out->running = (long)sqlite3_column_int64(s, 2);
+		out->failed = (long)sqlite3_column_int64(s, 3);
+	} else if (rc == SQLITE_DONE) {
+		err = rec_fail(r, ST_E_NOTFOUND, "work order %s does not exist", id);
+	} else {
+		err = rec_db_fail(r, ST_E_DB, "look up work order %s", id);
+	}
+	rec_stmt_done(s);
 out:
 	pthread_mutex_unlock(&r->lock);
 	return err;

@@ -23,6 +23,8 @@ typedef struct rec_unit_start {
 	const char *operator_name;  /* operator */
 	const char *profile;        /* profile name */
 	const char *profile_digest; /* SHA-256 of the profile file, hex */
+	const char *work_order;     /* work order whose quota this unit takes
+				     * (NULL: none); it must exist */
 } rec_unit_start;
 
 /* How a unit ended. Strings may be NULL when not reached. */
@@ -48,7 +50,10 @@ int rec_open(const char *path, rec_store **out);
  * Valid until that thread's next call on the store or rec_close. */
 const char *rec_errmsg(const rec_store *r);
 
-/* Insert a unit row in state RUNNING; *unit_id gets its id. */
+/* Insert a unit row in state RUNNING; *unit_id gets its id.  With a work
+ * order the row reserves one unit of its quota: ST_E_STATE when the quota
+ * is taken by PASS and RUNNING units, ST_E_NOTFOUND for an unknown work
+ * order (rec_errmsg says which and what to do). */
 int rec_unit_begin(rec_store *r, const rec_unit_start *u, int64_t *unit_id);
 
 /* Append a step outcome ("ok", "fail", "skip") with a detail text. */
@@ -89,6 +94,118 @@ typedef struct rec_settings {
 
 /* Read the settings back from the connection (not from what was asked). */
 int rec_get_settings(rec_store *r, rec_settings *out);
+
+/* ---- The audit chain (docs/records.md, "Audit chain") ----
+ *
+ * Every write above also appends an event to an append-only chain in the
+ * same transaction: unit_start, step, unit_end, plus whatever the station
+ * reports with rec_event().  Each event's body is canonical JSON (sorted
+ * keys, compact, ASCII) holding the previous event's SHA-256; the SHA-256
+ * of the body is signed by the station's audit key through rec_sign_fn. */
+
+/* Sign a SHA-256 digest with the audit key; sig gets raw r||s (64 bytes
+ * for P-256).  Called with the store's lock held, from whichever thread is
+ * writing, one call at a time; return ST_OK or an st_err (the write that
+ * needed the signature then fails and nothing of it is stored). */
+typedef int (*rec_sign_fn)(void *ctx, const uint8_t digest[32],
+			   uint8_t sig[64]);
+
+/* Sign every later event with fn, under the key whose X.509 certificate
+ * (DER) is cert_der; the certificate is stored in the records (once) so a
+ * verifier needs nothing else.  fn NULL: later events are unsigned (and
+ * 'verify' will report them).  ctx must stay valid until the signer is
+ * replaced or the store closed. */
+int rec_set_signer(rec_store *r, rec_sign_fn fn, void *ctx,
+		   const uint8_t *cert_der, size_t cert_len);
+
+/* Append a station event: kind (station_start, station_stop, override,
+ * ...), an optional device uid, then NULL-terminated name, value string
+ * pairs (a NULL value is stored as null).  Committed before return. */
+int rec_event(rec_store *r, const char *kind, const char *uid, ...)
+	__attribute__((sentinel));
+
+/* Create a work order; quota < 0: no quota.  ST_E_EXISTS when the id is
+ * taken. */
+int rec_workorder_create(rec_store *r, const char *id, long quota);
+
+typedef struct rec_workorder {
+	long quota;                 /* -1: none */
+	long pass, running, failed; /* FAIL and QUARANTINE count as failed */
+} rec_workorder;
+
+/* Usage of a work order; ST_E_NOTFOUND when unknown. */
+int rec_workorder_get(rec_store *r, const char *id, rec_workorder *out);
+
+/* What rec_verify found. */
+typedef struct rec_verify_result {
+	long long events;           /* events checked */
+	long long units;            /* unit rows cross-checked */
+	long long bad_seq;          /* first bad event, 0 if not one event */
+	int audit_certs;            /* audit certificates in the store */
+} rec_verify_result;
+
+/* Approve an audit certificate (PEM) before its signatures count, e.g.
+ * check it chains to the station's CA.  Return 0 to accept, else put the
+ * reason in why. */
+typedef int (*rec_cert_check_fn)(void *ctx, const char *pem, char *why,
+				 size_t len);
+
+/* Walk the chain from the first event: sequence without gaps, each body's
+ * prev equal to the hash before it, each hash equal to SHA-256 of its
+ * body, each signature valid under the audit certificate the body names;
+ * then cross-check the units and steps tables against the events (a row
+ * without its event, or differing from it, is tampering too).  ST_OK, or
+ * ST_E_VERIFY with the first bad record in rec_errmsg() and out->bad_seq.
+ * check may be NULL. */
+int rec_verify(rec_store *r, rec_cert_check_fn check, void *check_ctx,
+	       rec_verify_result *out);
+
+/* ---- Queries ---- */
+
+/* Which units a query returns; NULL fields do not filter.  Dates compare
+ * with started_at as text: "2024-05-01" or "2024-05-01T12:00". */
+typedef struct rec_filter {
+	const char *work_order;
+	const char *since;          /* started_at >= since */
+	const char *until;          /* started_at < until */
+	const char *result;         /* PASS, FAIL, QUARANTINE, RUNNING */
+	const char *uid;
+	int64_t unit_id;            /* 0: any */
+} rec_filter;
+
+/* One unit row; strings are NULL when not set, valid during the call. */
+typedef struct rec_unit_row {
+	int64_t id;
+	int slot;
+	const char *uid, *state, *reason, *work_order, *port, *station;
+	const char *operator_name, *profile, *profile_digest;
+	const char *cert_serial, *cert_sha256, *cert_pem, *pubkey;
+	const char *rot_hash, *fuse_readback, *started_at, *finished_at;
+} rec_unit_row;
+
+/* One event of the chain, as stored. */
+typedef struct rec_event_row {
+	int64_t seq, unit_id;
+	const char *at, *kind, *uid, *body, *hash, *sig;
+} rec_event_row;
+
+/* Callbacks run with the store locked: they must not call the store.
+ * Returning non-zero stops the walk and is handed back. */
+typedef int (*rec_unit_fn)(void *ctx, const rec_unit_row *row);
+typedef int (*rec_event_fn)(void *ctx, const rec_event_row *row);
+
+/* Units matching f (NULL: all), oldest first. */
+int rec_list_units(rec_store *r, const rec_filter *f, rec_unit_fn fn,
+		   void *ctx);
+
+/* Events of one unit (unit_id > 0) or the whole chain (0), in order. */
+int rec_list_events(rec_store *r, int64_t unit_id, rec_event_fn fn,
+		    void *ctx);
+
+/* The audit certificates stored with the records, PEM, in the order they
+ * were added. */
+int rec_list_audit_certs(rec_store *r, int (*fn)(void *ctx, const char *sha256,
+						 const char *pem), void *ctx);
 
 /* Close the store.  NULL is fine.  Every other thread must be done with it
  * (joined, or at least finished calling). */

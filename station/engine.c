@@ -592,8 +592,21 @@ static void *worker_main(void *arg)
 				.port = w->port, .station = job->cfg->station_id,
 				.operator_name = job->run->operator_name,
 				.profile = st_profile_name(job->prof),
-				.profile_digest = st_profile_digest(job->prof) };
-			if (rec_unit_begin(job->rec, &start, &u.id)) {
+				.profile_digest = st_profile_digest(job->prof),
+				.work_order = job->run->work_order };
+			rc = rec_unit_begin(job->rec, &start, &u.id);
+			if (rc == ST_E_STATE && job->run->work_order) {
+				/* the work order's quota is taken: a normal end */
+				st_event qe = { .kind = ST_EV_SLOT_ERROR, .err = rc,
+						.uid = u.info.uid_hex,
+						.detail = rec_errmsg(job->rec) };
+
+				w->sum.quota_full++;
+				emit(w, &qe);
+				unclaim_uid(w);
+				break;
+			}
+			if (rc) {
 				slot_error(w, ST_E_DB, "slot %d: unit %s: cannot open a record (%s); "
 					   "nothing was done to the unit", w->slot,
 					   u.info.uid_hex, rec_errmsg(job->rec));
@@ -688,6 +701,80 @@ cleanup:
 	return rc;
 }
 
+/* Sign every record from here on with the audit key, and record who runs
+ * what: nothing is provisioned unless this start is on record. */
+static int audit_start(struct job *job, st_audit **out, char *err, size_t errlen)
+{
+	const st_run *run = job->run;
+	char ca_fp[65], *ca_subj = NULL, slots[16];
+	const uint8_t *der;
+	rec_workorder wo;
+	st_audit *a = NULL;
+	size_t len;
+	int rc;
+
+	rc = st_audit_open(job->h, job->cfg->ca_label, ST_AUDIT_LABEL,
+			   job->cfg->station_id, &a, err, errlen);
+	if (rc)
+		return rc;
+	der = st_audit_cert(a, &len);
+	rc = rec_set_signer(job->rec, st_audit_sign, a, der, len);
+	if (!rc && run->work_order &&
+	    (rc = rec_workorder_get(job->rec, run->work_order, &wo)) == ST_E_NOTFOUND) {
+		snprintf(err, errlen, "work order %s does not exist: create it with "
+			 "'station records workorder create %s --quota N'",
+			 run->work_order, run->work_order);
+		rc = ST_E_CONFIG;
+		goto fail;
+	}
+	st_x509_fingerprint(job->ca, ca_fp);
+	ca_subj = X509_NAME_oneline(X509_get_subject_name(job->ca), NULL, 0);
+	snprintf(slots, sizeof(slots), "%d", run->nslots);
+	if (!rc)
+		rc = rec_event(job->rec, "station_start", NULL,
+			       "station", job->cfg->station_id,
+			       "profile", st_profile_name(job->prof),
+			       "profile_digest", st_profile_digest(job->prof),
+			       "ca_sha256", ca_fp, "ca_subject", ca_subj,
+			       "work_order", run->work_order, "slots", slots,
+			       "burn_fuses", run->burn_fuses ? "yes" : "no", NULL);
+	if (!rc)
+		rc = rec_event(job->rec, "operator_login", NULL,
+			       "operator", run->operator_name, NULL);
+	OPENSSL_free(ca_subj);
+	if (rc) {
+		snprintf(err, errlen, "records: cannot record the station start, so "
+			 "nothing is provisioned: %s", rec_errmsg(job->rec));
+		rc = ST_E_DB;
+		goto fail;
+	}
+	*out = a;
+	return ST_OK;
+fail:
+	rec_set_signer(job->rec, NULL, NULL, NULL, 0);
+	st_audit_close(a);
+	return rc;
+}
+
+/* Close the run's audit trail (best effort: every unit is already on
+ * record) and let go of the key. */
+static void audit_stop(struct job *job, st_audit *a, const st_summary *sum)
+{
+	char n[5][16];
+
+	snprintf(n[0], sizeof(n[0]), "%d", sum->pass);
+	snprintf(n[1], sizeof(n[1]), "%d", sum->fail);
+	snprintf(n[2], sizeof(n[2]), "%d", sum->quarantine);
+	snprintf(n[3], sizeof(n[3]), "%d", sum->skipped);
+	snprintf(n[4], sizeof(n[4]), "%d", sum->slot_errors + sum->record_errors);
+	rec_event(job->rec, "operator_logout", NULL,
+		  "operator", job->run->operator_name, NULL);
+	rec_event(job->rec, "station_stop", NULL, "pass", n[0], "fail", n[1],
+		  "quarantine", n[2], "skipped", n[3], "slot_errors", n[4], NULL);
+	rec_set_signer(job->rec, NULL, NULL, NULL, 0);
+	st_audit_close(a);
+}
+
 int st_provision(hsm *h, rec_store *rec, const st_config *cfg,
 		 const st_profile *prof, const st_run *run,
 		 st_event_fn cb, void *cb_ctx, st_summary *sum,
@@ -696,6 +783,7 @@ int st_provision(hsm *h, rec_store *rec, const st_config *cfg,
 	struct job job = { .h = h, .rec = rec, .cfg = cfg, .prof = prof, .run = run,
 			   .cb = cb, .cb_ctx = cb_ctx };
 	struct worker workers[ST_MAX_SLOTS];
+	st_audit *audit = NULL;
 	int rc, started = 0;
 
 	memset(sum, 0, sizeof(*sum));
@@ -706,6 +794,11 @@ int st_provision(hsm *h, rec_store *rec, const st_config *cfg,
 	rc = load_ca(h, cfg->ca_label, &job.ca, err, errlen);
 	if (rc)
 		return rc;
+	rc = audit_start(&job, &audit, err, errlen);
+	if (rc) {
+		X509_free(job.ca);
+		return rc;
+	}
 	pthread_mutex_init(&job.lock, NULL);
 	for (int i = 0; i < run->nslots; i++) {
 		workers[i] = (struct worker){ .job = &job, .slot = i + 1,
@@ -728,7 +821,9 @@ int st_provision(hsm *h, rec_store *rec, const st_config *cfg,
 		sum->skipped += workers[i].sum.skipped;
 		sum->slot_errors += workers[i].sum.slot_errors;
 		sum->record_errors += workers[i].sum.record_errors;
+		sum->quota_full += workers[i].sum.quota_full;
 	}
+	audit_stop(&job, audit, sum);
 	X509_free(job.ca);
 	pthread_mutex_destroy(&job.lock);
 	return ST_OK;

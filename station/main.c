@@ -3,6 +3,8 @@
  *   station provision --slot PORT [--slot PORT ...] [--burn-fuses] [--json]
  *   station ca init | ca show
  *   station devices [--slot PORT ...] [--json]
+ *   station audit init
+ *   station records verify | list | show | export | workorder
  *   station tui
  *
  * Exit codes (also in README): 0 all units PASS; 1 a unit FAILED or was
@@ -23,6 +25,7 @@
 #include "base.h"
 #include "hsm/hsm.h"
 #include "records/records.h"
+#include "station/cmd_records.h"
 #include "station/station.h"
 #include "ui/ui.h"
 
@@ -45,6 +48,7 @@ struct cli {
 	bool json, verbose, burn_fuses;
 	int max_units;
 	st_run run;
+	st_rec_cli rec;         /* options of the records/audit commands */
 	pthread_mutex_t out_lock;
 };
 
@@ -202,12 +206,18 @@ static int cmd_provision(struct cli *cli, int argc, char **argv)
 	cli->run.max_units = cli->max_units;
 	cli->run.burn_fuses = cli->burn_fuses;
 	cli->run.operator_name = cli->operator_name;
+	cli->run.work_order = cli->rec.work_order;
 	rc = st_provision(h, rec, &cli->cfg, prof, &cli->run, on_event, cli, &sum,
 			  err, sizeof(err));
 	if (rc) {
-		code = die(EXIT_HSM, "%s", err);
+		code = die(rc == ST_E_DB ? EXIT_RECORDS : rc == ST_E_CONFIG ? EXIT_USAGE :
+			   EXIT_HSM, "%s", err);
 		goto cleanup;
 	}
+	if (sum.quota_full)
+		fprintf(stderr, "station: work order %s is complete (its quota is "
+			"reached); units left in the programmers were not touched\n",
+			cli->run.work_order);
 	if (cli->json) {
 		json_t *o = json_pack("{s:s, s:i, s:i, s:i, s:i, s:i, s:s}",
 				      "event", "summary", "pass", sum.pass, "fail", sum.fail,
@@ -282,6 +292,30 @@ static int cmd_devices(struct cli *cli, int argc, char **argv)
 	return rc ? die(EXIT_LINK, "devices: %s", err) : 0;
 }
 
+/* For cmd_records.c: log in only when a command needs the HSM. */
+static int open_hsm_cb(void *ctx, hsm **out)
+{
+	return open_hsm(ctx, out);
+}
+
+static int cmd_records(struct cli *cli, int argc, char **argv)
+{
+	cli->rec.cfg = &cli->cfg;
+	cli->rec.open_hsm = open_hsm_cb;
+	cli->rec.ctx = cli;
+	cli->rec.out = cli->out;
+	return st_cmd_records(&cli->rec, argc, argv);
+}
+
+static int cmd_audit(struct cli *cli, int argc, char **argv)
+{
+	cli->rec.cfg = &cli->cfg;
+	cli->rec.open_hsm = open_hsm_cb;
+	cli->rec.ctx = cli;
+	cli->rec.out = cli->out;
+	return st_cmd_audit(&cli->rec, argc, argv);
+}
+
 static int cmd_tui(struct cli *cli, int argc, char **argv)
 {
 	(void)cli;
@@ -302,6 +336,13 @@ static const struct command commands[] = {
 	  "provision --slot PORT [--slot PORT...] [--units N] [--burn-fuses] [--json]" },
 	{ "ca", cmd_ca, "ca init [--cn NAME] [--org ORG] [--days N] [--out FILE] | ca show" },
 	{ "devices", cmd_devices, "devices [--slot PORT...] [--json]   (attached programmers)" },
+	{ "audit", cmd_audit, "audit init [--out FILE]   (the audit key; made on first use too)" },
+	{ "records", cmd_records,
+	  "records verify [--ca-cert FILE] | records list|export [--work-order ID]\n"
+	  "          [--since DATE] [--until DATE] [--result R] [--uid UID]\n"
+	  "          [--format table|jsonl|csv] | records export --evidence DIR\n"
+	  "          | records show UID|ID | records workorder create ID [--quota N]\n"
+	  "          | records workorder show ID" },
 	{ "tui", cmd_tui, "tui   (the technician's terminal UI)" },
 	{ "help", cmd_help, "help" },
 };
@@ -353,12 +394,21 @@ int main(int argc, char **argv)
 		{ "org", required_argument, NULL, 'O' },
 		{ "days", required_argument, NULL, 'd' },
 		{ "out", required_argument, NULL, 'W' },
+		{ "work-order", required_argument, NULL, 0x100 },
+		{ "quota", required_argument, NULL, 0x101 },
+		{ "since", required_argument, NULL, 0x102 },
+		{ "until", required_argument, NULL, 0x103 },
+		{ "result", required_argument, NULL, 0x104 },
+		{ "uid", required_argument, NULL, 0x105 },
+		{ "format", required_argument, NULL, 0x106 },
+		{ "evidence", required_argument, NULL, 0x107 },
+		{ "ca-cert", required_argument, NULL, 0x108 },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
 	struct later { int opt; const char *val; } later[32];
-	struct cli cli = { .operator_name = "unknown" };
-	char err[512] = "";
+	struct cli cli = { .operator_name = "unknown", .rec = { .quota = -1 } };
+	char err[512] = "", *end;
 	const struct command *cmd = NULL;
 	int c, nlater = 0, code, timeout = 0;
 	struct rlimit nocore = { 0, 0 };
@@ -391,6 +441,19 @@ int main(int argc, char **argv)
 				return die(EXIT_USAGE, "at most %d slots", ST_MAX_SLOTS);
 			cli.run.ports[cli.run.nslots++] = optarg;
 			break;
+		case 0x100: cli.rec.work_order = optarg; break;
+		case 0x101:
+			cli.rec.quota = strtol(optarg, &end, 10);
+			if (*end || cli.rec.quota < 0)
+				return die(EXIT_USAGE, "--quota must be a number >= 0");
+			break;
+		case 0x102: cli.rec.since = optarg; break;
+		case 0x103: cli.rec.until = optarg; break;
+		case 0x104: cli.rec.result = optarg; break;
+		case 0x105: cli.rec.uid = optarg; break;
+		case 0x106: cli.rec.format = optarg; break;
+		case 0x107: cli.rec.evidence = optarg; break;
+		case 0x108: cli.rec.ca_cert = optarg; break;
 		case 'h': usage(stdout); return 0;
 		case 'p': case 'r': case 'D': case 'm': case 't': case 'k':
 			if (nlater < (int)ST_ARRAY_SIZE(later))

@@ -68,6 +68,33 @@ int st_ca_init(hsm_session *s, const char *label, const char *subject_cn,
 int st_ca_show(hsm_session *s, const char *label, void *file,
 	       char *err, size_t errlen);
 
+/* The station's audit key (station/audit.c): EC P-256 in the token,
+ * labelled ST_AUDIT_LABEL, certificate issued by the issuing CA and kept
+ * in the token and in the records.  It signs every audit event. */
+#define ST_AUDIT_LABEL "station-audit"
+
+typedef struct st_audit st_audit;
+
+/* Create the audit key and its CA-issued certificate (PEM to pem_path when
+ * not NULL).  ST_E_EXISTS when the token already has one. */
+int st_audit_init(hsm_session *s, const char *ca_label, const char *label,
+		  const char *station_id, const char *pem_path,
+		  char *err, size_t errlen);
+
+/* Open the audit key on its own session, creating it on first use. */
+int st_audit_open(hsm *h, const char *ca_label, const char *label,
+		  const char *station_id, st_audit **out, char *err,
+		  size_t errlen);
+
+/* Its certificate, DER, owned by a. */
+const uint8_t *st_audit_cert(const st_audit *a, size_t *len);
+
+/* A rec_sign_fn: ECDSA P-256 over the digest in the HSM; ctx is the
+ * st_audit.  Callers serialise (the records call it under their lock). */
+int st_audit_sign(void *ctx, const uint8_t digest[32], uint8_t sig[64]);
+
+void st_audit_close(st_audit *a);
+
 /* What the engine reports. */
 typedef enum st_event_kind {
 	ST_EV_SLOT_READY,   /* programmer opened: detail = firmware */
@@ -104,6 +131,7 @@ typedef struct st_run {
 	int max_units;        /* per slot; 0 = until the programmer is empty */
 	bool burn_fuses;      /* armed: burn the root-of-trust fuses */
 	const char *operator_name;
+	const char *work_order; /* quota to take units from (NULL: none) */
 } st_run;
 
 /* Totals of a run. */
@@ -111,6 +139,7 @@ typedef struct st_summary {
 	int pass, fail, quarantine, skipped;
 	int slot_errors;      /* slots stopped by a programmer/link error */
 	int record_errors;    /* slots stopped because a record could not be written */
+	int quota_full;       /* slots stopped because the work order is full */
 } st_summary;
 
 /* Provision: one worker thread per slot, each with its own HSM session and

@@ -1,0 +1,57 @@
+/* rec_int.h — records/ internals shared by records.c (the writer) and
+ * audit.c (chain, verify, queries).  Not a public header. */
+#ifndef ST_REC_INT_H
+#define ST_REC_INT_H
+
+#include <jansson.h>
+#include <pthread.h>
+#include <sqlite3.h>
+
+#include "records.h"
+
+#define REC_MSG_MAX	512
+#define REC_HASH_HEX	65		/* SHA-256, hex, NUL */
+#define REC_MAX_STMT	32
+
+/* One thread's last error on one store. */
+struct rec_errbuf {
+	struct rec_errbuf *next;
+	rec_store *owner;
+	char msg[REC_MSG_MAX];
+};
+
+struct rec_store {
+	sqlite3 *db;                    /* NULL after a failed open */
+	pthread_mutex_t lock;           /* serialises every call */
+	pthread_key_t errkey;           /* this thread's rec_errbuf */
+	struct rec_errbuf *errbufs;     /* all of them, under lock */
+	sqlite3_stmt *stmt[REC_MAX_STMT]; /* records.c's prepared statements */
+	rec_sign_fn sign;               /* audit signer, NULL: unsigned */
+	void *sign_ctx;
+	char sign_key[REC_HASH_HEX];    /* SHA-256 of the signer's cert DER */
+};
+
+/* Keep a readable cause for the caller's thread and return err. */
+int rec_fail(rec_store *r, int err, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+/* rec_fail with SQLite's (and errno's) words appended. */
+int rec_db_fail(rec_store *r, int err, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+/* Reset and unbind a kept statement after use. */
+void rec_stmt_done(sqlite3_stmt *s);
+/* Bind a C string (NULL: SQL NULL) that outlives the statement's use. */
+int rec_bind_text(sqlite3_stmt *s, int i, const char *v);
+/* Take the store's lock; fails (lock still held) on a store whose open
+ * failed.  Every public call pairs it with pthread_mutex_unlock. */
+int rec_enter(rec_store *r);
+
+/* Append one event to the chain: lock held, inside the caller's write
+ * transaction, so the event and the rows it describes commit together.
+ * data is stolen (may be NULL).  uid may be NULL, unit_id 0 for none. */
+int rec_append_event(rec_store *r, const char *kind, int64_t unit_id,
+		     const char *uid, json_t *data);
+
+/* UTC now as 2024-05-01T12:34:56.789Z into out. */
+void rec_now(char out[32]);
+
+#endif

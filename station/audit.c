@@ -1,0 +1,196 @@
+/* audit.c — the station's audit key: an EC P-256 key in the HSM whose
+ * certificate is issued by the station's CA, and the signer the records
+ * call for every event (records/ never calls hsm/: the engine hands it
+ * st_audit_sign).  The key is made by `station audit init`, or on the
+ * first provisioning run when missing. */
+#include <fcntl.h>
+#include <openssl/pem.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "base.h"
+#include "station.h"
+#include "x509.h"
+
+struct st_audit {
+	hsm_session *s;         /* used only under the records' lock */
+	hsm_obj priv;
+	uint8_t *der;           /* the audit certificate */
+	size_t len;
+};
+
+/* Issue the audit certificate for pub from the CA in the token. */
+static X509 *issue(hsm_session *s, const char *ca_label, EVP_PKEY *pub,
+		   const char *station_id, char *err, size_t errlen)
+{
+	uint8_t *der = NULL, serial[ST_CERT_SERIAL_LEN];
+	const uint8_t *p;
+	size_t len = 0;
+	char cn[128];
+	hsm_obj ca_priv;
+	X509 *ca = NULL, *tmpl = NULL, *cert = NULL;
+	int i;
+
+	if (hsm_cert_load(s, ca_label, &der, &len) ||
+	    hsm_find_privkey(s, ca_label, &ca_priv)) {
+		snprintf(err, errlen, "no issuing CA '%s' in the token to certify "
+			 "the audit key (%s); run 'station ca init' first", ca_label,
+			 hsm_session_errmsg(s));
+		goto cleanup;
+	}
+	p = der;
+	ca = d2i_X509(NULL, &p, (long)len);
+	snprintf(cn, sizeof(cn), "audit %s", station_id);
+	if (!ca || st_x509_random_serial(s, serial) ||
+	    !(tmpl = st_x509_device_template(pub, ca, cn, "station audit", 3650,
+					     serial))) {
+		snprintf(err, errlen, "cannot build the audit certificate");
+		goto cleanup;
+	}
+	/* it signs records, not TLS handshakes */
+	i = X509_get_ext_by_NID(tmpl, NID_ext_key_usage, -1);
+	if (i >= 0)
+		X509_EXTENSION_free(X509_delete_ext(tmpl, i));
+	cert = st_x509_hsm_sign(tmpl, s, ca_priv, err, errlen);
+cleanup:
+	free(der);
+	X509_free(ca);
+	X509_free(tmpl);
+	return cert;
+}
+
+/* Write PEM to path through a temp file and rename (never half a file). */
+static int write_pem(X509 *x, const char *path, char *err, size_t errlen)
+{
+	char tmp[4096];
+	FILE *f;
+	int fd, ok;
+
+	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW, 0644);
+	f = fd >= 0 ? fdopen(fd, "w") : NULL;
+	if (!f) {
+		if (fd >= 0)
+			close(fd);
+		snprintf(err, errlen, "cannot write %s", tmp);
+		return ST_E_IO;
+	}
+	ok = PEM_write_X509(f, x) && fflush(f) == 0 && fsync(fileno(f)) == 0;
+	ok = fclose(f) == 0 && ok && rename(tmp, path) == 0;
+	if (!ok) {
+		unlink(tmp);
+		snprintf(err, errlen, "cannot write %s", path);
+		return ST_E_IO;
+	}
+	return ST_OK;
+}
+
+int st_audit_init(hsm_session *s, const char *ca_label, const char *label,
+		  const char *station_id, const char *pem_path,
+		  char *err, size_t errlen)
+{
+	uint8_t point[HSM_P256_POINT_LEN], *der = NULL;
+	EVP_PKEY *pub = NULL;
+	X509 *cert = NULL;
+	hsm_obj priv;
+	int rc, len;
+
+	rc = hsm_keygen_p256(s, label, true, point, &priv);
+	if (rc) {
+		if (rc == ST_E_EXISTS)
+			snprintf(err, errlen, "an audit key labelled '%s' already "
+				 "exists in the token", label);
+		else
+			snprintf(err, errlen, "audit key generation failed: %s",
+				 hsm_session_errmsg(s));
+		return rc;
+	}
+	rc = ST_E_CRYPTO;
+	pub = st_p256_pubkey(point);
+	if (!pub || !(cert = issue(s, ca_label, pub, station_id, err, errlen)))
+		goto cleanup;
+	len = i2d_X509(cert, &der);
+	if (len <= 0)
+		goto cleanup;
+	rc = hsm_cert_store(s, label, der, (size_t)len);
+	if (rc) {
+		snprintf(err, errlen, "cannot store the audit certificate in the "
+			 "token: %s", hsm_session_errmsg(s));
+		goto cleanup;
+	}
+	rc = pem_path ? write_pem(cert, pem_path, err, errlen) : ST_OK;
+cleanup:
+	OPENSSL_free(der);
+	X509_free(cert);
+	EVP_PKEY_free(pub);
+	return rc;
+}
+
+int st_audit_open(hsm *h, const char *ca_label, const char *label,
+		  const char *station_id, st_audit **out, char *err,
+		  size_t errlen)
+{
+	st_audit *a = calloc(1, sizeof(*a));
+	int rc;
+
+	*out = NULL;
+	if (!a)
+		return ST_E_NOMEM;
+	rc = hsm_session_open(h, &a->s);
+	if (rc) {
+		snprintf(err, errlen, "cannot open an HSM session for the audit "
+			 "key: %s", hsm_errmsg(h));
+		goto fail;
+	}
+	rc = hsm_find_privkey(a->s, label, &a->priv);
+	if (rc == ST_E_NOTFOUND) {
+		/* first use: make it, so no run is ever unsigned */
+		rc = st_audit_init(a->s, ca_label, label, station_id, NULL, err,
+				   errlen);
+		if (!rc)
+			rc = hsm_find_privkey(a->s, label, &a->priv);
+	}
+	if (rc) {
+		if (!err[0])
+			snprintf(err, errlen, "audit key '%s': %s", label,
+				 hsm_session_errmsg(a->s));
+		goto fail;
+	}
+	rc = hsm_cert_load(a->s, label, &a->der, &a->len);
+	if (rc) {
+		snprintf(err, errlen, "the audit key '%s' has no certificate in "
+			 "the token: %s", label, hsm_session_errmsg(a->s));
+		goto fail;
+	}
+	*out = a;
+	return ST_OK;
+fail:
+	st_audit_close(a);
+	return rc;
+}
+
+const uint8_t *st_audit_cert(const st_audit *a, size_t *len)
+{
+	*len = a->len;
+	return a->der;
+}
+
+int st_audit_sign(void *ctx, const uint8_t digest[32], uint8_t sig[64])
+{
+	st_audit *a = ctx;
+	size_t n = HSM_P256_SIG_LEN;
+	int rc = hsm_sign_digest(a->s, a->priv, digest, 32, sig, &n);
+
+	return rc ? rc : n == HSM_P256_SIG_LEN ? ST_OK : ST_E_HSM;
+}
+
+void st_audit_close(st_audit *a)
+{
+	if (!a)
+		return;
+	hsm_session_close(a->s);
+	free(a->der);
+	free(a);
+}

@@ -1,0 +1,688 @@
+/* cmd_records.c — `station records verify|list|show|export|workorder` and
+ * `station audit init|show`: reading the audit store back for people and
+ * auditors, and the evidence bundle (docs/evidence.md). */
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <openssl/bn.h>
+#include <openssl/ecdsa.h>
+#include <openssl/pem.h>
+#include <openssl/sha.h>
+#include <openssl/x509v3.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "base.h"
+#include "records/records.h"
+#include "station/cmd_records.h"
+#include "station/x509.h"
+
+static int say(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int say(int code, const char *fmt, ...)
+{
+	va_list ap;
+
+	fputs("station: ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	return code;
+}
+
+static int open_store(st_rec_cli *c, rec_store **r)
+{
+	int rc = rec_open(c->cfg->records_path, r);
+
+	if (rc)
+		return say(ST_EXIT_RECORDS, "records: cannot open %s: %s",
+			   c->cfg->records_path, *r ? rec_errmsg(*r) : st_strerror(rc));
+	return 0;
+}
+
+/* ---- verify ---- */
+
+/* Accept an audit certificate only when the given CA issued it. */
+static int check_issuer(void *ctx, const char *pem, char *why, size_t len)
+{
+	X509 *ca = ctx, *x = NULL;
+	BIO *b = BIO_new_mem_buf(pem, -1);
+	int ok;
+
+	x = b ? PEM_read_bio_X509(b, NULL, NULL, NULL) : NULL;
+	BIO_free(b);
+	ok = x && X509_check_issued(ca, x) == X509_V_OK &&
+	     X509_verify(x, X509_get0_pubkey(ca)) == 1;
+	if (!ok)
+		snprintf(len ? why : why, len, "not issued by the CA given with --ca-cert");
+	X509_free(x);
+	return ok ? 0 : -1;
+}
+
+static X509 *read_pem(const char *path)
+{
+	FILE *f = fopen(path, "r");
+	X509 *x = f ? PEM_read_X509(f, NULL, NULL, NULL) : NULL;
+
+	if (f)
+		fclose(f);
+	return x;
+}
+
+static int cmd_verify(st_rec_cli *c)
+{
+	rec_verify_result v;
+	rec_store *r = NULL;
+	X509 *ca = NULL;
+	int rc, code;
+
+	if (c->ca_cert && !(ca = read_pem(c->ca_cert)))
+		return say(ST_EXIT_USAGE, "verify: cannot read the CA certificate %s",
+			   c->ca_cert);
+	code = open_store(c, &r);
+	if (code)
+		goto cleanup;
+	rc = rec_verify(r, ca ? check_issuer : NULL, ca, &v);
+	if (rc == ST_OK) {
+		printf("records OK: %s: %lld events, %lld units, %d audit "
+		       "certificate%s; every hash and signature checked%s\n",
+		       c->cfg->records_path, v.events, v.units, v.audit_certs,
+		       v.audit_certs == 1 ? "" : "s",
+		       ca ? ", audit keys certified by the CA" : "");
+	} else if (rc == ST_E_VERIFY) {
+		if (v.bad_seq)
+			printf("records TAMPERED: %s: first bad record: event %lld: %s\n",
+			       c->cfg->records_path, v.bad_seq, rec_errmsg(r));
+		else
+			printf("records TAMPERED: %s: %s\n", c->cfg->records_path,
+			       rec_errmsg(r));
+		code = ST_EXIT_RECORDS;
+	} else {
+		code = say(ST_EXIT_RECORDS, "verify: %s", rec_errmsg(r));
+	}
+cleanup:
+	rec_close(r);
+	X509_free(ca);
+	return code;
+}
+
+/* ---- list / show / export ---- */
+
+enum fmt { F_TABLE, F_JSONL, F_CSV };
+
+struct lister {
+	enum fmt fmt;
+	bool with_pem;
+	int n;
+};
+
+static json_t *unit_json(const rec_unit_row *u, bool with_pem)
+{
+	json_t *o = json_pack("{s:I, s:s, s:s, s:i}", "id", (json_int_t)u->id,
+			      "uid", u->uid, "result", u->state, "slot", u->slot);
+	const struct { const char *k, *v; } f[] = {
+		{ "work_order", u->work_order }, { "reason", u->reason },
+		{ "port", u->port }, { "station", u->station },
+		{ "operator", u->operator_name }, { "profile", u->profile },
+		{ "profile_digest", u->profile_digest },
+		{ "cert_serial", u->cert_serial }, { "cert_sha256", u->cert_sha256 },
+		{ "pubkey", u->pubkey }, { "rot_hash", u->rot_hash },
+		{ "fuse_readback", u->fuse_readback },
+		{ "started_at", u->started_at }, { "finished_at", u->finished_at },
+		{ "cert_pem", with_pem ? u->cert_pem : NULL },
+	};
+
+	for (size_t i = 0; o && i < ST_ARRAY_SIZE(f); i++)
+		if (f[i].v)
+			json_object_set_new(o, f[i].k, json_string(f[i].v));
+	return o;
+}
+
+/* CSV field: quoted when it holds a comma, quote or newline (RFC 4180). */
+static void csv(FILE *f, const char *v, bool last)
+{
+	if (v && strpbrk(v, ",\"\r\n")) {
+		fputc('"', f);
+		for (; *v; v++) {
+			if (*v == '"')
+				fputc('"', f);
+			fputc(*v, f);
+		}
+		fputc('"', f);
+	} else if (v) {
+		fputs(v, f);
+	}
+	fputc(last ? '\n' : ',', f);
+}
+
+static int print_unit(void *ctx, const rec_unit_row *u)
+{
+	struct lister *l = ctx;
+	char id[24], slot[12];
+	json_t *o;
+
+	if (l->fmt == F_JSONL) {
+		o = unit_json(u, l->with_pem);
+		if (!o)
+			return ST_E_NOMEM;
+		json_dumpf(o, stdout, JSON_COMPACT | JSON_SORT_KEYS);
+		fputc('\n', stdout);
+		json_decref(o);
+	} else if (l->fmt == F_CSV) {
+		if (l->n == 0)
+			fputs("id,uid,result,work_order,slot,station,operator,"
+			      "cert_serial,cert_sha256,reason,started_at,"
+			      "finished_at\n", stdout);
+		snprintf(id, sizeof(id), "%lld", (long long)u->id);
+		snprintf(slot, sizeof(slot), "%d", u->slot);
+		csv(stdout, id, false);
+		csv(stdout, u->uid, false);
+		csv(stdout, u->state, false);
+		csv(stdout, u->work_order, false);
+		csv(stdout, slot, false);
+		csv(stdout, u->station, false);
+		csv(stdout, u->operator_name, false);
+		csv(stdout, u->cert_serial, false);
+		csv(stdout, u->cert_sha256, false);
+		csv(stdout, u->reason, false);
+		csv(stdout, u->started_at, false);
+		csv(stdout, u->finished_at, true);
+	} else {
+		if (l->n == 0)
+			printf("%-6s %-32s %-10s %-12s %-34s %s\n", "ID", "DEVICE",
+			       "RESULT", "WORK ORDER", "CERT SERIAL", "STARTED");
+		printf("%-6lld %-32s %-10s %-12s %-34s %s\n", (long long)u->id,
+		       u->uid, u->state, u->work_order ? u->work_order : "-",
+		       u->cert_serial ? u->cert_serial : "-",
+		       u->started_at ? u->started_at : "-");
+	}
+	l->n++;
+	return 0;
+}
+
+static int parse_fmt(const char *s, enum fmt def, enum fmt *out)
+{
+	if (!s)
+		*out = def;
+	else if (!strcmp(s, "table"))
+		*out = F_TABLE;
+	else if (!strcmp(s, "jsonl") || !strcmp(s, "json"))
+		*out = F_JSONL;
+	else if (!strcmp(s, "csv"))
+		*out = F_CSV;
+	else
+		return -1;
+	return 0;
+}
+
+static int filter_from(st_rec_cli *c, rec_filter *f)
+{
+	*f = (rec_filter){ .work_order = c->work_order, .since = c->since,
+			   .until = c->until, .result = c->result, .uid = c->uid };
+	if (c->result && strcmp(c->result, "PASS") && strcmp(c->result, "FAIL") &&
+	    strcmp(c->result, "QUARANTINE") && strcmp(c->result, "RUNNING"))
+		return -1;
+	return 0;
+}
+
+static int cmd_list(st_rec_cli *c, bool export)
+{
+	struct lister l = { .with_pem = export };
+	rec_store *r = NULL;
+	rec_filter f;
+	int code;
+
+	if (parse_fmt(c->format, export ? F_JSONL : F_TABLE, &l.fmt))
+		return say(ST_EXIT_USAGE, "--format is table, jsonl or csv");
+	if (filter_from(c, &f))
+		return say(ST_EXIT_USAGE, "--result is PASS, FAIL, QUARANTINE or RUNNING");
+	code = open_store(c, &r);
+	if (code)
+		return code;
+	if (rec_list_units(r, &f, print_unit, &l))
+		code = say(ST_EXIT_RECORDS, "records: %s", rec_errmsg(r));
+	else if (l.fmt == F_TABLE)
+		printf("%d unit%s\n", l.n, l.n == 1 ? "" : "s");
+	rec_close(r);
+	return code;
+}
+
+static int print_event(void *ctx, const rec_event_row *e)
+{
+	struct lister *l = ctx;
+	json_t *body, *data;
+	json_error_t je;
+
+	if (l->fmt == F_JSONL) {
+		printf("{\"seq\":%lld,\"hash\":\"%s\",\"sig\":%s%s%s,\"body\":%s}\n",
+		       (long long)e->seq, e->hash, e->sig ? "\"" : "",
+		       e->sig ? e->sig : "null", e->sig ? "\"" : "", e->body);
+		return 0;
+	}
+	body = json_loads(e->body, 0, &je);
+	data = json_object_get(body, "data");
+	printf("  #%-6lld %s %-11s", (long long)e->seq, e->at, e->kind);
+	if (!strcmp(e->kind, "step"))
+		printf(" %-12s %-4s %s", json_string_value(json_object_get(data, "step")),
+		       json_string_value(json_object_get(data, "outcome")),
+		       json_string_value(json_object_get(data, "detail")) ?
+		       json_string_value(json_object_get(data, "detail")) : "");
+	else if (!strcmp(e->kind, "unit_end"))
+		printf(" %s %s", json_string_value(json_object_get(data, "result")),
+		       json_string_value(json_object_get(data, "reason")) ?
+		       json_string_value(json_object_get(data, "reason")) : "");
+	printf("\n");
+	json_decref(body);
+	return 0;
+}
+
+struct shower {
+	struct lister l;
+	int64_t ids[256];
+	int n;
+};
+
+static int collect(void *ctx, const rec_unit_row *u)
+{
+	struct shower *s = ctx;
+
+	print_unit(&s->l, u);
+	if (s->n < (int)ST_ARRAY_SIZE(s->ids))
+		s->ids[s->n++] = u->id;
+	return 0;
+}
+
+/* station records show UID|ID: every attempt on the device with its
+ * events. */
+static int cmd_show(st_rec_cli *c, const char *what)
+{
+	struct shower s = { .n = 0 };
+	rec_store *r = NULL;
+	rec_filter f = { .uid = what };
+	char *end;
+	long long id = strtoll(what, &end, 10);
+	int code;
+
+	if (parse_fmt(c->format, F_TABLE, &s.l.fmt) || s.l.fmt == F_CSV)
+		return say(ST_EXIT_USAGE, "show: --format is table or jsonl");
+	code = open_store(c, &r);
+	if (code)
+		return code;
+	if (rec_list_units(r, &f, collect, &s) == ST_OK && s.n == 0 && !*end) {
+		f = (rec_filter){ .unit_id = id };
+		rec_list_units(r, &f, collect, &s);
+	}
+	if (s.n == 0)
+		code = say(ST_EXIT_RECORDS, "show: no unit with device ID or id %s",
+			   what);
+	for (int i = 0; i < s.n && !code; i++) {
+		if (s.l.fmt == F_TABLE)
+			printf("unit %lld events:\n", (long long)s.ids[i]);
+		if (rec_list_events(r, s.ids[i], print_event, &s.l))
+			code = say(ST_EXIT_RECORDS, "records: %s", rec_errmsg(r));
+	}
+	rec_close(r);
+	return code;
+}
+
+static int cmd_workorder(st_rec_cli *c, int argc, char **argv)
+{
+	rec_store *r = NULL;
+	rec_workorder wo;
+	int code, rc;
+
+	if (argc != 2 || (strcmp(argv[0], "create") && strcmp(argv[0], "show")))
+		return say(ST_EXIT_USAGE, "records workorder create ID [--quota N] | "
+			   "records workorder show ID");
+	code = open_store(c, &r);
+	if (code)
+		return code;
+	if (!strcmp(argv[0], "create")) {
+		rc = rec_workorder_create(r, argv[1], c->quota);
+		if (rc)
+			code = say(rc == ST_E_EXISTS ? ST_EXIT_USAGE : ST_EXIT_RECORDS,
+				   "workorder: %s", rec_errmsg(r));
+		else if (c->quota >= 0)
+			printf("work order %s created with a quota of %ld units\n",
+			       argv[1], c->quota);
+		else
+			printf("work order %s created without a quota\n", argv[1]);
+	} else {
+		rc = rec_workorder_get(r, argv[1], &wo);
+		if (rc)
+			code = say(rc == ST_E_NOTFOUND ? ST_EXIT_USAGE : ST_EXIT_RECORDS,
+				   "workorder: %s", rec_errmsg(r));
+		else if (wo.quota >= 0)
+			printf("work order %s: quota %ld, %ld PASS, %ld in work, %ld "
+			       "failed (not counted), %ld left\n", argv[1], wo.quota,
+			       wo.pass, wo.running, wo.failed,
+			       wo.quota - wo.pass - wo.running);
+		else
+			printf("work order %s: no quota, %ld PASS, %ld in work, %ld "
+			       "failed\n", argv[1], wo.pass, wo.running, wo.failed);
+	}
+	rec_close(r);
+	return code;
+}
+
+/* ---- evidence bundle ---- */
+
+struct bundle {
+	const char *dir;
+	FILE *units, *events, *manifest_list;
+	char err[4608];
+	int certs;
+	char audit_pem[8192];
+};
+
+/* Write text to dir/name (fsynced). */
+static int put_file(struct bundle *b, const char *name, const char *text,
+		    size_t len)
+{
+	char path[4096];
+	int fd, ok;
+
+	snprintf(path, sizeof(path), "%s/%s", b->dir, name);
+	fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0644);
+	if (fd < 0) {
+		snprintf(b->err, sizeof(b->err), "cannot create %s: %s", path,
+			 strerror(errno));
+		return -1;
+	}
+	ok = write(fd, text, len) == (ssize_t)len && fsync(fd) == 0;
+	ok = close(fd) == 0 && ok;
+	if (!ok)
+		snprintf(b->err, sizeof(b->err), "cannot write %s", path);
+	return ok ? 0 : -1;
+}
+
+static int bundle_unit(void *ctx, const rec_unit_row *u)
+{
+	struct bundle *b = ctx;
+	json_t *o = unit_json(u, false);
+	char name[300];
+
+	if (!o)
+		return ST_E_NOMEM;
+	json_dumpf(o, b->units, JSON_COMPACT | JSON_SORT_KEYS);
+	fputc('\n', b->units);
+	json_decref(o);
+	if (u->cert_pem && !strcmp(u->state, "PASS")) {
+		snprintf(name, sizeof(name), "certs/%s.pem", u->uid);
+		if (put_file(b, name, u->cert_pem, strlen(u->cert_pem)))
+			return ST_E_IO;
+		b->certs++;
+	}
+	return 0;
+}
+
+static int bundle_event(void *ctx, const rec_event_row *e)
+{
+	struct bundle *b = ctx;
+
+	fprintf(b->events, "{\"seq\":%lld,\"hash\":\"%s\",\"sig\":%s%s%s,\"body\":%s}\n",
+		(long long)e->seq, e->hash, e->sig ? "\"" : "",
+		e->sig ? e->sig : "null", e->sig ? "\"" : "", e->body);
+	return 0;
+}
+
+/* sha256sum's format: hex, two spaces, name. */
+static int hash_line(struct bundle *b, const char *name, FILE *m)
+{
+	char path[4096], hex[65];
+	unsigned char buf[65536], dig[SHA256_DIGEST_LENGTH];
+	EVP_MD_CTX *h = EVP_MD_CTX_new();
+	size_t n;
+	FILE *f;
+	int ok;
+
+	snprintf(path, sizeof(path), "%s/%s", b->dir, name);
+	f = fopen(path, "rb");
+	ok = f && h && EVP_DigestInit_ex(h, EVP_sha256(), NULL) == 1;
+	while (ok && (n = fread(buf, 1, sizeof(buf), f)) > 0)
+		ok = EVP_DigestUpdate(h, buf, n) == 1;
+	ok = ok && !ferror(f) && EVP_DigestFinal_ex(h, dig, NULL) == 1;
+	if (f)
+		fclose(f);
+	EVP_MD_CTX_free(h);
+	if (!ok) {
+		snprintf(b->err, sizeof(b->err), "cannot read %s back", path);
+		return -1;
+	}
+	st_hex(dig, sizeof(dig), hex);
+	fprintf(m, "%s  %s\n", hex, name);
+	return 0;
+}
+
+static int manifest_unit(void *ctx, const rec_unit_row *u)
+{
+	struct bundle *b = ctx;
+	char name[300];
+
+	if (u->cert_pem && !strcmp(u->state, "PASS")) {
+		snprintf(name, sizeof(name), "certs/%s.pem", u->uid);
+		return hash_line(b, name, b->manifest_list) ? ST_E_IO : 0;
+	}
+	return 0;
+}
+
+/* PEM text of a DER certificate into buf. */
+static int der_to_pem(const uint8_t *der, size_t len, char *buf, size_t cap)
+{
+	X509 *x = d2i_X509(NULL, &der, (long)len);
+	BIO *bio = BIO_new(BIO_s_mem());
+	char *p;
+	long n = 0;
+
+	if (x && bio && PEM_write_bio_X509(bio, x))
+		n = BIO_get_mem_data(bio, &p);
+	if (n > 0 && (size_t)n < cap)
+		snprintf(buf, cap, "%.*s", (int)n, p);
+	X509_free(x);
+	BIO_free(bio);
+	return n > 0 && (size_t)n < cap ? 0 : -1;
+}
+
+/* The manifest's signature: the audit key signs SHA-256 of the manifest;
+ * stored as DER, the form `openssl dgst -verify -signature` reads. */
+static int sign_manifest(struct bundle *b, st_audit *a, const char *text,
+			 size_t len)
+{
+	uint8_t dig[SHA256_DIGEST_LENGTH], rs[64];
+	unsigned char *der = NULL;
+	ECDSA_SIG *sig = ECDSA_SIG_new();
+	BIGNUM *br = NULL, *bs = NULL;
+	int n, rc = -1;
+
+	SHA256((const unsigned char *)text, len, dig);
+	if (st_audit_sign(a, dig, rs)) {
+		snprintf(b->err, sizeof(b->err), "the audit key could not sign "
+			 "the manifest");
+		goto cleanup;
+	}
+	BN_free(br);
+	br = BN_bin2bn(rs, 32, NULL);
+	bs = BN_bin2bn(rs + 32, 32, NULL);
+	if (!sig || !br || !bs || !ECDSA_SIG_set0(sig, br, bs))
+		goto cleanup;
+	br = bs = NULL;
+	n = i2d_ECDSA_SIG(sig, &der);
+	rc = n > 0 ? put_file(b, "manifest.sig", (const char *)der, (size_t)n) : -1;
+cleanup:
+	BN_free(br);
+	BN_free(bs);
+	OPENSSL_free(der);
+	ECDSA_SIG_free(sig);
+	return rc;
+}
+
+/* The CA certificate, from the token, into the bundle. */
+static int ca_pem(st_rec_cli *c, struct bundle *b, hsm *h)
+{
+	hsm_session *s = NULL;
+	uint8_t *der = NULL;
+	size_t len = 0;
+	char pem[8192];
+	int rc = -1;
+
+	if (hsm_session_open(h, &s) || hsm_cert_load(s, c->cfg->ca_label, &der, &len)) {
+		snprintf(b->err, sizeof(b->err), "no CA certificate '%s' in the token",
+			 c->cfg->ca_label);
+		goto cleanup;
+	}
+	if (der_to_pem(der, len, pem, sizeof(pem)) == 0)
+		rc = put_file(b, "ca.pem", pem, strlen(pem));
+cleanup:
+	free(der);
+	hsm_session_close(s);
+	return rc;
+}
+
+/* station records export --evidence DIR: only from a store that verifies;
+ * every file listed in manifest.sha256, which the audit key signs. */
+static int cmd_evidence(st_rec_cli *c)
+{
+	struct bundle b = { .dir = c->evidence };
+	char path[4096], *mtext = NULL;
+	const uint8_t *der;
+	size_t mlen = 0, dlen;
+	rec_verify_result v;
+	rec_store *r = NULL;
+	st_audit *a = NULL;
+	hsm *h = NULL;
+	rec_filter f;
+	FILE *m = NULL;
+	int code;
+
+	if (filter_from(c, &f))
+		return say(ST_EXIT_USAGE, "--result is PASS, FAIL, QUARANTINE or RUNNING");
+	code = open_store(c, &r);
+	if (code)
+		return code;
+	if (rec_verify(r, NULL, NULL, &v)) {
+		code = say(ST_EXIT_RECORDS, "export: the records do not verify, no "
+			   "evidence written: %s", rec_errmsg(r));
+		goto cleanup;
+	}
+	code = c->open_hsm(c->ctx, &h);
+	if (code)
+		goto cleanup;
+	if (st_audit_open(h, c->cfg->ca_label, ST_AUDIT_LABEL, c->cfg->station_id,
+			  &a, b.err, sizeof(b.err))) {
+		code = say(ST_EXIT_HSM, "export: %s", b.err);
+		goto cleanup;
+	}
+	if (mkdir(b.dir, 0755) != 0) {
+		code = say(ST_EXIT_USAGE, "export: cannot create %s (%s): give a new "
+			   "directory", b.dir, strerror(errno));
+		goto cleanup;
+	}
+	snprintf(path, sizeof(path), "%s/certs", b.dir);
+	if (mkdir(path, 0755) != 0) {
+		code = say(ST_EXIT_RECORDS, "export: cannot create %s", path);
+		goto cleanup;
+	}
+	snprintf(path, sizeof(path), "%s/units.jsonl", b.dir);
+	b.units = fopen(path, "wx");
+	snprintf(path, sizeof(path), "%s/events.jsonl", b.dir);
+	b.events = fopen(path, "wx");
+	m = open_memstream(&mtext, &mlen);
+	b.manifest_list = m;
+	der = st_audit_cert(a, &dlen);
+	code = ST_EXIT_RECORDS;
+	if (!b.units || !b.events || !m) {
+		say(code, "export: cannot write in %s", b.dir);
+		goto cleanup;
+	}
+	if (rec_list_units(r, &f, bundle_unit, &b) ||
+	    rec_list_events(r, 0, bundle_event, &b)) {
+		say(code, "export: %s", b.err[0] ? b.err : rec_errmsg(r));
+		goto cleanup;
+	}
+	if (fflush(b.units) || fsync(fileno(b.units)) || fflush(b.events) ||
+	    fsync(fileno(b.events)) || ca_pem(c, &b, h) ||
+	    der_to_pem(der, dlen, b.audit_pem, sizeof(b.audit_pem)) ||
+	    put_file(&b, "audit.pem", b.audit_pem, strlen(b.audit_pem)) ||
+	    hash_line(&b, "units.jsonl", m) || hash_line(&b, "events.jsonl", m) ||
+	    hash_line(&b, "ca.pem", m) || hash_line(&b, "audit.pem", m) ||
+	    rec_list_units(r, &f, manifest_unit, &b)) {
+		say(code, "export: %s", b.err[0] ? b.err : "cannot write the bundle");
+		goto cleanup;
+	}
+	fclose(m);
+	m = NULL;
+	if (put_file(&b, "manifest.sha256", mtext, mlen) ||
+	    sign_manifest(&b, a, mtext, mlen)) {
+		say(code, "export: %s", b.err);
+		goto cleanup;
+	}
+	code = 0;
+	printf("evidence in %s: units.jsonl, events.jsonl (%lld events), %d device "
+	       "certificate%s, ca.pem, audit.pem, manifest.sha256, manifest.sig; "
+	       "check it as docs/evidence.md says\n", b.dir, v.events, b.certs,
+	       b.certs == 1 ? "" : "s");
+cleanup:
+	if (m)
+		fclose(m);
+	free(mtext);
+	if (b.units)
+		fclose(b.units);
+	if (b.events)
+		fclose(b.events);
+	st_audit_close(a);
+	hsm_close(h);
+	rec_close(r);
+	return code;
+}
+
+int st_cmd_records(st_rec_cli *c, int argc, char **argv)
+{
+	if (argc < 1)
+		return say(ST_EXIT_USAGE, "records: say verify, list, show, export "
+			   "or workorder");
+	if (!strcmp(argv[0], "verify") && argc == 1)
+		return cmd_verify(c);
+	if (!strcmp(argv[0], "list") && argc == 1)
+		return cmd_list(c, false);
+	if (!strcmp(argv[0], "export") && argc == 1)
+		return c->evidence ? cmd_evidence(c) : cmd_list(c, true);
+	if (!strcmp(argv[0], "show") && argc == 2)
+		return cmd_show(c, argv[1]);
+	if (!strcmp(argv[0], "workorder"))
+		return cmd_workorder(c, argc - 1, argv + 1);
+	return say(ST_EXIT_USAGE, "records: unknown or incomplete command '%s' (try "
+		   "'station help')", argv[0]);
+}
+
+int st_cmd_audit(st_rec_cli *c, int argc, char **argv)
+{
+	char err[512] = "";
+	hsm_session *s = NULL;
+	hsm *h = NULL;
+	int code, rc;
+
+	if (argc != 1 || strcmp(argv[0], "init"))
+		return say(ST_EXIT_USAGE, "audit: say 'audit init [--out FILE]'");
+	code = c->open_hsm(c->ctx, &h);
+	if (code)
+		return code;
+	rc = hsm_session_open(h, &s);
+	if (!rc)
+		rc = st_audit_init(s, c->cfg->ca_label, ST_AUDIT_LABEL,
+				   c->cfg->station_id, c->out, err, sizeof(err));
+	else
+		snprintf(err, sizeof(err), "%s", hsm_errmsg(h));
+	if (rc)
+		code = say(ST_EXIT_HSM, "audit init: %s", err);
+	else
+		printf("audit key '%s' created in token '%s', certified by CA '%s'%s%s\n",
+		       ST_AUDIT_LABEL, c->cfg->token_label, c->cfg->ca_label,
+		       c->out ? "; certificate in " : "", c->out ? c->out : "");
+	hsm_session_close(s);
+	hsm_close(h);
+	return code;
+}

@@ -1,0 +1,38 @@
+/* cmd_records.h — the `station records ...` and `station audit ...`
+ * commands (cmd_records.c), kept out of main.c.  main parses the options
+ * and hands them over in a st_rec_cli. */
+#ifndef ST_CMD_RECORDS_H
+#define ST_CMD_RECORDS_H
+
+#include <stdbool.h>
+
+#include "hsm/hsm.h"
+#include "station/station.h"
+
+/* The exit codes of main.c (README "Exit codes"). */
+#define ST_EXIT_USAGE 2
+#define ST_EXIT_HSM 3
+#define ST_EXIT_RECORDS 4
+
+typedef struct st_rec_cli {
+	const st_config *cfg;
+	const char *work_order, *since, *until, *result, *uid;
+	const char *format;        /* table, jsonl, csv */
+	const char *evidence;      /* export --evidence DIR */
+	const char *ca_cert;       /* verify --ca-cert FILE */
+	const char *out;           /* audit init --out FILE */
+	long quota;                /* workorder create --quota N; -1 none */
+	/* Open and log in to the HSM (main's PIN handling); 0 or an exit code
+	 * after printing the reason. */
+	int (*open_hsm)(void *ctx, hsm **out);
+	void *ctx;
+} st_rec_cli;
+
+/* station records verify|list|show|export|workorder ...; returns the exit
+ * code. */
+int st_cmd_records(st_rec_cli *c, int argc, char **argv);
+
+/* station audit init|show; returns the exit code. */
+int st_cmd_audit(st_rec_cli *c, int argc, char **argv);
+
+#endif
