@@ -1,6 +1,6 @@
 /* main.c — the station command line: a table of subcommands.
  *
- *   station provision --slot PORT [--slot PORT ...] [--burn-fuses] [--json]
+ *   station provision --slot PORT [--slot PORT ...] [--burn-fuses] [--dry-run] [--json]
  *   station ca init | ca show
  *   station tui
  *
@@ -41,7 +41,7 @@ struct cli {
 	const char *operator_name;
 	const char *cn, *org, *out;
 	int days;
-	bool json, verbose, burn_fuses;
+	bool json, verbose, burn_fuses, dry_run;
 	int max_units;
 	st_run run;
 	pthread_mutex_t out_lock;
@@ -160,6 +160,14 @@ static void on_event(const st_event *ev, void *ctx)
 		else
 			fprintf(stderr, "station: %s\n", ev->detail);
 		break;
+	case ST_EV_FUSE_PLAN:
+		if (cli->json)
+			o = json_pack("{s:s, s:i, s:s, s:s, s:s}", "event", "fuse_plan",
+				      "slot", ev->slot, "port", ev->port, "uid", ev->uid,
+				      "plan", ev->detail);
+		else
+			printf("slot %d: unit %s: %s\n", ev->slot, ev->uid, ev->detail);
+		break;
 	case ST_EV_SLOT_DONE:
 		if (cli->verbose)
 			fprintf(stderr, "slot %d: done\n", ev->slot);
@@ -199,12 +207,17 @@ static int cmd_provision(struct cli *cli, int argc, char **argv)
 	if (code)
 		goto cleanup;
 	cli->run.max_units = cli->max_units;
-	cli->run.burn_fuses = cli->burn_fuses;
+	cli->run.burn_fuses = cli->burn_fuses && !cli->dry_run;
+	cli->run.dry_run = cli->dry_run;
 	cli->run.operator_name = cli->operator_name;
 	rc = st_provision(h, rec, &cli->cfg, prof, &cli->run, on_event, cli, &sum,
 			  err, sizeof(err));
 	if (rc) {
 		code = die(EXIT_HSM, "%s", err);
+		goto cleanup;
+	}
+	if (cli->dry_run) {
+		code = sum.slot_errors ? EXIT_LINK : 0;
 		goto cleanup;
 	}
 	if (cli->json) {
@@ -286,7 +299,7 @@ static int cmd_help(struct cli *cli, int argc, char **argv)
 
 static const struct command commands[] = {
 	{ "provision", cmd_provision,
-	  "provision --slot PORT [--slot PORT...] [--units N] [--burn-fuses] [--json]" },
+	  "provision --slot PORT [--slot PORT...] [--units N] [--burn-fuses] [--dry-run] [--json]" },
 	{ "ca", cmd_ca, "ca init [--cn NAME] [--org ORG] [--days N] [--out FILE] | ca show" },
 	{ "tui", cmd_tui, "tui   (the technician's terminal UI)" },
 	{ "help", cmd_help, "help" },
@@ -333,6 +346,7 @@ int main(int argc, char **argv)
 		{ "units", required_argument, NULL, 'n' },
 		{ "timeout-ms", required_argument, NULL, 'T' },
 		{ "burn-fuses", no_argument, NULL, 'B' },
+		{ "dry-run", no_argument, NULL, 'N' },
 		{ "json", no_argument, NULL, 'j' },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "cn", required_argument, NULL, 'C' },
@@ -360,6 +374,7 @@ int main(int argc, char **argv)
 		case 'P': cli.pin_file = optarg; break;
 		case 'o': cli.operator_name = optarg; break;
 		case 'B': cli.burn_fuses = true; break;
+		case 'N': cli.dry_run = true; break;
 		case 'j': cli.json = true; break;
 		case 'v': cli.verbose = true; break;
 		case 'C': cli.cn = optarg; break;
