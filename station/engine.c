@@ -64,6 +64,7 @@ struct unit {
 	char *cert_pem;
 	int64_t t0;
 	char pending[1024];   /* fuse intents an interrupted run left open */
+	bool after_lock;      /* the interrupted run stopped at its lifecycle step */
 };
 
 /* Hand an event to the front end. */
@@ -339,6 +340,55 @@ static int keep_cert(struct unit *u, X509 *cert)
 	return fclose(f) ? ST_E_IO : ST_OK;
 }
 
+/* The interrupted run stopped at its lifecycle step and the unit is locked:
+ * nothing can be written any more, so what that run did is verified
+ * instead: the certificate on the device must verify against the CA and
+ * certify the device's own key.  Proof of possession and the fuse plan's
+ * read-back follow as for any unit. */
+static int do_resume_cert(struct unit *u, X509 **out)
+{
+	uint8_t der[DRV_MAX_CERT], pub[DRV_P256_POINT_LEN];
+	const uint8_t *p = der;
+	size_t len = 0;
+	EVP_PKEY *devkey = NULL;
+	X509 *cert = NULL;
+	int rc;
+
+	if (!u->w->job->run->burn_fuses)
+		return fail(u, "certificate", ST_E_STATE, "the unit was locked by an "
+			    "interrupted run: resuming it verifies its fuse plan, which "
+			    "needs --burn-fuses");
+	rc = drv_read_cert(u->dev, der, sizeof(der), &len);
+	if (!rc)
+		rc = drv_get_pubkey(u->dev, pub);
+	if (rc)
+		return fail(u, "certificate", rc, "resuming a locked unit: reading its "
+			    "certificate and key failed: %s", drv_errmsg(u->dev));
+	cert = d2i_X509(NULL, &p, (long)len);
+	devkey = st_p256_pubkey(pub);
+	if (!cert || !devkey || X509_verify(cert, X509_get0_pubkey(u->ca)) != 1 ||
+	    EVP_PKEY_eq(X509_get0_pubkey(cert), devkey) != 1) {
+		rc = fail(u, "certificate", ST_E_VERIFY, "resuming a locked unit: the "
+			  "certificate on the device does not verify against the CA or "
+			  "does not certify the device's key: set it aside for a supervisor");
+		goto cleanup;
+	}
+	st_hex(pub, DRV_P256_POINT_LEN, u->pub_hex);
+	st_x509_serial_hex(cert, u->serial, sizeof(u->serial));
+	st_x509_fingerprint(cert, u->fp);
+	rc = step(u, "certificate", "ok", "resumed: the certificate on the locked "
+		  "device (serial %s) verifies against the CA and certifies its key",
+		  u->serial);
+	if (!rc) {
+		*out = cert;
+		cert = NULL;
+	}
+cleanup:
+	X509_free(cert);
+	EVP_PKEY_free(devkey);
+	return rc;
+}
+
 /* Run every step for the identified unit; sets u->result. */
 static void run_unit(struct unit *u)
 {
@@ -351,7 +401,7 @@ static void run_unit(struct unit *u)
 		     "units aside for a supervisor", u->dup_slot);
 		return;
 	}
-	if (u->info.lifecycle == DRV_LC_LOCKED) {
+	if (u->info.lifecycle == DRV_LC_LOCKED && !u->after_lock) {
 		fail(u, "identify", ST_E_LOCKED, "the device is already locked and has "
 		     "no PASS record here: set it aside for a supervisor");
 		return;
@@ -359,9 +409,13 @@ static void run_unit(struct unit *u)
 	if (step(u, "identify", "ok", "model %s, programmer fw %s, lifecycle %u",
 		 u->info.model, u->info.fw_version, u->info.lifecycle))
 		return;
-	if (do_keygen(u, pub) || do_certificate(u, pub, &cert) ||
-	    do_write_cert(u, cert) || do_pop(u, cert) || do_fuses(u))
+	if (u->info.lifecycle == DRV_LC_LOCKED) {
+		if (do_resume_cert(u, &cert) || do_pop(u, cert) || do_fuses(u))
+			goto cleanup;
+	} else if (do_keygen(u, pub) || do_certificate(u, pub, &cert) ||
+		   do_write_cert(u, cert) || do_pop(u, cert) || do_fuses(u)) {
 		goto cleanup;
+	}
 	if (keep_cert(u, cert)) {
 		fail(u, "certificate", ST_E_IO, "cannot keep a copy of the certificate "
 		     "in %s", u->w->job->cfg->cert_dir ? u->w->job->cfg->cert_dir : "memory");
@@ -464,17 +518,20 @@ static void unclaim_uid(struct worker *w)
 
 /* rec_unit_steps callback: keep the last step if it is a burn intent (a
  * run stops at its first failure, so only the last step can be an intent
- * without outcome). */
+ * without outcome), and note whether the run got as far as the lifecycle
+ * step (then a locked unit is verified, not refused). */
 static int last_intent(void *ctx, const char *name, const char *outcome,
 		       const char *detail)
 {
 	struct unit *u = ctx;
 
-	(void)outcome;
 	if (!strcmp(name, "fuse-intent") || !strcmp(name, "lifecycle-intent"))
 		snprintf(u->pending, sizeof(u->pending), "%s", detail);
 	else
 		u->pending[0] = '\0';
+	u->after_lock = !strcmp(name, "lifecycle-intent") ||
+			(!strcmp(name, "lifecycle") && !strcmp(outcome, "ok")) ||
+			(!strcmp(name, "fuses") && !strcmp(outcome, "ok"));
 	return 0;
 }
 

@@ -602,6 +602,14 @@ int st_fuse_run_plan(st_fuse_run *r)
 		const st_fuse_field *f = &r->plan->f[i];
 
 		if (f->kind == ST_FUSE_LIFECYCLE) {
+			if (!r->dry_run && pending(r, f->name) &&
+			    (rc = record(r, "fuse-resume", "ok", "lifecycle step %s had an "
+					 "intent without outcome in the interrupted run; "
+					 "the device reads %s: %s", f->name,
+					 lc_names[r->lifecycle], r->lifecycle == f->lifecycle ?
+					 "that step completed, verified" :
+					 "that step did not happen; doing it now")))
+				return rc;
 			if (r->dry_run || r->lifecycle > f->lifecycle) {
 				if ((rc = run_lifecycle(r, f)))
 					return rc;

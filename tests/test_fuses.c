@@ -701,10 +701,16 @@ static void sleep_ms(long ms)
 		;
 }
 
-/* Kill the station delay_ms after it announced its nth intent of kind
- * what, then run again: the unit ends PASS with every field burned exactly
- * once, and the records tell what happened. */
-static void kill_at(const char *what, int nth, long delay_ms)
+/* The simulator finishes a burn before it serves the next station, so a
+ * kill inside a burn always finds it completed on the re-run. */
+#define COMPLETED "that burn completed, verified, not repeated"
+
+/* Kill the station delay_ms after its nth stderr line containing what,
+ * then run again: the unit ends PASS with every field burned exactly once,
+ * and the records tell what happened (resume: what the resumed run must
+ * have recorded about the open intent; NULL when no intent was open or
+ * either outcome is right). */
+static void kill_at(const char *what, int nth, long delay_ms, const char *resume)
 {
 	struct world w;
 	struct run r;
@@ -740,11 +746,21 @@ static void kill_at(const char *what, int nth, long delay_ms)
 	cr_assert_eq(q_int(&w, "SELECT count(*) FROM units WHERE state = 'PASS'"), 1);
 	q_text(&w, "SELECT reason FROM units WHERE state = 'FAIL'", reason, sizeof(reason));
 	cr_assert(strstr(reason, "interrupted"), "reason: %s", reason);
-	if (!strcmp(what, "fuse-intent")) {
+	if (!strcmp(what, "lifecycle-intent"))
+		cr_assert_eq(q_int(&w, "SELECT count(*) FROM steps WHERE step = 'certificate' "
+				   "AND detail LIKE 'resumed: the certificate on the locked%'"), 1,
+			     "the locked unit was not verified as it is");
+	if (strstr(what, "intent")) {
+		char detail[1024];
+
 		cr_assert(strstr(reason, "intent 'field "), "reason: %s", reason);
 		cr_assert_eq(q_int(&w, "SELECT count(*) FROM steps s JOIN units u ON u.id = "
 				   "s.unit_id WHERE u.state = 'PASS' AND s.step = 'fuse-resume'"),
 			     1, "the resumed run did not record what it found");
+		q_text(&w, "SELECT detail FROM steps WHERE step = 'fuse-resume'", detail,
+		       sizeof(detail));
+		cr_assert(!resume || (strstr(detail, resume) && strstr(detail, "completed")),
+			  "resume: %s", detail);
 	}
 	fx_devsim_stop(&sim);
 	fx_rmtree(w.dir);
@@ -752,27 +768,35 @@ static void kill_at(const char *what, int nth, long delay_ms)
 
 Test(fuses_kill, right_after_the_first_intent, .timeout = 120)
 {
-	kill_at("fuse-intent", 1, 0);
+	kill_at("fuse-intent", 1, 0, NULL);
 }
 
 Test(fuses_kill, in_the_middle_of_the_root_of_trust_burn, .timeout = 120)
 {
-	kill_at("fuse-intent", 1, 450);
+	kill_at("fuse-intent", 1, 450, "field rot-hash had an intent");
 }
 
 Test(fuses_kill, during_the_second_field, .timeout = 120)
 {
-	kill_at("fuse-intent", 2, 60);
+	kill_at("fuse-intent", 2, 60, "field secure-boot had an intent");
 }
 
 Test(fuses_kill, during_the_write_protect_burn, .timeout = 120)
 {
-	kill_at("fuse-intent", 4, 30);
+	kill_at("fuse-intent", 4, 30, "field rot-wp had an intent");
 }
 
 Test(fuses_kill, after_the_root_of_trust_verified, .timeout = 120)
 {
-	kill_at("field rot-hash burned and read back", 1, 0);
+	kill_at("field rot-hash burned and read back", 1, 0, NULL);
+}
+
+/* Killed once the lifecycle lock was intended: the unit may be locked
+ * already, so the re-run verifies the certificate on it instead of
+ * provisioning again. */
+Test(fuses_kill, at_the_lifecycle_lock, .timeout = 120)
+{
+	kill_at("lifecycle-intent", 1, 40, "lifecycle step lock had an intent");
 }
 
 /* ---- the plan is checked when the profile loads ---- */

@@ -125,8 +125,9 @@ static int stuck_word(struct sim *s, unsigned bank, unsigned word,
 	return 0;
 }
 
-/* slowburn:MS — every fuse word takes MS milliseconds to program (kill
- * tests stop the station in the middle of a burn; default 100). */
+/* slowburn:MS — every fuse word, and the lifecycle fuse, takes MS
+ * milliseconds to program (kill tests stop the station in the middle of a
+ * burn; default 100). */
 static int slowburn_setup(struct sim *s, const char *arg)
 {
 	s->fault_n = 100;
@@ -134,6 +135,7 @@ static int slowburn_setup(struct sim *s, const char *arg)
 		fprintf(stderr, "station-devsim: slowburn:MS needs MS 0..1000\n");
 		return -1;
 	}
+	s->lifecycle_ms = s->fault_n;
 	return 0;
 }
 

@@ -76,6 +76,7 @@ struct sim {
 	unsigned long fault_count;      /* frames the fault has seen */
 	unsigned long fault_arg[3];     /* further numeric arguments */
 	int dead;                       /* browned out: silent until restart */
+	unsigned long lifecycle_ms;     /* slowburn: the lifecycle fuse is slow too */
 	int vpp_mv;                     /* programming voltage (CONDITIONS) */
 	int temp_dc;                    /* temperature, tenths of a degree C */
 	int master;                     /* pty master: our end of the line */

@@ -8,6 +8,7 @@
 #include <openssl/evp.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "base.h"
 
@@ -320,6 +321,14 @@ static void do_set_lifecycle(struct sim *s, struct sim_unit *u,
 		reply(rep, PROTO_ST_OK);
 		put(rep, &u->lifecycle, 1);
 		return;
+	}
+	if (s->lifecycle_ms) {
+		/* The lifecycle is a fuse too: slow with slowburn. */
+		struct timespec ts = { .tv_sec = (time_t)(s->lifecycle_ms / 1000),
+				       .tv_nsec = (long)(s->lifecycle_ms % 1000) * 1000000L };
+
+		while (nanosleep(&ts, &ts) < 0)
+			;
 	}
 	u->lifecycle = want;
 	reply(rep, PROTO_ST_OK);
