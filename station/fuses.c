@@ -77,10 +77,10 @@ static int num_elem(config_setting_t *a, int i, double *out)
 		return -1;
 	switch (config_setting_type(e)) {
 	case CONFIG_TYPE_INT:
+		*out = config_setting_get_int(e);
+		return 0;
 	case CONFIG_TYPE_INT64:
 		*out = (double)config_setting_get_int64(e);
-		if (config_setting_type(e) == CONFIG_TYPE_INT)
-			*out = config_setting_get_int(e);
 		return 0;
 	case CONFIG_TYPE_FLOAT:
 		*out = config_setting_get_float(e);
