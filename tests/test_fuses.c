@@ -523,6 +523,25 @@ Test(fuses, dry_run_prints_the_plan_and_changes_nothing, .timeout = 90)
 	cr_assert(strstr(r.out, "lifecycle: current open, target locked, action advance"),
 		  "%s", r.out);
 	cr_assert(strstr(r.out, "conditions: vpp 2500 mV"), "%s", r.out);
+	/* The same plan as JSON lines for tools. */
+	run_station(&r, &w, "--dry-run", "--json", "--slot", sim.port, "provision", NULL);
+	cr_assert_eq(r.code, 0, "stdout:%s\nstderr:%s", r.out, r.err);
+	{
+		char *save = NULL;
+		int n = 0;
+
+		for (char *line = strtok_r(r.out, "\n", &save); line;
+		     line = strtok_r(NULL, "\n", &save)) {
+			json_t *o = json_loads(line, 0, NULL);
+
+			cr_assert_not_null(o, "not JSON: %s", line);
+			cr_assert_str_eq(json_string_value(json_object_get(o, "event")),
+					 "fuse_plan");
+			n++;
+			json_decref(o);
+		}
+		cr_assert_eq(n, 6, "conditions + 4 fields + lifecycle");
+	}
 	/* Nothing changed on the device: the state file is byte-identical
 	 * (the simulator saves after every change), and nothing was recorded. */
 	fx_devsim_stop(&sim);

@@ -381,7 +381,15 @@ int proto_fuse_read_status(proto_client *c, unsigned bank,
 
 int proto_conditions(proto_client *c, drv_conditions *out)
 {
-	int rc = proto_call(c, PROTO_CMD_CONDITIONS, NULL, 0);
+	int rc;
+
+	/* Not a link fault: a programmer too old to measure them. */
+	if (!(c->caps & PROTO_CAP_CONDITIONS))
+		return fail(c, ST_E_STATE, "the programmer on %s (firmware %s) cannot "
+			    "report programming voltage and temperature (no CONDITIONS "
+			    "capability): fuses cannot be burned through it", c->tr.name,
+			    c->fw_version);
+	rc = proto_call(c, PROTO_CMD_CONDITIONS, NULL, 0);
 
 	if (rc == ST_OK && (rc = need(c, PROTO_CMD_CONDITIONS, 4)) == ST_OK) {
 		out->vpp_mv = proto_get16(c->rep.payload + 1);
