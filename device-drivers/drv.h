@@ -95,6 +95,25 @@ int drv_fuse_read(drv_dev *d, unsigned bank, uint8_t out[DRV_FUSE_BANK_LEN]);
 int drv_fuse_burn(drv_dev *d, unsigned bank, const uint8_t value[DRV_FUSE_BANK_LEN],
 		  uint32_t request_id, uint8_t readback[DRV_FUSE_BANK_LEN]);
 
+/* Read bank like drv_fuse_read; *faulty gets one bit per 4-byte word (bit w
+ * = bytes 4w..4w+3) whose redundant copies disagree: a word whose
+ * programming was interrupted.  Such a word may read as the intended value
+ * and still be bad, so a burn is verified with this, not drv_fuse_read. */
+int drv_fuse_read_status(drv_dev *d, unsigned bank, uint8_t out[DRV_FUSE_BANK_LEN],
+			 uint8_t *faulty);
+
+/* Programming conditions the programmer measures at the target: fuses
+ * burned outside the part's voltage/temperature window may read back right
+ * and still fail later, so the engine checks them before every burn. */
+typedef struct drv_conditions {
+	int vpp_mv;      /* programming voltage, millivolts */
+	int temp_dc;     /* die temperature, tenths of a degree Celsius */
+} drv_conditions;
+
+/* Measure the programming conditions now.  ST_E_STATE when the driver or
+ * programmer cannot report them (then nothing may be burned). */
+int drv_get_conditions(drv_dev *d, drv_conditions *out);
+
 /* Advance the target's lifecycle to state (never backwards). */
 int drv_set_lifecycle(drv_dev *d, uint8_t state);
 

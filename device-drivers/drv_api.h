@@ -45,6 +45,13 @@ struct drv_ops {
 	int (*fuse_burn)(drv_dev *d, unsigned bank,
 			 const uint8_t value[DRV_FUSE_BANK_LEN], uint32_t request_id,
 			 uint8_t readback[DRV_FUSE_BANK_LEN]);
+	/* Optional: fuse_read plus the faulty-word mask (drv_fuse_read_status);
+	 * without it the core reads with fuse_read and reports no faults. */
+	int (*fuse_read_status)(drv_dev *d, unsigned bank,
+				uint8_t out[DRV_FUSE_BANK_LEN], uint8_t *faulty);
+	/* Optional: programming voltage and temperature; without it nothing
+	 * can be burned through this driver. */
+	int (*conditions)(drv_dev *d, drv_conditions *out);
 	/* Lifecycle advance. */
 	int (*set_lifecycle)(drv_dev *d, uint8_t state);
 	/* Optional: finish this unit and present the next. */

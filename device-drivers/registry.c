@@ -256,6 +256,39 @@ int drv_fuse_burn(drv_dev *d, unsigned bank, const uint8_t value[DRV_FUSE_BANK_L
 		      "fuse_burn");
 }
 
+int drv_fuse_read_status(drv_dev *d, unsigned bank, uint8_t out[DRV_FUSE_BANK_LEN],
+			 uint8_t *faulty)
+{
+	int rc = ready(d);
+
+	if (rc != ST_OK)
+		return rc;
+	if (!out || !faulty)
+		return bad_arg(d, "fuse_read_status");
+	*faulty = 0;
+	if (!d->ops->fuse_read_status)
+		return finish(d, d->ops->fuse_read(d, bank, out), "fuse_read");
+	return finish(d, d->ops->fuse_read_status(d, bank, out, faulty),
+		      "fuse_read_status");
+}
+
+int drv_get_conditions(drv_dev *d, drv_conditions *out)
+{
+	int rc = ready(d);
+
+	if (rc != ST_OK)
+		return rc;
+	if (!out)
+		return bad_arg(d, "get_conditions");
+	if (!d->ops->conditions) {
+		drv_set_error(d, "driver %s cannot report programming voltage and "
+			      "temperature: fuses cannot be burned safely with it",
+			      d->ops->name);
+		return ST_E_STATE;
+	}
+	return finish(d, d->ops->conditions(d, out), "get_conditions");
+}
+
 int drv_set_lifecycle(drv_dev *d, uint8_t state)
 {
 	int rc = ready(d);

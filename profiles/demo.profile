@@ -15,3 +15,16 @@ root_of_trust: {
   sha256 = "2622102199f06fad94b827703f16e2998a2260f77f4e3210c2dae769ce1ca586";
   fuse_bank = 0;
 };
+
+# The fuse plan (docs/fuses.md): data fields, then write-protect, then the
+# lifecycle lock; each field gets words of its own (a word burns once).
+fuses: {
+  conditions: { vpp_mv = [2375, 2625]; temp_c = [0, 70]; };
+  plan = (
+    { name = "rot-hash";     bank = 0; word = 0; words = 8; source = "root_of_trust"; },
+    { name = "secure-boot";  bank = 1; word = 0; bits = [0, 0]; value = 1; },
+    { name = "jtag-disable"; bank = 1; word = 1; bits = [0, 3]; value = 0xF; },
+    { name = "rot-wp"; kind = "write-protect"; bank = 3; word = 0; bits = [0, 1]; value = 3; },
+    { name = "lock"; kind = "lifecycle"; state = "locked"; }
+  );
+};

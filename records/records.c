@@ -1283,3 +1283,38 @@ void rec_close(rec_store *r)
 	pthread_mutex_destroy(&r->lock);
 	free(r);
 }
+
+/* Read-only and rare (only when a run was interrupted): prepared here, not
+ * kept with the hot statements. */
+int rec_unit_steps(rec_store *r, int64_t unit_id, rec_step_fn fn, void *ctx)
+{
+	sqlite3_stmt *s = NULL;
+	int rc, err;
+
+	if (!r)
+		return ST_E_INVAL;
+	err = rec_enter(r);
+	if (err)
+		goto out;
+	if (!fn) {
+		err = rec_fail(r, ST_E_INVAL, "rec_unit_steps: no callback");
+		goto out;
+	}
+	if (sqlite3_prepare_v2(r->db, "SELECT step, outcome, coalesce(detail, '') "
+			       "FROM steps WHERE unit_id = ?1 ORDER BY seq", -1, &s,
+			       NULL) != SQLITE_OK) {
+		err = rec_db_fail(r, ST_E_DB, "read the steps of unit %lld", (long long)unit_id);
+		goto out;
+	}
+	sqlite3_bind_int64(s, 1, unit_id);
+	while ((rc = sqlite3_step(s)) == SQLITE_ROW && !err)
+		err = fn(ctx, (const char *)sqlite3_column_text(s, 0),
+			 (const char *)sqlite3_column_text(s, 1),
+			 (const char *)sqlite3_column_text(s, 2));
+	if (!err && rc != SQLITE_DONE && rc != SQLITE_ROW)
+		err = rec_db_fail(r, ST_E_DB, "read the steps of unit %lld", (long long)unit_id);
+out:
+	sqlite3_finalize(s);
+	pthread_mutex_unlock(&r->lock);
+	return err;
+}

@@ -83,6 +83,16 @@ int rec_last_unit(rec_store *r, const char *uid, int64_t *unit_id,
  * ST_E_NOTFOUND when the device never passed. */
 int rec_find_pass(rec_store *r, const char *uid, int64_t *unit_id);
 
+/* Called for each step of a unit, in order; a nonzero return stops the
+ * walk and is returned by rec_unit_steps. */
+typedef int (*rec_step_fn)(void *ctx, const char *step, const char *outcome,
+			   const char *detail);
+
+/* Walk the steps of a unit (for resuming an interrupted unit: the fuse
+ * intents it recorded).  The callback runs with the store locked: it must
+ * not call the store. */
+int rec_unit_steps(rec_store *r, int64_t unit_id, rec_step_fn fn, void *ctx);
+
 /* Settings in force on the store's connection, for status screens and tests. */
 typedef struct rec_settings {
 	char journal_mode[16];      /* "wal" */

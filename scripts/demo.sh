@@ -66,12 +66,16 @@ for i in 1 2; do
 	echo "programmer $i: $(cat "$STATE/programmers/prog$i.ready") ($STATE/programmers/prog$i)"
 done
 
-# 4. Provision: both slots in parallel, fuses armed.
+# 4. The fuse plan of the first unit, as a dry run (changes nothing).
+echo "== fuse plan (dry run)"
+"${ST[@]}" --dry-run --slot "$STATE/programmers/prog1" provision
+
+# 5. Provision: both slots in parallel, fuses armed.
 echo "== provisioning"
 "${ST[@]}" --operator demo --burn-fuses \
 	--slot "$STATE/programmers/prog1" --slot "$STATE/programmers/prog2" provision
 
-# 5. Check what was issued with outside tools only.
+# 6. Check what was issued with outside tools only.
 echo "== independent checks"
 n=0
 for c in "$STATE"/certs/*.pem; do

@@ -7,6 +7,7 @@
 
 #include "base.h"
 #include "station.h"
+#include "station/fuses.h"
 
 struct st_profile {
 	char name[64];
@@ -15,6 +16,7 @@ struct st_profile {
 	uint8_t rot_hash[32];
 	unsigned rot_bank;
 	char digest[65];
+	st_fuse_plan plan;
 };
 
 /* Copy a string setting (or the default when absent) into *dst. */
@@ -158,6 +160,10 @@ int st_profile_load(const char *path, st_profile **out, char *err, size_t errlen
 		snprintf(err, errlen, "%s: 'root_of_trust.fuse_bank' must be 0..255", path);
 		goto cleanup;
 	}
+	if ((rc = st_fuse_plan_parse(&c, path, p->rot_hash, (unsigned)bank, &p->plan,
+				     err, errlen)))
+		goto cleanup;
+	rc = ST_E_CONFIG;
 	if (file_digest(path, p->digest)) {
 		snprintf(err, errlen, "cannot hash profile %s", path);
 		rc = ST_E_IO;
@@ -196,6 +202,11 @@ const uint8_t *st_profile_rot_hash(const st_profile *p, unsigned *bank)
 	if (bank)
 		*bank = p->rot_bank;
 	return p->rot_hash;
+}
+
+const st_fuse_plan *st_profile_fuse_plan(const st_profile *p)
+{
+	return &p->plan;
 }
 
 const char *st_profile_org(const st_profile *p)

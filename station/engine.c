@@ -16,6 +16,7 @@
 #include "base.h"
 #include "device-drivers/drv.h"
 #include "station.h"
+#include "station/fuses.h"
 #include "x509.h"
 
 /* What every worker shares, read-only once the workers run. */
@@ -62,6 +63,8 @@ struct unit {
 	char readback_hex[65];
 	char *cert_pem;
 	int64_t t0;
+	char pending[1024];   /* fuse intents an interrupted run left open */
+	bool after_lock;      /* the interrupted run stopped at its lifecycle step */
 };
 
 /* Hand an event to the front end. */
@@ -271,72 +274,50 @@ cleanup:
 	return rc;
 }
 
-/* Root-of-trust fuses: only when armed; blank → intent recorded, burn, read
- * back; same value → skip; anything else → quarantine, never burn. */
+/* Fuse-run callbacks: record through step() (durable, then announced). */
+static int fuse_record(void *ctx, const char *name, const char *outcome,
+		       const char *detail)
+{
+	return step(ctx, name, outcome, "%s", detail);
+}
+
+static int fuse_request_id(void *ctx, uint32_t *id)
+{
+	struct unit *u = ctx;
+
+	return hsm_random(u->sess, (uint8_t *)id, sizeof(*id));
+}
+
+/* The fuse plan (station/fuses.c): only when armed; each field checked,
+ * burned only when blank (intent recorded first), verified by a fresh
+ * read; anything else quarantines the unit.  Lifecycle last. */
 static int do_fuses(struct unit *u)
 {
 	const struct job *job = u->w->job;
-	unsigned bank;
-	const uint8_t *rot = st_profile_rot_hash(job->prof, &bank);
-	uint8_t cur[DRV_FUSE_BANK_LEN], back[DRV_FUSE_BANK_LEN], zero[DRV_FUSE_BANK_LEN] = { 0 };
-	char cur_hex[65];
-	uint32_t request_id;
+	st_fuse_run run = { .dev = u->dev, .plan = st_profile_fuse_plan(job->prof),
+			    .lifecycle = u->info.lifecycle, .banks = u->info.fuse_banks,
+			    .pending = u->pending[0] ? u->pending : NULL,
+			    .record = fuse_record, .request_id = fuse_request_id, .ctx = u };
 	int rc;
 
-	st_hex(rot, 32, u->rot_hex);
+	st_hex(st_profile_rot_hash(job->prof, NULL), 32, u->rot_hex);
 	if (!job->run->burn_fuses) {
 		u->fuses = "not-armed";
 		return step(u, "fuses", "skip",
-			    "not armed (--burn-fuses not given): root of trust not burned");
+			    "not armed (--burn-fuses not given): no fuse burned");
 	}
-	rc = drv_fuse_read(u->dev, bank, cur);
-	if (rc)
-		return fail(u, "fuses", rc, "reading fuse bank %u failed: %s", bank,
-			    drv_errmsg(u->dev));
-	st_hex(cur, sizeof(cur), cur_hex);
-	if (!memcmp(cur, rot, 32)) {
-		u->fuses = "already";
-		memcpy(u->readback_hex, cur_hex, sizeof(cur_hex));
-		return step(u, "fuses", "skip", "bank %u already holds the root-of-trust hash",
-			    bank);
-	}
-	if (memcmp(cur, zero, sizeof(zero))) {
-		u->fuses = "conflict";
-		memcpy(u->readback_hex, cur_hex, sizeof(cur_hex));
-		return fail(u, "fuses", ST_E_FUSE_CONFLICT,
-			    "fuse bank %u already holds %s, not the profile's root-of-trust "
-			    "hash: unit quarantined, do not burn again", bank, cur_hex);
-	}
-	if ((rc = hsm_random(u->sess, (uint8_t *)&request_id, sizeof(request_id))))
-		return fail(u, "fuses", rc, "HSM random failed: %s",
-			    hsm_session_errmsg(u->sess));
-	/* The intent is durable before anything irreversible happens. */
-	if ((rc = step(u, "fuse-intent", "ok", "bank %u <- %s request %08x", bank,
-		       u->rot_hex, request_id)))
-		return rc;
-	rc = drv_fuse_burn(u->dev, bank, rot, request_id, back);
-	if (rc) {
-		u->fuses = "burn-failed";
-		if (rc == ST_E_FUSE_CONFLICT)
-			return fail(u, "fuses", rc, "fuse bank %u cannot take the value: %s",
-				    bank, drv_errmsg(u->dev));
-		return fail(u, "fuses", rc, "fuse burn failed: %s; the unit must be "
-			    "checked before any retry", drv_errmsg(u->dev));
-	}
-	/* Trust only a fresh read, not the burn reply alone. */
-	rc = drv_fuse_read(u->dev, bank, cur);
-	if (rc)
-		return fail(u, "fuses", rc, "reading fuse bank %u back failed: %s", bank,
-			    drv_errmsg(u->dev));
-	st_hex(cur, sizeof(cur), u->readback_hex);
-	if (memcmp(cur, rot, 32) || memcmp(back, rot, 32)) {
-		u->fuses = "mismatch";
-		return fail(u, "fuses", ST_E_FUSE_CONFLICT,
-			    "fuse bank %u reads back %s after the burn: unit quarantined",
-			    bank, u->readback_hex);
-	}
-	u->fuses = "burned";
-	return step(u, "fuses", "ok", "bank %u burned and read back", bank);
+	rc = st_fuse_run_plan(&run);
+	u->fuses = run.summary;
+	if (run.readback_hex[0])
+		memcpy(u->readback_hex, run.readback_hex, sizeof(u->readback_hex));
+	if (!rc)
+		return step(u, "fuses", "ok", "fuse plan complete (%s)", run.summary);
+	if (u->stop_slot)
+		return rc; /* a record could not be written */
+	fail(u, "fuses", rc, "%s", run.reason);
+	if (run.quarantine)
+		u->result = "QUARANTINE";
+	return rc;
 }
 
 /* Keep a PEM copy of the issued certificate (for the record and cert_dir). */
@@ -369,6 +350,55 @@ static int keep_cert(struct unit *u, X509 *cert)
 	return fclose(f) ? ST_E_IO : ST_OK;
 }
 
+/* The interrupted run stopped at its lifecycle step and the unit is locked:
+ * nothing can be written any more, so what that run did is verified
+ * instead: the certificate on the device must verify against the CA and
+ * certify the device's own key.  Proof of possession and the fuse plan's
+ * read-back follow as for any unit. */
+static int do_resume_cert(struct unit *u, X509 **out)
+{
+	uint8_t der[DRV_MAX_CERT], pub[DRV_P256_POINT_LEN];
+	const uint8_t *p = der;
+	size_t len = 0;
+	EVP_PKEY *devkey = NULL;
+	X509 *cert = NULL;
+	int rc;
+
+	if (!u->w->job->run->burn_fuses)
+		return fail(u, "certificate", ST_E_STATE, "the unit was locked by an "
+			    "interrupted run: resuming it verifies its fuse plan, which "
+			    "needs --burn-fuses");
+	rc = drv_read_cert(u->dev, der, sizeof(der), &len);
+	if (!rc)
+		rc = drv_get_pubkey(u->dev, pub);
+	if (rc)
+		return fail(u, "certificate", rc, "resuming a locked unit: reading its "
+			    "certificate and key failed: %s", drv_errmsg(u->dev));
+	cert = d2i_X509(NULL, &p, (long)len);
+	devkey = st_p256_pubkey(pub);
+	if (!cert || !devkey || X509_verify(cert, X509_get0_pubkey(u->ca)) != 1 ||
+	    EVP_PKEY_eq(X509_get0_pubkey(cert), devkey) != 1) {
+		rc = fail(u, "certificate", ST_E_VERIFY, "resuming a locked unit: the "
+			  "certificate on the device does not verify against the CA or "
+			  "does not certify the device's key: set it aside for a supervisor");
+		goto cleanup;
+	}
+	st_hex(pub, DRV_P256_POINT_LEN, u->pub_hex);
+	st_x509_serial_hex(cert, u->serial, sizeof(u->serial));
+	st_x509_fingerprint(cert, u->fp);
+	rc = step(u, "certificate", "ok", "resumed: the certificate on the locked "
+		  "device (serial %s) verifies against the CA and certifies its key",
+		  u->serial);
+	if (!rc) {
+		*out = cert;
+		cert = NULL;
+	}
+cleanup:
+	X509_free(cert);
+	EVP_PKEY_free(devkey);
+	return rc;
+}
+
 /* Run every step for the identified unit; sets u->result. */
 static void run_unit(struct unit *u)
 {
@@ -381,7 +411,7 @@ static void run_unit(struct unit *u)
 		     "units aside for a supervisor", u->dup_slot);
 		return;
 	}
-	if (u->info.lifecycle == DRV_LC_LOCKED) {
+	if (u->info.lifecycle == DRV_LC_LOCKED && !u->after_lock) {
 		fail(u, "identify", ST_E_LOCKED, "the device is already locked and has "
 		     "no PASS record here: set it aside for a supervisor");
 		return;
@@ -389,9 +419,13 @@ static void run_unit(struct unit *u)
 	if (step(u, "identify", "ok", "model %s, programmer fw %s, lifecycle %u",
 		 u->info.model, u->info.fw_version, u->info.lifecycle))
 		return;
-	if (do_keygen(u, pub) || do_certificate(u, pub, &cert) ||
-	    do_write_cert(u, cert) || do_pop(u, cert) || do_fuses(u))
+	if (u->info.lifecycle == DRV_LC_LOCKED) {
+		if (do_resume_cert(u, &cert) || do_pop(u, cert) || do_fuses(u))
+			goto cleanup;
+	} else if (do_keygen(u, pub) || do_certificate(u, pub, &cert) ||
+		   do_write_cert(u, cert) || do_pop(u, cert) || do_fuses(u)) {
 		goto cleanup;
+	}
 	if (keep_cert(u, cert)) {
 		fail(u, "certificate", ST_E_IO, "cannot keep a copy of the certificate "
 		     "in %s", u->w->job->cfg->cert_dir ? u->w->job->cfg->cert_dir : "memory");
@@ -492,17 +526,38 @@ static void unclaim_uid(struct worker *w)
 	pthread_mutex_unlock(&job->lock);
 }
 
+/* rec_unit_steps callback: keep the last step if it is a burn intent (a
+ * run stops at its first failure, so only the last step can be an intent
+ * without outcome), and note whether the run got as far as the lifecycle
+ * step (then a locked unit is verified, not refused). */
+static int last_intent(void *ctx, const char *name, const char *outcome,
+		       const char *detail)
+{
+	struct unit *u = ctx;
+
+	if (!strcmp(name, "fuse-intent") || !strcmp(name, "lifecycle-intent"))
+		snprintf(u->pending, sizeof(u->pending), "%s", detail);
+	else
+		u->pending[0] = '\0';
+	u->after_lock = !strcmp(name, "lifecycle-intent") ||
+			(!strcmp(name, "lifecycle") && !strcmp(outcome, "ok")) ||
+			(!strcmp(name, "fuses") && !strcmp(outcome, "ok"));
+	return 0;
+}
+
 /* Identify the next unit and decide whether to provision it.  Returns 1 to
  * provision, 2 when another slot holds the same device ID right now, 0 to
  * skip it (already done), negative to end the slot.  A unit left RUNNING by
  * an interrupted earlier run is closed as FAIL first, so its record says
- * what happened (no other slot can hold it: the ID was claimed). */
+ * what happened (no other slot can hold it: the ID was claimed); a fuse
+ * intent it left open is kept in u->pending for the fuse run to resolve.
+ * A unit last QUARANTINED is not touched again. */
 static int next_unit(struct worker *w, struct unit *u)
 {
 	rec_unit_result interrupted = { .result = "FAIL",
 		.reason = "interrupted: the station stopped during this unit; "
 			  "it was presented again" };
-	char last[32];
+	char last[32], why[1200];
 	int64_t id;
 	int rc = drv_identify(u->dev, &u->info);
 
@@ -528,8 +583,28 @@ static int next_unit(struct worker *w, struct unit *u)
 	}
 	if (rc == ST_E_NOTFOUND)
 		rc = rec_last_unit(w->job->rec, u->info.uid_hex, &id, last, sizeof(last));
-	if (rc == ST_OK && !strcmp(last, "RUNNING"))
-		rc = rec_unit_end(w->job->rec, id, &interrupted);
+	if (rc == ST_OK && !strcmp(last, "QUARANTINE")) {
+		st_event ev = { .kind = ST_EV_STEP, .uid = u->info.uid_hex,
+				.step = "history", .outcome = "skip", .detail = why };
+
+		snprintf(why, sizeof(why), "QUARANTINED on record (unit record %lld): "
+			 "not touched again without a supervisor's recorded decision; "
+			 "set the unit aside", (long long)id);
+		w->sum.quarantine++;
+		emit(w, &ev);
+		return 0;
+	}
+	if (rc == ST_OK && !strcmp(last, "RUNNING")) {
+		rc = rec_unit_steps(w->job->rec, id, last_intent, u);
+		if (rc == ST_OK && u->pending[0]) {
+			snprintf(why, sizeof(why), "interrupted during a burn: the station "
+				 "stopped after the intent '%s' without its outcome; the "
+				 "next run reads the device to resolve it", u->pending);
+			interrupted.reason = why;
+		}
+		if (rc == ST_OK)
+			rc = rec_unit_end(w->job->rec, id, &interrupted);
+	}
 	if (rc != ST_OK && rc != ST_E_NOTFOUND) {
 		slot_error(w, rc, "slot %d: records lookup failed: %s", w->slot,
 			   rec_errmsg(w->job->rec));
@@ -537,6 +612,41 @@ static int next_unit(struct worker *w, struct unit *u)
 		return rc;
 	}
 	return 1;
+}
+
+/* fuse-run callback for a dry run: one line per field, to the front end. */
+static void plan_line(void *ctx, const char *line)
+{
+	struct unit *u = ctx;
+	st_event ev = { .kind = ST_EV_FUSE_PLAN, .uid = u->info.uid_hex,
+			.detail = line };
+
+	emit(u->w, &ev);
+}
+
+/* Dry run of one slot: the unit in the programmer is identified and its
+ * fuse plan printed (current, target, action per field).  Only reads: no
+ * key, no certificate, no burn, no release, no record. */
+static void dry_run_slot(struct worker *w, drv_dev *dev)
+{
+	struct unit u = { .w = w, .dev = dev };
+	st_fuse_run run = { .dev = dev, .plan = st_profile_fuse_plan(w->job->prof),
+			    .dry_run = true, .plan_line = plan_line, .ctx = &u };
+	int rc = drv_identify(dev, &u.info);
+
+	if (rc) {
+		slot_error(w, rc, "slot %d (%s): identify failed: %s", w->slot, w->port,
+			   drv_errmsg(dev));
+		return;
+	}
+	run.lifecycle = u.info.lifecycle;
+	run.banks = u.info.fuse_banks;
+	rc = st_fuse_run_plan(&run);
+	if (rc && link_error(rc))
+		slot_error(w, rc, "slot %d (%s): %s", w->slot, w->port, run.reason);
+	else if (rc)
+		plan_line(&u, run.reason);
+	w->sum.skipped++;
 }
 
 /* The slot worker: open programmer and HSM session, then unit after unit. */
@@ -573,6 +683,10 @@ static void *worker_main(void *arg)
 		st_event ev = { .kind = ST_EV_SLOT_READY, .detail = drv_driver_name(dev) };
 
 		emit(w, &ev);
+	}
+	if (job->run->dry_run) {
+		dry_run_slot(w, dev);
+		goto done;
 	}
 	while (!job->run->max_units || units < job->run->max_units) {
 		struct unit u = { .w = w, .dev = dev, .sess = sess, .ca = ca,
@@ -634,6 +748,7 @@ static void *worker_main(void *arg)
 			break;
 		}
 	}
+done:
 	{
 		st_event ev = { .kind = ST_EV_SLOT_DONE };
 

@@ -1,6 +1,6 @@
 /* main.c — the station command line: a table of subcommands.
  *
- *   station provision --slot PORT [--slot PORT ...] [--burn-fuses] [--json]
+ *   station provision --slot PORT [--slot PORT ...] [--burn-fuses] [--dry-run] [--json]
  *   station ca init | ca show
  *   station devices [--slot PORT ...] [--json]
  *   station audit init
@@ -45,7 +45,7 @@ struct cli {
 	const char *operator_name;
 	const char *cn, *org, *out;
 	int days;
-	bool json, verbose, burn_fuses;
+	bool json, verbose, burn_fuses, dry_run;
 	int max_units;
 	st_run run;
 	st_rec_cli rec;         /* options of the records/audit commands */
@@ -165,6 +165,14 @@ static void on_event(const st_event *ev, void *ctx)
 		else
 			fprintf(stderr, "station: %s\n", ev->detail);
 		break;
+	case ST_EV_FUSE_PLAN:
+		if (cli->json)
+			o = json_pack("{s:s, s:i, s:s, s:s, s:s}", "event", "fuse_plan",
+				      "slot", ev->slot, "port", ev->port, "uid", ev->uid,
+				      "plan", ev->detail);
+		else
+			printf("slot %d: unit %s: %s\n", ev->slot, ev->uid, ev->detail);
+		break;
 	case ST_EV_SLOT_DONE:
 		if (cli->verbose)
 			fprintf(stderr, "slot %d: done\n", ev->slot);
@@ -204,7 +212,8 @@ static int cmd_provision(struct cli *cli, int argc, char **argv)
 	if (code)
 		goto cleanup;
 	cli->run.max_units = cli->max_units;
-	cli->run.burn_fuses = cli->burn_fuses;
+	cli->run.burn_fuses = cli->burn_fuses && !cli->dry_run;
+	cli->run.dry_run = cli->dry_run;
 	cli->run.operator_name = cli->operator_name;
 	cli->run.work_order = cli->rec.work_order;
 	rc = st_provision(h, rec, &cli->cfg, prof, &cli->run, on_event, cli, &sum,
@@ -218,6 +227,10 @@ static int cmd_provision(struct cli *cli, int argc, char **argv)
 		fprintf(stderr, "station: work order %s is complete (its quota is "
 			"reached); units left in the programmers were not touched\n",
 			cli->run.work_order);
+	if (cli->dry_run) {
+		code = sum.slot_errors ? EXIT_LINK : 0;
+		goto cleanup;
+	}
 	if (cli->json) {
 		json_t *o = json_pack("{s:s, s:i, s:i, s:i, s:i, s:i, s:s}",
 				      "event", "summary", "pass", sum.pass, "fail", sum.fail,
@@ -333,7 +346,7 @@ static int cmd_help(struct cli *cli, int argc, char **argv)
 
 static const struct command commands[] = {
 	{ "provision", cmd_provision,
-	  "provision --slot PORT [--slot PORT...] [--units N] [--burn-fuses] [--json]" },
+	  "provision --slot PORT [--slot PORT...] [--units N] [--burn-fuses] [--dry-run] [--json]" },
 	{ "ca", cmd_ca, "ca init [--cn NAME] [--org ORG] [--days N] [--out FILE] | ca show" },
 	{ "devices", cmd_devices, "devices [--slot PORT...] [--json]   (attached programmers)" },
 	{ "audit", cmd_audit, "audit init [--out FILE]   (the audit key; made on first use too)" },
@@ -388,6 +401,7 @@ int main(int argc, char **argv)
 		{ "units", required_argument, NULL, 'n' },
 		{ "timeout-ms", required_argument, NULL, 'T' },
 		{ "burn-fuses", no_argument, NULL, 'B' },
+		{ "dry-run", no_argument, NULL, 'N' },
 		{ "json", no_argument, NULL, 'j' },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "cn", required_argument, NULL, 'C' },
@@ -424,6 +438,7 @@ int main(int argc, char **argv)
 		case 'P': cli.pin_file = optarg; break;
 		case 'o': cli.operator_name = optarg; break;
 		case 'B': cli.burn_fuses = true; break;
+		case 'N': cli.dry_run = true; break;
 		case 'j': cli.json = true; break;
 		case 'v': cli.verbose = true; break;
 		case 'C': cli.cn = optarg; break;

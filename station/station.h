@@ -103,6 +103,7 @@ typedef enum st_event_kind {
 	ST_EV_UNIT_DONE,    /* unit finished: result, reason, evidence; recorded */
 	ST_EV_SLOT_ERROR,   /* the slot stopped: detail says why */
 	ST_EV_SLOT_DONE,    /* the slot has no more units */
+	ST_EV_FUSE_PLAN,    /* dry run: uid, detail = one field's current/target/action */
 } st_event_kind;
 
 typedef struct st_event {
@@ -129,7 +130,9 @@ typedef struct st_run {
 	const char *ports[ST_MAX_SLOTS]; /* programmer URIs, one per slot */
 	int nslots;
 	int max_units;        /* per slot; 0 = until the programmer is empty */
-	bool burn_fuses;      /* armed: burn the root-of-trust fuses */
+	bool burn_fuses;      /* armed: burn the profile's fuse plan */
+	bool dry_run;         /* only print each unit's fuse plan: nothing is
+				 written to the device or the records */
 	const char *operator_name;
 	const char *work_order; /* quota to take units from (NULL: none) */
 } st_run;

@@ -22,6 +22,7 @@ static const uint8_t retry_safe[] = {
 	PROTO_CMD_HELLO, PROTO_CMD_IDENTIFY, PROTO_CMD_GET_PUBKEY,
 	PROTO_CMD_READ_CERT, PROTO_CMD_FUSE_READ, PROTO_CMD_FUSE_BURN,
 	PROTO_CMD_WRITE_CERT, PROTO_CMD_SIGN_CHALLENGE, PROTO_CMD_SET_LIFECYCLE,
+	PROTO_CMD_CONDITIONS,
 };
 
 static int may_retry(uint8_t cmd)
@@ -367,6 +368,37 @@ int proto_fuse_burn(proto_client *c, unsigned bank,
 		memcpy(readback, c->rep.payload + 1, DRV_FUSE_BANK_LEN);
 	else if (rc == ST_OK)
 		rc = need(c, PROTO_CMD_FUSE_BURN, DRV_FUSE_BANK_LEN);
+	return rc;
+}
+
+int proto_fuse_read_status(proto_client *c, unsigned bank,
+			   uint8_t out[DRV_FUSE_BANK_LEN], uint8_t *faulty)
+{
+	int rc = proto_fuse_read(c, bank, out);
+
+	/* v1 devices without the status byte report no faulty words. */
+	if (rc == ST_OK)
+		*faulty = c->rep.len >= 2 + DRV_FUSE_BANK_LEN ?
+			  c->rep.payload[1 + DRV_FUSE_BANK_LEN] : 0;
+	return rc;
+}
+
+int proto_conditions(proto_client *c, drv_conditions *out)
+{
+	int rc;
+
+	/* Not a link fault: a programmer too old to measure them. */
+	if (!(c->caps & PROTO_CAP_CONDITIONS))
+		return fail(c, ST_E_STATE, "the programmer on %s (firmware %s) cannot "
+			    "report programming voltage and temperature (no CONDITIONS "
+			    "capability): fuses cannot be burned through it", c->tr.name,
+			    c->fw_version);
+	rc = proto_call(c, PROTO_CMD_CONDITIONS, NULL, 0);
+
+	if (rc == ST_OK && (rc = need(c, PROTO_CMD_CONDITIONS, 4)) == ST_OK) {
+		out->vpp_mv = proto_get16(c->rep.payload + 1);
+		out->temp_dc = (int16_t)proto_get16(c->rep.payload + 3);
+	}
 	return rc;
 }
 

@@ -32,6 +32,7 @@ static const struct {
 	{ PROTO_CMD_FUSE_BURN, "FUSE_BURN" },
 	{ PROTO_CMD_SET_LIFECYCLE, "SET_LIFECYCLE" },
 	{ PROTO_CMD_RELEASE, "RELEASE" },
+	{ PROTO_CMD_CONDITIONS, "CONDITIONS" },
 };
 
 static const struct {

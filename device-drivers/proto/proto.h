@@ -39,6 +39,7 @@ enum proto_cmd {
 	PROTO_CMD_FUSE_BURN = 0x09,
 	PROTO_CMD_SET_LIFECYCLE = 0x0a,
 	PROTO_CMD_RELEASE = 0x0b,
+	PROTO_CMD_CONDITIONS = 0x0c,   /* programming voltage and temperature */
 };
 
 /* Status byte, first byte of every reply payload. */
@@ -66,6 +67,7 @@ enum proto_status {
 #define PROTO_CAP_LIFECYCLE 0x00000008u
 #define PROTO_CAP_RELEASE 0x00000010u
 #define PROTO_CAPS_V1 0x0000001fu
+#define PROTO_CAP_CONDITIONS 0x00000020u /* CONDITIONS, FUSE_READ word status */
 
 /* Why a received frame was rejected (the codec's diagnosis). */
 enum proto_bad {
@@ -204,6 +206,11 @@ int proto_fuse_read(proto_client *c, unsigned bank,
 int proto_fuse_burn(proto_client *c, unsigned bank,
 		    const uint8_t value[DRV_FUSE_BANK_LEN], uint32_t request_id,
 		    uint8_t readback[DRV_FUSE_BANK_LEN]);
+/* FUSE_READ with the word status byte a device may append: *faulty gets a
+ * bit per word whose redundant copies disagree (0 from older devices). */
+int proto_fuse_read_status(proto_client *c, unsigned bank,
+			   uint8_t out[DRV_FUSE_BANK_LEN], uint8_t *faulty);
+int proto_conditions(proto_client *c, drv_conditions *out);
 int proto_set_lifecycle(proto_client *c, uint8_t state);
 int proto_release(proto_client *c);
 

@@ -104,6 +104,8 @@ static void on_frame(struct sim *s, int rc, int why)
 {
 	size_t n;
 
+	if (s->dead)
+		return; /* browned out: nothing answers until a restart */
 	if (s->fault->on_frame && s->fault->on_frame(s, rc == 1 ? &s->req : NULL))
 		return;
 	if (rc == ST_E_VERSION) {
@@ -131,6 +133,8 @@ static void on_frame(struct sim *s, int rc, int why)
 		return; /* a reply sent to us: an echoing line, ignore */
 	} else {
 		sim_handle(s, &s->req, &s->rep);
+		if (s->dead)
+			return;
 		sim_log(s, "%s seq %u -> status %u", proto_cmd_name(s->req.type),
 			s->req.seq, s->rep.payload[0]);
 	}

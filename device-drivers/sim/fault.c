@@ -3,12 +3,14 @@
  * byte for byte.  "corrupt:N" shows the shape: a setup for the argument, a
  * hook for the bytes.  Link faults: "noise:RATE" (bytes corrupted at a
  * seeded rate, both directions), "drop:N" (the line dies after N bytes out),
- * "latency:MS" (every answer late). */
+ * "latency:MS" (every answer late).  Fuse faults ("brownout:K", "stuck:B:B:B",
+ * "slowburn:MS") act per programmed word through on_burn_word. */
 #include "device-drivers/sim/sim.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "base.h"
 
@@ -159,6 +161,94 @@ static int latency_frame(struct sim *s, const proto_frame *req)
 	return 0;
 }
 
+/* Parse "A[:B[:C]]" unsigned numbers into out (n at most); count them. */
+static int parse_nums(const char *arg, unsigned long *out, int n)
+{
+	int got = 0;
+	char *end;
+
+	while (arg && *arg && got < n) {
+		out[got++] = strtoul(arg, &end, 10);
+		if (end == arg || (*end && *end != ':'))
+			return -1;
+		arg = *end ? end + 1 : end;
+	}
+	return arg && *arg ? -1 : got;
+}
+
+/* brownout:K — the supply dies while the K-th fuse word of this power-up
+ * is being programmed (0 = the first): words before it are burned, word K
+ * has only its first copy, the rest of the burn never happens, and the
+ * programmer stays silent until it is restarted (default K = 0). */
+static int brownout_setup(struct sim *s, const char *arg)
+{
+	s->fault_n = 0;
+	if (arg && parse_nums(arg, &s->fault_n, 1) != 1) {
+		fprintf(stderr, "station-devsim: brownout:K needs a word count K >= 0\n");
+		return -1;
+	}
+	return 0;
+}
+
+static int brownout_word(struct sim *s, unsigned bank, unsigned word,
+			 uint8_t val[SIM_FUSE_WORD])
+{
+	(void)bank;
+	(void)word;
+	(void)val;
+	return s->fault_count++ == s->fault_n;
+}
+
+/* stuck:BANK:BYTE:BIT — one fuse bit of every unit that never blows: it
+ * reads 0 in both copies whatever is burned. */
+static int stuck_setup(struct sim *s, const char *arg)
+{
+	if (parse_nums(arg, s->fault_arg, 3) != 3 || s->fault_arg[0] >= SIM_FUSE_BANKS ||
+	    s->fault_arg[1] >= DRV_FUSE_BANK_LEN || s->fault_arg[2] > 7) {
+		fprintf(stderr, "station-devsim: stuck:BANK:BYTE:BIT needs bank 0..%d, "
+			"byte 0..%d, bit 0..7\n", SIM_FUSE_BANKS - 1, DRV_FUSE_BANK_LEN - 1);
+		return -1;
+	}
+	return 0;
+}
+
+static int stuck_word(struct sim *s, unsigned bank, unsigned word,
+		      uint8_t val[SIM_FUSE_WORD])
+{
+	unsigned byte = (unsigned)s->fault_arg[1];
+
+	if (bank == s->fault_arg[0] && byte / SIM_FUSE_WORD == word)
+		val[byte % SIM_FUSE_WORD] &= (uint8_t)~(1u << s->fault_arg[2]);
+	return 0;
+}
+
+/* slowburn:MS — every fuse word, and the lifecycle fuse, takes MS
+ * milliseconds to program (kill tests stop the station in the middle of a
+ * burn; default 100). */
+static int slowburn_setup(struct sim *s, const char *arg)
+{
+	s->fault_n = 100;
+	if (arg && (parse_nums(arg, &s->fault_n, 1) != 1 || s->fault_n > 1000)) {
+		fprintf(stderr, "station-devsim: slowburn:MS needs MS 0..1000\n");
+		return -1;
+	}
+	s->lifecycle_ms = s->fault_n;
+	return 0;
+}
+
+static int slowburn_word(struct sim *s, unsigned bank, unsigned word,
+			 uint8_t val[SIM_FUSE_WORD])
+{
+	struct timespec ts = { .tv_sec = (time_t)(s->fault_n / 1000),
+			       .tv_nsec = (long)(s->fault_n % 1000) * 1000000L };
+
+	(void)val;
+	sim_log(s, "slowburn: bank %u word %u", bank, word);
+	while (nanosleep(&ts, &ts) < 0)
+		;
+	return 0;
+}
+
 static const struct sim_fault faults[] = {
 	{ .name = "none", .help = "a healthy programmer (default)" },
 	{ .name = "mute", .help = "never answer (timeout tests)",
@@ -174,6 +264,13 @@ static const struct sim_fault faults[] = {
 	  .setup = drop_setup, .on_send = drop_send },
 	{ .name = "latency", .help = "latency:MS  answer MS (+0..25%, seeded) late",
 	  .setup = latency_setup, .on_frame = latency_frame },
+	{ .name = "brownout", .help = "brownout:K  power dies while programming "
+	  "fuse word K (0 = first); silent until restarted", .setup = brownout_setup,
+	  .on_burn_word = brownout_word },
+	{ .name = "stuck", .help = "stuck:BANK:BYTE:BIT  that fuse bit never blows",
+	  .setup = stuck_setup, .on_burn_word = stuck_word },
+	{ .name = "slowburn", .help = "slowburn:MS  each fuse word takes MS ms "
+	  "(default 100)", .setup = slowburn_setup, .on_burn_word = slowburn_word },
 };
 
 const struct sim_fault *sim_fault_find(const char *name)

@@ -1,7 +1,8 @@
 /* main.c — station-devsim: a simulated station programmer on a pty.
  *
  *   station-devsim --state FILE [--link PATH] [--units N] [--seed S]
- *                  [--model NAME] [--fault NAME[:ARG]] [--verbose] [--dump]
+ *                  [--model NAME] [--fault NAME[:ARG]] [--vpp MV] [--temp C]
+ *                  [--verbose] [--dump]
  *
  * Prints "ready <slave-path>" once the line is up, serves requests until
  * SIGTERM/SIGINT, and exits 0 (3 when a fault dropped the link: the pty is
@@ -81,7 +82,10 @@ static void usage(void)
 {
 	fprintf(stderr,
 		"usage: station-devsim --state FILE [--link PATH] [--units N] [--seed S]\n"
-		"                      [--model NAME] [--fault NAME[:ARG]] [--verbose] [--dump]\n"
+		"                      [--model NAME] [--fault NAME[:ARG]] [--vpp MV] [--temp C]\n"
+		"                      [--verbose] [--dump]\n"
+		"  --vpp MV, --temp C: programming voltage and temperature reported by\n"
+		"                      CONDITIONS (default 2500 mV, 25.0 C)\n"
 		"faults:\n");
 	sim_fault_list();
 }
@@ -95,6 +99,8 @@ int main(int argc, char **argv)
 		{ "seed", required_argument, NULL, 'S' },
 		{ "model", required_argument, NULL, 'm' },
 		{ "fault", required_argument, NULL, 'f' },
+		{ "vpp", required_argument, NULL, 'V' },
+		{ "temp", required_argument, NULL, 'C' },
 		{ "dump", no_argument, NULL, 'd' },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
@@ -112,6 +118,8 @@ int main(int argc, char **argv)
 	if (!s)
 		return 1;
 	s->master = -1;
+	s->vpp_mv = 2500;
+	s->temp_dc = 250;
 	while ((opt = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
 		switch (opt) {
 		case 's': s->state_path = optarg; break;
@@ -133,6 +141,22 @@ int main(int argc, char **argv)
 			if ((fault_arg = strchr(fault_name, ':')))
 				*fault_arg++ = '\0';
 			break;
+		case 'V': case 'C': {
+			char *end;
+			double v = strtod(optarg, &end);
+
+			if (end == optarg || *end || (opt == 'V' && (v < 0 || v > 65535)) ||
+			    (opt == 'C' && (v < -273 || v > 1000))) {
+				fprintf(stderr, "station-devsim: bad --%s %s\n",
+					opt == 'V' ? "vpp" : "temp", optarg);
+				goto out;
+			}
+			if (opt == 'V')
+				s->vpp_mv = (int)v;
+			else
+				s->temp_dc = (int)(v * 10 + (v < 0 ? -0.5 : 0.5));
+			break;
+		}
 		case 'd': dump = 1; break;
 		case 'v': s->verbose = 1; break;
 		case 'h': usage(); rc = 0; goto out;

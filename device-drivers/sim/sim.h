@@ -19,6 +19,8 @@
 
 #define SIM_FUSE_BANKS 4
 #define SIM_FW_VERSION "devsim-1.0"
+#define SIM_FUSE_WORD 4                               /* bytes per OTP word */
+#define SIM_FUSE_WORDS (DRV_FUSE_BANK_LEN / SIM_FUSE_WORD)
 
 struct sim_unit {
 	uint8_t uid[DRV_UID_LEN];
@@ -29,6 +31,10 @@ struct sim_unit {
 	uint8_t *cert;                  /* DER, NULL when the slot is empty */
 	size_t cert_len;
 	uint8_t fuses[SIM_FUSE_BANKS][DRV_FUSE_BANK_LEN];
+	/* The redundant copy of every word (real OTP arrays keep each word
+	 * twice or with ECC): a word whose programming was cut short has
+	 * copies that disagree, which FUSE_READ reports. */
+	uint8_t fuses_red[SIM_FUSE_BANKS][DRV_FUSE_BANK_LEN];
 	uint32_t burn_count;            /* physical burns, for tests */
 	int has_last;                   /* last FUSE_BURN, to spot a repeat */
 	uint32_t last_id;
@@ -58,6 +64,12 @@ struct sim_fault {
 	 * the first *n of them (lower *n): the link is then dead for good,
 	 * as a pulled cable is. */
 	int (*on_send)(struct sim *s, size_t *n);
+	/* Word `word` of `bank` is about to be programmed with val (its 4
+	 * bytes may be changed: bits that do not take).  Return nonzero to cut
+	 * the power after the word's first copy: the burn stops there, the
+	 * state is saved and the programmer stays silent until restarted. */
+	int (*on_burn_word)(struct sim *s, unsigned bank, unsigned word,
+			    uint8_t val[SIM_FUSE_WORD]);
 };
 
 struct sim {
@@ -76,6 +88,11 @@ struct sim {
 	/* Where replies go when not to the pty (USB bulk IN queue); 0/-1. */
 	int (*send)(struct sim *s, const uint8_t *buf, size_t n);
 	void *send_ctx;                 /* for send */
+	unsigned long fault_arg[3];     /* further numeric arguments */
+	int dead;                       /* browned out: silent until restart */
+	unsigned long lifecycle_ms;     /* slowburn: the lifecycle fuse is slow too */
+	int vpp_mv;                     /* programming voltage (CONDITIONS) */
+	int temp_dc;                    /* temperature, tenths of a degree C */
 	int master;                     /* pty master: our end of the line */
 	proto_rx rx;
 	proto_frame req, rep;

@@ -65,12 +65,14 @@ out:
 
 static json_t *unit_json(const struct sim_unit *u)
 {
-	json_t *o = json_object(), *fuses = json_array();
+	json_t *o = json_object(), *fuses = json_array(), *red = json_array();
 
-	if (!o || !fuses)
+	if (!o || !fuses || !red)
 		goto fail;
-	for (int b = 0; b < SIM_FUSE_BANKS; b++)
+	for (int b = 0; b < SIM_FUSE_BANKS; b++) {
 		json_array_append_new(fuses, hex_json(u->fuses[b], DRV_FUSE_BANK_LEN));
+		json_array_append_new(red, hex_json(u->fuses_red[b], DRV_FUSE_BANK_LEN));
+	}
 	json_object_set_new(o, "uid", hex_json(u->uid, DRV_UID_LEN));
 	json_object_set_new(o, "model", json_string(u->model));
 	json_object_set_new(o, "lifecycle", json_integer(u->lifecycle));
@@ -80,6 +82,7 @@ static json_t *unit_json(const struct sim_unit *u)
 	json_object_set_new(o, "cert", u->cert ?
 			    hex_json(u->cert, u->cert_len) : json_null());
 	json_object_set_new(o, "fuses", fuses);
+	json_object_set_new(o, "fuses_redundant", red);
 	json_object_set_new(o, "burn_count", json_integer(u->burn_count));
 	if (u->has_last)
 		json_object_set_new(o, "last_burn", json_pack("{s:I,s:i,s:o}",
@@ -91,6 +94,7 @@ static json_t *unit_json(const struct sim_unit *u)
 fail:
 	json_decref(o);
 	json_decref(fuses);
+	json_decref(red);
 	return NULL;
 }
 
@@ -133,6 +137,7 @@ static int get_hex(json_t *o, const char *name, uint8_t *out, size_t n)
 static int unit_from_json(struct sim_unit *u, json_t *o)
 {
 	json_t *fuses = json_object_get(o, "fuses"), *j;
+	json_t *red = json_object_get(o, "fuses_redundant");
 	const char *str;
 
 	if (!json_is_object(o) || get_hex(o, "uid", u->uid, DRV_UID_LEN) < 0)
@@ -167,6 +172,14 @@ static int unit_from_json(struct sim_unit *u, json_t *o)
 		if (!str || strlen(str) != 2 * DRV_FUSE_BANK_LEN ||
 		    st_unhex(str, u->fuses[b], DRV_FUSE_BANK_LEN) != ST_OK)
 			return -1;
+		/* Files from before the redundant copy: both copies agree. */
+		str = json_string_value(json_array_get(red, b));
+		if (!red) {
+			memcpy(u->fuses_red[b], u->fuses[b], DRV_FUSE_BANK_LEN);
+		} else if (!str || strlen(str) != 2 * DRV_FUSE_BANK_LEN ||
+			   st_unhex(str, u->fuses_red[b], DRV_FUSE_BANK_LEN) != ST_OK) {
+			return -1;
+		}
 	}
 	u->burn_count = (uint32_t)json_integer_value(json_object_get(o, "burn_count"));
 	j = json_object_get(o, "last_burn");

@@ -1,12 +1,14 @@
 /* target.c — what the simulated programmer and its target chip do with each
  * command (docs/protocol.md).  Keys are made by OpenSSL (the "chip");
- * fuses follow OTP rules: bits only go 0->1. */
+ * fuses follow OTP rules: a 4-byte word is programmed once, into two
+ * redundant copies, and never changes afterwards. */
 #include "device-drivers/sim/sim.h"
 
 #include <openssl/ec.h>
 #include <openssl/evp.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "base.h"
 
@@ -50,7 +52,7 @@ static void do_hello(struct sim *s, const proto_frame *req, proto_frame *rep)
 	}
 	reply(rep, PROTO_ST_OK);
 	v[0] = PROTO_VERSION;
-	proto_put32(v + 1, PROTO_CAPS_V1);
+	proto_put32(v + 1, PROTO_CAPS_V1 | PROTO_CAP_CONDITIONS);
 	proto_put16(v + 5, PROTO_MAX_PAYLOAD);
 	put(rep, v, sizeof(v));
 	v[0] = (uint8_t)fw;
@@ -168,19 +170,69 @@ out:
 	EVP_MD_CTX_free(md);
 }
 
+/* Bit w set: word w's two copies disagree (an interrupted programming). */
+static uint8_t faulty_words(const struct sim_unit *u, unsigned bank)
+{
+	uint8_t mask = 0;
+
+	for (unsigned w = 0; w < SIM_FUSE_WORDS; w++)
+		if (memcmp(u->fuses[bank] + w * SIM_FUSE_WORD,
+			   u->fuses_red[bank] + w * SIM_FUSE_WORD, SIM_FUSE_WORD))
+			mask |= (uint8_t)(1u << w);
+	return mask;
+}
+
+static int word_blank(const struct sim_unit *u, unsigned bank, unsigned w)
+{
+	static const uint8_t zero[SIM_FUSE_WORD];
+
+	return !memcmp(u->fuses[bank] + w * SIM_FUSE_WORD, zero, SIM_FUSE_WORD) &&
+	       !memcmp(u->fuses_red[bank] + w * SIM_FUSE_WORD, zero, SIM_FUSE_WORD);
+}
+
 static void do_fuse_read(struct sim_unit *u, const proto_frame *req,
 			 proto_frame *rep)
 {
+	uint8_t faulty;
+
 	if (req->len != 1 || req->payload[0] >= SIM_FUSE_BANKS) {
 		reply(rep, PROTO_ST_BAD_ARG);
 		return;
 	}
+	faulty = faulty_words(u, req->payload[0]);
 	reply(rep, PROTO_ST_OK);
 	put(rep, u->fuses[req->payload[0]], DRV_FUSE_BANK_LEN);
+	put(rep, &faulty, 1);
 }
 
-/* OTP burn: the bank becomes value, which must keep every bit already set.
- * A repeat of the last request_id with the same data is answered from the
+/* Program the words of bank that differ from value, one at a time (the
+ * fault may slow a word, drop bits of it, or cut the power after its first
+ * copy).  Returns 0, or -1 when the power was cut. */
+static int program_words(struct sim *s, struct sim_unit *u, unsigned bank,
+			 const uint8_t *value)
+{
+	for (unsigned w = 0; w < SIM_FUSE_WORDS; w++) {
+		uint8_t *p = u->fuses[bank] + w * SIM_FUSE_WORD;
+		uint8_t *r = u->fuses_red[bank] + w * SIM_FUSE_WORD;
+		uint8_t val[SIM_FUSE_WORD];
+
+		memcpy(val, value + w * SIM_FUSE_WORD, SIM_FUSE_WORD);
+		if (!memcmp(p, val, SIM_FUSE_WORD) && !memcmp(r, val, SIM_FUSE_WORD))
+			continue;
+		if (s->fault->on_burn_word && s->fault->on_burn_word(s, bank, w, val)) {
+			memcpy(p, val, SIM_FUSE_WORD);
+			sim_log(s, "brown-out: bank %u word %u half programmed", bank, w);
+			return -1;
+		}
+		memcpy(p, val, SIM_FUSE_WORD);
+		memcpy(r, val, SIM_FUSE_WORD);
+	}
+	return 0;
+}
+
+/* OTP burn, word by word: every word of value that differs from the bank
+ * must still be blank (in both copies); otherwise nothing is burned.  A
+ * repeat of the last request_id with the same data is answered from the
  * current bank without burning, so a host that lost the reply can ask again. */
 static void do_fuse_burn(struct sim *s, struct sim_unit *u,
 			 const proto_frame *req, proto_frame *rep)
@@ -208,18 +260,27 @@ static void do_fuse_burn(struct sim *s, struct sim_unit *u,
 		put(rep, cur, DRV_FUSE_BANK_LEN);
 		return;
 	}
-	for (int i = 0; i < DRV_FUSE_BANK_LEN; i++) {
-		if (cur[i] & ~value[i]) {
+	for (unsigned w = 0; w < SIM_FUSE_WORDS; w++) {
+		unsigned off = w * SIM_FUSE_WORD;
+
+		if (!memcmp(cur + off, value + off, SIM_FUSE_WORD) &&
+		    !(faulty_words(u, bank) & (1u << w)))
+			continue;
+		if (!word_blank(u, bank, w)) {
 			reply(rep, PROTO_ST_FUSE_CONFLICT);
 			put(rep, cur, DRV_FUSE_BANK_LEN);
 			return;
 		}
-		change |= cur[i] != value[i];
+		change = 1;
 	}
 	if (change) {
-		for (int i = 0; i < DRV_FUSE_BANK_LEN; i++)
-			cur[i] |= value[i];
 		u->burn_count++;
+		if (program_words(s, u, bank, value) < 0) {
+			/* Power cut mid-burn: what was programmed stays. */
+			sim_state_save(s);
+			s->dead = 1;
+			return;
+		}
 	}
 	u->has_last = 1;
 	u->last_id = id;
@@ -228,6 +289,17 @@ static void do_fuse_burn(struct sim *s, struct sim_unit *u,
 	reply(rep, PROTO_ST_OK);
 	put(rep, cur, DRV_FUSE_BANK_LEN);
 	commit(s, rep);
+}
+
+/* Programming conditions as measured (set with --vpp / --temp). */
+static void do_conditions(struct sim *s, proto_frame *rep)
+{
+	uint8_t v[4];
+
+	proto_put16(v, (uint16_t)s->vpp_mv);
+	proto_put16(v + 2, (uint16_t)(int16_t)s->temp_dc);
+	reply(rep, PROTO_ST_OK);
+	put(rep, v, sizeof(v));
 }
 
 static void do_set_lifecycle(struct sim *s, struct sim_unit *u,
@@ -250,6 +322,14 @@ static void do_set_lifecycle(struct sim *s, struct sim_unit *u,
 		put(rep, &u->lifecycle, 1);
 		return;
 	}
+	if (s->lifecycle_ms) {
+		/* The lifecycle is a fuse too: slow with slowburn. */
+		struct timespec ts = { .tv_sec = (time_t)(s->lifecycle_ms / 1000),
+				       .tv_nsec = (long)(s->lifecycle_ms % 1000) * 1000000L };
+
+		while (nanosleep(&ts, &ts) < 0)
+			;
+	}
 	u->lifecycle = want;
 	reply(rep, PROTO_ST_OK);
 	put(rep, &u->lifecycle, 1);
@@ -265,6 +345,10 @@ void sim_handle(struct sim *s, const proto_frame *req, proto_frame *rep)
 	rep->seq = req->seq;
 	if (req->type == PROTO_CMD_HELLO) {
 		do_hello(s, req, rep);
+		return;
+	}
+	if (req->type == PROTO_CMD_CONDITIONS) {
+		do_conditions(s, rep);
 		return;
 	}
 	if (req->type < PROTO_CMD_IDENTIFY || req->type > PROTO_CMD_RELEASE) {

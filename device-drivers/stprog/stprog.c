@@ -141,6 +141,21 @@ static int sp_fuse_burn(drv_dev *d, unsigned bank,
 	return done(d, proto_fuse_burn(&s->cl, bank, value, request_id, readback));
 }
 
+static int sp_fuse_read_status(drv_dev *d, unsigned bank,
+			       uint8_t out[DRV_FUSE_BANK_LEN], uint8_t *faulty)
+{
+	struct stprog *s = drv_priv(d);
+
+	return done(d, proto_fuse_read_status(&s->cl, bank, out, faulty));
+}
+
+static int sp_conditions(drv_dev *d, drv_conditions *out)
+{
+	struct stprog *s = drv_priv(d);
+
+	return done(d, proto_conditions(&s->cl, out));
+}
+
 static int sp_set_lifecycle(drv_dev *d, uint8_t state)
 {
 	struct stprog *s = drv_priv(d);
@@ -190,6 +205,8 @@ const struct drv_ops stprog_serial_ops = {
 	.sign_challenge = sp_sign_challenge,
 	.fuse_read = sp_fuse_read,
 	.fuse_burn = sp_fuse_burn,
+	.fuse_read_status = sp_fuse_read_status,
+	.conditions = sp_conditions,
 	.set_lifecycle = sp_set_lifecycle,
 	.release = sp_release,
 	.fw_version = sp_fw_version,
@@ -210,6 +227,8 @@ const struct drv_ops stprog_usb_ops = {
 	.sign_challenge = sp_sign_challenge,
 	.fuse_read = sp_fuse_read,
 	.fuse_burn = sp_fuse_burn,
+	.fuse_read_status = sp_fuse_read_status,
+	.conditions = sp_conditions,
 	.set_lifecycle = sp_set_lifecycle,
 	.release = sp_release,
 	.fw_version = sp_fw_version,

@@ -1,0 +1,92 @@
+/* fuses.h — the fuse plan (inside station/: the engine and the profile
+ * loader use it; front ends only see its events).
+ *
+ * A plan is an ordered list of fields.  Each field is whole 4-byte OTP
+ * words of one bank (a word can be programmed only once, so two fields
+ * never share a word), with its value from a named source: the profile's
+ * root-of-trust hash, or a constant in a bit range of one word.  Data
+ * fields come first, then the write-protect fields, then at most one
+ * lifecycle step.  docs/fuses.md describes the profile syntax. */
+#ifndef ST_FUSES_H
+#define ST_FUSES_H
+
+#include <libconfig.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "device-drivers/drv.h"
+#include "station.h"
+
+#define ST_FUSE_MAX_FIELDS 16
+#define ST_FUSE_WORD 4
+#define ST_FUSE_WORDS (DRV_FUSE_BANK_LEN / ST_FUSE_WORD)
+
+enum st_fuse_kind {
+	ST_FUSE_DATA,          /* root of trust, secure-boot enable, debug disable */
+	ST_FUSE_WRITE_PROTECT, /* locks data fields against later change */
+	ST_FUSE_LIFECYCLE,     /* drv_set_lifecycle, always last */
+};
+
+typedef struct st_fuse_field {
+	char name[32];
+	enum st_fuse_kind kind;
+	char source[24];        /* "root_of_trust" or "constant" */
+	unsigned bank, word, nwords;
+	unsigned bit_lo, bit_hi; /* constants: bit range in the word */
+	uint8_t target[DRV_FUSE_BANK_LEN]; /* the field's words as they must read */
+	uint8_t lifecycle;      /* ST_FUSE_LIFECYCLE: the state */
+} st_fuse_field;
+
+typedef struct st_fuse_plan {
+	st_fuse_field f[ST_FUSE_MAX_FIELDS];
+	int n;
+	int vpp_min_mv, vpp_max_mv;   /* programming conditions allowed */
+	int temp_min_dc, temp_max_dc; /* tenths of a degree Celsius */
+} st_fuse_plan;
+
+/* Read the plan from the profile's "fuses" group (or, for a profile with
+ * only root_of_trust.fuse_bank, the one-field plan that implies), check
+ * it, and fill plan.  rot is the profile's root-of-trust hash.  On error
+ * ST_E_CONFIG with err naming the file, field and rule. */
+int st_fuse_plan_parse(config_t *c, const char *path, const uint8_t rot[32],
+		       unsigned rot_bank, st_fuse_plan *plan, char *err, size_t errlen);
+
+/* The plan of a loaded profile (config.c). */
+const st_fuse_plan *st_profile_fuse_plan(const st_profile *p);
+
+/* What the engine hands the fuse run: the device, and how to record. */
+typedef struct st_fuse_run {
+	drv_dev *dev;
+	const st_fuse_plan *plan;
+	uint8_t lifecycle;      /* as IDENTIFY reported it */
+	uint8_t banks;          /* fuse banks the target has */
+	bool dry_run;           /* plan only: read, never burn or record */
+	/* Intents of an interrupted earlier run of this unit ("field request"
+	 * pairs from its fuse-intent steps), so the records say what became
+	 * of them; NULL when none. */
+	const char *pending;
+	/* Record a step durably (and announce it); nonzero stops the run. */
+	int (*record)(void *ctx, const char *step, const char *outcome,
+		      const char *detail);
+	/* A fresh request id for a burn (from the HSM's generator). */
+	int (*request_id)(void *ctx, uint32_t *id);
+	/* Dry run: one line per field. */
+	void (*plan_line)(void *ctx, const char *line);
+	void *ctx;
+	/* Results. */
+	char reason[512];       /* why it stopped, for the unit record */
+	const char *summary;    /* "burned", "already", "conflict", "mismatch",
+				   "burn-failed", "conditions", "planned" */
+	bool quarantine;        /* the unit must be set aside */
+	bool recorded;          /* the failure step is already recorded */
+	char readback_hex[65];  /* root-of-trust bank as read back */
+} st_fuse_run;
+
+/* Plan → check → burn → verify, field by field, then the lifecycle step.
+ * ST_OK when every field holds its target (burned now or before);
+ * ST_E_FUSE_CONFLICT when the unit must be quarantined; another st_err
+ * (link, conditions, records) otherwise; run->reason says what. */
+int st_fuse_run_plan(st_fuse_run *run);
+
+#endif

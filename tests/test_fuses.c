@@ -1,0 +1,925 @@
+/* test_fuses.c — the fuse plan end to end: the real `station` binary
+ * against station-devsim (word-level OTP with redundant copies, brown-out,
+ * stuck bits, slow burns, programming conditions) and a fresh SoftHSM
+ * token.  Verdicts are checked outside the station: the simulator's own
+ * state file (fuses, redundant copies, burn_count, last_burn), the SQLite
+ * records, and the programmer driver talking to the simulator directly. */
+#include <criterion/criterion.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <openssl/sha.h>
+#include <signal.h>
+#include <sqlite3.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "base.h"
+#include "device-drivers/drv.h"
+#include "tests/fixtures/fx_devsim.h"
+#include "tests/fixtures/fx_softhsm.h"
+
+#define PIN "36187201"
+#define ROT "2622102199f06fad94b827703f16e2998a2260f77f4e3210c2dae769ce1ca586"
+#define Z8 "00000000"
+#define BLANK Z8 Z8 Z8 Z8 Z8 Z8 Z8 Z8
+/* What the plan below leaves in banks 1 and 3. */
+#define BANK1 "01000000" "0f000000" Z8 Z8 Z8 Z8 Z8 Z8
+#define BANK3 "03000000" Z8 Z8 Z8 Z8 Z8 Z8 Z8
+#define NBURNS 4 /* fields that burn: rot-hash, secure-boot, jtag-disable, rot-wp */
+
+#define PLAN \
+	"fuses: {\n" \
+	"  conditions: { vpp_mv = [2375, 2625]; temp_c = [0, 70]; };\n" \
+	"  plan = (\n" \
+	"    { name = \"rot-hash\"; bank = 0; word = 0; words = 8; source = \"root_of_trust\"; },\n" \
+	"    { name = \"secure-boot\"; bank = 1; word = 0; bits = [0, 0]; value = 1; },\n" \
+	"    { name = \"jtag-disable\"; bank = 1; word = 1; bits = [0, 3]; value = 0xF; },\n" \
+	"    { name = \"rot-wp\"; kind = \"write-protect\"; bank = 3; word = 0; bits = [0, 1]; value = 3; },\n" \
+	"    { name = \"lock\"; kind = \"lifecycle\"; state = \"locked\"; }\n" \
+	"  );\n" \
+	"};\n"
+
+#define PROFILE_HEAD \
+	"name = \"test-sensor\";\n" \
+	"certificate: { organization = \"Test Devices\"; validity_days = 365; };\n" \
+	"root_of_trust: { sha256 = \"" ROT "\"; fuse_bank = 0; };\n"
+
+struct world {
+	char dir[256];
+	char conf[512], pinfile[512], db[512], certs[512], ca[512], profile[512];
+};
+
+struct run {
+	int code;
+	char out[65536];
+	char err[65536];
+};
+
+static void path(char *dst, const struct world *w, const char *name)
+{
+	snprintf(dst, 512, "%s/%s", w->dir, name);
+}
+
+static void write_file(const char *p, const char *text)
+{
+	FILE *f = fopen(p, "w");
+
+	cr_assert_not_null(f, "cannot write %s", p);
+	fputs(text, f);
+	fclose(f);
+}
+
+static void slurp(int fd, char *buf, size_t cap)
+{
+	size_t n = 0;
+	ssize_t k;
+
+	while (n + 1 < cap && (k = read(fd, buf + n, cap - 1 - n)) > 0)
+		n += (size_t)k;
+	buf[n] = '\0';
+}
+
+/* argv for `station --config C --pin-file P ARGS...` (NULL-terminated). */
+static int build_argv(const char **argv, char *bin, const struct world *w, va_list ap)
+{
+	const char *a;
+	int argc = 0;
+
+	snprintf(bin, 512, "%s/station", getenv("STATION_BUILD"));
+	argv[argc++] = bin;
+	argv[argc++] = "--config";
+	argv[argc++] = w->conf;
+	argv[argc++] = "--pin-file";
+	argv[argc++] = w->pinfile;
+	while ((a = va_arg(ap, const char *)) && argc < 62)
+		argv[argc++] = a;
+	argv[argc] = NULL;
+	return argc;
+}
+
+/* Run the station to completion; stdout and stderr captured. */
+static int run_station(struct run *r, const struct world *w, ...)
+{
+	char bin[512], errpath[600];
+	const char *argv[64];
+	int outp[2], errfd, status;
+	va_list ap;
+	pid_t pid;
+
+	cr_assert_not_null(getenv("STATION_BUILD"), "STATION_BUILD is not set");
+	va_start(ap, w);
+	build_argv(argv, bin, w, ap);
+	va_end(ap);
+	snprintf(errpath, sizeof(errpath), "%s/stderr.txt", w->dir);
+	cr_assert_eq(pipe(outp), 0);
+	errfd = open(errpath, O_RDWR | O_CREAT | O_TRUNC, 0600);
+	cr_assert_geq(errfd, 0);
+	pid = fork();
+	cr_assert_geq(pid, 0);
+	if (pid == 0) {
+		dup2(outp[1], 1);
+		dup2(errfd, 2);
+		close(outp[0]);
+		execv(bin, (char **)argv);
+		_exit(127);
+	}
+	close(outp[1]);
+	slurp(outp[0], r->out, sizeof(r->out));
+	close(outp[0]);
+	waitpid(pid, &status, 0);
+	lseek(errfd, 0, SEEK_SET);
+	slurp(errfd, r->err, sizeof(r->err));
+	close(errfd);
+	r->code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+	return r->code;
+}
+
+/* A world: token with a CA, configuration, profile (head + fuses). */
+static void world_init(struct world *w, const char *fuses, int timeout_ms)
+{
+	char text[4096];
+	struct run r;
+
+	cr_assert_eq(fx_softhsm_init(w->dir, sizeof(w->dir), "station", PIN), 0,
+		     "SoftHSM fixture failed");
+	path(w->conf, w, "station.conf");
+	path(w->pinfile, w, "user.pin");
+	path(w->db, w, "records.db");
+	path(w->certs, w, "certs");
+	path(w->ca, w, "ca.pem");
+	path(w->profile, w, "test.profile");
+	mkdir(w->certs, 0755);
+	write_file(w->pinfile, PIN "\n");
+	snprintf(text, sizeof(text),
+		 "station: { id = \"test-station\"; };\n"
+		 "hsm: { module = \"%s\"; token = \"station\"; ca_key = \"issuing-ca\"; };\n"
+		 "records: { path = \"%s\"; cert_dir = \"%s\"; };\n"
+		 "profile = \"%s\";\nprogrammer: { timeout_ms = %d; };\n",
+		 FX_SOFTHSM_MODULE, w->db, w->certs, w->profile, timeout_ms);
+	write_file(w->conf, text);
+	snprintf(text, sizeof(text), "%s%s", PROFILE_HEAD, fuses ? fuses : "");
+	write_file(w->profile, text);
+	run_station(&r, w, "ca", "init", "--out", w->ca, NULL);
+	cr_assert_eq(r.code, 0, "ca init failed: %s", r.err);
+}
+
+/* Unit i of the simulator, from its own state file. */
+static json_t *sim_unit(const char *state_path, size_t i)
+{
+	json_t *st = NULL, *u;
+
+	cr_assert_eq(fx_devsim_dump(state_path, &st), 0);
+	u = json_incref(json_array_get(json_object_get(st, "units"), i));
+	json_decref(st);
+	cr_assert_not_null(u);
+	return u;
+}
+
+static const char *bank_hex(json_t *u, const char *which, size_t bank)
+{
+	return json_string_value(json_array_get(json_object_get(u, which), bank));
+}
+
+static long long jint(json_t *o, const char *k)
+{
+	return json_integer_value(json_object_get(o, k));
+}
+
+/* The device holds the whole plan, both copies, locked. */
+static void assert_plan_burned(json_t *u)
+{
+	cr_assert_str_eq(bank_hex(u, "fuses", 0), ROT);
+	cr_assert_str_eq(bank_hex(u, "fuses", 1), BANK1);
+	cr_assert_str_eq(bank_hex(u, "fuses", 2), BLANK);
+	cr_assert_str_eq(bank_hex(u, "fuses", 3), BANK3);
+	for (int b = 0; b < 4; b++)
+		cr_assert_str_eq(bank_hex(u, "fuses", b), bank_hex(u, "fuses_redundant", b),
+				 "bank %d: redundant copy differs", b);
+	cr_assert_eq(jint(u, "lifecycle"), 2, "not locked");
+}
+
+/* Write fuse banks into the simulator's stopped state file (unit 0):
+ * primary and redundant copies (red NULL: same as primary). */
+static void preset(const char *state_path, int bank, const char *primary,
+		   const char *red)
+{
+	json_t *st = NULL, *u;
+
+	cr_assert_eq(fx_devsim_dump(state_path, &st), 0);
+	u = json_array_get(json_object_get(st, "units"), 0);
+	json_array_set_new(json_object_get(u, "fuses"), (size_t)bank, json_string(primary));
+	json_array_set_new(json_object_get(u, "fuses_redundant"), (size_t)bank,
+			   json_string(red ? red : primary));
+	cr_assert_eq(json_dump_file(st, state_path, 0), 0);
+	json_decref(st);
+}
+
+/* One integer or text from the records, straight from SQLite. */
+static long long q_int(const struct world *w, const char *sql)
+{
+	sqlite3 *db = NULL;
+	sqlite3_stmt *st = NULL;
+	long long n = -1;
+
+	cr_assert_eq(sqlite3_open_v2(w->db, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+	cr_assert_eq(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK, "%s: %s", sql,
+		     sqlite3_errmsg(db));
+	if (sqlite3_step(st) == SQLITE_ROW)
+		n = sqlite3_column_int64(st, 0);
+	sqlite3_finalize(st);
+	sqlite3_close(db);
+	return n;
+}
+
+static void q_text(const struct world *w, const char *sql, char *out, size_t cap)
+{
+	sqlite3 *db = NULL;
+	sqlite3_stmt *st = NULL;
+
+	out[0] = '\0';
+	cr_assert_eq(sqlite3_open_v2(w->db, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+	cr_assert_eq(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK, "%s", sql);
+	if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_text(st, 0))
+		snprintf(out, cap, "%s", (const char *)sqlite3_column_text(st, 0));
+	sqlite3_finalize(st);
+	sqlite3_close(db);
+}
+
+/* SHA-256 of a file, hex. */
+static void file_sha(const char *p, char out[65])
+{
+	uint8_t buf[65536], md[32];
+	FILE *f = fopen(p, "rb");
+	size_t n;
+
+	cr_assert_not_null(f);
+	n = fread(buf, 1, sizeof(buf), f);
+	fclose(f);
+	SHA256(buf, n, md);
+	st_hex(md, 32, out);
+}
+
+static void start_sim(fx_devsim *s, const struct world *w, int units, const char *extra)
+{
+	cr_assert_eq(fx_devsim_start(s, w->dir, "prog1", units, extra), 0,
+		     "station-devsim did not start");
+}
+
+/* Create the simulator's state (blank units), then stop it for presets. */
+static void make_state(fx_devsim *s, const struct world *w, int units)
+{
+	start_sim(s, w, units, NULL);
+	fx_devsim_stop(s);
+}
+
+/* ---- the branches of plan → check → burn → verify ---- */
+
+Test(fuses, blank_unit_gets_every_field_once_then_lock, .timeout = 90)
+{
+	struct world w;
+	struct run r;
+	fx_devsim sim;
+	char detail[512], want[64];
+	json_t *u;
+
+	world_init(&w, PLAN, 2000);
+	start_sim(&sim, &w, 1, NULL);
+	run_station(&r, &w, "--json", "--burn-fuses", "--slot", sim.port, "provision", NULL);
+	cr_assert_eq(r.code, 0, "stdout:%s\nstderr:%s", r.out, r.err);
+	cr_assert(strstr(r.out, "\"fuses\":\"burned\""), "%s", r.out);
+	u = sim_unit(sim.state_path, 0);
+	assert_plan_burned(u);
+	cr_assert_eq(jint(u, "burn_count"), NBURNS, "each field burned exactly once");
+	/* The last burn the device saw carries the request id of the last
+	 * intent the station recorded before it. */
+	q_text(&w, "SELECT detail FROM steps WHERE step = 'fuse-intent' ORDER BY id DESC "
+	       "LIMIT 1", detail, sizeof(detail));
+	snprintf(want, sizeof(want), "request %08llx",
+		 (long long)jint(json_object_get(u, "last_burn"), "id"));
+	cr_assert(strstr(detail, want), "intent '%s' vs device %s", detail, want);
+	cr_assert(strstr(detail, "field rot-wp bank 3"), "%s", detail);
+	cr_assert_eq(q_int(&w, "SELECT count(*) FROM steps WHERE step = 'fuse-intent'"), NBURNS);
+	cr_assert_eq(q_int(&w, "SELECT count(*) FROM steps WHERE step = 'fuse' AND "
+			   "outcome = 'ok'"), NBURNS);
+	/* Intent strictly before its outcome, and lifecycle after every fuse. */
+	cr_assert_eq(q_int(&w, "SELECT count(*) FROM steps i JOIN steps o ON o.unit_id = "
+			   "i.unit_id AND o.step = 'fuse' AND o.seq = i.seq + 1 WHERE "
+			   "i.step = 'fuse-intent'"), NBURNS);
+	cr_assert_eq(q_int(&w, "SELECT min(seq) > (SELECT max(seq) FROM steps WHERE step = "
+			   "'fuse') FROM steps WHERE step = 'lifecycle-intent'"), 1);
+	cr_assert_eq(q_int(&w, "SELECT count(*) FROM units WHERE state = 'PASS' AND "
+			   "fuse_readback = '" ROT "'"), 1);
+	json_decref(u);
+	fx_devsim_stop(&sim);
+	fx_rmtree(w.dir);
+}
+
+Test(fuses, identical_fields_are_skipped_and_recorded, .timeout = 90)
+{
+	struct world w;
+	struct run r;
+	fx_devsim sim;
+	json_t *u;
+
+	world_init(&w, PLAN, 2000);
+	make_state(&sim, &w, 1);
+	preset(sim.state_path, 0, ROT, NULL);
+	preset(sim.state_path, 1, BANK1, NULL);
+	preset(sim.state_path, 3, BANK3, NULL);
+	start_sim(&sim, &w, 1, NULL);
+	run_station(&r, &w, "--json", "--burn-fuses", "--slot", sim.port, "provision", NULL);
+	cr_assert_eq(r.code, 0, "stdout:%s\nstderr:%s", r.out, r.err);
+	cr_assert(strstr(r.out, "\"fuses\":\"already\""), "%s", r.out);
+	u = sim_unit(sim.state_path, 0);
+	assert_plan_burned(u);
+	cr_assert_eq(jint(u, "burn_count"), 0, "nothing burned again");
+	cr_assert_eq(q_int(&w, "SELECT count(*) FROM steps WHERE step = 'fuse' AND "
+			   "outcome = 'skip' AND detail LIKE '%verified, not burned again%'"),
+		     NBURNS);
+	cr_assert_eq(q_int(&w, "SELECT count(*) FROM steps WHERE step = 'fuse-intent'"), 0);
+	json_decref(u);
+	fx_devsim_stop(&sim);
+	fx_rmtree(w.dir);
+}
+
+/* A field the device already holds differently: QUARANTINE with the reason,
+ * nothing at all burned (the check of every field precedes any burn), and
+ * a second run does not touch the unit. */
+static void refused(const char *bank1, const char *expect_reason)
+{
+	struct world w;
+	struct run r;
+	fx_devsim sim;
+	char reason[1024];
+	json_t *u;
+
+	world_init(&w, PLAN, 2000);
+	make_state(&sim, &w, 1);
+	preset(sim.state_path, 1, bank1, NULL);
+	start_sim(&sim, &w, 1, NULL);
+	run_station(&r, &w, "--burn-fuses", "--slot", sim.port, "provision", NULL);
+	cr_assert_eq(r.code, 1, "stdout:%s\nstderr:%s", r.out, r.err);
+	cr_assert(strstr(r.out, "QUARANTINE"), "%s", r.out);
+	q_text(&w, "SELECT reason FROM units", reason, sizeof(reason));
+	cr_assert(strstr(reason, expect_reason), "reason: %s", reason);
+	u = sim_unit(sim.state_path, 0);
+	cr_assert_eq(jint(u, "burn_count"), 0, "a refused unit got a burn");
+	cr_assert_str_eq(bank_hex(u, "fuses", 0), BLANK, "root of trust burned anyway");
+	cr_assert_str_eq(bank_hex(u, "fuses", 1), bank1);
+	cr_assert_eq(jint(u, "lifecycle"), 0);
+	json_decref(u);
+	/* Never again without a supervisor: the next run leaves it alone. */
+	fx_devsim_stop(&sim);
+	{
+		json_t *st = NULL;
+
+		cr_assert_eq(fx_devsim_dump(sim.state_path, &st), 0);
+		json_object_set_new(st, "current", json_integer(0));
+		cr_assert_eq(json_dump_file(st, sim.state_path, 0), 0);
+		json_decref(st);
+	}
+	start_sim(&sim, &w, 1, NULL);
+	run_station(&r, &w, "--burn-fuses", "--slot", sim.port, "provision", NULL);
+	cr_assert_eq(r.code, 1, "stdout:%s\nstderr:%s", r.out, r.err);
+	cr_assert(strstr(r.err, "QUARANTINED on record"), "%s", r.err);
+	cr_assert_eq(q_int(&w, "SELECT count(*) FROM units"), 1, "a second record was opened");
+	u = sim_unit(sim.state_path, 0);
+	cr_assert_eq(jint(u, "burn_count"), 0);
+	json_decref(u);
+	fx_devsim_stop(&sim);
+	fx_rmtree(w.dir);
+}
+
+Test(fuses, different_value_quarantines_and_burns_nothing, .timeout = 90)
+{
+	/* jtag-disable wants 0x0f in word 1; it holds 0x01: only 0->1 would be
+	 * needed, but a programmed word cannot be programmed again. */
+	refused("01000000" "01000000" Z8 Z8 Z8 Z8 Z8 Z8, "different value in an already "
+		"programmed word");
+}
+
+Test(fuses, one_to_zero_needed_quarantines, .timeout = 90)
+{
+	/* secure-boot wants 0x01; the word holds 0x02. */
+	refused("02000000" Z8 Z8 Z8 Z8 Z8 Z8 Z8, "a bit would have to go 1->0");
+}
+
+Test(fuses, partial_burn_quarantines, .timeout = 90)
+{
+	struct world w;
+	struct run r;
+	fx_devsim sim;
+	char reason[1024], half[65];
+	json_t *u;
+
+	/* Words 0..3 of the root of trust hold the hash, 4..7 are blank. */
+	snprintf(half, sizeof(half), "%.32s%s", ROT, Z8 Z8 Z8 Z8);
+	world_init(&w, PLAN, 2000);
+	make_state(&sim, &w, 1);
+	preset(sim.state_path, 0, half, NULL);
+	start_sim(&sim, &w, 1, NULL);
+	run_station(&r, &w, "--burn-fuses", "--slot", sim.port, "provision", NULL);
+	cr_assert_eq(r.code, 1, "stdout:%s\nstderr:%s", r.out, r.err);
+	q_text(&w, "SELECT reason FROM units WHERE state = 'QUARANTINE'", reason, sizeof(reason));
+	cr_assert(strstr(reason, "partially burned: 4 of 8 words"), "reason: %s", reason);
+	u = sim_unit(sim.state_path, 0);
+	cr_assert_eq(jint(u, "burn_count"), 0);
+	cr_assert_str_eq(bank_hex(u, "fuses", 0), half);
+	json_decref(u);
+	fx_devsim_stop(&sim);
+	fx_rmtree(w.dir);
+}
+
+/* A word whose copies disagree reads as the target and is still refused. */
+Test(fuses, half_programmed_word_quarantines_even_when_it_reads_right, .timeout = 90)
+{
+	struct world w;
+	struct run r;
+	fx_devsim sim;
+	char reason[1024], red[65];
+	json_t *u;
+
+	snprintf(red, sizeof(red), "%.56s%s", ROT, Z8);
+	world_init(&w, PLAN, 2000);
+	make_state(&sim, &w, 1);
+	preset(sim.state_path, 0, ROT, red);
+	start_sim(&sim, &w, 1, NULL);
+	run_station(&r, &w, "--burn-fuses", "--slot", sim.port, "provision", NULL);
+	cr_assert_eq(r.code, 1, "stdout:%s\nstderr:%s", r.out, r.err);
+	q_text(&w, "SELECT reason FROM units WHERE state = 'QUARANTINE'", reason, sizeof(reason));
+	cr_assert(strstr(reason, "half-programmed"), "reason: %s", reason);
+	u = sim_unit(sim.state_path, 0);
+	cr_assert_eq(jint(u, "burn_count"), 0);
+	json_decref(u);
+	fx_devsim_stop(&sim);
+	fx_rmtree(w.dir);
+}
+
+static void out_of_range(const char *sim_args, const char *expect)
+{
+	struct world w;
+	struct run r;
+	fx_devsim sim;
+	char reason[1024];
+	json_t *u;
+
+	world_init(&w, PLAN, 2000);
+	start_sim(&sim, &w, 1, sim_args);
+	run_station(&r, &w, "--burn-fuses", "--slot", sim.port, "provision", NULL);
+	cr_assert_eq(r.code, 1, "stdout:%s\nstderr:%s", r.out, r.err);
+	cr_assert(strstr(r.out, "FAIL"), "%s", r.out);
+	q_text(&w, "SELECT reason FROM units", reason, sizeof(reason));
+	cr_assert(strstr(reason, "out of the profile's limits"), "reason: %s", reason);
+	cr_assert(strstr(reason, expect), "reason: %s", reason);
+	cr_assert(strstr(reason, "no fuse burned"), "reason: %s", reason);
+	u = sim_unit(sim.state_path, 0);
+	cr_assert_eq(jint(u, "burn_count"), 0);
+	for (int b = 0; b < 4; b++)
+		cr_assert_str_eq(bank_hex(u, "fuses", b), BLANK);
+	cr_assert_eq(jint(u, "lifecycle"), 0);
+	json_decref(u);
+	fx_devsim_stop(&sim);
+	fx_rmtree(w.dir);
+}
+
+Test(fuses, voltage_out_of_range_refuses_to_burn, .timeout = 90)
+{
+	out_of_range("--vpp 2900", "vpp 2900 mV, allowed 2375..2625");
+}
+
+Test(fuses, temperature_out_of_range_refuses_to_burn, .timeout = 90)
+{
+	out_of_range("--temp -12.5", "temperature -12.5 C, allowed 0.0..70.0");
+}
+
+Test(fuses, dry_run_prints_the_plan_and_changes_nothing, .timeout = 90)
+{
+	struct world w;
+	struct run r;
+	fx_devsim sim;
+	char before[65], after[65], half[65];
+
+	snprintf(half, sizeof(half), "%.32s%s", ROT, Z8 Z8 Z8 Z8);
+	world_init(&w, PLAN, 2000);
+	make_state(&sim, &w, 1);
+	preset(sim.state_path, 1, BANK1, NULL);
+	preset(sim.state_path, 3, "01000000" Z8 Z8 Z8 Z8 Z8 Z8 Z8, NULL);
+	start_sim(&sim, &w, 1, NULL);
+	file_sha(sim.state_path, before);
+	run_station(&r, &w, "--dry-run", "--burn-fuses", "--slot", sim.port, "provision", NULL);
+	cr_assert_eq(r.code, 0, "stdout:%s\nstderr:%s", r.out, r.err);
+	cr_assert(strstr(r.out, "field rot-hash (data, bank 0 words 0-7): current " BLANK
+			  ", target " ROT ", action burn"), "%s", r.out);
+	cr_assert(strstr(r.out, "field secure-boot (data, bank 1 words 0-0): current "
+			  "01000000, target 01000000, action skip"), "%s", r.out);
+	cr_assert(strstr(r.out, "field rot-wp (write-protect, bank 3 words 0-0): current "
+			  "01000000, target 03000000, action refuse"), "%s", r.out);
+	cr_assert(strstr(r.out, "lifecycle: current open, target locked, action advance"),
+		  "%s", r.out);
+	cr_assert(strstr(r.out, "conditions: vpp 2500 mV"), "%s", r.out);
+	/* The same plan as JSON lines for tools. */
+	run_station(&r, &w, "--dry-run", "--json", "--slot", sim.port, "provision", NULL);
+	cr_assert_eq(r.code, 0, "stdout:%s\nstderr:%s", r.out, r.err);
+	{
+		char *save = NULL;
+		int n = 0;
+
+		for (char *line = strtok_r(r.out, "\n", &save); line;
+		     line = strtok_r(NULL, "\n", &save)) {
+			json_t *o = json_loads(line, 0, NULL);
+
+			cr_assert_not_null(o, "not JSON: %s", line);
+			cr_assert_str_eq(json_string_value(json_object_get(o, "event")),
+					 "fuse_plan");
+			n++;
+			json_decref(o);
+		}
+		cr_assert_eq(n, 6, "conditions + 4 fields + lifecycle");
+	}
+	/* Nothing changed on the device: the state file is byte-identical
+	 * (the simulator saves after every change), and nothing was recorded. */
+	fx_devsim_stop(&sim);
+	file_sha(sim.state_path, after);
+	cr_assert_str_eq(before, after, "the dry run changed the device");
+	cr_assert_eq(q_int(&w, "SELECT count(*) FROM units"), 0);
+	fx_rmtree(w.dir);
+}
+
+Test(fuses, unarmed_burns_nothing, .timeout = 90)
+{
+	struct world w;
+	struct run r;
+	fx_devsim sim;
+	json_t *u;
+
+	world_init(&w, PLAN, 2000);
+	start_sim(&sim, &w, 1, NULL);
+	run_station(&r, &w, "--json", "--slot", sim.port, "provision", NULL);
+	cr_assert_eq(r.code, 0, "stdout:%s\nstderr:%s", r.out, r.err);
+	cr_assert(strstr(r.out, "\"fuses\":\"not-armed\""), "%s", r.out);
+	u = sim_unit(sim.state_path, 0);
+	cr_assert_eq(jint(u, "burn_count"), 0);
+	for (int b = 0; b < 4; b++)
+		cr_assert_str_eq(bank_hex(u, "fuses", b), BLANK);
+	cr_assert_eq(jint(u, "lifecycle"), 0, "locked without --burn-fuses");
+	cr_assert_eq(q_int(&w, "SELECT count(*) FROM steps WHERE step LIKE '%intent%'"), 0);
+	json_decref(u);
+	fx_devsim_stop(&sim);
+	fx_rmtree(w.dir);
+}
+
+Test(fuses, stuck_bit_is_caught_by_the_read_back, .timeout = 90)
+{
+	struct world w;
+	struct run r;
+	fx_devsim sim;
+	char reason[1024];
+	json_t *u;
+
+	/* ROT byte 0 is 0x26: bit 1 is meant to blow and never does. */
+	world_init(&w, PLAN, 2000);
+	start_sim(&sim, &w, 1, "--fault stuck:0:0:1");
+	run_station(&r, &w, "--burn-fuses", "--slot", sim.port, "provision", NULL);
+	cr_assert_eq(r.code, 1, "stdout:%s\nstderr:%s", r.out, r.err);
+	q_text(&w, "SELECT reason FROM units WHERE state = 'QUARANTINE'", reason, sizeof(reason));
+	cr_assert(strstr(reason, "field rot-hash reads back 2422"), "reason: %s", reason);
+	u = sim_unit(sim.state_path, 0);
+	cr_assert_eq(jint(u, "burn_count"), 1, "burned once, then stopped");
+	cr_assert_str_eq(bank_hex(u, "fuses", 1), BLANK, "went on after a bad read-back");
+	cr_assert_eq(jint(u, "lifecycle"), 0);
+	json_decref(u);
+	fx_devsim_stop(&sim);
+	fx_rmtree(w.dir);
+}
+
+/* Brown-out while the root of trust burns: the link drops after words 0..2
+ * and half of word 3.  QUARANTINE (not PASS), the device keeps the
+ * half-programmed word across a power cycle, and no run burns it again. */
+Test(fuses, brownout_mid_burn_quarantines_without_second_burn, .timeout = 120)
+{
+	struct world w;
+	struct run r;
+	fx_devsim sim;
+	char reason[1024];
+	json_t *u;
+	const char *p, *q;
+
+	world_init(&w, PLAN, 300);
+	start_sim(&sim, &w, 1, "--fault brownout:3");
+	run_station(&r, &w, "--burn-fuses", "--slot", sim.port, "provision", NULL);
+	cr_assert_neq(r.code, 0, "stdout:%s\nstderr:%s", r.out, r.err);
+	cr_assert(!strstr(r.out, " PASS  cert"), "%s", r.out);
+	cr_assert_eq(q_int(&w, "SELECT count(*) FROM units WHERE state = 'QUARANTINE'"), 1,
+		     "stdout:%s\nstderr:%s", r.out, r.err);
+	q_text(&w, "SELECT reason FROM units", reason, sizeof(reason));
+	cr_assert(strstr(reason, "burn of field rot-hash"), "reason: %s", reason);
+	cr_assert(strstr(reason, "outcome is unknown"), "reason: %s", reason);
+	/* Power restored: the simulator restarts from its saved state. */
+	fx_devsim_stop(&sim);
+	u = sim_unit(sim.state_path, 0);
+	cr_assert_eq(jint(u, "burn_count"), 1);
+	p = bank_hex(u, "fuses", 0);
+	q = bank_hex(u, "fuses_redundant", 0);
+	cr_assert(!strncmp(p, ROT, 32), "words 0..3 programmed: %s", p);
+	cr_assert(!strncmp(q, ROT, 24) && !strncmp(q + 24, Z8, 8), "word 3 has one copy: %s", q);
+	cr_assert_str_eq(p + 32, Z8 Z8 Z8 Z8);
+	json_decref(u);
+	{
+		json_t *st = NULL;
+
+		cr_assert_eq(fx_devsim_dump(sim.state_path, &st), 0);
+		json_object_set_new(st, "current", json_integer(0));
+		cr_assert_eq(json_dump_file(st, sim.state_path, 0), 0);
+		json_decref(st);
+	}
+	start_sim(&sim, &w, 1, NULL);
+	/* The plan shows why, and a real run leaves the unit alone. */
+	run_station(&r, &w, "--dry-run", "--slot", sim.port, "provision", NULL);
+	cr_assert(strstr(r.out, "action refuse: 1 word(s) of bank 0 are half-programmed"),
+		  "%s", r.out);
+	run_station(&r, &w, "--burn-fuses", "--slot", sim.port, "provision", NULL);
+	cr_assert_eq(r.code, 1, "stdout:%s\nstderr:%s", r.out, r.err);
+	cr_assert(strstr(r.err, "QUARANTINED on record"), "%s", r.err);
+	u = sim_unit(sim.state_path, 0);
+	cr_assert_eq(jint(u, "burn_count"), 1, "burned a second time");
+	json_decref(u);
+	fx_devsim_stop(&sim);
+	fx_rmtree(w.dir);
+}
+
+/* ---- kill tests: SIGKILL the station at points of a slow burn ---- */
+
+/* Start the station with stderr on a pipe; *errfd gets its read end. */
+static pid_t spawn_station(const struct world *w, int *errfd, ...)
+{
+	char bin[512];
+	const char *argv[64];
+	int p[2], devnull;
+	va_list ap;
+	pid_t pid;
+
+	va_start(ap, errfd);
+	build_argv(argv, bin, w, ap);
+	va_end(ap);
+	cr_assert_eq(pipe(p), 0);
+	pid = fork();
+	cr_assert_geq(pid, 0);
+	if (pid == 0) {
+		devnull = open("/dev/null", O_WRONLY);
+		dup2(devnull, 1);
+		dup2(p[1], 2);
+		close(p[0]);
+		execv(bin, (char **)argv);
+		_exit(127);
+	}
+	close(p[1]);
+	*errfd = p[0];
+	return pid;
+}
+
+/* Read the station's stderr until the nth line containing what; log keeps
+ * what was read, for failure messages. */
+static void wait_line(int fd, const char *what, int nth, char *log, size_t cap)
+{
+	char line[4096];
+	size_t n = 0, len = strlen(log);
+	int seen = 0;
+
+	while (seen < nth) {
+		char c;
+		ssize_t k = read(fd, &c, 1);
+
+		cr_assert_eq(k, 1, "station ended before '%s' #%d:\n%s", what, nth, log);
+		if (len + 1 < cap) {
+			log[len++] = c;
+			log[len] = '\0';
+		}
+		if (c != '\n') {
+			if (n + 1 < sizeof(line))
+				line[n++] = c;
+			continue;
+		}
+		line[n] = '\0';
+		n = 0;
+		if (strstr(line, what))
+			seen++;
+	}
+}
+
+static void sleep_ms(long ms)
+{
+	struct timespec ts = { .tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000L };
+
+	while (nanosleep(&ts, &ts) < 0)
+		;
+}
+
+/* The simulator finishes a burn before it serves the next station, so a
+ * kill inside a burn always finds it completed on the re-run. */
+#define COMPLETED "that burn completed, verified, not repeated"
+
+/* Kill the station delay_ms after its nth stderr line containing what,
+ * then run again: the unit ends PASS with every field burned exactly once,
+ * and the records tell what happened (resume: what the resumed run must
+ * have recorded about the open intent; NULL when no intent was open or
+ * either outcome is right). */
+static void kill_at(const char *what, int nth, long delay_ms, const char *resume)
+{
+	struct world w;
+	struct run r;
+	fx_devsim sim;
+	char log[65536] = "", reason[2048];
+	int errfd, status;
+	pid_t pid;
+	json_t *u;
+
+	world_init(&w, PLAN, 2000);
+	start_sim(&sim, &w, 1, "--fault slowburn:120");
+	pid = spawn_station(&w, &errfd, "--verbose", "--burn-fuses", "--slot", sim.port,
+			    "provision", NULL);
+	wait_line(errfd, what, nth, log, sizeof(log));
+	if (delay_ms)
+		sleep_ms(delay_ms); /* a kill point inside the burn, not a sync */
+	cr_assert_eq(kill(pid, SIGKILL), 0);
+	waitpid(pid, &status, 0);
+	close(errfd);
+	cr_assert(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL,
+		  "the station ended before the kill:\n%s", log);
+	cr_assert_eq(q_int(&w, "SELECT count(*) FROM units WHERE state = 'RUNNING'"), 1);
+
+	run_station(&r, &w, "--burn-fuses", "--slot", sim.port, "provision", NULL);
+	cr_assert_eq(r.code, 0, "after kill at %s #%d +%ldms\nstdout:%s\nstderr:%s", what,
+		     nth, delay_ms, r.out, r.err);
+	u = sim_unit(sim.state_path, 0);
+	assert_plan_burned(u);
+	cr_assert_eq(jint(u, "burn_count"), NBURNS, "a field was burned twice (or not)");
+	json_decref(u);
+	/* The records: the killed unit closed as interrupted, naming the open
+	 * intent; the new one resolved it and passed. */
+	cr_assert_eq(q_int(&w, "SELECT count(*) FROM units WHERE state = 'PASS'"), 1);
+	q_text(&w, "SELECT reason FROM units WHERE state = 'FAIL'", reason, sizeof(reason));
+	cr_assert(strstr(reason, "interrupted"), "reason: %s", reason);
+	if (!strcmp(what, "lifecycle-intent"))
+		cr_assert_eq(q_int(&w, "SELECT count(*) FROM steps WHERE step = 'certificate' "
+				   "AND detail LIKE 'resumed: the certificate on the locked%'"), 1,
+			     "the locked unit was not verified as it is");
+	if (strstr(what, "intent")) {
+		char detail[1024];
+
+		cr_assert(strstr(reason, "intent 'field "), "reason: %s", reason);
+		cr_assert_eq(q_int(&w, "SELECT count(*) FROM steps s JOIN units u ON u.id = "
+				   "s.unit_id WHERE u.state = 'PASS' AND s.step = 'fuse-resume'"),
+			     1, "the resumed run did not record what it found");
+		q_text(&w, "SELECT detail FROM steps WHERE step = 'fuse-resume'", detail,
+		       sizeof(detail));
+		cr_assert(!resume || (strstr(detail, resume) && strstr(detail, "completed")),
+			  "resume: %s", detail);
+	}
+	fx_devsim_stop(&sim);
+	fx_rmtree(w.dir);
+}
+
+Test(fuses_kill, right_after_the_first_intent, .timeout = 120)
+{
+	kill_at("fuse-intent", 1, 0, NULL);
+}
+
+Test(fuses_kill, in_the_middle_of_the_root_of_trust_burn, .timeout = 120)
+{
+	kill_at("fuse-intent", 1, 450, "field rot-hash had an intent");
+}
+
+Test(fuses_kill, during_the_second_field, .timeout = 120)
+{
+	kill_at("fuse-intent", 2, 60, "field secure-boot had an intent");
+}
+
+Test(fuses_kill, during_the_write_protect_burn, .timeout = 120)
+{
+	kill_at("fuse-intent", 4, 30, "field rot-wp had an intent");
+}
+
+Test(fuses_kill, after_the_root_of_trust_verified, .timeout = 120)
+{
+	kill_at("field rot-hash burned and read back", 1, 0, NULL);
+}
+
+/* Killed once the lifecycle lock was intended: the unit may be locked
+ * already, so the re-run verifies the certificate on it instead of
+ * provisioning again. */
+Test(fuses_kill, at_the_lifecycle_lock, .timeout = 120)
+{
+	kill_at("lifecycle-intent", 1, 40, "lifecycle step lock had an intent");
+}
+
+/* ---- the plan is checked when the profile loads ---- */
+
+Test(fuses, bad_plans_are_refused_at_load_with_the_rule, .timeout = 90)
+{
+	static const struct { const char *plan, *expect; } cases[] = {
+		{ "fuses: { conditions: { vpp_mv = [2375, 2625]; temp_c = [0, 70]; };\n"
+		  "plan = ( { name = \"wp\"; kind = \"write-protect\"; bank = 3; word = 0; "
+		  "bits = [0, 0]; value = 1; },\n"
+		  "{ name = \"rot\"; bank = 0; word = 0; source = \"root_of_trust\"; } ); };\n",
+		  "the order must be data fields, then write-protect fields" },
+		{ "fuses: { conditions: { vpp_mv = [2375, 2625]; temp_c = [0, 70]; };\n"
+		  "plan = ( { name = \"a\"; bank = 1; word = 2; bits = [0, 0]; value = 1; },\n"
+		  "{ name = \"b\"; bank = 1; word = 2; bits = [4, 4]; value = 1; } ); };\n",
+		  "share a word of bank 1" },
+		{ "fuses: { conditions: { vpp_mv = [2375, 2625]; temp_c = [0, 70]; };\n"
+		  "plan = ( { name = \"rot\"; bank = 0; word = 0; source = \"operator\"; } ); };\n",
+		  "unknown source 'operator'" },
+		{ "fuses: { plan = ( { name = \"a\"; bank = 1; word = 0; bits = [0, 0]; "
+		  "value = 1; } ); };\n",
+		  "'fuses.conditions' is missing" },
+		{ "fuses: { conditions: { vpp_mv = [2375, 2625]; temp_c = [0, 70]; };\n"
+		  "plan = ( { name = \"a\"; bank = 1; word = 0; bits = [0, 1]; value = 4; } ); };\n",
+		  "'value' must be 1..3 to fit bits 0..1" },
+		{ "fuses: { conditions: { vpp_mv = [2375, 2625]; temp_c = [0, 70]; };\n"
+		  "plan = ( { name = \"l\"; kind = \"lifecycle\"; state = \"locked\"; },\n"
+		  "{ name = \"a\"; bank = 1; word = 0; bits = [0, 0]; value = 1; } ); };\n",
+		  "comes after 'l' (lifecycle)" },
+	};
+	struct world w;
+	struct run r;
+	char text[4096];
+
+	world_init(&w, NULL, 2000);
+	for (size_t i = 0; i < ST_ARRAY_SIZE(cases); i++) {
+		snprintf(text, sizeof(text), "%s%s", PROFILE_HEAD, cases[i].plan);
+		write_file(w.profile, text);
+		run_station(&r, &w, "--burn-fuses", "--slot", "/nonexistent", "provision", NULL);
+		cr_assert_eq(r.code, 2, "case %zu: exit %d: %s", i, r.code, r.err);
+		cr_assert(strstr(r.err, cases[i].expect), "case %zu: %s", i, r.err);
+		cr_assert(strstr(r.err, w.profile), "case %zu names no file: %s", i, r.err);
+	}
+	fx_rmtree(w.dir);
+}
+
+/* ---- the simulated fuse array itself, through the driver ---- */
+
+Test(fusesim, words_program_once_with_redundancy_and_conditions, .timeout = 60)
+{
+	char dir[] = "/tmp/st-fusesim-XXXXXX";
+	uint8_t v[DRV_FUSE_BANK_LEN] = { 0 }, rb[DRV_FUSE_BANK_LEN], faulty = 0xff;
+	drv_opts o = { .timeout_ms = 2000 };
+	drv_conditions c;
+	fx_devsim sim;
+	drv_dev *d = NULL;
+	json_t *st = NULL, *u;
+
+	cr_assert_not_null(mkdtemp(dir));
+	cr_assert_eq(fx_devsim_start(&sim, dir, "p", 1, "--vpp 2410 --temp -3.5"), 0);
+	cr_assert_eq(drv_open(sim.port, &o, &d), ST_OK, "%s", drv_errmsg(d));
+	cr_assert_eq(drv_get_conditions(d, &c), ST_OK, "%s", drv_errmsg(d));
+	cr_assert_eq(c.vpp_mv, 2410);
+	cr_assert_eq(c.temp_dc, -35);
+	v[4] = 0x01;                                   /* word 1 */
+	cr_assert_eq(drv_fuse_burn(d, 2, v, 10, rb), ST_OK, "%s", drv_errmsg(d));
+	cr_assert_eq(drv_fuse_read_status(d, 2, rb, &faulty), ST_OK);
+	cr_assert_eq(faulty, 0);
+	cr_assert_eq(rb[4], 0x01);
+	/* More bits into the same word: refused (programmed once), even 0->1. */
+	v[4] = 0x03;
+	cr_assert_eq(drv_fuse_burn(d, 2, v, 11, rb), ST_E_FUSE_CONFLICT);
+	/* Another word of the bank: fine. */
+	v[4] = 0x01;
+	v[8] = 0x80;
+	cr_assert_eq(drv_fuse_burn(d, 2, v, 12, rb), ST_OK, "%s", drv_errmsg(d));
+	drv_close(d);
+	fx_devsim_stop(&sim);
+	/* Both copies survive the power cycle. */
+	cr_assert_eq(fx_devsim_dump(sim.state_path, &st), 0);
+	u = json_array_get(json_object_get(st, "units"), 0);
+	cr_assert_str_eq(bank_hex(u, "fuses", 2), Z8 "01000000" "80000000" Z8 Z8 Z8 Z8 Z8);
+	cr_assert_str_eq(bank_hex(u, "fuses_redundant", 2), bank_hex(u, "fuses", 2));
+	cr_assert_eq(jint(u, "burn_count"), 2);
+	json_decref(st);
+	/* Brown-out at the second word programmed this power-up. */
+	cr_assert_eq(fx_devsim_start(&sim, dir, "p", 1, "--fault brownout:1"), 0);
+	o.timeout_ms = 300;
+	cr_assert_eq(drv_open(sim.port, &o, &d), ST_OK, "%s", drv_errmsg(d));
+	memset(v, 0x5a, sizeof(v));
+	cr_assert_eq(drv_fuse_burn(d, 1, v, 13, rb), ST_E_TIMEOUT);
+	drv_close(d);
+	fx_devsim_stop(&sim);
+	cr_assert_eq(fx_devsim_start(&sim, dir, "p", 1, NULL), 0);
+	o.timeout_ms = 2000;
+	cr_assert_eq(drv_open(sim.port, &o, &d), ST_OK, "%s", drv_errmsg(d));
+	cr_assert_eq(drv_fuse_read_status(d, 1, rb, &faulty), ST_OK, "%s", drv_errmsg(d));
+	cr_assert_eq(faulty, 0x02, "word 1 half-programmed: faulty %02x", faulty);
+	cr_assert_eq(rb[0], 0x5a);
+	cr_assert_eq(rb[4], 0x5a, "word 1's first copy took");
+	cr_assert_eq(rb[8], 0x00, "nothing after the brown-out");
+	/* The half word is not blank: the same burn again is refused. */
+	cr_assert_eq(drv_fuse_burn(d, 1, v, 14, rb), ST_E_FUSE_CONFLICT);
+	drv_close(d);
+	fx_devsim_stop(&sim);
+	fx_rmtree(dir);
+}
