@@ -58,7 +58,7 @@ static int check_issuer(void *ctx, const char *pem, char *why, size_t len)
 	ok = x && X509_check_issued(ca, x) == X509_V_OK &&
 	     X509_verify(x, X509_get0_pubkey(ca)) == 1;
 	if (!ok)
-		snprintf(len ? why : why, len, "not issued by the CA given with --ca-cert");
+		snprintf(why, len, "not issued by the CA given with --ca-cert");
 	X509_free(x);
 	return ok ? 0 : -1;
 }

@@ -30,6 +30,7 @@ struct job {
 	X509 *ca;            /* the issuing CA certificate (each worker dups it) */
 	pthread_mutex_t lock; /* guards active[] */
 	char active[ST_MAX_SLOTS][2 * DRV_UID_LEN + 1]; /* uid in work per slot */
+	char dup[ST_MAX_SLOTS][2 * DRV_UID_LEN + 1]; /* uid a slot holds as a clone */
 };
 
 struct worker {
@@ -468,8 +469,24 @@ static int claim_uid(struct worker *w, const char *uid)
 			other = i + 1;
 	if (!other)
 		snprintf(job->active[w->slot - 1], sizeof(job->active[0]), "%s", uid);
+	else
+		snprintf(job->dup[w->slot - 1], sizeof(job->dup[0]), "%s", uid);
 	pthread_mutex_unlock(&job->lock);
 	return other;
+}
+
+/* Is another slot recording a clone of uid right now?  Its RUNNING row is
+ * live, not left by an interrupted run, and must not be closed. */
+static bool clone_in_work(struct worker *w, const char *uid)
+{
+	struct job *job = (struct job *)w->job;
+	bool busy = false;
+
+	pthread_mutex_lock(&job->lock);
+	for (int i = 0; i < ST_MAX_SLOTS && !busy; i++)
+		busy = i != w->slot - 1 && !strcmp(job->dup[i], uid);
+	pthread_mutex_unlock(&job->lock);
+	return busy;
 }
 
 /* This slot is done with its unit (clears only its own entry). */
@@ -479,6 +496,7 @@ static void unclaim_uid(struct worker *w)
 
 	pthread_mutex_lock(&job->lock);
 	job->active[w->slot - 1][0] = '\0';
+	job->dup[w->slot - 1][0] = '\0';
 	pthread_mutex_unlock(&job->lock);
 }
 
@@ -486,7 +504,8 @@ static void unclaim_uid(struct worker *w)
  * provision, 2 when another slot holds the same device ID right now, 0 to
  * skip it (already done), negative to end the slot.  A unit left RUNNING by
  * an interrupted earlier run is closed as FAIL first, so its record says
- * what happened (no other slot can hold it: the ID was claimed). */
+ * what happened (no other slot can hold it: the ID was claimed, and a clone
+ * in another slot keeps its live row: clone_in_work). */
 static int next_unit(struct worker *w, struct unit *u)
 {
 	rec_unit_result interrupted = { .result = "FAIL",
@@ -518,7 +537,8 @@ static int next_unit(struct worker *w, struct unit *u)
 	}
 	if (rc == ST_E_NOTFOUND)
 		rc = rec_last_unit(w->job->rec, u->info.uid_hex, &id, last, sizeof(last));
-	if (rc == ST_OK && !strcmp(last, "RUNNING"))
+	if (rc == ST_OK && !strcmp(last, "RUNNING") &&
+	    !clone_in_work(w, u->info.uid_hex))
 		rc = rec_unit_end(w->job->rec, id, &interrupted);
 	if (rc != ST_OK && rc != ST_E_NOTFOUND) {
 		slot_error(w, rc, "slot %d: records lookup failed: %s", w->slot,
