@@ -232,6 +232,31 @@ Test(evidence, provisioning_is_signed_and_verify_catches_tampering, .timeout = 1
 	/* the PIN never reaches the records */
 	cr_assert_eq(q_int(w.db, "SELECT count(*) FROM events WHERE body LIKE '%" PIN "%'"), 0);
 
+	/* cutting events off the end together with their rows leaves a
+	 * consistent chain; a hash kept from before (an export) catches it */
+	{
+		char anchor[80] = "", cmd[1024];
+		FILE *p;
+
+		snprintf(cmd, sizeof(cmd), "sqlite3 '%s' 'SELECT hash FROM events "
+			 "ORDER BY seq DESC LIMIT 1'", w.db);
+		p = popen(cmd, "r");
+		cr_assert_not_null(p);
+		cr_assert_not_null(fgets(anchor, sizeof(anchor), p));
+		pclose(p);
+		anchor[strcspn(anchor, "\n")] = '\0';
+		run_station(&R, &w, "--anchor", anchor, "records", "verify", NULL);
+		cr_assert_eq(R.code, 0, "%s\n%s", R.out, R.err);
+		sql_exec(w.db, "DROP TRIGGER events_no_delete; DROP TRIGGER units_no_delete;"
+			 "DELETE FROM events WHERE seq > (SELECT seq FROM events WHERE"
+			 " kind = 'unit_start' AND unit_id = 3) - 1;"
+			 "DELETE FROM steps WHERE unit_id = 3; DELETE FROM units WHERE id = 3");
+		run_station(&R, &w, "records", "verify", NULL);
+		cr_assert_eq(R.code, 0, "the documented limit: %s\n%s", R.out, R.err);
+		run_station(&R, &w, "--anchor", anchor, "records", "verify", NULL);
+		cr_assert_eq(R.code, 4, "%s\n%s", R.out, R.err);
+		cr_assert(strstr(R.out, "cut off"), "%s", R.out);
+	}
 	/* change one byte of one step record */
 	sql_exec(w.db, "DROP TRIGGER events_no_update;"
 		 "UPDATE events SET body = replace(body, '\"ok\"', '\"OK\"')"
