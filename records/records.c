@@ -25,7 +25,9 @@
 #include <unistd.h>
 
 #define REC_MSG_MAX	512
-#define REC_BUSY_MS	5000		/* another process holding the write lock */
+#define REC_BUSY_MS	30000		/* another process holding the write lock;
+					 * SQLite's busy wait is not fair, so leave
+					 * room for a few writers under load */
 #define REC_APP_ID	0x53545243	/* PRAGMA application_id: "STRC" */
 
 /* UTC ISO-8601 with milliseconds, evaluated once per statement by SQLite. */

@@ -85,8 +85,20 @@ done
 echo "openssl verify: $n device certificates verify against $STATE/ca.pem"
 sqlite3 -header -column "$STATE/records.db" \
 	"SELECT slot, uid, state, cert_serial, substr(rot_hash,1,16)||'…' AS rot_hash FROM units ORDER BY id;"
+
+# 6. The audit trail: every record chained and signed by the audit key;
+#    an evidence bundle checked the way docs/evidence.md tells an auditor.
+echo "== audit trail"
+"${ST[@]}" records verify --ca-cert "$STATE/ca.pem"
+rm -rf "$STATE/evidence"
+"${ST[@]}" records export --evidence "$STATE/evidence"
+(cd "$STATE/evidence" && openssl verify -CAfile ca.pem audit.pem >/dev/null &&
+	openssl x509 -in audit.pem -noout -pubkey > audit.pub.pem &&
+	openssl dgst -sha256 -verify audit.pub.pem -signature manifest.sig manifest.sha256 &&
+	sha256sum --quiet --strict -c manifest.sha256 && echo "sha256sum: every file matches")
 echo
 echo "records:      $STATE/records.db   (sqlite3 $STATE/records.db 'SELECT * FROM units')"
+echo "evidence:     $STATE/evidence/   (checks in docs/evidence.md)"
 echo "certificates: $STATE/certs/"
 echo "CA:           $STATE/ca.pem"
 echo "simulated devices (fuses, keys): $STATE/programmers/prog*.json"

@@ -58,7 +58,7 @@ static int check_issuer(void *ctx, const char *pem, char *why, size_t len)
 	ok = x && X509_check_issued(ca, x) == X509_V_OK &&
 	     X509_verify(x, X509_get0_pubkey(ca)) == 1;
 	if (!ok)
-		snprintf(len ? why : why, len, "not issued by the CA given with --ca-cert");
+		snprintf(why, len, "not issued by the CA given with --ca-cert");
 	X509_free(x);
 	return ok ? 0 : -1;
 }
@@ -71,6 +71,22 @@ static X509 *read_pem(const char *path)
 	if (f)
 		fclose(f);
 	return x;
+}
+
+struct anchor {
+	const char *hash;
+	long long seq;
+};
+
+static int find_anchor(void *ctx, const rec_event_row *e)
+{
+	struct anchor *a = ctx;
+
+	if (!strcmp(e->hash, a->hash)) {
+		a->seq = e->seq;
+		return 1;
+	}
+	return 0;
 }
 
 static int cmd_verify(st_rec_cli *c)
@@ -87,6 +103,21 @@ static int cmd_verify(st_rec_cli *c)
 	if (code)
 		goto cleanup;
 	rc = rec_verify(r, ca ? check_issuer : NULL, ca, &v);
+	if (rc == ST_OK && c->anchor) {
+		/* a hash kept from an earlier export: events cut off the end
+		 * of the chain (with their rows) take it with them */
+		struct anchor a = { .hash = c->anchor };
+
+		rec_list_events(r, 0, find_anchor, &a);
+		if (!a.seq) {
+			printf("records TAMPERED: %s: the anchor event %s is not in "
+			       "the chain: events were cut off its end (or the "
+			       "anchor belongs to another store)\n",
+			       c->cfg->records_path, c->anchor);
+			code = ST_EXIT_RECORDS;
+			goto cleanup;
+		}
+	}
 	if (rc == ST_OK) {
 		printf("records OK: %s: %lld events, %lld units, %d audit "
 		       "certificate%s; every hash and signature checked%s\n",

@@ -20,6 +20,7 @@ typedef struct st_rec_cli {
 	const char *format;        /* table, jsonl, csv */
 	const char *evidence;      /* export --evidence DIR */
 	const char *ca_cert;       /* verify --ca-cert FILE */
+	const char *anchor;        /* verify --anchor HASH: must be in the chain */
 	const char *out;           /* audit init --out FILE */
 	long quota;                /* workorder create --quota N; -1 none */
 	/* Open and log in to the HSM (main's PIN handling); 0 or an exit code

@@ -31,6 +31,7 @@ struct job {
 	X509 *ca;            /* the issuing CA certificate (each worker dups it) */
 	pthread_mutex_t lock; /* guards active[] */
 	char active[ST_MAX_SLOTS][2 * DRV_UID_LEN + 1]; /* uid in work per slot */
+	char dup[ST_MAX_SLOTS][2 * DRV_UID_LEN + 1]; /* uid a slot holds as a clone */
 };
 
 struct worker {
@@ -512,8 +513,24 @@ static int claim_uid(struct worker *w, const char *uid)
 			other = i + 1;
 	if (!other)
 		snprintf(job->active[w->slot - 1], sizeof(job->active[0]), "%s", uid);
+	else
+		snprintf(job->dup[w->slot - 1], sizeof(job->dup[0]), "%s", uid);
 	pthread_mutex_unlock(&job->lock);
 	return other;
+}
+
+/* Is another slot recording a clone of uid right now?  Its RUNNING row is
+ * live, not left by an interrupted run, and must not be closed. */
+static bool clone_in_work(struct worker *w, const char *uid)
+{
+	struct job *job = (struct job *)w->job;
+	bool busy = false;
+
+	pthread_mutex_lock(&job->lock);
+	for (int i = 0; i < ST_MAX_SLOTS && !busy; i++)
+		busy = i != w->slot - 1 && !strcmp(job->dup[i], uid);
+	pthread_mutex_unlock(&job->lock);
+	return busy;
 }
 
 /* This slot is done with its unit (clears only its own entry). */
@@ -523,6 +540,7 @@ static void unclaim_uid(struct worker *w)
 
 	pthread_mutex_lock(&job->lock);
 	job->active[w->slot - 1][0] = '\0';
+	job->dup[w->slot - 1][0] = '\0';
 	pthread_mutex_unlock(&job->lock);
 }
 
@@ -549,9 +567,10 @@ static int last_intent(void *ctx, const char *name, const char *outcome,
  * provision, 2 when another slot holds the same device ID right now, 0 to
  * skip it (already done), negative to end the slot.  A unit left RUNNING by
  * an interrupted earlier run is closed as FAIL first, so its record says
- * what happened (no other slot can hold it: the ID was claimed); a fuse
- * intent it left open is kept in u->pending for the fuse run to resolve.
- * A unit last QUARANTINED is not touched again. */
+ * what happened (no other slot can hold it: the ID was claimed, and a clone
+ * in another slot keeps its live row: clone_in_work); a fuse intent it left
+ * open is kept in u->pending for the fuse run to resolve.  A unit last
+ * QUARANTINED is not touched again. */
 static int next_unit(struct worker *w, struct unit *u)
 {
 	rec_unit_result interrupted = { .result = "FAIL",
@@ -594,7 +613,8 @@ static int next_unit(struct worker *w, struct unit *u)
 		emit(w, &ev);
 		return 0;
 	}
-	if (rc == ST_OK && !strcmp(last, "RUNNING")) {
+	if (rc == ST_OK && !strcmp(last, "RUNNING") &&
+	    !clone_in_work(w, u->info.uid_hex)) {
 		rc = rec_unit_steps(w->job->rec, id, last_intent, u);
 		if (rc == ST_OK && u->pending[0]) {
 			snprintf(why, sizeof(why), "interrupted during a burn: the station "

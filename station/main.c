@@ -351,7 +351,7 @@ static const struct command commands[] = {
 	{ "devices", cmd_devices, "devices [--slot PORT...] [--json]   (attached programmers)" },
 	{ "audit", cmd_audit, "audit init [--out FILE]   (the audit key; made on first use too)" },
 	{ "records", cmd_records,
-	  "records verify [--ca-cert FILE] | records list|export [--work-order ID]\n"
+	  "records verify [--ca-cert FILE] [--anchor HASH] | records list|export [--work-order ID]\n"
 	  "          [--since DATE] [--until DATE] [--result R] [--uid UID]\n"
 	  "          [--format table|jsonl|csv] | records export --evidence DIR\n"
 	  "          | records show UID|ID | records workorder create ID [--quota N]\n"
@@ -417,6 +417,7 @@ int main(int argc, char **argv)
 		{ "format", required_argument, NULL, 0x106 },
 		{ "evidence", required_argument, NULL, 0x107 },
 		{ "ca-cert", required_argument, NULL, 0x108 },
+		{ "anchor", required_argument, NULL, 0x109 },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -469,6 +470,7 @@ int main(int argc, char **argv)
 		case 0x106: cli.rec.format = optarg; break;
 		case 0x107: cli.rec.evidence = optarg; break;
 		case 0x108: cli.rec.ca_cert = optarg; break;
+		case 0x109: cli.rec.anchor = optarg; break;
 		case 'h': usage(stdout); return 0;
 		case 'p': case 'r': case 'D': case 'm': case 't': case 'k':
 			if (nlater < (int)ST_ARRAY_SIZE(later))

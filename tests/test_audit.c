@@ -426,3 +426,28 @@ int count(void *ctx, const rec_unit_row *row)
 	(*(int *)ctx)++;
 	return 0;
 }
+
+Test(audit, uniqueness_is_enforced_by_the_schema)
+{
+	rec_store *r = open_signed();
+	rec_unit_start u = { .uid = "dup-fp" };
+	int64_t id;
+	sqlite3 *db;
+
+	unit(r, "v1", NULL, "PASS", "c1");
+	/* another unit may not carry the same certificate fingerprint */
+	cr_assert_eq(rec_unit_begin(r, &u, &id), ST_OK);
+	cr_assert_eq(rec_unit_end(r, id, &(rec_unit_result){ .result = "PASS",
+		     .cert_serial = "c2", .cert_sha256 = "c1" }), ST_E_DB);
+	rec_close(r);
+	/* from outside, bypassing records.c: the schema still refuses a second
+	 * PASS for a device and a second use of a serial */
+	cr_assert_eq(sqlite3_open(dbpath, &db), SQLITE_OK);
+	cr_assert_neq(sqlite3_exec(db, "INSERT INTO units (uid, state) VALUES ('v1', 'PASS')",
+				   NULL, NULL, NULL), SQLITE_OK);
+	cr_assert(strstr(sqlite3_errmsg(db), "UNIQUE"), "%s", sqlite3_errmsg(db));
+	cr_assert_neq(sqlite3_exec(db, "INSERT INTO units (uid, state, cert_serial)"
+				   " VALUES ('v9', 'FAIL', 'c1')", NULL, NULL, NULL), SQLITE_OK);
+	cr_assert(strstr(sqlite3_errmsg(db), "UNIQUE"), "%s", sqlite3_errmsg(db));
+	sqlite3_close(db);
+}

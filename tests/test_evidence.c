@@ -1,0 +1,604 @@
+/* test_evidence.c — the audit trail through the real `station` binary and
+ * a fresh SoftHSM token: the HSM-signed chain verifies and `records verify`
+ * catches tampering; the evidence bundle passes exactly the commands
+ * docs/evidence.md gives an auditor, and fails them once tampered with;
+ * work-order quotas; SIGKILL during bursts keeps every reported PASS; a
+ * full disk and a read-only store stop provisioning with a clear error and
+ * lose nothing already recorded. */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <libgen.h>
+#include <poll.h>
+#include <signal.h>
+#include <sqlite3.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "base.h"
+#include "tests/fixtures/fx_devsim.h"
+#include "tests/fixtures/fx_softhsm.h"
+
+#define PIN "36187201"
+#define ROT "2622102199f06fad94b827703f16e2998a2260f77f4e3210c2dae769ce1ca586"
+
+struct world {
+	char dir[256];
+	char conf[512], pinfile[512], db[512], certs[512], ca[512], profile[512];
+};
+
+struct run {
+	int code;
+	char out[262144];
+	char err[65536];
+};
+
+static struct run R;    /* big: keep it off the stack */
+
+static void path(char *dst, const struct world *w, const char *name)
+{
+	snprintf(dst, 512, "%s/%s", w->dir, name);
+}
+
+static void write_file(const char *p, const char *text)
+{
+	FILE *f = fopen(p, "w");
+
+	cr_assert_not_null(f, "cannot write %s", p);
+	fputs(text, f);
+	fclose(f);
+}
+
+static void slurp(int fd, char *buf, size_t cap)
+{
+	size_t n = 0;
+	ssize_t k;
+
+	while (n + 1 < cap && (k = read(fd, buf + n, cap - 1 - n)) > 0)
+		n += (size_t)k;
+	buf[n] = '\0';
+}
+
+static void station_argv(const struct world *w, const char **argv, int *argc,
+			 char *bin, va_list ap)
+{
+	const char *a;
+
+	snprintf(bin, 512, "%s/station", getenv("STATION_BUILD"));
+	argv[(*argc)++] = bin;
+	argv[(*argc)++] = "--config";
+	argv[(*argc)++] = w->conf;
+	argv[(*argc)++] = "--pin-file";
+	argv[(*argc)++] = w->pinfile;
+	while ((a = va_arg(ap, const char *)) && *argc < 62)
+		argv[(*argc)++] = a;
+	argv[*argc] = NULL;
+}
+
+/* Run the station; fsize > 0 limits the size of any file it writes
+ * (RLIMIT_FSIZE binds root too: a full disk), with SIGXFSZ ignored so
+ * writes fail with EFBIG instead of killing it. */
+static int run_limited(struct run *r, const struct world *w, rlim_t fsize, ...)
+{
+	char bin[512], errpath[600];
+	const char *argv[64];
+	int argc = 0, outp[2], errfd, status;
+	va_list ap;
+	pid_t pid;
+
+	va_start(ap, fsize);
+	station_argv(w, argv, &argc, bin, ap);
+	va_end(ap);
+	snprintf(errpath, sizeof(errpath), "%s/stderr.txt", w->dir);
+	cr_assert_eq(pipe(outp), 0);
+	errfd = open(errpath, O_RDWR | O_CREAT | O_TRUNC, 0600);
+	cr_assert_geq(errfd, 0);
+	pid = fork();
+	cr_assert_geq(pid, 0);
+	if (pid == 0) {
+		dup2(outp[1], 1);
+		dup2(errfd, 2);
+		close(outp[0]);
+		if (fsize) {
+			struct rlimit l = { fsize, fsize };
+
+			signal(SIGXFSZ, SIG_IGN);
+			setrlimit(RLIMIT_FSIZE, &l);
+		}
+		execv(bin, (char **)argv);
+		_exit(127);
+	}
+	close(outp[1]);
+	slurp(outp[0], r->out, sizeof(r->out));
+	close(outp[0]);
+	waitpid(pid, &status, 0);
+	lseek(errfd, 0, SEEK_SET);
+	slurp(errfd, r->err, sizeof(r->err));
+	close(errfd);
+	r->code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+	return r->code;
+}
+
+#define run_station(r, w, ...) run_limited(r, w, 0, __VA_ARGS__)
+
+static void world_init(struct world *w)
+{
+	char text[2048];
+
+	cr_assert_eq(fx_softhsm_init(w->dir, sizeof(w->dir), "station", PIN), 0);
+	path(w->conf, w, "station.conf");
+	path(w->pinfile, w, "user.pin");
+	path(w->db, w, "records.db");
+	path(w->certs, w, "certs");
+	path(w->ca, w, "ca.pem");
+	path(w->profile, w, "demo.profile");
+	mkdir(w->certs, 0755);
+	write_file(w->pinfile, PIN "\n");
+	snprintf(text, sizeof(text),
+		 "station: { id = \"test-station\"; };\n"
+		 "hsm: { module = \"%s\"; token = \"station\"; ca_key = \"issuing-ca\"; };\n"
+		 "records: { path = \"%s\"; cert_dir = \"%s\"; };\n"
+		 "profile = \"%s\";\nprogrammer: { timeout_ms = 2000; };\n",
+		 FX_SOFTHSM_MODULE, w->db, w->certs, w->profile);
+	write_file(w->conf, text);
+	write_file(w->profile,
+		   "name = \"test-sensor\";\n"
+		   "certificate: { organization = \"Test Devices\"; validity_days = 365; };\n"
+		   "root_of_trust: { sha256 = \"" ROT "\"; fuse_bank = 0; };\n");
+	run_station(&R, w, "ca", "init", "--out", w->ca, NULL);
+	cr_assert_eq(R.code, 0, "ca init failed: %s", R.err);
+}
+
+static long long q_int(const char *db, const char *sql)
+{
+	sqlite3 *d = NULL;
+	sqlite3_stmt *s = NULL;
+	long long v = -1;
+
+	cr_assert_eq(sqlite3_open_v2(db, &d, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+	sqlite3_busy_timeout(d, 5000);
+	cr_assert_eq(sqlite3_prepare_v2(d, sql, -1, &s, NULL), SQLITE_OK, "%s: %s",
+		     sql, sqlite3_errmsg(d));
+	if (sqlite3_step(s) == SQLITE_ROW)
+		v = sqlite3_column_int64(s, 0);
+	sqlite3_finalize(s);
+	sqlite3_close(d);
+	return v;
+}
+
+static void sql_exec(const char *db, const char *sql)
+{
+	sqlite3 *d = NULL;
+	char *e = NULL;
+
+	cr_assert_eq(sqlite3_open(db, &d), SQLITE_OK);
+	sqlite3_busy_timeout(d, 5000);
+	cr_assert_eq(sqlite3_exec(d, sql, NULL, NULL, &e), SQLITE_OK, "%s: %s", sql, e);
+	sqlite3_close(d);
+}
+
+/* Provision n units from one simulator; returns with the simulator
+ * stopped. */
+static void provision(struct world *w, const char *name, int n, const char *wo)
+{
+	fx_devsim sim;
+
+	cr_assert_eq(fx_devsim_start(&sim, w->dir, name, n, NULL), 0);
+	if (wo)
+		run_station(&R, w, "--json", "--burn-fuses", "--work-order", wo,
+			    "--slot", sim.port, "provision", NULL);
+	else
+		run_station(&R, w, "--json", "--burn-fuses", "--slot", sim.port,
+			    "provision", NULL);
+	fx_devsim_stop(&sim);
+}
+
+Test(evidence, provisioning_is_signed_and_verify_catches_tampering, .timeout = 120)
+{
+	struct world w;
+
+	world_init(&w);
+	provision(&w, "p1", 3, NULL);
+	cr_assert_eq(R.code, 0, "%s\n%s", R.out, R.err);
+	/* every event of the run is signed by the HSM's audit key */
+	cr_assert_eq(q_int(w.db, "SELECT count(*) FROM events WHERE sig IS NULL"), 0);
+	cr_assert_eq(q_int(w.db, "SELECT count(*) FROM events WHERE kind IN "
+			   "('station_start','operator_login','operator_logout',"
+			   "'station_stop')"), 4);
+	cr_assert_eq(q_int(w.db, "SELECT count(*) FROM audit_certs"), 1);
+	run_station(&R, &w, "--ca-cert", w.ca, "records", "verify", NULL);
+	cr_assert_eq(R.code, 0, "%s\n%s", R.out, R.err);
+	cr_assert(strstr(R.out, "records OK"), "%s", R.out);
+	/* list, show and export read the same store */
+	run_station(&R, &w, "--format", "jsonl", "--result", "PASS", "records", "export", NULL);
+	cr_assert_eq(R.code, 0, "%s", R.err);
+	{
+		int lines = 0;
+
+		for (char *p = R.out; (p = strstr(p, "\"cert_pem\"")); p++)
+			lines++;
+		cr_assert_eq(lines, 3, "%s", R.out);
+	}
+	run_station(&R, &w, "records", "show", "1", NULL);
+	cr_assert_eq(R.code, 0, "%s", R.err);
+	cr_assert(strstr(R.out, "unit_end") && strstr(R.out, "possession"), "%s", R.out);
+	/* the PIN never reaches the records */
+	cr_assert_eq(q_int(w.db, "SELECT count(*) FROM events WHERE body LIKE '%" PIN "%'"), 0);
+
+	/* cutting events off the end together with their rows leaves a
+	 * consistent chain; a hash kept from before (an export) catches it */
+	{
+		char anchor[80] = "", cmd[1024];
+		FILE *p;
+
+		snprintf(cmd, sizeof(cmd), "sqlite3 '%s' 'SELECT hash FROM events "
+			 "ORDER BY seq DESC LIMIT 1'", w.db);
+		p = popen(cmd, "r");
+		cr_assert_not_null(p);
+		cr_assert_not_null(fgets(anchor, sizeof(anchor), p));
+		pclose(p);
+		anchor[strcspn(anchor, "\n")] = '\0';
+		run_station(&R, &w, "--anchor", anchor, "records", "verify", NULL);
+		cr_assert_eq(R.code, 0, "%s\n%s", R.out, R.err);
+		sql_exec(w.db, "DROP TRIGGER events_no_delete; DROP TRIGGER units_no_delete;"
+			 "DELETE FROM events WHERE seq > (SELECT seq FROM events WHERE"
+			 " kind = 'unit_start' AND unit_id = 3) - 1;"
+			 "DELETE FROM steps WHERE unit_id = 3; DELETE FROM units WHERE id = 3");
+		run_station(&R, &w, "records", "verify", NULL);
+		cr_assert_eq(R.code, 0, "the documented limit: %s\n%s", R.out, R.err);
+		run_station(&R, &w, "--anchor", anchor, "records", "verify", NULL);
+		cr_assert_eq(R.code, 4, "%s\n%s", R.out, R.err);
+		cr_assert(strstr(R.out, "cut off"), "%s", R.out);
+	}
+	/* change one byte of one step record */
+	sql_exec(w.db, "DROP TRIGGER events_no_update;"
+		 "UPDATE events SET body = replace(body, '\"ok\"', '\"OK\"')"
+		 " WHERE seq = (SELECT min(seq) FROM events WHERE kind = 'step')");
+	run_station(&R, &w, "records", "verify", NULL);
+	cr_assert_eq(R.code, 4, "%s\n%s", R.out, R.err);
+	cr_assert(strstr(R.out, "TAMPERED") && strstr(R.out, "first bad record: event"),
+		  "%s", R.out);
+	fx_rmtree(w.dir);
+}
+
+/* The block between the auditor-check markers in docs/evidence.md. */
+static void auditor_script(const char *dst)
+{
+	char doc[1024], line[4096], build[512];
+	FILE *in, *out;
+	int state = 0;
+
+	snprintf(build, sizeof(build), "%s", getenv("STATION_BUILD"));
+	snprintf(doc, sizeof(doc), "%s/docs/evidence.md", dirname(build));
+	in = fopen(doc, "r");
+	cr_assert_not_null(in, "cannot read %s", doc);
+	out = fopen(dst, "w");
+	cr_assert_not_null(out);
+	while (fgets(line, sizeof(line), in)) {
+		if (strstr(line, "<!-- auditor-check:begin -->"))
+			state = 1;
+		else if (state == 1 && !strncmp(line, "```sh", 5))
+			state = 2;
+		else if (state == 2 && !strncmp(line, "```", 3))
+			state = 3;
+		else if (state == 2)
+			fputs(line, out);
+	}
+	fclose(in);
+	fclose(out);
+	cr_assert_eq(state, 3, "no auditor-check block in %s", doc);
+}
+
+/* Run the auditor's commands in dir; returns bash's exit status. */
+static int audit_bundle(const char *script, const char *dir, char *log, size_t cap)
+{
+	char cmd[2048];
+	FILE *p;
+	size_t n;
+
+	snprintf(cmd, sizeof(cmd), "cd '%s' && bash '%s' 2>&1", dir, script);
+	p = popen(cmd, "r");
+	cr_assert_not_null(p);
+	n = fread(log, 1, cap - 1, p);
+	log[n] = '\0';
+	return pclose(p);
+}
+
+Test(evidence, bundle_passes_the_documented_openssl_checks, .timeout = 180)
+{
+	struct world w;
+	char bundle[600], script[600], cmd[2048], log[16384], cert[900];
+	int rc;
+
+	world_init(&w);
+	provision(&w, "p1", 3, NULL);
+	cr_assert_eq(R.code, 0, "%s\n%s", R.out, R.err);
+	snprintf(bundle, sizeof(bundle), "%s/bundle", w.dir);
+	snprintf(script, sizeof(script), "%s/auditor.sh", w.dir);
+	run_station(&R, &w, "records", "export", "--evidence", bundle, NULL);
+	cr_assert_eq(R.code, 0, "%s\n%s", R.out, R.err);
+	auditor_script(script);
+	rc = audit_bundle(script, bundle, log, sizeof(log));
+	cr_assert_eq(rc, 0, "the documented checks failed on a good bundle:\n%s", log);
+	cr_assert(strstr(log, "evidence OK"), "%s", log);
+
+	/* a device certificate replaced: the manifest check must fail */
+	snprintf(cmd, sizeof(cmd), "cp -r '%s' '%s.1' && cd '%s.1' && "
+		 "f=$(ls certs/*.pem | head -1) && cp ca.pem \"$f\"", bundle, bundle, bundle);
+	cr_assert_eq(system(cmd), 0);
+	snprintf(cert, sizeof(cert), "%s.1", bundle);
+	cr_assert_neq(audit_bundle(script, cert, log, sizeof(log)), 0,
+		      "a swapped certificate passed:\n%s", log);
+
+	/* an event changed and the manifest re-hashed: the signature fails */
+	snprintf(cmd, sizeof(cmd), "cp -r '%s' '%s.2' && cd '%s.2' && "
+		 "sed -i '3s/\"ok\"/\"OK\"/' events.jsonl && "
+		 "sha256sum units.jsonl events.jsonl ca.pem audit.pem certs/*.pem"
+		 " > manifest.sha256", bundle, bundle, bundle);
+	cr_assert_eq(system(cmd), 0);
+	snprintf(cert, sizeof(cert), "%s.2", bundle);
+	cr_assert_neq(audit_bundle(script, cert, log, sizeof(log)), 0,
+		      "a re-hashed manifest passed:\n%s", log);
+
+	/* a store that does not verify gives no evidence */
+	sql_exec(w.db, "DROP TRIGGER events_no_delete; DELETE FROM events WHERE seq = 5");
+	snprintf(cert, sizeof(cert), "%s/bundle3", w.dir);
+	run_station(&R, &w, "records", "export", "--evidence", cert, NULL);
+	cr_assert_eq(R.code, 4, "%s\n%s", R.out, R.err);
+	cr_assert(strstr(R.err, "event 5"), "%s", R.err);
+	cr_assert_neq(access(cert, F_OK), 0, "a bundle was written");
+	fx_rmtree(w.dir);
+}
+
+Test(evidence, work_order_quota_via_cli, .timeout = 120)
+{
+	struct world w;
+	char *line, *save = NULL;
+	int pass = 0;
+
+	world_init(&w);
+	run_station(&R, &w, "--quota", "2", "records", "workorder", "create", "WO-7", NULL);
+	cr_assert_eq(R.code, 0, "%s", R.err);
+	run_station(&R, &w, "records", "workorder", "create", "WO-7", NULL);
+	cr_assert_eq(R.code, 2, "a second WO-7: %s", R.err);
+	provision(&w, "p1", 4, "WO-7");
+	cr_assert_eq(R.code, 0, "%s\n%s", R.out, R.err);
+	for (line = strtok_r(R.out, "\n", &save); line; line = strtok_r(NULL, "\n", &save))
+		if (strstr(line, "\"result\":\"PASS\""))
+			pass++;
+	cr_assert_eq(pass, 2, "PASS lines: %d", pass);
+	cr_assert(strstr(R.err, "quota"), "%s", R.err);
+	cr_assert_eq(q_int(w.db, "SELECT count(*) FROM units"), 2, "a unit beyond the quota was started");
+	run_station(&R, &w, "records", "workorder", "show", "WO-7", NULL);
+	cr_assert(strstr(R.out, "quota 2, 2 PASS, 0 in work"), "%s", R.out);
+	run_station(&R, &w, "--work-order", "WO-7", "--format", "csv", "records", "list", NULL);
+	cr_assert_eq(R.code, 0);
+	cr_assert_eq(strstr(R.out, "WO-7") != NULL, 1, "%s", R.out);
+	/* an unknown work order stops before anything is touched */
+	provision(&w, "p2", 1, "WO-none");
+	cr_assert_eq(R.code, 2, "%s\n%s", R.out, R.err);
+	cr_assert(strstr(R.err, "WO-none"), "%s", R.err);
+	cr_assert_eq(q_int(w.db, "SELECT count(*) FROM units"), 2);
+	fx_rmtree(w.dir);
+}
+
+/* Start the station on three slots and SIGKILL it once `after` PASS lines
+ * were printed; their uids go to seen (space-separated). */
+static int kill_during_burst(struct world *w, fx_devsim *sims, int after,
+			     char *seen, size_t cap)
+{
+	char bin[512], buf[65536], line[65536];
+	const char *argv[32];
+	int argc = 0, p[2], status, pass = 0;
+	size_t len = 0;
+	pid_t pid;
+
+	snprintf(bin, sizeof(bin), "%s/station", getenv("STATION_BUILD"));
+	argv[argc++] = bin;
+	argv[argc++] = "--config";
+	argv[argc++] = w->conf;
+	argv[argc++] = "--pin-file";
+	argv[argc++] = w->pinfile;
+	argv[argc++] = "--json";
+	argv[argc++] = "--burn-fuses";
+	for (int i = 0; i < 3; i++) {
+		argv[argc++] = "--slot";
+		argv[argc++] = sims[i].port;
+	}
+	argv[argc++] = "provision";
+	argv[argc] = NULL;
+	cr_assert_eq(pipe(p), 0);
+	pid = fork();
+	cr_assert_geq(pid, 0);
+	if (pid == 0) {
+		int null = open("/dev/null", O_WRONLY);
+
+		dup2(p[1], 1);
+		dup2(null, 2);
+		close(p[0]);
+		execv(bin, (char **)argv);
+		_exit(127);
+	}
+	close(p[1]);
+	while (pass < after) {
+		ssize_t k = read(p[0], buf + len, sizeof(buf) - 1 - len);
+		char *nl;
+
+		if (k <= 0)
+			break;
+		len += (size_t)k;
+		buf[len] = '\0';
+		while ((nl = strchr(buf, '\n'))) {
+			json_error_t je;
+			json_t *o;
+
+			*nl = '\0';
+			snprintf(line, sizeof(line), "%s", buf);
+			memmove(buf, nl + 1, len - (size_t)(nl + 1 - buf) + 1);
+			len = strlen(buf);
+			o = json_loads(line, 0, &je);
+			if (o && !strcmp(json_string_value(json_object_get(o, "event")) ?: "", "unit") &&
+			    !strcmp(json_string_value(json_object_get(o, "result")) ?: "", "PASS")) {
+				strncat(seen, json_string_value(json_object_get(o, "uid")),
+					cap - strlen(seen) - 2);
+				strncat(seen, " ", cap - strlen(seen) - 1);
+				pass++;
+			}
+			json_decref(o);
+		}
+	}
+	kill(pid, SIGKILL);
+	close(p[0]);
+	waitpid(pid, &status, 0);
+	cr_assert(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL,
+		  "the station ended before the kill (after %d PASS)", pass);
+	return pass;
+}
+
+Test(evidence, sigkill_during_bursts_keeps_every_reported_pass, .timeout = 300)
+{
+	static const int kill_after[] = { 1, 9, 25 };
+	struct world w;
+	fx_devsim sims[3];
+	char seen[16384] = "", *uid, *save = NULL, sql[256];
+	int total = 0;
+
+	world_init(&w);
+	for (size_t k = 0; k < ST_ARRAY_SIZE(kill_after); k++) {
+		for (int i = 0; i < 3; i++) {
+			char name[16], seed[32];
+
+			snprintf(name, sizeof(name), "p%d", i);
+			snprintf(seed, sizeof(seed), "--seed s%d", i);
+			cr_assert_eq(fx_devsim_start(&sims[i], w.dir, name, 40, seed), 0);
+		}
+		total += kill_during_burst(&w, sims, kill_after[k], seen, sizeof(seen));
+		for (int i = 0; i < 3; i++)
+			fx_devsim_stop(&sims[i]);
+		/* the store opens and verifies after every kill */
+		run_station(&R, &w, "--ca-cert", w.ca, "records", "verify", NULL);
+		cr_assert_eq(R.code, 0, "after kill %zu: %s\n%s", k, R.out, R.err);
+	}
+	cr_assert_geq(total, 35);
+	/* every unit that was reported PASS is PASS on record */
+	for (uid = strtok_r(seen, " ", &save); uid; uid = strtok_r(NULL, " ", &save)) {
+		snprintf(sql, sizeof(sql), "SELECT count(*) FROM units WHERE uid = '%s'"
+			 " AND state = 'PASS'", uid);
+		cr_assert_eq(q_int(w.db, sql), 1, "reported PASS %s is not on record", uid);
+	}
+	fx_rmtree(w.dir);
+}
+
+Test(evidence, full_disk_stops_provisioning_and_loses_nothing, .timeout = 180)
+{
+	struct world w;
+	fx_devsim sim;
+	char *line, *save = NULL, sql[256];
+	struct stat sb;
+	long long before;
+	int reported = 0;
+
+	world_init(&w);
+	provision(&w, "p0", 2, NULL);
+	cr_assert_eq(R.code, 0, "%s\n%s", R.out, R.err);
+	before = q_int(w.db, "SELECT count(*) FROM units WHERE state = 'PASS'");
+	cr_assert_eq(before, 2);
+	/* no file may grow past 1 MiB: the WAL fills during the run */
+	cr_assert_eq(stat(w.db, &sb), 0);
+	cr_assert_lt(sb.st_size, 512 * 1024);
+	cr_assert_eq(fx_devsim_start(&sim, w.dir, "p1", 60, "--seed full"), 0);
+	run_limited(&R, &w, 1024 * 1024, "--json", "--burn-fuses", "--slot", sim.port,
+		    "provision", NULL);
+	fx_devsim_stop(&sim);
+	cr_assert_eq(R.code, 4, "exit %d\n%s\n%s", R.code, R.out, R.err);
+	cr_assert(strstr(R.out, "record") || strstr(R.err, "record"), "%s\n%s", R.out, R.err);
+	cr_assert(strstr(R.out, "disk I/O error") || strstr(R.out, "File too large") ||
+		  strstr(R.out, "full"), "no cause given: %s\n%s", R.out, R.err);
+	/* Where the limit bites depends on how much each unit writes: at a
+	 * unit's start (nothing done to it) or at its end (NOT passed). */
+	cr_assert(strstr(R.out, "NOT passed") || strstr(R.out, "nothing was done to the unit"),
+		  "%s", R.out);
+	/* nothing recorded is lost; every reported PASS is on record */
+	for (line = strtok_r(R.out, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+		json_error_t je;
+		json_t *o = json_loads(line, 0, &je);
+
+		if (o && !strcmp(json_string_value(json_object_get(o, "result")) ?: "", "PASS")) {
+			snprintf(sql, sizeof(sql), "SELECT count(*) FROM units WHERE uid"
+				 " = '%s' AND state = 'PASS'",
+				 json_string_value(json_object_get(o, "uid")));
+			cr_assert_eq(q_int(w.db, sql), 1);
+			reported++;
+		}
+		json_decref(o);
+	}
+	cr_assert_lt(reported, 60, "the limit never bit");
+	cr_assert_gt(reported, 0, "the limit bit before any unit");
+	cr_assert_eq(q_int(w.db, "SELECT count(*) FROM units WHERE state = 'PASS'"),
+		     before + reported);
+	run_station(&R, &w, "records", "verify", NULL);
+	cr_assert_eq(R.code, 0, "%s\n%s", R.out, R.err);
+	fx_rmtree(w.dir);
+}
+
+Test(evidence, read_only_store_stops_provisioning_and_loses_nothing, .timeout = 120)
+{
+	struct world w;
+	fx_devsim sim;
+	char cmd[1024];
+	long long before;
+
+	world_init(&w);
+	provision(&w, "p0", 2, NULL);
+	cr_assert_eq(R.code, 0, "%s\n%s", R.out, R.err);
+	before = q_int(w.db, "SELECT count(*) FROM events");
+	/* root ignores file modes; the immutable attribute binds root too */
+	snprintf(cmd, sizeof(cmd), "chattr +i '%s'", w.db);
+	cr_assert_eq(system(cmd), 0, "chattr +i failed (needs e2fsprogs and a "
+		     "filesystem with attributes under /tmp)");
+	cr_assert_eq(fx_devsim_start(&sim, w.dir, "p1", 2, "--seed ro"), 0);
+	run_station(&R, &w, "--burn-fuses", "--slot", sim.port, "provision", NULL);
+	fx_devsim_stop(&sim);
+	snprintf(cmd, sizeof(cmd), "chattr -i '%s'", w.db);
+	cr_assert_eq(system(cmd), 0);
+	cr_assert_eq(R.code, 4, "exit %d\n%s\n%s", R.code, R.out, R.err);
+	cr_assert(strstr(R.err, "read-only"), "%s", R.err);
+	cr_assert_null(strstr(R.out, "PASS"), "%s", R.out);
+	cr_assert_eq(q_int(w.db, "SELECT count(*) FROM events"), before);
+	cr_assert_eq(q_int(w.db, "SELECT count(*) FROM units"), 2);
+	run_station(&R, &w, "records", "verify", NULL);
+	cr_assert_eq(R.code, 0, "%s\n%s", R.out, R.err);
+	fx_rmtree(w.dir);
+}
+
+Test(evidence, audit_init_makes_a_ca_certified_key_once, .timeout = 120)
+{
+	struct world w;
+	char pem[600], cmd[2048];
+
+	world_init(&w);
+	snprintf(pem, sizeof(pem), "%s/audit.pem", w.dir);
+	run_station(&R, &w, "audit", "init", "--out", pem, NULL);
+	cr_assert_eq(R.code, 0, "%s", R.err);
+	snprintf(cmd, sizeof(cmd), "openssl verify -CAfile '%s' '%s' >/dev/null", w.ca, pem);
+	cr_assert_eq(system(cmd), 0, "the audit certificate does not chain to the CA");
+	run_station(&R, &w, "audit", "init", NULL);
+	cr_assert_eq(R.code, 3, "%s", R.err);
+	cr_assert(strstr(R.err, "already exists"), "%s", R.err);
+	/* provisioning uses that key: the stored certificate is the same */
+	provision(&w, "p1", 1, NULL);
+	cr_assert_eq(R.code, 0, "%s\n%s", R.out, R.err);
+	snprintf(cmd, sizeof(cmd), "sqlite3 '%s' 'SELECT pem FROM audit_certs' | "
+		 "openssl x509 -noout -fingerprint -sha256 > '%s/a.fp' && openssl x509 "
+		 "-in '%s' -noout -fingerprint -sha256 | cmp - '%s/a.fp'", w.db, w.dir,
+		 pem, w.dir);
+	cr_assert_eq(system(cmd), 0, "provisioning signed with another key");
+	fx_rmtree(w.dir);
+}
