@@ -8,10 +8,12 @@
 #include "base.h"
 #include "device-drivers/drv_api.h"
 #include "device-drivers/stprog/stprog.h"
+#include "device-drivers/tpm2/tpm2.h"
 
 /* Every driver, by URI scheme.  Add a line here to add a driver. */
 static const struct drv_ops *const drivers[] = {
 	&stprog_serial_ops,
+	&tpm2_ops,
 };
 
 struct drv_dev {
