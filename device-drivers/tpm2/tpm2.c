@@ -591,10 +591,11 @@ static int t2_keygen(drv_dev *d, uint8_t pub[DRV_P256_POINT_LEN])
 			return rc;
 		trc = Esys_EvictControl(t->esys, ESYS_TR_RH_OWNER, old, ESYS_TR_PASSWORD,
 					ESYS_TR_NONE, ESYS_TR_NONE, t->key_handle, &pers);
-		if (trc) {
-			tr_close(d, &old);
+		/* ESYS keeps the evicted object's name under the handle: drop
+		 * it, or the new key at the same handle is refused later. */
+		tr_close(d, &old);
+		if (trc)
 			return tss_fail(d, trc, "removing the old identity key");
-		}
 		pers = ESYS_TR_NONE;
 	}
 	trc = Esys_CreatePrimary(t->esys, ESYS_TR_RH_OWNER, ESYS_TR_PASSWORD,
