@@ -4,7 +4,9 @@
  * chosen from the URI scheme through the static registry (registry.c):
  *   "serial:/dev/ttyUSB0[?baud=115200]"   the station programmer protocol
  *                                         over a raw termios serial line;
- *   a bare path ("/dev/pts/3") means serial.
+ *   a bare path ("/dev/pts/3") means serial;
+ *   "tpm2:<TCTI>[?key=..&cert_nv=..&rot_nv=..]"  a TPM 2.0 as the target
+ *                                         (docs/tpm2.md).
  * Calls on one drv_dev are not thread-safe; use one per worker thread.
  * Every call returns an st_err; on error drv_errmsg() says what failed in
  * words an operator can act on (command, timeout, port). */

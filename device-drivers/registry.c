@@ -95,8 +95,8 @@ int drv_open(const char *uri, const drv_opts *opts, drv_dev **out)
 	plen = strcspn(path, "?");
 	snprintf(d->port, sizeof(d->port), "%.*s", (int)plen, path);
 	if (!d->ops) {
-		drv_set_error(d, "no driver for '%s' (use serial:/dev/ttyX or a "
-			      "path)", uri);
+		drv_set_error(d, "no driver for '%s' (use serial:/dev/ttyX, a path, "
+			      "or tpm2:<TCTI>)", uri);
 		return ST_E_CONFIG;
 	}
 	d->priv_size = d->ops->priv_size;
