@@ -433,3 +433,40 @@ Test(tpm2, handles_from_the_uri_and_a_bad_option_is_a_clear_error, .timeout = 12
 	cr_assert(has_attr(attrs, "writelocked"), "%s", attrs);
 	world_end(&w);
 }
+
+Test(tpm2, tpm_not_running_is_a_clear_slot_error, .timeout = 120)
+{
+	struct world w;
+	struct run r;
+
+	world_init(&w);
+	fx_swtpm_stop(&w.tpm);
+	run_station(&r, &w, "--burn-fuses", "--slot", w.slot, "provision", NULL);
+	cr_assert_eq(r.code, 5, "stdout:%s\nstderr:%s", r.out, r.err);
+	cr_assert(strstr(r.err, "cannot reach the TPM at swtpm:host=127.0.0.1"), "%s", r.err);
+	cr_assert(strstr(r.err, "slot 1"), "%s", r.err);
+	cr_assert_eq(count_units(&w, NULL), 0);
+	world_end(&w);
+}
+
+Test(tpm2, owner_password_set_fails_the_unit_with_a_hint, .timeout = 120)
+{
+	struct world w;
+	struct run r;
+	char out[4096];
+	json_t *u;
+
+	world_init(&w);
+	cr_assert_eq(fx_swtpm_sh(&w.tpm, out, sizeof(out),
+				 "tpm2_changeauth -c o not-empty 2>&1"), 0, "%s", out);
+	run_station(&r, &w, "--json", "--burn-fuses", "--slot", w.slot, "provision", NULL);
+	cr_assert_eq(r.code, 1, "stdout:%s\nstderr:%s", r.out, r.err);
+	u = the_unit(r.out);
+	cr_assert_str_eq(jstr(u, "result"), "FAIL");
+	cr_assert(strstr(jstr(u, "reason"), "empty owner/endorsement password"), "%s", r.out);
+	json_decref(u);
+	/* Nothing was defined in the TPM. */
+	cr_assert_neq(fx_swtpm_sh(&w.tpm, NULL, 0, "tpm2_nvreadpublic " ROT_NV
+				  " >/dev/null 2>&1"), 0, "the root-of-trust index exists");
+	world_end(&w);
+}

@@ -45,6 +45,22 @@ struct tpm2 {
 /* State of the root-of-trust index. */
 enum rot_state { ROT_NONE, ROT_OPEN, ROT_LOCKED };
 
+/* What an operator can do about the TPM errors a station meets first. */
+static const char *tpm_hint(TSS2_RC rc)
+{
+	if (rc & TSS2_RC_LAYER_MASK)
+		return "";
+	if ((rc & TPM2_RC_FMT1) && ((rc & 0x3f) == (TPM2_RC_AUTH_FAIL & 0x3f) ||
+				    (rc & 0x3f) == (TPM2_RC_BAD_AUTH & 0x3f)))
+		return " (the station needs the empty owner/endorsement password of a "
+		       "factory-fresh TPM: clear the TPM or set the unit aside)";
+	if (rc == TPM2_RC_LOCKOUT)
+		return " (the TPM is in dictionary-attack lockout: wait or clear it)";
+	if (rc == TPM2_RC_NV_SPACE || rc == TPM2_RC_OBJECT_MEMORY)
+		return " (the TPM is out of NV space or object slots)";
+	return "";
+}
+
 /* Turn a TSS2 return code into an st_err with a readable cause.  A lost
  * link (TCTI layer, or an I/O base code from any layer) is ST_E_UNPLUGGED:
  * the engine stops the slot and the unit can be provisioned again. */
@@ -62,8 +78,8 @@ static int tss_fail(drv_dev *d, TSS2_RC rc, const char *what)
 			      what, Tss2_RC_Decode(rc));
 		return ST_E_UNPLUGGED;
 	}
-	drv_set_error(d, "TPM at %s: %s failed: 0x%x %s", t->conf, what, rc,
-		      Tss2_RC_Decode(rc));
+	drv_set_error(d, "TPM at %s: %s failed: 0x%x %s%s", t->conf, what, rc,
+		      Tss2_RC_Decode(rc), tpm_hint(rc));
 	return ST_E_DEVICE;
 }
 
@@ -740,14 +756,18 @@ static int t2_sign_challenge(drv_dev *d, const uint8_t *chal, size_t clen,
 		goto cleanup;
 	}
 	rc = ST_E_CRYPTO;
+	if (ts->sigAlg != TPM2_ALG_ECDSA || ts->signature.ecdsa.signatureR.size > 32 ||
+	    ts->signature.ecdsa.signatureS.size > 32) {
+		drv_set_error(d, "the TPM's signature is not a P-256 ECDSA signature");
+		goto cleanup;
+	}
 	r = BN_bin2bn(ts->signature.ecdsa.signatureR.buffer,
 		      ts->signature.ecdsa.signatureR.size, NULL);
 	s = BN_bin2bn(ts->signature.ecdsa.signatureS.buffer,
 		      ts->signature.ecdsa.signatureS.size, NULL);
 	es = ECDSA_SIG_new();
-	if (ts->sigAlg != TPM2_ALG_ECDSA || !r || !s || !es ||
-	    ECDSA_SIG_set0(es, r, s) != 1) {
-		drv_set_error(d, "the TPM's signature is not a P-256 ECDSA signature");
+	if (!r || !s || !es || ECDSA_SIG_set0(es, r, s) != 1) {
+		drv_set_error(d, "out of memory converting the TPM's signature");
 		goto cleanup;
 	}
 	r = s = NULL;
