@@ -331,15 +331,23 @@ Test(tpm2, root_of_trust_locked_with_another_hash_is_quarantined, .timeout = 120
 {
 	struct world w;
 	struct run r;
-	char out[4096], attrs[256], hex[65];
+	char out[4096], attrs[256], hex[65], other[600];
+	uint8_t bin[32];
 	json_t *u;
+	FILE *f;
 
 	world_init(&w);
 	/* Someone locked another hash into the index first (tpm2-tools). */
+	snprintf(other, sizeof(other), "%s/other.bin", w.dir);
+	cr_assert_eq(st_unhex(OTHER, bin, sizeof(bin)), ST_OK);
+	f = fopen(other, "wb");
+	cr_assert_not_null(f);
+	cr_assert_eq(fwrite(bin, 1, sizeof(bin), f), sizeof(bin));
+	fclose(f);
 	cr_assert_eq(fx_swtpm_sh(&w.tpm, out, sizeof(out),
 		"tpm2_nvdefine " ROT_NV " -C o -s 32 -a 'ownerwrite|ownerread|writedefine' "
-		"2>&1 && printf '%%s' " OTHER " | xxd -r -p | tpm2_nvwrite " ROT_NV
-		" -C o -i - 2>&1 && tpm2_nvwritelock " ROT_NV " -C o 2>&1"), 0,
+		"2>&1 && tpm2_nvwrite " ROT_NV " -C o -i '%s' 2>&1 && "
+		"tpm2_nvwritelock " ROT_NV " -C o 2>&1", other), 0,
 		"pre-locking the index failed: %s", out);
 	run_station(&r, &w, "--json", "--burn-fuses", "--slot", w.slot, "provision", NULL);
 	cr_assert_eq(r.code, 1, "stdout:%s\nstderr:%s", r.out, r.err);
@@ -384,6 +392,12 @@ static void kill_and_resume(uint32_t cc, const char *step_text)
 
 	/* Power the TPM up again with the same state; provision directly. */
 	cr_assert_eq(fx_swtpm_start(&w.tpm, w.dir), 0);
+	if (cc == CC_NV_WRITELOCK) {
+		/* Killed between write and lock: written, not locked. */
+		nv_attrs(&w, ROT_NV, attrs, sizeof(attrs));
+		cr_assert(has_attr(attrs, "written") && !has_attr(attrs, "writelocked"),
+			  "%s", attrs);
+	}
 	run_station(&r, &w, "--json", "--burn-fuses", "--slot", w.slot, "provision", NULL);
 	cr_assert_eq(r.code, 0, "stdout:%s\nstderr:%s", r.out, r.err);
 	u = the_unit(r.out);
