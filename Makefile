@@ -10,6 +10,8 @@ PREFIX ?= /usr/local
 CC     ?= cc
 
 PKGS      := openssl sqlite3 zlib jansson libconfig libusb-1.0
+# TPM 2.0 targets (device-drivers/tpm2/): tpm2-tss ESYS, TCTI loader, RC decoding.
+PKGS      += tss2-esys tss2-tctildr tss2-rc
 # PKCS#11 modules are dlopen()ed: only the header comes from p11-kit.
 HDR_PKGS  := p11-kit-1
 TEST_PKGS := criterion
@@ -27,7 +29,7 @@ ALL_LDFLAGS = $(SAN) $(LDFLAGS)
 LIB_SRCS := $(wildcard base/*.c hsm/*.c records/*.c ui/*.c \
 	device-drivers/*.c device-drivers/proto/*.c \
 	device-drivers/serial/*.c device-drivers/stprog/*.c \
-	device-drivers/usb/*.c) \
+	device-drivers/usb/*.c device-drivers/tpm2/*.c) \
 	$(filter-out station/main.c,$(wildcard station/*.c))
 SIM_SRCS := $(wildcard device-drivers/sim/*.c)
 SIM_LIB_SRCS := $(wildcard base/*.c device-drivers/proto/*.c)

@@ -6,7 +6,9 @@
  *                                         over a raw termios serial line;
  *   "usb:1209:5354[?serial=S|?port=1-2.3]" the same protocol over USB bulk
  *                                         endpoints (libusb);
- *   a bare path ("/dev/pts/3") means serial.
+ *   a bare path ("/dev/pts/3") means serial;
+ *   "tpm2:<TCTI>[?key=..&cert_nv=..&rot_nv=..]"  a TPM 2.0 as the target
+ *                                         (docs/tpm2.md).
  * Calls on one drv_dev are not thread-safe; use one per worker thread.
  * Every call returns an st_err; on error drv_errmsg() says what failed in
  * words an operator can act on (command, timeout, port). */
@@ -113,6 +115,14 @@ typedef struct drv_conditions {
 /* Measure the programming conditions now.  ST_E_STATE when the driver or
  * programmer cannot report them (then nothing may be burned). */
 int drv_get_conditions(drv_dev *d, drv_conditions *out);
+
+/* Whether this target's one-time storage is write-once NV memory the target
+ * writes itself (a TPM NV index: each write atomic, then write-locked)
+ * rather than electrically programmed fuses.  Then no programming window
+ * applies, and a write cut short leaves the field either untouched, written
+ * but unlocked (rewritable with the same value) or complete, never
+ * half-programmed, so it is resumed rather than quarantined. */
+int drv_otp_is_nv(const drv_dev *d);
 
 /* Advance the target's lifecycle to state (never backwards). */
 int drv_set_lifecycle(drv_dev *d, uint8_t state);

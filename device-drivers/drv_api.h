@@ -8,6 +8,8 @@
 #ifndef ST_DRV_API_H
 #define ST_DRV_API_H
 
+#include <stdbool.h>
+
 #include "drv.h"
 
 /* A USB id a driver serves.  udev/70-station.rules is generated from these
@@ -52,6 +54,11 @@ struct drv_ops {
 	/* Optional: programming voltage and temperature; without it nothing
 	 * can be burned through this driver. */
 	int (*conditions)(drv_dev *d, drv_conditions *out);
+	/* Optional: true when the target's one-time storage is NV memory the
+	 * target writes itself (a TPM's write-once NV index), so no programming
+	 * voltage/temperature window applies and conditions may be absent.  A
+	 * driver for electrically programmed fuses leaves it false. */
+	bool otp_is_nv;
 	/* Lifecycle advance. */
 	int (*set_lifecycle)(drv_dev *d, uint8_t state);
 	/* Optional: finish this unit and present the next. */

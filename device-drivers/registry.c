@@ -9,11 +9,13 @@
 #include "device-drivers/drv_api.h"
 #include "device-drivers/stprog/stprog.h"
 #include "device-drivers/usb/usb.h"
+#include "device-drivers/tpm2/tpm2.h"
 
 /* Every driver, by URI scheme.  Add a line here to add a driver. */
 static const struct drv_ops *const drivers[] = {
 	&stprog_serial_ops,
 	&stprog_usb_ops,
+	&tpm2_ops,
 };
 
 const struct drv_ops *drv_driver_at(size_t i)
@@ -101,7 +103,7 @@ int drv_open(const char *uri, const drv_opts *opts, drv_dev **out)
 	snprintf(d->port, sizeof(d->port), "%.*s", (int)plen, path);
 	if (!d->ops) {
 		drv_set_error(d, "no driver for '%s' (use serial:/dev/ttyX, a "
-			      "path, or usb:VID:PID)", uri);
+			      "path, usb:VID:PID or tpm2:<TCTI>)", uri);
 		return ST_E_CONFIG;
 	}
 	d->priv_size = d->ops->priv_size;
@@ -270,6 +272,11 @@ int drv_fuse_read_status(drv_dev *d, unsigned bank, uint8_t out[DRV_FUSE_BANK_LE
 		return finish(d, d->ops->fuse_read(d, bank, out), "fuse_read");
 	return finish(d, d->ops->fuse_read_status(d, bank, out, faulty),
 		      "fuse_read_status");
+}
+
+int drv_otp_is_nv(const drv_dev *d)
+{
+	return d && d->ops && d->ops->otp_is_nv;
 }
 
 int drv_get_conditions(drv_dev *d, drv_conditions *out)

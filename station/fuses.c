@@ -401,8 +401,11 @@ static int check_conditions(st_fuse_run *r, const char *what)
 {
 	const st_fuse_plan *p = r->plan;
 	drv_conditions c;
-	int rc = drv_get_conditions(r->dev, &c);
+	int rc;
 
+	if (drv_otp_is_nv(r->dev))
+		return ST_OK;	/* write-once NV (a TPM): no programming window */
+	rc = drv_get_conditions(r->dev, &c);
 	if (rc) {
 		set_reason(r, "%s: the programming conditions cannot be "
 			   "read (%s)", what, drv_errmsg(r->dev));
@@ -508,6 +511,15 @@ static int burn_field(st_fuse_run *r, const st_fuse_field *f,
 	memcpy(value, bank, sizeof(value));
 	memcpy(value + off, f->target + off, len);
 	rc = drv_fuse_burn(r->dev, f->bank, value, id, back);
+	if (rc && link_lost(rc) && drv_otp_is_nv(r->dev)) {
+		/* Write-once NV cannot be half-programmed: the next run reads it
+		 * (the intent is on record) and burns or verifies. */
+		set_reason(r, "burn of field %s (bank %u, request %08x) was interrupted: "
+			   "%s; the next run reads the device and completes or verifies "
+			   "it", f->name, f->bank, id, drv_errmsg(r->dev));
+		r->summary = "interrupted";
+		return rc;
+	}
 	if (rc) {
 		set_reason(r, "burn of field %s (bank %u, request %08x) did not complete: "
 			   "%s; the outcome is unknown: unit quarantined, do not burn it "
@@ -572,6 +584,11 @@ static void print_conditions(st_fuse_run *r)
 	const st_fuse_plan *p = r->plan;
 	drv_conditions c;
 
+	if (drv_otp_is_nv(r->dev)) {
+		record(r, NULL, NULL, "conditions: not applicable (write-once NV "
+		       "storage, no programming window)");
+		return;
+	}
 	if (drv_get_conditions(r->dev, &c)) {
 		record(r, NULL, NULL, "conditions: cannot be read (%s): nothing would be "
 		       "burned", drv_errmsg(r->dev));
