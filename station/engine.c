@@ -29,8 +29,9 @@ struct job {
 	st_event_fn cb;
 	void *cb_ctx;
 	X509 *ca;            /* the issuing CA certificate (each worker dups it) */
-	pthread_mutex_t lock; /* guards active[] */
+	pthread_mutex_t lock; /* guards active[] and live[] */
 	char active[ST_MAX_SLOTS][2 * DRV_UID_LEN + 1]; /* uid in work per slot */
+	int64_t live[ST_MAX_SLOTS]; /* unit record open per slot (0: none) */
 };
 
 struct worker {
@@ -506,6 +507,31 @@ static int claim_uid(struct worker *w, const char *uid)
 	return other;
 }
 
+/* Note (id != 0) or clear (0) the unit record this slot has open. */
+static void set_live(struct worker *w, int64_t id)
+{
+	struct job *job = (struct job *)w->job;
+
+	pthread_mutex_lock(&job->lock);
+	job->live[w->slot - 1] = id;
+	pthread_mutex_unlock(&job->lock);
+}
+
+/* Is unit record id open in a slot of this run right now?  Then a RUNNING
+ * state means "in work" (e.g. a clone refused on another slot), not
+ * "interrupted". */
+static bool is_live(struct worker *w, int64_t id)
+{
+	struct job *job = (struct job *)w->job;
+	bool live = false;
+
+	pthread_mutex_lock(&job->lock);
+	for (int i = 0; i < ST_MAX_SLOTS; i++)
+		live |= job->live[i] == id;
+	pthread_mutex_unlock(&job->lock);
+	return live;
+}
+
 /* This slot is done with its unit (clears only its own entry). */
 static void unclaim_uid(struct worker *w)
 {
@@ -584,7 +610,7 @@ static int next_unit(struct worker *w, struct unit *u)
 		emit(w, &ev);
 		return 0;
 	}
-	if (rc == ST_OK && !strcmp(last, "RUNNING")) {
+	if (rc == ST_OK && !strcmp(last, "RUNNING") && !is_live(w, id)) {
 		rc = rec_unit_steps(w->job->rec, id, last_intent, u);
 		if (rc == ST_OK && u->pending[0]) {
 			snprintf(why, sizeof(why), "interrupted during a burn: the station "
@@ -704,10 +730,12 @@ static void *worker_main(void *arg)
 				w->sum.record_errors++;
 				break;
 			}
+			set_live(w, u.id);
 			emit(w, &ev);
 			units++;
 			run_unit(&u);
 			finish_unit(&u);
+			set_live(w, 0);
 		}
 		unclaim_uid(w);
 		stop = u.stop_slot;
