@@ -29,9 +29,9 @@ struct job {
 	st_event_fn cb;
 	void *cb_ctx;
 	X509 *ca;            /* the issuing CA certificate (each worker dups it) */
-	pthread_mutex_t lock; /* guards active[] */
+	pthread_mutex_t lock; /* guards active[] and live[] */
 	char active[ST_MAX_SLOTS][2 * DRV_UID_LEN + 1]; /* uid in work per slot */
-	char dup[ST_MAX_SLOTS][2 * DRV_UID_LEN + 1]; /* uid a slot holds as a clone */
+	int64_t live[ST_MAX_SLOTS]; /* unit record open per slot (0: none) */
 };
 
 struct worker {
@@ -513,24 +513,33 @@ static int claim_uid(struct worker *w, const char *uid)
 			other = i + 1;
 	if (!other)
 		snprintf(job->active[w->slot - 1], sizeof(job->active[0]), "%s", uid);
-	else
-		snprintf(job->dup[w->slot - 1], sizeof(job->dup[0]), "%s", uid);
 	pthread_mutex_unlock(&job->lock);
 	return other;
 }
 
-/* Is another slot recording a clone of uid right now?  Its RUNNING row is
- * live, not left by an interrupted run, and must not be closed. */
-static bool clone_in_work(struct worker *w, const char *uid)
+/* Note (id != 0) or clear (0) the unit record this slot has open. */
+static void set_live(struct worker *w, int64_t id)
 {
 	struct job *job = (struct job *)w->job;
-	bool busy = false;
 
 	pthread_mutex_lock(&job->lock);
-	for (int i = 0; i < ST_MAX_SLOTS && !busy; i++)
-		busy = i != w->slot - 1 && !strcmp(job->dup[i], uid);
+	job->live[w->slot - 1] = id;
 	pthread_mutex_unlock(&job->lock);
-	return busy;
+}
+
+/* Is unit record id open in a slot of this run right now?  Then a RUNNING
+ * state means "in work" (e.g. a clone refused on another slot), not
+ * "interrupted". */
+static bool is_live(struct worker *w, int64_t id)
+{
+	struct job *job = (struct job *)w->job;
+	bool live = false;
+
+	pthread_mutex_lock(&job->lock);
+	for (int i = 0; i < ST_MAX_SLOTS; i++)
+		live |= job->live[i] == id;
+	pthread_mutex_unlock(&job->lock);
+	return live;
 }
 
 /* This slot is done with its unit (clears only its own entry). */
@@ -540,7 +549,6 @@ static void unclaim_uid(struct worker *w)
 
 	pthread_mutex_lock(&job->lock);
 	job->active[w->slot - 1][0] = '\0';
-	job->dup[w->slot - 1][0] = '\0';
 	pthread_mutex_unlock(&job->lock);
 }
 
@@ -613,8 +621,7 @@ static int next_unit(struct worker *w, struct unit *u)
 		emit(w, &ev);
 		return 0;
 	}
-	if (rc == ST_OK && !strcmp(last, "RUNNING") &&
-	    !clone_in_work(w, u->info.uid_hex)) {
+	if (rc == ST_OK && !strcmp(last, "RUNNING") && !is_live(w, id)) {
 		rc = rec_unit_steps(w->job->rec, id, last_intent, u);
 		if (rc == ST_OK && u->pending[0]) {
 			snprintf(why, sizeof(why), "interrupted during a burn: the station "
@@ -747,10 +754,12 @@ static void *worker_main(void *arg)
 				w->sum.record_errors++;
 				break;
 			}
+			set_live(w, u.id);
 			emit(w, &ev);
 			units++;
 			run_unit(&u);
 			finish_unit(&u);
+			set_live(w, 0);
 		}
 		unclaim_uid(w);
 		stop = u.stop_slot;

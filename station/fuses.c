@@ -154,7 +154,9 @@ static int parse_field(config_setting_t *e, int idx, const char *path,
 		return perr(err, errlen, "%s: fuses.plan entry %d: 'name' must be 1..31 "
 			    "characters a-z 0-9 - _", path, idx);
 	snprintf(f->name, sizeof(f->name), "%s", name);
-	config_setting_lookup_string(e, "kind", &kind);
+	if (config_setting_get_member(e, "kind") &&
+	    !config_setting_lookup_string(e, "kind", &kind))
+		kind = "(not a string)";
 	for (f->kind = ST_FUSE_DATA; f->kind <= ST_FUSE_LIFECYCLE; f->kind++)
 		if (!strcmp(kind, kind_names[f->kind]))
 			break;

@@ -845,6 +845,13 @@ Test(fuses, bad_plans_are_refused_at_load_with_the_rule, .timeout = 90)
 		  "plan = ( { name = \"l\"; kind = \"lifecycle\"; state = \"locked\"; },\n"
 		  "{ name = \"a\"; bank = 1; word = 0; bits = [0, 0]; value = 1; } ); };\n",
 		  "comes after 'l' (lifecycle)" },
+		{ "fuses: { conditions: { vpp_mv = [2375, 2625]; temp_c = [0, 70]; };\n"
+		  "plan = ( { name = \"a\"; kind = 3; bank = 1; word = 0; bits = [0, 0]; "
+		  "value = 1; } ); };\n",
+		  "is not data, write-protect or lifecycle" },
+		{ "fuses: { conditions: { vpp_mv = [2625, 2375]; temp_c = [0, 70]; };\n"
+		  "plan = ( { name = \"a\"; bank = 1; word = 0; bits = [0, 0]; value = 1; } ); };\n",
+		  "'fuses.conditions.vpp_mv' must be [min, max]" },
 	};
 	struct world w;
 	struct run r;
