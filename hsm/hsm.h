@@ -79,6 +79,77 @@ int hsm_cert_store(hsm_session *s, const char *label, const uint8_t *der,
 int hsm_cert_load(hsm_session *s, const char *label, uint8_t **der,
 		  size_t *len);
 
+/* Key types for CA and device keys.  The hash that goes with each is the
+ * caller's choice (SHA-256 for P-256 and RSA-3072, SHA-384 for P-384). */
+typedef enum hsm_keytype {
+	HSM_KEY_P256 = 1,
+	HSM_KEY_P384,
+	HSM_KEY_RSA3072,
+	HSM_KEY_ED25519,
+} hsm_keytype;
+
+/* Signature mechanisms offered by hsm_sign().  Hashing happens on the host
+ * for ECDSA and RSA because many HSMs offer only the raw mechanisms. */
+typedef enum hsm_sigmech {
+	HSM_SIG_ECDSA = 1,      /* CKM_ECDSA: in = digest, out = raw r||s */
+	HSM_SIG_RSA_PKCS,       /* CKM_RSA_PKCS: in = DER DigestInfo */
+	HSM_SIG_EDDSA,          /* CKM_EDDSA: in = the whole message */
+} hsm_sigmech;
+
+/* Mechanisms a profile can need; checked at start-up by
+ * hsm_check_mechanisms() so a missing one is named before any unit. */
+typedef enum hsm_mech {
+	HSM_M_EC_KEY_PAIR_GEN = 1,
+	HSM_M_RSA_KEY_PAIR_GEN,
+	HSM_M_EDDSA_KEY_PAIR_GEN,
+	HSM_M_ECDSA,
+	HSM_M_RSA_PKCS,
+	HSM_M_EDDSA,
+	HSM_M_ECDH1_DERIVE,
+	HSM_M_AES_KEY_WRAP_PAD,
+} hsm_mech;
+
+#define HSM_MAX_SIG 512         /* enough for RSA-4096 */
+
+/* Parse "p256", "p384", "rsa3072" or "ed25519"; ST_E_INVAL otherwise. */
+int hsm_keytype_parse(const char *name, hsm_keytype *out);
+/* Readable name of a key type ("EC P-256", ...). */
+const char *hsm_keytype_name(hsm_keytype t);
+/* The signature mechanism a key type signs with. */
+hsm_sigmech hsm_keytype_sigmech(hsm_keytype t);
+/* The keygen mechanism a key type needs. */
+hsm_mech hsm_keytype_genmech(hsm_keytype t);
+/* PKCS#11 name of a mechanism ("CKM_ECDSA"), for messages. */
+const char *hsm_mech_name(hsm_mech m);
+
+/* Ask the token (C_GetMechanismList) whether it offers every mechanism in
+ * need[0..n).  ST_E_HSM naming each missing one in hsm_errmsg() if not:
+ * checked before any unit starts rather than failing on the first one. */
+int hsm_check_mechanisms(hsm *h, const hsm_mech *need, size_t n);
+
+/* Generate a key pair of type t labelled label (CKA_LABEL and CKA_ID), with
+ * the same attributes and ST_E_EXISTS rule as hsm_keygen_p256().  The
+ * module must offer the type; if not, ST_E_HSM says which mechanism. */
+int hsm_keygen(hsm_session *s, hsm_keytype t, const char *label, bool token,
+	       hsm_obj *priv);
+
+/* The public key labelled label as a DER SubjectPublicKeyInfo (malloc'd,
+ * caller frees), and its type. */
+int hsm_pubkey_spki(hsm_session *s, const char *label, uint8_t **der,
+		    size_t *len, hsm_keytype *type);
+
+/* Sign in (a digest, a DigestInfo or a message, see hsm_sigmech) with
+ * priv; out (cap bytes) gets the signature as the mechanism returns it. */
+int hsm_sign(hsm_session *s, hsm_obj priv, hsm_sigmech m, const uint8_t *in,
+	     size_t inlen, uint8_t *out, size_t cap, size_t *outlen);
+
+/* Labels of every certificate (privkeys false) or private key (true)
+ * object visible to the session: several issuing CAs and their chains can
+ * live in one token.  *labels is a malloc'd array of *n malloc'd strings;
+ * free it with hsm_labels_free(). */
+int hsm_list_labels(hsm_session *s, bool privkeys, char ***labels, size_t *n);
+void hsm_labels_free(char **labels, size_t n);
+
 /* Log out, close every session, finalise and unload.  NULL is fine. */
 void hsm_close(hsm *h);
 

@@ -543,3 +543,153 @@ Test(hsm, two_threads_sign)
 	}
 	hsm_session_close(s);
 }
+
+/* Sign with hsm_sign the way the station does for type t and verify the
+ * result with OpenSSL under the SubjectPublicKeyInfo the token reports. */
+static void sign_and_verify(hsm_keytype t, const char *label, bool token)
+{
+	static const uint8_t sha256_info[] = {
+		0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03,
+		0x04, 0x02, 0x01, 0x05, 0x00, 0x04, 0x20
+	};
+	const uint8_t msg[] = "station hsm_sign test message";
+	uint8_t *spki = NULL, sig[HSM_MAX_SIG], in[64 + sizeof(sha256_info)];
+	const uint8_t *p;
+	size_t spkilen = 0, siglen = 0, inlen = 0;
+	unsigned int mdlen = 0;
+	hsm_keytype got = 0;
+	hsm_session *s;
+	hsm_obj priv;
+	EVP_PKEY *k;
+	EVP_MD_CTX *md = EVP_MD_CTX_new();
+	int err, ok;
+
+	open_login();
+	s = session();
+	err = hsm_keygen(s, t, label, token, &priv);
+	cr_assert_eq(err, ST_OK, "%s keygen: %s", hsm_keytype_name(t), hsm_session_errmsg(s));
+	err = hsm_pubkey_spki(s, label, &spki, &spkilen, &got);
+	cr_assert_eq(err, ST_OK, "spki: %s", hsm_session_errmsg(s));
+	cr_assert_eq(got, t);
+	p = spki;
+	k = d2i_PUBKEY(NULL, &p, (long)spkilen);
+	cr_assert_not_null(k, "SPKI does not parse");
+	if (t == HSM_KEY_ED25519) {
+		err = hsm_sign(s, priv, HSM_SIG_EDDSA, msg, sizeof(msg), sig, sizeof(sig), &siglen);
+		cr_assert_eq(err, ST_OK, "%s", hsm_session_errmsg(s));
+		cr_assert_eq(siglen, 64);
+		cr_assert_eq(EVP_DigestVerifyInit(md, NULL, NULL, NULL, k), 1);
+		ok = EVP_DigestVerify(md, sig, siglen, msg, sizeof(msg));
+	} else if (t == HSM_KEY_RSA3072) {
+		memcpy(in, sha256_info, sizeof(sha256_info));
+		SHA256(msg, sizeof(msg), in + sizeof(sha256_info));
+		err = hsm_sign(s, priv, HSM_SIG_RSA_PKCS, in, sizeof(sha256_info) + 32, sig,
+			       sizeof(sig), &siglen);
+		cr_assert_eq(err, ST_OK, "%s", hsm_session_errmsg(s));
+		cr_assert_eq(siglen, 384);
+		cr_assert_eq(EVP_DigestVerifyInit(md, NULL, EVP_sha256(), NULL, k), 1);
+		ok = EVP_DigestVerify(md, sig, siglen, msg, sizeof(msg));
+	} else {
+		const EVP_MD *h384 = t == HSM_KEY_P384 ? EVP_sha384() : EVP_sha256();
+		size_t half;
+		ECDSA_SIG *es = ECDSA_SIG_new();
+		unsigned char *der = NULL;
+		int derlen;
+
+		cr_assert_eq(EVP_Digest(msg, sizeof(msg), in, &mdlen, h384, NULL), 1);
+		inlen = mdlen;
+		err = hsm_sign(s, priv, HSM_SIG_ECDSA, in, inlen, sig, sizeof(sig), &siglen);
+		cr_assert_eq(err, ST_OK, "%s", hsm_session_errmsg(s));
+		cr_assert_eq(siglen, t == HSM_KEY_P384 ? 96u : 64u);
+		half = siglen / 2;
+		ECDSA_SIG_set0(es, BN_bin2bn(sig, (int)half, NULL),
+			       BN_bin2bn(sig + half, (int)half, NULL));
+		derlen = i2d_ECDSA_SIG(es, &der);
+		cr_assert_eq(EVP_DigestVerifyInit(md, NULL, h384, NULL, k), 1);
+		ok = EVP_DigestVerify(md, der, (size_t)derlen, msg, sizeof(msg));
+		OPENSSL_free(der);
+		ECDSA_SIG_free(es);
+	}
+	cr_assert_eq(ok, 1, "%s signature does not verify", hsm_keytype_name(t));
+	EVP_MD_CTX_free(md);
+	EVP_PKEY_free(k);
+	free(spki);
+	hsm_session_close(s);
+}
+
+Test(hsm, p256_sign_verify_spki)
+{
+	sign_and_verify(HSM_KEY_P256, "k256", false);
+}
+
+Test(hsm, p384_sign_verify_spki)
+{
+	sign_and_verify(HSM_KEY_P384, "k384", true);
+}
+
+Test(hsm, rsa3072_sign_verify_spki, .timeout = 120)
+{
+	sign_and_verify(HSM_KEY_RSA3072, "krsa", true);
+}
+
+Test(hsm, ed25519_sign_verify_spki)
+{
+	sign_and_verify(HSM_KEY_ED25519, "ked", false);
+}
+
+Test(hsm, keytype_names_parse)
+{
+	hsm_keytype t;
+
+	cr_assert_eq(hsm_keytype_parse("p384", &t), ST_OK);
+	cr_assert_eq(t, HSM_KEY_P384);
+	cr_assert_eq(hsm_keytype_parse("ed448", &t), ST_E_INVAL);
+	cr_assert_str_eq(hsm_keytype_name(HSM_KEY_RSA3072), "RSA-3072");
+}
+
+Test(hsm, mechanism_check_names_every_missing_one)
+{
+	hsm_mech ok[] = { HSM_M_EC_KEY_PAIR_GEN, HSM_M_ECDSA };
+	hsm_mech need[] = { HSM_M_ECDSA, HSM_M_ECDH1_DERIVE, HSM_M_AES_KEY_WRAP_PAD,
+			    HSM_M_EDDSA };
+	char conf[128];
+	FILE *f;
+
+	snprintf(conf, sizeof(conf), "%s/softhsm2.conf", dir);
+	f = fopen(conf, "a");
+	cr_assert_not_null(f);
+	fputs("slots.mechanisms = CKM_EC_KEY_PAIR_GEN,CKM_ECDSA,CKM_ECDH1_DERIVE\n", f);
+	fclose(f);
+	open_login();
+	cr_assert_eq(hsm_check_mechanisms(h, ok, 2), ST_OK, "%s", hsm_errmsg(h));
+	cr_assert_eq(hsm_check_mechanisms(h, need, 4), ST_E_HSM);
+	cr_assert(strstr(hsm_errmsg(h), "CKM_AES_KEY_WRAP_PAD, CKM_EDDSA"), "%s",
+		  hsm_errmsg(h));
+	cr_assert_null(strstr(hsm_errmsg(h), "CKM_ECDH1_DERIVE"), "%s", hsm_errmsg(h));
+}
+
+Test(hsm, list_labels_of_certs_and_keys)
+{
+	hsm_session *s;
+	hsm_obj priv;
+	char **labels = NULL;
+	size_t n = 0, len;
+	uint8_t *der;
+
+	open_login();
+	s = session();
+	cr_assert_eq(hsm_keygen(s, HSM_KEY_P256, "ca-a", true, &priv), ST_OK);
+	cr_assert_eq(hsm_keygen(s, HSM_KEY_P384, "ca-b", true, &priv), ST_OK);
+	der = make_cert(&len);
+	cr_assert_eq(hsm_cert_store(s, "ca-b", der, len), ST_OK, "%s", hsm_session_errmsg(s));
+	OPENSSL_free(der);
+	cr_assert_eq(hsm_list_labels(s, true, &labels, &n), ST_OK);
+	cr_assert_eq(n, 2);
+	cr_assert(!strcmp(labels[0], "ca-a") || !strcmp(labels[1], "ca-a"));
+	hsm_labels_free(labels, n);
+	cr_assert_eq(hsm_list_labels(s, false, &labels, &n), ST_OK);
+	cr_assert_eq(n, 1);
+	cr_assert_str_eq(labels[0], "ca-b");
+	hsm_labels_free(labels, n);
+	hsm_session_close(s);
+}
