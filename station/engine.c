@@ -28,6 +28,8 @@ struct job {
 	st_event_fn cb;
 	void *cb_ctx;
 	X509 *ca;            /* the issuing CA certificate (each worker dups it) */
+	char ca_label[128];  /* the CA chosen for this run */
+	hsm_keytype ca_type;
 	pthread_mutex_t lock; /* guards active[] */
 	char active[ST_MAX_SLOTS][2 * DRV_UID_LEN + 1]; /* uid in work per slot */
 };
@@ -159,11 +161,18 @@ static int do_certificate(struct unit *u, const uint8_t pub[DRV_P256_POINT_LEN],
 			  hsm_session_errmsg(u->sess));
 		goto cleanup;
 	}
-	tmpl = st_x509_device_template(devkey, u->ca, u->info.uid_hex,
-				       st_profile_org(prof),
-				       st_profile_validity_days(prof), serial);
+	{
+		st_subject_vars v = { .uid = u->info.uid_hex, .serial = u->info.uid_hex,
+				      .product = st_profile_name(prof),
+				      .model = u->info.model };
+
+		tmpl = st_x509_device_template(devkey, u->ca, st_profile_cert(prof), &v,
+					       u->info.uid, sizeof(u->info.uid), serial,
+					       err, sizeof(err));
+	}
 	if (tmpl)
-		cert = st_x509_hsm_sign(tmpl, u->sess, u->ca_priv, err, sizeof(err));
+		cert = st_x509_hsm_sign(tmpl, u->sess, u->ca_priv, u->w->job->ca_type,
+					err, sizeof(err));
 	if (!cert) {
 		rc = fail(u, "certificate", ST_E_CRYPTO, "certificate not issued: %s",
 			  err[0] ? err : "template");
@@ -547,7 +556,7 @@ static void *worker_main(void *arg)
 	}
 	rc = hsm_session_open(job->h, &sess);
 	if (!rc)
-		rc = hsm_find_privkey(sess, job->cfg->ca_label, &ca_priv);
+		rc = hsm_find_privkey(sess, job->ca_label, &ca_priv);
 	if (rc) {
 		slot_error(w, rc, "slot %d: HSM session failed: %s", w->slot,
 			   sess ? hsm_session_errmsg(sess) : hsm_errmsg(job->h));
@@ -623,59 +632,46 @@ cleanup:
 	return NULL;
 }
 
-/* Load the issuing CA certificate and check it matches the key and is
- * valid now; nothing is issued from a CA that fails this. */
-static int load_ca(hsm *h, const char *label, X509 **out, char *err, size_t errlen)
+/* Choose the issuing CA (the profile's, the configured one, or the newest
+ * valid one in the token), check that the token offers what it signs
+ * with, and warn inside the renewal window; nothing is issued from a CA
+ * that fails this. */
+static int load_ca(struct job *job, char *err, size_t errlen)
 {
+	const char *label = st_profile_issuer(job->prof) ? st_profile_issuer(job->prof) :
+			    job->cfg->ca_label;
 	hsm_session *s = NULL;
-	uint8_t *der = NULL, point[HSM_P256_POINT_LEN];
-	const uint8_t *p;
-	size_t len = 0;
-	EVP_PKEY *pub = NULL;
-	X509 *ca = NULL;
+	st_ca_choice ca;
+	hsm_mech need;
 	int rc;
 
-	rc = hsm_session_open(h, &s);
+	rc = hsm_session_open(job->h, &s);
 	if (rc) {
-		snprintf(err, errlen, "cannot open an HSM session: %s", hsm_errmsg(h));
-		goto cleanup;
+		snprintf(err, errlen, "cannot open an HSM session: %s", hsm_errmsg(job->h));
+		return rc;
 	}
-	rc = hsm_cert_load(s, label, &der, &len);
-	if (!rc)
-		rc = hsm_read_pubkey(s, label, point);
-	if (rc) {
-		snprintf(err, errlen, "no issuing CA '%s' in the token (%s); run "
-			 "'station ca init' first", label, hsm_session_errmsg(s));
-		goto cleanup;
-	}
-	p = der;
-	ca = d2i_X509(NULL, &p, (long)len);
-	pub = st_p256_pubkey(point);
-	rc = ST_E_VERIFY;
-	if (!ca || !pub || EVP_PKEY_eq(X509_get0_pubkey(ca), pub) != 1) {
-		snprintf(err, errlen, "the CA certificate '%s' does not match its key "
-			 "in the token", label);
-		goto cleanup;
-	}
-	if (X509_cmp_current_time(X509_get0_notAfter(ca)) <= 0) {
-		snprintf(err, errlen, "the CA certificate '%s' has expired: renew the "
-			 "issuing CA before provisioning", label);
-		goto cleanup;
-	}
-	if (X509_cmp_current_time(X509_get0_notBefore(ca)) >= 0) {
-		snprintf(err, errlen, "the CA certificate '%s' is not valid yet: check "
-			 "the station clock", label);
-		goto cleanup;
-	}
-	*out = ca;
-	ca = NULL;
-	rc = ST_OK;
-cleanup:
-	X509_free(ca);
-	EVP_PKEY_free(pub);
-	free(der);
+	rc = st_ca_select(s, label, st_profile_ca_renewal_days(job->prof), &ca,
+			  err, errlen);
 	hsm_session_close(s);
-	return rc;
+	if (rc)
+		return rc;
+	need = st_sigmech_need(ca.type);
+	rc = hsm_check_mechanisms(job->h, &need, 1);
+	if (rc) {
+		snprintf(err, errlen, "issuing CA '%s' (%s): %s", ca.label,
+			 hsm_keytype_name(ca.type), hsm_errmsg(job->h));
+		X509_free(ca.cert);
+		return rc;
+	}
+	job->ca = ca.cert;
+	job->ca_type = ca.type;
+	snprintf(job->ca_label, sizeof(job->ca_label), "%s", ca.label);
+	if (ca.warning[0] && job->cb) {
+		st_event ev = { .kind = ST_EV_WARNING, .detail = ca.warning };
+
+		job->cb(&ev, job->cb_ctx);
+	}
+	return ST_OK;
 }
 
 int st_provision(hsm *h, rec_store *rec, const st_config *cfg,
@@ -693,7 +689,7 @@ int st_provision(hsm *h, rec_store *rec, const st_config *cfg,
 		snprintf(err, errlen, "between 1 and %d slots, please", ST_MAX_SLOTS);
 		return ST_E_INVAL;
 	}
-	rc = load_ca(h, cfg->ca_label, &job.ca, err, errlen);
+	rc = load_ca(&job, err, errlen);
 	if (rc)
 		return rc;
 	pthread_mutex_init(&job.lock, NULL);
