@@ -150,6 +150,33 @@ int hsm_sign(hsm_session *s, hsm_obj priv, hsm_sigmech m, const uint8_t *in,
 int hsm_list_labels(hsm_session *s, bool privkeys, char ***labels, size_t *n);
 void hsm_labels_free(char **labels, size_t n);
 
+/* Wrapped key injection.  hsm_inject_keygen() makes a P-256 device key
+ * pair as session objects; the private key is CKA_SENSITIVE and
+ * extractable only by wrapping (CKA_EXTRACTABLE, never readable in clear),
+ * with no usage of its own, labelled HSM_INJECT_LABEL (so listings show
+ * it while it lives).  pub gets its public point. */
+#define HSM_INJECT_LABEL "station-device-key"
+int hsm_inject_keygen(hsm_session *s, hsm_obj *priv, hsm_obj *pubobj,
+		      uint8_t pub[HSM_P256_POINT_LEN]);
+
+/* Wrap the device key priv for a target whose transport public key is
+ * transport: a fresh ephemeral P-256 key pair, CKM_ECDH1_DERIVE (CKD_NULL,
+ * so any HSM with ECDH can do it) with transport gives an AES-256 session
+ * key, CKM_AES_KEY_WRAP_PAD wraps priv (PKCS#8 inside, RFC 5649).  eph gets
+ * the ephemeral public point, wrapped (cap bytes) the blob.  The ephemeral
+ * key and the AES key are destroyed before return, pass or fail. */
+int hsm_inject_wrap(hsm_session *s, hsm_obj priv,
+		    const uint8_t transport[HSM_P256_POINT_LEN],
+		    uint8_t eph[HSM_P256_POINT_LEN], uint8_t *wrapped,
+		    size_t cap, size_t *wlen);
+
+/* Would the token hand out the secret value of obj (CKA_VALUE) in clear?
+ * false is the only acceptable answer for a device key. */
+bool hsm_value_readable(hsm_session *s, hsm_obj obj);
+
+/* Destroy a (session) object; ST_OK if it is already gone. */
+int hsm_destroy(hsm_session *s, hsm_obj obj);
+
 /* Log out, close every session, finalise and unload.  NULL is fine. */
 void hsm_close(hsm *h);
 

@@ -19,6 +19,7 @@ struct st_profile {
 	st_cert_profile cert;
 	char issuer[128];
 	int ca_renewal_days;
+	bool inject;
 	uint8_t rot_hash[32];
 	unsigned rot_bank;
 	char digest[65];
@@ -282,6 +283,16 @@ int st_profile_load(const char *path, st_profile **out, char *err, size_t errlen
 		snprintf(err, errlen, "%s: 'root_of_trust.fuse_bank' must be 0..255", path);
 		goto cleanup;
 	}
+	if (config_lookup_string(&c, "key_mode", &str)) {
+		if (!strcmp(str, "inject")) {
+			p->inject = true;
+		} else if (strcmp(str, "device")) {
+			snprintf(err, errlen, "%s: 'key_mode' must be \"device\" (the "
+				 "device generates its key) or \"inject\" (the HSM "
+				 "generates it and injects it wrapped)", path);
+			goto cleanup;
+		}
+	}
 	if (file_digest(path, p->digest)) {
 		snprintf(err, errlen, "cannot hash profile %s", path);
 		rc = ST_E_IO;
@@ -347,4 +358,9 @@ int st_profile_ca_renewal_days(const st_profile *p)
 const st_cert_profile *st_profile_cert(const st_profile *p)
 {
 	return &p->cert;
+}
+
+bool st_profile_key_inject(const st_profile *p)
+{
+	return p->inject;
 }

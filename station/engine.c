@@ -140,6 +140,69 @@ static int do_keygen(struct unit *u, uint8_t pub[DRV_P256_POINT_LEN])
 	return step(u, "keygen", "ok", "P-256 key generated on the device");
 }
 
+/* Inject mode: the HSM makes the device key as session objects, wraps it
+ * for the target's one-time transport key, and destroys its copy before
+ * the blob leaves; the station only ever holds the wrapped blob. */
+static int do_inject(struct unit *u, uint8_t pub[DRV_P256_POINT_LEN])
+{
+	uint8_t tkey[DRV_P256_POINT_LEN], eph[HSM_P256_POINT_LEN];
+	uint8_t wrapped[DRV_MAX_WRAPPED], installed[DRV_P256_POINT_LEN];
+	hsm_obj priv = 0, pubobj = 0;
+	bool have = false;
+	size_t wlen = 0;
+	int rc;
+
+	rc = drv_get_transport_key(u->dev, tkey);
+	if (rc) {
+		rc = fail(u, "keygen", rc, "the device did not give a transport key: %s",
+			  drv_errmsg(u->dev));
+		goto out;
+	}
+	rc = hsm_inject_keygen(u->sess, &priv, &pubobj, pub);
+	if (rc) {
+		rc = fail(u, "keygen", rc, "HSM device key generation failed: %s",
+			  hsm_session_errmsg(u->sess));
+		goto out;
+	}
+	have = true;
+	if (hsm_value_readable(u->sess, priv)) {
+		rc = fail(u, "keygen", ST_E_HSM, "the HSM would reveal the device key "
+			  "in clear (CKA_VALUE readable): refusing to inject it");
+		goto out;
+	}
+	rc = hsm_inject_wrap(u->sess, priv, tkey, eph, wrapped, sizeof(wrapped), &wlen);
+	if (rc) {
+		rc = fail(u, "keygen", rc, "wrapping the device key failed: %s",
+			  hsm_session_errmsg(u->sess));
+		goto out;
+	}
+	/* The HSM's copy goes before the blob leaves the station. */
+	hsm_destroy(u->sess, priv);
+	hsm_destroy(u->sess, pubobj);
+	have = false;
+	rc = drv_inject_key(u->dev, eph, wrapped, wlen, installed);
+	if (rc) {
+		rc = fail(u, "keygen", rc, "the device did not install the injected key: %s",
+			  drv_errmsg(u->dev));
+		goto out;
+	}
+	if (memcmp(installed, pub, DRV_P256_POINT_LEN)) {
+		rc = fail(u, "keygen", ST_E_VERIFY, "the device installed another key "
+			  "than the one injected");
+		goto out;
+	}
+	st_hex(pub, DRV_P256_POINT_LEN, u->pub_hex);
+	rc = step(u, "keygen", "ok", "P-256 key made in the HSM, injected wrapped "
+		  "(%zu bytes), HSM copy destroyed", wlen);
+out:
+	if (have) {
+		hsm_destroy(u->sess, priv);
+		hsm_destroy(u->sess, pubobj);
+	}
+	st_wipe(wrapped, sizeof(wrapped));
+	return rc;
+}
+
 /* Build the certificate, have the HSM sign it, check it against the CA. */
 static int do_certificate(struct unit *u, const uint8_t pub[DRV_P256_POINT_LEN],
 			  X509 **out)
@@ -388,7 +451,8 @@ static void run_unit(struct unit *u)
 	if (step(u, "identify", "ok", "model %s, programmer fw %s, lifecycle %u",
 		 u->info.model, u->info.fw_version, u->info.lifecycle))
 		return;
-	if (do_keygen(u, pub) || do_certificate(u, pub, &cert) ||
+	if ((st_profile_key_inject(u->w->job->prof) ? do_inject(u, pub) :
+	     do_keygen(u, pub)) || do_certificate(u, pub, &cert) ||
 	    do_write_cert(u, cert) || do_pop(u, cert) || do_fuses(u))
 		goto cleanup;
 	if (keep_cert(u, cert)) {
@@ -642,7 +706,9 @@ static int load_ca(struct job *job, char *err, size_t errlen)
 			    job->cfg->ca_label;
 	hsm_session *s = NULL;
 	st_ca_choice ca;
-	hsm_mech need;
+	/* Issuing, and for inject mode making and wrapping device keys. */
+	hsm_mech need[] = { 0, HSM_M_EC_KEY_PAIR_GEN, HSM_M_ECDH1_DERIVE,
+			    HSM_M_AES_KEY_WRAP_PAD };
 	int rc;
 
 	rc = hsm_session_open(job->h, &s);
@@ -655,8 +721,9 @@ static int load_ca(struct job *job, char *err, size_t errlen)
 	hsm_session_close(s);
 	if (rc)
 		return rc;
-	need = st_sigmech_need(ca.type);
-	rc = hsm_check_mechanisms(job->h, &need, 1);
+	need[0] = st_sigmech_need(ca.type);
+	rc = hsm_check_mechanisms(job->h, need, st_profile_key_inject(job->prof) ?
+				  ST_ARRAY_SIZE(need) : 1);
 	if (rc) {
 		snprintf(err, errlen, "issuing CA '%s' (%s): %s", ca.label,
 			 hsm_keytype_name(ca.type), hsm_errmsg(job->h));

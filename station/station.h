@@ -64,6 +64,9 @@ int st_profile_ca_renewal_days(const st_profile *p);
 /* The device certificate profile (engine-internal type, see x509.h). */
 typedef struct st_cert_profile st_cert_profile;
 const st_cert_profile *st_profile_cert(const st_profile *p);
+/* key_mode = "inject": the HSM makes the device key and injects it
+ * wrapped (for devices that cannot generate keys); default "device". */
+bool st_profile_key_inject(const st_profile *p);
 /* Root-of-trust hash (32 bytes) and the fuse bank it goes into. */
 const uint8_t *st_profile_rot_hash(const st_profile *p, unsigned *bank);
 

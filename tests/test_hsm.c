@@ -693,3 +693,73 @@ Test(hsm, list_labels_of_certs_and_keys)
 	hsm_labels_free(labels, n);
 	hsm_session_close(s);
 }
+
+/* Inject mode at the PKCS#11 level: the device key is not readable, its
+ * wrapped form opens with ECDH(transport, ephemeral) + AES-KWP exactly as
+ * a device would do it (done here with OpenSSL), and after destruction the
+ * session holds no device key. */
+Test(hsm, inject_wrap_unwraps_on_the_device_side_and_leaves_nothing)
+{
+	EVP_PKEY *transport = EVP_EC_gen("P-256"), *eph, *devkey;
+	uint8_t tpub[65], ephpt[65], devpub[65], wrapped[512], kek[32], plain[600];
+	uint8_t got[65];
+	size_t tlen = 0, wlen = 0, keklen = 32, glen = 0;
+	int plen = 0, flen = 0;
+	const uint8_t *pp;
+	hsm_obj priv, pubobj;
+	hsm_session *s;
+	EVP_PKEY_CTX *dc;
+	EVP_CIPHER_CTX *cc = EVP_CIPHER_CTX_new();
+	char **labels = NULL;
+	size_t nl = 0;
+	bool found = false;
+
+	open_login();
+	s = session();
+	cr_assert_eq(EVP_PKEY_get_octet_string_param(transport, "encoded-pub-key", tpub,
+						     sizeof(tpub), &tlen), 1);
+	cr_assert_eq(hsm_inject_keygen(s, &priv, &pubobj, devpub), ST_OK, "%s",
+		     hsm_session_errmsg(s));
+	cr_assert(!hsm_value_readable(s, priv), "CKA_VALUE of the device key is readable");
+	cr_assert_eq(hsm_inject_wrap(s, priv, tpub, ephpt, wrapped, sizeof(wrapped), &wlen),
+		     ST_OK, "%s", hsm_session_errmsg(s));
+	cr_assert_gt(wlen, 64);
+	cr_assert_eq(hsm_list_labels(s, true, &labels, &nl), ST_OK);
+	for (size_t i = 0; i < nl; i++)
+		found |= !strcmp(labels[i], HSM_INJECT_LABEL);
+	hsm_labels_free(labels, nl);
+	cr_assert(found, "the live device key is not listed");
+	cr_assert_eq(hsm_destroy(s, priv), ST_OK);
+	cr_assert_eq(hsm_destroy(s, pubobj), ST_OK);
+	cr_assert_eq(hsm_list_labels(s, true, &labels, &nl), ST_OK);
+	for (size_t i = 0; i < nl; i++)
+		cr_assert_str_neq(labels[i], HSM_INJECT_LABEL, "device key left in the HSM");
+	hsm_labels_free(labels, nl);
+	/* The device side. */
+	eph = pkey_from_point(ephpt);
+	dc = EVP_PKEY_CTX_new(transport, NULL);
+	cr_assert_eq(EVP_PKEY_derive_init(dc), 1);
+	cr_assert_eq(EVP_PKEY_derive_set_peer(dc, eph), 1);
+	cr_assert_eq(EVP_PKEY_derive(dc, kek, &keklen), 1);
+	cr_assert_eq(EVP_DecryptInit_ex(cc, EVP_aes_256_wrap_pad(), NULL, kek, NULL), 1);
+	cr_assert_eq(EVP_DecryptUpdate(cc, plain, &plen, wrapped, (int)wlen), 1);
+	cr_assert_eq(EVP_DecryptFinal_ex(cc, plain + plen, &flen), 1);
+	pp = plain;
+	devkey = d2i_AutoPrivateKey(NULL, &pp, plen + flen);
+	cr_assert_not_null(devkey, "unwrapped blob is not a PKCS#8 private key");
+	cr_assert_eq(EVP_PKEY_get_octet_string_param(devkey, "encoded-pub-key", got,
+						     sizeof(got), &glen), 1);
+	cr_assert_eq(memcmp(got, devpub, 65), 0, "unwrapped key is not the device key");
+	/* A tampered blob does not open. */
+	wrapped[wlen / 2] ^= 1;
+	cr_assert_eq(EVP_DecryptInit_ex(cc, EVP_aes_256_wrap_pad(), NULL, kek, NULL), 1);
+	cr_assert_eq(EVP_DecryptUpdate(cc, plain, &plen, wrapped, (int)wlen) == 1 &&
+		     EVP_DecryptFinal_ex(cc, plain + plen, &flen) == 1, 0,
+		     "a tampered blob unwrapped");
+	EVP_PKEY_free(devkey);
+	EVP_PKEY_free(eph);
+	EVP_PKEY_free(transport);
+	EVP_PKEY_CTX_free(dc);
+	EVP_CIPHER_CTX_free(cc);
+	hsm_session_close(s);
+}

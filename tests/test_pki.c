@@ -820,3 +820,69 @@ Test(pki, works_through_p11_kit_proxy, .timeout = 120)
 	X509_free(leaf);
 	fx_rmtree(w.dir);
 }
+
+/* --- wrapped key injection --------------------------------------------- */
+
+Test(pki, inject_mode_provisions_with_a_wrapped_hsm_key, .timeout = 120)
+{
+	struct world w;
+	struct run r;
+	char text[1024], cmd[1024], buf[8192], point[131], uid[64], ca[512], cert[700];
+	uint8_t pt[65];
+	size_t len = 0, n;
+	fx_devsim sim;
+	json_t *st = NULL, *u, *units;
+	X509 *leaf;
+	FILE *p;
+
+	world_init(&w, NULL);
+	snprintf(text, sizeof(text),
+		 "name = \"pki-sensor\";\nkey_mode = \"inject\";\n"
+		 "certificate: { organization = \"PKI Test\"; validity_days = 30; };\n"
+		 "root_of_trust: { sha256 = \"" ROT "\"; fuse_bank = 0; };\n");
+	write_file(w.profile, text);
+	path(ca, &w, "ca.pem");
+	run_station(&r, &w, "ca", "init", "--out", ca, NULL);
+	cr_assert_eq(r.code, 0, "%s", r.err);
+	cr_assert_eq(fx_devsim_start(&sim, w.dir, "inj", 2, "--seed inject"), 0);
+	run_station(&r, &w, "--json", "--verbose", "--slot", sim.port, "provision", NULL);
+	fx_devsim_stop(&sim);
+	cr_assert_eq(r.code, 0, "stdout:%s\nstderr:%s", r.out, r.err);
+	cr_assert(strstr(r.err, "injected wrapped"), "%s", r.err);
+	/* Proof of possession passed in the run (a PASS needs it); the key the
+	 * simulated chip holds is the certified one. */
+	cr_assert_eq(fx_devsim_dump(sim.state_path, &st), 0);
+	units = json_object_get(st, "units");
+	cr_assert_eq(json_array_size(units), 2);
+	for (size_t i = 0; i < 2; i++) {
+		u = json_array_get(units, i);
+		snprintf(uid, sizeof(uid), "%s", json_string_value(json_object_get(u, "uid")));
+		snprintf(cert, sizeof(cert), "%s/%s.pem", w.certs, uid);
+		leaf = read_pem(cert);
+		cr_assert_eq(EVP_PKEY_get_octet_string_param(X509_get0_pubkey(leaf),
+			"encoded-pub-key", pt, sizeof(pt), &len), 1);
+		st_hex(pt, 65, point);
+		cr_assert_str_eq(json_string_value(json_object_get(u, "pubkey")), point);
+		cr_assert_eq(verify(&w, ca, NULL, uid), 0);
+		X509_free(leaf);
+	}
+	json_decref(st);
+	/* Afterwards the token holds the CA key and no device private key. */
+	snprintf(cmd, sizeof(cmd), "pkcs11-tool --module %s --token-label station --login "
+		 "--pin " PIN " --list-objects --type privkey 2>&1", FX_SOFTHSM_MODULE);
+	p = popen(cmd, "r");
+	cr_assert_not_null(p);
+	n = fread(buf, 1, sizeof(buf) - 1, p);
+	buf[n] = '\0';
+	cr_assert_eq(pclose(p), 0, "%s", buf);
+	cr_assert(strstr(buf, "issuing-ca"), "%s", buf);
+	cr_assert_null(strstr(buf, "station-device-key"), "%s", buf);
+	{
+		int keys = 0;
+
+		for (char *q = buf; (q = strstr(q, "Private Key Object")); q++)
+			keys++;
+		cr_assert_eq(keys, 1, "%s", buf);
+	}
+	fx_rmtree(w.dir);
+}
