@@ -43,6 +43,7 @@ struct hsm {
 struct hsm_session {
 	hsm *h;
 	CK_SESSION_HANDLE sh;
+	CK_RV last_rv;          /* of the last failed call, for hsm_session_lost */
 	char err[HSM_ERRMSG_LEN];
 };
 
@@ -205,6 +206,7 @@ static int s_rv(hsm_session *s, const char *fn, CK_RV rv)
 {
 	char num[48];
 
+	s->last_rv = rv;
 	s_err(s, "%s: %s", fn, rv_name(rv, num, sizeof(num)));
 	return rv_err(rv);
 }
@@ -453,6 +455,45 @@ void hsm_session_close(hsm_session *s)
 		return;
 	s->h->fl->C_CloseSession(s->sh);
 	free(s);
+}
+
+bool hsm_session_lost(const hsm_session *s)
+{
+	if (!s)
+		return false;
+	switch (s->last_rv) {
+	case CKR_DEVICE_REMOVED:
+	case CKR_TOKEN_NOT_PRESENT:
+	case CKR_SESSION_HANDLE_INVALID:
+	case CKR_SESSION_CLOSED:
+	case CKR_DEVICE_ERROR:
+	case CKR_OBJECT_HANDLE_INVALID:
+	case CKR_KEY_HANDLE_INVALID:
+		return true;
+	default:
+		return false;
+	}
+}
+
+/* The old session may already be dead: its close result is irrelevant. */
+int hsm_session_reopen(hsm_session *s)
+{
+	CK_SESSION_HANDLE sh;
+	CK_RV rv;
+
+	if (!s)
+		return ST_E_INVAL;
+	s->h->fl->C_CloseSession(s->sh);
+	rv = s->h->fl->C_OpenSession(s->h->slot, CKF_SERIAL_SESSION | CKF_RW_SESSION,
+				     NULL, NULL, &sh);
+	if (rv != CKR_OK) {
+		s->sh = CK_INVALID_HANDLE;
+		return s_rv(s, "C_OpenSession (re-open)", rv);
+	}
+	s->sh = sh;
+	s->last_rv = CKR_OK;
+	s->err[0] = '\0';
+	return ST_OK;
 }
 
 /* Never NULL, so callers can print it unconditionally. */

@@ -47,6 +47,18 @@ int hsm_session_open(hsm *h, hsm_session **out);
 void hsm_session_close(hsm_session *s);
 const char *hsm_session_errmsg(const hsm_session *s);
 
+/* Did the last failure on s mean the token or the session went away
+ * (CKR_DEVICE_REMOVED, CKR_TOKEN_NOT_PRESENT, CKR_SESSION_HANDLE_INVALID,
+ * CKR_SESSION_CLOSED, CKR_DEVICE_ERROR, or a held object handle no longer
+ * valid)?  Then the caller re-opens rather than retrying the operation. */
+bool hsm_session_lost(const hsm_session *s);
+
+/* Replace s's PKCS#11 session with a new one on the same token (handles
+ * found through the old one must be looked up again).  Login state belongs
+ * to the application: if the token itself was pulled and re-inserted, key
+ * lookups on the new session fail and the station must log in again. */
+int hsm_session_reopen(hsm_session *s);
+
 /* Generate an EC P-256 key pair labelled label (CKA_LABEL and CKA_ID).
  * token=true makes persistent token objects (a CA key); false makes session
  * objects.  The private key is always CKA_SENSITIVE, !CKA_EXTRACTABLE,

@@ -56,6 +56,7 @@ struct unit {
 	const char *fuses;
 	int err;
 	bool stop_slot;       /* the link or the records failed: end this slot */
+	bool hsm_lost;        /* the HSM session or token went away */
 	int dup_slot;         /* another slot holds the same device ID */
 	char serial[80];
 	char fp[65];
@@ -124,6 +125,8 @@ static int fail(struct unit *u, const char *name, int rc, const char *fmt, ...)
 	u->result = rc == ST_E_FUSE_CONFLICT ? "QUARANTINE" : "FAIL";
 	if (link_error(rc))
 		u->stop_slot = true;
+	if (hsm_session_lost(u->sess))
+		u->hsm_lost = true;
 	step(u, name, "fail", "%s", u->reason);
 	return rc;
 }
@@ -671,6 +674,18 @@ static void *worker_main(void *arg)
 		unclaim_uid(w);
 		stop = u.stop_slot;
 		free(u.cert_pem);
+		/* A dead session or a pulled token: re-open and find the CA key
+		 * again; if that fails the slot stops rather than failing every
+		 * following unit the same way. */
+		if (!stop && u.hsm_lost &&
+		    (hsm_session_reopen(sess) || hsm_find_privkey(sess, job->ca_label, &ca_priv))) {
+			slot_error(w, ST_E_HSM, "slot %d: the HSM session or token was lost "
+				   "(%s) and could not be re-opened: the slot stops; put the "
+				   "token back and restart the station", w->slot,
+				   hsm_session_errmsg(sess));
+			w->sum.hsm_errors++;
+			break;
+		}
 		if (stop) {
 			if (u.err && link_error(u.err))
 				slot_error(w, u.err, "slot %d (%s): %s", w->slot, w->port,
@@ -781,6 +796,7 @@ int st_provision(hsm *h, rec_store *rec, const st_config *cfg,
 		sum->skipped += workers[i].sum.skipped;
 		sum->slot_errors += workers[i].sum.slot_errors;
 		sum->record_errors += workers[i].sum.record_errors;
+		sum->hsm_errors += workers[i].sum.hsm_errors;
 	}
 	X509_free(job.ca);
 	pthread_mutex_destroy(&job.lock);

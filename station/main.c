@@ -229,7 +229,8 @@ static int cmd_provision(struct cli *cli, int argc, char **argv)
 		       cli->cfg.records_path, cli->cfg.cert_dir ? ", certificates in " : "",
 		       cli->cfg.cert_dir ? cli->cfg.cert_dir : "");
 	}
-	code = sum.record_errors ? EXIT_RECORDS : sum.slot_errors ? EXIT_LINK :
+	code = sum.record_errors ? EXIT_RECORDS : sum.hsm_errors ? EXIT_HSM :
+	       sum.slot_errors ? EXIT_LINK :
 	       (sum.fail || sum.quarantine) ? EXIT_UNIT_FAILED : 0;
 cleanup:
 	hsm_close(h);

@@ -144,6 +144,7 @@ typedef struct st_summary {
 	int pass, fail, quarantine, skipped;
 	int slot_errors;      /* slots stopped by a programmer/link error */
 	int record_errors;    /* slots stopped because a record could not be written */
+	int hsm_errors;       /* slots stopped because the HSM went away (also in slot_errors) */
 } st_summary;
 
 /* Provision: one worker thread per slot, each with its own HSM session and

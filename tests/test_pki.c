@@ -886,3 +886,101 @@ Test(pki, inject_mode_provisions_with_a_wrapped_hsm_key, .timeout = 120)
 	}
 	fx_rmtree(w.dir);
 }
+
+/* --- token pulled mid-run ---------------------------------------------- */
+
+/* How many units have this result in the records (sqlite3 CLI). */
+static int units_with(const struct world *w, const char *result)
+{
+	char cmd[1024], out[64] = "";
+	FILE *p;
+
+	snprintf(cmd, sizeof(cmd), "sqlite3 '%s' \"select count(*) from units where "
+		 "state = '%s'\"", w->db, result);
+	p = popen(cmd, "r");
+	cr_assert_not_null(p);
+	cr_assert_not_null(fgets(out, sizeof(out), p), "sqlite3 gave nothing");
+	cr_assert_eq(pclose(p), 0, "sqlite3 failed (installed?)");
+	return atoi(out);
+}
+
+Test(pki, token_pulled_mid_run_fails_one_unit_cleanly_then_recovers, .timeout = 180)
+{
+	struct world w;
+	struct run r;
+	char bin[512], line[4096], errpath[600], failed_uid[64] = "";
+	fx_devsim sim;
+	int outp[2], errfd, status, pulled = 0;
+	FILE *out;
+	pid_t pid;
+
+	world_init(&w, NULL);
+	run_station(&r, &w, "ca", "init", NULL);
+	cr_assert_eq(r.code, 0, "%s", r.err);
+	/* What goes back in later: the token as it is now. */
+	cr_assert_eq(sh("cp -a '%s/tokens' '%s/tokens.saved'", w.dir, w.dir), 0);
+	cr_assert_eq(fx_devsim_start(&sim, w.dir, "pull", 200, "--seed pull"), 0);
+	snprintf(bin, sizeof(bin), "%s/station", getenv("STATION_BUILD"));
+	snprintf(errpath, sizeof(errpath), "%s/stderr.txt", w.dir);
+	cr_assert_eq(pipe(outp), 0);
+	errfd = open(errpath, O_RDWR | O_CREAT | O_TRUNC, 0600);
+	pid = fork();
+	cr_assert_geq(pid, 0);
+	if (pid == 0) {
+		dup2(outp[1], 1);
+		dup2(errfd, 2);
+		close(outp[0]);
+		execl(bin, bin, "--config", w.conf, "--pin-file", w.pinfile, "--json",
+		      "--slot", sim.port, "provision", (char *)NULL);
+		_exit(127);
+	}
+	close(outp[1]);
+	out = fdopen(outp[0], "r");
+	/* The first PASS is the signal to pull the token (no sleeps). */
+	r.out[0] = '\0';
+	while (fgets(line, sizeof(line), out)) {
+		if (strlen(r.out) + strlen(line) < sizeof(r.out))
+			strcat(r.out, line);
+		if (!pulled && strstr(line, "\"result\":\"PASS\"")) {
+			cr_assert_eq(sh("rm -rf '%s/tokens'/*", w.dir), 0);
+			pulled = 1;
+		}
+		if (pulled && strstr(line, "\"result\":\"FAIL\"")) {
+			json_error_t e;
+			json_t *o = json_loads(line, 0, &e);
+
+			snprintf(failed_uid, sizeof(failed_uid), "%s",
+				 json_string_value(json_object_get(o, "uid")));
+			cr_assert(strstr(json_string_value(json_object_get(o, "reason")),
+					 "HSM"), "%s", line);
+			json_decref(o);
+		}
+	}
+	fclose(out);
+	waitpid(pid, &status, 0);
+	lseek(errfd, 0, SEEK_SET);
+	slurp(errfd, r.err, sizeof(r.err));
+	close(errfd);
+	fx_devsim_stop(&sim);
+	cr_assert(pulled, "no unit passed before the token was pulled: %s", r.err);
+	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 3,
+		  "exit %d, want 3 (HSM): %s", status, r.err);
+	/* With --json the slot error is a JSON line on stdout. */
+	cr_assert(strstr(r.out, "\"event\":\"slot_error\""), "%s", r.out);
+	cr_assert(strstr(r.out, "slot 1: the HSM session or token was lost"), "%s", r.out);
+	cr_assert(strstr(r.out, "CKR_"), "no PKCS#11 cause named: %s", r.out);
+	cr_assert(failed_uid[0], "no unit failed on the pulled token");
+	/* Exactly one unit failed; the slot stopped instead of failing more. */
+	cr_assert_eq(units_with(&w, "FAIL"), 1);
+	cr_assert_lt(units_with(&w, "PASS"), 199);
+	/* The token is back: the station carries on with the same unit. */
+	cr_assert_eq(sh("rm -rf '%s/tokens' && mv '%s/tokens.saved' '%s/tokens'", w.dir,
+			w.dir, w.dir), 0);
+	cr_assert_eq(fx_devsim_start(&sim, w.dir, "pull", 200, "--seed pull"), 0);
+	run_station(&r, &w, "--json", "--units", "2", "--slot", sim.port, "provision", NULL);
+	fx_devsim_stop(&sim);
+	cr_assert_eq(r.code, 0, "after the token came back: %s", r.err);
+	cr_assert(strstr(r.out, failed_uid), "the failed unit %s was not provisioned again: %s",
+		  failed_uid, r.out);
+	fx_rmtree(w.dir);
+}
