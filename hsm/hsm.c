@@ -1013,7 +1013,9 @@ int hsm_check_mechanisms(hsm *h, const hsm_mech *need, size_t n)
 
 		for (CK_ULONG j = 0; j < count && !found; j++)
 			found = list[j] == want;
-		if (found || strstr(missing, hsm_mech_name(need[i])))
+		for (size_t k = 0; k < i && !found; k++)
+			found = need[k] == need[i];     /* named once already */
+		if (found)
 			continue;
 		if (mlen < sizeof(missing)) {
 			int w = snprintf(missing + mlen, sizeof(missing) - mlen, "%s%s",

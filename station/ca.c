@@ -484,8 +484,13 @@ static void show_one(hsm_session *s, const char *label, FILE *f)
 	int chain = 0;
 
 	if (load_cert(s, label, &x)) {
-		fprintf(f, "label:       %s\nstatus:      NO CERTIFICATE (pending: "
-			"import the signed certificate with 'station ca import')\n\n", label);
+		EVP_PKEY *pub = NULL;
+
+		if (!token_pubkey(s, label, &pub, &t))
+			EVP_PKEY_free(pub);
+		fprintf(f, "label:       %s\nkey:         %s (in the HSM)\nstatus:      "
+			"NO CERTIFICATE (pending: import the signed certificate with "
+			"'station ca import')\n\n", label, t ? hsm_keytype_name(t) : "?");
 		return;
 	}
 	for (int i = 1; i <= CA_MAX_CHAIN; i++) {
