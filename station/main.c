@@ -84,6 +84,12 @@ static int open_hsm(struct cli *cli, hsm **out)
 		die(EXIT_HSM, "HSM: %s", h ? hsm_errmsg(h) : st_strerror(rc));
 		goto fail;
 	}
+	/* Before the attempt too: on a final try the operator should know that
+	 * a wrong PIN now locks the token and stops the line. */
+	warn = hsm_pin_warning(h);
+	if (warn)
+		fprintf(stderr, "station: warning: token '%s': %s\n", cli->cfg.token_label,
+			warn);
 	rc = st_pin_get(cli->pin_file, cli->cfg.token_label, pin, sizeof(pin), &pinlen,
 			err, sizeof(err));
 	if (rc) {

@@ -984,3 +984,33 @@ Test(pki, token_pulled_mid_run_fails_one_unit_cleanly_then_recovers, .timeout = 
 		  failed_uid, r.out);
 	fx_rmtree(w.dir);
 }
+
+/* --- PINs ----------------------------------------------------------------- */
+
+Test(pki, wrong_pin_tried_once_and_the_next_run_warns, .timeout = 60)
+{
+	struct world w;
+	struct run r;
+
+	world_init(&w, NULL);
+	write_file(w.pinfile, "11112222\n");
+	run_station(&r, &w, "ca", "show", NULL);
+	cr_assert_eq(r.code, 3, "%s", r.err);
+	cr_assert(strstr(r.err, "wrong PIN"), "%s", r.err);
+	cr_assert(strstr(r.err, "not retried"), "%s", r.err);
+	cr_assert_null(strstr(r.err, "11112222"), "the PIN was printed");
+	/* The token now reports the count low (SoftHSM sets the flag after one
+	 * wrong attempt): the next run says so before it tries. */
+	run_station(&r, &w, "ca", "show", NULL);
+	cr_assert_eq(r.code, 3, "%s", r.err);
+	cr_assert(strstr(r.err, "warning: token 'station': a wrong user PIN was entered"),
+		  "%s", r.err);
+	cr_assert_lt(strstr(r.err, "warning"), strstr(r.err, "wrong PIN for token"),
+		     "the warning must come before the attempt: %s", r.err);
+	/* With the right PIN the station still works (one attempt per run
+	 * did not lock the token). */
+	write_file(w.pinfile, PIN "\n");
+	run_station(&r, &w, "ca", "init", NULL);
+	cr_assert_eq(r.code, 0, "%s", r.err);
+	fx_rmtree(w.dir);
+}
