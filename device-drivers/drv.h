@@ -72,6 +72,18 @@ int drv_identify(drv_dev *d, drv_info *info);
  * point comes back.  The private key never leaves the target. */
 int drv_keygen(drv_dev *d, uint8_t pub[DRV_P256_POINT_LEN]);
 
+/* Wrapped key injection, for targets that cannot generate keys: the
+ * target's one-time transport public key (P-256), then the HSM's ephemeral
+ * public key and the device key wrapped under ECDH(ephemeral, transport)
+ * with AES key wrap (RFC 5649).  The target unwraps and installs it; pub
+ * gets the installed key's public point.  ST_E_DEVICE when the programmer
+ * or target does not offer it. */
+#define DRV_MAX_WRAPPED 512
+int drv_get_transport_key(drv_dev *d, uint8_t pub[DRV_P256_POINT_LEN]);
+int drv_inject_key(drv_dev *d, const uint8_t eph[DRV_P256_POINT_LEN],
+		   const uint8_t *wrapped, size_t len,
+		   uint8_t pub[DRV_P256_POINT_LEN]);
+
 /* Read the public point of the target's existing identity key. */
 int drv_get_pubkey(drv_dev *d, uint8_t pub[DRV_P256_POINT_LEN]);
 

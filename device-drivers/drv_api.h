@@ -61,6 +61,11 @@ struct drv_ops {
 	bool otp_is_nv;
 	/* Lifecycle advance. */
 	int (*set_lifecycle)(drv_dev *d, uint8_t state);
+	/* Optional: wrapped key injection (see drv_inject_key()). */
+	int (*get_transport_key)(drv_dev *d, uint8_t pub[DRV_P256_POINT_LEN]);
+	int (*inject_key)(drv_dev *d, const uint8_t eph[DRV_P256_POINT_LEN],
+			  const uint8_t *wrapped, size_t len,
+			  uint8_t pub[DRV_P256_POINT_LEN]);
 	/* Optional: finish this unit and present the next. */
 	int (*release)(drv_dev *d);
 	/* Optional: programmer firmware version learnt at open ("" unknown),

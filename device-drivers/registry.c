@@ -418,3 +418,37 @@ void drv_monitor_close(drv_monitor *m)
 	usb_monitor_close(m->usb);
 	free(m);
 }
+
+int drv_get_transport_key(drv_dev *d, uint8_t pub[DRV_P256_POINT_LEN])
+{
+	int rc = ready(d);
+
+	if (rc != ST_OK)
+		return rc;
+	if (!pub)
+		return bad_arg(d, "get_transport_key");
+	if (!d->ops->get_transport_key) {
+		drv_set_error(d, "driver %s cannot inject keys: use key mode "
+			      "\"device\"", d->ops->name);
+		return ST_E_DEVICE;
+	}
+	return finish(d, d->ops->get_transport_key(d, pub), "get_transport_key");
+}
+
+int drv_inject_key(drv_dev *d, const uint8_t eph[DRV_P256_POINT_LEN],
+		   const uint8_t *wrapped, size_t len,
+		   uint8_t pub[DRV_P256_POINT_LEN])
+{
+	int rc = ready(d);
+
+	if (rc != ST_OK)
+		return rc;
+	if (!eph || !wrapped || !len || len > DRV_MAX_WRAPPED || !pub)
+		return bad_arg(d, "inject_key");
+	if (!d->ops->inject_key) {
+		drv_set_error(d, "driver %s cannot inject keys: use key mode "
+			      "\"device\"", d->ops->name);
+		return ST_E_DEVICE;
+	}
+	return finish(d, d->ops->inject_key(d, eph, wrapped, len, pub), "inject_key");
+}

@@ -47,6 +47,18 @@ int hsm_session_open(hsm *h, hsm_session **out);
 void hsm_session_close(hsm_session *s);
 const char *hsm_session_errmsg(const hsm_session *s);
 
+/* Did the last failure on s mean the token or the session went away
+ * (CKR_DEVICE_REMOVED, CKR_TOKEN_NOT_PRESENT, CKR_SESSION_HANDLE_INVALID,
+ * CKR_SESSION_CLOSED, CKR_DEVICE_ERROR, or a held object handle no longer
+ * valid)?  Then the caller re-opens rather than retrying the operation. */
+bool hsm_session_lost(const hsm_session *s);
+
+/* Replace s's PKCS#11 session with a new one on the same token (handles
+ * found through the old one must be looked up again).  Login state belongs
+ * to the application: if the token itself was pulled and re-inserted, key
+ * lookups on the new session fail and the station must log in again. */
+int hsm_session_reopen(hsm_session *s);
+
 /* Generate an EC P-256 key pair labelled label (CKA_LABEL and CKA_ID).
  * token=true makes persistent token objects (a CA key); false makes session
  * objects.  The private key is always CKA_SENSITIVE, !CKA_EXTRACTABLE,
@@ -78,6 +90,104 @@ int hsm_cert_store(hsm_session *s, const char *label, const uint8_t *der,
 /* Read the DER certificate labelled label; *der is malloc'd, caller frees. */
 int hsm_cert_load(hsm_session *s, const char *label, uint8_t **der,
 		  size_t *len);
+
+/* Key types for CA and device keys.  The hash that goes with each is the
+ * caller's choice (SHA-256 for P-256 and RSA-3072, SHA-384 for P-384). */
+typedef enum hsm_keytype {
+	HSM_KEY_P256 = 1,
+	HSM_KEY_P384,
+	HSM_KEY_RSA3072,
+	HSM_KEY_ED25519,
+} hsm_keytype;
+
+/* Signature mechanisms offered by hsm_sign().  Hashing happens on the host
+ * for ECDSA and RSA because many HSMs offer only the raw mechanisms. */
+typedef enum hsm_sigmech {
+	HSM_SIG_ECDSA = 1,      /* CKM_ECDSA: in = digest, out = raw r||s */
+	HSM_SIG_RSA_PKCS,       /* CKM_RSA_PKCS: in = DER DigestInfo */
+	HSM_SIG_EDDSA,          /* CKM_EDDSA: in = the whole message */
+} hsm_sigmech;
+
+/* Mechanisms a profile can need; checked at start-up by
+ * hsm_check_mechanisms() so a missing one is named before any unit. */
+typedef enum hsm_mech {
+	HSM_M_EC_KEY_PAIR_GEN = 1,
+	HSM_M_RSA_KEY_PAIR_GEN,
+	HSM_M_EDDSA_KEY_PAIR_GEN,
+	HSM_M_ECDSA,
+	HSM_M_RSA_PKCS,
+	HSM_M_EDDSA,
+	HSM_M_ECDH1_DERIVE,
+	HSM_M_AES_KEY_WRAP_PAD,
+} hsm_mech;
+
+#define HSM_MAX_SIG 512         /* enough for RSA-4096 */
+
+/* Parse "p256", "p384", "rsa3072" or "ed25519"; ST_E_INVAL otherwise. */
+int hsm_keytype_parse(const char *name, hsm_keytype *out);
+/* Readable name of a key type ("EC P-256", ...). */
+const char *hsm_keytype_name(hsm_keytype t);
+/* The signature mechanism a key type signs with. */
+hsm_sigmech hsm_keytype_sigmech(hsm_keytype t);
+/* The keygen mechanism a key type needs. */
+hsm_mech hsm_keytype_genmech(hsm_keytype t);
+/* PKCS#11 name of a mechanism ("CKM_ECDSA"), for messages. */
+const char *hsm_mech_name(hsm_mech m);
+
+/* Ask the token (C_GetMechanismList) whether it offers every mechanism in
+ * need[0..n).  ST_E_HSM naming each missing one in hsm_errmsg() if not:
+ * checked before any unit starts rather than failing on the first one. */
+int hsm_check_mechanisms(hsm *h, const hsm_mech *need, size_t n);
+
+/* Generate a key pair of type t labelled label (CKA_LABEL and CKA_ID), with
+ * the same attributes and ST_E_EXISTS rule as hsm_keygen_p256().  The
+ * module must offer the type; if not, ST_E_HSM says which mechanism. */
+int hsm_keygen(hsm_session *s, hsm_keytype t, const char *label, bool token,
+	       hsm_obj *priv);
+
+/* The public key labelled label as a DER SubjectPublicKeyInfo (malloc'd,
+ * caller frees), and its type. */
+int hsm_pubkey_spki(hsm_session *s, const char *label, uint8_t **der,
+		    size_t *len, hsm_keytype *type);
+
+/* Sign in (a digest, a DigestInfo or a message, see hsm_sigmech) with
+ * priv; out (cap bytes) gets the signature as the mechanism returns it. */
+int hsm_sign(hsm_session *s, hsm_obj priv, hsm_sigmech m, const uint8_t *in,
+	     size_t inlen, uint8_t *out, size_t cap, size_t *outlen);
+
+/* Labels of every certificate (privkeys false) or private key (true)
+ * object visible to the session: several issuing CAs and their chains can
+ * live in one token.  *labels is a malloc'd array of *n malloc'd strings;
+ * free it with hsm_labels_free(). */
+int hsm_list_labels(hsm_session *s, bool privkeys, char ***labels, size_t *n);
+void hsm_labels_free(char **labels, size_t n);
+
+/* Wrapped key injection.  hsm_inject_keygen() makes a P-256 device key
+ * pair as session objects; the private key is CKA_SENSITIVE and
+ * extractable only by wrapping (CKA_EXTRACTABLE, never readable in clear),
+ * with no usage of its own, labelled HSM_INJECT_LABEL (so listings show
+ * it while it lives).  pub gets its public point. */
+#define HSM_INJECT_LABEL "station-device-key"
+int hsm_inject_keygen(hsm_session *s, hsm_obj *priv, hsm_obj *pubobj,
+		      uint8_t pub[HSM_P256_POINT_LEN]);
+
+/* Wrap the device key priv for a target whose transport public key is
+ * transport: a fresh ephemeral P-256 key pair, CKM_ECDH1_DERIVE (CKD_NULL,
+ * so any HSM with ECDH can do it) with transport gives an AES-256 session
+ * key, CKM_AES_KEY_WRAP_PAD wraps priv (PKCS#8 inside, RFC 5649).  eph gets
+ * the ephemeral public point, wrapped (cap bytes) the blob.  The ephemeral
+ * key and the AES key are destroyed before return, pass or fail. */
+int hsm_inject_wrap(hsm_session *s, hsm_obj priv,
+		    const uint8_t transport[HSM_P256_POINT_LEN],
+		    uint8_t eph[HSM_P256_POINT_LEN], uint8_t *wrapped,
+		    size_t cap, size_t *wlen);
+
+/* Would the token hand out the secret value of obj (CKA_VALUE) in clear?
+ * false is the only acceptable answer for a device key. */
+bool hsm_value_readable(hsm_session *s, hsm_obj obj);
+
+/* Destroy a (session) object; ST_OK if it is already gone. */
+int hsm_destroy(hsm_session *s, hsm_obj obj);
 
 /* Log out, close every session, finalise and unload.  NULL is fine. */
 void hsm_close(hsm *h);

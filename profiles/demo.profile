@@ -5,7 +5,19 @@ name = "demo-sensor";
 
 certificate: {
   organization = "Example Devices Ltd";
-  validity_days = 7300;
+  # Subject template: ${uid}, ${serial} (the device ID, hex), ${product}
+  # (this profile's name), ${model} (what the device reports).
+  subject = "O=Example Devices Ltd, OU=${product}, CN=${uid}, serialNumber=${serial}";
+  validity_days = 7300;          # or: validity = "no-expiry"; (IEEE 802.1AR)
+  key_usage = "critical,digitalSignature";
+  extended_key_usage = "clientAuth,serverAuth";
+  # IEEE 802.1AR hardwareModuleName in the SAN: the hwType OID (an example
+  # private-enterprise arc here; use your own), hwSerialNum = the device ID.
+  hardware_module_name = "1.3.6.1.4.1.55555.1.1";
+  # crl_url = "http://pki.example.com/line1.crl";
+  # ocsp_url = "http://ocsp.example.com";
+  # issuer = "issuing-ca";       # which CA in the token; default: newest valid
+  ca_renewal_days = 30;          # warn when the CA has fewer days left
 };
 
 root_of_trust: {

@@ -21,6 +21,25 @@ struct st_audit {
 	size_t len;
 };
 
+/* The HSM key type of a CA's public key, so the HSM signs with the right
+ * mechanism; non-zero for a key type the station does not use. */
+static int keytype_of(EVP_PKEY *k, hsm_keytype *t)
+{
+	switch (EVP_PKEY_get_base_id(k)) {
+	case EVP_PKEY_EC:
+		*t = EVP_PKEY_get_bits(k) == 384 ? HSM_KEY_P384 : HSM_KEY_P256;
+		return EVP_PKEY_get_bits(k) == 256 || EVP_PKEY_get_bits(k) == 384 ? 0 : -1;
+	case EVP_PKEY_RSA:
+		*t = HSM_KEY_RSA3072;
+		return 0;
+	case EVP_PKEY_ED25519:
+		*t = HSM_KEY_ED25519;
+		return 0;
+	default:
+		return -1;
+	}
+}
+
 /* Issue the audit certificate for pub from the CA in the token. */
 static X509 *issue(hsm_session *s, const char *ca_label, EVP_PKEY *pub,
 		   const char *station_id, char *err, size_t errlen)
@@ -31,7 +50,10 @@ static X509 *issue(hsm_session *s, const char *ca_label, EVP_PKEY *pub,
 	char cn[128];
 	hsm_obj ca_priv;
 	X509 *ca = NULL, *tmpl = NULL, *cert = NULL;
-	int i;
+	struct st_cert_profile cp = { .org = "station audit", .validity_days = 3650,
+				      .key_usage = "critical,digitalSignature" };
+	st_subject_vars vars;
+	hsm_keytype ca_type;
 
 	if (hsm_cert_load(s, ca_label, &der, &len) ||
 	    hsm_find_privkey(s, ca_label, &ca_priv)) {
@@ -43,17 +65,22 @@ static X509 *issue(hsm_session *s, const char *ca_label, EVP_PKEY *pub,
 	p = der;
 	ca = d2i_X509(NULL, &p, (long)len);
 	snprintf(cn, sizeof(cn), "audit %s", station_id);
-	if (!ca || st_x509_random_serial(s, serial) ||
-	    !(tmpl = st_x509_device_template(pub, ca, cn, "station audit", 3650,
-					     serial))) {
-		snprintf(err, errlen, "cannot build the audit certificate");
+	vars = (st_subject_vars){ .uid = cn, .serial = cn, .product = "station audit",
+				  .model = "" };
+	if (!ca || keytype_of(X509_get0_pubkey(ca), &ca_type)) {
+		snprintf(err, errlen, "the CA certificate '%s' does not parse or has "
+			 "an unsupported key type", ca_label);
 		goto cleanup;
 	}
-	/* it signs records, not TLS handshakes */
-	i = X509_get_ext_by_NID(tmpl, NID_ext_key_usage, -1);
-	if (i >= 0)
-		X509_EXTENSION_free(X509_delete_ext(tmpl, i));
-	cert = st_x509_hsm_sign(tmpl, s, ca_priv, err, errlen);
+	/* It signs records, not TLS handshakes: no extendedKeyUsage. */
+	if (st_x509_random_serial(s, serial) ||
+	    !(tmpl = st_x509_device_template(pub, ca, &cp, &vars, (const uint8_t *)cn,
+					     strlen(cn), serial, err, errlen))) {
+		if (!err[0])
+			snprintf(err, errlen, "cannot build the audit certificate");
+		goto cleanup;
+	}
+	cert = st_x509_hsm_sign(tmpl, s, ca_priv, ca_type, err, errlen);
 cleanup:
 	free(der);
 	X509_free(ca);

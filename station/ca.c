@@ -1,7 +1,15 @@
-/* ca.c — issuing CA bootstrap and inspection.  The CA private key is made
- * inside the token and never leaves it; only its certificate is exported. */
+/* ca.c — issuing CA lifecycle: bootstrap (self-signed, for labs), CSR for an
+ * offline root, import of the signed certificate and its chain, inspection,
+ * and choosing the CA to issue from.  CA private keys are made inside the
+ * token and never leave it; only certificates and requests are exported.
+ *
+ * Several issuing CAs can live in one token, each a key pair and a
+ * certificate sharing one label; the chain above a CA is stored as
+ * certificates labelled "<label>.chain<N>" (N from 1, issuer order). */
 #include <fcntl.h>
+#include <openssl/err.h>
 #include <openssl/pem.h>
+#include <openssl/x509v3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,8 +20,12 @@
 #include "station.h"
 #include "x509.h"
 
-/* Write the certificate as PEM to path, replacing it atomically. */
-static int write_pem(X509 *x, const char *path, char *err, size_t errlen)
+#define CA_MAX_CHAIN 8
+
+/* Write a PEM object to path through a temp file and rename, so a crash
+ * never leaves half a certificate behind. */
+static int write_pem(const char *path, X509 *x, X509_REQ *req,
+		     char *err, size_t errlen)
 {
 	char tmp[4096];
 	FILE *f = NULL;
@@ -27,7 +39,8 @@ static int write_pem(X509 *x, const char *path, char *err, size_t errlen)
 			close(fd);
 		return ST_E_IO;
 	}
-	if (PEM_write_X509(f, x) && fflush(f) == 0 && fsync(fileno(f)) == 0)
+	if ((x ? PEM_write_X509(f, x) : PEM_write_X509_REQ(f, req)) &&
+	    fflush(f) == 0 && fsync(fileno(f)) == 0)
 		rc = ST_OK;
 	if (fclose(f) != 0)
 		rc = ST_E_IO;
@@ -40,35 +53,67 @@ static int write_pem(X509 *x, const char *path, char *err, size_t errlen)
 	return rc;
 }
 
-int st_ca_init(hsm_session *s, const char *label, const char *subject_cn,
-	       const char *org, int days, const char *pem_path,
-	       char *err, size_t errlen)
+/* The token's public key labelled label, as an EVP_PKEY, and its type. */
+static int token_pubkey(hsm_session *s, const char *label, EVP_PKEY **out,
+			hsm_keytype *t)
 {
-	uint8_t point[HSM_P256_POINT_LEN], serial[ST_CERT_SERIAL_LEN];
+	uint8_t *spki = NULL;
+	size_t len = 0;
+	int rc = hsm_pubkey_spki(s, label, &spki, &len, t);
+
+	*out = NULL;
+	if (rc)
+		return rc;
+	*out = st_spki_pubkey(spki, len);
+	free(spki);
+	return *out ? ST_OK : ST_E_CRYPTO;
+}
+
+/* A new CA key, with the error an operator can act on. */
+static int make_key(hsm_session *s, const char *label, hsm_keytype t,
+		    EVP_PKEY **pub, hsm_obj *priv, char *err, size_t errlen)
+{
+	hsm_keytype got;
+	int rc = hsm_keygen(s, t, label, true, priv);
+
+	if (rc == ST_E_EXISTS) {
+		snprintf(err, errlen, "a CA key labelled '%s' already exists in the token; "
+			 "choose another label (--ca-key) or use the existing CA", label);
+		return rc;
+	}
+	if (rc) {
+		snprintf(err, errlen, "CA key generation (%s) failed: %s",
+			 hsm_keytype_name(t), hsm_session_errmsg(s));
+		return rc;
+	}
+	rc = token_pubkey(s, label, pub, &got);
+	if (rc)
+		snprintf(err, errlen, "cannot read the new CA public key: %s",
+			 hsm_session_errmsg(s));
+	return rc;
+}
+
+int st_ca_init(hsm_session *s, const char *label, hsm_keytype type,
+	       const char *subject_cn, const char *org, int days,
+	       const char *pem_path, char *err, size_t errlen)
+{
+	uint8_t serial[ST_CERT_SERIAL_LEN];
 	uint8_t *der = NULL;
 	EVP_PKEY *pub = NULL;
 	X509 *tmpl = NULL, *cert = NULL;
 	hsm_obj priv;
 	int rc, len;
 
-	rc = hsm_keygen_p256(s, label, true, point, &priv);
-	if (rc) {
-		if (rc == ST_E_EXISTS)
-			snprintf(err, errlen, "a CA key labelled '%s' already exists in the token; "
-				 "choose another label or use the existing CA", label);
-		else
-			snprintf(err, errlen, "CA key generation failed: %s",
-				 hsm_session_errmsg(s));
+	rc = make_key(s, label, type, &pub, &priv, err, errlen);
+	if (rc)
 		goto cleanup;
-	}
 	rc = ST_E_CRYPTO;
-	pub = st_p256_pubkey(point);
-	if (!pub || st_x509_random_serial(s, serial) ||
+	if (st_x509_random_serial(s, serial) ||
 	    !(tmpl = st_x509_ca_template(pub, subject_cn, org, days, serial))) {
 		snprintf(err, errlen, "cannot build the CA certificate");
 		goto cleanup;
 	}
-	cert = st_x509_hsm_sign(tmpl, s, priv, err, errlen);
+	cert = st_x509_hsm_sign(tmpl, s, priv, type, err, errlen);
 	if (!cert)
 		goto cleanup;
 	if (X509_verify(cert, pub) != 1) {
@@ -85,46 +130,391 @@ int st_ca_init(hsm_session *s, const char *label, const char *subject_cn,
 			 hsm_session_errmsg(s));
 		goto cleanup;
 	}
-	rc = pem_path ? write_pem(cert, pem_path, err, errlen) : ST_OK;
+	rc = pem_path ? write_pem(pem_path, cert, NULL, err, errlen) : ST_OK;
 cleanup:
 	OPENSSL_free(der);
 	X509_free(tmpl);
 	X509_free(cert);
 	EVP_PKEY_free(pub);
+	ERR_clear_error();
 	return rc;
 }
 
-int st_ca_show(hsm_session *s, const char *label, void *file,
-	       char *err, size_t errlen)
+/* Add one extension (openssl.cnf syntax) to an extension list. */
+static int push_ext(STACK_OF(X509_EXTENSION) *exts, int nid, const char *value)
 {
-	FILE *f = file;
-	uint8_t *der = NULL;
-	const uint8_t *p;
-	size_t len = 0;
-	X509 *x = NULL;
-	char fp[65], serial[80], *subj = NULL;
-	int rc, days = 0, secs = 0;
+	X509_EXTENSION *e = X509V3_EXT_conf_nid(NULL, NULL, nid, value);
 
-	rc = hsm_cert_load(s, label, &der, &len);
-	if (rc) {
-		snprintf(err, errlen, "no CA certificate labelled '%s' in the token: %s",
-			 label, hsm_session_errmsg(s));
+	if (!e)
+		return 0;
+	if (!sk_X509_EXTENSION_push(exts, e)) {
+		X509_EXTENSION_free(e);
+		return 0;
+	}
+	return 1;
+}
+
+/* A CSR for an issuing CA whose certificate an offline root will sign.
+ * The key is made now unless it exists without a certificate (a request
+ * made again for the same pending key). */
+int st_ca_csr(hsm_session *s, const char *label, hsm_keytype type,
+	      const char *subject_cn, const char *org, const char *csr_path,
+	      char *err, size_t errlen)
+{
+	STACK_OF(X509_EXTENSION) *exts = sk_X509_EXTENSION_new_null();
+	X509_NAME *name = X509_NAME_new();
+	X509_REQ *tmpl = NULL, *req = NULL;
+	EVP_PKEY *pub = NULL;
+	uint8_t *der = NULL;
+	size_t len = 0;
+	hsm_obj priv;
+	int rc;
+
+	if (hsm_cert_load(s, label, &der, &len) == ST_OK) {
+		snprintf(err, errlen, "CA '%s' already has a certificate in the token; "
+			 "make the successor under a new label (--ca-key)", label);
+		rc = ST_E_EXISTS;
 		goto cleanup;
 	}
-	p = der;
-	x = d2i_X509(NULL, &p, (long)len);
-	if (!x) {
-		snprintf(err, errlen, "the CA certificate '%s' does not parse", label);
+	if (hsm_find_privkey(s, label, &priv) == ST_OK) {
+		rc = token_pubkey(s, label, &pub, &type);
+		if (rc) {
+			snprintf(err, errlen, "cannot read the CA public key '%s': %s",
+				 label, hsm_session_errmsg(s));
+			goto cleanup;
+		}
+	} else {
+		rc = make_key(s, label, type, &pub, &priv, err, errlen);
+		if (rc)
+			goto cleanup;
+	}
+	rc = ST_E_CRYPTO;
+	tmpl = X509_REQ_new();
+	if (!tmpl || !exts || !name ||
+	    !X509_NAME_add_entry_by_txt(name, "O", MBSTRING_UTF8,
+					(const unsigned char *)org, -1, -1, 0) ||
+	    !X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8,
+					(const unsigned char *)subject_cn, -1, -1, 0) ||
+	    !X509_REQ_set_version(tmpl, 0) || !X509_REQ_set_subject_name(tmpl, name) ||
+	    !X509_REQ_set_pubkey(tmpl, pub) ||
+	    !push_ext(exts, NID_basic_constraints, "critical,CA:TRUE,pathlen:0") ||
+	    !push_ext(exts, NID_key_usage, "critical,keyCertSign,cRLSign") ||
+	    !X509_REQ_add_extensions(tmpl, exts)) {
+		snprintf(err, errlen, "cannot build the certificate request");
+		goto cleanup;
+	}
+	req = st_x509_req_hsm_sign(tmpl, s, priv, type, err, errlen);
+	if (!req)
+		goto cleanup;
+	if (X509_REQ_verify(req, pub) != 1) {
+		snprintf(err, errlen, "the HSM's signature on the request does not verify");
+		rc = ST_E_VERIFY;
+		goto cleanup;
+	}
+	rc = write_pem(csr_path, NULL, req, err, errlen);
+cleanup:
+	free(der);
+	sk_X509_EXTENSION_pop_free(exts, X509_EXTENSION_free);
+	X509_NAME_free(name);
+	X509_REQ_free(tmpl);
+	X509_REQ_free(req);
+	EVP_PKEY_free(pub);
+	ERR_clear_error();
+	return rc;
+}
+
+/* Append every PEM certificate in path to certs. */
+static int read_certs(const char *path, STACK_OF(X509) *certs, char *err,
+		      size_t errlen)
+{
+	FILE *f = fopen(path, "r");
+	X509 *x;
+	int n = 0;
+
+	if (!f) {
+		snprintf(err, errlen, "cannot read %s", path);
+		return ST_E_IO;
+	}
+	while ((x = PEM_read_X509(f, NULL, NULL, NULL))) {
+		if (!sk_X509_push(certs, x)) {
+			X509_free(x);
+			fclose(f);
+			return ST_E_NOMEM;
+		}
+		n++;
+	}
+	fclose(f);
+	ERR_clear_error();
+	if (!n) {
+		snprintf(err, errlen, "%s holds no PEM certificate", path);
+		return ST_E_INVAL;
+	}
+	return ST_OK;
+}
+
+static bool self_signed(X509 *x)
+{
+	return X509_check_issued(x, x) == X509_V_OK;
+}
+
+/* Does the certificate go with the token key labelled label? */
+static int key_matches(hsm_session *s, const char *label, X509 *x,
+		       hsm_keytype *t)
+{
+	EVP_PKEY *pub = NULL;
+	int rc = token_pubkey(s, label, &pub, t);
+
+	if (!rc && EVP_PKEY_eq(X509_get0_pubkey(x), pub) != 1)
+		rc = ST_E_VERIFY;
+	EVP_PKEY_free(pub);
+	ERR_clear_error();
+	return rc;
+}
+
+/* The chain must lead to a self-signed root given in the files: a CA that
+ * cannot be traced to its root would make device certificates no relying
+ * party can verify.  Times are not checked here (a successor CA is often
+ * imported before it becomes valid); issuing checks them. */
+static int verify_chain(X509 *ca, STACK_OF(X509) *rest, char *err, size_t errlen)
+{
+	X509_STORE *store = X509_STORE_new();
+	X509_STORE_CTX *ctx = X509_STORE_CTX_new();
+	STACK_OF(X509) *untrusted = sk_X509_new_null();
+	int rc = ST_E_VERIFY, roots = 0;
+
+	if (!store || !ctx || !untrusted) {
+		rc = ST_E_NOMEM;
+		goto cleanup;
+	}
+	if (self_signed(ca)) {
+		X509_STORE_add_cert(store, ca);
+		roots++;
+	}
+	for (int i = 0; i < sk_X509_num(rest); i++) {
+		X509 *x = sk_X509_value(rest, i);
+
+		if (self_signed(x)) {
+			X509_STORE_add_cert(store, x);
+			roots++;
+		} else {
+			sk_X509_push(untrusted, x);
+		}
+	}
+	if (!roots) {
+		snprintf(err, errlen, "the chain does not reach a self-signed root "
+			 "certificate: give the intermediates and the root with --chain FILE");
+		goto cleanup;
+	}
+	X509_STORE_set_flags(store, X509_V_FLAG_NO_CHECK_TIME);
+	if (!X509_STORE_CTX_init(ctx, store, ca, untrusted)) {
 		rc = ST_E_CRYPTO;
 		goto cleanup;
 	}
+	if (X509_verify_cert(ctx) != 1) {
+		snprintf(err, errlen, "the CA certificate does not verify up to its root: %s",
+			 X509_verify_cert_error_string(X509_STORE_CTX_get_error(ctx)));
+		goto cleanup;
+	}
+	rc = ST_OK;
+cleanup:
+	sk_X509_free(untrusted);
+	X509_STORE_CTX_free(ctx);
+	X509_STORE_free(store);
+	ERR_clear_error();
+	return rc;
+}
+
+int st_ca_import(hsm_session *s, const char *label, const char *cert_path,
+		 const char *chain_path, char *err, size_t errlen)
+{
+	STACK_OF(X509) *certs = sk_X509_new_null(), *rest = NULL;
+	X509 *ca;
+	uint8_t *der = NULL;
+	hsm_obj priv;
+	hsm_keytype t;
+	int rc, len;
+
+	if (!certs)
+		return ST_E_NOMEM;
+	rc = read_certs(cert_path, certs, err, errlen);
+	if (!rc && chain_path)
+		rc = read_certs(chain_path, certs, err, errlen);
+	if (rc)
+		goto cleanup;
+	ca = sk_X509_value(certs, 0);
+	if (hsm_find_privkey(s, label, &priv)) {
+		snprintf(err, errlen, "no CA key labelled '%s' in the token: %s (make it "
+			 "with 'station ca csr' first)", label, hsm_session_errmsg(s));
+		rc = ST_E_NOTFOUND;
+		goto cleanup;
+	}
+	rc = key_matches(s, label, ca, &t);
+	if (rc) {
+		snprintf(err, errlen, "the certificate in %s does not match the CA key "
+			 "'%s' in the token: it was issued for another key; import the "
+			 "answer to this CA's own request", cert_path, label);
+		goto cleanup;
+	}
+	if (X509_check_ca(ca) < 1 ||
+	    !(X509_get_key_usage(ca) & KU_KEY_CERT_SIGN)) {
+		snprintf(err, errlen, "the certificate in %s is not a CA certificate "
+			 "(basicConstraints CA:TRUE and keyCertSign needed)", cert_path);
+		rc = ST_E_VERIFY;
+		goto cleanup;
+	}
+	rest = sk_X509_dup(certs);
+	if (!rest) {
+		rc = ST_E_NOMEM;
+		goto cleanup;
+	}
+	(void)sk_X509_shift(rest);
+	if (sk_X509_num(rest) > CA_MAX_CHAIN) {
+		snprintf(err, errlen, "chain longer than %d certificates", CA_MAX_CHAIN);
+		rc = ST_E_INVAL;
+		goto cleanup;
+	}
+	rc = verify_chain(ca, rest, err, errlen);
+	if (rc)
+		goto cleanup;
+	/* The chain first: a CA certificate without its chain must not look
+	 * complete if the import stops half-way. */
+	for (int i = 0; i < sk_X509_num(rest); i++) {
+		char clabel[160];
+
+		snprintf(clabel, sizeof(clabel), "%s.chain%d", label, i + 1);
+		len = i2d_X509(sk_X509_value(rest, i), &der);
+		rc = len > 0 ? hsm_cert_store(s, clabel, der, (size_t)len) : ST_E_CRYPTO;
+		OPENSSL_free(der);
+		der = NULL;
+		if (rc && rc != ST_E_EXISTS) {
+			snprintf(err, errlen, "cannot store chain certificate '%s': %s",
+				 clabel, hsm_session_errmsg(s));
+			goto cleanup;
+		}
+	}
+	len = i2d_X509(ca, &der);
+	rc = len > 0 ? hsm_cert_store(s, label, der, (size_t)len) : ST_E_CRYPTO;
+	if (rc == ST_E_EXISTS)
+		snprintf(err, errlen, "CA '%s' already has a certificate in the token; "
+			 "import a successor under its own label", label);
+	else if (rc)
+		snprintf(err, errlen, "cannot store the CA certificate: %s",
+			 hsm_session_errmsg(s));
+cleanup:
+	OPENSSL_free(der);
+	sk_X509_free(rest);
+	sk_X509_pop_free(certs, X509_free);
+	ERR_clear_error();
+	return rc;
+}
+
+/* Whether x is valid now; why not in why. */
+static int validity(X509 *x, char *why, size_t len)
+{
+	if (X509_cmp_current_time(X509_get0_notAfter(x)) <= 0) {
+		snprintf(why, len, "expired");
+		return ST_E_VERIFY;
+	}
+	if (X509_cmp_current_time(X509_get0_notBefore(x)) >= 0) {
+		snprintf(why, len, "not valid yet");
+		return ST_E_VERIFY;
+	}
+	snprintf(why, len, "valid");
+	return ST_OK;
+}
+
+static int days_left(X509 *x)
+{
+	int days = 0, secs = 0;
+
+	ASN1_TIME_diff(&days, &secs, NULL, X509_get0_notAfter(x));
+	return days;
+}
+
+/* Load and parse the certificate labelled label. */
+static int load_cert(hsm_session *s, const char *label, X509 **out)
+{
+	uint8_t *der = NULL;
+	const uint8_t *p;
+	size_t len = 0;
+	int rc = hsm_cert_load(s, label, &der, &len);
+
+	*out = NULL;
+	if (rc)
+		return rc;
+	p = der;
+	*out = d2i_X509(NULL, &p, (long)len);
+	free(der);
+	return *out ? ST_OK : ST_E_CRYPTO;
+}
+
+/* Labels of the issuing CAs: private keys in the token (device keys are
+ * session objects of other sessions and never show here).  with_cert
+ * keeps only those that also have a certificate (chain certificates have
+ * no key, so they never count). */
+static int ca_labels(hsm_session *s, bool with_cert, char ***out, size_t *n)
+{
+	char **labels = NULL;
+	size_t cnt = 0, k = 0;
+	int rc = hsm_list_labels(s, true, &labels, &cnt);
+
+	if (rc)
+		return rc;
+	for (size_t i = 0; i < cnt; i++) {
+		uint8_t *der = NULL;
+		size_t len;
+
+		if (!with_cert || hsm_cert_load(s, labels[i], &der, &len) == ST_OK)
+			labels[k++] = labels[i];
+		else
+			free(labels[i]);
+		free(der);
+	}
+	*out = labels;
+	*n = k;
+	return ST_OK;
+}
+
+/* One CA, as `ca show` prints it. */
+static void show_one(hsm_session *s, const char *label, FILE *f)
+{
+	char fp[65], serial[80], why[32], *subj = NULL, *iss = NULL;
+	hsm_keytype t = 0;
+	X509 *x = NULL;
+	int chain = 0;
+
+	if (load_cert(s, label, &x)) {
+		EVP_PKEY *pub = NULL;
+
+		if (!token_pubkey(s, label, &pub, &t))
+			EVP_PKEY_free(pub);
+		fprintf(f, "label:       %s\nkey:         %s (in the HSM)\nstatus:      "
+			"NO CERTIFICATE (pending: import the signed certificate with "
+			"'station ca import')\n\n", label, t ? hsm_keytype_name(t) : "?");
+		return;
+	}
+	for (int i = 1; i <= CA_MAX_CHAIN; i++) {
+		char cl[160];
+		uint8_t *der = NULL;
+		size_t len;
+
+		snprintf(cl, sizeof(cl), "%s.chain%d", label, i);
+		if (hsm_cert_load(s, cl, &der, &len))
+			break;
+		free(der);
+		chain++;
+	}
 	subj = X509_NAME_oneline(X509_get_subject_name(x), NULL, 0);
+	iss = X509_NAME_oneline(X509_get_issuer_name(x), NULL, 0);
 	st_x509_fingerprint(x, fp);
 	st_x509_serial_hex(x, serial, sizeof(serial));
-	ASN1_TIME_diff(&days, &secs, NULL, X509_get0_notAfter(x));
-	fprintf(f, "label:       %s\nsubject:     %s\nserial:      %s\n"
-		"key:         EC P-256 (in the HSM)\nnot before:  ",
-		label, subj ? subj : "?", serial);
+	if (key_matches(s, label, x, &t))
+		snprintf(why, sizeof(why), "KEY MISMATCH");
+	else
+		validity(x, why, sizeof(why));
+	fprintf(f, "label:       %s\nsubject:     %s\nissuer:      %s\nserial:      %s\n"
+		"key:         %s (in the HSM)\nnot before:  ", label, subj ? subj : "?",
+		iss ? iss : "?", serial, t ? hsm_keytype_name(t) : "?");
 	{
 		BIO *b = BIO_new_fp(f, BIO_NOCLOSE);
 
@@ -133,10 +523,163 @@ int st_ca_show(hsm_session *s, const char *label, void *file,
 		ASN1_TIME_print(b, X509_get0_notAfter(x));
 		BIO_free(b);
 	}
-	fprintf(f, "\ndays left:   %d\nsha256:      %s\n", days, fp);
-cleanup:
+	fprintf(f, "\ndays left:   %d\nstatus:      %s\nchain:       %d certificate%s%s\n"
+		"sha256:      %s\n\n", days_left(x), why, chain, chain == 1 ? "" : "s",
+		self_signed(x) ? " (self-signed)" : "", fp);
 	OPENSSL_free(subj);
+	OPENSSL_free(iss);
 	X509_free(x);
-	free(der);
+	ERR_clear_error();
+}
+
+int st_ca_show(hsm_session *s, const char *label, void *file,
+	       char *err, size_t errlen)
+{
+	FILE *f = file;
+	char **labels = NULL;
+	size_t n = 0;
+	hsm_obj priv;
+	int rc;
+
+	if (label) {
+		if (hsm_find_privkey(s, label, &priv)) {
+			snprintf(err, errlen, "no CA labelled '%s' in the token: %s", label,
+				 hsm_session_errmsg(s));
+			return ST_E_NOTFOUND;
+		}
+		show_one(s, label, f);
+		return ST_OK;
+	}
+	rc = ca_labels(s, false, &labels, &n);
+	if (rc) {
+		snprintf(err, errlen, "cannot list the token's keys: %s",
+			 hsm_session_errmsg(s));
+		return rc;
+	}
+	if (!n) {
+		snprintf(err, errlen, "no issuing CA in the token: run 'station ca init' "
+			 "(lab) or 'ca csr' and 'ca import'");
+		rc = ST_E_NOTFOUND;
+	}
+	for (size_t i = 0; i < n; i++)
+		show_one(s, labels[i], f);
+	hsm_labels_free(labels, n);
+	return rc;
+}
+
+/* Check one candidate; why gets the reason it cannot issue. */
+static int usable(hsm_session *s, const char *label, X509 **x, hsm_keytype *t,
+		  char *why, size_t len)
+{
+	int rc = load_cert(s, label, x);
+
+	if (rc) {
+		snprintf(why, len, "no certificate (%s)", hsm_session_errmsg(s));
+		return rc;
+	}
+	rc = key_matches(s, label, *x, t);
+	if (rc == ST_E_VERIFY) {
+		snprintf(why, len, "its certificate does not match its key in the token");
+		return rc;
+	}
+	if (rc) {
+		snprintf(why, len, "its key cannot be read (%s)", hsm_session_errmsg(s));
+		return rc;
+	}
+	rc = validity(*x, why, len);
+	if (rc == ST_OK && X509_check_ca(*x) < 1) {
+		snprintf(why, len, "its certificate is not a CA certificate");
+		rc = ST_E_VERIFY;
+	}
+	if (rc == ST_E_VERIFY && !strcmp(why, "expired"))
+		snprintf(why, len, "its certificate has expired: renew the issuing CA "
+			 "('station ca csr' + 'ca import') before provisioning");
+	else if (rc == ST_E_VERIFY && !strcmp(why, "not valid yet"))
+		snprintf(why, len, "its certificate is not valid yet: check the station "
+			 "clock, or wait for the successor's start date");
+	return rc;
+}
+
+int st_ca_select(hsm_session *s, const char *label, int renew_days,
+		 st_ca_choice *out, char *err, size_t errlen)
+{
+	char **labels = NULL, why[256];
+	size_t n = 0, used = 0;
+	X509 *best = NULL;
+	int rc, bi = -1;
+
+	memset(out, 0, sizeof(*out));
+	if (label) {
+		hsm_obj priv;
+
+		if (hsm_find_privkey(s, label, &priv)) {
+			snprintf(err, errlen, "no issuing CA '%s' in the token (%s); run "
+				 "'station ca init' first", label, hsm_session_errmsg(s));
+			return ST_E_NOTFOUND;
+		}
+		rc = usable(s, label, &best, &out->type, why, sizeof(why));
+		if (rc) {
+			snprintf(err, errlen, "the CA certificate '%s' cannot issue: %s",
+				 label, why);
+			X509_free(best);
+			return rc;
+		}
+		snprintf(out->label, sizeof(out->label), "%s", label);
+		goto found;
+	}
+	rc = ca_labels(s, true, &labels, &n);
+	if (rc) {
+		snprintf(err, errlen, "cannot list the token's CAs: %s", hsm_session_errmsg(s));
+		return rc;
+	}
+	if (!n) {
+		snprintf(err, errlen, "no issuing CA in the token: run 'station ca init' "
+			 "(lab) or 'ca csr' and 'ca import'");
+		rc = ST_E_NOTFOUND;
+		goto cleanup;
+	}
+	used = (size_t)snprintf(err, errlen, "no issuing CA in the token can issue:");
+	for (size_t i = 0; i < n; i++) {
+		X509 *x = NULL;
+		hsm_keytype t;
+
+		if (usable(s, labels[i], &x, &t, why, sizeof(why))) {
+			if (used < errlen)
+				used += (size_t)snprintf(err + used, errlen - used, " '%s': %s;",
+							 labels[i], why);
+			X509_free(x);
+			continue;
+		}
+		/* Rollover: the newest valid CA wins; ties go to the longer-lived. */
+		if (!best || ASN1_TIME_compare(X509_get0_notBefore(x),
+					       X509_get0_notBefore(best)) > 0 ||
+		    (!ASN1_TIME_compare(X509_get0_notBefore(x), X509_get0_notBefore(best)) &&
+		     ASN1_TIME_compare(X509_get0_notAfter(x), X509_get0_notAfter(best)) > 0)) {
+			X509_free(best);
+			best = x;
+			bi = (int)i;
+			out->type = t;
+		} else {
+			X509_free(x);
+		}
+	}
+	if (!best) {
+		rc = ST_E_VERIFY;
+		goto cleanup;
+	}
+	snprintf(out->label, sizeof(out->label), "%s", labels[bi]);
+found:
+	err[0] = '\0';
+	out->cert = best;
+	out->days_left = days_left(best);
+	if (renew_days > 0 && out->days_left < renew_days)
+		snprintf(out->warning, sizeof(out->warning), "issuing CA '%s' expires in "
+			 "%d days (renewal window %d days): make its successor now "
+			 "('station ca csr --ca-key NEW', then 'ca import')", out->label,
+			 out->days_left, renew_days);
+	rc = ST_OK;
+cleanup:
+	hsm_labels_free(labels, n);
+	ERR_clear_error();
 	return rc;
 }

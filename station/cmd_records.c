@@ -703,7 +703,7 @@ int st_cmd_audit(st_rec_cli *c, int argc, char **argv)
 		return code;
 	rc = hsm_session_open(h, &s);
 	if (!rc)
-		rc = st_audit_init(s, c->cfg->ca_label, ST_AUDIT_LABEL,
+		rc = st_audit_init(s, c->cfg->ca_label ? c->cfg->ca_label : "issuing-ca", ST_AUDIT_LABEL,
 				   c->cfg->station_id, c->out, err, sizeof(err));
 	else
 		snprintf(err, sizeof(err), "%s", hsm_errmsg(h));

@@ -1,6 +1,9 @@
 /* config.c — station configuration and product profiles (libconfig files). */
 #include <libconfig.h>
+#include <openssl/err.h>
 #include <openssl/evp.h>
+#include <openssl/objects.h>
+#include <openssl/x509v3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -8,11 +11,16 @@
 #include "base.h"
 #include "station.h"
 #include "station/fuses.h"
+#include "x509.h"
 
 struct st_profile {
 	char name[64];
 	char org[128];
 	int validity_days;
+	st_cert_profile cert;
+	char issuer[128];
+	int ca_renewal_days;
+	bool inject;
 	uint8_t rot_hash[32];
 	unsigned rot_bank;
 	char digest[65];
@@ -50,7 +58,7 @@ int st_config_load(const char *path, st_config *cfg, char *err, size_t errlen)
 	if (take_string(&c, "station.id", "station-1", &cfg->station_id) ||
 	    take_string(&c, "hsm.module", "/usr/lib/softhsm/libsofthsm2.so", &cfg->hsm_module) ||
 	    take_string(&c, "hsm.token", "station", &cfg->token_label) ||
-	    take_string(&c, "hsm.ca_key", "issuing-ca", &cfg->ca_label) ||
+	    take_string(&c, "hsm.ca_key", NULL, &cfg->ca_label) ||
 	    take_string(&c, "records.path", "station-records.db", &cfg->records_path) ||
 	    take_string(&c, "records.cert_dir", NULL, &cfg->cert_dir) ||
 	    take_string(&c, "profile", NULL, &cfg->profile_path)) {
@@ -110,11 +118,114 @@ cleanup:
 	return rc;
 }
 
+/* Copy an optional string setting into dst (cap bytes); -1 if too long. */
+static int opt_string(config_t *c, const char *key, char *dst, size_t cap,
+		      const char *def)
+{
+	const char *v = NULL;
+
+	if (!config_lookup_string(c, key, &v))
+		v = def;
+	if (!v) {
+		dst[0] = '\0';
+		return 0;
+	}
+	if (strlen(v) >= cap)
+		return -1;
+	snprintf(dst, cap, "%s", v);
+	return 0;
+}
+
+/* Does OpenSSL accept value for extension nid?  Checked at load so a typo
+ * in the profile stops the station before the first unit, not at it. */
+static bool ext_ok(int nid, const char *value)
+{
+	X509_EXTENSION *e;
+
+	if (!*value)
+		return true;
+	e = X509V3_EXT_conf_nid(NULL, NULL, nid, value);
+	X509_EXTENSION_free(e);
+	ERR_clear_error();
+	return e != NULL;
+}
+
+/* The certificate part of a profile: subject template, extensions, the
+ * issuing CA and its renewal window. */
+static int cert_profile(config_t *c, const char *path, st_profile *p,
+			char *err, size_t errlen)
+{
+	st_cert_profile *cp = &p->cert;
+	const char *bad = NULL;
+
+	if (opt_string(c, "certificate.subject", cp->subject, sizeof(cp->subject),
+		       NULL))
+		bad = "subject";
+	else if (opt_string(c, "certificate.key_usage", cp->key_usage,
+			    sizeof(cp->key_usage), "critical,digitalSignature"))
+		bad = "key_usage";
+	else if (opt_string(c, "certificate.extended_key_usage", cp->eku,
+			    sizeof(cp->eku), "clientAuth,serverAuth"))
+		bad = "extended_key_usage";
+	else if (opt_string(c, "certificate.hardware_module_name", cp->hwtype_oid,
+			    sizeof(cp->hwtype_oid), NULL))
+		bad = "hardware_module_name";
+	else if (opt_string(c, "certificate.crl_url", cp->crl_url, sizeof(cp->crl_url),
+			    NULL))
+		bad = "crl_url";
+	else if (opt_string(c, "certificate.ocsp_url", cp->ocsp_url,
+			    sizeof(cp->ocsp_url), NULL))
+		bad = "ocsp_url";
+	else if (opt_string(c, "certificate.issuer", p->issuer, sizeof(p->issuer), NULL))
+		bad = "issuer";
+	if (bad) {
+		snprintf(err, errlen, "%s: 'certificate.%s' is too long", path, bad);
+		return ST_E_CONFIG;
+	}
+	if (cp->subject[0] && st_subject_check(cp->subject, err, errlen)) {
+		char why[256];
+
+		snprintf(why, sizeof(why), "%s", err);
+		snprintf(err, errlen, "%s: 'certificate.subject': %s", path, why);
+		return ST_E_CONFIG;
+	}
+	if (!ext_ok(NID_key_usage, cp->key_usage)) {
+		snprintf(err, errlen, "%s: 'certificate.key_usage' is not a keyUsage "
+			 "OpenSSL accepts (e.g. \"critical,digitalSignature,keyAgreement\")",
+			 path);
+		return ST_E_CONFIG;
+	}
+	if (!ext_ok(NID_ext_key_usage, cp->eku)) {
+		snprintf(err, errlen, "%s: 'certificate.extended_key_usage' is not an "
+			 "extendedKeyUsage OpenSSL accepts (e.g. \"clientAuth\")", path);
+		return ST_E_CONFIG;
+	}
+	if (cp->hwtype_oid[0]) {
+		ASN1_OBJECT *o = OBJ_txt2obj(cp->hwtype_oid, 1);
+
+		ASN1_OBJECT_free(o);
+		ERR_clear_error();
+		if (!o) {
+			snprintf(err, errlen, "%s: 'certificate.hardware_module_name' must be "
+				 "the hwType OID in dotted form", path);
+			return ST_E_CONFIG;
+		}
+	}
+	p->ca_renewal_days = 30;
+	config_lookup_int(c, "certificate.ca_renewal_days", &p->ca_renewal_days);
+	if (p->ca_renewal_days < 0 || p->ca_renewal_days > 3650) {
+		snprintf(err, errlen, "%s: 'certificate.ca_renewal_days' must be 0..3650",
+			 path);
+		return ST_E_CONFIG;
+	}
+	return ST_OK;
+}
+
 int st_profile_load(const char *path, st_profile **out, char *err, size_t errlen)
 {
 	config_t c;
 	st_profile *p = calloc(1, sizeof(*p));
-	const char *name = NULL, *org = NULL, *rot = NULL;
+	const char *name = NULL, *org = NULL, *rot = NULL, *str = NULL;
 	int days = 0, bank = 0, rc = ST_E_CONFIG;
 
 	*out = NULL;
@@ -140,14 +251,28 @@ int st_profile_load(const char *path, st_profile **out, char *err, size_t errlen
 		snprintf(err, errlen, "%s: 'name' is missing or too long", path);
 		goto cleanup;
 	}
-	if (!config_lookup_string(&c, "certificate.organization", &org) || !*org ||
-	    strlen(org) >= sizeof(p->org)) {
-		snprintf(err, errlen, "%s: 'certificate.organization' is missing or too long", path);
+	if (!config_lookup_string(&c, "certificate.organization", &org))
+		org = "";
+	if (strlen(org) >= sizeof(p->org)) {
+		snprintf(err, errlen, "%s: 'certificate.organization' is too long", path);
 		goto cleanup;
 	}
-	if (!config_lookup_int(&c, "certificate.validity_days", &days) ||
-	    days < 1 || days > 36500) {
-		snprintf(err, errlen, "%s: 'certificate.validity_days' must be 1..36500", path);
+	if (config_lookup_string(&c, "certificate.validity", &str) &&
+	    !strcmp(str, "no-expiry")) {
+		p->cert.no_expiry = true;
+		days = 36500;
+	} else if (!config_lookup_int(&c, "certificate.validity_days", &days) ||
+		   days < 1 || days > 36500) {
+		snprintf(err, errlen, "%s: 'certificate.validity_days' must be 1..36500 "
+			 "(or certificate.validity = \"no-expiry\" for the IEEE 802.1AR "
+			 "99991231235959Z date)", path);
+		goto cleanup;
+	}
+	if (cert_profile(&c, path, p, err, errlen))
+		goto cleanup;
+	if (!p->cert.subject[0] && !*org) {
+		snprintf(err, errlen, "%s: give 'certificate.subject' (a template) or "
+			 "'certificate.organization'", path);
 		goto cleanup;
 	}
 	if (!config_lookup_string(&c, "root_of_trust.sha256", &rot) ||
@@ -164,6 +289,16 @@ int st_profile_load(const char *path, st_profile **out, char *err, size_t errlen
 				     err, errlen)))
 		goto cleanup;
 	rc = ST_E_CONFIG;
+	if (config_lookup_string(&c, "key_mode", &str)) {
+		if (!strcmp(str, "inject")) {
+			p->inject = true;
+		} else if (strcmp(str, "device")) {
+			snprintf(err, errlen, "%s: 'key_mode' must be \"device\" (the "
+				 "device generates its key) or \"inject\" (the HSM "
+				 "generates it and injects it wrapped)", path);
+			goto cleanup;
+		}
+	}
 	if (file_digest(path, p->digest)) {
 		snprintf(err, errlen, "cannot hash profile %s", path);
 		rc = ST_E_IO;
@@ -172,6 +307,8 @@ int st_profile_load(const char *path, st_profile **out, char *err, size_t errlen
 	snprintf(p->name, sizeof(p->name), "%s", name);
 	snprintf(p->org, sizeof(p->org), "%s", org);
 	p->validity_days = days;
+	p->cert.validity_days = days;
+	snprintf(p->cert.org, sizeof(p->cert.org), "%s", org);
 	p->rot_bank = (unsigned)bank;
 	*out = p;
 	p = NULL;
@@ -217,4 +354,24 @@ const char *st_profile_org(const st_profile *p)
 int st_profile_validity_days(const st_profile *p)
 {
 	return p->validity_days;
+}
+
+const char *st_profile_issuer(const st_profile *p)
+{
+	return p->issuer[0] ? p->issuer : NULL;
+}
+
+int st_profile_ca_renewal_days(const st_profile *p)
+{
+	return p->ca_renewal_days;
+}
+
+const st_cert_profile *st_profile_cert(const st_profile *p)
+{
+	return &p->cert;
+}
+
+bool st_profile_key_inject(const st_profile *p)
+{
+	return p->inject;
 }

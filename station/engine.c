@@ -29,6 +29,8 @@ struct job {
 	st_event_fn cb;
 	void *cb_ctx;
 	X509 *ca;            /* the issuing CA certificate (each worker dups it) */
+	char ca_label[128];  /* the CA chosen for this run */
+	hsm_keytype ca_type;
 	pthread_mutex_t lock; /* guards active[] and live[] */
 	char active[ST_MAX_SLOTS][2 * DRV_UID_LEN + 1]; /* uid in work per slot */
 	int64_t live[ST_MAX_SLOTS]; /* unit record open per slot (0: none) */
@@ -56,6 +58,7 @@ struct unit {
 	const char *fuses;
 	int err;
 	bool stop_slot;       /* the link or the records failed: end this slot */
+	bool hsm_lost;        /* the HSM session or token went away */
 	int dup_slot;         /* another slot holds the same device ID */
 	char serial[80];
 	char fp[65];
@@ -112,6 +115,25 @@ static bool link_error(int rc)
 	       rc == ST_E_IO;
 }
 
+/* Errors that mean the HSM (session, token) went away, not the device. */
+static bool hsm_gone(int rc)
+{
+	return rc == ST_E_HSM || rc == ST_E_NOTOKEN || rc == ST_E_PIN_LOCKED;
+}
+
+/* A record could not be written: count it against the right cause.  With
+ * signed records, a lost HSM is why the audit key cannot sign: exit 3 (HSM),
+ * not 4 (records store). */
+static void record_failed(struct worker *w, int rc)
+{
+	if (hsm_gone(rc)) {
+		w->sum.hsm_errors++;
+		w->sum.slot_errors++;
+	} else {
+		w->sum.record_errors++;
+	}
+}
+
 /* A step failed: record it and set the unit's verdict.  Always returns rc. */
 static int fail(struct unit *u, const char *name, int rc, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
@@ -136,6 +158,8 @@ static int fail(struct unit *u, const char *name, int rc, const char *fmt, ...)
 	u->result = rc == ST_E_FUSE_CONFLICT ? "QUARANTINE" : "FAIL";
 	if (link_error(rc))
 		u->stop_slot = true;
+	if (hsm_session_lost(u->sess))
+		u->hsm_lost = true;
 	step(u, name, "fail", "%s", u->reason);
 	return rc;
 }
@@ -150,6 +174,69 @@ static int do_keygen(struct unit *u, uint8_t pub[DRV_P256_POINT_LEN])
 			    drv_errmsg(u->dev));
 	st_hex(pub, DRV_P256_POINT_LEN, u->pub_hex);
 	return step(u, "keygen", "ok", "P-256 key generated on the device");
+}
+
+/* Inject mode: the HSM makes the device key as session objects, wraps it
+ * for the target's one-time transport key, and destroys its copy before
+ * the blob leaves; the station only ever holds the wrapped blob. */
+static int do_inject(struct unit *u, uint8_t pub[DRV_P256_POINT_LEN])
+{
+	uint8_t tkey[DRV_P256_POINT_LEN], eph[HSM_P256_POINT_LEN];
+	uint8_t wrapped[DRV_MAX_WRAPPED], installed[DRV_P256_POINT_LEN];
+	hsm_obj priv = 0, pubobj = 0;
+	bool have = false;
+	size_t wlen = 0;
+	int rc;
+
+	rc = drv_get_transport_key(u->dev, tkey);
+	if (rc) {
+		rc = fail(u, "keygen", rc, "the device did not give a transport key: %s",
+			  drv_errmsg(u->dev));
+		goto out;
+	}
+	rc = hsm_inject_keygen(u->sess, &priv, &pubobj, pub);
+	if (rc) {
+		rc = fail(u, "keygen", rc, "HSM device key generation failed: %s",
+			  hsm_session_errmsg(u->sess));
+		goto out;
+	}
+	have = true;
+	if (hsm_value_readable(u->sess, priv)) {
+		rc = fail(u, "keygen", ST_E_HSM, "the HSM would reveal the device key "
+			  "in clear (CKA_VALUE readable): refusing to inject it");
+		goto out;
+	}
+	rc = hsm_inject_wrap(u->sess, priv, tkey, eph, wrapped, sizeof(wrapped), &wlen);
+	if (rc) {
+		rc = fail(u, "keygen", rc, "wrapping the device key failed: %s",
+			  hsm_session_errmsg(u->sess));
+		goto out;
+	}
+	/* The HSM's copy goes before the blob leaves the station. */
+	hsm_destroy(u->sess, priv);
+	hsm_destroy(u->sess, pubobj);
+	have = false;
+	rc = drv_inject_key(u->dev, eph, wrapped, wlen, installed);
+	if (rc) {
+		rc = fail(u, "keygen", rc, "the device did not install the injected key: %s",
+			  drv_errmsg(u->dev));
+		goto out;
+	}
+	if (memcmp(installed, pub, DRV_P256_POINT_LEN)) {
+		rc = fail(u, "keygen", ST_E_VERIFY, "the device installed another key "
+			  "than the one injected");
+		goto out;
+	}
+	st_hex(pub, DRV_P256_POINT_LEN, u->pub_hex);
+	rc = step(u, "keygen", "ok", "P-256 key made in the HSM, injected wrapped "
+		  "(%zu bytes), HSM copy destroyed", wlen);
+out:
+	if (have) {
+		hsm_destroy(u->sess, priv);
+		hsm_destroy(u->sess, pubobj);
+	}
+	st_wipe(wrapped, sizeof(wrapped));
+	return rc;
 }
 
 /* Build the certificate, have the HSM sign it, check it against the CA. */
@@ -173,11 +260,18 @@ static int do_certificate(struct unit *u, const uint8_t pub[DRV_P256_POINT_LEN],
 			  hsm_session_errmsg(u->sess));
 		goto cleanup;
 	}
-	tmpl = st_x509_device_template(devkey, u->ca, u->info.uid_hex,
-				       st_profile_org(prof),
-				       st_profile_validity_days(prof), serial);
+	{
+		st_subject_vars v = { .uid = u->info.uid_hex, .serial = u->info.uid_hex,
+				      .product = st_profile_name(prof),
+				      .model = u->info.model };
+
+		tmpl = st_x509_device_template(devkey, u->ca, st_profile_cert(prof), &v,
+					       u->info.uid, sizeof(u->info.uid), serial,
+					       err, sizeof(err));
+	}
 	if (tmpl)
-		cert = st_x509_hsm_sign(tmpl, u->sess, u->ca_priv, err, sizeof(err));
+		cert = st_x509_hsm_sign(tmpl, u->sess, u->ca_priv, u->w->job->ca_type,
+					err, sizeof(err));
 	if (!cert) {
 		rc = fail(u, "certificate", ST_E_CRYPTO, "certificate not issued: %s",
 			  err[0] ? err : "template");
@@ -423,7 +517,8 @@ static void run_unit(struct unit *u)
 	if (u->info.lifecycle == DRV_LC_LOCKED) {
 		if (do_resume_cert(u, &cert) || do_pop(u, cert) || do_fuses(u))
 			goto cleanup;
-	} else if (do_keygen(u, pub) || do_certificate(u, pub, &cert) ||
+	} else if ((st_profile_key_inject(u->w->job->prof) ? do_inject(u, pub) :
+		    do_keygen(u, pub)) || do_certificate(u, pub, &cert) ||
 		   do_write_cert(u, cert) || do_pop(u, cert) || do_fuses(u)) {
 		goto cleanup;
 	}
@@ -461,11 +556,14 @@ static void finish_unit(struct unit *u)
 				.err = rc };
 		char msg[768];
 
-		snprintf(msg, sizeof(msg), "unit %s: the record could not be written (%s); "
-			 "the unit is NOT passed and the slot stops: fix the records store "
-			 "and provision it again", u->info.uid_hex, rec_errmsg(w->job->rec));
+		snprintf(msg, sizeof(msg), "%sunit %s: the record could not be written (%s); "
+			 "the unit is NOT passed and the slot stops: %s and provision it "
+			 "again", hsm_gone(rc) ? "the HSM session or token was lost: " : "",
+			 u->info.uid_hex, rec_errmsg(w->job->rec),
+			 hsm_gone(rc) ? "put the token back, restart the station" :
+			 "fix the records store");
 		se.detail = msg;
-		w->sum.record_errors++;
+		record_failed(w, rc);
 		u->stop_slot = true;
 		emit(w, &se);
 		return;
@@ -635,7 +733,7 @@ static int next_unit(struct worker *w, struct unit *u)
 	if (rc != ST_OK && rc != ST_E_NOTFOUND) {
 		slot_error(w, rc, "slot %d: records lookup failed: %s", w->slot,
 			   rec_errmsg(w->job->rec));
-		w->sum.record_errors++;
+		record_failed(w, rc);
 		return rc;
 	}
 	return 1;
@@ -694,7 +792,7 @@ static void *worker_main(void *arg)
 	}
 	rc = hsm_session_open(job->h, &sess);
 	if (!rc)
-		rc = hsm_find_privkey(sess, job->cfg->ca_label, &ca_priv);
+		rc = hsm_find_privkey(sess, job->ca_label, &ca_priv);
 	if (rc) {
 		slot_error(w, rc, "slot %d: HSM session failed: %s", w->slot,
 			   sess ? hsm_session_errmsg(sess) : hsm_errmsg(job->h));
@@ -748,10 +846,12 @@ static void *worker_main(void *arg)
 				break;
 			}
 			if (rc) {
-				slot_error(w, ST_E_DB, "slot %d: unit %s: cannot open a record (%s); "
-					   "nothing was done to the unit", w->slot,
-					   u.info.uid_hex, rec_errmsg(job->rec));
-				w->sum.record_errors++;
+				slot_error(w, hsm_gone(rc) ? rc : ST_E_DB, "slot %d: %sunit %s: "
+					   "cannot open a record (%s); nothing was done to the "
+					   "unit", w->slot, hsm_gone(rc) ? "the HSM session or "
+					   "token was lost: " : "", u.info.uid_hex,
+					   rec_errmsg(job->rec));
+				record_failed(w, rc);
 				break;
 			}
 			set_live(w, u.id);
@@ -764,6 +864,18 @@ static void *worker_main(void *arg)
 		unclaim_uid(w);
 		stop = u.stop_slot;
 		free(u.cert_pem);
+		/* A dead session or a pulled token: re-open and find the CA key
+		 * again; if that fails the slot stops rather than failing every
+		 * following unit the same way. */
+		if (!stop && u.hsm_lost &&
+		    (hsm_session_reopen(sess) || hsm_find_privkey(sess, job->ca_label, &ca_priv))) {
+			slot_error(w, ST_E_HSM, "slot %d: the HSM session or token was lost "
+				   "(%s) and could not be re-opened: the slot stops; put the "
+				   "token back and restart the station", w->slot,
+				   hsm_session_errmsg(sess));
+			w->sum.hsm_errors++;
+			break;
+		}
 		if (stop) {
 			if (u.err && link_error(u.err))
 				slot_error(w, u.err, "slot %d (%s): %s", w->slot, w->port,
@@ -790,59 +902,49 @@ cleanup:
 	return NULL;
 }
 
-/* Load the issuing CA certificate and check it matches the key and is
- * valid now; nothing is issued from a CA that fails this. */
-static int load_ca(hsm *h, const char *label, X509 **out, char *err, size_t errlen)
+/* Choose the issuing CA (the profile's, the configured one, or the newest
+ * valid one in the token), check that the token offers what it signs
+ * with, and warn inside the renewal window; nothing is issued from a CA
+ * that fails this. */
+static int load_ca(struct job *job, char *err, size_t errlen)
 {
+	const char *label = st_profile_issuer(job->prof) ? st_profile_issuer(job->prof) :
+			    job->cfg->ca_label;
 	hsm_session *s = NULL;
-	uint8_t *der = NULL, point[HSM_P256_POINT_LEN];
-	const uint8_t *p;
-	size_t len = 0;
-	EVP_PKEY *pub = NULL;
-	X509 *ca = NULL;
+	st_ca_choice ca;
+	/* Issuing, and for inject mode making and wrapping device keys. */
+	hsm_mech need[] = { 0, HSM_M_EC_KEY_PAIR_GEN, HSM_M_ECDH1_DERIVE,
+			    HSM_M_AES_KEY_WRAP_PAD };
 	int rc;
 
-	rc = hsm_session_open(h, &s);
+	rc = hsm_session_open(job->h, &s);
 	if (rc) {
-		snprintf(err, errlen, "cannot open an HSM session: %s", hsm_errmsg(h));
-		goto cleanup;
+		snprintf(err, errlen, "cannot open an HSM session: %s", hsm_errmsg(job->h));
+		return rc;
 	}
-	rc = hsm_cert_load(s, label, &der, &len);
-	if (!rc)
-		rc = hsm_read_pubkey(s, label, point);
-	if (rc) {
-		snprintf(err, errlen, "no issuing CA '%s' in the token (%s); run "
-			 "'station ca init' first", label, hsm_session_errmsg(s));
-		goto cleanup;
-	}
-	p = der;
-	ca = d2i_X509(NULL, &p, (long)len);
-	pub = st_p256_pubkey(point);
-	rc = ST_E_VERIFY;
-	if (!ca || !pub || EVP_PKEY_eq(X509_get0_pubkey(ca), pub) != 1) {
-		snprintf(err, errlen, "the CA certificate '%s' does not match its key "
-			 "in the token", label);
-		goto cleanup;
-	}
-	if (X509_cmp_current_time(X509_get0_notAfter(ca)) <= 0) {
-		snprintf(err, errlen, "the CA certificate '%s' has expired: renew the "
-			 "issuing CA before provisioning", label);
-		goto cleanup;
-	}
-	if (X509_cmp_current_time(X509_get0_notBefore(ca)) >= 0) {
-		snprintf(err, errlen, "the CA certificate '%s' is not valid yet: check "
-			 "the station clock", label);
-		goto cleanup;
-	}
-	*out = ca;
-	ca = NULL;
-	rc = ST_OK;
-cleanup:
-	X509_free(ca);
-	EVP_PKEY_free(pub);
-	free(der);
+	rc = st_ca_select(s, label, st_profile_ca_renewal_days(job->prof), &ca,
+			  err, errlen);
 	hsm_session_close(s);
-	return rc;
+	if (rc)
+		return rc;
+	need[0] = st_sigmech_need(ca.type);
+	rc = hsm_check_mechanisms(job->h, need, st_profile_key_inject(job->prof) ?
+				  ST_ARRAY_SIZE(need) : 1);
+	if (rc) {
+		snprintf(err, errlen, "issuing CA '%s' (%s): %s", ca.label,
+			 hsm_keytype_name(ca.type), hsm_errmsg(job->h));
+		X509_free(ca.cert);
+		return rc;
+	}
+	job->ca = ca.cert;
+	job->ca_type = ca.type;
+	snprintf(job->ca_label, sizeof(job->ca_label), "%s", ca.label);
+	if (ca.warning[0] && job->cb) {
+		st_event ev = { .kind = ST_EV_WARNING, .detail = ca.warning };
+
+		job->cb(&ev, job->cb_ctx);
+	}
+	return ST_OK;
 }
 
 /* Sign every record from here on with the audit key, and record who runs
@@ -857,7 +959,7 @@ static int audit_start(struct job *job, st_audit **out, char *err, size_t errlen
 	size_t len;
 	int rc;
 
-	rc = st_audit_open(job->h, job->cfg->ca_label, ST_AUDIT_LABEL,
+	rc = st_audit_open(job->h, job->ca_label, ST_AUDIT_LABEL,
 			   job->cfg->station_id, &a, err, errlen);
 	if (rc)
 		return rc;
@@ -935,7 +1037,7 @@ int st_provision(hsm *h, rec_store *rec, const st_config *cfg,
 		snprintf(err, errlen, "between 1 and %d slots, please", ST_MAX_SLOTS);
 		return ST_E_INVAL;
 	}
-	rc = load_ca(h, cfg->ca_label, &job.ca, err, errlen);
+	rc = load_ca(&job, err, errlen);
 	if (rc)
 		return rc;
 	rc = audit_start(&job, &audit, err, errlen);
@@ -966,6 +1068,7 @@ int st_provision(hsm *h, rec_store *rec, const st_config *cfg,
 		sum->slot_errors += workers[i].sum.slot_errors;
 		sum->record_errors += workers[i].sum.record_errors;
 		sum->quota_full += workers[i].sum.quota_full;
+		sum->hsm_errors += workers[i].sum.hsm_errors;
 	}
 	audit_stop(&job, audit, sum);
 	X509_free(job.ca);

@@ -43,7 +43,7 @@ struct cli {
 	const char *config_path;
 	const char *pin_file;
 	const char *operator_name;
-	const char *cn, *org, *out;
+	const char *cn, *org, *out, *in, *chain, *key_type;
 	int days;
 	bool json, verbose, burn_fuses, dry_run;
 	int max_units;
@@ -89,6 +89,12 @@ static int open_hsm(struct cli *cli, hsm **out)
 		die(EXIT_HSM, "HSM: %s", h ? hsm_errmsg(h) : st_strerror(rc));
 		goto fail;
 	}
+	/* Before the attempt too: on a final try the operator should know that
+	 * a wrong PIN now locks the token and stops the line. */
+	warn = hsm_pin_warning(h);
+	if (warn)
+		fprintf(stderr, "station: warning: token '%s': %s\n", cli->cfg.token_label,
+			warn);
 	rc = st_pin_get(cli->pin_file, cli->cfg.token_label, pin, sizeof(pin), &pinlen,
 			err, sizeof(err));
 	if (rc) {
@@ -173,6 +179,11 @@ static void on_event(const st_event *ev, void *ctx)
 		else
 			printf("slot %d: unit %s: %s\n", ev->slot, ev->uid, ev->detail);
 		break;
+	case ST_EV_WARNING:
+		if (cli->json)
+			o = json_pack("{s:s, s:s}", "event", "warning", "message", ev->detail);
+		fprintf(stderr, "station: warning: %s\n", ev->detail);
+		break;
 	case ST_EV_SLOT_DONE:
 		if (cli->verbose)
 			fprintf(stderr, "slot %d: done\n", ev->slot);
@@ -248,7 +259,8 @@ static int cmd_provision(struct cli *cli, int argc, char **argv)
 		       cli->cfg.records_path, cli->cfg.cert_dir ? ", certificates in " : "",
 		       cli->cfg.cert_dir ? cli->cfg.cert_dir : "");
 	}
-	code = sum.record_errors ? EXIT_RECORDS : sum.slot_errors ? EXIT_LINK :
+	code = sum.record_errors ? EXIT_RECORDS : sum.hsm_errors ? EXIT_HSM :
+	       sum.slot_errors ? EXIT_LINK :
 	       (sum.fail || sum.quarantine) ? EXIT_UNIT_FAILED : 0;
 cleanup:
 	hsm_close(h);
@@ -257,36 +269,82 @@ cleanup:
 	return code;
 }
 
-/* station ca init | ca show */
+/* Check that the token can make and sign with a CA key of type t before
+ * anything is created in it. */
+static int ca_mechanisms(hsm *h, hsm_keytype t)
+{
+	hsm_mech need[2] = { hsm_keytype_genmech(t), HSM_M_ECDSA };
+
+	switch (hsm_keytype_sigmech(t)) {
+	case HSM_SIG_RSA_PKCS: need[1] = HSM_M_RSA_PKCS; break;
+	case HSM_SIG_EDDSA: need[1] = HSM_M_EDDSA; break;
+	default: break;
+	}
+	if (hsm_check_mechanisms(h, need, 2))
+		return die(EXIT_HSM, "HSM: a %s CA: %s", hsm_keytype_name(t),
+			   hsm_errmsg(h));
+	return 0;
+}
+
+/* station ca init | csr | import | show */
 static int cmd_ca(struct cli *cli, int argc, char **argv)
 {
-	char err[512] = "";
+	const char *label = cli->cfg.ca_label ? cli->cfg.ca_label : "issuing-ca";
+	const char *cn = cli->cn ? cli->cn : "Station Issuing CA";
+	const char *org = cli->org ? cli->org : "Station Factory";
+	char err[1024] = "";
 	hsm_session *s = NULL;
+	hsm_keytype type = HSM_KEY_P256;
 	hsm *h = NULL;
 	int code, rc;
 
-	if (argc != 1 || (strcmp(argv[0], "init") && strcmp(argv[0], "show")))
-		return die(EXIT_USAGE, "ca: say 'ca init' or 'ca show'");
+	if (argc != 1 || (strcmp(argv[0], "init") && strcmp(argv[0], "show") &&
+			  strcmp(argv[0], "csr") && strcmp(argv[0], "import")))
+		return die(EXIT_USAGE, "ca: say 'ca init', 'ca csr', 'ca import' or 'ca show'");
+	if (cli->key_type && hsm_keytype_parse(cli->key_type, &type))
+		return die(EXIT_USAGE, "ca: --key-type must be p256, p384, rsa3072 or ed25519");
+	if (!strcmp(argv[0], "csr") && !cli->out)
+		return die(EXIT_USAGE, "ca csr: say where the request goes with --out FILE");
+	if (!strcmp(argv[0], "import") && !cli->in)
+		return die(EXIT_USAGE, "ca import: give the signed certificate with --in FILE "
+			   "(and its chain with --chain FILE)");
 	code = open_hsm(cli, &h);
 	if (code)
 		return code;
+	if (!strcmp(argv[0], "init") || !strcmp(argv[0], "csr")) {
+		code = ca_mechanisms(h, type);
+		if (code)
+			goto cleanup;
+	}
 	rc = hsm_session_open(h, &s);
 	if (rc) {
 		code = die(EXIT_HSM, "HSM: %s", hsm_errmsg(h));
 		goto cleanup;
 	}
 	if (!strcmp(argv[0], "init")) {
-		rc = st_ca_init(s, cli->cfg.ca_label, cli->cn ? cli->cn : "Station Issuing CA",
-				cli->org ? cli->org : "Station Factory", cli->days ? cli->days : 3650,
+		rc = st_ca_init(s, label, type, cn, org, cli->days ? cli->days : 3650,
 				cli->out, err, sizeof(err));
 		if (!rc)
-			printf("CA '%s' created in token '%s'%s%s\n", cli->cfg.ca_label,
-			       cli->cfg.token_label, cli->out ? "; certificate in " : "",
-			       cli->out ? cli->out : "");
+			printf("CA '%s' (%s) created in token '%s'%s%s\n", label,
+			       hsm_keytype_name(type), cli->cfg.token_label,
+			       cli->out ? "; certificate in " : "", cli->out ? cli->out : "");
+	} else if (!strcmp(argv[0], "csr")) {
+		rc = st_ca_csr(s, label, type, cn, org, cli->out, err, sizeof(err));
+		if (!rc)
+			printf("CA key '%s' is in token '%s'; certificate request in %s: have "
+			       "the root CA sign it, then 'station ca import --in CERT "
+			       "--chain CHAIN'\n", label, cli->cfg.token_label, cli->out);
+	} else if (!strcmp(argv[0], "import")) {
+		rc = st_ca_import(s, label, cli->in, cli->chain, err, sizeof(err));
+		if (!rc) {
+			printf("CA certificate for '%s' imported into token '%s'\n", label,
+			       cli->cfg.token_label);
+			rc = st_ca_show(s, label, stdout, err, sizeof(err));
+		}
 	} else {
 		rc = st_ca_show(s, cli->cfg.ca_label, stdout, err, sizeof(err));
 	}
-	code = rc ? die(EXIT_HSM, "ca %s: %s", argv[0], err) : 0;
+	code = rc ? die(rc == ST_E_IO ? EXIT_USAGE : EXIT_HSM, "ca %s: %s", argv[0], err) : 0;
 cleanup:
 	hsm_session_close(s);
 	hsm_close(h);
@@ -347,7 +405,10 @@ static int cmd_help(struct cli *cli, int argc, char **argv)
 static const struct command commands[] = {
 	{ "provision", cmd_provision,
 	  "provision --slot PORT [--slot PORT...] [--units N] [--burn-fuses] [--dry-run] [--json]" },
-	{ "ca", cmd_ca, "ca init [--cn NAME] [--org ORG] [--days N] [--out FILE] | ca show" },
+	{ "ca", cmd_ca, "ca init [--key-type T] [--cn NAME] [--org ORG] [--days N] [--out FILE]\n"
+	  "  ca csr --out FILE [--key-type T] [--cn NAME] [--org ORG]\n"
+	  "  ca import --in CERT [--chain FILE]\n"
+	  "  ca show            (--ca-key LABEL names the CA; T: p256 p384 rsa3072 ed25519)" },
 	{ "devices", cmd_devices, "devices [--slot PORT...] [--json]   (attached programmers)" },
 	{ "audit", cmd_audit, "audit init [--out FILE]   (the audit key; made on first use too)" },
 	{ "records", cmd_records,
@@ -418,6 +479,9 @@ int main(int argc, char **argv)
 		{ "evidence", required_argument, NULL, 0x107 },
 		{ "ca-cert", required_argument, NULL, 0x108 },
 		{ "anchor", required_argument, NULL, 0x109 },
+		{ "in", required_argument, NULL, 'I' },
+		{ "chain", required_argument, NULL, 'H' },
+		{ "key-type", required_argument, NULL, 'K' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -445,6 +509,9 @@ int main(int argc, char **argv)
 		case 'C': cli.cn = optarg; break;
 		case 'O': cli.org = optarg; break;
 		case 'W': cli.out = optarg; break;
+		case 'I': cli.in = optarg; break;
+		case 'H': cli.chain = optarg; break;
+		case 'K': cli.key_type = optarg; break;
 		case 'd': cli.days = atoi(optarg); break;
 		case 'T': timeout = atoi(optarg); break;
 		case 'n':

@@ -22,7 +22,9 @@ typedef struct st_config {
 	char *station_id;      /* station.id */
 	char *hsm_module;      /* hsm.module: PKCS#11 module path */
 	char *token_label;     /* hsm.token */
-	char *ca_label;        /* hsm.ca_key: label of the issuing CA key+cert */
+	char *ca_label;        /* hsm.ca_key: label of the issuing CA key+cert; NULL:
+				* `ca` commands use "issuing-ca", provisioning the
+				* newest valid CA in the token */
 	char *records_path;    /* records.path: SQLite file */
 	char *cert_dir;        /* records.cert_dir: PEM copies of issued certs (optional) */
 	char *profile_path;    /* profile: product profile file */
@@ -54,17 +56,47 @@ const char *st_profile_digest(const st_profile *p);
 /* Certificate subject organisation and validity in days. */
 const char *st_profile_org(const st_profile *p);
 int st_profile_validity_days(const st_profile *p);
+/* The issuing CA label the profile names (certificate.issuer), or NULL:
+ * then the configured hsm.ca_key, else the newest valid CA in the token. */
+const char *st_profile_issuer(const st_profile *p);
+/* Days before the CA's notAfter from which a run warns (default 30). */
+int st_profile_ca_renewal_days(const st_profile *p);
+/* The device certificate profile (engine-internal type, see x509.h). */
+typedef struct st_cert_profile st_cert_profile;
+const st_cert_profile *st_profile_cert(const st_profile *p);
+/* key_mode = "inject": the HSM makes the device key and injects it
+ * wrapped (for devices that cannot generate keys); default "device". */
+bool st_profile_key_inject(const st_profile *p);
 /* Root-of-trust hash (32 bytes) and the fuse bank it goes into. */
 const uint8_t *st_profile_rot_hash(const st_profile *p, unsigned *bank);
 
-/* CA: create an issuing CA key in the token and a self-signed certificate
- * (stored in the token under the same label, and written as PEM to
- * pem_path when not NULL).  Refuses when a key with that label exists. */
-int st_ca_init(hsm_session *s, const char *label, const char *subject_cn,
-	       const char *org, int days, const char *pem_path,
-	       char *err, size_t errlen);
+/* CA: create an issuing CA key of the given type in the token and a
+ * self-signed certificate (stored in the token under the same label, and
+ * written as PEM to pem_path when not NULL).  For labs; production CAs use
+ * st_ca_csr() + st_ca_import().  Refuses when a key with that label
+ * exists. */
+int st_ca_init(hsm_session *s, const char *label, hsm_keytype type,
+	       const char *subject_cn, const char *org, int days,
+	       const char *pem_path, char *err, size_t errlen);
 
-/* Print subject, validity, days left and fingerprint of the CA to f. */
+/* CA: a PKCS#10 request (PEM, csr_path) for an issuing CA to be signed by
+ * an offline root, signed in the HSM.  Makes the key unless one with that
+ * label exists without a certificate; refuses when the CA already has a
+ * certificate. */
+int st_ca_csr(hsm_session *s, const char *label, hsm_keytype type,
+	      const char *subject_cn, const char *org, const char *csr_path,
+	      char *err, size_t errlen);
+
+/* CA: install the signed CA certificate (first PEM in cert_path) and its
+ * chain (the rest of cert_path, then chain_path) into the token.  Refused
+ * unless the certificate matches the CA key in the token, is a CA
+ * certificate, and verifies up to a self-signed root given in the files. */
+int st_ca_import(hsm_session *s, const char *label, const char *cert_path,
+		 const char *chain_path, char *err, size_t errlen);
+
+/* Print subject, key type, validity, days left, status and fingerprint of
+ * the CA labelled label, or of every issuing CA in the token when label is
+ * NULL, to file (a FILE *). */
 int st_ca_show(hsm_session *s, const char *label, void *file,
 	       char *err, size_t errlen);
 
@@ -104,6 +136,7 @@ typedef enum st_event_kind {
 	ST_EV_SLOT_ERROR,   /* the slot stopped: detail says why */
 	ST_EV_SLOT_DONE,    /* the slot has no more units */
 	ST_EV_FUSE_PLAN,    /* dry run: uid, detail = one field's current/target/action */
+	ST_EV_WARNING,      /* run-wide warning (slot 0): detail */
 } st_event_kind;
 
 typedef struct st_event {
@@ -143,6 +176,7 @@ typedef struct st_summary {
 	int slot_errors;      /* slots stopped by a programmer/link error */
 	int record_errors;    /* slots stopped because a record could not be written */
 	int quota_full;       /* slots stopped because the work order is full */
+	int hsm_errors;       /* slots stopped because the HSM went away (also in slot_errors) */
 } st_summary;
 
 /* Provision: one worker thread per slot, each with its own HSM session and

@@ -10,6 +10,7 @@
 #include <openssl/bn.h>
 #include <openssl/core_names.h>
 #include <openssl/ecdsa.h>
+#include <openssl/err.h>
 #include <openssl/param_build.h>
 #include <openssl/sha.h>
 #include <openssl/x509v3.h>
@@ -44,6 +45,37 @@ cleanup:
 	return key;
 }
 
+EVP_PKEY *st_spki_pubkey(const uint8_t *der, size_t len)
+{
+	const uint8_t *p = der;
+
+	return d2i_PUBKEY(NULL, &p, (long)len);
+}
+
+int st_key_type(EVP_PKEY *key, hsm_keytype *t)
+{
+	switch (EVP_PKEY_get_base_id(key)) {
+	case EVP_PKEY_EC:
+		if (EVP_PKEY_get_bits(key) == 256)
+			*t = HSM_KEY_P256;
+		else if (EVP_PKEY_get_bits(key) == 384)
+			*t = HSM_KEY_P384;
+		else
+			return ST_E_INVAL;
+		return ST_OK;
+	case EVP_PKEY_RSA:
+		if (EVP_PKEY_get_bits(key) != 3072)
+			return ST_E_INVAL;
+		*t = HSM_KEY_RSA3072;
+		return ST_OK;
+	case EVP_PKEY_ED25519:
+		*t = HSM_KEY_ED25519;
+		return ST_OK;
+	default:
+		return ST_E_INVAL;
+	}
+}
+
 /* Encode raw r||s as a DER ECDSA-Sig-Value; returns length or -1. */
 static int rs_to_der(const uint8_t *rs, size_t rslen, uint8_t **der)
 {
@@ -65,21 +97,138 @@ cleanup:
 	return n;
 }
 
-X509 *st_x509_hsm_sign(X509 *x, hsm_session *s, hsm_obj priv,
+/* The hash that goes with a signing key: SHA-384 for P-384 (so the hash is
+ * as strong as the curve), SHA-256 for P-256 and RSA-3072, none for
+ * Ed25519 (it hashes internally). */
+static const EVP_MD *md_for(hsm_keytype t)
+{
+	return t == HSM_KEY_P384 ? EVP_sha384() :
+	       t == HSM_KEY_ED25519 ? NULL : EVP_sha256();
+}
+
+/* A throwaway software key of the same family, only to have OpenSSL fill
+ * in the AlgorithmIdentifiers (the curve or RSA size does not appear in
+ * them, so small and fast ones do). */
+static EVP_PKEY *dummy_for(hsm_keytype t)
+{
+	switch (t) {
+	case HSM_KEY_P256:
+	case HSM_KEY_P384:
+		return EVP_EC_gen("P-256");
+	case HSM_KEY_RSA3072:
+		return EVP_RSA_gen(1024);
+	case HSM_KEY_ED25519:
+		return EVP_PKEY_Q_keygen(NULL, NULL, "ED25519");
+	}
+	return NULL;
+}
+
+/* DER DigestInfo prefix for SHA-256 (RFC 8017 section 9.2, note 1). */
+static const uint8_t sha256_info[] = {
+	0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03,
+	0x04, 0x02, 0x01, 0x05, 0x00, 0x04, 0x20
+};
+
+/* Sign tbs with the HSM key priv of type t; *sig gets the signature as it
+ * goes into the BIT STRING (DER ECDSA-Sig-Value, or the raw RSA/EdDSA
+ * signature).  Returns its length, or -1 with err filled in. */
+static int hsm_sign_tbs(hsm_session *s, hsm_obj priv, hsm_keytype t,
+			const uint8_t *tbs, size_t tbslen, uint8_t **sig,
+			char *err, size_t errlen)
+{
+	uint8_t in[sizeof(sha256_info) + EVP_MAX_MD_SIZE], raw[HSM_MAX_SIG];
+	const uint8_t *msg = in;
+	size_t inlen = 0, rawlen = 0;
+	unsigned int mdlen = 0;
+	const EVP_MD *md = md_for(t);
+	int rc;
+
+	*sig = NULL;
+	if (t == HSM_KEY_RSA3072) {
+		memcpy(in, sha256_info, sizeof(sha256_info));
+		inlen = sizeof(sha256_info);
+	}
+	if (md) {
+		if (!EVP_Digest(tbs, tbslen, in + inlen, &mdlen, md, NULL)) {
+			snprintf(err, errlen, "cannot hash the data to sign");
+			return -1;
+		}
+		inlen += mdlen;
+	} else {
+		msg = tbs;
+		inlen = tbslen;
+	}
+	rc = hsm_sign(s, priv, hsm_keytype_sigmech(t), msg, inlen, raw, sizeof(raw),
+		      &rawlen);
+	if (rc) {
+		snprintf(err, errlen, "HSM signing failed: %s", hsm_session_errmsg(s));
+		return -1;
+	}
+	if (hsm_keytype_sigmech(t) == HSM_SIG_ECDSA) {
+		int n = rs_to_der(raw, rawlen, sig);
+
+		if (n <= 0)
+			snprintf(err, errlen, "cannot encode the ECDSA signature");
+		return n;
+	}
+	*sig = OPENSSL_memdup(raw, rawlen);
+	if (!*sig) {
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	return (int)rawlen;
+}
+
+/* Assemble SEQUENCE { body, algorithm, BIT STRING signature }: the shape of
+ * both a Certificate and a CertificationRequest.  Returns a malloc'd DER
+ * buffer and its length in *len, or NULL. */
+static uint8_t *assemble(const uint8_t *body, int bodylen, const X509_ALGOR *oalg,
+			 const uint8_t *sig, int siglen, int *len)
+{
+	uint8_t *alg = NULL, *bits = NULL, *out = NULL;
+	ASN1_BIT_STRING *bs = ASN1_BIT_STRING_new();
+	int alglen, bitslen, inner;
+
+	alglen = i2d_X509_ALGOR(oalg, &alg);
+	if (alglen <= 0 || !bs || !ASN1_BIT_STRING_set(bs, (uint8_t *)sig, siglen))
+		goto cleanup;
+	/* A signature is whole bytes: say "0 unused bits" explicitly. */
+	bs->flags &= ~(ASN1_STRING_FLAG_BITS_LEFT | 0x07);
+	bs->flags |= ASN1_STRING_FLAG_BITS_LEFT;
+	bitslen = i2d_ASN1_BIT_STRING(bs, &bits);
+	if (bitslen <= 0)
+		goto cleanup;
+	inner = bodylen + alglen + bitslen;
+	*len = ASN1_object_size(1, inner, V_ASN1_SEQUENCE);
+	out = OPENSSL_malloc((size_t)*len);
+	if (out) {
+		uint8_t *p = out;
+
+		ASN1_put_object(&p, 1, inner, V_ASN1_SEQUENCE, V_ASN1_UNIVERSAL);
+		memcpy(p, body, (size_t)bodylen);
+		p += bodylen;
+		memcpy(p, alg, (size_t)alglen);
+		p += alglen;
+		memcpy(p, bits, (size_t)bitslen);
+	}
+cleanup:
+	OPENSSL_free(alg);
+	OPENSSL_free(bits);
+	ASN1_BIT_STRING_free(bs);
+	return out;
+}
+
+X509 *st_x509_hsm_sign(X509 *x, hsm_session *s, hsm_obj priv, hsm_keytype t,
 		       char *err, size_t errlen)
 {
-	EVP_PKEY *dummy = NULL;
-	uint8_t *tbs = NULL, *sigder = NULL, *alg = NULL, *bits = NULL, *cert = NULL;
-	uint8_t digest[SHA256_DIGEST_LENGTH], rs[HSM_P256_SIG_LEN];
-	size_t rslen = sizeof(rs);
-	ASN1_BIT_STRING *bs = NULL;
+	EVP_PKEY *dummy = dummy_for(t);
+	uint8_t *tbs = NULL, *sig = NULL, *cert = NULL;
 	const ASN1_BIT_STRING *osig;
 	const X509_ALGOR *oalg;
 	X509 *out = NULL;
-	int tbslen, siglen, alglen, bitslen, inner, total, rc;
+	int tbslen, siglen, total = 0;
 
-	dummy = EVP_EC_gen("P-256");
-	if (!dummy || !X509_sign(x, dummy, EVP_sha256())) {
+	if (!dummy || !X509_sign(x, dummy, md_for(t))) {
 		snprintf(err, errlen, "cannot prepare the certificate for signing");
 		goto cleanup;
 	}
@@ -88,42 +237,14 @@ X509 *st_x509_hsm_sign(X509 *x, hsm_session *s, hsm_obj priv,
 		snprintf(err, errlen, "cannot encode the certificate body");
 		goto cleanup;
 	}
-	SHA256(tbs, (size_t)tbslen, digest);
-	rc = hsm_sign_digest(s, priv, digest, sizeof(digest), rs, &rslen);
-	if (rc) {
-		snprintf(err, errlen, "HSM signing failed: %s", hsm_session_errmsg(s));
+	siglen = hsm_sign_tbs(s, priv, t, tbs, (size_t)tbslen, &sig, err, errlen);
+	if (siglen <= 0)
 		goto cleanup;
-	}
-	siglen = rs_to_der(rs, rslen, &sigder);
 	X509_get0_signature(&osig, &oalg, x);
-	alglen = i2d_X509_ALGOR(oalg, &alg);
-	bs = ASN1_BIT_STRING_new();
-	if (siglen <= 0 || alglen <= 0 || !bs ||
-	    !ASN1_BIT_STRING_set(bs, sigder, siglen)) {
-		snprintf(err, errlen, "cannot encode the signature");
-		goto cleanup;
-	}
-	/* A DER signature is whole bytes: say "0 unused bits" explicitly. */
-	bs->flags &= ~(ASN1_STRING_FLAG_BITS_LEFT | 0x07);
-	bs->flags |= ASN1_STRING_FLAG_BITS_LEFT;
-	bitslen = i2d_ASN1_BIT_STRING(bs, &bits);
-	if (bitslen <= 0)
-		goto cleanup;
-	inner = tbslen + alglen + bitslen;
-	total = ASN1_object_size(1, inner, V_ASN1_SEQUENCE);
-	cert = OPENSSL_malloc((size_t)total);
-	if (!cert)
-		goto cleanup;
-	{
-		uint8_t *p = cert;
+	cert = assemble(tbs, tbslen, oalg, sig, siglen, &total);
+	if (cert) {
 		const uint8_t *cp = cert;
 
-		ASN1_put_object(&p, 1, inner, V_ASN1_SEQUENCE, V_ASN1_UNIVERSAL);
-		memcpy(p, tbs, (size_t)tbslen);
-		p += tbslen;
-		memcpy(p, alg, (size_t)alglen);
-		p += alglen;
-		memcpy(p, bits, (size_t)bitslen);
 		out = d2i_X509(NULL, &cp, total);
 	}
 	if (!out)
@@ -131,11 +252,47 @@ X509 *st_x509_hsm_sign(X509 *x, hsm_session *s, hsm_obj priv,
 cleanup:
 	EVP_PKEY_free(dummy);
 	OPENSSL_free(tbs);
-	OPENSSL_free(sigder);
-	OPENSSL_free(alg);
-	OPENSSL_free(bits);
+	OPENSSL_free(sig);
 	OPENSSL_free(cert);
-	ASN1_BIT_STRING_free(bs);
+	return out;
+}
+
+X509_REQ *st_x509_req_hsm_sign(X509_REQ *r, hsm_session *s, hsm_obj priv,
+			       hsm_keytype t, char *err, size_t errlen)
+{
+	EVP_PKEY *dummy = dummy_for(t);
+	uint8_t *body = NULL, *sig = NULL, *der = NULL;
+	const ASN1_BIT_STRING *osig;
+	const X509_ALGOR *oalg;
+	X509_REQ *out = NULL;
+	int bodylen, siglen, total = 0;
+
+	if (!dummy || !X509_REQ_sign(r, dummy, md_for(t))) {
+		snprintf(err, errlen, "cannot prepare the request for signing");
+		goto cleanup;
+	}
+	bodylen = i2d_re_X509_REQ_tbs(r, &body);
+	if (bodylen <= 0) {
+		snprintf(err, errlen, "cannot encode the request body");
+		goto cleanup;
+	}
+	siglen = hsm_sign_tbs(s, priv, t, body, (size_t)bodylen, &sig, err, errlen);
+	if (siglen <= 0)
+		goto cleanup;
+	X509_REQ_get0_signature(r, &osig, &oalg);
+	der = assemble(body, bodylen, oalg, sig, siglen, &total);
+	if (der) {
+		const uint8_t *cp = der;
+
+		out = d2i_X509_REQ(NULL, &cp, total);
+	}
+	if (!out)
+		snprintf(err, errlen, "assembled request does not parse");
+cleanup:
+	EVP_PKEY_free(dummy);
+	OPENSSL_free(body);
+	OPENSSL_free(sig);
+	OPENSSL_free(der);
 	return out;
 }
 
@@ -201,44 +358,260 @@ cleanup:
 	return x;
 }
 
-X509 *st_x509_device_template(EVP_PKEY *devpub, X509 *ca, const char *uid_hex,
-			      const char *org, int days,
-			      const uint8_t serial[ST_CERT_SERIAL_LEN])
+hsm_mech st_sigmech_need(hsm_keytype t)
 {
-	X509_NAME *name = X509_NAME_new();
-	X509 *x = NULL;
+	switch (hsm_keytype_sigmech(t)) {
+	case HSM_SIG_RSA_PKCS:
+		return HSM_M_RSA_PKCS;
+	case HSM_SIG_EDDSA:
+		return HSM_M_EDDSA;
+	default:
+		return HSM_M_ECDSA;
+	}
+}
 
-	if (!name ||
-	    !X509_NAME_add_entry_by_txt(name, "O", MBSTRING_UTF8,
-					(const unsigned char *)org, -1, -1, 0) ||
-	    !X509_NAME_add_entry_by_txt(name, "serialNumber", MBSTRING_ASC,
-					(const unsigned char *)uid_hex, -1, -1, 0) ||
-	    !X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC,
-					(const unsigned char *)uid_hex, -1, -1, 0))
+/* Expand ${var} in value into out; the values are inserted as data, after
+ * the template has been split into attributes, so a device ID can never
+ * add an attribute. */
+static int expand(const char *value, const st_subject_vars *v, char *out,
+		  size_t cap, char *err, size_t errlen)
+{
+	size_t n = 0;
+
+	while (*value) {
+		const char *rep = NULL, *end;
+		size_t k;
+
+		if (value[0] != '$' || value[1] != '{') {
+			if (n + 1 >= cap)
+				goto toolong;
+			out[n++] = *value++;
+			continue;
+		}
+		end = strchr(value, '}');
+		if (!end) {
+			snprintf(err, errlen, "unterminated ${ in '%s'", value);
+			return ST_E_CONFIG;
+		}
+		k = (size_t)(end - value - 2);
+		if (k == 3 && !strncmp(value + 2, "uid", 3))
+			rep = v->uid;
+		else if (k == 6 && !strncmp(value + 2, "serial", 6))
+			rep = v->serial;
+		else if (k == 7 && !strncmp(value + 2, "product", 7))
+			rep = v->product;
+		else if (k == 5 && !strncmp(value + 2, "model", 5))
+			rep = v->model;
+		else {
+			snprintf(err, errlen, "unknown variable '%.*s' (known: ${uid}, "
+				 "${serial}, ${product}, ${model})", (int)(k + 3), value);
+			return ST_E_CONFIG;
+		}
+		if (n + strlen(rep) >= cap)
+			goto toolong;
+		memcpy(out + n, rep, strlen(rep));
+		n += strlen(rep);
+		value = end + 1;
+	}
+	out[n] = '\0';
+	return ST_OK;
+toolong:
+	snprintf(err, errlen, "a subject attribute is too long");
+	return ST_E_CONFIG;
+}
+
+/* Build the subject from "KEY=VALUE, KEY=VALUE" (attributes in order). */
+static int subject_build(const char *tmpl, const st_subject_vars *v,
+			 X509_NAME **out, char *err, size_t errlen)
+{
+	char buf[512], val[256];
+	X509_NAME *name = X509_NAME_new();
+	char *save = NULL;
+	int rc = ST_E_CONFIG, n = 0;
+
+	*out = NULL;
+	if (!name)
+		return ST_E_NOMEM;
+	snprintf(buf, sizeof(buf), "%s", tmpl);
+	for (char *f = strtok_r(buf, ",", &save); f; f = strtok_r(NULL, ",", &save)) {
+		char *eq = strchr(f, '='), *key = f, *e;
+
+		while (*key == ' ' || *key == '\t')
+			key++;
+		if (!eq || eq == key) {
+			snprintf(err, errlen, "'%s' is not KEY=VALUE", f);
+			goto cleanup;
+		}
+		*eq = '\0';
+		for (e = eq; e > key && (e[-1] == ' ' || e[-1] == '\t'); e--)
+			e[-1] = '\0';
+		if (OBJ_txt2nid(key) == NID_undef) {
+			snprintf(err, errlen, "unknown subject attribute '%s'", key);
+			goto cleanup;
+		}
+		if (expand(eq + 1, v, val, sizeof(val), err, errlen))
+			goto cleanup;
+		if (!val[0] || !X509_NAME_add_entry_by_txt(name, key, MBSTRING_UTF8,
+							   (const unsigned char *)val, -1, -1, 0)) {
+			snprintf(err, errlen, "subject attribute %s cannot take '%s'", key, val);
+			goto cleanup;
+		}
+		n++;
+	}
+	if (!n) {
+		snprintf(err, errlen, "empty subject template");
 		goto cleanup;
-	x = template_base(devpub, name, days, serial);
-	if (!x)
+	}
+	*out = name;
+	name = NULL;
+	rc = ST_OK;
+cleanup:
+	X509_NAME_free(name);
+	ERR_clear_error();
+	return rc;
+}
+
+int st_subject_check(const char *tmpl, char *err, size_t errlen)
+{
+	st_subject_vars v = { "00", "00", "product", "model" };
+	X509_NAME *name = NULL;
+	int rc = subject_build(tmpl, &v, &name, err, errlen);
+
+	X509_NAME_free(name);
+	return rc;
+}
+
+/* subjectAltName with the IEEE 802.1AR / RFC 4108 hardwareModuleName:
+ * otherName 1.3.6.1.5.5.7.8.4 ::= SEQUENCE { hwType OID, hwSerialNum
+ * OCTET STRING }. */
+static int add_hmn(X509 *x, const char *hwtype, const uint8_t *sn, size_t snlen)
+{
+	ASN1_OBJECT *type = OBJ_txt2obj(hwtype, 1);
+	ASN1_OBJECT *on = OBJ_txt2obj("1.3.6.1.5.5.7.8.4", 1);
+	ASN1_OCTET_STRING *os = ASN1_OCTET_STRING_new();
+	uint8_t *tder = NULL, *oder = NULL, *seq = NULL, *p;
+	int tlen, olen, total, ok = 0;
+	ASN1_STRING *val = NULL;
+	ASN1_TYPE *at = NULL;
+	GENERAL_NAME *gn = NULL;
+	GENERAL_NAMES *gens = NULL;
+
+	if (!type || !on || !os || !ASN1_OCTET_STRING_set(os, sn, (int)snlen))
 		goto cleanup;
-	/* A certificate must not outlive its issuer (RFC 5280 path validation
-	 * would reject it then anyway): clamp to the CA's notAfter. */
-	if (ASN1_TIME_compare(X509_get0_notAfter(x), X509_get0_notAfter(ca)) > 0 &&
-	    !X509_set1_notAfter(x, X509_get0_notAfter(ca))) {
-		X509_free(x);
-		x = NULL;
+	tlen = i2d_ASN1_OBJECT(type, &tder);
+	olen = i2d_ASN1_OCTET_STRING(os, &oder);
+	if (tlen <= 0 || olen <= 0)
 		goto cleanup;
+	total = ASN1_object_size(1, tlen + olen, V_ASN1_SEQUENCE);
+	seq = OPENSSL_malloc((size_t)total);
+	if (!seq)
+		goto cleanup;
+	p = seq;
+	ASN1_put_object(&p, 1, tlen + olen, V_ASN1_SEQUENCE, V_ASN1_UNIVERSAL);
+	memcpy(p, tder, (size_t)tlen);
+	memcpy(p + tlen, oder, (size_t)olen);
+	val = ASN1_STRING_type_new(V_ASN1_SEQUENCE);
+	at = ASN1_TYPE_new();
+	gn = GENERAL_NAME_new();
+	gens = GENERAL_NAMES_new();
+	if (!val || !at || !gn || !gens || !ASN1_STRING_set(val, seq, total))
+		goto cleanup;
+	ASN1_TYPE_set(at, V_ASN1_SEQUENCE, val);
+	val = NULL;
+	if (!GENERAL_NAME_set0_othername(gn, on, at))
+		goto cleanup;
+	on = NULL;
+	at = NULL;
+	if (!sk_GENERAL_NAME_push(gens, gn))
+		goto cleanup;
+	gn = NULL;
+	ok = X509_add1_ext_i2d(x, NID_subject_alt_name, gens, 0, X509V3_ADD_DEFAULT) == 1;
+cleanup:
+	GENERAL_NAMES_free(gens);
+	GENERAL_NAME_free(gn);
+	ASN1_TYPE_free(at);
+	ASN1_STRING_free(val);
+	OPENSSL_free(seq);
+	OPENSSL_free(tder);
+	OPENSSL_free(oder);
+	ASN1_OCTET_STRING_free(os);
+	ASN1_OBJECT_free(on);
+	ASN1_OBJECT_free(type);
+	return ok;
+}
+
+X509 *st_x509_device_template(EVP_PKEY *devpub, X509 *ca,
+			      const st_cert_profile *cp, const st_subject_vars *v,
+			      const uint8_t *uid, size_t uidlen,
+			      const uint8_t serial[ST_CERT_SERIAL_LEN],
+			      char *err, size_t errlen)
+{
+	X509_NAME *name = NULL;
+	X509 *x = NULL;
+	char ext[300];
+
+	if (cp->subject[0]) {
+		if (subject_build(cp->subject, v, &name, err, errlen))
+			return NULL;
+	} else if (!(name = X509_NAME_new()) ||
+		   !X509_NAME_add_entry_by_txt(name, "O", MBSTRING_UTF8,
+					       (const unsigned char *)cp->org, -1, -1, 0) ||
+		   !X509_NAME_add_entry_by_txt(name, "serialNumber", MBSTRING_ASC,
+					       (const unsigned char *)v->uid, -1, -1, 0) ||
+		   !X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC,
+					       (const unsigned char *)v->uid, -1, -1, 0)) {
+		snprintf(err, errlen, "cannot build the subject");
+		goto fail;
+	}
+	x = template_base(devpub, name, cp->validity_days, serial);
+	if (!x) {
+		snprintf(err, errlen, "cannot build the certificate template");
+		goto fail;
+	}
+	if (cp->no_expiry) {
+		/* IEEE 802.1AR 8.5 / RFC 5280 4.1.2.5: no well-defined expiration. */
+		if (!ASN1_TIME_set_string(X509_getm_notAfter(x), "99991231235959Z")) {
+			snprintf(err, errlen, "cannot set the no-expiry date");
+			goto fail;
+		}
+	} else if (ASN1_TIME_compare(X509_get0_notAfter(x), X509_get0_notAfter(ca)) > 0 &&
+		   !X509_set1_notAfter(x, X509_get0_notAfter(ca))) {
+		/* A certificate must not outlive its issuer. */
+		goto fail;
 	}
 	if (!X509_set_issuer_name(x, X509_get_subject_name(ca)) ||
 	    !add_ext(x, ca, NID_basic_constraints, "critical,CA:FALSE") ||
-	    !add_ext(x, ca, NID_key_usage, "critical,digitalSignature") ||
-	    !add_ext(x, ca, NID_ext_key_usage, "clientAuth,serverAuth") ||
+	    (cp->key_usage[0] && !add_ext(x, ca, NID_key_usage, cp->key_usage)) ||
+	    (cp->eku[0] && !add_ext(x, ca, NID_ext_key_usage, cp->eku)) ||
 	    !add_ext(x, ca, NID_subject_key_identifier, "hash") ||
-	    !add_ext(x, ca, NID_authority_key_identifier, "keyid:always")) {
-		X509_free(x);
-		x = NULL;
+	    !add_ext(x, ca, NID_authority_key_identifier, "keyid:always") ||
+	    (cp->hwtype_oid[0] && !add_hmn(x, cp->hwtype_oid, uid, uidlen))) {
+		snprintf(err, errlen, "cannot add the profile's extensions");
+		goto fail;
 	}
-cleanup:
+	if (cp->crl_url[0]) {
+		snprintf(ext, sizeof(ext), "URI:%s", cp->crl_url);
+		if (!add_ext(x, ca, NID_crl_distribution_points, ext)) {
+			snprintf(err, errlen, "bad crl_url '%s'", cp->crl_url);
+			goto fail;
+		}
+	}
+	if (cp->ocsp_url[0]) {
+		snprintf(ext, sizeof(ext), "OCSP;URI:%s", cp->ocsp_url);
+		if (!add_ext(x, ca, NID_info_access, ext)) {
+			snprintf(err, errlen, "bad ocsp_url '%s'", cp->ocsp_url);
+			goto fail;
+		}
+	}
 	X509_NAME_free(name);
 	return x;
+fail:
+	if (!err[0])
+		snprintf(err, errlen, "cannot build the certificate");
+	X509_NAME_free(name);
+	X509_free(x);
+	ERR_clear_error();
+	return NULL;
 }
 
 void st_x509_fingerprint(X509 *x, char out[65])

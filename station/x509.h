@@ -5,28 +5,76 @@
 
 #include <openssl/evp.h>
 #include <openssl/x509.h>
+#include <stdbool.h>
 
 #include "hsm/hsm.h"
+#include "station.h"
 
 #define ST_CERT_SERIAL_LEN 16
 
 /* An EVP_PKEY for a P-256 public point (04||X||Y), or NULL. */
 EVP_PKEY *st_p256_pubkey(const uint8_t point[HSM_P256_POINT_LEN]);
 
-/* Sign the TBS part of x with the HSM key priv (ECDSA over SHA-256, hash
- * on the host) and return the assembled certificate; x is left as is. */
-X509 *st_x509_hsm_sign(X509 *x, hsm_session *s, hsm_obj priv,
+/* A public key from a DER SubjectPublicKeyInfo, or NULL. */
+EVP_PKEY *st_spki_pubkey(const uint8_t *der, size_t len);
+
+/* The hsm_keytype of a public key; ST_E_INVAL for one the station does not
+ * sign with. */
+int st_key_type(EVP_PKEY *key, hsm_keytype *t);
+
+/* Sign the TBS part of x with the HSM key priv of type t (hash on the host
+ * matching the key: SHA-256, SHA-384 for P-384, none for Ed25519) and
+ * return the assembled certificate; x is left as is. */
+X509 *st_x509_hsm_sign(X509 *x, hsm_session *s, hsm_obj priv, hsm_keytype t,
 		       char *err, size_t errlen);
+
+/* The same for a certificate signing request. */
+X509_REQ *st_x509_req_hsm_sign(X509_REQ *r, hsm_session *s, hsm_obj priv,
+			       hsm_keytype t, char *err, size_t errlen);
 
 /* A self-signed CA certificate template for capub (not yet signed). */
 X509 *st_x509_ca_template(EVP_PKEY *capub, const char *cn, const char *org,
 			  int days, const uint8_t serial[ST_CERT_SERIAL_LEN]);
 
-/* A device certificate template: subject CN = uid, serialNumber = uid,
- * O = org; issued by ca; client+server auth; not yet signed. */
-X509 *st_x509_device_template(EVP_PKEY *devpub, X509 *ca, const char *uid_hex,
-			      const char *org, int days,
-			      const uint8_t serial[ST_CERT_SERIAL_LEN]);
+/* The device certificate profile, from the product profile's
+ * "certificate" group (see config.c and docs/profile.md). */
+struct st_cert_profile {
+	char org[128];          /* O when no subject template is given */
+	char subject[512];      /* "O=..., CN=${uid}, serialNumber=${serial}" or "" */
+	int validity_days;
+	bool no_expiry;         /* IEEE 802.1AR: notAfter 99991231235959Z */
+	char key_usage[128];    /* openssl.cnf syntax, "" = none */
+	char eku[256];          /* openssl.cnf syntax, "" = none */
+	char hwtype_oid[64];    /* 802.1AR hardwareModuleName hwType, "" = none */
+	char crl_url[256];      /* CRL distribution point, "" = none */
+	char ocsp_url[256];     /* OCSP responder (AIA), "" = none */
+};
+
+/* What a subject template may refer to: ${uid}, ${serial}, ${product},
+ * ${model}. */
+typedef struct st_subject_vars {
+	const char *uid, *serial, *product, *model;
+} st_subject_vars;
+
+/* Check a subject template (attribute names OpenSSL knows, variables
+ * this station fills); err says what is wrong. */
+int st_subject_check(const char *tmpl, char *err, size_t errlen);
+
+/* A device certificate template for devpub issued by ca, following the
+ * profile cp: subject from the template (or O=org, serialNumber=uid,
+ * CN=uid), validity (clamped to the CA's notAfter unless no-expiry),
+ * basicConstraints CA:FALSE (critical), keyUsage, extendedKeyUsage, SKI,
+ * AKI, subjectAltName with the 802.1AR hardwareModuleName (hwSerialNum =
+ * the uid bytes), CRL distribution point and OCSP URL when configured.
+ * Not yet signed.  NULL with err filled in on failure. */
+X509 *st_x509_device_template(EVP_PKEY *devpub, X509 *ca,
+			      const st_cert_profile *cp, const st_subject_vars *v,
+			      const uint8_t *uid, size_t uidlen,
+			      const uint8_t serial[ST_CERT_SERIAL_LEN],
+			      char *err, size_t errlen);
+
+/* The mechanism a CA key of type t signs with, for the start-up check. */
+hsm_mech st_sigmech_need(hsm_keytype t);
 
 /* SHA-256 fingerprint of the DER certificate, hex (65 bytes). */
 void st_x509_fingerprint(X509 *x, char out[65]);
@@ -36,5 +84,23 @@ void st_x509_serial_hex(X509 *x, char *out, size_t len);
 
 /* Random positive serial: first byte in 0x01..0x7f. */
 int st_x509_random_serial(hsm_session *s, uint8_t serial[ST_CERT_SERIAL_LEN]);
+
+/* The issuing CA chosen for a run. */
+typedef struct st_ca_choice {
+	char label[128];
+	hsm_keytype type;
+	X509 *cert;          /* owned by the caller after st_ca_select() */
+	int days_left;
+	char warning[384];   /* non-empty inside the renewal window */
+} st_ca_choice;
+
+/* Choose the CA to issue from: the one labelled label (when not NULL), or
+ * the newest valid issuing CA in the token (rollover).  A CA whose
+ * certificate is expired, not yet valid, not a CA or does not match its
+ * key is refused; err says which and why (every candidate's reason when
+ * none can issue).  out->warning is set when fewer than renew_days are
+ * left. */
+int st_ca_select(hsm_session *s, const char *label, int renew_days,
+		 st_ca_choice *out, char *err, size_t errlen);
 
 #endif

@@ -543,3 +543,226 @@ Test(hsm, two_threads_sign)
 	}
 	hsm_session_close(s);
 }
+
+/* Sign with hsm_sign the way the station does for type t and verify the
+ * result with OpenSSL under the SubjectPublicKeyInfo the token reports. */
+static void sign_and_verify(hsm_keytype t, const char *label, bool token)
+{
+	static const uint8_t sha256_info[] = {
+		0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03,
+		0x04, 0x02, 0x01, 0x05, 0x00, 0x04, 0x20
+	};
+	const uint8_t msg[] = "station hsm_sign test message";
+	uint8_t *spki = NULL, sig[HSM_MAX_SIG], in[64 + sizeof(sha256_info)];
+	const uint8_t *p;
+	size_t spkilen = 0, siglen = 0, inlen = 0;
+	unsigned int mdlen = 0;
+	hsm_keytype got = 0;
+	hsm_session *s;
+	hsm_obj priv;
+	EVP_PKEY *k;
+	EVP_MD_CTX *md = EVP_MD_CTX_new();
+	int err, ok;
+
+	open_login();
+	s = session();
+	err = hsm_keygen(s, t, label, token, &priv);
+	cr_assert_eq(err, ST_OK, "%s keygen: %s", hsm_keytype_name(t), hsm_session_errmsg(s));
+	err = hsm_pubkey_spki(s, label, &spki, &spkilen, &got);
+	cr_assert_eq(err, ST_OK, "spki: %s", hsm_session_errmsg(s));
+	cr_assert_eq(got, t);
+	p = spki;
+	k = d2i_PUBKEY(NULL, &p, (long)spkilen);
+	cr_assert_not_null(k, "SPKI does not parse");
+	if (t == HSM_KEY_ED25519) {
+		err = hsm_sign(s, priv, HSM_SIG_EDDSA, msg, sizeof(msg), sig, sizeof(sig), &siglen);
+		cr_assert_eq(err, ST_OK, "%s", hsm_session_errmsg(s));
+		cr_assert_eq(siglen, 64);
+		cr_assert_eq(EVP_DigestVerifyInit(md, NULL, NULL, NULL, k), 1);
+		ok = EVP_DigestVerify(md, sig, siglen, msg, sizeof(msg));
+	} else if (t == HSM_KEY_RSA3072) {
+		memcpy(in, sha256_info, sizeof(sha256_info));
+		SHA256(msg, sizeof(msg), in + sizeof(sha256_info));
+		err = hsm_sign(s, priv, HSM_SIG_RSA_PKCS, in, sizeof(sha256_info) + 32, sig,
+			       sizeof(sig), &siglen);
+		cr_assert_eq(err, ST_OK, "%s", hsm_session_errmsg(s));
+		cr_assert_eq(siglen, 384);
+		cr_assert_eq(EVP_DigestVerifyInit(md, NULL, EVP_sha256(), NULL, k), 1);
+		ok = EVP_DigestVerify(md, sig, siglen, msg, sizeof(msg));
+	} else {
+		const EVP_MD *h384 = t == HSM_KEY_P384 ? EVP_sha384() : EVP_sha256();
+		size_t half;
+		ECDSA_SIG *es = ECDSA_SIG_new();
+		unsigned char *der = NULL;
+		int derlen;
+
+		cr_assert_eq(EVP_Digest(msg, sizeof(msg), in, &mdlen, h384, NULL), 1);
+		inlen = mdlen;
+		err = hsm_sign(s, priv, HSM_SIG_ECDSA, in, inlen, sig, sizeof(sig), &siglen);
+		cr_assert_eq(err, ST_OK, "%s", hsm_session_errmsg(s));
+		cr_assert_eq(siglen, t == HSM_KEY_P384 ? 96u : 64u);
+		half = siglen / 2;
+		ECDSA_SIG_set0(es, BN_bin2bn(sig, (int)half, NULL),
+			       BN_bin2bn(sig + half, (int)half, NULL));
+		derlen = i2d_ECDSA_SIG(es, &der);
+		cr_assert_eq(EVP_DigestVerifyInit(md, NULL, h384, NULL, k), 1);
+		ok = EVP_DigestVerify(md, der, (size_t)derlen, msg, sizeof(msg));
+		OPENSSL_free(der);
+		ECDSA_SIG_free(es);
+	}
+	cr_assert_eq(ok, 1, "%s signature does not verify", hsm_keytype_name(t));
+	EVP_MD_CTX_free(md);
+	EVP_PKEY_free(k);
+	free(spki);
+	hsm_session_close(s);
+}
+
+Test(hsm, p256_sign_verify_spki)
+{
+	sign_and_verify(HSM_KEY_P256, "k256", false);
+}
+
+Test(hsm, p384_sign_verify_spki)
+{
+	sign_and_verify(HSM_KEY_P384, "k384", true);
+}
+
+Test(hsm, rsa3072_sign_verify_spki, .timeout = 120)
+{
+	sign_and_verify(HSM_KEY_RSA3072, "krsa", true);
+}
+
+Test(hsm, ed25519_sign_verify_spki)
+{
+	sign_and_verify(HSM_KEY_ED25519, "ked", false);
+}
+
+Test(hsm, keytype_names_parse)
+{
+	hsm_keytype t;
+
+	cr_assert_eq(hsm_keytype_parse("p384", &t), ST_OK);
+	cr_assert_eq(t, HSM_KEY_P384);
+	cr_assert_eq(hsm_keytype_parse("ed448", &t), ST_E_INVAL);
+	cr_assert_str_eq(hsm_keytype_name(HSM_KEY_RSA3072), "RSA-3072");
+}
+
+Test(hsm, mechanism_check_names_every_missing_one)
+{
+	hsm_mech ok[] = { HSM_M_EC_KEY_PAIR_GEN, HSM_M_ECDSA };
+	hsm_mech need[] = { HSM_M_ECDSA, HSM_M_ECDH1_DERIVE, HSM_M_AES_KEY_WRAP_PAD,
+			    HSM_M_EDDSA, HSM_M_RSA_KEY_PAIR_GEN, HSM_M_RSA_PKCS,
+			    HSM_M_EDDSA };
+	char conf[128];
+	FILE *f;
+
+	snprintf(conf, sizeof(conf), "%s/softhsm2.conf", dir);
+	f = fopen(conf, "a");
+	cr_assert_not_null(f);
+	fputs("slots.mechanisms = CKM_EC_KEY_PAIR_GEN,CKM_ECDSA,CKM_ECDH1_DERIVE\n", f);
+	fclose(f);
+	open_login();
+	cr_assert_eq(hsm_check_mechanisms(h, ok, 2), ST_OK, "%s", hsm_errmsg(h));
+	cr_assert_eq(hsm_check_mechanisms(h, need, ST_ARRAY_SIZE(need)), ST_E_HSM);
+	/* Each missing one named once, CKM_RSA_PKCS despite its longer cousin. */
+	cr_assert(strstr(hsm_errmsg(h), "does not offer CKM_AES_KEY_WRAP_PAD, CKM_EDDSA, "
+			 "CKM_RSA_PKCS_KEY_PAIR_GEN, CKM_RSA_PKCS, which"), "%s",
+		  hsm_errmsg(h));
+	cr_assert_null(strstr(hsm_errmsg(h), "CKM_ECDH1_DERIVE"), "%s", hsm_errmsg(h));
+}
+
+Test(hsm, list_labels_of_certs_and_keys)
+{
+	hsm_session *s;
+	hsm_obj priv;
+	char **labels = NULL;
+	size_t n = 0, len;
+	uint8_t *der;
+
+	open_login();
+	s = session();
+	cr_assert_eq(hsm_keygen(s, HSM_KEY_P256, "ca-a", true, &priv), ST_OK);
+	cr_assert_eq(hsm_keygen(s, HSM_KEY_P384, "ca-b", true, &priv), ST_OK);
+	der = make_cert(&len);
+	cr_assert_eq(hsm_cert_store(s, "ca-b", der, len), ST_OK, "%s", hsm_session_errmsg(s));
+	OPENSSL_free(der);
+	cr_assert_eq(hsm_list_labels(s, true, &labels, &n), ST_OK);
+	cr_assert_eq(n, 2);
+	cr_assert(!strcmp(labels[0], "ca-a") || !strcmp(labels[1], "ca-a"));
+	hsm_labels_free(labels, n);
+	cr_assert_eq(hsm_list_labels(s, false, &labels, &n), ST_OK);
+	cr_assert_eq(n, 1);
+	cr_assert_str_eq(labels[0], "ca-b");
+	hsm_labels_free(labels, n);
+	hsm_session_close(s);
+}
+
+/* Inject mode at the PKCS#11 level: the device key is not readable, its
+ * wrapped form opens with ECDH(transport, ephemeral) + AES-KWP exactly as
+ * a device would do it (done here with OpenSSL), and after destruction the
+ * session holds no device key. */
+Test(hsm, inject_wrap_unwraps_on_the_device_side_and_leaves_nothing)
+{
+	EVP_PKEY *transport = EVP_EC_gen("P-256"), *eph, *devkey;
+	uint8_t tpub[65], ephpt[65], devpub[65], wrapped[512], kek[32], plain[600];
+	uint8_t got[65];
+	size_t tlen = 0, wlen = 0, keklen = 32, glen = 0;
+	int plen = 0, flen = 0;
+	const uint8_t *pp;
+	hsm_obj priv, pubobj;
+	hsm_session *s;
+	EVP_PKEY_CTX *dc;
+	EVP_CIPHER_CTX *cc = EVP_CIPHER_CTX_new();
+	char **labels = NULL;
+	size_t nl = 0;
+	bool found = false;
+
+	open_login();
+	s = session();
+	cr_assert_eq(EVP_PKEY_get_octet_string_param(transport, "encoded-pub-key", tpub,
+						     sizeof(tpub), &tlen), 1);
+	cr_assert_eq(hsm_inject_keygen(s, &priv, &pubobj, devpub), ST_OK, "%s",
+		     hsm_session_errmsg(s));
+	cr_assert(!hsm_value_readable(s, priv), "CKA_VALUE of the device key is readable");
+	cr_assert_eq(hsm_inject_wrap(s, priv, tpub, ephpt, wrapped, sizeof(wrapped), &wlen),
+		     ST_OK, "%s", hsm_session_errmsg(s));
+	cr_assert_gt(wlen, 64);
+	cr_assert_eq(hsm_list_labels(s, true, &labels, &nl), ST_OK);
+	for (size_t i = 0; i < nl; i++)
+		found |= !strcmp(labels[i], HSM_INJECT_LABEL);
+	hsm_labels_free(labels, nl);
+	cr_assert(found, "the live device key is not listed");
+	cr_assert_eq(hsm_destroy(s, priv), ST_OK);
+	cr_assert_eq(hsm_destroy(s, pubobj), ST_OK);
+	cr_assert_eq(hsm_list_labels(s, true, &labels, &nl), ST_OK);
+	for (size_t i = 0; i < nl; i++)
+		cr_assert_str_neq(labels[i], HSM_INJECT_LABEL, "device key left in the HSM");
+	hsm_labels_free(labels, nl);
+	/* The device side. */
+	eph = pkey_from_point(ephpt);
+	dc = EVP_PKEY_CTX_new(transport, NULL);
+	cr_assert_eq(EVP_PKEY_derive_init(dc), 1);
+	cr_assert_eq(EVP_PKEY_derive_set_peer(dc, eph), 1);
+	cr_assert_eq(EVP_PKEY_derive(dc, kek, &keklen), 1);
+	cr_assert_eq(EVP_DecryptInit_ex(cc, EVP_aes_256_wrap_pad(), NULL, kek, NULL), 1);
+	cr_assert_eq(EVP_DecryptUpdate(cc, plain, &plen, wrapped, (int)wlen), 1);
+	cr_assert_eq(EVP_DecryptFinal_ex(cc, plain + plen, &flen), 1);
+	pp = plain;
+	devkey = d2i_AutoPrivateKey(NULL, &pp, plen + flen);
+	cr_assert_not_null(devkey, "unwrapped blob is not a PKCS#8 private key");
+	cr_assert_eq(EVP_PKEY_get_octet_string_param(devkey, "encoded-pub-key", got,
+						     sizeof(got), &glen), 1);
+	cr_assert_eq(memcmp(got, devpub, 65), 0, "unwrapped key is not the device key");
+	/* A tampered blob does not open. */
+	wrapped[wlen / 2] ^= 1;
+	cr_assert_eq(EVP_DecryptInit_ex(cc, EVP_aes_256_wrap_pad(), NULL, kek, NULL), 1);
+	cr_assert_eq(EVP_DecryptUpdate(cc, plain, &plen, wrapped, (int)wlen) == 1 &&
+		     EVP_DecryptFinal_ex(cc, plain + plen, &flen) == 1, 0,
+		     "a tampered blob unwrapped");
+	EVP_PKEY_free(devkey);
+	EVP_PKEY_free(eph);
+	EVP_PKEY_free(transport);
+	EVP_PKEY_CTX_free(dc);
+	EVP_CIPHER_CTX_free(cc);
+	hsm_session_close(s);
+}

@@ -23,6 +23,7 @@ static const uint8_t retry_safe[] = {
 	PROTO_CMD_READ_CERT, PROTO_CMD_FUSE_READ, PROTO_CMD_FUSE_BURN,
 	PROTO_CMD_WRITE_CERT, PROTO_CMD_SIGN_CHALLENGE, PROTO_CMD_SET_LIFECYCLE,
 	PROTO_CMD_CONDITIONS,
+	PROTO_CMD_GET_TRANSPORT_KEY,
 };
 
 static int may_retry(uint8_t cmd)
@@ -412,4 +413,30 @@ int proto_set_lifecycle(proto_client *c, uint8_t state)
 int proto_release(proto_client *c)
 {
 	return proto_call(c, PROTO_CMD_RELEASE, NULL, 0);
+}
+
+/* GET_TRANSPORT_KEY is retry-safe: the target keeps one transport key per
+ * unit until INJECT_KEY uses it, so a repeat returns the same key. */
+int proto_get_transport_key(proto_client *c, uint8_t pub[DRV_P256_POINT_LEN])
+{
+	int rc = proto_call(c, PROTO_CMD_GET_TRANSPORT_KEY, NULL, 0);
+
+	return rc != ST_OK ? rc : take_point(c, PROTO_CMD_GET_TRANSPORT_KEY, pub);
+}
+
+/* Sent once: the target consumes its transport key on the first try. */
+int proto_inject_key(proto_client *c, const uint8_t eph[DRV_P256_POINT_LEN],
+		     const uint8_t *wrapped, size_t len,
+		     uint8_t pub[DRV_P256_POINT_LEN])
+{
+	uint8_t req[DRV_P256_POINT_LEN + DRV_MAX_WRAPPED];
+	int rc;
+
+	if (len == 0 || len > DRV_MAX_WRAPPED)
+		return fail(c, ST_E_INVAL, "INJECT_KEY: wrapped key of %zu bytes "
+			    "(1..%d allowed)", len, DRV_MAX_WRAPPED);
+	memcpy(req, eph, DRV_P256_POINT_LEN);
+	memcpy(req + DRV_P256_POINT_LEN, wrapped, len);
+	rc = proto_call(c, PROTO_CMD_INJECT_KEY, req, DRV_P256_POINT_LEN + len);
+	return rc != ST_OK ? rc : take_point(c, PROTO_CMD_INJECT_KEY, pub);
 }

@@ -40,6 +40,9 @@ enum proto_cmd {
 	PROTO_CMD_SET_LIFECYCLE = 0x0a,
 	PROTO_CMD_RELEASE = 0x0b,
 	PROTO_CMD_CONDITIONS = 0x0c,   /* programming voltage and temperature */
+	/* Wrapped key injection (issue 3), numbered apart from the v1 core. */
+	PROTO_CMD_GET_TRANSPORT_KEY = 0x20,
+	PROTO_CMD_INJECT_KEY = 0x21,
 };
 
 /* Status byte, first byte of every reply payload. */
@@ -213,6 +216,13 @@ int proto_fuse_read_status(proto_client *c, unsigned bank,
 int proto_conditions(proto_client *c, drv_conditions *out);
 int proto_set_lifecycle(proto_client *c, uint8_t state);
 int proto_release(proto_client *c);
+/* The target's one-time transport public key (made on first request). */
+int proto_get_transport_key(proto_client *c, uint8_t pub[DRV_P256_POINT_LEN]);
+/* Hand the target the HSM's ephemeral public key and the wrapped device
+ * key; pub gets the public point of the key the target installed. */
+int proto_inject_key(proto_client *c, const uint8_t eph[DRV_P256_POINT_LEN],
+		     const uint8_t *wrapped, size_t len,
+		     uint8_t pub[DRV_P256_POINT_LEN]);
 
 /* Little-endian helpers shared by client and simulator. */
 static inline void proto_put16(uint8_t *p, uint16_t v)

@@ -27,6 +27,7 @@ struct sim_unit {
 	char model[32];
 	uint8_t lifecycle;
 	EVP_PKEY *key;                  /* identity key, NULL until KEYGEN */
+	EVP_PKEY *transport;            /* one-time key for INJECT_KEY (memory only) */
 	uint8_t pub[DRV_P256_POINT_LEN];
 	uint8_t *cert;                  /* DER, NULL when the slot is empty */
 	size_t cert_len;
@@ -132,6 +133,9 @@ int sim_state_save(struct sim *s);
 
 /* Print the state JSON to stdout.  0 or -1. */
 int sim_state_dump(struct sim *s);
+
+/* A P-256 public key from an uncompressed point, or NULL. */
+EVP_PKEY *sim_point_pubkey(const uint8_t pub[DRV_P256_POINT_LEN]);
 
 /* Uncompressed public point of a P-256 key; 0 or -1. */
 int sim_pubkey_point(EVP_PKEY *key, uint8_t pub[DRV_P256_POINT_LEN]);

@@ -8,6 +8,7 @@
 #include <jansson.h>
 #include <libgen.h>
 #include <openssl/evp.h>
+#include <openssl/params.h>
 #include <openssl/pem.h>
 #include <openssl/sha.h>
 #include <stdio.h>
@@ -23,6 +24,7 @@ void sim_state_free(struct sim *s)
 {
 	for (size_t i = 0; i < s->nunits; i++) {
 		EVP_PKEY_free(s->units[i].key);
+		EVP_PKEY_free(s->units[i].transport);
 		free(s->units[i].cert);
 	}
 	free(s->units);
@@ -124,6 +126,23 @@ int sim_pubkey_point(EVP_PKEY *key, uint8_t pub[DRV_P256_POINT_LEN])
 	    len != DRV_P256_POINT_LEN)
 		return -1;
 	return 0;
+}
+
+EVP_PKEY *sim_point_pubkey(const uint8_t pub[DRV_P256_POINT_LEN])
+{
+	OSSL_PARAM params[] = {
+		OSSL_PARAM_utf8_string("group", "prime256v1", 0),
+		OSSL_PARAM_octet_string("pub", (void *)pub, DRV_P256_POINT_LEN),
+		OSSL_PARAM_END,
+	};
+	EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new_from_name(NULL, "EC", NULL);
+	EVP_PKEY *key = NULL;
+
+	if (!ctx || EVP_PKEY_fromdata_init(ctx) != 1 ||
+	    EVP_PKEY_fromdata(ctx, &key, EVP_PKEY_PUBLIC_KEY, params) != 1)
+		key = NULL;
+	EVP_PKEY_CTX_free(ctx);
+	return key;
 }
 
 /* Parse an exact-length hex string member. */

@@ -170,6 +170,98 @@ out:
 	EVP_MD_CTX_free(md);
 }
 
+/* A transport key per unit, kept until INJECT_KEY consumes it, so a
+ * repeated request returns the same key. */
+static void do_transport_key(struct sim_unit *u, proto_frame *rep)
+{
+	uint8_t pub[DRV_P256_POINT_LEN];
+
+	if (u->lifecycle == DRV_LC_LOCKED) {
+		reply(rep, PROTO_ST_LOCKED);
+		return;
+	}
+	if (!u->transport)
+		u->transport = EVP_EC_gen("P-256");
+	if (!u->transport || sim_pubkey_point(u->transport, pub) < 0) {
+		reply(rep, PROTO_ST_INTERNAL);
+		return;
+	}
+	reply(rep, PROTO_ST_OK);
+	put(rep, pub, sizeof(pub));
+}
+
+/* What a target without a key generator does: ECDH(transport, HSM
+ * ephemeral) gives the 32-byte AES-256 key-encryption key (the raw shared
+ * x coordinate, as CKM_ECDH1_DERIVE with CKD_NULL gives the HSM), AES key
+ * unwrap with padding (RFC 5649) gives the PKCS#8 device key, which must
+ * be P-256.  The transport key is used once and dropped, pass or fail. */
+static void do_inject(struct sim *s, struct sim_unit *u, const proto_frame *req,
+		      proto_frame *rep)
+{
+	uint8_t kek[32], plain[DRV_MAX_WRAPPED + 16];
+	size_t keklen = sizeof(kek);
+	int plen = 0, flen = 0;
+	EVP_PKEY *eph = NULL, *key = NULL;
+	EVP_PKEY_CTX *dc = NULL;
+	EVP_CIPHER_CTX *cc = NULL;
+	const uint8_t *p;
+	uint8_t pub[DRV_P256_POINT_LEN];
+
+	if (req->len <= DRV_P256_POINT_LEN || req->len > DRV_P256_POINT_LEN + DRV_MAX_WRAPPED) {
+		reply(rep, PROTO_ST_BAD_ARG);
+		return;
+	}
+	if (u->lifecycle == DRV_LC_LOCKED) {
+		reply(rep, PROTO_ST_LOCKED);
+		return;
+	}
+	if (!u->transport) {
+		reply(rep, PROTO_ST_BAD_STATE);
+		return;
+	}
+	eph = sim_point_pubkey(req->payload);
+	dc = eph ? EVP_PKEY_CTX_new(u->transport, NULL) : NULL;
+	if (!dc || EVP_PKEY_derive_init(dc) != 1 || EVP_PKEY_derive_set_peer(dc, eph) != 1 ||
+	    EVP_PKEY_derive(dc, kek, &keklen) != 1 || keklen != sizeof(kek)) {
+		reply(rep, PROTO_ST_BAD_ARG);
+		goto out;
+	}
+	cc = EVP_CIPHER_CTX_new();
+	if (!cc || EVP_DecryptInit_ex(cc, EVP_aes_256_wrap_pad(), NULL, kek, NULL) != 1 ||
+	    EVP_DecryptUpdate(cc, plain, &plen, req->payload + DRV_P256_POINT_LEN,
+			      req->len - DRV_P256_POINT_LEN) != 1 ||
+	    EVP_DecryptFinal_ex(cc, plain + plen, &flen) != 1) {
+		reply(rep, PROTO_ST_BAD_ARG);   /* wrong key or tampered blob */
+		goto out;
+	}
+	p = plain;
+	key = d2i_AutoPrivateKey(NULL, &p, plen + flen);
+	if (!key || !EVP_PKEY_is_a(key, "EC") || EVP_PKEY_get_bits(key) != 256 ||
+	    sim_pubkey_point(key, pub) < 0) {
+		reply(rep, PROTO_ST_BAD_ARG);
+		goto out;
+	}
+	EVP_PKEY_free(u->key);
+	u->key = key;
+	key = NULL;
+	memcpy(u->pub, pub, sizeof(pub));
+	free(u->cert);
+	u->cert = NULL;
+	u->cert_len = 0;
+	reply(rep, PROTO_ST_OK);
+	put(rep, pub, sizeof(pub));
+	commit(s, rep);
+out:
+	EVP_PKEY_free(u->transport);
+	u->transport = NULL;
+	OPENSSL_cleanse(kek, sizeof(kek));
+	OPENSSL_cleanse(plain, sizeof(plain));
+	EVP_CIPHER_CTX_free(cc);
+	EVP_PKEY_CTX_free(dc);
+	EVP_PKEY_free(eph);
+	EVP_PKEY_free(key);
+}
+
 /* Bit w set: word w's two copies disagree (an interrupted programming). */
 static uint8_t faulty_words(const struct sim_unit *u, unsigned bank)
 {
@@ -351,7 +443,8 @@ void sim_handle(struct sim *s, const proto_frame *req, proto_frame *rep)
 		do_conditions(s, rep);
 		return;
 	}
-	if (req->type < PROTO_CMD_IDENTIFY || req->type > PROTO_CMD_RELEASE) {
+	if ((req->type < PROTO_CMD_IDENTIFY || req->type > PROTO_CMD_RELEASE) &&
+	    req->type != PROTO_CMD_GET_TRANSPORT_KEY && req->type != PROTO_CMD_INJECT_KEY) {
 		reply(rep, PROTO_ST_UNKNOWN_CMD);
 		return;
 	}
@@ -386,6 +479,12 @@ void sim_handle(struct sim *s, const proto_frame *req, proto_frame *rep)
 		break;
 	case PROTO_CMD_SET_LIFECYCLE:
 		do_set_lifecycle(s, u, req, rep);
+		break;
+	case PROTO_CMD_GET_TRANSPORT_KEY:
+		do_transport_key(u, rep);
+		break;
+	case PROTO_CMD_INJECT_KEY:
+		do_inject(s, u, req, rep);
 		break;
 	case PROTO_CMD_RELEASE:
 		s->current++;

@@ -96,6 +96,22 @@ static int sp_keygen(drv_dev *d, uint8_t pub[DRV_P256_POINT_LEN])
 	return done(d, proto_keygen(&s->cl, pub));
 }
 
+static int sp_get_transport_key(drv_dev *d, uint8_t pub[DRV_P256_POINT_LEN])
+{
+	struct stprog *s = drv_priv(d);
+
+	return done(d, proto_get_transport_key(&s->cl, pub));
+}
+
+static int sp_inject_key(drv_dev *d, const uint8_t eph[DRV_P256_POINT_LEN],
+			 const uint8_t *wrapped, size_t len,
+			 uint8_t pub[DRV_P256_POINT_LEN])
+{
+	struct stprog *s = drv_priv(d);
+
+	return done(d, proto_inject_key(&s->cl, eph, wrapped, len, pub));
+}
+
 static int sp_get_pubkey(drv_dev *d, uint8_t pub[DRV_P256_POINT_LEN])
 {
 	struct stprog *s = drv_priv(d);
@@ -199,6 +215,8 @@ const struct drv_ops stprog_serial_ops = {
 	.open = sp_open,
 	.identify = sp_identify,
 	.keygen = sp_keygen,
+	.get_transport_key = sp_get_transport_key,
+	.inject_key = sp_inject_key,
 	.get_pubkey = sp_get_pubkey,
 	.write_cert = sp_write_cert,
 	.read_cert = sp_read_cert,

@@ -1,0 +1,1022 @@
+/* test_pki.c — the CA lifecycle, certificate profiles, algorithms and
+ * mechanism checks, driving the real `station` binary against a fresh
+ * SoftHSM token and station-devsim.  Issued certificates are parsed with
+ * OpenSSL and checked with `openssl verify`, never by matching our own
+ * output; the offline root is made here with OpenSSL, as a PKI team would. */
+#include <criterion/criterion.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+#include <openssl/x509v3.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "base.h"
+#include "tests/fixtures/fx_devsim.h"
+#include "tests/fixtures/fx_softhsm.h"
+
+#define PIN "44556677"
+#define ROT "2622102199f06fad94b827703f16e2998a2260f77f4e3210c2dae769ce1ca586"
+#define PROXY "/usr/lib/x86_64-linux-gnu/p11-kit-proxy.so"
+
+struct world {
+	char dir[256];
+	char conf[512], pinfile[512], db[512], certs[512], profile[512];
+	const char *module;
+};
+
+struct run {
+	int code;
+	char out[65536];
+	char err[65536];
+};
+
+static void path(char *dst, const struct world *w, const char *name)
+{
+	snprintf(dst, 512, "%s/%s", w->dir, name);
+}
+
+static void write_file(const char *p, const char *text)
+{
+	FILE *f = fopen(p, "w");
+
+	cr_assert_not_null(f, "cannot write %s", p);
+	fputs(text, f);
+	fclose(f);
+}
+
+static void append_file(const char *p, const char *text)
+{
+	FILE *f = fopen(p, "a");
+
+	cr_assert_not_null(f, "cannot append to %s", p);
+	fputs(text, f);
+	fclose(f);
+}
+
+/* The configuration; no hsm.ca_key, so provisioning picks the CA itself
+ * unless the profile names one. */
+static void write_conf(struct world *w)
+{
+	char text[2048];
+
+	snprintf(text, sizeof(text),
+		 "station: { id = \"pki-station\"; };\n"
+		 "hsm: { module = \"%s\"; token = \"station\"; };\n"
+		 "records: { path = \"%s\"; cert_dir = \"%s\"; };\n"
+		 "profile = \"%s\";\nprogrammer: { timeout_ms = 2000; };\n",
+		 w->module, w->db, w->certs, w->profile);
+	write_file(w->conf, text);
+}
+
+static void world_init(struct world *w, const char *cert_group)
+{
+	char text[4096];
+
+	cr_assert_eq(fx_softhsm_init(w->dir, sizeof(w->dir), "station", PIN), 0,
+		     "SoftHSM fixture failed");
+	w->module = FX_SOFTHSM_MODULE;
+	path(w->conf, w, "station.conf");
+	path(w->pinfile, w, "user.pin");
+	path(w->db, w, "records.db");
+	path(w->certs, w, "certs");
+	path(w->profile, w, "test.profile");
+	mkdir(w->certs, 0755);
+	write_file(w->pinfile, PIN "\n");
+	write_conf(w);
+	snprintf(text, sizeof(text),
+		 "name = \"pki-sensor\";\ncertificate: { %s };\n"
+		 "root_of_trust: { sha256 = \"" ROT "\"; fuse_bank = 0; };\n",
+		 cert_group ? cert_group :
+		 "organization = \"PKI Test\"; validity_days = 365;");
+	write_file(w->profile, text);
+}
+
+static void slurp(int fd, char *buf, size_t cap)
+{
+	size_t n = 0;
+	ssize_t k;
+
+	while (n + 1 < cap && (k = read(fd, buf + n, cap - 1 - n)) > 0)
+		n += (size_t)k;
+	buf[n] = '\0';
+}
+
+/* Run `station --config C --pin-file P ARGS...`; env: optional NAME=VALUE
+ * strings for the child (NULL-terminated list before the arguments is too
+ * clumsy, so the caller sets them with setenv in the test process). */
+static int run_station(struct run *r, const struct world *w, ...)
+{
+	char bin[512], errpath[600];
+	const char *argv[64];
+	int argc = 0, outp[2], errfd, status;
+	const char *a;
+	va_list ap;
+	pid_t pid;
+
+	snprintf(bin, sizeof(bin), "%s/station", getenv("STATION_BUILD"));
+	argv[argc++] = bin;
+	argv[argc++] = "--config";
+	argv[argc++] = w->conf;
+	argv[argc++] = "--pin-file";
+	argv[argc++] = w->pinfile;
+	va_start(ap, w);
+	while ((a = va_arg(ap, const char *)) && argc < 62)
+		argv[argc++] = a;
+	va_end(ap);
+	argv[argc] = NULL;
+	snprintf(errpath, sizeof(errpath), "%s/stderr.txt", w->dir);
+	cr_assert_eq(pipe(outp), 0);
+	errfd = open(errpath, O_RDWR | O_CREAT | O_TRUNC, 0600);
+	cr_assert_geq(errfd, 0);
+	pid = fork();
+	cr_assert_geq(pid, 0);
+	if (pid == 0) {
+		dup2(outp[1], 1);
+		dup2(errfd, 2);
+		close(outp[0]);
+		execv(bin, (char **)argv);
+		_exit(127);
+	}
+	close(outp[1]);
+	slurp(outp[0], r->out, sizeof(r->out));
+	close(outp[0]);
+	waitpid(pid, &status, 0);
+	lseek(errfd, 0, SEEK_SET);
+	slurp(errfd, r->err, sizeof(r->err));
+	close(errfd);
+	r->code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+	return r->code;
+}
+
+static int sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int sh(const char *fmt, ...)
+{
+	char cmd[4096];
+	va_list ap;
+	int st;
+
+	va_start(ap, fmt);
+	vsnprintf(cmd, sizeof(cmd), fmt, ap);
+	va_end(ap);
+	st = system(cmd);
+	return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static X509 *read_pem(const char *p)
+{
+	FILE *f = fopen(p, "r");
+	X509 *x;
+
+	cr_assert_not_null(f, "cannot read %s", p);
+	x = PEM_read_X509(f, NULL, NULL, NULL);
+	fclose(f);
+	cr_assert_not_null(x, "%s is not a PEM certificate", p);
+	return x;
+}
+
+static void write_pem(const char *p, X509 *x)
+{
+	FILE *f = fopen(p, "w");
+
+	cr_assert_not_null(f);
+	cr_assert_eq(PEM_write_X509(f, x), 1);
+	fclose(f);
+}
+
+static void add_ext(X509 *x, X509 *issuer, int nid, const char *value)
+{
+	X509V3_CTX ctx;
+	X509_EXTENSION *e;
+
+	X509V3_set_ctx(&ctx, issuer, x, NULL, NULL, 0);
+	e = X509V3_EXT_conf_nid(NULL, &ctx, nid, value);
+	cr_assert_not_null(e, "extension %d=%s", nid, value);
+	cr_assert_eq(X509_add_ext(x, e, -1), 1);
+	X509_EXTENSION_free(e);
+}
+
+/* The offline root: a software P-256 key and a self-signed certificate,
+ * written to <dir>/root.pem. */
+struct root {
+	EVP_PKEY *key;
+	X509 *cert;
+	char pem[512];
+};
+
+static void root_make(struct root *r, const struct world *w)
+{
+	X509_NAME *n;
+
+	r->key = EVP_EC_gen("P-256");
+	r->cert = X509_new();
+	cr_assert_not_null(r->key);
+	X509_set_version(r->cert, X509_VERSION_3);
+	ASN1_INTEGER_set(X509_get_serialNumber(r->cert), 1);
+	X509_gmtime_adj(X509_getm_notBefore(r->cert), -86400L * 400);
+	X509_gmtime_adj(X509_getm_notAfter(r->cert), 86400L * 9000);
+	n = X509_get_subject_name(r->cert);
+	X509_NAME_add_entry_by_txt(n, "CN", MBSTRING_ASC, (const unsigned char *)"Test Offline Root",
+				   -1, -1, 0);
+	X509_set_issuer_name(r->cert, n);
+	X509_set_pubkey(r->cert, r->key);
+	add_ext(r->cert, r->cert, NID_basic_constraints, "critical,CA:TRUE");
+	add_ext(r->cert, r->cert, NID_key_usage, "critical,keyCertSign,cRLSign");
+	add_ext(r->cert, r->cert, NID_subject_key_identifier, "hash");
+	cr_assert(X509_sign(r->cert, r->key, EVP_sha256()) > 0);
+	path(r->pem, w, "root.pem");
+	write_pem(r->pem, r->cert);
+}
+
+static void root_free(struct root *r)
+{
+	EVP_PKEY_free(r->key);
+	X509_free(r->cert);
+}
+
+/* The root signs the station's CSR as an issuing CA valid from now+nb to
+ * now+na days (either may be negative); the result goes to out. */
+static void root_sign(struct root *r, const char *csr_path, long nb, long na,
+		      const char *out)
+{
+	FILE *f = fopen(csr_path, "r");
+	X509_REQ *req;
+	EVP_PKEY *pub;
+	X509 *x = X509_new();
+
+	cr_assert_not_null(f, "no CSR at %s", csr_path);
+	req = PEM_read_X509_REQ(f, NULL, NULL, NULL);
+	fclose(f);
+	cr_assert_not_null(req, "%s is not a PEM CSR", csr_path);
+	pub = X509_REQ_get_pubkey(req);
+	cr_assert_eq(X509_REQ_verify(req, pub), 1, "the CSR's signature does not verify");
+	X509_set_version(x, X509_VERSION_3);
+	ASN1_INTEGER_set(X509_get_serialNumber(x), 1000 + (long)getpid());
+	X509_gmtime_adj(X509_getm_notBefore(x), 86400L * nb);
+	X509_gmtime_adj(X509_getm_notAfter(x), 86400L * na);
+	X509_set_subject_name(x, X509_REQ_get_subject_name(req));
+	X509_set_issuer_name(x, X509_get_subject_name(r->cert));
+	X509_set_pubkey(x, pub);
+	add_ext(x, r->cert, NID_basic_constraints, "critical,CA:TRUE,pathlen:0");
+	add_ext(x, r->cert, NID_key_usage, "critical,keyCertSign,cRLSign");
+	add_ext(x, r->cert, NID_subject_key_identifier, "hash");
+	add_ext(x, r->cert, NID_authority_key_identifier, "keyid:always");
+	cr_assert(X509_sign(x, r->key, EVP_sha256()) > 0);
+	write_pem(out, x);
+	X509_free(x);
+	EVP_PKEY_free(pub);
+	X509_REQ_free(req);
+}
+
+/* Provision one new simulated unit; returns its certificate (caller frees) and
+ * writes the uid. */
+static X509 *provision_one(const struct world *w, struct run *r, char uid[64])
+{
+	static int nsim;
+	char cert[700], name[32], seed[48];
+	fx_devsim sim;
+	json_t *o;
+	json_error_t e;
+	char *line, *save = NULL;
+
+	snprintf(name, sizeof(name), "prog%d", ++nsim);     /* a fresh unit each time */
+	snprintf(seed, sizeof(seed), "--seed %s", name);
+	cr_assert_eq(fx_devsim_start(&sim, w->dir, name, 1, seed), 0);
+	run_station(r, w, "--json", "--slot", sim.port, "provision", NULL);
+	fx_devsim_stop(&sim);
+	cr_assert_eq(r->code, 0, "provision exit %d\nstdout:%s\nstderr:%s", r->code,
+		     r->out, r->err);
+	uid[0] = '\0';
+	for (line = strtok_r(r->out, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+		o = json_loads(line, 0, &e);
+		cr_assert_not_null(o, "not JSON: %s", line);
+		if (!strcmp(json_string_value(json_object_get(o, "event")), "unit")) {
+			cr_assert_str_eq(json_string_value(json_object_get(o, "result")), "PASS");
+			snprintf(uid, 64, "%s", json_string_value(json_object_get(o, "uid")));
+		}
+		json_decref(o);
+	}
+	cr_assert(uid[0], "no unit event: %s", r->err);
+	snprintf(cert, sizeof(cert), "%s/%s.pem", w->certs, uid);
+	return read_pem(cert);
+}
+
+/* openssl verify of the unit's certificate against root (+ untrusted). */
+static int verify(const struct world *w, const char *root, const char *untrusted,
+		  const char *uid)
+{
+	return sh("openssl verify -CAfile '%s' %s%s%s '%s/%s.pem' >/dev/null 2>&1", root,
+		  untrusted ? "-untrusted '" : "", untrusted ? untrusted : "",
+		  untrusted ? "'" : "", w->certs, uid);
+}
+
+static char *subject_cn(X509 *x, char *buf, size_t n)
+{
+	X509_NAME_get_text_by_NID(X509_get_issuer_name(x), NID_commonName, buf, (int)n);
+	return buf;
+}
+
+/* --- CA lifecycle --------------------------------------------------- */
+
+Test(pki, csr_for_offline_root_import_and_issue, .timeout = 120)
+{
+	struct world w;
+	struct root root;
+	struct run r;
+	char csr[512], ca[512], uid[64], cn[128];
+	X509 *leaf;
+
+	world_init(&w, NULL);
+	root_make(&root, &w);
+	path(csr, &w, "ca.csr");
+	path(ca, &w, "ca.pem");
+	run_station(&r, &w, "ca", "csr", "--key-type", "p384", "--cn", "Line 7 Issuing CA",
+		    "--out", csr, NULL);
+	cr_assert_eq(r.code, 0, "ca csr: %s", r.err);
+	/* The request is checked by OpenSSL's own tool as well. */
+	cr_assert_eq(sh("openssl req -in '%s' -noout -verify 2>/dev/null", csr), 0);
+	cr_assert_eq(sh("openssl req -in '%s' -noout -text | grep -q 'NIST CURVE: P-384'", csr), 0);
+	/* Before import the CA cannot issue. */
+	run_station(&r, &w, "--slot", "/dev/null", "provision", NULL);
+	cr_assert_eq(r.code, 3, "%s", r.err);
+	cr_assert(strstr(r.err, "no issuing CA"), "%s", r.err);
+	root_sign(&root, csr, -1, 365, ca);
+	run_station(&r, &w, "ca", "import", "--in", ca, "--chain", root.pem, NULL);
+	cr_assert_eq(r.code, 0, "ca import: %s", r.err);
+	run_station(&r, &w, "ca", "show", NULL);
+	cr_assert_eq(r.code, 0, "%s", r.err);
+	cr_assert(strstr(r.out, "EC P-384"), "%s", r.out);
+	cr_assert(strstr(r.out, "days left:   364") || strstr(r.out, "days left:   365"),
+		  "%s", r.out);
+	cr_assert(strstr(r.out, "status:      valid"), "%s", r.out);
+	cr_assert(strstr(r.out, "chain:       1 certificate"), "%s", r.out);
+	leaf = provision_one(&w, &r, uid);
+	cr_assert_str_eq(subject_cn(leaf, cn, sizeof(cn)), "Line 7 Issuing CA");
+	/* P-384 CA: ecdsa-with-SHA384. */
+	cr_assert_eq(X509_get_signature_nid(leaf), NID_ecdsa_with_SHA384);
+	cr_assert_eq(verify(&w, root.pem, ca, uid), 0, "openssl verify failed");
+	X509_free(leaf);
+	root_free(&root);
+	fx_rmtree(w.dir);
+}
+
+Test(pki, import_of_a_certificate_for_another_key_is_refused, .timeout = 60)
+{
+	struct world w;
+	struct root root, other;
+	struct run r;
+	char csr[512], ca[512];
+
+	world_init(&w, NULL);
+	root_make(&root, &w);
+	path(csr, &w, "ca.csr");
+	path(ca, &w, "ca.pem");
+	run_station(&r, &w, "ca", "csr", "--out", csr, NULL);
+	cr_assert_eq(r.code, 0, "%s", r.err);
+	/* The root's own certificate: a CA, but not for the token's key. */
+	run_station(&r, &w, "ca", "import", "--in", root.pem, NULL);
+	cr_assert_eq(r.code, 3, "%s", r.err);
+	cr_assert(strstr(r.err, "does not match the CA key 'issuing-ca'"), "%s", r.err);
+	/* Signed by a root that is not in the chain given. */
+	root_make(&other, &w);     /* overwrites root.pem with another root */
+	root_sign(&root, csr, -1, 30, ca);
+	run_station(&r, &w, "ca", "import", "--in", ca, "--chain", other.pem, NULL);
+	cr_assert_eq(r.code, 3, "%s", r.err);
+	cr_assert(strstr(r.err, "does not verify up to its root"), "%s", r.err);
+	run_station(&r, &w, "ca", "show", NULL);
+	cr_assert(strstr(r.out, "NO CERTIFICATE"), "%s%s", r.out, r.err);
+	root_free(&root);
+	root_free(&other);
+	fx_rmtree(w.dir);
+}
+
+/* An issuing CA whose certificate is valid from nb to na days from now. */
+static void ca_with_dates(struct world *w, struct root *root, long nb, long na)
+{
+	struct run r;
+	char csr[512], ca[512];
+
+	root_make(root, w);
+	path(csr, w, "ca.csr");
+	path(ca, w, "ca.pem");
+	run_station(&r, w, "ca", "csr", "--out", csr, NULL);
+	cr_assert_eq(r.code, 0, "%s", r.err);
+	root_sign(root, csr, nb, na, ca);
+	run_station(&r, w, "ca", "import", "--in", ca, "--chain", root->pem, NULL);
+	cr_assert_eq(r.code, 0, "%s", r.err);
+}
+
+Test(pki, expired_ca_is_refused, .timeout = 60)
+{
+	struct world w;
+	struct root root;
+	struct run r;
+	fx_devsim sim;
+
+	world_init(&w, NULL);
+	ca_with_dates(&w, &root, -30, -1);
+	run_station(&r, &w, "ca", "show", NULL);
+	cr_assert(strstr(r.out, "status:      expired"), "%s", r.out);
+	cr_assert_eq(fx_devsim_start(&sim, w.dir, "prog1", 1, NULL), 0);
+	run_station(&r, &w, "--slot", sim.port, "provision", NULL);
+	fx_devsim_stop(&sim);
+	cr_assert_eq(r.code, 3, "%s", r.err);
+	cr_assert(strstr(r.err, "'issuing-ca': its certificate has expired"), "%s", r.err);
+	cr_assert_eq(access(w.db, F_OK) == 0 ? sh("test \"$(sqlite3 '%s' 'select count(*) "
+		     "from units')\" = 0", w.db) : 0, 0, "a unit was recorded");
+	root_free(&root);
+	fx_rmtree(w.dir);
+}
+
+Test(pki, not_yet_valid_ca_is_refused, .timeout = 60)
+{
+	struct world w;
+	struct root root;
+	struct run r;
+
+	world_init(&w, NULL);
+	ca_with_dates(&w, &root, 2, 400);
+	run_station(&r, &w, "--slot", "/dev/null", "provision", NULL);
+	cr_assert_eq(r.code, 3, "%s", r.err);
+	cr_assert(strstr(r.err, "not valid yet"), "%s", r.err);
+	root_free(&root);
+	fx_rmtree(w.dir);
+}
+
+Test(pki, ca_certificate_not_matching_its_key_is_refused, .timeout = 60)
+{
+	struct world w;
+	struct root root;
+	struct run r;
+	char csr[512], der[512];
+
+	world_init(&w, NULL);
+	root_make(&root, &w);
+	path(csr, &w, "ca.csr");
+	path(der, &w, "foreign.der");
+	run_station(&r, &w, "ca", "csr", "--out", csr, NULL);
+	cr_assert_eq(r.code, 0, "%s", r.err);
+	/* Someone puts a foreign CA certificate under the CA's label with
+	 * another tool: the station must not issue under it. */
+	cr_assert_eq(sh("openssl x509 -in '%s' -outform DER -out '%s'", root.pem, der), 0);
+	cr_assert_eq(sh("pkcs11-tool --module %s --token-label station --login --pin " PIN
+			" --write-object '%s' --type cert --label issuing-ca >/dev/null 2>&1",
+			FX_SOFTHSM_MODULE, der), 0);
+	run_station(&r, &w, "--slot", "/dev/null", "provision", NULL);
+	cr_assert_eq(r.code, 3, "%s", r.err);
+	cr_assert(strstr(r.err, "does not match its key"), "%s", r.err);
+	run_station(&r, &w, "ca", "show", NULL);
+	cr_assert(strstr(r.out, "KEY MISMATCH"), "%s", r.out);
+	root_free(&root);
+	fx_rmtree(w.dir);
+}
+
+Test(pki, rollover_newest_valid_ca_or_the_profiles_and_renewal_warning, .timeout = 120)
+{
+	struct world w;
+	struct root root;
+	struct run r;
+	char csr[512], ca[512], uid[64], cn[128], text[1024];
+	X509 *leaf;
+
+	world_init(&w, NULL);
+	root_make(&root, &w);
+	path(csr, &w, "new.csr");
+	path(ca, &w, "new.pem");
+	run_station(&r, &w, "--ca-key", "ca-2026", "ca", "init", "--cn", "Old CA", "--days",
+		    "100", NULL);
+	cr_assert_eq(r.code, 0, "%s", r.err);
+	/* The successor, valid from now on, for longer. */
+	run_station(&r, &w, "--ca-key", "ca-2027", "ca", "csr", "--cn", "New CA",
+		    "--out", csr, NULL);
+	cr_assert_eq(r.code, 0, "%s", r.err);
+	root_sign(&root, csr, 0, 800, ca);
+	run_station(&r, &w, "--ca-key", "ca-2027", "ca", "import", "--in", ca,
+		    "--chain", root.pem, NULL);
+	cr_assert_eq(r.code, 0, "%s", r.err);
+	/* ca show without a label lists both. */
+	run_station(&r, &w, "ca", "show", NULL);
+	cr_assert(strstr(r.out, "label:       ca-2026") && strstr(r.out, "label:       ca-2027"),
+		  "%s", r.out);
+	leaf = provision_one(&w, &r, uid);
+	cr_assert_str_eq(subject_cn(leaf, cn, sizeof(cn)), "New CA");
+	cr_assert_eq(verify(&w, root.pem, ca, uid), 0);
+	X509_free(leaf);
+	/* The profile names the old one; it is inside its renewal window. */
+	snprintf(text, sizeof(text),
+		 "name = \"pki-sensor\";\ncertificate: { organization = \"PKI Test\"; "
+		 "validity_days = 30; issuer = \"ca-2026\"; ca_renewal_days = 120; };\n"
+		 "root_of_trust: { sha256 = \"" ROT "\"; fuse_bank = 0; };\n");
+	write_file(w.profile, text);
+	leaf = provision_one(&w, &r, uid);
+	cr_assert_str_eq(subject_cn(leaf, cn, sizeof(cn)), "Old CA");
+	cr_assert(strstr(r.err, "warning: issuing CA 'ca-2026' expires in"), "%s", r.err);
+	cr_assert(strstr(r.err, "renewal window 120 days"), "%s", r.err);
+	X509_free(leaf);
+	root_free(&root);
+	fx_rmtree(w.dir);
+}
+
+/* --- certificate profile ------------------------------------------- */
+
+/* The hardwareModuleName otherName in the SAN: hwType and hwSerialNum. */
+static void check_hmn(X509 *x, const char *hwtype, const char *uid_hex)
+{
+	GENERAL_NAMES *gens = X509_get_ext_d2i(x, NID_subject_alt_name, NULL, NULL);
+	ASN1_OBJECT *want = OBJ_txt2obj("1.3.6.1.5.5.7.8.4", 1);
+	uint8_t uid[64];
+	size_t uidlen = strlen(uid_hex) / 2;
+	bool found = false;
+
+	cr_assert_not_null(gens, "no subjectAltName");
+	cr_assert_eq(st_unhex(uid_hex, uid, uidlen), 0);
+	for (int i = 0; i < sk_GENERAL_NAME_num(gens); i++) {
+		GENERAL_NAME *gn = sk_GENERAL_NAME_value(gens, i);
+		ASN1_OBJECT *oid;
+		ASN1_TYPE *val;
+		const unsigned char *p, *end, *q;
+		long len;
+		int tag, cls;
+		ASN1_OBJECT *type;
+		ASN1_OCTET_STRING *sn;
+		char buf[80];
+
+		if (!GENERAL_NAME_get0_otherName(gn, &oid, &val) || OBJ_cmp(oid, want))
+			continue;
+		cr_assert_eq(val->type, V_ASN1_SEQUENCE);
+		p = val->value.sequence->data;
+		end = p + val->value.sequence->length;
+		cr_assert_eq(ASN1_get_object(&p, &len, &tag, &cls, end - p) & 0x80, 0);
+		cr_assert_eq(tag, V_ASN1_SEQUENCE);
+		q = p;
+		type = d2i_ASN1_OBJECT(NULL, &q, end - q);
+		cr_assert_not_null(type);
+		OBJ_obj2txt(buf, sizeof(buf), type, 1);
+		cr_assert_str_eq(buf, hwtype);
+		sn = d2i_ASN1_OCTET_STRING(NULL, &q, end - q);
+		cr_assert_not_null(sn);
+		cr_assert_eq((size_t)ASN1_STRING_length(sn), uidlen);
+		cr_assert_eq(memcmp(ASN1_STRING_get0_data(sn), uid, uidlen), 0,
+			     "hwSerialNum is not the device serial");
+		cr_assert_eq(q, end);
+		found = true;
+		ASN1_OBJECT_free(type);
+		ASN1_OCTET_STRING_free(sn);
+	}
+	cr_assert(found, "no hardwareModuleName in the SAN");
+	ASN1_OBJECT_free(want);
+	GENERAL_NAMES_free(gens);
+}
+
+static void name_entry(X509_NAME *n, int nid, char *buf, size_t len)
+{
+	buf[0] = '\0';
+	cr_assert_gt(X509_NAME_get_text_by_NID(n, nid, buf, (int)len), 0,
+		     "subject has no %s", OBJ_nid2sn(nid));
+}
+
+Test(pki, certificate_carries_the_profiles_subject_and_extensions, .timeout = 120)
+{
+	struct world w;
+	struct run r;
+	char uid[64], ca[512], buf[256];
+	X509 *leaf;
+	X509_NAME *subj;
+	BASIC_CONSTRAINTS *bc;
+	EXTENDED_KEY_USAGE *eku;
+	CRL_DIST_POINTS *dps;
+	AUTHORITY_INFO_ACCESS *aia;
+	const ASN1_INTEGER *sn;
+	BIGNUM *bn;
+	int crit = -1;
+
+	world_init(&w, "subject = \"O=Example Devices, OU=${product}, CN=${uid}, "
+		   "serialNumber=${serial}\";\n validity = \"no-expiry\";\n"
+		   " key_usage = \"critical,digitalSignature,keyAgreement\";\n"
+		   " extended_key_usage = \"clientAuth\";\n"
+		   " hardware_module_name = \"1.3.6.1.4.1.55555.1.1\";\n"
+		   " crl_url = \"http://pki.example.com/issuing.crl\";\n"
+		   " ocsp_url = \"http://ocsp.example.com\";");
+	path(ca, &w, "ca.pem");
+	run_station(&r, &w, "ca", "init", "--out", ca, NULL);
+	cr_assert_eq(r.code, 0, "%s", r.err);
+	leaf = provision_one(&w, &r, uid);
+	cr_assert_eq(verify(&w, ca, NULL, uid), 0, "openssl verify failed");
+	subj = X509_get_subject_name(leaf);
+	name_entry(subj, NID_organizationName, buf, sizeof(buf));
+	cr_assert_str_eq(buf, "Example Devices");
+	name_entry(subj, NID_organizationalUnitName, buf, sizeof(buf));
+	cr_assert_str_eq(buf, "pki-sensor");
+	name_entry(subj, NID_commonName, buf, sizeof(buf));
+	cr_assert_str_eq(buf, uid);
+	name_entry(subj, NID_serialNumber, buf, sizeof(buf));
+	cr_assert_str_eq(buf, uid);
+	/* 802.1AR: no well-defined expiration. */
+	cr_assert_eq(ASN1_TIME_cmp_time_t(X509_get0_notAfter(leaf), 253402300799), 0);
+	cr_assert_eq(X509_get0_notAfter(leaf)->type, V_ASN1_GENERALIZEDTIME);
+	bc = X509_get_ext_d2i(leaf, NID_basic_constraints, &crit, NULL);
+	cr_assert_not_null(bc);
+	cr_assert_eq(bc->ca, 0);
+	cr_assert_eq(crit, 1, "basicConstraints not critical");
+	BASIC_CONSTRAINTS_free(bc);
+	cr_assert_eq(X509_get_key_usage(leaf), (uint32_t)(KU_DIGITAL_SIGNATURE | KU_KEY_AGREEMENT));
+	cr_assert_eq(X509_EXTENSION_get_critical(X509_get_ext(leaf,
+		X509_get_ext_by_NID(leaf, NID_key_usage, -1))), 1);
+	eku = X509_get_ext_d2i(leaf, NID_ext_key_usage, NULL, NULL);
+	cr_assert_not_null(eku);
+	cr_assert_eq(sk_ASN1_OBJECT_num(eku), 1);
+	cr_assert_eq(OBJ_obj2nid(sk_ASN1_OBJECT_value(eku, 0)), NID_client_auth);
+	sk_ASN1_OBJECT_pop_free(eku, ASN1_OBJECT_free);
+	cr_assert_not_null(X509_get0_subject_key_id(leaf));
+	cr_assert_not_null(X509_get0_authority_key_id(leaf));
+	{
+		X509 *cax = read_pem(ca);
+
+		cr_assert_eq(ASN1_OCTET_STRING_cmp(X509_get0_authority_key_id(leaf),
+						   X509_get0_subject_key_id(cax)), 0);
+		X509_free(cax);
+	}
+	check_hmn(leaf, "1.3.6.1.4.1.55555.1.1", uid);
+	dps = X509_get_ext_d2i(leaf, NID_crl_distribution_points, NULL, NULL);
+	cr_assert_not_null(dps);
+	{
+		GENERAL_NAME *gn = sk_GENERAL_NAME_value(
+			sk_DIST_POINT_value(dps, 0)->distpoint->name.fullname, 0);
+
+		cr_assert_eq(gn->type, GEN_URI);
+		cr_assert_str_eq((const char *)ASN1_STRING_get0_data(gn->d.uniformResourceIdentifier),
+				 "http://pki.example.com/issuing.crl");
+	}
+	CRL_DIST_POINTS_free(dps);
+	aia = X509_get_ext_d2i(leaf, NID_info_access, NULL, NULL);
+	cr_assert_not_null(aia);
+	cr_assert_eq(OBJ_obj2nid(sk_ACCESS_DESCRIPTION_value(aia, 0)->method), NID_ad_OCSP);
+	AUTHORITY_INFO_ACCESS_free(aia);
+	/* Serial: positive, at least 64 random bits. */
+	sn = X509_get0_serialNumber(leaf);
+	bn = ASN1_INTEGER_to_BN(sn, NULL);
+	cr_assert_eq(BN_is_negative(bn), 0);
+	cr_assert_geq(BN_num_bits(bn), 64);
+	BN_free(bn);
+	X509_free(leaf);
+	fx_rmtree(w.dir);
+}
+
+Test(pki, bad_profile_extension_is_named, .timeout = 60)
+{
+	struct world w;
+	struct run r;
+
+	world_init(&w, "subject = \"CN=${uid}, XX=${serial}\"; validity_days = 30;");
+	run_station(&r, &w, "--slot", "/dev/null", "provision", NULL);
+	cr_assert_eq(r.code, 2, "%s", r.err);
+	cr_assert(strstr(r.err, "unknown subject attribute 'XX'"), "%s", r.err);
+	world_init(&w, "validity_days = 30; key_usage = \"digitalSig\";");
+	run_station(&r, &w, "--slot", "/dev/null", "provision", NULL);
+	cr_assert_eq(r.code, 2, "%s", r.err);
+	cr_assert(strstr(r.err, "key_usage"), "%s", r.err);
+	world_init(&w, "validity_days = 30; subject = \"CN=${uuid}\";");
+	run_station(&r, &w, "--slot", "/dev/null", "provision", NULL);
+	cr_assert_eq(r.code, 2, "%s", r.err);
+	cr_assert(strstr(r.err, "unknown variable '${uuid}'"), "%s", r.err);
+	fx_rmtree(w.dir);
+}
+
+/* --- algorithms ------------------------------------------------------ */
+
+static void issue_with(const char *type, int want_sig_nid, const char *want_key)
+{
+	struct world w;
+	struct run r;
+	char uid[64], ca[512];
+	X509 *leaf, *cacert;
+
+	world_init(&w, NULL);
+	if (!strcmp(type, "ed25519") && getenv("LSAN_OPTIONS")) {
+		/* SoftHSM's own Ed25519 keygen leak (tests/lsan.supp) is only
+		 * attributed to it with full unwinding through libcrypto. */
+		char opts[1024];
+
+		snprintf(opts, sizeof(opts), "%s:fast_unwind_on_malloc=0",
+			 getenv("LSAN_OPTIONS"));
+		setenv("LSAN_OPTIONS", opts, 1);
+	}
+	path(ca, &w, "ca.pem");
+	run_station(&r, &w, "ca", "init", "--key-type", type, "--out", ca, NULL);
+	cr_assert_eq(r.code, 0, "ca init %s: %s", type, r.err);
+	run_station(&r, &w, "ca", "show", NULL);
+	cr_assert(strstr(r.out, want_key), "%s", r.out);
+	cacert = read_pem(ca);
+	cr_assert_eq(X509_get_signature_nid(cacert), want_sig_nid);
+	leaf = provision_one(&w, &r, uid);
+	cr_assert_eq(X509_get_signature_nid(leaf), want_sig_nid);
+	cr_assert_eq(verify(&w, ca, NULL, uid), 0, "openssl verify failed for %s", type);
+	X509_free(leaf);
+	X509_free(cacert);
+	fx_rmtree(w.dir);
+}
+
+Test(pki, p256_ca_issues_ecdsa_sha256, .timeout = 120)
+{
+	issue_with("p256", NID_ecdsa_with_SHA256, "EC P-256");
+}
+
+Test(pki, p384_ca_issues_ecdsa_sha384, .timeout = 120)
+{
+	issue_with("p384", NID_ecdsa_with_SHA384, "EC P-384");
+}
+
+Test(pki, rsa3072_ca_issues_sha256_rsa, .timeout = 180)
+{
+	issue_with("rsa3072", NID_sha256WithRSAEncryption, "RSA-3072");
+}
+
+Test(pki, ed25519_ca_issues_ed25519, .timeout = 120)
+{
+	issue_with("ed25519", NID_ED25519, "Ed25519");
+}
+
+/* --- mechanisms ------------------------------------------------------ */
+
+/* Leave the token only the mechanisms in list (SoftHSM 2.6.1 ignores the
+ * "-CKM_X" exclusion form, so the allowed ones are listed). */
+static void only_mechanisms(const struct world *w, const char *list)
+{
+	char conf[512], line[256];
+
+	path(conf, w, "softhsm2.conf");
+	snprintf(line, sizeof(line), "slots.mechanisms = %s\n", list);
+	append_file(conf, line);
+}
+
+Test(pki, missing_mechanism_is_named_at_start, .timeout = 60)
+{
+	struct world w;
+	struct run r;
+
+	world_init(&w, NULL);
+	run_station(&r, &w, "ca", "init", NULL);
+	cr_assert_eq(r.code, 0, "%s", r.err);
+	/* The token loses raw ECDSA (as on an HSM without the licence). */
+	only_mechanisms(&w, "CKM_EC_KEY_PAIR_GEN,CKM_ECDH1_DERIVE,CKM_SHA256");
+	run_station(&r, &w, "--slot", "/dev/null", "provision", NULL);
+	cr_assert_eq(r.code, 3, "%s", r.err);
+	cr_assert(strstr(r.err, "does not offer CKM_ECDSA"), "%s", r.err);
+	/* Nothing is created in a token that could not use it. */
+	run_station(&r, &w, "--ca-key", "second", "ca", "init", "--key-type", "p384", NULL);
+	cr_assert_eq(r.code, 3, "%s", r.err);
+	cr_assert(strstr(r.err, "CKM_ECDSA"), "%s", r.err);
+	run_station(&r, &w, "ca", "show", NULL);
+	cr_assert_null(strstr(r.out, "second"), "%s", r.out);
+	fx_rmtree(w.dir);
+}
+
+Test(pki, ed25519_refused_clearly_when_the_module_lacks_it, .timeout = 60)
+{
+	struct world w;
+	struct run r;
+
+	world_init(&w, NULL);
+	only_mechanisms(&w, "CKM_EC_KEY_PAIR_GEN,CKM_ECDSA");
+	run_station(&r, &w, "ca", "init", "--key-type", "ed25519", NULL);
+	cr_assert_eq(r.code, 3, "%s", r.err);
+	cr_assert(strstr(r.err, "CKM_EC_EDWARDS_KEY_PAIR_GEN, CKM_EDDSA"), "%s", r.err);
+	fx_rmtree(w.dir);
+}
+
+/* --- any module: through the p11-kit proxy ----------------------------- */
+
+Test(pki, works_through_p11_kit_proxy, .timeout = 120)
+{
+	struct world w;
+	struct run r;
+	char home[512], mod[600], ca[512], uid[64];
+	X509 *leaf;
+
+	world_init(&w, NULL);
+	cr_assert_eq(access(PROXY, R_OK), 0, "p11-kit-proxy.so missing: install p11-kit-modules");
+	/* A private p11-kit user configuration naming SoftHSM; SoftHSM itself
+	 * reads this test's SOFTHSM2_CONF through the proxy. */
+	path(home, &w, "home");
+	snprintf(mod, sizeof(mod), "%s/.config/pkcs11/modules", home);
+	cr_assert_eq(sh("mkdir -p '%s'", mod), 0);
+	snprintf(mod + strlen(mod), sizeof(mod) - strlen(mod), "/station-softhsm.module");
+	write_file(mod, "module: " FX_SOFTHSM_MODULE "\n");
+	setenv("HOME", home, 1);
+	w.module = PROXY;
+	write_conf(&w);
+	path(ca, &w, "ca.pem");
+	run_station(&r, &w, "ca", "init", "--key-type", "p384", "--out", ca, NULL);
+	cr_assert_eq(r.code, 0, "ca init through the proxy: %s", r.err);
+	leaf = provision_one(&w, &r, uid);
+	cr_assert_eq(verify(&w, ca, NULL, uid), 0);
+	X509_free(leaf);
+	fx_rmtree(w.dir);
+}
+
+/* --- wrapped key injection --------------------------------------------- */
+
+Test(pki, inject_mode_provisions_with_a_wrapped_hsm_key, .timeout = 120)
+{
+	struct world w;
+	struct run r;
+	char text[1024], cmd[1024], buf[8192], point[131], uid[64], ca[512], cert[700];
+	uint8_t pt[65];
+	size_t len = 0, n;
+	fx_devsim sim;
+	json_t *st = NULL, *u, *units;
+	X509 *leaf;
+	FILE *p;
+
+	world_init(&w, NULL);
+	snprintf(text, sizeof(text),
+		 "name = \"pki-sensor\";\nkey_mode = \"inject\";\n"
+		 "certificate: { organization = \"PKI Test\"; validity_days = 30; };\n"
+		 "root_of_trust: { sha256 = \"" ROT "\"; fuse_bank = 0; };\n");
+	write_file(w.profile, text);
+	path(ca, &w, "ca.pem");
+	run_station(&r, &w, "ca", "init", "--out", ca, NULL);
+	cr_assert_eq(r.code, 0, "%s", r.err);
+	cr_assert_eq(fx_devsim_start(&sim, w.dir, "inj", 2, "--seed inject"), 0);
+	run_station(&r, &w, "--json", "--verbose", "--slot", sim.port, "provision", NULL);
+	fx_devsim_stop(&sim);
+	cr_assert_eq(r.code, 0, "stdout:%s\nstderr:%s", r.out, r.err);
+	cr_assert(strstr(r.err, "injected wrapped"), "%s", r.err);
+	/* Proof of possession passed in the run (a PASS needs it); the key the
+	 * simulated chip holds is the certified one. */
+	cr_assert_eq(fx_devsim_dump(sim.state_path, &st), 0);
+	units = json_object_get(st, "units");
+	cr_assert_eq(json_array_size(units), 2);
+	for (size_t i = 0; i < 2; i++) {
+		u = json_array_get(units, i);
+		snprintf(uid, sizeof(uid), "%s", json_string_value(json_object_get(u, "uid")));
+		snprintf(cert, sizeof(cert), "%s/%s.pem", w.certs, uid);
+		leaf = read_pem(cert);
+		cr_assert_eq(EVP_PKEY_get_octet_string_param(X509_get0_pubkey(leaf),
+			"encoded-pub-key", pt, sizeof(pt), &len), 1);
+		st_hex(pt, 65, point);
+		cr_assert_str_eq(json_string_value(json_object_get(u, "pubkey")), point);
+		cr_assert_eq(verify(&w, ca, NULL, uid), 0);
+		X509_free(leaf);
+	}
+	json_decref(st);
+	/* Afterwards the token holds the CA key and no device private key. */
+	snprintf(cmd, sizeof(cmd), "pkcs11-tool --module %s --token-label station --login "
+		 "--pin " PIN " --list-objects --type privkey 2>&1", FX_SOFTHSM_MODULE);
+	p = popen(cmd, "r");
+	cr_assert_not_null(p);
+	n = fread(buf, 1, sizeof(buf) - 1, p);
+	buf[n] = '\0';
+	cr_assert_eq(pclose(p), 0, "%s", buf);
+	cr_assert(strstr(buf, "issuing-ca"), "%s", buf);
+	cr_assert_null(strstr(buf, "station-device-key"), "%s", buf);
+	{
+		int keys = 0;
+
+		for (char *q = buf; (q = strstr(q, "Private Key Object")); q++)
+			keys++;
+		/* the CA key and the station's audit key (issue 6), nothing else */
+		cr_assert_eq(keys, 2, "%s", buf);
+		cr_assert(strstr(buf, "station-audit"), "%s", buf);
+	}
+	fx_rmtree(w.dir);
+}
+
+/* --- token pulled mid-run ---------------------------------------------- */
+
+/* How many units have this result in the records (sqlite3 CLI). */
+static int units_with(const struct world *w, const char *result)
+{
+	char cmd[1024], out[64] = "";
+	FILE *p;
+
+	snprintf(cmd, sizeof(cmd), "sqlite3 '%s' \"select count(*) from units where "
+		 "state = '%s'\"", w->db, result);
+	p = popen(cmd, "r");
+	cr_assert_not_null(p);
+	cr_assert_not_null(fgets(out, sizeof(out), p), "sqlite3 gave nothing");
+	cr_assert_eq(pclose(p), 0, "sqlite3 failed (installed?)");
+	return atoi(out);
+}
+
+Test(pki, token_pulled_mid_run_fails_one_unit_cleanly_then_recovers, .timeout = 180)
+{
+	struct world w;
+	struct run r;
+	char bin[512], line[4096], errpath[600], failed_uid[64] = "";
+	fx_devsim sim;
+	int outp[2], errfd, status, pulled = 0, passed;
+	FILE *out;
+	pid_t pid;
+
+	world_init(&w, NULL);
+	run_station(&r, &w, "ca", "init", NULL);
+	cr_assert_eq(r.code, 0, "%s", r.err);
+	/* What goes back in later: the token as it is now. */
+	cr_assert_eq(sh("cp -a '%s/tokens' '%s/tokens.saved'", w.dir, w.dir), 0);
+	cr_assert_eq(fx_devsim_start(&sim, w.dir, "pull", 200, "--seed pull"), 0);
+	snprintf(bin, sizeof(bin), "%s/station", getenv("STATION_BUILD"));
+	snprintf(errpath, sizeof(errpath), "%s/stderr.txt", w.dir);
+	cr_assert_eq(pipe(outp), 0);
+	errfd = open(errpath, O_RDWR | O_CREAT | O_TRUNC, 0600);
+	pid = fork();
+	cr_assert_geq(pid, 0);
+	if (pid == 0) {
+		dup2(outp[1], 1);
+		dup2(errfd, 2);
+		close(outp[0]);
+		execl(bin, bin, "--config", w.conf, "--pin-file", w.pinfile, "--json",
+		      "--slot", sim.port, "provision", (char *)NULL);
+		_exit(127);
+	}
+	close(outp[1]);
+	out = fdopen(outp[0], "r");
+	/* The first PASS is the signal to pull the token (no sleeps). */
+	r.out[0] = '\0';
+	while (fgets(line, sizeof(line), out)) {
+		if (strlen(r.out) + strlen(line) < sizeof(r.out))
+			strcat(r.out, line);
+		if (!pulled && strstr(line, "\"result\":\"PASS\"")) {
+			cr_assert_eq(sh("rm -rf '%s/tokens'/*", w.dir), 0);
+			pulled = 1;
+		}
+		if (pulled && strstr(line, "\"result\":\"FAIL\"")) {
+			json_error_t e;
+			json_t *o = json_loads(line, 0, &e);
+
+			snprintf(failed_uid, sizeof(failed_uid), "%s",
+				 json_string_value(json_object_get(o, "uid")));
+			cr_assert(strstr(json_string_value(json_object_get(o, "reason")),
+					 "HSM"), "%s", line);
+			json_decref(o);
+		}
+	}
+	fclose(out);
+	waitpid(pid, &status, 0);
+	lseek(errfd, 0, SEEK_SET);
+	slurp(errfd, r.err, sizeof(r.err));
+	close(errfd);
+	fx_devsim_stop(&sim);
+	cr_assert(pulled, "no unit passed before the token was pulled: %s", r.err);
+	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 3,
+		  "exit %d, want 3 (HSM): %s", status, r.err);
+	/* With --json the slot error is a JSON line on stdout. */
+	cr_assert(strstr(r.out, "\"event\":\"slot_error\""), "%s", r.out);
+	cr_assert(strstr(r.out, "slot 1: the HSM session or token was lost"), "%s", r.out);
+	/* Records are signed by the audit key in the same token: once it is
+	 * gone, a unit can FAIL on record only if the pull came after its
+	 * start was signed; either way at most one unit is touched and the
+	 * slot stops instead of failing more. */
+	cr_assert_leq(units_with(&w, "FAIL"), 1);
+	passed = units_with(&w, "PASS");
+	cr_assert_lt(passed, 199);
+	/* The token is back: the station carries on with the same unit. */
+	cr_assert_eq(sh("rm -rf '%s/tokens' && mv '%s/tokens.saved' '%s/tokens'", w.dir,
+			w.dir, w.dir), 0);
+	cr_assert_eq(fx_devsim_start(&sim, w.dir, "pull", 200, "--seed pull"), 0);
+	run_station(&r, &w, "--json", "--units", "2", "--slot", sim.port, "provision", NULL);
+	fx_devsim_stop(&sim);
+	cr_assert_eq(r.code, 0, "after the token came back: %s", r.err);
+	cr_assert_eq(units_with(&w, "PASS"), passed + 2, "%s", r.out);
+	if (failed_uid[0])
+		cr_assert(strstr(r.out, failed_uid), "the failed unit %s was not "
+			  "provisioned again: %s", failed_uid, r.out);
+	fx_rmtree(w.dir);
+}
+
+/* --- PINs ----------------------------------------------------------------- */
+
+Test(pki, wrong_pin_tried_once_and_the_next_run_warns, .timeout = 60)
+{
+	struct world w;
+	struct run r;
+
+	world_init(&w, NULL);
+	write_file(w.pinfile, "11112222\n");
+	run_station(&r, &w, "ca", "show", NULL);
+	cr_assert_eq(r.code, 3, "%s", r.err);
+	cr_assert(strstr(r.err, "wrong PIN"), "%s", r.err);
+	cr_assert(strstr(r.err, "not retried"), "%s", r.err);
+	cr_assert_null(strstr(r.err, "11112222"), "the PIN was printed");
+	/* The token now reports the count low (SoftHSM sets the flag after one
+	 * wrong attempt): the next run says so before it tries. */
+	run_station(&r, &w, "ca", "show", NULL);
+	cr_assert_eq(r.code, 3, "%s", r.err);
+	cr_assert(strstr(r.err, "warning: token 'station': a wrong user PIN was entered"),
+		  "%s", r.err);
+	cr_assert_lt(strstr(r.err, "warning"), strstr(r.err, "wrong PIN for token"),
+		     "the warning must come before the attempt: %s", r.err);
+	/* With the right PIN the station still works (one attempt per run
+	 * did not lock the token). */
+	write_file(w.pinfile, PIN "\n");
+	run_station(&r, &w, "ca", "init", NULL);
+	cr_assert_eq(r.code, 0, "%s", r.err);
+	fx_rmtree(w.dir);
+}
