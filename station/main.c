@@ -2,7 +2,7 @@
  *
  *   station provision --slot PORT [--slot PORT ...] [--burn-fuses] [--json]
  *   station ca init | ca show
- *   station devices [--slot PORT ...] [--json]
+ *   station devices [--slot PORT ...] [--json] [--watch]
  *   station tui
  *
  * Exit codes (also in README): 0 all units PASS; 1 a unit FAILED or was
@@ -42,7 +42,7 @@ struct cli {
 	const char *operator_name;
 	const char *cn, *org, *out;
 	int days;
-	bool json, verbose, burn_fuses;
+	bool json, verbose, burn_fuses, watch;
 	int max_units;
 	st_run run;
 	pthread_mutex_t out_lock;
@@ -277,7 +277,10 @@ static int cmd_devices(struct cli *cli, int argc, char **argv)
 
 	(void)argc;
 	(void)argv;
-	rc = st_devices(cli->run.ports, cli->run.nslots, cli->json, stdout, err,
+	rc = cli->watch ?
+	     st_devices_watch(cli->run.ports, cli->run.nslots, cli->json, stdout,
+			      err, sizeof(err)) :
+	     st_devices(cli->run.ports, cli->run.nslots, cli->json, stdout, err,
 			sizeof(err));
 	return rc ? die(EXIT_LINK, "devices: %s", err) : 0;
 }
@@ -301,7 +304,7 @@ static const struct command commands[] = {
 	{ "provision", cmd_provision,
 	  "provision --slot PORT [--slot PORT...] [--units N] [--burn-fuses] [--json]" },
 	{ "ca", cmd_ca, "ca init [--cn NAME] [--org ORG] [--days N] [--out FILE] | ca show" },
-	{ "devices", cmd_devices, "devices [--slot PORT...] [--json]   (attached programmers)" },
+	{ "devices", cmd_devices, "devices [--slot PORT...] [--json] [--watch]   (attached programmers)" },
 	{ "tui", cmd_tui, "tui   (the technician's terminal UI)" },
 	{ "help", cmd_help, "help" },
 };
@@ -353,6 +356,7 @@ int main(int argc, char **argv)
 		{ "org", required_argument, NULL, 'O' },
 		{ "days", required_argument, NULL, 'd' },
 		{ "out", required_argument, NULL, 'W' },
+		{ "watch", no_argument, NULL, 'w' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -376,6 +380,7 @@ int main(int argc, char **argv)
 		case 'B': cli.burn_fuses = true; break;
 		case 'j': cli.json = true; break;
 		case 'v': cli.verbose = true; break;
+		case 'w': cli.watch = true; break;
 		case 'C': cli.cn = optarg; break;
 		case 'O': cli.org = optarg; break;
 		case 'W': cli.out = optarg; break;

@@ -130,4 +130,10 @@ int st_provision(hsm *h, rec_store *rec, const st_config *cfg,
 int st_devices(const char *const *slots, size_t nslots, bool json, void *out,
 	       char *err, size_t errlen);
 
+/* `station devices --watch`: one line per USB programmer arriving or
+ * leaving (those attached at the start arrive first), with the slot of
+ * slots[] it is bound to, until SIGINT or SIGTERM.  ST_OK, or an error. */
+int st_devices_watch(const char *const *slots, size_t nslots, bool json,
+		     void *out, char *err, size_t errlen);
+
 #endif

@@ -8,9 +8,12 @@
  * the same by hand and from scripts/run-tests.sh. */
 #include <criterion/criterion.h>
 #include <jansson.h>
+#include <poll.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "base.h"
@@ -290,4 +293,104 @@ Test(usb, station_devices_lists_usb_and_serial_with_slots, .timeout = 120)
 	fx_usbsim_free(u);
 	fx_rmtree(w.dir);
 	free(r);
+}
+
+Test(usb, stalled_endpoint_is_cleared_and_a_mute_one_times_out, .timeout = 60)
+{
+	fx_usbsim *u = fx_usbsim_new();
+	char *dir = tmpdir(), a[600], uid[33];
+	drv_opts opts = { .timeout_ms = 300 };
+	drv_dev *d = NULL;
+	drv_info info;
+
+	cr_assert_not_null(u, "umockdev testbed unavailable");
+	state_path(a, sizeof(a), dir, "a");
+	cr_assert_eq(fx_usbsim_plug(u, 1, a, 1, "SP-ST"), 0);
+	sim_uid(a, 0, uid);
+	cr_assert_eq(drv_open("usb:1209:5354?serial=SP-ST", &opts, &d), ST_OK,
+		     "%s", drv_errmsg(d));
+	/* STALL on bulk IN: the driver clears the halt, the reply comes. */
+	fx_usbsim_stall_in_once(u, 1);
+	cr_assert_eq(drv_identify(d, &info), ST_OK, "%s", drv_errmsg(d));
+	cr_assert_str_eq(info.uid_hex, uid);
+	/* A programmer that stops answering: a timeout naming the device. */
+	cr_assert_eq(fx_usbsim_fault(u, 1, "mute", NULL), 0);
+	cr_assert_eq(drv_identify(d, &info), ST_E_TIMEOUT);
+	cr_assert(strstr(drv_errmsg(d), "SP-ST") && strstr(drv_errmsg(d), "IDENTIFY"),
+		  "%s", drv_errmsg(d));
+	drv_close(d);
+	fx_usbsim_free(u);
+	fx_rmtree(dir);
+	free(dir);
+}
+
+/* Read one line from fd within ms milliseconds ("" on timeout or EOF). */
+static void read_line_ms(int fd, char *buf, size_t cap, int ms)
+{
+	size_t n = 0;
+	int64_t deadline = st_now_ms() + ms;
+
+	buf[0] = '\0';
+	while (n + 1 < cap) {
+		struct pollfd p = { .fd = fd, .events = POLLIN };
+		int64_t left = deadline - st_now_ms();
+		char c;
+
+		if (left <= 0 || poll(&p, 1, (int)left) <= 0 || read(fd, &c, 1) != 1)
+			break;
+		if (c == '\n')
+			break;
+		buf[n++] = c;
+	}
+	buf[n] = '\0';
+}
+
+Test(usb, station_devices_watch_reports_arrive_and_leave, .timeout = 60)
+{
+	fx_usbsim *u = fx_usbsim_new();
+	fx_world w;
+	char bin[512], a[600], line[1024];
+	int outp[2], status;
+	json_t *o;
+	pid_t pid;
+
+	cr_assert_not_null(u, "umockdev testbed unavailable");
+	fx_world_init(&w, false, 1000);
+	state_path(a, sizeof(a), w.dir, "a");
+	snprintf(bin, sizeof(bin), "%s/station", getenv("STATION_BUILD"));
+	cr_assert_eq(pipe(outp), 0);
+	pid = fork();
+	cr_assert_geq(pid, 0);
+	if (pid == 0) {
+		dup2(outp[1], 1);
+		close(outp[0]);
+		execl(bin, bin, "--config", w.conf, "--json", "--slot",
+		      "usb:1209:5354?serial=SP-W", "devices", "--watch", (char *)NULL);
+		_exit(127);
+	}
+	close(outp[1]);
+	/* No wait for the watcher to start: one that starts after the plug
+	 * still reports it (attached programmers arrive first). */
+	cr_assert_eq(fx_usbsim_plug(u, 2, a, 1, "SP-W"), 0);
+	read_line_ms(outp[0], line, sizeof(line), 10000);
+	o = json_loads(line, 0, NULL);
+	cr_assert_not_null(o, "no arrive line: '%s'", line);
+	cr_assert_str_eq(json_string_value(json_object_get(o, "event")), "arrived");
+	cr_assert_str_eq(json_string_value(json_object_get(o, "serial")), "SP-W");
+	cr_assert_str_eq(json_string_value(json_object_get(o, "port")), "1-2");
+	cr_assert_eq(json_integer_value(json_object_get(o, "slot")), 1);
+	json_decref(o);
+	fx_usbsim_unplug(u, 2);
+	read_line_ms(outp[0], line, sizeof(line), 10000);
+	o = json_loads(line, 0, NULL);
+	cr_assert_not_null(o, "no leave line: '%s'", line);
+	cr_assert_str_eq(json_string_value(json_object_get(o, "event")), "left");
+	cr_assert_str_eq(json_string_value(json_object_get(o, "serial")), "SP-W");
+	json_decref(o);
+	kill(pid, SIGTERM);
+	waitpid(pid, &status, 0);
+	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "status %d", status);
+	close(outp[0]);
+	fx_usbsim_free(u);
+	fx_rmtree(w.dir);
 }
