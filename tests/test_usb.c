@@ -7,6 +7,7 @@
  * libumockdev-preload.so.0 first (what umockdev-wrapper does), so it runs
  * the same by hand and from scripts/run-tests.sh. */
 #include <criterion/criterion.h>
+#include <fcntl.h>
 #include <jansson.h>
 #include <poll.h>
 #include <signal.h>
@@ -392,5 +393,47 @@ Test(usb, station_devices_watch_reports_arrive_and_leave, .timeout = 60)
 	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "status %d", status);
 	close(outp[0]);
 	fx_usbsim_free(u);
+	fx_rmtree(w.dir);
+}
+
+Test(usb, devsim_usb_mode_serves_the_station_binary, .timeout = 120)
+{
+	fx_world w;
+	char devsim[512], station[512], st[600], uid[33], outp[600];
+	int status;
+	json_t *rows;
+	pid_t pid;
+
+	/* No fixture testbed here: station-devsim --usb makes its own and
+	 * runs the station inside it, as an operator would by hand. */
+	fx_world_init(&w, true, 2000);
+	state_path(st, sizeof(st), w.dir, "cli");
+	snprintf(outp, sizeof(outp), "%s/devsim.out", w.dir);
+	snprintf(devsim, sizeof(devsim), "%s/station-devsim", getenv("STATION_BUILD"));
+	snprintf(station, sizeof(station), "%s/station", getenv("STATION_BUILD"));
+	pid = fork();
+	cr_assert_geq(pid, 0);
+	if (pid == 0) {
+		int fd = open(outp, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+
+		dup2(fd, 1);
+		dup2(fd, 2);
+		execl(devsim, devsim, "--usb", "SP-CLI", "--state", st, "--units", "1",
+		      "--", station, "--config", w.conf, "--pin-file", w.pinfile,
+		      "--burn-fuses", "--slot", "usb:1209:5354?serial=SP-CLI",
+		      "provision", (char *)NULL);
+		_exit(127);
+	}
+	waitpid(pid, &status, 0);
+	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+		  "station-devsim --usb ... -- station provision: status %d (see %s)",
+		  status, outp);
+	sim_uid(st, 0, uid);
+	rows = fx_unit_rows(&w);
+	cr_assert_eq(json_array_size(rows), 1);
+	cr_assert_str_eq(json_string_value(json_object_get(json_array_get(rows, 0),
+							   "state")), "PASS");
+	json_decref(rows);
+	fx_check_pass(&w, st, uid);
 	fx_rmtree(w.dir);
 }
