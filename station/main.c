@@ -302,7 +302,8 @@ static int cmd_help(struct cli *cli, int argc, char **argv)
 
 static const struct command commands[] = {
 	{ "provision", cmd_provision,
-	  "provision --slot PORT [--slot PORT...] [--units N] [--burn-fuses] [--json]" },
+	  "provision --slot PORT [--slot PORT...] [--units N] [--burn-fuses] [--json]\n"
+	  "            [--plug-wait SECONDS]  (USB: wait for absent/unplugged programmers)" },
 	{ "ca", cmd_ca, "ca init [--cn NAME] [--org ORG] [--days N] [--out FILE] | ca show" },
 	{ "devices", cmd_devices, "devices [--slot PORT...] [--json] [--watch]   (attached programmers)" },
 	{ "tui", cmd_tui, "tui   (the technician's terminal UI)" },
@@ -357,6 +358,7 @@ int main(int argc, char **argv)
 		{ "days", required_argument, NULL, 'd' },
 		{ "out", required_argument, NULL, 'W' },
 		{ "watch", no_argument, NULL, 'w' },
+		{ "plug-wait", required_argument, NULL, 'G' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -381,6 +383,12 @@ int main(int argc, char **argv)
 		case 'j': cli.json = true; break;
 		case 'v': cli.verbose = true; break;
 		case 'w': cli.watch = true; break;
+		case 'G':
+			cli.run.plug_wait_ms = atoi(optarg) * 1000;
+			if (cli.run.plug_wait_ms <= 0)
+				return die(EXIT_USAGE, "--plug-wait needs a number of "
+					   "seconds > 0");
+			break;
 		case 'C': cli.cn = optarg; break;
 		case 'O': cli.org = optarg; break;
 		case 'W': cli.out = optarg; break;

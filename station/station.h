@@ -104,6 +104,9 @@ typedef struct st_run {
 	int max_units;        /* per slot; 0 = until the programmer is empty */
 	bool burn_fuses;      /* armed: burn the root-of-trust fuses */
 	const char *operator_name;
+	int plug_wait_ms;     /* >0: a slot whose programmer is absent or is
+			       * unplugged waits this long for it (USB hotplug)
+			       * and carries on; 0: the slot ends */
 } st_run;
 
 /* Totals of a run. */

@@ -449,3 +449,140 @@ Test(usb, devsim_usb_mode_serves_the_station_binary, .timeout = 120)
 	fx_check_pass(&w, st, uid);
 	fx_rmtree(w.dir);
 }
+
+/* Start `station --config --pin-file ARGS...` in the background; its
+ * stdout+stderr go to <dir>/bg.out. */
+static pid_t station_bg(const fx_world *w, const char *const *args)
+{
+	char bin[512], out[600];
+	const char *argv[32];
+	int argc = 0;
+	pid_t pid;
+
+	snprintf(bin, sizeof(bin), "%s/station", getenv("STATION_BUILD"));
+	snprintf(out, sizeof(out), "%s/bg.out", w->dir);
+	argv[argc++] = bin;
+	argv[argc++] = "--config";
+	argv[argc++] = w->conf;
+	argv[argc++] = "--pin-file";
+	argv[argc++] = w->pinfile;
+	while (*args && argc < 30)
+		argv[argc++] = *args++;
+	argv[argc] = NULL;
+	pid = fork();
+	cr_assert_geq(pid, 0);
+	if (pid == 0) {
+		int fd = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+
+		dup2(fd, 1);
+		dup2(fd, 2);
+		execv(bin, (char **)argv);
+		_exit(127);
+	}
+	return pid;
+}
+
+/* Does <dir>/<name> contain text within ms milliseconds? */
+static bool file_has(const char *dir, const char *name, const char *text, int ms)
+{
+	int64_t deadline = st_now_ms() + ms;
+	char p[600], buf[16384];
+
+	snprintf(p, sizeof(p), "%s/%s", dir, name);
+	do {
+		FILE *f = fopen(p, "r");
+		size_t n = 0;
+
+		if (f) {
+			n = fread(buf, 1, sizeof(buf) - 1, f);
+			fclose(f);
+		}
+		buf[n] = '\0';
+		if (strstr(buf, text))
+			return true;
+		usleep(20 * 1000); /* polling a file the station writes */
+	} while (st_now_ms() < deadline);
+	return false;
+}
+
+static int wait_exit(pid_t pid)
+{
+	int status;
+
+	cr_assert_eq(waitpid(pid, &status, 0), pid);
+	return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+Test(usb, slot_appears_when_its_programmer_is_plugged, .timeout = 120)
+{
+	static const char *const args[] = { "--plug-wait", "60", "--burn-fuses",
+		"--slot", "usb:1209:5354?serial=SP-LATE", "provision", NULL };
+	fx_usbsim *u = fx_usbsim_new();
+	fx_world w;
+	char st[600], uid[33];
+	pid_t pid;
+	int code;
+
+	cr_assert_not_null(u, "umockdev testbed unavailable");
+	fx_world_init(&w, true, 2000);
+	state_path(st, sizeof(st), w.dir, "late");
+	/* The station starts with no programmer attached and waits... */
+	pid = station_bg(&w, args);
+	/* ...and the programmer is plugged whenever the operator gets to it
+	 * (before or after the station listens: both must work). */
+	cr_assert_eq(fx_usbsim_plug(u, 4, st, 1, "SP-LATE"), 0);
+	code = wait_exit(pid);
+	cr_assert_eq(code, 0, "exit %d, see %s/bg.out", code, w.dir);
+	sim_uid(st, 0, uid);
+	cr_assert_eq(fx_count_units(&w, "PASS"), 1);
+	fx_check_pass(&w, st, uid);
+	fx_usbsim_free(u);
+	fx_rmtree(w.dir);
+}
+
+Test(usb, unplugged_mid_unit_then_replugged_resumes_the_unit, .timeout = 120)
+{
+	static const char *const args[] = { "--plug-wait", "60", "--burn-fuses",
+		"--slot", "usb:1209:5354?serial=SP-BACK", "provision", NULL };
+	fx_usbsim *u = fx_usbsim_new();
+	fx_world w;
+	char st[600], uid[33];
+	json_t *rows;
+	int64_t deadline;
+	pid_t pid;
+	int code;
+
+	cr_assert_not_null(u, "umockdev testbed unavailable");
+	fx_world_init(&w, true, 2000);
+	state_path(st, sizeof(st), w.dir, "back");
+	cr_assert_eq(fx_usbsim_plug(u, 1, st, 1, "SP-BACK"), 0);
+	fx_usbsim_unplug_on(u, 1, PROTO_CMD_WRITE_CERT);
+	pid = station_bg(&w, args);
+	/* Wait for the cable to be "pulled" mid-transfer... */
+	deadline = st_now_ms() + 60000;
+	while (!fx_usbsim_gone(u, 1) && st_now_ms() < deadline)
+		usleep(20 * 1000);
+	cr_assert(fx_usbsim_gone(u, 1), "the simulated unplug never fired");
+	/* ...then take it out, and plug it back (same programmer state) once
+	 * the station says it waits for it. */
+	fx_usbsim_unplug(u, 1);
+	cr_assert(file_has(w.dir, "bg.out", "waiting for it to be plugged", 60000),
+		  "the station did not wait for the programmer");
+	cr_assert_eq(fx_usbsim_plug(u, 1, st, 1, "SP-BACK"), 0);
+	code = wait_exit(pid);
+	/* The unplug is reported (exit 5), and the unit was done again. */
+	cr_assert_eq(code, 5, "exit %d, see %s/bg.out", code, w.dir);
+	sim_uid(st, 0, uid);
+	rows = fx_unit_rows(&w);
+	cr_assert_eq(json_array_size(rows), 2, "want an interrupted row and a PASS");
+	cr_assert_str_eq(json_string_value(json_object_get(json_array_get(rows, 0),
+							   "state")), "FAIL");
+	cr_assert(strstr(json_string_value(json_object_get(json_array_get(rows, 0),
+							   "reason")), "interrupted"));
+	cr_assert_str_eq(json_string_value(json_object_get(json_array_get(rows, 1),
+							   "state")), "PASS");
+	json_decref(rows);
+	fx_check_pass(&w, st, uid);
+	fx_usbsim_free(u);
+	fx_rmtree(w.dir);
+}
