@@ -65,7 +65,7 @@ $(STATION): $(OBJ)/station/main.o $(BUILD)/libstation.a
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIBS)
 
 $(DEVSIM): $(SIM_OBJS)
-	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIBS)
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIBS) $(UMOCK_LIBS)
 
 $(GEN_UDEV): $(OBJ)/tools/gen-udev.o $(BUILD)/libstation.a
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIBS)
@@ -89,7 +89,10 @@ $(BUILD)/tests/%: $(OBJ)/tests/%.o $(FIX_OBJS) $(BUILD)/libstation.a
 	@mkdir -p $(@D)
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIBS) $(TLIBS)
 
-$(OBJ)/tests/test_usb.o $(OBJ)/tests/fixtures/fx_usbsim.o: CPPFLAGS_ALL += $(UMOCK_CFLAGS)
+# The simulator's USB device mode and its users need umockdev's headers.
+$(OBJ)/tests/test_usb.o $(OBJ)/tests/fixtures/fx_usbsim.o \
+$(OBJ)/device-drivers/sim/usbdev.o $(OBJ)/device-drivers/sim/main.o: \
+	CPPFLAGS_ALL += $(UMOCK_CFLAGS)
 
 $(BUILD)/tests/test_usb: $(OBJ)/tests/test_usb.o $(FIX_OBJS) \
 		$(OBJ)/tests/fixtures/fx_usbsim.o $(SIMCORE_OBJS) $(BUILD)/libstation.a

@@ -2,6 +2,8 @@
  * slot each one serves. */
 #include <dirent.h>
 #include <jansson.h>
+#include <signal.h>
+#include <time.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -121,5 +123,68 @@ out:
 	free(rows);
 	for (size_t i = 0; i < nports; i++)
 		free(ports[i]);
+	return rc;
+}
+
+int st_devices_watch(const char *const *slots, size_t nslots, bool json,
+		     void *out, char *err, size_t errlen)
+{
+	FILE *f = out;
+	struct timespec zero = { 0, 0 };
+	drv_monitor *m = NULL;
+	sigset_t stop, old;
+	int rc;
+
+	/* Signals are taken with sigtimedwait between waits: no handler, no
+	 * global flag. */
+	sigemptyset(&stop);
+	sigaddset(&stop, SIGINT);
+	sigaddset(&stop, SIGTERM);
+	sigprocmask(SIG_BLOCK, &stop, &old);
+	rc = drv_monitor_open(&m, err, errlen);
+	while (rc == ST_OK && sigtimedwait(&stop, NULL, &zero) < 0) {
+		drv_hotplug ev;
+		drv_found fnd = { .driver = "usb" };
+		int slot = 0, got = drv_monitor_wait(m, 200, &ev);
+
+		if (got < 0) {
+			snprintf(err, errlen, "USB hotplug watch failed: %s",
+				 st_strerror(got));
+			rc = got;
+			break;
+		}
+		if (got == 0)
+			continue;
+		snprintf(fnd.port, sizeof(fnd.port), "%s", ev.port);
+		snprintf(fnd.serial, sizeof(fnd.serial), "%s", ev.serial);
+		for (size_t s = 0; s < nslots && !slot; s++)
+			if (bound(slots[s], &fnd))
+				slot = (int)s + 1;
+		if (json) {
+			json_t *o = json_pack("{s:s,s:s,s:s,s:s,s:s}", "event",
+				ev.event == DRV_HOTPLUG_ARRIVED ? "arrived" : "left",
+				"driver", "usb", "uri", ev.uri, "port", ev.port,
+				"serial", ev.serial);
+			char *line;
+
+			if (!o)
+				continue;
+			json_object_set_new(o, "slot", slot ? json_integer(slot) :
+					    json_null());
+			line = json_dumps(o, JSON_COMPACT);
+			json_decref(o);
+			if (line)
+				fprintf(f, "%s\n", line);
+			free(line);
+		} else {
+			fprintf(f, "%-8s usb %-34s port %-10s serial %s%s%.0d\n",
+				ev.event == DRV_HOTPLUG_ARRIVED ? "arrived" : "left",
+				ev.uri, ev.port, ev.serial[0] ? ev.serial : "-",
+				slot ? "  slot " : "", slot);
+		}
+		fflush(f);
+	}
+	drv_monitor_close(m);
+	sigprocmask(SIG_SETMASK, &old, NULL);
 	return rc;
 }

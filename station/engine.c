@@ -774,6 +774,44 @@ static void dry_run_slot(struct worker *w, drv_dev *dev)
 	w->sum.skipped++;
 }
 
+/* Hotplug: wait up to run->plug_wait_ms for this slot's programmer to be
+ * plugged, then open it.  ST_OK with *dev open, or the last open error. */
+static int wait_plug(struct worker *w, const drv_opts *opts, drv_dev **dev)
+{
+	int64_t deadline = st_now_ms() + w->job->run->plug_wait_ms;
+	st_event ev = { .kind = ST_EV_STEP, .step = "plug", .outcome = "wait",
+			.detail = "programmer absent: waiting for it to be plugged" };
+	drv_monitor *m = NULL;
+	char err[256];
+	int rc = ST_E_NOTFOUND;
+
+	emit(w, &ev);
+	drv_close(*dev);
+	*dev = NULL;
+	if (drv_monitor_open(&m, err, sizeof(err)) != ST_OK)
+		return rc;
+	/* Any arrival may be ours (attached ones arrive first): try to open.
+	 * A device still settling may fail to open: keep waiting.  Once a
+	 * second without events, try anyway, in case an event was missed. */
+	while (st_now_ms() < deadline) {
+		drv_hotplug hp;
+		int64_t left = deadline - st_now_ms();
+		int got = drv_monitor_wait(m, left > 1000 ? 1000 : (int)left, &hp);
+
+		if (got < 0)
+			break;
+		if (got == 1 && hp.event != DRV_HOTPLUG_ARRIVED)
+			continue;
+		drv_close(*dev);
+		*dev = NULL;
+		rc = drv_open(w->port, opts, dev);
+		if (rc == ST_OK)
+			break;
+	}
+	drv_monitor_close(m);
+	return rc;
+}
+
 /* The slot worker: open programmer and HSM session, then unit after unit. */
 static void *worker_main(void *arg)
 {
@@ -799,6 +837,8 @@ static void *worker_main(void *arg)
 		goto cleanup;
 	}
 	rc = drv_open(w->port, &opts, &dev);
+	if ((rc == ST_E_NOTFOUND || rc == ST_E_UNPLUGGED) && job->run->plug_wait_ms > 0)
+		rc = wait_plug(w, &opts, &dev);
 	if (rc) {
 		slot_error(w, rc, "slot %d (%s): programmer not usable: %s", w->slot,
 			   w->port, dev ? drv_errmsg(dev) : st_strerror(rc));
@@ -880,6 +920,11 @@ static void *worker_main(void *arg)
 			if (u.err && link_error(u.err))
 				slot_error(w, u.err, "slot %d (%s): %s", w->slot, w->port,
 					   u.reason);
+			/* Unplugged and hotplug on: the slot comes back with its
+			 * programmer, and the interrupted unit is done again. */
+			if (u.err == ST_E_UNPLUGGED && job->run->plug_wait_ms > 0 &&
+			    wait_plug(w, &opts, &dev) == ST_OK)
+				continue;
 			break;
 		}
 		rc = drv_release(dev);

@@ -2,7 +2,7 @@
  *
  *   station provision --slot PORT [--slot PORT ...] [--burn-fuses] [--dry-run] [--json]
  *   station ca init | ca show
- *   station devices [--slot PORT ...] [--json]
+ *   station devices [--slot PORT ...] [--json] [--watch]
  *   station audit init
  *   station records verify | list | show | export | workorder
  *   station tui
@@ -45,7 +45,7 @@ struct cli {
 	const char *operator_name;
 	const char *cn, *org, *out, *in, *chain, *key_type;
 	int days;
-	bool json, verbose, burn_fuses, dry_run;
+	bool json, verbose, burn_fuses, dry_run, watch;
 	int max_units;
 	st_run run;
 	st_rec_cli rec;         /* options of the records/audit commands */
@@ -358,7 +358,10 @@ static int cmd_devices(struct cli *cli, int argc, char **argv)
 
 	(void)argc;
 	(void)argv;
-	rc = st_devices(cli->run.ports, cli->run.nslots, cli->json, stdout, err,
+	rc = cli->watch ?
+	     st_devices_watch(cli->run.ports, cli->run.nslots, cli->json, stdout,
+			      err, sizeof(err)) :
+	     st_devices(cli->run.ports, cli->run.nslots, cli->json, stdout, err,
 			sizeof(err));
 	return rc ? die(EXIT_LINK, "devices: %s", err) : 0;
 }
@@ -404,12 +407,13 @@ static int cmd_help(struct cli *cli, int argc, char **argv)
 
 static const struct command commands[] = {
 	{ "provision", cmd_provision,
-	  "provision --slot PORT [--slot PORT...] [--units N] [--burn-fuses] [--dry-run] [--json]" },
+	  "provision --slot PORT [--slot PORT...] [--units N] [--burn-fuses] [--dry-run] [--json]\n"
+	  "            [--plug-wait SECONDS]  (USB: wait for absent/unplugged programmers)" },
 	{ "ca", cmd_ca, "ca init [--key-type T] [--cn NAME] [--org ORG] [--days N] [--out FILE]\n"
 	  "  ca csr --out FILE [--key-type T] [--cn NAME] [--org ORG]\n"
 	  "  ca import --in CERT [--chain FILE]\n"
 	  "  ca show            (--ca-key LABEL names the CA; T: p256 p384 rsa3072 ed25519)" },
-	{ "devices", cmd_devices, "devices [--slot PORT...] [--json]   (attached programmers)" },
+	{ "devices", cmd_devices, "devices [--slot PORT...] [--json] [--watch]   (attached programmers)" },
 	{ "audit", cmd_audit, "audit init [--out FILE]   (the audit key; made on first use too)" },
 	{ "records", cmd_records,
 	  "records verify [--ca-cert FILE] [--anchor HASH] | records list|export [--work-order ID]\n"
@@ -482,6 +486,8 @@ int main(int argc, char **argv)
 		{ "in", required_argument, NULL, 'I' },
 		{ "chain", required_argument, NULL, 'H' },
 		{ "key-type", required_argument, NULL, 'K' },
+		{ "watch", no_argument, NULL, 'w' },
+		{ "plug-wait", required_argument, NULL, 'G' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -506,6 +512,13 @@ int main(int argc, char **argv)
 		case 'N': cli.dry_run = true; break;
 		case 'j': cli.json = true; break;
 		case 'v': cli.verbose = true; break;
+		case 'w': cli.watch = true; break;
+		case 'G':
+			cli.run.plug_wait_ms = atoi(optarg) * 1000;
+			if (cli.run.plug_wait_ms <= 0)
+				return die(EXIT_USAGE, "--plug-wait needs a number of "
+					   "seconds > 0");
+			break;
 		case 'C': cli.cn = optarg; break;
 		case 'O': cli.org = optarg; break;
 		case 'W': cli.out = optarg; break;

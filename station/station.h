@@ -168,6 +168,9 @@ typedef struct st_run {
 				 written to the device or the records */
 	const char *operator_name;
 	const char *work_order; /* quota to take units from (NULL: none) */
+	int plug_wait_ms;     /* >0: a slot whose programmer is absent or is
+			       * unplugged waits this long for it (USB hotplug)
+			       * and carries on; 0: the slot ends */
 } st_run;
 
 /* Totals of a run. */
@@ -195,5 +198,11 @@ int st_provision(hsm *h, rec_store *rec, const st_config *cfg,
  * line to out (a FILE *).  ST_OK, or an error with err set. */
 int st_devices(const char *const *slots, size_t nslots, bool json, void *out,
 	       char *err, size_t errlen);
+
+/* `station devices --watch`: one line per USB programmer arriving or
+ * leaving (those attached at the start arrive first), with the slot of
+ * slots[] it is bound to, until SIGINT or SIGTERM.  ST_OK, or an error. */
+int st_devices_watch(const char *const *slots, size_t nslots, bool json,
+		     void *out, char *err, size_t errlen);
 
 #endif

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "base.h"
+#include "device-drivers/drv.h"
 #include "tests/fixtures/fx_devsim.h"
 #include "tests/fixtures/fx_softhsm.h"
 #include "tests/fixtures/fx_station.h"
@@ -135,4 +136,52 @@ Test(link, dropped_link_mid_unit_is_reported_and_resumable, .timeout = 120)
 	fx_devsim_stop(&sim);
 	fx_rmtree(w.dir);
 	free(r);
+}
+
+Test(link, two_stations_cannot_share_a_serial_port, .timeout = 60)
+{
+	fx_world w;
+	fx_run *r = calloc(1, sizeof(*r));
+	fx_devsim sim;
+	drv_dev *mine = NULL;
+
+	cr_assert_not_null(r);
+	fx_world_init(&w, true, 500);
+	cr_assert_eq(fx_devsim_start(&sim, w.dir, "prog", 1, NULL), 0);
+	/* This process is "the other station": it holds the port. */
+	cr_assert_eq(drv_open(sim.port, NULL, &mine), ST_OK, "%s", drv_errmsg(mine));
+	fx_station_run(r, &w, "--slot", sim.port, "provision", NULL);
+	cr_assert_eq(r->code, 5, "exit %d\n%s", r->code, r->err);
+	cr_assert(strstr(r->err, "in use"), "%s", r->err);
+	cr_assert_eq(fx_count_units(&w, NULL), 0, "nothing may be recorded");
+	drv_close(mine);
+	/* Released: now it works. */
+	fx_station_run(r, &w, "--slot", sim.port, "provision", NULL);
+	cr_assert_eq(r->code, 0, "exit %d\n%s", r->code, r->err);
+	fx_devsim_stop(&sim);
+	fx_rmtree(w.dir);
+	free(r);
+}
+
+Test(link, latency_within_and_beyond_the_timeout, .timeout = 60)
+{
+	char *dir = strdup("/tmp/station-link-XXXXXX");
+	drv_opts slow = { .timeout_ms = 1500 }, fast = { .timeout_ms = 60, .retries = -1 };
+	fx_devsim sim;
+	drv_dev *d = NULL;
+	drv_info info;
+
+	cr_assert_not_null(mkdtemp(dir));
+	cr_assert_eq(fx_devsim_start(&sim, dir, "slow", 1, "--fault latency:150"), 0);
+	cr_assert_eq(drv_open(sim.port, &slow, &d), ST_OK, "%s", drv_errmsg(d));
+	cr_assert_eq(drv_identify(d, &info), ST_OK, "%s", drv_errmsg(d));
+	drv_close(d);
+	d = NULL;
+	cr_assert_eq(drv_open(sim.port, &fast, &d), ST_E_TIMEOUT);
+	cr_assert(strstr(drv_errmsg(d), "HELLO") && strstr(drv_errmsg(d), "60 ms"),
+		  "%s", drv_errmsg(d));
+	drv_close(d);
+	fx_devsim_stop(&sim);
+	fx_rmtree(dir);
+	free(dir);
 }

@@ -34,6 +34,19 @@ static int may_retry(uint8_t cmd)
 	return 0;
 }
 
+/* The capability a command needs (0: always available). */
+static uint32_t needed_cap(uint8_t cmd)
+{
+	switch (cmd) {
+	case PROTO_CMD_KEYGEN: return PROTO_CAP_KEYGEN;
+	case PROTO_CMD_WRITE_CERT: case PROTO_CMD_READ_CERT: return PROTO_CAP_CERT;
+	case PROTO_CMD_FUSE_READ: case PROTO_CMD_FUSE_BURN: return PROTO_CAP_FUSES;
+	case PROTO_CMD_SET_LIFECYCLE: return PROTO_CAP_LIFECYCLE;
+	case PROTO_CMD_RELEASE: return PROTO_CAP_RELEASE;
+	default: return 0;
+	}
+}
+
 __attribute__((format(printf, 3, 4)))
 static int fail(proto_client *c, int err, const char *fmt, ...)
 {
@@ -102,6 +115,11 @@ int proto_call(proto_client *c, uint8_t cmd, const uint8_t *req, size_t len)
 	int attempt;
 
 	c->err[0] = '\0';
+	/* After HELLO, only what both sides can do (docs/protocol.md §4). */
+	if (c->version && needed_cap(cmd) && !(c->caps & needed_cap(cmd)))
+		return fail(c, ST_E_STATE, "%s: the programmer on %s does not "
+			    "offer it (capabilities 0x%02x, firmware %s)", name,
+			    c->tr.name, (unsigned)c->caps, c->fw_version);
 	if (len > PROTO_MAX_PAYLOAD || len > c->max_payload)
 		return fail(c, ST_E_INVAL, "%s: request of %zu bytes exceeds the "
 			    "programmer's %u-byte limit", name, len,

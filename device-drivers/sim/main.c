@@ -6,7 +6,14 @@
  *
  * Prints "ready <slave-path>" once the line is up, serves requests until
  * SIGTERM/SIGINT, and exits 0 (3 when a fault dropped the link: the pty is
- * gone as a pulled cable would be).  The protocol engine is core.c.  State (units, keys, certs, fuses) lives in
+ * gone as a pulled cable would be).  The protocol engine is core.c.
+ *
+ *   station-devsim --usb SERIAL --state FILE [...] [-- COMMAND ARGS...]
+ *
+ * is the same programmer as a USB device (usbdev.c) in a umockdev testbed;
+ * run it under umockdev-wrapper.  It prints "ready usb:1209:5354?serial=
+ * SERIAL", runs COMMAND (which sees the device through libusb) and exits
+ * with its status; without COMMAND it serves until SIGTERM/SIGINT.  State (units, keys, certs, fuses) lives in
  * FILE and is saved after every change. */
 #include "device-drivers/sim/sim.h"
 
@@ -22,10 +29,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/signalfd.h>
+#include <sys/wait.h>
 #include <termios.h>
 #include <unistd.h>
 
 #include "base.h"
+#include "device-drivers/sim/usbdev.h"
 
 /* Point link at target atomically (symlink beside it, then rename). */
 static int make_link(const char *link, const char *target)
@@ -78,6 +87,75 @@ static int serve(struct sim *s, int sigfd)
 	}
 }
 
+/* USB mode: plug into a fresh umockdev testbed, run argv (if any) in it,
+ * and return our exit code. */
+static int serve_usb(struct sim *s, const char *serial, int sigfd, char **argv)
+{
+	UMockdevTestbed *tb;
+	sim_usbdev *d;
+	char err[256];
+	int rc = 1;
+	pid_t pid = -1;
+
+	tb = umockdev_testbed_new();
+	if (!tb || !umockdev_in_mock_environment()) {
+		fprintf(stderr, "station-devsim: --usb needs umockdev: run it as "
+			"'umockdev-wrapper station-devsim --usb ...'\n");
+		if (tb)
+			g_object_unref(tb);
+		return 1;
+	}
+	d = sim_usbdev_plug(tb, s, 1, serial, err, sizeof(err));
+	if (!d) {
+		fprintf(stderr, "station-devsim: %s\n", err);
+		g_object_unref(tb);
+		return 1;
+	}
+	printf("ready usb:%04x:%04x?serial=%s\n", SIM_USB_VID, SIM_USB_PID, serial);
+	fflush(stdout);
+	sim_log(s, "serving USB 1209:5354 serial %s (%zu units, fault %s)", serial,
+		s->nunits, s->fault->name);
+	if (argv && argv[0]) {
+		sigset_t none;
+
+		pid = fork();
+		if (pid == 0) {
+			sigemptyset(&none);
+			sigprocmask(SIG_SETMASK, &none, NULL);
+			execvp(argv[0], argv);
+			fprintf(stderr, "station-devsim: cannot run %s: %s\n", argv[0],
+				strerror(errno));
+			_exit(127);
+		}
+	}
+	for (;;) {
+		struct pollfd pfd = { .fd = sigfd, .events = POLLIN };
+		int status;
+
+		/* The testbed's thread serves the device; we wait for the end. */
+		if (pid > 0 && waitpid(pid, &status, WNOHANG) == pid) {
+			rc = WIFEXITED(status) ? WEXITSTATUS(status) :
+			     128 + WTERMSIG(status);
+			break;
+		}
+		if (pid < 0 && argv && argv[0]) {
+			perror("station-devsim: fork");
+			break;
+		}
+		if (poll(&pfd, 1, 50) > 0) {
+			if (pid > 0) {
+				kill(pid, SIGTERM);
+				continue;
+			}
+			rc = 0;
+			break;
+		}
+	}
+	sim_usbdev_unplug(d);
+	g_object_unref(tb);
+	return rc;
+}
+
 static void usage(void)
 {
 	fprintf(stderr,
@@ -86,6 +164,8 @@ static void usage(void)
 		"                      [--verbose] [--dump]\n"
 		"  --vpp MV, --temp C: programming voltage and temperature reported by\n"
 		"                      CONDITIONS (default 2500 mV, 25.0 C)\n"
+		"       station-devsim --usb SERIAL --state FILE [...] [-- COMMAND ARGS...]\n"
+		"                      (under umockdev-wrapper: a USB programmer)\n"
 		"faults:\n");
 	sim_fault_list();
 }
@@ -103,10 +183,12 @@ int main(int argc, char **argv)
 		{ "temp", required_argument, NULL, 'C' },
 		{ "dump", no_argument, NULL, 'd' },
 		{ "verbose", no_argument, NULL, 'v' },
+		{ "usb", required_argument, NULL, 'u' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
 	struct sim *s = NULL;
+	const char *usb_serial = NULL;
 	const char *link = NULL, *seed = "devsim", *model = "ST-DEV-1";
 	char fault_name[64] = "none", *fault_arg = NULL, slave_name[256];
 	long units = 1;
@@ -159,11 +241,12 @@ int main(int argc, char **argv)
 		}
 		case 'd': dump = 1; break;
 		case 'v': s->verbose = 1; break;
+		case 'u': usb_serial = optarg; break;
 		case 'h': usage(); rc = 0; goto out;
 		default: usage(); goto out;
 		}
 	}
-	if (!s->state_path || optind != argc) {
+	if (!s->state_path || (optind != argc && !usb_serial)) {
 		usage();
 		goto out;
 	}
@@ -197,6 +280,11 @@ int main(int argc, char **argv)
 	sigfd = signalfd(-1, &set, SFD_CLOEXEC);
 	if (sigfd < 0) {
 		perror("station-devsim: signalfd");
+		goto out;
+	}
+	if (usb_serial) {
+		proto_rx_init(&s->rx);
+		rc = serve_usb(s, usb_serial, sigfd, argv + optind);
 		goto out;
 	}
 	/* We keep the slave open ourselves: the master then never sees EIO

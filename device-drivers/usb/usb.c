@@ -320,6 +320,16 @@ void usb_transport(usb_link *l, proto_transport *t)
 	t->name = l->name;
 }
 
+/* Let libusb consume hotplug notices queued for ctx (each holds a device
+ * reference that libusb_exit would otherwise leak), then exit it. */
+static void ctx_exit(libusb_context *ctx)
+{
+	struct timeval zero = { 0, 0 };
+
+	(void)libusb_handle_events_timeout_completed(ctx, &zero, NULL);
+	libusb_exit(ctx);
+}
+
 void usb_close(usb_link *l)
 {
 	if (l->h) {
@@ -328,7 +338,7 @@ void usb_close(usb_link *l)
 		libusb_close(l->h);
 	}
 	if (l->ctx)
-		libusb_exit(l->ctx);
+		ctx_exit(l->ctx);
 	l->h = NULL;
 	l->ctx = NULL;
 	l->iface = -1;
@@ -374,7 +384,7 @@ int usb_list(drv_found *out, size_t cap, size_t *n, char *err, size_t errlen)
 	}
 	if (list)
 		libusb_free_device_list(list, 1);
-	libusb_exit(ctx);
+	ctx_exit(ctx);
 	return ST_OK;
 }
 
@@ -525,12 +535,18 @@ void usb_monitor_close(usb_monitor *m)
 		return;
 	if (m->registered)
 		libusb_hotplug_deregister_callback(m->ctx, m->cb);
+	/* Deregistered: draining now queues nothing more for us. */
+	if (m->ctx) {
+		struct timeval zero = { 0, 0 };
+
+		(void)libusb_handle_events_timeout_completed(m->ctx, &zero, NULL);
+	}
 	while (m->qlen) {
 		libusb_unref_device(m->q[m->qhead].dev);
 		m->qhead = (m->qhead + 1) % MON_QUEUE;
 		m->qlen--;
 	}
 	if (m->ctx)
-		libusb_exit(m->ctx);
+		ctx_exit(m->ctx);
 	free(m);
 }
