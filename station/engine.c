@@ -556,9 +556,9 @@ static void finish_unit(struct unit *u)
 				.err = rc };
 		char msg[768];
 
-		snprintf(msg, sizeof(msg), "%sunit %s: the record could not be written (%s); "
+		snprintf(msg, sizeof(msg), "slot %d: %sunit %s: the record could not be written (%s); "
 			 "the unit is NOT passed and the slot stops: %s and provision it "
-			 "again", hsm_gone(rc) ? "the HSM session or token was lost: " : "",
+			 "again", w->slot, hsm_gone(rc) ? "the HSM session or token was lost: " : "",
 			 u->info.uid_hex, rec_errmsg(w->job->rec),
 			 hsm_gone(rc) ? "put the token back, restart the station" :
 			 "fix the records store");

@@ -152,6 +152,7 @@ static int serve_usb(struct sim *s, const char *serial, int sigfd, char **argv)
 		}
 	}
 	sim_usbdev_unplug(d);
+	sim_usbdev_free(d);
 	g_object_unref(tb);
 	return rc;
 }

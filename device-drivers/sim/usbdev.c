@@ -330,13 +330,23 @@ int sim_usbdev_gone(const sim_usbdev *d)
 
 void sim_usbdev_unplug(sim_usbdev *d)
 {
+	if (!d)
+		return;
+	d->gone = 1;
+	/* No new ioctl reaches on_ioctl; one already running on the testbed's
+	 * worker thread still sees d (freed only by sim_usbdev_free). */
+	g_signal_handlers_disconnect_by_data(d->ioc, d);
+	umockdev_testbed_uevent(d->tb, d->syspath, "remove");
+	umockdev_testbed_remove_device(d->tb, d->syspath);
+	umockdev_testbed_detach_ioctl(d->tb, d->devnode, NULL);
+}
+
+void sim_usbdev_free(sim_usbdev *d)
+{
 	urb_t *x;
 
 	if (!d)
 		return;
-	umockdev_testbed_uevent(d->tb, d->syspath, "remove");
-	umockdev_testbed_remove_device(d->tb, d->syspath);
-	umockdev_testbed_detach_ioctl(d->tb, d->devnode, NULL);
 	g_object_unref(d->ioc);
 	while ((x = g_queue_pop_head(&d->pending_in)))
 		urb_free(x);

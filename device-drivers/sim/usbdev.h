@@ -30,6 +30,11 @@ sim_usbdev *sim_usbdev_plug(UMockdevTestbed *tb, struct sim *s, int port,
  * freed (s is the caller's).  NULL is fine. */
 void sim_usbdev_unplug(sim_usbdev *d);
 
+/* Free an unplugged device once nothing can call into it any more (after
+ * the testbed is gone, or at process exit): an ioctl already in flight on
+ * umockdev's worker thread when it was unplugged may still use it. */
+void sim_usbdev_free(sim_usbdev *d);
+
 /* Vanish when about to answer command cmd (after acting on it): pending
  * and later transfers fail as on a real disconnect. */
 void sim_usbdev_unplug_on(sim_usbdev *d, int cmd);
