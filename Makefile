@@ -9,7 +9,7 @@ BUILD  ?= build
 PREFIX ?= /usr/local
 CC     ?= cc
 
-PKGS      := openssl sqlite3 zlib jansson libconfig
+PKGS      := openssl sqlite3 zlib jansson libconfig ncursesw
 # PKCS#11 modules are dlopen()ed: only the header comes from p11-kit.
 HDR_PKGS  := p11-kit-1
 TEST_PKGS := criterion

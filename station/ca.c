@@ -140,3 +140,44 @@ cleanup:
 	free(der);
 	return rc;
 }
+
+int st_ca_info(hsm *h, const char *label, char *subject, size_t sublen,
+	       int *days_left, char *err, size_t errlen)
+{
+	hsm_session *s = NULL;
+	uint8_t *der = NULL;
+	const uint8_t *p;
+	size_t len = 0;
+	X509 *x = NULL;
+	int rc, secs = 0, n;
+
+	*days_left = 0;
+	rc = hsm_session_open(h, &s);
+	if (rc) {
+		snprintf(err, errlen, "cannot open an HSM session: %s", hsm_errmsg(h));
+		goto cleanup;
+	}
+	rc = hsm_cert_load(s, label, &der, &len);
+	if (rc) {
+		snprintf(err, errlen, "no CA certificate labelled '%s' in the token: %s",
+			 label, hsm_session_errmsg(s));
+		goto cleanup;
+	}
+	p = der;
+	x = d2i_X509(NULL, &p, (long)len);
+	if (!x) {
+		snprintf(err, errlen, "the CA certificate '%s' does not parse", label);
+		rc = ST_E_CRYPTO;
+		goto cleanup;
+	}
+	n = X509_NAME_get_text_by_NID(X509_get_subject_name(x), NID_commonName,
+				      subject, (int)sublen);
+	if (n < 0)
+		X509_NAME_oneline(X509_get_subject_name(x), subject, (int)sublen);
+	ASN1_TIME_diff(days_left, &secs, NULL, X509_get0_notAfter(x));
+cleanup:
+	X509_free(x);
+	free(der);
+	hsm_session_close(s);
+	return rc;
+}

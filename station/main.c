@@ -39,6 +39,7 @@ struct cli {
 	const char *config_path;
 	const char *pin_file;
 	const char *operator_name;
+	const char *log_path;
 	const char *cn, *org, *out;
 	int days;
 	bool json, verbose, burn_fuses;
@@ -74,43 +75,25 @@ static int open_hsm(struct cli *cli, hsm **out)
 {
 	char pin[256], err[512] = "";
 	size_t pinlen = 0;
-	hsm *h = NULL;
 	const char *warn;
 	int rc;
 
 	*out = NULL;
-	rc = hsm_open(cli->cfg.hsm_module, cli->cfg.token_label, &h);
-	if (rc) {
-		die(EXIT_HSM, "HSM: %s", h ? hsm_errmsg(h) : st_strerror(rc));
-		goto fail;
-	}
 	rc = st_pin_get(cli->pin_file, cli->cfg.token_label, pin, sizeof(pin), &pinlen,
 			err, sizeof(err));
-	if (rc) {
-		die(EXIT_HSM, "HSM: %s", err);
-		goto fail;
-	}
-	rc = hsm_login(h, pin, pinlen);
+	if (rc)
+		return die(EXIT_HSM, "HSM: %s", err);
+	rc = st_hsm_login(&cli->cfg, pin, pinlen, out, err, sizeof(err));
 	st_wipe(pin, sizeof(pin));
-	if (rc == ST_E_PIN) {
-		die(EXIT_HSM, "HSM: wrong PIN for token '%s' (%s); not retried — a "
-		    "locked token stops the line. Check the PIN and try again",
-		    cli->cfg.token_label, hsm_errmsg(h));
-		goto fail;
-	}
-	if (rc) {
-		die(EXIT_HSM, "HSM: login to token '%s' failed: %s", cli->cfg.token_label,
-		    hsm_errmsg(h));
-		goto fail;
-	}
-	warn = hsm_pin_warning(h);
+	if (rc == ST_E_PIN)
+		return die(EXIT_HSM, "HSM: %s; not retried — a locked token stops the "
+			   "line. Check the PIN and try again", err);
+	if (rc)
+		return die(EXIT_HSM, "HSM: %s", err);
+	warn = hsm_pin_warning(*out);
 	if (warn)
 		fprintf(stderr, "station: warning: %s\n", warn);
-	*out = h;
 	return 0;
-fail:
-	hsm_close(h);
-	return EXIT_HSM;
 }
 
 /* Print one engine event, human or JSON; called from slot workers. */
@@ -163,6 +146,9 @@ static void on_event(const st_event *ev, void *ctx)
 	case ST_EV_SLOT_DONE:
 		if (cli->verbose)
 			fprintf(stderr, "slot %d: done\n", ev->slot);
+		break;
+	case ST_EV_SLOT_IDLE: /* interactive runs only (the UI) */
+	case ST_EV_UNIT_HELD:
 		break;
 	}
 	if (o) {
@@ -269,10 +255,44 @@ cleanup:
 	return code;
 }
 
+/* station tui: the technician's terminal UI over the given slots.  The
+ * guard process forks first, so it holds nothing the UI opens. */
 static int cmd_tui(struct cli *cli, int argc, char **argv)
 {
-	(void)cli;
-	return ui_main(argc, argv);
+	char err[512] = "", logpath[4096];
+	st_profile *prof = NULL;
+	rec_store *rec = NULL;
+	ui_opts o = { .cfg = &cli->cfg, .ports = cli->run.ports,
+		      .nslots = cli->run.nslots, .log_path = cli->log_path };
+	int rc, code;
+
+	(void)argv;
+	if (argc > 0 || cli->run.nslots == 0)
+		return die(EXIT_USAGE, "tui: give each programmer with --slot PORT");
+	if (!isatty(0) || !isatty(1))
+		return die(EXIT_USAGE, "tui: needs a terminal; use 'station provision' "
+			   "in scripts");
+	if (!o.log_path) {
+		snprintf(logpath, sizeof(logpath), "%s.tui.log", cli->cfg.records_path);
+		o.log_path = logpath;
+	}
+	if (ui_guard(o.log_path, &code))
+		return code < 0 ? die(EXIT_USAGE, "tui: cannot fork") : code;
+	if (st_profile_load(cli->cfg.profile_path, &prof, err, sizeof(err)))
+		return die(EXIT_USAGE, "profile: %s", err);
+	rc = rec_open(cli->cfg.records_path, &rec);
+	if (rc) {
+		code = die(EXIT_RECORDS, "records: cannot open %s: %s",
+			   cli->cfg.records_path, rec ? rec_errmsg(rec) : st_strerror(rc));
+		goto cleanup;
+	}
+	o.prof = prof;
+	o.rec = rec;
+	code = ui_main(&o);
+cleanup:
+	rec_close(rec);
+	st_profile_free(prof);
+	return code;
 }
 
 static int cmd_help(struct cli *cli, int argc, char **argv)
@@ -288,7 +308,8 @@ static const struct command commands[] = {
 	{ "provision", cmd_provision,
 	  "provision --slot PORT [--slot PORT...] [--units N] [--burn-fuses] [--json]" },
 	{ "ca", cmd_ca, "ca init [--cn NAME] [--org ORG] [--days N] [--out FILE] | ca show" },
-	{ "tui", cmd_tui, "tui   (the technician's terminal UI)" },
+	{ "tui", cmd_tui, "tui --slot PORT [--slot PORT...] [--log FILE]   (the technician's "
+	  "terminal UI; also plain 'station' on a terminal)" },
 	{ "help", cmd_help, "help" },
 };
 
@@ -339,6 +360,7 @@ int main(int argc, char **argv)
 		{ "org", required_argument, NULL, 'O' },
 		{ "days", required_argument, NULL, 'd' },
 		{ "out", required_argument, NULL, 'W' },
+		{ "log", required_argument, NULL, 'L' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -365,6 +387,7 @@ int main(int argc, char **argv)
 		case 'C': cli.cn = optarg; break;
 		case 'O': cli.org = optarg; break;
 		case 'W': cli.out = optarg; break;
+		case 'L': cli.log_path = optarg; break;
 		case 'd': cli.days = atoi(optarg); break;
 		case 'T': timeout = atoi(optarg); break;
 		case 'n':
@@ -396,6 +419,10 @@ int main(int argc, char **argv)
 				   argv[optind]);
 		optind++;
 	}
+	if (!cmd && isatty(0) && isatty(1)) /* plain 'station' on a terminal: the UI */
+		for (size_t i = 0; i < ST_ARRAY_SIZE(commands); i++)
+			if (!strcmp(commands[i].name, "tui"))
+				cmd = &commands[i];
 	if (!cmd) {
 		usage(stderr);
 		return EXIT_USAGE;
