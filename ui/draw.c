@@ -82,6 +82,31 @@ static int wrap(int y, int x, int w, int maxl, attr_t a, const char *text)
 	return n;
 }
 
+/* For a narrow panel: long hex runs (fuse values, IDs) become head..tail so
+ * the words around them, which say what to do, still fit.  The log and
+ * the log file keep the full text. */
+static void shorten_hex(const char *in, char *out, size_t cap)
+{
+	size_t o = 0;
+
+	while (*in && o + 1 < cap) {
+		size_t n = strspn(in, "0123456789abcdef");
+
+		if (n > 16) {
+			o += (size_t)snprintf(out + o, cap - o, "%.6s..%.6s", in, in + n - 6);
+			in += n;
+		} else if (n) {
+			o += (size_t)snprintf(out + o, cap - o, "%.*s", (int)n, in);
+			in += n;
+		} else {
+			out[o++] = *in++;
+		}
+		if (o >= cap)
+			o = cap - 1;
+	}
+	out[o] = '\0';
+}
+
 static void frame(int y, int x, int h, int w, attr_t a)
 {
 	if (h < 2 || w < 2)
@@ -296,9 +321,12 @@ static void panel(struct ui *u, int i, int y, int x, int h, int w)
 			else
 				put(row++, x + 1, iw, a, "%s", s->verdict);
 		}
-		if (!pass && row < last - (two ? 1 : 0))
-			row += wrap(row, x + 1, iw, last - row - (two ? 1 : 0), A_NORMAL,
-				    s->reason);
+		if (!pass && row < last - (two ? 1 : 0)) {
+			char shown[sizeof(s->reason)];
+
+			shorten_hex(s->reason, shown, sizeof(shown));
+			row += wrap(row, x + 1, iw, last - row - (two ? 1 : 0), A_NORMAL, shown);
+		}
 		if (two && row < last) {
 			bool q = !strcmp(s->verdict, "QUARANTINE");
 
@@ -328,7 +356,7 @@ static void header(struct ui *u)
 
 	if (total)
 		snprintf(yield, sizeof(yield), "%d%%", u->pass * 100 / total);
-	if (total && run_ms > 0)
+	if (total && run_ms >= 60000) /* a rate over seconds says nothing */
 		snprintf(uph, sizeof(uph), "%lld", (long long)total * 3600000LL / run_ms);
 	for (int r = 0; r < 3; r++)
 		put(r, 0, COLS, a, "%*s", COLS, "");

@@ -184,7 +184,8 @@ static void apply(struct ui *u, const struct ui_ev *e)
 		       e->detail ? e->detail : "?");
 		break;
 	case ST_EV_SLOT_IDLE:
-		if (s->state != SL_VERDICT)
+		/* The last verdict or error stays up until the next unit. */
+		if (s->state != SL_VERDICT && s->state != SL_ERROR)
 			s->state = SL_IDLE;
 		snprintf(s->note, sizeof(s->note), "%s", e->detail ? e->detail : "");
 		ui_log(u, "slot %d: %s", e->slot, e->detail ? e->detail : "idle");
@@ -616,13 +617,13 @@ int ui_main(const ui_opts *o)
 {
 	struct ui *u = calloc(1, sizeof(*u));
 	sigset_t oldmask;
-	int fds[2] = { -1, -1 }, saved_err = -1, code = 1;
+	int fds[2] = { -1, -1 }, saved_err = -1, code = 2;
 	SCREEN *scr = NULL;
 	const char *nc = getenv("NO_COLOR");
 
 	if (!u) {
 		fprintf(stderr, "station tui: out of memory\n");
-		return 1;
+		return 2;
 	}
 	u->o = o;
 	u->sigfd = -1;
@@ -656,7 +657,8 @@ int ui_main(const ui_opts *o)
 	block_winch(SIG_BLOCK);
 	setlocale(LC_ALL, "");
 	u->utf8 = !strcmp(nl_langinfo(CODESET), "UTF-8");
-	ui_log(u, "station tui started: %d slot(s), log %s", o->nslots, o->log_path);
+	ui_log(u, "station tui started (pid %d): %d slot(s), log %s", (int)getpid(),
+	       o->nslots, o->log_path);
 	scr = newterm(NULL, stdout, stdin);
 	if (!scr) {
 		fprintf(stderr, "station tui: cannot drive this terminal (TERM=%s)\n",
@@ -680,7 +682,6 @@ int ui_main(const ui_opts *o)
 	code = ui_loop(u);
 	if (u->rh)
 		stop_run(u);
-	code = code ? code : 0;
 out:
 	if (scr) {
 		endwin();
@@ -773,16 +774,22 @@ int ui_guard(const char *log_path, int *code)
 		/* SIGINT from the terminal reaches the UI itself. */
 	}
 	sigprocmask(SIG_SETMASK, &old, NULL);
-	if (WIFSIGNALED(status)) {
+	*code = WIFSIGNALED(status) ? 128 + WTERMSIG(status) : WEXITSTATUS(status);
+	/* The UI ends with 0, 2 (setup) or 128 + INT/TERM/HUP, always after
+	 * endwin().  Anything else is a crash: a signal, or a sanitizer or
+	 * abort path that exits 1 without a word to ncurses. */
+	if (*code != 0 && *code != 2 && *code != 128 + SIGINT &&
+	    *code != 128 + SIGTERM && *code != 128 + SIGHUP) {
 		if (tty)
 			restore_terminal(&saved);
-		fprintf(stderr, "\nstation tui: the UI stopped on signal %d (%s); the "
-			"terminal was restored. Units in work may be unfinished: their "
-			"records say so. Log: %s\n", WTERMSIG(status),
-			strsignal(WTERMSIG(status)), log_path);
-		*code = 128 + WTERMSIG(status);
-	} else {
-		*code = WEXITSTATUS(status);
+		if (WIFSIGNALED(status))
+			fprintf(stderr, "\nstation tui: the UI stopped on signal %d (%s); ",
+				WTERMSIG(status), strsignal(WTERMSIG(status)));
+		else
+			fprintf(stderr, "\nstation tui: the UI stopped abnormally (exit %d); ",
+				*code);
+		fprintf(stderr, "the terminal was restored. Units in work may be "
+			"unfinished: their records say so. Log: %s\n", log_path);
 	}
 	return 1;
 }
