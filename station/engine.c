@@ -545,17 +545,25 @@ static int next_unit(struct worker *w, struct unit *u)
 	return 1;
 }
 
+/* What a unit's record starts with (every record of a unit in this run). */
+static rec_unit_start unit_start_of(const struct worker *w, const struct unit *u)
+{
+	const struct job *job = w->job;
+
+	return (rec_unit_start){ .uid = u->info.uid_hex, .slot = w->slot,
+		.port = w->port, .station = job->cfg->station_id,
+		.operator_name = job->run->operator_name,
+		.profile = st_profile_name(job->prof),
+		.profile_digest = st_profile_digest(job->prof) };
+}
+
 /* Open the unit's record and announce it.  Non-zero (after a slot error)
  * when the record cannot be opened: nothing was done to the unit. */
 static int begin_unit(struct worker *w, struct unit *u)
 {
 	const struct job *job = w->job;
 	st_event ev = { .kind = ST_EV_UNIT_START, .uid = u->info.uid_hex };
-	rec_unit_start start = { .uid = u->info.uid_hex, .slot = w->slot,
-		.port = w->port, .station = job->cfg->station_id,
-		.operator_name = job->run->operator_name,
-		.profile = st_profile_name(job->prof),
-		.profile_digest = st_profile_digest(job->prof) };
+	rec_unit_start start = unit_start_of(w, u);
 
 	if (rec_unit_begin(job->rec, &start, &u->id)) {
 		slot_error(w, ST_E_DB, "slot %d: unit %s: cannot open a record (%s); "
@@ -792,11 +800,7 @@ static int quarantine_held(struct worker *w, struct unit *u)
 {
 	const struct job *job = w->job;
 	char reason[768];
-	rec_unit_start start = { .uid = u->info.uid_hex, .slot = w->slot,
-		.port = w->port, .station = job->cfg->station_id,
-		.operator_name = job->run->operator_name,
-		.profile = st_profile_name(job->prof),
-		.profile_digest = st_profile_digest(job->prof) };
+	rec_unit_start start = unit_start_of(w, u);
 	rec_unit_result e = { .result = "QUARANTINE", .reason = reason };
 	st_event ev = { .kind = ST_EV_UNIT_DONE, .uid = u->info.uid_hex,
 			.result = "QUARANTINE", .detail = reason, .err = ST_E_STATE };
@@ -1015,9 +1019,12 @@ int st_run_command(st_run_handle *r, int slot, st_cmd cmd)
 	switch (cmd) {
 	case ST_CMD_START:
 	case ST_CMD_STOP:
-		if (c->paused == (cmd == ST_CMD_STOP))
+		/* A held unit is decided first: stopping would leave it to be
+		 * run again, the way round a refused retry. */
+		if (c->paused == (cmd == ST_CMD_STOP) || (cmd == ST_CMD_STOP && c->held))
 			rc = ST_E_STATE;
-		c->paused = cmd == ST_CMD_STOP;
+		else
+			c->paused = cmd == ST_CMD_STOP;
 		break;
 	case ST_CMD_RETRY:
 	case ST_CMD_SKIP:

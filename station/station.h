@@ -147,7 +147,8 @@ int st_run_start(hsm *h, rec_store *rec, const st_config *cfg,
 /* What an operator can tell one slot of an interactive run. */
 typedef enum st_cmd {
 	ST_CMD_START,       /* take units (again, after a stop or an error) */
-	ST_CMD_STOP,        /* finish the unit in work, then take no more */
+	ST_CMD_STOP,        /* finish the unit in work, then take no more
+			     * (refused while a unit is held) */
 	ST_CMD_RETRY,       /* run the held unit again (not a QUARANTINE one) */
 	ST_CMD_SKIP,        /* release the held unit as it is (its FAIL stands) */
 	ST_CMD_QUARANTINE,  /* record the held unit as QUARANTINE, release it */

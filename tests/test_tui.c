@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "base.h"
+#include "ui/ui_int.h"
 #include "tests/fixtures/fx_devsim.h"
 #include "tests/fixtures/fx_softhsm.h"
 
@@ -31,6 +32,7 @@ struct world {
 	char conf[512], pinfile[512], db[512], log[512];
 	char sock[64];
 	int starts;           /* tmux servers started so far */
+	bool plain;           /* start as plain `station`, no command word */
 	char screen[65536];
 };
 
@@ -165,8 +167,8 @@ static void tui_start_env(struct world *w, int cols, int rows, fx_devsim *sims, 
 	int len;
 
 	len = snprintf(cmd, sizeof(cmd), "env %s LANG=C.UTF-8 SOFTHSM2_CONF=%s %s/station "
-		       "--config %s --log %s tui", env, getenv("SOFTHSM2_CONF"),
-		       getenv("STATION_BUILD"), w->conf, w->log);
+		       "--config %s --log %s%s", env, getenv("SOFTHSM2_CONF"),
+		       getenv("STATION_BUILD"), w->conf, w->log, w->plain ? "" : " tui");
 	for (int i = 0; i < n; i++)
 		len += snprintf(cmd + len, sizeof(cmd) - (size_t)len, " --slot %s",
 				sims[i].port);
@@ -298,6 +300,7 @@ Test(tui, wrong_pin_is_an_error_then_login_works, .timeout = 120)
 
 	world_init(&w);
 	start_sims(&w, &sim, 1, 1);
+	w.plain = true;  /* plain `station` on a terminal is the UI */
 	tui_start(&w, 80, 24, &sim, 1);
 	expect(&w, "Operator login");
 	type(&w, "alice", true);
@@ -403,11 +406,20 @@ Test(tui, fuse_conflict_shows_quarantine_reason_and_q_asks, .timeout = 120)
 	type(&w, "n", false);
 	expect(&w, "q quit");
 	cr_assert_null(strstr(w.screen, "Quit anyway"), "%s", w.screen);
-	/* Retry is refused for a quarantined unit; k releases it. */
+	/* Retry is refused for a quarantined unit, so is stopping the slot
+	 * around it; k releases it. */
 	type(&w, "r", false);
 	expect(&w, "is not retried");
+	type(&w, "s", false);
+	expect(&w, "decide the unit first");
 	type(&w, "k", false);
 	expect(&w, "waiting for a unit");
+	/* Stop the slot, start it again. */
+	type(&w, "s", false);
+	expect(&w, "STOPPED");
+	type(&w, "s", false);
+	expect(&w, "operator alice: start");
+	expect(&w, " ready ");
 	cr_assert_eq(count_units(&w, NULL), 1, "nothing more was recorded");
 	cr_assert_eq(fx_devsim_dump(sim.state_path, &st), 0);
 	u = json_array_get(json_object_get(st, "units"), 0);
@@ -568,4 +580,18 @@ Test(tui, no_color_means_monochrome, .timeout = 120)
 		tmux(&w, NULL, 0, "kill-server", NULL);
 	}
 	finish(&w, &sim, 1);
+}
+
+/* What a device sends is shown escaped: no byte of it reaches the terminal
+ * as a control character. */
+Test(tui, device_strings_are_escaped)
+{
+	char *e = ui_escape_dup("ok \x1b[2J\x07\r\n\xc3\xa9~");
+
+	cr_assert_not_null(e);
+	cr_assert_str_eq(e, "ok \\x1b[2J\\x07\\x0d\\x0a\\xc3\\xa9~");
+	for (const char *c = e; *c; c++)
+		cr_assert(*c >= 0x20 && *c < 0x7f, "byte 0x%02x left as is", (unsigned char)*c);
+	free(e);
+	cr_assert_null(ui_escape_dup(NULL));
 }

@@ -28,10 +28,7 @@
 #include "base.h"
 #include "ui/ui_int.h"
 
-/* Copy a string for display: printable ASCII stays, anything else (control
- * bytes, escape sequences, non-ASCII) becomes \xNN, so a device cannot
- * drive the terminal.  NULL stays NULL. */
-static char *esc_dup(const char *s)
+char *ui_escape_dup(const char *s)
 {
 	size_t n = 0;
 	char *out, *p;
@@ -82,13 +79,13 @@ static void on_event(const st_event *ev, void *ctx)
 	e->slot = ev->slot;
 	e->err = ev->err;
 	e->elapsed_ms = ev->elapsed_ms;
-	e->uid = esc_dup(ev->uid);
-	e->step = esc_dup(ev->step);
-	e->outcome = esc_dup(ev->outcome);
-	e->detail = esc_dup(ev->detail);
-	e->result = esc_dup(ev->result);
-	e->cert_serial = esc_dup(ev->cert_serial);
-	e->fuses = esc_dup(ev->fuses);
+	e->uid = ui_escape_dup(ev->uid);
+	e->step = ui_escape_dup(ev->step);
+	e->outcome = ui_escape_dup(ev->outcome);
+	e->detail = ui_escape_dup(ev->detail);
+	e->result = ui_escape_dup(ev->result);
+	e->cert_serial = ui_escape_dup(ev->cert_serial);
+	e->fuses = ui_escape_dup(ev->fuses);
 	pthread_mutex_lock(&q->lock);
 	if (q->tail)
 		q->tail->next = e;
@@ -411,6 +408,9 @@ static void slot_cmd(struct ui *u, st_cmd cmd, const char *what)
 	if (cmd == ST_CMD_RETRY && u->slots[u->sel].state == SL_HELD)
 		ui_log(u, "slot %d: a QUARANTINE unit is not retried: set it aside (k or x)",
 		       u->sel + 1);
+	else if (cmd == ST_CMD_STOP && u->slots[u->sel].state == SL_HELD)
+		ui_log(u, "slot %d: decide the unit first (r retry, k skip, x quarantine), "
+		       "then stop the slot", u->sel + 1);
 	else
 		ui_log(u, "slot %d: cannot %s now (%s)", u->sel + 1, what,
 		       u->slots[u->sel].state == SL_HELD ? "already asked" :

@@ -109,4 +109,9 @@ void ui_draw(struct ui *u);
 /* ui.c */
 int ui_busy_slots(const struct ui *u);
 
+/* A malloc'd copy of s for display: printable ASCII stays, anything else
+ * (control bytes, escape sequences, non-ASCII) becomes \xNN, so a device
+ * cannot drive the terminal.  NULL stays NULL (and on out of memory). */
+char *ui_escape_dup(const char *s);
+
 #endif
