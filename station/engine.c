@@ -19,8 +19,10 @@
 #include "station.h"
 #include "x509.h"
 
-/* How often an interactive slot asks an empty programmer for a unit. */
+/* How often an interactive slot asks an empty programmer for a unit, and
+ * looks for a programmer that is not (or no longer) plugged in. */
 #define POLL_MS 300
+#define PLUG_MS 1000
 
 /* What the operator has told one slot of an interactive run (job.lock). */
 struct slot_ctl {
@@ -822,10 +824,33 @@ static int quarantine_held(struct worker *w, struct unit *u)
 	return 0;
 }
 
+/* Sleep up to ms unless the run or the slot is stopped meanwhile. */
+static void nap(struct worker *w, int ms)
+{
+	struct job *job = (struct job *)w->job;
+
+	pthread_mutex_lock(&job->lock);
+	if (!job->stopping && !job->ctl[w->slot - 1].paused)
+		wait_locked(job, ms);
+	pthread_mutex_unlock(&job->lock);
+}
+
+/* A failure that ends serve_units(): an unplugged programmer is waited for
+ * (returns 1: reopen it when it is back); anything else pauses the slot
+ * until the operator starts it again (returns 0). */
+static int gone(struct worker *w, int rc)
+{
+	if (rc == ST_E_UNPLUGGED)
+		return 1;
+	pause_slot(w);
+	return 0;
+}
+
 /* Units one after the other on an open programmer, until the run or the
- * slot stops; a link or records error pauses the slot. */
-static void serve_units(struct worker *w, drv_dev *dev, hsm_session *sess,
-			X509 *ca, hsm_obj ca_priv)
+ * slot stops (0) or the programmer is unplugged (1); another link or
+ * records error pauses the slot (0). */
+static int serve_units(struct worker *w, drv_dev *dev, hsm_session *sess,
+		       X509 *ca, hsm_obj ca_priv)
 {
 	bool waiting = false;
 
@@ -839,17 +864,13 @@ static void serve_units(struct worker *w, drv_dev *dev, hsm_session *sess,
 			if (!waiting)
 				idle(w, "waiting for a unit");
 			waiting = true;
-			pthread_mutex_lock(&((struct job *)w->job)->lock);
-			if (!w->job->stopping && !w->job->ctl[w->slot - 1].paused)
-				wait_locked((struct job *)w->job, POLL_MS);
-			pthread_mutex_unlock(&((struct job *)w->job)->lock);
+			nap(w, POLL_MS);
 			continue;
 		}
 		waiting = false;
 		if (rc < 0 || (rc >= 1 && begin_unit(w, &u))) {
 			unclaim_uid(w);
-			pause_slot(w);
-			return;
+			return gone(w, rc < 0 ? rc : ST_E_DB);
 		}
 		if (rc >= 1) {
 			run_unit(&u);
@@ -865,25 +886,25 @@ static void serve_units(struct worker *w, drv_dev *dev, hsm_session *sess,
 			if (u.err && link_error(u.err))
 				slot_error(w, u.err, "slot %d (%s): %s", w->slot, w->port,
 					   u.reason);
-			pause_slot(w);
-			return;
+			return gone(w, u.err && link_error(u.err) ? u.err : ST_E_DB);
 		}
 		if (cmd == ST_CMD_RETRY)
 			continue;
 		if (cmd < 0)
-			return;
+			return 0;
 		rc = drv_release(dev);
 		if (rc) {
 			slot_error(w, rc, "slot %d (%s): releasing the unit failed: %s",
 				   w->slot, w->port, drv_errmsg(dev));
-			pause_slot(w);
-			return;
+			return gone(w, rc);
 		}
 	}
+	return 0;
 }
 
 /* The slot worker of an interactive run: (re)open the programmer whenever
- * the slot is started, serve units, wait while stopped, until the run ends. */
+ * the slot is started or the programmer is plugged (back) in, serve units,
+ * wait while stopped, until the run ends. */
 static void *worker_interactive(void *arg)
 {
 	struct worker *w = arg;
@@ -892,6 +913,7 @@ static void *worker_interactive(void *arg)
 	hsm_session *sess = NULL;
 	hsm_obj ca_priv;
 	X509 *ca = X509_dup(job->ca);
+	bool absent = false;  /* "waiting for the programmer" was said */
 	int rc;
 
 	if (!ca) {
@@ -926,6 +948,15 @@ static void *worker_interactive(void *arg)
 			continue;
 		}
 		rc = drv_open(w->port, &opts, &dev);
+		if (rc == ST_E_NOTFOUND || rc == ST_E_UNPLUGGED) {
+			/* Not plugged in (yet): look again, units start by themselves. */
+			drv_close(dev);
+			if (!absent)
+				idle(w, "waiting for the programmer to be plugged in");
+			absent = true;
+			nap(w, PLUG_MS);
+			continue;
+		}
 		if (rc) {
 			slot_error(w, rc, "slot %d (%s): programmer not usable: %s; check "
 				   "it and start the slot again", w->slot, w->port,
@@ -934,12 +965,14 @@ static void *worker_interactive(void *arg)
 			pause_slot(w);
 			continue;
 		}
+		absent = false;
 		{
 			st_event ev = { .kind = ST_EV_SLOT_READY, .detail = drv_driver_name(dev) };
 
 			emit(w, &ev);
 		}
-		serve_units(w, dev, sess, ca, ca_priv);
+		if (serve_units(w, dev, sess, ca, ca_priv))
+			nap(w, PLUG_MS);
 		drv_close(dev);
 	}
 	{

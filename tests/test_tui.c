@@ -595,3 +595,31 @@ Test(tui, device_strings_are_escaped)
 	free(e);
 	cr_assert_null(ui_escape_dup(NULL));
 }
+
+/* A programmer plugged in after the start, unplugged, and plugged in again
+ * with a new unit: the slot finds it and its units start by themselves. */
+Test(tui, units_start_when_a_programmer_appears, .timeout = 120)
+{
+	struct world w;
+	fx_devsim sim = { 0 };
+	char state[600];
+
+	world_init(&w);
+	snprintf(sim.port, sizeof(sim.port), "%s/p1.tty", w.dir);
+	tui_start(&w, 80, 24, &sim, 1);
+	login_and_start(&w, "WO-P1", false);
+	expect(&w, "waiting for the programmer");
+	cr_assert_eq(fx_devsim_start(&sim, w.dir, "p1", 1, "--seed plug-a"), 0);
+	expect(&w, "PASS 1");
+	/* Unplugged: it says so and waits; a new programmer with a new unit. */
+	fx_devsim_stop(&sim);
+	expect(&w, "ERROR");
+	snprintf(state, sizeof(state), "%s/p1.json", w.dir);
+	cr_assert_eq(unlink(state), 0);
+	cr_assert_eq(fx_devsim_start(&sim, w.dir, "p1", 1, "--seed plug-b"), 0);
+	expect(&w, "PASS 2");
+	cr_assert_eq(count_units(&w, "PASS"), 2);
+	type(&w, "q", false);
+	expect(&w, "STATION-EXIT=0");
+	finish(&w, &sim, 1);
+}

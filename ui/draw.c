@@ -305,7 +305,8 @@ static void panel(struct ui *u, int i, int y, int x, int h, int w)
 		const char *hint = s->state == SL_HELD ?
 			(!strcmp(s->verdict, "QUARANTINE") ? "set aside: k or x releases" :
 			 "r retry  k skip  x quarantine") :
-			s->state == SL_ERROR ? "fix it, then s starts the slot" :
+			s->state == SL_ERROR ? (!strncmp(s->note, "waiting for the programmer", 26) ?
+						"plug it in: resumes" : "fix it, then s starts the slot") :
 			s->note[0] ? s->note : "next unit: insert it";
 		bool two = s->state == SL_HELD && iw < 30; /* the hint on two lines */
 		int reserve = two ? 3 : 2; /* the plain verdict line and the hint */
