@@ -309,7 +309,7 @@ static const struct command commands[] = {
 	  "provision --slot PORT [--slot PORT...] [--units N] [--burn-fuses] [--json]" },
 	{ "ca", cmd_ca, "ca init [--cn NAME] [--org ORG] [--days N] [--out FILE] | ca show" },
 	{ "tui", cmd_tui, "tui --slot PORT [--slot PORT...] [--log FILE]   (the technician's "
-	  "terminal UI; also plain 'station' on a terminal)" },
+	  "terminal UI; also 'station --slot PORT...' on a terminal)" },
 	{ "help", cmd_help, "help" },
 };
 
@@ -419,7 +419,8 @@ int main(int argc, char **argv)
 				   argv[optind]);
 		optind++;
 	}
-	if (!cmd && isatty(0) && isatty(1)) /* plain 'station' on a terminal: the UI */
+	/* Plain 'station --slot PORT...' on a terminal: the UI. */
+	if (!cmd && cli.run.nslots > 0 && isatty(0) && isatty(1))
 		for (size_t i = 0; i < ST_ARRAY_SIZE(commands); i++)
 			if (!strcmp(commands[i].name, "tui"))
 				cmd = &commands[i];

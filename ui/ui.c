@@ -775,11 +775,12 @@ int ui_guard(const char *log_path, int *code)
 	}
 	sigprocmask(SIG_SETMASK, &old, NULL);
 	*code = WIFSIGNALED(status) ? 128 + WTERMSIG(status) : WEXITSTATUS(status);
-	/* The UI ends with 0, 2 (setup) or 128 + INT/TERM/HUP, always after
-	 * endwin().  Anything else is a crash: a signal, or a sanitizer or
-	 * abort path that exits 1 without a word to ncurses. */
-	if (*code != 0 && *code != 2 && *code != 128 + SIGINT &&
-	    *code != 128 + SIGTERM && *code != 128 + SIGHUP) {
+	/* The UI and its set-up end with 0, 2..5 (station's exit codes) or
+	 * 128 + INT/TERM/HUP, with the screen already given back.  Anything
+	 * else is a crash: a signal, or a sanitizer or abort path that exits
+	 * (1, 23, ...) without a word to ncurses. */
+	if (WIFSIGNALED(status) || (*code != 0 && (*code < 2 || *code > 5) &&
+	    *code != 128 + SIGINT && *code != 128 + SIGTERM && *code != 128 + SIGHUP)) {
 		if (tty)
 			restore_terminal(&saved);
 		if (WIFSIGNALED(status))
