@@ -683,3 +683,30 @@ cleanup:
 	ERR_clear_error();
 	return rc;
 }
+
+int st_ca_info(hsm *h, const char *label, char *subject, size_t sublen,
+	       int *days_left, char *err, size_t errlen)
+{
+	hsm_session *s = NULL;
+	st_ca_choice ca = { 0 };
+	int rc, n;
+
+	*days_left = 0;
+	rc = hsm_session_open(h, &s);
+	if (rc) {
+		snprintf(err, errlen, "cannot open an HSM session: %s", hsm_errmsg(h));
+		return rc;
+	}
+	/* The same choice as a run makes (label, or the newest valid CA). */
+	rc = st_ca_select(s, label, 0, &ca, err, errlen);
+	hsm_session_close(s);
+	if (rc)
+		return rc;
+	n = X509_NAME_get_text_by_NID(X509_get_subject_name(ca.cert), NID_commonName,
+				      subject, (int)sublen);
+	if (n < 0)
+		X509_NAME_oneline(X509_get_subject_name(ca.cert), subject, (int)sublen);
+	*days_left = ca.days_left;
+	X509_free(ca.cert);
+	return ST_OK;
+}

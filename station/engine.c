@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "base.h"
 #include "device-drivers/drv.h"
@@ -19,7 +20,21 @@
 #include "station/fuses.h"
 #include "x509.h"
 
-/* What every worker shares, read-only once the workers run. */
+/* How often an interactive slot asks an empty programmer for a unit, and
+ * looks for a programmer that is not (or no longer) plugged in. */
+#define POLL_MS 300
+#define PLUG_MS 1000
+
+/* What the operator has told one slot of an interactive run (job.lock). */
+struct slot_ctl {
+	bool paused;          /* stopped by the operator or by an error */
+	bool held;            /* a unit that did not pass waits for a decision */
+	bool held_quarantine; /* ... and its verdict is QUARANTINE */
+	int cmd;              /* the decision (st_cmd), -1 while none */
+};
+
+/* What every worker shares, read-only once the workers run (except what
+ * job.lock guards). */
 struct job {
 	hsm *h;
 	rec_store *rec;
@@ -31,9 +46,12 @@ struct job {
 	X509 *ca;            /* the issuing CA certificate (each worker dups it) */
 	char ca_label[128];  /* the CA chosen for this run */
 	hsm_keytype ca_type;
-	pthread_mutex_t lock; /* guards active[] and live[] */
+	pthread_mutex_t lock; /* guards active[], live[], stopping, ctl[] */
+	pthread_cond_t cond;  /* signalled when stopping or ctl[] change */
 	char active[ST_MAX_SLOTS][2 * DRV_UID_LEN + 1]; /* uid in work per slot */
 	int64_t live[ST_MAX_SLOTS]; /* unit record open per slot (0: none) */
+	bool stopping;        /* st_run_stop(): finish the unit in work, end */
+	struct slot_ctl ctl[ST_MAX_SLOTS];
 };
 
 struct worker {
@@ -556,9 +574,10 @@ static void finish_unit(struct unit *u)
 				.err = rc };
 		char msg[768];
 
-		snprintf(msg, sizeof(msg), "slot %d: %sunit %s: the record could not be written (%s); "
-			 "the unit is NOT passed and the slot stops: %s and provision it "
-			 "again", w->slot, hsm_gone(rc) ? "the HSM session or token was lost: " : "",
+		snprintf(msg, sizeof(msg), "slot %d: %sunit %s: the record could not be "
+			 "written (%s); the unit is NOT passed and the slot stops: %s and "
+			 "provision it again", w->slot,
+			 hsm_gone(rc) ? "the HSM session or token was lost: " : "",
 			 u->info.uid_hex, rec_errmsg(w->job->rec),
 			 hsm_gone(rc) ? "put the token back, restart the station" :
 			 "fix the records store");
@@ -687,7 +706,7 @@ static int next_unit(struct worker *w, struct unit *u)
 	int rc = drv_identify(u->dev, &u->info);
 
 	if (rc == ST_E_NO_TARGET)
-		return -1;
+		return ST_E_NO_TARGET;
 	if (rc) {
 		slot_error(w, rc, "slot %d (%s): identify failed: %s", w->slot, w->port,
 			   drv_errmsg(u->dev));
@@ -812,6 +831,84 @@ static int wait_plug(struct worker *w, const drv_opts *opts, drv_dev **dev)
 	return rc;
 }
 
+/* What a unit's record starts with (every record of a unit in this run). */
+static rec_unit_start unit_start_of(const struct worker *w, const struct unit *u)
+{
+	const struct job *job = w->job;
+
+	return (rec_unit_start){ .uid = u->info.uid_hex, .slot = w->slot,
+		.port = w->port, .station = job->cfg->station_id,
+		.operator_name = job->run->operator_name,
+		.profile = st_profile_name(job->prof),
+		.profile_digest = st_profile_digest(job->prof),
+		.work_order = job->run->work_order };
+}
+
+/* Open the unit's record (taking it from the work order's quota) and
+ * announce it.  0: the unit is on record and live in this slot; 1: the work
+ * order's quota is taken, nothing was done to the unit (a normal end of the
+ * slot, announced); negative (after a slot error) when the record cannot be
+ * opened: nothing was done to the unit. */
+static int begin_unit(struct worker *w, struct unit *u)
+{
+	const struct job *job = w->job;
+	st_event ev = { .kind = ST_EV_UNIT_START, .uid = u->info.uid_hex };
+	rec_unit_start start = unit_start_of(w, u);
+	int rc = rec_unit_begin(job->rec, &start, &u->id);
+
+	if (rc == ST_E_STATE && job->run->work_order) {
+		/* the work order's quota is taken: a normal end */
+		st_event qe = { .kind = ST_EV_SLOT_ERROR, .err = rc,
+				.uid = u->info.uid_hex,
+				.detail = rec_errmsg(job->rec) };
+
+		w->sum.quota_full++;
+		emit(w, &qe);
+		return 1;
+	}
+	if (rc) {
+		slot_error(w, hsm_gone(rc) ? rc : ST_E_DB, "slot %d: %sunit %s: "
+			   "cannot open a record (%s); nothing was done to the "
+			   "unit", w->slot, hsm_gone(rc) ? "the HSM session or "
+			   "token was lost: " : "", u->info.uid_hex,
+			   rec_errmsg(job->rec));
+		record_failed(w, rc);
+		return hsm_gone(rc) ? rc : ST_E_DB;
+	}
+	set_live(w, u->id);
+	emit(w, &ev);
+	return 0;
+}
+
+/* After a unit that lost the HSM session or token: re-open the session and
+ * find the CA key again.  Non-zero (after a slot error) when that fails:
+ * the slot stops rather than failing every following unit the same way. */
+static int hsm_recover(struct worker *w, hsm_session *sess, hsm_obj *ca_priv)
+{
+	const struct job *job = w->job;
+
+	if (!hsm_session_reopen(sess) && !hsm_find_privkey(sess, job->ca_label, ca_priv))
+		return 0;
+	slot_error(w, ST_E_HSM, "slot %d: the HSM session or token was lost "
+		   "(%s) and could not be re-opened: the slot stops; put the "
+		   "token back and restart the station", w->slot,
+		   hsm_session_errmsg(sess));
+	w->sum.hsm_errors++;
+	return ST_E_HSM;
+}
+
+/* Has the run been stopped, or this slot? */
+static bool halted(struct worker *w)
+{
+	struct job *job = (struct job *)w->job;
+	bool h;
+
+	pthread_mutex_lock(&job->lock);
+	h = job->stopping || job->ctl[w->slot - 1].paused;
+	pthread_mutex_unlock(&job->lock);
+	return h;
+}
+
 /* The slot worker: open programmer and HSM session, then unit after unit. */
 static void *worker_main(void *arg)
 {
@@ -853,10 +950,9 @@ static void *worker_main(void *arg)
 		dry_run_slot(w, dev);
 		goto done;
 	}
-	while (!job->run->max_units || units < job->run->max_units) {
+	while ((!job->run->max_units || units < job->run->max_units) && !halted(w)) {
 		struct unit u = { .w = w, .dev = dev, .sess = sess, .ca = ca,
 				  .ca_priv = ca_priv, .t0 = st_now_ms() };
-		rec_unit_start start;
 		bool stop;
 
 		rc = next_unit(w, &u);
@@ -865,37 +961,11 @@ static void *worker_main(void *arg)
 			break;
 		}
 		if (rc >= 1) {
-			st_event ev = { .kind = ST_EV_UNIT_START, .uid = u.info.uid_hex };
-
-			start = (rec_unit_start){ .uid = u.info.uid_hex, .slot = w->slot,
-				.port = w->port, .station = job->cfg->station_id,
-				.operator_name = job->run->operator_name,
-				.profile = st_profile_name(job->prof),
-				.profile_digest = st_profile_digest(job->prof),
-				.work_order = job->run->work_order };
-			rc = rec_unit_begin(job->rec, &start, &u.id);
-			if (rc == ST_E_STATE && job->run->work_order) {
-				/* the work order's quota is taken: a normal end */
-				st_event qe = { .kind = ST_EV_SLOT_ERROR, .err = rc,
-						.uid = u.info.uid_hex,
-						.detail = rec_errmsg(job->rec) };
-
-				w->sum.quota_full++;
-				emit(w, &qe);
+			rc = begin_unit(w, &u);
+			if (rc) {
 				unclaim_uid(w);
 				break;
 			}
-			if (rc) {
-				slot_error(w, hsm_gone(rc) ? rc : ST_E_DB, "slot %d: %sunit %s: "
-					   "cannot open a record (%s); nothing was done to the "
-					   "unit", w->slot, hsm_gone(rc) ? "the HSM session or "
-					   "token was lost: " : "", u.info.uid_hex,
-					   rec_errmsg(job->rec));
-				record_failed(w, rc);
-				break;
-			}
-			set_live(w, u.id);
-			emit(w, &ev);
 			units++;
 			run_unit(&u);
 			finish_unit(&u);
@@ -907,15 +977,8 @@ static void *worker_main(void *arg)
 		/* A dead session or a pulled token: re-open and find the CA key
 		 * again; if that fails the slot stops rather than failing every
 		 * following unit the same way. */
-		if (!stop && u.hsm_lost &&
-		    (hsm_session_reopen(sess) || hsm_find_privkey(sess, job->ca_label, &ca_priv))) {
-			slot_error(w, ST_E_HSM, "slot %d: the HSM session or token was lost "
-				   "(%s) and could not be re-opened: the slot stops; put the "
-				   "token back and restart the station", w->slot,
-				   hsm_session_errmsg(sess));
-			w->sum.hsm_errors++;
+		if (!stop && u.hsm_lost && hsm_recover(w, sess, &ca_priv))
 			break;
-		}
 		if (stop) {
 			if (u.err && link_error(u.err))
 				slot_error(w, u.err, "slot %d (%s): %s", w->slot, w->port,
@@ -1066,57 +1129,448 @@ static void audit_stop(struct job *job, st_audit *a, const st_summary *sum)
 	st_audit_close(a);
 }
 
+/* Wait on job->cond, with job->lock held, for at most ms (0: no limit). */
+static void wait_locked(struct job *job, int ms)
+{
+	struct timespec t;
+
+	if (ms <= 0) {
+		pthread_cond_wait(&job->cond, &job->lock);
+		return;
+	}
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	t.tv_sec += ms / 1000;
+	t.tv_nsec += (long)(ms % 1000) * 1000000L;
+	if (t.tv_nsec >= 1000000000L) {
+		t.tv_sec++;
+		t.tv_nsec -= 1000000000L;
+	}
+	pthread_cond_timedwait(&job->cond, &job->lock, &t);
+}
+
+/* Stop taking units on this slot until the operator starts it again. */
+static void pause_slot(struct worker *w)
+{
+	struct job *job = (struct job *)w->job;
+
+	pthread_mutex_lock(&job->lock);
+	job->ctl[w->slot - 1].paused = true;
+	pthread_mutex_unlock(&job->lock);
+}
+
+/* Tell the front end the slot has no unit in work, and why. */
+static void idle(struct worker *w, const char *why)
+{
+	st_event ev = { .kind = ST_EV_SLOT_IDLE, .detail = why };
+
+	emit(w, &ev);
+}
+
+/* Keep a unit that did not pass in its programmer until the operator
+ * decides.  Returns the st_cmd, or -1 when the run or the slot stops
+ * first (the unit stays where it is). */
+static int hold_unit(struct worker *w, struct unit *u)
+{
+	struct job *job = (struct job *)w->job;
+	struct slot_ctl *c = &job->ctl[w->slot - 1];
+	bool q = !strcmp(u->result ? u->result : "FAIL", "QUARANTINE");
+	st_event ev = { .kind = ST_EV_UNIT_HELD, .uid = u->info.uid_hex,
+			.result = q ? "QUARANTINE" : "FAIL", .err = u->err,
+			.detail = q ? "set the unit aside for a supervisor; release it "
+				      "from the programmer (skip or quarantine)" :
+				      "retry it, skip it (its FAIL stands) or quarantine it" };
+	int cmd;
+
+	pthread_mutex_lock(&job->lock);
+	c->held = true;
+	c->held_quarantine = q;
+	c->cmd = -1;
+	pthread_mutex_unlock(&job->lock);
+	emit(w, &ev);
+	pthread_mutex_lock(&job->lock);
+	while (c->cmd < 0 && !job->stopping && !c->paused)
+		wait_locked(job, 0);
+	cmd = c->cmd;
+	c->cmd = -1;
+	c->held = false;
+	pthread_mutex_unlock(&job->lock);
+	/* A unit the engine quarantined is already recorded as such. */
+	if (q && cmd == ST_CMD_QUARANTINE)
+		cmd = ST_CMD_SKIP;
+	return cmd;
+}
+
+/* The operator sets a failed unit aside: a QUARANTINE record of its own
+ * (the FAIL record stays), then the verdict is announced. */
+static int quarantine_held(struct worker *w, struct unit *u)
+{
+	const struct job *job = w->job;
+	char reason[768];
+	rec_unit_start start = unit_start_of(w, u);
+	rec_unit_result e = { .result = "QUARANTINE", .reason = reason };
+	st_event ev = { .kind = ST_EV_UNIT_DONE, .uid = u->info.uid_hex,
+			.result = "QUARANTINE", .detail = reason, .err = ST_E_STATE };
+	int64_t id;
+	int rc;
+
+	snprintf(reason, sizeof(reason), "set aside by operator %s after FAIL: %s",
+		 job->run->operator_name ? job->run->operator_name : "?", u->reason);
+	rc = rec_unit_begin(job->rec, &start, &id);
+	if (rc == ST_E_STATE && start.work_order) {
+		/* A QUARANTINE record holds no quota, but its RUNNING row would
+		 * need a free one for a moment: with the work order full, it is
+		 * recorded without the work order rather than not at all. */
+		start.work_order = NULL;
+		rc = rec_unit_begin(job->rec, &start, &id);
+	}
+	if (!rc)
+		rc = rec_step(job->rec, id, "quarantine", "ok", reason);
+	if (!rc)
+		rc = rec_unit_end(job->rec, id, &e);
+	if (rc) {
+		slot_error(w, hsm_gone(rc) ? rc : ST_E_DB, "slot %d: unit %s: the "
+			   "quarantine could not be recorded (%s); keep the unit aside "
+			   "and fix the records store", w->slot, u->info.uid_hex,
+			   rec_errmsg(job->rec));
+		record_failed(w, rc);
+		return ST_E_DB;
+	}
+	w->sum.quarantine++;
+	emit(w, &ev);
+	return 0;
+}
+
+/* Sleep up to ms unless the run or the slot is stopped meanwhile. */
+static void nap(struct worker *w, int ms)
+{
+	struct job *job = (struct job *)w->job;
+
+	pthread_mutex_lock(&job->lock);
+	if (!job->stopping && !job->ctl[w->slot - 1].paused)
+		wait_locked(job, ms);
+	pthread_mutex_unlock(&job->lock);
+}
+
+/* A failure that ends serve_units(): an unplugged programmer is waited for
+ * (returns 1: reopen it when it is back); anything else pauses the slot
+ * until the operator starts it again (returns 0). */
+static int gone(struct worker *w, int rc)
+{
+	if (rc == ST_E_UNPLUGGED)
+		return 1;
+	pause_slot(w);
+	return 0;
+}
+
+/* Units one after the other on an open programmer, until the run or the
+ * slot stops (0) or the programmer is unplugged (1); another link or
+ * records error pauses the slot (0). */
+static int serve_units(struct worker *w, drv_dev *dev, hsm_session *sess,
+		       X509 *ca, hsm_obj *ca_priv)
+{
+	bool waiting = false;
+
+	while (!halted(w)) {
+		struct unit u = { .w = w, .dev = dev, .sess = sess, .ca = ca,
+				  .ca_priv = *ca_priv, .t0 = st_now_ms() };
+		int rc = next_unit(w, &u), cmd = ST_CMD_SKIP, b = 0;
+
+		if (rc == ST_E_NO_TARGET) {
+			unclaim_uid(w);
+			if (!waiting)
+				idle(w, "waiting for a unit");
+			waiting = true;
+			nap(w, POLL_MS);
+			continue;
+		}
+		waiting = false;
+		if (rc < 0 || (rc >= 1 && (b = begin_unit(w, &u)))) {
+			/* b == 1: the work order's quota is taken (said): the
+			 * slot stops until a new work order or a start */
+			unclaim_uid(w);
+			return gone(w, rc < 0 ? rc : b == 1 ? ST_E_STATE : ST_E_DB);
+		}
+		if (rc >= 1) {
+			run_unit(&u);
+			finish_unit(&u);
+			set_live(w, 0);
+		}
+		/* A dead session or a pulled token: re-open it before the unit
+		 * is held (a retry needs it); if that fails the slot stops. */
+		if (!u.stop_slot && u.hsm_lost && hsm_recover(w, sess, ca_priv)) {
+			unclaim_uid(w);
+			free(u.cert_pem);
+			pause_slot(w);
+			return 0;
+		}
+		if (!u.stop_slot && rc >= 1 && strcmp(u.result ? u.result : "FAIL", "PASS"))
+			cmd = hold_unit(w, &u);
+		if (cmd == ST_CMD_QUARANTINE && quarantine_held(w, &u))
+			u.stop_slot = true;
+		unclaim_uid(w);
+		free(u.cert_pem);
+		if (u.stop_slot) {
+			if (u.err && link_error(u.err))
+				slot_error(w, u.err, "slot %d (%s): %s", w->slot, w->port,
+					   u.reason);
+			return gone(w, u.err && link_error(u.err) ? u.err : ST_E_DB);
+		}
+		if (cmd == ST_CMD_RETRY)
+			continue;
+		if (cmd < 0)
+			return 0;
+		rc = drv_release(dev);
+		if (rc) {
+			slot_error(w, rc, "slot %d (%s): releasing the unit failed: %s",
+				   w->slot, w->port, drv_errmsg(dev));
+			return gone(w, rc);
+		}
+	}
+	return 0;
+}
+
+/* The slot worker of an interactive run: (re)open the programmer whenever
+ * the slot is started or the programmer is plugged (back) in, serve units,
+ * wait while stopped, until the run ends. */
+static void *worker_interactive(void *arg)
+{
+	struct worker *w = arg;
+	struct job *job = (struct job *)w->job;
+	drv_opts opts = { .timeout_ms = job->cfg->timeout_ms };
+	hsm_session *sess = NULL;
+	hsm_obj ca_priv;
+	X509 *ca = X509_dup(job->ca);
+	bool absent = false;  /* "waiting for the programmer" was said */
+	int rc;
+
+	if (!ca) {
+		slot_error(w, ST_E_NOMEM, "slot %d: out of memory", w->slot);
+		goto cleanup;
+	}
+	rc = hsm_session_open(job->h, &sess);
+	if (!rc)
+		rc = hsm_find_privkey(sess, job->ca_label, &ca_priv);
+	if (rc) {
+		slot_error(w, rc, "slot %d: HSM session failed: %s", w->slot,
+			   sess ? hsm_session_errmsg(sess) : hsm_errmsg(job->h));
+		goto cleanup;
+	}
+	for (;;) {
+		drv_dev *dev = NULL;
+		bool paused;
+
+		pthread_mutex_lock(&job->lock);
+		paused = job->ctl[w->slot - 1].paused;
+		if (job->stopping) {
+			pthread_mutex_unlock(&job->lock);
+			break;
+		}
+		pthread_mutex_unlock(&job->lock);
+		if (paused) {
+			idle(w, "stopped: start the slot to take units");
+			pthread_mutex_lock(&job->lock);
+			while (job->ctl[w->slot - 1].paused && !job->stopping)
+				wait_locked(job, 0);
+			pthread_mutex_unlock(&job->lock);
+			continue;
+		}
+		rc = drv_open(w->port, &opts, &dev);
+		if (rc == ST_E_NOTFOUND || rc == ST_E_UNPLUGGED) {
+			/* Not plugged in (yet): look again, units start by themselves. */
+			drv_close(dev);
+			if (!absent)
+				idle(w, "waiting for the programmer to be plugged in");
+			absent = true;
+			nap(w, PLUG_MS);
+			continue;
+		}
+		if (rc) {
+			slot_error(w, rc, "slot %d (%s): programmer not usable: %s; check "
+				   "it and start the slot again", w->slot, w->port,
+				   dev ? drv_errmsg(dev) : st_strerror(rc));
+			drv_close(dev);
+			pause_slot(w);
+			continue;
+		}
+		absent = false;
+		{
+			st_event ev = { .kind = ST_EV_SLOT_READY, .detail = drv_driver_name(dev) };
+
+			emit(w, &ev);
+		}
+		if (serve_units(w, dev, sess, ca, &ca_priv))
+			nap(w, PLUG_MS);
+		drv_close(dev);
+	}
+	{
+		st_event ev = { .kind = ST_EV_SLOT_DONE };
+
+		emit(w, &ev);
+	}
+cleanup:
+	hsm_session_close(sess);
+	X509_free(ca);
+	return NULL;
+}
+
+struct st_run_handle {
+	struct job job;
+	struct worker workers[ST_MAX_SLOTS];
+	unsigned started;     /* bit i: worker i runs */
+	st_audit *audit;      /* the run's audit trail, closed by st_run_wait() */
+};
+
+int st_run_start(hsm *h, rec_store *rec, const st_config *cfg,
+		 const st_profile *prof, const st_run *run,
+		 st_event_fn cb, void *cb_ctx, st_run_handle **out,
+		 char *err, size_t errlen)
+{
+	struct st_run_handle *r;
+	pthread_condattr_t ca;
+	int rc;
+
+	*out = NULL;
+	if (run->nslots < 1 || run->nslots > ST_MAX_SLOTS) {
+		snprintf(err, errlen, "between 1 and %d slots, please", ST_MAX_SLOTS);
+		return ST_E_INVAL;
+	}
+	r = calloc(1, sizeof(*r));
+	if (!r) {
+		snprintf(err, errlen, "out of memory");
+		return ST_E_NOMEM;
+	}
+	r->job = (struct job){ .h = h, .rec = rec, .cfg = cfg, .prof = prof,
+			       .run = run, .cb = cb, .cb_ctx = cb_ctx };
+	rc = load_ca(&r->job, err, errlen);
+	if (rc) {
+		free(r);
+		return rc;
+	}
+	/* Nothing is provisioned unless the start of the run is on record. */
+	rc = audit_start(&r->job, &r->audit, err, errlen);
+	if (rc) {
+		X509_free(r->job.ca);
+		free(r);
+		return rc;
+	}
+	pthread_mutex_init(&r->job.lock, NULL);
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&r->job.cond, &ca);
+	pthread_condattr_destroy(&ca);
+	for (int i = 0; i < ST_MAX_SLOTS; i++)
+		r->job.ctl[i].cmd = -1;
+	for (int i = 0; i < run->nslots; i++) {
+		struct worker *w = &r->workers[i];
+
+		*w = (struct worker){ .job = &r->job, .slot = i + 1, .port = run->ports[i] };
+		if (pthread_create(&w->thread, NULL, run->interactive ?
+				   worker_interactive : worker_main, w)) {
+			slot_error(w, ST_E_NOMEM, "slot %d: cannot start a worker", i + 1);
+			continue;
+		}
+		r->started |= 1u << i;
+	}
+	*out = r;
+	return ST_OK;
+}
+
+int st_run_command(st_run_handle *r, int slot, st_cmd cmd)
+{
+	struct slot_ctl *c;
+	int rc = ST_OK;
+
+	if (!r || slot < 1 || slot > r->job.run->nslots)
+		return ST_E_INVAL;
+	c = &r->job.ctl[slot - 1];
+	pthread_mutex_lock(&r->job.lock);
+	switch (cmd) {
+	case ST_CMD_START:
+	case ST_CMD_STOP:
+		/* A held unit is decided first: stopping would leave it to be
+		 * run again, the way round a refused retry. */
+		if (c->paused == (cmd == ST_CMD_STOP) || (cmd == ST_CMD_STOP && c->held))
+			rc = ST_E_STATE;
+		else
+			c->paused = cmd == ST_CMD_STOP;
+		break;
+	case ST_CMD_RETRY:
+	case ST_CMD_SKIP:
+	case ST_CMD_QUARANTINE:
+		if (!c->held || c->cmd >= 0 || (cmd == ST_CMD_RETRY && c->held_quarantine))
+			rc = ST_E_STATE;
+		else
+			c->cmd = (int)cmd;
+		break;
+	default:
+		rc = ST_E_INVAL;
+	}
+	pthread_cond_broadcast(&r->job.cond);
+	pthread_mutex_unlock(&r->job.lock);
+	return rc;
+}
+
+void st_run_stop(st_run_handle *r)
+{
+	if (!r)
+		return;
+	pthread_mutex_lock(&r->job.lock);
+	r->job.stopping = true;
+	pthread_cond_broadcast(&r->job.cond);
+	pthread_mutex_unlock(&r->job.lock);
+}
+
+void st_run_wait(st_run_handle *r, st_summary *sum)
+{
+	st_summary total = { 0 };
+
+	if (!r)
+		return;
+	for (int i = 0; i < r->job.run->nslots; i++) {
+		const st_summary *s = &r->workers[i].sum;
+
+		if (r->started & (1u << i))
+			pthread_join(r->workers[i].thread, NULL);
+		total.pass += s->pass;
+		total.fail += s->fail;
+		total.quarantine += s->quarantine;
+		total.skipped += s->skipped;
+		total.slot_errors += s->slot_errors;
+		total.record_errors += s->record_errors;
+		total.quota_full += s->quota_full;
+		total.hsm_errors += s->hsm_errors;
+	}
+	audit_stop(&r->job, r->audit, &total);
+	if (sum)
+		*sum = total;
+	X509_free(r->job.ca);
+	pthread_cond_destroy(&r->job.cond);
+	pthread_mutex_destroy(&r->job.lock);
+	free(r);
+}
+
+const char *const *st_steps(int *n)
+{
+	static const char *const steps[] = {
+		"identify", "keygen", "certificate", "write-cert", "possession", "fuses",
+	};
+
+	*n = (int)ST_ARRAY_SIZE(steps);
+	return steps;
+}
+
 int st_provision(hsm *h, rec_store *rec, const st_config *cfg,
 		 const st_profile *prof, const st_run *run,
 		 st_event_fn cb, void *cb_ctx, st_summary *sum,
 		 char *err, size_t errlen)
 {
-	struct job job = { .h = h, .rec = rec, .cfg = cfg, .prof = prof, .run = run,
-			   .cb = cb, .cb_ctx = cb_ctx };
-	struct worker workers[ST_MAX_SLOTS];
-	st_audit *audit = NULL;
-	int rc, started = 0;
+	st_run_handle *r = NULL;
+	int rc;
 
 	memset(sum, 0, sizeof(*sum));
-	if (run->nslots < 1 || run->nslots > ST_MAX_SLOTS) {
-		snprintf(err, errlen, "between 1 and %d slots, please", ST_MAX_SLOTS);
-		return ST_E_INVAL;
-	}
-	rc = load_ca(&job, err, errlen);
+	rc = st_run_start(h, rec, cfg, prof, run, cb, cb_ctx, &r, err, errlen);
 	if (rc)
 		return rc;
-	rc = audit_start(&job, &audit, err, errlen);
-	if (rc) {
-		X509_free(job.ca);
-		return rc;
-	}
-	pthread_mutex_init(&job.lock, NULL);
-	for (int i = 0; i < run->nslots; i++) {
-		workers[i] = (struct worker){ .job = &job, .slot = i + 1,
-					      .port = run->ports[i] };
-		if (pthread_create(&workers[i].thread, NULL, worker_main, &workers[i])) {
-			slot_error(&workers[i], ST_E_NOMEM, "slot %d: cannot start a worker",
-				   i + 1);
-			sum->slot_errors++;
-			continue;
-		}
-		started |= 1 << i;
-	}
-	for (int i = 0; i < run->nslots; i++) {
-		if (!(started & (1 << i)))
-			continue;
-		pthread_join(workers[i].thread, NULL);
-		sum->pass += workers[i].sum.pass;
-		sum->fail += workers[i].sum.fail;
-		sum->quarantine += workers[i].sum.quarantine;
-		sum->skipped += workers[i].sum.skipped;
-		sum->slot_errors += workers[i].sum.slot_errors;
-		sum->record_errors += workers[i].sum.record_errors;
-		sum->quota_full += workers[i].sum.quota_full;
-		sum->hsm_errors += workers[i].sum.hsm_errors;
-	}
-	audit_stop(&job, audit, sum);
-	X509_free(job.ca);
-	pthread_mutex_destroy(&job.lock);
+	st_run_wait(r, sum);
 	return ST_OK;
 }

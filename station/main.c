@@ -43,6 +43,7 @@ struct cli {
 	const char *config_path;
 	const char *pin_file;
 	const char *operator_name;
+	const char *log_path;
 	const char *cn, *org, *out, *in, *chain, *key_type;
 	int days;
 	bool json, verbose, burn_fuses, dry_run, watch;
@@ -74,7 +75,8 @@ static int die(int code, const char *fmt, ...)
 	return code;
 }
 
-/* Open the HSM named in the configuration and log in. */
+/* Open the HSM named in the configuration and log in (the same open and
+ * login as the UI's st_hsm_login(), with the PIN-count warning between). */
 static int open_hsm(struct cli *cli, hsm **out)
 {
 	char pin[256], err[512] = "";
@@ -84,11 +86,9 @@ static int open_hsm(struct cli *cli, hsm **out)
 	int rc;
 
 	*out = NULL;
-	rc = hsm_open(cli->cfg.hsm_module, cli->cfg.token_label, &h);
-	if (rc) {
-		die(EXIT_HSM, "HSM: %s", h ? hsm_errmsg(h) : st_strerror(rc));
-		goto fail;
-	}
+	rc = st_hsm_open(&cli->cfg, &h, err, sizeof(err));
+	if (rc)
+		return die(EXIT_HSM, "HSM: %s", err);
 	/* Before the attempt too: on a final try the operator should know that
 	 * a wrong PIN now locks the token and stops the line. */
 	warn = hsm_pin_warning(h);
@@ -101,17 +101,15 @@ static int open_hsm(struct cli *cli, hsm **out)
 		die(EXIT_HSM, "HSM: %s", err);
 		goto fail;
 	}
-	rc = hsm_login(h, pin, pinlen);
+	rc = st_hsm_auth(&cli->cfg, h, pin, pinlen, err, sizeof(err));
 	st_wipe(pin, sizeof(pin));
 	if (rc == ST_E_PIN) {
-		die(EXIT_HSM, "HSM: wrong PIN for token '%s' (%s); not retried — a "
-		    "locked token stops the line. Check the PIN and try again",
-		    cli->cfg.token_label, hsm_errmsg(h));
+		die(EXIT_HSM, "HSM: %s; not retried — a locked token stops the "
+		    "line. Check the PIN and try again", err);
 		goto fail;
 	}
 	if (rc) {
-		die(EXIT_HSM, "HSM: login to token '%s' failed: %s", cli->cfg.token_label,
-		    hsm_errmsg(h));
+		die(EXIT_HSM, "HSM: %s", err);
 		goto fail;
 	}
 	warn = hsm_pin_warning(h);
@@ -187,6 +185,9 @@ static void on_event(const st_event *ev, void *ctx)
 	case ST_EV_SLOT_DONE:
 		if (cli->verbose)
 			fprintf(stderr, "slot %d: done\n", ev->slot);
+		break;
+	case ST_EV_SLOT_IDLE: /* interactive runs only (the UI) */
+	case ST_EV_UNIT_HELD:
 		break;
 	}
 	if (o) {
@@ -390,10 +391,44 @@ static int cmd_audit(struct cli *cli, int argc, char **argv)
 	return st_cmd_audit(&cli->rec, argc, argv);
 }
 
+/* station tui: the technician's terminal UI over the given slots.  The
+ * guard process forks first, so it holds nothing the UI opens. */
 static int cmd_tui(struct cli *cli, int argc, char **argv)
 {
-	(void)cli;
-	return ui_main(argc, argv);
+	char err[512] = "", logpath[4096];
+	st_profile *prof = NULL;
+	rec_store *rec = NULL;
+	ui_opts o = { .cfg = &cli->cfg, .ports = cli->run.ports,
+		      .nslots = cli->run.nslots, .log_path = cli->log_path };
+	int rc, code;
+
+	(void)argv;
+	if (argc > 0 || cli->run.nslots == 0)
+		return die(EXIT_USAGE, "tui: give each programmer with --slot PORT");
+	if (!isatty(0) || !isatty(1))
+		return die(EXIT_USAGE, "tui: needs a terminal; use 'station provision' "
+			   "in scripts");
+	if (!o.log_path) {
+		snprintf(logpath, sizeof(logpath), "%s.tui.log", cli->cfg.records_path);
+		o.log_path = logpath;
+	}
+	if (ui_guard(o.log_path, &code))
+		return code < 0 ? die(EXIT_USAGE, "tui: cannot fork") : code;
+	if (st_profile_load(cli->cfg.profile_path, &prof, err, sizeof(err)))
+		return die(EXIT_USAGE, "profile: %s", err);
+	rc = rec_open(cli->cfg.records_path, &rec);
+	if (rc) {
+		code = die(EXIT_RECORDS, "records: cannot open %s: %s",
+			   cli->cfg.records_path, rec ? rec_errmsg(rec) : st_strerror(rc));
+		goto cleanup;
+	}
+	o.prof = prof;
+	o.rec = rec;
+	code = ui_main(&o);
+cleanup:
+	rec_close(rec);
+	st_profile_free(prof);
+	return code;
 }
 
 static int cmd_help(struct cli *cli, int argc, char **argv)
@@ -421,7 +456,8 @@ static const struct command commands[] = {
 	  "          [--format table|jsonl|csv] | records export --evidence DIR\n"
 	  "          | records show UID|ID | records workorder create ID [--quota N]\n"
 	  "          | records workorder show ID" },
-	{ "tui", cmd_tui, "tui   (the technician's terminal UI)" },
+	{ "tui", cmd_tui, "tui --slot PORT [--slot PORT...] [--log FILE]   (the technician's "
+	  "terminal UI; also 'station --slot PORT...' on a terminal)" },
 	{ "help", cmd_help, "help" },
 };
 
@@ -488,6 +524,7 @@ int main(int argc, char **argv)
 		{ "key-type", required_argument, NULL, 'K' },
 		{ "watch", no_argument, NULL, 'w' },
 		{ "plug-wait", required_argument, NULL, 'G' },
+		{ "log", required_argument, NULL, 'L' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -525,6 +562,7 @@ int main(int argc, char **argv)
 		case 'I': cli.in = optarg; break;
 		case 'H': cli.chain = optarg; break;
 		case 'K': cli.key_type = optarg; break;
+		case 'L': cli.log_path = optarg; break;
 		case 'd': cli.days = atoi(optarg); break;
 		case 'T': timeout = atoi(optarg); break;
 		case 'n':
@@ -570,6 +608,11 @@ int main(int argc, char **argv)
 				   argv[optind]);
 		optind++;
 	}
+	/* Plain 'station --slot PORT...' on a terminal: the UI. */
+	if (!cmd && cli.run.nslots > 0 && isatty(0) && isatty(1))
+		for (size_t i = 0; i < ST_ARRAY_SIZE(commands); i++)
+			if (!strcmp(commands[i].name, "tui"))
+				cmd = &commands[i];
 	if (!cmd) {
 		usage(stderr);
 		return EXIT_USAGE;

@@ -137,6 +137,10 @@ typedef enum st_event_kind {
 	ST_EV_SLOT_DONE,    /* the slot has no more units */
 	ST_EV_FUSE_PLAN,    /* dry run: uid, detail = one field's current/target/action */
 	ST_EV_WARNING,      /* run-wide warning (slot 0): detail */
+	/* Only in an interactive run (st_run.interactive): */
+	ST_EV_SLOT_IDLE,    /* no unit in work: detail says why (empty, stopped) */
+	ST_EV_UNIT_HELD,    /* a unit that did not pass waits in the programmer
+			     * for the operator: result, detail = what to do */
 } st_event_kind;
 
 typedef struct st_event {
@@ -167,10 +171,17 @@ typedef struct st_run {
 	bool dry_run;         /* only print each unit's fuse plan: nothing is
 				 written to the device or the records */
 	const char *operator_name;
-	const char *work_order; /* quota to take units from (NULL: none) */
+	const char *work_order; /* quota to take units from (NULL: none); in
+				 * the UI, the operator's work order as typed */
 	int plug_wait_ms;     /* >0: a slot whose programmer is absent or is
 			       * unplugged waits this long for it (USB hotplug)
 			       * and carries on; 0: the slot ends */
+	/* Driven by an operator (the UI) rather than a batch: an empty
+	 * programmer is polled for the next unit instead of ending the slot;
+	 * a unit that did not pass stays in its programmer until the operator
+	 * says retry, skip or quarantine (st_run_command); a slot stopped by a
+	 * programmer error waits for ST_CMD_START.  Ends with st_run_stop(). */
+	bool interactive;
 } st_run;
 
 /* Totals of a run. */
@@ -204,5 +215,62 @@ int st_devices(const char *const *slots, size_t nslots, bool json, void *out,
  * slots[] it is bound to, until SIGINT or SIGTERM.  ST_OK, or an error. */
 int st_devices_watch(const char *const *slots, size_t nslots, bool json,
 		     void *out, char *err, size_t errlen);
+
+/* A run in the background, for a front end that keeps its own thread (the
+ * UI).  st_provision() is st_run_start() + st_run_wait(). */
+typedef struct st_run_handle st_run_handle;
+
+/* Start the slot workers and return at once.  h, rec, cfg, prof and run
+ * must stay valid until st_run_wait() returns.  Errors as st_provision(). */
+int st_run_start(hsm *h, rec_store *rec, const st_config *cfg,
+		 const st_profile *prof, const st_run *run,
+		 st_event_fn cb, void *cb_ctx, st_run_handle **out,
+		 char *err, size_t errlen);
+
+/* What an operator can tell one slot of an interactive run. */
+typedef enum st_cmd {
+	ST_CMD_START,       /* take units (again, after a stop or an error) */
+	ST_CMD_STOP,        /* finish the unit in work, then take no more
+			     * (refused while a unit is held) */
+	ST_CMD_RETRY,       /* run the held unit again (not a QUARANTINE one) */
+	ST_CMD_SKIP,        /* release the held unit as it is (its FAIL stands) */
+	ST_CMD_QUARANTINE,  /* record the held unit as QUARANTINE, release it */
+} st_cmd;
+
+/* Send cmd to slot (1-based).  Returns ST_OK when the slot takes it, or
+ * ST_E_STATE (no unit held, retry of a quarantined unit, ...) / ST_E_INVAL
+ * with nothing changed.  Thread-safe; returns at once. */
+int st_run_command(st_run_handle *r, int slot, st_cmd cmd);
+
+/* Ask every slot to finish its unit in work and end; returns at once. */
+void st_run_stop(st_run_handle *r);
+
+/* Wait for every slot worker to end, fill sum (may be NULL) and free r. */
+void st_run_wait(st_run_handle *r, st_summary *sum);
+
+/* The ordered names of the steps a unit goes through (as in ST_EV_STEP),
+ * so a front end can show progress; *n gets their count. */
+const char *const *st_steps(int *n);
+
+/* Open the token named in cfg and log the user in with pin (pinlen bytes,
+ * the caller wipes it).  ST_E_PIN for a wrong PIN; err says what failed.
+ * *out is set only on success; free with hsm_close(). */
+int st_hsm_login(const st_config *cfg, const char *pin, size_t pinlen,
+		 hsm **out, char *err, size_t errlen);
+
+/* The two halves of st_hsm_login(), for a caller that has something to say
+ * between them (the CLI warns about the PIN count before the attempt):
+ * st_hsm_open() opens the token (*out set only on success); st_hsm_auth()
+ * logs the user in on it, ST_E_PIN for a wrong PIN, err says what failed
+ * (h stays open either way). */
+int st_hsm_open(const st_config *cfg, hsm **out, char *err, size_t errlen);
+int st_hsm_auth(const st_config *cfg, hsm *h, const char *pin, size_t pinlen,
+		char *err, size_t errlen);
+
+/* Subject CN (or the whole subject) and whole days left of the issuing CA
+ * a run would choose (labelled label, or with label NULL the newest valid
+ * one in the token), for a front end's header. */
+int st_ca_info(hsm *h, const char *label, char *subject, size_t sublen,
+	       int *days_left, char *err, size_t errlen);
 
 #endif

@@ -1,13 +1,811 @@
-/* ui.c — placeholder for the ncurses UI (see ui.h). */
+/* ui.c — the UI's loop, its flows (login, work order, arming, slot
+ * commands, quitting) and the hand-over of engine events from the worker
+ * threads.  Drawing is in draw.c.
+ *
+ * Threads: the engine's slot workers call on_event(), which copies and
+ * escapes the event, appends it to the queue and writes a byte to a pipe.
+ * The UI thread poll()s that pipe, the keyboard and a signalfd; it alone
+ * touches ncurses and the UI state. */
+#include <curses.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <langinfo.h>
+#include <locale.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/signalfd.h>
+#include <sys/wait.h>
+#include <term.h>
+#include <termios.h>
+#include <time.h>
+#include <unistd.h>
 
-#include "ui.h"
+#include "base.h"
+#include "ui/ui_int.h"
 
-int ui_main(int argc, char **argv)
+char *ui_escape_dup(const char *s)
 {
-	(void)argc;
-	(void)argv;
-	fprintf(stderr, "station tui: the terminal UI is not built yet; "
-		"use 'station provision' (batch) meanwhile\n");
-	return 2;
+	size_t n = 0;
+	char *out, *p;
+
+	if (!s)
+		return NULL;
+	for (const char *c = s; *c; c++)
+		n += (*c >= 0x20 && *c < 0x7f) ? 1 : 4;
+	out = malloc(n + 1);
+	if (!out)
+		return NULL;
+	p = out;
+	for (const unsigned char *c = (const unsigned char *)s; *c; c++) {
+		if (*c >= 0x20 && *c < 0x7f)
+			*p++ = (char)*c;
+		else
+			p += sprintf(p, "\\x%02x", *c);
+	}
+	*p = '\0';
+	return out;
+}
+
+static void ev_free(struct ui_ev *e)
+{
+	if (!e)
+		return;
+	free(e->uid);
+	free(e->step);
+	free(e->outcome);
+	free(e->detail);
+	free(e->result);
+	free(e->cert_serial);
+	free(e->fuses);
+	free(e);
+}
+
+/* The engine's callback (any worker thread): copy, queue, wake the UI.
+ * Never blocks on the UI: the pipe is only a wake-up and is non-blocking. */
+static void on_event(const st_event *ev, void *ctx)
+{
+	struct ui_queue *q = ctx;
+	struct ui_ev *e = calloc(1, sizeof(*e));
+	char b = 1;
+
+	if (!e)
+		return;
+	e->kind = ev->kind;
+	e->slot = ev->slot;
+	e->err = ev->err;
+	e->elapsed_ms = ev->elapsed_ms;
+	e->uid = ui_escape_dup(ev->uid);
+	e->step = ui_escape_dup(ev->step);
+	e->outcome = ui_escape_dup(ev->outcome);
+	e->detail = ui_escape_dup(ev->detail);
+	e->result = ui_escape_dup(ev->result);
+	e->cert_serial = ui_escape_dup(ev->cert_serial);
+	e->fuses = ui_escape_dup(ev->fuses);
+	pthread_mutex_lock(&q->lock);
+	if (q->tail)
+		q->tail->next = e;
+	else
+		q->head = e;
+	q->tail = e;
+	pthread_mutex_unlock(&q->lock);
+	if (write(q->wfd, &b, 1) < 0) {
+		/* EAGAIN: the UI has wake-ups pending already. */
+	}
+}
+
+/* Take everything queued so far (oldest first). */
+static struct ui_ev *queue_take(struct ui_queue *q)
+{
+	struct ui_ev *e;
+	char buf[256];
+
+	while (read(q->rfd, buf, sizeof(buf)) > 0)
+		;
+	pthread_mutex_lock(&q->lock);
+	e = q->head;
+	q->head = q->tail = NULL;
+	pthread_mutex_unlock(&q->lock);
+	return e;
+}
+
+/* A line for the log file and the log pane (text already escaped). */
+static void ui_log(struct ui *u, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void ui_log(struct ui *u, const char *fmt, ...)
+{
+	char line[1024], stamp[32];
+	time_t t = time(NULL);
+	struct tm tm;
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	vsnprintf(line, sizeof(line), fmt, ap);
+	va_end(ap);
+	gmtime_r(&t, &tm);
+	strftime(stamp, sizeof(stamp), "%Y-%m-%dT%H:%M:%SZ", &tm);
+	if (u->logfd >= 0) {
+		char out[1100];
+
+		n = snprintf(out, sizeof(out), "%s %s\n", stamp, line);
+		if (n > 0 && write(u->logfd, out, (size_t)n < sizeof(out) ? (size_t)n :
+				   sizeof(out) - 1) < 0) {
+			/* Nowhere else to say it while the screen is ours. */
+		}
+	}
+	n = (int)strftime(u->log[u->loghead], sizeof(u->log[0]), "%H:%M:%S ", &tm);
+	snprintf(u->log[u->loghead] + n, sizeof(u->log[0]) - (size_t)n, "%.*s",
+		 (int)(sizeof(u->log[0]) - 10), line);
+	u->loghead = (u->loghead + 1) % UI_LOG_LINES;
+	if (u->nlog < UI_LOG_LINES)
+		u->nlog++;
+}
+
+int ui_busy_slots(const struct ui *u)
+{
+	int n = 0;
+
+	for (int i = 0; i < u->o->nslots; i++)
+		if (u->slots[i].state == SL_BUSY || u->slots[i].state == SL_HELD)
+			n++;
+	return n;
+}
+
+static int step_index(const struct ui *u, const char *name)
+{
+	for (int i = 0; i < u->nsteps && i < UI_MAX_STEPS; i++)
+		if (!strcmp(u->steps[i], name))
+			return i;
+	return -1;
+}
+
+/* Fold one engine event into what the screen shows. */
+static void apply(struct ui *u, const struct ui_ev *e)
+{
+	struct ui_slot *s;
+	int i;
+
+	if (e->kind == ST_EV_WARNING) {  /* run-wide (slot 0): e.g. CA renewal */
+		ui_log(u, "WARNING: %s", e->detail ? e->detail : "");
+		return;
+	}
+	if (e->slot < 1 || e->slot > u->o->nslots)
+		return;
+	s = &u->slots[e->slot - 1];
+	switch (e->kind) {
+	case ST_EV_SLOT_READY:
+		s->state = SL_IDLE;
+		snprintf(s->note, sizeof(s->note), "programmer ready (%s)",
+			 e->detail ? e->detail : "?");
+		ui_log(u, "slot %d %s: programmer ready (%s)", e->slot, s->port,
+		       e->detail ? e->detail : "?");
+		break;
+	case ST_EV_SLOT_IDLE:
+		/* The last verdict or error stays up until the next unit. */
+		if (s->state != SL_VERDICT && s->state != SL_ERROR)
+			s->state = SL_IDLE;
+		snprintf(s->note, sizeof(s->note), "%s", e->detail ? e->detail : "");
+		ui_log(u, "slot %d: %s", e->slot, e->detail ? e->detail : "idle");
+		break;
+	case ST_EV_UNIT_START:
+		s->state = SL_BUSY;
+		snprintf(s->uid, sizeof(s->uid), "%s", e->uid ? e->uid : "");
+		memset(s->steps, 0, sizeof(s->steps));
+		s->verdict[0] = s->reason[0] = s->note[0] = '\0';
+		s->t0 = st_now_ms();
+		s->elapsed_ms = 0;
+		ui_log(u, "slot %d: unit %s started", e->slot, s->uid);
+		break;
+	case ST_EV_STEP:
+		i = step_index(u, e->step ? e->step : "");
+		if (i >= 0)
+			s->steps[i] = !strcmp(e->outcome, "ok") ? STP_OK :
+				      !strcmp(e->outcome, "fail") ? STP_FAIL : STP_SKIP;
+		if (e->step && !strcmp(e->step, "history")) {
+			snprintf(s->uid, sizeof(s->uid), "%s", e->uid ? e->uid : "");
+			snprintf(s->note, sizeof(s->note), "%s", e->detail ? e->detail : "");
+		}
+		ui_log(u, "slot %d: %s %s %s", e->slot, e->step ? e->step : "?",
+		       e->outcome ? e->outcome : "?", e->detail ? e->detail : "");
+		break;
+	case ST_EV_UNIT_DONE:
+		s->state = SL_VERDICT;
+		snprintf(s->uid, sizeof(s->uid), "%s", e->uid ? e->uid : "");
+		snprintf(s->verdict, sizeof(s->verdict), "%s", e->result ? e->result : "FAIL");
+		snprintf(s->reason, sizeof(s->reason), "%s", e->detail ? e->detail : "");
+		s->note[0] = '\0';
+		s->elapsed_ms = e->elapsed_ms;
+		if (!strcmp(s->verdict, "PASS"))
+			u->pass++;
+		else if (!strcmp(s->verdict, "QUARANTINE"))
+			u->quarantine++;
+		else
+			u->fail++;
+		{
+			struct ui_recent *r = &u->recent[u->nrecent % UI_RECENT];
+			time_t t = time(NULL);
+			struct tm tm;
+
+			localtime_r(&t, &tm);
+			strftime(r->when, sizeof(r->when), "%H:%M:%S", &tm);
+			r->slot = e->slot;
+			memcpy(r->uid, s->uid, sizeof(r->uid));
+			memcpy(r->result, s->verdict, sizeof(r->result));
+			snprintf(r->serial, sizeof(r->serial), "%s",
+				 e->cert_serial ? e->cert_serial : "-");
+			snprintf(r->fuses, sizeof(r->fuses), "%s", e->fuses ? e->fuses : "-");
+			snprintf(r->wo, sizeof(r->wo), "%s", u->work_order);
+			r->ms = e->elapsed_ms;
+			u->nrecent++;
+		}
+		ui_log(u, "slot %d: unit %s %s%s%s (recorded)", e->slot, s->uid, s->verdict,
+		       s->reason[0] ? ": " : "", s->reason);
+		break;
+	case ST_EV_UNIT_HELD:
+		s->state = SL_HELD;
+		snprintf(s->note, sizeof(s->note), "%s", e->detail ? e->detail : "");
+		ui_log(u, "slot %d: unit %s held: %s", e->slot, s->uid, s->note);
+		break;
+	case ST_EV_SLOT_ERROR:
+		s->state = SL_ERROR;
+		snprintf(s->verdict, sizeof(s->verdict), "ERROR");
+		snprintf(s->reason, sizeof(s->reason), "%s", e->detail ? e->detail : "");
+		ui_log(u, "slot %d: ERROR %s", e->slot, s->reason);
+		break;
+	case ST_EV_SLOT_DONE:
+		if (s->state != SL_ERROR && s->state != SL_VERDICT)
+			s->state = SL_OFF;
+		ui_log(u, "slot %d: done", e->slot);
+		break;
+	case ST_EV_FUSE_PLAN:  /* dry runs only; the UI never asks for one */
+		ui_log(u, "slot %d: fuse plan %s: %s", e->slot, e->uid ? e->uid : "?",
+		       e->detail ? e->detail : "");
+		break;
+	case ST_EV_WARNING:    /* handled above */
+		break;
+	}
+}
+
+static void drain_events(struct ui *u)
+{
+	struct ui_ev *e = queue_take(&u->q), *next;
+
+	for (; e; e = next) {
+		next = e->next;
+		apply(u, e);
+		ev_free(e);
+	}
+}
+
+/* Show a message box; any key returns to mode `back`. */
+static void show_msg(struct ui *u, bool error, enum ui_mode back, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+static void show_msg(struct ui *u, bool error, enum ui_mode back, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(u->msg, sizeof(u->msg), fmt, ap);
+	va_end(ap);
+	u->msg_error = error;
+	u->after_msg = back;
+	u->mode = M_MSG;
+}
+
+/* Start the engine on every slot for the current work order. */
+static void start_run(struct ui *u)
+{
+	char err[512] = "";
+	int rc;
+
+	u->run = (st_run){ .nslots = u->o->nslots, .burn_fuses = u->armed,
+			   .operator_name = u->operator_name,
+			   .work_order = u->work_order, .interactive = true };
+	for (int i = 0; i < u->o->nslots; i++)
+		u->run.ports[i] = u->o->ports[i];
+	for (int i = 0; i < u->o->nslots; i++) {
+		struct ui_slot *s = &u->slots[i];
+
+		s->state = SL_IDLE;
+		s->verdict[0] = s->reason[0] = s->uid[0] = '\0';
+		snprintf(s->note, sizeof(s->note), "opening the programmer");
+	}
+	rc = st_run_start(u->h, u->o->rec, u->o->cfg, u->o->prof, &u->run, on_event,
+			  &u->q, &u->rh, err, sizeof(err));
+	if (rc) {
+		ui_log(u, "cannot start: %s", err);
+		for (int i = 0; i < u->o->nslots; i++)
+			u->slots[i].state = SL_OFF;
+		show_msg(u, true, M_WO, "Cannot start the slots: %s", err);
+		return;
+	}
+	u->run_t0 = st_now_ms();
+	ui_log(u, "work order %s started on %d slot(s), fuse burning %s",
+	       u->work_order, u->o->nslots, u->armed ? "ARMED" : "not armed");
+	u->mode = M_MAIN;
+}
+
+/* Stop the run and wait for its workers (each finishes its unit first). */
+static void stop_run(struct ui *u)
+{
+	if (!u->rh)
+		return;
+	u->msg[0] = '\0';
+	ui_log(u, "stopping: slots finish the unit in work");
+	ui_draw(u);
+	st_run_stop(u->rh);
+	st_run_wait(u->rh, NULL);
+	u->rh = NULL;
+	drain_events(u);
+}
+
+/* The operator pressed Enter on the PIN: open the HSM session. */
+static void do_login(struct ui *u)
+{
+	char err[512] = "";
+	const char *warn, *ca_label;
+	int rc;
+
+	snprintf(u->msg, sizeof(u->msg), "Logging in to token '%s'...",
+		 u->o->cfg->token_label);
+	ui_draw(u);
+	rc = st_hsm_login(u->o->cfg, u->pin, u->pinlen, &u->h, err, sizeof(err));
+	st_wipe(u->pin, sizeof(u->pin));
+	u->pinlen = 0;
+	u->msg[0] = '\0';
+	if (rc) {
+		ui_log(u, "login of %s refused: %s", u->operator_name, err);
+		snprintf(u->msg, sizeof(u->msg), "%s%s", err, rc == ST_E_PIN ?
+			 ": type the PIN again (Esc: change the name)" : "");
+		u->msg_error = true;
+		return;
+	}
+	u->logged_in = true;
+	ui_log(u, "operator %s logged in to token '%s'", u->operator_name,
+	       u->o->cfg->token_label);
+	warn = hsm_pin_warning(u->h);
+	if (warn)
+		ui_log(u, "warning: %s", warn);
+	/* The CA the runs issue from: the profile's, else the configured one,
+	 * else the newest valid one in the token. */
+	ca_label = st_profile_issuer(u->o->prof) ? st_profile_issuer(u->o->prof) :
+		   u->o->cfg->ca_label;
+	if (st_ca_info(u->h, ca_label, u->ca_name, sizeof(u->ca_name),
+		       &u->ca_days, err, sizeof(err))) {
+		snprintf(u->ca_name, sizeof(u->ca_name), "(no CA: %s)",
+			 ca_label ? ca_label : "none valid");
+		ui_log(u, "CA: %s", err);
+	}
+	u->msg_error = false;
+	u->mode = M_WO;
+}
+
+static bool is_enter(int k)
+{
+	return k == '\n' || k == '\r' || k == KEY_ENTER;
+}
+
+static bool is_backspace(int k)
+{
+	return k == KEY_BACKSPACE || k == 127 || k == 8;
+}
+
+/* Edit the visible input line; returns true on Enter. */
+static bool edit_line(struct ui *u, int k)
+{
+	if (is_enter(k))
+		return true;
+	if (is_backspace(k) && u->inlen)
+		u->in[--u->inlen] = '\0';
+	else if (k >= 0x20 && k < 0x7f && u->inlen + 1 < sizeof(u->in))
+		u->in[u->inlen++] = (char)k, u->in[u->inlen] = '\0';
+	return false;
+}
+
+/* Slot commands from the main screen. */
+static void slot_cmd(struct ui *u, st_cmd cmd, const char *what)
+{
+	int rc;
+
+	if (!u->rh) {
+		show_msg(u, true, M_MAIN, "No work order is running: press w to start one.");
+		return;
+	}
+	rc = st_run_command(u->rh, u->sel + 1, cmd);
+	if (rc == ST_OK) {
+		ui_log(u, "slot %d: operator %s: %s", u->sel + 1, u->operator_name, what);
+		return;
+	}
+	if (cmd == ST_CMD_RETRY && u->slots[u->sel].state == SL_HELD)
+		ui_log(u, "slot %d: a QUARANTINE unit is not retried: set it aside (k or x)",
+		       u->sel + 1);
+	else if (cmd == ST_CMD_STOP && u->slots[u->sel].state == SL_HELD)
+		ui_log(u, "slot %d: decide the unit first (r retry, k skip, x quarantine), "
+		       "then stop the slot", u->sel + 1);
+	else
+		ui_log(u, "slot %d: cannot %s now (%s)", u->sel + 1, what,
+		       u->slots[u->sel].state == SL_HELD ? "already asked" :
+		       cmd == ST_CMD_START || cmd == ST_CMD_STOP ? "already so" :
+		       "no failed unit waits here");
+}
+
+static void key_main(struct ui *u, int k)
+{
+	struct ui_slot *s = &u->slots[u->sel];
+
+	if (k >= '1' && k <= '9' && k - '1' < u->o->nslots) {
+		u->sel = k - '1';
+		return;
+	}
+	switch (k) {
+	case '\t': case KEY_RIGHT:
+		u->sel = (u->sel + 1) % u->o->nslots;
+		break;
+	case KEY_BTAB: case KEY_LEFT:
+		u->sel = (u->sel + u->o->nslots - 1) % u->o->nslots;
+		break;
+	case 's':
+		if (s->state == SL_ERROR || !strncmp(s->note, "stopped", 7))
+			slot_cmd(u, ST_CMD_START, "start");
+		else
+			slot_cmd(u, ST_CMD_STOP, "stop");
+		if (u->rh && s->state == SL_ERROR)
+			s->state = SL_IDLE;
+		break;
+	case 'r':
+		slot_cmd(u, ST_CMD_RETRY, "retry");
+		break;
+	case 'k':
+		slot_cmd(u, ST_CMD_SKIP, "skip");
+		break;
+	case 'x':
+		slot_cmd(u, ST_CMD_QUARANTINE, "quarantine");
+		break;
+	case 'v':
+		u->show_records = !u->show_records;
+		break;
+	case 'w':
+		if (ui_busy_slots(u)) {
+			show_msg(u, true, M_MAIN, "Units are in progress: let them finish "
+				 "and decide any failed unit before a new work order.");
+			break;
+		}
+		u->in[0] = '\0';
+		u->inlen = 0;
+		u->mode = M_WO;
+		break;
+	case 'q':
+		if (ui_busy_slots(u))
+			u->mode = M_QUIT;
+		else
+			u->quit = true;
+		break;
+	}
+}
+
+/* One key, by mode. */
+static void key(struct ui *u, int k)
+{
+	if (k == KEY_RESIZE)
+		return;
+	switch (u->mode) {
+	case M_NAME:
+		if (k == 27)
+			u->quit = true;
+		else if (edit_line(u, k) && u->inlen) {
+			snprintf(u->operator_name, sizeof(u->operator_name), "%s", u->in);
+			u->in[0] = '\0';
+			u->inlen = 0;
+			u->msg[0] = '\0';
+			u->mode = M_PIN;
+		}
+		break;
+	case M_PIN:
+		if (k == 27) {
+			st_wipe(u->pin, sizeof(u->pin));
+			u->pinlen = 0;
+			u->msg[0] = '\0';
+			u->mode = M_NAME;
+		} else if (is_enter(k)) {
+			if (u->pinlen)
+				do_login(u);
+		} else if (is_backspace(k)) {
+			if (u->pinlen)
+				u->pin[--u->pinlen] = '\0';
+		} else if (k >= 0x20 && k < 0x7f && u->pinlen + 1 < sizeof(u->pin)) {
+			u->pin[u->pinlen++] = (char)k;
+		}
+		break;
+	case M_WO:
+		if (k == 27) {  /* back to the running work order, or out */
+			u->in[0] = '\0';
+			u->inlen = 0;
+			if (u->rh)
+				u->mode = M_MAIN;
+			else
+				u->quit = true;
+		} else if (edit_line(u, k) && u->inlen) {
+			memcpy(u->wo_new, u->in, sizeof(u->wo_new));
+			u->in[0] = '\0';
+			u->inlen = 0;
+			ui_log(u, "work order %s scanned by %s", u->wo_new, u->operator_name);
+			u->mode = M_ARM;
+		}
+		break;
+	case M_ARM:
+		if (ui_busy_slots(u)) {  /* a unit started meanwhile: not now */
+			show_msg(u, true, M_MAIN, "Units are in progress: let them finish "
+				 "and decide any failed unit before a new work order.");
+			break;
+		}
+		stop_run(u);  /* the engine no longer reads the old work order */
+		memcpy(u->work_order, u->wo_new, sizeof(u->work_order));
+		u->armed = k == 'y' || k == 'Y';
+		ui_log(u, "work order %s: fuse burning %s by %s", u->work_order,
+		       u->armed ? "ARMED" : "not armed", u->operator_name);
+		start_run(u);
+		break;
+	case M_QUIT:
+		if (k == 'y' || k == 'Y')
+			u->quit = true;
+		else
+			u->mode = M_MAIN;
+		break;
+	case M_MSG:
+		u->mode = u->after_msg;
+		break;
+	case M_MAIN:
+		key_main(u, k);
+		break;
+	}
+}
+
+/* Block the signals the UI takes through its signalfd; the engine's
+ * threads inherit the mask, so only the UI thread sees them. */
+static int signals_open(sigset_t *old)
+{
+	sigset_t set;
+
+	sigemptyset(&set);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGHUP);
+	if (pthread_sigmask(SIG_BLOCK, &set, old))
+		return -1;
+	return signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
+}
+
+/* SIGWINCH stays blocked except while the UI thread polls, so the engine's
+ * threads (which inherit the mask) never take it and ncurses' handler
+ * interrupts the UI's poll() instead. */
+static void block_winch(int how)
+{
+	sigset_t set;
+
+	sigemptyset(&set);
+	sigaddset(&set, SIGWINCH);
+	pthread_sigmask(how, &set, NULL);
+}
+
+static int ui_loop(struct ui *u)
+{
+	int code = 0;
+
+	while (!u->quit) {
+		struct pollfd p[3] = {
+			{ .fd = 0, .events = POLLIN },
+			{ .fd = u->q.rfd, .events = POLLIN },
+			{ .fd = u->sigfd, .events = POLLIN },
+		};
+		int k;
+
+		ui_draw(u);
+		block_winch(SIG_UNBLOCK);
+		k = poll(p, 3, 250);
+		block_winch(SIG_BLOCK);
+		if (k < 0 && errno != EINTR)
+			break;
+		if (p[2].revents & POLLIN) {
+			struct signalfd_siginfo si;
+
+			if (read(u->sigfd, &si, sizeof(si)) == sizeof(si)) {
+				ui_log(u, "signal %d: stopping", (int)si.ssi_signo);
+				code = 128 + (int)si.ssi_signo;
+				break;
+			}
+		}
+		drain_events(u);
+		while ((k = getch()) != ERR) {
+			key(u, k);
+			if (u->quit)
+				break;
+		}
+	}
+	return code;
+}
+
+int ui_main(const ui_opts *o)
+{
+	struct ui *u = calloc(1, sizeof(*u));
+	sigset_t oldmask;
+	int fds[2] = { -1, -1 }, saved_err = -1, code = 2;
+	SCREEN *scr = NULL;
+	const char *nc = getenv("NO_COLOR");
+
+	if (!u) {
+		fprintf(stderr, "station tui: out of memory\n");
+		return 2;
+	}
+	u->o = o;
+	u->sigfd = -1;
+	u->logfd = open(o->log_path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+	if (u->logfd < 0) {
+		fprintf(stderr, "station tui: cannot open the log file %s: %s (give "
+			"another with --log FILE)\n", o->log_path, strerror(errno));
+		free(u);
+		return 2;
+	}
+	if (!isatty(0) || !isatty(1)) {
+		fprintf(stderr, "station tui: needs a terminal on stdin and stdout; "
+			"use 'station provision' in scripts\n");
+		goto out;
+	}
+	u->steps = st_steps(&u->nsteps);
+	for (int i = 0; i < o->nslots; i++)
+		snprintf(u->slots[i].port, sizeof(u->slots[i].port), "%s", o->ports[i]);
+	pthread_mutex_init(&u->q.lock, NULL);
+	if (pipe2(fds, O_CLOEXEC | O_NONBLOCK)) {
+		fprintf(stderr, "station tui: pipe: %s\n", strerror(errno));
+		goto out;
+	}
+	u->q.rfd = fds[0];
+	u->q.wfd = fds[1];
+	u->sigfd = signals_open(&oldmask);
+	if (u->sigfd < 0) {
+		fprintf(stderr, "station tui: signalfd: %s\n", strerror(errno));
+		goto out;
+	}
+	block_winch(SIG_BLOCK);
+	setlocale(LC_ALL, "");
+	u->utf8 = !strcmp(nl_langinfo(CODESET), "UTF-8");
+	ui_log(u, "station tui started (pid %d): %d slot(s), log %s", (int)getpid(),
+	       o->nslots, o->log_path);
+	scr = newterm(NULL, stdout, stdin);
+	if (!scr) {
+		fprintf(stderr, "station tui: cannot drive this terminal (TERM=%s)\n",
+			getenv("TERM") ? getenv("TERM") : "");
+		goto out;
+	}
+	/* While ncurses owns the screen, stray stderr goes to the log. */
+	saved_err = dup(2);
+	dup2(u->logfd, 2);
+	cbreak();
+	noecho();
+	nonl();
+	keypad(stdscr, TRUE);
+	nodelay(stdscr, TRUE);
+	set_escdelay(25);
+	curs_set(0);
+	u->color = has_colors() && !(nc && *nc);
+	if (u->color)
+		ui_colors(u);
+	u->mode = M_NAME;
+	code = ui_loop(u);
+	if (u->rh)
+		stop_run(u);
+out:
+	if (scr) {
+		endwin();
+		delscreen(scr);
+	}
+	if (saved_err >= 0) {
+		dup2(saved_err, 2);
+		close(saved_err);
+	}
+	st_wipe(u->pin, sizeof(u->pin));
+	hsm_close(u->h);
+	ui_log(u, "station tui ended (%d PASS, %d FAIL, %d QUARANTINE)", u->pass,
+	       u->fail, u->quarantine);
+	drain_events(u);
+	if (u->sigfd >= 0) {
+		close(u->sigfd);
+		pthread_sigmask(SIG_SETMASK, &oldmask, NULL);
+	}
+	if (fds[0] >= 0) {
+		close(fds[0]);
+		close(fds[1]);
+		pthread_mutex_destroy(&u->q.lock);
+	}
+	close(u->logfd);
+	if (code == 0 && scr)
+		printf("station tui: %d PASS, %d FAIL, %d QUARANTINE; log in %s\n",
+		       u->pass, u->fail, u->quarantine, o->log_path);
+	free(u);
+	return code;
+}
+
+/* Put the terminal back as a crashed UI left it: modes, screen, cursor. */
+static void restore_terminal(const struct termios *saved)
+{
+	int err = 0;
+
+	tcsetattr(0, TCSAFLUSH, saved);
+	if (setupterm(NULL, 1, &err) == OK) {
+		const char *caps[] = { "rmcup", "sgr0", "cnorm" };
+
+		for (size_t i = 0; i < ST_ARRAY_SIZE(caps); i++) {
+			char *s = tigetstr(caps[i]);
+
+			if (s && s != (char *)-1)
+				putp(s);
+		}
+		fflush(stdout);
+	}
+}
+
+int ui_guard(const char *log_path, int *code)
+{
+	struct termios saved;
+	bool tty = tcgetattr(0, &saved) == 0;
+	sigset_t set, old;
+	pid_t pid;
+	int status = 0;
+
+	sigemptyset(&set);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGHUP);
+	sigaddset(&set, SIGCHLD);
+	sigprocmask(SIG_BLOCK, &set, &old);
+	fflush(NULL);
+	pid = fork();
+	if (pid < 0) {
+		sigprocmask(SIG_SETMASK, &old, NULL);
+		return -1;
+	}
+	if (pid == 0) {
+		sigset_t chld;
+
+		sigemptyset(&chld);
+		sigaddset(&chld, SIGCHLD);
+		sigprocmask(SIG_UNBLOCK, &chld, NULL);
+		prctl(PR_SET_PDEATHSIG, SIGTERM);
+		return 0;
+	}
+	for (;;) {
+		siginfo_t si;
+		int sig = sigwaitinfo(&set, &si);
+
+		if (sig == SIGTERM || sig == SIGHUP) {
+			kill(pid, sig);     /* let the UI stop cleanly */
+		} else if (sig == SIGCHLD || sig < 0) {
+			if (waitpid(pid, &status, WNOHANG) == pid)
+				break;
+		}
+		/* SIGINT from the terminal reaches the UI itself. */
+	}
+	sigprocmask(SIG_SETMASK, &old, NULL);
+	*code = WIFSIGNALED(status) ? 128 + WTERMSIG(status) : WEXITSTATUS(status);
+	/* The UI and its set-up end with 0, 2..5 (station's exit codes) or
+	 * 128 + INT/TERM/HUP, with the screen already given back.  Anything
+	 * else is a crash: a signal, or a sanitizer or abort path that exits
+	 * (1, 23, ...) without a word to ncurses. */
+	if (WIFSIGNALED(status) || (*code != 0 && (*code < 2 || *code > 5) &&
+	    *code != 128 + SIGINT && *code != 128 + SIGTERM && *code != 128 + SIGHUP)) {
+		if (tty)
+			restore_terminal(&saved);
+		if (WIFSIGNALED(status))
+			fprintf(stderr, "\nstation tui: the UI stopped on signal %d (%s); ",
+				WTERMSIG(status), strsignal(WTERMSIG(status)));
+		else
+			fprintf(stderr, "\nstation tui: the UI stopped abnormally (exit %d); ",
+				*code);
+		fprintf(stderr, "the terminal was restored. Units in work may be "
+			"unfinished: their records say so. Log: %s\n", log_path);
+	}
+	return 1;
 }

@@ -1,0 +1,680 @@
+/* test_tui.c — the real `station tui` driven in tmux (send-keys, then the
+ * screen read back with capture-pane) against station-devsim on ptys and a
+ * fresh SoftHSM token.  Every test has its own tmux server (-L socket), temp
+ * dir, token and simulators; screens are polled until the expected text
+ * shows (bounded), never slept on. */
+#include <criterion/criterion.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <signal.h>
+#include <sqlite3.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "base.h"
+#include "ui/ui_int.h"
+#include "tests/fixtures/fx_devsim.h"
+#include "tests/fixtures/fx_softhsm.h"
+
+#define PIN "36187201"
+#define ROT "2622102199f06fad94b827703f16e2998a2260f77f4e3210c2dae769ce1ca586"
+#define WAIT_MS 30000
+
+/* Every work order a test scans (created by world_init). */
+static const char *const work_orders[] = {
+	"WO-4711", "WO-Q1", "WO-C1", "WO-8", "WO-E1", "WO-P1",
+};
+
+/* One test's world: token, configuration, CA, a tmux server. */
+struct world {
+	char dir[256];
+	char conf[512], pinfile[512], db[512], log[512];
+	char sock[64];
+	int starts;           /* tmux servers started so far */
+	bool plain;           /* start as plain `station`, no command word */
+	char screen[65536];
+};
+
+/* The tmux server of the running test, killed by the fini even when an
+ * assertion ends the test early. */
+static char live_sock[64];
+
+static void write_file(const char *p, const char *text)
+{
+	FILE *f = fopen(p, "w");
+
+	cr_assert_not_null(f, "cannot write %s", p);
+	fputs(text, f);
+	fclose(f);
+}
+
+/* Run argv (NULL-terminated), stdout into out (may be NULL); exit code. */
+static int run(char *out, size_t cap, const char *const *argv)
+{
+	int p[2], status;
+	pid_t pid;
+	size_t n = 0;
+	ssize_t k;
+
+	cr_assert_eq(pipe(p), 0);
+	pid = fork();
+	cr_assert_geq(pid, 0);
+	if (pid == 0) {
+		int null = open("/dev/null", O_RDWR);
+
+		dup2(out ? p[1] : null, 1);
+		dup2(null, 2);
+		close(p[0]);
+		execvp(argv[0], (char **)argv);
+		_exit(127);
+	}
+	close(p[1]);
+	while (out && n + 1 < cap && (k = read(p[0], out + n, cap - 1 - n)) > 0)
+		n += (size_t)k;
+	if (out)
+		out[n] = '\0';
+	close(p[0]);
+	waitpid(pid, &status, 0);
+	return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+/* tmux -L <sock> ARGS... */
+static int tmux(struct world *w, char *out, size_t cap, ...)
+{
+	const char *argv[32] = { "tmux", "-L", w->sock };
+	int argc = 3;
+	const char *a;
+	va_list ap;
+
+	va_start(ap, cap);
+	while ((a = va_arg(ap, const char *)) && argc < 31)
+		argv[argc++] = a;
+	va_end(ap);
+	argv[argc] = NULL;
+	return run(out, cap, argv);
+}
+
+static void tmux_fini(void)
+{
+	if (live_sock[0]) {
+		const char *argv[] = { "tmux", "-L", live_sock, "kill-server", NULL };
+		int status;
+		pid_t pid = fork();
+
+		if (pid == 0) {
+			int null = open("/dev/null", O_RDWR);
+
+			dup2(null, 1);
+			dup2(null, 2);
+			execvp(argv[0], (char **)argv);
+			_exit(127);
+		}
+		if (pid > 0)
+			waitpid(pid, &status, 0);
+	}
+}
+
+/* A work order the supervisor created (a run takes its units from the
+ * work order's quota: an unknown one is refused).  Before the UI starts:
+ * not two processes creating the records store at once. */
+static void create_work_order(struct world *w, const char *wo, const char *quota)
+{
+	char bin[512];
+	const char *argv[] = { bin, "--config", w->conf, "--pin-file", w->pinfile,
+			       "records", "workorder", "create", wo, "--quota", quota,
+			       NULL };
+
+	snprintf(bin, sizeof(bin), "%s/station", getenv("STATION_BUILD"));
+	cr_assert_eq(run(NULL, 0, argv), 0, "station records workorder create %s failed",
+		     wo);
+}
+
+/* Token "station", configuration, profile, issuing CA, the
+ * work orders the tests scan. */
+static void world_init(struct world *w)
+{
+	char text[2048], bin[512], profile[512], certs[512];
+	const char *argv[12];
+
+	memset(w, 0, sizeof(*w));
+	cr_assert_eq(fx_softhsm_init(w->dir, sizeof(w->dir), "station", PIN), 0,
+		     "SoftHSM fixture failed");
+	cr_assert_not_null(getenv("STATION_BUILD"), "STATION_BUILD is not set");
+	snprintf(w->conf, sizeof(w->conf), "%s/station.conf", w->dir);
+	snprintf(w->pinfile, sizeof(w->pinfile), "%s/user.pin", w->dir);
+	snprintf(w->db, sizeof(w->db), "%s/records.db", w->dir);
+	snprintf(w->log, sizeof(w->log), "%s/tui.log", w->dir);
+	snprintf(profile, sizeof(profile), "%s/test.profile", w->dir);
+	snprintf(certs, sizeof(certs), "%s/certs", w->dir);
+	mkdir(certs, 0755);
+	write_file(w->pinfile, PIN "\n");
+	snprintf(text, sizeof(text),
+		 "station: { id = \"tui-station\"; };\n"
+		 "hsm: { module = \"%s\"; token = \"station\"; ca_key = \"issuing-ca\"; };\n"
+		 "records: { path = \"%s\"; cert_dir = \"%s\"; };\n"
+		 "profile = \"%s\";\nprogrammer: { timeout_ms = 3000; };\n",
+		 FX_SOFTHSM_MODULE, w->db, certs, profile);
+	write_file(w->conf, text);
+	write_file(profile,
+		   "name = \"tui-sensor\";\n"
+		   "certificate: { organization = \"Test Devices\"; validity_days = 365; };\n"
+		   "root_of_trust: { sha256 = \"" ROT "\"; fuse_bank = 0; };\n");
+	snprintf(bin, sizeof(bin), "%s/station", getenv("STATION_BUILD"));
+	argv[0] = bin;
+	argv[1] = "--config";
+	argv[2] = w->conf;
+	argv[3] = "--pin-file";
+	argv[4] = w->pinfile;
+	argv[5] = "ca";
+	argv[6] = "init";
+	argv[7] = "--cn";
+	argv[8] = "TUI Test CA";
+	argv[9] = NULL;
+	cr_assert_eq(run(NULL, 0, argv), 0, "station ca init failed");
+	for (size_t i = 0; i < ST_ARRAY_SIZE(work_orders); i++)
+		create_work_order(w, work_orders[i], "1000");
+}
+
+/* Start `station tui` over the simulators in a w x h tmux session.  When it
+ * ends, the pane shows its exit code and the terminal's modes. */
+static void tui_start_env(struct world *w, int cols, int rows, fx_devsim *sims, int n,
+			  const char *env)
+{
+	char cmd[8192], x[16], y[16];
+	int len;
+
+	len = snprintf(cmd, sizeof(cmd), "env %s LANG=C.UTF-8 SOFTHSM2_CONF=%s %s/station "
+		       "--config %s --log %s%s", env, getenv("SOFTHSM2_CONF"),
+		       getenv("STATION_BUILD"), w->conf, w->log, w->plain ? "" : " tui");
+	for (int i = 0; i < n; i++)
+		len += snprintf(cmd + len, sizeof(cmd) - (size_t)len, " --slot %s",
+				sims[i].port);
+	snprintf(cmd + len, sizeof(cmd) - (size_t)len, "; echo STATION-EXIT=$?; "
+		 "stty -a | tr ' ' '\\n' | grep -x -e echo -e -echo -e icanon "
+		 "-e -icanon | tr '\\n' ' '; echo; sleep 600");
+	snprintf(x, sizeof(x), "%d", cols);
+	snprintf(y, sizeof(y), "%d", rows);
+	/* A fresh server each time: a killed one may still be going away. */
+	snprintf(w->sock, sizeof(w->sock), "st-tui-%d-%d", (int)getpid(), ++w->starts);
+	snprintf(live_sock, sizeof(live_sock), "%s", w->sock);
+	cr_assert_eq(tmux(w, NULL, 0, "-f", "/dev/null", "new-session", "-d", "-s", "main",
+			  "-x", x, "-y", y, cmd, NULL), 0, "tmux did not start (is it installed?)");
+}
+
+static void tui_start(struct world *w, int cols, int rows, fx_devsim *sims, int n)
+{
+	tui_start_env(w, cols, rows, sims, n, "");
+}
+
+static const char *screen(struct world *w)
+{
+	tmux(w, w->screen, sizeof(w->screen), "capture-pane", "-p", "-t", "main", NULL);
+	return w->screen;
+}
+
+/* Poll the screen until text shows (true) or WAIT_MS pass (false). */
+static bool wait_for(struct world *w, const char *text)
+{
+	struct timespec t = { 0, 50 * 1000 * 1000 };
+	int64_t end = st_now_ms() + WAIT_MS;
+
+	do {
+		if (strstr(screen(w), text))
+			return true;
+		nanosleep(&t, NULL);
+	} while (st_now_ms() < end);
+	return false;
+}
+
+#define expect(w, text) \
+	cr_assert(wait_for(w, text), "'%s' never showed; the screen:\n%s", text, (w)->screen)
+
+/* Type literal text, then Enter when enter is true. */
+static void type(struct world *w, const char *text, bool enter)
+{
+	if (*text)
+		tmux(w, NULL, 0, "send-keys", "-t", "main", "-l", text, NULL);
+	if (enter)
+		tmux(w, NULL, 0, "send-keys", "-t", "main", "Enter", NULL);
+}
+
+/* Log in, scan the work order, answer the arming question. */
+static void login_and_start(struct world *w, const char *wo, bool arm)
+{
+	expect(w, "Operator login");
+	type(w, "alice", true);
+	expect(w, "PIN:");
+	type(w, PIN, true);
+	expect(w, "HSM station: logged in");
+	expect(w, "Work order:");
+	type(w, wo, true);
+	expect(w, "Burn fuses for this work order? [y/N]");
+	type(w, arm ? "y" : "n", false);
+	expect(w, arm ? " ARMED" : "not armed");
+}
+
+/* Count unit rows (optionally with a state) straight from the SQLite file. */
+static int count_units(const struct world *w, const char *state)
+{
+	sqlite3 *db = NULL;
+	sqlite3_stmt *st = NULL;
+	int n = -1;
+
+	cr_assert_eq(sqlite3_open_v2(w->db, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+	cr_assert_eq(sqlite3_prepare_v2(db, state ?
+		"SELECT count(*) FROM units WHERE state = ?1" :
+		"SELECT count(*) FROM units", -1, &st, NULL), SQLITE_OK);
+	if (state)
+		sqlite3_bind_text(st, 1, state, -1, SQLITE_STATIC);
+	if (sqlite3_step(st) == SQLITE_ROW)
+		n = sqlite3_column_int(st, 0);
+	sqlite3_finalize(st);
+	sqlite3_close(db);
+	return n;
+}
+
+static void start_sims(struct world *w, fx_devsim *sims, int n, int units)
+{
+	char name[16], seed[64];
+
+	for (int i = 0; i < n; i++) {
+		snprintf(name, sizeof(name), "p%d", i + 1);
+		snprintf(seed, sizeof(seed), "--seed tui-%d", i + 1);
+		cr_assert_eq(fx_devsim_start(&sims[i], w->dir, name, units, seed), 0);
+	}
+}
+
+static void finish(struct world *w, fx_devsim *sims, int n)
+{
+	tmux(w, NULL, 0, "kill-server", NULL);
+	live_sock[0] = '\0';
+	for (int i = 0; i < n; i++)
+		fx_devsim_stop(&sims[i]);
+	fx_rmtree(w->dir);
+}
+
+/* The whole file: the UI's log must never hold the PIN. */
+static void assert_log_has_no_pin(const struct world *w)
+{
+	char buf[65536];
+	FILE *f = fopen(w->log, "r");
+	size_t n;
+
+	cr_assert_not_null(f, "no log file %s", w->log);
+	n = fread(buf, 1, sizeof(buf) - 1, f);
+	buf[n] = '\0';
+	fclose(f);
+	cr_assert_null(strstr(buf, PIN), "the PIN is in the log");
+	cr_assert_null(strstr(buf, "99999999"), "a typed PIN is in the log");
+}
+
+TestSuite(tui, .fini = tmux_fini);
+
+Test(tui, wrong_pin_is_an_error_then_login_works, .timeout = 120)
+{
+	struct world w;
+	fx_devsim sim;
+
+	world_init(&w);
+	start_sims(&w, &sim, 1, 1);
+	w.plain = true;  /* plain `station` on a terminal is the UI */
+	tui_start(&w, 80, 24, &sim, 1);
+	expect(&w, "Operator login");
+	type(&w, "alice", true);
+	expect(&w, "PIN:");
+	type(&w, "99999999", true);
+	expect(&w, "wrong PIN");
+	cr_assert_null(strstr(w.screen, "99999999"), "the PIN was shown:\n%s", w.screen);
+	cr_assert(strstr(w.screen, "not logged in"), "%s", w.screen);
+	/* Still alive and asking: the right PIN now opens the session. */
+	type(&w, PIN, true);
+	expect(&w, "HSM station: logged in");
+	cr_assert(strstr(w.screen, "OPERATOR alice"), "%s", w.screen);
+	cr_assert(strstr(w.screen, "CA TUI Test CA 36"), "CA and days left:\n%s", w.screen);
+	cr_assert_null(strstr(w.screen, PIN), "the PIN was shown:\n%s", w.screen);
+	expect(&w, "Work order:");
+	/* Esc with no work order running leaves; the terminal is back. */
+	tmux(&w, NULL, 0, "send-keys", "-t", "main", "Escape", NULL);
+	expect(&w, "STATION-EXIT=0");
+	expect(&w, "icanon echo");
+	assert_log_has_no_pin(&w);
+	finish(&w, &sim, 1);
+}
+
+/* Four slots, one unit each: all PASS, counts and records agree, fuses
+ * burned; every slot stays visible at 160x48 and back at 80x24. */
+Test(tui, four_slots_pass_and_counts_update, .timeout = 180)
+{
+	struct world w;
+	fx_devsim sims[4];
+	json_t *st = NULL;
+
+	world_init(&w);
+	start_sims(&w, sims, 4, 1);
+	tui_start(&w, 80, 24, sims, 4);
+	login_and_start(&w, "WO-4711", true);
+	expect(&w, "PASS 4  FAIL 0  QUARANTINE 0  YIELD 100%");
+	cr_assert(strstr(w.screen, "WO WO-4711 ARMED"), "%s", w.screen);
+	cr_assert_eq(count_units(&w, "PASS"), 4);
+	for (int i = 0; i < 4; i++) {
+		json_t *u;
+
+		cr_assert_eq(fx_devsim_dump(sims[i].state_path, &st), 0);
+		u = json_array_get(json_object_get(st, "units"), 0);
+		cr_assert_str_eq(json_string_value(json_array_get(json_object_get(u, "fuses"), 0)),
+				 ROT, "slot %d: fuses not burned", i + 1);
+		json_decref(st);
+	}
+	for (int pass = 0; pass < 2; pass++) {
+		const char *size[2][2] = { { "160", "48" }, { "80", "24" } };
+
+		tmux(&w, NULL, 0, "resize-window", "-t", "main", "-x", size[pass][0], "-y",
+		     size[pass][1], NULL);
+		expect(&w, "4 p4.tty");
+		for (int i = 1; i <= 4; i++) {
+			char title[32];
+
+			snprintf(title, sizeof(title), "%d p%d.tty", i, i);
+			cr_assert(strstr(w.screen, title), "%sx%s: slot %d not visible:\n%s",
+				  size[pass][0], size[pass][1], i, w.screen);
+		}
+		cr_assert(strstr(w.screen, "PASS 4"), "%s", w.screen);
+	}
+	/* The last units' records view lists them with the work order. */
+	type(&w, "v", false);
+	expect(&w, "Last units (as recorded)");
+	cr_assert(strstr(w.screen, "WO-4711"), "%s", w.screen);
+	/* Nothing in progress: q leaves at once. */
+	type(&w, "q", false);
+	expect(&w, "STATION-EXIT=0");
+	expect(&w, "icanon echo");
+	assert_log_has_no_pin(&w);
+	finish(&w, sims, 4);
+}
+
+/* A unit whose fuses hold another value: QUARANTINE in red with the reason,
+ * nothing burned; q asks first while it waits for a decision. */
+Test(tui, fuse_conflict_shows_quarantine_reason_and_q_asks, .timeout = 120)
+{
+	struct world w;
+	fx_devsim sim;
+	json_t *st = NULL, *u;
+	const char *other = "00000000000000000000000000000000000000000000000000000000000000ff";
+
+	world_init(&w);
+	start_sims(&w, &sim, 1, 1);
+	fx_devsim_stop(&sim);
+	cr_assert_eq(fx_devsim_dump(sim.state_path, &st), 0);
+	u = json_array_get(json_object_get(st, "units"), 0);
+	/* Both copies of the bank (the simulator keeps a redundant one): a
+	 * value really programmed, not a half-done burn. */
+	json_array_set_new(json_object_get(u, "fuses"), 0, json_string(other));
+	json_array_set_new(json_object_get(u, "fuses_redundant"), 0, json_string(other));
+	cr_assert_eq(json_dump_file(st, sim.state_path, 0), 0);
+	json_decref(st);
+	cr_assert_eq(fx_devsim_start(&sim, w.dir, "p1", 1, "--seed tui-1"), 0);
+	tui_start(&w, 80, 24, &sim, 1);
+	login_and_start(&w, "WO-Q1", true);
+	expect(&w, "PASS 0  FAIL 0  QUARANTINE 1");
+	expect(&w, "fuse field root-of-trust (bank 0)");
+	cr_assert(strstr(w.screen, "QUARANTINE"), "%s", w.screen);
+	cr_assert(strstr(w.screen, "DECIDE"), "the unit waits for a decision:\n%s", w.screen);
+	cr_assert_eq(count_units(&w, "QUARANTINE"), 1);
+	/* q while the unit waits: asked, and n keeps the UI. */
+	type(&w, "q", false);
+	expect(&w, "Quit anyway? [y/N]");
+	type(&w, "n", false);
+	expect(&w, "q quit");
+	cr_assert_null(strstr(w.screen, "Quit anyway"), "%s", w.screen);
+	/* Retry is refused for a quarantined unit, so is stopping the slot
+	 * around it; k releases it. */
+	type(&w, "r", false);
+	expect(&w, "is not retried");
+	type(&w, "s", false);
+	expect(&w, "decide the unit first");
+	type(&w, "k", false);
+	expect(&w, "waiting for a unit");
+	/* Stop the slot, start it again. */
+	type(&w, "s", false);
+	expect(&w, "STOPPED");
+	type(&w, "s", false);
+	expect(&w, "operator alice: start");
+	expect(&w, " ready ");
+	cr_assert_eq(count_units(&w, NULL), 1, "nothing more was recorded");
+	cr_assert_eq(fx_devsim_dump(sim.state_path, &st), 0);
+	u = json_array_get(json_object_get(st, "units"), 0);
+	cr_assert_str_eq(json_string_value(json_array_get(json_object_get(u, "fuses"), 0)),
+			 other, "the fuses were changed");
+	json_decref(st);
+	type(&w, "q", false);
+	expect(&w, "STATION-EXIT=0");
+	finish(&w, &sim, 1);
+}
+
+/* A work order the records do not know: the slots do not start (nothing
+ * is provisioned outside a work order's quota), the operator is told how
+ * to create it, and nothing is recorded as a unit. */
+Test(tui, unknown_work_order_is_refused, .timeout = 120)
+{
+	struct world w;
+	fx_devsim sim;
+
+	world_init(&w);
+	start_sims(&w, &sim, 1, 1);
+	tui_start(&w, 160, 48, &sim, 1);
+	expect(&w, "Operator login");
+	type(&w, "alice", true);
+	expect(&w, "PIN:");
+	type(&w, PIN, true);
+	expect(&w, "Work order:");
+	type(&w, "WO-NONE", true);
+	expect(&w, "Burn fuses for this work order? [y/N]");
+	type(&w, "n", false);
+	expect(&w, "Cannot start the slots");
+	expect(&w, "does not exist");
+	cr_assert_eq(count_units(&w, NULL), 0, "a unit was recorded");
+	type(&w, " ", false);
+	expect(&w, "Work order:");
+	tmux(&w, NULL, 0, "send-keys", "-t", "main", "Escape", NULL);
+	expect(&w, "STATION-EXIT=0");
+	finish(&w, &sim, 1);
+}
+
+/* Two programmers answering with one device ID (a cloned ID): one unit
+ * FAILs with the reason; the operator quarantines it. */
+Test(tui, cloned_id_fails_with_reason_and_operator_quarantines, .timeout = 120)
+{
+	struct world w;
+	fx_devsim sims[2];
+
+	world_init(&w);
+	cr_assert_eq(fx_devsim_start(&sims[0], w.dir, "p1", 1, "--seed same"), 0);
+	cr_assert_eq(fx_devsim_start(&sims[1], w.dir, "p2", 1, "--seed same"), 0);
+	tui_start(&w, 80, 24, sims, 2);
+	login_and_start(&w, "WO-C1", false);
+	expect(&w, "FAIL 1");
+	expect(&w, "PASS 1");
+	cr_assert(strstr(w.screen, "same device ID"), "%s", w.screen);
+	cr_assert(strstr(w.screen, "r retry"), "what to do:\n%s", w.screen);
+	/* Only the held slot takes x. */
+	type(&w, "1", false);
+	type(&w, "x", false);
+	type(&w, "2", false);
+	type(&w, "x", false);
+	expect(&w, "PASS 1  FAIL 1  QUARANTINE 1");
+	expect(&w, "set aside by operator alice");
+	cr_assert_eq(count_units(&w, "QUARANTINE"), 1);
+	cr_assert_eq(count_units(&w, "FAIL"), 1);
+	type(&w, "q", false);
+	expect(&w, "STATION-EXIT=0");
+	finish(&w, sims, 2);
+}
+
+/* Eight slots fit a 160x48 terminal and 80x24 still shows all eight. */
+Test(tui, eight_slots_scale, .timeout = 180)
+{
+	struct world w;
+	fx_devsim sims[8];
+
+	world_init(&w);
+	start_sims(&w, sims, 8, 1);
+	tui_start(&w, 160, 48, sims, 8);
+	login_and_start(&w, "WO-8", false);
+	expect(&w, "PASS 8  FAIL 0");
+	for (int pass = 0; pass < 2; pass++) {
+		if (pass)
+			tmux(&w, NULL, 0, "resize-window", "-t", "main", "-x", "80", "-y", "24",
+			     NULL);
+		expect(&w, pass ? "8 p8" : "8 p8.tty");
+		for (int i = 1; i <= 8; i++) {
+			char title[32];
+
+			snprintf(title, sizeof(title), "%d p%d", i, i);
+			cr_assert(strstr(w.screen, title), "slot %d not visible:\n%s", i,
+				  w.screen);
+		}
+	}
+	type(&w, "q", false);
+	expect(&w, "STATION-EXIT=0");
+	finish(&w, sims, 8);
+}
+
+/* SIGTERM stops the UI cleanly; a crash (SIGSEGV) still gives the terminal
+ * back: the guard restores it and says so. */
+static pid_t ui_pid(const struct world *w)
+{
+	char buf[65536], *p;
+	FILE *f = fopen(w->log, "r");
+	size_t n;
+
+	cr_assert_not_null(f);
+	n = fread(buf, 1, sizeof(buf) - 1, f);
+	buf[n] = '\0';
+	fclose(f);
+	p = strstr(buf, "(pid ");
+	cr_assert_not_null(p, "no pid in the log:\n%s", buf);
+	return (pid_t)atoi(p + 5);
+}
+
+Test(tui, sigterm_and_crash_restore_the_terminal, .timeout = 120)
+{
+	struct world w;
+	fx_devsim sim;
+
+	world_init(&w);
+	start_sims(&w, &sim, 1, 1);
+	tui_start(&w, 80, 24, &sim, 1);
+	expect(&w, "Operator login");
+	cr_assert_eq(kill(ui_pid(&w), SIGTERM), 0);
+	expect(&w, "STATION-EXIT=143");
+	expect(&w, "icanon echo");
+	tmux(&w, NULL, 0, "kill-server", NULL);
+	unlink(w.log);
+	tui_start(&w, 80, 24, &sim, 1);
+	expect(&w, "Operator login");
+	type(&w, "bob", true);
+	expect(&w, "PIN:");
+	cr_assert_eq(kill(ui_pid(&w), SIGSEGV), 0);
+	expect(&w, "the UI stopped");
+	expect(&w, "icanon echo");
+	finish(&w, &sim, 1);
+}
+
+/* A programmer on a broken line (the simulator answers garbage): the slot
+ * shows ERROR with the reason and what to do, and the UI stays usable. */
+Test(tui, programmer_error_shows_on_its_slot, .timeout = 120)
+{
+	struct world w;
+	fx_devsim sims[2];
+
+	world_init(&w);
+	cr_assert_eq(fx_devsim_start(&sims[0], w.dir, "p1", 1, "--seed g1"), 0);
+	cr_assert_eq(fx_devsim_start(&sims[1], w.dir, "p2", 1, "--seed g2 --fault garbage"), 0);
+	tui_start(&w, 80, 24, sims, 2);
+	login_and_start(&w, "WO-E1", false);
+	expect(&w, "PASS 1  FAIL 0");
+	expect(&w, "s starts the slot");
+	cr_assert(strstr(w.screen, "ERROR"), "%s", w.screen);
+	/* Starting it again tries again (and fails again, visibly). */
+	type(&w, "2", false);
+	type(&w, "s", false);
+	expect(&w, "slot 2: operator alice: start");
+	expect(&w, "s starts the slot");
+	type(&w, "q", false);
+	expect(&w, "STATION-EXIT=0");
+	finish(&w, sims, 2);
+}
+
+/* Colour where the terminal has it; none at all with NO_COLOR set. */
+Test(tui, no_color_means_monochrome, .timeout = 120)
+{
+	struct world w;
+	fx_devsim sim;
+
+	world_init(&w);
+	start_sims(&w, &sim, 1, 1);
+	for (int nc = 0; nc < 2; nc++) {
+		tui_start_env(&w, 80, 24, &sim, 1, nc ? "NO_COLOR=1" : "NO_COLOR=");
+		expect(&w, "Operator login");
+		tmux(&w, w.screen, sizeof(w.screen), "capture-pane", "-e", "-p", "-t", "main",
+		     NULL);
+		/* The header's cyan background (SGR 46) is the colour mark. */
+		if (nc)
+			cr_assert_null(strstr(w.screen, "46m"), "colour under NO_COLOR:\n%s",
+				       w.screen);
+		else
+			cr_assert_not_null(strstr(w.screen, "46m"), "no colour:\n%s", w.screen);
+		tmux(&w, NULL, 0, "send-keys", "-t", "main", "Escape", NULL);
+		expect(&w, "STATION-EXIT=0");
+		tmux(&w, NULL, 0, "kill-server", NULL);
+	}
+	finish(&w, &sim, 1);
+}
+
+/* What a device sends is shown escaped: no byte of it reaches the terminal
+ * as a control character. */
+Test(tui, device_strings_are_escaped)
+{
+	char *e = ui_escape_dup("ok \x1b[2J\x07\r\n\xc3\xa9~");
+
+	cr_assert_not_null(e);
+	cr_assert_str_eq(e, "ok \\x1b[2J\\x07\\x0d\\x0a\\xc3\\xa9~");
+	for (const char *c = e; *c; c++)
+		cr_assert(*c >= 0x20 && *c < 0x7f, "byte 0x%02x left as is", (unsigned char)*c);
+	free(e);
+	cr_assert_null(ui_escape_dup(NULL));
+}
+
+/* A programmer plugged in after the start, unplugged, and plugged in again
+ * with a new unit: the slot finds it and its units start by themselves. */
+Test(tui, units_start_when_a_programmer_appears, .timeout = 120)
+{
+	struct world w;
+	fx_devsim sim = { 0 };
+	char state[600];
+
+	world_init(&w);
+	snprintf(sim.port, sizeof(sim.port), "%s/p1.tty", w.dir);
+	tui_start(&w, 80, 24, &sim, 1);
+	login_and_start(&w, "WO-P1", false);
+	expect(&w, "waiting for the programmer");
+	cr_assert_eq(fx_devsim_start(&sim, w.dir, "p1", 1, "--seed plug-a"), 0);
+	expect(&w, "PASS 1");
+	/* Unplugged: it says so and waits; a new programmer with a new unit. */
+	fx_devsim_stop(&sim);
+	expect(&w, "ERROR");
+	snprintf(state, sizeof(state), "%s/p1.json", w.dir);
+	cr_assert_eq(unlink(state), 0);
+	cr_assert_eq(fx_devsim_start(&sim, w.dir, "p1", 1, "--seed plug-b"), 0);
+	expect(&w, "PASS 2");
+	cr_assert_eq(count_units(&w, "PASS"), 2);
+	type(&w, "q", false);
+	expect(&w, "STATION-EXIT=0");
+	finish(&w, &sim, 1);
+}

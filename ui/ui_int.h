@@ -1,0 +1,117 @@
+/* ui_int.h — what the UI's own files share (not a public header). */
+#ifndef ST_UI_INT_H
+#define ST_UI_INT_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "ui/ui.h"
+
+#define UI_LOG_LINES 200
+#define UI_RECENT 64
+#define UI_MAX_STEPS 12
+#define UI_IN_MAX 64
+
+/* One engine event copied for the UI thread; strings are escaped copies. */
+struct ui_ev {
+	struct ui_ev *next;
+	st_event_kind kind;
+	int slot;
+	int err;
+	int64_t elapsed_ms;
+	char *uid, *step, *outcome, *detail, *result, *cert_serial, *fuses;
+};
+
+/* Events from the workers to the UI thread: a list under a mutex, and a
+ * pipe whose read end wakes the UI's poll(). */
+struct ui_queue {
+	pthread_mutex_t lock;
+	struct ui_ev *head, *tail;
+	int rfd, wfd;
+};
+
+enum ui_slot_state {
+	SL_OFF,       /* no run yet, or the run ended */
+	SL_IDLE,      /* programmer open, no unit in work */
+	SL_BUSY,      /* a unit in work */
+	SL_VERDICT,   /* the last unit's verdict is shown */
+	SL_HELD,      /* a unit that did not pass waits for the operator */
+	SL_ERROR,     /* the slot stopped on an error */
+};
+
+enum ui_step_state { STP_TODO, STP_OK, STP_FAIL, STP_SKIP };
+
+struct ui_slot {
+	char port[128];
+	char uid[40];
+	enum ui_slot_state state;
+	unsigned char steps[UI_MAX_STEPS];  /* enum ui_step_state per step */
+	char verdict[16];
+	char reason[600];
+	char note[160];      /* idle reason, held hint, skip note */
+	int64_t t0, elapsed_ms;
+};
+
+/* One finished unit, as the engine reported it (after it was recorded). */
+struct ui_recent {
+	char when[16];
+	int slot;
+	char uid[40];
+	char result[16];
+	char serial[48];
+	char fuses[16];
+	char wo[UI_IN_MAX];
+	int64_t ms;
+};
+
+enum ui_mode { M_NAME, M_PIN, M_WO, M_ARM, M_MAIN, M_QUIT, M_MSG };
+
+struct ui {
+	const ui_opts *o;
+	struct ui_queue q;
+	int sigfd, logfd;
+	enum ui_mode mode, after_msg;
+	char in[UI_IN_MAX];         /* the line being typed (never the PIN) */
+	size_t inlen;
+	char pin[256];              /* the PIN being typed; wiped after use */
+	size_t pinlen;
+	char msg[600];              /* dialog message / error */
+	bool msg_error;
+	char operator_name[UI_IN_MAX];
+	char work_order[UI_IN_MAX];  /* the running one (the engine reads it) */
+	char wo_new[UI_IN_MAX];      /* scanned, waiting for the arming answer */
+	bool logged_in, armed;
+	hsm *h;
+	char ca_name[128];
+	int ca_days;
+	st_run run;
+	st_run_handle *rh;
+	int64_t run_t0;
+	int nsteps;
+	const char *const *steps;
+	struct ui_slot slots[ST_MAX_SLOTS];
+	int sel;                    /* selected slot, 0-based */
+	int pass, fail, quarantine;
+	char log[UI_LOG_LINES][200];
+	int nlog, loghead;
+	struct ui_recent recent[UI_RECENT];
+	int nrecent;
+	bool show_records;
+	bool color, utf8;
+	bool quit;
+};
+
+/* draw.c */
+void ui_colors(struct ui *u);
+void ui_draw(struct ui *u);
+
+/* ui.c */
+int ui_busy_slots(const struct ui *u);
+
+/* A malloc'd copy of s for display: printable ASCII stays, anything else
+ * (control bytes, escape sequences, non-ASCII) becomes \xNN, so a device
+ * cannot drive the terminal.  NULL stays NULL (and on out of memory). */
+char *ui_escape_dup(const char *s);
+
+#endif
