@@ -109,7 +109,7 @@ Test(station, two_slots_in_parallel_and_no_second_identity, .timeout = 120)
 	cr_assert_eq(fx_devsim_start(&a, w.dir, "progA", 2, "--seed A"), 0);
 	cr_assert_eq(fx_devsim_start(&b, w.dir, "progB", 2, "--seed B"), 0);
 	fx_station_run(&r, &w, "--burn-fuses", "--slot", a.port, "--slot", b.port,
-		    "provision", NULL);
+		       "provision", NULL);
 	cr_assert_eq(r.code, 0, "stdout:%s\nstderr:%s", r.out, r.err);
 	cr_assert_eq(fx_count_units(&w, "PASS"), 4);
 	cr_assert(strstr(r.out, "summary: 4 PASS"), "%s", r.out);
@@ -138,7 +138,7 @@ Test(station, same_device_id_in_two_slots_gets_one_identity, .timeout = 60)
 	cr_assert_eq(fx_devsim_start(&a, w.dir, "progA", 1, "--seed clone"), 0);
 	cr_assert_eq(fx_devsim_start(&b, w.dir, "progB", 1, "--seed clone"), 0);
 	fx_station_run(&r, &w, "--burn-fuses", "--slot", a.port, "--slot", b.port,
-		    "provision", NULL);
+		       "provision", NULL);
 	cr_assert_eq(fx_count_units(&w, "PASS"), 1, "stdout:%s\nstderr:%s", r.out, r.err);
 	/* Either both were identified at once (the second is refused as a
 	 * clone: FAIL) or one after the other (the second is skipped). */
@@ -164,7 +164,8 @@ Test(station, fuses_untouched_unless_armed, .timeout = 60)
 	cr_assert_eq(json_array_size(units), 1);
 	cr_assert_str_eq(json_string_value(json_object_get(json_array_get(units, 0), "fuses")),
 			 "not-armed");
-	dev = fx_sim_unit(sim.state_path, json_string_value(json_object_get(json_array_get(units, 0), "uid")));
+	dev = fx_sim_unit(sim.state_path,
+			  json_string_value(json_object_get(json_array_get(units, 0), "uid")));
 	cr_assert_str_eq(fuse0(dev), "0000000000000000000000000000000000000000000000000000000000000000");
 	json_decref(dev);
 	json_decref(units);
@@ -229,7 +230,7 @@ Test(station, missing_token_is_a_clear_error, .timeout = 60)
 
 	fx_world_init(&w, false, 700);
 	fx_station_run(&r, &w, "--token", "no-such-token", "--slot", "/dev/null",
-		    "provision", NULL);
+		       "provision", NULL);
 	cr_assert_eq(r.code, 3, "stderr:%s", r.err);
 	cr_assert(strstr(r.err, "no-such-token"), "%s", r.err);
 	cr_assert_eq(fx_count_units(&w, NULL), 0);
