@@ -25,136 +25,9 @@
 #include "base.h"
 #include "tests/fixtures/fx_devsim.h"
 #include "tests/fixtures/fx_softhsm.h"
+#include "tests/fixtures/fx_station.h"
 
-#define PIN "36187201"
-#define ROT "2622102199f06fad94b827703f16e2998a2260f77f4e3210c2dae769ce1ca586"
-
-struct world {
-	char dir[256];
-	char conf[512], pinfile[512], db[512], certs[512], ca[512], profile[512];
-};
-
-struct run {
-	int code;
-	char out[262144];
-	char err[65536];
-};
-
-static struct run R;    /* big: keep it off the stack */
-
-static void path(char *dst, const struct world *w, const char *name)
-{
-	snprintf(dst, 512, "%s/%s", w->dir, name);
-}
-
-static void write_file(const char *p, const char *text)
-{
-	FILE *f = fopen(p, "w");
-
-	cr_assert_not_null(f, "cannot write %s", p);
-	fputs(text, f);
-	fclose(f);
-}
-
-static void slurp(int fd, char *buf, size_t cap)
-{
-	size_t n = 0;
-	ssize_t k;
-
-	while (n + 1 < cap && (k = read(fd, buf + n, cap - 1 - n)) > 0)
-		n += (size_t)k;
-	buf[n] = '\0';
-}
-
-static void station_argv(const struct world *w, const char **argv, int *argc,
-			 char *bin, va_list ap)
-{
-	const char *a;
-
-	snprintf(bin, 512, "%s/station", getenv("STATION_BUILD"));
-	argv[(*argc)++] = bin;
-	argv[(*argc)++] = "--config";
-	argv[(*argc)++] = w->conf;
-	argv[(*argc)++] = "--pin-file";
-	argv[(*argc)++] = w->pinfile;
-	while ((a = va_arg(ap, const char *)) && *argc < 62)
-		argv[(*argc)++] = a;
-	argv[*argc] = NULL;
-}
-
-/* Run the station; fsize > 0 limits the size of any file it writes
- * (RLIMIT_FSIZE binds root too: a full disk), with SIGXFSZ ignored so
- * writes fail with EFBIG instead of killing it. */
-static int run_limited(struct run *r, const struct world *w, rlim_t fsize, ...)
-{
-	char bin[512], errpath[600];
-	const char *argv[64];
-	int argc = 0, outp[2], errfd, status;
-	va_list ap;
-	pid_t pid;
-
-	va_start(ap, fsize);
-	station_argv(w, argv, &argc, bin, ap);
-	va_end(ap);
-	snprintf(errpath, sizeof(errpath), "%s/stderr.txt", w->dir);
-	cr_assert_eq(pipe(outp), 0);
-	errfd = open(errpath, O_RDWR | O_CREAT | O_TRUNC, 0600);
-	cr_assert_geq(errfd, 0);
-	pid = fork();
-	cr_assert_geq(pid, 0);
-	if (pid == 0) {
-		dup2(outp[1], 1);
-		dup2(errfd, 2);
-		close(outp[0]);
-		if (fsize) {
-			struct rlimit l = { fsize, fsize };
-
-			signal(SIGXFSZ, SIG_IGN);
-			setrlimit(RLIMIT_FSIZE, &l);
-		}
-		execv(bin, (char **)argv);
-		_exit(127);
-	}
-	close(outp[1]);
-	slurp(outp[0], r->out, sizeof(r->out));
-	close(outp[0]);
-	waitpid(pid, &status, 0);
-	lseek(errfd, 0, SEEK_SET);
-	slurp(errfd, r->err, sizeof(r->err));
-	close(errfd);
-	r->code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-	return r->code;
-}
-
-#define run_station(r, w, ...) run_limited(r, w, 0, __VA_ARGS__)
-
-static void world_init(struct world *w)
-{
-	char text[2048];
-
-	cr_assert_eq(fx_softhsm_init(w->dir, sizeof(w->dir), "station", PIN), 0);
-	path(w->conf, w, "station.conf");
-	path(w->pinfile, w, "user.pin");
-	path(w->db, w, "records.db");
-	path(w->certs, w, "certs");
-	path(w->ca, w, "ca.pem");
-	path(w->profile, w, "demo.profile");
-	mkdir(w->certs, 0755);
-	write_file(w->pinfile, PIN "\n");
-	snprintf(text, sizeof(text),
-		 "station: { id = \"test-station\"; };\n"
-		 "hsm: { module = \"%s\"; token = \"station\"; ca_key = \"issuing-ca\"; };\n"
-		 "records: { path = \"%s\"; cert_dir = \"%s\"; };\n"
-		 "profile = \"%s\";\nprogrammer: { timeout_ms = 2000; };\n",
-		 FX_SOFTHSM_MODULE, w->db, w->certs, w->profile);
-	write_file(w->conf, text);
-	write_file(w->profile,
-		   "name = \"test-sensor\";\n"
-		   "certificate: { organization = \"Test Devices\"; validity_days = 365; };\n"
-		   "root_of_trust: { sha256 = \"" ROT "\"; fuse_bank = 0; };\n");
-	run_station(&R, w, "ca", "init", "--out", w->ca, NULL);
-	cr_assert_eq(R.code, 0, "ca init failed: %s", R.err);
-}
+static fx_run R;    /* big: keep it off the stack */
 
 static long long q_int(const char *db, const char *sql)
 {
@@ -186,25 +59,25 @@ static void sql_exec(const char *db, const char *sql)
 
 /* Provision n units from one simulator; returns with the simulator
  * stopped. */
-static void provision(struct world *w, const char *name, int n, const char *wo)
+static void provision(fx_world *w, const char *name, int n, const char *wo)
 {
 	fx_devsim sim;
 
 	cr_assert_eq(fx_devsim_start(&sim, w->dir, name, n, NULL), 0);
 	if (wo)
-		run_station(&R, w, "--json", "--burn-fuses", "--work-order", wo,
-			    "--slot", sim.port, "provision", NULL);
+		fx_station_run(&R, w, "--json", "--burn-fuses", "--work-order", wo,
+			       "--slot", sim.port, "provision", NULL);
 	else
-		run_station(&R, w, "--json", "--burn-fuses", "--slot", sim.port,
-			    "provision", NULL);
+		fx_station_run(&R, w, "--json", "--burn-fuses", "--slot", sim.port,
+			       "provision", NULL);
 	fx_devsim_stop(&sim);
 }
 
 Test(evidence, provisioning_is_signed_and_verify_catches_tampering, .timeout = 120)
 {
-	struct world w;
+	fx_world w;
 
-	world_init(&w);
+	fx_world_init(&w, true, 2000);
 	provision(&w, "p1", 3, NULL);
 	cr_assert_eq(R.code, 0, "%s\n%s", R.out, R.err);
 	/* every event of the run is signed by the HSM's audit key */
@@ -213,11 +86,11 @@ Test(evidence, provisioning_is_signed_and_verify_catches_tampering, .timeout = 1
 			   "('station_start','operator_login','operator_logout',"
 			   "'station_stop')"), 4);
 	cr_assert_eq(q_int(w.db, "SELECT count(*) FROM audit_certs"), 1);
-	run_station(&R, &w, "--ca-cert", w.ca, "records", "verify", NULL);
+	fx_station_run(&R, &w, "--ca-cert", w.ca, "records", "verify", NULL);
 	cr_assert_eq(R.code, 0, "%s\n%s", R.out, R.err);
 	cr_assert(strstr(R.out, "records OK"), "%s", R.out);
 	/* list, show and export read the same store */
-	run_station(&R, &w, "--format", "jsonl", "--result", "PASS", "records", "export", NULL);
+	fx_station_run(&R, &w, "--format", "jsonl", "--result", "PASS", "records", "export", NULL);
 	cr_assert_eq(R.code, 0, "%s", R.err);
 	{
 		int lines = 0;
@@ -226,11 +99,11 @@ Test(evidence, provisioning_is_signed_and_verify_catches_tampering, .timeout = 1
 			lines++;
 		cr_assert_eq(lines, 3, "%s", R.out);
 	}
-	run_station(&R, &w, "records", "show", "1", NULL);
+	fx_station_run(&R, &w, "records", "show", "1", NULL);
 	cr_assert_eq(R.code, 0, "%s", R.err);
 	cr_assert(strstr(R.out, "unit_end") && strstr(R.out, "possession"), "%s", R.out);
 	/* the PIN never reaches the records */
-	cr_assert_eq(q_int(w.db, "SELECT count(*) FROM events WHERE body LIKE '%" PIN "%'"), 0);
+	cr_assert_eq(q_int(w.db, "SELECT count(*) FROM events WHERE body LIKE '%" FX_PIN "%'"), 0);
 
 	/* cutting events off the end together with their rows leaves a
 	 * consistent chain; a hash kept from before (an export) catches it */
@@ -245,15 +118,15 @@ Test(evidence, provisioning_is_signed_and_verify_catches_tampering, .timeout = 1
 		cr_assert_not_null(fgets(anchor, sizeof(anchor), p));
 		pclose(p);
 		anchor[strcspn(anchor, "\n")] = '\0';
-		run_station(&R, &w, "--anchor", anchor, "records", "verify", NULL);
+		fx_station_run(&R, &w, "--anchor", anchor, "records", "verify", NULL);
 		cr_assert_eq(R.code, 0, "%s\n%s", R.out, R.err);
 		sql_exec(w.db, "DROP TRIGGER events_no_delete; DROP TRIGGER units_no_delete;"
 			 "DELETE FROM events WHERE seq > (SELECT seq FROM events WHERE"
 			 " kind = 'unit_start' AND unit_id = 3) - 1;"
 			 "DELETE FROM steps WHERE unit_id = 3; DELETE FROM units WHERE id = 3");
-		run_station(&R, &w, "records", "verify", NULL);
+		fx_station_run(&R, &w, "records", "verify", NULL);
 		cr_assert_eq(R.code, 0, "the documented limit: %s\n%s", R.out, R.err);
-		run_station(&R, &w, "--anchor", anchor, "records", "verify", NULL);
+		fx_station_run(&R, &w, "--anchor", anchor, "records", "verify", NULL);
 		cr_assert_eq(R.code, 4, "%s\n%s", R.out, R.err);
 		cr_assert(strstr(R.out, "cut off"), "%s", R.out);
 	}
@@ -261,7 +134,7 @@ Test(evidence, provisioning_is_signed_and_verify_catches_tampering, .timeout = 1
 	sql_exec(w.db, "DROP TRIGGER events_no_update;"
 		 "UPDATE events SET body = replace(body, '\"ok\"', '\"OK\"')"
 		 " WHERE seq = (SELECT min(seq) FROM events WHERE kind = 'step')");
-	run_station(&R, &w, "records", "verify", NULL);
+	fx_station_run(&R, &w, "records", "verify", NULL);
 	cr_assert_eq(R.code, 4, "%s\n%s", R.out, R.err);
 	cr_assert(strstr(R.out, "TAMPERED") && strstr(R.out, "first bad record: event"),
 		  "%s", R.out);
@@ -313,16 +186,16 @@ static int audit_bundle(const char *script, const char *dir, char *log, size_t c
 
 Test(evidence, bundle_passes_the_documented_openssl_checks, .timeout = 180)
 {
-	struct world w;
+	fx_world w;
 	char bundle[600], script[600], cmd[2048], log[16384], cert[900];
 	int rc;
 
-	world_init(&w);
+	fx_world_init(&w, true, 2000);
 	provision(&w, "p1", 3, NULL);
 	cr_assert_eq(R.code, 0, "%s\n%s", R.out, R.err);
 	snprintf(bundle, sizeof(bundle), "%s/bundle", w.dir);
 	snprintf(script, sizeof(script), "%s/auditor.sh", w.dir);
-	run_station(&R, &w, "records", "export", "--evidence", bundle, NULL);
+	fx_station_run(&R, &w, "records", "export", "--evidence", bundle, NULL);
 	cr_assert_eq(R.code, 0, "%s\n%s", R.out, R.err);
 	auditor_script(script);
 	rc = audit_bundle(script, bundle, log, sizeof(log));
@@ -350,7 +223,7 @@ Test(evidence, bundle_passes_the_documented_openssl_checks, .timeout = 180)
 	/* a store that does not verify gives no evidence */
 	sql_exec(w.db, "DROP TRIGGER events_no_delete; DELETE FROM events WHERE seq = 5");
 	snprintf(cert, sizeof(cert), "%s/bundle3", w.dir);
-	run_station(&R, &w, "records", "export", "--evidence", cert, NULL);
+	fx_station_run(&R, &w, "records", "export", "--evidence", cert, NULL);
 	cr_assert_eq(R.code, 4, "%s\n%s", R.out, R.err);
 	cr_assert(strstr(R.err, "event 5"), "%s", R.err);
 	cr_assert_neq(access(cert, F_OK), 0, "a bundle was written");
@@ -359,14 +232,14 @@ Test(evidence, bundle_passes_the_documented_openssl_checks, .timeout = 180)
 
 Test(evidence, work_order_quota_via_cli, .timeout = 120)
 {
-	struct world w;
+	fx_world w;
 	char *line, *save = NULL;
 	int pass = 0;
 
-	world_init(&w);
-	run_station(&R, &w, "--quota", "2", "records", "workorder", "create", "WO-7", NULL);
+	fx_world_init(&w, true, 2000);
+	fx_station_run(&R, &w, "--quota", "2", "records", "workorder", "create", "WO-7", NULL);
 	cr_assert_eq(R.code, 0, "%s", R.err);
-	run_station(&R, &w, "records", "workorder", "create", "WO-7", NULL);
+	fx_station_run(&R, &w, "records", "workorder", "create", "WO-7", NULL);
 	cr_assert_eq(R.code, 2, "a second WO-7: %s", R.err);
 	provision(&w, "p1", 4, "WO-7");
 	cr_assert_eq(R.code, 0, "%s\n%s", R.out, R.err);
@@ -376,9 +249,9 @@ Test(evidence, work_order_quota_via_cli, .timeout = 120)
 	cr_assert_eq(pass, 2, "PASS lines: %d", pass);
 	cr_assert(strstr(R.err, "quota"), "%s", R.err);
 	cr_assert_eq(q_int(w.db, "SELECT count(*) FROM units"), 2, "a unit beyond the quota was started");
-	run_station(&R, &w, "records", "workorder", "show", "WO-7", NULL);
+	fx_station_run(&R, &w, "records", "workorder", "show", "WO-7", NULL);
 	cr_assert(strstr(R.out, "quota 2, 2 PASS, 0 in work"), "%s", R.out);
-	run_station(&R, &w, "--work-order", "WO-7", "--format", "csv", "records", "list", NULL);
+	fx_station_run(&R, &w, "--work-order", "WO-7", "--format", "csv", "records", "list", NULL);
 	cr_assert_eq(R.code, 0);
 	cr_assert_eq(strstr(R.out, "WO-7") != NULL, 1, "%s", R.out);
 	/* an unknown work order stops before anything is touched */
@@ -391,7 +264,7 @@ Test(evidence, work_order_quota_via_cli, .timeout = 120)
 
 /* Start the station on three slots and SIGKILL it once `after` PASS lines
  * were printed; their uids go to seen (space-separated). */
-static int kill_during_burst(struct world *w, fx_devsim *sims, int after,
+static int kill_during_burst(fx_world *w, fx_devsim *sims, int after,
 			     char *seen, size_t cap)
 {
 	char bin[512], buf[65536], line[65536];
@@ -465,12 +338,12 @@ static int kill_during_burst(struct world *w, fx_devsim *sims, int after,
 Test(evidence, sigkill_during_bursts_keeps_every_reported_pass, .timeout = 300)
 {
 	static const int kill_after[] = { 1, 9, 25 };
-	struct world w;
+	fx_world w;
 	fx_devsim sims[3];
 	char seen[16384] = "", *uid, *save = NULL, sql[256];
 	int total = 0;
 
-	world_init(&w);
+	fx_world_init(&w, true, 2000);
 	for (size_t k = 0; k < ST_ARRAY_SIZE(kill_after); k++) {
 		for (int i = 0; i < 3; i++) {
 			char name[16], seed[32];
@@ -483,7 +356,7 @@ Test(evidence, sigkill_during_bursts_keeps_every_reported_pass, .timeout = 300)
 		for (int i = 0; i < 3; i++)
 			fx_devsim_stop(&sims[i]);
 		/* the store opens and verifies after every kill */
-		run_station(&R, &w, "--ca-cert", w.ca, "records", "verify", NULL);
+		fx_station_run(&R, &w, "--ca-cert", w.ca, "records", "verify", NULL);
 		cr_assert_eq(R.code, 0, "after kill %zu: %s\n%s", k, R.out, R.err);
 	}
 	cr_assert_geq(total, 35);
@@ -498,14 +371,14 @@ Test(evidence, sigkill_during_bursts_keeps_every_reported_pass, .timeout = 300)
 
 Test(evidence, full_disk_stops_provisioning_and_loses_nothing, .timeout = 180)
 {
-	struct world w;
+	fx_world w;
 	fx_devsim sim;
 	char *line, *save = NULL, sql[256];
 	struct stat sb;
 	long long before;
 	int reported = 0;
 
-	world_init(&w);
+	fx_world_init(&w, true, 2000);
 	provision(&w, "p0", 2, NULL);
 	cr_assert_eq(R.code, 0, "%s\n%s", R.out, R.err);
 	before = q_int(w.db, "SELECT count(*) FROM units WHERE state = 'PASS'");
@@ -514,8 +387,8 @@ Test(evidence, full_disk_stops_provisioning_and_loses_nothing, .timeout = 180)
 	cr_assert_eq(stat(w.db, &sb), 0);
 	cr_assert_lt(sb.st_size, 512 * 1024);
 	cr_assert_eq(fx_devsim_start(&sim, w.dir, "p1", 60, "--seed full"), 0);
-	run_limited(&R, &w, 1024 * 1024, "--json", "--burn-fuses", "--slot", sim.port,
-		    "provision", NULL);
+	fx_station_run_limited(&R, &w, 1024 * 1024, "--json", "--burn-fuses",
+			       "--slot", sim.port, "provision", NULL);
 	fx_devsim_stop(&sim);
 	cr_assert_eq(R.code, 4, "exit %d\n%s\n%s", R.code, R.out, R.err);
 	cr_assert(strstr(R.out, "record") || strstr(R.err, "record"), "%s\n%s", R.out, R.err);
@@ -543,19 +416,19 @@ Test(evidence, full_disk_stops_provisioning_and_loses_nothing, .timeout = 180)
 	cr_assert_gt(reported, 0, "the limit bit before any unit");
 	cr_assert_eq(q_int(w.db, "SELECT count(*) FROM units WHERE state = 'PASS'"),
 		     before + reported);
-	run_station(&R, &w, "records", "verify", NULL);
+	fx_station_run(&R, &w, "records", "verify", NULL);
 	cr_assert_eq(R.code, 0, "%s\n%s", R.out, R.err);
 	fx_rmtree(w.dir);
 }
 
 Test(evidence, read_only_store_stops_provisioning_and_loses_nothing, .timeout = 120)
 {
-	struct world w;
+	fx_world w;
 	fx_devsim sim;
 	char cmd[1024];
 	long long before;
 
-	world_init(&w);
+	fx_world_init(&w, true, 2000);
 	provision(&w, "p0", 2, NULL);
 	cr_assert_eq(R.code, 0, "%s\n%s", R.out, R.err);
 	before = q_int(w.db, "SELECT count(*) FROM events");
@@ -564,7 +437,7 @@ Test(evidence, read_only_store_stops_provisioning_and_loses_nothing, .timeout = 
 	cr_assert_eq(system(cmd), 0, "chattr +i failed (needs e2fsprogs and a "
 		     "filesystem with attributes under /tmp)");
 	cr_assert_eq(fx_devsim_start(&sim, w.dir, "p1", 2, "--seed ro"), 0);
-	run_station(&R, &w, "--burn-fuses", "--slot", sim.port, "provision", NULL);
+	fx_station_run(&R, &w, "--burn-fuses", "--slot", sim.port, "provision", NULL);
 	fx_devsim_stop(&sim);
 	snprintf(cmd, sizeof(cmd), "chattr -i '%s'", w.db);
 	cr_assert_eq(system(cmd), 0);
@@ -573,23 +446,23 @@ Test(evidence, read_only_store_stops_provisioning_and_loses_nothing, .timeout = 
 	cr_assert_null(strstr(R.out, "PASS"), "%s", R.out);
 	cr_assert_eq(q_int(w.db, "SELECT count(*) FROM events"), before);
 	cr_assert_eq(q_int(w.db, "SELECT count(*) FROM units"), 2);
-	run_station(&R, &w, "records", "verify", NULL);
+	fx_station_run(&R, &w, "records", "verify", NULL);
 	cr_assert_eq(R.code, 0, "%s\n%s", R.out, R.err);
 	fx_rmtree(w.dir);
 }
 
 Test(evidence, audit_init_makes_a_ca_certified_key_once, .timeout = 120)
 {
-	struct world w;
+	fx_world w;
 	char pem[600], cmd[2048];
 
-	world_init(&w);
+	fx_world_init(&w, true, 2000);
 	snprintf(pem, sizeof(pem), "%s/audit.pem", w.dir);
-	run_station(&R, &w, "audit", "init", "--out", pem, NULL);
+	fx_station_run(&R, &w, "audit", "init", "--out", pem, NULL);
 	cr_assert_eq(R.code, 0, "%s", R.err);
 	snprintf(cmd, sizeof(cmd), "openssl verify -CAfile '%s' '%s' >/dev/null", w.ca, pem);
 	cr_assert_eq(system(cmd), 0, "the audit certificate does not chain to the CA");
-	run_station(&R, &w, "audit", "init", NULL);
+	fx_station_run(&R, &w, "audit", "init", NULL);
 	cr_assert_eq(R.code, 3, "%s", R.err);
 	cr_assert(strstr(R.err, "already exists"), "%s", R.err);
 	/* provisioning uses that key: the stored certificate is the same */

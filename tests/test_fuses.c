@@ -23,9 +23,8 @@
 #include "device-drivers/drv.h"
 #include "tests/fixtures/fx_devsim.h"
 #include "tests/fixtures/fx_softhsm.h"
+#include "tests/fixtures/fx_station.h"
 
-#define PIN "36187201"
-#define ROT "2622102199f06fad94b827703f16e2998a2260f77f4e3210c2dae769ce1ca586"
 #define Z8 "00000000"
 #define BLANK Z8 Z8 Z8 Z8 Z8 Z8 Z8 Z8
 /* What the plan below leaves in banks 1 and 3. */
@@ -45,128 +44,15 @@
 	"  );\n" \
 	"};\n"
 
-#define PROFILE_HEAD \
-	"name = \"test-sensor\";\n" \
-	"certificate: { organization = \"Test Devices\"; validity_days = 365; };\n" \
-	"root_of_trust: { sha256 = \"" ROT "\"; fuse_bank = 0; };\n"
-
-struct world {
-	char dir[256];
-	char conf[512], pinfile[512], db[512], certs[512], ca[512], profile[512];
-};
-
-struct run {
-	int code;
-	char out[65536];
-	char err[65536];
-};
-
-static void path(char *dst, const struct world *w, const char *name)
-{
-	snprintf(dst, 512, "%s/%s", w->dir, name);
-}
-
-static void write_file(const char *p, const char *text)
-{
-	FILE *f = fopen(p, "w");
-
-	cr_assert_not_null(f, "cannot write %s", p);
-	fputs(text, f);
-	fclose(f);
-}
-
-static void slurp(int fd, char *buf, size_t cap)
-{
-	size_t n = 0;
-	ssize_t k;
-
-	while (n + 1 < cap && (k = read(fd, buf + n, cap - 1 - n)) > 0)
-		n += (size_t)k;
-	buf[n] = '\0';
-}
-
-/* argv for `station --config C --pin-file P ARGS...` (NULL-terminated). */
-static int build_argv(const char **argv, char *bin, const struct world *w, va_list ap)
-{
-	const char *a;
-	int argc = 0;
-
-	snprintf(bin, 512, "%s/station", getenv("STATION_BUILD"));
-	argv[argc++] = bin;
-	argv[argc++] = "--config";
-	argv[argc++] = w->conf;
-	argv[argc++] = "--pin-file";
-	argv[argc++] = w->pinfile;
-	while ((a = va_arg(ap, const char *)) && argc < 62)
-		argv[argc++] = a;
-	argv[argc] = NULL;
-	return argc;
-}
-
-/* Run the station to completion; stdout and stderr captured. */
-static int run_station(struct run *r, const struct world *w, ...)
-{
-	char bin[512], errpath[600];
-	const char *argv[64];
-	int outp[2], errfd, status;
-	va_list ap;
-	pid_t pid;
-
-	cr_assert_not_null(getenv("STATION_BUILD"), "STATION_BUILD is not set");
-	va_start(ap, w);
-	build_argv(argv, bin, w, ap);
-	va_end(ap);
-	snprintf(errpath, sizeof(errpath), "%s/stderr.txt", w->dir);
-	cr_assert_eq(pipe(outp), 0);
-	errfd = open(errpath, O_RDWR | O_CREAT | O_TRUNC, 0600);
-	cr_assert_geq(errfd, 0);
-	pid = fork();
-	cr_assert_geq(pid, 0);
-	if (pid == 0) {
-		dup2(outp[1], 1);
-		dup2(errfd, 2);
-		close(outp[0]);
-		execv(bin, (char **)argv);
-		_exit(127);
-	}
-	close(outp[1]);
-	slurp(outp[0], r->out, sizeof(r->out));
-	close(outp[0]);
-	waitpid(pid, &status, 0);
-	lseek(errfd, 0, SEEK_SET);
-	slurp(errfd, r->err, sizeof(r->err));
-	close(errfd);
-	r->code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-	return r->code;
-}
-
-/* A world: token with a CA, configuration, profile (head + fuses). */
-static void world_init(struct world *w, const char *fuses, int timeout_ms)
+/* A world: token with a CA, configuration, profile (FX_PROFILE + fuses). */
+static void world_init(fx_world *w, const char *fuses, int timeout_ms)
 {
 	char text[4096];
-	struct run r;
+	fx_world_opts o = { .with_ca = true, .timeout_ms = timeout_ms, .profile = text,
+			    .profile_file = "test.profile" };
 
-	cr_assert_eq(fx_softhsm_init(w->dir, sizeof(w->dir), "station", PIN), 0,
-		     "SoftHSM fixture failed");
-	path(w->conf, w, "station.conf");
-	path(w->pinfile, w, "user.pin");
-	path(w->db, w, "records.db");
-	path(w->certs, w, "certs");
-	path(w->ca, w, "ca.pem");
-	path(w->profile, w, "test.profile");
-	mkdir(w->certs, 0755);
-	write_file(w->pinfile, PIN "\n");
-	snprintf(text, sizeof(text),
-		 "station: { id = \"test-station\"; };\n"
-		 "hsm: { module = \"%s\"; token = \"station\"; ca_key = \"issuing-ca\"; };\n"
-		 "records: { path = \"%s\"; cert_dir = \"%s\"; };\n"
-		 "profile = \"%s\";\nprogrammer: { timeout_ms = %d; };\n",
-		 FX_SOFTHSM_MODULE, w->db, w->certs, w->profile, timeout_ms);
-	write_file(w->conf, text);
-	snprintf(text, sizeof(text), "%s%s", PROFILE_HEAD, fuses ? fuses : "");
-	write_file(w->profile, text);
-	run_station(&r, w, "ca", "init", "--out", w->ca, NULL);
-	cr_assert_eq(r.code, 0, "ca init failed: %s", r.err);
+	snprintf(text, sizeof(text), "%s%s", FX_PROFILE, fuses ? fuses : "");
+	fx_world_init_opts(w, &o);
 }
 
 /* Unit i of the simulator, from its own state file. */
@@ -194,7 +80,7 @@ static long long jint(json_t *o, const char *k)
 /* The device holds the whole plan, both copies, locked. */
 static void assert_plan_burned(json_t *u)
 {
-	cr_assert_str_eq(bank_hex(u, "fuses", 0), ROT);
+	cr_assert_str_eq(bank_hex(u, "fuses", 0), FX_ROT);
 	cr_assert_str_eq(bank_hex(u, "fuses", 1), BANK1);
 	cr_assert_str_eq(bank_hex(u, "fuses", 2), BLANK);
 	cr_assert_str_eq(bank_hex(u, "fuses", 3), BANK3);
@@ -221,7 +107,7 @@ static void preset(const char *state_path, int bank, const char *primary,
 }
 
 /* One integer or text from the records, straight from SQLite. */
-static long long q_int(const struct world *w, const char *sql)
+static long long q_int(const fx_world *w, const char *sql)
 {
 	sqlite3 *db = NULL;
 	sqlite3_stmt *st = NULL;
@@ -237,7 +123,7 @@ static long long q_int(const struct world *w, const char *sql)
 	return n;
 }
 
-static void q_text(const struct world *w, const char *sql, char *out, size_t cap)
+static void q_text(const fx_world *w, const char *sql, char *out, size_t cap)
 {
 	sqlite3 *db = NULL;
 	sqlite3_stmt *st = NULL;
@@ -265,14 +151,14 @@ static void file_sha(const char *p, char out[65])
 	st_hex(md, 32, out);
 }
 
-static void start_sim(fx_devsim *s, const struct world *w, int units, const char *extra)
+static void start_sim(fx_devsim *s, const fx_world *w, int units, const char *extra)
 {
 	cr_assert_eq(fx_devsim_start(s, w->dir, "prog1", units, extra), 0,
 		     "station-devsim did not start");
 }
 
 /* Create the simulator's state (blank units), then stop it for presets. */
-static void make_state(fx_devsim *s, const struct world *w, int units)
+static void make_state(fx_devsim *s, const fx_world *w, int units)
 {
 	start_sim(s, w, units, NULL);
 	fx_devsim_stop(s);
@@ -282,15 +168,15 @@ static void make_state(fx_devsim *s, const struct world *w, int units)
 
 Test(fuses, blank_unit_gets_every_field_once_then_lock, .timeout = 90)
 {
-	struct world w;
-	struct run r;
+	fx_world w;
+	fx_run r;
 	fx_devsim sim;
 	char detail[512], want[64];
 	json_t *u;
 
 	world_init(&w, PLAN, 2000);
 	start_sim(&sim, &w, 1, NULL);
-	run_station(&r, &w, "--json", "--burn-fuses", "--slot", sim.port, "provision", NULL);
+	fx_station_run(&r, &w, "--json", "--burn-fuses", "--slot", sim.port, "provision", NULL);
 	cr_assert_eq(r.code, 0, "stdout:%s\nstderr:%s", r.out, r.err);
 	cr_assert(strstr(r.out, "\"fuses\":\"burned\""), "%s", r.out);
 	u = sim_unit(sim.state_path, 0);
@@ -314,7 +200,7 @@ Test(fuses, blank_unit_gets_every_field_once_then_lock, .timeout = 90)
 	cr_assert_eq(q_int(&w, "SELECT min(seq) > (SELECT max(seq) FROM steps WHERE step = "
 			   "'fuse') FROM steps WHERE step = 'lifecycle-intent'"), 1);
 	cr_assert_eq(q_int(&w, "SELECT count(*) FROM units WHERE state = 'PASS' AND "
-			   "fuse_readback = '" ROT "'"), 1);
+			   "fuse_readback = '" FX_ROT "'"), 1);
 	json_decref(u);
 	fx_devsim_stop(&sim);
 	fx_rmtree(w.dir);
@@ -322,18 +208,18 @@ Test(fuses, blank_unit_gets_every_field_once_then_lock, .timeout = 90)
 
 Test(fuses, identical_fields_are_skipped_and_recorded, .timeout = 90)
 {
-	struct world w;
-	struct run r;
+	fx_world w;
+	fx_run r;
 	fx_devsim sim;
 	json_t *u;
 
 	world_init(&w, PLAN, 2000);
 	make_state(&sim, &w, 1);
-	preset(sim.state_path, 0, ROT, NULL);
+	preset(sim.state_path, 0, FX_ROT, NULL);
 	preset(sim.state_path, 1, BANK1, NULL);
 	preset(sim.state_path, 3, BANK3, NULL);
 	start_sim(&sim, &w, 1, NULL);
-	run_station(&r, &w, "--json", "--burn-fuses", "--slot", sim.port, "provision", NULL);
+	fx_station_run(&r, &w, "--json", "--burn-fuses", "--slot", sim.port, "provision", NULL);
 	cr_assert_eq(r.code, 0, "stdout:%s\nstderr:%s", r.out, r.err);
 	cr_assert(strstr(r.out, "\"fuses\":\"already\""), "%s", r.out);
 	u = sim_unit(sim.state_path, 0);
@@ -353,8 +239,8 @@ Test(fuses, identical_fields_are_skipped_and_recorded, .timeout = 90)
  * a second run does not touch the unit. */
 static void refused(const char *bank1, const char *expect_reason)
 {
-	struct world w;
-	struct run r;
+	fx_world w;
+	fx_run r;
 	fx_devsim sim;
 	char reason[1024];
 	json_t *u;
@@ -363,7 +249,7 @@ static void refused(const char *bank1, const char *expect_reason)
 	make_state(&sim, &w, 1);
 	preset(sim.state_path, 1, bank1, NULL);
 	start_sim(&sim, &w, 1, NULL);
-	run_station(&r, &w, "--burn-fuses", "--slot", sim.port, "provision", NULL);
+	fx_station_run(&r, &w, "--burn-fuses", "--slot", sim.port, "provision", NULL);
 	cr_assert_eq(r.code, 1, "stdout:%s\nstderr:%s", r.out, r.err);
 	cr_assert(strstr(r.out, "QUARANTINE"), "%s", r.out);
 	q_text(&w, "SELECT reason FROM units", reason, sizeof(reason));
@@ -385,7 +271,7 @@ static void refused(const char *bank1, const char *expect_reason)
 		json_decref(st);
 	}
 	start_sim(&sim, &w, 1, NULL);
-	run_station(&r, &w, "--burn-fuses", "--slot", sim.port, "provision", NULL);
+	fx_station_run(&r, &w, "--burn-fuses", "--slot", sim.port, "provision", NULL);
 	cr_assert_eq(r.code, 1, "stdout:%s\nstderr:%s", r.out, r.err);
 	cr_assert(strstr(r.err, "QUARANTINED on record"), "%s", r.err);
 	cr_assert_eq(q_int(&w, "SELECT count(*) FROM units"), 1, "a second record was opened");
@@ -412,19 +298,19 @@ Test(fuses, one_to_zero_needed_quarantines, .timeout = 90)
 
 Test(fuses, partial_burn_quarantines, .timeout = 90)
 {
-	struct world w;
-	struct run r;
+	fx_world w;
+	fx_run r;
 	fx_devsim sim;
 	char reason[1024], half[65];
 	json_t *u;
 
 	/* Words 0..3 of the root of trust hold the hash, 4..7 are blank. */
-	snprintf(half, sizeof(half), "%.32s%s", ROT, Z8 Z8 Z8 Z8);
+	snprintf(half, sizeof(half), "%.32s%s", FX_ROT, Z8 Z8 Z8 Z8);
 	world_init(&w, PLAN, 2000);
 	make_state(&sim, &w, 1);
 	preset(sim.state_path, 0, half, NULL);
 	start_sim(&sim, &w, 1, NULL);
-	run_station(&r, &w, "--burn-fuses", "--slot", sim.port, "provision", NULL);
+	fx_station_run(&r, &w, "--burn-fuses", "--slot", sim.port, "provision", NULL);
 	cr_assert_eq(r.code, 1, "stdout:%s\nstderr:%s", r.out, r.err);
 	q_text(&w, "SELECT reason FROM units WHERE state = 'QUARANTINE'", reason, sizeof(reason));
 	cr_assert(strstr(reason, "partially burned: 4 of 8 words"), "reason: %s", reason);
@@ -439,18 +325,18 @@ Test(fuses, partial_burn_quarantines, .timeout = 90)
 /* A word whose copies disagree reads as the target and is still refused. */
 Test(fuses, half_programmed_word_quarantines_even_when_it_reads_right, .timeout = 90)
 {
-	struct world w;
-	struct run r;
+	fx_world w;
+	fx_run r;
 	fx_devsim sim;
 	char reason[1024], red[65];
 	json_t *u;
 
-	snprintf(red, sizeof(red), "%.56s%s", ROT, Z8);
+	snprintf(red, sizeof(red), "%.56s%s", FX_ROT, Z8);
 	world_init(&w, PLAN, 2000);
 	make_state(&sim, &w, 1);
-	preset(sim.state_path, 0, ROT, red);
+	preset(sim.state_path, 0, FX_ROT, red);
 	start_sim(&sim, &w, 1, NULL);
-	run_station(&r, &w, "--burn-fuses", "--slot", sim.port, "provision", NULL);
+	fx_station_run(&r, &w, "--burn-fuses", "--slot", sim.port, "provision", NULL);
 	cr_assert_eq(r.code, 1, "stdout:%s\nstderr:%s", r.out, r.err);
 	q_text(&w, "SELECT reason FROM units WHERE state = 'QUARANTINE'", reason, sizeof(reason));
 	cr_assert(strstr(reason, "half-programmed"), "reason: %s", reason);
@@ -463,15 +349,15 @@ Test(fuses, half_programmed_word_quarantines_even_when_it_reads_right, .timeout 
 
 static void out_of_range(const char *sim_args, const char *expect)
 {
-	struct world w;
-	struct run r;
+	fx_world w;
+	fx_run r;
 	fx_devsim sim;
 	char reason[1024];
 	json_t *u;
 
 	world_init(&w, PLAN, 2000);
 	start_sim(&sim, &w, 1, sim_args);
-	run_station(&r, &w, "--burn-fuses", "--slot", sim.port, "provision", NULL);
+	fx_station_run(&r, &w, "--burn-fuses", "--slot", sim.port, "provision", NULL);
 	cr_assert_eq(r.code, 1, "stdout:%s\nstderr:%s", r.out, r.err);
 	cr_assert(strstr(r.out, "FAIL"), "%s", r.out);
 	q_text(&w, "SELECT reason FROM units", reason, sizeof(reason));
@@ -500,22 +386,22 @@ Test(fuses, temperature_out_of_range_refuses_to_burn, .timeout = 90)
 
 Test(fuses, dry_run_prints_the_plan_and_changes_nothing, .timeout = 90)
 {
-	struct world w;
-	struct run r;
+	fx_world w;
+	fx_run r;
 	fx_devsim sim;
 	char before[65], after[65], half[65];
 
-	snprintf(half, sizeof(half), "%.32s%s", ROT, Z8 Z8 Z8 Z8);
+	snprintf(half, sizeof(half), "%.32s%s", FX_ROT, Z8 Z8 Z8 Z8);
 	world_init(&w, PLAN, 2000);
 	make_state(&sim, &w, 1);
 	preset(sim.state_path, 1, BANK1, NULL);
 	preset(sim.state_path, 3, "01000000" Z8 Z8 Z8 Z8 Z8 Z8 Z8, NULL);
 	start_sim(&sim, &w, 1, NULL);
 	file_sha(sim.state_path, before);
-	run_station(&r, &w, "--dry-run", "--burn-fuses", "--slot", sim.port, "provision", NULL);
+	fx_station_run(&r, &w, "--dry-run", "--burn-fuses", "--slot", sim.port, "provision", NULL);
 	cr_assert_eq(r.code, 0, "stdout:%s\nstderr:%s", r.out, r.err);
 	cr_assert(strstr(r.out, "field rot-hash (data, bank 0 words 0-7): current " BLANK
-			  ", target " ROT ", action burn"), "%s", r.out);
+			  ", target " FX_ROT ", action burn"), "%s", r.out);
 	cr_assert(strstr(r.out, "field secure-boot (data, bank 1 words 0-0): current "
 			  "01000000, target 01000000, action skip"), "%s", r.out);
 	cr_assert(strstr(r.out, "field rot-wp (write-protect, bank 3 words 0-0): current "
@@ -524,7 +410,7 @@ Test(fuses, dry_run_prints_the_plan_and_changes_nothing, .timeout = 90)
 		  "%s", r.out);
 	cr_assert(strstr(r.out, "conditions: vpp 2500 mV"), "%s", r.out);
 	/* The same plan as JSON lines for tools. */
-	run_station(&r, &w, "--dry-run", "--json", "--slot", sim.port, "provision", NULL);
+	fx_station_run(&r, &w, "--dry-run", "--json", "--slot", sim.port, "provision", NULL);
 	cr_assert_eq(r.code, 0, "stdout:%s\nstderr:%s", r.out, r.err);
 	{
 		char *save = NULL;
@@ -553,14 +439,14 @@ Test(fuses, dry_run_prints_the_plan_and_changes_nothing, .timeout = 90)
 
 Test(fuses, unarmed_burns_nothing, .timeout = 90)
 {
-	struct world w;
-	struct run r;
+	fx_world w;
+	fx_run r;
 	fx_devsim sim;
 	json_t *u;
 
 	world_init(&w, PLAN, 2000);
 	start_sim(&sim, &w, 1, NULL);
-	run_station(&r, &w, "--json", "--slot", sim.port, "provision", NULL);
+	fx_station_run(&r, &w, "--json", "--slot", sim.port, "provision", NULL);
 	cr_assert_eq(r.code, 0, "stdout:%s\nstderr:%s", r.out, r.err);
 	cr_assert(strstr(r.out, "\"fuses\":\"not-armed\""), "%s", r.out);
 	u = sim_unit(sim.state_path, 0);
@@ -576,8 +462,8 @@ Test(fuses, unarmed_burns_nothing, .timeout = 90)
 
 Test(fuses, stuck_bit_is_caught_by_the_read_back, .timeout = 90)
 {
-	struct world w;
-	struct run r;
+	fx_world w;
+	fx_run r;
 	fx_devsim sim;
 	char reason[1024];
 	json_t *u;
@@ -585,7 +471,7 @@ Test(fuses, stuck_bit_is_caught_by_the_read_back, .timeout = 90)
 	/* ROT byte 0 is 0x26: bit 1 is meant to blow and never does. */
 	world_init(&w, PLAN, 2000);
 	start_sim(&sim, &w, 1, "--fault stuck:0:0:1");
-	run_station(&r, &w, "--burn-fuses", "--slot", sim.port, "provision", NULL);
+	fx_station_run(&r, &w, "--burn-fuses", "--slot", sim.port, "provision", NULL);
 	cr_assert_eq(r.code, 1, "stdout:%s\nstderr:%s", r.out, r.err);
 	q_text(&w, "SELECT reason FROM units WHERE state = 'QUARANTINE'", reason, sizeof(reason));
 	cr_assert(strstr(reason, "field rot-hash reads back 2422"), "reason: %s", reason);
@@ -603,8 +489,8 @@ Test(fuses, stuck_bit_is_caught_by_the_read_back, .timeout = 90)
  * half-programmed word across a power cycle, and no run burns it again. */
 Test(fuses, brownout_mid_burn_quarantines_without_second_burn, .timeout = 120)
 {
-	struct world w;
-	struct run r;
+	fx_world w;
+	fx_run r;
 	fx_devsim sim;
 	char reason[1024];
 	json_t *u;
@@ -612,7 +498,7 @@ Test(fuses, brownout_mid_burn_quarantines_without_second_burn, .timeout = 120)
 
 	world_init(&w, PLAN, 300);
 	start_sim(&sim, &w, 1, "--fault brownout:3");
-	run_station(&r, &w, "--burn-fuses", "--slot", sim.port, "provision", NULL);
+	fx_station_run(&r, &w, "--burn-fuses", "--slot", sim.port, "provision", NULL);
 	cr_assert_neq(r.code, 0, "stdout:%s\nstderr:%s", r.out, r.err);
 	cr_assert(!strstr(r.out, " PASS  cert"), "%s", r.out);
 	cr_assert_eq(q_int(&w, "SELECT count(*) FROM units WHERE state = 'QUARANTINE'"), 1,
@@ -626,8 +512,8 @@ Test(fuses, brownout_mid_burn_quarantines_without_second_burn, .timeout = 120)
 	cr_assert_eq(jint(u, "burn_count"), 1);
 	p = bank_hex(u, "fuses", 0);
 	q = bank_hex(u, "fuses_redundant", 0);
-	cr_assert(!strncmp(p, ROT, 32), "words 0..3 programmed: %s", p);
-	cr_assert(!strncmp(q, ROT, 24) && !strncmp(q + 24, Z8, 8), "word 3 has one copy: %s", q);
+	cr_assert(!strncmp(p, FX_ROT, 32), "words 0..3 programmed: %s", p);
+	cr_assert(!strncmp(q, FX_ROT, 24) && !strncmp(q + 24, Z8, 8), "word 3 has one copy: %s", q);
 	cr_assert_str_eq(p + 32, Z8 Z8 Z8 Z8);
 	json_decref(u);
 	{
@@ -640,10 +526,10 @@ Test(fuses, brownout_mid_burn_quarantines_without_second_burn, .timeout = 120)
 	}
 	start_sim(&sim, &w, 1, NULL);
 	/* The plan shows why, and a real run leaves the unit alone. */
-	run_station(&r, &w, "--dry-run", "--slot", sim.port, "provision", NULL);
+	fx_station_run(&r, &w, "--dry-run", "--slot", sim.port, "provision", NULL);
 	cr_assert(strstr(r.out, "action refuse: 1 word(s) of bank 0 are half-programmed"),
 		  "%s", r.out);
-	run_station(&r, &w, "--burn-fuses", "--slot", sim.port, "provision", NULL);
+	fx_station_run(&r, &w, "--burn-fuses", "--slot", sim.port, "provision", NULL);
 	cr_assert_eq(r.code, 1, "stdout:%s\nstderr:%s", r.out, r.err);
 	cr_assert(strstr(r.err, "QUARANTINED on record"), "%s", r.err);
 	u = sim_unit(sim.state_path, 0);
@@ -656,7 +542,7 @@ Test(fuses, brownout_mid_burn_quarantines_without_second_burn, .timeout = 120)
 /* ---- kill tests: SIGKILL the station at points of a slow burn ---- */
 
 /* Start the station with stderr on a pipe; *errfd gets its read end. */
-static pid_t spawn_station(const struct world *w, int *errfd, ...)
+static pid_t spawn_station(const fx_world *w, int *errfd, ...)
 {
 	char bin[512];
 	const char *argv[64];
@@ -665,7 +551,7 @@ static pid_t spawn_station(const struct world *w, int *errfd, ...)
 	pid_t pid;
 
 	va_start(ap, errfd);
-	build_argv(argv, bin, w, ap);
+	fx_station_argv(argv, bin, w, ap);
 	va_end(ap);
 	cr_assert_eq(pipe(p), 0);
 	pid = fork();
@@ -731,8 +617,8 @@ static void sleep_ms(long ms)
  * either outcome is right). */
 static void kill_at(const char *what, int nth, long delay_ms, const char *resume)
 {
-	struct world w;
-	struct run r;
+	fx_world w;
+	fx_run r;
 	fx_devsim sim;
 	char log[65536] = "", reason[2048];
 	int errfd, status;
@@ -753,7 +639,7 @@ static void kill_at(const char *what, int nth, long delay_ms, const char *resume
 		  "the station ended before the kill:\n%s", log);
 	cr_assert_eq(q_int(&w, "SELECT count(*) FROM units WHERE state = 'RUNNING'"), 1);
 
-	run_station(&r, &w, "--burn-fuses", "--slot", sim.port, "provision", NULL);
+	fx_station_run(&r, &w, "--burn-fuses", "--slot", sim.port, "provision", NULL);
 	cr_assert_eq(r.code, 0, "after kill at %s #%d +%ldms\nstdout:%s\nstderr:%s", what,
 		     nth, delay_ms, r.out, r.err);
 	u = sim_unit(sim.state_path, 0);
@@ -853,15 +739,15 @@ Test(fuses, bad_plans_are_refused_at_load_with_the_rule, .timeout = 90)
 		  "plan = ( { name = \"a\"; bank = 1; word = 0; bits = [0, 0]; value = 1; } ); };\n",
 		  "'fuses.conditions.vpp_mv' must be [min, max]" },
 	};
-	struct world w;
-	struct run r;
+	fx_world w;
+	fx_run r;
 	char text[4096];
 
 	world_init(&w, NULL, 2000);
 	for (size_t i = 0; i < ST_ARRAY_SIZE(cases); i++) {
-		snprintf(text, sizeof(text), "%s%s", PROFILE_HEAD, cases[i].plan);
-		write_file(w.profile, text);
-		run_station(&r, &w, "--burn-fuses", "--slot", "/nonexistent", "provision", NULL);
+		snprintf(text, sizeof(text), "%s%s", FX_PROFILE, cases[i].plan);
+		fx_write_file(w.profile, text);
+		fx_station_run(&r, &w, "--burn-fuses", "--slot", "/nonexistent", "provision", NULL);
 		cr_assert_eq(r.code, 2, "case %zu: exit %d: %s", i, r.code, r.err);
 		cr_assert(strstr(r.err, cases[i].expect), "case %zu: %s", i, r.err);
 		cr_assert(strstr(r.err, w.profile), "case %zu names no file: %s", i, r.err);

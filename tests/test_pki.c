@@ -21,36 +21,10 @@
 #include "base.h"
 #include "tests/fixtures/fx_devsim.h"
 #include "tests/fixtures/fx_softhsm.h"
+#include "tests/fixtures/fx_station.h"
 
 #define PIN "44556677"
-#define ROT "2622102199f06fad94b827703f16e2998a2260f77f4e3210c2dae769ce1ca586"
 #define PROXY "/usr/lib/x86_64-linux-gnu/p11-kit-proxy.so"
-
-struct world {
-	char dir[256];
-	char conf[512], pinfile[512], db[512], certs[512], profile[512];
-	const char *module;
-};
-
-struct run {
-	int code;
-	char out[65536];
-	char err[65536];
-};
-
-static void path(char *dst, const struct world *w, const char *name)
-{
-	snprintf(dst, 512, "%s/%s", w->dir, name);
-}
-
-static void write_file(const char *p, const char *text)
-{
-	FILE *f = fopen(p, "w");
-
-	cr_assert_not_null(f, "cannot write %s", p);
-	fputs(text, f);
-	fclose(f);
-}
 
 static void append_file(const char *p, const char *text)
 {
@@ -61,99 +35,28 @@ static void append_file(const char *p, const char *text)
 	fclose(f);
 }
 
-/* The configuration; no hsm.ca_key, so provisioning picks the CA itself
- * unless the profile names one. */
-static void write_conf(struct world *w)
+/* The configuration (fx_write_conf) through module; no hsm.ca_key, so
+ * provisioning picks the CA itself unless the profile names one. */
+static fx_world_opts pki_opts(const char *module)
 {
-	char text[2048];
+	fx_world_opts o = { .timeout_ms = 2000, .pin = PIN, .station_id = "pki-station",
+			    .module = module, .ca_key = "", .profile_file = "test.profile" };
 
-	snprintf(text, sizeof(text),
-		 "station: { id = \"pki-station\"; };\n"
-		 "hsm: { module = \"%s\"; token = \"station\"; };\n"
-		 "records: { path = \"%s\"; cert_dir = \"%s\"; };\n"
-		 "profile = \"%s\";\nprogrammer: { timeout_ms = 2000; };\n",
-		 w->module, w->db, w->certs, w->profile);
-	write_file(w->conf, text);
+	return o;
 }
 
-static void world_init(struct world *w, const char *cert_group)
+static void world_init(fx_world *w, const char *cert_group)
 {
 	char text[4096];
+	fx_world_opts o = pki_opts(FX_SOFTHSM_MODULE);
 
-	cr_assert_eq(fx_softhsm_init(w->dir, sizeof(w->dir), "station", PIN), 0,
-		     "SoftHSM fixture failed");
-	w->module = FX_SOFTHSM_MODULE;
-	path(w->conf, w, "station.conf");
-	path(w->pinfile, w, "user.pin");
-	path(w->db, w, "records.db");
-	path(w->certs, w, "certs");
-	path(w->profile, w, "test.profile");
-	mkdir(w->certs, 0755);
-	write_file(w->pinfile, PIN "\n");
-	write_conf(w);
 	snprintf(text, sizeof(text),
 		 "name = \"pki-sensor\";\ncertificate: { %s };\n"
-		 "root_of_trust: { sha256 = \"" ROT "\"; fuse_bank = 0; };\n",
+		 "root_of_trust: { sha256 = \"" FX_ROT "\"; fuse_bank = 0; };\n",
 		 cert_group ? cert_group :
 		 "organization = \"PKI Test\"; validity_days = 365;");
-	write_file(w->profile, text);
-}
-
-static void slurp(int fd, char *buf, size_t cap)
-{
-	size_t n = 0;
-	ssize_t k;
-
-	while (n + 1 < cap && (k = read(fd, buf + n, cap - 1 - n)) > 0)
-		n += (size_t)k;
-	buf[n] = '\0';
-}
-
-/* Run `station --config C --pin-file P ARGS...`; env: optional NAME=VALUE
- * strings for the child (NULL-terminated list before the arguments is too
- * clumsy, so the caller sets them with setenv in the test process). */
-static int run_station(struct run *r, const struct world *w, ...)
-{
-	char bin[512], errpath[600];
-	const char *argv[64];
-	int argc = 0, outp[2], errfd, status;
-	const char *a;
-	va_list ap;
-	pid_t pid;
-
-	snprintf(bin, sizeof(bin), "%s/station", getenv("STATION_BUILD"));
-	argv[argc++] = bin;
-	argv[argc++] = "--config";
-	argv[argc++] = w->conf;
-	argv[argc++] = "--pin-file";
-	argv[argc++] = w->pinfile;
-	va_start(ap, w);
-	while ((a = va_arg(ap, const char *)) && argc < 62)
-		argv[argc++] = a;
-	va_end(ap);
-	argv[argc] = NULL;
-	snprintf(errpath, sizeof(errpath), "%s/stderr.txt", w->dir);
-	cr_assert_eq(pipe(outp), 0);
-	errfd = open(errpath, O_RDWR | O_CREAT | O_TRUNC, 0600);
-	cr_assert_geq(errfd, 0);
-	pid = fork();
-	cr_assert_geq(pid, 0);
-	if (pid == 0) {
-		dup2(outp[1], 1);
-		dup2(errfd, 2);
-		close(outp[0]);
-		execv(bin, (char **)argv);
-		_exit(127);
-	}
-	close(outp[1]);
-	slurp(outp[0], r->out, sizeof(r->out));
-	close(outp[0]);
-	waitpid(pid, &status, 0);
-	lseek(errfd, 0, SEEK_SET);
-	slurp(errfd, r->err, sizeof(r->err));
-	close(errfd);
-	r->code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-	return r->code;
+	o.profile = text;
+	fx_world_init_opts(w, &o);
 }
 
 static int sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -211,7 +114,7 @@ struct root {
 	char pem[512];
 };
 
-static void root_make(struct root *r, const struct world *w)
+static void root_make(struct root *r, const fx_world *w)
 {
 	X509_NAME *n;
 
@@ -231,7 +134,7 @@ static void root_make(struct root *r, const struct world *w)
 	add_ext(r->cert, r->cert, NID_key_usage, "critical,keyCertSign,cRLSign");
 	add_ext(r->cert, r->cert, NID_subject_key_identifier, "hash");
 	cr_assert(X509_sign(r->cert, r->key, EVP_sha256()) > 0);
-	path(r->pem, w, "root.pem");
+	fx_path(r->pem, w, "root.pem");
 	write_pem(r->pem, r->cert);
 }
 
@@ -277,7 +180,7 @@ static void root_sign(struct root *r, const char *csr_path, long nb, long na,
 
 /* Provision one new simulated unit; returns its certificate (caller frees) and
  * writes the uid. */
-static X509 *provision_one(const struct world *w, struct run *r, char uid[64])
+static X509 *provision_one(const fx_world *w, fx_run *r, char uid[64])
 {
 	static int nsim;
 	char cert[700], name[32], seed[48];
@@ -289,7 +192,7 @@ static X509 *provision_one(const struct world *w, struct run *r, char uid[64])
 	snprintf(name, sizeof(name), "prog%d", ++nsim);     /* a fresh unit each time */
 	snprintf(seed, sizeof(seed), "--seed %s", name);
 	cr_assert_eq(fx_devsim_start(&sim, w->dir, name, 1, seed), 0);
-	run_station(r, w, "--json", "--slot", sim.port, "provision", NULL);
+	fx_station_run(r, w, "--json", "--slot", sim.port, "provision", NULL);
 	fx_devsim_stop(&sim);
 	cr_assert_eq(r->code, 0, "provision exit %d\nstdout:%s\nstderr:%s", r->code,
 		     r->out, r->err);
@@ -309,7 +212,7 @@ static X509 *provision_one(const struct world *w, struct run *r, char uid[64])
 }
 
 /* openssl verify of the unit's certificate against root (+ untrusted). */
-static int verify(const struct world *w, const char *root, const char *untrusted,
+static int verify(const fx_world *w, const char *root, const char *untrusted,
 		  const char *uid)
 {
 	return sh("openssl verify -CAfile '%s' %s%s%s '%s/%s.pem' >/dev/null 2>&1", root,
@@ -327,30 +230,30 @@ static char *subject_cn(X509 *x, char *buf, size_t n)
 
 Test(pki, csr_for_offline_root_import_and_issue, .timeout = 120)
 {
-	struct world w;
+	fx_world w;
 	struct root root;
-	struct run r;
+	fx_run r;
 	char csr[512], ca[512], uid[64], cn[128];
 	X509 *leaf;
 
 	world_init(&w, NULL);
 	root_make(&root, &w);
-	path(csr, &w, "ca.csr");
-	path(ca, &w, "ca.pem");
-	run_station(&r, &w, "ca", "csr", "--key-type", "p384", "--cn", "Line 7 Issuing CA",
-		    "--out", csr, NULL);
+	fx_path(csr, &w, "ca.csr");
+	fx_path(ca, &w, "ca.pem");
+	fx_station_run(&r, &w, "ca", "csr", "--key-type", "p384", "--cn", "Line 7 Issuing CA",
+		       "--out", csr, NULL);
 	cr_assert_eq(r.code, 0, "ca csr: %s", r.err);
 	/* The request is checked by OpenSSL's own tool as well. */
 	cr_assert_eq(sh("openssl req -in '%s' -noout -verify 2>/dev/null", csr), 0);
 	cr_assert_eq(sh("openssl req -in '%s' -noout -text | grep -q 'NIST CURVE: P-384'", csr), 0);
 	/* Before import the CA cannot issue. */
-	run_station(&r, &w, "--slot", "/dev/null", "provision", NULL);
+	fx_station_run(&r, &w, "--slot", "/dev/null", "provision", NULL);
 	cr_assert_eq(r.code, 3, "%s", r.err);
 	cr_assert(strstr(r.err, "no issuing CA"), "%s", r.err);
 	root_sign(&root, csr, -1, 365, ca);
-	run_station(&r, &w, "ca", "import", "--in", ca, "--chain", root.pem, NULL);
+	fx_station_run(&r, &w, "ca", "import", "--in", ca, "--chain", root.pem, NULL);
 	cr_assert_eq(r.code, 0, "ca import: %s", r.err);
-	run_station(&r, &w, "ca", "show", NULL);
+	fx_station_run(&r, &w, "ca", "show", NULL);
 	cr_assert_eq(r.code, 0, "%s", r.err);
 	cr_assert(strstr(r.out, "EC P-384"), "%s", r.out);
 	cr_assert(strstr(r.out, "days left:   364") || strstr(r.out, "days left:   365"),
@@ -369,28 +272,28 @@ Test(pki, csr_for_offline_root_import_and_issue, .timeout = 120)
 
 Test(pki, import_of_a_certificate_for_another_key_is_refused, .timeout = 60)
 {
-	struct world w;
+	fx_world w;
 	struct root root, other;
-	struct run r;
+	fx_run r;
 	char csr[512], ca[512];
 
 	world_init(&w, NULL);
 	root_make(&root, &w);
-	path(csr, &w, "ca.csr");
-	path(ca, &w, "ca.pem");
-	run_station(&r, &w, "ca", "csr", "--out", csr, NULL);
+	fx_path(csr, &w, "ca.csr");
+	fx_path(ca, &w, "ca.pem");
+	fx_station_run(&r, &w, "ca", "csr", "--out", csr, NULL);
 	cr_assert_eq(r.code, 0, "%s", r.err);
 	/* The root's own certificate: a CA, but not for the token's key. */
-	run_station(&r, &w, "ca", "import", "--in", root.pem, NULL);
+	fx_station_run(&r, &w, "ca", "import", "--in", root.pem, NULL);
 	cr_assert_eq(r.code, 3, "%s", r.err);
 	cr_assert(strstr(r.err, "does not match the CA key 'issuing-ca'"), "%s", r.err);
 	/* Signed by a root that is not in the chain given. */
 	root_make(&other, &w);     /* overwrites root.pem with another root */
 	root_sign(&root, csr, -1, 30, ca);
-	run_station(&r, &w, "ca", "import", "--in", ca, "--chain", other.pem, NULL);
+	fx_station_run(&r, &w, "ca", "import", "--in", ca, "--chain", other.pem, NULL);
 	cr_assert_eq(r.code, 3, "%s", r.err);
 	cr_assert(strstr(r.err, "does not verify up to its root"), "%s", r.err);
-	run_station(&r, &w, "ca", "show", NULL);
+	fx_station_run(&r, &w, "ca", "show", NULL);
 	cr_assert(strstr(r.out, "NO CERTIFICATE"), "%s%s", r.out, r.err);
 	root_free(&root);
 	root_free(&other);
@@ -398,34 +301,34 @@ Test(pki, import_of_a_certificate_for_another_key_is_refused, .timeout = 60)
 }
 
 /* An issuing CA whose certificate is valid from nb to na days from now. */
-static void ca_with_dates(struct world *w, struct root *root, long nb, long na)
+static void ca_with_dates(fx_world *w, struct root *root, long nb, long na)
 {
-	struct run r;
+	fx_run r;
 	char csr[512], ca[512];
 
 	root_make(root, w);
-	path(csr, w, "ca.csr");
-	path(ca, w, "ca.pem");
-	run_station(&r, w, "ca", "csr", "--out", csr, NULL);
+	fx_path(csr, w, "ca.csr");
+	fx_path(ca, w, "ca.pem");
+	fx_station_run(&r, w, "ca", "csr", "--out", csr, NULL);
 	cr_assert_eq(r.code, 0, "%s", r.err);
 	root_sign(root, csr, nb, na, ca);
-	run_station(&r, w, "ca", "import", "--in", ca, "--chain", root->pem, NULL);
+	fx_station_run(&r, w, "ca", "import", "--in", ca, "--chain", root->pem, NULL);
 	cr_assert_eq(r.code, 0, "%s", r.err);
 }
 
 Test(pki, expired_ca_is_refused, .timeout = 60)
 {
-	struct world w;
+	fx_world w;
 	struct root root;
-	struct run r;
+	fx_run r;
 	fx_devsim sim;
 
 	world_init(&w, NULL);
 	ca_with_dates(&w, &root, -30, -1);
-	run_station(&r, &w, "ca", "show", NULL);
+	fx_station_run(&r, &w, "ca", "show", NULL);
 	cr_assert(strstr(r.out, "status:      expired"), "%s", r.out);
 	cr_assert_eq(fx_devsim_start(&sim, w.dir, "prog1", 1, NULL), 0);
-	run_station(&r, &w, "--slot", sim.port, "provision", NULL);
+	fx_station_run(&r, &w, "--slot", sim.port, "provision", NULL);
 	fx_devsim_stop(&sim);
 	cr_assert_eq(r.code, 3, "%s", r.err);
 	cr_assert(strstr(r.err, "'issuing-ca': its certificate has expired"), "%s", r.err);
@@ -437,13 +340,13 @@ Test(pki, expired_ca_is_refused, .timeout = 60)
 
 Test(pki, not_yet_valid_ca_is_refused, .timeout = 60)
 {
-	struct world w;
+	fx_world w;
 	struct root root;
-	struct run r;
+	fx_run r;
 
 	world_init(&w, NULL);
 	ca_with_dates(&w, &root, 2, 400);
-	run_station(&r, &w, "--slot", "/dev/null", "provision", NULL);
+	fx_station_run(&r, &w, "--slot", "/dev/null", "provision", NULL);
 	cr_assert_eq(r.code, 3, "%s", r.err);
 	cr_assert(strstr(r.err, "not valid yet"), "%s", r.err);
 	root_free(&root);
@@ -452,16 +355,16 @@ Test(pki, not_yet_valid_ca_is_refused, .timeout = 60)
 
 Test(pki, ca_certificate_not_matching_its_key_is_refused, .timeout = 60)
 {
-	struct world w;
+	fx_world w;
 	struct root root;
-	struct run r;
+	fx_run r;
 	char csr[512], der[512];
 
 	world_init(&w, NULL);
 	root_make(&root, &w);
-	path(csr, &w, "ca.csr");
-	path(der, &w, "foreign.der");
-	run_station(&r, &w, "ca", "csr", "--out", csr, NULL);
+	fx_path(csr, &w, "ca.csr");
+	fx_path(der, &w, "foreign.der");
+	fx_station_run(&r, &w, "ca", "csr", "--out", csr, NULL);
 	cr_assert_eq(r.code, 0, "%s", r.err);
 	/* Someone puts a foreign CA certificate under the CA's label with
 	 * another tool: the station must not issue under it. */
@@ -469,10 +372,10 @@ Test(pki, ca_certificate_not_matching_its_key_is_refused, .timeout = 60)
 	cr_assert_eq(sh("pkcs11-tool --module %s --token-label station --login --pin " PIN
 			" --write-object '%s' --type cert --label issuing-ca >/dev/null 2>&1",
 			FX_SOFTHSM_MODULE, der), 0);
-	run_station(&r, &w, "--slot", "/dev/null", "provision", NULL);
+	fx_station_run(&r, &w, "--slot", "/dev/null", "provision", NULL);
 	cr_assert_eq(r.code, 3, "%s", r.err);
 	cr_assert(strstr(r.err, "does not match its key"), "%s", r.err);
-	run_station(&r, &w, "ca", "show", NULL);
+	fx_station_run(&r, &w, "ca", "show", NULL);
 	cr_assert(strstr(r.out, "KEY MISMATCH"), "%s", r.out);
 	root_free(&root);
 	fx_rmtree(w.dir);
@@ -480,29 +383,29 @@ Test(pki, ca_certificate_not_matching_its_key_is_refused, .timeout = 60)
 
 Test(pki, rollover_newest_valid_ca_or_the_profiles_and_renewal_warning, .timeout = 120)
 {
-	struct world w;
+	fx_world w;
 	struct root root;
-	struct run r;
+	fx_run r;
 	char csr[512], ca[512], uid[64], cn[128], text[1024];
 	X509 *leaf;
 
 	world_init(&w, NULL);
 	root_make(&root, &w);
-	path(csr, &w, "new.csr");
-	path(ca, &w, "new.pem");
-	run_station(&r, &w, "--ca-key", "ca-2026", "ca", "init", "--cn", "Old CA", "--days",
-		    "100", NULL);
+	fx_path(csr, &w, "new.csr");
+	fx_path(ca, &w, "new.pem");
+	fx_station_run(&r, &w, "--ca-key", "ca-2026", "ca", "init", "--cn", "Old CA", "--days",
+		       "100", NULL);
 	cr_assert_eq(r.code, 0, "%s", r.err);
 	/* The successor, valid from now on, for longer. */
-	run_station(&r, &w, "--ca-key", "ca-2027", "ca", "csr", "--cn", "New CA",
-		    "--out", csr, NULL);
+	fx_station_run(&r, &w, "--ca-key", "ca-2027", "ca", "csr", "--cn", "New CA",
+		       "--out", csr, NULL);
 	cr_assert_eq(r.code, 0, "%s", r.err);
 	root_sign(&root, csr, 0, 800, ca);
-	run_station(&r, &w, "--ca-key", "ca-2027", "ca", "import", "--in", ca,
-		    "--chain", root.pem, NULL);
+	fx_station_run(&r, &w, "--ca-key", "ca-2027", "ca", "import", "--in", ca,
+		       "--chain", root.pem, NULL);
 	cr_assert_eq(r.code, 0, "%s", r.err);
 	/* ca show without a label lists both. */
-	run_station(&r, &w, "ca", "show", NULL);
+	fx_station_run(&r, &w, "ca", "show", NULL);
 	cr_assert(strstr(r.out, "label:       ca-2026") && strstr(r.out, "label:       ca-2027"),
 		  "%s", r.out);
 	leaf = provision_one(&w, &r, uid);
@@ -513,8 +416,8 @@ Test(pki, rollover_newest_valid_ca_or_the_profiles_and_renewal_warning, .timeout
 	snprintf(text, sizeof(text),
 		 "name = \"pki-sensor\";\ncertificate: { organization = \"PKI Test\"; "
 		 "validity_days = 30; issuer = \"ca-2026\"; ca_renewal_days = 120; };\n"
-		 "root_of_trust: { sha256 = \"" ROT "\"; fuse_bank = 0; };\n");
-	write_file(w.profile, text);
+		 "root_of_trust: { sha256 = \"" FX_ROT "\"; fuse_bank = 0; };\n");
+	fx_write_file(w.profile, text);
 	leaf = provision_one(&w, &r, uid);
 	cr_assert_str_eq(subject_cn(leaf, cn, sizeof(cn)), "Old CA");
 	cr_assert(strstr(r.err, "warning: issuing CA 'ca-2026' expires in"), "%s", r.err);
@@ -584,8 +487,8 @@ static void name_entry(X509_NAME *n, int nid, char *buf, size_t len)
 
 Test(pki, certificate_carries_the_profiles_subject_and_extensions, .timeout = 120)
 {
-	struct world w;
-	struct run r;
+	fx_world w;
+	fx_run r;
 	char uid[64], ca[512], buf[256];
 	X509 *leaf;
 	X509_NAME *subj;
@@ -604,8 +507,8 @@ Test(pki, certificate_carries_the_profiles_subject_and_extensions, .timeout = 12
 		   " hardware_module_name = \"1.3.6.1.4.1.55555.1.1\";\n"
 		   " crl_url = \"http://pki.example.com/issuing.crl\";\n"
 		   " ocsp_url = \"http://ocsp.example.com\";");
-	path(ca, &w, "ca.pem");
-	run_station(&r, &w, "ca", "init", "--out", ca, NULL);
+	fx_path(ca, &w, "ca.pem");
+	fx_station_run(&r, &w, "ca", "init", "--out", ca, NULL);
 	cr_assert_eq(r.code, 0, "%s", r.err);
 	leaf = provision_one(&w, &r, uid);
 	cr_assert_eq(verify(&w, ca, NULL, uid), 0, "openssl verify failed");
@@ -671,19 +574,19 @@ Test(pki, certificate_carries_the_profiles_subject_and_extensions, .timeout = 12
 
 Test(pki, bad_profile_extension_is_named, .timeout = 60)
 {
-	struct world w;
-	struct run r;
+	fx_world w;
+	fx_run r;
 
 	world_init(&w, "subject = \"CN=${uid}, XX=${serial}\"; validity_days = 30;");
-	run_station(&r, &w, "--slot", "/dev/null", "provision", NULL);
+	fx_station_run(&r, &w, "--slot", "/dev/null", "provision", NULL);
 	cr_assert_eq(r.code, 2, "%s", r.err);
 	cr_assert(strstr(r.err, "unknown subject attribute 'XX'"), "%s", r.err);
 	world_init(&w, "validity_days = 30; key_usage = \"digitalSig\";");
-	run_station(&r, &w, "--slot", "/dev/null", "provision", NULL);
+	fx_station_run(&r, &w, "--slot", "/dev/null", "provision", NULL);
 	cr_assert_eq(r.code, 2, "%s", r.err);
 	cr_assert(strstr(r.err, "key_usage"), "%s", r.err);
 	world_init(&w, "validity_days = 30; subject = \"CN=${uuid}\";");
-	run_station(&r, &w, "--slot", "/dev/null", "provision", NULL);
+	fx_station_run(&r, &w, "--slot", "/dev/null", "provision", NULL);
 	cr_assert_eq(r.code, 2, "%s", r.err);
 	cr_assert(strstr(r.err, "unknown variable '${uuid}'"), "%s", r.err);
 	fx_rmtree(w.dir);
@@ -693,8 +596,8 @@ Test(pki, bad_profile_extension_is_named, .timeout = 60)
 
 static void issue_with(const char *type, int want_sig_nid, const char *want_key)
 {
-	struct world w;
-	struct run r;
+	fx_world w;
+	fx_run r;
 	char uid[64], ca[512];
 	X509 *leaf, *cacert;
 
@@ -708,10 +611,10 @@ static void issue_with(const char *type, int want_sig_nid, const char *want_key)
 			 getenv("LSAN_OPTIONS"));
 		setenv("LSAN_OPTIONS", opts, 1);
 	}
-	path(ca, &w, "ca.pem");
-	run_station(&r, &w, "ca", "init", "--key-type", type, "--out", ca, NULL);
+	fx_path(ca, &w, "ca.pem");
+	fx_station_run(&r, &w, "ca", "init", "--key-type", type, "--out", ca, NULL);
 	cr_assert_eq(r.code, 0, "ca init %s: %s", type, r.err);
-	run_station(&r, &w, "ca", "show", NULL);
+	fx_station_run(&r, &w, "ca", "show", NULL);
 	cr_assert(strstr(r.out, want_key), "%s", r.out);
 	cacert = read_pem(ca);
 	cr_assert_eq(X509_get_signature_nid(cacert), want_sig_nid);
@@ -747,45 +650,45 @@ Test(pki, ed25519_ca_issues_ed25519, .timeout = 120)
 
 /* Leave the token only the mechanisms in list (SoftHSM 2.6.1 ignores the
  * "-CKM_X" exclusion form, so the allowed ones are listed). */
-static void only_mechanisms(const struct world *w, const char *list)
+static void only_mechanisms(const fx_world *w, const char *list)
 {
 	char conf[512], line[256];
 
-	path(conf, w, "softhsm2.conf");
+	fx_path(conf, w, "softhsm2.conf");
 	snprintf(line, sizeof(line), "slots.mechanisms = %s\n", list);
 	append_file(conf, line);
 }
 
 Test(pki, missing_mechanism_is_named_at_start, .timeout = 60)
 {
-	struct world w;
-	struct run r;
+	fx_world w;
+	fx_run r;
 
 	world_init(&w, NULL);
-	run_station(&r, &w, "ca", "init", NULL);
+	fx_station_run(&r, &w, "ca", "init", NULL);
 	cr_assert_eq(r.code, 0, "%s", r.err);
 	/* The token loses raw ECDSA (as on an HSM without the licence). */
 	only_mechanisms(&w, "CKM_EC_KEY_PAIR_GEN,CKM_ECDH1_DERIVE,CKM_SHA256");
-	run_station(&r, &w, "--slot", "/dev/null", "provision", NULL);
+	fx_station_run(&r, &w, "--slot", "/dev/null", "provision", NULL);
 	cr_assert_eq(r.code, 3, "%s", r.err);
 	cr_assert(strstr(r.err, "does not offer CKM_ECDSA"), "%s", r.err);
 	/* Nothing is created in a token that could not use it. */
-	run_station(&r, &w, "--ca-key", "second", "ca", "init", "--key-type", "p384", NULL);
+	fx_station_run(&r, &w, "--ca-key", "second", "ca", "init", "--key-type", "p384", NULL);
 	cr_assert_eq(r.code, 3, "%s", r.err);
 	cr_assert(strstr(r.err, "CKM_ECDSA"), "%s", r.err);
-	run_station(&r, &w, "ca", "show", NULL);
+	fx_station_run(&r, &w, "ca", "show", NULL);
 	cr_assert_null(strstr(r.out, "second"), "%s", r.out);
 	fx_rmtree(w.dir);
 }
 
 Test(pki, ed25519_refused_clearly_when_the_module_lacks_it, .timeout = 60)
 {
-	struct world w;
-	struct run r;
+	fx_world w;
+	fx_run r;
 
 	world_init(&w, NULL);
 	only_mechanisms(&w, "CKM_EC_KEY_PAIR_GEN,CKM_ECDSA");
-	run_station(&r, &w, "ca", "init", "--key-type", "ed25519", NULL);
+	fx_station_run(&r, &w, "ca", "init", "--key-type", "ed25519", NULL);
 	cr_assert_eq(r.code, 3, "%s", r.err);
 	cr_assert(strstr(r.err, "CKM_EC_EDWARDS_KEY_PAIR_GEN, CKM_EDDSA"), "%s", r.err);
 	fx_rmtree(w.dir);
@@ -795,8 +698,8 @@ Test(pki, ed25519_refused_clearly_when_the_module_lacks_it, .timeout = 60)
 
 Test(pki, works_through_p11_kit_proxy, .timeout = 120)
 {
-	struct world w;
-	struct run r;
+	fx_world w;
+	fx_run r;
 	char home[512], mod[600], ca[512], uid[64];
 	X509 *leaf;
 
@@ -804,16 +707,19 @@ Test(pki, works_through_p11_kit_proxy, .timeout = 120)
 	cr_assert_eq(access(PROXY, R_OK), 0, "p11-kit-proxy.so missing: install p11-kit-modules");
 	/* A private p11-kit user configuration naming SoftHSM; SoftHSM itself
 	 * reads this test's SOFTHSM2_CONF through the proxy. */
-	path(home, &w, "home");
+	fx_path(home, &w, "home");
 	snprintf(mod, sizeof(mod), "%s/.config/pkcs11/modules", home);
 	cr_assert_eq(sh("mkdir -p '%s'", mod), 0);
 	snprintf(mod + strlen(mod), sizeof(mod) - strlen(mod), "/station-softhsm.module");
-	write_file(mod, "module: " FX_SOFTHSM_MODULE "\n");
+	fx_write_file(mod, "module: " FX_SOFTHSM_MODULE "\n");
 	setenv("HOME", home, 1);
-	w.module = PROXY;
-	write_conf(&w);
-	path(ca, &w, "ca.pem");
-	run_station(&r, &w, "ca", "init", "--key-type", "p384", "--out", ca, NULL);
+	{
+		fx_world_opts o = pki_opts(PROXY);
+
+		fx_write_conf(&w, &o);
+	}
+	fx_path(ca, &w, "ca.pem");
+	fx_station_run(&r, &w, "ca", "init", "--key-type", "p384", "--out", ca, NULL);
 	cr_assert_eq(r.code, 0, "ca init through the proxy: %s", r.err);
 	leaf = provision_one(&w, &r, uid);
 	cr_assert_eq(verify(&w, ca, NULL, uid), 0);
@@ -825,8 +731,8 @@ Test(pki, works_through_p11_kit_proxy, .timeout = 120)
 
 Test(pki, inject_mode_provisions_with_a_wrapped_hsm_key, .timeout = 120)
 {
-	struct world w;
-	struct run r;
+	fx_world w;
+	fx_run r;
 	char text[1024], cmd[1024], buf[8192], point[131], uid[64], ca[512], cert[700];
 	uint8_t pt[65];
 	size_t len = 0, n;
@@ -839,13 +745,13 @@ Test(pki, inject_mode_provisions_with_a_wrapped_hsm_key, .timeout = 120)
 	snprintf(text, sizeof(text),
 		 "name = \"pki-sensor\";\nkey_mode = \"inject\";\n"
 		 "certificate: { organization = \"PKI Test\"; validity_days = 30; };\n"
-		 "root_of_trust: { sha256 = \"" ROT "\"; fuse_bank = 0; };\n");
-	write_file(w.profile, text);
-	path(ca, &w, "ca.pem");
-	run_station(&r, &w, "ca", "init", "--out", ca, NULL);
+		 "root_of_trust: { sha256 = \"" FX_ROT "\"; fuse_bank = 0; };\n");
+	fx_write_file(w.profile, text);
+	fx_path(ca, &w, "ca.pem");
+	fx_station_run(&r, &w, "ca", "init", "--out", ca, NULL);
 	cr_assert_eq(r.code, 0, "%s", r.err);
 	cr_assert_eq(fx_devsim_start(&sim, w.dir, "inj", 2, "--seed inject"), 0);
-	run_station(&r, &w, "--json", "--verbose", "--slot", sim.port, "provision", NULL);
+	fx_station_run(&r, &w, "--json", "--verbose", "--slot", sim.port, "provision", NULL);
 	fx_devsim_stop(&sim);
 	cr_assert_eq(r.code, 0, "stdout:%s\nstderr:%s", r.out, r.err);
 	cr_assert(strstr(r.err, "injected wrapped"), "%s", r.err);
@@ -892,7 +798,7 @@ Test(pki, inject_mode_provisions_with_a_wrapped_hsm_key, .timeout = 120)
 /* --- token pulled mid-run ---------------------------------------------- */
 
 /* How many units have this result in the records (sqlite3 CLI). */
-static int units_with(const struct world *w, const char *result)
+static int units_with(const fx_world *w, const char *result)
 {
 	char cmd[1024], out[64] = "";
 	FILE *p;
@@ -908,8 +814,8 @@ static int units_with(const struct world *w, const char *result)
 
 Test(pki, token_pulled_mid_run_fails_one_unit_cleanly_then_recovers, .timeout = 180)
 {
-	struct world w;
-	struct run r;
+	fx_world w;
+	fx_run r;
 	char bin[512], line[4096], errpath[600], failed_uid[64] = "";
 	fx_devsim sim;
 	int outp[2], errfd, status, pulled = 0, passed;
@@ -917,7 +823,7 @@ Test(pki, token_pulled_mid_run_fails_one_unit_cleanly_then_recovers, .timeout = 
 	pid_t pid;
 
 	world_init(&w, NULL);
-	run_station(&r, &w, "ca", "init", NULL);
+	fx_station_run(&r, &w, "ca", "init", NULL);
 	cr_assert_eq(r.code, 0, "%s", r.err);
 	/* What goes back in later: the token as it is now. */
 	cr_assert_eq(sh("cp -a '%s/tokens' '%s/tokens.saved'", w.dir, w.dir), 0);
@@ -961,7 +867,7 @@ Test(pki, token_pulled_mid_run_fails_one_unit_cleanly_then_recovers, .timeout = 
 	fclose(out);
 	waitpid(pid, &status, 0);
 	lseek(errfd, 0, SEEK_SET);
-	slurp(errfd, r.err, sizeof(r.err));
+	fx_slurp(errfd, r.err, sizeof(r.err));
 	close(errfd);
 	fx_devsim_stop(&sim);
 	cr_assert(pulled, "no unit passed before the token was pulled: %s", r.err);
@@ -981,7 +887,7 @@ Test(pki, token_pulled_mid_run_fails_one_unit_cleanly_then_recovers, .timeout = 
 	cr_assert_eq(sh("rm -rf '%s/tokens' && mv '%s/tokens.saved' '%s/tokens'", w.dir,
 			w.dir, w.dir), 0);
 	cr_assert_eq(fx_devsim_start(&sim, w.dir, "pull", 200, "--seed pull"), 0);
-	run_station(&r, &w, "--json", "--units", "2", "--slot", sim.port, "provision", NULL);
+	fx_station_run(&r, &w, "--json", "--units", "2", "--slot", sim.port, "provision", NULL);
 	fx_devsim_stop(&sim);
 	cr_assert_eq(r.code, 0, "after the token came back: %s", r.err);
 	cr_assert_eq(units_with(&w, "PASS"), passed + 2, "%s", r.out);
@@ -995,19 +901,19 @@ Test(pki, token_pulled_mid_run_fails_one_unit_cleanly_then_recovers, .timeout = 
 
 Test(pki, wrong_pin_tried_once_and_the_next_run_warns, .timeout = 60)
 {
-	struct world w;
-	struct run r;
+	fx_world w;
+	fx_run r;
 
 	world_init(&w, NULL);
-	write_file(w.pinfile, "11112222\n");
-	run_station(&r, &w, "ca", "show", NULL);
+	fx_write_file(w.pinfile, "11112222\n");
+	fx_station_run(&r, &w, "ca", "show", NULL);
 	cr_assert_eq(r.code, 3, "%s", r.err);
 	cr_assert(strstr(r.err, "wrong PIN"), "%s", r.err);
 	cr_assert(strstr(r.err, "not retried"), "%s", r.err);
 	cr_assert_null(strstr(r.err, "11112222"), "the PIN was printed");
 	/* The token now reports the count low (SoftHSM sets the flag after one
 	 * wrong attempt): the next run says so before it tries. */
-	run_station(&r, &w, "ca", "show", NULL);
+	fx_station_run(&r, &w, "ca", "show", NULL);
 	cr_assert_eq(r.code, 3, "%s", r.err);
 	cr_assert(strstr(r.err, "warning: token 'station': a wrong user PIN was entered"),
 		  "%s", r.err);
@@ -1015,8 +921,8 @@ Test(pki, wrong_pin_tried_once_and_the_next_run_warns, .timeout = 60)
 		     "the warning must come before the attempt: %s", r.err);
 	/* With the right PIN the station still works (one attempt per run
 	 * did not lock the token). */
-	write_file(w.pinfile, PIN "\n");
-	run_station(&r, &w, "ca", "init", NULL);
+	fx_write_file(w.pinfile, PIN "\n");
+	fx_station_run(&r, &w, "ca", "init", NULL);
 	cr_assert_eq(r.code, 0, "%s", r.err);
 	fx_rmtree(w.dir);
 }

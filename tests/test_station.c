@@ -2,204 +2,19 @@
  * and a fresh SoftHSM token; results checked with outside means: OpenSSL
  * verify, the simulator's own state file, SQLite. */
 #include <criterion/criterion.h>
-#include <fcntl.h>
 #include <jansson.h>
 #include <openssl/core_names.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
-#include <poll.h>
-#include <signal.h>
-#include <sqlite3.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include "base.h"
 #include "tests/fixtures/fx_devsim.h"
 #include "tests/fixtures/fx_softhsm.h"
-
-#define PIN "36187201"
-#define ROT "2622102199f06fad94b827703f16e2998a2260f77f4e3210c2dae769ce1ca586"
-
-/* One test's world: token, configuration, PIN file, paths. */
-struct world {
-	char dir[256];
-	char conf[512], pinfile[512], db[512], certs[512], ca[512], profile[512];
-};
-
-/* Output of one run of the station binary. */
-struct run {
-	int code;
-	char out[65536];
-	char err[65536];
-};
-
-static int run_station(struct run *r, const struct world *w, ...);
-
-static void path(char *dst, const struct world *w, const char *name)
-{
-	snprintf(dst, 512, "%s/%s", w->dir, name);
-}
-
-static void write_file(const char *p, const char *text)
-{
-	FILE *f = fopen(p, "w");
-
-	cr_assert_not_null(f, "cannot write %s", p);
-	fputs(text, f);
-	fclose(f);
-}
-
-/* Build a world: token "station" with PIN, config, profile, CA. */
-static void world_init(struct world *w, bool with_ca)
-{
-	char text[2048];
-
-	cr_assert_eq(fx_softhsm_init(w->dir, sizeof(w->dir), "station", PIN), 0,
-		     "SoftHSM fixture failed");
-	path(w->conf, w, "station.conf");
-	path(w->pinfile, w, "user.pin");
-	path(w->db, w, "records.db");
-	path(w->certs, w, "certs");
-	path(w->ca, w, "ca.pem");
-	path(w->profile, w, "demo.profile");
-	mkdir(w->certs, 0755);
-	write_file(w->pinfile, PIN "\n");
-	snprintf(text, sizeof(text),
-		 "station: { id = \"test-station\"; };\n"
-		 "hsm: { module = \"%s\"; token = \"station\"; ca_key = \"issuing-ca\"; };\n"
-		 "records: { path = \"%s\"; cert_dir = \"%s\"; };\n"
-		 "profile = \"%s\";\nprogrammer: { timeout_ms = 700; };\n",
-		 FX_SOFTHSM_MODULE, w->db, w->certs, w->profile);
-	write_file(w->conf, text);
-	write_file(w->profile,
-		   "name = \"test-sensor\";\n"
-		   "certificate: { organization = \"Test Devices\"; validity_days = 365; };\n"
-		   "root_of_trust: { sha256 = \"" ROT "\"; fuse_bank = 0; };\n");
-	if (with_ca) {
-		struct run r;
-
-		run_station(&r, w, "ca", "init", "--out", w->ca, NULL);
-		cr_assert_eq(r.code, 0, "ca init failed: %s", r.err);
-	}
-}
-
-/* Read everything from fd into buf until EOF (NUL-terminated). */
-static void slurp(int fd, char *buf, size_t cap)
-{
-	size_t n = 0;
-	ssize_t k;
-
-	while (n + 1 < cap && (k = read(fd, buf + n, cap - 1 - n)) > 0)
-		n += (size_t)k;
-	buf[n] = '\0';
-}
-
-/* Run `station --config ... --pin-file ... ARGS...` and capture it. */
-static int run_station(struct run *r, const struct world *w, ...)
-{
-	char bin[512], errpath[600];
-	const char *argv[64];
-	int argc = 0, outp[2], errfd, status;
-	const char *a;
-	va_list ap;
-	pid_t pid;
-
-	snprintf(bin, sizeof(bin), "%s/station", getenv("STATION_BUILD"));
-	argv[argc++] = bin;
-	argv[argc++] = "--config";
-	argv[argc++] = w->conf;
-	argv[argc++] = "--pin-file";
-	argv[argc++] = w->pinfile;
-	va_start(ap, w);
-	while ((a = va_arg(ap, const char *)) && argc < 62)
-		argv[argc++] = a;
-	va_end(ap);
-	argv[argc] = NULL;
-	snprintf(errpath, sizeof(errpath), "%s/stderr.txt", w->dir);
-	cr_assert_eq(pipe(outp), 0);
-	errfd = open(errpath, O_RDWR | O_CREAT | O_TRUNC, 0600);
-	cr_assert_geq(errfd, 0);
-	pid = fork();
-	cr_assert_geq(pid, 0);
-	if (pid == 0) {
-		dup2(outp[1], 1);
-		dup2(errfd, 2);
-		close(outp[0]);
-		execv(bin, (char **)argv);
-		_exit(127);
-	}
-	close(outp[1]);
-	slurp(outp[0], r->out, sizeof(r->out));
-	close(outp[0]);
-	waitpid(pid, &status, 0);
-	lseek(errfd, 0, SEEK_SET);
-	slurp(errfd, r->err, sizeof(r->err));
-	close(errfd);
-	r->code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-	return r->code;
-}
-
-/* Count unit rows (optionally with a state) straight from the SQLite file. */
-static int count_units(const struct world *w, const char *state)
-{
-	sqlite3 *db = NULL;
-	sqlite3_stmt *st = NULL;
-	int n = -1;
-
-	if (access(w->db, F_OK) != 0)
-		return 0;
-	cr_assert_eq(sqlite3_open_v2(w->db, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
-	cr_assert_eq(sqlite3_prepare_v2(db, state ?
-		"SELECT count(*) FROM units WHERE state = ?1" :
-		"SELECT count(*) FROM units", -1, &st, NULL), SQLITE_OK);
-	if (state)
-		sqlite3_bind_text(st, 1, state, -1, SQLITE_STATIC);
-	if (sqlite3_step(st) == SQLITE_ROW)
-		n = sqlite3_column_int(st, 0);
-	sqlite3_finalize(st);
-	sqlite3_close(db);
-	return n;
-}
-
-/* Parse the JSON lines of a --json run; return the unit events. */
-static json_t *unit_events(const char *out)
-{
-	json_t *arr = json_array();
-	char *copy = strdup(out), *save = NULL;
-
-	for (char *line = strtok_r(copy, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
-		json_error_t e;
-		json_t *o = json_loads(line, 0, &e);
-
-		cr_assert_not_null(o, "stdout line is not JSON: %s", line);
-		if (!strcmp(json_string_value(json_object_get(o, "event")), "unit"))
-			json_array_append(arr, o);
-		json_decref(o);
-	}
-	free(copy);
-	return arr;
-}
-
-/* The simulator's unit with this uid, from its own state file. */
-static json_t *sim_unit(const char *state_path, const char *uid)
-{
-	json_t *st = NULL, *units, *u, *found = NULL;
-	size_t i;
-
-	cr_assert_eq(fx_devsim_dump(state_path, &st), 0);
-	units = json_object_get(st, "units");
-	json_array_foreach(units, i, u)
-		if (!strcmp(json_string_value(json_object_get(u, "uid")), uid))
-			found = json_incref(u);
-	json_decref(st);
-	return found;
-}
+#include "tests/fixtures/fx_station.h"
 
 /* Uncompressed EC point of a certificate's key, hex. */
 static void cert_point_hex(X509 *x, char out[131])
@@ -228,17 +43,17 @@ static const char *fuse0(json_t *unit)
 
 Test(station, provisions_three_units_end_to_end, .timeout = 120)
 {
-	struct world w;
-	struct run r;
+	fx_world w;
+	fx_run r;
 	fx_devsim sim;
 	json_t *units, *ev;
 	size_t i;
 
-	world_init(&w, true);
+	fx_world_init(&w, true, 700);
 	cr_assert_eq(fx_devsim_start(&sim, w.dir, "prog1", 3, NULL), 0);
-	run_station(&r, &w, "--json", "--burn-fuses", "--slot", sim.port, "provision", NULL);
+	fx_station_run(&r, &w, "--json", "--burn-fuses", "--slot", sim.port, "provision", NULL);
 	cr_assert_eq(r.code, 0, "provision exit %d\nstdout:%s\nstderr:%s", r.code, r.out, r.err);
-	units = unit_events(r.out);
+	units = fx_json_events(r.out, "unit");
 	cr_assert_eq(json_array_size(units), 3, "expected 3 unit events: %s", r.out);
 	json_array_foreach(units, i, ev) {
 		const char *uid = json_string_value(json_object_get(ev, "uid"));
@@ -257,18 +72,18 @@ Test(station, provisions_three_units_end_to_end, .timeout = 120)
 		fclose(f);
 		cr_assert_not_null(x);
 		cert_point_hex(x, point);
-		dev = sim_unit(sim.state_path, uid);
+		dev = fx_sim_unit(sim.state_path, uid);
 		cr_assert_not_null(dev, "simulator has no unit %s", uid);
 		/* The certified key is the one the device generated. */
 		cr_assert_str_eq(json_string_value(json_object_get(dev, "pubkey")), point);
 		/* The device's OTP bank holds the profile's root-of-trust hash. */
-		cr_assert_str_eq(fuse0(dev), ROT);
+		cr_assert_str_eq(fuse0(dev), FX_ROT);
 		json_decref(dev);
 		X509_free(x);
 	}
 	json_decref(units);
-	cr_assert_eq(count_units(&w, "PASS"), 3);
-	cr_assert_eq(count_units(&w, NULL), 3);
+	cr_assert_eq(fx_count_units(&w, "PASS"), 3);
+	cr_assert_eq(fx_count_units(&w, NULL), 3);
 	fx_devsim_stop(&sim);
 	fx_rmtree(w.dir);
 }
@@ -286,45 +101,45 @@ static void rewind_sim(const char *state_path)
 
 Test(station, two_slots_in_parallel_and_no_second_identity, .timeout = 120)
 {
-	struct world w;
-	struct run r;
+	fx_world w;
+	fx_run r;
 	fx_devsim a, b;
 
-	world_init(&w, true);
+	fx_world_init(&w, true, 700);
 	cr_assert_eq(fx_devsim_start(&a, w.dir, "progA", 2, "--seed A"), 0);
 	cr_assert_eq(fx_devsim_start(&b, w.dir, "progB", 2, "--seed B"), 0);
-	run_station(&r, &w, "--burn-fuses", "--slot", a.port, "--slot", b.port,
-		    "provision", NULL);
+	fx_station_run(&r, &w, "--burn-fuses", "--slot", a.port, "--slot", b.port,
+		       "provision", NULL);
 	cr_assert_eq(r.code, 0, "stdout:%s\nstderr:%s", r.out, r.err);
-	cr_assert_eq(count_units(&w, "PASS"), 4);
+	cr_assert_eq(fx_count_units(&w, "PASS"), 4);
 	cr_assert(strstr(r.out, "summary: 4 PASS"), "%s", r.out);
 	fx_devsim_stop(&a);
 	fx_devsim_stop(&b);
 	/* The same units again (state kept): refused a second identity. */
 	rewind_sim(a.state_path);
 	cr_assert_eq(fx_devsim_start(&a, w.dir, "progA", 2, "--seed A"), 0);
-	run_station(&r, &w, "--burn-fuses", "--slot", a.port, "provision", NULL);
+	fx_station_run(&r, &w, "--burn-fuses", "--slot", a.port, "provision", NULL);
 	cr_assert_eq(r.code, 0, "stdout:%s\nstderr:%s", r.out, r.err);
 	cr_assert(strstr(r.err, "already provisioned"), "%s", r.err);
 	cr_assert(strstr(r.out, "2 skipped"), "%s", r.out);
-	cr_assert_eq(count_units(&w, NULL), 4);
+	cr_assert_eq(fx_count_units(&w, NULL), 4);
 	fx_devsim_stop(&a);
 	fx_rmtree(w.dir);
 }
 
 Test(station, same_device_id_in_two_slots_gets_one_identity, .timeout = 60)
 {
-	struct world w;
-	struct run r;
+	fx_world w;
+	fx_run r;
 	fx_devsim a, b;
 
-	world_init(&w, true);
+	fx_world_init(&w, true, 700);
 	/* Same seed: both programmers hold units with the same IDs (clones). */
 	cr_assert_eq(fx_devsim_start(&a, w.dir, "progA", 1, "--seed clone"), 0);
 	cr_assert_eq(fx_devsim_start(&b, w.dir, "progB", 1, "--seed clone"), 0);
-	run_station(&r, &w, "--burn-fuses", "--slot", a.port, "--slot", b.port,
-		    "provision", NULL);
-	cr_assert_eq(count_units(&w, "PASS"), 1, "stdout:%s\nstderr:%s", r.out, r.err);
+	fx_station_run(&r, &w, "--burn-fuses", "--slot", a.port, "--slot", b.port,
+		       "provision", NULL);
+	cr_assert_eq(fx_count_units(&w, "PASS"), 1, "stdout:%s\nstderr:%s", r.out, r.err);
 	/* Either both were identified at once (the second is refused as a
 	 * clone: FAIL) or one after the other (the second is skipped). */
 	cr_assert(strstr(r.out, "same device ID") || strstr(r.err, "already provisioned"),
@@ -336,20 +151,21 @@ Test(station, same_device_id_in_two_slots_gets_one_identity, .timeout = 60)
 
 Test(station, fuses_untouched_unless_armed, .timeout = 60)
 {
-	struct world w;
-	struct run r;
+	fx_world w;
+	fx_run r;
 	fx_devsim sim;
 	json_t *units, *dev;
 
-	world_init(&w, true);
+	fx_world_init(&w, true, 700);
 	cr_assert_eq(fx_devsim_start(&sim, w.dir, "prog1", 1, NULL), 0);
-	run_station(&r, &w, "--json", "--slot", sim.port, "provision", NULL);
+	fx_station_run(&r, &w, "--json", "--slot", sim.port, "provision", NULL);
 	cr_assert_eq(r.code, 0, "stderr:%s", r.err);
-	units = unit_events(r.out);
+	units = fx_json_events(r.out, "unit");
 	cr_assert_eq(json_array_size(units), 1);
 	cr_assert_str_eq(json_string_value(json_object_get(json_array_get(units, 0), "fuses")),
 			 "not-armed");
-	dev = sim_unit(sim.state_path, json_string_value(json_object_get(json_array_get(units, 0), "uid")));
+	dev = fx_sim_unit(sim.state_path,
+			  json_string_value(json_object_get(json_array_get(units, 0), "uid")));
 	cr_assert_str_eq(fuse0(dev), "0000000000000000000000000000000000000000000000000000000000000000");
 	json_decref(dev);
 	json_decref(units);
@@ -359,14 +175,14 @@ Test(station, fuses_untouched_unless_armed, .timeout = 60)
 
 Test(station, other_fuse_value_quarantines_and_never_burns, .timeout = 60)
 {
-	struct world w;
-	struct run r;
+	fx_world w;
+	fx_run r;
 	fx_devsim sim;
 	json_t *st = NULL, *u;
 	const char *other = "00000000000000000000000000000000000000000000000000000000000000ff";
 	char uid[64];
 
-	world_init(&w, true);
+	fx_world_init(&w, true, 700);
 	cr_assert_eq(fx_devsim_start(&sim, w.dir, "prog1", 1, NULL), 0);
 	fx_devsim_stop(&sim);
 	/* Pre-burn another value into the simulated chip's OTP bank 0. */
@@ -377,11 +193,11 @@ Test(station, other_fuse_value_quarantines_and_never_burns, .timeout = 60)
 	cr_assert_eq(json_dump_file(st, sim.state_path, 0), 0);
 	json_decref(st);
 	cr_assert_eq(fx_devsim_start(&sim, w.dir, "prog1", 1, NULL), 0);
-	run_station(&r, &w, "--burn-fuses", "--slot", sim.port, "provision", NULL);
+	fx_station_run(&r, &w, "--burn-fuses", "--slot", sim.port, "provision", NULL);
 	cr_assert_eq(r.code, 1, "stdout:%s\nstderr:%s", r.out, r.err);
 	cr_assert(strstr(r.out, "QUARANTINE"), "%s", r.out);
-	cr_assert_eq(count_units(&w, "QUARANTINE"), 1);
-	u = sim_unit(sim.state_path, uid);
+	cr_assert_eq(fx_count_units(&w, "QUARANTINE"), 1);
+	u = fx_sim_unit(sim.state_path, uid);
 	cr_assert_str_eq(fuse0(u), other, "the fuses were changed");
 	json_decref(u);
 	fx_devsim_stop(&sim);
@@ -390,101 +206,101 @@ Test(station, other_fuse_value_quarantines_and_never_burns, .timeout = 60)
 
 Test(station, wrong_pin_is_refused_and_records_nothing, .timeout = 60)
 {
-	struct world w;
-	struct run r;
+	fx_world w;
+	fx_run r;
 	fx_devsim sim;
 
-	world_init(&w, true);
+	fx_world_init(&w, true, 700);
 	cr_assert_eq(fx_devsim_start(&sim, w.dir, "prog1", 1, NULL), 0);
-	write_file(w.pinfile, "99999999\n");
-	run_station(&r, &w, "--burn-fuses", "--slot", sim.port, "provision", NULL);
+	fx_write_file(w.pinfile, "99999999\n");
+	fx_station_run(&r, &w, "--burn-fuses", "--slot", sim.port, "provision", NULL);
 	cr_assert_eq(r.code, 3, "stderr:%s", r.err);
 	cr_assert(strstr(r.err, "wrong PIN"), "%s", r.err);
 	cr_assert_null(strstr(r.err, "99999999"), "the PIN was printed");
 	cr_assert_null(strstr(r.out, "99999999"), "the PIN was printed");
-	cr_assert_eq(count_units(&w, NULL), 0);
+	cr_assert_eq(fx_count_units(&w, NULL), 0);
 	fx_devsim_stop(&sim);
 	fx_rmtree(w.dir);
 }
 
 Test(station, missing_token_is_a_clear_error, .timeout = 60)
 {
-	struct world w;
-	struct run r;
+	fx_world w;
+	fx_run r;
 
-	world_init(&w, false);
-	run_station(&r, &w, "--token", "no-such-token", "--slot", "/dev/null",
-		    "provision", NULL);
+	fx_world_init(&w, false, 700);
+	fx_station_run(&r, &w, "--token", "no-such-token", "--slot", "/dev/null",
+		       "provision", NULL);
 	cr_assert_eq(r.code, 3, "stderr:%s", r.err);
 	cr_assert(strstr(r.err, "no-such-token"), "%s", r.err);
-	cr_assert_eq(count_units(&w, NULL), 0);
+	cr_assert_eq(fx_count_units(&w, NULL), 0);
 	fx_rmtree(w.dir);
 }
 
 Test(station, silent_programmer_times_out_naming_slot_and_port, .timeout = 60)
 {
-	struct world w;
-	struct run r;
+	fx_world w;
+	fx_run r;
 	fx_devsim sim;
 
-	world_init(&w, true);
+	fx_world_init(&w, true, 700);
 	cr_assert_eq(fx_devsim_start(&sim, w.dir, "prog1", 1, "--fault mute"), 0);
-	run_station(&r, &w, "--burn-fuses", "--slot", sim.port, "provision", NULL);
+	fx_station_run(&r, &w, "--burn-fuses", "--slot", sim.port, "provision", NULL);
 	cr_assert_eq(r.code, 5, "stderr:%s", r.err);
 	cr_assert(strstr(r.err, "slot 1"), "%s", r.err);
 	cr_assert(strstr(r.err, sim.port), "%s", r.err);
 	cr_assert(strstr(r.err, "no answer") || strstr(r.err, "timed out"), "%s", r.err);
-	cr_assert_eq(count_units(&w, NULL), 0);
+	cr_assert_eq(fx_count_units(&w, NULL), 0);
 	fx_devsim_stop(&sim);
 	fx_rmtree(w.dir);
 }
 
 Test(station, garbage_from_the_port_is_a_clear_error, .timeout = 60)
 {
-	struct world w;
-	struct run r;
+	fx_world w;
+	fx_run r;
 	fx_devsim sim;
 
-	world_init(&w, true);
+	fx_world_init(&w, true, 700);
 	cr_assert_eq(fx_devsim_start(&sim, w.dir, "prog1", 1, "--fault garbage"), 0);
-	run_station(&r, &w, "--burn-fuses", "--slot", sim.port, "provision", NULL);
+	fx_station_run(&r, &w, "--burn-fuses", "--slot", sim.port, "provision", NULL);
 	cr_assert_eq(r.code, 5, "stderr:%s", r.err);
 	cr_assert(strstr(r.err, "slot 1"), "%s", r.err);
 	cr_assert(strstr(r.err, "malformed"), "%s", r.err);
-	cr_assert_eq(count_units(&w, NULL), 0);
+	cr_assert_eq(fx_count_units(&w, NULL), 0);
 	fx_devsim_stop(&sim);
 	fx_rmtree(w.dir);
 }
 
 Test(station, bad_profile_is_a_usage_error, .timeout = 60)
 {
-	struct world w;
-	struct run r;
+	fx_world w;
+	fx_run r;
 
-	world_init(&w, false);
-	write_file(w.profile, "name = \"x\";\nroot_of_trust: { sha256 = \"abc\"; };\n");
-	run_station(&r, &w, "--slot", "/dev/null", "provision", NULL);
+	fx_world_init(&w, false, 700);
+	fx_write_file(w.profile, "name = \"x\";\nroot_of_trust: { sha256 = \"abc\"; };\n");
+	fx_station_run(&r, &w, "--slot", "/dev/null", "provision", NULL);
 	cr_assert_eq(r.code, 2, "stderr:%s", r.err);
 	cr_assert(strstr(r.err, "profile"), "%s", r.err);
-	cr_assert_eq(count_units(&w, NULL), 0);
+	cr_assert_eq(fx_count_units(&w, NULL), 0);
 	fx_rmtree(w.dir);
 }
 
 Test(station, ca_init_refuses_a_second_ca_and_key_stays_in_token, .timeout = 60)
 {
-	struct world w;
-	struct run r;
+	fx_world w;
+	fx_run r;
 	char cmd[1024], buf[8192];
 	FILE *p;
 	size_t n;
 
-	world_init(&w, true);
+	fx_world_init(&w, true, 700);
 	cr_assert_eq(openssl_verify(w.ca, w.ca), 0, "self-signed CA does not verify");
-	run_station(&r, &w, "ca", "init", NULL);
+	fx_station_run(&r, &w, "ca", "init", NULL);
 	cr_assert_eq(r.code, 3);
 	cr_assert(strstr(r.err, "already exists"), "%s", r.err);
 	snprintf(cmd, sizeof(cmd), "pkcs11-tool --module %s --token-label station --login "
-		 "--pin " PIN " --list-objects --type privkey 2>&1", FX_SOFTHSM_MODULE);
+		 "--pin " FX_PIN " --list-objects --type privkey 2>&1", FX_SOFTHSM_MODULE);
 	p = popen(cmd, "r");
 	cr_assert_not_null(p);
 	n = fread(buf, 1, sizeof(buf) - 1, p);

@@ -2,26 +2,19 @@
  * (swtpm, fresh state and port pair per test) through the "tpm2" driver;
  * what it left in the TPM is checked with tpm2-tools and OpenSSL only. */
 #include <criterion/criterion.h>
-#include <fcntl.h>
 #include <jansson.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
-#include <sqlite3.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include "base.h"
 #include "tests/fixtures/fx_softhsm.h"
+#include "tests/fixtures/fx_station.h"
 #include "tests/fixtures/fx_swtpm.h"
 
-#define PIN "36187201"
-#define ROT "2622102199f06fad94b827703f16e2998a2260f77f4e3210c2dae769ce1ca586"
 #define OTHER "00000000000000000000000000000000000000000000000000000000000000ff"
 #define KEY_HANDLE "0x81020000"
 #define CERT_NV "0x01c10000"
@@ -29,168 +22,43 @@
 #define CC_NV_WRITELOCK 0x138u
 #define CC_SIGN 0x15du
 
-/* One test's world: token, configuration, PIN file, paths, a TPM. */
+#define PROFILE \
+	"name = \"test-gateway\";\n" \
+	"certificate: { organization = \"Test Gateways\"; validity_days = 365; };\n" \
+	"root_of_trust: { sha256 = \"" FX_ROT "\"; fuse_bank = 0; };\n"
+
+/* One test's world: the station world and a TPM on a TCTI slot. */
 struct world {
-	char dir[256];
-	char conf[512], pinfile[512], db[512], certs[512], ca[512], profile[512];
+	fx_world fx;
 	fx_swtpm tpm;
 	char slot[160];
 };
 
-struct run {
-	int code;
-	char out[65536];
-	char err[65536];
-};
-
-static void path(char *dst, const struct world *w, const char *name)
-{
-	snprintf(dst, 512, "%s/%s", w->dir, name);
-}
-
-static void write_file(const char *p, const char *text)
-{
-	FILE *f = fopen(p, "w");
-
-	cr_assert_not_null(f, "cannot write %s", p);
-	fputs(text, f);
-	fclose(f);
-}
-
-static void slurp(int fd, char *buf, size_t cap)
-{
-	size_t n = 0;
-	ssize_t k;
-
-	while (n + 1 < cap && (k = read(fd, buf + n, cap - 1 - n)) > 0)
-		n += (size_t)k;
-	buf[n] = '\0';
-}
-
-/* Run `station --config ... --pin-file ... ARGS...` and capture it. */
-static int run_station(struct run *r, const struct world *w, ...)
-{
-	char bin[512], errpath[600];
-	const char *argv[64];
-	int argc = 0, outp[2], errfd, status;
-	const char *a;
-	va_list ap;
-	pid_t pid;
-
-	snprintf(bin, sizeof(bin), "%s/station", getenv("STATION_BUILD"));
-	argv[argc++] = bin;
-	argv[argc++] = "--config";
-	argv[argc++] = w->conf;
-	argv[argc++] = "--pin-file";
-	argv[argc++] = w->pinfile;
-	va_start(ap, w);
-	while ((a = va_arg(ap, const char *)) && argc < 62)
-		argv[argc++] = a;
-	va_end(ap);
-	argv[argc] = NULL;
-	snprintf(errpath, sizeof(errpath), "%s/stderr.txt", w->dir);
-	cr_assert_eq(pipe(outp), 0);
-	errfd = open(errpath, O_RDWR | O_CREAT | O_TRUNC, 0600);
-	cr_assert_geq(errfd, 0);
-	pid = fork();
-	cr_assert_geq(pid, 0);
-	if (pid == 0) {
-		dup2(outp[1], 1);
-		dup2(errfd, 2);
-		close(outp[0]);
-		execv(bin, (char **)argv);
-		_exit(127);
-	}
-	close(outp[1]);
-	slurp(outp[0], r->out, sizeof(r->out));
-	close(outp[0]);
-	waitpid(pid, &status, 0);
-	lseek(errfd, 0, SEEK_SET);
-	slurp(errfd, r->err, sizeof(r->err));
-	close(errfd);
-	r->code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-	return r->code;
-}
-
 /* Token, configuration, profile, CA, and a fresh swtpm. */
 static void world_init(struct world *w)
 {
-	char text[2048];
-	struct run r;
+	fx_world_opts o = { .with_ca = true, .timeout_ms = 2000, .profile = PROFILE };
 
 	memset(w, 0, sizeof(*w));
-	cr_assert_eq(fx_softhsm_init(w->dir, sizeof(w->dir), "station", PIN), 0,
-		     "SoftHSM fixture failed");
-	path(w->conf, w, "station.conf");
-	path(w->pinfile, w, "user.pin");
-	path(w->db, w, "records.db");
-	path(w->certs, w, "certs");
-	path(w->ca, w, "ca.pem");
-	path(w->profile, w, "demo.profile");
-	mkdir(w->certs, 0755);
-	write_file(w->pinfile, PIN "\n");
-	snprintf(text, sizeof(text),
-		 "station: { id = \"test-station\"; };\n"
-		 "hsm: { module = \"%s\"; token = \"station\"; ca_key = \"issuing-ca\"; };\n"
-		 "records: { path = \"%s\"; cert_dir = \"%s\"; };\n"
-		 "profile = \"%s\";\nprogrammer: { timeout_ms = 2000; };\n",
-		 FX_SOFTHSM_MODULE, w->db, w->certs, w->profile);
-	write_file(w->conf, text);
-	write_file(w->profile,
-		   "name = \"test-gateway\";\n"
-		   "certificate: { organization = \"Test Gateways\"; validity_days = 365; };\n"
-		   "root_of_trust: { sha256 = \"" ROT "\"; fuse_bank = 0; };\n");
-	run_station(&r, w, "ca", "init", "--out", w->ca, NULL);
-	cr_assert_eq(r.code, 0, "ca init failed: %s", r.err);
-	cr_assert_eq(fx_swtpm_start(&w->tpm, w->dir), 0, "swtpm fixture failed");
+	fx_world_init_opts(&w->fx, &o);
+	cr_assert_eq(fx_swtpm_start(&w->tpm, w->fx.dir), 0, "swtpm fixture failed");
 	snprintf(w->slot, sizeof(w->slot), "tpm2:%s", w->tpm.tcti);
 }
 
 static void world_end(struct world *w)
 {
 	fx_swtpm_stop(&w->tpm);
-	fx_rmtree(w->dir);
-}
-
-static int count_units(const struct world *w, const char *state)
-{
-	sqlite3 *db = NULL;
-	sqlite3_stmt *st = NULL;
-	int n = -1;
-
-	if (access(w->db, F_OK) != 0)
-		return 0;
-	cr_assert_eq(sqlite3_open_v2(w->db, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
-	cr_assert_eq(sqlite3_prepare_v2(db, state ?
-		"SELECT count(*) FROM units WHERE state = ?1" :
-		"SELECT count(*) FROM units", -1, &st, NULL), SQLITE_OK);
-	if (state)
-		sqlite3_bind_text(st, 1, state, -1, SQLITE_STATIC);
-	if (sqlite3_step(st) == SQLITE_ROW)
-		n = sqlite3_column_int(st, 0);
-	sqlite3_finalize(st);
-	sqlite3_close(db);
-	return n;
+	fx_rmtree(w->fx.dir);
 }
 
 /* The one unit event of a --json run. */
 static json_t *the_unit(const char *out)
 {
-	char *copy = strdup(out), *save = NULL;
-	json_t *found = NULL;
+	json_t *units = fx_json_events(out, "unit"), *found;
 
-	for (char *line = strtok_r(copy, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
-		json_error_t e;
-		json_t *o = json_loads(line, 0, &e);
-
-		cr_assert_not_null(o, "stdout line is not JSON: %s", line);
-		if (!strcmp(json_string_value(json_object_get(o, "event")), "unit")) {
-			cr_assert_null(found, "more than one unit: %s", out);
-			found = json_incref(o);
-		}
-		json_decref(o);
-	}
-	free(copy);
+	cr_assert_leq(json_array_size(units), 1, "more than one unit: %s", out);
+	found = json_incref(json_array_get(units, 0));
+	json_decref(units);
 	cr_assert_not_null(found, "no unit event: %s", out);
 	return found;
 }
@@ -260,15 +128,15 @@ static void check_tpm_identity(const struct world *w, const char *key_handle,
 	X509 *x;
 	FILE *f;
 
-	snprintf(der, sizeof(der), "%s/tpm-cert.der", w->dir);
-	snprintf(pem, sizeof(pem), "%s/tpm-cert.pem", w->dir);
-	snprintf(key, sizeof(key), "%s/tpm-key.pem", w->dir);
+	snprintf(der, sizeof(der), "%s/tpm-cert.der", w->fx.dir);
+	snprintf(pem, sizeof(pem), "%s/tpm-cert.pem", w->fx.dir);
+	snprintf(key, sizeof(key), "%s/tpm-key.pem", w->fx.dir);
 	cr_assert_eq(fx_swtpm_sh(&w->tpm, cmd_out, sizeof(cmd_out),
 				 "tpm2_nvread -C o %s -o '%s' 2>&1", cert_nv, der), 0,
 		     "tpm2_nvread of the certificate failed: %s", cmd_out);
 	cr_assert_eq(fx_swtpm_sh(&w->tpm, cmd_out, sizeof(cmd_out),
 				 "openssl x509 -inform DER -in '%s' -out '%s' 2>&1 && "
-				 "openssl verify -CAfile '%s' '%s' 2>&1", der, pem, w->ca, pem),
+				 "openssl verify -CAfile '%s' '%s' 2>&1", der, pem, w->fx.ca, pem),
 		     0, "openssl verify of the certificate in the TPM: %s", cmd_out);
 	cr_assert_eq(fx_swtpm_sh(&w->tpm, cmd_out, sizeof(cmd_out),
 				 "tpm2_readpublic -c %s -f pem -o '%s' 2>&1", key_handle, key),
@@ -288,12 +156,12 @@ static void check_tpm_identity(const struct world *w, const char *key_handle,
 Test(tpm2, provisions_a_tpm_end_to_end_then_skips_it, .timeout = 120)
 {
 	struct world w;
-	struct run r;
+	fx_run r;
 	char attrs[256], hex[65], out[4096], ek[600], uid_sha[80];
 	json_t *u;
 
 	world_init(&w);
-	run_station(&r, &w, "--json", "--burn-fuses", "--slot", w.slot, "provision", NULL);
+	fx_station_run(&r, &w.fx, "--json", "--burn-fuses", "--slot", w.slot, "provision", NULL);
 	cr_assert_eq(r.code, 0, "provision exit %d\nstdout:%s\nstderr:%s", r.code, r.out, r.err);
 	u = the_unit(r.out);
 	cr_assert_str_eq(jstr(u, "result"), "PASS");
@@ -304,25 +172,25 @@ Test(tpm2, provisions_a_tpm_end_to_end_then_skips_it, .timeout = 120)
 	cr_assert(has_attr(attrs, "written") && has_attr(attrs, "writelocked") &&
 		  has_attr(attrs, "writedefine"), "root-of-trust index: %s", attrs);
 	rot_hex(&w, hex);
-	cr_assert_str_eq(hex, ROT);
+	cr_assert_str_eq(hex, FX_ROT);
 	/* The device ID is the first 16 bytes of SHA-256 of the EK's point,
 	 * the EK as tpm2_createek makes it. */
-	snprintf(ek, sizeof(ek), "%s/ek.pem", w.dir);
+	snprintf(ek, sizeof(ek), "%s/ek.pem", w.fx.dir);
 	cr_assert_eq(fx_swtpm_sh(&w.tpm, out, sizeof(out),
 				 "tpm2_createek -G ecc -c '%s/ek.ctx' -u '%s' -f pem >/dev/null "
 				 "2>&1 && openssl pkey -pubin -in '%s' -outform DER | tail -c 65 | "
-				 "sha256sum", w.dir, ek, ek), 0, "tpm2_createek: %s", out);
+				 "sha256sum", w.fx.dir, ek, ek), 0, "tpm2_createek: %s", out);
 	snprintf(uid_sha, sizeof(uid_sha), "%.32s", out);
 	cr_assert_str_eq(jstr(u, "uid"), uid_sha);
-	cr_assert_eq(count_units(&w, "PASS"), 1);
+	cr_assert_eq(fx_count_units(&w.fx, "PASS"), 1);
 	json_decref(u);
 
 	/* A second run: PASS on record, the TPM is not given a second identity. */
-	run_station(&r, &w, "--burn-fuses", "--slot", w.slot, "provision", NULL);
+	fx_station_run(&r, &w.fx, "--burn-fuses", "--slot", w.slot, "provision", NULL);
 	cr_assert_eq(r.code, 0, "stdout:%s\nstderr:%s", r.out, r.err);
 	cr_assert(strstr(r.err, "already provisioned"), "%s", r.err);
 	cr_assert(strstr(r.out, "1 skipped"), "%s", r.out);
-	cr_assert_eq(count_units(&w, NULL), 1);
+	cr_assert_eq(fx_count_units(&w.fx, NULL), 1);
 	check_tpm_identity(&w, KEY_HANDLE, CERT_NV);
 	world_end(&w);
 }
@@ -330,7 +198,7 @@ Test(tpm2, provisions_a_tpm_end_to_end_then_skips_it, .timeout = 120)
 Test(tpm2, root_of_trust_locked_with_another_hash_is_quarantined, .timeout = 120)
 {
 	struct world w;
-	struct run r;
+	fx_run r;
 	char out[4096], attrs[256], hex[65], other[600];
 	uint8_t bin[32];
 	json_t *u;
@@ -338,7 +206,7 @@ Test(tpm2, root_of_trust_locked_with_another_hash_is_quarantined, .timeout = 120
 
 	world_init(&w);
 	/* Someone locked another hash into the index first (tpm2-tools). */
-	snprintf(other, sizeof(other), "%s/other.bin", w.dir);
+	snprintf(other, sizeof(other), "%s/other.bin", w.fx.dir);
 	cr_assert_eq(st_unhex(OTHER, bin, sizeof(bin)), ST_OK);
 	f = fopen(other, "wb");
 	cr_assert_not_null(f);
@@ -349,14 +217,14 @@ Test(tpm2, root_of_trust_locked_with_another_hash_is_quarantined, .timeout = 120
 		"2>&1 && tpm2_nvwrite " ROT_NV " -C o -i '%s' 2>&1 && "
 		"tpm2_nvwritelock " ROT_NV " -C o 2>&1", other), 0,
 		"pre-locking the index failed: %s", out);
-	run_station(&r, &w, "--json", "--burn-fuses", "--slot", w.slot, "provision", NULL);
+	fx_station_run(&r, &w.fx, "--json", "--burn-fuses", "--slot", w.slot, "provision", NULL);
 	cr_assert_eq(r.code, 1, "stdout:%s\nstderr:%s", r.out, r.err);
 	u = the_unit(r.out);
 	cr_assert_str_eq(jstr(u, "result"), "QUARANTINE", "%s", r.out);
 	cr_assert_str_eq(jstr(u, "fuses"), "conflict");
 	cr_assert(strstr(jstr(u, "reason"), OTHER), "the conflicting value is not "
 		  "reported: %s", r.out);
-	cr_assert_eq(count_units(&w, "QUARANTINE"), 1);
+	cr_assert_eq(fx_count_units(&w.fx, "QUARANTINE"), 1);
 	/* Nothing was written over it. */
 	rot_hex(&w, hex);
 	cr_assert_str_eq(hex, OTHER);
@@ -372,14 +240,14 @@ Test(tpm2, root_of_trust_locked_with_another_hash_is_quarantined, .timeout = 120
 static void kill_and_resume(uint32_t cc, const char *step_text)
 {
 	struct world w;
-	struct run r;
+	fx_run r;
 	char slot[160], attrs[256], hex[65];
 	json_t *u;
 
 	world_init(&w);
 	cr_assert_eq(fx_swtpm_relay(&w.tpm, cc), 0);
 	snprintf(slot, sizeof(slot), "tpm2:%s", w.tpm.relay_tcti);
-	run_station(&r, &w, "--json", "--burn-fuses", "--slot", slot, "provision", NULL);
+	fx_station_run(&r, &w.fx, "--json", "--burn-fuses", "--slot", slot, "provision", NULL);
 	cr_assert_eq(r.code, 5, "stdout:%s\nstderr:%s", r.out, r.err);
 	cr_assert(strstr(r.out, "slot 1"), "%s", r.out);
 	cr_assert(strstr(r.out, "stopped answering"), "%s", r.out);
@@ -387,29 +255,29 @@ static void kill_and_resume(uint32_t cc, const char *step_text)
 	u = the_unit(r.out);
 	cr_assert_str_eq(jstr(u, "result"), "FAIL");
 	json_decref(u);
-	cr_assert_eq(count_units(&w, "FAIL"), 1);
-	cr_assert_eq(count_units(&w, "PASS"), 0);
+	cr_assert_eq(fx_count_units(&w.fx, "FAIL"), 1);
+	cr_assert_eq(fx_count_units(&w.fx, "PASS"), 0);
 
 	/* Power the TPM up again with the same state; provision directly. */
-	cr_assert_eq(fx_swtpm_start(&w.tpm, w.dir), 0);
+	cr_assert_eq(fx_swtpm_start(&w.tpm, w.fx.dir), 0);
 	if (cc == CC_NV_WRITELOCK) {
 		/* Killed between write and lock: written, not locked. */
 		nv_attrs(&w, ROT_NV, attrs, sizeof(attrs));
 		cr_assert(has_attr(attrs, "written") && !has_attr(attrs, "writelocked"),
 			  "%s", attrs);
 	}
-	run_station(&r, &w, "--json", "--burn-fuses", "--slot", w.slot, "provision", NULL);
+	fx_station_run(&r, &w.fx, "--json", "--burn-fuses", "--slot", w.slot, "provision", NULL);
 	cr_assert_eq(r.code, 0, "stdout:%s\nstderr:%s", r.out, r.err);
 	u = the_unit(r.out);
 	cr_assert_str_eq(jstr(u, "result"), "PASS");
 	json_decref(u);
-	cr_assert_eq(count_units(&w, "PASS"), 1);
-	cr_assert_eq(count_units(&w, NULL), 2);
+	cr_assert_eq(fx_count_units(&w.fx, "PASS"), 1);
+	cr_assert_eq(fx_count_units(&w.fx, NULL), 2);
 	check_tpm_identity(&w, KEY_HANDLE, CERT_NV);
 	nv_attrs(&w, ROT_NV, attrs, sizeof(attrs));
 	cr_assert(has_attr(attrs, "writelocked"), "%s", attrs);
 	rot_hex(&w, hex);
-	cr_assert_str_eq(hex, ROT);
+	cr_assert_str_eq(hex, FX_ROT);
 	world_end(&w);
 }
 
@@ -428,19 +296,19 @@ Test(tpm2, tpm_stopped_between_root_of_trust_write_and_lock_completes_on_rerun,
 Test(tpm2, handles_from_the_uri_and_a_bad_option_is_a_clear_error, .timeout = 120)
 {
 	struct world w;
-	struct run r;
+	fx_run r;
 	char slot[300], attrs[256];
 
 	world_init(&w);
 	snprintf(slot, sizeof(slot), "%s?colour=blue", w.slot);
-	run_station(&r, &w, "--burn-fuses", "--slot", slot, "provision", NULL);
+	fx_station_run(&r, &w.fx, "--burn-fuses", "--slot", slot, "provision", NULL);
 	cr_assert_eq(r.code, 5, "stdout:%s\nstderr:%s", r.out, r.err);
 	cr_assert(strstr(r.err, "unknown option 'colour=blue'"), "%s", r.err);
-	cr_assert_eq(count_units(&w, NULL), 0);
+	cr_assert_eq(fx_count_units(&w.fx, NULL), 0);
 
 	snprintf(slot, sizeof(slot), "%s?key=0x81020007&cert_nv=0x01c20000&rot_nv=0x01c20001",
 		 w.slot);
-	run_station(&r, &w, "--burn-fuses", "--slot", slot, "provision", NULL);
+	fx_station_run(&r, &w.fx, "--burn-fuses", "--slot", slot, "provision", NULL);
 	cr_assert_eq(r.code, 0, "stdout:%s\nstderr:%s", r.out, r.err);
 	check_tpm_identity(&w, "0x81020007", "0x01c20000");
 	nv_attrs(&w, "0x01c20001", attrs, sizeof(attrs));
@@ -451,29 +319,29 @@ Test(tpm2, handles_from_the_uri_and_a_bad_option_is_a_clear_error, .timeout = 12
 Test(tpm2, tpm_not_running_is_a_clear_slot_error, .timeout = 120)
 {
 	struct world w;
-	struct run r;
+	fx_run r;
 
 	world_init(&w);
 	fx_swtpm_stop(&w.tpm);
-	run_station(&r, &w, "--burn-fuses", "--slot", w.slot, "provision", NULL);
+	fx_station_run(&r, &w.fx, "--burn-fuses", "--slot", w.slot, "provision", NULL);
 	cr_assert_eq(r.code, 5, "stdout:%s\nstderr:%s", r.out, r.err);
 	cr_assert(strstr(r.err, "cannot reach the TPM at swtpm:host=127.0.0.1"), "%s", r.err);
 	cr_assert(strstr(r.err, "slot 1"), "%s", r.err);
-	cr_assert_eq(count_units(&w, NULL), 0);
+	cr_assert_eq(fx_count_units(&w.fx, NULL), 0);
 	world_end(&w);
 }
 
 Test(tpm2, owner_password_set_fails_the_unit_with_a_hint, .timeout = 120)
 {
 	struct world w;
-	struct run r;
+	fx_run r;
 	char out[4096];
 	json_t *u;
 
 	world_init(&w);
 	cr_assert_eq(fx_swtpm_sh(&w.tpm, out, sizeof(out),
 				 "tpm2_changeauth -c o not-empty 2>&1"), 0, "%s", out);
-	run_station(&r, &w, "--json", "--burn-fuses", "--slot", w.slot, "provision", NULL);
+	fx_station_run(&r, &w.fx, "--json", "--burn-fuses", "--slot", w.slot, "provision", NULL);
 	cr_assert_eq(r.code, 1, "stdout:%s\nstderr:%s", r.out, r.err);
 	u = the_unit(r.out);
 	cr_assert_str_eq(jstr(u, "result"), "FAIL");
