@@ -38,6 +38,11 @@ enum drv_lifecycle {
 typedef struct drv_opts {
 	int timeout_ms;  /* per command; default 2000 */
 	int retries;     /* bounded retries of idempotent commands; default 2 */
+	/* Target options from the product profile, in the driver's URI query
+	 * syntax (tpm2: "key=0x81020000&cert_nv=0x01c10000&rot_nv=..."), or
+	 * NULL.  A driver without such options ignores them; the slot URI may
+	 * repeat a value but never contradict the profile. */
+	const char *target_opts;
 } drv_opts;
 
 /* What IDENTIFY tells about the programmer and the inserted target. */

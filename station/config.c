@@ -14,6 +14,7 @@
 #include "x509.h"
 
 struct st_profile {
+	char target_opts[128]; /* tpm2 handles as driver options, "" = none */
 	char name[64];
 	char org[128];
 	int validity_days;
@@ -221,6 +222,56 @@ static int cert_profile(config_t *c, const char *path, st_profile *p,
 	return ST_OK;
 }
 
+/* The optional "tpm2" group: where a TPM target keeps its identity
+ * (key_handle: persistent 0x81xxxxxx; cert_nv, rot_nv: NV 0x01xxxxxx),
+ * as driver options for drv_opts.target_opts. */
+static int parse_tpm2(config_t *c, const char *path, char *out, size_t len,
+		      char *err, size_t errlen)
+{
+	static const struct { const char *key, *opt; unsigned hi; } f[] = {
+		{ "key_handle", "key", 0x81 }, { "cert_nv", "cert_nv", 0x01 },
+		{ "rot_nv", "rot_nv", 0x01 },
+	};
+	config_setting_t *g = config_lookup(c, "tpm2");
+	size_t n = 0;
+
+	out[0] = '\0';
+	if (!g)
+		return ST_OK;
+	if (!config_setting_is_group(g)) {
+		snprintf(err, errlen, "%s: 'tpm2' must be a group { key_handle = "
+			 "0x81020000; cert_nv = 0x01c10000; rot_nv = 0x01c10001; }", path);
+		return ST_E_CONFIG;
+	}
+	for (size_t i = 0; i < ST_ARRAY_SIZE(f); i++) {
+		long long v;
+
+		if (!config_setting_lookup_int64(g, f[i].key, &v)) {
+			int iv;
+
+			if (!config_setting_lookup_int(g, f[i].key, &iv))
+				continue;
+			v = iv;
+		}
+		/* libconfig reads 0x81xxxxxx as a negative 32-bit int. */
+		if (v < 0 && v >= -0x80000000LL)
+			v += 0x100000000LL;
+		if (v < 0 || v > 0xffffffffLL || (unsigned)(v >> 24) != f[i].hi) {
+			snprintf(err, errlen, "%s: 'tpm2.%s' must be a %s handle 0x%02x......",
+				 path, f[i].key, f[i].hi == 0x81 ? "persistent" : "NV", f[i].hi);
+			return ST_E_CONFIG;
+		}
+		n += (size_t)snprintf(out + n, len - n, "%s%s=0x%08llx", n ? "&" : "",
+				      f[i].opt, v);
+	}
+	return ST_OK;
+}
+
+const char *st_profile_target_opts(const st_profile *p)
+{
+	return p->target_opts[0] ? p->target_opts : NULL;
+}
+
 int st_profile_load(const char *path, st_profile **out, char *err, size_t errlen)
 {
 	config_t c;
@@ -299,6 +350,10 @@ int st_profile_load(const char *path, st_profile **out, char *err, size_t errlen
 			goto cleanup;
 		}
 	}
+	if ((rc = parse_tpm2(&c, path, p->target_opts, sizeof(p->target_opts),
+			     err, errlen)))
+		goto cleanup;
+	rc = ST_E_CONFIG;
 	if (file_digest(path, p->digest)) {
 		snprintf(err, errlen, "cannot hash profile %s", path);
 		rc = ST_E_IO;

@@ -914,7 +914,8 @@ static void *worker_main(void *arg)
 {
 	struct worker *w = arg;
 	const struct job *job = w->job;
-	drv_opts opts = { .timeout_ms = job->cfg->timeout_ms };
+	drv_opts opts = { .timeout_ms = job->cfg->timeout_ms,
+			  .target_opts = st_profile_target_opts(job->prof) };
 	drv_dev *dev = NULL;
 	hsm_session *sess = NULL;
 	hsm_obj ca_priv;
@@ -1336,7 +1337,8 @@ static void *worker_interactive(void *arg)
 {
 	struct worker *w = arg;
 	struct job *job = (struct job *)w->job;
-	drv_opts opts = { .timeout_ms = job->cfg->timeout_ms };
+	drv_opts opts = { .timeout_ms = job->cfg->timeout_ms,
+			  .target_opts = st_profile_target_opts(job->prof) };
 	hsm_session *sess = NULL;
 	hsm_obj ca_priv;
 	X509 *ca = X509_dup(job->ca);

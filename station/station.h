@@ -53,6 +53,8 @@ void st_profile_free(st_profile *p);
 const char *st_profile_name(const st_profile *p);
 /* SHA-256 of the profile file as loaded, hex. */
 const char *st_profile_digest(const st_profile *p);
+/* Target options the profile gives drivers (TPM handles), or NULL. */
+const char *st_profile_target_opts(const st_profile *p);
 /* Certificate subject organisation and validity in days. */
 const char *st_profile_org(const st_profile *p);
 int st_profile_validity_days(const st_profile *p);

@@ -34,15 +34,21 @@ struct world {
 	char slot[160];
 };
 
-/* Token, configuration, profile, CA, and a fresh swtpm. */
-static void world_init(struct world *w)
+/* Token, configuration, profile (NULL: PROFILE), CA, and a fresh swtpm. */
+static void world_init_profile(struct world *w, const char *profile)
 {
-	fx_world_opts o = { .with_ca = true, .timeout_ms = 2000, .profile = PROFILE };
+	fx_world_opts o = { .with_ca = true, .timeout_ms = 2000,
+			    .profile = profile ? profile : PROFILE };
 
 	memset(w, 0, sizeof(*w));
 	fx_world_init_opts(&w->fx, &o);
 	cr_assert_eq(fx_swtpm_start(&w->tpm, w->fx.dir), 0, "swtpm fixture failed");
 	snprintf(w->slot, sizeof(w->slot), "tpm2:%s", w->tpm.tcti);
+}
+
+static void world_init(struct world *w)
+{
+	world_init_profile(w, NULL);
 }
 
 static void world_end(struct world *w)
@@ -313,6 +319,44 @@ Test(tpm2, handles_from_the_uri_and_a_bad_option_is_a_clear_error, .timeout = 12
 	check_tpm_identity(&w, "0x81020007", "0x01c20000");
 	nv_attrs(&w, "0x01c20001", attrs, sizeof(attrs));
 	cr_assert(has_attr(attrs, "writelocked"), "%s", attrs);
+	world_end(&w);
+}
+
+Test(tpm2, handles_from_the_profile_and_a_contradicting_slot_is_refused, .timeout = 120)
+{
+	struct world w;
+	fx_run r;
+	char slot[300], attrs[256];
+
+	world_init_profile(&w, PROFILE
+		"tpm2: { key_handle = 0x81020009; cert_nv = 0x01c30000; rot_nv = 0x01c30001; };\n");
+	/* The slot may not move the identity the product profile placed. */
+	snprintf(slot, sizeof(slot), "%s?key=0x81020001", w.slot);
+	fx_station_run(&r, &w.fx, "--burn-fuses", "--slot", slot, "provision", NULL);
+	cr_assert_eq(r.code, 5, "stdout:%s\nstderr:%s", r.out, r.err);
+	cr_assert(strstr(r.err, "the product profile says 0x81020009"), "%s", r.err);
+	cr_assert_eq(fx_count_units(&w.fx, NULL), 0);
+	/* Repeating the profile's value is fine; the identity lands where the
+	 * profile says (checked with tpm2-tools). */
+	snprintf(slot, sizeof(slot), "%s?rot_nv=0x01c30001", w.slot);
+	fx_station_run(&r, &w.fx, "--burn-fuses", "--slot", slot, "provision", NULL);
+	cr_assert_eq(r.code, 0, "stdout:%s\nstderr:%s", r.out, r.err);
+	check_tpm_identity(&w, "0x81020009", "0x01c30000");
+	nv_attrs(&w, "0x01c30001", attrs, sizeof(attrs));
+	cr_assert(has_attr(attrs, "writelocked"), "%s", attrs);
+	world_end(&w);
+}
+
+Test(tpm2, profile_with_a_bad_tpm2_handle_is_a_usage_error, .timeout = 60)
+{
+	struct world w;
+	fx_run r;
+
+	world_init_profile(&w, PROFILE "tpm2: { key_handle = 0x01020009; };\n");
+	fx_station_run(&r, &w.fx, "--burn-fuses", "--slot", w.slot, "provision", NULL);
+	cr_assert_eq(r.code, 2, "stdout:%s\nstderr:%s", r.out, r.err);
+	cr_assert(strstr(r.err, "'tpm2.key_handle' must be a persistent handle"), "%s", r.err);
+	cr_assert_eq(fx_count_units(&w.fx, NULL), 0);
 	world_end(&w);
 }
 

@@ -105,8 +105,9 @@ bad:
 	return ST_E_CONFIG;
 }
 
-/* Read "key=..&cert_nv=..&rot_nv=.." and check each handle's range. */
-static int parse_query(drv_dev *d, const char *q)
+/* Read "key=..&cert_nv=..&rot_nv=.." and check each handle's range; *set
+ * gets a bit per option given (key 1, cert_nv 2, rot_nv 4). */
+static int parse_query(drv_dev *d, const char *q, unsigned *set)
 {
 	struct tpm2 *t = drv_priv(d);
 	static const struct { const char *name; uint8_t hi; } opt[] = {
@@ -130,6 +131,7 @@ static int parse_query(drv_dev *d, const char *q)
 		rc = parse_handle(d, opt[i].name, q + k + 1, n - k - 1, dst[i]);
 		if (rc)
 			return rc;
+		*set |= 1u << i;
 		if (*dst[i] >> 24 != opt[i].hi) {
 			drv_set_error(d, "tpm2 option %s=0x%08x: must be a %s handle "
 				      "(0x%02x......)", opt[i].name, *dst[i],
@@ -328,7 +330,7 @@ static int t2_open(drv_dev *d, const char *path, const drv_opts *opts)
 	TSS2_RC trc;
 	int rc;
 
-	(void)opts; /* the TCTI has its own timeouts */
+	/* opts->timeout_ms is not used: the TCTI has its own timeouts. */
 	t->key_handle = TPM2_DRV_KEY_HANDLE;
 	t->cert_nv = TPM2_DRV_CERT_NV;
 	t->rot_nv = TPM2_DRV_ROT_NV;
@@ -338,8 +340,36 @@ static int t2_open(drv_dev *d, const char *path, const drv_opts *opts)
 		return ST_E_CONFIG;
 	}
 	snprintf(t->conf, sizeof(t->conf), "%.*s", (int)clen, path);
-	if (path[clen] == '?' && (rc = parse_query(d, path + clen + 1)))
-		return rc;
+	/* The product profile says where the identity lives; the slot URI may
+	 * only repeat it (a station-side typo must not move the identity). */
+	if (opts && opts->target_opts && opts->target_opts[0]) {
+		uint32_t want[3];
+		unsigned pset = 0, uset = 0;
+		static const char *const names[] = { "key", "cert_nv", "rot_nv" };
+
+		if ((rc = parse_query(d, opts->target_opts, &pset)))
+			return rc;
+		want[0] = t->key_handle;
+		want[1] = t->cert_nv;
+		want[2] = t->rot_nv;
+		if (path[clen] == '?' && (rc = parse_query(d, path + clen + 1, &uset)))
+			return rc;
+		for (int i = 0; i < 3; i++) {
+			uint32_t got = i == 0 ? t->key_handle : i == 1 ? t->cert_nv : t->rot_nv;
+
+			if ((pset & uset & (1u << i)) && got != want[i]) {
+				drv_set_error(d, "tpm2: the slot URI sets %s=0x%08x but the "
+					      "product profile says 0x%08x: remove it from the "
+					      "slot", names[i], got, want[i]);
+				return ST_E_CONFIG;
+			}
+		}
+	} else if (path[clen] == '?') {
+		unsigned uset = 0;
+
+		if ((rc = parse_query(d, path + clen + 1, &uset)))
+			return rc;
+	}
 	trc = Tss2_TctiLdr_Initialize(t->conf, &t->tcti);
 	if (trc) {
 		drv_set_error(d, "cannot reach the TPM at %s (%s): check the TCTI and "
