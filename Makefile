@@ -49,10 +49,11 @@ UMOCK_LIBS   := $(shell pkg-config --libs umockdev-1.0 2>/dev/null)
 STATION := $(BUILD)/station
 DEVSIM  := $(BUILD)/station-devsim
 GEN_UDEV := $(BUILD)/gen-udev
+BENCH_HSM := $(BUILD)/bench-hsm
 
 .SECONDARY:
 
-.PHONY: all deps demo demo-run check check-run check-plain check-udev udev fuzz \
+.PHONY: all deps demo demo-run check check-run check-plain check-udev udev fuzz bench \
 	asan install clean tests
 
 all: $(STATION) $(DEVSIM)
@@ -69,6 +70,15 @@ $(DEVSIM): $(SIM_OBJS)
 
 $(GEN_UDEV): $(OBJ)/tools/gen-udev.o $(BUILD)/libstation.a
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIBS)
+
+$(BENCH_HSM): $(OBJ)/tools/bench-hsm.o $(BUILD)/libstation.a
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIBS)
+
+# Benchmark, not a test: no timing is asserted anywhere.  Writes
+# docs/benchmarks.md (scripts/bench.sh says what is measured).
+bench: deps
+	@$(MAKE) --no-print-directory all $(BENCH_HSM)
+	@bash scripts/bench.sh $(BUILD)
 
 # udev rules are generated from the drivers' USB id tables and committed.
 udev: $(GEN_UDEV)
