@@ -88,32 +88,6 @@ cleanup:
 	return cert;
 }
 
-/* Write PEM to path through a temp file and rename (never half a file). */
-static int write_pem(X509 *x, const char *path, char *err, size_t errlen)
-{
-	char tmp[4096];
-	FILE *f;
-	int fd, ok;
-
-	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW, 0644);
-	f = fd >= 0 ? fdopen(fd, "w") : NULL;
-	if (!f) {
-		if (fd >= 0)
-			close(fd);
-		snprintf(err, errlen, "cannot write %s", tmp);
-		return ST_E_IO;
-	}
-	ok = PEM_write_X509(f, x) && fflush(f) == 0 && fsync(fileno(f)) == 0;
-	ok = fclose(f) == 0 && ok && rename(tmp, path) == 0;
-	if (!ok) {
-		unlink(tmp);
-		snprintf(err, errlen, "cannot write %s", path);
-		return ST_E_IO;
-	}
-	return ST_OK;
-}
-
 int st_audit_init(hsm_session *s, const char *ca_label, const char *label,
 		  const char *station_id, const char *pem_path,
 		  char *err, size_t errlen)
@@ -147,7 +121,7 @@ int st_audit_init(hsm_session *s, const char *ca_label, const char *label,
 			 "token: %s", hsm_session_errmsg(s));
 		goto cleanup;
 	}
-	rc = pem_path ? write_pem(cert, pem_path, err, errlen) : ST_OK;
+	rc = pem_path ? st_write_pem(pem_path, cert, NULL, err, errlen) : ST_OK;
 cleanup:
 	OPENSSL_free(der);
 	X509_free(cert);

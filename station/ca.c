@@ -22,10 +22,8 @@
 
 #define CA_MAX_CHAIN 8
 
-/* Write a PEM object to path through a temp file and rename, so a crash
- * never leaves half a certificate behind. */
-static int write_pem(const char *path, X509 *x, X509_REQ *req,
-		     char *err, size_t errlen)
+int st_write_pem(const char *path, X509 *x, X509_REQ *req,
+		 char *err, size_t errlen)
 {
 	char tmp[4096];
 	FILE *f = NULL;
@@ -130,7 +128,7 @@ int st_ca_init(hsm_session *s, const char *label, hsm_keytype type,
 			 hsm_session_errmsg(s));
 		goto cleanup;
 	}
-	rc = pem_path ? write_pem(pem_path, cert, NULL, err, errlen) : ST_OK;
+	rc = pem_path ? st_write_pem(pem_path, cert, NULL, err, errlen) : ST_OK;
 cleanup:
 	OPENSSL_free(der);
 	X509_free(tmpl);
@@ -211,7 +209,7 @@ int st_ca_csr(hsm_session *s, const char *label, hsm_keytype type,
 		rc = ST_E_VERIFY;
 		goto cleanup;
 	}
-	rc = write_pem(csr_path, NULL, req, err, errlen);
+	rc = st_write_pem(csr_path, NULL, req, err, errlen);
 cleanup:
 	free(der);
 	sk_X509_EXTENSION_pop_free(exts, X509_EXTENSION_free);

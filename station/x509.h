@@ -103,4 +103,9 @@ typedef struct st_ca_choice {
 int st_ca_select(hsm_session *s, const char *label, int renew_days,
 		 st_ca_choice *out, char *err, size_t errlen);
 
+/* Write a certificate (x) or a request (req) as PEM to path through a temp
+ * file, fsync and rename, so a crash never leaves half a file behind. */
+int st_write_pem(const char *path, X509 *x, X509_REQ *req,
+		 char *err, size_t errlen);
+
 #endif
