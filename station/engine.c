@@ -909,6 +909,28 @@ static bool halted(struct worker *w)
 	return h;
 }
 
+/* A slot worker's own HSM session and the run's CA key in it (ca is the
+ * worker's copy of the CA certificate, NULL when it could not be made).
+ * Non-zero after a slot error. */
+static int slot_hsm_open(struct worker *w, X509 *ca, hsm_session **sess,
+			 hsm_obj *ca_priv)
+{
+	const struct job *job = w->job;
+	int rc;
+
+	if (!ca) {
+		slot_error(w, ST_E_NOMEM, "slot %d: out of memory", w->slot);
+		return ST_E_NOMEM;
+	}
+	rc = hsm_session_open(job->h, sess);
+	if (!rc)
+		rc = hsm_find_privkey(*sess, job->ca_label, ca_priv);
+	if (rc)
+		slot_error(w, rc, "slot %d: HSM session failed: %s", w->slot,
+			   *sess ? hsm_session_errmsg(*sess) : hsm_errmsg(job->h));
+	return rc;
+}
+
 /* The slot worker: open programmer and HSM session, then unit after unit. */
 static void *worker_main(void *arg)
 {
@@ -922,18 +944,8 @@ static void *worker_main(void *arg)
 	X509 *ca = X509_dup(job->ca);
 	int rc, units = 0;
 
-	if (!ca) {
-		slot_error(w, ST_E_NOMEM, "slot %d: out of memory", w->slot);
+	if (slot_hsm_open(w, ca, &sess, &ca_priv))
 		goto cleanup;
-	}
-	rc = hsm_session_open(job->h, &sess);
-	if (!rc)
-		rc = hsm_find_privkey(sess, job->ca_label, &ca_priv);
-	if (rc) {
-		slot_error(w, rc, "slot %d: HSM session failed: %s", w->slot,
-			   sess ? hsm_session_errmsg(sess) : hsm_errmsg(job->h));
-		goto cleanup;
-	}
 	rc = drv_open(w->port, &opts, &dev);
 	if ((rc == ST_E_NOTFOUND || rc == ST_E_UNPLUGGED) && job->run->plug_wait_ms > 0)
 		rc = wait_plug(w, &opts, &dev);
@@ -1345,18 +1357,8 @@ static void *worker_interactive(void *arg)
 	bool absent = false;  /* "waiting for the programmer" was said */
 	int rc;
 
-	if (!ca) {
-		slot_error(w, ST_E_NOMEM, "slot %d: out of memory", w->slot);
+	if (slot_hsm_open(w, ca, &sess, &ca_priv))
 		goto cleanup;
-	}
-	rc = hsm_session_open(job->h, &sess);
-	if (!rc)
-		rc = hsm_find_privkey(sess, job->ca_label, &ca_priv);
-	if (rc) {
-		slot_error(w, rc, "slot %d: HSM session failed: %s", w->slot,
-			   sess ? hsm_session_errmsg(sess) : hsm_errmsg(job->h));
-		goto cleanup;
-	}
 	for (;;) {
 		drv_dev *dev = NULL;
 		bool paused;
