@@ -37,6 +37,17 @@ static int done(drv_dev *d, int rc)
 	return rc;
 }
 
+/* Put the protocol client on the opened transport and say HELLO now, so a
+ * dead or wrong port fails at open, not mid-unit.  The caller closes the
+ * transport when this fails. */
+static int sp_hello(drv_dev *d, const proto_transport *t, const drv_opts *opts)
+{
+	struct stprog *s = drv_priv(d);
+
+	proto_client_init(&s->cl, t, opts->timeout_ms, opts->retries);
+	return done(d, proto_hello(&s->cl));
+}
+
 static int sp_open(drv_dev *d, const char *path, const drv_opts *opts)
 {
 	struct stprog *s = drv_priv(d);
@@ -50,13 +61,9 @@ static int sp_open(drv_dev *d, const char *path, const drv_opts *opts)
 		return rc;
 	}
 	serial_transport(&s->port, &t);
-	proto_client_init(&s->cl, &t, opts->timeout_ms, opts->retries);
-	/* HELLO now, so a dead or wrong port fails at open, not mid-unit. */
-	rc = proto_hello(&s->cl);
-	if (rc != ST_OK) {
-		drv_set_error(d, "%s", s->cl.err);
+	rc = sp_hello(d, &t, opts);
+	if (rc != ST_OK)
 		serial_close(&s->port);
-	}
 	return rc;
 }
 
@@ -73,12 +80,9 @@ static int sp_open_usb(drv_dev *d, const char *path, const drv_opts *opts)
 		return rc;
 	}
 	usb_transport(&s->usb, &t);
-	proto_client_init(&s->cl, &t, opts->timeout_ms, opts->retries);
-	rc = proto_hello(&s->cl);
-	if (rc != ST_OK) {
-		drv_set_error(d, "%s", s->cl.err);
+	rc = sp_hello(d, &t, opts);
+	if (rc != ST_OK)
 		usb_close(&s->usb);
-	}
 	return rc;
 }
 
