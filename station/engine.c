@@ -50,6 +50,11 @@ struct job {
 	pthread_cond_t cond;  /* signalled when stopping or ctl[] change */
 	char active[ST_MAX_SLOTS][2 * DRV_UID_LEN + 1]; /* uid in work per slot */
 	int64_t live[ST_MAX_SLOTS]; /* unit record open per slot (0: none) */
+	/* Orders a unit record's birth (rec_unit_begin + set_live) against
+	 * another slot deciding that a RUNNING record was left by an
+	 * interrupted run: without it a clone's record, begun but not yet
+	 * marked live, could be closed as "interrupted" under it. */
+	pthread_mutex_t rec_order;
 	bool stopping;        /* st_run_stop(): finish the unit in work, end */
 	struct slot_ctl ctl[ST_MAX_SLOTS];
 };
@@ -725,6 +730,7 @@ static int next_unit(struct worker *w, struct unit *u)
 		emit(w, &ev);
 		return 0;
 	}
+	pthread_mutex_lock(&((struct job *)w->job)->rec_order);
 	if (rc == ST_E_NOTFOUND)
 		rc = rec_last_unit(w->job->rec, u->info.uid_hex, &id, last, sizeof(last));
 	if (rc == ST_OK && !strcmp(last, "QUARANTINE")) {
@@ -734,6 +740,7 @@ static int next_unit(struct worker *w, struct unit *u)
 		snprintf(why, sizeof(why), "QUARANTINED on record (unit record %lld): "
 			 "not touched again without a supervisor's recorded decision; "
 			 "set the unit aside", (long long)id);
+		pthread_mutex_unlock(&((struct job *)w->job)->rec_order);
 		w->sum.quarantine++;
 		emit(w, &ev);
 		return 0;
@@ -749,6 +756,7 @@ static int next_unit(struct worker *w, struct unit *u)
 		if (rc == ST_OK)
 			rc = rec_unit_end(w->job->rec, id, &interrupted);
 	}
+	pthread_mutex_unlock(&((struct job *)w->job)->rec_order);
 	if (rc != ST_OK && rc != ST_E_NOTFOUND) {
 		slot_error(w, rc, "slot %d: records lookup failed: %s", w->slot,
 			   rec_errmsg(w->job->rec));
@@ -854,8 +862,13 @@ static int begin_unit(struct worker *w, struct unit *u)
 	const struct job *job = w->job;
 	st_event ev = { .kind = ST_EV_UNIT_START, .uid = u->info.uid_hex };
 	rec_unit_start start = unit_start_of(w, u);
-	int rc = rec_unit_begin(job->rec, &start, &u->id);
+	int rc;
 
+	pthread_mutex_lock(&((struct job *)job)->rec_order);
+	rc = rec_unit_begin(job->rec, &start, &u->id);
+	if (!rc)
+		set_live(w, u->id);
+	pthread_mutex_unlock(&((struct job *)job)->rec_order);
 	if (rc == ST_E_STATE && job->run->work_order) {
 		/* the work order's quota is taken: a normal end */
 		st_event qe = { .kind = ST_EV_SLOT_ERROR, .err = rc,
@@ -875,7 +888,6 @@ static int begin_unit(struct worker *w, struct unit *u)
 		record_failed(w, rc);
 		return hsm_gone(rc) ? rc : ST_E_DB;
 	}
-	set_live(w, u->id);
 	emit(w, &ev);
 	return 0;
 }
@@ -1458,6 +1470,7 @@ int st_run_start(hsm *h, rec_store *rec, const st_config *cfg,
 		return rc;
 	}
 	pthread_mutex_init(&r->job.lock, NULL);
+	pthread_mutex_init(&r->job.rec_order, NULL);
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
 	pthread_cond_init(&r->job.cond, &ca);
@@ -1550,6 +1563,7 @@ void st_run_wait(st_run_handle *r, st_summary *sum)
 	X509_free(r->job.ca);
 	pthread_cond_destroy(&r->job.cond);
 	pthread_mutex_destroy(&r->job.lock);
+	pthread_mutex_destroy(&r->job.rec_order);
 	free(r);
 }
 
