@@ -1,7 +1,12 @@
 # Product profile for the demo / test unit "demo-sensor" (libconfig syntax).
 # In production a profile is signed by engineering; the station takes the
 # root-of-trust hash from here and never from an operator.
+# Every setting is documented in docs/configuration.md; check a profile
+# with `station config check --profile FILE`.
 name = "demo-sensor";
+version = "1.0";
+key_mode = "device";             # or "inject": the HSM makes the key, sent wrapped
+algorithms: { device_key = "p256"; };
 
 certificate: {
   organization = "Example Devices Ltd";
@@ -40,3 +45,6 @@ fuses: {
     { name = "lock"; kind = "lifecycle"; state = "locked"; }
   );
 };
+
+# Quota rules: with require_work_order a batch run needs --work-order.
+quota: { require_work_order = false; };

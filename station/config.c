@@ -11,11 +11,14 @@
 #include "base.h"
 #include "station.h"
 #include "station/fuses.h"
+#include "station/schema.h"
 #include "x509.h"
 
 struct st_profile {
 	char target_opts[128]; /* tpm2 handles as driver options, "" = none */
 	char name[64];
+	char version[32];
+	bool require_work_order; /* quota.require_work_order */
 	char org[128];
 	int validity_days;
 	st_cert_profile cert;
@@ -28,68 +31,159 @@ struct st_profile {
 	st_fuse_plan plan;
 };
 
-/* Copy a string setting (or the default when absent) into *dst. */
-static int take_string(config_t *c, const char *path, const char *def, char **dst)
-{
-	const char *v = NULL;
+#define CFG st_config_schema, st_config_schema_len
+#define PRF st_profile_schema, st_profile_schema_len
 
-	if (!config_lookup_string(c, path, &v))
-		v = def;
+/* *dst = a copy of the string setting at path, or of its documented
+ * default (NULL when it has none). */
+static int take_string(const config_t *c, const char *path, char **dst)
+{
+	const char *v = st_schema_string(c, CFG, path);
+
 	free(*dst);
 	*dst = v ? strdup(v) : NULL;
 	return v && !*dst ? ST_E_NOMEM : ST_OK;
 }
 
-int st_config_load(const char *path, st_config *cfg, char *err, size_t errlen)
+/* The configured slots: a programmer URI each (driver + port as `--slot`
+ * takes them), named, no two alike. */
+static int parse_slots(const config_t *c, const char *path, st_config *cfg,
+		       st_problems *pl)
+{
+	const config_setting_t *list = config_lookup(c, "slots");
+
+	if (!list || !config_setting_is_list(list) || st_problems_under(pl, "slots"))
+		return ST_OK;
+	for (int i = 0; i < config_setting_length(list) && i < ST_MAX_SLOTS; i++) {
+		const config_setting_t *e = config_setting_get_elem(list, (unsigned)i);
+		const char *port = NULL, *driver = NULL, *name = NULL;
+		int line = config_setting_source_line(e);
+		char uri[256], defname[32];
+
+		config_setting_lookup_string(e, "port", &port);
+		config_setting_lookup_string(e, "driver", &driver);
+		config_setting_lookup_string(e, "name", &name);
+		if (!port)
+			continue;
+		if (st_slot_uri(driver, port, uri, sizeof(uri)))
+			continue; /* listed by the schema's check of the port */
+		snprintf(defname, sizeof(defname), "slot %d", i + 1);
+		if (!name)
+			name = defname;
+		for (int j = 0; j < cfg->nslots; j++) {
+			if (!strcmp(cfg->slots[j].name, name))
+				st_problem_add(pl, path, line, NULL, "'slots[%d].name' \"%s\" "
+					       "is also the name of slots[%d]", i + 1, name,
+					       j + 1);
+			if (!strcmp(cfg->slots[j].uri, uri))
+				st_problem_add(pl, path, line, NULL, "'slots[%d].port' %s is "
+					       "also the port of slots[%d]", i + 1, uri, j + 1);
+		}
+		cfg->slots[cfg->nslots].name = strdup(name);
+		cfg->slots[cfg->nslots].uri = strdup(uri);
+		if (!cfg->slots[cfg->nslots].name || !cfg->slots[cfg->nslots].uri) {
+			cfg->nslots++;
+			return ST_E_NOMEM;
+		}
+		cfg->nslots++;
+	}
+	return ST_OK;
+}
+
+/* Read and check the configuration at path (NULL: defaults) into cfg,
+ * every problem into pl.  cfg is filled as far as the file allows even
+ * when there are problems (config check still finds the profile). */
+static int config_parse(const char *path, st_config *cfg, bool check_files,
+			st_problems *pl)
 {
 	config_t c;
-	int rc = ST_OK, timeout = 2000;
+	int rc = ST_OK;
+	long long retries;
 
 	memset(cfg, 0, sizeof(*cfg));
 	config_init(&c);
-	if (path && !config_read_file(&c, path)) {
-		if (config_error_type(&c) == CONFIG_ERR_FILE_IO)
-			snprintf(err, errlen, "cannot read configuration %s", path);
-		else
-			snprintf(err, errlen, "%s:%d: %s", path, config_error_line(&c),
-				 config_error_text(&c));
-		rc = ST_E_CONFIG;
-		goto cleanup;
+	if (path) {
+		if (!st_schema_read(&c, path, "configuration", pl))
+			goto cleanup;
+		st_schema_validate(&c, path, CFG, check_files, pl);
 	}
-	if (take_string(&c, "station.id", "station-1", &cfg->station_id) ||
-	    take_string(&c, "hsm.module", "/usr/lib/softhsm/libsofthsm2.so", &cfg->hsm_module) ||
-	    take_string(&c, "hsm.token", "station", &cfg->token_label) ||
-	    take_string(&c, "hsm.ca_key", NULL, &cfg->ca_label) ||
-	    take_string(&c, "records.path", "station-records.db", &cfg->records_path) ||
-	    take_string(&c, "records.cert_dir", NULL, &cfg->cert_dir) ||
-	    take_string(&c, "profile", NULL, &cfg->profile_path)) {
+	if (take_string(&c, "station.id", &cfg->station_id) ||
+	    take_string(&c, "station.log_file", &cfg->log_file) ||
+	    take_string(&c, "hsm.module", &cfg->hsm_module) ||
+	    take_string(&c, "hsm.token", &cfg->token_label) ||
+	    take_string(&c, "hsm.ca_key", &cfg->ca_label) ||
+	    take_string(&c, "records.path", &cfg->records_path) ||
+	    take_string(&c, "records.cert_dir", &cfg->cert_dir) ||
+	    take_string(&c, "profile", &cfg->profile_path)) {
 		rc = ST_E_NOMEM;
 		goto cleanup;
 	}
-	config_lookup_int(&c, "programmer.timeout_ms", &timeout);
-	if (timeout < 50 || timeout > 600000) {
-		snprintf(err, errlen, "%s: programmer.timeout_ms must be 50..600000",
-			 path ? path : "defaults");
-		rc = ST_E_CONFIG;
-		goto cleanup;
+	/* The log default names the records file: not a real default. */
+	if (!config_lookup(&c, "station.log_file")) {
+		free(cfg->log_file);
+		cfg->log_file = NULL;
 	}
-	cfg->timeout_ms = timeout;
+	cfg->timeout_ms = (int)st_schema_int(&c, CFG, "programmer.timeout_ms");
+	retries = st_schema_int(&c, CFG, "programmer.retries");
+	cfg->retries = retries ? (int)retries : -1;
+	cfg->burn_fuses = st_schema_bool(&c, CFG, "defaults.burn_fuses");
+	cfg->units = (int)st_schema_int(&c, CFG, "defaults.units");
+	cfg->plug_wait_ms = (int)st_schema_int(&c, CFG, "defaults.plug_wait_s") * 1000;
+	rc = parse_slots(&c, path, cfg, pl);
 cleanup:
 	config_destroy(&c);
-	if (rc)
+	if (!rc && st_problems_count(pl))
+		rc = ST_E_CONFIG;
+	return rc;
+}
+
+/* err = the first problem, and how many more there are. */
+static void first_problem(const st_problems *pl, const char *what,
+			  const char *path, char *err, size_t errlen)
+{
+	int n = st_problems_count(pl);
+
+	if (n > 1)
+		snprintf(err, errlen, "%s (and %d more problem%s: 'station config check "
+			 "%s %s' lists them all)", st_problem_text(pl, 0), n - 1,
+			 n > 2 ? "s" : "", what, path ? path : "");
+	else
+		snprintf(err, errlen, "%s", n ? st_problem_text(pl, 0) : "out of memory");
+}
+
+int st_config_load(const char *path, st_config *cfg, char *err, size_t errlen)
+{
+	st_problems *pl = st_problems_new();
+	int rc;
+
+	if (!pl) {
+		memset(cfg, 0, sizeof(*cfg));
+		snprintf(err, errlen, "out of memory");
+		return ST_E_NOMEM;
+	}
+	rc = config_parse(path, cfg, false, pl);
+	if (rc) {
+		first_problem(pl, "--config", path, err, errlen);
 		st_config_free(cfg);
+	}
+	st_problems_free(pl);
 	return rc;
 }
 
 void st_config_free(st_config *cfg)
 {
 	free(cfg->station_id);
+	free(cfg->log_file);
 	free(cfg->hsm_module);
 	free(cfg->token_label);
 	free(cfg->ca_label);
 	free(cfg->records_path);
 	free(cfg->cert_dir);
 	free(cfg->profile_path);
+	for (int i = 0; i < cfg->nslots; i++) {
+		free(cfg->slots[i].name);
+		free(cfg->slots[i].uri);
+	}
 	memset(cfg, 0, sizeof(*cfg));
 }
 
@@ -184,10 +278,10 @@ static int cert_profile(config_t *c, const char *path, st_profile *p,
 		return ST_E_CONFIG;
 	}
 	if (cp->subject[0] && st_subject_check(cp->subject, err, errlen)) {
-		char why[256];
+		char why[512];
 
 		snprintf(why, sizeof(why), "%s", err);
-		snprintf(err, errlen, "%s: 'certificate.subject': %s", path, why);
+		snprintf(err, errlen, "%s: 'certificate.subject': %.400s", path, why);
 		return ST_E_CONFIG;
 	}
 	if (!ext_ok(NID_key_usage, cp->key_usage)) {
@@ -272,12 +366,76 @@ const char *st_profile_target_opts(const st_profile *p)
 	return p->target_opts[0] ? p->target_opts : NULL;
 }
 
-int st_profile_load(const char *path, st_profile **out, char *err, size_t errlen)
+/* A rule spanning several settings failed with err ("FILE: ... 'field'
+ * ..."): add it to pl at the line of the field it names (a setting, or a
+ * fuse field by name), else of the section it belongs to. */
+static void add_rule(st_problems *pl, const config_t *c, const char *path,
+		     const char *section, const char *err)
+{
+	size_t plen = strlen(path);
+	const char *msg = err, *q, *e;
+	const config_setting_t *s = NULL, *plan;
+	char field[128] = "";
+	int line;
+
+	if (!strncmp(err, path, plen) && !strncmp(err + plen, ": ", 2))
+		msg = err + plen + 2;
+	q = strchr(msg, '\'');
+	e = q ? strchr(q + 1, '\'') : NULL;
+	if (q && e && (size_t)(e - q) < sizeof(field))
+		snprintf(field, sizeof(field), "%.*s", (int)(e - q - 1), q + 1);
+	if (field[0])
+		s = config_lookup(c, field);
+	plan = config_lookup(c, "fuses.plan");
+	for (int i = 0; !s && field[0] && plan && i < config_setting_length(plan); i++) {
+		const config_setting_t *f = config_setting_get_elem(plan, (unsigned)i);
+		const char *name = NULL;
+
+		if (config_setting_lookup_string(f, "name", &name) && !strcmp(name, field))
+			s = f;
+	}
+	line = s ? (int)config_setting_source_line(s) : st_schema_line(c, section);
+	st_problem_add(pl, path, line, NULL, "%s", msg);
+}
+
+/* The certificate section's rules across settings (validity, subject or
+ * organisation, extensions OpenSSL accepts). */
+static void cert_rules(const config_t *c, const char *path, st_profile *p,
+		       st_problems *pl)
+{
+	char err[512];
+	const char *str = NULL;
+
+	p->cert.validity_days = (int)st_schema_int(c, PRF, "certificate.validity_days");
+	if (config_lookup_string(c, "certificate.validity", &str)) {
+		p->cert.no_expiry = true;
+		p->cert.validity_days = 36500;
+	} else if (!config_lookup(c, "certificate.validity_days")) {
+		st_problem_add(pl, path, st_schema_line(c, "certificate"), NULL,
+			       "'certificate.validity_days' is missing: give 1..36500 "
+			       "(or certificate.validity = \"no-expiry\" for the IEEE "
+			       "802.1AR 99991231235959Z date)");
+	}
+	p->validity_days = p->cert.validity_days;
+	str = st_schema_string(c, PRF, "certificate.organization");
+	snprintf(p->org, sizeof(p->org), "%s", str ? str : "");
+	snprintf(p->cert.org, sizeof(p->cert.org), "%s", p->org);
+	if (cert_profile((config_t *)c, path, p, err, sizeof(err)))
+		add_rule(pl, c, path, "certificate", err);
+	else if (!p->cert.subject[0] && !p->org[0])
+		st_problem_add(pl, path, st_schema_line(c, "certificate"), NULL,
+			       "'certificate': give 'certificate.subject' (a template) "
+			       "or 'certificate.organization'");
+}
+
+/* Read and check the profile at path; every problem goes to pl. */
+static int profile_parse(const char *path, st_profile **out, st_problems *pl)
 {
 	config_t c;
 	st_profile *p = calloc(1, sizeof(*p));
-	const char *name = NULL, *org = NULL, *rot = NULL, *str = NULL;
-	int days = 0, bank = 0, rc = ST_E_CONFIG;
+	const char *str;
+	char err[512];
+	int rc = ST_OK;
 
 	*out = NULL;
 	config_init(&c);
@@ -286,91 +444,67 @@ int st_profile_load(const char *path, st_profile **out, char *err, size_t errlen
 		goto cleanup;
 	}
 	if (!path) {
-		snprintf(err, errlen, "no profile given (--profile or 'profile' in the configuration)");
+		st_problem_add(pl, "profile", 0, NULL, "no profile given (--profile or "
+			       "'profile' in the configuration)");
 		goto cleanup;
 	}
-	if (!config_read_file(&c, path)) {
-		if (config_error_type(&c) == CONFIG_ERR_FILE_IO)
-			snprintf(err, errlen, "cannot read profile %s", path);
-		else
-			snprintf(err, errlen, "%s:%d: %s", path, config_error_line(&c),
-				 config_error_text(&c));
+	if (!st_schema_read(&c, path, "profile", pl))
 		goto cleanup;
+	st_schema_validate(&c, path, PRF, false, pl);
+	str = st_schema_string(&c, PRF, "name");
+	snprintf(p->name, sizeof(p->name), "%s", str ? str : "");
+	str = st_schema_string(&c, PRF, "version");
+	snprintf(p->version, sizeof(p->version), "%s", str ? str : "");
+	str = st_schema_string(&c, PRF, "key_mode");
+	p->inject = str && !strcmp(str, "inject");
+	p->require_work_order = st_schema_bool(&c, PRF, "quota.require_work_order");
+	if (!st_problems_under(pl, "certificate"))
+		cert_rules(&c, path, p, pl);
+	if (!st_problems_under(pl, "root_of_trust")) {
+		st_unhex(config_setting_get_string(config_lookup(&c, "root_of_trust.sha256")),
+			 p->rot_hash, 32);
+		p->rot_bank = (unsigned)st_schema_int(&c, PRF, "root_of_trust.fuse_bank");
+		/* The plan's own rules (fuses.c), once its settings are well formed. */
+		if (!st_problems_under(pl, "fuses") &&
+		    st_fuse_plan_parse(&c, path, p->rot_hash, p->rot_bank, &p->plan,
+				       err, sizeof(err)))
+			add_rule(pl, &c, path, "fuses", err);
 	}
-	if (!config_lookup_string(&c, "name", &name) || !*name ||
-	    strlen(name) >= sizeof(p->name)) {
-		snprintf(err, errlen, "%s: 'name' is missing or too long", path);
+	if (!st_problems_under(pl, "tpm2") &&
+	    parse_tpm2(&c, path, p->target_opts, sizeof(p->target_opts), err,
+		       sizeof(err)))
+		add_rule(pl, &c, path, "tpm2", err);
+	if (st_problems_count(pl))
 		goto cleanup;
-	}
-	if (!config_lookup_string(&c, "certificate.organization", &org))
-		org = "";
-	if (strlen(org) >= sizeof(p->org)) {
-		snprintf(err, errlen, "%s: 'certificate.organization' is too long", path);
-		goto cleanup;
-	}
-	if (config_lookup_string(&c, "certificate.validity", &str) &&
-	    !strcmp(str, "no-expiry")) {
-		p->cert.no_expiry = true;
-		days = 36500;
-	} else if (!config_lookup_int(&c, "certificate.validity_days", &days) ||
-		   days < 1 || days > 36500) {
-		snprintf(err, errlen, "%s: 'certificate.validity_days' must be 1..36500 "
-			 "(or certificate.validity = \"no-expiry\" for the IEEE 802.1AR "
-			 "99991231235959Z date)", path);
-		goto cleanup;
-	}
-	if (cert_profile(&c, path, p, err, errlen))
-		goto cleanup;
-	if (!p->cert.subject[0] && !*org) {
-		snprintf(err, errlen, "%s: give 'certificate.subject' (a template) or "
-			 "'certificate.organization'", path);
-		goto cleanup;
-	}
-	if (!config_lookup_string(&c, "root_of_trust.sha256", &rot) ||
-	    strlen(rot) != 64 || st_unhex(rot, p->rot_hash, 32)) {
-		snprintf(err, errlen, "%s: 'root_of_trust.sha256' must be 64 hex digits", path);
-		goto cleanup;
-	}
-	config_lookup_int(&c, "root_of_trust.fuse_bank", &bank);
-	if (bank < 0 || bank > 255) {
-		snprintf(err, errlen, "%s: 'root_of_trust.fuse_bank' must be 0..255", path);
-		goto cleanup;
-	}
-	if ((rc = st_fuse_plan_parse(&c, path, p->rot_hash, (unsigned)bank, &p->plan,
-				     err, errlen)))
-		goto cleanup;
-	rc = ST_E_CONFIG;
-	if (config_lookup_string(&c, "key_mode", &str)) {
-		if (!strcmp(str, "inject")) {
-			p->inject = true;
-		} else if (strcmp(str, "device")) {
-			snprintf(err, errlen, "%s: 'key_mode' must be \"device\" (the "
-				 "device generates its key) or \"inject\" (the HSM "
-				 "generates it and injects it wrapped)", path);
-			goto cleanup;
-		}
-	}
-	if ((rc = parse_tpm2(&c, path, p->target_opts, sizeof(p->target_opts),
-			     err, errlen)))
-		goto cleanup;
-	rc = ST_E_CONFIG;
 	if (file_digest(path, p->digest)) {
-		snprintf(err, errlen, "cannot hash profile %s", path);
+		st_problem_add(pl, path, 0, NULL, "cannot hash the profile");
 		rc = ST_E_IO;
 		goto cleanup;
 	}
-	snprintf(p->name, sizeof(p->name), "%s", name);
-	snprintf(p->org, sizeof(p->org), "%s", org);
-	p->validity_days = days;
-	p->cert.validity_days = days;
-	snprintf(p->cert.org, sizeof(p->cert.org), "%s", org);
-	p->rot_bank = (unsigned)bank;
 	*out = p;
 	p = NULL;
-	rc = ST_OK;
 cleanup:
 	config_destroy(&c);
 	free(p);
+	if (!rc && st_problems_count(pl))
+		rc = ST_E_CONFIG;
+	return rc;
+}
+
+int st_profile_load(const char *path, st_profile **out, char *err, size_t errlen)
+{
+	st_problems *pl = st_problems_new();
+	int rc;
+
+	*out = NULL;
+	if (!pl) {
+		snprintf(err, errlen, "out of memory");
+		return ST_E_NOMEM;
+	}
+	rc = profile_parse(path, out, pl);
+	if (rc)
+		first_problem(pl, "--profile", path, err, errlen);
+	st_problems_free(pl);
 	return rc;
 }
 
@@ -429,4 +563,62 @@ const st_cert_profile *st_profile_cert(const st_profile *p)
 bool st_profile_key_inject(const st_profile *p)
 {
 	return p->inject;
+}
+
+const char *st_profile_version(const st_profile *p)
+{
+	return p->version;
+}
+
+bool st_profile_requires_work_order(const st_profile *p)
+{
+	return p->require_work_order;
+}
+
+int st_config_check(const char *config_path, const char *profile_path,
+		    void *problems, void *ok)
+{
+	st_problems *pl = st_problems_new();
+	st_profile *p = NULL;
+	st_config cfg;
+	const char *prof = profile_path;
+	int rc, n;
+
+	if (!pl)
+		return ST_E_NOMEM;
+	rc = config_parse(config_path, &cfg, true, pl);
+	/* A profile the configuration names but that is not there is one
+	 * problem, already listed. */
+	if (!prof && !st_problems_under(pl, "profile"))
+		prof = cfg.profile_path;
+	if (rc != ST_E_NOMEM && prof)
+		rc = profile_parse(prof, &p, pl);
+	n = st_problems_count(pl);
+	for (int i = 0; i < n; i++)
+		fprintf(problems, "%s\n", st_problem_text(pl, i));
+	if (rc == ST_E_NOMEM) {
+		n = ST_E_NOMEM;
+	} else if (!n) {
+		fprintf(ok, "OK: %s%s (station %s, token %s, %d slot%s)", config_path ?
+			"configuration " : "no configuration file", config_path ?
+			config_path : "", cfg.station_id, cfg.token_label, cfg.nslots,
+			cfg.nslots == 1 ? "" : "s");
+		if (p)
+			fprintf(ok, "; profile %s (%s %s, key mode %s, %d fuse field%s, "
+				"sha256 %.16s…)", prof, p->name, p->version[0] ? p->version :
+				"unversioned", p->inject ? "inject" : "device", p->plan.n,
+				p->plan.n == 1 ? "" : "s", p->digest);
+		else
+			fprintf(ok, "; no profile named");
+		fputc('\n', ok);
+	}
+	st_profile_free(p);
+	st_config_free(&cfg);
+	st_problems_free(pl);
+	return n;
+}
+
+void st_config_schema_print(void *out)
+{
+	st_schema_print(out);
 }

@@ -949,6 +949,7 @@ static void *worker_main(void *arg)
 	struct worker *w = arg;
 	const struct job *job = w->job;
 	drv_opts opts = { .timeout_ms = job->cfg->timeout_ms,
+			  .retries = job->cfg->retries,
 			  .target_opts = st_profile_target_opts(job->prof) };
 	drv_dev *dev = NULL;
 	hsm_session *sess = NULL;
@@ -1362,6 +1363,7 @@ static void *worker_interactive(void *arg)
 	struct worker *w = arg;
 	struct job *job = (struct job *)w->job;
 	drv_opts opts = { .timeout_ms = job->cfg->timeout_ms,
+			  .retries = job->cfg->retries,
 			  .target_opts = st_profile_target_opts(job->prof) };
 	hsm_session *sess = NULL;
 	hsm_obj ca_priv;
@@ -1449,6 +1451,13 @@ int st_run_start(hsm *h, rec_store *rec, const st_config *cfg,
 	if (run->nslots < 1 || run->nslots > ST_MAX_SLOTS) {
 		snprintf(err, errlen, "between 1 and %d slots, please", ST_MAX_SLOTS);
 		return ST_E_INVAL;
+	}
+	if (st_profile_requires_work_order(prof) && !run->interactive &&
+	    !run->work_order) {
+		snprintf(err, errlen, "profile %s requires a work order "
+			 "(quota.require_work_order): give --work-order ID",
+			 st_profile_name(prof));
+		return ST_E_CONFIG;
 	}
 	r = calloc(1, sizeof(*r));
 	if (!r) {

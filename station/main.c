@@ -44,6 +44,7 @@ struct cli {
 	const char *pin_file;
 	const char *operator_name;
 	const char *log_path;
+	const char *check_profile; /* config check: --profile as given */
 	const char *cn, *org, *out, *in, *chain, *key_type;
 	int days;
 	bool json, verbose, burn_fuses, dry_run, watch;
@@ -211,7 +212,8 @@ static int cmd_provision(struct cli *cli, int argc, char **argv)
 
 	(void)argv;
 	if (argc > 0 || cli->run.nslots == 0)
-		return die(EXIT_USAGE, "provision: give each programmer with --slot PORT");
+		return die(EXIT_USAGE, "provision: give each programmer with --slot PORT "
+			   "(or slots in the configuration)");
 	if (st_profile_load(cli->cfg.profile_path, &prof, err, sizeof(err)))
 		return die(EXIT_USAGE, "profile: %s", err);
 	rc = rec_open(cli->cfg.records_path, &rec);
@@ -404,10 +406,13 @@ static int cmd_tui(struct cli *cli, int argc, char **argv)
 
 	(void)argv;
 	if (argc > 0 || cli->run.nslots == 0)
-		return die(EXIT_USAGE, "tui: give each programmer with --slot PORT");
+		return die(EXIT_USAGE, "tui: give each programmer with --slot PORT "
+			   "(or slots in the configuration)");
 	if (!isatty(0) || !isatty(1))
 		return die(EXIT_USAGE, "tui: needs a terminal; use 'station provision' "
 			   "in scripts");
+	if (!o.log_path)
+		o.log_path = cli->cfg.log_file;
 	if (!o.log_path) {
 		snprintf(logpath, sizeof(logpath), "%s.tui.log", cli->cfg.records_path);
 		o.log_path = logpath;
@@ -429,6 +434,30 @@ cleanup:
 	rec_close(rec);
 	st_profile_free(prof);
 	return code;
+}
+
+/* station config check | schema: main() does not load the configuration
+ * for this command, so a bad one is listed here rather than refused. */
+static int cmd_config(struct cli *cli, int argc, char **argv)
+{
+	int n;
+
+	if (argc == 1 && !strcmp(argv[0], "schema")) {
+		st_config_schema_print(stdout);
+		return 0;
+	}
+	if (argc != 1 || strcmp(argv[0], "check"))
+		return die(EXIT_USAGE, "config: 'config check --config FILE [--profile "
+			   "FILE]' or 'config schema'");
+	if (!cli->config_path && !cli->check_profile)
+		return die(EXIT_USAGE, "config check: give --config FILE (and/or "
+			   "--profile FILE)");
+	n = st_config_check(cli->config_path, cli->check_profile, stderr, stdout);
+	if (n < 0)
+		return die(EXIT_USAGE, "config check: %s", st_strerror(n));
+	if (n > 0)
+		fprintf(stderr, "station: %d problem%s found\n", n, n == 1 ? "" : "s");
+	return n ? EXIT_USAGE : 0;
 }
 
 static int cmd_help(struct cli *cli, int argc, char **argv)
@@ -458,6 +487,8 @@ static const struct command commands[] = {
 	  "          | records workorder show ID" },
 	{ "tui", cmd_tui, "tui --slot PORT [--slot PORT...] [--log FILE]   (the technician's "
 	  "terminal UI; also 'station --slot PORT...' on a terminal)" },
+	{ "config", cmd_config, "config check [--config FILE] [--profile FILE]   (every problem, "
+	  "with its line)\n  config schema   (every setting, as docs/configuration.md lists them)" },
 	{ "help", cmd_help, "help" },
 };
 
@@ -617,6 +648,15 @@ int main(int argc, char **argv)
 		usage(stderr);
 		return EXIT_USAGE;
 	}
+	/* config check lists a bad configuration instead of refusing it. */
+	if (!strcmp(cmd->name, "config")) {
+		for (int i = 0; i < nlater; i++)
+			if (later[i].opt == 'p')
+				cli.check_profile = later[i].val;
+		code = cmd->fn(&cli, argc - optind, argv + optind);
+		pthread_mutex_destroy(&cli.out_lock);
+		return code;
+	}
 	if (st_config_load(cli.config_path, &cli.cfg, err, sizeof(err)))
 		return die(EXIT_USAGE, "configuration: %s", err);
 	for (int i = 0; i < nlater; i++) {
@@ -633,6 +673,16 @@ int main(int argc, char **argv)
 	}
 	if (timeout)
 		cli.cfg.timeout_ms = timeout;
+	/* The configuration's slots and run defaults, unless the command line
+	 * says otherwise. */
+	if (!cli.run.nslots)
+		for (int i = 0; i < cli.cfg.nslots; i++)
+			cli.run.ports[cli.run.nslots++] = cli.cfg.slots[i].uri;
+	cli.burn_fuses = cli.burn_fuses || cli.cfg.burn_fuses;
+	if (!cli.max_units)
+		cli.max_units = cli.cfg.units;
+	if (!cli.run.plug_wait_ms)
+		cli.run.plug_wait_ms = cli.cfg.plug_wait_ms;
 	code = cmd->fn(&cli, argc - optind, argv + optind);
 	st_config_free(&cli.cfg);
 	pthread_mutex_destroy(&cli.out_lock);

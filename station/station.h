@@ -29,12 +29,37 @@ typedef struct st_config {
 	char *cert_dir;        /* records.cert_dir: PEM copies of issued certs (optional) */
 	char *profile_path;    /* profile: product profile file */
 	int timeout_ms;        /* programmer.timeout_ms */
+	int retries;           /* programmer.retries as drv_opts takes it (-1: none) */
+	char *log_file;        /* station.log_file (NULL: beside the records) */
+	/* slots: the programmers used when no --slot is given. */
+	struct st_slot_conf {
+		char *name;    /* slots[].name, or "slot N" */
+		char *uri;     /* driver + port, as --slot takes it */
+	} slots[ST_MAX_SLOTS];
+	int nslots;
+	bool burn_fuses;       /* defaults.burn_fuses */
+	int units;             /* defaults.units (0: until empty) */
+	int plug_wait_ms;      /* defaults.plug_wait_s, in ms */
 } st_config;
 
-/* Load cfg from path (NULL: defaults only).  err gets a message with the
- * file and line on failure (ST_E_CONFIG). */
+/* Load cfg from path (NULL: defaults only), checked against the documented
+ * schema (docs/configuration.md).  On ST_E_CONFIG err gets the first
+ * problem with the file, line and setting, and how many more there are. */
 int st_config_load(const char *path, st_config *cfg, char *err, size_t errlen);
 void st_config_free(st_config *cfg);
+
+/* `station config check`: check the configuration at config_path and the
+ * profile at profile_path (NULL: the one the configuration names, if any)
+ * against their schemas and rules, including that referenced files exist.
+ * Every problem is one line "FILE:LINE: 'setting' what" on problems (a
+ * FILE *); on success one summary line goes to ok (a FILE *).  Returns the
+ * number of problems (0: valid), or a negative st_err. */
+int st_config_check(const char *config_path, const char *profile_path,
+		    void *problems, void *ok);
+
+/* `station config schema`: every setting of both files as Markdown tables
+ * (the generated part of docs/configuration.md) to out (a FILE *). */
+void st_config_schema_print(void *out);
 
 /* Get the HSM user PIN without it ever touching argv or a log: from the
  * file pin_file when given (first line), else the environment variable
@@ -51,6 +76,10 @@ typedef struct st_profile st_profile;
 int st_profile_load(const char *path, st_profile **out, char *err, size_t errlen);
 void st_profile_free(st_profile *p);
 const char *st_profile_name(const st_profile *p);
+/* The profile's version ("" for a profile written before versions). */
+const char *st_profile_version(const st_profile *p);
+/* quota.require_work_order: a batch run needs a work order. */
+bool st_profile_requires_work_order(const st_profile *p);
 /* SHA-256 of the profile file as loaded, hex. */
 const char *st_profile_digest(const st_profile *p);
 /* Target options the profile gives drivers (TPM handles), or NULL. */

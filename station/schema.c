@@ -1,0 +1,903 @@
+/* schema.c — the tables of station.conf and product-profile settings, the
+ * walk that checks a file against them, and their Markdown rendering. */
+#include "station/schema.h"
+
+#include <ctype.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "base.h"
+#include "station/station.h"
+
+/* ---- checks of a well-typed value ------------------------------------ */
+
+int st_slot_uri(const char *driver, const char *port, char *out, size_t len)
+{
+	static const char *const schemes[] = { "serial:", "usb:", "tpm2:" };
+	const char *scheme = NULL;
+
+	for (size_t i = 0; i < ST_ARRAY_SIZE(schemes); i++)
+		if (!strncmp(port, schemes[i], strlen(schemes[i])))
+			scheme = schemes[i];
+	if (driver && scheme && (strncmp(scheme, driver, strlen(driver)) ||
+				 scheme[strlen(driver)] != ':'))
+		return -1;
+	snprintf(out, len, "%s%s%s", driver && !scheme ? driver : "",
+		 driver && !scheme ? ":" : "", port);
+	return 0;
+}
+
+/* SHA-256 as 64 hex digits. */
+static const char *check_hex64(const config_setting_t *s, char *why, size_t len)
+{
+	const char *v = config_setting_get_string(s);
+	size_t n = strlen(v);
+
+	for (size_t i = 0; i < n; i++)
+		if (!isxdigit((unsigned char)v[i]))
+			n = 0;
+	if (n == 64)
+		return NULL;
+	snprintf(why, len, "must be a SHA-256 as 64 hex digits (got %zu characters)",
+		 strlen(v));
+	return why;
+}
+
+/* A programmer URI as `--slot` takes it: a serial path (or serial:PATH),
+ * usb:VID:PID[?serial=S|?port=P], or tpm2:TCTI; with the slot's driver
+ * in front when it names one and the port has no scheme. */
+static const char *check_port(const config_setting_t *s, char *why, size_t len)
+{
+	const char *v = config_setting_get_string(s), *colon = strchr(v, ':');
+	const char *driver = NULL;
+	unsigned vid, pid;
+	int used = 0;
+	static __thread char uri[256];
+
+	config_setting_lookup_string(config_setting_parent(s), "driver", &driver);
+	if (st_slot_uri(driver, v, uri, sizeof(uri))) {
+		snprintf(why, len, "'%s' is a %.*s port but the slot's 'driver' says %s",
+			 v, (int)(colon - v), v, driver);
+		return why;
+	}
+	v = uri;
+	colon = strchr(v, ':');
+
+	if (!*v) {
+		snprintf(why, len, "is empty: give the programmer's port");
+		return why;
+	}
+	if (v[0] == '/' || v[0] == '.' || !colon)
+		return NULL;
+	if (!strncmp(v, "serial:", 7) && v[7])
+		return NULL;
+	if (!strncmp(v, "tpm2:", 5) && v[5])
+		return NULL;
+	if (!strncmp(v, "usb:", 4)) {
+		const char *q;
+
+		if (sscanf(v + 4, "%4x:%4x%n", &vid, &pid, &used) == 2) {
+			q = v + 4 + used;
+			if (!*q || (!strncmp(q, "?serial=", 8) && q[8]) ||
+			    (!strncmp(q, "?port=", 6) && q[6]))
+				return NULL;
+		}
+		snprintf(why, len, "'%s' is not a USB programmer selector (usb:VID:PID, "
+			 "usb:VID:PID?serial=S or usb:VID:PID?port=1-2.3)", v);
+		return why;
+	}
+	snprintf(why, len, "'%s': unknown driver '%.*s' (a serial path, serial:PATH, "
+		 "usb:VID:PID[?serial=S|?port=P] or tpm2:TCTI)", v, (int)(colon - v), v);
+	return why;
+}
+
+/* ---- the tables: one line per setting -------------------------------- */
+
+#define R SK_REQUIRED
+
+const st_schema_key st_config_schema[] = {
+	{ "station", SK_GROUP, R, .doc = "Who this station is." },
+	{ "station.id", SK_STRING, R, 1, 63, .def = "station-1",
+	  .doc = "Station identity, in every record and in the audit certificate "
+		 "(the default applies only when no configuration file is given)." },
+	{ "station.log_file", SK_STRING, SK_PARENT, .def = "RECORDS.tui.log",
+	  .doc = "Log file of `station tui` (`--log` overrides)." },
+	{ "hsm", SK_GROUP, R, .doc = "The PKCS#11 token that holds the CA and audit keys." },
+	{ "hsm.module", SK_STRING, SK_FILE, 1, 4095,
+	  .def = "/usr/lib/softhsm/libsofthsm2.so",
+	  .doc = "PKCS#11 module (vendor module or p11-kit-proxy.so); `--module` overrides." },
+	{ "hsm.token", SK_STRING, R, 1, 32, .def = "station",
+	  .doc = "Token label; `--token` overrides." },
+	{ "hsm.ca_key", SK_STRING, 0, 1, 127, .def = "",
+	  .doc = "Label of the issuing CA the `ca` commands act on (else issuing-ca) "
+		 "and provisioning uses (else the profile's, else the newest valid); "
+		 "`--ca-key` overrides." },
+	{ "records", SK_GROUP, 0, .doc = "Where the evidence goes." },
+	{ "records.path", SK_STRING, SK_PARENT, 1, 4095, .def = "station-records.db",
+	  .doc = "SQLite records store; `--records` overrides." },
+	{ "records.cert_dir", SK_STRING, SK_DIR, 1, 4095, .def = "",
+	  .doc = "Directory for PEM copies of issued certificates; `--cert-dir` overrides." },
+	{ "profile", SK_STRING, SK_FILE, 1, 4095, .def = "",
+	  .doc = "Product profile file; `--profile` overrides.  `config check` checks it too." },
+	{ "programmer", SK_GROUP, 0, .doc = "The programmer link." },
+	{ "programmer.timeout_ms", SK_INT, 0, 50, 600000, .def = "2000",
+	  .doc = "Per-command timeout; `--timeout-ms` overrides." },
+	{ "programmer.retries", SK_INT, 0, 0, 10, .def = "2",
+	  .doc = "Retries of idempotent commands after a timeout or a bad frame "
+		 "(a fuse burn is never blindly retried)." },
+	{ "slots", SK_LIST, 0, 1, ST_MAX_SLOTS, .def = "",
+	  .doc = "The programmers, one group per slot; used when no `--slot` is given." },
+	{ "slots[].name", SK_STRING, 0, 1, 31, .def = "slot N",
+	  .doc = "A name for the slot (messages, `config check`)." },
+	{ "slots[].driver", SK_ENUM, 0, .choices = "serial|usb|tpm2", .def = "",
+	  .doc = "Driver, when `port` has no scheme (`driver = \"usb\"; "
+		 "port = \"1209:5354?serial=SP-1\";`)." },
+	{ "slots[].port", SK_STRING, R, 1, 191, .check = check_port,
+	  .doc = "What `--slot` takes: a serial path (`/dev/ttyUSB0`, `serial:PATH`), "
+		 "`usb:VID:PID`, `usb:VID:PID?serial=S`, `usb:VID:PID?port=1-2.3` "
+		 "(physical socket) or `tpm2:TCTI`." },
+	{ "defaults", SK_GROUP, 0, .doc = "Defaults of `station provision`." },
+	{ "defaults.burn_fuses", SK_BOOL, 0, .def = "false",
+	  .doc = "Arm fuse burning without `--burn-fuses` (`--dry-run` still wins)." },
+	{ "defaults.units", SK_INT, 0, 0, 1000000, .def = "0",
+	  .doc = "Units per slot and run, 0 = until the programmer is empty; `--units` overrides." },
+	{ "defaults.plug_wait_s", SK_INT, 0, 0, 86400, .def = "0",
+	  .doc = "Seconds a slot waits for an absent or unplugged USB programmer; "
+		 "`--plug-wait` overrides." },
+	{ "trust", SK_GROUP, 0, .doc = "Trust anchors for signed profiles." },
+	{ "trust.profile_keys", SK_STRINGS, 0, .def = "",
+	  .doc = "Engineering keys whose profile signatures the station accepts." },
+	{ "trust.engineering_key", SK_STRING, 0, 1, 127, .def = "",
+	  .doc = "The HSM key `station profile sign` signs with." },
+	{ "roles", SK_GROUP, 0, .doc = "Who may do what." },
+	{ "roles.operators", SK_STRING, SK_FILE, 1, 4095, .def = "",
+	  .doc = "Signed operator list." },
+	{ "roles.require", SK_BOOL, 0, .def = "false",
+	  .doc = "Refuse to run without an authenticated operator." },
+	{ "sync", SK_GROUP, 0, .doc = "Copying the records to the fleet PostgreSQL." },
+	{ "sync.conninfo", SK_STRING, 0, 1, 4095, .def = "",
+	  .doc = "libpq connection string (no password: use `passfile`)." },
+	{ "sync.passfile", SK_STRING, SK_FILE, 1, 4095, .def = "",
+	  .doc = "libpq password file." },
+	{ "sync.sslmode", SK_ENUM, 0,
+	  .choices = "disable|allow|prefer|require|verify-ca|verify-full", .def = "verify-full",
+	  .doc = "libpq sslmode." },
+	{ "sync.sslrootcert", SK_STRING, SK_FILE, 1, 4095, .def = "",
+	  .doc = "CA certificate of the server." },
+	{ "sync.offline", SK_ENUM, 0, .choices = "stop|allowance", .def = "stop",
+	  .doc = "When the server is unreachable: stop, or go on for `allowance` units." },
+	{ "sync.allowance", SK_INT, 0, 0, 1000000000, .def = "0",
+	  .doc = "Units a station may provision unsynced when `offline = \"allowance\"`." },
+	{ "sync.interval_s", SK_INT, 0, 1, 86400, .def = "60",
+	  .doc = "Seconds between sync attempts." },
+};
+const size_t st_config_schema_len = ST_ARRAY_SIZE(st_config_schema);
+
+const st_schema_key st_profile_schema[] = {
+	{ "name", SK_STRING, R, 1, 63, .doc = "Product name (`${product}` in the subject)." },
+	{ "version", SK_STRING, 0, 1, 31, .def = "",
+	  .doc = "Profile version, recorded with the run; profiles written before "
+		 "it existed load as unversioned." },
+	{ "key_mode", SK_ENUM, 0, .choices = "device|inject", .def = "device",
+	  .doc = "`device`: the device makes its key; `inject`: the HSM makes it and "
+		 "sends it wrapped for the device's transport key." },
+	{ "algorithms", SK_GROUP, 0, .doc = "Key algorithms." },
+	{ "algorithms.device_key", SK_ENUM, 0, .choices = "p256", .def = "p256",
+	  .doc = "The device identity key (the programmer protocol carries P-256)." },
+	{ "certificate", SK_GROUP, R, .doc = "The device certificate template." },
+	{ "certificate.organization", SK_STRING, 0, 1, 127, .def = "",
+	  .doc = "O of the subject when no `subject` template is given." },
+	{ "certificate.subject", SK_STRING, 0, 1, 511, .def = "",
+	  .doc = "Subject template: `${uid}`, `${serial}`, `${product}`, `${model}`; "
+		 "one of `subject` or `organization` is required." },
+	{ "certificate.validity_days", SK_INT, 0, 1, 36500, .def = "",
+	  .doc = "Validity; required unless `validity = \"no-expiry\"`." },
+	{ "certificate.validity", SK_ENUM, 0, .choices = "no-expiry", .def = "",
+	  .doc = "IEEE 802.1AR notAfter 99991231235959Z." },
+	{ "certificate.key_usage", SK_STRING, 0, 0, 127, .def = "critical,digitalSignature",
+	  .doc = "keyUsage in openssl.cnf syntax (\"\" for none)." },
+	{ "certificate.extended_key_usage", SK_STRING, 0, 0, 255,
+	  .def = "clientAuth,serverAuth",
+	  .doc = "extendedKeyUsage in openssl.cnf syntax (\"\" for none)." },
+	{ "certificate.hardware_module_name", SK_STRING, 0, 1, 63, .def = "",
+	  .doc = "802.1AR hardwareModuleName hwType OID (dotted); hwSerialNum is the device ID." },
+	{ "certificate.crl_url", SK_STRING, 0, 1, 255, .def = "",
+	  .doc = "CRL distribution point." },
+	{ "certificate.ocsp_url", SK_STRING, 0, 1, 255, .def = "",
+	  .doc = "OCSP responder (authorityInfoAccess)." },
+	{ "certificate.issuer", SK_STRING, 0, 1, 127, .def = "",
+	  .doc = "Label of the issuing CA in the token (else `hsm.ca_key`, else the newest valid)." },
+	{ "certificate.ca_renewal_days", SK_INT, 0, 0, 3650, .def = "30",
+	  .doc = "Renewal window: warn when the issuing CA has fewer days left." },
+	{ "root_of_trust", SK_GROUP, R, .doc = "The secure-boot root of trust." },
+	{ "root_of_trust.sha256", SK_STRING, R, .check = check_hex64,
+	  .doc = "SHA-256 of the secure-boot public key (DER SubjectPublicKeyInfo)." },
+	{ "root_of_trust.fuse_bank", SK_INT, 0, 0, 255, .def = "0",
+	  .doc = "Bank of the one-field plan used when there is no `fuses` group." },
+	{ "fuses", SK_GROUP, 0, .doc = "The fuse plan (docs/fuses.md)." },
+	{ "fuses.conditions", SK_GROUP, R, .doc = "Programming conditions for any burn." },
+	{ "fuses.conditions.vpp_mv", SK_NUMBERS, R, 0, 100000, 2,
+	  .doc = "[min, max] programming voltage, mV." },
+	{ "fuses.conditions.temp_c", SK_NUMBERS, R, -273, 1000, 2,
+	  .doc = "[min, max] die temperature, °C." },
+	{ "fuses.plan", SK_LIST, R, 1, 16,
+	  .doc = "Fields in burn order: data, then write-protect, then at most one "
+		 "lifecycle step (the lifecycle steps of the unit)." },
+	{ "fuses.plan[].name", SK_STRING, R, 1, 31, .doc = "Field name (in the records)." },
+	{ "fuses.plan[].kind", SK_ENUM, 0, .choices = "data|write-protect|lifecycle",
+	  .def = "data", .doc = "What the field is." },
+	{ "fuses.plan[].bank", SK_INT, 0, 0, 255, .def = "", .doc = "Fuse bank." },
+	{ "fuses.plan[].word", SK_INT, 0, 0, 7, .def = "", .doc = "First 4-byte word in the bank." },
+	{ "fuses.plan[].words", SK_INT, 0, 1, 8, .def = "1",
+	  .doc = "Words of a `root_of_trust` field." },
+	{ "fuses.plan[].source", SK_STRING, 0, 1, 23, .def = "",
+	  .doc = "`root_of_trust` (the hash above; never typed by an operator)." },
+	{ "fuses.plan[].bits", SK_INTS, 0, 0, 31, 2,
+	  .doc = "[low, high] bit range of a constant." },
+	{ "fuses.plan[].value", SK_INT, 0, .def = "",
+	  .doc = "The constant, fitting `bits`." },
+	{ "fuses.plan[].state", SK_ENUM, 0, .choices = "provisioned|locked", .def = "",
+	  .doc = "Lifecycle state of a `lifecycle` step." },
+	{ "tpm2", SK_GROUP, 0, .doc = "Where a TPM 2.0 target keeps its identity (docs/tpm2.md)." },
+	{ "tpm2.key_handle", SK_INT, 0, .def = "0x81020000",
+	  .doc = "Persistent handle of the identity key (0x81......)." },
+	{ "tpm2.cert_nv", SK_INT, 0, .def = "0x01c10000", .doc = "NV index of the certificate." },
+	{ "tpm2.rot_nv", SK_INT, 0, .def = "0x01c10001",
+	  .doc = "Write-once NV index of the root-of-trust hash." },
+	{ "quota", SK_GROUP, 0, .doc = "Quota rules." },
+	{ "quota.require_work_order", SK_BOOL, 0, .def = "false",
+	  .doc = "Refuse a batch run without `--work-order` (units then come from its quota)." },
+};
+const size_t st_profile_schema_len = ST_ARRAY_SIZE(st_profile_schema);
+
+#undef R
+
+/* ---- the problem list ------------------------------------------------- */
+
+struct st_problems {
+	struct problem { char *text, *path; } *v;
+	int n, cap, lost;
+};
+
+st_problems *st_problems_new(void)
+{
+	return calloc(1, sizeof(st_problems));
+}
+
+void st_problems_free(st_problems *pl)
+{
+	if (!pl)
+		return;
+	for (int i = 0; i < pl->n; i++) {
+		free(pl->v[i].text);
+		free(pl->v[i].path);
+	}
+	free(pl->v);
+	free(pl);
+}
+
+int st_problems_count(const st_problems *pl)
+{
+	return pl->n + pl->lost;
+}
+
+const char *st_problem_text(const st_problems *pl, int i)
+{
+	return i >= 0 && i < pl->n ? pl->v[i].text : "(problem lost: out of memory)";
+}
+
+void st_problem_add(st_problems *pl, const char *file, int line,
+		    const char *path, const char *fmt, ...)
+{
+	char what[1024], head[4096 + 64];
+	struct problem p;
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(what, sizeof(what), fmt, ap);
+	va_end(ap);
+	if (line > 0)
+		snprintf(head, sizeof(head), "%s:%d: ", file, line);
+	else
+		snprintf(head, sizeof(head), "%s: ", file);
+	if (pl->n == pl->cap) {
+		int cap = pl->cap ? pl->cap * 2 : 16;
+		struct problem *v = realloc(pl->v, (size_t)cap * sizeof(*v));
+
+		if (!v) {
+			pl->lost++;
+			return;
+		}
+		pl->v = v;
+		pl->cap = cap;
+	}
+	p.path = strdup(path ? path : "");
+	if (path)
+		p.text = malloc(strlen(head) + strlen(path) + strlen(what) + 8);
+	else
+		p.text = malloc(strlen(head) + strlen(what) + 1);
+	if (!p.path || !p.text) {
+		free(p.path);
+		free(p.text);
+		pl->lost++;
+		return;
+	}
+	if (path)
+		sprintf(p.text, "%s'%s' %s", head, path, what);
+	else
+		sprintf(p.text, "%s%s", head, what);
+	pl->v[pl->n++] = p;
+}
+
+bool st_problems_under(const st_problems *pl, const char *prefix)
+{
+	size_t n = strlen(prefix);
+
+	for (int i = 0; i < pl->n; i++) {
+		const char *p = pl->v[i].path;
+
+		if (!strncmp(p, prefix, n) && (!p[n] || p[n] == '.' || p[n] == '['))
+			return true;
+	}
+	return false;
+}
+
+/* ---- reading and checking --------------------------------------------- */
+
+/* Complete lines in a file (a truncated last line does not count). */
+static int file_lines(const char *file)
+{
+	FILE *f = fopen(file, "r");
+	int n = 0, ch;
+
+	if (!f)
+		return 0;
+	while ((ch = getc(f)) != EOF)
+		n += ch == '\n';
+	fclose(f);
+	return n;
+}
+
+bool st_schema_read(config_t *c, const char *file, const char *what,
+		    st_problems *pl)
+{
+	if (config_read_file(c, file))
+		return true;
+	if (config_error_type(c) == CONFIG_ERR_FILE_IO)
+		st_problem_add(pl, file, 0, NULL, "cannot read this %s file (missing or "
+			       "not readable)", what);
+	else
+		st_problem_add(pl, file, config_error_line(c), NULL, "%s (libconfig "
+			       "syntax)%s", config_error_text(c),
+			       config_error_line(c) > file_lines(file) ?
+			       "; the file ends here: is it truncated?" : "");
+	return false;
+}
+
+const st_schema_key *st_schema_find(const st_schema_key *keys, size_t n,
+				    const char *path)
+{
+	for (size_t i = 0; i < n; i++)
+		if (!strcmp(keys[i].path, path))
+			return &keys[i];
+	return NULL;
+}
+
+/* Edit distance, for "did you mean". */
+static size_t distance(const char *a, const char *b)
+{
+	size_t la = strlen(a), lb = strlen(b), row[64], prev, tmp;
+
+	if (lb >= ST_ARRAY_SIZE(row))
+		return 99;
+	for (size_t j = 0; j <= lb; j++)
+		row[j] = j;
+	for (size_t i = 1; i <= la; i++) {
+		prev = row[0];
+		row[0] = i;
+		for (size_t j = 1; j <= lb; j++) {
+			size_t best = prev + (a[i - 1] != b[j - 1]);
+
+			if (row[j] + 1 < best)
+				best = row[j] + 1;
+			if (row[j - 1] + 1 < best)
+				best = row[j - 1] + 1;
+			tmp = row[j];
+			row[j] = best;
+			prev = tmp;
+		}
+	}
+	return row[lb];
+}
+
+/* The known key under parent pattern nearest to name (NULL if none is
+ * close), for a typo's message. */
+static const char *nearest(const st_schema_key *keys, size_t n, const char *parent,
+			   const char *name)
+{
+	size_t plen = strlen(parent), best = 3;
+	const char *hit = NULL;
+
+	for (size_t i = 0; i < n; i++) {
+		const char *k = keys[i].path, *leaf;
+
+		if (plen) {
+			if (strncmp(k, parent, plen) || k[plen] != '.')
+				continue;
+			leaf = k + plen + 1;
+		} else {
+			leaf = k;
+		}
+		if (strchr(leaf, '.') || strchr(leaf, '['))
+			continue;
+		size_t d = distance(name, leaf);
+
+		if (d < best) {
+			best = d;
+			hit = leaf;
+		}
+	}
+	return hit;
+}
+
+static const char *type_name(int t)
+{
+	switch (t) {
+	case CONFIG_TYPE_GROUP: return "a group { }";
+	case CONFIG_TYPE_INT: case CONFIG_TYPE_INT64: return "an integer";
+	case CONFIG_TYPE_FLOAT: return "a number with a fraction";
+	case CONFIG_TYPE_STRING: return "a string";
+	case CONFIG_TYPE_BOOL: return "true/false";
+	case CONFIG_TYPE_ARRAY: return "an array [ ]";
+	case CONFIG_TYPE_LIST: return "a list ( )";
+	default: return "something else";
+	}
+}
+
+static const char *want_name(enum st_sk_type t)
+{
+	switch (t) {
+	case SK_GROUP: return "a group { ... }";
+	case SK_LIST: return "a list of groups ( { ... }, ... )";
+	case SK_STRING: case SK_ENUM: return "a string in double quotes";
+	case SK_INT: return "an integer";
+	case SK_BOOL: return "true or false";
+	case SK_STRINGS: return "a list of strings [ \"...\", ... ]";
+	case SK_INTS: return "an array of integers [ ... ]";
+	case SK_NUMBERS: return "an array of numbers [ ... ]";
+	}
+	return "?";
+}
+
+static bool is_int(const config_setting_t *s)
+{
+	int t = config_setting_type(s);
+
+	return t == CONFIG_TYPE_INT || t == CONFIG_TYPE_INT64;
+}
+
+static bool type_ok(const st_schema_key *k, const config_setting_t *s)
+{
+	int t = config_setting_type(s), n = config_setting_length(s);
+
+	switch (k->type) {
+	case SK_GROUP: return t == CONFIG_TYPE_GROUP;
+	case SK_LIST: return t == CONFIG_TYPE_LIST;
+	case SK_STRING: case SK_ENUM: return t == CONFIG_TYPE_STRING;
+	case SK_INT: return is_int(s);
+	case SK_BOOL: return t == CONFIG_TYPE_BOOL;
+	case SK_STRINGS: case SK_INTS: case SK_NUMBERS:
+		if (t != CONFIG_TYPE_ARRAY && t != CONFIG_TYPE_LIST)
+			return false;
+		for (int i = 0; i < n; i++) {
+			const config_setting_t *e = config_setting_get_elem(s, (unsigned)i);
+			int et = config_setting_type(e);
+
+			if (k->type == SK_STRINGS ? et != CONFIG_TYPE_STRING :
+			    k->type == SK_INTS ? !is_int(e) :
+			    !is_int(e) && et != CONFIG_TYPE_FLOAT)
+				return false;
+		}
+		return true;
+	}
+	return false;
+}
+
+/* Does the enum's "a|b|c" contain v? */
+static bool choice_ok(const char *choices, const char *v)
+{
+	size_t n = strlen(v);
+
+	for (const char *p = choices; p; p = strchr(p, '|'), p = p ? p + 1 : NULL)
+		if (!strncmp(p, v, n) && (p[n] == '|' || !p[n]))
+			return true;
+	return false;
+}
+
+/* "a, b or c" */
+static void choices_text(const char *choices, char *out, size_t len)
+{
+	const char *last = strrchr(choices, '|');
+	size_t o = 0;
+
+	out[0] = '\0';
+	for (const char *p = choices; *p && o + 4 < len; p++) {
+		if (*p != '|') {
+			out[o++] = *p;
+			continue;
+		}
+		o += (size_t)snprintf(out + o, len - o, "%s", p == last ? " or " : ", ");
+	}
+	out[o < len ? o : len - 1] = '\0';
+}
+
+static double num(const config_setting_t *e)
+{
+	return config_setting_type(e) == CONFIG_TYPE_FLOAT ?
+	       config_setting_get_float(e) : (double)config_setting_get_int64(e);
+}
+
+static long long int_value(const config_setting_t *s)
+{
+	return config_setting_type(s) == CONFIG_TYPE_INT64 ?
+	       config_setting_get_int64(s) : config_setting_get_int(s);
+}
+
+struct walk {
+	const st_schema_key *keys;
+	size_t n;
+	const char *file;
+	bool check_files;
+	st_problems *pl;
+};
+
+/* Does the file or directory a setting names exist? */
+static void check_path(const struct walk *w, const st_schema_key *k,
+		       const config_setting_t *s, const char *disp)
+{
+	const char *v = config_setting_get_string(s);
+	int line = config_setting_source_line(s);
+	struct stat st;
+
+	if (k->flags & SK_FILE) {
+		if (stat(v, &st))
+			st_problem_add(w->pl, w->file, line, disp, "names '%s', which does "
+				       "not exist", v);
+		else if (S_ISDIR(st.st_mode))
+			st_problem_add(w->pl, w->file, line, disp, "names '%s', which is a "
+				       "directory, not a file", v);
+	} else if (k->flags & SK_DIR) {
+		if (stat(v, &st) || !S_ISDIR(st.st_mode))
+			st_problem_add(w->pl, w->file, line, disp, "names '%s', which is not "
+				       "an existing directory", v);
+	} else if (k->flags & SK_PARENT) {
+		char dir[4096];
+		char *slash;
+
+		snprintf(dir, sizeof(dir), "%s", v);
+		slash = strrchr(dir, '/');
+		if (!slash)
+			return;
+		if (slash == dir)
+			slash[1] = '\0';
+		else
+			*slash = '\0';
+		if (stat(dir, &st) || !S_ISDIR(st.st_mode))
+			st_problem_add(w->pl, w->file, line, disp, "names '%s', whose "
+				       "directory '%s' does not exist", v, dir);
+	}
+}
+
+/* Range, choice and extra checks of a setting of the right type. */
+static void check_value(const struct walk *w, const st_schema_key *k,
+			const config_setting_t *s, const char *disp)
+{
+	int line = config_setting_source_line(s), n = config_setting_length(s);
+	char why[512];
+	bool ranged = k->min < k->max;
+
+	switch (k->type) {
+	case SK_INT:
+		if (ranged && (int_value(s) < k->min || int_value(s) > k->max))
+			st_problem_add(w->pl, w->file, line, disp, "is %lld, out of range "
+				       "%lld..%lld", int_value(s), k->min, k->max);
+		break;
+	case SK_STRING: {
+		long long len = (long long)strlen(config_setting_get_string(s));
+
+		if (ranged && len < k->min)
+			st_problem_add(w->pl, w->file, line, disp, "is empty");
+		else if (ranged && len > k->max)
+			st_problem_add(w->pl, w->file, line, disp, "is too long (%lld "
+				       "characters, at most %lld)", len, k->max);
+		else if (k->check && k->check(s, why, sizeof(why)))
+			st_problem_add(w->pl, w->file, line, disp, "%s", why);
+		else if (w->check_files && k->flags & (SK_FILE | SK_DIR | SK_PARENT))
+			check_path(w, k, s, disp);
+		break;
+	}
+	case SK_LIST: case SK_STRINGS:
+		if (ranged && (n < k->min || n > k->max))
+			st_problem_add(w->pl, w->file, line, disp, "has %d entries, must "
+				       "have %lld..%lld", n, k->min, k->max);
+		break;
+	case SK_INTS: case SK_NUMBERS:
+		if (k->count && n != k->count) {
+			st_problem_add(w->pl, w->file, line, disp, "has %d element(s), must "
+				       "have %d", n, k->count);
+			break;
+		}
+		for (int i = 0; ranged && i < n; i++) {
+			double v = num(config_setting_get_elem(s, (unsigned)i));
+
+			if (v < (double)k->min || v > (double)k->max) {
+				st_problem_add(w->pl, w->file, line, disp, "element %d is %g, "
+					       "out of range %lld..%lld", i + 1, v, k->min,
+					       k->max);
+				break;
+			}
+		}
+		break;
+	default:
+		break;
+	}
+}
+
+static void walk_group(const struct walk *w, const config_setting_t *g,
+		       const char *pat, const char *disp);
+
+/* One setting found in the file. */
+static void walk_setting(const struct walk *w, const config_setting_t *s,
+			 const char *parent_pat, const char *parent_disp)
+{
+	const char *name = config_setting_name(s);
+	char pat[256], disp[256], ch[256];
+	int line = config_setting_source_line(s);
+	const st_schema_key *k;
+
+	snprintf(pat, sizeof(pat), "%s%s%s", parent_pat, *parent_pat ? "." : "", name);
+	snprintf(disp, sizeof(disp), "%s%s%s", parent_disp, *parent_disp ? "." : "", name);
+	k = st_schema_find(w->keys, w->n, pat);
+	if (!k) {
+		const char *near = nearest(w->keys, w->n, parent_pat, name);
+
+		if (near)
+			st_problem_add(w->pl, w->file, line, disp, "is not a known setting "
+				       "(did you mean '%s%s%s'?)", parent_disp,
+				       *parent_disp ? "." : "", near);
+		else
+			st_problem_add(w->pl, w->file, line, disp, "is not a known setting "
+				       "here (docs/configuration.md lists them)");
+		return;
+	}
+	if (k->type == SK_ENUM && (!type_ok(k, s) ||
+				   !choice_ok(k->choices, config_setting_get_string(s)))) {
+		choices_text(k->choices, ch, sizeof(ch));
+		if (type_ok(k, s))
+			st_problem_add(w->pl, w->file, line, disp, "'%s' is not %s",
+				       config_setting_get_string(s), ch);
+		else
+			st_problem_add(w->pl, w->file, line, disp, "is %s, which is not "
+				       "%s (give one of them as a string)",
+				       type_name(config_setting_type(s)), ch);
+		return;
+	}
+	if (!type_ok(k, s)) {
+		st_problem_add(w->pl, w->file, line, disp, "must be %s, not %s",
+			       want_name(k->type), type_name(config_setting_type(s)));
+		return;
+	}
+	check_value(w, k, s, disp);
+	if (k->type == SK_GROUP) {
+		walk_group(w, s, pat, disp);
+	} else if (k->type == SK_LIST) {
+		char epat[260], edisp[270];
+
+		snprintf(epat, sizeof(epat), "%s[]", pat);
+		for (int i = 0; i < config_setting_length(s); i++) {
+			const config_setting_t *e = config_setting_get_elem(s, (unsigned)i);
+
+			snprintf(edisp, sizeof(edisp), "%s[%d]", disp, i + 1);
+			if (!config_setting_is_group(e)) {
+				st_problem_add(w->pl, w->file, config_setting_source_line(e),
+					       edisp, "must be a group { ... }, not %s",
+					       type_name(config_setting_type(e)));
+				continue;
+			}
+			walk_group(w, e, epat, edisp);
+		}
+	}
+}
+
+/* Every member of a group, then the required keys it lacks. */
+static void walk_group(const struct walk *w, const config_setting_t *g,
+		       const char *pat, const char *disp)
+{
+	size_t plen = strlen(pat);
+
+	for (int i = 0; i < config_setting_length(g); i++)
+		walk_setting(w, config_setting_get_elem(g, (unsigned)i), pat, disp);
+	for (size_t i = 0; i < w->n; i++) {
+		const st_schema_key *k = &w->keys[i];
+		const char *leaf;
+
+		if (!(k->flags & SK_REQUIRED))
+			continue;
+		if (plen) {
+			if (strncmp(k->path, pat, plen) || k->path[plen] != '.')
+				continue;
+			leaf = k->path + plen + 1;
+		} else {
+			leaf = k->path;
+		}
+		if (strchr(leaf, '.') || strchr(leaf, '['))
+			continue;
+		if (!config_setting_get_member(g, leaf)) {
+			char full[300];
+
+			snprintf(full, sizeof(full), "%s%s%s", disp, *disp ? "." : "", leaf);
+			st_problem_add(w->pl, w->file, config_setting_source_line(g), full,
+				       "is missing (a required setting: %s)", k->doc);
+		}
+	}
+}
+
+void st_schema_validate(const config_t *c, const char *file,
+			const st_schema_key *keys, size_t n, bool check_files,
+			st_problems *pl)
+{
+	struct walk w = { keys, n, file, check_files, pl };
+
+	walk_group(&w, config_root_setting(c), "", "");
+}
+
+/* ---- values with the documented default ------------------------------ */
+
+long long st_schema_int(const config_t *c, const st_schema_key *keys, size_t n,
+			const char *path)
+{
+	const config_setting_t *s = config_lookup(c, path);
+	const st_schema_key *k = st_schema_find(keys, n, path);
+
+	if (s && is_int(s))
+		return int_value(s);
+	return k && k->def ? strtoll(k->def, NULL, 0) : 0;
+}
+
+bool st_schema_bool(const config_t *c, const st_schema_key *keys, size_t n,
+		    const char *path)
+{
+	const config_setting_t *s = config_lookup(c, path);
+	const st_schema_key *k = st_schema_find(keys, n, path);
+
+	if (s && config_setting_type(s) == CONFIG_TYPE_BOOL)
+		return config_setting_get_bool(s);
+	return k && k->def && !strcmp(k->def, "true");
+}
+
+const char *st_schema_string(const config_t *c, const st_schema_key *keys,
+			     size_t n, const char *path)
+{
+	const config_setting_t *s = config_lookup(c, path);
+	const st_schema_key *k = st_schema_find(keys, n, path);
+
+	if (s && config_setting_type(s) == CONFIG_TYPE_STRING)
+		return config_setting_get_string(s);
+	return k && k->def && *k->def ? k->def : NULL;
+}
+
+int st_schema_line(const config_t *c, const char *path)
+{
+	char p[256];
+	char *dot;
+
+	snprintf(p, sizeof(p), "%s", path);
+	for (;;) {
+		const config_setting_t *s = config_lookup(c, p);
+
+		if (s)
+			return config_setting_source_line(s);
+		dot = strrchr(p, '.');
+		if (!dot)
+			return 0;
+		*dot = '\0';
+	}
+}
+
+/* ---- the documentation ------------------------------------------------ */
+
+static const char *doc_type(enum st_sk_type t)
+{
+	switch (t) {
+	case SK_GROUP: return "group";
+	case SK_LIST: return "list of groups";
+	case SK_STRING: return "string";
+	case SK_ENUM: return "choice";
+	case SK_INT: return "integer";
+	case SK_BOOL: return "bool";
+	case SK_STRINGS: return "strings";
+	case SK_INTS: return "integers";
+	case SK_NUMBERS: return "numbers";
+	}
+	return "?";
+}
+
+static void print_table(FILE *f, const char *title, const st_schema_key *keys,
+			size_t n)
+{
+	fprintf(f, "### %s\n\n| setting | type | required / default | range, choices | meaning |\n"
+		   "|---|---|---|---|---|\n", title);
+	for (size_t i = 0; i < n; i++) {
+		const st_schema_key *k = &keys[i];
+		char range[256] = "", def[160] = "";
+		bool ranged = k->min < k->max;
+
+		switch (k->type) {
+		case SK_ENUM:
+			for (const char *p = k->choices; *p; p++) {
+				size_t o = strlen(range);
+
+				if (*p == '|')
+					snprintf(range + o, sizeof(range) - o, "` \\| `");
+				else if (o + 1 < sizeof(range))
+					range[o] = *p, range[o + 1] = '\0';
+			}
+			{
+				char tmp[256];
+
+				snprintf(tmp, sizeof(tmp), "`%s`", range);
+				snprintf(range, sizeof(range), "%s", tmp);
+			}
+			break;
+		case SK_INT:
+			if (ranged)
+				snprintf(range, sizeof(range), "%lld..%lld", k->min, k->max);
+			break;
+		case SK_STRING:
+			if (ranged)
+				snprintf(range, sizeof(range), "length %lld..%lld", k->min, k->max);
+			break;
+		case SK_LIST: case SK_STRINGS:
+			if (ranged)
+				snprintf(range, sizeof(range), "%lld..%lld entries", k->min, k->max);
+			break;
+		case SK_INTS: case SK_NUMBERS:
+			snprintf(range, sizeof(range), "%d elements", k->count);
+			if (ranged) {
+				size_t o = strlen(range);
+
+				snprintf(range + o, sizeof(range) - o, ", each %lld..%lld",
+					 k->min, k->max);
+			}
+			break;
+		default:
+			break;
+		}
+		if (k->flags & (SK_FILE | SK_DIR | SK_PARENT)) {
+			size_t o = strlen(range);
+
+			snprintf(range + o, sizeof(range) - o, "%s%s", o ? "; " : "",
+				 k->flags & SK_FILE ? "existing file" :
+				 k->flags & SK_DIR ? "existing directory" :
+				 "its directory exists");
+		}
+		if (k->flags & SK_REQUIRED)
+			snprintf(def, sizeof(def), "**required**");
+		else if (k->def && *k->def)
+			snprintf(def, sizeof(def), "`%s`", k->def);
+		else if (k->type != SK_GROUP)
+			snprintf(def, sizeof(def), "none");
+		fprintf(f, "| `%s` | %s | %s | %s | %s |\n", k->path, doc_type(k->type),
+			def, range, k->doc ? k->doc : "");
+	}
+	fputc('\n', f);
+}
+
+void st_schema_print(FILE *f)
+{
+	print_table(f, "station.conf", st_config_schema, st_config_schema_len);
+	print_table(f, "Product profile", st_profile_schema, st_profile_schema_len);
+}
