@@ -18,6 +18,7 @@ struct st_profile {
 	char target_opts[128]; /* tpm2 handles as driver options, "" = none */
 	char name[64];
 	char version[32];
+	char ca_key[16];         /* algorithms.ca_key, "" = any */
 	bool require_work_order; /* quota.require_work_order */
 	char org[128];
 	int validity_days;
@@ -444,8 +445,8 @@ static int profile_parse(const char *path, st_profile **out, st_problems *pl)
 		goto cleanup;
 	}
 	if (!path) {
-		st_problem_add(pl, "profile", 0, NULL, "no profile given (--profile or "
-			       "'profile' in the configuration)");
+		st_problem_add(pl, "no profile given", 0, NULL, "give --profile FILE or "
+			       "'profile' in the configuration");
 		goto cleanup;
 	}
 	if (!st_schema_read(&c, path, "profile", pl))
@@ -455,6 +456,8 @@ static int profile_parse(const char *path, st_profile **out, st_problems *pl)
 	snprintf(p->name, sizeof(p->name), "%s", str ? str : "");
 	str = st_schema_string(&c, PRF, "version");
 	snprintf(p->version, sizeof(p->version), "%s", str ? str : "");
+	str = st_schema_string(&c, PRF, "algorithms.ca_key");
+	snprintf(p->ca_key, sizeof(p->ca_key), "%s", str ? str : "");
 	str = st_schema_string(&c, PRF, "key_mode");
 	p->inject = str && !strcmp(str, "inject");
 	p->require_work_order = st_schema_bool(&c, PRF, "quota.require_work_order");
@@ -573,6 +576,11 @@ const char *st_profile_version(const st_profile *p)
 bool st_profile_requires_work_order(const st_profile *p)
 {
 	return p->require_work_order;
+}
+
+const char *st_profile_ca_key(const st_profile *p)
+{
+	return p->ca_key[0] ? p->ca_key : NULL;
 }
 
 int st_config_check(const char *config_path, const char *profile_path,

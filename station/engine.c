@@ -1045,6 +1045,7 @@ static int load_ca(struct job *job, char *err, size_t errlen)
 	const char *label = st_profile_issuer(job->prof) ? st_profile_issuer(job->prof) :
 			    job->cfg->ca_label;
 	hsm_session *s = NULL;
+	hsm_keytype want;
 	st_ca_choice ca;
 	/* Issuing, and for inject mode making and wrapping device keys. */
 	hsm_mech need[] = { 0, HSM_M_EC_KEY_PAIR_GEN, HSM_M_ECDH1_DERIVE,
@@ -1061,6 +1062,15 @@ static int load_ca(struct job *job, char *err, size_t errlen)
 	hsm_session_close(s);
 	if (rc)
 		return rc;
+	if (st_profile_ca_key(job->prof) &&
+	    (hsm_keytype_parse(st_profile_ca_key(job->prof), &want) || want != ca.type)) {
+		snprintf(err, errlen, "profile %s requires a %s issuing CA "
+			 "(algorithms.ca_key) but CA '%s' is %s: name another with "
+			 "certificate.issuer or --ca-key", st_profile_name(job->prof),
+			 st_profile_ca_key(job->prof), ca.label, hsm_keytype_name(ca.type));
+		X509_free(ca.cert);
+		return ST_E_CONFIG;
+	}
 	need[0] = st_sigmech_need(ca.type);
 	rc = hsm_check_mechanisms(job->h, need, st_profile_key_inject(job->prof) ?
 				  ST_ARRAY_SIZE(need) : 1);
@@ -1115,6 +1125,8 @@ static int audit_start(struct job *job, st_audit **out, char *err, size_t errlen
 			       "station", job->cfg->station_id,
 			       "profile", st_profile_name(job->prof),
 			       "profile_digest", st_profile_digest(job->prof),
+			       "profile_version", *st_profile_version(job->prof) ?
+			       st_profile_version(job->prof) : NULL,
 			       "ca_sha256", ca_fp, "ca_subject", ca_subj,
 			       "work_order", run->work_order, "slots", slots,
 			       "burn_fuses", run->burn_fuses ? "yes" : "no", NULL);

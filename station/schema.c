@@ -55,7 +55,7 @@ static const char *check_port(const config_setting_t *s, char *why, size_t len)
 	const char *driver = NULL;
 	unsigned vid, pid;
 	int used = 0;
-	static __thread char uri[256];
+	char uri[256];
 
 	config_setting_lookup_string(config_setting_parent(s), "driver", &driver);
 	if (st_slot_uri(driver, v, uri, sizeof(uri))) {
@@ -187,6 +187,10 @@ const st_schema_key st_profile_schema[] = {
 	{ "algorithms", SK_GROUP, 0, .doc = "Key algorithms." },
 	{ "algorithms.device_key", SK_ENUM, 0, .choices = "p256", .def = "p256",
 	  .doc = "The device identity key (the programmer protocol carries P-256)." },
+	{ "algorithms.ca_key", SK_ENUM, 0, .choices = "p256|p384|rsa3072|ed25519", .def = "",
+	  .doc = "Key type the issuing CA must have (its signature: ECDSA with SHA-256 "
+		 "or SHA-384, RSA PKCS#1 v1.5 with SHA-256, Ed25519); a run refuses "
+		 "another CA.  None: any." },
 	{ "certificate", SK_GROUP, R, .doc = "The device certificate template." },
 	{ "certificate.organization", SK_STRING, 0, 1, 127, .def = "",
 	  .doc = "O of the subject when no `subject` template is given." },

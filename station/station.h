@@ -80,6 +80,9 @@ const char *st_profile_name(const st_profile *p);
 const char *st_profile_version(const st_profile *p);
 /* quota.require_work_order: a batch run needs a work order. */
 bool st_profile_requires_work_order(const st_profile *p);
+/* algorithms.ca_key: the key type ("p384", ...) the issuing CA must have,
+ * or NULL for any. */
+const char *st_profile_ca_key(const st_profile *p);
 /* SHA-256 of the profile file as loaded, hex. */
 const char *st_profile_digest(const st_profile *p);
 /* Target options the profile gives drivers (TPM handles), or NULL. */

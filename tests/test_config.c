@@ -547,3 +547,48 @@ Test(schema, docs_configuration_md_lists_the_schema_the_station_checks, .timeout
 	free(r);
 	fx_rmtree(w.dir);
 }
+
+/* The body of the run's station_start event, from the store with sqlite3. */
+static void start_event(const fx_world *w, char *out, size_t cap)
+{
+	char cmd[1200];
+	FILE *p;
+	size_t n;
+
+	snprintf(cmd, sizeof(cmd), "sqlite3 '%s' \"SELECT body FROM events WHERE "
+		 "kind = 'station_start' ORDER BY seq DESC LIMIT 1\"", w->db);
+	p = popen(cmd, "r");
+	cr_assert_not_null(p, "%s", cmd);
+	n = fread(out, 1, cap - 1, p);
+	out[n] = '\0';
+	cr_assert_eq(pclose(p), 0, "sqlite3 failed (is it installed?): %s", cmd);
+}
+
+Test(run, the_profile_algorithms_and_version_hold_and_are_recorded, .timeout = 120)
+{
+	fx_world w;
+	fx_run *r = new_run();
+	fx_devsim sim;
+	char body[8192];
+
+	fx_world_init(&w, true, 2000);
+	cr_assert_eq(fx_devsim_start(&sim, w.dir, "prog1", 1, NULL), 0);
+	/* `ca init` made a P-256 CA: a profile that wants P-384 is refused. */
+	fx_write_file(w.profile, FX_PROFILE "version = \"2.1\";\n"
+		      "algorithms: { device_key = \"p256\"; ca_key = \"p384\"; };\n");
+	fx_station_run(r, &w, "--slot", sim.port, "provision", NULL);
+	cr_assert_eq(r->code, 2, "exit %d: %s", r->code, r->err);
+	cr_assert(strstr(r->err, "requires a p384 issuing CA (algorithms.ca_key) but "
+			 "CA 'issuing-ca' is EC P-256"), "%s", r->err);
+	cr_assert_eq(fx_count_units(&w, NULL), 0);
+	fx_write_file(w.profile, FX_PROFILE "version = \"2.1\";\n"
+		      "algorithms: { device_key = \"p256\"; ca_key = \"p256\"; };\n");
+	fx_station_run(r, &w, "--slot", sim.port, "provision", NULL);
+	cr_assert_eq(r->code, 0, "exit %d: %s", r->code, r->err);
+	cr_assert_eq(fx_count_units(&w, "PASS"), 1);
+	start_event(&w, body, sizeof(body));
+	cr_assert(strstr(body, "\"profile_version\":\"2.1\""), "%s", body);
+	fx_devsim_stop(&sim);
+	free(r);
+	fx_rmtree(w.dir);
+}
