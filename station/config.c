@@ -40,6 +40,33 @@ static int take_string(config_t *c, const char *path, const char *def, char **ds
 	return v && !*dst ? ST_E_NOMEM : ST_OK;
 }
 
+/* Copy a list (or array) of strings; absent: none.  Elements that are not
+ * strings are left for the configuration check to name. */
+static int take_string_list(config_t *c, const char *path, char ***dst, size_t *n)
+{
+	config_setting_t *set = config_lookup(c, path);
+	int count = set ? config_setting_length(set) : 0;
+
+	*dst = NULL;
+	*n = 0;
+	if (count <= 0)
+		return ST_OK;
+	*dst = calloc((size_t)count, sizeof(**dst));
+	if (!*dst)
+		return ST_E_NOMEM;
+	for (int i = 0; i < count; i++) {
+		const char *v = config_setting_get_string_elem(set, i);
+
+		if (!v)
+			continue;
+		(*dst)[*n] = strdup(v);
+		if (!(*dst)[*n])
+			return ST_E_NOMEM;
+		(*n)++;
+	}
+	return ST_OK;
+}
+
 int st_config_load(const char *path, st_config *cfg, char *err, size_t errlen)
 {
 	config_t c;
@@ -62,9 +89,19 @@ int st_config_load(const char *path, st_config *cfg, char *err, size_t errlen)
 	    take_string(&c, "hsm.ca_key", NULL, &cfg->ca_label) ||
 	    take_string(&c, "records.path", "station-records.db", &cfg->records_path) ||
 	    take_string(&c, "records.cert_dir", NULL, &cfg->cert_dir) ||
-	    take_string(&c, "profile", NULL, &cfg->profile_path)) {
+	    take_string(&c, "profile", NULL, &cfg->profile_path) ||
+	    take_string(&c, "trust.engineering_key", NULL, &cfg->engineering_key) ||
+	    take_string(&c, "roles.operators", NULL, &cfg->operators_path) ||
+	    take_string_list(&c, "trust.profile_keys", &cfg->profile_keys,
+			     &cfg->nprofile_keys)) {
 		rc = ST_E_NOMEM;
 		goto cleanup;
+	}
+	{
+		int req = 0;
+
+		config_lookup_bool(&c, "roles.require", &req);
+		cfg->roles_require = req;
 	}
 	config_lookup_int(&c, "programmer.timeout_ms", &timeout);
 	if (timeout < 50 || timeout > 600000) {
@@ -90,6 +127,11 @@ void st_config_free(st_config *cfg)
 	free(cfg->records_path);
 	free(cfg->cert_dir);
 	free(cfg->profile_path);
+	for (size_t i = 0; i < cfg->nprofile_keys; i++)
+		free(cfg->profile_keys[i]);
+	free(cfg->profile_keys);
+	free(cfg->engineering_key);
+	free(cfg->operators_path);
 	memset(cfg, 0, sizeof(*cfg));
 }
 
