@@ -9,7 +9,7 @@ BUILD  ?= build
 PREFIX ?= /usr/local
 CC     ?= cc
 
-PKGS      := openssl sqlite3 zlib jansson libconfig libusb-1.0 ncursesw
+PKGS      := openssl sqlite3 zlib jansson libconfig libusb-1.0 ncursesw libcrypt
 # TPM 2.0 targets (device-drivers/tpm2/): tpm2-tss ESYS, TCTI loader, RC decoding.
 PKGS      += tss2-esys tss2-tctildr tss2-rc
 # PKCS#11 modules are dlopen()ed: only the header comes from p11-kit.

@@ -112,6 +112,35 @@ static const struct migration {
 	  " BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;"
 	  "CREATE TRIGGER events_no_delete BEFORE DELETE ON events"
 	  " BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;" },
+	/* Re-provisioning (docs/roles.md): a PASS identity a supervisor
+	 * replaced is revoked; one PASS per device is now one PASS that is
+	 * not revoked, so a device can get a new identity without its old
+	 * record changing. */
+	{ 3,
+	  "CREATE TABLE revocations ("
+	  " unit_id INTEGER PRIMARY KEY REFERENCES units(id),"
+	  " uid TEXT NOT NULL,"
+	  " cert_serial TEXT NOT NULL,"
+	  " reason TEXT NOT NULL,"
+	  " revoked_by TEXT NOT NULL,"
+	  " revoked_at TEXT NOT NULL);"
+	  "CREATE TRIGGER revocations_final BEFORE UPDATE ON revocations"
+	  " BEGIN SELECT RAISE(ABORT, 'revocations are final'); END;"
+	  "CREATE TRIGGER revocations_no_delete BEFORE DELETE ON revocations"
+	  " BEGIN SELECT RAISE(ABORT, 'revocations are never deleted'); END;"
+	  "DROP INDEX units_one_pass;"
+	  "CREATE TRIGGER units_one_live_pass BEFORE UPDATE OF state ON units"
+	  " WHEN NEW.state = 'PASS' AND EXISTS (SELECT 1 FROM units u"
+	  "  WHERE u.uid = NEW.uid AND u.state = 'PASS' AND u.id <> NEW.id"
+	  "  AND u.id NOT IN (SELECT unit_id FROM revocations))"
+	  " BEGIN SELECT RAISE(ABORT, 'UNIQUE constraint failed: units.uid"
+	  " (device already has a PASS record)'); END;"
+	  "CREATE TRIGGER units_one_live_pass_ins BEFORE INSERT ON units"
+	  " WHEN NEW.state = 'PASS' AND EXISTS (SELECT 1 FROM units u"
+	  "  WHERE u.uid = NEW.uid AND u.state = 'PASS'"
+	  "  AND u.id NOT IN (SELECT unit_id FROM revocations))"
+	  " BEGIN SELECT RAISE(ABORT, 'UNIQUE constraint failed: units.uid"
+	  " (device already has a PASS record)'); END;" },
 };
 
 enum {
@@ -160,7 +189,8 @@ static const char *const stmt_sql[S_N] = {
 		" WHERE id = ?1 AND state = 'RUNNING'",
 	[S_LAST] = "SELECT id, state FROM units WHERE uid = ?1"
 		" ORDER BY id DESC LIMIT 1",
-	[S_PASS] = "SELECT id FROM units WHERE uid = ?1 AND state = 'PASS'",
+	[S_PASS] = "SELECT id FROM units WHERE uid = ?1 AND state = 'PASS'"
+		" AND id NOT IN (SELECT unit_id FROM revocations)",
 	[S_COUNT_ALL] = "SELECT count(*) FROM units",
 	[S_COUNT] = "SELECT count(*) FROM units WHERE state = ?1",
 	[S_EV_LAST] = "SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1",
@@ -729,6 +759,10 @@ static int end_fail(rec_store *r, int64_t unit_id, const char *uid,
 {
 	const char *msg = sqlite3_errmsg(r->db);
 
+	if (sqlite3_extended_errcode(r->db) == SQLITE_CONSTRAINT_TRIGGER &&
+	    strstr(msg, "already has a PASS record"))
+		return rec_fail(r, ST_E_DB, "device %s already has a PASS record "
+			    "that is not revoked", uid);
 	if (sqlite3_extended_errcode(r->db) == SQLITE_CONSTRAINT_UNIQUE) {
 		if (strstr(msg, "units.uid"))
 			return rec_fail(r, ST_E_DB, "device %s already has a PASS "
@@ -879,7 +913,8 @@ int rec_last_result(rec_store *r, const char *uid, char *buf, size_t len)
 	return err;
 }
 
-/* Backed by the partial unique index, so at most one row can answer. */
+/* Backed by the units_one_live_pass trigger, so at most one row can
+ * answer: a revoked PASS (re-provisioned device) does not count. */
 int rec_find_pass(rec_store *r, const char *uid, int64_t *unit_id)
 {
 	sqlite3_stmt *s;
@@ -1315,6 +1350,116 @@ int rec_unit_steps(rec_store *r, int64_t unit_id, rec_step_fn fn, void *ctx)
 			 (const char *)sqlite3_column_text(s, 2));
 	if (!err && rc != SQLITE_DONE && rc != SQLITE_ROW)
 		err = rec_db_fail(r, ST_E_DB, "read the steps of unit %lld", (long long)unit_id);
+out:
+	sqlite3_finalize(s);
+	pthread_mutex_unlock(&r->lock);
+	return err;
+}
+
+int rec_revoke(rec_store *r, int64_t unit_id, const char *reason,
+	       const char *by)
+{
+	sqlite3_stmt *s = NULL;
+	char uid[128] = "", serial[128] = "", state[16] = "";
+	json_t *data = NULL;
+	int err;
+
+	if (!r)
+		return ST_E_INVAL;
+	err = rec_enter(r);
+	if (err)
+		goto out;
+	if (!reason || !*reason || !by || !*by) {
+		err = rec_fail(r, ST_E_INVAL, "a revocation needs a reason and "
+			   "who decided it");
+		goto out;
+	}
+	err = txn_begin(r, "revocation");
+	if (err)
+		goto out;
+	if (sqlite3_prepare_v2(r->db, "SELECT uid, state, coalesce(cert_serial, '')"
+			       " FROM units WHERE id = ?1", -1, &s, NULL) != SQLITE_OK) {
+		err = rec_db_fail(r, ST_E_DB, "look up unit %lld", (long long)unit_id);
+		goto done;
+	}
+	sqlite3_bind_int64(s, 1, unit_id);
+	if (sqlite3_step(s) != SQLITE_ROW) {
+		err = rec_fail(r, ST_E_NOTFOUND, "no unit record %lld", (long long)unit_id);
+		goto done;
+	}
+	snprintf(uid, sizeof(uid), "%s", (const char *)sqlite3_column_text(s, 0));
+	snprintf(state, sizeof(state), "%s", (const char *)sqlite3_column_text(s, 1));
+	snprintf(serial, sizeof(serial), "%s", (const char *)sqlite3_column_text(s, 2));
+	sqlite3_finalize(s);
+	s = NULL;
+	if (strcmp(state, "PASS") || !serial[0]) {
+		err = rec_fail(r, ST_E_STATE, "unit record %lld (device %s) is %s, "
+			   "not a PASS with a certificate: nothing to revoke",
+			   (long long)unit_id, uid, state);
+		goto done;
+	}
+	if (sqlite3_prepare_v2(r->db, "INSERT INTO revocations (unit_id, uid,"
+			       " cert_serial, reason, revoked_by, revoked_at)"
+			       " VALUES (?1, ?2, ?3, ?4, ?5, " NOW ")", -1, &s,
+			       NULL) != SQLITE_OK) {
+		err = rec_db_fail(r, ST_E_DB, "revoke unit %lld", (long long)unit_id);
+		goto done;
+	}
+	sqlite3_bind_int64(s, 1, unit_id);
+	rec_bind_text(s, 2, uid);
+	rec_bind_text(s, 3, serial);
+	rec_bind_text(s, 4, reason);
+	rec_bind_text(s, 5, by);
+	if (sqlite3_step(s) != SQLITE_DONE) {
+		err = sqlite3_extended_errcode(r->db) == SQLITE_CONSTRAINT_PRIMARYKEY ?
+		      rec_fail(r, ST_E_EXISTS, "unit record %lld is already revoked",
+			       (long long)unit_id) :
+		      rec_db_fail(r, ST_E_DB, "revoke unit %lld", (long long)unit_id);
+		goto done;
+	}
+	data = json_pack("{s:I, s:s, s:s, s:s}", "unit", (json_int_t)unit_id,
+			 "cert_serial", serial, "reason", reason, "by", by);
+	err = rec_append_event(r, "revoke", 0, uid, data);
+	if (!err)
+		err = txn_commit(r, "revocation");
+done:
+	sqlite3_finalize(s);
+	txn_end(r);
+out:
+	pthread_mutex_unlock(&r->lock);
+	return err;
+}
+
+int rec_list_revoked(rec_store *r, rec_revoked_fn fn, void *ctx)
+{
+	sqlite3_stmt *s = NULL;
+	int rc, err;
+
+	if (!r)
+		return ST_E_INVAL;
+	err = rec_enter(r);
+	if (err)
+		goto out;
+	if (sqlite3_prepare_v2(r->db, "SELECT unit_id, uid, cert_serial, reason,"
+			       " revoked_by, revoked_at FROM revocations ORDER BY"
+			       " revoked_at, unit_id", -1, &s, NULL) != SQLITE_OK) {
+		err = rec_db_fail(r, ST_E_DB, "read the revocations");
+		goto out;
+	}
+	while (!err && (rc = sqlite3_step(s)) == SQLITE_ROW) {
+		rec_revoked_row row = {
+			.unit_id = sqlite3_column_int64(s, 0),
+			.uid = (const char *)sqlite3_column_text(s, 1),
+			.cert_serial = (const char *)sqlite3_column_text(s, 2),
+			.reason = (const char *)sqlite3_column_text(s, 3),
+			.by = (const char *)sqlite3_column_text(s, 4),
+			.at = (const char *)sqlite3_column_text(s, 5),
+		};
+
+		err = fn(ctx, &row);
+	}
+	if (!err && rc != SQLITE_DONE)
+		err = rec_db_fail(r, ST_E_DB, "read the revocations");
 out:
 	sqlite3_finalize(s);
 	pthread_mutex_unlock(&r->lock);

@@ -217,6 +217,27 @@ int rec_list_events(rec_store *r, int64_t unit_id, rec_event_fn fn,
 int rec_list_audit_certs(rec_store *r, int (*fn)(void *ctx, const char *sha256,
 						 const char *pem), void *ctx);
 
+/* ---- Revocations (re-provisioning, docs/roles.md) ---- */
+
+/* Revoke the PASS unit unit_id (its certificate serial goes on the
+ * revocation list; the device counts as not provisioned, so it can be
+ * given a new identity), with the reason and who decided it (a supervisor),
+ * and a "revoke" event, in one transaction.  ST_E_STATE for a unit that is
+ * not PASS, ST_E_EXISTS when already revoked. */
+int rec_revoke(rec_store *r, int64_t unit_id, const char *reason,
+	       const char *by);
+
+/* One revoked certificate, valid during the callback. */
+typedef struct rec_revoked_row {
+	int64_t unit_id;
+	const char *uid, *cert_serial, *reason, *by, *at;
+} rec_revoked_row;
+
+typedef int (*rec_revoked_fn)(void *ctx, const rec_revoked_row *row);
+
+/* Every revocation, oldest first (callback under the store's lock). */
+int rec_list_revoked(rec_store *r, rec_revoked_fn fn, void *ctx);
+
 /* Close the store.  NULL is fine.  Every other thread must be done with it
  * (joined, or at least finished calling). */
 void rec_close(rec_store *r);

@@ -40,10 +40,22 @@ cat >"$STATE/station.conf" <<CONF
 station: { id = "demo-station"; };
 hsm: { module = "/usr/lib/softhsm/libsofthsm2.so"; token = "station"; ca_key = "issuing-ca"; };
 records: { path = "$STATE/records.db"; cert_dir = "$STATE/certs"; };
-profile = "$(pwd)/profiles/demo.profile";
+profile = "$STATE/demo.profile";
 programmer: { timeout_ms = 3000; };
+trust: { profile_keys = [ "$STATE/eng.pub.pem" ]; engineering_key = "demo-engineering"; };
 CONF
 ST=("$STATION" --config "$STATE/station.conf" --pin-file "$STATE/hsm/user.pin")
+
+# 1b. Only a signed profile runs.  The demo's engineering key lives in the
+#     same SoftHSM token (in a factory it is engineering's own HSM); its
+#     public key is the station's trust anchor (trust.profile_keys).
+echo "== signed profile"
+"${ST[@]}" profile keygen --out "$STATE/eng.pub.pem"
+cp profiles/demo.profile "$STATE/demo.profile"
+"${ST[@]}" profile sign --in "$STATE/demo.profile"
+openssl dgst -sha256 -verify "$STATE/eng.pub.pem" \
+	-signature "$STATE/demo.profile.sig" "$STATE/demo.profile"
+"${ST[@]}" profile verify
 
 # 2. The issuing CA: key made inside the token, self-signed certificate.
 echo "== issuing CA"

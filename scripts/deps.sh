@@ -3,7 +3,7 @@
 # missing.  Quiet when everything is there.  Needs root (or sudo) to install.
 set -eu
 PKGS="build-essential pkg-config libssl-dev libsqlite3-dev libp11-kit-dev p11-kit-modules zlib1g-dev
-libjansson-dev libconfig-dev libcriterion-dev softhsm2 opensc sqlite3 openssl
+libjansson-dev libconfig-dev libcrypt-dev libcriterion-dev softhsm2 opensc sqlite3 openssl
 libusb-1.0-0-dev libncurses-dev tmux umockdev libumockdev-dev clang e2fsprogs
 libtss2-dev swtpm swtpm-tools tpm2-tools time"
 missing=""

@@ -91,6 +91,33 @@ static int parse_slots(const config_t *c, const char *path, st_config *cfg,
 	return ST_OK;
 }
 
+/* Copy a list (or array) of strings; absent: none.  Elements that are not
+ * strings are left for the configuration check to name. */
+static int take_string_list(const config_t *c, const char *path, char ***dst, size_t *n)
+{
+	const config_setting_t *set = config_lookup(c, path);
+	int count = set ? config_setting_length(set) : 0;
+
+	*dst = NULL;
+	*n = 0;
+	if (count <= 0)
+		return ST_OK;
+	*dst = calloc((size_t)count, sizeof(**dst));
+	if (!*dst)
+		return ST_E_NOMEM;
+	for (int i = 0; i < count; i++) {
+		const char *v = config_setting_get_string_elem(set, i);
+
+		if (!v)
+			continue;
+		(*dst)[*n] = strdup(v);
+		if (!(*dst)[*n])
+			return ST_E_NOMEM;
+		(*n)++;
+	}
+	return ST_OK;
+}
+
 /* Read and check the configuration at path (NULL: defaults) into cfg,
  * every problem into pl.  cfg is filled as far as the file allows even
  * when there are problems (config check still finds the profile). */
@@ -115,7 +142,11 @@ static int config_parse(const char *path, st_config *cfg, bool check_files,
 	    take_string(&c, "hsm.ca_key", &cfg->ca_label) ||
 	    take_string(&c, "records.path", &cfg->records_path) ||
 	    take_string(&c, "records.cert_dir", &cfg->cert_dir) ||
-	    take_string(&c, "profile", &cfg->profile_path)) {
+	    take_string(&c, "profile", &cfg->profile_path) ||
+	    take_string(&c, "trust.engineering_key", &cfg->engineering_key) ||
+	    take_string(&c, "roles.operators", &cfg->operators_path) ||
+	    take_string_list(&c, "trust.profile_keys", &cfg->profile_keys,
+			     &cfg->nprofile_keys)) {
 		rc = ST_E_NOMEM;
 		goto cleanup;
 	}
@@ -128,6 +159,7 @@ static int config_parse(const char *path, st_config *cfg, bool check_files,
 	retries = st_schema_int(&c, CFG, "programmer.retries");
 	cfg->retries = retries ? (int)retries : -1;
 	cfg->burn_fuses = st_schema_bool(&c, CFG, "defaults.burn_fuses");
+	cfg->roles_require = st_schema_bool(&c, CFG, "roles.require");
 	cfg->units = (int)st_schema_int(&c, CFG, "defaults.units");
 	cfg->plug_wait_ms = (int)st_schema_int(&c, CFG, "defaults.plug_wait_s") * 1000;
 	rc = parse_slots(&c, path, cfg, pl);
@@ -185,6 +217,11 @@ void st_config_free(st_config *cfg)
 		free(cfg->slots[i].name);
 		free(cfg->slots[i].uri);
 	}
+	for (size_t i = 0; i < cfg->nprofile_keys; i++)
+		free(cfg->profile_keys[i]);
+	free(cfg->profile_keys);
+	free(cfg->engineering_key);
+	free(cfg->operators_path);
 	memset(cfg, 0, sizeof(*cfg));
 }
 

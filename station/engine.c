@@ -92,6 +92,7 @@ struct unit {
 	int64_t t0;
 	char pending[1024];   /* fuse intents an interrupted run left open */
 	bool after_lock;      /* the interrupted run stopped at its lifecycle step */
+	char reprovision[768]; /* re-provisioned: who, why, the revoked serial */
 };
 
 /* Hand an event to the front end. */
@@ -693,6 +694,40 @@ static int last_intent(void *ctx, const char *name, const char *outcome,
 	return 0;
 }
 
+/* Has a supervisor allowed this device a new identity in this run? */
+static bool may_reprovision(const st_run *run, const char *uid)
+{
+	return run->reprovision_reason && run->supervisor_name &&
+	       (!run->reprovision_uid || !strcasecmp(run->reprovision_uid, uid));
+}
+
+/* Re-provisioning: revoke the PASS identity of unit record id (its serial
+ * goes on the revocation list, with the supervisor and the reason) so the
+ * device is provisioned like a new one.  ST_E_NOTFOUND when revoked (go
+ * on), else an error after a slot error. */
+static int reprovision(struct worker *w, struct unit *u, int64_t id)
+{
+	const st_run *run = w->job->run;
+	st_event ev = { .kind = ST_EV_STEP, .uid = u->info.uid_hex,
+			.step = "history", .outcome = "ok", .detail = u->reprovision };
+	int rc = rec_revoke(w->job->rec, id, run->reprovision_reason,
+			    run->supervisor_name);
+
+	if (rc) {
+		slot_error(w, ST_E_DB, "slot %d: unit %s: cannot revoke its identity "
+			   "(unit record %lld) for re-provisioning: %s; nothing was "
+			   "done to the unit", w->slot, u->info.uid_hex, (long long)id,
+			   rec_errmsg(w->job->rec));
+		record_failed(w, ST_E_DB);
+		return ST_E_DB;
+	}
+	snprintf(u->reprovision, sizeof(u->reprovision), "re-provisioned by "
+		 "supervisor %s: %s; the identity of unit record %lld is revoked",
+		 run->supervisor_name, run->reprovision_reason, (long long)id);
+	emit(w, &ev);
+	return ST_E_NOTFOUND;
+}
+
 /* Identify the next unit and decide whether to provision it.  Returns 1 to
  * provision, 2 when another slot holds the same device ID right now, 0 to
  * skip it (already done), negative to end the slot.  A unit left RUNNING by
@@ -721,6 +756,8 @@ static int next_unit(struct worker *w, struct unit *u)
 	if (u->dup_slot)
 		return 2;
 	rc = rec_find_pass(w->job->rec, u->info.uid_hex, &id);
+	if (rc == ST_OK && may_reprovision(w->job->run, u->info.uid_hex))
+		rc = reprovision(w, u, id);
 	if (rc == ST_OK) {
 		st_event ev = { .kind = ST_EV_STEP, .uid = u->info.uid_hex,
 				.step = "history", .outcome = "skip",
@@ -887,6 +924,14 @@ static int begin_unit(struct worker *w, struct unit *u)
 			   rec_errmsg(job->rec));
 		record_failed(w, rc);
 		return hsm_gone(rc) ? rc : ST_E_DB;
+	}
+	if (u->reprovision[0] &&
+	    rec_step(job->rec, u->id, "reprovision", "ok", u->reprovision)) {
+		slot_error(w, ST_E_DB, "slot %d: unit %s: cannot record the "
+			   "re-provisioning (%s)", w->slot, u->info.uid_hex,
+			   rec_errmsg(job->rec));
+		record_failed(w, ST_E_DB);
+		return ST_E_DB;
 	}
 	emit(w, &ev);
 	return 0;
@@ -1132,7 +1177,12 @@ static int audit_start(struct job *job, st_audit **out, char *err, size_t errlen
 			       "burn_fuses", run->burn_fuses ? "yes" : "no", NULL);
 	if (!rc)
 		rc = rec_event(job->rec, "operator_login", NULL,
-			       "operator", run->operator_name, NULL);
+			       "operator", run->operator_name,
+			       "authenticated", run->operator_authenticated ? "yes" : "no",
+			       "profile_signer", run->profile_signer,
+			       "supervisor", run->supervisor_name,
+			       "reprovision_reason", run->reprovision_reason,
+			       "reprovision_uid", run->reprovision_uid, NULL);
 	OPENSSL_free(ca_subj);
 	if (rc) {
 		snprintf(err, errlen, "records: cannot record the station start, so "

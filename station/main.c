@@ -25,7 +25,9 @@
 #include "base.h"
 #include "hsm/hsm.h"
 #include "records/records.h"
+#include "station/cmd_profile.h"
 #include "station/cmd_records.h"
+#include "station/roles.h"
 #include "station/station.h"
 #include "ui/ui.h"
 
@@ -51,6 +53,8 @@ struct cli {
 	int max_units;
 	st_run run;
 	st_rec_cli rec;         /* options of the records/audit commands */
+	st_role_cli role;       /* options of profile/operator/crl/quarantine */
+	bool reprovision;       /* --reprovision (with --supervisor, --reason) */
 	pthread_mutex_t out_lock;
 };
 
@@ -200,10 +204,43 @@ static void on_event(const st_event *ev, void *ctx)
 	pthread_mutex_unlock(&cli->out_lock);
 }
 
+/* Who runs (docs/roles.md): with an operator list, the operator proves who
+ * they are (and must when roles.require); a re-provisioning run also needs
+ * a supervisor, asked now.  0 or the exit code. */
+static int check_people(struct cli *cli, hsm *h, rec_store *rec)
+{
+	const st_config *cfg = &cli->cfg;
+	int code;
+
+	if (cfg->roles_require && !cli->role.operator_name)
+		return die(EXIT_USAGE, "this station runs only for an operator on its "
+			   "list (roles.require): give --operator NAME");
+	if (cli->role.operator_name && (cfg->operators_path || cfg->roles_require)) {
+		code = st_cli_authenticate(cfg, h, rec, cli->role.operator_name,
+					   cli->role.password_file, "STATION_PASSWORD",
+					   ST_ROLE_OPERATOR);
+		if (code)
+			return code;
+		cli->run.operator_authenticated = true;
+	}
+	if (cli->reprovision) {
+		code = st_cli_authenticate(cfg, h, rec, cli->role.supervisor_name,
+					   cli->role.supervisor_password_file,
+					   "STATION_SUPERVISOR_PASSWORD", ST_ROLE_SUPERVISOR);
+		if (code)
+			return code;
+		cli->run.supervisor_name = cli->role.supervisor_name;
+		cli->run.reprovision_reason = cli->role.reason;
+		cli->run.reprovision_uid = cli->rec.uid;
+	}
+	return 0;
+}
+
 /* station provision: run the units in the given slots. */
 static int cmd_provision(struct cli *cli, int argc, char **argv)
 {
 	char err[512] = "";
+	st_signed_info signed_info;
 	st_profile *prof = NULL;
 	rec_store *rec = NULL;
 	hsm *h = NULL;
@@ -214,8 +251,13 @@ static int cmd_provision(struct cli *cli, int argc, char **argv)
 	if (argc > 0 || cli->run.nslots == 0)
 		return die(EXIT_USAGE, "provision: give each programmer with --slot PORT "
 			   "(or slots in the configuration)");
-	if (st_profile_load(cli->cfg.profile_path, &prof, err, sizeof(err)))
-		return die(EXIT_USAGE, "profile: %s", err);
+	if (cli->reprovision && (!cli->role.supervisor_name || !cli->role.reason ||
+				 !*cli->role.reason))
+		return die(EXIT_USAGE, "provision --reprovision: a supervisor decides "
+			   "it, with a reason: give --supervisor NAME and --reason TEXT");
+	if (st_profile_load_signed(&cli->cfg, cli->cfg.profile_path, &prof, &signed_info,
+				   err, sizeof(err)))
+		return die(EXIT_USAGE, "profile refused: %s; nothing was provisioned", err);
 	rc = rec_open(cli->cfg.records_path, &rec);
 	if (rc) {
 		code = die(EXIT_RECORDS, "records: cannot open %s: %s",
@@ -225,6 +267,10 @@ static int cmd_provision(struct cli *cli, int argc, char **argv)
 	code = open_hsm(cli, &h);
 	if (code)
 		goto cleanup;
+	code = check_people(cli, h, rec);
+	if (code)
+		goto cleanup;
+	cli->run.profile_signer = signed_info.signer;
 	cli->run.max_units = cli->max_units;
 	cli->run.burn_fuses = cli->burn_fuses && !cli->dry_run;
 	cli->run.dry_run = cli->dry_run;
@@ -398,6 +444,7 @@ static int cmd_audit(struct cli *cli, int argc, char **argv)
 static int cmd_tui(struct cli *cli, int argc, char **argv)
 {
 	char err[512] = "", logpath[4096];
+	st_signed_info signed_info;
 	st_profile *prof = NULL;
 	rec_store *rec = NULL;
 	ui_opts o = { .cfg = &cli->cfg, .ports = cli->run.ports,
@@ -419,8 +466,10 @@ static int cmd_tui(struct cli *cli, int argc, char **argv)
 	}
 	if (ui_guard(o.log_path, &code))
 		return code < 0 ? die(EXIT_USAGE, "tui: cannot fork") : code;
-	if (st_profile_load(cli->cfg.profile_path, &prof, err, sizeof(err)))
-		return die(EXIT_USAGE, "profile: %s", err);
+	if (st_profile_load_signed(&cli->cfg, cli->cfg.profile_path, &prof,
+				   &signed_info, err, sizeof(err)))
+		return die(EXIT_USAGE, "profile refused: %s; nothing was provisioned",
+			   err);
 	rc = rec_open(cli->cfg.records_path, &rec);
 	if (rc) {
 		code = die(EXIT_RECORDS, "records: cannot open %s: %s",
@@ -460,6 +509,40 @@ static int cmd_config(struct cli *cli, int argc, char **argv)
 	return n ? EXIT_USAGE : 0;
 }
 
+/* For the profile/role commands: the same option hand-over as records. */
+static st_role_cli *role_cli(struct cli *cli)
+{
+	cli->role.cfg = &cli->cfg;
+	cli->role.open_hsm = open_hsm_cb;
+	cli->role.ctx = cli;
+	cli->role.out = cli->out;
+	cli->role.in = cli->in;
+	cli->role.key_type = cli->key_type;
+	cli->role.uid = cli->rec.uid;
+	cli->role.days = cli->days;
+	return &cli->role;
+}
+
+static int cmd_profile(struct cli *cli, int argc, char **argv)
+{
+	return st_cmd_profile(role_cli(cli), argc, argv);
+}
+
+static int cmd_operator(struct cli *cli, int argc, char **argv)
+{
+	return st_cmd_operator(role_cli(cli), argc, argv);
+}
+
+static int cmd_crl(struct cli *cli, int argc, char **argv)
+{
+	return st_cmd_crl(role_cli(cli), argc, argv);
+}
+
+static int cmd_quarantine(struct cli *cli, int argc, char **argv)
+{
+	return st_cmd_quarantine(role_cli(cli), argc, argv);
+}
+
 static int cmd_help(struct cli *cli, int argc, char **argv)
 {
 	(void)cli;
@@ -472,6 +555,8 @@ static int cmd_help(struct cli *cli, int argc, char **argv)
 static const struct command commands[] = {
 	{ "provision", cmd_provision,
 	  "provision --slot PORT [--slot PORT...] [--units N] [--burn-fuses] [--dry-run] [--json]\n"
+	  "            [--operator NAME [--password-file F]] [--reprovision [--uid UID] --reason TEXT\n"
+	  "             --supervisor NAME [--supervisor-password-file F]]\n"
 	  "            [--plug-wait SECONDS]  (USB: wait for absent/unplugged programmers)" },
 	{ "ca", cmd_ca, "ca init [--key-type T] [--cn NAME] [--org ORG] [--days N] [--out FILE]\n"
 	  "  ca csr --out FILE [--key-type T] [--cn NAME] [--org ORG]\n"
@@ -489,6 +574,16 @@ static const struct command commands[] = {
 	  "terminal UI; also 'station --slot PORT...' on a terminal)" },
 	{ "config", cmd_config, "config check [--config FILE] [--profile FILE]   (every problem, "
 	  "with its line)\n  config schema   (every setting, as docs/configuration.md lists them)" },
+	{ "profile", cmd_profile,
+	  "profile keygen|pubkey --key LABEL --out PUB.pem [--key-type T]   (engineering key)\n"
+	  "  profile sign [--key LABEL] --in FILE [--out FILE.sig]\n"
+	  "  profile verify [--in FILE]\n"
+	  "  profile install --in FILE --operator ENGINEER   (checked, put in place, recorded)" },
+	{ "operator", cmd_operator, "operator hash --operator NAME [--role operator,supervisor,engineer]\n"
+	  "            [--password-file F]   (an entry for the signed operator list)" },
+	{ "crl", cmd_crl, "crl export --out FILE.crl [--days N]   (revoked certificates, signed by the CA)" },
+	{ "quarantine", cmd_quarantine,
+	  "quarantine release --uid UID --supervisor NAME --reason TEXT" },
 	{ "help", cmd_help, "help" },
 };
 
@@ -500,7 +595,9 @@ static void usage(FILE *f)
 	for (size_t i = 0; i < ST_ARRAY_SIZE(commands); i++)
 		fprintf(f, "  %s\n", commands[i].usage);
 	fprintf(f, "The HSM PIN comes from --pin-file, the STATION_PIN environment variable,\n"
-		   "or a no-echo prompt; never from the command line.\n"
+		   "or a no-echo prompt; never from the command line.  Passwords likewise:\n"
+		   "--password-file / STATION_PASSWORD, --supervisor-password-file /\n"
+		   "STATION_SUPERVISOR_PASSWORD, or a prompt.\n"
 		   "exit codes: 0 all PASS, 1 unit failed/quarantined, 2 usage/config,\n"
 		   "            3 HSM, 4 records, 5 programmer/link\n");
 }
@@ -556,6 +653,13 @@ int main(int argc, char **argv)
 		{ "watch", no_argument, NULL, 'w' },
 		{ "plug-wait", required_argument, NULL, 'G' },
 		{ "log", required_argument, NULL, 'L' },
+		{ "key", required_argument, NULL, 0x120 },
+		{ "password-file", required_argument, NULL, 0x121 },
+		{ "supervisor", required_argument, NULL, 0x122 },
+		{ "supervisor-password-file", required_argument, NULL, 0x123 },
+		{ "reason", required_argument, NULL, 0x124 },
+		{ "reprovision", no_argument, NULL, 0x125 },
+		{ "role", required_argument, NULL, 0x126 },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -575,7 +679,14 @@ int main(int argc, char **argv)
 		switch (c) {
 		case 'c': cli.config_path = optarg; break;
 		case 'P': cli.pin_file = optarg; break;
-		case 'o': cli.operator_name = optarg; break;
+		case 'o': cli.operator_name = cli.role.operator_name = optarg; break;
+		case 0x120: cli.role.key_label = optarg; break;
+		case 0x121: cli.role.password_file = optarg; break;
+		case 0x122: cli.role.supervisor_name = optarg; break;
+		case 0x123: cli.role.supervisor_password_file = optarg; break;
+		case 0x124: cli.role.reason = optarg; break;
+		case 0x125: cli.reprovision = true; break;
+		case 0x126: cli.role.roles = optarg; break;
 		case 'B': cli.burn_fuses = true; break;
 		case 'N': cli.dry_run = true; break;
 		case 'j': cli.json = true; break;

@@ -40,6 +40,16 @@ typedef struct st_config {
 	bool burn_fuses;       /* defaults.burn_fuses */
 	int units;             /* defaults.units (0: until empty) */
 	int plug_wait_ms;      /* defaults.plug_wait_s, in ms */
+	/* Signed profiles and roles (docs/profiles.md, docs/roles.md): */
+	char **profile_keys;   /* trust.profile_keys: PEM public keys (or
+				* certificates) of the engineering keys whose
+				* signatures this station accepts */
+	size_t nprofile_keys;
+	char *engineering_key; /* trust.engineering_key: default HSM key label
+				* for `profile sign` (optional) */
+	char *operators_path;  /* roles.operators: the signed operator list */
+	bool roles_require;    /* roles.require: every run needs an
+				* authenticated operator */
 } st_config;
 
 /* Load cfg from path (NULL: defaults only), checked against the documented
@@ -216,6 +226,15 @@ typedef struct st_run {
 	 * says retry, skip or quarantine (st_run_command); a slot stopped by a
 	 * programmer error waits for ST_CMD_START.  Ends with st_run_stop(). */
 	bool interactive;
+	/* Who and what (docs/roles.md), recorded with the run: */
+	bool operator_authenticated; /* checked against the signed operator list */
+	const char *profile_signer;  /* SHA-256 of the key that signed the profile */
+	const char *supervisor_name; /* a supervisor who authenticated for this run */
+	/* With supervisor_name: a device that already has a PASS identity gets
+	 * a new one (only the device reprovision_uid when set); its old
+	 * certificate is revoked with this reason before anything is done. */
+	const char *reprovision_reason;
+	const char *reprovision_uid;
 } st_run;
 
 /* Totals of a run. */

@@ -296,6 +296,52 @@ cleanup:
 	return out;
 }
 
+int st_hsm_sign_bytes(hsm_session *s, hsm_obj priv, hsm_keytype t,
+		      const uint8_t *data, size_t len, uint8_t **sig,
+		      char *err, size_t errlen)
+{
+	return hsm_sign_tbs(s, priv, t, data, len, sig, err, errlen);
+}
+
+X509_CRL *st_x509_crl_hsm_sign(X509_CRL *c, hsm_session *s, hsm_obj priv,
+			       hsm_keytype t, char *err, size_t errlen)
+{
+	EVP_PKEY *dummy = dummy_for(t);
+	uint8_t *body = NULL, *sig = NULL, *der = NULL;
+	const ASN1_BIT_STRING *osig;
+	const X509_ALGOR *oalg;
+	X509_CRL *out = NULL;
+	int bodylen, siglen, total = 0;
+
+	if (!dummy || !X509_CRL_sign(c, dummy, md_for(t))) {
+		snprintf(err, errlen, "cannot prepare the CRL for signing");
+		goto cleanup;
+	}
+	bodylen = i2d_re_X509_CRL_tbs(c, &body);
+	if (bodylen <= 0) {
+		snprintf(err, errlen, "cannot encode the CRL body");
+		goto cleanup;
+	}
+	siglen = hsm_sign_tbs(s, priv, t, body, (size_t)bodylen, &sig, err, errlen);
+	if (siglen <= 0)
+		goto cleanup;
+	X509_CRL_get0_signature(c, &osig, &oalg);
+	der = assemble(body, bodylen, oalg, sig, siglen, &total);
+	if (der) {
+		const uint8_t *cp = der;
+
+		out = d2i_X509_CRL(NULL, &cp, total);
+	}
+	if (!out)
+		snprintf(err, errlen, "assembled CRL does not parse");
+cleanup:
+	EVP_PKEY_free(dummy);
+	OPENSSL_free(body);
+	OPENSSL_free(sig);
+	OPENSSL_free(der);
+	return out;
+}
+
 /* Add one extension given in openssl.cnf syntax; 0 on failure. */
 static int add_ext(X509 *x, X509 *issuer, int nid, const char *value)
 {

@@ -32,6 +32,19 @@ X509 *st_x509_hsm_sign(X509 *x, hsm_session *s, hsm_obj priv, hsm_keytype t,
 X509_REQ *st_x509_req_hsm_sign(X509_REQ *r, hsm_session *s, hsm_obj priv,
 			       hsm_keytype t, char *err, size_t errlen);
 
+/* Sign data (a whole file: a profile, the operator list) with the HSM key
+ * priv of type t, hashing on the host as for certificates; *sig gets a
+ * detached signature OpenSSL verifies as is (DER ECDSA-Sig-Value, PKCS#1
+ * v1.5, or Ed25519), OPENSSL_free it.  Returns its length, or -1 with err
+ * filled in. */
+int st_hsm_sign_bytes(hsm_session *s, hsm_obj priv, hsm_keytype t,
+		      const uint8_t *data, size_t len, uint8_t **sig,
+		      char *err, size_t errlen);
+
+/* The same as st_x509_hsm_sign() for a CRL (the revocation list). */
+X509_CRL *st_x509_crl_hsm_sign(X509_CRL *c, hsm_session *s, hsm_obj priv,
+			       hsm_keytype t, char *err, size_t errlen);
+
 /* A self-signed CA certificate template for capub (not yet signed). */
 X509 *st_x509_ca_template(EVP_PKEY *capub, const char *cn, const char *org,
 			  int days, const uint8_t serial[ST_CERT_SERIAL_LEN]);

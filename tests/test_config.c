@@ -391,6 +391,7 @@ Test(run, a_bad_profile_provisions_nothing, .timeout = 90)
 	fclose(f);
 	fx_write_file(w.profile, FX_PROFILE "fuses: { plan = ( { name = \"a\"; bank = 1; "
 		      "word = 0; bits = [0, 0]; value = 1; } ); };\nkey_mod = \"inject\";\n");
+	fx_sign(&w, w.profile);
 	fx_station_run(r, &w, "--burn-fuses", "--slot", sim.port, "provision", NULL);
 	cr_assert_eq(r->code, 2, "exit %d: %s", r->code, r->err);
 	cr_assert(strstr(r->err, w.profile), "%s", r->err);
@@ -498,6 +499,7 @@ Test(run, a_profile_that_requires_a_work_order_refuses_a_run_without, .timeout =
 	fx_world_init(&w, true, 2000);
 	cr_assert_eq(fx_devsim_start(&sim, w.dir, "prog1", 1, NULL), 0);
 	fx_write_file(w.profile, FX_PROFILE "quota: { require_work_order = true; };\n");
+	fx_sign(&w, w.profile);
 	fx_station_run(r, &w, "--slot", sim.port, "provision", NULL);
 	cr_assert_eq(r->code, 2, "exit %d: %s", r->code, r->err);
 	cr_assert(strstr(r->err, "requires a work order"), "%s", r->err);
@@ -576,6 +578,7 @@ Test(run, the_profile_algorithms_and_version_hold_and_are_recorded, .timeout = 1
 	/* `ca init` made a P-256 CA: a profile that wants P-384 is refused. */
 	fx_write_file(w.profile, FX_PROFILE "version = \"2.1\";\n"
 		      "algorithms: { device_key = \"p256\"; ca_key = \"p384\"; };\n");
+	fx_sign(&w, w.profile);
 	fx_station_run(r, &w, "--slot", sim.port, "provision", NULL);
 	cr_assert_eq(r->code, 2, "exit %d: %s", r->code, r->err);
 	cr_assert(strstr(r->err, "requires a p384 issuing CA (algorithms.ca_key) but "
@@ -583,6 +586,7 @@ Test(run, the_profile_algorithms_and_version_hold_and_are_recorded, .timeout = 1
 	cr_assert_eq(fx_count_units(&w, NULL), 0);
 	fx_write_file(w.profile, FX_PROFILE "version = \"2.1\";\n"
 		      "algorithms: { device_key = \"p256\"; ca_key = \"p256\"; };\n");
+	fx_sign(&w, w.profile);
 	fx_station_run(r, &w, "--slot", sim.port, "provision", NULL);
 	cr_assert_eq(r->code, 0, "exit %d: %s", r->code, r->err);
 	cr_assert_eq(fx_count_units(&w, "PASS"), 1);

@@ -747,6 +747,7 @@ Test(fuses, bad_plans_are_refused_at_load_with_the_rule, .timeout = 90)
 	for (size_t i = 0; i < ST_ARRAY_SIZE(cases); i++) {
 		snprintf(text, sizeof(text), "%s%s", FX_PROFILE, cases[i].plan);
 		fx_write_file(w.profile, text);
+		fx_sign(&w, w.profile);
 		fx_station_run(&r, &w, "--burn-fuses", "--slot", "/nonexistent", "provision", NULL);
 		cr_assert_eq(r.code, 2, "case %zu: exit %d: %s", i, r.code, r.err);
 		cr_assert(strstr(r.err, cases[i].expect), "case %zu: %s", i, r.err);

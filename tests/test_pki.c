@@ -418,6 +418,7 @@ Test(pki, rollover_newest_valid_ca_or_the_profiles_and_renewal_warning, .timeout
 		 "validity_days = 30; issuer = \"ca-2026\"; ca_renewal_days = 120; };\n"
 		 "root_of_trust: { sha256 = \"" FX_ROT "\"; fuse_bank = 0; };\n");
 	fx_write_file(w.profile, text);
+	fx_sign(&w, w.profile);
 	leaf = provision_one(&w, &r, uid);
 	cr_assert_str_eq(subject_cn(leaf, cn, sizeof(cn)), "Old CA");
 	cr_assert(strstr(r.err, "warning: issuing CA 'ca-2026' expires in"), "%s", r.err);
@@ -747,6 +748,7 @@ Test(pki, inject_mode_provisions_with_a_wrapped_hsm_key, .timeout = 120)
 		 "certificate: { organization = \"PKI Test\"; validity_days = 30; };\n"
 		 "root_of_trust: { sha256 = \"" FX_ROT "\"; fuse_bank = 0; };\n");
 	fx_write_file(w.profile, text);
+	fx_sign(&w, w.profile);
 	fx_path(ca, &w, "ca.pem");
 	fx_station_run(&r, &w, "ca", "init", "--out", ca, NULL);
 	cr_assert_eq(r.code, 0, "%s", r.err);

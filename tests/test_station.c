@@ -279,6 +279,7 @@ Test(station, bad_profile_is_a_usage_error, .timeout = 60)
 
 	fx_world_init(&w, false, 700);
 	fx_write_file(w.profile, "name = \"x\";\nroot_of_trust: { sha256 = \"abc\"; };\n");
+	fx_sign(&w, w.profile);
 	fx_station_run(&r, &w, "--slot", "/dev/null", "provision", NULL);
 	cr_assert_eq(r.code, 2, "stderr:%s", r.err);
 	cr_assert(strstr(r.err, "profile"), "%s", r.err);

@@ -21,6 +21,7 @@
 #include "ui/ui_int.h"
 #include "tests/fixtures/fx_devsim.h"
 #include "tests/fixtures/fx_softhsm.h"
+#include "tests/fixtures/fx_station.h"
 
 #define PIN "36187201"
 #define ROT "2622102199f06fad94b827703f16e2998a2260f77f4e3210c2dae769ce1ca586"
@@ -139,7 +140,7 @@ static void create_work_order(struct world *w, const char *wo, const char *quota
  * work orders the tests scan. */
 static void world_init(struct world *w)
 {
-	char text[2048], bin[512], profile[512], certs[512];
+	char text[4096], bin[512], profile[512], certs[512], engkey[512], engpub[512];
 	const char *argv[12];
 
 	memset(w, 0, sizeof(*w));
@@ -152,19 +153,24 @@ static void world_init(struct world *w)
 	snprintf(w->log, sizeof(w->log), "%s/tui.log", w->dir);
 	snprintf(profile, sizeof(profile), "%s/test.profile", w->dir);
 	snprintf(certs, sizeof(certs), "%s/certs", w->dir);
+	snprintf(engkey, sizeof(engkey), "%s/eng.key.pem", w->dir);
+	snprintf(engpub, sizeof(engpub), "%s/eng.pub.pem", w->dir);
+	fx_engkey_make(engkey, engpub);
 	mkdir(certs, 0755);
 	write_file(w->pinfile, PIN "\n");
 	snprintf(text, sizeof(text),
 		 "station: { id = \"tui-station\"; };\n"
 		 "hsm: { module = \"%s\"; token = \"station\"; ca_key = \"issuing-ca\"; };\n"
 		 "records: { path = \"%s\"; cert_dir = \"%s\"; };\n"
-		 "profile = \"%s\";\nprogrammer: { timeout_ms = 3000; };\n",
-		 FX_SOFTHSM_MODULE, w->db, certs, profile);
+		 "profile = \"%s\";\nprogrammer: { timeout_ms = 3000; };\n"
+		 "trust: { profile_keys = [ \"%s\" ]; };\n",
+		 FX_SOFTHSM_MODULE, w->db, certs, profile, engpub);
 	write_file(w->conf, text);
 	write_file(profile,
 		   "name = \"tui-sensor\";\n"
 		   "certificate: { organization = \"Test Devices\"; validity_days = 365; };\n"
 		   "root_of_trust: { sha256 = \"" ROT "\"; fuse_bank = 0; };\n");
+	fx_sign_with(engkey, profile);
 	snprintf(bin, sizeof(bin), "%s/station", getenv("STATION_BUILD"));
 	argv[0] = bin;
 	argv[1] = "--config";

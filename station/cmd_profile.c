@@ -1,0 +1,401 @@
+/* cmd_profile.c — signed profiles, the operator list, the revocation list
+ * and quarantine release from the command line (docs/profiles.md,
+ * docs/roles.md).  Every action that changes what the line does is
+ * recorded with who did it, signed with the station's audit key. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "base.h"
+#include "station/cmd_profile.h"
+#include "station/cmd_records.h"
+#include "station/roles.h"
+
+static int fail(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int fail(int code, const char *fmt, ...)
+{
+	va_list ap;
+
+	fputs("station: ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	return code;
+}
+
+static int open_records(const st_config *cfg, rec_store **rec)
+{
+	int rc = rec_open(cfg->records_path, rec);
+
+	if (rc)
+		return fail(ST_EXIT_RECORDS, "records: cannot open %s: %s",
+			    cfg->records_path, *rec ? rec_errmsg(*rec) : st_strerror(rc));
+	return 0;
+}
+
+int st_cli_authenticate(const st_config *cfg, hsm *h, rec_store *rec,
+			const char *name, const char *file, const char *env,
+			unsigned role)
+{
+	char pw[256], ask[160], err[512] = "", why[600];
+	st_secret_src src = { .file = file, .env = env, .file_opt =
+			      role == ST_ROLE_SUPERVISOR ? "--supervisor-password-file" :
+			      "--password-file", .what = "password", .prompt = ask };
+	st_roster *r = NULL;
+	st_audit *a = NULL;
+	size_t len = 0;
+	int rc;
+
+	rc = st_roster_load(cfg, &r, err, sizeof(err));
+	if (rc)
+		return fail(ST_EXIT_USAGE, "operator list: %s", err);
+	snprintf(ask, sizeof(ask), "Password for %s '%s'", st_role_name(role), name);
+	rc = st_secret_get(&src, pw, sizeof(pw), &len, err, sizeof(err));
+	if (!rc)
+		rc = st_roster_auth(r, name, pw, len, role, err, sizeof(err));
+	st_wipe(pw, sizeof(pw));
+	st_roster_free(r);
+	if (!rc)
+		return 0;
+	snprintf(why, sizeof(why), "%s", err);
+	/* On record: who tried, for which role, and why it was refused (never
+	 * the password). */
+	if (st_audit_attach(h, rec, cfg, &a, err, sizeof(err)) ||
+	    rec_event(rec, "auth_refused", NULL, "name", name, "role",
+		      st_role_name(role), "why", why, NULL))
+		fprintf(stderr, "station: the refusal could not be recorded: %s\n",
+			err[0] ? err : rec_errmsg(rec));
+	st_audit_detach(rec, a);
+	return fail(ST_EXIT_USAGE, "%s refused: %s", st_role_name(role), why);
+}
+
+/* The engineering key label: --key, else trust.engineering_key. */
+static const char *key_label(const st_role_cli *c)
+{
+	return c->key_label ? c->key_label : c->cfg->engineering_key;
+}
+
+/* Copy src to dst through dst.tmp, fsync, rename. */
+static int copy_atomic(const char *src, const char *dst, char *err, size_t errlen)
+{
+	char tmp[4096], buf[8192];
+	int in = open(src, O_RDONLY | O_CLOEXEC), out = -1, rc = ST_E_IO;
+	ssize_t n;
+
+	snprintf(tmp, sizeof(tmp), "%s.tmp", dst);
+	if (in < 0) {
+		snprintf(err, errlen, "cannot read %s: %s", src, strerror(errno));
+		return rc;
+	}
+	out = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0644);
+	if (out < 0) {
+		snprintf(err, errlen, "cannot write %s: %s", tmp, strerror(errno));
+		goto cleanup;
+	}
+	while ((n = read(in, buf, sizeof(buf))) > 0)
+		if (write(out, buf, (size_t)n) != n)
+			break;
+	if (n != 0 || fsync(out) || close(out)) {
+		snprintf(err, errlen, "cannot write %s: %s", tmp, strerror(errno));
+		out = -1;
+		unlink(tmp);
+		goto cleanup;
+	}
+	out = -1;
+	if (rename(tmp, dst)) {
+		snprintf(err, errlen, "cannot install %s: %s", dst, strerror(errno));
+		unlink(tmp);
+		goto cleanup;
+	}
+	rc = ST_OK;
+cleanup:
+	if (out >= 0)
+		close(out);
+	close(in);
+	return rc;
+}
+
+/* profile install: an engineer puts a signed profile in place. */
+static int profile_install(st_role_cli *c)
+{
+	const st_config *cfg = c->cfg;
+	char err[10240] = "", in_sig[4096], dst_sig[4096];
+	st_signed_info info;
+	st_profile *p = NULL;
+	rec_store *rec = NULL;
+	st_audit *a = NULL;
+	hsm *h = NULL;
+	int code;
+
+	if (!c->in || !c->operator_name)
+		return fail(ST_EXIT_USAGE, "profile install: give the signed profile "
+			    "with --in FILE and the engineer with --operator NAME");
+	if (!cfg->profile_path)
+		return fail(ST_EXIT_USAGE, "profile install: the configuration names "
+			    "no 'profile' to install to");
+	if (st_profile_load_signed(cfg, c->in, &p, &info, err, sizeof(err)))
+		return fail(ST_EXIT_USAGE, "profile install: %s; nothing was installed",
+			    err);
+	code = open_records(cfg, &rec);
+	if (!code)
+		code = c->open_hsm(c->ctx, &h);
+	if (!code)
+		code = st_cli_authenticate(cfg, h, rec, c->operator_name,
+					   c->password_file, "STATION_PASSWORD",
+					   ST_ROLE_ENGINEER);
+	if (code)
+		goto cleanup;
+	snprintf(in_sig, sizeof(in_sig), "%s.sig", c->in);
+	snprintf(dst_sig, sizeof(dst_sig), "%s.sig", cfg->profile_path);
+	if (st_audit_attach(h, rec, cfg, &a, err, sizeof(err))) {
+		code = fail(ST_EXIT_HSM, "audit key: %s", err);
+		goto cleanup;
+	}
+	/* The signature first: between the two renames the old profile fails
+	 * its check rather than a new profile running under an old name. */
+	if (copy_atomic(in_sig, dst_sig, err, sizeof(err)) ||
+	    copy_atomic(c->in, cfg->profile_path, err, sizeof(err))) {
+		code = fail(ST_EXIT_USAGE, "profile install: %s", err);
+		goto cleanup;
+	}
+	if (rec_event(rec, "profile_install", NULL, "engineer", c->operator_name,
+		      "profile", st_profile_name(p), "profile_digest", info.digest,
+		      "profile_signer", info.signer, "from", c->in,
+		      "path", cfg->profile_path, NULL)) {
+		code = fail(ST_EXIT_RECORDS, "profile installed but not recorded: %s",
+			    rec_errmsg(rec));
+		goto cleanup;
+	}
+	printf("profile '%s' (sha256 %s, signed by %s) installed as %s by "
+	       "engineer %s\n", st_profile_name(p), info.digest, info.anchor,
+	       cfg->profile_path, c->operator_name);
+cleanup:
+	st_audit_detach(rec, a);
+	hsm_close(h);
+	rec_close(rec);
+	st_profile_free(p);
+	return code;
+}
+
+int st_cmd_profile(st_role_cli *c, int argc, char **argv)
+{
+	char err[1024] = "", sig[4096];
+	const char *sub = argc == 1 ? argv[0] : "";
+	hsm_session *s = NULL;
+	hsm_keytype t = HSM_KEY_P256;
+	hsm *h = NULL;
+	int code, rc;
+
+	if (!strcmp(sub, "verify")) {
+		st_signed_info info;
+		const char *path = c->in ? c->in : c->cfg->profile_path;
+
+		if (!path)
+			return fail(ST_EXIT_USAGE, "profile verify: give --in FILE");
+		if (st_verify_file(c->cfg, path, NULL, &info, err, sizeof(err)))
+			return fail(ST_EXIT_USAGE, "profile verify: %s", err);
+		printf("%s: signature OK, signed by %s (key sha256 %s); file sha256 %s\n",
+		       path, info.anchor, info.signer, info.digest);
+		return 0;
+	}
+	if (!strcmp(sub, "install"))
+		return profile_install(c);
+	if (strcmp(sub, "keygen") && strcmp(sub, "pubkey") && strcmp(sub, "sign"))
+		return fail(ST_EXIT_USAGE, "profile: say 'profile keygen', 'profile "
+			    "pubkey', 'profile sign', 'profile verify' or 'profile "
+			    "install'");
+	if (!key_label(c))
+		return fail(ST_EXIT_USAGE, "profile %s: name the engineering key with "
+			    "--key LABEL (or trust.engineering_key)", sub);
+	if (strcmp(sub, "sign") && !c->out)
+		return fail(ST_EXIT_USAGE, "profile %s: say where the public key goes "
+			    "with --out FILE", sub);
+	if (!strcmp(sub, "sign") && !c->in)
+		return fail(ST_EXIT_USAGE, "profile sign: give the file to sign with "
+			    "--in FILE");
+	if (c->key_type && hsm_keytype_parse(c->key_type, &t))
+		return fail(ST_EXIT_USAGE, "profile keygen: --key-type must be p256, "
+			    "p384, rsa3072 or ed25519");
+	code = c->open_hsm(c->ctx, &h);
+	if (code)
+		return code;
+	rc = hsm_session_open(h, &s);
+	if (rc) {
+		code = fail(ST_EXIT_HSM, "HSM: %s", hsm_errmsg(h));
+		goto cleanup;
+	}
+	if (!strcmp(sub, "sign")) {
+		snprintf(sig, sizeof(sig), "%s.sig", c->in);
+		rc = st_sign_file(s, key_label(c), c->in, c->out ? c->out : sig,
+				  err, sizeof(err));
+		if (!rc)
+			printf("%s signed with '%s': %s\n", c->in, key_label(c),
+			       c->out ? c->out : sig);
+	} else {
+		rc = st_engkey(s, key_label(c), t, !strcmp(sub, "keygen"), c->out,
+			       err, sizeof(err));
+		if (!rc)
+			printf("engineering key '%s' is in token '%s'; its public key "
+			       "(a trust anchor for trust.profile_keys) is in %s\n",
+			       key_label(c), c->cfg->token_label, c->out);
+	}
+	code = rc ? fail(rc == ST_E_IO ? ST_EXIT_USAGE : ST_EXIT_HSM, "profile %s: %s",
+			 sub, err) : 0;
+cleanup:
+	hsm_session_close(s);
+	hsm_close(h);
+	return code;
+}
+
+int st_cmd_operator(st_role_cli *c, int argc, char **argv)
+{
+	char pw[256], hash[256], err[512] = "", ask[160];
+	st_secret_src src = { .file = c->password_file, .env = "STATION_PASSWORD",
+			      .file_opt = "--password-file", .what = "password",
+			      .prompt = ask };
+	const char *roles = c->roles ? c->roles : "operator";
+	size_t len = 0;
+	int rc;
+
+	if (argc != 1 || strcmp(argv[0], "hash") || !c->operator_name)
+		return fail(ST_EXIT_USAGE, "operator: say 'operator hash --operator "
+			    "NAME [--role operator,supervisor,engineer]'");
+	snprintf(ask, sizeof(ask), "New password for '%s'", c->operator_name);
+	rc = st_secret_get(&src, pw, sizeof(pw), &len, err, sizeof(err));
+	if (!rc)
+		rc = st_password_hash(pw, len, hash, sizeof(hash), err, sizeof(err));
+	st_wipe(pw, sizeof(pw));
+	if (rc)
+		return fail(ST_EXIT_USAGE, "operator hash: %s", err);
+	printf("{ name = \"%s\"; roles = [", c->operator_name);
+	for (const char *p = roles; *p;) {
+		size_t n = strcspn(p, ",");
+
+		printf("%s\"%.*s\"", p == roles ? " " : ", ", (int)n, p);
+		p += n + (p[n] == ',');
+	}
+	printf(" ]; hash = \"%s\"; },\n", hash);
+	return 0;
+}
+
+int st_cmd_crl(st_role_cli *c, int argc, char **argv)
+{
+	char err[1024] = "", n[24];
+	rec_store *rec = NULL;
+	hsm_session *s = NULL;
+	st_audit *a = NULL;
+	hsm *h = NULL;
+	long count = 0;
+	int code;
+
+	if (argc != 1 || strcmp(argv[0], "export") || !c->out)
+		return fail(ST_EXIT_USAGE, "crl: say 'crl export --out FILE.crl "
+			    "[--days N]'");
+	code = open_records(c->cfg, &rec);
+	if (!code)
+		code = c->open_hsm(c->ctx, &h);
+	if (code)
+		goto cleanup;
+	if (hsm_session_open(h, &s)) {
+		code = fail(ST_EXIT_HSM, "HSM: %s", hsm_errmsg(h));
+		goto cleanup;
+	}
+	if (st_crl_export(s, rec, c->cfg->ca_label, c->days > 0 ? c->days : 7,
+			  c->out, &count, err, sizeof(err))) {
+		code = fail(ST_EXIT_HSM, "crl export: %s", err);
+		goto cleanup;
+	}
+	snprintf(n, sizeof(n), "%ld", count);
+	if (st_audit_attach(h, rec, c->cfg, &a, err, sizeof(err)) ||
+	    rec_event(rec, "crl_export", NULL, "entries", n, "out", c->out, NULL))
+		fprintf(stderr, "station: warning: the export could not be recorded: "
+			"%s\n", err[0] ? err : rec_errmsg(rec));
+	printf("CRL with %ld revoked certificate%s written to %s\n", count,
+	       count == 1 ? "" : "s", c->out);
+cleanup:
+	st_audit_detach(rec, a);
+	hsm_session_close(s);
+	hsm_close(h);
+	rec_close(rec);
+	return code;
+}
+
+int st_cmd_quarantine(st_role_cli *c, int argc, char **argv)
+{
+	const st_config *cfg = c->cfg;
+	char err[1024] = "", state[32] = "", reason[1024], qid[24];
+	rec_store *rec = NULL;
+	st_audit *a = NULL;
+	int64_t id = 0, nid = 0;
+	hsm *h = NULL;
+	int code, rc;
+
+	if (argc != 1 || strcmp(argv[0], "release") || !c->uid)
+		return fail(ST_EXIT_USAGE, "quarantine: say 'quarantine release --uid "
+			    "UID --supervisor NAME --reason TEXT'");
+	if (!c->supervisor_name || !c->reason || !*c->reason)
+		return fail(ST_EXIT_USAGE, "quarantine release: a supervisor releases a "
+			    "unit, with a reason: give --supervisor NAME and --reason TEXT");
+	code = open_records(cfg, &rec);
+	if (code)
+		return code;
+	rc = rec_last_unit(rec, c->uid, &id, state, sizeof(state));
+	if (rc || strcmp(state, "QUARANTINE")) {
+		code = fail(ST_EXIT_USAGE, "quarantine release: device %s is not "
+			    "quarantined (%s%s): nothing to release", c->uid,
+			    rc ? "no record" : "its last record is ", rc ? "" : state);
+		goto cleanup;
+	}
+	code = c->open_hsm(c->ctx, &h);
+	if (!code)
+		code = st_cli_authenticate(cfg, h, rec, c->supervisor_name,
+					   c->supervisor_password_file,
+					   "STATION_SUPERVISOR_PASSWORD",
+					   ST_ROLE_SUPERVISOR);
+	if (code)
+		goto cleanup;
+	if (st_audit_attach(h, rec, cfg, &a, err, sizeof(err))) {
+		code = fail(ST_EXIT_HSM, "audit key: %s", err);
+		goto cleanup;
+	}
+	/* The release is a unit record of its own (the quarantined one stays
+	 * as it is: records are final): FAIL, so the next run provisions the
+	 * device again and checks it from the start. */
+	snprintf(reason, sizeof(reason), "released from quarantine (unit record "
+		 "%lld) by supervisor %s: %s", (long long)id, c->supervisor_name,
+		 c->reason);
+	snprintf(qid, sizeof(qid), "%lld", (long long)id);
+	{
+		rec_unit_start st = { .uid = c->uid, .station = cfg->station_id,
+				      .operator_name = c->supervisor_name };
+		rec_unit_result e = { .result = "FAIL", .reason = reason };
+
+		rc = rec_event(rec, "quarantine_release", c->uid, "supervisor",
+			       c->supervisor_name, "reason", c->reason,
+			       "unit", qid, NULL);
+		if (!rc)
+			rc = rec_unit_begin(rec, &st, &nid);
+		if (!rc)
+			rc = rec_step(rec, nid, "release", "ok", reason);
+		if (!rc)
+			rc = rec_unit_end(rec, nid, &e);
+	}
+	if (rc) {
+		code = fail(ST_EXIT_RECORDS, "quarantine release could not be "
+			    "recorded: %s; the unit stays quarantined", rec_errmsg(rec));
+		goto cleanup;
+	}
+	printf("device %s released from quarantine by supervisor %s (unit record "
+	       "%lld); it is provisioned again when next presented\n", c->uid,
+	       c->supervisor_name, (long long)nid);
+cleanup:
+	st_audit_detach(rec, a);
+	hsm_close(h);
+	rec_close(rec);
+	return code;
+}

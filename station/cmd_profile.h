@@ -1,0 +1,50 @@
+/* cmd_profile.h — the commands of signed profiles and roles (cmd_profile.c):
+ * `station profile ...`, `operator ...`, `crl ...`, `quarantine ...`, and
+ * the operator/supervisor check `provision` and `tui` make.  main parses
+ * the options and hands them over in a st_role_cli. */
+#ifndef ST_CMD_PROFILE_H
+#define ST_CMD_PROFILE_H
+
+#include <stdbool.h>
+
+#include "hsm/hsm.h"
+#include "records/records.h"
+#include "station/station.h"
+
+typedef struct st_role_cli {
+	const st_config *cfg;
+	const char *in, *out;           /* --in FILE, --out FILE */
+	const char *key_label;          /* --key LABEL (else trust.engineering_key) */
+	const char *key_type;           /* --key-type for profile keygen */
+	const char *operator_name;      /* --operator NAME (NULL: not given) */
+	const char *password_file;      /* --password-file FILE */
+	const char *supervisor_name;    /* --supervisor NAME */
+	const char *supervisor_password_file; /* --supervisor-password-file FILE */
+	const char *reason;             /* --reason TEXT */
+	const char *uid;                /* --uid UID */
+	const char *roles;              /* --role R[,R...] for operator hash */
+	int days;                       /* --days N: CRL next update */
+	/* Open and log in to the HSM (main's PIN handling); 0 or an exit code
+	 * after printing the reason. */
+	int (*open_hsm)(void *ctx, hsm **out);
+	void *ctx;
+} st_role_cli;
+
+/* station profile keygen|pubkey|sign|verify|install; the exit code. */
+int st_cmd_profile(st_role_cli *c, int argc, char **argv);
+/* station operator hash; the exit code. */
+int st_cmd_operator(st_role_cli *c, int argc, char **argv);
+/* station crl export; the exit code. */
+int st_cmd_crl(st_role_cli *c, int argc, char **argv);
+/* station quarantine release; the exit code. */
+int st_cmd_quarantine(st_role_cli *c, int argc, char **argv);
+
+/* Authenticate name for role against the signed operator list (password
+ * from file, else the environment variable env, else a no-echo prompt).
+ * A refusal is recorded (event auth_refused, signed with the audit key of
+ * h) and printed; returns 0 or the exit code. */
+int st_cli_authenticate(const st_config *cfg, hsm *h, rec_store *rec,
+			const char *name, const char *file, const char *env,
+			unsigned role);
+
+#endif

@@ -1,0 +1,113 @@
+/* roles.h — engine-internal: signed files (profiles, the operator list),
+ * who may do what (operator, supervisor, engineer), the revocation list.
+ * Used by the CLI (main.c, cmd_profile.c) and the UI; see docs/roles.md
+ * and docs/profiles.md. */
+#ifndef ST_ROLES_H
+#define ST_ROLES_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "hsm/hsm.h"
+#include "records/records.h"
+#include "station/station.h"
+
+/* ---- Secrets from a file, the environment or a no-echo prompt (pin.c) ---- */
+
+typedef struct st_secret_src {
+	const char *file;       /* read its first line when set */
+	const char *env;        /* else this variable (removed once read) */
+	const char *file_opt;   /* the option naming file, for messages */
+	const char *what;       /* "PIN", "password", for messages */
+	const char *prompt;     /* else ask on /dev/tty with echo off */
+} st_secret_src;
+
+/* The secret (not NUL-terminated) into buf, *len its length; never from
+ * argv.  The caller wipes buf with st_wipe(). */
+int st_secret_get(const st_secret_src *src, char *buf, size_t cap, size_t *len,
+		  char *err, size_t errlen);
+
+/* ---- Signed files (signed.c) ---- */
+
+/* Make an engineering signing key of type t labelled label in the token
+ * (persistent, never extractable) and write its public key as PEM to
+ * pem_path, the trust anchor stations list in trust.profile_keys.  With
+ * make false only export the public key of an existing one. */
+int st_engkey(hsm_session *s, const char *label, hsm_keytype t, bool make,
+	      const char *pem_path, char *err, size_t errlen);
+
+/* Sign the file in with the HSM key label: a detached signature (DER, the
+ * form `openssl dgst -sha256 -verify KEY.pem -signature SIG FILE` checks)
+ * written to out through a temp file + rename. */
+int st_sign_file(hsm_session *s, const char *label, const char *in,
+		 const char *out, char *err, size_t errlen);
+
+/* What a verified file is: the SHA-256 of exactly the bytes whose signature
+ * checked, and which trust anchor signed them. */
+typedef struct st_signed_info {
+	char digest[65];        /* SHA-256 of the file, hex */
+	char signer[65];        /* SHA-256 of the signer's public key (DER), hex */
+	char anchor[512];       /* the trust.profile_keys entry that matched */
+} st_signed_info;
+
+/* Check path against path.sig (sig_path when not NULL) under the trust
+ * anchors in cfg (trust.profile_keys).  ST_E_VERIFY when the signature is
+ * missing, does not match (changed file or untrusted signer), or no anchor
+ * is configured; err says which file, why and what to do. */
+int st_verify_file(const st_config *cfg, const char *path, const char *sig_path,
+		   st_signed_info *info, char *err, size_t errlen);
+
+/* st_verify_file() then st_profile_load(), refusing when the loaded bytes
+ * are not the ones verified (the file changed in between): the profile a
+ * run uses, and its digest in the records, is the signed one. */
+int st_profile_load_signed(const st_config *cfg, const char *path,
+			   st_profile **out, st_signed_info *info,
+			   char *err, size_t errlen);
+
+/* ---- Roles (roles.c) ---- */
+
+enum {
+	ST_ROLE_OPERATOR = 1 << 0,   /* runs units */
+	ST_ROLE_SUPERVISOR = 1 << 1, /* re-provisions, releases quarantine */
+	ST_ROLE_ENGINEER = 1 << 2,   /* installs profiles */
+};
+
+/* Name of one role bit ("operator", ...). */
+const char *st_role_name(unsigned role);
+
+/* The operator list: a libconfig file (roles.operators) signed like a
+ * profile; each entry a name, its roles and a yescrypt hash. */
+typedef struct st_roster st_roster;
+
+/* Verify (st_verify_file) and load the list named in cfg.  ST_E_CONFIG
+ * when none is configured, ST_E_VERIFY when its signature does not check. */
+int st_roster_load(const st_config *cfg, st_roster **out, char *err,
+		   size_t errlen);
+void st_roster_free(st_roster *r);
+
+/* Is name on the list with password pw (pwlen bytes) and role?  ST_OK;
+ * ST_E_PIN for an unknown name or a wrong password (one message for both,
+ * no hint which); ST_E_STATE when the person lacks the role. */
+int st_roster_auth(const st_roster *r, const char *name, const char *pw,
+		   size_t pwlen, unsigned role, char *err, size_t errlen);
+
+/* A new yescrypt hash ("$y$...") of pw for an operator list entry. */
+int st_password_hash(const char *pw, size_t pwlen, char *out, size_t cap,
+		     char *err, size_t errlen);
+
+/* Records outside a run: sign events with the audit key (as a run does)
+ * until st_audit_detach().  ca_label: cfg's, else "issuing-ca". */
+int st_audit_attach(hsm *h, rec_store *rec, const st_config *cfg,
+		    st_audit **out, char *err, size_t errlen);
+void st_audit_detach(rec_store *rec, st_audit *a);
+
+/* ---- Revocation list (crl.c) ---- */
+
+/* Write an X.509 CRL (PEM) of every revoked certificate in the records,
+ * issued and signed in the HSM by the CA labelled ca_label (NULL: the
+ * newest valid), next update in days.  *count gets the entries. */
+int st_crl_export(hsm_session *s, rec_store *rec, const char *ca_label,
+		  int days, const char *out, long *count, char *err,
+		  size_t errlen);
+
+#endif
