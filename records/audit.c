@@ -312,7 +312,7 @@ int rec_verify(rec_store *r, rec_cert_check_fn check, void *check_ctx,
 	char prev[REC_HASH_HEX];
 	sqlite3_stmt *s = NULL;
 	long long expect = 1;
-	int rc, err;
+	int rc, err, own;
 
 	if (!r || !out)
 		return ST_E_INVAL;
@@ -321,8 +321,11 @@ int rec_verify(rec_store *r, rec_cert_check_fn check, void *check_ctx,
 	if (err)
 		goto out;
 	/* One read transaction: a writer in another process cannot make the
-	 * walk see half an append. */
-	if (sqlite3_exec(r->db, "BEGIN", NULL, NULL, NULL) != SQLITE_OK) {
+	 * walk see half an append.  Inside an open group-commit batch (slot
+	 * workers of this process writing) the batch's transaction is that,
+	 * and only its committer may end it. */
+	own = sqlite3_get_autocommit(r->db);
+	if (own && sqlite3_exec(r->db, "BEGIN", NULL, NULL, NULL) != SQLITE_OK) {
 		err = rec_db_fail(r, ST_E_DB, "begin reading");
 		goto out;
 	}
@@ -346,7 +349,8 @@ int rec_verify(rec_store *r, rec_cert_check_fn check, void *check_ctx,
 	err = check_counts(&v);
 done:
 	sqlite3_finalize(s);
-	sqlite3_exec(r->db, "COMMIT", NULL, NULL, NULL);
+	if (own)
+		sqlite3_exec(r->db, "COMMIT", NULL, NULL, NULL);
 	for (int i = 0; i < v.ncerts; i++)
 		EVP_PKEY_free(v.certs[i].key);
 	free(v.certs);

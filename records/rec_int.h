@@ -6,12 +6,15 @@
 #include <jansson.h>
 #include <pthread.h>
 #include <sqlite3.h>
+#include <stdatomic.h>
 
 #include "records.h"
 
 #define REC_MSG_MAX	512
 #define REC_HASH_HEX	65		/* SHA-256, hex, NUL */
 #define REC_MAX_STMT	32
+
+struct rec_waiter;		/* one write call in a batch (records.c) */
 
 /* One thread's last error on one store. */
 struct rec_errbuf {
@@ -29,6 +32,18 @@ struct rec_store {
 	rec_sign_fn sign;               /* audit signer, NULL: unsigned */
 	void *sign_ctx;
 	char sign_key[REC_HASH_HEX];    /* SHA-256 of the signer's cert DER */
+
+	/* Group commit (records.c, "Group commit"): writes of several
+	 * threads share one transaction and one fsync. */
+	pthread_cond_t durable;         /* a batch committed or failed */
+	atomic_int want;                /* writers counted in, not yet through */
+	int in_batch;                   /* the batch's transaction is open */
+	struct rec_waiter *batch;       /* writes waiting for its commit */
+	int batch_n;                    /* how many */
+	long long batch_events;         /* events they appended */
+	long long sp_events;            /* events of the write in progress */
+	long long n_events, n_writes, n_commits; /* rec_get_stats */
+	int max_batch;
 };
 
 /* Keep a readable cause for the caller's thread and return err. */

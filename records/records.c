@@ -161,6 +161,9 @@ enum {
 	S_WO_GET,
 	S_WO_INS,
 	S_CERT_INS,
+	S_SP,
+	S_SP_RELEASE,
+	S_SP_ROLLBACK,
 	S_N
 };
 
@@ -210,6 +213,9 @@ static const char *const stmt_sql[S_N] = {
 		" VALUES (?1, ?2, " NOW ")",
 	[S_CERT_INS] = "INSERT OR IGNORE INTO audit_certs (sha256, pem, added_at)"
 		" VALUES (?1, ?2, " NOW ")",
+	[S_SP] = "SAVEPOINT w",
+	[S_SP_RELEASE] = "RELEASE w",
+	[S_SP_ROLLBACK] = "ROLLBACK TO w",
 };
 
 /* Runs at thread exit so a long shift of short-lived threads does not pile
@@ -267,17 +273,29 @@ int rec_fail(rec_store *r, int err, const char *fmt, ...)
 	return err;
 }
 
+/* SQLite's own words for the last failure on the connection, with errno
+ * for I/O trouble such as a full disk. */
+static void db_why(rec_store *r, char *buf, size_t len)
+{
+	char ebuf[128];
+	const char *es = NULL;
+	int prim = sqlite3_errcode(r->db) & 0xff;
+
+	if ((prim == SQLITE_IOERR || prim == SQLITE_CANTOPEN ||
+	     prim == SQLITE_FULL) && sqlite3_system_errno(r->db))
+		es = strerror_r(sqlite3_system_errno(r->db), ebuf, sizeof(ebuf));
+	snprintf(buf, len, "%s%s%s%s", sqlite3_errmsg(r->db), es ? " (" : "",
+		 es ? es : "", es ? ")" : "");
+}
+
 /* Like rec_fail() with SQLite's own words (and errno for I/O trouble such as a
  * full disk) appended; call it before anything else touches the
  * connection, or the message is gone. */
 int rec_db_fail(rec_store *r, int err, const char *fmt, ...)
 {
 	struct rec_errbuf *b = errbuf_get(r);
-	char ebuf[128];
-	const char *es = NULL;
 	va_list ap;
 	size_t n;
-	int prim;
 
 	if (!b)
 		return err;
@@ -286,14 +304,10 @@ int rec_db_fail(rec_store *r, int err, const char *fmt, ...)
 	va_end(ap);
 	if (!r->db)
 		return err;
-	prim = sqlite3_errcode(r->db) & 0xff;
-	if ((prim == SQLITE_IOERR || prim == SQLITE_CANTOPEN ||
-	     prim == SQLITE_FULL) && sqlite3_system_errno(r->db))
-		es = strerror_r(sqlite3_system_errno(r->db), ebuf, sizeof(ebuf));
 	n = strlen(b->msg);
-	snprintf(b->msg + n, sizeof(b->msg) - n, ": %s%s%s%s",
-		 sqlite3_errmsg(r->db), es ? " (" : "", es ? es : "",
-		 es ? ")" : "");
+	snprintf(b->msg + n, sizeof(b->msg) - n, ": ");
+	n = strlen(b->msg);
+	db_why(r, b->msg + n, sizeof(b->msg) - n);
 	return err;
 }
 
@@ -494,6 +508,7 @@ int rec_open(const char *path, rec_store **out)
 		return ST_E_NOMEM;
 	}
 	pthread_mutex_init(&r->lock, NULL);
+	pthread_cond_init(&r->durable, NULL);
 	*out = r;
 
 	if (!path || !*path)
@@ -544,39 +559,197 @@ int rec_enter(rec_store *r)
 	return ST_OK;
 }
 
-/* Every write is one IMMEDIATE transaction holding the rows and the event
- * that describes them: both are durable, or neither is. */
-static int txn_begin(rec_store *r, const char *what)
+/* ---- Group commit ----
+ *
+ * Every write call (a unit start, a step, a unit end, an event, ...) is a
+ * SAVEPOINT inside the batch's IMMEDIATE transaction: its rows and the
+ * event that describes them stand or fall together, and a write that fails
+ * rolls back only itself.  A write that succeeded waits for the batch to
+ * commit; the commit (one fsync for the whole batch) is made by the last
+ * writer through, i.e. when no other writer is counted in (r->want), or
+ * when the batch is full.  Writers queued on the lock while a commit
+ * syncs thus form the next batch, so the number of commits falls as
+ * concurrency rises while a lone writer still commits at once.  Each call
+ * returns only after its own commit: ST_OK still means durable.  Events
+ * are hashed, chained and signed one by one as they are appended, so the
+ * chain order is the commit order. */
+
+#define REC_BATCH_MAX	64		/* writes per commit at most, so a
+					 * steady stream cannot delay a commit
+					 * without bound */
+
+/* One write call's place in a batch; on the caller's stack. */
+struct rec_waiter {
+	struct rec_waiter *next;
+	int sp;                 /* its savepoint is open */
+	int joined;             /* it waits for the batch's commit */
+	int done;               /* the batch committed or failed */
+	int err;                /* how it ended */
+	int now;                /* commit at once, do not wait for others */
+	char what[160];         /* "the end of unit 5 (device d1)" */
+	char why[REC_MSG_MAX];  /* why the batch failed */
+};
+
+/* Start of every write call: count the writer in before it queues on the
+ * lock, so a writer that is already in knows a batch-mate is coming. */
+static int wr_enter(rec_store *r, struct rec_waiter *w)
 {
-	sqlite3_stmt *s = r->stmt[S_BEGIN];
+	w->next = NULL;
+	w->sp = w->joined = w->done = w->err = w->now = 0;
+	w->what[0] = w->why[0] = '\0';
+	atomic_fetch_add(&r->want, 1);
+	return rec_enter(r);
+}
+
+/* Open the batch's transaction if none is, then this write's savepoint;
+ * what names the write in a later commit failure. */
+static int wr_txn(rec_store *r, struct rec_waiter *w, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+static int wr_txn(rec_store *r, struct rec_waiter *w, const char *fmt, ...)
+{
+	sqlite3_stmt *s;
+	va_list ap;
 	int err = ST_OK;
 
+	va_start(ap, fmt);
+	vsnprintf(w->what, sizeof(w->what), fmt, ap);
+	va_end(ap);
+	if (!r->in_batch) {
+		s = r->stmt[S_BEGIN];
+		if (sqlite3_step(s) != SQLITE_DONE)
+			err = rec_db_fail(r, ST_E_DB, "cannot start a write (%s)",
+					  w->what);
+		rec_stmt_done(s);
+		if (err)
+			return err;
+		r->in_batch = 1;
+	}
+	s = r->stmt[S_SP];
 	if (sqlite3_step(s) != SQLITE_DONE)
-		err = rec_db_fail(r, ST_E_DB, "cannot start a write (%s)", what);
+		err = rec_db_fail(r, ST_E_DB, "cannot start a write (%s)", w->what);
 	rec_stmt_done(s);
+	if (!err) {
+		w->sp = 1;
+		r->sp_events = 0;
+	}
 	return err;
 }
 
-static int txn_commit(rec_store *r, const char *what)
+/* The batch is over (committed, err 0, or lost): wake its writers. */
+static void batch_finish(rec_store *r, int err, const char *why)
+{
+	struct rec_waiter *w;
+
+	if (!err) {
+		r->n_commits++;
+		r->n_events += r->batch_events;
+		r->n_writes += r->batch_n;
+		if (r->batch_n > r->max_batch)
+			r->max_batch = r->batch_n;
+	}
+	for (w = r->batch; w; w = w->next) {
+		w->err = err;
+		if (err)
+			snprintf(w->why, sizeof(w->why), "%s", why);
+		w->done = 1;
+	}
+	r->batch = NULL;
+	r->batch_n = 0;
+	r->batch_events = 0;
+	r->in_batch = 0;
+	pthread_cond_broadcast(&r->durable);
+}
+
+/* COMMIT the batch (the fsync), or roll it back if that fails: then every
+ * write in it fails, since none of them is durable. */
+static void batch_commit(rec_store *r)
 {
 	sqlite3_stmt *s = r->stmt[S_COMMIT];
+	char why[REC_MSG_MAX] = "";
 	int err = ST_OK;
 
-	if (sqlite3_step(s) != SQLITE_DONE)
-		err = rec_db_fail(r, ST_E_DB, "cannot commit %s", what);
+	if (!r->batch) {
+		/* only failed writes: nothing to sync */
+		s = r->stmt[S_ROLLBACK];
+		sqlite3_step(s);
+		rec_stmt_done(s);
+		r->in_batch = 0;
+		return;
+	}
+	if (sqlite3_step(s) != SQLITE_DONE) {
+		err = ST_E_DB;
+		db_why(r, why, sizeof(why));
+	}
 	rec_stmt_done(s);
+	if (err && !sqlite3_get_autocommit(r->db)) {
+		s = r->stmt[S_ROLLBACK];
+		sqlite3_step(s);
+		rec_stmt_done(s);
+	}
+	batch_finish(r, err, why);
+}
+
+/* End of every write call (lock held, as after wr_enter, whatever failed):
+ * keep or roll back this write's savepoint, join the batch, commit it when
+ * no other writer is coming, and wait until this write is durable.  Returns
+ * err, or the commit's failure. */
+static int wr_end(rec_store *r, struct rec_waiter *w, int err)
+{
+	sqlite3_stmt *s;
+
+	if (w->sp && sqlite3_get_autocommit(r->db)) {
+		/* SQLite rolled the whole transaction back (an I/O error,
+		 * a full disk): the batch-mates' writes are gone too */
+		if (!err)
+			err = rec_db_fail(r, ST_E_DB, "%s was rolled back", w->what);
+		batch_finish(r, ST_E_DB, rec_errmsg(r));
+	} else if (w->sp) {
+		if (err) {
+			s = r->stmt[S_SP_ROLLBACK];
+			sqlite3_step(s);
+			rec_stmt_done(s);
+		}
+		s = r->stmt[S_SP_RELEASE];
+		if (sqlite3_step(s) != SQLITE_DONE && !err)
+			err = rec_db_fail(r, ST_E_DB, "cannot finish %s", w->what);
+		rec_stmt_done(s);
+		if (!err) {
+			w->joined = 1;
+			w->next = r->batch;
+			r->batch = w;
+			r->batch_n++;
+			r->batch_events += r->sp_events;
+		}
+	}
+	if (atomic_fetch_sub(&r->want, 1) == 1 || w->now ||
+	    r->batch_n >= REC_BATCH_MAX) {
+		if (r->in_batch)
+			batch_commit(r);
+	}
+	while (w->joined && !w->done)
+		pthread_cond_wait(&r->durable, &r->lock);
+	if (w->joined && w->err)
+		err = rec_fail(r, w->err, "cannot commit %s: %s", w->what, w->why);
 	return err;
 }
 
-/* Roll back whatever is open (after a failure; harmless after commit). */
-static void txn_end(rec_store *r)
+int rec_get_stats(rec_store *r, rec_stats *out)
 {
-	sqlite3_stmt *s = r->stmt[S_ROLLBACK];
+	int err;
 
-	if (sqlite3_get_autocommit(r->db))
-		return;
-	sqlite3_step(s);
-	rec_stmt_done(s);
+	if (!r)
+		return ST_E_INVAL;
+	err = rec_enter(r);
+	if (!err && !out)
+		err = rec_fail(r, ST_E_INVAL, "rec_get_stats: no output");
+	if (!err) {
+		out->events = r->n_events;
+		out->writes = r->n_writes;
+		out->commits = r->n_commits;
+		out->max_batch = r->max_batch;
+	}
+	pthread_mutex_unlock(&r->lock);
+	return err;
 }
 
 /* The final states a unit may end in (RUNNING is not one). */
@@ -615,13 +788,14 @@ static int quota_fail(rec_store *r, const char *wo, const char *uid)
  * beyond the quota), taken in the same transaction. */
 int rec_unit_begin(rec_store *r, const rec_unit_start *u, int64_t *unit_id)
 {
+	struct rec_waiter w;
 	sqlite3_stmt *s;
-	int64_t id;
+	int64_t id = 0;
 	int err;
 
 	if (!r)
 		return ST_E_INVAL;
-	err = rec_enter(r);
+	err = wr_enter(r, &w);
 	if (err)
 		goto out;
 	if (!u || !u->uid || !*u->uid || !unit_id) {
@@ -629,7 +803,7 @@ int rec_unit_begin(rec_store *r, const rec_unit_start *u, int64_t *unit_id)
 			   "are required");
 		goto out;
 	}
-	if ((err = txn_begin(r, u->uid)))
+	if ((err = wr_txn(r, &w, "the start of device %s", u->uid)))
 		goto out;
 	s = r->stmt[S_UNIT_INS];
 	if (rec_bind_text(s, 1, u->uid) || sqlite3_bind_int(s, 2, u->slot) ||
@@ -648,7 +822,7 @@ int rec_unit_begin(rec_store *r, const rec_unit_start *u, int64_t *unit_id)
 					  "device %s", u->uid);
 			rec_stmt_done(s);
 		}
-		goto rollback;
+		goto out;
 	}
 	rec_stmt_done(s);
 	id = sqlite3_last_insert_rowid(r->db);
@@ -658,13 +832,10 @@ int rec_unit_begin(rec_store *r, const rec_unit_start *u, int64_t *unit_id)
 			  "operator", u->operator_name, "profile", u->profile,
 			  "profile_digest", u->profile_digest,
 			  "work_order", u->work_order));
-	if (!err)
-		err = txn_commit(r, "the start of a unit");
+out:
+	err = wr_end(r, &w, err);
 	if (!err)
 		*unit_id = id;
-rollback:
-	txn_end(r);
-out:
 	pthread_mutex_unlock(&r->lock);
 	return err;
 }
@@ -697,6 +868,7 @@ static int unit_not_running(rec_store *r, int64_t unit_id, const char *what)
 int rec_step(rec_store *r, int64_t unit_id, const char *step,
 	     const char *outcome, const char *detail)
 {
+	struct rec_waiter w;
 	sqlite3_stmt *s;
 	int64_t row, seq = 0;
 	char uid[128];
@@ -704,7 +876,7 @@ int rec_step(rec_store *r, int64_t unit_id, const char *step,
 
 	if (!r)
 		return ST_E_INVAL;
-	err = rec_enter(r);
+	err = wr_enter(r, &w);
 	if (err)
 		goto out;
 	if (!step || !*step || !outcome || (strcmp(outcome, "ok") &&
@@ -714,7 +886,8 @@ int rec_step(rec_store *r, int64_t unit_id, const char *step,
 			   outcome ? outcome : "NULL");
 		goto out;
 	}
-	if ((err = txn_begin(r, step)))
+	if ((err = wr_txn(r, &w, "step %s of unit %lld", step,
+			  (long long)unit_id)))
 		goto out;
 	s = r->stmt[S_STEP_INS];
 	if (sqlite3_bind_int64(s, 1, unit_id) || rec_bind_text(s, 2, step) ||
@@ -723,12 +896,12 @@ int rec_step(rec_store *r, int64_t unit_id, const char *step,
 		err = rec_db_fail(r, ST_E_DB, "cannot record step %s of unit %lld",
 			      step, (long long)unit_id);
 		rec_stmt_done(s);
-		goto rollback;
+		goto out;
 	}
 	rec_stmt_done(s);
 	if (sqlite3_changes(r->db) == 0) {
 		err = unit_not_running(r, unit_id, "rec_step");
-		goto rollback;
+		goto out;
 	}
 	row = sqlite3_last_insert_rowid(r->db);
 	s = r->stmt[S_STEP_SEQ];
@@ -744,11 +917,8 @@ int rec_step(rec_store *r, int64_t unit_id, const char *step,
 	err = rec_append_event(r, "step", unit_id, uid,
 		json_pack("{s:I, s:s, s:s, s:s?}", "seq", (json_int_t)seq,
 			  "step", step, "outcome", outcome, "detail", detail));
-	if (!err)
-		err = txn_commit(r, "a step");
-rollback:
-	txn_end(r);
 out:
+	err = wr_end(r, &w, err);
 	pthread_mutex_unlock(&r->lock);
 	return err;
 }
@@ -780,6 +950,7 @@ static int end_fail(rec_store *r, int64_t unit_id, const char *uid,
  * both see RUNNING, and the commit (synced) is the moment PASS is true. */
 int rec_unit_end(rec_store *r, int64_t unit_id, const rec_unit_result *e)
 {
+	struct rec_waiter w;
 	sqlite3_stmt *s;
 	const char *state;
 	char uid[128];
@@ -787,7 +958,7 @@ int rec_unit_end(rec_store *r, int64_t unit_id, const rec_unit_result *e)
 
 	if (!r)
 		return ST_E_INVAL;
-	err = rec_enter(r);
+	err = wr_enter(r, &w);
 	if (err)
 		goto out;
 	if (!e || !is_result(e->result)) {
@@ -796,13 +967,7 @@ int rec_unit_end(rec_store *r, int64_t unit_id, const rec_unit_result *e)
 			   e && e->result ? e->result : "NULL");
 		goto out;
 	}
-	s = r->stmt[S_BEGIN];
-	rc = sqlite3_step(s);
-	if (rc != SQLITE_DONE)
-		err = rec_db_fail(r, ST_E_DB, "cannot start ending unit %lld",
-			      (long long)unit_id);
-	rec_stmt_done(s);
-	if (err)
+	if ((err = wr_txn(r, &w, "the end of unit %lld", (long long)unit_id)))
 		goto out;
 
 	s = r->stmt[S_UNIT_GET];
@@ -812,10 +977,12 @@ int rec_unit_end(rec_store *r, int64_t unit_id, const rec_unit_result *e)
 	if (state && !strcmp(state, "RUNNING")) {
 		snprintf(uid, sizeof(uid), "%s", sqlite3_column_text(s, 0));
 		rec_stmt_done(s);
+		snprintf(w.what, sizeof(w.what), "the end of unit %lld "
+			 "(device %s)", (long long)unit_id, uid);
 	} else {
 		rec_stmt_done(s);
 		err = unit_not_running(r, unit_id, "rec_unit_end");
-		goto rollback;
+		goto out;
 	}
 
 	s = r->stmt[S_UNIT_END];
@@ -830,7 +997,7 @@ int rec_unit_end(rec_store *r, int64_t unit_id, const rec_unit_result *e)
 			   (long long)unit_id);
 	rec_stmt_done(s);
 	if (err)
-		goto rollback;
+		goto out;
 	err = rec_append_event(r, "unit_end", unit_id, uid,
 		json_pack("{s:s, s:s?, s:s?, s:s?, s:s?, s:s?, s:s?, s:s?}",
 			  "result", e->result, "reason", e->reason,
@@ -838,21 +1005,8 @@ int rec_unit_end(rec_store *r, int64_t unit_id, const rec_unit_result *e)
 			  "cert_sha256", e->cert_sha256, "cert_pem", e->cert_pem,
 			  "pubkey", e->pubkey_hex, "rot_hash", e->rot_hash,
 			  "fuse_readback", e->fuse_readback));
-	if (err)
-		goto rollback;
-
-	s = r->stmt[S_COMMIT];
-	if (sqlite3_step(s) != SQLITE_DONE)
-		err = rec_db_fail(r, ST_E_DB, "cannot commit the end of unit %lld "
-			      "(device %s)", (long long)unit_id, uid);
-	rec_stmt_done(s);
-rollback:
-	if (!sqlite3_get_autocommit(r->db)) {
-		s = r->stmt[S_ROLLBACK];
-		sqlite3_step(s);
-		rec_stmt_done(s);
-	}
 out:
+	err = wr_end(r, &w, err);
 	pthread_mutex_unlock(&r->lock);
 	return err;
 }
@@ -1118,6 +1272,8 @@ int rec_append_event(rec_store *r, const char *kind, int64_t unit_id,
 				  uid ? uid : "");
 	rec_stmt_done(s);
 	free(text);
+	if (!err)
+		r->sp_events++;
 	return err;
 }
 
@@ -1129,15 +1285,17 @@ int rec_set_signer(rec_store *r, rec_sign_fn fn, void *ctx,
 	const uint8_t *p = cert_der;
 	uint8_t dig[SHA256_DIGEST_LENGTH];
 	char fp[REC_HASH_HEX], *pem = NULL;
+	struct rec_waiter w;
 	X509 *x = NULL;
 	BIO *b = NULL;
 	sqlite3_stmt *s;
+	int tried = 0;
 	long n;
 	int err;
 
 	if (!r)
 		return ST_E_INVAL;
-	err = rec_enter(r);
+	err = wr_enter(r, &w);
 	if (err)
 		goto out;
 	if (!fn) {
@@ -1155,7 +1313,11 @@ int rec_set_signer(rec_store *r, rec_sign_fn fn, void *ctx,
 	n = BIO_get_mem_data(b, &pem);
 	SHA256(cert_der, cert_len, dig);
 	st_hex(dig, sizeof(dig), fp);
-	if ((err = txn_begin(r, "audit certificate")))
+	/* committed at once, before the lock is let go, so no other write
+	 * is signed by a key whose certificate might not be stored */
+	w.now = 1;
+	tried = 1;
+	if ((err = wr_txn(r, &w, "the audit certificate")))
 		goto out;
 	s = r->stmt[S_CERT_INS];
 	rec_bind_text(s, 1, fp);
@@ -1170,18 +1332,16 @@ int rec_set_signer(rec_store *r, rec_sign_fn fn, void *ctx,
 		err = rec_append_event(r, "audit_key", 0, NULL,
 				       json_pack("{s:s}", "cert_sha256", fp));
 	}
-	if (!err)
-		err = txn_commit(r, "the audit certificate");
-	txn_end(r);
-	if (err) {
+out:
+	err = wr_end(r, &w, err);
+	if (err && tried) {
 		r->sign = NULL;
 		r->sign_ctx = NULL;
-		goto out;
+	} else if (!err && fn) {
+		r->sign = fn;
+		r->sign_ctx = ctx;
+		memcpy(r->sign_key, fp, sizeof(fp));
 	}
-	r->sign = fn;
-	r->sign_ctx = ctx;
-	memcpy(r->sign_key, fp, sizeof(fp));
-out:
 	X509_free(x);
 	BIO_free(b);
 	pthread_mutex_unlock(&r->lock);
@@ -1191,6 +1351,7 @@ out:
 int rec_event(rec_store *r, const char *kind, const char *uid, ...)
 {
 	json_t *data = json_object();
+	struct rec_waiter w;
 	const char *k, *v;
 	va_list ap;
 	int err;
@@ -1209,16 +1370,14 @@ int rec_event(rec_store *r, const char *kind, const char *uid, ...)
 		}
 	}
 	va_end(ap);
-	err = rec_enter(r);
+	err = wr_enter(r, &w);
 	if (!err)
-		err = txn_begin(r, kind);
+		err = wr_txn(r, &w, "event %s", kind);
 	if (!err) {
 		err = rec_append_event(r, kind, 0, uid, data);
 		data = NULL;
-		if (!err)
-			err = txn_commit(r, kind);
-		txn_end(r);
 	}
+	err = wr_end(r, &w, err);
 	json_decref(data);
 	pthread_mutex_unlock(&r->lock);
 	return err;
@@ -1226,20 +1385,21 @@ int rec_event(rec_store *r, const char *kind, const char *uid, ...)
 
 int rec_workorder_create(rec_store *r, const char *id, long quota)
 {
+	struct rec_waiter w;
 	sqlite3_stmt *s;
 	char q[32];
 	int err;
 
 	if (!r)
 		return ST_E_INVAL;
-	err = rec_enter(r);
+	err = wr_enter(r, &w);
 	if (err)
 		goto out;
 	if (!id || !*id) {
 		err = rec_fail(r, ST_E_INVAL, "a work order needs an id");
 		goto out;
 	}
-	if ((err = txn_begin(r, "work order")))
+	if ((err = wr_txn(r, &w, "work order %s", id)))
 		goto out;
 	s = r->stmt[S_WO_INS];
 	rec_bind_text(s, 1, id);
@@ -1260,10 +1420,8 @@ int rec_workorder_create(rec_store *r, const char *id, long quota)
 		err = rec_append_event(r, "workorder_create", 0, NULL,
 			json_pack("{s:s, s:s?}", "work_order", id,
 				  "quota", quota >= 0 ? q : NULL));
-	if (!err)
-		err = txn_commit(r, "the work order");
-	txn_end(r);
 out:
+	err = wr_end(r, &w, err);
 	pthread_mutex_unlock(&r->lock);
 	return err;
 }
@@ -1317,6 +1475,7 @@ void rec_close(rec_store *r)
 		next = b->next;
 		free(b);
 	}
+	pthread_cond_destroy(&r->durable);
 	pthread_mutex_destroy(&r->lock);
 	free(r);
 }

@@ -4,7 +4,10 @@
  * Thread model: one rec_store may be shared by several slot workers; calls
  * are serialised inside.  Every write is committed (durable on disk) before
  * the call returns, so a caller may announce a result once the call
- * returned ST_OK.  Errors return ST_E_DB (or ST_E_IO for a path that cannot
+ * returned ST_OK.  Writes of threads that call at the same time share one
+ * transaction and one fsync (group commit, docs/records.md): each still
+ * returns only once its own write is durable, and fails if its batch could
+ * not be committed.  Errors return ST_E_DB (or ST_E_IO for a path that cannot
  * be opened) with the SQLite message in rec_errmsg(). */
 #ifndef ST_RECORDS_H
 #define ST_RECORDS_H
@@ -104,6 +107,17 @@ typedef struct rec_settings {
 
 /* Read the settings back from the connection (not from what was asked). */
 int rec_get_settings(rec_store *r, rec_settings *out);
+
+/* What group commit did on this handle since rec_open, for benchmarks and
+ * tests: fewer commits than writes means writes shared fsyncs. */
+typedef struct rec_stats {
+	long long events;           /* audit events committed */
+	long long writes;           /* write calls committed */
+	long long commits;          /* transactions (fsyncs) that carried them */
+	int max_batch;              /* most write calls in one commit */
+} rec_stats;
+
+int rec_get_stats(rec_store *r, rec_stats *out);
 
 /* ---- The audit chain (docs/records.md, "Audit chain") ----
  *

@@ -90,10 +90,20 @@ struct unit {
 	char readback_hex[65];
 	char *cert_pem;
 	int64_t t0;
+	int64_t us_rec, us_hsm, us_x509; /* where the time went (unit_us) */
 	char pending[1024];   /* fuse intents an interrupted run left open */
 	bool after_lock;      /* the interrupted run stopped at its lifecycle step */
 	char reprovision[768]; /* re-provisioned: who, why, the revoked serial */
 };
+
+/* Monotonic microseconds, for the per-step times of a unit. */
+static int64_t unit_us(void)
+{
+	struct timespec t;
+
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (int64_t)t.tv_sec * 1000000 + t.tv_nsec / 1000;
+}
 
 /* Hand an event to the front end. */
 static void emit(struct worker *w, st_event *ev)
@@ -120,7 +130,9 @@ static int step(struct unit *u, const char *name, const char *outcome,
 	va_start(ap, fmt);
 	vsnprintf(detail, sizeof(detail), fmt, ap);
 	va_end(ap);
+	u->us_rec -= unit_us();
 	rc = rec_step(u->w->job->rec, u->id, name, outcome, detail);
+	u->us_rec += unit_us();
 	if (rc) {
 		snprintf(u->reason, sizeof(u->reason),
 			 "cannot record step %s: %s", name, rec_errmsg(u->w->job->rec));
@@ -218,7 +230,9 @@ static int do_inject(struct unit *u, uint8_t pub[DRV_P256_POINT_LEN])
 			  drv_errmsg(u->dev));
 		goto out;
 	}
+	u->us_hsm -= unit_us();
 	rc = hsm_inject_keygen(u->sess, &priv, &pubobj, pub);
+	u->us_hsm += unit_us();
 	if (rc) {
 		rc = fail(u, "keygen", rc, "HSM device key generation failed: %s",
 			  hsm_session_errmsg(u->sess));
@@ -230,7 +244,9 @@ static int do_inject(struct unit *u, uint8_t pub[DRV_P256_POINT_LEN])
 			  "in clear (CKA_VALUE readable): refusing to inject it");
 		goto out;
 	}
+	u->us_hsm -= unit_us();
 	rc = hsm_inject_wrap(u->sess, priv, tkey, eph, wrapped, sizeof(wrapped), &wlen);
+	u->us_hsm += unit_us();
 	if (rc) {
 		rc = fail(u, "keygen", rc, "wrapping the device key failed: %s",
 			  hsm_session_errmsg(u->sess));
@@ -270,6 +286,7 @@ static int do_certificate(struct unit *u, const uint8_t pub[DRV_P256_POINT_LEN],
 	const st_profile *prof = u->w->job->prof;
 	uint8_t serial[ST_CERT_SERIAL_LEN];
 	char err[256] = "";
+	int64_t t0 = unit_us(), rec0 = u->us_rec, hsm0 = u->us_hsm;
 	EVP_PKEY *devkey = st_p256_pubkey(pub), *capub = X509_get0_pubkey(u->ca);
 	X509 *tmpl = NULL, *cert = NULL;
 	int rc = ST_E_CRYPTO;
@@ -279,7 +296,10 @@ static int do_certificate(struct unit *u, const uint8_t pub[DRV_P256_POINT_LEN],
 			  "the device returned an invalid P-256 public key");
 		goto cleanup;
 	}
-	if ((rc = st_x509_random_serial(u->sess, serial))) {
+	u->us_hsm -= unit_us();
+	rc = st_x509_random_serial(u->sess, serial);
+	u->us_hsm += unit_us();
+	if (rc) {
 		rc = fail(u, "certificate", rc, "HSM random failed: %s",
 			  hsm_session_errmsg(u->sess));
 		goto cleanup;
@@ -293,9 +313,11 @@ static int do_certificate(struct unit *u, const uint8_t pub[DRV_P256_POINT_LEN],
 					       u->info.uid, sizeof(u->info.uid), serial,
 					       err, sizeof(err));
 	}
+	u->us_hsm -= unit_us();
 	if (tmpl)
 		cert = st_x509_hsm_sign(tmpl, u->sess, u->ca_priv, u->w->job->ca_type,
 					err, sizeof(err));
+	u->us_hsm += unit_us();
 	if (!cert) {
 		rc = fail(u, "certificate", ST_E_CRYPTO, "certificate not issued: %s",
 			  err[0] ? err : "template");
@@ -317,6 +339,8 @@ cleanup:
 	X509_free(tmpl);
 	X509_free(cert);
 	EVP_PKEY_free(devkey);
+	/* building, checking, fingerprinting: the rest of this step */
+	u->us_x509 += unit_us() - t0 - (u->us_rec - rec0) - (u->us_hsm - hsm0);
 	return rc;
 }
 
@@ -573,8 +597,10 @@ static void finish_unit(struct unit *u)
 	st_event ev = { .kind = ST_EV_UNIT_DONE, .uid = u->info.uid_hex,
 			.result = e.result, .detail = e.reason, .err = u->err,
 			.fuses = u->fuses };
+	int64_t t = unit_us();
 	int rc = rec_unit_end(w->job->rec, u->id, &e);
 
+	u->us_rec += unit_us() - t;
 	if (rc) {
 		st_event se = { .kind = ST_EV_SLOT_ERROR, .uid = u->info.uid_hex,
 				.err = rc };
@@ -603,6 +629,12 @@ static void finish_unit(struct unit *u)
 		w->sum.fail++;
 	}
 	ev.elapsed_ms = st_now_ms() - u->t0;
+	ev.us_records = u->us_rec;
+	ev.us_hsm = u->us_hsm;
+	ev.us_x509 = u->us_x509;
+	ev.us_device = ev.elapsed_ms * 1000 - u->us_rec - u->us_hsm - u->us_x509;
+	if (ev.us_device < 0)           /* elapsed_ms is whole milliseconds */
+		ev.us_device = 0;
 	emit(w, &ev);
 }
 
@@ -902,7 +934,9 @@ static int begin_unit(struct worker *w, struct unit *u)
 	int rc;
 
 	pthread_mutex_lock(&((struct job *)job)->rec_order);
+	u->us_rec -= unit_us();
 	rc = rec_unit_begin(job->rec, &start, &u->id);
+	u->us_rec += unit_us();
 	if (!rc)
 		set_live(w, u->id);
 	pthread_mutex_unlock(&((struct job *)job)->rec_order);

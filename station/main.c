@@ -151,12 +151,17 @@ static void on_event(const st_event *ev, void *ctx)
 		break;
 	case ST_EV_UNIT_DONE:
 		if (cli->json) {
-			o = json_pack("{s:s, s:i, s:s, s:s, s:s, s:s?, s:s?, s:s?, s:s?, s:I}",
+			o = json_pack("{s:s, s:i, s:s, s:s, s:s, s:s?, s:s?, s:s?, s:s?, s:I,"
+				      " s:{s:I, s:I, s:I, s:I}}",
 				      "event", "unit", "slot", ev->slot, "port", ev->port,
 				      "uid", ev->uid, "result", ev->result,
 				      "cert_serial", ev->cert_serial,
 				      "cert_sha256", ev->cert_sha256, "fuses", ev->fuses,
-				      "reason", ev->detail, "ms", (json_int_t)ev->elapsed_ms);
+				      "reason", ev->detail, "ms", (json_int_t)ev->elapsed_ms,
+				      "us", "records", (json_int_t)ev->us_records,
+				      "hsm", (json_int_t)ev->us_hsm,
+				      "x509", (json_int_t)ev->us_x509,
+				      "device", (json_int_t)ev->us_device);
 		} else if (!strcmp(ev->result, "PASS")) {
 			printf("slot %d: unit %s PASS  cert %s  fuses %s  (%lld ms)\n",
 			       ev->slot, ev->uid, ev->cert_serial,
@@ -292,11 +297,18 @@ static int cmd_provision(struct cli *cli, int argc, char **argv)
 		goto cleanup;
 	}
 	if (cli->json) {
-		json_t *o = json_pack("{s:s, s:i, s:i, s:i, s:i, s:i, s:s}",
-				      "event", "summary", "pass", sum.pass, "fail", sum.fail,
-				      "quarantine", sum.quarantine, "skipped", sum.skipped,
-				      "slot_errors", sum.slot_errors + sum.record_errors,
-				      "records", cli->cfg.records_path);
+		rec_stats rs = { 0 };
+		json_t *o;
+
+		/* group commit at work: writes per commit (make bench) */
+		rec_get_stats(rec, &rs);
+		o = json_pack("{s:s, s:i, s:i, s:i, s:i, s:i, s:s, s:I, s:I}",
+			      "event", "summary", "pass", sum.pass, "fail", sum.fail,
+			      "quarantine", sum.quarantine, "skipped", sum.skipped,
+			      "slot_errors", sum.slot_errors + sum.record_errors,
+			      "records", cli->cfg.records_path,
+			      "record_writes", (json_int_t)rs.writes,
+			      "record_commits", (json_int_t)rs.commits);
 
 		json_dumpf(o, stdout, JSON_COMPACT);
 		fputc('\n', stdout);

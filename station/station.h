@@ -200,6 +200,11 @@ typedef struct st_event {
 	const char *cert_sha256;
 	const char *fuses;        /* "burned", "already", "not-armed", ... */
 	int64_t elapsed_ms;       /* ST_EV_UNIT_DONE */
+	/* ST_EV_UNIT_DONE: where the unit's time went, microseconds (for
+	 * the benchmark; docs/benchmarks.md): records writes (audit
+	 * signatures and the commit wait included), HSM calls, certificate
+	 * building and checking, and the rest (the programmer's I/O) */
+	int64_t us_records, us_hsm, us_x509, us_device;
 	int err;                  /* st_err of a failure */
 } st_event;
 

@@ -47,6 +47,23 @@ uint64_t sim_rand(struct sim *s)
 	return s->rng * 0x2545f4914f6cdd1dull;
 }
 
+void sim_sleep_us(unsigned long us)
+{
+	struct timespec t = { .tv_sec = (time_t)(us / 1000000),
+			      .tv_nsec = (long)(us % 1000000) * 1000L };
+
+	while (nanosleep(&t, &t) < 0 && errno == EINTR)
+		;
+}
+
+/* --baud: n bytes take 10 bit times each on a real UART (start, 8 data,
+ * stop); a pty moves them at once. */
+static void wire_time(const struct sim *s, size_t n)
+{
+	if (s->baud)
+		sim_sleep_us((unsigned long)((uint64_t)n * 10 * 1000000 / s->baud));
+}
+
 /* Write to the pty master; gives up after a second if nobody reads. */
 static int pty_send(struct sim *s, const uint8_t *buf, size_t n)
 {
@@ -85,6 +102,7 @@ int sim_send_raw(struct sim *s, const uint8_t *buf, size_t n)
 	}
 	if (keep == 0)
 		return -1;
+	wire_time(s, keep);
 	rc = s->send ? s->send(s, buf, keep) : pty_send(s, buf, keep);
 	return s->dropped ? -1 : rc;
 }
@@ -147,6 +165,7 @@ static void on_frame(struct sim *s, int rc, int why)
 
 void sim_feed(struct sim *s, uint8_t *buf, size_t n)
 {
+	wire_time(s, n);
 	if (s->fault->on_bytes_in)
 		s->fault->on_bytes_in(s, buf, n);
 	for (size_t i = 0; i < n && !s->dropped; i++) {

@@ -2,6 +2,7 @@
  *
  *   station-devsim --state FILE [--link PATH] [--units N] [--seed S]
  *                  [--model NAME] [--fault NAME[:ARG]] [--vpp MV] [--temp C]
+ *                  [--baud N] [--fuse-word-us US] [--keygen-ms MS]
  *                  [--verbose] [--dump]
  *
  * Prints "ready <slave-path>" once the line is up, serves requests until
@@ -165,6 +166,10 @@ static void usage(void)
 		"                      [--verbose] [--dump]\n"
 		"  --vpp MV, --temp C: programming voltage and temperature reported by\n"
 		"                      CONDITIONS (default 2500 mV, 25.0 C)\n"
+		"  line model (default: none, as fast as the pty):\n"
+		"  --baud N            pace the line as a UART at N baud (10 bits a byte)\n"
+		"  --fuse-word-us US   programming one OTP word takes US microseconds\n"
+		"  --keygen-ms MS      the chip takes MS ms to generate its key\n"
 		"       station-devsim --usb SERIAL --state FILE [...] [-- COMMAND ARGS...]\n"
 		"                      (under umockdev-wrapper: a USB programmer)\n"
 		"faults:\n");
@@ -182,6 +187,9 @@ int main(int argc, char **argv)
 		{ "fault", required_argument, NULL, 'f' },
 		{ "vpp", required_argument, NULL, 'V' },
 		{ "temp", required_argument, NULL, 'C' },
+		{ "baud", required_argument, NULL, 'B' },
+		{ "fuse-word-us", required_argument, NULL, 'W' },
+		{ "keygen-ms", required_argument, NULL, 'K' },
 		{ "dump", no_argument, NULL, 'd' },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "usb", required_argument, NULL, 'u' },
@@ -238,6 +246,26 @@ int main(int argc, char **argv)
 				s->vpp_mv = (int)v;
 			else
 				s->temp_dc = (int)(v * 10 + (v < 0 ? -0.5 : 0.5));
+			break;
+		}
+		case 'B': case 'W': case 'K': {
+			char *end;
+			unsigned long v = strtoul(optarg, &end, 10);
+
+			if (end == optarg || *end || *optarg == '-' ||
+			    (opt == 'B' && (v < 300 || v > 4000000)) ||
+			    (opt != 'B' && v > 60000000)) {
+				fprintf(stderr, "station-devsim: bad --%s %s\n",
+					opt == 'B' ? "baud" : opt == 'W' ?
+					"fuse-word-us" : "keygen-ms", optarg);
+				goto out;
+			}
+			if (opt == 'B')
+				s->baud = v;
+			else if (opt == 'W')
+				s->fuse_word_us = v;
+			else
+				s->keygen_ms = v;
 			break;
 		}
 		case 'd': dump = 1; break;

@@ -92,6 +92,10 @@ struct sim {
 	unsigned long fault_arg[3];     /* further numeric arguments */
 	int dead;                       /* browned out: silent until restart */
 	unsigned long lifecycle_ms;     /* slowburn: the lifecycle fuse is slow too */
+	/* Line model (docs/benchmarks.md): realistic timings, 0 = none. */
+	unsigned long baud;             /* --baud: 10 bit times per byte, both ways */
+	unsigned long fuse_word_us;     /* --fuse-word-us: programming one OTP word */
+	unsigned long keygen_ms;        /* --keygen-ms: the chip making its key */
 	int vpp_mv;                     /* programming voltage (CONDITIONS) */
 	int temp_dc;                    /* temperature, tenths of a degree C */
 	int master;                     /* pty master: our end of the line */
@@ -121,6 +125,9 @@ void sim_feed(struct sim *s, uint8_t *buf, size_t n);
 
 /* Sleep ms milliseconds (latency faults). */
 void sim_sleep_ms(unsigned ms);
+
+/* Sleep us microseconds (the line model's timings). */
+void sim_sleep_us(unsigned long us);
 
 /* Load FILE, or create nunits fresh units from seed/model when it does not
  * exist (and save it).  Returns 0 or -1 with a message on stderr. */

@@ -79,6 +79,8 @@ static void do_keygen(struct sim *s, struct sim_unit *u, proto_frame *rep)
 		reply(rep, PROTO_ST_LOCKED);
 		return;
 	}
+	if (s->keygen_ms)
+		sim_sleep_ms((unsigned)s->keygen_ms);
 	key = EVP_EC_gen("P-256");
 	if (!key || sim_pubkey_point(key, u->pub) < 0) {
 		EVP_PKEY_free(key);
@@ -316,6 +318,8 @@ static int program_words(struct sim *s, struct sim_unit *u, unsigned bank,
 			sim_log(s, "brown-out: bank %u word %u half programmed", bank, w);
 			return -1;
 		}
+		if (s->fuse_word_us)
+			sim_sleep_us(s->fuse_word_us);
 		memcpy(p, val, SIM_FUSE_WORD);
 		memcpy(r, val, SIM_FUSE_WORD);
 	}

@@ -1,0 +1,341 @@
+/* test_groupcommit.c — records/ group commit: slot workers writing at the
+ * same time share transactions (fewer commits than writes) while every
+ * write that returned ST_OK is on disk exactly once and every write that
+ * failed is not there at all; the audit chain and its per-event signatures
+ * still verify; a lone writer is never held back waiting for batch-mates.
+ * The audit key is a software P-256 key (the HSM signer is exercised
+ * through the station binary in test_evidence.c). */
+#include <criterion/criterion.h>
+
+#include <errno.h>
+#include <openssl/ec.h>
+#include <openssl/ecdsa.h>
+#include <openssl/evp.h>
+#include <openssl/x509.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+
+#include "base.h"
+#include "records/records.h"
+#include "tests/fixtures/fx_softhsm.h"
+
+#define NTHREADS	8
+#define NUNITS		20		/* per thread */
+#define NTICKS		60		/* events per thread, full-disk test */
+
+static char tmpdir[64];
+static char dbpath[128];
+static EVP_PKEY *key;
+static uint8_t *cert_der;
+static int cert_len;
+
+static void setup(void)
+{
+	X509 *x = X509_new();
+
+	snprintf(tmpdir, sizeof(tmpdir), "/tmp/st-gc-XXXXXX");
+	cr_assert_not_null(mkdtemp(tmpdir), "mkdtemp: %s", strerror(errno));
+	snprintf(dbpath, sizeof(dbpath), "%s/records.db", tmpdir);
+	key = EVP_EC_gen("P-256");
+	cr_assert_not_null(key);
+	cr_assert_not_null(x);
+	X509_set_version(x, 2);
+	ASN1_INTEGER_set(X509_get_serialNumber(x), 9);
+	X509_NAME_add_entry_by_txt(X509_get_subject_name(x), "CN", MBSTRING_ASC,
+				   (const unsigned char *)"gc audit", -1, -1, 0);
+	X509_set_issuer_name(x, X509_get_subject_name(x));
+	X509_gmtime_adj(X509_getm_notBefore(x), 0);
+	X509_gmtime_adj(X509_getm_notAfter(x), 86400);
+	X509_set_pubkey(x, key);
+	cr_assert(X509_sign(x, key, EVP_sha256()) > 0);
+	cert_der = NULL;
+	cert_len = i2d_X509(x, &cert_der);
+	cr_assert_gt(cert_len, 0);
+	X509_free(x);
+}
+
+static void teardown(void)
+{
+	EVP_PKEY_free(key);
+	OPENSSL_free(cert_der);
+	fx_rmtree(tmpdir);
+}
+
+TestSuite(groupcommit, .init = setup, .fini = teardown, .timeout = 180);
+
+/* The signer contract: digest in, raw r||s out (called under the store's
+ * lock, from whichever slot thread is appending). */
+static int soft_sign(void *ctx, const uint8_t digest[32], uint8_t sig[64])
+{
+	EVP_PKEY_CTX *c = EVP_PKEY_CTX_new(ctx, NULL);
+	unsigned char der[80];
+	const unsigned char *p = der;
+	size_t n = sizeof(der);
+	ECDSA_SIG *s = NULL;
+	int rc = ST_E_CRYPTO;
+
+	if (c && EVP_PKEY_sign_init(c) == 1 &&
+	    EVP_PKEY_sign(c, der, &n, digest, 32) == 1 &&
+	    (s = d2i_ECDSA_SIG(NULL, &p, (long)n))) {
+		BN_bn2binpad(ECDSA_SIG_get0_r(s), sig, 32);
+		BN_bn2binpad(ECDSA_SIG_get0_s(s), sig + 32, 32);
+		rc = ST_OK;
+	}
+	ECDSA_SIG_free(s);
+	EVP_PKEY_CTX_free(c);
+	return rc;
+}
+
+static rec_store *open_signed(void)
+{
+	rec_store *r = NULL;
+
+	cr_assert_eq(rec_open(dbpath, &r), ST_OK, "%s", rec_errmsg(r));
+	cr_assert_eq(rec_set_signer(r, soft_sign, key, cert_der, (size_t)cert_len),
+		     ST_OK, "%s", rec_errmsg(r));
+	return r;
+}
+
+static sqlite3 *ext_open(void)
+{
+	sqlite3 *db = NULL;
+
+	cr_assert_eq(sqlite3_open_v2(dbpath, &db, SQLITE_OPEN_READONLY, NULL),
+		     SQLITE_OK);
+	return db;
+}
+
+static long long q_int(sqlite3 *db, const char *sql, const char *arg)
+{
+	sqlite3_stmt *s = NULL;
+	long long v = -1;
+
+	cr_assert_eq(sqlite3_prepare_v2(db, sql, -1, &s, NULL), SQLITE_OK,
+		     "%s: %s", sql, sqlite3_errmsg(db));
+	if (arg)
+		sqlite3_bind_text(s, 1, arg, -1, SQLITE_STATIC);
+	if (sqlite3_step(s) == SQLITE_ROW)
+		v = sqlite3_column_int64(s, 0);
+	sqlite3_finalize(s);
+	return v;
+}
+
+struct worker {
+	rec_store *r;
+	pthread_barrier_t *go;
+	int n;
+	int failures;           /* calls that should have worked but did not */
+	int refused;            /* calls refused as they should be */
+	char first_err[300];
+	int rc[NTICKS];         /* full-disk test: each tick's result */
+};
+
+/* One slot: units with steps, plus a step on a finished unit (refused,
+ * inside whatever batch is open: it must roll back only itself). */
+static void *slot_thread(void *arg)
+{
+	static const char *const steps[] = { "identify", "keygen", "cert" };
+	struct worker *w = arg;
+	char uid[32], serial[32], detail[64];
+
+	pthread_barrier_wait(w->go);
+	for (int i = 0; i < NUNITS; i++) {
+		rec_unit_start u = { .uid = uid, .slot = w->n + 1 };
+		rec_unit_result e = { .result = "PASS", .cert_serial = serial };
+		int64_t id = 0;
+		int rc;
+
+		snprintf(uid, sizeof(uid), "g%d-%03d", w->n, i);
+		snprintf(serial, sizeof(serial), "%02x%04x", w->n, i);
+		rc = rec_unit_begin(w->r, &u, &id);
+		for (int k = 0; !rc && k < 3; k++) {
+			snprintf(detail, sizeof(detail), "%s #%d", uid, k);
+			rc = rec_step(w->r, id, steps[k], "ok", detail);
+		}
+		if (!rc)
+			rc = rec_unit_end(w->r, id, &e);
+		if (!rc) {
+			if (rec_step(w->r, id, "late", "ok", uid) == ST_E_STATE)
+				w->refused++;
+			else
+				rc = ST_E_STATE;
+		}
+		if (rc && w->failures++ == 0)
+			snprintf(w->first_err, sizeof(w->first_err), "%s: %s",
+				 uid, rec_errmsg(w->r));
+	}
+	return NULL;
+}
+
+static void run_threads(struct worker *w, void *(*fn)(void *), rec_store *r)
+{
+	pthread_barrier_t go;
+	pthread_t t[NTHREADS];
+
+	pthread_barrier_init(&go, NULL, NTHREADS);
+	for (int i = 0; i < NTHREADS; i++) {
+		w[i] = (struct worker){ .r = r, .n = i, .go = &go };
+		cr_assert_eq(pthread_create(&t[i], NULL, fn, &w[i]), 0);
+	}
+	for (int i = 0; i < NTHREADS; i++)
+		pthread_join(t[i], NULL);
+	pthread_barrier_destroy(&go);
+}
+
+/* Eight slot threads at once: every write lands exactly once, in a chain
+ * that verifies event by event (hash, prev, signature), and the writes
+ * shared commits. */
+Test(groupcommit, concurrent_writers_share_commits_and_chain_verifies)
+{
+	rec_store *r = open_signed();
+	struct worker w[NTHREADS];
+	rec_verify_result v;
+	rec_stats st;
+	long long want_events = 1 + (long long)NTHREADS * NUNITS * 5;
+	sqlite3 *db;
+	char uid[32];
+
+	run_threads(w, slot_thread, r);
+	for (int i = 0; i < NTHREADS; i++) {
+		cr_assert_eq(w[i].failures, 0, "thread %d: %d failures, first %s",
+			     i, w[i].failures, w[i].first_err);
+		cr_assert_eq(w[i].refused, NUNITS);
+	}
+	cr_assert_eq(rec_get_stats(r, &st), ST_OK);
+	/* the audit_key event, then begin + 3 steps + end per unit */
+	cr_assert_eq(st.events, want_events, "%lld events", st.events);
+	cr_assert_eq(st.writes, want_events);
+	cr_assert_lt(st.commits, st.writes, "no write shared a commit: %lld "
+		     "commits for %lld writes", st.commits, st.writes);
+	cr_assert_geq(st.max_batch, 2);
+	cr_assert_eq(rec_verify(r, NULL, NULL, &v), ST_OK, "%s", rec_errmsg(r));
+	cr_assert_eq(v.events, want_events);
+	cr_assert_eq(v.units, NTHREADS * NUNITS);
+	rec_close(r);
+
+	db = ext_open();
+	cr_assert_eq(q_int(db, "SELECT count(*) FROM events", NULL), want_events);
+	cr_assert_eq(q_int(db, "SELECT max(seq) FROM events", NULL), want_events);
+	cr_assert_eq(q_int(db, "SELECT count(*) FROM events WHERE sig IS NULL",
+			   NULL), 0);
+	/* exactly once: each unit's five events, each step once, in order */
+	for (int t = 0; t < NTHREADS; t++) {
+		for (int i = 0; i < NUNITS; i++) {
+			snprintf(uid, sizeof(uid), "g%d-%03d", t, i);
+			cr_assert_eq(q_int(db, "SELECT count(*) FROM events "
+					   "WHERE uid = ?1", uid), 5, "%s", uid);
+			cr_assert_eq(q_int(db, "SELECT count(*) FROM units WHERE "
+					   "uid = ?1 AND state = 'PASS'", uid),
+				     1, "%s", uid);
+			cr_assert_eq(q_int(db, "SELECT group_concat(kind, ',') = "
+					   "'unit_start,step,step,step,unit_end' "
+					   "FROM (SELECT kind FROM events WHERE "
+					   "uid = ?1 ORDER BY seq)", uid), 1,
+				     "%s: events out of order", uid);
+		}
+	}
+	cr_assert_eq(q_int(db, "SELECT count(*) FROM steps WHERE step = 'late'",
+			   NULL), 0, "a refused step was committed with its batch");
+	sqlite3_close(db);
+}
+
+/* One thread alone is never held back: each write is its own commit. */
+Test(groupcommit, lone_writer_commits_each_write)
+{
+	rec_store *r = open_signed();
+	rec_stats st;
+	int64_t id;
+
+	cr_assert_eq(rec_unit_begin(r, &(rec_unit_start){ .uid = "solo" }, &id),
+		     ST_OK);
+	cr_assert_eq(rec_step(r, id, "identify", "ok", NULL), ST_OK);
+	cr_assert_eq(rec_step(r, 999, "identify", "ok", NULL), ST_E_NOTFOUND);
+	cr_assert_eq(rec_event(r, "operator", NULL, "name", "alice", NULL), ST_OK);
+	cr_assert_eq(rec_get_stats(r, &st), ST_OK);
+	cr_assert_eq(st.writes, 4);     /* audit_key, begin, step, event */
+	cr_assert_eq(st.commits, 4);
+	cr_assert_eq(st.max_batch, 1);
+	cr_assert_eq(rec_get_stats(r, NULL), ST_E_INVAL);
+	rec_close(r);
+}
+
+static char big[2 * 1024 * 1024];
+
+/* Small events from every thread while thread 0 also tries events too big
+ * for the file size limit: the batches those land in fail whole. */
+static void *tick_thread(void *arg)
+{
+	struct worker *w = arg;
+	char n[32];
+
+	pthread_barrier_wait(w->go);
+	for (int i = 0; i < NTICKS; i++) {
+		snprintf(n, sizeof(n), "%d-%d", w->n, i);
+		if (w->n == 0 && i % 15 == 7)
+			rec_event(w->r, "big", NULL, "blob", big, NULL);
+		w->rc[i] = rec_event(w->r, "tick", NULL, "n", n, NULL);
+	}
+	return NULL;
+}
+
+/* The durability contract under group commit, with a full disk (a file
+ * size limit, which binds root too): a write that returned ST_OK is in the
+ * store, one that returned an error is not, whoever committed its batch;
+ * the chain still verifies afterwards. */
+Test(groupcommit, ok_means_on_disk_and_error_means_absent)
+{
+	rec_store *r = open_signed();
+	struct worker w[NTHREADS];
+	struct rlimit old, lim;
+	rec_verify_result v;
+	long ok = 0, failed = 0;
+	sqlite3 *db;
+	char n[32];
+
+	memset(big, 'B', sizeof(big) - 1);
+	cr_assert_neq(signal(SIGXFSZ, SIG_IGN), SIG_ERR);
+	cr_assert_eq(getrlimit(RLIMIT_FSIZE, &old), 0);
+	lim = old;
+	lim.rlim_cur = 1024 * 1024;
+	cr_assert_eq(setrlimit(RLIMIT_FSIZE, &lim), 0);
+	run_threads(w, tick_thread, r);
+	cr_assert_eq(setrlimit(RLIMIT_FSIZE, &old), 0);
+	cr_assert_eq(rec_event(r, "after", NULL, NULL), ST_OK, "%s",
+		     rec_errmsg(r));
+	cr_assert_eq(rec_verify(r, NULL, NULL, &v), ST_OK, "%s", rec_errmsg(r));
+	rec_close(r);
+
+	db = ext_open();
+	cr_assert_eq(q_int(db, "SELECT count(*) FROM events WHERE kind = 'big'",
+			   NULL), 0);
+	for (int t = 0; t < NTHREADS; t++) {
+		for (int i = 0; i < NTICKS; i++) {
+			long long have;
+
+			snprintf(n, sizeof(n), "%d-%d", t, i);
+			have = q_int(db, "SELECT count(*) FROM events WHERE "
+				     "kind = 'tick' AND json_extract(body, "
+				     "'$.data.n') = ?1", n);
+			if (w[t].rc[i] == ST_OK) {
+				cr_assert_eq(have, 1, "tick %s returned OK but "
+					     "is stored %lld times", n, have);
+				ok++;
+			} else {
+				cr_assert_eq(w[t].rc[i], ST_E_DB, "tick %s: %d",
+					     n, w[t].rc[i]);
+				cr_assert_eq(have, 0, "tick %s failed but is "
+					     "stored", n);
+				failed++;
+			}
+		}
+	}
+	cr_assert_gt(ok, 0);
+	cr_log_info("%ld ticks stored, %ld failed with a big batch-mate",
+		    ok, failed);
+	sqlite3_close(db);
+}
