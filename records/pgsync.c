@@ -472,24 +472,32 @@ out:
 	return err;
 }
 
-/* Audit certificates go first: events name them. */
+/* Audit certificates go first: events name them.  Every one, each pass:
+ * there are few (one per audit key the station ever had). */
 static int ship_certs(pgs *p, rec_store *r)
 {
+	struct cert { char fp[REC_HASH_HEX]; char *pem; } *c = NULL, *m;
 	sqlite3_stmt *s = NULL;
-	struct { char fp[REC_HASH_HEX]; char *pem; } c[64];
 	int n = 0, rc, err;
 
 	err = rec_enter(r);
 	if (!err && sqlite3_prepare_v2(r->db, "SELECT sha256, pem FROM audit_certs"
 				       " ORDER BY rowid", -1, &s, NULL) != SQLITE_OK)
 		err = rec_db_fail(r, ST_E_DB, "read the audit certificates");
-	while (!err && n < (int)ST_ARRAY_SIZE(c) &&
-	       (rc = sqlite3_step(s)) == SQLITE_ROW) {
+	while (!err && (rc = sqlite3_step(s)) == SQLITE_ROW) {
+		m = realloc(c, sizeof(*c) * (size_t)(n + 1));
+		if (!m) {
+			err = rec_fail(r, ST_E_NOMEM, "out of memory");
+			break;
+		}
+		c = m;
 		snprintf(c[n].fp, sizeof(c[n].fp), "%s", sqlite3_column_text(s, 0));
 		c[n].pem = dup_col(s, 1);
 		if (c[n++].pem == NULL)
 			err = rec_fail(r, ST_E_NOMEM, "out of memory");
 	}
+	if (!err && rc != SQLITE_DONE)
+		err = rec_db_fail(r, ST_E_DB, "read the audit certificates");
 	sqlite3_finalize(s);
 	pthread_mutex_unlock(&r->lock);
 	if (err)
@@ -501,6 +509,7 @@ static int ship_certs(pgs *p, rec_store *r)
 			  3, c[i].fp, c[i].pem, p->station);
 	for (int i = 0; i < n; i++)
 		free(c[i].pem);
+	free(c);
 	return err;
 }
 

@@ -555,3 +555,56 @@ Test(sync, a_password_in_the_connection_string_is_refused, .timeout = 120)
 	fx_rmtree(a.dir);
 	free(r);
 }
+
+Test(sync, tls_when_configured, .timeout = 180)
+{
+	fx_pg pg;
+	fx_world a;
+	fx_world_opts o = { .with_ca = true, .timeout_ms = 700,
+			    .station_id = "line7-st1" };
+	fx_run *r = malloc(sizeof(*r));
+	char ca[512], extra[1200];
+	FILE *f;
+
+	cr_assert_not_null(r);
+	start_pg(&pg);
+	cr_assert_eq(fx_pg_tls(&pg, ca), 0);
+	fx_world_init_opts(&a, &o);
+	/* verified TLS: the server's certificate under the configured CA */
+	snprintf(extra, sizeof(extra), "sslmode = \"verify-full\"; "
+		 "sslrootcert = \"%s\";", ca);
+	f = fopen(a.conf, "a");
+	cr_assert_not_null(f);
+	fprintf(f, "sync: { conninfo = \"%s\"; passfile = \"%s\"; %s };\n",
+		pg.conninfo, pg.passfile, extra);
+	fclose(f);
+	fx_station_run(r, &a, "records", "sync", "--once", NULL);
+	cr_assert_eq(r->code, 0, "%s%s", r->out, r->err);
+	cr_assert_eq(fx_pg_num(&pg, "SELECT count(*) FROM stations WHERE id = 'line7-st1'"), 1);
+
+	/* without TLS the server does not let it in */
+	fx_write_conf(&a, &o);
+	f = fopen(a.conf, "a");
+	fprintf(f, "sync: { conninfo = \"%s\"; passfile = \"%s\"; "
+		"sslmode = \"disable\"; };\n", pg.conninfo, pg.passfile);
+	fclose(f);
+	fx_station_run(r, &a, "records", "sync", "--once", NULL);
+	cr_assert_eq(r->code, 4, "%s%s", r->out, r->err);
+	cr_assert(strstr(r->err, "no encryption"), "%s", r->err);
+
+	/* a server certificate from another CA is refused */
+	fx_write_conf(&a, &o);
+	f = fopen(a.conf, "a");
+	fprintf(f, "sync: { conninfo = \"%s\"; passfile = \"%s\"; "
+		"sslmode = \"verify-full\"; sslrootcert = \"%s\"; };\n",
+		pg.conninfo, pg.passfile, a.ca);
+	fclose(f);
+	fx_station_run(r, &a, "records", "sync", "--once", NULL);
+	cr_assert_eq(r->code, 4, "%s%s", r->out, r->err);
+	cr_assert(strstr(r->err, "certificate verify failed"), "%s", r->err);
+
+	fx_pg_destroy(&pg);
+	fx_rmtree(a.dir);
+	free(r);
+}
+
