@@ -146,6 +146,10 @@ static int pg_fail(pgs *p, int err, PGresult *res, const char *fmt, ...)
 	n = strlen(p->msg);
 	while (n > 0 && (p->msg[n - 1] == '\n' || p->msg[n - 1] == ' '))
 		p->msg[--n] = '\0';
+	/* libpq's messages span lines: one line for logs and status */
+	for (char *c = p->msg; *c; c++)
+		if (*c == '\n' || *c == '\t')
+			*c = ' ';
 	return PQstatus(p->conn) == CONNECTION_BAD ? ST_E_IO : err;
 }
 
@@ -728,19 +732,29 @@ static int ship_batch(pgs *p, rec_store *r, pgs_result *out, bool *more)
 	PQclear(res);
 	res = NULL;
 	out->server_seq = high;
+	/* the server's last event must be this store's event at that place
+	 * (a replaced file can have as many events, and none to ship) */
+	if (high > 0) {
+		if ((err = local_events(p, r, high - 1, 1, &e, &n)))
+			goto cleanup;
+		if (n == 0 || strcmp(e[0].hash, prev)) {
+			err = fail(p, ST_E_VERIFY, "the central database holds %lld "
+				   "events of station %s and this store %s: a "
+				   "replaced records file, or two stations with "
+				   "one station id; nothing shipped", high,
+				   p->station, n == 0 ? "fewer" :
+				   "others (its event there has another hash)");
+			goto cleanup;
+		}
+		lev_free(e, n);
+		e = NULL;
+		n = 0;
+	}
 	if ((err = local_events(p, r, high, p->batch, &e, &n)))
 		goto cleanup;
 	if (n == 0) {
-		long long local = 0;
-
-		pgs_local_lag(r, 0, &local, NULL, NULL);
-		if (local < high)
-			err = fail(p, ST_E_VERIFY, "the central database holds %lld "
-				   "events of station %s but this store only "
-				   "%lld: a wrong records file, or two stations "
-				   "with one station id", high, p->station, local);
-		else	/* nothing to ship: the station is registered */
-			err = run(p, NULL, "commit", "COMMIT", 0);
+		/* nothing to ship: the station is registered */
+		err = run(p, NULL, "commit", "COMMIT", 0);
 		goto cleanup;
 	}
 	for (int i = 0; i < n; i++) {

@@ -608,3 +608,41 @@ Test(sync, tls_when_configured, .timeout = 180)
 	free(r);
 }
 
+Test(sync, a_replaced_store_is_not_shipped_over_the_central_chain, .timeout = 180)
+{
+	fx_pg pg;
+	fx_world a;
+	fx_devsim sa;
+	fx_run *r = malloc(sizeof(*r));
+	char *before, *after;
+
+	cr_assert_not_null(r);
+	start_pg(&pg);
+	sync_world(&a, "line8-st1", &pg, NULL);
+	cr_assert_eq(fx_devsim_start(&sa, a.dir, "prog", 2, NULL), 0);
+	use(&a);
+	fx_station_run(r, &a, "--slot", sa.port, "--units", "1", "provision", NULL);
+	cr_assert_eq(r->code, 0, "%s", r->err);
+	fx_station_run(r, &a, "records", "sync", "--once", NULL);
+	cr_assert_eq(r->code, 0, "%s%s", r->out, r->err);
+	before = pg_text(&pg, "SELECT string_agg(hash, ',' ORDER BY seq) FROM events");
+
+	/* the records file is lost and the station starts a new one: its
+	 * chain does not continue the one held centrally */
+	cr_assert_eq(unlink(a.db), 0);
+	fx_station_run(r, &a, "--slot", sa.port, "--units", "1", "provision", NULL);
+	cr_assert_eq(r->code, 0, "%s", r->err);
+	fx_station_run(r, &a, "records", "sync", "--once", NULL);
+	cr_assert_eq(r->code, 4, "%s%s", r->out, r->err);
+	cr_assert(strstr(r->err, "a replaced records file"), "%s", r->err);
+	after = pg_text(&pg, "SELECT string_agg(hash, ',' ORDER BY seq) FROM events");
+	cr_assert_str_eq(after, before, "the central chain was changed");
+	free(before);
+	free(after);
+
+	fx_devsim_stop(&sa);
+	fx_pg_destroy(&pg);
+	fx_rmtree(a.dir);
+	free(r);
+}
+
