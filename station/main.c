@@ -413,7 +413,8 @@ static int cmd_tui(struct cli *cli, int argc, char **argv)
 	st_profile *prof = NULL;
 	rec_store *rec = NULL;
 	ui_opts o = { .cfg = &cli->cfg, .ports = cli->run.ports,
-		      .nslots = cli->run.nslots, .log_path = cli->log_path };
+		      .nslots = cli->run.nslots, .log_path = cli->log_path,
+		      .config_path = cli->config_path };
 	int rc, code;
 
 	(void)argv;
