@@ -12,6 +12,8 @@ CC     ?= cc
 PKGS      := openssl sqlite3 zlib jansson libconfig libusb-1.0 ncursesw libcrypt
 # TPM 2.0 targets (device-drivers/tpm2/): tpm2-tss ESYS, TCTI loader, RC decoding.
 PKGS      += tss2-esys tss2-tctildr tss2-rc
+# The central copy of the records (records/pgsync.c, docs/sync.md).
+PKGS      += libpq
 # PKCS#11 modules are dlopen()ed: only the header comes from p11-kit.
 HDR_PKGS  := p11-kit-1
 TEST_PKGS := criterion

@@ -21,10 +21,8 @@ struct acert {
 };
 
 struct vstate {
-	rec_store *r;
+	struct rec_chain c;
 	rec_verify_result *out;
-	struct acert *certs;
-	int ncerts;
 	long long starts, steps, ends;
 };
 
@@ -51,66 +49,90 @@ static int prep(rec_store *r, const char *sql, sqlite3_stmt **s)
 	return ST_OK;
 }
 
-/* Load every audit certificate, checking that each is stored under its
- * own fingerprint and that the caller accepts it. */
+/* One audit certificate: stored under its own fingerprint, accepted by
+ * the caller's check, kept with its key for the signatures. */
+int rec_chain_cert(struct rec_chain *c, const char *fp, const char *pem,
+		   rec_cert_check_fn check, void *ctx)
+{
+	rec_store *r = c->r;
+	BIO *b = BIO_new_mem_buf(pem ? pem : "", -1);
+	X509 *x = b ? PEM_read_bio_X509(b, NULL, NULL, NULL) : NULL;
+	unsigned char *der = NULL, dig[SHA256_DIGEST_LENGTH];
+	char hex[REC_HASH_HEX], why[256] = "";
+	int n = x ? i2d_X509(x, &der) : -1, err = ST_OK;
+	struct acert *a;
+
+	BIO_free(b);
+	if (n > 0)
+		SHA256(der, (size_t)n, dig);
+	OPENSSL_free(der);
+	if (n > 0)
+		st_hex(dig, sizeof(dig), hex);
+	if (n <= 0 || !fp || strcmp(hex, fp)) {
+		err = rec_fail(r, ST_E_VERIFY, "audit certificate %s: does "
+			       "not parse or is not the certificate of "
+			       "that fingerprint (modified)", fp ? fp : "?");
+		goto cleanup;
+	}
+	if (check && check(ctx, pem, why, sizeof(why))) {
+		err = rec_fail(r, ST_E_VERIFY, "audit certificate %s is "
+			       "not trusted: %s", fp, why);
+		goto cleanup;
+	}
+	a = realloc(c->certs, sizeof(*a) * (size_t)(c->ncerts + 1));
+	if (!a) {
+		err = rec_fail(r, ST_E_NOMEM, "out of memory");
+		goto cleanup;
+	}
+	c->certs = a;
+	a = &c->certs[c->ncerts++];
+	memcpy(a->sha256, hex, sizeof(hex));
+	a->key = X509_get_pubkey(x);
+cleanup:
+	X509_free(x);
+	return err;
+}
+
+void rec_chain_init(struct rec_chain *c, rec_store *r)
+{
+	memset(c, 0, sizeof(*c));
+	c->r = r;
+	c->expect = 1;
+	memset(c->prev, '0', 64);
+	c->prev[64] = '\0';
+}
+
+void rec_chain_free(struct rec_chain *c)
+{
+	for (int i = 0; i < c->ncerts; i++)
+		EVP_PKEY_free(c->certs[i].key);
+	free(c->certs);
+	c->certs = NULL;
+	c->ncerts = 0;
+}
+
+/* Load every audit certificate of the store. */
 static int load_certs(struct vstate *v, rec_cert_check_fn check, void *ctx)
 {
-	rec_store *r = v->r;
+	rec_store *r = v->c.r;
 	sqlite3_stmt *s = NULL;
 	int rc, err;
 
 	if ((err = prep(r, "SELECT sha256, pem FROM audit_certs ORDER BY rowid", &s)))
 		return err;
-	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-		const char *fp = col(s, 0), *pem = col(s, 1);
-		BIO *b = BIO_new_mem_buf(pem ? pem : "", -1);
-		X509 *x = b ? PEM_read_bio_X509(b, NULL, NULL, NULL) : NULL;
-		unsigned char *der = NULL, dig[SHA256_DIGEST_LENGTH];
-		char hex[REC_HASH_HEX], why[256] = "";
-		int n = x ? i2d_X509(x, &der) : -1;
-		struct acert *a;
-
-		BIO_free(b);
-		if (n > 0)
-			SHA256(der, (size_t)n, dig);
-		OPENSSL_free(der);
-		if (n > 0)
-			st_hex(dig, sizeof(dig), hex);
-		if (n <= 0 || !fp || strcmp(hex, fp)) {
-			X509_free(x);
-			err = rec_fail(r, ST_E_VERIFY, "audit certificate %s: does "
-				       "not parse or is not the certificate of "
-				       "that fingerprint (modified)", fp ? fp : "?");
+	while ((rc = sqlite3_step(s)) == SQLITE_ROW)
+		if ((err = rec_chain_cert(&v->c, col(s, 0), col(s, 1), check, ctx)))
 			goto cleanup;
-		}
-		if (check && check(ctx, pem, why, sizeof(why))) {
-			X509_free(x);
-			err = rec_fail(r, ST_E_VERIFY, "audit certificate %s is "
-				       "not trusted: %s", fp, why);
-			goto cleanup;
-		}
-		a = realloc(v->certs, sizeof(*a) * (size_t)(v->ncerts + 1));
-		if (!a) {
-			X509_free(x);
-			err = rec_fail(r, ST_E_NOMEM, "out of memory");
-			goto cleanup;
-		}
-		v->certs = a;
-		a = &v->certs[v->ncerts++];
-		memcpy(a->sha256, hex, sizeof(hex));
-		a->key = X509_get_pubkey(x);
-		X509_free(x);
-	}
 	if (rc != SQLITE_DONE)
 		err = rec_db_fail(r, ST_E_DB, "read the audit certificates");
 cleanup:
 	sqlite3_finalize(s);
-	v->out->audit_certs = v->ncerts;
+	v->out->audit_certs = v->c.ncerts;
 	return err;
 }
 
 /* Check a signature (DER, hex) over body with the named audit key. */
-static int check_sig(struct vstate *v, long long seq, const char *body,
+static int check_sig(struct rec_chain *v, long long seq, const char *body,
 		     const char *key, const char *sighex)
 {
 	unsigned char der[80];
@@ -149,7 +171,7 @@ static int check_sig(struct vstate *v, long long seq, const char *body,
 static int check_row(struct vstate *v, long long seq, const char *kind,
 		     long long unit, const char *uid, json_t *data)
 {
-	rec_store *r = v->r;
+	rec_store *r = v->c.r;
 	sqlite3_stmt *s = NULL;
 	const char *sql;
 	int err, ok = 0;
@@ -204,63 +226,89 @@ static int check_row(struct vstate *v, long long seq, const char *kind,
 	return ST_OK;
 }
 
-/* One event against its predecessor. */
-static int check_event(struct vstate *v, sqlite3_stmt *s, long long expect,
-		       char prev[REC_HASH_HEX])
+/* One event against its predecessor: in sequence, its hash, its body's
+ * seq and prev, its columns, its signature.  On success *body_out (may be
+ * NULL) gets the parsed body and the chain moves on. */
+int rec_chain_event(struct rec_chain *c, const rec_event_row *e,
+		    json_t **body_out)
 {
-	long long seq = sqlite3_column_int64(s, 0);
-	const char *at = col(s, 1), *kind = col(s, 2), *uid = col(s, 4);
-	const char *body = col(s, 5), *hash = col(s, 6), *sig = col(s, 7);
-	long long unit = sqlite3_column_type(s, 3) == SQLITE_NULL ? 0 :
-			 sqlite3_column_int64(s, 3);
+	long long seq = e->seq, unit = e->unit_id;
+	const char *kind = e->kind, *body = e->body, *hash = e->hash;
 	unsigned char dig[SHA256_DIGEST_LENGTH];
 	char hex[REC_HASH_HEX];
 	json_t *o = NULL, *ju;
 	json_error_t je;
 	int err;
 
-	v->out->bad_seq = seq;
-	if (seq != expect) {
-		v->out->bad_seq = expect;
-		return rec_fail(v->r, ST_E_VERIFY, "event %lld is missing (the "
+	c->bad_seq = seq;
+	if (seq != c->expect) {
+		c->bad_seq = c->expect;
+		return rec_fail(c->r, ST_E_VERIFY, "event %lld is missing (the "
 				"next stored is %lld): events were deleted",
-				expect, seq);
+				c->expect, seq);
 	}
 	SHA256((const unsigned char *)(body ? body : ""), body ? strlen(body) : 0,
 	       dig);
 	st_hex(dig, sizeof(dig), hex);
 	if (!hash || strcmp(hex, hash))
-		return rec_fail(v->r, ST_E_VERIFY, "event %lld (%s): its hash "
+		return rec_fail(c->r, ST_E_VERIFY, "event %lld (%s): its hash "
 				"does not match its body (modified)", seq,
 				kind ? kind : "?");
 	o = json_loads(body, JSON_REJECT_DUPLICATES, &je);
 	if (!o || json_integer_value(json_object_get(o, "seq")) != seq) {
-		err = rec_fail(v->r, ST_E_VERIFY, "event %lld: its body is not "
+		err = rec_fail(c->r, ST_E_VERIFY, "event %lld: its body is not "
 			       "the event of that sequence number (inserted "
 			       "or reordered)", seq);
 		goto cleanup;
 	}
-	if (!same(o, "prev", prev)) {
-		err = rec_fail(v->r, ST_E_VERIFY, "event %lld (%s) does not "
+	if (!same(o, "prev", c->prev)) {
+		err = rec_fail(c->r, ST_E_VERIFY, "event %lld (%s) does not "
 			       "follow event %lld: its previous hash differs "
 			       "(events inserted, deleted or reordered)", seq,
 			       kind ? kind : "?", seq - 1);
 		goto cleanup;
 	}
 	ju = json_object_get(o, "unit");
-	if (!same(o, "kind", kind) || !same(o, "at", at) || !same(o, "uid", uid) ||
+	if (!same(o, "kind", kind) || !same(o, "at", e->at) ||
+	    !same(o, "uid", e->uid) ||
 	    (unit ? json_integer_value(ju) != unit : !json_is_null(ju))) {
-		err = rec_fail(v->r, ST_E_VERIFY, "event %lld: its columns "
+		err = rec_fail(c->r, ST_E_VERIFY, "event %lld: its columns "
 			       "differ from its signed body (modified)", seq);
 		goto cleanup;
 	}
-	err = check_sig(v, seq, body, json_string_value(json_object_get(o, "key")),
-			sig);
-	if (!err)
-		err = check_row(v, seq, kind, unit, uid, json_object_get(o, "data"));
-	if (!err)
-		memcpy(prev, hash, REC_HASH_HEX);
+	err = check_sig(c, seq, body, json_string_value(json_object_get(o, "key")),
+			e->sig);
+	if (!err) {
+		memcpy(c->prev, hash, REC_HASH_HEX);
+		c->expect++;
+		if (body_out) {
+			*body_out = o;
+			o = NULL;
+		}
+	}
 cleanup:
+	json_decref(o);
+	return err;
+}
+
+/* One stored event: the chain, then the row it describes. */
+static int check_event(struct vstate *v, sqlite3_stmt *s)
+{
+	rec_event_row e = {
+		.seq = sqlite3_column_int64(s, 0), .at = col(s, 1),
+		.kind = col(s, 2), .uid = col(s, 4), .body = col(s, 5),
+		.hash = col(s, 6), .sig = col(s, 7),
+		.unit_id = sqlite3_column_type(s, 3) == SQLITE_NULL ? 0 :
+			   sqlite3_column_int64(s, 3),
+	};
+	json_t *o = NULL;
+	int err;
+
+	err = rec_chain_event(&v->c, &e, &o);
+	v->out->bad_seq = v->c.bad_seq;
+	if (!err)
+		err = check_row(v, e.seq, e.kind, e.unit_id, e.uid,
+				json_object_get(o, "data"));
 	json_decref(o);
 	return err;
 }
@@ -268,7 +316,7 @@ cleanup:
 /* Rows with no event: more rows than events of their kind. */
 static int check_counts(struct vstate *v)
 {
-	rec_store *r = v->r;
+	rec_store *r = v->c.r;
 	sqlite3_stmt *s = NULL;
 	long long units = 0, steps = 0, ended = 0;
 	int err;
@@ -308,15 +356,14 @@ static int check_counts(struct vstate *v)
 int rec_verify(rec_store *r, rec_cert_check_fn check, void *check_ctx,
 	       rec_verify_result *out)
 {
-	struct vstate v = { .r = r, .out = out };
-	char prev[REC_HASH_HEX];
+	struct vstate v = { .out = out };
 	sqlite3_stmt *s = NULL;
-	long long expect = 1;
 	int rc, err, own;
 
 	if (!r || !out)
 		return ST_E_INVAL;
 	memset(out, 0, sizeof(*out));
+	rec_chain_init(&v.c, r);
 	err = rec_enter(r);
 	if (err)
 		goto out;
@@ -331,16 +378,13 @@ int rec_verify(rec_store *r, rec_cert_check_fn check, void *check_ctx,
 	}
 	if ((err = load_certs(&v, check, check_ctx)))
 		goto done;
-	memset(prev, '0', 64);
-	prev[64] = '\0';
 	if ((err = prep(r, "SELECT seq, at, kind, unit_id, uid, body, hash, sig"
 			" FROM events ORDER BY seq", &s)))
 		goto done;
 	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-		if ((err = check_event(&v, s, expect, prev)))
+		if ((err = check_event(&v, s)))
 			goto done;
 		out->events++;
-		expect++;
 	}
 	if (rc != SQLITE_DONE) {
 		err = rec_db_fail(r, ST_E_DB, "read the events");
@@ -351,10 +395,8 @@ done:
 	sqlite3_finalize(s);
 	if (own)
 		sqlite3_exec(r->db, "COMMIT", NULL, NULL, NULL);
-	for (int i = 0; i < v.ncerts; i++)
-		EVP_PKEY_free(v.certs[i].key);
-	free(v.certs);
 out:
+	rec_chain_free(&v.c);
 	if (!err)
 		out->bad_seq = 0;
 	pthread_mutex_unlock(&r->lock);

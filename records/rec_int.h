@@ -69,4 +69,27 @@ int rec_append_event(rec_store *r, const char *kind, int64_t unit_id,
 /* UTC now as 2024-05-01T12:34:56.789Z into out. */
 void rec_now(char out[32]);
 
+/* The chain walk behind rec_verify (audit.c), shared with the check of the
+ * chains held in PostgreSQL (pgsync.c): one chain, its audit certificates,
+ * where it has got to.  Failures go to r's rec_errmsg. */
+struct acert;
+struct rec_chain {
+	rec_store *r;
+	struct acert *certs;
+	int ncerts;
+	char prev[REC_HASH_HEX];        /* hash of the last good event */
+	long long expect;               /* the next seq */
+	long long bad_seq;              /* the event that failed */
+};
+
+void rec_chain_init(struct rec_chain *c, rec_store *r);
+/* Add an audit certificate (PEM) stored under fingerprint fp; check may
+ * refuse it (NULL: accept). */
+int rec_chain_cert(struct rec_chain *c, const char *fp, const char *pem,
+		   rec_cert_check_fn check, void *ctx);
+/* Check the next event (sequence, hash, body, columns, signature); on
+ * success *body (may be NULL) gets its parsed body, to json_decref. */
+int rec_chain_event(struct rec_chain *c, const rec_event_row *e, json_t **body);
+void rec_chain_free(struct rec_chain *c);
+
 #endif

@@ -5,7 +5,7 @@ set -eu
 PKGS="build-essential pkg-config libssl-dev libsqlite3-dev libp11-kit-dev p11-kit-modules zlib1g-dev
 libjansson-dev libconfig-dev libcrypt-dev libcriterion-dev softhsm2 opensc sqlite3 openssl
 libusb-1.0-0-dev libncurses-dev tmux umockdev libumockdev-dev clang e2fsprogs
-libtss2-dev swtpm swtpm-tools tpm2-tools time
+libtss2-dev swtpm swtpm-tools tpm2-tools time libpq-dev postgresql
 jq socat libengine-pkcs11-openssl"
 missing=""
 for p in $PKGS; do

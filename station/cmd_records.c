@@ -19,6 +19,7 @@
 #include "base.h"
 #include "records/records.h"
 #include "station/cmd_records.h"
+#include "station/cmd_sync.h"
 #include "station/x509.h"
 
 static int say(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -373,6 +374,11 @@ static int cmd_workorder(st_rec_cli *c, int argc, char **argv)
 	if (code)
 		return code;
 	if (!strcmp(argv[0], "create")) {
+		/* the central copy first (when sync is configured): a quota
+		 * that clashes there is refused before anything is written */
+		code = st_sync_workorder_put(c, argv[1], c->quota);
+		if (code)
+			goto cleanup;
 		rc = rec_workorder_create(r, argv[1], c->quota);
 		if (rc)
 			code = say(rc == ST_E_EXISTS ? ST_EXIT_USAGE : ST_EXIT_RECORDS,
@@ -395,7 +401,10 @@ static int cmd_workorder(st_rec_cli *c, int argc, char **argv)
 		else
 			printf("work order %s: no quota, %ld PASS, %ld in work, %ld "
 			       "failed\n", argv[1], wo.pass, wo.running, wo.failed);
+		if (!rc)
+			code = st_sync_workorder_show(c, argv[1]);
 	}
+cleanup:
 	rec_close(r);
 	return code;
 }
@@ -673,10 +682,12 @@ cleanup:
 int st_cmd_records(st_rec_cli *c, int argc, char **argv)
 {
 	if (argc < 1)
-		return say(ST_EXIT_USAGE, "records: say verify, list, show, export "
-			   "or workorder");
+		return say(ST_EXIT_USAGE, "records: say verify, list, show, export, "
+			   "workorder or sync");
 	if (!strcmp(argv[0], "verify") && argc == 1)
-		return cmd_verify(c);
+		return c->pg ? st_cmd_verify_pg(c) : cmd_verify(c);
+	if (!strcmp(argv[0], "sync") && argc == 1)
+		return st_cmd_sync(c);
 	if (!strcmp(argv[0], "list") && argc == 1)
 		return cmd_list(c, false);
 	if (!strcmp(argv[0], "export") && argc == 1)

@@ -23,6 +23,9 @@ typedef struct st_rec_cli {
 	const char *anchor;        /* verify --anchor HASH: must be in the chain */
 	const char *out;           /* audit init --out FILE */
 	long quota;                /* workorder create --quota N; -1 none */
+	const char *config_path;   /* the configuration file (its sync group) */
+	bool sync_once, sync_follow, sync_status; /* records sync --once ... */
+	bool pg;                   /* verify --pg: the central copy */
 	/* Open and log in to the HSM (main's PIN handling); 0 or an exit code
 	 * after printing the reason. */
 	int (*open_hsm)(void *ctx, hsm **out);

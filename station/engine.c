@@ -597,10 +597,14 @@ static void finish_unit(struct unit *u)
 	st_event ev = { .kind = ST_EV_UNIT_DONE, .uid = u->info.uid_hex,
 			.result = e.result, .detail = e.reason, .err = u->err,
 			.fuses = u->fuses };
+	const st_run *run = w->job->run;
 	int64_t t = unit_us();
 	int rc = rec_unit_end(w->job->rec, u->id, &e);
 
 	u->us_rec += unit_us() - t;
+	if (!rc && run->quota && run->work_order)
+		run->quota->finish(run->quota->ctx, run->work_order,
+				   u->info.uid_hex, e.result);
 	if (rc) {
 		st_event se = { .kind = ST_EV_SLOT_ERROR, .uid = u->info.uid_hex,
 				.err = rc };
@@ -921,7 +925,8 @@ static rec_unit_start unit_start_of(const struct worker *w, const struct unit *u
 		.work_order = job->run->work_order };
 }
 
-/* Open the unit's record (taking it from the work order's quota) and
+/* Open the unit's record (taking it from the work order's quota, first
+ * the quota shared with other stations when run->quota is set) and
  * announce it.  0: the unit is on record and live in this slot; 1: the work
  * order's quota is taken, nothing was done to the unit (a normal end of the
  * slot, announced); negative (after a slot error) when the record cannot be
@@ -931,20 +936,44 @@ static int begin_unit(struct worker *w, struct unit *u)
 	const struct job *job = w->job;
 	st_event ev = { .kind = ST_EV_UNIT_START, .uid = u->info.uid_hex };
 	rec_unit_start start = unit_start_of(w, u);
-	int rc;
+	const st_quota_hook *q = job->run->work_order ? job->run->quota : NULL;
+	st_quota_note qn = { .step = "" };
+	int rc = q ? q->reserve(q->ctx, job->run->work_order, u->info.uid_hex,
+				&qn) : ST_OK;
 
-	pthread_mutex_lock(&((struct job *)job)->rec_order);
-	u->us_rec -= unit_us();
-	rc = rec_unit_begin(job->rec, &start, &u->id);
-	u->us_rec += unit_us();
-	if (!rc)
-		set_live(w, u->id);
-	pthread_mutex_unlock(&((struct job *)job)->rec_order);
+	if (rc && rc != ST_E_STATE) {
+		/* the shared quota cannot be asked and the policy says stop */
+		slot_error(w, ST_E_DB, "slot %d: unit %s: %s; nothing was done "
+			   "to the unit", w->slot, u->info.uid_hex, qn.detail);
+		record_failed(w, ST_E_DB);
+		return ST_E_DB;
+	}
+	if (!rc) {
+		pthread_mutex_lock(&((struct job *)job)->rec_order);
+		u->us_rec -= unit_us();
+		rc = rec_unit_begin(job->rec, &start, &u->id);
+		u->us_rec += unit_us();
+		if (!rc)
+			set_live(w, u->id);
+		pthread_mutex_unlock(&((struct job *)job)->rec_order);
+		if (rc && q)
+			q->finish(q->ctx, job->run->work_order, u->info.uid_hex,
+				  "FAIL");
+		if (!rc && qn.step[0] && step(u, qn.step, "ok", "%s", qn.detail)) {
+			/* left RUNNING, as after a crash */
+			slot_error(w, ST_E_DB, "slot %d: %s", w->slot, u->reason);
+			record_failed(w, ST_E_DB);
+			set_live(w, 0);
+			return ST_E_DB;
+		}
+		qn.detail[0] = '\0';
+	}
 	if (rc == ST_E_STATE && job->run->work_order) {
 		/* the work order's quota is taken: a normal end */
 		st_event qe = { .kind = ST_EV_SLOT_ERROR, .err = rc,
 				.uid = u->info.uid_hex,
-				.detail = rec_errmsg(job->rec) };
+				.detail = qn.detail[0] ? qn.detail :
+					  rec_errmsg(job->rec) };
 
 		w->sum.quota_full++;
 		emit(w, &qe);

@@ -4,7 +4,7 @@
  *   station ca init | ca show
  *   station devices [--slot PORT ...] [--json] [--watch]
  *   station audit init
- *   station records verify | list | show | export | workorder
+ *   station records verify | list | show | export | workorder | sync
  *   station tui
  *
  * Exit codes (also in README): 0 all units PASS; 1 a unit FAILED or was
@@ -28,6 +28,7 @@
 #include "station/cmd_profile.h"
 #include "station/cmd_records.h"
 #include "station/roles.h"
+#include "station/cmd_sync.h"
 #include "station/station.h"
 #include "ui/ui.h"
 
@@ -249,6 +250,7 @@ static int cmd_provision(struct cli *cli, int argc, char **argv)
 	st_profile *prof = NULL;
 	rec_store *rec = NULL;
 	hsm *h = NULL;
+	st_sync_quota *quota = NULL;
 	st_summary sum;
 	int rc, code;
 
@@ -276,6 +278,16 @@ static int cmd_provision(struct cli *cli, int argc, char **argv)
 	if (code)
 		goto cleanup;
 	cli->run.profile_signer = signed_info.signer;
+	/* a work order's quota shared with other stations (docs/sync.md) */
+	rc = cli->dry_run ? ST_OK :
+	     st_sync_quota_open(cli->config_path, &cli->cfg, rec, cli->rec.work_order,
+				&quota, err, sizeof(err));
+	if (rc) {
+		code = die(rc == ST_E_CONFIG || rc == ST_E_NOTFOUND || rc == ST_E_EXISTS ?
+			   EXIT_USAGE : EXIT_RECORDS, "sync: %s", err);
+		goto cleanup;
+	}
+	cli->run.quota = st_sync_quota_hook(quota);
 	cli->run.max_units = cli->max_units;
 	cli->run.burn_fuses = cli->burn_fuses && !cli->dry_run;
 	cli->run.dry_run = cli->dry_run;
@@ -324,6 +336,7 @@ static int cmd_provision(struct cli *cli, int argc, char **argv)
 	       sum.slot_errors ? EXIT_LINK :
 	       (sum.fail || sum.quarantine) ? EXIT_UNIT_FAILED : 0;
 cleanup:
+	st_sync_quota_close(quota);
 	hsm_close(h);
 	rec_close(rec);
 	st_profile_free(prof);
@@ -439,6 +452,7 @@ static int cmd_records(struct cli *cli, int argc, char **argv)
 	cli->rec.open_hsm = open_hsm_cb;
 	cli->rec.ctx = cli;
 	cli->rec.out = cli->out;
+	cli->rec.config_path = cli->config_path;
 	return st_cmd_records(&cli->rec, argc, argv);
 }
 
@@ -460,7 +474,8 @@ static int cmd_tui(struct cli *cli, int argc, char **argv)
 	st_profile *prof = NULL;
 	rec_store *rec = NULL;
 	ui_opts o = { .cfg = &cli->cfg, .ports = cli->run.ports,
-		      .nslots = cli->run.nslots, .log_path = cli->log_path };
+		      .nslots = cli->run.nslots, .log_path = cli->log_path,
+		      .config_path = cli->config_path };
 	int rc, code;
 
 	(void)argv;
@@ -581,7 +596,9 @@ static const struct command commands[] = {
 	  "          [--since DATE] [--until DATE] [--result R] [--uid UID]\n"
 	  "          [--format table|jsonl|csv] | records export --evidence DIR\n"
 	  "          | records show UID|ID | records workorder create ID [--quota N]\n"
-	  "          | records workorder show ID" },
+	  "          | records workorder show ID\n"
+	  "          | records sync [--once|--follow|--status] | records verify --pg\n"
+	  "            (the central PostgreSQL copy: docs/sync.md)" },
 	{ "tui", cmd_tui, "tui --slot PORT [--slot PORT...] [--log FILE]   (the technician's "
 	  "terminal UI; also 'station --slot PORT...' on a terminal)" },
 	{ "config", cmd_config, "config check [--config FILE] [--profile FILE]   (every problem, "
@@ -659,6 +676,10 @@ int main(int argc, char **argv)
 		{ "evidence", required_argument, NULL, 0x107 },
 		{ "ca-cert", required_argument, NULL, 0x108 },
 		{ "anchor", required_argument, NULL, 0x109 },
+		{ "once", no_argument, NULL, 0x10a },
+		{ "follow", no_argument, NULL, 0x10b },
+		{ "status", no_argument, NULL, 0x10c },
+		{ "pg", no_argument, NULL, 0x10d },
 		{ "in", required_argument, NULL, 'I' },
 		{ "chain", required_argument, NULL, 'H' },
 		{ "key-type", required_argument, NULL, 'K' },
@@ -743,6 +764,10 @@ int main(int argc, char **argv)
 		case 0x107: cli.rec.evidence = optarg; break;
 		case 0x108: cli.rec.ca_cert = optarg; break;
 		case 0x109: cli.rec.anchor = optarg; break;
+		case 0x10a: cli.rec.sync_once = true; break;
+		case 0x10b: cli.rec.sync_follow = true; break;
+		case 0x10c: cli.rec.sync_status = true; break;
+		case 0x10d: cli.rec.pg = true; break;
 		case 'h': usage(stdout); return 0;
 		case 'p': case 'r': case 'D': case 'm': case 't': case 'k':
 			if (nlater < (int)ST_ARRAY_SIZE(later))

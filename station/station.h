@@ -211,6 +211,31 @@ typedef struct st_event {
 /* Called from worker threads; the callee serialises its own output. */
 typedef void (*st_event_fn)(const st_event *ev, void *ctx);
 
+/* A work order's quota shared with other stations (the central database,
+ * docs/sync.md), asked before each unit's record is opened; the local
+ * store's own quota check still applies after it. */
+typedef struct st_quota_note {
+	char step[32];        /* on ST_OK: a step to record with the unit
+			       * ("quota-offline" when taken from the
+			       * allowance), "" for none */
+	char detail[512];     /* that step's detail, or why not */
+} st_quota_note;
+
+typedef struct st_quota_hook {
+	/* Reserve one unit of work_order for device uid: ST_OK, ST_E_STATE
+	 * when the quota is taken across stations (the slot ends normally),
+	 * anything else stops the slot (offline with sync.offline = "stop",
+	 * allowance used up); note->detail says why.  Called from slot
+	 * workers: serialised by the hook. */
+	int (*reserve)(void *ctx, const char *work_order, const char *uid,
+		       st_quota_note *note);
+	/* The unit's record is closed with result: PASS keeps the
+	 * reservation, anything else gives it back. */
+	void (*finish)(void *ctx, const char *work_order, const char *uid,
+		       const char *result);
+	void *ctx;
+} st_quota_hook;
+
 /* One provisioning run over several slots. */
 typedef struct st_run {
 	const char *ports[ST_MAX_SLOTS]; /* programmer URIs, one per slot */
@@ -240,6 +265,8 @@ typedef struct st_run {
 	 * certificate is revoked with this reason before anything is done. */
 	const char *reprovision_reason;
 	const char *reprovision_uid;
+	const st_quota_hook *quota; /* shared quota of work_order (NULL: the
+				 * local store's quota only) */
 } st_run;
 
 /* Totals of a run. */

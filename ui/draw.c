@@ -10,6 +10,7 @@
 #include <wchar.h>
 
 #include "base.h"
+#include "station/cmd_sync.h"
 #include "ui/ui_int.h"
 
 enum { C_PASS = 1, C_FAIL, C_BUSY, C_HEAD, C_PASSBAR, C_FAILBAR, C_DIM };
@@ -375,8 +376,14 @@ static void header(struct ui *u)
 		    u->work_order[0] ? u->work_order : "-",
 		    !u->rh ? "" : u->armed ? " ARMED" : " not armed");
 	}
-	put(2, 0, COLS, a | A_BOLD, " PASS %d  FAIL %d  QUARANTINE %d  YIELD %s  UNITS/H %s",
-	    u->pass, u->fail, u->quarantine, yield, uph);
+	{
+		char sync[256];	/* "" until this store was synced (docs/sync.md) */
+
+		st_sync_lag(u->o->cfg, u->o->rec, sync, sizeof(sync));
+		put(2, 0, COLS, a | A_BOLD, " PASS %d  FAIL %d  QUARANTINE %d  YIELD %s  "
+		    "UNITS/H %s%s%s", u->pass, u->fail, u->quarantine, yield, uph,
+		    sync[0] ? "  " : "", sync);
+	}
 }
 
 static void log_pane(struct ui *u, int y, int h)

@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #include "base.h"
+#include "station/cmd_sync.h"
 #include "ui/ui_int.h"
 
 char *ui_escape_dup(const char *s)
@@ -314,9 +315,16 @@ static void start_run(struct ui *u)
 		s->verdict[0] = s->reason[0] = s->uid[0] = '\0';
 		snprintf(s->note, sizeof(s->note), "opening the programmer");
 	}
-	rc = st_run_start(u->h, u->o->rec, u->o->cfg, u->o->prof, &u->run, on_event,
-			  &u->q, &u->rh, err, sizeof(err));
+	rc = st_sync_quota_open(u->o->config_path, u->o->cfg, u->o->rec,
+				u->work_order[0] ? u->work_order : NULL, &u->quota,
+				err, sizeof(err));
+	u->run.quota = st_sync_quota_hook(u->quota);
+	if (!rc)
+		rc = st_run_start(u->h, u->o->rec, u->o->cfg, u->o->prof, &u->run,
+				  on_event, &u->q, &u->rh, err, sizeof(err));
 	if (rc) {
+		st_sync_quota_close(u->quota);
+		u->quota = NULL;
 		ui_log(u, "cannot start: %s", err);
 		for (int i = 0; i < u->o->nslots; i++)
 			u->slots[i].state = SL_OFF;
@@ -340,6 +348,8 @@ static void stop_run(struct ui *u)
 	st_run_stop(u->rh);
 	st_run_wait(u->rh, NULL);
 	u->rh = NULL;
+	st_sync_quota_close(u->quota);
+	u->quota = NULL;
 	drain_events(u);
 }
 

@@ -87,6 +87,7 @@ struct ui {
 	int ca_days;
 	st_run run;
 	st_run_handle *rh;
+	struct st_sync_quota *quota; /* the run's shared quota (or NULL) */
 	int64_t run_t0;
 	int nsteps;
 	const char *const *steps;

@@ -1,0 +1,852 @@
+/* cmd_sync.c — the station's side of the central copy of the records
+ * (docs/sync.md): configuration, `records sync`, `records verify --pg`,
+ * the shared quota hook and the UI's lag line.  PostgreSQL itself is
+ * records/pgsync.c. */
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <libconfig.h>
+#include <openssl/pem.h>
+#include <openssl/x509v3.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "base.h"
+#include "records/pgsync.h"
+#include "station/cmd_sync.h"
+
+#define RECONNECT_MS 5000	/* a provisioning run asks an unreachable
+				 * server again at most this often */
+
+static int say(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int say(int code, const char *fmt, ...)
+{
+	va_list ap;
+
+	fputs("station: ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	return code;
+}
+
+/* ---- Configuration ---- */
+
+static int opt_str(config_setting_t *g, const char *key, char **dst)
+{
+	const char *v = NULL;
+
+	*dst = NULL;
+	if (!config_setting_lookup_string(g, key, &v))
+		return ST_OK;
+	*dst = strdup(v);
+	return *dst ? ST_OK : ST_E_NOMEM;
+}
+
+int st_sync_config_load(const char *path, st_sync_cfg *out, char *err,
+			size_t errlen)
+{
+	config_setting_t *g;
+	const char *mode = NULL;
+	long long allowance = 0;
+	config_t c;
+	int rc = ST_OK, v;
+
+	memset(out, 0, sizeof(*out));
+	out->batch = 500;
+	out->interval_ms = 5000;
+	out->backoff_max_ms = 60000;
+	out->connect_timeout_s = 10;
+	if (!path)
+		return ST_OK;
+	config_init(&c);
+	if (!config_read_file(&c, path)) {
+		snprintf(err, errlen, "%s:%d: %s", path, config_error_line(&c),
+			 config_error_text(&c) ? config_error_text(&c) :
+			 "cannot read");
+		rc = ST_E_CONFIG;
+		goto cleanup;
+	}
+	g = config_lookup(&c, "sync");
+	if (!g)
+		goto cleanup;
+	rc = ST_E_CONFIG;
+	if (!config_setting_is_group(g)) {
+		snprintf(err, errlen, "%s: 'sync' must be a group { conninfo = "
+			 "\"host=... dbname=... user=...\"; ... }", path);
+		goto cleanup;
+	}
+	out->configured = true;
+	if (opt_str(g, "conninfo", &out->conninfo) ||
+	    opt_str(g, "passfile", &out->passfile) ||
+	    opt_str(g, "sslmode", &out->sslmode) ||
+	    opt_str(g, "sslrootcert", &out->sslrootcert) ||
+	    opt_str(g, "sslcert", &out->sslcert) ||
+	    opt_str(g, "sslkey", &out->sslkey)) {
+		rc = ST_E_NOMEM;
+		goto cleanup;
+	}
+	if (!out->conninfo || !*out->conninfo) {
+		snprintf(err, errlen, "%s: 'sync.conninfo' is missing: the libpq "
+			 "connection string of the central database (no "
+			 "password: that goes in sync.passfile)", path);
+		goto cleanup;
+	}
+	if (config_setting_lookup_string(g, "offline", &mode)) {
+		if (!strcmp(mode, "allowance")) {
+			out->offline_allowance = true;
+		} else if (strcmp(mode, "stop")) {
+			snprintf(err, errlen, "%s: 'sync.offline' must be \"stop\" "
+				 "(no unit while the central database is "
+				 "unreachable) or \"allowance\" (continue on "
+				 "sync.allowance pre-reserved units)", path);
+			goto cleanup;
+		}
+	}
+	if (config_setting_lookup_int(g, "allowance", &v)) {
+		allowance = v;
+		if (allowance < 0 || allowance > 1000000) {
+			snprintf(err, errlen, "%s: 'sync.allowance' must be "
+				 "0..1000000", path);
+			goto cleanup;
+		}
+	}
+	out->allowance = (long)allowance;
+	if (out->offline_allowance && out->allowance == 0) {
+		snprintf(err, errlen, "%s: sync.offline = \"allowance\" needs "
+			 "sync.allowance = N (units pre-reserved for offline "
+			 "work)", path);
+		goto cleanup;
+	}
+	{
+		static const struct { const char *key; int lo, hi; size_t off; } n[] = {
+			{ "batch", 1, 100000, offsetof(st_sync_cfg, batch) },
+			{ "interval_ms", 10, 3600000, offsetof(st_sync_cfg, interval_ms) },
+			{ "backoff_max_ms", 10, 3600000,
+			  offsetof(st_sync_cfg, backoff_max_ms) },
+			{ "connect_timeout_s", 1, 600,
+			  offsetof(st_sync_cfg, connect_timeout_s) },
+		};
+
+		for (size_t i = 0; i < ST_ARRAY_SIZE(n); i++) {
+			if (!config_setting_lookup_int(g, n[i].key, &v))
+				continue;
+			if (v < n[i].lo || v > n[i].hi) {
+				snprintf(err, errlen, "%s: 'sync.%s' must be %d..%d",
+					 path, n[i].key, n[i].lo, n[i].hi);
+				goto cleanup;
+			}
+			*(int *)((char *)out + n[i].off) = v;
+		}
+	}
+	rc = ST_OK;
+cleanup:
+	config_destroy(&c);
+	if (rc)
+		st_sync_config_free(out);
+	return rc;
+}
+
+void st_sync_config_free(st_sync_cfg *c)
+{
+	free(c->conninfo);
+	free(c->passfile);
+	free(c->sslmode);
+	free(c->sslrootcert);
+	free(c->sslcert);
+	free(c->sslkey);
+	memset(c, 0, sizeof(*c));
+}
+
+static pgs_opts opts_of(const st_sync_cfg *s, const st_config *cfg)
+{
+	return (pgs_opts){ .conninfo = s->conninfo, .passfile = s->passfile,
+		.sslmode = s->sslmode, .sslrootcert = s->sslrootcert,
+		.sslcert = s->sslcert, .sslkey = s->sslkey,
+		.connect_timeout_s = s->connect_timeout_s,
+		.station_id = cfg->station_id, .batch = s->batch };
+}
+
+/* ---- The state file: what the last sync did, for --status and the UI ---- */
+
+static void state_path(const st_config *cfg, const char *what, char *buf,
+		       size_t len)
+{
+	snprintf(buf, len, "%s.%s.json", cfg->records_path, what);
+}
+
+static json_t *state_read(const st_config *cfg, const char *what)
+{
+	char path[4096];
+	json_error_t je;
+	json_t *o;
+
+	state_path(cfg, what, path, sizeof(path));
+	o = json_load_file(path, 0, &je);
+	return json_is_object(o) ? o : (json_decref(o), json_object());
+}
+
+/* Replace the file whole (write, fsync, rename): a reader never sees half. */
+static int state_write(const st_config *cfg, const char *what, json_t *o)
+{
+	char path[4096], tmp[4200];
+	int fd, ok;
+	char *text = json_dumps(o, JSON_INDENT(1) | JSON_SORT_KEYS);
+
+	if (!text)
+		return ST_E_NOMEM;
+	state_path(cfg, what, path, sizeof(path));
+	snprintf(tmp, sizeof(tmp), "%s.%ld", path, (long)getpid());
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	ok = fd >= 0 && write(fd, text, strlen(text)) == (ssize_t)strlen(text) &&
+	     fsync(fd) == 0;
+	if (fd >= 0)
+		ok = close(fd) == 0 && ok;
+	ok = ok && rename(tmp, path) == 0;
+	if (!ok)
+		unlink(tmp);
+	free(text);
+	return ok ? ST_OK : ST_E_IO;
+}
+
+static void utc_now(char out[32])
+{
+	time_t t = time(NULL);
+	struct tm tm;
+
+	gmtime_r(&t, &tm);
+	strftime(out, 32, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+static void note_result(const st_config *cfg, const pgs_result *res,
+			const char *error)
+{
+	json_t *o = state_read(cfg, "sync");
+	char now[32];
+
+	utc_now(now);
+	if (error) {
+		json_object_set_new(o, "last_error", json_string(error));
+		json_object_set_new(o, "last_error_at", json_string(now));
+	} else {
+		json_object_set_new(o, "last_ok", json_string(now));
+		json_object_del(o, "last_error");
+		json_object_del(o, "last_error_at");
+	}
+	if (res && (!error || res->server_seq))
+		json_object_set_new(o, "server_seq", json_integer(res->server_seq));
+	state_write(cfg, "sync", o);
+	json_decref(o);
+}
+
+void st_sync_lag(const st_config *cfg, rec_store *rec, char *buf, size_t len)
+{
+	json_t *o = state_read(cfg, "sync");
+	long long server = json_integer_value(json_object_get(o, "server_seq"));
+	const char *ok = json_string_value(json_object_get(o, "last_ok"));
+	const char *bad = json_string_value(json_object_get(o, "last_error"));
+	long long local = 0, events = 0, units = 0;
+
+	buf[0] = '\0';
+	if ((ok || bad) && !pgs_local_lag(rec, server, &local, &events, &units)) {
+		if (events == 0)
+			snprintf(buf, len, "sync: up to date (%s)", ok ? ok + 11 : "-");
+		else
+			snprintf(buf, len, "sync: %lld events / %lld units behind%s%s",
+				 events, units, bad ? "; last error: " : "",
+				 bad ? bad : "");
+	}
+	json_decref(o);
+}
+
+/* ---- records sync ---- */
+
+struct syncer {
+	st_rec_cli *c;
+	st_sync_cfg scfg;
+	rec_store *r;
+	hsm *h;
+	st_audit *a;
+	int hsm_code;           /* exit code when the HSM could not be opened */
+};
+
+/* Before the first local write (an alert): log in and sign with the
+ * station's audit key, so the chain stays verifiable. */
+static int ready(void *ctx, rec_store *r)
+{
+	struct syncer *s = ctx;
+	char err[512] = "";
+	const uint8_t *der;
+	size_t len;
+	int rc;
+
+	if (s->a)
+		return ST_OK;
+	if (!s->h && (s->hsm_code = s->c->open_hsm(s->c->ctx, &s->h)))
+		return ST_E_HSM;
+	rc = st_audit_open(s->h, s->c->cfg->ca_label, ST_AUDIT_LABEL,
+			   s->c->cfg->station_id, &s->a, err, sizeof(err));
+	if (rc) {
+		say(ST_EXIT_HSM, "sync: the audit key: %s", err);
+		return rc;
+	}
+	der = st_audit_cert(s->a, &len);
+	return rec_set_signer(r, st_audit_sign, s->a, der, len);
+}
+
+static void syncer_close(struct syncer *s)
+{
+	if (s->a)
+		rec_set_signer(s->r, NULL, NULL, NULL, 0);
+	st_audit_close(s->a);
+	hsm_close(s->h);
+	rec_close(s->r);
+	st_sync_config_free(&s->scfg);
+}
+
+static int open_syncer(st_rec_cli *c, struct syncer *s)
+{
+	char err[512] = "";
+	int rc;
+
+	memset(s, 0, sizeof(*s));
+	s->c = c;
+	if (st_sync_config_load(c->config_path, &s->scfg, err, sizeof(err)))
+		return say(ST_EXIT_USAGE, "configuration: %s", err);
+	if (!s->scfg.configured)
+		return say(ST_EXIT_USAGE, "sync: the configuration%s%s has no 'sync' "
+			   "group: give sync.conninfo (see docs/sync.md)",
+			   c->config_path ? " " : "", c->config_path ?
+			   c->config_path : "");
+	rc = rec_open(c->cfg->records_path, &s->r);
+	if (rc)
+		return say(ST_EXIT_RECORDS, "records: cannot open %s: %s",
+			   c->cfg->records_path, s->r ? rec_errmsg(s->r) :
+			   st_strerror(rc));
+	return 0;
+}
+
+/* One connection and one pass; the outcome goes to the state file. */
+static int sync_once(struct syncer *s, pgs **p, pgs_result *res)
+{
+	pgs_opts o = opts_of(&s->scfg, s->c->cfg);
+	int rc = ST_OK;
+
+	if (!pgs_ok(*p)) {
+		pgs_close(*p);
+		*p = NULL;
+		rc = pgs_connect(&o, p);
+	}
+	if (!rc)
+		rc = pgs_sync(*p, s->r, ready, s, res);
+	note_result(s->c->cfg, res, rc ? pgs_errmsg(*p) : NULL);
+	return rc;
+}
+
+static void print_result(const st_rec_cli *c, const pgs_result *res)
+{
+	printf("sync: station %s: %lld events shipped in %lld batch%s; the "
+	       "central database holds events 1..%lld of %lld%s",
+	       c->cfg->station_id, res->shipped, res->batches,
+	       res->batches == 1 ? "" : "es", res->server_seq, res->local_seq,
+	       res->server_seq == res->local_seq ? " (up to date)" : "");
+	if (res->conflicts)
+		printf("; %lld conflict%s raised", res->conflicts,
+		       res->conflicts == 1 ? "" : "s");
+	if (res->alerts_recorded)
+		printf("; %lld alert%s recorded here", res->alerts_recorded,
+		       res->alerts_recorded == 1 ? "" : "s");
+	printf("\n");
+	fflush(stdout);
+}
+
+/* --follow: sync, wait, again; after a failure wait twice as long each
+ * time (from 0.5 s up to sync.backoff_max_ms); SIGINT/SIGTERM end it. */
+static int follow(struct syncer *s)
+{
+	int backoff = 500, wait_ms;
+	sigset_t stop, old;
+	pgs *p = NULL;
+
+	sigemptyset(&stop);
+	sigaddset(&stop, SIGINT);
+	sigaddset(&stop, SIGTERM);
+	sigprocmask(SIG_BLOCK, &stop, &old);
+	for (;;) {
+		pgs_result res = { 0 };
+		struct timespec ts;
+		int rc = sync_once(s, &p, &res);
+
+		if (rc == ST_E_HSM || rc == ST_E_VERIFY || rc == ST_E_CONFIG) {
+			/* retrying does not help: say it and stop */
+			say(ST_EXIT_RECORDS, "sync: %s", pgs_errmsg(p));
+			pgs_close(p);
+			sigprocmask(SIG_SETMASK, &old, NULL);
+			return rc == ST_E_HSM && s->hsm_code ? s->hsm_code :
+			       rc == ST_E_CONFIG ? ST_EXIT_USAGE : ST_EXIT_RECORDS;
+		}
+		if (rc) {
+			fprintf(stderr, "station: sync: %s; retrying in %d ms\n",
+				pgs_errmsg(p), backoff);
+			wait_ms = backoff;
+			backoff = backoff * 2 > s->scfg.backoff_max_ms ?
+				  s->scfg.backoff_max_ms : backoff * 2;
+		} else {
+			if (res.shipped || res.alerts_recorded)
+				print_result(s->c, &res);
+			backoff = 500;
+			wait_ms = s->scfg.interval_ms;
+		}
+		ts.tv_sec = wait_ms / 1000;
+		ts.tv_nsec = (long)(wait_ms % 1000) * 1000000L;
+		if (sigtimedwait(&stop, NULL, &ts) >= 0)
+			break;
+	}
+	pgs_close(p);
+	sigprocmask(SIG_SETMASK, &old, NULL);
+	return 0;
+}
+
+static int status(struct syncer *s)
+{
+	json_t *o = state_read(s->c->cfg, "sync");
+	pgs_opts po = opts_of(&s->scfg, s->c->cfg);
+	long long server = json_integer_value(json_object_get(o, "server_seq"));
+	long long local = 0, events = 0, units = 0;
+	const char *ok = json_string_value(json_object_get(o, "last_ok"));
+	const char *bad = json_string_value(json_object_get(o, "last_error"));
+	const char *bad_at = json_string_value(json_object_get(o, "last_error_at"));
+	char when[32] = "", central[600];
+	pgs *p = NULL;
+	int code = 0;
+
+	/* the server's own mark when it can be reached, else the last known */
+	po.connect_timeout_s = po.connect_timeout_s < 3 ? po.connect_timeout_s : 3;
+	if (pgs_connect(&po, &p) == ST_OK && pgs_server_mark(p, &server, when) == ST_OK)
+		snprintf(central, sizeof(central), "reachable; last sync %s",
+			 when[0] ? when : "never");
+	else
+		snprintf(central, sizeof(central), "NOT reachable (%s); figures "
+			 "from the last sync", pgs_errmsg(p));
+	pgs_close(p);
+	if (pgs_local_lag(s->r, server, &local, &events, &units)) {
+		code = say(ST_EXIT_RECORDS, "sync: %s", rec_errmsg(s->r));
+		goto cleanup;
+	}
+	printf("sync status: station %s\n"
+	       "  local events:      %lld\n"
+	       "  central database:  %lld (%s)\n"
+	       "  lag:               %lld events, %lld units not yet shipped\n"
+	       "  last success:      %s\n"
+	       "  last error:        %s%s%s%s\n",
+	       s->c->cfg->station_id, local, server, central, events, units,
+	       ok ? ok : "never", bad ? bad : "none", bad_at ? " (" : "",
+	       bad_at ? bad_at : "", bad_at ? ")" : "");
+cleanup:
+	json_decref(o);
+	return code;
+}
+
+int st_cmd_sync(st_rec_cli *c)
+{
+	struct syncer s;
+	int code;
+
+	if (c->sync_once + c->sync_follow + c->sync_status > 1)
+		return say(ST_EXIT_USAGE, "records sync: give one of --once, "
+			   "--follow, --status");
+	code = open_syncer(c, &s);
+	if (code)
+		goto cleanup;
+	if (c->sync_status) {
+		code = status(&s);
+	} else if (c->sync_follow) {
+		code = follow(&s);
+	} else {
+		pgs_result res = { 0 };
+		pgs *p = NULL;
+		int rc = sync_once(&s, &p, &res);
+
+		if (rc == ST_OK)
+			print_result(c, &res);
+		else if (rc == ST_E_HSM && s.hsm_code)
+			code = s.hsm_code;
+		else
+			code = say(rc == ST_E_CONFIG ? ST_EXIT_USAGE : ST_EXIT_RECORDS,
+				   "sync: %s (%lld events shipped before it)",
+				   pgs_errmsg(p), res.shipped);
+		pgs_close(p);
+	}
+cleanup:
+	syncer_close(&s);
+	return code;
+}
+
+/* ---- records workorder ---- */
+
+/* Connect for a one-off command; NULL (with *code 0) without a sync group. */
+static pgs *connect_for(st_rec_cli *c, int *code)
+{
+	st_sync_cfg scfg;
+	char err[512] = "";
+	pgs_opts o;
+	pgs *p = NULL;
+
+	*code = 0;
+	if (st_sync_config_load(c->config_path, &scfg, err, sizeof(err))) {
+		*code = say(ST_EXIT_USAGE, "configuration: %s", err);
+		return NULL;
+	}
+	if (scfg.configured) {
+		o = opts_of(&scfg, c->cfg);
+		if (pgs_connect(&o, &p)) {
+			*code = say(ST_EXIT_RECORDS, "central database: %s",
+				    pgs_errmsg(p));
+			pgs_close(p);
+			p = NULL;
+		}
+	}
+	st_sync_config_free(&scfg);
+	return p;
+}
+
+int st_sync_workorder_put(st_rec_cli *c, const char *id, long quota)
+{
+	int code, rc;
+	pgs *p = connect_for(c, &code);
+
+	if (!p)
+		return code;
+	rc = pgs_workorder_put(p, id, quota);
+	if (rc)
+		code = say(rc == ST_E_EXISTS ? ST_EXIT_USAGE : ST_EXIT_RECORDS,
+			   "workorder: %s", pgs_errmsg(p));
+	else
+		printf("work order %s is in the central database: its quota is "
+		       "shared by every station\n", id);
+	pgs_close(p);
+	return code;
+}
+
+int st_sync_workorder_show(st_rec_cli *c, const char *id)
+{
+	pgs_workorder w;
+	int code, rc;
+	pgs *p = connect_for(c, &code);
+
+	if (!p)
+		return code;
+	rc = pgs_workorder_get(p, id, &w);
+	if (rc == ST_OK && w.quota >= 0)
+		printf("central: quota %ld, %ld reserved by all stations (%ld PASS), "
+		       "%ld left; this station holds %ld pre-reserved\n", w.quota,
+		       w.reserved, w.pass, w.quota - w.reserved, w.allowance);
+	else if (rc == ST_OK)
+		printf("central: no quota, %ld PASS\n", w.pass);
+	else
+		printf("central: %s\n", pgs_errmsg(p));
+	pgs_close(p);
+	return 0;
+}
+
+/* ---- records verify --pg ---- */
+
+static int check_issuer(void *ctx, const char *pem, char *why, size_t len)
+{
+	X509 *ca = ctx, *x = NULL;
+	BIO *b = BIO_new_mem_buf(pem, -1);
+	int ok;
+
+	x = b ? PEM_read_bio_X509(b, NULL, NULL, NULL) : NULL;
+	BIO_free(b);
+	ok = x && X509_check_issued(ca, x) == X509_V_OK &&
+	     X509_verify(x, X509_get0_pubkey(ca)) == 1;
+	if (!ok)
+		snprintf(why, len, "not issued by the CA given with --ca-cert");
+	X509_free(x);
+	return ok ? 0 : -1;
+}
+
+int st_cmd_verify_pg(st_rec_cli *c)
+{
+	pgs_verify_result v;
+	struct syncer s;
+	pgs_opts o;
+	X509 *ca = NULL;
+	pgs *p = NULL;
+	FILE *f;
+	int code, rc;
+
+	if (c->ca_cert) {
+		f = fopen(c->ca_cert, "r");
+		ca = f ? PEM_read_X509(f, NULL, NULL, NULL) : NULL;
+		if (f)
+			fclose(f);
+		if (!ca)
+			return say(ST_EXIT_USAGE, "verify: cannot read the CA "
+				   "certificate %s", c->ca_cert);
+	}
+	code = open_syncer(c, &s);
+	if (code)
+		goto cleanup;
+	o = opts_of(&s.scfg, c->cfg);
+	rc = pgs_connect(&o, &p);
+	if (!rc)
+		rc = pgs_verify(p, s.r, ca ? check_issuer : NULL, ca, &v);
+	if (rc == ST_OK) {
+		printf("central records OK: %d station%s, %lld events; every "
+		       "hash, link and signature checked%s\n", v.stations,
+		       v.stations == 1 ? "" : "s", v.events,
+		       ca ? ", audit keys certified by the CA" : "");
+	} else if (rc == ST_E_VERIFY) {
+		printf("central records TAMPERED: station %s: first bad record: "
+		       "event %lld: %s\n", v.bad_station, v.bad_seq,
+		       rec_errmsg(s.r));
+		code = ST_EXIT_RECORDS;
+	} else {
+		code = say(ST_EXIT_RECORDS, "verify --pg: %s", pgs_errmsg(p));
+	}
+cleanup:
+	pgs_close(p);
+	syncer_close(&s);
+	X509_free(ca);
+	return code;
+}
+
+/* ---- The shared quota of a provisioning run ---- */
+
+struct st_sync_quota {
+	pthread_mutex_t lock;
+	st_sync_cfg scfg;
+	const st_config *cfg;
+	rec_store *rec;
+	pgs *p;
+	int64_t next_try;       /* st_now_ms() of the next reconnect */
+	long held;              /* allowance held (from the allowance file) */
+	long long held_seq;     /* local seq when it was topped up */
+	char online[64][72];    /* devices reserved centrally, to settle */
+	st_quota_hook hook;
+};
+
+static bool reconnect(st_sync_quota *q)
+{
+	pgs_opts o = opts_of(&q->scfg, q->cfg);
+
+	if (pgs_ok(q->p))
+		return true;
+	if (st_now_ms() < q->next_try)
+		return false;
+	pgs_close(q->p);
+	q->p = NULL;
+	if (pgs_connect(&o, &q->p) == ST_OK)
+		return true;
+	q->next_try = st_now_ms() + RECONNECT_MS;
+	return false;
+}
+
+static void remember(st_sync_quota *q, const char *uid, bool on)
+{
+	for (size_t i = 0; i < ST_ARRAY_SIZE(q->online); i++) {
+		if (on && !q->online[i][0]) {
+			snprintf(q->online[i], sizeof(q->online[i]), "%s", uid);
+			return;
+		}
+		if (!on && !strcmp(q->online[i], uid)) {
+			q->online[i][0] = '\0';
+			return;
+		}
+	}
+}
+
+static bool remembered(st_sync_quota *q, const char *uid)
+{
+	for (size_t i = 0; i < ST_ARRAY_SIZE(q->online); i++)
+		if (!strcmp(q->online[i], uid))
+			return true;
+	return false;
+}
+
+static int quota_reserve(void *ctx, const char *wo, const char *uid,
+			 st_quota_note *note)
+{
+	st_sync_quota *q = ctx;
+	long used = 0;
+	int rc;
+
+	pthread_mutex_lock(&q->lock);
+	rc = reconnect(q) ? pgs_reserve(q->p, wo, uid) : ST_E_IO;
+	if (rc == ST_OK) {
+		remember(q, uid, true);
+		snprintf(note->step, sizeof(note->step), "quota");
+		snprintf(note->detail, sizeof(note->detail), "work order %s: "
+			 "reserved in the central database", wo);
+		goto out;
+	}
+	if (rc != ST_E_IO) {
+		snprintf(note->detail, sizeof(note->detail), "%s", pgs_errmsg(q->p));
+		goto out;
+	}
+	if (!q->scfg.offline_allowance) {
+		snprintf(note->detail, sizeof(note->detail), "the central database "
+			 "is unreachable (%s) and sync.offline = \"stop\": no unit "
+			 "is started until it is back", pgs_errmsg(q->p));
+		goto out;
+	}
+	rc = pgs_local_offline(q->rec, wo, q->held_seq, &used);
+	if (rc) {
+		snprintf(note->detail, sizeof(note->detail), "%s", rec_errmsg(q->rec));
+		goto out;
+	}
+	if (used >= q->held) {
+		rc = ST_E_IO;
+		snprintf(note->detail, sizeof(note->detail), "the central database "
+			 "is unreachable (%s) and this station's pre-reserved "
+			 "allowance for work order %s is used up (%ld of %ld): no "
+			 "unit is started until it is back", pgs_errmsg(q->p), wo,
+			 used, q->held);
+		goto out;
+	}
+	snprintf(note->step, sizeof(note->step), "quota-offline");
+	snprintf(note->detail, sizeof(note->detail), "work order %s: the central "
+		 "database is unreachable; taken from this station's pre-reserved "
+		 "allowance (%ld of %ld left after this unit)", wo,
+		 q->held - used - 1, q->held);
+	rc = ST_OK;
+out:
+	pthread_mutex_unlock(&q->lock);
+	return rc;
+}
+
+static void quota_finish(void *ctx, const char *wo, const char *uid,
+			 const char *result)
+{
+	st_sync_quota *q = ctx;
+
+	pthread_mutex_lock(&q->lock);
+	/* only a central reservation is settled here; an offline unit is
+	 * settled when its events are shipped.  One that cannot reach the
+	 * server keeps holding its reservation (never over-books) until the
+	 * device is presented again */
+	if (remembered(q, uid)) {
+		remember(q, uid, false);
+		if (reconnect(q))
+			pgs_finish(q->p, wo, uid, result);
+	}
+	pthread_mutex_unlock(&q->lock);
+}
+
+int st_sync_quota_open(const char *config_path, const st_config *cfg,
+		       rec_store *rec, const char *wo, st_sync_quota **out,
+		       char *err, size_t errlen)
+{
+	st_sync_quota *q;
+	pgs_opts o;
+	pgs_workorder pw;
+	rec_workorder lw;
+	json_t *st = NULL, *e;
+	int rc;
+
+	*out = NULL;
+	q = calloc(1, sizeof(*q));
+	if (!q)
+		return ST_E_NOMEM;
+	pthread_mutex_init(&q->lock, NULL);
+	q->cfg = cfg;
+	q->rec = rec;
+	q->hook = (st_quota_hook){ .reserve = quota_reserve,
+				   .finish = quota_finish, .ctx = q };
+	rc = st_sync_config_load(config_path, &q->scfg, err, errlen);
+	if (rc || !q->scfg.configured || !wo)
+		goto cleanup;
+	st = state_read(cfg, "allowance");
+	e = json_object_get(st, wo);
+	q->held = (long)json_integer_value(json_object_get(e, "held"));
+	q->held_seq = json_integer_value(json_object_get(e, "at_seq"));
+	o = opts_of(&q->scfg, cfg);
+	if (pgs_connect(&o, &q->p) != ST_OK) {
+		/* offline from the start: the policy decides per unit */
+		q->next_try = st_now_ms() + RECONNECT_MS;
+		rc = ST_OK;
+		goto cleanup;
+	}
+	rc = pgs_workorder_get(q->p, wo, &pw);
+	if (rc == ST_E_NOTFOUND && rec_workorder_get(rec, wo, &lw) == ST_OK) {
+		/* made here before sync was configured: publish it */
+		rc = pgs_workorder_put(q->p, wo, lw.quota);
+		if (!rc)
+			rc = pgs_workorder_get(q->p, wo, &pw);
+	}
+	if (rc) {
+		snprintf(err, errlen, "%s", pgs_errmsg(q->p));
+		goto cleanup;
+	}
+	rc = rec_workorder_get(rec, wo, &lw);
+	if (rc == ST_E_NOTFOUND)
+		rc = rec_workorder_create(rec, wo, pw.quota);
+	if (rc) {
+		snprintf(err, errlen, "records: %s", rec_errmsg(rec));
+		goto cleanup;
+	}
+	if (q->scfg.offline_allowance) {
+		long long server = 0;
+		long held = 0, unsynced = 0;
+		char when[32];
+
+		/* what the server counts as unused allowance, less the units
+		 * this station already took from it offline and has not
+		 * shipped yet */
+		rc = pgs_allowance(q->p, wo, q->scfg.allowance, &held);
+		if (!rc)
+			rc = pgs_server_mark(q->p, &server, when);
+		if (rc) {
+			snprintf(err, errlen, "%s", pgs_errmsg(q->p));
+			goto cleanup;
+		}
+		if (pgs_local_offline(rec, wo, server, &unsynced) ||
+		    pgs_local_lag(rec, 0, &q->held_seq, NULL, NULL)) {
+			snprintf(err, errlen, "records: %s", rec_errmsg(rec));
+			rc = ST_E_DB;
+			goto cleanup;
+		}
+		q->held = held - unsynced > 0 ? held - unsynced : 0;
+		e = json_pack("{s:I, s:I}", "held", (json_int_t)q->held,
+			      "at_seq", (json_int_t)q->held_seq);
+		json_object_set_new(st, wo, e);
+		if (state_write(cfg, "allowance", st)) {
+			snprintf(err, errlen, "cannot write the allowance file "
+				 "beside %s", cfg->records_path);
+			rc = ST_E_IO;
+			goto cleanup;
+		}
+	}
+cleanup:
+	json_decref(st);
+	if (rc || !q->scfg.configured || !wo) {
+		st_sync_quota_close(q);
+		return rc;
+	}
+	*out = q;
+	return ST_OK;
+}
+
+const st_quota_hook *st_sync_quota_hook(st_sync_quota *q)
+{
+	return q ? &q->hook : NULL;
+}
+
+void st_sync_quota_close(st_sync_quota *q)
+{
+	if (!q)
+		return;
+	pgs_close(q->p);
+	st_sync_config_free(&q->scfg);
+	pthread_mutex_destroy(&q->lock);
+	free(q);
+}
