@@ -1518,6 +1518,7 @@ out:
 int rec_revoke(rec_store *r, int64_t unit_id, const char *reason,
 	       const char *by)
 {
+	struct rec_waiter w;
 	sqlite3_stmt *s = NULL;
 	char uid[128] = "", serial[128] = "", state[16] = "";
 	json_t *data = NULL;
@@ -1525,7 +1526,7 @@ int rec_revoke(rec_store *r, int64_t unit_id, const char *reason,
 
 	if (!r)
 		return ST_E_INVAL;
-	err = rec_enter(r);
+	err = wr_enter(r, &w);
 	if (err)
 		goto out;
 	if (!reason || !*reason || !by || !*by) {
@@ -1533,7 +1534,7 @@ int rec_revoke(rec_store *r, int64_t unit_id, const char *reason,
 			   "who decided it");
 		goto out;
 	}
-	err = txn_begin(r, "revocation");
+	err = wr_txn(r, &w, "the revocation of unit %lld", (long long)unit_id);
 	if (err)
 		goto out;
 	if (sqlite3_prepare_v2(r->db, "SELECT uid, state, coalesce(cert_serial, '')"
@@ -1579,12 +1580,10 @@ int rec_revoke(rec_store *r, int64_t unit_id, const char *reason,
 	data = json_pack("{s:I, s:s, s:s, s:s}", "unit", (json_int_t)unit_id,
 			 "cert_serial", serial, "reason", reason, "by", by);
 	err = rec_append_event(r, "revoke", 0, uid, data);
-	if (!err)
-		err = txn_commit(r, "revocation");
 done:
 	sqlite3_finalize(s);
-	txn_end(r);
 out:
+	err = wr_end(r, &w, err);
 	pthread_mutex_unlock(&r->lock);
 	return err;
 }
