@@ -48,7 +48,7 @@ static void good_conf(const fx_world *w, const char *extra)
 		 "trust: { profile_keys = [ \"eng-2026\", \"eng-2027\" ]; engineering_key = \"eng-2026\"; };\n"
 		 "roles: { require = false; };\n"
 		 "sync: { conninfo = \"host=db.example.com dbname=fleet\"; sslmode = \"verify-full\";\n"
-		 "        offline = \"allowance\"; allowance = 50; interval_s = 30; };\n"
+		 "        offline = \"allowance\"; allowance = 50; interval_ms = 30000; };\n"
 		 "%s",
 		 w->dir, FX_SOFTHSM_MODULE, w->db, w->profile, extra ? extra : "");
 	fx_write_file(w->conf, text);
@@ -196,7 +196,7 @@ Test(config, out_of_range_values_and_bad_choices_are_named, .timeout = 30)
 	fx_write_file(w.conf, "station: { id = \"\"; };\n"
 		      "hsm: { token = \"station\"; };\n"
 		      "programmer: { timeout_ms = 5; retries = 99; };\n"
-		      "sync: { offline = \"panic\"; sslmode = \"maybe\"; allowance = -1; };\n"
+		      "sync: { conninfo = \"host=db\"; offline = \"panic\"; sslmode = \"maybe\"; allowance = -1; };\n"
 		      "slots = ( { port = \"usb:12:zz\"; }, { port = \"can:0\"; },\n"
 		      "  { driver = \"usb\"; port = \"serial:/dev/ttyS0\"; } );\n");
 	check(r, &w, NULL);
