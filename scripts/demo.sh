@@ -44,6 +44,8 @@ profile = "$(pwd)/profiles/demo.profile";
 programmer: { timeout_ms = 3000; };
 CONF
 ST=("$STATION" --config "$STATE/station.conf" --pin-file "$STATE/hsm/user.pin")
+echo "== configuration"
+"${ST[@]}" config check
 
 # 2. The issuing CA: key made inside the token, self-signed certificate.
 echo "== issuing CA"
