@@ -45,6 +45,8 @@ programmer: { timeout_ms = 3000; };
 trust: { profile_keys = [ "$STATE/eng.pub.pem" ]; engineering_key = "demo-engineering"; };
 CONF
 ST=("$STATION" --config "$STATE/station.conf" --pin-file "$STATE/hsm/user.pin")
+echo "== configuration"
+"${ST[@]}" config check
 
 # 1b. Only a signed profile runs.  The demo's engineering key lives in the
 #     same SoftHSM token (in a factory it is engineering's own HSM); its

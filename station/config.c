@@ -466,6 +466,23 @@ static void cert_rules(const config_t *c, const char *path, st_profile *p,
 			       "or 'certificate.organization'");
 }
 
+/* The first setting under g read from another file than path (an
+ * @include), or NULL. */
+static const config_setting_t *included(const config_setting_t *g, const char *path)
+{
+	for (int i = 0; i < config_setting_length(g); i++) {
+		const config_setting_t *e = config_setting_get_elem(g, (unsigned)i), *in;
+		const char *f = config_setting_source_file(e);
+
+		if (f && strcmp(f, path))
+			return e;
+		if ((config_setting_is_group(e) || config_setting_is_list(e)) &&
+		    (in = included(e, path)))
+			return in;
+	}
+	return NULL;
+}
+
 /* Read and check the profile at path; every problem goes to pl. */
 static int profile_parse(const char *path, st_profile **out, st_problems *pl)
 {
@@ -488,6 +505,18 @@ static int profile_parse(const char *path, st_profile **out, st_problems *pl)
 	}
 	if (!st_schema_read(&c, path, "profile", pl))
 		goto cleanup;
+	/* The digest recorded with each unit (and a signature over the
+	 * profile) covers this file only: the whole recipe must be in it. */
+	{
+		const config_setting_t *in = included(config_root_setting(&c), path);
+
+		if (in)
+			st_problem_add(pl, config_setting_source_file(in),
+				       (int)config_setting_source_line(in), NULL,
+				       "comes from an @include in %s: a profile must be "
+				       "one file (its digest and signature cover only "
+				       "that file)", path);
+	}
 	st_schema_validate(&c, path, PRF, false, pl);
 	str = st_schema_string(&c, PRF, "name");
 	snprintf(p->name, sizeof(p->name), "%s", str ? str : "");

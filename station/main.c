@@ -6,6 +6,7 @@
  *   station audit init
  *   station records verify | list | show | export | workorder | sync
  *   station tui
+ *   station config check | schema
  *
  * Exit codes (also in README): 0 all units PASS; 1 a unit FAILED or was
  * QUARANTINED; 2 usage, configuration or profile error; 3 HSM error (module,

@@ -568,6 +568,14 @@ struct walk {
 	st_problems *pl;
 };
 
+/* The file a setting was read from (an @include'd one, or the top file). */
+static const char *src(const struct walk *w, const config_setting_t *s)
+{
+	const char *f = config_setting_source_file(s);
+
+	return f ? f : w->file;
+}
+
 /* Does the file or directory a setting names exist? */
 static void check_path(const struct walk *w, const st_schema_key *k,
 		       const config_setting_t *s, const char *disp)
@@ -578,14 +586,14 @@ static void check_path(const struct walk *w, const st_schema_key *k,
 
 	if (k->flags & SK_FILE) {
 		if (stat(v, &st))
-			st_problem_add(w->pl, w->file, line, disp, "names '%s', which does "
+			st_problem_add(w->pl, src(w, s), line, disp, "names '%s', which does "
 				       "not exist", v);
 		else if (S_ISDIR(st.st_mode))
-			st_problem_add(w->pl, w->file, line, disp, "names '%s', which is a "
+			st_problem_add(w->pl, src(w, s), line, disp, "names '%s', which is a "
 				       "directory, not a file", v);
 	} else if (k->flags & SK_DIR) {
 		if (stat(v, &st) || !S_ISDIR(st.st_mode))
-			st_problem_add(w->pl, w->file, line, disp, "names '%s', which is not "
+			st_problem_add(w->pl, src(w, s), line, disp, "names '%s', which is not "
 				       "an existing directory", v);
 	} else if (k->flags & SK_PARENT) {
 		char dir[4096];
@@ -600,7 +608,7 @@ static void check_path(const struct walk *w, const st_schema_key *k,
 		else
 			*slash = '\0';
 		if (stat(dir, &st) || !S_ISDIR(st.st_mode))
-			st_problem_add(w->pl, w->file, line, disp, "names '%s', whose "
+			st_problem_add(w->pl, src(w, s), line, disp, "names '%s', whose "
 				       "directory '%s' does not exist", v, dir);
 	}
 }
@@ -616,31 +624,31 @@ static void check_value(const struct walk *w, const st_schema_key *k,
 	switch (k->type) {
 	case SK_INT:
 		if (ranged && (int_value(s) < k->min || int_value(s) > k->max))
-			st_problem_add(w->pl, w->file, line, disp, "is %lld, out of range "
+			st_problem_add(w->pl, src(w, s), line, disp, "is %lld, out of range "
 				       "%lld..%lld", int_value(s), k->min, k->max);
 		break;
 	case SK_STRING: {
 		long long len = (long long)strlen(config_setting_get_string(s));
 
 		if (ranged && len < k->min)
-			st_problem_add(w->pl, w->file, line, disp, "is empty");
+			st_problem_add(w->pl, src(w, s), line, disp, "is empty");
 		else if (ranged && len > k->max)
-			st_problem_add(w->pl, w->file, line, disp, "is too long (%lld "
+			st_problem_add(w->pl, src(w, s), line, disp, "is too long (%lld "
 				       "characters, at most %lld)", len, k->max);
 		else if (k->check && k->check(s, why, sizeof(why)))
-			st_problem_add(w->pl, w->file, line, disp, "%s", why);
+			st_problem_add(w->pl, src(w, s), line, disp, "%s", why);
 		else if (w->check_files && k->flags & (SK_FILE | SK_DIR | SK_PARENT))
 			check_path(w, k, s, disp);
 		break;
 	}
 	case SK_LIST: case SK_STRINGS:
 		if (ranged && (n < k->min || n > k->max))
-			st_problem_add(w->pl, w->file, line, disp, "has %d entries, must "
+			st_problem_add(w->pl, src(w, s), line, disp, "has %d entries, must "
 				       "have %lld..%lld", n, k->min, k->max);
 		break;
 	case SK_INTS: case SK_NUMBERS:
 		if (k->count && n != k->count) {
-			st_problem_add(w->pl, w->file, line, disp, "has %d element(s), must "
+			st_problem_add(w->pl, src(w, s), line, disp, "has %d element(s), must "
 				       "have %d", n, k->count);
 			break;
 		}
@@ -648,7 +656,7 @@ static void check_value(const struct walk *w, const st_schema_key *k,
 			double v = num(config_setting_get_elem(s, (unsigned)i));
 
 			if (v < (double)k->min || v > (double)k->max) {
-				st_problem_add(w->pl, w->file, line, disp, "element %d is %g, "
+				st_problem_add(w->pl, src(w, s), line, disp, "element %d is %g, "
 					       "out of range %lld..%lld", i + 1, v, k->min,
 					       k->max);
 				break;
@@ -679,11 +687,11 @@ static void walk_setting(const struct walk *w, const config_setting_t *s,
 		const char *near = nearest(w->keys, w->n, parent_pat, name);
 
 		if (near)
-			st_problem_add(w->pl, w->file, line, disp, "is not a known setting "
+			st_problem_add(w->pl, src(w, s), line, disp, "is not a known setting "
 				       "(did you mean '%s%s%s'?)", parent_disp,
 				       *parent_disp ? "." : "", near);
 		else
-			st_problem_add(w->pl, w->file, line, disp, "is not a known setting "
+			st_problem_add(w->pl, src(w, s), line, disp, "is not a known setting "
 				       "here (docs/configuration.md lists them)");
 		return;
 	}
@@ -691,16 +699,16 @@ static void walk_setting(const struct walk *w, const config_setting_t *s,
 				   !choice_ok(k->choices, config_setting_get_string(s)))) {
 		choices_text(k->choices, ch, sizeof(ch));
 		if (type_ok(k, s))
-			st_problem_add(w->pl, w->file, line, disp, "'%s' is not %s",
+			st_problem_add(w->pl, src(w, s), line, disp, "'%s' is not %s",
 				       config_setting_get_string(s), ch);
 		else
-			st_problem_add(w->pl, w->file, line, disp, "is %s, which is not "
+			st_problem_add(w->pl, src(w, s), line, disp, "is %s, which is not "
 				       "%s (give one of them as a string)",
 				       type_name(config_setting_type(s)), ch);
 		return;
 	}
 	if (!type_ok(k, s)) {
-		st_problem_add(w->pl, w->file, line, disp, "must be %s, not %s",
+		st_problem_add(w->pl, src(w, s), line, disp, "must be %s, not %s",
 			       want_name(k->type), type_name(config_setting_type(s)));
 		return;
 	}
@@ -716,7 +724,7 @@ static void walk_setting(const struct walk *w, const config_setting_t *s,
 
 			snprintf(edisp, sizeof(edisp), "%s[%d]", disp, i + 1);
 			if (!config_setting_is_group(e)) {
-				st_problem_add(w->pl, w->file, config_setting_source_line(e),
+				st_problem_add(w->pl, src(w, e), config_setting_source_line(e),
 					       edisp, "must be a group { ... }, not %s",
 					       type_name(config_setting_type(e)));
 				continue;
@@ -753,7 +761,7 @@ static void walk_group(const struct walk *w, const config_setting_t *g,
 			char full[300];
 
 			snprintf(full, sizeof(full), "%s%s%s", disp, *disp ? "." : "", leaf);
-			st_problem_add(w->pl, w->file, config_setting_source_line(g), full,
+			st_problem_add(w->pl, src(w, g), config_setting_source_line(g), full,
 				       "is missing (a required setting: %s)", k->doc);
 		}
 	}

@@ -596,3 +596,36 @@ Test(run, the_profile_algorithms_and_version_hold_and_are_recorded, .timeout = 1
 	free(r);
 	fx_rmtree(w.dir);
 }
+
+Test(profile, an_include_is_refused_in_a_profile_and_named_in_a_configuration, .timeout = 30)
+{
+	fx_world w;
+	fx_run *r = new_run();
+	char inc[600], text[2048];
+
+	bare_world(&w);
+	good_conf(&w, NULL);
+	/* A profile whose recipe is partly elsewhere: its digest would not
+	 * cover what is burned. */
+	fx_path(inc, &w, "part.profile");
+	fx_write_file(inc, "root_of_trust: { sha256 = \"" FX_ROT "\"; };\n");
+	snprintf(text, sizeof(text), "name = \"x\";\n"
+		 "certificate: { organization = \"X\"; validity_days = 30; };\n"
+		 "@include \"%s\"\n", inc);
+	fx_write_file(w.profile, text);
+	check(r, &w, NULL);
+	cr_assert_eq(r->code, 2, "%s", r->err);
+	expect_at(r, inc, 1, NULL, "comes from an @include in");
+	cr_assert(strstr(r->err, "a profile must be one file"), "%s", r->err);
+	/* A configuration may include; a problem there names that file. */
+	demo_profile(&w);
+	fx_path(inc, &w, "hsm.conf");
+	fx_write_file(inc, "hsm: {\n  token = \"station\";\n  tokn = \"x\"; };\n");
+	snprintf(text, sizeof(text), "station: { id = \"x\"; };\n@include \"%s\"\n", inc);
+	fx_write_file(w.conf, text);
+	check(r, &w, NULL);
+	cr_assert_eq(r->code, 2, "%s", r->err);
+	expect_at(r, inc, 3, "hsm.tokn", "did you mean 'hsm.token'?");
+	free(r);
+	fx_rmtree(w.dir);
+}
