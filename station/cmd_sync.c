@@ -631,6 +631,10 @@ struct st_sync_quota {
 	int64_t next_try;       /* st_now_ms() of the next reconnect */
 	long held;              /* allowance held (from the allowance file) */
 	long long held_seq;     /* local seq when it was topped up */
+	long used;              /* taken offline since, before this run, and
+				 * granted by this run: counted here, since a
+				 * grant's step is recorded after the grant and
+				 * slots ask concurrently */
 	char online[64][72];    /* devices reserved centrally, to settle */
 	st_quota_hook hook;
 };
@@ -677,7 +681,6 @@ static int quota_reserve(void *ctx, const char *wo, const char *uid,
 			 st_quota_note *note)
 {
 	st_sync_quota *q = ctx;
-	long used = 0;
 	int rc;
 
 	pthread_mutex_lock(&q->lock);
@@ -699,25 +702,21 @@ static int quota_reserve(void *ctx, const char *wo, const char *uid,
 			 "is started until it is back", pgs_errmsg(q->p));
 		goto out;
 	}
-	rc = pgs_local_offline(q->rec, wo, q->held_seq, &used);
-	if (rc) {
-		snprintf(note->detail, sizeof(note->detail), "%s", rec_errmsg(q->rec));
-		goto out;
-	}
-	if (used >= q->held) {
+	if (q->used >= q->held) {
 		rc = ST_E_IO;
 		snprintf(note->detail, sizeof(note->detail), "the central database "
 			 "is unreachable (%s) and this station's pre-reserved "
 			 "allowance for work order %s is used up (%ld of %ld): no "
 			 "unit is started until it is back", pgs_errmsg(q->p), wo,
-			 used, q->held);
+			 q->used, q->held);
 		goto out;
 	}
 	snprintf(note->step, sizeof(note->step), "quota-offline");
 	snprintf(note->detail, sizeof(note->detail), "work order %s: the central "
 		 "database is unreachable; taken from this station's pre-reserved "
 		 "allowance (%ld of %ld left after this unit)", wo,
-		 q->held - used - 1, q->held);
+		 q->held - q->used - 1, q->held);
+	q->used++;
 	rc = ST_OK;
 out:
 	pthread_mutex_unlock(&q->lock);
@@ -769,6 +768,11 @@ int st_sync_quota_open(const char *config_path, const st_config *cfg,
 	e = json_object_get(st, wo);
 	q->held = (long)json_integer_value(json_object_get(e, "held"));
 	q->held_seq = json_integer_value(json_object_get(e, "at_seq"));
+	if (pgs_local_offline(rec, wo, q->held_seq, &q->used)) {
+		snprintf(err, errlen, "records: %s", rec_errmsg(rec));
+		rc = ST_E_DB;
+		goto cleanup;
+	}
 	o = opts_of(&q->scfg, cfg);
 	if (pgs_connect(&o, &q->p) != ST_OK) {
 		/* offline from the start: the policy decides per unit */
@@ -816,6 +820,7 @@ int st_sync_quota_open(const char *config_path, const st_config *cfg,
 			goto cleanup;
 		}
 		q->held = held - unsynced > 0 ? held - unsynced : 0;
+		q->used = 0;
 		e = json_pack("{s:I, s:I}", "held", (json_int_t)q->held,
 			      "at_seq", (json_int_t)q->held_seq);
 		json_object_set_new(st, wo, e);

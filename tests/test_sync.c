@@ -492,7 +492,7 @@ Test(sync, offline_allowance_policy_continues_then_stops, .timeout = 240)
 {
 	fx_pg pg;
 	fx_world a;
-	fx_devsim sa;
+	fx_devsim sa, sb;
 	fx_run *r = malloc(sizeof(*r));
 
 	cr_assert_not_null(r);
@@ -500,6 +500,7 @@ Test(sync, offline_allowance_policy_continues_then_stops, .timeout = 240)
 	sync_world(&a, "line6-st1", &pg, "offline = \"allowance\"; allowance = 2; "
 		   "connect_timeout_s = 2;");
 	cr_assert_eq(fx_devsim_start(&sa, a.dir, "prog", 5, NULL), 0);
+	cr_assert_eq(fx_devsim_start(&sb, a.dir, "prog2", 3, "--seed o2"), 0);
 	use(&a);
 	fx_station_run(r, &a, "records", "workorder", "create", "WO-3", "--quota",
 		       "10", NULL);
@@ -511,9 +512,11 @@ Test(sync, offline_allowance_policy_continues_then_stops, .timeout = 240)
 	cr_assert_eq(fx_pg_num(&pg, "SELECT reserved FROM work_orders WHERE id = 'WO-3'"), 3);
 	cr_assert_eq(fx_pg_num(&pg, "SELECT count(*) FROM reservations WHERE state = 'ALLOWANCE'"), 2);
 
-	/* offline: the two pre-reserved units, then a clear stop */
+	/* offline, two slots asking at once: the two pre-reserved units
+	 * between them, then a clear stop */
 	cr_assert_eq(fx_pg_stop(&pg, "fast"), 0);
-	fx_station_run(r, &a, "--slot", sa.port, "--work-order", "WO-3", "provision", NULL);
+	fx_station_run(r, &a, "--slot", sa.port, "--slot", sb.port, "--work-order",
+		       "WO-3", "provision", NULL);
 	cr_assert_eq(r->code, 4, "%s", r->err);
 	cr_assert(strstr(r->err, "allowance for work order WO-3 is used up (2 of 2)"),
 		  "%s", r->err);
@@ -530,6 +533,7 @@ Test(sync, offline_allowance_policy_continues_then_stops, .timeout = 240)
 	cr_assert_eq(fx_pg_num(&pg, "SELECT count(*) FROM alerts"), 0);
 
 	fx_devsim_stop(&sa);
+	fx_devsim_stop(&sb);
 	fx_pg_destroy(&pg);
 	fx_rmtree(a.dir);
 	free(r);
