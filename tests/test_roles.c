@@ -412,6 +412,45 @@ Test(roles, reprovision_needs_a_supervisor_and_revokes_the_old_serial, .timeout 
 	fx_rmtree(w.dir);
 }
 
+/* A locked device cannot take a new identity: re-provisioning it revokes
+ * nothing and leaves it as it is. */
+Test(roles, a_locked_device_is_not_reprovisioned, .timeout = 180)
+{
+	fx_world_opts o = { .with_ca = true, .timeout_ms = 2000 };
+	fx_world w;
+	fx_devsim sim;
+	fx_run r;
+	char apw[512], spw[512], profile[2048];
+
+	snprintf(profile, sizeof(profile), "%s%s", FX_PROFILE,
+		 "fuses: {\n  conditions: { vpp_mv = [2375, 2625]; temp_c = [0, 70]; };\n"
+		 "  plan = ( { name = \"lock\"; kind = \"lifecycle\"; state = \"locked\"; } );\n"
+		 "};\n");
+	o.profile = profile;
+	fx_world_init_opts(&w, &o);
+	roles_init(&w);
+	pwfile(apw, &w, "alice");
+	pwfile(spw, &w, "sam");
+	cr_assert_eq(fx_devsim_start(&sim, w.dir, "prog", 1, "--seed l1"), 0);
+	fx_station_run(&r, &w, "--operator", "alice", "--password-file", apw,
+		       "--burn-fuses", "--slot", sim.port, "provision", NULL);
+	cr_assert_eq(r.code, 0, "stdout:%s\nstderr:%s", r.out, r.err);
+	fx_devsim_stop(&sim);
+	rewind_sim(sim.state_path);
+	cr_assert_eq(fx_devsim_start(&sim, w.dir, "prog", 1, "--seed l1"), 0);
+	fx_station_run(&r, &w, "--operator", "alice", "--password-file", apw,
+		       "--reprovision", "--reason", "RMA 9", "--supervisor", "sam",
+		       "--supervisor-password-file", spw, "--slot", sim.port,
+		       "provision", NULL);
+	fx_devsim_stop(&sim);
+	cr_assert_eq(r.code, 0, "stdout:%s\nstderr:%s", r.out, r.err);
+	cr_assert(strstr(r.err, "the device is locked"), "%s", r.err);
+	cr_assert_eq(q_int(&w, "SELECT count(*) FROM revocations"), 0);
+	cr_assert_eq(fx_count_units(&w, NULL), 1);
+	cr_assert_eq(fx_count_units(&w, "PASS"), 1);
+	fx_rmtree(w.dir);
+}
+
 #define Z8 "00000000"
 #define QPLAN \
 	"fuses: {\n" \
