@@ -205,8 +205,9 @@ int st_roster_auth(const st_roster *r, const char *name, const char *pw,
 		goto cleanup;
 	}
 	if (!(who->roles & role)) {
-		snprintf(err, errlen, "'%s' is not a %s (the operator list gives no "
-			 "such role): ask someone who is", name, st_role_name(role));
+		snprintf(err, errlen, "'%s' is not %s %s (the operator list gives no "
+			 "such role): ask someone who is", name,
+			 role == ST_ROLE_ENGINEER ? "an" : "a", st_role_name(role));
 		rc = ST_E_STATE;
 		goto cleanup;
 	}
