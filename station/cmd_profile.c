@@ -328,10 +328,10 @@ cleanup:
 int st_cmd_quarantine(st_role_cli *c, int argc, char **argv)
 {
 	const st_config *cfg = c->cfg;
-	char err[1024] = "", state[32] = "", reason[1024], qid[24];
+	char err[1024] = "", state[32] = "";
 	rec_store *rec = NULL;
 	st_audit *a = NULL;
-	int64_t id = 0, nid = 0;
+	int64_t id = 0;
 	hsm *h = NULL;
 	int code, rc;
 
@@ -344,6 +344,7 @@ int st_cmd_quarantine(st_role_cli *c, int argc, char **argv)
 	code = open_records(cfg, &rec);
 	if (code)
 		return code;
+	/* Asked before the password: no supervisor is called for nothing. */
 	rc = rec_last_unit(rec, c->uid, &id, state, sizeof(state));
 	if (rc || strcmp(state, "QUARANTINE")) {
 		code = fail(ST_EXIT_USAGE, "quarantine release: device %s is not "
@@ -363,36 +364,16 @@ int st_cmd_quarantine(st_role_cli *c, int argc, char **argv)
 		code = fail(ST_EXIT_HSM, "audit key: %s", err);
 		goto cleanup;
 	}
-	/* The release is a unit record of its own (the quarantined one stays
-	 * as it is: records are final): FAIL, so the next run provisions the
-	 * device again and checks it from the start. */
-	snprintf(reason, sizeof(reason), "released from quarantine (unit record "
-		 "%lld) by supervisor %s: %s", (long long)id, c->supervisor_name,
-		 c->reason);
-	snprintf(qid, sizeof(qid), "%lld", (long long)id);
-	{
-		rec_unit_start st = { .uid = c->uid, .station = cfg->station_id,
-				      .operator_name = c->supervisor_name };
-		rec_unit_result e = { .result = "FAIL", .reason = reason };
-
-		rc = rec_event(rec, "quarantine_release", c->uid, "supervisor",
-			       c->supervisor_name, "reason", c->reason,
-			       "unit", qid, NULL);
-		if (!rc)
-			rc = rec_unit_begin(rec, &st, &nid);
-		if (!rc)
-			rc = rec_step(rec, nid, "release", "ok", reason);
-		if (!rc)
-			rc = rec_unit_end(rec, nid, &e);
-	}
+	rc = st_quarantine_release(rec, cfg, c->uid, c->supervisor_name, c->reason,
+				   &id, err, sizeof(err));
 	if (rc) {
-		code = fail(ST_EXIT_RECORDS, "quarantine release could not be "
-			    "recorded: %s; the unit stays quarantined", rec_errmsg(rec));
+		code = fail(rc == ST_E_STATE ? ST_EXIT_USAGE : ST_EXIT_RECORDS,
+			    "quarantine release: %s", err);
 		goto cleanup;
 	}
 	printf("device %s released from quarantine by supervisor %s (unit record "
 	       "%lld); it is provisioned again when next presented\n", c->uid,
-	       c->supervisor_name, (long long)nid);
+	       c->supervisor_name, (long long)id);
 cleanup:
 	st_audit_detach(rec, a);
 	hsm_close(h);

@@ -740,15 +740,27 @@ static bool may_reprovision(const st_run *run, const char *uid)
 /* Re-provisioning: revoke the PASS identity of unit record id (its serial
  * goes on the revocation list, with the supervisor and the reason) so the
  * device is provisioned like a new one.  ST_E_NOTFOUND when revoked (go
- * on), else an error after a slot error. */
+ * on), ST_OK when it cannot be (a locked device: it stays as it is, skipped,
+ * nothing revoked), else an error after a slot error. */
 static int reprovision(struct worker *w, struct unit *u, int64_t id)
 {
 	const st_run *run = w->job->run;
 	st_event ev = { .kind = ST_EV_STEP, .uid = u->info.uid_hex,
 			.step = "history", .outcome = "ok", .detail = u->reprovision };
-	int rc = rec_revoke(w->job->rec, id, run->reprovision_reason,
-			    run->supervisor_name);
+	int rc;
 
+	/* A locked device takes no new key or certificate: revoking its
+	 * identity first would leave it with none. */
+	if (u->info.lifecycle == DRV_LC_LOCKED) {
+		ev.outcome = "skip";
+		ev.detail = "not re-provisioned: the device is locked (its lifecycle "
+			    "forbids a new key and certificate), so its identity is "
+			    "kept and nothing is revoked";
+		emit(w, &ev);
+		return ST_OK;
+	}
+	rc = rec_revoke(w->job->rec, id, run->reprovision_reason,
+			run->supervisor_name);
 	if (rc) {
 		slot_error(w, ST_E_DB, "slot %d: unit %s: cannot revoke its identity "
 			   "(unit record %lld) for re-provisioning: %s; nothing was "

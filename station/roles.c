@@ -205,8 +205,9 @@ int st_roster_auth(const st_roster *r, const char *name, const char *pw,
 		goto cleanup;
 	}
 	if (!(who->roles & role)) {
-		snprintf(err, errlen, "'%s' is not a %s (the operator list gives no "
-			 "such role): ask someone who is", name, st_role_name(role));
+		snprintf(err, errlen, "'%s' is not %s %s (the operator list gives no "
+			 "such role): ask someone who is", name,
+			 role == ST_ROLE_ENGINEER ? "an" : "a", st_role_name(role));
 		rc = ST_E_STATE;
 		goto cleanup;
 	}
@@ -285,4 +286,49 @@ void st_audit_detach(rec_store *rec, st_audit *a)
 		return;
 	rec_set_signer(rec, NULL, NULL, NULL, 0);
 	st_audit_close(a);
+}
+
+int st_quarantine_release(rec_store *rec, const st_config *cfg, const char *uid,
+			  const char *supervisor, const char *reason,
+			  int64_t *new_id, char *err, size_t errlen)
+{
+	char state[32] = "", why[1024], qid[24];
+	rec_unit_start st = { .uid = uid, .station = cfg->station_id,
+			      .operator_name = supervisor };
+	rec_unit_result e = { .result = "FAIL", .reason = why };
+	int64_t id = 0;
+	int rc;
+
+	*new_id = 0;
+	if (!reason || !*reason) {
+		snprintf(err, errlen, "a release needs a reason");
+		return ST_E_INVAL;
+	}
+	rc = rec_last_unit(rec, uid, &id, state, sizeof(state));
+	if (rc == ST_E_NOTFOUND || (!rc && strcmp(state, "QUARANTINE"))) {
+		snprintf(err, errlen, "device %s is not quarantined (%s%s): nothing "
+			 "to release", uid, rc ? "no record" : "its last record is ",
+			 rc ? "" : state);
+		return ST_E_STATE;
+	}
+	if (rc) {
+		snprintf(err, errlen, "records: %s", rec_errmsg(rec));
+		return rc;
+	}
+	/* The quarantine record stays as it is (records are final). */
+	snprintf(why, sizeof(why), "released from quarantine (unit record %lld) by "
+		 "supervisor %s: %s", (long long)id, supervisor, reason);
+	snprintf(qid, sizeof(qid), "%lld", (long long)id);
+	rc = rec_event(rec, "quarantine_release", uid, "supervisor", supervisor,
+		       "reason", reason, "unit", qid, NULL);
+	if (!rc)
+		rc = rec_unit_begin(rec, &st, new_id);
+	if (!rc)
+		rc = rec_step(rec, *new_id, "release", "ok", why);
+	if (!rc)
+		rc = rec_unit_end(rec, *new_id, &e);
+	if (rc)
+		snprintf(err, errlen, "the release could not be recorded: %s; the unit "
+			 "stays quarantined", rec_errmsg(rec));
+	return rc;
 }

@@ -101,6 +101,17 @@ int st_audit_attach(hsm *h, rec_store *rec, const st_config *cfg,
 		    st_audit **out, char *err, size_t errlen);
 void st_audit_detach(rec_store *rec, st_audit *a);
 
+/* Release the quarantined device uid (its latest record QUARANTINE) on
+ * the decision of supervisor, who has authenticated, for reason: a unit
+ * record of its own (FAIL, "released from quarantine ... by supervisor
+ * ...", a release step) and a quarantine_release event, so the next run
+ * checks the device from the start.  ST_E_STATE when the device is not
+ * quarantined.  *new_id gets the release record.  The store must have its
+ * audit signer (st_audit_attach, or a run's). */
+int st_quarantine_release(rec_store *rec, const st_config *cfg, const char *uid,
+			  const char *supervisor, const char *reason,
+			  int64_t *new_id, char *err, size_t errlen);
+
 /* ---- Revocation list (crl.c) ---- */
 
 /* Write an X.509 CRL (PEM) of every revoked certificate in the records,

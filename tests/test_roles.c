@@ -218,6 +218,7 @@ static void roles_init(fx_world *w)
 	static const struct { const char *name, *roles, *pw; } people[] = {
 		{ "alice", "operator", ALICE_PW },
 		{ "sam", "operator,supervisor", SAM_PW },
+		{ "eve", "engineer", "eve-secret-333" },
 	};
 	char list[4096] = "operators = (\n", path[512], conf[8192];
 	fx_run *r = malloc(sizeof(*r));
@@ -409,6 +410,101 @@ Test(roles, reprovision_needs_a_supervisor_and_revokes_the_old_serial, .timeout 
 	cr_assert(strstr(out, old_serial), "old serial %s not in:\n%s", old_serial, out);
 	cr_assert_null(strstr(out, new_serial), "the new serial is revoked:\n%s", out);
 	cr_assert(strstr(out, "Superseded"), "%s", out);
+	fx_rmtree(w.dir);
+}
+
+/* Only an engineer installs a profile, only a signed one; recorded. */
+Test(roles, profile_install_is_for_an_engineer_and_recorded, .timeout = 120)
+{
+	fx_world w;
+	fx_run r;
+	char apw[512], epw[512], fresh[512], unsigned_p[512], text[4096], digest[65];
+	const char *v2 = "name = \"test-sensor-v2\";\n"
+		"certificate: { organization = \"Test Devices\"; validity_days = 365; };\n"
+		"root_of_trust: { sha256 = \"" FX_ROT "\"; fuse_bank = 0; };\n";
+	FILE *f;
+	size_t n;
+
+	fx_world_init(&w, true, 2000);
+	roles_init(&w);
+	pwfile(apw, &w, "alice");
+	pwfile(epw, &w, "eve");
+	fx_path(fresh, &w, "v2.profile");
+	fx_write_file(fresh, v2);
+	fx_sign(&w, fresh);
+	fx_path(unsigned_p, &w, "v3.profile");
+	fx_write_file(unsigned_p, v2);
+	/* an operator cannot */
+	fx_station_run(&r, &w, "profile", "install", "--in", fresh, "--operator", "alice",
+		       "--password-file", apw, NULL);
+	cr_assert_eq(r.code, 2, "%s", r.err);
+	cr_assert(strstr(r.err, "is not an engineer"), "%s", r.err);
+	/* an unsigned profile is not installed, even by an engineer */
+	fx_station_run(&r, &w, "profile", "install", "--in", unsigned_p, "--operator",
+		       "eve", "--password-file", epw, NULL);
+	cr_assert_eq(r.code, 2, "%s", r.err);
+	cr_assert(strstr(r.err, "is not signed"), "%s", r.err);
+	f = fopen(w.profile, "r");
+	n = fread(text, 1, sizeof(text) - 1, f);
+	text[n] = '\0';
+	fclose(f);
+	cr_assert_str_eq(text, FX_PROFILE, "the installed profile changed");
+	/* the engineer installs the signed one; it is on record */
+	fx_station_run(&r, &w, "profile", "install", "--in", fresh, "--operator", "eve",
+		       "--password-file", epw, NULL);
+	cr_assert_eq(r.code, 0, "%s", r.err);
+	f = fopen(w.profile, "r");
+	n = fread(text, 1, sizeof(text) - 1, f);
+	text[n] = '\0';
+	fclose(f);
+	cr_assert_str_eq(text, v2);
+	fx_station_run(&r, &w, "profile", "verify", NULL);
+	cr_assert_eq(r.code, 0, "the installed profile does not verify: %s", r.err);
+	sha256_file(w.profile, digest);
+	q_text(&w, "SELECT body FROM events WHERE kind = 'profile_install'", text,
+	       sizeof(text));
+	cr_assert(strstr(text, "\"eve\"") && strstr(text, digest), "%s", text);
+	fx_station_run(&r, &w, "records", "verify", NULL);
+	cr_assert_eq(r.code, 0, "%s%s", r.out, r.err);
+	fx_rmtree(w.dir);
+}
+
+/* A locked device cannot take a new identity: re-provisioning it revokes
+ * nothing and leaves it as it is. */
+Test(roles, a_locked_device_is_not_reprovisioned, .timeout = 180)
+{
+	fx_world_opts o = { .with_ca = true, .timeout_ms = 2000 };
+	fx_world w;
+	fx_devsim sim;
+	fx_run r;
+	char apw[512], spw[512], profile[2048];
+
+	snprintf(profile, sizeof(profile), "%s%s", FX_PROFILE,
+		 "fuses: {\n  conditions: { vpp_mv = [2375, 2625]; temp_c = [0, 70]; };\n"
+		 "  plan = ( { name = \"lock\"; kind = \"lifecycle\"; state = \"locked\"; } );\n"
+		 "};\n");
+	o.profile = profile;
+	fx_world_init_opts(&w, &o);
+	roles_init(&w);
+	pwfile(apw, &w, "alice");
+	pwfile(spw, &w, "sam");
+	cr_assert_eq(fx_devsim_start(&sim, w.dir, "prog", 1, "--seed l1"), 0);
+	fx_station_run(&r, &w, "--operator", "alice", "--password-file", apw,
+		       "--burn-fuses", "--slot", sim.port, "provision", NULL);
+	cr_assert_eq(r.code, 0, "stdout:%s\nstderr:%s", r.out, r.err);
+	fx_devsim_stop(&sim);
+	rewind_sim(sim.state_path);
+	cr_assert_eq(fx_devsim_start(&sim, w.dir, "prog", 1, "--seed l1"), 0);
+	fx_station_run(&r, &w, "--operator", "alice", "--password-file", apw,
+		       "--reprovision", "--reason", "RMA 9", "--supervisor", "sam",
+		       "--supervisor-password-file", spw, "--slot", sim.port,
+		       "provision", NULL);
+	fx_devsim_stop(&sim);
+	cr_assert_eq(r.code, 0, "stdout:%s\nstderr:%s", r.out, r.err);
+	cr_assert(strstr(r.err, "the device is locked"), "%s", r.err);
+	cr_assert_eq(q_int(&w, "SELECT count(*) FROM revocations"), 0);
+	cr_assert_eq(fx_count_units(&w, NULL), 1);
+	cr_assert_eq(fx_count_units(&w, "PASS"), 1);
 	fx_rmtree(w.dir);
 }
 

@@ -417,6 +417,9 @@ static const char *help_text(const struct ui *u)
 	switch (u->mode) {
 	case M_NAME: return " Type your name, Enter";
 	case M_PIN: return " Type the PIN (not shown), Enter   Esc back";
+	case M_OPPW: return " Type your password (not shown), Enter   Esc back";
+	case M_REL_UID: case M_REL_WHY: case M_REL_SUP: return " Type, Enter   Esc cancel";
+	case M_REL_PW: return " Type the password (not shown), Enter   Esc cancel";
 	case M_WO: return " Scan or type the work order, Enter";
 	case M_ARM: return " y arm fuse burning   n / Enter: do not burn";
 	case M_QUIT: return " y quit   n / Enter: stay";
@@ -488,6 +491,36 @@ void ui_draw(struct ui *u)
 			 "HSM session. It is not shown as you type.", u->operator_name,
 			 u->o->cfg->token_label);
 		dialog(u, "Operator login", text, "PIN:", "", u->msg);
+		curs_set(1);
+		break;
+	case M_REL_UID:
+		dialog(u, "Release a quarantined unit", "A supervisor's decision. Scan or "
+		       "type the device ID of the quarantined unit, then Enter.",
+		       "Device ID:", u->in, NULL);
+		curs_set(1);
+		break;
+	case M_REL_WHY:
+		snprintf(text, sizeof(text), "Device %s: why is it released? The reason "
+			 "is recorded with the supervisor's name.", u->rel_uid);
+		dialog(u, "Release a quarantined unit", text, "Reason:", u->in, NULL);
+		curs_set(1);
+		break;
+	case M_REL_SUP:
+		dialog(u, "Release a quarantined unit", "A supervisor authorises the "
+		       "release now: name, then password.", "Supervisor:", u->in, NULL);
+		curs_set(1);
+		break;
+	case M_REL_PW:
+		snprintf(text, sizeof(text), "Supervisor %s: your password. It is not "
+			 "shown as you type.", u->rel_sup);
+		dialog(u, "Release a quarantined unit", text, "Password:", "", u->msg);
+		curs_set(1);
+		break;
+	case M_OPPW:
+		snprintf(text, sizeof(text), "Operator %s: your password from the "
+			 "station's operator list. It is not shown as you type.",
+			 u->operator_name);
+		dialog(u, "Operator login", text, "Password:", "", u->msg);
 		curs_set(1);
 		break;
 	case M_WO:

@@ -27,6 +27,7 @@
 
 #include "base.h"
 #include "station/cmd_sync.h"
+#include "station/roles.h"
 #include "ui/ui_int.h"
 
 char *ui_escape_dup(const char *s)
@@ -305,6 +306,7 @@ static void start_run(struct ui *u)
 
 	u->run = (st_run){ .nslots = u->o->nslots, .burn_fuses = u->armed,
 			   .operator_name = u->operator_name,
+			   .operator_authenticated = u->op_auth,
 			   .work_order = u->work_order, .interactive = true };
 	for (int i = 0; i < u->o->nslots; i++)
 		u->run.ports[i] = u->o->ports[i];
@@ -353,11 +355,112 @@ static void stop_run(struct ui *u)
 	drain_events(u);
 }
 
+static void login_done(struct ui *u);
+
+/* With an operator list (docs/roles.md) the operator also proves who they
+ * are: the password typed is checked against the signed list; a refusal is
+ * recorded (never the password) and the password asked again. */
+static void do_op_auth(struct ui *u)
+{
+	const st_config *cfg = u->o->cfg;
+	char err[512] = "", why[512];
+	st_roster *r = NULL;
+	st_audit *a = NULL;
+	int rc;
+
+	rc = st_roster_load(cfg, &r, err, sizeof(err));
+	if (!rc)
+		rc = st_roster_auth(r, u->operator_name, u->pin, u->pinlen,
+				    ST_ROLE_OPERATOR, err, sizeof(err));
+	st_wipe(u->pin, sizeof(u->pin));
+	u->pinlen = 0;
+	st_roster_free(r);
+	if (!rc) {
+		u->op_auth = true;
+		ui_log(u, "operator %s authenticated (operator list)", u->operator_name);
+		login_done(u);
+		return;
+	}
+	snprintf(why, sizeof(why), "%s", err);
+	ui_log(u, "operator %s refused: %s", u->operator_name, why);
+	if (st_audit_attach(u->h, u->o->rec, cfg, &a, err, sizeof(err)) ||
+	    rec_event(u->o->rec, "auth_refused", NULL, "name", u->operator_name,
+		      "role", "operator", "why", why, NULL))
+		ui_log(u, "the refusal could not be recorded: %s",
+		       err[0] ? err : rec_errmsg(u->o->rec));
+	st_audit_detach(u->o->rec, a);
+	snprintf(u->msg, sizeof(u->msg), "%s: type it again (Esc: change the name)", why);
+	u->msg_error = true;
+}
+
+/* A supervisor releases a quarantined unit: authenticated now, against
+ * the signed operator list; the decision is recorded with the reason
+ * (signed by the running work order's audit signer, or the audit key
+ * attached for it). */
+static void do_release(struct ui *u)
+{
+	const st_config *cfg = u->o->cfg;
+	char err[1024] = "", why[600];
+	st_roster *r = NULL;
+	st_audit *a = NULL;
+	int64_t id = 0;
+	int rc;
+
+	rc = st_roster_load(cfg, &r, err, sizeof(err));
+	if (!rc)
+		rc = st_roster_auth(r, u->rel_sup, u->pin, u->pinlen, ST_ROLE_SUPERVISOR,
+				    err, sizeof(err));
+	st_wipe(u->pin, sizeof(u->pin));
+	u->pinlen = 0;
+	st_roster_free(r);
+	snprintf(why, sizeof(why), "%s", err);
+	err[0] = '\0';
+	if (!u->rh && st_audit_attach(u->h, u->o->rec, cfg, &a, err, sizeof(err))) {
+		ui_log(u, "release: audit key: %s", err);
+		show_msg(u, true, M_MAIN, "Nothing released: the audit key is not "
+			 "available (%s)", err);
+		return;
+	}
+	if (rc) {
+		ui_log(u, "supervisor %s refused: %s", u->rel_sup, why);
+		if (rec_event(u->o->rec, "auth_refused", NULL, "name", u->rel_sup, "role",
+			      "supervisor", "why", why, NULL))
+			ui_log(u, "the refusal could not be recorded: %s",
+			       rec_errmsg(u->o->rec));
+		st_audit_detach(u->o->rec, a);
+		show_msg(u, true, M_MAIN, "Supervisor refused: %s. Nothing was released.",
+			 why);
+		return;
+	}
+	rc = st_quarantine_release(u->o->rec, cfg, u->rel_uid, u->rel_sup, u->rel_why,
+				   &id, err, sizeof(err));
+	st_audit_detach(u->o->rec, a);
+	if (rc) {
+		ui_log(u, "release of %s refused: %s", u->rel_uid, err);
+		show_msg(u, true, M_MAIN, "Not released: %s", err);
+		return;
+	}
+	ui_log(u, "device %s released from quarantine by supervisor %s: %s",
+	       u->rel_uid, u->rel_sup, u->rel_why);
+	show_msg(u, false, M_MAIN, "Device %s is released from quarantine (record "
+		 "%lld): it is provisioned again when next presented.", u->rel_uid,
+		 (long long)id);
+}
+
+/* Back to the name: log out of the HSM (a wrong operator password). */
+static void logout(struct ui *u)
+{
+	hsm_close(u->h);
+	u->h = NULL;
+	u->logged_in = false;
+	u->op_auth = false;
+}
+
 /* The operator pressed Enter on the PIN: open the HSM session. */
 static void do_login(struct ui *u)
 {
 	char err[512] = "";
-	const char *warn, *ca_label;
+	const char *warn;
 	int rc;
 
 	snprintf(u->msg, sizeof(u->msg), "Logging in to token '%s'...",
@@ -380,6 +483,20 @@ static void do_login(struct ui *u)
 	warn = hsm_pin_warning(u->h);
 	if (warn)
 		ui_log(u, "warning: %s", warn);
+	if (u->o->cfg->operators_path || u->o->cfg->roles_require) {
+		u->msg_error = false;
+		u->mode = M_OPPW;
+		return;
+	}
+	login_done(u);
+}
+
+/* Logged in: which CA the runs issue from, then the work order. */
+static void login_done(struct ui *u)
+{
+	char err[512] = "";
+	const char *ca_label;
+
 	/* The CA the runs issue from: the profile's, else the configured one,
 	 * else the newest valid one in the token. */
 	ca_label = st_profile_issuer(u->o->prof) ? st_profile_issuer(u->o->prof) :
@@ -478,6 +595,16 @@ static void key_main(struct ui *u, int k)
 	case 'v':
 		u->show_records = !u->show_records;
 		break;
+	case 'R':
+		if (!u->o->cfg->operators_path) {
+			show_msg(u, true, M_MAIN, "Releasing a quarantined unit needs a "
+				 "supervisor from the operator list (roles.operators).");
+			break;
+		}
+		u->in[0] = '\0';
+		u->inlen = 0;
+		u->mode = M_REL_UID;
+		break;
 	case 'w':
 		if (ui_busy_slots(u)) {
 			show_msg(u, true, M_MAIN, "Units are in progress: let them finish "
@@ -523,6 +650,57 @@ static void key(struct ui *u, int k)
 		} else if (is_enter(k)) {
 			if (u->pinlen)
 				do_login(u);
+		} else if (is_backspace(k)) {
+			if (u->pinlen)
+				u->pin[--u->pinlen] = '\0';
+		} else if (k >= 0x20 && k < 0x7f && u->pinlen + 1 < sizeof(u->pin)) {
+			u->pin[u->pinlen++] = (char)k;
+		}
+		break;
+	case M_OPPW:
+		if (k == 27) {
+			st_wipe(u->pin, sizeof(u->pin));
+			u->pinlen = 0;
+			u->msg[0] = '\0';
+			logout(u);
+			u->mode = M_NAME;
+		} else if (is_enter(k)) {
+			if (u->pinlen)
+				do_op_auth(u);
+		} else if (is_backspace(k)) {
+			if (u->pinlen)
+				u->pin[--u->pinlen] = '\0';
+		} else if (k >= 0x20 && k < 0x7f && u->pinlen + 1 < sizeof(u->pin)) {
+			u->pin[u->pinlen++] = (char)k;
+		}
+		break;
+	case M_REL_UID:
+	case M_REL_WHY:
+	case M_REL_SUP:
+		if (k == 27) {
+			u->in[0] = '\0';
+			u->inlen = 0;
+			u->mode = M_MAIN;
+		} else if (edit_line(u, k) && u->inlen) {
+			char *dst = u->mode == M_REL_UID ? u->rel_uid :
+				    u->mode == M_REL_WHY ? u->rel_why : u->rel_sup;
+
+			snprintf(dst, UI_IN_MAX, "%s", u->in);
+			u->in[0] = '\0';
+			u->inlen = 0;
+			u->msg[0] = '\0';
+			u->mode = u->mode == M_REL_UID ? M_REL_WHY :
+				  u->mode == M_REL_WHY ? M_REL_SUP : M_REL_PW;
+		}
+		break;
+	case M_REL_PW:
+		if (k == 27) {
+			st_wipe(u->pin, sizeof(u->pin));
+			u->pinlen = 0;
+			u->mode = M_MAIN;
+		} else if (is_enter(k)) {
+			if (u->pinlen)
+				do_release(u);
 		} else if (is_backspace(k)) {
 			if (u->pinlen)
 				u->pin[--u->pinlen] = '\0';

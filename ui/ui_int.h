@@ -65,7 +65,9 @@ struct ui_recent {
 	int64_t ms;
 };
 
-enum ui_mode { M_NAME, M_PIN, M_WO, M_ARM, M_MAIN, M_QUIT, M_MSG };
+enum ui_mode { M_NAME, M_PIN, M_OPPW, M_WO, M_ARM, M_MAIN, M_QUIT, M_MSG,
+	       /* a supervisor releases a quarantined unit (docs/roles.md) */
+	       M_REL_UID, M_REL_WHY, M_REL_SUP, M_REL_PW };
 
 struct ui {
 	const ui_opts *o;
@@ -74,7 +76,8 @@ struct ui {
 	enum ui_mode mode, after_msg;
 	char in[UI_IN_MAX];         /* the line being typed (never the PIN) */
 	size_t inlen;
-	char pin[256];              /* the PIN being typed; wiped after use */
+	char pin[256];              /* the PIN (or the operator's password) being
+				     * typed; wiped after use */
 	size_t pinlen;
 	char msg[600];              /* dialog message / error */
 	bool msg_error;
@@ -82,6 +85,10 @@ struct ui {
 	char work_order[UI_IN_MAX];  /* the running one (the engine reads it) */
 	char wo_new[UI_IN_MAX];      /* scanned, waiting for the arming answer */
 	bool logged_in, armed;
+	bool op_auth;               /* checked against the signed operator list */
+	char rel_uid[UI_IN_MAX];    /* the release being asked for */
+	char rel_why[UI_IN_MAX];
+	char rel_sup[UI_IN_MAX];
 	hsm *h;
 	char ca_name[128];
 	int ca_days;
