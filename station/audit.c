@@ -195,3 +195,35 @@ void st_audit_close(st_audit *a)
 	free(a->der);
 	free(a);
 }
+
+int st_audit_attach(hsm *h, rec_store *rec, const st_config *cfg,
+		    st_audit **out, char *err, size_t errlen)
+{
+	const uint8_t *der;
+	st_audit *a = NULL;
+	size_t len;
+	int rc;
+
+	*out = NULL;
+	rc = st_audit_open(h, cfg->ca_label ? cfg->ca_label : "issuing-ca",
+			   ST_AUDIT_LABEL, cfg->station_id, &a, err, errlen);
+	if (rc)
+		return rc;
+	der = st_audit_cert(a, &len);
+	rc = rec_set_signer(rec, st_audit_sign, a, der, len);
+	if (rc) {
+		snprintf(err, errlen, "records: %s", rec_errmsg(rec));
+		st_audit_close(a);
+		return rc;
+	}
+	*out = a;
+	return ST_OK;
+}
+
+void st_audit_detach(rec_store *rec, st_audit *a)
+{
+	if (!a)
+		return;
+	rec_set_signer(rec, NULL, NULL, NULL, 0);
+	st_audit_close(a);
+}

@@ -365,6 +365,9 @@ static int cmd_workorder(st_rec_cli *c, int argc, char **argv)
 {
 	rec_store *r = NULL;
 	rec_workorder wo;
+	st_audit *a = NULL;
+	hsm *h = NULL;
+	char err[512];
 	int code, rc;
 
 	if (argc != 2 || (strcmp(argv[0], "create") && strcmp(argv[0], "show")))
@@ -379,6 +382,14 @@ static int cmd_workorder(st_rec_cli *c, int argc, char **argv)
 		code = st_sync_workorder_put(c, argv[1], c->quota);
 		if (code)
 			goto cleanup;
+		/* its event is a signed link of the chain like any other */
+		code = c->open_hsm(c->ctx, &h);
+		if (code)
+			goto cleanup;
+		if (st_audit_attach(h, r, c->cfg, &a, err, sizeof(err))) {
+			code = say(ST_EXIT_HSM, "workorder: the audit key: %s", err);
+			goto cleanup;
+		}
 		rc = rec_workorder_create(r, argv[1], c->quota);
 		if (rc)
 			code = say(rc == ST_E_EXISTS ? ST_EXIT_USAGE : ST_EXIT_RECORDS,
@@ -405,6 +416,8 @@ static int cmd_workorder(st_rec_cli *c, int argc, char **argv)
 			code = st_sync_workorder_show(c, argv[1]);
 	}
 cleanup:
+	st_audit_detach(r, a);
+	hsm_close(h);
 	rec_close(r);
 	return code;
 }

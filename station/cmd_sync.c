@@ -20,6 +20,7 @@
 #include "base.h"
 #include "records/pgsync.h"
 #include "station/cmd_sync.h"
+#include "station/schema.h"
 
 #define RECONNECT_MS 5000	/* a provisioning run asks an unreachable
 				 * server again at most this often */
@@ -39,116 +40,73 @@ static int say(int code, const char *fmt, ...)
 
 /* ---- Configuration ---- */
 
-static int opt_str(config_setting_t *g, const char *key, char **dst)
+/* *dst = a copy of the string setting at path, NULL when absent. */
+static int opt_str(const config_t *c, const char *path, char **dst)
 {
-	const char *v = NULL;
+	const char *v = st_schema_string(c, st_config_schema, st_config_schema_len, path);
 
-	*dst = NULL;
-	if (!config_setting_lookup_string(g, key, &v))
-		return ST_OK;
-	*dst = strdup(v);
-	return *dst ? ST_OK : ST_E_NOMEM;
+	*dst = v ? strdup(v) : NULL;
+	return v && !*dst ? ST_E_NOMEM : ST_OK;
+}
+
+static int opt_int(const config_t *c, const char *path)
+{
+	return (int)st_schema_int(c, st_config_schema, st_config_schema_len, path);
 }
 
 int st_sync_config_load(const char *path, st_sync_cfg *out, char *err,
 			size_t errlen)
 {
-	config_setting_t *g;
-	const char *mode = NULL;
-	long long allowance = 0;
+	st_problems *pl = st_problems_new();
+	const char *mode;
 	config_t c;
-	int rc = ST_OK, v;
+	int rc = ST_OK;
 
 	memset(out, 0, sizeof(*out));
-	out->batch = 500;
-	out->interval_ms = 5000;
-	out->backoff_max_ms = 60000;
-	out->connect_timeout_s = 10;
-	if (!path)
-		return ST_OK;
 	config_init(&c);
-	if (!config_read_file(&c, path)) {
-		snprintf(err, errlen, "%s:%d: %s", path, config_error_line(&c),
-			 config_error_text(&c) ? config_error_text(&c) :
-			 "cannot read");
-		rc = ST_E_CONFIG;
-		goto cleanup;
-	}
-	g = config_lookup(&c, "sync");
-	if (!g)
-		goto cleanup;
-	rc = ST_E_CONFIG;
-	if (!config_setting_is_group(g)) {
-		snprintf(err, errlen, "%s: 'sync' must be a group { conninfo = "
-			 "\"host=... dbname=... user=...\"; ... }", path);
-		goto cleanup;
-	}
-	out->configured = true;
-	if (opt_str(g, "conninfo", &out->conninfo) ||
-	    opt_str(g, "passfile", &out->passfile) ||
-	    opt_str(g, "sslmode", &out->sslmode) ||
-	    opt_str(g, "sslrootcert", &out->sslrootcert) ||
-	    opt_str(g, "sslcert", &out->sslcert) ||
-	    opt_str(g, "sslkey", &out->sslkey)) {
+	if (!pl) {
 		rc = ST_E_NOMEM;
 		goto cleanup;
 	}
-	if (!out->conninfo || !*out->conninfo) {
-		snprintf(err, errlen, "%s: 'sync.conninfo' is missing: the libpq "
-			 "connection string of the central database (no "
-			 "password: that goes in sync.passfile)", path);
+	/* The same schema check as every load of the configuration
+	 * (docs/configuration.md): ranges, choices, required keys. */
+	if (path && st_schema_read(&c, path, "configuration", pl))
+		st_schema_validate(&c, path, st_config_schema, st_config_schema_len,
+				   false, pl);
+	if (st_problems_count(pl)) {
+		snprintf(err, errlen, "%s", st_problem_text(pl, 0));
+		rc = ST_E_CONFIG;
 		goto cleanup;
 	}
-	if (config_setting_lookup_string(g, "offline", &mode)) {
-		if (!strcmp(mode, "allowance")) {
-			out->offline_allowance = true;
-		} else if (strcmp(mode, "stop")) {
-			snprintf(err, errlen, "%s: 'sync.offline' must be \"stop\" "
-				 "(no unit while the central database is "
-				 "unreachable) or \"allowance\" (continue on "
-				 "sync.allowance pre-reserved units)", path);
-			goto cleanup;
-		}
+	out->batch = opt_int(&c, "sync.batch");
+	out->interval_ms = opt_int(&c, "sync.interval_ms");
+	out->backoff_max_ms = opt_int(&c, "sync.backoff_max_ms");
+	out->connect_timeout_s = opt_int(&c, "sync.connect_timeout_s");
+	if (!config_lookup(&c, "sync"))
+		goto cleanup;
+	out->configured = true;
+	if (opt_str(&c, "sync.conninfo", &out->conninfo) ||
+	    opt_str(&c, "sync.passfile", &out->passfile) ||
+	    opt_str(&c, "sync.sslmode", &out->sslmode) ||
+	    opt_str(&c, "sync.sslrootcert", &out->sslrootcert) ||
+	    opt_str(&c, "sync.sslcert", &out->sslcert) ||
+	    opt_str(&c, "sync.sslkey", &out->sslkey)) {
+		rc = ST_E_NOMEM;
+		goto cleanup;
 	}
-	if (config_setting_lookup_int(g, "allowance", &v)) {
-		allowance = v;
-		if (allowance < 0 || allowance > 1000000) {
-			snprintf(err, errlen, "%s: 'sync.allowance' must be "
-				 "0..1000000", path);
-			goto cleanup;
-		}
-	}
-	out->allowance = (long)allowance;
+	mode = st_schema_string(&c, st_config_schema, st_config_schema_len,
+				"sync.offline");
+	out->offline_allowance = mode && !strcmp(mode, "allowance");
+	out->allowance = opt_int(&c, "sync.allowance");
 	if (out->offline_allowance && out->allowance == 0) {
-		snprintf(err, errlen, "%s: sync.offline = \"allowance\" needs "
+		snprintf(err, errlen, "%s:%d: 'sync.offline' = \"allowance\" needs "
 			 "sync.allowance = N (units pre-reserved for offline "
-			 "work)", path);
-		goto cleanup;
+			 "work)", path, st_schema_line(&c, "sync.offline"));
+		rc = ST_E_CONFIG;
 	}
-	{
-		static const struct { const char *key; int lo, hi; size_t off; } n[] = {
-			{ "batch", 1, 100000, offsetof(st_sync_cfg, batch) },
-			{ "interval_ms", 10, 3600000, offsetof(st_sync_cfg, interval_ms) },
-			{ "backoff_max_ms", 10, 3600000,
-			  offsetof(st_sync_cfg, backoff_max_ms) },
-			{ "connect_timeout_s", 1, 600,
-			  offsetof(st_sync_cfg, connect_timeout_s) },
-		};
-
-		for (size_t i = 0; i < ST_ARRAY_SIZE(n); i++) {
-			if (!config_setting_lookup_int(g, n[i].key, &v))
-				continue;
-			if (v < n[i].lo || v > n[i].hi) {
-				snprintf(err, errlen, "%s: 'sync.%s' must be %d..%d",
-					 path, n[i].key, n[i].lo, n[i].hi);
-				goto cleanup;
-			}
-			*(int *)((char *)out + n[i].off) = v;
-		}
-	}
-	rc = ST_OK;
 cleanup:
 	config_destroy(&c);
+	st_problems_free(pl);
 	if (rc)
 		st_sync_config_free(out);
 	return rc;
@@ -283,29 +241,21 @@ static int ready(void *ctx, rec_store *r)
 {
 	struct syncer *s = ctx;
 	char err[512] = "";
-	const uint8_t *der;
-	size_t len;
 	int rc;
 
 	if (s->a)
 		return ST_OK;
 	if (!s->h && (s->hsm_code = s->c->open_hsm(s->c->ctx, &s->h)))
 		return ST_E_HSM;
-	rc = st_audit_open(s->h, s->c->cfg->ca_label, ST_AUDIT_LABEL,
-			   s->c->cfg->station_id, &s->a, err, sizeof(err));
-	if (rc) {
+	rc = st_audit_attach(s->h, r, s->c->cfg, &s->a, err, sizeof(err));
+	if (rc)
 		say(ST_EXIT_HSM, "sync: the audit key: %s", err);
-		return rc;
-	}
-	der = st_audit_cert(s->a, &len);
-	return rec_set_signer(r, st_audit_sign, s->a, der, len);
+	return rc;
 }
 
 static void syncer_close(struct syncer *s)
 {
-	if (s->a)
-		rec_set_signer(s->r, NULL, NULL, NULL, 0);
-	st_audit_close(s->a);
+	st_audit_detach(s->r, s->a);
 	hsm_close(s->h);
 	rec_close(s->r);
 	st_sync_config_free(&s->scfg);

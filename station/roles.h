@@ -95,12 +95,6 @@ int st_roster_auth(const st_roster *r, const char *name, const char *pw,
 int st_password_hash(const char *pw, size_t pwlen, char *out, size_t cap,
 		     char *err, size_t errlen);
 
-/* Records outside a run: sign events with the audit key (as a run does)
- * until st_audit_detach().  ca_label: cfg's, else "issuing-ca". */
-int st_audit_attach(hsm *h, rec_store *rec, const st_config *cfg,
-		    st_audit **out, char *err, size_t errlen);
-void st_audit_detach(rec_store *rec, st_audit *a);
-
 /* Release the quarantined device uid (its latest record QUARANTINE) on
  * the decision of supervisor, who has authenticated, for reason: a unit
  * record of its own (FAIL, "released from quarantine ... by supervisor

@@ -171,6 +171,12 @@ int st_audit_sign(void *ctx, const uint8_t digest[32], uint8_t sig[64]);
 
 void st_audit_close(st_audit *a);
 
+/* Records outside a run: sign events with the audit key (as a run does)
+ * until st_audit_detach().  ca_label: cfg's, else "issuing-ca". */
+int st_audit_attach(hsm *h, rec_store *rec, const st_config *cfg,
+		    st_audit **out, char *err, size_t errlen);
+void st_audit_detach(rec_store *rec, st_audit *a);
+
 /* What the engine reports. */
 typedef enum st_event_kind {
 	ST_EV_SLOT_READY,   /* programmer opened: detail = firmware */

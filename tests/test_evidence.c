@@ -241,6 +241,11 @@ Test(evidence, work_order_quota_via_cli, .timeout = 120)
 	cr_assert_eq(R.code, 0, "%s", R.err);
 	fx_station_run(&R, &w, "records", "workorder", "create", "WO-7", NULL);
 	cr_assert_eq(R.code, 2, "a second WO-7: %s", R.err);
+	/* the work order's event is a signed link of the chain */
+	cr_assert_eq(q_int(w.db, "SELECT count(*) FROM events WHERE kind = "
+			   "'workorder_create' AND sig IS NOT NULL"), 1);
+	fx_station_run(&R, &w, "records", "verify", NULL);
+	cr_assert_eq(R.code, 0, "%s%s", R.out, R.err);
 	provision(&w, "p1", 4, "WO-7");
 	cr_assert_eq(R.code, 0, "%s\n%s", R.out, R.err);
 	for (line = strtok_r(R.out, "\n", &save); line; line = strtok_r(NULL, "\n", &save))
