@@ -4,7 +4,6 @@
  * recorded with who did it, signed with the station's audit key. */
 #include <errno.h>
 #include <fcntl.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,29 +13,6 @@
 #include "station/cmd_profile.h"
 #include "station/cmd_records.h"
 #include "station/roles.h"
-
-static int fail(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static int fail(int code, const char *fmt, ...)
-{
-	va_list ap;
-
-	fputs("station: ", stderr);
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fputc('\n', stderr);
-	return code;
-}
-
-static int open_records(const st_config *cfg, rec_store **rec)
-{
-	int rc = rec_open(cfg->records_path, rec);
-
-	if (rc)
-		return fail(ST_EXIT_RECORDS, "records: cannot open %s: %s",
-			    cfg->records_path, *rec ? rec_errmsg(*rec) : st_strerror(rc));
-	return 0;
-}
 
 int st_cli_authenticate(const st_config *cfg, hsm *h, rec_store *rec,
 			const char *name, const char *file, const char *env,
@@ -53,7 +29,7 @@ int st_cli_authenticate(const st_config *cfg, hsm *h, rec_store *rec,
 
 	rc = st_roster_load(cfg, &r, err, sizeof(err));
 	if (rc)
-		return fail(ST_EXIT_USAGE, "operator list: %s", err);
+		return st_say(ST_EXIT_USAGE, "operator list: %s", err);
 	snprintf(ask, sizeof(ask), "Password for %s '%s'", st_role_name(role), name);
 	rc = st_secret_get(&src, pw, sizeof(pw), &len, err, sizeof(err));
 	if (!rc)
@@ -71,7 +47,7 @@ int st_cli_authenticate(const st_config *cfg, hsm *h, rec_store *rec,
 		fprintf(stderr, "station: the refusal could not be recorded: %s\n",
 			err[0] ? err : rec_errmsg(rec));
 	st_audit_detach(rec, a);
-	return fail(ST_EXIT_USAGE, "%s refused: %s", st_role_name(role), why);
+	return st_say(ST_EXIT_USAGE, "%s refused: %s", st_role_name(role), why);
 }
 
 /* The engineering key label: --key, else trust.engineering_key. */
@@ -133,15 +109,15 @@ static int profile_install(st_role_cli *c)
 	int code;
 
 	if (!c->in || !c->operator_name)
-		return fail(ST_EXIT_USAGE, "profile install: give the signed profile "
-			    "with --in FILE and the engineer with --operator NAME");
+		return st_say(ST_EXIT_USAGE, "profile install: give the signed profile "
+			      "with --in FILE and the engineer with --operator NAME");
 	if (!cfg->profile_path)
-		return fail(ST_EXIT_USAGE, "profile install: the configuration names "
-			    "no 'profile' to install to");
+		return st_say(ST_EXIT_USAGE, "profile install: the configuration names "
+			      "no 'profile' to install to");
 	if (st_profile_load_signed(cfg, c->in, &p, &info, err, sizeof(err)))
-		return fail(ST_EXIT_USAGE, "profile install: %s; nothing was installed",
-			    err);
-	code = open_records(cfg, &rec);
+		return st_say(ST_EXIT_USAGE, "profile install: %s; nothing was installed",
+			      err);
+	code = st_cli_open_store(cfg, &rec);
 	if (!code)
 		code = c->open_hsm(c->ctx, &h);
 	if (!code)
@@ -153,22 +129,22 @@ static int profile_install(st_role_cli *c)
 	snprintf(in_sig, sizeof(in_sig), "%s.sig", c->in);
 	snprintf(dst_sig, sizeof(dst_sig), "%s.sig", cfg->profile_path);
 	if (st_audit_attach(h, rec, cfg, &a, err, sizeof(err))) {
-		code = fail(ST_EXIT_HSM, "audit key: %s", err);
+		code = st_say(ST_EXIT_HSM, "audit key: %s", err);
 		goto cleanup;
 	}
 	/* The signature first: between the two renames the old profile fails
 	 * its check rather than a new profile running under an old name. */
 	if (copy_atomic(in_sig, dst_sig, err, sizeof(err)) ||
 	    copy_atomic(c->in, cfg->profile_path, err, sizeof(err))) {
-		code = fail(ST_EXIT_USAGE, "profile install: %s", err);
+		code = st_say(ST_EXIT_USAGE, "profile install: %s", err);
 		goto cleanup;
 	}
 	if (rec_event(rec, "profile_install", NULL, "engineer", c->operator_name,
 		      "profile", st_profile_name(p), "profile_digest", info.digest,
 		      "profile_signer", info.signer, "from", c->in,
 		      "path", cfg->profile_path, NULL)) {
-		code = fail(ST_EXIT_RECORDS, "profile installed but not recorded: %s",
-			    rec_errmsg(rec));
+		code = st_say(ST_EXIT_RECORDS, "profile installed but not recorded: %s",
+			      rec_errmsg(rec));
 		goto cleanup;
 	}
 	printf("profile '%s' (sha256 %s, signed by %s) installed as %s by "
@@ -196,9 +172,9 @@ int st_cmd_profile(st_role_cli *c, int argc, char **argv)
 		const char *path = c->in ? c->in : c->cfg->profile_path;
 
 		if (!path)
-			return fail(ST_EXIT_USAGE, "profile verify: give --in FILE");
+			return st_say(ST_EXIT_USAGE, "profile verify: give --in FILE");
 		if (st_verify_file(c->cfg, path, NULL, &info, err, sizeof(err)))
-			return fail(ST_EXIT_USAGE, "profile verify: %s", err);
+			return st_say(ST_EXIT_USAGE, "profile verify: %s", err);
 		printf("%s: signature OK, signed by %s (key sha256 %s); file sha256 %s\n",
 		       path, info.anchor, info.signer, info.digest);
 		return 0;
@@ -206,27 +182,27 @@ int st_cmd_profile(st_role_cli *c, int argc, char **argv)
 	if (!strcmp(sub, "install"))
 		return profile_install(c);
 	if (strcmp(sub, "keygen") && strcmp(sub, "pubkey") && strcmp(sub, "sign"))
-		return fail(ST_EXIT_USAGE, "profile: say 'profile keygen', 'profile "
-			    "pubkey', 'profile sign', 'profile verify' or 'profile "
-			    "install'");
+		return st_say(ST_EXIT_USAGE, "profile: say 'profile keygen', 'profile "
+			      "pubkey', 'profile sign', 'profile verify' or 'profile "
+			      "install'");
 	if (!key_label(c))
-		return fail(ST_EXIT_USAGE, "profile %s: name the engineering key with "
-			    "--key LABEL (or trust.engineering_key)", sub);
+		return st_say(ST_EXIT_USAGE, "profile %s: name the engineering key with "
+			      "--key LABEL (or trust.engineering_key)", sub);
 	if (strcmp(sub, "sign") && !c->out)
-		return fail(ST_EXIT_USAGE, "profile %s: say where the public key goes "
-			    "with --out FILE", sub);
+		return st_say(ST_EXIT_USAGE, "profile %s: say where the public key goes "
+			      "with --out FILE", sub);
 	if (!strcmp(sub, "sign") && !c->in)
-		return fail(ST_EXIT_USAGE, "profile sign: give the file to sign with "
-			    "--in FILE");
+		return st_say(ST_EXIT_USAGE, "profile sign: give the file to sign with "
+			      "--in FILE");
 	if (c->key_type && hsm_keytype_parse(c->key_type, &t))
-		return fail(ST_EXIT_USAGE, "profile keygen: --key-type must be p256, "
-			    "p384, rsa3072 or ed25519");
+		return st_say(ST_EXIT_USAGE, "profile keygen: --key-type must be p256, "
+			      "p384, rsa3072 or ed25519");
 	code = c->open_hsm(c->ctx, &h);
 	if (code)
 		return code;
 	rc = hsm_session_open(h, &s);
 	if (rc) {
-		code = fail(ST_EXIT_HSM, "HSM: %s", hsm_errmsg(h));
+		code = st_say(ST_EXIT_HSM, "HSM: %s", hsm_errmsg(h));
 		goto cleanup;
 	}
 	if (!strcmp(sub, "sign")) {
@@ -244,8 +220,8 @@ int st_cmd_profile(st_role_cli *c, int argc, char **argv)
 			       "(a trust anchor for trust.profile_keys) is in %s\n",
 			       key_label(c), c->cfg->token_label, c->out);
 	}
-	code = rc ? fail(rc == ST_E_IO ? ST_EXIT_USAGE : ST_EXIT_HSM, "profile %s: %s",
-			 sub, err) : 0;
+	code = rc ? st_say(rc == ST_E_IO ? ST_EXIT_USAGE : ST_EXIT_HSM, "profile %s: %s",
+			   sub, err) : 0;
 cleanup:
 	hsm_session_close(s);
 	hsm_close(h);
@@ -263,15 +239,15 @@ int st_cmd_operator(st_role_cli *c, int argc, char **argv)
 	int rc;
 
 	if (argc != 1 || strcmp(argv[0], "hash") || !c->operator_name)
-		return fail(ST_EXIT_USAGE, "operator: say 'operator hash --operator "
-			    "NAME [--role operator,supervisor,engineer]'");
+		return st_say(ST_EXIT_USAGE, "operator: say 'operator hash --operator "
+			      "NAME [--role operator,supervisor,engineer]'");
 	snprintf(ask, sizeof(ask), "New password for '%s'", c->operator_name);
 	rc = st_secret_get(&src, pw, sizeof(pw), &len, err, sizeof(err));
 	if (!rc)
 		rc = st_password_hash(pw, len, hash, sizeof(hash), err, sizeof(err));
 	st_wipe(pw, sizeof(pw));
 	if (rc)
-		return fail(ST_EXIT_USAGE, "operator hash: %s", err);
+		return st_say(ST_EXIT_USAGE, "operator hash: %s", err);
 	printf("{ name = \"%s\"; roles = [", c->operator_name);
 	for (const char *p = roles; *p;) {
 		size_t n = strcspn(p, ",");
@@ -294,20 +270,20 @@ int st_cmd_crl(st_role_cli *c, int argc, char **argv)
 	int code;
 
 	if (argc != 1 || strcmp(argv[0], "export") || !c->out)
-		return fail(ST_EXIT_USAGE, "crl: say 'crl export --out FILE.crl "
-			    "[--days N]'");
-	code = open_records(c->cfg, &rec);
+		return st_say(ST_EXIT_USAGE, "crl: say 'crl export --out FILE.crl "
+			      "[--days N]'");
+	code = st_cli_open_store(c->cfg, &rec);
 	if (!code)
 		code = c->open_hsm(c->ctx, &h);
 	if (code)
 		goto cleanup;
 	if (hsm_session_open(h, &s)) {
-		code = fail(ST_EXIT_HSM, "HSM: %s", hsm_errmsg(h));
+		code = st_say(ST_EXIT_HSM, "HSM: %s", hsm_errmsg(h));
 		goto cleanup;
 	}
 	if (st_crl_export(s, rec, c->cfg->ca_label, c->days > 0 ? c->days : 7,
 			  c->out, &count, err, sizeof(err))) {
-		code = fail(ST_EXIT_HSM, "crl export: %s", err);
+		code = st_say(ST_EXIT_HSM, "crl export: %s", err);
 		goto cleanup;
 	}
 	snprintf(n, sizeof(n), "%ld", count);
@@ -336,20 +312,20 @@ int st_cmd_quarantine(st_role_cli *c, int argc, char **argv)
 	int code, rc;
 
 	if (argc != 1 || strcmp(argv[0], "release") || !c->uid)
-		return fail(ST_EXIT_USAGE, "quarantine: say 'quarantine release --uid "
-			    "UID --supervisor NAME --reason TEXT'");
+		return st_say(ST_EXIT_USAGE, "quarantine: say 'quarantine release --uid "
+			      "UID --supervisor NAME --reason TEXT'");
 	if (!c->supervisor_name || !c->reason || !*c->reason)
-		return fail(ST_EXIT_USAGE, "quarantine release: a supervisor releases a "
-			    "unit, with a reason: give --supervisor NAME and --reason TEXT");
-	code = open_records(cfg, &rec);
+		return st_say(ST_EXIT_USAGE, "quarantine release: a supervisor releases a "
+			      "unit, with a reason: give --supervisor NAME and --reason TEXT");
+	code = st_cli_open_store(cfg, &rec);
 	if (code)
 		return code;
 	/* Asked before the password: no supervisor is called for nothing. */
 	rc = rec_last_unit(rec, c->uid, &id, state, sizeof(state));
 	if (rc || strcmp(state, "QUARANTINE")) {
-		code = fail(ST_EXIT_USAGE, "quarantine release: device %s is not "
-			    "quarantined (%s%s): nothing to release", c->uid,
-			    rc ? "no record" : "its last record is ", rc ? "" : state);
+		code = st_say(ST_EXIT_USAGE, "quarantine release: device %s is not "
+			      "quarantined (%s%s): nothing to release", c->uid,
+			      rc ? "no record" : "its last record is ", rc ? "" : state);
 		goto cleanup;
 	}
 	code = c->open_hsm(c->ctx, &h);
@@ -361,14 +337,14 @@ int st_cmd_quarantine(st_role_cli *c, int argc, char **argv)
 	if (code)
 		goto cleanup;
 	if (st_audit_attach(h, rec, cfg, &a, err, sizeof(err))) {
-		code = fail(ST_EXIT_HSM, "audit key: %s", err);
+		code = st_say(ST_EXIT_HSM, "audit key: %s", err);
 		goto cleanup;
 	}
 	rc = st_quarantine_release(rec, cfg, c->uid, c->supervisor_name, c->reason,
 				   &id, err, sizeof(err));
 	if (rc) {
-		code = fail(rc == ST_E_STATE ? ST_EXIT_USAGE : ST_EXIT_RECORDS,
-			    "quarantine release: %s", err);
+		code = st_say(rc == ST_E_STATE ? ST_EXIT_USAGE : ST_EXIT_RECORDS,
+			      "quarantine release: %s", err);
 		goto cleanup;
 	}
 	printf("device %s released from quarantine by supervisor %s (unit record "

@@ -9,7 +9,6 @@
 #include <openssl/pem.h>
 #include <openssl/sha.h>
 #include <openssl/x509v3.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,57 +21,7 @@
 #include "station/cmd_sync.h"
 #include "station/x509.h"
 
-static int say(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static int say(int code, const char *fmt, ...)
-{
-	va_list ap;
-
-	fputs("station: ", stderr);
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fputc('\n', stderr);
-	return code;
-}
-
-static int open_store(st_rec_cli *c, rec_store **r)
-{
-	int rc = rec_open(c->cfg->records_path, r);
-
-	if (rc)
-		return say(ST_EXIT_RECORDS, "records: cannot open %s: %s",
-			   c->cfg->records_path, *r ? rec_errmsg(*r) : st_strerror(rc));
-	return 0;
-}
-
 /* ---- verify ---- */
-
-/* Accept an audit certificate only when the given CA issued it. */
-static int check_issuer(void *ctx, const char *pem, char *why, size_t len)
-{
-	X509 *ca = ctx, *x = NULL;
-	BIO *b = BIO_new_mem_buf(pem, -1);
-	int ok;
-
-	x = b ? PEM_read_bio_X509(b, NULL, NULL, NULL) : NULL;
-	BIO_free(b);
-	ok = x && X509_check_issued(ca, x) == X509_V_OK &&
-	     X509_verify(x, X509_get0_pubkey(ca)) == 1;
-	if (!ok)
-		snprintf(why, len, "not issued by the CA given with --ca-cert");
-	X509_free(x);
-	return ok ? 0 : -1;
-}
-
-static X509 *read_pem(const char *path)
-{
-	FILE *f = fopen(path, "r");
-	X509 *x = f ? PEM_read_X509(f, NULL, NULL, NULL) : NULL;
-
-	if (f)
-		fclose(f);
-	return x;
-}
 
 struct anchor {
 	const char *hash;
@@ -97,13 +46,13 @@ static int cmd_verify(st_rec_cli *c)
 	X509 *ca = NULL;
 	int rc, code;
 
-	if (c->ca_cert && !(ca = read_pem(c->ca_cert)))
-		return say(ST_EXIT_USAGE, "verify: cannot read the CA certificate %s",
-			   c->ca_cert);
-	code = open_store(c, &r);
+	if (c->ca_cert && !(ca = st_cli_read_cert(c->ca_cert)))
+		return st_say(ST_EXIT_USAGE, "verify: cannot read the CA certificate %s",
+			      c->ca_cert);
+	code = st_cli_open_store(c->cfg, &r);
 	if (code)
 		goto cleanup;
-	rc = rec_verify(r, ca ? check_issuer : NULL, ca, &v);
+	rc = rec_verify(r, ca ? st_cli_check_issuer : NULL, ca, &v);
 	if (rc == ST_OK && c->anchor) {
 		/* a hash kept from an earlier export: events cut off the end
 		 * of the chain (with their rows) take it with them */
@@ -134,7 +83,7 @@ static int cmd_verify(st_rec_cli *c)
 			       rec_errmsg(r));
 		code = ST_EXIT_RECORDS;
 	} else {
-		code = say(ST_EXIT_RECORDS, "verify: %s", rec_errmsg(r));
+		code = st_say(ST_EXIT_RECORDS, "verify: %s", rec_errmsg(r));
 	}
 cleanup:
 	rec_close(r);
@@ -269,14 +218,14 @@ static int cmd_list(st_rec_cli *c, bool export)
 	int code;
 
 	if (parse_fmt(c->format, export ? F_JSONL : F_TABLE, &l.fmt))
-		return say(ST_EXIT_USAGE, "--format is table, jsonl or csv");
+		return st_say(ST_EXIT_USAGE, "--format is table, jsonl or csv");
 	if (filter_from(c, &f))
-		return say(ST_EXIT_USAGE, "--result is PASS, FAIL, QUARANTINE or RUNNING");
-	code = open_store(c, &r);
+		return st_say(ST_EXIT_USAGE, "--result is PASS, FAIL, QUARANTINE or RUNNING");
+	code = st_cli_open_store(c->cfg, &r);
 	if (code)
 		return code;
 	if (rec_list_units(r, &f, print_unit, &l))
-		code = say(ST_EXIT_RECORDS, "records: %s", rec_errmsg(r));
+		code = st_say(ST_EXIT_RECORDS, "records: %s", rec_errmsg(r));
 	else if (l.fmt == F_TABLE)
 		printf("%d unit%s\n", l.n, l.n == 1 ? "" : "s");
 	rec_close(r);
@@ -340,8 +289,8 @@ static int cmd_show(st_rec_cli *c, const char *what)
 	int code;
 
 	if (parse_fmt(c->format, F_TABLE, &s.l.fmt) || s.l.fmt == F_CSV)
-		return say(ST_EXIT_USAGE, "show: --format is table or jsonl");
-	code = open_store(c, &r);
+		return st_say(ST_EXIT_USAGE, "show: --format is table or jsonl");
+	code = st_cli_open_store(c->cfg, &r);
 	if (code)
 		return code;
 	if (rec_list_units(r, &f, collect, &s) == ST_OK && s.n == 0 && !*end) {
@@ -349,13 +298,13 @@ static int cmd_show(st_rec_cli *c, const char *what)
 		rec_list_units(r, &f, collect, &s);
 	}
 	if (s.n == 0)
-		code = say(ST_EXIT_RECORDS, "show: no unit with device ID or id %s",
-			   what);
+		code = st_say(ST_EXIT_RECORDS, "show: no unit with device ID or id %s",
+			      what);
 	for (int i = 0; i < s.n && !code; i++) {
 		if (s.l.fmt == F_TABLE)
 			printf("unit %lld events:\n", (long long)s.ids[i]);
 		if (rec_list_events(r, s.ids[i], print_event, &s.l))
-			code = say(ST_EXIT_RECORDS, "records: %s", rec_errmsg(r));
+			code = st_say(ST_EXIT_RECORDS, "records: %s", rec_errmsg(r));
 	}
 	rec_close(r);
 	return code;
@@ -371,9 +320,9 @@ static int cmd_workorder(st_rec_cli *c, int argc, char **argv)
 	int code, rc;
 
 	if (argc != 2 || (strcmp(argv[0], "create") && strcmp(argv[0], "show")))
-		return say(ST_EXIT_USAGE, "records workorder create ID [--quota N] | "
-			   "records workorder show ID");
-	code = open_store(c, &r);
+		return st_say(ST_EXIT_USAGE, "records workorder create ID [--quota N] | "
+			      "records workorder show ID");
+	code = st_cli_open_store(c->cfg, &r);
 	if (code)
 		return code;
 	if (!strcmp(argv[0], "create")) {
@@ -387,13 +336,13 @@ static int cmd_workorder(st_rec_cli *c, int argc, char **argv)
 		if (code)
 			goto cleanup;
 		if (st_audit_attach(h, r, c->cfg, &a, err, sizeof(err))) {
-			code = say(ST_EXIT_HSM, "workorder: the audit key: %s", err);
+			code = st_say(ST_EXIT_HSM, "workorder: the audit key: %s", err);
 			goto cleanup;
 		}
 		rc = rec_workorder_create(r, argv[1], c->quota);
 		if (rc)
-			code = say(rc == ST_E_EXISTS ? ST_EXIT_USAGE : ST_EXIT_RECORDS,
-				   "workorder: %s", rec_errmsg(r));
+			code = st_say(rc == ST_E_EXISTS ? ST_EXIT_USAGE : ST_EXIT_RECORDS,
+				      "workorder: %s", rec_errmsg(r));
 		else if (c->quota >= 0)
 			printf("work order %s created with a quota of %ld units\n",
 			       argv[1], c->quota);
@@ -402,8 +351,8 @@ static int cmd_workorder(st_rec_cli *c, int argc, char **argv)
 	} else {
 		rc = rec_workorder_get(r, argv[1], &wo);
 		if (rc)
-			code = say(rc == ST_E_NOTFOUND ? ST_EXIT_USAGE : ST_EXIT_RECORDS,
-				   "workorder: %s", rec_errmsg(r));
+			code = st_say(rc == ST_E_NOTFOUND ? ST_EXIT_USAGE : ST_EXIT_RECORDS,
+				      "workorder: %s", rec_errmsg(r));
 		else if (wo.quota >= 0)
 			printf("work order %s: quota %ld, %ld PASS, %ld in work, %ld "
 			       "failed (not counted), %ld left\n", argv[1], wo.quota,
@@ -612,13 +561,13 @@ static int cmd_evidence(st_rec_cli *c)
 	int code;
 
 	if (filter_from(c, &f))
-		return say(ST_EXIT_USAGE, "--result is PASS, FAIL, QUARANTINE or RUNNING");
-	code = open_store(c, &r);
+		return st_say(ST_EXIT_USAGE, "--result is PASS, FAIL, QUARANTINE or RUNNING");
+	code = st_cli_open_store(c->cfg, &r);
 	if (code)
 		return code;
 	if (rec_verify(r, NULL, NULL, &v)) {
-		code = say(ST_EXIT_RECORDS, "export: the records do not verify, no "
-			   "evidence written: %s", rec_errmsg(r));
+		code = st_say(ST_EXIT_RECORDS, "export: the records do not verify, no "
+			      "evidence written: %s", rec_errmsg(r));
 		goto cleanup;
 	}
 	code = c->open_hsm(c->ctx, &h);
@@ -626,17 +575,17 @@ static int cmd_evidence(st_rec_cli *c)
 		goto cleanup;
 	if (st_audit_open(h, c->cfg->ca_label, ST_AUDIT_LABEL, c->cfg->station_id,
 			  &a, b.err, sizeof(b.err))) {
-		code = say(ST_EXIT_HSM, "export: %s", b.err);
+		code = st_say(ST_EXIT_HSM, "export: %s", b.err);
 		goto cleanup;
 	}
 	if (mkdir(b.dir, 0755) != 0) {
-		code = say(ST_EXIT_USAGE, "export: cannot create %s (%s): give a new "
-			   "directory", b.dir, strerror(errno));
+		code = st_say(ST_EXIT_USAGE, "export: cannot create %s (%s): give a new "
+			      "directory", b.dir, strerror(errno));
 		goto cleanup;
 	}
 	snprintf(path, sizeof(path), "%s/certs", b.dir);
 	if (mkdir(path, 0755) != 0) {
-		code = say(ST_EXIT_RECORDS, "export: cannot create %s", path);
+		code = st_say(ST_EXIT_RECORDS, "export: cannot create %s", path);
 		goto cleanup;
 	}
 	snprintf(path, sizeof(path), "%s/units.jsonl", b.dir);
@@ -648,12 +597,12 @@ static int cmd_evidence(st_rec_cli *c)
 	der = st_audit_cert(a, &dlen);
 	code = ST_EXIT_RECORDS;
 	if (!b.units || !b.events || !m) {
-		say(code, "export: cannot write in %s", b.dir);
+		st_say(code, "export: cannot write in %s", b.dir);
 		goto cleanup;
 	}
 	if (rec_list_units(r, &f, bundle_unit, &b) ||
 	    rec_list_events(r, 0, bundle_event, &b)) {
-		say(code, "export: %s", b.err[0] ? b.err : rec_errmsg(r));
+		st_say(code, "export: %s", b.err[0] ? b.err : rec_errmsg(r));
 		goto cleanup;
 	}
 	if (fflush(b.units) || fsync(fileno(b.units)) || fflush(b.events) ||
@@ -663,14 +612,14 @@ static int cmd_evidence(st_rec_cli *c)
 	    hash_line(&b, "units.jsonl", m) || hash_line(&b, "events.jsonl", m) ||
 	    hash_line(&b, "ca.pem", m) || hash_line(&b, "audit.pem", m) ||
 	    rec_list_units(r, &f, manifest_unit, &b)) {
-		say(code, "export: %s", b.err[0] ? b.err : "cannot write the bundle");
+		st_say(code, "export: %s", b.err[0] ? b.err : "cannot write the bundle");
 		goto cleanup;
 	}
 	fclose(m);
 	m = NULL;
 	if (put_file(&b, "manifest.sha256", mtext, mlen) ||
 	    sign_manifest(&b, a, mtext, mlen)) {
-		say(code, "export: %s", b.err);
+		st_say(code, "export: %s", b.err);
 		goto cleanup;
 	}
 	code = 0;
@@ -695,8 +644,8 @@ cleanup:
 int st_cmd_records(st_rec_cli *c, int argc, char **argv)
 {
 	if (argc < 1)
-		return say(ST_EXIT_USAGE, "records: say verify, list, show, export, "
-			   "workorder or sync");
+		return st_say(ST_EXIT_USAGE, "records: say verify, list, show, export, "
+			      "workorder or sync");
 	if (!strcmp(argv[0], "verify") && argc == 1)
 		return c->pg ? st_cmd_verify_pg(c) : cmd_verify(c);
 	if (!strcmp(argv[0], "sync") && argc == 1)
@@ -709,8 +658,8 @@ int st_cmd_records(st_rec_cli *c, int argc, char **argv)
 		return cmd_show(c, argv[1]);
 	if (!strcmp(argv[0], "workorder"))
 		return cmd_workorder(c, argc - 1, argv + 1);
-	return say(ST_EXIT_USAGE, "records: unknown or incomplete command '%s' (try "
-		   "'station help')", argv[0]);
+	return st_say(ST_EXIT_USAGE, "records: unknown or incomplete command '%s' (try "
+		      "'station help')", argv[0]);
 }
 
 int st_cmd_audit(st_rec_cli *c, int argc, char **argv)
@@ -721,7 +670,7 @@ int st_cmd_audit(st_rec_cli *c, int argc, char **argv)
 	int code, rc;
 
 	if (argc != 1 || strcmp(argv[0], "init"))
-		return say(ST_EXIT_USAGE, "audit: say 'audit init [--out FILE]'");
+		return st_say(ST_EXIT_USAGE, "audit: say 'audit init [--out FILE]'");
 	code = c->open_hsm(c->ctx, &h);
 	if (code)
 		return code;
@@ -732,7 +681,7 @@ int st_cmd_audit(st_rec_cli *c, int argc, char **argv)
 	else
 		snprintf(err, sizeof(err), "%s", hsm_errmsg(h));
 	if (rc)
-		code = say(ST_EXIT_HSM, "audit init: %s", err);
+		code = st_say(ST_EXIT_HSM, "audit init: %s", err);
 	else
 		printf("audit key '%s' created in token '%s', certified by CA '%s'%s%s\n",
 		       ST_AUDIT_LABEL, c->cfg->token_label, c->cfg->ca_label,

@@ -7,12 +7,8 @@
 #include <stdbool.h>
 
 #include "hsm/hsm.h"
+#include "station/cli.h"
 #include "station/station.h"
-
-/* The exit codes of main.c (README "Exit codes"). */
-#define ST_EXIT_USAGE 2
-#define ST_EXIT_HSM 3
-#define ST_EXIT_RECORDS 4
 
 typedef struct st_rec_cli {
 	const st_config *cfg;

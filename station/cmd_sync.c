@@ -10,7 +10,6 @@
 #include <openssl/x509v3.h>
 #include <pthread.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,19 +23,6 @@
 
 #define RECONNECT_MS 5000	/* a provisioning run asks an unreachable
 				 * server again at most this often */
-
-static int say(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static int say(int code, const char *fmt, ...)
-{
-	va_list ap;
-
-	fputs("station: ", stderr);
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fputc('\n', stderr);
-	return code;
-}
 
 /* ---- Configuration ---- */
 
@@ -249,7 +235,7 @@ static int ready(void *ctx, rec_store *r)
 		return ST_E_HSM;
 	rc = st_audit_attach(s->h, r, s->c->cfg, &s->a, err, sizeof(err));
 	if (rc)
-		say(ST_EXIT_HSM, "sync: the audit key: %s", err);
+		st_say(ST_EXIT_HSM, "sync: the audit key: %s", err);
 	return rc;
 }
 
@@ -269,17 +255,17 @@ static int open_syncer(st_rec_cli *c, struct syncer *s)
 	memset(s, 0, sizeof(*s));
 	s->c = c;
 	if (st_sync_config_load(c->config_path, &s->scfg, err, sizeof(err)))
-		return say(ST_EXIT_USAGE, "configuration: %s", err);
+		return st_say(ST_EXIT_USAGE, "configuration: %s", err);
 	if (!s->scfg.configured)
-		return say(ST_EXIT_USAGE, "sync: the configuration%s%s has no 'sync' "
-			   "group: give sync.conninfo (see docs/sync.md)",
-			   c->config_path ? " " : "", c->config_path ?
-			   c->config_path : "");
+		return st_say(ST_EXIT_USAGE, "sync: the configuration%s%s has no 'sync' "
+			      "group: give sync.conninfo (see docs/sync.md)",
+			      c->config_path ? " " : "", c->config_path ?
+			      c->config_path : "");
 	rc = rec_open(c->cfg->records_path, &s->r);
 	if (rc)
-		return say(ST_EXIT_RECORDS, "records: cannot open %s: %s",
-			   c->cfg->records_path, s->r ? rec_errmsg(s->r) :
-			   st_strerror(rc));
+		return st_say(ST_EXIT_RECORDS, "records: cannot open %s: %s",
+			      c->cfg->records_path, s->r ? rec_errmsg(s->r) :
+			      st_strerror(rc));
 	return 0;
 }
 
@@ -336,7 +322,7 @@ static int follow(struct syncer *s)
 
 		if (rc == ST_E_HSM || rc == ST_E_VERIFY || rc == ST_E_CONFIG) {
 			/* retrying does not help: say it and stop */
-			say(ST_EXIT_RECORDS, "sync: %s", pgs_errmsg(p));
+			st_say(ST_EXIT_RECORDS, "sync: %s", pgs_errmsg(p));
 			pgs_close(p);
 			sigprocmask(SIG_SETMASK, &old, NULL);
 			return rc == ST_E_HSM && s->hsm_code ? s->hsm_code :
@@ -387,7 +373,7 @@ static int status(struct syncer *s)
 			 "from the last sync", pgs_errmsg(p));
 	pgs_close(p);
 	if (pgs_local_lag(s->r, server, &local, &events, &units)) {
-		code = say(ST_EXIT_RECORDS, "sync: %s", rec_errmsg(s->r));
+		code = st_say(ST_EXIT_RECORDS, "sync: %s", rec_errmsg(s->r));
 		goto cleanup;
 	}
 	printf("sync status: station %s\n"
@@ -410,8 +396,8 @@ int st_cmd_sync(st_rec_cli *c)
 	int code;
 
 	if (c->sync_once + c->sync_follow + c->sync_status > 1)
-		return say(ST_EXIT_USAGE, "records sync: give one of --once, "
-			   "--follow, --status");
+		return st_say(ST_EXIT_USAGE, "records sync: give one of --once, "
+			      "--follow, --status");
 	code = open_syncer(c, &s);
 	if (code)
 		goto cleanup;
@@ -429,9 +415,9 @@ int st_cmd_sync(st_rec_cli *c)
 		else if (rc == ST_E_HSM && s.hsm_code)
 			code = s.hsm_code;
 		else
-			code = say(rc == ST_E_CONFIG ? ST_EXIT_USAGE : ST_EXIT_RECORDS,
-				   "sync: %s (%lld events shipped before it)",
-				   pgs_errmsg(p), res.shipped);
+			code = st_say(rc == ST_E_CONFIG ? ST_EXIT_USAGE : ST_EXIT_RECORDS,
+				      "sync: %s (%lld events shipped before it)",
+				      pgs_errmsg(p), res.shipped);
 		pgs_close(p);
 	}
 cleanup:
@@ -451,13 +437,13 @@ static pgs *connect_for(st_rec_cli *c, int *code)
 
 	*code = 0;
 	if (st_sync_config_load(c->config_path, &scfg, err, sizeof(err))) {
-		*code = say(ST_EXIT_USAGE, "configuration: %s", err);
+		*code = st_say(ST_EXIT_USAGE, "configuration: %s", err);
 		return NULL;
 	}
 	if (scfg.configured) {
 		o = opts_of(&scfg, c->cfg);
 		if (pgs_connect(&o, &p)) {
-			*code = say(ST_EXIT_RECORDS, "central database: %s",
+			*code = st_say(ST_EXIT_RECORDS, "central database: %s",
 				    pgs_errmsg(p));
 			pgs_close(p);
 			p = NULL;
@@ -476,8 +462,8 @@ int st_sync_workorder_put(st_rec_cli *c, const char *id, long quota)
 		return code;
 	rc = pgs_workorder_put(p, id, quota);
 	if (rc)
-		code = say(rc == ST_E_EXISTS ? ST_EXIT_USAGE : ST_EXIT_RECORDS,
-			   "workorder: %s", pgs_errmsg(p));
+		code = st_say(rc == ST_E_EXISTS ? ST_EXIT_USAGE : ST_EXIT_RECORDS,
+			      "workorder: %s", pgs_errmsg(p));
 	else
 		printf("work order %s is in the central database: its quota is "
 		       "shared by every station\n", id);
@@ -508,22 +494,6 @@ int st_sync_workorder_show(st_rec_cli *c, const char *id)
 
 /* ---- records verify --pg ---- */
 
-static int check_issuer(void *ctx, const char *pem, char *why, size_t len)
-{
-	X509 *ca = ctx, *x = NULL;
-	BIO *b = BIO_new_mem_buf(pem, -1);
-	int ok;
-
-	x = b ? PEM_read_bio_X509(b, NULL, NULL, NULL) : NULL;
-	BIO_free(b);
-	ok = x && X509_check_issued(ca, x) == X509_V_OK &&
-	     X509_verify(x, X509_get0_pubkey(ca)) == 1;
-	if (!ok)
-		snprintf(why, len, "not issued by the CA given with --ca-cert");
-	X509_free(x);
-	return ok ? 0 : -1;
-}
-
 int st_cmd_verify_pg(st_rec_cli *c)
 {
 	pgs_verify_result v;
@@ -531,25 +501,18 @@ int st_cmd_verify_pg(st_rec_cli *c)
 	pgs_opts o;
 	X509 *ca = NULL;
 	pgs *p = NULL;
-	FILE *f;
 	int code, rc;
 
-	if (c->ca_cert) {
-		f = fopen(c->ca_cert, "r");
-		ca = f ? PEM_read_X509(f, NULL, NULL, NULL) : NULL;
-		if (f)
-			fclose(f);
-		if (!ca)
-			return say(ST_EXIT_USAGE, "verify: cannot read the CA "
-				   "certificate %s", c->ca_cert);
-	}
+	if (c->ca_cert && !(ca = st_cli_read_cert(c->ca_cert)))
+		return st_say(ST_EXIT_USAGE, "verify: cannot read the CA "
+			      "certificate %s", c->ca_cert);
 	code = open_syncer(c, &s);
 	if (code)
 		goto cleanup;
 	o = opts_of(&s.scfg, c->cfg);
 	rc = pgs_connect(&o, &p);
 	if (!rc)
-		rc = pgs_verify(p, s.r, ca ? check_issuer : NULL, ca, &v);
+		rc = pgs_verify(p, s.r, ca ? st_cli_check_issuer : NULL, ca, &v);
 	if (rc == ST_OK) {
 		printf("central records OK: %d station%s, %lld events; every "
 		       "hash, link and signature checked%s\n", v.stations,
@@ -561,7 +524,7 @@ int st_cmd_verify_pg(st_rec_cli *c)
 		       rec_errmsg(s.r));
 		code = ST_EXIT_RECORDS;
 	} else {
-		code = say(ST_EXIT_RECORDS, "verify --pg: %s", pgs_errmsg(p));
+		code = st_say(ST_EXIT_RECORDS, "verify --pg: %s", pgs_errmsg(p));
 	}
 cleanup:
 	pgs_close(p);
