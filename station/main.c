@@ -15,7 +15,6 @@
 #include <getopt.h>
 #include <jansson.h>
 #include <pthread.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -68,20 +67,6 @@ struct command {
 
 static void usage(FILE *f);
 
-/* Print an error for the operator: what failed and what to do. */
-static int die(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static int die(int code, const char *fmt, ...)
-{
-	va_list ap;
-
-	fputs("station: ", stderr);
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fputc('\n', stderr);
-	return code;
-}
-
 /* Open the HSM named in the configuration and log in (the same open and
  * login as the UI's st_hsm_login(), with the PIN-count warning between). */
 static int open_hsm(struct cli *cli, hsm **out)
@@ -95,7 +80,7 @@ static int open_hsm(struct cli *cli, hsm **out)
 	*out = NULL;
 	rc = st_hsm_open(&cli->cfg, &h, err, sizeof(err));
 	if (rc)
-		return die(EXIT_HSM, "HSM: %s", err);
+		return st_say(EXIT_HSM, "HSM: %s", err);
 	/* Before the attempt too: on a final try the operator should know that
 	 * a wrong PIN now locks the token and stops the line. */
 	warn = hsm_pin_warning(h);
@@ -105,18 +90,18 @@ static int open_hsm(struct cli *cli, hsm **out)
 	rc = st_pin_get(cli->pin_file, cli->cfg.token_label, pin, sizeof(pin), &pinlen,
 			err, sizeof(err));
 	if (rc) {
-		die(EXIT_HSM, "HSM: %s", err);
+		st_say(EXIT_HSM, "HSM: %s", err);
 		goto fail;
 	}
 	rc = st_hsm_auth(&cli->cfg, h, pin, pinlen, err, sizeof(err));
 	st_wipe(pin, sizeof(pin));
 	if (rc == ST_E_PIN) {
-		die(EXIT_HSM, "HSM: %s; not retried — a locked token stops the "
-		    "line. Check the PIN and try again", err);
+		st_say(EXIT_HSM, "HSM: %s; not retried — a locked token stops the "
+		       "line. Check the PIN and try again", err);
 		goto fail;
 	}
 	if (rc) {
-		die(EXIT_HSM, "HSM: %s", err);
+		st_say(EXIT_HSM, "HSM: %s", err);
 		goto fail;
 	}
 	warn = hsm_pin_warning(h);
@@ -220,8 +205,8 @@ static int check_people(struct cli *cli, hsm *h, rec_store *rec)
 	int code;
 
 	if (cfg->roles_require && !cli->role.operator_name)
-		return die(EXIT_USAGE, "this station runs only for an operator on its "
-			   "list (roles.require): give --operator NAME");
+		return st_say(EXIT_USAGE, "this station runs only for an operator on its "
+			      "list (roles.require): give --operator NAME");
 	if (cli->role.operator_name && (cfg->operators_path || cfg->roles_require)) {
 		code = st_cli_authenticate(cfg, h, rec, cli->role.operator_name,
 					   cli->role.password_file, "STATION_PASSWORD",
@@ -257,19 +242,19 @@ static int cmd_provision(struct cli *cli, int argc, char **argv)
 
 	(void)argv;
 	if (argc > 0 || cli->run.nslots == 0)
-		return die(EXIT_USAGE, "provision: give each programmer with --slot PORT "
-			   "(or slots in the configuration)");
+		return st_say(EXIT_USAGE, "provision: give each programmer with --slot PORT "
+			      "(or slots in the configuration)");
 	if (cli->reprovision && (!cli->role.supervisor_name || !cli->role.reason ||
 				 !*cli->role.reason))
-		return die(EXIT_USAGE, "provision --reprovision: a supervisor decides "
-			   "it, with a reason: give --supervisor NAME and --reason TEXT");
+		return st_say(EXIT_USAGE, "provision --reprovision: a supervisor decides "
+			      "it, with a reason: give --supervisor NAME and --reason TEXT");
 	if (st_profile_load_signed(&cli->cfg, cli->cfg.profile_path, &prof, &signed_info,
 				   err, sizeof(err)))
-		return die(EXIT_USAGE, "profile refused: %s; nothing was provisioned", err);
+		return st_say(EXIT_USAGE, "profile refused: %s; nothing was provisioned", err);
 	rc = rec_open(cli->cfg.records_path, &rec);
 	if (rc) {
-		code = die(EXIT_RECORDS, "records: cannot open %s: %s",
-			   cli->cfg.records_path, rec ? rec_errmsg(rec) : st_strerror(rc));
+		code = st_say(EXIT_RECORDS, "records: cannot open %s: %s",
+			      cli->cfg.records_path, rec ? rec_errmsg(rec) : st_strerror(rc));
 		goto cleanup;
 	}
 	code = open_hsm(cli, &h);
@@ -284,8 +269,8 @@ static int cmd_provision(struct cli *cli, int argc, char **argv)
 	     st_sync_quota_open(cli->config_path, &cli->cfg, rec, cli->rec.work_order,
 				&quota, err, sizeof(err));
 	if (rc) {
-		code = die(rc == ST_E_CONFIG || rc == ST_E_NOTFOUND || rc == ST_E_EXISTS ?
-			   EXIT_USAGE : EXIT_RECORDS, "sync: %s", err);
+		code = st_say(rc == ST_E_CONFIG || rc == ST_E_NOTFOUND || rc == ST_E_EXISTS ?
+			      EXIT_USAGE : EXIT_RECORDS, "sync: %s", err);
 		goto cleanup;
 	}
 	cli->run.quota = st_sync_quota_hook(quota);
@@ -297,8 +282,8 @@ static int cmd_provision(struct cli *cli, int argc, char **argv)
 	rc = st_provision(h, rec, &cli->cfg, prof, &cli->run, on_event, cli, &sum,
 			  err, sizeof(err));
 	if (rc) {
-		code = die(rc == ST_E_DB ? EXIT_RECORDS : rc == ST_E_CONFIG ? EXIT_USAGE :
-			   EXIT_HSM, "%s", err);
+		code = st_say(rc == ST_E_DB ? EXIT_RECORDS : rc == ST_E_CONFIG ? EXIT_USAGE :
+			      EXIT_HSM, "%s", err);
 		goto cleanup;
 	}
 	if (sum.quota_full)
@@ -356,8 +341,8 @@ static int ca_mechanisms(hsm *h, hsm_keytype t)
 	default: break;
 	}
 	if (hsm_check_mechanisms(h, need, 2))
-		return die(EXIT_HSM, "HSM: a %s CA: %s", hsm_keytype_name(t),
-			   hsm_errmsg(h));
+		return st_say(EXIT_HSM, "HSM: a %s CA: %s", hsm_keytype_name(t),
+			      hsm_errmsg(h));
 	return 0;
 }
 
@@ -375,14 +360,14 @@ static int cmd_ca(struct cli *cli, int argc, char **argv)
 
 	if (argc != 1 || (strcmp(argv[0], "init") && strcmp(argv[0], "show") &&
 			  strcmp(argv[0], "csr") && strcmp(argv[0], "import")))
-		return die(EXIT_USAGE, "ca: say 'ca init', 'ca csr', 'ca import' or 'ca show'");
+		return st_say(EXIT_USAGE, "ca: say 'ca init', 'ca csr', 'ca import' or 'ca show'");
 	if (cli->key_type && hsm_keytype_parse(cli->key_type, &type))
-		return die(EXIT_USAGE, "ca: --key-type must be p256, p384, rsa3072 or ed25519");
+		return st_say(EXIT_USAGE, "ca: --key-type must be p256, p384, rsa3072 or ed25519");
 	if (!strcmp(argv[0], "csr") && !cli->out)
-		return die(EXIT_USAGE, "ca csr: say where the request goes with --out FILE");
+		return st_say(EXIT_USAGE, "ca csr: say where the request goes with --out FILE");
 	if (!strcmp(argv[0], "import") && !cli->in)
-		return die(EXIT_USAGE, "ca import: give the signed certificate with --in FILE "
-			   "(and its chain with --chain FILE)");
+		return st_say(EXIT_USAGE, "ca import: give the signed certificate with --in FILE "
+			      "(and its chain with --chain FILE)");
 	code = open_hsm(cli, &h);
 	if (code)
 		return code;
@@ -393,7 +378,7 @@ static int cmd_ca(struct cli *cli, int argc, char **argv)
 	}
 	rc = hsm_session_open(h, &s);
 	if (rc) {
-		code = die(EXIT_HSM, "HSM: %s", hsm_errmsg(h));
+		code = st_say(EXIT_HSM, "HSM: %s", hsm_errmsg(h));
 		goto cleanup;
 	}
 	if (!strcmp(argv[0], "init")) {
@@ -419,7 +404,7 @@ static int cmd_ca(struct cli *cli, int argc, char **argv)
 	} else {
 		rc = st_ca_show(s, cli->cfg.ca_label, stdout, err, sizeof(err));
 	}
-	code = rc ? die(rc == ST_E_IO ? EXIT_USAGE : EXIT_HSM, "ca %s: %s", argv[0], err) : 0;
+	code = rc ? st_say(rc == ST_E_IO ? EXIT_USAGE : EXIT_HSM, "ca %s: %s", argv[0], err) : 0;
 cleanup:
 	hsm_session_close(s);
 	hsm_close(h);
@@ -438,7 +423,7 @@ static int cmd_devices(struct cli *cli, int argc, char **argv)
 			      err, sizeof(err)) :
 	     st_devices(cli->run.ports, cli->run.nslots, cli->json, stdout, err,
 			sizeof(err));
-	return rc ? die(EXIT_LINK, "devices: %s", err) : 0;
+	return rc ? st_say(EXIT_LINK, "devices: %s", err) : 0;
 }
 
 /* For cmd_records.c: log in only when a command needs the HSM. */
@@ -481,11 +466,11 @@ static int cmd_tui(struct cli *cli, int argc, char **argv)
 
 	(void)argv;
 	if (argc > 0 || cli->run.nslots == 0)
-		return die(EXIT_USAGE, "tui: give each programmer with --slot PORT "
-			   "(or slots in the configuration)");
+		return st_say(EXIT_USAGE, "tui: give each programmer with --slot PORT "
+			      "(or slots in the configuration)");
 	if (!isatty(0) || !isatty(1))
-		return die(EXIT_USAGE, "tui: needs a terminal; use 'station provision' "
-			   "in scripts");
+		return st_say(EXIT_USAGE, "tui: needs a terminal; use 'station provision' "
+			      "in scripts");
 	if (!o.log_path)
 		o.log_path = cli->cfg.log_file;
 	if (!o.log_path) {
@@ -493,15 +478,15 @@ static int cmd_tui(struct cli *cli, int argc, char **argv)
 		o.log_path = logpath;
 	}
 	if (ui_guard(o.log_path, &code))
-		return code < 0 ? die(EXIT_USAGE, "tui: cannot fork") : code;
+		return code < 0 ? st_say(EXIT_USAGE, "tui: cannot fork") : code;
 	if (st_profile_load_signed(&cli->cfg, cli->cfg.profile_path, &prof,
 				   &signed_info, err, sizeof(err)))
-		return die(EXIT_USAGE, "profile refused: %s; nothing was provisioned",
-			   err);
+		return st_say(EXIT_USAGE, "profile refused: %s; nothing was provisioned",
+			      err);
 	rc = rec_open(cli->cfg.records_path, &rec);
 	if (rc) {
-		code = die(EXIT_RECORDS, "records: cannot open %s: %s",
-			   cli->cfg.records_path, rec ? rec_errmsg(rec) : st_strerror(rc));
+		code = st_say(EXIT_RECORDS, "records: cannot open %s: %s",
+			      cli->cfg.records_path, rec ? rec_errmsg(rec) : st_strerror(rc));
 		goto cleanup;
 	}
 	o.prof = prof;
@@ -524,14 +509,14 @@ static int cmd_config(struct cli *cli, int argc, char **argv)
 		return 0;
 	}
 	if (argc != 1 || strcmp(argv[0], "check"))
-		return die(EXIT_USAGE, "config: 'config check --config FILE [--profile "
-			   "FILE]' or 'config schema'");
+		return st_say(EXIT_USAGE, "config: 'config check --config FILE [--profile "
+			      "FILE]' or 'config schema'");
 	if (!cli->config_path && !cli->check_profile)
-		return die(EXIT_USAGE, "config check: give --config FILE (and/or "
-			   "--profile FILE)");
+		return st_say(EXIT_USAGE, "config check: give --config FILE (and/or "
+			      "--profile FILE)");
 	n = st_config_check(cli->config_path, cli->check_profile, stderr, stdout);
 	if (n < 0)
-		return die(EXIT_USAGE, "config check: %s", st_strerror(n));
+		return st_say(EXIT_USAGE, "config check: %s", st_strerror(n));
 	if (n > 0)
 		fprintf(stderr, "station: %d problem%s found\n", n, n == 1 ? "" : "s");
 	return n ? EXIT_USAGE : 0;
@@ -729,8 +714,8 @@ int main(int argc, char **argv)
 		case 'G':
 			cli.run.plug_wait_ms = atoi(optarg) * 1000;
 			if (cli.run.plug_wait_ms <= 0)
-				return die(EXIT_USAGE, "--plug-wait needs a number of "
-					   "seconds > 0");
+				return st_say(EXIT_USAGE, "--plug-wait needs a number of "
+					      "seconds > 0");
 			break;
 		case 'C': cli.cn = optarg; break;
 		case 'O': cli.org = optarg; break;
@@ -744,18 +729,18 @@ int main(int argc, char **argv)
 		case 'n':
 			cli.max_units = atoi(optarg);
 			if (cli.max_units < 1)
-				return die(EXIT_USAGE, "--units must be a positive number");
+				return st_say(EXIT_USAGE, "--units must be a positive number");
 			break;
 		case 's':
 			if (cli.run.nslots >= ST_MAX_SLOTS)
-				return die(EXIT_USAGE, "at most %d slots", ST_MAX_SLOTS);
+				return st_say(EXIT_USAGE, "at most %d slots", ST_MAX_SLOTS);
 			cli.run.ports[cli.run.nslots++] = optarg;
 			break;
 		case 0x100: cli.rec.work_order = optarg; break;
 		case 0x101:
 			cli.rec.quota = strtol(optarg, &end, 10);
 			if (*end || cli.rec.quota < 0)
-				return die(EXIT_USAGE, "--quota must be a number >= 0");
+				return st_say(EXIT_USAGE, "--quota must be a number >= 0");
 			break;
 		case 0x102: cli.rec.since = optarg; break;
 		case 0x103: cli.rec.until = optarg; break;
@@ -784,8 +769,8 @@ int main(int argc, char **argv)
 			if (!strcmp(argv[optind], commands[i].name))
 				cmd = &commands[i];
 		if (!cmd)
-			return die(EXIT_USAGE, "unknown command '%s' (try 'station help')",
-				   argv[optind]);
+			return st_say(EXIT_USAGE, "unknown command '%s' (try 'station help')",
+				      argv[optind]);
 		optind++;
 	}
 	/* Plain 'station --slot PORT...' on a terminal: the UI. */
@@ -807,7 +792,7 @@ int main(int argc, char **argv)
 		return code;
 	}
 	if (st_config_load(cli.config_path, &cli.cfg, err, sizeof(err)))
-		return die(EXIT_USAGE, "configuration: %s", err);
+		return st_say(EXIT_USAGE, "configuration: %s", err);
 	for (int i = 0; i < nlater; i++) {
 		char **field = later[i].opt == 'p' ? &cli.cfg.profile_path :
 			       later[i].opt == 'r' ? &cli.cfg.records_path :
@@ -817,7 +802,7 @@ int main(int argc, char **argv)
 
 		if (override(field, later[i].val)) {
 			st_config_free(&cli.cfg);
-			return die(EXIT_USAGE, "out of memory");
+			return st_say(EXIT_USAGE, "out of memory");
 		}
 	}
 	if (timeout)
