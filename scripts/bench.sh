@@ -60,10 +60,18 @@ cat >"$DIR/station.conf" <<CONF
 station: { id = "bench"; };
 hsm: { module = "/usr/lib/softhsm/libsofthsm2.so"; token = "bench"; ca_key = "issuing-ca"; };
 records: { path = "$DIR/records.db"; };
-profile = "$(pwd)/profiles/demo.profile";
+profile = "$DIR/demo.profile";
 programmer: { timeout_ms = 5000; };
+trust: { profile_keys = [ "$DIR/eng.pub.pem" ]; engineering_key = "bench-engineering"; };
 CONF
 STATION=$BUILD/station
+# only a signed profile runs (docs/profiles.md): sign the demo profile with
+# an engineering key made in the same token
+cp profiles/demo.profile "$DIR/demo.profile"
+"$STATION" --config "$DIR/station.conf" --pin-file "$DIR/pin" profile keygen \
+	--out "$DIR/eng.pub.pem" >/dev/null
+"$STATION" --config "$DIR/station.conf" --pin-file "$DIR/pin" profile sign \
+	--in "$DIR/demo.profile" >/dev/null
 "$STATION" --config "$DIR/station.conf" --pin-file "$DIR/pin" ca init \
 	--cn "Bench CA" --out "$DIR/ca.pem" >/dev/null
 
