@@ -44,6 +44,26 @@ struct rec_store {
 	long long sp_events;            /* events of the write in progress */
 	long long n_events, n_writes, n_commits; /* rec_get_stats */
 	int max_batch;
+
+	/* Lazy writes (records.c, "Durable and lazy writes"): in the open
+	 * batch without waiting; committed by the next durable write, by
+	 * the flusher thread REC_LAZY_MS after the first of them, by
+	 * rec_sync or by rec_close. */
+	int lazy_ms;                    /* rec_set_lazy_ms, REC_LAZY_MS */
+	int lazy_n;                     /* lazy writes in the open batch */
+	long long lazy_t0_ms;           /* monotonic ms of the first one */
+	int64_t *lazy_units;            /* units they wrote to (no dups) */
+	int lazy_units_n, lazy_units_cap;
+	int64_t *lost;                  /* units whose lazy writes a failed
+					 * commit lost: no more steps, no PASS */
+	int lost_n, lost_cap;
+	long long n_lazy;               /* lazy writes committed */
+	long long lost_writes;          /* lazy writes lost since rec_open */
+	char lost_why[REC_MSG_MAX];     /* why the last of them was lost */
+	pthread_cond_t lazy_cv;         /* wakes the flusher */
+	pthread_t flusher;
+	int flusher_up;                 /* the flusher thread runs */
+	int closing;                    /* rec_close: the flusher ends */
 };
 
 /* Keep a readable cause for the caller's thread and return err. */

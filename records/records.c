@@ -15,6 +15,7 @@
 #include <fcntl.h>
 #include <libgen.h>
 #include <pthread.h>
+#include <signal.h>
 #include <sqlite3.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -509,6 +510,15 @@ int rec_open(const char *path, rec_store **out)
 	}
 	pthread_mutex_init(&r->lock, NULL);
 	pthread_cond_init(&r->durable, NULL);
+	{
+		pthread_condattr_t ca;
+
+		pthread_condattr_init(&ca);
+		pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+		pthread_cond_init(&r->lazy_cv, &ca);
+		pthread_condattr_destroy(&ca);
+	}
+	r->lazy_ms = REC_LAZY_MS;
 	*out = r;
 
 	if (!path || !*path)
@@ -572,7 +582,28 @@ int rec_enter(rec_store *r)
  * concurrency rises while a lone writer still commits at once.  Each call
  * returns only after its own commit: ST_OK still means durable.  Events
  * are hashed, chained and signed one by one as they are appended, so the
- * chain order is the commit order. */
+ * chain order is the commit order.
+ *
+ * ---- Durable and lazy writes ----
+ *
+ * A lazy write (rec_step_ex with REC_LAZY) joins the batch the same way but
+ * does not wait: it returns once its savepoint is released.  It is not
+ * left uncommitted for long, because a batch is committed
+ *  - by the last writer through when the batch holds a durable write (one
+ *    is waiting), or by the REC_BATCH_MAX-th write, as before;
+ *  - by a later durable write of any thread (it commits the batch it
+ *    joins; a durable write never commits without the writes before it,
+ *    since there is one transaction at a time and SQLite commits it whole);
+ *  - by the flusher thread, REC_LAZY_MS after the batch's first lazy
+ *    write, when nothing else has (it is started on the first lazy write
+ *    and sleeps on lazy_cv otherwise);
+ *  - by rec_sync and rec_close.
+ * While a batch with lazy writes is open, this connection (all threads of
+ * the process) reads them; another process sees them once committed and
+ * waits up to REC_LAZY_MS (within busy_timeout) for the write lock.
+ * If such a batch fails, its lazy writes are lost: their units go on the
+ * lost list, and rec_step_ex refuses their later steps and rec_unit_end
+ * refuses them a PASS, so a PASS is never recorded over missing steps. */
 
 #define REC_BATCH_MAX	64		/* writes per commit at most, so a
 					 * steady stream cannot delay a commit
@@ -586,6 +617,7 @@ struct rec_waiter {
 	int done;               /* the batch committed or failed */
 	int err;                /* how it ended */
 	int now;                /* commit at once, do not wait for others */
+	int lazy;               /* do not wait: ride in the batch */
 	char what[160];         /* "the end of unit 5 (device d1)" */
 	char why[REC_MSG_MAX];  /* why the batch failed */
 };
@@ -595,7 +627,7 @@ struct rec_waiter {
 static int wr_enter(rec_store *r, struct rec_waiter *w)
 {
 	w->next = NULL;
-	w->sp = w->joined = w->done = w->err = w->now = 0;
+	w->sp = w->joined = w->done = w->err = w->now = w->lazy = 0;
 	w->what[0] = w->why[0] = '\0';
 	atomic_fetch_add(&r->want, 1);
 	return rec_enter(r);
@@ -635,6 +667,8 @@ static int wr_txn(rec_store *r, struct rec_waiter *w, const char *fmt, ...)
 	return err;
 }
 
+static int unit_lost(const rec_store *r, int64_t unit_id);
+
 /* The batch is over (committed, err 0, or lost): wake its writers. */
 static void batch_finish(rec_store *r, int err, const char *why)
 {
@@ -644,9 +678,19 @@ static void batch_finish(rec_store *r, int err, const char *why)
 		r->n_commits++;
 		r->n_events += r->batch_events;
 		r->n_writes += r->batch_n;
+		r->n_lazy += r->lazy_n;
 		if (r->batch_n > r->max_batch)
 			r->max_batch = r->batch_n;
+	} else if (r->lazy_n) {
+		/* room was made when each lazy write joined (lazy_join) */
+		for (int i = 0; i < r->lazy_units_n; i++)
+			if (!unit_lost(r, r->lazy_units[i]))
+				r->lost[r->lost_n++] = r->lazy_units[i];
+		r->lost_writes += r->lazy_n;
+		snprintf(r->lost_why, sizeof(r->lost_why), "%s", why);
 	}
+	r->lazy_n = 0;
+	r->lazy_units_n = 0;
 	for (w = r->batch; w; w = w->next) {
 		w->err = err;
 		if (err)
@@ -661,24 +705,25 @@ static void batch_finish(rec_store *r, int err, const char *why)
 }
 
 /* COMMIT the batch (the fsync), or roll it back if that fails: then every
- * write in it fails, since none of them is durable. */
-static void batch_commit(rec_store *r)
+ * write in it fails (and its lazy writes are lost), since none of them is
+ * durable.  Returns the commit's outcome, the cause in why. */
+static int batch_commit(rec_store *r, char why[REC_MSG_MAX])
 {
 	sqlite3_stmt *s = r->stmt[S_COMMIT];
-	char why[REC_MSG_MAX] = "";
 	int err = ST_OK;
 
-	if (!r->batch) {
+	why[0] = '\0';
+	if (!r->batch_n) {
 		/* only failed writes: nothing to sync */
 		s = r->stmt[S_ROLLBACK];
 		sqlite3_step(s);
 		rec_stmt_done(s);
 		r->in_batch = 0;
-		return;
+		return ST_OK;
 	}
 	if (sqlite3_step(s) != SQLITE_DONE) {
 		err = ST_E_DB;
-		db_why(r, why, sizeof(why));
+		db_why(r, why, REC_MSG_MAX);
 	}
 	rec_stmt_done(s);
 	if (err && !sqlite3_get_autocommit(r->db)) {
@@ -687,6 +732,115 @@ static void batch_commit(rec_store *r)
 		rec_stmt_done(s);
 	}
 	batch_finish(r, err, why);
+	return err;
+}
+
+static long long mono_ms(void)
+{
+	struct timespec t;
+
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (long long)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
+
+/* The flusher: commits a batch whose lazy writes nobody else committed
+ * within REC_LAZY_MS of the first.  Holds the lock except while it
+ * sleeps; a commit failure is handled by batch_finish (lost list). */
+static void *flusher_main(void *arg)
+{
+	rec_store *r = arg;
+	char why[REC_MSG_MAX];
+	struct timespec ts;
+	long long due;
+
+	pthread_mutex_lock(&r->lock);
+	while (!r->closing) {
+		if (!r->in_batch || !r->lazy_n) {
+			pthread_cond_wait(&r->lazy_cv, &r->lock);
+			continue;
+		}
+		due = r->lazy_t0_ms + r->lazy_ms;
+		if (mono_ms() < due) {
+			ts.tv_sec = (time_t)(due / 1000);
+			ts.tv_nsec = (long)(due % 1000) * 1000000;
+			pthread_cond_timedwait(&r->lazy_cv, &r->lock, &ts);
+			continue;
+		}
+		batch_commit(r, why);
+	}
+	pthread_mutex_unlock(&r->lock);
+	return NULL;
+}
+
+/* Lock held, a lazy write just joined an open batch that stays open: make
+ * sure the flusher will commit it.  ST_OK, or an error when no thread can
+ * be started (the caller then commits at once). */
+static int flusher_kick(rec_store *r)
+{
+	sigset_t all, old;
+	int rc;
+
+	if (r->flusher_up) {
+		pthread_cond_signal(&r->lazy_cv);
+		return ST_OK;
+	}
+	/* signals stay with the threads that handle them */
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	rc = pthread_create(&r->flusher, NULL, flusher_main, r);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (rc)
+		return ST_E_NOMEM;
+	r->flusher_up = 1;
+	return ST_OK;
+}
+
+static int unit_lost(const rec_store *r, int64_t unit_id)
+{
+	for (int i = 0; i < r->lost_n; i++)
+		if (r->lost[i] == unit_id)
+			return 1;
+	return 0;
+}
+
+/* Grow an id array to hold at least n. */
+static int ids_reserve(int64_t **ids, int *cap, int n)
+{
+	int64_t *m;
+	int c = *cap ? *cap : 8;
+
+	if (n <= *cap)
+		return ST_OK;
+	while (c < n)
+		c *= 2;
+	m = realloc(*ids, sizeof(**ids) * (size_t)c);
+	if (!m)
+		return ST_E_NOMEM;
+	*ids = m;
+	*cap = c;
+	return ST_OK;
+}
+
+/* Lock held, the write of unit_id succeeded and may ride along: note its
+ * unit (with room reserved on the lost list, so a failed commit can always
+ * mark it) and let wr_end join it without waiting.  Out of memory: it
+ * stays a durable write. */
+static void lazy_join(rec_store *r, struct rec_waiter *w, int64_t unit_id)
+{
+	int i;
+
+	for (i = 0; i < r->lazy_units_n; i++)
+		if (r->lazy_units[i] == unit_id)
+			break;
+	if (i == r->lazy_units_n) {
+		if (ids_reserve(&r->lazy_units, &r->lazy_units_cap,
+				r->lazy_units_n + 1) ||
+		    ids_reserve(&r->lost, &r->lost_cap,
+				r->lost_n + r->lazy_units_n + 1))
+			return;
+		r->lazy_units[r->lazy_units_n++] = unit_id;
+	}
+	w->lazy = 1;
 }
 
 /* End of every write call (lock held, as after wr_enter, whatever failed):
@@ -695,7 +849,9 @@ static void batch_commit(rec_store *r)
  * err, or the commit's failure. */
 static int wr_end(rec_store *r, struct rec_waiter *w, int err)
 {
+	char why[REC_MSG_MAX];
 	sqlite3_stmt *s;
+	int last;
 
 	if (w->sp && sqlite3_get_autocommit(r->db)) {
 		/* SQLite rolled the whole transaction back (an I/O error,
@@ -714,22 +870,71 @@ static int wr_end(rec_store *r, struct rec_waiter *w, int err)
 			err = rec_db_fail(r, ST_E_DB, "cannot finish %s", w->what);
 		rec_stmt_done(s);
 		if (!err) {
-			w->joined = 1;
-			w->next = r->batch;
-			r->batch = w;
 			r->batch_n++;
 			r->batch_events += r->sp_events;
 		}
+		if (!err && w->lazy) {
+			if (!r->lazy_n++)
+				r->lazy_t0_ms = mono_ms();
+		} else if (!err) {
+			w->joined = 1;
+			w->next = r->batch;
+			r->batch = w;
+		}
 	}
-	if (atomic_fetch_sub(&r->want, 1) == 1 || w->now ||
-	    r->batch_n >= REC_BATCH_MAX) {
-		if (r->in_batch)
-			batch_commit(r);
-	}
+	/* commit when a durable write waits and nobody else is coming, when
+	 * the batch is full, or when it holds only failed writes; a batch of
+	 * lazy writes alone is left to the flusher */
+	last = atomic_fetch_sub(&r->want, 1) == 1;
+	if (r->in_batch && (w->now || r->batch_n >= REC_BATCH_MAX ||
+			    (last && (r->batch || !r->batch_n))))
+		batch_commit(r, why);
+	else if (r->in_batch && last && flusher_kick(r))
+		batch_commit(r, why);
 	while (w->joined && !w->done)
 		pthread_cond_wait(&r->durable, &r->lock);
 	if (w->joined && w->err)
 		err = rec_fail(r, w->err, "cannot commit %s: %s", w->what, w->why);
+	return err;
+}
+
+/* The flusher re-reads the delay when woken. */
+int rec_set_lazy_ms(rec_store *r, int ms)
+{
+	int err;
+
+	if (!r)
+		return ST_E_INVAL;
+	err = rec_enter(r);
+	if (!err && ms < 0)
+		err = rec_fail(r, ST_E_INVAL, "rec_set_lazy_ms: %d ms", ms);
+	if (!err) {
+		r->lazy_ms = ms;
+		pthread_cond_signal(&r->lazy_cv);
+	}
+	pthread_mutex_unlock(&r->lock);
+	return err;
+}
+
+/* Not a write: nothing to count in; the lock alone keeps every commit
+ * out of the way. */
+int rec_sync(rec_store *r)
+{
+	char why[REC_MSG_MAX];
+	int err;
+
+	if (!r)
+		return ST_E_INVAL;
+	err = rec_enter(r);
+	if (!err && r->in_batch && batch_commit(r, why))
+		err = rec_fail(r, ST_E_DB, "cannot commit the pending records: "
+			       "%s; %lld lazy step records are lost", why,
+			       r->lost_writes);
+	if (!err && r->lost_writes)
+		err = rec_fail(r, ST_E_DB, "%lld lazy step records were lost when "
+			       "their commit failed (%s)", r->lost_writes,
+			       r->lost_why);
+	pthread_mutex_unlock(&r->lock);
 	return err;
 }
 
@@ -747,6 +952,9 @@ int rec_get_stats(rec_store *r, rec_stats *out)
 		out->writes = r->n_writes;
 		out->commits = r->n_commits;
 		out->max_batch = r->max_batch;
+		out->lazy_writes = r->n_lazy;
+		out->pending = r->lazy_n;
+		out->lost = r->lost_writes;
 	}
 	pthread_mutex_unlock(&r->lock);
 	return err;
@@ -787,6 +995,12 @@ static int quota_fail(rec_store *r, const char *wo, const char *uid)
  * order, the row is the quota reservation (the schema's trigger refuses it
  * beyond the quota), taken in the same transaction. */
 int rec_unit_begin(rec_store *r, const rec_unit_start *u, int64_t *unit_id)
+{
+	return rec_unit_begin_ex(r, u, unit_id, NULL, NULL);
+}
+
+int rec_unit_begin_ex(rec_store *r, const rec_unit_start *u, int64_t *unit_id,
+		      rec_begun_fn fn, void *ctx)
 {
 	struct rec_waiter w;
 	sqlite3_stmt *s;
@@ -832,6 +1046,8 @@ int rec_unit_begin(rec_store *r, const rec_unit_start *u, int64_t *unit_id)
 			  "operator", u->operator_name, "profile", u->profile,
 			  "profile_digest", u->profile_digest,
 			  "work_order", u->work_order));
+	if (!err && fn)
+		fn(ctx, id);
 out:
 	err = wr_end(r, &w, err);
 	if (!err)
@@ -864,9 +1080,24 @@ static int unit_not_running(rec_store *r, int64_t unit_id, const char *what)
 	return err;
 }
 
-/* Steps only go to RUNNING units: a final record must not grow later. */
+/* Why a unit takes no more records: a commit lost some of its steps. */
+static int lost_fail(rec_store *r, int64_t unit_id, const char *what)
+{
+	return rec_fail(r, ST_E_DB, "%s: step records of unit %lld written "
+			"earlier were lost when their commit failed (%s): the "
+			"unit cannot PASS; provision it again", what,
+			(long long)unit_id, r->lost_why);
+}
+
 int rec_step(rec_store *r, int64_t unit_id, const char *step,
 	     const char *outcome, const char *detail)
+{
+	return rec_step_ex(r, unit_id, step, outcome, detail, REC_DURABLE);
+}
+
+/* Steps only go to RUNNING units: a final record must not grow later. */
+int rec_step_ex(rec_store *r, int64_t unit_id, const char *step,
+		const char *outcome, const char *detail, rec_durability d)
 {
 	struct rec_waiter w;
 	sqlite3_stmt *s;
@@ -884,6 +1115,10 @@ int rec_step(rec_store *r, int64_t unit_id, const char *step,
 		err = rec_fail(r, ST_E_INVAL, "rec_step: need a step name and an "
 			   "outcome of ok, fail or skip (got %s)",
 			   outcome ? outcome : "NULL");
+		goto out;
+	}
+	if (unit_lost(r, unit_id)) {
+		err = lost_fail(r, unit_id, "rec_step");
 		goto out;
 	}
 	if ((err = wr_txn(r, &w, "step %s of unit %lld", step,
@@ -917,6 +1152,8 @@ int rec_step(rec_store *r, int64_t unit_id, const char *step,
 	err = rec_append_event(r, "step", unit_id, uid,
 		json_pack("{s:I, s:s, s:s, s:s?}", "seq", (json_int_t)seq,
 			  "step", step, "outcome", outcome, "detail", detail));
+	if (!err && d == REC_LAZY && r->lazy_ms > 0)
+		lazy_join(r, &w, unit_id);
 out:
 	err = wr_end(r, &w, err);
 	pthread_mutex_unlock(&r->lock);
@@ -965,6 +1202,10 @@ int rec_unit_end(rec_store *r, int64_t unit_id, const rec_unit_result *e)
 		err = rec_fail(r, ST_E_INVAL, "rec_unit_end: result must be PASS, "
 			   "FAIL or QUARANTINE (got %s)",
 			   e && e->result ? e->result : "NULL");
+		goto out;
+	}
+	if (!strcmp(e->result, "PASS") && unit_lost(r, unit_id)) {
+		err = lost_fail(r, unit_id, "rec_unit_end");
 		goto out;
 	}
 	if ((err = wr_txn(r, &w, "the end of unit %lld", (long long)unit_id)))
@@ -1467,6 +1708,18 @@ void rec_close(rec_store *r)
 
 	if (!r)
 		return;
+	if (r->flusher_up) {
+		pthread_mutex_lock(&r->lock);
+		r->closing = 1;
+		pthread_cond_signal(&r->lazy_cv);
+		pthread_mutex_unlock(&r->lock);
+		pthread_join(r->flusher, NULL);
+	}
+	if (r->db && r->in_batch) {
+		char why[REC_MSG_MAX];
+
+		batch_commit(r, why);   /* lazy writes still pending */
+	}
 	for (int i = 0; i < S_N; i++)
 		sqlite3_finalize(r->stmt[i]);
 	sqlite3_close_v2(r->db);
@@ -1475,6 +1728,9 @@ void rec_close(rec_store *r)
 		next = b->next;
 		free(b);
 	}
+	free(r->lazy_units);
+	free(r->lost);
+	pthread_cond_destroy(&r->lazy_cv);
 	pthread_cond_destroy(&r->durable);
 	pthread_mutex_destroy(&r->lock);
 	free(r);

@@ -4,11 +4,14 @@
  * Thread model: one rec_store may be shared by several slot workers; calls
  * are serialised inside.  Every write is committed (durable on disk) before
  * the call returns, so a caller may announce a result once the call
- * returned ST_OK.  Writes of threads that call at the same time share one
- * transaction and one fsync (group commit, docs/records.md): each still
- * returns only once its own write is durable, and fails if its batch could
- * not be committed.  Errors return ST_E_DB (or ST_E_IO for a path that cannot
- * be opened) with the SQLite message in rec_errmsg(). */
+ * returned ST_OK — except a step written with rec_step_ex(..., REC_LAZY),
+ * which rides in the open batch and becomes durable with the next durable
+ * write (docs/records.md, "Durable and lazy writes").  Writes of threads
+ * that call at the same time share one transaction and one fsync (group
+ * commit, docs/records.md): each durable write returns only once it (and
+ * every write before it) is durable, and fails if its batch could not be
+ * committed.  Errors return ST_E_DB (or ST_E_IO for a path that cannot be
+ * opened) with the SQLite message in rec_errmsg(). */
 #ifndef ST_RECORDS_H
 #define ST_RECORDS_H
 
@@ -59,11 +62,61 @@ const char *rec_errmsg(const rec_store *r);
  * order (rec_errmsg says which and what to do). */
 int rec_unit_begin(rec_store *r, const rec_unit_start *u, int64_t *unit_id);
 
+/* Called by rec_unit_begin_ex with the new unit's id as soon as its row is
+ * in the open batch — from then on every thread of this process can read
+ * it — and before the call waits for the commit.  The store's lock is
+ * held: it must not call the store. */
+typedef void (*rec_begun_fn)(void *ctx, int64_t unit_id);
+
+/* rec_unit_begin that tells fn (may be NULL) the id first, so the caller
+ * can mark the row as its own before another thread can see it, without
+ * holding a lock of its own across the commit wait.  If the call then
+ * fails, the row is gone and the id may be handed out again. */
+int rec_unit_begin_ex(rec_store *r, const rec_unit_start *u, int64_t *unit_id,
+		      rec_begun_fn fn, void *ctx);
+
 /* Append a step outcome ("ok", "fail", "skip") with a detail text. */
 int rec_step(rec_store *r, int64_t unit_id, const char *step,
 	     const char *outcome, const char *detail);
 
-/* Finish the unit: set its result and evidence fields. */
+/* How durable a step must be when rec_step_ex returns. */
+typedef enum rec_durability {
+	/* Committed (fsynced) before the call returns, together with every
+	 * write made before it: for a step that must survive a crash, e.g.
+	 * a burn intent before the burn. */
+	REC_DURABLE = 0,
+	/* Appended to the open batch (its row, its chained and signed event)
+	 * and the call returns without waiting.  It becomes durable with the
+	 * next durable write of any thread (commit order is chain order), or
+	 * by rec_sync, rec_close, or at the latest REC_LAZY_MS after the first
+	 * lazy write of the batch.  If that commit fails, the step is lost
+	 * and the unit is marked: its later steps fail and it cannot end as
+	 * PASS on this handle (it can end FAIL or QUARANTINE). */
+	REC_LAZY,
+} rec_durability;
+
+#define REC_LAZY_MS	50	/* most a lazy write stays uncommitted */
+
+/* rec_step with a choice of durability (rec_step is REC_DURABLE).  Any
+ * step of a unit that lost lazy writes fails with ST_E_DB. */
+int rec_step_ex(rec_store *r, int64_t unit_id, const char *step,
+		const char *outcome, const char *detail, rec_durability d);
+
+/* The most a lazy write may stay uncommitted when nothing else commits
+ * it (REC_LAZY_MS after rec_open).  0: no lazy writes — REC_LAZY is
+ * treated as REC_DURABLE.  Tests use a long delay to see exactly which
+ * write committed what. */
+int rec_set_lazy_ms(rec_store *r, int ms);
+
+/* Make every write made on this handle so far durable: commits the open
+ * batch (if any) and waits.  ST_E_DB when that commit fails, or when a
+ * lazy write made earlier on this handle was lost to a failed commit
+ * (rec_errmsg says which unit). */
+int rec_sync(rec_store *r);
+
+/* Finish the unit: set its result and evidence fields.  Durable; commits
+ * every earlier write with it.  A PASS of a unit whose lazy steps were
+ * lost is refused (ST_E_DB). */
 int rec_unit_end(rec_store *r, int64_t unit_id, const rec_unit_result *e);
 
 /* Latest result recorded for a device ID ("PASS", "FAIL", ...) into buf;
@@ -115,6 +168,9 @@ typedef struct rec_stats {
 	long long writes;           /* write calls committed */
 	long long commits;          /* transactions (fsyncs) that carried them */
 	int max_batch;              /* most write calls in one commit */
+	long long lazy_writes;      /* of the writes, REC_LAZY ones */
+	long long pending;          /* lazy writes not yet committed */
+	long long lost;             /* lazy writes lost to a failed commit */
 } rec_stats;
 
 int rec_get_stats(rec_store *r, rec_stats *out);
@@ -252,8 +308,9 @@ typedef int (*rec_revoked_fn)(void *ctx, const rec_revoked_row *row);
 /* Every revocation, oldest first (callback under the store's lock). */
 int rec_list_revoked(rec_store *r, rec_revoked_fn fn, void *ctx);
 
-/* Close the store.  NULL is fine.  Every other thread must be done with it
- * (joined, or at least finished calling). */
+/* Close the store: commits lazy writes still pending first (call
+ * rec_sync before to see whether that worked).  NULL is fine.  Every other
+ * thread must be done with it (joined, or at least finished calling). */
 void rec_close(rec_store *r);
 
 #endif

@@ -8,7 +8,7 @@
 #     (the --json "us" split: records, HSM, certificate building, device
 #     I/O), station CPU per unit, peak RSS, record writes per commit (group
 #     commit).  Median of RUNS runs.  The same with the station built from
-#     BEFORE_REV (the commit before group commit) for before/after.
+#     BEFORE_REV (BEFORE_WHAT says what it lacks) for before/after.
 #  2. The HSM limit, same token, same run: raw ECDSA P-256 signatures/s and
 #     P-256 session key generations/s, turned into the most units/s the HSM
 #     work per unit (1 certificate signature + one audit signature per
@@ -27,7 +27,8 @@ BUILD=${1:-build}
 UNITS=${UNITS:-96}
 RUNS=${RUNS:-3}
 SLOTS=${SLOTS:-"1 2 4 8"}
-BEFORE_REV=${BEFORE_REV-4400a02}
+BEFORE_REV=${BEFORE_REV-265dbbc}
+BEFORE_WHAT=${BEFORE_WHAT-group commit, but every record write durable: no lazy steps}
 BAUD=${BAUD:-115200}
 FUSE_WORD_US=${FUSE_WORD_US:-1000}
 KEYGEN_MS=${KEYGEN_MS:-250}
@@ -59,10 +60,18 @@ cat >"$DIR/station.conf" <<CONF
 station: { id = "bench"; };
 hsm: { module = "/usr/lib/softhsm/libsofthsm2.so"; token = "bench"; ca_key = "issuing-ca"; };
 records: { path = "$DIR/records.db"; };
-profile = "$(pwd)/profiles/demo.profile";
+profile = "$DIR/demo.profile";
 programmer: { timeout_ms = 5000; };
+trust: { profile_keys = [ "$DIR/eng.pub.pem" ]; engineering_key = "bench-engineering"; };
 CONF
 STATION=$BUILD/station
+# only a signed profile runs (docs/profiles.md): sign the demo profile with
+# an engineering key made in the same token
+cp profiles/demo.profile "$DIR/demo.profile"
+"$STATION" --config "$DIR/station.conf" --pin-file "$DIR/pin" profile keygen \
+	--out "$DIR/eng.pub.pem" >/dev/null
+"$STATION" --config "$DIR/station.conf" --pin-file "$DIR/pin" profile sign \
+	--in "$DIR/demo.profile" >/dev/null
 "$STATION" --config "$DIR/station.conf" --pin-file "$DIR/pin" ca init \
 	--cn "Bench CA" --out "$DIR/ca.pem" >/dev/null
 
@@ -173,7 +182,7 @@ if [ -n "$BEFORE_REV" ] && git rev-parse -q --verify "$BEFORE_REV^{commit}" >/de
 		"$DIR/before-build/station" >"$DIR/before-make.log" 2>&1; then
 		overhead "$DIR/before-build/station" before "1 8"
 		ROWS_BEFORE=$ROWS
-		BEFORE_NOTE="the station built from $(git rev-parse --short "$BEFORE_REV") (one commit per write), same simulators, same token"
+		BEFORE_NOTE="the station built from $(git rev-parse --short "$BEFORE_REV") ($BEFORE_WHAT), same simulators, same token"
 	else
 		BEFORE_NOTE="not measured: $BEFORE_REV did not build"
 	fi
@@ -288,8 +297,9 @@ $UNITS units per run, spread over the slots; fuses armed with the demo
 profile's full plan (4 fields + lifecycle lock); every step recorded as a
 signed audit event.  "ms/unit" columns: the mean per unit of each part of
 its wall time, from the station's \`--json\` unit lines (\`us\`): *records*
-= the record writes (each waits for its group commit; the audit signature
-in the HSM is made inside), *HSM* = certificate signature and serial random,
+= the record writes (a durable one waits for its group commit, a lazy step
+only appends; the audit signature in the HSM is made inside either way;
+docs/records.md, "Durable and lazy writes"), *HSM* = certificate signature and serial random,
 *X.509* = building and checking the certificate, *device* = the rest, i.e.
 the programmer's round trips over the pty and the simulator's own work.
 "writes/commit": record writes per SQLite commit (fsync).
@@ -297,7 +307,7 @@ the programmer's round trips over the pty and the simulator's own work.
 | slots | units/s | vs slots × 1-slot | station CPU ms/unit | peak RSS MiB | audit events/unit | writes/commit | records ms | HSM ms | X.509 ms | device ms |
 |---|---|---|---|---|---|---|---|---|---|---|
 $ROWS_NOW
-Before group commit ($BEFORE_NOTE):
+Before ($BEFORE_NOTE):
 
 | slots | units/s | vs slots × 1-slot | station CPU ms/unit | peak RSS MiB | audit events/unit | writes/commit | records ms | HSM ms | X.509 ms | device ms |
 |---|---|---|---|---|---|---|---|---|---|---|

@@ -50,10 +50,11 @@ struct job {
 	pthread_cond_t cond;  /* signalled when stopping or ctl[] change */
 	char active[ST_MAX_SLOTS][2 * DRV_UID_LEN + 1]; /* uid in work per slot */
 	int64_t live[ST_MAX_SLOTS]; /* unit record open per slot (0: none) */
-	/* Orders a unit record's birth (rec_unit_begin + set_live) against
-	 * another slot deciding that a RUNNING record was left by an
-	 * interrupted run: without it a clone's record, begun but not yet
-	 * marked live, could be closed as "interrupted" under it. */
+	/* Orders the interrupted-run checks of next_unit.  A unit record's
+	 * birth is marked live from inside rec_unit_begin_ex (begun_live),
+	 * under the store's lock, so no slot can read a new RUNNING row
+	 * before it is live (and close a clone's record as "interrupted")
+	 * — without holding this across the begin's commit wait. */
 	pthread_mutex_t rec_order;
 	bool stopping;        /* st_run_stop(): finish the unit in work, end */
 	struct slot_ctl ctl[ST_MAX_SLOTS];
@@ -115,23 +116,25 @@ static void emit(struct worker *w, st_event *ev)
 }
 
 /* Record a step outcome, then announce it.  A step that cannot be recorded
- * stops the slot: returns non-zero. */
-static int step(struct unit *u, const char *name, const char *outcome,
-		const char *fmt, ...) __attribute__((format(printf, 4, 5)));
-static int step(struct unit *u, const char *name, const char *outcome,
-		const char *fmt, ...)
+ * stops the slot: returns non-zero.  d says whether the step must be on
+ * disk before the station goes on (docs/records.md, "Durable and lazy
+ * writes"): most steps ride in the records' open batch and become durable
+ * with the unit's next durable write at the latest — the certificate
+ * before it leaves for the device, a burn intent, the unit's end. */
+static int vstep(struct unit *u, rec_durability d, const char *name,
+		 const char *outcome, const char *fmt, va_list ap)
+	__attribute__((format(printf, 4, 0)));
+static int vstep(struct unit *u, rec_durability d, const char *name,
+		 const char *outcome, const char *fmt, va_list ap)
 {
 	char detail[512];
-	va_list ap;
 	st_event ev = { .kind = ST_EV_STEP, .uid = u->info.uid_hex, .step = name,
 			.outcome = outcome, .detail = detail };
 	int rc;
 
-	va_start(ap, fmt);
 	vsnprintf(detail, sizeof(detail), fmt, ap);
-	va_end(ap);
 	u->us_rec -= unit_us();
-	rc = rec_step(u->w->job->rec, u->id, name, outcome, detail);
+	rc = rec_step_ex(u->w->job->rec, u->id, name, outcome, detail, d);
 	u->us_rec += unit_us();
 	if (rc) {
 		snprintf(u->reason, sizeof(u->reason),
@@ -142,6 +145,36 @@ static int step(struct unit *u, const char *name, const char *outcome,
 	}
 	emit(u->w, &ev);
 	return 0;
+}
+
+/* A step that needs no durability of its own (REC_LAZY). */
+static int step(struct unit *u, const char *name, const char *outcome,
+		const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+static int step(struct unit *u, const char *name, const char *outcome,
+		const char *fmt, ...)
+{
+	va_list ap;
+	int rc;
+
+	va_start(ap, fmt);
+	rc = vstep(u, REC_LAZY, name, outcome, fmt, ap);
+	va_end(ap);
+	return rc;
+}
+
+/* A step that is on disk (with every step before it) when this returns. */
+static int step_durable(struct unit *u, const char *name, const char *outcome,
+			const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+static int step_durable(struct unit *u, const char *name, const char *outcome,
+			const char *fmt, ...)
+{
+	va_list ap;
+	int rc;
+
+	va_start(ap, fmt);
+	rc = vstep(u, REC_DURABLE, name, outcome, fmt, ap);
+	va_end(ap);
+	return rc;
 }
 
 /* Is this error the link to the programmer rather than the unit? */
@@ -330,7 +363,10 @@ static int do_certificate(struct unit *u, const uint8_t pub[DRV_P256_POINT_LEN],
 	}
 	st_x509_serial_hex(cert, u->serial, sizeof(u->serial));
 	st_x509_fingerprint(cert, u->fp);
-	rc = step(u, "certificate", "ok", "serial %s sha256 %s", u->serial, u->fp);
+	/* durable: an issued certificate is on record before it can leave
+	 * the station on the device */
+	rc = step_durable(u, "certificate", "ok", "serial %s sha256 %s", u->serial,
+			  u->fp);
 	if (!rc) {
 		*out = cert;
 		cert = NULL;
@@ -417,11 +453,13 @@ cleanup:
 	return rc;
 }
 
-/* Fuse-run callbacks: record through step() (durable, then announced). */
+/* Fuse-run callbacks: record through step() (durable when the fuse run
+ * says so: a burn intent; then announced). */
 static int fuse_record(void *ctx, const char *name, const char *outcome,
-		       const char *detail)
+		       const char *detail, bool durable)
 {
-	return step(ctx, name, outcome, "%s", detail);
+	return durable ? step_durable(ctx, name, outcome, "%s", detail) :
+			 step(ctx, name, outcome, "%s", detail);
 }
 
 static int fuse_request_id(void *ctx, uint32_t *id)
@@ -937,6 +975,13 @@ static rec_unit_start unit_start_of(const struct worker *w, const struct unit *u
 		.work_order = job->run->work_order };
 }
 
+/* rec_unit_begin_ex callback, under the store's lock: the new row is
+ * live in this slot before any other slot can read it. */
+static void begun_live(void *ctx, int64_t unit_id)
+{
+	set_live(ctx, unit_id);
+}
+
 /* Open the unit's record (taking it from the work order's quota, first
  * the quota shared with other stations when run->quota is set) and
  * announce it.  0: the unit is on record and live in this slot; 1: the work
@@ -961,13 +1006,11 @@ static int begin_unit(struct worker *w, struct unit *u)
 		return ST_E_DB;
 	}
 	if (!rc) {
-		pthread_mutex_lock(&((struct job *)job)->rec_order);
 		u->us_rec -= unit_us();
-		rc = rec_unit_begin(job->rec, &start, &u->id);
+		rc = rec_unit_begin_ex(job->rec, &start, &u->id, begun_live, w);
 		u->us_rec += unit_us();
-		if (!rc)
-			set_live(w, u->id);
-		pthread_mutex_unlock(&((struct job *)job)->rec_order);
+		if (rc)
+			set_live(w, 0);   /* the row was rolled back */
 		if (rc && q)
 			q->finish(q->ctx, job->run->work_order, u->info.uid_hex,
 				  "FAIL");
@@ -1001,7 +1044,8 @@ static int begin_unit(struct worker *w, struct unit *u)
 		return hsm_gone(rc) ? rc : ST_E_DB;
 	}
 	if (u->reprovision[0] &&
-	    rec_step(job->rec, u->id, "reprovision", "ok", u->reprovision)) {
+	    rec_step_ex(job->rec, u->id, "reprovision", "ok", u->reprovision,
+			REC_LAZY)) {
 		slot_error(w, ST_E_DB, "slot %d: unit %s: cannot record the "
 			   "re-provisioning (%s)", w->slot, u->info.uid_hex,
 			   rec_errmsg(job->rec));

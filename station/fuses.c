@@ -374,21 +374,46 @@ static void set_reason(st_fuse_run *r, const char *fmt, ...)
 	va_end(ap);
 }
 
-__attribute__((format(printf, 4, 5)))
-static int record(st_fuse_run *r, const char *step, const char *outcome,
-		  const char *fmt, ...)
+__attribute__((format(printf, 5, 0)))
+static int vrecord(st_fuse_run *r, bool durable, const char *step,
+		   const char *outcome, const char *fmt, va_list ap)
 {
 	char detail[512];
-	va_list ap;
 
-	va_start(ap, fmt);
 	vsnprintf(detail, sizeof(detail), fmt, ap);
-	va_end(ap);
 	if (r->dry_run) {
 		r->plan_line(r->ctx, detail);
 		return 0;
 	}
-	return r->record(r->ctx, step, outcome, detail);
+	return r->record(r->ctx, step, outcome, detail, durable);
+}
+
+/* A record that may ride along with the next durable one. */
+__attribute__((format(printf, 4, 5)))
+static int record(st_fuse_run *r, const char *step, const char *outcome,
+		  const char *fmt, ...)
+{
+	va_list ap;
+	int rc;
+
+	va_start(ap, fmt);
+	rc = vrecord(r, false, step, outcome, fmt, ap);
+	va_end(ap);
+	return rc;
+}
+
+/* A burn intent: on disk before the burn it announces. */
+__attribute__((format(printf, 4, 5)))
+static int record_intent(st_fuse_run *r, const char *step, const char *outcome,
+			 const char *fmt, ...)
+{
+	va_list ap;
+	int rc;
+
+	va_start(ap, fmt);
+	rc = vrecord(r, true, step, outcome, fmt, ap);
+	va_end(ap);
+	return rc;
 }
 
 static bool link_lost(int rc)
@@ -461,7 +486,7 @@ static int run_lifecycle(st_fuse_run *r, const st_fuse_field *f)
 	if (r->dry_run)
 		return record(r, NULL, NULL, "lifecycle: current %s, target %s, action "
 			      "advance (last)", lc_names[r->lifecycle], lc_names[f->lifecycle]);
-	if ((rc = record(r, "lifecycle-intent", "ok", "field %s lifecycle %s -> %s",
+	if ((rc = record_intent(r, "lifecycle-intent", "ok", "field %s lifecycle %s -> %s",
 			 f->name, lc_names[r->lifecycle], lc_names[f->lifecycle])))
 		return rc;
 	rc = drv_set_lifecycle(r->dev, f->lifecycle);
@@ -506,7 +531,7 @@ static int burn_field(st_fuse_run *r, const st_fuse_field *f,
 		return rc;
 	}
 	/* The intent is durable before anything irreversible happens. */
-	if ((rc = record(r, "fuse-intent", "ok", "field %s bank %u words %u-%u <- %s "
+	if ((rc = record_intent(r, "fuse-intent", "ok", "field %s bank %u words %u-%u <- %s "
 			 "request %08x", f->name, f->bank, f->word,
 			 f->word + f->nwords - 1, tgt_hex, id)))
 		return rc;

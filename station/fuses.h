@@ -66,9 +66,11 @@ typedef struct st_fuse_run {
 	 * pairs from its fuse-intent steps), so the records say what became
 	 * of them; NULL when none. */
 	const char *pending;
-	/* Record a step durably (and announce it); nonzero stops the run. */
+	/* Record a step (and announce it); nonzero stops the run.  durable:
+	 * on disk, with every step before it, before this returns (a burn
+	 * intent); else it may ride along with the next durable record. */
 	int (*record)(void *ctx, const char *step, const char *outcome,
-		      const char *detail);
+		      const char *detail, bool durable);
 	/* A fresh request id for a burn (from the HSM's generator). */
 	int (*request_id)(void *ctx, uint32_t *id);
 	/* Dry run: one line per field. */

@@ -19,6 +19,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "base.h"
 #include "records/records.h"
@@ -133,6 +135,7 @@ struct worker {
 	int refused;            /* calls refused as they should be */
 	char first_err[300];
 	int rc[NTICKS];         /* full-disk test: each tick's result */
+	rec_durability d;       /* how the steps are written */
 };
 
 /* One slot: units with steps, plus a step on a finished unit (refused,
@@ -155,7 +158,7 @@ static void *slot_thread(void *arg)
 		rc = rec_unit_begin(w->r, &u, &id);
 		for (int k = 0; !rc && k < 3; k++) {
 			snprintf(detail, sizeof(detail), "%s #%d", uid, k);
-			rc = rec_step(w->r, id, steps[k], "ok", detail);
+			rc = rec_step_ex(w->r, id, steps[k], "ok", detail, w->d);
 		}
 		if (!rc)
 			rc = rec_unit_end(w->r, id, &e);
@@ -172,14 +175,15 @@ static void *slot_thread(void *arg)
 	return NULL;
 }
 
-static void run_threads(struct worker *w, void *(*fn)(void *), rec_store *r)
+static void run_threads(struct worker *w, void *(*fn)(void *), rec_store *r,
+			rec_durability d)
 {
 	pthread_barrier_t go;
 	pthread_t t[NTHREADS];
 
 	pthread_barrier_init(&go, NULL, NTHREADS);
 	for (int i = 0; i < NTHREADS; i++) {
-		w[i] = (struct worker){ .r = r, .n = i, .go = &go };
+		w[i] = (struct worker){ .r = r, .n = i, .go = &go, .d = d };
 		cr_assert_eq(pthread_create(&t[i], NULL, fn, &w[i]), 0);
 	}
 	for (int i = 0; i < NTHREADS; i++)
@@ -190,7 +194,7 @@ static void run_threads(struct worker *w, void *(*fn)(void *), rec_store *r)
 /* Eight slot threads at once: every write lands exactly once, in a chain
  * that verifies event by event (hash, prev, signature), and the writes
  * shared commits. */
-Test(groupcommit, concurrent_writers_share_commits_and_chain_verifies)
+static void concurrent(rec_durability d)
 {
 	rec_store *r = open_signed();
 	struct worker w[NTHREADS];
@@ -200,7 +204,7 @@ Test(groupcommit, concurrent_writers_share_commits_and_chain_verifies)
 	sqlite3 *db;
 	char uid[32];
 
-	run_threads(w, slot_thread, r);
+	run_threads(w, slot_thread, r, d);
 	for (int i = 0; i < NTHREADS; i++) {
 		cr_assert_eq(w[i].failures, 0, "thread %d: %d failures, first %s",
 			     i, w[i].failures, w[i].first_err);
@@ -213,6 +217,10 @@ Test(groupcommit, concurrent_writers_share_commits_and_chain_verifies)
 	cr_assert_lt(st.commits, st.writes, "no write shared a commit: %lld "
 		     "commits for %lld writes", st.commits, st.writes);
 	cr_assert_geq(st.max_batch, 2);
+	/* every unit ended durably, so no step of it can still be pending */
+	cr_assert_eq(st.pending, 0);
+	cr_assert_eq(st.lost, 0);
+	cr_assert_eq(st.lazy_writes, d == REC_LAZY ? NTHREADS * NUNITS * 3 : 0);
 	cr_assert_eq(rec_verify(r, NULL, NULL, &v), ST_OK, "%s", rec_errmsg(r));
 	cr_assert_eq(v.events, want_events);
 	cr_assert_eq(v.units, NTHREADS * NUNITS);
@@ -242,6 +250,19 @@ Test(groupcommit, concurrent_writers_share_commits_and_chain_verifies)
 	cr_assert_eq(q_int(db, "SELECT count(*) FROM steps WHERE step = 'late'",
 			   NULL), 0, "a refused step was committed with its batch");
 	sqlite3_close(db);
+}
+
+Test(groupcommit, concurrent_writers_share_commits_and_chain_verifies)
+{
+	concurrent(REC_DURABLE);
+}
+
+/* The same with the steps written lazily: each rides in the batch of a
+ * later durable write (a begin or an end, of any thread), and the chain
+ * is the same: complete, in order per unit, every signature good. */
+Test(groupcommit, concurrent_lazy_steps_land_in_order_and_verify)
+{
+	concurrent(REC_LAZY);
 }
 
 /* One thread alone is never held back: each write is its own commit. */
@@ -303,7 +324,7 @@ Test(groupcommit, ok_means_on_disk_and_error_means_absent)
 	lim = old;
 	lim.rlim_cur = 1024 * 1024;
 	cr_assert_eq(setrlimit(RLIMIT_FSIZE, &lim), 0);
-	run_threads(w, tick_thread, r);
+	run_threads(w, tick_thread, r, REC_DURABLE);
 	cr_assert_eq(setrlimit(RLIMIT_FSIZE, &old), 0);
 	cr_assert_eq(rec_event(r, "after", NULL, NULL), ST_OK, "%s",
 		     rec_errmsg(r));
@@ -338,4 +359,258 @@ Test(groupcommit, ok_means_on_disk_and_error_means_absent)
 	cr_log_info("%ld ticks stored, %ld failed with a big batch-mate",
 		    ok, failed);
 	sqlite3_close(db);
+}
+
+/* ---- Durable and lazy writes (docs/records.md) ---- */
+
+#define LONG_MS		600000	/* a delay the flusher never reaches here */
+
+static long long ext_count(const char *sql)
+{
+	sqlite3 *db = ext_open();
+	long long n = q_int(db, sql, NULL);
+
+	sqlite3_close(db);
+	return n;
+}
+
+static void stats(rec_store *r, rec_stats *st)
+{
+	cr_assert_eq(rec_get_stats(r, st), ST_OK, "%s", rec_errmsg(r));
+}
+
+/* Lazy steps wait in the open batch (another connection does not see
+ * them, no commit is made for them) and the next durable write commits
+ * them with itself: one commit, in chain order. */
+Test(groupcommit, lazy_steps_ride_with_the_next_durable_write)
+{
+	rec_store *r = open_signed();
+	rec_unit_result e = { .result = "PASS", .cert_serial = "0a" };
+	rec_verify_result v;
+	rec_stats st;
+	int64_t id;
+
+	cr_assert_eq(rec_set_lazy_ms(r, LONG_MS), ST_OK);
+	cr_assert_eq(rec_unit_begin(r, &(rec_unit_start){ .uid = "lz1" }, &id),
+		     ST_OK, "%s", rec_errmsg(r));
+	stats(r, &st);
+	cr_assert_eq(st.commits, 2);            /* audit_key, begin */
+	for (int i = 0; i < 3; i++)
+		cr_assert_eq(rec_step_ex(r, id, "keygen", "ok", NULL, REC_LAZY),
+			     ST_OK, "%s", rec_errmsg(r));
+	stats(r, &st);
+	cr_assert_eq(st.commits, 2, "a lazy step made a commit");
+	cr_assert_eq(st.pending, 3);
+	cr_assert_eq(st.writes, 2);
+	cr_assert_eq(ext_count("SELECT count(*) FROM steps"), 0,
+		     "another process sees uncommitted steps");
+	/* this connection reads them (the interrupted-run check does) */
+	cr_assert_eq(rec_verify(r, NULL, NULL, &v), ST_OK, "%s", rec_errmsg(r));
+	cr_assert_eq(v.events, 5);
+	/* a durable step commits them with it */
+	cr_assert_eq(rec_step_ex(r, id, "fuse-intent", "ok", "f1", REC_DURABLE),
+		     ST_OK, "%s", rec_errmsg(r));
+	stats(r, &st);
+	cr_assert_eq(st.commits, 3, "the durable step and the 3 lazy ones: "
+		     "one commit, got %lld", st.commits - 2);
+	cr_assert_eq(st.pending, 0);
+	cr_assert_eq(st.writes, 6);
+	cr_assert_eq(st.lazy_writes, 3);
+	cr_assert_eq(st.max_batch, 4);
+	cr_assert_eq(ext_count("SELECT count(*) FROM steps"), 4);
+	cr_assert_eq(ext_count("SELECT group_concat(step, ',') = "
+			       "'keygen,keygen,keygen,fuse-intent' FROM (SELECT "
+			       "step FROM steps ORDER BY seq)"), 1);
+	/* and so does an end */
+	cr_assert_eq(rec_step_ex(r, id, "possession", "ok", NULL, REC_LAZY), ST_OK);
+	cr_assert_eq(rec_unit_end(r, id, &e), ST_OK, "%s", rec_errmsg(r));
+	stats(r, &st);
+	cr_assert_eq(st.commits, 4);
+	cr_assert_eq(st.pending, 0);
+	cr_assert_eq(ext_count("SELECT count(*) FROM steps"), 5);
+	cr_assert_eq(ext_count("SELECT count(*) FROM units WHERE state = 'PASS'"), 1);
+	/* a lazy step that is refused holds nothing open */
+	cr_assert_eq(rec_step_ex(r, id, "late", "ok", NULL, REC_LAZY), ST_E_STATE);
+	stats(r, &st);
+	cr_assert_eq(st.pending, 0);
+	cr_assert_eq(st.commits, 4);
+	cr_assert_eq(rec_sync(r), ST_OK, "%s", rec_errmsg(r));
+	rec_close(r);
+}
+
+/* Nothing is left behind: rec_close commits what is pending, and so does
+ * rec_sync; with a delay of 0 a lazy step is committed at once. */
+Test(groupcommit, nothing_lazy_is_left_uncommitted)
+{
+	rec_store *r = open_signed();
+	rec_verify_result v;
+	rec_stats st;
+	int64_t id;
+
+	cr_assert_eq(rec_set_lazy_ms(r, LONG_MS), ST_OK);
+	cr_assert_eq(rec_unit_begin(r, &(rec_unit_start){ .uid = "lz2" }, &id),
+		     ST_OK);
+	cr_assert_eq(rec_step_ex(r, id, "identify", "ok", NULL, REC_LAZY), ST_OK);
+	cr_assert_eq(ext_count("SELECT count(*) FROM steps"), 0);
+	cr_assert_eq(rec_sync(r), ST_OK, "%s", rec_errmsg(r));
+	cr_assert_eq(ext_count("SELECT count(*) FROM steps"), 1);
+	stats(r, &st);
+	cr_assert_eq(st.commits, 3);
+	cr_assert_eq(st.pending, 0);
+	cr_assert_eq(rec_sync(r), ST_OK);       /* nothing open: no commit */
+	stats(r, &st);
+	cr_assert_eq(st.commits, 3);
+
+	cr_assert_eq(rec_set_lazy_ms(r, 0), ST_OK);
+	cr_assert_eq(rec_step_ex(r, id, "keygen", "ok", NULL, REC_LAZY), ST_OK);
+	stats(r, &st);
+	cr_assert_eq(st.commits, 4, "with no delay a lazy step is durable");
+	cr_assert_eq(st.lazy_writes, 1);        /* the one made lazily */
+	cr_assert_eq(rec_set_lazy_ms(r, -1), ST_E_INVAL);
+
+	cr_assert_eq(rec_set_lazy_ms(r, LONG_MS), ST_OK);
+	cr_assert_eq(rec_step_ex(r, id, "certificate", "ok", NULL, REC_LAZY), ST_OK);
+	cr_assert_eq(rec_step_ex(r, id, "write-cert", "ok", NULL, REC_LAZY), ST_OK);
+	cr_assert_eq(ext_count("SELECT count(*) FROM steps"), 2);
+	rec_close(r);
+	cr_assert_eq(ext_count("SELECT count(*) FROM steps"), 4,
+		     "rec_close left lazy steps uncommitted");
+	cr_assert_eq(ext_count("SELECT count(*) FROM units WHERE state = "
+			       "'RUNNING'"), 1);
+	r = open_signed();
+	cr_assert_eq(rec_verify(r, NULL, NULL, &v), ST_OK, "%s", rec_errmsg(r));
+	rec_close(r);
+}
+
+/* With nothing else writing, the flusher commits a lazy step within the
+ * delay (polled from another connection, with a generous deadline). */
+Test(groupcommit, flusher_commits_an_idle_batch)
+{
+	rec_store *r = open_signed();
+	rec_stats st;
+	int64_t id;
+	int tries;
+
+	cr_assert_eq(rec_set_lazy_ms(r, 20), ST_OK);
+	cr_assert_eq(rec_unit_begin(r, &(rec_unit_start){ .uid = "lz3" }, &id),
+		     ST_OK);
+	cr_assert_eq(rec_step_ex(r, id, "identify", "ok", NULL, REC_LAZY), ST_OK);
+	for (tries = 0; tries < 1000; tries++) {
+		if (ext_count("SELECT count(*) FROM steps") == 1)
+			break;
+		usleep(10000);
+	}
+	cr_assert_lt(tries, 1000, "the lazy step was not committed in 10 s");
+	stats(r, &st);
+	cr_assert_eq(st.pending, 0);
+	cr_assert_eq(st.commits, 3);
+	cr_assert_eq(st.lazy_writes, 1);
+	rec_close(r);
+}
+
+/* A commit that fails loses the lazy steps in its batch: the unit takes no
+ * more steps and no PASS (it may still end FAIL), rec_sync reports it, and
+ * the chain still verifies. */
+Test(groupcommit, lost_lazy_steps_refuse_the_pass)
+{
+	rec_store *r = open_signed();
+	static char detail[700 * 1024];
+	rec_unit_result pass = { .result = "PASS", .cert_serial = "0b" };
+	rec_unit_result failed = { .result = "FAIL", .reason = "records lost" };
+	struct rlimit old, lim;
+	rec_verify_result v;
+	rec_stats st;
+	int64_t id, other;
+
+	memset(detail, 'L', sizeof(detail) - 1);
+	cr_assert_eq(rec_set_lazy_ms(r, LONG_MS), ST_OK);
+	cr_assert_eq(rec_unit_begin(r, &(rec_unit_start){ .uid = "lz4" }, &id),
+		     ST_OK);
+	cr_assert_eq(rec_unit_begin(r, &(rec_unit_start){ .uid = "lz5" }, &other),
+		     ST_OK);
+	cr_assert_neq(signal(SIGXFSZ, SIG_IGN), SIG_ERR);
+	cr_assert_eq(getrlimit(RLIMIT_FSIZE, &old), 0);
+	lim = old;
+	lim.rlim_cur = 1024 * 1024;     /* the batch (~1.4 MiB) cannot commit */
+	cr_assert_eq(setrlimit(RLIMIT_FSIZE, &lim), 0);
+	cr_assert_eq(rec_step_ex(r, id, "certificate", "ok", detail, REC_LAZY),
+		     ST_OK, "%s", rec_errmsg(r));
+	cr_assert_eq(rec_sync(r), ST_E_DB);
+	cr_assert_eq(setrlimit(RLIMIT_FSIZE, &old), 0);
+	stats(r, &st);
+	cr_assert_eq(st.lost, 1);
+	cr_assert_eq(st.pending, 0);
+	cr_assert_not_null(strstr(rec_errmsg(r), "lost"), "%s", rec_errmsg(r));
+	/* the unit cannot go on as if its step were on record */
+	cr_assert_eq(rec_step_ex(r, id, "write-cert", "ok", NULL, REC_LAZY), ST_E_DB);
+	cr_assert_not_null(strstr(rec_errmsg(r), "cannot PASS"), "%s",
+			   rec_errmsg(r));
+	cr_assert_eq(rec_step(r, id, "fuse-intent", "ok", NULL), ST_E_DB);
+	cr_assert_eq(rec_unit_end(r, id, &pass), ST_E_DB);
+	cr_assert_eq(rec_unit_end(r, id, &failed), ST_OK, "%s", rec_errmsg(r));
+	/* another unit is not touched by it */
+	cr_assert_eq(rec_step_ex(r, other, "identify", "ok", NULL, REC_LAZY), ST_OK);
+	cr_assert_eq(rec_unit_end(r, other, &pass), ST_OK, "%s", rec_errmsg(r));
+	cr_assert_eq(rec_sync(r), ST_E_DB, "a lost write stays reported");
+	cr_assert_eq(rec_verify(r, NULL, NULL, &v), ST_OK, "%s", rec_errmsg(r));
+	rec_close(r);
+	cr_assert_eq(ext_count("SELECT count(*) FROM steps WHERE unit_id = 1"), 0);
+	cr_assert_eq(ext_count("SELECT count(*) FROM units WHERE uid = 'lz4' "
+			       "AND state = 'FAIL'"), 1);
+	cr_assert_eq(ext_count("SELECT count(*) FROM units WHERE uid = 'lz5' "
+			       "AND state = 'PASS'"), 1);
+}
+
+/* SIGKILL right after a durable write: everything up to it is on disk
+ * (the lazy steps before it too), the lazy steps after it are not, and
+ * the store verifies and shows the unit RUNNING for the interrupted-run
+ * check. */
+Test(groupcommit, sigkill_keeps_everything_up_to_the_last_durable_write)
+{
+	rec_verify_result v;
+	int fds[2], status;
+	char c = 0;
+	rec_store *r;
+	pid_t pid;
+
+	cr_assert_eq(pipe(fds), 0);
+	pid = fork();
+	cr_assert_geq(pid, 0);
+	if (pid == 0) {
+		int64_t id;
+
+		close(fds[0]);
+		r = NULL;
+		if (rec_open(dbpath, &r) ||
+		    rec_set_signer(r, soft_sign, key, cert_der, (size_t)cert_len) ||
+		    rec_set_lazy_ms(r, LONG_MS) ||
+		    rec_unit_begin(r, &(rec_unit_start){ .uid = "k1" }, &id) ||
+		    rec_step_ex(r, id, "identify", "ok", NULL, REC_LAZY) ||
+		    rec_step_ex(r, id, "keygen", "ok", NULL, REC_LAZY) ||
+		    rec_step_ex(r, id, "certificate", "ok", NULL, REC_DURABLE) ||
+		    rec_step_ex(r, id, "write-cert", "ok", NULL, REC_LAZY) ||
+		    rec_step_ex(r, id, "possession", "ok", NULL, REC_LAZY))
+			_exit(2);
+		if (write(fds[1], "k", 1) != 1)
+			_exit(3);
+		for (;;)
+			pause();
+	}
+	close(fds[1]);
+	cr_assert_eq(read(fds[0], &c, 1), 1, "the child failed before the kill");
+	close(fds[0]);
+	cr_assert_eq(kill(pid, SIGKILL), 0);
+	cr_assert_eq(waitpid(pid, &status, 0), pid);
+	cr_assert(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+
+	cr_assert_eq(ext_count("SELECT count(*) FROM units WHERE uid = 'k1' AND "
+			       "state = 'RUNNING'"), 1);
+	cr_assert_eq(ext_count("SELECT group_concat(step, ',') = "
+			       "'identify,keygen,certificate' FROM (SELECT step "
+			       "FROM steps ORDER BY seq)"), 1,
+		     "not every step up to the durable one is on disk");
+	cr_assert_eq(ext_count("SELECT count(*) FROM events"), 5);
+	r = open_signed();
+	cr_assert_eq(rec_verify(r, NULL, NULL, &v), ST_OK, "%s", rec_errmsg(r));
+	rec_close(r);
 }
