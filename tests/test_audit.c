@@ -20,81 +20,34 @@
 #include "base.h"
 #include "records/records.h"
 #include "tests/fixtures/fx_softhsm.h"
+#include "tests/fixtures/fx_softsign.h"
 
 static char tmpdir[64];
 static char dbpath[128];
-static EVP_PKEY *key;
-static uint8_t *cert_der;
-static int cert_len;
-
-/* A software audit key and its self-signed certificate. */
-static void make_key(void)
-{
-	X509 *x = X509_new();
-
-	key = EVP_EC_gen("P-256");
-	cr_assert_not_null(key);
-	cr_assert_not_null(x);
-	X509_set_version(x, 2);
-	ASN1_INTEGER_set(X509_get_serialNumber(x), 7);
-	X509_NAME_add_entry_by_txt(X509_get_subject_name(x), "CN", MBSTRING_ASC,
-				   (const unsigned char *)"test audit", -1, -1, 0);
-	X509_set_issuer_name(x, X509_get_subject_name(x));
-	X509_gmtime_adj(X509_getm_notBefore(x), 0);
-	X509_gmtime_adj(X509_getm_notAfter(x), 86400);
-	X509_set_pubkey(x, key);
-	cr_assert(X509_sign(x, key, EVP_sha256()) > 0);
-	cert_der = NULL;
-	cert_len = i2d_X509(x, &cert_der);
-	cr_assert_gt(cert_len, 0);
-	X509_free(x);
-}
+static fx_softsign ss;    /* the software audit key */
 
 static void setup(void)
 {
 	snprintf(tmpdir, sizeof(tmpdir), "/tmp/st-aud-XXXXXX");
 	cr_assert_not_null(mkdtemp(tmpdir), "mkdtemp: %s", strerror(errno));
 	snprintf(dbpath, sizeof(dbpath), "%s/records.db", tmpdir);
-	make_key();
+	fx_softsign_make(&ss, "test audit", 7);
 }
 
 static void teardown(void)
 {
-	EVP_PKEY_free(key);
-	OPENSSL_free(cert_der);
+	fx_softsign_free(&ss);
 	fx_rmtree(tmpdir);
 }
 
 TestSuite(audit, .init = setup, .fini = teardown, .timeout = 120);
-
-/* The signer contract: digest in, raw r||s out. */
-static int soft_sign(void *ctx, const uint8_t digest[32], uint8_t sig[64])
-{
-	EVP_PKEY_CTX *c = EVP_PKEY_CTX_new(ctx, NULL);
-	unsigned char der[80];
-	const unsigned char *p = der;
-	size_t n = sizeof(der);
-	ECDSA_SIG *s = NULL;
-	int rc = ST_E_CRYPTO;
-
-	if (c && EVP_PKEY_sign_init(c) == 1 &&
-	    EVP_PKEY_sign(c, der, &n, digest, 32) == 1 &&
-	    (s = d2i_ECDSA_SIG(NULL, &p, (long)n))) {
-		BN_bn2binpad(ECDSA_SIG_get0_r(s), sig, 32);
-		BN_bn2binpad(ECDSA_SIG_get0_s(s), sig + 32, 32);
-		rc = ST_OK;
-	}
-	ECDSA_SIG_free(s);
-	EVP_PKEY_CTX_free(c);
-	return rc;
-}
 
 static rec_store *open_signed(void)
 {
 	rec_store *r = NULL;
 
 	cr_assert_eq(rec_open(dbpath, &r), ST_OK, "%s", rec_errmsg(r));
-	cr_assert_eq(rec_set_signer(r, soft_sign, key, cert_der, (size_t)cert_len),
+	cr_assert_eq(rec_set_signer(r, fx_soft_sign, ss.key, ss.cert_der, (size_t)ss.cert_len),
 		     ST_OK, "%s", rec_errmsg(r));
 	return r;
 }

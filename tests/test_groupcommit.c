@@ -25,6 +25,7 @@
 #include "base.h"
 #include "records/records.h"
 #include "tests/fixtures/fx_softhsm.h"
+#include "tests/fixtures/fx_softsign.h"
 
 #define NTHREADS	8
 #define NUNITS		20		/* per thread */
@@ -32,73 +33,30 @@
 
 static char tmpdir[64];
 static char dbpath[128];
-static EVP_PKEY *key;
-static uint8_t *cert_der;
-static int cert_len;
+static fx_softsign ss;    /* the software audit key */
 
 static void setup(void)
 {
-	X509 *x = X509_new();
-
 	snprintf(tmpdir, sizeof(tmpdir), "/tmp/st-gc-XXXXXX");
 	cr_assert_not_null(mkdtemp(tmpdir), "mkdtemp: %s", strerror(errno));
 	snprintf(dbpath, sizeof(dbpath), "%s/records.db", tmpdir);
-	key = EVP_EC_gen("P-256");
-	cr_assert_not_null(key);
-	cr_assert_not_null(x);
-	X509_set_version(x, 2);
-	ASN1_INTEGER_set(X509_get_serialNumber(x), 9);
-	X509_NAME_add_entry_by_txt(X509_get_subject_name(x), "CN", MBSTRING_ASC,
-				   (const unsigned char *)"gc audit", -1, -1, 0);
-	X509_set_issuer_name(x, X509_get_subject_name(x));
-	X509_gmtime_adj(X509_getm_notBefore(x), 0);
-	X509_gmtime_adj(X509_getm_notAfter(x), 86400);
-	X509_set_pubkey(x, key);
-	cr_assert(X509_sign(x, key, EVP_sha256()) > 0);
-	cert_der = NULL;
-	cert_len = i2d_X509(x, &cert_der);
-	cr_assert_gt(cert_len, 0);
-	X509_free(x);
+	fx_softsign_make(&ss, "gc audit", 9);
 }
 
 static void teardown(void)
 {
-	EVP_PKEY_free(key);
-	OPENSSL_free(cert_der);
+	fx_softsign_free(&ss);
 	fx_rmtree(tmpdir);
 }
 
 TestSuite(groupcommit, .init = setup, .fini = teardown, .timeout = 180);
-
-/* The signer contract: digest in, raw r||s out (called under the store's
- * lock, from whichever slot thread is appending). */
-static int soft_sign(void *ctx, const uint8_t digest[32], uint8_t sig[64])
-{
-	EVP_PKEY_CTX *c = EVP_PKEY_CTX_new(ctx, NULL);
-	unsigned char der[80];
-	const unsigned char *p = der;
-	size_t n = sizeof(der);
-	ECDSA_SIG *s = NULL;
-	int rc = ST_E_CRYPTO;
-
-	if (c && EVP_PKEY_sign_init(c) == 1 &&
-	    EVP_PKEY_sign(c, der, &n, digest, 32) == 1 &&
-	    (s = d2i_ECDSA_SIG(NULL, &p, (long)n))) {
-		BN_bn2binpad(ECDSA_SIG_get0_r(s), sig, 32);
-		BN_bn2binpad(ECDSA_SIG_get0_s(s), sig + 32, 32);
-		rc = ST_OK;
-	}
-	ECDSA_SIG_free(s);
-	EVP_PKEY_CTX_free(c);
-	return rc;
-}
 
 static rec_store *open_signed(void)
 {
 	rec_store *r = NULL;
 
 	cr_assert_eq(rec_open(dbpath, &r), ST_OK, "%s", rec_errmsg(r));
-	cr_assert_eq(rec_set_signer(r, soft_sign, key, cert_der, (size_t)cert_len),
+	cr_assert_eq(rec_set_signer(r, fx_soft_sign, ss.key, ss.cert_der, (size_t)ss.cert_len),
 		     ST_OK, "%s", rec_errmsg(r));
 	return r;
 }
@@ -582,7 +540,7 @@ Test(groupcommit, sigkill_keeps_everything_up_to_the_last_durable_write)
 		close(fds[0]);
 		r = NULL;
 		if (rec_open(dbpath, &r) ||
-		    rec_set_signer(r, soft_sign, key, cert_der, (size_t)cert_len) ||
+		    rec_set_signer(r, fx_soft_sign, ss.key, ss.cert_der, (size_t)ss.cert_len) ||
 		    rec_set_lazy_ms(r, LONG_MS) ||
 		    rec_unit_begin(r, &(rec_unit_start){ .uid = "k1" }, &id) ||
 		    rec_step_ex(r, id, "identify", "ok", NULL, REC_LAZY) ||
