@@ -45,9 +45,6 @@ programmer: { timeout_ms = 3000; };
 trust: { profile_keys = [ "$STATE/eng.pub.pem" ]; engineering_key = "demo-engineering"; };
 CONF
 ST=("$STATION" --config "$STATE/station.conf" --pin-file "$STATE/hsm/user.pin")
-echo "== configuration"
-"${ST[@]}" config check
-
 # 1b. Only a signed profile runs.  The demo's engineering key lives in the
 #     same SoftHSM token (in a factory it is engineering's own HSM); its
 #     public key is the station's trust anchor (trust.profile_keys).
@@ -58,6 +55,10 @@ cp profiles/demo.profile "$STATE/demo.profile"
 openssl dgst -sha256 -verify "$STATE/eng.pub.pem" \
 	-signature "$STATE/demo.profile.sig" "$STATE/demo.profile"
 "${ST[@]}" profile verify
+
+# 1c. The whole configuration and the profile it names, against the schema.
+echo "== configuration"
+"${ST[@]}" config check
 
 # 2. The issuing CA: key made inside the token, self-signed certificate.
 echo "== issuing CA"
