@@ -722,6 +722,7 @@ Test(devsim, forget_done_keeps_only_the_unit_in_the_programmer)
 			/* A power cycle, without the option: the file keeps it. */
 			drv_close(d);
 			fx_devsim_stop(&sim);
+			cr_assert_eq(sim.exit_status, 0);
 			start_sim(&sim, "p", 40, "--seed lot9");
 			d = open_dev(sim.port, 2000);
 		}
