@@ -701,6 +701,57 @@ Test(devsim, release_walks_the_units)
 	drv_close(d);
 }
 
+/* --forget-done: a released unit leaves the state file, so a long run's
+ * saves stay small; the units still come in order, across a restart. */
+Test(devsim, forget_done_keeps_only_the_unit_in_the_programmer)
+{
+	uint8_t md[SHA256_DIGEST_LENGTH], pub[DRV_P256_POINT_LEN];
+	char msg[32];
+	long first_size = 0;
+	drv_info info;
+	json_t *root = NULL, *units;
+	drv_dev *d;
+
+	start_sim(&sim, "p", 40, "--forget-done --seed lot9");
+	d = open_dev(sim.port, 2000);
+	for (int i = 0; i < 40; i++) {
+		FILE *f;
+		long size;
+
+		if (i == 20) {
+			/* A power cycle, without the option: the file keeps it. */
+			drv_close(d);
+			fx_devsim_stop(&sim);
+			cr_assert_eq(sim.exit_status, 0);
+			start_sim(&sim, "p", 40, "--seed lot9");
+			d = open_dev(sim.port, 2000);
+		}
+		cr_assert_eq(drv_identify(d, &info), ST_OK, "unit %d: %s", i,
+			     drv_errmsg(d));
+		SHA256((const uint8_t *)msg, (size_t)snprintf(msg, sizeof(msg),
+		       "lot9:%d", i), md);
+		cr_assert_arr_eq(info.uid, md, DRV_UID_LEN, "unit %d out of order", i);
+		cr_assert_eq(drv_keygen(d, pub), ST_OK, "%s", drv_errmsg(d));
+		cr_assert_eq(drv_release(d), ST_OK, "%s", drv_errmsg(d));
+		f = fopen(sim.state_path, "r");
+		cr_assert_not_null(f);
+		fseek(f, 0, SEEK_END);
+		size = ftell(f);
+		fclose(f);
+		if (!first_size)
+			first_size = size;
+		/* Same size whether 1 or 39 units have gone by. */
+		cr_assert_leq(size, first_size + 8, "unit %d: state file %ld bytes, "
+			      "was %ld after the first", i, size, first_size);
+	}
+	cr_assert_eq(drv_identify(d, &info), ST_E_NO_TARGET);
+	drv_close(d);
+	cr_assert_eq(fx_devsim_dump(sim.state_path, &root), 0);
+	units = json_object_get(root, "units");
+	cr_assert_eq(json_array_size(units), 0, "released units stay in the file");
+	json_decref(root);
+}
+
 Test(devsim, mute_programmer_times_out_at_open)
 {
 	drv_opts o = { .timeout_ms = 200, .retries = 1 };

@@ -3,7 +3,7 @@
  *   station-devsim --state FILE [--link PATH] [--units N] [--seed S]
  *                  [--model NAME] [--fault NAME[:ARG]] [--vpp MV] [--temp C]
  *                  [--baud N] [--fuse-word-us US] [--keygen-ms MS]
- *                  [--verbose] [--dump]
+ *                  [--forget-done] [--verbose] [--dump]
  *
  * Prints "ready <slave-path>" once the line is up, serves requests until
  * SIGTERM/SIGINT, and exits 0 (3 when a fault dropped the link: the pty is
@@ -170,6 +170,9 @@ static void usage(void)
 		"  --baud N            pace the line as a UART at N baud (10 bits a byte)\n"
 		"  --fuse-word-us US   programming one OTP word takes US microseconds\n"
 		"  --keygen-ms MS      the chip takes MS ms to generate its key\n"
+		"  --forget-done       keep only the unit in the programmer: a released\n"
+		"                      unit leaves the state file, the next is made as it\n"
+		"                      enters (long runs: a save no longer grows with N)\n"
 		"       station-devsim --usb SERIAL --state FILE [...] [-- COMMAND ARGS...]\n"
 		"                      (under umockdev-wrapper: a USB programmer)\n"
 		"faults:\n");
@@ -190,6 +193,7 @@ int main(int argc, char **argv)
 		{ "baud", required_argument, NULL, 'B' },
 		{ "fuse-word-us", required_argument, NULL, 'W' },
 		{ "keygen-ms", required_argument, NULL, 'K' },
+		{ "forget-done", no_argument, NULL, 'F' },
 		{ "dump", no_argument, NULL, 'd' },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "usb", required_argument, NULL, 'u' },
@@ -268,6 +272,7 @@ int main(int argc, char **argv)
 				s->keygen_ms = v;
 			break;
 		}
+		case 'F': s->forget_done = 1; break;
 		case 'd': dump = 1; break;
 		case 'v': s->verbose = 1; break;
 		case 'u': usb_serial = optarg; break;

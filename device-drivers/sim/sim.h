@@ -79,6 +79,14 @@ struct sim {
 	struct sim_unit *units;
 	size_t nunits;
 	size_t current;                 /* unit in the programmer; nunits: empty */
+	/* --forget-done: units[] holds only the unit in the programmer; a
+	 * released one is dropped and the next is made from seed when it
+	 * enters, so a save costs the same at unit 10,000 as at unit 1. */
+	int forget_done;
+	char *seed;                     /* forget_done: owned copy of --seed */
+	char model[32];                 /* forget_done: model of units to come */
+	size_t next;                    /* forget_done: index of the next unit */
+	size_t total;                   /* forget_done: units in the whole run */
 	const struct sim_fault *fault;
 	uint64_t rng;                   /* seeded, so faults repeat exactly */
 	unsigned long fault_n;          /* the fault's numeric argument */
@@ -133,6 +141,10 @@ void sim_sleep_us(unsigned long us);
  * exist (and save it).  Returns 0 or -1 with a message on stderr. */
 int sim_state_load(struct sim *s, int create, size_t nunits, const char *seed,
 		   const char *model);
+
+/* The unit in the programmer was released: move to the next one (with
+ * forget_done, drop it and make the next from the seed).  Does not save. */
+void sim_state_release(struct sim *s);
 
 /* Persist the state atomically (temp file, fsync, rename, fsync dir).
  * 0 or -1. */

@@ -1,6 +1,7 @@
 /* state.c — the simulator's persistent state: units, keys, certificates and
  * fuses as JSON, written atomically after every change so fuses survive a
- * restart exactly like OTP silicon does. */
+ * restart exactly like OTP silicon does.  With --forget-done only the unit
+ * in the programmer is kept (and a counter for the units to come). */
 #include "device-drivers/sim/sim.h"
 
 #include <errno.h>
@@ -20,16 +21,51 @@
 
 #define STATE_VERSION 1
 
+static void unit_free(struct sim_unit *u)
+{
+	EVP_PKEY_free(u->key);
+	EVP_PKEY_free(u->transport);
+	free(u->cert);
+	memset(u, 0, sizeof(*u));
+}
+
 void sim_state_free(struct sim *s)
 {
-	for (size_t i = 0; i < s->nunits; i++) {
-		EVP_PKEY_free(s->units[i].key);
-		EVP_PKEY_free(s->units[i].transport);
-		free(s->units[i].cert);
-	}
+	for (size_t i = 0; i < s->nunits; i++)
+		unit_free(&s->units[i]);
 	free(s->units);
 	s->units = NULL;
 	s->nunits = 0;
+	free(s->seed);
+	s->seed = NULL;
+}
+
+/* Unit i of a fresh stack: uid = first bytes of SHA-256("<seed>:<i>"). */
+static void make_unit(struct sim_unit *u, const char *seed, size_t i,
+		      const char *model)
+{
+	uint8_t md[SHA256_DIGEST_LENGTH];
+	char msg[300];
+	int len = snprintf(msg, sizeof(msg), "%s:%zu", seed, i);
+
+	SHA256((const uint8_t *)msg, (size_t)len, md);
+	memcpy(u->uid, md, DRV_UID_LEN);
+	snprintf(u->model, sizeof(u->model), "%s", model);
+}
+
+void sim_state_release(struct sim *s)
+{
+	if (!s->forget_done) {
+		s->current++;
+		return;
+	}
+	/* Off the programmer, off the line: nothing of it is kept. */
+	unit_free(&s->units[0]);
+	if (s->next < s->total)
+		make_unit(&s->units[0], s->seed, s->next++, s->model);
+	else
+		s->nunits = 0;
+	s->current = 0;
 }
 
 static json_t *hex_json(const uint8_t *b, size_t n)
@@ -114,6 +150,11 @@ static json_t *state_json(const struct sim *s)
 	json_object_set_new(root, "version", json_integer(STATE_VERSION));
 	json_object_set_new(root, "current", json_integer((json_int_t)s->current));
 	json_object_set_new(root, "units", units);
+	if (s->forget_done)
+		json_object_set_new(root, "forget_done", json_pack("{s:s,s:s,s:I,s:I}",
+				    "seed", s->seed, "model", s->model,
+				    "next", (json_int_t)s->next,
+				    "total", (json_int_t)s->total));
 	return root;
 }
 
@@ -215,20 +256,21 @@ static int unit_from_json(struct sim_unit *u, json_t *o)
 static int create_units(struct sim *s, size_t n, const char *seed,
 			const char *model)
 {
+	s->current = 0;
+	if (s->forget_done) {
+		/* Only the first unit now; the rest as each one enters. */
+		s->seed = strdup(seed);
+		snprintf(s->model, sizeof(s->model), "%s", model);
+		s->total = n;
+		s->next = n ? 1 : 0;
+		n = s->next;
+	}
 	s->units = calloc(n ? n : 1, sizeof(*s->units));
-	if (!s->units)
+	if (!s->units || (s->forget_done && !s->seed))
 		return -1;
 	s->nunits = n;
-	s->current = 0;
-	for (size_t i = 0; i < n; i++) {
-		uint8_t md[SHA256_DIGEST_LENGTH];
-		char msg[300];
-		int len = snprintf(msg, sizeof(msg), "%s:%zu", seed, i);
-
-		SHA256((const uint8_t *)msg, (size_t)len, md);
-		memcpy(s->units[i].uid, md, DRV_UID_LEN);
-		snprintf(s->units[i].model, sizeof(s->units[i].model), "%s", model);
-	}
+	for (size_t i = 0; i < n; i++)
+		make_unit(&s->units[i], seed, i, model);
 	return 0;
 }
 
@@ -236,7 +278,7 @@ int sim_state_load(struct sim *s, int create, size_t nunits, const char *seed,
 		   const char *model)
 {
 	json_error_t jerr;
-	json_t *root, *units;
+	json_t *root, *units, *fd;
 	size_t i;
 
 	if (access(s->state_path, F_OK) < 0 && errno == ENOENT) {
@@ -269,6 +311,26 @@ int sim_state_load(struct sim *s, int create, size_t nunits, const char *seed,
 	s->current = (size_t)json_integer_value(json_object_get(root, "current"));
 	if (s->current > s->nunits)
 		s->current = s->nunits;
+	fd = json_object_get(root, "forget_done");
+	if (s->forget_done && !fd) {
+		fprintf(stderr, "station-devsim: %s was made without --forget-done: "
+			"remove it or drop the option\n", s->state_path);
+		json_decref(root);
+		return -1;
+	}
+	if (fd) {
+		/* A file made with --forget-done stays that way. */
+		const char *str = json_string_value(json_object_get(fd, "seed"));
+
+		s->forget_done = 1;
+		s->seed = str ? strdup(str) : NULL;
+		str = json_string_value(json_object_get(fd, "model"));
+		snprintf(s->model, sizeof(s->model), "%s", str ? str : "ST-DEV-1");
+		s->next = (size_t)json_integer_value(json_object_get(fd, "next"));
+		s->total = (size_t)json_integer_value(json_object_get(fd, "total"));
+		if (!s->seed || s->nunits > 1 || s->next > s->total)
+			goto bad;
+	}
 	json_decref(root);
 	return 0;
 bad:

@@ -491,7 +491,7 @@ void sim_handle(struct sim *s, const proto_frame *req, proto_frame *rep)
 		do_inject(s, u, req, rep);
 		break;
 	case PROTO_CMD_RELEASE:
-		s->current++;
+		sim_state_release(s);
 		reply(rep, PROTO_ST_OK);
 		commit(s, rep);
 		break;
