@@ -624,6 +624,27 @@ static void key_main(struct ui *u, int k)
 	}
 }
 
+/* One key into the hidden field u->pin (PIN, password; never echoed):
+ * Esc wipes it and returns -1, Enter with something typed returns 1, any
+ * other key edits the field and returns 0. */
+static int edit_secret(struct ui *u, int k)
+{
+	if (k == 27) {
+		st_wipe(u->pin, sizeof(u->pin));
+		u->pinlen = 0;
+		return -1;
+	}
+	if (is_enter(k))
+		return u->pinlen ? 1 : 0;
+	if (is_backspace(k)) {
+		if (u->pinlen)
+			u->pin[--u->pinlen] = '\0';
+	} else if (k >= 0x20 && k < 0x7f && u->pinlen + 1 < sizeof(u->pin)) {
+		u->pin[u->pinlen++] = (char)k;
+	}
+	return 0;
+}
+
 /* One key, by mode. */
 static void key(struct ui *u, int k)
 {
@@ -642,36 +663,22 @@ static void key(struct ui *u, int k)
 		}
 		break;
 	case M_PIN:
-		if (k == 27) {
-			st_wipe(u->pin, sizeof(u->pin));
-			u->pinlen = 0;
+		k = edit_secret(u, k);
+		if (k < 0) {
 			u->msg[0] = '\0';
 			u->mode = M_NAME;
-		} else if (is_enter(k)) {
-			if (u->pinlen)
-				do_login(u);
-		} else if (is_backspace(k)) {
-			if (u->pinlen)
-				u->pin[--u->pinlen] = '\0';
-		} else if (k >= 0x20 && k < 0x7f && u->pinlen + 1 < sizeof(u->pin)) {
-			u->pin[u->pinlen++] = (char)k;
+		} else if (k) {
+			do_login(u);
 		}
 		break;
 	case M_OPPW:
-		if (k == 27) {
-			st_wipe(u->pin, sizeof(u->pin));
-			u->pinlen = 0;
+		k = edit_secret(u, k);
+		if (k < 0) {
 			u->msg[0] = '\0';
 			logout(u);
 			u->mode = M_NAME;
-		} else if (is_enter(k)) {
-			if (u->pinlen)
-				do_op_auth(u);
-		} else if (is_backspace(k)) {
-			if (u->pinlen)
-				u->pin[--u->pinlen] = '\0';
-		} else if (k >= 0x20 && k < 0x7f && u->pinlen + 1 < sizeof(u->pin)) {
-			u->pin[u->pinlen++] = (char)k;
+		} else if (k) {
+			do_op_auth(u);
 		}
 		break;
 	case M_REL_UID:
@@ -694,19 +701,11 @@ static void key(struct ui *u, int k)
 		}
 		break;
 	case M_REL_PW:
-		if (k == 27) {
-			st_wipe(u->pin, sizeof(u->pin));
-			u->pinlen = 0;
+		k = edit_secret(u, k);
+		if (k < 0)
 			u->mode = M_MAIN;
-		} else if (is_enter(k)) {
-			if (u->pinlen)
-				do_release(u);
-		} else if (is_backspace(k)) {
-			if (u->pinlen)
-				u->pin[--u->pinlen] = '\0';
-		} else if (k >= 0x20 && k < 0x7f && u->pinlen + 1 < sizeof(u->pin)) {
-			u->pin[u->pinlen++] = (char)k;
-		}
+		else if (k)
+			do_release(u);
 		break;
 	case M_WO:
 		if (k == 27) {  /* back to the running work order, or out */
