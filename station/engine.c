@@ -1080,7 +1080,8 @@ static bool halted(struct worker *w)
 	bool h;
 
 	pthread_mutex_lock(&job->lock);
-	h = job->stopping || job->ctl[w->slot - 1].paused;
+	h = job->stopping || job->ctl[w->slot - 1].paused ||
+	    (job->run->stop && atomic_load(job->run->stop));
 	pthread_mutex_unlock(&job->lock);
 	return h;
 }

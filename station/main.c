@@ -15,6 +15,7 @@
 #include <getopt.h>
 #include <jansson.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -228,7 +229,61 @@ static int check_people(struct cli *cli, hsm *h, rec_store *rec)
 	return 0;
 }
 
-/* station provision: run the units in the given slots. */
+/* A batch run's stop signals (SIGINT, SIGTERM, SIGHUP: Ctrl-C, systemd,
+ * a closed terminal) stop it as st_run_stop() does: the units in work
+ * finish — their records complete, no burn is cut short — no new unit
+ * starts, and the run ends with its summary.  SIGKILL still kills at once
+ * (the records and the fuse intents are made for that too). */
+struct stopper {
+	atomic_bool stop;       /* st_run.stop */
+	sigset_t set;
+};
+
+static void *stop_on_signal(void *arg)
+{
+	struct stopper *s = arg;
+	int sig;
+
+	for (;;) {
+		if (sigwait(&s->set, &sig))
+			continue;
+		fprintf(stderr, "station: %s: finishing the units in work, starting no "
+			"new one\n", strsignal(sig));
+		atomic_store(&s->stop, true);
+	}
+	return NULL;
+}
+
+/* st_provision(), stopping cleanly on a stop signal.  The signals stay
+ * blocked afterwards: the process is about to print its summary and exit. */
+static int provision_run(hsm *h, rec_store *rec, struct cli *cli,
+			 const st_profile *prof, st_summary *sum, char *err,
+			 size_t errlen)
+{
+	struct stopper s;
+	bool watching;
+	pthread_t t;
+	int rc;
+
+	atomic_init(&s.stop, false);
+	sigemptyset(&s.set);
+	sigaddset(&s.set, SIGINT);
+	sigaddset(&s.set, SIGTERM);
+	sigaddset(&s.set, SIGHUP);
+	/* before the workers start, so they inherit the mask */
+	pthread_sigmask(SIG_BLOCK, &s.set, NULL);
+	watching = !pthread_create(&t, NULL, stop_on_signal, &s);
+	cli->run.stop = &s.stop;
+	rc = st_provision(h, rec, &cli->cfg, prof, &cli->run, on_event, cli, sum,
+			  err, errlen);
+	cli->run.stop = NULL;
+	if (watching) {
+		pthread_cancel(t);
+		pthread_join(t, NULL);
+	}
+	return rc;
+}
+
 static int cmd_provision(struct cli *cli, int argc, char **argv)
 {
 	char err[512] = "";
@@ -279,8 +334,7 @@ static int cmd_provision(struct cli *cli, int argc, char **argv)
 	cli->run.dry_run = cli->dry_run;
 	cli->run.operator_name = cli->operator_name;
 	cli->run.work_order = cli->rec.work_order;
-	rc = st_provision(h, rec, &cli->cfg, prof, &cli->run, on_event, cli, &sum,
-			  err, sizeof(err));
+	rc = provision_run(h, rec, cli, prof, &sum, err, sizeof(err));
 	if (rc) {
 		code = st_say(rc == ST_E_DB ? EXIT_RECORDS : rc == ST_E_CONFIG ? EXIT_USAGE :
 			      EXIT_HSM, "%s", err);

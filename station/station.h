@@ -7,6 +7,7 @@
 #ifndef ST_STATION_H
 #define ST_STATION_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -273,6 +274,9 @@ typedef struct st_run {
 	const char *reprovision_uid;
 	const st_quota_hook *quota; /* shared quota of work_order (NULL: the
 				 * local store's quota only) */
+	/* Set by the caller (a signal watcher) to stop as st_run_stop() does:
+	 * read between units, so the units in work finish.  NULL: none. */
+	atomic_bool *stop;
 } st_run;
 
 /* Totals of a run. */

@@ -267,14 +267,16 @@ Test(evidence, work_order_quota_via_cli, .timeout = 120)
 	fx_rmtree(w.dir);
 }
 
-/* Start the station on three slots and SIGKILL it once `after` PASS lines
- * were printed; their uids go to seen (space-separated). */
-static int kill_during_burst(fx_world *w, fx_devsim *sims, int after,
-			     char *seen, size_t cap)
+/* Start the station on three slots and send it sig once `after` PASS
+ * lines were printed; every PASS line it prints (before and after) adds its
+ * uid to seen (space-separated).  *status: the station's wait status. */
+static int signal_during_burst(fx_world *w, fx_devsim *sims, int after, int sig,
+			       char *seen, size_t cap, int *status)
 {
 	char bin[512], buf[65536], line[65536];
 	const char *argv[32];
-	int argc = 0, p[2], status, pass = 0;
+	int argc = 0, p[2], pass = 0;
+	bool sent = false;
 	size_t len = 0;
 	pid_t pid;
 
@@ -305,10 +307,15 @@ static int kill_during_burst(fx_world *w, fx_devsim *sims, int after,
 		_exit(127);
 	}
 	close(p[1]);
-	while (pass < after) {
-		ssize_t k = read(p[0], buf + len, sizeof(buf) - 1 - len);
+	for (;;) {
+		ssize_t k;
 		char *nl;
 
+		if (!sent && pass >= after) {
+			kill(pid, sig);
+			sent = true;
+		}
+		k = read(p[0], buf + len, sizeof(buf) - 1 - len);
 		if (k <= 0)
 			break;
 		len += (size_t)k;
@@ -332,9 +339,18 @@ static int kill_during_burst(fx_world *w, fx_devsim *sims, int after,
 			json_decref(o);
 		}
 	}
-	kill(pid, SIGKILL);
 	close(p[0]);
-	waitpid(pid, &status, 0);
+	waitpid(pid, status, 0);
+	cr_assert(sent, "the station ended before the signal (after %d PASS)", pass);
+	return pass;
+}
+
+static int kill_during_burst(fx_world *w, fx_devsim *sims, int after,
+			     char *seen, size_t cap)
+{
+	int status, pass = signal_during_burst(w, sims, after, SIGKILL, seen, cap,
+					       &status);
+
 	cr_assert(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL,
 		  "the station ended before the kill (after %d PASS)", pass);
 	return pass;
@@ -371,6 +387,44 @@ Test(evidence, sigkill_during_bursts_keeps_every_reported_pass, .timeout = 300)
 			 " AND state = 'PASS'", uid);
 		cr_assert_eq(q_int(w.db, sql), 1, "reported PASS %s is not on record", uid);
 	}
+	fx_rmtree(w.dir);
+}
+
+/* SIGTERM (and SIGINT, SIGHUP) is a clean stop: the units in work finish,
+ * no new one starts, the run ends with its records complete. */
+Test(evidence, sigterm_finishes_the_units_in_work_and_stops, .timeout = 300)
+{
+	fx_world w;
+	fx_devsim sims[3];
+	char seen[16384] = "", *uid, *save = NULL, sql[256];
+	int status, pass;
+
+	fx_world_init(&w, true, 2000);
+	for (int i = 0; i < 3; i++) {
+		char name[16], seed[32];
+
+		snprintf(name, sizeof(name), "p%d", i);
+		snprintf(seed, sizeof(seed), "--seed t%d", i);
+		cr_assert_eq(fx_devsim_start(&sims[i], w.dir, name, 40, seed), 0);
+	}
+	pass = signal_during_burst(&w, sims, 3, SIGTERM, seen, sizeof(seen), &status);
+	for (int i = 0; i < 3; i++)
+		fx_devsim_stop(&sims[i]);
+	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+		  "the station did not end by itself with 0 (status 0x%x)", status);
+	cr_assert_lt(pass, 120, "it did not stop: all %d units were provisioned", pass);
+	/* nothing was cut off: no unit left RUNNING, every PASS printed is on
+	 * record and nothing else is, and the run's stop is recorded */
+	cr_assert_eq(q_int(w.db, "SELECT count(*) FROM units WHERE state = 'RUNNING'"), 0);
+	cr_assert_eq(q_int(w.db, "SELECT count(*) FROM units WHERE state = 'PASS'"), pass);
+	for (uid = strtok_r(seen, " ", &save); uid; uid = strtok_r(NULL, " ", &save)) {
+		snprintf(sql, sizeof(sql), "SELECT count(*) FROM units WHERE uid = '%s'"
+			 " AND state = 'PASS'", uid);
+		cr_assert_eq(q_int(w.db, sql), 1, "reported PASS %s is not on record", uid);
+	}
+	cr_assert_eq(q_int(w.db, "SELECT count(*) FROM events WHERE kind = 'station_stop'"), 1);
+	fx_station_run(&R, &w, "--ca-cert", w.ca, "records", "verify", NULL);
+	cr_assert_eq(R.code, 0, "%s\n%s", R.out, R.err);
 	fx_rmtree(w.dir);
 }
 
