@@ -131,6 +131,39 @@ static void header_line(const fx_world *w, const char *id, const char *want)
 		     "wanted '%s...'", line, want);
 }
 
+/* A test that dies on a failed assertion never reaches fx_pg_destroy():
+ * the fixture's reaper still stops its server and removes its files. */
+Test(sync, a_dead_test_leaves_no_server_behind, .timeout = 120)
+{
+	char dir[256] = "", pidfile[600];
+	int p[2], status;
+	pid_t pid;
+
+	cr_assert_eq(pipe(p), 0);
+	pid = fork();
+	cr_assert_geq(pid, 0);
+	if (pid == 0) {
+		fx_pg pg;
+
+		close(p[0]);
+		if (fx_pg_start(&pg) != 0)
+			_exit(1);
+		if (write(p[1], pg.dir, strlen(pg.dir) + 1) < 0)
+			_exit(2);
+		_exit(3);       /* as a failed assertion would: no destroy */
+	}
+	close(p[1]);
+	cr_assert_gt(read(p[0], dir, sizeof(dir) - 1), 0, "the server did not start");
+	close(p[0]);
+	waitpid(pid, &status, 0);
+	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 3);
+	snprintf(pidfile, sizeof(pidfile), "%s/data/postmaster.pid", dir);
+	for (int i = 0; i < 600 && access(dir, F_OK) == 0; i++)
+		usleep(100 * 1000);
+	cr_assert_neq(access(pidfile, F_OK), 0, "the server of %s still runs", dir);
+	cr_assert_neq(access(dir, F_OK), 0, "%s was left behind", dir);
+}
+
 Test(sync, two_stations_arrive_complete_and_in_order, .timeout = 240)
 {
 	fx_pg pg;
