@@ -106,37 +106,6 @@ static void preset(const char *state_path, int bank, const char *primary,
 	json_decref(st);
 }
 
-/* One integer or text from the records, straight from SQLite. */
-static long long q_int(const fx_world *w, const char *sql)
-{
-	sqlite3 *db = NULL;
-	sqlite3_stmt *st = NULL;
-	long long n = -1;
-
-	cr_assert_eq(sqlite3_open_v2(w->db, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
-	cr_assert_eq(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK, "%s: %s", sql,
-		     sqlite3_errmsg(db));
-	if (sqlite3_step(st) == SQLITE_ROW)
-		n = sqlite3_column_int64(st, 0);
-	sqlite3_finalize(st);
-	sqlite3_close(db);
-	return n;
-}
-
-static void q_text(const fx_world *w, const char *sql, char *out, size_t cap)
-{
-	sqlite3 *db = NULL;
-	sqlite3_stmt *st = NULL;
-
-	out[0] = '\0';
-	cr_assert_eq(sqlite3_open_v2(w->db, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
-	cr_assert_eq(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK, "%s", sql);
-	if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_text(st, 0))
-		snprintf(out, cap, "%s", (const char *)sqlite3_column_text(st, 0));
-	sqlite3_finalize(st);
-	sqlite3_close(db);
-}
-
 /* SHA-256 of a file, hex. */
 static void file_sha(const char *p, char out[65])
 {
@@ -184,22 +153,22 @@ Test(fuses, blank_unit_gets_every_field_once_then_lock, .timeout = 90)
 	cr_assert_eq(jint(u, "burn_count"), NBURNS, "each field burned exactly once");
 	/* The last burn the device saw carries the request id of the last
 	 * intent the station recorded before it. */
-	q_text(&w, "SELECT detail FROM steps WHERE step = 'fuse-intent' ORDER BY id DESC "
+	fx_q_text(&w, "SELECT detail FROM steps WHERE step = 'fuse-intent' ORDER BY id DESC "
 	       "LIMIT 1", detail, sizeof(detail));
 	snprintf(want, sizeof(want), "request %08llx",
 		 (long long)jint(json_object_get(u, "last_burn"), "id"));
 	cr_assert(strstr(detail, want), "intent '%s' vs device %s", detail, want);
 	cr_assert(strstr(detail, "field rot-wp bank 3"), "%s", detail);
-	cr_assert_eq(q_int(&w, "SELECT count(*) FROM steps WHERE step = 'fuse-intent'"), NBURNS);
-	cr_assert_eq(q_int(&w, "SELECT count(*) FROM steps WHERE step = 'fuse' AND "
+	cr_assert_eq(fx_q_int(&w, "SELECT count(*) FROM steps WHERE step = 'fuse-intent'"), NBURNS);
+	cr_assert_eq(fx_q_int(&w, "SELECT count(*) FROM steps WHERE step = 'fuse' AND "
 			   "outcome = 'ok'"), NBURNS);
 	/* Intent strictly before its outcome, and lifecycle after every fuse. */
-	cr_assert_eq(q_int(&w, "SELECT count(*) FROM steps i JOIN steps o ON o.unit_id = "
+	cr_assert_eq(fx_q_int(&w, "SELECT count(*) FROM steps i JOIN steps o ON o.unit_id = "
 			   "i.unit_id AND o.step = 'fuse' AND o.seq = i.seq + 1 WHERE "
 			   "i.step = 'fuse-intent'"), NBURNS);
-	cr_assert_eq(q_int(&w, "SELECT min(seq) > (SELECT max(seq) FROM steps WHERE step = "
+	cr_assert_eq(fx_q_int(&w, "SELECT min(seq) > (SELECT max(seq) FROM steps WHERE step = "
 			   "'fuse') FROM steps WHERE step = 'lifecycle-intent'"), 1);
-	cr_assert_eq(q_int(&w, "SELECT count(*) FROM units WHERE state = 'PASS' AND "
+	cr_assert_eq(fx_q_int(&w, "SELECT count(*) FROM units WHERE state = 'PASS' AND "
 			   "fuse_readback = '" FX_ROT "'"), 1);
 	json_decref(u);
 	fx_devsim_stop(&sim);
@@ -225,10 +194,10 @@ Test(fuses, identical_fields_are_skipped_and_recorded, .timeout = 90)
 	u = sim_unit(sim.state_path, 0);
 	assert_plan_burned(u);
 	cr_assert_eq(jint(u, "burn_count"), 0, "nothing burned again");
-	cr_assert_eq(q_int(&w, "SELECT count(*) FROM steps WHERE step = 'fuse' AND "
+	cr_assert_eq(fx_q_int(&w, "SELECT count(*) FROM steps WHERE step = 'fuse' AND "
 			   "outcome = 'skip' AND detail LIKE '%verified, not burned again%'"),
 		     NBURNS);
-	cr_assert_eq(q_int(&w, "SELECT count(*) FROM steps WHERE step = 'fuse-intent'"), 0);
+	cr_assert_eq(fx_q_int(&w, "SELECT count(*) FROM steps WHERE step = 'fuse-intent'"), 0);
 	json_decref(u);
 	fx_devsim_stop(&sim);
 	fx_rmtree(w.dir);
@@ -252,7 +221,7 @@ static void refused(const char *bank1, const char *expect_reason)
 	fx_station_run(&r, &w, "--burn-fuses", "--slot", sim.port, "provision", NULL);
 	cr_assert_eq(r.code, 1, "stdout:%s\nstderr:%s", r.out, r.err);
 	cr_assert(strstr(r.out, "QUARANTINE"), "%s", r.out);
-	q_text(&w, "SELECT reason FROM units", reason, sizeof(reason));
+	fx_q_text(&w, "SELECT reason FROM units", reason, sizeof(reason));
 	cr_assert(strstr(reason, expect_reason), "reason: %s", reason);
 	u = sim_unit(sim.state_path, 0);
 	cr_assert_eq(jint(u, "burn_count"), 0, "a refused unit got a burn");
@@ -262,19 +231,12 @@ static void refused(const char *bank1, const char *expect_reason)
 	json_decref(u);
 	/* Never again without a supervisor: the next run leaves it alone. */
 	fx_devsim_stop(&sim);
-	{
-		json_t *st = NULL;
-
-		cr_assert_eq(fx_devsim_dump(sim.state_path, &st), 0);
-		json_object_set_new(st, "current", json_integer(0));
-		cr_assert_eq(json_dump_file(st, sim.state_path, 0), 0);
-		json_decref(st);
-	}
+	cr_assert_eq(fx_devsim_rewind(sim.state_path), 0);
 	start_sim(&sim, &w, 1, NULL);
 	fx_station_run(&r, &w, "--burn-fuses", "--slot", sim.port, "provision", NULL);
 	cr_assert_eq(r.code, 1, "stdout:%s\nstderr:%s", r.out, r.err);
 	cr_assert(strstr(r.err, "QUARANTINED on record"), "%s", r.err);
-	cr_assert_eq(q_int(&w, "SELECT count(*) FROM units"), 1, "a second record was opened");
+	cr_assert_eq(fx_q_int(&w, "SELECT count(*) FROM units"), 1, "a second record was opened");
 	u = sim_unit(sim.state_path, 0);
 	cr_assert_eq(jint(u, "burn_count"), 0);
 	json_decref(u);
@@ -312,7 +274,7 @@ Test(fuses, partial_burn_quarantines, .timeout = 90)
 	start_sim(&sim, &w, 1, NULL);
 	fx_station_run(&r, &w, "--burn-fuses", "--slot", sim.port, "provision", NULL);
 	cr_assert_eq(r.code, 1, "stdout:%s\nstderr:%s", r.out, r.err);
-	q_text(&w, "SELECT reason FROM units WHERE state = 'QUARANTINE'", reason, sizeof(reason));
+	fx_q_text(&w, "SELECT reason FROM units WHERE state = 'QUARANTINE'", reason, sizeof(reason));
 	cr_assert(strstr(reason, "partially burned: 4 of 8 words"), "reason: %s", reason);
 	u = sim_unit(sim.state_path, 0);
 	cr_assert_eq(jint(u, "burn_count"), 0);
@@ -338,7 +300,7 @@ Test(fuses, half_programmed_word_quarantines_even_when_it_reads_right, .timeout 
 	start_sim(&sim, &w, 1, NULL);
 	fx_station_run(&r, &w, "--burn-fuses", "--slot", sim.port, "provision", NULL);
 	cr_assert_eq(r.code, 1, "stdout:%s\nstderr:%s", r.out, r.err);
-	q_text(&w, "SELECT reason FROM units WHERE state = 'QUARANTINE'", reason, sizeof(reason));
+	fx_q_text(&w, "SELECT reason FROM units WHERE state = 'QUARANTINE'", reason, sizeof(reason));
 	cr_assert(strstr(reason, "half-programmed"), "reason: %s", reason);
 	u = sim_unit(sim.state_path, 0);
 	cr_assert_eq(jint(u, "burn_count"), 0);
@@ -360,7 +322,7 @@ static void out_of_range(const char *sim_args, const char *expect)
 	fx_station_run(&r, &w, "--burn-fuses", "--slot", sim.port, "provision", NULL);
 	cr_assert_eq(r.code, 1, "stdout:%s\nstderr:%s", r.out, r.err);
 	cr_assert(strstr(r.out, "FAIL"), "%s", r.out);
-	q_text(&w, "SELECT reason FROM units", reason, sizeof(reason));
+	fx_q_text(&w, "SELECT reason FROM units", reason, sizeof(reason));
 	cr_assert(strstr(reason, "out of the profile's limits"), "reason: %s", reason);
 	cr_assert(strstr(reason, expect), "reason: %s", reason);
 	cr_assert(strstr(reason, "no fuse burned"), "reason: %s", reason);
@@ -433,7 +395,7 @@ Test(fuses, dry_run_prints_the_plan_and_changes_nothing, .timeout = 90)
 	fx_devsim_stop(&sim);
 	file_sha(sim.state_path, after);
 	cr_assert_str_eq(before, after, "the dry run changed the device");
-	cr_assert_eq(q_int(&w, "SELECT count(*) FROM units"), 0);
+	cr_assert_eq(fx_q_int(&w, "SELECT count(*) FROM units"), 0);
 	fx_rmtree(w.dir);
 }
 
@@ -454,7 +416,7 @@ Test(fuses, unarmed_burns_nothing, .timeout = 90)
 	for (int b = 0; b < 4; b++)
 		cr_assert_str_eq(bank_hex(u, "fuses", b), BLANK);
 	cr_assert_eq(jint(u, "lifecycle"), 0, "locked without --burn-fuses");
-	cr_assert_eq(q_int(&w, "SELECT count(*) FROM steps WHERE step LIKE '%intent%'"), 0);
+	cr_assert_eq(fx_q_int(&w, "SELECT count(*) FROM steps WHERE step LIKE '%intent%'"), 0);
 	json_decref(u);
 	fx_devsim_stop(&sim);
 	fx_rmtree(w.dir);
@@ -473,7 +435,7 @@ Test(fuses, stuck_bit_is_caught_by_the_read_back, .timeout = 90)
 	start_sim(&sim, &w, 1, "--fault stuck:0:0:1");
 	fx_station_run(&r, &w, "--burn-fuses", "--slot", sim.port, "provision", NULL);
 	cr_assert_eq(r.code, 1, "stdout:%s\nstderr:%s", r.out, r.err);
-	q_text(&w, "SELECT reason FROM units WHERE state = 'QUARANTINE'", reason, sizeof(reason));
+	fx_q_text(&w, "SELECT reason FROM units WHERE state = 'QUARANTINE'", reason, sizeof(reason));
 	cr_assert(strstr(reason, "field rot-hash reads back 2422"), "reason: %s", reason);
 	u = sim_unit(sim.state_path, 0);
 	cr_assert_eq(jint(u, "burn_count"), 1, "burned once, then stopped");
@@ -501,9 +463,9 @@ Test(fuses, brownout_mid_burn_quarantines_without_second_burn, .timeout = 120)
 	fx_station_run(&r, &w, "--burn-fuses", "--slot", sim.port, "provision", NULL);
 	cr_assert_neq(r.code, 0, "stdout:%s\nstderr:%s", r.out, r.err);
 	cr_assert(!strstr(r.out, " PASS  cert"), "%s", r.out);
-	cr_assert_eq(q_int(&w, "SELECT count(*) FROM units WHERE state = 'QUARANTINE'"), 1,
+	cr_assert_eq(fx_q_int(&w, "SELECT count(*) FROM units WHERE state = 'QUARANTINE'"), 1,
 		     "stdout:%s\nstderr:%s", r.out, r.err);
-	q_text(&w, "SELECT reason FROM units", reason, sizeof(reason));
+	fx_q_text(&w, "SELECT reason FROM units", reason, sizeof(reason));
 	cr_assert(strstr(reason, "burn of field rot-hash"), "reason: %s", reason);
 	cr_assert(strstr(reason, "outcome is unknown"), "reason: %s", reason);
 	/* Power restored: the simulator restarts from its saved state. */
@@ -516,14 +478,7 @@ Test(fuses, brownout_mid_burn_quarantines_without_second_burn, .timeout = 120)
 	cr_assert(!strncmp(q, FX_ROT, 24) && !strncmp(q + 24, Z8, 8), "word 3 has one copy: %s", q);
 	cr_assert_str_eq(p + 32, Z8 Z8 Z8 Z8);
 	json_decref(u);
-	{
-		json_t *st = NULL;
-
-		cr_assert_eq(fx_devsim_dump(sim.state_path, &st), 0);
-		json_object_set_new(st, "current", json_integer(0));
-		cr_assert_eq(json_dump_file(st, sim.state_path, 0), 0);
-		json_decref(st);
-	}
+	cr_assert_eq(fx_devsim_rewind(sim.state_path), 0);
 	start_sim(&sim, &w, 1, NULL);
 	/* The plan shows why, and a real run leaves the unit alone. */
 	fx_station_run(&r, &w, "--dry-run", "--slot", sim.port, "provision", NULL);
@@ -637,7 +592,7 @@ static void kill_at(const char *what, int nth, long delay_ms, const char *resume
 	close(errfd);
 	cr_assert(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL,
 		  "the station ended before the kill:\n%s", log);
-	cr_assert_eq(q_int(&w, "SELECT count(*) FROM units WHERE state = 'RUNNING'"), 1);
+	cr_assert_eq(fx_q_int(&w, "SELECT count(*) FROM units WHERE state = 'RUNNING'"), 1);
 
 	fx_station_run(&r, &w, "--burn-fuses", "--slot", sim.port, "provision", NULL);
 	cr_assert_eq(r.code, 0, "after kill at %s #%d +%ldms\nstdout:%s\nstderr:%s", what,
@@ -648,21 +603,21 @@ static void kill_at(const char *what, int nth, long delay_ms, const char *resume
 	json_decref(u);
 	/* The records: the killed unit closed as interrupted, naming the open
 	 * intent; the new one resolved it and passed. */
-	cr_assert_eq(q_int(&w, "SELECT count(*) FROM units WHERE state = 'PASS'"), 1);
-	q_text(&w, "SELECT reason FROM units WHERE state = 'FAIL'", reason, sizeof(reason));
+	cr_assert_eq(fx_q_int(&w, "SELECT count(*) FROM units WHERE state = 'PASS'"), 1);
+	fx_q_text(&w, "SELECT reason FROM units WHERE state = 'FAIL'", reason, sizeof(reason));
 	cr_assert(strstr(reason, "interrupted"), "reason: %s", reason);
 	if (!strcmp(what, "lifecycle-intent"))
-		cr_assert_eq(q_int(&w, "SELECT count(*) FROM steps WHERE step = 'certificate' "
+		cr_assert_eq(fx_q_int(&w, "SELECT count(*) FROM steps WHERE step = 'certificate' "
 				   "AND detail LIKE 'resumed: the certificate on the locked%'"), 1,
 			     "the locked unit was not verified as it is");
 	if (strstr(what, "intent")) {
 		char detail[1024];
 
 		cr_assert(strstr(reason, "intent 'field "), "reason: %s", reason);
-		cr_assert_eq(q_int(&w, "SELECT count(*) FROM steps s JOIN units u ON u.id = "
+		cr_assert_eq(fx_q_int(&w, "SELECT count(*) FROM steps s JOIN units u ON u.id = "
 				   "s.unit_id WHERE u.state = 'PASS' AND s.step = 'fuse-resume'"),
 			     1, "the resumed run did not record what it found");
-		q_text(&w, "SELECT detail FROM steps WHERE step = 'fuse-resume'", detail,
+		fx_q_text(&w, "SELECT detail FROM steps WHERE step = 'fuse-resume'", detail,
 		       sizeof(detail));
 		cr_assert(!resume || (strstr(detail, resume) && strstr(detail, "completed")),
 			  "resume: %s", detail);

@@ -22,38 +22,6 @@
 #define ALICE_PW "alice-secret-1"
 #define SAM_PW "sam-secret-22"
 
-/* One integer or text from the records, straight from SQLite. */
-static long long q_int(const fx_world *w, const char *sql)
-{
-	sqlite3 *db;
-	sqlite3_stmt *st;
-	long long v = -1;
-
-	cr_assert_eq(sqlite3_open_v2(w->db, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
-	cr_assert_eq(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK, "%s: %s", sql,
-		     sqlite3_errmsg(db));
-	if (sqlite3_step(st) == SQLITE_ROW)
-		v = sqlite3_column_int64(st, 0);
-	sqlite3_finalize(st);
-	sqlite3_close(db);
-	return v;
-}
-
-static void q_text(const fx_world *w, const char *sql, char *out, size_t cap)
-{
-	sqlite3 *db;
-	sqlite3_stmt *st;
-
-	out[0] = '\0';
-	cr_assert_eq(sqlite3_open_v2(w->db, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
-	cr_assert_eq(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK, "%s: %s", sql,
-		     sqlite3_errmsg(db));
-	if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_text(st, 0))
-		snprintf(out, cap, "%s", (const char *)sqlite3_column_text(st, 0));
-	sqlite3_finalize(st);
-	sqlite3_close(db);
-}
-
 /* Output of a shell command (stdout+stderr) and its exit code. */
 static int sh(char *out, size_t cap, const char *cmd)
 {
@@ -196,12 +164,12 @@ Test(signed, hsm_signed_profile_runs_and_its_digest_is_recorded, .timeout = 120)
 	cr_assert_eq(r.code, 0, "stdout:%s\nstderr:%s", r.out, r.err);
 	cr_assert_eq(fx_count_units(&w, "PASS"), 1);
 	sha256_file(w.profile, digest);
-	q_text(&w, "SELECT profile_digest FROM units", got, sizeof(got));
+	fx_q_text(&w, "SELECT profile_digest FROM units", got, sizeof(got));
 	cr_assert_str_eq(got, digest);
 	/* ... and in the signed audit chain, with the signer */
-	q_text(&w, "SELECT body FROM events WHERE kind = 'station_start'", out, sizeof(out));
+	fx_q_text(&w, "SELECT body FROM events WHERE kind = 'station_start'", out, sizeof(out));
 	cr_assert(strstr(out, digest), "%s", out);
-	cr_assert_eq(q_int(&w, "SELECT count(*) FROM events WHERE kind = 'operator_login'"
+	cr_assert_eq(fx_q_int(&w, "SELECT count(*) FROM events WHERE kind = 'operator_login'"
 			   " AND body LIKE '%profile_signer%'"), 1);
 	fx_station_run(&r, &w, "records", "verify", NULL);
 	cr_assert_eq(r.code, 0, "%s%s", r.out, r.err);
@@ -296,7 +264,7 @@ Test(roles, operator_needs_the_right_password_and_is_recorded, .timeout = 120)
 	cr_assert_null(strstr(r.out, "not-alices-password"), "%s", r.out);
 	cr_assert_eq(fx_count_units(&w, NULL), 0);
 	assert_untouched(&sim);
-	q_text(&w, "SELECT body FROM events WHERE kind = 'auth_refused'", body, sizeof(body));
+	fx_q_text(&w, "SELECT body FROM events WHERE kind = 'auth_refused'", body, sizeof(body));
 	cr_assert(strstr(body, "\"alice\""), "%s", body);
 	cr_assert_null(strstr(body, "not-alices-password"), "%s", body);
 	/* the password from the environment, removed once read */
@@ -304,25 +272,15 @@ Test(roles, operator_needs_the_right_password_and_is_recorded, .timeout = 120)
 	fx_station_run(&r, &w, "--operator", "alice", "--password-file", pw,
 		       "--slot", sim.port, "provision", NULL);
 	cr_assert_eq(r.code, 0, "stdout:%s\nstderr:%s", r.out, r.err);
-	q_text(&w, "SELECT operator FROM units WHERE state = 'PASS'", who, sizeof(who));
+	fx_q_text(&w, "SELECT operator FROM units WHERE state = 'PASS'", who, sizeof(who));
 	cr_assert_str_eq(who, "alice");
-	q_text(&w, "SELECT body FROM events WHERE kind = 'operator_login'", body,
+	fx_q_text(&w, "SELECT body FROM events WHERE kind = 'operator_login'", body,
 	       sizeof(body));
 	cr_assert(strstr(body, "\"authenticated\":\"yes\""), "%s", body);
 	fx_station_run(&r, &w, "records", "verify", NULL);
 	cr_assert_eq(r.code, 0, "%s%s", r.out, r.err);
 	fx_devsim_stop(&sim);
 	fx_rmtree(w.dir);
-}
-
-static void rewind_sim(const char *state_path)
-{
-	json_t *st = NULL;
-
-	cr_assert_eq(fx_devsim_dump(state_path, &st), 0);
-	json_object_set_new(st, "current", json_integer(0));
-	cr_assert_eq(json_dump_file(st, state_path, 0), 0);
-	json_decref(st);
 }
 
 Test(roles, reprovision_needs_a_supervisor_and_revokes_the_old_serial, .timeout = 180)
@@ -341,13 +299,13 @@ Test(roles, reprovision_needs_a_supervisor_and_revokes_the_old_serial, .timeout 
 	fx_station_run(&r, &w, "--operator", "alice", "--password-file", apw,
 		       "--slot", sim.port, "provision", NULL);
 	cr_assert_eq(r.code, 0, "stdout:%s\nstderr:%s", r.out, r.err);
-	q_text(&w, "SELECT cert_serial FROM units WHERE state = 'PASS'", old_serial,
+	fx_q_text(&w, "SELECT cert_serial FROM units WHERE state = 'PASS'", old_serial,
 	       sizeof(old_serial));
-	q_text(&w, "SELECT uid FROM units WHERE state = 'PASS'", uid, sizeof(uid));
+	fx_q_text(&w, "SELECT uid FROM units WHERE state = 'PASS'", uid, sizeof(uid));
 	fx_devsim_stop(&sim);
 
 	/* no supervisor: refused before anything */
-	rewind_sim(sim.state_path);
+	cr_assert_eq(fx_devsim_rewind(sim.state_path), 0);
 	cr_assert_eq(fx_devsim_start(&sim, w.dir, "prog", 1, "--seed r2"), 0);
 	fx_station_run(&r, &w, "--operator", "alice", "--password-file", apw,
 		       "--reprovision", "--reason", "RMA 7", "--slot", sim.port,
@@ -362,7 +320,7 @@ Test(roles, reprovision_needs_a_supervisor_and_revokes_the_old_serial, .timeout 
 	cr_assert_eq(r.code, 2, "%s", r.err);
 	cr_assert(strstr(r.err, "is not a supervisor"), "%s", r.err);
 	cr_assert_eq(fx_count_units(&w, NULL), 1, "a unit was recorded");
-	cr_assert_eq(q_int(&w, "SELECT count(*) FROM revocations"), 0);
+	cr_assert_eq(fx_q_int(&w, "SELECT count(*) FROM revocations"), 0);
 	/* without --reprovision the device is skipped, as always */
 	fx_station_run(&r, &w, "--operator", "alice", "--password-file", apw,
 		       "--slot", sim.port, "provision", NULL);
@@ -371,7 +329,7 @@ Test(roles, reprovision_needs_a_supervisor_and_revokes_the_old_serial, .timeout 
 	fx_devsim_stop(&sim);
 
 	/* the supervisor, with a reason: a new identity, the old one revoked */
-	rewind_sim(sim.state_path);
+	cr_assert_eq(fx_devsim_rewind(sim.state_path), 0);
 	cr_assert_eq(fx_devsim_start(&sim, w.dir, "prog", 1, "--seed r2"), 0);
 	fx_station_run(&r, &w, "--operator", "alice", "--password-file", apw,
 		       "--reprovision", "--reason", "RMA 7: key compromised",
@@ -380,17 +338,17 @@ Test(roles, reprovision_needs_a_supervisor_and_revokes_the_old_serial, .timeout 
 	cr_assert_eq(r.code, 0, "stdout:%s\nstderr:%s", r.out, r.err);
 	fx_devsim_stop(&sim);
 	cr_assert_eq(fx_count_units(&w, "PASS"), 2);
-	q_text(&w, "SELECT cert_serial FROM units WHERE state = 'PASS' ORDER BY id DESC",
+	fx_q_text(&w, "SELECT cert_serial FROM units WHERE state = 'PASS' ORDER BY id DESC",
 	       new_serial, sizeof(new_serial));
 	cr_assert_str_neq(new_serial, old_serial);
-	q_text(&w, "SELECT cert_serial FROM revocations", text, sizeof(text));
+	fx_q_text(&w, "SELECT cert_serial FROM revocations", text, sizeof(text));
 	cr_assert_str_eq(text, old_serial);
-	q_text(&w, "SELECT revoked_by || ': ' || reason FROM revocations", text, sizeof(text));
+	fx_q_text(&w, "SELECT revoked_by || ': ' || reason FROM revocations", text, sizeof(text));
 	cr_assert_str_eq(text, "sam: RMA 7: key compromised");
-	q_text(&w, "SELECT detail FROM steps WHERE step = 'reprovision'", text, sizeof(text));
+	fx_q_text(&w, "SELECT detail FROM steps WHERE step = 'reprovision'", text, sizeof(text));
 	cr_assert(strstr(text, "supervisor sam") && strstr(text, "RMA 7: key compromised"),
 		  "%s", text);
-	q_text(&w, "SELECT body FROM events WHERE kind = 'revoke'", text, sizeof(text));
+	fx_q_text(&w, "SELECT body FROM events WHERE kind = 'revoke'", text, sizeof(text));
 	cr_assert(strstr(text, old_serial) && strstr(text, "\"sam\""), "%s", text);
 	fx_station_run(&r, &w, "records", "verify", NULL);
 	cr_assert_eq(r.code, 0, "%s%s", r.out, r.err);
@@ -461,7 +419,7 @@ Test(roles, profile_install_is_for_an_engineer_and_recorded, .timeout = 120)
 	fx_station_run(&r, &w, "profile", "verify", NULL);
 	cr_assert_eq(r.code, 0, "the installed profile does not verify: %s", r.err);
 	sha256_file(w.profile, digest);
-	q_text(&w, "SELECT body FROM events WHERE kind = 'profile_install'", text,
+	fx_q_text(&w, "SELECT body FROM events WHERE kind = 'profile_install'", text,
 	       sizeof(text));
 	cr_assert(strstr(text, "\"eve\"") && strstr(text, digest), "%s", text);
 	fx_station_run(&r, &w, "records", "verify", NULL);
@@ -493,7 +451,7 @@ Test(roles, a_locked_device_is_not_reprovisioned, .timeout = 180)
 		       "--burn-fuses", "--slot", sim.port, "provision", NULL);
 	cr_assert_eq(r.code, 0, "stdout:%s\nstderr:%s", r.out, r.err);
 	fx_devsim_stop(&sim);
-	rewind_sim(sim.state_path);
+	cr_assert_eq(fx_devsim_rewind(sim.state_path), 0);
 	cr_assert_eq(fx_devsim_start(&sim, w.dir, "prog", 1, "--seed l1"), 0);
 	fx_station_run(&r, &w, "--operator", "alice", "--password-file", apw,
 		       "--reprovision", "--reason", "RMA 9", "--supervisor", "sam",
@@ -502,7 +460,7 @@ Test(roles, a_locked_device_is_not_reprovisioned, .timeout = 180)
 	fx_devsim_stop(&sim);
 	cr_assert_eq(r.code, 0, "stdout:%s\nstderr:%s", r.out, r.err);
 	cr_assert(strstr(r.err, "the device is locked"), "%s", r.err);
-	cr_assert_eq(q_int(&w, "SELECT count(*) FROM revocations"), 0);
+	cr_assert_eq(fx_q_int(&w, "SELECT count(*) FROM revocations"), 0);
 	cr_assert_eq(fx_count_units(&w, NULL), 1);
 	cr_assert_eq(fx_count_units(&w, "PASS"), 1);
 	fx_rmtree(w.dir);
@@ -545,7 +503,7 @@ Test(roles, quarantine_release_is_for_a_supervisor_with_a_reason, .timeout = 180
 		       "--burn-fuses", "--slot", sim.port, "provision", NULL);
 	cr_assert_eq(r.code, 1, "stdout:%s\nstderr:%s", r.out, r.err);
 	fx_devsim_stop(&sim);
-	q_text(&w, "SELECT uid FROM units WHERE state = 'QUARANTINE'", uid, sizeof(uid));
+	fx_q_text(&w, "SELECT uid FROM units WHERE state = 'QUARANTINE'", uid, sizeof(uid));
 	cr_assert(uid[0]);
 
 	/* an operator cannot release it */
@@ -566,17 +524,17 @@ Test(roles, quarantine_release_is_for_a_supervisor_with_a_reason, .timeout = 180
 	cr_assert_eq(r.code, 2, "%s", r.err);
 	cr_assert_null(strstr(r.err, ALICE_PW));
 	cr_assert_eq(fx_count_units(&w, NULL), 1);
-	cr_assert_eq(q_int(&w, "SELECT count(*) FROM events WHERE kind = 'auth_refused'"), 2);
+	cr_assert_eq(fx_q_int(&w, "SELECT count(*) FROM events WHERE kind = 'auth_refused'"), 2);
 	/* the supervisor releases it, on record with the reason */
 	fx_station_run(&r, &w, "quarantine", "release", "--uid", uid, "--supervisor",
 		       "sam", "--supervisor-password-file", spw, "--reason",
 		       "fuse bank 1 read checked on the bench", NULL);
 	cr_assert_eq(r.code, 0, "%s", r.err);
-	q_text(&w, "SELECT operator || ' | ' || reason FROM units ORDER BY id DESC", text,
+	fx_q_text(&w, "SELECT operator || ' | ' || reason FROM units ORDER BY id DESC", text,
 	       sizeof(text));
 	cr_assert(strstr(text, "sam | released from quarantine"), "%s", text);
 	cr_assert(strstr(text, "fuse bank 1 read checked on the bench"), "%s", text);
-	q_text(&w, "SELECT body FROM events WHERE kind = 'quarantine_release'", text,
+	fx_q_text(&w, "SELECT body FROM events WHERE kind = 'quarantine_release'", text,
 	       sizeof(text));
 	cr_assert(strstr(text, "\"sam\"") && strstr(text, "bench"), "%s", text);
 	/* releasing twice: nothing to release */
@@ -585,7 +543,7 @@ Test(roles, quarantine_release_is_for_a_supervisor_with_a_reason, .timeout = 180
 	cr_assert_eq(r.code, 2, "%s", r.err);
 	cr_assert(strstr(r.err, "not quarantined"), "%s", r.err);
 	/* the next run looks at the unit again (and finds the same fuse) */
-	rewind_sim(sim.state_path);
+	cr_assert_eq(fx_devsim_rewind(sim.state_path), 0);
 	cr_assert_eq(fx_devsim_start(&sim, w.dir, "prog", 1, "--seed q1"), 0);
 	fx_station_run(&r, &w, "--operator", "alice", "--password-file", apw,
 		       "--burn-fuses", "--slot", sim.port, "provision", NULL);

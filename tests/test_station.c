@@ -88,17 +88,6 @@ Test(station, provisions_three_units_end_to_end, .timeout = 120)
 	fx_rmtree(w.dir);
 }
 
-/* Present the simulator's units from the first one again. */
-static void rewind_sim(const char *state_path)
-{
-	json_t *st = NULL;
-
-	cr_assert_eq(fx_devsim_dump(state_path, &st), 0);
-	json_object_set_new(st, "current", json_integer(0));
-	cr_assert_eq(json_dump_file(st, state_path, 0), 0);
-	json_decref(st);
-}
-
 Test(station, two_slots_in_parallel_and_no_second_identity, .timeout = 120)
 {
 	fx_world w;
@@ -116,7 +105,7 @@ Test(station, two_slots_in_parallel_and_no_second_identity, .timeout = 120)
 	fx_devsim_stop(&a);
 	fx_devsim_stop(&b);
 	/* The same units again (state kept): refused a second identity. */
-	rewind_sim(a.state_path);
+	cr_assert_eq(fx_devsim_rewind(a.state_path), 0);
 	cr_assert_eq(fx_devsim_start(&a, w.dir, "progA", 2, "--seed A"), 0);
 	fx_station_run(&r, &w, "--burn-fuses", "--slot", a.port, "provision", NULL);
 	cr_assert_eq(r.code, 0, "stdout:%s\nstderr:%s", r.out, r.err);
