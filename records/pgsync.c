@@ -1204,9 +1204,10 @@ int pgs_verify(pgs *p, rec_store *msg, rec_cert_check_fn check, void *ctx,
 		}
 		if (!err && n != high) {
 			c.bad_seq = n + 1;
-			err = rec_fail(msg, ST_E_VERIFY, "the station's mark says "
-				       "%lld events, %lld are held: events were "
-				       "removed from the end", high, n);
+			err = rec_fail(msg, ST_E_VERIFY, "event %lld is missing: "
+				       "the station's mark says %lld events, %lld "
+				       "are held: events were removed from the end",
+				       n + 1, high, n);
 		}
 		if (err == ST_E_VERIFY)
 			out->bad_seq = c.bad_seq;

@@ -85,6 +85,10 @@ int rec_enter(rec_store *r);
  * data is stolen (may be NULL).  uid may be NULL, unit_id 0 for none. */
 int rec_append_event(rec_store *r, const char *kind, int64_t unit_id,
 		     const char *uid, json_t *data);
+/* rec_append_event with the event's time given (NULL: now), so a row's
+ * time column and its event's time are one value. */
+int rec_append_event_at(rec_store *r, const char *kind, int64_t unit_id,
+			const char *uid, const char *when, json_t *data);
 
 /* UTC now as 2024-05-01T12:34:56.789Z into out. */
 void rec_now(char out[32]);

@@ -178,18 +178,18 @@ static const char *const stmt_sql[S_N] = {
 	[S_UNIT_INS] =
 		"INSERT INTO units (uid, slot, port, station, operator, profile,"
 		" profile_digest, work_order, state, started_at)"
-		" VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'RUNNING', " NOW ")",
+		" VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'RUNNING', ?9)",
 	/* seq and the RUNNING check in the same statement: one atomic write */
 	[S_STEP_INS] =
 		"INSERT INTO steps (unit_id, seq, step, outcome, detail, at)"
 		" SELECT id, (SELECT coalesce(max(seq), 0) + 1 FROM steps"
-		"  WHERE unit_id = ?1), ?2, ?3, ?4, " NOW
+		"  WHERE unit_id = ?1), ?2, ?3, ?4, ?5"
 		" FROM units WHERE id = ?1 AND state = 'RUNNING'",
 	[S_UNIT_GET] = "SELECT uid, state FROM units WHERE id = ?1",
 	[S_UNIT_END] =
 		"UPDATE units SET state = ?2, reason = ?3, cert_serial = ?4,"
 		" cert_sha256 = ?5, cert_pem = ?6, pubkey = ?7, rot_hash = ?8,"
-		" fuse_readback = ?9, finished_at = " NOW
+		" fuse_readback = ?9, finished_at = ?10"
 		" WHERE id = ?1 AND state = 'RUNNING'",
 	[S_LAST] = "SELECT id, state FROM units WHERE uid = ?1"
 		" ORDER BY id DESC LIMIT 1",
@@ -211,7 +211,7 @@ static const char *const stmt_sql[S_N] = {
 		"  AND state IN ('FAIL', 'QUARANTINE'))"
 		" FROM work_orders WHERE id = ?1",
 	[S_WO_INS] = "INSERT INTO work_orders (id, quota, created_at)"
-		" VALUES (?1, ?2, " NOW ")",
+		" VALUES (?1, ?2, ?3)",
 	[S_CERT_INS] = "INSERT OR IGNORE INTO audit_certs (sha256, pem, added_at)"
 		" VALUES (?1, ?2, " NOW ")",
 	[S_SP] = "SAVEPOINT w",
@@ -1004,6 +1004,7 @@ int rec_unit_begin_ex(rec_store *r, const rec_unit_start *u, int64_t *unit_id,
 {
 	struct rec_waiter w;
 	sqlite3_stmt *s;
+	char at[32];
 	int64_t id = 0;
 	int err;
 
@@ -1012,6 +1013,7 @@ int rec_unit_begin_ex(rec_store *r, const rec_unit_start *u, int64_t *unit_id,
 	err = wr_enter(r, &w);
 	if (err)
 		goto out;
+	rec_now(at);
 	if (!u || !u->uid || !*u->uid || !unit_id) {
 		err = rec_fail(r, ST_E_INVAL, "rec_unit_begin: a uid and unit_id "
 			   "are required");
@@ -1024,7 +1026,8 @@ int rec_unit_begin_ex(rec_store *r, const rec_unit_start *u, int64_t *unit_id,
 	    rec_bind_text(s, 3, u->port) || rec_bind_text(s, 4, u->station) ||
 	    rec_bind_text(s, 5, u->operator_name) || rec_bind_text(s, 6, u->profile) ||
 	    rec_bind_text(s, 7, u->profile_digest) ||
-	    rec_bind_text(s, 8, u->work_order) || sqlite3_step(s) != SQLITE_DONE) {
+	    rec_bind_text(s, 8, u->work_order) || rec_bind_text(s, 9, at) ||
+	    sqlite3_step(s) != SQLITE_DONE) {
 		int ext = sqlite3_extended_errcode(r->db);
 
 		if (u->work_order && (ext == SQLITE_CONSTRAINT_TRIGGER ||
@@ -1040,12 +1043,14 @@ int rec_unit_begin_ex(rec_store *r, const rec_unit_start *u, int64_t *unit_id,
 	}
 	rec_stmt_done(s);
 	id = sqlite3_last_insert_rowid(r->db);
-	err = rec_append_event(r, "unit_start", id, u->uid,
-		json_pack("{s:i, s:s?, s:s?, s:s?, s:s?, s:s?, s:s?}",
+	/* the row's started_at is in the signed data (and is the event's
+	 * time), so verify checks it exactly */
+	err = rec_append_event_at(r, "unit_start", id, u->uid, at,
+		json_pack("{s:i, s:s?, s:s?, s:s?, s:s?, s:s?, s:s?, s:s}",
 			  "slot", u->slot, "port", u->port, "station", u->station,
 			  "operator", u->operator_name, "profile", u->profile,
 			  "profile_digest", u->profile_digest,
-			  "work_order", u->work_order));
+			  "work_order", u->work_order, "started_at", at));
 	if (!err && fn)
 		fn(ctx, id);
 out:
@@ -1102,7 +1107,7 @@ int rec_step_ex(rec_store *r, int64_t unit_id, const char *step,
 	struct rec_waiter w;
 	sqlite3_stmt *s;
 	int64_t row, seq = 0;
-	char uid[128];
+	char uid[128], at[32];
 	int err;
 
 	if (!r)
@@ -1124,10 +1129,11 @@ int rec_step_ex(rec_store *r, int64_t unit_id, const char *step,
 	if ((err = wr_txn(r, &w, "step %s of unit %lld", step,
 			  (long long)unit_id)))
 		goto out;
+	rec_now(at);
 	s = r->stmt[S_STEP_INS];
 	if (sqlite3_bind_int64(s, 1, unit_id) || rec_bind_text(s, 2, step) ||
 	    rec_bind_text(s, 3, outcome) || rec_bind_text(s, 4, detail) ||
-	    sqlite3_step(s) != SQLITE_DONE) {
+	    rec_bind_text(s, 5, at) || sqlite3_step(s) != SQLITE_DONE) {
 		err = rec_db_fail(r, ST_E_DB, "cannot record step %s of unit %lld",
 			      step, (long long)unit_id);
 		rec_stmt_done(s);
@@ -1149,9 +1155,10 @@ int rec_step_ex(rec_store *r, int64_t unit_id, const char *step,
 	snprintf(uid, sizeof(uid), "%s", sqlite3_step(s) == SQLITE_ROW ?
 		 (const char *)sqlite3_column_text(s, 0) : "");
 	rec_stmt_done(s);
-	err = rec_append_event(r, "step", unit_id, uid,
-		json_pack("{s:I, s:s, s:s, s:s?}", "seq", (json_int_t)seq,
-			  "step", step, "outcome", outcome, "detail", detail));
+	err = rec_append_event_at(r, "step", unit_id, uid, at,
+		json_pack("{s:I, s:s, s:s, s:s?, s:s}", "seq", (json_int_t)seq,
+			  "step", step, "outcome", outcome, "detail", detail,
+			  "at", at));
 	if (!err && d == REC_LAZY && r->lazy_ms > 0)
 		lazy_join(r, &w, unit_id);
 out:
@@ -1190,7 +1197,7 @@ int rec_unit_end(rec_store *r, int64_t unit_id, const rec_unit_result *e)
 	struct rec_waiter w;
 	sqlite3_stmt *s;
 	const char *state;
-	char uid[128];
+	char uid[128], at[32];
 	int rc, err;
 
 	if (!r)
@@ -1226,12 +1233,14 @@ int rec_unit_end(rec_store *r, int64_t unit_id, const rec_unit_result *e)
 		goto out;
 	}
 
+	rec_now(at);
 	s = r->stmt[S_UNIT_END];
 	if (sqlite3_bind_int64(s, 1, unit_id) || rec_bind_text(s, 2, e->result) ||
 	    rec_bind_text(s, 3, e->reason) || rec_bind_text(s, 4, e->cert_serial) ||
 	    rec_bind_text(s, 5, e->cert_sha256) || rec_bind_text(s, 6, e->cert_pem) ||
 	    rec_bind_text(s, 7, e->pubkey_hex) || rec_bind_text(s, 8, e->rot_hash) ||
-	    rec_bind_text(s, 9, e->fuse_readback) || sqlite3_step(s) != SQLITE_DONE)
+	    rec_bind_text(s, 9, e->fuse_readback) || rec_bind_text(s, 10, at) ||
+	    sqlite3_step(s) != SQLITE_DONE)
 		err = end_fail(r, unit_id, uid, e);
 	else if (sqlite3_changes(r->db) != 1)
 		err = rec_fail(r, ST_E_STATE, "unit %lld changed under us",
@@ -1239,13 +1248,13 @@ int rec_unit_end(rec_store *r, int64_t unit_id, const rec_unit_result *e)
 	rec_stmt_done(s);
 	if (err)
 		goto out;
-	err = rec_append_event(r, "unit_end", unit_id, uid,
-		json_pack("{s:s, s:s?, s:s?, s:s?, s:s?, s:s?, s:s?, s:s?}",
+	err = rec_append_event_at(r, "unit_end", unit_id, uid, at,
+		json_pack("{s:s, s:s?, s:s?, s:s?, s:s?, s:s?, s:s?, s:s?, s:s}",
 			  "result", e->result, "reason", e->reason,
 			  "cert_serial", e->cert_serial,
 			  "cert_sha256", e->cert_sha256, "cert_pem", e->cert_pem,
 			  "pubkey", e->pubkey_hex, "rot_hash", e->rot_hash,
-			  "fuse_readback", e->fuse_readback));
+			  "fuse_readback", e->fuse_readback, "finished_at", at));
 out:
 	err = wr_end(r, &w, err);
 	pthread_mutex_unlock(&r->lock);
@@ -1450,6 +1459,12 @@ cleanup:
 int rec_append_event(rec_store *r, const char *kind, int64_t unit_id,
 		     const char *uid, json_t *data)
 {
+	return rec_append_event_at(r, kind, unit_id, uid, NULL, data);
+}
+
+int rec_append_event_at(rec_store *r, const char *kind, int64_t unit_id,
+			const char *uid, const char *when, json_t *data)
+{
 	sqlite3_stmt *s = r->stmt[S_EV_LAST];
 	char at[32], prev[REC_HASH_HEX], hash[REC_HASH_HEX], sig[200];
 	uint8_t dig[SHA256_DIGEST_LENGTH], rs[64];
@@ -1474,7 +1489,10 @@ int rec_append_event(rec_store *r, const char *kind, int64_t unit_id,
 		json_decref(data);
 		return rec_db_fail(r, ST_E_DB, "read the end of the audit chain");
 	}
-	rec_now(at);
+	if (when)
+		snprintf(at, sizeof(at), "%s", when);
+	else
+		rec_now(at);
 	body = json_pack("{s:s, s:o, s:s?, s:s, s:s, s:I, s:s?, s:o}",
 			 "at", at, "data", data, "key",
 			 r->sign ? r->sign_key : NULL, "kind", kind, "prev", prev,
@@ -1628,7 +1646,7 @@ int rec_workorder_create(rec_store *r, const char *id, long quota)
 {
 	struct rec_waiter w;
 	sqlite3_stmt *s;
-	char q[32];
+	char q[32], at[32];
 	int err;
 
 	if (!r)
@@ -1642,10 +1660,12 @@ int rec_workorder_create(rec_store *r, const char *id, long quota)
 	}
 	if ((err = wr_txn(r, &w, "work order %s", id)))
 		goto out;
+	rec_now(at);
 	s = r->stmt[S_WO_INS];
 	rec_bind_text(s, 1, id);
 	if (quota >= 0)
 		sqlite3_bind_int64(s, 2, quota);
+	rec_bind_text(s, 3, at);
 	if (sqlite3_step(s) != SQLITE_DONE) {
 		if (sqlite3_extended_errcode(r->db) ==
 		    SQLITE_CONSTRAINT_PRIMARYKEY)
@@ -1658,9 +1678,10 @@ int rec_workorder_create(rec_store *r, const char *id, long quota)
 	rec_stmt_done(s);
 	snprintf(q, sizeof(q), "%ld", quota);
 	if (!err)
-		err = rec_append_event(r, "workorder_create", 0, NULL,
-			json_pack("{s:s, s:s?}", "work_order", id,
-				  "quota", quota >= 0 ? q : NULL));
+		err = rec_append_event_at(r, "workorder_create", 0, NULL, at,
+			json_pack("{s:s, s:s?, s:s}", "work_order", id,
+				  "quota", quota >= 0 ? q : NULL,
+				  "created_at", at));
 out:
 	err = wr_end(r, &w, err);
 	pthread_mutex_unlock(&r->lock);
@@ -1776,7 +1797,7 @@ int rec_revoke(rec_store *r, int64_t unit_id, const char *reason,
 {
 	struct rec_waiter w;
 	sqlite3_stmt *s = NULL;
-	char uid[128] = "", serial[128] = "", state[16] = "";
+	char uid[128] = "", serial[128] = "", state[16] = "", at[32];
 	json_t *data = NULL;
 	int err;
 
@@ -1816,7 +1837,7 @@ int rec_revoke(rec_store *r, int64_t unit_id, const char *reason,
 	}
 	if (sqlite3_prepare_v2(r->db, "INSERT INTO revocations (unit_id, uid,"
 			       " cert_serial, reason, revoked_by, revoked_at)"
-			       " VALUES (?1, ?2, ?3, ?4, ?5, " NOW ")", -1, &s,
+			       " VALUES (?1, ?2, ?3, ?4, ?5, ?6)", -1, &s,
 			       NULL) != SQLITE_OK) {
 		err = rec_db_fail(r, ST_E_DB, "revoke unit %lld", (long long)unit_id);
 		goto done;
@@ -1826,6 +1847,8 @@ int rec_revoke(rec_store *r, int64_t unit_id, const char *reason,
 	rec_bind_text(s, 3, serial);
 	rec_bind_text(s, 4, reason);
 	rec_bind_text(s, 5, by);
+	rec_now(at);
+	rec_bind_text(s, 6, at);
 	if (sqlite3_step(s) != SQLITE_DONE) {
 		err = sqlite3_extended_errcode(r->db) == SQLITE_CONSTRAINT_PRIMARYKEY ?
 		      rec_fail(r, ST_E_EXISTS, "unit record %lld is already revoked",
@@ -1833,9 +1856,10 @@ int rec_revoke(rec_store *r, int64_t unit_id, const char *reason,
 		      rec_db_fail(r, ST_E_DB, "revoke unit %lld", (long long)unit_id);
 		goto done;
 	}
-	data = json_pack("{s:I, s:s, s:s, s:s}", "unit", (json_int_t)unit_id,
-			 "cert_serial", serial, "reason", reason, "by", by);
-	err = rec_append_event(r, "revoke", 0, uid, data);
+	data = json_pack("{s:I, s:s, s:s, s:s, s:s}", "unit", (json_int_t)unit_id,
+			 "cert_serial", serial, "reason", reason, "by", by,
+			 "revoked_at", at);
+	err = rec_append_event_at(r, "revoke", 0, uid, at, data);
 done:
 	sqlite3_finalize(s);
 out:

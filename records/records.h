@@ -222,6 +222,8 @@ typedef struct rec_verify_result {
 	long long units;            /* unit rows cross-checked */
 	long long bad_seq;          /* first bad event, 0 if not one event */
 	int audit_certs;            /* audit certificates in the store */
+	long long head_seq;         /* the last event checked (0: none) */
+	char head_hash[65];         /* its hash, hex */
 } rec_verify_result;
 
 /* Approve an audit certificate (PEM) before its signatures count, e.g.

@@ -273,8 +273,23 @@ int st_cmd_crl(st_role_cli *c, int argc, char **argv)
 		return st_say(ST_EXIT_USAGE, "crl: say 'crl export --out FILE.crl "
 			      "[--days N]'");
 	code = st_cli_open_store(c->cfg, &rec);
-	if (!code)
-		code = c->open_hsm(c->ctx, &h);
+	if (code)
+		goto cleanup;
+	/* The list is made from the revocations table: only from a store in
+	 * which every revocation row is its signed event and every revoke
+	 * event has its row, so a deleted row cannot make a clean CRL. */
+	{
+		rec_verify_result v;
+
+		if (rec_verify(rec, NULL, NULL, &v)) {
+			code = st_say(ST_EXIT_RECORDS, "crl export: the records do "
+				      "not verify, no CRL written (a revocation "
+				      "could be missing from it): %s; see "
+				      "'station records verify'", rec_errmsg(rec));
+			goto cleanup;
+		}
+	}
+	code = c->open_hsm(c->ctx, &h);
 	if (code)
 		goto cleanup;
 	if (hsm_session_open(h, &s)) {

@@ -75,9 +75,11 @@ static int cmd_verify(st_rec_cli *c)
 		       v.audit_certs == 1 ? "" : "s",
 		       ca ? ", audit keys certified by the CA" : "");
 	} else if (rc == ST_E_VERIFY) {
+		/* rec_errmsg names the record itself ("event N ..."):
+		 * printing bad_seq as well said it twice */
 		if (v.bad_seq)
-			printf("records TAMPERED: %s: first bad record: event %lld: %s\n",
-			       c->cfg->records_path, v.bad_seq, rec_errmsg(r));
+			printf("records TAMPERED: %s: first bad record: %s\n",
+			       c->cfg->records_path, rec_errmsg(r));
 		else
 			printf("records TAMPERED: %s: %s\n", c->cfg->records_path,
 			       rec_errmsg(r));

@@ -519,8 +519,9 @@ int st_cmd_verify_pg(st_rec_cli *c)
 		       v.stations == 1 ? "" : "s", v.events,
 		       ca ? ", audit keys certified by the CA" : "");
 	} else if (rc == ST_E_VERIFY) {
-		printf("central records TAMPERED: station %s: first bad record: "
-		       "event %lld: %s\n", v.bad_station, v.bad_seq,
+		/* the message names the event itself */
+		printf("central records TAMPERED: station %s: %s%s\n",
+		       v.bad_station, v.bad_seq ? "first bad record: " : "",
 		       rec_errmsg(s.r));
 		code = ST_EXIT_RECORDS;
 	} else {

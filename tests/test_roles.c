@@ -371,6 +371,86 @@ Test(roles, reprovision_needs_a_supervisor_and_revokes_the_old_serial, .timeout 
 	fx_rmtree(w.dir);
 }
 
+/* Revocations are checked against their signed events both ways: a
+ * revocation row deleted (its trigger dropped), one inserted without an
+ * event, or one changed fails verify, and no CRL is made from such a
+ * store (it would silently leave a certificate out). */
+Test(roles, revocations_are_checked_both_ways_and_no_clean_crl_is_made, .timeout = 180)
+{
+	fx_world w;
+	fx_devsim sim;
+	fx_run r;
+	char apw[512], spw[512], crl[512], clean[512], cmd[2048];
+
+	fx_world_init(&w, true, 2000);
+	roles_init(&w);
+	pwfile(apw, &w, "alice");
+	pwfile(spw, &w, "sam");
+	cr_assert_eq(fx_devsim_start(&sim, w.dir, "prog", 1, "--seed r5"), 0);
+	fx_station_run(&r, &w, "--operator", "alice", "--password-file", apw,
+		       "--slot", sim.port, "provision", NULL);
+	cr_assert_eq(r.code, 0, "stdout:%s\nstderr:%s", r.out, r.err);
+	fx_devsim_stop(&sim);
+	cr_assert_eq(fx_devsim_rewind(sim.state_path), 0);
+	cr_assert_eq(fx_devsim_start(&sim, w.dir, "prog", 1, "--seed r5"), 0);
+	fx_station_run(&r, &w, "--operator", "alice", "--password-file", apw,
+		       "--reprovision", "--reason", "RMA 8", "--supervisor", "sam",
+		       "--supervisor-password-file", spw, "--slot", sim.port,
+		       "provision", NULL);
+	cr_assert_eq(r.code, 0, "stdout:%s\nstderr:%s", r.out, r.err);
+	fx_devsim_stop(&sim);
+	cr_assert_eq(fx_q_int(&w, "SELECT count(*) FROM revocations"), 1);
+	fx_station_run(&r, &w, "records", "verify", NULL);
+	cr_assert_eq(r.code, 0, "%s%s", r.out, r.err);
+	fx_path(clean, &w, "clean.db");
+	fx_path(crl, &w, "line.crl");
+	snprintf(cmd, sizeof(cmd), "cp '%s' '%s'", w.db, clean);
+	cr_assert_eq(system(cmd), 0);
+
+	/* deleted */
+	snprintf(cmd, sizeof(cmd), "sqlite3 '%s' 'DROP TRIGGER revocations_no_delete;"
+		 " DELETE FROM revocations'", w.db);
+	cr_assert_eq(system(cmd), 0);
+	fx_station_run(&r, &w, "records", "verify", NULL);
+	cr_assert_eq(r.code, 4, "%s%s", r.out, r.err);
+	cr_assert(strstr(r.out, "the revocation of unit 1, device ") &&
+		  strstr(r.out, "its revocations row is missing"), "%s", r.out);
+	fx_station_run(&r, &w, "crl", "export", "--out", crl, NULL);
+	cr_assert_eq(r.code, 4, "a CRL from a store that lost a revocation: %s%s",
+		     r.out, r.err);
+	cr_assert(strstr(r.err, "no CRL written"), "%s", r.err);
+	cr_assert_neq(access(crl, F_OK), 0, "a CRL was written");
+
+	/* inserted without an event: the new identity revoked behind the
+	 * chain's back */
+	snprintf(cmd, sizeof(cmd), "cp '%s' '%s' && sqlite3 '%s' \"INSERT INTO"
+		 " revocations SELECT id, uid, cert_serial, 'forged', 'mallory',"
+		 " started_at FROM units WHERE id = 2\"", clean, w.db, w.db);
+	cr_assert_eq(system(cmd), 0);
+	fx_station_run(&r, &w, "records", "verify", NULL);
+	cr_assert_eq(r.code, 4, "%s%s", r.out, r.err);
+	cr_assert(strstr(r.out, "2 revocations rows but 1 revoke events"), "%s", r.out);
+	fx_station_run(&r, &w, "crl", "export", "--out", crl, NULL);
+	cr_assert_eq(r.code, 4, "%s%s", r.out, r.err);
+
+	/* changed */
+	snprintf(cmd, sizeof(cmd), "cp '%s' '%s' && sqlite3 '%s' 'DROP TRIGGER"
+		 " revocations_final; UPDATE revocations SET revoked_by = \"nobody\"'",
+		 clean, w.db, w.db);
+	cr_assert_eq(system(cmd), 0);
+	fx_station_run(&r, &w, "records", "verify", NULL);
+	cr_assert_eq(r.code, 4, "%s%s", r.out, r.err);
+	cr_assert(strstr(r.out, "column revoked_by of table revocations"), "%s", r.out);
+
+	/* untouched: the CRL is made */
+	snprintf(cmd, sizeof(cmd), "cp '%s' '%s'", clean, w.db);
+	cr_assert_eq(system(cmd), 0);
+	fx_station_run(&r, &w, "crl", "export", "--out", crl, NULL);
+	cr_assert_eq(r.code, 0, "%s%s", r.out, r.err);
+	cr_assert(strstr(r.out, "1 revoked certificate"), "%s", r.out);
+	fx_rmtree(w.dir);
+}
+
 /* Only an engineer installs a profile, only a signed one; recorded. */
 Test(roles, profile_install_is_for_an_engineer_and_recorded, .timeout = 120)
 {
