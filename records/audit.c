@@ -838,3 +838,162 @@ out:
 	pthread_mutex_unlock(&r->lock);
 	return err;
 }
+
+/* ---- Checkpoints ---- */
+
+int rec_head(rec_store *r, long long *seq, char hash[65])
+{
+	sqlite3_stmt *s = NULL;
+	int rc, err;
+
+	if (!r || !seq || !hash)
+		return ST_E_INVAL;
+	err = rec_enter(r);
+	if (err)
+		goto out;
+	if ((err = prep(r, "SELECT seq, hash FROM events ORDER BY seq DESC"
+			" LIMIT 1", &s)))
+		goto out;
+	*seq = 0;
+	memset(hash, '0', 64);
+	hash[64] = '\0';
+	rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW) {
+		*seq = sqlite3_column_int64(s, 0);
+		snprintf(hash, 65, "%s", col(s, 1) ? col(s, 1) : "");
+	} else if (rc != SQLITE_DONE) {
+		err = rec_db_fail(r, ST_E_DB, "read the head of the chain");
+	}
+out:
+	sqlite3_finalize(s);
+	pthread_mutex_unlock(&r->lock);
+	return err;
+}
+
+/* Sorted keys, compact, ASCII, like the events: one text per content. */
+char *rec_checkpoint_body(const char *station, long long seq,
+			  const char *hash, const char *audit_sha256)
+{
+	char at[32], *text, *out = NULL;
+	json_t *o;
+
+	rec_now(at);
+	o = json_pack("{s:s, s:s, s:s, s:s, s:I, s:s, s:i}", "at", at,
+		      "audit_cert_sha256", audit_sha256 ? audit_sha256 : "",
+		      "head_hash", hash ? hash : "", "kind", "checkpoint",
+		      "seq", (json_int_t)seq, "station", station ? station : "",
+		      "version", 1);
+	text = o ? json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS |
+			      JSON_ENSURE_ASCII) : NULL;
+	json_decref(o);
+	if (text && asprintf(&out, "%s\n", text) < 0)
+		out = NULL;
+	free(text);
+	return out;
+}
+
+int rec_checkpoint_parse(const char *body, rec_checkpoint *out)
+{
+	json_error_t je;
+	json_t *o = body ? json_loads(body, JSON_REJECT_DUPLICATES, &je) : NULL;
+	const char *st = json_string_value(json_object_get(o, "station"));
+	const char *h = json_string_value(json_object_get(o, "head_hash"));
+	const char *at = json_string_value(json_object_get(o, "at"));
+	const char *k = json_string_value(json_object_get(o, "audit_cert_sha256"));
+	const char *kind = json_string_value(json_object_get(o, "kind"));
+	json_t *seq = json_object_get(o, "seq");
+	int err = ST_E_INVAL;
+
+	if (st && h && at && k && kind && !strcmp(kind, "checkpoint") &&
+	    json_is_integer(seq) && json_integer_value(seq) >= 0 &&
+	    strlen(h) == 64 && strlen(k) == 64 && strlen(st) < sizeof(out->station) &&
+	    strlen(at) < sizeof(out->at)) {
+		snprintf(out->station, sizeof(out->station), "%s", st);
+		snprintf(out->head_hash, sizeof(out->head_hash), "%s", h);
+		snprintf(out->at, sizeof(out->at), "%s", at);
+		snprintf(out->audit_sha256, sizeof(out->audit_sha256), "%s", k);
+		out->seq = json_integer_value(seq);
+		err = ST_OK;
+	}
+	json_decref(o);
+	return err;
+}
+
+int rec_checkpoint_check(rec_store *r, const char *body, const uint8_t *sig,
+			 size_t siglen, rec_cert_check_fn check, void *ctx,
+			 rec_checkpoint *out)
+{
+	struct rec_chain c;
+	sqlite3_stmt *s = NULL;
+	rec_checkpoint cp;
+	EVP_MD_CTX *md = NULL;
+	EVP_PKEY *pk = NULL;
+	long long last = 0;
+	int rc, err;
+
+	if (!r || !body)
+		return ST_E_INVAL;
+	rec_chain_init(&c, r);
+	err = rec_enter(r);
+	if (err)
+		goto out;
+	if (rec_checkpoint_parse(body, &cp)) {
+		err = rec_fail(r, ST_E_VERIFY, "the checkpoint is not one (its "
+			       "text is not a checkpoint body)");
+		goto out;
+	}
+	if (out)
+		*out = cp;
+	if ((err = prep(r, "SELECT pem FROM audit_certs WHERE sha256 = ?1", &s)))
+		goto out;
+	rec_bind_text(s, 1, cp.audit_sha256);
+	rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW)
+		err = rec_chain_cert(&c, cp.audit_sha256, col(s, 0), check, ctx);
+	else
+		err = rec_fail(r, ST_E_VERIFY, "the checkpoint of seq %lld was "
+			       "signed by audit certificate %s, which this store "
+			       "does not hold (a checkpoint of another store, or "
+			       "a replaced store)", cp.seq, cp.audit_sha256);
+	sqlite3_finalize(s);
+	s = NULL;
+	if (err)
+		goto out;
+	pk = c.certs[0].key;
+	md = EVP_MD_CTX_new();
+	if (!sig || !md || EVP_DigestVerifyInit(md, NULL, EVP_sha256(), NULL, pk) != 1 ||
+	    EVP_DigestVerify(md, sig, siglen, (const unsigned char *)body,
+			     strlen(body)) != 1) {
+		err = rec_fail(r, ST_E_VERIFY, "the checkpoint's signature does "
+			       "not verify under audit certificate %s (the "
+			       "checkpoint or its signature was changed)",
+			       cp.audit_sha256);
+		goto out;
+	}
+	if ((err = prep(r, "SELECT (SELECT coalesce(max(seq), 0) FROM events),"
+			" (SELECT hash FROM events WHERE seq = ?1)", &s)))
+		goto out;
+	sqlite3_bind_int64(s, 1, cp.seq);
+	if (sqlite3_step(s) != SQLITE_ROW) {
+		err = rec_db_fail(r, ST_E_DB, "read the chain");
+		goto out;
+	}
+	last = sqlite3_column_int64(s, 0);
+	if (last < cp.seq)
+		err = rec_fail(r, ST_E_VERIFY, "the chain ends at event %lld, "
+			       "but the checkpoint of %s says station %s had "
+			       "%lld events (head %.16s...): events %lld..%lld "
+			       "were cut off its end", last, cp.at, cp.station,
+			       cp.seq, cp.head_hash, last + 1, cp.seq);
+	else if (!col(s, 1) || strcmp(col(s, 1), cp.head_hash))
+		err = rec_fail(r, ST_E_VERIFY, "event %lld has hash %.16s..., "
+			       "but the checkpoint of %s says %.16s...: the chain "
+			       "was replaced or rewritten from there on", cp.seq,
+			       col(s, 1) ? col(s, 1) : "?", cp.at, cp.head_hash);
+out:
+	EVP_MD_CTX_free(md);
+	sqlite3_finalize(s);
+	rec_chain_free(&c);
+	pthread_mutex_unlock(&r->lock);
+	return err;
+}

@@ -242,6 +242,50 @@ typedef int (*rec_cert_check_fn)(void *ctx, const char *pem, char *why,
 int rec_verify(rec_store *r, rec_cert_check_fn check, void *check_ctx,
 	       rec_verify_result *out);
 
+/* ---- Checkpoints (docs/records.md, "Checkpoints") ----
+ *
+ * A checkpoint is a small signed statement of the chain's head that
+ * leaves the store (printed, written to a file, put in each evidence
+ * bundle, shipped by sync): whoever keeps one can later tell a chain cut
+ * off at its end from one that grew.  Its body is canonical JSON and a
+ * newline; the signature (the audit key's, DER) is over those bytes, so
+ * `openssl dgst -sha256 -verify audit.pub.pem -signature cp.sig cp.json`
+ * checks it. */
+
+/* The chain's last event: its seq (0 for an empty chain) and hash (64
+ * zeros then). */
+int rec_head(rec_store *r, long long *seq, char hash[65]);
+
+/* The body of a checkpoint of station's chain at seq with that hash,
+ * signed by the audit certificate whose SHA-256 (of the DER) is
+ * audit_sha256, at the time now: malloc'd text ending in a newline, or
+ * NULL when out of memory. */
+char *rec_checkpoint_body(const char *station, long long seq,
+			  const char *hash, const char *audit_sha256);
+
+/* What a checkpoint says, read back by rec_checkpoint_parse. */
+typedef struct rec_checkpoint {
+	char station[128];
+	long long seq;
+	char head_hash[65];
+	char at[32];
+	char audit_sha256[65];
+} rec_checkpoint;
+
+/* Read a checkpoint's body; ST_E_INVAL when it is not one (out says
+ * nothing then). */
+int rec_checkpoint_parse(const char *body, rec_checkpoint *out);
+
+/* Check a checkpoint against the store: the signature (DER) over body
+ * under the audit certificate it names, which must be in the store (and
+ * pass check, may be NULL); then the chain must hold the event at its seq
+ * with its hash.  ST_OK; ST_E_VERIFY with the cause in rec_errmsg (a chain
+ * shorter than the checkpoint: events were cut off its end; another hash:
+ * the chain was replaced or rewritten; a bad signature). */
+int rec_checkpoint_check(rec_store *r, const char *body, const uint8_t *sig,
+			 size_t siglen, rec_cert_check_fn check, void *ctx,
+			 rec_checkpoint *out);
+
 /* ---- Queries ---- */
 
 /* Which units a query returns; NULL fields do not filter.  Dates compare

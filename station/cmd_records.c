@@ -17,6 +17,7 @@
 
 #include "base.h"
 #include "records/records.h"
+#include "station/checkpoint.h"
 #include "station/cmd_records.h"
 #include "station/cmd_sync.h"
 #include "station/x509.h"
@@ -67,6 +68,42 @@ static int cmd_verify(st_rec_cli *c)
 			code = ST_EXIT_RECORDS;
 			goto cleanup;
 		}
+	}
+	if (rc == ST_OK && c->checkpoint) {
+		/* a signed head kept away from the store: the chain must still
+		 * hold it (a cut end or a rewritten chain does not) */
+		char err[512];
+		uint8_t *sig = NULL;
+		char *body = NULL;
+		size_t siglen = 0;
+		rec_checkpoint cp;
+		int crc;
+
+		if (st_checkpoint_read(c->checkpoint, &body, &sig, &siglen, err,
+				       sizeof(err))) {
+			code = st_say(ST_EXIT_USAGE, "verify --checkpoint: %s", err);
+			goto cleanup;
+		}
+		crc = rec_checkpoint_check(r, body, sig, siglen,
+					   ca ? st_cli_check_issuer : NULL, ca, &cp);
+		free(body);
+		free(sig);
+		if (crc == ST_OK && strcmp(cp.station, c->cfg->station_id)) {
+			printf("records: %s: the checkpoint %s is of station %s, this "
+			       "is station %s: not checked\n", c->cfg->records_path,
+			       c->checkpoint, cp.station, c->cfg->station_id);
+			code = ST_EXIT_USAGE;
+			goto cleanup;
+		}
+		if (crc) {
+			printf("records TAMPERED: %s: checkpoint %s: %s\n",
+			       c->cfg->records_path, c->checkpoint, rec_errmsg(r));
+			code = ST_EXIT_RECORDS;
+			goto cleanup;
+		}
+		printf("checkpoint OK: %s: event %lld has the hash the checkpoint "
+		       "of %s signed; the chain goes on to event %lld\n",
+		       c->checkpoint, cp.seq, cp.at, v.head_seq);
 	}
 	if (rc == ST_OK) {
 		printf("records OK: %s: %lld events, %lld units, %d audit "
@@ -381,6 +418,8 @@ struct bundle {
 	char err[4608];
 	int certs;
 	char audit_pem[8192];
+	long long last_seq;             /* the last event in events.jsonl */
+	char last_hash[65];
 };
 
 /* Write text to dir/name (fsynced). */
@@ -431,6 +470,8 @@ static int bundle_event(void *ctx, const rec_event_row *e)
 	fprintf(b->events, "{\"seq\":%lld,\"hash\":\"%s\",\"sig\":%s%s%s,\"body\":%s}\n",
 		(long long)e->seq, e->hash, e->sig ? "\"" : "",
 		e->sig ? e->sig : "null", e->sig ? "\"" : "", e->body);
+	b->last_seq = e->seq;
+	snprintf(b->last_hash, sizeof(b->last_hash), "%s", e->hash);
 	return 0;
 }
 
@@ -551,6 +592,7 @@ cleanup:
 static int cmd_evidence(st_rec_cli *c)
 {
 	struct bundle b = { .dir = c->evidence };
+	st_checkpoint cp = { .body = NULL };
 	char path[4096], *mtext = NULL;
 	const uint8_t *der;
 	size_t mlen = 0, dlen;
@@ -564,6 +606,7 @@ static int cmd_evidence(st_rec_cli *c)
 
 	if (filter_from(c, &f))
 		return st_say(ST_EXIT_USAGE, "--result is PASS, FAIL, QUARANTINE or RUNNING");
+	memset(b.last_hash, '0', 64);   /* an empty chain's head */
 	code = st_cli_open_store(c->cfg, &r);
 	if (code)
 		return code;
@@ -611,8 +654,13 @@ static int cmd_evidence(st_rec_cli *c)
 	    fsync(fileno(b.events)) || ca_pem(c, &b, h) ||
 	    der_to_pem(der, dlen, b.audit_pem, sizeof(b.audit_pem)) ||
 	    put_file(&b, "audit.pem", b.audit_pem, strlen(b.audit_pem)) ||
+	    st_checkpoint_make(r, a, c->cfg->station_id, b.last_seq, b.last_hash,
+			       &cp, b.err, sizeof(b.err)) ||
+	    put_file(&b, "checkpoint.json", cp.body, strlen(cp.body)) ||
+	    put_file(&b, "checkpoint.sig", (const char *)cp.sig, cp.siglen) ||
 	    hash_line(&b, "units.jsonl", m) || hash_line(&b, "events.jsonl", m) ||
 	    hash_line(&b, "ca.pem", m) || hash_line(&b, "audit.pem", m) ||
+	    hash_line(&b, "checkpoint.json", m) || hash_line(&b, "checkpoint.sig", m) ||
 	    rec_list_units(r, &f, manifest_unit, &b)) {
 		st_say(code, "export: %s", b.err[0] ? b.err : "cannot write the bundle");
 		goto cleanup;
@@ -626,10 +674,12 @@ static int cmd_evidence(st_rec_cli *c)
 	}
 	code = 0;
 	printf("evidence in %s: units.jsonl, events.jsonl (%lld events), %d device "
-	       "certificate%s, ca.pem, audit.pem, manifest.sha256, manifest.sig; "
-	       "check it as docs/evidence.md says\n", b.dir, v.events, b.certs,
-	       b.certs == 1 ? "" : "s");
+	       "certificate%s, ca.pem, audit.pem, checkpoint.json (events 1..%lld, "
+	       "head %s), checkpoint.sig, manifest.sha256, manifest.sig; check it "
+	       "as docs/evidence.md says\n", b.dir, b.last_seq, b.certs,
+	       b.certs == 1 ? "" : "s", cp.cp.seq, cp.cp.head_hash);
 cleanup:
+	st_checkpoint_free(&cp);
 	if (m)
 		fclose(m);
 	free(mtext);

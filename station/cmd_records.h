@@ -17,6 +17,8 @@ typedef struct st_rec_cli {
 	const char *evidence;      /* export --evidence DIR */
 	const char *ca_cert;       /* verify --ca-cert FILE */
 	const char *anchor;        /* verify --anchor HASH: must be in the chain */
+	const char *checkpoint;    /* verify --checkpoint FILE: a signed head the
+				    * chain must still hold */
 	const char *out;           /* audit init --out FILE */
 	long quota;                /* workorder create --quota N; -1 none */
 	const char *config_path;   /* the configuration file (its sync group) */

@@ -142,6 +142,7 @@ static int config_parse(const char *path, st_config *cfg, bool check_files,
 	    take_string(&c, "hsm.ca_key", &cfg->ca_label) ||
 	    take_string(&c, "records.path", &cfg->records_path) ||
 	    take_string(&c, "records.cert_dir", &cfg->cert_dir) ||
+	    take_string(&c, "records.checkpoint_dir", &cfg->checkpoint_dir) ||
 	    take_string(&c, "profile", &cfg->profile_path) ||
 	    take_string(&c, "trust.engineering_key", &cfg->engineering_key) ||
 	    take_string(&c, "roles.operators", &cfg->operators_path) ||
@@ -212,6 +213,7 @@ void st_config_free(st_config *cfg)
 	free(cfg->ca_label);
 	free(cfg->records_path);
 	free(cfg->cert_dir);
+	free(cfg->checkpoint_dir);
 	free(cfg->profile_path);
 	for (int i = 0; i < cfg->nslots; i++) {
 		free(cfg->slots[i].name);

@@ -26,6 +26,7 @@
 #include "base.h"
 #include "hsm/hsm.h"
 #include "records/records.h"
+#include "station/checkpoint.h"
 #include "station/cmd_profile.h"
 #include "station/cmd_records.h"
 #include "station/roles.h"
@@ -284,6 +285,29 @@ static int provision_run(hsm *h, rec_store *rec, struct cli *cli,
 	return rc;
 }
 
+/* The end of a run: a checkpoint of the chain's head, signed by the audit
+ * key, written to the checkpoint directory, so a later cut of the chain's
+ * end is seen (docs/records.md, "Checkpoints").  A failure is a warning:
+ * every unit is on record already. */
+static int run_checkpoint(struct cli *cli, hsm *h, rec_store *rec,
+			  st_checkpoint *cp, char *err, size_t errlen)
+{
+	char dir[4096];
+	st_audit *a = NULL;
+	int rc;
+
+	rc = st_audit_open(h, cli->cfg.ca_label ? cli->cfg.ca_label : "issuing-ca",
+			   ST_AUDIT_LABEL, cli->cfg.station_id, &a, err, errlen);
+	if (!rc)
+		rc = st_checkpoint_make(rec, a, cli->cfg.station_id, -1, NULL, cp,
+					err, errlen);
+	st_checkpoint_dir(&cli->cfg, dir, sizeof(dir));
+	if (!rc)
+		rc = st_checkpoint_write(cp, a, dir, NULL, err, errlen);
+	st_audit_close(a);
+	return rc;
+}
+
 static int cmd_provision(struct cli *cli, int argc, char **argv)
 {
 	char err[512] = "";
@@ -292,8 +316,10 @@ static int cmd_provision(struct cli *cli, int argc, char **argv)
 	rec_store *rec = NULL;
 	hsm *h = NULL;
 	st_sync_quota *quota = NULL;
+	st_checkpoint cp = { .body = NULL };
+	char cperr[512] = "";
 	st_summary sum;
-	int rc, code;
+	int rc, code, cprc;
 
 	(void)argv;
 	if (argc > 0 || cli->run.nslots == 0)
@@ -348,6 +374,10 @@ static int cmd_provision(struct cli *cli, int argc, char **argv)
 		code = sum.slot_errors ? EXIT_LINK : 0;
 		goto cleanup;
 	}
+	cprc = run_checkpoint(cli, h, rec, &cp, cperr, sizeof(cperr));
+	if (cprc)
+		fprintf(stderr, "station: warning: no checkpoint of the records was "
+			"written: %s\n", cperr);
 	if (cli->json) {
 		rec_stats rs = { 0 };
 		json_t *o;
@@ -361,6 +391,15 @@ static int cmd_provision(struct cli *cli, int argc, char **argv)
 			      "records", cli->cfg.records_path,
 			      "record_writes", (json_int_t)rs.writes,
 			      "record_commits", (json_int_t)rs.commits);
+		if (o && !cprc)
+			json_object_set_new(o, "checkpoint", json_pack(
+				"{s:s, s:I, s:s, s:s, s:s, s:s}",
+				"station", cp.cp.station, "seq", (json_int_t)cp.cp.seq,
+				"head_hash", cp.cp.head_hash, "at", cp.cp.at,
+				"audit_cert_sha256", cp.cp.audit_sha256,
+				"file", cp.path));
+		else if (o)
+			json_object_set_new(o, "checkpoint_error", json_string(cperr));
 
 		json_dumpf(o, stdout, JSON_COMPACT);
 		fputc('\n', stdout);
@@ -371,11 +410,17 @@ static int cmd_provision(struct cli *cli, int argc, char **argv)
 		       sum.skipped, sum.slot_errors ? "; a slot stopped on an error" : "",
 		       cli->cfg.records_path, cli->cfg.cert_dir ? ", certificates in " : "",
 		       cli->cfg.cert_dir ? cli->cfg.cert_dir : "");
+		if (!cprc)
+			printf("checkpoint: station %s, events 1..%lld, head %s, "
+			       "signed by the audit key; in %s (keep a copy away "
+			       "from the station)\n", cp.cp.station, cp.cp.seq,
+			       cp.cp.head_hash, cp.path);
 	}
 	code = sum.record_errors ? EXIT_RECORDS : sum.hsm_errors ? EXIT_HSM :
 	       sum.slot_errors ? EXIT_LINK :
 	       (sum.fail || sum.quarantine) ? EXIT_UNIT_FAILED : 0;
 cleanup:
+	st_checkpoint_free(&cp);
 	st_sync_quota_close(quota);
 	hsm_close(h);
 	rec_close(rec);
@@ -632,7 +677,8 @@ static const struct command commands[] = {
 	{ "devices", cmd_devices, "devices [--slot PORT...] [--json] [--watch]   (attached programmers)" },
 	{ "audit", cmd_audit, "audit init [--out FILE]   (the audit key; made on first use too)" },
 	{ "records", cmd_records,
-	  "records verify [--ca-cert FILE] [--anchor HASH] | records list|export [--work-order ID]\n"
+	  "records verify [--ca-cert FILE] [--anchor HASH] [--checkpoint FILE.json]\n"
+	  "          | records list|export [--work-order ID]\n"
 	  "          [--since DATE] [--until DATE] [--result R] [--uid UID]\n"
 	  "          [--format table|jsonl|csv] | records export --evidence DIR\n"
 	  "          | records show UID|ID | records workorder create ID [--quota N]\n"
@@ -720,6 +766,7 @@ int main(int argc, char **argv)
 		{ "follow", no_argument, NULL, 0x10b },
 		{ "status", no_argument, NULL, 0x10c },
 		{ "pg", no_argument, NULL, 0x10d },
+		{ "checkpoint", required_argument, NULL, 0x10e },
 		{ "in", required_argument, NULL, 'I' },
 		{ "chain", required_argument, NULL, 'H' },
 		{ "key-type", required_argument, NULL, 'K' },
@@ -808,6 +855,7 @@ int main(int argc, char **argv)
 		case 0x10b: cli.rec.sync_follow = true; break;
 		case 0x10c: cli.rec.sync_status = true; break;
 		case 0x10d: cli.rec.pg = true; break;
+		case 0x10e: cli.rec.checkpoint = optarg; break;
 		case 'h': usage(stdout); return 0;
 		case 'p': case 'r': case 'D': case 'm': case 't': case 'k':
 			if (nlater < (int)ST_ARRAY_SIZE(later))

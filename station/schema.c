@@ -120,6 +120,10 @@ const st_schema_key st_config_schema[] = {
 	  .doc = "SQLite records store; `--records` overrides." },
 	{ "records.cert_dir", SK_STRING, SK_DIR, 1, 4095, .def = "",
 	  .doc = "Directory for PEM copies of issued certificates; `--cert-dir` overrides." },
+	{ "records.checkpoint_dir", SK_STRING, SK_DIR, 1, 4095, .def = "",
+	  .doc = "Directory for the signed checkpoints of the audit chain written "
+		 "at the end of each run (else `<records.path>.checkpoints`, "
+		 "created); `records sync` ships them." },
 	{ "profile", SK_STRING, SK_FILE, 1, 4095, .def = "",
 	  .doc = "Product profile file; `--profile` overrides.  `config check` checks it too." },
 	{ "programmer", SK_GROUP, 0, .doc = "The programmer link." },

@@ -28,6 +28,8 @@ typedef struct st_config {
 				* newest valid CA in the token */
 	char *records_path;    /* records.path: SQLite file */
 	char *cert_dir;        /* records.cert_dir: PEM copies of issued certs (optional) */
+	char *checkpoint_dir;  /* records.checkpoint_dir: signed checkpoints of the
+				* chain's head (NULL: <records_path>.checkpoints) */
 	char *profile_path;    /* profile: product profile file */
 	int timeout_ms;        /* programmer.timeout_ms */
 	int retries;           /* programmer.retries as drv_opts takes it (-1: none) */

@@ -141,13 +141,14 @@ Test(evidence, provisioning_is_signed_and_verify_catches_tampering, .timeout = 1
 	fx_rmtree(w.dir);
 }
 
-/* The block between the auditor-check markers in docs/evidence.md. */
-static void auditor_script(const char *dst)
+/* The block between the auditor-<name> markers in docs/evidence.md. */
+static void auditor_block(const char *dst, const char *name)
 {
-	char doc[1024], line[4096], build[512];
+	char doc[1024], line[4096], build[512], begin[128];
 	FILE *in, *out;
 	int state = 0;
 
+	snprintf(begin, sizeof(begin), "<!-- auditor-%s:begin -->", name);
 	snprintf(build, sizeof(build), "%s", getenv("STATION_BUILD"));
 	snprintf(doc, sizeof(doc), "%s/docs/evidence.md", dirname(build));
 	in = fopen(doc, "r");
@@ -155,7 +156,7 @@ static void auditor_script(const char *dst)
 	out = fopen(dst, "w");
 	cr_assert_not_null(out);
 	while (fgets(line, sizeof(line), in)) {
-		if (strstr(line, "<!-- auditor-check:begin -->"))
+		if (strstr(line, begin))
 			state = 1;
 		else if (state == 1 && !strncmp(line, "```sh", 5))
 			state = 2;
@@ -166,7 +167,12 @@ static void auditor_script(const char *dst)
 	}
 	fclose(in);
 	fclose(out);
-	cr_assert_eq(state, 3, "no auditor-check block in %s", doc);
+	cr_assert_eq(state, 3, "no auditor-%s block in %s", name, doc);
+}
+
+static void auditor_script(const char *dst)
+{
+	auditor_block(dst, "check");
 }
 
 /* Run the auditor's commands in dir; returns bash's exit status. */
@@ -177,6 +183,24 @@ static int audit_bundle(const char *script, const char *dir, char *log, size_t c
 	size_t n;
 
 	snprintf(cmd, sizeof(cmd), "cd '%s' && bash '%s' 2>&1", dir, script);
+	p = popen(cmd, "r");
+	cr_assert_not_null(p);
+	n = fread(log, 1, cap - 1, p);
+	log[n] = '\0';
+	return pclose(p);
+}
+
+/* The extends-check of docs/evidence.md in the bundle dir, with OLD the
+ * earlier bundle; returns bash's exit status. */
+static int audit_extends(const char *script, const char *dir, const char *old,
+			 char *log, size_t cap)
+{
+	char cmd[2048];
+	FILE *p;
+	size_t n;
+
+	snprintf(cmd, sizeof(cmd), "cd '%s' && OLD='%s' bash '%s' 2>&1", dir, old,
+		 script);
 	p = popen(cmd, "r");
 	cr_assert_not_null(p);
 	n = fread(log, 1, cap - 1, p);
@@ -661,5 +685,114 @@ Test(evidence, the_first_bad_record_is_named_once, .timeout = 120)
 	snprintf(want, sizeof(want), "records TAMPERED: %s: first bad record: event 5 "
 		 "is missing (the next stored is 6): events were deleted\n", w.db);
 	cr_assert_str_eq(R.out, want);
+	fx_rmtree(w.dir);
+}
+
+/* The checkpoint a --json run prints: its file. */
+static void run_checkpoint_file(const char *out, char *file, size_t cap,
+				long long *seq)
+{
+	json_t *a = fx_json_events(out, "summary"), *cp;
+
+	cr_assert_eq(json_array_size(a), 1, "%s", out);
+	cp = json_object_get(json_array_get(a, 0), "checkpoint");
+	cr_assert(json_is_object(cp), "no checkpoint in the summary: %s", out);
+	snprintf(file, cap, "%s", json_string_value(json_object_get(cp, "file")));
+	*seq = json_integer_value(json_object_get(cp, "seq"));
+	cr_assert_gt(*seq, 0);
+	cr_assert_eq(strlen(json_string_value(json_object_get(cp, "head_hash"))), 64);
+	json_decref(a);
+}
+
+/* Cutting the last run off the chain (its events, steps and unit rows,
+ * made consistent) passes plain verify, as before; a checkpoint taken
+ * before the cut catches it, with openssl alone too, and a bundle
+ * exported after the cut fails the documented extends-check against an
+ * earlier bundle (a bundle exported without a cut passes it). */
+Test(evidence, a_cut_tail_is_caught_by_an_earlier_checkpoint, .timeout = 240)
+{
+	fx_world w;
+	char cp1[600], cp2[600], b1[600], b2[600], b3[600], cmd[4096], log[16384];
+	char check[600], extends[600], dir[600];
+	long long s1, s2;
+
+	fx_world_init(&w, true, 2000);
+	snprintf(check, sizeof(check), "%s/auditor.sh", w.dir);
+	snprintf(extends, sizeof(extends), "%s/extends.sh", w.dir);
+	auditor_script(check);
+	auditor_block(extends, "extends");
+
+	provision(&w, "p1", 2, NULL);
+	cr_assert_eq(R.code, 0, "%s\n%s", R.out, R.err);
+	run_checkpoint_file(R.out, cp1, sizeof(cp1), &s1);
+	cr_assert_eq(s1, fx_q_int(&w, "SELECT max(seq) FROM events"));
+	/* the file is checked by openssl alone, with the certificate beside it */
+	snprintf(dir, sizeof(dir), "%s", cp1);
+	*strrchr(dir, '/') = '\0';
+	snprintf(cmd, sizeof(cmd), "cd '%s' && openssl x509 -in audit-*.pem -noout "
+		 "-pubkey > /tmp/cp-$$.pub && openssl dgst -sha256 -verify "
+		 "/tmp/cp-$$.pub -signature '%.*s.sig' '%s'; rc=$?; rm -f "
+		 "/tmp/cp-$$.pub; exit $rc", dir, (int)(strlen(cp1) - 5), cp1, cp1);
+	cr_assert_eq(system(cmd), 0, "openssl does not verify %s", cp1);
+	snprintf(b1, sizeof(b1), "%s/b1", w.dir);
+	fx_station_run(&R, &w, "records", "export", "--evidence", b1, NULL);
+	cr_assert_eq(R.code, 0, "%s\n%s", R.out, R.err);
+
+	provision(&w, "p2", 1, NULL);
+	cr_assert_eq(R.code, 0, "%s\n%s", R.out, R.err);
+	run_checkpoint_file(R.out, cp2, sizeof(cp2), &s2);
+	cr_assert_gt(s2, s1);
+	fx_station_run(&R, &w, "--checkpoint", cp2, "records", "verify", NULL);
+	cr_assert_eq(R.code, 0, "%s\n%s", R.out, R.err);
+	cr_assert(strstr(R.out, "checkpoint OK"), "%s", R.out);
+	snprintf(b2, sizeof(b2), "%s/b2", w.dir);
+	fx_station_run(&R, &w, "records", "export", "--evidence", b2, NULL);
+	cr_assert_eq(R.code, 0, "%s\n%s", R.out, R.err);
+	cr_assert_eq(audit_bundle(check, b2, log, sizeof(log)), 0, "%s", log);
+	cr_assert_eq(audit_extends(extends, b2, b1, log, sizeof(log)), 0,
+		     "a grown chain does not extend the older bundle:\n%s", log);
+
+	/* cut the second run off: its events and the rows it made */
+	snprintf(cmd, sizeof(cmd), "DROP TRIGGER events_no_delete;"
+		 " DROP TRIGGER units_no_delete; DELETE FROM events WHERE seq > %lld;"
+		 " DELETE FROM steps WHERE unit_id = 3; DELETE FROM units WHERE id = 3",
+		 s1);
+	sql_exec(w.db, cmd);
+	fx_station_run(&R, &w, "records", "verify", NULL);
+	cr_assert_eq(R.code, 0, "the documented limit of plain verify: %s\n%s",
+		     R.out, R.err);
+	fx_station_run(&R, &w, "--checkpoint", cp1, "records", "verify", NULL);
+	cr_assert_eq(R.code, 0, "%s\n%s", R.out, R.err);
+	fx_station_run(&R, &w, "--checkpoint", cp2, "records", "verify", NULL);
+	cr_assert_eq(R.code, 4, "%s\n%s", R.out, R.err);
+	snprintf(cmd, sizeof(cmd), "the chain ends at event %lld, but the "
+		 "checkpoint of ", s1);
+	cr_assert(strstr(R.out, cmd), "%s", R.out);
+	snprintf(cmd, sizeof(cmd), "events %lld..%lld were cut off its end", s1 + 1, s2);
+	cr_assert(strstr(R.out, cmd), "%s", R.out);
+
+	/* the bundle made after the cut is consistent by itself, and does not
+	 * extend the one made before it */
+	snprintf(b3, sizeof(b3), "%s/b3", w.dir);
+	fx_station_run(&R, &w, "records", "export", "--evidence", b3, NULL);
+	cr_assert_eq(R.code, 0, "%s\n%s", R.out, R.err);
+	cr_assert_eq(audit_bundle(check, b3, log, sizeof(log)), 0, "%s", log);
+	cr_assert_neq(audit_extends(extends, b3, b2, log, sizeof(log)), 0,
+		      "a cut chain passed the extends-check:\n%s", log);
+	/* and a rewritten tail (other events where the cut ones were) fails
+	 * too; its own checkpoint does not replace the kept one */
+	{
+		fx_devsim sim;
+
+		cr_assert_eq(fx_devsim_start(&sim, w.dir, "p3", 3, "--seed cut3"), 0);
+		fx_station_run(&R, &w, "--json", "--burn-fuses", "--slot", sim.port,
+			       "provision", NULL);
+		fx_devsim_stop(&sim);
+	}
+	cr_assert_eq(R.code, 0, "%s\n%s", R.out, R.err);
+	cr_assert_gt(fx_q_int(&w, "SELECT max(seq) FROM events"), s2);
+	fx_station_run(&R, &w, "--checkpoint", cp2, "records", "verify", NULL);
+	cr_assert_eq(R.code, 4, "%s\n%s", R.out, R.err);
+	cr_assert(strstr(R.out, "replaced or rewritten"), "%s", R.out);
 	fx_rmtree(w.dir);
 }
