@@ -112,6 +112,20 @@ static const struct pgs_migration {
 	  " (work_order, station_id, uid) WHERE state = 'HELD';"
 	  "CREATE INDEX reservations_station ON reservations"
 	  " (work_order, station_id, state);" },
+	/* Signed checkpoints of each station's chain head (docs/records.md,
+	 * "Checkpoints"): evidence of how far a chain had got, kept apart
+	 * from the chain so a station that lost its tail is seen. */
+	{ 2,
+	  "CREATE TABLE checkpoints ("
+	  " station_id text NOT NULL,"
+	  " seq bigint NOT NULL,"
+	  " head_hash text NOT NULL,"
+	  " at text NOT NULL,"
+	  " audit_cert text NOT NULL,"
+	  " body text NOT NULL,"
+	  " sig text NOT NULL,"
+	  " received_at timestamptz NOT NULL DEFAULT now(),"
+	  " PRIMARY KEY (station_id, seq, head_hash));" },
 };
 
 static int fail(pgs *p, int err, const char *fmt, ...)
@@ -915,6 +929,124 @@ static int pick_alerts(pgs *p, rec_store *r, pgs_ready_fn ready, void *ctx,
 	return err;
 }
 
+/* ---- A chain that lost its tail ---- */
+
+/* Raise an alert of this station about its own chain, in a transaction of
+ * its own (idempotent: one per kind and head hash). */
+static int self_alert(pgs *p, const char *kind, const char *hash,
+		      const char *detail, long long *raised)
+{
+	int err = run(p, NULL, "begin an alert", "BEGIN", 0);
+
+	if (!err)
+		err = raise_alert(p, kind, NULL, NULL, p->station, NULL, NULL, hash,
+				  detail, raised);
+	if (!err)
+		err = run(p, NULL, "commit the alert", "COMMIT", 0);
+	rollback(p);
+	return err;
+}
+
+/* What the central database knows of this station's chain — its mark
+ * (the events held) and its newest checkpoint — must be in the local
+ * chain: event seq with that hash.  A shorter local chain lost its tail
+ * (or is an older copy); another hash is a replaced or rewritten file.
+ * Either is an alert ("chain_cut", "chain_fork"), and nothing is
+ * shipped over it. */
+static int tail_check(pgs *p, rec_store *r, pgs_result *out)
+{
+	static const char *const sql[2] = {
+		"SELECT high_seq, head_hash FROM stations WHERE id = $1",
+		"SELECT seq, head_hash FROM checkpoints WHERE station_id = $1"
+		" ORDER BY seq DESC LIMIT 1",
+	};
+	char seen[200], detail[768], hash[REC_HASH_HEX];
+	long long seq, local = 0;
+	struct lev *e = NULL;
+	int n = 0, err = ST_OK;
+
+	if (pgs_local_lag(r, 0, &local, NULL, NULL))
+		return fail(p, ST_E_DB, "local store: %s", rec_errmsg(r));
+	for (int i = 0; i < 2 && !err; i++) {
+		PGresult *res = NULL;
+
+		if ((err = run(p, &res, "read what the central database holds",
+			       sql[i], 1, p->station)))
+			break;
+		seq = PQntuples(res) ? strtoll(PQgetvalue(res, 0, 0), NULL, 10) : 0;
+		snprintf(hash, sizeof(hash), "%s", seq > 0 ? PQgetvalue(res, 0, 1) : "");
+		PQclear(res);
+		if (seq <= 0)
+			continue;
+		if (i == 0)
+			snprintf(seen, sizeof(seen), "events 1..%lld of station %s",
+				 seq, p->station);
+		else
+			snprintf(seen, sizeof(seen), "a checkpoint of station %s at "
+				 "event %lld", p->station, seq);
+		if ((err = local_events(p, r, seq - 1, 1, &e, &n)))
+			break;
+		if (n == 1 && !strcmp(e[0].hash, hash)) {
+			lev_free(e, n);
+			continue;
+		}
+		lev_free(e, n);
+		if (n == 0)
+			snprintf(detail, sizeof(detail), "the central database holds "
+				 "%s, but this store ends at event %lld: events "
+				 "%lld..%lld were cut off the end of the local chain "
+				 "(or it is a replaced records file, an older copy); "
+				 "nothing shipped", seen, local, local + 1, seq);
+		else
+			snprintf(detail, sizeof(detail), "the central database holds "
+				 "%s, and this store's event %lld has another hash: "
+				 "a replaced records file, a rewritten chain, or two "
+				 "stations with one station id; nothing shipped",
+				 seen, seq);
+		err = self_alert(p, n == 0 ? "chain_cut" : "chain_fork", hash,
+				 detail, &out->conflicts);
+		if (!err)
+			err = fail(p, ST_E_VERIFY, "%s", detail);
+	}
+	return err;
+}
+
+int pgs_checkpoint_put(pgs *p, const char *body, const char *sig_hex)
+{
+	rec_checkpoint cp;
+	char seq[24];
+
+	if (!p || !body || !sig_hex)
+		return ST_E_INVAL;
+	if (rec_checkpoint_parse(body, &cp))
+		return fail(p, ST_E_INVAL, "not a checkpoint");
+	if (strcmp(cp.station, p->station))
+		return fail(p, ST_E_INVAL, "a checkpoint of station %s, not of "
+			    "this station %s", cp.station, p->station);
+	snprintf(seq, sizeof(seq), "%lld", cp.seq);
+	return run(p, NULL, "store a checkpoint",
+		   "INSERT INTO checkpoints (station_id, seq, head_hash, at,"
+		   " audit_cert, body, sig) VALUES ($1, $2::bigint, $3, $4, $5,"
+		   " $6, $7) ON CONFLICT DO NOTHING", 7, p->station, seq,
+		   cp.head_hash, cp.at, cp.audit_sha256, body, sig_hex);
+}
+
+int pgs_checkpoint_mark(pgs *p, long long *seq)
+{
+	PGresult *res = NULL;
+	int err;
+
+	if (!p || !seq)
+		return ST_E_INVAL;
+	err = run(p, &res, "read the newest checkpoint",
+		  "SELECT coalesce(max(seq), 0) FROM checkpoints"
+		  " WHERE station_id = $1", 1, p->station);
+	if (!err)
+		*seq = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+	PQclear(res);
+	return err;
+}
+
 int pgs_sync(pgs *p, rec_store *r, pgs_ready_fn ready, void *ready_ctx,
 	     pgs_result *out)
 {
@@ -936,6 +1068,17 @@ int pgs_sync(pgs *p, rec_store *r, pgs_ready_fn ready, void *ready_ctx,
 
 		if ((err = ship_certs(p, r)))
 			return err;
+		if ((err = tail_check(p, r, out))) {
+			char why[PGS_MSG_MAX];
+
+			/* the alert goes into this station's own chain too
+			 * (signed), then the sync stops */
+			snprintf(why, sizeof(why), "%s", p->msg);
+			if (err == ST_E_VERIFY &&
+			    pick_alerts(p, r, ready, ready_ctx, &readied, out) == ST_OK)
+				snprintf(p->msg, sizeof(p->msg), "%s", why);
+			return err;
+		}
 		more = true;
 		while (more)
 			if ((err = ship_batch(p, r, out, &more)))
@@ -1201,6 +1344,31 @@ int pgs_verify(pgs *p, rec_store *msg, rec_cert_check_fn check, void *ctx,
 			err = rec_chain_event(&c, &e, NULL);
 			if (!err)
 				out->events++;
+		}
+		if (!err) {
+			PGresult *cp = NULL;
+
+			/* every checkpoint of the station names an event held */
+			err = run(p, &cp, "read a station's checkpoints",
+				  "SELECT seq, head_hash, at FROM checkpoints"
+				  " WHERE station_id = $1 ORDER BY seq", 1, sid);
+			for (int k = 0; !err && k < PQntuples(cp); k++) {
+				long long s = strtoll(PQgetvalue(cp, k, 0), NULL, 10);
+
+				if (s >= 1 && s <= n &&
+				    !strcmp(PQgetvalue(ev, (int)s - 1, 6),
+					    PQgetvalue(cp, k, 1)))
+					continue;
+				c.bad_seq = s <= n ? s : n + 1;
+				err = rec_fail(msg, ST_E_VERIFY, "event %lld %s: the "
+					       "station's checkpoint of %s says event "
+					       "%lld has hash %.16s... (events cut off "
+					       "or rewritten)", c.bad_seq, s <= n ?
+					       "has another hash" : "is missing",
+					       PQgetvalue(cp, k, 2), s,
+					       PQgetvalue(cp, k, 1));
+			}
+			PQclear(cp);
 		}
 		if (!err && n != high) {
 			c.bad_seq = n + 1;

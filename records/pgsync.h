@@ -74,11 +74,23 @@ typedef struct pgs_result {
  * serials and reservations tables; a device or serial already held by
  * another station raises an alert.  Then every alert naming this station
  * that the local store lacks is recorded there as a "sync_alert" event
- * (and shipped).  A failure leaves every committed batch in place: the
+ * (and shipped).  Before anything is shipped, what the server holds of
+ * this station — its mark and its newest checkpoint — must be in the local
+ * chain (that seq, that hash): else an alert "chain_cut" (the local chain
+ * is shorter) or "chain_fork" (another hash) is raised centrally and
+ * recorded locally, and the call fails with ST_E_VERIFY, nothing shipped.  A failure leaves every committed batch in place: the
  * next pass resumes from the server's mark.  ready may be NULL (then
  * alerts are written with whatever signer the store has). */
 int pgs_sync(pgs *p, rec_store *r, pgs_ready_fn ready, void *ready_ctx,
 	     pgs_result *out);
+
+/* Keep a signed checkpoint of this station's chain (body and its
+ * signature, DER as hex) in the central database (once).  ST_E_INVAL for
+ * a text that is not a checkpoint of this station. */
+int pgs_checkpoint_put(pgs *p, const char *body, const char *sig_hex);
+
+/* The highest seq of this station's checkpoints held centrally (0: none). */
+int pgs_checkpoint_mark(pgs *p, long long *seq);
 
 /* The local chain's last seq and how many of its events / units are above
  * seq (not yet shipped); no network. */

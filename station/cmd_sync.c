@@ -13,11 +13,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "base.h"
 #include "records/pgsync.h"
+#include "station/checkpoint.h"
 #include "station/cmd_sync.h"
 #include "station/schema.h"
 
@@ -269,6 +271,48 @@ static int open_syncer(st_rec_cli *c, struct syncer *s)
 	return 0;
 }
 
+/* The checkpoints of this station in its checkpoint directory that the
+ * central database does not have yet (above its newest one) go there
+ * first, so a chain that lost its tail since is seen by the same pass. */
+static int ship_checkpoints(struct syncer *s, pgs *p)
+{
+	char dir[4096], path[4400], err[512];
+	struct dirent *d;
+	long long mark = 0;
+	DIR *dp;
+	int rc;
+
+	st_checkpoint_dir(s->c->cfg, dir, sizeof(dir));
+	dp = opendir(dir);
+	if (!dp)
+		return ST_OK;   /* none written yet */
+	rc = pgs_checkpoint_mark(p, &mark);
+	while (!rc && (d = readdir(dp))) {
+		size_t n = strlen(d->d_name), siglen = 0;
+		rec_checkpoint cp;
+		uint8_t *sig = NULL;
+		char *body = NULL, hex[200];
+
+		if (n < 6 || strcmp(d->d_name + n - 5, ".json"))
+			continue;
+		snprintf(path, sizeof(path), "%s/%s", dir, d->d_name);
+		if (st_checkpoint_read(path, &body, &sig, &siglen, err, sizeof(err)) ||
+		    rec_checkpoint_parse(body, &cp) ||
+		    strcmp(cp.station, s->c->cfg->station_id) || cp.seq <= mark ||
+		    siglen == 0 || siglen * 2 >= sizeof(hex)) {
+			free(body);
+			free(sig);
+			continue;       /* not this station's, or shipped */
+		}
+		st_hex(sig, siglen, hex);
+		rc = pgs_checkpoint_put(p, body, hex);
+		free(body);
+		free(sig);
+	}
+	closedir(dp);
+	return rc;
+}
+
 /* One connection and one pass; the outcome goes to the state file. */
 static int sync_once(struct syncer *s, pgs **p, pgs_result *res)
 {
@@ -280,6 +324,8 @@ static int sync_once(struct syncer *s, pgs **p, pgs_result *res)
 		*p = NULL;
 		rc = pgs_connect(&o, p);
 	}
+	if (!rc)
+		rc = ship_checkpoints(s, *p);
 	if (!rc)
 		rc = pgs_sync(*p, s->r, ready, s, res);
 	note_result(s->c->cfg, res, rc ? pgs_errmsg(*p) : NULL);

@@ -683,3 +683,98 @@ Test(sync, a_replaced_store_is_not_shipped_over_the_central_chain, .timeout = 18
 	free(r);
 }
 
+
+/* Cut the last run off a station's chain (its events, steps and unit row,
+ * consistently, as plain verify cannot see). */
+static void cut_after(const fx_world *w, long long seq, int unit)
+{
+	char sql[512], *err = NULL;
+	sqlite3 *db = NULL;
+
+	snprintf(sql, sizeof(sql), "DROP TRIGGER events_no_delete;"
+		 " DROP TRIGGER units_no_delete; DELETE FROM events WHERE seq > %lld;"
+		 " DELETE FROM steps WHERE unit_id = %d; DELETE FROM units WHERE id = %d",
+		 seq, unit, unit);
+	cr_assert_eq(sqlite3_open(w->db, &db), SQLITE_OK);
+	cr_assert_eq(sqlite3_exec(db, sql, NULL, NULL, &err), SQLITE_OK, "%s", err);
+	sqlite3_close(db);
+}
+
+/* A station whose store lost its tail — PostgreSQL holds more of its
+ * chain than it has, or one of its checkpoints is beyond its head — is an
+ * alert (central, and a signed event of its own chain), and nothing is
+ * shipped over the central chain. */
+Test(sync, a_store_that_lost_its_tail_is_an_alert, .timeout = 300)
+{
+	fx_pg pg;
+	fx_world a, b;
+	fx_devsim sa, sb;
+	fx_run *r = malloc(sizeof(*r));
+	long long s1, held;
+
+	cr_assert_not_null(r);
+	start_pg(&pg);
+
+	/* A: shipped two runs, then lost the second */
+	sync_world(&a, "line9-st1", &pg, NULL);
+	cr_assert_eq(fx_devsim_start(&sa, a.dir, "prog", 2, "--seed tailA"), 0);
+	use(&a);
+	fx_station_run(r, &a, "--slot", sa.port, "--units", "1", "provision", NULL);
+	cr_assert_eq(r->code, 0, "%s", r->err);
+	s1 = local_num(&a, "SELECT max(seq) FROM events");
+	fx_station_run(r, &a, "--slot", sa.port, "--units", "1", "provision", NULL);
+	cr_assert_eq(r->code, 0, "%s", r->err);
+	fx_devsim_stop(&sa);
+	fx_station_run(r, &a, "records", "sync", "--once", NULL);
+	cr_assert_eq(r->code, 0, "%s%s", r->out, r->err);
+	held = fx_pg_num(&pg, "SELECT count(*) FROM events WHERE station_id = 'line9-st1'");
+	cr_assert_gt(held, s1);
+	cr_assert_gt(fx_pg_num(&pg, "SELECT count(*) FROM checkpoints"
+			       " WHERE station_id = 'line9-st1'"), 0);
+	cut_after(&a, s1, 2);
+	fx_station_run(r, &a, "records", "verify", NULL);
+	cr_assert_eq(r->code, 0, "plain verify cannot see a cut: %s%s", r->out, r->err);
+	fx_station_run(r, &a, "records", "sync", "--once", NULL);
+	cr_assert_eq(r->code, 4, "%s%s", r->out, r->err);
+	cr_assert(strstr(r->err, "were cut off the end of the local chain"), "%s", r->err);
+	cr_assert_eq(fx_pg_num(&pg, "SELECT count(*) FROM alerts WHERE kind = 'chain_cut'"
+			       " AND second_station = 'line9-st1'"), 1);
+	cr_assert_eq(local_num(&a, "SELECT count(*) FROM events WHERE kind = 'sync_alert'"
+			       " AND json_extract(body, '$.data.alert_kind') = 'chain_cut'"
+			       " AND sig IS NOT NULL"), 1);
+	cr_assert_eq(fx_pg_num(&pg, "SELECT count(*) FROM events WHERE station_id ="
+			       " 'line9-st1'"), held, "events were shipped over the chain");
+	/* again: the same alert, not a second one */
+	fx_station_run(r, &a, "records", "sync", "--once", NULL);
+	cr_assert_eq(r->code, 4, "%s%s", r->out, r->err);
+	cr_assert_eq(fx_pg_num(&pg, "SELECT count(*) FROM alerts WHERE kind = 'chain_cut'"), 1);
+	fx_station_run(r, &a, "records", "verify", NULL);
+	cr_assert_eq(r->code, 0, "%s%s", r->out, r->err);
+
+	/* B: never synced its events; its checkpoint of the lost run is
+	 * shipped first and gives it away */
+	sync_world(&b, "line9-st2", &pg, NULL);
+	cr_assert_eq(fx_devsim_start(&sb, b.dir, "prog", 2, "--seed tailB"), 0);
+	use(&b);
+	fx_station_run(r, &b, "--slot", sb.port, "--units", "1", "provision", NULL);
+	cr_assert_eq(r->code, 0, "%s", r->err);
+	s1 = local_num(&b, "SELECT max(seq) FROM events");
+	fx_station_run(r, &b, "--slot", sb.port, "--units", "1", "provision", NULL);
+	cr_assert_eq(r->code, 0, "%s", r->err);
+	fx_devsim_stop(&sb);
+	cut_after(&b, s1, 2);
+	fx_station_run(r, &b, "records", "sync", "--once", NULL);
+	cr_assert_eq(r->code, 4, "%s%s", r->out, r->err);
+	cr_assert(strstr(r->err, "a checkpoint of station line9-st2"), "%s", r->err);
+	cr_assert_eq(fx_pg_num(&pg, "SELECT count(*) FROM alerts WHERE kind = 'chain_cut'"
+			       " AND second_station = 'line9-st2'"), 1);
+	cr_assert_eq(fx_pg_num(&pg, "SELECT count(*) FROM events WHERE station_id ="
+			       " 'line9-st2'"), 0);
+	cr_assert_eq(local_num(&b, "SELECT count(*) FROM events WHERE kind = 'sync_alert'"
+			       " AND json_extract(body, '$.data.alert_kind') = 'chain_cut'"), 1);
+
+	fx_pg_destroy(&pg);
+	fx_rmtree(a.dir);
+	fx_rmtree(b.dir);
+	free(r);
+}
