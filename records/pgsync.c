@@ -676,6 +676,11 @@ static int end_allowance(pgs *p, const char *unit, const char *result)
 {
 	bool pass = result && !strcmp(result, "PASS");
 
+	/* UNFUSED keeps the reservation held: the armed run that finishes
+	 * the device reuses it (pgs_reserve) and settles it */
+	if (result && !strcmp(result, "UNFUSED"))
+		return ST_OK;
+
 	return run(p, NULL, "settle the unit's reservation",
 		   "WITH r AS (UPDATE reservations SET state = $3, at = now()"
 		   " WHERE station_id = $1 AND unit_id = $2::bigint"
@@ -1243,6 +1248,8 @@ int pgs_finish(pgs *p, const char *wo, const char *uid, const char *result)
 		return ST_E_INVAL;
 	if (!pgs_ok(p))
 		return fail(p, ST_E_IO, "not connected to the central database");
+	if (result && !strcmp(result, "UNFUSED"))
+		return ST_OK;   /* held for the armed run that finishes it */
 	return run(p, NULL, "settle the reservation",
 		   "WITH r AS (UPDATE reservations SET state = $4, at = now()"
 		   " WHERE work_order = $1 AND station_id = $2 AND uid = $3"

@@ -142,6 +142,88 @@ static const struct migration {
 	  "  AND u.id NOT IN (SELECT unit_id FROM revocations))"
 	  " BEGIN SELECT RAISE(ABORT, 'UNIQUE constraint failed: units.uid"
 	  " (device already has a PASS record)'); END;" },
+	/* UNFUSED (docs/records.md): an unarmed run's verdict, identity on
+	 * the device, fuses and lifecycle untouched; a later armed run
+	 * finishes it to PASS with the same certificate.  SQLite cannot
+	 * alter a CHECK, so the table is rebuilt (migrate() runs this with
+	 * foreign keys off and checks them before the commit).  A serial
+	 * (and fingerprint) may now appear on several records of one device
+	 * (the UNFUSED record and the PASS that finishes it), never on two
+	 * devices.  The quota counts devices: a device that holds an
+	 * UNFUSED reservation takes no second one when it is finished. */
+	{ 4,
+	  "CREATE TABLE units_v4 ("
+	  " id INTEGER PRIMARY KEY,"
+	  " uid TEXT NOT NULL,"
+	  " slot INTEGER,"
+	  " port TEXT,"
+	  " station TEXT,"
+	  " operator TEXT,"
+	  " profile TEXT,"
+	  " profile_digest TEXT,"
+	  " state TEXT NOT NULL"
+	  "  CHECK (state IN ('RUNNING', 'PASS', 'FAIL', 'QUARANTINE',"
+	  "   'UNFUSED')),"
+	  " reason TEXT,"
+	  " cert_serial TEXT,"
+	  " cert_sha256 TEXT,"
+	  " cert_pem TEXT,"
+	  " pubkey TEXT,"
+	  " rot_hash TEXT,"
+	  " fuse_readback TEXT,"
+	  " started_at TEXT,"
+	  " finished_at TEXT,"
+	  " work_order TEXT REFERENCES work_orders(id));"
+	  "INSERT INTO units_v4 (id, uid, slot, port, station, operator,"
+	  " profile, profile_digest, state, reason, cert_serial, cert_sha256,"
+	  " cert_pem, pubkey, rot_hash, fuse_readback, started_at,"
+	  " finished_at, work_order)"
+	  " SELECT id, uid, slot, port, station, operator, profile,"
+	  " profile_digest, state, reason, cert_serial, cert_sha256, cert_pem,"
+	  " pubkey, rot_hash, fuse_readback, started_at, finished_at,"
+	  " work_order FROM units;"
+	  "DROP TABLE units;"
+	  "ALTER TABLE units_v4 RENAME TO units;"
+	  "CREATE INDEX units_uid ON units(uid);"
+	  "CREATE INDEX units_work_order ON units(work_order);"
+	  "CREATE INDEX units_cert_serial ON units(cert_serial);"
+	  "CREATE INDEX units_cert_sha256 ON units(cert_sha256);"
+	  "CREATE TRIGGER units_cert_one_device BEFORE UPDATE OF cert_serial,"
+	  " cert_sha256 ON units"
+	  " WHEN EXISTS (SELECT 1 FROM units u WHERE u.uid <> NEW.uid AND"
+	  "  (u.cert_serial = NEW.cert_serial OR u.cert_sha256 = NEW.cert_sha256))"
+	  " BEGIN SELECT RAISE(ABORT, 'UNIQUE constraint failed: units.cert_serial"
+	  " (the certificate is recorded for another device)'); END;"
+	  "CREATE TRIGGER units_cert_one_device_ins BEFORE INSERT ON units"
+	  " WHEN EXISTS (SELECT 1 FROM units u WHERE u.uid <> NEW.uid AND"
+	  "  (u.cert_serial = NEW.cert_serial OR u.cert_sha256 = NEW.cert_sha256))"
+	  " BEGIN SELECT RAISE(ABORT, 'UNIQUE constraint failed: units.cert_serial"
+	  " (the certificate is recorded for another device)'); END;"
+	  "CREATE TRIGGER units_quota BEFORE INSERT ON units"
+	  " WHEN NEW.work_order IS NOT NULL AND NEW.uid NOT IN"
+	  "  (SELECT uid FROM units WHERE work_order = NEW.work_order"
+	  "   AND state = 'UNFUSED') AND"
+	  "  (SELECT quota FROM work_orders WHERE id = NEW.work_order) <="
+	  "  (SELECT count(DISTINCT uid) FROM units WHERE work_order ="
+	  "   NEW.work_order AND state IN ('RUNNING', 'PASS', 'UNFUSED'))"
+	  " BEGIN SELECT RAISE(ABORT, 'work order quota reached'); END;"
+	  "CREATE TRIGGER units_final BEFORE UPDATE ON units"
+	  " WHEN OLD.state <> 'RUNNING'"
+	  " BEGIN SELECT RAISE(ABORT, 'unit record is final'); END;"
+	  "CREATE TRIGGER units_no_delete BEFORE DELETE ON units"
+	  " BEGIN SELECT RAISE(ABORT, 'unit records are never deleted'); END;"
+	  "CREATE TRIGGER units_one_live_pass BEFORE UPDATE OF state ON units"
+	  " WHEN NEW.state = 'PASS' AND EXISTS (SELECT 1 FROM units u"
+	  "  WHERE u.uid = NEW.uid AND u.state = 'PASS' AND u.id <> NEW.id"
+	  "  AND u.id NOT IN (SELECT unit_id FROM revocations))"
+	  " BEGIN SELECT RAISE(ABORT, 'UNIQUE constraint failed: units.uid"
+	  " (device already has a PASS record)'); END;"
+	  "CREATE TRIGGER units_one_live_pass_ins BEFORE INSERT ON units"
+	  " WHEN NEW.state = 'PASS' AND EXISTS (SELECT 1 FROM units u"
+	  "  WHERE u.uid = NEW.uid AND u.state = 'PASS'"
+	  "  AND u.id NOT IN (SELECT unit_id FROM revocations))"
+	  " BEGIN SELECT RAISE(ABORT, 'UNIQUE constraint failed: units.uid"
+	  " (device already has a PASS record)'); END;" },
 };
 
 enum {
@@ -376,8 +458,16 @@ static int migrate(rec_store *r, const char *path)
 	int ver, app, objs, err;
 	char sql[64];
 
-	if (sqlite3_exec(r->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK)
-		return rec_db_fail(r, ST_E_DB, "%s: cannot lock for the schema", path);
+	/* A step may rebuild a table others refer to (SQLite's own recipe:
+	 * foreign keys off, which only takes effect outside a transaction,
+	 * then foreign_key_check before the commit). */
+	if (sqlite3_exec(r->db, "PRAGMA foreign_keys = OFF", NULL, NULL, NULL) != SQLITE_OK)
+		return rec_db_fail(r, ST_E_DB, "%s: pragmas", path);
+	if (sqlite3_exec(r->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK) {
+		err = rec_db_fail(r, ST_E_DB, "%s: cannot lock for the schema", path);
+		sqlite3_exec(r->db, "PRAGMA foreign_keys = ON", NULL, NULL, NULL);
+		return err;
+	}
 	err = query1(r, "PRAGMA user_version", &ver, NULL, 0);
 	if (!err)
 		err = query1(r, "PRAGMA application_id", &app, NULL, 0);
@@ -420,11 +510,23 @@ static int migrate(rec_store *r, const char *path)
 			goto cleanup;
 		}
 	}
+	if (ver < latest) {
+		err = query1(r, "SELECT count(*) FROM pragma_foreign_key_check",
+			     &objs, NULL, 0);
+		if (!err && objs)
+			err = rec_fail(r, ST_E_DB, "%s: the schema step to version "
+				       "%d broke %d foreign key(s)", path, latest, objs);
+		if (err)
+			goto cleanup;
+	}
 	if (sqlite3_exec(r->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK)
 		err = rec_db_fail(r, ST_E_DB, "%s: commit the schema", path);
 cleanup:
 	if (!sqlite3_get_autocommit(r->db))
 		sqlite3_exec(r->db, "ROLLBACK", NULL, NULL, NULL);
+	if (sqlite3_exec(r->db, "PRAGMA foreign_keys = ON", NULL, NULL, NULL) != SQLITE_OK &&
+	    !err)
+		err = rec_db_fail(r, ST_E_DB, "%s: pragmas", path);
 	return err;
 }
 
@@ -964,7 +1066,7 @@ int rec_get_stats(rec_store *r, rec_stats *out)
 static int is_result(const char *s)
 {
 	return s && (!strcmp(s, "PASS") || !strcmp(s, "FAIL") ||
-		     !strcmp(s, "QUARANTINE"));
+		     !strcmp(s, "QUARANTINE") || !strcmp(s, "UNFUSED"));
 }
 
 /* Why a work order cannot take a unit: unknown, or its quota is held by
@@ -1177,6 +1279,10 @@ static int end_fail(rec_store *r, int64_t unit_id, const char *uid,
 	    strstr(msg, "already has a PASS record"))
 		return rec_fail(r, ST_E_DB, "device %s already has a PASS record "
 			    "that is not revoked", uid);
+	if (sqlite3_extended_errcode(r->db) == SQLITE_CONSTRAINT_TRIGGER &&
+	    strstr(msg, "units.cert_serial"))
+		return rec_fail(r, ST_E_DB, "certificate serial %s is already "
+			    "recorded for another unit (%s)", e->cert_serial, msg);
 	if (sqlite3_extended_errcode(r->db) == SQLITE_CONSTRAINT_UNIQUE) {
 		if (strstr(msg, "units.uid"))
 			return rec_fail(r, ST_E_DB, "device %s already has a PASS "
@@ -1207,7 +1313,7 @@ int rec_unit_end(rec_store *r, int64_t unit_id, const rec_unit_result *e)
 		goto out;
 	if (!e || !is_result(e->result)) {
 		err = rec_fail(r, ST_E_INVAL, "rec_unit_end: result must be PASS, "
-			   "FAIL or QUARANTINE (got %s)",
+			   "UNFUSED, FAIL or QUARANTINE (got %s)",
 			   e && e->result ? e->result : "NULL");
 		goto out;
 	}
@@ -1829,9 +1935,30 @@ int rec_revoke(rec_store *r, int64_t unit_id, const char *reason,
 	snprintf(serial, sizeof(serial), "%s", (const char *)sqlite3_column_text(s, 2));
 	sqlite3_finalize(s);
 	s = NULL;
-	if (strcmp(state, "PASS") || !serial[0]) {
+	/* A record closed as interrupted holds no certificate in its row
+	 * (the next presentation may still resume it): the serial is the
+	 * one its durable certificate step issued. */
+	if (!serial[0] && strcmp(state, "RUNNING")) {
+		if (sqlite3_prepare_v2(r->db, "SELECT substr(detail, 8,"
+				       " instr(substr(detail, 8), ' ') - 1) FROM steps"
+				       " WHERE unit_id = ?1 AND step = 'certificate'"
+				       " AND outcome = 'ok' AND detail LIKE 'serial %'"
+				       " ORDER BY seq DESC LIMIT 1", -1, &s,
+				       NULL) != SQLITE_OK) {
+			err = rec_db_fail(r, ST_E_DB, "look up unit %lld",
+					  (long long)unit_id);
+			goto done;
+		}
+		sqlite3_bind_int64(s, 1, unit_id);
+		if (sqlite3_step(s) == SQLITE_ROW && sqlite3_column_text(s, 0))
+			snprintf(serial, sizeof(serial), "%s",
+				 (const char *)sqlite3_column_text(s, 0));
+		sqlite3_finalize(s);
+		s = NULL;
+	}
+	if (!strcmp(state, "RUNNING") || !serial[0]) {
 		err = rec_fail(r, ST_E_STATE, "unit record %lld (device %s) is %s, "
-			   "not a PASS with a certificate: nothing to revoke",
+			   "not a final record with a certificate: nothing to revoke",
 			   (long long)unit_id, uid, state);
 		goto done;
 	}

@@ -35,7 +35,9 @@ typedef struct rec_unit_start {
 
 /* How a unit ended. Strings may be NULL when not reached. */
 typedef struct rec_unit_result {
-	const char *result;         /* "PASS", "FAIL" or "QUARANTINE" */
+	const char *result;         /* "PASS", "UNFUSED", "FAIL" or "QUARANTINE"
+				     * (UNFUSED: identity issued, fuses and
+				     * lifecycle untouched; docs/records.md) */
 	const char *reason;         /* failure reason, NULL on PASS */
 	const char *cert_serial;    /* hex */
 	const char *cert_sha256;    /* certificate fingerprint, hex */
@@ -294,7 +296,7 @@ typedef struct rec_filter {
 	const char *work_order;
 	const char *since;          /* started_at >= since */
 	const char *until;          /* started_at < until */
-	const char *result;         /* PASS, FAIL, QUARANTINE, RUNNING */
+	const char *result;         /* PASS, UNFUSED, FAIL, QUARANTINE, RUNNING */
 	const char *uid;
 	int64_t unit_id;            /* 0: any */
 } rec_filter;
@@ -335,11 +337,14 @@ int rec_list_audit_certs(rec_store *r, int (*fn)(void *ctx, const char *sha256,
 
 /* ---- Revocations (re-provisioning, docs/roles.md) ---- */
 
-/* Revoke the PASS unit unit_id (its certificate serial goes on the
- * revocation list; the device counts as not provisioned, so it can be
- * given a new identity), with the reason and who decided it (a supervisor),
- * and a "revoke" event, in one transaction.  ST_E_STATE for a unit that is
- * not PASS, ST_E_EXISTS when already revoked. */
+/* Revoke the certificate of the final unit record unit_id (its serial
+ * goes on the revocation list; a revoked PASS counts as not provisioned,
+ * so the device can be given a new identity), with the reason and who
+ * decided it (a supervisor, or "station" for the engine's own decisions),
+ * and a "revoke" event, in one transaction.  The serial is the row's, or
+ * for a record closed as interrupted (no certificate in its row) the one
+ * its certificate step issued.  ST_E_STATE for a RUNNING unit or one that
+ * issued no certificate, ST_E_EXISTS when already revoked. */
 int rec_revoke(rec_store *r, int64_t unit_id, const char *reason,
 	       const char *by);
 

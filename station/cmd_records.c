@@ -244,7 +244,8 @@ static int filter_from(st_rec_cli *c, rec_filter *f)
 	*f = (rec_filter){ .work_order = c->work_order, .since = c->since,
 			   .until = c->until, .result = c->result, .uid = c->uid };
 	if (c->result && strcmp(c->result, "PASS") && strcmp(c->result, "FAIL") &&
-	    strcmp(c->result, "QUARANTINE") && strcmp(c->result, "RUNNING"))
+	    strcmp(c->result, "QUARANTINE") && strcmp(c->result, "RUNNING") &&
+	    strcmp(c->result, "UNFUSED"))
 		return -1;
 	return 0;
 }
@@ -259,7 +260,7 @@ static int cmd_list(st_rec_cli *c, bool export)
 	if (parse_fmt(c->format, export ? F_JSONL : F_TABLE, &l.fmt))
 		return st_say(ST_EXIT_USAGE, "--format is table, jsonl or csv");
 	if (filter_from(c, &f))
-		return st_say(ST_EXIT_USAGE, "--result is PASS, FAIL, QUARANTINE or RUNNING");
+		return st_say(ST_EXIT_USAGE, "--result is PASS, UNFUSED, FAIL, QUARANTINE or RUNNING");
 	code = st_cli_open_store(c->cfg, &r);
 	if (code)
 		return code;
@@ -454,7 +455,7 @@ static int bundle_unit(void *ctx, const rec_unit_row *u)
 	json_dumpf(o, b->units, JSON_COMPACT | JSON_SORT_KEYS);
 	fputc('\n', b->units);
 	json_decref(o);
-	if (u->cert_pem && !strcmp(u->state, "PASS")) {
+	if (u->cert_pem && (!strcmp(u->state, "PASS") || !strcmp(u->state, "UNFUSED"))) {
 		snprintf(name, sizeof(name), "certs/%s.pem", u->uid);
 		if (put_file(b, name, u->cert_pem, strlen(u->cert_pem)))
 			return ST_E_IO;
@@ -508,7 +509,7 @@ static int manifest_unit(void *ctx, const rec_unit_row *u)
 	struct bundle *b = ctx;
 	char name[300];
 
-	if (u->cert_pem && !strcmp(u->state, "PASS")) {
+	if (u->cert_pem && (!strcmp(u->state, "PASS") || !strcmp(u->state, "UNFUSED"))) {
 		snprintf(name, sizeof(name), "certs/%s.pem", u->uid);
 		return hash_line(b, name, b->manifest_list) ? ST_E_IO : 0;
 	}
@@ -605,7 +606,7 @@ static int cmd_evidence(st_rec_cli *c)
 	int code;
 
 	if (filter_from(c, &f))
-		return st_say(ST_EXIT_USAGE, "--result is PASS, FAIL, QUARANTINE or RUNNING");
+		return st_say(ST_EXIT_USAGE, "--result is PASS, UNFUSED, FAIL, QUARANTINE or RUNNING");
 	memset(b.last_hash, '0', 64);   /* an empty chain's head */
 	code = st_cli_open_store(c->cfg, &r);
 	if (code)

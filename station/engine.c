@@ -68,6 +68,36 @@ struct worker {
 	st_summary sum;
 };
 
+#define HIST_ABANDONED 16
+#define HIST_INTENTS 16
+
+/* What the whole history of a device says, every record and step oldest
+ * first (read_history): the identity that should be on it, the burns
+ * whose outcome no record has, and the certificates left behind.  Any
+ * sequence of interruptions is resumed from this, never from the newest
+ * record alone. */
+struct history {
+	int64_t cert_unit;      /* record that issued the identity expected on
+				 * the device (0: none) */
+	char cert_serial[80], cert_fp[65];
+	bool cert_revoked;      /* that identity is on the revocation list */
+	bool lock_intended;     /* a lifecycle intent was recorded after it */
+	int64_t last_unit;      /* newest record, its state */
+	char last_state[16];
+	struct {                /* issued certificates neither current nor
+				 * revoked: revoked when the unit goes on */
+		int64_t unit;
+		char serial[80];
+	} abandoned[HIST_ABANDONED];
+	int nabandoned;
+	struct {                /* burn intents without an outcome */
+		char field[32];
+		char detail[160];
+	} intent[HIST_INTENTS];
+	int nintents;
+	char pending[1024];     /* their details, for the fuse run */
+};
+
 /* One unit in progress. */
 struct unit {
 	struct worker *w;
@@ -92,9 +122,11 @@ struct unit {
 	char *cert_pem;
 	int64_t t0;
 	int64_t us_rec, us_hsm, us_x509; /* where the time went (unit_us) */
-	char pending[1024];   /* fuse intents an interrupted run left open */
-	bool after_lock;      /* the interrupted run stopped at its lifecycle step */
 	char reprovision[768]; /* re-provisioned: who, why, the revoked serial */
+	bool interrupted;     /* ended with an intent open (link lost): its
+			       * record holds no certificate, the next
+			       * presentation resumes or revokes it */
+	struct history hist;  /* what every earlier record of the unit says */
 };
 
 /* Monotonic microseconds, for the per-step times of a unit. */
@@ -477,7 +509,7 @@ static int do_fuses(struct unit *u)
 	const struct job *job = u->w->job;
 	st_fuse_run run = { .dev = u->dev, .plan = st_profile_fuse_plan(job->prof),
 			    .lifecycle = u->info.lifecycle, .banks = u->info.fuse_banks,
-			    .pending = u->pending[0] ? u->pending : NULL,
+			    .pending = u->hist.pending[0] ? u->hist.pending : NULL,
 			    .record = fuse_record, .request_id = fuse_request_id, .ctx = u };
 	int rc;
 
@@ -498,6 +530,7 @@ static int do_fuses(struct unit *u)
 	fail(u, "fuses", rc, "%s", run.reason);
 	if (run.quarantine)
 		u->result = "QUARANTINE";
+	u->interrupted = run.interrupted;
 	return rc;
 }
 
@@ -531,48 +564,149 @@ static int keep_cert(struct unit *u, X509 *cert)
 	return fclose(f) ? ST_E_IO : ST_OK;
 }
 
-/* The interrupted run stopped at its lifecycle step and the unit is locked:
- * nothing can be written any more, so what that run did is verified
- * instead: the certificate on the device must verify against the CA and
- * certify the device's own key.  Proof of possession and the fuse plan's
- * read-back follow as for any unit. */
-static int do_resume_cert(struct unit *u, X509 **out)
+/* Who the station's own revocations name as the decider. */
+static void station_by(const struct unit *u, char *by, size_t len)
 {
+	snprintf(by, len, "station %s", u->w->job->cfg->station_id ?
+		 u->w->job->cfg->station_id : "");
+}
+
+/* Revoke the certificates the unit's history left behind (issued by an
+ * interrupted or failed record, not resumed: u->hist.abandoned), naming
+ * this record.  The engine's own revocation; the lead folds it into the
+ * shared auto-revocation of certificates whose unit does not PASS.
+ * Non-zero after fail() when a revocation cannot be recorded. */
+static int revoke_abandoned(struct unit *u, const char *how)
+{
+	struct history *h = &u->hist;
+	char reason[256], by[160];
+
+	station_by(u, by, sizeof(by));
+	for (int i = 0; i < h->nabandoned; i++) {
+		int rc;
+
+		snprintf(reason, sizeof(reason), "interrupted, not resumed: %s in "
+			 "unit record %lld", how, (long long)u->id);
+		rc = rec_revoke(u->w->job->rec, h->abandoned[i].unit, reason, by);
+		if (rc == ST_E_EXISTS || rc == ST_E_STATE)
+			continue;  /* already revoked / issued nothing after all */
+		if (rc) {
+			u->stop_slot = true;
+			return fail(u, "revoke", ST_E_DB, "cannot revoke the certificate "
+				    "(serial %s) of unit record %lld: %s",
+				    h->abandoned[i].serial, (long long)h->abandoned[i].unit,
+				    rec_errmsg(u->w->job->rec));
+		}
+		if (step(u, "revoke", "ok", "certificate serial %s of unit record %lld "
+			 "revoked: %s", h->abandoned[i].serial,
+			 (long long)h->abandoned[i].unit, reason))
+			return ST_E_DB;
+	}
+	h->nabandoned = 0;
+	return ST_OK;
+}
+
+/* Give up the identity the history expected on the device (it is not
+ * there, or not whole): it is revoked with the others left behind, and
+ * the unit gets a new one.  Returns 0 (fresh), or non-zero after fail(). */
+static int not_resumed(struct unit *u, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+static int not_resumed(struct unit *u, const char *fmt, ...)
+{
+	struct history *h = &u->hist;
+	char why[384];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(why, sizeof(why), fmt, ap);
+	va_end(ap);
+	if (step(u, "resume", "skip", "the certificate of unit record %lld (serial "
+		 "%s) is not resumed: %s; a new identity", (long long)h->cert_unit,
+		 h->cert_serial, why))
+		return ST_E_DB;
+	if (h->nabandoned < HIST_ABANDONED) {
+		h->abandoned[h->nabandoned].unit = h->cert_unit;
+		snprintf(h->abandoned[h->nabandoned++].serial,
+			 sizeof(h->abandoned[0].serial), "%s", h->cert_serial);
+	}
+	h->cert_unit = 0;
+	return revoke_abandoned(u, "re-provisioned");
+}
+
+/* May the unit go on with the identity its history expects on it (an
+ * interrupted run's, or an UNFUSED record's)?  The certificate on the
+ * device must be the one on record (same SHA-256), verify against the CA
+ * and certify the device's own key: then it is resumed (1, *out set) and
+ * no second identity is issued.  A locked device can only be resumed
+ * (nothing can be written to it any more); an open one without that
+ * certificate gets a new identity and the old one is revoked (0).
+ * Negative after fail(). */
+static int resume_identity(struct unit *u, X509 **out)
+{
+	struct history *h = &u->hist;
+	bool locked = u->info.lifecycle == DRV_LC_LOCKED;
 	uint8_t der[DRV_MAX_CERT], pub[DRV_P256_POINT_LEN];
 	const uint8_t *p = der;
+	char fp[65] = "";
 	size_t len = 0;
 	EVP_PKEY *devkey = NULL;
 	X509 *cert = NULL;
 	int rc;
 
-	if (!u->w->job->run->burn_fuses)
+	if (!h->cert_unit || h->cert_revoked)
+		return revoke_abandoned(u, "re-provisioned");
+	if (locked && !u->w->job->run->burn_fuses)
 		return fail(u, "certificate", ST_E_STATE, "the unit was locked by an "
 			    "interrupted run: resuming it verifies its fuse plan, which "
 			    "needs --burn-fuses");
 	rc = drv_read_cert(u->dev, der, sizeof(der), &len);
 	if (!rc)
 		rc = drv_get_pubkey(u->dev, pub);
+	if (rc && (link_error(rc) || locked))
+		return fail(u, "certificate", rc, "resuming unit record %lld: reading "
+			    "the device's certificate and key failed: %s",
+			    (long long)h->cert_unit, drv_errmsg(u->dev));
 	if (rc)
-		return fail(u, "certificate", rc, "resuming a locked unit: reading its "
-			    "certificate and key failed: %s", drv_errmsg(u->dev));
+		return not_resumed(u, "the device holds no certificate or key (%s)",
+				   drv_errmsg(u->dev));
 	cert = d2i_X509(NULL, &p, (long)len);
 	devkey = st_p256_pubkey(pub);
+	if (cert)
+		st_x509_fingerprint(cert, fp);
 	if (!cert || !devkey || X509_verify(cert, X509_get0_pubkey(u->ca)) != 1 ||
-	    EVP_PKEY_eq(X509_get0_pubkey(cert), devkey) != 1) {
-		rc = fail(u, "certificate", ST_E_VERIFY, "resuming a locked unit: the "
-			  "certificate on the device does not verify against the CA or "
-			  "does not certify the device's key: set it aside for a supervisor");
+	    EVP_PKEY_eq(X509_get0_pubkey(cert), devkey) != 1 ||
+	    strcasecmp(fp, h->cert_fp)) {
+		rc = locked ? fail(u, "certificate", ST_E_VERIFY, "resuming a locked "
+				   "unit: the certificate on the device is not the one "
+				   "unit record %lld issued (serial %s), does not verify "
+				   "against the CA or does not certify the device's key: "
+				   "set it aside for a supervisor", (long long)h->cert_unit,
+				   h->cert_serial) :
+		     not_resumed(u, "the device holds %s", !cert ? "no readable "
+				 "certificate" : strcasecmp(fp, h->cert_fp) ? "another "
+				 "certificate" : "a certificate that does not verify or does "
+				 "not certify its key");
 		goto cleanup;
 	}
 	st_hex(pub, DRV_P256_POINT_LEN, u->pub_hex);
 	st_x509_serial_hex(cert, u->serial, sizeof(u->serial));
-	st_x509_fingerprint(cert, u->fp);
-	rc = step(u, "certificate", "ok", "resumed: the certificate on the locked "
-		  "device (serial %s) verifies against the CA and certifies its key",
-		  u->serial);
+	snprintf(u->fp, sizeof(u->fp), "%s", fp);
+	rc = step(u, "certificate", "ok", "resumed: the certificate on the %sdevice "
+		  "(serial %s sha256 %s) is the one unit record %lld issued; it "
+		  "verifies against the CA and certifies the device's key",
+		  locked ? "locked " : "", u->serial, u->fp, (long long)h->cert_unit);
+	if (!rc)
+		rc = step(u, "resume", "ok", "finishes unit record %lld (%s): same "
+			  "certificate, serial %s; no second identity", (long long)
+			  (h->last_unit ? h->last_unit : h->cert_unit),
+			  !strcmp(h->last_state, "RUNNING") ? "interrupted" : h->last_state,
+			  u->serial);
+	if (!rc)
+		rc = revoke_abandoned(u, "superseded by the certificate resumed");
 	if (!rc) {
 		*out = cert;
 		cert = NULL;
+		rc = 1;
 	}
 cleanup:
 	X509_free(cert);
@@ -585,6 +719,7 @@ static void run_unit(struct unit *u)
 {
 	uint8_t pub[DRV_P256_POINT_LEN];
 	X509 *cert = NULL;
+	int resumed;
 
 	if (u->dup_slot) {
 		fail(u, "identify", ST_E_EXISTS, "slot %d is provisioning a unit with "
@@ -592,7 +727,8 @@ static void run_unit(struct unit *u)
 		     "units aside for a supervisor", u->dup_slot);
 		return;
 	}
-	if (u->info.lifecycle == DRV_LC_LOCKED && !u->after_lock) {
+	if (u->info.lifecycle == DRV_LC_LOCKED &&
+	    (!u->hist.cert_unit || u->hist.cert_revoked || !u->hist.lock_intended)) {
 		fail(u, "identify", ST_E_LOCKED, "the device is already locked and has "
 		     "no PASS record here: set it aside for a supervisor");
 		return;
@@ -600,8 +736,11 @@ static void run_unit(struct unit *u)
 	if (step(u, "identify", "ok", "model %s, programmer fw %s, lifecycle %u",
 		 u->info.model, u->info.fw_version, u->info.lifecycle))
 		return;
-	if (u->info.lifecycle == DRV_LC_LOCKED) {
-		if (do_resume_cert(u, &cert) || do_pop(u, cert) || do_fuses(u))
+	resumed = resume_identity(u, &cert);
+	if (resumed < 0)
+		goto cleanup;
+	if (resumed) {
+		if (do_pop(u, cert) || do_fuses(u))
 			goto cleanup;
 	} else if ((st_profile_key_inject(u->w->job->prof) ? do_inject(u, pub) :
 		    do_keygen(u, pub)) || do_certificate(u, pub, &cert) ||
@@ -613,6 +752,8 @@ static void run_unit(struct unit *u)
 		     "in %s", u->w->job->cfg->cert_dir ? u->w->job->cfg->cert_dir : "memory");
 		goto cleanup;
 	}
+	/* Unarmed: the identity is issued and proven, the fuses and the
+	 * lifecycle are untouched: not a locked PASS (docs/fuses.md). */
 	u->result = "PASS";
 cleanup:
 	X509_free(cert);
@@ -622,13 +763,19 @@ cleanup:
 static void finish_unit(struct unit *u)
 {
 	struct worker *w = u->w;
+	/* An interrupted end (an intent left open) holds no certificate: the
+	 * next presentation resumes it (the certificate then sits on that
+	 * record) or revokes it (revoke_abandoned); it is not revoked here. */
+	bool cert = !u->interrupted;
+	bool good = u->result && (!strcmp(u->result, "PASS") ||
+				  !strcmp(u->result, "UNFUSED"));
 	rec_unit_result e = {
 		.result = u->result ? u->result : "FAIL",
-		.reason = u->result && !strcmp(u->result, "PASS") ? NULL : u->reason,
-		.cert_serial = u->serial[0] ? u->serial : NULL,
-		.cert_sha256 = u->fp[0] ? u->fp : NULL,
-		.cert_pem = u->cert_pem,
-		.pubkey_hex = u->pub_hex[0] ? u->pub_hex : NULL,
+		.reason = good ? NULL : u->reason,
+		.cert_serial = cert && u->serial[0] ? u->serial : NULL,
+		.cert_sha256 = cert && u->fp[0] ? u->fp : NULL,
+		.cert_pem = cert ? u->cert_pem : NULL,
+		.pubkey_hex = cert && u->pub_hex[0] ? u->pub_hex : NULL,
 		.rot_hash = u->rot_hex[0] ? u->rot_hex : NULL,
 		.fuse_readback = u->readback_hex[0] ? u->readback_hex : NULL,
 	};
@@ -661,8 +808,11 @@ static void finish_unit(struct unit *u)
 		emit(w, &se);
 		return;
 	}
-	if (!strcmp(e.result, "PASS")) {
-		w->sum.pass++;
+	if (good) {
+		if (!strcmp(e.result, "PASS"))
+			w->sum.pass++;
+		else
+			w->sum.unfused++;
 		ev.cert_serial = u->serial;
 		ev.cert_sha256 = u->fp;
 	} else if (!strcmp(e.result, "QUARANTINE")) {
@@ -749,23 +899,169 @@ static void unclaim_uid(struct worker *w)
 	pthread_mutex_unlock(&job->lock);
 }
 
-/* rec_unit_steps callback: keep the last step if it is a burn intent (a
- * run stops at its first failure, so only the last step can be an intent
- * without outcome), and note whether the run got as far as the lifecycle
- * step (then a locked unit is verified, not refused). */
-static int last_intent(void *ctx, const char *name, const char *outcome,
-		       const char *detail)
-{
-	struct unit *u = ctx;
+#define HIST_MAX 64
 
-	if (!strcmp(name, "fuse-intent") || !strcmp(name, "lifecycle-intent"))
-		snprintf(u->pending, sizeof(u->pending), "%s", detail);
-	else
-		u->pending[0] = '\0';
-	u->after_lock = !strcmp(name, "lifecycle-intent") ||
-			(!strcmp(name, "lifecycle") && !strcmp(outcome, "ok")) ||
-			(!strcmp(name, "fuses") && !strcmp(outcome, "ok"));
+/* The records of one device and its revoked serials, gathered under the
+ * store's lock (the callbacks must not call the store). */
+struct hist_read {
+	struct history *h;
+	const char *uid;
+	int n;                       /* records seen (the newest HIST_MAX kept) */
+	struct { int64_t id; char state[16]; } rec[HIST_MAX];
+	int nrevoked;
+	char revoked[HIST_MAX][80];
+	int64_t unit;                /* the record whose steps are walked */
+};
+
+static int hist_unit(void *ctx, const rec_unit_row *row)
+{
+	struct hist_read *hr = ctx;
+	int i = hr->n++ % HIST_MAX;
+
+	hr->rec[i].id = row->id;
+	snprintf(hr->rec[i].state, sizeof(hr->rec[i].state), "%s", row->state);
 	return 0;
+}
+
+static int hist_revoked(void *ctx, const rec_revoked_row *row)
+{
+	struct hist_read *hr = ctx;
+
+	if (!strcmp(row->uid, hr->uid) && hr->nrevoked < HIST_MAX)
+		snprintf(hr->revoked[hr->nrevoked++], sizeof(hr->revoked[0]), "%s",
+			 row->cert_serial);
+	return 0;
+}
+
+static bool hist_is_revoked(const struct hist_read *hr, const char *serial)
+{
+	for (int i = 0; i < hr->nrevoked; i++)
+		if (!strcasecmp(hr->revoked[i], serial))
+			return true;
+	return false;
+}
+
+/* The field a fuse step names ("field NAME ..." or "lifecycle step NAME
+ * ..."), into out; false when it names none. */
+static bool step_field(const char *detail, char out[32])
+{
+	const char *p = !strncmp(detail, "field ", 6) ? detail + 6 :
+			!strncmp(detail, "lifecycle step ", 15) ? detail + 15 : NULL;
+	size_t n;
+
+	if (!p)
+		return false;
+	n = strcspn(p, " ");
+	if (!n || n >= 32)
+		return false;
+	memcpy(out, p, n);
+	out[n] = '\0';
+	return true;
+}
+
+static void hist_resolve(struct history *h, const char *field)
+{
+	for (int i = 0; i < h->nintents; i++) {
+		if (strcmp(h->intent[i].field, field))
+			continue;
+		h->intent[i] = h->intent[--h->nintents];
+		i--;
+	}
+}
+
+/* rec_unit_steps callback: one step of the history, oldest first. */
+static int hist_step(void *ctx, const char *name, const char *outcome,
+		     const char *detail)
+{
+	struct hist_read *hr = ctx;
+	struct history *h = hr->h;
+	char field[32];
+
+	if (!strcmp(name, "certificate") && !strcmp(outcome, "ok") &&
+	    !strncmp(detail, "serial ", 7)) {
+		/* a new identity: the one before it is left behind */
+		const char *fp = strstr(detail, " sha256 ");
+
+		if (h->cert_unit && h->nabandoned < HIST_ABANDONED) {
+			h->abandoned[h->nabandoned].unit = h->cert_unit;
+			snprintf(h->abandoned[h->nabandoned++].serial,
+				 sizeof(h->abandoned[0].serial), "%s", h->cert_serial);
+		}
+		h->cert_unit = hr->unit;
+		snprintf(h->cert_serial, sizeof(h->cert_serial), "%.*s",
+			 (int)strcspn(detail + 7, " "), detail + 7);
+		snprintf(h->cert_fp, sizeof(h->cert_fp), "%s", fp ? fp + 8 : "");
+		h->lock_intended = false;
+	} else if ((!strcmp(name, "fuse-intent") || !strcmp(name, "lifecycle-intent")) &&
+		   step_field(detail, field)) {
+		hist_resolve(h, field);
+		if (h->nintents < HIST_INTENTS) {
+			snprintf(h->intent[h->nintents].field, sizeof(field), "%s", field);
+			snprintf(h->intent[h->nintents++].detail,
+				 sizeof(h->intent[0].detail), "%s", detail);
+		}
+		if (!strcmp(name, "lifecycle-intent"))
+			h->lock_intended = true;
+	} else if ((!strcmp(name, "fuse") || !strcmp(name, "fuse-resume")) &&
+		   step_field(detail, field)) {
+		hist_resolve(h, field);
+	} else if (!strcmp(name, "lifecycle") && strcmp(outcome, "fail")) {
+		/* its detail names no field: it resolves the lifecycle intent */
+		for (int i = 0; i < h->nintents; i++)
+			if (strstr(h->intent[i].detail, " lifecycle ")) {
+				snprintf(field, sizeof(field), "%s", h->intent[i].field);
+				hist_resolve(h, field);
+				i = -1;
+			}
+	}
+	return 0;
+}
+
+/* Read every record of the unit and its steps, oldest first, into u->hist
+ * (see struct history).  ST_OK or a records error. */
+static int read_history(struct worker *w, struct unit *u)
+{
+	struct history *h = &u->hist;
+	struct hist_read *hr = calloc(1, sizeof(*hr));
+	rec_filter f = { .uid = u->info.uid_hex };
+	int rc, first, n;
+	size_t len = 0;
+
+	if (!hr)
+		return ST_E_NOMEM;
+	memset(h, 0, sizeof(*h));
+	hr->h = h;
+	hr->uid = u->info.uid_hex;
+	rc = rec_list_units(w->job->rec, &f, hist_unit, hr);
+	if (!rc)
+		rc = rec_list_revoked(w->job->rec, hist_revoked, hr);
+	n = hr->n < HIST_MAX ? hr->n : HIST_MAX;
+	first = hr->n < HIST_MAX ? 0 : hr->n % HIST_MAX;
+	for (int k = 0; k < n && !rc; k++) {
+		int i = (first + k) % HIST_MAX;
+
+		hr->unit = hr->rec[i].id;
+		rc = rec_unit_steps(w->job->rec, hr->unit, hist_step, hr);
+		if (!strcmp(hr->rec[i].state, "PASS"))
+			h->nintents = 0;   /* a PASS resolved every intent */
+		h->last_unit = hr->unit;
+		snprintf(h->last_state, sizeof(h->last_state), "%s", hr->rec[i].state);
+	}
+	if (!rc) {
+		int k = 0;
+
+		h->cert_revoked = h->cert_unit && hist_is_revoked(hr, h->cert_serial);
+		for (int i = 0; i < h->nabandoned; i++)
+			if (!hist_is_revoked(hr, h->abandoned[i].serial) &&
+			    strcasecmp(h->abandoned[i].serial, h->cert_serial))
+				h->abandoned[k++] = h->abandoned[i];
+		h->nabandoned = k;
+		for (int i = 0; i < h->nintents && len + 3 < sizeof(h->pending); i++)
+			len += (size_t)snprintf(h->pending + len, sizeof(h->pending) - len,
+						"%s%s", i ? "; " : "", h->intent[i].detail);
+	}
+	free(hr);
+	return rc;
 }
 
 /* Has a supervisor allowed this device a new identity in this run? */
@@ -819,9 +1115,10 @@ static int reprovision(struct worker *w, struct unit *u, int64_t id)
  * skip it (already done), negative to end the slot.  A unit left RUNNING by
  * an interrupted earlier run is closed as FAIL first, so its record says
  * what happened (no other slot can hold it: the ID was claimed, and a clone
- * in another slot keeps its live row: clone_in_work); a fuse intent it left
- * open is kept in u->pending for the fuse run to resolve.  A unit last
- * QUARANTINED is not touched again. */
+ * in another slot keeps its live row: clone_in_work).  The unit's whole
+ * history goes to u->hist (read_history): the identity that should be on
+ * it, burn intents no record resolved.  A unit last QUARANTINED is not
+ * touched again; one last UNFUSED is skipped by an unarmed run. */
 static int next_unit(struct worker *w, struct unit *u)
 {
 	rec_unit_result interrupted = { .result = "FAIL",
@@ -856,6 +1153,20 @@ static int next_unit(struct worker *w, struct unit *u)
 	pthread_mutex_lock(&((struct job *)w->job)->rec_order);
 	if (rc == ST_E_NOTFOUND)
 		rc = rec_last_unit(w->job->rec, u->info.uid_hex, &id, last, sizeof(last));
+	if (rc == ST_OK && strcmp(last, "QUARANTINE"))
+		rc = read_history(w, u);
+	if (rc == ST_OK && !strcmp(last, "UNFUSED") && !w->job->run->burn_fuses) {
+		st_event ev = { .kind = ST_EV_STEP, .uid = u->info.uid_hex,
+				.step = "history", .outcome = "skip", .detail = why };
+
+		snprintf(why, sizeof(why), "already provisioned, not locked (UNFUSED on "
+			 "record, unit record %lld): it keeps its identity; run with "
+			 "--burn-fuses to burn its fuses and lock it", (long long)id);
+		pthread_mutex_unlock(&((struct job *)w->job)->rec_order);
+		w->sum.skipped++;
+		emit(w, &ev);
+		return 0;
+	}
 	if (rc == ST_OK && !strcmp(last, "QUARANTINE")) {
 		st_event ev = { .kind = ST_EV_STEP, .uid = u->info.uid_hex,
 				.step = "history", .outcome = "skip", .detail = why };
@@ -869,15 +1180,13 @@ static int next_unit(struct worker *w, struct unit *u)
 		return 0;
 	}
 	if (rc == ST_OK && !strcmp(last, "RUNNING") && !is_live(w, id)) {
-		rc = rec_unit_steps(w->job->rec, id, last_intent, u);
-		if (rc == ST_OK && u->pending[0]) {
+		if (u->hist.pending[0]) {
 			snprintf(why, sizeof(why), "interrupted during a burn: the station "
 				 "stopped after the intent '%s' without its outcome; the "
-				 "next run reads the device to resolve it", u->pending);
+				 "next run reads the device to resolve it", u->hist.pending);
 			interrupted.reason = why;
 		}
-		if (rc == ST_OK)
-			rc = rec_unit_end(w->job->rec, id, &interrupted);
+		rc = rec_unit_end(w->job->rec, id, &interrupted);
 	}
 	pthread_mutex_unlock(&((struct job *)w->job)->rec_order);
 	if (rc != ST_OK && rc != ST_E_NOTFOUND) {
@@ -1511,7 +1820,8 @@ static int serve_units(struct worker *w, drv_dev *dev, hsm_session *sess,
 			pause_slot(w);
 			return 0;
 		}
-		if (!u.stop_slot && rc >= 1 && strcmp(u.result ? u.result : "FAIL", "PASS"))
+		if (!u.stop_slot && rc >= 1 && strcmp(u.result ? u.result : "FAIL", "PASS") &&
+		    strcmp(u.result ? u.result : "FAIL", "UNFUSED"))
 			cmd = hold_unit(w, &u);
 		if (cmd == ST_CMD_QUARANTINE && quarantine_held(w, &u))
 			u.stop_slot = true;
@@ -1742,6 +2052,7 @@ void st_run_wait(st_run_handle *r, st_summary *sum)
 		total.pass += s->pass;
 		total.fail += s->fail;
 		total.quarantine += s->quarantine;
+		total.unfused += s->unfused;
 		total.skipped += s->skipped;
 		total.slot_errors += s->slot_errors;
 		total.record_errors += s->record_errors;

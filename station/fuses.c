@@ -8,7 +8,10 @@
  *   - the intent (field, value, request id) is recorded durably before the
  *     burn, so a crash leaves evidence the next run resolves by reading the
  *     device;
- *   - a burn whose outcome is unknown (link lost, brown-out) quarantines;
+ *   - a burn whose outcome is unknown because the link was lost (cable,
+ *     brown-out) is an unresolved intent, as after a crash: the next
+ *     presentation reads the device and completes, verifies or
+ *     quarantines; a device that answers with an error quarantines;
  *   - a field passes only on a fresh read-back with no faulty word;
  *   - nothing burns outside the profile's programming conditions. */
 #include "station/fuses.h"
@@ -422,6 +425,28 @@ static bool link_lost(int rc)
 	       rc == ST_E_IO;
 }
 
+/* The link was lost after an intent was recorded: what happened is
+ * unknown until the device is read again, exactly as after a crash at the
+ * same point, so it gets the same decision (docs/fuses.md, "Crash safety
+ * and resume"): not QUARANTINE but an open intent.  Returns rc. */
+__attribute__((format(printf, 3, 4)))
+static int interrupted(st_fuse_run *r, int rc, const char *fmt, ...)
+{
+	char what[256];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(what, sizeof(what), fmt, ap);
+	va_end(ap);
+	set_reason(r, "interrupted: the link to the programmer was lost during %s "
+		   "(%s) with its intent on record: not a conflict; re-plug the "
+		   "unit and run it again: the next run reads the device and "
+		   "completes, verifies or quarantines", what, drv_errmsg(r->dev));
+	r->summary = "interrupted";
+	r->interrupted = true;
+	return rc;
+}
+
 /* Measure and check the programming conditions; ST_OK to burn.  what
  * names what would have been burned, for the reason. */
 static int check_conditions(st_fuse_run *r, const char *what)
@@ -492,6 +517,8 @@ static int run_lifecycle(st_fuse_run *r, const st_fuse_field *f)
 	rc = drv_set_lifecycle(r->dev, f->lifecycle);
 	if (!rc)
 		rc = drv_identify(r->dev, &info);
+	if (rc && link_lost(rc))
+		return interrupted(r, rc, "setting the lifecycle to %s", lc_names[f->lifecycle]);
 	if (rc) {
 		set_reason(r, "setting the lifecycle to %s failed: %s; the outcome is "
 			   "unknown: unit quarantined", lc_names[f->lifecycle],
@@ -538,15 +565,12 @@ static int burn_field(st_fuse_run *r, const st_fuse_field *f,
 	memcpy(value, bank, sizeof(value));
 	memcpy(value + off, f->target + off, len);
 	rc = drv_fuse_burn(r->dev, f->bank, value, id, back);
-	if (rc && link_lost(rc) && drv_otp_is_nv(r->dev)) {
-		/* Write-once NV cannot be half-programmed: the next run reads it
-		 * (the intent is on record) and burns or verifies. */
-		set_reason(r, "burn of field %s (bank %u, request %08x) was interrupted: "
-			   "%s; the next run reads the device and completes or verifies "
-			   "it", f->name, f->bank, id, drv_errmsg(r->dev));
-		r->summary = "interrupted";
-		return rc;
-	}
+	/* The same state as a crash after the intent: the next presentation
+	 * reads the device (write-once NV cannot be half-programmed; a fuse
+	 * word can, and the read shows it: quarantine then). */
+	if (rc && link_lost(rc))
+		return interrupted(r, rc, "burn of field %s (bank %u, request %08x)",
+				   f->name, f->bank, id);
 	if (rc) {
 		set_reason(r, "burn of field %s (bank %u, request %08x) did not complete: "
 			   "%s; the outcome is unknown: unit quarantined, do not burn it "
@@ -557,6 +581,9 @@ static int burn_field(st_fuse_run *r, const st_fuse_field *f,
 	}
 	/* Trust only a fresh read with the word status, not the burn reply. */
 	rc = drv_fuse_read_status(r->dev, f->bank, bank, &faulty);
+	if (rc && link_lost(rc))
+		return interrupted(r, rc, "the read-back of field %s (bank %u, "
+				   "request %08x)", f->name, f->bank, id);
 	if (rc) {
 		set_reason(r, "field %s was burned but could not be read back: %s; unit "
 			   "quarantined until it is checked", f->name, drv_errmsg(r->dev));

@@ -81,6 +81,10 @@ typedef struct st_fuse_run {
 	const char *summary;    /* "burned", "already", "conflict", "mismatch",
 				   "burn-failed", "conditions", "planned" */
 	bool quarantine;        /* the unit must be set aside */
+	bool interrupted;       /* the link was lost with a burn intent open:
+				 * not a conflict, an unresolved intent the
+				 * next presentation resolves by reading the
+				 * device (as after a crash) */
 	bool recorded;          /* the failure step is already recorded */
 	char readback_hex[65];  /* root-of-trust bank as read back */
 } st_fuse_run;

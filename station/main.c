@@ -8,7 +8,8 @@
  *   station tui
  *   station config check | schema
  *
- * Exit codes (also in README): 0 all units PASS; 1 a unit FAILED or was
+ * Exit codes (also in README): 0 all units PASS (or, unarmed, UNFUSED:
+ * provisioned, not locked, as asked); 1 a unit FAILED or was
  * QUARANTINED; 2 usage, configuration or profile error; 3 HSM error (module,
  * token, PIN, CA); 4 records error; 5 a programmer/link error stopped a
  * slot.  Progress goes to stderr; results to stdout. */
@@ -155,6 +156,11 @@ static void on_event(const st_event *ev, void *ctx)
 			printf("slot %d: unit %s PASS  cert %s  fuses %s  (%lld ms)\n",
 			       ev->slot, ev->uid, ev->cert_serial,
 			       ev->fuses ? ev->fuses : "-", (long long)ev->elapsed_ms);
+		} else if (!strcmp(ev->result, "UNFUSED")) {
+			printf("slot %d: unit %s UNFUSED  cert %s  provisioned, not locked: "
+			       "fuses and lifecycle untouched (finish it with --burn-fuses)"
+			       "  (%lld ms)\n", ev->slot, ev->uid, ev->cert_serial,
+			       (long long)ev->elapsed_ms);
 		} else {
 			printf("slot %d: unit %s %s: %s\n", ev->slot, ev->uid, ev->result,
 			       ev->detail ? ev->detail : "");
@@ -384,8 +390,9 @@ static int cmd_provision(struct cli *cli, int argc, char **argv)
 
 		/* group commit at work: writes per commit (make bench) */
 		rec_get_stats(rec, &rs);
-		o = json_pack("{s:s, s:i, s:i, s:i, s:i, s:i, s:s, s:I, s:I}",
-			      "event", "summary", "pass", sum.pass, "fail", sum.fail,
+		o = json_pack("{s:s, s:i, s:i, s:i, s:i, s:i, s:i, s:s, s:I, s:I}",
+			      "event", "summary", "pass", sum.pass,
+			      "unfused", sum.unfused, "fail", sum.fail,
 			      "quarantine", sum.quarantine, "skipped", sum.skipped,
 			      "slot_errors", sum.slot_errors + sum.record_errors,
 			      "records", cli->cfg.records_path,
@@ -405,6 +412,9 @@ static int cmd_provision(struct cli *cli, int argc, char **argv)
 		fputc('\n', stdout);
 		json_decref(o);
 	} else {
+		if (sum.unfused)
+			printf("summary: %d UNFUSED (provisioned, not locked: run with "
+			       "--burn-fuses to finish them)\n", sum.unfused);
 		printf("summary: %d PASS, %d FAIL, %d QUARANTINE, %d skipped (already done)"
 		       "%s; records in %s%s%s\n", sum.pass, sum.fail, sum.quarantine,
 		       sum.skipped, sum.slot_errors ? "; a slot stopped on an error" : "",

@@ -204,7 +204,7 @@ typedef struct st_event {
 	const char *step;         /* ST_EV_STEP */
 	const char *outcome;      /* "ok", "fail", "skip" */
 	const char *detail;       /* human text */
-	const char *result;       /* ST_EV_UNIT_DONE: PASS/FAIL/QUARANTINE */
+	const char *result;       /* ST_EV_UNIT_DONE: PASS/UNFUSED/FAIL/QUARANTINE */
 	const char *cert_serial;  /* ST_EV_UNIT_DONE on PASS */
 	const char *cert_sha256;
 	const char *fuses;        /* "burned", "already", "not-armed", ... */
@@ -284,6 +284,8 @@ typedef struct st_run {
 /* Totals of a run. */
 typedef struct st_summary {
 	int pass, fail, quarantine, skipped;
+	int unfused;          /* provisioned, not locked: an unarmed run's
+			       * good verdict (UNFUSED, docs/fuses.md) */
 	int slot_errors;      /* slots stopped by a programmer/link error */
 	int record_errors;    /* slots stopped because a record could not be written */
 	int quota_full;       /* slots stopped because the work order is full */

@@ -5,6 +5,7 @@
  * state file (fuses, redundant copies, burn_count, last_burn), the SQLite
  * records, and the programmer driver talking to the simulator directly. */
 #include <criterion/criterion.h>
+#include <ctype.h>
 #include <fcntl.h>
 #include <jansson.h>
 #include <openssl/sha.h>
@@ -447,8 +448,11 @@ Test(fuses, stuck_bit_is_caught_by_the_read_back, .timeout = 90)
 }
 
 /* Brown-out while the root of trust burns: the link drops after words 0..2
- * and half of word 3.  QUARANTINE (not PASS), the device keeps the
- * half-programmed word across a power cycle, and no run burns it again. */
+ * and half of word 3.  Not PASS: the link was lost with the intent open,
+ * the same state as a crash there, so the same decision (docs/fuses.md):
+ * the record closes as interrupted, and the next presentation reads the
+ * device, finds the half-programmed word (kept across a power cycle) and
+ * quarantines; no run burns it again. */
 Test(fuses, brownout_mid_burn_quarantines_without_second_burn, .timeout = 120)
 {
 	fx_world w;
@@ -463,11 +467,12 @@ Test(fuses, brownout_mid_burn_quarantines_without_second_burn, .timeout = 120)
 	fx_station_run(&r, &w, "--burn-fuses", "--slot", sim.port, "provision", NULL);
 	cr_assert_neq(r.code, 0, "stdout:%s\nstderr:%s", r.out, r.err);
 	cr_assert(!strstr(r.out, " PASS  cert"), "%s", r.out);
-	cr_assert_eq(fx_q_int(&w, "SELECT count(*) FROM units WHERE state = 'QUARANTINE'"), 1,
-		     "stdout:%s\nstderr:%s", r.out, r.err);
+	cr_assert_eq(fx_q_int(&w, "SELECT count(*) FROM units WHERE state = 'FAIL' AND "
+			   "cert_serial IS NULL"), 1, "stdout:%s\nstderr:%s", r.out, r.err);
 	fx_q_text(&w, "SELECT reason FROM units", reason, sizeof(reason));
 	cr_assert(strstr(reason, "burn of field rot-hash"), "reason: %s", reason);
-	cr_assert(strstr(reason, "outcome is unknown"), "reason: %s", reason);
+	cr_assert(strstr(reason, "interrupted: the link to the programmer was lost"),
+		  "reason: %s", reason);
 	/* Power restored: the simulator restarts from its saved state. */
 	fx_devsim_stop(&sim);
 	u = sim_unit(sim.state_path, 0);
@@ -480,10 +485,24 @@ Test(fuses, brownout_mid_burn_quarantines_without_second_burn, .timeout = 120)
 	json_decref(u);
 	cr_assert_eq(fx_devsim_rewind(sim.state_path), 0);
 	start_sim(&sim, &w, 1, NULL);
-	/* The plan shows why, and a real run leaves the unit alone. */
+	/* The plan shows why; the next run resolves the open intent from the
+	 * device: half-programmed, quarantined, nothing burned. */
 	fx_station_run(&r, &w, "--dry-run", "--slot", sim.port, "provision", NULL);
 	cr_assert(strstr(r.out, "action refuse: 1 word(s) of bank 0 are half-programmed"),
 		  "%s", r.out);
+	fx_station_run(&r, &w, "--burn-fuses", "--slot", sim.port, "provision", NULL);
+	cr_assert_eq(r.code, 1, "stdout:%s\nstderr:%s", r.out, r.err);
+	cr_assert_eq(fx_q_int(&w, "SELECT count(*) FROM units WHERE state = 'QUARANTINE'"), 1,
+		     "stdout:%s\nstderr:%s", r.out, r.err);
+	cr_assert_eq(fx_q_int(&w, "SELECT count(*) FROM steps WHERE step = 'fuse-resume' AND "
+			   "outcome = 'fail' AND detail LIKE '%half-programmed%'"), 1);
+	u = sim_unit(sim.state_path, 0);
+	cr_assert_eq(jint(u, "burn_count"), 1, "burned a second time");
+	json_decref(u);
+	fx_devsim_stop(&sim);
+	cr_assert_eq(fx_devsim_rewind(sim.state_path), 0);
+	start_sim(&sim, &w, 1, NULL);
+	/* and a later run leaves the unit alone */
 	fx_station_run(&r, &w, "--burn-fuses", "--slot", sim.port, "provision", NULL);
 	cr_assert_eq(r.code, 1, "stdout:%s\nstderr:%s", r.out, r.err);
 	cr_assert(strstr(r.err, "QUARANTINED on record"), "%s", r.err);
@@ -657,6 +676,248 @@ Test(fuses_kill, after_the_root_of_trust_verified, .timeout = 120)
 Test(fuses_kill, at_the_lifecycle_lock, .timeout = 120)
 {
 	kill_at("lifecycle-intent", 1, 40, "lifecycle step lock had an intent");
+}
+
+/* ---- whole-history resume: several kills, cable cuts (issue 17) ---- */
+
+struct kill_point {
+	const char *what;   /* stderr line to wait for */
+	int nth;
+	long delay_ms;
+};
+
+/* Run the station armed against sim and SIGKILL it delay_ms after the
+ * nth stderr line with what. */
+static void run_and_kill(const fx_world *w, const fx_devsim *sim, const struct kill_point *k)
+{
+	char log[65536] = "";
+	int errfd, status;
+	pid_t pid;
+
+	pid = spawn_station(w, &errfd, "--verbose", "--burn-fuses", "--slot", sim->port,
+			    "provision", NULL);
+	wait_line(errfd, k->what, k->nth, log, sizeof(log));
+	if (k->delay_ms)
+		sleep_ms(k->delay_ms);
+	cr_assert_eq(kill(pid, SIGKILL), 0);
+	waitpid(pid, &status, 0);
+	close(errfd);
+	cr_assert(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL,
+		  "the station ended before the kill at '%s':\n%s", k->what, log);
+}
+
+/* The unit passed with the one certificate its first record issued: one
+ * certificate step issued a serial (the others resumed it), the PASS row
+ * holds it and its PEM, the device holds it (openssl verify against the
+ * CA, the device's key: fx_check_pass), and the records verify. */
+static void assert_one_identity_passed(const fx_world *w, const char *state_path)
+{
+	char issued[128], pass[128], pem[8192], path[1024], kept[8192] = "", uid[80];
+	fx_run r;
+	FILE *f;
+
+	cr_assert_eq(fx_q_int(w, "SELECT count(*) FROM steps WHERE step = 'certificate' "
+			   "AND outcome = 'ok' AND detail LIKE 'serial %'"), 1,
+		     "a second identity was issued");
+	fx_q_text(w, "SELECT substr(detail, 8, instr(substr(detail, 8), ' ') - 1) FROM "
+		  "steps WHERE step = 'certificate' AND detail LIKE 'serial %'", issued,
+		  sizeof(issued));
+	fx_q_text(w, "SELECT cert_serial FROM units WHERE state = 'PASS'", pass, sizeof(pass));
+	cr_assert_str_eq(pass, issued, "PASS holds another certificate than was issued");
+	cr_assert_eq(fx_q_int(w, "SELECT count(*) FROM revocations"), 0);
+	fx_q_text(w, "SELECT uid FROM units WHERE state = 'PASS'", uid, sizeof(uid));
+	fx_q_text(w, "SELECT cert_pem FROM units WHERE state = 'PASS'", pem, sizeof(pem));
+	snprintf(path, sizeof(path), "%s/%s.pem", w->certs, uid);
+	f = fopen(path, "r");
+	cr_assert_not_null(f, "%s", path);
+	kept[fread(kept, 1, sizeof(kept) - 1, f)] = '\0';
+	fclose(f);
+	cr_assert_str_eq(pem, kept, "the certificate on record is not the one kept");
+	fx_check_pass(w, state_path, uid);
+	fx_station_run(&r, w, "--ca-cert", w->ca, "records", "verify", NULL);
+	cr_assert_eq(r.code, 0, "records verify: %s%s", r.out, r.err);
+}
+
+/* Kill the station at each point in turn (each run resumes what the ones
+ * before left), then run it to the end: PASS, every field burned exactly
+ * once, the original identity. */
+static void kill_sequence(const struct kill_point *k, int n)
+{
+	fx_world w;
+	fx_run r;
+	fx_devsim sim;
+	json_t *u;
+
+	world_init(&w, PLAN, 2000);
+	start_sim(&sim, &w, 1, "--fault slowburn:120");
+	for (int i = 0; i < n; i++)
+		run_and_kill(&w, &sim, &k[i]);
+	cr_assert_eq(fx_q_int(&w, "SELECT count(*) FROM units WHERE state = 'RUNNING'"), 1);
+	fx_station_run(&r, &w, "--burn-fuses", "--slot", sim.port, "provision", NULL);
+	cr_assert_eq(r.code, 0, "after %d kills (last at %s)\nstdout:%s\nstderr:%s", n,
+		     k[n - 1].what, r.out, r.err);
+	u = sim_unit(sim.state_path, 0);
+	assert_plan_burned(u);
+	cr_assert_eq(jint(u, "burn_count"), NBURNS, "a field was burned twice (or not)");
+	json_decref(u);
+	cr_assert_eq(fx_q_int(&w, "SELECT count(*) FROM units WHERE state = 'PASS'"), 1);
+	cr_assert_eq(fx_q_int(&w, "SELECT count(*) FROM units WHERE state = 'FAIL' AND "
+			   "reason LIKE 'interrupted%'"), n);
+	cr_assert_eq(fx_q_int(&w, "SELECT count(*) FROM steps s JOIN units u ON u.id = "
+			   "s.unit_id WHERE u.state = 'PASS' AND s.step = 'resume' AND "
+			   "s.outcome = 'ok'"), 1, "the PASS does not name the record it finishes");
+	assert_one_identity_passed(&w, sim.state_path);
+	fx_devsim_stop(&sim);
+	fx_rmtree(w.dir);
+}
+
+/* Issue 17 item 5: killed at the lifecycle lock, then killed again as soon
+ * as the next run started on the same (now locked) unit.  The third run
+ * reads the whole history: the lock was intended after the identity was
+ * issued, so the locked unit is verified and passes, never refused. */
+Test(fuses_kill, twice_around_the_lifecycle_lock, .timeout = 150)
+{
+	static const struct kill_point k[] = {
+		{ "lifecycle-intent", 1, 40 }, { "identify", 1, 0 },
+	};
+
+	kill_sequence(k, 2);
+}
+
+/* Killed during a burn, then during the resume of that burn. */
+Test(fuses_kill, during_a_burn_then_during_its_resume, .timeout = 150)
+{
+	static const struct kill_point k[] = {
+		{ "fuse-intent", 2, 60 }, { "fuse-resume", 1, 0 },
+	};
+
+	kill_sequence(k, 2);
+}
+
+/* Killed in the middle of the root of trust, then during the next burn of
+ * the resumed run, then as the third run identified the unit. */
+Test(fuses_kill, three_kills_across_burns, .timeout = 180)
+{
+	static const struct kill_point k[] = {
+		{ "fuse-intent", 1, 450 }, { "fuse-intent", 1, 60 }, { "identify", 1, 0 },
+	};
+
+	kill_sequence(k, 3);
+}
+
+/* Issue 17 item 7: a cable cut at the fuse read-back and a SIGKILL of the
+ * station at the same point leave the same state (the burn happened, its
+ * outcome is not on record): the same decision.  The cut run closes the
+ * unit as interrupted (not QUARANTINE, no certificate in its row, nothing
+ * revoked), and the next presentation resolves the intent from the device
+ * and passes with the same identity, as after the kill (fuses_kill). */
+Test(fuses, cable_cut_at_the_read_back_resumes_like_a_kill, .timeout = 120)
+{
+	fx_world w;
+	fx_run r;
+	fx_devsim sim;
+	char reason[2048], detail[1024];
+	json_t *u;
+
+	world_init(&w, PLAN, 500);
+	start_sim(&sim, &w, 1, "--fault cutread:1");
+	fx_station_run(&r, &w, "--burn-fuses", "--slot", sim.port, "provision", NULL);
+	cr_assert_neq(r.code, 0, "stdout:%s\nstderr:%s", r.out, r.err);
+	cr_assert_eq(fx_q_int(&w, "SELECT count(*) FROM units WHERE state = 'QUARANTINE'"), 0,
+		     "a lost link after a burn is not a conflict\nstdout:%s", r.out);
+	cr_assert_eq(fx_q_int(&w, "SELECT count(*) FROM units WHERE state = 'FAIL' AND "
+			   "cert_serial IS NULL"), 1, "stdout:%s\nstderr:%s", r.out, r.err);
+	fx_q_text(&w, "SELECT reason FROM units", reason, sizeof(reason));
+	cr_assert(strstr(reason, "interrupted: the link to the programmer was lost during "
+			 "the read-back of field rot-hash"), "reason: %s", reason);
+	fx_devsim_stop(&sim);
+	u = sim_unit(sim.state_path, 0);
+	cr_assert_str_eq(bank_hex(u, "fuses", 0), FX_ROT, "the burn did happen");
+	cr_assert_eq(jint(u, "burn_count"), 1);
+	json_decref(u);
+	/* re-plugged: the next presentation reads the device */
+	cr_assert_eq(fx_devsim_rewind(sim.state_path), 0);
+	start_sim(&sim, &w, 1, NULL);
+	fx_station_run(&r, &w, "--burn-fuses", "--slot", sim.port, "provision", NULL);
+	cr_assert_eq(r.code, 0, "stdout:%s\nstderr:%s", r.out, r.err);
+	fx_q_text(&w, "SELECT detail FROM steps WHERE step = 'fuse-resume'", detail,
+		  sizeof(detail));
+	cr_assert(strstr(detail, "field rot-hash had an intent") && strstr(detail, COMPLETED),
+		  "resume: %s", detail);
+	u = sim_unit(sim.state_path, 0);
+	assert_plan_burned(u);
+	cr_assert_eq(jint(u, "burn_count"), NBURNS);
+	json_decref(u);
+	assert_one_identity_passed(&w, sim.state_path);
+	fx_devsim_stop(&sim);
+	fx_rmtree(w.dir);
+}
+
+/* Killed after the certificate was written: the device holds it and its
+ * key, so the next run resumes it (no second identity, nothing revoked). */
+Test(fuses_kill, after_the_certificate_was_written_it_is_resumed, .timeout = 120)
+{
+	static const struct kill_point k[] = { { "write-cert", 1, 0 } };
+
+	kill_sequence(k, 1);
+}
+
+/* Killed after the certificate was issued, and it never reached the device
+ * (its certificate slot is cleared before the re-run, as when the write
+ * was cut): the unit gets a new identity, and the interrupted record's
+ * certificate is revoked, naming the record that replaced it: it is in
+ * the CRL. */
+Test(fuses_kill, issued_certificate_not_resumed_is_revoked, .timeout = 120)
+{
+	static const struct kill_point k = { "certificate", 1, 0 };
+	fx_world w;
+	fx_run r;
+	fx_devsim sim;
+	char old[128], now[128], reason[512], crl[1024], cmd[2400];
+	json_t *st = NULL;
+	FILE *p;
+	char text[65536];
+	size_t n;
+
+	world_init(&w, PLAN, 2000);
+	start_sim(&sim, &w, 1, NULL);
+	run_and_kill(&w, &sim, &k);
+	fx_q_text(&w, "SELECT substr(detail, 8, instr(substr(detail, 8), ' ') - 1) FROM "
+		  "steps WHERE step = 'certificate' AND detail LIKE 'serial %'", old, sizeof(old));
+	cr_assert(old[0], "no certificate step before the kill");
+	fx_devsim_stop(&sim);
+	cr_assert_eq(fx_devsim_dump(sim.state_path, &st), 0);
+	json_object_set_new(json_array_get(json_object_get(st, "units"), 0), "cert", json_null());
+	cr_assert_eq(json_dump_file(st, sim.state_path, 0), 0);
+	json_decref(st);
+	start_sim(&sim, &w, 1, NULL);
+	fx_station_run(&r, &w, "--burn-fuses", "--slot", sim.port, "provision", NULL);
+	cr_assert_eq(r.code, 0, "stdout:%s\nstderr:%s", r.out, r.err);
+	fx_q_text(&w, "SELECT cert_serial FROM units WHERE state = 'PASS'", now, sizeof(now));
+	cr_assert_str_neq(now, old);
+	fx_q_text(&w, "SELECT uid FROM units WHERE state = 'PASS'", reason, sizeof(reason));
+	fx_check_pass(&w, sim.state_path, reason);
+	fx_q_text(&w, "SELECT reason || ' | ' || cert_serial FROM revocations", reason,
+		  sizeof(reason));
+	cr_assert(strstr(reason, "interrupted, not resumed: re-provisioned in unit record 2"),
+		  "revocation: %s", reason);
+	cr_assert(strstr(reason, old), "revocation: %s", reason);
+	fx_path(crl, &w, "crl.pem");
+	fx_station_run(&r, &w, "crl", "export", "--out", crl, NULL);
+	cr_assert_eq(r.code, 0, "%s%s", r.out, r.err);
+	snprintf(cmd, sizeof(cmd), "openssl crl -in '%s' -noout -text", crl);
+	p = popen(cmd, "r");
+	cr_assert_not_null(p);
+	n = fread(text, 1, sizeof(text) - 1, p);
+	text[n] = '\0';
+	cr_assert_eq(pclose(p), 0, "%s", text);
+	for (char *c = old; *c; c++)
+		*c = (char)toupper((unsigned char)*c);
+	cr_assert(strstr(text, old), "serial %s not in the CRL:\n%s", old, text);
+	fx_station_run(&r, &w, "--ca-cert", w.ca, "records", "verify", NULL);
+	cr_assert_eq(r.code, 0, "records verify: %s%s", r.out, r.err);
+	fx_devsim_stop(&sim);
+	fx_rmtree(w.dir);
 }
 
 /* ---- the plan is checked when the profile loads ---- */

@@ -225,13 +225,13 @@ Test(records, durability_settings)
 	cr_assert_eq(st.foreign_keys, 1);
 	cr_assert_geq(st.busy_timeout_ms, 1000, "busy_timeout %d",
 		      st.busy_timeout_ms);
-	cr_assert_eq(st.schema_version, 3);
+	cr_assert_eq(st.schema_version, 4);
 
 	/* WAL is a property of the file: a stranger's connection sees it too */
 	db = ext_open(dbpath);
 	q_text(db, "PRAGMA journal_mode", mode, sizeof(mode));
 	cr_assert_str_eq(mode, "wal");
-	cr_assert_eq(q_int(db, "PRAGMA user_version"), 3);
+	cr_assert_eq(q_int(db, "PRAGMA user_version"), 4);
 	cr_assert_eq(q_int(db, "PRAGMA application_id"), 0x53545243);
 	snprintf(wal, sizeof(wal), "%s-wal", dbpath);
 	cr_assert_eq(stat(wal, &sb), 0, "no %s while open", wal);
@@ -504,7 +504,7 @@ Test(records, reopen_keeps_data_and_schema)
 	cr_assert_eq(rec_last_result(r, "0a0b", buf, sizeof(buf)), ST_OK);
 	cr_assert_str_eq(buf, "PASS");
 	cr_assert_eq(rec_get_settings(r, &st), ST_OK);
-	cr_assert_eq(st.schema_version, 3);
+	cr_assert_eq(st.schema_version, 4);
 	/* the reopened store still enforces the schema it found */
 	b = begin(r, "0a0b");
 	cr_assert_eq(end_as(r, b, "PASS", "78"), ST_E_DB);
@@ -513,7 +513,7 @@ Test(records, reopen_keeps_data_and_schema)
 	rec_close(r);
 
 	db = ext_open(dbpath);
-	cr_assert_eq(q_int(db, "PRAGMA user_version"), 3);
+	cr_assert_eq(q_int(db, "PRAGMA user_version"), 4);
 	cr_assert_eq(q_int(db, "SELECT count(*) FROM units"), 2);
 	cr_assert_eq(q_int(db, "SELECT count(*) FROM steps WHERE seq = 1"), 2);
 	sqlite3_close(db);
@@ -756,4 +756,74 @@ Test(records, bad_arguments)
 	cr_assert_str_eq(rec_errmsg(NULL), "");
 	rec_close(NULL);
 	rec_close(r);
+}
+
+/* Schema 4 (UNFUSED): a store written by schema 3 (tests/fixtures/
+ * records-v3.sql, dumped from a real one) is rebuilt with its rows, steps
+ * and revocations kept and its foreign keys whole; UNFUSED is a final
+ * state; one certificate may sit on several records of one device (the
+ * UNFUSED record and the PASS that finishes it), never on two devices;
+ * the certificate of a record without one in its row (closed as
+ * interrupted) is revoked by the serial its certificate step issued. */
+Test(records, v3_store_migrates_to_unfused_schema)
+{
+	char src[512], path[700], *sql;
+	sqlite3 *db;
+	rec_store *r;
+	int64_t other, mine;
+	long n = -1;
+	FILE *f;
+	long len;
+
+	snprintf(src, sizeof(src), "%s", getenv("STATION_BUILD"));
+	snprintf(path, sizeof(path), "%s/../tests/fixtures/records-v3.sql", src);
+	f = fopen(path, "r");
+	cr_assert_not_null(f, "%s", path);
+	fseek(f, 0, SEEK_END);
+	len = ftell(f);
+	rewind(f);
+	sql = calloc(1, (size_t)len + 1);
+	cr_assert_eq(fread(sql, 1, (size_t)len, f), (size_t)len);
+	fclose(f);
+	cr_assert_eq(sqlite3_open(dbpath, &db), SQLITE_OK);
+	cr_assert_eq(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK, "%s",
+		     sqlite3_errmsg(db));
+	free(sql);
+	cr_assert_eq(q_int(db, "PRAGMA user_version"), 3);
+	sqlite3_close(db);
+
+	r = open_ok(dbpath);
+	/* the interrupted unit 3 of bb02 ends UNFUSED with the serial its
+	 * device's FAIL record 2 holds: one device, allowed */
+	cr_assert_eq(rec_step(r, 3, "possession", "ok", NULL), ST_OK, "%s", rec_errmsg(r));
+	cr_assert_eq(end_as(r, 3, "UNFUSED", "5e02"), ST_OK, "%s", rec_errmsg(r));
+	cr_assert_eq(rec_count(r, "UNFUSED", &n), ST_OK, "%s", rec_errmsg(r));
+	cr_assert_eq(n, 1);
+	/* another device with that serial: refused */
+	other = begin(r, "cc03");
+	cr_assert_eq(end_as(r, other, "PASS", "5e02"), ST_E_DB);
+	cr_assert_not_null(strstr(rec_errmsg(r), "units.cert_serial"), "%s", rec_errmsg(r));
+	/* a record closed as interrupted: its step's serial is revoked */
+	mine = begin(r, "dd04");
+	cr_assert_eq(rec_step(r, mine, "certificate", "ok", "serial 0abc sha256 99"), ST_OK);
+	cr_assert_eq(end_as(r, mine, "FAIL", NULL), ST_OK, "%s", rec_errmsg(r));
+	cr_assert_eq(rec_revoke(r, mine, "interrupted, not resumed", "station"), ST_OK,
+		     "%s", rec_errmsg(r));
+	rec_close(r);
+
+	db = ext_open(dbpath);
+	cr_assert_eq(q_int(db, "PRAGMA user_version"), 4);
+	cr_assert_eq(q_int(db, "SELECT count(*) FROM pragma_foreign_key_check"), 0);
+	cr_assert_eq(q_int(db, "SELECT count(*) FROM units WHERE id <= 3"), 3);
+	cr_assert_eq(q_int(db, "SELECT count(*) FROM units WHERE id = 1 AND state = 'PASS'"
+			   " AND cert_serial = '5e01'"), 1);
+	cr_assert_eq(q_int(db, "SELECT count(*) FROM steps WHERE unit_id <= 3"), 4);
+	cr_assert_eq(q_int(db, "SELECT count(*) FROM revocations WHERE unit_id = 1"), 1);
+	cr_assert_eq(q_int(db, "SELECT count(*) FROM revocations WHERE cert_serial = '0abc'"), 1);
+	/* the rules of schema 2 and 3 survived the rebuild */
+	cr_assert_neq(sqlite3_exec(db, "DELETE FROM units WHERE id = 1", NULL, NULL, NULL),
+		      SQLITE_OK, "units_no_delete is gone");
+	cr_assert_neq(sqlite3_exec(db, "UPDATE units SET state = 'PASS' WHERE id = 2", NULL,
+				   NULL, NULL), SQLITE_OK, "units_final is gone");
+	sqlite3_close(db);
 }

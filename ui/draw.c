@@ -242,7 +242,8 @@ static void panel(struct ui *u, int i, int y, int x, int h, int w)
 	struct ui_slot *s = &u->slots[i];
 	bool sel = i == u->sel;
 	int iw = w - 2, row = y + 1, last = y + h - 2, done = 0, cur = -1;
-	attr_t fa = s->state == SL_ERROR || (s->state >= SL_VERDICT && strcmp(s->verdict, "PASS")) ?
+	bool good = !strcmp(s->verdict, "PASS") || !strcmp(s->verdict, "UNFUSED");
+	attr_t fa = s->state == SL_ERROR || (s->state >= SL_VERDICT && !good) ?
 		    col(u, C_FAIL, A_BOLD) : s->state == SL_VERDICT ? col(u, C_PASS, A_NORMAL) :
 		    A_NORMAL;
 
@@ -300,7 +301,7 @@ static void panel(struct ui *u, int i, int y, int x, int h, int w)
 		return;
 	}
 	if (s->state == SL_VERDICT || s->state == SL_HELD || s->state == SL_ERROR) {
-		bool pass = !strcmp(s->verdict, "PASS");
+		bool pass = !strcmp(s->verdict, "PASS") || !strcmp(s->verdict, "UNFUSED");
 		attr_t a = pass ? col(u, C_PASS, A_BOLD) : col(u, C_FAIL, A_BOLD);
 		attr_t bar = pass ? col(u, C_PASSBAR, A_REVERSE) : col(u, C_FAILBAR, A_REVERSE);
 		const char *hint = s->state == SL_HELD ?

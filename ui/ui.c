@@ -223,6 +223,8 @@ static void apply(struct ui *u, const struct ui_ev *e)
 		s->elapsed_ms = e->elapsed_ms;
 		if (!strcmp(s->verdict, "PASS"))
 			u->pass++;
+		else if (!strcmp(s->verdict, "UNFUSED"))
+			u->unfused++;  /* good, not locked: not a failure */
 		else if (!strcmp(s->verdict, "QUARANTINE"))
 			u->quarantine++;
 		else

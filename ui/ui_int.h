@@ -101,6 +101,7 @@ struct ui {
 	struct ui_slot slots[ST_MAX_SLOTS];
 	int sel;                    /* selected slot, 0-based */
 	int pass, fail, quarantine;
+	int unfused;          /* provisioned, not locked (unarmed run) */
 	char log[UI_LOG_LINES][200];
 	int nlog, loghead;
 	struct ui_recent recent[UI_RECENT];

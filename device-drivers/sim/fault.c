@@ -4,7 +4,8 @@
  * hook for the bytes.  Link faults: "noise:RATE" (bytes corrupted at a
  * seeded rate, both directions), "drop:N" (the line dies after N bytes out),
  * "latency:MS" (every answer late).  Fuse faults ("brownout:K", "stuck:B:B:B",
- * "slowburn:MS") act per programmed word through on_burn_word. */
+ * "slowburn:MS") act per programmed word through on_burn_word;
+ * "cutread:K" pulls the cable at a fuse read-back. */
 #include "device-drivers/sim/sim.h"
 
 #include <stdio.h>
@@ -249,6 +250,34 @@ static int slowburn_word(struct sim *s, unsigned bank, unsigned word,
 	return 0;
 }
 
+/* cutread:K — the cable is pulled right after the K-th fuse burn of this
+ * power-up (default 1) was answered: the fuses are burned, the read-back
+ * that follows gets no answer, and the simulator hangs up and exits 3
+ * (the link is gone, the device is not: a restart is a re-plug). */
+static int cutread_setup(struct sim *s, const char *arg)
+{
+	s->fault_n = 1;
+	if (arg && (parse_nums(arg, &s->fault_n, 1) != 1 || s->fault_n == 0)) {
+		fprintf(stderr, "station-devsim: cutread:K needs K >= 1\n");
+		return -1;
+	}
+	return 0;
+}
+
+static int cutread_frame(struct sim *s, const proto_frame *req)
+{
+	if (!req)
+		return 0;
+	if (req->type == PROTO_CMD_FUSE_BURN)
+		s->fault_count++;
+	if (req->type != PROTO_CMD_FUSE_READ || s->fault_count < s->fault_n)
+		return 0;
+	sim_log(s, "cutread: cable pulled before the read-back of burn %lu",
+		(unsigned long)s->fault_count);
+	s->dropped = 1;
+	return 1;
+}
+
 static const struct sim_fault faults[] = {
 	{ .name = "none", .help = "a healthy programmer (default)" },
 	{ .name = "mute", .help = "never answer (timeout tests)",
@@ -271,6 +300,9 @@ static const struct sim_fault faults[] = {
 	  .setup = stuck_setup, .on_burn_word = stuck_word },
 	{ .name = "slowburn", .help = "slowburn:MS  each fuse word takes MS ms "
 	  "(default 100)", .setup = slowburn_setup, .on_burn_word = slowburn_word },
+	{ .name = "cutread", .help = "cutread:K  cable pulled at the read-back "
+	  "after the K-th fuse burn (default 1), exit 3", .setup = cutread_setup,
+	  .on_frame = cutread_frame },
 };
 
 const struct sim_fault *sim_fault_find(const char *name)
