@@ -13,6 +13,8 @@
 
 #define DEFAULT_TIMEOUT_MS 2000
 #define DEFAULT_RETRIES 2
+#define HELLO_WAIT_MS 100
+#define HELLO_SILENT_MS 2000
 
 /* Commands that may be sent again when the reply was lost or garbled.
  * FUSE_BURN is safe to repeat because its request_id lets the programmer
@@ -122,7 +124,7 @@ enum { GOT_REPLY = 1, GARBLED, SILENT };
  * not read our request), or bytes that never ended a frame; *why says
  * which.  SILENT: nothing at all came back in time. */
 static int attempt(proto_client *c, uint8_t cmd, const uint8_t *req, size_t len,
-		   int *why)
+		   uint16_t first_seq, int wait_ms, int *why)
 {
 	const char *name = proto_cmd_name(cmd);
 	int64_t deadline;
@@ -151,7 +153,7 @@ static int attempt(proto_client *c, uint8_t cmd, const uint8_t *req, size_t len,
 	rc = c->tr.write(c->tr.ctx, c->wire, wlen + 2, c->timeout_ms);
 	if (rc != ST_OK)
 		return link_error(c, rc, name, "sending");
-	deadline = st_now_ms() + c->timeout_ms;
+	deadline = st_now_ms() + wait_ms;
 	for (;;) {
 		*why = PROTO_BAD_NONE;
 		rc = recv_frame(c, deadline, &c->rep, why);
@@ -162,7 +164,13 @@ static int attempt(proto_client *c, uint8_t cmd, const uint8_t *req, size_t len,
 			return GARBLED;
 		}
 		if (rc == 1) {
-			if (c->rep.seq != c->req.seq || !(c->rep.type & PROTO_REPLY))
+			/* A repeatable command's attempts all ask the same, so
+			 * a late reply to an earlier one answers it as well;
+			 * anything older is stale. */
+			if (!(c->rep.type & PROTO_REPLY) ||
+			    (uint16_t)(c->rep.seq - first_seq) >
+			    (uint16_t)(c->req.seq - first_seq) ||
+			    (c->rep.seq != c->req.seq && c->rep.type != (cmd | PROTO_REPLY)))
 				continue; /* stale reply or echo */
 			return GOT_REPLY;
 		}
@@ -221,10 +229,17 @@ static int call(proto_client *c, uint8_t cmd, const uint8_t *req, size_t len,
 		int repeatable)
 {
 	const char *name = proto_cmd_name(cmd);
-	int64_t t0 = st_now_ms(), budget;
+	int64_t t0 = st_now_ms(), budget, silent_since = 0;
 	int attempts = 0, garbled = 0, silent_run = 0, garbled_run = 0;
 	int why = PROTO_BAD_NONE, last_why = PROTO_BAD_CRC;
-	int max_silent = 1 + c->retries;
+	/* "No answer" is nothing back for retries + 1 timeouts in a row. */
+	int64_t max_silent_ms = (int64_t)(1 + c->retries) * c->timeout_ms;
+	/* HELLO comes before the device may NAK, so a request lost to noise
+	 * gets silence: ask again after HELLO_WAIT_MS (devices answer HELLO
+	 * within 100 ms, §5; a later reply to an earlier try still counts). */
+	int wait_ms = cmd == PROTO_CMD_HELLO && c->timeout_ms > HELLO_WAIT_MS ?
+		      HELLO_WAIT_MS : c->timeout_ms;
+	uint16_t first_seq = (uint16_t)(c->seq + 1);
 	int max_attempts = !repeatable || c->retries == 0 ? 1 :
 			   /* not one good frame yet: more likely the wrong
 			    * port or baud rate than noise */
@@ -241,7 +256,12 @@ static int call(proto_client *c, uint8_t cmd, const uint8_t *req, size_t len,
 			    "programmer's %u-byte limit", name, len,
 			    (unsigned)c->max_payload);
 	if (!repeatable)
-		max_silent = 1;
+		max_silent_ms = c->timeout_ms;
+	/* ...and for HELLO at least HELLO_SILENT_MS: twenty tries or more, so
+	 * a noisy line is not taken for a dead one at open. */
+	if (cmd == PROTO_CMD_HELLO && repeatable && c->retries &&
+	    max_silent_ms < HELLO_SILENT_MS)
+		max_silent_ms = HELLO_SILENT_MS;
 	budget = (int64_t)(1 + c->retries) * c->timeout_ms;
 	if (budget < PROTO_NOISE_BUDGET_MS)
 		budget = PROTO_NOISE_BUDGET_MS;
@@ -251,7 +271,7 @@ static int call(proto_client *c, uint8_t cmd, const uint8_t *req, size_t len,
 
 		if (attempts++)
 			c->stats.retries++;
-		rc = attempt(c, cmd, req, len, &why);
+		rc = attempt(c, cmd, req, len, first_seq, wait_ms, &why);
 		if (rc < 0)
 			return rc;
 		if (rc == GOT_REPLY)
@@ -264,7 +284,8 @@ static int call(proto_client *c, uint8_t cmd, const uint8_t *req, size_t len,
 			last_why = why;
 		} else {
 			c->stats.silent++;
-			silent_run++;
+			if (!silent_run++)
+				silent_since = st_now_ms() - wait_ms;
 			garbled_run = 0;
 		}
 		if (rc == GARBLED && !repeatable)
@@ -273,17 +294,18 @@ static int call(proto_client *c, uint8_t cmd, const uint8_t *req, size_t len,
 				    "programmer may have acted on it) — check the "
 				    "contacts/cable: the line is noisy", c->tr.name,
 				    proto_bad_str(last_why), name);
-		if (silent_run >= max_silent) {
+		if (silent_run && st_now_ms() - silent_since >= max_silent_ms) {
 			char extra[64] = "";
 
 			if (garbled)
 				snprintf(extra, sizeof(extra), ", after %d garbled",
 					 garbled);
-			return fail(c, ST_E_TIMEOUT, "no answer to %s on %s within "
-				    "%d ms: nothing came back to %d attempt%s in a "
-				    "row%s — check the cable/power of the programmer",
-				    name, c->tr.name, c->timeout_ms, silent_run,
-				    silent_run == 1 ? "" : "s", extra);
+			return fail(c, ST_E_TIMEOUT, "no answer to %s on %s: nothing "
+				    "came back for %lld ms (%d attempt%s in a row, "
+				    "timeout %d ms%s) — check the cable/power of the "
+				    "programmer", name, c->tr.name,
+				    (long long)max_silent_ms, silent_run,
+				    silent_run == 1 ? "" : "s", c->timeout_ms, extra);
 		}
 		if (attempts >= max_attempts || st_now_ms() - t0 >= budget)
 			return fail(c, ST_E_PROTO, "malformed frames from %s in reply "

@@ -218,10 +218,6 @@ int main(int argc, char **argv)
 		return 1;
 	s->master = -1;
 	s->link_caps = PROTO_LINK_ALL;
-	/* Until a HELLO says what the host understands, NAK: the first HELLO
-	 * needs it most on a noisy line, and a v1 host drops a NAK (its seq,
-	 * 0, is never that of a HELLO: a host's first frame is seq 1). */
-	s->host_link = PROTO_LINK_NAK;
 	s->vpp_mv = 2500;
 	s->temp_dc = 250;
 	while ((opt = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
