@@ -89,6 +89,13 @@ int drv_inject_key(drv_dev *d, const uint8_t eph[DRV_P256_POINT_LEN],
 		   const uint8_t *wrapped, size_t len,
 		   uint8_t pub[DRV_P256_POINT_LEN]);
 
+/* drv_keygen under request_id (fresh for each key wanted, e.g. HSM
+ * random): when the reply is lost or garbled the request is sent again with
+ * the same id, and a programmer with the link extension answers it with
+ * the key it made for that id, never a second key (docs/protocol.md §4,
+ * KEYGEN).  Other programmers get one plain KEYGEN, as drv_keygen(). */
+int drv_keygen_req(drv_dev *d, uint32_t request_id, uint8_t pub[DRV_P256_POINT_LEN]);
+
 /* Read the public point of the target's existing identity key. */
 int drv_get_pubkey(drv_dev *d, uint8_t pub[DRV_P256_POINT_LEN]);
 
@@ -147,6 +154,17 @@ int drv_set_lifecycle(drv_dev *d, uint8_t state);
 /* Tell the programmer this unit is finished; it ejects it and presents the
  * next one, if any (on a real fixture: the technician swaps the unit). */
 int drv_release(drv_dev *d);
+
+/* What the link to the programmer has cost since it was opened: commands
+ * asked, requests sent (re-sends included), re-sends, attempts answered
+ * with garbled frames or a NAK, attempts with nothing back.  A rising
+ * share of re-sends is a fixture going bad (worn pogo pins, a long cable). */
+typedef struct drv_linkstat {
+	uint64_t commands, attempts, retries, garbled, silent;
+} drv_linkstat;
+
+/* Fill out (zeros for drivers that do not count). */
+void drv_link_stats(drv_dev *d, drv_linkstat *out);
 
 /* Close the port and free d.  NULL is fine. */
 void drv_close(drv_dev *d);

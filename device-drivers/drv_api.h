@@ -34,6 +34,11 @@ struct drv_ops {
 	int (*identify)(drv_dev *d, drv_info *info);
 	/* On-chip key generation; returns the public point. */
 	int (*keygen)(drv_dev *d, uint8_t pub[DRV_P256_POINT_LEN]);
+	/* Optional: keygen under a request id, so a repeat of the same id
+	 * (the reply was lost) returns the key made for it and makes no
+	 * other; may be sent again.  Without it the core calls keygen. */
+	int (*keygen_req)(drv_dev *d, uint32_t request_id,
+			  uint8_t pub[DRV_P256_POINT_LEN]);
 	/* Public point of the existing identity key. */
 	int (*get_pubkey)(drv_dev *d, uint8_t pub[DRV_P256_POINT_LEN]);
 	/* Store / read the certificate slot. */
@@ -71,6 +76,8 @@ struct drv_ops {
 	/* Optional: programmer firmware version learnt at open ("" unknown),
 	 * so listings need no target inserted. */
 	const char *(*fw_version)(drv_dev *d);
+	/* Optional: what the link has cost since open (drv_link_stats). */
+	void (*link_stats)(drv_dev *d, drv_linkstat *out);
 	/* Release the port; private state is freed by the core. */
 	void (*close)(drv_dev *d);
 };

@@ -182,6 +182,26 @@ int drv_keygen(drv_dev *d, uint8_t pub[DRV_P256_POINT_LEN])
 	return finish(d, d->ops->keygen(d, pub), "keygen");
 }
 
+int drv_keygen_req(drv_dev *d, uint32_t request_id, uint8_t pub[DRV_P256_POINT_LEN])
+{
+	int rc = ready(d);
+
+	if (rc != ST_OK)
+		return rc;
+	if (!pub)
+		return bad_arg(d, "keygen");
+	if (!d->ops->keygen_req)
+		return finish(d, d->ops->keygen(d, pub), "keygen");
+	return finish(d, d->ops->keygen_req(d, request_id, pub), "keygen");
+}
+
+void drv_link_stats(drv_dev *d, drv_linkstat *out)
+{
+	memset(out, 0, sizeof(*out));
+	if (d && d->ops && d->ops->link_stats)
+		d->ops->link_stats(d, out);
+}
+
 int drv_get_pubkey(drv_dev *d, uint8_t pub[DRV_P256_POINT_LEN])
 {
 	int rc = ready(d);

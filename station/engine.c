@@ -127,6 +127,7 @@ struct unit {
 			       * record holds no certificate, the next
 			       * presentation resumes or revokes it */
 	struct history hist;  /* what every earlier record of the unit says */
+	drv_linkstat link0;   /* the link's counters when this unit began */
 };
 
 /* Monotonic microseconds, for the per-step times of a unit. */
@@ -265,16 +266,24 @@ static int fail(struct unit *u, const char *name, int rc, const char *fmt, ...)
 	return rc;
 }
 
-/* Device key: generated on the chip; only the public point comes back. */
+/* Device key: generated on the chip; only the public point comes back.
+ * Under a fresh request id, so a KEYGEN whose reply the line lost is asked
+ * again and answered with the same key, never a second one. */
 static int do_keygen(struct unit *u, uint8_t pub[DRV_P256_POINT_LEN])
 {
-	int rc = drv_keygen(u->dev, pub);
+	uint32_t id;
+	int rc = hsm_random(u->sess, (uint8_t *)&id, sizeof(id));
 
+	if (rc)
+		return fail(u, "keygen", rc, "HSM random failed: %s",
+			    hsm_session_errmsg(u->sess));
+	rc = drv_keygen_req(u->dev, id, pub);
 	if (rc)
 		return fail(u, "keygen", rc, "device key generation failed: %s",
 			    drv_errmsg(u->dev));
 	st_hex(pub, DRV_P256_POINT_LEN, u->pub_hex);
-	return step(u, "keygen", "ok", "P-256 key generated on the device");
+	return step(u, "keygen", "ok", "P-256 key generated on the device "
+		    "(request %08x)", id);
 }
 
 /* Inject mode: the HSM makes the device key as session objects, wraps it
@@ -821,6 +830,15 @@ static void finish_unit(struct unit *u)
 		w->sum.fail++;
 	}
 	ev.elapsed_ms = st_now_ms() - u->t0;
+	{
+		drv_linkstat now;
+
+		drv_link_stats(u->dev, &now);
+		ev.link_commands = (int64_t)(now.commands - u->link0.commands);
+		ev.link_retries = (int64_t)(now.retries - u->link0.retries);
+		ev.link_garbled = (int64_t)(now.garbled - u->link0.garbled);
+		ev.link_silent = (int64_t)(now.silent - u->link0.silent);
+	}
 	ev.us_records = u->us_rec;
 	ev.us_hsm = u->us_hsm;
 	ev.us_x509 = u->us_x509;
@@ -1126,7 +1144,10 @@ static int next_unit(struct worker *w, struct unit *u)
 			  "it was presented again" };
 	char last[32], why[1200];
 	int64_t id;
-	int rc = drv_identify(u->dev, &u->info);
+	int rc;
+
+	drv_link_stats(u->dev, &u->link0); /* this unit's link cost from here */
+	rc = drv_identify(u->dev, &u->info);
 
 	if (rc == ST_E_NO_TARGET)
 		return ST_E_NO_TARGET;

@@ -142,7 +142,7 @@ static void on_event(const st_event *ev, void *ctx)
 	case ST_EV_UNIT_DONE:
 		if (cli->json) {
 			o = json_pack("{s:s, s:i, s:s, s:s, s:s, s:s?, s:s?, s:s?, s:s?, s:I,"
-				      " s:{s:I, s:I, s:I, s:I}}",
+				      " s:{s:I, s:I, s:I, s:I}, s:{s:I, s:I, s:I, s:I}}",
 				      "event", "unit", "slot", ev->slot, "port", ev->port,
 				      "uid", ev->uid, "result", ev->result,
 				      "cert_serial", ev->cert_serial,
@@ -151,11 +151,23 @@ static void on_event(const st_event *ev, void *ctx)
 				      "us", "records", (json_int_t)ev->us_records,
 				      "hsm", (json_int_t)ev->us_hsm,
 				      "x509", (json_int_t)ev->us_x509,
-				      "device", (json_int_t)ev->us_device);
+				      "device", (json_int_t)ev->us_device,
+				      "link", "commands", (json_int_t)ev->link_commands,
+				      "retries", (json_int_t)ev->link_retries,
+				      "garbled", (json_int_t)ev->link_garbled,
+				      "silent", (json_int_t)ev->link_silent);
 		} else if (!strcmp(ev->result, "PASS")) {
-			printf("slot %d: unit %s PASS  cert %s  fuses %s  (%lld ms)\n",
+			char link[96] = "";
+
+			/* Re-sends on a PASS are a fixture going bad: say so. */
+			if (ev->link_retries)
+				snprintf(link, sizeof(link), ", link: %lld re-sends for "
+					 "%lld commands", (long long)ev->link_retries,
+					 (long long)ev->link_commands);
+			printf("slot %d: unit %s PASS  cert %s  fuses %s  (%lld ms%s)\n",
 			       ev->slot, ev->uid, ev->cert_serial,
-			       ev->fuses ? ev->fuses : "-", (long long)ev->elapsed_ms);
+			       ev->fuses ? ev->fuses : "-", (long long)ev->elapsed_ms,
+			       link);
 		} else if (!strcmp(ev->result, "UNFUSED")) {
 			printf("slot %d: unit %s UNFUSED  cert %s  provisioned, not locked: "
 			       "fuses and lifecycle untouched (finish it with --burn-fuses)"

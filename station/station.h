@@ -214,6 +214,10 @@ typedef struct st_event {
 	 * signatures and the commit wait included), HSM calls, certificate
 	 * building and checking, and the rest (the programmer's I/O) */
 	int64_t us_records, us_hsm, us_x509, us_device;
+	/* ST_EV_UNIT_DONE: the programmer link during the unit (identify to
+	 * verdict): commands, re-sends, attempts answered garbled, attempts
+	 * with nothing back (drv_link_stats) */
+	int64_t link_commands, link_retries, link_garbled, link_silent;
 	int err;                  /* st_err of a failure */
 } st_event;
 

@@ -922,3 +922,80 @@ Test(devsim, device_side_rejections)
 	free(rep);
 	free(c);
 }
+
+/* KEYGEN under a request id (link extension, docs/protocol.md §4): the
+ * same id again returns the same key and makes none; a new id makes a new
+ * key.  With the reply to the first KEYGEN lost on the line, the driver
+ * asks again and still exactly one key is made. */
+Test(devsim, keygen_request_id_makes_one_key)
+{
+	uint8_t a[DRV_P256_POINT_LEN], b[DRV_P256_POINT_LEN], c[DRV_P256_POINT_LEN];
+	json_t *u;
+	drv_dev *d;
+
+	start_sim(&sim, "p", 1, NULL);
+	d = open_dev(sim.port, 1000);
+	cr_assert_eq(drv_keygen_req(d, 0x1234, a), ST_OK, "%s", drv_errmsg(d));
+	cr_assert_eq(drv_keygen_req(d, 0x1234, b), ST_OK, "%s", drv_errmsg(d));
+	cr_assert_arr_eq(a, b, sizeof(a), "a repeated request id made another key");
+	u = dump_unit(0);
+	cr_assert_eq(json_integer_value(json_object_get(u, "keygen_count")), 1);
+	cr_assert_eq(json_integer_value(json_object_get(u, "keygen_id")), 0x1234);
+	json_decref(u);
+	cr_assert_eq(drv_keygen_req(d, 0x1235, c), ST_OK, "%s", drv_errmsg(d));
+	cr_assert_neq(memcmp(a, c, sizeof(a)), 0, "a new request id kept the old key");
+	u = dump_unit(0);
+	cr_assert_eq(json_integer_value(json_object_get(u, "keygen_count")), 2);
+	json_decref(u);
+	drv_close(d);
+	fx_devsim_stop(&sim);
+
+	start_sim(&sim2, "q", 1, "--fault lose:KEYGEN");
+	d = open_dev(sim2.port, 300);
+	cr_assert_eq(drv_keygen_req(d, 77, a), ST_OK, "%s", drv_errmsg(d));
+	{
+		json_t *root = NULL;
+		char hex[2 * DRV_P256_POINT_LEN + 1];
+
+		cr_assert_eq(fx_devsim_dump(sim2.state_path, &root), 0);
+		u = json_array_get(json_object_get(root, "units"), 0);
+		cr_assert_eq(json_integer_value(json_object_get(u, "keygen_count")), 1,
+			     "the lost reply made the chip make a second key");
+		st_hex(a, sizeof(a), hex);
+		cr_assert_str_eq(jstr(u, "pubkey"), hex);
+		json_decref(root);
+	}
+	drv_close(d);
+}
+
+/* The certificate in parts over a noisy line (5 % of the bytes both ways):
+ * written and read back byte for byte, and the device's slot holds it. */
+Test(devsim, certificate_in_parts_through_noise)
+{
+	uint8_t cert[620], back[DRV_MAX_CERT];
+	char *hex = malloc(2 * sizeof(cert) + 1);
+	drv_linkstat ls;
+	size_t len = 0;
+	json_t *u;
+	drv_dev *d;
+
+	cr_assert_not_null(hex);
+	fill(cert, sizeof(cert), 9);
+	start_sim(&sim, "p", 1, "--fault noise:5% --seed parts");
+	d = open_dev(sim.port, 300);
+	cr_assert_eq(drv_write_cert(d, cert, sizeof(cert)), ST_OK, "%s", drv_errmsg(d));
+	cr_assert_eq(drv_read_cert(d, back, sizeof(back), &len), ST_OK, "%s",
+		     drv_errmsg(d));
+	cr_assert_eq(len, sizeof(cert));
+	cr_assert_arr_eq(back, cert, sizeof(cert));
+	drv_link_stats(d, &ls);
+	cr_assert_gt(ls.retries, 0, "5%% noise without a re-send");
+	cr_assert_geq(ls.commands, 2 * (sizeof(cert) + PROTO_CERT_PART - 1) /
+		      PROTO_CERT_PART, "not sent in %d-byte parts", PROTO_CERT_PART);
+	drv_close(d);
+	u = dump_unit(0);
+	st_hex(cert, sizeof(cert), hex);
+	cr_assert_str_eq(jstr(u, "cert"), hex);
+	json_decref(u);
+	free(hex);
+}

@@ -40,6 +40,9 @@ enum proto_cmd {
 	PROTO_CMD_SET_LIFECYCLE = 0x0a,
 	PROTO_CMD_RELEASE = 0x0b,
 	PROTO_CMD_CONDITIONS = 0x0c,   /* programming voltage and temperature */
+	/* The link extension (PROTO_LINK_PARTS): the certificate in parts. */
+	PROTO_CMD_WRITE_CERT_PART = 0x0d,
+	PROTO_CMD_READ_CERT_PART = 0x0e,
 	/* Wrapped key injection (issue 3), numbered apart from the v1 core. */
 	PROTO_CMD_GET_TRANSPORT_KEY = 0x20,
 	PROTO_CMD_INJECT_KEY = 0x21,
@@ -71,6 +74,34 @@ enum proto_status {
 #define PROTO_CAP_RELEASE 0x00000010u
 #define PROTO_CAPS_V1 0x0000001fu
 #define PROTO_CAP_CONDITIONS 0x00000020u /* CONDITIONS, FUSE_READ word status */
+
+/* Link extension bits (docs/protocol.md §6.1): a u32 appended to the HELLO
+ * request (what the host understands) and to the HELLO reply (what the
+ * device implements), so v1 peers, which ignore extra bytes, see nothing
+ * new.  A host uses a feature only when both sides set its bit. */
+#define PROTO_LINK_NAK 0x00000001u     /* device NAKs frames it cannot read */
+#define PROTO_LINK_PARTS 0x00000002u   /* WRITE/READ_CERT_PART */
+#define PROTO_LINK_REPEAT 0x00000004u  /* KEYGEN request id, RELEASE by uid */
+#define PROTO_LINK_ALL 0x00000007u
+
+/* A NAK: the reply type of a frame the device could not read (bad COBS or
+ * CRC), seq 0, payload: status BAD_FRAME, u8 enum proto_bad. */
+#define PROTO_NAK_TYPE 0xff
+
+/* The certificate travels in parts of at most this many bytes when the
+ * device has PROTO_LINK_PARTS (docs/protocol.md §6.2 says why 32). */
+#define PROTO_CERT_PART 32
+
+/* Retry bounds for a repeatable command (docs/protocol.md §6): it is sent
+ * again while frames come back garbled, at most PROTO_NOISE_ATTEMPTS times
+ * (PROTO_HELLO_ATTEMPTS until a HELLO has succeeded) and for at most
+ * PROTO_NOISE_BUDGET_MS (or (retries + 1) * timeout_ms,
+ * whichever is longer); retries + 1 attempts in a row with nothing back at
+ * all end it as "no answer". */
+#define PROTO_NOISE_ATTEMPTS 10000
+#define PROTO_NOISE_BUDGET_MS 15000
+/* Before the first HELLO has come through, at most this many attempts. */
+#define PROTO_HELLO_ATTEMPTS 256
 
 /* Why a received frame was rejected (the codec's diagnosis). */
 enum proto_bad {
@@ -159,6 +190,15 @@ typedef struct proto_transport {
 	const char *name;
 } proto_transport;
 
+/* What the link has cost so far (drv_link_stats). */
+typedef struct proto_stats {
+	uint64_t commands;        /* commands asked */
+	uint64_t attempts;        /* requests sent, re-sends included */
+	uint64_t retries;         /* re-sends */
+	uint64_t garbled;         /* attempts answered with bad frames or a NAK */
+	uint64_t silent;          /* attempts with nothing back in time */
+} proto_stats;
+
 /* The command client: one per open programmer.  Not thread-safe. */
 typedef struct proto_client {
 	proto_transport tr;
@@ -167,6 +207,10 @@ typedef struct proto_client {
 	uint16_t seq;             /* last sequence number sent */
 	uint8_t version;          /* negotiated (after HELLO) */
 	uint32_t caps;            /* device capabilities (after HELLO) */
+	uint32_t link;            /* link extension bits both sides have */
+	uint8_t uid[DRV_UID_LEN]; /* target of the last IDENTIFY (RELEASE) */
+	int have_uid;
+	proto_stats stats;
 	uint16_t max_payload;     /* device's limit (after HELLO) */
 	char fw_version[32];      /* programmer firmware (after HELLO) */
 	char err[320];            /* cause of the last failure */
@@ -174,7 +218,8 @@ typedef struct proto_client {
 	uint8_t in[512];
 	proto_rx rx;
 	proto_frame req, rep;     /* scratch: keeps 8 KiB off the stack */
-	uint8_t wire[1 + PROTO_MAX_WIRE]; /* leading 0x00, then the frame */
+	/* A leading 0x00, the frame, a second 0x00 (docs/protocol.md §2.2). */
+	uint8_t wire[2 + PROTO_MAX_WIRE];
 } proto_client;
 
 /* Prepare c over tr.  timeout_ms and retries <= 0 take the drv_opts
@@ -184,11 +229,12 @@ void proto_client_init(proto_client *c, const proto_transport *tr,
 
 /* Send one request and wait for its reply.  Idempotent commands (and
  * FUSE_BURN, whose request_id makes a repeat safe) are re-sent after a
- * garbled reply or a timeout, up to c->retries times; other commands are
- * sent once because the device may already have acted.  Replies with
- * another seq are stale and skipped.  On ST_OK c->rep holds the reply
- * (payload[0] == 0); otherwise c->err says what failed, naming the
- * command and port. */
+ * garbled reply, a NAK or a timeout, within the bounds above; other
+ * commands are sent once because the device may already have acted.
+ * Replies with another seq are stale and skipped.  On ST_OK c->rep holds
+ * the reply (payload[0] == 0); otherwise c->err says what failed, naming
+ * the command and port and whether nothing came back ("no answer",
+ * ST_E_TIMEOUT) or only garbled frames ("malformed frames", ST_E_PROTO). */
 int proto_call(proto_client *c, uint8_t cmd, const uint8_t *req, size_t len);
 
 /* Typed commands; each returns an st_err with c->err set on failure.  See
@@ -198,8 +244,16 @@ int proto_call(proto_client *c, uint8_t cmd, const uint8_t *req, size_t len);
 int proto_hello(proto_client *c);
 /* Fill info (fw_version and proto_version come from HELLO). */
 int proto_identify(proto_client *c, drv_info *info);
+/* KEYGEN sent once (a repeat could make a second key). */
 int proto_keygen(proto_client *c, uint8_t pub[DRV_P256_POINT_LEN]);
+/* KEYGEN with a request id: re-sent like a read when the device has
+ * PROTO_LINK_REPEAT (it answers a repeat of request_id with the key it
+ * made for it and makes no other); sent once, without the id, otherwise. */
+int proto_keygen_req(proto_client *c, uint32_t request_id,
+		     uint8_t pub[DRV_P256_POINT_LEN]);
 int proto_get_pubkey(proto_client *c, uint8_t pub[DRV_P256_POINT_LEN]);
+/* The certificate in PROTO_CERT_PART parts when the device has
+ * PROTO_LINK_PARTS, in one frame otherwise. */
 int proto_write_cert(proto_client *c, const uint8_t *der, size_t len);
 int proto_read_cert(proto_client *c, uint8_t *buf, size_t cap, size_t *len);
 int proto_sign_challenge(proto_client *c, const uint8_t *chal, size_t clen,
@@ -215,6 +269,8 @@ int proto_fuse_read_status(proto_client *c, unsigned bank,
 			   uint8_t out[DRV_FUSE_BANK_LEN], uint8_t *faulty);
 int proto_conditions(proto_client *c, drv_conditions *out);
 int proto_set_lifecycle(proto_client *c, uint8_t state);
+/* RELEASE naming the unit of the last IDENTIFY (re-sent like a read) when
+ * the device has PROTO_LINK_REPEAT; sent once, empty, otherwise. */
 int proto_release(proto_client *c);
 /* The target's one-time transport public key (made on first request). */
 int proto_get_transport_key(proto_client *c, uint8_t pub[DRV_P256_POINT_LEN]);

@@ -142,11 +142,21 @@ static void on_frame(struct sim *s, int rc, int why)
 		s->rep.seq = s->req.seq;
 		s->rep.len = 1;
 		s->rep.payload[0] = PROTO_ST_BAD_FRAME;
-	} else if (rc < 0) {
+	} else if (rc < 0 && !(s->link_caps & s->host_link & PROTO_LINK_NAK)) {
 		/* Cannot trust seq or type: stay silent, the host times out
 		 * and retries what is safe to retry. */
 		sim_log(s, "dropped a frame: %s", proto_bad_str(why));
 		return;
+	} else if (rc < 0) {
+		/* The host understands NAKs: tell it now that its frame did
+		 * not arrive readable, so it asks again without waiting. */
+		sim_log(s, "NAK for a frame: %s", proto_bad_str(why));
+		s->rep.version = PROTO_VERSION;
+		s->rep.type = PROTO_NAK_TYPE;
+		s->rep.seq = 0;
+		s->rep.len = 2;
+		s->rep.payload[0] = PROTO_ST_BAD_FRAME;
+		s->rep.payload[1] = (uint8_t)why;
 	} else if (s->req.type & PROTO_REPLY) {
 		return; /* a reply sent to us: an echoing line, ignore */
 	} else {
@@ -158,6 +168,8 @@ static void on_frame(struct sim *s, int rc, int why)
 	}
 	if (proto_frame_encode(&s->rep, s->wire, sizeof(s->wire), &n) != ST_OK)
 		return;
+	/* A second delimiter ends the reply even when noise hit the first. */
+	s->wire[n++] = 0;
 	if (s->fault->on_reply)
 		s->fault->on_reply(s, s->wire, &n);
 	sim_send_raw(s, s->wire, n);

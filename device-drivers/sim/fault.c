@@ -177,6 +177,53 @@ static int parse_nums(const char *arg, unsigned long *out, int n)
 	return arg && *arg ? -1 : got;
 }
 
+/* lose:CMD[:N] — the reply to the N-th request CMD (a name as in
+ * docs/protocol.md, e.g. KEYGEN; N default 1) never reaches the host,
+ * after the programmer has acted on it: a reply lost on the line. */
+static int lose_setup(struct sim *s, const char *arg)
+{
+	char name[32];
+	const char *colon = arg ? strchr(arg, ':') : NULL;
+	size_t n = colon ? (size_t)(colon - arg) : arg ? strlen(arg) : 0;
+
+	s->fault_n = 1;
+	s->fault_arg[0] = 0x100; /* no command */
+	if (n && n < sizeof(name)) {
+		memcpy(name, arg, n);
+		name[n] = '\0';
+		for (unsigned c = 1; c < 0x100; c++)
+			if (!strcmp(proto_cmd_name((uint8_t)c), name))
+				s->fault_arg[0] = c;
+	}
+	if (s->fault_arg[0] == 0x100 ||
+	    (colon && (parse_nums(colon + 1, &s->fault_n, 1) != 1 || !s->fault_n))) {
+		fprintf(stderr, "station-devsim: lose:CMD[:N] needs a command name "
+			"(e.g. KEYGEN) and N >= 1\n");
+		return -1;
+	}
+	return 0;
+}
+
+static int lose_frame(struct sim *s, const proto_frame *req)
+{
+	s->fault_arg[1] = 0;
+	if (req && !(req->type & PROTO_REPLY) && req->type == s->fault_arg[0] &&
+	    ++s->fault_count == s->fault_n) {
+		s->fault_arg[1] = 1;
+		sim_log(s, "lose: the reply to %s seq %u will be lost",
+			proto_cmd_name(req->type), req->seq);
+	}
+	return 0;
+}
+
+static void lose_reply(struct sim *s, uint8_t *wire, size_t *len)
+{
+	(void)wire;
+	if (s->fault_arg[1])
+		*len = 0;
+	s->fault_arg[1] = 0;
+}
+
 /* brownout:K — the supply dies while the K-th fuse word of this power-up
  * is being programmed (0 = the first): words before it are burned, word K
  * has only its first copy, the rest of the burn never happens, and the
@@ -291,6 +338,9 @@ static const struct sim_fault faults[] = {
 	  .on_bytes_in = noise_bytes },
 	{ .name = "drop", .help = "drop:N  cut the line after N bytes sent, exit 3",
 	  .setup = drop_setup, .on_send = drop_send },
+	{ .name = "lose", .help = "lose:CMD[:N]  the reply to the Nth CMD (e.g. "
+	  "KEYGEN; default 1st) is lost after acting", .setup = lose_setup,
+	  .on_frame = lose_frame, .on_reply = lose_reply },
 	{ .name = "latency", .help = "latency:MS  answer MS (+0..25%, seeded) late",
 	  .setup = latency_setup, .on_frame = latency_frame },
 	{ .name = "brownout", .help = "brownout:K  power dies while programming "

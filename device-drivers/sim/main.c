@@ -3,7 +3,7 @@
  *   station-devsim --state FILE [--link PATH] [--units N] [--seed S]
  *                  [--model NAME] [--fault NAME[:ARG]] [--vpp MV] [--temp C]
  *                  [--baud N] [--fuse-word-us US] [--keygen-ms MS]
- *                  [--forget-done] [--verbose] [--dump]
+ *                  [--forget-done] [--link-caps MASK] [--verbose] [--dump]
  *
  * Prints "ready <slave-path>" once the line is up, serves requests until
  * SIGTERM/SIGINT, and exits 0 (3 when a fault dropped the link: the pty is
@@ -173,6 +173,9 @@ static void usage(void)
 		"  --forget-done       keep only the unit in the programmer: a released\n"
 		"                      unit leaves the state file, the next is made as it\n"
 		"                      enters (long runs: a save no longer grows with N)\n"
+		"  --link-caps MASK    link extension bits offered (default 0x7: 1 NAK,\n"
+		"                      2 certificate in parts, 4 repeatable KEYGEN and\n"
+		"                      RELEASE); 0 behaves as a v1 programmer\n"
 		"       station-devsim --usb SERIAL --state FILE [...] [-- COMMAND ARGS...]\n"
 		"                      (under umockdev-wrapper: a USB programmer)\n"
 		"faults:\n");
@@ -197,6 +200,7 @@ int main(int argc, char **argv)
 		{ "dump", no_argument, NULL, 'd' },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "usb", required_argument, NULL, 'u' },
+		{ "link-caps", required_argument, NULL, 'L' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -213,6 +217,7 @@ int main(int argc, char **argv)
 	if (!s)
 		return 1;
 	s->master = -1;
+	s->link_caps = PROTO_LINK_ALL;
 	s->vpp_mv = 2500;
 	s->temp_dc = 250;
 	while ((opt = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
@@ -276,6 +281,19 @@ int main(int argc, char **argv)
 		case 'd': dump = 1; break;
 		case 'v': s->verbose = 1; break;
 		case 'u': usb_serial = optarg; break;
+		case 'L': {
+			char *end;
+			unsigned long v = strtoul(optarg, &end, 0);
+
+			if (end == optarg || *end || v & ~(unsigned long)PROTO_LINK_ALL) {
+				fprintf(stderr, "station-devsim: bad --link-caps %s "
+					"(0..0x%x; 0: a v1 programmer)\n", optarg,
+					PROTO_LINK_ALL);
+				goto out;
+			}
+			s->link_caps = (uint32_t)v;
+			break;
+		}
 		case 'h': usage(); rc = 0; goto out;
 		default: usage(); goto out;
 		}

@@ -37,6 +37,12 @@ struct sim_unit {
 	 * copies that disagree, which FUSE_READ reports. */
 	uint8_t fuses_red[SIM_FUSE_BANKS][DRV_FUSE_BANK_LEN];
 	uint32_t burn_count;            /* physical burns, for tests */
+	uint32_t keygen_count;          /* keys made, for tests */
+	int has_keygen_id;              /* the key was made under keygen_id */
+	uint32_t keygen_id;
+	/* WRITE_CERT_PART staging (RAM: a power cycle starts it over). */
+	uint8_t *stage;
+	size_t stage_total, stage_have;
 	int has_last;                   /* last FUSE_BURN, to spot a repeat */
 	uint32_t last_id;
 	uint8_t last_bank;
@@ -106,10 +112,15 @@ struct sim {
 	unsigned long keygen_ms;        /* --keygen-ms: the chip making its key */
 	int vpp_mv;                     /* programming voltage (CONDITIONS) */
 	int temp_dc;                    /* temperature, tenths of a degree C */
+	/* Link extension (docs/protocol.md §6.1): the bits this programmer
+	 * implements (--link-caps; 0 is a v1 programmer that knows nothing of
+	 * it) and those the host offered in its last HELLO. */
+	uint32_t link_caps;
+	uint32_t host_link;
 	int master;                     /* pty master: our end of the line */
 	proto_rx rx;
 	proto_frame req, rep;
-	uint8_t wire[PROTO_MAX_WIRE];
+	uint8_t wire[PROTO_MAX_WIRE + 1]; /* a reply and a second delimiter */
 };
 
 /* Log to stderr when --verbose. */

@@ -26,6 +26,7 @@ static void unit_free(struct sim_unit *u)
 	EVP_PKEY_free(u->key);
 	EVP_PKEY_free(u->transport);
 	free(u->cert);
+	free(u->stage);
 	memset(u, 0, sizeof(*u));
 }
 
@@ -122,6 +123,9 @@ static json_t *unit_json(const struct sim_unit *u)
 	json_object_set_new(o, "fuses", fuses);
 	json_object_set_new(o, "fuses_redundant", red);
 	json_object_set_new(o, "burn_count", json_integer(u->burn_count));
+	json_object_set_new(o, "keygen_count", json_integer(u->keygen_count));
+	json_object_set_new(o, "keygen_id", u->has_keygen_id ?
+			    json_integer((json_int_t)u->keygen_id) : json_null());
 	if (u->has_last)
 		json_object_set_new(o, "last_burn", json_pack("{s:I,s:i,s:o}",
 				    "id", (json_int_t)u->last_id, "bank", u->last_bank,
@@ -242,6 +246,10 @@ static int unit_from_json(struct sim_unit *u, json_t *o)
 		}
 	}
 	u->burn_count = (uint32_t)json_integer_value(json_object_get(o, "burn_count"));
+	u->keygen_count = (uint32_t)json_integer_value(json_object_get(o, "keygen_count"));
+	j = json_object_get(o, "keygen_id");
+	u->has_keygen_id = json_is_integer(j);
+	u->keygen_id = (uint32_t)json_integer_value(j);
 	j = json_object_get(o, "last_burn");
 	if (json_is_object(j)) {
 		u->has_last = 1;

@@ -38,7 +38,6 @@ static void do_hello(struct sim *s, const proto_frame *req, proto_frame *rep)
 	uint8_t v[7];
 	size_t fw = strlen(SIM_FW_VERSION);
 
-	(void)s;
 	if (req->len < 2) {
 		reply(rep, PROTO_ST_BAD_ARG);
 		return;
@@ -50,6 +49,9 @@ static void do_hello(struct sim *s, const proto_frame *req, proto_frame *rep)
 		put(rep, range, sizeof(range));
 		return;
 	}
+	/* What the host understands of the link extension (§6.1): a v1 host
+	 * sends 6 bytes, and gets no NAKs. */
+	s->host_link = req->len >= 10 ? proto_get32(req->payload + 6) : 0;
 	reply(rep, PROTO_ST_OK);
 	v[0] = PROTO_VERSION;
 	proto_put32(v + 1, PROTO_CAPS_V1 | PROTO_CAP_CONDITIONS);
@@ -58,6 +60,10 @@ static void do_hello(struct sim *s, const proto_frame *req, proto_frame *rep)
 	v[0] = (uint8_t)fw;
 	put(rep, v, 1);
 	put(rep, SIM_FW_VERSION, fw);
+	if (s->link_caps) {
+		proto_put32(v, s->link_caps);
+		put(rep, v, 4);
+	}
 }
 
 static void do_identify(struct sim_unit *u, proto_frame *rep)
@@ -71,12 +77,32 @@ static void do_identify(struct sim_unit *u, proto_frame *rep)
 	put(rep, u->model, v[4]);
 }
 
-static void do_keygen(struct sim *s, struct sim_unit *u, proto_frame *rep)
+/* Drop a staged certificate (a new key makes it a lie). */
+static void stage_drop(struct sim_unit *u)
 {
+	free(u->stage);
+	u->stage = NULL;
+	u->stage_total = u->stage_have = 0;
+}
+
+/* KEYGEN, plain (v1: always a new key) or under a u32 request id (link
+ * extension): a repeat of the id of the key now held returns that key and
+ * makes none, so a host that lost the reply can ask again. */
+static void do_keygen(struct sim *s, struct sim_unit *u, const proto_frame *req,
+		      proto_frame *rep)
+{
+	int with_id = (s->link_caps & PROTO_LINK_REPEAT) && req->len == 4;
+	uint32_t id = with_id ? proto_get32(req->payload) : 0;
 	EVP_PKEY *key;
 
 	if (u->lifecycle == DRV_LC_LOCKED) {
 		reply(rep, PROTO_ST_LOCKED);
+		return;
+	}
+	if (with_id && u->key && u->has_keygen_id && u->keygen_id == id) {
+		sim_log(s, "keygen request %08x repeated: the same key, no new one", id);
+		reply(rep, PROTO_ST_OK);
+		put(rep, u->pub, DRV_P256_POINT_LEN);
 		return;
 	}
 	if (s->keygen_ms)
@@ -89,10 +115,15 @@ static void do_keygen(struct sim *s, struct sim_unit *u, proto_frame *rep)
 	}
 	EVP_PKEY_free(u->key);
 	u->key = key;
+	u->keygen_count++;
+	/* Remembered durably (commit) before the reply leaves. */
+	u->has_keygen_id = with_id;
+	u->keygen_id = id;
 	/* A certificate for the old key would now be a lie: drop it. */
 	free(u->cert);
 	u->cert = NULL;
 	u->cert_len = 0;
+	stage_drop(u);
 	reply(rep, PROTO_ST_OK);
 	put(rep, u->pub, DRV_P256_POINT_LEN);
 	commit(s, rep);
@@ -132,6 +163,106 @@ static void do_write_cert(struct sim *s, struct sim_unit *u,
 	u->cert_len = req->len;
 	reply(rep, PROTO_ST_OK);
 	commit(s, rep);
+}
+
+/* WRITE_CERT_PART: u16 total, u16 offset, bytes.  Parts arrive in order
+ * (offset 0 starts over; an offset past what is staged is BAD_STATE); the
+ * same part again is harmless, and the part that completes the staging
+ * replaces the certificate slot (again: the same bytes again).  Reply:
+ * u16 bytes staged. */
+static void do_write_cert_part(struct sim *s, struct sim_unit *u,
+			       const proto_frame *req, proto_frame *rep)
+{
+	size_t total, off, n;
+	uint8_t have[2];
+
+	if (req->len < 5) {
+		reply(rep, PROTO_ST_BAD_ARG);
+		return;
+	}
+	total = proto_get16(req->payload);
+	off = proto_get16(req->payload + 2);
+	n = req->len - 4u;
+	if (total == 0 || total > DRV_MAX_CERT || off + n > total) {
+		reply(rep, PROTO_ST_BAD_ARG);
+		return;
+	}
+	if (u->lifecycle == DRV_LC_LOCKED) {
+		reply(rep, PROTO_ST_LOCKED);
+		return;
+	}
+	if (off == 0 && (!u->stage || u->stage_total != total)) {
+		uint8_t *b = malloc(total);
+
+		if (!b) {
+			reply(rep, PROTO_ST_INTERNAL);
+			return;
+		}
+		stage_drop(u);
+		u->stage = b;
+		u->stage_total = total;
+	}
+	if (off == 0)
+		u->stage_have = 0;
+	if (!u->stage || u->stage_total != total || off > u->stage_have) {
+		reply(rep, PROTO_ST_BAD_STATE);
+		return;
+	}
+	memcpy(u->stage + off, req->payload + 4, n);
+	if (off + n > u->stage_have)
+		u->stage_have = off + n;
+	proto_put16(have, (uint16_t)u->stage_have);
+	if (off + n < total) {
+		reply(rep, PROTO_ST_OK);
+		put(rep, have, 2);
+		return;
+	}
+	if (u->stage_have != total) {
+		reply(rep, PROTO_ST_BAD_STATE);
+		return;
+	}
+	free(u->cert);
+	u->cert = malloc(total);
+	u->cert_len = u->cert ? total : 0;
+	if (!u->cert) {
+		reply(rep, PROTO_ST_INTERNAL);
+		return;
+	}
+	memcpy(u->cert, u->stage, total);
+	reply(rep, PROTO_ST_OK);
+	put(rep, have, 2);
+	commit(s, rep);
+}
+
+/* READ_CERT_PART: u16 offset, u16 max -> u16 total, up to max bytes. */
+static void do_read_cert_part(struct sim_unit *u, const proto_frame *req,
+			      proto_frame *rep)
+{
+	size_t off, max;
+	uint8_t total[2];
+
+	if (req->len != 4) {
+		reply(rep, PROTO_ST_BAD_ARG);
+		return;
+	}
+	off = proto_get16(req->payload);
+	max = proto_get16(req->payload + 2);
+	if (!u->cert) {
+		reply(rep, PROTO_ST_NO_CERT);
+		return;
+	}
+	if (max == 0 || off >= u->cert_len) {
+		reply(rep, PROTO_ST_BAD_ARG);
+		return;
+	}
+	if (max > u->cert_len - off)
+		max = u->cert_len - off;
+	if (max > PROTO_MAX_PAYLOAD - 3)
+		max = PROTO_MAX_PAYLOAD - 3;
+	proto_put16(total, (uint16_t)u->cert_len);
+	reply(rep, PROTO_ST_OK);
+	put(rep, total, 2);
+	put(rep, u->cert + off, max);
 }
 
 static void do_read_cert(struct sim_unit *u, proto_frame *rep)
@@ -246,6 +377,8 @@ static void do_inject(struct sim *s, struct sim_unit *u, const proto_frame *req,
 	EVP_PKEY_free(u->key);
 	u->key = key;
 	key = NULL;
+	u->has_keygen_id = 0;
+	stage_drop(u);
 	memcpy(u->pub, pub, sizeof(pub));
 	free(u->cert);
 	u->cert = NULL;
@@ -432,6 +565,27 @@ static void do_set_lifecycle(struct sim *s, struct sim_unit *u,
 	commit(s, rep);
 }
 
+/* RELEASE naming a unit (link extension): release it if it is the one in
+ * the programmer; if it is not (released already: this is a repeat whose
+ * first reply was lost) do nothing.  Reply: u8 1 released now, 0 not. */
+static void do_release_uid(struct sim *s, struct sim_unit *u,
+			   const proto_frame *req, proto_frame *rep)
+{
+	uint8_t done = 0;
+
+	if (!u || memcmp(u->uid, req->payload, DRV_UID_LEN)) {
+		sim_log(s, "release of a unit no longer here: a repeat, nothing done");
+		reply(rep, PROTO_ST_OK);
+		put(rep, &done, 1);
+		return;
+	}
+	sim_state_release(s);
+	done = 1;
+	reply(rep, PROTO_ST_OK);
+	put(rep, &done, 1);
+	commit(s, rep);
+}
+
 void sim_handle(struct sim *s, const proto_frame *req, proto_frame *rep)
 {
 	struct sim_unit *u = s->current < s->nunits ? &s->units[s->current] : NULL;
@@ -448,8 +602,16 @@ void sim_handle(struct sim *s, const proto_frame *req, proto_frame *rep)
 		return;
 	}
 	if ((req->type < PROTO_CMD_IDENTIFY || req->type > PROTO_CMD_RELEASE) &&
-	    req->type != PROTO_CMD_GET_TRANSPORT_KEY && req->type != PROTO_CMD_INJECT_KEY) {
+	    req->type != PROTO_CMD_GET_TRANSPORT_KEY && req->type != PROTO_CMD_INJECT_KEY &&
+	    !(s->link_caps & PROTO_LINK_PARTS &&
+	      (req->type == PROTO_CMD_WRITE_CERT_PART ||
+	       req->type == PROTO_CMD_READ_CERT_PART))) {
 		reply(rep, PROTO_ST_UNKNOWN_CMD);
+		return;
+	}
+	if (req->type == PROTO_CMD_RELEASE && s->link_caps & PROTO_LINK_REPEAT &&
+	    req->len == DRV_UID_LEN) {
+		do_release_uid(s, u, req, rep);
 		return;
 	}
 	if (!u) {
@@ -461,7 +623,7 @@ void sim_handle(struct sim *s, const proto_frame *req, proto_frame *rep)
 		do_identify(u, rep);
 		break;
 	case PROTO_CMD_KEYGEN:
-		do_keygen(s, u, rep);
+		do_keygen(s, u, req, rep);
 		break;
 	case PROTO_CMD_GET_PUBKEY:
 		do_get_pubkey(u, rep);
@@ -471,6 +633,12 @@ void sim_handle(struct sim *s, const proto_frame *req, proto_frame *rep)
 		break;
 	case PROTO_CMD_READ_CERT:
 		do_read_cert(u, rep);
+		break;
+	case PROTO_CMD_WRITE_CERT_PART:
+		do_write_cert_part(s, u, req, rep);
+		break;
+	case PROTO_CMD_READ_CERT_PART:
+		do_read_cert_part(u, req, rep);
 		break;
 	case PROTO_CMD_SIGN_CHALLENGE:
 		do_sign(u, req, rep);

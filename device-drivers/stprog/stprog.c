@@ -100,6 +100,25 @@ static int sp_keygen(drv_dev *d, uint8_t pub[DRV_P256_POINT_LEN])
 	return done(d, proto_keygen(&s->cl, pub));
 }
 
+static int sp_keygen_req(drv_dev *d, uint32_t request_id,
+			 uint8_t pub[DRV_P256_POINT_LEN])
+{
+	struct stprog *s = drv_priv(d);
+
+	return done(d, proto_keygen_req(&s->cl, request_id, pub));
+}
+
+static void sp_link_stats(drv_dev *d, drv_linkstat *out)
+{
+	struct stprog *s = drv_priv(d);
+
+	out->commands = s->cl.stats.commands;
+	out->attempts = s->cl.stats.attempts;
+	out->retries = s->cl.stats.retries;
+	out->garbled = s->cl.stats.garbled;
+	out->silent = s->cl.stats.silent;
+}
+
 static int sp_get_transport_key(drv_dev *d, uint8_t pub[DRV_P256_POINT_LEN])
 {
 	struct stprog *s = drv_priv(d);
@@ -219,6 +238,8 @@ const struct drv_ops stprog_serial_ops = {
 	.open = sp_open,
 	.identify = sp_identify,
 	.keygen = sp_keygen,
+	.keygen_req = sp_keygen_req,
+	.link_stats = sp_link_stats,
 	.get_transport_key = sp_get_transport_key,
 	.inject_key = sp_inject_key,
 	.get_pubkey = sp_get_pubkey,
@@ -243,6 +264,8 @@ const struct drv_ops stprog_usb_ops = {
 	.open = sp_open_usb,
 	.identify = sp_identify,
 	.keygen = sp_keygen,
+	.keygen_req = sp_keygen_req,
+	.link_stats = sp_link_stats,
 	.get_pubkey = sp_get_pubkey,
 	.write_cert = sp_write_cert,
 	.read_cert = sp_read_cert,
