@@ -534,3 +534,84 @@ Test(evidence, audit_init_makes_a_ca_certified_key_once, .timeout = 120)
 	cr_assert_eq(system(cmd), 0, "provisioning signed with another key");
 	fx_rmtree(w.dir);
 }
+
+/* A PIN given in the environment leaves no trace in /proc/PID/environ of
+ * the running station once read: not its value, not the variable's name,
+ * not a run of NULs as long as it where the entry was (the variables
+ * around it are still there and now adjacent). */
+Test(evidence, pin_from_the_environment_leaves_no_trace_in_proc_environ, .timeout = 120)
+{
+	extern char **environ;
+	static char blk[65536];
+	fx_world w;
+	fx_devsim sim;
+	char bin[512], path[64], pinvar[64] = "STATION_PIN=" FX_PIN;
+	const char *argv[16], *envp[512];
+	size_t n = 0, len = 0, ne = 0;
+	pid_t pid;
+	int fd, status;
+
+	fx_world_init(&w, true, 60000);
+	/* a programmer that never answers: the station waits on it */
+	cr_assert_eq(fx_devsim_start(&sim, w.dir, "mute", 1, "--fault mute"), 0);
+	snprintf(bin, sizeof(bin), "%s/station", getenv("STATION_BUILD"));
+	argv[n++] = bin;
+	argv[n++] = "--config";
+	argv[n++] = w.conf;
+	argv[n++] = "--slot";
+	argv[n++] = sim.port;
+	argv[n++] = "provision";
+	argv[n] = NULL;
+	envp[ne++] = "A_BEFORE=1";
+	envp[ne++] = pinvar;
+	for (char **e = environ; *e && ne < 500; e++)
+		if (strncmp(*e, "STATION_PIN=", 12))
+			envp[ne++] = *e;
+	envp[ne++] = "Z_AFTER=2";
+	envp[ne] = NULL;
+	pid = fork();
+	cr_assert_geq(pid, 0);
+	if (pid == 0) {
+		int null = open("/dev/null", O_WRONLY);
+
+		dup2(null, 1);
+		dup2(null, 2);
+		execve(bin, (char **)argv, (char **)envp);
+		_exit(127);
+	}
+	/* logged in and started once its start is on record */
+	for (int i = 0; i < 300 && (access(w.db, F_OK) ||
+				    q_int(w.db, "SELECT count(*) FROM sqlite_master WHERE "
+					  "name = 'events'") < 1 ||
+				    q_int(w.db, "SELECT count(*) FROM events WHERE "
+					  "kind = 'station_start'") < 1); i++)
+		usleep(100000);
+	cr_assert_eq(kill(pid, 0), 0, "the station is not running");
+	snprintf(path, sizeof(path), "/proc/%d/environ", (int)pid);
+	fd = open(path, O_RDONLY);
+	cr_assert_geq(fd, 0, "%s: %s", path, strerror(errno));
+	for (ssize_t k; (k = read(fd, blk + len, sizeof(blk) - 1 - len)) > 0;)
+		len += (size_t)k;
+	close(fd);
+	kill(pid, SIGKILL);
+	waitpid(pid, &status, 0);
+	fx_devsim_stop(&sim);
+	cr_assert_gt(len, 0);
+	cr_assert_null(memmem(blk, len, "STATION_PIN", 11), "the name is still there");
+	cr_assert_null(memmem(blk, len, FX_PIN, strlen(FX_PIN)), "the PIN is still there");
+	/* the entries are contiguous: A_BEFORE=1 is now followed by the next
+	 * variable, and no two NULs meet before the block's end */
+	{
+		const char *a = memmem(blk, len, "A_BEFORE=1", 11);
+		size_t last = len;
+
+		cr_assert_not_null(a, "A_BEFORE is gone");
+		cr_assert_neq(a[11], '\0', "a hole where STATION_PIN was");
+		cr_assert_not_null(memmem(blk, len, "Z_AFTER=2", 10), "Z_AFTER is gone");
+		while (last > 0 && blk[last - 1] == '\0')
+			last--;
+		for (size_t i = 1; i < last; i++)
+			cr_assert(blk[i] || blk[i - 1], "a run of NULs at byte %zu", i);
+	}
+	fx_rmtree(w.dir);
+}
