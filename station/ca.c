@@ -44,6 +44,25 @@ int st_write_pem(const char *path, X509 *x, X509_REQ *req,
 		rc = ST_E_IO;
 	if (rc == ST_OK && rename(tmp, path) != 0)
 		rc = ST_E_IO;
+	if (rc == ST_OK) {
+		/* the rename itself must survive a power cut */
+		char dir[4096], *slash;
+		int dfd;
+
+		snprintf(dir, sizeof(dir), "%s", path);
+		slash = strrchr(dir, '/');
+		if (slash == dir)
+			dir[1] = '\0';
+		else if (slash)
+			*slash = '\0';
+		else
+			snprintf(dir, sizeof(dir), ".");
+		dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		if (dfd < 0 || fsync(dfd) != 0)
+			rc = ST_E_IO;
+		if (dfd >= 0)
+			close(dfd);
+	}
 	if (rc) {
 		unlink(tmp);
 		snprintf(err, errlen, "cannot write %s", path);
