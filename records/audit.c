@@ -19,7 +19,7 @@ struct acert {
 	char sha256[REC_HASH_HEX];
 	EVP_PKEY *key;
 	int superseded;         /* the check said REC_CERT_SUPERSEDED */
-	char why[200];          /* and why */
+	char why[256];          /* and why */
 };
 
 struct vstate {
@@ -170,9 +170,9 @@ static int check_sig(struct rec_chain *v, long long seq, const char *body,
 				seq, key);
 	if (ac->superseded && !key_certified(v, ac->key))
 		return rec_fail(v->r, ST_E_VERIFY, "event %lld: signed under "
-				"certificate %s, which is not an audit certificate "
-				"(%s), and no audit certificate certifies its key "
-				"(forged: signed with another key)", seq, key, ac->why);
+				"certificate %s, which is not an audit certificate, "
+				"and no audit certificate in the store certifies its "
+				"key: %s", seq, key, ac->why);
 	pk = ac->key;
 	if (n == 0 || n > sizeof(der) || strlen(sighex) != 2 * n ||
 	    st_unhex(sighex, der, n))

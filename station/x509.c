@@ -422,9 +422,10 @@ int st_x509_audit_check(X509 *x, STACK_OF(X509) *cas, char *why, size_t len)
 		return ST_AUDIT_CERT_BAD;
 	}
 	if (!st_x509_is_audit(x)) {
-		snprintf(why, len, "it does not carry the station's audit "
-			 "extendedKeyUsage %s (a device certificate, or an audit "
-			 "certificate made before it existed)", ST_AUDIT_EKU_OID);
+		snprintf(why, len, "it lacks the audit extendedKeyUsage %s: a "
+			 "device certificate, or an audit certificate from before "
+			 "(then run 'station audit init' at that station once)",
+			 ST_AUDIT_EKU_OID);
 		return ST_AUDIT_CERT_OLD;
 	}
 	return ST_AUDIT_CERT_OK;

@@ -849,3 +849,118 @@ Test(evidence, a_log_resigned_with_a_device_key_is_refused, .timeout = 240)
 	EVP_PKEY_free(key);
 	fx_rmtree(w.dir);
 }
+
+/* The old station's signer: the audit key in the token. */
+struct old_signer {
+	hsm_session *s;
+	hsm_obj key;
+};
+
+static int old_sign(void *ctx, const uint8_t digest[32], uint8_t sig[64])
+{
+	struct old_signer *o = ctx;
+	size_t n = 64;
+
+	return hsm_sign_digest(o->s, o->key, digest, 32, sig, &n);
+}
+
+/* What a station before the audit extendedKeyUsage left: the audit key
+ * with the certificate the old code issued (the device template, no
+ * extendedKeyUsage), and events signed under it. */
+static void old_station(const fx_world *w)
+{
+	struct st_cert_profile cp = { .org = "station audit", .validity_days = 3650,
+				      .key_usage = "critical,digitalSignature" };
+	st_subject_vars vars = { .uid = "audit old", .serial = "audit old",
+				 .product = "station audit", .model = "" };
+	uint8_t point[65], serial[ST_CERT_SERIAL_LEN], *der = NULL, *cader = NULL;
+	const uint8_t *p;
+	struct old_signer o;
+	char err[512] = "";
+	hsm_obj ca_priv;
+	hsm *h = NULL;
+	rec_store *r = NULL;
+	EVP_PKEY *pub;
+	X509 *ca, *tmpl, *old;
+	size_t calen = 0;
+	int len;
+
+	cr_assert_eq(hsm_open(FX_SOFTHSM_MODULE, "station", &h), ST_OK);
+	cr_assert_eq(hsm_login(h, FX_PIN, strlen(FX_PIN)), ST_OK, "%s", hsm_errmsg(h));
+	cr_assert_eq(hsm_session_open(h, &o.s), ST_OK);
+	cr_assert_eq(hsm_keygen_p256(o.s, "station-audit", true, point, &o.key), ST_OK);
+	cr_assert_eq(hsm_cert_load(o.s, "issuing-ca", &cader, &calen), ST_OK);
+	cr_assert_eq(hsm_find_privkey(o.s, "issuing-ca", &ca_priv), ST_OK);
+	p = cader;
+	ca = d2i_X509(NULL, &p, (long)calen);
+	pub = st_p256_pubkey(point);
+	cr_assert_eq(st_x509_random_serial(o.s, serial), ST_OK);
+	tmpl = st_x509_device_template(pub, ca, &cp, &vars, (const uint8_t *)"audit old",
+				       9, serial, err, sizeof(err));
+	cr_assert_not_null(tmpl, "%s", err);
+	old = st_x509_hsm_sign(tmpl, o.s, ca_priv, HSM_KEY_P256, err, sizeof(err));
+	cr_assert_not_null(old, "%s", err);
+	cr_assert(!st_x509_is_audit(old));
+	len = i2d_X509(old, &der);
+	cr_assert_gt(len, 0);
+	cr_assert_eq(hsm_cert_store(o.s, "station-audit", der, (size_t)len), ST_OK);
+	cr_assert_eq(rec_open(w->db, &r), ST_OK);
+	cr_assert_eq(rec_set_signer(r, old_sign, &o, der, (size_t)len), ST_OK, "%s",
+		     rec_errmsg(r));
+	cr_assert_eq(rec_event(r, "station_start", NULL, "station", "old", NULL), ST_OK);
+	cr_assert_eq(rec_event(r, "station_stop", NULL, "pass", "0", NULL), ST_OK);
+	rec_close(r);
+	OPENSSL_free(der);
+	free(cader);
+	X509_free(ca);
+	X509_free(tmpl);
+	X509_free(old);
+	EVP_PKEY_free(pub);
+	hsm_session_close(o.s);
+	hsm_close(h);
+}
+
+Test(evidence, an_old_audit_certificate_is_recertified_and_its_events_verify, .timeout = 240)
+{
+	fx_world w;
+	fx_devsim sim;
+	char bundle[600], script[600], log[16384], cmd[2048];
+
+	fx_world_init(&w, true, 2000);
+	old_station(&w);
+	/* as it is, its certificate is not an audit certificate */
+	fx_station_run(&R, &w, "--ca-cert", w.ca, "records", "verify", NULL);
+	cr_assert_eq(R.code, 4, "%s\n%s", R.out, R.err);
+	cr_assert(strstr(R.out, "not an audit certificate") && strstr(R.out, "audit init"),
+		  "%s", R.out);
+	/* the next start re-certifies the same key, on record */
+	cr_assert_eq(fx_devsim_start(&sim, w.dir, "p1", 1, NULL), 0);
+	fx_station_run(&R, &w, "--burn-fuses", "--slot", sim.port, "provision", NULL);
+	fx_devsim_stop(&sim);
+	cr_assert_eq(R.code, 0, "%s\n%s", R.out, R.err);
+	cr_assert_eq(q_int(w.db, "SELECT count(*) FROM audit_certs"), 2);
+	cr_assert_eq(q_int(w.db, "SELECT count(*) FROM events WHERE kind = "
+			   "'audit_recertified' AND json_extract(body, '$.data.supersedes') = "
+			   "(SELECT sha256 FROM audit_certs ORDER BY rowid LIMIT 1)"), 1);
+	cr_assert_eq(q_int(w.db, "SELECT count(*) FROM events WHERE kind = 'audit_key_repair'"
+			   " AND json_extract(body, '$.data.repair') LIKE 're-certified%'"), 1);
+	fx_station_run(&R, &w, "--ca-cert", w.ca, "records", "verify", NULL);
+	cr_assert_eq(R.code, 0, "%s\n%s", R.out, R.err);
+	fx_station_run(&R, &w, "records", "verify", NULL);
+	cr_assert_eq(R.code, 0, "%s\n%s", R.out, R.err);
+	/* the new certificate has the audit usage and the same key: the old
+	 * events check out under the bundle's audit.pem with openssl alone */
+	snprintf(cmd, sizeof(cmd), "sqlite3 '%s' 'SELECT pem FROM audit_certs ORDER BY "
+		 "rowid DESC LIMIT 1' | openssl x509 -noout -ext extendedKeyUsage | "
+		 "grep -q " ST_AUDIT_EKU_OID, w.db);
+	cr_assert_eq(system(cmd), 0);
+	snprintf(bundle, sizeof(bundle), "%s/bundle", w.dir);
+	fx_station_run(&R, &w, "records", "export", "--evidence", bundle, NULL);
+	cr_assert_eq(R.code, 0, "%s\n%s", R.out, R.err);
+	snprintf(script, sizeof(script), "%s/auditor.sh", w.dir);
+	auditor_script(script);
+	cr_assert_eq(audit_bundle(script, bundle, log, sizeof(log)), 0, "%s", log);
+	/* and once only */
+	cr_assert_eq(q_int(w.db, "SELECT count(*) FROM events WHERE kind = 'audit_recertified'"), 1);
+	fx_rmtree(w.dir);
+}

@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "base.h"
+#include "station/x509.h"
 #include "tests/fixtures/fx_devsim.h"
 #include "tests/fixtures/fx_softhsm.h"
 #include "tests/fixtures/fx_station.h"
@@ -591,6 +592,47 @@ Test(pki, bad_profile_extension_is_named, .timeout = 60)
 	cr_assert_eq(r.code, 2, "%s", r.err);
 	cr_assert(strstr(r.err, "unknown variable '${uuid}'"), "%s", r.err);
 	fx_rmtree(w.dir);
+}
+
+/* The audit certificate's extendedKeyUsage is the station's own: a device
+ * profile that asks for it (in any spelling) is refused by the profile
+ * check, naming the file and the setting, and by the device template
+ * itself as a second line. */
+Test(pki, device_profile_cannot_request_the_audit_usage, .timeout = 60)
+{
+	struct st_cert_profile cp = { .org = "x", .validity_days = 30,
+				      .eku = "clientAuth," ST_AUDIT_EKU_OID };
+	st_subject_vars vars = { .uid = "01", .serial = "01", .product = "p", .model = "" };
+	uint8_t serial[ST_CERT_SERIAL_LEN] = { 1 };
+	char err[512] = "", prof[600];
+	EVP_PKEY *k = EVP_EC_gen("P-256");
+	X509 *ca = X509_new(), *x;
+	fx_world w;
+	fx_run r;
+
+	world_init(&w, "validity_days = 30; extended_key_usage = \"clientAuth, "
+		   ST_AUDIT_EKU_OID "\";");
+	fx_path(prof, &w, "test.profile");
+	fx_station_run(&r, &w, "--slot", "/dev/null", "provision", NULL);
+	cr_assert_eq(r.code, 2, "%s", r.err);
+	cr_assert(strstr(r.err, prof) && strstr(r.err, "certificate.extended_key_usage") &&
+		  strstr(r.err, "audit"), "%s", r.err);
+	fx_station_run(&r, &w, "config", "check", NULL);
+	cr_assert_eq(r.code, 2, "%s%s", r.out, r.err);
+	cr_assert(strstr(r.out, "extended_key_usage") || strstr(r.err, "extended_key_usage"),
+		  "%s%s", r.out, r.err);
+	fx_rmtree(w.dir);
+
+	/* the template: refused whatever the profile check let through */
+	cr_assert_not_null(k);
+	X509_set_issuer_name(ca, X509_get_subject_name(ca));
+	X509_gmtime_adj(X509_getm_notAfter(ca), 3600L * 24 * 365);
+	x = st_x509_device_template(k, ca, &cp, &vars, (const uint8_t *)"\x01", 1,
+				    serial, err, sizeof(err));
+	cr_assert_null(x, "a device template carries the audit usage");
+	cr_assert(strstr(err, "audit"), "%s", err);
+	X509_free(ca);
+	EVP_PKEY_free(k);
 }
 
 /* --- algorithms ------------------------------------------------------ */
