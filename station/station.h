@@ -118,11 +118,17 @@ const uint8_t *st_profile_rot_hash(const st_profile *p, unsigned *bank);
 /* CA: create an issuing CA key of the given type in the token and a
  * self-signed certificate (stored in the token under the same label, and
  * written as PEM to pem_path when not NULL).  For labs; production CAs use
- * st_ca_csr() + st_ca_import().  Refuses when a key with that label
- * exists. */
+ * st_ca_csr() + st_ca_import().  Refuses (ST_E_EXISTS) when a complete CA
+ * with that label exists (with pem_path its certificate is written
+ * instead), or a key without certificate that is not from an interrupted
+ * init (a pending `ca csr`).  An interrupted init (a marker object
+ * "<label>.init" stays in the token until the end) is finished: the key
+ * it made is certified, half a key pair is made again, the PEM file is
+ * written; note (notelen bytes) then says what was repaired, else "". */
 int st_ca_init(hsm_session *s, const char *label, hsm_keytype type,
 	       const char *subject_cn, const char *org, int days,
-	       const char *pem_path, char *err, size_t errlen);
+	       const char *pem_path, char *note, size_t notelen,
+	       char *err, size_t errlen);
 
 /* CA: a PKCS#10 request (PEM, csr_path) for an issuing CA to be signed by
  * an offline root, signed in the HSM.  Makes the key unless one with that
