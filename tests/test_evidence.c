@@ -964,3 +964,30 @@ Test(evidence, an_old_audit_certificate_is_recertified_and_its_events_verify, .t
 	cr_assert_eq(q_int(w.db, "SELECT count(*) FROM events WHERE kind = 'audit_recertified'"), 1);
 	fx_rmtree(w.dir);
 }
+
+/* Without --ca-cert, verify checks the audit certificates against the CAs
+ * in the token; when it cannot reach the token it says so and what to do,
+ * instead of accepting any issuer. */
+Test(evidence, verify_without_a_reachable_token_asks_for_the_ca, .timeout = 120)
+{
+	fx_world w;
+	char conf[600];
+
+	fx_world_init(&w, true, 2000);
+	fx_station_run(&R, &w, "records", "workorder", "create", "WO-1", NULL);
+	cr_assert_eq(R.code, 0, "%s", R.err);
+	fx_station_run(&R, &w, "records", "verify", NULL);
+	cr_assert_eq(R.code, 0, "%s%s", R.out, R.err);
+	cr_assert(strstr(R.out, "certified by the CA certificate in token 'station'"),
+		  "%s", R.out);
+	snprintf(conf, sizeof(conf), "%s", getenv("SOFTHSM2_CONF"));
+	setenv("SOFTHSM2_CONF", "/nonexistent/softhsm2.conf", 1);
+	fx_station_run(&R, &w, "records", "verify", NULL);
+	cr_assert_eq(R.code, 3, "%s%s", R.out, R.err);
+	cr_assert(strstr(R.err, "--ca-cert"), "%s", R.err);
+	cr_assert_null(strstr(R.out, "records OK"), "%s", R.out);
+	fx_station_run(&R, &w, "--ca-cert", w.ca, "records", "verify", NULL);
+	cr_assert_eq(R.code, 0, "%s%s", R.out, R.err);
+	setenv("SOFTHSM2_CONF", conf, 1);
+	fx_rmtree(w.dir);
+}
