@@ -611,7 +611,8 @@ Test(pki, device_profile_cannot_request_the_audit_usage, .timeout = 60)
 	fx_world w;
 	fx_run r;
 
-	world_init(&w, "validity_days = 30; extended_key_usage = \"clientAuth, "
+	world_init(&w, "organization = \"PKI Test\"; validity_days = 30; "
+		   "extended_key_usage = \"clientAuth, "
 		   ST_AUDIT_EKU_OID "\";");
 	fx_path(prof, &w, "test.profile");
 	fx_station_run(&r, &w, "--slot", "/dev/null", "provision", NULL);
