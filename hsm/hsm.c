@@ -1591,6 +1591,115 @@ int hsm_destroy(hsm_session *s, hsm_obj obj)
 	return s_rv(s, "C_DestroyObject", rv);
 }
 
+static const struct {
+	unsigned bit;
+	CK_OBJECT_CLASS cls;
+} obj_kinds[] = {
+	{ HSM_O_PRIVKEY, CKO_PRIVATE_KEY }, { HSM_O_PUBKEY, CKO_PUBLIC_KEY },
+	{ HSM_O_CERT, CKO_CERTIFICATE }, { HSM_O_DATA, CKO_DATA },
+};
+
+int hsm_objects(hsm_session *s, const char *label, unsigned *found)
+{
+	if (!s || !found)
+		return ST_E_INVAL;
+	if (!label_ok(s, label))
+		return ST_E_INVAL;
+	*found = 0;
+	for (size_t i = 0; i < ST_ARRAY_SIZE(obj_kinds); i++) {
+		CK_OBJECT_HANDLE h[2];
+		CK_ULONG n;
+		int err = find_objs(s, obj_kinds[i].cls, label, h, &n);
+
+		if (err)
+			return err;
+		if (n)
+			*found |= obj_kinds[i].bit;
+	}
+	return ST_OK;
+}
+
+/* Found again after each destroy: find_objs returns at most two. */
+int hsm_remove(hsm_session *s, const char *label, unsigned what)
+{
+	if (!s)
+		return ST_E_INVAL;
+	if (!label_ok(s, label))
+		return ST_E_INVAL;
+	for (size_t i = 0; i < ST_ARRAY_SIZE(obj_kinds); i++) {
+		if (!(what & obj_kinds[i].bit))
+			continue;
+		for (int round = 0; round < 64; round++) {
+			CK_OBJECT_HANDLE h[2];
+			CK_ULONG n;
+			CK_RV rv;
+			int err = find_objs(s, obj_kinds[i].cls, label, h, &n);
+
+			if (err)
+				return err;
+			if (!n)
+				break;
+			for (CK_ULONG k = 0; k < n; k++) {
+				rv = s->h->fl->C_DestroyObject(s->sh, h[k]);
+				if (rv != CKR_OK && rv != CKR_OBJECT_HANDLE_INVALID)
+					return s_rv(s, "C_DestroyObject", rv);
+			}
+		}
+	}
+	return ST_OK;
+}
+
+int hsm_data_put(hsm_session *s, const char *label, const char *text)
+{
+	CK_OBJECT_CLASS cls = CKO_DATA;
+	CK_BBOOL yes = CK_TRUE;
+	static const char app[] = "station";
+	CK_ATTRIBUTE tmpl[] = {
+		{ CKA_CLASS, &cls, sizeof(cls) },
+		{ CKA_TOKEN, &yes, sizeof(yes) },
+		{ CKA_PRIVATE, &yes, sizeof(yes) },
+		{ CKA_LABEL, (void *)label, label ? strlen(label) : 0 },
+		{ CKA_APPLICATION, (void *)app, sizeof(app) - 1 },
+		{ CKA_VALUE, (void *)text, text ? strlen(text) : 0 },
+	};
+	CK_OBJECT_HANDLE h[2], obj;
+	CK_ULONG n;
+	CK_RV rv;
+	int err;
+
+	if (!s)
+		return ST_E_INVAL;
+	if (!label_ok(s, label) || !text)
+		return ST_E_INVAL;
+	err = find_objs(s, CKO_DATA, label, h, &n);
+	if (err)
+		return err;
+	if (n) {
+		s_err(s, "a data object labelled '%s' already exists", label);
+		return ST_E_EXISTS;
+	}
+	rv = s->h->fl->C_CreateObject(s->sh, tmpl, ST_ARRAY_SIZE(tmpl), &obj);
+	if (rv != CKR_OK)
+		return s_rv(s, "C_CreateObject(data)", rv);
+	return ST_OK;
+}
+
+bool hsm_key_made_here(hsm_session *s, hsm_obj priv)
+{
+	CK_BBOOL local = CK_FALSE, never = CK_FALSE;
+	CK_ATTRIBUTE a[] = {
+		{ CKA_LOCAL, &local, sizeof(local) },
+		{ CKA_NEVER_EXTRACTABLE, &never, sizeof(never) },
+	};
+
+	if (!s)
+		return false;
+	if (s->h->fl->C_GetAttributeValue(s->sh, (CK_OBJECT_HANDLE)priv, a,
+					  ST_ARRAY_SIZE(a)) != CKR_OK)
+		return false;
+	return local == CK_TRUE && never == CK_TRUE;
+}
+
 /* Only finalise what we initialised: if another user in this process had
  * already initialised the module, C_Finalize would pull it from under
  * them.  All hsm_sessions must be closed before this: their handles point

@@ -189,6 +189,33 @@ bool hsm_value_readable(hsm_session *s, hsm_obj obj);
 /* Destroy a (session) object; ST_OK if it is already gone. */
 int hsm_destroy(hsm_session *s, hsm_obj obj);
 
+/* What hsm_objects() finds and hsm_remove() removes under one label: the
+ * halves of a key pair, its certificate, and a data object (a marker the
+ * station keeps while it makes a key and its certificate, so that a crash
+ * half-way is told apart from a pending CA request). */
+#define HSM_O_PRIVKEY  0x1u
+#define HSM_O_PUBKEY   0x2u
+#define HSM_O_CERT     0x4u
+#define HSM_O_DATA     0x8u
+
+/* Which of the objects above exist labelled label (*found, a mask); an
+ * object of one kind found twice counts as found. */
+int hsm_objects(hsm_session *s, const char *label, unsigned *found);
+
+/* Destroy every object of the kinds in what labelled label (token objects
+ * too: the caller decides that nothing can need them).  ST_OK when none
+ * is left. */
+int hsm_remove(hsm_session *s, const char *label, unsigned what);
+
+/* Create a private token data object labelled label holding text (the
+ * in-progress marker above).  ST_E_EXISTS when one exists. */
+int hsm_data_put(hsm_session *s, const char *label, const char *text);
+
+/* Was the private key priv generated inside the token and never
+ * extractable (CKA_LOCAL and CKA_NEVER_EXTRACTABLE true)?  false when
+ * the token cannot tell. */
+bool hsm_key_made_here(hsm_session *s, hsm_obj priv);
+
 /* Log out, close every session, finalise and unload.  NULL is fine. */
 void hsm_close(hsm *h);
 

@@ -19,6 +19,8 @@
 struct acert {
 	char sha256[REC_HASH_HEX];
 	EVP_PKEY *key;
+	int superseded;         /* the check said REC_CERT_SUPERSEDED */
+	char why[256];          /* and why */
 };
 
 struct vstate {
@@ -61,7 +63,7 @@ int rec_chain_cert(struct rec_chain *c, const char *fp, const char *pem,
 	X509 *x = b ? PEM_read_bio_X509(b, NULL, NULL, NULL) : NULL;
 	unsigned char *der = NULL, dig[SHA256_DIGEST_LENGTH];
 	char hex[REC_HASH_HEX], why[256] = "";
-	int n = x ? i2d_X509(x, &der) : -1, err = ST_OK;
+	int n = x ? i2d_X509(x, &der) : -1, err = ST_OK, verdict;
 	struct acert *a;
 
 	BIO_free(b);
@@ -76,7 +78,8 @@ int rec_chain_cert(struct rec_chain *c, const char *fp, const char *pem,
 			       "that fingerprint (modified)", fp ? fp : "?");
 		goto cleanup;
 	}
-	if (check && check(ctx, pem, why, sizeof(why))) {
+	verdict = check ? check(ctx, pem, why, sizeof(why)) : 0;
+	if (verdict && verdict != REC_CERT_SUPERSEDED) {
 		err = rec_fail(r, ST_E_VERIFY, "audit certificate %s is "
 			       "not trusted: %s", fp, why);
 		goto cleanup;
@@ -90,6 +93,8 @@ int rec_chain_cert(struct rec_chain *c, const char *fp, const char *pem,
 	a = &c->certs[c->ncerts++];
 	memcpy(a->sha256, hex, sizeof(hex));
 	a->key = X509_get_pubkey(x);
+	a->superseded = verdict == REC_CERT_SUPERSEDED;
+	snprintf(a->why, sizeof(a->why), "%s", a->superseded ? why : "");
 cleanup:
 	X509_free(x);
 	return err;
@@ -133,12 +138,24 @@ cleanup:
 	return err;
 }
 
+/* Is k the key of an audit certificate the check accepted by itself?
+ * (What makes an older certificate of the same key count.) */
+static int key_certified(struct rec_chain *v, EVP_PKEY *k)
+{
+	for (int i = 0; k && i < v->ncerts; i++)
+		if (!v->certs[i].superseded && v->certs[i].key &&
+		    EVP_PKEY_eq(v->certs[i].key, k) == 1)
+			return 1;
+	return 0;
+}
+
 /* Check a signature (DER, hex) over body with the named audit key. */
 static int check_sig(struct rec_chain *v, long long seq, const char *body,
 		     const char *key, const char *sighex)
 {
 	unsigned char der[80];
 	size_t n = sighex ? strlen(sighex) / 2 : 0;
+	struct acert *ac = NULL;
 	EVP_PKEY *pk = NULL;
 	EVP_MD_CTX *md;
 	int ok;
@@ -148,11 +165,17 @@ static int check_sig(struct rec_chain *v, long long seq, const char *body,
 				"(written without the audit key)", seq);
 	for (int i = 0; i < v->ncerts; i++)
 		if (!strcmp(v->certs[i].sha256, key))
-			pk = v->certs[i].key;
-	if (!pk)
+			ac = &v->certs[i];
+	if (!ac)
 		return rec_fail(v->r, ST_E_VERIFY, "event %lld: signed by audit "
 				"key %s, whose certificate is not in the store",
 				seq, key);
+	if (ac->superseded && !key_certified(v, ac->key))
+		return rec_fail(v->r, ST_E_VERIFY, "event %lld: signed under "
+				"certificate %s, which is not an audit certificate, "
+				"and no audit certificate in the store certifies its "
+				"key: %s", seq, key, ac->why);
+	pk = ac->key;
 	if (n == 0 || n > sizeof(der) || strlen(sighex) != 2 * n ||
 	    st_unhex(sighex, der, n))
 		return rec_fail(v->r, ST_E_VERIFY, "event %lld: signature is "

@@ -229,8 +229,13 @@ typedef struct rec_verify_result {
 } rec_verify_result;
 
 /* Approve an audit certificate (PEM) before its signatures count, e.g.
- * check it chains to the station's CA.  Return 0 to accept, else put the
- * reason in why. */
+ * check it chains to the station's CA.  Return 0 to accept;
+ * REC_CERT_SUPERSEDED to accept it only for a key that an accepted (0)
+ * certificate of the same chain certifies too (the older certificate of a
+ * re-certified key: an event signed under it fails otherwise), with the
+ * reason it is not accepted by itself in why; anything else refuses it,
+ * with the reason in why. */
+#define REC_CERT_SUPERSEDED 1
 typedef int (*rec_cert_check_fn)(void *ctx, const char *pem, char *why,
 				 size_t len);
 

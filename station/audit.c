@@ -1,9 +1,21 @@
 /* audit.c — the station's audit key: an EC P-256 key in the HSM whose
- * certificate is issued by the station's CA, and the signer the records
- * call for every event (records/ never calls hsm/: the engine hands it
- * st_audit_sign).  The key is made by `station audit init`, or on the
- * first provisioning run when missing. */
+ * certificate is issued by the station's CA with the audit
+ * extendedKeyUsage (ST_AUDIT_EKU_OID, which no device certificate can
+ * carry), and the signer the records call for every event (records/ never
+ * calls hsm/: the engine hands it st_audit_sign).
+ *
+ * Opening the key brings the token into a usable state first, whatever an
+ * interrupted `audit init` or first start left (docs/records.md, "The
+ * audit certificate"): nothing → a new key; a key pair without its
+ * certificate → the key is certified (it never signed under another
+ * certificate that is lost: an old certificate of a re-certified key stays
+ * in the records); half a key pair without certificate → removed and made
+ * again (it cannot have signed anything); a certificate without the audit
+ * extendedKeyUsage (made before it existed), or no longer issued by a CA
+ * in the token → the same key is certified again.  What was repaired is
+ * recorded as a signed event by st_audit_use(). */
 #include <fcntl.h>
+#include <openssl/err.h>
 #include <openssl/pem.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,6 +31,8 @@ struct st_audit {
 	hsm_obj priv;
 	uint8_t *der;           /* the audit certificate */
 	size_t len;
+	bool created;           /* the key was made by this open */
+	char repair[512];       /* what this open repaired ("": nothing) */
 };
 
 /* The HSM key type of a CA's public key, so the HSM signs with the right
@@ -72,10 +86,12 @@ static X509 *issue(hsm_session *s, const char *ca_label, EVP_PKEY *pub,
 			 "an unsupported key type", ca_label);
 		goto cleanup;
 	}
-	/* It signs records, not TLS handshakes: no extendedKeyUsage. */
+	/* The device template without a profile EKU, then the audit EKU that
+	 * only this certificate carries (no TLS usage). */
 	if (st_x509_random_serial(s, serial) ||
 	    !(tmpl = st_x509_device_template(pub, ca, &cp, &vars, (const uint8_t *)cn,
-					     strlen(cn), serial, err, errlen))) {
+					     strlen(cn), serial, err, errlen)) ||
+	    !st_x509_add_audit_eku(tmpl)) {
 		if (!err[0])
 			snprintf(err, errlen, "cannot build the audit certificate");
 		goto cleanup;
@@ -85,47 +101,195 @@ cleanup:
 	free(der);
 	X509_free(ca);
 	X509_free(tmpl);
+	ERR_clear_error();
 	return cert;
 }
 
-int st_audit_init(hsm_session *s, const char *ca_label, const char *label,
-		  const char *station_id, const char *pem_path,
-		  char *err, size_t errlen)
+/* Certify pub (the audit key's public half) and store the certificate in
+ * the token under label; a->der gets it. */
+static int certify(st_audit *a, const char *ca_label, const char *label,
+		   EVP_PKEY *pub, const char *station_id, char *err, size_t errlen)
 {
-	uint8_t point[HSM_P256_POINT_LEN], *der = NULL;
-	EVP_PKEY *pub = NULL;
-	X509 *cert = NULL;
-	hsm_obj priv;
-	int rc, len;
+	X509 *cert = issue(a->s, ca_label, pub, station_id, err, errlen);
+	uint8_t *der = NULL;
+	int rc = ST_E_CRYPTO, len;
 
-	rc = hsm_keygen_p256(s, label, true, point, &priv);
-	if (rc) {
-		if (rc == ST_E_EXISTS)
-			snprintf(err, errlen, "an audit key labelled '%s' already "
-				 "exists in the token", label);
-		else
-			snprintf(err, errlen, "audit key generation failed: %s",
-				 hsm_session_errmsg(s));
+	if (!cert)
 		return rc;
-	}
-	rc = ST_E_CRYPTO;
-	pub = st_p256_pubkey(point);
-	if (!pub || !(cert = issue(s, ca_label, pub, station_id, err, errlen)))
-		goto cleanup;
 	len = i2d_X509(cert, &der);
 	if (len <= 0)
 		goto cleanup;
-	rc = hsm_cert_store(s, label, der, (size_t)len);
+	rc = hsm_cert_store(a->s, label, der, (size_t)len);
 	if (rc) {
 		snprintf(err, errlen, "cannot store the audit certificate in the "
-			 "token: %s", hsm_session_errmsg(s));
+			 "token: %s", hsm_session_errmsg(a->s));
 		goto cleanup;
 	}
-	rc = pem_path ? st_write_pem(pem_path, cert, NULL, err, errlen) : ST_OK;
+	free(a->der);
+	a->der = malloc((size_t)len);
+	if (!a->der) {
+		rc = ST_E_NOMEM;
+		goto cleanup;
+	}
+	memcpy(a->der, der, (size_t)len);
+	a->len = (size_t)len;
 cleanup:
 	OPENSSL_free(der);
 	X509_free(cert);
+	return rc;
+}
+
+/* A new key pair under label, certified. */
+static int make_key(st_audit *a, const char *ca_label, const char *label,
+		    const char *station_id, char *err, size_t errlen)
+{
+	uint8_t point[HSM_P256_POINT_LEN];
+	EVP_PKEY *pub = NULL;
+	int rc = hsm_keygen_p256(a->s, label, true, point, &a->priv);
+
+	if (rc) {
+		snprintf(err, errlen, "audit key generation failed: %s",
+			 hsm_session_errmsg(a->s));
+		return rc;
+	}
+	a->created = true;
+	pub = st_p256_pubkey(point);
+	rc = pub ? certify(a, ca_label, label, pub, station_id, err, errlen) :
+		   ST_E_CRYPTO;
 	EVP_PKEY_free(pub);
+	return rc;
+}
+
+/* The audit key has a certificate: it must be the key's, issued by a CA
+ * in the token, and carry the audit extendedKeyUsage; one that only lacks
+ * the last two (an old certificate, a retired CA) is replaced by a new
+ * certificate for the same key. */
+static int check_cert(st_audit *a, const char *ca_label, const char *label,
+		      const char *station_id, char *err, size_t errlen)
+{
+	STACK_OF(X509) *cas = NULL;
+	const uint8_t *p;
+	char why[300], fp[65];
+	X509 *x = NULL;
+	int rc, chk;
+
+	rc = hsm_cert_load(a->s, label, &a->der, &a->len);
+	if (rc) {
+		snprintf(err, errlen, "cannot read the audit certificate '%s': %s",
+			 label, hsm_session_errmsg(a->s));
+		return rc;
+	}
+	p = a->der;
+	x = d2i_X509(NULL, &p, (long)a->len);
+	if (!x || !st_hsm_key_matches(a->s, a->priv, HSM_KEY_P256,
+				      X509_get0_pubkey(x))) {
+		snprintf(err, errlen, "the certificate labelled '%s' in the token "
+			 "does not belong to the audit key of that label: it cannot "
+			 "sign records; remove that certificate object and start "
+			 "again (the key is then certified anew)", label);
+		rc = ST_E_VERIFY;
+		goto cleanup;
+	}
+	rc = st_x509_token_cas(a->s, &cas);
+	if (rc) {
+		snprintf(err, errlen, "cannot list the token's CA certificates: %s",
+			 hsm_session_errmsg(a->s));
+		goto cleanup;
+	}
+	chk = st_x509_audit_check(x, cas, why, sizeof(why));
+	if (chk == ST_AUDIT_CERT_OK)
+		goto cleanup;
+	/* The old certificate stays in the records (every event names the
+	 * certificate it was signed under); the token keeps only the new. */
+	st_x509_fingerprint(x, fp);
+	snprintf(a->repair, sizeof(a->repair), "re-certified the audit key: its "
+		 "certificate %s was refused (%.200s); the same key now has a "
+		 "certificate with the audit extendedKeyUsage", fp, why);
+	rc = hsm_remove(a->s, label, HSM_O_CERT);
+	if (rc) {
+		snprintf(err, errlen, "cannot replace the audit certificate: %s",
+			 hsm_session_errmsg(a->s));
+		goto cleanup;
+	}
+	rc = certify(a, ca_label, label, X509_get0_pubkey(x), station_id, err, errlen);
+cleanup:
+	sk_X509_pop_free(cas, X509_free);
+	X509_free(x);
+	ERR_clear_error();
+	return rc;
+}
+
+/* Bring the token's audit key and certificate to a usable state (see the
+ * top of the file); a->priv and a->der are set on success. */
+static int ensure(st_audit *a, const char *ca_label, const char *label,
+		  const char *station_id, char *err, size_t errlen)
+{
+	uint8_t point[HSM_P256_POINT_LEN];
+	EVP_PKEY *pub = NULL;
+	unsigned have = 0;
+	int rc = hsm_objects(a->s, label, &have);
+
+	if (rc) {
+		snprintf(err, errlen, "cannot look for the audit key '%s': %s", label,
+			 hsm_session_errmsg(a->s));
+		return rc;
+	}
+	if (!(have & HSM_O_PRIVKEY)) {
+		if (have & (HSM_O_PUBKEY | HSM_O_CERT)) {
+			/* no private key: nothing was ever signed with it */
+			rc = hsm_remove(a->s, label, HSM_O_PUBKEY | HSM_O_CERT);
+			if (rc) {
+				snprintf(err, errlen, "cannot remove the rest of a "
+					 "half-made audit key: %s",
+					 hsm_session_errmsg(a->s));
+				return rc;
+			}
+			snprintf(a->repair, sizeof(a->repair), "removed a %s labelled "
+				 "'%s' without its private key (an interrupted key "
+				 "generation) and made a new audit key", have & HSM_O_PUBKEY ?
+				 "public key" : "certificate", label);
+		}
+		return make_key(a, ca_label, label, station_id, err, errlen);
+	}
+	rc = hsm_find_privkey(a->s, label, &a->priv);
+	if (rc) {
+		snprintf(err, errlen, "audit key '%s': %s", label,
+			 hsm_session_errmsg(a->s));
+		return rc;
+	}
+	if (have & HSM_O_CERT)
+		return check_cert(a, ca_label, label, station_id, err, errlen);
+	if ((have & HSM_O_PUBKEY) && hsm_read_pubkey(a->s, label, point) == ST_OK)
+		pub = st_p256_pubkey(point);
+	if (!pub || !st_hsm_key_matches(a->s, a->priv, HSM_KEY_P256, pub)) {
+		/* half a key pair and never a certificate: it signed nothing */
+		EVP_PKEY_free(pub);
+		rc = hsm_remove(a->s, label, HSM_O_PRIVKEY | HSM_O_PUBKEY);
+		if (rc) {
+			snprintf(err, errlen, "cannot remove a half-made audit key: %s",
+				 hsm_session_errmsg(a->s));
+			return rc;
+		}
+		snprintf(a->repair, sizeof(a->repair), "removed a half-made audit key "
+			 "'%s' (a private key without its public key and without "
+			 "certificate: an interrupted key generation) and made a new "
+			 "one", label);
+		return make_key(a, ca_label, label, station_id, err, errlen);
+	}
+	if (!hsm_key_made_here(a->s, a->priv)) {
+		EVP_PKEY_free(pub);
+		snprintf(err, errlen, "the audit key '%s' in the token has no "
+			 "certificate and was not generated inside the token (CKA_LOCAL, "
+			 "CKA_NEVER_EXTRACTABLE): the station does not certify it; remove "
+			 "it and start again", label);
+		return ST_E_VERIFY;
+	}
+	rc = certify(a, ca_label, label, pub, station_id, err, errlen);
+	EVP_PKEY_free(pub);
+	if (!rc)
+		snprintf(a->repair, sizeof(a->repair), "certified the audit key '%s', "
+			 "which had no certificate (an earlier 'audit init' or first "
+			 "start stopped before storing it)", label);
 	return rc;
 }
 
@@ -139,30 +303,18 @@ int st_audit_open(hsm *h, const char *ca_label, const char *label,
 	*out = NULL;
 	if (!a)
 		return ST_E_NOMEM;
+	err[0] = '\0';
 	rc = hsm_session_open(h, &a->s);
 	if (rc) {
 		snprintf(err, errlen, "cannot open an HSM session for the audit "
 			 "key: %s", hsm_errmsg(h));
 		goto fail;
 	}
-	rc = hsm_find_privkey(a->s, label, &a->priv);
-	if (rc == ST_E_NOTFOUND) {
-		/* first use: make it, so no run is ever unsigned */
-		rc = st_audit_init(a->s, ca_label, label, station_id, NULL, err,
-				   errlen);
-		if (!rc)
-			rc = hsm_find_privkey(a->s, label, &a->priv);
-	}
+	rc = ensure(a, ca_label, label, station_id, err, errlen);
 	if (rc) {
 		if (!err[0])
 			snprintf(err, errlen, "audit key '%s': %s", label,
 				 hsm_session_errmsg(a->s));
-		goto fail;
-	}
-	rc = hsm_cert_load(a->s, label, &a->der, &a->len);
-	if (rc) {
-		snprintf(err, errlen, "the audit key '%s' has no certificate in "
-			 "the token: %s", label, hsm_session_errmsg(a->s));
 		goto fail;
 	}
 	*out = a;
@@ -170,6 +322,16 @@ int st_audit_open(hsm *h, const char *ca_label, const char *label,
 fail:
 	st_audit_close(a);
 	return rc;
+}
+
+bool st_audit_created(const st_audit *a)
+{
+	return a->created;
+}
+
+const char *st_audit_repaired(const st_audit *a)
+{
+	return a->repair[0] ? a->repair : NULL;
 }
 
 const uint8_t *st_audit_cert(const st_audit *a, size_t *len)
@@ -196,12 +358,75 @@ void st_audit_close(st_audit *a)
 	free(a);
 }
 
+/* What the store already holds of this key: whether this certificate is
+ * in it, and the fingerprints of other certificates of the same key
+ * (those it supersedes). */
+struct prior {
+	EVP_PKEY *key;
+	char fp[65];
+	bool have;
+	char older[1024];
+};
+
+static int prior_cert(void *ctx, const char *sha256, const char *pem)
+{
+	struct prior *p = ctx;
+	BIO *b = BIO_new_mem_buf(pem, -1);
+	X509 *x = b ? PEM_read_bio_X509(b, NULL, NULL, NULL) : NULL;
+	size_t used = strlen(p->older);
+
+	BIO_free(b);
+	if (!strcmp(sha256, p->fp))
+		p->have = true;
+	else if (x && EVP_PKEY_eq(X509_get0_pubkey(x), p->key) == 1 &&
+		 used + 66 < sizeof(p->older))
+		snprintf(p->older + used, sizeof(p->older) - used, "%s%s",
+			 used ? " " : "", sha256);
+	X509_free(x);
+	ERR_clear_error();
+	return 0;
+}
+
+int st_audit_use(st_audit *a, rec_store *rec, char *err, size_t errlen)
+{
+	const uint8_t *p = a->der;
+	X509 *x = d2i_X509(NULL, &p, (long)a->len);
+	struct prior pr = { .key = x ? X509_get0_pubkey(x) : NULL };
+	int rc;
+
+	if (!x) {
+		snprintf(err, errlen, "the audit certificate does not parse");
+		return ST_E_CRYPTO;
+	}
+	st_x509_fingerprint(x, pr.fp);
+	rc = rec_list_audit_certs(rec, prior_cert, &pr);
+	if (!rc)
+		rc = rec_set_signer(rec, st_audit_sign, a, a->der, a->len);
+	/* An auditor reads why the key's certificate changed and that the
+	 * older ones stay valid for the events signed under them. */
+	if (!rc && !pr.have && pr.older[0])
+		rc = rec_event(rec, "audit_recertified", NULL, "cert_sha256", pr.fp,
+			       "supersedes", pr.older, "reason", "the audit key was "
+			       "certified again (the superseded certificates lack "
+			       "the audit extendedKeyUsage " ST_AUDIT_EKU_OID " or "
+			       "their CA left the token); the events signed under "
+			       "them are signed by this same key", NULL);
+	if (!rc && a->repair[0]) {
+		rc = rec_event(rec, "audit_key_repair", NULL, "cert_sha256", pr.fp,
+			       "repair", a->repair, NULL);
+		if (!rc)
+			a->repair[0] = '\0';
+	}
+	if (rc)
+		snprintf(err, errlen, "records: %s", rec_errmsg(rec));
+	X509_free(x);
+	return rc;
+}
+
 int st_audit_attach(hsm *h, rec_store *rec, const st_config *cfg,
 		    st_audit **out, char *err, size_t errlen)
 {
-	const uint8_t *der;
 	st_audit *a = NULL;
-	size_t len;
 	int rc;
 
 	*out = NULL;
@@ -209,10 +434,9 @@ int st_audit_attach(hsm *h, rec_store *rec, const st_config *cfg,
 			   ST_AUDIT_LABEL, cfg->station_id, &a, err, errlen);
 	if (rc)
 		return rc;
-	der = st_audit_cert(a, &len);
-	rc = rec_set_signer(rec, st_audit_sign, a, der, len);
+	rc = st_audit_use(a, rec, err, errlen);
 	if (rc) {
-		snprintf(err, errlen, "records: %s", rec_errmsg(rec));
+		rec_set_signer(rec, NULL, NULL, NULL, 0);
 		st_audit_close(a);
 		return rc;
 	}

@@ -44,6 +44,25 @@ int st_write_pem(const char *path, X509 *x, X509_REQ *req,
 		rc = ST_E_IO;
 	if (rc == ST_OK && rename(tmp, path) != 0)
 		rc = ST_E_IO;
+	if (rc == ST_OK) {
+		/* the rename itself must survive a power cut */
+		char dir[4096], *slash;
+		int dfd;
+
+		snprintf(dir, sizeof(dir), "%s", path);
+		slash = strrchr(dir, '/');
+		if (slash == dir)
+			dir[1] = '\0';
+		else if (slash)
+			*slash = '\0';
+		else
+			snprintf(dir, sizeof(dir), ".");
+		dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		if (dfd < 0 || fsync(dfd) != 0)
+			rc = ST_E_IO;
+		if (dfd >= 0)
+			close(dfd);
+	}
 	if (rc) {
 		unlink(tmp);
 		snprintf(err, errlen, "cannot write %s", path);
@@ -66,6 +85,10 @@ static int token_pubkey(hsm_session *s, const char *label, EVP_PKEY **out,
 	free(spki);
 	return *out ? ST_OK : ST_E_CRYPTO;
 }
+
+static int load_cert(hsm_session *s, const char *label, X509 **out);
+static int key_matches(hsm_session *s, const char *label, X509 *x,
+		       hsm_keytype *t);
 
 /* A new CA key, with the error an operator can act on. */
 static int make_key(hsm_session *s, const char *label, hsm_keytype t,
@@ -91,21 +114,18 @@ static int make_key(hsm_session *s, const char *label, hsm_keytype t,
 	return rc;
 }
 
-int st_ca_init(hsm_session *s, const char *label, hsm_keytype type,
-	       const char *subject_cn, const char *org, int days,
-	       const char *pem_path, char *err, size_t errlen)
+/* Self-sign pub (the key priv of type t) and store the certificate under
+ * label; *out gets it. */
+static int self_certify(hsm_session *s, const char *label, hsm_keytype type,
+			hsm_obj priv, EVP_PKEY *pub, const char *subject_cn,
+			const char *org, int days, X509 **out, char *err,
+			size_t errlen)
 {
 	uint8_t serial[ST_CERT_SERIAL_LEN];
 	uint8_t *der = NULL;
-	EVP_PKEY *pub = NULL;
 	X509 *tmpl = NULL, *cert = NULL;
-	hsm_obj priv;
-	int rc, len;
+	int rc = ST_E_CRYPTO, len;
 
-	rc = make_key(s, label, type, &pub, &priv, err, errlen);
-	if (rc)
-		goto cleanup;
-	rc = ST_E_CRYPTO;
 	if (st_x509_random_serial(s, serial) ||
 	    !(tmpl = st_x509_ca_template(pub, subject_cn, org, days, serial))) {
 		snprintf(err, errlen, "cannot build the CA certificate");
@@ -128,10 +148,127 @@ int st_ca_init(hsm_session *s, const char *label, hsm_keytype type,
 			 hsm_session_errmsg(s));
 		goto cleanup;
 	}
-	rc = pem_path ? st_write_pem(pem_path, cert, NULL, err, errlen) : ST_OK;
+	*out = cert;
+	cert = NULL;
 cleanup:
 	OPENSSL_free(der);
 	X509_free(tmpl);
+	X509_free(cert);
+	return rc;
+}
+
+/* `ca init` keeps a data object labelled "<label>.init" in the token from
+ * before the key is made until the certificate is stored and written: a
+ * key without certificate and with it is an interrupted init (finished by
+ * running init again), one without it a pending request of `ca csr` (never
+ * touched by init). */
+static void marker_label(const char *label, char *out, size_t len)
+{
+	snprintf(out, len, "%s.init", label);
+}
+
+int st_ca_init(hsm_session *s, const char *label, hsm_keytype type,
+	       const char *subject_cn, const char *org, int days,
+	       const char *pem_path, char *note, size_t notelen,
+	       char *err, size_t errlen)
+{
+	char marker[160];
+	unsigned have = 0, mark = 0;
+	EVP_PKEY *pub = NULL;
+	X509 *cert = NULL;
+	hsm_keytype got;
+	hsm_obj priv;
+	int rc;
+
+	note[0] = '\0';
+	marker_label(label, marker, sizeof(marker));
+	rc = hsm_objects(s, label, &have);
+	if (!rc)
+		rc = hsm_objects(s, marker, &mark);
+	if (rc) {
+		snprintf(err, errlen, "cannot look for the CA '%s' in the token: %s",
+			 label, hsm_session_errmsg(s));
+		goto cleanup;
+	}
+	mark &= HSM_O_DATA;
+	if ((have & HSM_O_CERT) && (have & HSM_O_PRIVKEY)) {
+		/* complete: never a second key; an interrupted init is only
+		 * missing its PEM file and the marker's removal */
+		rc = load_cert(s, label, &cert);
+		if (rc || key_matches(s, label, cert, &got)) {
+			snprintf(err, errlen, "CA '%s' in the token has a certificate that "
+				 "does not match its key; see 'station ca show'", label);
+			rc = ST_E_VERIFY;
+			goto cleanup;
+		}
+		if (!mark) {
+			snprintf(err, errlen, "a CA key labelled '%s' already exists in the "
+				 "token, with its certificate; choose another label "
+				 "(--ca-key) or use the existing CA", label);
+			rc = ST_E_EXISTS;
+			goto cleanup;
+		}
+		if (mark)
+			snprintf(note, notelen, "finished an interrupted 'ca init' of "
+				 "'%s' (its key and certificate were in the token)", label);
+		goto finish;
+	}
+	if ((have & (HSM_O_PRIVKEY | HSM_O_PUBKEY | HSM_O_CERT)) && !mark) {
+		snprintf(err, errlen, "the token holds %s labelled '%s' without %s: %s",
+			 have & HSM_O_CERT ? "a certificate" : "a CA key", label,
+			 have & HSM_O_CERT ? "its key" : "a certificate",
+			 have & HSM_O_CERT ? "remove it or choose another label (--ca-key)" :
+			 "a pending request ('station ca csr'): import its certificate "
+			 "with 'station ca import', or choose another label (--ca-key)");
+		rc = ST_E_EXISTS;
+		goto cleanup;
+	}
+	if (!mark) {
+		rc = hsm_data_put(s, marker, "station ca init in progress");
+		if (rc) {
+			snprintf(err, errlen, "cannot mark the CA init in the token: %s",
+				 hsm_session_errmsg(s));
+			goto cleanup;
+		}
+	}
+	if ((have & HSM_O_PRIVKEY) && (have & HSM_O_PUBKEY) && !(have & HSM_O_CERT) &&
+	    hsm_find_privkey(s, label, &priv) == ST_OK &&
+	    token_pubkey(s, label, &pub, &got) == ST_OK && got == type &&
+	    hsm_key_made_here(s, priv) && st_hsm_key_matches(s, priv, got, pub)) {
+		/* our own interrupted init: the key never signed anything */
+		snprintf(note, notelen, "finished an interrupted 'ca init' of '%s': "
+			 "certified the key it had made", label);
+	} else {
+		EVP_PKEY_free(pub);
+		pub = NULL;
+		if (have & (HSM_O_PRIVKEY | HSM_O_PUBKEY | HSM_O_CERT)) {
+			/* half a key pair (or a certificate without key) that an
+			 * interrupted init left: it never issued anything */
+			rc = hsm_remove(s, label, HSM_O_PRIVKEY | HSM_O_PUBKEY | HSM_O_CERT);
+			if (rc) {
+				snprintf(err, errlen, "cannot remove what an interrupted "
+					 "'ca init' left: %s", hsm_session_errmsg(s));
+				goto cleanup;
+			}
+			snprintf(note, notelen, "removed the half-made key an interrupted "
+				 "'ca init' of '%s' left and made the CA again", label);
+		}
+		rc = make_key(s, label, type, &pub, &priv, err, errlen);
+		if (rc)
+			goto cleanup;
+	}
+	rc = self_certify(s, label, type, priv, pub, subject_cn, org, days, &cert,
+			  err, errlen);
+	if (rc)
+		goto cleanup;
+finish:
+	rc = pem_path ? st_write_pem(pem_path, cert, NULL, err, errlen) : ST_OK;
+	if (!rc && hsm_remove(s, marker, HSM_O_DATA)) {
+		snprintf(err, errlen, "cannot remove the CA init marker '%s': %s",
+			 marker, hsm_session_errmsg(s));
+		rc = ST_E_HSM;
+	}
+cleanup:
 	X509_free(cert);
 	EVP_PKEY_free(pub);
 	ERR_clear_error();

@@ -44,16 +44,18 @@ static int cmd_verify(st_rec_cli *c)
 {
 	rec_verify_result v;
 	rec_store *r = NULL;
-	X509 *ca = NULL;
+	st_cli_trust *t = NULL;
 	int rc, code;
 
-	if (c->ca_cert && !(ca = st_cli_read_cert(c->ca_cert)))
-		return st_say(ST_EXIT_USAGE, "verify: cannot read the CA certificate %s",
-			      c->ca_cert);
+	/* every audit certificate must come from the station's CA: the one
+	 * given, or those in the token (never any issuer at all) */
+	code = st_cli_trust_open(c->cfg, c->ca_cert, c->open_hsm, c->ctx, &t);
+	if (code)
+		return code;
 	code = st_cli_open_store(c->cfg, &r);
 	if (code)
 		goto cleanup;
-	rc = rec_verify(r, ca ? st_cli_check_issuer : NULL, ca, &v);
+	rc = rec_verify(r, st_cli_check_audit, t, &v);
 	if (rc == ST_OK && c->anchor) {
 		/* a hash kept from an earlier export: events cut off the end
 		 * of the chain (with their rows) take it with them */
@@ -85,7 +87,7 @@ static int cmd_verify(st_rec_cli *c)
 			goto cleanup;
 		}
 		crc = rec_checkpoint_check(r, body, sig, siglen,
-					   ca ? st_cli_check_issuer : NULL, ca, &cp);
+					   st_cli_check_audit, t, &cp);
 		free(body);
 		free(sig);
 		if (crc == ST_OK && strcmp(cp.station, c->cfg->station_id)) {
@@ -107,10 +109,10 @@ static int cmd_verify(st_rec_cli *c)
 	}
 	if (rc == ST_OK) {
 		printf("records OK: %s: %lld events, %lld units, %d audit "
-		       "certificate%s; every hash and signature checked%s\n",
-		       c->cfg->records_path, v.events, v.units, v.audit_certs,
-		       v.audit_certs == 1 ? "" : "s",
-		       ca ? ", audit keys certified by the CA" : "");
+		       "certificate%s; every hash and signature checked, audit keys "
+		       "certified by %s\n", c->cfg->records_path, v.events, v.units,
+		       v.audit_certs, v.audit_certs == 1 ? "" : "s",
+		       st_cli_trust_what(t));
 	} else if (rc == ST_E_VERIFY) {
 		/* rec_errmsg names the record itself ("event N ..."):
 		 * printing bad_seq as well said it twice */
@@ -126,7 +128,7 @@ static int cmd_verify(st_rec_cli *c)
 	}
 cleanup:
 	rec_close(r);
-	X509_free(ca);
+	st_cli_trust_free(t);
 	return code;
 }
 
@@ -599,6 +601,7 @@ static int cmd_evidence(st_rec_cli *c)
 	size_t mlen = 0, dlen;
 	rec_verify_result v;
 	rec_store *r = NULL;
+	st_cli_trust *t = NULL;
 	st_audit *a = NULL;
 	hsm *h = NULL;
 	rec_filter f;
@@ -611,16 +614,21 @@ static int cmd_evidence(st_rec_cli *c)
 	code = st_cli_open_store(c->cfg, &r);
 	if (code)
 		return code;
-	if (rec_verify(r, NULL, NULL, &v)) {
+	code = c->open_hsm(c->ctx, &h);
+	if (code)
+		goto cleanup;
+	/* audit certificates checked against the token's CAs, as verify does */
+	code = st_cli_trust_open(c->cfg, NULL, NULL, NULL, &t);
+	if (code)
+		goto cleanup;
+	if (rec_verify(r, st_cli_check_audit, t, &v)) {
 		code = st_say(ST_EXIT_RECORDS, "export: the records do not verify, no "
 			      "evidence written: %s", rec_errmsg(r));
 		goto cleanup;
 	}
-	code = c->open_hsm(c->ctx, &h);
-	if (code)
-		goto cleanup;
-	if (st_audit_open(h, c->cfg->ca_label, ST_AUDIT_LABEL, c->cfg->station_id,
-			  &a, b.err, sizeof(b.err))) {
+	/* the key that signs the manifest is checked (and repaired, on
+	 * record) as at any start */
+	if (st_audit_attach(h, r, c->cfg, &a, b.err, sizeof(b.err))) {
 		code = st_say(ST_EXIT_HSM, "export: %s", b.err);
 		goto cleanup;
 	}
@@ -688,7 +696,8 @@ cleanup:
 		fclose(b.units);
 	if (b.events)
 		fclose(b.events);
-	st_audit_close(a);
+	st_audit_detach(r, a);
+	st_cli_trust_free(t);
 	hsm_close(h);
 	rec_close(r);
 	return code;
@@ -715,11 +724,22 @@ int st_cmd_records(st_rec_cli *c, int argc, char **argv)
 		      "'station help')", argv[0]);
 }
 
+/* station audit init: make the audit key, or finish what an interrupted
+ * init or first start left in the token (recorded in the store as a signed
+ * event), or re-certify an old audit certificate; with --out the
+ * certificate is written (again) as PEM.  A complete key is refused
+ * without --out: there is nothing to do. */
 int st_cmd_audit(st_rec_cli *c, int argc, char **argv)
 {
-	char err[512] = "";
-	hsm_session *s = NULL;
+	const char *ca = c->cfg->ca_label ? c->cfg->ca_label : "issuing-ca";
+	char err[1024] = "", repair[600] = "";
+	const uint8_t *der, *p;
+	rec_store *r = NULL;
+	st_audit *a = NULL;
+	X509 *x = NULL;
 	hsm *h = NULL;
+	size_t len;
+	bool fresh;
 	int code, rc;
 
 	if (argc != 1 || strcmp(argv[0], "init"))
@@ -727,19 +747,58 @@ int st_cmd_audit(st_rec_cli *c, int argc, char **argv)
 	code = c->open_hsm(c->ctx, &h);
 	if (code)
 		return code;
-	rc = hsm_session_open(h, &s);
-	if (!rc)
-		rc = st_audit_init(s, c->cfg->ca_label ? c->cfg->ca_label : "issuing-ca", ST_AUDIT_LABEL,
-				   c->cfg->station_id, c->out, err, sizeof(err));
-	else
-		snprintf(err, sizeof(err), "%s", hsm_errmsg(h));
-	if (rc)
+	rc = st_audit_open(h, ca, ST_AUDIT_LABEL, c->cfg->station_id, &a, err,
+			   sizeof(err));
+	if (rc) {
 		code = st_say(ST_EXIT_HSM, "audit init: %s", err);
-	else
+		goto cleanup;
+	}
+	if (st_audit_repaired(a))
+		snprintf(repair, sizeof(repair), "%s", st_audit_repaired(a));
+	fresh = st_audit_created(a) || repair[0];
+	if (!fresh && !c->out) {
+		code = st_say(ST_EXIT_HSM, "audit init: an audit key labelled '%s' "
+			      "already exists in token '%s' with a valid audit "
+			      "certificate: nothing to do (--out FILE writes its "
+			      "certificate)", ST_AUDIT_LABEL, c->cfg->token_label);
+		goto cleanup;
+	}
+	if (fresh) {
+		/* the store gets the new certificate and what was repaired */
+		code = st_cli_open_store(c->cfg, &r);
+		if (code)
+			goto cleanup;
+		rc = st_audit_use(a, r, err, sizeof(err));
+		rec_set_signer(r, NULL, NULL, NULL, 0);
+		if (rc) {
+			code = st_say(ST_EXIT_RECORDS, "audit init: the audit key is "
+				      "ready in the token, but %s", err);
+			goto cleanup;
+		}
+	}
+	der = st_audit_cert(a, &len);
+	p = der;
+	x = d2i_X509(NULL, &p, (long)len);
+	if (c->out && (!x || st_write_pem(c->out, x, NULL, err, sizeof(err)))) {
+		code = st_say(ST_EXIT_USAGE, "audit init: %s", x ? err :
+			      "the audit certificate does not parse");
+		goto cleanup;
+	}
+	if (repair[0])
+		printf("audit key '%s' in token '%s': %s%s%s\n", ST_AUDIT_LABEL,
+		       c->cfg->token_label, repair, c->out ? "; certificate in " : "",
+		       c->out ? c->out : "");
+	else if (fresh)
 		printf("audit key '%s' created in token '%s', certified by CA '%s'%s%s\n",
-		       ST_AUDIT_LABEL, c->cfg->token_label, c->cfg->ca_label,
+		       ST_AUDIT_LABEL, c->cfg->token_label, ca,
 		       c->out ? "; certificate in " : "", c->out ? c->out : "");
-	hsm_session_close(s);
+	else
+		printf("audit key '%s' already exists in token '%s'; its certificate "
+		       "is in %s\n", ST_AUDIT_LABEL, c->cfg->token_label, c->out);
+cleanup:
+	X509_free(x);
+	st_audit_close(a);
 	hsm_close(h);
+	rec_close(r);
 	return code;
 }

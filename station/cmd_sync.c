@@ -545,25 +545,27 @@ int st_cmd_verify_pg(st_rec_cli *c)
 	pgs_verify_result v;
 	struct syncer s;
 	pgs_opts o;
-	X509 *ca = NULL;
+	st_cli_trust *t = NULL;
 	pgs *p = NULL;
 	int code, rc;
 
-	if (c->ca_cert && !(ca = st_cli_read_cert(c->ca_cert)))
-		return st_say(ST_EXIT_USAGE, "verify: cannot read the CA "
-			      "certificate %s", c->ca_cert);
+	/* every station's audit certificates: from the CAs given with
+	 * --ca-cert (a fleet's, in one file), or else this token's */
+	code = st_cli_trust_open(c->cfg, c->ca_cert, c->open_hsm, c->ctx, &t);
+	if (code)
+		return code;
 	code = open_syncer(c, &s);
 	if (code)
 		goto cleanup;
 	o = opts_of(&s.scfg, c->cfg);
 	rc = pgs_connect(&o, &p);
 	if (!rc)
-		rc = pgs_verify(p, s.r, ca ? st_cli_check_issuer : NULL, ca, &v);
+		rc = pgs_verify(p, s.r, st_cli_check_audit, t, &v);
 	if (rc == ST_OK) {
 		printf("central records OK: %d station%s, %lld events; every "
-		       "hash, link and signature checked%s\n", v.stations,
-		       v.stations == 1 ? "" : "s", v.events,
-		       ca ? ", audit keys certified by the CA" : "");
+		       "hash, link and signature checked, audit keys certified by "
+		       "%s\n", v.stations, v.stations == 1 ? "" : "s", v.events,
+		       st_cli_trust_what(t));
 	} else if (rc == ST_E_VERIFY) {
 		/* the message names the event itself */
 		printf("central records TAMPERED: station %s: %s%s\n",
@@ -576,7 +578,7 @@ int st_cmd_verify_pg(st_rec_cli *c)
 cleanup:
 	pgs_close(p);
 	syncer_close(&s);
-	X509_free(ca);
+	st_cli_trust_free(t);
 	return code;
 }
 

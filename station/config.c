@@ -335,6 +335,13 @@ static int cert_profile(config_t *c, const char *path, st_profile *p,
 			 "extendedKeyUsage OpenSSL accepts (e.g. \"clientAuth\")", path);
 		return ST_E_CONFIG;
 	}
+	if (st_eku_names_audit(cp->eku)) {
+		snprintf(err, errlen, "%s: 'certificate.extended_key_usage' names %s, "
+			 "the station's audit-log usage: only the audit certificate may "
+			 "carry it (a device holding it could sign a forged audit log); "
+			 "remove it", path, ST_AUDIT_EKU_OID);
+		return ST_E_CONFIG;
+	}
 	if (cp->hwtype_oid[0]) {
 		ASN1_OBJECT *o = OBJ_txt2obj(cp->hwtype_oid, 1);
 

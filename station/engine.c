@@ -1592,18 +1592,15 @@ static int audit_start(struct job *job, st_audit **out, char *err, size_t errlen
 {
 	const st_run *run = job->run;
 	char ca_fp[65], *ca_subj = NULL, slots[16];
-	const uint8_t *der;
 	rec_workorder wo;
 	st_audit *a = NULL;
-	size_t len;
 	int rc;
 
 	rc = st_audit_open(job->h, job->ca_label, ST_AUDIT_LABEL,
 			   job->cfg->station_id, &a, err, errlen);
 	if (rc)
 		return rc;
-	der = st_audit_cert(a, &len);
-	rc = rec_set_signer(job->rec, st_audit_sign, a, der, len);
+	rc = st_audit_use(a, job->rec, err, errlen);
 	if (!rc && run->work_order &&
 	    (rc = rec_workorder_get(job->rec, run->work_order, &wo)) == ST_E_NOTFOUND) {
 		snprintf(err, errlen, "work order %s does not exist: create it with "

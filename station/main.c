@@ -467,6 +467,28 @@ static int ca_mechanisms(hsm *h, hsm_keytype t)
 	return 0;
 }
 
+/* A repaired `ca init` goes on record where a store exists (a station
+ * that has provisioned), signed like any event; best effort: the token is
+ * already right, and a store that cannot take it is reported. */
+static void ca_repair_on_record(struct cli *cli, hsm *h, const char *label,
+				const char *note)
+{
+	char err[512] = "";
+	rec_store *rec = NULL;
+	st_audit *a = NULL;
+
+	if (access(cli->cfg.records_path, F_OK) != 0)
+		return;
+	if (rec_open(cli->cfg.records_path, &rec) ||
+	    st_audit_attach(h, rec, &cli->cfg, &a, err, sizeof(err)) ||
+	    rec_event(rec, "ca_repair", NULL, "ca", label, "repair", note, NULL))
+		fprintf(stderr, "station: warning: the repair of CA '%s' is not on "
+			"record: %s\n", label, err[0] ? err : rec ? rec_errmsg(rec) :
+			"cannot open the records");
+	st_audit_detach(rec, a);
+	rec_close(rec);
+}
+
 /* station ca init | csr | import | show */
 static int cmd_ca(struct cli *cli, int argc, char **argv)
 {
@@ -503,12 +525,21 @@ static int cmd_ca(struct cli *cli, int argc, char **argv)
 		goto cleanup;
 	}
 	if (!strcmp(argv[0], "init")) {
+		char note[512];
+
 		rc = st_ca_init(s, label, type, cn, org, cli->days ? cli->days : 3650,
-				cli->out, err, sizeof(err));
-		if (!rc)
+				cli->out, note, sizeof(note), err, sizeof(err));
+		if (!rc && note[0]) {
+			printf("CA '%s' in token '%s': %s%s%s\n", label, cli->cfg.token_label,
+			       note, cli->out ? "; certificate in " : "",
+			       cli->out ? cli->out : "");
+			ca_repair_on_record(cli, h, label, note);
+		} else if (!rc) {
 			printf("CA '%s' (%s) created in token '%s'%s%s\n", label,
 			       hsm_keytype_name(type), cli->cfg.token_label,
-			       cli->out ? "; certificate in " : "", cli->out ? cli->out : "");
+			       cli->out ? "; certificate in " : "",
+			       cli->out ? cli->out : "");
+		}
 	} else if (!strcmp(argv[0], "csr")) {
 		rc = st_ca_csr(s, label, type, cn, org, cli->out, err, sizeof(err));
 		if (!rc)

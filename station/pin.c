@@ -3,6 +3,7 @@
  * caller's to wipe. */
 #include <errno.h>
 #include <fcntl.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -66,6 +67,70 @@ static int prompt(const st_secret_src *src, char *pin, size_t cap, size_t *len,
 	return rc;
 }
 
+/* The kernel's bounds of the environment block it shows as
+ * /proc/self/environ (fields 50 and 51 of /proc/self/stat, after the
+ * command name, which may itself hold spaces and parentheses). */
+static int env_block(uintptr_t *start, uintptr_t *end)
+{
+	char buf[4096], *p;
+	unsigned long long a = 0, b = 0;
+	ssize_t n;
+	int fd = open("/proc/self/stat", O_RDONLY | O_CLOEXEC), field = 2;
+
+	if (fd < 0)
+		return -1;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return -1;
+	buf[n] = '\0';
+	p = strrchr(buf, ')');
+	if (!p)
+		return -1;
+	while (*p && field < 50)
+		if (*p++ == ' ')
+			field++;
+	if (field != 50 || sscanf(p, "%llu %llu", &a, &b) != 2 || a >= b)
+		return -1;
+	*start = (uintptr_t)a;
+	*end = (uintptr_t)b;
+	return 0;
+}
+
+/* Remove the secret variable name from the environment so that neither
+ * children nor /proc/PID/environ show it.  Wiping the value alone leaves
+ * "NAME=" and a run of NULs as long as the secret in the block the kernel
+ * reads /proc/PID/environ from (its bounds are fixed at exec; moving them
+ * needs CAP_SYS_RESOURCE), so the variables after it are moved down over
+ * the whole entry (environ's pointers follow them) and only the block's
+ * very end is left as NULs: where the entry was, and its name, are gone. */
+static void env_scrub(const char *name)
+{
+	extern char **environ;
+	size_t nlen = strlen(name), elen, tail;
+	uintptr_t bs, be;
+	char *v = getenv(name), *e, *next;
+
+	if (!v)
+		return;
+	e = v - nlen - 1;
+	elen = nlen + 1 + strlen(v) + 1;       /* NAME=value and its NUL */
+	st_wipe(v, strlen(v));
+	unsetenv(name);
+	if (env_block(&bs, &be) || (uintptr_t)e < bs || (uintptr_t)e + elen > be ||
+	    strncmp(e, name, nlen) || e[nlen] != '=') {
+		/* set at run time (not in the exec block): the wipe was all */
+		return;
+	}
+	next = e + elen;
+	tail = (size_t)((char *)be - next);
+	memmove(e, next, tail);
+	for (char **p = environ; p && *p; p++)
+		if ((uintptr_t)*p >= (uintptr_t)next && (uintptr_t)*p < be)
+			*p -= elen;
+	st_wipe(e + tail, elen);
+}
+
 int st_secret_get(const st_secret_src *src, char *pin, size_t cap, size_t *len,
 		  char *err, size_t errlen)
 {
@@ -75,6 +140,8 @@ int st_secret_get(const st_secret_src *src, char *pin, size_t cap, size_t *len,
 	ssize_t n;
 
 	if (src->file) {
+		/* a secret left in the environment as well goes unread */
+		env_scrub(src->env);
 		fd = open(src->file, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
 		if (fd < 0) {
 			snprintf(err, errlen, "cannot read %s file %s: %s", src->what,
@@ -93,9 +160,8 @@ int st_secret_get(const st_secret_src *src, char *pin, size_t cap, size_t *len,
 	env = getenv(src->env);
 	if (env) {
 		rc = take_line(env, strlen(env), pin, cap, len);
-		/* Children (and /proc/self/environ) need not see it any more. */
-		st_wipe((char *)env, strlen(env));
-		unsetenv(src->env);
+		/* Children and /proc/PID/environ need not see it any more. */
+		env_scrub(src->env);
 		if (rc)
 			snprintf(err, errlen, "%s is empty or too long", src->env);
 		return rc;

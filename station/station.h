@@ -120,11 +120,17 @@ const uint8_t *st_profile_rot_hash(const st_profile *p, unsigned *bank);
 /* CA: create an issuing CA key of the given type in the token and a
  * self-signed certificate (stored in the token under the same label, and
  * written as PEM to pem_path when not NULL).  For labs; production CAs use
- * st_ca_csr() + st_ca_import().  Refuses when a key with that label
- * exists. */
+ * st_ca_csr() + st_ca_import().  Refuses (ST_E_EXISTS) when a complete CA
+ * with that label exists (with pem_path its certificate is written
+ * instead), or a key without certificate that is not from an interrupted
+ * init (a pending `ca csr`).  An interrupted init (a marker object
+ * "<label>.init" stays in the token until the end) is finished: the key
+ * it made is certified, half a key pair is made again, the PEM file is
+ * written; note (notelen bytes) then says what was repaired, else "". */
 int st_ca_init(hsm_session *s, const char *label, hsm_keytype type,
 	       const char *subject_cn, const char *org, int days,
-	       const char *pem_path, char *err, size_t errlen);
+	       const char *pem_path, char *note, size_t notelen,
+	       char *err, size_t errlen);
 
 /* CA: a PKCS#10 request (PEM, csr_path) for an issuing CA to be signed by
  * an offline root, signed in the HSM.  Makes the key unless one with that
@@ -148,22 +154,29 @@ int st_ca_show(hsm_session *s, const char *label, void *file,
 	       char *err, size_t errlen);
 
 /* The station's audit key (station/audit.c): EC P-256 in the token,
- * labelled ST_AUDIT_LABEL, certificate issued by the issuing CA and kept
- * in the token and in the records.  It signs every audit event. */
+ * labelled ST_AUDIT_LABEL, certificate issued by the issuing CA with the
+ * audit extendedKeyUsage (x509.h ST_AUDIT_EKU_OID) and kept in the token
+ * and in the records.  It signs every audit event. */
 #define ST_AUDIT_LABEL "station-audit"
 
 typedef struct st_audit st_audit;
 
-/* Create the audit key and its CA-issued certificate (PEM to pem_path when
- * not NULL).  ST_E_EXISTS when the token already has one. */
-int st_audit_init(hsm_session *s, const char *ca_label, const char *label,
-		  const char *station_id, const char *pem_path,
-		  char *err, size_t errlen);
-
-/* Open the audit key on its own session, creating it on first use. */
+/* Open the audit key on its own session.  Whatever state the token is in
+ * is brought to a usable key with a valid audit certificate first: made
+ * when missing (first use, `audit init`), repaired after an interrupted
+ * creation, re-certified when its certificate lacks the audit
+ * extendedKeyUsage or is no longer issued by a CA in the token (docs/
+ * records.md, "The audit certificate").  Refused with err set when the
+ * token holds something the station will not certify (a certificate of
+ * another key, a key without certificate not generated in the token). */
 int st_audit_open(hsm *h, const char *ca_label, const char *label,
 		  const char *station_id, st_audit **out, char *err,
 		  size_t errlen);
+
+/* Did st_audit_open make a new key?  What did it repair in the token (a
+ * sentence, or NULL)?  st_audit_use() records the repair. */
+bool st_audit_created(const st_audit *a);
+const char *st_audit_repaired(const st_audit *a);
 
 /* Its certificate, DER, owned by a. */
 const uint8_t *st_audit_cert(const st_audit *a, size_t *len);
@@ -171,6 +184,13 @@ const uint8_t *st_audit_cert(const st_audit *a, size_t *len);
 /* A rec_sign_fn: ECDSA P-256 over the digest in the HSM; ctx is the
  * st_audit.  Callers serialise (the records call it under their lock). */
 int st_audit_sign(void *ctx, const uint8_t digest[32], uint8_t sig[64]);
+
+/* Sign rec's events with a from now on (rec_set_signer), and record, as
+ * signed events, what opening it repaired (audit_key_repair) and, when the
+ * store holds older certificates of the same key, that this one supersedes
+ * them (audit_recertified).  On failure err is set and rec may be left
+ * with a as its signer: detach or replace it. */
+int st_audit_use(st_audit *a, rec_store *rec, char *err, size_t errlen);
 
 void st_audit_close(st_audit *a);
 

@@ -15,6 +15,7 @@
 #include <openssl/sha.h>
 #include <openssl/x509v3.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "base.h"
@@ -358,6 +359,131 @@ static int add_ext(X509 *x, X509 *issuer, int nid, const char *value)
 	return ok;
 }
 
+bool st_eku_names_audit(const char *eku)
+{
+	X509_EXTENSION *e = *eku ? X509V3_EXT_conf_nid(NULL, NULL, NID_ext_key_usage,
+						       eku) : NULL;
+	EXTENDED_KEY_USAGE *u = e ? X509V3_EXT_d2i(e) : NULL;
+	ASN1_OBJECT *audit = OBJ_txt2obj(ST_AUDIT_EKU_OID, 1);
+	bool found = false;
+
+	for (int i = 0; u && audit && i < sk_ASN1_OBJECT_num(u); i++)
+		if (!OBJ_cmp(sk_ASN1_OBJECT_value(u, i), audit))
+			found = true;
+	EXTENDED_KEY_USAGE_free(u);
+	X509_EXTENSION_free(e);
+	ASN1_OBJECT_free(audit);
+	ERR_clear_error();
+	return found;
+}
+
+bool st_x509_is_audit(X509 *x)
+{
+	EXTENDED_KEY_USAGE *u = X509_get_ext_d2i(x, NID_ext_key_usage, NULL, NULL);
+	ASN1_OBJECT *audit = OBJ_txt2obj(ST_AUDIT_EKU_OID, 1);
+	bool found = false;
+
+	for (int i = 0; u && audit && i < sk_ASN1_OBJECT_num(u); i++)
+		if (!OBJ_cmp(sk_ASN1_OBJECT_value(u, i), audit))
+			found = true;
+	EXTENDED_KEY_USAGE_free(u);
+	ASN1_OBJECT_free(audit);
+	ERR_clear_error();
+	return found;
+}
+
+/* Critical: the certificate is for signing the station's records and
+ * nothing else, and a relying party that checks EKU at all (TLS stacks
+ * do) must never take it for a client or server identity. */
+int st_x509_add_audit_eku(X509 *x)
+{
+	return add_ext(x, NULL, NID_ext_key_usage, "critical," ST_AUDIT_EKU_OID);
+}
+
+int st_x509_audit_check(X509 *x, STACK_OF(X509) *cas, char *why, size_t len)
+{
+	X509 *issuer = NULL;
+
+	for (int i = 0; !issuer && i < sk_X509_num(cas); i++) {
+		X509 *ca = sk_X509_value(cas, i);
+
+		if (X509_check_issued(ca, x) == X509_V_OK &&
+		    X509_verify(x, X509_get0_pubkey(ca)) == 1)
+			issuer = ca;
+	}
+	ERR_clear_error();
+	if (!issuer) {
+		snprintf(why, len, "not issued by %s", sk_X509_num(cas) == 1 ?
+			 "the CA" : "any of the CAs");
+		return ST_AUDIT_CERT_BAD;
+	}
+	if (X509_check_ca(x) > 0) {
+		snprintf(why, len, "it is a CA certificate, not an audit certificate");
+		return ST_AUDIT_CERT_BAD;
+	}
+	if (!st_x509_is_audit(x)) {
+		snprintf(why, len, "it lacks the audit extendedKeyUsage %s: a "
+			 "device certificate, or an audit certificate from before "
+			 "(then run 'station audit init' at that station once)",
+			 ST_AUDIT_EKU_OID);
+		return ST_AUDIT_CERT_OLD;
+	}
+	return ST_AUDIT_CERT_OK;
+}
+
+int st_x509_token_cas(hsm_session *s, STACK_OF(X509) **out)
+{
+	char **labels = NULL;
+	size_t n = 0;
+	int rc;
+
+	*out = sk_X509_new_null();
+	if (!*out)
+		return ST_E_NOMEM;
+	rc = hsm_list_labels(s, false, &labels, &n);
+	for (size_t i = 0; !rc && i < n; i++) {
+		uint8_t *der = NULL;
+		const uint8_t *p;
+		size_t len = 0;
+		X509 *x = NULL;
+
+		if (hsm_cert_load(s, labels[i], &der, &len) == ST_OK) {
+			p = der;
+			x = d2i_X509(NULL, &p, (long)len);
+		}
+		free(der);
+		if (x && X509_check_ca(x) > 0 && sk_X509_push(*out, x))
+			x = NULL;
+		X509_free(x);
+	}
+	hsm_labels_free(labels, n);
+	ERR_clear_error();
+	return rc;
+}
+
+bool st_hsm_key_matches(hsm_session *s, hsm_obj priv, hsm_keytype t,
+			EVP_PKEY *pub)
+{
+	uint8_t challenge[32], *sig = NULL;
+	EVP_MD_CTX *md = NULL;
+	char err[256];
+	int n;
+	bool ok = false;
+
+	if (!pub || hsm_random(s, challenge, sizeof(challenge)))
+		return false;
+	n = st_hsm_sign_bytes(s, priv, t, challenge, sizeof(challenge), &sig, err,
+			      sizeof(err));
+	md = EVP_MD_CTX_new();
+	ok = n > 0 && md &&
+	     EVP_DigestVerifyInit(md, NULL, md_for(t), NULL, pub) == 1 &&
+	     EVP_DigestVerify(md, sig, (size_t)n, challenge, sizeof(challenge)) == 1;
+	EVP_MD_CTX_free(md);
+	OPENSSL_free(sig);
+	ERR_clear_error();
+	return ok;
+}
+
 /* Common part of both templates: version, serial, validity, subject, key. */
 static X509 *template_base(EVP_PKEY *key, X509_NAME *subject, int days,
 			   const uint8_t serial[ST_CERT_SERIAL_LEN])
@@ -623,6 +749,14 @@ X509 *st_x509_device_template(EVP_PKEY *devpub, X509 *ca,
 	} else if (ASN1_TIME_compare(X509_get0_notAfter(x), X509_get0_notAfter(ca)) > 0 &&
 		   !X509_set1_notAfter(x, X509_get0_notAfter(ca))) {
 		/* A certificate must not outlive its issuer. */
+		goto fail;
+	}
+	if (cp->eku[0] && st_eku_names_audit(cp->eku)) {
+		/* second line behind the profile check: a device that held a
+		 * certificate with it could sign an audit log */
+		snprintf(err, errlen, "the device certificate would carry the "
+			 "station's audit extendedKeyUsage %s: refused",
+			 ST_AUDIT_EKU_OID);
 		goto fail;
 	}
 	if (!X509_set_issuer_name(x, X509_get_subject_name(ca)) ||

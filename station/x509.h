@@ -12,6 +12,52 @@
 
 #define ST_CERT_SERIAL_LEN 16
 
+/* The extendedKeyUsage that makes a certificate the station's audit
+ * certificate (docs/records.md, "The audit certificate"): an OID of its
+ * own under the 2.25 UUID arc (ITU-T X.667; UUID
+ * 235cac73-b2c1-40b5-9d9f-b558388d607f), so nobody else's OID is reused.
+ * Only the audit certificate carries it, critical and alone; a device
+ * certificate profile that asks for it is refused (config.c) and so is a
+ * device template that would carry it (st_x509_device_template).  Every
+ * check of an audit certificate requires it. */
+#define ST_AUDIT_EKU_OID "2.25.47004168904469736934228417795089850495"
+
+/* Does x carry the audit extendedKeyUsage? */
+bool st_x509_is_audit(X509 *x);
+
+/* Does an extendedKeyUsage in openssl.cnf syntax (a profile's) name the
+ * audit OID, in any spelling OpenSSL accepts? */
+bool st_eku_names_audit(const char *eku);
+
+/* Add the audit extendedKeyUsage (critical, that OID alone) to the
+ * unsigned template x.  0 on failure. */
+int st_x509_add_audit_eku(X509 *x);
+
+/* What st_x509_audit_check found. */
+enum {
+	ST_AUDIT_CERT_OK = 0,      /* issued by one of the CAs, audit EKU */
+	ST_AUDIT_CERT_OLD = 1,     /* issued by one of the CAs, no audit EKU:
+				    * trusted only for a key that an OK
+				    * certificate certifies too (the old
+				    * certificate of a re-certified key) */
+	ST_AUDIT_CERT_BAD = -1,    /* not issued by them, a CA, or unreadable */
+};
+
+/* Check x as an audit certificate against the CA certificates cas:
+ * issued and signed by one of them, not itself a CA, and carrying the
+ * audit extendedKeyUsage.  why gets the reason for anything but OK. */
+int st_x509_audit_check(X509 *x, STACK_OF(X509) *cas, char *why, size_t len);
+
+/* Every CA certificate (basicConstraints CA:TRUE) in the token: the
+ * issuing CAs and their chains.  Certificates are public objects, so no
+ * login is needed.  *out is a new stack (possibly empty). */
+int st_x509_token_cas(hsm_session *s, STACK_OF(X509) **out);
+
+/* Does the HSM private key priv of type t belong to the public key pub?
+ * (It signs a random challenge and pub verifies it.) */
+bool st_hsm_key_matches(hsm_session *s, hsm_obj priv, hsm_keytype t,
+			EVP_PKEY *pub);
+
 /* An EVP_PKEY for a P-256 public point (04||X||Y), or NULL. */
 EVP_PKEY *st_p256_pubkey(const uint8_t point[HSM_P256_POINT_LEN]);
 

@@ -10,6 +10,8 @@
 #include <fcntl.h>
 #include <jansson.h>
 #include <libgen.h>
+#include <openssl/pem.h>
+#include <openssl/sha.h>
 #include <poll.h>
 #include <signal.h>
 #include <sqlite3.h>
@@ -23,6 +25,8 @@
 #include <unistd.h>
 
 #include "base.h"
+#include "records/records.h"
+#include "station/x509.h"
 #include "tests/fixtures/fx_devsim.h"
 #include "tests/fixtures/fx_softhsm.h"
 #include "tests/fixtures/fx_station.h"
@@ -794,5 +798,458 @@ Test(evidence, a_cut_tail_is_caught_by_an_earlier_checkpoint, .timeout = 240)
 	fx_station_run(&R, &w, "--checkpoint", cp2, "records", "verify", NULL);
 	cr_assert_eq(R.code, 4, "%s\n%s", R.out, R.err);
 	cr_assert(strstr(R.out, "replaced or rewritten"), "%s", R.out);
+	fx_rmtree(w.dir);
+}
+
+/* A PIN given in the environment leaves no trace in /proc/PID/environ of
+ * the running station once read: not its value, not the variable's name,
+ * not a run of NULs as long as it where the entry was (the variables
+ * around it are still there and now adjacent). */
+Test(evidence, pin_from_the_environment_leaves_no_trace_in_proc_environ, .timeout = 120)
+{
+	extern char **environ;
+	static char blk[65536];
+	fx_world w;
+	fx_devsim sim;
+	char bin[512], path[64], pinvar[64] = "STATION_PIN=" FX_PIN;
+	const char *argv[16], *envp[512];
+	size_t n = 0, len = 0, ne = 0;
+	pid_t pid;
+	int fd, status;
+
+	fx_world_init(&w, true, 60000);
+	/* a programmer that never answers: the station waits on it */
+	cr_assert_eq(fx_devsim_start(&sim, w.dir, "mute", 1, "--fault mute"), 0);
+	snprintf(bin, sizeof(bin), "%s/station", getenv("STATION_BUILD"));
+	argv[n++] = bin;
+	argv[n++] = "--config";
+	argv[n++] = w.conf;
+	argv[n++] = "--slot";
+	argv[n++] = sim.port;
+	argv[n++] = "provision";
+	argv[n] = NULL;
+	envp[ne++] = "A_BEFORE=1";
+	envp[ne++] = pinvar;
+	for (char **e = environ; *e && ne < 500; e++)
+		if (strncmp(*e, "STATION_PIN=", 12))
+			envp[ne++] = *e;
+	envp[ne++] = "Z_AFTER=2";
+	envp[ne] = NULL;
+	pid = fork();
+	cr_assert_geq(pid, 0);
+	if (pid == 0) {
+		int null = open("/dev/null", O_WRONLY);
+
+		dup2(null, 1);
+		dup2(null, 2);
+		execve(bin, (char **)argv, (char **)envp);
+		_exit(127);
+	}
+	/* logged in and started once its start is on record */
+	for (int i = 0; i < 300 && (access(w.db, F_OK) ||
+				    q_int(w.db, "SELECT count(*) FROM sqlite_master WHERE "
+					  "name = 'events'") < 1 ||
+				    q_int(w.db, "SELECT count(*) FROM events WHERE "
+					  "kind = 'station_start'") < 1); i++)
+		usleep(100000);
+	cr_assert_eq(kill(pid, 0), 0, "the station is not running");
+	snprintf(path, sizeof(path), "/proc/%d/environ", (int)pid);
+	fd = open(path, O_RDONLY);
+	cr_assert_geq(fd, 0, "%s: %s", path, strerror(errno));
+	for (ssize_t k; (k = read(fd, blk + len, sizeof(blk) - 1 - len)) > 0;)
+		len += (size_t)k;
+	close(fd);
+	kill(pid, SIGKILL);
+	waitpid(pid, &status, 0);
+	fx_devsim_stop(&sim);
+	cr_assert_gt(len, 0);
+	cr_assert_null(memmem(blk, len, "STATION_PIN", 11), "the name is still there");
+	cr_assert_null(memmem(blk, len, FX_PIN, strlen(FX_PIN)), "the PIN is still there");
+	/* the entries are contiguous: A_BEFORE=1 is now followed by the next
+	 * variable, and no two NULs meet before the block's end */
+	{
+		const char *a = memmem(blk, len, "A_BEFORE=1", 11);
+		size_t last = len;
+
+		cr_assert_not_null(a, "A_BEFORE is gone");
+		cr_assert_neq(a[11], '\0', "a hole where STATION_PIN was");
+		cr_assert_not_null(memmem(blk, len, "Z_AFTER=2", 10), "Z_AFTER is gone");
+		while (last > 0 && blk[last - 1] == '\0')
+			last--;
+		for (size_t i = 1; i < last; i++)
+			cr_assert(blk[i] || blk[i - 1], "a run of NULs at byte %zu", i);
+	}
+	fx_rmtree(w.dir);
+}
+
+/* ---- a log re-signed with a device key (issue 17, item 1) ---- */
+
+/* SHA-256 of the DER of the PEM certificate pem, hex. */
+static void pem_fp(const char *pem, char out[65])
+{
+	BIO *b = BIO_new_mem_buf(pem, -1);
+	X509 *x = PEM_read_bio_X509(b, NULL, NULL, NULL);
+	unsigned char *der = NULL, dig[32];
+	int n;
+
+	cr_assert_not_null(x, "not a certificate: %s", pem);
+	n = i2d_X509(x, &der);
+	cr_assert_gt(n, 0);
+	SHA256(der, (size_t)n, dig);
+	st_hex(dig, sizeof(dig), out);
+	OPENSSL_free(der);
+	X509_free(x);
+	BIO_free(b);
+}
+
+/* Re-sign one event body as an attacker holding key would: "key" names
+ * the certificate keyfp, "prev" links to prev, a step's detail is changed
+ * when it is the step with data.seq == change_seq of unit change_unit.
+ * body_out gets the canonical body, hash its SHA-256, sig the hex DER
+ * ECDSA signature. */
+static void forge_body(const char *body, const char *prev, const char *keyfp,
+		       EVP_PKEY *key, long long change_unit, long long change_seq,
+		       char **body_out, char hash[65], char **sig)
+{
+	json_error_t je;
+	json_t *o = json_loads(body, 0, &je);
+	json_t *data = json_object_get(o, "data");
+	unsigned char dig[32], der[128];
+	size_t dlen = sizeof(der);
+	EVP_MD_CTX *md = EVP_MD_CTX_new();
+
+	cr_assert_not_null(o, "%s", je.text);
+	json_object_set_new(o, "key", json_string(keyfp));
+	json_object_set_new(o, "prev", json_string(prev));
+	if (!strcmp(json_string_value(json_object_get(o, "kind")), "step") &&
+	    json_integer_value(json_object_get(o, "unit")) == change_unit &&
+	    json_integer_value(json_object_get(data, "seq")) == change_seq)
+		json_object_set_new(data, "detail", json_string("forged by the test"));
+	*body_out = json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS | JSON_ENSURE_ASCII);
+	cr_assert_not_null(*body_out);
+	SHA256((const unsigned char *)*body_out, strlen(*body_out), dig);
+	st_hex(dig, sizeof(dig), hash);
+	cr_assert(md && EVP_DigestSignInit(md, NULL, EVP_sha256(), NULL, key) == 1 &&
+		  EVP_DigestSign(md, der, &dlen, (const unsigned char *)*body_out,
+				 strlen(*body_out)) == 1);
+	*sig = malloc(2 * dlen + 1);
+	cr_assert_not_null(*sig);
+	st_hex(der, dlen, *sig);
+	EVP_MD_CTX_free(md);
+	json_decref(o);
+}
+
+/* Forge the store: the device certificate goes into audit_certs, the
+ * step (unit 1, seq 1) gets another detail in its row and its event, and
+ * the whole chain is re-signed with the device key. */
+static void forge_store(const char *db, const char *devcert, EVP_PKEY *key)
+{
+	char fp[65], prev[65], hash[65], *body, *sig;
+	sqlite3 *d = NULL;
+	sqlite3_stmt *s = NULL, *u = NULL;
+
+	pem_fp(devcert, fp);
+	memset(prev, '0', 64);
+	prev[64] = '\0';
+	sql_exec(db, "DROP TRIGGER events_no_update");
+	cr_assert_eq(sqlite3_open(db, &d), SQLITE_OK);
+	cr_assert_eq(sqlite3_prepare_v2(d, "INSERT INTO audit_certs (sha256, pem, added_at) "
+					"VALUES (?1, ?2, '2026-01-01T00:00:00Z')", -1, &s, NULL), SQLITE_OK,
+		     "%s", sqlite3_errmsg(d));
+	sqlite3_bind_text(s, 1, fp, -1, SQLITE_TRANSIENT);
+	sqlite3_bind_text(s, 2, devcert, -1, SQLITE_TRANSIENT);
+	cr_assert_eq(sqlite3_step(s), SQLITE_DONE, "%s", sqlite3_errmsg(d));
+	sqlite3_finalize(s);
+	cr_assert_eq(sqlite3_exec(d, "BEGIN; UPDATE steps SET detail = 'forged by the "
+				  "test' WHERE unit_id = 1 AND seq = 1", NULL, NULL,
+				  NULL), SQLITE_OK, "%s", sqlite3_errmsg(d));
+	cr_assert_eq(sqlite3_changes(d), 1);
+	cr_assert_eq(sqlite3_prepare_v2(d, "SELECT seq, body FROM events ORDER BY seq",
+					-1, &s, NULL), SQLITE_OK);
+	cr_assert_eq(sqlite3_prepare_v2(d, "UPDATE events SET body = ?1, hash = ?2, "
+					"sig = ?3 WHERE seq = ?4", -1, &u, NULL), SQLITE_OK);
+	while (sqlite3_step(s) == SQLITE_ROW) {
+		forge_body((const char *)sqlite3_column_text(s, 1), prev, fp, key, 1, 1,
+			   &body, hash, &sig);
+		sqlite3_bind_text(u, 1, body, -1, SQLITE_TRANSIENT);
+		sqlite3_bind_text(u, 2, hash, -1, SQLITE_TRANSIENT);
+		sqlite3_bind_text(u, 3, sig, -1, SQLITE_TRANSIENT);
+		sqlite3_bind_int64(u, 4, sqlite3_column_int64(s, 0));
+		cr_assert_eq(sqlite3_step(u), SQLITE_DONE, "%s", sqlite3_errmsg(d));
+		sqlite3_reset(u);
+		memcpy(prev, hash, sizeof(prev));
+		free(body);
+		free(sig);
+	}
+	sqlite3_finalize(s);
+	sqlite3_finalize(u);
+	cr_assert_eq(sqlite3_exec(d, "COMMIT", NULL, NULL, NULL), SQLITE_OK);
+	sqlite3_close(d);
+}
+
+/* Forge an exported bundle the same way: audit.pem becomes the device
+ * certificate, events.jsonl is re-signed, the manifest re-hashed and
+ * signed with the device key (keyfile, PEM). */
+static void forge_bundle(const char *dir, const char *devcert, EVP_PKEY *key,
+			 const char *keyfile)
+{
+	char path[700], fp[65], prev[65], hash[65], *body, *sig, line[65536], cmd[2048];
+	FILE *in, *out;
+
+	pem_fp(devcert, fp);
+	memset(prev, '0', 64);
+	prev[64] = '\0';
+	snprintf(path, sizeof(path), "%s/audit.pem", dir);
+	fx_write_file(path, devcert);
+	snprintf(path, sizeof(path), "%s/events.jsonl", dir);
+	in = fopen(path, "r");
+	cr_assert_not_null(in);
+	snprintf(path, sizeof(path), "%s/events.new", dir);
+	out = fopen(path, "w");
+	cr_assert_not_null(out);
+	while (fgets(line, sizeof(line), in)) {
+		json_error_t je;
+		json_t *o = json_loads(line, 0, &je);
+		char *b = json_dumps(json_object_get(o, "body"), JSON_COMPACT |
+				     JSON_SORT_KEYS | JSON_ENSURE_ASCII);
+
+		cr_assert_not_null(b, "%s", je.text);
+		forge_body(b, prev, fp, key, 1, 1, &body, hash, &sig);
+		fprintf(out, "{\"seq\":%lld,\"hash\":\"%s\",\"sig\":\"%s\",\"body\":%s}\n",
+			(long long)json_integer_value(json_object_get(o, "seq")), hash,
+			sig, body);
+		memcpy(prev, hash, sizeof(prev));
+		free(b);
+		free(body);
+		free(sig);
+		json_decref(o);
+	}
+	fclose(in);
+	fclose(out);
+	snprintf(cmd, sizeof(cmd), "cd '%s' && mv events.new events.jsonl && "
+		 "sha256sum units.jsonl events.jsonl ca.pem audit.pem certs/*.pem "
+		 "> manifest.sha256 && openssl dgst -sha256 -sign '%s' -out "
+		 "manifest.sig manifest.sha256", dir, keyfile);
+	cr_assert_eq(system(cmd), 0, "%s", cmd);
+}
+
+Test(evidence, a_log_resigned_with_a_device_key_is_refused, .timeout = 240)
+{
+	fx_world w;
+	fx_devsim sim;
+	char bundle[600], forged[600], script[600], keyfile[600], cmd[2048],
+	     log[16384], uid[80], devcert[8192];
+	const char *pem;
+	rec_verify_result v;
+	rec_store *r = NULL;
+	json_t *dev;
+	EVP_PKEY *key;
+	BIO *b;
+
+	fx_world_init(&w, true, 2000);
+	cr_assert_eq(fx_devsim_start(&sim, w.dir, "p1", 2, NULL), 0);
+	fx_station_run(&R, &w, "--burn-fuses", "--slot", sim.port, "provision", NULL);
+	fx_devsim_stop(&sim);
+	cr_assert_eq(R.code, 0, "%s\n%s", R.out, R.err);
+	snprintf(bundle, sizeof(bundle), "%s/bundle", w.dir);
+	fx_station_run(&R, &w, "records", "export", "--evidence", bundle, NULL);
+	cr_assert_eq(R.code, 0, "%s\n%s", R.out, R.err);
+
+	/* one extracted device: its key (the simulator keeps it in its state
+	 * file) and the certificate the station's CA issued for it */
+	fx_q_text(&w, "SELECT uid FROM units WHERE id = 1", uid, sizeof(uid));
+	fx_q_text(&w, "SELECT cert_pem FROM units WHERE id = 1", devcert, sizeof(devcert));
+	cr_assert(strstr(devcert, "BEGIN CERTIFICATE"), "%s", devcert);
+	dev = fx_sim_unit(sim.state_path, uid);
+	cr_assert_not_null(dev);
+	pem = json_string_value(json_object_get(dev, "privkey_pem"));
+	cr_assert_not_null(pem);
+	snprintf(keyfile, sizeof(keyfile), "%s/device.key", w.dir);
+	fx_write_file(keyfile, pem);
+	b = BIO_new_mem_buf(pem, -1);
+	key = PEM_read_bio_PrivateKey(b, NULL, NULL, NULL);
+	BIO_free(b);
+	json_decref(dev);
+	cr_assert_not_null(key);
+
+	forge_store(w.db, devcert, key);
+	/* the forgery is complete: the chain, every signature and every row
+	 * check out; only what the certificate is gives it away */
+	cr_assert_eq(rec_open(w.db, &r), ST_OK);
+	cr_assert_eq(rec_verify(r, NULL, NULL, &v), ST_OK, "%s", rec_errmsg(r));
+	rec_close(r);
+	fx_station_run(&R, &w, "--ca-cert", w.ca, "records", "verify", NULL);
+	cr_assert_eq(R.code, 4, "a forged log passed --ca-cert: %s\n%s", R.out, R.err);
+	cr_assert(strstr(R.out, "TAMPERED") && strstr(R.out, "not an audit certificate") &&
+		  strstr(R.out, "extendedKeyUsage"), "%s", R.out);
+	fx_station_run(&R, &w, "records", "verify", NULL);
+	cr_assert_eq(R.code, 4, "a forged log passed: %s\n%s", R.out, R.err);
+	cr_assert(strstr(R.out, "not an audit certificate"), "%s", R.out);
+	snprintf(forged, sizeof(forged), "%s/from-forged-store", w.dir);
+	fx_station_run(&R, &w, "records", "export", "--evidence", forged, NULL);
+	cr_assert_eq(R.code, 4, "%s\n%s", R.out, R.err);
+	cr_assert(strstr(R.err, "not an audit certificate"), "%s", R.err);
+
+	/* the bundle forged the same way: the documented checks refuse it,
+	 * and without the audit-usage check they would not have */
+	snprintf(forged, sizeof(forged), "%s/forged", w.dir);
+	snprintf(cmd, sizeof(cmd), "cp -r '%s' '%s'", bundle, forged);
+	cr_assert_eq(system(cmd), 0);
+	forge_bundle(forged, devcert, key, keyfile);
+	snprintf(script, sizeof(script), "%s/auditor.sh", w.dir);
+	auditor_script(script);
+	cr_assert_eq(audit_bundle(script, bundle, log, sizeof(log)), 0, "%s", log);
+	cr_assert_neq(audit_bundle(script, forged, log, sizeof(log)), 0,
+		      "a bundle re-signed with a device key passed:\n%s", log);
+	cr_assert(strstr(log, "not the station's audit certificate"), "%s", log);
+	snprintf(cmd, sizeof(cmd), "grep -v '" ST_AUDIT_EKU_OID "' '%s' > '%s.old'",
+		 script, script);
+	cr_assert_eq(system(cmd), 0);
+	snprintf(cmd, sizeof(cmd), "%s.old", script);
+	cr_assert_eq(audit_bundle(cmd, forged, log, sizeof(log)), 0,
+		     "the forged bundle is not a complete forgery:\n%s", log);
+	EVP_PKEY_free(key);
+	fx_rmtree(w.dir);
+}
+
+/* The old station's signer: the audit key in the token. */
+struct old_signer {
+	hsm_session *s;
+	hsm_obj key;
+};
+
+static int old_sign(void *ctx, const uint8_t digest[32], uint8_t sig[64])
+{
+	struct old_signer *o = ctx;
+	size_t n = 64;
+
+	return hsm_sign_digest(o->s, o->key, digest, 32, sig, &n);
+}
+
+/* What a station before the audit extendedKeyUsage left: the audit key
+ * with the certificate the old code issued (the device template, no
+ * extendedKeyUsage), and events signed under it. */
+static void old_station(const fx_world *w)
+{
+	struct st_cert_profile cp = { .org = "station audit", .validity_days = 3650,
+				      .key_usage = "critical,digitalSignature" };
+	st_subject_vars vars = { .uid = "audit old", .serial = "audit old",
+				 .product = "station audit", .model = "" };
+	uint8_t point[65], serial[ST_CERT_SERIAL_LEN], *der = NULL, *cader = NULL;
+	const uint8_t *p;
+	struct old_signer o;
+	char err[512] = "";
+	hsm_obj ca_priv;
+	hsm *h = NULL;
+	rec_store *r = NULL;
+	EVP_PKEY *pub;
+	X509 *ca, *tmpl, *old;
+	size_t calen = 0;
+	int len;
+
+	cr_assert_eq(hsm_open(FX_SOFTHSM_MODULE, "station", &h), ST_OK);
+	cr_assert_eq(hsm_login(h, FX_PIN, strlen(FX_PIN)), ST_OK, "%s", hsm_errmsg(h));
+	cr_assert_eq(hsm_session_open(h, &o.s), ST_OK);
+	cr_assert_eq(hsm_keygen_p256(o.s, "station-audit", true, point, &o.key), ST_OK);
+	cr_assert_eq(hsm_cert_load(o.s, "issuing-ca", &cader, &calen), ST_OK);
+	cr_assert_eq(hsm_find_privkey(o.s, "issuing-ca", &ca_priv), ST_OK);
+	p = cader;
+	ca = d2i_X509(NULL, &p, (long)calen);
+	pub = st_p256_pubkey(point);
+	cr_assert_eq(st_x509_random_serial(o.s, serial), ST_OK);
+	tmpl = st_x509_device_template(pub, ca, &cp, &vars, (const uint8_t *)"audit old",
+				       9, serial, err, sizeof(err));
+	cr_assert_not_null(tmpl, "%s", err);
+	old = st_x509_hsm_sign(tmpl, o.s, ca_priv, HSM_KEY_P256, err, sizeof(err));
+	cr_assert_not_null(old, "%s", err);
+	cr_assert(!st_x509_is_audit(old));
+	len = i2d_X509(old, &der);
+	cr_assert_gt(len, 0);
+	cr_assert_eq(hsm_cert_store(o.s, "station-audit", der, (size_t)len), ST_OK);
+	cr_assert_eq(rec_open(w->db, &r), ST_OK);
+	cr_assert_eq(rec_set_signer(r, old_sign, &o, der, (size_t)len), ST_OK, "%s",
+		     rec_errmsg(r));
+	cr_assert_eq(rec_event(r, "station_start", NULL, "station", "old", NULL), ST_OK);
+	cr_assert_eq(rec_event(r, "station_stop", NULL, "pass", "0", NULL), ST_OK);
+	rec_close(r);
+	OPENSSL_free(der);
+	free(cader);
+	X509_free(ca);
+	X509_free(tmpl);
+	X509_free(old);
+	EVP_PKEY_free(pub);
+	hsm_session_close(o.s);
+	hsm_close(h);
+}
+
+Test(evidence, an_old_audit_certificate_is_recertified_and_its_events_verify, .timeout = 240)
+{
+	fx_world w;
+	fx_devsim sim;
+	char bundle[600], script[600], log[16384], cmd[2048];
+
+	fx_world_init(&w, true, 2000);
+	old_station(&w);
+	/* as it is, its certificate is not an audit certificate */
+	fx_station_run(&R, &w, "--ca-cert", w.ca, "records", "verify", NULL);
+	cr_assert_eq(R.code, 4, "%s\n%s", R.out, R.err);
+	cr_assert(strstr(R.out, "not an audit certificate") && strstr(R.out, "audit init"),
+		  "%s", R.out);
+	/* the next start re-certifies the same key, on record */
+	cr_assert_eq(fx_devsim_start(&sim, w.dir, "p1", 1, NULL), 0);
+	fx_station_run(&R, &w, "--burn-fuses", "--slot", sim.port, "provision", NULL);
+	fx_devsim_stop(&sim);
+	cr_assert_eq(R.code, 0, "%s\n%s", R.out, R.err);
+	cr_assert_eq(q_int(w.db, "SELECT count(*) FROM audit_certs"), 2);
+	cr_assert_eq(q_int(w.db, "SELECT count(*) FROM events WHERE kind = "
+			   "'audit_recertified' AND json_extract(body, '$.data.supersedes') = "
+			   "(SELECT sha256 FROM audit_certs ORDER BY rowid LIMIT 1)"), 1);
+	cr_assert_eq(q_int(w.db, "SELECT count(*) FROM events WHERE kind = 'audit_key_repair'"
+			   " AND json_extract(body, '$.data.repair') LIKE 're-certified%'"), 1);
+	fx_station_run(&R, &w, "--ca-cert", w.ca, "records", "verify", NULL);
+	cr_assert_eq(R.code, 0, "%s\n%s", R.out, R.err);
+	fx_station_run(&R, &w, "records", "verify", NULL);
+	cr_assert_eq(R.code, 0, "%s\n%s", R.out, R.err);
+	/* the new certificate has the audit usage and the same key: the old
+	 * events check out under the bundle's audit.pem with openssl alone */
+	snprintf(cmd, sizeof(cmd), "sqlite3 '%s' 'SELECT pem FROM audit_certs ORDER BY "
+		 "rowid DESC LIMIT 1' | openssl x509 -noout -ext extendedKeyUsage | "
+		 "grep -q " ST_AUDIT_EKU_OID, w.db);
+	cr_assert_eq(system(cmd), 0);
+	snprintf(bundle, sizeof(bundle), "%s/bundle", w.dir);
+	fx_station_run(&R, &w, "records", "export", "--evidence", bundle, NULL);
+	cr_assert_eq(R.code, 0, "%s\n%s", R.out, R.err);
+	snprintf(script, sizeof(script), "%s/auditor.sh", w.dir);
+	auditor_script(script);
+	cr_assert_eq(audit_bundle(script, bundle, log, sizeof(log)), 0, "%s", log);
+	/* and once only */
+	cr_assert_eq(q_int(w.db, "SELECT count(*) FROM events WHERE kind = 'audit_recertified'"), 1);
+	fx_rmtree(w.dir);
+}
+
+/* Without --ca-cert, verify checks the audit certificates against the CAs
+ * in the token; when it cannot reach the token it says so and what to do,
+ * instead of accepting any issuer. */
+Test(evidence, verify_without_a_reachable_token_asks_for_the_ca, .timeout = 120)
+{
+	fx_world w;
+	char conf[600];
+
+	fx_world_init(&w, true, 2000);
+	fx_station_run(&R, &w, "records", "workorder", "create", "WO-1", NULL);
+	cr_assert_eq(R.code, 0, "%s", R.err);
+	fx_station_run(&R, &w, "records", "verify", NULL);
+	cr_assert_eq(R.code, 0, "%s%s", R.out, R.err);
+	cr_assert(strstr(R.out, "certified by the CA certificate in token 'station'"),
+		  "%s", R.out);
+	snprintf(conf, sizeof(conf), "%s", getenv("SOFTHSM2_CONF"));
+	setenv("SOFTHSM2_CONF", "/nonexistent/softhsm2.conf", 1);
+	fx_station_run(&R, &w, "records", "verify", NULL);
+	cr_assert_eq(R.code, 3, "%s%s", R.out, R.err);
+	cr_assert(strstr(R.err, "--ca-cert"), "%s", R.err);
+	cr_assert_null(strstr(R.out, "records OK"), "%s", R.out);
+	fx_station_run(&R, &w, "--ca-cert", w.ca, "records", "verify", NULL);
+	cr_assert_eq(R.code, 0, "%s%s", R.out, R.err);
+	setenv("SOFTHSM2_CONF", conf, 1);
 	fx_rmtree(w.dir);
 }

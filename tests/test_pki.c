@@ -10,6 +10,7 @@
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,6 +20,7 @@
 #include <unistd.h>
 
 #include "base.h"
+#include "station/x509.h"
 #include "tests/fixtures/fx_devsim.h"
 #include "tests/fixtures/fx_softhsm.h"
 #include "tests/fixtures/fx_station.h"
@@ -593,6 +595,48 @@ Test(pki, bad_profile_extension_is_named, .timeout = 60)
 	fx_rmtree(w.dir);
 }
 
+/* The audit certificate's extendedKeyUsage is the station's own: a device
+ * profile that asks for it (in any spelling) is refused by the profile
+ * check, naming the file and the setting, and by the device template
+ * itself as a second line. */
+Test(pki, device_profile_cannot_request_the_audit_usage, .timeout = 60)
+{
+	struct st_cert_profile cp = { .org = "x", .validity_days = 30,
+				      .eku = "clientAuth," ST_AUDIT_EKU_OID };
+	st_subject_vars vars = { .uid = "01", .serial = "01", .product = "p", .model = "" };
+	uint8_t serial[ST_CERT_SERIAL_LEN] = { 1 };
+	char err[512] = "", prof[600];
+	EVP_PKEY *k = EVP_EC_gen("P-256");
+	X509 *ca = X509_new(), *x;
+	fx_world w;
+	fx_run r;
+
+	world_init(&w, "organization = \"PKI Test\"; validity_days = 30; "
+		   "extended_key_usage = \"clientAuth, "
+		   ST_AUDIT_EKU_OID "\";");
+	fx_path(prof, &w, "test.profile");
+	fx_station_run(&r, &w, "--slot", "/dev/null", "provision", NULL);
+	cr_assert_eq(r.code, 2, "%s", r.err);
+	cr_assert(strstr(r.err, prof) && strstr(r.err, "certificate.extended_key_usage") &&
+		  strstr(r.err, "audit"), "%s", r.err);
+	fx_station_run(&r, &w, "config", "check", NULL);
+	cr_assert_eq(r.code, 2, "%s%s", r.out, r.err);
+	cr_assert(strstr(r.out, "extended_key_usage") || strstr(r.err, "extended_key_usage"),
+		  "%s%s", r.out, r.err);
+	fx_rmtree(w.dir);
+
+	/* the template: refused whatever the profile check let through */
+	cr_assert_not_null(k);
+	X509_set_issuer_name(ca, X509_get_subject_name(ca));
+	X509_gmtime_adj(X509_getm_notAfter(ca), 3600L * 24 * 365);
+	x = st_x509_device_template(k, ca, &cp, &vars, (const uint8_t *)"\x01", 1,
+				    serial, err, sizeof(err));
+	cr_assert_null(x, "a device template carries the audit usage");
+	cr_assert(strstr(err, "audit"), "%s", err);
+	X509_free(ca);
+	EVP_PKEY_free(k);
+}
+
 /* --- algorithms ------------------------------------------------------ */
 
 static void issue_with(const char *type, int want_sig_nid, const char *want_key)
@@ -926,5 +970,216 @@ Test(pki, wrong_pin_tried_once_and_the_next_run_warns, .timeout = 60)
 	fx_write_file(w.pinfile, PIN "\n");
 	fx_station_run(&r, &w, "ca", "init", NULL);
 	cr_assert_eq(r.code, 0, "%s", r.err);
+	fx_rmtree(w.dir);
+}
+
+/* --- SIGKILL at every point of `ca init` and `audit init` ------------- */
+
+/* Write calls between two kill points: SoftHSM rewrites an object's file
+ * once per attribute as it makes it (about a dozen writes per object), so
+ * every fifth write still stops the station inside and between every
+ * object it creates, in a bounded time; renames and fsyncs (the PEM file)
+ * are each a point of their own. */
+#define KILL_STRIDE 5
+
+/* Run the station under strace with SIGKILL injected at the n-th call of
+ * sys; 1 when that killed it (checked: SIGKILL), 0 when it completed
+ * (exit 0) before the n-th call. */
+static int killed_at(const fx_world *w, const char *sys, int n, ...)
+{
+	char bin[512], inject[64];
+	const char *argv[64], *sargv[80];
+	int argc, sargc = 0, status;
+	va_list ap;
+	pid_t pid;
+
+	va_start(ap, n);
+	argc = fx_station_argv(argv, bin, w, ap);
+	va_end(ap);
+	snprintf(inject, sizeof(inject), "inject=%s:signal=SIGKILL:when=%d", sys, n);
+	sargv[sargc++] = "strace";
+	sargv[sargc++] = "-f";
+	sargv[sargc++] = "-qq";
+	sargv[sargc++] = "-o";
+	sargv[sargc++] = "/dev/null";
+	sargv[sargc++] = "-e";
+	sargv[sargc++] = "trace=write,rename,fsync";
+	sargv[sargc++] = "-e";
+	sargv[sargc++] = inject;
+	for (int i = 0; i < argc; i++)
+		sargv[sargc++] = argv[i];
+	sargv[sargc] = NULL;
+	pid = fork();
+	cr_assert_geq(pid, 0);
+	if (pid == 0) {
+		int null = open("/dev/null", O_WRONLY);
+		char asan[512];
+
+		/* LeakSanitizer cannot run under ptrace (it says so and exits
+		 * 1): the sanitizer build checks leaks in the untraced runs */
+		snprintf(asan, sizeof(asan), "%s%sdetect_leaks=0",
+			 getenv("ASAN_OPTIONS") ? getenv("ASAN_OPTIONS") : "",
+			 getenv("ASAN_OPTIONS") ? ":" : "");
+		setenv("ASAN_OPTIONS", asan, 1);
+		dup2(null, 1);
+		dup2(null, 2);
+		execvp("strace", (char **)sargv);
+		_exit(127);
+	}
+	cr_assert_eq(waitpid(pid, &status, 0), pid);
+	if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
+		return 0;
+	cr_assert(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL,
+		  "%s #%d: the station neither completed nor was killed (status 0x%x)",
+		  sys, n, status);
+	return 1;
+}
+
+/* How many private keys, public keys, certificates and data objects are
+ * labelled label in the token, as pkcs11-tool lists them (one call). */
+enum { O_PRIV, O_PUB, O_CERT, O_DATA };
+
+static void token_objects(const char *label, int n[4])
+{
+	static const char *const cls[] = { "Private Key", "Public Key", "Certificate",
+					   "Data object" };
+	char cmd[1024], line[512], want[160];
+	int in = -1;
+	FILE *p;
+
+	memset(n, 0, 4 * sizeof(int));
+	snprintf(want, sizeof(want), "label:      %s\n", label);
+	snprintf(cmd, sizeof(cmd), "pkcs11-tool --module %s --token-label station "
+		 "--login --pin " FX_PIN " -O 2>/dev/null", FX_SOFTHSM_MODULE);
+	p = popen(cmd, "r");
+	cr_assert_not_null(p);
+	while (fgets(line, sizeof(line), p)) {
+		if (line[0] != ' ') {
+			in = -1;
+			for (int k = 0; k < 4; k++)
+				if (!strncmp(line, cls[k], strlen(cls[k])))
+					in = k;
+		}
+		if (in >= 0 && strstr(line, want))
+			n[in]++;
+	}
+	pclose(p);
+}
+
+static void copy_tree(const char *from, const char *to)
+{
+	char cmd[1400];
+
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s' && cp -a '%s' '%s'", to, from, to);
+	cr_assert_eq(system(cmd), 0, "%s", cmd);
+}
+
+Test(pki, sigkill_at_every_point_of_ca_init_leaves_a_repairable_token, .timeout = 300)
+{
+	static const char *const sys[] = { "write", "rename", "fsync" };
+	fx_world w;
+	fx_run r;
+	char tokens[600], snap[600], ca[600], cmd[8192];
+	int kills = 0, o[4];
+
+	fx_world_init(&w, false, 2000);
+	fx_path(tokens, &w, "tokens");
+	fx_path(snap, &w, "tokens.empty");
+	fx_path(ca, &w, "ca.pem");
+	copy_tree(tokens, snap);
+	for (size_t k = 0; k < ST_ARRAY_SIZE(sys); k++) {
+		int step = strcmp(sys[k], "write") ? 1 : KILL_STRIDE;
+
+		for (int n = 1;; n += step) {
+			cr_assert_lt(n, 1000, "ca init never completed under strace");
+			copy_tree(snap, tokens);
+			unlink(ca);
+			if (!killed_at(&w, sys[k], n, "ca", "init", "--out", ca, NULL))
+				break;
+			kills++;
+			/* running init again finishes or redoes it, never a second
+			 * key, and nothing pending is left */
+			fx_station_run(&r, &w, "ca", "init", "--out", ca, NULL);
+			cr_assert_eq(r.code, 0, "after a kill at %s #%d: %s%s", sys[k], n,
+				     r.out, r.err);
+			token_objects("issuing-ca", o);
+			cr_assert(o[O_PRIV] == 1 && o[O_PUB] == 1 && o[O_CERT] == 1,
+				  "after a kill at %s #%d: %d/%d/%d", sys[k], n, o[O_PRIV],
+				  o[O_PUB], o[O_CERT]);
+			token_objects("issuing-ca.init", o);
+			cr_assert_eq(o[O_DATA], 0, "after a kill at %s #%d: the init "
+				     "marker is left", sys[k], n);
+			snprintf(cmd, sizeof(cmd), "openssl verify -CAfile '%s' '%s' >/dev/null"
+				 " && test \"$(openssl x509 -in '%s' -noout -fingerprint -sha256"
+				 " | sed 's/.*=//; s/://g' | tr A-F a-f)\" = \"$(%s/station "
+				 "--config '%s' --pin-file '%s' ca show | sed -n "
+				 "'s/^sha256: *//p')\"", ca, ca, ca, getenv("STATION_BUILD"),
+				 w.conf, w.pinfile);
+			cr_assert_eq(system(cmd), 0, "after a kill at %s #%d: the PEM file "
+				     "is not the token's CA", sys[k], n);
+		}
+	}
+	cr_assert_gt(kills, 12);
+	fx_rmtree(w.dir);
+}
+
+Test(pki, sigkill_at_every_point_of_audit_init_repairs_on_the_next_start, .timeout = 300)
+{
+	static const char *const sys[] = { "write", "fsync" };
+	fx_world w;
+	fx_run r;
+	char tokens[600], snap[600], db[600], dbsnap[600], wo[32];
+	int kills = 0, repairs = 0, o[4];
+
+	fx_world_init(&w, true, 2000);
+	/* the records exist before (they are made by any first command) */
+	fx_station_run(&r, &w, "records", "verify", NULL);
+	cr_assert_eq(r.code, 0, "%s%s", r.out, r.err);
+	fx_path(tokens, &w, "tokens");
+	fx_path(snap, &w, "tokens.ca");
+	snprintf(db, sizeof(db), "%s", w.db);
+	fx_path(dbsnap, &w, "records.snap");
+	copy_tree(tokens, snap);
+	copy_tree(db, dbsnap);
+	for (size_t k = 0; k < ST_ARRAY_SIZE(sys); k++) {
+		int step = strcmp(sys[k], "write") ? 1 : KILL_STRIDE;
+
+		for (int n = 1;; n += step) {
+			int priv, cert, pub;
+
+			cr_assert_lt(n, 1000, "audit init never completed under strace");
+			copy_tree(snap, tokens);
+			copy_tree(dbsnap, db);
+			if (!killed_at(&w, sys[k], n, "audit", "init", NULL))
+				break;
+			kills++;
+			token_objects("station-audit", o);
+			priv = o[O_PRIV];
+			pub = o[O_PUB];
+			cert = o[O_CERT];
+			/* the next command that signs records starts by itself */
+			snprintf(wo, sizeof(wo), "WO-%zu-%d", k, n);
+			fx_station_run(&r, &w, "records", "workorder", "create", wo, NULL);
+			cr_assert_eq(r.code, 0, "after a kill at %s #%d (%d/%d/%d): %s%s",
+				     sys[k], n, priv, pub, cert, r.out, r.err);
+			token_objects("station-audit", o);
+			cr_assert(o[O_PRIV] == 1 && o[O_PUB] == 1 && o[O_CERT] == 1,
+				  "after a kill at %s #%d: %d/%d/%d", sys[k], n, o[O_PRIV],
+				  o[O_PUB], o[O_CERT]);
+			if ((priv || pub || cert) && !(priv && pub && cert)) {
+				/* something half-made: repaired, and on record */
+				cr_assert_eq(fx_q_int(&w, "SELECT count(*) FROM events WHERE "
+						      "kind = 'audit_key_repair'"), 1,
+					     "after a kill at %s #%d (%d/%d/%d): no repair on "
+					     "record", sys[k], n, priv, pub, cert);
+				repairs++;
+			}
+			fx_station_run(&r, &w, "--ca-cert", w.ca, "records", "verify", NULL);
+			cr_assert_eq(r.code, 0, "after a kill at %s #%d: %s%s", sys[k], n,
+				     r.out, r.err);
+		}
+	}
+	cr_assert_gt(kills, 10);
+	cr_assert_gt(repairs, 3);
 	fx_rmtree(w.dir);
 }
