@@ -94,7 +94,15 @@ static void do_keygen(struct sim *s, struct sim_unit *u, proto_frame *rep)
 	u->cert = NULL;
 	u->cert_len = 0;
 	reply(rep, PROTO_ST_OK);
-	put(rep, u->pub, DRV_P256_POINT_LEN);
+	if (s->fault->on_keygen) {
+		uint8_t told[DRV_P256_POINT_LEN];
+
+		memcpy(told, u->pub, sizeof(told));
+		s->fault->on_keygen(s, told);
+		put(rep, told, DRV_P256_POINT_LEN);
+	} else {
+		put(rep, u->pub, DRV_P256_POINT_LEN);
+	}
 	commit(s, rep);
 }
 
