@@ -188,6 +188,7 @@ int st_crl_export(hsm_session *s, rec_store *rec, const char *ca_label,
 		struct issuer_q q = { .ca = X509_get_subject_name(ca.cert) };
 		rec_filter f1 = { .unit_id = c.v[i].unit_id };
 
+		rc = ST_OK;
 		if (c.v[i].pem)
 			q.match = pem_issued_by(c.v[i].pem, q.ca);
 		else
