@@ -777,10 +777,10 @@ static int revoke_unit_cert(struct unit *u, const char *result)
 	}
 	if (rc == ST_E_EXISTS || rc == ST_E_NOTFOUND || rc == ST_E_STATE)
 		return 0;
-	slot_error(w, rc, "slot %d: unit %s: its certificate %s could not be "
-		   "revoked (%s); the slot stops: fix the records store, then run "
-		   "'station records close-interrupted'", w->slot,
-		   u->info.uid_hex, u->serial, err);
+	slot_error(w, rc, "slot %d: unit %s: the unit is NOT passed and its "
+		   "certificate %s could not be revoked (%s); the slot stops: fix "
+		   "the records store, then run 'station records "
+		   "close-interrupted'", w->slot, u->info.uid_hex, u->serial, err);
 	record_failed(w, rc);
 	u->stop_slot = true;
 	return rc;
@@ -1946,7 +1946,7 @@ void st_run_wait(st_run_handle *r, st_summary *sum)
 const char *const *st_steps(int *n)
 {
 	static const char *const steps[] = {
-		"identify", "keygen", "certificate", "write-cert", "possession", "fuses",
+		"identify", "keygen", "possession", "certificate", "write-cert", "fuses",
 	};
 
 	*n = (int)ST_ARRAY_SIZE(steps);
