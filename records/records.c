@@ -18,9 +18,11 @@
 #include <signal.h>
 #include <sqlite3.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -224,6 +226,11 @@ static const struct migration {
 	  "  AND u.id NOT IN (SELECT unit_id FROM revocations))"
 	  " BEGIN SELECT RAISE(ABORT, 'UNIQUE constraint failed: units.uid"
 	  " (device already has a PASS record)'); END;" },
+	/* Certificates of units that did not PASS are revoked too
+	 * (docs/pki.md): each revocation keeps its RFC 5280 CRLReason code.
+	 * Rows from before have none: superseded (re-provisioning). */
+	{ 5,
+	  "ALTER TABLE revocations ADD COLUMN crl_reason INTEGER;" },
 };
 
 enum {
@@ -1898,8 +1905,12 @@ out:
 	return err;
 }
 
-int rec_revoke(rec_store *r, int64_t unit_id, const char *reason,
-	       const char *by)
+/* One revocation row and its signed event, in one transaction.  pass:
+ * the unit must be PASS (re-provisioning) and its serial is the unit's;
+ * else the unit must not be PASS and serial names the certificate its
+ * certificate step recorded. */
+static int revoke_unit(rec_store *r, int64_t unit_id, const char *want_serial,
+		       int crl_reason, const char *reason, const char *by, bool pass)
 {
 	struct rec_waiter w;
 	sqlite3_stmt *s = NULL;
@@ -1912,9 +1923,12 @@ int rec_revoke(rec_store *r, int64_t unit_id, const char *reason,
 	err = wr_enter(r, &w);
 	if (err)
 		goto out;
-	if (!reason || !*reason || !by || !*by) {
-		err = rec_fail(r, ST_E_INVAL, "a revocation needs a reason and "
-			   "who decided it");
+	if (!reason || !*reason || !by || !*by || crl_reason < 0 ||
+	    crl_reason > 10 || crl_reason == 7 || (!pass && (!want_serial ||
+	    !*want_serial || strspn(want_serial, "0123456789abcdefABCDEF") !=
+	    strlen(want_serial)))) {
+		err = rec_fail(r, ST_E_INVAL, "a revocation needs a reason, who "
+			   "decided it, a CRL reason code and a hex serial");
 		goto out;
 	}
 	err = wr_txn(r, &w, "the revocation of unit %lld", (long long)unit_id);
@@ -1938,7 +1952,7 @@ int rec_revoke(rec_store *r, int64_t unit_id, const char *reason,
 	/* A record closed as interrupted holds no certificate in its row
 	 * (the next presentation may still resume it): the serial is the
 	 * one its durable certificate step issued. */
-	if (!serial[0] && strcmp(state, "RUNNING")) {
+	if (pass && !serial[0] && strcmp(state, "RUNNING")) {
 		if (sqlite3_prepare_v2(r->db, "SELECT substr(detail, 8,"
 				       " instr(substr(detail, 8), ' ') - 1) FROM steps"
 				       " WHERE unit_id = ?1 AND step = 'certificate'"
@@ -1956,16 +1970,30 @@ int rec_revoke(rec_store *r, int64_t unit_id, const char *reason,
 		sqlite3_finalize(s);
 		s = NULL;
 	}
-	if (!strcmp(state, "RUNNING") || !serial[0]) {
+	if (pass && (!strcmp(state, "RUNNING") || !serial[0])) {
 		err = rec_fail(r, ST_E_STATE, "unit record %lld (device %s) is %s, "
 			   "not a final record with a certificate: nothing to revoke",
 			   (long long)unit_id, uid, state);
 		goto done;
 	}
+	if (!pass && !strcmp(state, "PASS")) {
+		err = rec_fail(r, ST_E_STATE, "unit record %lld (device %s) is PASS: "
+			   "its identity is revoked only by re-provisioning",
+			   (long long)unit_id, uid);
+		goto done;
+	}
+	if (!pass && serial[0] && strcasecmp(serial, want_serial)) {
+		err = rec_fail(r, ST_E_STATE, "unit record %lld (device %s) holds "
+			   "certificate %s, not %s", (long long)unit_id, uid, serial,
+			   want_serial);
+		goto done;
+	}
+	if (!pass)
+		snprintf(serial, sizeof(serial), "%s", want_serial);
 	if (sqlite3_prepare_v2(r->db, "INSERT INTO revocations (unit_id, uid,"
-			       " cert_serial, reason, revoked_by, revoked_at)"
-			       " VALUES (?1, ?2, ?3, ?4, ?5, ?6)", -1, &s,
-			       NULL) != SQLITE_OK) {
+			       " cert_serial, reason, revoked_by, revoked_at,"
+			       " crl_reason) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+			       -1, &s, NULL) != SQLITE_OK) {
 		err = rec_db_fail(r, ST_E_DB, "revoke unit %lld", (long long)unit_id);
 		goto done;
 	}
@@ -1976,6 +2004,7 @@ int rec_revoke(rec_store *r, int64_t unit_id, const char *reason,
 	rec_bind_text(s, 5, by);
 	rec_now(at);
 	rec_bind_text(s, 6, at);
+	sqlite3_bind_int(s, 7, crl_reason);
 	if (sqlite3_step(s) != SQLITE_DONE) {
 		err = sqlite3_extended_errcode(r->db) == SQLITE_CONSTRAINT_PRIMARYKEY ?
 		      rec_fail(r, ST_E_EXISTS, "unit record %lld is already revoked",
@@ -1983,9 +2012,9 @@ int rec_revoke(rec_store *r, int64_t unit_id, const char *reason,
 		      rec_db_fail(r, ST_E_DB, "revoke unit %lld", (long long)unit_id);
 		goto done;
 	}
-	data = json_pack("{s:I, s:s, s:s, s:s, s:s}", "unit", (json_int_t)unit_id,
-			 "cert_serial", serial, "reason", reason, "by", by,
-			 "revoked_at", at);
+	data = json_pack("{s:I, s:s, s:s, s:s, s:s, s:i}", "unit",
+			 (json_int_t)unit_id, "cert_serial", serial, "reason", reason,
+			 "by", by, "revoked_at", at, "crl_reason", crl_reason);
 	err = rec_append_event_at(r, "revoke", 0, uid, at, data);
 done:
 	sqlite3_finalize(s);
@@ -1993,6 +2022,18 @@ out:
 	err = wr_end(r, &w, err);
 	pthread_mutex_unlock(&r->lock);
 	return err;
+}
+
+int rec_revoke(rec_store *r, int64_t unit_id, const char *reason,
+	       const char *by)
+{
+	return revoke_unit(r, unit_id, NULL, REC_CRL_SUPERSEDED, reason, by, true);
+}
+
+int rec_revoke_issued(rec_store *r, int64_t unit_id, const char *cert_serial,
+		      int crl_reason, const char *reason, const char *by)
+{
+	return revoke_unit(r, unit_id, cert_serial, crl_reason, reason, by, false);
 }
 
 int rec_list_revoked(rec_store *r, rec_revoked_fn fn, void *ctx)
@@ -2006,7 +2047,8 @@ int rec_list_revoked(rec_store *r, rec_revoked_fn fn, void *ctx)
 	if (err)
 		goto out;
 	if (sqlite3_prepare_v2(r->db, "SELECT unit_id, uid, cert_serial, reason,"
-			       " revoked_by, revoked_at FROM revocations ORDER BY"
+			       " revoked_by, revoked_at, coalesce(crl_reason, 4)"
+			       " FROM revocations ORDER BY"
 			       " revoked_at, unit_id", -1, &s, NULL) != SQLITE_OK) {
 		err = rec_db_fail(r, ST_E_DB, "read the revocations");
 		goto out;
@@ -2019,6 +2061,7 @@ int rec_list_revoked(rec_store *r, rec_revoked_fn fn, void *ctx)
 			.reason = (const char *)sqlite3_column_text(s, 3),
 			.by = (const char *)sqlite3_column_text(s, 4),
 			.at = (const char *)sqlite3_column_text(s, 5),
+			.crl_reason = sqlite3_column_int(s, 6),
 		};
 
 		err = fn(ctx, &row);

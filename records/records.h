@@ -353,10 +353,29 @@ int rec_list_audit_certs(rec_store *r, int (*fn)(void *ctx, const char *sha256,
 int rec_revoke(rec_store *r, int64_t unit_id, const char *reason,
 	       const char *by);
 
+/* RFC 5280 CRLReason codes a revocation records (others are valid too). */
+enum {
+	REC_CRL_UNSPECIFIED = 0,
+	REC_CRL_KEY_COMPROMISE = 1,
+	REC_CRL_SUPERSEDED = 4,       /* re-provisioned: a new identity */
+	REC_CRL_CESSATION = 5,        /* cessationOfOperation: never in service */
+};
+
+/* Revoke the certificate issued during unit record unit_id, a unit that
+ * did not end PASS (FAIL, QUARANTINE, or still RUNNING: interrupted), with
+ * cert_serial (hex) as its certificate step recorded it, the CRLReason
+ * code, the reason and who decided it ("station ID" when automatic), and
+ * a "revoke" event, in one transaction; durable on return.  ST_E_STATE
+ * for a PASS unit or a serial other than the unit's, ST_E_EXISTS when the
+ * unit is already revoked. */
+int rec_revoke_issued(rec_store *r, int64_t unit_id, const char *cert_serial,
+		      int crl_reason, const char *reason, const char *by);
+
 /* One revoked certificate, valid during the callback. */
 typedef struct rec_revoked_row {
 	int64_t unit_id;
 	const char *uid, *cert_serial, *reason, *by, *at;
+	int crl_reason;             /* RFC 5280 CRLReason (REC_CRL_...) */
 } rec_revoked_row;
 
 typedef int (*rec_revoked_fn)(void *ctx, const rec_revoked_row *row);

@@ -308,11 +308,90 @@ int st_cmd_crl(st_role_cli *c, int argc, char **argv)
 			"%s\n", err[0] ? err : rec_errmsg(rec));
 	printf("CRL with %ld revoked certificate%s written to %s\n", count,
 	       count == 1 ? "" : "s", c->out);
+	st_warn_open_certs(rec);
 cleanup:
 	st_audit_detach(rec, a);
 	hsm_session_close(s);
 	hsm_close(h);
 	rec_close(rec);
+	return code;
+}
+
+void st_warn_open_certs(rec_store *rec)
+{
+	st_cert_tally t;
+	char err[512] = "";
+
+	if (st_cert_tally_get(rec, &t, err, sizeof(err))) {
+		fprintf(stderr, "station: warning: cannot count the issued "
+			"certificates: %s\n", err);
+		return;
+	}
+	if (t.open)
+		fprintf(stderr, "station: warning: %ld issued certificate%s belong%s "
+			"to open units (RUNNING: in work, or interrupted and not "
+			"presented again) and %s not revoked; when no station runs, "
+			"'station records close-interrupted --supervisor NAME --reason "
+			"TEXT' closes them and revokes their certificates\n", t.open,
+			t.open == 1 ? "" : "s", t.open == 1 ? "s" : "",
+			t.open == 1 ? "is" : "are");
+	if (t.unrevoked)
+		fprintf(stderr, "station: warning: %ld issued certificate%s of units "
+			"that did not pass %s not revoked; 'station records "
+			"close-interrupted' revokes them\n", t.unrevoked,
+			t.unrevoked == 1 ? "" : "s", t.unrevoked == 1 ? "is" : "are");
+}
+
+int st_cmd_close_interrupted(st_role_cli *c, int argc, char **argv)
+{
+	const st_config *cfg = c->cfg;
+	st_close_result res;
+	char err[1024] = "";
+	rec_store *rec = NULL;
+	st_audit *a = NULL;
+	hsm *h = NULL;
+	int code, lock = -1;
+
+	(void)argv;
+	if (argc != 1)
+		return st_say(ST_EXIT_USAGE, "records close-interrupted: say 'records "
+			      "close-interrupted --supervisor NAME --reason TEXT "
+			      "[--before DATE]'");
+	if (!c->supervisor_name || !c->reason || !*c->reason)
+		return st_say(ST_EXIT_USAGE, "records close-interrupted: a supervisor "
+			      "closes interrupted units, with a reason: give "
+			      "--supervisor NAME and --reason TEXT");
+	/* No run may hold a RUNNING record while it is closed. */
+	if (st_run_lock(cfg->records_path, true, &lock, err, sizeof(err)))
+		return st_say(ST_EXIT_USAGE, "records close-interrupted: %s", err);
+	code = st_cli_open_store(cfg, &rec);
+	if (!code)
+		code = c->open_hsm(c->ctx, &h);
+	if (!code)
+		code = st_cli_authenticate(cfg, h, rec, c->supervisor_name,
+					   c->supervisor_password_file,
+					   "STATION_SUPERVISOR_PASSWORD",
+					   ST_ROLE_SUPERVISOR);
+	if (code)
+		goto cleanup;
+	if (st_audit_attach(h, rec, cfg, &a, err, sizeof(err))) {
+		code = st_say(ST_EXIT_HSM, "audit key: %s", err);
+		goto cleanup;
+	}
+	if (st_close_interrupted(rec, c->before, c->supervisor_name, c->reason,
+				 &res, err, sizeof(err))) {
+		code = st_say(ST_EXIT_RECORDS, "records close-interrupted: %s", err);
+		goto cleanup;
+	}
+	printf("%ld interrupted unit record%s closed as FAIL and %ld certificate%s "
+	       "revoked by supervisor %s; export the CRL ('station crl export') "
+	       "to publish them\n", res.closed, res.closed == 1 ? "" : "s",
+	       res.revoked, res.revoked == 1 ? "" : "s", c->supervisor_name);
+cleanup:
+	st_audit_detach(rec, a);
+	hsm_close(h);
+	rec_close(rec);
+	st_run_unlock(lock);
 	return code;
 }
 

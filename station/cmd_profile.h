@@ -22,6 +22,7 @@ typedef struct st_role_cli {
 	const char *supervisor_password_file; /* --supervisor-password-file FILE */
 	const char *reason;             /* --reason TEXT */
 	const char *uid;                /* --uid UID */
+	const char *before;             /* --before DATE (close-interrupted) */
 	const char *roles;              /* --role R[,R...] for operator hash */
 	int days;                       /* --days N: CRL next update */
 	/* Open and log in to the HSM (main's PIN handling); 0 or an exit code
@@ -38,6 +39,12 @@ int st_cmd_operator(st_role_cli *c, int argc, char **argv);
 int st_cmd_crl(st_role_cli *c, int argc, char **argv);
 /* station quarantine release; the exit code. */
 int st_cmd_quarantine(st_role_cli *c, int argc, char **argv);
+/* station records close-interrupted (argv[0] is the word); the exit code. */
+int st_cmd_close_interrupted(st_role_cli *c, int argc, char **argv);
+
+/* Warn on stderr when issued certificates belong to open units or to
+ * units that did not pass and are not revoked (crl export, verify). */
+void st_warn_open_certs(rec_store *rec);
 
 /* Authenticate name for role against the signed operator list (password
  * from file, else the environment variable env, else a no-echo prompt).

@@ -18,7 +18,9 @@
 #include "base.h"
 #include "records/records.h"
 #include "station/checkpoint.h"
+#include "station/cmd_profile.h"
 #include "station/cmd_records.h"
+#include "station/roles.h"
 #include "station/cmd_sync.h"
 #include "station/x509.h"
 
@@ -113,6 +115,7 @@ static int cmd_verify(st_rec_cli *c)
 		       "certified by %s\n", c->cfg->records_path, v.events, v.units,
 		       v.audit_certs, v.audit_certs == 1 ? "" : "s",
 		       st_cli_trust_what(t));
+		st_warn_open_certs(r);
 	} else if (rc == ST_E_VERIFY) {
 		/* rec_errmsg names the record itself ("event N ..."):
 		 * printing bad_seq as well said it twice */
@@ -419,10 +422,11 @@ struct bundle {
 	const char *dir;
 	FILE *units, *events, *manifest_list;
 	char err[4608];
-	int certs;
+	int certs, issued, revoked_pems;
 	char audit_pem[8192];
 	long long last_seq;             /* the last event in events.jsonl */
 	char last_hash[65];
+	json_t *cert_lines;    /* certs.jsonl, one object per issued certificate */
 };
 
 /* Write text to dir/name (fsynced). */
@@ -590,6 +594,95 @@ cleanup:
 	return rc;
 }
 
+/* Fate of one issued certificate (certs.jsonl): the identity of a PASS
+ * unit ("valid"), "revoked" (with the reason), or neither — its unit is
+ * still "open" (RUNNING) or ended without a revocation ("not-revoked").
+ * The PEM of every certificate that is not a PASS identity goes to
+ * certs/revoked/<serial>.pem when the records hold it. */
+static int bundle_issued(void *ctx, const st_issued *c)
+{
+	struct bundle *b = ctx;
+	const char *fate = c->revoked ? "revoked" : c->live ? "valid" :
+			   !strcmp(c->state, "RUNNING") ? "open" : "not-revoked";
+	json_t *o = json_pack("{s:s, s:s, s:s, s:I, s:s, s:s}", "serial", c->serial,
+			      "sha256", c->sha256, "uid", c->uid, "unit",
+			      (json_int_t)c->unit_id, "unit_result", c->state,
+			      "fate", fate);
+	char name[300];
+
+	if (!o)
+		return ST_E_NOMEM;
+	if (c->revoked)
+		json_object_set_new(o, "revoked", json_pack("{s:i, s:s, s:s?, s:s?, s:s?}",
+			"crl_reason", c->crl_reason, "crl_reason_name",
+			st_crl_reason_name(c->crl_reason), "reason", c->revoke_reason,
+			"by", c->revoked_by, "at", c->revoked_at));
+	if (!c->live && c->pem) {
+		snprintf(name, sizeof(name), "certs/revoked/%s.pem", c->serial);
+		if (put_file(b, name, c->pem, strlen(c->pem))) {
+			json_decref(o);
+			return ST_E_IO;
+		}
+		json_object_set_new(o, "pem", json_string(name));
+		b->revoked_pems++;
+	}
+	b->issued++;
+	return json_array_append_new(b->cert_lines, o) ? ST_E_NOMEM : 0;
+}
+
+/* certs.jsonl, the CRL (signed by the CA in the HSM) and their manifest
+ * lines, plus the certs/revoked/ files. */
+static int bundle_certs(st_rec_cli *c, struct bundle *b, rec_store *r, hsm *h,
+			const rec_filter *f, FILE *m)
+{
+	hsm_session *s = NULL;
+	char path[4096], err[1024] = "", *text = NULL;
+	size_t len = 0;
+	long count = 0;
+	FILE *t;
+	int rc = -1;
+
+	b->cert_lines = json_array();
+	if (!b->cert_lines || st_issued_list(r, f, bundle_issued, b, err, sizeof(err))) {
+		if (!b->err[0])
+			snprintf(b->err, sizeof(b->err), "the issued certificates: %s",
+				 err[0] ? err : "out of memory");
+		goto cleanup;
+	}
+	t = open_memstream(&text, &len);
+	if (!t)
+		goto cleanup;
+	for (size_t i = 0; i < json_array_size(b->cert_lines); i++) {
+		json_dumpf(json_array_get(b->cert_lines, i), t,
+			   JSON_COMPACT | JSON_SORT_KEYS);
+		fputc('\n', t);
+	}
+	fclose(t);
+	if (put_file(b, "certs.jsonl", text, len))
+		goto cleanup;
+	snprintf(path, sizeof(path), "%s/crl.pem", b->dir);
+	if (hsm_session_open(h, &s) ||
+	    st_crl_export(s, r, c->cfg->ca_label, 7, path, &count, err, sizeof(err))) {
+		snprintf(b->err, sizeof(b->err), "the CRL: %s", err[0] ? err :
+			 hsm_errmsg(h));
+		goto cleanup;
+	}
+	if (hash_line(b, "certs.jsonl", m) || hash_line(b, "crl.pem", m))
+		goto cleanup;
+	for (size_t i = 0; i < json_array_size(b->cert_lines); i++) {
+		const char *pem = json_string_value(json_object_get(
+					json_array_get(b->cert_lines, i), "pem"));
+
+		if (pem && hash_line(b, pem, m))
+			goto cleanup;
+	}
+	rc = 0;
+cleanup:
+	free(text);
+	hsm_session_close(s);
+	return rc;
+}
+
 /* station records export --evidence DIR: only from a store that verifies;
  * every file listed in manifest.sha256, which the audit key signs. */
 static int cmd_evidence(st_rec_cli *c)
@@ -638,6 +731,8 @@ static int cmd_evidence(st_rec_cli *c)
 		goto cleanup;
 	}
 	snprintf(path, sizeof(path), "%s/certs", b.dir);
+	if (mkdir(path, 0755) == 0)
+		snprintf(path, sizeof(path), "%s/certs/revoked", b.dir);
 	if (mkdir(path, 0755) != 0) {
 		code = st_say(ST_EXIT_RECORDS, "export: cannot create %s", path);
 		goto cleanup;
@@ -670,7 +765,8 @@ static int cmd_evidence(st_rec_cli *c)
 	    hash_line(&b, "units.jsonl", m) || hash_line(&b, "events.jsonl", m) ||
 	    hash_line(&b, "ca.pem", m) || hash_line(&b, "audit.pem", m) ||
 	    hash_line(&b, "checkpoint.json", m) || hash_line(&b, "checkpoint.sig", m) ||
-	    rec_list_units(r, &f, manifest_unit, &b)) {
+	    rec_list_units(r, &f, manifest_unit, &b) ||
+	    bundle_certs(c, &b, r, h, &f, m)) {
 		st_say(code, "export: %s", b.err[0] ? b.err : "cannot write the bundle");
 		goto cleanup;
 	}
@@ -683,10 +779,12 @@ static int cmd_evidence(st_rec_cli *c)
 	}
 	code = 0;
 	printf("evidence in %s: units.jsonl, events.jsonl (%lld events), %d device "
-	       "certificate%s, ca.pem, audit.pem, checkpoint.json (events 1..%lld, "
-	       "head %s), checkpoint.sig, manifest.sha256, manifest.sig; check it "
-	       "as docs/evidence.md says\n", b.dir, b.last_seq, b.certs,
-	       b.certs == 1 ? "" : "s", cp.cp.seq, cp.cp.head_hash);
+	       "certificate%s, certs.jsonl (%d issued, %d not a PASS identity in "
+	       "certs/revoked/), crl.pem, ca.pem, audit.pem, checkpoint.json "
+	       "(events 1..%lld, head %s), checkpoint.sig, manifest.sha256, "
+	       "manifest.sig; check it as docs/evidence.md says\n", b.dir,
+	       b.last_seq, b.certs, b.certs == 1 ? "" : "s", b.issued,
+	       b.revoked_pems, cp.cp.seq, cp.cp.head_hash);
 cleanup:
 	st_checkpoint_free(&cp);
 	if (m)
@@ -696,6 +794,7 @@ cleanup:
 		fclose(b.units);
 	if (b.events)
 		fclose(b.events);
+	json_decref(b.cert_lines);
 	st_audit_detach(r, a);
 	st_cli_trust_free(t);
 	hsm_close(h);

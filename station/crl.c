@@ -1,5 +1,6 @@
 /* crl.c — the revocation list: the certificates of re-provisioned devices
- * (records: revocations) as an X.509 CRL issued by the station's CA and
+ * and of units that did not end PASS (records: revocations, each with its
+ * RFC 5280 reason code) as an X.509 CRL issued by the station's CA and
  * signed in the HSM like a certificate (x509.c), for the PKI team and for
  * `openssl crl -CAfile ca.pem`.  A CRL lists only the certificates its CA
  * issued: with several CAs in the token, export one per CA. */
@@ -10,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -22,6 +24,8 @@ struct revoked {
 	int64_t unit_id;
 	char serial[80];
 	char at[40];
+	int reason;           /* CRLReason */
+	char *pem;            /* the certificate, when on record */
 };
 
 struct collect {
@@ -45,8 +49,36 @@ static int collect_one(void *ctx, const rec_revoked_row *row)
 	c->v[c->n].unit_id = row->unit_id;
 	snprintf(c->v[c->n].serial, sizeof(c->v[c->n].serial), "%s", row->cert_serial);
 	snprintf(c->v[c->n].at, sizeof(c->v[c->n].at), "%s", row->at);
+	c->v[c->n].reason = row->crl_reason;
+	c->v[c->n].pem = NULL;
 	c->n++;
 	return 0;
+}
+
+/* The PEM of each revoked certificate from its issuance record (an
+ * interrupted unit's record has it only there). */
+static int pem_of_issued(void *ctx, const st_issued *is)
+{
+	struct collect *c = ctx;
+
+	for (size_t i = 0; is->pem && i < c->n; i++)
+		if (!c->v[i].pem && !strcasecmp(c->v[i].serial, is->serial) &&
+		    !(c->v[i].pem = strdup(is->pem)))
+			return ST_E_NOMEM;
+	return 0;
+}
+
+/* Does the PEM certificate name issuer ca? */
+static int pem_issued_by(const char *pem, X509_NAME *ca)
+{
+	BIO *b = BIO_new_mem_buf(pem, -1);
+	X509 *x = b ? PEM_read_bio_X509(b, NULL, NULL, NULL) : NULL;
+	int match = x && !X509_NAME_cmp(X509_get_issuer_name(x), ca);
+
+	X509_free(x);
+	BIO_free(b);
+	ERR_clear_error();
+	return match;
 }
 
 /* The issuer of the unit's certificate (from its PEM in the records). */
@@ -78,8 +110,9 @@ static int issuer_of(void *ctx, const rec_unit_row *row)
 	return 0;
 }
 
-/* One CRL entry: serial, revocation time (records' UTC time), reason
- * superseded (the device got a new identity). */
+/* One CRL entry: serial, revocation time (records' UTC time), the
+ * recorded reason (superseded: the device got a new identity;
+ * cessationOfOperation: its unit did not pass). */
 static int add_entry(X509_CRL *crl, const struct revoked *r)
 {
 	X509_REVOKED *rv = X509_REVOKED_new();
@@ -98,7 +131,7 @@ static int add_entry(X509_CRL *crl, const struct revoked *r)
 	    !ASN1_TIME_set_string_X509(t, gt) ||
 	    !X509_REVOKED_set_serialNumber(rv, sn) ||
 	    !X509_REVOKED_set_revocationDate(rv, t) ||
-	    !ASN1_ENUMERATED_set(why, CRL_REASON_SUPERSEDED) ||
+	    !ASN1_ENUMERATED_set(why, r->reason) ||
 	    !X509_REVOKED_add1_ext_i2d(rv, NID_crl_reason, why, 0, 0))
 		goto cleanup;
 	if (X509_CRL_add0_revoked(crl, rv)) {
@@ -144,6 +177,8 @@ int st_crl_export(hsm_session *s, rec_store *rec, const char *ca_label,
 		snprintf(err, errlen, "records: %s", rec_errmsg(rec));
 		goto cleanup;
 	}
+	if (c.n && (rc = st_issued_list(rec, NULL, pem_of_issued, &c, err, errlen)))
+		goto cleanup;
 	rc = ST_E_CRYPTO;
 	crl = X509_CRL_new();
 	now = X509_gmtime_adj(NULL, 0);
@@ -158,7 +193,11 @@ int st_crl_export(hsm_session *s, rec_store *rec, const char *ca_label,
 		struct issuer_q q = { .ca = X509_get_subject_name(ca.cert) };
 		rec_filter f1 = { .unit_id = c.v[i].unit_id };
 
-		rc = rec_list_units(rec, &f1, issuer_of, &q);
+		rc = ST_OK;
+		if (c.v[i].pem)
+			q.match = pem_issued_by(c.v[i].pem, q.ca);
+		else
+			rc = rec_list_units(rec, &f1, issuer_of, &q);
 		if (rc) {
 			snprintf(err, errlen, "records: %s", rec_errmsg(rec));
 			goto cleanup;
@@ -231,6 +270,8 @@ cleanup:
 	ASN1_TIME_free(now);
 	ASN1_TIME_free(next);
 	X509_free(ca.cert);
+	for (size_t i = 0; i < c.n; i++)
+		free(c.v[i].pem);
 	free(c.v);
 	return rc;
 }

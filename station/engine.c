@@ -1,11 +1,15 @@
 /* engine.c — the per-unit provisioning state machine, one worker per slot.
  *
- * For each unit: identify → history → device key → certificate (built here,
- * signed in the HSM) → write + read back → proof of possession → fuses (only
+ * For each unit: identify (a readable device ID) → history → everything that
+ * can refuse the unit, read only (the fuse plan against the device's fuses,
+ * the lifecycle, the programming conditions) → device key → proof of
+ * possession of that key → certificate (built here, signed in the HSM, on
+ * record with its PEM before it leaves) → write + read back → fuses (only
  * when armed, intent recorded first, read back after) → final record.  Every
  * step is recorded before it is announced; a unit's PASS is committed to the
- * records before the PASS event is emitted.  If a record cannot be written
- * the slot stops: nothing is provisioned unrecorded. */
+ * records before the PASS event is emitted.  A unit that ends otherwise has
+ * the certificate issued for it revoked first (st_unit_revoke).  If a record
+ * cannot be written the slot stops: nothing is provisioned unrecorded. */
 #include <openssl/pem.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -18,6 +22,7 @@
 #include "device-drivers/drv.h"
 #include "station.h"
 #include "station/fuses.h"
+#include "station/roles.h"
 #include "x509.h"
 
 /* How often an interactive slot asks an empty programmer for a unit, and
@@ -120,6 +125,7 @@ struct unit {
 	char rot_hex[65];
 	char readback_hex[65];
 	char *cert_pem;
+	bool issued;          /* the CA signed a certificate for this record */
 	int64_t t0;
 	int64_t us_rec, us_hsm, us_x509; /* where the time went (unit_us) */
 	char reprovision[768]; /* re-provisioned: who, why, the revoked serial */
@@ -353,7 +359,59 @@ out:
 	return rc;
 }
 
-/* Build the certificate, have the HSM sign it, check it against the CA. */
+/* PEM text of cert (malloc'ed), or NULL. */
+static char *pem_of(X509 *cert)
+{
+	BIO *b = BIO_new(BIO_s_mem());
+	char *data, *pem = NULL;
+	long n;
+
+	if (b && PEM_write_bio_X509(b, cert)) {
+		n = BIO_get_mem_data(b, &data);
+		pem = strndup(data, (size_t)n);
+	}
+	BIO_free(b);
+	return pem;
+}
+
+/* The durable certificate step: "serial S sha256 H" and, on a line of its
+ * own, the PEM (recorded and signed; only the first line is announced). */
+static int cert_step(struct unit *u, X509 *cert)
+{
+	char line[256], *detail = NULL;
+	st_event ev = { .kind = ST_EV_STEP, .uid = u->info.uid_hex,
+			.step = "certificate", .outcome = "ok", .detail = line };
+	int rc;
+
+	free(u->cert_pem);
+	u->cert_pem = pem_of(cert);
+	snprintf(line, sizeof(line), "serial %s sha256 %s", u->serial, u->fp);
+	if (!u->cert_pem || asprintf(&detail, "%s\n%s", line, u->cert_pem) < 0) {
+		snprintf(u->reason, sizeof(u->reason), "out of memory recording "
+			 "certificate %s", u->serial);
+		u->err = ST_E_NOMEM;
+		return ST_E_NOMEM;
+	}
+	u->us_rec -= unit_us();
+	rc = rec_step_ex(u->w->job->rec, u->id, "certificate", "ok", detail,
+			 REC_DURABLE);
+	u->us_rec += unit_us();
+	free(detail);
+	if (rc) {
+		snprintf(u->reason, sizeof(u->reason), "cannot record step "
+			 "certificate: %s", rec_errmsg(u->w->job->rec));
+		u->err = rc;
+		u->stop_slot = true;
+		return rc;
+	}
+	u->issued = true;
+	emit(u->w, &ev);
+	return 0;
+}
+
+/* Build the certificate, have the HSM sign it, check it against the CA.
+ * Only after proof of possession of pub (do_pop): the CA never signs for
+ * a key the device has not shown it holds. */
 static int do_certificate(struct unit *u, const uint8_t pub[DRV_P256_POINT_LEN],
 			  X509 **out)
 {
@@ -404,10 +462,10 @@ static int do_certificate(struct unit *u, const uint8_t pub[DRV_P256_POINT_LEN],
 	}
 	st_x509_serial_hex(cert, u->serial, sizeof(u->serial));
 	st_x509_fingerprint(cert, u->fp);
-	/* durable: an issued certificate is on record before it can leave
-	 * the station on the device */
-	rc = step_durable(u, "certificate", "ok", "serial %s sha256 %s", u->serial,
-			  u->fp);
+	/* durable, with the certificate itself: an issued certificate is on
+	 * record before it can leave the station on the device, so even a
+	 * unit that never ends can have it revoked and listed */
+	rc = cert_step(u, cert);
 	if (!rc) {
 		*out = cert;
 		cert = NULL;
@@ -456,8 +514,10 @@ cleanup:
 }
 
 /* Proof of possession: the device signs a fresh HSM-random challenge; the
- * signature must verify under the certificate's public key. */
-static int do_pop(struct unit *u, X509 *cert)
+ * signature must verify under key — before issuance the public key the
+ * device returned (a programmer that reports a key it does not hold gets
+ * no certificate), on a resumed locked unit its certificate's key. */
+static int do_pop(struct unit *u, EVP_PKEY *key, const char *what)
 {
 	uint8_t msg[sizeof(DRV_POP_PREFIX) - 1 + 32], sig[DRV_MAX_SIG];
 	uint8_t *chal = msg + sizeof(DRV_POP_PREFIX) - 1;
@@ -481,14 +541,17 @@ static int do_pop(struct unit *u, X509 *cert)
 			  drv_errmsg(u->dev));
 		goto cleanup;
 	}
-	if (EVP_DigestVerifyInit(md, NULL, EVP_sha256(), NULL, X509_get0_pubkey(cert)) != 1 ||
+	if (!key || EVP_DigestVerifyInit(md, NULL, EVP_sha256(), NULL, key) != 1 ||
 	    EVP_DigestVerify(md, sig, siglen, msg, sizeof(msg)) != 1) {
 		rc = fail(u, "possession", ST_E_VERIFY,
-			  "the device's signature does not verify under its certificate: "
-			  "it does not hold the certified key");
+			  "the device's signature does not verify under %s: it does "
+			  "not hold that key (a programmer or chip reporting a key it "
+			  "does not hold); no certificate issued, set the unit aside",
+			  what);
 		goto cleanup;
 	}
-	rc = step(u, "possession", "ok", "challenge signed and verified");
+	rc = step(u, "possession", "ok", "challenge signed and verified under %s",
+		  what);
 cleanup:
 	EVP_MD_CTX_free(md);
 	return rc;
@@ -543,22 +606,43 @@ static int do_fuses(struct unit *u)
 	return rc;
 }
 
-/* Keep a PEM copy of the issued certificate (for the record and cert_dir). */
+/* Everything that can refuse the unit, read only, before it gets a key or
+ * a certificate: every field of the fuse plan against the device's fuses
+ * (armed or not: a unit holding another root-of-trust hash never gets an
+ * identity), the plan's lifecycle step, and, when armed with something to
+ * burn, the programming conditions (fuses.c decides, as the burn would). */
+static int do_precheck(struct unit *u)
+{
+	const struct job *job = u->w->job;
+	st_fuse_run run = { .dev = u->dev, .plan = st_profile_fuse_plan(job->prof),
+			    .lifecycle = u->info.lifecycle, .banks = u->info.fuse_banks,
+			    .ctx = u };
+	int rc = st_fuse_check_plan(&run, job->run->burn_fuses);
+
+	if (!rc)
+		return step(u, "fuse-check", "ok", "fuse plan checked against the "
+			    "device before any key or certificate: nothing refuses "
+			    "it%s", job->run->burn_fuses ? "" : " (not armed: nothing "
+			    "will be burned)");
+	u->fuses = run.summary;
+	if (run.readback_hex[0])
+		memcpy(u->readback_hex, run.readback_hex, sizeof(u->readback_hex));
+	fail(u, "fuse-check", rc, "%s; no key or certificate issued", run.reason);
+	if (run.quarantine)
+		u->result = "QUARANTINE";
+	return rc;
+}
+
+/* Keep a PEM copy of a PASS unit's certificate in cert_dir (the record
+ * has it already). */
 static int keep_cert(struct unit *u, X509 *cert)
 {
 	const char *dir = u->w->job->cfg->cert_dir;
-	BIO *b = BIO_new(BIO_s_mem());
-	char *data, path[4096];
-	long n;
+	char path[4096];
 	FILE *f;
 
-	if (!b || !PEM_write_bio_X509(b, cert)) {
-		BIO_free(b);
-		return ST_E_NOMEM;
-	}
-	n = BIO_get_mem_data(b, &data);
-	u->cert_pem = strndup(data, (size_t)n);
-	BIO_free(b);
+	if (!u->cert_pem)
+		u->cert_pem = pem_of(cert);
 	if (!u->cert_pem)
 		return ST_E_NOMEM;
 	if (!dir)
@@ -588,7 +672,7 @@ static void station_by(const struct unit *u, char *by, size_t len)
 static int revoke_abandoned(struct unit *u, const char *how)
 {
 	struct history *h = &u->hist;
-	char reason[256], by[160];
+	char reason[256], by[160], err[512];
 
 	station_by(u, by, sizeof(by));
 	for (int i = 0; i < h->nabandoned; i++) {
@@ -596,19 +680,22 @@ static int revoke_abandoned(struct unit *u, const char *how)
 
 		snprintf(reason, sizeof(reason), "interrupted, not resumed: %s in "
 			 "unit record %lld", how, (long long)u->id);
-		rc = rec_revoke(u->w->job->rec, h->abandoned[i].unit, reason, by);
-		if (rc == ST_E_EXISTS || rc == ST_E_STATE)
-			continue;  /* already revoked / issued nothing after all */
+		rc = st_unit_revoke(u->w->job->rec, h->abandoned[i].unit, NULL,
+				    REC_CRL_SUPERSEDED, reason, by, NULL, 0, err,
+				    sizeof(err));
+		if (rc == ST_E_EXISTS || rc == ST_E_STATE || rc == ST_E_NOTFOUND)
+			continue;  /* already revoked / a live identity / issued nothing */
 		if (rc) {
 			u->stop_slot = true;
 			return fail(u, "revoke", ST_E_DB, "cannot revoke the certificate "
 				    "(serial %s) of unit record %lld: %s",
 				    h->abandoned[i].serial, (long long)h->abandoned[i].unit,
-				    rec_errmsg(u->w->job->rec));
+				    err);
 		}
 		if (step(u, "revoke", "ok", "certificate serial %s of unit record %lld "
-			 "revoked: %s", h->abandoned[i].serial,
-			 (long long)h->abandoned[i].unit, reason))
+			 "revoked (%s): %s", h->abandoned[i].serial,
+			 (long long)h->abandoned[i].unit,
+			 st_crl_reason_name(REC_CRL_SUPERSEDED), reason))
 			return ST_E_DB;
 	}
 	h->nabandoned = 0;
@@ -700,6 +787,8 @@ static int resume_identity(struct unit *u, X509 **out)
 	st_hex(pub, DRV_P256_POINT_LEN, u->pub_hex);
 	st_x509_serial_hex(cert, u->serial, sizeof(u->serial));
 	snprintf(u->fp, sizeof(u->fp), "%s", fp);
+	free(u->cert_pem);
+	u->cert_pem = pem_of(cert);
 	rc = step(u, "certificate", "ok", "resumed: the certificate on the %sdevice "
 		  "(serial %s sha256 %s) is the one unit record %lld issued; it "
 		  "verifies against the CA and certifies the device's key",
@@ -723,6 +812,39 @@ cleanup:
 	return rc;
 }
 
+/* A device ID of all zero or all FF bits is what a programmer reads from
+ * a missing or badly seated chip, not an identity. */
+static bool uid_unreadable(const drv_info *info)
+{
+	bool zero = true, ones = true;
+
+	for (size_t i = 0; i < sizeof(info->uid); i++) {
+		zero &= info->uid[i] == 0x00;
+		ones &= info->uid[i] == 0xff;
+	}
+	return zero || ones;
+}
+
+/* Keygen (or injection) and proof of possession of the new key; pub gets
+ * its public point.  Nothing is issued here. */
+static int new_key(struct unit *u, uint8_t pub[DRV_P256_POINT_LEN])
+{
+	EVP_PKEY *key;
+	int rc;
+
+	rc = st_profile_key_inject(u->w->job->prof) ? do_inject(u, pub) :
+	     do_keygen(u, pub);
+	if (rc)
+		return rc;
+	key = st_p256_pubkey(pub);
+	if (!key)
+		return fail(u, "possession", ST_E_VERIFY, "the device returned an "
+			    "invalid P-256 public key; no certificate issued");
+	rc = do_pop(u, key, "the public key the device returned");
+	EVP_PKEY_free(key);
+	return rc;
+}
+
 /* Run every step for the identified unit; sets u->result. */
 static void run_unit(struct unit *u)
 {
@@ -730,6 +852,13 @@ static void run_unit(struct unit *u)
 	X509 *cert = NULL;
 	int resumed;
 
+	if (uid_unreadable(&u->info)) {
+		fail(u, "identify", ST_E_DEVICE, "the device ID could not be read (it "
+		     "reads %s): the programmer or the chip did not answer with an "
+		     "identity; check the contact (seat the unit again) and run it "
+		     "again; no key or certificate was issued", u->info.uid_hex);
+		return;
+	}
 	if (u->dup_slot) {
 		fail(u, "identify", ST_E_EXISTS, "slot %d is provisioning a unit with "
 		     "the same device ID right now: cloned or counterfeit ID; set both "
@@ -745,15 +874,22 @@ static void run_unit(struct unit *u)
 	if (step(u, "identify", "ok", "model %s, programmer fw %s, lifecycle %u",
 		 u->info.model, u->info.fw_version, u->info.lifecycle))
 		return;
+	/* A unit resumed with the identity its history expects is issued
+	 * nothing: its fuse run checks every field before it burns.  A unit
+	 * that is not resumed is checked whole before a key or certificate
+	 * (do_precheck).  The certificate's key is the key the device proved
+	 * it holds (the same bytes), and the certificate is read back byte
+	 * for byte: a second proof after the write would prove nothing more. */
 	resumed = resume_identity(u, &cert);
 	if (resumed < 0)
 		goto cleanup;
 	if (resumed) {
-		if (do_pop(u, cert) || do_fuses(u))
+		if (do_pop(u, X509_get0_pubkey(cert), "its certificate's key") ||
+		    do_fuses(u))
 			goto cleanup;
-	} else if ((st_profile_key_inject(u->w->job->prof) ? do_inject(u, pub) :
-		    do_keygen(u, pub)) || do_certificate(u, pub, &cert) ||
-		   do_write_cert(u, cert) || do_pop(u, cert) || do_fuses(u)) {
+	} else if (do_precheck(u) || new_key(u, pub) ||
+		   do_certificate(u, pub, &cert) ||
+		   do_write_cert(u, cert) || do_fuses(u)) {
 		goto cleanup;
 	}
 	if (keep_cert(u, cert)) {
@@ -766,6 +902,46 @@ static void run_unit(struct unit *u)
 	u->result = "PASS";
 cleanup:
 	X509_free(cert);
+}
+
+static void slot_error(struct worker *w, int rc, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+/* A unit that does not end PASS keeps no valid identity: the certificate
+ * issued for it (or, resumed, the one on the device) is revoked before its
+ * record closes, so a crash in between leaves it revoked.  Returns non-zero
+ * (after a slot error) when that cannot be recorded. */
+static int revoke_unit_cert(struct unit *u, const char *result)
+{
+	struct worker *w = u->w;
+	char why[768], by[160], serial[80] = "", err[512] = "";
+	int rc;
+
+	/* PASS and UNFUSED keep their identity; an interrupted end is
+	 * decided at the unit's next presentation (revoke_abandoned) */
+	if (!u->serial[0] || !strcmp(result, "PASS") || !strcmp(result, "UNFUSED") ||
+	    u->interrupted)
+		return 0;
+	snprintf(why, sizeof(why), "the unit ended %s: %.600s", result, u->reason);
+	snprintf(by, sizeof(by), "station %s", w->job->cfg->station_id ?
+		 w->job->cfg->station_id : "?");
+	rc = st_unit_revoke(w->job->rec, u->id, u->issued ? NULL : u->serial,
+			    REC_CRL_CESSATION, why, by, serial, sizeof(serial),
+			    err, sizeof(err));
+	if (rc == ST_OK) {
+		step(u, "revoke", "ok", "certificate %s revoked (%s): the unit did "
+		     "not pass", serial, st_crl_reason_name(REC_CRL_CESSATION));
+		return 0;
+	}
+	if (rc == ST_E_EXISTS || rc == ST_E_NOTFOUND || rc == ST_E_STATE)
+		return 0;
+	slot_error(w, rc, "slot %d: unit %s: the unit is NOT passed and its "
+		   "certificate %s could not be revoked (%s); the slot stops: fix "
+		   "the records store, then run 'station records "
+		   "close-interrupted'", w->slot, u->info.uid_hex, u->serial, err);
+	record_failed(w, rc);
+	u->stop_slot = true;
+	return rc;
 }
 
 /* Close the unit's record, then announce the verdict (never before). */
@@ -793,7 +969,11 @@ static void finish_unit(struct unit *u)
 			.fuses = u->fuses };
 	const st_run *run = w->job->run;
 	int64_t t = unit_us();
-	int rc = rec_unit_end(w->job->rec, u->id, &e);
+	int rc;
+
+	if (revoke_unit_cert(u, e.result))
+		return;         /* left RUNNING, as after a crash */
+	rc = rec_unit_end(w->job->rec, u->id, &e);
 
 	u->us_rec += unit_us() - t;
 	if (!rc && run->quota && run->work_order)
@@ -849,8 +1029,6 @@ static void finish_unit(struct unit *u)
 }
 
 /* Report that the slot stopped, with the cause. */
-static void slot_error(struct worker *w, int rc, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
 static void slot_error(struct worker *w, int rc, const char *fmt, ...)
 {
 	char msg[768];
@@ -1156,6 +1334,8 @@ static int next_unit(struct worker *w, struct unit *u)
 			   drv_errmsg(u->dev));
 		return rc;
 	}
+	if (uid_unreadable(&u->info))
+		return 1;       /* no identity to look up: run_unit refuses it */
 	u->dup_slot = claim_uid(w, u->info.uid_hex);
 	if (u->dup_slot)
 		return 2;
@@ -1946,6 +2126,7 @@ struct st_run_handle {
 	struct worker workers[ST_MAX_SLOTS];
 	unsigned started;     /* bit i: worker i runs */
 	st_audit *audit;      /* the run's audit trail, closed by st_run_wait() */
+	int lock_fd;          /* the run lock, shared (st_run_lock) */
 };
 
 int st_run_start(hsm *h, rec_store *rec, const st_config *cfg,
@@ -1976,8 +2157,18 @@ int st_run_start(hsm *h, rec_store *rec, const st_config *cfg,
 	}
 	r->job = (struct job){ .h = h, .rec = rec, .cfg = cfg, .prof = prof,
 			       .run = run, .cb = cb, .cb_ctx = cb_ctx };
+	/* Held while the run lives: `records close-interrupted` closes a
+	 * RUNNING record only when no run holds it.  A store whose directory
+	 * cannot hold the lock file runs without (nothing can close its
+	 * records then either). */
+	rc = st_run_lock(cfg->records_path, false, &r->lock_fd, err, errlen);
+	if (rc == ST_E_STATE) {
+		free(r);
+		return rc;
+	}
 	rc = load_ca(&r->job, err, errlen);
 	if (rc) {
+		st_run_unlock(r->lock_fd);
 		free(r);
 		return rc;
 	}
@@ -1985,6 +2176,7 @@ int st_run_start(hsm *h, rec_store *rec, const st_config *cfg,
 	rc = audit_start(&r->job, &r->audit, err, errlen);
 	if (rc) {
 		X509_free(r->job.ca);
+		st_run_unlock(r->lock_fd);
 		free(r);
 		return rc;
 	}
@@ -2084,13 +2276,14 @@ void st_run_wait(st_run_handle *r, st_summary *sum)
 	pthread_cond_destroy(&r->job.cond);
 	pthread_mutex_destroy(&r->job.lock);
 	pthread_mutex_destroy(&r->job.rec_order);
+	st_run_unlock(r->lock_fd);
 	free(r);
 }
 
 const char *const *st_steps(int *n)
 {
 	static const char *const steps[] = {
-		"identify", "keygen", "certificate", "write-cert", "possession", "fuses",
+		"identify", "keygen", "possession", "certificate", "write-cert", "fuses",
 	};
 
 	*n = (int)ST_ARRAY_SIZE(steps);

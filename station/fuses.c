@@ -17,6 +17,7 @@
 #include "station/fuses.h"
 
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -657,23 +658,23 @@ static void print_conditions(st_fuse_run *r)
 	       "OUT OF RANGE, nothing would be burned" : "ok");
 }
 
-int st_fuse_run_plan(st_fuse_run *r)
+/* Plan and check every field before anything burns: one field that
+ * cannot be right quarantines the unit with nothing burned.  quiet: read
+ * and decide only, recording nothing (st_fuse_check_plan).  *to_burn gets
+ * the fields (and lifecycle step) still to do. */
+static int check_plan(st_fuse_run *r, bool quiet, int *to_burn)
 {
-	int burned = 0, to_burn = 0, rc = ST_OK;
 	uint8_t bank[DRV_FUSE_BANK_LEN];
 	char cur_hex[65], tgt_hex[65], why[200];
 	enum action a;
+	int rc;
 
-	r->summary = r->dry_run ? "planned" : "already";
-	if (r->dry_run)
-		print_conditions(r);
-	/* Plan and check every field before anything burns: one field that
-	 * cannot be right quarantines the unit with nothing burned. */
+	*to_burn = 0;
 	for (int i = 0; i < r->plan->n; i++) {
 		const st_fuse_field *f = &r->plan->f[i];
 
 		if (f->kind == ST_FUSE_LIFECYCLE) {
-			if (!r->dry_run && pending(r, f->name) &&
+			if (!r->dry_run && !quiet && pending(r, f->name) &&
 			    (rc = record(r, "fuse-resume", "ok", "lifecycle step %s had an "
 					 "intent without outcome in the interrupted run; "
 					 "the device reads %s: %s", f->name,
@@ -685,7 +686,7 @@ int st_fuse_run_plan(st_fuse_run *r)
 				if ((rc = run_lifecycle(r, f)))
 					return rc;
 			} else if (r->lifecycle < f->lifecycle) {
-				to_burn++;
+				(*to_burn)++;
 			}
 			continue;
 		}
@@ -699,7 +700,7 @@ int st_fuse_run_plan(st_fuse_run *r)
 			       a == A_REFUSE ? why : "");
 			continue;
 		}
-		if (pending(r, f->name) &&
+		if (!quiet && pending(r, f->name) &&
 		    (rc = record(r, "fuse-resume", a == A_REFUSE ? "fail" : "ok",
 				 "field %s had an intent without outcome in the interrupted "
 				 "run; the device reads %s: %s", f->name, cur_hex,
@@ -716,12 +717,40 @@ int st_fuse_run_plan(st_fuse_run *r)
 			r->summary = "conflict";
 			return ST_E_FUSE_CONFLICT;
 		}
-		if (a == A_SKIP && (rc = record(r, "fuse", "skip", "field %s already holds "
-						"%s: verified, not burned again", f->name,
-						cur_hex)))
+		if (!quiet && a == A_SKIP &&
+		    (rc = record(r, "fuse", "skip", "field %s already holds %s: "
+				 "verified, not burned again", f->name, cur_hex)))
 			return rc;
-		to_burn += a == A_BURN;
+		*to_burn += a == A_BURN;
 	}
+	return ST_OK;
+}
+
+int st_fuse_check_plan(st_fuse_run *r, bool armed)
+{
+	int to_burn = 0, rc;
+
+	r->summary = "checked";
+	if (r->dry_run)
+		return ST_E_INVAL;
+	rc = check_plan(r, true, &to_burn);
+	if (!rc && armed && to_burn)
+		rc = check_conditions(r, "no fuse burned, no key or certificate issued");
+	return rc;
+}
+
+int st_fuse_run_plan(st_fuse_run *r)
+{
+	int burned = 0, to_burn = 0, rc = ST_OK;
+	uint8_t bank[DRV_FUSE_BANK_LEN];
+	char cur_hex[65], tgt_hex[65], why[200];
+	enum action a;
+
+	r->summary = r->dry_run ? "planned" : "already";
+	if (r->dry_run)
+		print_conditions(r);
+	if ((rc = check_plan(r, false, &to_burn)))
+		return rc;
 	if (r->dry_run || !to_burn)
 		return ST_OK;
 	if ((rc = check_conditions(r, "no fuse burned")))

@@ -89,6 +89,15 @@ typedef struct st_fuse_run {
 	char readback_hex[65];  /* root-of-trust bank as read back */
 } st_fuse_run;
 
+/* Check only, before the unit gets a key or a certificate: read every
+ * field and decide as st_fuse_run_plan would (a field that cannot reach
+ * its target, a lifecycle that would go back: ST_E_FUSE_CONFLICT with
+ * run->quarantine), and, when armed and something is left to burn, the
+ * programming conditions.  Reads only: never burns, never records, and
+ * ignores run->pending (the run that follows resolves it).  Not for a
+ * dry run. */
+int st_fuse_check_plan(st_fuse_run *run, bool armed);
+
 /* Plan → check → burn → verify, field by field, then the lifecycle step.
  * ST_OK when every field holds its target (burned now or before);
  * ST_E_FUSE_CONFLICT when the unit must be quarantined; another st_err

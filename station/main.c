@@ -578,6 +578,8 @@ static int cmd_devices(struct cli *cli, int argc, char **argv)
 	return rc ? st_say(EXIT_LINK, "devices: %s", err) : 0;
 }
 
+static st_role_cli *role_cli(struct cli *cli);
+
 /* For cmd_records.c: log in only when a command needs the HSM. */
 static int open_hsm_cb(void *ctx, hsm **out)
 {
@@ -586,6 +588,8 @@ static int open_hsm_cb(void *ctx, hsm **out)
 
 static int cmd_records(struct cli *cli, int argc, char **argv)
 {
+	if (argc >= 1 && !strcmp(argv[0], "close-interrupted"))
+		return st_cmd_close_interrupted(role_cli(cli), argc, argv);
 	cli->rec.cfg = &cli->cfg;
 	cli->rec.open_hsm = open_hsm_cb;
 	cli->rec.ctx = cli;
@@ -737,7 +741,9 @@ static const struct command commands[] = {
 	  "          | records show UID|ID | records workorder create ID [--quota N]\n"
 	  "          | records workorder show ID\n"
 	  "          | records sync [--once|--follow|--status] | records verify --pg\n"
-	  "            (the central PostgreSQL copy: docs/sync.md)" },
+	  "            (the central PostgreSQL copy: docs/sync.md)\n"
+	  "          | records close-interrupted --supervisor NAME --reason TEXT [--before DATE]\n"
+	  "            (close units no run will finish; revoke their certificates)" },
 	{ "tui", cmd_tui, "tui --slot PORT [--slot PORT...] [--log FILE]   (the technician's "
 	  "terminal UI; also 'station --slot PORT...' on a terminal)" },
 	{ "config", cmd_config, "config check [--config FILE] [--profile FILE]   (every problem, "
@@ -833,6 +839,7 @@ int main(int argc, char **argv)
 		{ "reason", required_argument, NULL, 0x124 },
 		{ "reprovision", no_argument, NULL, 0x125 },
 		{ "role", required_argument, NULL, 0x126 },
+		{ "before", required_argument, NULL, 0x127 },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -860,6 +867,7 @@ int main(int argc, char **argv)
 		case 0x124: cli.role.reason = optarg; break;
 		case 0x125: cli.reprovision = true; break;
 		case 0x126: cli.role.roles = optarg; break;
+		case 0x127: cli.role.before = optarg; break;
 		case 'B': cli.burn_fuses = true; break;
 		case 'N': cli.dry_run = true; break;
 		case 'j': cli.json = true; break;

@@ -115,4 +115,78 @@ int st_crl_export(hsm_session *s, rec_store *rec, const char *ca_label,
 		  int days, const char *out, long *count, char *err,
 		  size_t errlen);
 
+/* ---- Issued certificates and their fate (issued.c) ---- */
+
+/* One certificate issued during a unit record (its `certificate` step),
+ * valid during the callback. */
+typedef struct st_issued {
+	int64_t unit_id;        /* the record it was issued in */
+	const char *uid, *state, *unit_reason, *started_at;
+	const char *serial, *sha256; /* hex */
+	const char *pem;        /* NULL when not on record (older stores) */
+	bool live;              /* the identity of a PASS unit, not revoked */
+	bool revoked;
+	int crl_reason;         /* REC_CRL_..., when revoked */
+	const char *revoked_at, *revoke_reason, *revoked_by;
+} st_issued;
+
+typedef int (*st_issued_fn)(void *ctx, const st_issued *c);
+
+/* Every certificate issued during the units matching f (NULL: all),
+ * oldest unit first.  A nonzero callback return stops the walk. */
+int st_issued_list(rec_store *rec, const rec_filter *f, st_issued_fn fn,
+		   void *ctx, char *err, size_t errlen);
+
+/* The one place a unit's certificate is revoked automatically: the
+ * certificate issued during unit record unit_id (found in its certificate
+ * step) — or, with serial, the certificate with that serial issued during
+ * any record of the same device (a resumed unit) — for a unit that did not
+ * end PASS (FAIL, QUARANTINE, open), with an RFC 5280 CRLReason code, why,
+ * and by (a supervisor, or "station ID").  serial_out (may be NULL) gets
+ * its serial.  ST_OK when revoked now; ST_E_NOTFOUND when nothing was
+ * issued; ST_E_EXISTS when the certificate is already revoked; ST_E_STATE
+ * when it is the identity of a PASS unit (a resumed unit passed with it:
+ * never revoked here); else the records error, in err. */
+int st_unit_revoke(rec_store *rec, int64_t unit_id, const char *serial,
+		   int crl_reason, const char *why, const char *by,
+		   char *serial_out, size_t serial_len, char *err, size_t errlen);
+
+/* "cessationOfOperation" ... for a CRLReason code. */
+const char *st_crl_reason_name(int code);
+
+/* Issued certificates by fate. */
+typedef struct st_cert_tally {
+	long issued, live, revoked;
+	long open;              /* unit still RUNNING (in work or interrupted) */
+	long unrevoked;         /* unit ended FAIL/QUARANTINE, not revoked */
+} st_cert_tally;
+
+int st_cert_tally_get(rec_store *rec, st_cert_tally *t, char *err,
+		      size_t errlen);
+
+/* The run lock beside the records (RECORDS.run-lock): every run holds it
+ * shared (st_run_start .. st_run_wait), so whoever gets it exclusive knows
+ * that no process is working on a RUNNING record.  ST_E_STATE (err says
+ * so) when a run holds it and exclusive was asked; *fd for st_run_unlock. */
+int st_run_lock(const char *records_path, bool exclusive, int *fd, char *err,
+		size_t errlen);
+void st_run_unlock(int fd);
+
+/* What st_close_interrupted did. */
+typedef struct st_close_result {
+	long closed;            /* RUNNING records closed as FAIL */
+	long revoked;           /* certificates revoked */
+} st_close_result;
+
+/* `records close-interrupted`: with the run lock held exclusive, close
+ * every RUNNING unit record (started before `before`, when given) as FAIL
+ * "interrupted" on the decision of supervisor, revoking its certificate
+ * (cessationOfOperation) first; then revoke every other issued
+ * certificate of a unit that did not end PASS and is not revoked yet.
+ * The store must have its audit signer.  A close_interrupted event
+ * records who, why and the counts. */
+int st_close_interrupted(rec_store *rec, const char *before,
+			 const char *supervisor, const char *reason,
+			 st_close_result *out, char *err, size_t errlen);
+
 #endif

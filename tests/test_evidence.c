@@ -921,6 +921,9 @@ static void forge_body(const char *body, const char *prev, const char *keyfp,
 	cr_assert_not_null(o, "%s", je.text);
 	json_object_set_new(o, "key", json_string(keyfp));
 	json_object_set_new(o, "prev", json_string(prev));
+	/* the attacker's audit "certificate" is announced like a real one */
+	if (!strcmp(json_string_value(json_object_get(o, "kind")), "audit_key"))
+		json_object_set_new(data, "cert_sha256", json_string(keyfp));
 	if (!strcmp(json_string_value(json_object_get(o, "kind")), "step") &&
 	    json_integer_value(json_object_get(o, "unit")) == change_unit &&
 	    json_integer_value(json_object_get(data, "seq")) == change_seq)
@@ -939,7 +942,7 @@ static void forge_body(const char *body, const char *prev, const char *keyfp,
 	json_decref(o);
 }
 
-/* Forge the store: the device certificate goes into audit_certs, the
+/* Forge the store: the device certificate replaces audit_certs, the
  * step (unit 1, seq 1) gets another detail in its row and its event, and
  * the whole chain is re-signed with the device key. */
 static void forge_store(const char *db, const char *devcert, EVP_PKEY *key)
@@ -952,6 +955,10 @@ static void forge_store(const char *db, const char *devcert, EVP_PKEY *key)
 	memset(prev, '0', 64);
 	prev[64] = '\0';
 	sql_exec(db, "DROP TRIGGER events_no_update");
+	/* every row is covered by a signed event (docs/records.md): the
+	 * device certificate replaces the audit certificate, as its event
+	 * will announce it */
+	sql_exec(db, "DELETE FROM audit_certs");
 	cr_assert_eq(sqlite3_open(db, &d), SQLITE_OK);
 	cr_assert_eq(sqlite3_prepare_v2(d, "INSERT INTO audit_certs (sha256, pem, added_at) "
 					"VALUES (?1, ?2, '2026-01-01T00:00:00Z')", -1, &s, NULL), SQLITE_OK,

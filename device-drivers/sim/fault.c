@@ -13,6 +13,9 @@
 #include <string.h>
 #include <time.h>
 
+#include <openssl/ec.h>
+#include <openssl/evp.h>
+
 #include "base.h"
 
 /* mute: a programmer that is powered off or on another port. */
@@ -325,6 +328,19 @@ static int cutread_frame(struct sim *s, const proto_frame *req)
 	return 1;
 }
 
+/* wrongkey — a programmer that reports another public key than the one
+ * the chip made (a fresh P-256 point whose private key nobody keeps): the
+ * attack a proof of possession exists for.  The chip keeps and signs with
+ * its real key. */
+static void wrongkey_keygen(struct sim *s, uint8_t pub[DRV_P256_POINT_LEN])
+{
+	EVP_PKEY *other = EVP_EC_gen("P-256");
+
+	if (other && sim_pubkey_point(other, pub) == 0)
+		sim_log(s, "wrongkey: reported another public key");
+	EVP_PKEY_free(other);
+}
+
 static const struct sim_fault faults[] = {
 	{ .name = "none", .help = "a healthy programmer (default)" },
 	{ .name = "mute", .help = "never answer (timeout tests)",
@@ -353,6 +369,8 @@ static const struct sim_fault faults[] = {
 	{ .name = "cutread", .help = "cutread:K  cable pulled at the read-back "
 	  "after the K-th fuse burn (default 1), exit 3", .setup = cutread_setup,
 	  .on_frame = cutread_frame },
+	{ .name = "wrongkey", .help = "KEYGEN reports another public key than the "
+	  "chip holds", .on_keygen = wrongkey_keygen },
 };
 
 const struct sim_fault *sim_fault_find(const char *name)

@@ -77,6 +77,9 @@ struct sim_fault {
 	 * state is saved and the programmer stays silent until restarted. */
 	int (*on_burn_word)(struct sim *s, unsigned bank, unsigned word,
 			    uint8_t val[SIM_FUSE_WORD]);
+	/* KEYGEN made a key with public point pub: the point the programmer
+	 * reports instead may be written to pub (the target keeps its key). */
+	void (*on_keygen)(struct sim *s, uint8_t pub[DRV_P256_POINT_LEN]);
 };
 
 struct sim {

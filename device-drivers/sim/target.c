@@ -125,7 +125,15 @@ static void do_keygen(struct sim *s, struct sim_unit *u, const proto_frame *req,
 	u->cert_len = 0;
 	stage_drop(u);
 	reply(rep, PROTO_ST_OK);
-	put(rep, u->pub, DRV_P256_POINT_LEN);
+	if (s->fault->on_keygen) {
+		uint8_t told[DRV_P256_POINT_LEN];
+
+		memcpy(told, u->pub, sizeof(told));
+		s->fault->on_keygen(s, told);
+		put(rep, told, DRV_P256_POINT_LEN);
+	} else {
+		put(rep, u->pub, DRV_P256_POINT_LEN);
+	}
 	commit(s, rep);
 }
 
