@@ -62,6 +62,7 @@ all: $(STATION) $(DEVSIM)
 
 $(BUILD)/libstation.a: $(LIB_OBJS)
 	@mkdir -p $(@D)
+	rm -f $@
 	$(AR) rcs $@ $^
 
 $(STATION): $(OBJ)/station/main.o $(BUILD)/libstation.a

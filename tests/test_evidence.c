@@ -1000,7 +1000,7 @@ static void forge_store(const char *db, const char *devcert, EVP_PKEY *key)
 static void forge_bundle(const char *dir, const char *devcert, EVP_PKEY *key,
 			 const char *keyfile)
 {
-	char path[700], fp[65], prev[65], hash[65], *body, *sig, line[65536], cmd[2048];
+	char path[700], fp[65], prev[65], hash[65], *body, *sig, line[65536], cmd[4096];
 	FILE *in, *out;
 
 	pem_fp(devcert, fp);
@@ -1033,10 +1033,29 @@ static void forge_bundle(const char *dir, const char *devcert, EVP_PKEY *key,
 	}
 	fclose(in);
 	fclose(out);
+	/* the checkpoint names the forged head and "audit" certificate and
+	 * is signed with the device key too */
+	snprintf(path, sizeof(path), "%s/checkpoint.json", dir);
+	{
+		json_error_t je;
+		json_t *cp = json_load_file(path, 0, &je);
+		char *text;
+
+		cr_assert_not_null(cp, "%s", je.text);
+		json_object_set_new(cp, "head_hash", json_string(prev));
+		json_object_set_new(cp, "audit_cert_sha256", json_string(fp));
+		text = json_dumps(cp, JSON_COMPACT | JSON_SORT_KEYS | JSON_ENSURE_ASCII);
+		cr_assert_not_null(text);
+		fx_write_file(path, text);
+		free(text);
+		json_decref(cp);
+	}
+	/* every file the manifest listed, hashed again, signed again */
 	snprintf(cmd, sizeof(cmd), "cd '%s' && mv events.new events.jsonl && "
-		 "sha256sum units.jsonl events.jsonl ca.pem audit.pem certs/*.pem "
-		 "> manifest.sha256 && openssl dgst -sha256 -sign '%s' -out "
-		 "manifest.sig manifest.sha256", dir, keyfile);
+		 "openssl dgst -sha256 -sign '%s' -out checkpoint.sig checkpoint.json && "
+		 "cut -c67- manifest.sha256 | xargs sha256sum > manifest.new && "
+		 "mv manifest.new manifest.sha256 && openssl dgst -sha256 -sign '%s' "
+		 "-out manifest.sig manifest.sha256", dir, keyfile, keyfile);
 	cr_assert_eq(system(cmd), 0, "%s", cmd);
 }
 

@@ -424,7 +424,8 @@ Test(roles, revocations_are_checked_both_ways_and_no_clean_crl_is_made, .timeout
 	/* inserted without an event: the new identity revoked behind the
 	 * chain's back */
 	snprintf(cmd, sizeof(cmd), "cp '%s' '%s' && sqlite3 '%s' \"INSERT INTO"
-		 " revocations SELECT id, uid, cert_serial, 'forged', 'mallory',"
+		 " revocations (unit_id, uid, cert_serial, reason, revoked_by,"
+		 " revoked_at) SELECT id, uid, cert_serial, 'forged', 'mallory',"
 		 " started_at FROM units WHERE id = 2\"", clean, w.db, w.db);
 	cr_assert_eq(system(cmd), 0);
 	fx_station_run(&r, &w, "records", "verify", NULL);
