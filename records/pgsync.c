@@ -365,11 +365,34 @@ static void lev_free(struct lev *e, int n)
 	free(e);
 }
 
-static char *dup_col(sqlite3_stmt *s, int i)
+static char *dup_or_null(const char *v)
 {
-	const char *v = (const char *)sqlite3_column_text(s, i);
-
 	return v ? strdup(v) : NULL;
+}
+
+/* Where local_events copies the rows to. */
+struct lev_buf {
+	rec_store *r;
+	struct lev *e;
+	int n;
+};
+
+static int lev_copy(void *ctx, const rec_event_row *row)
+{
+	struct lev_buf *b = ctx;
+	struct lev *v = &b->e[b->n++];
+
+	v->seq = row->seq;
+	v->unit = row->unit_id;
+	v->at = dup_or_null(row->at);
+	v->kind = dup_or_null(row->kind);
+	v->uid = dup_or_null(row->uid);
+	v->body = dup_or_null(row->body);
+	v->hash = dup_or_null(row->hash);
+	v->sig = dup_or_null(row->sig);
+	if (!v->at || !v->kind || !v->body || !v->hash)
+		return rec_fail(b->r, ST_E_NOMEM, "out of memory");
+	return ST_OK;
 }
 
 /* Up to max local events above seq, copied out so no lock is held while
@@ -377,157 +400,75 @@ static char *dup_col(sqlite3_stmt *s, int i)
 static int local_events(pgs *p, rec_store *r, long long after, int max,
 			struct lev **out, int *n)
 {
-	struct lev *e = calloc((size_t)max, sizeof(*e));
-	sqlite3_stmt *s = NULL;
-	int rc, err;
+	struct lev_buf b = { .r = r, .e = calloc((size_t)max, sizeof(*b.e)) };
+	int err;
 
 	*out = NULL;
 	*n = 0;
-	if (!e)
+	if (!b.e)
 		return fail(p, ST_E_NOMEM, "out of memory");
-	err = rec_enter(r);
-	if (err)
-		goto out;
-	if (sqlite3_prepare_v2(r->db, "SELECT seq, at, kind, unit_id, uid, body,"
-			       " hash, sig FROM events WHERE seq > ?1"
-			       " ORDER BY seq LIMIT ?2", -1, &s, NULL) != SQLITE_OK) {
-		err = rec_db_fail(r, ST_E_DB, "read the local events");
-		goto out;
-	}
-	sqlite3_bind_int64(s, 1, after);
-	sqlite3_bind_int(s, 2, max);
-	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-		struct lev *v = &e[(*n)++];
-
-		v->seq = sqlite3_column_int64(s, 0);
-		v->unit = sqlite3_column_int64(s, 3);
-		v->at = dup_col(s, 1);
-		v->kind = dup_col(s, 2);
-		v->uid = dup_col(s, 4);
-		v->body = dup_col(s, 5);
-		v->hash = dup_col(s, 6);
-		v->sig = dup_col(s, 7);
-		if (!v->at || !v->kind || !v->body || !v->hash) {
-			err = rec_fail(r, ST_E_NOMEM, "out of memory");
-			goto out;
-		}
-	}
-	if (rc != SQLITE_DONE)
-		err = rec_db_fail(r, ST_E_DB, "read the local events");
-out:
-	sqlite3_finalize(s);
-	pthread_mutex_unlock(&r->lock);
+	err = rec_list_events_after(r, after, max, lev_copy, &b);
 	if (err) {
 		fail(p, err, "local store: %s", rec_errmsg(r));
-		lev_free(e, *n);
-		*n = 0;
+		lev_free(b.e, b.n);
 		return err;
 	}
-	*out = e;
+	*out = b.e;
+	*n = b.n;
 	return ST_OK;
 }
 
 int pgs_local_lag(rec_store *r, long long server_seq, long long *local_seq,
 		  long long *events, long long *units)
 {
-	sqlite3_stmt *s = NULL;
-	int err;
-
-	if (!r)
-		return ST_E_INVAL;
-	err = rec_enter(r);
-	if (err)
-		goto out;
-	/* range scans on the primary key: cheap enough for every redraw */
-	if (sqlite3_prepare_v2(r->db, "SELECT (SELECT coalesce(max(seq), 0)"
-			       " FROM events), (SELECT count(*) FROM events"
-			       " WHERE seq > ?1), (SELECT count(DISTINCT unit_id)"
-			       " FROM events WHERE seq > ?1)", -1, &s,
-			       NULL) != SQLITE_OK ||
-	    sqlite3_bind_int64(s, 1, server_seq) != SQLITE_OK ||
-	    sqlite3_step(s) != SQLITE_ROW) {
-		err = rec_db_fail(r, ST_E_DB, "measure the sync lag");
-		goto out;
-	}
-	if (local_seq)
-		*local_seq = sqlite3_column_int64(s, 0);
-	if (events)
-		*events = sqlite3_column_int64(s, 1);
-	if (units)
-		*units = sqlite3_column_int64(s, 2);
-out:
-	sqlite3_finalize(s);
-	pthread_mutex_unlock(&r->lock);
-	return err;
+	return rec_chain_lag(r, server_seq, local_seq, events, units);
 }
 
 int pgs_local_offline(rec_store *r, const char *wo, long long seq, long *n)
 {
-	sqlite3_stmt *s = NULL;
-	int err;
+	return rec_offline_units(r, wo, seq, n);
+}
 
-	if (!r || !wo || !n)
-		return ST_E_INVAL;
-	err = rec_enter(r);
-	if (err)
-		goto out;
-	if (sqlite3_prepare_v2(r->db, "SELECT count(*) FROM events e"
-			       " JOIN units u ON u.id = e.unit_id"
-			       " WHERE e.seq > ?1 AND e.kind = 'step'"
-			       " AND json_extract(e.body, '$.data.step') ="
-			       " 'quota-offline' AND u.work_order = ?2",
-			       -1, &s, NULL) != SQLITE_OK ||
-	    sqlite3_bind_int64(s, 1, seq) != SQLITE_OK ||
-	    rec_bind_text(s, 2, wo) != SQLITE_OK ||
-	    sqlite3_step(s) != SQLITE_ROW) {
-		err = rec_db_fail(r, ST_E_DB, "count the units started offline");
-		goto out;
-	}
-	*n = (long)sqlite3_column_int64(s, 0);
-out:
-	sqlite3_finalize(s);
-	pthread_mutex_unlock(&r->lock);
-	return err;
+/* The audit certificates, copied out of the store (ship_certs). */
+struct cert_buf {
+	rec_store *r;
+	struct cert { char fp[REC_HASH_HEX]; char *pem; } *c;
+	int n;
+};
+
+static int cert_copy(void *ctx, const char *sha256, const char *pem)
+{
+	struct cert_buf *b = ctx;
+	struct cert *m = realloc(b->c, sizeof(*m) * (size_t)(b->n + 1));
+
+	if (!m)
+		return rec_fail(b->r, ST_E_NOMEM, "out of memory");
+	b->c = m;
+	snprintf(m[b->n].fp, sizeof(m[b->n].fp), "%s", sha256 ? sha256 : "");
+	m[b->n].pem = dup_or_null(pem);
+	if (m[b->n++].pem == NULL)
+		return rec_fail(b->r, ST_E_NOMEM, "out of memory");
+	return ST_OK;
 }
 
 /* Audit certificates go first: events name them.  Every one, each pass:
  * there are few (one per audit key the station ever had). */
 static int ship_certs(pgs *p, rec_store *r)
 {
-	struct cert { char fp[REC_HASH_HEX]; char *pem; } *c = NULL, *m;
-	sqlite3_stmt *s = NULL;
-	int n = 0, rc, err;
+	struct cert_buf b = { .r = r };
+	int err;
 
-	err = rec_enter(r);
-	if (!err && sqlite3_prepare_v2(r->db, "SELECT sha256, pem FROM audit_certs"
-				       " ORDER BY rowid", -1, &s, NULL) != SQLITE_OK)
-		err = rec_db_fail(r, ST_E_DB, "read the audit certificates");
-	while (!err && (rc = sqlite3_step(s)) == SQLITE_ROW) {
-		m = realloc(c, sizeof(*c) * (size_t)(n + 1));
-		if (!m) {
-			err = rec_fail(r, ST_E_NOMEM, "out of memory");
-			break;
-		}
-		c = m;
-		snprintf(c[n].fp, sizeof(c[n].fp), "%s", sqlite3_column_text(s, 0));
-		c[n].pem = dup_col(s, 1);
-		if (c[n++].pem == NULL)
-			err = rec_fail(r, ST_E_NOMEM, "out of memory");
-	}
-	if (!err && rc != SQLITE_DONE)
-		err = rec_db_fail(r, ST_E_DB, "read the audit certificates");
-	sqlite3_finalize(s);
-	pthread_mutex_unlock(&r->lock);
+	err = rec_list_audit_certs(r, cert_copy, &b);
 	if (err)
 		fail(p, err, "local store: %s", rec_errmsg(r));
-	for (int i = 0; i < n && !err; i++)
+	for (int i = 0; i < b.n && !err; i++)
 		err = run(p, NULL, "store an audit certificate",
 			  "INSERT INTO audit_certs (sha256, pem, first_station)"
 			  " VALUES ($1, $2, $3) ON CONFLICT (sha256) DO NOTHING",
-			  3, c[i].fp, c[i].pem, p->station);
-	for (int i = 0; i < n; i++)
-		free(c[i].pem);
-	free(c);
+			  3, b.c[i].fp, b.c[i].pem, p->station);
+	for (int i = 0; i < b.n; i++)
+		free(b.c[i].pem);
+	free(b.c);
 	return err;
 }
 
@@ -847,34 +788,8 @@ cleanup:
 /* Alert ids this station already recorded locally. */
 static int local_alerts(pgs *p, rec_store *r, long long **ids, int *n)
 {
-	sqlite3_stmt *s = NULL;
-	int cap = 0, rc, err;
+	int err = rec_alert_ids(r, ids, n);
 
-	*ids = NULL;
-	*n = 0;
-	err = rec_enter(r);
-	if (!err && sqlite3_prepare_v2(r->db, "SELECT json_extract(body,"
-				       " '$.data.alert') FROM events"
-				       " WHERE kind = 'sync_alert'", -1, &s,
-				       NULL) != SQLITE_OK)
-		err = rec_db_fail(r, ST_E_DB, "read the recorded alerts");
-	while (!err && (rc = sqlite3_step(s)) == SQLITE_ROW) {
-		if (*n == cap) {
-			long long *m = realloc(*ids, sizeof(**ids) *
-					       (size_t)(cap = cap ? 2 * cap : 16));
-
-			if (!m) {
-				err = rec_fail(r, ST_E_NOMEM, "out of memory");
-				break;
-			}
-			*ids = m;
-		}
-		(*ids)[(*n)++] = strtoll((const char *)sqlite3_column_text(s, 0) ?
-					 (const char *)sqlite3_column_text(s, 0) :
-					 "0", NULL, 10);
-	}
-	sqlite3_finalize(s);
-	pthread_mutex_unlock(&r->lock);
 	if (err)
 		return fail(p, err, "local store: %s", rec_errmsg(r));
 	return ST_OK;

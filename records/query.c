@@ -1,11 +1,14 @@
 /* query.c — reading the records back for list, show, export and sync:
- * units, events and audit certificates. */
+ * units, events and audit certificates, and what the sync (pgsync.c)
+ * needs to know of the local chain, so that only records/ files other
+ * than pgsync's touch the local SQL. */
 #include "records.h"
 #include "rec_int.h"
 
 #include "base.h"
 
 #include <sqlite3.h>
+#include <stdlib.h>
 #include <string.h>
 
 int rec_list_units(rec_store *r, const rec_filter *f, rec_unit_fn fn,
@@ -65,8 +68,10 @@ out:
 	return err;
 }
 
-int rec_list_events(rec_store *r, int64_t unit_id, rec_event_fn fn,
-		    void *ctx)
+/* Events of one unit (0: all) above seq after, at most max (-1: all), in
+ * order: rec_list_events, and the sync's batches (rec_list_events_after). */
+static int list_events(rec_store *r, int64_t unit_id, long long after,
+		       int max, rec_event_fn fn, void *ctx)
 {
 	sqlite3_stmt *s = NULL;
 	int rc, err;
@@ -77,10 +82,13 @@ int rec_list_events(rec_store *r, int64_t unit_id, rec_event_fn fn,
 	if (err)
 		goto out;
 	err = rec_prep(r, "SELECT seq, unit_id, at, kind, uid, body, hash, sig"
-		       " FROM events WHERE (?1 = 0 OR unit_id = ?1) ORDER BY seq", &s);
+		       " FROM events WHERE (?1 = 0 OR unit_id = ?1) AND seq > ?2"
+		       " ORDER BY seq LIMIT ?3", &s);
 	if (err)
 		goto out;
 	sqlite3_bind_int64(s, 1, unit_id);
+	sqlite3_bind_int64(s, 2, after);
+	sqlite3_bind_int(s, 3, max);
 	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
 		rec_event_row e = {
 			.seq = sqlite3_column_int64(s, 0),
@@ -98,6 +106,18 @@ out:
 	sqlite3_finalize(s);
 	pthread_mutex_unlock(&r->lock);
 	return err;
+}
+
+int rec_list_events(rec_store *r, int64_t unit_id, rec_event_fn fn,
+		    void *ctx)
+{
+	return list_events(r, unit_id, 0, -1, fn, ctx);
+}
+
+int rec_list_events_after(rec_store *r, long long after, int max,
+			  rec_event_fn fn, void *ctx)
+{
+	return list_events(r, 0, after, max, fn, ctx);
 }
 
 int rec_list_audit_certs(rec_store *r, int (*fn)(void *ctx, const char *sha256,
@@ -119,6 +139,101 @@ int rec_list_audit_certs(rec_store *r, int (*fn)(void *ctx, const char *sha256,
 	if (rc != SQLITE_DONE)
 		err = rec_db_fail(r, ST_E_DB, "list audit certificates");
 out:
+	sqlite3_finalize(s);
+	pthread_mutex_unlock(&r->lock);
+	return err;
+}
+
+/* Range scans on the primary key: cheap enough for every redraw. */
+int rec_chain_lag(rec_store *r, long long after, long long *last_seq,
+		  long long *events, long long *units)
+{
+	sqlite3_stmt *s = NULL;
+	int err;
+
+	if (!r)
+		return ST_E_INVAL;
+	err = rec_enter(r);
+	if (err)
+		goto out;
+	if (sqlite3_prepare_v2(r->db, "SELECT (SELECT coalesce(max(seq), 0)"
+			       " FROM events), (SELECT count(*) FROM events"
+			       " WHERE seq > ?1), (SELECT count(DISTINCT unit_id)"
+			       " FROM events WHERE seq > ?1)", -1, &s,
+			       NULL) != SQLITE_OK ||
+	    sqlite3_bind_int64(s, 1, after) != SQLITE_OK ||
+	    sqlite3_step(s) != SQLITE_ROW) {
+		err = rec_db_fail(r, ST_E_DB, "measure the sync lag");
+		goto out;
+	}
+	if (last_seq)
+		*last_seq = sqlite3_column_int64(s, 0);
+	if (events)
+		*events = sqlite3_column_int64(s, 1);
+	if (units)
+		*units = sqlite3_column_int64(s, 2);
+out:
+	sqlite3_finalize(s);
+	pthread_mutex_unlock(&r->lock);
+	return err;
+}
+
+int rec_offline_units(rec_store *r, const char *wo, long long after, long *n)
+{
+	sqlite3_stmt *s = NULL;
+	int err;
+
+	if (!r || !wo || !n)
+		return ST_E_INVAL;
+	err = rec_enter(r);
+	if (err)
+		goto out;
+	if (sqlite3_prepare_v2(r->db, "SELECT count(*) FROM events e"
+			       " JOIN units u ON u.id = e.unit_id"
+			       " WHERE e.seq > ?1 AND e.kind = 'step'"
+			       " AND json_extract(e.body, '$.data.step') ="
+			       " 'quota-offline' AND u.work_order = ?2",
+			       -1, &s, NULL) != SQLITE_OK ||
+	    sqlite3_bind_int64(s, 1, after) != SQLITE_OK ||
+	    rec_bind_text(s, 2, wo) != SQLITE_OK ||
+	    sqlite3_step(s) != SQLITE_ROW) {
+		err = rec_db_fail(r, ST_E_DB, "count the units started offline");
+		goto out;
+	}
+	*n = (long)sqlite3_column_int64(s, 0);
+out:
+	sqlite3_finalize(s);
+	pthread_mutex_unlock(&r->lock);
+	return err;
+}
+
+int rec_alert_ids(rec_store *r, long long **ids, int *n)
+{
+	sqlite3_stmt *s = NULL;
+	int cap = 0, rc, err;
+
+	*ids = NULL;
+	*n = 0;
+	err = rec_enter(r);
+	if (!err && sqlite3_prepare_v2(r->db, "SELECT json_extract(body,"
+				       " '$.data.alert') FROM events"
+				       " WHERE kind = 'sync_alert'", -1, &s,
+				       NULL) != SQLITE_OK)
+		err = rec_db_fail(r, ST_E_DB, "read the recorded alerts");
+	while (!err && (rc = sqlite3_step(s)) == SQLITE_ROW) {
+		if (*n == cap) {
+			long long *m = realloc(*ids, sizeof(**ids) *
+					       (size_t)(cap = cap ? 2 * cap : 16));
+
+			if (!m) {
+				err = rec_fail(r, ST_E_NOMEM, "out of memory");
+				break;
+			}
+			*ids = m;
+		}
+		(*ids)[(*n)++] = strtoll(rec_col(s, 0) ? rec_col(s, 0) : "0",
+					 NULL, 10);
+	}
 	sqlite3_finalize(s);
 	pthread_mutex_unlock(&r->lock);
 	return err;

@@ -191,4 +191,20 @@ int rec_chain_cert(struct rec_chain *c, const char *fp, const char *pem,
 int rec_chain_event(struct rec_chain *c, const rec_event_row *e, json_t **body);
 void rec_chain_free(struct rec_chain *c);
 
+/* ---- What the sync (pgsync.c) reads of the local store (query.c) ---- */
+
+/* rec_list_events over the whole chain from seq after + 1, at most max
+ * events (-1: all). */
+int rec_list_events_after(rec_store *r, long long after, int max,
+			  rec_event_fn fn, void *ctx);
+/* The chain's last seq and how many events / distinct units are above
+ * after (each may be NULL). */
+int rec_chain_lag(rec_store *r, long long after, long long *last_seq,
+		  long long *events, long long *units);
+/* Units of work order wo whose "quota-offline" step event is above after. */
+int rec_offline_units(rec_store *r, const char *wo, long long after, long *n);
+/* The central alert ids recorded as "sync_alert" events: *ids malloc'd
+ * (the caller frees it, also on failure), *n of them. */
+int rec_alert_ids(rec_store *r, long long **ids, int *n);
+
 #endif
