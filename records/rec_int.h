@@ -1,5 +1,8 @@
-/* rec_int.h — records/ internals shared by records.c (the writer) and
- * audit.c (chain, verify, queries).  Not a public header. */
+/* rec_int.h — records/ internals shared by its files: store.c (open,
+ * schema, errors), commit.c (group commit), units.c, workorders.c,
+ * chain.c (append, walk, checkpoints), verify.c, query.c, and pgsync.c,
+ * which reads the local store only through the functions below.  Not a
+ * public header. */
 #ifndef ST_REC_INT_H
 #define ST_REC_INT_H
 
@@ -14,7 +17,6 @@
 #define REC_HASH_HEX	65		/* SHA-256, hex, NUL */
 #define REC_MAX_STMT	32
 
-struct rec_waiter;		/* one write call in a batch (records.c) */
 
 /* One thread's last error on one store. */
 struct rec_errbuf {
@@ -28,12 +30,12 @@ struct rec_store {
 	pthread_mutex_t lock;           /* serialises every call */
 	pthread_key_t errkey;           /* this thread's rec_errbuf */
 	struct rec_errbuf *errbufs;     /* all of them, under lock */
-	sqlite3_stmt *stmt[REC_MAX_STMT]; /* records.c's prepared statements */
+	sqlite3_stmt *stmt[REC_MAX_STMT]; /* the kept statements (S_...) */
 	rec_sign_fn sign;               /* audit signer, NULL: unsigned */
 	void *sign_ctx;
 	char sign_key[REC_HASH_HEX];    /* SHA-256 of the signer's cert DER */
 
-	/* Group commit (records.c, "Group commit"): writes of several
+	/* Group commit (commit.c, "Group commit"): writes of several
 	 * threads share one transaction and one fsync. */
 	pthread_cond_t durable;         /* a batch committed or failed */
 	atomic_int want;                /* writers counted in, not yet through */
@@ -45,7 +47,7 @@ struct rec_store {
 	long long n_events, n_writes, n_commits; /* rec_get_stats */
 	int max_batch;
 
-	/* Lazy writes (records.c, "Durable and lazy writes"): in the open
+	/* Lazy writes (commit.c, "Durable and lazy writes"): in the open
 	 * batch without waiting; committed by the next durable write, by
 	 * the flusher thread REC_LAZY_MS after the first of them, by
 	 * rec_sync or by rec_close. */
@@ -66,19 +68,92 @@ struct rec_store {
 	int closing;                    /* rec_close: the flusher ends */
 };
 
+/* The statements every store prepares at open (store.c, stmt_sql) and keeps
+ * in r->stmt. */
+enum {
+	S_BEGIN,
+	S_COMMIT,
+	S_ROLLBACK,
+	S_UNIT_INS,
+	S_STEP_INS,
+	S_UNIT_GET,
+	S_UNIT_END,
+	S_LAST,
+	S_PASS,
+	S_COUNT_ALL,
+	S_COUNT,
+	S_EV_LAST,
+	S_EV_INS,
+	S_STEP_SEQ,
+	S_WO_GET,
+	S_WO_INS,
+	S_CERT_INS,
+	S_SP,
+	S_SP_RELEASE,
+	S_SP_ROLLBACK,
+	S_N
+};
+
 /* Keep a readable cause for the caller's thread and return err. */
 int rec_fail(rec_store *r, int err, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 /* rec_fail with SQLite's (and errno's) words appended. */
 int rec_db_fail(rec_store *r, int err, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
+/* SQLite's words for the last failure on the connection (with errno for
+ * I/O trouble) into buf. */
+void rec_db_why(rec_store *r, char *buf, size_t len);
 /* Reset and unbind a kept statement after use. */
 void rec_stmt_done(sqlite3_stmt *s);
 /* Bind a C string (NULL: SQL NULL) that outlives the statement's use. */
 int rec_bind_text(sqlite3_stmt *s, int i, const char *v);
+/* Copy text column col into buf (len bytes; NULL buf: nothing);
+ * ST_E_INVAL when it does not fit. */
+int rec_copy_col(rec_store *r, sqlite3_stmt *s, int col, char *buf,
+		 size_t len);
+/* Prepare a one-off statement; ST_E_DB with its text on failure. */
+int rec_prep(rec_store *r, const char *sql, sqlite3_stmt **s);
+/* Text of a column, or NULL. */
+static inline const char *rec_col(sqlite3_stmt *s, int i)
+{
+	return (const char *)sqlite3_column_text(s, i);
+}
 /* Take the store's lock; fails (lock still held) on a store whose open
  * failed.  Every public call pairs it with pthread_mutex_unlock. */
 int rec_enter(rec_store *r);
+
+/* ---- Group commit (commit.c) ----
+ *
+ * A write call is rec_wr_enter (counts the writer in, takes the lock),
+ * rec_wr_txn (opens the batch if none is, then the write's savepoint),
+ * its rows and event, then rec_wr_end (keeps or rolls back the savepoint,
+ * commits the batch or waits for it) and the unlock — on every path. */
+
+/* One write call's place in a batch; on the caller's stack. */
+struct rec_waiter {
+	struct rec_waiter *next;
+	int sp;                 /* its savepoint is open */
+	int joined;             /* it waits for the batch's commit */
+	int done;               /* the batch committed or failed */
+	int err;                /* how it ended */
+	int now;                /* commit at once, do not wait for others */
+	int lazy;               /* do not wait: ride in the batch */
+	char what[160];         /* "the end of unit 5 (device d1)" */
+	char why[REC_MSG_MAX];  /* why the batch failed */
+};
+
+int rec_wr_enter(rec_store *r, struct rec_waiter *w);
+/* what (printf) names the write in a later commit failure. */
+int rec_wr_txn(rec_store *r, struct rec_waiter *w, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+/* Returns err, or the commit's failure. */
+int rec_wr_end(rec_store *r, struct rec_waiter *w, int err);
+/* Commit the open batch now (rec_close); the cause of a failure in why. */
+int rec_batch_commit(rec_store *r, char why[REC_MSG_MAX]);
+/* Did a failed commit lose lazy writes of unit_id? */
+int rec_unit_lost(const rec_store *r, int64_t unit_id);
+/* Let the write w of unit_id ride in the batch without waiting (REC_LAZY). */
+void rec_lazy_join(rec_store *r, struct rec_waiter *w, int64_t unit_id);
 
 /* Append one event to the chain: lock held, inside the caller's write
  * transaction, so the event and the rows it describes commit together.
@@ -93,7 +168,7 @@ int rec_append_event_at(rec_store *r, const char *kind, int64_t unit_id,
 /* UTC now as 2024-05-01T12:34:56.789Z into out. */
 void rec_now(char out[32]);
 
-/* The chain walk behind rec_verify (audit.c), shared with the check of the
+/* The chain walk behind rec_verify (chain.c), shared with the check of the
  * chains held in PostgreSQL (pgsync.c): one chain, its audit certificates,
  * where it has got to.  Failures go to r's rec_errmsg. */
 struct acert;
@@ -115,5 +190,21 @@ int rec_chain_cert(struct rec_chain *c, const char *fp, const char *pem,
  * success *body (may be NULL) gets its parsed body, to json_decref. */
 int rec_chain_event(struct rec_chain *c, const rec_event_row *e, json_t **body);
 void rec_chain_free(struct rec_chain *c);
+
+/* ---- What the sync (pgsync.c) reads of the local store (query.c) ---- */
+
+/* rec_list_events over the whole chain from seq after + 1, at most max
+ * events (-1: all). */
+int rec_list_events_after(rec_store *r, long long after, int max,
+			  rec_event_fn fn, void *ctx);
+/* The chain's last seq and how many events / distinct units are above
+ * after (each may be NULL). */
+int rec_chain_lag(rec_store *r, long long after, long long *last_seq,
+		  long long *events, long long *units);
+/* Units of work order wo whose "quota-offline" step event is above after. */
+int rec_offline_units(rec_store *r, const char *wo, long long after, long *n);
+/* The central alert ids recorded as "sync_alert" events: *ids malloc'd
+ * (the caller frees it, also on failure), *n of them. */
+int rec_alert_ids(rec_store *r, long long **ids, int *n);
 
 #endif

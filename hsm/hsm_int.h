@@ -1,0 +1,75 @@
+/* hsm_int.h — hsm/ internals shared by hsm.c (core: module, token, login,
+ * sessions, errors), objects.c, keys.c and wrap.c.  Not a public header:
+ * PKCS#11 types never leave hsm/. */
+#ifndef ST_HSM_INT_H
+#define ST_HSM_INT_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <p11-kit/pkcs11.h>
+
+#include "hsm.h"
+
+#define HSM_ERRMSG_LEN 256
+#define HSM_LABEL_LEN 32        /* CK_TOKEN_INFO.label, space padded */
+
+struct hsm {
+	void *dl;                       /* dlopen handle of the module */
+	CK_FUNCTION_LIST *fl;
+	bool initialized;               /* our C_Initialize succeeded: we finalise */
+	bool logged_in;                 /* our C_Login succeeded: we log out */
+	bool have_main;
+	CK_SLOT_ID slot;
+	CK_SESSION_HANDLE main;         /* keeps the login alive */
+	pthread_mutex_t err_lock;       /* sessions may be opened from workers */
+	char err[HSM_ERRMSG_LEN];
+};
+
+struct hsm_session {
+	hsm *h;
+	CK_SESSION_HANDLE sh;
+	CK_RV last_rv;          /* of the last failed call, for hsm_session_lost */
+	char err[HSM_ERRMSG_LEN];
+};
+
+/* DER OID 1.2.840.10045.3.1.7 (prime256v1), the value of CKA_EC_PARAMS
+ * (keys.c). */
+#define HSM_P256_OID_LEN 10
+extern const CK_BYTE hsm_p256_oid[HSM_P256_OID_LEN];
+
+/* ---- Errors (hsm.c) ---- */
+
+/* Record a cause on the shared handle (locked: workers share it). */
+void hsm_h_err(hsm *h, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+/* Record a cause on a session; only its own thread writes it. */
+void hsm_s_err(hsm_session *s, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+/* A failed PKCS#11 call fn on h / on s: its st_err, its message. */
+int hsm_h_rv(hsm *h, const char *fn, CK_RV rv);
+int hsm_s_rv(hsm_session *s, const char *fn, CK_RV rv);
+
+/* Read a variable-length attribute into a malloc'd buffer (hsm.c). */
+int hsm_get_attr(hsm_session *s, CK_OBJECT_HANDLE o, CK_ATTRIBUTE_TYPE type,
+		 const char *what, uint8_t **out, size_t *len);
+
+/* ---- Objects (objects.c) ---- */
+
+/* Object kinds as the operator reads them in messages. */
+const char *hsm_class_name(CK_OBJECT_CLASS cls);
+/* Count objects of class cls labelled label, up to two. */
+int hsm_find_objs(hsm_session *s, CK_OBJECT_CLASS cls, const char *label,
+		  CK_OBJECT_HANDLE found[2], CK_ULONG *n);
+/* Exactly one object of class cls labelled label, or why not. */
+int hsm_find_one(hsm_session *s, CK_OBJECT_CLASS cls, const char *label,
+		 CK_OBJECT_HANDLE *obj);
+/* The P-256 point of public key object pub (DER OCTET STRING or bare). */
+int hsm_read_point(hsm_session *s, CK_OBJECT_HANDLE pub,
+		   uint8_t point[HSM_P256_POINT_LEN]);
+/* A non-empty label, or false with a message on s. */
+bool hsm_label_ok(hsm_session *s, const char *label);
+
+#endif
