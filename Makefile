@@ -33,7 +33,7 @@ LIB_SRCS := $(wildcard base/*.c hsm/*.c records/*.c ui/*.c \
 	device-drivers/serial/*.c device-drivers/stprog/*.c \
 	device-drivers/usb/*.c device-drivers/tpm2/*.c) \
 	$(filter-out station/main.c,$(wildcard station/*.c))
-SIM_SRCS := $(wildcard device-drivers/sim/*.c)
+SIM_SRCS := $(wildcard devsim/*.c)
 SIM_LIB_SRCS := $(wildcard base/*.c device-drivers/proto/*.c)
 # fx_usbsim needs umockdev and the simulator core: only test_usb links it.
 FIX_SRCS := $(filter-out tests/fixtures/fx_usbsim.c,$(wildcard tests/fixtures/*.c))
@@ -44,7 +44,7 @@ LIB_OBJS := $(LIB_SRCS:%.c=$(OBJ)/%.o)
 SIM_OBJS := $(SIM_SRCS:%.c=$(OBJ)/%.o) $(SIM_LIB_SRCS:%.c=$(OBJ)/%.o)
 FIX_OBJS := $(FIX_SRCS:%.c=$(OBJ)/%.o)
 TESTS    := $(TEST_SRCS:tests/%.c=$(BUILD)/tests/%)
-SIMCORE_OBJS := $(filter-out $(OBJ)/device-drivers/sim/main.o,$(SIM_SRCS:%.c=$(OBJ)/%.o))
+SIMCORE_OBJS := $(filter-out $(OBJ)/devsim/main.o,$(SIM_SRCS:%.c=$(OBJ)/%.o))
 UMOCK_CFLAGS := $(shell pkg-config --cflags umockdev-1.0 2>/dev/null)
 UMOCK_LIBS   := $(shell pkg-config --libs umockdev-1.0 2>/dev/null)
 
@@ -103,7 +103,7 @@ $(BUILD)/tests/%: $(OBJ)/tests/%.o $(FIX_OBJS) $(BUILD)/libstation.a
 
 # The simulator's USB device mode and its users need umockdev's headers.
 $(OBJ)/tests/test_usb.o $(OBJ)/tests/fixtures/fx_usbsim.o \
-$(OBJ)/device-drivers/sim/usbdev.o $(OBJ)/device-drivers/sim/main.o: \
+$(OBJ)/devsim/usbdev.o $(OBJ)/devsim/main.o: \
 	CPPFLAGS_ALL += $(UMOCK_CFLAGS)
 
 $(BUILD)/tests/test_usb: $(OBJ)/tests/test_usb.o $(FIX_OBJS) \
