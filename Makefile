@@ -1,7 +1,8 @@
 # station — build, test, demo.  Out-of-tree: everything goes under $(BUILD).
 #   make            build station and station-devsim
 #   make demo       provision a few simulated units from a fresh SoftHSM CA
-#   make check      the whole test suite, plain and under ASan+UBSan
+#   make check      the include-layer check, the udev check, and the whole
+#                   test suite, plain and under ASan+UBSan
 #   make deps       install missing Debian packages (needs root)
 #   make install    PREFIX=/usr/local DESTDIR=
 
@@ -55,8 +56,8 @@ BENCH_HSM := $(BUILD)/bench-hsm
 
 .SECONDARY:
 
-.PHONY: all deps demo demo-run check check-run check-plain check-udev udev fuzz bench \
-	asan install clean tests
+.PHONY: all deps demo demo-run check check-run check-plain check-udev check-layers \
+	udev fuzz bench asan install clean tests
 
 all: $(STATION) $(DEVSIM)
 
@@ -92,6 +93,13 @@ check-udev: $(GEN_UDEV)
 		     "run 'make udev' and commit it" >&2; \
 		$(GEN_UDEV) | diff -u udev/70-station.rules - >&2; exit 1; }
 	@echo "udev/70-station.rules matches the drivers' id tables"
+
+# Dependencies point one way (issue 18): no #include crosses a layer the
+# wrong way (scripts/check-layers.sh says which, and lists today's known
+# violations); the second script checks that the check fails when it should.
+check-layers:
+	@sh scripts/check-layers.sh .
+	@sh tests/check-layers-test.sh
 
 $(OBJ)/%.o: %.c
 	@mkdir -p $(@D)
@@ -135,6 +143,7 @@ check: deps
 	@$(MAKE) --no-print-directory check-run
 
 check-run:
+	@$(MAKE) --no-print-directory check-layers
 	@$(MAKE) --no-print-directory check-udev
 	@$(MAKE) --no-print-directory check-plain
 	@$(MAKE) --no-print-directory check-plain BUILD=$(BUILD)-asan \
