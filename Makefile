@@ -1,7 +1,8 @@
 # station — build, test, demo.  Out-of-tree: everything goes under $(BUILD).
 #   make            build station and station-devsim
 #   make demo       provision a few simulated units from a fresh SoftHSM CA
-#   make check      the whole test suite, plain and under ASan+UBSan
+#   make check      the include-layer check, the udev check, and the whole
+#                   test suite, plain and under ASan+UBSan
 #   make deps       install missing Debian packages (needs root)
 #   make install    PREFIX=/usr/local DESTDIR=
 
@@ -33,7 +34,7 @@ LIB_SRCS := $(wildcard base/*.c hsm/*.c records/*.c ui/*.c \
 	device-drivers/serial/*.c device-drivers/stprog/*.c \
 	device-drivers/usb/*.c device-drivers/tpm2/*.c) \
 	$(filter-out station/main.c,$(wildcard station/*.c))
-SIM_SRCS := $(wildcard device-drivers/sim/*.c)
+SIM_SRCS := $(wildcard devsim/*.c)
 SIM_LIB_SRCS := $(wildcard base/*.c device-drivers/proto/*.c)
 # fx_usbsim needs umockdev and the simulator core: only test_usb links it.
 FIX_SRCS := $(filter-out tests/fixtures/fx_usbsim.c,$(wildcard tests/fixtures/*.c))
@@ -44,7 +45,7 @@ LIB_OBJS := $(LIB_SRCS:%.c=$(OBJ)/%.o)
 SIM_OBJS := $(SIM_SRCS:%.c=$(OBJ)/%.o) $(SIM_LIB_SRCS:%.c=$(OBJ)/%.o)
 FIX_OBJS := $(FIX_SRCS:%.c=$(OBJ)/%.o)
 TESTS    := $(TEST_SRCS:tests/%.c=$(BUILD)/tests/%)
-SIMCORE_OBJS := $(filter-out $(OBJ)/device-drivers/sim/main.o,$(SIM_SRCS:%.c=$(OBJ)/%.o))
+SIMCORE_OBJS := $(filter-out $(OBJ)/devsim/main.o,$(SIM_SRCS:%.c=$(OBJ)/%.o))
 UMOCK_CFLAGS := $(shell pkg-config --cflags umockdev-1.0 2>/dev/null)
 UMOCK_LIBS   := $(shell pkg-config --libs umockdev-1.0 2>/dev/null)
 
@@ -55,8 +56,8 @@ BENCH_HSM := $(BUILD)/bench-hsm
 
 .SECONDARY:
 
-.PHONY: all deps demo demo-run check check-run check-plain check-udev udev fuzz bench \
-	asan install clean tests
+.PHONY: all deps demo demo-run check check-run check-plain check-udev check-layers \
+	udev fuzz bench asan install clean tests
 
 all: $(STATION) $(DEVSIM)
 
@@ -94,6 +95,13 @@ check-udev: $(GEN_UDEV)
 		$(GEN_UDEV) | diff -u udev/70-station.rules - >&2; exit 1; }
 	@echo "udev/70-station.rules matches the drivers' id tables"
 
+# Dependencies point one way (issue 18): no #include crosses a layer the
+# wrong way (scripts/check-layers.sh says which, and lists today's known
+# violations); the second script checks that the check fails when it should.
+check-layers:
+	@sh scripts/check-layers.sh .
+	@sh tests/check-layers-test.sh
+
 $(OBJ)/%.o: %.c
 	@mkdir -p $(@D)
 	$(CC) $(ALL_CFLAGS) -c -o $@ $<
@@ -104,7 +112,7 @@ $(BUILD)/tests/%: $(OBJ)/tests/%.o $(FIX_OBJS) $(BUILD)/libstation.a
 
 # The simulator's USB device mode and its users need umockdev's headers.
 $(OBJ)/tests/test_usb.o $(OBJ)/tests/fixtures/fx_usbsim.o \
-$(OBJ)/device-drivers/sim/usbdev.o $(OBJ)/device-drivers/sim/main.o: \
+$(OBJ)/devsim/usbdev.o $(OBJ)/devsim/main.o: \
 	CPPFLAGS_ALL += $(UMOCK_CFLAGS)
 
 $(BUILD)/tests/test_usb: $(OBJ)/tests/test_usb.o $(FIX_OBJS) \
@@ -136,6 +144,7 @@ check: deps
 	@$(MAKE) --no-print-directory check-run
 
 check-run:
+	@$(MAKE) --no-print-directory check-layers
 	@$(MAKE) --no-print-directory check-udev
 	@$(MAKE) --no-print-directory check-plain
 	@$(MAKE) --no-print-directory check-plain BUILD=$(BUILD)-asan \

@@ -42,6 +42,12 @@ const char *st_strerror(int err)
 	return "unknown error";
 }
 
+bool st_err_is_link(int err)
+{
+	return err == ST_E_TIMEOUT || err == ST_E_PROTO || err == ST_E_UNPLUGGED ||
+	       err == ST_E_IO;
+}
+
 void st_wipe(void *p, size_t n)
 {
 	if (p && n)

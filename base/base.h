@@ -3,6 +3,7 @@
 #ifndef ST_BASE_H
 #define ST_BASE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -37,6 +38,12 @@ typedef enum st_err {
 
 /* Return a short, static, human description of an st_err. */
 const char *st_strerror(int err);
+
+/* Is err the link to the programmer (timeout, malformed frame, unplugged,
+ * I/O) rather than the unit?  After such an error what the device did is
+ * unknown until it is read again, so callers stop the slot or treat the
+ * step as interrupted instead of failing the unit. */
+bool st_err_is_link(int err);
 
 /* Wipe a buffer that held a secret; never optimised away (OPENSSL_cleanse). */
 void st_wipe(void *p, size_t n);

@@ -112,29 +112,18 @@ static int certify(st_audit *a, const char *ca_label, const char *label,
 {
 	X509 *cert = issue(a->s, ca_label, pub, station_id, err, errlen);
 	uint8_t *der = NULL;
-	int rc = ST_E_CRYPTO, len;
+	size_t len = 0;
+	int rc;
 
 	if (!cert)
-		return rc;
-	len = i2d_X509(cert, &der);
-	if (len <= 0)
-		goto cleanup;
-	rc = hsm_cert_store(a->s, label, der, (size_t)len);
-	if (rc) {
-		snprintf(err, errlen, "cannot store the audit certificate in the "
-			 "token: %s", hsm_session_errmsg(a->s));
-		goto cleanup;
+		return ST_E_CRYPTO;
+	rc = st_x509_hsm_store(a->s, label, cert, "audit certificate", &der, &len,
+			       err, errlen);
+	if (!rc) {
+		free(a->der);
+		a->der = der;
+		a->len = len;
 	}
-	free(a->der);
-	a->der = malloc((size_t)len);
-	if (!a->der) {
-		rc = ST_E_NOMEM;
-		goto cleanup;
-	}
-	memcpy(a->der, der, (size_t)len);
-	a->len = (size_t)len;
-cleanup:
-	OPENSSL_free(der);
 	X509_free(cert);
 	return rc;
 }

@@ -70,6 +70,35 @@ int st_write_pem(const char *path, X509 *x, X509_REQ *req,
 	return rc;
 }
 
+int st_x509_hsm_store(hsm_session *s, const char *label, X509 *x,
+		      const char *what, uint8_t **der, size_t *len,
+		      char *err, size_t errlen)
+{
+	uint8_t *enc = NULL;
+	int rc = ST_E_CRYPTO, n = i2d_X509(x, &enc);
+
+	if (n <= 0)
+		goto cleanup;
+	rc = hsm_cert_store(s, label, enc, (size_t)n);
+	if (rc) {
+		snprintf(err, errlen, "cannot store the %s in the token: %s", what,
+			 hsm_session_errmsg(s));
+		goto cleanup;
+	}
+	if (der) {
+		*der = malloc((size_t)n);
+		if (!*der) {
+			rc = ST_E_NOMEM;
+			goto cleanup;
+		}
+		memcpy(*der, enc, (size_t)n);
+		*len = (size_t)n;
+	}
+cleanup:
+	OPENSSL_free(enc);
+	return rc;
+}
+
 /* The token's public key labelled label, as an EVP_PKEY, and its type. */
 static int token_pubkey(hsm_session *s, const char *label, EVP_PKEY **out,
 			hsm_keytype *t)
@@ -122,9 +151,8 @@ static int self_certify(hsm_session *s, const char *label, hsm_keytype type,
 			size_t errlen)
 {
 	uint8_t serial[ST_CERT_SERIAL_LEN];
-	uint8_t *der = NULL;
 	X509 *tmpl = NULL, *cert = NULL;
-	int rc = ST_E_CRYPTO, len;
+	int rc = ST_E_CRYPTO;
 
 	if (st_x509_random_serial(s, serial) ||
 	    !(tmpl = st_x509_ca_template(pub, subject_cn, org, days, serial))) {
@@ -139,19 +167,13 @@ static int self_certify(hsm_session *s, const char *label, hsm_keytype type,
 		rc = ST_E_VERIFY;
 		goto cleanup;
 	}
-	len = i2d_X509(cert, &der);
-	if (len <= 0)
+	rc = st_x509_hsm_store(s, label, cert, "CA certificate", NULL, NULL, err,
+			       errlen);
+	if (rc)
 		goto cleanup;
-	rc = hsm_cert_store(s, label, der, (size_t)len);
-	if (rc) {
-		snprintf(err, errlen, "cannot store the CA certificate in the token: %s",
-			 hsm_session_errmsg(s));
-		goto cleanup;
-	}
 	*out = cert;
 	cert = NULL;
 cleanup:
-	OPENSSL_free(der);
 	X509_free(tmpl);
 	X509_free(cert);
 	return rc;

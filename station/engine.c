@@ -216,13 +216,6 @@ static int step_durable(struct unit *u, const char *name, const char *outcome,
 	return rc;
 }
 
-/* Is this error the link to the programmer rather than the unit? */
-static bool link_error(int rc)
-{
-	return rc == ST_E_TIMEOUT || rc == ST_E_PROTO || rc == ST_E_UNPLUGGED ||
-	       rc == ST_E_IO;
-}
-
 /* Errors that mean the HSM (session, token) went away, not the device. */
 static bool hsm_gone(int rc)
 {
@@ -264,7 +257,7 @@ static int fail(struct unit *u, const char *name, int rc, const char *fmt, ...)
 	}
 	u->err = rc;
 	u->result = rc == ST_E_FUSE_CONFLICT ? "QUARANTINE" : "FAIL";
-	if (link_error(rc))
+	if (st_err_is_link(rc))
 		u->stop_slot = true;
 	if (hsm_session_lost(u->sess))
 		u->hsm_lost = true;
@@ -758,7 +751,7 @@ static int resume_identity(struct unit *u, X509 **out)
 	rc = drv_read_cert(u->dev, der, sizeof(der), &len);
 	if (!rc)
 		rc = drv_get_pubkey(u->dev, pub);
-	if (rc && (link_error(rc) || locked))
+	if (rc && (st_err_is_link(rc) || locked))
 		return fail(u, "certificate", rc, "resuming unit record %lld: reading "
 			    "the device's certificate and key failed: %s",
 			    (long long)h->cert_unit, drv_errmsg(u->dev));
@@ -1427,7 +1420,7 @@ static void dry_run_slot(struct worker *w, drv_dev *dev)
 	run.lifecycle = u.info.lifecycle;
 	run.banks = u.info.fuse_banks;
 	rc = st_fuse_run_plan(&run);
-	if (rc && link_error(rc))
+	if (rc && st_err_is_link(rc))
 		slot_error(w, rc, "slot %d (%s): %s", w->slot, w->port, run.reason);
 	else if (rc)
 		plan_line(&u, run.reason);
@@ -1681,7 +1674,7 @@ static void *worker_main(void *arg)
 		if (!stop && u.hsm_lost && hsm_recover(w, sess, &ca_priv))
 			break;
 		if (stop) {
-			if (u.err && link_error(u.err))
+			if (u.err && st_err_is_link(u.err))
 				slot_error(w, u.err, "slot %d (%s): %s", w->slot, w->port,
 					   u.reason);
 			/* Unplugged and hotplug on: the slot comes back with its
@@ -2026,10 +2019,10 @@ static int serve_units(struct worker *w, drv_dev *dev, hsm_session *sess,
 		unclaim_uid(w);
 		free(u.cert_pem);
 		if (u.stop_slot) {
-			if (u.err && link_error(u.err))
+			if (u.err && st_err_is_link(u.err))
 				slot_error(w, u.err, "slot %d (%s): %s", w->slot, w->port,
 					   u.reason);
-			return gone(w, u.err && link_error(u.err) ? u.err : ST_E_DB);
+			return gone(w, u.err && st_err_is_link(u.err) ? u.err : ST_E_DB);
 		}
 		if (cmd == ST_CMD_RETRY)
 			continue;

@@ -420,12 +420,6 @@ static int record_intent(st_fuse_run *r, const char *step, const char *outcome,
 	return rc;
 }
 
-static bool link_lost(int rc)
-{
-	return rc == ST_E_TIMEOUT || rc == ST_E_PROTO || rc == ST_E_UNPLUGGED ||
-	       rc == ST_E_IO;
-}
-
 /* The link was lost after an intent was recorded: what happened is
  * unknown until the device is read again, exactly as after a crash at the
  * same point, so it gets the same decision (docs/fuses.md, "Crash safety
@@ -518,7 +512,7 @@ static int run_lifecycle(st_fuse_run *r, const st_fuse_field *f)
 	rc = drv_set_lifecycle(r->dev, f->lifecycle);
 	if (!rc)
 		rc = drv_identify(r->dev, &info);
-	if (rc && link_lost(rc))
+	if (rc && st_err_is_link(rc))
 		return interrupted(r, rc, "setting the lifecycle to %s", lc_names[f->lifecycle]);
 	if (rc) {
 		set_reason(r, "setting the lifecycle to %s failed: %s; the outcome is "
@@ -569,7 +563,7 @@ static int burn_field(st_fuse_run *r, const st_fuse_field *f,
 	/* The same state as a crash after the intent: the next presentation
 	 * reads the device (write-once NV cannot be half-programmed; a fuse
 	 * word can, and the read shows it: quarantine then). */
-	if (rc && link_lost(rc))
+	if (rc && st_err_is_link(rc))
 		return interrupted(r, rc, "burn of field %s (bank %u, request %08x)",
 				   f->name, f->bank, id);
 	if (rc) {
@@ -578,11 +572,11 @@ static int burn_field(st_fuse_run *r, const st_fuse_field *f,
 			   "again", f->name, f->bank, id, drv_errmsg(r->dev));
 		r->quarantine = true;
 		r->summary = "burn-failed";
-		return rc == ST_E_FUSE_CONFLICT || !link_lost(rc) ? ST_E_FUSE_CONFLICT : rc;
+		return rc == ST_E_FUSE_CONFLICT || !st_err_is_link(rc) ? ST_E_FUSE_CONFLICT : rc;
 	}
 	/* Trust only a fresh read with the word status, not the burn reply. */
 	rc = drv_fuse_read_status(r->dev, f->bank, bank, &faulty);
-	if (rc && link_lost(rc))
+	if (rc && st_err_is_link(rc))
 		return interrupted(r, rc, "the read-back of field %s (bank %u, "
 				   "request %08x)", f->name, f->bank, id);
 	if (rc) {

@@ -181,7 +181,7 @@ static int hsm_sign_tbs(hsm_session *s, hsm_obj priv, hsm_keytype t,
 }
 
 /* Assemble SEQUENCE { body, algorithm, BIT STRING signature }: the shape of
- * both a Certificate and a CertificationRequest.  Returns a malloc'd DER
+ * a Certificate, a CertificationRequest and a CRL.  Returns a malloc'd DER
  * buffer and its length in *len, or NULL. */
 static uint8_t *assemble(const uint8_t *body, int bodylen, const X509_ALGOR *oalg,
 			 const uint8_t *sig, int siglen, int *len)
@@ -219,82 +219,129 @@ cleanup:
 	return out;
 }
 
-X509 *st_x509_hsm_sign(X509 *x, hsm_session *s, hsm_obj priv, hsm_keytype t,
-		       char *err, size_t errlen)
+/* What differs between signing a certificate, a request and a CRL: the
+ * word for it in messages, its ASN.1 type (to parse the result), how the
+ * throwaway key fills in its AlgorithmIdentifiers, and how its body (TBS)
+ * and signature algorithm are read back.  OpenSSL types these calls per
+ * object, hence the one-line adapters below. */
+struct signable {
+	const char *what;
+	const ASN1_ITEM *(*item)(void);
+	int (*prepare)(void *obj, EVP_PKEY *dummy, const EVP_MD *md);
+	int (*tbs)(void *obj, uint8_t **der, const X509_ALGOR **alg);
+};
+
+static int cert_prepare(void *obj, EVP_PKEY *dummy, const EVP_MD *md)
+{
+	return X509_sign(obj, dummy, md);
+}
+
+static int cert_tbs(void *obj, uint8_t **der, const X509_ALGOR **alg)
+{
+	X509_get0_signature(NULL, alg, obj);
+	return i2d_re_X509_tbs(obj, der);
+}
+
+static int req_prepare(void *obj, EVP_PKEY *dummy, const EVP_MD *md)
+{
+	return X509_REQ_sign(obj, dummy, md);
+}
+
+static int req_tbs(void *obj, uint8_t **der, const X509_ALGOR **alg)
+{
+	X509_REQ_get0_signature(obj, NULL, alg);
+	return i2d_re_X509_REQ_tbs(obj, der);
+}
+
+static int crl_prepare(void *obj, EVP_PKEY *dummy, const EVP_MD *md)
+{
+	return X509_CRL_sign(obj, dummy, md);
+}
+
+static int crl_tbs(void *obj, uint8_t **der, const X509_ALGOR **alg)
+{
+	X509_CRL_get0_signature(obj, NULL, alg);
+	return i2d_re_X509_CRL_tbs(obj, der);
+}
+
+static const struct signable signable_cert = {
+	.what = "certificate",
+	.item = ASN1_ITEM_ref(X509),
+	.prepare = cert_prepare,
+	.tbs = cert_tbs,
+};
+
+static const struct signable signable_req = {
+	.what = "request",
+	.item = ASN1_ITEM_ref(X509_REQ),
+	.prepare = req_prepare,
+	.tbs = req_tbs,
+};
+
+static const struct signable signable_crl = {
+	.what = "CRL",
+	.item = ASN1_ITEM_ref(X509_CRL),
+	.prepare = crl_prepare,
+	.tbs = crl_tbs,
+};
+
+/* The one signing path of all three: fill in the AlgorithmIdentifiers with
+ * a throwaway key, sign the re-encoded TBS with the HSM, assemble
+ * SEQUENCE { tbs, algorithm, signature } and parse it back as k's type.
+ * Returns the new object (the caller's type), or NULL with err filled in. */
+static void *hsm_sign_object(const struct signable *k, void *obj, hsm_session *s,
+			     hsm_obj priv, hsm_keytype t, char *err, size_t errlen)
 {
 	EVP_PKEY *dummy = dummy_for(t);
-	uint8_t *tbs = NULL, *sig = NULL, *cert = NULL;
-	const ASN1_BIT_STRING *osig;
-	const X509_ALGOR *oalg;
-	X509 *out = NULL;
+	uint8_t *tbs = NULL, *sig = NULL, *der = NULL;
+	const X509_ALGOR *alg = NULL;
+	void *out = NULL;
 	int tbslen, siglen, total = 0;
 
-	if (!dummy || !X509_sign(x, dummy, md_for(t))) {
-		snprintf(err, errlen, "cannot prepare the certificate for signing");
+	if (!dummy || !k->prepare(obj, dummy, md_for(t))) {
+		snprintf(err, errlen, "cannot prepare the %s for signing", k->what);
 		goto cleanup;
 	}
-	tbslen = i2d_re_X509_tbs(x, &tbs);
+	tbslen = k->tbs(obj, &tbs, &alg);
 	if (tbslen <= 0) {
-		snprintf(err, errlen, "cannot encode the certificate body");
+		snprintf(err, errlen, "cannot encode the %s body", k->what);
 		goto cleanup;
 	}
 	siglen = hsm_sign_tbs(s, priv, t, tbs, (size_t)tbslen, &sig, err, errlen);
 	if (siglen <= 0)
 		goto cleanup;
-	X509_get0_signature(&osig, &oalg, x);
-	cert = assemble(tbs, tbslen, oalg, sig, siglen, &total);
-	if (cert) {
-		const uint8_t *cp = cert;
+	der = assemble(tbs, tbslen, alg, sig, siglen, &total);
+	if (der) {
+		const uint8_t *cp = der;
 
-		out = d2i_X509(NULL, &cp, total);
+		out = ASN1_item_d2i(NULL, &cp, total, k->item());
 	}
 	if (!out)
-		snprintf(err, errlen, "assembled certificate does not parse");
+		snprintf(err, errlen, "assembled %s does not parse", k->what);
 cleanup:
 	EVP_PKEY_free(dummy);
 	OPENSSL_free(tbs);
 	OPENSSL_free(sig);
-	OPENSSL_free(cert);
+	OPENSSL_free(der);
 	return out;
+}
+
+X509 *st_x509_hsm_sign(X509 *x, hsm_session *s, hsm_obj priv, hsm_keytype t,
+		       char *err, size_t errlen)
+{
+	return hsm_sign_object(&signable_cert, x, s, priv, t, err, errlen);
 }
 
 X509_REQ *st_x509_req_hsm_sign(X509_REQ *r, hsm_session *s, hsm_obj priv,
 			       hsm_keytype t, char *err, size_t errlen)
 {
-	EVP_PKEY *dummy = dummy_for(t);
-	uint8_t *body = NULL, *sig = NULL, *der = NULL;
-	const ASN1_BIT_STRING *osig;
-	const X509_ALGOR *oalg;
-	X509_REQ *out = NULL;
-	int bodylen, siglen, total = 0;
+	return hsm_sign_object(&signable_req, r, s, priv, t, err, errlen);
+}
 
-	if (!dummy || !X509_REQ_sign(r, dummy, md_for(t))) {
-		snprintf(err, errlen, "cannot prepare the request for signing");
-		goto cleanup;
-	}
-	bodylen = i2d_re_X509_REQ_tbs(r, &body);
-	if (bodylen <= 0) {
-		snprintf(err, errlen, "cannot encode the request body");
-		goto cleanup;
-	}
-	siglen = hsm_sign_tbs(s, priv, t, body, (size_t)bodylen, &sig, err, errlen);
-	if (siglen <= 0)
-		goto cleanup;
-	X509_REQ_get0_signature(r, &osig, &oalg);
-	der = assemble(body, bodylen, oalg, sig, siglen, &total);
-	if (der) {
-		const uint8_t *cp = der;
-
-		out = d2i_X509_REQ(NULL, &cp, total);
-	}
-	if (!out)
-		snprintf(err, errlen, "assembled request does not parse");
-cleanup:
-	EVP_PKEY_free(dummy);
-	OPENSSL_free(body);
-	OPENSSL_free(sig);
-	OPENSSL_free(der);
-	return out;
+X509_CRL *st_x509_crl_hsm_sign(X509_CRL *c, hsm_session *s, hsm_obj priv,
+			       hsm_keytype t, char *err, size_t errlen)
+{
+	return hsm_sign_object(&signable_crl, c, s, priv, t, err, errlen);
 }
 
 int st_hsm_sign_bytes(hsm_session *s, hsm_obj priv, hsm_keytype t,
@@ -302,45 +349,6 @@ int st_hsm_sign_bytes(hsm_session *s, hsm_obj priv, hsm_keytype t,
 		      char *err, size_t errlen)
 {
 	return hsm_sign_tbs(s, priv, t, data, len, sig, err, errlen);
-}
-
-X509_CRL *st_x509_crl_hsm_sign(X509_CRL *c, hsm_session *s, hsm_obj priv,
-			       hsm_keytype t, char *err, size_t errlen)
-{
-	EVP_PKEY *dummy = dummy_for(t);
-	uint8_t *body = NULL, *sig = NULL, *der = NULL;
-	const ASN1_BIT_STRING *osig;
-	const X509_ALGOR *oalg;
-	X509_CRL *out = NULL;
-	int bodylen, siglen, total = 0;
-
-	if (!dummy || !X509_CRL_sign(c, dummy, md_for(t))) {
-		snprintf(err, errlen, "cannot prepare the CRL for signing");
-		goto cleanup;
-	}
-	bodylen = i2d_re_X509_CRL_tbs(c, &body);
-	if (bodylen <= 0) {
-		snprintf(err, errlen, "cannot encode the CRL body");
-		goto cleanup;
-	}
-	siglen = hsm_sign_tbs(s, priv, t, body, (size_t)bodylen, &sig, err, errlen);
-	if (siglen <= 0)
-		goto cleanup;
-	X509_CRL_get0_signature(c, &osig, &oalg);
-	der = assemble(body, bodylen, oalg, sig, siglen, &total);
-	if (der) {
-		const uint8_t *cp = der;
-
-		out = d2i_X509_CRL(NULL, &cp, total);
-	}
-	if (!out)
-		snprintf(err, errlen, "assembled CRL does not parse");
-cleanup:
-	EVP_PKEY_free(dummy);
-	OPENSSL_free(body);
-	OPENSSL_free(sig);
-	OPENSSL_free(der);
-	return out;
 }
 
 /* Add one extension given in openssl.cnf syntax; 0 on failure. */

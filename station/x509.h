@@ -167,4 +167,13 @@ int st_ca_select(hsm_session *s, const char *label, int renew_days,
 int st_write_pem(const char *path, X509 *x, X509_REQ *req,
 		 char *err, size_t errlen);
 
+/* Store x in the token as the certificate object label.  When der is not
+ * NULL it gets a malloc'd copy of the DER stored (free() it) and *len its
+ * length.  On a token error err reads "cannot store the <what> in the
+ * token: <cause>"; ST_E_CRYPTO (x does not encode) and ST_E_NOMEM leave
+ * err alone. */
+int st_x509_hsm_store(hsm_session *s, const char *label, X509 *x,
+		      const char *what, uint8_t **der, size_t *len,
+		      char *err, size_t errlen);
+
 #endif

@@ -13,7 +13,7 @@
 
 #include <umockdev.h>
 
-#include "device-drivers/sim/sim.h"
+#include "devsim/sim.h"
 
 #define SIM_USB_VID 0x1209
 #define SIM_USB_PID 0x5354

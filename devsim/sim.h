@@ -14,6 +14,12 @@
 
 #include <openssl/evp.h>
 
+/* The simulator is a device, not a driver, and otherwise stays out of the
+ * station's modules.  It may include the wire protocol it shares with the
+ * host side: proto/ (the frame codec and command numbers) and drv.h for the
+ * protocol's limits and lifecycle values (DRV_UID_LEN, DRV_MAX_CERT,
+ * DRV_LC_*), so both ends are built from one definition and cannot drift.
+ * scripts/check-layers.sh holds it to exactly these two. */
 #include "device-drivers/drv.h"
 #include "device-drivers/proto/proto.h"
 

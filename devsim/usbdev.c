@@ -2,7 +2,7 @@
  * usbdevfs handling as in ../shared/examples/usb_sim.c: SUBMITURB queues,
  * REAPURB(NDELAY) hands back completed URBs (EAGAIN when none), DISCARDURB
  * cancels a pending IN; control transfers answer string descriptors. */
-#include "device-drivers/sim/usbdev.h"
+#include "devsim/usbdev.h"
 
 #include <errno.h>
 #include <linux/usbdevice_fs.h>

@@ -2,7 +2,7 @@
  * command (docs/protocol.md).  Keys are made by OpenSSL (the "chip");
  * fuses follow OTP rules: a 4-byte word is programmed once, into two
  * redundant copies, and never changes afterwards. */
-#include "device-drivers/sim/sim.h"
+#include "devsim/sim.h"
 
 #include <openssl/ec.h>
 #include <openssl/evp.h>

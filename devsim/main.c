@@ -16,7 +16,7 @@
  * SERIAL", runs COMMAND (which sees the device through libusb) and exits
  * with its status; without COMMAND it serves until SIGTERM/SIGINT.  State (units, keys, certs, fuses) lives in
  * FILE and is saved after every change. */
-#include "device-drivers/sim/sim.h"
+#include "devsim/sim.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -35,7 +35,7 @@
 #include <unistd.h>
 
 #include "base.h"
-#include "device-drivers/sim/usbdev.h"
+#include "devsim/usbdev.h"
 
 /* Point link at target atomically (symlink beside it, then rename). */
 static int make_link(const char *link, const char *target)

@@ -6,7 +6,7 @@
  * "latency:MS" (every answer late).  Fuse faults ("brownout:K", "stuck:B:B:B",
  * "slowburn:MS") act per programmed word through on_burn_word;
  * "cutread:K" pulls the cable at a fuse read-back. */
-#include "device-drivers/sim/sim.h"
+#include "devsim/sim.h"
 
 #include <stdio.h>
 #include <stdlib.h>

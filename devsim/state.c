@@ -2,7 +2,7 @@
  * fuses as JSON, written atomically after every change so fuses survive a
  * restart exactly like OTP silicon does.  With --forget-done only the unit
  * in the programmer is kept (and a counter for the units to come). */
-#include "device-drivers/sim/sim.h"
+#include "devsim/sim.h"
 
 #include <errno.h>
 #include <fcntl.h>

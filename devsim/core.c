@@ -3,7 +3,7 @@
  * table and target.c, bytes out through sim_send_raw (the pty in main.c, or
  * a USB bulk IN queue when the simulator runs as a umockdev device; see
  * tests/fixtures/fx_usbsim.c). */
-#include "device-drivers/sim/sim.h"
+#include "devsim/sim.h"
 
 #include <errno.h>
 #include <openssl/sha.h>
