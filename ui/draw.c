@@ -308,8 +308,9 @@ static void panel(struct ui *u, int i, int y, int x, int h, int w)
 		/* UNFUSED: identity issued, fuses and lifecycle untouched (an
 		 * unarmed run): good, but not a locked PASS; say how to finish */
 		bool unfused = !strcmp(s->verdict, "UNFUSED");
-		const char *hint = s->state == SL_VERDICT && unfused ?
-			"not locked: finish it armed (y at start)" : s->state == SL_HELD ?
+		const char *hint = s->state == SL_VERDICT && unfused ? (iw >= 40 ?
+			"not locked: finish it armed (y at start)" : "not locked: arm it") :
+			s->state == SL_HELD ?
 			(!strcmp(s->verdict, "QUARANTINE") ? "set aside: k or x releases" :
 			 "r retry  k skip  x quarantine") :
 			s->state == SL_ERROR ? (!strncmp(s->note, "waiting for the programmer", 26) ?
@@ -323,10 +324,13 @@ static void panel(struct ui *u, int i, int y, int x, int h, int w)
 			row += 3;
 		}
 		if (row <= last) {
-			if (pass)
-				put(row++, x + 1, iw, a, "%s %.1fs recorded%s", s->verdict,
+			if (unfused)
+				put(row++, x + 1, iw, a, "UNFUSED %.1fs%s",
 				    (double)s->elapsed_ms / 1000.0,
-				    unfused ? ", fuses not burned" : "");
+				    iw >= 30 ? ", fuses not burned" : "");
+			else if (pass)
+				put(row++, x + 1, iw, a, "PASS %.1fs recorded",
+				    (double)s->elapsed_ms / 1000.0);
 			else
 				put(row++, x + 1, iw, a, "%s", s->verdict);
 		}
