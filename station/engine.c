@@ -899,8 +899,10 @@ static void run_unit(struct unit *u)
 		goto cleanup;
 	}
 	/* Unarmed: the identity is issued and proven, the fuses and the
-	 * lifecycle are untouched: not a locked PASS (docs/fuses.md). */
-	u->result = "PASS";
+	 * lifecycle are untouched: not a locked PASS but UNFUSED, which a
+	 * later armed run finishes (docs/fuses.md).  Every target, a TPM's
+	 * write-once NV fields included, takes the same plan. */
+	u->result = u->w->job->run->burn_fuses ? "PASS" : "UNFUSED";
 cleanup:
 	X509_free(cert);
 }
