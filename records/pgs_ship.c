@@ -169,8 +169,11 @@ static int raise_alert(pgs *p, const char *kind, const char *uid,
 	return err;
 }
 
-/* The PASS of uid: the device's one identity and the serial's one unit,
- * across every station. */
+/* The PASS or UNFUSED of uid: the device's one identity and the serial's
+ * one unit, across every station.  An UNFUSED unit holds a live identity
+ * (docs/fuses.md), so it claims it too; the armed run that finishes it at
+ * the same station (same certificate, same serial) is that identity, not
+ * a second one. */
 static int claim_identity(pgs *p, const struct lev *e, const char *unit,
 			  json_t *data, long long *raised)
 {
@@ -185,13 +188,14 @@ static int claim_identity(pgs *p, const struct lev *e, const char *unit,
 		      " $4, $5) ON CONFLICT (uid) DO NOTHING RETURNING station_id)"
 		      " SELECT station_id, unit_id::text, coalesce(cert_serial, '')"
 		      " FROM device_identities WHERE uid = $1 AND NOT EXISTS"
-		      " (SELECT 1 FROM ins)",
+		      " (SELECT 1 FROM ins) AND NOT (station_id = $2 AND"
+		      " cert_serial IS NOT DISTINCT FROM $4)",
 		      5, e->uid, p->station, unit, serial, e->hash);
 	if (err)
 		return err;
 	if (PQntuples(res) == 1) {
 		snprintf(detail, sizeof(detail), "device %s was given a second "
-			 "identity: PASS at station %s (unit %s, serial %s) and "
+			 "identity: provisioned at station %s (unit %s, serial %s) and "
 			 "at station %s (unit %s, serial %s); not merged: "
 			 "withdraw one of the certificates", e->uid,
 			 PQgetvalue(res, 0, 0), PQgetvalue(res, 0, 1),
@@ -209,7 +213,8 @@ static int claim_identity(pgs *p, const struct lev *e, const char *unit,
 		      " unit_id, uid) VALUES ($1, $2, $3::bigint, $4)"
 		      " ON CONFLICT (serial) DO NOTHING RETURNING serial)"
 		      " SELECT station_id, unit_id::text, uid FROM cert_serials"
-		      " WHERE serial = $1 AND NOT EXISTS (SELECT 1 FROM ins)",
+		      " WHERE serial = $1 AND NOT EXISTS (SELECT 1 FROM ins)"
+		      " AND NOT (station_id = $2 AND uid = $4)",
 		      4, serial, p->station, unit, e->uid);
 	if (err)
 		return err;
@@ -329,7 +334,8 @@ static int apply(pgs *p, const struct lev *e, json_t *body, long long *raised)
 
 		if (!err)
 			err = end_allowance(p, unit, result);
-		if (!err && result && !strcmp(result, "PASS"))
+		if (!err && result && (!strcmp(result, "PASS") ||
+				       !strcmp(result, "UNFUSED")))
 			err = claim_identity(p, e, unit, data, raised);
 		return err;
 	}

@@ -427,6 +427,7 @@ struct bundle {
 	long long last_seq;             /* the last event in events.jsonl */
 	char last_hash[65];
 	json_t *cert_lines;    /* certs.jsonl, one object per issued certificate */
+	json_t *idents;        /* uid -> PEM of its newest PASS or UNFUSED unit */
 };
 
 /* Write text to dir/name (fsynced). */
@@ -454,16 +455,33 @@ static int bundle_unit(void *ctx, const rec_unit_row *u)
 {
 	struct bundle *b = ctx;
 	json_t *o = unit_json(u, false);
-	char name[300];
 
 	if (!o)
 		return ST_E_NOMEM;
 	json_dumpf(o, b->units, JSON_COMPACT | JSON_SORT_KEYS);
 	fputc('\n', b->units);
 	json_decref(o);
-	if (u->cert_pem && (!strcmp(u->state, "PASS") || !strcmp(u->state, "UNFUSED"))) {
-		snprintf(name, sizeof(name), "certs/%s.pem", u->uid);
-		if (put_file(b, name, u->cert_pem, strlen(u->cert_pem)))
+	/* A device's identity is its newest PASS or UNFUSED unit's (units
+	 * come oldest first): an UNFUSED unit finished by an armed run is two
+	 * records with one certificate; a re-provisioned one supersedes the
+	 * old.  Written once, after the walk (bundle_idents). */
+	if (u->cert_pem && (!strcmp(u->state, "PASS") || !strcmp(u->state, "UNFUSED")) &&
+	    json_object_set_new(b->idents, u->uid, json_string(u->cert_pem)))
+		return ST_E_NOMEM;
+	return 0;
+}
+
+/* certs/<device-id>.pem: one per device with a PASS or UNFUSED unit. */
+static int bundle_idents(struct bundle *b)
+{
+	const char *uid;
+	json_t *pem;
+	char name[300];
+
+	json_object_foreach(b->idents, uid, pem) {
+		snprintf(name, sizeof(name), "certs/%s.pem", uid);
+		if (put_file(b, name, json_string_value(pem),
+			     strlen(json_string_value(pem))))
 			return ST_E_IO;
 		b->certs++;
 	}
@@ -510,14 +528,16 @@ static int hash_line(struct bundle *b, const char *name, FILE *m)
 	return 0;
 }
 
-static int manifest_unit(void *ctx, const rec_unit_row *u)
+static int manifest_idents(struct bundle *b)
 {
-	struct bundle *b = ctx;
+	const char *uid;
+	json_t *pem;
 	char name[300];
 
-	if (u->cert_pem && (!strcmp(u->state, "PASS") || !strcmp(u->state, "UNFUSED"))) {
-		snprintf(name, sizeof(name), "certs/%s.pem", u->uid);
-		return hash_line(b, name, b->manifest_list) ? ST_E_IO : 0;
+	json_object_foreach(b->idents, uid, pem) {
+		snprintf(name, sizeof(name), "certs/%s.pem", uid);
+		if (hash_line(b, name, b->manifest_list))
+			return ST_E_IO;
 	}
 	return 0;
 }
@@ -687,7 +707,7 @@ cleanup:
  * every file listed in manifest.sha256, which the audit key signs. */
 static int cmd_evidence(st_rec_cli *c)
 {
-	struct bundle b = { .dir = c->evidence };
+	struct bundle b = { .dir = c->evidence, .idents = json_object() };
 	st_checkpoint cp = { .body = NULL };
 	char path[4096], *mtext = NULL;
 	const uint8_t *der;
@@ -745,11 +765,11 @@ static int cmd_evidence(st_rec_cli *c)
 	b.manifest_list = m;
 	der = st_audit_cert(a, &dlen);
 	code = ST_EXIT_RECORDS;
-	if (!b.units || !b.events || !m) {
+	if (!b.units || !b.events || !m || !b.idents) {
 		st_say(code, "export: cannot write in %s", b.dir);
 		goto cleanup;
 	}
-	if (rec_list_units(r, &f, bundle_unit, &b) ||
+	if (rec_list_units(r, &f, bundle_unit, &b) || bundle_idents(&b) ||
 	    rec_list_events(r, 0, bundle_event, &b)) {
 		st_say(code, "export: %s", b.err[0] ? b.err : rec_errmsg(r));
 		goto cleanup;
@@ -765,7 +785,7 @@ static int cmd_evidence(st_rec_cli *c)
 	    hash_line(&b, "units.jsonl", m) || hash_line(&b, "events.jsonl", m) ||
 	    hash_line(&b, "ca.pem", m) || hash_line(&b, "audit.pem", m) ||
 	    hash_line(&b, "checkpoint.json", m) || hash_line(&b, "checkpoint.sig", m) ||
-	    rec_list_units(r, &f, manifest_unit, &b) ||
+	    manifest_idents(&b) ||
 	    bundle_certs(c, &b, r, h, &f, m)) {
 		st_say(code, "export: %s", b.err[0] ? b.err : "cannot write the bundle");
 		goto cleanup;
@@ -795,6 +815,7 @@ cleanup:
 	if (b.events)
 		fclose(b.events);
 	json_decref(b.cert_lines);
+	json_decref(b.idents);
 	st_audit_detach(r, a);
 	st_cli_trust_free(t);
 	hsm_close(h);

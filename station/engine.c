@@ -117,6 +117,7 @@ struct unit {
 	const char *fuses;
 	int err;
 	bool stop_slot;       /* the link or the records failed: end this slot */
+	bool stop_said;       /* ...and that was already reported (slot error) */
 	bool hsm_lost;        /* the HSM session or token went away */
 	int dup_slot;         /* another slot holds the same device ID */
 	char serial[80];
@@ -891,8 +892,10 @@ static void run_unit(struct unit *u)
 		goto cleanup;
 	}
 	/* Unarmed: the identity is issued and proven, the fuses and the
-	 * lifecycle are untouched: not a locked PASS (docs/fuses.md). */
-	u->result = "PASS";
+	 * lifecycle are untouched: not a locked PASS but UNFUSED, which a
+	 * later armed run finishes (docs/fuses.md).  Every target, a TPM's
+	 * write-once NV fields included, takes the same plan. */
+	u->result = u->w->job->run->burn_fuses ? "PASS" : "UNFUSED";
 cleanup:
 	X509_free(cert);
 }
@@ -934,6 +937,7 @@ static int revoke_unit_cert(struct unit *u, const char *result)
 		   "close-interrupted'", w->slot, u->info.uid_hex, u->serial, err);
 	record_failed(w, rc);
 	u->stop_slot = true;
+	u->stop_said = true;
 	return rc;
 }
 
@@ -987,6 +991,7 @@ static void finish_unit(struct unit *u)
 		se.detail = msg;
 		record_failed(w, rc);
 		u->stop_slot = true;
+		u->stop_said = true;
 		emit(w, &se);
 		return;
 	}
@@ -1612,6 +1617,25 @@ static int slot_hsm_open(struct worker *w, X509 *ca, hsm_session **sess,
 }
 
 /* The slot worker: open programmer and HSM session, then unit after unit. */
+/* The unit stopped its slot because a record could not be written
+ * (anything but a lost link, which the loops report themselves): say so,
+ * once, and count it as a records error.  The unit was not passed. */
+static void records_stopped(struct worker *w, const struct unit *u)
+{
+	st_event se = { .kind = ST_EV_SLOT_ERROR, .uid = u->info.uid_hex,
+			.err = u->err ? u->err : ST_E_DB };
+	char msg[768];
+
+	if (u->stop_said || (u->err && st_err_is_link(u->err)))
+		return;
+	snprintf(msg, sizeof(msg), "slot %d: unit %s: %s; the unit is NOT passed "
+		 "and the slot stops: fix the records store and provision it "
+		 "again", w->slot, u->info.uid_hex, u->reason);
+	se.detail = msg;
+	record_failed(w, se.err);
+	emit(w, &se);
+}
+
 static void *worker_main(void *arg)
 {
 	struct worker *w = arg;
@@ -1677,6 +1701,7 @@ static void *worker_main(void *arg)
 			if (u.err && st_err_is_link(u.err))
 				slot_error(w, u.err, "slot %d (%s): %s", w->slot, w->port,
 					   u.reason);
+			records_stopped(w, &u);
 			/* Unplugged and hotplug on: the slot comes back with its
 			 * programmer, and the interrupted unit is done again. */
 			if (u.err == ST_E_UNPLUGGED && job->run->plug_wait_ms > 0 &&
@@ -2015,13 +2040,14 @@ static int serve_units(struct worker *w, drv_dev *dev, hsm_session *sess,
 		    strcmp(u.result ? u.result : "FAIL", "UNFUSED"))
 			cmd = hold_unit(w, &u);
 		if (cmd == ST_CMD_QUARANTINE && quarantine_held(w, &u))
-			u.stop_slot = true;
+			u.stop_slot = u.stop_said = true;
 		unclaim_uid(w);
 		free(u.cert_pem);
 		if (u.stop_slot) {
 			if (u.err && st_err_is_link(u.err))
 				slot_error(w, u.err, "slot %d (%s): %s", w->slot, w->port,
 					   u.reason);
+			records_stopped(w, &u);
 			return gone(w, u.err && st_err_is_link(u.err) ? u.err : ST_E_DB);
 		}
 		if (cmd == ST_CMD_RETRY)

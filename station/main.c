@@ -772,7 +772,8 @@ static void usage(FILE *f)
 		   "or a no-echo prompt; never from the command line.  Passwords likewise:\n"
 		   "--password-file / STATION_PASSWORD, --supervisor-password-file /\n"
 		   "STATION_SUPERVISOR_PASSWORD, or a prompt.\n"
-		   "exit codes: 0 all PASS, 1 unit failed/quarantined, 2 usage/config,\n"
+		   "exit codes: 0 all PASS (unarmed: PASS or UNFUSED), 1 unit\n"
+		   "            failed/quarantined, 2 usage/config,\n"
 		   "            3 HSM, 4 records, 5 programmer/link\n");
 }
 

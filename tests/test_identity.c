@@ -290,6 +290,56 @@ Test(identity, unit_failing_after_issuance_is_revoked, .timeout = 120)
 	fx_rmtree(w.dir);
 }
 
+/* UNFUSED is a live identity in the evidence bundle: two units unarmed,
+ * the first then finished armed (its records: UNFUSED, then PASS, one
+ * certificate).  The bundle holds one certificate per device, lists both
+ * as valid, revokes neither, and passes the auditor block of
+ * docs/evidence.md. */
+Test(identity, unfused_and_finished_units_pass_the_auditor_block, .timeout = 150)
+{
+	fx_world w;
+	fx_devsim sim;
+	static char log[65536], text[65536];
+	char path[900], line[4096];
+	int valid = 0, lines = 0;
+	FILE *f;
+
+	fx_world_init(&w, true, 2000);
+	cr_assert_eq(fx_devsim_start(&sim, w.dir, "prog", 2, NULL), 0);
+	fx_station_run(&R, &w, "--slot", sim.port, "provision", NULL);
+	fx_devsim_stop(&sim);
+	cr_assert_eq(R.code, 0, "stdout:%s\nstderr:%s", R.out, R.err);
+	cr_assert(strstr(R.out, "summary: 2 UNFUSED"), "%s", R.out);
+	cr_assert_eq(fx_count_units(&w, "UNFUSED"), 2);
+	cr_assert_eq(fx_devsim_rewind(sim.state_path), 0);
+	cr_assert_eq(fx_devsim_start(&sim, w.dir, "prog", 2, NULL), 0);
+	fx_station_run(&R, &w, "--burn-fuses", "--units", "1", "--slot", sim.port,
+		       "provision", NULL);
+	fx_devsim_stop(&sim);
+	cr_assert_eq(R.code, 0, "stdout:%s\nstderr:%s", R.out, R.err);
+	cr_assert_eq(fx_count_units(&w, "PASS"), 1, "%s", R.out);
+	cr_assert_eq(fx_q_int(&w, "SELECT count(DISTINCT cert_serial) FROM units"), 2);
+
+	cr_assert_eq(bundle_audit(&w, "bundle", log, sizeof(log)), 0,
+		     "the auditor block failed:\n%s", log);
+	cr_assert(strstr(R.out, "2 device certificates"), "%s", R.out);
+	snprintf(path, sizeof(path), "cd '%s/bundle' && ls certs/*.pem | wc -l", w.dir);
+	cr_assert_eq(sh(text, sizeof(text), path), 0);
+	cr_assert_eq(atoi(text), 2, "certs/: %s", text);
+	snprintf(path, sizeof(path), "%s/bundle/certs.jsonl", w.dir);
+	f = fopen(path, "r");
+	cr_assert_not_null(f);
+	while (fgets(line, sizeof(line), f)) {
+		lines++;
+		valid += strstr(line, "\"fate\":\"valid\"") != NULL;
+	}
+	fclose(f);
+	cr_assert_eq(valid, lines, "an UNFUSED identity is not valid in certs.jsonl");
+	cr_assert_geq(valid, 2);
+	cr_assert_eq(fx_q_int(&w, "SELECT count(*) FROM revocations"), 0);
+	fx_rmtree(w.dir);
+}
+
 /* ---- crash test ---- */
 
 /* A supervisor on a signed operator list (nothing else required). */

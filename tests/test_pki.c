@@ -203,7 +203,8 @@ static X509 *provision_one(const fx_world *w, fx_run *r, char uid[64])
 		o = json_loads(line, 0, &e);
 		cr_assert_not_null(o, "not JSON: %s", line);
 		if (!strcmp(json_string_value(json_object_get(o, "event")), "unit")) {
-			cr_assert_str_eq(json_string_value(json_object_get(o, "result")), "PASS");
+			/* unarmed: the identity is issued, the fuses untouched */
+			cr_assert_str_eq(json_string_value(json_object_get(o, "result")), "UNFUSED");
 			snprintf(uid, 64, "%s", json_string_value(json_object_get(o, "uid")));
 		}
 		json_decref(o);
@@ -801,7 +802,7 @@ Test(pki, inject_mode_provisions_with_a_wrapped_hsm_key, .timeout = 120)
 	fx_devsim_stop(&sim);
 	cr_assert_eq(r.code, 0, "stdout:%s\nstderr:%s", r.out, r.err);
 	cr_assert(strstr(r.err, "injected wrapped"), "%s", r.err);
-	/* Proof of possession passed in the run (a PASS needs it); the key the
+	/* Proof of possession passed in the run (UNFUSED needs it); the key the
 	 * simulated chip holds is the certified one. */
 	cr_assert_eq(fx_devsim_dump(sim.state_path, &st), 0);
 	units = json_object_get(st, "units");
@@ -890,12 +891,13 @@ Test(pki, token_pulled_mid_run_fails_one_unit_cleanly_then_recovers, .timeout = 
 	}
 	close(outp[1]);
 	out = fdopen(outp[0], "r");
-	/* The first PASS is the signal to pull the token (no sleeps). */
+	/* The first good unit (UNFUSED: unarmed) is the signal to pull the
+	 * token (no sleeps). */
 	r.out[0] = '\0';
 	while (fgets(line, sizeof(line), out)) {
 		if (strlen(r.out) + strlen(line) < sizeof(r.out))
 			strcat(r.out, line);
-		if (!pulled && strstr(line, "\"result\":\"PASS\"")) {
+		if (!pulled && strstr(line, "\"result\":\"UNFUSED\"")) {
 			cr_assert_eq(sh("rm -rf '%s/tokens'/*", w.dir), 0);
 			pulled = 1;
 		}
@@ -927,7 +929,7 @@ Test(pki, token_pulled_mid_run_fails_one_unit_cleanly_then_recovers, .timeout = 
 	 * start was signed; either way at most one unit is touched and the
 	 * slot stops instead of failing more. */
 	cr_assert_leq(units_with(&w, "FAIL"), 1);
-	passed = units_with(&w, "PASS");
+	passed = units_with(&w, "UNFUSED");
 	cr_assert_lt(passed, 199);
 	/* The token is back: the station carries on with the same unit. */
 	cr_assert_eq(sh("rm -rf '%s/tokens' && mv '%s/tokens.saved' '%s/tokens'", w.dir,
@@ -936,7 +938,8 @@ Test(pki, token_pulled_mid_run_fails_one_unit_cleanly_then_recovers, .timeout = 
 	fx_station_run(&r, &w, "--json", "--units", "2", "--slot", sim.port, "provision", NULL);
 	fx_devsim_stop(&sim);
 	cr_assert_eq(r.code, 0, "after the token came back: %s", r.err);
-	cr_assert_eq(units_with(&w, "PASS"), passed + 2, "%s", r.out);
+	cr_assert_eq(units_with(&w, "UNFUSED"), passed + 2, "%s", r.out);
+	cr_assert_eq(units_with(&w, "PASS"), 0, "an unarmed run locked a unit: %s", r.out);
 	if (failed_uid[0])
 		cr_assert(strstr(r.out, failed_uid), "the failed unit %s was not "
 			  "provisioned again: %s", failed_uid, r.out);

@@ -153,6 +153,9 @@ Test(station, fuses_untouched_unless_armed, .timeout = 60)
 	cr_assert_eq(json_array_size(units), 1);
 	cr_assert_str_eq(json_string_value(json_object_get(json_array_get(units, 0), "fuses")),
 			 "not-armed");
+	/* provisioned, not locked: not the verdict of a locked unit */
+	cr_assert_str_eq(json_string_value(json_object_get(json_array_get(units, 0), "result")),
+			 "UNFUSED");
 	dev = fx_sim_unit(sim.state_path,
 			  json_string_value(json_object_get(json_array_get(units, 0), "uid")));
 	cr_assert_str_eq(fuse0(dev), "0000000000000000000000000000000000000000000000000000000000000000");

@@ -193,10 +193,10 @@ Test(sync, two_stations_arrive_complete_and_in_order, .timeout = 240)
 	cr_assert_eq(fx_devsim_start(&sa, a.dir, "prog", 3, "--seed st1"), 0);
 	cr_assert_eq(fx_devsim_start(&sb, b.dir, "prog", 3, "--seed st2"), 0);
 	use(&a);
-	fx_station_run(r, &a, "--slot", sa.port, "provision", NULL);
+	fx_station_run(r, &a, "--burn-fuses", "--slot", sa.port, "provision", NULL);
 	cr_assert_eq(r->code, 0, "A: %s", r->err);
 	use(&b);
-	fx_station_run(r, &b, "--slot", sb.port, "provision", NULL);
+	fx_station_run(r, &b, "--burn-fuses", "--slot", sb.port, "provision", NULL);
 	cr_assert_eq(r->code, 0, "B: %s", r->err);
 
 	use(&a);
@@ -277,7 +277,8 @@ Test(sync, same_device_at_two_stations_is_an_alert_at_both_ends, .timeout = 240)
 	start_pg(&pg);
 	sync_world(&a, "line1-st1", &pg, NULL);
 	sync_world(&b, "line2-st1", &pg, NULL);
-	/* the same seed: the same two device IDs presented at both stations */
+	/* the same seed: the same two device IDs presented at both stations,
+	 * unarmed: an UNFUSED unit holds a live identity, so it claims it */
 	cr_assert_eq(fx_devsim_start(&sa, a.dir, "prog", 2, "--seed same"), 0);
 	cr_assert_eq(fx_devsim_start(&sb, b.dir, "prog", 2, "--seed same"), 0);
 	use(&a);
@@ -302,7 +303,7 @@ Test(sync, same_device_at_two_stations_is_an_alert_at_both_ends, .timeout = 240)
 	cr_assert_eq(fx_pg_num(&pg, "SELECT count(*) FROM device_identities"
 			       " WHERE station_id = 'line1-st1'"), 2);
 	cr_assert_eq(fx_pg_num(&pg, "SELECT count(*) FROM units WHERE state ="
-			       " 'PASS' AND station_id = 'line2-st1'"), 2);
+			       " 'UNFUSED' AND station_id = 'line2-st1'"), 2);
 	cr_assert_eq(local_num(&b, "SELECT count(*) FROM events WHERE kind ="
 			       " 'sync_alert' AND json_extract(body,"
 			       " '$.data.alert_kind') = 'duplicate_device'"), 2);
@@ -319,6 +320,23 @@ Test(sync, same_device_at_two_stations_is_an_alert_at_both_ends, .timeout = 240)
 	fx_station_run(r, &a, "records", "sync", "--once", NULL);
 	cr_assert(!strstr(r->out, "alerts recorded"), "%s", r->out);
 	cr_assert_eq(local_num(&a, "SELECT count(*) FROM events WHERE kind = 'sync_alert'"), 2);
+
+	/* A finishes its UNFUSED units armed: the same certificates, now PASS.
+	 * That is the identity A's units already claimed, not a second one. */
+	fx_devsim_stop(&sa);
+	cr_assert_eq(fx_devsim_rewind(sa.state_path), 0);
+	cr_assert_eq(fx_devsim_start(&sa, a.dir, "prog", 2, "--seed same"), 0);
+	fx_station_run(r, &a, "--burn-fuses", "--slot", sa.port, "provision", NULL);
+	cr_assert_eq(r->code, 0, "A armed: %s%s", r->out, r->err);
+	cr_assert_eq(fx_count_units(&a, "PASS"), 2, "%s", r->out);
+	fx_station_run(r, &a, "records", "sync", "--once", NULL);
+	cr_assert_eq(r->code, 0, "A sync: %s%s", r->out, r->err);
+	cr_assert(!strstr(r->out, "conflict"), "%s", r->out);
+	cr_assert_eq(fx_pg_num(&pg, "SELECT count(*) FROM alerts"), 2);
+	cr_assert_eq(fx_pg_num(&pg, "SELECT count(*) FROM units WHERE state ="
+			       " 'PASS' AND station_id = 'line1-st1'"), 2);
+	cr_assert_eq(fx_pg_num(&pg, "SELECT count(*) FROM device_identities"
+			       " WHERE station_id = 'line1-st1'"), 2);
 
 	/* the alerts are signed links of each chain, locally and centrally */
 	fx_station_run(r, &a, "records", "verify", NULL);
@@ -450,7 +468,8 @@ Test(sync, server_stopped_mid_sync_loses_and_doubles_nothing, .timeout = 240)
 	cr_assert(strstr(err, "retrying in"), "no retry was reported: %s", err);
 	free(err);
 	same_chain(&pg, &a, "line3-st1");
-	cr_assert_eq(fx_pg_num(&pg, "SELECT count(*) FROM units WHERE state = 'PASS'"), 3);
+	/* unarmed: every unit arrived with its end (UNFUSED), none twice */
+	cr_assert_eq(fx_pg_num(&pg, "SELECT count(*) FROM units WHERE state = 'UNFUSED'"), 3);
 	fx_station_run(r, &a, "records", "verify", "--pg", NULL);
 	cr_assert_eq(r->code, 0, "%s%s", r->out, r->err);
 
@@ -482,11 +501,11 @@ Test(sync, quota_is_shared_by_two_stations_running_at_once, .timeout = 300)
 	cr_assert_eq(r->code, 0, "%s", r->err);
 	cr_assert(strstr(r->out, "central database"), "%s", r->out);
 	/* B only knows it from the central database */
-	pa = spawn(&a, "prov", "--slot", sa.port, "--work-order", "WO-7",
-		   "provision", NULL);
+	pa = spawn(&a, "prov", "--burn-fuses", "--slot", sa.port, "--work-order",
+		   "WO-7", "provision", NULL);
 	use(&b);
-	pb = spawn(&b, "prov", "--slot", sb.port, "--work-order", "WO-7",
-		   "provision", NULL);
+	pb = spawn(&b, "prov", "--burn-fuses", "--slot", sb.port, "--work-order",
+		   "WO-7", "provision", NULL);
 	ca = reap(pa);
 	cb = reap(pb);
 	cr_assert_eq(ca, 0, "A exit %d", ca);
@@ -556,8 +575,8 @@ Test(sync, offline_allowance_policy_continues_then_stops, .timeout = 240)
 		       "10", NULL);
 	cr_assert_eq(r->code, 0, "%s", r->err);
 	/* online: one unit, and two more pre-reserved for offline work */
-	fx_station_run(r, &a, "--slot", sa.port, "--work-order", "WO-3", "--units",
-		       "1", "provision", NULL);
+	fx_station_run(r, &a, "--burn-fuses", "--slot", sa.port, "--work-order",
+		       "WO-3", "--units", "1", "provision", NULL);
 	cr_assert_eq(r->code, 0, "%s", r->err);
 	cr_assert_eq(fx_pg_num(&pg, "SELECT reserved FROM work_orders WHERE id = 'WO-3'"), 3);
 	cr_assert_eq(fx_pg_num(&pg, "SELECT count(*) FROM reservations WHERE state = 'ALLOWANCE'"), 2);
@@ -565,8 +584,8 @@ Test(sync, offline_allowance_policy_continues_then_stops, .timeout = 240)
 	/* offline, two slots asking at once: the two pre-reserved units
 	 * between them, then a clear stop */
 	cr_assert_eq(fx_pg_stop(&pg, "fast"), 0);
-	fx_station_run(r, &a, "--slot", sa.port, "--slot", sb.port, "--work-order",
-		       "WO-3", "provision", NULL);
+	fx_station_run(r, &a, "--burn-fuses", "--slot", sa.port, "--slot", sb.port,
+		       "--work-order", "WO-3", "provision", NULL);
 	cr_assert_eq(r->code, 4, "%s", r->err);
 	cr_assert(strstr(r->err, "allowance for work order WO-3 is used up (2 of 2)"),
 		  "%s", r->err);

@@ -201,6 +201,52 @@ Test(tpm2, provisions_a_tpm_end_to_end_then_skips_it, .timeout = 120)
 	world_end(&w);
 }
 
+/* Unarmed, a TPM is UNFUSED like any target: its identity is issued and
+ * proven, its write-once root-of-trust index (its fuse plan) is left
+ * unwritten; an armed run finishes it with the same certificate. */
+Test(tpm2, unarmed_tpm_is_unfused_then_an_armed_run_finishes_it, .timeout = 150)
+{
+	struct world w;
+	fx_run r;
+	char attrs[256], hex[65], out[8192], serial[80], again[80];
+	json_t *u;
+	int rc;
+
+	world_init(&w);
+	fx_station_run(&r, &w.fx, "--json", "--slot", w.slot, "provision", NULL);
+	cr_assert_eq(r.code, 0, "provision exit %d\nstdout:%s\nstderr:%s", r.code, r.out, r.err);
+	u = the_unit(r.out);
+	cr_assert_str_eq(jstr(u, "result"), "UNFUSED");
+	cr_assert_str_eq(jstr(u, "fuses"), "not-armed");
+	snprintf(serial, sizeof(serial), "%s", jstr(u, "cert_serial"));
+	json_decref(u);
+	cr_assert_eq(fx_count_units(&w.fx, "UNFUSED"), 1);
+	check_tpm_identity(&w, KEY_HANDLE, CERT_NV);
+	/* the write-once index is untouched: not defined, or defined unwritten */
+	rc = fx_swtpm_sh(&w.tpm, out, sizeof(out), "tpm2_nvreadpublic %s 2>&1", ROT_NV);
+	cr_assert(rc != 0 || !strstr(out, "written"), "root of trust written unarmed: %s",
+		  out);
+
+	fx_station_run(&r, &w.fx, "--json", "--burn-fuses", "--slot", w.slot, "provision",
+		       NULL);
+	cr_assert_eq(r.code, 0, "stdout:%s\nstderr:%s", r.out, r.err);
+	u = the_unit(r.out);
+	cr_assert_str_eq(jstr(u, "result"), "PASS");
+	cr_assert_str_eq(jstr(u, "fuses"), "burned");
+	snprintf(again, sizeof(again), "%s", jstr(u, "cert_serial"));
+	json_decref(u);
+	cr_assert_str_eq(again, serial, "the armed run issued a second identity");
+	check_tpm_identity(&w, KEY_HANDLE, CERT_NV);
+	nv_attrs(&w, ROT_NV, attrs, sizeof(attrs));
+	cr_assert(has_attr(attrs, "written") && has_attr(attrs, "writelocked"),
+		  "root-of-trust index: %s", attrs);
+	rot_hex(&w, hex);
+	cr_assert_str_eq(hex, FX_ROT);
+	cr_assert_eq(fx_count_units(&w.fx, "PASS"), 1);
+	cr_assert_eq(fx_q_int(&w.fx, "SELECT count(*) FROM revocations"), 0);
+	world_end(&w);
+}
+
 Test(tpm2, root_of_trust_locked_with_another_hash_is_quarantined, .timeout = 120)
 {
 	struct world w;

@@ -505,7 +505,7 @@ Test(tui, cloned_id_fails_with_reason_and_operator_quarantines, .timeout = 120)
 	tui_start(&w, 80, 24, sims, 2);
 	login_and_start(&w, "WO-C1", false);
 	expect(&w, "FAIL 1");
-	expect(&w, "PASS 1");
+	expect(&w, "PASS 0  UNFUSED 1"); /* not armed: provisioned, not locked */
 	cr_assert(strstr(w.screen, "same device ID"), "%s", w.screen);
 	cr_assert(strstr(w.screen, "r retry"), "what to do:\n%s", w.screen);
 	/* Only the held slot takes x. */
@@ -513,7 +513,7 @@ Test(tui, cloned_id_fails_with_reason_and_operator_quarantines, .timeout = 120)
 	type(&w, "x", false);
 	type(&w, "2", false);
 	type(&w, "x", false);
-	expect(&w, "PASS 1  FAIL 1  QUARANTINE 1");
+	expect(&w, "PASS 0  UNFUSED 1  FAIL 1  QUARANTINE 1");
 	expect(&w, "set aside by operator alice");
 	cr_assert_eq(count_units(&w, "QUARANTINE"), 1);
 	cr_assert_eq(count_units(&w, "FAIL"), 1);
@@ -532,7 +532,12 @@ Test(tui, eight_slots_scale, .timeout = 180)
 	start_sims(&w, sims, 8, 1);
 	tui_start(&w, 160, 48, sims, 8);
 	login_and_start(&w, "WO-8", false);
-	expect(&w, "PASS 8  FAIL 0");
+	/* not armed: every unit UNFUSED, a good verdict (yield 100%) that is
+	 * not a locked PASS, and each panel says how to finish it */
+	expect(&w, "PASS 0  UNFUSED 8  FAIL 0  QUARANTINE 0  YIELD 100%");
+	expect(&w, "not locked: arm it");
+	cr_assert_eq(count_units(&w, "UNFUSED"), 8);
+	cr_assert_eq(count_units(&w, "PASS"), 0);
 	for (int pass = 0; pass < 2; pass++) {
 		if (pass)
 			tmux(&w, NULL, 0, "resize-window", "-t", "main", "-x", "80", "-y", "24",
@@ -604,7 +609,7 @@ Test(tui, programmer_error_shows_on_its_slot, .timeout = 120)
 	cr_assert_eq(fx_devsim_start(&sims[1], w.dir, "p2", 1, "--seed g2 --fault garbage"), 0);
 	tui_start(&w, 80, 24, sims, 2);
 	login_and_start(&w, "WO-E1", false);
-	expect(&w, "PASS 1  FAIL 0");
+	expect(&w, "PASS 0  UNFUSED 1  FAIL 0");
 	expect(&w, "s starts the slot");
 	cr_assert(strstr(w.screen, "ERROR"), "%s", w.screen);
 	/* Starting it again tries again (and fails again, visibly). */
@@ -671,15 +676,15 @@ Test(tui, units_start_when_a_programmer_appears, .timeout = 120)
 	login_and_start(&w, "WO-P1", false);
 	expect(&w, "waiting for the programmer");
 	cr_assert_eq(fx_devsim_start(&sim, w.dir, "p1", 1, "--seed plug-a"), 0);
-	expect(&w, "PASS 1");
+	expect(&w, "PASS 0  UNFUSED 1  FAIL 0");
 	/* Unplugged: it says so and waits; a new programmer with a new unit. */
 	fx_devsim_stop(&sim);
 	expect(&w, "ERROR");
 	snprintf(state, sizeof(state), "%s/p1.json", w.dir);
 	cr_assert_eq(unlink(state), 0);
 	cr_assert_eq(fx_devsim_start(&sim, w.dir, "p1", 1, "--seed plug-b"), 0);
-	expect(&w, "PASS 2");
-	cr_assert_eq(count_units(&w, "PASS"), 2);
+	expect(&w, "PASS 0  UNFUSED 2  FAIL 0");
+	cr_assert_eq(count_units(&w, "UNFUSED"), 2);
 	type(&w, "q", false);
 	expect(&w, "STATION-EXIT=0");
 	finish(&w, &sim, 1);

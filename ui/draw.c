@@ -132,6 +132,7 @@ struct glyph {
 
 static const struct glyph font[] = {
 	{ 'A', { L"┏━┓", L"┣━┫", L"╹ ╹" } },
+	{ 'D', { L"┳━┓", L"┃ ┃", L"┻━┛" } },
 	{ 'E', { L"┏━╸", L"┣╸ ", L"┗━╸" } },
 	{ 'F', { L"┏━╸", L"┣╸ ", L"╹  " } },
 	{ 'I', { L"╻", L"┃", L"╹" } },
@@ -304,7 +305,12 @@ static void panel(struct ui *u, int i, int y, int x, int h, int w)
 		bool pass = !strcmp(s->verdict, "PASS") || !strcmp(s->verdict, "UNFUSED");
 		attr_t a = pass ? col(u, C_PASS, A_BOLD) : col(u, C_FAIL, A_BOLD);
 		attr_t bar = pass ? col(u, C_PASSBAR, A_REVERSE) : col(u, C_FAILBAR, A_REVERSE);
-		const char *hint = s->state == SL_HELD ?
+		/* UNFUSED: identity issued, fuses and lifecycle untouched (an
+		 * unarmed run): good, but not a locked PASS; say how to finish */
+		bool unfused = !strcmp(s->verdict, "UNFUSED");
+		const char *hint = s->state == SL_VERDICT && unfused ? (iw >= 40 ?
+			"not locked: finish it armed (y at start)" : "not locked: arm it") :
+			s->state == SL_HELD ?
 			(!strcmp(s->verdict, "QUARANTINE") ? "set aside: k or x releases" :
 			 "r retry  k skip  x quarantine") :
 			s->state == SL_ERROR ? (!strncmp(s->note, "waiting for the programmer", 26) ?
@@ -318,7 +324,11 @@ static void panel(struct ui *u, int i, int y, int x, int h, int w)
 			row += 3;
 		}
 		if (row <= last) {
-			if (pass)
+			if (unfused)
+				put(row++, x + 1, iw, a, "UNFUSED %.1fs%s",
+				    (double)s->elapsed_ms / 1000.0,
+				    iw >= 30 ? ", fuses not burned" : "");
+			else if (pass)
 				put(row++, x + 1, iw, a, "PASS %.1fs recorded",
 				    (double)s->elapsed_ms / 1000.0);
 			else
@@ -352,13 +362,13 @@ static void panel(struct ui *u, int i, int y, int x, int h, int w)
 static void header(struct ui *u)
 {
 	attr_t a = col(u, C_HEAD, A_REVERSE);
-	int total = u->pass + u->fail + u->quarantine;
+	int total = u->pass + u->unfused + u->fail + u->quarantine;
 	int64_t run_ms = u->run_t0 ? st_now_ms() - u->run_t0 : 0;
 	char uph[24] = "-", yield[16] = "-";
 	const char *digest = st_profile_digest(u->o->prof);
 
 	if (total)
-		snprintf(yield, sizeof(yield), "%d%%", u->pass * 100 / total);
+		snprintf(yield, sizeof(yield), "%d%%", (u->pass + u->unfused) * 100 / total);
 	if (total && run_ms >= 60000) /* a rate over seconds says nothing */
 		snprintf(uph, sizeof(uph), "%lld", (long long)total * 3600000LL / run_ms);
 	for (int r = 0; r < 3; r++)
@@ -381,8 +391,12 @@ static void header(struct ui *u)
 		char sync[256];	/* "" until this store was synced (docs/sync.md) */
 
 		st_sync_lag(u->o->cfg, u->o->rec, sync, sizeof(sync));
-		put(2, 0, COLS, a | A_BOLD, " PASS %d  FAIL %d  QUARANTINE %d  YIELD %s  "
-		    "UNITS/H %s%s%s", u->pass, u->fail, u->quarantine, yield, uph,
+		char unf[32] = ""; /* shown once a unit ended UNFUSED */
+
+		if (u->unfused)
+			snprintf(unf, sizeof(unf), "  UNFUSED %d", u->unfused);
+		put(2, 0, COLS, a | A_BOLD, " PASS %d%s  FAIL %d  QUARANTINE %d  YIELD %s  "
+		    "UNITS/H %s%s%s", u->pass, unf, u->fail, u->quarantine, yield, uph,
 		    sync[0] ? "  " : "", sync);
 	}
 }
@@ -400,8 +414,8 @@ static void log_pane(struct ui *u, int y, int h)
 		for (int r = 0; r < rows && r < n; r++) {
 			const struct ui_recent *e = &u->recent[(u->nrecent - 1 - r) % UI_RECENT];
 
-			put(y + 2 + r, 0, COLS, strcmp(e->result, "PASS") ? col(u, C_FAIL, A_BOLD) :
-			    A_NORMAL, " %-8s %-2d %-10s %-9s %-6lld %-12s %s", e->when, e->slot,
+			put(y + 2 + r, 0, COLS, strcmp(e->result, "PASS") &&
+			    strcmp(e->result, "UNFUSED") ? col(u, C_FAIL, A_BOLD) : A_NORMAL, " %-8s %-2d %-10s %-9s %-6lld %-12s %s", e->when, e->slot,
 			    e->result, e->fuses, (long long)e->ms, e->wo, e->uid);
 		}
 		return;

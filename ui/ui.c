@@ -897,8 +897,8 @@ out:
 	}
 	st_wipe(u->pin, sizeof(u->pin));
 	hsm_close(u->h);
-	ui_log(u, "station tui ended (%d PASS, %d FAIL, %d QUARANTINE)", u->pass,
-	       u->fail, u->quarantine);
+	ui_log(u, "station tui ended (%d PASS, %d UNFUSED, %d FAIL, %d QUARANTINE)",
+	       u->pass, u->unfused, u->fail, u->quarantine);
 	drain_events(u);
 	if (u->sigfd >= 0) {
 		close(u->sigfd);
@@ -911,8 +911,8 @@ out:
 	}
 	close(u->logfd);
 	if (code == 0 && scr)
-		printf("station tui: %d PASS, %d FAIL, %d QUARANTINE; log in %s\n",
-		       u->pass, u->fail, u->quarantine, o->log_path);
+		printf("station tui: %d PASS, %d UNFUSED, %d FAIL, %d QUARANTINE; log "
+		       "in %s\n", u->pass, u->unfused, u->fail, u->quarantine, o->log_path);
 	free(u);
 	return code;
 }
