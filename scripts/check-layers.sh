@@ -21,11 +21,7 @@
 set -u
 ROOT=${1:-.}
 
-# TODO(issue 18): the UI reads the sync state through the CLI's
-# cmd_sync.h; the station handle (st_station) gives it that instead.
 KNOWN="
-ui/draw.c station/cmd_sync.h
-ui/ui.c station/cmd_sync.h
 "
 
 cd "$ROOT" || exit 2

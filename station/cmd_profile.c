@@ -18,35 +18,31 @@ int st_cli_authenticate(const st_config *cfg, hsm *h, rec_store *rec,
 			const char *name, const char *file, const char *env,
 			unsigned role)
 {
-	char pw[256], ask[160], err[512] = "", why[600];
+	char pw[256], ask[160], err[512] = "", why[600], recerr[512];
 	st_secret_src src = { .file = file, .env = env, .file_opt =
 			      role == ST_ROLE_SUPERVISOR ? "--supervisor-password-file" :
 			      "--password-file", .what = "password", .prompt = ask };
 	st_roster *r = NULL;
-	st_audit *a = NULL;
 	size_t len = 0;
 	int rc;
 
+	/* the list first: nobody is asked for a password it cannot check */
 	rc = st_roster_load(cfg, &r, err, sizeof(err));
+	st_roster_free(r);
 	if (rc)
 		return st_say(ST_EXIT_USAGE, "operator list: %s", err);
 	snprintf(ask, sizeof(ask), "Password for %s '%s'", st_role_name(role), name);
 	rc = st_secret_get(&src, pw, sizeof(pw), &len, err, sizeof(err));
-	if (!rc)
-		rc = st_roster_auth(r, name, pw, len, role, err, sizeof(err));
+	if (rc)
+		snprintf(why, sizeof(why), "%s", err);
+	rc = st_authenticate(cfg, h, rec, name, rc ? NULL : pw, len, role, false,
+			     why, sizeof(why), recerr, sizeof(recerr));
 	st_wipe(pw, sizeof(pw));
-	st_roster_free(r);
 	if (!rc)
 		return 0;
-	snprintf(why, sizeof(why), "%s", err);
-	/* On record: who tried, for which role, and why it was refused (never
-	 * the password). */
-	if (st_audit_attach(h, rec, cfg, &a, err, sizeof(err)) ||
-	    rec_event(rec, "auth_refused", NULL, "name", name, "role",
-		      st_role_name(role), "why", why, NULL))
+	if (recerr[0])
 		fprintf(stderr, "station: the refusal could not be recorded: %s\n",
-			err[0] ? err : rec_errmsg(rec));
-	st_audit_detach(rec, a);
+			recerr);
 	return st_say(ST_EXIT_USAGE, "%s refused: %s", st_role_name(role), why);
 }
 

@@ -614,10 +614,9 @@ static int cmd_tui(struct cli *cli, int argc, char **argv)
 	char err[512] = "", logpath[4096];
 	st_signed_info signed_info;
 	st_profile *prof = NULL;
-	rec_store *rec = NULL;
-	ui_opts o = { .cfg = &cli->cfg, .ports = cli->run.ports,
-		      .nslots = cli->run.nslots, .log_path = cli->log_path,
-		      .config_path = cli->config_path };
+	st_station *st = NULL;
+	ui_opts o = { .ports = cli->run.ports, .nslots = cli->run.nslots,
+		      .log_path = cli->log_path };
 	int rc, code;
 
 	(void)argv;
@@ -639,17 +638,18 @@ static int cmd_tui(struct cli *cli, int argc, char **argv)
 				   &signed_info, err, sizeof(err)))
 		return st_say(EXIT_USAGE, "profile refused: %s; nothing was provisioned",
 			      err);
-	rc = rec_open(cli->cfg.records_path, &rec);
+	rc = st_station_new(&cli->cfg, cli->config_path, &st);
+	if (!rc)
+		rc = st_station_store_open(st, true, err, sizeof(err));
 	if (rc) {
-		code = st_say(EXIT_RECORDS, "records: cannot open %s: %s",
-			      cli->cfg.records_path, rec ? rec_errmsg(rec) : st_strerror(rc));
+		code = st_say(EXIT_RECORDS, "records: %s", err[0] ? err : st_strerror(rc));
 		goto cleanup;
 	}
 	o.prof = prof;
-	o.rec = rec;
+	o.st = st;
 	code = ui_main(&o);
 cleanup:
-	rec_close(rec);
+	st_station_close(st);
 	st_profile_free(prof);
 	return code;
 }

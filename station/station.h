@@ -396,4 +396,101 @@ int st_hsm_auth(const st_config *cfg, hsm *h, const char *pin, size_t pinlen,
 int st_ca_info(hsm *h, const char *label, char *subject, size_t sublen,
 	       int *days_left, char *err, size_t errlen);
 
+/* ---- The station handle (station.c) ----
+ *
+ * What a front end (the CLI, the UI) works with: it owns the configuration
+ * in use, the HSM login, the store, the sync state, authentication against
+ * the operator list and the recording of refusals.  A front end asks the
+ * handle; it never opens the HSM or the store itself. */
+typedef struct st_station st_station;
+
+/* Who may do what (docs/roles.md). */
+enum {
+	ST_ROLE_OPERATOR = 1 << 0,   /* runs units */
+	ST_ROLE_SUPERVISOR = 1 << 1, /* re-provisions, releases quarantine */
+	ST_ROLE_ENGINEER = 1 << 2,   /* installs profiles */
+};
+
+/* Name of one role bit ("operator", ...). */
+const char *st_role_name(unsigned role);
+
+/* A station over cfg (which stays the caller's and must outlive it);
+ * config_path is the file cfg came from (its sync group), or NULL.
+ * Nothing is opened yet.  ST_OK or ST_E_NOMEM. */
+int st_station_new(const st_config *cfg, const char *config_path,
+		   st_station **out);
+/* Close whatever is open (run quota, audit signer, store, HSM) and free. */
+void st_station_close(st_station *st);
+
+const st_config *st_station_config(const st_station *st);
+const char *st_station_config_path(const st_station *st);
+
+/* Open the records named in the configuration (once; later calls return
+ * ST_OK).  rw false says the caller only reads (the store has no separate
+ * read-only mode today).  err: "cannot open PATH: why". */
+int st_station_store_open(st_station *st, bool rw, char *err, size_t errlen);
+
+/* Open the token (st_hsm_open) and log the user in with pin (pinlen
+ * bytes, the caller wipes it): ST_E_PIN for a wrong PIN, the token stays
+ * closed on any failure.  The two halves separately for a caller that
+ * warns in between (st_station_pin_warning). */
+int st_station_login(st_station *st, const char *pin, size_t pinlen,
+		     char *err, size_t errlen);
+int st_station_hsm_open(st_station *st, char *err, size_t errlen);
+int st_station_hsm_auth(st_station *st, const char *pin, size_t pinlen,
+			char *err, size_t errlen);
+/* The token's PIN-count warning, or NULL (also NULL with no token open). */
+const char *st_station_pin_warning(const st_station *st);
+bool st_station_logged_in(const st_station *st);
+/* Close the HSM (a wrong operator password: back to the name). */
+void st_station_logout(st_station *st);
+
+/* Authenticate name for role with the password pw (pwlen bytes, the
+ * caller wipes it) against the signed operator list.  ST_OK; otherwise
+ * why gets the reason and the refusal is on record (event auth_refused:
+ * who, which role, why, never the password), signed with the audit key
+ * of the logged-in token unless signed says the store has a signer
+ * already (a run's, or st_station_audit_attach()).  When that record could
+ * not be written, recerr says why (else ""). */
+int st_station_authenticate(st_station *st, const char *name, const char *pw,
+			    size_t pwlen, unsigned role, bool signed_,
+			    char *why, size_t whylen, char *recerr,
+			    size_t recerrlen);
+/* Can the operator list be loaded?  ST_OK, or err says why (before asking
+ * anyone for a password). */
+int st_station_roster_check(st_station *st, char *err, size_t errlen);
+
+/* Sign the store's events with the audit key of the logged-in token until
+ * st_station_audit_detach() (records outside a run). */
+int st_station_audit_attach(st_station *st, char *err, size_t errlen);
+void st_station_audit_detach(st_station *st);
+
+/* The sync lag line for a status header (st_sync_lag: "" when never
+ * synced); a file read and an SQLite query: ask now and then. */
+void st_station_sync_lag(st_station *st, char *buf, size_t len);
+
+/* The issuing CA a run would use (st_ca_info) on the logged-in token. */
+int st_station_ca_info(st_station *st, const char *label, char *subject,
+		       size_t sublen, int *days_left, char *err, size_t errlen);
+
+/* Release a quarantined device (st_quarantine_release) in the store, on
+ * the decision of an authenticated supervisor. */
+int st_station_quarantine_release(st_station *st, const char *uid,
+				  const char *supervisor, const char *reason,
+				  int64_t *new_id, char *err, size_t errlen);
+
+/* Start run in the background on the logged-in token and the store, with
+ * the work order's shared quota when the configuration has a sync group
+ * (run->quota is set here).  One run at a time; errors as st_run_start(). */
+int st_station_run_start(st_station *st, const st_profile *prof, st_run *run,
+			 st_event_fn cb, void *cb_ctx, st_run_handle **out,
+			 char *err, size_t errlen);
+/* st_run_wait(), then release the run's shared quota. */
+void st_station_run_wait(st_station *st, st_run_handle *r, st_summary *sum);
+
+/* For the engine's own commands until they are behind the handle: the
+ * token logged in (NULL if not) and the store opened (NULL if not). */
+hsm *st_station_hsm(st_station *st);
+rec_store *st_station_store(st_station *st);
+
 #endif

@@ -20,7 +20,7 @@ fresh() {
 
 # expect NAME RC PATTERN: the script exits RC and its output matches PATTERN.
 expect() {
-	out=$(sh "$SRC/scripts/check-layers.sh" "$TMP/tree" 2>&1)
+	out=$(sh "${SCRIPT:-$SRC/scripts/check-layers.sh}" "$TMP/tree" 2>&1)
 	rc=$?
 	if [ "$rc" -eq "$2" ] && echo "$out" | grep -q -- "$3"; then
 		pass=$((pass + 1))
@@ -71,8 +71,10 @@ fresh; mkdir -p "$TMP/tree/cli"
 printf '#include "records/records.h"\n' > "$TMP/tree/cli/cmd-x.c"
 expect "cli/ includes records/" 1 "cli/cmd-x.c records/records.h"
 
-fresh; sed -i '/#include "station\/cmd_sync.h"/d' "$TMP/tree/ui/draw.c"
-expect "a known violation is gone but still listed" 1 \
+# A copy of the script that lists a violation the tree does not have.
+fresh; sed 's|^KNOWN="$|KNOWN="\nui/draw.c station/cmd_sync.h|' \
+	"$SRC/scripts/check-layers.sh" > "$TMP/check-layers.sh"
+SCRIPT="$TMP/check-layers.sh" expect "a known violation is gone but still listed" 1 \
 	"ui/draw.c station/cmd_sync.h' is no longer included"
 
 echo "check-layers: $pass passed, $fail failed"
