@@ -492,5 +492,8 @@ void st_station_run_wait(st_station *st, st_run_handle *r, st_summary *sum);
  * token logged in (NULL if not) and the store opened (NULL if not). */
 hsm *st_station_hsm(st_station *st);
 rec_store *st_station_store(st_station *st);
+/* The logged-in token, handed over: the caller closes it (hsm_close) and
+ * the station holds none after.  NULL when not logged in. */
+hsm *st_station_hsm_take(st_station *st);
 
 #endif

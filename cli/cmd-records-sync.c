@@ -16,7 +16,8 @@
 #include "base.h"
 #include "records/pgsync.h"
 #include "station/checkpoint.h"
-#include "station/cmd_sync.h"
+#include "cli/cli.h"
+#include "cli/cmd-records-sync.h"
 #include "station/sync.h"
 
 /* ---- records sync ---- */

@@ -10,8 +10,9 @@
 #include <unistd.h>
 
 #include "base.h"
-#include "station/cmd_profile.h"
-#include "station/cmd_records.h"
+#include "cli/cli.h"
+#include "cli/cmd-profile.h"
+#include "cli/cmd-records.h"
 #include "station/roles.h"
 
 int st_cli_authenticate(const st_config *cfg, hsm *h, rec_store *rec,
@@ -446,3 +447,33 @@ cleanup:
 	rec_close(rec);
 	return code;
 }
+
+/* ---- The entry ---- */
+
+static int exec_profile(struct cli *cli, int argc, char **argv)
+{
+	return st_cmd_profile(cli_role(cli), argc, argv);
+}
+
+static const struct cli_sub profile_subs[] = {
+	{ "keygen", "make an engineering key in the token, export its public key" },
+	{ "pubkey", "export the public key of an engineering key" },
+	{ "sign", "sign a profile (or operator list) with an engineering key" },
+	{ "verify", "check a signed file against the trusted keys" },
+	{ "install", "check a signed profile, put it in place, record it" },
+	{ NULL, NULL },
+};
+
+const struct cli_entry cli_cmd_profile = {
+	.name = "profile",
+	.usage = "profile keygen|pubkey --key LABEL --out PUB.pem [--key-type T]   (engineering key)\n"
+		 "  profile sign [--key LABEL] --in FILE [--out FILE.sig]\n"
+		 "  profile verify [--in FILE]\n"
+		 "  profile install --in FILE --operator ENGINEER   (checked, put in place, recorded)",
+	.help = "Signed product profiles (docs/profiles.md).",
+	.options = (const enum cli_opt[]){ O_KEY, O_KEY_TYPE, O_IN, O_OUT,
+		O_OPERATOR, O_PASSWORD_FILE, O_NONE },
+	.subs = profile_subs,
+	.needs = CLI_NEED_CONFIG | CLI_NEED_STORE_RW | CLI_NEED_HSM,
+	.exec = exec_profile,
+};

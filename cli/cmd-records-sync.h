@@ -6,7 +6,7 @@
 #ifndef ST_CMD_SYNC_H
 #define ST_CMD_SYNC_H
 
-#include "station/cmd_records.h"
+#include "cli/cmd-records.h"
 #include "station/sync.h"
 
 /* station records sync [--once|--follow|--status]: returns the exit code. */
