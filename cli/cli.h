@@ -13,7 +13,7 @@
 #include <stddef.h>
 
 #include "records/records.h"
-#include "station/station.h"
+#include "station/st_int.h"
 #include "cli/cmd-profile.h"
 #include "cli/cmd-records.h"
 

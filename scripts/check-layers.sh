@@ -28,6 +28,7 @@ ROOT=${1:-.}
 KNOWN="
 cli/cli.c station/x509.h
 cli/cli.h records/records.h
+cli/cli.h station/st_int.h
 cli/cmd-profile.c station/roles.h
 cli/cmd-profile.h hsm/hsm.h
 cli/cmd-profile.h records/records.h

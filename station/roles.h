@@ -10,7 +10,7 @@
 
 #include "hsm/hsm.h"
 #include "records/records.h"
-#include "station/station.h"
+#include "station/st_int.h"
 
 /* ---- Secrets from a file, the environment or a no-echo prompt (pin.c) ---- */
 

@@ -5,7 +5,7 @@
 
 #include "base.h"
 #include "station/roles.h"
-#include "station/station.h"
+#include "station/st_int.h"
 #include "station/sync.h"
 
 struct st_station {

@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "base.h"
+#include "station/st_int.h"
 #include "records/pgsync.h"
 #include "station/checkpoint.h"
 #include "station/sync.h"

@@ -12,7 +12,7 @@
 
 #include "records/pgsync.h"
 #include "records/records.h"
-#include "station/station.h"
+#include "station/st_int.h"
 
 /* The `sync` group of station.conf.  Strings are owned (st_sync_config_free). */
 typedef struct st_sync_cfg {
