@@ -9,6 +9,7 @@
 BUILD  ?= build
 PREFIX ?= /usr/local
 CC     ?= cc
+VERSION := 0.18.0
 
 PKGS      := openssl sqlite3 zlib jansson libconfig libusb-1.0 ncursesw libcrypt
 # TPM 2.0 targets (device-drivers/tpm2/): tpm2-tss ESYS, TCTI loader, RC decoding.
@@ -33,7 +34,7 @@ LIB_SRCS := $(wildcard base/*.c hsm/*.c records/*.c ui/*.c \
 	device-drivers/*.c device-drivers/proto/*.c \
 	device-drivers/serial/*.c device-drivers/stprog/*.c \
 	device-drivers/usb/*.c device-drivers/tpm2/*.c) \
-	$(filter-out station/main.c,$(wildcard station/*.c))
+	$(wildcard station/*.c) $(filter-out cli/main.c,$(wildcard cli/*.c))
 SIM_SRCS := $(wildcard devsim/*.c)
 SIM_LIB_SRCS := $(wildcard base/*.c device-drivers/proto/*.c)
 # fx_usbsim needs umockdev and the simulator core: only test_usb links it.
@@ -66,7 +67,7 @@ $(BUILD)/libstation.a: $(LIB_OBJS)
 	rm -f $@
 	$(AR) rcs $@ $^
 
-$(STATION): $(OBJ)/station/main.o $(BUILD)/libstation.a
+$(STATION): $(OBJ)/cli/main.o $(BUILD)/libstation.a
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIBS)
 
 $(DEVSIM): $(SIM_OBJS)
@@ -109,6 +110,9 @@ $(OBJ)/%.o: %.c
 $(BUILD)/tests/%: $(OBJ)/tests/%.o $(FIX_OBJS) $(BUILD)/libstation.a
 	@mkdir -p $(@D)
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIBS) $(TLIBS)
+
+# `station --version`: the version is VERSION above, and only here.
+$(OBJ)/cli/cmd.o: CPPFLAGS_ALL += -DST_VERSION='"$(VERSION)"'
 
 # The simulator's USB device mode and its users need umockdev's headers.
 $(OBJ)/tests/test_usb.o $(OBJ)/tests/fixtures/fx_usbsim.o \

@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "base.h"
+#include "station/st_int.h"
 #include "station.h"
 #include "x509.h"
 

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "base.h"
+#include "station/st_int.h"
 #include "station/checkpoint.h"
 
 void st_checkpoint_dir(const st_config *cfg, char *buf, size_t len)

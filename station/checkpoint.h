@@ -12,7 +12,7 @@
 #include <stdint.h>
 
 #include "records/records.h"
-#include "station/station.h"
+#include "station/st_int.h"
 
 typedef struct st_checkpoint {
 	rec_checkpoint cp;      /* what it says */

@@ -10,6 +10,7 @@
 
 #include "base.h"
 #include "station.h"
+#include "station/st_int.h"
 #include "station/fuses.h"
 #include "station/schema.h"
 #include "x509.h"

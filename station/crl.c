@@ -17,6 +17,7 @@
 
 #include "base.h"
 #include "station.h"
+#include "station/st_int.h"
 #include "station/roles.h"
 #include "x509.h"
 

@@ -10,7 +10,7 @@
 
 #include "base.h"
 #include "device-drivers/drv.h"
-#include "station/station.h"
+#include "station/st_int.h"
 
 #define LINK_DIR "/dev/station"
 

@@ -19,6 +19,7 @@
 #include <time.h>
 
 #include "base.h"
+#include "station/st_int.h"
 #include "device-drivers/drv.h"
 #include "station.h"
 #include "station/fuses.h"

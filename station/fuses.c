@@ -14,6 +14,7 @@
  *     quarantines; a device that answers with an error quarantines;
  *   - a field passes only on a fresh read-back with no faulty word;
  *   - nothing burns outside the profile's programming conditions. */
+#include "station/st_int.h"
 #include "station/fuses.h"
 
 #include <stdarg.h>

@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "base.h"
+#include "station/st_int.h"
 #include "station/roles.h"
 
 /* ---- collecting ---- */

@@ -5,6 +5,7 @@
 #include <stdio.h>
 
 #include "base.h"
+#include "station/st_int.h"
 #include "station.h"
 
 int st_hsm_open(const st_config *cfg, hsm **out, char *err, size_t errlen)

@@ -12,6 +12,7 @@
 
 #include "base.h"
 #include "station.h"
+#include "station/st_int.h"
 #include "station/roles.h"
 
 /* Copy one line (without CR/LF) into pin; ST_E_INVAL if empty or too long. */

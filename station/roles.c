@@ -12,6 +12,7 @@
 
 #include "base.h"
 #include "station.h"
+#include "station/st_int.h"
 #include "station/roles.h"
 
 #define NAME_MAX_LEN 64

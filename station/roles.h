@@ -10,7 +10,7 @@
 
 #include "hsm/hsm.h"
 #include "records/records.h"
-#include "station/station.h"
+#include "station/st_int.h"
 
 /* ---- Secrets from a file, the environment or a no-echo prompt (pin.c) ---- */
 
@@ -64,16 +64,7 @@ int st_profile_load_signed(const st_config *cfg, const char *path,
 			   st_profile **out, st_signed_info *info,
 			   char *err, size_t errlen);
 
-/* ---- Roles (roles.c) ---- */
-
-enum {
-	ST_ROLE_OPERATOR = 1 << 0,   /* runs units */
-	ST_ROLE_SUPERVISOR = 1 << 1, /* re-provisions, releases quarantine */
-	ST_ROLE_ENGINEER = 1 << 2,   /* installs profiles */
-};
-
-/* Name of one role bit ("operator", ...). */
-const char *st_role_name(unsigned role);
+/* ---- Roles (roles.c): ST_ROLE_* and st_role_name() are in station.h ---- */
 
 /* The operator list: a libconfig file (roles.operators) signed like a
  * profile; each entry a name, its roles and a yescrypt hash. */
@@ -90,6 +81,17 @@ void st_roster_free(st_roster *r);
  * no hint which); ST_E_STATE when the person lacks the role. */
 int st_roster_auth(const st_roster *r, const char *name, const char *pw,
 		   size_t pwlen, unsigned role, char *err, size_t errlen);
+
+/* The one check of a person against the operator list, for every front
+ * end (st_station_authenticate() is it on the handle): name for role with
+ * password pw.  ST_OK; otherwise why says why and the refusal is recorded
+ * in rec as event auth_refused (signed with h's audit key unless signed_:
+ * rec has a signer already); recerr says why that record failed, or "".
+ * pw NULL: the password could not be had (why says why): only record. */
+int st_authenticate(const st_config *cfg, hsm *h, rec_store *rec,
+		    const char *name, const char *pw, size_t pwlen, unsigned role,
+		    bool signed_, char *why, size_t whylen, char *recerr,
+		    size_t recerrlen);
 
 /* A new yescrypt hash ("$y$...") of pw for an operator list entry. */
 int st_password_hash(const char *pw, size_t pwlen, char *out, size_t cap,

@@ -10,7 +10,7 @@
 #include <sys/stat.h>
 
 #include "base.h"
-#include "station/station.h"
+#include "station/st_int.h"
 
 /* ---- checks of a well-typed value ------------------------------------ */
 

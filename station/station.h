@@ -1,7 +1,9 @@
 /* station.h — the engine: configuration, product profile, CA operations and
  * the per-unit provisioning state machine run on one worker per slot.
  *
- * The CLI and the UI call this; it calls hsm/, device-drivers/ and records/.
+ * The CLI and the UI call this; it calls hsm/, device-drivers/ and records/,
+ * whose types stay out of this header: what takes them is declared in
+ * station/st_int.h, for the engine's own files.
  * The engine reports what happens only through st_event callbacks, so a
  * front end never reads engine internals. */
 #ifndef ST_STATION_H
@@ -12,8 +14,6 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "hsm/hsm.h"
-#include "records/records.h"
 
 #define ST_MAX_SLOTS 16
 
@@ -117,88 +117,6 @@ bool st_profile_key_inject(const st_profile *p);
 /* Root-of-trust hash (32 bytes) and the fuse bank it goes into. */
 const uint8_t *st_profile_rot_hash(const st_profile *p, unsigned *bank);
 
-/* CA: create an issuing CA key of the given type in the token and a
- * self-signed certificate (stored in the token under the same label, and
- * written as PEM to pem_path when not NULL).  For labs; production CAs use
- * st_ca_csr() + st_ca_import().  Refuses (ST_E_EXISTS) when a complete CA
- * with that label exists (with pem_path its certificate is written
- * instead), or a key without certificate that is not from an interrupted
- * init (a pending `ca csr`).  An interrupted init (a marker object
- * "<label>.init" stays in the token until the end) is finished: the key
- * it made is certified, half a key pair is made again, the PEM file is
- * written; note (notelen bytes) then says what was repaired, else "". */
-int st_ca_init(hsm_session *s, const char *label, hsm_keytype type,
-	       const char *subject_cn, const char *org, int days,
-	       const char *pem_path, char *note, size_t notelen,
-	       char *err, size_t errlen);
-
-/* CA: a PKCS#10 request (PEM, csr_path) for an issuing CA to be signed by
- * an offline root, signed in the HSM.  Makes the key unless one with that
- * label exists without a certificate; refuses when the CA already has a
- * certificate. */
-int st_ca_csr(hsm_session *s, const char *label, hsm_keytype type,
-	      const char *subject_cn, const char *org, const char *csr_path,
-	      char *err, size_t errlen);
-
-/* CA: install the signed CA certificate (first PEM in cert_path) and its
- * chain (the rest of cert_path, then chain_path) into the token.  Refused
- * unless the certificate matches the CA key in the token, is a CA
- * certificate, and verifies up to a self-signed root given in the files. */
-int st_ca_import(hsm_session *s, const char *label, const char *cert_path,
-		 const char *chain_path, char *err, size_t errlen);
-
-/* Print subject, key type, validity, days left, status and fingerprint of
- * the CA labelled label, or of every issuing CA in the token when label is
- * NULL, to file (a FILE *). */
-int st_ca_show(hsm_session *s, const char *label, void *file,
-	       char *err, size_t errlen);
-
-/* The station's audit key (station/audit.c): EC P-256 in the token,
- * labelled ST_AUDIT_LABEL, certificate issued by the issuing CA with the
- * audit extendedKeyUsage (x509.h ST_AUDIT_EKU_OID) and kept in the token
- * and in the records.  It signs every audit event. */
-#define ST_AUDIT_LABEL "station-audit"
-
-typedef struct st_audit st_audit;
-
-/* Open the audit key on its own session.  Whatever state the token is in
- * is brought to a usable key with a valid audit certificate first: made
- * when missing (first use, `audit init`), repaired after an interrupted
- * creation, re-certified when its certificate lacks the audit
- * extendedKeyUsage or is no longer issued by a CA in the token (docs/
- * records.md, "The audit certificate").  Refused with err set when the
- * token holds something the station will not certify (a certificate of
- * another key, a key without certificate not generated in the token). */
-int st_audit_open(hsm *h, const char *ca_label, const char *label,
-		  const char *station_id, st_audit **out, char *err,
-		  size_t errlen);
-
-/* Did st_audit_open make a new key?  What did it repair in the token (a
- * sentence, or NULL)?  st_audit_use() records the repair. */
-bool st_audit_created(const st_audit *a);
-const char *st_audit_repaired(const st_audit *a);
-
-/* Its certificate, DER, owned by a. */
-const uint8_t *st_audit_cert(const st_audit *a, size_t *len);
-
-/* A rec_sign_fn: ECDSA P-256 over the digest in the HSM; ctx is the
- * st_audit.  Callers serialise (the records call it under their lock). */
-int st_audit_sign(void *ctx, const uint8_t digest[32], uint8_t sig[64]);
-
-/* Sign rec's events with a from now on (rec_set_signer), and record, as
- * signed events, what opening it repaired (audit_key_repair) and, when the
- * store holds older certificates of the same key, that this one supersedes
- * them (audit_recertified).  On failure err is set and rec may be left
- * with a as its signer: detach or replace it. */
-int st_audit_use(st_audit *a, rec_store *rec, char *err, size_t errlen);
-
-void st_audit_close(st_audit *a);
-
-/* Records outside a run: sign events with the audit key (as a run does)
- * until st_audit_detach().  ca_label: cfg's, else "issuing-ca". */
-int st_audit_attach(hsm *h, rec_store *rec, const st_config *cfg,
-		    st_audit **out, char *err, size_t errlen);
-void st_audit_detach(rec_store *rec, st_audit *a);
 
 /* What the engine reports. */
 typedef enum st_event_kind {
@@ -316,14 +234,6 @@ typedef struct st_summary {
 	int hsm_errors;       /* slots stopped because the HSM went away (also in slot_errors) */
 } st_summary;
 
-/* Provision: one worker thread per slot, each with its own HSM session and
- * programmer.  Returns ST_OK when the run itself could start (results are
- * in sum and the events), or an error when nothing could be started (the
- * CA key or certificate is missing, ...), with err filled in. */
-int st_provision(hsm *h, rec_store *rec, const st_config *cfg,
-		 const st_profile *prof, const st_run *run,
-		 st_event_fn cb, void *cb_ctx, st_summary *sum,
-		 char *err, size_t errlen);
 
 /* `station devices`: list attached programmers (USB ones from the drivers'
  * id tables, serial ones given in slots[] or linked under /dev/station/ by
@@ -343,12 +253,6 @@ int st_devices_watch(const char *const *slots, size_t nslots, bool json,
  * UI).  st_provision() is st_run_start() + st_run_wait(). */
 typedef struct st_run_handle st_run_handle;
 
-/* Start the slot workers and return at once.  h, rec, cfg, prof and run
- * must stay valid until st_run_wait() returns.  Errors as st_provision(). */
-int st_run_start(hsm *h, rec_store *rec, const st_config *cfg,
-		 const st_profile *prof, const st_run *run,
-		 st_event_fn cb, void *cb_ctx, st_run_handle **out,
-		 char *err, size_t errlen);
 
 /* What an operator can tell one slot of an interactive run. */
 typedef enum st_cmd {
@@ -375,25 +279,98 @@ void st_run_wait(st_run_handle *r, st_summary *sum);
  * so a front end can show progress; *n gets their count. */
 const char *const *st_steps(int *n);
 
-/* Open the token named in cfg and log the user in with pin (pinlen bytes,
- * the caller wipes it).  ST_E_PIN for a wrong PIN; err says what failed.
- * *out is set only on success; free with hsm_close(). */
-int st_hsm_login(const st_config *cfg, const char *pin, size_t pinlen,
-		 hsm **out, char *err, size_t errlen);
 
-/* The two halves of st_hsm_login(), for a caller that has something to say
- * between them (the CLI warns about the PIN count before the attempt):
- * st_hsm_open() opens the token (*out set only on success); st_hsm_auth()
- * logs the user in on it, ST_E_PIN for a wrong PIN, err says what failed
- * (h stays open either way). */
-int st_hsm_open(const st_config *cfg, hsm **out, char *err, size_t errlen);
-int st_hsm_auth(const st_config *cfg, hsm *h, const char *pin, size_t pinlen,
-		char *err, size_t errlen);
+/* ---- The station handle (station.c) ----
+ *
+ * What a front end (the CLI, the UI) works with: it owns the configuration
+ * in use, the HSM login, the store, the sync state, authentication against
+ * the operator list and the recording of refusals.  A front end asks the
+ * handle; it never opens the HSM or the store itself. */
+typedef struct st_station st_station;
 
-/* Subject CN (or the whole subject) and whole days left of the issuing CA
- * a run would choose (labelled label, or with label NULL the newest valid
- * one in the token), for a front end's header. */
-int st_ca_info(hsm *h, const char *label, char *subject, size_t sublen,
-	       int *days_left, char *err, size_t errlen);
+/* Who may do what (docs/roles.md). */
+enum {
+	ST_ROLE_OPERATOR = 1 << 0,   /* runs units */
+	ST_ROLE_SUPERVISOR = 1 << 1, /* re-provisions, releases quarantine */
+	ST_ROLE_ENGINEER = 1 << 2,   /* installs profiles */
+};
+
+/* Name of one role bit ("operator", ...). */
+const char *st_role_name(unsigned role);
+
+/* A station over cfg (which stays the caller's and must outlive it);
+ * config_path is the file cfg came from (its sync group), or NULL.
+ * Nothing is opened yet.  ST_OK or ST_E_NOMEM. */
+int st_station_new(const st_config *cfg, const char *config_path,
+		   st_station **out);
+/* Close whatever is open (run quota, audit signer, store, HSM) and free. */
+void st_station_close(st_station *st);
+
+const st_config *st_station_config(const st_station *st);
+const char *st_station_config_path(const st_station *st);
+
+/* Open the records named in the configuration (once; later calls return
+ * ST_OK).  rw false says the caller only reads (the store has no separate
+ * read-only mode today).  err: "cannot open PATH: why". */
+int st_station_store_open(st_station *st, bool rw, char *err, size_t errlen);
+
+/* Open the token (st_hsm_open) and log the user in with pin (pinlen
+ * bytes, the caller wipes it): ST_E_PIN for a wrong PIN, the token stays
+ * closed on any failure.  The two halves separately for a caller that
+ * warns in between (st_station_pin_warning). */
+int st_station_login(st_station *st, const char *pin, size_t pinlen,
+		     char *err, size_t errlen);
+int st_station_hsm_open(st_station *st, char *err, size_t errlen);
+int st_station_hsm_auth(st_station *st, const char *pin, size_t pinlen,
+			char *err, size_t errlen);
+/* The token's PIN-count warning, or NULL (also NULL with no token open). */
+const char *st_station_pin_warning(const st_station *st);
+bool st_station_logged_in(const st_station *st);
+/* Close the HSM (a wrong operator password: back to the name). */
+void st_station_logout(st_station *st);
+
+/* Authenticate name for role with the password pw (pwlen bytes, the
+ * caller wipes it) against the signed operator list.  ST_OK; otherwise
+ * why gets the reason and the refusal is on record (event auth_refused:
+ * who, which role, why, never the password), signed with the audit key
+ * of the logged-in token unless signed says the store has a signer
+ * already (a run's, or st_station_audit_attach()).  When that record could
+ * not be written, recerr says why (else ""). */
+int st_station_authenticate(st_station *st, const char *name, const char *pw,
+			    size_t pwlen, unsigned role, bool signed_,
+			    char *why, size_t whylen, char *recerr,
+			    size_t recerrlen);
+/* Can the operator list be loaded?  ST_OK, or err says why (before asking
+ * anyone for a password). */
+int st_station_roster_check(st_station *st, char *err, size_t errlen);
+
+/* Sign the store's events with the audit key of the logged-in token until
+ * st_station_audit_detach() (records outside a run). */
+int st_station_audit_attach(st_station *st, char *err, size_t errlen);
+void st_station_audit_detach(st_station *st);
+
+/* The sync lag line for a status header (st_sync_lag: "" when never
+ * synced); a file read and an SQLite query: ask now and then. */
+void st_station_sync_lag(st_station *st, char *buf, size_t len);
+
+/* The issuing CA a run would use (st_ca_info) on the logged-in token. */
+int st_station_ca_info(st_station *st, const char *label, char *subject,
+		       size_t sublen, int *days_left, char *err, size_t errlen);
+
+/* Release a quarantined device (st_quarantine_release) in the store, on
+ * the decision of an authenticated supervisor. */
+int st_station_quarantine_release(st_station *st, const char *uid,
+				  const char *supervisor, const char *reason,
+				  int64_t *new_id, char *err, size_t errlen);
+
+/* Start run in the background on the logged-in token and the store, with
+ * the work order's shared quota when the configuration has a sync group
+ * (run->quota is set here).  One run at a time; errors as st_run_start(). */
+int st_station_run_start(st_station *st, const st_profile *prof, st_run *run,
+			 st_event_fn cb, void *cb_ctx, st_run_handle **out,
+			 char *err, size_t errlen);
+/* st_run_wait(), then release the run's shared quota. */
+void st_station_run_wait(st_station *st, st_run_handle *r, st_summary *sum);
+
 
 #endif

@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "base.h"
+#include "station/st_int.h"
 
 EVP_PKEY *st_p256_pubkey(const uint8_t point[HSM_P256_POINT_LEN])
 {

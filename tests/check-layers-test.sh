@@ -20,7 +20,7 @@ fresh() {
 
 # expect NAME RC PATTERN: the script exits RC and its output matches PATTERN.
 expect() {
-	out=$(sh "$SRC/scripts/check-layers.sh" "$TMP/tree" 2>&1)
+	out=$(sh "${SCRIPT:-$SRC/scripts/check-layers.sh}" "$TMP/tree" 2>&1)
 	rc=$?
 	if [ "$rc" -eq "$2" ] && echo "$out" | grep -q -- "$3"; then
 		pass=$((pass + 1))
@@ -64,15 +64,21 @@ expect "station/ includes devsim/" 1 "station/engine.c devsim/sim.h"
 fresh; plant ui/draw.c '#include "device-drivers/drv.h"'
 expect "ui/ includes device-drivers/" 1 "ui/draw.c device-drivers/drv.h"
 
-fresh; plant ui/ui.c '#include "station/cmd_records.h"'
-expect "ui/ includes another CLI header" 1 "ui/ui.c station/cmd_records.h"
+fresh; plant ui/ui.c '#include "cli/cli.h"'
+expect "ui/ includes the CLI" 1 "ui/ui.c cli/cli.h"
 
 fresh; mkdir -p "$TMP/tree/cli"
 printf '#include "records/records.h"\n' > "$TMP/tree/cli/cmd-x.c"
 expect "cli/ includes records/" 1 "cli/cmd-x.c records/records.h"
 
-fresh; sed -i '/#include "station\/cmd_sync.h"/d' "$TMP/tree/ui/draw.c"
-expect "a known violation is gone but still listed" 1 \
+fresh; plant cli/cmd-config.c '#include "station/x509.h"'
+expect "cli/ includes an engine-internal header" 1 \
+	"cli/cmd-config.c station/x509.h: cli/ includes only"
+
+# A copy of the script that lists a violation the tree does not have.
+fresh; sed 's|^KNOWN="$|KNOWN="\nui/draw.c station/cmd_sync.h|' \
+	"$SRC/scripts/check-layers.sh" > "$TMP/check-layers.sh"
+SCRIPT="$TMP/check-layers.sh" expect "a known violation is gone but still listed" 1 \
 	"ui/draw.c station/cmd_sync.h' is no longer included"
 
 echo "check-layers: $pass passed, $fail failed"

@@ -14,7 +14,7 @@
 
 #include "base.h"
 #include "records/records.h"
-#include "station/cmd_sync.h"
+#include "station/sync.h"
 #include "tests/fixtures/fx_devsim.h"
 #include "tests/fixtures/fx_pg.h"
 #include "tests/fixtures/fx_softhsm.h"

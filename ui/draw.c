@@ -10,7 +10,6 @@
 #include <wchar.h>
 
 #include "base.h"
-#include "station/cmd_sync.h"
 #include "ui/ui_int.h"
 
 enum { C_PASS = 1, C_FAIL, C_BUSY, C_HEAD, C_PASSBAR, C_FAILBAR, C_DIM };
@@ -374,8 +373,8 @@ static void header(struct ui *u)
 	for (int r = 0; r < 3; r++)
 		put(r, 0, COLS, a, "%*s", COLS, "");
 	put(0, 0, COLS, a | A_BOLD, " STATION %s  OPERATOR %s  HSM %s: %s",
-	    u->o->cfg->station_id ? u->o->cfg->station_id : "?",
-	    u->logged_in ? u->operator_name : "-", u->o->cfg->token_label,
+	    u->cfg->station_id ? u->cfg->station_id : "?",
+	    u->logged_in ? u->operator_name : "-", u->cfg->token_label,
 	    u->logged_in ? "logged in" : "not logged in");
 	{
 		char ca[160] = "-";
@@ -388,9 +387,10 @@ static void header(struct ui *u)
 		    !u->rh ? "" : u->armed ? " ARMED" : " not armed");
 	}
 	{
-		char sync[256];	/* "" until this store was synced (docs/sync.md) */
+		/* "" until this store was synced (docs/sync.md); the UI loop
+		 * reads it on a timer (sync_lag_refresh), not per redraw */
+		const char *sync = u->sync_lag;
 
-		st_sync_lag(u->o->cfg, u->o->rec, sync, sizeof(sync));
 		char unf[32] = ""; /* shown once a unit ended UNFUSED */
 
 		if (u->unfused)
@@ -504,7 +504,7 @@ void ui_draw(struct ui *u)
 	case M_PIN:
 		snprintf(text, sizeof(text), "Operator %s: the PIN of token '%s' opens the "
 			 "HSM session. It is not shown as you type.", u->operator_name,
-			 u->o->cfg->token_label);
+			 u->cfg->token_label);
 		dialog(u, "Operator login", text, "PIN:", "", u->msg);
 		curs_set(1);
 		break;

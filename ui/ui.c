@@ -26,8 +26,6 @@
 #include <unistd.h>
 
 #include "base.h"
-#include "station/cmd_sync.h"
-#include "station/roles.h"
 #include "ui/ui_int.h"
 
 char *ui_escape_dup(const char *s)
@@ -215,6 +213,7 @@ static void apply(struct ui *u, const struct ui_ev *e)
 		       e->outcome ? e->outcome : "?", e->detail ? e->detail : "");
 		break;
 	case ST_EV_UNIT_DONE:
+		u->sync_at = 0;    /* one more event to sync: read the lag again */
 		s->state = SL_VERDICT;
 		snprintf(s->uid, sizeof(s->uid), "%s", e->uid ? e->uid : "");
 		snprintf(s->verdict, sizeof(s->verdict), "%s", e->result ? e->result : "FAIL");
@@ -319,16 +318,10 @@ static void start_run(struct ui *u)
 		s->verdict[0] = s->reason[0] = s->uid[0] = '\0';
 		snprintf(s->note, sizeof(s->note), "opening the programmer");
 	}
-	rc = st_sync_quota_open(u->o->config_path, u->o->cfg, u->o->rec,
-				u->work_order[0] ? u->work_order : NULL, &u->quota,
-				err, sizeof(err));
-	u->run.quota = st_sync_quota_hook(u->quota);
-	if (!rc)
-		rc = st_run_start(u->h, u->o->rec, u->o->cfg, u->o->prof, &u->run,
-				  on_event, &u->q, &u->rh, err, sizeof(err));
+	/* with the work order's shared quota when there is a sync group */
+	rc = st_station_run_start(u->o->st, u->o->prof, &u->run, on_event, &u->q,
+				  &u->rh, err, sizeof(err));
 	if (rc) {
-		st_sync_quota_close(u->quota);
-		u->quota = NULL;
 		ui_log(u, "cannot start: %s", err);
 		for (int i = 0; i < u->o->nslots; i++)
 			u->slots[i].state = SL_OFF;
@@ -350,10 +343,8 @@ static void stop_run(struct ui *u)
 	ui_log(u, "stopping: slots finish the unit in work");
 	ui_draw(u);
 	st_run_stop(u->rh);
-	st_run_wait(u->rh, NULL);
+	st_station_run_wait(u->o->st, u->rh, NULL);
 	u->rh = NULL;
-	st_sync_quota_close(u->quota);
-	u->quota = NULL;
 	drain_events(u);
 }
 
@@ -364,33 +355,23 @@ static void login_done(struct ui *u);
  * recorded (never the password) and the password asked again. */
 static void do_op_auth(struct ui *u)
 {
-	const st_config *cfg = u->o->cfg;
-	char err[512] = "", why[512];
-	st_roster *r = NULL;
-	st_audit *a = NULL;
+	char why[512], recerr[512];
 	int rc;
 
-	rc = st_roster_load(cfg, &r, err, sizeof(err));
-	if (!rc)
-		rc = st_roster_auth(r, u->operator_name, u->pin, u->pinlen,
-				    ST_ROLE_OPERATOR, err, sizeof(err));
+	rc = st_station_authenticate(u->o->st, u->operator_name, u->pin, u->pinlen,
+				     ST_ROLE_OPERATOR, false, why, sizeof(why),
+				     recerr, sizeof(recerr));
 	st_wipe(u->pin, sizeof(u->pin));
 	u->pinlen = 0;
-	st_roster_free(r);
 	if (!rc) {
 		u->op_auth = true;
 		ui_log(u, "operator %s authenticated (operator list)", u->operator_name);
 		login_done(u);
 		return;
 	}
-	snprintf(why, sizeof(why), "%s", err);
 	ui_log(u, "operator %s refused: %s", u->operator_name, why);
-	if (st_audit_attach(u->h, u->o->rec, cfg, &a, err, sizeof(err)) ||
-	    rec_event(u->o->rec, "auth_refused", NULL, "name", u->operator_name,
-		      "role", "operator", "why", why, NULL))
-		ui_log(u, "the refusal could not be recorded: %s",
-		       err[0] ? err : rec_errmsg(u->o->rec));
-	st_audit_detach(u->o->rec, a);
+	if (recerr[0])
+		ui_log(u, "the refusal could not be recorded: %s", recerr);
 	snprintf(u->msg, sizeof(u->msg), "%s: type it again (Esc: change the name)", why);
 	u->msg_error = true;
 }
@@ -401,42 +382,42 @@ static void do_op_auth(struct ui *u)
  * attached for it). */
 static void do_release(struct ui *u)
 {
-	const st_config *cfg = u->o->cfg;
-	char err[1024] = "", why[600];
-	st_roster *r = NULL;
-	st_audit *a = NULL;
+	char err[1024] = "", why[600], recerr[512];
+	bool attached = false;
 	int64_t id = 0;
 	int rc;
 
-	rc = st_roster_load(cfg, &r, err, sizeof(err));
-	if (!rc)
-		rc = st_roster_auth(r, u->rel_sup, u->pin, u->pinlen, ST_ROLE_SUPERVISOR,
-				    err, sizeof(err));
+	/* the decision is signed: by the run's signer, else the audit key */
+	if (!u->rh) {
+		if (st_station_audit_attach(u->o->st, err, sizeof(err))) {
+			st_wipe(u->pin, sizeof(u->pin));
+			u->pinlen = 0;
+			ui_log(u, "release: audit key: %s", err);
+			show_msg(u, true, M_MAIN, "Nothing released: the audit key is not "
+				 "available (%s)", err);
+			return;
+		}
+		attached = true;
+	}
+	rc = st_station_authenticate(u->o->st, u->rel_sup, u->pin, u->pinlen,
+				     ST_ROLE_SUPERVISOR, true, why, sizeof(why),
+				     recerr, sizeof(recerr));
 	st_wipe(u->pin, sizeof(u->pin));
 	u->pinlen = 0;
-	st_roster_free(r);
-	snprintf(why, sizeof(why), "%s", err);
-	err[0] = '\0';
-	if (!u->rh && st_audit_attach(u->h, u->o->rec, cfg, &a, err, sizeof(err))) {
-		ui_log(u, "release: audit key: %s", err);
-		show_msg(u, true, M_MAIN, "Nothing released: the audit key is not "
-			 "available (%s)", err);
-		return;
-	}
 	if (rc) {
 		ui_log(u, "supervisor %s refused: %s", u->rel_sup, why);
-		if (rec_event(u->o->rec, "auth_refused", NULL, "name", u->rel_sup, "role",
-			      "supervisor", "why", why, NULL))
-			ui_log(u, "the refusal could not be recorded: %s",
-			       rec_errmsg(u->o->rec));
-		st_audit_detach(u->o->rec, a);
+		if (recerr[0])
+			ui_log(u, "the refusal could not be recorded: %s", recerr);
+		if (attached)
+			st_station_audit_detach(u->o->st);
 		show_msg(u, true, M_MAIN, "Supervisor refused: %s. Nothing was released.",
 			 why);
 		return;
 	}
-	rc = st_quarantine_release(u->o->rec, cfg, u->rel_uid, u->rel_sup, u->rel_why,
-				   &id, err, sizeof(err));
-	st_audit_detach(u->o->rec, a);
+	rc = st_station_quarantine_release(u->o->st, u->rel_uid, u->rel_sup,
+					   u->rel_why, &id, err, sizeof(err));
+	if (attached)
+		st_station_audit_detach(u->o->st);
 	if (rc) {
 		ui_log(u, "release of %s refused: %s", u->rel_uid, err);
 		show_msg(u, true, M_MAIN, "Not released: %s", err);
@@ -452,8 +433,7 @@ static void do_release(struct ui *u)
 /* Back to the name: log out of the HSM (a wrong operator password). */
 static void logout(struct ui *u)
 {
-	hsm_close(u->h);
-	u->h = NULL;
+	st_station_logout(u->o->st);
 	u->logged_in = false;
 	u->op_auth = false;
 }
@@ -466,9 +446,9 @@ static void do_login(struct ui *u)
 	int rc;
 
 	snprintf(u->msg, sizeof(u->msg), "Logging in to token '%s'...",
-		 u->o->cfg->token_label);
+		 u->cfg->token_label);
 	ui_draw(u);
-	rc = st_hsm_login(u->o->cfg, u->pin, u->pinlen, &u->h, err, sizeof(err));
+	rc = st_station_login(u->o->st, u->pin, u->pinlen, err, sizeof(err));
 	st_wipe(u->pin, sizeof(u->pin));
 	u->pinlen = 0;
 	u->msg[0] = '\0';
@@ -481,11 +461,11 @@ static void do_login(struct ui *u)
 	}
 	u->logged_in = true;
 	ui_log(u, "operator %s logged in to token '%s'", u->operator_name,
-	       u->o->cfg->token_label);
-	warn = hsm_pin_warning(u->h);
+	       u->cfg->token_label);
+	warn = st_station_pin_warning(u->o->st);
 	if (warn)
 		ui_log(u, "warning: %s", warn);
-	if (u->o->cfg->operators_path || u->o->cfg->roles_require) {
+	if (u->cfg->operators_path || u->cfg->roles_require) {
 		u->msg_error = false;
 		u->mode = M_OPPW;
 		return;
@@ -502,8 +482,8 @@ static void login_done(struct ui *u)
 	/* The CA the runs issue from: the profile's, else the configured one,
 	 * else the newest valid one in the token. */
 	ca_label = st_profile_issuer(u->o->prof) ? st_profile_issuer(u->o->prof) :
-		   u->o->cfg->ca_label;
-	if (st_ca_info(u->h, ca_label, u->ca_name, sizeof(u->ca_name),
+		   u->cfg->ca_label;
+	if (st_station_ca_info(u->o->st, ca_label, u->ca_name, sizeof(u->ca_name),
 		       &u->ca_days, err, sizeof(err))) {
 		snprintf(u->ca_name, sizeof(u->ca_name), "(no CA: %s)",
 			 ca_label ? ca_label : "none valid");
@@ -598,7 +578,7 @@ static void key_main(struct ui *u, int k)
 		u->show_records = !u->show_records;
 		break;
 	case 'R':
-		if (!u->o->cfg->operators_path) {
+		if (!u->cfg->operators_path) {
 			show_msg(u, true, M_MAIN, "Releasing a quarantined unit needs a "
 				 "supervisor from the operator list (roles.operators).");
 			break;
@@ -780,6 +760,18 @@ static void block_winch(int how)
 	pthread_sigmask(how, &set, NULL);
 }
 
+/* The header's sync lag (a state file read and an SQLite query): read
+ * every UI_SYNC_MS, and after a unit is recorded, never per redraw. */
+static void sync_lag_refresh(struct ui *u)
+{
+	int64_t now = st_now_ms();
+
+	if (u->sync_at && now - u->sync_at < UI_SYNC_MS)
+		return;
+	st_station_sync_lag(u->o->st, u->sync_lag, sizeof(u->sync_lag));
+	u->sync_at = now;
+}
+
 static int ui_loop(struct ui *u)
 {
 	int code = 0;
@@ -792,6 +784,7 @@ static int ui_loop(struct ui *u)
 		};
 		int k;
 
+		sync_lag_refresh(u);
 		ui_draw(u);
 		block_winch(SIG_UNBLOCK);
 		k = poll(p, 3, 250);
@@ -830,6 +823,7 @@ int ui_main(const ui_opts *o)
 		return 2;
 	}
 	u->o = o;
+	u->cfg = st_station_config(o->st);
 	u->sigfd = -1;
 	u->logfd = open(o->log_path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
 	if (u->logfd < 0) {
@@ -896,7 +890,7 @@ out:
 		close(saved_err);
 	}
 	st_wipe(u->pin, sizeof(u->pin));
-	hsm_close(u->h);
+	st_station_logout(o->st);
 	ui_log(u, "station tui ended (%d PASS, %d UNFUSED, %d FAIL, %d QUARANTINE)",
 	       u->pass, u->unfused, u->fail, u->quarantine);
 	drain_events(u);

@@ -14,14 +14,11 @@
 
 /* What the UI works with; everything stays owned by the caller. */
 typedef struct ui_opts {
-	const st_config *cfg;
+	st_station *st;            /* configuration, HSM login, records, sync */
 	const st_profile *prof;
-	rec_store *rec;
 	const char *const *ports;  /* programmer URIs, one per slot */
 	int nslots;
 	const char *log_path;      /* the UI's log file (appended, 0600) */
-	const char *config_path;   /* its sync group: the work order's quota
-				    * shared with other stations (docs/sync.md) */
 } ui_opts;
 
 /* Keep the terminal safe from a crashing UI: forks; the parent waits for

@@ -12,6 +12,7 @@
 #define UI_RECENT 64
 #define UI_MAX_STEPS 12
 #define UI_IN_MAX 64
+#define UI_SYNC_MS 2000   /* how often the header reads the sync lag */
 
 /* One engine event copied for the UI thread; strings are escaped copies. */
 struct ui_ev {
@@ -89,12 +90,13 @@ struct ui {
 	char rel_uid[UI_IN_MAX];    /* the release being asked for */
 	char rel_why[UI_IN_MAX];
 	char rel_sup[UI_IN_MAX];
-	hsm *h;
+	const st_config *cfg;       /* the station's (st_station_config) */
 	char ca_name[128];
 	int ca_days;
 	st_run run;
 	st_run_handle *rh;
-	struct st_sync_quota *quota; /* the run's shared quota (or NULL) */
+	char sync_lag[256];         /* the header's sync lag, "" if never synced */
+	int64_t sync_at;            /* st_now_ms() it was read; 0: read it now */
 	int64_t run_t0;
 	int nsteps;
 	const char *const *steps;

@@ -10,43 +10,40 @@
 #include <unistd.h>
 
 #include "base.h"
-#include "station/cmd_profile.h"
-#include "station/cmd_records.h"
+#include "cli/cli.h"
+#include "cli/cmd-profile.h"
+#include "cli/cmd-records.h"
 #include "station/roles.h"
 
 int st_cli_authenticate(const st_config *cfg, hsm *h, rec_store *rec,
 			const char *name, const char *file, const char *env,
 			unsigned role)
 {
-	char pw[256], ask[160], err[512] = "", why[600];
+	char pw[256], ask[160], err[512] = "", why[600], recerr[512];
 	st_secret_src src = { .file = file, .env = env, .file_opt =
 			      role == ST_ROLE_SUPERVISOR ? "--supervisor-password-file" :
 			      "--password-file", .what = "password", .prompt = ask };
 	st_roster *r = NULL;
-	st_audit *a = NULL;
 	size_t len = 0;
 	int rc;
 
+	/* the list first: nobody is asked for a password it cannot check */
 	rc = st_roster_load(cfg, &r, err, sizeof(err));
+	st_roster_free(r);
 	if (rc)
 		return st_say(ST_EXIT_USAGE, "operator list: %s", err);
 	snprintf(ask, sizeof(ask), "Password for %s '%s'", st_role_name(role), name);
 	rc = st_secret_get(&src, pw, sizeof(pw), &len, err, sizeof(err));
-	if (!rc)
-		rc = st_roster_auth(r, name, pw, len, role, err, sizeof(err));
+	if (rc)
+		snprintf(why, sizeof(why), "%s", err);
+	rc = st_authenticate(cfg, h, rec, name, rc ? NULL : pw, len, role, false,
+			     why, sizeof(why), recerr, sizeof(recerr));
 	st_wipe(pw, sizeof(pw));
-	st_roster_free(r);
 	if (!rc)
 		return 0;
-	snprintf(why, sizeof(why), "%s", err);
-	/* On record: who tried, for which role, and why it was refused (never
-	 * the password). */
-	if (st_audit_attach(h, rec, cfg, &a, err, sizeof(err)) ||
-	    rec_event(rec, "auth_refused", NULL, "name", name, "role",
-		      st_role_name(role), "why", why, NULL))
+	if (recerr[0])
 		fprintf(stderr, "station: the refusal could not be recorded: %s\n",
-			err[0] ? err : rec_errmsg(rec));
-	st_audit_detach(rec, a);
+			recerr);
 	return st_say(ST_EXIT_USAGE, "%s refused: %s", st_role_name(role), why);
 }
 
@@ -450,3 +447,33 @@ cleanup:
 	rec_close(rec);
 	return code;
 }
+
+/* ---- The entry ---- */
+
+static int exec_profile(struct cli *cli, int argc, char **argv)
+{
+	return st_cmd_profile(cli_role(cli), argc, argv);
+}
+
+static const struct cli_sub profile_subs[] = {
+	{ "keygen", "make an engineering key in the token, export its public key" },
+	{ "pubkey", "export the public key of an engineering key" },
+	{ "sign", "sign a profile (or operator list) with an engineering key" },
+	{ "verify", "check a signed file against the trusted keys" },
+	{ "install", "check a signed profile, put it in place, record it" },
+	{ NULL, NULL },
+};
+
+const struct cli_entry cli_cmd_profile = {
+	.name = "profile",
+	.usage = "profile keygen|pubkey --key LABEL --out PUB.pem [--key-type T]   (engineering key)\n"
+		 "  profile sign [--key LABEL] --in FILE [--out FILE.sig]\n"
+		 "  profile verify [--in FILE]\n"
+		 "  profile install --in FILE --operator ENGINEER   (checked, put in place, recorded)",
+	.help = "Signed product profiles (docs/profiles.md).",
+	.options = (const enum cli_opt[]){ O_KEY, O_KEY_TYPE, O_IN, O_OUT,
+		O_OPERATOR, O_PASSWORD_FILE, O_NONE },
+	.subs = profile_subs,
+	.needs = CLI_NEED_CONFIG | CLI_NEED_STORE_RW | CLI_NEED_HSM,
+	.exec = exec_profile,
+};

@@ -7,7 +7,7 @@
 #include <stdlib.h>
 
 #include "base.h"
-#include "station/cli.h"
+#include "cli/cli.h"
 #include "station/x509.h"
 
 int st_say(int code, const char *fmt, ...)

@@ -1,13 +1,12 @@
-/* cmd_records.h — the `station records ...` and `station audit ...`
- * commands (cmd_records.c), kept out of main.c.  main parses the options
- * and hands them over in a st_rec_cli. */
+/* cmd-records.h — the work of `station records ...` and `station audit
+ * ...` (cmd-records.c); the dispatcher parses the options and hands them
+ * over in a st_rec_cli. */
 #ifndef ST_CMD_RECORDS_H
 #define ST_CMD_RECORDS_H
 
 #include <stdbool.h>
 
 #include "hsm/hsm.h"
-#include "station/cli.h"
 #include "station/station.h"
 
 typedef struct st_rec_cli {

@@ -1,17 +1,18 @@
-/* cmd_sync.h — the station's side of the central copy of the records
- * (docs/sync.md): the `sync` group of station.conf, `station records sync
- * [--once|--follow|--status]`, `station records verify --pg`, the shared
- * work-order quota hook for provisioning, and the lag line for the UI
- * header.  The PostgreSQL work itself is records/pgsync.c. */
-#ifndef ST_CMD_SYNC_H
-#define ST_CMD_SYNC_H
+/* sync.h — the engine's side of the central copy of the records
+ * (docs/sync.md, station/sync.c): the `sync` group of station.conf, the
+ * state file of the last sync, the lag line for a status header, and the
+ * work-order quota shared with other stations for a provisioning run.
+ * Engine-internal: front ends reach it through st_station. */
+#ifndef ST_SYNC_H
+#define ST_SYNC_H
 
+#include <jansson.h>
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "records/pgsync.h"
 #include "records/records.h"
-#include "station/cmd_records.h"
-#include "station/station.h"
+#include "station/st_int.h"
 
 /* The `sync` group of station.conf.  Strings are owned (st_sync_config_free). */
 typedef struct st_sync_cfg {
@@ -34,25 +35,22 @@ int st_sync_config_load(const char *path, st_sync_cfg *out, char *err,
 			size_t errlen);
 void st_sync_config_free(st_sync_cfg *c);
 
-/* station records sync [--once|--follow|--status]: returns the exit code. */
-int st_cmd_sync(st_rec_cli *c);
+/* The connection options of pgsync for s and the station of cfg. */
+pgs_opts st_sync_opts(const st_sync_cfg *s, const st_config *cfg);
 
-/* records workorder create with a sync group: the work order goes to the
- * central database too (an existing one must have the same quota).  0 or
- * an exit code after saying why; 0 without a sync group. */
-int st_sync_workorder_put(st_rec_cli *c, const char *id, long quota);
+/* The state file "<records>.<what>.json": read (an empty object when
+ * missing or unreadable; the caller decrefs), replaced whole. */
+json_t *st_sync_state_read(const st_config *cfg, const char *what);
+int st_sync_state_write(const st_config *cfg, const char *what, json_t *o);
 
-/* records workorder show with a sync group: the central figures (a line,
- * or a note that the server is unreachable).  0 or an exit code. */
-int st_sync_workorder_show(st_rec_cli *c, const char *id);
-
-/* station records verify --pg: every station's chain held centrally. */
-int st_cmd_verify_pg(st_rec_cli *c);
+/* Note what a sync did in the state file: error NULL for success. */
+void st_sync_note_result(const st_config *cfg, const pgs_result *res,
+			 const char *error);
 
 /* One line for a status header: "sync: up to date (12:03:04Z)", "sync: 42
  * events / 3 units behind; last error ...", or "" when this store was never
- * synced.  Reads the local store and the sync state file only (no
- * network), so it is cheap enough for every redraw. */
+ * synced.  Reads the local store and the sync state file (no network): an
+ * SQLite query and a file read, so a UI asks now and then, not per redraw. */
 void st_sync_lag(const st_config *cfg, rec_store *rec, char *buf, size_t len);
 
 /* The shared quota for a provisioning run (st_run.quota). */

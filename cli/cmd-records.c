@@ -18,10 +18,11 @@
 #include "base.h"
 #include "records/records.h"
 #include "station/checkpoint.h"
-#include "station/cmd_profile.h"
-#include "station/cmd_records.h"
+#include "cli/cli.h"
+#include "cli/cmd-profile.h"
+#include "cli/cmd-records.h"
 #include "station/roles.h"
-#include "station/cmd_sync.h"
+#include "cli/cmd-records-sync.h"
 #include "station/x509.h"
 
 /* ---- verify ---- */
@@ -922,3 +923,70 @@ cleanup:
 	rec_close(r);
 	return code;
 }
+
+/* ---- The entries: `records` and `audit` ---- */
+
+static int exec_records(struct cli *cli, int argc, char **argv)
+{
+	if (argc >= 1 && !strcmp(argv[0], "close-interrupted"))
+		return st_cmd_close_interrupted(cli_role(cli), argc, argv);
+	return st_cmd_records(cli_rec(cli), argc, argv);
+}
+
+static const struct cli_sub records_subs[] = {
+	{ "verify", "check the chain, signatures, anchor and checkpoint (--pg: the central copy)" },
+	{ "list", "the units on record" },
+	{ "show", "one unit (by UID or record id)" },
+	{ "export", "units as table, JSON lines or CSV; --evidence DIR: the evidence pack" },
+	{ "workorder", "create ID --quota N | show ID" },
+	{ "sync", "ship the records to the central copy (--once, --follow, --status)" },
+	{ "close-interrupted", "close units no run will finish; revoke their certificates" },
+	{ NULL, NULL },
+};
+
+/* Logs in only for what needs it (a verify without --ca-cert, a sync's
+ * first local write): hence no CLI_NEED_HSM up front, but the login it may
+ * ask for is the dispatcher's (cli_login). */
+const struct cli_entry cli_cmd_records = {
+	.name = "records",
+	.usage = "records verify [--ca-cert FILE] [--anchor HASH] [--checkpoint FILE.json]\n"
+		 "          | records list|export [--work-order ID]\n"
+		 "          [--since DATE] [--until DATE] [--result R] [--uid UID]\n"
+		 "          [--format table|jsonl|csv] | records export --evidence DIR\n"
+		 "          | records show UID|ID | records workorder create ID [--quota N]\n"
+		 "          | records workorder show ID\n"
+		 "          | records sync [--once|--follow|--status] | records verify --pg\n"
+		 "            (the central PostgreSQL copy: docs/sync.md)\n"
+		 "          | records close-interrupted --supervisor NAME --reason TEXT [--before DATE]\n"
+		 "            (close units no run will finish; revoke their certificates)",
+	.help = "The local records: verify, query, export, work orders, sync.\n"
+		"DATE: YYYY-MM-DD or YYYY-MM-DDTHH:MM[:SS][Z|+HH:MM].",
+	.options = (const enum cli_opt[]){ O_WORK_ORDER, O_SINCE, O_UNTIL, O_RESULT,
+		O_UID, O_FORMAT, O_EVIDENCE, O_CA_CERT, O_ANCHOR, O_CHECKPOINT,
+		O_QUOTA, O_ONCE, O_FOLLOW, O_STATUS, O_PG, O_SUPERVISOR,
+		O_SUPERVISOR_PASSWORD_FILE, O_REASON, O_BEFORE, O_NONE },
+	.subs = records_subs,
+	.needs = CLI_NEED_CONFIG | CLI_NEED_STORE_RW | CLI_NEED_HSM,
+	.exec = exec_records,
+};
+
+static int exec_audit(struct cli *cli, int argc, char **argv)
+{
+	return st_cmd_audit(cli_rec(cli), argc, argv);
+}
+
+static const struct cli_sub audit_subs[] = {
+	{ "init", "make (or repair) the audit key and its certificate" },
+	{ "show", "the audit key's certificate" },
+	{ NULL, NULL },
+};
+
+const struct cli_entry cli_cmd_audit = {
+	.name = "audit",
+	.usage = "audit init [--out FILE]   (the audit key; made on first use too)",
+	.help = "The station's audit key, which signs every record.",
+	.options = (const enum cli_opt[]){ O_OUT, O_NONE },
+	.subs = audit_subs,
+	.needs = CLI_NEED_CONFIG | CLI_NEED_STORE_RW | CLI_NEED_HSM,
+	.exec = exec_audit,
+};

@@ -1,6 +1,6 @@
-/* cmd_profile.h — the commands of signed profiles and roles (cmd_profile.c):
+/* cmd-profile.h — the commands of signed profiles and roles (cmd-profile.c):
  * `station profile ...`, `operator ...`, `crl ...`, `quarantine ...`, and
- * the operator/supervisor check `provision` and `tui` make.  main parses
+ * the operator/supervisor check `provision` makes.  The dispatcher parses
  * the options and hands them over in a st_role_cli. */
 #ifndef ST_CMD_PROFILE_H
 #define ST_CMD_PROFILE_H

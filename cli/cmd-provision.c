@@ -1,0 +1,369 @@
+/* cmd-provision.c — `station provision`: a batch run over the slots, one
+ * line per unit on stdout (or JSON), progress on stderr, a summary and a
+ * signed checkpoint of the records at the end.  Exit codes: 0 all units
+ * PASS (or, unarmed, UNFUSED: provisioned, not locked, as asked); 1 a unit
+ * FAILED or was QUARANTINED; 2 usage, configuration or profile error; 3
+ * HSM; 4 records; 5 a programmer/link error stopped a slot.
+ *
+ * The profile is checked before the records are opened and the PIN asked,
+ * so a refused profile costs nobody a PIN. */
+#include <jansson.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "base.h"
+#include "cli/cli.h"
+#include "station/checkpoint.h"
+#include "station/roles.h"
+#include "station/sync.h"
+
+static int exec_provision(struct cli *cli, int argc, char **argv);
+
+const struct cli_entry cli_cmd_provision = {
+	.name = "provision",
+	.usage = "provision --slot PORT [--slot PORT...] [--units N] [--burn-fuses] [--dry-run] [--json]\n"
+		 "            [--operator NAME [--password-file F]] [--reprovision [--uid UID] --reason TEXT\n"
+		 "             --supervisor NAME [--supervisor-password-file F]]\n"
+		 "            [--plug-wait SECONDS]  (USB: wait for absent/unplugged programmers)",
+	.help = "Provision the units in the programmers of every slot: identify,\n"
+		"key, certificate, fuses (armed with --burn-fuses), verdict, record.",
+	.options = (const enum cli_opt[]){ O_SLOT, O_UNITS, O_TIMEOUT_MS,
+		O_BURN_FUSES, O_DRY_RUN, O_WORK_ORDER, O_OPERATOR, O_PASSWORD_FILE,
+		O_REPROVISION, O_UID, O_REASON, O_SUPERVISOR,
+		O_SUPERVISOR_PASSWORD_FILE, O_PLUG_WAIT, O_NONE },
+	.needs = CLI_NEED_CONFIG | CLI_NEED_STORE_RW | CLI_NEED_HSM,
+	.exec = exec_provision,
+};
+
+
+/* Print one engine event, human or JSON; called from slot workers. */
+static void on_event(const st_event *ev, void *ctx)
+{
+	struct cli *cli = ctx;
+	json_t *o = NULL;
+
+	pthread_mutex_lock(&cli->out_lock);
+	switch (ev->kind) {
+	case ST_EV_SLOT_READY:
+		if (cli->verbose || !cli->json)
+			fprintf(stderr, "slot %d %s: programmer ready (%s)\n", ev->slot,
+				ev->port, ev->detail);
+		break;
+	case ST_EV_UNIT_START:
+		if (cli->verbose || !cli->json)
+			fprintf(stderr, "slot %d: unit %s started\n", ev->slot, ev->uid);
+		break;
+	case ST_EV_STEP:
+		if (cli->verbose || (!cli->json && strcmp(ev->outcome, "ok")))
+			fprintf(stderr, "slot %d: unit %s: %-11s %-4s %s\n", ev->slot,
+				ev->uid ? ev->uid : "-", ev->step, ev->outcome, ev->detail);
+		break;
+	case ST_EV_UNIT_DONE:
+		if (cli->json) {
+			o = json_pack("{s:s, s:i, s:s, s:s, s:s, s:s?, s:s?, s:s?, s:s?, s:I,"
+				      " s:{s:I, s:I, s:I, s:I}, s:{s:I, s:I, s:I, s:I}}",
+				      "event", "unit", "slot", ev->slot, "port", ev->port,
+				      "uid", ev->uid, "result", ev->result,
+				      "cert_serial", ev->cert_serial,
+				      "cert_sha256", ev->cert_sha256, "fuses", ev->fuses,
+				      "reason", ev->detail, "ms", (json_int_t)ev->elapsed_ms,
+				      "us", "records", (json_int_t)ev->us_records,
+				      "hsm", (json_int_t)ev->us_hsm,
+				      "x509", (json_int_t)ev->us_x509,
+				      "device", (json_int_t)ev->us_device,
+				      "link", "commands", (json_int_t)ev->link_commands,
+				      "retries", (json_int_t)ev->link_retries,
+				      "garbled", (json_int_t)ev->link_garbled,
+				      "silent", (json_int_t)ev->link_silent);
+		} else if (!strcmp(ev->result, "PASS")) {
+			char link[96] = "";
+
+			/* Re-sends on a PASS are a fixture going bad: say so. */
+			if (ev->link_retries)
+				snprintf(link, sizeof(link), ", link: %lld re-sends for "
+					 "%lld commands", (long long)ev->link_retries,
+					 (long long)ev->link_commands);
+			printf("slot %d: unit %s PASS  cert %s  fuses %s  (%lld ms%s)\n",
+			       ev->slot, ev->uid, ev->cert_serial,
+			       ev->fuses ? ev->fuses : "-", (long long)ev->elapsed_ms,
+			       link);
+		} else if (!strcmp(ev->result, "UNFUSED")) {
+			printf("slot %d: unit %s UNFUSED  cert %s  provisioned, not locked: "
+			       "fuses and lifecycle untouched (finish it with --burn-fuses)"
+			       "  (%lld ms)\n", ev->slot, ev->uid, ev->cert_serial,
+			       (long long)ev->elapsed_ms);
+		} else {
+			printf("slot %d: unit %s %s: %s\n", ev->slot, ev->uid, ev->result,
+			       ev->detail ? ev->detail : "");
+		}
+		break;
+	case ST_EV_SLOT_ERROR:
+		if (cli->json)
+			o = json_pack("{s:s, s:i, s:s, s:s, s:s}", "event", "slot_error",
+				      "slot", ev->slot, "port", ev->port, "error",
+				      st_strerror(ev->err), "message", ev->detail);
+		else
+			fprintf(stderr, "station: %s\n", ev->detail);
+		break;
+	case ST_EV_FUSE_PLAN:
+		if (cli->json)
+			o = json_pack("{s:s, s:i, s:s, s:s, s:s}", "event", "fuse_plan",
+				      "slot", ev->slot, "port", ev->port, "uid", ev->uid,
+				      "plan", ev->detail);
+		else
+			printf("slot %d: unit %s: %s\n", ev->slot, ev->uid, ev->detail);
+		break;
+	case ST_EV_WARNING:
+		if (cli->json)
+			o = json_pack("{s:s, s:s}", "event", "warning", "message", ev->detail);
+		fprintf(stderr, "station: warning: %s\n", ev->detail);
+		break;
+	case ST_EV_SLOT_DONE:
+		if (cli->verbose)
+			fprintf(stderr, "slot %d: done\n", ev->slot);
+		break;
+	case ST_EV_SLOT_IDLE: /* interactive runs only (the UI) */
+	case ST_EV_UNIT_HELD:
+		break;
+	}
+	if (o) {
+		json_dumpf(o, stdout, JSON_COMPACT);
+		fputc('\n', stdout);
+		json_decref(o);
+	}
+	fflush(stdout);
+	pthread_mutex_unlock(&cli->out_lock);
+}
+
+/* Who runs (docs/roles.md): with an operator list, the operator proves who
+ * they are (and must when roles.require); a re-provisioning run also needs
+ * a supervisor, asked now.  0 or the exit code. */
+static int check_people(struct cli *cli, hsm *h, rec_store *rec)
+{
+	const st_config *cfg = &cli->cfg;
+	int code;
+
+	if (cfg->roles_require && !cli->role.operator_name)
+		return st_say(ST_EXIT_USAGE, "this station runs only for an operator on its "
+			      "list (roles.require): give --operator NAME");
+	if (cli->role.operator_name && (cfg->operators_path || cfg->roles_require)) {
+		code = st_cli_authenticate(cfg, h, rec, cli->role.operator_name,
+					   cli->role.password_file, "STATION_PASSWORD",
+					   ST_ROLE_OPERATOR);
+		if (code)
+			return code;
+		cli->run.operator_authenticated = true;
+	}
+	if (cli->reprovision) {
+		code = st_cli_authenticate(cfg, h, rec, cli->role.supervisor_name,
+					   cli->role.supervisor_password_file,
+					   "STATION_SUPERVISOR_PASSWORD", ST_ROLE_SUPERVISOR);
+		if (code)
+			return code;
+		cli->run.supervisor_name = cli->role.supervisor_name;
+		cli->run.reprovision_reason = cli->role.reason;
+		cli->run.reprovision_uid = cli->rec.uid;
+	}
+	return 0;
+}
+
+/* A batch run's stop signals (SIGINT, SIGTERM, SIGHUP: Ctrl-C, systemd,
+ * a closed terminal) stop it as st_run_stop() does: the units in work
+ * finish — their records complete, no burn is cut short — no new unit
+ * starts, and the run ends with its summary.  SIGKILL still kills at once
+ * (the records and the fuse intents are made for that too). */
+struct stopper {
+	atomic_bool stop;       /* st_run.stop */
+	sigset_t set;
+};
+
+static void *stop_on_signal(void *arg)
+{
+	struct stopper *s = arg;
+	int sig;
+
+	for (;;) {
+		if (sigwait(&s->set, &sig))
+			continue;
+		fprintf(stderr, "station: %s: finishing the units in work, starting no "
+			"new one\n", strsignal(sig));
+		atomic_store(&s->stop, true);
+	}
+	return NULL;
+}
+
+/* st_provision(), stopping cleanly on a stop signal.  The signals stay
+ * blocked afterwards: the process is about to print its summary and exit. */
+static int provision_run(hsm *h, rec_store *rec, struct cli *cli,
+			 const st_profile *prof, st_summary *sum, char *err,
+			 size_t errlen)
+{
+	struct stopper s;
+	bool watching;
+	pthread_t t;
+	int rc;
+
+	atomic_init(&s.stop, false);
+	sigemptyset(&s.set);
+	sigaddset(&s.set, SIGINT);
+	sigaddset(&s.set, SIGTERM);
+	sigaddset(&s.set, SIGHUP);
+	/* before the workers start, so they inherit the mask */
+	pthread_sigmask(SIG_BLOCK, &s.set, NULL);
+	watching = !pthread_create(&t, NULL, stop_on_signal, &s);
+	cli->run.stop = &s.stop;
+	rc = st_provision(h, rec, &cli->cfg, prof, &cli->run, on_event, cli, sum,
+			  err, errlen);
+	cli->run.stop = NULL;
+	if (watching) {
+		pthread_cancel(t);
+		pthread_join(t, NULL);
+	}
+	return rc;
+}
+
+/* The end of a run: a checkpoint of the chain's head, signed by the audit
+ * key, written to the checkpoint directory, so a later cut of the chain's
+ * end is seen (docs/records.md, "Checkpoints").  A failure is a warning:
+ * every unit is on record already. */
+static int run_checkpoint(struct cli *cli, hsm *h, rec_store *rec,
+			  st_checkpoint *cp, char *err, size_t errlen)
+{
+	char dir[4096];
+	st_audit *a = NULL;
+	int rc;
+
+	rc = st_audit_open(h, cli->cfg.ca_label ? cli->cfg.ca_label : "issuing-ca",
+			   ST_AUDIT_LABEL, cli->cfg.station_id, &a, err, errlen);
+	if (!rc)
+		rc = st_checkpoint_make(rec, a, cli->cfg.station_id, -1, NULL, cp,
+					err, errlen);
+	st_checkpoint_dir(&cli->cfg, dir, sizeof(dir));
+	if (!rc)
+		rc = st_checkpoint_write(cp, a, dir, NULL, err, errlen);
+	st_audit_close(a);
+	return rc;
+}
+
+static int exec_provision(struct cli *cli, int argc, char **argv)
+{
+	char err[512] = "";
+	st_signed_info signed_info;
+	st_profile *prof = NULL;
+	rec_store *rec = NULL;
+	hsm *h = NULL;
+	st_sync_quota *quota = NULL;
+	st_checkpoint cp = { .body = NULL };
+	char cperr[512] = "";
+	st_summary sum;
+	int rc, code, cprc;
+
+	(void)argv;
+	if (argc > 0 || cli->run.nslots == 0)
+		return st_say(ST_EXIT_USAGE, "provision: give each programmer with --slot PORT "
+			      "(or slots in the configuration)");
+	if (cli->reprovision && (!cli->role.supervisor_name || !cli->role.reason ||
+				 !*cli->role.reason))
+		return st_say(ST_EXIT_USAGE, "provision --reprovision: a supervisor decides "
+			      "it, with a reason: give --supervisor NAME and --reason TEXT");
+	if (st_profile_load_signed(&cli->cfg, cli->cfg.profile_path, &prof, &signed_info,
+				   err, sizeof(err)))
+		return st_say(ST_EXIT_USAGE, "profile refused: %s; nothing was provisioned", err);
+	code = cli_store(cli, true, &rec);
+	if (code)
+		goto cleanup;
+	code = cli_login(cli, &h);
+	if (code)
+		goto cleanup;
+	code = check_people(cli, h, rec);
+	if (code)
+		goto cleanup;
+	cli->run.profile_signer = signed_info.signer;
+	/* a work order's quota shared with other stations (docs/sync.md) */
+	rc = cli->dry_run ? ST_OK :
+	     st_sync_quota_open(cli->config_path, &cli->cfg, rec, cli->rec.work_order,
+				&quota, err, sizeof(err));
+	if (rc) {
+		code = st_say(rc == ST_E_CONFIG || rc == ST_E_NOTFOUND || rc == ST_E_EXISTS ?
+			      ST_EXIT_USAGE : ST_EXIT_RECORDS, "sync: %s", err);
+		goto cleanup;
+	}
+	cli->run.quota = st_sync_quota_hook(quota);
+	cli->run.max_units = cli->max_units;
+	cli->run.burn_fuses = cli->burn_fuses && !cli->dry_run;
+	cli->run.dry_run = cli->dry_run;
+	cli->run.operator_name = cli->operator_name;
+	cli->run.work_order = cli->rec.work_order;
+	rc = provision_run(h, rec, cli, prof, &sum, err, sizeof(err));
+	if (rc) {
+		code = st_say(rc == ST_E_DB ? ST_EXIT_RECORDS : rc == ST_E_CONFIG ? ST_EXIT_USAGE :
+			      ST_EXIT_HSM, "%s", err);
+		goto cleanup;
+	}
+	if (sum.quota_full)
+		fprintf(stderr, "station: work order %s is complete (its quota is "
+			"reached); units left in the programmers were not touched\n",
+			cli->run.work_order);
+	if (cli->dry_run) {
+		code = sum.slot_errors ? ST_EXIT_LINK : 0;
+		goto cleanup;
+	}
+	cprc = run_checkpoint(cli, h, rec, &cp, cperr, sizeof(cperr));
+	if (cprc)
+		fprintf(stderr, "station: warning: no checkpoint of the records was "
+			"written: %s\n", cperr);
+	if (cli->json) {
+		rec_stats rs = { 0 };
+		json_t *o;
+
+		/* group commit at work: writes per commit (make bench) */
+		rec_get_stats(rec, &rs);
+		o = json_pack("{s:s, s:i, s:i, s:i, s:i, s:i, s:i, s:s, s:I, s:I}",
+			      "event", "summary", "pass", sum.pass,
+			      "unfused", sum.unfused, "fail", sum.fail,
+			      "quarantine", sum.quarantine, "skipped", sum.skipped,
+			      "slot_errors", sum.slot_errors + sum.record_errors,
+			      "records", cli->cfg.records_path,
+			      "record_writes", (json_int_t)rs.writes,
+			      "record_commits", (json_int_t)rs.commits);
+		if (o && !cprc)
+			json_object_set_new(o, "checkpoint", json_pack(
+				"{s:s, s:I, s:s, s:s, s:s, s:s}",
+				"station", cp.cp.station, "seq", (json_int_t)cp.cp.seq,
+				"head_hash", cp.cp.head_hash, "at", cp.cp.at,
+				"audit_cert_sha256", cp.cp.audit_sha256,
+				"file", cp.path));
+		else if (o)
+			json_object_set_new(o, "checkpoint_error", json_string(cperr));
+
+		json_dumpf(o, stdout, JSON_COMPACT);
+		fputc('\n', stdout);
+		json_decref(o);
+	} else {
+		if (sum.unfused)
+			printf("summary: %d UNFUSED (provisioned, not locked: run with "
+			       "--burn-fuses to finish them)\n", sum.unfused);
+		printf("summary: %d PASS, %d FAIL, %d QUARANTINE, %d skipped (already done)"
+		       "%s; records in %s%s%s\n", sum.pass, sum.fail, sum.quarantine,
+		       sum.skipped, sum.slot_errors ? "; a slot stopped on an error" : "",
+		       cli->cfg.records_path, cli->cfg.cert_dir ? ", certificates in " : "",
+		       cli->cfg.cert_dir ? cli->cfg.cert_dir : "");
+		if (!cprc)
+			printf("checkpoint: station %s, events 1..%lld, head %s, "
+			       "signed by the audit key; in %s (keep a copy away "
+			       "from the station)\n", cp.cp.station, cp.cp.seq,
+			       cp.cp.head_hash, cp.path);
+	}
+	code = sum.record_errors ? ST_EXIT_RECORDS : sum.hsm_errors ? ST_EXIT_HSM :
+	       sum.slot_errors ? ST_EXIT_LINK :
+	       (sum.fail || sum.quarantine) ? ST_EXIT_UNIT_FAILED : 0;
+cleanup:
+	st_checkpoint_free(&cp);
+	st_sync_quota_close(quota);
+	st_profile_free(prof);
+	return code;
+}
