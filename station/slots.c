@@ -141,99 +141,6 @@ static int slot_hsm_open(struct worker *w, X509 *ca, hsm_session **sess,
 	return rc;
 }
 
-/* The slot worker: open programmer and HSM session, then unit after unit. */
-void *worker_main(void *arg)
-{
-	struct worker *w = arg;
-	const struct job *job = w->job;
-	drv_opts opts = { .timeout_ms = job->cfg->timeout_ms,
-			  .retries = job->cfg->retries,
-			  .target_opts = st_profile_target_opts(job->prof) };
-	drv_dev *dev = NULL;
-	hsm_session *sess = NULL;
-	hsm_obj ca_priv;
-	X509 *ca = X509_dup(job->ca);
-	int rc, units = 0;
-
-	if (slot_hsm_open(w, ca, &sess, &ca_priv))
-		goto cleanup;
-	rc = drv_open(w->port, &opts, &dev);
-	if ((rc == ST_E_NOTFOUND || rc == ST_E_UNPLUGGED) && job->run->plug_wait_ms > 0)
-		rc = wait_plug(w, &opts, &dev);
-	if (rc) {
-		slot_error(w, rc, "slot %d (%s): programmer not usable: %s", w->slot,
-			   w->port, dev ? drv_errmsg(dev) : st_strerror(rc));
-		goto cleanup;
-	}
-	{
-		st_event ev = { .kind = ST_EV_SLOT_READY, .detail = drv_driver_name(dev) };
-
-		emit(w, &ev);
-	}
-	if (job->run->dry_run) {
-		dry_run_slot(w, dev);
-		goto done;
-	}
-	while ((!job->run->max_units || units < job->run->max_units) && !halted(w)) {
-		struct unit u = { .w = w, .dev = dev, .sess = sess, .ca = ca,
-				  .ca_priv = ca_priv, .t0 = st_now_ms() };
-		bool stop;
-
-		rc = next_unit(w, &u);
-		if (rc < 0) {
-			unclaim_uid(w);
-			break;
-		}
-		if (rc >= 1) {
-			rc = begin_unit(w, &u);
-			if (rc) {
-				unclaim_uid(w);
-				break;
-			}
-			units++;
-			run_unit(&u);
-			finish_unit(&u);
-			set_live(w, 0);
-		}
-		unclaim_uid(w);
-		stop = u.stop_slot;
-		free(u.cert_pem);
-		/* A dead session or a pulled token: re-open and find the CA key
-		 * again; if that fails the slot stops rather than failing every
-		 * following unit the same way. */
-		if (!stop && u.hsm_lost && hsm_recover(w, sess, &ca_priv))
-			break;
-		if (stop) {
-			if (u.err && st_err_is_link(u.err))
-				slot_error(w, u.err, "slot %d (%s): %s", w->slot, w->port,
-					   u.reason);
-			/* Unplugged and hotplug on: the slot comes back with its
-			 * programmer, and the interrupted unit is done again. */
-			if (u.err == ST_E_UNPLUGGED && job->run->plug_wait_ms > 0 &&
-			    wait_plug(w, &opts, &dev) == ST_OK)
-				continue;
-			break;
-		}
-		rc = drv_release(dev);
-		if (rc) {
-			slot_error(w, rc, "slot %d (%s): releasing the unit failed: %s",
-				   w->slot, w->port, drv_errmsg(dev));
-			break;
-		}
-	}
-done:
-	{
-		st_event ev = { .kind = ST_EV_SLOT_DONE };
-
-		emit(w, &ev);
-	}
-cleanup:
-	drv_close(dev);
-	hsm_session_close(sess);
-	X509_free(ca);
-	return NULL;
-}
-
 /* Wait on job->cond, with job->lock held, for at most ms (0: no limit). */
 static void wait_locked(struct job *job, int ms)
 {
@@ -356,6 +263,155 @@ static void nap(struct worker *w, int ms)
 	pthread_mutex_unlock(&job->lock);
 }
 
+/* The programmer, the HSM session and the CA a slot worker works with. */
+struct slot_io {
+	drv_dev *dev;
+	hsm_session *sess;
+	X509 *ca;            /* the worker's copy of the CA certificate */
+	hsm_obj ca_priv;     /* the CA key in sess (found again by hsm_recover) */
+};
+
+/* How one unit cycle ended (unit_cycle); *err gives the cause of a stop. */
+enum cycle_end {
+	CYCLE_NEXT,       /* the unit was released (or skipped): take the next */
+	CYCLE_RETRY,      /* the operator wants the same unit run again */
+	CYCLE_EMPTY,      /* no unit in the programmer (nothing was said) */
+	CYCLE_HELD,       /* the run or the slot stopped while the unit was
+			   * held: it stays in the programmer */
+	CYCLE_STOP,       /* the slot cannot go on (said) */
+	CYCLE_UNIT_STOP,  /* a step of the unit stopped the slot: the link or
+			   * the records failed (said) */
+};
+
+/* One unit, the same in every slot worker: identify it and decide what to
+ * do with it (next_unit), open its record (begin_unit), run its steps,
+ * close the record with its verdict, then release it from the programmer.
+ * In an interactive run a unit that did not pass is held in the
+ * programmer until the operator decides (retry, skip, quarantine).
+ * *began is set when the unit got a record. */
+static enum cycle_end unit_cycle(struct worker *w, struct slot_io *io, int *err,
+				 bool *began)
+{
+	struct unit u = { .w = w, .dev = io->dev, .sess = io->sess, .ca = io->ca,
+			  .ca_priv = io->ca_priv, .t0 = st_now_ms() };
+	int rc = next_unit(w, &u), cmd = ST_CMD_SKIP, b = 0;
+
+	*began = false;
+	if (rc == ST_E_NO_TARGET) {
+		unclaim_uid(w);
+		return CYCLE_EMPTY;
+	}
+	if (rc < 0 || (rc >= 1 && (b = begin_unit(w, &u)))) {
+		/* b == 1: the work order's quota is taken (said): the slot
+		 * stops until a new work order or a start */
+		unclaim_uid(w);
+		*err = rc < 0 ? rc : b == 1 ? ST_E_STATE : ST_E_DB;
+		return CYCLE_STOP;
+	}
+	if (rc >= 1) {
+		*began = true;
+		run_unit(&u);
+		finish_unit(&u);
+		set_live(w, 0);
+	}
+	/* A dead session or a pulled token: re-open it and find the CA key
+	 * again (before the unit is held: a retry needs it); if that fails
+	 * the slot stops rather than failing every following unit the same
+	 * way. */
+	if (!u.stop_slot && u.hsm_lost && hsm_recover(w, io->sess, &io->ca_priv)) {
+		unclaim_uid(w);
+		free(u.cert_pem);
+		*err = ST_E_HSM;
+		return CYCLE_STOP;
+	}
+	if (w->job->run->interactive && !u.stop_slot && rc >= 1 &&
+	    strcmp(u.result ? u.result : "FAIL", "PASS") &&
+	    strcmp(u.result ? u.result : "FAIL", "UNFUSED"))
+		cmd = hold_unit(w, &u);
+	if (cmd == ST_CMD_QUARANTINE && quarantine_held(w, &u))
+		u.stop_slot = true;
+	unclaim_uid(w);
+	free(u.cert_pem);
+	if (u.stop_slot) {
+		bool link = u.err && st_err_is_link(u.err);
+
+		if (link)
+			slot_error(w, u.err, "slot %d (%s): %s", w->slot, w->port,
+				   u.reason);
+		*err = link ? u.err : ST_E_DB;
+		return CYCLE_UNIT_STOP;
+	}
+	if (cmd == ST_CMD_RETRY)
+		return CYCLE_RETRY;
+	if (cmd < 0)
+		return CYCLE_HELD;
+	rc = drv_release(io->dev);
+	if (rc) {
+		slot_error(w, rc, "slot %d (%s): releasing the unit failed: %s",
+			   w->slot, w->port, drv_errmsg(io->dev));
+		*err = rc;
+		return CYCLE_STOP;
+	}
+	return CYCLE_NEXT;
+}
+
+/* The slot worker of a batch run: open programmer and HSM session, then
+ * unit after unit until there is none, or max_units. */
+void *worker_main(void *arg)
+{
+	struct worker *w = arg;
+	const struct job *job = w->job;
+	drv_opts opts = { .timeout_ms = job->cfg->timeout_ms,
+			  .retries = job->cfg->retries,
+			  .target_opts = st_profile_target_opts(job->prof) };
+	struct slot_io io = { .ca = X509_dup(job->ca) };
+	int rc, units = 0;
+
+	if (slot_hsm_open(w, io.ca, &io.sess, &io.ca_priv))
+		goto cleanup;
+	rc = drv_open(w->port, &opts, &io.dev);
+	if ((rc == ST_E_NOTFOUND || rc == ST_E_UNPLUGGED) && job->run->plug_wait_ms > 0)
+		rc = wait_plug(w, &opts, &io.dev);
+	if (rc) {
+		slot_error(w, rc, "slot %d (%s): programmer not usable: %s", w->slot,
+			   w->port, io.dev ? drv_errmsg(io.dev) : st_strerror(rc));
+		goto cleanup;
+	}
+	{
+		st_event ev = { .kind = ST_EV_SLOT_READY, .detail = drv_driver_name(io.dev) };
+
+		emit(w, &ev);
+	}
+	if (job->run->dry_run) {
+		dry_run_slot(w, io.dev);
+		goto done;
+	}
+	while ((!job->run->max_units || units < job->run->max_units) && !halted(w)) {
+		bool began;
+		enum cycle_end end = unit_cycle(w, &io, &rc, &began);
+
+		units += began;
+		/* Unplugged and hotplug on: the slot comes back with its
+		 * programmer, and the interrupted unit is done again. */
+		if (end == CYCLE_UNIT_STOP && rc == ST_E_UNPLUGGED &&
+		    job->run->plug_wait_ms > 0 && wait_plug(w, &opts, &io.dev) == ST_OK)
+			continue;
+		if (end != CYCLE_NEXT)
+			break;
+	}
+done:
+	{
+		st_event ev = { .kind = ST_EV_SLOT_DONE };
+
+		emit(w, &ev);
+	}
+cleanup:
+	drv_close(io.dev);
+	hsm_session_close(io.sess);
+	X509_free(io.ca);
+	return NULL;
+}
+
 /* A failure that ends serve_units(): an unplugged programmer is waited for
  * (returns 1: reopen it when it is back); anything else pauses the slot
  * until the operator starts it again (returns 0). */
@@ -370,66 +426,28 @@ static int gone(struct worker *w, int rc)
 /* Units one after the other on an open programmer, until the run or the
  * slot stops (0) or the programmer is unplugged (1); another link or
  * records error pauses the slot (0). */
-static int serve_units(struct worker *w, drv_dev *dev, hsm_session *sess,
-		       X509 *ca, hsm_obj *ca_priv)
+static int serve_units(struct worker *w, struct slot_io *io)
 {
-	bool waiting = false;
+	bool waiting = false, began;
+	int err = ST_OK;
 
 	while (!halted(w)) {
-		struct unit u = { .w = w, .dev = dev, .sess = sess, .ca = ca,
-				  .ca_priv = *ca_priv, .t0 = st_now_ms() };
-		int rc = next_unit(w, &u), cmd = ST_CMD_SKIP, b = 0;
-
-		if (rc == ST_E_NO_TARGET) {
-			unclaim_uid(w);
+		switch (unit_cycle(w, io, &err, &began)) {
+		case CYCLE_EMPTY:
 			if (!waiting)
 				idle(w, "waiting for a unit");
 			waiting = true;
 			nap(w, POLL_MS);
 			continue;
-		}
-		waiting = false;
-		if (rc < 0 || (rc >= 1 && (b = begin_unit(w, &u)))) {
-			/* b == 1: the work order's quota is taken (said): the
-			 * slot stops until a new work order or a start */
-			unclaim_uid(w);
-			return gone(w, rc < 0 ? rc : b == 1 ? ST_E_STATE : ST_E_DB);
-		}
-		if (rc >= 1) {
-			run_unit(&u);
-			finish_unit(&u);
-			set_live(w, 0);
-		}
-		/* A dead session or a pulled token: re-open it before the unit
-		 * is held (a retry needs it); if that fails the slot stops. */
-		if (!u.stop_slot && u.hsm_lost && hsm_recover(w, sess, ca_priv)) {
-			unclaim_uid(w);
-			free(u.cert_pem);
-			pause_slot(w);
-			return 0;
-		}
-		if (!u.stop_slot && rc >= 1 && strcmp(u.result ? u.result : "FAIL", "PASS") &&
-		    strcmp(u.result ? u.result : "FAIL", "UNFUSED"))
-			cmd = hold_unit(w, &u);
-		if (cmd == ST_CMD_QUARANTINE && quarantine_held(w, &u))
-			u.stop_slot = true;
-		unclaim_uid(w);
-		free(u.cert_pem);
-		if (u.stop_slot) {
-			if (u.err && st_err_is_link(u.err))
-				slot_error(w, u.err, "slot %d (%s): %s", w->slot, w->port,
-					   u.reason);
-			return gone(w, u.err && st_err_is_link(u.err) ? u.err : ST_E_DB);
-		}
-		if (cmd == ST_CMD_RETRY)
+		case CYCLE_NEXT:
+		case CYCLE_RETRY:
+			waiting = false;
 			continue;
-		if (cmd < 0)
+		case CYCLE_HELD:
 			return 0;
-		rc = drv_release(dev);
-		if (rc) {
-			slot_error(w, rc, "slot %d (%s): releasing the unit failed: %s",
-				   w->slot, w->port, drv_errmsg(dev));
-			return gone(w, rc);
+		case CYCLE_STOP:
+		case CYCLE_UNIT_STOP:
+			return gone(w, err);
 		}
 	}
 	return 0;
@@ -445,13 +463,11 @@ void *worker_interactive(void *arg)
 	drv_opts opts = { .timeout_ms = job->cfg->timeout_ms,
 			  .retries = job->cfg->retries,
 			  .target_opts = st_profile_target_opts(job->prof) };
-	hsm_session *sess = NULL;
-	hsm_obj ca_priv;
-	X509 *ca = X509_dup(job->ca);
+	struct slot_io io = { .ca = X509_dup(job->ca) };
 	bool absent = false;  /* "waiting for the programmer" was said */
 	int rc;
 
-	if (slot_hsm_open(w, ca, &sess, &ca_priv))
+	if (slot_hsm_open(w, io.ca, &io.sess, &io.ca_priv))
 		goto cleanup;
 	for (;;) {
 		drv_dev *dev = NULL;
@@ -496,9 +512,11 @@ void *worker_interactive(void *arg)
 
 			emit(w, &ev);
 		}
-		if (serve_units(w, dev, sess, ca, &ca_priv))
+		io.dev = dev;
+		if (serve_units(w, &io))
 			nap(w, PLUG_MS);
 		drv_close(dev);
+		io.dev = NULL;
 	}
 	{
 		st_event ev = { .kind = ST_EV_SLOT_DONE };
@@ -506,7 +524,7 @@ void *worker_interactive(void *arg)
 		emit(w, &ev);
 	}
 cleanup:
-	hsm_session_close(sess);
-	X509_free(ca);
+	hsm_session_close(io.sess);
+	X509_free(io.ca);
 	return NULL;
 }
