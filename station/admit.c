@@ -41,12 +41,12 @@ static int revoke_abandoned(struct unit *u, const char *how)
 			continue;  /* already revoked / a live identity / issued nothing */
 		if (rc) {
 			u->stop_slot = true;
-			return fail(u, "revoke", ST_E_DB, "cannot revoke the certificate "
+			return fail(u, STEP_REVOKE, ST_E_DB, "cannot revoke the certificate "
 				    "(serial %s) of unit record %lld: %s",
 				    h->abandoned[i].serial, (long long)h->abandoned[i].unit,
 				    err);
 		}
-		if (step(u, "revoke", "ok", "certificate serial %s of unit record %lld "
+		if (step(u, STEP_REVOKE, "ok", "certificate serial %s of unit record %lld "
 			 "revoked (%s): %s", h->abandoned[i].serial,
 			 (long long)h->abandoned[i].unit,
 			 st_crl_reason_name(REC_CRL_SUPERSEDED), reason))
@@ -70,7 +70,7 @@ static int not_resumed(struct unit *u, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(why, sizeof(why), fmt, ap);
 	va_end(ap);
-	if (step(u, "resume", "skip", "the certificate of unit record %lld (serial "
+	if (step(u, STEP_RESUME, "skip", "the certificate of unit record %lld (serial "
 		 "%s) is not resumed: %s; a new identity", (long long)h->cert_unit,
 		 h->cert_serial, why))
 		return ST_E_DB;
@@ -106,14 +106,14 @@ int resume_identity(struct unit *u, X509 **out)
 	if (!h->cert_unit || h->cert_revoked)
 		return revoke_abandoned(u, "re-provisioned");
 	if (locked && !u->w->job->run->burn_fuses)
-		return fail(u, "certificate", ST_E_STATE, "the unit was locked by an "
+		return fail(u, STEP_CERTIFICATE, ST_E_STATE, "the unit was locked by an "
 			    "interrupted run: resuming it verifies its fuse plan, which "
 			    "needs --burn-fuses");
 	rc = drv_read_cert(u->dev, der, sizeof(der), &len);
 	if (!rc)
 		rc = drv_get_pubkey(u->dev, pub);
 	if (rc && (st_err_is_link(rc) || locked))
-		return fail(u, "certificate", rc, "resuming unit record %lld: reading "
+		return fail(u, STEP_CERTIFICATE, rc, "resuming unit record %lld: reading "
 			    "the device's certificate and key failed: %s",
 			    (long long)h->cert_unit, drv_errmsg(u->dev));
 	if (rc)
@@ -126,7 +126,7 @@ int resume_identity(struct unit *u, X509 **out)
 	if (!cert || !devkey || X509_verify(cert, X509_get0_pubkey(u->ca)) != 1 ||
 	    EVP_PKEY_eq(X509_get0_pubkey(cert), devkey) != 1 ||
 	    strcasecmp(fp, h->cert_fp)) {
-		rc = locked ? fail(u, "certificate", ST_E_VERIFY, "resuming a locked "
+		rc = locked ? fail(u, STEP_CERTIFICATE, ST_E_VERIFY, "resuming a locked "
 				   "unit: the certificate on the device is not the one "
 				   "unit record %lld issued (serial %s), does not verify "
 				   "against the CA or does not certify the device's key: "
@@ -143,12 +143,12 @@ int resume_identity(struct unit *u, X509 **out)
 	snprintf(u->fp, sizeof(u->fp), "%s", fp);
 	free(u->cert_pem);
 	u->cert_pem = pem_of(cert);
-	rc = step(u, "certificate", "ok", "resumed: the certificate on the %sdevice "
+	rc = step(u, STEP_CERTIFICATE, "ok", "resumed: the certificate on the %sdevice "
 		  "(serial %s sha256 %s) is the one unit record %lld issued; it "
 		  "verifies against the CA and certifies the device's key",
 		  locked ? "locked " : "", u->serial, u->fp, (long long)h->cert_unit);
 	if (!rc)
-		rc = step(u, "resume", "ok", "finishes unit record %lld (%s): same "
+		rc = step(u, STEP_RESUME, "ok", "finishes unit record %lld (%s): same "
 			  "certificate, serial %s; no second identity", (long long)
 			  (h->last_unit ? h->last_unit : h->cert_unit),
 			  !strcmp(h->last_state, "RUNNING") ? "interrupted" : h->last_state,
@@ -346,6 +346,7 @@ static int read_history(struct worker *w, struct unit *u)
 	struct hist_read *hr = calloc(1, sizeof(*hr));
 	rec_filter f = { .uid = u->info.uid_hex };
 	int rc, first, n;
+	enum verdict v;
 	size_t len = 0;
 
 	if (!hr)
@@ -363,7 +364,7 @@ static int read_history(struct worker *w, struct unit *u)
 
 		hr->unit = hr->rec[i].id;
 		rc = rec_unit_steps(w->job->rec, hr->unit, hist_step, hr);
-		if (!strcmp(hr->rec[i].state, "PASS"))
+		if (verdict_parse(hr->rec[i].state, &v) && v == VERDICT_PASS)
 			h->nintents = 0;   /* a PASS resolved every intent */
 		h->last_unit = hr->unit;
 		snprintf(h->last_state, sizeof(h->last_state), "%s", hr->rec[i].state);
@@ -401,7 +402,7 @@ static int reprovision(struct worker *w, struct unit *u, int64_t id)
 {
 	const st_run *run = w->job->run;
 	st_event ev = { .kind = ST_EV_STEP, .uid = u->info.uid_hex,
-			.step = "history", .outcome = "ok", .detail = u->reprovision };
+			.step = step_name(STEP_HISTORY), .outcome = "ok", .detail = u->reprovision };
 	int rc;
 
 	/* A locked device takes no new key or certificate: revoking its
@@ -431,21 +432,23 @@ static int reprovision(struct worker *w, struct unit *u, int64_t id)
 	return ST_E_NOTFOUND;
 }
 
-/* Identify the next unit and decide whether to provision it.  Returns 1 to
- * provision, 2 when another slot holds the same device ID right now, 0 to
- * skip it (already done), negative to end the slot.  A unit left RUNNING by
- * an interrupted earlier run is closed as FAIL first, so its record says
- * what happened (no other slot can hold it: the ID was claimed, and a clone
- * in another slot keeps its live row: clone_in_work).  The unit's whole
- * history goes to u->hist (read_history): the identity that should be on
- * it, burn intents no record resolved.  A unit last QUARANTINED is not
- * touched again; one last UNFUSED is skipped by an unarmed run. */
+/* Identify the next unit and decide what to do with it (enum admit), or a
+ * negative st_err to end the slot (ST_E_NO_TARGET: no unit in the
+ * programmer, nothing said).  A unit left RUNNING by an interrupted
+ * earlier run is closed as FAIL first, so its record says what happened
+ * (no other slot can hold it: the ID was claimed, and a clone in another
+ * slot keeps its live row: clone_in_work).  The unit's whole history goes
+ * to u->hist (read_history): the identity that should be on it, burn
+ * intents no record resolved.  A unit last QUARANTINED is not touched
+ * again; one last UNFUSED is skipped by an unarmed run. */
 int next_unit(struct worker *w, struct unit *u)
 {
-	rec_unit_result interrupted = { .result = "FAIL",
+	rec_unit_result interrupted = { .result = verdict_name(VERDICT_FAIL),
 		.reason = "interrupted: the station stopped during this unit; "
 			  "it was presented again" };
 	char last[32], why[1200];
+	enum verdict lv = VERDICT_FAIL;
+	bool ended = false;   /* the last record has a verdict (lv); else RUNNING */
 	int64_t id;
 	int rc;
 
@@ -460,30 +463,32 @@ int next_unit(struct worker *w, struct unit *u)
 		return rc;
 	}
 	if (uid_unreadable(&u->info))
-		return 1;       /* no identity to look up: run_unit refuses it */
+		return ADMIT_PROVISION; /* no identity to look up: run_unit refuses it */
 	u->dup_slot = claim_uid(w, u->info.uid_hex);
 	if (u->dup_slot)
-		return 2;
+		return ADMIT_CLONE;
 	rc = rec_find_pass(w->job->rec, u->info.uid_hex, &id);
 	if (rc == ST_OK && may_reprovision(w->job->run, u->info.uid_hex))
 		rc = reprovision(w, u, id);
 	if (rc == ST_OK) {
 		st_event ev = { .kind = ST_EV_STEP, .uid = u->info.uid_hex,
-				.step = "history", .outcome = "skip",
+				.step = step_name(STEP_HISTORY), .outcome = "skip",
 				.detail = "already provisioned (PASS on record): not given a "
 					  "second identity; remove the unit" };
 		w->sum.skipped++;
 		emit(w, &ev);
-		return 0;
+		return ADMIT_SKIP;
 	}
 	pthread_mutex_lock(&((struct job *)w->job)->rec_order);
 	if (rc == ST_E_NOTFOUND)
 		rc = rec_last_unit(w->job->rec, u->info.uid_hex, &id, last, sizeof(last));
-	if (rc == ST_OK && strcmp(last, "QUARANTINE"))
+	if (rc == ST_OK)
+		ended = verdict_parse(last, &lv);
+	if (rc == ST_OK && !(ended && lv == VERDICT_QUARANTINE))
 		rc = read_history(w, u);
-	if (rc == ST_OK && !strcmp(last, "UNFUSED") && !w->job->run->burn_fuses) {
+	if (rc == ST_OK && ended && lv == VERDICT_UNFUSED && !w->job->run->burn_fuses) {
 		st_event ev = { .kind = ST_EV_STEP, .uid = u->info.uid_hex,
-				.step = "history", .outcome = "skip", .detail = why };
+				.step = step_name(STEP_HISTORY), .outcome = "skip", .detail = why };
 
 		snprintf(why, sizeof(why), "already provisioned, not locked (UNFUSED on "
 			 "record, unit record %lld): it keeps its identity; run with "
@@ -491,11 +496,11 @@ int next_unit(struct worker *w, struct unit *u)
 		pthread_mutex_unlock(&((struct job *)w->job)->rec_order);
 		w->sum.skipped++;
 		emit(w, &ev);
-		return 0;
+		return ADMIT_SKIP;
 	}
-	if (rc == ST_OK && !strcmp(last, "QUARANTINE")) {
+	if (rc == ST_OK && ended && lv == VERDICT_QUARANTINE) {
 		st_event ev = { .kind = ST_EV_STEP, .uid = u->info.uid_hex,
-				.step = "history", .outcome = "skip", .detail = why };
+				.step = step_name(STEP_HISTORY), .outcome = "skip", .detail = why };
 
 		snprintf(why, sizeof(why), "QUARANTINED on record (unit record %lld): "
 			 "not touched again without a supervisor's recorded decision; "
@@ -503,9 +508,9 @@ int next_unit(struct worker *w, struct unit *u)
 		pthread_mutex_unlock(&((struct job *)w->job)->rec_order);
 		w->sum.quarantine++;
 		emit(w, &ev);
-		return 0;
+		return ADMIT_SKIP;
 	}
-	if (rc == ST_OK && !strcmp(last, "RUNNING") && !is_live(w, id)) {
+	if (rc == ST_OK && !ended && !is_live(w, id)) {
 		if (u->hist.pending[0]) {
 			snprintf(why, sizeof(why), "interrupted during a burn: the station "
 				 "stopped after the intent '%s' without its outcome; the "
@@ -521,7 +526,7 @@ int next_unit(struct worker *w, struct unit *u)
 		record_failed(w, rc);
 		return rc;
 	}
-	return 1;
+	return ADMIT_PROVISION;
 }
 
 /* What a unit's record starts with (every record of a unit in this run). */
@@ -575,8 +580,9 @@ int begin_unit(struct worker *w, struct unit *u)
 			set_live(w, 0);   /* the row was rolled back */
 		if (rc && q)
 			q->finish(q->ctx, job->run->work_order, u->info.uid_hex,
-				  "FAIL");
-		if (!rc && qn.step[0] && step(u, qn.step, "ok", "%s", qn.detail)) {
+				  verdict_name(VERDICT_FAIL));
+		if (!rc && qn.step[0] && step_as(u, qn.step, REC_LAZY, "ok", "%s",
+						 qn.detail)) {
 			/* left RUNNING, as after a crash */
 			slot_error(w, ST_E_DB, "slot %d: %s", w->slot, u->reason);
 			record_failed(w, ST_E_DB);
@@ -606,7 +612,7 @@ int begin_unit(struct worker *w, struct unit *u)
 		return hsm_gone(rc) ? rc : ST_E_DB;
 	}
 	if (u->reprovision[0] &&
-	    rec_step_ex(job->rec, u->id, "reprovision", "ok", u->reprovision,
+	    rec_step_ex(job->rec, u->id, step_name(STEP_REPROVISION), "ok", u->reprovision,
 			REC_LAZY)) {
 		slot_error(w, ST_E_DB, "slot %d: unit %s: cannot record the "
 			   "re-provisioning (%s)", w->slot, u->info.uid_hex,

@@ -15,6 +15,45 @@
 #include "station/roles.h"
 #include "x509.h"
 
+/* A unit's verdict.  Its name (verdict_name) is the word the unit record's
+ * state and the front ends use; only there is it a string. */
+enum verdict {
+	VERDICT_FAIL,        /* also a unit that reached no verdict (zero) */
+	VERDICT_PASS,
+	VERDICT_UNFUSED,     /* identity issued and proven, fuses not burned */
+	VERDICT_QUARANTINE,
+};
+
+/* The steps the engine records for a unit, by name (step_name).  The
+ * first six, in order, are the unit's steps the front ends show
+ * (st_steps).  The fuse run names its own steps (station/fuses.c). */
+enum step_id {
+	STEP_IDENTIFY,
+	STEP_KEYGEN,
+	STEP_POSSESSION,
+	STEP_CERTIFICATE,
+	STEP_WRITE_CERT,
+	STEP_FUSES,
+	STEP_FUSE_CHECK,
+	STEP_RESUME,
+	STEP_REVOKE,
+	STEP_REPROVISION,
+	STEP_QUARANTINE,
+	STEP_HISTORY,        /* announced only: the unit's records looked up */
+	STEP_PLUG,           /* announced only: waiting for the programmer */
+	STEP_COUNT
+};
+
+/* What next_unit decided for the unit in the programmer (a negative
+ * st_err instead ends the slot). */
+enum admit {
+	ADMIT_SKIP,          /* not provisioned (done already, quarantined):
+			      * said; release it */
+	ADMIT_PROVISION,     /* provision it */
+	ADMIT_CLONE,         /* another slot holds the same device ID right
+			      * now: provisioned only to be refused on record */
+};
+
 /* What the operator has told one slot of an interactive run (job.lock). */
 struct slot_ctl {
 	bool paused;          /* stopped by the operator or by an error */
@@ -98,7 +137,7 @@ struct unit {
 	int64_t id;
 	drv_info info;
 	char reason[512];
-	const char *result;
+	enum verdict result;
 	const char *fuses;
 	int err;
 	bool stop_slot;       /* the link or the records failed: end this slot */
@@ -124,11 +163,16 @@ struct unit {
 /* unit.c: a unit's steps and verdict, and what every file reports with. */
 int64_t unit_us(void);
 void emit(struct worker *w, st_event *ev);
-int step(struct unit *u, const char *name, const char *outcome,
+const char *verdict_name(enum verdict v);
+bool verdict_parse(const char *state, enum verdict *v);
+bool verdict_good(enum verdict v);
+const char *step_name(enum step_id s);
+int step(struct unit *u, enum step_id s, const char *outcome,
 	 const char *fmt, ...) __attribute__((format(printf, 4, 5)));
-int step_durable(struct unit *u, const char *name, const char *outcome,
-		 const char *fmt, ...) __attribute__((format(printf, 4, 5)));
-int fail(struct unit *u, const char *name, int rc, const char *fmt, ...)
+int step_as(struct unit *u, const char *name, rec_durability d,
+	    const char *outcome, const char *fmt, ...)
+	__attribute__((format(printf, 5, 6)));
+int fail(struct unit *u, enum step_id s, int rc, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
 bool hsm_gone(int rc);
 void record_failed(struct worker *w, int rc);

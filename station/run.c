@@ -301,16 +301,6 @@ void st_run_wait(st_run_handle *r, st_summary *sum)
 	free(r);
 }
 
-const char *const *st_steps(int *n)
-{
-	static const char *const steps[] = {
-		"identify", "keygen", "possession", "certificate", "write-cert", "fuses",
-	};
-
-	*n = (int)ST_ARRAY_SIZE(steps);
-	return steps;
-}
-
 int st_provision(hsm *h, rec_store *rec, const st_config *cfg,
 		 const st_profile *prof, const st_run *run,
 		 st_event_fn cb, void *cb_ctx, st_summary *sum,

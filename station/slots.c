@@ -55,7 +55,7 @@ static void dry_run_slot(struct worker *w, drv_dev *dev)
 static int wait_plug(struct worker *w, const drv_opts *opts, drv_dev **dev)
 {
 	int64_t deadline = st_now_ms() + w->job->run->plug_wait_ms;
-	st_event ev = { .kind = ST_EV_STEP, .step = "plug", .outcome = "wait",
+	st_event ev = { .kind = ST_EV_STEP, .step = step_name(STEP_PLUG), .outcome = "wait",
 			.detail = "programmer absent: waiting for it to be plugged" };
 	drv_monitor *m = NULL;
 	char err[256];
@@ -185,9 +185,9 @@ static int hold_unit(struct worker *w, struct unit *u)
 {
 	struct job *job = (struct job *)w->job;
 	struct slot_ctl *c = &job->ctl[w->slot - 1];
-	bool q = !strcmp(u->result ? u->result : "FAIL", "QUARANTINE");
+	bool q = u->result == VERDICT_QUARANTINE;
 	st_event ev = { .kind = ST_EV_UNIT_HELD, .uid = u->info.uid_hex,
-			.result = q ? "QUARANTINE" : "FAIL", .err = u->err,
+			.result = verdict_name(u->result), .err = u->err,
 			.detail = q ? "set the unit aside for a supervisor; release it "
 				      "from the programmer (skip or quarantine)" :
 				      "retry it, skip it (its FAIL stands) or quarantine it" };
@@ -219,9 +219,10 @@ static int quarantine_held(struct worker *w, struct unit *u)
 	const struct job *job = w->job;
 	char reason[768];
 	rec_unit_start start = unit_start_of(w, u);
-	rec_unit_result e = { .result = "QUARANTINE", .reason = reason };
+	rec_unit_result e = { .result = verdict_name(VERDICT_QUARANTINE),
+			      .reason = reason };
 	st_event ev = { .kind = ST_EV_UNIT_DONE, .uid = u->info.uid_hex,
-			.result = "QUARANTINE", .detail = reason, .err = ST_E_STATE };
+			.result = e.result, .detail = reason, .err = ST_E_STATE };
 	int64_t id;
 	int rc;
 
@@ -236,7 +237,7 @@ static int quarantine_held(struct worker *w, struct unit *u)
 		rc = rec_unit_begin(job->rec, &start, &id);
 	}
 	if (!rc)
-		rc = rec_step(job->rec, id, "quarantine", "ok", reason);
+		rc = rec_step(job->rec, id, step_name(STEP_QUARANTINE), "ok", reason);
 	if (!rc)
 		rc = rec_unit_end(job->rec, id, &e);
 	if (rc) {
@@ -301,14 +302,14 @@ static enum cycle_end unit_cycle(struct worker *w, struct slot_io *io, int *err,
 		unclaim_uid(w);
 		return CYCLE_EMPTY;
 	}
-	if (rc < 0 || (rc >= 1 && (b = begin_unit(w, &u)))) {
+	if (rc < 0 || (rc != ADMIT_SKIP && (b = begin_unit(w, &u)))) {
 		/* b == 1: the work order's quota is taken (said): the slot
 		 * stops until a new work order or a start */
 		unclaim_uid(w);
 		*err = rc < 0 ? rc : b == 1 ? ST_E_STATE : ST_E_DB;
 		return CYCLE_STOP;
 	}
-	if (rc >= 1) {
+	if (rc != ADMIT_SKIP) {
 		*began = true;
 		run_unit(&u);
 		finish_unit(&u);
@@ -324,9 +325,8 @@ static enum cycle_end unit_cycle(struct worker *w, struct slot_io *io, int *err,
 		*err = ST_E_HSM;
 		return CYCLE_STOP;
 	}
-	if (w->job->run->interactive && !u.stop_slot && rc >= 1 &&
-	    strcmp(u.result ? u.result : "FAIL", "PASS") &&
-	    strcmp(u.result ? u.result : "FAIL", "UNFUSED"))
+	if (w->job->run->interactive && !u.stop_slot && rc != ADMIT_SKIP &&
+	    !verdict_good(u.result))
 		cmd = hold_unit(w, &u);
 	if (cmd == ST_CMD_QUARANTINE && quarantine_held(w, &u))
 		u.stop_slot = true;

@@ -21,6 +21,65 @@
 #include "engine_int.h"
 
 
+static const char *const verdict_names[] = {
+	[VERDICT_FAIL] = "FAIL",
+	[VERDICT_PASS] = "PASS",
+	[VERDICT_UNFUSED] = "UNFUSED",
+	[VERDICT_QUARANTINE] = "QUARANTINE",
+};
+
+static const char *const step_names[STEP_COUNT] = {
+	[STEP_IDENTIFY] = "identify",
+	[STEP_KEYGEN] = "keygen",
+	[STEP_POSSESSION] = "possession",
+	[STEP_CERTIFICATE] = "certificate",
+	[STEP_WRITE_CERT] = "write-cert",
+	[STEP_FUSES] = "fuses",
+	[STEP_FUSE_CHECK] = "fuse-check",
+	[STEP_RESUME] = "resume",
+	[STEP_REVOKE] = "revoke",
+	[STEP_REPROVISION] = "reprovision",
+	[STEP_QUARANTINE] = "quarantine",
+	[STEP_HISTORY] = "history",
+	[STEP_PLUG] = "plug",
+};
+
+/* The word for v in the records and the events. */
+const char *verdict_name(enum verdict v)
+{
+	return verdict_names[v];
+}
+
+/* The verdict a unit record's state names (into *v); false when it names
+ * none (RUNNING: the record is open or was interrupted). */
+bool verdict_parse(const char *state, enum verdict *v)
+{
+	for (size_t i = 0; i < ST_ARRAY_SIZE(verdict_names); i++)
+		if (!strcmp(state, verdict_names[i])) {
+			*v = (enum verdict)i;
+			return true;
+		}
+	return false;
+}
+
+/* Does a unit with verdict v keep its identity (PASS, UNFUSED)? */
+bool verdict_good(enum verdict v)
+{
+	return v == VERDICT_PASS || v == VERDICT_UNFUSED;
+}
+
+/* The name step s is recorded and announced under. */
+const char *step_name(enum step_id s)
+{
+	return step_names[s];
+}
+
+const char *const *st_steps(int *n)
+{
+	*n = STEP_FUSES + 1;
+	return step_names;
+}
+
 /* Monotonic microseconds, for the per-step times of a unit. */
 int64_t unit_us(void)
 {
@@ -71,28 +130,30 @@ static int vstep(struct unit *u, rec_durability d, const char *name,
 	return 0;
 }
 
-/* A step that needs no durability of its own (REC_LAZY). */
-int step(struct unit *u, const char *name, const char *outcome,
-		const char *fmt, ...)
+/* One of the engine's steps; it needs no durability of its own
+ * (REC_LAZY). */
+int step(struct unit *u, enum step_id s, const char *outcome,
+	 const char *fmt, ...)
 {
 	va_list ap;
 	int rc;
 
 	va_start(ap, fmt);
-	rc = vstep(u, REC_LAZY, name, outcome, fmt, ap);
+	rc = vstep(u, REC_LAZY, step_name(s), outcome, fmt, ap);
 	va_end(ap);
 	return rc;
 }
 
-/* A step that is on disk (with every step before it) when this returns. */
-int step_durable(struct unit *u, const char *name, const char *outcome,
-			const char *fmt, ...)
+/* A step named elsewhere (the fuse run, the quota hook); REC_DURABLE: on
+ * disk (with every step before it) when this returns. */
+int step_as(struct unit *u, const char *name, rec_durability d,
+	    const char *outcome, const char *fmt, ...)
 {
 	va_list ap;
 	int rc;
 
 	va_start(ap, fmt);
-	rc = vstep(u, REC_DURABLE, name, outcome, fmt, ap);
+	rc = vstep(u, d, name, outcome, fmt, ap);
 	va_end(ap);
 	return rc;
 }
@@ -117,7 +178,7 @@ void record_failed(struct worker *w, int rc)
 }
 
 /* A step failed: record it and set the unit's verdict.  Always returns rc. */
-int fail(struct unit *u, const char *name, int rc, const char *fmt, ...)
+int fail(struct unit *u, enum step_id s, int rc, const char *fmt, ...)
 {
 	va_list ap;
 
@@ -132,15 +193,15 @@ int fail(struct unit *u, const char *name, int rc, const char *fmt, ...)
 		snprintf(why, sizeof(why), "%s", u->reason);
 		snprintf(u->reason, sizeof(u->reason), "interrupted: programmer "
 			 "unplugged during %s; re-plug and run the unit again (%.*s)",
-			 name, (int)sizeof(u->reason) - 120, why);
+			 step_name(s), (int)sizeof(u->reason) - 120, why);
 	}
 	u->err = rc;
-	u->result = rc == ST_E_FUSE_CONFLICT ? "QUARANTINE" : "FAIL";
+	u->result = rc == ST_E_FUSE_CONFLICT ? VERDICT_QUARANTINE : VERDICT_FAIL;
 	if (st_err_is_link(rc))
 		u->stop_slot = true;
 	if (hsm_session_lost(u->sess))
 		u->hsm_lost = true;
-	step(u, name, "fail", "%s", u->reason);
+	step(u, s, "fail", "%s", u->reason);
 	return rc;
 }
 
@@ -153,14 +214,14 @@ static int do_keygen(struct unit *u, uint8_t pub[DRV_P256_POINT_LEN])
 	int rc = hsm_random(u->sess, (uint8_t *)&id, sizeof(id));
 
 	if (rc)
-		return fail(u, "keygen", rc, "HSM random failed: %s",
+		return fail(u, STEP_KEYGEN, rc, "HSM random failed: %s",
 			    hsm_session_errmsg(u->sess));
 	rc = drv_keygen_req(u->dev, id, pub);
 	if (rc)
-		return fail(u, "keygen", rc, "device key generation failed: %s",
+		return fail(u, STEP_KEYGEN, rc, "device key generation failed: %s",
 			    drv_errmsg(u->dev));
 	st_hex(pub, DRV_P256_POINT_LEN, u->pub_hex);
-	return step(u, "keygen", "ok", "P-256 key generated on the device "
+	return step(u, STEP_KEYGEN, "ok", "P-256 key generated on the device "
 		    "(request %08x)", id);
 }
 
@@ -178,7 +239,7 @@ static int do_inject(struct unit *u, uint8_t pub[DRV_P256_POINT_LEN])
 
 	rc = drv_get_transport_key(u->dev, tkey);
 	if (rc) {
-		rc = fail(u, "keygen", rc, "the device did not give a transport key: %s",
+		rc = fail(u, STEP_KEYGEN, rc, "the device did not give a transport key: %s",
 			  drv_errmsg(u->dev));
 		goto out;
 	}
@@ -186,13 +247,13 @@ static int do_inject(struct unit *u, uint8_t pub[DRV_P256_POINT_LEN])
 	rc = hsm_inject_keygen(u->sess, &priv, &pubobj, pub);
 	u->us_hsm += unit_us();
 	if (rc) {
-		rc = fail(u, "keygen", rc, "HSM device key generation failed: %s",
+		rc = fail(u, STEP_KEYGEN, rc, "HSM device key generation failed: %s",
 			  hsm_session_errmsg(u->sess));
 		goto out;
 	}
 	have = true;
 	if (hsm_value_readable(u->sess, priv)) {
-		rc = fail(u, "keygen", ST_E_HSM, "the HSM would reveal the device key "
+		rc = fail(u, STEP_KEYGEN, ST_E_HSM, "the HSM would reveal the device key "
 			  "in clear (CKA_VALUE readable): refusing to inject it");
 		goto out;
 	}
@@ -200,7 +261,7 @@ static int do_inject(struct unit *u, uint8_t pub[DRV_P256_POINT_LEN])
 	rc = hsm_inject_wrap(u->sess, priv, tkey, eph, wrapped, sizeof(wrapped), &wlen);
 	u->us_hsm += unit_us();
 	if (rc) {
-		rc = fail(u, "keygen", rc, "wrapping the device key failed: %s",
+		rc = fail(u, STEP_KEYGEN, rc, "wrapping the device key failed: %s",
 			  hsm_session_errmsg(u->sess));
 		goto out;
 	}
@@ -210,17 +271,17 @@ static int do_inject(struct unit *u, uint8_t pub[DRV_P256_POINT_LEN])
 	have = false;
 	rc = drv_inject_key(u->dev, eph, wrapped, wlen, installed);
 	if (rc) {
-		rc = fail(u, "keygen", rc, "the device did not install the injected key: %s",
+		rc = fail(u, STEP_KEYGEN, rc, "the device did not install the injected key: %s",
 			  drv_errmsg(u->dev));
 		goto out;
 	}
 	if (memcmp(installed, pub, DRV_P256_POINT_LEN)) {
-		rc = fail(u, "keygen", ST_E_VERIFY, "the device installed another key "
+		rc = fail(u, STEP_KEYGEN, ST_E_VERIFY, "the device installed another key "
 			  "than the one injected");
 		goto out;
 	}
 	st_hex(pub, DRV_P256_POINT_LEN, u->pub_hex);
-	rc = step(u, "keygen", "ok", "P-256 key made in the HSM, injected wrapped "
+	rc = step(u, STEP_KEYGEN, "ok", "P-256 key made in the HSM, injected wrapped "
 		  "(%zu bytes), HSM copy destroyed", wlen);
 out:
 	if (have) {
@@ -252,7 +313,7 @@ static int cert_step(struct unit *u, X509 *cert)
 {
 	char line[256], *detail = NULL;
 	st_event ev = { .kind = ST_EV_STEP, .uid = u->info.uid_hex,
-			.step = "certificate", .outcome = "ok", .detail = line };
+			.step = step_name(STEP_CERTIFICATE), .outcome = "ok", .detail = line };
 	int rc;
 
 	free(u->cert_pem);
@@ -265,7 +326,7 @@ static int cert_step(struct unit *u, X509 *cert)
 		return ST_E_NOMEM;
 	}
 	u->us_rec -= unit_us();
-	rc = rec_step_ex(u->w->job->rec, u->id, "certificate", "ok", detail,
+	rc = rec_step_ex(u->w->job->rec, u->id, step_name(STEP_CERTIFICATE), "ok", detail,
 			 REC_DURABLE);
 	u->us_rec += unit_us();
 	free(detail);
@@ -296,7 +357,7 @@ static int do_certificate(struct unit *u, const uint8_t pub[DRV_P256_POINT_LEN],
 	int rc = ST_E_CRYPTO;
 
 	if (!devkey) {
-		rc = fail(u, "certificate", ST_E_VERIFY,
+		rc = fail(u, STEP_CERTIFICATE, ST_E_VERIFY,
 			  "the device returned an invalid P-256 public key");
 		goto cleanup;
 	}
@@ -304,7 +365,7 @@ static int do_certificate(struct unit *u, const uint8_t pub[DRV_P256_POINT_LEN],
 	rc = st_x509_random_serial(u->sess, serial);
 	u->us_hsm += unit_us();
 	if (rc) {
-		rc = fail(u, "certificate", rc, "HSM random failed: %s",
+		rc = fail(u, STEP_CERTIFICATE, rc, "HSM random failed: %s",
 			  hsm_session_errmsg(u->sess));
 		goto cleanup;
 	}
@@ -323,12 +384,12 @@ static int do_certificate(struct unit *u, const uint8_t pub[DRV_P256_POINT_LEN],
 					err, sizeof(err));
 	u->us_hsm += unit_us();
 	if (!cert) {
-		rc = fail(u, "certificate", ST_E_CRYPTO, "certificate not issued: %s",
+		rc = fail(u, STEP_CERTIFICATE, ST_E_CRYPTO, "certificate not issued: %s",
 			  err[0] ? err : "template");
 		goto cleanup;
 	}
 	if (X509_verify(cert, capub) != 1) {
-		rc = fail(u, "certificate", ST_E_VERIFY,
+		rc = fail(u, STEP_CERTIFICATE, ST_E_VERIFY,
 			  "issued certificate does not verify against the CA");
 		goto cleanup;
 	}
@@ -359,27 +420,27 @@ static int do_write_cert(struct unit *u, X509 *cert)
 	int len = i2d_X509(cert, &der), rc;
 
 	if (len <= 0 || (size_t)len > DRV_MAX_CERT) {
-		rc = fail(u, "write-cert", ST_E_INVAL, "certificate too large for the device");
+		rc = fail(u, STEP_WRITE_CERT, ST_E_INVAL, "certificate too large for the device");
 		goto cleanup;
 	}
 	rc = drv_write_cert(u->dev, der, (size_t)len);
 	if (rc) {
-		rc = fail(u, "write-cert", rc, "writing the certificate failed: %s",
+		rc = fail(u, STEP_WRITE_CERT, rc, "writing the certificate failed: %s",
 			  drv_errmsg(u->dev));
 		goto cleanup;
 	}
 	rc = drv_read_cert(u->dev, back, sizeof(back), &backlen);
 	if (rc) {
-		rc = fail(u, "write-cert", rc, "reading the certificate back failed: %s",
+		rc = fail(u, STEP_WRITE_CERT, rc, "reading the certificate back failed: %s",
 			  drv_errmsg(u->dev));
 		goto cleanup;
 	}
 	if (backlen != (size_t)len || memcmp(back, der, backlen)) {
-		rc = fail(u, "write-cert", ST_E_VERIFY,
+		rc = fail(u, STEP_WRITE_CERT, ST_E_VERIFY,
 			  "the certificate read back differs from the one written");
 		goto cleanup;
 	}
-	rc = step(u, "write-cert", "ok", "%d bytes written and read back", len);
+	rc = step(u, STEP_WRITE_CERT, "ok", "%d bytes written and read back", len);
 cleanup:
 	OPENSSL_free(der);
 	return rc;
@@ -399,43 +460,43 @@ static int do_pop(struct unit *u, EVP_PKEY *key, const char *what)
 
 	memcpy(msg, DRV_POP_PREFIX, sizeof(DRV_POP_PREFIX) - 1);
 	if (!md) {
-		rc = fail(u, "possession", ST_E_NOMEM, "out of memory");
+		rc = fail(u, STEP_POSSESSION, ST_E_NOMEM, "out of memory");
 		goto cleanup;
 	}
 	if ((rc = hsm_random(u->sess, chal, 32))) {
-		rc = fail(u, "possession", rc, "HSM random failed: %s",
+		rc = fail(u, STEP_POSSESSION, rc, "HSM random failed: %s",
 			  hsm_session_errmsg(u->sess));
 		goto cleanup;
 	}
 	rc = drv_sign_challenge(u->dev, chal, 32, sig, sizeof(sig), &siglen);
 	if (rc) {
-		rc = fail(u, "possession", rc, "the device could not sign the challenge: %s",
+		rc = fail(u, STEP_POSSESSION, rc, "the device could not sign the challenge: %s",
 			  drv_errmsg(u->dev));
 		goto cleanup;
 	}
 	if (!key || EVP_DigestVerifyInit(md, NULL, EVP_sha256(), NULL, key) != 1 ||
 	    EVP_DigestVerify(md, sig, siglen, msg, sizeof(msg)) != 1) {
-		rc = fail(u, "possession", ST_E_VERIFY,
+		rc = fail(u, STEP_POSSESSION, ST_E_VERIFY,
 			  "the device's signature does not verify under %s: it does "
 			  "not hold that key (a programmer or chip reporting a key it "
 			  "does not hold); no certificate issued, set the unit aside",
 			  what);
 		goto cleanup;
 	}
-	rc = step(u, "possession", "ok", "challenge signed and verified under %s",
+	rc = step(u, STEP_POSSESSION, "ok", "challenge signed and verified under %s",
 		  what);
 cleanup:
 	EVP_MD_CTX_free(md);
 	return rc;
 }
 
-/* Fuse-run callbacks: record through step() (durable when the fuse run
+/* Fuse-run callbacks: record through step_as() (durable when the fuse run
  * says so: a burn intent; then announced). */
 static int fuse_record(void *ctx, const char *name, const char *outcome,
 		       const char *detail, bool durable)
 {
-	return durable ? step_durable(ctx, name, outcome, "%s", detail) :
-			 step(ctx, name, outcome, "%s", detail);
+	return step_as(ctx, name, durable ? REC_DURABLE : REC_LAZY, outcome,
+		       "%s", detail);
 }
 
 static int fuse_request_id(void *ctx, uint32_t *id)
@@ -460,7 +521,7 @@ static int do_fuses(struct unit *u)
 	st_hex(st_profile_rot_hash(job->prof, NULL), 32, u->rot_hex);
 	if (!job->run->burn_fuses) {
 		u->fuses = "not-armed";
-		return step(u, "fuses", "skip",
+		return step(u, STEP_FUSES, "skip",
 			    "not armed (--burn-fuses not given): no fuse burned");
 	}
 	rc = st_fuse_run_plan(&run);
@@ -468,12 +529,12 @@ static int do_fuses(struct unit *u)
 	if (run.readback_hex[0])
 		memcpy(u->readback_hex, run.readback_hex, sizeof(u->readback_hex));
 	if (!rc)
-		return step(u, "fuses", "ok", "fuse plan complete (%s)", run.summary);
+		return step(u, STEP_FUSES, "ok", "fuse plan complete (%s)", run.summary);
 	if (u->stop_slot)
 		return rc; /* a record could not be written */
-	fail(u, "fuses", rc, "%s", run.reason);
+	fail(u, STEP_FUSES, rc, "%s", run.reason);
 	if (run.quarantine)
-		u->result = "QUARANTINE";
+		u->result = VERDICT_QUARANTINE;
 	u->interrupted = run.interrupted;
 	return rc;
 }
@@ -492,16 +553,16 @@ static int do_precheck(struct unit *u)
 	int rc = st_fuse_check_plan(&run, job->run->burn_fuses);
 
 	if (!rc)
-		return step(u, "fuse-check", "ok", "fuse plan checked against the "
+		return step(u, STEP_FUSE_CHECK, "ok", "fuse plan checked against the "
 			    "device before any key or certificate: nothing refuses "
 			    "it%s", job->run->burn_fuses ? "" : " (not armed: nothing "
 			    "will be burned)");
 	u->fuses = run.summary;
 	if (run.readback_hex[0])
 		memcpy(u->readback_hex, run.readback_hex, sizeof(u->readback_hex));
-	fail(u, "fuse-check", rc, "%s; no key or certificate issued", run.reason);
+	fail(u, STEP_FUSE_CHECK, rc, "%s; no key or certificate issued", run.reason);
 	if (run.quarantine)
-		u->result = "QUARANTINE";
+		u->result = VERDICT_QUARANTINE;
 	return rc;
 }
 
@@ -556,7 +617,7 @@ static int new_key(struct unit *u, uint8_t pub[DRV_P256_POINT_LEN])
 		return rc;
 	key = st_p256_pubkey(pub);
 	if (!key)
-		return fail(u, "possession", ST_E_VERIFY, "the device returned an "
+		return fail(u, STEP_POSSESSION, ST_E_VERIFY, "the device returned an "
 			    "invalid P-256 public key; no certificate issued");
 	rc = do_pop(u, key, "the public key the device returned");
 	EVP_PKEY_free(key);
@@ -571,25 +632,25 @@ void run_unit(struct unit *u)
 	int resumed;
 
 	if (uid_unreadable(&u->info)) {
-		fail(u, "identify", ST_E_DEVICE, "the device ID could not be read (it "
+		fail(u, STEP_IDENTIFY, ST_E_DEVICE, "the device ID could not be read (it "
 		     "reads %s): the programmer or the chip did not answer with an "
 		     "identity; check the contact (seat the unit again) and run it "
 		     "again; no key or certificate was issued", u->info.uid_hex);
 		return;
 	}
 	if (u->dup_slot) {
-		fail(u, "identify", ST_E_EXISTS, "slot %d is provisioning a unit with "
+		fail(u, STEP_IDENTIFY, ST_E_EXISTS, "slot %d is provisioning a unit with "
 		     "the same device ID right now: cloned or counterfeit ID; set both "
 		     "units aside for a supervisor", u->dup_slot);
 		return;
 	}
 	if (u->info.lifecycle == DRV_LC_LOCKED &&
 	    (!u->hist.cert_unit || u->hist.cert_revoked || !u->hist.lock_intended)) {
-		fail(u, "identify", ST_E_LOCKED, "the device is already locked and has "
+		fail(u, STEP_IDENTIFY, ST_E_LOCKED, "the device is already locked and has "
 		     "no PASS record here: set it aside for a supervisor");
 		return;
 	}
-	if (step(u, "identify", "ok", "model %s, programmer fw %s, lifecycle %u",
+	if (step(u, STEP_IDENTIFY, "ok", "model %s, programmer fw %s, lifecycle %u",
 		 u->info.model, u->info.fw_version, u->info.lifecycle))
 		return;
 	/* A unit resumed with the identity its history expects is issued
@@ -611,13 +672,13 @@ void run_unit(struct unit *u)
 		goto cleanup;
 	}
 	if (keep_cert(u, cert)) {
-		fail(u, "certificate", ST_E_IO, "cannot keep a copy of the certificate "
+		fail(u, STEP_CERTIFICATE, ST_E_IO, "cannot keep a copy of the certificate "
 		     "in %s", u->w->job->cfg->cert_dir ? u->w->job->cfg->cert_dir : "memory");
 		goto cleanup;
 	}
 	/* Unarmed: the identity is issued and proven, the fuses and the
 	 * lifecycle are untouched: not a locked PASS (docs/fuses.md). */
-	u->result = "PASS";
+	u->result = VERDICT_PASS;
 cleanup:
 	X509_free(cert);
 }
@@ -628,7 +689,7 @@ cleanup:
  * issued for it (or, resumed, the one on the device) is revoked before its
  * record closes, so a crash in between leaves it revoked.  Returns non-zero
  * (after a slot error) when that cannot be recorded. */
-static int revoke_unit_cert(struct unit *u, const char *result)
+static int revoke_unit_cert(struct unit *u, enum verdict result)
 {
 	struct worker *w = u->w;
 	char why[768], by[160], serial[80] = "", err[512] = "";
@@ -636,17 +697,18 @@ static int revoke_unit_cert(struct unit *u, const char *result)
 
 	/* PASS and UNFUSED keep their identity; an interrupted end is
 	 * decided at the unit's next presentation (revoke_abandoned) */
-	if (!u->serial[0] || !strcmp(result, "PASS") || !strcmp(result, "UNFUSED") ||
+	if (!u->serial[0] || verdict_good(result) ||
 	    u->interrupted)
 		return 0;
-	snprintf(why, sizeof(why), "the unit ended %s: %.600s", result, u->reason);
+	snprintf(why, sizeof(why), "the unit ended %s: %.600s", verdict_name(result),
+		 u->reason);
 	snprintf(by, sizeof(by), "station %s", w->job->cfg->station_id ?
 		 w->job->cfg->station_id : "?");
 	rc = st_unit_revoke(w->job->rec, u->id, u->issued ? NULL : u->serial,
 			    REC_CRL_CESSATION, why, by, serial, sizeof(serial),
 			    err, sizeof(err));
 	if (rc == ST_OK) {
-		step(u, "revoke", "ok", "certificate %s revoked (%s): the unit did "
+		step(u, STEP_REVOKE, "ok", "certificate %s revoked (%s): the unit did "
 		     "not pass", serial, st_crl_reason_name(REC_CRL_CESSATION));
 		return 0;
 	}
@@ -669,10 +731,9 @@ void finish_unit(struct unit *u)
 	 * next presentation resumes it (the certificate then sits on that
 	 * record) or revokes it (revoke_abandoned); it is not revoked here. */
 	bool cert = !u->interrupted;
-	bool good = u->result && (!strcmp(u->result, "PASS") ||
-				  !strcmp(u->result, "UNFUSED"));
+	bool good = verdict_good(u->result);
 	rec_unit_result e = {
-		.result = u->result ? u->result : "FAIL",
+		.result = verdict_name(u->result),
 		.reason = good ? NULL : u->reason,
 		.cert_serial = cert && u->serial[0] ? u->serial : NULL,
 		.cert_sha256 = cert && u->fp[0] ? u->fp : NULL,
@@ -688,7 +749,7 @@ void finish_unit(struct unit *u)
 	int64_t t = unit_us();
 	int rc;
 
-	if (revoke_unit_cert(u, e.result))
+	if (revoke_unit_cert(u, u->result))
 		return;         /* left RUNNING, as after a crash */
 	rc = rec_unit_end(w->job->rec, u->id, &e);
 
@@ -715,13 +776,13 @@ void finish_unit(struct unit *u)
 		return;
 	}
 	if (good) {
-		if (!strcmp(e.result, "PASS"))
+		if (u->result == VERDICT_PASS)
 			w->sum.pass++;
 		else
 			w->sum.unfused++;
 		ev.cert_serial = u->serial;
 		ev.cert_sha256 = u->fp;
-	} else if (!strcmp(e.result, "QUARANTINE")) {
+	} else if (u->result == VERDICT_QUARANTINE) {
 		w->sum.quarantine++;
 	} else {
 		w->sum.fail++;
