@@ -166,7 +166,6 @@ cleanup:
 	return rc;
 }
 
-
 /* Mark uid as in work on this slot.  Returns 0, or the (1-based) slot that
  * already works on the same device ID: two units answering with one ID at
  * once are clones or counterfeits: the second is refused an identity. */
@@ -262,43 +261,14 @@ static bool hist_is_revoked(const struct hist_read *hr, const char *serial)
 	return false;
 }
 
-/* The field a fuse step names ("field NAME ..." or "lifecycle step NAME
- * ..."), into out; false when it names none. */
-static bool step_field(const char *detail, char out[32])
-{
-	const char *p = !strncmp(detail, "field ", 6) ? detail + 6 :
-			!strncmp(detail, "lifecycle step ", 15) ? detail + 15 : NULL;
-	size_t n;
-
-	if (!p)
-		return false;
-	n = strcspn(p, " ");
-	if (!n || n >= 32)
-		return false;
-	memcpy(out, p, n);
-	out[n] = '\0';
-	return true;
-}
-
-static void hist_resolve(struct history *h, const char *field)
-{
-	for (int i = 0; i < h->nintents; i++) {
-		if (strcmp(h->intent[i].field, field))
-			continue;
-		h->intent[i] = h->intent[--h->nintents];
-		i--;
-	}
-}
-
 /* rec_unit_steps callback: one step of the history, oldest first. */
 static int hist_step(void *ctx, const char *name, const char *outcome,
 		     const char *detail)
 {
 	struct hist_read *hr = ctx;
 	struct history *h = hr->h;
-	char field[32];
 
-	if (!strcmp(name, "certificate") && !strcmp(outcome, "ok") &&
+	if (!strcmp(name, step_name(STEP_CERTIFICATE)) && !strcmp(outcome, "ok") &&
 	    !strncmp(detail, "serial ", 7)) {
 		/* a new identity: the one before it is left behind */
 		const char *fp = strstr(detail, " sha256 ");
@@ -312,28 +282,9 @@ static int hist_step(void *ctx, const char *name, const char *outcome,
 		snprintf(h->cert_serial, sizeof(h->cert_serial), "%.*s",
 			 (int)strcspn(detail + 7, " "), detail + 7);
 		snprintf(h->cert_fp, sizeof(h->cert_fp), "%s", fp ? fp + 8 : "");
-		h->lock_intended = false;
-	} else if ((!strcmp(name, "fuse-intent") || !strcmp(name, "lifecycle-intent")) &&
-		   step_field(detail, field)) {
-		hist_resolve(h, field);
-		if (h->nintents < HIST_INTENTS) {
-			snprintf(h->intent[h->nintents].field, sizeof(field), "%s", field);
-			snprintf(h->intent[h->nintents++].detail,
-				 sizeof(h->intent[0].detail), "%s", detail);
-		}
-		if (!strcmp(name, "lifecycle-intent"))
-			h->lock_intended = true;
-	} else if ((!strcmp(name, "fuse") || !strcmp(name, "fuse-resume")) &&
-		   step_field(detail, field)) {
-		hist_resolve(h, field);
-	} else if (!strcmp(name, "lifecycle") && strcmp(outcome, "fail")) {
-		/* its detail names no field: it resolves the lifecycle intent */
-		for (int i = 0; i < h->nintents; i++)
-			if (strstr(h->intent[i].detail, " lifecycle ")) {
-				snprintf(field, sizeof(field), "%s", h->intent[i].field);
-				hist_resolve(h, field);
-				i = -1;
-			}
+		st_fuse_resume_identity(&h->fuses);
+	} else {
+		st_fuse_resume_step(&h->fuses, name, outcome, detail);
 	}
 	return 0;
 }
@@ -347,7 +298,6 @@ static int read_history(struct worker *w, struct unit *u)
 	rec_filter f = { .uid = u->info.uid_hex };
 	int rc, first, n;
 	enum verdict v;
-	size_t len = 0;
 
 	if (!hr)
 		return ST_E_NOMEM;
@@ -365,7 +315,7 @@ static int read_history(struct worker *w, struct unit *u)
 		hr->unit = hr->rec[i].id;
 		rc = rec_unit_steps(w->job->rec, hr->unit, hist_step, hr);
 		if (verdict_parse(hr->rec[i].state, &v) && v == VERDICT_PASS)
-			h->nintents = 0;   /* a PASS resolved every intent */
+			st_fuse_resume_passed(&h->fuses);
 		h->last_unit = hr->unit;
 		snprintf(h->last_state, sizeof(h->last_state), "%s", hr->rec[i].state);
 	}
@@ -378,9 +328,6 @@ static int read_history(struct worker *w, struct unit *u)
 			    strcasecmp(h->abandoned[i].serial, h->cert_serial))
 				h->abandoned[k++] = h->abandoned[i];
 		h->nabandoned = k;
-		for (int i = 0; i < h->nintents && len + 3 < sizeof(h->pending); i++)
-			len += (size_t)snprintf(h->pending + len, sizeof(h->pending) - len,
-						"%s%s", i ? "; " : "", h->intent[i].detail);
 	}
 	free(hr);
 	return rc;
@@ -511,10 +458,10 @@ int next_unit(struct worker *w, struct unit *u)
 		return ADMIT_SKIP;
 	}
 	if (rc == ST_OK && !ended && !is_live(w, id)) {
-		if (u->hist.pending[0]) {
+		if (u->hist.fuses.pending[0]) {
 			snprintf(why, sizeof(why), "interrupted during a burn: the station "
 				 "stopped after the intent '%s' without its outcome; the "
-				 "next run reads the device to resolve it", u->hist.pending);
+				 "next run reads the device to resolve it", u->hist.fuses.pending);
 			interrupted.reason = why;
 		}
 		rc = rec_unit_end(w->job->rec, id, &interrupted);

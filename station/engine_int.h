@@ -98,7 +98,6 @@ struct worker {
 };
 
 #define HIST_ABANDONED 16
-#define HIST_INTENTS 16
 
 /* What the whole history of a device says, every record and step oldest
  * first (read_history): the identity that should be on it, the burns
@@ -110,7 +109,6 @@ struct history {
 				 * the device (0: none) */
 	char cert_serial[80], cert_fp[65];
 	bool cert_revoked;      /* that identity is on the revocation list */
-	bool lock_intended;     /* a lifecycle intent was recorded after it */
 	int64_t last_unit;      /* newest record, its state */
 	char last_state[16];
 	struct {                /* issued certificates neither current nor
@@ -119,12 +117,8 @@ struct history {
 		char serial[80];
 	} abandoned[HIST_ABANDONED];
 	int nabandoned;
-	struct {                /* burn intents without an outcome */
-		char field[32];
-		char detail[160];
-	} intent[HIST_INTENTS];
-	int nintents;
-	char pending[1024];     /* their details, for the fuse run */
+	st_fuse_resume fuses;   /* burn intents without an outcome, the lock
+				 * intended (station/fuses.c reads the steps) */
 };
 
 /* One unit in progress. */

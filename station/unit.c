@@ -514,7 +514,7 @@ static int do_fuses(struct unit *u)
 	const struct job *job = u->w->job;
 	st_fuse_run run = { .dev = u->dev, .plan = st_profile_fuse_plan(job->prof),
 			    .lifecycle = u->info.lifecycle, .banks = u->info.fuse_banks,
-			    .pending = u->hist.pending[0] ? u->hist.pending : NULL,
+			    .resume = &u->hist.fuses,
 			    .record = fuse_record, .request_id = fuse_request_id, .ctx = u };
 	int rc;
 
@@ -645,7 +645,7 @@ void run_unit(struct unit *u)
 		return;
 	}
 	if (u->info.lifecycle == DRV_LC_LOCKED &&
-	    (!u->hist.cert_unit || u->hist.cert_revoked || !u->hist.lock_intended)) {
+	    (!u->hist.cert_unit || u->hist.cert_revoked || !u->hist.fuses.lock_intended)) {
 		fail(u, STEP_IDENTIFY, ST_E_LOCKED, "the device is already locked and has "
 		     "no PASS record here: set it aside for a supervisor");
 		return;
