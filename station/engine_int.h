@@ -154,9 +154,8 @@ struct unit {
 	drv_linkstat link0;   /* the link's counters when this unit began */
 };
 
-/* unit.c: a unit's steps and verdict, and what every file reports with. */
+/* unit.c: a unit's steps and verdict. */
 int64_t unit_us(void);
-void emit(struct worker *w, st_event *ev);
 const char *verdict_name(enum verdict v);
 bool verdict_parse(const char *state, enum verdict *v);
 bool verdict_good(enum verdict v);
@@ -168,10 +167,6 @@ int step_as(struct unit *u, const char *name, rec_durability d,
 	__attribute__((format(printf, 5, 6)));
 int fail(struct unit *u, enum step_id s, int rc, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
-bool hsm_gone(int rc);
-void record_failed(struct worker *w, int rc);
-void slot_error(struct worker *w, int rc, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
 char *pem_of(X509 *cert);
 bool uid_unreadable(const drv_info *info);
 void run_unit(struct unit *u);
@@ -185,7 +180,13 @@ int next_unit(struct worker *w, struct unit *u);
 rec_unit_start unit_start_of(const struct worker *w, const struct unit *u);
 int begin_unit(struct worker *w, struct unit *u);
 
-/* slots.c: the slot workers (pthread start routines, arg: struct worker). */
+/* slots.c: the slot workers (pthread start routines, arg: struct worker),
+ * and what every file reports a slot's events and errors with. */
+void emit(struct worker *w, st_event *ev);
+void slot_error(struct worker *w, int rc, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+bool hsm_gone(int rc);
+void record_failed(struct worker *w, int rc);
 void *worker_main(void *arg);
 void *worker_interactive(void *arg);
 

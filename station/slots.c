@@ -15,6 +15,48 @@
 #define POLL_MS 300
 #define PLUG_MS 1000
 
+/* Hand an event to the front end. */
+void emit(struct worker *w, st_event *ev)
+{
+	ev->slot = w->slot;
+	ev->port = w->port;
+	if (w->job->cb)
+		w->job->cb(ev, w->job->cb_ctx);
+}
+
+/* Report that the slot stopped, with the cause. */
+void slot_error(struct worker *w, int rc, const char *fmt, ...)
+{
+	char msg[768];
+	va_list ap;
+	st_event ev = { .kind = ST_EV_SLOT_ERROR, .err = rc, .detail = msg };
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	w->sum.slot_errors++;
+	emit(w, &ev);
+}
+
+/* Errors that mean the HSM (session, token) went away, not the device. */
+bool hsm_gone(int rc)
+{
+	return rc == ST_E_HSM || rc == ST_E_NOTOKEN || rc == ST_E_PIN_LOCKED;
+}
+
+/* A record could not be written: count it against the right cause.  With
+ * signed records, a lost HSM is why the audit key cannot sign: exit 3 (HSM),
+ * not 4 (records store). */
+void record_failed(struct worker *w, int rc)
+{
+	if (hsm_gone(rc)) {
+		w->sum.hsm_errors++;
+		w->sum.slot_errors++;
+	} else {
+		w->sum.record_errors++;
+	}
+}
+
 /* fuse-run callback for a dry run: one line per field, to the front end. */
 static void plan_line(void *ctx, const char *line)
 {

@@ -89,15 +89,6 @@ int64_t unit_us(void)
 	return (int64_t)t.tv_sec * 1000000 + t.tv_nsec / 1000;
 }
 
-/* Hand an event to the front end. */
-void emit(struct worker *w, st_event *ev)
-{
-	ev->slot = w->slot;
-	ev->port = w->port;
-	if (w->job->cb)
-		w->job->cb(ev, w->job->cb_ctx);
-}
-
 /* Record a step outcome, then announce it.  A step that cannot be recorded
  * stops the slot: returns non-zero.  d says whether the step must be on
  * disk before the station goes on (docs/records.md, "Durable and lazy
@@ -156,25 +147,6 @@ int step_as(struct unit *u, const char *name, rec_durability d,
 	rc = vstep(u, d, name, outcome, fmt, ap);
 	va_end(ap);
 	return rc;
-}
-
-/* Errors that mean the HSM (session, token) went away, not the device. */
-bool hsm_gone(int rc)
-{
-	return rc == ST_E_HSM || rc == ST_E_NOTOKEN || rc == ST_E_PIN_LOCKED;
-}
-
-/* A record could not be written: count it against the right cause.  With
- * signed records, a lost HSM is why the audit key cannot sign: exit 3 (HSM),
- * not 4 (records store). */
-void record_failed(struct worker *w, int rc)
-{
-	if (hsm_gone(rc)) {
-		w->sum.hsm_errors++;
-		w->sum.slot_errors++;
-	} else {
-		w->sum.record_errors++;
-	}
 }
 
 /* A step failed: record it and set the unit's verdict.  Always returns rc. */
@@ -803,19 +775,5 @@ void finish_unit(struct unit *u)
 	ev.us_device = ev.elapsed_ms * 1000 - u->us_rec - u->us_hsm - u->us_x509;
 	if (ev.us_device < 0)           /* elapsed_ms is whole milliseconds */
 		ev.us_device = 0;
-	emit(w, &ev);
-}
-
-/* Report that the slot stopped, with the cause. */
-void slot_error(struct worker *w, int rc, const char *fmt, ...)
-{
-	char msg[768];
-	va_list ap;
-	st_event ev = { .kind = ST_EV_SLOT_ERROR, .err = rc, .detail = msg };
-
-	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
-	va_end(ap);
-	w->sum.slot_errors++;
 	emit(w, &ev);
 }
