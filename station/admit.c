@@ -297,7 +297,7 @@ static int read_history(struct worker *w, struct unit *u)
 	struct hist_read *hr = calloc(1, sizeof(*hr));
 	rec_filter f = { .uid = u->info.uid_hex };
 	int rc, first, n;
-	enum verdict v;
+	st_verdict v;
 
 	if (!hr)
 		return ST_E_NOMEM;
@@ -314,7 +314,7 @@ static int read_history(struct worker *w, struct unit *u)
 
 		hr->unit = hr->rec[i].id;
 		rc = rec_unit_steps(w->job->rec, hr->unit, hist_step, hr);
-		if (verdict_parse(hr->rec[i].state, &v) && v == VERDICT_PASS)
+		if (st_verdict_parse(hr->rec[i].state, &v) && v == ST_VERDICT_PASS)
 			st_fuse_resume_passed(&h->fuses);
 		h->last_unit = hr->unit;
 		snprintf(h->last_state, sizeof(h->last_state), "%s", hr->rec[i].state);
@@ -390,11 +390,11 @@ static int reprovision(struct worker *w, struct unit *u, int64_t id)
  * again; one last UNFUSED is skipped by an unarmed run. */
 int next_unit(struct worker *w, struct unit *u)
 {
-	rec_unit_result interrupted = { .result = verdict_name(VERDICT_FAIL),
+	rec_unit_result interrupted = { .result = st_verdict_name(ST_VERDICT_FAIL),
 		.reason = "interrupted: the station stopped during this unit; "
 			  "it was presented again" };
 	char last[32], why[1200];
-	enum verdict lv = VERDICT_FAIL;
+	st_verdict lv = ST_VERDICT_FAIL;
 	bool ended = false;   /* the last record has a verdict (lv); else RUNNING */
 	int64_t id;
 	int rc;
@@ -430,10 +430,10 @@ int next_unit(struct worker *w, struct unit *u)
 	if (rc == ST_E_NOTFOUND)
 		rc = rec_last_unit(w->job->rec, u->info.uid_hex, &id, last, sizeof(last));
 	if (rc == ST_OK)
-		ended = verdict_parse(last, &lv);
-	if (rc == ST_OK && !(ended && lv == VERDICT_QUARANTINE))
+		ended = st_verdict_parse(last, &lv);
+	if (rc == ST_OK && !(ended && lv == ST_VERDICT_QUARANTINE))
 		rc = read_history(w, u);
-	if (rc == ST_OK && ended && lv == VERDICT_UNFUSED && !w->job->run->burn_fuses) {
+	if (rc == ST_OK && ended && lv == ST_VERDICT_UNFUSED && !w->job->run->burn_fuses) {
 		st_event ev = { .kind = ST_EV_STEP, .uid = u->info.uid_hex,
 				.step = step_name(STEP_HISTORY), .outcome = "skip", .detail = why };
 
@@ -445,7 +445,7 @@ int next_unit(struct worker *w, struct unit *u)
 		emit(w, &ev);
 		return ADMIT_SKIP;
 	}
-	if (rc == ST_OK && ended && lv == VERDICT_QUARANTINE) {
+	if (rc == ST_OK && ended && lv == ST_VERDICT_QUARANTINE) {
 		st_event ev = { .kind = ST_EV_STEP, .uid = u->info.uid_hex,
 				.step = step_name(STEP_HISTORY), .outcome = "skip", .detail = why };
 
@@ -527,7 +527,7 @@ int begin_unit(struct worker *w, struct unit *u)
 			set_live(w, 0);   /* the row was rolled back */
 		if (rc && q)
 			q->finish(q->ctx, job->run->work_order, u->info.uid_hex,
-				  verdict_name(VERDICT_FAIL));
+				  st_verdict_name(ST_VERDICT_FAIL));
 		if (!rc && qn.step[0] && step_as(u, qn.step, REC_LAZY, "ok", "%s",
 						 qn.detail)) {
 			/* left RUNNING, as after a crash */

@@ -13,16 +13,8 @@
 #include "station.h"
 #include "station/fuses.h"
 #include "station/roles.h"
+#include "station/verdict.h"
 #include "x509.h"
-
-/* A unit's verdict.  Its name (verdict_name) is the word the unit record's
- * state and the front ends use; only there is it a string. */
-enum verdict {
-	VERDICT_FAIL,        /* also a unit that reached no verdict (zero) */
-	VERDICT_PASS,
-	VERDICT_UNFUSED,     /* identity issued and proven, fuses not burned */
-	VERDICT_QUARANTINE,
-};
 
 /* The steps the engine records for a unit, by name (step_name).  The
  * first six, in order, are the unit's steps the front ends show
@@ -131,7 +123,7 @@ struct unit {
 	int64_t id;
 	drv_info info;
 	char reason[512];
-	enum verdict result;
+	st_verdict result;
 	const char *fuses;
 	int err;
 	bool stop_slot;       /* the link or the records failed: end this slot */
@@ -156,9 +148,6 @@ struct unit {
 
 /* unit.c: a unit's steps and verdict. */
 int64_t unit_us(void);
-const char *verdict_name(enum verdict v);
-bool verdict_parse(const char *state, enum verdict *v);
-bool verdict_good(enum verdict v);
 const char *step_name(enum step_id s);
 int step(struct unit *u, enum step_id s, const char *outcome,
 	 const char *fmt, ...) __attribute__((format(printf, 4, 5)));

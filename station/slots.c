@@ -227,9 +227,9 @@ static int hold_unit(struct worker *w, struct unit *u)
 {
 	struct job *job = (struct job *)w->job;
 	struct slot_ctl *c = &job->ctl[w->slot - 1];
-	bool q = u->result == VERDICT_QUARANTINE;
+	bool q = u->result == ST_VERDICT_QUARANTINE;
 	st_event ev = { .kind = ST_EV_UNIT_HELD, .uid = u->info.uid_hex,
-			.result = verdict_name(u->result), .err = u->err,
+			.result = st_verdict_name(u->result), .err = u->err,
 			.detail = q ? "set the unit aside for a supervisor; release it "
 				      "from the programmer (skip or quarantine)" :
 				      "retry it, skip it (its FAIL stands) or quarantine it" };
@@ -261,7 +261,7 @@ static int quarantine_held(struct worker *w, struct unit *u)
 	const struct job *job = w->job;
 	char reason[768];
 	rec_unit_start start = unit_start_of(w, u);
-	rec_unit_result e = { .result = verdict_name(VERDICT_QUARANTINE),
+	rec_unit_result e = { .result = st_verdict_name(ST_VERDICT_QUARANTINE),
 			      .reason = reason };
 	st_event ev = { .kind = ST_EV_UNIT_DONE, .uid = u->info.uid_hex,
 			.result = e.result, .detail = reason, .err = ST_E_STATE };
@@ -368,7 +368,7 @@ static enum cycle_end unit_cycle(struct worker *w, struct slot_io *io, int *err,
 		return CYCLE_STOP;
 	}
 	if (w->job->run->interactive && !u.stop_slot && rc != ADMIT_SKIP &&
-	    !verdict_good(u.result))
+	    !st_verdict_good(u.result))
 		cmd = hold_unit(w, &u);
 	if (cmd == ST_CMD_QUARANTINE && quarantine_held(w, &u))
 		u.stop_slot = true;

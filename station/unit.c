@@ -21,13 +21,6 @@
 #include "engine_int.h"
 
 
-static const char *const verdict_names[] = {
-	[VERDICT_FAIL] = "FAIL",
-	[VERDICT_PASS] = "PASS",
-	[VERDICT_UNFUSED] = "UNFUSED",
-	[VERDICT_QUARANTINE] = "QUARANTINE",
-};
-
 static const char *const step_names[STEP_COUNT] = {
 	[STEP_IDENTIFY] = "identify",
 	[STEP_KEYGEN] = "keygen",
@@ -43,30 +36,6 @@ static const char *const step_names[STEP_COUNT] = {
 	[STEP_HISTORY] = "history",
 	[STEP_PLUG] = "plug",
 };
-
-/* The word for v in the records and the events. */
-const char *verdict_name(enum verdict v)
-{
-	return verdict_names[v];
-}
-
-/* The verdict a unit record's state names (into *v); false when it names
- * none (RUNNING: the record is open or was interrupted). */
-bool verdict_parse(const char *state, enum verdict *v)
-{
-	for (size_t i = 0; i < ST_ARRAY_SIZE(verdict_names); i++)
-		if (!strcmp(state, verdict_names[i])) {
-			*v = (enum verdict)i;
-			return true;
-		}
-	return false;
-}
-
-/* Does a unit with verdict v keep its identity (PASS, UNFUSED)? */
-bool verdict_good(enum verdict v)
-{
-	return v == VERDICT_PASS || v == VERDICT_UNFUSED;
-}
 
 /* The name step s is recorded and announced under. */
 const char *step_name(enum step_id s)
@@ -168,7 +137,7 @@ int fail(struct unit *u, enum step_id s, int rc, const char *fmt, ...)
 			 step_name(s), (int)sizeof(u->reason) - 120, why);
 	}
 	u->err = rc;
-	u->result = rc == ST_E_FUSE_CONFLICT ? VERDICT_QUARANTINE : VERDICT_FAIL;
+	u->result = rc == ST_E_FUSE_CONFLICT ? ST_VERDICT_QUARANTINE : ST_VERDICT_FAIL;
 	if (st_err_is_link(rc))
 		u->stop_slot = true;
 	if (hsm_session_lost(u->sess))
@@ -506,7 +475,7 @@ static int do_fuses(struct unit *u)
 		return rc; /* a record could not be written */
 	fail(u, STEP_FUSES, rc, "%s", run.reason);
 	if (run.quarantine)
-		u->result = VERDICT_QUARANTINE;
+		u->result = ST_VERDICT_QUARANTINE;
 	u->interrupted = run.interrupted;
 	return rc;
 }
@@ -534,7 +503,7 @@ static int do_precheck(struct unit *u)
 		memcpy(u->readback_hex, run.readback_hex, sizeof(u->readback_hex));
 	fail(u, STEP_FUSE_CHECK, rc, "%s; no key or certificate issued", run.reason);
 	if (run.quarantine)
-		u->result = VERDICT_QUARANTINE;
+		u->result = ST_VERDICT_QUARANTINE;
 	return rc;
 }
 
@@ -650,7 +619,7 @@ void run_unit(struct unit *u)
 	}
 	/* Unarmed: the identity is issued and proven, the fuses and the
 	 * lifecycle are untouched: not a locked PASS (docs/fuses.md). */
-	u->result = VERDICT_PASS;
+	u->result = ST_VERDICT_PASS;
 cleanup:
 	X509_free(cert);
 }
@@ -661,7 +630,7 @@ cleanup:
  * issued for it (or, resumed, the one on the device) is revoked before its
  * record closes, so a crash in between leaves it revoked.  Returns non-zero
  * (after a slot error) when that cannot be recorded. */
-static int revoke_unit_cert(struct unit *u, enum verdict result)
+static int revoke_unit_cert(struct unit *u, st_verdict result)
 {
 	struct worker *w = u->w;
 	char why[768], by[160], serial[80] = "", err[512] = "";
@@ -669,10 +638,10 @@ static int revoke_unit_cert(struct unit *u, enum verdict result)
 
 	/* PASS and UNFUSED keep their identity; an interrupted end is
 	 * decided at the unit's next presentation (revoke_abandoned) */
-	if (!u->serial[0] || verdict_good(result) ||
+	if (!u->serial[0] || st_verdict_good(result) ||
 	    u->interrupted)
 		return 0;
-	snprintf(why, sizeof(why), "the unit ended %s: %.600s", verdict_name(result),
+	snprintf(why, sizeof(why), "the unit ended %s: %.600s", st_verdict_name(result),
 		 u->reason);
 	snprintf(by, sizeof(by), "station %s", w->job->cfg->station_id ?
 		 w->job->cfg->station_id : "?");
@@ -703,9 +672,9 @@ void finish_unit(struct unit *u)
 	 * next presentation resumes it (the certificate then sits on that
 	 * record) or revokes it (revoke_abandoned); it is not revoked here. */
 	bool cert = !u->interrupted;
-	bool good = verdict_good(u->result);
+	bool good = st_verdict_good(u->result);
 	rec_unit_result e = {
-		.result = verdict_name(u->result),
+		.result = st_verdict_name(u->result),
 		.reason = good ? NULL : u->reason,
 		.cert_serial = cert && u->serial[0] ? u->serial : NULL,
 		.cert_sha256 = cert && u->fp[0] ? u->fp : NULL,
@@ -748,13 +717,13 @@ void finish_unit(struct unit *u)
 		return;
 	}
 	if (good) {
-		if (u->result == VERDICT_PASS)
+		if (u->result == ST_VERDICT_PASS)
 			w->sum.pass++;
 		else
 			w->sum.unfused++;
 		ev.cert_serial = u->serial;
 		ev.cert_sha256 = u->fp;
-	} else if (u->result == VERDICT_QUARANTINE) {
+	} else if (u->result == ST_VERDICT_QUARANTINE) {
 		w->sum.quarantine++;
 	} else {
 		w->sum.fail++;
