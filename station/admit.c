@@ -379,6 +379,17 @@ static int reprovision(struct worker *w, struct unit *u, int64_t id)
 	return ST_E_NOTFOUND;
 }
 
+/* Say why the unit is not provisioned (a "history skip" event). */
+static int not_admitted(struct worker *w, struct unit *u, const char *why)
+{
+	st_event ev = { .kind = ST_EV_STEP, .uid = u->info.uid_hex,
+			.step = step_name(STEP_HISTORY), .outcome = "skip",
+			.detail = why };
+
+	emit(w, &ev);
+	return ADMIT_SKIP;
+}
+
 /* Identify the next unit and decide what to do with it (enum admit), or a
  * negative st_err to end the slot (ST_E_NO_TARGET: no unit in the
  * programmer, nothing said).  A unit left RUNNING by an interrupted
@@ -418,13 +429,9 @@ int next_unit(struct worker *w, struct unit *u)
 	if (rc == ST_OK && may_reprovision(w->job->run, u->info.uid_hex))
 		rc = reprovision(w, u, id);
 	if (rc == ST_OK) {
-		st_event ev = { .kind = ST_EV_STEP, .uid = u->info.uid_hex,
-				.step = step_name(STEP_HISTORY), .outcome = "skip",
-				.detail = "already provisioned (PASS on record): not given a "
-					  "second identity; remove the unit" };
 		w->sum.skipped++;
-		emit(w, &ev);
-		return ADMIT_SKIP;
+		return not_admitted(w, u, "already provisioned (PASS on record): not "
+				    "given a second identity; remove the unit");
 	}
 	pthread_mutex_lock(&((struct job *)w->job)->rec_order);
 	if (rc == ST_E_NOTFOUND)
@@ -434,28 +441,20 @@ int next_unit(struct worker *w, struct unit *u)
 	if (rc == ST_OK && !(ended && lv == ST_VERDICT_QUARANTINE))
 		rc = read_history(w, u);
 	if (rc == ST_OK && ended && lv == ST_VERDICT_UNFUSED && !w->job->run->burn_fuses) {
-		st_event ev = { .kind = ST_EV_STEP, .uid = u->info.uid_hex,
-				.step = step_name(STEP_HISTORY), .outcome = "skip", .detail = why };
-
 		snprintf(why, sizeof(why), "already provisioned, not locked (UNFUSED on "
 			 "record, unit record %lld): it keeps its identity; run with "
 			 "--burn-fuses to burn its fuses and lock it", (long long)id);
 		pthread_mutex_unlock(&((struct job *)w->job)->rec_order);
 		w->sum.skipped++;
-		emit(w, &ev);
-		return ADMIT_SKIP;
+		return not_admitted(w, u, why);
 	}
 	if (rc == ST_OK && ended && lv == ST_VERDICT_QUARANTINE) {
-		st_event ev = { .kind = ST_EV_STEP, .uid = u->info.uid_hex,
-				.step = step_name(STEP_HISTORY), .outcome = "skip", .detail = why };
-
 		snprintf(why, sizeof(why), "QUARANTINED on record (unit record %lld): "
 			 "not touched again without a supervisor's recorded decision; "
 			 "set the unit aside", (long long)id);
 		pthread_mutex_unlock(&((struct job *)w->job)->rec_order);
 		w->sum.quarantine++;
-		emit(w, &ev);
-		return ADMIT_SKIP;
+		return not_admitted(w, u, why);
 	}
 	if (rc == ST_OK && !ended && !is_live(w, id)) {
 		if (u->hist.fuses.pending[0]) {
