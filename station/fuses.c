@@ -477,10 +477,10 @@ static int check_conditions(st_fuse_run *r, const char *what)
 /* Was this field's burn intended by an interrupted earlier run? */
 static bool pending(const st_fuse_run *r, const char *name)
 {
-	char key[48];
-
-	snprintf(key, sizeof(key), "field %s ", name);
-	return r->pending && strstr(r->pending, key);
+	for (int i = 0; r->resume && i < r->resume->nintents; i++)
+		if (!strcmp(r->resume->intent[i].field, name))
+			return true;
+	return false;
 }
 
 /* The lifecycle step: forward only, read back with IDENTIFY. */
@@ -490,7 +490,7 @@ static int run_lifecycle(st_fuse_run *r, const st_fuse_field *f)
 	int rc;
 
 	if (r->lifecycle == f->lifecycle)
-		return record(r, "lifecycle", "skip", "lifecycle: current %s, target %s, "
+		return record(r, ST_FUSE_STEP_LIFECYCLE, "skip", "lifecycle: current %s, target %s, "
 			      "action skip (already)", lc_names[r->lifecycle],
 			      lc_names[f->lifecycle]);
 	if (r->lifecycle > f->lifecycle) {
@@ -507,8 +507,9 @@ static int run_lifecycle(st_fuse_run *r, const st_fuse_field *f)
 	if (r->dry_run)
 		return record(r, NULL, NULL, "lifecycle: current %s, target %s, action "
 			      "advance (last)", lc_names[r->lifecycle], lc_names[f->lifecycle]);
-	if ((rc = record_intent(r, "lifecycle-intent", "ok", "field %s lifecycle %s -> %s",
-			 f->name, lc_names[r->lifecycle], lc_names[f->lifecycle])))
+	if ((rc = record_intent(r, ST_FUSE_STEP_LIFECYCLE_INTENT, "ok",
+				"field %s lifecycle %s -> %s", f->name,
+				lc_names[r->lifecycle], lc_names[f->lifecycle])))
 		return rc;
 	rc = drv_set_lifecycle(r->dev, f->lifecycle);
 	if (!rc)
@@ -531,7 +532,7 @@ static int run_lifecycle(st_fuse_run *r, const st_fuse_field *f)
 		return ST_E_FUSE_CONFLICT;
 	}
 	r->lifecycle = f->lifecycle;
-	return record(r, "lifecycle", "ok", "lifecycle %s set and read back",
+	return record(r, ST_FUSE_STEP_LIFECYCLE, "ok", "lifecycle %s set and read back",
 		      lc_names[f->lifecycle]);
 }
 
@@ -554,9 +555,9 @@ static int burn_field(st_fuse_run *r, const st_fuse_field *f,
 		return rc;
 	}
 	/* The intent is durable before anything irreversible happens. */
-	if ((rc = record_intent(r, "fuse-intent", "ok", "field %s bank %u words %u-%u <- %s "
-			 "request %08x", f->name, f->bank, f->word,
-			 f->word + f->nwords - 1, tgt_hex, id)))
+	if ((rc = record_intent(r, ST_FUSE_STEP_FUSE_INTENT, "ok", "field %s bank %u "
+				"words %u-%u <- %s request %08x", f->name, f->bank,
+				f->word, f->word + f->nwords - 1, tgt_hex, id)))
 		return rc;
 	memcpy(value, bank, sizeof(value));
 	memcpy(value + off, f->target + off, len);
@@ -596,7 +597,7 @@ static int burn_field(st_fuse_run *r, const st_fuse_field *f,
 		r->summary = "mismatch";
 		return ST_E_FUSE_CONFLICT;
 	}
-	return record(r, "fuse", "ok", "field %s burned and read back: %s", f->name,
+	return record(r, ST_FUSE_STEP_FUSE, "ok", "field %s burned and read back: %s", f->name,
 		      cur_hex);
 }
 
@@ -670,7 +671,7 @@ static int check_plan(st_fuse_run *r, bool quiet, int *to_burn)
 
 		if (f->kind == ST_FUSE_LIFECYCLE) {
 			if (!r->dry_run && !quiet && pending(r, f->name) &&
-			    (rc = record(r, "fuse-resume", "ok", "lifecycle step %s had an "
+			    (rc = record(r, ST_FUSE_STEP_RESUME, "ok", "lifecycle step %s had an "
 					 "intent without outcome in the interrupted run; "
 					 "the device reads %s: %s", f->name,
 					 lc_names[r->lifecycle], r->lifecycle == f->lifecycle ?
@@ -696,7 +697,7 @@ static int check_plan(st_fuse_run *r, bool quiet, int *to_burn)
 			continue;
 		}
 		if (!quiet && pending(r, f->name) &&
-		    (rc = record(r, "fuse-resume", a == A_REFUSE ? "fail" : "ok",
+		    (rc = record(r, ST_FUSE_STEP_RESUME, a == A_REFUSE ? "fail" : "ok",
 				 "field %s had an intent without outcome in the interrupted "
 				 "run; the device reads %s: %s", f->name, cur_hex,
 				 a == A_SKIP ? "that burn completed, verified, not repeated" :
@@ -713,7 +714,7 @@ static int check_plan(st_fuse_run *r, bool quiet, int *to_burn)
 			return ST_E_FUSE_CONFLICT;
 		}
 		if (!quiet && a == A_SKIP &&
-		    (rc = record(r, "fuse", "skip", "field %s already holds %s: "
+		    (rc = record(r, ST_FUSE_STEP_FUSE, "skip", "field %s already holds %s: "
 				 "verified, not burned again", f->name, cur_hex)))
 			return rc;
 		*to_burn += a == A_BURN;

@@ -55,6 +55,43 @@ int st_fuse_plan_parse(config_t *c, const char *path, const uint8_t rot[32],
 /* The plan of a loaded profile (config.c). */
 const st_fuse_plan *st_profile_fuse_plan(const st_profile *p);
 
+/* The fuse run's step names: recorded by fuses.c, read back by
+ * fuse_resume.c when a later run resumes the unit. */
+#define ST_FUSE_STEP_FUSE "fuse"
+#define ST_FUSE_STEP_FUSE_INTENT "fuse-intent"
+#define ST_FUSE_STEP_RESUME "fuse-resume"
+#define ST_FUSE_STEP_LIFECYCLE "lifecycle"
+#define ST_FUSE_STEP_LIFECYCLE_INTENT "lifecycle-intent"
+
+#define ST_FUSE_RESUME_INTENTS 16
+
+/* What a unit's earlier fuse runs left open, as their steps say: the burn
+ * intents no outcome resolved, and whether a lock (lifecycle intent) was
+ * intended for the identity now on the device.  Only this file's code
+ * knows the fuse run's step names and details: the engine feeds it every
+ * earlier step of the unit, oldest first, and asks it. */
+typedef struct st_fuse_resume {
+	struct {
+		char field[32];
+		char detail[160];
+	} intent[ST_FUSE_RESUME_INTENTS];
+	int nintents;           /* intents without an outcome */
+	bool lock_intended;     /* a lifecycle intent since the identity */
+	char pending[1024];     /* their details, "; "-joined: for the records
+				 * ("" when none) */
+} st_fuse_resume;
+
+/* One earlier step of the unit (name, outcome, detail as recorded); a
+ * step that is not the fuse run's is ignored. */
+void st_fuse_resume_step(st_fuse_resume *s, const char *name,
+			 const char *outcome, const char *detail);
+
+/* A new identity was issued: a lock intended before it was not for it. */
+void st_fuse_resume_identity(st_fuse_resume *s);
+
+/* A record of the unit PASSed: that run resolved every intent. */
+void st_fuse_resume_passed(st_fuse_resume *s);
+
 /* What the engine hands the fuse run: the device, and how to record. */
 typedef struct st_fuse_run {
 	drv_dev *dev;
@@ -62,10 +99,9 @@ typedef struct st_fuse_run {
 	uint8_t lifecycle;      /* as IDENTIFY reported it */
 	uint8_t banks;          /* fuse banks the target has */
 	bool dry_run;           /* plan only: read, never burn or record */
-	/* Intents of an interrupted earlier run of this unit ("field request"
-	 * pairs from its fuse-intent steps), so the records say what became
-	 * of them; NULL when none. */
-	const char *pending;
+	/* What interrupted earlier runs of this unit left open, so the
+	 * records say what became of those intents; NULL when nothing. */
+	const st_fuse_resume *resume;
 	/* Record a step (and announce it); nonzero stops the run.  durable:
 	 * on disk, with every step before it, before this returns (a burn
 	 * intent); else it may ride along with the next durable record. */
@@ -94,7 +130,7 @@ typedef struct st_fuse_run {
  * its target, a lifecycle that would go back: ST_E_FUSE_CONFLICT with
  * run->quarantine), and, when armed and something is left to burn, the
  * programming conditions.  Reads only: never burns, never records, and
- * ignores run->pending (the run that follows resolves it).  Not for a
+ * ignores run->resume (the run that follows resolves it).  Not for a
  * dry run. */
 int st_fuse_check_plan(st_fuse_run *run, bool armed);
 

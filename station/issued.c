@@ -22,6 +22,7 @@
 #include "base.h"
 #include "station/st_int.h"
 #include "station/roles.h"
+#include "station/verdict.h"
 
 /* ---- collecting ---- */
 
@@ -185,7 +186,8 @@ static bool pass_serial(const struct all *a, const char *serial)
 static int gather(rec_store *rec, const rec_filter *f, struct all *a,
 		  char *err, size_t errlen)
 {
-	rec_filter pf = { .result = "PASS" }, uf = { .result = "UNFUSED" };
+	rec_filter pf = { .result = st_verdict_name(ST_VERDICT_PASS) },
+		   uf = { .result = st_verdict_name(ST_VERDICT_UNFUSED) };
 	int rc;
 
 	rc = rec_list_revoked(rec, take_rev, a);
@@ -443,9 +445,11 @@ struct sweep {
 static int take_unrevoked(void *ctx, const st_issued *c)
 {
 	struct sweep *s = ctx;
+	st_verdict v;
 
-	if (c->revoked || c->live || !strcmp(c->state, "RUNNING") ||
-	    !strcmp(c->state, "PASS") || !strcmp(c->state, "UNFUSED"))
+	/* RUNNING (no verdict), PASS and UNFUSED keep their certificate */
+	if (c->revoked || c->live || !st_verdict_parse(c->state, &v) ||
+	    st_verdict_good(v))
 		return 0;
 	if (grow((void **)&s->ids, &s->cap, s->n, sizeof(*s->ids)))
 		return ST_E_NOMEM;
@@ -474,7 +478,8 @@ int st_close_interrupted(rec_store *rec, const char *before,
 		 "unit and it was not presented again; closed by supervisor %s: %s",
 		 supervisor, reason);
 	for (size_t i = 0; i < c.n; i++) {
-		rec_unit_result e = { .result = "FAIL", .reason = why };
+		rec_unit_result e = { .result = st_verdict_name(ST_VERDICT_FAIL),
+				      .reason = why };
 
 		/* revoked first: a crash in between leaves it revoked and
 		 * open, and the next close finds it so */

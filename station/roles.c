@@ -14,6 +14,7 @@
 #include "station.h"
 #include "station/st_int.h"
 #include "station/roles.h"
+#include "station/verdict.h"
 
 #define NAME_MAX_LEN 64
 
@@ -264,7 +265,9 @@ int st_quarantine_release(rec_store *rec, const st_config *cfg, const char *uid,
 	char state[32] = "", why[1024], qid[24];
 	rec_unit_start st = { .uid = uid, .station = cfg->station_id,
 			      .operator_name = supervisor };
-	rec_unit_result e = { .result = "FAIL", .reason = why };
+	rec_unit_result e = { .result = st_verdict_name(ST_VERDICT_FAIL),
+			      .reason = why };
+	st_verdict v;
 	int64_t id = 0;
 	int rc;
 
@@ -274,7 +277,8 @@ int st_quarantine_release(rec_store *rec, const st_config *cfg, const char *uid,
 		return ST_E_INVAL;
 	}
 	rc = rec_last_unit(rec, uid, &id, state, sizeof(state));
-	if (rc == ST_E_NOTFOUND || (!rc && strcmp(state, "QUARANTINE"))) {
+	if (rc == ST_E_NOTFOUND ||
+	    (!rc && !(st_verdict_parse(state, &v) && v == ST_VERDICT_QUARANTINE))) {
 		snprintf(err, errlen, "device %s is not quarantined (%s%s): nothing "
 			 "to release", uid, rc ? "no record" : "its last record is ",
 			 rc ? "" : state);

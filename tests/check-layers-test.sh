@@ -58,8 +58,8 @@ expect "devsim/ includes the engine" 1 "devsim/core.c station/station.h"
 fresh; plant devsim/core.c '#include "device-drivers/drv_api.h"'
 expect "devsim/ includes the driver API" 1 "devsim/core.c device-drivers/drv_api.h"
 
-fresh; plant station/engine.c '#include "devsim/sim.h"'
-expect "station/ includes devsim/" 1 "station/engine.c devsim/sim.h"
+fresh; plant station/unit.c '#include "devsim/sim.h"'
+expect "station/ includes devsim/" 1 "station/unit.c devsim/sim.h"
 
 fresh; plant ui/draw.c '#include "device-drivers/drv.h"'
 expect "ui/ includes device-drivers/" 1 "ui/draw.c device-drivers/drv.h"
