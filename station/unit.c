@@ -657,10 +657,23 @@ static int revoke_unit_cert(struct unit *u, st_verdict result)
 	}
 	if (rc == ST_E_EXISTS || rc == ST_E_NOTFOUND || rc == ST_E_STATE)
 		return 0;
-	slot_error(w, rc, "slot %d: unit %s: the unit is NOT passed and its "
-		   "certificate %s could not be revoked (%s); the slot stops: fix "
-		   "the records store, then run 'station records "
-		   "close-interrupted'", w->slot, u->info.uid_hex, u->serial, err);
+	{
+		st_event se = { .kind = ST_EV_SLOT_ERROR, .uid = u->info.uid_hex,
+				.err = rc };
+		char msg[1024];
+
+		/* the revocation is a signed record: a lost token is the cause
+		 * to name, as for any record the unit could not write */
+		snprintf(msg, sizeof(msg), "slot %d: %sunit %s: the unit is NOT "
+			 "passed and its certificate %s could not be revoked (%s); "
+			 "the slot stops: %s, then run 'station records "
+			 "close-interrupted'", w->slot, hsm_gone(rc) ? "the HSM "
+			 "session or token was lost: " : "", u->info.uid_hex,
+			 u->serial, err, hsm_gone(rc) ? "put the token back, restart "
+			 "the station" : "fix the records store");
+		se.detail = msg;
+		emit(w, &se);
+	}
 	record_failed(w, rc);
 	u->stop_slot = true;
 	u->stop_said = true;
