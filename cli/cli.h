@@ -112,7 +112,8 @@ int cli_login(struct cli *cli, hsm **out);
 
 /* Open the records named in the configuration through the station, once;
  * closed by the dispatcher after exec.  0 or ST_EXIT_RECORDS after saying
- * why.  Only for an entry with CLI_NEED_STORE_RO or _RW. */
+ * why.  Only for an entry with CLI_NEED_STORE_RO or _RW.  out may be NULL:
+ * the command then asks the station handle. */
 int cli_store(struct cli *cli, bool rw, rec_store **out);
 
 /* For cmd-records.c and cmd-profile.c: their option structs filled in from

@@ -416,14 +416,16 @@ int cli_store(struct cli *cli, bool rw, rec_store **out)
 {
 	char err[600] = "";
 
-	*out = NULL;
+	if (out)
+		*out = NULL;
 	if (!(cli->entry->needs & (rw ? CLI_NEED_STORE_RW :
 				   CLI_NEED_STORE_RO | CLI_NEED_STORE_RW)))
 		return st_say(ST_EXIT_RECORDS, "%s does not use the records",
 			      cli->entry->name);
 	if (st_station_store_open(cli->st, rw, err, sizeof(err)))
 		return st_say(ST_EXIT_RECORDS, "records: %s", err);
-	*out = st_station_store(cli->st);
+	if (out)
+		*out = st_station_store(cli->st);
 	return 0;
 }
 

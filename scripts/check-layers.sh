@@ -44,7 +44,6 @@ cli/cmd-records.c station/checkpoint.h
 cli/cmd-records.c station/roles.h
 cli/cmd-records.c station/x509.h
 cli/cmd-records.h hsm/hsm.h
-cli/cmd-tui.c station/roles.h
 "
 
 cd "$ROOT" || exit 2

@@ -42,14 +42,6 @@ int st_engkey(hsm_session *s, const char *label, hsm_keytype t, bool make,
 int st_sign_file(hsm_session *s, const char *label, const char *in,
 		 const char *out, char *err, size_t errlen);
 
-/* What a verified file is: the SHA-256 of exactly the bytes whose signature
- * checked, and which trust anchor signed them. */
-typedef struct st_signed_info {
-	char digest[65];        /* SHA-256 of the file, hex */
-	char signer[65];        /* SHA-256 of the signer's public key (DER), hex */
-	char anchor[512];       /* the trust.profile_keys entry that matched */
-} st_signed_info;
-
 /* Check path against path.sig (sig_path when not NULL) under the trust
  * anchors in cfg (trust.profile_keys).  ST_E_VERIFY when the signature is
  * missing, does not match (changed file or untrusted signer), or no anchor
@@ -57,12 +49,7 @@ typedef struct st_signed_info {
 int st_verify_file(const st_config *cfg, const char *path, const char *sig_path,
 		   st_signed_info *info, char *err, size_t errlen);
 
-/* st_verify_file() then st_profile_load(), refusing when the loaded bytes
- * are not the ones verified (the file changed in between): the profile a
- * run uses, and its digest in the records, is the signed one. */
-int st_profile_load_signed(const st_config *cfg, const char *path,
-			   st_profile **out, st_signed_info *info,
-			   char *err, size_t errlen);
+/* st_signed_info and st_profile_load_signed() are in station.h. */
 
 /* ---- Roles (roles.c): ST_ROLE_* and st_role_name() are in station.h ---- */
 

@@ -118,6 +118,23 @@ bool st_profile_key_inject(const st_profile *p);
 const uint8_t *st_profile_rot_hash(const st_profile *p, unsigned *bank);
 
 
+/* What a verified file is: the SHA-256 of exactly the bytes whose signature
+ * checked, and which trust anchor signed them. */
+typedef struct st_signed_info {
+	char digest[65];        /* SHA-256 of the file, hex */
+	char signer[65];        /* SHA-256 of the signer's public key (DER), hex */
+	char anchor[512];       /* the trust.profile_keys entry that matched */
+} st_signed_info;
+
+/* Check path against path.sig under the trust anchors in cfg
+ * (trust.profile_keys), then st_profile_load(), refusing when the loaded bytes
+ * are not the ones verified (the file changed in between): the profile a
+ * run uses, and its digest in the records, is the signed one. */
+int st_profile_load_signed(const st_config *cfg, const char *path,
+			   st_profile **out, st_signed_info *info,
+			   char *err, size_t errlen);
+
+
 /* What the engine reports. */
 typedef enum st_event_kind {
 	ST_EV_SLOT_READY,   /* programmer opened: detail = firmware */
