@@ -107,7 +107,8 @@ struct cli {
 /* Log in to the token through the station (the PIN from --pin-file,
  * STATION_PIN or a prompt; the PIN-count warning before and after), once;
  * the dispatcher logs out after exec.  0 or ST_EXIT_HSM after saying why.
- * Only for an entry with CLI_NEED_HSM. */
+ * Only for an entry with CLI_NEED_HSM.  out may be NULL: the command then
+ * asks the station handle. */
 int cli_login(struct cli *cli, hsm **out);
 
 /* Open the records named in the configuration through the station, once;

@@ -116,7 +116,13 @@ static int cmd_verify(st_rec_cli *c)
 		       "certified by %s\n", c->cfg->records_path, v.events, v.units,
 		       v.audit_certs, v.audit_certs == 1 ? "" : "s",
 		       st_cli_trust_what(t));
-		st_warn_open_certs(r);
+		{
+			st_cert_tally tally;
+			char terr[512] = "";
+			int trc = st_cert_tally_get(r, &tally, terr, sizeof(terr));
+
+			st_warn_cert_tally(trc, &tally, terr);
+		}
 	} else if (rc == ST_E_VERIFY) {
 		/* rec_errmsg names the record itself ("event N ..."):
 		 * printing bad_seq as well said it twice */

@@ -359,8 +359,9 @@ int cli_login(struct cli *cli, hsm **out)
 	const char *warn;
 	int rc;
 
-	*out = st_station_hsm(cli->st);
-	if (*out)
+	if (out)
+		*out = st_station_hsm(cli->st);
+	if (st_station_logged_in(cli->st))
 		return 0;
 	if (!(cli->entry->needs & CLI_NEED_HSM))
 		return st_say(ST_EXIT_HSM, "%s does not use the HSM", cli->entry->name);
@@ -393,7 +394,8 @@ int cli_login(struct cli *cli, hsm **out)
 	warn = st_station_pin_warning(cli->st);
 	if (warn)
 		fprintf(stderr, "station: warning: %s\n", warn);
-	*out = st_station_hsm(cli->st);
+	if (out)
+		*out = st_station_hsm(cli->st);
 	return 0;
 fail:
 	st_station_logout(cli->st);
@@ -439,11 +441,26 @@ st_rec_cli *cli_rec(struct cli *cli)
 	return &cli->rec;
 }
 
+/* The login and store of st_role_cli: the station's, kept by it. */
+static int role_login(void *ctx)
+{
+	hsm *h;
+
+	return cli_login(ctx, &h);
+}
+
+static int role_store(void *ctx, bool rw)
+{
+	return cli_store(ctx, rw, NULL);
+}
+
 st_role_cli *cli_role(struct cli *cli)
 {
 	cli->role.cfg = &cli->cfg;
-	cli->role.open_hsm = login_handed_over;
 	cli->role.ctx = cli;
+	cli->role.st = cli->st;
+	cli->role.login = role_login;
+	cli->role.store = role_store;
 	cli->role.out = cli->out;
 	cli->role.in = cli->in;
 	cli->role.key_type = cli->key_type;

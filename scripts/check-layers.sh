@@ -29,12 +29,6 @@ KNOWN="
 cli/cli.c station/x509.h
 cli/cli.h records/records.h
 cli/cli.h station/st_int.h
-cli/cmd-profile.c station/roles.h
-cli/cmd-profile.h hsm/hsm.h
-cli/cmd-profile.h records/records.h
-cli/cmd-provision.c station/checkpoint.h
-cli/cmd-provision.c station/roles.h
-cli/cmd-provision.c station/sync.h
 cli/cmd-records-sync.c records/pgsync.h
 cli/cmd-records-sync.c station/checkpoint.h
 cli/cmd-records-sync.c station/sync.h

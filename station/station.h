@@ -118,6 +118,25 @@ bool st_profile_key_inject(const st_profile *p);
 const uint8_t *st_profile_rot_hash(const st_profile *p, unsigned *bank);
 
 
+/* ---- Secrets from a file, the environment or a no-echo prompt (pin.c) ---- */
+
+typedef struct st_secret_src {
+	const char *file;       /* read its first line when set */
+	const char *env;        /* else this variable (removed once read) */
+	const char *file_opt;   /* the option naming file, for messages */
+	const char *what;       /* "PIN", "password", for messages */
+	const char *prompt;     /* else ask on /dev/tty with echo off */
+} st_secret_src;
+
+/* The secret (not NUL-terminated) into buf, *len its length; never from
+ * argv.  The caller wipes buf with st_wipe(). */
+int st_secret_get(const st_secret_src *src, char *buf, size_t cap, size_t *len,
+		  char *err, size_t errlen);
+
+/* A new yescrypt hash ("$y$...") of pw for an operator list entry. */
+int st_password_hash(const char *pw, size_t pwlen, char *out, size_t cap,
+		     char *err, size_t errlen);
+
 /* What a verified file is: the SHA-256 of exactly the bytes whose signature
  * checked, and which trust anchor signed them. */
 typedef struct st_signed_info {
@@ -126,8 +145,14 @@ typedef struct st_signed_info {
 	char anchor[512];       /* the trust.profile_keys entry that matched */
 } st_signed_info;
 
-/* Check path against path.sig under the trust anchors in cfg
- * (trust.profile_keys), then st_profile_load(), refusing when the loaded bytes
+/* Check path against path.sig (sig_path when not NULL) under the trust
+ * anchors in cfg (trust.profile_keys).  ST_E_VERIFY when the signature is
+ * missing, does not match (changed file or untrusted signer), or no anchor
+ * is configured; err says which file, why and what to do. */
+int st_verify_file(const st_config *cfg, const char *path, const char *sig_path,
+		   st_signed_info *info, char *err, size_t errlen);
+
+/* st_verify_file() then st_profile_load(), refusing when the loaded bytes
  * are not the ones verified (the file changed in between): the profile a
  * run uses, and its digest in the records, is the signed one. */
 int st_profile_load_signed(const st_config *cfg, const char *path,
@@ -388,6 +413,116 @@ int st_station_run_start(st_station *st, const st_profile *prof, st_run *run,
 			 char *err, size_t errlen);
 /* st_run_wait(), then release the run's shared quota. */
 void st_station_run_wait(st_station *st, st_run_handle *r, st_summary *sum);
+
+
+/* Set up the shared quota of work_order (NULL: none) for the next
+ * st_station_run_start(), separately for a caller that tells its errors
+ * apart (st_sync_quota_open: ST_E_CONFIG / ST_E_NOTFOUND / ST_E_EXISTS
+ * with err); without it st_station_run_start() does it (not for a dry
+ * run).  Released by st_station_run_wait() or a failed run start. */
+int st_station_run_quota(st_station *st, const char *work_order, char *err,
+			 size_t errlen);
+
+/* Writes and commits of the store so far (group commit at work). */
+void st_station_record_stats(st_station *st, long long *writes,
+			     long long *commits);
+
+/* A checkpoint written by st_station_checkpoint(). */
+typedef struct st_checkpoint_note {
+	char station[128];
+	long long seq;          /* events 1..seq */
+	char head_hash[65];
+	char at[32];
+	char audit_sha256[65];  /* the audit certificate that signed it */
+	char path[4096];        /* the .json written */
+} st_checkpoint_note;
+
+/* The end of a run: a checkpoint of the chain's head, signed by the audit
+ * key of the logged-in token, written to the checkpoint directory
+ * (docs/records.md, "Checkpoints").  ST_OK, or an error with err. */
+int st_station_checkpoint(st_station *st, st_checkpoint_note *out, char *err,
+			  size_t errlen);
+
+/* Issued certificates by fate. */
+typedef struct st_cert_tally {
+	long issued, live, revoked;
+	long open;              /* unit still RUNNING (in work or interrupted) */
+	long unrevoked;         /* unit ended FAIL/QUARANTINE, not revoked */
+} st_cert_tally;
+
+/* The run lock beside the records (RECORDS.run-lock): every run holds it
+ * shared (st_run_start .. st_run_wait), so whoever gets it exclusive knows
+ * that no process is working on a RUNNING record.  ST_E_STATE (err says
+ * so) when a run holds it and exclusive was asked; *fd for st_run_unlock. */
+int st_run_lock(const char *records_path, bool exclusive, int *fd, char *err,
+		size_t errlen);
+void st_run_unlock(int fd);
+
+/* What st_close_interrupted did. */
+typedef struct st_close_result {
+	long closed;            /* RUNNING records closed as FAIL */
+	long revoked;           /* certificates revoked */
+} st_close_result;
+
+/* ---- What the commands ask of the station (station/cmds.c) ----
+ * Each works on the store and the login the front end opened through the
+ * handle (st_station_store_open, st_station_login); ST_E_STATE with err
+ * when the one it needs is not open. */
+
+/* Is name a key type the token can make ("p256", "p384", "rsa3072",
+ * "ed25519")? */
+bool st_key_type_known(const char *name);
+
+/* `profile sign`: sign the file in with the engineering key label in the
+ * token, the detached signature to out.  `profile keygen|pubkey`: make
+ * (make true) a key of key_type (NULL: p256) labelled label, or only find
+ * it, and write its public key as PEM to pem_path.  ST_E_NOTOKEN when no
+ * session could be opened (err is the token's message); otherwise the
+ * operation's error with err (ST_E_IO: a file). */
+int st_station_sign_file(st_station *st, const char *label, const char *in,
+			 const char *out, char *err, size_t errlen);
+int st_station_engkey(st_station *st, const char *label, const char *key_type,
+		      bool make, const char *pem_path, char *err, size_t errlen);
+
+/* Record that engineer installed the signed profile prof (info) from
+ * from as path: event profile_install, with the station's audit signer
+ * attached (st_station_audit_attach).  err: the records' message. */
+int st_station_record_profile_install(st_station *st, const char *engineer,
+				      const st_profile *prof,
+				      const st_signed_info *info,
+				      const char *from, const char *path,
+				      char *err, size_t errlen);
+
+/* Does the store verify (every row its signed event)?  ST_OK, or the
+ * error with err the records' message. */
+int st_station_records_verify(st_station *st, char *err, size_t errlen);
+
+/* `crl export`: a CRL of every revoked certificate, signed in the token by
+ * the configured CA (hsm.ca_key; NULL: the newest valid), next update in
+ * days, to out; *count its entries.  ST_E_NOTOKEN as for
+ * st_station_sign_file(); otherwise err. */
+int st_station_crl_export(st_station *st, int days, const char *out,
+			  long *count, char *err, size_t errlen);
+
+/* Record an export of a CRL with entries entries to out (event
+ * crl_export), attaching the audit signer first.  err says why not. */
+int st_station_record_crl_export(st_station *st, long entries, const char *out,
+				 char *err, size_t errlen);
+
+/* Issued certificates of the store by fate (st_cert_tally). */
+int st_station_cert_tally(st_station *st, st_cert_tally *t, char *err,
+			  size_t errlen);
+
+/* The latest unit record of device uid: its id and state ("PASS", ...).
+ * ST_E_NOTFOUND when the device has none. */
+int st_station_last_unit(st_station *st, const char *uid, int64_t *unit_id,
+			 char *state, size_t statelen);
+
+/* `records close-interrupted` (st_close_interrupted) on the store, whose
+ * audit signer is attached; the caller holds the run lock exclusive. */
+int st_station_close_interrupted(st_station *st, const char *before,
+				 const char *supervisor, const char *reason,
+				 st_close_result *out, char *err, size_t errlen);
 
 
 #endif
