@@ -353,13 +353,13 @@ int st_cmd_verify_pg(st_rec_cli *c)
 	pgs_verify_result v;
 	struct syncer s;
 	pgs_opts o;
-	st_cli_trust *t = NULL;
+	st_trust *t = NULL;
 	pgs *p = NULL;
 	int code, rc;
 
 	/* every station's audit certificates: from the CAs given with
 	 * --ca-cert (a fleet's, in one file), or else this token's */
-	code = st_cli_trust_open(c->cfg, c->ca_cert, c->open_hsm, c->ctx, &t);
+	code = st_cli_trust_open(c->ctx, c->ca_cert, true, &t);
 	if (code)
 		return code;
 	code = open_syncer(c, &s);
@@ -368,12 +368,12 @@ int st_cmd_verify_pg(st_rec_cli *c)
 	o = st_sync_opts(&s.scfg, c->cfg);
 	rc = pgs_connect(&o, &p);
 	if (!rc)
-		rc = pgs_verify(p, s.r, st_cli_check_audit, t, &v);
+		rc = pgs_verify(p, s.r, st_trust_check_audit, t, &v);
 	if (rc == ST_OK) {
 		printf("central records OK: %d station%s, %lld events; every "
 		       "hash, link and signature checked, audit keys certified by "
 		       "%s\n", v.stations, v.stations == 1 ? "" : "s", v.events,
-		       st_cli_trust_what(t));
+		       st_trust_what(t));
 	} else if (rc == ST_E_VERIFY) {
 		/* the message names the event itself */
 		printf("central records TAMPERED: station %s: %s%s\n",
@@ -386,6 +386,6 @@ int st_cmd_verify_pg(st_rec_cli *c)
 cleanup:
 	pgs_close(p);
 	syncer_close(&s);
-	st_cli_trust_free(t);
+	st_trust_free(t);
 	return code;
 }

@@ -47,18 +47,18 @@ static int cmd_verify(st_rec_cli *c)
 {
 	rec_verify_result v;
 	rec_store *r = NULL;
-	st_cli_trust *t = NULL;
+	st_trust *t = NULL;
 	int rc, code;
 
 	/* every audit certificate must come from the station's CA: the one
 	 * given, or those in the token (never any issuer at all) */
-	code = st_cli_trust_open(c->cfg, c->ca_cert, c->open_hsm, c->ctx, &t);
+	code = st_cli_trust_open(c->ctx, c->ca_cert, true, &t);
 	if (code)
 		return code;
 	code = st_cli_open_store(c->cfg, &r);
 	if (code)
 		goto cleanup;
-	rc = rec_verify(r, st_cli_check_audit, t, &v);
+	rc = rec_verify(r, st_trust_check_audit, t, &v);
 	if (rc == ST_OK && c->anchor) {
 		/* a hash kept from an earlier export: events cut off the end
 		 * of the chain (with their rows) take it with them */
@@ -90,7 +90,7 @@ static int cmd_verify(st_rec_cli *c)
 			goto cleanup;
 		}
 		crc = rec_checkpoint_check(r, body, sig, siglen,
-					   st_cli_check_audit, t, &cp);
+					   st_trust_check_audit, t, &cp);
 		free(body);
 		free(sig);
 		if (crc == ST_OK && strcmp(cp.station, c->cfg->station_id)) {
@@ -115,7 +115,7 @@ static int cmd_verify(st_rec_cli *c)
 		       "certificate%s; every hash and signature checked, audit keys "
 		       "certified by %s\n", c->cfg->records_path, v.events, v.units,
 		       v.audit_certs, v.audit_certs == 1 ? "" : "s",
-		       st_cli_trust_what(t));
+		       st_trust_what(t));
 		{
 			st_cert_tally tally;
 			char terr[512] = "";
@@ -138,7 +138,7 @@ static int cmd_verify(st_rec_cli *c)
 	}
 cleanup:
 	rec_close(r);
-	st_cli_trust_free(t);
+	st_trust_free(t);
 	return code;
 }
 
@@ -721,7 +721,7 @@ static int cmd_evidence(st_rec_cli *c)
 	size_t mlen = 0, dlen;
 	rec_verify_result v;
 	rec_store *r = NULL;
-	st_cli_trust *t = NULL;
+	st_trust *t = NULL;
 	st_audit *a = NULL;
 	hsm *h = NULL;
 	rec_filter f;
@@ -738,10 +738,10 @@ static int cmd_evidence(st_rec_cli *c)
 	if (code)
 		goto cleanup;
 	/* audit certificates checked against the token's CAs, as verify does */
-	code = st_cli_trust_open(c->cfg, NULL, NULL, NULL, &t);
+	code = st_cli_trust_open(c->ctx, NULL, false, &t);
 	if (code)
 		goto cleanup;
-	if (rec_verify(r, st_cli_check_audit, t, &v)) {
+	if (rec_verify(r, st_trust_check_audit, t, &v)) {
 		code = st_say(ST_EXIT_RECORDS, "export: the records do not verify, no "
 			      "evidence written: %s", rec_errmsg(r));
 		goto cleanup;
@@ -824,7 +824,7 @@ cleanup:
 	json_decref(b.cert_lines);
 	json_decref(b.idents);
 	st_audit_detach(r, a);
-	st_cli_trust_free(t);
+	st_trust_free(t);
 	hsm_close(h);
 	rec_close(r);
 	return code;

@@ -441,14 +441,12 @@ st_rec_cli *cli_rec(struct cli *cli)
 	return &cli->rec;
 }
 
-/* The login and store of st_role_cli: the station's, kept by it. */
-static int role_login(void *ctx)
+int cli_login_station(void *ctx)
 {
-	hsm *h;
-
-	return cli_login(ctx, &h);
+	return cli_login(ctx, NULL);
 }
 
+/* The store of st_role_cli: the station's, kept by it. */
 static int role_store(void *ctx, bool rw)
 {
 	return cli_store(ctx, rw, NULL);
@@ -459,7 +457,7 @@ st_role_cli *cli_role(struct cli *cli)
 	cli->role.cfg = &cli->cfg;
 	cli->role.ctx = cli;
 	cli->role.st = cli->st;
-	cli->role.login = role_login;
+	cli->role.login = cli_login_station;
 	cli->role.store = role_store;
 	cli->role.out = cli->out;
 	cli->role.in = cli->in;

@@ -26,7 +26,6 @@ ROOT=${1:-.}
 # engine's internal headers and hsm/ records/ types directly; each goes as
 # its command asks the station handle (st_station) instead.
 KNOWN="
-cli/cli.c station/x509.h
 cli/cli.h records/records.h
 cli/cli.h station/st_int.h
 cli/cmd-records-sync.c records/pgsync.h

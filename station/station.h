@@ -525,4 +525,20 @@ int st_station_close_interrupted(st_station *st, const char *before,
 				 st_close_result *out, char *err, size_t errlen);
 
 
+/* What audit certificates are checked against (`records verify`, `verify
+ * --pg`, `export`): the CA certificates in the PEM file ca_cert (it may
+ * hold several), or else those in the configured token — read without
+ * logging in, and when none is visible that way and login is not NULL,
+ * after login(ctx) has logged the station in (nonzero: it said why;
+ * ST_E_PIN, err empty).  Otherwise ST_E_IO (ca_cert unreadable),
+ * ST_E_NOTOKEN (token unreachable), ST_E_HSM (its CAs unreadable),
+ * ST_E_NOTFOUND (it holds none) or ST_E_NOMEM, with err the sentence. */
+typedef struct st_trust st_trust;
+int st_trust_open(st_station *st, const char *ca_cert, int (*login)(void *ctx),
+		  void *ctx, st_trust **out, char *err, size_t errlen);
+/* "the CA given with --ca-cert", "the CA certificate in token 'x'". */
+const char *st_trust_what(const st_trust *t);
+void st_trust_free(st_trust *t);
+
+
 #endif
