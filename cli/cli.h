@@ -118,7 +118,7 @@ int cli_login(struct cli *cli, hsm **out);
 int cli_store(struct cli *cli, bool rw, rec_store **out);
 
 /* For cmd-records.c and cmd-profile.c: their option structs filled in from
- * cli, with cli_login as their open_hsm. */
+ * cli, with the station and cli_login_station as their login. */
 st_rec_cli *cli_rec(struct cli *cli);
 st_role_cli *cli_role(struct cli *cli);
 

@@ -41,8 +41,9 @@ static int ready(void *ctx, rec_store *r)
 
 	if (s->a)
 		return ST_OK;
-	if (!s->h && (s->hsm_code = s->c->open_hsm(s->c->ctx, &s->h)))
+	if (!s->h && (s->hsm_code = s->c->login(s->c->ctx)))
 		return ST_E_HSM;
+	s->h = st_station_hsm(s->c->st);
 	rc = st_audit_attach(s->h, r, s->c->cfg, &s->a, err, sizeof(err));
 	if (rc)
 		st_say(ST_EXIT_HSM, "sync: the audit key: %s", err);
@@ -52,8 +53,7 @@ static int ready(void *ctx, rec_store *r)
 static void syncer_close(struct syncer *s)
 {
 	st_audit_detach(s->r, s->a);
-	hsm_close(s->h);
-	rec_close(s->r);
+	rec_close(s->r);          /* s->h is the station's: it closes it */
 	st_sync_config_free(&s->scfg);
 }
 

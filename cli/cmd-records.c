@@ -384,7 +384,8 @@ static int cmd_workorder(st_rec_cli *c, int argc, char **argv)
 		if (code)
 			goto cleanup;
 		/* its event is a signed link of the chain like any other */
-		code = c->open_hsm(c->ctx, &h);
+		code = c->login(c->ctx);
+		h = code ? NULL : st_station_hsm(c->st);
 		if (code)
 			goto cleanup;
 		if (st_audit_attach(h, r, c->cfg, &a, err, sizeof(err))) {
@@ -418,7 +419,6 @@ static int cmd_workorder(st_rec_cli *c, int argc, char **argv)
 	}
 cleanup:
 	st_audit_detach(r, a);
-	hsm_close(h);
 	rec_close(r);
 	return code;
 }
@@ -734,7 +734,8 @@ static int cmd_evidence(st_rec_cli *c)
 	code = st_cli_open_store(c->cfg, &r);
 	if (code)
 		return code;
-	code = c->open_hsm(c->ctx, &h);
+	code = c->login(c->ctx);
+	h = code ? NULL : st_station_hsm(c->st);
 	if (code)
 		goto cleanup;
 	/* audit certificates checked against the token's CAs, as verify does */
@@ -825,7 +826,6 @@ cleanup:
 	json_decref(b.idents);
 	st_audit_detach(r, a);
 	st_trust_free(t);
-	hsm_close(h);
 	rec_close(r);
 	return code;
 }
@@ -871,7 +871,8 @@ int st_cmd_audit(st_rec_cli *c, int argc, char **argv)
 
 	if (argc != 1 || strcmp(argv[0], "init"))
 		return st_say(ST_EXIT_USAGE, "audit: say 'audit init [--out FILE]'");
-	code = c->open_hsm(c->ctx, &h);
+	code = c->login(c->ctx);
+	h = code ? NULL : st_station_hsm(c->st);
 	if (code)
 		return code;
 	rc = st_audit_open(h, ca, ST_AUDIT_LABEL, c->cfg->station_id, &a, err,
@@ -925,7 +926,6 @@ int st_cmd_audit(st_rec_cli *c, int argc, char **argv)
 cleanup:
 	X509_free(x);
 	st_audit_close(a);
-	hsm_close(h);
 	rec_close(r);
 	return code;
 }

@@ -402,18 +402,6 @@ fail:
 	return ST_EXIT_HSM;
 }
 
-/* The open_hsm of cmd-records.c and cmd-profile.c, which close what they
- * get: the station's login, handed over. */
-static int login_handed_over(void *ctx, hsm **out)
-{
-	struct cli *cli = ctx;
-	int code = cli_login(cli, out);
-
-	if (!code)
-		*out = st_station_hsm_take(cli->st);
-	return code;
-}
-
 int cli_store(struct cli *cli, bool rw, rec_store **out)
 {
 	char err[600] = "";
@@ -434,8 +422,9 @@ int cli_store(struct cli *cli, bool rw, rec_store **out)
 st_rec_cli *cli_rec(struct cli *cli)
 {
 	cli->rec.cfg = &cli->cfg;
-	cli->rec.open_hsm = login_handed_over;
 	cli->rec.ctx = cli;
+	cli->rec.st = cli->st;
+	cli->rec.login = cli_login_station;
 	cli->rec.out = cli->out;
 	cli->rec.config_path = cli->config_path;
 	return &cli->rec;

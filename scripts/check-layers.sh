@@ -36,7 +36,6 @@ cli/cmd-records.c records/records.h
 cli/cmd-records.c station/checkpoint.h
 cli/cmd-records.c station/roles.h
 cli/cmd-records.c station/x509.h
-cli/cmd-records.h hsm/hsm.h
 "
 
 cd "$ROOT" || exit 2

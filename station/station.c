@@ -347,15 +347,3 @@ rec_store *st_station_store(st_station *st)
 {
 	return st->rec;
 }
-
-hsm *st_station_hsm_take(st_station *st)
-{
-	hsm *h = st_station_hsm(st);
-
-	if (h) {
-		st_station_audit_detach(st);
-		st->h = NULL;
-		st->logged_in = false;
-	}
-	return h;
-}
