@@ -31,7 +31,6 @@ cli/cli.h station/st_int.h
 cli/cmd-records-sync.c records/pgsync.h
 cli/cmd-records-sync.c station/checkpoint.h
 cli/cmd-records-sync.c station/sync.h
-cli/cmd-records-sync.h station/sync.h
 cli/cmd-records.c records/records.h
 cli/cmd-records.c station/checkpoint.h
 cli/cmd-records.c station/roles.h
