@@ -28,9 +28,6 @@ ROOT=${1:-.}
 KNOWN="
 cli/cli.h records/records.h
 cli/cli.h station/st_int.h
-cli/cmd-records-sync.c records/pgsync.h
-cli/cmd-records-sync.c station/checkpoint.h
-cli/cmd-records-sync.c station/sync.h
 cli/cmd-records.c records/records.h
 cli/cmd-records.c station/checkpoint.h
 cli/cmd-records.c station/roles.h

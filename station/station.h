@@ -541,4 +541,92 @@ const char *st_trust_what(const st_trust *t);
 void st_trust_free(st_trust *t);
 
 
+/* ---- The central copy of the records (station/sync_cmds.c) ----
+ * `records sync`, `records verify --pg` and the central side of `records
+ * workorder` (docs/sync.md) on the station's store.  Errors come back as
+ * err, a whole sentence ("configuration: ...", "sync: ..."). */
+typedef struct st_syncer st_syncer;
+
+/* What one sync pass did. */
+typedef struct st_sync_pass {
+	long long shipped;        /* events sent */
+	long long batches;        /* transactions committed */
+	long long server_seq;     /* this station's high-water mark there */
+	long long local_seq;      /* the local chain's last event */
+	long long conflicts;      /* new alerts raised by this station */
+	long long alerts_recorded; /* alerts written to the local store */
+} st_sync_pass;
+
+/* Ready the sync of the station's store: the configuration's sync group
+ * (ST_E_CONFIG: unreadable; ST_E_NOTFOUND: none), the store (ST_E_DB).
+ * login(ctx) logs the station in before the first local write (an alert
+ * signed with the audit key); nonzero: it said why, the pass fails with
+ * ST_E_HSM. */
+int st_syncer_open(st_station *st, int (*login)(void *ctx), void *ctx,
+		   st_syncer **out, char *err, size_t errlen);
+void st_syncer_close(st_syncer *s);
+
+/* One pass (connecting when not connected): the station's checkpoints not
+ * there yet, then the events; the outcome goes to the sync state file.
+ * err: the database's message.  When the audit signer could not be
+ * attached, st_syncer_audit_error() says why (NULL otherwise). */
+int st_syncer_pass(st_syncer *s, st_sync_pass *res, char *err, size_t errlen);
+const char *st_syncer_audit_error(const st_syncer *s);
+
+/* --follow: a pass, sync.interval_ms, again; after a failure twice as long
+ * each time (0.5 s up to sync.backoff_max_ms) until SIGINT or SIGTERM
+ * (ST_OK).  fn hears every pass that shipped something or recorded an
+ * alert (rc ST_OK), and every failure retried (rc, err, retry_ms).  A
+ * failure retrying cannot mend (ST_E_HSM, ST_E_VERIFY, ST_E_CONFIG) ends
+ * it: that rc, with err. */
+typedef void (*st_sync_follow_fn)(void *ctx, int rc, const st_sync_pass *res,
+				  const char *err, int retry_ms);
+int st_syncer_follow(st_syncer *s, st_sync_follow_fn fn, void *ctx, char *err,
+		     size_t errlen);
+
+/* --status: the figures of the local store and the central database (the
+ * server's mark when reachable, else those of the last sync). */
+typedef struct st_sync_status {
+	long long local;          /* local events */
+	long long server;         /* held centrally */
+	long long events, units;  /* not yet shipped */
+	char central[600];        /* "reachable; last sync ..." or "NOT reachable (...)..." */
+	char last_ok[64];         /* "" never */
+	char last_error[600];     /* "" none */
+	char last_error_at[64];   /* "" unknown */
+} st_sync_status;
+int st_syncer_status(st_syncer *s, st_sync_status *out, char *err,
+		     size_t errlen);
+
+/* `records verify --pg`: every station's chain held centrally, audit
+ * certificates checked against t.  ST_E_VERIFY with bad_station, bad_seq
+ * and err naming the record; otherwise err the database's message. */
+typedef struct st_pg_verify {
+	int stations;
+	long long events;
+	char bad_station[128];
+	long long bad_seq;
+} st_pg_verify;
+int st_syncer_verify_pg(st_syncer *s, st_trust *t, st_pg_verify *v, char *err,
+			size_t errlen);
+
+/* A work order in the central database. */
+typedef struct st_central_workorder {
+	long quota;               /* -1: none */
+	long reserved, pass, allowance;
+	char error[512];          /* "" when read; else why not (then only this) */
+} st_central_workorder;
+
+/* The central side of `records workorder create|show` when the
+ * configuration has a sync group (*central false, ST_OK, without one):
+ * put the work order there (an existing one must have the same quota:
+ * ST_E_EXISTS), or read it (w->error when it cannot be).  ST_E_CONFIG
+ * (the sync group), ST_E_DB (no connection), with err the sentence. */
+int st_central_workorder_put(st_station *st, const char *id, long quota,
+			     bool *central, char *err, size_t errlen);
+int st_central_workorder_get(st_station *st, const char *id,
+			     st_central_workorder *w, bool *central, char *err,
+			     size_t errlen);
+
+
 #endif
