@@ -18,16 +18,6 @@ int st_say(int code, const char *fmt, ...)
 	return code;
 }
 
-int st_cli_open_store(const st_config *cfg, rec_store **r)
-{
-	int rc = rec_open(cfg->records_path, r);
-
-	if (rc)
-		return st_say(ST_EXIT_RECORDS, "records: cannot open %s: %s",
-			      cfg->records_path, *r ? rec_errmsg(*r) : st_strerror(rc));
-	return 0;
-}
-
 int st_cli_trust_open(struct cli *cli, const char *ca_cert, bool login,
 		      st_trust **out)
 {

@@ -7,13 +7,11 @@
 #ifndef ST_CLI_H
 #define ST_CLI_H
 
-#include <openssl/x509.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
 
-#include "records/records.h"
-#include "station/st_int.h"
+#include "station/station.h"
 #include "cli/cmd-profile.h"
 #include "cli/cmd-records.h"
 
@@ -107,15 +105,15 @@ struct cli {
 /* Log in to the token through the station (the PIN from --pin-file,
  * STATION_PIN or a prompt; the PIN-count warning before and after), once;
  * the dispatcher logs out after exec.  0 or ST_EXIT_HSM after saying why.
- * Only for an entry with CLI_NEED_HSM.  out may be NULL: the command then
- * asks the station handle. */
-int cli_login(struct cli *cli, hsm **out);
+ * Only for an entry with CLI_NEED_HSM; the command then asks the station
+ * handle. */
+int cli_login(struct cli *cli);
 
 /* Open the records named in the configuration through the station, once;
  * closed by the dispatcher after exec.  0 or ST_EXIT_RECORDS after saying
- * why.  Only for an entry with CLI_NEED_STORE_RO or _RW.  out may be NULL:
- * the command then asks the station handle. */
-int cli_store(struct cli *cli, bool rw, rec_store **out);
+ * why.  Only for an entry with CLI_NEED_STORE_RO or _RW; the command then
+ * asks the station handle. */
+int cli_store(struct cli *cli, bool rw);
 
 /* For cmd-records.c and cmd-profile.c: their option structs filled in from
  * cli, with the station and cli_login_station as their login. */
@@ -128,9 +126,6 @@ int cli_main(int argc, char **argv);
 /* "station: <message>" on stderr (what failed and what to do); returns
  * code, the exit code the caller passes on. */
 int st_say(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-/* Open cfg's records into *r; 0, or ST_EXIT_RECORDS after saying why. */
-int st_cli_open_store(const st_config *cfg, rec_store **r);
 
 /* The station's st_trust (st_trust_open) for --ca-cert ca_cert, or the
  * token's CAs, logging in (cli_login) when they are visible only then and

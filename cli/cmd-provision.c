@@ -248,10 +248,10 @@ static int exec_provision(struct cli *cli, int argc, char **argv)
 	if (st_profile_load_signed(&cli->cfg, cli->cfg.profile_path, &prof, &signed_info,
 				   err, sizeof(err)))
 		return st_say(ST_EXIT_USAGE, "profile refused: %s; nothing was provisioned", err);
-	code = cli_store(cli, true, NULL);
+	code = cli_store(cli, true);
 	if (code)
 		goto cleanup;
-	code = cli_login(cli, NULL);
+	code = cli_login(cli);
 	if (code)
 		goto cleanup;
 	code = check_people(cli);

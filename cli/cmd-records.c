@@ -25,6 +25,18 @@
 #include "cli/cmd-records-sync.h"
 #include "station/x509.h"
 
+
+/* Open cfg's records into *r; 0, or ST_EXIT_RECORDS after saying why. */
+static int st_cli_open_store(const st_config *cfg, rec_store **r)
+{
+	int rc = rec_open(cfg->records_path, r);
+
+	if (rc)
+		return st_say(ST_EXIT_RECORDS, "records: cannot open %s: %s",
+			      cfg->records_path, *r ? rec_errmsg(*r) : st_strerror(rc));
+	return 0;
+}
+
 /* ---- verify ---- */
 
 struct anchor {

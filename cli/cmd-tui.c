@@ -55,7 +55,7 @@ static int exec_tui(struct cli *cli, int argc, char **argv)
 				   &signed_info, err, sizeof(err)))
 		return st_say(ST_EXIT_USAGE, "profile refused: %s; nothing was provisioned",
 			      err);
-	code = cli_store(cli, true, NULL);
+	code = cli_store(cli, true);
 	if (code)
 		goto cleanup;
 	o.prof = prof;

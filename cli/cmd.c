@@ -352,15 +352,13 @@ static int apply(struct cli *cli, enum cli_opt o, const char *v)
 	return 0;
 }
 
-int cli_login(struct cli *cli, hsm **out)
+int cli_login(struct cli *cli)
 {
 	char pin[256], err[512] = "";
 	size_t pinlen = 0;
 	const char *warn;
 	int rc;
 
-	if (out)
-		*out = st_station_hsm(cli->st);
 	if (st_station_logged_in(cli->st))
 		return 0;
 	if (!(cli->entry->needs & CLI_NEED_HSM))
@@ -394,28 +392,22 @@ int cli_login(struct cli *cli, hsm **out)
 	warn = st_station_pin_warning(cli->st);
 	if (warn)
 		fprintf(stderr, "station: warning: %s\n", warn);
-	if (out)
-		*out = st_station_hsm(cli->st);
 	return 0;
 fail:
 	st_station_logout(cli->st);
 	return ST_EXIT_HSM;
 }
 
-int cli_store(struct cli *cli, bool rw, rec_store **out)
+int cli_store(struct cli *cli, bool rw)
 {
 	char err[600] = "";
 
-	if (out)
-		*out = NULL;
 	if (!(cli->entry->needs & (rw ? CLI_NEED_STORE_RW :
 				   CLI_NEED_STORE_RO | CLI_NEED_STORE_RW)))
 		return st_say(ST_EXIT_RECORDS, "%s does not use the records",
 			      cli->entry->name);
 	if (st_station_store_open(cli->st, rw, err, sizeof(err)))
 		return st_say(ST_EXIT_RECORDS, "records: %s", err);
-	if (out)
-		*out = st_station_store(cli->st);
 	return 0;
 }
 
@@ -432,13 +424,13 @@ st_rec_cli *cli_rec(struct cli *cli)
 
 int cli_login_station(void *ctx)
 {
-	return cli_login(ctx, NULL);
+	return cli_login(ctx);
 }
 
 /* The store of st_role_cli: the station's, kept by it. */
 static int role_store(void *ctx, bool rw)
 {
-	return cli_store(ctx, rw, NULL);
+	return cli_store(ctx, rw);
 }
 
 st_role_cli *cli_role(struct cli *cli)

@@ -26,8 +26,6 @@ ROOT=${1:-.}
 # engine's internal headers and hsm/ records/ types directly; each goes as
 # its command asks the station handle (st_station) instead.
 KNOWN="
-cli/cli.h records/records.h
-cli/cli.h station/st_int.h
 cli/cmd-records.c records/records.h
 cli/cmd-records.c station/checkpoint.h
 cli/cmd-records.c station/roles.h

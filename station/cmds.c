@@ -1,9 +1,10 @@
 /* cmds.c — what the commands ask of the station handle (station.h, "What
  * the commands ask of the station"): the work of `profile`, `crl`,
- * `quarantine` and `records close-interrupted` on the handle's store and
- * login, so that the CLI only parses and prints. */
+ * `quarantine`, `records close-interrupted` and `ca` on the handle's
+ * store and login, so that the CLI only parses and prints. */
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "base.h"
 #include "station/roles.h"
@@ -178,4 +179,102 @@ int st_station_close_interrupted(st_station *st, const char *before,
 
 	return rec ? st_close_interrupted(rec, before, supervisor, reason, out, err,
 					  errlen) : ST_E_STATE;
+}
+
+const char *st_key_type_name(const char *key_type)
+{
+	hsm_keytype t = HSM_KEY_P256;
+
+	if (key_type && hsm_keytype_parse(key_type, &t))
+		return NULL;
+	return hsm_keytype_name(t);
+}
+
+int st_station_ca_mechanisms(st_station *st, const char *key_type, char *err,
+			     size_t errlen)
+{
+	hsm *h = st_station_hsm(st);
+	hsm_keytype t = HSM_KEY_P256;
+	hsm_mech need[2];
+
+	if (!h) {
+		snprintf(err, errlen, "not logged in to the token");
+		return ST_E_STATE;
+	}
+	if (key_type && hsm_keytype_parse(key_type, &t)) {
+		snprintf(err, errlen, "unknown key type '%s'", key_type);
+		return ST_E_INVAL;
+	}
+	need[0] = hsm_keytype_genmech(t);
+	need[1] = HSM_M_ECDSA;
+	switch (hsm_keytype_sigmech(t)) {
+	case HSM_SIG_RSA_PKCS: need[1] = HSM_M_RSA_PKCS; break;
+	case HSM_SIG_EDDSA: need[1] = HSM_M_EDDSA; break;
+	default: break;
+	}
+	if (hsm_check_mechanisms(h, need, 2)) {
+		snprintf(err, errlen, "a %s CA: %s", hsm_keytype_name(t), hsm_errmsg(h));
+		return ST_E_HSM;
+	}
+	return ST_OK;
+}
+
+int st_station_ca(st_station *st, st_ca_op op, const st_ca_args *a, char *note,
+		  size_t notelen, char *err, size_t errlen)
+{
+	hsm_keytype t = HSM_KEY_P256;
+	hsm_session *s;
+	int rc;
+
+	if (note && notelen)
+		note[0] = '\0';
+	if (a->key_type && hsm_keytype_parse(a->key_type, &t)) {
+		snprintf(err, errlen, "unknown key type '%s'", a->key_type);
+		return ST_E_INVAL;
+	}
+	rc = session(st, &s, err, errlen);
+	if (rc)
+		return rc;
+	switch (op) {
+	case ST_CA_INIT:
+		rc = st_ca_init(s, a->label, t, a->cn, a->org, a->days, a->out, note,
+				notelen, err, errlen);
+		break;
+	case ST_CA_CSR:
+		rc = st_ca_csr(s, a->label, t, a->cn, a->org, a->out, err, errlen);
+		break;
+	case ST_CA_IMPORT:
+		rc = st_ca_import(s, a->label, a->in, a->chain, err, errlen);
+		break;
+	case ST_CA_SHOW:
+		rc = st_ca_show(s, a->label, a->show, err, errlen);
+		break;
+	}
+	hsm_session_close(s);
+	return op_rc(rc);
+}
+
+int st_station_ca_repair_record(st_station *st, const char *label,
+				const char *note, char *err, size_t errlen)
+{
+	const st_config *cfg = st_station_config(st);
+	hsm *h = st_station_hsm(st);
+	rec_store *rec = NULL;
+	st_audit *a = NULL;
+	int rc = ST_OK;
+
+	err[0] = '\0';
+	if (access(cfg->records_path, F_OK) != 0)
+		return ST_OK;
+	if (rec_open(cfg->records_path, &rec) ||
+	    st_audit_attach(h, rec, cfg, &a, err, errlen) ||
+	    rec_event(rec, "ca_repair", NULL, "ca", label, "repair", note, NULL)) {
+		if (!err[0])
+			snprintf(err, errlen, "%s", rec ? rec_errmsg(rec) :
+				 "cannot open the records");
+		rc = ST_E_DB;
+	}
+	st_audit_detach(rec, a);
+	rec_close(rec);
+	return rc;
 }

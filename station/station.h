@@ -629,4 +629,46 @@ int st_central_workorder_get(st_station *st, const char *id,
 			     size_t errlen);
 
 
+/* ---- The issuing CA in the token (`station ca`, station/cmds.c) ---- */
+
+/* The readable name of a key type ("EC P-256"; NULL: p256), or NULL when
+ * st_key_type_known() says no. */
+const char *st_key_type_name(const char *key_type);
+
+/* Can the logged-in token make and sign with a CA key of key_type (NULL:
+ * p256)?  ST_OK, or ST_E_HSM with err "a <type> CA: <why>". */
+int st_station_ca_mechanisms(st_station *st, const char *key_type, char *err,
+			     size_t errlen);
+
+typedef enum st_ca_op {
+	ST_CA_INIT,    /* a lab CA: key and self-signed certificate; note says
+			* what an interrupted init needed repaired ("" none) */
+	ST_CA_CSR,     /* key and a request (out) for an offline root */
+	ST_CA_IMPORT,  /* install the signed certificate (in) and its chain */
+	ST_CA_SHOW,    /* print the CA label (NULL: every issuing CA) to show */
+} st_ca_op;
+
+typedef struct st_ca_args {
+	const char *label;
+	const char *key_type;      /* NULL: p256 */
+	const char *cn, *org;
+	int days;
+	const char *out;           /* init: the PEM copy (may be NULL); csr: the request */
+	const char *in, *chain;    /* import */
+	void *show;                /* show: a FILE * */
+} st_ca_args;
+
+/* One `ca` operation on the logged-in token (station/ca.c does the work).
+ * ST_E_NOTOKEN when no session could be opened (err is the token's
+ * message); otherwise the operation's error with err (ST_E_IO: a file). */
+int st_station_ca(st_station *st, st_ca_op op, const st_ca_args *a, char *note,
+		  size_t notelen, char *err, size_t errlen);
+
+/* A repaired `ca init` goes on record where a store exists (a station that
+ * has provisioned), signed like any event: ST_OK (also with no store);
+ * otherwise err says why it is not on record. */
+int st_station_ca_repair_record(st_station *st, const char *label,
+				const char *note, char *err, size_t errlen);
+
+
 #endif
