@@ -23,7 +23,6 @@
 #include "cli/cmd-records.h"
 #include "station/roles.h"
 #include "cli/cmd-records-sync.h"
-#include "station/x509.h"
 
 
 /* Open cfg's records into *r; 0, or ST_EXIT_RECORDS after saying why. */
@@ -872,10 +871,9 @@ int st_cmd_audit(st_rec_cli *c, int argc, char **argv)
 {
 	const char *ca = c->cfg->ca_label ? c->cfg->ca_label : "issuing-ca";
 	char err[1024] = "", repair[600] = "";
-	const uint8_t *der, *p;
+	const uint8_t *der;
 	rec_store *r = NULL;
 	st_audit *a = NULL;
-	X509 *x = NULL;
 	hsm *h = NULL;
 	size_t len;
 	bool fresh;
@@ -917,10 +915,10 @@ int st_cmd_audit(st_rec_cli *c, int argc, char **argv)
 		}
 	}
 	der = st_audit_cert(a, &len);
-	p = der;
-	x = d2i_X509(NULL, &p, (long)len);
-	if (c->out && (!x || st_write_pem(c->out, x, NULL, err, sizeof(err)))) {
-		code = st_say(ST_EXIT_USAGE, "audit init: %s", x ? err :
+	rc = c->out ? st_cert_der_write_pem(c->out, der, len, err, sizeof(err)) :
+	     ST_OK;
+	if (rc) {
+		code = st_say(ST_EXIT_USAGE, "audit init: %s", rc != ST_E_INVAL ? err :
 			      "the audit certificate does not parse");
 		goto cleanup;
 	}
@@ -936,7 +934,6 @@ int st_cmd_audit(st_rec_cli *c, int argc, char **argv)
 		printf("audit key '%s' already exists in token '%s'; its certificate "
 		       "is in %s\n", ST_AUDIT_LABEL, c->cfg->token_label, c->out);
 cleanup:
-	X509_free(x);
 	st_audit_close(a);
 	rec_close(r);
 	return code;

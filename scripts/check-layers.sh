@@ -29,7 +29,6 @@ KNOWN="
 cli/cmd-records.c records/records.h
 cli/cmd-records.c station/checkpoint.h
 cli/cmd-records.c station/roles.h
-cli/cmd-records.c station/x509.h
 "
 
 cd "$ROOT" || exit 2

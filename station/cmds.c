@@ -9,6 +9,7 @@
 #include "base.h"
 #include "station/roles.h"
 #include "station/st_int.h"
+#include "station/x509.h"
 
 /* The store, or ST_E_STATE with err. */
 static rec_store *store(st_station *st, char *err, size_t errlen)
@@ -276,5 +277,19 @@ int st_station_ca_repair_record(st_station *st, const char *label,
 	}
 	st_audit_detach(rec, a);
 	rec_close(rec);
+	return rc;
+}
+
+int st_cert_der_write_pem(const char *path, const uint8_t *der, size_t len,
+			  char *err, size_t errlen)
+{
+	const unsigned char *p = der;
+	X509 *x = der ? d2i_X509(NULL, &p, (long)len) : NULL;
+	int rc;
+
+	if (!x)
+		return ST_E_INVAL;
+	rc = st_write_pem(path, x, NULL, err, errlen);
+	X509_free(x);
 	return rc;
 }

@@ -671,4 +671,11 @@ int st_station_ca_repair_record(st_station *st, const char *label,
 				const char *note, char *err, size_t errlen);
 
 
+/* Write the certificate der (len bytes, DER) as PEM to path through a
+ * temp file, fsync and rename.  ST_E_INVAL when der does not parse (err
+ * untouched); otherwise as st_write_pem, with err. */
+int st_cert_der_write_pem(const char *path, const uint8_t *der, size_t len,
+			  char *err, size_t errlen);
+
+
 #endif
