@@ -7,13 +7,11 @@
 #ifndef ST_CLI_H
 #define ST_CLI_H
 
-#include <openssl/x509.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
 
-#include "records/records.h"
-#include "station/st_int.h"
+#include "station/station.h"
 #include "cli/cmd-profile.h"
 #include "cli/cmd-records.h"
 
@@ -107,16 +105,18 @@ struct cli {
 /* Log in to the token through the station (the PIN from --pin-file,
  * STATION_PIN or a prompt; the PIN-count warning before and after), once;
  * the dispatcher logs out after exec.  0 or ST_EXIT_HSM after saying why.
- * Only for an entry with CLI_NEED_HSM. */
-int cli_login(struct cli *cli, hsm **out);
+ * Only for an entry with CLI_NEED_HSM; the command then asks the station
+ * handle. */
+int cli_login(struct cli *cli);
 
 /* Open the records named in the configuration through the station, once;
  * closed by the dispatcher after exec.  0 or ST_EXIT_RECORDS after saying
- * why.  Only for an entry with CLI_NEED_STORE_RO or _RW. */
-int cli_store(struct cli *cli, bool rw, rec_store **out);
+ * why.  Only for an entry with CLI_NEED_STORE_RO or _RW; the command then
+ * asks the station handle. */
+int cli_store(struct cli *cli, bool rw);
 
 /* For cmd-records.c and cmd-profile.c: their option structs filled in from
- * cli, with cli_login as their open_hsm. */
+ * cli, with the station and cli_login_station as their login. */
 st_rec_cli *cli_rec(struct cli *cli);
 st_role_cli *cli_role(struct cli *cli);
 
@@ -127,28 +127,14 @@ int cli_main(int argc, char **argv);
  * code, the exit code the caller passes on. */
 int st_say(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
-/* Open cfg's records into *r; 0, or ST_EXIT_RECORDS after saying why. */
-int st_cli_open_store(const st_config *cfg, rec_store **r);
+/* The station's st_trust (st_trust_open) for --ca-cert ca_cert, or the
+ * token's CAs, logging in (cli_login) when they are visible only then and
+ * login says so.  0, or an exit code after saying why (no token reachable:
+ * pass --ca-cert). */
+int st_cli_trust_open(struct cli *cli, const char *ca_cert, bool login,
+		      st_trust **out);
 
-/* What audit certificates are checked against: the CA certificates in
- * the PEM file ca_cert (--ca-cert; it may hold several), or else those in
- * the configured token (read without logging in; when none is visible that
- * way and login is not NULL, after login(ctx, &h)).  0, or an exit code
- * after saying why (no token reachable: pass --ca-cert). */
-typedef struct st_cli_trust st_cli_trust;
-int st_cli_trust_open(const st_config *cfg, const char *ca_cert,
-		      int (*login)(void *ctx, hsm **out), void *ctx,
-		      st_cli_trust **out);
-/* "the CA given with --ca-cert", "the CA certificate in token 'x'". */
-const char *st_cli_trust_what(const st_cli_trust *t);
-void st_cli_trust_free(st_cli_trust *t);
-
-/* A rec_cert_check_fn, ctx the st_cli_trust: an audit certificate counts
- * only when one of the CAs issued and signed it, it is not a CA, and it
- * carries the audit extendedKeyUsage; a CA-issued certificate without it
- * counts only for a key such an audit certificate certifies too (the
- * old certificate of a re-certified key: REC_CERT_SUPERSEDED), so a device
- * certificate never does. */
-int st_cli_check_audit(void *ctx, const char *pem, char *why, size_t len);
+/* cli_login() without the handle, ctx the struct cli: a login callback. */
+int cli_login_station(void *ctx);
 
 #endif

@@ -17,7 +17,8 @@ const struct cli_entry cli_cmd_crl = {
 	.help = "The revocation list of the certificates this station revoked, signed by the CA.",
 	.options = (const enum cli_opt[]){ O_OUT, O_DAYS, O_NONE },
 	.subs = crl_subs,
-	.needs = CLI_NEED_CONFIG | CLI_NEED_STORE_RO | CLI_NEED_HSM,
+	/* writes: the export is recorded (event crl_export) */
+	.needs = CLI_NEED_CONFIG | CLI_NEED_STORE_RW | CLI_NEED_HSM,
 	.exec = exec_crl,
 };
 

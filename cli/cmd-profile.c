@@ -12,32 +12,27 @@
 #include "base.h"
 #include "cli/cli.h"
 #include "cli/cmd-profile.h"
-#include "cli/cmd-records.h"
-#include "station/roles.h"
 
-int st_cli_authenticate(const st_config *cfg, hsm *h, rec_store *rec,
-			const char *name, const char *file, const char *env,
-			unsigned role)
+int st_cli_authenticate(st_station *st, const char *name, const char *file,
+			const char *env, unsigned role)
 {
 	char pw[256], ask[160], err[512] = "", why[600], recerr[512];
 	st_secret_src src = { .file = file, .env = env, .file_opt =
 			      role == ST_ROLE_SUPERVISOR ? "--supervisor-password-file" :
 			      "--password-file", .what = "password", .prompt = ask };
-	st_roster *r = NULL;
 	size_t len = 0;
 	int rc;
 
 	/* the list first: nobody is asked for a password it cannot check */
-	rc = st_roster_load(cfg, &r, err, sizeof(err));
-	st_roster_free(r);
+	rc = st_station_roster_check(st, err, sizeof(err));
 	if (rc)
 		return st_say(ST_EXIT_USAGE, "operator list: %s", err);
 	snprintf(ask, sizeof(ask), "Password for %s '%s'", st_role_name(role), name);
 	rc = st_secret_get(&src, pw, sizeof(pw), &len, err, sizeof(err));
 	if (rc)
 		snprintf(why, sizeof(why), "%s", err);
-	rc = st_authenticate(cfg, h, rec, name, rc ? NULL : pw, len, role, false,
-			     why, sizeof(why), recerr, sizeof(recerr));
+	rc = st_station_authenticate(st, name, rc ? NULL : pw, len, role, false,
+				     why, sizeof(why), recerr, sizeof(recerr));
 	st_wipe(pw, sizeof(pw));
 	if (!rc)
 		return 0;
@@ -100,9 +95,6 @@ static int profile_install(st_role_cli *c)
 	char err[10240] = "", in_sig[4096], dst_sig[4096];
 	st_signed_info info;
 	st_profile *p = NULL;
-	rec_store *rec = NULL;
-	st_audit *a = NULL;
-	hsm *h = NULL;
 	int code;
 
 	if (!c->in || !c->operator_name)
@@ -114,18 +106,18 @@ static int profile_install(st_role_cli *c)
 	if (st_profile_load_signed(cfg, c->in, &p, &info, err, sizeof(err)))
 		return st_say(ST_EXIT_USAGE, "profile install: %s; nothing was installed",
 			      err);
-	code = st_cli_open_store(cfg, &rec);
+	code = c->store(c->ctx, true);
 	if (!code)
-		code = c->open_hsm(c->ctx, &h);
+		code = c->login(c->ctx);
 	if (!code)
-		code = st_cli_authenticate(cfg, h, rec, c->operator_name,
+		code = st_cli_authenticate(c->st, c->operator_name,
 					   c->password_file, "STATION_PASSWORD",
 					   ST_ROLE_ENGINEER);
 	if (code)
 		goto cleanup;
 	snprintf(in_sig, sizeof(in_sig), "%s.sig", c->in);
 	snprintf(dst_sig, sizeof(dst_sig), "%s.sig", cfg->profile_path);
-	if (st_audit_attach(h, rec, cfg, &a, err, sizeof(err))) {
+	if (st_station_audit_attach(c->st, err, sizeof(err))) {
 		code = st_say(ST_EXIT_HSM, "audit key: %s", err);
 		goto cleanup;
 	}
@@ -136,21 +128,18 @@ static int profile_install(st_role_cli *c)
 		code = st_say(ST_EXIT_USAGE, "profile install: %s", err);
 		goto cleanup;
 	}
-	if (rec_event(rec, "profile_install", NULL, "engineer", c->operator_name,
-		      "profile", st_profile_name(p), "profile_digest", info.digest,
-		      "profile_signer", info.signer, "from", c->in,
-		      "path", cfg->profile_path, NULL)) {
+	if (st_station_record_profile_install(c->st, c->operator_name, p, &info,
+					      c->in, cfg->profile_path, err,
+					      sizeof(err))) {
 		code = st_say(ST_EXIT_RECORDS, "profile installed but not recorded: %s",
-			      rec_errmsg(rec));
+			      err);
 		goto cleanup;
 	}
 	printf("profile '%s' (sha256 %s, signed by %s) installed as %s by "
 	       "engineer %s\n", st_profile_name(p), info.digest, info.anchor,
 	       cfg->profile_path, c->operator_name);
 cleanup:
-	st_audit_detach(rec, a);
-	hsm_close(h);
-	rec_close(rec);
+	st_station_audit_detach(c->st);
 	st_profile_free(p);
 	return code;
 }
@@ -159,9 +148,6 @@ int st_cmd_profile(st_role_cli *c, int argc, char **argv)
 {
 	char err[1024] = "", sig[4096];
 	const char *sub = argc == 1 ? argv[0] : "";
-	hsm_session *s = NULL;
-	hsm_keytype t = HSM_KEY_P256;
-	hsm *h = NULL;
 	int code, rc;
 
 	if (!strcmp(sub, "verify")) {
@@ -191,38 +177,31 @@ int st_cmd_profile(st_role_cli *c, int argc, char **argv)
 	if (!strcmp(sub, "sign") && !c->in)
 		return st_say(ST_EXIT_USAGE, "profile sign: give the file to sign with "
 			      "--in FILE");
-	if (c->key_type && hsm_keytype_parse(c->key_type, &t))
+	if (c->key_type && !st_key_type_known(c->key_type))
 		return st_say(ST_EXIT_USAGE, "profile keygen: --key-type must be p256, "
 			      "p384, rsa3072 or ed25519");
-	code = c->open_hsm(c->ctx, &h);
+	code = c->login(c->ctx);
 	if (code)
 		return code;
-	rc = hsm_session_open(h, &s);
-	if (rc) {
-		code = st_say(ST_EXIT_HSM, "HSM: %s", hsm_errmsg(h));
-		goto cleanup;
-	}
 	if (!strcmp(sub, "sign")) {
 		snprintf(sig, sizeof(sig), "%s.sig", c->in);
-		rc = st_sign_file(s, key_label(c), c->in, c->out ? c->out : sig,
-				  err, sizeof(err));
+		rc = st_station_sign_file(c->st, key_label(c), c->in,
+					  c->out ? c->out : sig, err, sizeof(err));
 		if (!rc)
 			printf("%s signed with '%s': %s\n", c->in, key_label(c),
 			       c->out ? c->out : sig);
 	} else {
-		rc = st_engkey(s, key_label(c), t, !strcmp(sub, "keygen"), c->out,
-			       err, sizeof(err));
+		rc = st_station_engkey(c->st, key_label(c), c->key_type,
+				       !strcmp(sub, "keygen"), c->out, err, sizeof(err));
 		if (!rc)
 			printf("engineering key '%s' is in token '%s'; its public key "
 			       "(a trust anchor for trust.profile_keys) is in %s\n",
 			       key_label(c), c->cfg->token_label, c->out);
 	}
-	code = rc ? st_say(rc == ST_E_IO ? ST_EXIT_USAGE : ST_EXIT_HSM, "profile %s: %s",
+	if (rc == ST_E_NOTOKEN)
+		return st_say(ST_EXIT_HSM, "HSM: %s", err);
+	return rc ? st_say(rc == ST_E_IO ? ST_EXIT_USAGE : ST_EXIT_HSM, "profile %s: %s",
 			   sub, err) : 0;
-cleanup:
-	hsm_session_close(s);
-	hsm_close(h);
-	return code;
 }
 
 int st_cmd_operator(st_role_cli *c, int argc, char **argv)
@@ -258,72 +237,59 @@ int st_cmd_operator(st_role_cli *c, int argc, char **argv)
 
 int st_cmd_crl(st_role_cli *c, int argc, char **argv)
 {
-	char err[1024] = "", n[24];
-	rec_store *rec = NULL;
-	hsm_session *s = NULL;
-	st_audit *a = NULL;
-	hsm *h = NULL;
+	char err[1024] = "";
 	long count = 0;
-	int code;
+	int code, rc;
 
 	if (argc != 1 || strcmp(argv[0], "export") || !c->out)
 		return st_say(ST_EXIT_USAGE, "crl: say 'crl export --out FILE.crl "
 			      "[--days N]'");
-	code = st_cli_open_store(c->cfg, &rec);
+	code = c->store(c->ctx, true);
 	if (code)
-		goto cleanup;
+		return code;
 	/* The list is made from the revocations table: only from a store in
 	 * which every revocation row is its signed event and every revoke
 	 * event has its row, so a deleted row cannot make a clean CRL. */
-	{
-		rec_verify_result v;
-
-		if (rec_verify(rec, NULL, NULL, &v)) {
-			code = st_say(ST_EXIT_RECORDS, "crl export: the records do "
-				      "not verify, no CRL written (a revocation "
-				      "could be missing from it): %s; see "
-				      "'station records verify'", rec_errmsg(rec));
-			goto cleanup;
-		}
-	}
-	code = c->open_hsm(c->ctx, &h);
+	if (st_station_records_verify(c->st, err, sizeof(err)))
+		return st_say(ST_EXIT_RECORDS, "crl export: the records do "
+			      "not verify, no CRL written (a revocation "
+			      "could be missing from it): %s; see "
+			      "'station records verify'", err);
+	code = c->login(c->ctx);
 	if (code)
-		goto cleanup;
-	if (hsm_session_open(h, &s)) {
-		code = st_say(ST_EXIT_HSM, "HSM: %s", hsm_errmsg(h));
-		goto cleanup;
-	}
-	if (st_crl_export(s, rec, c->cfg->ca_label, c->days > 0 ? c->days : 7,
-			  c->out, &count, err, sizeof(err))) {
-		code = st_say(ST_EXIT_HSM, "crl export: %s", err);
-		goto cleanup;
-	}
-	snprintf(n, sizeof(n), "%ld", count);
-	if (st_audit_attach(h, rec, c->cfg, &a, err, sizeof(err)) ||
-	    rec_event(rec, "crl_export", NULL, "entries", n, "out", c->out, NULL))
+		return code;
+	rc = st_station_crl_export(c->st, c->days > 0 ? c->days : 7, c->out, &count,
+				   err, sizeof(err));
+	if (rc)
+		return st_say(ST_EXIT_HSM, rc == ST_E_NOTOKEN ? "HSM: %s" :
+			      "crl export: %s", err);
+	if (st_station_record_crl_export(c->st, count, c->out, err, sizeof(err)))
 		fprintf(stderr, "station: warning: the export could not be recorded: "
-			"%s\n", err[0] ? err : rec_errmsg(rec));
+			"%s\n", err);
 	printf("CRL with %ld revoked certificate%s written to %s\n", count,
 	       count == 1 ? "" : "s", c->out);
-	st_warn_open_certs(rec);
-cleanup:
-	st_audit_detach(rec, a);
-	hsm_session_close(s);
-	hsm_close(h);
-	rec_close(rec);
-	return code;
+	st_warn_open_certs(c->st);
+	st_station_audit_detach(c->st);
+	return 0;
 }
 
-void st_warn_open_certs(rec_store *rec)
+void st_warn_open_certs(st_station *st)
 {
 	st_cert_tally t;
 	char err[512] = "";
 
-	if (st_cert_tally_get(rec, &t, err, sizeof(err))) {
+	st_warn_cert_tally(st_station_cert_tally(st, &t, err, sizeof(err)), &t, err);
+}
+
+void st_warn_cert_tally(int rc, const st_cert_tally *tally, const char *err)
+{
+	if (rc) {
 		fprintf(stderr, "station: warning: cannot count the issued "
 			"certificates: %s\n", err);
 		return;
 	}
+	const st_cert_tally t = *tally;
+
 	if (t.open)
 		fprintf(stderr, "station: warning: %ld issued certificate%s belong%s "
 			"to open units (RUNNING: in work, or interrupted and not "
@@ -344,9 +310,6 @@ int st_cmd_close_interrupted(st_role_cli *c, int argc, char **argv)
 	const st_config *cfg = c->cfg;
 	st_close_result res;
 	char err[1024] = "";
-	rec_store *rec = NULL;
-	st_audit *a = NULL;
-	hsm *h = NULL;
 	int code, lock = -1;
 
 	(void)argv;
@@ -361,22 +324,22 @@ int st_cmd_close_interrupted(st_role_cli *c, int argc, char **argv)
 	/* No run may hold a RUNNING record while it is closed. */
 	if (st_run_lock(cfg->records_path, true, &lock, err, sizeof(err)))
 		return st_say(ST_EXIT_USAGE, "records close-interrupted: %s", err);
-	code = st_cli_open_store(cfg, &rec);
+	code = c->store(c->ctx, true);
 	if (!code)
-		code = c->open_hsm(c->ctx, &h);
+		code = c->login(c->ctx);
 	if (!code)
-		code = st_cli_authenticate(cfg, h, rec, c->supervisor_name,
+		code = st_cli_authenticate(c->st, c->supervisor_name,
 					   c->supervisor_password_file,
 					   "STATION_SUPERVISOR_PASSWORD",
 					   ST_ROLE_SUPERVISOR);
 	if (code)
 		goto cleanup;
-	if (st_audit_attach(h, rec, cfg, &a, err, sizeof(err))) {
+	if (st_station_audit_attach(c->st, err, sizeof(err))) {
 		code = st_say(ST_EXIT_HSM, "audit key: %s", err);
 		goto cleanup;
 	}
-	if (st_close_interrupted(rec, c->before, c->supervisor_name, c->reason,
-				 &res, err, sizeof(err))) {
+	if (st_station_close_interrupted(c->st, c->before, c->supervisor_name,
+					 c->reason, &res, err, sizeof(err))) {
 		code = st_say(ST_EXIT_RECORDS, "records close-interrupted: %s", err);
 		goto cleanup;
 	}
@@ -385,21 +348,15 @@ int st_cmd_close_interrupted(st_role_cli *c, int argc, char **argv)
 	       "to publish them\n", res.closed, res.closed == 1 ? "" : "s",
 	       res.revoked, res.revoked == 1 ? "" : "s", c->supervisor_name);
 cleanup:
-	st_audit_detach(rec, a);
-	hsm_close(h);
-	rec_close(rec);
+	st_station_audit_detach(c->st);
 	st_run_unlock(lock);
 	return code;
 }
 
 int st_cmd_quarantine(st_role_cli *c, int argc, char **argv)
 {
-	const st_config *cfg = c->cfg;
 	char err[1024] = "", state[32] = "";
-	rec_store *rec = NULL;
-	st_audit *a = NULL;
 	int64_t id = 0;
-	hsm *h = NULL;
 	int code, rc;
 
 	if (argc != 1 || strcmp(argv[0], "release") || !c->uid)
@@ -408,31 +365,31 @@ int st_cmd_quarantine(st_role_cli *c, int argc, char **argv)
 	if (!c->supervisor_name || !c->reason || !*c->reason)
 		return st_say(ST_EXIT_USAGE, "quarantine release: a supervisor releases a "
 			      "unit, with a reason: give --supervisor NAME and --reason TEXT");
-	code = st_cli_open_store(cfg, &rec);
+	code = c->store(c->ctx, true);
 	if (code)
 		return code;
 	/* Asked before the password: no supervisor is called for nothing. */
-	rc = rec_last_unit(rec, c->uid, &id, state, sizeof(state));
+	rc = st_station_last_unit(c->st, c->uid, &id, state, sizeof(state));
 	if (rc || strcmp(state, "QUARANTINE")) {
 		code = st_say(ST_EXIT_USAGE, "quarantine release: device %s is not "
 			      "quarantined (%s%s): nothing to release", c->uid,
 			      rc ? "no record" : "its last record is ", rc ? "" : state);
 		goto cleanup;
 	}
-	code = c->open_hsm(c->ctx, &h);
+	code = c->login(c->ctx);
 	if (!code)
-		code = st_cli_authenticate(cfg, h, rec, c->supervisor_name,
+		code = st_cli_authenticate(c->st, c->supervisor_name,
 					   c->supervisor_password_file,
 					   "STATION_SUPERVISOR_PASSWORD",
 					   ST_ROLE_SUPERVISOR);
 	if (code)
 		goto cleanup;
-	if (st_audit_attach(h, rec, cfg, &a, err, sizeof(err))) {
+	if (st_station_audit_attach(c->st, err, sizeof(err))) {
 		code = st_say(ST_EXIT_HSM, "audit key: %s", err);
 		goto cleanup;
 	}
-	rc = st_quarantine_release(rec, cfg, c->uid, c->supervisor_name, c->reason,
-				   &id, err, sizeof(err));
+	rc = st_station_quarantine_release(c->st, c->uid, c->supervisor_name,
+					   c->reason, &id, err, sizeof(err));
 	if (rc) {
 		code = st_say(rc == ST_E_STATE ? ST_EXIT_USAGE : ST_EXIT_RECORDS,
 			      "quarantine release: %s", err);
@@ -442,9 +399,7 @@ int st_cmd_quarantine(st_role_cli *c, int argc, char **argv)
 	       "%lld); it is provisioned again when next presented\n", c->uid,
 	       c->supervisor_name, (long long)id);
 cleanup:
-	st_audit_detach(rec, a);
-	hsm_close(h);
-	rec_close(rec);
+	st_station_audit_detach(c->st);
 	return code;
 }
 

@@ -7,8 +7,6 @@
 
 #include <stdbool.h>
 
-#include "hsm/hsm.h"
-#include "records/records.h"
 #include "station/station.h"
 
 typedef struct st_role_cli {
@@ -25,10 +23,13 @@ typedef struct st_role_cli {
 	const char *before;             /* --before DATE (close-interrupted) */
 	const char *roles;              /* --role R[,R...] for operator hash */
 	int days;                       /* --days N: CRL next update */
-	/* Open and log in to the HSM (main's PIN handling); 0 or an exit code
-	 * after printing the reason. */
-	int (*open_hsm)(void *ctx, hsm **out);
 	void *ctx;
+	st_station *st;                 /* the station: store and login stay its */
+	/* Log the station in to the HSM (the PIN); 0 or an exit code after
+	 * printing the reason. */
+	int (*login)(void *ctx);
+	/* Open the station's records; 0 or an exit code after saying why. */
+	int (*store)(void *ctx, bool rw);
 } st_role_cli;
 
 /* station profile keygen|pubkey|sign|verify|install; the exit code. */
@@ -43,15 +44,16 @@ int st_cmd_quarantine(st_role_cli *c, int argc, char **argv);
 int st_cmd_close_interrupted(st_role_cli *c, int argc, char **argv);
 
 /* Warn on stderr when issued certificates belong to open units or to
- * units that did not pass and are not revoked (crl export, verify). */
-void st_warn_open_certs(rec_store *rec);
+ * units that did not pass and are not revoked (crl export, verify): those
+ * of the station's store, or the tally t got with rc (err when rc). */
+void st_warn_open_certs(st_station *st);
+void st_warn_cert_tally(int rc, const st_cert_tally *t, const char *err);
 
 /* Authenticate name for role against the signed operator list (password
  * from file, else the environment variable env, else a no-echo prompt).
  * A refusal is recorded (event auth_refused, signed with the audit key of
- * h) and printed; returns 0 or the exit code. */
-int st_cli_authenticate(const st_config *cfg, hsm *h, rec_store *rec,
-			const char *name, const char *file, const char *env,
-			unsigned role);
+ * the station's token) and printed; returns 0 or the exit code. */
+int st_cli_authenticate(st_station *st, const char *name, const char *file,
+			const char *env, unsigned role);
 
 #endif

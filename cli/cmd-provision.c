@@ -17,9 +17,6 @@
 
 #include "base.h"
 #include "cli/cli.h"
-#include "station/checkpoint.h"
-#include "station/roles.h"
-#include "station/sync.h"
 
 static int exec_provision(struct cli *cli, int argc, char **argv);
 
@@ -142,7 +139,7 @@ static void on_event(const st_event *ev, void *ctx)
 /* Who runs (docs/roles.md): with an operator list, the operator proves who
  * they are (and must when roles.require); a re-provisioning run also needs
  * a supervisor, asked now.  0 or the exit code. */
-static int check_people(struct cli *cli, hsm *h, rec_store *rec)
+static int check_people(struct cli *cli)
 {
 	const st_config *cfg = &cli->cfg;
 	int code;
@@ -151,7 +148,7 @@ static int check_people(struct cli *cli, hsm *h, rec_store *rec)
 		return st_say(ST_EXIT_USAGE, "this station runs only for an operator on its "
 			      "list (roles.require): give --operator NAME");
 	if (cli->role.operator_name && (cfg->operators_path || cfg->roles_require)) {
-		code = st_cli_authenticate(cfg, h, rec, cli->role.operator_name,
+		code = st_cli_authenticate(cli->st, cli->role.operator_name,
 					   cli->role.password_file, "STATION_PASSWORD",
 					   ST_ROLE_OPERATOR);
 		if (code)
@@ -159,7 +156,7 @@ static int check_people(struct cli *cli, hsm *h, rec_store *rec)
 		cli->run.operator_authenticated = true;
 	}
 	if (cli->reprovision) {
-		code = st_cli_authenticate(cfg, h, rec, cli->role.supervisor_name,
+		code = st_cli_authenticate(cli->st, cli->role.supervisor_name,
 					   cli->role.supervisor_password_file,
 					   "STATION_SUPERVISOR_PASSWORD", ST_ROLE_SUPERVISOR);
 		if (code)
@@ -196,12 +193,13 @@ static void *stop_on_signal(void *arg)
 	return NULL;
 }
 
-/* st_provision(), stopping cleanly on a stop signal.  The signals stay
- * blocked afterwards: the process is about to print its summary and exit. */
-static int provision_run(hsm *h, rec_store *rec, struct cli *cli,
-			 const st_profile *prof, st_summary *sum, char *err,
-			 size_t errlen)
+/* A run on the station, waited for, stopping cleanly on a stop signal.
+ * The signals stay blocked afterwards: the process is about to print its
+ * summary and exit. */
+static int provision_run(struct cli *cli, const st_profile *prof,
+			 st_summary *sum, char *err, size_t errlen)
 {
+	st_run_handle *r = NULL;
 	struct stopper s;
 	bool watching;
 	pthread_t t;
@@ -216,8 +214,11 @@ static int provision_run(hsm *h, rec_store *rec, struct cli *cli,
 	pthread_sigmask(SIG_BLOCK, &s.set, NULL);
 	watching = !pthread_create(&t, NULL, stop_on_signal, &s);
 	cli->run.stop = &s.stop;
-	rc = st_provision(h, rec, &cli->cfg, prof, &cli->run, on_event, cli, sum,
-			  err, errlen);
+	memset(sum, 0, sizeof(*sum));
+	rc = st_station_run_start(cli->st, prof, &cli->run, on_event, cli, &r, err,
+				  errlen);
+	if (!rc)
+		st_station_run_wait(cli->st, r, sum);
 	cli->run.stop = NULL;
 	if (watching) {
 		pthread_cancel(t);
@@ -226,38 +227,12 @@ static int provision_run(hsm *h, rec_store *rec, struct cli *cli,
 	return rc;
 }
 
-/* The end of a run: a checkpoint of the chain's head, signed by the audit
- * key, written to the checkpoint directory, so a later cut of the chain's
- * end is seen (docs/records.md, "Checkpoints").  A failure is a warning:
- * every unit is on record already. */
-static int run_checkpoint(struct cli *cli, hsm *h, rec_store *rec,
-			  st_checkpoint *cp, char *err, size_t errlen)
-{
-	char dir[4096];
-	st_audit *a = NULL;
-	int rc;
-
-	rc = st_audit_open(h, cli->cfg.ca_label ? cli->cfg.ca_label : "issuing-ca",
-			   ST_AUDIT_LABEL, cli->cfg.station_id, &a, err, errlen);
-	if (!rc)
-		rc = st_checkpoint_make(rec, a, cli->cfg.station_id, -1, NULL, cp,
-					err, errlen);
-	st_checkpoint_dir(&cli->cfg, dir, sizeof(dir));
-	if (!rc)
-		rc = st_checkpoint_write(cp, a, dir, NULL, err, errlen);
-	st_audit_close(a);
-	return rc;
-}
-
 static int exec_provision(struct cli *cli, int argc, char **argv)
 {
 	char err[512] = "";
 	st_signed_info signed_info;
 	st_profile *prof = NULL;
-	rec_store *rec = NULL;
-	hsm *h = NULL;
-	st_sync_quota *quota = NULL;
-	st_checkpoint cp = { .body = NULL };
+	st_checkpoint_note cp;
 	char cperr[512] = "";
 	st_summary sum;
 	int rc, code, cprc;
@@ -273,32 +248,30 @@ static int exec_provision(struct cli *cli, int argc, char **argv)
 	if (st_profile_load_signed(&cli->cfg, cli->cfg.profile_path, &prof, &signed_info,
 				   err, sizeof(err)))
 		return st_say(ST_EXIT_USAGE, "profile refused: %s; nothing was provisioned", err);
-	code = cli_store(cli, true, &rec);
+	code = cli_store(cli, true);
 	if (code)
 		goto cleanup;
-	code = cli_login(cli, &h);
+	code = cli_login(cli);
 	if (code)
 		goto cleanup;
-	code = check_people(cli, h, rec);
+	code = check_people(cli);
 	if (code)
 		goto cleanup;
 	cli->run.profile_signer = signed_info.signer;
 	/* a work order's quota shared with other stations (docs/sync.md) */
 	rc = cli->dry_run ? ST_OK :
-	     st_sync_quota_open(cli->config_path, &cli->cfg, rec, cli->rec.work_order,
-				&quota, err, sizeof(err));
+	     st_station_run_quota(cli->st, cli->rec.work_order, err, sizeof(err));
 	if (rc) {
 		code = st_say(rc == ST_E_CONFIG || rc == ST_E_NOTFOUND || rc == ST_E_EXISTS ?
 			      ST_EXIT_USAGE : ST_EXIT_RECORDS, "sync: %s", err);
 		goto cleanup;
 	}
-	cli->run.quota = st_sync_quota_hook(quota);
 	cli->run.max_units = cli->max_units;
 	cli->run.burn_fuses = cli->burn_fuses && !cli->dry_run;
 	cli->run.dry_run = cli->dry_run;
 	cli->run.operator_name = cli->operator_name;
 	cli->run.work_order = cli->rec.work_order;
-	rc = provision_run(h, rec, cli, prof, &sum, err, sizeof(err));
+	rc = provision_run(cli, prof, &sum, err, sizeof(err));
 	if (rc) {
 		code = st_say(rc == ST_E_DB ? ST_EXIT_RECORDS : rc == ST_E_CONFIG ? ST_EXIT_USAGE :
 			      ST_EXIT_HSM, "%s", err);
@@ -312,30 +285,30 @@ static int exec_provision(struct cli *cli, int argc, char **argv)
 		code = sum.slot_errors ? ST_EXIT_LINK : 0;
 		goto cleanup;
 	}
-	cprc = run_checkpoint(cli, h, rec, &cp, cperr, sizeof(cperr));
+	cprc = st_station_checkpoint(cli->st, &cp, cperr, sizeof(cperr));
 	if (cprc)
 		fprintf(stderr, "station: warning: no checkpoint of the records was "
 			"written: %s\n", cperr);
 	if (cli->json) {
-		rec_stats rs = { 0 };
+		long long writes, commits;
 		json_t *o;
 
 		/* group commit at work: writes per commit (make bench) */
-		rec_get_stats(rec, &rs);
+		st_station_record_stats(cli->st, &writes, &commits);
 		o = json_pack("{s:s, s:i, s:i, s:i, s:i, s:i, s:i, s:s, s:I, s:I}",
 			      "event", "summary", "pass", sum.pass,
 			      "unfused", sum.unfused, "fail", sum.fail,
 			      "quarantine", sum.quarantine, "skipped", sum.skipped,
 			      "slot_errors", sum.slot_errors + sum.record_errors,
 			      "records", cli->cfg.records_path,
-			      "record_writes", (json_int_t)rs.writes,
-			      "record_commits", (json_int_t)rs.commits);
+			      "record_writes", (json_int_t)writes,
+			      "record_commits", (json_int_t)commits);
 		if (o && !cprc)
 			json_object_set_new(o, "checkpoint", json_pack(
 				"{s:s, s:I, s:s, s:s, s:s, s:s}",
-				"station", cp.cp.station, "seq", (json_int_t)cp.cp.seq,
-				"head_hash", cp.cp.head_hash, "at", cp.cp.at,
-				"audit_cert_sha256", cp.cp.audit_sha256,
+				"station", cp.station, "seq", (json_int_t)cp.seq,
+				"head_hash", cp.head_hash, "at", cp.at,
+				"audit_cert_sha256", cp.audit_sha256,
 				"file", cp.path));
 		else if (o)
 			json_object_set_new(o, "checkpoint_error", json_string(cperr));
@@ -355,15 +328,13 @@ static int exec_provision(struct cli *cli, int argc, char **argv)
 		if (!cprc)
 			printf("checkpoint: station %s, events 1..%lld, head %s, "
 			       "signed by the audit key; in %s (keep a copy away "
-			       "from the station)\n", cp.cp.station, cp.cp.seq,
-			       cp.cp.head_hash, cp.path);
+			       "from the station)\n", cp.station, cp.seq,
+			       cp.head_hash, cp.path);
 	}
 	code = sum.record_errors ? ST_EXIT_RECORDS : sum.hsm_errors ? ST_EXIT_HSM :
 	       sum.slot_errors ? ST_EXIT_LINK :
 	       (sum.fail || sum.quarantine) ? ST_EXIT_UNIT_FAILED : 0;
 cleanup:
-	st_checkpoint_free(&cp);
-	st_sync_quota_close(quota);
 	st_profile_free(prof);
 	return code;
 }

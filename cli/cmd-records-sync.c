@@ -1,146 +1,57 @@
-/* cmd_sync.c — the commands of the central copy of the records
+/* cmd-records-sync.c — the commands of the central copy of the records
  * (docs/sync.md): `records sync [--once|--follow|--status]`, `records
- * verify --pg` and the central side of `records workorder`.  The sync
- * configuration, its state file and the shared quota are the engine's
- * (station/sync.c); PostgreSQL itself is records/pgsync.c. */
-#include <dirent.h>
-#include <errno.h>
-#include <jansson.h>
-#include <signal.h>
+ * verify --pg` and the central side of `records workorder`.  The work is
+ * the station's (st_syncer, st_central_workorder_*: station/sync_cmds.c);
+ * this file parses and prints. */
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
-#include <time.h>
-#include <unistd.h>
 
 #include "base.h"
-#include "records/pgsync.h"
-#include "station/checkpoint.h"
 #include "cli/cli.h"
 #include "cli/cmd-records-sync.h"
-#include "station/sync.h"
 
 /* ---- records sync ---- */
 
-struct syncer {
+/* The login of a sync: the station's, its exit code kept for the end. */
+struct sync_login {
 	st_rec_cli *c;
-	st_sync_cfg scfg;
-	rec_store *r;
-	hsm *h;
-	st_audit *a;
+	st_syncer *s;
 	int hsm_code;           /* exit code when the HSM could not be opened */
 };
 
-/* Before the first local write (an alert): log in and sign with the
- * station's audit key, so the chain stays verifiable. */
-static int ready(void *ctx, rec_store *r)
+static int sync_login(void *ctx)
 {
-	struct syncer *s = ctx;
-	char err[512] = "";
-	int rc;
+	struct sync_login *l = ctx;
 
-	if (s->a)
-		return ST_OK;
-	if (!s->h && (s->hsm_code = s->c->open_hsm(s->c->ctx, &s->h)))
-		return ST_E_HSM;
-	rc = st_audit_attach(s->h, r, s->c->cfg, &s->a, err, sizeof(err));
-	if (rc)
-		st_say(ST_EXIT_HSM, "sync: the audit key: %s", err);
-	return rc;
+	l->hsm_code = l->c->login(l->c->ctx);
+	return l->hsm_code;
 }
 
-static void syncer_close(struct syncer *s)
+/* The syncer of the station, or an exit code after saying why. */
+static int open_syncer(st_rec_cli *c, struct sync_login *l)
 {
-	st_audit_detach(s->r, s->a);
-	hsm_close(s->h);
-	rec_close(s->r);
-	st_sync_config_free(&s->scfg);
-}
-
-static int open_syncer(st_rec_cli *c, struct syncer *s)
-{
-	char err[512] = "";
+	char err[1024] = "";
 	int rc;
 
-	memset(s, 0, sizeof(*s));
-	s->c = c;
-	if (st_sync_config_load(c->config_path, &s->scfg, err, sizeof(err)))
-		return st_say(ST_EXIT_USAGE, "configuration: %s", err);
-	if (!s->scfg.configured)
-		return st_say(ST_EXIT_USAGE, "sync: the configuration%s%s has no 'sync' "
-			      "group: give sync.conninfo (see docs/sync.md)",
-			      c->config_path ? " " : "", c->config_path ?
-			      c->config_path : "");
-	rc = rec_open(c->cfg->records_path, &s->r);
+	memset(l, 0, sizeof(*l));
+	l->c = c;
+	rc = st_syncer_open(c->st, sync_login, l, &l->s, err, sizeof(err));
 	if (rc)
-		return st_say(ST_EXIT_RECORDS, "records: cannot open %s: %s",
-			      c->cfg->records_path, s->r ? rec_errmsg(s->r) :
-			      st_strerror(rc));
+		return st_say(rc == ST_E_DB || rc == ST_E_NOMEM ? ST_EXIT_RECORDS :
+			      ST_EXIT_USAGE, "%s", err);
 	return 0;
 }
 
-/* The checkpoints of this station in its checkpoint directory that the
- * central database does not have yet (above its newest one) go there
- * first, so a chain that lost its tail since is seen by the same pass. */
-static int ship_checkpoints(struct syncer *s, pgs *p)
+/* Say why the audit key could not sign, when that stopped a pass. */
+static void say_audit_error(const struct sync_login *l)
 {
-	char dir[4096], path[4400], err[512];
-	struct dirent *d;
-	long long mark = 0;
-	DIR *dp;
-	int rc;
+	const char *why = st_syncer_audit_error(l->s);
 
-	st_checkpoint_dir(s->c->cfg, dir, sizeof(dir));
-	dp = opendir(dir);
-	if (!dp)
-		return ST_OK;   /* none written yet */
-	rc = pgs_checkpoint_mark(p, &mark);
-	while (!rc && (d = readdir(dp))) {
-		size_t n = strlen(d->d_name), siglen = 0;
-		rec_checkpoint cp;
-		uint8_t *sig = NULL;
-		char *body = NULL, hex[200];
-
-		if (n < 6 || strcmp(d->d_name + n - 5, ".json"))
-			continue;
-		snprintf(path, sizeof(path), "%s/%s", dir, d->d_name);
-		if (st_checkpoint_read(path, &body, &sig, &siglen, err, sizeof(err)) ||
-		    rec_checkpoint_parse(body, &cp) ||
-		    strcmp(cp.station, s->c->cfg->station_id) || cp.seq <= mark ||
-		    siglen == 0 || siglen * 2 >= sizeof(hex)) {
-			free(body);
-			free(sig);
-			continue;       /* not this station's, or shipped */
-		}
-		st_hex(sig, siglen, hex);
-		rc = pgs_checkpoint_put(p, body, hex);
-		free(body);
-		free(sig);
-	}
-	closedir(dp);
-	return rc;
+	if (why)
+		st_say(ST_EXIT_HSM, "sync: the audit key: %s", why);
 }
 
-/* One connection and one pass; the outcome goes to the state file. */
-static int sync_once(struct syncer *s, pgs **p, pgs_result *res)
-{
-	pgs_opts o = st_sync_opts(&s->scfg, s->c->cfg);
-	int rc = ST_OK;
-
-	if (!pgs_ok(*p)) {
-		pgs_close(*p);
-		*p = NULL;
-		rc = pgs_connect(&o, p);
-	}
-	if (!rc)
-		rc = ship_checkpoints(s, *p);
-	if (!rc)
-		rc = pgs_sync(*p, s->r, ready, s, res);
-	st_sync_note_result(s->c->cfg, res, rc ? pgs_errmsg(*p) : NULL);
-	return rc;
-}
-
-static void print_result(const st_rec_cli *c, const pgs_result *res)
+static void print_result(const st_rec_cli *c, const st_sync_pass *res)
 {
 	printf("sync: station %s: %lld events shipped in %lld batch%s; the "
 	       "central database holds events 1..%lld of %lld%s",
@@ -157,192 +68,130 @@ static void print_result(const st_rec_cli *c, const pgs_result *res)
 	fflush(stdout);
 }
 
-/* --follow: sync, wait, again; after a failure wait twice as long each
- * time (from 0.5 s up to sync.backoff_max_ms); SIGINT/SIGTERM end it. */
-static int follow(struct syncer *s)
+/* --follow's report of one pass. */
+static void on_follow(void *ctx, int rc, const st_sync_pass *res,
+		      const char *err, int retry_ms)
 {
-	int backoff = 500, wait_ms;
-	sigset_t stop, old;
-	pgs *p = NULL;
+	struct sync_login *l = ctx;
 
-	sigemptyset(&stop);
-	sigaddset(&stop, SIGINT);
-	sigaddset(&stop, SIGTERM);
-	sigprocmask(SIG_BLOCK, &stop, &old);
-	for (;;) {
-		pgs_result res = { 0 };
-		struct timespec ts;
-		int rc = sync_once(s, &p, &res);
-
-		if (rc == ST_E_HSM || rc == ST_E_VERIFY || rc == ST_E_CONFIG) {
-			/* retrying does not help: say it and stop */
-			st_say(ST_EXIT_RECORDS, "sync: %s", pgs_errmsg(p));
-			pgs_close(p);
-			sigprocmask(SIG_SETMASK, &old, NULL);
-			return rc == ST_E_HSM && s->hsm_code ? s->hsm_code :
-			       rc == ST_E_CONFIG ? ST_EXIT_USAGE : ST_EXIT_RECORDS;
-		}
-		if (rc) {
-			fprintf(stderr, "station: sync: %s; retrying in %d ms\n",
-				pgs_errmsg(p), backoff);
-			wait_ms = backoff;
-			backoff = backoff * 2 > s->scfg.backoff_max_ms ?
-				  s->scfg.backoff_max_ms : backoff * 2;
-		} else {
-			if (res.shipped || res.alerts_recorded)
-				print_result(s->c, &res);
-			backoff = 500;
-			wait_ms = s->scfg.interval_ms;
-		}
-		ts.tv_sec = wait_ms / 1000;
-		ts.tv_nsec = (long)(wait_ms % 1000) * 1000000L;
-		if (sigtimedwait(&stop, NULL, &ts) >= 0)
-			break;
+	if (rc) {
+		say_audit_error(l);
+		fprintf(stderr, "station: sync: %s; retrying in %d ms\n", err,
+			retry_ms);
+	} else {
+		print_result(l->c, res);
 	}
-	pgs_close(p);
-	sigprocmask(SIG_SETMASK, &old, NULL);
-	return 0;
 }
 
-static int status(struct syncer *s)
+/* --follow: sync, wait, again, until SIGINT/SIGTERM (st_syncer_follow). */
+static int follow(struct sync_login *l)
 {
-	json_t *o = st_sync_state_read(s->c->cfg, "sync");
-	pgs_opts po = st_sync_opts(&s->scfg, s->c->cfg);
-	long long server = json_integer_value(json_object_get(o, "server_seq"));
-	long long local = 0, events = 0, units = 0;
-	const char *ok = json_string_value(json_object_get(o, "last_ok"));
-	const char *bad = json_string_value(json_object_get(o, "last_error"));
-	const char *bad_at = json_string_value(json_object_get(o, "last_error_at"));
-	char when[32] = "", central[600];
-	pgs *p = NULL;
-	int code = 0;
+	char err[1024] = "";
+	int rc = st_syncer_follow(l->s, on_follow, l, err, sizeof(err));
 
-	/* the server's own mark when it can be reached, else the last known */
-	po.connect_timeout_s = po.connect_timeout_s < 3 ? po.connect_timeout_s : 3;
-	if (pgs_connect(&po, &p) == ST_OK && pgs_server_mark(p, &server, when) == ST_OK)
-		snprintf(central, sizeof(central), "reachable; last sync %s",
-			 when[0] ? when : "never");
-	else
-		snprintf(central, sizeof(central), "NOT reachable (%s); figures "
-			 "from the last sync", pgs_errmsg(p));
-	pgs_close(p);
-	if (pgs_local_lag(s->r, server, &local, &events, &units)) {
-		code = st_say(ST_EXIT_RECORDS, "sync: %s", rec_errmsg(s->r));
-		goto cleanup;
-	}
+	if (!rc)
+		return 0;
+	/* retrying does not help: say it and stop */
+	say_audit_error(l);
+	st_say(ST_EXIT_RECORDS, "sync: %s", err);
+	return rc == ST_E_HSM && l->hsm_code ? l->hsm_code :
+	       rc == ST_E_CONFIG ? ST_EXIT_USAGE : ST_EXIT_RECORDS;
+}
+
+static int status(struct sync_login *l)
+{
+	st_sync_status st;
+	char err[1024] = "";
+
+	if (st_syncer_status(l->s, &st, err, sizeof(err)))
+		return st_say(ST_EXIT_RECORDS, "sync: %s", err);
 	printf("sync status: station %s\n"
 	       "  local events:      %lld\n"
 	       "  central database:  %lld (%s)\n"
 	       "  lag:               %lld events, %lld units not yet shipped\n"
 	       "  last success:      %s\n"
 	       "  last error:        %s%s%s%s\n",
-	       s->c->cfg->station_id, local, server, central, events, units,
-	       ok ? ok : "never", bad ? bad : "none", bad_at ? " (" : "",
-	       bad_at ? bad_at : "", bad_at ? ")" : "");
-cleanup:
-	json_decref(o);
-	return code;
+	       l->c->cfg->station_id, st.local, st.server, st.central, st.events,
+	       st.units, st.last_ok[0] ? st.last_ok : "never",
+	       st.last_error[0] ? st.last_error : "none",
+	       st.last_error_at[0] ? " (" : "", st.last_error_at,
+	       st.last_error_at[0] ? ")" : "");
+	return 0;
 }
 
 int st_cmd_sync(st_rec_cli *c)
 {
-	struct syncer s;
+	struct sync_login l = { .c = c };
 	int code;
 
 	if (c->sync_once + c->sync_follow + c->sync_status > 1)
 		return st_say(ST_EXIT_USAGE, "records sync: give one of --once, "
 			      "--follow, --status");
-	code = open_syncer(c, &s);
+	code = open_syncer(c, &l);
 	if (code)
 		goto cleanup;
 	if (c->sync_status) {
-		code = status(&s);
+		code = status(&l);
 	} else if (c->sync_follow) {
-		code = follow(&s);
+		code = follow(&l);
 	} else {
-		pgs_result res = { 0 };
-		pgs *p = NULL;
-		int rc = sync_once(&s, &p, &res);
+		char err[1024] = "";
+		st_sync_pass res;
+		int rc = st_syncer_pass(l.s, &res, err, sizeof(err));
 
+		say_audit_error(&l);
 		if (rc == ST_OK)
 			print_result(c, &res);
-		else if (rc == ST_E_HSM && s.hsm_code)
-			code = s.hsm_code;
+		else if (rc == ST_E_HSM && l.hsm_code)
+			code = l.hsm_code;
 		else
 			code = st_say(rc == ST_E_CONFIG ? ST_EXIT_USAGE : ST_EXIT_RECORDS,
 				      "sync: %s (%lld events shipped before it)",
-				      pgs_errmsg(p), res.shipped);
-		pgs_close(p);
+				      err, res.shipped);
 	}
 cleanup:
-	syncer_close(&s);
+	st_syncer_close(l.s);
 	return code;
 }
 
 /* ---- records workorder ---- */
 
-/* Connect for a one-off command; NULL (with *code 0) without a sync group. */
-static pgs *connect_for(st_rec_cli *c, int *code)
-{
-	st_sync_cfg scfg;
-	char err[512] = "";
-	pgs_opts o;
-	pgs *p = NULL;
-
-	*code = 0;
-	if (st_sync_config_load(c->config_path, &scfg, err, sizeof(err))) {
-		*code = st_say(ST_EXIT_USAGE, "configuration: %s", err);
-		return NULL;
-	}
-	if (scfg.configured) {
-		o = st_sync_opts(&scfg, c->cfg);
-		if (pgs_connect(&o, &p)) {
-			*code = st_say(ST_EXIT_RECORDS, "central database: %s",
-				    pgs_errmsg(p));
-			pgs_close(p);
-			p = NULL;
-		}
-	}
-	st_sync_config_free(&scfg);
-	return p;
-}
-
 int st_sync_workorder_put(st_rec_cli *c, const char *id, long quota)
 {
-	int code, rc;
-	pgs *p = connect_for(c, &code);
+	char err[1024] = "";
+	bool central;
+	int rc = st_central_workorder_put(c->st, id, quota, &central, err,
+					  sizeof(err));
 
-	if (!p)
-		return code;
-	rc = pgs_workorder_put(p, id, quota);
 	if (rc)
-		code = st_say(rc == ST_E_EXISTS ? ST_EXIT_USAGE : ST_EXIT_RECORDS,
-			      "workorder: %s", pgs_errmsg(p));
-	else
+		return st_say(rc == ST_E_CONFIG || rc == ST_E_EXISTS ? ST_EXIT_USAGE :
+			      ST_EXIT_RECORDS, "%s", err);
+	if (central)
 		printf("work order %s is in the central database: its quota is "
 		       "shared by every station\n", id);
-	pgs_close(p);
-	return code;
+	return 0;
 }
 
 int st_sync_workorder_show(st_rec_cli *c, const char *id)
 {
-	pgs_workorder w;
-	int code, rc;
-	pgs *p = connect_for(c, &code);
+	st_central_workorder w;
+	char err[1024] = "";
+	bool central;
+	int rc = st_central_workorder_get(c->st, id, &w, &central, err, sizeof(err));
 
-	if (!p)
-		return code;
-	rc = pgs_workorder_get(p, id, &w);
-	if (rc == ST_OK && w.quota >= 0)
+	if (rc)
+		return st_say(rc == ST_E_CONFIG ? ST_EXIT_USAGE : ST_EXIT_RECORDS, "%s",
+			      err);
+	if (!central)
+		return 0;
+	if (w.error[0])
+		printf("central: %s\n", w.error);
+	else if (w.quota >= 0)
 		printf("central: quota %ld, %ld reserved by all stations (%ld PASS), "
 		       "%ld left; this station holds %ld pre-reserved\n", w.quota,
 		       w.reserved, w.pass, w.quota - w.reserved, w.allowance);
-	else if (rc == ST_OK)
-		printf("central: no quota, %ld PASS\n", w.pass);
 	else
-		printf("central: %s\n", pgs_errmsg(p));
-	pgs_close(p);
+		printf("central: no quota, %ld PASS\n", w.pass);
 	return 0;
 }
 
@@ -350,42 +199,36 @@ int st_sync_workorder_show(st_rec_cli *c, const char *id)
 
 int st_cmd_verify_pg(st_rec_cli *c)
 {
-	pgs_verify_result v;
-	struct syncer s;
-	pgs_opts o;
-	st_cli_trust *t = NULL;
-	pgs *p = NULL;
+	struct sync_login l = { .c = c };
+	char err[1024] = "";
+	st_pg_verify v;
+	st_trust *t = NULL;
 	int code, rc;
 
 	/* every station's audit certificates: from the CAs given with
 	 * --ca-cert (a fleet's, in one file), or else this token's */
-	code = st_cli_trust_open(c->cfg, c->ca_cert, c->open_hsm, c->ctx, &t);
+	code = st_cli_trust_open(c->ctx, c->ca_cert, true, &t);
 	if (code)
 		return code;
-	code = open_syncer(c, &s);
+	code = open_syncer(c, &l);
 	if (code)
 		goto cleanup;
-	o = st_sync_opts(&s.scfg, c->cfg);
-	rc = pgs_connect(&o, &p);
-	if (!rc)
-		rc = pgs_verify(p, s.r, st_cli_check_audit, t, &v);
+	rc = st_syncer_verify_pg(l.s, t, &v, err, sizeof(err));
 	if (rc == ST_OK) {
 		printf("central records OK: %d station%s, %lld events; every "
 		       "hash, link and signature checked, audit keys certified by "
 		       "%s\n", v.stations, v.stations == 1 ? "" : "s", v.events,
-		       st_cli_trust_what(t));
+		       st_trust_what(t));
 	} else if (rc == ST_E_VERIFY) {
 		/* the message names the event itself */
 		printf("central records TAMPERED: station %s: %s%s\n",
-		       v.bad_station, v.bad_seq ? "first bad record: " : "",
-		       rec_errmsg(s.r));
+		       v.bad_station, v.bad_seq ? "first bad record: " : "", err);
 		code = ST_EXIT_RECORDS;
 	} else {
-		code = st_say(ST_EXIT_RECORDS, "verify --pg: %s", pgs_errmsg(p));
+		code = st_say(ST_EXIT_RECORDS, "verify --pg: %s", err);
 	}
 cleanup:
-	pgs_close(p);
-	syncer_close(&s);
-	st_cli_trust_free(t);
+	st_syncer_close(l.s);
+	st_trust_free(t);
 	return code;
 }

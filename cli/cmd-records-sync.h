@@ -1,4 +1,4 @@
-/* cmd_sync.h — the commands of the central copy of the records
+/* cmd-records-sync.h — the commands of the central copy of the records
  * (docs/sync.md): `station records sync [--once|--follow|--status]`,
  * `station records verify --pg` and the central side of `records
  * workorder`.  The engine's side (configuration, lag, shared quota) is
@@ -7,7 +7,6 @@
 #define ST_CMD_SYNC_H
 
 #include "cli/cmd-records.h"
-#include "station/sync.h"
 
 /* station records sync [--once|--follow|--status]: returns the exit code. */
 int st_cmd_sync(st_rec_cli *c);

@@ -23,7 +23,18 @@
 #include "cli/cmd-records.h"
 #include "station/roles.h"
 #include "cli/cmd-records-sync.h"
-#include "station/x509.h"
+
+
+/* Open cfg's records into *r; 0, or ST_EXIT_RECORDS after saying why. */
+static int st_cli_open_store(const st_config *cfg, rec_store **r)
+{
+	int rc = rec_open(cfg->records_path, r);
+
+	if (rc)
+		return st_say(ST_EXIT_RECORDS, "records: cannot open %s: %s",
+			      cfg->records_path, *r ? rec_errmsg(*r) : st_strerror(rc));
+	return 0;
+}
 
 /* ---- verify ---- */
 
@@ -47,18 +58,18 @@ static int cmd_verify(st_rec_cli *c)
 {
 	rec_verify_result v;
 	rec_store *r = NULL;
-	st_cli_trust *t = NULL;
+	st_trust *t = NULL;
 	int rc, code;
 
 	/* every audit certificate must come from the station's CA: the one
 	 * given, or those in the token (never any issuer at all) */
-	code = st_cli_trust_open(c->cfg, c->ca_cert, c->open_hsm, c->ctx, &t);
+	code = st_cli_trust_open(c->ctx, c->ca_cert, true, &t);
 	if (code)
 		return code;
 	code = st_cli_open_store(c->cfg, &r);
 	if (code)
 		goto cleanup;
-	rc = rec_verify(r, st_cli_check_audit, t, &v);
+	rc = rec_verify(r, st_trust_check_audit, t, &v);
 	if (rc == ST_OK && c->anchor) {
 		/* a hash kept from an earlier export: events cut off the end
 		 * of the chain (with their rows) take it with them */
@@ -90,7 +101,7 @@ static int cmd_verify(st_rec_cli *c)
 			goto cleanup;
 		}
 		crc = rec_checkpoint_check(r, body, sig, siglen,
-					   st_cli_check_audit, t, &cp);
+					   st_trust_check_audit, t, &cp);
 		free(body);
 		free(sig);
 		if (crc == ST_OK && strcmp(cp.station, c->cfg->station_id)) {
@@ -115,8 +126,14 @@ static int cmd_verify(st_rec_cli *c)
 		       "certificate%s; every hash and signature checked, audit keys "
 		       "certified by %s\n", c->cfg->records_path, v.events, v.units,
 		       v.audit_certs, v.audit_certs == 1 ? "" : "s",
-		       st_cli_trust_what(t));
-		st_warn_open_certs(r);
+		       st_trust_what(t));
+		{
+			st_cert_tally tally;
+			char terr[512] = "";
+			int trc = st_cert_tally_get(r, &tally, terr, sizeof(terr));
+
+			st_warn_cert_tally(trc, &tally, terr);
+		}
 	} else if (rc == ST_E_VERIFY) {
 		/* rec_errmsg names the record itself ("event N ..."):
 		 * printing bad_seq as well said it twice */
@@ -132,7 +149,7 @@ static int cmd_verify(st_rec_cli *c)
 	}
 cleanup:
 	rec_close(r);
-	st_cli_trust_free(t);
+	st_trust_free(t);
 	return code;
 }
 
@@ -378,7 +395,8 @@ static int cmd_workorder(st_rec_cli *c, int argc, char **argv)
 		if (code)
 			goto cleanup;
 		/* its event is a signed link of the chain like any other */
-		code = c->open_hsm(c->ctx, &h);
+		code = c->login(c->ctx);
+		h = code ? NULL : st_station_hsm(c->st);
 		if (code)
 			goto cleanup;
 		if (st_audit_attach(h, r, c->cfg, &a, err, sizeof(err))) {
@@ -412,7 +430,6 @@ static int cmd_workorder(st_rec_cli *c, int argc, char **argv)
 	}
 cleanup:
 	st_audit_detach(r, a);
-	hsm_close(h);
 	rec_close(r);
 	return code;
 }
@@ -715,7 +732,7 @@ static int cmd_evidence(st_rec_cli *c)
 	size_t mlen = 0, dlen;
 	rec_verify_result v;
 	rec_store *r = NULL;
-	st_cli_trust *t = NULL;
+	st_trust *t = NULL;
 	st_audit *a = NULL;
 	hsm *h = NULL;
 	rec_filter f;
@@ -728,14 +745,15 @@ static int cmd_evidence(st_rec_cli *c)
 	code = st_cli_open_store(c->cfg, &r);
 	if (code)
 		return code;
-	code = c->open_hsm(c->ctx, &h);
+	code = c->login(c->ctx);
+	h = code ? NULL : st_station_hsm(c->st);
 	if (code)
 		goto cleanup;
 	/* audit certificates checked against the token's CAs, as verify does */
-	code = st_cli_trust_open(c->cfg, NULL, NULL, NULL, &t);
+	code = st_cli_trust_open(c->ctx, NULL, false, &t);
 	if (code)
 		goto cleanup;
-	if (rec_verify(r, st_cli_check_audit, t, &v)) {
+	if (rec_verify(r, st_trust_check_audit, t, &v)) {
 		code = st_say(ST_EXIT_RECORDS, "export: the records do not verify, no "
 			      "evidence written: %s", rec_errmsg(r));
 		goto cleanup;
@@ -818,8 +836,7 @@ cleanup:
 	json_decref(b.cert_lines);
 	json_decref(b.idents);
 	st_audit_detach(r, a);
-	st_cli_trust_free(t);
-	hsm_close(h);
+	st_trust_free(t);
 	rec_close(r);
 	return code;
 }
@@ -854,10 +871,9 @@ int st_cmd_audit(st_rec_cli *c, int argc, char **argv)
 {
 	const char *ca = c->cfg->ca_label ? c->cfg->ca_label : "issuing-ca";
 	char err[1024] = "", repair[600] = "";
-	const uint8_t *der, *p;
+	const uint8_t *der;
 	rec_store *r = NULL;
 	st_audit *a = NULL;
-	X509 *x = NULL;
 	hsm *h = NULL;
 	size_t len;
 	bool fresh;
@@ -865,7 +881,8 @@ int st_cmd_audit(st_rec_cli *c, int argc, char **argv)
 
 	if (argc != 1 || strcmp(argv[0], "init"))
 		return st_say(ST_EXIT_USAGE, "audit: say 'audit init [--out FILE]'");
-	code = c->open_hsm(c->ctx, &h);
+	code = c->login(c->ctx);
+	h = code ? NULL : st_station_hsm(c->st);
 	if (code)
 		return code;
 	rc = st_audit_open(h, ca, ST_AUDIT_LABEL, c->cfg->station_id, &a, err,
@@ -898,10 +915,10 @@ int st_cmd_audit(st_rec_cli *c, int argc, char **argv)
 		}
 	}
 	der = st_audit_cert(a, &len);
-	p = der;
-	x = d2i_X509(NULL, &p, (long)len);
-	if (c->out && (!x || st_write_pem(c->out, x, NULL, err, sizeof(err)))) {
-		code = st_say(ST_EXIT_USAGE, "audit init: %s", x ? err :
+	rc = c->out ? st_cert_der_write_pem(c->out, der, len, err, sizeof(err)) :
+	     ST_OK;
+	if (rc) {
+		code = st_say(ST_EXIT_USAGE, "audit init: %s", rc != ST_E_INVAL ? err :
 			      "the audit certificate does not parse");
 		goto cleanup;
 	}
@@ -917,9 +934,7 @@ int st_cmd_audit(st_rec_cli *c, int argc, char **argv)
 		printf("audit key '%s' already exists in token '%s'; its certificate "
 		       "is in %s\n", ST_AUDIT_LABEL, c->cfg->token_label, c->out);
 cleanup:
-	X509_free(x);
 	st_audit_close(a);
-	hsm_close(h);
 	rec_close(r);
 	return code;
 }

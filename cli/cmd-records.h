@@ -6,7 +6,6 @@
 
 #include <stdbool.h>
 
-#include "hsm/hsm.h"
 #include "station/station.h"
 
 typedef struct st_rec_cli {
@@ -23,10 +22,11 @@ typedef struct st_rec_cli {
 	const char *config_path;   /* the configuration file (its sync group) */
 	bool sync_once, sync_follow, sync_status; /* records sync --once ... */
 	bool pg;                   /* verify --pg: the central copy */
-	/* Open and log in to the HSM (main's PIN handling); 0 or an exit code
-	 * after printing the reason. */
-	int (*open_hsm)(void *ctx, hsm **out);
 	void *ctx;
+	st_station *st;            /* the station: its login stays its own */
+	/* Log the station in to the HSM (the PIN); 0 or an exit code after
+	 * printing the reason. */
+	int (*login)(void *ctx);
 } st_rec_cli;
 
 /* station records verify|list|show|export|workorder ...; returns the exit

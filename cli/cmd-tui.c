@@ -7,7 +7,6 @@
 
 #include "base.h"
 #include "cli/cli.h"
-#include "station/roles.h"
 #include "ui/ui.h"
 
 static int exec_tui(struct cli *cli, int argc, char **argv);
@@ -33,7 +32,6 @@ static int exec_tui(struct cli *cli, int argc, char **argv)
 	char err[512] = "", logpath[4096];
 	st_signed_info signed_info;
 	st_profile *prof = NULL;
-	rec_store *rec = NULL;
 	ui_opts o = { .ports = cli->run.ports, .nslots = cli->run.nslots,
 		      .log_path = cli->log_path };
 	int code;
@@ -57,7 +55,7 @@ static int exec_tui(struct cli *cli, int argc, char **argv)
 				   &signed_info, err, sizeof(err)))
 		return st_say(ST_EXIT_USAGE, "profile refused: %s; nothing was provisioned",
 			      err);
-	code = cli_store(cli, true, &rec);
+	code = cli_store(cli, true);
 	if (code)
 		goto cleanup;
 	o.prof = prof;

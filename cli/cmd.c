@@ -352,15 +352,14 @@ static int apply(struct cli *cli, enum cli_opt o, const char *v)
 	return 0;
 }
 
-int cli_login(struct cli *cli, hsm **out)
+int cli_login(struct cli *cli)
 {
 	char pin[256], err[512] = "";
 	size_t pinlen = 0;
 	const char *warn;
 	int rc;
 
-	*out = st_station_hsm(cli->st);
-	if (*out)
+	if (st_station_logged_in(cli->st))
 		return 0;
 	if (!(cli->entry->needs & CLI_NEED_HSM))
 		return st_say(ST_EXIT_HSM, "%s does not use the HSM", cli->entry->name);
@@ -393,55 +392,54 @@ int cli_login(struct cli *cli, hsm **out)
 	warn = st_station_pin_warning(cli->st);
 	if (warn)
 		fprintf(stderr, "station: warning: %s\n", warn);
-	*out = st_station_hsm(cli->st);
 	return 0;
 fail:
 	st_station_logout(cli->st);
 	return ST_EXIT_HSM;
 }
 
-/* The open_hsm of cmd-records.c and cmd-profile.c, which close what they
- * get: the station's login, handed over. */
-static int login_handed_over(void *ctx, hsm **out)
-{
-	struct cli *cli = ctx;
-	int code = cli_login(cli, out);
-
-	if (!code)
-		*out = st_station_hsm_take(cli->st);
-	return code;
-}
-
-int cli_store(struct cli *cli, bool rw, rec_store **out)
+int cli_store(struct cli *cli, bool rw)
 {
 	char err[600] = "";
 
-	*out = NULL;
 	if (!(cli->entry->needs & (rw ? CLI_NEED_STORE_RW :
 				   CLI_NEED_STORE_RO | CLI_NEED_STORE_RW)))
 		return st_say(ST_EXIT_RECORDS, "%s does not use the records",
 			      cli->entry->name);
 	if (st_station_store_open(cli->st, rw, err, sizeof(err)))
 		return st_say(ST_EXIT_RECORDS, "records: %s", err);
-	*out = st_station_store(cli->st);
 	return 0;
 }
 
 st_rec_cli *cli_rec(struct cli *cli)
 {
 	cli->rec.cfg = &cli->cfg;
-	cli->rec.open_hsm = login_handed_over;
 	cli->rec.ctx = cli;
+	cli->rec.st = cli->st;
+	cli->rec.login = cli_login_station;
 	cli->rec.out = cli->out;
 	cli->rec.config_path = cli->config_path;
 	return &cli->rec;
 }
 
+int cli_login_station(void *ctx)
+{
+	return cli_login(ctx);
+}
+
+/* The store of st_role_cli: the station's, kept by it. */
+static int role_store(void *ctx, bool rw)
+{
+	return cli_store(ctx, rw);
+}
+
 st_role_cli *cli_role(struct cli *cli)
 {
 	cli->role.cfg = &cli->cfg;
-	cli->role.open_hsm = login_handed_over;
 	cli->role.ctx = cli;
+	cli->role.st = cli->st;
+	cli->role.login = cli_login_station;
+	cli->role.store = role_store;
 	cli->role.out = cli->out;
 	cli->role.in = cli->in;
 	cli->role.key_type = cli->key_type;

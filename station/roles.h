@@ -12,20 +12,7 @@
 #include "records/records.h"
 #include "station/st_int.h"
 
-/* ---- Secrets from a file, the environment or a no-echo prompt (pin.c) ---- */
-
-typedef struct st_secret_src {
-	const char *file;       /* read its first line when set */
-	const char *env;        /* else this variable (removed once read) */
-	const char *file_opt;   /* the option naming file, for messages */
-	const char *what;       /* "PIN", "password", for messages */
-	const char *prompt;     /* else ask on /dev/tty with echo off */
-} st_secret_src;
-
-/* The secret (not NUL-terminated) into buf, *len its length; never from
- * argv.  The caller wipes buf with st_wipe(). */
-int st_secret_get(const st_secret_src *src, char *buf, size_t cap, size_t *len,
-		  char *err, size_t errlen);
+/* st_secret_src and st_secret_get() (pin.c) are in station.h. */
 
 /* ---- Signed files (signed.c) ---- */
 
@@ -42,27 +29,9 @@ int st_engkey(hsm_session *s, const char *label, hsm_keytype t, bool make,
 int st_sign_file(hsm_session *s, const char *label, const char *in,
 		 const char *out, char *err, size_t errlen);
 
-/* What a verified file is: the SHA-256 of exactly the bytes whose signature
- * checked, and which trust anchor signed them. */
-typedef struct st_signed_info {
-	char digest[65];        /* SHA-256 of the file, hex */
-	char signer[65];        /* SHA-256 of the signer's public key (DER), hex */
-	char anchor[512];       /* the trust.profile_keys entry that matched */
-} st_signed_info;
+/* st_verify_file() is in station.h. */
 
-/* Check path against path.sig (sig_path when not NULL) under the trust
- * anchors in cfg (trust.profile_keys).  ST_E_VERIFY when the signature is
- * missing, does not match (changed file or untrusted signer), or no anchor
- * is configured; err says which file, why and what to do. */
-int st_verify_file(const st_config *cfg, const char *path, const char *sig_path,
-		   st_signed_info *info, char *err, size_t errlen);
-
-/* st_verify_file() then st_profile_load(), refusing when the loaded bytes
- * are not the ones verified (the file changed in between): the profile a
- * run uses, and its digest in the records, is the signed one. */
-int st_profile_load_signed(const st_config *cfg, const char *path,
-			   st_profile **out, st_signed_info *info,
-			   char *err, size_t errlen);
+/* st_signed_info and st_profile_load_signed() are in station.h. */
 
 /* ---- Roles (roles.c): ST_ROLE_* and st_role_name() are in station.h ---- */
 
@@ -93,9 +62,7 @@ int st_authenticate(const st_config *cfg, hsm *h, rec_store *rec,
 		    bool signed_, char *why, size_t whylen, char *recerr,
 		    size_t recerrlen);
 
-/* A new yescrypt hash ("$y$...") of pw for an operator list entry. */
-int st_password_hash(const char *pw, size_t pwlen, char *out, size_t cap,
-		     char *err, size_t errlen);
+/* st_password_hash() is in station.h. */
 
 /* Release the quarantined device uid (its latest record QUARANTINE) on
  * the decision of supervisor, who has authenticated, for reason: a unit
@@ -156,29 +123,13 @@ int st_unit_revoke(rec_store *rec, int64_t unit_id, const char *serial,
 /* "cessationOfOperation" ... for a CRLReason code. */
 const char *st_crl_reason_name(int code);
 
-/* Issued certificates by fate. */
-typedef struct st_cert_tally {
-	long issued, live, revoked;
-	long open;              /* unit still RUNNING (in work or interrupted) */
-	long unrevoked;         /* unit ended FAIL/QUARANTINE, not revoked */
-} st_cert_tally;
-
+/* st_cert_tally is in station.h. */
 int st_cert_tally_get(rec_store *rec, st_cert_tally *t, char *err,
 		      size_t errlen);
 
-/* The run lock beside the records (RECORDS.run-lock): every run holds it
- * shared (st_run_start .. st_run_wait), so whoever gets it exclusive knows
- * that no process is working on a RUNNING record.  ST_E_STATE (err says
- * so) when a run holds it and exclusive was asked; *fd for st_run_unlock. */
-int st_run_lock(const char *records_path, bool exclusive, int *fd, char *err,
-		size_t errlen);
-void st_run_unlock(int fd);
+/* st_run_lock() and st_run_unlock() are in station.h. */
 
-/* What st_close_interrupted did. */
-typedef struct st_close_result {
-	long closed;            /* RUNNING records closed as FAIL */
-	long revoked;           /* certificates revoked */
-} st_close_result;
+/* st_close_result is in station.h. */
 
 /* `records close-interrupted`: with the run lock held exclusive, close
  * every RUNNING unit record (started before `before`, when given) as FAIL

@@ -133,8 +133,13 @@ int st_ca_info(hsm *h, const char *label, char *subject, size_t sublen,
  * token logged in (NULL if not) and the store opened (NULL if not). */
 hsm *st_station_hsm(st_station *st);
 rec_store *st_station_store(st_station *st);
-/* The logged-in token, handed over: the caller closes it (hsm_close) and
- * the station holds none after.  NULL when not logged in. */
-hsm *st_station_hsm_take(st_station *st);
+
+/* A rec_cert_check_fn, ctx the st_trust: an audit certificate counts
+ * only when one of the CAs issued and signed it, it is not a CA, and it
+ * carries the audit extendedKeyUsage; a CA-issued certificate without it
+ * counts only for a key such an audit certificate certifies too (the
+ * old certificate of a re-certified key: REC_CERT_SUPERSEDED), so a device
+ * certificate never does. */
+int st_trust_check_audit(void *ctx, const char *pem, char *why, size_t len);
 
 #endif

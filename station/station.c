@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "base.h"
+#include "station/checkpoint.h"
 #include "station/roles.h"
 #include "station/st_int.h"
 #include "station/sync.h"
@@ -16,6 +17,8 @@ struct st_station {
 	rec_store *rec;
 	st_audit *audit;        /* st_station_audit_attach() */
 	st_sync_quota *quota;   /* the running run's shared quota */
+	bool quota_ready;       /* st_station_run_quota() done for the next run */
+	bool running;           /* between run start and run wait */
 };
 
 int st_station_new(const st_config *cfg, const char *config_path,
@@ -225,38 +228,114 @@ int st_station_quarantine_release(st_station *st, const char *uid,
 				     new_id, err, errlen);
 }
 
+int st_station_run_quota(st_station *st, const char *work_order, char *err,
+			 size_t errlen)
+{
+	int rc;
+
+	if (st->running || st->quota_ready) {
+		snprintf(err, errlen, "a run is in progress");
+		return ST_E_STATE;
+	}
+	if (!st->rec) {
+		snprintf(err, errlen, "the records are not open");
+		return ST_E_STATE;
+	}
+	rc = st_sync_quota_open(st->config_path, st->cfg, st->rec, work_order,
+				&st->quota, err, errlen);
+	st->quota_ready = !rc;
+	return rc;
+}
+
+/* Give back the shared quota of a run that ended or did not start. */
+static void run_quota_release(st_station *st)
+{
+	st_sync_quota_close(st->quota);
+	st->quota = NULL;
+	st->quota_ready = false;
+}
+
 int st_station_run_start(st_station *st, const st_profile *prof, st_run *run,
 			 st_event_fn cb, void *cb_ctx, st_run_handle **out,
 			 char *err, size_t errlen)
 {
-	int rc;
+	int rc = ST_OK;
 
 	*out = NULL;
-	if (st->quota || !st->h || !st->rec) {
-		snprintf(err, errlen, "%s", st->quota ? "a run is in progress" :
+	if (st->running || !st->h || !st->rec) {
+		snprintf(err, errlen, "%s", st->running ? "a run is in progress" :
 			 !st->h ? "not logged in to the token" : "the records are not open");
 		return ST_E_STATE;
 	}
-	rc = st_sync_quota_open(st->config_path, st->cfg, st->rec,
-				run->work_order && run->work_order[0] ? run->work_order : NULL,
-				&st->quota, err, errlen);
+	if (!st->quota_ready && !run->dry_run)
+		rc = st_station_run_quota(st, run->work_order && run->work_order[0] ?
+					  run->work_order : NULL, err, errlen);
 	run->quota = st_sync_quota_hook(st->quota);
 	if (!rc)
 		rc = st_run_start(st->h, st->rec, st->cfg, prof, run, cb, cb_ctx, out,
 				  err, errlen);
 	if (rc) {
-		st_sync_quota_close(st->quota);
-		st->quota = NULL;
+		run_quota_release(st);
 		run->quota = NULL;
+		return rc;
 	}
-	return rc;
+	st->running = true;
+	return ST_OK;
 }
 
 void st_station_run_wait(st_station *st, st_run_handle *r, st_summary *sum)
 {
 	st_run_wait(r, sum);
-	st_sync_quota_close(st->quota);
-	st->quota = NULL;
+	run_quota_release(st);
+	st->running = false;
+}
+
+void st_station_record_stats(st_station *st, long long *writes,
+			     long long *commits)
+{
+	rec_stats rs = { 0 };
+
+	if (st->rec)
+		rec_get_stats(st->rec, &rs);
+	*writes = rs.writes;
+	*commits = rs.commits;
+}
+
+int st_station_checkpoint(st_station *st, st_checkpoint_note *out, char *err,
+			  size_t errlen)
+{
+	const st_config *cfg = st->cfg;
+	st_checkpoint cp = { .body = NULL };
+	char dir[4096];
+	st_audit *a = NULL;
+	int rc;
+
+	memset(out, 0, sizeof(*out));
+	if (!st->h || !st->logged_in || !st->rec) {
+		snprintf(err, errlen, "%s", !st->rec ? "the records are not open" :
+			 "not logged in to the token");
+		return ST_E_STATE;
+	}
+	rc = st_audit_open(st->h, cfg->ca_label ? cfg->ca_label : "issuing-ca",
+			   ST_AUDIT_LABEL, cfg->station_id, &a, err, errlen);
+	if (!rc)
+		rc = st_checkpoint_make(st->rec, a, cfg->station_id, -1, NULL, &cp,
+					err, errlen);
+	st_checkpoint_dir(cfg, dir, sizeof(dir));
+	if (!rc)
+		rc = st_checkpoint_write(&cp, a, dir, NULL, err, errlen);
+	st_audit_close(a);
+	if (!rc) {
+		snprintf(out->station, sizeof(out->station), "%s", cp.cp.station);
+		out->seq = cp.cp.seq;
+		snprintf(out->head_hash, sizeof(out->head_hash), "%s", cp.cp.head_hash);
+		snprintf(out->at, sizeof(out->at), "%s", cp.cp.at);
+		snprintf(out->audit_sha256, sizeof(out->audit_sha256), "%s",
+			 cp.cp.audit_sha256);
+		snprintf(out->path, sizeof(out->path), "%s", cp.path);
+	}
+	st_checkpoint_free(&cp);
+	return rc;
 }
 
 hsm *st_station_hsm(st_station *st)
@@ -267,16 +346,4 @@ hsm *st_station_hsm(st_station *st)
 rec_store *st_station_store(st_station *st)
 {
 	return st->rec;
-}
-
-hsm *st_station_hsm_take(st_station *st)
-{
-	hsm *h = st_station_hsm(st);
-
-	if (h) {
-		st_station_audit_detach(st);
-		st->h = NULL;
-		st->logged_in = false;
-	}
-	return h;
 }

@@ -118,6 +118,48 @@ bool st_profile_key_inject(const st_profile *p);
 const uint8_t *st_profile_rot_hash(const st_profile *p, unsigned *bank);
 
 
+/* ---- Secrets from a file, the environment or a no-echo prompt (pin.c) ---- */
+
+typedef struct st_secret_src {
+	const char *file;       /* read its first line when set */
+	const char *env;        /* else this variable (removed once read) */
+	const char *file_opt;   /* the option naming file, for messages */
+	const char *what;       /* "PIN", "password", for messages */
+	const char *prompt;     /* else ask on /dev/tty with echo off */
+} st_secret_src;
+
+/* The secret (not NUL-terminated) into buf, *len its length; never from
+ * argv.  The caller wipes buf with st_wipe(). */
+int st_secret_get(const st_secret_src *src, char *buf, size_t cap, size_t *len,
+		  char *err, size_t errlen);
+
+/* A new yescrypt hash ("$y$...") of pw for an operator list entry. */
+int st_password_hash(const char *pw, size_t pwlen, char *out, size_t cap,
+		     char *err, size_t errlen);
+
+/* What a verified file is: the SHA-256 of exactly the bytes whose signature
+ * checked, and which trust anchor signed them. */
+typedef struct st_signed_info {
+	char digest[65];        /* SHA-256 of the file, hex */
+	char signer[65];        /* SHA-256 of the signer's public key (DER), hex */
+	char anchor[512];       /* the trust.profile_keys entry that matched */
+} st_signed_info;
+
+/* Check path against path.sig (sig_path when not NULL) under the trust
+ * anchors in cfg (trust.profile_keys).  ST_E_VERIFY when the signature is
+ * missing, does not match (changed file or untrusted signer), or no anchor
+ * is configured; err says which file, why and what to do. */
+int st_verify_file(const st_config *cfg, const char *path, const char *sig_path,
+		   st_signed_info *info, char *err, size_t errlen);
+
+/* st_verify_file() then st_profile_load(), refusing when the loaded bytes
+ * are not the ones verified (the file changed in between): the profile a
+ * run uses, and its digest in the records, is the signed one. */
+int st_profile_load_signed(const st_config *cfg, const char *path,
+			   st_profile **out, st_signed_info *info,
+			   char *err, size_t errlen);
+
+
 /* What the engine reports. */
 typedef enum st_event_kind {
 	ST_EV_SLOT_READY,   /* programmer opened: detail = firmware */
@@ -371,6 +413,269 @@ int st_station_run_start(st_station *st, const st_profile *prof, st_run *run,
 			 char *err, size_t errlen);
 /* st_run_wait(), then release the run's shared quota. */
 void st_station_run_wait(st_station *st, st_run_handle *r, st_summary *sum);
+
+
+/* Set up the shared quota of work_order (NULL: none) for the next
+ * st_station_run_start(), separately for a caller that tells its errors
+ * apart (st_sync_quota_open: ST_E_CONFIG / ST_E_NOTFOUND / ST_E_EXISTS
+ * with err); without it st_station_run_start() does it (not for a dry
+ * run).  Released by st_station_run_wait() or a failed run start. */
+int st_station_run_quota(st_station *st, const char *work_order, char *err,
+			 size_t errlen);
+
+/* Writes and commits of the store so far (group commit at work). */
+void st_station_record_stats(st_station *st, long long *writes,
+			     long long *commits);
+
+/* A checkpoint written by st_station_checkpoint(). */
+typedef struct st_checkpoint_note {
+	char station[128];
+	long long seq;          /* events 1..seq */
+	char head_hash[65];
+	char at[32];
+	char audit_sha256[65];  /* the audit certificate that signed it */
+	char path[4096];        /* the .json written */
+} st_checkpoint_note;
+
+/* The end of a run: a checkpoint of the chain's head, signed by the audit
+ * key of the logged-in token, written to the checkpoint directory
+ * (docs/records.md, "Checkpoints").  ST_OK, or an error with err. */
+int st_station_checkpoint(st_station *st, st_checkpoint_note *out, char *err,
+			  size_t errlen);
+
+/* Issued certificates by fate. */
+typedef struct st_cert_tally {
+	long issued, live, revoked;
+	long open;              /* unit still RUNNING (in work or interrupted) */
+	long unrevoked;         /* unit ended FAIL/QUARANTINE, not revoked */
+} st_cert_tally;
+
+/* The run lock beside the records (RECORDS.run-lock): every run holds it
+ * shared (st_run_start .. st_run_wait), so whoever gets it exclusive knows
+ * that no process is working on a RUNNING record.  ST_E_STATE (err says
+ * so) when a run holds it and exclusive was asked; *fd for st_run_unlock. */
+int st_run_lock(const char *records_path, bool exclusive, int *fd, char *err,
+		size_t errlen);
+void st_run_unlock(int fd);
+
+/* What st_close_interrupted did. */
+typedef struct st_close_result {
+	long closed;            /* RUNNING records closed as FAIL */
+	long revoked;           /* certificates revoked */
+} st_close_result;
+
+/* ---- What the commands ask of the station (station/cmds.c) ----
+ * Each works on the store and the login the front end opened through the
+ * handle (st_station_store_open, st_station_login); ST_E_STATE with err
+ * when the one it needs is not open. */
+
+/* Is name a key type the token can make ("p256", "p384", "rsa3072",
+ * "ed25519")? */
+bool st_key_type_known(const char *name);
+
+/* `profile sign`: sign the file in with the engineering key label in the
+ * token, the detached signature to out.  `profile keygen|pubkey`: make
+ * (make true) a key of key_type (NULL: p256) labelled label, or only find
+ * it, and write its public key as PEM to pem_path.  ST_E_NOTOKEN when no
+ * session could be opened (err is the token's message); otherwise the
+ * operation's error with err (ST_E_IO: a file). */
+int st_station_sign_file(st_station *st, const char *label, const char *in,
+			 const char *out, char *err, size_t errlen);
+int st_station_engkey(st_station *st, const char *label, const char *key_type,
+		      bool make, const char *pem_path, char *err, size_t errlen);
+
+/* Record that engineer installed the signed profile prof (info) from
+ * from as path: event profile_install, with the station's audit signer
+ * attached (st_station_audit_attach).  err: the records' message. */
+int st_station_record_profile_install(st_station *st, const char *engineer,
+				      const st_profile *prof,
+				      const st_signed_info *info,
+				      const char *from, const char *path,
+				      char *err, size_t errlen);
+
+/* Does the store verify (every row its signed event)?  ST_OK, or the
+ * error with err the records' message. */
+int st_station_records_verify(st_station *st, char *err, size_t errlen);
+
+/* `crl export`: a CRL of every revoked certificate, signed in the token by
+ * the configured CA (hsm.ca_key; NULL: the newest valid), next update in
+ * days, to out; *count its entries.  ST_E_NOTOKEN as for
+ * st_station_sign_file(); otherwise err. */
+int st_station_crl_export(st_station *st, int days, const char *out,
+			  long *count, char *err, size_t errlen);
+
+/* Record an export of a CRL with entries entries to out (event
+ * crl_export), attaching the audit signer first.  err says why not. */
+int st_station_record_crl_export(st_station *st, long entries, const char *out,
+				 char *err, size_t errlen);
+
+/* Issued certificates of the store by fate (st_cert_tally). */
+int st_station_cert_tally(st_station *st, st_cert_tally *t, char *err,
+			  size_t errlen);
+
+/* The latest unit record of device uid: its id and state ("PASS", ...).
+ * ST_E_NOTFOUND when the device has none. */
+int st_station_last_unit(st_station *st, const char *uid, int64_t *unit_id,
+			 char *state, size_t statelen);
+
+/* `records close-interrupted` (st_close_interrupted) on the store, whose
+ * audit signer is attached; the caller holds the run lock exclusive. */
+int st_station_close_interrupted(st_station *st, const char *before,
+				 const char *supervisor, const char *reason,
+				 st_close_result *out, char *err, size_t errlen);
+
+
+/* What audit certificates are checked against (`records verify`, `verify
+ * --pg`, `export`): the CA certificates in the PEM file ca_cert (it may
+ * hold several), or else those in the configured token — read without
+ * logging in, and when none is visible that way and login is not NULL,
+ * after login(ctx) has logged the station in (nonzero: it said why;
+ * ST_E_PIN, err empty).  Otherwise ST_E_IO (ca_cert unreadable),
+ * ST_E_NOTOKEN (token unreachable), ST_E_HSM (its CAs unreadable),
+ * ST_E_NOTFOUND (it holds none) or ST_E_NOMEM, with err the sentence. */
+typedef struct st_trust st_trust;
+int st_trust_open(st_station *st, const char *ca_cert, int (*login)(void *ctx),
+		  void *ctx, st_trust **out, char *err, size_t errlen);
+/* "the CA given with --ca-cert", "the CA certificate in token 'x'". */
+const char *st_trust_what(const st_trust *t);
+void st_trust_free(st_trust *t);
+
+
+/* ---- The central copy of the records (station/sync_cmds.c) ----
+ * `records sync`, `records verify --pg` and the central side of `records
+ * workorder` (docs/sync.md) on the station's store.  Errors come back as
+ * err, a whole sentence ("configuration: ...", "sync: ..."). */
+typedef struct st_syncer st_syncer;
+
+/* What one sync pass did. */
+typedef struct st_sync_pass {
+	long long shipped;        /* events sent */
+	long long batches;        /* transactions committed */
+	long long server_seq;     /* this station's high-water mark there */
+	long long local_seq;      /* the local chain's last event */
+	long long conflicts;      /* new alerts raised by this station */
+	long long alerts_recorded; /* alerts written to the local store */
+} st_sync_pass;
+
+/* Ready the sync of the station's store: the configuration's sync group
+ * (ST_E_CONFIG: unreadable; ST_E_NOTFOUND: none), the store (ST_E_DB).
+ * login(ctx) logs the station in before the first local write (an alert
+ * signed with the audit key); nonzero: it said why, the pass fails with
+ * ST_E_HSM. */
+int st_syncer_open(st_station *st, int (*login)(void *ctx), void *ctx,
+		   st_syncer **out, char *err, size_t errlen);
+void st_syncer_close(st_syncer *s);
+
+/* One pass (connecting when not connected): the station's checkpoints not
+ * there yet, then the events; the outcome goes to the sync state file.
+ * err: the database's message.  When the audit signer could not be
+ * attached, st_syncer_audit_error() says why (NULL otherwise). */
+int st_syncer_pass(st_syncer *s, st_sync_pass *res, char *err, size_t errlen);
+const char *st_syncer_audit_error(const st_syncer *s);
+
+/* --follow: a pass, sync.interval_ms, again; after a failure twice as long
+ * each time (0.5 s up to sync.backoff_max_ms) until SIGINT or SIGTERM
+ * (ST_OK).  fn hears every pass that shipped something or recorded an
+ * alert (rc ST_OK), and every failure retried (rc, err, retry_ms).  A
+ * failure retrying cannot mend (ST_E_HSM, ST_E_VERIFY, ST_E_CONFIG) ends
+ * it: that rc, with err. */
+typedef void (*st_sync_follow_fn)(void *ctx, int rc, const st_sync_pass *res,
+				  const char *err, int retry_ms);
+int st_syncer_follow(st_syncer *s, st_sync_follow_fn fn, void *ctx, char *err,
+		     size_t errlen);
+
+/* --status: the figures of the local store and the central database (the
+ * server's mark when reachable, else those of the last sync). */
+typedef struct st_sync_status {
+	long long local;          /* local events */
+	long long server;         /* held centrally */
+	long long events, units;  /* not yet shipped */
+	char central[600];        /* "reachable; last sync ..." or "NOT reachable (...)..." */
+	char last_ok[64];         /* "" never */
+	char last_error[600];     /* "" none */
+	char last_error_at[64];   /* "" unknown */
+} st_sync_status;
+int st_syncer_status(st_syncer *s, st_sync_status *out, char *err,
+		     size_t errlen);
+
+/* `records verify --pg`: every station's chain held centrally, audit
+ * certificates checked against t.  ST_E_VERIFY with bad_station, bad_seq
+ * and err naming the record; otherwise err the database's message. */
+typedef struct st_pg_verify {
+	int stations;
+	long long events;
+	char bad_station[128];
+	long long bad_seq;
+} st_pg_verify;
+int st_syncer_verify_pg(st_syncer *s, st_trust *t, st_pg_verify *v, char *err,
+			size_t errlen);
+
+/* A work order in the central database. */
+typedef struct st_central_workorder {
+	long quota;               /* -1: none */
+	long reserved, pass, allowance;
+	char error[512];          /* "" when read; else why not (then only this) */
+} st_central_workorder;
+
+/* The central side of `records workorder create|show` when the
+ * configuration has a sync group (*central false, ST_OK, without one):
+ * put the work order there (an existing one must have the same quota:
+ * ST_E_EXISTS), or read it (w->error when it cannot be).  ST_E_CONFIG
+ * (the sync group), ST_E_DB (no connection), with err the sentence. */
+int st_central_workorder_put(st_station *st, const char *id, long quota,
+			     bool *central, char *err, size_t errlen);
+int st_central_workorder_get(st_station *st, const char *id,
+			     st_central_workorder *w, bool *central, char *err,
+			     size_t errlen);
+
+
+/* ---- The issuing CA in the token (`station ca`, station/cmds.c) ---- */
+
+/* The readable name of a key type ("EC P-256"; NULL: p256), or NULL when
+ * st_key_type_known() says no. */
+const char *st_key_type_name(const char *key_type);
+
+/* Can the logged-in token make and sign with a CA key of key_type (NULL:
+ * p256)?  ST_OK, or ST_E_HSM with err "a <type> CA: <why>". */
+int st_station_ca_mechanisms(st_station *st, const char *key_type, char *err,
+			     size_t errlen);
+
+typedef enum st_ca_op {
+	ST_CA_INIT,    /* a lab CA: key and self-signed certificate; note says
+			* what an interrupted init needed repaired ("" none) */
+	ST_CA_CSR,     /* key and a request (out) for an offline root */
+	ST_CA_IMPORT,  /* install the signed certificate (in) and its chain */
+	ST_CA_SHOW,    /* print the CA label (NULL: every issuing CA) to show */
+} st_ca_op;
+
+typedef struct st_ca_args {
+	const char *label;
+	const char *key_type;      /* NULL: p256 */
+	const char *cn, *org;
+	int days;
+	const char *out;           /* init: the PEM copy (may be NULL); csr: the request */
+	const char *in, *chain;    /* import */
+	void *show;                /* show: a FILE * */
+} st_ca_args;
+
+/* One `ca` operation on the logged-in token (station/ca.c does the work).
+ * ST_E_NOTOKEN when no session could be opened (err is the token's
+ * message); otherwise the operation's error with err (ST_E_IO: a file). */
+int st_station_ca(st_station *st, st_ca_op op, const st_ca_args *a, char *note,
+		  size_t notelen, char *err, size_t errlen);
+
+/* A repaired `ca init` goes on record where a store exists (a station that
+ * has provisioned), signed like any event: ST_OK (also with no store);
+ * otherwise err says why it is not on record. */
+int st_station_ca_repair_record(st_station *st, const char *label,
+				const char *note, char *err, size_t errlen);
+
+
+/* Write the certificate der (len bytes, DER) as PEM to path through a
+ * temp file, fsync and rename.  ST_E_INVAL when der does not parse (err
+ * untouched); otherwise as st_write_pem, with err. */
+int st_cert_der_write_pem(const char *path, const uint8_t *der, size_t len,
+			  char *err, size_t errlen);
 
 
 #endif
