@@ -373,65 +373,59 @@ static int cmd_show(st_rec_cli *c, const char *what)
 	return code;
 }
 
+/* A records step's failure, worded as the command always did. */
+static int rec_fail(const char *what, st_rec_step step, int rc, int notfound,
+		    const char *err)
+{
+	if (step == ST_REC_STEP_STORE)
+		return st_say(ST_EXIT_RECORDS, "records: %s", err);
+	if (step == ST_REC_STEP_AUDIT)
+		return st_say(ST_EXIT_HSM, "%s: the audit key: %s", what, err);
+	return st_say(rc == notfound ? ST_EXIT_USAGE : ST_EXIT_RECORDS, "%s: %s",
+		      what, err);
+}
+
 static int cmd_workorder(st_rec_cli *c, int argc, char **argv)
 {
-	rec_store *r = NULL;
-	rec_workorder wo;
-	st_audit *a = NULL;
-	hsm *h = NULL;
+	st_workorder_info wo;
+	st_rec_step step = 0;
 	char err[512];
 	int code, rc;
 
 	if (argc != 2 || (strcmp(argv[0], "create") && strcmp(argv[0], "show")))
 		return st_say(ST_EXIT_USAGE, "records workorder create ID [--quota N] | "
 			      "records workorder show ID");
-	code = st_cli_open_store(c->cfg, &r);
-	if (code)
-		return code;
 	if (!strcmp(argv[0], "create")) {
 		/* the central copy first (when sync is configured): a quota
 		 * that clashes there is refused before anything is written */
 		code = st_sync_workorder_put(c, argv[1], c->quota);
+		if (!code)
+			code = c->login(c->ctx);
 		if (code)
-			goto cleanup;
-		/* its event is a signed link of the chain like any other */
-		code = c->login(c->ctx);
-		h = code ? NULL : st_station_hsm(c->st);
-		if (code)
-			goto cleanup;
-		if (st_audit_attach(h, r, c->cfg, &a, err, sizeof(err))) {
-			code = st_say(ST_EXIT_HSM, "workorder: the audit key: %s", err);
-			goto cleanup;
-		}
-		rc = rec_workorder_create(r, argv[1], c->quota);
+			return code;
+		rc = st_records_workorder_create(c->st, c->cfg, argv[1], c->quota,
+						 &step, err, sizeof(err));
 		if (rc)
-			code = st_say(rc == ST_E_EXISTS ? ST_EXIT_USAGE : ST_EXIT_RECORDS,
-				      "workorder: %s", rec_errmsg(r));
-		else if (c->quota >= 0)
+			return rec_fail("workorder", step, rc, ST_E_EXISTS, err);
+		if (c->quota >= 0)
 			printf("work order %s created with a quota of %ld units\n",
 			       argv[1], c->quota);
 		else
 			printf("work order %s created without a quota\n", argv[1]);
-	} else {
-		rc = rec_workorder_get(r, argv[1], &wo);
-		if (rc)
-			code = st_say(rc == ST_E_NOTFOUND ? ST_EXIT_USAGE : ST_EXIT_RECORDS,
-				      "workorder: %s", rec_errmsg(r));
-		else if (wo.quota >= 0)
-			printf("work order %s: quota %ld, %ld PASS, %ld in work, %ld "
-			       "failed (not counted), %ld left\n", argv[1], wo.quota,
-			       wo.pass, wo.running, wo.failed,
-			       wo.quota - wo.pass - wo.running);
-		else
-			printf("work order %s: no quota, %ld PASS, %ld in work, %ld "
-			       "failed\n", argv[1], wo.pass, wo.running, wo.failed);
-		if (!rc)
-			code = st_sync_workorder_show(c, argv[1]);
+		return 0;
 	}
-cleanup:
-	st_audit_detach(r, a);
-	rec_close(r);
-	return code;
+	rc = st_records_workorder_get(c->cfg, argv[1], &wo, &step, err, sizeof(err));
+	if (rc)
+		return rec_fail("workorder", step, rc, ST_E_NOTFOUND, err);
+	if (wo.quota >= 0)
+		printf("work order %s: quota %ld, %ld PASS, %ld in work, %ld "
+		       "failed (not counted), %ld left\n", argv[1], wo.quota,
+		       wo.pass, wo.running, wo.failed,
+		       wo.quota - wo.pass - wo.running);
+	else
+		printf("work order %s: no quota, %ld PASS, %ld in work, %ld "
+		       "failed\n", argv[1], wo.pass, wo.running, wo.failed);
+	return st_sync_workorder_show(c, argv[1]);
 }
 
 /* ---- evidence bundle ---- */
@@ -870,73 +864,46 @@ int st_cmd_records(st_rec_cli *c, int argc, char **argv)
 int st_cmd_audit(st_rec_cli *c, int argc, char **argv)
 {
 	const char *ca = c->cfg->ca_label ? c->cfg->ca_label : "issuing-ca";
+	const char *label = st_audit_label();
 	char err[1024] = "", repair[600] = "";
-	const uint8_t *der;
-	rec_store *r = NULL;
-	st_audit *a = NULL;
-	hsm *h = NULL;
-	size_t len;
-	bool fresh;
+	st_rec_step step = 0;
+	bool created;
 	int code, rc;
 
 	if (argc != 1 || strcmp(argv[0], "init"))
 		return st_say(ST_EXIT_USAGE, "audit: say 'audit init [--out FILE]'");
 	code = c->login(c->ctx);
-	h = code ? NULL : st_station_hsm(c->st);
 	if (code)
 		return code;
-	rc = st_audit_open(h, ca, ST_AUDIT_LABEL, c->cfg->station_id, &a, err,
-			   sizeof(err));
-	if (rc) {
-		code = st_say(ST_EXIT_HSM, "audit init: %s", err);
-		goto cleanup;
-	}
-	if (st_audit_repaired(a))
-		snprintf(repair, sizeof(repair), "%s", st_audit_repaired(a));
-	fresh = st_audit_created(a) || repair[0];
-	if (!fresh && !c->out) {
-		code = st_say(ST_EXIT_HSM, "audit init: an audit key labelled '%s' "
+	rc = st_records_audit_init(c->st, c->cfg, ca, c->out, &created, repair,
+				   sizeof(repair), &step, err, sizeof(err));
+	if (rc && step == ST_REC_STEP_AUDIT)
+		return st_say(ST_EXIT_HSM, "audit init: %s", err);
+	if (rc && step == ST_REC_STEP_NOTHING)
+		return st_say(ST_EXIT_HSM, "audit init: an audit key labelled '%s' "
 			      "already exists in token '%s' with a valid audit "
 			      "certificate: nothing to do (--out FILE writes its "
-			      "certificate)", ST_AUDIT_LABEL, c->cfg->token_label);
-		goto cleanup;
-	}
-	if (fresh) {
-		/* the store gets the new certificate and what was repaired */
-		code = st_cli_open_store(c->cfg, &r);
-		if (code)
-			goto cleanup;
-		rc = st_audit_use(a, r, err, sizeof(err));
-		rec_set_signer(r, NULL, NULL, NULL, 0);
-		if (rc) {
-			code = st_say(ST_EXIT_RECORDS, "audit init: the audit key is "
-				      "ready in the token, but %s", err);
-			goto cleanup;
-		}
-	}
-	der = st_audit_cert(a, &len);
-	rc = c->out ? st_cert_der_write_pem(c->out, der, len, err, sizeof(err)) :
-	     ST_OK;
-	if (rc) {
-		code = st_say(ST_EXIT_USAGE, "audit init: %s", rc != ST_E_INVAL ? err :
+			      "certificate)", label, c->cfg->token_label);
+	if (rc && step == ST_REC_STEP_STORE)
+		return st_say(ST_EXIT_RECORDS, "records: %s", err);
+	if (rc && step == ST_REC_STEP_OP)
+		return st_say(ST_EXIT_RECORDS, "audit init: the audit key is "
+			      "ready in the token, but %s", err);
+	if (rc)
+		return st_say(ST_EXIT_USAGE, "audit init: %s", rc != ST_E_INVAL ? err :
 			      "the audit certificate does not parse");
-		goto cleanup;
-	}
 	if (repair[0])
-		printf("audit key '%s' in token '%s': %s%s%s\n", ST_AUDIT_LABEL,
+		printf("audit key '%s' in token '%s': %s%s%s\n", label,
 		       c->cfg->token_label, repair, c->out ? "; certificate in " : "",
 		       c->out ? c->out : "");
-	else if (fresh)
+	else if (created)
 		printf("audit key '%s' created in token '%s', certified by CA '%s'%s%s\n",
-		       ST_AUDIT_LABEL, c->cfg->token_label, ca,
+		       label, c->cfg->token_label, ca,
 		       c->out ? "; certificate in " : "", c->out ? c->out : "");
 	else
 		printf("audit key '%s' already exists in token '%s'; its certificate "
-		       "is in %s\n", ST_AUDIT_LABEL, c->cfg->token_label, c->out);
-cleanup:
-	st_audit_close(a);
-	rec_close(r);
-	return code;
+		       "is in %s\n", label, c->cfg->token_label, c->out);
+	return 0;
 }
 
 /* ---- The entries: `records` and `audit` ---- */

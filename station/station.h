@@ -678,4 +678,44 @@ int st_cert_der_write_pem(const char *path, const uint8_t *der, size_t len,
 			  char *err, size_t errlen);
 
 
+/* What the records commands ask of the station (station/records_cmds.c):
+ * `records workorder` and `audit init`.  Each opens cfg's records itself,
+ * as the commands always did.  On failure *step says which part failed
+ * and err why; the CLI words it. */
+typedef enum st_rec_step {
+	ST_REC_STEP_STORE = 1,  /* the records do not open: err "cannot open PATH: why" */
+	ST_REC_STEP_AUDIT,      /* the audit key (attach/open) */
+	ST_REC_STEP_OP,         /* the operation itself (rc says which) */
+	ST_REC_STEP_NOTHING,    /* audit init: a complete key, no --out */
+	ST_REC_STEP_OUT,        /* audit init --out: ST_E_INVAL: does not parse */
+} st_rec_step;
+
+/* The label of the station's audit key in the token. */
+const char *st_audit_label(void);
+
+/* A work order's counts: quota (-1 none), PASS, in work, failed. */
+typedef struct st_workorder_info {
+	long quota, pass, running, failed;
+} st_workorder_info;
+
+/* Create work order id (quota -1: none) as a signed event: the station
+ * must be logged in (its audit key signs).  ST_OK, or rc with *step. */
+int st_records_workorder_create(st_station *st, const st_config *cfg,
+				const char *id, long quota, st_rec_step *step,
+				char *err, size_t errlen);
+/* Work order id's counts; ST_E_NOTFOUND (step OP) when there is none. */
+int st_records_workorder_get(const st_config *cfg, const char *id,
+			     st_workorder_info *out, st_rec_step *step,
+			     char *err, size_t errlen);
+
+/* audit init: make the audit key or repair it (the logged-in station's
+ * token, CA ca_label), record a new certificate or a repair in the store,
+ * write the certificate as PEM to out when given.  *created: a new key;
+ * repaired: what was repaired ("" none). */
+int st_records_audit_init(st_station *st, const st_config *cfg,
+			  const char *ca_label, const char *out, bool *created,
+			  char *repaired, size_t replen, st_rec_step *step,
+			  char *err, size_t errlen);
+
+
 #endif
