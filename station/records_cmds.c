@@ -1,12 +1,26 @@
 /* records_cmds.c — what the records commands ask of the station
  * (station.h, "What the records commands ask of the station"): the work of
- * `records workorder` and `audit init` on cfg's records and the handle's
- * login, so that the CLI only parses and prints. */
+ * `records verify|list|show|export|workorder` and `audit init` on cfg's
+ * records and the handle's login, so that the CLI only parses and prints. */
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <openssl/bn.h>
+#include <openssl/ecdsa.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/sha.h>
+#include <openssl/x509v3.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "base.h"
 #include "records/records.h"
+#include "station/checkpoint.h"
+#include "station/roles.h"
 #include "station/st_int.h"
 
 /* Open cfg's records into *r; ST_OK, or rc with step STORE and err. */
@@ -20,6 +34,574 @@ static int open_store(const st_config *cfg, rec_store **r, st_rec_step *step,
 			 *r ? rec_errmsg(*r) : st_strerror(rc));
 		*step = ST_REC_STEP_STORE;
 	}
+	return rc;
+}
+
+/* ---- the records handle of `records verify|list|show|export` ---- */
+
+struct st_records {
+	rec_store *r;
+};
+
+int st_records_open(const st_config *cfg, st_records **out, char *err,
+		    size_t errlen)
+{
+	st_rec_step step;
+	st_records *h = calloc(1, sizeof(*h));
+	int rc;
+
+	*out = NULL;
+	if (!h) {
+		snprintf(err, errlen, "cannot open %s: %s", cfg->records_path,
+			 st_strerror(ST_E_NOMEM));
+		return ST_E_NOMEM;
+	}
+	rc = open_store(cfg, &h->r, &step, err, errlen);
+	if (rc) {
+		rec_close(h->r);
+		free(h);
+		return rc;
+	}
+	*out = h;
+	return ST_OK;
+}
+
+void st_records_close(st_records *r)
+{
+	if (r) {
+		rec_close(r->r);
+		free(r);
+	}
+}
+
+const char *st_records_errmsg(const st_records *r)
+{
+	return rec_errmsg(r->r);
+}
+
+static rec_filter filter(const st_unit_filter *f)
+{
+	if (!f)
+		return (rec_filter){ .work_order = NULL };
+	return (rec_filter){ .work_order = f->work_order, .since = f->since,
+			     .until = f->until, .result = f->result,
+			     .uid = f->uid, .unit_id = f->unit_id };
+}
+
+/* rec_unit_row and rec_event_row are st_unit_row and st_event_row field
+ * for field; the walks hand them on. */
+struct walk {
+	st_records_unit_fn ufn;
+	st_records_event_fn efn;
+	void *ctx;
+};
+
+static int walk_unit(void *ctx, const rec_unit_row *u)
+{
+	struct walk *w = ctx;
+	st_unit_row row = { .id = u->id, .slot = u->slot, .uid = u->uid,
+		.state = u->state, .reason = u->reason, .work_order = u->work_order,
+		.port = u->port, .station = u->station,
+		.operator_name = u->operator_name, .profile = u->profile,
+		.profile_digest = u->profile_digest, .cert_serial = u->cert_serial,
+		.cert_sha256 = u->cert_sha256, .cert_pem = u->cert_pem,
+		.pubkey = u->pubkey, .rot_hash = u->rot_hash,
+		.fuse_readback = u->fuse_readback, .started_at = u->started_at,
+		.finished_at = u->finished_at };
+
+	return w->ufn(w->ctx, &row);
+}
+
+static int walk_event(void *ctx, const rec_event_row *e)
+{
+	struct walk *w = ctx;
+	st_event_row row = { .seq = e->seq, .unit_id = e->unit_id, .at = e->at,
+		.kind = e->kind, .uid = e->uid, .body = e->body, .hash = e->hash,
+		.sig = e->sig };
+
+	return w->efn(w->ctx, &row);
+}
+
+int st_records_units(st_records *r, const st_unit_filter *f, st_records_unit_fn fn,
+		     void *ctx)
+{
+	struct walk w = { .ufn = fn, .ctx = ctx };
+	rec_filter rf = filter(f);
+
+	return rec_list_units(r->r, f ? &rf : NULL, walk_unit, &w);
+}
+
+int st_records_events(st_records *r, int64_t unit_id, st_records_event_fn fn,
+		      void *ctx)
+{
+	struct walk w = { .efn = fn, .ctx = ctx };
+
+	return rec_list_events(r->r, unit_id, walk_event, &w);
+}
+
+int st_records_verify(st_records *r, st_trust *t, st_records_verified *v)
+{
+	rec_verify_result rv;
+	int rc = rec_verify(r->r, st_trust_check_audit, t, &rv);
+
+	*v = (st_records_verified){ .events = rv.events, .units = rv.units,
+		.bad_seq = rv.bad_seq, .audit_certs = rv.audit_certs,
+		.head_seq = rv.head_seq };
+	return rc;
+}
+
+int st_records_checkpoint_check(st_records *r, const char *path, st_trust *t,
+				st_checkpoint_info *out, bool *read_failed,
+				char *err, size_t errlen)
+{
+	uint8_t *sig = NULL;
+	char *body = NULL;
+	size_t siglen = 0;
+	rec_checkpoint cp;
+	int rc;
+
+	*read_failed = false;
+	if (st_checkpoint_read(path, &body, &sig, &siglen, err, errlen)) {
+		*read_failed = true;
+		return ST_E_INVAL;
+	}
+	rc = rec_checkpoint_check(r->r, body, sig, siglen, st_trust_check_audit,
+				  t, &cp);
+	free(body);
+	free(sig);
+	if (rc == ST_OK) {
+		memset(out, 0, sizeof(*out));
+		snprintf(out->station, sizeof(out->station), "%s", cp.station);
+		out->seq = cp.seq;
+		snprintf(out->head_hash, sizeof(out->head_hash), "%s", cp.head_hash);
+		snprintf(out->at, sizeof(out->at), "%s", cp.at);
+	}
+	return rc;
+}
+
+int st_records_cert_tally(st_records *r, st_cert_tally *t, char *err,
+			  size_t errlen)
+{
+	return st_cert_tally_get(r->r, t, err, errlen);
+}
+
+/* A unit as a JSON object (the units.jsonl line); the same object as
+ * `records export` prints (cli/cmd-records.c). */
+static json_t *unit_json(const rec_unit_row *u, bool with_pem)
+{
+	json_t *o = json_pack("{s:I, s:s, s:s, s:i}", "id", (json_int_t)u->id,
+			      "uid", u->uid, "result", u->state, "slot", u->slot);
+	const struct { const char *k, *v; } f[] = {
+		{ "work_order", u->work_order }, { "reason", u->reason },
+		{ "port", u->port }, { "station", u->station },
+		{ "operator", u->operator_name }, { "profile", u->profile },
+		{ "profile_digest", u->profile_digest },
+		{ "cert_serial", u->cert_serial }, { "cert_sha256", u->cert_sha256 },
+		{ "pubkey", u->pubkey }, { "rot_hash", u->rot_hash },
+		{ "fuse_readback", u->fuse_readback },
+		{ "started_at", u->started_at }, { "finished_at", u->finished_at },
+		{ "cert_pem", with_pem ? u->cert_pem : NULL },
+	};
+
+	for (size_t i = 0; o && i < ST_ARRAY_SIZE(f); i++)
+		if (f[i].v)
+			json_object_set_new(o, f[i].k, json_string(f[i].v));
+	return o;
+}
+
+/* ---- records export --evidence: the bundle ---- */
+
+struct bundle {
+	const char *dir;
+	FILE *units, *events, *manifest_list;
+	char err[4608];
+	int certs, issued, revoked_pems;
+	char audit_pem[8192];
+	long long last_seq;             /* the last event in events.jsonl */
+	char last_hash[65];
+	json_t *cert_lines;    /* certs.jsonl, one object per issued certificate */
+	json_t *idents;        /* uid -> PEM of its newest PASS or UNFUSED unit */
+};
+
+/* Write text to dir/name (fsynced). */
+static int put_file(struct bundle *b, const char *name, const char *text,
+		    size_t len)
+{
+	char path[4096];
+	int fd, ok;
+
+	snprintf(path, sizeof(path), "%s/%s", b->dir, name);
+	fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0644);
+	if (fd < 0) {
+		snprintf(b->err, sizeof(b->err), "cannot create %s: %s", path,
+			 strerror(errno));
+		return -1;
+	}
+	ok = write(fd, text, len) == (ssize_t)len && fsync(fd) == 0;
+	ok = close(fd) == 0 && ok;
+	if (!ok)
+		snprintf(b->err, sizeof(b->err), "cannot write %s", path);
+	return ok ? 0 : -1;
+}
+
+static int bundle_unit(void *ctx, const rec_unit_row *u)
+{
+	struct bundle *b = ctx;
+	json_t *o = unit_json(u, false);
+
+	if (!o)
+		return ST_E_NOMEM;
+	json_dumpf(o, b->units, JSON_COMPACT | JSON_SORT_KEYS);
+	fputc('\n', b->units);
+	json_decref(o);
+	/* A device's identity is its newest PASS or UNFUSED unit's (units
+	 * come oldest first): an UNFUSED unit finished by an armed run is two
+	 * records with one certificate; a re-provisioned one supersedes the
+	 * old.  Written once, after the walk (bundle_idents). */
+	if (u->cert_pem && (!strcmp(u->state, "PASS") || !strcmp(u->state, "UNFUSED")) &&
+	    json_object_set_new(b->idents, u->uid, json_string(u->cert_pem)))
+		return ST_E_NOMEM;
+	return 0;
+}
+
+/* certs/<device-id>.pem: one per device with a PASS or UNFUSED unit. */
+static int bundle_idents(struct bundle *b)
+{
+	const char *uid;
+	json_t *pem;
+	char name[300];
+
+	json_object_foreach(b->idents, uid, pem) {
+		snprintf(name, sizeof(name), "certs/%s.pem", uid);
+		if (put_file(b, name, json_string_value(pem),
+			     strlen(json_string_value(pem))))
+			return ST_E_IO;
+		b->certs++;
+	}
+	return 0;
+}
+
+static int bundle_event(void *ctx, const rec_event_row *e)
+{
+	struct bundle *b = ctx;
+
+	fprintf(b->events, "{\"seq\":%lld,\"hash\":\"%s\",\"sig\":%s%s%s,\"body\":%s}\n",
+		(long long)e->seq, e->hash, e->sig ? "\"" : "",
+		e->sig ? e->sig : "null", e->sig ? "\"" : "", e->body);
+	b->last_seq = e->seq;
+	snprintf(b->last_hash, sizeof(b->last_hash), "%s", e->hash);
+	return 0;
+}
+
+/* sha256sum's format: hex, two spaces, name. */
+static int hash_line(struct bundle *b, const char *name, FILE *m)
+{
+	char path[4096], hex[65];
+	unsigned char buf[65536], dig[SHA256_DIGEST_LENGTH];
+	EVP_MD_CTX *h = EVP_MD_CTX_new();
+	size_t n;
+	FILE *f;
+	int ok;
+
+	snprintf(path, sizeof(path), "%s/%s", b->dir, name);
+	f = fopen(path, "rb");
+	ok = f && h && EVP_DigestInit_ex(h, EVP_sha256(), NULL) == 1;
+	while (ok && (n = fread(buf, 1, sizeof(buf), f)) > 0)
+		ok = EVP_DigestUpdate(h, buf, n) == 1;
+	ok = ok && !ferror(f) && EVP_DigestFinal_ex(h, dig, NULL) == 1;
+	if (f)
+		fclose(f);
+	EVP_MD_CTX_free(h);
+	if (!ok) {
+		snprintf(b->err, sizeof(b->err), "cannot read %s back", path);
+		return -1;
+	}
+	st_hex(dig, sizeof(dig), hex);
+	fprintf(m, "%s  %s\n", hex, name);
+	return 0;
+}
+
+static int manifest_idents(struct bundle *b)
+{
+	const char *uid;
+	json_t *pem;
+	char name[300];
+
+	json_object_foreach(b->idents, uid, pem) {
+		snprintf(name, sizeof(name), "certs/%s.pem", uid);
+		if (hash_line(b, name, b->manifest_list))
+			return ST_E_IO;
+	}
+	return 0;
+}
+
+/* PEM text of a DER certificate into buf. */
+static int der_to_pem(const uint8_t *der, size_t len, char *buf, size_t cap)
+{
+	X509 *x = d2i_X509(NULL, &der, (long)len);
+	BIO *bio = BIO_new(BIO_s_mem());
+	char *p;
+	long n = 0;
+
+	if (x && bio && PEM_write_bio_X509(bio, x))
+		n = BIO_get_mem_data(bio, &p);
+	if (n > 0 && (size_t)n < cap)
+		snprintf(buf, cap, "%.*s", (int)n, p);
+	X509_free(x);
+	BIO_free(bio);
+	return n > 0 && (size_t)n < cap ? 0 : -1;
+}
+
+/* The manifest's signature: the audit key signs SHA-256 of the manifest;
+ * stored as DER, the form `openssl dgst -verify -signature` reads. */
+static int sign_manifest(struct bundle *b, st_audit *a, const char *text,
+			 size_t len)
+{
+	uint8_t dig[SHA256_DIGEST_LENGTH], rs[64];
+	unsigned char *der = NULL;
+	ECDSA_SIG *sig = ECDSA_SIG_new();
+	BIGNUM *br = NULL, *bs = NULL;
+	int n, rc = -1;
+
+	SHA256((const unsigned char *)text, len, dig);
+	if (st_audit_sign(a, dig, rs)) {
+		snprintf(b->err, sizeof(b->err), "the audit key could not sign "
+			 "the manifest");
+		goto cleanup;
+	}
+	BN_free(br);
+	br = BN_bin2bn(rs, 32, NULL);
+	bs = BN_bin2bn(rs + 32, 32, NULL);
+	if (!sig || !br || !bs || !ECDSA_SIG_set0(sig, br, bs))
+		goto cleanup;
+	br = bs = NULL;
+	n = i2d_ECDSA_SIG(sig, &der);
+	rc = n > 0 ? put_file(b, "manifest.sig", (const char *)der, (size_t)n) : -1;
+cleanup:
+	BN_free(br);
+	BN_free(bs);
+	OPENSSL_free(der);
+	ECDSA_SIG_free(sig);
+	return rc;
+}
+
+/* The CA certificate, from the token, into the bundle. */
+static int ca_pem(const st_config *cfg, struct bundle *b, hsm *h)
+{
+	hsm_session *s = NULL;
+	uint8_t *der = NULL;
+	size_t len = 0;
+	char pem[8192];
+	int rc = -1;
+
+	if (hsm_session_open(h, &s) || hsm_cert_load(s, cfg->ca_label, &der, &len)) {
+		snprintf(b->err, sizeof(b->err), "no CA certificate '%s' in the token",
+			 cfg->ca_label);
+		goto cleanup;
+	}
+	if (der_to_pem(der, len, pem, sizeof(pem)) == 0)
+		rc = put_file(b, "ca.pem", pem, strlen(pem));
+cleanup:
+	free(der);
+	hsm_session_close(s);
+	return rc;
+}
+
+/* Fate of one issued certificate (certs.jsonl): the identity of a PASS
+ * unit ("valid"), "revoked" (with the reason), or neither — its unit is
+ * still "open" (RUNNING) or ended without a revocation ("not-revoked").
+ * The PEM of every certificate that is not a PASS identity goes to
+ * certs/revoked/<serial>.pem when the records hold it. */
+static int bundle_issued(void *ctx, const st_issued *c)
+{
+	struct bundle *b = ctx;
+	const char *fate = c->revoked ? "revoked" : c->live ? "valid" :
+			   !strcmp(c->state, "RUNNING") ? "open" : "not-revoked";
+	json_t *o = json_pack("{s:s, s:s, s:s, s:I, s:s, s:s}", "serial", c->serial,
+			      "sha256", c->sha256, "uid", c->uid, "unit",
+			      (json_int_t)c->unit_id, "unit_result", c->state,
+			      "fate", fate);
+	char name[300];
+
+	if (!o)
+		return ST_E_NOMEM;
+	if (c->revoked)
+		json_object_set_new(o, "revoked", json_pack("{s:i, s:s, s:s?, s:s?, s:s?}",
+			"crl_reason", c->crl_reason, "crl_reason_name",
+			st_crl_reason_name(c->crl_reason), "reason", c->revoke_reason,
+			"by", c->revoked_by, "at", c->revoked_at));
+	if (!c->live && c->pem) {
+		snprintf(name, sizeof(name), "certs/revoked/%s.pem", c->serial);
+		if (put_file(b, name, c->pem, strlen(c->pem))) {
+			json_decref(o);
+			return ST_E_IO;
+		}
+		json_object_set_new(o, "pem", json_string(name));
+		b->revoked_pems++;
+	}
+	b->issued++;
+	return json_array_append_new(b->cert_lines, o) ? ST_E_NOMEM : 0;
+}
+
+/* certs.jsonl, the CRL (signed by the CA in the HSM) and their manifest
+ * lines, plus the certs/revoked/ files. */
+static int bundle_certs(const st_config *cfg, struct bundle *b, rec_store *r, hsm *h,
+			const rec_filter *f, FILE *m)
+{
+	hsm_session *s = NULL;
+	char path[4096], err[1024] = "", *text = NULL;
+	size_t len = 0;
+	long count = 0;
+	FILE *t;
+	int rc = -1;
+
+	b->cert_lines = json_array();
+	if (!b->cert_lines || st_issued_list(r, f, bundle_issued, b, err, sizeof(err))) {
+		if (!b->err[0])
+			snprintf(b->err, sizeof(b->err), "the issued certificates: %s",
+				 err[0] ? err : "out of memory");
+		goto cleanup;
+	}
+	t = open_memstream(&text, &len);
+	if (!t)
+		goto cleanup;
+	for (size_t i = 0; i < json_array_size(b->cert_lines); i++) {
+		json_dumpf(json_array_get(b->cert_lines, i), t,
+			   JSON_COMPACT | JSON_SORT_KEYS);
+		fputc('\n', t);
+	}
+	fclose(t);
+	if (put_file(b, "certs.jsonl", text, len))
+		goto cleanup;
+	snprintf(path, sizeof(path), "%s/crl.pem", b->dir);
+	if (hsm_session_open(h, &s) ||
+	    st_crl_export(s, r, cfg->ca_label, 7, path, &count, err, sizeof(err))) {
+		snprintf(b->err, sizeof(b->err), "the CRL: %s", err[0] ? err :
+			 hsm_errmsg(h));
+		goto cleanup;
+	}
+	if (hash_line(b, "certs.jsonl", m) || hash_line(b, "crl.pem", m))
+		goto cleanup;
+	for (size_t i = 0; i < json_array_size(b->cert_lines); i++) {
+		const char *pem = json_string_value(json_object_get(
+					json_array_get(b->cert_lines, i), "pem"));
+
+		if (pem && hash_line(b, pem, m))
+			goto cleanup;
+	}
+	rc = 0;
+cleanup:
+	free(text);
+	hsm_session_close(s);
+	return rc;
+}
+
+/* records export --evidence DIR: only from a store that verifies; every
+ * file listed in manifest.sha256, which the audit key signs. */
+int st_records_evidence(st_records *rs, st_station *st, const st_config *cfg,
+			st_trust *t, const st_unit_filter *uf, const char *dir,
+			st_evidence_result *out, st_rec_step *step, char *err,
+			size_t errlen)
+{
+	struct bundle b = { .dir = dir, .idents = json_object() };
+	st_checkpoint cp = { .body = NULL };
+	char path[4096], *mtext = NULL;
+	const uint8_t *der;
+	size_t mlen = 0, dlen;
+	rec_verify_result v;
+	rec_store *r = rs->r;
+	st_audit *a = NULL;
+	hsm *h = st_station_hsm(st);
+	rec_filter f = filter(uf);
+	FILE *m = NULL;
+	int rc = ST_E_IO;
+
+	memset(b.last_hash, '0', 64);   /* an empty chain's head */
+	*step = ST_REC_STEP_OP;
+	err[0] = '\0';
+	if (rec_verify(r, st_trust_check_audit, t, &v)) {
+		*step = ST_REC_STEP_VERIFY;
+		rc = ST_E_VERIFY;
+		goto cleanup;
+	}
+	/* the key that signs the manifest is checked (and repaired, on
+	 * record) as at any start */
+	if (st_audit_attach(h, r, cfg, &a, b.err, sizeof(b.err))) {
+		snprintf(err, errlen, "%s", b.err);
+		*step = ST_REC_STEP_AUDIT;
+		rc = ST_E_HSM;
+		goto cleanup;
+	}
+	if (mkdir(b.dir, 0755) != 0) {
+		snprintf(err, errlen, "cannot create %s (%s): give a new "
+			 "directory", b.dir, strerror(errno));
+		*step = ST_REC_STEP_DIR;
+		goto cleanup;
+	}
+	snprintf(path, sizeof(path), "%s/certs", b.dir);
+	if (mkdir(path, 0755) == 0)
+		snprintf(path, sizeof(path), "%s/certs/revoked", b.dir);
+	if (mkdir(path, 0755) != 0) {
+		snprintf(err, errlen, "cannot create %s", path);
+		goto cleanup;
+	}
+	snprintf(path, sizeof(path), "%s/units.jsonl", b.dir);
+	b.units = fopen(path, "wx");
+	snprintf(path, sizeof(path), "%s/events.jsonl", b.dir);
+	b.events = fopen(path, "wx");
+	m = open_memstream(&mtext, &mlen);
+	b.manifest_list = m;
+	der = st_audit_cert(a, &dlen);
+	if (!b.units || !b.events || !m || !b.idents) {
+		snprintf(err, errlen, "cannot write in %s", b.dir);
+		goto cleanup;
+	}
+	if (rec_list_units(r, &f, bundle_unit, &b) || bundle_idents(&b) ||
+	    rec_list_events(r, 0, bundle_event, &b)) {
+		snprintf(err, errlen, "%s", b.err[0] ? b.err : rec_errmsg(r));
+		goto cleanup;
+	}
+	if (fflush(b.units) || fsync(fileno(b.units)) || fflush(b.events) ||
+	    fsync(fileno(b.events)) || ca_pem(cfg, &b, h) ||
+	    der_to_pem(der, dlen, b.audit_pem, sizeof(b.audit_pem)) ||
+	    put_file(&b, "audit.pem", b.audit_pem, strlen(b.audit_pem)) ||
+	    st_checkpoint_make(r, a, cfg->station_id, b.last_seq, b.last_hash,
+			       &cp, b.err, sizeof(b.err)) ||
+	    put_file(&b, "checkpoint.json", cp.body, strlen(cp.body)) ||
+	    put_file(&b, "checkpoint.sig", (const char *)cp.sig, cp.siglen) ||
+	    hash_line(&b, "units.jsonl", m) || hash_line(&b, "events.jsonl", m) ||
+	    hash_line(&b, "ca.pem", m) || hash_line(&b, "audit.pem", m) ||
+	    hash_line(&b, "checkpoint.json", m) || hash_line(&b, "checkpoint.sig", m) ||
+	    manifest_idents(&b) ||
+	    bundle_certs(cfg, &b, r, h, &f, m)) {
+		snprintf(err, errlen, "%s", b.err[0] ? b.err : "cannot write the bundle");
+		goto cleanup;
+	}
+	fclose(m);
+	m = NULL;
+	if (put_file(&b, "manifest.sha256", mtext, mlen) ||
+	    sign_manifest(&b, a, mtext, mlen)) {
+		snprintf(err, errlen, "%s", b.err);
+		goto cleanup;
+	}
+	rc = ST_OK;
+	*out = (st_evidence_result){ .last_seq = b.last_seq, .certs = b.certs,
+		.issued = b.issued, .revoked_pems = b.revoked_pems,
+		.cp_seq = cp.cp.seq };
+	snprintf(out->cp_head_hash, sizeof(out->cp_head_hash), "%s",
+		 cp.cp.head_hash);
+cleanup:
+	st_checkpoint_free(&cp);
+	if (m)
+		fclose(m);
+	free(mtext);
+	if (b.units)
+		fclose(b.units);
+	if (b.events)
+		fclose(b.events);
+	json_decref(b.cert_lines);
+	json_decref(b.idents);
+	st_audit_detach(r, a);
 	return rc;
 }
 

@@ -679,7 +679,7 @@ int st_cert_der_write_pem(const char *path, const uint8_t *der, size_t len,
 
 
 /* What the records commands ask of the station (station/records_cmds.c):
- * `records workorder` and `audit init`.  Each opens cfg's records itself,
+ * `records verify|list|show|export|workorder` and `audit init`.  Each opens cfg's records itself,
  * as the commands always did.  On failure *step says which part failed
  * and err why; the CLI words it. */
 typedef enum st_rec_step {
@@ -688,7 +688,104 @@ typedef enum st_rec_step {
 	ST_REC_STEP_OP,         /* the operation itself (rc says which) */
 	ST_REC_STEP_NOTHING,    /* audit init: a complete key, no --out */
 	ST_REC_STEP_OUT,        /* audit init --out: ST_E_INVAL: does not parse */
+	ST_REC_STEP_VERIFY,     /* export: the records do not verify */
+	ST_REC_STEP_DIR,        /* export: the directory cannot be made */
 } st_rec_step;
+
+/* The records of cfg, open for the records commands (`records verify|list|
+ * show|export`): a handle of their own, as those commands always had. */
+typedef struct st_records st_records;
+
+/* One unit row as stored (NULL: not set). */
+typedef struct st_unit_row {
+	int64_t id;
+	int slot;
+	const char *uid, *state, *reason, *work_order, *port, *station;
+	const char *operator_name, *profile, *profile_digest;
+	const char *cert_serial, *cert_sha256, *cert_pem, *pubkey;
+	const char *rot_hash, *fuse_readback, *started_at, *finished_at;
+} st_unit_row;
+
+/* One event of the chain, as stored. */
+typedef struct st_event_row {
+	int64_t seq, unit_id;
+	const char *at, *kind, *uid, *body, *hash, *sig;
+} st_event_row;
+
+/* Which units (NULL fields: any). */
+typedef struct st_unit_filter {
+	const char *work_order, *since, *until, *result, *uid;
+	int64_t unit_id;            /* 0: any */
+} st_unit_filter;
+
+/* Callbacks run with the store locked; non-zero stops the walk and is
+ * handed back. */
+typedef int (*st_records_unit_fn)(void *ctx, const st_unit_row *row);
+typedef int (*st_records_event_fn)(void *ctx, const st_event_row *row);
+
+/* Open cfg's records; ST_OK, or rc with err "cannot open PATH: why". */
+int st_records_open(const st_config *cfg, st_records **out, char *err,
+		    size_t errlen);
+void st_records_close(st_records *r);
+/* The store's last error, as a sentence. */
+const char *st_records_errmsg(const st_records *r);
+/* Units matching f (NULL: all), oldest first. */
+int st_records_units(st_records *r, const st_unit_filter *f, st_records_unit_fn fn,
+		     void *ctx);
+/* Events of one unit (unit_id > 0) or the whole chain (0), in order. */
+int st_records_events(st_records *r, int64_t unit_id, st_records_event_fn fn,
+		      void *ctx);
+
+/* What `records verify` found. */
+typedef struct st_records_verified {
+	long long events, units, bad_seq;
+	int audit_certs;
+	long long head_seq;
+} st_records_verified;
+
+/* Every hash and signature, audit certificates checked against t:
+ * ST_OK, ST_E_VERIFY (tampered: st_records_errmsg says where) or another
+ * error. */
+int st_records_verify(st_records *r, st_trust *t, st_records_verified *v);
+
+/* A signed checkpoint the chain must still hold. */
+typedef struct st_checkpoint_info {
+	char station[128];
+	long long seq;
+	char head_hash[65];
+	char at[32];
+} st_checkpoint_info;
+
+/* Check the checkpoint file path against the chain (audit certificates
+ * against t): ST_OK; ST_E_INVAL with err when the file does not read as
+ * one (*read_failed set); another rc when the chain does not hold it
+ * (st_records_errmsg says why). */
+int st_records_checkpoint_check(st_records *r, const char *path, st_trust *t,
+				st_checkpoint_info *out, bool *read_failed,
+				char *err, size_t errlen);
+
+/* Issued certificates of these records by fate. */
+int st_records_cert_tally(st_records *r, st_cert_tally *t, char *err,
+			  size_t errlen);
+
+/* What `records export --evidence DIR` wrote. */
+typedef struct st_evidence_result {
+	long long last_seq;         /* events.jsonl holds events 1..last_seq */
+	int certs;                  /* certs/<device-id>.pem */
+	int issued, revoked_pems;   /* certs.jsonl, certs/revoked/ */
+	long long cp_seq;           /* checkpoint.json: its event and hash */
+	char cp_head_hash[65];
+} st_evidence_result;
+
+/* The evidence bundle of the units matching f into the new directory dir
+ * (docs/evidence.md): only from records that verify (audit certificates
+ * against t); signed by the logged-in station's audit key, the CRL by its
+ * CA.  ST_OK, or rc with *step: VERIFY (st_records_errmsg says why),
+ * AUDIT, DIR (dir cannot be made: err), OP (err). */
+int st_records_evidence(st_records *r, st_station *st, const st_config *cfg,
+			st_trust *t, const st_unit_filter *f, const char *dir,
+			st_evidence_result *out, st_rec_step *step, char *err,
+			size_t errlen);
 
 /* The label of the station's audit key in the token. */
 const char *st_audit_label(void);
