@@ -145,28 +145,6 @@ struct lister {
 	int n;
 };
 
-static json_t *unit_json(const st_unit_row *u, bool with_pem)
-{
-	json_t *o = json_pack("{s:I, s:s, s:s, s:i}", "id", (json_int_t)u->id,
-			      "uid", u->uid, "result", u->state, "slot", u->slot);
-	const struct { const char *k, *v; } f[] = {
-		{ "work_order", u->work_order }, { "reason", u->reason },
-		{ "port", u->port }, { "station", u->station },
-		{ "operator", u->operator_name }, { "profile", u->profile },
-		{ "profile_digest", u->profile_digest },
-		{ "cert_serial", u->cert_serial }, { "cert_sha256", u->cert_sha256 },
-		{ "pubkey", u->pubkey }, { "rot_hash", u->rot_hash },
-		{ "fuse_readback", u->fuse_readback },
-		{ "started_at", u->started_at }, { "finished_at", u->finished_at },
-		{ "cert_pem", with_pem ? u->cert_pem : NULL },
-	};
-
-	for (size_t i = 0; o && i < ST_ARRAY_SIZE(f); i++)
-		if (f[i].v)
-			json_object_set_new(o, f[i].k, json_string(f[i].v));
-	return o;
-}
-
 /* CSV field: quoted when it holds a comma, quote or newline (RFC 4180). */
 static void csv(FILE *f, const char *v, bool last)
 {
@@ -191,7 +169,7 @@ static int print_unit(void *ctx, const st_unit_row *u)
 	json_t *o;
 
 	if (l->fmt == F_JSONL) {
-		o = unit_json(u, l->with_pem);
+		o = st_unit_json(u, l->with_pem);
 		if (!o)
 			return ST_E_NOMEM;
 		json_dumpf(o, stdout, JSON_COMPACT | JSON_SORT_KEYS);

@@ -96,10 +96,10 @@ struct walk {
 	void *ctx;
 };
 
-static int walk_unit(void *ctx, const rec_unit_row *u)
+/* A records row as the engine hands it to front ends. */
+static st_unit_row unit_row_of(const rec_unit_row *u)
 {
-	struct walk *w = ctx;
-	st_unit_row row = { .id = u->id, .slot = u->slot, .uid = u->uid,
+	return (st_unit_row){ .id = u->id, .slot = u->slot, .uid = u->uid,
 		.state = u->state, .reason = u->reason, .work_order = u->work_order,
 		.port = u->port, .station = u->station,
 		.operator_name = u->operator_name, .profile = u->profile,
@@ -108,6 +108,12 @@ static int walk_unit(void *ctx, const rec_unit_row *u)
 		.pubkey = u->pubkey, .rot_hash = u->rot_hash,
 		.fuse_readback = u->fuse_readback, .started_at = u->started_at,
 		.finished_at = u->finished_at };
+}
+
+static int walk_unit(void *ctx, const rec_unit_row *u)
+{
+	struct walk *w = ctx;
+	st_unit_row row = unit_row_of(u);
 
 	return w->ufn(w->ctx, &row);
 }
@@ -185,9 +191,9 @@ int st_records_cert_tally(st_records *r, st_cert_tally *t, char *err,
 	return st_cert_tally_get(r->r, t, err, errlen);
 }
 
-/* A unit as a JSON object (the units.jsonl line); the same object as
+/* A unit as a JSON object: the units.jsonl line of a bundle and the line
  * `records export` prints (cli/cmd-records.c). */
-static json_t *unit_json(const rec_unit_row *u, bool with_pem)
+json_t *st_unit_json(const st_unit_row *u, bool with_pem)
 {
 	json_t *o = json_pack("{s:I, s:s, s:s, s:i}", "id", (json_int_t)u->id,
 			      "uid", u->uid, "result", u->state, "slot", u->slot);
@@ -247,7 +253,8 @@ static int put_file(struct bundle *b, const char *name, const char *text,
 static int bundle_unit(void *ctx, const rec_unit_row *u)
 {
 	struct bundle *b = ctx;
-	json_t *o = unit_json(u, false);
+	st_unit_row row = unit_row_of(u);
+	json_t *o = st_unit_json(&row, false);
 
 	if (!o)
 		return ST_E_NOMEM;

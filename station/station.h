@@ -721,6 +721,11 @@ typedef struct st_unit_filter {
 /* Callbacks run with the store locked; non-zero stops the walk and is
  * handed back. */
 typedef int (*st_records_unit_fn)(void *ctx, const st_unit_row *row);
+
+/* A unit as a JSON object (jansson; the caller json_decref()s it): the
+ * line `records export` prints and a bundle's units.jsonl holds; with_pem
+ * adds the certificate PEM.  NULL when out of memory. */
+struct json_t *st_unit_json(const st_unit_row *u, bool with_pem);
 typedef int (*st_records_event_fn)(void *ctx, const st_event_row *row);
 
 /* Open cfg's records; ST_OK, or rc with err "cannot open PATH: why". */
