@@ -357,6 +357,7 @@ int st_cmd_quarantine(st_role_cli *c, int argc, char **argv)
 {
 	char err[1024] = "", state[32] = "";
 	int64_t id = 0;
+	st_verdict v;
 	int code, rc;
 
 	if (argc != 1 || strcmp(argv[0], "release") || !c->uid)
@@ -370,7 +371,7 @@ int st_cmd_quarantine(st_role_cli *c, int argc, char **argv)
 		return code;
 	/* Asked before the password: no supervisor is called for nothing. */
 	rc = st_station_last_unit(c->st, c->uid, &id, state, sizeof(state));
-	if (rc || strcmp(state, "QUARANTINE")) {
+	if (rc || !st_verdict_parse(state, &v) || v != ST_VERDICT_QUARANTINE) {
 		code = st_say(ST_EXIT_USAGE, "quarantine release: device %s is not "
 			      "quarantined (%s%s): nothing to release", c->uid,
 			      rc ? "no record" : "its last record is ", rc ? "" : state);

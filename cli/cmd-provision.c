@@ -55,18 +55,20 @@ static void on_event(const st_event *ev, void *ctx)
 			fprintf(stderr, "slot %d: unit %s started\n", ev->slot, ev->uid);
 		break;
 	case ST_EV_STEP:
-		if (cli->verbose || (!cli->json && strcmp(ev->outcome, "ok")))
+		if (cli->verbose || (!cli->json && ev->outcome != ST_OUTCOME_OK))
 			fprintf(stderr, "slot %d: unit %s: %-11s %-4s %s\n", ev->slot,
-				ev->uid ? ev->uid : "-", ev->step, ev->outcome, ev->detail);
+				ev->uid ? ev->uid : "-", st_step_name(ev->step),
+				st_outcome_name(ev->outcome), ev->detail);
 		break;
 	case ST_EV_UNIT_DONE:
 		if (cli->json) {
 			o = json_pack("{s:s, s:i, s:s, s:s, s:s, s:s?, s:s?, s:s?, s:s?, s:I,"
 				      " s:{s:I, s:I, s:I, s:I}, s:{s:I, s:I, s:I, s:I}}",
 				      "event", "unit", "slot", ev->slot, "port", ev->port,
-				      "uid", ev->uid, "result", ev->result,
+				      "uid", ev->uid, "result", st_verdict_name(ev->result),
 				      "cert_serial", ev->cert_serial,
-				      "cert_sha256", ev->cert_sha256, "fuses", ev->fuses,
+				      "cert_sha256", ev->cert_sha256,
+				      "fuses", st_fuses_name(ev->fuses),
 				      "reason", ev->detail, "ms", (json_int_t)ev->elapsed_ms,
 				      "us", "records", (json_int_t)ev->us_records,
 				      "hsm", (json_int_t)ev->us_hsm,
@@ -76,7 +78,7 @@ static void on_event(const st_event *ev, void *ctx)
 				      "retries", (json_int_t)ev->link_retries,
 				      "garbled", (json_int_t)ev->link_garbled,
 				      "silent", (json_int_t)ev->link_silent);
-		} else if (!strcmp(ev->result, "PASS")) {
+		} else if (ev->result == ST_VERDICT_PASS) {
 			char link[96] = "";
 
 			/* Re-sends on a PASS are a fixture going bad: say so. */
@@ -86,15 +88,17 @@ static void on_event(const st_event *ev, void *ctx)
 					 (long long)ev->link_commands);
 			printf("slot %d: unit %s PASS  cert %s  fuses %s  (%lld ms%s)\n",
 			       ev->slot, ev->uid, ev->cert_serial,
-			       ev->fuses ? ev->fuses : "-", (long long)ev->elapsed_ms,
+			       ev->fuses ? st_fuses_name(ev->fuses) : "-",
+			       (long long)ev->elapsed_ms,
 			       link);
-		} else if (!strcmp(ev->result, "UNFUSED")) {
+		} else if (ev->result == ST_VERDICT_UNFUSED) {
 			printf("slot %d: unit %s UNFUSED  cert %s  provisioned, not locked: "
 			       "fuses and lifecycle untouched (finish it with --burn-fuses)"
 			       "  (%lld ms)\n", ev->slot, ev->uid, ev->cert_serial,
 			       (long long)ev->elapsed_ms);
 		} else {
-			printf("slot %d: unit %s %s: %s\n", ev->slot, ev->uid, ev->result,
+			printf("slot %d: unit %s %s: %s\n", ev->slot, ev->uid,
+			       st_verdict_name(ev->result),
 			       ev->detail ? ev->detail : "");
 		}
 		break;

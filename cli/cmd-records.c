@@ -225,10 +225,8 @@ static int parse_fmt(const char *s, enum fmt def, enum fmt *out)
 static int filter_from(st_rec_cli *c, st_unit_filter *f)
 {
 	*f = (st_unit_filter){ .work_order = c->work_order, .since = c->since,
-			   .until = c->until, .result = c->result, .uid = c->uid };
-	if (c->result && strcmp(c->result, "PASS") && strcmp(c->result, "FAIL") &&
-	    strcmp(c->result, "QUARANTINE") && strcmp(c->result, "RUNNING") &&
-	    strcmp(c->result, "UNFUSED"))
+			   .until = c->until, .uid = c->uid };
+	if (c->result && !st_unit_filter_result(f, c->result))
 		return -1;
 	return 0;
 }

@@ -41,12 +41,12 @@ static int revoke_abandoned(struct unit *u, const char *how)
 			continue;  /* already revoked / a live identity / issued nothing */
 		if (rc) {
 			u->stop_slot = true;
-			return fail(u, STEP_REVOKE, ST_E_DB, "cannot revoke the certificate "
+			return fail(u, ST_STEP_REVOKE, ST_E_DB, "cannot revoke the certificate "
 				    "(serial %s) of unit record %lld: %s",
 				    h->abandoned[i].serial, (long long)h->abandoned[i].unit,
 				    err);
 		}
-		if (step(u, STEP_REVOKE, "ok", "certificate serial %s of unit record %lld "
+		if (step(u, ST_STEP_REVOKE, ST_OUTCOME_OK, "certificate serial %s of unit record %lld "
 			 "revoked (%s): %s", h->abandoned[i].serial,
 			 (long long)h->abandoned[i].unit,
 			 st_crl_reason_name(REC_CRL_SUPERSEDED), reason))
@@ -70,7 +70,7 @@ static int not_resumed(struct unit *u, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(why, sizeof(why), fmt, ap);
 	va_end(ap);
-	if (step(u, STEP_RESUME, "skip", "the certificate of unit record %lld (serial "
+	if (step(u, ST_STEP_RESUME, ST_OUTCOME_SKIP, "the certificate of unit record %lld (serial "
 		 "%s) is not resumed: %s; a new identity", (long long)h->cert_unit,
 		 h->cert_serial, why))
 		return ST_E_DB;
@@ -106,14 +106,14 @@ int resume_identity(struct unit *u, X509 **out)
 	if (!h->cert_unit || h->cert_revoked)
 		return revoke_abandoned(u, "re-provisioned");
 	if (locked && !u->w->job->run->burn_fuses)
-		return fail(u, STEP_CERTIFICATE, ST_E_STATE, "the unit was locked by an "
+		return fail(u, ST_STEP_CERTIFICATE, ST_E_STATE, "the unit was locked by an "
 			    "interrupted run: resuming it verifies its fuse plan, which "
 			    "needs --burn-fuses");
 	rc = drv_read_cert(u->dev, der, sizeof(der), &len);
 	if (!rc)
 		rc = drv_get_pubkey(u->dev, pub);
 	if (rc && (st_err_is_link(rc) || locked))
-		return fail(u, STEP_CERTIFICATE, rc, "resuming unit record %lld: reading "
+		return fail(u, ST_STEP_CERTIFICATE, rc, "resuming unit record %lld: reading "
 			    "the device's certificate and key failed: %s",
 			    (long long)h->cert_unit, drv_errmsg(u->dev));
 	if (rc)
@@ -126,7 +126,7 @@ int resume_identity(struct unit *u, X509 **out)
 	if (!cert || !devkey || X509_verify(cert, X509_get0_pubkey(u->ca)) != 1 ||
 	    EVP_PKEY_eq(X509_get0_pubkey(cert), devkey) != 1 ||
 	    strcasecmp(fp, h->cert_fp)) {
-		rc = locked ? fail(u, STEP_CERTIFICATE, ST_E_VERIFY, "resuming a locked "
+		rc = locked ? fail(u, ST_STEP_CERTIFICATE, ST_E_VERIFY, "resuming a locked "
 				   "unit: the certificate on the device is not the one "
 				   "unit record %lld issued (serial %s), does not verify "
 				   "against the CA or does not certify the device's key: "
@@ -143,12 +143,12 @@ int resume_identity(struct unit *u, X509 **out)
 	snprintf(u->fp, sizeof(u->fp), "%s", fp);
 	free(u->cert_pem);
 	u->cert_pem = pem_of(cert);
-	rc = step(u, STEP_CERTIFICATE, "ok", "resumed: the certificate on the %sdevice "
+	rc = step(u, ST_STEP_CERTIFICATE, ST_OUTCOME_OK, "resumed: the certificate on the %sdevice "
 		  "(serial %s sha256 %s) is the one unit record %lld issued; it "
 		  "verifies against the CA and certifies the device's key",
 		  locked ? "locked " : "", u->serial, u->fp, (long long)h->cert_unit);
 	if (!rc)
-		rc = step(u, STEP_RESUME, "ok", "finishes unit record %lld (%s): same "
+		rc = step(u, ST_STEP_RESUME, ST_OUTCOME_OK, "finishes unit record %lld (%s): same "
 			  "certificate, serial %s; no second identity", (long long)
 			  (h->last_unit ? h->last_unit : h->cert_unit),
 			  !strcmp(h->last_state, "RUNNING") ? "interrupted" : h->last_state,
@@ -268,7 +268,7 @@ static int hist_step(void *ctx, const char *name, const char *outcome,
 	struct hist_read *hr = ctx;
 	struct history *h = hr->h;
 
-	if (!strcmp(name, step_name(STEP_CERTIFICATE)) && !strcmp(outcome, "ok") &&
+	if (!strcmp(name, st_step_name(ST_STEP_CERTIFICATE)) && !strcmp(outcome, "ok") &&
 	    !strncmp(detail, "serial ", 7)) {
 		/* a new identity: the one before it is left behind */
 		const char *fp = strstr(detail, " sha256 ");
@@ -349,13 +349,13 @@ static int reprovision(struct worker *w, struct unit *u, int64_t id)
 {
 	const st_run *run = w->job->run;
 	st_event ev = { .kind = ST_EV_STEP, .uid = u->info.uid_hex,
-			.step = step_name(STEP_HISTORY), .outcome = "ok", .detail = u->reprovision };
+			.step = ST_STEP_HISTORY, .outcome = ST_OUTCOME_OK, .detail = u->reprovision };
 	int rc;
 
 	/* A locked device takes no new key or certificate: revoking its
 	 * identity first would leave it with none. */
 	if (u->info.lifecycle == DRV_LC_LOCKED) {
-		ev.outcome = "skip";
+		ev.outcome = ST_OUTCOME_SKIP;
 		ev.detail = "not re-provisioned: the device is locked (its lifecycle "
 			    "forbids a new key and certificate), so its identity is "
 			    "kept and nothing is revoked";
@@ -383,7 +383,7 @@ static int reprovision(struct worker *w, struct unit *u, int64_t id)
 static int not_admitted(struct worker *w, struct unit *u, const char *why)
 {
 	st_event ev = { .kind = ST_EV_STEP, .uid = u->info.uid_hex,
-			.step = step_name(STEP_HISTORY), .outcome = "skip",
+			.step = ST_STEP_HISTORY, .outcome = ST_OUTCOME_SKIP,
 			.detail = why };
 
 	emit(w, &ev);
@@ -507,7 +507,7 @@ int begin_unit(struct worker *w, struct unit *u)
 	st_event ev = { .kind = ST_EV_UNIT_START, .uid = u->info.uid_hex };
 	rec_unit_start start = unit_start_of(w, u);
 	const st_quota_hook *q = job->run->work_order ? job->run->quota : NULL;
-	st_quota_note qn = { .step = "" };
+	st_quota_note qn = { .step = ST_STEP_NONE };
 	int rc = q ? q->reserve(q->ctx, job->run->work_order, u->info.uid_hex,
 				&qn) : ST_OK;
 
@@ -526,9 +526,9 @@ int begin_unit(struct worker *w, struct unit *u)
 			set_live(w, 0);   /* the row was rolled back */
 		if (rc && q)
 			q->finish(q->ctx, job->run->work_order, u->info.uid_hex,
-				  st_verdict_name(ST_VERDICT_FAIL));
-		if (!rc && qn.step[0] && step_as(u, qn.step, REC_LAZY, "ok", "%s",
-						 qn.detail)) {
+				  ST_VERDICT_FAIL);
+		if (!rc && qn.step != ST_STEP_NONE &&
+		    step_as(u, qn.step, REC_LAZY, ST_OUTCOME_OK, "%s", qn.detail)) {
 			/* left RUNNING, as after a crash */
 			slot_error(w, ST_E_DB, "slot %d: %s", w->slot, u->reason);
 			record_failed(w, ST_E_DB);
@@ -558,7 +558,7 @@ int begin_unit(struct worker *w, struct unit *u)
 		return hsm_gone(rc) ? rc : ST_E_DB;
 	}
 	if (u->reprovision[0] &&
-	    rec_step_ex(job->rec, u->id, step_name(STEP_REPROVISION), "ok", u->reprovision,
+	    rec_step_ex(job->rec, u->id, st_step_name(ST_STEP_REPROVISION), "ok", u->reprovision,
 			REC_LAZY)) {
 		slot_error(w, ST_E_DB, "slot %d: unit %s: cannot record the "
 			   "re-provisioning (%s)", w->slot, u->info.uid_hex,

@@ -14,28 +14,8 @@
 #include "station/st_int.h"
 #include "station/fuses.h"
 #include "station/roles.h"
-#include "station/verdict.h"
 #include "x509.h"
 
-/* The steps the engine records for a unit, by name (step_name).  The
- * first six, in order, are the unit's steps the front ends show
- * (st_steps).  The fuse run names its own steps (station/fuses.c). */
-enum step_id {
-	STEP_IDENTIFY,
-	STEP_KEYGEN,
-	STEP_POSSESSION,
-	STEP_CERTIFICATE,
-	STEP_WRITE_CERT,
-	STEP_FUSES,
-	STEP_FUSE_CHECK,
-	STEP_RESUME,
-	STEP_REVOKE,
-	STEP_REPROVISION,
-	STEP_QUARANTINE,
-	STEP_HISTORY,        /* announced only: the unit's records looked up */
-	STEP_PLUG,           /* announced only: waiting for the programmer */
-	STEP_COUNT
-};
 
 /* What next_unit decided for the unit in the programmer (a negative
  * st_err instead ends the slot). */
@@ -125,7 +105,7 @@ struct unit {
 	drv_info info;
 	char reason[512];
 	st_verdict result;
-	const char *fuses;
+	st_fuses fuses;
 	int err;
 	bool stop_slot;       /* the link or the records failed: end this slot */
 	bool stop_said;       /* ...and that was already reported (slot error) */
@@ -150,13 +130,11 @@ struct unit {
 
 /* unit.c: a unit's steps and verdict. */
 int64_t unit_us(void);
-const char *step_name(enum step_id s);
-int step(struct unit *u, enum step_id s, const char *outcome,
-	 const char *fmt, ...) __attribute__((format(printf, 4, 5)));
-int step_as(struct unit *u, const char *name, rec_durability d,
-	    const char *outcome, const char *fmt, ...)
-	__attribute__((format(printf, 5, 6)));
-int fail(struct unit *u, enum step_id s, int rc, const char *fmt, ...)
+int step(struct unit *u, st_step s, st_outcome o, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+int step_as(struct unit *u, st_step s, rec_durability d, st_outcome o,
+	    const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+int fail(struct unit *u, st_step s, int rc, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
 char *pem_of(X509 *cert);
 bool uid_unreadable(const drv_info *info);

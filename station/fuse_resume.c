@@ -51,21 +51,26 @@ void st_fuse_resume_step(st_fuse_resume *s, const char *name,
 			 const char *outcome, const char *detail)
 {
 	char field[32];
+	st_step st;
 
-	if ((!strcmp(name, ST_FUSE_STEP_FUSE_INTENT) ||
-	     !strcmp(name, ST_FUSE_STEP_LIFECYCLE_INTENT)) && step_field(detail, field)) {
+	/* A stored row: its step's word, once, into the value. */
+	if (!st_step_parse(name, &st))
+		st = ST_STEP_NONE;
+	if ((st == ST_STEP_FUSE_INTENT || st == ST_STEP_LIFECYCLE_INTENT) &&
+	    step_field(detail, field)) {
 		resume_resolve(s, field);
 		if (s->nintents < ST_FUSE_RESUME_INTENTS) {
 			snprintf(s->intent[s->nintents].field, sizeof(field), "%s", field);
 			snprintf(s->intent[s->nintents++].detail,
 				 sizeof(s->intent[0].detail), "%s", detail);
 		}
-		if (!strcmp(name, ST_FUSE_STEP_LIFECYCLE_INTENT))
+		if (st == ST_STEP_LIFECYCLE_INTENT)
 			s->lock_intended = true;
-	} else if ((!strcmp(name, ST_FUSE_STEP_FUSE) || !strcmp(name, ST_FUSE_STEP_RESUME)) &&
+	} else if ((st == ST_STEP_FUSE || st == ST_STEP_FUSE_RESUME) &&
 		   step_field(detail, field)) {
 		resume_resolve(s, field);
-	} else if (!strcmp(name, ST_FUSE_STEP_LIFECYCLE) && strcmp(outcome, "fail")) {
+	} else if (st == ST_STEP_LIFECYCLE &&
+		   strcmp(outcome, st_outcome_name(ST_OUTCOME_FAIL))) {
 		/* its detail names no field: it resolves the lifecycle intent */
 		for (int i = 0; i < s->nintents; i++)
 			if (strstr(s->intent[i].detail, " lifecycle ")) {

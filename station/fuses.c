@@ -380,8 +380,8 @@ static void set_reason(st_fuse_run *r, const char *fmt, ...)
 }
 
 __attribute__((format(printf, 5, 0)))
-static int vrecord(st_fuse_run *r, bool durable, const char *step,
-		   const char *outcome, const char *fmt, va_list ap)
+static int vrecord(st_fuse_run *r, bool durable, st_step step,
+		   st_outcome outcome, const char *fmt, va_list ap)
 {
 	char detail[512];
 
@@ -395,7 +395,7 @@ static int vrecord(st_fuse_run *r, bool durable, const char *step,
 
 /* A record that may ride along with the next durable one. */
 __attribute__((format(printf, 4, 5)))
-static int record(st_fuse_run *r, const char *step, const char *outcome,
+static int record(st_fuse_run *r, st_step step, st_outcome outcome,
 		  const char *fmt, ...)
 {
 	va_list ap;
@@ -409,7 +409,7 @@ static int record(st_fuse_run *r, const char *step, const char *outcome,
 
 /* A burn intent: on disk before the burn it announces. */
 __attribute__((format(printf, 4, 5)))
-static int record_intent(st_fuse_run *r, const char *step, const char *outcome,
+static int record_intent(st_fuse_run *r, st_step step, st_outcome outcome,
 			 const char *fmt, ...)
 {
 	va_list ap;
@@ -438,7 +438,7 @@ static int interrupted(st_fuse_run *r, int rc, const char *fmt, ...)
 		   "(%s) with its intent on record: not a conflict; re-plug the "
 		   "unit and run it again: the next run reads the device and "
 		   "completes, verifies or quarantines", what, drv_errmsg(r->dev));
-	r->summary = "interrupted";
+	r->summary = ST_FUSES_INTERRUPTED;
 	r->interrupted = true;
 	return rc;
 }
@@ -457,7 +457,7 @@ static int check_conditions(st_fuse_run *r, const char *what)
 	if (rc) {
 		set_reason(r, "%s: the programming conditions cannot be "
 			   "read (%s)", what, drv_errmsg(r->dev));
-		r->summary = "conditions";
+		r->summary = ST_FUSES_CONDITIONS;
 		return rc;
 	}
 	if (c.vpp_mv < p->vpp_min_mv || c.vpp_mv > p->vpp_max_mv ||
@@ -468,7 +468,7 @@ static int check_conditions(st_fuse_run *r, const char *what)
 			   "and the fixture temperature, then provision the unit again",
 			   what, c.vpp_mv, p->vpp_min_mv, p->vpp_max_mv,
 			   c.temp_dc / 10.0, p->temp_min_dc / 10.0, p->temp_max_dc / 10.0);
-		r->summary = "conditions";
+		r->summary = ST_FUSES_CONDITIONS;
 		return ST_E_STATE;
 	}
 	return ST_OK;
@@ -490,24 +490,24 @@ static int run_lifecycle(st_fuse_run *r, const st_fuse_field *f)
 	int rc;
 
 	if (r->lifecycle == f->lifecycle)
-		return record(r, ST_FUSE_STEP_LIFECYCLE, "skip", "lifecycle: current %s, target %s, "
+		return record(r, ST_STEP_LIFECYCLE, ST_OUTCOME_SKIP, "lifecycle: current %s, target %s, "
 			      "action skip (already)", lc_names[r->lifecycle],
 			      lc_names[f->lifecycle]);
 	if (r->lifecycle > f->lifecycle) {
 		set_reason(r, "lifecycle is %s, the plan wants %s (it never goes back): "
 			   "unit quarantined", lc_names[r->lifecycle], lc_names[f->lifecycle]);
 		r->quarantine = true;
-		r->summary = "conflict";
+		r->summary = ST_FUSES_CONFLICT;
 		if (r->dry_run)
-			return record(r, NULL, NULL, "lifecycle: current %s, target %s, "
+			return record(r, ST_STEP_NONE, ST_OUTCOME_OK, "lifecycle: current %s, target %s, "
 				      "action refuse", lc_names[r->lifecycle],
 				      lc_names[f->lifecycle]);
 		return ST_E_FUSE_CONFLICT;
 	}
 	if (r->dry_run)
-		return record(r, NULL, NULL, "lifecycle: current %s, target %s, action "
+		return record(r, ST_STEP_NONE, ST_OUTCOME_OK, "lifecycle: current %s, target %s, action "
 			      "advance (last)", lc_names[r->lifecycle], lc_names[f->lifecycle]);
-	if ((rc = record_intent(r, ST_FUSE_STEP_LIFECYCLE_INTENT, "ok",
+	if ((rc = record_intent(r, ST_STEP_LIFECYCLE_INTENT, ST_OUTCOME_OK,
 				"field %s lifecycle %s -> %s", f->name,
 				lc_names[r->lifecycle], lc_names[f->lifecycle])))
 		return rc;
@@ -521,18 +521,18 @@ static int run_lifecycle(st_fuse_run *r, const st_fuse_field *f)
 			   "unknown: unit quarantined", lc_names[f->lifecycle],
 			   drv_errmsg(r->dev));
 		r->quarantine = true;
-		r->summary = "burn-failed";
+		r->summary = ST_FUSES_BURN_FAILED;
 		return rc;
 	}
 	if (info.lifecycle != f->lifecycle) {
 		set_reason(r, "the lifecycle reads %u after setting %s: unit quarantined",
 			   info.lifecycle, lc_names[f->lifecycle]);
 		r->quarantine = true;
-		r->summary = "mismatch";
+		r->summary = ST_FUSES_MISMATCH;
 		return ST_E_FUSE_CONFLICT;
 	}
 	r->lifecycle = f->lifecycle;
-	return record(r, ST_FUSE_STEP_LIFECYCLE, "ok", "lifecycle %s set and read back",
+	return record(r, ST_STEP_LIFECYCLE, ST_OUTCOME_OK, "lifecycle %s set and read back",
 		      lc_names[f->lifecycle]);
 }
 
@@ -555,7 +555,7 @@ static int burn_field(st_fuse_run *r, const st_fuse_field *f,
 		return rc;
 	}
 	/* The intent is durable before anything irreversible happens. */
-	if ((rc = record_intent(r, ST_FUSE_STEP_FUSE_INTENT, "ok", "field %s bank %u "
+	if ((rc = record_intent(r, ST_STEP_FUSE_INTENT, ST_OUTCOME_OK, "field %s bank %u "
 				"words %u-%u <- %s request %08x", f->name, f->bank,
 				f->word, f->word + f->nwords - 1, tgt_hex, id)))
 		return rc;
@@ -573,7 +573,7 @@ static int burn_field(st_fuse_run *r, const st_fuse_field *f,
 			   "%s; the outcome is unknown: unit quarantined, do not burn it "
 			   "again", f->name, f->bank, id, drv_errmsg(r->dev));
 		r->quarantine = true;
-		r->summary = "burn-failed";
+		r->summary = ST_FUSES_BURN_FAILED;
 		return rc == ST_E_FUSE_CONFLICT || !st_err_is_link(rc) ? ST_E_FUSE_CONFLICT : rc;
 	}
 	/* Trust only a fresh read with the word status, not the burn reply. */
@@ -585,7 +585,7 @@ static int burn_field(st_fuse_run *r, const st_fuse_field *f,
 		set_reason(r, "field %s was burned but could not be read back: %s; unit "
 			   "quarantined until it is checked", f->name, drv_errmsg(r->dev));
 		r->quarantine = true;
-		r->summary = "burn-failed";
+		r->summary = ST_FUSES_BURN_FAILED;
 		return rc;
 	}
 	field_hex(f, bank, cur_hex);
@@ -594,10 +594,10 @@ static int burn_field(st_fuse_run *r, const st_fuse_field *f,
 		set_reason(r, "field %s reads back %s (faulty words %02x) after the burn, "
 			   "not %s: unit quarantined", f->name, cur_hex, faulty, tgt_hex);
 		r->quarantine = true;
-		r->summary = "mismatch";
+		r->summary = ST_FUSES_MISMATCH;
 		return ST_E_FUSE_CONFLICT;
 	}
-	return record(r, ST_FUSE_STEP_FUSE, "ok", "field %s burned and read back: %s", f->name,
+	return record(r, ST_STEP_FUSE, ST_OUTCOME_OK, "field %s burned and read back: %s", f->name,
 		      cur_hex);
 }
 
@@ -613,7 +613,7 @@ static int check_field(st_fuse_run *r, const st_fuse_field *f,
 		set_reason(r, "fuse field %s is in bank %u but the target has %u fuse "
 			   "banks: wrong profile for this model; nothing burned",
 			   f->name, f->bank, r->banks);
-		r->summary = "conflict";
+		r->summary = ST_FUSES_CONFLICT;
 		return ST_E_CONFIG;
 	}
 	rc = drv_fuse_read_status(r->dev, f->bank, bank, &faulty);
@@ -636,16 +636,16 @@ static void print_conditions(st_fuse_run *r)
 	drv_conditions c;
 
 	if (drv_otp_is_nv(r->dev)) {
-		record(r, NULL, NULL, "conditions: not applicable (write-once NV "
+		record(r, ST_STEP_NONE, ST_OUTCOME_OK, "conditions: not applicable (write-once NV "
 		       "storage, no programming window)");
 		return;
 	}
 	if (drv_get_conditions(r->dev, &c)) {
-		record(r, NULL, NULL, "conditions: cannot be read (%s): nothing would be "
+		record(r, ST_STEP_NONE, ST_OUTCOME_OK, "conditions: cannot be read (%s): nothing would be "
 		       "burned", drv_errmsg(r->dev));
 		return;
 	}
-	record(r, NULL, NULL, "conditions: vpp %d mV (allowed %d..%d), temperature "
+	record(r, ST_STEP_NONE, ST_OUTCOME_OK, "conditions: vpp %d mV (allowed %d..%d), temperature "
 	       "%.1f C (allowed %.1f..%.1f): %s", c.vpp_mv, p->vpp_min_mv,
 	       p->vpp_max_mv, c.temp_dc / 10.0, p->temp_min_dc / 10.0,
 	       p->temp_max_dc / 10.0,
@@ -671,7 +671,7 @@ static int check_plan(st_fuse_run *r, bool quiet, int *to_burn)
 
 		if (f->kind == ST_FUSE_LIFECYCLE) {
 			if (!r->dry_run && !quiet && pending(r, f->name) &&
-			    (rc = record(r, ST_FUSE_STEP_RESUME, "ok", "lifecycle step %s had an "
+			    (rc = record(r, ST_STEP_FUSE_RESUME, ST_OUTCOME_OK, "lifecycle step %s had an "
 					 "intent without outcome in the interrupted run; "
 					 "the device reads %s: %s", f->name,
 					 lc_names[r->lifecycle], r->lifecycle == f->lifecycle ?
@@ -689,7 +689,7 @@ static int check_plan(st_fuse_run *r, bool quiet, int *to_burn)
 		if ((rc = check_field(r, f, bank, &a, cur_hex, tgt_hex, why, sizeof(why))))
 			return rc;
 		if (r->dry_run) {
-			record(r, NULL, NULL, "field %s (%s, bank %u words %u-%u): current %s, "
+			record(r, ST_STEP_NONE, ST_OUTCOME_OK, "field %s (%s, bank %u words %u-%u): current %s, "
 			       "target %s, action %s%s%s", f->name, kind_names[f->kind],
 			       f->bank, f->word, f->word + f->nwords - 1, cur_hex, tgt_hex,
 			       action_names[a], a == A_REFUSE ? ": " : "",
@@ -697,7 +697,7 @@ static int check_plan(st_fuse_run *r, bool quiet, int *to_burn)
 			continue;
 		}
 		if (!quiet && pending(r, f->name) &&
-		    (rc = record(r, ST_FUSE_STEP_RESUME, a == A_REFUSE ? "fail" : "ok",
+		    (rc = record(r, ST_STEP_FUSE_RESUME, a == A_REFUSE ? ST_OUTCOME_FAIL : ST_OUTCOME_OK,
 				 "field %s had an intent without outcome in the interrupted "
 				 "run; the device reads %s: %s", f->name, cur_hex,
 				 a == A_SKIP ? "that burn completed, verified, not repeated" :
@@ -710,11 +710,11 @@ static int check_plan(st_fuse_run *r, bool quiet, int *to_burn)
 				   "burned again without a supervisor's decision", f->name,
 				   f->bank, why, cur_hex, tgt_hex);
 			r->quarantine = true;
-			r->summary = "conflict";
+			r->summary = ST_FUSES_CONFLICT;
 			return ST_E_FUSE_CONFLICT;
 		}
 		if (!quiet && a == A_SKIP &&
-		    (rc = record(r, ST_FUSE_STEP_FUSE, "skip", "field %s already holds %s: "
+		    (rc = record(r, ST_STEP_FUSE, ST_OUTCOME_SKIP, "field %s already holds %s: "
 				 "verified, not burned again", f->name, cur_hex)))
 			return rc;
 		*to_burn += a == A_BURN;
@@ -726,7 +726,7 @@ int st_fuse_check_plan(st_fuse_run *r, bool armed)
 {
 	int to_burn = 0, rc;
 
-	r->summary = "checked";
+	r->summary = ST_FUSES_CHECKED;
 	if (r->dry_run)
 		return ST_E_INVAL;
 	rc = check_plan(r, true, &to_burn);
@@ -742,7 +742,7 @@ int st_fuse_run_plan(st_fuse_run *r)
 	char cur_hex[65], tgt_hex[65], why[200];
 	enum action a;
 
-	r->summary = r->dry_run ? "planned" : "already";
+	r->summary = r->dry_run ? ST_FUSES_PLANNED : ST_FUSES_ALREADY;
 	if (r->dry_run)
 		print_conditions(r);
 	if ((rc = check_plan(r, false, &to_burn)))
@@ -768,7 +768,7 @@ int st_fuse_run_plan(st_fuse_run *r)
 			set_reason(r, "fuse field %s (bank %u) changed while the plan ran: %s "
 				   "(reads %s): unit quarantined", f->name, f->bank, why, cur_hex);
 			r->quarantine = true;
-			r->summary = "conflict";
+			r->summary = ST_FUSES_CONFLICT;
 			return ST_E_FUSE_CONFLICT;
 		}
 		if ((rc = burn_field(r, f, bank, tgt_hex)))
@@ -778,6 +778,6 @@ int st_fuse_run_plan(st_fuse_run *r)
 		burned++;
 	}
 	if (burned)
-		r->summary = "burned";
+		r->summary = ST_FUSES_BURNED;
 	return ST_OK;
 }

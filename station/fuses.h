@@ -55,13 +55,9 @@ int st_fuse_plan_parse(config_t *c, const char *path, const uint8_t rot[32],
 /* The plan of a loaded profile (config.c). */
 const st_fuse_plan *st_profile_fuse_plan(const st_profile *p);
 
-/* The fuse run's step names: recorded by fuses.c, read back by
- * fuse_resume.c when a later run resumes the unit. */
-#define ST_FUSE_STEP_FUSE "fuse"
-#define ST_FUSE_STEP_FUSE_INTENT "fuse-intent"
-#define ST_FUSE_STEP_RESUME "fuse-resume"
-#define ST_FUSE_STEP_LIFECYCLE "lifecycle"
-#define ST_FUSE_STEP_LIFECYCLE_INTENT "lifecycle-intent"
+/* The fuse run's steps (ST_STEP_FUSE .. ST_STEP_LIFECYCLE_INTENT, station.h)
+ * are recorded by fuses.c and read back by fuse_resume.c, by their words
+ * (st_step_name), when a later run resumes the unit. */
 
 #define ST_FUSE_RESUME_INTENTS 16
 
@@ -105,7 +101,7 @@ typedef struct st_fuse_run {
 	/* Record a step (and announce it); nonzero stops the run.  durable:
 	 * on disk, with every step before it, before this returns (a burn
 	 * intent); else it may ride along with the next durable record. */
-	int (*record)(void *ctx, const char *step, const char *outcome,
+	int (*record)(void *ctx, st_step step, st_outcome outcome,
 		      const char *detail, bool durable);
 	/* A fresh request id for a burn (from the HSM's generator). */
 	int (*request_id)(void *ctx, uint32_t *id);
@@ -114,8 +110,8 @@ typedef struct st_fuse_run {
 	void *ctx;
 	/* Results. */
 	char reason[512];       /* why it stopped, for the unit record */
-	const char *summary;    /* "burned", "already", "conflict", "mismatch",
-				   "burn-failed", "conditions", "planned" */
+	st_fuses summary;       /* burned, already, conflict, mismatch,
+				   burn-failed, conditions, planned, ... */
 	bool quarantine;        /* the unit must be set aside */
 	bool interrupted;       /* the link was lost with a burn intent open:
 				 * not a conflict, an unresolved intent the

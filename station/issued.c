@@ -22,7 +22,6 @@
 #include "base.h"
 #include "station/st_int.h"
 #include "station/roles.h"
-#include "station/verdict.h"
 
 /* ---- collecting ---- */
 

@@ -79,12 +79,23 @@ const char *st_records_errmsg(const st_records *r)
 	return rec_errmsg(r->r);
 }
 
+/* The one word for an open record (the records' state column). */
+static const char running_word[] = "RUNNING";
+
+bool st_unit_filter_result(st_unit_filter *f, const char *word)
+{
+	f->by_result = true;
+	f->running = !strcmp(word, running_word);
+	return f->running || st_verdict_parse(word, &f->result);
+}
+
 static rec_filter filter(const st_unit_filter *f)
 {
 	if (!f)
 		return (rec_filter){ .work_order = NULL };
 	return (rec_filter){ .work_order = f->work_order, .since = f->since,
-			     .until = f->until, .result = f->result,
+			     .until = f->until, .result = !f->by_result ? NULL :
+			     f->running ? running_word : st_verdict_name(f->result),
 			     .uid = f->uid, .unit_id = f->unit_id };
 }
 
@@ -255,6 +266,7 @@ static int bundle_unit(void *ctx, const rec_unit_row *u)
 	struct bundle *b = ctx;
 	st_unit_row row = unit_row_of(u);
 	json_t *o = st_unit_json(&row, false);
+	st_verdict v;
 
 	if (!o)
 		return ST_E_NOMEM;
@@ -265,7 +277,7 @@ static int bundle_unit(void *ctx, const rec_unit_row *u)
 	 * come oldest first): an UNFUSED unit finished by an armed run is two
 	 * records with one certificate; a re-provisioned one supersedes the
 	 * old.  Written once, after the walk (bundle_idents). */
-	if (u->cert_pem && (!strcmp(u->state, "PASS") || !strcmp(u->state, "UNFUSED")) &&
+	if (u->cert_pem && st_verdict_parse(u->state, &v) && st_verdict_good(v) &&
 	    json_object_set_new(b->idents, u->uid, json_string(u->cert_pem)))
 		return ST_E_NOMEM;
 	return 0;

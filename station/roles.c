@@ -14,7 +14,6 @@
 #include "station.h"
 #include "station/st_int.h"
 #include "station/roles.h"
-#include "station/verdict.h"
 
 #define NAME_MAX_LEN 64
 

@@ -97,7 +97,7 @@ static void dry_run_slot(struct worker *w, drv_dev *dev)
 static int wait_plug(struct worker *w, const drv_opts *opts, drv_dev **dev)
 {
 	int64_t deadline = st_now_ms() + w->job->run->plug_wait_ms;
-	st_event ev = { .kind = ST_EV_STEP, .step = step_name(STEP_PLUG), .outcome = "wait",
+	st_event ev = { .kind = ST_EV_STEP, .step = ST_STEP_PLUG, .outcome = ST_OUTCOME_WAIT,
 			.detail = "programmer absent: waiting for it to be plugged" };
 	drv_monitor *m = NULL;
 	char err[256];
@@ -229,7 +229,7 @@ static int hold_unit(struct worker *w, struct unit *u)
 	struct slot_ctl *c = &job->ctl[w->slot - 1];
 	bool q = u->result == ST_VERDICT_QUARANTINE;
 	st_event ev = { .kind = ST_EV_UNIT_HELD, .uid = u->info.uid_hex,
-			.result = st_verdict_name(u->result), .err = u->err,
+			.result = u->result, .err = u->err,
 			.detail = q ? "set the unit aside for a supervisor; release it "
 				      "from the programmer (skip or quarantine)" :
 				      "retry it, skip it (its FAIL stands) or quarantine it" };
@@ -264,7 +264,8 @@ static int quarantine_held(struct worker *w, struct unit *u)
 	rec_unit_result e = { .result = st_verdict_name(ST_VERDICT_QUARANTINE),
 			      .reason = reason };
 	st_event ev = { .kind = ST_EV_UNIT_DONE, .uid = u->info.uid_hex,
-			.result = e.result, .detail = reason, .err = ST_E_STATE };
+			.result = ST_VERDICT_QUARANTINE, .detail = reason,
+			.err = ST_E_STATE };
 	int64_t id;
 	int rc;
 
@@ -279,7 +280,7 @@ static int quarantine_held(struct worker *w, struct unit *u)
 		rc = rec_unit_begin(job->rec, &start, &id);
 	}
 	if (!rc)
-		rc = rec_step(job->rec, id, step_name(STEP_QUARANTINE), "ok", reason);
+		rc = rec_step(job->rec, id, st_step_name(ST_STEP_QUARANTINE), "ok", reason);
 	if (!rc)
 		rc = rec_unit_end(job->rec, id, &e);
 	if (rc) {

@@ -160,6 +160,92 @@ int st_profile_load_signed(const st_config *cfg, const char *path,
 			   char *err, size_t errlen);
 
 
+/* What the engine reports comes as values; the words for them (the
+ * *_name functions, station/words.c) are what the records store and the
+ * front ends print: strings only at those boundaries. */
+
+/* A unit's verdict. */
+typedef enum st_verdict {
+	ST_VERDICT_FAIL,        /* also a unit that reached no verdict (zero) */
+	ST_VERDICT_PASS,
+	ST_VERDICT_UNFUSED,     /* identity issued and proven, fuses not burned */
+	ST_VERDICT_QUARANTINE,
+} st_verdict;
+
+/* The word for v in the records and the output ("PASS", ...). */
+const char *st_verdict_name(st_verdict v);
+/* The verdict a unit record's state (or an operator's word) names, into
+ * *v; false when it names none (RUNNING: the record is open or was
+ * interrupted). */
+bool st_verdict_parse(const char *state, st_verdict *v);
+/* Does a unit with verdict v keep its identity (PASS, UNFUSED)? */
+bool st_verdict_good(st_verdict v);
+
+/* The steps a unit's record holds.  The first ST_STEP_SHOWN, in order,
+ * are the unit's steps a front end shows (st_steps()[i] is
+ * st_step_name(i)); the fuse run and the shared quota name the rest. */
+typedef enum st_step {
+	ST_STEP_NONE = -1,      /* none (a quota note without a step) */
+	ST_STEP_IDENTIFY,
+	ST_STEP_KEYGEN,
+	ST_STEP_POSSESSION,
+	ST_STEP_CERTIFICATE,
+	ST_STEP_WRITE_CERT,
+	ST_STEP_FUSES,
+	ST_STEP_FUSE_CHECK,
+	ST_STEP_RESUME,
+	ST_STEP_REVOKE,
+	ST_STEP_REPROVISION,
+	ST_STEP_QUARANTINE,
+	ST_STEP_HISTORY,        /* announced only: the unit's records looked up */
+	ST_STEP_PLUG,           /* announced only: waiting for the programmer */
+	/* the fuse run's (station/fuses.c; read back by fuse_resume.c) */
+	ST_STEP_FUSE,
+	ST_STEP_FUSE_INTENT,
+	ST_STEP_FUSE_RESUME,
+	ST_STEP_LIFECYCLE,
+	ST_STEP_LIFECYCLE_INTENT,
+	/* the shared quota's (station/sync.c) */
+	ST_STEP_QUOTA,
+	ST_STEP_QUOTA_OFFLINE,
+	ST_STEP_COUNT
+} st_step;
+#define ST_STEP_SHOWN (ST_STEP_FUSES + 1)
+
+/* The word a step is recorded and printed under ("identify", ...). */
+const char *st_step_name(st_step s);
+/* The step a stored word names, into *s; false when none. */
+bool st_step_parse(const char *name, st_step *s);
+
+/* How a step ended. */
+typedef enum st_outcome {
+	ST_OUTCOME_OK,
+	ST_OUTCOME_FAIL,
+	ST_OUTCOME_SKIP,
+	ST_OUTCOME_WAIT,        /* announced only: waiting (ST_STEP_PLUG) */
+} st_outcome;
+
+/* "ok", "fail", "skip", "wait". */
+const char *st_outcome_name(st_outcome o);
+
+/* What the fuse run did to a unit (docs/fuses.md). */
+typedef enum st_fuses {
+	ST_FUSES_NONE,          /* no fuse run reached */
+	ST_FUSES_NOT_ARMED,     /* unarmed run: nothing burned */
+	ST_FUSES_BURNED,
+	ST_FUSES_ALREADY,       /* the device held the plan already */
+	ST_FUSES_CHECKED,       /* re-presented unit: plan checked */
+	ST_FUSES_PLANNED,       /* dry run */
+	ST_FUSES_CONFLICT,
+	ST_FUSES_MISMATCH,
+	ST_FUSES_BURN_FAILED,
+	ST_FUSES_CONDITIONS,
+	ST_FUSES_INTERRUPTED,
+} st_fuses;
+
+/* "burned", "not-armed", ...; NULL for ST_FUSES_NONE. */
+const char *st_fuses_name(st_fuses f);
+
 /* What the engine reports. */
 typedef enum st_event_kind {
 	ST_EV_SLOT_READY,   /* programmer opened: detail = firmware */
@@ -181,13 +267,13 @@ typedef struct st_event {
 	int slot;                 /* 1-based */
 	const char *port;
 	const char *uid;          /* hex, NULL before identify */
-	const char *step;         /* ST_EV_STEP */
-	const char *outcome;      /* "ok", "fail", "skip" */
+	st_step step;             /* ST_EV_STEP */
+	st_outcome outcome;       /* ST_EV_STEP */
 	const char *detail;       /* human text */
-	const char *result;       /* ST_EV_UNIT_DONE: PASS/UNFUSED/FAIL/QUARANTINE */
+	st_verdict result;        /* ST_EV_UNIT_DONE, ST_EV_UNIT_HELD */
 	const char *cert_serial;  /* ST_EV_UNIT_DONE on PASS */
 	const char *cert_sha256;
-	const char *fuses;        /* "burned", "already", "not-armed", ... */
+	st_fuses fuses;           /* ST_EV_UNIT_DONE */
 	int64_t elapsed_ms;       /* ST_EV_UNIT_DONE */
 	/* ST_EV_UNIT_DONE: where the unit's time went, microseconds (for
 	 * the benchmark; docs/benchmarks.md): records writes (audit
@@ -208,9 +294,9 @@ typedef void (*st_event_fn)(const st_event *ev, void *ctx);
  * docs/sync.md), asked before each unit's record is opened; the local
  * store's own quota check still applies after it. */
 typedef struct st_quota_note {
-	char step[32];        /* on ST_OK: a step to record with the unit
-			       * ("quota-offline" when taken from the
-			       * allowance), "" for none */
+	st_step step;         /* on ST_OK: a step to record with the unit
+			       * (ST_STEP_QUOTA_OFFLINE when taken from the
+			       * allowance), ST_STEP_NONE for none */
 	char detail[512];     /* that step's detail, or why not */
 } st_quota_note;
 
@@ -225,7 +311,7 @@ typedef struct st_quota_hook {
 	/* The unit's record is closed with result: PASS keeps the
 	 * reservation, anything else gives it back. */
 	void (*finish)(void *ctx, const char *work_order, const char *uid,
-		       const char *result);
+		       st_verdict result);
 	void *ctx;
 } st_quota_hook;
 
@@ -317,8 +403,9 @@ void st_run_stop(st_run_handle *r);
 /* Wait for every slot worker to end, fill sum (may be NULL) and free r. */
 void st_run_wait(st_run_handle *r, st_summary *sum);
 
-/* The ordered names of the steps a unit goes through (as in ST_EV_STEP),
- * so a front end can show progress; *n gets their count. */
+/* The ordered names of the steps a unit goes through (st_step_name of
+ * ST_STEP_IDENTIFY .. ST_STEP_FUSES), so a front end can show progress;
+ * *n gets their count (ST_STEP_SHOWN). */
 const char *const *st_steps(int *n);
 
 
@@ -714,9 +801,16 @@ typedef struct st_event_row {
 
 /* Which units (NULL fields: any). */
 typedef struct st_unit_filter {
-	const char *work_order, *since, *until, *result, *uid;
+	const char *work_order, *since, *until, *uid;
+	bool by_result;             /* only units whose record is */
+	bool running;               /* ... still RUNNING, or else */
+	st_verdict result;          /* ... closed with this verdict */
 	int64_t unit_id;            /* 0: any */
 } st_unit_filter;
+
+/* An operator's word for a unit record's state (--result: PASS, UNFUSED,
+ * FAIL, QUARANTINE, RUNNING) into f's result; false when it names none. */
+bool st_unit_filter_result(st_unit_filter *f, const char *word);
 
 /* Callbacks run with the store locked; non-zero stops the walk and is
  * handed back. */

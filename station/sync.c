@@ -281,7 +281,7 @@ static int quota_reserve(void *ctx, const char *wo, const char *uid,
 	rc = reconnect(q) ? pgs_reserve(q->p, wo, uid) : ST_E_IO;
 	if (rc == ST_OK) {
 		remember(q, uid, true);
-		snprintf(note->step, sizeof(note->step), "quota");
+		note->step = ST_STEP_QUOTA;
 		snprintf(note->detail, sizeof(note->detail), "work order %s: "
 			 "reserved in the central database", wo);
 		goto out;
@@ -305,7 +305,7 @@ static int quota_reserve(void *ctx, const char *wo, const char *uid,
 			 q->used, q->held);
 		goto out;
 	}
-	snprintf(note->step, sizeof(note->step), "quota-offline");
+	note->step = ST_STEP_QUOTA_OFFLINE;
 	snprintf(note->detail, sizeof(note->detail), "work order %s: the central "
 		 "database is unreachable; taken from this station's pre-reserved "
 		 "allowance (%ld of %ld left after this unit)", wo,
@@ -318,7 +318,7 @@ out:
 }
 
 static void quota_finish(void *ctx, const char *wo, const char *uid,
-			 const char *result)
+			 st_verdict result)
 {
 	st_sync_quota *q = ctx;
 
@@ -330,7 +330,7 @@ static void quota_finish(void *ctx, const char *wo, const char *uid,
 	if (remembered(q, uid)) {
 		remember(q, uid, false);
 		if (reconnect(q))
-			pgs_finish(q->p, wo, uid, result);
+			pgs_finish(q->p, wo, uid, st_verdict_name(result));
 	}
 	pthread_mutex_unlock(&q->lock);
 }

@@ -21,34 +21,6 @@
 #include "engine_int.h"
 
 
-static const char *const step_names[STEP_COUNT] = {
-	[STEP_IDENTIFY] = "identify",
-	[STEP_KEYGEN] = "keygen",
-	[STEP_POSSESSION] = "possession",
-	[STEP_CERTIFICATE] = "certificate",
-	[STEP_WRITE_CERT] = "write-cert",
-	[STEP_FUSES] = "fuses",
-	[STEP_FUSE_CHECK] = "fuse-check",
-	[STEP_RESUME] = "resume",
-	[STEP_REVOKE] = "revoke",
-	[STEP_REPROVISION] = "reprovision",
-	[STEP_QUARANTINE] = "quarantine",
-	[STEP_HISTORY] = "history",
-	[STEP_PLUG] = "plug",
-};
-
-/* The name step s is recorded and announced under. */
-const char *step_name(enum step_id s)
-{
-	return step_names[s];
-}
-
-const char *const *st_steps(int *n)
-{
-	*n = STEP_FUSES + 1;
-	return step_names;
-}
-
 /* Monotonic microseconds, for the per-step times of a unit. */
 int64_t unit_us(void)
 {
@@ -64,20 +36,21 @@ int64_t unit_us(void)
  * writes"): most steps ride in the records' open batch and become durable
  * with the unit's next durable write at the latest — the certificate
  * before it leaves for the device, a burn intent, the unit's end. */
-static int vstep(struct unit *u, rec_durability d, const char *name,
-		 const char *outcome, const char *fmt, va_list ap)
-	__attribute__((format(printf, 4, 0)));
-static int vstep(struct unit *u, rec_durability d, const char *name,
-		 const char *outcome, const char *fmt, va_list ap)
+static int vstep(struct unit *u, rec_durability d, st_step s, st_outcome o,
+		 const char *fmt, va_list ap)
+	__attribute__((format(printf, 5, 0)));
+static int vstep(struct unit *u, rec_durability d, st_step s, st_outcome o,
+		 const char *fmt, va_list ap)
 {
 	char detail[512];
-	st_event ev = { .kind = ST_EV_STEP, .uid = u->info.uid_hex, .step = name,
-			.outcome = outcome, .detail = detail };
+	const char *name = st_step_name(s);
+	st_event ev = { .kind = ST_EV_STEP, .uid = u->info.uid_hex, .step = s,
+			.outcome = o, .detail = detail };
 	int rc;
 
 	vsnprintf(detail, sizeof(detail), fmt, ap);
 	u->us_rec -= unit_us();
-	rc = rec_step_ex(u->w->job->rec, u->id, name, outcome, detail, d);
+	rc = rec_step_ex(u->w->job->rec, u->id, name, st_outcome_name(o), detail, d);
 	u->us_rec += unit_us();
 	if (rc) {
 		snprintf(u->reason, sizeof(u->reason),
@@ -92,34 +65,33 @@ static int vstep(struct unit *u, rec_durability d, const char *name,
 
 /* One of the engine's steps; it needs no durability of its own
  * (REC_LAZY). */
-int step(struct unit *u, enum step_id s, const char *outcome,
-	 const char *fmt, ...)
+int step(struct unit *u, st_step s, st_outcome o, const char *fmt, ...)
 {
 	va_list ap;
 	int rc;
 
 	va_start(ap, fmt);
-	rc = vstep(u, REC_LAZY, step_name(s), outcome, fmt, ap);
+	rc = vstep(u, REC_LAZY, s, o, fmt, ap);
 	va_end(ap);
 	return rc;
 }
 
 /* A step named elsewhere (the fuse run, the quota hook); REC_DURABLE: on
  * disk (with every step before it) when this returns. */
-int step_as(struct unit *u, const char *name, rec_durability d,
-	    const char *outcome, const char *fmt, ...)
+int step_as(struct unit *u, st_step s, rec_durability d, st_outcome o,
+	    const char *fmt, ...)
 {
 	va_list ap;
 	int rc;
 
 	va_start(ap, fmt);
-	rc = vstep(u, d, name, outcome, fmt, ap);
+	rc = vstep(u, d, s, o, fmt, ap);
 	va_end(ap);
 	return rc;
 }
 
 /* A step failed: record it and set the unit's verdict.  Always returns rc. */
-int fail(struct unit *u, enum step_id s, int rc, const char *fmt, ...)
+int fail(struct unit *u, st_step s, int rc, const char *fmt, ...)
 {
 	va_list ap;
 
@@ -134,7 +106,7 @@ int fail(struct unit *u, enum step_id s, int rc, const char *fmt, ...)
 		snprintf(why, sizeof(why), "%s", u->reason);
 		snprintf(u->reason, sizeof(u->reason), "interrupted: programmer "
 			 "unplugged during %s; re-plug and run the unit again (%.*s)",
-			 step_name(s), (int)sizeof(u->reason) - 120, why);
+			 st_step_name(s), (int)sizeof(u->reason) - 120, why);
 	}
 	u->err = rc;
 	u->result = rc == ST_E_FUSE_CONFLICT ? ST_VERDICT_QUARANTINE : ST_VERDICT_FAIL;
@@ -142,7 +114,7 @@ int fail(struct unit *u, enum step_id s, int rc, const char *fmt, ...)
 		u->stop_slot = true;
 	if (hsm_session_lost(u->sess))
 		u->hsm_lost = true;
-	step(u, s, "fail", "%s", u->reason);
+	step(u, s, ST_OUTCOME_FAIL, "%s", u->reason);
 	return rc;
 }
 
@@ -155,14 +127,14 @@ static int do_keygen(struct unit *u, uint8_t pub[DRV_P256_POINT_LEN])
 	int rc = hsm_random(u->sess, (uint8_t *)&id, sizeof(id));
 
 	if (rc)
-		return fail(u, STEP_KEYGEN, rc, "HSM random failed: %s",
+		return fail(u, ST_STEP_KEYGEN, rc, "HSM random failed: %s",
 			    hsm_session_errmsg(u->sess));
 	rc = drv_keygen_req(u->dev, id, pub);
 	if (rc)
-		return fail(u, STEP_KEYGEN, rc, "device key generation failed: %s",
+		return fail(u, ST_STEP_KEYGEN, rc, "device key generation failed: %s",
 			    drv_errmsg(u->dev));
 	st_hex(pub, DRV_P256_POINT_LEN, u->pub_hex);
-	return step(u, STEP_KEYGEN, "ok", "P-256 key generated on the device "
+	return step(u, ST_STEP_KEYGEN, ST_OUTCOME_OK, "P-256 key generated on the device "
 		    "(request %08x)", id);
 }
 
@@ -180,7 +152,7 @@ static int do_inject(struct unit *u, uint8_t pub[DRV_P256_POINT_LEN])
 
 	rc = drv_get_transport_key(u->dev, tkey);
 	if (rc) {
-		rc = fail(u, STEP_KEYGEN, rc, "the device did not give a transport key: %s",
+		rc = fail(u, ST_STEP_KEYGEN, rc, "the device did not give a transport key: %s",
 			  drv_errmsg(u->dev));
 		goto out;
 	}
@@ -188,13 +160,13 @@ static int do_inject(struct unit *u, uint8_t pub[DRV_P256_POINT_LEN])
 	rc = hsm_inject_keygen(u->sess, &priv, &pubobj, pub);
 	u->us_hsm += unit_us();
 	if (rc) {
-		rc = fail(u, STEP_KEYGEN, rc, "HSM device key generation failed: %s",
+		rc = fail(u, ST_STEP_KEYGEN, rc, "HSM device key generation failed: %s",
 			  hsm_session_errmsg(u->sess));
 		goto out;
 	}
 	have = true;
 	if (hsm_value_readable(u->sess, priv)) {
-		rc = fail(u, STEP_KEYGEN, ST_E_HSM, "the HSM would reveal the device key "
+		rc = fail(u, ST_STEP_KEYGEN, ST_E_HSM, "the HSM would reveal the device key "
 			  "in clear (CKA_VALUE readable): refusing to inject it");
 		goto out;
 	}
@@ -202,7 +174,7 @@ static int do_inject(struct unit *u, uint8_t pub[DRV_P256_POINT_LEN])
 	rc = hsm_inject_wrap(u->sess, priv, tkey, eph, wrapped, sizeof(wrapped), &wlen);
 	u->us_hsm += unit_us();
 	if (rc) {
-		rc = fail(u, STEP_KEYGEN, rc, "wrapping the device key failed: %s",
+		rc = fail(u, ST_STEP_KEYGEN, rc, "wrapping the device key failed: %s",
 			  hsm_session_errmsg(u->sess));
 		goto out;
 	}
@@ -212,17 +184,17 @@ static int do_inject(struct unit *u, uint8_t pub[DRV_P256_POINT_LEN])
 	have = false;
 	rc = drv_inject_key(u->dev, eph, wrapped, wlen, installed);
 	if (rc) {
-		rc = fail(u, STEP_KEYGEN, rc, "the device did not install the injected key: %s",
+		rc = fail(u, ST_STEP_KEYGEN, rc, "the device did not install the injected key: %s",
 			  drv_errmsg(u->dev));
 		goto out;
 	}
 	if (memcmp(installed, pub, DRV_P256_POINT_LEN)) {
-		rc = fail(u, STEP_KEYGEN, ST_E_VERIFY, "the device installed another key "
+		rc = fail(u, ST_STEP_KEYGEN, ST_E_VERIFY, "the device installed another key "
 			  "than the one injected");
 		goto out;
 	}
 	st_hex(pub, DRV_P256_POINT_LEN, u->pub_hex);
-	rc = step(u, STEP_KEYGEN, "ok", "P-256 key made in the HSM, injected wrapped "
+	rc = step(u, ST_STEP_KEYGEN, ST_OUTCOME_OK, "P-256 key made in the HSM, injected wrapped "
 		  "(%zu bytes), HSM copy destroyed", wlen);
 out:
 	if (have) {
@@ -254,7 +226,7 @@ static int cert_step(struct unit *u, X509 *cert)
 {
 	char line[256], *detail = NULL;
 	st_event ev = { .kind = ST_EV_STEP, .uid = u->info.uid_hex,
-			.step = step_name(STEP_CERTIFICATE), .outcome = "ok", .detail = line };
+			.step = ST_STEP_CERTIFICATE, .outcome = ST_OUTCOME_OK, .detail = line };
 	int rc;
 
 	free(u->cert_pem);
@@ -267,7 +239,7 @@ static int cert_step(struct unit *u, X509 *cert)
 		return ST_E_NOMEM;
 	}
 	u->us_rec -= unit_us();
-	rc = rec_step_ex(u->w->job->rec, u->id, step_name(STEP_CERTIFICATE), "ok", detail,
+	rc = rec_step_ex(u->w->job->rec, u->id, st_step_name(ST_STEP_CERTIFICATE), "ok", detail,
 			 REC_DURABLE);
 	u->us_rec += unit_us();
 	free(detail);
@@ -298,7 +270,7 @@ static int do_certificate(struct unit *u, const uint8_t pub[DRV_P256_POINT_LEN],
 	int rc = ST_E_CRYPTO;
 
 	if (!devkey) {
-		rc = fail(u, STEP_CERTIFICATE, ST_E_VERIFY,
+		rc = fail(u, ST_STEP_CERTIFICATE, ST_E_VERIFY,
 			  "the device returned an invalid P-256 public key");
 		goto cleanup;
 	}
@@ -306,7 +278,7 @@ static int do_certificate(struct unit *u, const uint8_t pub[DRV_P256_POINT_LEN],
 	rc = st_x509_random_serial(u->sess, serial);
 	u->us_hsm += unit_us();
 	if (rc) {
-		rc = fail(u, STEP_CERTIFICATE, rc, "HSM random failed: %s",
+		rc = fail(u, ST_STEP_CERTIFICATE, rc, "HSM random failed: %s",
 			  hsm_session_errmsg(u->sess));
 		goto cleanup;
 	}
@@ -325,12 +297,12 @@ static int do_certificate(struct unit *u, const uint8_t pub[DRV_P256_POINT_LEN],
 					err, sizeof(err));
 	u->us_hsm += unit_us();
 	if (!cert) {
-		rc = fail(u, STEP_CERTIFICATE, ST_E_CRYPTO, "certificate not issued: %s",
+		rc = fail(u, ST_STEP_CERTIFICATE, ST_E_CRYPTO, "certificate not issued: %s",
 			  err[0] ? err : "template");
 		goto cleanup;
 	}
 	if (X509_verify(cert, capub) != 1) {
-		rc = fail(u, STEP_CERTIFICATE, ST_E_VERIFY,
+		rc = fail(u, ST_STEP_CERTIFICATE, ST_E_VERIFY,
 			  "issued certificate does not verify against the CA");
 		goto cleanup;
 	}
@@ -361,27 +333,27 @@ static int do_write_cert(struct unit *u, X509 *cert)
 	int len = i2d_X509(cert, &der), rc;
 
 	if (len <= 0 || (size_t)len > DRV_MAX_CERT) {
-		rc = fail(u, STEP_WRITE_CERT, ST_E_INVAL, "certificate too large for the device");
+		rc = fail(u, ST_STEP_WRITE_CERT, ST_E_INVAL, "certificate too large for the device");
 		goto cleanup;
 	}
 	rc = drv_write_cert(u->dev, der, (size_t)len);
 	if (rc) {
-		rc = fail(u, STEP_WRITE_CERT, rc, "writing the certificate failed: %s",
+		rc = fail(u, ST_STEP_WRITE_CERT, rc, "writing the certificate failed: %s",
 			  drv_errmsg(u->dev));
 		goto cleanup;
 	}
 	rc = drv_read_cert(u->dev, back, sizeof(back), &backlen);
 	if (rc) {
-		rc = fail(u, STEP_WRITE_CERT, rc, "reading the certificate back failed: %s",
+		rc = fail(u, ST_STEP_WRITE_CERT, rc, "reading the certificate back failed: %s",
 			  drv_errmsg(u->dev));
 		goto cleanup;
 	}
 	if (backlen != (size_t)len || memcmp(back, der, backlen)) {
-		rc = fail(u, STEP_WRITE_CERT, ST_E_VERIFY,
+		rc = fail(u, ST_STEP_WRITE_CERT, ST_E_VERIFY,
 			  "the certificate read back differs from the one written");
 		goto cleanup;
 	}
-	rc = step(u, STEP_WRITE_CERT, "ok", "%d bytes written and read back", len);
+	rc = step(u, ST_STEP_WRITE_CERT, ST_OUTCOME_OK, "%d bytes written and read back", len);
 cleanup:
 	OPENSSL_free(der);
 	return rc;
@@ -401,30 +373,30 @@ static int do_pop(struct unit *u, EVP_PKEY *key, const char *what)
 
 	memcpy(msg, DRV_POP_PREFIX, sizeof(DRV_POP_PREFIX) - 1);
 	if (!md) {
-		rc = fail(u, STEP_POSSESSION, ST_E_NOMEM, "out of memory");
+		rc = fail(u, ST_STEP_POSSESSION, ST_E_NOMEM, "out of memory");
 		goto cleanup;
 	}
 	if ((rc = hsm_random(u->sess, chal, 32))) {
-		rc = fail(u, STEP_POSSESSION, rc, "HSM random failed: %s",
+		rc = fail(u, ST_STEP_POSSESSION, rc, "HSM random failed: %s",
 			  hsm_session_errmsg(u->sess));
 		goto cleanup;
 	}
 	rc = drv_sign_challenge(u->dev, chal, 32, sig, sizeof(sig), &siglen);
 	if (rc) {
-		rc = fail(u, STEP_POSSESSION, rc, "the device could not sign the challenge: %s",
+		rc = fail(u, ST_STEP_POSSESSION, rc, "the device could not sign the challenge: %s",
 			  drv_errmsg(u->dev));
 		goto cleanup;
 	}
 	if (!key || EVP_DigestVerifyInit(md, NULL, EVP_sha256(), NULL, key) != 1 ||
 	    EVP_DigestVerify(md, sig, siglen, msg, sizeof(msg)) != 1) {
-		rc = fail(u, STEP_POSSESSION, ST_E_VERIFY,
+		rc = fail(u, ST_STEP_POSSESSION, ST_E_VERIFY,
 			  "the device's signature does not verify under %s: it does "
 			  "not hold that key (a programmer or chip reporting a key it "
 			  "does not hold); no certificate issued, set the unit aside",
 			  what);
 		goto cleanup;
 	}
-	rc = step(u, STEP_POSSESSION, "ok", "challenge signed and verified under %s",
+	rc = step(u, ST_STEP_POSSESSION, ST_OUTCOME_OK, "challenge signed and verified under %s",
 		  what);
 cleanup:
 	EVP_MD_CTX_free(md);
@@ -433,11 +405,10 @@ cleanup:
 
 /* Fuse-run callbacks: record through step_as() (durable when the fuse run
  * says so: a burn intent; then announced). */
-static int fuse_record(void *ctx, const char *name, const char *outcome,
-		       const char *detail, bool durable)
+static int fuse_record(void *ctx, st_step s, st_outcome o, const char *detail,
+		       bool durable)
 {
-	return step_as(ctx, name, durable ? REC_DURABLE : REC_LAZY, outcome,
-		       "%s", detail);
+	return step_as(ctx, s, durable ? REC_DURABLE : REC_LAZY, o, "%s", detail);
 }
 
 static int fuse_request_id(void *ctx, uint32_t *id)
@@ -461,8 +432,8 @@ static int do_fuses(struct unit *u)
 
 	st_hex(st_profile_rot_hash(job->prof, NULL), 32, u->rot_hex);
 	if (!job->run->burn_fuses) {
-		u->fuses = "not-armed";
-		return step(u, STEP_FUSES, "skip",
+		u->fuses = ST_FUSES_NOT_ARMED;
+		return step(u, ST_STEP_FUSES, ST_OUTCOME_SKIP,
 			    "not armed (--burn-fuses not given): no fuse burned");
 	}
 	rc = st_fuse_run_plan(&run);
@@ -470,10 +441,11 @@ static int do_fuses(struct unit *u)
 	if (run.readback_hex[0])
 		memcpy(u->readback_hex, run.readback_hex, sizeof(u->readback_hex));
 	if (!rc)
-		return step(u, STEP_FUSES, "ok", "fuse plan complete (%s)", run.summary);
+		return step(u, ST_STEP_FUSES, ST_OUTCOME_OK, "fuse plan complete (%s)",
+			    st_fuses_name(run.summary));
 	if (u->stop_slot)
 		return rc; /* a record could not be written */
-	fail(u, STEP_FUSES, rc, "%s", run.reason);
+	fail(u, ST_STEP_FUSES, rc, "%s", run.reason);
 	if (run.quarantine)
 		u->result = ST_VERDICT_QUARANTINE;
 	u->interrupted = run.interrupted;
@@ -494,14 +466,14 @@ static int do_precheck(struct unit *u)
 	int rc = st_fuse_check_plan(&run, job->run->burn_fuses);
 
 	if (!rc)
-		return step(u, STEP_FUSE_CHECK, "ok", "fuse plan checked against the "
+		return step(u, ST_STEP_FUSE_CHECK, ST_OUTCOME_OK, "fuse plan checked against the "
 			    "device before any key or certificate: nothing refuses "
 			    "it%s", job->run->burn_fuses ? "" : " (not armed: nothing "
 			    "will be burned)");
 	u->fuses = run.summary;
 	if (run.readback_hex[0])
 		memcpy(u->readback_hex, run.readback_hex, sizeof(u->readback_hex));
-	fail(u, STEP_FUSE_CHECK, rc, "%s; no key or certificate issued", run.reason);
+	fail(u, ST_STEP_FUSE_CHECK, rc, "%s; no key or certificate issued", run.reason);
 	if (run.quarantine)
 		u->result = ST_VERDICT_QUARANTINE;
 	return rc;
@@ -558,7 +530,7 @@ static int new_key(struct unit *u, uint8_t pub[DRV_P256_POINT_LEN])
 		return rc;
 	key = st_p256_pubkey(pub);
 	if (!key)
-		return fail(u, STEP_POSSESSION, ST_E_VERIFY, "the device returned an "
+		return fail(u, ST_STEP_POSSESSION, ST_E_VERIFY, "the device returned an "
 			    "invalid P-256 public key; no certificate issued");
 	rc = do_pop(u, key, "the public key the device returned");
 	EVP_PKEY_free(key);
@@ -573,25 +545,25 @@ void run_unit(struct unit *u)
 	int resumed;
 
 	if (uid_unreadable(&u->info)) {
-		fail(u, STEP_IDENTIFY, ST_E_DEVICE, "the device ID could not be read (it "
+		fail(u, ST_STEP_IDENTIFY, ST_E_DEVICE, "the device ID could not be read (it "
 		     "reads %s): the programmer or the chip did not answer with an "
 		     "identity; check the contact (seat the unit again) and run it "
 		     "again; no key or certificate was issued", u->info.uid_hex);
 		return;
 	}
 	if (u->dup_slot) {
-		fail(u, STEP_IDENTIFY, ST_E_EXISTS, "slot %d is provisioning a unit with "
+		fail(u, ST_STEP_IDENTIFY, ST_E_EXISTS, "slot %d is provisioning a unit with "
 		     "the same device ID right now: cloned or counterfeit ID; set both "
 		     "units aside for a supervisor", u->dup_slot);
 		return;
 	}
 	if (u->info.lifecycle == DRV_LC_LOCKED &&
 	    (!u->hist.cert_unit || u->hist.cert_revoked || !u->hist.fuses.lock_intended)) {
-		fail(u, STEP_IDENTIFY, ST_E_LOCKED, "the device is already locked and has "
+		fail(u, ST_STEP_IDENTIFY, ST_E_LOCKED, "the device is already locked and has "
 		     "no PASS record here: set it aside for a supervisor");
 		return;
 	}
-	if (step(u, STEP_IDENTIFY, "ok", "model %s, programmer fw %s, lifecycle %u",
+	if (step(u, ST_STEP_IDENTIFY, ST_OUTCOME_OK, "model %s, programmer fw %s, lifecycle %u",
 		 u->info.model, u->info.fw_version, u->info.lifecycle))
 		return;
 	/* A unit resumed with the identity its history expects is issued
@@ -613,7 +585,7 @@ void run_unit(struct unit *u)
 		goto cleanup;
 	}
 	if (keep_cert(u, cert)) {
-		fail(u, STEP_CERTIFICATE, ST_E_IO, "cannot keep a copy of the certificate "
+		fail(u, ST_STEP_CERTIFICATE, ST_E_IO, "cannot keep a copy of the certificate "
 		     "in %s", u->w->job->cfg->cert_dir ? u->w->job->cfg->cert_dir : "memory");
 		goto cleanup;
 	}
@@ -651,7 +623,7 @@ static int revoke_unit_cert(struct unit *u, st_verdict result)
 			    REC_CRL_CESSATION, why, by, serial, sizeof(serial),
 			    err, sizeof(err));
 	if (rc == ST_OK) {
-		step(u, STEP_REVOKE, "ok", "certificate %s revoked (%s): the unit did "
+		step(u, ST_STEP_REVOKE, ST_OUTCOME_OK, "certificate %s revoked (%s): the unit did "
 		     "not pass", serial, st_crl_reason_name(REC_CRL_CESSATION));
 		return 0;
 	}
@@ -700,7 +672,7 @@ void finish_unit(struct unit *u)
 		.fuse_readback = u->readback_hex[0] ? u->readback_hex : NULL,
 	};
 	st_event ev = { .kind = ST_EV_UNIT_DONE, .uid = u->info.uid_hex,
-			.result = e.result, .detail = e.reason, .err = u->err,
+			.result = u->result, .detail = e.reason, .err = u->err,
 			.fuses = u->fuses };
 	const st_run *run = w->job->run;
 	int64_t t = unit_us();
@@ -713,7 +685,7 @@ void finish_unit(struct unit *u)
 	u->us_rec += unit_us() - t;
 	if (!rc && run->quota && run->work_order)
 		run->quota->finish(run->quota->ctx, run->work_order,
-				   u->info.uid_hex, e.result);
+				   u->info.uid_hex, u->result);
 	if (rc) {
 		st_event se = { .kind = ST_EV_SLOT_ERROR, .uid = u->info.uid_hex,
 				.err = rc };

@@ -242,7 +242,7 @@ static void panel(struct ui *u, int i, int y, int x, int h, int w)
 	struct ui_slot *s = &u->slots[i];
 	bool sel = i == u->sel;
 	int iw = w - 2, row = y + 1, last = y + h - 2, done = 0, cur = -1;
-	bool good = !strcmp(s->verdict, "PASS") || !strcmp(s->verdict, "UNFUSED");
+	bool good = s->state != SL_ERROR && st_verdict_good(s->v);
 	attr_t fa = s->state == SL_ERROR || (s->state >= SL_VERDICT && !good) ?
 		    col(u, C_FAIL, A_BOLD) : s->state == SL_VERDICT ? col(u, C_PASS, A_NORMAL) :
 		    A_NORMAL;
@@ -301,16 +301,16 @@ static void panel(struct ui *u, int i, int y, int x, int h, int w)
 		return;
 	}
 	if (s->state == SL_VERDICT || s->state == SL_HELD || s->state == SL_ERROR) {
-		bool pass = !strcmp(s->verdict, "PASS") || !strcmp(s->verdict, "UNFUSED");
+		bool pass = s->state != SL_ERROR && st_verdict_good(s->v);
 		attr_t a = pass ? col(u, C_PASS, A_BOLD) : col(u, C_FAIL, A_BOLD);
 		attr_t bar = pass ? col(u, C_PASSBAR, A_REVERSE) : col(u, C_FAILBAR, A_REVERSE);
 		/* UNFUSED: identity issued, fuses and lifecycle untouched (an
 		 * unarmed run): good, but not a locked PASS; say how to finish */
-		bool unfused = !strcmp(s->verdict, "UNFUSED");
+		bool unfused = s->state != SL_ERROR && s->v == ST_VERDICT_UNFUSED;
 		const char *hint = s->state == SL_VERDICT && unfused ? (iw >= 40 ?
 			"not locked: finish it armed (y at start)" : "not locked: arm it") :
 			s->state == SL_HELD ?
-			(!strcmp(s->verdict, "QUARANTINE") ? "set aside: k or x releases" :
+			(s->v == ST_VERDICT_QUARANTINE ? "set aside: k or x releases" :
 			 "r retry  k skip  x quarantine") :
 			s->state == SL_ERROR ? (!strncmp(s->note, "waiting for the programmer", 26) ?
 						"plug it in: resumes" : "fix it, then s starts the slot") :
@@ -340,7 +340,7 @@ static void panel(struct ui *u, int i, int y, int x, int h, int w)
 			row += wrap(row, x + 1, iw, last - row - (two ? 1 : 0), A_NORMAL, shown);
 		}
 		if (two && row < last) {
-			bool q = !strcmp(s->verdict, "QUARANTINE");
+			bool q = s->v == ST_VERDICT_QUARANTINE;
 
 			put(last - 1, x + 1, iw, A_BOLD | A_REVERSE, "%s",
 			    q ? "set aside, then" : "r retry  k skip");
@@ -414,8 +414,7 @@ static void log_pane(struct ui *u, int y, int h)
 		for (int r = 0; r < rows && r < n; r++) {
 			const struct ui_recent *e = &u->recent[(u->nrecent - 1 - r) % UI_RECENT];
 
-			put(y + 2 + r, 0, COLS, strcmp(e->result, "PASS") &&
-			    strcmp(e->result, "UNFUSED") ? col(u, C_FAIL, A_BOLD) : A_NORMAL, " %-8s %-2d %-10s %-9s %-6lld %-12s %s", e->when, e->slot,
+			put(y + 2 + r, 0, COLS, !e->good ? col(u, C_FAIL, A_BOLD) : A_NORMAL, " %-8s %-2d %-10s %-9s %-6lld %-12s %s", e->when, e->slot,
 			    e->result, e->fuses, (long long)e->ms, e->wo, e->uid);
 		}
 		return;

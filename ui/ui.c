@@ -56,12 +56,8 @@ static void ev_free(struct ui_ev *e)
 	if (!e)
 		return;
 	free(e->uid);
-	free(e->step);
-	free(e->outcome);
 	free(e->detail);
-	free(e->result);
 	free(e->cert_serial);
-	free(e->fuses);
 	free(e);
 }
 
@@ -79,13 +75,13 @@ static void on_event(const st_event *ev, void *ctx)
 	e->slot = ev->slot;
 	e->err = ev->err;
 	e->elapsed_ms = ev->elapsed_ms;
+	e->step = ev->step;
+	e->outcome = ev->outcome;
+	e->result = ev->result;
+	e->fuses = ev->fuses;
 	e->uid = ui_escape_dup(ev->uid);
-	e->step = ui_escape_dup(ev->step);
-	e->outcome = ui_escape_dup(ev->outcome);
 	e->detail = ui_escape_dup(ev->detail);
-	e->result = ui_escape_dup(ev->result);
 	e->cert_serial = ui_escape_dup(ev->cert_serial);
-	e->fuses = ui_escape_dup(ev->fuses);
 	pthread_mutex_lock(&q->lock);
 	if (q->tail)
 		q->tail->next = e;
@@ -155,14 +151,6 @@ int ui_busy_slots(const struct ui *u)
 	return n;
 }
 
-static int step_index(const struct ui *u, const char *name)
-{
-	for (int i = 0; i < u->nsteps && i < UI_MAX_STEPS; i++)
-		if (!strcmp(u->steps[i], name))
-			return i;
-	return -1;
-}
-
 /* Fold one engine event into what the screen shows. */
 static void apply(struct ui *u, const struct ui_ev *e)
 {
@@ -201,30 +189,32 @@ static void apply(struct ui *u, const struct ui_ev *e)
 		ui_log(u, "slot %d: unit %s started", e->slot, s->uid);
 		break;
 	case ST_EV_STEP:
-		i = step_index(u, e->step ? e->step : "");
-		if (i >= 0)
-			s->steps[i] = !strcmp(e->outcome, "ok") ? STP_OK :
-				      !strcmp(e->outcome, "fail") ? STP_FAIL : STP_SKIP;
-		if (e->step && !strcmp(e->step, "history")) {
+		/* the shown steps are the first u->nsteps (st_steps) */
+		i = (int)e->step;
+		if (i >= 0 && i < u->nsteps && i < UI_MAX_STEPS)
+			s->steps[i] = e->outcome == ST_OUTCOME_OK ? STP_OK :
+				      e->outcome == ST_OUTCOME_FAIL ? STP_FAIL : STP_SKIP;
+		if (e->step == ST_STEP_HISTORY) {
 			snprintf(s->uid, sizeof(s->uid), "%s", e->uid ? e->uid : "");
 			snprintf(s->note, sizeof(s->note), "%s", e->detail ? e->detail : "");
 		}
-		ui_log(u, "slot %d: %s %s %s", e->slot, e->step ? e->step : "?",
-		       e->outcome ? e->outcome : "?", e->detail ? e->detail : "");
+		ui_log(u, "slot %d: %s %s %s", e->slot, st_step_name(e->step),
+		       st_outcome_name(e->outcome), e->detail ? e->detail : "");
 		break;
 	case ST_EV_UNIT_DONE:
 		u->sync_at = 0;    /* one more event to sync: read the lag again */
 		s->state = SL_VERDICT;
 		snprintf(s->uid, sizeof(s->uid), "%s", e->uid ? e->uid : "");
-		snprintf(s->verdict, sizeof(s->verdict), "%s", e->result ? e->result : "FAIL");
+		s->v = e->result;
+		snprintf(s->verdict, sizeof(s->verdict), "%s", st_verdict_name(e->result));
 		snprintf(s->reason, sizeof(s->reason), "%s", e->detail ? e->detail : "");
 		s->note[0] = '\0';
 		s->elapsed_ms = e->elapsed_ms;
-		if (!strcmp(s->verdict, "PASS"))
+		if (s->v == ST_VERDICT_PASS)
 			u->pass++;
-		else if (!strcmp(s->verdict, "UNFUSED"))
+		else if (s->v == ST_VERDICT_UNFUSED)
 			u->unfused++;  /* good, not locked: not a failure */
-		else if (!strcmp(s->verdict, "QUARANTINE"))
+		else if (s->v == ST_VERDICT_QUARANTINE)
 			u->quarantine++;
 		else
 			u->fail++;
@@ -238,9 +228,11 @@ static void apply(struct ui *u, const struct ui_ev *e)
 			r->slot = e->slot;
 			memcpy(r->uid, s->uid, sizeof(r->uid));
 			memcpy(r->result, s->verdict, sizeof(r->result));
+			r->good = st_verdict_good(s->v);
 			snprintf(r->serial, sizeof(r->serial), "%s",
 				 e->cert_serial ? e->cert_serial : "-");
-			snprintf(r->fuses, sizeof(r->fuses), "%s", e->fuses ? e->fuses : "-");
+			snprintf(r->fuses, sizeof(r->fuses), "%s",
+				 e->fuses ? st_fuses_name(e->fuses) : "-");
 			snprintf(r->wo, sizeof(r->wo), "%s", u->work_order);
 			r->ms = e->elapsed_ms;
 			u->nrecent++;

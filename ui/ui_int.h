@@ -21,7 +21,11 @@ struct ui_ev {
 	int slot;
 	int err;
 	int64_t elapsed_ms;
-	char *uid, *step, *outcome, *detail, *result, *cert_serial, *fuses;
+	st_step step;
+	st_outcome outcome;
+	st_verdict result;
+	st_fuses fuses;
+	char *uid, *detail, *cert_serial;
 };
 
 /* Events from the workers to the UI thread: a list under a mutex, and a
@@ -48,7 +52,8 @@ struct ui_slot {
 	char uid[40];
 	enum ui_slot_state state;
 	unsigned char steps[UI_MAX_STEPS];  /* enum ui_step_state per step */
-	char verdict[16];
+	char verdict[16];    /* what the panel shows: a verdict's word, "ERROR" */
+	st_verdict v;        /* the verdict (SL_VERDICT, SL_HELD) */
 	char reason[600];
 	char note[160];      /* idle reason, held hint, skip note */
 	int64_t t0, elapsed_ms;
@@ -60,6 +65,7 @@ struct ui_recent {
 	int slot;
 	char uid[40];
 	char result[16];
+	bool good;           /* PASS or UNFUSED */
 	char serial[48];
 	char fuses[16];
 	char wo[UI_IN_MAX];
