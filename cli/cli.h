@@ -55,22 +55,36 @@ enum cli_need {
 
 struct cli;
 
-/* A subcommand: its word and one line of help. */
+/* A subcommand: everything about it that is not its code, as a command
+ * has.  The dispatcher picks it by its word, accepts only the global
+ * options and its own, checks the count of the words after it, serves its
+ * --help, and opens what it needs.  A subcommand with subs of its own
+ * (records workorder create|show) is picked further by the next word. */
 struct cli_sub {
 	const char *name;
-	const char *help;
+	const char *usage;            /* its usage line (after "station ") */
+	const char *help;             /* what it does, one line */
+	const enum cli_opt *options;  /* its own options, O_NONE-terminated */
+	int min_args, max_args;       /* words after the subcommand */
+	unsigned needs;               /* enum cli_need */
+	/* Run with the parsed options in cli and the words after the
+	 * subcommand in argv (argc of them, already counted); returns the
+	 * exit code.  NULL with subs. */
+	int (*exec)(struct cli *cli, int argc, char **argv);
+	const struct cli_sub *subs;   /* its subcommands, {NULL} ended, or NULL */
 };
 
-/* One command: everything about it that is not its code. */
+/* One command: everything about it that is not its code.  A command with
+ * subcommands declares its options, needs and exec on each of them. */
 struct cli_entry {
 	const char *name;
 	const char *usage;            /* the usage lines (after "station ") */
 	const char *help;             /* what it does, a sentence or two */
 	const enum cli_opt *options;  /* its own options, O_NONE-terminated */
 	const struct cli_sub *subs;   /* its subcommands, {NULL} ended, or NULL */
-	unsigned needs;               /* enum cli_need */
+	unsigned needs;               /* enum cli_need (no subs) */
 	/* Run with the parsed options in cli and the words after the command
-	 * in argv; returns the exit code. */
+	 * in argv; returns the exit code.  NULL with subs. */
 	int (*exec)(struct cli *cli, int argc, char **argv);
 };
 
@@ -83,6 +97,9 @@ extern const struct cli_entry cli_cmd_audit, cli_cmd_ca, cli_cmd_config,
  * station.  Options not given keep their zero (quota: -1). */
 struct cli {
 	const struct cli_entry *entry;
+	const struct cli_sub *sub;  /* the subcommand run, or NULL */
+	char name[64];             /* "records workorder create": for messages */
+	unsigned needs;            /* the entry's or the subcommand's */
 	st_station *st;            /* over cfg; opened by the dispatcher */
 	st_config cfg;             /* loaded when the entry needs it */
 	const char *config_path;

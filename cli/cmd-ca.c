@@ -10,11 +10,25 @@
 static int exec_ca(struct cli *cli, int argc, char **argv);
 
 static const struct cli_sub ca_subs[] = {
-	{ "init", "make the CA key and a self-signed certificate (labs)" },
-	{ "csr", "make the CA key and a certificate request for an offline root" },
-	{ "import", "install the signed CA certificate and its chain" },
-	{ "show", "subject, key type, validity and status of the CA(s)" },
-	{ NULL, NULL },
+	{ .name = "init",
+	  .usage = "ca init [--key-type T] [--cn NAME] [--org ORG] [--days N] [--out FILE]",
+	  .help = "make the CA key and a self-signed certificate (labs)",
+	  .options = (const enum cli_opt[]){ O_KEY_TYPE, O_CN, O_ORG, O_DAYS, O_OUT,
+		O_NONE },
+	  .needs = CLI_NEED_CONFIG | CLI_NEED_HSM, .exec = exec_ca },
+	{ .name = "csr", .usage = "ca csr --out FILE [--key-type T] [--cn NAME] [--org ORG]",
+	  .help = "make the CA key and a certificate request for an offline root",
+	  .options = (const enum cli_opt[]){ O_OUT, O_KEY_TYPE, O_CN, O_ORG, O_NONE },
+	  .needs = CLI_NEED_CONFIG | CLI_NEED_HSM, .exec = exec_ca },
+	{ .name = "import", .usage = "ca import --in CERT [--chain FILE]",
+	  .help = "install the signed CA certificate and its chain",
+	  .options = (const enum cli_opt[]){ O_IN, O_CHAIN, O_NONE },
+	  .needs = CLI_NEED_CONFIG | CLI_NEED_HSM, .exec = exec_ca },
+	{ .name = "show", .usage = "ca show   (--ca-key LABEL names the CA)",
+	  .help = "subject, key type, validity and status of the CA(s)",
+	  .options = (const enum cli_opt[]){ O_NONE },
+	  .needs = CLI_NEED_CONFIG | CLI_NEED_HSM, .exec = exec_ca },
+	{ NULL },
 };
 
 const struct cli_entry cli_cmd_ca = {
@@ -24,15 +38,12 @@ const struct cli_entry cli_cmd_ca = {
 		 "  ca import --in CERT [--chain FILE]\n"
 		 "  ca show            (--ca-key LABEL names the CA; T: p256 p384 rsa3072 ed25519)",
 	.help = "The issuing CA in the token.",
-	.options = (const enum cli_opt[]){ O_KEY_TYPE, O_CN, O_ORG, O_DAYS, O_OUT,
-		O_IN, O_CHAIN, O_NONE },
 	.subs = ca_subs,
-	.needs = CLI_NEED_CONFIG | CLI_NEED_HSM,
-	.exec = exec_ca,
 };
 
 
-/* station ca init | csr | import | show */
+/* station ca init | csr | import | show: one function, as the four share
+ * their checks and messages; the subcommand's word says which. */
 static int exec_ca(struct cli *cli, int argc, char **argv)
 {
 	st_ca_args a = {
@@ -43,26 +54,26 @@ static int exec_ca(struct cli *cli, int argc, char **argv)
 		.days = cli->days ? cli->days : 3650,
 		.out = cli->out, .in = cli->in, .chain = cli->chain, .show = stdout,
 	};
+	const char *sub = cli->sub->name;
 	char err[1024] = "", note[512] = "";
 	int code, rc;
 
-	if (argc != 1 || (strcmp(argv[0], "init") && strcmp(argv[0], "show") &&
-			  strcmp(argv[0], "csr") && strcmp(argv[0], "import")))
-		return st_say(ST_EXIT_USAGE, "ca: say 'ca init', 'ca csr', 'ca import' or 'ca show'");
+	(void)argc;
+	(void)argv;
 	if (cli->key_type && !st_key_type_known(cli->key_type))
 		return st_say(ST_EXIT_USAGE, "ca: --key-type must be p256, p384, rsa3072 or ed25519");
-	if (!strcmp(argv[0], "csr") && !cli->out)
+	if (!strcmp(sub, "csr") && !cli->out)
 		return st_say(ST_EXIT_USAGE, "ca csr: say where the request goes with --out FILE");
-	if (!strcmp(argv[0], "import") && !cli->in)
+	if (!strcmp(sub, "import") && !cli->in)
 		return st_say(ST_EXIT_USAGE, "ca import: give the signed certificate with --in FILE "
 			      "(and its chain with --chain FILE)");
 	code = cli_login(cli);
 	if (code)
 		return code;
-	if ((!strcmp(argv[0], "init") || !strcmp(argv[0], "csr")) &&
+	if ((!strcmp(sub, "init") || !strcmp(sub, "csr")) &&
 	    st_station_ca_mechanisms(cli->st, cli->key_type, err, sizeof(err)))
 		return st_say(ST_EXIT_HSM, "HSM: %s", err);
-	if (!strcmp(argv[0], "init")) {
+	if (!strcmp(sub, "init")) {
 		rc = st_station_ca(cli->st, ST_CA_INIT, &a, note, sizeof(note), err,
 				   sizeof(err));
 		if (!rc && note[0]) {
@@ -79,13 +90,13 @@ static int exec_ca(struct cli *cli, int argc, char **argv)
 			       cli->out ? "; certificate in " : "",
 			       cli->out ? cli->out : "");
 		}
-	} else if (!strcmp(argv[0], "csr")) {
+	} else if (!strcmp(sub, "csr")) {
 		rc = st_station_ca(cli->st, ST_CA_CSR, &a, NULL, 0, err, sizeof(err));
 		if (!rc)
 			printf("CA key '%s' is in token '%s'; certificate request in %s: have "
 			       "the root CA sign it, then 'station ca import --in CERT "
 			       "--chain CHAIN'\n", a.label, cli->cfg.token_label, cli->out);
-	} else if (!strcmp(argv[0], "import")) {
+	} else if (!strcmp(sub, "import")) {
 		rc = st_station_ca(cli->st, ST_CA_IMPORT, &a, NULL, 0, err, sizeof(err));
 		if (!rc) {
 			printf("CA certificate for '%s' imported into token '%s'\n", a.label,
@@ -100,5 +111,5 @@ static int exec_ca(struct cli *cli, int argc, char **argv)
 	if (rc == ST_E_NOTOKEN)
 		return st_say(ST_EXIT_HSM, "HSM: %s", err);
 	return rc ? st_say(rc == ST_E_IO ? ST_EXIT_USAGE : ST_EXIT_HSM, "ca %s: %s",
-			   argv[0], err) : 0;
+			   sub, err) : 0;
 }

@@ -9,12 +9,20 @@
 #include "base.h"
 #include "cli/cli.h"
 
-static int exec_config(struct cli *cli, int argc, char **argv);
+static int exec_check(struct cli *cli, int argc, char **argv);
+static int exec_schema(struct cli *cli, int argc, char **argv);
 
+/* needs 0: the dispatcher loads no configuration for these. */
 static const struct cli_sub config_subs[] = {
-	{ "check", "every problem of the configuration and profile, with its line" },
-	{ "schema", "every setting, as docs/configuration.md lists them" },
-	{ NULL, NULL },
+	{ .name = "check", .usage = "config check [--config FILE] [--profile FILE]",
+	  .help = "every problem of the configuration and profile, with its line",
+	  .options = (const enum cli_opt[]){ O_NONE },
+	  .needs = 0, .exec = exec_check },
+	{ .name = "schema", .usage = "config schema",
+	  .help = "every setting, as docs/configuration.md lists them",
+	  .options = (const enum cli_opt[]){ O_NONE },
+	  .needs = 0, .exec = exec_schema },
+	{ NULL },
 };
 
 const struct cli_entry cli_cmd_config = {
@@ -22,25 +30,26 @@ const struct cli_entry cli_cmd_config = {
 	.usage = "config check [--config FILE] [--profile FILE]   (every problem, "
 		 "with its line)\n  config schema   (every setting, as docs/configuration.md lists them)",
 	.help = "Check a configuration and profile, or print their schema.",
-	.options = (const enum cli_opt[]){ O_NONE },
 	.subs = config_subs,
-	.needs = 0,
-	.exec = exec_config,
 };
 
-/* station config check | schema: main() does not load the configuration
- * for this command, so a bad one is listed here rather than refused. */
-static int exec_config(struct cli *cli, int argc, char **argv)
+static int exec_schema(struct cli *cli, int argc, char **argv)
+{
+	(void)cli;
+	(void)argc;
+	(void)argv;
+	st_config_schema_print(stdout);
+	return 0;
+}
+
+/* station config check: the dispatcher does not load the configuration for
+ * this command, so a bad one is listed here rather than refused. */
+static int exec_check(struct cli *cli, int argc, char **argv)
 {
 	int n;
 
-	if (argc == 1 && !strcmp(argv[0], "schema")) {
-		st_config_schema_print(stdout);
-		return 0;
-	}
-	if (argc != 1 || strcmp(argv[0], "check"))
-		return st_say(ST_EXIT_USAGE, "config: 'config check --config FILE [--profile "
-			      "FILE]' or 'config schema'");
+	(void)argc;
+	(void)argv;
 	if (!cli->config_path && !cli->check_profile)
 		return st_say(ST_EXIT_USAGE, "config check: give --config FILE (and/or "
 			      "--profile FILE)");

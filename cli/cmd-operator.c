@@ -7,8 +7,13 @@
 static int exec_operator(struct cli *cli, int argc, char **argv);
 
 static const struct cli_sub operator_subs[] = {
-	{ "hash", "a line for the operator list" },
-	{ NULL, NULL },
+	{ .name = "hash",
+	  .usage = "operator hash --operator NAME [--role operator,supervisor,engineer]\n"
+		   "            [--password-file F]",
+	  .help = "a line for the operator list (the password asked, hashed)",
+	  .options = (const enum cli_opt[]){ O_OPERATOR, O_ROLE, O_PASSWORD_FILE, O_NONE },
+	  .needs = CLI_NEED_CONFIG, .exec = exec_operator },
+	{ NULL },
 };
 
 const struct cli_entry cli_cmd_operator = {
@@ -16,13 +21,12 @@ const struct cli_entry cli_cmd_operator = {
 	.usage = "operator hash --operator NAME [--role operator,supervisor,engineer]\n"
 		 "            [--password-file F]   (an entry for the signed operator list)",
 	.help = "An entry (name, roles, password hash) for the signed operator list.",
-	.options = (const enum cli_opt[]){ O_OPERATOR, O_ROLE, O_PASSWORD_FILE, O_NONE },
 	.subs = operator_subs,
-	.needs = CLI_NEED_CONFIG,
-	.exec = exec_operator,
 };
 
 static int exec_operator(struct cli *cli, int argc, char **argv)
 {
-	return st_cmd_operator(cli_role(cli), argc, argv);
+	(void)argc;
+	(void)argv;
+	return st_cmd_operator(cli_role(cli));
 }

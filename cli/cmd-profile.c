@@ -144,10 +144,9 @@ cleanup:
 	return code;
 }
 
-int st_cmd_profile(st_role_cli *c, int argc, char **argv)
+int st_cmd_profile(st_role_cli *c, const char *sub)
 {
 	char err[1024] = "", sig[4096];
-	const char *sub = argc == 1 ? argv[0] : "";
 	int code, rc;
 
 	if (!strcmp(sub, "verify")) {
@@ -164,10 +163,6 @@ int st_cmd_profile(st_role_cli *c, int argc, char **argv)
 	}
 	if (!strcmp(sub, "install"))
 		return profile_install(c);
-	if (strcmp(sub, "keygen") && strcmp(sub, "pubkey") && strcmp(sub, "sign"))
-		return st_say(ST_EXIT_USAGE, "profile: say 'profile keygen', 'profile "
-			      "pubkey', 'profile sign', 'profile verify' or 'profile "
-			      "install'");
 	if (!key_label(c))
 		return st_say(ST_EXIT_USAGE, "profile %s: name the engineering key with "
 			      "--key LABEL (or trust.engineering_key)", sub);
@@ -204,7 +199,7 @@ int st_cmd_profile(st_role_cli *c, int argc, char **argv)
 			   sub, err) : 0;
 }
 
-int st_cmd_operator(st_role_cli *c, int argc, char **argv)
+int st_cmd_operator(st_role_cli *c)
 {
 	char pw[256], hash[256], err[512] = "", ask[160];
 	st_secret_src src = { .file = c->password_file, .env = "STATION_PASSWORD",
@@ -214,9 +209,9 @@ int st_cmd_operator(st_role_cli *c, int argc, char **argv)
 	size_t len = 0;
 	int rc;
 
-	if (argc != 1 || strcmp(argv[0], "hash") || !c->operator_name)
-		return st_say(ST_EXIT_USAGE, "operator: say 'operator hash --operator "
-			      "NAME [--role operator,supervisor,engineer]'");
+	if (!c->operator_name)
+		return st_say(ST_EXIT_USAGE, "operator hash: name the operator with "
+			      "--operator NAME [--role operator,supervisor,engineer]");
 	snprintf(ask, sizeof(ask), "New password for '%s'", c->operator_name);
 	rc = st_secret_get(&src, pw, sizeof(pw), &len, err, sizeof(err));
 	if (!rc)
@@ -235,15 +230,15 @@ int st_cmd_operator(st_role_cli *c, int argc, char **argv)
 	return 0;
 }
 
-int st_cmd_crl(st_role_cli *c, int argc, char **argv)
+int st_cmd_crl(st_role_cli *c)
 {
 	char err[1024] = "";
 	long count = 0;
 	int code, rc;
 
-	if (argc != 1 || strcmp(argv[0], "export") || !c->out)
-		return st_say(ST_EXIT_USAGE, "crl: say 'crl export --out FILE.crl "
-			      "[--days N]'");
+	if (!c->out)
+		return st_say(ST_EXIT_USAGE, "crl export: say where the CRL goes with "
+			      "--out FILE.crl [--days N]");
 	code = c->store(c->ctx, true);
 	if (code)
 		return code;
@@ -305,18 +300,13 @@ void st_warn_cert_tally(int rc, const st_cert_tally *tally, const char *err)
 			t.unrevoked == 1 ? "" : "s", t.unrevoked == 1 ? "is" : "are");
 }
 
-int st_cmd_close_interrupted(st_role_cli *c, int argc, char **argv)
+int st_cmd_close_interrupted(st_role_cli *c)
 {
 	const st_config *cfg = c->cfg;
 	st_close_result res;
 	char err[1024] = "";
 	int code, lock = -1;
 
-	(void)argv;
-	if (argc != 1)
-		return st_say(ST_EXIT_USAGE, "records close-interrupted: say 'records "
-			      "close-interrupted --supervisor NAME --reason TEXT "
-			      "[--before DATE]'");
 	if (!c->supervisor_name || !c->reason || !*c->reason)
 		return st_say(ST_EXIT_USAGE, "records close-interrupted: a supervisor "
 			      "closes interrupted units, with a reason: give "
@@ -353,16 +343,16 @@ cleanup:
 	return code;
 }
 
-int st_cmd_quarantine(st_role_cli *c, int argc, char **argv)
+int st_cmd_quarantine(st_role_cli *c)
 {
 	char err[1024] = "", state[32] = "";
 	int64_t id = 0;
 	st_verdict v;
 	int code, rc;
 
-	if (argc != 1 || strcmp(argv[0], "release") || !c->uid)
-		return st_say(ST_EXIT_USAGE, "quarantine: say 'quarantine release --uid "
-			      "UID --supervisor NAME --reason TEXT'");
+	if (!c->uid)
+		return st_say(ST_EXIT_USAGE, "quarantine release: name the device with "
+			      "--uid UID (and --supervisor NAME --reason TEXT)");
 	if (!c->supervisor_name || !c->reason || !*c->reason)
 		return st_say(ST_EXIT_USAGE, "quarantine release: a supervisor releases a "
 			      "unit, with a reason: give --supervisor NAME and --reason TEXT");
@@ -408,16 +398,36 @@ cleanup:
 
 static int exec_profile(struct cli *cli, int argc, char **argv)
 {
-	return st_cmd_profile(cli_role(cli), argc, argv);
+	(void)argc;
+	(void)argv;
+	return st_cmd_profile(cli_role(cli), cli->sub->name);
 }
 
 static const struct cli_sub profile_subs[] = {
-	{ "keygen", "make an engineering key in the token, export its public key" },
-	{ "pubkey", "export the public key of an engineering key" },
-	{ "sign", "sign a profile (or operator list) with an engineering key" },
-	{ "verify", "check a signed file against the trusted keys" },
-	{ "install", "check a signed profile, put it in place, record it" },
-	{ NULL, NULL },
+	{ .name = "keygen",
+	  .usage = "profile keygen --key LABEL --out PUB.pem [--key-type T]",
+	  .help = "make an engineering key in the token, export its public key",
+	  .options = (const enum cli_opt[]){ O_KEY, O_OUT, O_KEY_TYPE, O_NONE },
+	  .needs = CLI_NEED_CONFIG | CLI_NEED_HSM, .exec = exec_profile },
+	{ .name = "pubkey", .usage = "profile pubkey --key LABEL --out PUB.pem",
+	  .help = "export the public key of an engineering key",
+	  .options = (const enum cli_opt[]){ O_KEY, O_OUT, O_KEY_TYPE, O_NONE },
+	  .needs = CLI_NEED_CONFIG | CLI_NEED_HSM, .exec = exec_profile },
+	{ .name = "sign", .usage = "profile sign [--key LABEL] --in FILE [--out FILE.sig]",
+	  .help = "sign a profile (or operator list) with an engineering key",
+	  .options = (const enum cli_opt[]){ O_KEY, O_IN, O_OUT, O_NONE },
+	  .needs = CLI_NEED_CONFIG | CLI_NEED_HSM, .exec = exec_profile },
+	{ .name = "verify", .usage = "profile verify [--in FILE]",
+	  .help = "check a signed file against the trusted keys",
+	  .options = (const enum cli_opt[]){ O_IN, O_NONE },
+	  .needs = CLI_NEED_CONFIG, .exec = exec_profile },
+	{ .name = "install",
+	  .usage = "profile install --in FILE --operator ENGINEER [--password-file F]",
+	  .help = "check a signed profile, put it in place, record it",
+	  .options = (const enum cli_opt[]){ O_IN, O_OPERATOR, O_PASSWORD_FILE, O_NONE },
+	  .needs = CLI_NEED_CONFIG | CLI_NEED_STORE_RW | CLI_NEED_HSM,
+	  .exec = exec_profile },
+	{ NULL },
 };
 
 const struct cli_entry cli_cmd_profile = {
@@ -427,9 +437,5 @@ const struct cli_entry cli_cmd_profile = {
 		 "  profile verify [--in FILE]\n"
 		 "  profile install --in FILE --operator ENGINEER   (checked, put in place, recorded)",
 	.help = "Signed product profiles (docs/profiles.md).",
-	.options = (const enum cli_opt[]){ O_KEY, O_KEY_TYPE, O_IN, O_OUT,
-		O_OPERATOR, O_PASSWORD_FILE, O_NONE },
 	.subs = profile_subs,
-	.needs = CLI_NEED_CONFIG | CLI_NEED_STORE_RW | CLI_NEED_HSM,
-	.exec = exec_profile,
 };

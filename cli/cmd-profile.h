@@ -32,16 +32,18 @@ typedef struct st_role_cli {
 	int (*store)(void *ctx, bool rw);
 } st_role_cli;
 
-/* station profile keygen|pubkey|sign|verify|install; the exit code. */
-int st_cmd_profile(st_role_cli *c, int argc, char **argv);
-/* station operator hash; the exit code. */
-int st_cmd_operator(st_role_cli *c, int argc, char **argv);
-/* station crl export; the exit code. */
-int st_cmd_crl(st_role_cli *c, int argc, char **argv);
-/* station quarantine release; the exit code. */
-int st_cmd_quarantine(st_role_cli *c, int argc, char **argv);
-/* station records close-interrupted (argv[0] is the word); the exit code. */
-int st_cmd_close_interrupted(st_role_cli *c, int argc, char **argv);
+/* The subcommands whose work is here, once the dispatcher picked them
+ * (cli/cmd.c) and checked their options and words; each returns the exit
+ * code.  station profile SUB (keygen|pubkey|sign|verify|install): */
+int st_cmd_profile(st_role_cli *c, const char *sub);
+/* station operator hash */
+int st_cmd_operator(st_role_cli *c);
+/* station crl export */
+int st_cmd_crl(st_role_cli *c);
+/* station quarantine release */
+int st_cmd_quarantine(st_role_cli *c);
+/* station records close-interrupted */
+int st_cmd_close_interrupted(st_role_cli *c);
 
 /* Warn on stderr when issued certificates belong to open units or to
  * units that did not pass and are not revoked (crl export, verify): those

@@ -7,21 +7,26 @@
 static int exec_quarantine(struct cli *cli, int argc, char **argv);
 
 static const struct cli_sub quarantine_subs[] = {
-	{ "release", "release one device" },
-	{ NULL, NULL },
+	{ .name = "release",
+	  .usage = "quarantine release --uid UID --supervisor NAME --reason TEXT",
+	  .help = "release one device, on an authenticated supervisor's decision",
+	  .options = (const enum cli_opt[]){ O_UID, O_SUPERVISOR,
+		O_SUPERVISOR_PASSWORD_FILE, O_REASON, O_NONE },
+	  .needs = CLI_NEED_CONFIG | CLI_NEED_STORE_RW | CLI_NEED_HSM,
+	  .exec = exec_quarantine },
+	{ NULL },
 };
 
 const struct cli_entry cli_cmd_quarantine = {
 	.name = "quarantine",
 	.usage = "quarantine release --uid UID --supervisor NAME --reason TEXT",
 	.help = "Release a quarantined device, on an authenticated supervisor's decision, recorded.",
-	.options = (const enum cli_opt[]){ O_UID, O_SUPERVISOR, O_SUPERVISOR_PASSWORD_FILE, O_REASON, O_NONE },
 	.subs = quarantine_subs,
-	.needs = CLI_NEED_CONFIG | CLI_NEED_STORE_RW | CLI_NEED_HSM,
-	.exec = exec_quarantine,
 };
 
 static int exec_quarantine(struct cli *cli, int argc, char **argv)
 {
-	return st_cmd_quarantine(cli_role(cli), argc, argv);
+	(void)argc;
+	(void)argv;
+	return st_cmd_quarantine(cli_role(cli));
 }

@@ -343,47 +343,56 @@ static int rec_fail(const char *what, st_rec_step step, int rc, int notfound,
 		      what, err);
 }
 
-static int cmd_workorder(st_rec_cli *c, int argc, char **argv)
+/* station records workorder create ID [--quota N] */
+static int exec_workorder_create(struct cli *cli, int argc, char **argv)
 {
-	st_workorder_info wo;
+	st_rec_cli *c = cli_rec(cli);
 	st_rec_step step = 0;
 	char err[512];
 	int code, rc;
 
-	if (argc != 2 || (strcmp(argv[0], "create") && strcmp(argv[0], "show")))
-		return st_say(ST_EXIT_USAGE, "records workorder create ID [--quota N] | "
-			      "records workorder show ID");
-	if (!strcmp(argv[0], "create")) {
-		/* the central copy first (when sync is configured): a quota
-		 * that clashes there is refused before anything is written */
-		code = st_sync_workorder_put(c, argv[1], c->quota);
-		if (!code)
-			code = c->login(c->ctx);
-		if (code)
-			return code;
-		rc = st_records_workorder_create(c->st, c->cfg, argv[1], c->quota,
-						 &step, err, sizeof(err));
-		if (rc)
-			return rec_fail("workorder", step, rc, ST_E_EXISTS, err);
-		if (c->quota >= 0)
-			printf("work order %s created with a quota of %ld units\n",
-			       argv[1], c->quota);
-		else
-			printf("work order %s created without a quota\n", argv[1]);
-		return 0;
-	}
-	rc = st_records_workorder_get(c->cfg, argv[1], &wo, &step, err, sizeof(err));
+	(void)argc;
+	/* the central copy first (when sync is configured): a quota that
+	 * clashes there is refused before anything is written */
+	code = st_sync_workorder_put(c, argv[0], c->quota);
+	if (!code)
+		code = c->login(c->ctx);
+	if (code)
+		return code;
+	rc = st_records_workorder_create(c->st, c->cfg, argv[0], c->quota, &step,
+					 err, sizeof(err));
+	if (rc)
+		return rec_fail("workorder", step, rc, ST_E_EXISTS, err);
+	if (c->quota >= 0)
+		printf("work order %s created with a quota of %ld units\n", argv[0],
+		       c->quota);
+	else
+		printf("work order %s created without a quota\n", argv[0]);
+	return 0;
+}
+
+/* station records workorder show ID */
+static int exec_workorder_show(struct cli *cli, int argc, char **argv)
+{
+	st_rec_cli *c = cli_rec(cli);
+	st_workorder_info wo;
+	st_rec_step step = 0;
+	char err[512];
+	int rc;
+
+	(void)argc;
+	rc = st_records_workorder_get(c->cfg, argv[0], &wo, &step, err, sizeof(err));
 	if (rc)
 		return rec_fail("workorder", step, rc, ST_E_NOTFOUND, err);
 	if (wo.quota >= 0)
 		printf("work order %s: quota %ld, %ld PASS, %ld in work, %ld "
-		       "failed (not counted), %ld left\n", argv[1], wo.quota,
+		       "failed (not counted), %ld left\n", argv[0], wo.quota,
 		       wo.pass, wo.running, wo.failed,
 		       wo.quota - wo.pass - wo.running);
 	else
 		printf("work order %s: no quota, %ld PASS, %ld in work, %ld "
-		       "failed\n", argv[1], wo.pass, wo.running, wo.failed);
-	return st_sync_workorder_show(c, argv[1]);
+		       "failed\n", argv[0], wo.pass, wo.running, wo.failed);
+	return st_sync_workorder_show(c, argv[0]);
 }
 
 /* station records export --evidence DIR: only from a store that verifies;
@@ -434,34 +443,14 @@ cleanup:
 	return code;
 }
 
-int st_cmd_records(st_rec_cli *c, int argc, char **argv)
-{
-	if (argc < 1)
-		return st_say(ST_EXIT_USAGE, "records: say verify, list, show, export, "
-			      "workorder or sync");
-	if (!strcmp(argv[0], "verify") && argc == 1)
-		return c->pg ? st_cmd_verify_pg(c) : cmd_verify(c);
-	if (!strcmp(argv[0], "sync") && argc == 1)
-		return st_cmd_sync(c);
-	if (!strcmp(argv[0], "list") && argc == 1)
-		return cmd_list(c, false);
-	if (!strcmp(argv[0], "export") && argc == 1)
-		return c->evidence ? cmd_evidence(c) : cmd_list(c, true);
-	if (!strcmp(argv[0], "show") && argc == 2)
-		return cmd_show(c, argv[1]);
-	if (!strcmp(argv[0], "workorder"))
-		return cmd_workorder(c, argc - 1, argv + 1);
-	return st_say(ST_EXIT_USAGE, "records: unknown or incomplete command '%s' (try "
-		      "'station help')", argv[0]);
-}
-
 /* station audit init: make the audit key, or finish what an interrupted
  * init or first start left in the token (recorded in the store as a signed
  * event), or re-certify an old audit certificate; with --out the
  * certificate is written (again) as PEM.  A complete key is refused
  * without --out: there is nothing to do. */
-int st_cmd_audit(st_rec_cli *c, int argc, char **argv)
+static int exec_audit_init(struct cli *cli, int argc, char **argv)
 {
+	st_rec_cli *c = cli_rec(cli);
 	const char *ca = c->cfg->ca_label ? c->cfg->ca_label : "issuing-ca";
 	const char *label = st_audit_label();
 	char err[1024] = "", repair[600] = "";
@@ -469,8 +458,8 @@ int st_cmd_audit(st_rec_cli *c, int argc, char **argv)
 	bool created;
 	int code, rc;
 
-	if (argc != 1 || strcmp(argv[0], "init"))
-		return st_say(ST_EXIT_USAGE, "audit: say 'audit init [--out FILE]'");
+	(void)argc;
+	(void)argv;
 	code = c->login(c->ctx);
 	if (code)
 		return code;
@@ -507,27 +496,120 @@ int st_cmd_audit(st_rec_cli *c, int argc, char **argv)
 
 /* ---- The entries: `records` and `audit` ---- */
 
-static int exec_records(struct cli *cli, int argc, char **argv)
+static int exec_verify(struct cli *cli, int argc, char **argv)
 {
-	if (argc >= 1 && !strcmp(argv[0], "close-interrupted"))
-		return st_cmd_close_interrupted(cli_role(cli), argc, argv);
-	return st_cmd_records(cli_rec(cli), argc, argv);
+	(void)argc;
+	(void)argv;
+	return cli->rec.pg ? st_cmd_verify_pg(cli_rec(cli)) : cmd_verify(cli_rec(cli));
 }
 
-static const struct cli_sub records_subs[] = {
-	{ "verify", "check the chain, signatures, anchor and checkpoint (--pg: the central copy)" },
-	{ "list", "the units on record" },
-	{ "show", "one unit (by UID or record id)" },
-	{ "export", "units as table, JSON lines or CSV; --evidence DIR: the evidence pack" },
-	{ "workorder", "create ID --quota N | show ID" },
-	{ "sync", "ship the records to the central copy (--once, --follow, --status)" },
-	{ "close-interrupted", "close units no run will finish; revoke their certificates" },
-	{ NULL, NULL },
+static int exec_list(struct cli *cli, int argc, char **argv)
+{
+	(void)argc;
+	(void)argv;
+	return cmd_list(cli_rec(cli), false);
+}
+
+static int exec_export(struct cli *cli, int argc, char **argv)
+{
+	(void)argc;
+	(void)argv;
+	return cli->rec.evidence ? cmd_evidence(cli_rec(cli)) :
+	       cmd_list(cli_rec(cli), true);
+}
+
+static int exec_show(struct cli *cli, int argc, char **argv)
+{
+	(void)argc;
+	return cmd_show(cli_rec(cli), argv[0]);
+}
+
+static int exec_sync(struct cli *cli, int argc, char **argv)
+{
+	(void)argc;
+	(void)argv;
+	return st_cmd_sync(cli_rec(cli));
+}
+
+static int exec_close_interrupted(struct cli *cli, int argc, char **argv)
+{
+	(void)argc;
+	(void)argv;
+	return st_cmd_close_interrupted(cli_role(cli));
+}
+
+#define LIST_OPTS O_WORK_ORDER, O_SINCE, O_UNTIL, O_RESULT, O_UID, O_FORMAT
+#define LIST_USAGE "[--work-order ID] [--since DATE] [--until DATE]\n" \
+	"          [--result R] [--uid UID] [--format table|jsonl|csv]"
+
+static const struct cli_sub workorder_subs[] = {
+	{ .name = "create", .usage = "records workorder create ID [--quota N]",
+	  .help = "a work order (its quota), recorded; in the central copy too "
+		  "when sync is configured",
+	  .options = (const enum cli_opt[]){ O_QUOTA, O_NONE },
+	  .min_args = 1, .max_args = 1,
+	  .needs = CLI_NEED_CONFIG | CLI_NEED_STORE_RW | CLI_NEED_HSM,
+	  .exec = exec_workorder_create },
+	{ .name = "show", .usage = "records workorder show ID",
+	  .help = "a work order's quota and counts",
+	  .options = (const enum cli_opt[]){ O_NONE },
+	  .min_args = 1, .max_args = 1,
+	  .needs = CLI_NEED_CONFIG | CLI_NEED_STORE_RO,
+	  .exec = exec_workorder_show },
+	{ NULL },
 };
 
-/* Logs in only for what needs it (a verify without --ca-cert, a sync's
- * first local write): hence no CLI_NEED_HSM up front, but the login it may
- * ask for is the dispatcher's (cli_login). */
+/* Reading subcommands need the store only to read (CLI_NEED_STORE_RO);
+ * verify and export --evidence log in only for what needs it (the token's
+ * CAs, the audit key's signature): the login is the dispatcher's. */
+static const struct cli_sub records_subs[] = {
+	{ .name = "verify",
+	  .usage = "records verify [--ca-cert FILE] [--anchor HASH] [--checkpoint "
+		   "FILE.json] | records verify --pg",
+	  .help = "check the chain, signatures, anchor and checkpoint (--pg: the "
+		  "central copy, docs/sync.md)",
+	  .options = (const enum cli_opt[]){ O_CA_CERT, O_ANCHOR, O_CHECKPOINT,
+		O_PG, O_NONE },
+	  .needs = CLI_NEED_CONFIG | CLI_NEED_STORE_RO | CLI_NEED_HSM,
+	  .exec = exec_verify },
+	{ .name = "list", .usage = "records list " LIST_USAGE,
+	  .help = "the units on record",
+	  .options = (const enum cli_opt[]){ LIST_OPTS, O_NONE },
+	  .needs = CLI_NEED_CONFIG | CLI_NEED_STORE_RO,
+	  .exec = exec_list },
+	{ .name = "show", .usage = "records show UID|ID [--format table|jsonl]",
+	  .help = "one unit (by device ID or record id) with its events",
+	  .options = (const enum cli_opt[]){ O_FORMAT, O_NONE },
+	  .min_args = 1, .max_args = 1,
+	  .needs = CLI_NEED_CONFIG | CLI_NEED_STORE_RO,
+	  .exec = exec_show },
+	{ .name = "export",
+	  .usage = "records export " LIST_USAGE "\n"
+		   "          | records export --evidence DIR [filters]",
+	  .help = "units as table, JSON lines or CSV; --evidence DIR: the evidence pack",
+	  .options = (const enum cli_opt[]){ LIST_OPTS, O_EVIDENCE, O_NONE },
+	  .needs = CLI_NEED_CONFIG | CLI_NEED_STORE_RO | CLI_NEED_HSM,
+	  .exec = exec_export },
+	{ .name = "workorder",
+	  .usage = "records workorder create ID [--quota N] | records workorder show ID",
+	  .help = "create ID --quota N | show ID",
+	  .subs = workorder_subs },
+	{ .name = "sync", .usage = "records sync [--once|--follow|--status]",
+	  .help = "ship the records to the central copy (docs/sync.md)",
+	  .options = (const enum cli_opt[]){ O_ONCE, O_FOLLOW, O_STATUS, O_NONE },
+	  .needs = CLI_NEED_CONFIG | CLI_NEED_STORE_RW | CLI_NEED_HSM,
+	  .exec = exec_sync },
+	{ .name = "close-interrupted",
+	  .usage = "records close-interrupted --supervisor NAME --reason TEXT "
+		   "[--before DATE]",
+	  .help = "close units no run will finish; revoke their certificates",
+	  .options = (const enum cli_opt[]){ O_SUPERVISOR, O_SUPERVISOR_PASSWORD_FILE,
+		O_REASON, O_BEFORE, O_NONE },
+	  .needs = CLI_NEED_CONFIG | CLI_NEED_STORE_RW | CLI_NEED_HSM,
+	  .exec = exec_close_interrupted },
+	{ NULL },
+};
+
 const struct cli_entry cli_cmd_records = {
 	.name = "records",
 	.usage = "records verify [--ca-cert FILE] [--anchor HASH] [--checkpoint FILE.json]\n"
@@ -542,32 +624,22 @@ const struct cli_entry cli_cmd_records = {
 		 "            (close units no run will finish; revoke their certificates)",
 	.help = "The local records: verify, query, export, work orders, sync.\n"
 		"DATE: YYYY-MM-DD or YYYY-MM-DDTHH:MM[:SS][Z|+HH:MM].",
-	.options = (const enum cli_opt[]){ O_WORK_ORDER, O_SINCE, O_UNTIL, O_RESULT,
-		O_UID, O_FORMAT, O_EVIDENCE, O_CA_CERT, O_ANCHOR, O_CHECKPOINT,
-		O_QUOTA, O_ONCE, O_FOLLOW, O_STATUS, O_PG, O_SUPERVISOR,
-		O_SUPERVISOR_PASSWORD_FILE, O_REASON, O_BEFORE, O_NONE },
 	.subs = records_subs,
-	.needs = CLI_NEED_CONFIG | CLI_NEED_STORE_RW | CLI_NEED_HSM,
-	.exec = exec_records,
 };
 
-static int exec_audit(struct cli *cli, int argc, char **argv)
-{
-	return st_cmd_audit(cli_rec(cli), argc, argv);
-}
-
 static const struct cli_sub audit_subs[] = {
-	{ "init", "make (or repair) the audit key and its certificate" },
-	{ "show", "the audit key's certificate" },
-	{ NULL, NULL },
+	{ .name = "init", .usage = "audit init [--out FILE]",
+	  .help = "make (or repair) the audit key and its certificate; --out "
+		  "writes the certificate",
+	  .options = (const enum cli_opt[]){ O_OUT, O_NONE },
+	  .needs = CLI_NEED_CONFIG | CLI_NEED_STORE_RW | CLI_NEED_HSM,
+	  .exec = exec_audit_init },
+	{ NULL },
 };
 
 const struct cli_entry cli_cmd_audit = {
 	.name = "audit",
 	.usage = "audit init [--out FILE]   (the audit key; made on first use too)",
 	.help = "The station's audit key, which signs every record.",
-	.options = (const enum cli_opt[]){ O_OUT, O_NONE },
 	.subs = audit_subs,
-	.needs = CLI_NEED_CONFIG | CLI_NEED_STORE_RW | CLI_NEED_HSM,
-	.exec = exec_audit,
 };

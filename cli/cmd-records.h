@@ -29,11 +29,4 @@ typedef struct st_rec_cli {
 	int (*login)(void *ctx);
 } st_rec_cli;
 
-/* station records verify|list|show|export|workorder ...; returns the exit
- * code. */
-int st_cmd_records(st_rec_cli *c, int argc, char **argv);
-
-/* station audit init|show; returns the exit code. */
-int st_cmd_audit(st_rec_cli *c, int argc, char **argv);
-
 #endif

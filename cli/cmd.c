@@ -134,12 +134,31 @@ static void print_options(FILE *f, const enum cli_opt *list)
 	}
 }
 
-/* `station COMMAND --help`, `station help COMMAND`: that command only. */
+static void global_help(FILE *f)
+{
+	fprintf(f, "\nglobal options (any command): --config FILE, --pin-file FILE, "
+		   "--json, --verbose,\n  --profile, --records, --cert-dir, --module, "
+		   "--token, --ca-key; 'station --help' says more\n");
+}
+
+/* The words of subs, "a, b, c", for a message. */
+static void sub_names(const struct cli_sub *subs, char *buf, size_t len)
+{
+	size_t n = 0;
+
+	buf[0] = '\0';
+	for (const struct cli_sub *s = subs; s->name && n < len; s++)
+		n += (size_t)snprintf(buf + n, len - n, "%s%s", n ? ", " : "", s->name);
+}
+
+/* `station COMMAND --help`, `station help COMMAND`: that command only; with
+ * subcommands, each one's usage and what it does. */
 static void command_help(FILE *f, const struct cli_entry *e)
 {
 	fprintf(f, "usage: station %s\n\n%s\n", e->usage, e->help);
 	if (e->subs) {
-		fprintf(f, "\nsubcommands:\n");
+		fprintf(f, "\nsubcommands ('station %s SUBCOMMAND --help' says more):\n",
+			e->name);
 		for (const struct cli_sub *s = e->subs; s->name; s++)
 			fprintf(f, "  %-20s %s\n", s->name, s->help);
 	}
@@ -147,9 +166,73 @@ static void command_help(FILE *f, const struct cli_entry *e)
 		fprintf(f, "\noptions of %s:\n", e->name);
 		print_options(f, e->options);
 	}
-	fprintf(f, "\nglobal options (any command): --config FILE, --pin-file FILE, "
-		   "--json, --verbose,\n  --profile, --records, --cert-dir, --module, "
-		   "--token, --ca-key; 'station --help' says more\n");
+	global_help(f);
+}
+
+/* `station CMD SUB --help`, `station help CMD SUB`: that subcommand only,
+ * named name ("records list"). */
+static void sub_help(FILE *f, const char *name, const struct cli_sub *s)
+{
+	fprintf(f, "usage: station %s\n\n%s\n", s->usage, s->help);
+	if (s->subs) {
+		fprintf(f, "\nsubcommands ('station %s SUBCOMMAND --help' says more):\n",
+			name);
+		for (const struct cli_sub *c = s->subs; c->name; c++)
+			fprintf(f, "  %-20s %s\n", c->name, c->help);
+	}
+	if (s->options && s->options[0] != O_NONE) {
+		fprintf(f, "\noptions of %s:\n", name);
+		print_options(f, s->options);
+	}
+	global_help(f);
+}
+
+/* Pick the subcommand of e that the words at argv[*i..argc) name, as deep
+ * as its tables go, into *out (NULL: e has none), its name ("records
+ * workorder create") into cli->name.  With help, stop at the last word
+ * that names one (help of that level).  0, or ST_EXIT_USAGE after saying
+ * what is missing or unknown and which subcommands there are. */
+static int pick_sub(struct cli *cli, const struct cli_entry *e, int argc,
+		    char **argv, int *i, bool help, const struct cli_sub **out)
+{
+	const struct cli_sub *subs = e->subs, *s = NULL;
+	char names[256];
+
+	snprintf(cli->name, sizeof(cli->name), "%s", e->name);
+	while (subs) {
+		const struct cli_sub *found = NULL;
+
+		if (*i >= argc && help)
+			break;
+		sub_names(subs, names, sizeof(names));
+		if (*i >= argc)
+			return st_say(ST_EXIT_USAGE, "%s: say which: %s (see 'station "
+				      "help %s')", cli->name, names, cli->name);
+		for (const struct cli_sub *c = subs; c->name; c++)
+			if (!strcmp(c->name, argv[*i]))
+				found = c;
+		if (!found)
+			return st_say(ST_EXIT_USAGE, "%s: unknown subcommand '%s'; %s "
+				      "has: %s (see 'station help %s')", cli->name,
+				      argv[*i], cli->name, names, cli->name);
+		s = found;
+		(*i)++;
+		snprintf(cli->name + strlen(cli->name), sizeof(cli->name) -
+			 strlen(cli->name), " %s", s->name);
+		subs = s->subs;
+	}
+	*out = s;
+	return 0;
+}
+
+/* Help for the command e and, when named, its subcommand s. */
+static void help_of(FILE *f, const struct cli *cli, const struct cli_entry *e,
+		    const struct cli_sub *s)
+{
+	if (s)
+		sub_help(f, cli->name, s);
+	else
+		command_help(f, e);
 }
 
 static void usage(FILE *f)
@@ -361,8 +444,8 @@ int cli_login(struct cli *cli)
 
 	if (st_station_logged_in(cli->st))
 		return 0;
-	if (!(cli->entry->needs & CLI_NEED_HSM))
-		return st_say(ST_EXIT_HSM, "%s does not use the HSM", cli->entry->name);
+	if (!(cli->needs & CLI_NEED_HSM))
+		return st_say(ST_EXIT_HSM, "%s does not use the HSM", cli->name);
 	rc = st_station_hsm_open(cli->st, err, sizeof(err));
 	if (rc)
 		return st_say(ST_EXIT_HSM, "HSM: %s", err);
@@ -402,10 +485,10 @@ int cli_store(struct cli *cli, bool rw)
 {
 	char err[600] = "";
 
-	if (!(cli->entry->needs & (rw ? CLI_NEED_STORE_RW :
-				   CLI_NEED_STORE_RO | CLI_NEED_STORE_RW)))
+	if (!(cli->needs & (rw ? CLI_NEED_STORE_RW :
+			    CLI_NEED_STORE_RO | CLI_NEED_STORE_RW)))
 		return st_say(ST_EXIT_RECORDS, "%s does not use the records",
-			      cli->entry->name);
+			      cli->name);
 	if (st_station_store_open(cli->st, rw, err, sizeof(err)))
 		return st_say(ST_EXIT_RECORDS, "records: %s", err);
 	return 0;
@@ -491,6 +574,8 @@ int cli_main(int argc, char **argv)
 	char *given_v[128];
 	struct cli cli = { .operator_name = "unknown", .rec = { .quota = -1 } };
 	const struct cli_entry *cmd = NULL;
+	const struct cli_sub *sub = NULL;
+	int (*exec)(struct cli *, int, char **);
 	struct rlimit nocore = { 0, 0 };
 	bool help = false, version = false;
 	int c, nlong = 0, ngiven = 0, code;
@@ -543,6 +628,8 @@ int cli_main(int argc, char **argv)
 		return 0;
 	}
 	if (optind < argc && !strcmp(argv[optind], "help")) {
+		int i = optind + 2;
+
 		if (optind + 1 >= argc) {
 			usage(stdout);
 			return 0;
@@ -551,7 +638,13 @@ int cli_main(int argc, char **argv)
 		if (!cmd)
 			return st_say(ST_EXIT_USAGE, "unknown command '%s' (try 'station "
 				      "help')", argv[optind + 1]);
-		command_help(stdout, cmd);
+		code = pick_sub(&cli, cmd, argc, argv, &i, true, &sub);
+		if (code)
+			return code;
+		if (i < argc)
+			return st_say(ST_EXIT_USAGE, "help %s: '%s' is not a subcommand",
+				      cli.name, argv[i]);
+		help_of(stdout, &cli, cmd, sub);
 		return 0;
 	}
 	if (optind < argc) {
@@ -560,10 +653,13 @@ int cli_main(int argc, char **argv)
 			return st_say(ST_EXIT_USAGE, "unknown command '%s' (try 'station help')",
 				      argv[optind]);
 		optind++;
+		code = pick_sub(&cli, cmd, argc, argv, &optind, help, &sub);
+		if (code)
+			return code;
 	}
 	if (help) {
 		if (cmd)
-			command_help(stdout, cmd);
+			help_of(stdout, &cli, cmd, sub);
 		else
 			usage(stdout);
 		return 0;
@@ -576,31 +672,41 @@ int cli_main(int argc, char **argv)
 		usage(stderr);
 		return ST_EXIT_USAGE;
 	}
-	/* A command sees only the global options and its own. */
+	if (!sub)
+		snprintf(cli.name, sizeof(cli.name), "%s", cmd->name);
+	/* A command (a subcommand) sees only the global options and its own. */
 	for (int i = 0; i < ngiven; i++)
-		if (!listed(global_opts, given_o[i]) && !listed(cmd->options, given_o[i]))
+		if (!listed(global_opts, given_o[i]) &&
+		    !listed(sub ? sub->options : cmd->options, given_o[i]))
 			return st_say(ST_EXIT_USAGE, "--%s is not an option of '%s' (see "
 				      "'station %s --help')", optdefs[given_o[i]].name,
-				      cmd->name, cmd->name);
+				      cli.name, cli.name);
+	if (sub && (argc - optind < sub->min_args || argc - optind > sub->max_args))
+		return st_say(ST_EXIT_USAGE, "%s: %s (usage: station %s)", cli.name,
+			      argc - optind < sub->min_args ? "missing argument" :
+			      "too many arguments", sub->usage);
 	for (int i = 0; i < ngiven; i++) {
 		code = apply(&cli, given_o[i], given_v[i]);
 		if (code)
 			return code;
 	}
 	cli.entry = cmd;
-	if (!(cmd->needs & CLI_NEED_CONFIG)) {
+	cli.sub = sub;
+	cli.needs = sub ? sub->needs : cmd->needs;
+	exec = sub ? sub->exec : cmd->exec;
+	if (!(cli.needs & CLI_NEED_CONFIG)) {
 		/* config check lists a bad configuration instead of refusing it. */
 		for (int i = 0; i < ngiven; i++)
 			if (given_o[i] == O_PROFILE)
 				cli.check_profile = given_v[i];
-		return cmd->exec(&cli, argc - optind, argv + optind);
+		return exec(&cli, argc - optind, argv + optind);
 	}
 	code = load_config(&cli, given_o, given_v, ngiven);
 	if (!code && st_station_new(&cli.cfg, cli.config_path, &cli.st))
 		code = st_say(ST_EXIT_USAGE, "out of memory");
 	if (!code) {
 		pthread_mutex_init(&cli.out_lock, NULL);
-		code = cmd->exec(&cli, argc - optind, argv + optind);
+		code = exec(&cli, argc - optind, argv + optind);
 		pthread_mutex_destroy(&cli.out_lock);
 	}
 	/* what the command opened through the station: the HSM, the store */

@@ -136,3 +136,96 @@ Test(cli, an_impossible_date_is_an_error, .timeout = 60)
 	free(r);
 	fx_rmtree(w.dir);
 }
+
+/* A subcommand's help is its own: `records list --help` and `records
+ * verify --help` differ, each lists its own options and not the other's;
+ * `station help records list` is the same text; `station help records`
+ * lists the subcommands. */
+Test(cli, help_is_per_subcommand, .timeout = 60)
+{
+	fx_world w;
+	fx_run *l = new_run(), *v = new_run(), *h = new_run();
+
+	fx_world_init(&w, false, 2000);
+	fx_station_run(l, &w, "records", "list", "--help", NULL);
+	cr_assert_eq(l->code, 0, "%s%s", l->out, l->err);
+	fx_station_run(v, &w, "records", "verify", "--help", NULL);
+	cr_assert_eq(v->code, 0, "%s%s", v->out, v->err);
+	cr_assert_str_neq(l->out, v->out);
+	cr_assert(strstr(l->out, "usage: station records list"), "%s", l->out);
+	cr_assert(strstr(l->out, "--since DATE "), "%s", l->out);
+	cr_assert_null(strstr(l->out, "--ca-cert"), "%s", l->out);
+	cr_assert_null(strstr(l->out, "--evidence"), "%s", l->out);
+	cr_assert_null(strstr(l->out, "--supervisor"), "%s", l->out);
+	cr_assert(strstr(v->out, "usage: station records verify"), "%s", v->out);
+	cr_assert(strstr(v->out, "--ca-cert FILE "), "%s", v->out);
+	cr_assert_null(strstr(v->out, "--since"), "%s", v->out);
+	fx_station_run(h, &w, "help", "records", "list", NULL);
+	cr_assert_eq(h->code, 0, "%s%s", h->out, h->err);
+	cr_assert_str_eq(h->out, l->out);
+	fx_station_run(h, &w, "help", "records", NULL);
+	cr_assert_eq(h->code, 0, "%s%s", h->out, h->err);
+	cr_assert(strstr(h->out, "subcommands"), "%s", h->out);
+	cr_assert(strstr(h->out, "\n  close-interrupted "), "%s", h->out);
+	cr_assert(strstr(h->out, "\n  workorder "), "%s", h->out);
+	fx_station_run(h, &w, "records", "workorder", "create", "--help", NULL);
+	cr_assert_eq(h->code, 0, "%s%s", h->out, h->err);
+	cr_assert(strstr(h->out, "--quota N "), "%s", h->out);
+	cr_assert_null(strstr(h->out, "--since"), "%s", h->out);
+	free(l);
+	free(v);
+	free(h);
+	fx_rmtree(w.dir);
+}
+
+/* An unknown subcommand exits 2, naming it and listing the valid ones. */
+Test(cli, an_unknown_subcommand_is_an_error, .timeout = 60)
+{
+	fx_world w;
+	fx_run *r = new_run();
+
+	fx_world_init(&w, false, 2000);
+	fx_station_run(r, &w, "records", "frobnicate", NULL);
+	cr_assert_eq(r->code, 2, "exit %d: %s%s", r->code, r->out, r->err);
+	cr_assert(strstr(r->err, "'frobnicate'"), "%s", r->err);
+	cr_assert(strstr(r->err, "verify, list, show, export, workorder, sync, "
+			 "close-interrupted"), "%s", r->err);
+	fx_station_run(r, &w, "ca", "destroy", NULL);
+	cr_assert_eq(r->code, 2, "exit %d: %s%s", r->code, r->out, r->err);
+	cr_assert(strstr(r->err, "'destroy'"), "%s", r->err);
+	cr_assert(strstr(r->err, "init, csr, import, show"), "%s", r->err);
+	fx_station_run(r, &w, "records", "workorder", "delete", "WO-1", NULL);
+	cr_assert_eq(r->code, 2, "exit %d: %s%s", r->code, r->out, r->err);
+	cr_assert(strstr(r->err, "'delete'"), "%s", r->err);
+	cr_assert(strstr(r->err, "create, show"), "%s", r->err);
+	free(r);
+	fx_rmtree(w.dir);
+}
+
+/* An option of a sibling subcommand is foreign too: exit 2, naming the
+ * option and the subcommand, before anything is opened. */
+Test(cli, a_foreign_option_on_a_subcommand_is_an_error, .timeout = 60)
+{
+	fx_world w;
+	fx_run *r = new_run();
+
+	fx_world_init(&w, false, 2000);
+	fx_station_run(r, &w, "records", "verify", "--since", "2026-01-01", NULL);
+	cr_assert_eq(r->code, 2, "exit %d: %s%s", r->code, r->out, r->err);
+	cr_assert(strstr(r->err, "--since"), "%s", r->err);
+	cr_assert(strstr(r->err, "'records verify'"), "%s", r->err);
+	fx_station_run(r, &w, "records", "list", "--evidence", w.dir, NULL);
+	cr_assert_eq(r->code, 2, "exit %d: %s%s", r->code, r->out, r->err);
+	cr_assert(strstr(r->err, "--evidence"), "%s", r->err);
+	cr_assert(strstr(r->err, "'records list'"), "%s", r->err);
+	fx_station_run(r, &w, "ca", "show", "--days", "5", NULL);
+	cr_assert_eq(r->code, 2, "exit %d: %s%s", r->code, r->out, r->err);
+	cr_assert(strstr(r->err, "--days"), "%s", r->err);
+	cr_assert(strstr(r->err, "'ca show'"), "%s", r->err);
+	/* the count of words is checked too */
+	fx_station_run(r, &w, "records", "show", NULL);
+	cr_assert_eq(r->code, 2, "exit %d: %s%s", r->code, r->out, r->err);
+	cr_assert(strstr(r->err, "records show"), "%s", r->err);
+	free(r);
+	fx_rmtree(w.dir);
+}
