@@ -51,6 +51,10 @@ enum cli_need {
 	CLI_NEED_STORE_RO = 1 << 1, /* the records, read */
 	CLI_NEED_STORE_RW = 1 << 2, /* the records, written */
 	CLI_NEED_HSM = 1 << 3,      /* a login to the token (the PIN) */
+	CLI_NEED_STORE_NEW = 1 << 4, /* with _RW: starts a line, so the records
+				     * are created when absent (docs/records.md,
+				     * "Who creates the store"); without it a
+				     * missing store is an error (exit 2) */
 };
 
 struct cli;
@@ -126,10 +130,11 @@ struct cli {
  * handle. */
 int cli_login(struct cli *cli);
 
-/* Open the records named in the configuration through the station, once;
- * closed by the dispatcher after exec.  0 or ST_EXIT_RECORDS after saying
- * why.  Only for an entry with CLI_NEED_STORE_RO or _RW; the command then
- * asks the station handle. */
+/* Open the records named in the configuration through the station, once:
+ * read-only unless rw, created only for CLI_NEED_STORE_NEW; closed by the
+ * dispatcher after exec.  0, ST_EXIT_USAGE when there is no store, or
+ * ST_EXIT_RECORDS, after saying why.  Only for an entry with
+ * CLI_NEED_STORE_RO or _RW; the command then asks the station handle. */
 int cli_store(struct cli *cli, bool rw);
 
 /* For cmd-records.c and cmd-profile.c: their option structs filled in from

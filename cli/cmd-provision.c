@@ -32,7 +32,9 @@ const struct cli_entry cli_cmd_provision = {
 		O_BURN_FUSES, O_DRY_RUN, O_WORK_ORDER, O_OPERATOR, O_PASSWORD_FILE,
 		O_REPROVISION, O_UID, O_REASON, O_SUPERVISOR,
 		O_SUPERVISOR_PASSWORD_FILE, O_PLUG_WAIT, O_NONE },
-	.needs = CLI_NEED_CONFIG | CLI_NEED_STORE_RW | CLI_NEED_HSM,
+	/* starts a line: the records are created when absent */
+	.needs = CLI_NEED_CONFIG | CLI_NEED_STORE_RW | CLI_NEED_STORE_NEW |
+		 CLI_NEED_HSM,
 	.exec = exec_provision,
 };
 

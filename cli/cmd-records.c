@@ -13,12 +13,17 @@
 #include "cli/cmd-records-sync.h"
 
 
-/* Open cfg's records into *r; 0, or ST_EXIT_RECORDS after saying why. */
-static int st_cli_open_store(const st_config *cfg, st_records **r)
+/* Open the station's records into *r as mode says (ST_STORE_READ for a
+ * reading command); 0, or ST_EXIT_USAGE (there is none) or
+ * ST_EXIT_RECORDS after saying why. */
+static int st_cli_open_store(st_rec_cli *c, st_store_mode mode, st_records **r)
 {
 	char err[4608];
+	int rc = st_records_open(c->st, mode, r, err, sizeof(err));
 
-	if (st_records_open(cfg, r, err, sizeof(err)))
+	if (rc == ST_E_NOTFOUND)
+		return st_say(ST_EXIT_USAGE, "%s", err);
+	if (rc)
 		return st_say(ST_EXIT_RECORDS, "records: %s", err);
 	return 0;
 }
@@ -53,7 +58,7 @@ static int cmd_verify(st_rec_cli *c)
 	code = st_cli_trust_open(c->ctx, c->ca_cert, true, &t);
 	if (code)
 		return code;
-	code = st_cli_open_store(c->cfg, &r);
+	code = st_cli_open_store(c, ST_STORE_READ, &r);
 	if (code)
 		goto cleanup;
 	rc = st_records_verify(r, t, &v);
@@ -242,7 +247,7 @@ static int cmd_list(st_rec_cli *c, bool export)
 		return st_say(ST_EXIT_USAGE, "--format is table, jsonl or csv");
 	if (filter_from(c, &f))
 		return st_say(ST_EXIT_USAGE, "--result is PASS, UNFUSED, FAIL, QUARANTINE or RUNNING");
-	code = st_cli_open_store(c->cfg, &r);
+	code = st_cli_open_store(c, ST_STORE_READ, &r);
 	if (code)
 		return code;
 	if (st_records_units(r, &f, print_unit, &l))
@@ -311,7 +316,7 @@ static int cmd_show(st_rec_cli *c, const char *what)
 
 	if (parse_fmt(c->format, F_TABLE, &s.l.fmt) || s.l.fmt == F_CSV)
 		return st_say(ST_EXIT_USAGE, "show: --format is table or jsonl");
-	code = st_cli_open_store(c->cfg, &r);
+	code = st_cli_open_store(c, ST_STORE_READ, &r);
 	if (code)
 		return code;
 	if (st_records_units(r, &f, collect, &s) == ST_OK && s.n == 0 && !*end) {
@@ -336,7 +341,8 @@ static int rec_fail(const char *what, st_rec_step step, int rc, int notfound,
 		    const char *err)
 {
 	if (step == ST_REC_STEP_STORE)
-		return st_say(ST_EXIT_RECORDS, "records: %s", err);
+		return rc == ST_E_NOTFOUND ? st_say(ST_EXIT_USAGE, "%s", err) :
+		       st_say(ST_EXIT_RECORDS, "records: %s", err);
 	if (step == ST_REC_STEP_AUDIT)
 		return st_say(ST_EXIT_HSM, "%s: the audit key: %s", what, err);
 	return st_say(rc == notfound ? ST_EXIT_USAGE : ST_EXIT_RECORDS, "%s: %s",
@@ -381,7 +387,7 @@ static int exec_workorder_show(struct cli *cli, int argc, char **argv)
 	int rc;
 
 	(void)argc;
-	rc = st_records_workorder_get(c->cfg, argv[0], &wo, &step, err, sizeof(err));
+	rc = st_records_workorder_get(c->st, argv[0], &wo, &step, err, sizeof(err));
 	if (rc)
 		return rec_fail("workorder", step, rc, ST_E_NOTFOUND, err);
 	if (wo.quota >= 0)
@@ -410,7 +416,7 @@ static int cmd_evidence(st_rec_cli *c)
 
 	if (filter_from(c, &f))
 		return st_say(ST_EXIT_USAGE, "--result is PASS, UNFUSED, FAIL, QUARANTINE or RUNNING");
-	code = st_cli_open_store(c->cfg, &r);
+	code = st_cli_open_store(c, ST_STORE_WRITE, &r);
 	if (code)
 		return code;
 	code = c->login(c->ctx);
@@ -473,7 +479,8 @@ static int exec_audit_init(struct cli *cli, int argc, char **argv)
 			      "certificate: nothing to do (--out FILE writes its "
 			      "certificate)", label, c->cfg->token_label);
 	if (rc && step == ST_REC_STEP_STORE)
-		return st_say(ST_EXIT_RECORDS, "records: %s", err);
+		return rc == ST_E_NOTFOUND ? st_say(ST_EXIT_USAGE, "%s", err) :
+		       st_say(ST_EXIT_RECORDS, "records: %s", err);
 	if (rc && step == ST_REC_STEP_OP)
 		return st_say(ST_EXIT_RECORDS, "audit init: the audit key is "
 			      "ready in the token, but %s", err);
@@ -548,7 +555,8 @@ static const struct cli_sub workorder_subs[] = {
 		  "when sync is configured",
 	  .options = (const enum cli_opt[]){ O_QUOTA, O_NONE },
 	  .min_args = 1, .max_args = 1,
-	  .needs = CLI_NEED_CONFIG | CLI_NEED_STORE_RW | CLI_NEED_HSM,
+	  .needs = CLI_NEED_CONFIG | CLI_NEED_STORE_RW | CLI_NEED_STORE_NEW |
+		   CLI_NEED_HSM,
 	  .exec = exec_workorder_create },
 	{ .name = "show", .usage = "records workorder show ID",
 	  .help = "a work order's quota and counts",
@@ -588,7 +596,10 @@ static const struct cli_sub records_subs[] = {
 		   "          | records export --evidence DIR [filters]",
 	  .help = "units as table, JSON lines or CSV; --evidence DIR: the evidence pack",
 	  .options = (const enum cli_opt[]){ LIST_OPTS, O_EVIDENCE, O_NONE },
-	  .needs = CLI_NEED_CONFIG | CLI_NEED_STORE_RO | CLI_NEED_HSM,
+	  /* read only, but --evidence attaches the audit signer, which
+	   * records a new audit certificate */
+	  .needs = CLI_NEED_CONFIG | CLI_NEED_STORE_RO | CLI_NEED_STORE_RW |
+		   CLI_NEED_HSM,
 	  .exec = exec_export },
 	{ .name = "workorder",
 	  .usage = "records workorder create ID [--quota N] | records workorder show ID",
@@ -632,7 +643,8 @@ static const struct cli_sub audit_subs[] = {
 	  .help = "make (or repair) the audit key and its certificate; --out "
 		  "writes the certificate",
 	  .options = (const enum cli_opt[]){ O_OUT, O_NONE },
-	  .needs = CLI_NEED_CONFIG | CLI_NEED_STORE_RW | CLI_NEED_HSM,
+	  .needs = CLI_NEED_CONFIG | CLI_NEED_STORE_RW | CLI_NEED_STORE_NEW |
+		   CLI_NEED_HSM,
 	  .exec = exec_audit_init },
 	{ NULL },
 };

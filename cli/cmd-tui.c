@@ -20,7 +20,9 @@ const struct cli_entry cli_cmd_tui = {
 	.options = (const enum cli_opt[]){ O_SLOT, O_LOG, O_TIMEOUT_MS, O_PLUG_WAIT,
 		O_NONE },
 	/* the UI logs in itself (the operator types the PIN) */
-	.needs = CLI_NEED_CONFIG | CLI_NEED_STORE_RW | CLI_NEED_HSM,
+	/* starts a line: the records are created when absent */
+	.needs = CLI_NEED_CONFIG | CLI_NEED_STORE_RW | CLI_NEED_STORE_NEW |
+		 CLI_NEED_HSM,
 	.exec = exec_tui,
 };
 

@@ -483,13 +483,19 @@ fail:
 
 int cli_store(struct cli *cli, bool rw)
 {
-	char err[600] = "";
+	char err[1200] = "";
+	int rc;
 
 	if (!(cli->needs & (rw ? CLI_NEED_STORE_RW :
 			    CLI_NEED_STORE_RO | CLI_NEED_STORE_RW)))
 		return st_say(ST_EXIT_RECORDS, "%s does not use the records",
 			      cli->name);
-	if (st_station_store_open(cli->st, rw, err, sizeof(err)))
+	rc = st_station_store_open(cli->st, !rw ? ST_STORE_READ :
+				   cli->needs & CLI_NEED_STORE_NEW ? ST_STORE_CREATE :
+				   ST_STORE_WRITE, err, sizeof(err));
+	if (rc == ST_E_NOTFOUND)
+		return st_say(ST_EXIT_USAGE, "%s", err);
+	if (rc)
 		return st_say(ST_EXIT_RECORDS, "records: %s", err);
 	return 0;
 }

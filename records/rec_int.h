@@ -52,6 +52,7 @@ struct rec_store {
 	 * the flusher thread REC_LAZY_MS after the first of them, by
 	 * rec_sync or by rec_close. */
 	int lazy_ms;                    /* rec_set_lazy_ms, REC_LAZY_MS */
+	bool readonly;                  /* opened REC_OPEN_READ */
 	int lazy_n;                     /* lazy writes in the open batch */
 	long long lazy_t0_ms;           /* monotonic ms of the first one */
 	int64_t *lazy_units;            /* units they wrote to (no dups) */

@@ -15,6 +15,7 @@
 #ifndef ST_RECORDS_H
 #define ST_RECORDS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -47,11 +48,30 @@ typedef struct rec_unit_result {
 	const char *fuse_readback;  /* fuse bank read back, hex */
 } rec_unit_result;
 
-/* Open (creating if needed) the store at path and apply the schema.
- * Like sqlite3_open, *out is set even on failure (to a handle that only
- * carries the message for rec_errmsg) unless memory ran out; the caller
- * rec_close()s it either way. */
+/* How a store is opened (docs/records.md, "Who creates the store"). */
+typedef enum rec_mode {
+	REC_OPEN_CREATE,  /* read and write; created when absent; the schema
+			   * brought up to date */
+	REC_OPEN_WRITE,   /* read and write an existing store (ST_E_NOTFOUND
+			   * when absent); the schema brought up to date */
+	REC_OPEN_READ,    /* read only (SQLITE_OPEN_READONLY): nothing is
+			   * written, created or migrated; works on a
+			   * read-only file in a read-only directory.  A store
+			   * at an older schema is refused (ST_E_STATE, "run a
+			   * writing command first") */
+} rec_mode;
+
+/* Open the store at path as mode says.  Like sqlite3_open, *out is set
+ * even on failure (to a handle that only carries the message for
+ * rec_errmsg, which names the cause: absent (ST_E_NOTFOUND), permission
+ * denied, a read-only directory, not a database) unless memory ran out;
+ * the caller rec_close()s it either way. */
+int rec_open_mode(const char *path, rec_mode mode, rec_store **out);
+/* rec_open_mode(path, REC_OPEN_CREATE, out). */
 int rec_open(const char *path, rec_store **out);
+
+/* Was r opened REC_OPEN_READ? */
+bool rec_readonly(const rec_store *r);
 
 /* Readable cause of the last failure seen by the calling thread on this
  * store ("" when none), so slot threads never read each other's errors.

@@ -267,7 +267,7 @@ int st_station_ca_repair_record(st_station *st, const char *label,
 	err[0] = '\0';
 	if (access(cfg->records_path, F_OK) != 0)
 		return ST_OK;
-	if (rec_open(cfg->records_path, &rec) ||
+	if (rec_open_mode(cfg->records_path, REC_OPEN_WRITE, &rec) ||
 	    st_audit_attach(h, rec, cfg, &a, err, errlen) ||
 	    rec_event(rec, "ca_repair", NULL, "ca", label, "repair", note, NULL)) {
 		if (!err[0])

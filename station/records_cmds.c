@@ -23,17 +23,15 @@
 #include "station/roles.h"
 #include "station/st_int.h"
 
-/* Open cfg's records into *r; ST_OK, or rc with step STORE and err. */
-static int open_store(const st_config *cfg, rec_store **r, st_rec_step *step,
-		      char *err, size_t errlen)
+/* Open st's records into *r as mode says; ST_OK, or rc with step STORE
+ * and err. */
+static int open_store(st_station *st, st_store_mode mode, rec_store **r,
+		      st_rec_step *step, char *err, size_t errlen)
 {
-	int rc = rec_open(cfg->records_path, r);
+	int rc = st_store_open_as(st, mode, r, err, errlen);
 
-	if (rc) {
-		snprintf(err, errlen, "cannot open %s: %s", cfg->records_path,
-			 *r ? rec_errmsg(*r) : st_strerror(rc));
+	if (rc)
 		*step = ST_REC_STEP_STORE;
-	}
 	return rc;
 }
 
@@ -43,8 +41,8 @@ struct st_records {
 	rec_store *r;
 };
 
-int st_records_open(const st_config *cfg, st_records **out, char *err,
-		    size_t errlen)
+int st_records_open(st_station *st, st_store_mode mode, st_records **out,
+		    char *err, size_t errlen)
 {
 	st_rec_step step;
 	st_records *h = calloc(1, sizeof(*h));
@@ -52,11 +50,11 @@ int st_records_open(const st_config *cfg, st_records **out, char *err,
 
 	*out = NULL;
 	if (!h) {
-		snprintf(err, errlen, "cannot open %s: %s", cfg->records_path,
-			 st_strerror(ST_E_NOMEM));
+		snprintf(err, errlen, "cannot open %s: %s",
+			 st_station_config(st)->records_path, st_strerror(ST_E_NOMEM));
 		return ST_E_NOMEM;
 	}
-	rc = open_store(cfg, &h->r, &step, err, errlen);
+	rc = open_store(st, mode, &h->r, &step, err, errlen);
 	if (rc) {
 		rec_close(h->r);
 		free(h);
@@ -635,7 +633,7 @@ int st_records_workorder_create(st_station *st, const st_config *cfg,
 {
 	rec_store *r = NULL;
 	st_audit *a = NULL;
-	int rc = open_store(cfg, &r, step, err, errlen);
+	int rc = open_store(st, ST_STORE_CREATE, &r, step, err, errlen);
 
 	if (rc)
 		goto cleanup;
@@ -656,13 +654,13 @@ cleanup:
 	return rc;
 }
 
-int st_records_workorder_get(const st_config *cfg, const char *id,
+int st_records_workorder_get(st_station *st, const char *id,
 			     st_workorder_info *out, st_rec_step *step,
 			     char *err, size_t errlen)
 {
 	rec_store *r = NULL;
 	rec_workorder wo;
-	int rc = open_store(cfg, &r, step, err, errlen);
+	int rc = open_store(st, ST_STORE_READ, &r, step, err, errlen);
 
 	if (!rc) {
 		rc = rec_workorder_get(r, id, &wo);
@@ -709,7 +707,7 @@ int st_records_audit_init(st_station *st, const st_config *cfg,
 	}
 	if (fresh) {
 		/* the store gets the new certificate and what was repaired */
-		rc = open_store(cfg, &r, step, err, errlen);
+		rc = open_store(st, ST_STORE_CREATE, &r, step, err, errlen);
 		if (rc)
 			goto cleanup;
 		rc = st_audit_use(a, r, err, errlen);

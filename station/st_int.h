@@ -142,4 +142,11 @@ rec_store *st_station_store(st_station *st);
  * certificate never does. */
 int st_trust_check_audit(void *ctx, const char *pem, char *why, size_t len);
 
+/* Open the records of st's configuration as mode says (station.c): ST_OK,
+ * or rc with err the sentence an operator acts on (ST_E_NOTFOUND: "no
+ * records store at PATH (records.path in CONFIG): ..."). *out as
+ * rec_open_mode: rec_close() it either way. */
+int st_store_open_as(st_station *st, st_store_mode mode, rec_store **out,
+		     char *err, size_t errlen);
+
 #endif

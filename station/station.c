@@ -56,17 +56,40 @@ const char *st_station_config_path(const st_station *st)
 	return st->config_path;
 }
 
-int st_station_store_open(st_station *st, bool rw, char *err, size_t errlen)
+int st_store_open_as(st_station *st, st_store_mode mode, rec_store **out,
+		     char *err, size_t errlen)
+{
+	static const rec_mode modes[] = {
+		[ST_STORE_READ] = REC_OPEN_READ,
+		[ST_STORE_WRITE] = REC_OPEN_WRITE,
+		[ST_STORE_CREATE] = REC_OPEN_CREATE,
+	};
+	const char *path = st->cfg->records_path;
+	int rc = rec_open_mode(path, modes[mode], out);
+
+	if (rc == ST_E_NOTFOUND)
+		snprintf(err, errlen, "no records store at %s (records.path in %s): "
+			 "this command does not create one; the first provisioning "
+			 "run (provision, tui), 'records workorder create' or "
+			 "'audit init' does", path ? path : "(none)",
+			 st->config_path ? st->config_path : "the built-in defaults");
+	else if (rc)
+		snprintf(err, errlen, "cannot open %s: %s", path ? path : "(none)",
+			 *out ? rec_errmsg(*out) : st_strerror(rc));
+	return rc;
+}
+
+int st_station_store_open(st_station *st, st_store_mode mode, char *err,
+			  size_t errlen)
 {
 	int rc;
 
-	(void)rw;
-	if (st->rec)
+	if (st->rec && (mode == ST_STORE_READ || !rec_readonly(st->rec)))
 		return ST_OK;
-	rc = rec_open(st->cfg->records_path, &st->rec);
+	rec_close(st->rec);
+	st->rec = NULL;
+	rc = st_store_open_as(st, mode, &st->rec, err, errlen);
 	if (rc) {
-		snprintf(err, errlen, "cannot open %s: %s", st->cfg->records_path,
-			 st->rec ? rec_errmsg(st->rec) : st_strerror(rc));
 		rec_close(st->rec);
 		st->rec = NULL;
 	}

@@ -438,10 +438,23 @@ void st_station_close(st_station *st);
 const st_config *st_station_config(const st_station *st);
 const char *st_station_config_path(const st_station *st);
 
+/* How a command opens the records (docs/records.md, "Who creates the
+ * store"). */
+typedef enum st_store_mode {
+	ST_STORE_READ,     /* a reading command: read only; never created,
+			    * written or migrated (a read-only file works) */
+	ST_STORE_WRITE,    /* an existing store, written */
+	ST_STORE_CREATE,   /* a command that starts a line: created when absent */
+} st_store_mode;
+
 /* Open the records named in the configuration (once; later calls return
- * ST_OK).  rw false says the caller only reads (the store has no separate
- * read-only mode today).  err: "cannot open PATH: why". */
-int st_station_store_open(st_station *st, bool rw, char *err, size_t errlen);
+ * ST_OK, reopening a store opened for reading when a write is asked).
+ * ST_E_NOTFOUND when there is none and mode does not create it: err "no
+ * records store at PATH (records.path in CONFIG): what creates one";
+ * otherwise err "cannot open PATH: why" (permission denied, a read-only
+ * directory, not a database, an older schema for a reader). */
+int st_station_store_open(st_station *st, st_store_mode mode, char *err,
+			  size_t errlen);
 
 /* Open the token (st_hsm_open) and log the user in with pin (pinlen
  * bytes, the caller wipes it): ST_E_PIN for a wrong PIN, the token stays
@@ -645,12 +658,14 @@ typedef struct st_sync_pass {
 } st_sync_pass;
 
 /* Ready the sync of the station's store: the configuration's sync group
- * (ST_E_CONFIG: unreadable; ST_E_NOTFOUND: none), the store (ST_E_DB).
+ * (ST_E_CONFIG: unreadable; ST_E_NOTFOUND: none), the store (ST_E_DB;
+ * ST_E_NOTFOUND with err "records: no records store ..."), opened for
+ * writing (alerts are recorded) or, for --status, only read.
  * login(ctx) logs the station in before the first local write (an alert
  * signed with the audit key); nonzero: it said why, the pass fails with
  * ST_E_HSM. */
-int st_syncer_open(st_station *st, int (*login)(void *ctx), void *ctx,
-		   st_syncer **out, char *err, size_t errlen);
+int st_syncer_open(st_station *st, bool write, int (*login)(void *ctx),
+		   void *ctx, st_syncer **out, char *err, size_t errlen);
 void st_syncer_close(st_syncer *s);
 
 /* One pass (connecting when not connected): the station's checkpoints not
@@ -822,9 +837,11 @@ typedef int (*st_records_unit_fn)(void *ctx, const st_unit_row *row);
 struct json_t *st_unit_json(const st_unit_row *u, bool with_pem);
 typedef int (*st_records_event_fn)(void *ctx, const st_event_row *row);
 
-/* Open cfg's records; ST_OK, or rc with err "cannot open PATH: why". */
-int st_records_open(const st_config *cfg, st_records **out, char *err,
-		    size_t errlen);
+/* Open the station's records as mode says (ST_STORE_READ for a reading
+ * command; st_station_store_open's modes and messages), a handle of its
+ * own; ST_OK, or rc with err. */
+int st_records_open(st_station *st, st_store_mode mode, st_records **out,
+		    char *err, size_t errlen);
 void st_records_close(st_records *r);
 /* The store's last error, as a sentence. */
 const char *st_records_errmsg(const st_records *r);
@@ -895,12 +912,14 @@ typedef struct st_workorder_info {
 } st_workorder_info;
 
 /* Create work order id (quota -1: none) as a signed event: the station
- * must be logged in (its audit key signs).  ST_OK, or rc with *step. */
+ * must be logged in (its audit key signs); the store is created when
+ * absent (a work order starts a line).  ST_OK, or rc with *step. */
 int st_records_workorder_create(st_station *st, const st_config *cfg,
 				const char *id, long quota, st_rec_step *step,
 				char *err, size_t errlen);
-/* Work order id's counts; ST_E_NOTFOUND (step OP) when there is none. */
-int st_records_workorder_get(const st_config *cfg, const char *id,
+/* Work order id's counts (the store read only); ST_E_NOTFOUND (step OP)
+ * when there is none, (step STORE) when there is no store. */
+int st_records_workorder_get(st_station *st, const char *id,
 			     st_workorder_info *out, st_rec_step *step,
 			     char *err, size_t errlen);
 

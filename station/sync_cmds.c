@@ -28,11 +28,11 @@ struct st_syncer {
 	char audit_err[512];    /* why the audit signer is not attached, "" */
 };
 
-int st_syncer_open(st_station *st, int (*login)(void *ctx), void *ctx,
-		   st_syncer **out, char *err, size_t errlen)
+int st_syncer_open(st_station *st, bool write, int (*login)(void *ctx),
+		   void *ctx, st_syncer **out, char *err, size_t errlen)
 {
 	const char *path = st_station_config_path(st);
-	char why[512] = "";
+	char why[900] = "";
 	st_syncer *s = calloc(1, sizeof(*s));
 	int rc;
 
@@ -57,10 +57,12 @@ int st_syncer_open(st_station *st, int (*login)(void *ctx), void *ctx,
 		rc = ST_E_NOTFOUND;
 		goto fail;
 	}
-	rc = st_station_store_open(st, true, why, sizeof(why));
+	rc = st_station_store_open(st, write ? ST_STORE_WRITE : ST_STORE_READ, why,
+				   sizeof(why));
 	if (rc) {
 		snprintf(err, errlen, "records: %s", why);
-		rc = ST_E_DB;
+		if (rc != ST_E_NOTFOUND)
+			rc = ST_E_DB;
 		goto fail;
 	}
 	s->r = st_station_store(st);

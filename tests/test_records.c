@@ -827,3 +827,59 @@ Test(records, v3_store_migrates_to_unfused_schema)
 				   NULL, NULL), SQLITE_OK, "units_final is gone");
 	sqlite3_close(db);
 }
+
+/* A reader's open (REC_OPEN_READ) and a writer's (REC_OPEN_WRITE) never
+ * create a store; a reader never migrates one: an older schema is refused
+ * with what to do, and the file keeps its version.  At the current schema
+ * it reads, and refuses to write. */
+Test(records, read_open_neither_creates_nor_migrates)
+{
+	char src[512], path[700], *sql;
+	rec_store *r = NULL;
+	sqlite3 *db;
+	long n = -1;
+	FILE *f;
+	long len;
+
+	cr_assert_eq(rec_open_mode(dbpath, REC_OPEN_READ, &r), ST_E_NOTFOUND);
+	cr_assert(strstr(rec_errmsg(r), "does not exist"), "%s", rec_errmsg(r));
+	rec_close(r);
+	cr_assert_eq(rec_open_mode(dbpath, REC_OPEN_WRITE, &r), ST_E_NOTFOUND);
+	rec_close(r);
+	cr_assert_neq(access(dbpath, F_OK), 0, "a store was created");
+
+	snprintf(src, sizeof(src), "%s", getenv("STATION_BUILD"));
+	snprintf(path, sizeof(path), "%s/../tests/fixtures/records-v3.sql", src);
+	f = fopen(path, "r");
+	cr_assert_not_null(f, "%s", path);
+	fseek(f, 0, SEEK_END);
+	len = ftell(f);
+	rewind(f);
+	sql = calloc(1, (size_t)len + 1);
+	cr_assert_eq(fread(sql, 1, (size_t)len, f), (size_t)len);
+	fclose(f);
+	cr_assert_eq(sqlite3_open(dbpath, &db), SQLITE_OK);
+	cr_assert_eq(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK, "%s",
+		     sqlite3_errmsg(db));
+	free(sql);
+	sqlite3_close(db);
+
+	cr_assert_eq(rec_open_mode(dbpath, REC_OPEN_READ, &r), ST_E_STATE);
+	cr_assert(strstr(rec_errmsg(r), "schema version 3, older"), "%s", rec_errmsg(r));
+	cr_assert(strstr(rec_errmsg(r), "run a writing command"), "%s", rec_errmsg(r));
+	rec_close(r);
+	db = ext_open(dbpath);
+	cr_assert_eq(q_int(db, "PRAGMA user_version"), 3, "a reader migrated");
+	sqlite3_close(db);
+
+	/* a writer brings it up to date; then a reader reads it */
+	r = open_ok(dbpath);
+	rec_close(r);
+	cr_assert_eq(rec_open_mode(dbpath, REC_OPEN_READ, &r), ST_OK, "%s", rec_errmsg(r));
+	cr_assert(rec_readonly(r));
+	cr_assert_eq(rec_count(r, "PASS", &n), ST_OK, "%s", rec_errmsg(r));
+	cr_assert_eq(n, 1);
+	cr_assert_neq(rec_unit_begin(r, &(rec_unit_start){ .uid = "ee05", .slot = 1 },
+				     &(int64_t){ 0 }), ST_OK, "a reader wrote");
+	rec_close(r);
+}
