@@ -663,8 +663,9 @@ static int diagnose(rec_store *r, const char *path, rec_mode mode, bool exists)
 	if (mode == REC_OPEN_READ)
 		return 0;
 	if (access(path, W_OK) != 0)
-		return rec_fail(r, ST_E_IO, "cannot write %s: %s (a writing command "
-				"needs the store writable)", path, strerror(errno));
+		return rec_fail(r, ST_E_IO, "%s is read-only for this station (%s): "
+				"a writing command needs the store writable", path,
+				strerror(errno));
 	dir_w = access(dir, W_OK | X_OK) == 0;
 	if (!dir_w)
 		return rec_fail(r, ST_E_IO, "cannot write beside %s: the directory %s "
