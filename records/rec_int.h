@@ -208,4 +208,13 @@ int rec_offline_units(rec_store *r, const char *wo, long long after, long *n);
  * (the caller frees it, also on failure), *n of them. */
 int rec_alert_ids(rec_store *r, long long **ids, int *n);
 
+/* access.c: the folder of path into out; why path cannot be opened as
+ * mode asks (0: nothing the file system can tell; else the error, said
+ * with rec_fail); and the read-only open of path into r->db (a WAL store
+ * in a directory this process cannot write, with no journal beside it,
+ * opened immutable).  ST_OK or ST_E_IO. */
+void rec_dir_of(const char *path, char *out, size_t cap);
+int rec_open_diagnose(rec_store *r, const char *path, rec_mode mode, bool exists);
+int rec_open_readonly(rec_store *r, const char *path);
+
 #endif

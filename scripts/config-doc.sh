@@ -1,6 +1,6 @@
 #!/bin/sh
 # Regenerate the schema block of docs/configuration.md from the tables in
-# station/schema.c (after adding a setting): scripts/config-doc.sh [BUILD]
+# station/schema_tables.c (after adding a setting): scripts/config-doc.sh [BUILD]
 # tests/test_config.c fails while the block and the code differ.
 set -eu
 BUILD=${1:-build}

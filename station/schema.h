@@ -53,7 +53,7 @@ enum st_sk_type {
 #define SK_PARENT   0x8u /* names a file whose directory must exist (config check) */
 
 /* One known setting.  Path: "hsm.module"; members of a list's groups are
- * "slots[].port".  Adding a setting is one line in a table in schema.c. */
+ * "slots[].port".  Adding a setting is one line in a table in schema_tables.c. */
 typedef struct st_schema_key {
 	const char *path;
 	enum st_sk_type type;
