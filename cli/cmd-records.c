@@ -1,6 +1,7 @@
-/* cmd_records.c — `station records verify|list|show|export|workorder` and
- * `station audit init|show`: reading the audit store back for people and
- * auditors, and the evidence bundle (docs/evidence.md). */
+/* cmd-records.c — `station records verify|list|show|export|workorder|sync|
+ * close-interrupted` and `station audit init`: reading the audit store
+ * back for people and auditors, and the evidence bundle
+ * (docs/evidence.md). */
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
