@@ -425,7 +425,10 @@ static const struct cli_sub profile_subs[] = {
 	  .usage = "profile install --in FILE --operator ENGINEER [--password-file F]",
 	  .help = "check a signed profile, put it in place, record it",
 	  .options = (const enum cli_opt[]){ O_IN, O_OPERATOR, O_PASSWORD_FILE, O_NONE },
-	  .needs = CLI_NEED_CONFIG | CLI_NEED_STORE_RW | CLI_NEED_HSM,
+	  /* sets a line up: the install (and a refusal) goes on record in a
+	   * store made for it when there is none yet */
+	  .needs = CLI_NEED_CONFIG | CLI_NEED_STORE_RW | CLI_NEED_STORE_NEW |
+		   CLI_NEED_HSM,
 	  .exec = exec_profile },
 	{ NULL },
 };

@@ -242,7 +242,7 @@ static void usage(FILE *f)
 		   "commands:\n");
 	for (size_t i = 0; i < ST_ARRAY_SIZE(cmd_table); i++)
 		fprintf(f, "  %s\n", cmd_table[i]->usage);
-	fprintf(f, "  help [COMMAND]   (a command's usage and options; also COMMAND --help)\n"
+	fprintf(f, "  help [COMMAND [SUBCOMMAND]]   (its usage and options; also COMMAND [SUB] --help)\n"
 		   "The HSM PIN comes from --pin-file, the STATION_PIN environment variable,\n"
 		   "or a no-echo prompt; never from the command line.  Passwords likewise:\n"
 		   "--password-file / STATION_PASSWORD, --supervisor-password-file /\n"
