@@ -28,14 +28,14 @@ static int sync_login(void *ctx)
 }
 
 /* The syncer of the station, or an exit code after saying why. */
-static int open_syncer(st_rec_cli *c, bool write, struct sync_login *l)
+static int open_syncer(st_rec_cli *c, st_store_mode mode, struct sync_login *l)
 {
 	char err[1024] = "";
 	int rc;
 
 	memset(l, 0, sizeof(*l));
 	l->c = c;
-	rc = st_syncer_open(c->st, write, sync_login, l, &l->s, err, sizeof(err));
+	rc = st_syncer_open(c->st, mode, sync_login, l, &l->s, err, sizeof(err));
 	if (rc)
 		return st_say(rc == ST_E_DB || rc == ST_E_NOMEM ? ST_EXIT_RECORDS :
 			      ST_EXIT_USAGE, "%s", err);
@@ -127,7 +127,9 @@ int st_cmd_sync(st_rec_cli *c)
 	if (c->sync_once + c->sync_follow + c->sync_status > 1)
 		return st_say(ST_EXIT_USAGE, "records sync: give one of --once, "
 			      "--follow, --status");
-	code = open_syncer(c, !c->sync_status, &l);
+	/* a station's sync service may start before its first run: a pass
+	 * registers the station centrally over a store made for it */
+	code = open_syncer(c, c->sync_status ? ST_STORE_READ : ST_STORE_CREATE, &l);
 	if (code)
 		goto cleanup;
 	if (c->sync_status) {
@@ -210,7 +212,7 @@ int st_cmd_verify_pg(st_rec_cli *c)
 	code = st_cli_trust_open(c->ctx, c->ca_cert, true, &t);
 	if (code)
 		return code;
-	code = open_syncer(c, false, &l);
+	code = open_syncer(c, ST_STORE_READ, &l);
 	if (code)
 		goto cleanup;
 	rc = st_syncer_verify_pg(l.s, t, &v, err, sizeof(err));

@@ -609,7 +609,10 @@ static const struct cli_sub records_subs[] = {
 	{ .name = "sync", .usage = "records sync [--once|--follow|--status]",
 	  .help = "ship the records to the central copy (docs/sync.md)",
 	  .options = (const enum cli_opt[]){ O_ONCE, O_FOLLOW, O_STATUS, O_NONE },
-	  .needs = CLI_NEED_CONFIG | CLI_NEED_STORE_RW | CLI_NEED_HSM,
+	  /* a pass creates the store (the sync service may start before the
+	   * first run); --status only reads */
+	  .needs = CLI_NEED_CONFIG | CLI_NEED_STORE_RW | CLI_NEED_STORE_NEW |
+		   CLI_NEED_HSM,
 	  .exec = exec_sync },
 	{ .name = "close-interrupted",
 	  .usage = "records close-interrupted --supervisor NAME --reason TEXT "

@@ -71,8 +71,8 @@ int st_store_open_as(st_station *st, st_store_mode mode, rec_store **out,
 		snprintf(err, errlen, "no records store at %s (records.path in %s): "
 			 "this command does not create one; the first provisioning "
 			 "run (provision, tui), 'records workorder create', 'audit "
-			 "init' or 'profile install' does", path ? path : "(none)",
-			 st->config_path ? st->config_path : "the built-in defaults");
+			 "init', 'profile install' or 'records sync' does",
+			 path ? path : "(none)", st->config_path ? st->config_path : "the built-in defaults");
 	else if (rc)
 		snprintf(err, errlen, "cannot open %s: %s", path ? path : "(none)",
 			 *out ? rec_errmsg(*out) : st_strerror(rc));

@@ -659,12 +659,12 @@ typedef struct st_sync_pass {
 
 /* Ready the sync of the station's store: the configuration's sync group
  * (ST_E_CONFIG: unreadable; ST_E_NOTFOUND: none), the store (ST_E_DB;
- * ST_E_NOTFOUND with err "records: no records store ..."), opened for
- * writing (alerts are recorded) or, for --status, only read.
+ * ST_E_NOTFOUND with err "records: no records store ..."), opened as
+ * mode says: a sync pass writes (alerts), --status and verify --pg read.
  * login(ctx) logs the station in before the first local write (an alert
  * signed with the audit key); nonzero: it said why, the pass fails with
  * ST_E_HSM. */
-int st_syncer_open(st_station *st, bool write, int (*login)(void *ctx),
+int st_syncer_open(st_station *st, st_store_mode mode, int (*login)(void *ctx),
 		   void *ctx, st_syncer **out, char *err, size_t errlen);
 void st_syncer_close(st_syncer *s);
 

@@ -28,7 +28,7 @@ struct st_syncer {
 	char audit_err[512];    /* why the audit signer is not attached, "" */
 };
 
-int st_syncer_open(st_station *st, bool write, int (*login)(void *ctx),
+int st_syncer_open(st_station *st, st_store_mode mode, int (*login)(void *ctx),
 		   void *ctx, st_syncer **out, char *err, size_t errlen)
 {
 	const char *path = st_station_config_path(st);
@@ -57,8 +57,7 @@ int st_syncer_open(st_station *st, bool write, int (*login)(void *ctx),
 		rc = ST_E_NOTFOUND;
 		goto fail;
 	}
-	rc = st_station_store_open(st, write ? ST_STORE_WRITE : ST_STORE_READ, why,
-				   sizeof(why));
+	rc = st_station_store_open(st, mode, why, sizeof(why));
 	if (rc) {
 		snprintf(err, errlen, "records: %s", why);
 		if (rc != ST_E_NOTFOUND)
