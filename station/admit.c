@@ -151,7 +151,8 @@ int resume_identity(struct unit *u, X509 **out)
 		rc = step(u, ST_STEP_RESUME, ST_OUTCOME_OK, "finishes unit record %lld (%s): same "
 			  "certificate, serial %s; no second identity", (long long)
 			  (h->last_unit ? h->last_unit : h->cert_unit),
-			  !strcmp(h->last_state, "RUNNING") ? "interrupted" : h->last_state,
+			  !st_verdict_parse(h->last_state, &(st_verdict){ 0 }) ?
+			  "interrupted" : h->last_state,
 			  u->serial);
 	if (!rc)
 		rc = revoke_abandoned(u, "superseded by the certificate resumed");

@@ -354,8 +354,8 @@ static int count_one(void *ctx, const st_issued *c)
 		t->revoked++;
 	else if (c->live)
 		t->live++;
-	else if (!strcmp(c->state, "RUNNING"))
-		t->open++;
+	else if (!st_verdict_parse(c->state, &(st_verdict){ 0 }))
+		t->open++;          /* RUNNING: no verdict yet */
 	else
 		t->unrevoked++;
 	return 0;

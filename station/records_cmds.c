@@ -433,7 +433,8 @@ static int bundle_issued(void *ctx, const st_issued *c)
 {
 	struct bundle *b = ctx;
 	const char *fate = c->revoked ? "revoked" : c->live ? "valid" :
-			   !strcmp(c->state, "RUNNING") ? "open" : "not-revoked";
+			   !st_verdict_parse(c->state, &(st_verdict){ 0 }) ? "open" :
+			   "not-revoked";
 	json_t *o = json_pack("{s:s, s:s, s:s, s:I, s:s, s:s}", "serial", c->serial,
 			      "sha256", c->sha256, "uid", c->uid, "unit",
 			      (json_int_t)c->unit_id, "unit_result", c->state,
