@@ -34,6 +34,9 @@ enum step_id {
 	STEP_QUARANTINE,
 	STEP_HISTORY,        /* announced only: the unit's records looked up */
 	STEP_PLUG,           /* announced only: waiting for the programmer */
+	STEP_FW_CHECK,       /* each image fits its slot (before any key) */
+	STEP_FIRMWARE,       /* images written, the device's digests compared */
+	STEP_ATTEST,         /* end-of-line attestation after the lock */
 	STEP_COUNT
 };
 
@@ -146,6 +149,11 @@ struct unit {
 			       * presentation resumes or revokes it */
 	struct history hist;  /* what every earlier record of the unit says */
 	drv_linkstat link0;   /* the link's counters when this unit began */
+	/* What the unit's record keeps of its code (docs/firmware.md):
+	 * canonical JSON, "" when the profile has no firmware group. */
+	char firmware[2048];  /* per image: name, version, slot, size, the
+			       * device's SHA-256, the SBOM's SHA-256 */
+	char attestation[4096]; /* nonce, statement, signature */
 };
 
 /* unit.c: a unit's steps and verdict. */
@@ -162,6 +170,11 @@ char *pem_of(X509 *cert);
 bool uid_unreadable(const drv_info *info);
 void run_unit(struct unit *u);
 void finish_unit(struct unit *u);
+
+/* unit_fw.c: the firmware steps (no-ops for a profile without images). */
+int fw_precheck(struct unit *u);
+int fw_write(struct unit *u);
+int fw_attest(struct unit *u, X509 *cert);
 
 /* admit.c: whether and how the unit in the programmer is provisioned. */
 int resume_identity(struct unit *u, X509 **out);

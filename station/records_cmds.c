@@ -20,6 +20,7 @@
 #include "base.h"
 #include "records/records.h"
 #include "station/checkpoint.h"
+#include "station/firmware.h"
 #include "station/roles.h"
 #include "station/st_int.h"
 
@@ -107,7 +108,8 @@ static st_unit_row unit_row_of(const rec_unit_row *u)
 		.cert_sha256 = u->cert_sha256, .cert_pem = u->cert_pem,
 		.pubkey = u->pubkey, .rot_hash = u->rot_hash,
 		.fuse_readback = u->fuse_readback, .started_at = u->started_at,
-		.finished_at = u->finished_at };
+		.finished_at = u->finished_at, .firmware = u->firmware,
+		.attestation = u->attestation };
 }
 
 static int walk_unit(void *ctx, const rec_unit_row *u)
@@ -212,7 +214,110 @@ json_t *st_unit_json(const st_unit_row *u, bool with_pem)
 	for (size_t i = 0; o && i < ST_ARRAY_SIZE(f); i++)
 		if (f[i].v)
 			json_object_set_new(o, f[i].k, json_string(f[i].v));
+	/* the code it left with, as the JSON the record holds */
+	if (o && u->firmware)
+		json_object_set_new(o, "firmware", json_loads(u->firmware, 0, NULL));
+	if (o && u->attestation)
+		json_object_set_new(o, "attestation", json_loads(u->attestation, 0, NULL));
 	return o;
+}
+
+/* ---- records units --component: who left with a component ---- */
+
+struct comp_query {
+	const char *name, *version;     /* version NULL: any */
+	json_t *sboms;                  /* sbom_sha256 -> component version */
+	st_records_component_fn fn;
+	void *ctx;
+};
+
+/* A `firmware` event: does its SBOM list the component? */
+static int comp_event(void *ctx, const rec_event_row *e)
+{
+	struct comp_query *q = ctx;
+	json_t *body, *data, *comps, *c;
+	const char *sbom, *digest;
+	size_t i;
+
+	if (strcmp(e->kind, "firmware"))
+		return 0;
+	body = json_loads(e->body, 0, NULL);
+	data = json_object_get(body, "data");
+	sbom = json_string_value(json_object_get(data, "sbom"));
+	digest = json_string_value(json_object_get(data, "sbom_sha256"));
+	comps = sbom ? st_fw_components(sbom, strlen(sbom)) : NULL;
+	json_array_foreach(comps, i, c) {
+		const char *n = json_string_value(json_object_get(c, "name"));
+		const char *v = json_string_value(json_object_get(c, "version"));
+
+		if (digest && n && !strcmp(n, q->name) &&
+		    (!q->version || (v && !strcmp(v, q->version)))) {
+			json_object_set_new(q->sboms, digest, json_string(v ? v : ""));
+			break;
+		}
+	}
+	json_decref(comps);
+	json_decref(body);
+	return 0;
+}
+
+/* A unit: did it leave with an image whose SBOM is one of those? */
+static int comp_unit(void *ctx, const rec_unit_row *u)
+{
+	struct comp_query *q = ctx;
+	json_t *imgs, *im;
+	size_t i;
+	int rc = 0;
+
+	if (!u->firmware || (strcmp(u->state, "PASS") && strcmp(u->state, "UNFUSED")))
+		return 0;
+	imgs = json_loads(u->firmware, 0, NULL);
+	json_array_foreach(imgs, i, im) {
+		const char *d = json_string_value(json_object_get(im, "sbom_sha256"));
+		json_t *v = d ? json_object_get(q->sboms, d) : NULL;
+
+		if (v) {
+			st_unit_row row = unit_row_of(u);
+
+			rc = q->fn(q->ctx, &row, json_string_value(json_object_get(im, "name")),
+				   json_string_value(json_object_get(im, "version")),
+				   json_string_value(v));
+			break;
+		}
+	}
+	json_decref(imgs);
+	return rc;
+}
+
+int st_records_units_with_component(st_records *r, const char *component,
+				    st_records_component_fn fn, void *ctx,
+				    char *err, size_t errlen)
+{
+	char name[256];
+	char *at;
+	struct comp_query q = { .fn = fn, .ctx = ctx };
+	int rc;
+
+	snprintf(name, sizeof(name), "%s", component ? component : "");
+	if ((at = strrchr(name, '@')) && at != name) {
+		*at = '\0';
+		q.version = at + 1;
+	}
+	q.name = name;
+	if (!name[0] || (q.version && !q.version[0])) {
+		snprintf(err, errlen, "--component is NAME or NAME@VERSION (as the "
+			 "SBOM names it)");
+		return ST_E_INVAL;
+	}
+	if (!(q.sboms = json_object()))
+		return ST_E_NOMEM;
+	rc = rec_list_events(r->r, 0, comp_event, &q);
+	if (!rc && json_object_size(q.sboms))
+		rc = rec_list_units(r->r, NULL, comp_unit, &q);
+	if (rc && rc != ST_E_NOMEM)
+		snprintf(err, errlen, "%s", rec_errmsg(r->r));
+	json_decref(q.sboms);
+	return rc;
 }
 
 /* ---- records export --evidence: the bundle ---- */
