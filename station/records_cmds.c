@@ -332,6 +332,13 @@ struct bundle {
 	char last_hash[65];
 	json_t *cert_lines;    /* certs.jsonl, one object per issued certificate */
 	json_t *idents;        /* uid -> PEM of its newest PASS or UNFUSED unit */
+	/* docs/firmware.md: firmware.jsonl (one line per unit and image,
+	 * made at the first unit with images) and the SBOMs of the signed
+	 * `firmware` events, sbom_sha256 -> text (sboms/<sha256>.cdx.json) */
+	FILE *fw;
+	json_t *sboms;
+	json_t *attest;        /* uid -> attestation of its newest PASS or
+				* UNFUSED unit (attestations/<uid>.*) */
 };
 
 /* Write text to dir/name (fsynced). */
@@ -355,6 +362,38 @@ static int put_file(struct bundle *b, const char *name, const char *text,
 	return ok ? 0 : -1;
 }
 
+/* firmware.jsonl: what each unit's images are, as the device measured
+ * them after writing, and whether its attestation is on record. */
+static int bundle_firmware(struct bundle *b, const rec_unit_row *u)
+{
+	json_t *imgs = json_loads(u->firmware, 0, NULL), *im;
+	size_t i;
+
+	if (!b->fw) {
+		char path[4096];
+
+		snprintf(path, sizeof(path), "%s/firmware.jsonl", b->dir);
+		if (!(b->fw = fopen(path, "wx"))) {
+			snprintf(b->err, sizeof(b->err), "cannot create %s", path);
+			json_decref(imgs);
+			return -1;
+		}
+	}
+	json_array_foreach(imgs, i, im) {
+		json_t *o = json_deep_copy(im);
+
+		json_object_set_new(o, "uid", json_string(u->uid));
+		json_object_set_new(o, "unit", json_integer(u->id));
+		json_object_set_new(o, "result", json_string(u->state));
+		json_object_set_new(o, "attested", json_boolean(u->attestation != NULL));
+		json_dumpf(o, b->fw, JSON_COMPACT | JSON_SORT_KEYS);
+		fputc('\n', b->fw);
+		json_decref(o);
+	}
+	json_decref(imgs);
+	return 0;
+}
+
 static int bundle_unit(void *ctx, const rec_unit_row *u)
 {
 	struct bundle *b = ctx;
@@ -366,6 +405,11 @@ static int bundle_unit(void *ctx, const rec_unit_row *u)
 	json_dumpf(o, b->units, JSON_COMPACT | JSON_SORT_KEYS);
 	fputc('\n', b->units);
 	json_decref(o);
+	if (u->firmware && bundle_firmware(b, u))
+		return ST_E_IO;
+	if (u->attestation && (!strcmp(u->state, "PASS") || !strcmp(u->state, "UNFUSED")) &&
+	    json_object_set_new(b->attest, u->uid, json_loads(u->attestation, 0, NULL)))
+		return ST_E_NOMEM;
 	/* A device's identity is its newest PASS or UNFUSED unit's (units
 	 * come oldest first): an UNFUSED unit finished by an armed run is two
 	 * records with one certificate; a re-provisioned one supersedes the
@@ -402,6 +446,16 @@ static int bundle_event(void *ctx, const rec_event_row *e)
 		e->sig ? e->sig : "null", e->sig ? "\"" : "", e->body);
 	b->last_seq = e->seq;
 	snprintf(b->last_hash, sizeof(b->last_hash), "%s", e->hash);
+	if (!strcmp(e->kind, "firmware")) {
+		json_t *body = json_loads(e->body, 0, NULL);
+		json_t *data = json_object_get(body, "data");
+		const char *d = json_string_value(json_object_get(data, "sbom_sha256"));
+		json_t *text = json_object_get(data, "sbom");
+
+		if (d && json_is_string(text))
+			json_object_set(b->sboms, d, text);
+		json_decref(body);
+	}
 	return 0;
 }
 
@@ -430,6 +484,64 @@ static int hash_line(struct bundle *b, const char *name, FILE *m)
 	}
 	st_hex(dig, sizeof(dig), hex);
 	fprintf(m, "%s  %s\n", hex, name);
+	return 0;
+}
+
+/* sboms/<sha256>.cdx.json: every SBOM the chain recorded (the file's own
+ * bytes: `sha256sum` gives its name); attestations/<uid>.statement.json
+ * and .sig: the statement's exact bytes and the DER signature of each
+ * device's identity unit, for `openssl dgst -verify`; firmware.jsonl; all
+ * into the manifest (docs/evidence.md). */
+static int bundle_sboms(struct bundle *b, FILE *m)
+{
+	const char *d;
+	json_t *text;
+	char name[300];
+
+	if (b->fw && (fflush(b->fw) || fsync(fileno(b->fw)) ||
+		      hash_line(b, "firmware.jsonl", m)))
+		return ST_E_IO;
+	if (json_object_size(b->attest)) {
+		const char *uid;
+		json_t *a;
+
+		snprintf(name, sizeof(name), "%s/attestations", b->dir);
+		if (mkdir(name, 0755) != 0) {
+			snprintf(b->err, sizeof(b->err), "cannot create %s", name);
+			return ST_E_IO;
+		}
+		json_object_foreach(b->attest, uid, a) {
+			const char *st = json_string_value(json_object_get(a, "statement"));
+			const char *hex = json_string_value(json_object_get(a, "signature"));
+			uint8_t sig[128];
+			size_t n = hex ? strlen(hex) / 2 : 0;
+
+			if (!st || !hex || n > sizeof(sig) || st_unhex(hex, sig, n)) {
+				snprintf(b->err, sizeof(b->err), "the attestation of %s "
+					 "on record is malformed", uid);
+				return ST_E_IO;
+			}
+			snprintf(name, sizeof(name), "attestations/%s.statement.json", uid);
+			if (put_file(b, name, st, strlen(st)) || hash_line(b, name, m))
+				return ST_E_IO;
+			snprintf(name, sizeof(name), "attestations/%s.sig", uid);
+			if (put_file(b, name, (const char *)sig, n) || hash_line(b, name, m))
+				return ST_E_IO;
+		}
+	}
+	if (!json_object_size(b->sboms))
+		return 0;
+	snprintf(name, sizeof(name), "%s/sboms", b->dir);
+	if (mkdir(name, 0755) != 0) {
+		snprintf(b->err, sizeof(b->err), "cannot create %s", name);
+		return ST_E_IO;
+	}
+	json_object_foreach(b->sboms, d, text) {
+		snprintf(name, sizeof(name), "sboms/%s.cdx.json", d);
+		if (put_file(b, name, json_string_value(text),
+			     json_string_length(text)) || hash_line(b, name, m))
+			return ST_E_IO;
+	}
 	return 0;
 }
 
@@ -615,7 +727,8 @@ int st_records_evidence(st_records *rs, st_station *st, const st_config *cfg,
 			st_evidence_result *out, st_rec_step *step, char *err,
 			size_t errlen)
 {
-	struct bundle b = { .dir = dir, .idents = json_object() };
+	struct bundle b = { .dir = dir, .idents = json_object(), .sboms = json_object(),
+			    .attest = json_object() };
 	st_checkpoint cp = { .body = NULL };
 	char path[4096], *mtext = NULL;
 	const uint8_t *der;
@@ -664,7 +777,7 @@ int st_records_evidence(st_records *rs, st_station *st, const st_config *cfg,
 	m = open_memstream(&mtext, &mlen);
 	b.manifest_list = m;
 	der = st_audit_cert(a, &dlen);
-	if (!b.units || !b.events || !m || !b.idents) {
+	if (!b.units || !b.events || !m || !b.idents || !b.sboms || !b.attest) {
 		snprintf(err, errlen, "cannot write in %s", b.dir);
 		goto cleanup;
 	}
@@ -684,7 +797,7 @@ int st_records_evidence(st_records *rs, st_station *st, const st_config *cfg,
 	    hash_line(&b, "units.jsonl", m) || hash_line(&b, "events.jsonl", m) ||
 	    hash_line(&b, "ca.pem", m) || hash_line(&b, "audit.pem", m) ||
 	    hash_line(&b, "checkpoint.json", m) || hash_line(&b, "checkpoint.sig", m) ||
-	    manifest_idents(&b) ||
+	    manifest_idents(&b) || bundle_sboms(&b, m) ||
 	    bundle_certs(cfg, &b, r, h, &f, m)) {
 		snprintf(err, errlen, "%s", b.err[0] ? b.err : "cannot write the bundle");
 		goto cleanup;
@@ -713,6 +826,10 @@ cleanup:
 		fclose(b.events);
 	json_decref(b.cert_lines);
 	json_decref(b.idents);
+	json_decref(b.sboms);
+	json_decref(b.attest);
+	if (b.fw)
+		fclose(b.fw);
 	st_audit_detach(r, a);
 	return rc;
 }

@@ -595,3 +595,76 @@ Test(firmware_query, component_query_returns_exactly_the_units_with_it, .timeout
 	fx_devsim_stop(&b);
 	fx_rmtree(f.w.dir);
 }
+
+/* ---- the evidence bundle: SBOMs, firmware digests, the auditor's check ---- */
+
+/* The auditor-attestation block of docs/evidence.md, into dst. */
+static void attestation_block(const char *dst)
+{
+	char doc[1024], line[4096], build[512];
+	FILE *in, *out;
+	int state = 0;
+
+	snprintf(build, sizeof(build), "%s/../docs/evidence.md", getenv("STATION_BUILD"));
+	snprintf(doc, sizeof(doc), "%s", build);
+	in = fopen(doc, "r");
+	cr_assert_not_null(in, "cannot read %s", doc);
+	out = fopen(dst, "w");
+	cr_assert_not_null(out);
+	while (fgets(line, sizeof(line), in)) {
+		if (strstr(line, "<!-- auditor-attestation:begin -->"))
+			state = 1;
+		else if (state == 1 && !strncmp(line, "```sh", 5))
+			state = 2;
+		else if (state == 2 && !strncmp(line, "```", 3))
+			state = 3;
+		else if (state == 2)
+			fputs(line, out);
+	}
+	fclose(in);
+	fclose(out);
+	cr_assert_eq(state, 3, "no auditor-attestation block in %s", doc);
+}
+
+Test(firmware, evidence_bundle_carries_sboms_and_an_attestation_openssl_checks,
+     .timeout = 120)
+{
+	struct fw f;
+	fx_devsim sim;
+	fx_run r;
+	char bundle[600], script[600], uid[64], ssha[65], out[512], path[900];
+	json_t *u;
+
+	fw_world(&f, 4000, "1.2.13");
+	start_sim(&sim, &f.w, "prog1", 1, NULL);
+	fx_station_run(&r, &f.w, "--burn-fuses", "--slot", sim.port, "provision", NULL);
+	cr_assert_eq(r.code, 0, "stdout:%s\nstderr:%s", r.out, r.err);
+	snprintf(bundle, sizeof(bundle), "%s/bundle", f.w.dir);
+	fx_station_run(&r, &f.w, "records", "export", "--evidence", bundle, NULL);
+	cr_assert_eq(r.code, 0, "stdout:%s\nstderr:%s", r.out, r.err);
+	u = sim_unit(sim.state_path, 0);
+	snprintf(uid, sizeof(uid), "%s", json_string_value(json_object_get(u, "uid")));
+	json_decref(u);
+	/* the SBOM, byte for byte, under its own digest, in the manifest */
+	sha_file(f.sbom, ssha);
+	snprintf(path, sizeof(path), "%s/sboms/%s.cdx.json", bundle, ssha);
+	cr_assert_eq(sh(NULL, 0, "cmp '%s' '%s'", f.sbom, path), 0, "SBOM not in the bundle");
+	cr_assert_eq(sh(NULL, 0, "cd '%s' && grep -q 'sboms/%s.cdx.json' manifest.sha256 && "
+			"sha256sum --strict -c manifest.sha256", bundle, ssha), 0);
+	cr_assert_eq(sh(out, sizeof(out), "grep -c '\"uid\":\"%s\"' '%s/firmware.jsonl'",
+			uid, bundle), 0);
+	cr_assert_str_eq(out, "1");
+	/* the auditor's recipe, as docs/evidence.md gives it */
+	snprintf(script, sizeof(script), "%s/attest-check.sh", f.w.dir);
+	attestation_block(script);
+	cr_assert_eq(sh(out, sizeof(out), "cd '%s' && DEVICE=%s bash '%s' 2>&1 | tail -n 1",
+			bundle, uid, script), 0);
+	cr_assert(!strncmp(out, "attestation OK: ", 16) && !strcmp(out + 16, uid), "%s", out);
+	/* ...and it fails once one byte of the statement is changed */
+	cr_assert_eq(sh(NULL, 0, "cd '%s' && sed -i 's/\"lifecycle\":2/\"lifecycle\":1/' "
+			"attestations/%s.statement.json", bundle, uid), 0);
+	cr_assert_neq(sh(NULL, 0, "cd '%s' && DEVICE=%s bash -e '%s'", bundle, uid, script), 0,
+		      "a changed statement passes the auditor's check");
+	fx_devsim_stop(&sim);
+	fx_rmtree(f.w.dir);
+}
