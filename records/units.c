@@ -305,7 +305,7 @@ int rec_unit_end(rec_store *r, int64_t unit_id, const rec_unit_result *e)
 	if (err)
 		goto out;
 	err = rec_append_event_at(r, "unit_end", unit_id, uid, at,
-		json_pack("{s:s, s:s?, s:s?, s:s?, s:s?, s:s?, s:s?, s:s?, s:s, s:s*, s:s*}",
+		json_pack("{s:s, s:s?, s:s?, s:s?, s:s?, s:s?, s:s?, s:s?, s:s, s:s?, s:s?}",
 			  "result", e->result, "reason", e->reason,
 			  "cert_serial", e->cert_serial,
 			  "cert_sha256", e->cert_sha256, "cert_pem", e->cert_pem,
