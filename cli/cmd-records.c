@@ -341,12 +341,13 @@ static int print_component_unit(void *ctx, const st_unit_row *u, const char *ima
 	struct lister *l = ctx;
 
 	if (l->fmt == F_JSONL) {
-		json_t *o = json_pack("{s:s,s:s?,s:s?,s:s?,s:s?,s:s?,s:s?,s:s?,s:I}",
+		json_t *o = json_pack("{s:s,s:s?,s:s?,s:s?,s:s?,s:s?,s:s?,s:s?,s:I,s:s?}",
 				      "uid", u->uid, "cert_serial", u->cert_serial,
 				      "work_order", u->work_order, "date", u->finished_at,
 				      "result", u->state, "image", image,
 				      "image_version", image_version,
-				      "component_version", cversion, "unit", (json_int_t)u->id);
+				      "component_version", cversion, "unit", (json_int_t)u->id,
+				      "station", u->station);
 
 		if (!o)
 			return ST_E_NOMEM;
@@ -395,7 +396,14 @@ static int cmd_units(st_rec_cli *c)
 		return st_say(ST_EXIT_USAGE, "--format is table, jsonl or csv");
 	if (!c->component)
 		return st_say(ST_EXIT_USAGE, "records units --component NAME[@VERSION] "
-			      "[--format table|jsonl|csv]");
+			      "[--pg] [--format table|jsonl|csv]");
+	if (c->pg) {
+		code = st_sync_units_component(c, print_component_unit, &l);
+		if (!code && l.fmt == F_TABLE)
+			printf("%d unit%s of every station left with %s\n", l.n,
+			       l.n == 1 ? "" : "s", c->component);
+		return code;
+	}
 	code = st_cli_open_store(c->cfg, &r);
 	if (code)
 		return code;
@@ -619,8 +627,9 @@ const struct cli_entry cli_cmd_records = {
 		 "          [--since DATE] [--until DATE] [--result R] [--uid UID]\n"
 		 "          [--format table|jsonl|csv] | records export --evidence DIR\n"
 		 "          | records show UID|ID | records workorder create ID [--quota N]\n"
-		 "          | records units --component NAME[@VERSION] [--format table|jsonl|csv]\n"
-		 "            (every unit that left with it, from the SBOMs on record)\n"
+		 "          | records units --component NAME[@VERSION] [--pg] [--format table|jsonl|csv]\n"
+		 "            (every unit that left with it, from the SBOMs on record;\n"
+		 "            --pg: every station's, from the central copy)\n"
 		 "          | records workorder show ID\n"
 		 "          | records sync [--once|--follow|--status] | records verify --pg\n"
 		 "            (the central PostgreSQL copy: docs/sync.md)\n"

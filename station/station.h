@@ -756,6 +756,13 @@ int st_records_units_with_component(st_records *r, const char *component,
 				    st_records_component_fn fn, void *ctx,
 				    char *err, size_t errlen);
 
+/* st_records_units_with_component on the central copy: every station's
+ * units (row: uid, station, id, cert_serial, work_order, finished_at,
+ * state).  ST_E_INVAL for an empty name (err says so). */
+int st_syncer_units_with_component(st_syncer *s, const char *component,
+				   st_records_component_fn fn, void *ctx,
+				   char *err, size_t errlen);
+
 int st_records_events(st_records *r, int64_t unit_id, st_records_event_fn fn,
 		      void *ctx);
 

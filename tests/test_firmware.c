@@ -22,6 +22,7 @@
 
 #include "base.h"
 #include "tests/fixtures/fx_devsim.h"
+#include "tests/fixtures/fx_pg.h"
 #include "tests/fixtures/fx_softhsm.h"
 #include "tests/fixtures/fx_station.h"
 
@@ -138,9 +139,10 @@ static void write_profile(struct fw *f, const char *version, const char *rot_ext
 
 /* A world with a CA, a secure-boot key, a signed image of size bytes with
  * an SBOM listing zlib@zlib_version, and the profile naming them. */
-static void fw_world(struct fw *f, size_t size, const char *zlib_version)
+static void fw_world_at(struct fw *f, size_t size, const char *zlib_version,
+			const char *station_id)
 {
-	fx_world_opts o = { .with_ca = true, .timeout_ms = 2000 };
+	fx_world_opts o = { .with_ca = true, .timeout_ms = 2000, .station_id = station_id };
 	char sbom[2048];
 
 	fx_world_init_opts(&f->w, &o);
@@ -155,6 +157,11 @@ static void fw_world(struct fw *f, size_t size, const char *zlib_version)
 	snprintf(sbom, sizeof(sbom), SBOM_FMT, "app", "1.0.0", zlib_version, zlib_version);
 	fx_write_file(f->sbom, sbom);
 	write_profile(f, "1.0.0", NULL);
+}
+
+static void fw_world(struct fw *f, size_t size, const char *zlib_version)
+{
+	fw_world_at(f, size, zlib_version, NULL);
 }
 
 static void start_sim(fx_devsim *s, const fx_world *w, const char *name, int units,
@@ -667,4 +674,70 @@ Test(firmware, evidence_bundle_carries_sboms_and_an_attestation_openssl_checks,
 		      "a changed statement passes the auditor's check");
 	fx_devsim_stop(&sim);
 	fx_rmtree(f.w.dir);
+}
+
+/* ...and on the central copy: every station's units, shipped by sync. */
+Test(firmware_query, component_query_on_the_central_copy, .timeout = 300)
+{
+	struct fw f1, f2;
+	fx_devsim a, b;
+	fx_pg pg;
+	fx_run r;
+	char uid_b[64];
+	FILE *c;
+	json_t *u;
+
+	cr_assert_eq(fx_pg_start(&pg), 0, "the PostgreSQL fixture failed (see stderr)");
+	fw_world_at(&f1, 2500, "1.2.13", "line1");
+	fw_world_at(&f2, 2600, "1.3.1", "line2");
+	for (int i = 0; i < 2; i++) {
+		c = fopen(i ? f2.w.conf : f1.w.conf, "a");
+		cr_assert_not_null(c);
+		fprintf(c, "sync: { conninfo = \"%s\"; passfile = \"%s\"; };\n",
+			pg.conninfo, pg.passfile);
+		fclose(c);
+	}
+	start_sim(&a, &f1.w, "progA", 2, "--seed lotA");
+	start_sim(&b, &f2.w, "progB", 1, "--seed lotB");
+	fx_station_run(&r, &f1.w, "--burn-fuses", "--slot", a.port, "provision", NULL);
+	cr_assert_eq(r.code, 0, "stdout:%s\nstderr:%s", r.out, r.err);
+	fx_station_run(&r, &f2.w, "--burn-fuses", "--slot", b.port, "provision", NULL);
+	cr_assert_eq(r.code, 0, "stdout:%s\nstderr:%s", r.out, r.err);
+	fx_station_run(&r, &f1.w, "records", "sync", "--once", NULL);
+	cr_assert_eq(r.code, 0, "%s%s", r.out, r.err);
+	fx_station_run(&r, &f2.w, "records", "sync", "--once", NULL);
+	cr_assert_eq(r.code, 0, "%s%s", r.out, r.err);
+	u = sim_unit(b.state_path, 0);
+	snprintf(uid_b, sizeof(uid_b), "%s", json_string_value(json_object_get(u, "uid")));
+	json_decref(u);
+	/* asked at station 2, which has no unit with zlib 1.2.13 itself */
+	fx_station_run(&r, &f2.w, "records", "units", "--component", "zlib@1.2.13",
+		       "--pg", "--format", "jsonl", NULL);
+	cr_assert_eq(r.code, 0, "%s%s", r.out, r.err);
+	{
+		json_t *ua0 = sim_unit(a.state_path, 0), *ua1 = sim_unit(a.state_path, 1);
+		int lines = 0;
+
+		for (char *p = r.out; (p = strchr(p, '\n')); p++)
+			lines++;
+		cr_assert_eq(lines, 2, "%s", r.out);
+		cr_assert(strstr(r.out, json_string_value(json_object_get(ua0, "uid"))), "%s", r.out);
+		cr_assert(strstr(r.out, json_string_value(json_object_get(ua1, "uid"))), "%s", r.out);
+		cr_assert(strstr(r.out, "\"station\":\"line1\""), "%s", r.out);
+		cr_assert(!strstr(r.out, uid_b), "%s", r.out);
+		json_decref(ua0);
+		json_decref(ua1);
+	}
+	fx_station_run(&r, &f1.w, "records", "units", "--component", "zlib", "--pg", NULL);
+	cr_assert_eq(r.code, 0, "%s%s", r.out, r.err);
+	cr_assert(strstr(r.out, "3 units of every station left with zlib"), "%s", r.out);
+	cr_assert(strstr(r.out, uid_b), "%s", r.out);
+	/* the local store of station 1 knows only its own */
+	fx_station_run(&r, &f1.w, "records", "units", "--component", "zlib", NULL);
+	cr_assert(strstr(r.out, "2 units left with zlib"), "%s", r.out);
+	fx_devsim_stop(&a);
+	fx_devsim_stop(&b);
+	fx_pg_destroy(&pg);
+	fx_rmtree(f1.w.dir);
+	fx_rmtree(f2.w.dir);
 }
