@@ -197,6 +197,27 @@ int st_sync_workorder_show(st_rec_cli *c, const char *id)
 	return 0;
 }
 
+/* ---- records units --component --pg ---- */
+
+int st_sync_units_component(st_rec_cli *c, st_records_component_fn fn, void *ctx)
+{
+	struct sync_login l = { .c = c };
+	char err[1024] = "";
+	int code, rc;
+
+	code = open_syncer(c, ST_STORE_READ, &l);
+	if (code)
+		return code;
+	rc = st_syncer_units_with_component(l.s, c->component, fn, ctx, err,
+					    sizeof(err));
+	if (rc == ST_E_INVAL)
+		code = st_say(ST_EXIT_USAGE, "records units: %s", err);
+	else if (rc)
+		code = st_say(ST_EXIT_RECORDS, "records units --pg: %s", err);
+	st_syncer_close(l.s);
+	return code;
+}
+
 /* ---- records verify --pg ---- */
 
 int st_cmd_verify_pg(st_rec_cli *c)

@@ -20,6 +20,10 @@ int st_sync_workorder_put(st_rec_cli *c, const char *id, long quota);
  * or a note that the server is unreachable).  0 or an exit code. */
 int st_sync_workorder_show(st_rec_cli *c, const char *id);
 
+/* station records units --component X --pg: the central copy's units
+ * with that component, each handed to fn.  0 or an exit code. */
+int st_sync_units_component(st_rec_cli *c, st_records_component_fn fn, void *ctx);
+
 /* station records verify --pg: every station's chain held centrally. */
 int st_cmd_verify_pg(st_rec_cli *c);
 

@@ -337,6 +337,93 @@ static int cmd_show(st_rec_cli *c, const char *what)
 	return code;
 }
 
+/* station records units --component NAME[@VERSION]: every unit that left
+ * with it (docs/firmware.md), from the SBOMs on record. */
+static int print_component_unit(void *ctx, const st_unit_row *u, const char *image,
+				const char *image_version, const char *cversion)
+{
+	struct lister *l = ctx;
+
+	if (l->fmt == F_JSONL) {
+		json_t *o = json_pack("{s:s,s:s?,s:s?,s:s?,s:s?,s:s?,s:s?,s:s?,s:I,s:s?}",
+				      "uid", u->uid, "cert_serial", u->cert_serial,
+				      "work_order", u->work_order, "date", u->finished_at,
+				      "result", u->state, "image", image,
+				      "image_version", image_version,
+				      "component_version", cversion, "unit", (json_int_t)u->id,
+				      "station", u->station);
+
+		if (!o)
+			return ST_E_NOMEM;
+		json_dumpf(o, stdout, JSON_COMPACT | JSON_SORT_KEYS);
+		fputc('\n', stdout);
+		json_decref(o);
+	} else if (l->fmt == F_CSV) {
+		char id[24];
+
+		if (l->n == 0)
+			fputs("uid,cert_serial,work_order,date,result,image,"
+			      "image_version,component_version,unit\n", stdout);
+		snprintf(id, sizeof(id), "%lld", (long long)u->id);
+		csv(stdout, u->uid, false);
+		csv(stdout, u->cert_serial, false);
+		csv(stdout, u->work_order, false);
+		csv(stdout, u->finished_at, false);
+		csv(stdout, u->state, false);
+		csv(stdout, image, false);
+		csv(stdout, image_version, false);
+		csv(stdout, cversion, false);
+		csv(stdout, id, true);
+	} else {
+		if (l->n == 0)
+			printf("%-32s %-34s %-12s %-24s %-8s %s\n", "DEVICE", "CERT SERIAL",
+			       "WORK ORDER", "DATE", "RESULT", "IMAGE (COMPONENT VERSION)");
+		printf("%-32s %-34s %-12s %-24s %-8s %s %s (%s)\n", u->uid,
+		       u->cert_serial ? u->cert_serial : "-",
+		       u->work_order ? u->work_order : "-",
+		       u->finished_at ? u->finished_at : "-", u->state,
+		       image ? image : "?", image_version ? image_version : "?",
+		       cversion && *cversion ? cversion : "no version");
+	}
+	l->n++;
+	return 0;
+}
+
+static int cmd_units(st_rec_cli *c)
+{
+	struct lister l = { .n = 0 };
+	st_records *r = NULL;
+	char err[512] = "";
+	int code, rc;
+
+	if (parse_fmt(c->format, F_TABLE, &l.fmt))
+		return st_say(ST_EXIT_USAGE, "--format is table, jsonl or csv");
+	if (!c->component)
+		return st_say(ST_EXIT_USAGE, "records units --component NAME[@VERSION] "
+			      "[--pg] [--format table|jsonl|csv]");
+	if (c->pg) {
+		code = st_sync_units_component(c, print_component_unit, &l);
+		if (!code && l.fmt == F_TABLE)
+			printf("%d unit%s of every station left with %s\n", l.n,
+			       l.n == 1 ? "" : "s", c->component);
+		return code;
+	}
+	code = st_cli_open_store(c, ST_STORE_READ, &r);
+	if (code)
+		return code;
+	rc = st_records_units_with_component(r, c->component, print_component_unit,
+					     &l, err, sizeof(err));
+	if (rc == ST_E_INVAL)
+		code = st_say(ST_EXIT_USAGE, "records units: %s", err);
+	else if (rc)
+		code = st_say(ST_EXIT_RECORDS, "records: %s", err);
+	else if (l.fmt == F_TABLE)
+		printf("%d unit%s left with %s\n", l.n, l.n == 1 ? "" : "s",
+		       c->component);
+	st_records_close(r);
+	return code;
+}
+
 /* A records step's failure, worded as the command always did. */
 static int rec_fail(const char *what, st_rec_step step, int rc, int notfound,
 		    const char *err)
@@ -539,6 +626,13 @@ static int exec_sync(struct cli *cli, int argc, char **argv)
 	return st_cmd_sync(cli_rec(cli));
 }
 
+static int exec_units(struct cli *cli, int argc, char **argv)
+{
+	(void)argc;
+	(void)argv;
+	return cmd_units(cli_rec(cli));
+}
+
 static int exec_close_interrupted(struct cli *cli, int argc, char **argv)
 {
 	(void)argc;
@@ -592,6 +686,14 @@ static const struct cli_sub records_subs[] = {
 	  .min_args = 1, .max_args = 1,
 	  .needs = CLI_NEED_CONFIG | CLI_NEED_STORE_RO,
 	  .exec = exec_show },
+	{ .name = "units",
+	  .usage = "records units --component NAME[@VERSION] [--pg] "
+		   "[--format table|jsonl|csv]",
+	  .help = "every unit that left with a component (from the SBOMs on record; "
+		  "--pg: every station's, from the central copy)",
+	  .options = (const enum cli_opt[]){ O_COMPONENT, O_PG, O_FORMAT, O_NONE },
+	  .needs = CLI_NEED_CONFIG | CLI_NEED_STORE_RO,
+	  .exec = exec_units },
 	{ .name = "export",
 	  .usage = "records export " LIST_USAGE "\n"
 		   "          | records export --evidence DIR [filters]",
@@ -632,6 +734,9 @@ const struct cli_entry cli_cmd_records = {
 		 "          [--since DATE] [--until DATE] [--result R] [--uid UID]\n"
 		 "          [--format table|jsonl|csv] | records export --evidence DIR\n"
 		 "          | records show UID|ID | records workorder create ID [--quota N]\n"
+		 "          | records units --component NAME[@VERSION] [--pg] [--format table|jsonl|csv]\n"
+		 "            (every unit that left with it, from the SBOMs on record;\n"
+		 "            --pg: every station's, from the central copy)\n"
 		 "          | records workorder show ID\n"
 		 "          | records sync [--once|--follow|--status] | records verify --pg\n"
 		 "            (the central PostgreSQL copy: docs/sync.md)\n"

@@ -22,6 +22,7 @@ typedef struct st_rec_cli {
 	const char *config_path;   /* the configuration file (its sync group) */
 	bool sync_once, sync_follow, sync_status; /* records sync --once ... */
 	bool pg;                   /* verify --pg: the central copy */
+	const char *component;     /* units --component NAME[@VERSION] */
 	void *ctx;
 	st_station *st;            /* the station: its login stays its own */
 	/* Log the station in to the HSM (the PIN); 0 or an exit code after

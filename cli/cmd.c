@@ -97,6 +97,7 @@ static const struct cli_optdef {
 	[O_REPROVISION] = { "reprovision", NULL, "provision a device again (a supervisor decides)" },
 	[O_ROLE] = { "role", "R[,R...]", "operator, supervisor, engineer" },
 	[O_BEFORE] = { "before", "DATE", "only units started before DATE" },
+	[O_COMPONENT] = { "component", "NAME[@VERSION]", "a component of the images' SBOMs" },
 };
 
 /* Accepted by every command (before or after the command word). */
@@ -352,6 +353,7 @@ static int apply(struct cli *cli, enum cli_opt o, const char *v)
 	case O_SUPERVISOR_PASSWORD_FILE: cli->role.supervisor_password_file = v; break;
 	case O_REASON: cli->role.reason = v; break;
 	case O_REPROVISION: cli->reprovision = true; break;
+	case O_COMPONENT: cli->rec.component = v; break;
 	case O_ROLE: cli->role.roles = v; break;
 	case O_BEFORE:
 		if (!iso_date(v))

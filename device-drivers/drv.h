@@ -148,6 +148,60 @@ int drv_get_conditions(drv_dev *d, drv_conditions *out);
  * half-programmed, so it is resumed rather than quarantined. */
 int drv_otp_is_nv(const drv_dev *d);
 
+/* ---- Firmware images and end-of-line attestation (docs/firmware.md) ----
+ *
+ * Every target that runs code the station programs implements these three
+ * optional ops (drv_api.h): what a slot holds, writing an image into it
+ * (resumable: a write cut short by a crash or an unplug continues from what
+ * the target holds, once the target's own digest of that prefix matches),
+ * and the signed statement of what the target holds. */
+
+#define DRV_SHA256_LEN 32
+#define DRV_MAX_STATEMENT 2048
+
+/* Where an image goes and what it is.  slot: the target's image slot
+ * (the station programmer protocol); address: the flash address, for
+ * targets that place images by address (0 when unused). */
+typedef struct drv_image {
+	unsigned slot;
+	uint32_t address;
+	const uint8_t *data;
+	size_t len;
+	uint8_t sha256[DRV_SHA256_LEN]; /* SHA-256 of data */
+} drv_image;
+
+/* What a slot holds, as the target reports it. */
+typedef struct drv_image_info {
+	uint32_t capacity;      /* most bytes the slot takes */
+	uint32_t total;         /* size of the image held or being written; 0 none */
+	uint32_t stored;        /* bytes of it held, from its start */
+	uint8_t id[DRV_SHA256_LEN];     /* the SHA-256 the host declared for it */
+	uint8_t digest[DRV_SHA256_LEN]; /* SHA-256 the target computed itself
+					 * over its stored bytes, now */
+} drv_slot_info;
+
+/* Ask what the slot of img holds (img->data may be NULL).  ST_E_STATE when
+ * the driver or programmer has no image slots. */
+int drv_image_info(drv_dev *d, const drv_image *img, drv_slot_info *out);
+
+/* Write img.  When the slot already holds a prefix of this very image (same
+ * size and declared SHA-256) and the target's own digest of that prefix is
+ * the SHA-256 of img's first bytes, the write continues after it; otherwise
+ * it starts over.  *resumed_from (may be NULL) gets the offset it went on
+ * from (0: from the start).  ST_E_INVAL when the image does not fit the
+ * slot.  The caller checks the result with drv_image_info (the target's
+ * digest), never by trusting the write. */
+int drv_image_write(drv_dev *d, const drv_image *img, uint32_t *resumed_from);
+
+/* End-of-line attestation: the target signs, with its identity key
+ * (ECDSA P-256, SHA-256, DER), a statement (JSON text, docs/firmware.md)
+ * over nonce, its unique ID, the SHA-256 it measures of each image it
+ * holds and its lifecycle.  stmt gets the statement's exact bytes (what
+ * the signature covers), sig the signature.  nlen is 16..64. */
+int drv_attest(drv_dev *d, const uint8_t *nonce, size_t nlen, uint8_t *stmt,
+	       size_t cap, size_t *stmtlen, uint8_t *sig, size_t sigcap,
+	       size_t *siglen);
+
 /* Advance the target's lifecycle to state (never backwards). */
 int drv_set_lifecycle(drv_dev *d, uint8_t state);
 

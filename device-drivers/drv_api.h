@@ -71,6 +71,16 @@ struct drv_ops {
 	int (*inject_key)(drv_dev *d, const uint8_t eph[DRV_P256_POINT_LEN],
 			  const uint8_t *wrapped, size_t len,
 			  uint8_t pub[DRV_P256_POINT_LEN]);
+	/* Optional: firmware images and attestation (drv_image_info,
+	 * drv_image_write, drv_attest in drv.h, whose contracts they keep).
+	 * image_write resumes from a prefix the target holds only after the
+	 * target's own digest of it matched.  A driver without them serves
+	 * profiles without a firmware group only. */
+	int (*image_info)(drv_dev *d, const drv_image *img, drv_slot_info *out);
+	int (*image_write)(drv_dev *d, const drv_image *img, uint32_t *resumed_from);
+	int (*attest)(drv_dev *d, const uint8_t *nonce, size_t nlen, uint8_t *stmt,
+		      size_t cap, size_t *stmtlen, uint8_t *sig, size_t sigcap,
+		      size_t *siglen);
 	/* Optional: finish this unit and present the next. */
 	int (*release)(drv_dev *d);
 	/* Optional: programmer firmware version learnt at open ("" unknown),

@@ -472,3 +472,59 @@ int drv_inject_key(drv_dev *d, const uint8_t eph[DRV_P256_POINT_LEN],
 	}
 	return finish(d, d->ops->inject_key(d, eph, wrapped, len, pub), "inject_key");
 }
+
+/* The firmware ops are optional: a driver without them says so, naming
+ * itself, so a profile with images fails the unit clearly. */
+static int no_images(drv_dev *d, const char *what)
+{
+	drv_set_error(d, "driver %s cannot %s: a profile with a firmware "
+		      "group needs a target whose driver writes and measures "
+		      "images (docs/firmware.md)", d->ops->name, what);
+	return ST_E_STATE;
+}
+
+int drv_image_info(drv_dev *d, const drv_image *img, drv_slot_info *out)
+{
+	int rc = ready(d);
+
+	if (rc != ST_OK)
+		return rc;
+	if (!img || !out)
+		return bad_arg(d, "image_info");
+	if (!d->ops->image_info)
+		return no_images(d, "report its image slots");
+	return finish(d, d->ops->image_info(d, img, out), "image_info");
+}
+
+int drv_image_write(drv_dev *d, const drv_image *img, uint32_t *resumed_from)
+{
+	uint32_t from = 0;
+	int rc = ready(d);
+
+	if (rc != ST_OK)
+		return rc;
+	if (!img || !img->data || !img->len || img->len > UINT32_MAX)
+		return bad_arg(d, "image_write");
+	if (!d->ops->image_write)
+		return no_images(d, "write firmware images");
+	rc = finish(d, d->ops->image_write(d, img, &from), "image_write");
+	if (resumed_from)
+		*resumed_from = from;
+	return rc;
+}
+
+int drv_attest(drv_dev *d, const uint8_t *nonce, size_t nlen, uint8_t *stmt,
+	       size_t cap, size_t *stmtlen, uint8_t *sig, size_t sigcap,
+	       size_t *siglen)
+{
+	int rc = ready(d);
+
+	if (rc != ST_OK)
+		return rc;
+	if (!nonce || nlen < 16 || nlen > 64 || !stmt || !stmtlen || !sig || !siglen)
+		return bad_arg(d, "attest");
+	if (!d->ops->attest)
+		return no_images(d, "attest what it holds");
+	return finish(d, d->ops->attest(d, nonce, nlen, stmt, cap, stmtlen, sig,
+					sigcap, siglen), "attest");
+}

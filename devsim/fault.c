@@ -341,6 +341,67 @@ static void wrongkey_keygen(struct sim *s, uint8_t pub[DRV_P256_POINT_LEN])
 	EVP_PKEY_free(other);
 }
 
+/* imgflip — the flash takes the image's last chunk with one bit flipped
+ * (a weak cell): the chip's own digest then differs from the image the
+ * host sent, which the station must catch before any fuse. */
+static void imgflip_chunk(struct sim *s, struct sim_image *im, uint32_t off,
+			  size_t n)
+{
+	if (off + n != im->total)
+		return;
+	im->data[im->total / 2] ^= 0x10;
+	sim_log(s, "imgflip: bit 4 of byte %u flipped in flash", im->total / 2);
+}
+
+/* slowimage:MS — each image chunk takes MS ms to program (kill tests). */
+static int slowimage_setup(struct sim *s, const char *arg)
+{
+	s->fault_n = 50;
+	if (arg && (parse_nums(arg, &s->fault_n, 1) != 1 || s->fault_n > 10000)) {
+		fprintf(stderr, "station-devsim: slowimage:MS needs MS 0..10000\n");
+		return -1;
+	}
+	return 0;
+}
+
+static void slowimage_chunk(struct sim *s, struct sim_image *im, uint32_t off,
+			    size_t n)
+{
+	(void)im;
+	sim_log(s, "slowimage: chunk at %u (%zu bytes)", off, n);
+	sim_sleep_ms((unsigned)s->fault_n);
+}
+
+/* attestkey — the statement is signed with another key than the identity
+ * key the station certified (a swapped chip, a programmer answering for
+ * it): the signature does not verify under the unit's certificate. */
+static void attestkey_attest(struct sim *s, struct sim_unit *u, uint8_t *nonce,
+			     size_t *nlen, EVP_PKEY **other)
+{
+	(void)u;
+	(void)nonce;
+	(void)nlen;
+	*other = EVP_EC_gen("P-256");
+	sim_log(s, "attestkey: signing the statement with another key");
+}
+
+/* replay — the statement carries the nonce of the previous ATTEST (32
+ * zero bytes before the first): a recorded answer played back, signed by
+ * the right key.  Only the station's fresh nonce tells it apart. */
+static void replay_attest(struct sim *s, struct sim_unit *u, uint8_t *nonce,
+			  size_t *nlen, EVP_PKEY **other)
+{
+	(void)other;
+	if (u->last_nonce_len) {
+		memcpy(nonce, u->last_nonce, u->last_nonce_len);
+		*nlen = u->last_nonce_len;
+	} else {
+		memset(nonce, 0, 32);
+		*nlen = 32;
+	}
+	sim_log(s, "replay: answering with an old nonce");
+}
+
 static const struct sim_fault faults[] = {
 	{ .name = "none", .help = "a healthy programmer (default)" },
 	{ .name = "mute", .help = "never answer (timeout tests)",
@@ -371,6 +432,14 @@ static const struct sim_fault faults[] = {
 	  .on_frame = cutread_frame },
 	{ .name = "wrongkey", .help = "KEYGEN reports another public key than the "
 	  "chip holds", .on_keygen = wrongkey_keygen },
+	{ .name = "imgflip", .help = "the flash stores the last image chunk with "
+	  "one bit flipped", .on_image_chunk = imgflip_chunk },
+	{ .name = "slowimage", .help = "slowimage:MS  each image chunk takes MS ms "
+	  "(default 50)", .setup = slowimage_setup, .on_image_chunk = slowimage_chunk },
+	{ .name = "attestkey", .help = "ATTEST signs with another key than the "
+	  "identity key", .on_attest = attestkey_attest },
+	{ .name = "replay", .help = "ATTEST answers with the previous nonce (a "
+	  "recorded answer)", .on_attest = replay_attest },
 };
 
 const struct sim_fault *sim_fault_find(const char *name)

@@ -176,6 +176,8 @@ static void usage(void)
 		"  --link-caps MASK    link extension bits offered (default 0x7: 1 NAK,\n"
 		"                      2 certificate in parts, 4 repeatable KEYGEN and\n"
 		"                      RELEASE); 0 behaves as a v1 programmer\n"
+		"  --slot-size BYTES   capacity of each of the target's 2 firmware image\n"
+		"                      slots (default 65536)\n"
 		"       station-devsim --usb SERIAL --state FILE [...] [-- COMMAND ARGS...]\n"
 		"                      (under umockdev-wrapper: a USB programmer)\n"
 		"faults:\n");
@@ -201,6 +203,7 @@ int main(int argc, char **argv)
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "usb", required_argument, NULL, 'u' },
 		{ "link-caps", required_argument, NULL, 'L' },
+		{ "slot-size", required_argument, NULL, 'Z' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -292,6 +295,19 @@ int main(int argc, char **argv)
 				goto out;
 			}
 			s->link_caps = (uint32_t)v;
+			break;
+		}
+		case 'Z': {
+			char *end;
+			unsigned long v = strtoul(optarg, &end, 0);
+
+			if (end == optarg || *end || *optarg == '-' || v == 0 ||
+			    v > 64ul * 1024 * 1024) {
+				fprintf(stderr, "station-devsim: bad --slot-size %s "
+					"(1..67108864 bytes)\n", optarg);
+				goto out;
+			}
+			s->slot_size = (uint32_t)v;
 			break;
 		}
 		case 'h': usage(); rc = 0; goto out;

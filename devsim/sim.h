@@ -27,6 +27,18 @@
 #define SIM_FW_VERSION "devsim-1.0"
 #define SIM_FUSE_WORD 4                               /* bytes per OTP word */
 #define SIM_FUSE_WORDS (DRV_FUSE_BANK_LEN / SIM_FUSE_WORD)
+#define SIM_IMAGE_SLOTS 2                             /* firmware image slots */
+#define SIM_SLOT_SIZE 65536                           /* default --slot-size */
+
+/* One firmware image slot of a target (docs/firmware.md): the image the
+ * host declared (size and SHA-256) and the bytes stored so far, from the
+ * start.  Kept in the state file, as flash keeps it across a power cut. */
+struct sim_image {
+	uint32_t total;                 /* declared size; 0: the slot is empty */
+	uint8_t id[DRV_SHA256_LEN];     /* declared SHA-256 */
+	uint32_t stored;                /* bytes held from offset 0 */
+	uint8_t *data;                  /* total bytes (stored of them valid) */
+};
 
 struct sim_unit {
 	uint8_t uid[DRV_UID_LEN];
@@ -53,6 +65,11 @@ struct sim_unit {
 	uint32_t last_id;
 	uint8_t last_bank;
 	uint8_t last_value[DRV_FUSE_BANK_LEN];
+	struct sim_image images[SIM_IMAGE_SLOTS];
+	/* The nonce of the last ATTEST (memory only): what a recorded answer
+	 * would carry (the replay fault). */
+	uint8_t last_nonce[64];
+	size_t last_nonce_len;
 };
 
 struct sim;
@@ -86,6 +103,16 @@ struct sim_fault {
 	/* KEYGEN made a key with public point pub: the point the programmer
 	 * reports instead may be written to pub (the target keeps its key). */
 	void (*on_keygen)(struct sim *s, uint8_t pub[DRV_P256_POINT_LEN]);
+	/* IMAGE_WRITE stored n bytes at off of im (already in im->data): the
+	 * fault may change what the flash holds, or take its time. */
+	void (*on_image_chunk)(struct sim *s, struct sim_image *im, uint32_t off,
+			       size_t n);
+	/* ATTEST is about to sign a statement over nonce (nlen bytes, room
+	 * for 64) with the unit's key: the fault may change the nonce the
+	 * statement carries, or set *other to another key to sign with (the
+	 * caller frees it). */
+	void (*on_attest)(struct sim *s, struct sim_unit *u, uint8_t *nonce,
+			  size_t *nlen, EVP_PKEY **other);
 };
 
 struct sim {
@@ -121,6 +148,7 @@ struct sim {
 	unsigned long keygen_ms;        /* --keygen-ms: the chip making its key */
 	int vpp_mv;                     /* programming voltage (CONDITIONS) */
 	int temp_dc;                    /* temperature, tenths of a degree C */
+	uint32_t slot_size;             /* --slot-size: bytes per image slot */
 	/* Link extension (docs/protocol.md §6.1): the bits this programmer
 	 * implements (--link-caps; 0 is a v1 programmer that knows nothing of
 	 * it) and those the host offered in its last HELLO. */

@@ -27,6 +27,8 @@ static void unit_free(struct sim_unit *u)
 	EVP_PKEY_free(u->transport);
 	free(u->cert);
 	free(u->stage);
+	for (int i = 0; i < SIM_IMAGE_SLOTS; i++)
+		free(u->images[i].data);
 	memset(u, 0, sizeof(*u));
 }
 
@@ -132,6 +134,21 @@ static json_t *unit_json(const struct sim_unit *u)
 				    "value", hex_json(u->last_value, DRV_FUSE_BANK_LEN)));
 	else
 		json_object_set_new(o, "last_burn", json_null());
+	{
+		/* flash: each slot's declared image and the bytes stored so far */
+		json_t *imgs = json_array();
+
+		for (int i = 0; imgs && i < SIM_IMAGE_SLOTS; i++) {
+			const struct sim_image *im = &u->images[i];
+
+			json_array_append_new(imgs, !im->total ? json_null() :
+				json_pack("{s:I,s:o,s:I,s:o}", "total", (json_int_t)im->total,
+					  "sha256", hex_json(im->id, DRV_SHA256_LEN),
+					  "stored", (json_int_t)im->stored,
+					  "data", hex_json(im->data, im->stored)));
+		}
+		json_object_set_new(o, "images", imgs);
+	}
 	return o;
 fail:
 	json_decref(o);
@@ -256,6 +273,25 @@ static int unit_from_json(struct sim_unit *u, json_t *o)
 		u->last_id = (uint32_t)json_integer_value(json_object_get(j, "id"));
 		u->last_bank = (uint8_t)json_integer_value(json_object_get(j, "bank"));
 		if (get_hex(j, "value", u->last_value, DRV_FUSE_BANK_LEN) < 0)
+			return -1;
+	}
+	/* Files from before image slots: every slot empty. */
+	j = json_object_get(o, "images");
+	for (size_t i = 0; json_is_array(j) && i < json_array_size(j) &&
+	     i < SIM_IMAGE_SLOTS; i++) {
+		json_t *e = json_array_get(j, i);
+		struct sim_image *im = &u->images[i];
+
+		if (json_is_null(e))
+			continue;
+		im->total = (uint32_t)json_integer_value(json_object_get(e, "total"));
+		im->stored = (uint32_t)json_integer_value(json_object_get(e, "stored"));
+		str = json_string_value(json_object_get(e, "data"));
+		if (!im->total || im->stored > im->total || !str ||
+		    strlen(str) != 2 * (size_t)im->stored ||
+		    get_hex(e, "sha256", im->id, DRV_SHA256_LEN) < 0 ||
+		    !(im->data = calloc(1, im->total)) ||
+		    (im->stored && st_unhex(str, im->data, im->stored) != ST_OK))
 			return -1;
 	}
 	return 0;

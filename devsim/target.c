@@ -5,8 +5,10 @@
 #include "devsim/sim.h"
 
 #include <openssl/ec.h>
+#include <jansson.h>
 #include <openssl/evp.h>
 #include <stdlib.h>
+#include <zlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -54,7 +56,8 @@ static void do_hello(struct sim *s, const proto_frame *req, proto_frame *rep)
 	s->host_link = req->len >= 10 ? proto_get32(req->payload + 6) : 0;
 	reply(rep, PROTO_ST_OK);
 	v[0] = PROTO_VERSION;
-	proto_put32(v + 1, PROTO_CAPS_V1 | PROTO_CAP_CONDITIONS);
+	proto_put32(v + 1, PROTO_CAPS_V1 | PROTO_CAP_CONDITIONS | PROTO_CAP_IMAGES |
+		    PROTO_CAP_ATTEST);
 	proto_put16(v + 5, PROTO_MAX_PAYLOAD);
 	put(rep, v, sizeof(v));
 	v[0] = (uint8_t)fw;
@@ -594,6 +597,215 @@ static void do_release_uid(struct sim *s, struct sim_unit *u,
 	commit(s, rep);
 }
 
+/* ---- Firmware images and attestation (docs/firmware.md) ---- */
+
+static uint32_t slot_size(const struct sim *s)
+{
+	return s->slot_size ? s->slot_size : SIM_SLOT_SIZE;
+}
+
+/* SHA-256 of what the slot holds, computed by the "chip" itself. */
+static void image_digest(const struct sim_image *im, uint8_t md[DRV_SHA256_LEN])
+{
+	unsigned int n = 0;
+
+	EVP_Digest(im->data ? im->data : (const uint8_t *)"", im->stored, md, &n,
+		   EVP_sha256(), NULL);
+}
+
+/* IMAGE_INFO: u8 slot -> u32 capacity, u32 total, u32 stored, 32 id,
+ * 32 SHA-256 of the stored bytes. */
+static void do_image_info(struct sim *s, struct sim_unit *u, const proto_frame *req,
+			  proto_frame *rep)
+{
+	struct sim_image *im;
+	uint8_t v[12], md[DRV_SHA256_LEN];
+
+	if (req->len != 1 || req->payload[0] >= SIM_IMAGE_SLOTS) {
+		reply(rep, PROTO_ST_BAD_ARG);
+		return;
+	}
+	im = &u->images[req->payload[0]];
+	image_digest(im, md);
+	proto_put32(v, slot_size(s));
+	proto_put32(v + 4, im->total);
+	proto_put32(v + 8, im->stored);
+	reply(rep, PROTO_ST_OK);
+	put(rep, v, sizeof(v));
+	put(rep, im->id, DRV_SHA256_LEN);
+	put(rep, md, DRV_SHA256_LEN);
+}
+
+/* IMAGE_BEGIN: u8 slot, u32 total, 32 id -> u32 stored.  The same total
+ * and id again keep what is stored (a repeat, or a write resumed after a
+ * power cut); anything else empties the slot first (total 0: just that). */
+static void do_image_begin(struct sim *s, struct sim_unit *u, const proto_frame *req,
+			   proto_frame *rep)
+{
+	struct sim_image *im;
+	uint32_t total;
+	uint8_t v[4];
+
+	if (req->len != 5 + DRV_SHA256_LEN || req->payload[0] >= SIM_IMAGE_SLOTS) {
+		reply(rep, PROTO_ST_BAD_ARG);
+		return;
+	}
+	if (u->lifecycle == DRV_LC_LOCKED) {
+		reply(rep, PROTO_ST_LOCKED);
+		return;
+	}
+	im = &u->images[req->payload[0]];
+	total = proto_get32(req->payload + 1);
+	if (total > slot_size(s)) {
+		reply(rep, PROTO_ST_TOO_LARGE);
+		return;
+	}
+	if (!total || im->total != total ||
+	    memcmp(im->id, req->payload + 5, DRV_SHA256_LEN)) {
+		uint8_t *d = total ? calloc(1, total) : NULL;
+
+		if (total && !d) {
+			reply(rep, PROTO_ST_INTERNAL);
+			return;
+		}
+		free(im->data);
+		im->data = d;
+		im->total = total;
+		im->stored = 0;
+		memcpy(im->id, req->payload + 5, DRV_SHA256_LEN);
+		if (!total)
+			memset(im->id, 0, DRV_SHA256_LEN);
+		sim_log(s, "image slot %u: begin %u bytes", req->payload[0], total);
+	}
+	proto_put32(v, im->stored);
+	reply(rep, PROTO_ST_OK);
+	put(rep, v, sizeof(v));
+	commit(s, rep);
+}
+
+/* IMAGE_WRITE: u8 slot, u32 offset, u32 crc32, bytes -> u32 stored.  The
+ * chunk goes at offset (at most what is stored: no gaps), stored durably
+ * before the reply; the same chunk again is harmless. */
+static void do_image_write(struct sim *s, struct sim_unit *u, const proto_frame *req,
+			   proto_frame *rep)
+{
+	struct sim_image *im;
+	uint32_t off, n;
+	uint8_t v[4];
+
+	if (req->len < 10 || req->payload[0] >= SIM_IMAGE_SLOTS) {
+		reply(rep, PROTO_ST_BAD_ARG);
+		return;
+	}
+	if (u->lifecycle == DRV_LC_LOCKED) {
+		reply(rep, PROTO_ST_LOCKED);
+		return;
+	}
+	im = &u->images[req->payload[0]];
+	off = proto_get32(req->payload + 1);
+	n = req->len - 9u;
+	if (crc32(0L, req->payload + 9, n) != proto_get32(req->payload + 5) ||
+	    !im->total || off > im->total || n > im->total - off) {
+		reply(rep, PROTO_ST_BAD_ARG);
+		return;
+	}
+	if (off > im->stored) {
+		reply(rep, PROTO_ST_BAD_STATE);
+		return;
+	}
+	memcpy(im->data + off, req->payload + 9, n);
+	if (off + n > im->stored)
+		im->stored = off + n;
+	if (s->fault->on_image_chunk)
+		s->fault->on_image_chunk(s, im, off, n);
+	proto_put32(v, im->stored);
+	reply(rep, PROTO_ST_OK);
+	put(rep, v, sizeof(v));
+	commit(s, rep);
+}
+
+/* The statement the target signs (docs/firmware.md): canonical JSON
+ * (sorted keys, compact) over the nonce, its uid, the SHA-256 it measures
+ * of each complete image and its lifecycle.  malloc'd, or NULL. */
+static char *statement(const struct sim_unit *u, const uint8_t *nonce, size_t nlen)
+{
+	json_t *o = json_object(), *imgs = json_array();
+	char hex[2 * 64 + 1], *text = NULL;
+
+	if (!o || !imgs)
+		goto out;
+	for (unsigned i = 0; i < SIM_IMAGE_SLOTS; i++) {
+		const struct sim_image *im = &u->images[i];
+		uint8_t md[DRV_SHA256_LEN];
+
+		if (!im->total || im->stored != im->total)
+			continue;
+		image_digest(im, md);
+		st_hex(md, sizeof(md), hex);
+		json_array_append_new(imgs, json_pack("{s:s,s:I,s:I}", "sha256", hex,
+						      "size", (json_int_t)im->total,
+						      "slot", (json_int_t)i));
+	}
+	json_object_set_new(o, "images", imgs);
+	imgs = NULL;
+	json_object_set_new(o, "lifecycle", json_integer(u->lifecycle));
+	st_hex(nonce, nlen, hex);
+	json_object_set_new(o, "nonce", json_string(hex));
+	json_object_set_new(o, "type", json_string("station-attestation/1"));
+	st_hex(u->uid, DRV_UID_LEN, hex);
+	json_object_set_new(o, "uid", json_string(hex));
+	text = json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS | JSON_ENSURE_ASCII);
+out:
+	json_decref(imgs);
+	json_decref(o);
+	return text;
+}
+
+/* ATTEST: nonce (16..64) -> u16 n, the statement's n bytes, the DER
+ * signature over exactly those bytes (ECDSA P-256, SHA-256) by the
+ * identity key. */
+static void do_attest(struct sim *s, struct sim_unit *u, const proto_frame *req,
+		      proto_frame *rep)
+{
+	uint8_t nonce[64], sig[DRV_MAX_SIG], v[2];
+	size_t nlen = req->len, siglen = sizeof(sig), tlen;
+	EVP_PKEY *other = NULL;
+	EVP_MD_CTX *md = NULL;
+	char *text = NULL;
+
+	if (nlen < 16 || nlen > 64) {
+		reply(rep, PROTO_ST_BAD_ARG);
+		return;
+	}
+	if (!u->key) {
+		reply(rep, PROTO_ST_NO_KEY);
+		return;
+	}
+	memcpy(nonce, req->payload, nlen);
+	if (s->fault->on_attest)
+		s->fault->on_attest(s, u, nonce, &nlen, &other);
+	memcpy(u->last_nonce, req->payload, req->len);
+	u->last_nonce_len = req->len;
+	text = statement(u, nonce, nlen);
+	tlen = text ? strlen(text) : 0;
+	md = EVP_MD_CTX_new();
+	if (!text || tlen > DRV_MAX_STATEMENT || !md ||
+	    EVP_DigestSignInit(md, NULL, EVP_sha256(), NULL, other ? other : u->key) != 1 ||
+	    EVP_DigestSign(md, sig, &siglen, (const uint8_t *)text, tlen) != 1) {
+		reply(rep, PROTO_ST_INTERNAL);
+		goto out;
+	}
+	proto_put16(v, (uint16_t)tlen);
+	reply(rep, PROTO_ST_OK);
+	put(rep, v, sizeof(v));
+	put(rep, text, tlen);
+	put(rep, sig, siglen);
+out:
+	EVP_MD_CTX_free(md);
+	EVP_PKEY_free(other);
+	free(text);
+}
+
 void sim_handle(struct sim *s, const proto_frame *req, proto_frame *rep)
 {
 	struct sim_unit *u = s->current < s->nunits ? &s->units[s->current] : NULL;
@@ -611,6 +823,7 @@ void sim_handle(struct sim *s, const proto_frame *req, proto_frame *rep)
 	}
 	if ((req->type < PROTO_CMD_IDENTIFY || req->type > PROTO_CMD_RELEASE) &&
 	    req->type != PROTO_CMD_GET_TRANSPORT_KEY && req->type != PROTO_CMD_INJECT_KEY &&
+	    (req->type < PROTO_CMD_IMAGE_INFO || req->type > PROTO_CMD_ATTEST) &&
 	    !(s->link_caps & PROTO_LINK_PARTS &&
 	      (req->type == PROTO_CMD_WRITE_CERT_PART ||
 	       req->type == PROTO_CMD_READ_CERT_PART))) {
@@ -665,6 +878,18 @@ void sim_handle(struct sim *s, const proto_frame *req, proto_frame *rep)
 		break;
 	case PROTO_CMD_INJECT_KEY:
 		do_inject(s, u, req, rep);
+		break;
+	case PROTO_CMD_IMAGE_INFO:
+		do_image_info(s, u, req, rep);
+		break;
+	case PROTO_CMD_IMAGE_BEGIN:
+		do_image_begin(s, u, req, rep);
+		break;
+	case PROTO_CMD_IMAGE_WRITE:
+		do_image_write(s, u, req, rep);
+		break;
+	case PROTO_CMD_ATTEST:
+		do_attest(s, u, req, rep);
 		break;
 	case PROTO_CMD_RELEASE:
 		sim_state_release(s);

@@ -156,4 +156,14 @@ typedef struct pgs_verify_result {
 int pgs_verify(pgs *p, rec_store *msg, rec_cert_check_fn check, void *ctx,
 	       pgs_verify_result *out);
 
+/* The regulator's question on the central copy (docs/firmware.md): every
+ * unit of every station that left the line (PASS, UNFUSED) with an image
+ * whose recorded SBOM lists component name (and version, unless NULL),
+ * oldest first.  fn gets, as text (NULL: none): station, unit id, uid,
+ * certificate serial, work order, finished_at, state, image name, image
+ * version, component version; nonzero stops and is returned. */
+typedef int (*pgs_component_fn)(void *ctx, const char *const v[10]);
+int pgs_units_with_component(pgs *p, const char *name, const char *version,
+			     pgs_component_fn fn, void *ctx);
+
 #endif

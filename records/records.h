@@ -46,6 +46,11 @@ typedef struct rec_unit_result {
 	const char *pubkey_hex;     /* device public point, hex */
 	const char *rot_hash;       /* root-of-trust hash burned, hex */
 	const char *fuse_readback;  /* fuse bank read back, hex */
+	/* Schema 6 (docs/firmware.md), canonical JSON text or NULL: the
+	 * images written and what the device measured of them, and the
+	 * end-of-line attestation (nonce, statement, signature). */
+	const char *firmware;
+	const char *attestation;
 } rec_unit_result;
 
 /* How a store is opened (docs/records.md, "Who creates the store"). */
@@ -334,6 +339,7 @@ typedef struct rec_unit_row {
 	const char *operator_name, *profile, *profile_digest;
 	const char *cert_serial, *cert_sha256, *cert_pem, *pubkey;
 	const char *rot_hash, *fuse_readback, *started_at, *finished_at;
+	const char *firmware, *attestation;  /* schema 6; NULL when none */
 } rec_unit_row;
 
 /* One event of the chain, as stored. */

@@ -224,6 +224,13 @@ static const struct migration {
 	 * Rows from before have none: superseded (re-provisioning). */
 	{ 5,
 	  "ALTER TABLE revocations ADD COLUMN crl_reason INTEGER;" },
+	/* The code a unit left with (docs/firmware.md): the images written
+	 * and the device's own digests of them, and the end-of-line
+	 * attestation; canonical JSON text, also in the unit_end event
+	 * under the same names, so verify covers both. */
+	{ 6,
+	  "ALTER TABLE units ADD COLUMN firmware TEXT;"
+	  "ALTER TABLE units ADD COLUMN attestation TEXT;" },
 };
 
 _Static_assert(S_N <= REC_MAX_STMT, "raise REC_MAX_STMT");
@@ -247,7 +254,8 @@ static const char *const stmt_sql[S_N] = {
 	[S_UNIT_END] =
 		"UPDATE units SET state = ?2, reason = ?3, cert_serial = ?4,"
 		" cert_sha256 = ?5, cert_pem = ?6, pubkey = ?7, rot_hash = ?8,"
-		" fuse_readback = ?9, finished_at = ?10"
+		" fuse_readback = ?9, finished_at = ?10, firmware = ?11,"
+		" attestation = ?12"
 		" WHERE id = ?1 AND state = 'RUNNING'",
 	[S_LAST] = "SELECT id, state FROM units WHERE uid = ?1"
 		" ORDER BY id DESC LIMIT 1",

@@ -295,6 +295,7 @@ int rec_unit_end(rec_store *r, int64_t unit_id, const rec_unit_result *e)
 	    rec_bind_text(s, 5, e->cert_sha256) || rec_bind_text(s, 6, e->cert_pem) ||
 	    rec_bind_text(s, 7, e->pubkey_hex) || rec_bind_text(s, 8, e->rot_hash) ||
 	    rec_bind_text(s, 9, e->fuse_readback) || rec_bind_text(s, 10, at) ||
+	    rec_bind_text(s, 11, e->firmware) || rec_bind_text(s, 12, e->attestation) ||
 	    sqlite3_step(s) != SQLITE_DONE)
 		err = end_fail(r, unit_id, uid, e);
 	else if (sqlite3_changes(r->db) != 1)
@@ -304,12 +305,13 @@ int rec_unit_end(rec_store *r, int64_t unit_id, const rec_unit_result *e)
 	if (err)
 		goto out;
 	err = rec_append_event_at(r, "unit_end", unit_id, uid, at,
-		json_pack("{s:s, s:s?, s:s?, s:s?, s:s?, s:s?, s:s?, s:s?, s:s}",
+		json_pack("{s:s, s:s?, s:s?, s:s?, s:s?, s:s?, s:s?, s:s?, s:s, s:s?, s:s?}",
 			  "result", e->result, "reason", e->reason,
 			  "cert_serial", e->cert_serial,
 			  "cert_sha256", e->cert_sha256, "cert_pem", e->cert_pem,
 			  "pubkey", e->pubkey_hex, "rot_hash", e->rot_hash,
-			  "fuse_readback", e->fuse_readback, "finished_at", at));
+			  "fuse_readback", e->fuse_readback, "finished_at", at,
+			  "firmware", e->firmware, "attestation", e->attestation));
 out:
 	err = rec_wr_end(r, &w, err);
 	pthread_mutex_unlock(&r->lock);

@@ -25,6 +25,11 @@
 #     --forget-done so their saves stay small however long the run.
 #     MEMORY_ONLY=1 runs only the growth run, prints its numbers and the
 #     store's `records verify` instead of writing docs/benchmarks.md.
+#  6. Firmware (docs/firmware.md): the line model, 1 slot, LINE_UNITS units,
+#     with the demo profile and with the same profile plus a firmware group
+#     (an FW_SIZE-byte image signed by a secure-boot key in the token, its
+#     SBOM): the added time per unit of writing the image and attesting.
+#     FIRMWARE_ONLY=1 runs only this and prints the numbers.
 set -euo pipefail
 BUILD=${1:-build}
 UNITS=${UNITS:-96}
@@ -40,6 +45,8 @@ BASE_UNITS=${BASE_UNITS:-10}
 GROWTH_UNITS=${GROWTH_UNITS:-1000}
 LSAN_UNITS=${LSAN_UNITS:-200}
 MEMORY_ONLY=${MEMORY_ONLY:-}
+FIRMWARE_ONLY=${FIRMWARE_ONLY:-}
+FW_SIZE=${FW_SIZE:-16384}
 DIR=$(mktemp -d /tmp/st-bench-XXXXXX)
 OUT=docs/benchmarks.md
 SIMS=()
@@ -111,10 +118,11 @@ stop_sims() {
 # means over the run's units).
 run_once() {
 	local st=$1 slots=$2 per=$3 extra=$4 tag=$5
-	rm -f "$DIR/records.db"*
+	rm -rf "$DIR/records.db"*
 	start_sims "$slots" "$per" "$extra" "$tag"
 	/usr/bin/time -f "%e %U %S %M" -o "$DIR/time" "$st" --config "$DIR/station.conf" \
-		--pin-file "$DIR/pin" --json --burn-fuses "${PORTS[@]}" provision \
+		--pin-file "$DIR/pin" ${RUN_PROFILE:+--profile "$RUN_PROFILE"} --json \
+		--burn-fuses "${PORTS[@]}" provision \
 		>"$DIR/out" 2>"$DIR/err" || { cat "$DIR/err" >&2; stop_sims; return 1; }
 	stop_sims
 	local pass events split wc
@@ -168,6 +176,54 @@ FSYNC_MS=$(dd if=/dev/zero of="$DIR/dd" bs=4k count=200 oflag=dsync 2>&1 |
 	awk '/copied/ {for (i = 1; i <= NF; i++) if ($i == "s,") printf "%.2f", $(i - 1) * 1000 / 200}')
 rm -f "$DIR/dd"
 
+# ---- 6. Firmware: the demo profile plus a signed image and its SBOM ----
+firmware_setup() {
+	local sha
+	sha() { sha256sum "$1" | cut -d' ' -f1; }
+	"$STATION" --config "$DIR/station.conf" --pin-file "$DIR/pin" profile keygen \
+		--key bench-secureboot --out "$DIR/sb.pub.pem" >/dev/null
+	head -c "$FW_SIZE" /dev/urandom >"$DIR/app.bin"
+	"$STATION" --config "$DIR/station.conf" --pin-file "$DIR/pin" profile sign \
+		--key bench-secureboot --in "$DIR/app.bin" >/dev/null
+	printf '%s\n' '{"bomFormat":"CycloneDX","specVersion":"1.5","version":1,"components":[{"type":"library","name":"zlib","version":"1.2.13"}]}' >"$DIR/app.cdx.json"
+	sed '/^  sha256 = "/d' profiles/demo.profile >"$DIR/fw.profile"
+	cat >>"$DIR/fw.profile" <<PROFILE
+firmware: {
+  secure_boot_key = "sb.pub.pem"; secure_boot_key_sha256 = "$(sha "$DIR/sb.pub.pem")";
+  images = ( { name = "app"; version = "1.0.0"; file = "app.bin"; sha256 = "$(sha "$DIR/app.bin")";
+    slot = 0; sbom = "app.cdx.json"; sbom_sha256 = "$(sha "$DIR/app.cdx.json")"; } );
+};
+PROFILE
+	"$STATION" --config "$DIR/station.conf" --pin-file "$DIR/pin" profile sign \
+		--in "$DIR/fw.profile" >/dev/null
+}
+
+# ms/unit at the line model, 1 slot, without and with firmware: FW_PLAIN,
+# FW_WITH (medians of RUNS), FW_ADDED, FW_WIRE (the image's bytes on the
+# line alone, at BAUD).
+firmware_bench() {
+	local r plain=() with=() args="--baud $BAUD --fuse-word-us $FUSE_WORD_US --keygen-ms $KEYGEN_MS"
+	firmware_setup
+	for r in $(seq "$RUNS"); do
+		read -r _ _ _ _ _ _ _ _ _ _ _ _ ms < <(run_once "$STATION" 1 "$LINE_UNITS" "$args" "fwp-$r")
+		plain+=("$ms")
+		read -r _ _ _ _ _ _ _ _ _ _ _ _ ms < <(RUN_PROFILE="$DIR/fw.profile" run_once \
+			"$STATION" 1 "$LINE_UNITS" "$args" "fww-$r")
+		with+=("$ms")
+	done
+	FW_PLAIN=$(med "${plain[@]}" | awk '{printf "%.0f", $1}')
+	FW_WITH=$(med "${with[@]}" | awk '{printf "%.0f", $1}')
+	FW_ADDED=$((FW_WITH - FW_PLAIN))
+	FW_WIRE=$(awk -v n="$FW_SIZE" -v b="$BAUD" 'BEGIN {printf "%.0f", n * 10 * 1000 / b}')
+}
+
+if [ -n "$FIRMWARE_ONLY" ]; then
+	firmware_bench
+	echo "firmware: $FW_SIZE-byte image at $BAUD baud, 1 slot, $LINE_UNITS units, medians of $RUNS runs:"
+	echo "  ms/unit without firmware: $FW_PLAIN; with image write + attestation: $FW_WITH (+$FW_ADDED ms; the image alone on the wire: $FW_WIRE ms)"
+	exit 0
+fi
+
 if [ -z "$MEMORY_ONLY" ]; then
 # ---- 2. HSM limit (first, on a quiet token) ----
 HSM=$(STATION_PIN=$PIN "$BUILD/bench-hsm" /usr/lib/softhsm/libsofthsm2.so bench 2)
@@ -213,6 +269,9 @@ for s in $SLOTS; do
 "
 done
 
+# ---- 6. Firmware (measured here, written in its own section) ----
+firmware_bench
+
 # ---- 4. Baseline ----
 read -r bpass bwall buser bsys < <(STATION_PIN=$PIN bash scripts/bench-baseline.sh \
 	"$DIR" "$BASE_UNITS" "$DIR/ca.pem" bench issuing-ca)
@@ -221,7 +280,7 @@ BCPU=$(awk -v p="$bpass" -v u="$buser" -v y="$bsys" 'BEGIN {printf "%.0f", (u + 
 fi
 
 # ---- 5. Memory over a long run, and LeakSanitizer ----
-rm -f "$DIR/records.db"*
+rm -rf "$DIR/records.db"*
 per=$((GROWTH_UNITS / 8))
 start_sims 8 "$per" "--forget-done" growth
 /usr/bin/time -f "%e %U %S %M" -o "$DIR/gtime" "$STATION" --config "$DIR/station.conf" \
@@ -257,7 +316,7 @@ fi
 
 LSAN="not run (no $BUILD-asan/station: run make check or make asan first)"
 if [ -x "$BUILD-asan/station" ] && [ -x "$BUILD-asan/station-devsim" ]; then
-	rm -f "$DIR/records.db"*
+	rm -rf "$DIR/records.db"*
 	per=$((LSAN_UNITS / 8))
 	SAVE=$BUILD; BUILD=$BUILD-asan
 	start_sims 8 "$per" "" lsan
@@ -366,6 +425,19 @@ the comparison flatters the script.
 | shell script | $BUPS | $BCPU |
 | station, 1 slot | ${U[now-1]:-?} | ${C[now-1]:-?} |
 | station, best | $BEST | |
+
+## Firmware: image writing and attestation (docs/firmware.md)
+
+The line model above, 1 slot, $LINE_UNITS units, with the demo profile and
+with the same profile plus a firmware group: one $FW_SIZE-byte image
+(written in 512-byte chunks, each stored durably by the simulated device,
+then its own SHA-256 read back) and the end-of-line attestation.
+
+| | ms/unit |
+|---|---|
+| demo profile | $FW_PLAIN |
+| with firmware | $FW_WITH |
+| added per unit | $FW_ADDED (the image's bytes alone at $BAUD baud: $FW_WIRE) |
 
 MD
 cat docs/benchmarks-notes.md >>"$OUT"

@@ -11,6 +11,7 @@
 #include "base.h"
 #include "station.h"
 #include "station/st_int.h"
+#include "station/firmware.h"
 #include "station/fuses.h"
 #include "station/schema.h"
 #include "x509.h"
@@ -31,6 +32,8 @@ struct st_profile {
 	unsigned rot_bank;
 	char digest[65];
 	st_fuse_plan plan;
+	st_firmware fw;          /* firmware group (fw.n == 0: none) */
+	bool has_fw;
 };
 
 #define CFG st_config_schema, st_config_schema_len
@@ -496,6 +499,7 @@ static const config_setting_t *included(const config_setting_t *g, const char *p
 /* Read and check the profile at path; every problem goes to pl. */
 static int profile_parse(const char *path, st_profile **out, st_problems *pl)
 {
+	bool rot_ok = false;
 	config_t c;
 	st_profile *p = calloc(1, sizeof(*p));
 	const char *str;
@@ -539,9 +543,54 @@ static int profile_parse(const char *path, st_profile **out, st_problems *pl)
 	p->require_work_order = st_schema_bool(&c, PRF, "quota.require_work_order");
 	if (!st_problems_under(pl, "certificate"))
 		cert_rules(&c, path, p, pl);
-	if (!st_problems_under(pl, "root_of_trust")) {
-		st_unhex(config_setting_get_string(config_lookup(&c, "root_of_trust.sha256")),
-			 p->rot_hash, 32);
+	/* The firmware group: every file checked now, before any unit; the
+	 * root-of-trust hash is computed from its secure-boot key. */
+	if (config_lookup(&c, "firmware") && !st_problems_under(pl, "firmware")) {
+		int frc = st_fw_parse(&c, path, &p->fw, err, sizeof(err));
+
+		if (frc == ST_E_NOMEM) {
+			rc = frc;
+			goto cleanup;
+		}
+		if (frc)
+			st_problem_add(pl, path, st_schema_line(&c, "firmware"), NULL,
+				       "firmware refused: %s", err);
+		else
+			p->has_fw = true;
+	}
+	if (!st_problems_under(pl, "root_of_trust") &&
+	    (p->has_fw || !config_lookup(&c, "firmware"))) {
+		const char *typed = NULL;
+		uint8_t t[32];
+		int before = st_problems_count(pl);
+
+		config_lookup_string(&c, "root_of_trust.sha256", &typed);
+		if (typed)
+			st_unhex(typed, t, 32);
+		if (p->has_fw) {
+			memcpy(p->rot_hash, p->fw.rot, 32);
+			if (typed && memcmp(t, p->rot_hash, 32)) {
+				char h[65];
+
+				st_hex(p->rot_hash, 32, h);
+				st_problem_add(pl, path, st_schema_line(&c, "root_of_trust"),
+					       NULL, "'root_of_trust.sha256' %s disagrees with "
+					       "the hash of the secure-boot key %s (%s): the "
+					       "root of trust is computed from the key, never "
+					       "typed; remove root_of_trust.sha256",
+					       typed, p->fw.key_file, h);
+			}
+		} else if (typed) {
+			memcpy(p->rot_hash, t, 32);
+		} else {
+			st_problem_add(pl, path, st_schema_line(&c, "root_of_trust"), NULL,
+				       "'root_of_trust': give 'firmware.secure_boot_key' "
+				       "(the hash is computed from it) or "
+				       "'root_of_trust.sha256'");
+		}
+		rot_ok = st_problems_count(pl) == before;
+	}
+	if (rot_ok) {
 		p->rot_bank = (unsigned)st_schema_int(&c, PRF, "root_of_trust.fuse_bank");
 		/* The plan's own rules (fuses.c), once its settings are well formed. */
 		if (!st_problems_under(pl, "fuses") &&
@@ -564,7 +613,7 @@ static int profile_parse(const char *path, st_profile **out, st_problems *pl)
 	p = NULL;
 cleanup:
 	config_destroy(&c);
-	free(p);
+	st_profile_free(p);
 	if (!rc && st_problems_count(pl))
 		rc = ST_E_CONFIG;
 	return rc;
@@ -589,7 +638,14 @@ int st_profile_load(const char *path, st_profile **out, char *err, size_t errlen
 
 void st_profile_free(st_profile *p)
 {
+	if (p)
+		st_fw_free(&p->fw);
 	free(p);
+}
+
+const st_firmware *st_profile_firmware(const st_profile *p)
+{
+	return p->has_fw ? &p->fw : NULL;
 }
 
 const char *st_profile_name(const st_profile *p)

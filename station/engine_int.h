@@ -126,6 +126,11 @@ struct unit {
 			       * presentation resumes or revokes it */
 	struct history hist;  /* what every earlier record of the unit says */
 	drv_linkstat link0;   /* the link's counters when this unit began */
+	/* What the unit's record keeps of its code (docs/firmware.md):
+	 * canonical JSON, "" when the profile has no firmware group. */
+	char firmware[2048];  /* per image: name, version, slot, size, the
+			       * device's SHA-256, the SBOM's SHA-256 */
+	char attestation[4096]; /* nonce, statement, signature */
 };
 
 /* unit.c: a unit's steps and verdict. */
@@ -140,6 +145,11 @@ char *pem_of(X509 *cert);
 bool uid_unreadable(const drv_info *info);
 void run_unit(struct unit *u);
 void finish_unit(struct unit *u);
+
+/* unit_fw.c: the firmware steps (no-ops for a profile without images). */
+int fw_precheck(struct unit *u);
+int fw_write(struct unit *u);
+int fw_attest(struct unit *u, X509 *cert);
 
 /* admit.c: whether and how the unit in the programmer is provisioned. */
 int resume_identity(struct unit *u, X509 **out);

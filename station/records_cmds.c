@@ -20,6 +20,7 @@
 #include "base.h"
 #include "records/records.h"
 #include "station/checkpoint.h"
+#include "station/firmware.h"
 #include "station/roles.h"
 #include "station/st_int.h"
 
@@ -116,7 +117,8 @@ static st_unit_row unit_row_of(const rec_unit_row *u)
 		.cert_sha256 = u->cert_sha256, .cert_pem = u->cert_pem,
 		.pubkey = u->pubkey, .rot_hash = u->rot_hash,
 		.fuse_readback = u->fuse_readback, .started_at = u->started_at,
-		.finished_at = u->finished_at };
+		.finished_at = u->finished_at, .firmware = u->firmware,
+		.attestation = u->attestation };
 }
 
 static int walk_unit(void *ctx, const rec_unit_row *u)
@@ -221,7 +223,110 @@ json_t *st_unit_json(const st_unit_row *u, bool with_pem)
 	for (size_t i = 0; o && i < ST_ARRAY_SIZE(f); i++)
 		if (f[i].v)
 			json_object_set_new(o, f[i].k, json_string(f[i].v));
+	/* the code it left with, as the JSON the record holds */
+	if (o && u->firmware)
+		json_object_set_new(o, "firmware", json_loads(u->firmware, 0, NULL));
+	if (o && u->attestation)
+		json_object_set_new(o, "attestation", json_loads(u->attestation, 0, NULL));
 	return o;
+}
+
+/* ---- records units --component: who left with a component ---- */
+
+struct comp_query {
+	const char *name, *version;     /* version NULL: any */
+	json_t *sboms;                  /* sbom_sha256 -> component version */
+	st_records_component_fn fn;
+	void *ctx;
+};
+
+/* A `firmware` event: does its SBOM list the component? */
+static int comp_event(void *ctx, const rec_event_row *e)
+{
+	struct comp_query *q = ctx;
+	json_t *body, *data, *comps, *c;
+	const char *sbom, *digest;
+	size_t i;
+
+	if (strcmp(e->kind, "firmware"))
+		return 0;
+	body = json_loads(e->body, 0, NULL);
+	data = json_object_get(body, "data");
+	sbom = json_string_value(json_object_get(data, "sbom"));
+	digest = json_string_value(json_object_get(data, "sbom_sha256"));
+	comps = sbom ? st_fw_components(sbom, strlen(sbom)) : NULL;
+	json_array_foreach(comps, i, c) {
+		const char *n = json_string_value(json_object_get(c, "name"));
+		const char *v = json_string_value(json_object_get(c, "version"));
+
+		if (digest && n && !strcmp(n, q->name) &&
+		    (!q->version || (v && !strcmp(v, q->version)))) {
+			json_object_set_new(q->sboms, digest, json_string(v ? v : ""));
+			break;
+		}
+	}
+	json_decref(comps);
+	json_decref(body);
+	return 0;
+}
+
+/* A unit: did it leave with an image whose SBOM is one of those? */
+static int comp_unit(void *ctx, const rec_unit_row *u)
+{
+	struct comp_query *q = ctx;
+	json_t *imgs, *im;
+	size_t i;
+	int rc = 0;
+
+	if (!u->firmware || (strcmp(u->state, "PASS") && strcmp(u->state, "UNFUSED")))
+		return 0;
+	imgs = json_loads(u->firmware, 0, NULL);
+	json_array_foreach(imgs, i, im) {
+		const char *d = json_string_value(json_object_get(im, "sbom_sha256"));
+		json_t *v = d ? json_object_get(q->sboms, d) : NULL;
+
+		if (v) {
+			st_unit_row row = unit_row_of(u);
+
+			rc = q->fn(q->ctx, &row, json_string_value(json_object_get(im, "name")),
+				   json_string_value(json_object_get(im, "version")),
+				   json_string_value(v));
+			break;
+		}
+	}
+	json_decref(imgs);
+	return rc;
+}
+
+int st_records_units_with_component(st_records *r, const char *component,
+				    st_records_component_fn fn, void *ctx,
+				    char *err, size_t errlen)
+{
+	char name[256];
+	char *at;
+	struct comp_query q = { .fn = fn, .ctx = ctx };
+	int rc;
+
+	snprintf(name, sizeof(name), "%s", component ? component : "");
+	if ((at = strrchr(name, '@')) && at != name) {
+		*at = '\0';
+		q.version = at + 1;
+	}
+	q.name = name;
+	if (!name[0] || (q.version && !q.version[0])) {
+		snprintf(err, errlen, "--component is NAME or NAME@VERSION (as the "
+			 "SBOM names it)");
+		return ST_E_INVAL;
+	}
+	if (!(q.sboms = json_object()))
+		return ST_E_NOMEM;
+	rc = rec_list_events(r->r, 0, comp_event, &q);
+	if (!rc && json_object_size(q.sboms))
+		rc = rec_list_units(r->r, NULL, comp_unit, &q);
+	if (rc && rc != ST_E_NOMEM)
+		snprintf(err, errlen, "%s", rec_errmsg(r->r));
+	json_decref(q.sboms);
+	return rc;
 }
 
 /* ---- records export --evidence: the bundle ---- */
@@ -236,6 +341,13 @@ struct bundle {
 	char last_hash[65];
 	json_t *cert_lines;    /* certs.jsonl, one object per issued certificate */
 	json_t *idents;        /* uid -> PEM of its newest PASS or UNFUSED unit */
+	/* docs/firmware.md: firmware.jsonl (one line per unit and image,
+	 * made at the first unit with images) and the SBOMs of the signed
+	 * `firmware` events, sbom_sha256 -> text (sboms/<sha256>.cdx.json) */
+	FILE *fw;
+	json_t *sboms;
+	json_t *attest;        /* uid -> attestation of its newest PASS or
+				* UNFUSED unit (attestations/<uid>.*) */
 };
 
 /* Write text to dir/name (fsynced). */
@@ -259,6 +371,38 @@ static int put_file(struct bundle *b, const char *name, const char *text,
 	return ok ? 0 : -1;
 }
 
+/* firmware.jsonl: what each unit's images are, as the device measured
+ * them after writing, and whether its attestation is on record. */
+static int bundle_firmware(struct bundle *b, const rec_unit_row *u)
+{
+	json_t *imgs = json_loads(u->firmware, 0, NULL), *im;
+	size_t i;
+
+	if (!b->fw) {
+		char path[4096];
+
+		snprintf(path, sizeof(path), "%s/firmware.jsonl", b->dir);
+		if (!(b->fw = fopen(path, "wx"))) {
+			snprintf(b->err, sizeof(b->err), "cannot create %s", path);
+			json_decref(imgs);
+			return -1;
+		}
+	}
+	json_array_foreach(imgs, i, im) {
+		json_t *o = json_deep_copy(im);
+
+		json_object_set_new(o, "uid", json_string(u->uid));
+		json_object_set_new(o, "unit", json_integer(u->id));
+		json_object_set_new(o, "result", json_string(u->state));
+		json_object_set_new(o, "attested", json_boolean(u->attestation != NULL));
+		json_dumpf(o, b->fw, JSON_COMPACT | JSON_SORT_KEYS);
+		fputc('\n', b->fw);
+		json_decref(o);
+	}
+	json_decref(imgs);
+	return 0;
+}
+
 static int bundle_unit(void *ctx, const rec_unit_row *u)
 {
 	struct bundle *b = ctx;
@@ -271,6 +415,11 @@ static int bundle_unit(void *ctx, const rec_unit_row *u)
 	json_dumpf(o, b->units, JSON_COMPACT | JSON_SORT_KEYS);
 	fputc('\n', b->units);
 	json_decref(o);
+	if (u->firmware && bundle_firmware(b, u))
+		return ST_E_IO;
+	if (u->attestation && (!strcmp(u->state, "PASS") || !strcmp(u->state, "UNFUSED")) &&
+	    json_object_set_new(b->attest, u->uid, json_loads(u->attestation, 0, NULL)))
+		return ST_E_NOMEM;
 	/* A device's identity is its newest PASS or UNFUSED unit's (units
 	 * come oldest first): an UNFUSED unit finished by an armed run is two
 	 * records with one certificate; a re-provisioned one supersedes the
@@ -307,6 +456,16 @@ static int bundle_event(void *ctx, const rec_event_row *e)
 		e->sig ? e->sig : "null", e->sig ? "\"" : "", e->body);
 	b->last_seq = e->seq;
 	snprintf(b->last_hash, sizeof(b->last_hash), "%s", e->hash);
+	if (!strcmp(e->kind, "firmware")) {
+		json_t *body = json_loads(e->body, 0, NULL);
+		json_t *data = json_object_get(body, "data");
+		const char *d = json_string_value(json_object_get(data, "sbom_sha256"));
+		json_t *text = json_object_get(data, "sbom");
+
+		if (d && json_is_string(text))
+			json_object_set(b->sboms, d, text);
+		json_decref(body);
+	}
 	return 0;
 }
 
@@ -335,6 +494,64 @@ static int hash_line(struct bundle *b, const char *name, FILE *m)
 	}
 	st_hex(dig, sizeof(dig), hex);
 	fprintf(m, "%s  %s\n", hex, name);
+	return 0;
+}
+
+/* sboms/<sha256>.cdx.json: every SBOM the chain recorded (the file's own
+ * bytes: `sha256sum` gives its name); attestations/<uid>.statement.json
+ * and .sig: the statement's exact bytes and the DER signature of each
+ * device's identity unit, for `openssl dgst -verify`; firmware.jsonl; all
+ * into the manifest (docs/evidence.md). */
+static int bundle_sboms(struct bundle *b, FILE *m)
+{
+	const char *d;
+	json_t *text;
+	char name[300];
+
+	if (b->fw && (fflush(b->fw) || fsync(fileno(b->fw)) ||
+		      hash_line(b, "firmware.jsonl", m)))
+		return ST_E_IO;
+	if (json_object_size(b->attest)) {
+		const char *uid;
+		json_t *a;
+
+		snprintf(name, sizeof(name), "%s/attestations", b->dir);
+		if (mkdir(name, 0755) != 0) {
+			snprintf(b->err, sizeof(b->err), "cannot create %s", name);
+			return ST_E_IO;
+		}
+		json_object_foreach(b->attest, uid, a) {
+			const char *st = json_string_value(json_object_get(a, "statement"));
+			const char *hex = json_string_value(json_object_get(a, "signature"));
+			uint8_t sig[128];
+			size_t n = hex ? strlen(hex) / 2 : 0;
+
+			if (!st || !hex || n > sizeof(sig) || st_unhex(hex, sig, n)) {
+				snprintf(b->err, sizeof(b->err), "the attestation of %s "
+					 "on record is malformed", uid);
+				return ST_E_IO;
+			}
+			snprintf(name, sizeof(name), "attestations/%s.statement.json", uid);
+			if (put_file(b, name, st, strlen(st)) || hash_line(b, name, m))
+				return ST_E_IO;
+			snprintf(name, sizeof(name), "attestations/%s.sig", uid);
+			if (put_file(b, name, (const char *)sig, n) || hash_line(b, name, m))
+				return ST_E_IO;
+		}
+	}
+	if (!json_object_size(b->sboms))
+		return 0;
+	snprintf(name, sizeof(name), "%s/sboms", b->dir);
+	if (mkdir(name, 0755) != 0) {
+		snprintf(b->err, sizeof(b->err), "cannot create %s", name);
+		return ST_E_IO;
+	}
+	json_object_foreach(b->sboms, d, text) {
+		snprintf(name, sizeof(name), "sboms/%s.cdx.json", d);
+		if (put_file(b, name, json_string_value(text),
+			     json_string_length(text)) || hash_line(b, name, m))
+			return ST_E_IO;
+	}
 	return 0;
 }
 
@@ -521,7 +738,8 @@ int st_records_evidence(st_records *rs, st_station *st, const st_config *cfg,
 			st_evidence_result *out, st_rec_step *step, char *err,
 			size_t errlen)
 {
-	struct bundle b = { .dir = dir, .idents = json_object() };
+	struct bundle b = { .dir = dir, .idents = json_object(), .sboms = json_object(),
+			    .attest = json_object() };
 	st_checkpoint cp = { .body = NULL };
 	char path[4096], *mtext = NULL;
 	const uint8_t *der;
@@ -570,7 +788,7 @@ int st_records_evidence(st_records *rs, st_station *st, const st_config *cfg,
 	m = open_memstream(&mtext, &mlen);
 	b.manifest_list = m;
 	der = st_audit_cert(a, &dlen);
-	if (!b.units || !b.events || !m || !b.idents) {
+	if (!b.units || !b.events || !m || !b.idents || !b.sboms || !b.attest) {
 		snprintf(err, errlen, "cannot write in %s", b.dir);
 		goto cleanup;
 	}
@@ -590,7 +808,7 @@ int st_records_evidence(st_records *rs, st_station *st, const st_config *cfg,
 	    hash_line(&b, "units.jsonl", m) || hash_line(&b, "events.jsonl", m) ||
 	    hash_line(&b, "ca.pem", m) || hash_line(&b, "audit.pem", m) ||
 	    hash_line(&b, "checkpoint.json", m) || hash_line(&b, "checkpoint.sig", m) ||
-	    manifest_idents(&b) ||
+	    manifest_idents(&b) || bundle_sboms(&b, m) ||
 	    bundle_certs(cfg, &b, r, h, &f, m)) {
 		snprintf(err, errlen, "%s", b.err[0] ? b.err : "cannot write the bundle");
 		goto cleanup;
@@ -619,6 +837,10 @@ cleanup:
 		fclose(b.events);
 	json_decref(b.cert_lines);
 	json_decref(b.idents);
+	json_decref(b.sboms);
+	json_decref(b.attest);
+	if (b.fw)
+		fclose(b.fw);
 	st_audit_detach(r, a);
 	return rc;
 }

@@ -8,6 +8,7 @@
 #include <time.h>
 
 #include "engine_int.h"
+#include "station/firmware.h"
 
 /* Choose the issuing CA (the profile's, the configured one, or the newest
  * valid one in the token), check that the token offers what it signs
@@ -108,6 +109,24 @@ static int audit_start(struct job *job, st_audit **out, char *err, size_t errlen
 			       "supervisor", run->supervisor_name,
 			       "reprovision_reason", run->reprovision_reason,
 			       "reprovision_uid", run->reprovision_uid, NULL);
+	/* The firmware this run writes: each image's digest and its SBOM,
+	 * whole, so the component query and the evidence bundle read the
+	 * SBOMs from the signed records, never from files that may change. */
+	for (int i = 0; !rc && st_profile_firmware(job->prof) &&
+	     i < st_profile_firmware(job->prof)->n; i++) {
+		const st_fw_image *im = &st_profile_firmware(job->prof)->img[i];
+		char slot[16], size[24];
+
+		snprintf(slot, sizeof(slot), "%u", im->slot);
+		snprintf(size, sizeof(size), "%zu", im->len);
+		rc = rec_event(job->rec, "firmware", NULL,
+			       "profile", st_profile_name(job->prof),
+			       "profile_digest", st_profile_digest(job->prof),
+			       "name", im->name, "version", im->version,
+			       "slot", slot, "size", size, "sha256", im->sha256_hex,
+			       "sbom_sha256", im->sbom_sha256_hex, "sbom", im->sbom,
+			       NULL);
+	}
 	OPENSSL_free(ca_subj);
 	if (rc) {
 		snprintf(err, errlen, "records: cannot record the station start, so "

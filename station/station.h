@@ -199,6 +199,9 @@ typedef enum st_step {
 	ST_STEP_QUARANTINE,
 	ST_STEP_HISTORY,        /* announced only: the unit's records looked up */
 	ST_STEP_PLUG,           /* announced only: waiting for the programmer */
+	ST_STEP_FW_CHECK,       /* each image fits its slot (before any key) */
+	ST_STEP_FIRMWARE,       /* images written, the device's digests compared */
+	ST_STEP_ATTEST,         /* end-of-line attestation after the lock */
 	/* the fuse run's (station/fuses.c; read back by fuse_resume.c) */
 	ST_STEP_FUSE,
 	ST_STEP_FUSE_INTENT,
@@ -806,6 +809,10 @@ typedef struct st_unit_row {
 	const char *operator_name, *profile, *profile_digest;
 	const char *cert_serial, *cert_sha256, *cert_pem, *pubkey;
 	const char *rot_hash, *fuse_readback, *started_at, *finished_at;
+	/* docs/firmware.md: the images written (name, version, slot, size,
+	 * the device's SHA-256, the SBOM's SHA-256) and the end-of-line
+	 * attestation (nonce, statement, signature), JSON text; NULL: none. */
+	const char *firmware, *attestation;
 } st_unit_row;
 
 /* One event of the chain, as stored. */
@@ -849,6 +856,27 @@ const char *st_records_errmsg(const st_records *r);
 int st_records_units(st_records *r, const st_unit_filter *f, st_records_unit_fn fn,
 		     void *ctx);
 /* Events of one unit (unit_id > 0) or the whole chain (0), in order. */
+/* The regulator's question (docs/firmware.md): every unit that left the
+ * line (PASS or UNFUSED) with component — "NAME" or "NAME@VERSION", as a
+ * component of an SBOM recorded for one of its images — oldest first.  fn
+ * gets the unit, the image that carries it (name, version) and the
+ * component's version.  The SBOMs are read from the signed `firmware`
+ * events of the records, never from files.  ST_E_INVAL for an empty name
+ * (err says so). */
+typedef int (*st_records_component_fn)(void *ctx, const st_unit_row *row,
+				       const char *image, const char *image_version,
+				       const char *component_version);
+int st_records_units_with_component(st_records *r, const char *component,
+				    st_records_component_fn fn, void *ctx,
+				    char *err, size_t errlen);
+
+/* st_records_units_with_component on the central copy: every station's
+ * units (row: uid, station, id, cert_serial, work_order, finished_at,
+ * state).  ST_E_INVAL for an empty name (err says so). */
+int st_syncer_units_with_component(st_syncer *s, const char *component,
+				   st_records_component_fn fn, void *ctx,
+				   char *err, size_t errlen);
+
 int st_records_events(st_records *r, int64_t unit_id, st_records_event_fn fn,
 		      void *ctx);
 

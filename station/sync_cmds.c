@@ -269,6 +269,51 @@ int st_syncer_verify_pg(st_syncer *s, st_trust *t, st_pg_verify *out, char *err,
 	return rc;
 }
 
+struct pg_comp {
+	st_records_component_fn fn;
+	void *ctx;
+};
+
+static int pg_comp_row(void *ctx, const char *const v[10])
+{
+	struct pg_comp *q = ctx;
+	st_unit_row row = { .station = v[0], .id = v[1] ? strtoll(v[1], NULL, 10) : 0,
+			    .uid = v[2], .cert_serial = v[3], .work_order = v[4],
+			    .finished_at = v[5], .state = v[6] };
+
+	return q->fn(q->ctx, &row, v[7], v[8], v[9] ? v[9] : "");
+}
+
+int st_syncer_units_with_component(st_syncer *s, const char *component,
+				   st_records_component_fn fn, void *ctx,
+				   char *err, size_t errlen)
+{
+	pgs_opts o = st_sync_opts(&s->scfg, s->cfg);
+	struct pg_comp q = { .fn = fn, .ctx = ctx };
+	char name[256], *at;
+	const char *version = NULL;
+	int rc;
+
+	snprintf(name, sizeof(name), "%s", component ? component : "");
+	if ((at = strrchr(name, '@')) && at != name) {
+		*at = '\0';
+		version = at + 1;
+	}
+	if (!name[0] || (version && !version[0])) {
+		snprintf(err, errlen, "--component is NAME or NAME@VERSION (as the "
+			 "SBOM names it)");
+		return ST_E_INVAL;
+	}
+	pgs_close(s->p);
+	s->p = NULL;
+	rc = pgs_connect(&o, &s->p);
+	if (!rc)
+		rc = pgs_units_with_component(s->p, name, version, pg_comp_row, &q);
+	if (rc)
+		snprintf(err, errlen, "central database: %s", pgs_errmsg(s->p));
+	return rc;
+}
+
 /* Connect for a one-off command; ST_OK with *p NULL without a sync group. */
 static int connect_for(st_station *st, pgs **p, char *err, size_t errlen)
 {

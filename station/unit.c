@@ -577,13 +577,17 @@ void run_unit(struct unit *u)
 		goto cleanup;
 	if (resumed) {
 		if (do_pop(u, X509_get0_pubkey(cert), "its certificate's key") ||
-		    do_fuses(u))
+		    fw_write(u) || do_fuses(u))
 			goto cleanup;
-	} else if (do_precheck(u) || new_key(u, pub) ||
+	} else if (do_precheck(u) || fw_precheck(u) || new_key(u, pub) ||
 		   do_certificate(u, pub, &cert) ||
-		   do_write_cert(u, cert) || do_fuses(u)) {
+		   do_write_cert(u, cert) || fw_write(u) || do_fuses(u)) {
 		goto cleanup;
 	}
+	/* After the lock: what the device proves it holds, signed with the
+	 * key the station just certified (docs/firmware.md). */
+	if (fw_attest(u, cert))
+		goto cleanup;
 	if (keep_cert(u, cert)) {
 		fail(u, ST_STEP_CERTIFICATE, ST_E_IO, "cannot keep a copy of the certificate "
 		     "in %s", u->w->job->cfg->cert_dir ? u->w->job->cfg->cert_dir : "memory");
@@ -670,6 +674,8 @@ void finish_unit(struct unit *u)
 		.pubkey_hex = cert && u->pub_hex[0] ? u->pub_hex : NULL,
 		.rot_hash = u->rot_hex[0] ? u->rot_hex : NULL,
 		.fuse_readback = u->readback_hex[0] ? u->readback_hex : NULL,
+		.firmware = u->firmware[0] ? u->firmware : NULL,
+		.attestation = u->attestation[0] ? u->attestation : NULL,
 	};
 	st_event ev = { .kind = ST_EV_UNIT_DONE, .uid = u->info.uid_hex,
 			.result = u->result, .detail = e.reason, .err = u->err,

@@ -917,7 +917,8 @@ Test(devsim, device_side_rejections)
 	cr_assert_eq(c->rep.len, 3);
 	cr_assert_eq(proto_hello(c), ST_OK, "%s", c->err);
 	cr_assert_str_eq(c->fw_version, "devsim-1.0");
-	cr_assert_eq(c->caps, PROTO_CAPS_V1 | PROTO_CAP_CONDITIONS);
+	cr_assert_eq(c->caps, PROTO_CAPS_V1 | PROTO_CAP_CONDITIONS |
+		     PROTO_CAP_IMAGES | PROTO_CAP_ATTEST);
 	serial_close(&p);
 	free(rep);
 	free(c);

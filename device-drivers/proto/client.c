@@ -4,10 +4,12 @@
 #include "device-drivers/proto/proto.h"
 
 #include <errno.h>
+#include <openssl/evp.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
+#include <zlib.h>
 
 #include "base.h"
 
@@ -31,6 +33,11 @@ static const uint8_t retry_safe[] = {
 	PROTO_CMD_CONDITIONS,
 	PROTO_CMD_GET_TRANSPORT_KEY,
 	PROTO_CMD_WRITE_CERT_PART, PROTO_CMD_READ_CERT_PART,
+	/* IMAGE_BEGIN with the same size and SHA-256 keeps what is stored,
+	 * IMAGE_WRITE puts the same bytes at the same place, ATTEST changes
+	 * nothing (any valid signature of the statement will do). */
+	PROTO_CMD_IMAGE_INFO, PROTO_CMD_IMAGE_BEGIN, PROTO_CMD_IMAGE_WRITE,
+	PROTO_CMD_ATTEST,
 };
 
 static int may_retry(uint8_t cmd)
@@ -52,6 +59,9 @@ static uint32_t needed_cap(uint8_t cmd)
 	case PROTO_CMD_FUSE_READ: case PROTO_CMD_FUSE_BURN: return PROTO_CAP_FUSES;
 	case PROTO_CMD_SET_LIFECYCLE: return PROTO_CAP_LIFECYCLE;
 	case PROTO_CMD_RELEASE: return PROTO_CAP_RELEASE;
+	case PROTO_CMD_IMAGE_INFO: case PROTO_CMD_IMAGE_BEGIN:
+	case PROTO_CMD_IMAGE_WRITE: return PROTO_CAP_IMAGES;
+	case PROTO_CMD_ATTEST: return PROTO_CAP_ATTEST;
 	default: return 0;
 	}
 }
@@ -700,4 +710,145 @@ int proto_inject_key(proto_client *c, const uint8_t eph[DRV_P256_POINT_LEN],
 	memcpy(req + DRV_P256_POINT_LEN, wrapped, len);
 	rc = proto_call(c, PROTO_CMD_INJECT_KEY, req, DRV_P256_POINT_LEN + len);
 	return rc != ST_OK ? rc : take_point(c, PROTO_CMD_INJECT_KEY, pub);
+}
+
+/* ---- Firmware images and attestation (docs/firmware.md) ---- */
+
+int proto_image_info(proto_client *c, unsigned slot, drv_slot_info *out)
+{
+	uint8_t req[1];
+	const uint8_t *p;
+	int rc;
+
+	if (slot > 0xff)
+		return fail(c, ST_E_INVAL, "IMAGE_INFO: slot %u out of range", slot);
+	req[0] = (uint8_t)slot;
+	rc = proto_call(c, PROTO_CMD_IMAGE_INFO, req, sizeof(req));
+	if (rc != ST_OK || (rc = need(c, PROTO_CMD_IMAGE_INFO, 12 + 2 * DRV_SHA256_LEN)))
+		return rc;
+	p = c->rep.payload + 1;
+	out->capacity = proto_get32(p);
+	out->total = proto_get32(p + 4);
+	out->stored = proto_get32(p + 8);
+	memcpy(out->id, p + 12, DRV_SHA256_LEN);
+	memcpy(out->digest, p + 12 + DRV_SHA256_LEN, DRV_SHA256_LEN);
+	if (out->total > out->capacity || out->stored > out->total)
+		return fail(c, ST_E_PROTO, "IMAGE_INFO: slot %u on %s reports %u of "
+			    "%u bytes in a %u-byte slot", slot, c->tr.name,
+			    (unsigned)out->stored, (unsigned)out->total,
+			    (unsigned)out->capacity);
+	return ST_OK;
+}
+
+/* Where to go on from: the prefix the slot holds of this very image (same
+ * size, same declared SHA-256), when the device's own digest of it is the
+ * SHA-256 of the image's first `stored` bytes; else 0 (start over). */
+static uint32_t resume_point(const drv_image *img, const drv_slot_info *in)
+{
+	uint8_t md[DRV_SHA256_LEN];
+	unsigned int mdlen = 0;
+
+	if (in->total != img->len || in->stored == 0 || in->stored > img->len ||
+	    memcmp(in->id, img->sha256, DRV_SHA256_LEN))
+		return 0;
+	if (!EVP_Digest(img->data, in->stored, md, &mdlen, EVP_sha256(), NULL) ||
+	    memcmp(md, in->digest, DRV_SHA256_LEN))
+		return 0;
+	return in->stored;
+}
+
+int proto_image_write(proto_client *c, const drv_image *img, uint32_t *resumed_from)
+{
+	uint8_t req[9 + PROTO_IMAGE_CHUNK];
+	drv_slot_info in;
+	size_t chunk = PROTO_IMAGE_CHUNK, off;
+	uint32_t stored;
+	int rc;
+
+	*resumed_from = 0;
+	if (c->max_payload < 9 + 16)
+		return fail(c, ST_E_STATE, "IMAGE_WRITE: the programmer on %s takes "
+			    "requests of at most %u bytes: too small for image "
+			    "chunks", c->tr.name, (unsigned)c->max_payload);
+	if (chunk > (size_t)c->max_payload - 9)
+		chunk = (size_t)c->max_payload - 9;
+	if ((rc = proto_image_info(c, img->slot, &in)))
+		return rc;
+	if (img->len > in.capacity)
+		return fail(c, ST_E_INVAL, "image of %zu bytes does not fit slot %u "
+			    "of the target on %s (%u bytes)", img->len, img->slot,
+			    c->tr.name, (unsigned)in.capacity);
+	stored = resume_point(img, &in);
+	if (!stored || stored != in.stored) {
+		/* Another image, or a prefix that is not this image's: the
+		 * device starts the slot over (a repeat of the same BEGIN
+		 * keeps what the first one started). */
+		req[0] = (uint8_t)img->slot;
+		proto_put32(req + 1, (uint32_t)img->len);
+		memcpy(req + 5, img->sha256, DRV_SHA256_LEN);
+		if (in.total == img->len && !memcmp(in.id, img->sha256, DRV_SHA256_LEN) &&
+		    in.stored) {
+			/* same image, but the prefix is not what we sent: make
+			 * the device forget it (BEGIN with size 0), then begin */
+			uint8_t clear[5 + DRV_SHA256_LEN] = { (uint8_t)img->slot };
+
+			if ((rc = proto_call(c, PROTO_CMD_IMAGE_BEGIN, clear, sizeof(clear))))
+				return rc;
+		}
+		if ((rc = proto_call(c, PROTO_CMD_IMAGE_BEGIN, req, 5 + DRV_SHA256_LEN)) ||
+		    (rc = need(c, PROTO_CMD_IMAGE_BEGIN, 4)))
+			return rc;
+		stored = proto_get32(c->rep.payload + 1);
+		if (stored)
+			return fail(c, ST_E_PROTO, "IMAGE_BEGIN: the programmer on %s "
+				    "kept %u bytes of slot %u after it was told to "
+				    "start over", c->tr.name, (unsigned)stored, img->slot);
+	}
+	*resumed_from = stored;
+	for (off = stored; off < img->len; off += chunk) {
+		size_t n = img->len - off < chunk ? img->len - off : chunk;
+
+		req[0] = (uint8_t)img->slot;
+		proto_put32(req + 1, (uint32_t)off);
+		proto_put32(req + 5, (uint32_t)crc32(0L, img->data + off, (uInt)n));
+		memcpy(req + 9, img->data + off, n);
+		if ((rc = proto_call(c, PROTO_CMD_IMAGE_WRITE, req, 9 + n)) ||
+		    (rc = need(c, PROTO_CMD_IMAGE_WRITE, 4)))
+			return rc;
+		if (proto_get32(c->rep.payload + 1) < off + n)
+			return fail(c, ST_E_PROTO, "IMAGE_WRITE: the programmer on %s "
+				    "holds %u bytes of slot %u after the chunk at %zu",
+				    c->tr.name, (unsigned)proto_get32(c->rep.payload + 1),
+				    img->slot, off);
+	}
+	return ST_OK;
+}
+
+int proto_attest(proto_client *c, const uint8_t *nonce, size_t nlen,
+		 uint8_t *stmt, size_t cap, size_t *stmtlen, uint8_t *sig,
+		 size_t sigcap, size_t *siglen)
+{
+	size_t n, s;
+	int rc;
+
+	if (nlen < 16 || nlen > 64)
+		return fail(c, ST_E_INVAL, "ATTEST: nonce of %zu bytes (16..64 "
+			    "allowed)", nlen);
+	rc = proto_call(c, PROTO_CMD_ATTEST, nonce, nlen);
+	if (rc != ST_OK || (rc = need(c, PROTO_CMD_ATTEST, 2)))
+		return rc;
+	n = proto_get16(c->rep.payload + 1);
+	if ((size_t)c->rep.len < 3 + n || n == 0 || n > cap)
+		return fail(c, ST_E_PROTO, "ATTEST: statement of %zu bytes from %s "
+			    "(reply %u bytes, buffer %zu)", n, c->tr.name,
+			    c->rep.len, cap);
+	s = (size_t)c->rep.len - 3 - n;
+	if (s == 0 || s > sigcap || s > DRV_MAX_SIG)
+		return fail(c, ST_E_PROTO, "ATTEST: signature of %zu bytes from %s",
+			    s, c->tr.name);
+	memcpy(stmt, c->rep.payload + 3, n);
+	memcpy(sig, c->rep.payload + 3 + n, s);
+	*stmtlen = n;
+	*siglen = s;
+	return ST_OK;
 }

@@ -37,6 +37,10 @@ static const struct {
 	{ PROTO_CMD_READ_CERT_PART, "READ_CERT_PART" },
 	{ PROTO_CMD_GET_TRANSPORT_KEY, "GET_TRANSPORT_KEY" },
 	{ PROTO_CMD_INJECT_KEY, "INJECT_KEY" },
+	{ PROTO_CMD_IMAGE_INFO, "IMAGE_INFO" },
+	{ PROTO_CMD_IMAGE_BEGIN, "IMAGE_BEGIN" },
+	{ PROTO_CMD_IMAGE_WRITE, "IMAGE_WRITE" },
+	{ PROTO_CMD_ATTEST, "ATTEST" },
 };
 
 static const struct {
@@ -60,6 +64,7 @@ static const struct {
 	{ PROTO_ST_BAD_STATE, ST_E_STATE, "not allowed in the target's state" },
 	{ PROTO_ST_REQ_REUSED, ST_E_INVAL,
 	  "fuse request id reused with different data" },
+	{ PROTO_ST_TOO_LARGE, ST_E_INVAL, "the image does not fit the slot" },
 };
 
 const char *proto_bad_str(int why)

@@ -46,6 +46,11 @@ enum proto_cmd {
 	/* Wrapped key injection (issue 3), numbered apart from the v1 core. */
 	PROTO_CMD_GET_TRANSPORT_KEY = 0x20,
 	PROTO_CMD_INJECT_KEY = 0x21,
+	/* Firmware images and attestation (docs/firmware.md, issue 20). */
+	PROTO_CMD_IMAGE_INFO = 0x10,
+	PROTO_CMD_IMAGE_BEGIN = 0x11,
+	PROTO_CMD_IMAGE_WRITE = 0x12,
+	PROTO_CMD_ATTEST = 0x13,
 };
 
 /* Status byte, first byte of every reply payload. */
@@ -64,6 +69,7 @@ enum proto_status {
 	PROTO_ST_NO_CERT = 0x0b,       /* certificate slot empty */
 	PROTO_ST_BAD_STATE = 0x0c,     /* e.g. lifecycle backwards */
 	PROTO_ST_REQ_REUSED = 0x0d,    /* burn request_id reused with other data */
+	PROTO_ST_TOO_LARGE = 0x0e,     /* the image does not fit the slot */
 };
 
 /* Capability bits exchanged in HELLO. */
@@ -74,6 +80,8 @@ enum proto_status {
 #define PROTO_CAP_RELEASE 0x00000010u
 #define PROTO_CAPS_V1 0x0000001fu
 #define PROTO_CAP_CONDITIONS 0x00000020u /* CONDITIONS, FUSE_READ word status */
+#define PROTO_CAP_IMAGES 0x00000040u     /* IMAGE_INFO, IMAGE_BEGIN, IMAGE_WRITE */
+#define PROTO_CAP_ATTEST 0x00000080u     /* ATTEST */
 
 /* Link extension bits (docs/protocol.md §6.1): a u32 appended to the HELLO
  * request (what the host understands) and to the HELLO reply (what the
@@ -91,6 +99,12 @@ enum proto_status {
 /* The certificate travels in parts of at most this many bytes when the
  * device has PROTO_LINK_PARTS (docs/protocol.md §6.2 says why 32). */
 #define PROTO_CERT_PART 32
+
+/* An image travels in chunks of at most this many bytes (fewer when the
+ * device's max_payload is smaller): small enough that a noisy line still
+ * gets most chunks through, large enough that a clean line is not slowed
+ * by the per-frame overhead (docs/firmware.md). */
+#define PROTO_IMAGE_CHUNK 512
 
 /* Retry bounds for a repeatable command (docs/protocol.md §6): it is sent
  * again while frames come back garbled, at most PROTO_NOISE_ATTEMPTS times
@@ -279,6 +293,15 @@ int proto_get_transport_key(proto_client *c, uint8_t pub[DRV_P256_POINT_LEN]);
 int proto_inject_key(proto_client *c, const uint8_t eph[DRV_P256_POINT_LEN],
 		     const uint8_t *wrapped, size_t len,
 		     uint8_t pub[DRV_P256_POINT_LEN]);
+
+/* Firmware images (drv_image_info, drv_image_write) and attestation
+ * (drv_attest); every one re-sent like a read (docs/firmware.md). */
+int proto_image_info(proto_client *c, unsigned slot, drv_slot_info *out);
+int proto_image_write(proto_client *c, const drv_image *img,
+		      uint32_t *resumed_from);
+int proto_attest(proto_client *c, const uint8_t *nonce, size_t nlen,
+		 uint8_t *stmt, size_t cap, size_t *stmtlen, uint8_t *sig,
+		 size_t sigcap, size_t *siglen);
 
 /* Little-endian helpers shared by client and simulator. */
 static inline void proto_put16(uint8_t *p, uint16_t v)

@@ -209,6 +209,30 @@ static int sp_release(drv_dev *d)
 	return done(d, proto_release(&s->cl));
 }
 
+static int sp_image_info(drv_dev *d, const drv_image *img, drv_slot_info *out)
+{
+	struct stprog *s = drv_priv(d);
+
+	return done(d, proto_image_info(&s->cl, img->slot, out));
+}
+
+static int sp_image_write(drv_dev *d, const drv_image *img, uint32_t *resumed_from)
+{
+	struct stprog *s = drv_priv(d);
+
+	return done(d, proto_image_write(&s->cl, img, resumed_from));
+}
+
+static int sp_attest(drv_dev *d, const uint8_t *nonce, size_t nlen, uint8_t *stmt,
+		     size_t cap, size_t *stmtlen, uint8_t *sig, size_t sigcap,
+		     size_t *siglen)
+{
+	struct stprog *s = drv_priv(d);
+
+	return done(d, proto_attest(&s->cl, nonce, nlen, stmt, cap, stmtlen, sig,
+				    sigcap, siglen));
+}
+
 static void sp_close(drv_dev *d)
 {
 	struct stprog *s = drv_priv(d);
@@ -252,6 +276,9 @@ const struct drv_ops stprog_serial_ops = {
 	.conditions = sp_conditions,
 	.set_lifecycle = sp_set_lifecycle,
 	.release = sp_release,
+	.image_info = sp_image_info,
+	.image_write = sp_image_write,
+	.attest = sp_attest,
 	.fw_version = sp_fw_version,
 	.close = sp_close,
 };
@@ -276,6 +303,9 @@ const struct drv_ops stprog_usb_ops = {
 	.conditions = sp_conditions,
 	.set_lifecycle = sp_set_lifecycle,
 	.release = sp_release,
+	.image_info = sp_image_info,
+	.image_write = sp_image_write,
+	.attest = sp_attest,
 	.fw_version = sp_fw_version,
 	.close = sp_close_usb,
 };
