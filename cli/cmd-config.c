@@ -1,4 +1,4 @@
-/* cmd-config.c — `station config check|schema`.  It needs nothing from
+/* cmd-config.c — `station config check|schema|udev`.  It needs nothing from
  * the station: the dispatcher does not load the configuration for it, so
  * a bad one is listed here rather than refused. */
 #include <stdio.h>
@@ -13,16 +13,19 @@ static int exec_config(struct cli *cli, int argc, char **argv);
 
 static const struct cli_sub config_subs[] = {
 	{ "check", "every problem of the configuration and profile, with its line" },
-	{ "schema", "every setting, as docs/configuration.md lists them" },
+	{ "schema", "every setting, as docs/configuration.md lists them (--format man: roff)" },
+	{ "udev", "the udev rules for the adapters named in udev.adapters" },
 	{ NULL, NULL },
 };
 
 const struct cli_entry cli_cmd_config = {
 	.name = "config",
 	.usage = "config check [--config FILE] [--profile FILE]   (every problem, "
-		 "with its line)\n  config schema   (every setting, as docs/configuration.md lists them)",
+		 "with its line)\n  config schema [--format man-conf|man-profile]   (every setting, as "
+		 "docs/configuration.md lists them)\n  config udev --config FILE   (the "
+		 "site's udev rules for udev.adapters)",
 	.help = "Check a configuration and profile, or print their schema.",
-	.options = (const enum cli_opt[]){ O_NONE },
+	.options = (const enum cli_opt[]){ O_FORMAT, O_NONE },
 	.subs = config_subs,
 	.needs = 0,
 	.exec = exec_config,
@@ -35,12 +38,32 @@ static int exec_config(struct cli *cli, int argc, char **argv)
 	int n;
 
 	if (argc == 1 && !strcmp(argv[0], "schema")) {
-		st_config_schema_print(stdout);
+		const char *f = cli->rec.format;
+
+		if (!f || !strcmp(f, "markdown"))
+			st_config_schema_print(stdout);
+		else if (!strcmp(f, "man-conf") || !strcmp(f, "man-profile"))
+			st_config_schema_print_man(stdout, !strcmp(f, "man-profile"));
+		else
+			return st_say(ST_EXIT_USAGE, "config schema: --format is markdown, "
+				      "man-conf (station.conf(5)) or man-profile "
+				      "(station-profile(5))");
+		return 0;
+	}
+	if (argc == 1 && !strcmp(argv[0], "udev")) {
+		char err[512] = "";
+
+		if (!cli->config_path)
+			return st_say(ST_EXIT_USAGE, "config udev: give --config FILE (its "
+				      "udev.adapters names the adapters)");
+		if (st_config_udev(cli->config_path, stdout, err, sizeof(err)))
+			return st_say(ST_EXIT_USAGE, "config udev: %s", err);
 		return 0;
 	}
 	if (argc != 1 || strcmp(argv[0], "check"))
 		return st_say(ST_EXIT_USAGE, "config: 'config check --config FILE [--profile "
-			      "FILE]' or 'config schema'");
+			      "FILE]', 'config schema [--format F]' or 'config udev "
+			      "--config FILE'");
 	if (!cli->config_path && !cli->check_profile)
 		return st_say(ST_EXIT_USAGE, "config check: give --config FILE (and/or "
 			      "--profile FILE)");
