@@ -29,7 +29,8 @@ version=$(cd "$tmp/src" && dpkg-parsechangelog -SVersion)
 ls "$tmp"/station_"$version"_*.deb "$tmp"/station-sim_"$version"_*.deb >/dev/null
 
 say "lintian"
-lintian --tag-display-limit 0 "$tmp"/station_"$version"_*.changes | tee "$tmp/lintian" || true
+lintian --display-info --tag-display-limit 0 "$tmp"/station_"$version"_*.changes | tee "$tmp/lintian" || true
+echo "lintian: $(grep -c '^E: ' "$tmp/lintian") errors, $(grep -c '^W: ' "$tmp/lintian") warnings, $(grep -c '^[IPX]: ' "$tmp/lintian") other tags"
 ! grep -q '^E: ' "$tmp/lintian" || fail "lintian reports errors"
 
 say "apt-get install"
