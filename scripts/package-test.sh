@@ -14,6 +14,11 @@ if [ "$(id -u)" != 0 ]; then
 fi
 fail() { echo "check-package: FAIL: $*" >&2; exit 1; }
 say() { echo "== check-package: $*"; }
+# The records are never deleted, by a package operation or by this test:
+# a machine that already holds some is not the fresh one this test needs.
+[ ! -e /var/lib/station/records.db ] ||
+	fail "/var/lib/station/records.db exists: run on a fresh machine (CI);" \
+	     "this test never deletes records"
 
 tmp=$(mktemp -d /tmp/st-pkg-XXXXXX)
 trap 'rm -rf "$tmp"' EXIT
