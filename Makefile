@@ -4,18 +4,27 @@
 #   make check      the include-layer check, the udev check, and the whole
 #                   test suite, plain and under ASan+UBSan
 #   make deps       install missing Debian packages (needs root)
-#   make install    PREFIX=/usr/local DESTDIR=
+#   make install    PREFIX=/usr/local DESTDIR= (install-sim: the simulator;
+#                   uninstall, uninstall-sim take them away again)
+#   make package    the Debian packages (dpkg-buildpackage), in ..
+#   make check-package  build, lintian, install, demo, purge (root, CI)
 
 BUILD  ?= build
 PREFIX ?= /usr/local
 CC     ?= cc
-VERSION := 0.18.0
+# The version lives in debian/changelog only (the package's version);
+# `station --version` says the same (make check-package checks it).
+VERSION := $(shell sed -n '1s/^[^(]*(\([^)]*\)).*/\1/p' debian/changelog)
+SYSCONFDIR ?= /etc
+LOCALSTATEDIR ?= /var
 
 PKGS      := openssl sqlite3 zlib jansson libconfig libusb-1.0 ncursesw libcrypt
 # TPM 2.0 targets (device-drivers/tpm2/): tpm2-tss ESYS, TCTI loader, RC decoding.
 PKGS      += tss2-esys tss2-tctildr tss2-rc
 # The central copy of the records (records/pgsync.c, docs/sync.md).
 PKGS      += libpq
+# The journal (base/log.c: sd_journal_sendv).
+PKGS      += libsystemd
 # PKCS#11 modules are dlopen()ed: only the header comes from p11-kit.
 HDR_PKGS  := p11-kit-1
 TEST_PKGS := criterion
@@ -58,7 +67,8 @@ BENCH_HSM := $(BUILD)/bench-hsm
 .SECONDARY:
 
 .PHONY: all deps demo demo-run check check-run check-plain check-udev check-layers \
-	udev fuzz bench asan install clean tests
+	udev fuzz bench asan install install-sim uninstall uninstall-sim clean tests \
+	man package check-package
 
 all: $(STATION) $(DEVSIM)
 
@@ -89,12 +99,16 @@ bench: deps
 udev: $(GEN_UDEV)
 	$(GEN_UDEV) > udev/70-station.rules
 
-check-udev: $(GEN_UDEV)
+# ... and the rules do what they say: udevadm test (the real udev) on
+# umockdev-recorded devices: a programmer is claimed, an unrelated FTDI
+# adapter is not (tests/udev-test.sh; needs root for a private mount).
+check-udev: $(GEN_UDEV) $(STATION)
 	@$(GEN_UDEV) | diff -u udev/70-station.rules - >/dev/null || { \
 		echo "udev/70-station.rules differs from the drivers' id tables:" \
 		     "run 'make udev' and commit it" >&2; \
 		$(GEN_UDEV) | diff -u udev/70-station.rules - >&2; exit 1; }
 	@echo "udev/70-station.rules matches the drivers' id tables"
+	@sh tests/udev-test.sh $(STATION)
 
 # Dependencies point one way (issue 18): no #include crosses a layer the
 # wrong way (scripts/check-layers.sh says which, and lists today's known
@@ -161,10 +175,77 @@ asan:
 	@$(MAKE) --no-print-directory check-plain BUILD=$(BUILD)-asan \
 		SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all"
 
-install: all
-	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/udev/rules.d
-	install -m 0755 $(STATION) $(DEVSIM) $(DESTDIR)$(PREFIX)/bin/
-	install -m 0644 udev/70-station.rules $(DESTDIR)$(PREFIX)/lib/udev/rules.d/
+# What the station package installs (debian/station.install), and the
+# simulator apart: it does not belong on a production line PC's path.
+MANDIR   := $(PREFIX)/share/man
+UDEVDIR  := $(PREFIX)/lib/udev/rules.d
+UNITDIR  := $(PREFIX)/lib/systemd/system
+SYSUSERSDIR := $(PREFIX)/lib/sysusers.d
+TMPFILESDIR := $(PREFIX)/lib/tmpfiles.d
+COMPLDIR := $(PREFIX)/share/bash-completion/completions
+EXDIR    := $(PREFIX)/share/doc/station/examples
+P11_PROXY := $(shell pkg-config --variable=proxy_module p11-kit-1 2>/dev/null)
+MAN_PAGES := $(BUILD)/man/station.1 $(BUILD)/man/station.conf.5 \
+	$(BUILD)/man/station-profile.5 $(BUILD)/man/station-devsim.1
+
+man: $(MAN_PAGES)
+
+$(MAN_PAGES) &: $(STATION) scripts/gen-man.sh $(wildcard man/*.in)
+	@sh scripts/gen-man.sh $(STATION) $(VERSION) $(BUILD)/man
+
+install: all man
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(UDEVDIR) $(DESTDIR)$(MANDIR)/man1 \
+		$(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSUSERSDIR) \
+		$(DESTDIR)$(TMPFILESDIR) $(DESTDIR)$(COMPLDIR) $(DESTDIR)$(EXDIR) \
+		$(DESTDIR)$(SYSCONFDIR)/station
+	install -m 0755 $(STATION) $(DESTDIR)$(PREFIX)/bin/
+	install -m 0644 $(BUILD)/man/station.1 $(DESTDIR)$(MANDIR)/man1/
+	install -m 0644 $(BUILD)/man/station.conf.5 $(BUILD)/man/station-profile.5 \
+		$(DESTDIR)$(MANDIR)/man5/
+	install -m 0644 udev/70-station.rules $(DESTDIR)$(UDEVDIR)/
+	sed 's|/usr/bin/station|$(PREFIX)/bin/station|; s|/etc/station|$(SYSCONFDIR)/station|g' \
+		systemd/station-sync.service > $(DESTDIR)$(UNITDIR)/station-sync.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/station-sync.service
+	install -m 0644 systemd/station.sysusers $(DESTDIR)$(SYSUSERSDIR)/station.conf
+	install -m 0644 systemd/station.tmpfiles $(DESTDIR)$(TMPFILESDIR)/station.conf
+	install -m 0644 scripts/station.bash-completion $(DESTDIR)$(COMPLDIR)/station
+	install -m 0644 examples/station.conf profiles/demo.profile \
+		examples/70-station-site.rules $(DESTDIR)$(EXDIR)/
+	[ -e $(DESTDIR)$(SYSCONFDIR)/station/station.conf ] || { \
+		sed 's|@P11_KIT_PROXY@|$(P11_PROXY)|' etc/station.conf \
+			> $(DESTDIR)$(SYSCONFDIR)/station/station.conf && \
+		chmod 0644 $(DESTDIR)$(SYSCONFDIR)/station/station.conf; }
+
+install-sim: all man
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(MANDIR)/man1
+	install -m 0755 $(DEVSIM) $(DESTDIR)$(PREFIX)/bin/
+	install -m 0644 $(BUILD)/man/station-devsim.1 $(DESTDIR)$(MANDIR)/man1/
+
+# The configuration (it may hold local changes) and the records under
+# /var/lib/station are never removed.
+uninstall:
+	rm -f $(DESTDIR)$(PREFIX)/bin/station $(DESTDIR)$(MANDIR)/man1/station.1 \
+		$(DESTDIR)$(MANDIR)/man5/station.conf.5 \
+		$(DESTDIR)$(MANDIR)/man5/station-profile.5 \
+		$(DESTDIR)$(UDEVDIR)/70-station.rules \
+		$(DESTDIR)$(UNITDIR)/station-sync.service \
+		$(DESTDIR)$(SYSUSERSDIR)/station.conf $(DESTDIR)$(TMPFILESDIR)/station.conf \
+		$(DESTDIR)$(COMPLDIR)/station
+	rm -rf $(DESTDIR)$(EXDIR)
+	-rmdir $(DESTDIR)$(PREFIX)/share/doc/station 2>/dev/null
+
+uninstall-sim:
+	rm -f $(DESTDIR)$(PREFIX)/bin/station-devsim \
+		$(DESTDIR)$(MANDIR)/man1/station-devsim.1
+
+# The Debian packages (debian/), built from this tree into ../
+package:
+	dpkg-buildpackage -us -uc -b
+
+# CI (root, a fresh Debian 12): build the packages, lintian, install them,
+# the demo against the installed files only, purge (scripts/package-test.sh).
+check-package:
+	@bash scripts/package-test.sh
 
 # libFuzzer on the frame and reply decoders for FUZZ_TIME seconds; crashes
 # land in $(BUILD)/fuzz/crashes/ (keep each, once fixed, in

@@ -11,6 +11,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "log.h"
 #include "station/station.h"
 #include "cli/cmd-profile.h"
 #include "cli/cmd-records.h"
@@ -122,6 +123,7 @@ struct cli {
 	st_role_cli role;          /* options of profile/operator/crl/quarantine */
 	bool reprovision;          /* --reprovision (with --supervisor, --reason) */
 	pthread_mutex_t out_lock;
+	st_log *log;               /* provision: journal, station.log_file or NULL */
 };
 
 /* Log in to the token through the station (the PIN from --pin-file,

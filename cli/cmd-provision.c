@@ -39,6 +39,36 @@ const struct cli_entry cli_cmd_provision = {
 };
 
 
+/* A unit's verdict or a slot's error in the station's log (the journal
+ * under systemd, else station.log_file when set; on a terminal the lines
+ * below already say it): with the fields a plant searches by.  Never a
+ * secret: the engine's events hold none. */
+static void log_event(struct cli *cli, const st_event *ev)
+{
+	char slot[16];
+	const char *wo = cli->run.work_order;
+	const char *result = ev->kind == ST_EV_UNIT_DONE ? st_verdict_name(ev->result) : NULL;
+	struct st_log_field f[] = {
+		{ "STATION_ID", cli->cfg.station_id }, { "SLOT", slot },
+		{ "UNIT_UID", ev->uid }, { "RESULT", result },
+		{ "WORK_ORDER", wo }, { "CERT_SERIAL", ev->cert_serial },
+		{ "PORT", ev->port },
+	};
+
+	if (!cli->log || st_log_target(cli->log) == ST_LOG_STDERR)
+		return;
+	snprintf(slot, sizeof(slot), "%d", ev->slot);
+	if (ev->kind == ST_EV_UNIT_DONE)
+		st_log_send(cli->log, ev->result == ST_VERDICT_PASS ||
+			    ev->result == ST_VERDICT_UNFUSED ? LOG_INFO : LOG_WARNING,
+			    f, ST_ARRAY_SIZE(f), "slot %d: unit %s %s%s%s", ev->slot,
+			    ev->uid ? ev->uid : "?", result, ev->detail ? ": " : "",
+			    ev->detail ? ev->detail : "");
+	else if (ev->kind == ST_EV_SLOT_ERROR)
+		st_log_send(cli->log, LOG_ERR, f, ST_ARRAY_SIZE(f), "slot %d: %s",
+			    ev->slot, ev->detail ? ev->detail : "");
+}
+
 /* Print one engine event, human or JSON; called from slot workers. */
 static void on_event(const st_event *ev, void *ctx)
 {
@@ -46,6 +76,7 @@ static void on_event(const st_event *ev, void *ctx)
 	json_t *o = NULL;
 
 	pthread_mutex_lock(&cli->out_lock);
+	log_event(cli, ev);
 	switch (ev->kind) {
 	case ST_EV_SLOT_READY:
 		if (cli->verbose || !cli->json)
@@ -251,9 +282,15 @@ static int exec_provision(struct cli *cli, int argc, char **argv)
 				 !*cli->role.reason))
 		return st_say(ST_EXIT_USAGE, "provision --reprovision: a supervisor decides "
 			      "it, with a reason: give --supervisor NAME and --reason TEXT");
+	cli->log = st_log_open("station", cli->cfg.log_file, err, sizeof(err));
+	if (!cli->log)
+		return st_say(ST_EXIT_USAGE, "%s (station.log_file)", err);
 	if (st_profile_load_signed(&cli->cfg, cli->cfg.profile_path, &prof, &signed_info,
-				   err, sizeof(err)))
+				   err, sizeof(err))) {
+		st_log_close(cli->log);
+		cli->log = NULL;
 		return st_say(ST_EXIT_USAGE, "profile refused: %s; nothing was provisioned", err);
+	}
 	code = cli_store(cli, true);
 	if (code)
 		goto cleanup;
@@ -342,5 +379,7 @@ static int exec_provision(struct cli *cli, int argc, char **argv)
 	       (sum.fail || sum.quarantine) ? ST_EXIT_UNIT_FAILED : 0;
 cleanup:
 	st_profile_free(prof);
+	st_log_close(cli->log);
+	cli->log = NULL;
 	return code;
 }

@@ -762,3 +762,8 @@ void st_config_schema_print(void *out)
 {
 	st_schema_print(out);
 }
+
+void st_config_schema_print_man(void *out, bool profile)
+{
+	st_schema_print_man(out, profile);
+}

@@ -667,3 +667,84 @@ void st_schema_print(FILE *f)
 	print_table(f, "station.conf", st_config_schema, st_config_schema_len);
 	print_table(f, "Product profile", st_profile_schema, st_profile_schema_len);
 }
+
+/* ---- the same tables for the man pages (station.conf(5), station-profile(5)) */
+
+/* s as roff text: backslashes and leading dots escaped, `code` in bold,
+ * hyphens as \- inside code (option and path names). */
+static void roff_text(FILE *f, const char *s)
+{
+	bool code = false, bol = true;
+
+	for (; *s; s++) {
+		if (bol && (*s == '.' || *s == '\''))
+			fputs("\\&", f);
+		bol = false;
+		if (*s == '`') {
+			fputs(code ? "\\fR" : "\\fB", f);
+			code = !code;
+		} else if (*s == '\\') {
+			fputs("\\e", f);
+		} else if (*s == '-' && code) {
+			fputs("\\-", f);
+		} else if (*s == '*' && s[1] == '*') {
+			s++;
+		} else {
+			fputc(*s, f);
+			bol = *s == '\n';
+		}
+	}
+	if (code)
+		fputs("\\fR", f);
+}
+
+/* One .TP entry per setting: name, type, default or required, range. */
+static void print_man(FILE *f, const st_schema_key *keys, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		const st_schema_key *k = &keys[i];
+		char range[256] = "";
+		bool ranged = k->min < k->max;
+
+		if (k->type == SK_ENUM)
+			snprintf(range, sizeof(range), "one of `%s`", k->choices);
+		else if (ranged && k->type == SK_INT)
+			snprintf(range, sizeof(range), "%lld..%lld", k->min, k->max);
+		else if (ranged && k->type == SK_STRING)
+			snprintf(range, sizeof(range), "length %lld..%lld", k->min, k->max);
+		else if (ranged && (k->type == SK_LIST || k->type == SK_STRINGS))
+			snprintf(range, sizeof(range), "%lld..%lld entries", k->min, k->max);
+		else if (k->type == SK_INTS || k->type == SK_NUMBERS)
+			snprintf(range, sizeof(range), "%d elements", k->count);
+		fputs(".TP\n.B ", f);
+		roff_text(f, k->path);
+		fprintf(f, "\n(%s", doc_type(k->type));
+		if (k->flags & SK_REQUIRED)
+			fputs(", required", f);
+		else if (k->def && *k->def && k->type != SK_GROUP) {
+			char def[192];
+
+			snprintf(def, sizeof(def), ", default `%s`", k->def);
+			roff_text(f, def);
+		}
+		if (*range) {
+			fputs("; ", f);
+			roff_text(f, range);
+		}
+		if (k->flags & (SK_FILE | SK_DIR | SK_PARENT))
+			fputs(k->flags & SK_FILE ? "; an existing file" :
+			      k->flags & SK_DIR ? "; an existing directory" :
+			      "; its directory exists", f);
+		fputs(")\n", f);
+		roff_text(f, k->doc ? k->doc : "");
+		fputc('\n', f);
+	}
+}
+
+void st_schema_print_man(FILE *f, bool profile)
+{
+	if (profile)
+		print_man(f, st_profile_schema, st_profile_schema_len);
+	else
+		print_man(f, st_config_schema, st_config_schema_len);
+}

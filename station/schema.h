@@ -116,5 +116,9 @@ int st_slot_uri(const char *driver, const char *port, char *out, size_t len);
 
 /* Both schemas as Markdown tables (docs/configuration.md's generated part). */
 void st_schema_print(FILE *f);
+/* One schema (the profile's when profile, else station.conf's) as roff
+ * .TP entries: the settings section of station.conf(5) and
+ * station-profile(5). */
+void st_schema_print_man(FILE *f, bool profile);
 
 #endif

@@ -161,6 +161,12 @@ const st_schema_key st_config_schema[] = {
 	  .doc = "Signed operator list." },
 	{ "roles.require", SK_BOOL, 0, .def = "false",
 	  .doc = "Refuse to run without an authenticated operator." },
+	{ "udev", SK_GROUP, 0, .doc = "Which generic USB-serial adapters are programmers." },
+	{ "udev.adapters", SK_STRINGS, 0, .def = "",
+	  .doc = "The FT232R/FT231X/CP210x/CH340 adapters of this station's serial "
+		 "programmers, as `serial:USB_SERIAL` or `path:ID_PATH` (`udevadm info "
+		 "/dev/ttyUSB0`); `station config udev` writes their udev rules.  Other "
+		 "adapters on the machine are left alone." },
 	{ "sync", SK_GROUP, 0, .doc = "Copying the records to the fleet PostgreSQL." },
 	{ "sync.conninfo", SK_STRING, R, 1, 4095,
 	  .doc = "libpq connection string of the central database (no password: use `passfile`)." },

@@ -70,9 +70,23 @@ void st_config_free(st_config *cfg);
 int st_config_check(const char *config_path, const char *profile_path,
 		    void *problems, void *ok);
 
+/* The udev rules, from the drivers' USB id tables (station/udev.c).  With
+ * adapters NULL: the packaged rules' body — every programmer's own USB id,
+ * never a generic USB-serial bridge.  Else the rules claiming exactly the
+ * n bridges named "serial:USB_SERIAL" or "path:ID_PATH" (err says which
+ * entry is malformed: ST_E_CONFIG).  out is a FILE *. */
+int st_udev_rules(void *out, const char *const *adapters, size_t n, char *err,
+		  size_t errlen);
+/* `station config udev`: the site's rules snippet for udev.adapters of the
+ * configuration at config_path, to out (a FILE *). */
+int st_config_udev(const char *config_path, void *out, char *err, size_t errlen);
+
 /* `station config schema`: every setting of both files as Markdown tables
  * (the generated part of docs/configuration.md) to out (a FILE *). */
 void st_config_schema_print(void *out);
+/* The same for the man pages: one file's settings as roff (.TP entries),
+ * the profile's when profile, else station.conf's. */
+void st_config_schema_print_man(void *out, bool profile);
 
 /* Get the HSM user PIN without it ever touching argv or a log: from the
  * file pin_file when given (first line), else the environment variable

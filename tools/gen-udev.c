@@ -1,12 +1,12 @@
 /* gen-udev.c — write udev/70-station.rules from the drivers' USB id tables
- * (drv_ops.usb_ids), so a new programmer or adapter id is one table row and
- * the rules can never drift from the code: `make udev` regenerates the
- * committed file, `make check` fails when it differs.
+ * (drv_ops.usb_ids, through st_udev_rules), so a new programmer id is one
+ * table row and the rules can never drift from the code: `make udev`
+ * regenerates the committed file, `make check` fails when it differs.
  *
  *   gen-udev > udev/70-station.rules */
 #include <stdio.h>
 
-#include "device-drivers/drv_api.h"
+#include "station/station.h"
 
 static void header(void)
 {
@@ -15,54 +15,31 @@ static void header(void)
 	     "# the table, run `make udev` and commit; `make check` fails when this file\n"
 	     "# and the tables disagree.\n"
 	     "#\n"
-	     "# Programmers and their USB-serial adapters go to group \"station\", mode\n"
-	     "# 0660 (never world-writable): create it once with\n"
-	     "#   groupadd --system station && usermod -aG station <station user>\n"
-	     "# Each also gets a stable link per physical socket of the fixture, so a\n"
-	     "# slot stays bound to a socket whatever is plugged there:\n"
+	     "# Programmers go to group \"station\" (created by the package's sysusers.d\n"
+	     "# file; add a technician with usermod -aG station NAME), mode 0660 — never\n"
+	     "# world-writable — and the technician seated at the station gets access\n"
+	     "# through logind (TAG+=\"uaccess\").  Each also gets a stable link per\n"
+	     "# physical socket of the fixture:\n"
 	     "#   /dev/station/usb-<bus>-<port path>    a USB programmer\n"
 	     "#                                         (or use usb:VID:PID?port=...)\n"
 	     "#   /dev/station/tty-<ID_PATH_TAG>        a serial programmer's adapter\n"
-	     "# `station devices` lists what is attached.\n"
+	     "# Only the programmers' own USB ids are claimed here.  The generic\n"
+	     "# USB-serial bridges a serial programmer sits behind are in every console\n"
+	     "# cable too: a site names its own in udev.adapters (station.conf(5)) and\n"
+	     "# installs what `station config udev` writes as\n"
+	     "# /etc/udev/rules.d/70-station-site.rules.  `station devices` lists what\n"
+	     "# is attached.\n"
 	     "#\n"
-	     "# Install: make install (to $(PREFIX)/lib/udev/rules.d), then\n"
+	     "# Installed in /usr/lib/udev/rules.d by the package or make install; then\n"
 	     "#   udevadm control --reload && udevadm trigger");
-}
-
-static void usb_rule(const struct drv_usb_id *id)
-{
-	printf("SUBSYSTEM==\"usb\", ENV{DEVTYPE}==\"usb_device\", "
-	       "ATTR{idVendor}==\"%04x\", ATTR{idProduct}==\"%04x\", "
-	       "GROUP=\"station\", MODE=\"0660\", SYMLINK+=\"station/usb-%%k\"\n",
-	       id->vid, id->pid);
-}
-
-static void tty_rule(const struct drv_usb_id *id)
-{
-	printf("SUBSYSTEM==\"tty\", ATTRS{idVendor}==\"%04x\", "
-	       "ATTRS{idProduct}==\"%04x\", IMPORT{builtin}=\"path_id\", "
-	       "GROUP=\"station\", MODE=\"0660\"\n", id->vid, id->pid);
-	printf("SUBSYSTEM==\"tty\", ATTRS{idVendor}==\"%04x\", "
-	       "ATTRS{idProduct}==\"%04x\", ENV{ID_PATH_TAG}==\"?*\", "
-	       "SYMLINK+=\"station/tty-$env{ID_PATH_TAG}\"\n", id->vid, id->pid);
 }
 
 int main(void)
 {
-	const struct drv_ops *ops;
+	char err[256];
 
 	header();
-	for (size_t i = 0; (ops = drv_driver_at(i)); i++) {
-		if (!ops->usb_ids || !ops->udev_subsystem)
-			continue;
-		printf("\n# driver \"%s\" (%s)\n", ops->name, ops->udev_subsystem);
-		for (const struct drv_usb_id *id = ops->usb_ids; id->vid; id++) {
-			printf("# %04x:%04x %s\n", id->vid, id->pid, id->what);
-			if (ops->udev_subsystem[0] == 'u')
-				usb_rule(id);
-			else
-				tty_rule(id);
-		}
-	}
+	if (st_udev_rules(stdout, NULL, 0, err, sizeof(err)))
+		return 1;
 	return ferror(stdout) ? 1 : 0;
 }
