@@ -37,6 +37,7 @@ enum cli_opt {
 	O_FOLLOW, O_STATUS, O_PG, O_CHECKPOINT, O_IN, O_CHAIN, O_KEY_TYPE,
 	O_WATCH, O_PLUG_WAIT, O_LOG, O_KEY, O_PASSWORD_FILE, O_SUPERVISOR,
 	O_SUPERVISOR_PASSWORD_FILE, O_REASON, O_REPROVISION, O_ROLE, O_BEFORE,
+	O_YES,
 	O_MAX
 };
 
@@ -94,6 +95,7 @@ struct cli {
 	int days;
 	int timeout_ms;            /* 0: the configuration's */
 	bool json, verbose, burn_fuses, dry_run, watch;
+	bool yes;                  /* --yes: an armed run is confirmed (scripts) */
 	int max_units;
 	st_run run;
 	st_rec_cli rec;            /* options of the records/audit commands */

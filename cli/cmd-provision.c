@@ -22,16 +22,18 @@ static int exec_provision(struct cli *cli, int argc, char **argv);
 
 const struct cli_entry cli_cmd_provision = {
 	.name = "provision",
-	.usage = "provision --slot PORT [--slot PORT...] [--units N] [--burn-fuses] [--dry-run] [--json]\n"
+	.usage = "provision --slot PORT [--slot PORT...] [--units N] [--burn-fuses [--yes]] [--dry-run] [--json]\n"
 		 "            [--operator NAME [--password-file F]] [--reprovision [--uid UID] --reason TEXT\n"
 		 "             --supervisor NAME [--supervisor-password-file F]]\n"
 		 "            [--plug-wait SECONDS]  (USB: wait for absent/unplugged programmers)",
 	.help = "Provision the units in the programmers of every slot: identify,\n"
-		"key, certificate, fuses (armed with --burn-fuses), verdict, record.",
+		"key, certificate, fuses (armed with --burn-fuses), verdict, record.\n"
+		"An armed run asks on the terminal to type the work order (or BURN)\n"
+		"before anything burns; without a terminal it needs --yes.",
 	.options = (const enum cli_opt[]){ O_SLOT, O_UNITS, O_TIMEOUT_MS,
 		O_BURN_FUSES, O_DRY_RUN, O_WORK_ORDER, O_OPERATOR, O_PASSWORD_FILE,
 		O_REPROVISION, O_UID, O_REASON, O_SUPERVISOR,
-		O_SUPERVISOR_PASSWORD_FILE, O_PLUG_WAIT, O_NONE },
+		O_SUPERVISOR_PASSWORD_FILE, O_PLUG_WAIT, O_YES, O_NONE },
 	.needs = CLI_NEED_CONFIG | CLI_NEED_STORE_RW | CLI_NEED_HSM,
 	.exec = exec_provision,
 };
@@ -227,6 +229,43 @@ static int provision_run(struct cli *cli, const st_profile *prof,
 	return rc;
 }
 
+/* An armed run burns one-time fuses and locks the units: nothing undoes
+ * it.  On a terminal the operator types the work order (or BURN without
+ * one) before anything is opened; a script says --yes; without either
+ * the run is refused, so a pasted command line or a wrong default in a
+ * cron job cannot lock a batch.  0 or ST_EXIT_USAGE after saying why. */
+static int confirm_burn(struct cli *cli)
+{
+	const char *want = cli->rec.work_order ? cli->rec.work_order : "BURN";
+	char *line = NULL;
+	size_t cap = 0;
+	ssize_t n;
+	int code;
+
+	if (!cli->burn_fuses || cli->dry_run || cli->yes)
+		return 0;
+	if (!isatty(STDIN_FILENO))
+		return st_say(ST_EXIT_USAGE, "provision: the run is armed (%s) and burns "
+			      "one-time fuses, but there is no terminal to confirm it on: "
+			      "give --yes to confirm it from a script; nothing was done",
+			      cli->cfg.burn_fuses ? "defaults.burn_fuses" : "--burn-fuses");
+	fprintf(stderr, "station: this run burns one-time fuses and locks every unit in "
+		"%d slot%s; that cannot be undone.\nType %s%s to go on: ",
+		cli->run.nslots, cli->run.nslots == 1 ? "" : "s",
+		cli->rec.work_order ? "the work order " : "", want);
+	fflush(stderr);
+	n = getline(&line, &cap, stdin);
+	if (n > 0 && line[n - 1] == '\n')
+		line[--n] = '\0';
+	if (n > 0 && line[n - 1] == '\r')
+		line[--n] = '\0';
+	code = n >= 0 && !strcmp(line, want) ? 0 :
+	       st_say(ST_EXIT_USAGE, "provision: not confirmed (expected %s); nothing "
+		      "was done", want);
+	free(line);
+	return code;
+}
+
 static int exec_provision(struct cli *cli, int argc, char **argv)
 {
 	char err[512] = "";
@@ -248,6 +287,9 @@ static int exec_provision(struct cli *cli, int argc, char **argv)
 	if (st_profile_load_signed(&cli->cfg, cli->cfg.profile_path, &prof, &signed_info,
 				   err, sizeof(err)))
 		return st_say(ST_EXIT_USAGE, "profile refused: %s; nothing was provisioned", err);
+	code = confirm_burn(cli);
+	if (code)
+		goto cleanup;
 	code = cli_store(cli, true);
 	if (code)
 		goto cleanup;

@@ -97,6 +97,7 @@ static const struct cli_optdef {
 	[O_REPROVISION] = { "reprovision", NULL, "provision a device again (a supervisor decides)" },
 	[O_ROLE] = { "role", "R[,R...]", "operator, supervisor, engineer" },
 	[O_BEFORE] = { "before", "DATE", "only units started before DATE" },
+	[O_YES] = { "yes", NULL, "an armed run is confirmed (scripts; else asked on the terminal)" },
 };
 
 /* Accepted by every command (before or after the command word). */
@@ -278,6 +279,7 @@ static int apply(struct cli *cli, enum cli_opt o, const char *v)
 		break;
 	case O_BURN_FUSES: cli->burn_fuses = true; break;
 	case O_DRY_RUN: cli->dry_run = true; break;
+	case O_YES: cli->yes = true; break;
 	case O_JSON: cli->json = true; break;
 	case O_VERBOSE: cli->verbose = true; break;
 	case O_WATCH: cli->watch = true; break;

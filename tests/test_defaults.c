@@ -1,0 +1,214 @@
+/* test_defaults.c — the command line's safe defaults (issue 25, "The CLI
+ * and its defaults"): an armed run is confirmed or refused, the default
+ * configuration, strict dates, what --json unit lines carry, a full disk
+ * at a unit's start.  Through the real binary (tests/fixtures/fx_station),
+ * on a pty where a terminal matters. */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <poll.h>
+#include <pty.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "base.h"
+#include "tests/fixtures/fx_devsim.h"
+#include "tests/fixtures/fx_softhsm.h"
+#include "tests/fixtures/fx_station.h"
+
+static fx_run *new_run(void)
+{
+	fx_run *r = calloc(1, sizeof(*r));
+
+	cr_assert_not_null(r);
+	return r;
+}
+
+static json_t *sim_unit(const char *state_path, size_t i)
+{
+	json_t *st = NULL, *u;
+
+	cr_assert_eq(fx_devsim_dump(state_path, &st), 0);
+	u = json_incref(json_array_get(json_object_get(st, "units"), i));
+	json_decref(st);
+	cr_assert_not_null(u);
+	return u;
+}
+
+static long long jint(json_t *o, const char *k)
+{
+	return json_integer_value(json_object_get(o, k));
+}
+
+/* Run the station with stdin, stdout and stderr on a pty (a terminal);
+ * when prompt shows up in its output, type answer and Enter.  out gets
+ * everything it wrote; returns the exit code. */
+static int run_on_tty(const fx_world *w, const char *prompt, const char *answer,
+		      char *out, size_t cap, ...)
+{
+	char bin[512];
+	const char *argv[64];
+	size_t n = 0;
+	bool typed = false;
+	int master, status;
+	va_list ap;
+	pid_t pid;
+
+	va_start(ap, cap);
+	fx_station_argv(argv, bin, w, ap);
+	va_end(ap);
+	pid = forkpty(&master, NULL, NULL, NULL);
+	cr_assert_geq(pid, 0);
+	if (pid == 0) {
+		execv(bin, (char **)argv);
+		_exit(127);
+	}
+	for (;;) {
+		struct pollfd p = { master, POLLIN, 0 };
+		ssize_t k;
+
+		if (poll(&p, 1, 60000) <= 0)
+			break;
+		k = read(master, out + n, cap - 1 - n);
+		if (k <= 0)             /* EIO: the child closed the pty */
+			break;
+		n += (size_t)k;
+		out[n] = '\0';
+		if (!typed && prompt && strstr(out, prompt)) {
+			char line[256];
+
+			snprintf(line, sizeof(line), "%s\r", answer);
+			cr_assert_eq(write(master, line, strlen(line)), (ssize_t)strlen(line));
+			typed = true;
+		}
+		if (n + 1 >= cap)
+			break;
+	}
+	out[n] = '\0';
+	waitpid(pid, &status, 0);
+	close(master);
+	return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+/* --burn-fuses without a terminal and without --yes: refused (exit 2),
+ * saying to give --yes, before anything is opened or touched. */
+Test(confirm, armed_without_a_terminal_needs_yes, .timeout = 120)
+{
+	fx_world w;
+	fx_run *r = new_run();
+	fx_devsim sim;
+	json_t *u;
+
+	fx_world_init(&w, true, 2000);
+	cr_assert_eq(fx_devsim_start(&sim, w.dir, "prog", 1, NULL), 0);
+	fx_station_run(r, &w, "--burn-fuses", "--slot", sim.port, "provision", NULL);
+	cr_assert_eq(r->code, 2, "exit %d\n%s\n%s", r->code, r->out, r->err);
+	cr_assert(strstr(r->err, "--yes"), "%s", r->err);
+	cr_assert(strstr(r->err, "--burn-fuses"), "%s", r->err);
+	cr_assert(strstr(r->err, "no terminal"), "%s", r->err);
+	cr_assert_leq(fx_count_units(&w, NULL), 0, "no unit was started");
+	fx_devsim_stop(&sim);
+	u = sim_unit(sim.state_path, 0);
+	cr_assert_eq(jint(u, "burn_count"), 0);
+	cr_assert_eq(jint(u, "lifecycle"), 0);
+	json_decref(u);
+	/* the same run with --yes burns */
+	cr_assert_eq(fx_devsim_start(&sim, w.dir, "prog", 1, NULL), 0);
+	fx_station_run(r, &w, "--burn-fuses", "--yes", "--slot", sim.port, "provision",
+		       NULL);
+	cr_assert_eq(r->code, 0, "exit %d\n%s\n%s", r->code, r->out, r->err);
+	fx_devsim_stop(&sim);
+	u = sim_unit(sim.state_path, 0);
+	cr_assert_gt(jint(u, "burn_count"), 0);
+	json_decref(u);
+	free(r);
+	fx_rmtree(w.dir);
+}
+
+/* An unarmed run and a dry run ask nothing. */
+Test(confirm, unarmed_and_dry_runs_ask_nothing, .timeout = 120)
+{
+	fx_world w;
+	fx_run *r = new_run();
+	fx_devsim sim;
+
+	fx_world_init(&w, true, 2000);
+	cr_assert_eq(fx_devsim_start(&sim, w.dir, "prog", 2, NULL), 0);
+	fx_station_run(r, &w, "--dry-run", "--burn-fuses", "--units", "1", "--slot",
+		       sim.port, "provision", NULL);
+	cr_assert_eq(r->code, 0, "exit %d\n%s\n%s", r->code, r->out, r->err);
+	fx_station_run(r, &w, "--slot", sim.port, "provision", NULL);
+	cr_assert_eq(r->code, 0, "exit %d\n%s\n%s", r->code, r->out, r->err);
+	cr_assert_eq(fx_count_units(&w, "UNFUSED"), 2);
+	fx_devsim_stop(&sim);
+	free(r);
+	fx_rmtree(w.dir);
+}
+
+/* On a terminal the operator types BURN (or the work order); anything
+ * else is refused with nothing done. */
+Test(confirm, on_a_terminal_the_operator_types_burn, .timeout = 180)
+{
+	fx_world w;
+	fx_devsim sim;
+	char *out = calloc(1, 65536);
+	json_t *u;
+	int code;
+
+	cr_assert_not_null(out);
+	fx_world_init(&w, true, 2000);
+	cr_assert_eq(fx_devsim_start(&sim, w.dir, "prog", 1, NULL), 0);
+	code = run_on_tty(&w, "to go on:", "yes", out, 65536, "--burn-fuses", "--slot",
+			  sim.port, "provision", NULL);
+	cr_assert_eq(code, 2, "exit %d: %s", code, out);
+	cr_assert(strstr(out, "Type BURN to go on:"), "%s", out);
+	cr_assert(strstr(out, "not confirmed"), "%s", out);
+	cr_assert_leq(fx_count_units(&w, NULL), 0, "nothing was done");
+	code = run_on_tty(&w, "to go on:", "BURN", out, 65536, "--burn-fuses", "--slot",
+			  sim.port, "provision", NULL);
+	cr_assert_eq(code, 0, "exit %d: %s", code, out);
+	cr_assert_eq(fx_count_units(&w, "PASS"), 1, "%s", out);
+	fx_devsim_stop(&sim);
+	u = sim_unit(sim.state_path, 0);
+	cr_assert_gt(jint(u, "burn_count"), 0);
+	json_decref(u);
+	free(out);
+	fx_rmtree(w.dir);
+}
+
+/* With a work order the operator types its ID. */
+Test(confirm, with_a_work_order_its_id_is_typed, .timeout = 180)
+{
+	fx_world w;
+	fx_run *r = new_run();
+	fx_devsim sim;
+	char *out = calloc(1, 65536);
+	int code;
+
+	cr_assert_not_null(out);
+	fx_world_init(&w, true, 2000);
+	fx_station_run(r, &w, "records", "workorder", "create", "WO-77", "--quota", "5",
+		       NULL);
+	cr_assert_eq(r->code, 0, "%s%s", r->out, r->err);
+	cr_assert_eq(fx_devsim_start(&sim, w.dir, "prog", 1, NULL), 0);
+	code = run_on_tty(&w, "to go on:", "BURN", out, 65536, "--burn-fuses",
+			  "--work-order", "WO-77", "--slot", sim.port, "provision", NULL);
+	cr_assert_eq(code, 2, "exit %d: %s", code, out);
+	cr_assert(strstr(out, "Type the work order WO-77 to go on:"), "%s", out);
+	code = run_on_tty(&w, "to go on:", "WO-77", out, 65536, "--burn-fuses",
+			  "--work-order", "WO-77", "--slot", sim.port, "provision", NULL);
+	cr_assert_eq(code, 0, "exit %d: %s", code, out);
+	cr_assert_eq(fx_count_units(&w, "PASS"), 1, "%s", out);
+	fx_devsim_stop(&sim);
+	free(out);
+	free(r);
+	fx_rmtree(w.dir);
+}
