@@ -122,6 +122,17 @@ int cli_store(struct cli *cli, bool rw);
 st_rec_cli *cli_rec(struct cli *cli);
 st_role_cli *cli_role(struct cli *cli);
 
+/* Where the configuration is when --config is not given: the file the
+ * environment variable STATION_CONFIG names, else this one if it exists. */
+#ifndef CLI_DEFAULT_CONFIG
+#define CLI_DEFAULT_CONFIG "/etc/station/station.conf"
+#endif
+
+/* The configuration file to use without --config: STATION_CONFIG's
+ * (*from = "STATION_CONFIG"), else CLI_DEFAULT_CONFIG when it exists
+ * (*from = NULL), else NULL. */
+const char *cli_default_config(const char **from);
+
 /* The dispatcher: parse argv, run the command; the process exit code. */
 int cli_main(int argc, char **argv);
 

@@ -450,15 +450,43 @@ st_role_cli *cli_role(struct cli *cli)
 	return &cli->role;
 }
 
+const char *cli_default_config(const char **from)
+{
+	const char *env = getenv("STATION_CONFIG");
+
+	if (env && *env) {
+		*from = "STATION_CONFIG";
+		return env;
+	}
+	*from = NULL;
+	return access(CLI_DEFAULT_CONFIG, F_OK) == 0 ? CLI_DEFAULT_CONFIG : NULL;
+}
+
 /* Load the configuration for an entry that needs it, with the command
- * line's overrides and the run defaults.  0 or an exit code. */
+ * line's overrides and the run defaults.  Without --config: the file
+ * STATION_CONFIG names, else CLI_DEFAULT_CONFIG; with neither there is no
+ * station to speak of, and the command says where it looked rather than
+ * running on built-in defaults (a records store in the working directory,
+ * a separate one per directory, defeats the one-identity check).  0 or an
+ * exit code. */
 static int load_config(struct cli *cli, const enum cli_opt *given_o,
 		       char *const *given_v, int ngiven)
 {
+	const char *from = "--config";
 	char err[512] = "";
 
+	if (!cli->config_path) {
+		cli->config_path = cli_default_config(&from);
+		if (!cli->config_path)
+			return st_say(ST_EXIT_USAGE, "no configuration: STATION_CONFIG is not "
+				      "set and %s does not exist; give --config FILE, set "
+				      "STATION_CONFIG, or write one with 'station init'",
+				      CLI_DEFAULT_CONFIG);
+		if (!from)
+			from = "the default";
+	}
 	if (st_config_load(cli->config_path, &cli->cfg, err, sizeof(err)))
-		return st_say(ST_EXIT_USAGE, "configuration: %s", err);
+		return st_say(ST_EXIT_USAGE, "configuration (%s): %s", from, err);
 	for (int i = 0; i < ngiven; i++) {
 		enum cli_opt o = given_o[i];
 		char **field = o == O_PROFILE ? &cli->cfg.profile_path :

@@ -212,3 +212,122 @@ Test(confirm, with_a_work_order_its_id_is_typed, .timeout = 180)
 	free(r);
 	fx_rmtree(w.dir);
 }
+
+/* Run the station in dir cwd with STATION_CONFIG set to env (NULL: unset)
+ * and no --config: the NULL-terminated arguments only.  Exit code. */
+static int run_env(fx_run *r, const char *cwd, const char *env, ...)
+{
+	char bin[512], errpath[600];
+	const char *argv[32], *a;
+	int argc = 0, outp[2], errfd, status;
+	va_list ap;
+	pid_t pid;
+
+	cr_assert_not_null(getenv("STATION_BUILD"));
+	snprintf(bin, sizeof(bin), "%s/station", getenv("STATION_BUILD"));
+	argv[argc++] = bin;
+	va_start(ap, env);
+	while ((a = va_arg(ap, const char *)) && argc < 30)
+		argv[argc++] = a;
+	va_end(ap);
+	argv[argc] = NULL;
+	snprintf(errpath, sizeof(errpath), "%s/stderr.txt", cwd);
+	cr_assert_eq(pipe(outp), 0);
+	errfd = open(errpath, O_RDWR | O_CREAT | O_TRUNC, 0600);
+	cr_assert_geq(errfd, 0);
+	pid = fork();
+	cr_assert_geq(pid, 0);
+	if (pid == 0) {
+		int nul = open("/dev/null", O_RDONLY);
+
+		dup2(nul, 0);
+		dup2(outp[1], 1);
+		dup2(errfd, 2);
+		close(outp[0]);
+		if (chdir(cwd))
+			_exit(126);
+		if (env)
+			setenv("STATION_CONFIG", env, 1);
+		else
+			unsetenv("STATION_CONFIG");
+		execv(bin, (char **)argv);
+		_exit(127);
+	}
+	close(outp[1]);
+	fx_slurp(outp[0], r->out, sizeof(r->out));
+	close(outp[0]);
+	waitpid(pid, &status, 0);
+	lseek(errfd, 0, SEEK_SET);
+	fx_slurp(errfd, r->err, sizeof(r->err));
+	close(errfd);
+	unlink(errpath);
+	r->code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+	return r->code;
+}
+
+/* No --config, no STATION_CONFIG, no /etc/station/station.conf: a
+ * command that needs a configuration says where it looked and exits 2,
+ * and makes no records store in the working directory. */
+Test(defaults, no_configuration_anywhere_is_refused, .timeout = 60)
+{
+	char dir[] = "/tmp/st-noconf-XXXXXX", db[600];
+	fx_run *r = new_run();
+
+	cr_assert_not_null(mkdtemp(dir));
+	run_env(r, dir, NULL, "records", "list", NULL);
+	snprintf(db, sizeof(db), "%s/station-records.db", dir);
+	cr_assert_neq(access(db, F_OK), 0, "a store was made in the working directory");
+	if (access("/etc/station/station.conf", F_OK) == 0) {
+		/* a station with the packaged file: that one is used */
+		cr_assert_null(strstr(r->err, "no configuration"), "%s", r->err);
+	} else {
+		cr_assert_eq(r->code, 2, "exit %d: %s%s", r->code, r->out, r->err);
+		cr_assert(strstr(r->err, "STATION_CONFIG"), "%s", r->err);
+		cr_assert(strstr(r->err, "/etc/station/station.conf"), "%s", r->err);
+		cr_assert(strstr(r->err, "--config"), "%s", r->err);
+		cr_assert_eq(r->out[0], '\0', "%s", r->out);
+		run_env(r, dir, NULL, "config", "check", NULL);
+		cr_assert_eq(r->code, 2, "exit %d: %s%s", r->code, r->out, r->err);
+		cr_assert(strstr(r->err, "/etc/station/station.conf"), "%s", r->err);
+	}
+	free(r);
+	fx_rmtree(dir);
+}
+
+/* STATION_CONFIG names the configuration when --config is not given. */
+Test(defaults, station_config_names_the_configuration, .timeout = 60)
+{
+	fx_world w;
+	fx_run *r = new_run();
+
+	fx_world_init(&w, true, 2000);
+	run_env(r, w.dir, w.conf, "--pin-file", w.pinfile, "records", "workorder",
+		"create", "WO-ENV", "--quota", "3", NULL);
+	cr_assert_eq(r->code, 0, "exit %d: %s%s", r->code, r->out, r->err);
+	cr_assert_eq(fx_q_int(&w, "SELECT quota FROM work_orders WHERE id = 'WO-ENV'"), 3,
+		     "the work order is in the configured records");
+	run_env(r, w.dir, w.conf, "config", "check", NULL);
+	cr_assert_eq(r->code, 0, "exit %d: %s%s", r->code, r->out, r->err);
+	cr_assert(strstr(r->out, "OK"), "%s", r->out);
+	/* --config still wins over it */
+	run_env(r, w.dir, "/nonexistent/station.conf", "--config", w.conf, "config",
+		"check", NULL);
+	cr_assert_eq(r->code, 0, "exit %d: %s%s", r->code, r->out, r->err);
+	free(r);
+	fx_rmtree(w.dir);
+}
+
+/* STATION_CONFIG naming a file that is not there: exit 2, naming both. */
+Test(defaults, station_config_missing_file_is_named, .timeout = 60)
+{
+	char dir[] = "/tmp/st-envconf-XXXXXX";
+	fx_run *r = new_run();
+
+	cr_assert_not_null(mkdtemp(dir));
+	run_env(r, dir, "/nonexistent/line7.conf", "records", "list", NULL);
+	cr_assert_eq(r->code, 2, "exit %d: %s%s", r->code, r->out, r->err);
+	cr_assert(strstr(r->err, "STATION_CONFIG"), "%s", r->err);
+	cr_assert(strstr(r->err, "/nonexistent/line7.conf"), "%s", r->err);
+	free(r);
+	fx_rmtree(dir);
+}
