@@ -96,6 +96,8 @@ struct cli {
 	int timeout_ms;            /* 0: the configuration's */
 	bool json, verbose, burn_fuses, dry_run, watch;
 	bool yes;                  /* --yes: an armed run is confirmed (scripts) */
+	char dates[3][32];         /* --since, --until, --before as the records
+				    * write times (UTC) */
 	int max_units;
 	st_run run;
 	st_rec_cli rec;            /* options of the records/audit commands */

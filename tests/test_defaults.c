@@ -331,3 +331,68 @@ Test(defaults, station_config_missing_file_is_named, .timeout = 60)
 	free(r);
 	fx_rmtree(dir);
 }
+
+/* Lines of a `records list --format jsonl` (one a unit). */
+static int listed_units(const fx_world *w, fx_run *r, const char *opt, const char *v)
+{
+	int n = 0;
+
+	fx_station_run(r, w, "records", "list", "--format", "jsonl", opt, v, NULL);
+	cr_assert_eq(r->code, 0, "%s %s: exit %d: %s%s", opt, v, r->code, r->out, r->err);
+	for (const char *p = r->out; (p = strstr(p, "\"uid\"")); p++)
+		n++;
+	return n;
+}
+
+/* Dates a person types: strict ISO 8601 (with a zone, converted) and
+ * relative forms; anything else refused with exit 2 naming the option. */
+Test(dates, relative_and_zoned_dates_select_units, .timeout = 120)
+{
+	static const char *const bad[] = { "2026-13-45", "2026-02-29", "yesterdays",
+		"2d", "tomorrow", "12 parsecs ago", "2026-03-01T25:00", "-d", "" };
+	fx_world w;
+	fx_run *r = new_run();
+	fx_devsim sim;
+	char at[64], when[64];
+	struct tm tm = { 0 };
+	time_t t;
+
+	fx_world_init(&w, true, 2000);
+	cr_assert_eq(fx_devsim_start(&sim, w.dir, "prog", 1, NULL), 0);
+	fx_station_run(r, &w, "--slot", sim.port, "provision", NULL);
+	cr_assert_eq(r->code, 0, "%s%s", r->out, r->err);
+	fx_devsim_stop(&sim);
+	cr_assert_eq(listed_units(&w, r, "--since", "yesterday"), 1, "%s", r->out);
+	cr_assert_eq(listed_units(&w, r, "--since", "today"), 1, "%s", r->out);
+	cr_assert_eq(listed_units(&w, r, "--until", "yesterday"), 0, "%s", r->out);
+	cr_assert_eq(listed_units(&w, r, "--since", "2d ago"), 1, "%s", r->out);
+	cr_assert_eq(listed_units(&w, r, "--since", "3 hours ago"), 1, "%s", r->out);
+	cr_assert_eq(listed_units(&w, r, "--since", "-2d"), 1, "%s", r->out);
+	cr_assert_eq(listed_units(&w, r, "--until", "-1h"), 0, "%s", r->out);
+	cr_assert_eq(listed_units(&w, r, "--since", "now"), 0, "%s", r->out);
+	/* a time with a zone is that instant: the unit's start, a minute
+	 * either side, written at UTC-05:00 */
+	fx_q_text(&w, "SELECT started_at FROM units LIMIT 1", at, sizeof(at));
+	cr_assert_not_null(strptime(at, "%Y-%m-%dT%H:%M:%S", &tm), "%s", at);
+	t = timegm(&tm) - 5 * 3600;
+	gmtime_r(&(time_t){ t - 60 }, &tm);
+	strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%S-05:00", &tm);
+	cr_assert_eq(listed_units(&w, r, "--since", when), 1, "%s: %s", when, r->out);
+	gmtime_r(&(time_t){ t + 60 }, &tm);
+	strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%S-05:00", &tm);
+	cr_assert_eq(listed_units(&w, r, "--since", when), 0, "%s: %s", when, r->out);
+	cr_assert_eq(listed_units(&w, r, "--until", when), 1, "%s: %s", when, r->out);
+	for (size_t i = 0; i < ST_ARRAY_SIZE(bad); i++) {
+		fx_station_run(r, &w, "records", "list", "--since", bad[i], NULL);
+		cr_assert_eq(r->code, 2, "'%s': exit %d: %s%s", bad[i], r->code, r->out,
+			     r->err);
+		cr_assert(strstr(r->err, "--since"), "%s", r->err);
+		cr_assert_eq(r->out[0], '\0', "'%s' listed: %s", bad[i], r->out);
+	}
+	fx_station_run(r, &w, "records", "close-interrupted", "--before", "yesterdays",
+		       NULL);
+	cr_assert_eq(r->code, 2, "exit %d: %s%s", r->code, r->out, r->err);
+	cr_assert(strstr(r->err, "--before"), "%s", r->err);
+	free(r);
+	fx_rmtree(w.dir);
+}
