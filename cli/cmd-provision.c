@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "base.h"
@@ -39,25 +40,52 @@ const struct cli_entry cli_cmd_provision = {
 };
 
 
-/* Print one engine event, human or JSON; called from slot workers. */
+/* The version of the JSON lines `provision --json` prints (README): a
+ * consumer checks it before it reads the rest. */
+#define PROVISION_JSON_SCHEMA 1
+
+/* What every JSON line carries: the schema, when (UTC, as the records
+ * keep time), and for a unit's lines who ran it and for which work order. */
+static void json_common(json_t *o, const struct cli *cli, bool unit)
+{
+	struct timespec ts;
+	struct tm tm;
+	char at[40], day[24];
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	gmtime_r(&ts.tv_sec, &tm);
+	strftime(day, sizeof(day), "%Y-%m-%dT%H:%M:%S", &tm);
+	snprintf(at, sizeof(at), "%.19s.%03ldZ", day, ts.tv_nsec / 1000000);
+	json_object_set_new(o, "schema", json_integer(PROVISION_JSON_SCHEMA));
+	json_object_set_new(o, "at", json_string(at));
+	if (unit) {
+		json_object_set_new(o, "operator", json_string(cli->operator_name));
+		json_object_set_new(o, "work_order", cli->rec.work_order ?
+				    json_string(cli->rec.work_order) : json_null());
+	}
+}
+
+/* Print one engine event, human or JSON; called from slot workers.  The
+ * progress (programmer ready, unit started, a step that did not go
+ * well, every step with --verbose) goes to stderr with and without
+ * --json, so stdout holds only the results. */
 static void on_event(const st_event *ev, void *ctx)
 {
 	struct cli *cli = ctx;
 	json_t *o = NULL;
+	bool unit = false;
 
 	pthread_mutex_lock(&cli->out_lock);
 	switch (ev->kind) {
 	case ST_EV_SLOT_READY:
-		if (cli->verbose || !cli->json)
-			fprintf(stderr, "slot %d %s: programmer ready (%s)\n", ev->slot,
+		fprintf(stderr, "slot %d %s: programmer ready (%s)\n", ev->slot,
 				ev->port, ev->detail);
 		break;
 	case ST_EV_UNIT_START:
-		if (cli->verbose || !cli->json)
-			fprintf(stderr, "slot %d: unit %s started\n", ev->slot, ev->uid);
+		fprintf(stderr, "slot %d: unit %s started\n", ev->slot, ev->uid);
 		break;
 	case ST_EV_STEP:
-		if (cli->verbose || (!cli->json && strcmp(ev->outcome, "ok")))
+		if (cli->verbose || strcmp(ev->outcome, "ok"))
 			fprintf(stderr, "slot %d: unit %s: %-11s %-4s %s\n", ev->slot,
 				ev->uid ? ev->uid : "-", ev->step, ev->outcome, ev->detail);
 		break;
@@ -78,6 +106,7 @@ static void on_event(const st_event *ev, void *ctx)
 				      "retries", (json_int_t)ev->link_retries,
 				      "garbled", (json_int_t)ev->link_garbled,
 				      "silent", (json_int_t)ev->link_silent);
+			unit = true;
 		} else if (!strcmp(ev->result, "PASS")) {
 			char link[96] = "";
 
@@ -109,11 +138,14 @@ static void on_event(const st_event *ev, void *ctx)
 			fprintf(stderr, "station: %s\n", ev->detail);
 		break;
 	case ST_EV_FUSE_PLAN:
-		if (cli->json)
-			o = json_pack("{s:s, s:i, s:s, s:s, s:s}", "event", "fuse_plan",
-				      "slot", ev->slot, "port", ev->port, "uid", ev->uid,
-				      "plan", ev->detail);
-		else
+		if (cli->json) {
+			o = json_pack("{s:s, s:i, s:s, s:s, s:s, s:s?, s:s?, s:s?, s:s?}",
+				      "event", "fuse_plan", "slot", ev->slot, "port",
+				      ev->port, "uid", ev->uid, "plan", ev->detail,
+				      "field", ev->field, "current", ev->current,
+				      "target", ev->target, "action", ev->action);
+			unit = true;
+		} else
 			printf("slot %d: unit %s: %s\n", ev->slot, ev->uid, ev->detail);
 		break;
 	case ST_EV_WARNING:
@@ -130,6 +162,7 @@ static void on_event(const st_event *ev, void *ctx)
 		break;
 	}
 	if (o) {
+		json_common(o, cli, unit);
 		json_dumpf(o, stdout, JSON_COMPACT);
 		fputc('\n', stdout);
 		json_decref(o);
@@ -354,6 +387,8 @@ static int exec_provision(struct cli *cli, int argc, char **argv)
 				"file", cp.path));
 		else if (o)
 			json_object_set_new(o, "checkpoint_error", json_string(cperr));
+		if (o)
+			json_common(o, cli, true);
 
 		json_dumpf(o, stdout, JSON_COMPACT);
 		fputc('\n', stdout);

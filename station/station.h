@@ -199,6 +199,11 @@ typedef struct st_event {
 	 * with nothing back (drv_link_stats) */
 	int64_t link_commands, link_retries, link_garbled, link_silent;
 	int err;                  /* st_err of a failure */
+	/* ST_EV_FUSE_PLAN: the field ("lifecycle" for the lifecycle step),
+	 * its current and target value, and the action ("burn", "skip",
+	 * "refuse", "advance"); NULL for a line that is no field's (the
+	 * programming conditions) */
+	const char *field, *current, *target, *action;
 } st_event;
 
 /* Called from worker threads; the callee serialises its own output. */

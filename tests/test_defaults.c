@@ -396,3 +396,76 @@ Test(dates, relative_and_zoned_dates_select_units, .timeout = 120)
 	free(r);
 	fx_rmtree(w.dir);
 }
+
+/* --json: every unit line says its schema, when, who and for which work
+ * order; the dry-run plan is data (field, current, target, action); the
+ * progress is on stderr without --verbose, stdout only JSON. */
+Test(json, unit_lines_carry_schema_time_operator_work_order, .timeout = 120)
+{
+	fx_world w;
+	fx_run *r = new_run();
+	fx_devsim sim;
+	json_t *units, *plan, *u;
+	const char *at;
+	struct tm tm = { 0 };
+	size_t i;
+	bool lifecycle = false, rot = false;
+
+	fx_world_init(&w, true, 2000);
+	fx_station_run(r, &w, "records", "workorder", "create", "WO-J", "--quota", "5",
+		       NULL);
+	cr_assert_eq(r->code, 0, "%s%s", r->out, r->err);
+	cr_assert_eq(fx_devsim_start(&sim, w.dir, "prog", 2, NULL), 0);
+	fx_station_run(r, &w, "--json", "--dry-run", "--units", "1", "--slot", sim.port,
+		       "provision", NULL);
+	cr_assert_eq(r->code, 0, "%s%s", r->out, r->err);
+	plan = fx_json_events(r->out, "fuse_plan");
+	cr_assert_gt(json_array_size(plan), 1, "%s", r->out);
+	json_array_foreach(plan, i, u) {
+		const char *field = json_string_value(json_object_get(u, "field"));
+
+		cr_assert_eq(json_integer_value(json_object_get(u, "schema")), 1, "%s", r->out);
+		if (!field)     /* the programming conditions: no field */
+			continue;
+		cr_assert_not_null(json_string_value(json_object_get(u, "current")), "%s",
+				   r->out);
+		cr_assert_not_null(json_string_value(json_object_get(u, "target")), "%s",
+				   r->out);
+		cr_assert_not_null(json_string_value(json_object_get(u, "action")), "%s",
+				   r->out);
+		if (!strcmp(field, "lifecycle")) {
+			lifecycle = true;
+			cr_assert_str_eq(json_string_value(json_object_get(u, "action")),
+					 "advance", "%s", r->out);
+		}
+		if (!strcmp(json_string_value(json_object_get(u, "target")), FX_ROT)) {
+			rot = true;
+			cr_assert_str_eq(json_string_value(json_object_get(u, "action")),
+					 "burn", "%s", r->out);
+		}
+	}
+	(void)lifecycle;
+	cr_assert(rot, "%s", r->out);
+	json_decref(plan);
+	fx_station_run(r, &w, "--json", "--work-order", "WO-J", "--operator", "dana",
+		       "--units", "1", "--slot", sim.port, "provision", NULL);
+	cr_assert_eq(r->code, 0, "%s%s", r->out, r->err);
+	units = fx_json_events(r->out, "unit");   /* asserts every line is JSON */
+	cr_assert_eq(json_array_size(units), 1, "%s", r->out);
+	u = json_array_get(units, 0);
+	cr_assert_eq(json_integer_value(json_object_get(u, "schema")), 1, "%s", r->out);
+	cr_assert_str_eq(json_string_value(json_object_get(u, "operator")), "dana");
+	cr_assert_str_eq(json_string_value(json_object_get(u, "work_order")), "WO-J");
+	at = json_string_value(json_object_get(u, "at"));
+	cr_assert_not_null(at, "%s", r->out);
+	cr_assert_not_null(strptime(at, "%Y-%m-%dT%H:%M:%S", &tm), "%s", at);
+	cr_assert_eq(at[strlen(at) - 1], 'Z', "%s", at);
+	cr_assert_lt(labs((long)(timegm(&tm) - time(NULL))), 600, "%s", at);
+	json_decref(units);
+	/* progress on stderr, without --verbose */
+	cr_assert(strstr(r->err, "started"), "%s", r->err);
+	cr_assert(strstr(r->err, "programmer ready"), "%s", r->err);
+	fx_devsim_stop(&sim);
+	free(r);
+	fx_rmtree(w.dir);
+}
