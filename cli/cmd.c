@@ -34,6 +34,7 @@ static const struct cli_entry *const cmd_table[] = {
 	&cli_cmd_records,
 	&cli_cmd_tui,
 	&cli_cmd_config,
+	&cli_cmd_init,
 	&cli_cmd_profile,
 	&cli_cmd_operator,
 	&cli_cmd_crl,

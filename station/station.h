@@ -650,6 +650,14 @@ int st_central_workorder_get(st_station *st, const char *id,
 			     size_t errlen);
 
 
+/* `station init [DIR]` (station/init.c): write DIR/station.conf and
+ * DIR/product.profile, commented templates for a new line (values to
+ * decide marked FILL IN, every setting listed from the schema); conf and
+ * prof get their paths.  Never overwrites: ST_E_EXISTS with err when
+ * either exists; ST_E_IO with err otherwise. */
+int st_init_files(const char *dir, char *conf, char *prof, size_t pathlen,
+		  char *err, size_t errlen);
+
 /* ---- `station doctor` (station/doctor.c): what a shift start needs ---- */
 
 typedef enum st_check_level {

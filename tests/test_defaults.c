@@ -469,3 +469,66 @@ Test(json, unit_lines_carry_schema_time_operator_work_order, .timeout = 120)
 	free(r);
 	fx_rmtree(w.dir);
 }
+
+/* `station init DIR`: a configuration and a profile template that pass
+ * `config check` but for the lines marked FILL IN; never overwritten. */
+Test(init, writes_templates_that_check_but_for_fill_ins, .timeout = 60)
+{
+	char dir[] = "/tmp/st-init-XXXXXX", conf[600], prof[600], cmd[4096], line[1024];
+	fx_run *r = new_run();
+	FILE *p;
+	int problems = 0;
+
+	cr_assert_not_null(mkdtemp(dir));
+	snprintf(conf, sizeof(conf), "%s/station.conf", dir);
+	snprintf(prof, sizeof(prof), "%s/product.profile", dir);
+	run_env(r, dir, NULL, "init", dir, NULL);
+	cr_assert_eq(r->code, 0, "exit %d: %s%s", r->code, r->out, r->err);
+	cr_assert_eq(access(conf, R_OK), 0);
+	cr_assert_eq(access(prof, R_OK), 0);
+	/* every problem config check names is on a line marked FILL IN */
+	run_env(r, dir, NULL, "--config", conf, "config", "check", NULL);
+	for (char *s = r->err, *nl; (nl = strchr(s, '\n')); s = nl + 1) {
+		char file[600];
+		int ln, n = 0;
+		FILE *f;
+
+		*nl = '\0';
+		if (sscanf(s, "%599[^:]:%d:", file, &ln) != 2)
+			continue;
+		problems++;
+		f = fopen(file, "r");
+		cr_assert_not_null(f, "%s", s);
+		while (fgets(line, sizeof(line), f) && ++n < ln)
+			;
+		fclose(f);
+		cr_assert(strstr(line, "FILL IN"), "problem on a line not marked FILL IN: "
+			  "%s (line: %s)", s, line);
+	}
+	cr_assert_gt(problems, 0, "the root-of-trust hash is to be filled in: %s", r->err);
+	/* the schema is in the comments */
+	p = fopen(conf, "r");
+	cr_assert_not_null(p);
+	cr_assert_gt(fread(line, 1, sizeof(line) - 1, p), 0);
+	fclose(p);
+	snprintf(cmd, sizeof(cmd), "grep -q 'hsm.module' '%s' && grep -q "
+		 "'records.checkpoint_dir' '%s' && grep -q 'fuses.plan' '%s'", conf, conf,
+		 prof);
+	cr_assert_eq(system(cmd), 0, "the settings are not listed");
+	/* filled in, both pass */
+	snprintf(cmd, sizeof(cmd), "sed -i 's/\"FILL IN: 64 hex digits\"/\"%s\"/' '%s'",
+		 FX_ROT, prof);
+	cr_assert_eq(system(cmd), 0);
+	run_env(r, dir, NULL, "--config", conf, "config", "check", NULL);
+	cr_assert_eq(r->code, 0, "exit %d: %s%s", r->code, r->out, r->err);
+	/* a second init refuses and leaves the files alone */
+	snprintf(cmd, sizeof(cmd), "cp '%s' '%s.bak'", prof, prof);
+	cr_assert_eq(system(cmd), 0);
+	run_env(r, dir, NULL, "init", dir, NULL);
+	cr_assert_eq(r->code, 2, "exit %d: %s%s", r->code, r->out, r->err);
+	cr_assert(strstr(r->err, "already exists"), "%s", r->err);
+	snprintf(cmd, sizeof(cmd), "cmp -s '%s' '%s.bak'", prof, prof);
+	cr_assert_eq(system(cmd), 0, "init overwrote the profile");
+	free(r);
+	fx_rmtree(dir);
+}
