@@ -38,7 +38,7 @@ enum cli_opt {
 	O_FOLLOW, O_STATUS, O_PG, O_CHECKPOINT, O_IN, O_CHAIN, O_KEY_TYPE,
 	O_WATCH, O_PLUG_WAIT, O_LOG, O_KEY, O_PASSWORD_FILE, O_SUPERVISOR,
 	O_SUPERVISOR_PASSWORD_FILE, O_REASON, O_REPROVISION, O_ROLE, O_BEFORE,
-	O_COMPONENT,
+	O_COMPONENT, O_YES,
 	O_MAX
 };
 
@@ -96,7 +96,7 @@ struct cli_entry {
 
 /* The entries (cli/cmd-*.c), listed in cmd.c's table. */
 extern const struct cli_entry cli_cmd_audit, cli_cmd_ca, cli_cmd_config,
-	cli_cmd_crl, cli_cmd_devices, cli_cmd_operator, cli_cmd_profile,
+	cli_cmd_crl, cli_cmd_devices, cli_cmd_doctor, cli_cmd_init, cli_cmd_operator, cli_cmd_profile,
 	cli_cmd_provision, cli_cmd_quarantine, cli_cmd_records, cli_cmd_tui;
 
 /* Everything a command gets: the options it was given, parsed, and the
@@ -117,6 +117,9 @@ struct cli {
 	int days;
 	int timeout_ms;            /* 0: the configuration's */
 	bool json, verbose, burn_fuses, dry_run, watch;
+	bool yes;                  /* --yes: an armed run is confirmed (scripts) */
+	char dates[3][32];         /* --since, --until, --before as the records
+				    * write times (UTC) */
 	int max_units;
 	st_run run;
 	st_rec_cli rec;            /* options of the records/audit commands */
@@ -144,6 +147,17 @@ int cli_store(struct cli *cli, bool rw);
  * cli, with the station and cli_login_station as their login. */
 st_rec_cli *cli_rec(struct cli *cli);
 st_role_cli *cli_role(struct cli *cli);
+
+/* Where the configuration is when --config is not given: the file the
+ * environment variable STATION_CONFIG names, else this one if it exists. */
+#ifndef CLI_DEFAULT_CONFIG
+#define CLI_DEFAULT_CONFIG "/etc/station/station.conf"
+#endif
+
+/* The configuration file to use without --config: STATION_CONFIG's
+ * (*from = "STATION_CONFIG"), else CLI_DEFAULT_CONFIG when it exists
+ * (*from = NULL), else NULL. */
+const char *cli_default_config(const char **from);
 
 /* The dispatcher: parse argv, run the command; the process exit code. */
 int cli_main(int argc, char **argv);

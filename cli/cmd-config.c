@@ -78,13 +78,17 @@ static int exec_udev(struct cli *cli, int argc, char **argv)
  * this command, so a bad one is listed here rather than refused. */
 static int exec_check(struct cli *cli, int argc, char **argv)
 {
+	const char *from;
 	int n;
 
 	(void)argc;
 	(void)argv;
 	if (!cli->config_path && !cli->check_profile)
-		return st_say(ST_EXIT_USAGE, "config check: give --config FILE (and/or "
-			      "--profile FILE)");
+		cli->config_path = cli_default_config(&from);
+	if (!cli->config_path && !cli->check_profile)
+		return st_say(ST_EXIT_USAGE, "config check: no configuration: STATION_CONFIG "
+			      "is not set and %s does not exist; give --config FILE (and/or "
+			      "--profile FILE)", CLI_DEFAULT_CONFIG);
 	n = st_config_check(cli->config_path, cli->check_profile, stderr, stdout);
 	if (n < 0)
 		return st_say(ST_EXIT_USAGE, "config check: %s", st_strerror(n));

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "base.h"
@@ -22,16 +23,18 @@ static int exec_provision(struct cli *cli, int argc, char **argv);
 
 const struct cli_entry cli_cmd_provision = {
 	.name = "provision",
-	.usage = "provision --slot PORT [--slot PORT...] [--units N] [--burn-fuses] [--dry-run] [--json]\n"
+	.usage = "provision --slot PORT [--slot PORT...] [--units N] [--burn-fuses [--yes]] [--dry-run] [--json]\n"
 		 "            [--operator NAME [--password-file F]] [--reprovision [--uid UID] --reason TEXT\n"
 		 "             --supervisor NAME [--supervisor-password-file F]]\n"
 		 "            [--plug-wait SECONDS]  (USB: wait for absent/unplugged programmers)",
 	.help = "Provision the units in the programmers of every slot: identify,\n"
-		"key, certificate, fuses (armed with --burn-fuses), verdict, record.",
+		"key, certificate, fuses (armed with --burn-fuses), verdict, record.\n"
+		"An armed run asks on the terminal to type the work order (or BURN)\n"
+		"before anything burns; without a terminal it needs --yes.",
 	.options = (const enum cli_opt[]){ O_SLOT, O_UNITS, O_TIMEOUT_MS,
 		O_BURN_FUSES, O_DRY_RUN, O_WORK_ORDER, O_OPERATOR, O_PASSWORD_FILE,
 		O_REPROVISION, O_UID, O_REASON, O_SUPERVISOR,
-		O_SUPERVISOR_PASSWORD_FILE, O_PLUG_WAIT, O_NONE },
+		O_SUPERVISOR_PASSWORD_FILE, O_PLUG_WAIT, O_YES, O_NONE },
 	/* starts a line: the records are created when absent */
 	.needs = CLI_NEED_CONFIG | CLI_NEED_STORE_RW | CLI_NEED_STORE_NEW |
 		 CLI_NEED_HSM,
@@ -69,26 +72,53 @@ static void log_event(struct cli *cli, const st_event *ev)
 			    ev->slot, ev->detail ? ev->detail : "");
 }
 
-/* Print one engine event, human or JSON; called from slot workers. */
+/* The version of the JSON lines `provision --json` prints (README): a
+ * consumer checks it before it reads the rest. */
+#define PROVISION_JSON_SCHEMA 1
+
+/* What every JSON line carries: the schema, when (UTC, as the records
+ * keep time), and for a unit's lines who ran it and for which work order. */
+static void json_common(json_t *o, const struct cli *cli, bool unit)
+{
+	struct timespec ts;
+	struct tm tm;
+	char at[40], day[24];
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	gmtime_r(&ts.tv_sec, &tm);
+	strftime(day, sizeof(day), "%Y-%m-%dT%H:%M:%S", &tm);
+	snprintf(at, sizeof(at), "%.19s.%03ldZ", day, ts.tv_nsec / 1000000);
+	json_object_set_new(o, "schema", json_integer(PROVISION_JSON_SCHEMA));
+	json_object_set_new(o, "at", json_string(at));
+	if (unit) {
+		json_object_set_new(o, "operator", json_string(cli->operator_name));
+		json_object_set_new(o, "work_order", cli->rec.work_order ?
+				    json_string(cli->rec.work_order) : json_null());
+	}
+}
+
+/* Print one engine event, human or JSON; called from slot workers.  The
+ * progress (programmer ready, unit started, a step that did not go
+ * well, every step with --verbose) goes to stderr with and without
+ * --json, so stdout holds only the results. */
 static void on_event(const st_event *ev, void *ctx)
 {
 	struct cli *cli = ctx;
 	json_t *o = NULL;
+	bool unit = false;
 
 	pthread_mutex_lock(&cli->out_lock);
 	log_event(cli, ev);
 	switch (ev->kind) {
 	case ST_EV_SLOT_READY:
-		if (cli->verbose || !cli->json)
-			fprintf(stderr, "slot %d %s: programmer ready (%s)\n", ev->slot,
+		fprintf(stderr, "slot %d %s: programmer ready (%s)\n", ev->slot,
 				ev->port, ev->detail);
 		break;
 	case ST_EV_UNIT_START:
-		if (cli->verbose || !cli->json)
-			fprintf(stderr, "slot %d: unit %s started\n", ev->slot, ev->uid);
+		fprintf(stderr, "slot %d: unit %s started\n", ev->slot, ev->uid);
 		break;
 	case ST_EV_STEP:
-		if (cli->verbose || (!cli->json && ev->outcome != ST_OUTCOME_OK))
+		if (cli->verbose || ev->outcome != ST_OUTCOME_OK)
 			fprintf(stderr, "slot %d: unit %s: %-11s %-4s %s\n", ev->slot,
 				ev->uid ? ev->uid : "-", st_step_name(ev->step),
 				st_outcome_name(ev->outcome), ev->detail);
@@ -111,6 +141,7 @@ static void on_event(const st_event *ev, void *ctx)
 				      "retries", (json_int_t)ev->link_retries,
 				      "garbled", (json_int_t)ev->link_garbled,
 				      "silent", (json_int_t)ev->link_silent);
+			unit = true;
 		} else if (ev->result == ST_VERDICT_PASS) {
 			char link[96] = "";
 
@@ -144,11 +175,14 @@ static void on_event(const st_event *ev, void *ctx)
 			fprintf(stderr, "station: %s\n", ev->detail);
 		break;
 	case ST_EV_FUSE_PLAN:
-		if (cli->json)
-			o = json_pack("{s:s, s:i, s:s, s:s, s:s}", "event", "fuse_plan",
-				      "slot", ev->slot, "port", ev->port, "uid", ev->uid,
-				      "plan", ev->detail);
-		else
+		if (cli->json) {
+			o = json_pack("{s:s, s:i, s:s, s:s, s:s, s:s?, s:s?, s:s?, s:s?}",
+				      "event", "fuse_plan", "slot", ev->slot, "port",
+				      ev->port, "uid", ev->uid, "plan", ev->detail,
+				      "field", ev->field, "current", ev->current,
+				      "target", ev->target, "action", ev->action);
+			unit = true;
+		} else
 			printf("slot %d: unit %s: %s\n", ev->slot, ev->uid, ev->detail);
 		break;
 	case ST_EV_WARNING:
@@ -165,6 +199,7 @@ static void on_event(const st_event *ev, void *ctx)
 		break;
 	}
 	if (o) {
+		json_common(o, cli, unit);
 		json_dumpf(o, stdout, JSON_COMPACT);
 		fputc('\n', stdout);
 		json_decref(o);
@@ -264,6 +299,43 @@ static int provision_run(struct cli *cli, const st_profile *prof,
 	return rc;
 }
 
+/* An armed run burns one-time fuses and locks the units: nothing undoes
+ * it.  On a terminal the operator types the work order (or BURN without
+ * one) before anything is opened; a script says --yes; without either
+ * the run is refused, so a pasted command line or a wrong default in a
+ * cron job cannot lock a batch.  0 or ST_EXIT_USAGE after saying why. */
+static int confirm_burn(struct cli *cli)
+{
+	const char *want = cli->rec.work_order ? cli->rec.work_order : "BURN";
+	char *line = NULL;
+	size_t cap = 0;
+	ssize_t n;
+	int code;
+
+	if (!cli->burn_fuses || cli->dry_run || cli->yes)
+		return 0;
+	if (!isatty(STDIN_FILENO))
+		return st_say(ST_EXIT_USAGE, "provision: the run is armed (%s) and burns "
+			      "one-time fuses, but there is no terminal to confirm it on: "
+			      "give --yes to confirm it from a script; nothing was done",
+			      cli->cfg.burn_fuses ? "defaults.burn_fuses" : "--burn-fuses");
+	fprintf(stderr, "station: this run burns one-time fuses and locks every unit in "
+		"%d slot%s; that cannot be undone.\nType %s%s to go on: ",
+		cli->run.nslots, cli->run.nslots == 1 ? "" : "s",
+		cli->rec.work_order ? "the work order " : "", want);
+	fflush(stderr);
+	n = getline(&line, &cap, stdin);
+	if (n > 0 && line[n - 1] == '\n')
+		line[--n] = '\0';
+	if (n > 0 && line[n - 1] == '\r')
+		line[--n] = '\0';
+	code = n >= 0 && !strcmp(line, want) ? 0 :
+	       st_say(ST_EXIT_USAGE, "provision: not confirmed (expected %s); nothing "
+		      "was done", want);
+	free(line);
+	return code;
+}
+
 static int exec_provision(struct cli *cli, int argc, char **argv)
 {
 	char err[512] = "";
@@ -291,6 +363,9 @@ static int exec_provision(struct cli *cli, int argc, char **argv)
 		cli->log = NULL;
 		return st_say(ST_EXIT_USAGE, "profile refused: %s; nothing was provisioned", err);
 	}
+	code = confirm_burn(cli);
+	if (code)
+		goto cleanup;
 	code = cli_store(cli, true);
 	if (code)
 		goto cleanup;
@@ -355,6 +430,8 @@ static int exec_provision(struct cli *cli, int argc, char **argv)
 				"file", cp.path));
 		else if (o)
 			json_object_set_new(o, "checkpoint_error", json_string(cperr));
+		if (o)
+			json_common(o, cli, true);
 
 		json_dumpf(o, stdout, JSON_COMPACT);
 		fputc('\n', stdout);

@@ -14,6 +14,7 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "base.h"
@@ -28,10 +29,12 @@ static const struct cli_entry *const cmd_table[] = {
 	&cli_cmd_provision,
 	&cli_cmd_ca,
 	&cli_cmd_devices,
+	&cli_cmd_doctor,
 	&cli_cmd_audit,
 	&cli_cmd_records,
 	&cli_cmd_tui,
 	&cli_cmd_config,
+	&cli_cmd_init,
 	&cli_cmd_profile,
 	&cli_cmd_operator,
 	&cli_cmd_crl,
@@ -69,8 +72,9 @@ static const struct cli_optdef {
 	[O_OUT] = { "out", "FILE", "where the output goes" },
 	[O_WORK_ORDER] = { "work-order", "ID", "the work order (its quota)" },
 	[O_QUOTA] = { "quota", "N", "units the work order allows" },
-	[O_SINCE] = { "since", "DATE", "from DATE (YYYY-MM-DD[THH:MM[:SS][Z]])" },
-	[O_UNTIL] = { "until", "DATE", "up to DATE" },
+	[O_SINCE] = { "since", "DATE", "from DATE (YYYY-MM-DD[THH:MM[:SS][Z|+HH:MM]], "
+		      "today, yesterday, '2d ago', -3h)" },
+	[O_UNTIL] = { "until", "DATE", "up to DATE (as --since)" },
 	[O_RESULT] = { "result", "R", "only units with this result (PASS, FAIL, ...)" },
 	[O_UID] = { "uid", "UID", "the device" },
 	[O_FORMAT] = { "format", "F", "table, jsonl or csv" },
@@ -98,6 +102,7 @@ static const struct cli_optdef {
 	[O_ROLE] = { "role", "R[,R...]", "operator, supervisor, engineer" },
 	[O_BEFORE] = { "before", "DATE", "only units started before DATE" },
 	[O_COMPONENT] = { "component", "NAME[@VERSION]", "a component of the images' SBOMs" },
+	[O_YES] = { "yes", NULL, "an armed run is confirmed (scripts; else asked on the terminal)" },
 };
 
 /* Accepted by every command (before or after the command word). */
@@ -282,13 +287,18 @@ static int num2(const char *s)
 }
 
 /* An ISO 8601 date (YYYY-MM-DD) or date-time (…THH:MM[:SS[.frac]] with
- * an optional Z or ±HH:MM), a day that exists. */
-static bool iso_date(const char *s)
+ * an optional Z or ±HH:MM), a day that exists, as seconds since 1970 (a
+ * time without a zone is UTC, as the records show their times) and the
+ * milliseconds; *date_only when it was a day alone. */
+static bool iso_date(const char *s, time_t *t, int *ms, bool *date_only)
 {
 	static const int mdays[] = { 31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31 };
-	int y, mo, d;
+	struct tm tm = { 0 };
+	int y, mo, d, off = 0;
 	const char *p;
 
+	*ms = 0;
+	*date_only = false;
 	if (!digits(s, 4) || s[4] != '-' || !digits(s + 5, 2) || s[7] != '-' ||
 	    !digits(s + 8, 2))
 		return false;
@@ -299,30 +309,119 @@ static bool iso_date(const char *s)
 		return false;
 	if (mo == 2 && d == 29 && !(y % 4 == 0 && (y % 100 != 0 || y % 400 == 0)))
 		return false;
+	tm.tm_year = y - 1900;
+	tm.tm_mon = mo - 1;
+	tm.tm_mday = d;
 	p = s + 10;
-	if (!*p)
-		return true;
+	if (!*p) {
+		*date_only = true;
+		goto done;
+	}
 	if ((*p != 'T' && *p != ' ') || !digits(p + 1, 2) || p[3] != ':' ||
 	    !digits(p + 4, 2) || num2(p + 1) > 23 || num2(p + 4) > 59)
 		return false;
+	tm.tm_hour = num2(p + 1);
+	tm.tm_min = num2(p + 4);
 	p += 6;
 	if (*p == ':') {
 		if (!digits(p + 1, 2) || num2(p + 1) > 60)
 			return false;
+		tm.tm_sec = num2(p + 1);
 		p += 3;
 		if (*p == '.') {
+			int scale = 100;
+
 			if (!digits(++p, 1))
 				return false;
-			while (digits(p, 1))
-				p++;
+			for (; digits(p, 1); p++, scale /= 10)
+				*ms += (*p - '0') * scale;
 		}
 	}
-	if (*p == 'Z')
-		return !p[1];
-	if (*p == '+' || *p == '-')
-		return digits(p + 1, 2) && p[3] == ':' && digits(p + 4, 2) && !p[6] &&
-		       num2(p + 1) <= 23 && num2(p + 4) <= 59;
-	return !*p;
+	if (*p == 'Z') {
+		if (p[1])
+			return false;
+	} else if (*p == '+' || *p == '-') {
+		if (!digits(p + 1, 2) || p[3] != ':' || !digits(p + 4, 2) || p[6] ||
+		    num2(p + 1) > 23 || num2(p + 4) > 59)
+			return false;
+		off = (num2(p + 1) * 60 + num2(p + 4)) * 60 * (*p == '-' ? -1 : 1);
+	} else if (*p) {
+		return false;
+	}
+done:
+	*t = timegm(&tm) - off;
+	return true;
+}
+
+/* A time a person types: an ISO 8601 date or date-time (iso_date), or
+ * relative to now — "now", "today" and "yesterday" (their start, UTC, as
+ * the records keep time), "N{m,h,d,w} ago", "N {minutes,hours,days,weeks}
+ * ago" or "-N{m,h,d,w}".  out (32 bytes) gets it as the records write
+ * times (YYYY-MM-DDTHH:MM:SS.mmmZ, UTC), so that comparing strings is
+ * comparing times.  false for anything else. */
+static bool parse_when(const char *v, time_t now, char out[32])
+{
+	static const struct { const char *word; long secs; } units[] = {
+		{ "m", 60 }, { "min", 60 }, { "minute", 60 }, { "minutes", 60 },
+		{ "h", 3600 }, { "hour", 3600 }, { "hours", 3600 },
+		{ "d", 86400 }, { "day", 86400 }, { "days", 86400 },
+		{ "w", 604800 }, { "week", 604800 }, { "weeks", 604800 },
+	};
+	bool date_only, minus = v[0] == '-';
+	char unit[16] = "", ago[8] = "", extra, day[24];
+	time_t t = now;
+	struct tm tm;
+	long n = -1;
+	int ms = 0;
+
+	if (iso_date(v, &t, &ms, &date_only)) {
+		(void)date_only;
+	} else if (!strcmp(v, "now")) {
+		t = now;
+	} else if (!strcmp(v, "today") || !strcmp(v, "yesterday")) {
+		t = now - now % 86400 - (v[0] == 'y' ? 86400 : 0);
+	} else {
+		const char *p = minus ? v + 1 : v;
+		int used = 0;
+		size_t i;
+
+		if (!digits(p, 1) ||
+		    sscanf(p, "%ld%n", &n, &used) != 1 || n < 0 || n > 100000)
+			return false;
+		p += used;
+		if (*p == ' ')
+			p++;
+		if (sscanf(p, "%15[a-z]%n", unit, &used) != 1)
+			return false;
+		p += used;
+		if (minus ? *p != '\0' :
+		    sscanf(p, " %7s %c", ago, &extra) != 1 || strcmp(ago, "ago"))
+			return false;
+		for (i = 0; i < ST_ARRAY_SIZE(units); i++)
+			if (!strcmp(unit, units[i].word))
+				break;
+		if (i == ST_ARRAY_SIZE(units))
+			return false;
+		t = now - (time_t)(n * units[i].secs);
+	}
+	if (!gmtime_r(&t, &tm) || tm.tm_year + 1900 > 9999 || tm.tm_year + 1900 < 0)
+		return false;
+	strftime(day, sizeof(day), "%Y-%m-%dT%H:%M:%S", &tm);
+	snprintf(out, 32, "%.19s.%03uZ", day, (unsigned)ms % 1000u);
+	return true;
+}
+
+/* A date option's value, parsed strictly into buf (32 bytes); 0, or
+ * ST_EXIT_USAGE naming the option and saying what it takes. */
+static int date_opt(const char *opt, const char *v, char *buf, const char **to)
+{
+	if (!parse_when(v, time(NULL), buf))
+		return st_say(ST_EXIT_USAGE, "--%s: '%s' is not a date or time: give "
+			      "YYYY-MM-DD, YYYY-MM-DDTHH:MM[:SS][Z|+HH:MM] (UTC without "
+			      "a zone), today, yesterday, now, '2d ago', '3 hours ago' or "
+			      "-2d", opt, v);
+	*to = buf;
+	return 0;
 }
 
 /* Replace a configuration string with a command-line value. */
@@ -356,13 +455,10 @@ static int apply(struct cli *cli, enum cli_opt o, const char *v)
 	case O_COMPONENT: cli->rec.component = v; break;
 	case O_ROLE: cli->role.roles = v; break;
 	case O_BEFORE:
-		if (!iso_date(v))
-			return st_say(ST_EXIT_USAGE, "--before: '%s' is not a date "
-				      "(YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ)", v);
-		cli->role.before = v;
-		break;
+		return date_opt("before", v, cli->dates[2], &cli->role.before);
 	case O_BURN_FUSES: cli->burn_fuses = true; break;
 	case O_DRY_RUN: cli->dry_run = true; break;
+	case O_YES: cli->yes = true; break;
 	case O_JSON: cli->json = true; break;
 	case O_VERBOSE: cli->verbose = true; break;
 	case O_WATCH: cli->watch = true; break;
@@ -408,15 +504,9 @@ static int apply(struct cli *cli, enum cli_opt o, const char *v)
 		cli->rec.quota = n;
 		break;
 	case O_SINCE:
+		return date_opt("since", v, cli->dates[0], &cli->rec.since);
 	case O_UNTIL:
-		if (!iso_date(v))
-			return st_say(ST_EXIT_USAGE, "--%s: '%s' is not a date (YYYY-MM-DD "
-				      "or YYYY-MM-DDTHH:MM:SSZ)", optdefs[o].name, v);
-		if (o == O_SINCE)
-			cli->rec.since = v;
-		else
-			cli->rec.until = v;
-		break;
+		return date_opt("until", v, cli->dates[1], &cli->rec.until);
 	case O_RESULT: cli->rec.result = v; break;
 	case O_UID: cli->rec.uid = v; break;
 	case O_FORMAT: cli->rec.format = v; break;
@@ -539,15 +629,43 @@ st_role_cli *cli_role(struct cli *cli)
 	return &cli->role;
 }
 
+const char *cli_default_config(const char **from)
+{
+	const char *env = getenv("STATION_CONFIG");
+
+	if (env && *env) {
+		*from = "STATION_CONFIG";
+		return env;
+	}
+	*from = NULL;
+	return access(CLI_DEFAULT_CONFIG, F_OK) == 0 ? CLI_DEFAULT_CONFIG : NULL;
+}
+
 /* Load the configuration for an entry that needs it, with the command
- * line's overrides and the run defaults.  0 or an exit code. */
+ * line's overrides and the run defaults.  Without --config: the file
+ * STATION_CONFIG names, else CLI_DEFAULT_CONFIG; with neither there is no
+ * station to speak of, and the command says where it looked rather than
+ * running on built-in defaults (a records store in the working directory,
+ * a separate one per directory, defeats the one-identity check).  0 or an
+ * exit code. */
 static int load_config(struct cli *cli, const enum cli_opt *given_o,
 		       char *const *given_v, int ngiven)
 {
+	const char *from = "--config";
 	char err[512] = "";
 
+	if (!cli->config_path) {
+		cli->config_path = cli_default_config(&from);
+		if (!cli->config_path)
+			return st_say(ST_EXIT_USAGE, "no configuration: STATION_CONFIG is not "
+				      "set and %s does not exist; give --config FILE, set "
+				      "STATION_CONFIG, or write one with 'station init'",
+				      CLI_DEFAULT_CONFIG);
+		if (!from)
+			from = "the default";
+	}
 	if (st_config_load(cli->config_path, &cli->cfg, err, sizeof(err)))
-		return st_say(ST_EXIT_USAGE, "configuration: %s", err);
+		return st_say(ST_EXIT_USAGE, "configuration (%s): %s", from, err);
 	for (int i = 0; i < ngiven; i++) {
 		enum cli_opt o = given_o[i];
 		char **field = o == O_PROFILE ? &cli->cfg.profile_path :

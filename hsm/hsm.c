@@ -375,6 +375,23 @@ const char *hsm_pin_warning(hsm *h)
 	return NULL;
 }
 
+hsm_pin_state hsm_pin_state_get(hsm *h)
+{
+	CK_TOKEN_INFO ti;
+	CK_RV rv;
+
+	if (!h || !h->fl)
+		return HSM_PIN_UNKNOWN;
+	rv = h->fl->C_GetTokenInfo(h->slot, &ti);
+	if (rv != CKR_OK) {
+		hsm_h_rv(h, "C_GetTokenInfo", rv);
+		return HSM_PIN_UNKNOWN;
+	}
+	return ti.flags & CKF_USER_PIN_LOCKED ? HSM_PIN_LOCKED :
+	       ti.flags & CKF_USER_PIN_FINAL_TRY ? HSM_PIN_FINAL_TRY :
+	       ti.flags & CKF_USER_PIN_COUNT_LOW ? HSM_PIN_COUNT_LOW : HSM_PIN_OK;
+}
+
 /* A session per worker: PKCS#11 sessions carry operation state (SignInit
  * then Sign), so they cannot be shared between threads. */
 int hsm_session_open(hsm *h, hsm_session **out)

@@ -41,6 +41,16 @@ int hsm_login(hsm *h, const char *pin, size_t pinlen);
  * token reports the user PIN count low or the final try). */
 const char *hsm_pin_warning(hsm *h);
 
+/* The user PIN's counter state as the token reports it (read fresh). */
+typedef enum hsm_pin_state {
+	HSM_PIN_UNKNOWN = -1,   /* C_GetTokenInfo failed (hsm_errmsg) */
+	HSM_PIN_OK = 0,
+	HSM_PIN_COUNT_LOW,      /* CKF_USER_PIN_COUNT_LOW: a wrong PIN was entered */
+	HSM_PIN_FINAL_TRY,      /* CKF_USER_PIN_FINAL_TRY: one more wrong PIN locks it */
+	HSM_PIN_LOCKED,         /* CKF_USER_PIN_LOCKED */
+} hsm_pin_state;
+hsm_pin_state hsm_pin_state_get(hsm *h);
+
 /* Open a new read-write session on the token (logged-in state is shared by
  * all sessions of the application).  One per worker thread. */
 int hsm_session_open(hsm *h, hsm_session **out);

@@ -122,7 +122,7 @@ run_once() {
 	start_sims "$slots" "$per" "$extra" "$tag"
 	/usr/bin/time -f "%e %U %S %M" -o "$DIR/time" "$st" --config "$DIR/station.conf" \
 		--pin-file "$DIR/pin" ${RUN_PROFILE:+--profile "$RUN_PROFILE"} --json \
-		--burn-fuses "${PORTS[@]}" provision \
+		--burn-fuses --yes "${PORTS[@]}" provision \
 		>"$DIR/out" 2>"$DIR/err" || { cat "$DIR/err" >&2; stop_sims; return 1; }
 	stop_sims
 	local pass events split wc
@@ -284,7 +284,7 @@ rm -rf "$DIR/records.db"*
 per=$((GROWTH_UNITS / 8))
 start_sims 8 "$per" "--forget-done" growth
 /usr/bin/time -f "%e %U %S %M" -o "$DIR/gtime" "$STATION" --config "$DIR/station.conf" \
-	--pin-file "$DIR/pin" --burn-fuses "${PORTS[@]}" provision >/dev/null 2>"$DIR/gerr" &
+	--pin-file "$DIR/pin" --burn-fuses --yes "${PORTS[@]}" provision >/dev/null 2>"$DIR/gerr" &
 TPID=$!
 : >"$DIR/rss"
 sleep 0.5
@@ -324,7 +324,7 @@ if [ -x "$BUILD-asan/station" ] && [ -x "$BUILD-asan/station-devsim" ]; then
 	rc=0
 	ASAN_OPTIONS=detect_leaks=1 LSAN_OPTIONS="suppressions=$(pwd)/tests/lsan.supp" \
 		"$BUILD-asan/station" --config "$DIR/station.conf" --pin-file "$DIR/pin" \
-		--burn-fuses "${PORTS[@]}" provision >/dev/null 2>"$DIR/lsan" || rc=$?
+		--burn-fuses --yes "${PORTS[@]}" provision >/dev/null 2>"$DIR/lsan" || rc=$?
 	stop_sims
 	LPASS=$(sqlite3 "$DIR/records.db" "SELECT count(*) FROM units WHERE state='PASS'")
 	LEAKS=$(grep -c "ERROR: LeakSanitizer" "$DIR/lsan" || true)

@@ -121,7 +121,7 @@ echo "== fuse plan (dry run)"
 
 # 5. Provision: both slots in parallel, fuses armed.
 echo "== provisioning"
-"${ST[@]}" --operator demo --burn-fuses \
+"${ST[@]}" --operator demo --burn-fuses --yes \
 	--slot "$STATE/programmers/prog1" --slot "$STATE/programmers/prog2" provision
 
 # 6. Check what was issued with outside tools only.

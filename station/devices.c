@@ -126,6 +126,32 @@ out:
 	return rc;
 }
 
+int st_devices_present(const char *const *slots, size_t nslots, bool *present,
+		       size_t *found, char *err, size_t errlen)
+{
+	char *ports[ST_MAX_SLOTS + 32] = { 0 };
+	size_t nports, n = 0;
+	drv_found *rows = NULL;
+	int rc;
+
+	nports = serial_ports(slots, nslots, ports, ST_ARRAY_SIZE(ports));
+	rc = drv_list((const char *const *)ports, nports, &rows, &n, err, errlen);
+	for (size_t s = 0; s < nslots; s++)
+		present[s] = false;
+	*found = 0;
+	for (size_t i = 0; rc == ST_OK && i < n; i++) {
+		if (rows[i].err[0])
+			continue;
+		(*found)++;
+		for (size_t s = 0; s < nslots; s++)
+			present[s] |= bound(slots[s], &rows[i]);
+	}
+	free(rows);
+	for (size_t i = 0; i < nports; i++)
+		free(ports[i]);
+	return rc;
+}
+
 int st_devices_watch(const char *const *slots, size_t nslots, bool json,
 		     void *out, char *err, size_t errlen)
 {

@@ -407,6 +407,24 @@ static int record(st_fuse_run *r, st_step step, st_outcome outcome,
 	return rc;
 }
 
+/* Dry run: one field of the plan, as data when the front end takes it. */
+__attribute__((format(printf, 6, 7)))
+static int plan_row(st_fuse_run *r, const char *field, const char *cur,
+		    const char *tgt, const char *action, const char *fmt, ...)
+{
+	char line[512];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(line, sizeof(line), fmt, ap);
+	va_end(ap);
+	if (r->plan_field)
+		r->plan_field(r->ctx, field, cur, tgt, action, line);
+	else
+		r->plan_line(r->ctx, line);
+	return 0;
+}
+
 /* A burn intent: on disk before the burn it announces. */
 __attribute__((format(printf, 4, 5)))
 static int record_intent(st_fuse_run *r, st_step step, st_outcome outcome,
@@ -489,6 +507,10 @@ static int run_lifecycle(st_fuse_run *r, const st_fuse_field *f)
 	drv_info info;
 	int rc;
 
+	if (r->lifecycle == f->lifecycle && r->dry_run)
+		return plan_row(r, "lifecycle", lc_names[r->lifecycle], lc_names[f->lifecycle],
+				"skip", "lifecycle: current %s, target %s, action skip "
+				"(already)", lc_names[r->lifecycle], lc_names[f->lifecycle]);
 	if (r->lifecycle == f->lifecycle)
 		return record(r, ST_STEP_LIFECYCLE, ST_OUTCOME_SKIP, "lifecycle: current %s, target %s, "
 			      "action skip (already)", lc_names[r->lifecycle],
@@ -499,14 +521,16 @@ static int run_lifecycle(st_fuse_run *r, const st_fuse_field *f)
 		r->quarantine = true;
 		r->summary = ST_FUSES_CONFLICT;
 		if (r->dry_run)
-			return record(r, ST_STEP_NONE, ST_OUTCOME_OK, "lifecycle: current %s, target %s, "
-				      "action refuse", lc_names[r->lifecycle],
-				      lc_names[f->lifecycle]);
+			return plan_row(r, "lifecycle", lc_names[r->lifecycle],
+					lc_names[f->lifecycle], "refuse", "lifecycle: current "
+					"%s, target %s, action refuse", lc_names[r->lifecycle],
+					lc_names[f->lifecycle]);
 		return ST_E_FUSE_CONFLICT;
 	}
 	if (r->dry_run)
-		return record(r, ST_STEP_NONE, ST_OUTCOME_OK, "lifecycle: current %s, target %s, action "
-			      "advance (last)", lc_names[r->lifecycle], lc_names[f->lifecycle]);
+		return plan_row(r, "lifecycle", lc_names[r->lifecycle], lc_names[f->lifecycle],
+				"advance", "lifecycle: current %s, target %s, action advance "
+				"(last)", lc_names[r->lifecycle], lc_names[f->lifecycle]);
 	if ((rc = record_intent(r, ST_STEP_LIFECYCLE_INTENT, ST_OUTCOME_OK,
 				"field %s lifecycle %s -> %s", f->name,
 				lc_names[r->lifecycle], lc_names[f->lifecycle])))
@@ -689,7 +713,8 @@ static int check_plan(st_fuse_run *r, bool quiet, int *to_burn)
 		if ((rc = check_field(r, f, bank, &a, cur_hex, tgt_hex, why, sizeof(why))))
 			return rc;
 		if (r->dry_run) {
-			record(r, ST_STEP_NONE, ST_OUTCOME_OK, "field %s (%s, bank %u words %u-%u): current %s, "
+			plan_row(r, f->name, cur_hex, tgt_hex, action_names[a],
+			       "field %s (%s, bank %u words %u-%u): current %s, "
 			       "target %s, action %s%s%s", f->name, kind_names[f->kind],
 			       f->bank, f->word, f->word + f->nwords - 1, cur_hex, tgt_hex,
 			       action_names[a], a == A_REFUSE ? ": " : "",

@@ -107,6 +107,12 @@ typedef struct st_fuse_run {
 	int (*request_id)(void *ctx, uint32_t *id);
 	/* Dry run: one line per field. */
 	void (*plan_line)(void *ctx, const char *line);
+	/* Dry run, optional: a field of the plan as data (field "lifecycle"
+	 * for the lifecycle step; action "burn", "skip", "refuse", "advance"),
+	 * line the same as plan_line would get it.  When set, it is called
+	 * instead of plan_line for those lines. */
+	void (*plan_field)(void *ctx, const char *field, const char *current,
+			   const char *target, const char *action, const char *line);
 	void *ctx;
 	/* Results. */
 	char reason[512];       /* why it stopped, for the unit record */

@@ -67,6 +67,18 @@ static void plan_line(void *ctx, const char *line)
 	emit(u->w, &ev);
 }
 
+/* The same for a field of the plan, as data. */
+static void plan_field(void *ctx, const char *field, const char *current,
+		       const char *target, const char *action, const char *line)
+{
+	struct unit *u = ctx;
+	st_event ev = { .kind = ST_EV_FUSE_PLAN, .uid = u->info.uid_hex,
+			.detail = line, .field = field, .current = current,
+			.target = target, .action = action };
+
+	emit(u->w, &ev);
+}
+
 /* Dry run of one slot: the unit in the programmer is identified and its
  * fuse plan printed (current, target, action per field).  Only reads: no
  * key, no certificate, no burn, no release, no record. */
@@ -74,7 +86,8 @@ static void dry_run_slot(struct worker *w, drv_dev *dev)
 {
 	struct unit u = { .w = w, .dev = dev };
 	st_fuse_run run = { .dev = dev, .plan = st_profile_fuse_plan(w->job->prof),
-			    .dry_run = true, .plan_line = plan_line, .ctx = &u };
+			    .dry_run = true, .plan_line = plan_line,
+			    .plan_field = plan_field, .ctx = &u };
 	int rc = drv_identify(dev, &u.info);
 
 	if (rc) {

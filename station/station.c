@@ -133,6 +133,18 @@ const char *st_station_pin_warning(const st_station *st)
 	return st->h ? hsm_pin_warning(st->h) : NULL;
 }
 
+st_pin_state st_station_pin_state(const st_station *st)
+{
+	switch (st->h ? hsm_pin_state_get(st->h) : HSM_PIN_UNKNOWN) {
+	case HSM_PIN_OK: return ST_PIN_OK;
+	case HSM_PIN_COUNT_LOW: return ST_PIN_COUNT_LOW;
+	case HSM_PIN_FINAL_TRY: return ST_PIN_FINAL_TRY;
+	case HSM_PIN_LOCKED: return ST_PIN_LOCKED;
+	case HSM_PIN_UNKNOWN: break;
+	}
+	return ST_PIN_UNKNOWN;
+}
+
 bool st_station_logged_in(const st_station *st)
 {
 	return st->h && st->logged_in;

@@ -302,6 +302,11 @@ typedef struct st_event {
 	 * with nothing back (drv_link_stats) */
 	int64_t link_commands, link_retries, link_garbled, link_silent;
 	int err;                  /* st_err of a failure */
+	/* ST_EV_FUSE_PLAN: the field ("lifecycle" for the lifecycle step),
+	 * its current and target value, and the action ("burn", "skip",
+	 * "refuse", "advance"); NULL for a line that is no field's (the
+	 * programming conditions) */
+	const char *field, *current, *target, *action;
 } st_event;
 
 /* Called from worker threads; the callee serialises its own output. */
@@ -387,6 +392,12 @@ typedef struct st_summary {
  * line to out (a FILE *).  ST_OK, or an error with err set. */
 int st_devices(const char *const *slots, size_t nslots, bool json, void *out,
 	       char *err, size_t errlen);
+
+/* For `station doctor`: which of slots[] have an attached programmer
+ * that answers (present[i]), and how many answer in all (*found).  ST_OK,
+ * or an error of the USB stack with err. */
+int st_devices_present(const char *const *slots, size_t nslots, bool *present,
+		       size_t *found, char *err, size_t errlen);
 
 /* `station devices --watch`: one line per USB programmer arriving or
  * leaving (those attached at the start arrive first), with the slot of
@@ -484,6 +495,16 @@ int st_station_hsm_auth(st_station *st, const char *pin, size_t pinlen,
 			char *err, size_t errlen);
 /* The token's PIN-count warning, or NULL (also NULL with no token open). */
 const char *st_station_pin_warning(const st_station *st);
+/* The user PIN's counter as the open token reports it now (read fresh):
+ * a caller that asks for a PIN stops before the final try. */
+typedef enum st_pin_state {
+	ST_PIN_UNKNOWN = -1,    /* no token open, or it did not say */
+	ST_PIN_OK = 0,
+	ST_PIN_COUNT_LOW,       /* CKF_USER_PIN_COUNT_LOW: a wrong PIN was entered */
+	ST_PIN_FINAL_TRY,       /* CKF_USER_PIN_FINAL_TRY: one more wrong PIN locks it */
+	ST_PIN_LOCKED,          /* CKF_USER_PIN_LOCKED */
+} st_pin_state;
+st_pin_state st_station_pin_state(const st_station *st);
 bool st_station_logged_in(const st_station *st);
 /* Close the HSM (a wrong operator password: back to the name). */
 void st_station_logout(st_station *st);
@@ -746,6 +767,58 @@ int st_central_workorder_put(st_station *st, const char *id, long quota,
 int st_central_workorder_get(st_station *st, const char *id,
 			     st_central_workorder *w, bool *central, char *err,
 			     size_t errlen);
+
+
+/* `station init [DIR]` (station/init.c): write DIR/station.conf and
+ * DIR/product.profile, commented templates for a new line (values to
+ * decide marked FILL IN, every setting listed from the schema); conf and
+ * prof get their paths.  Never overwrites: ST_E_EXISTS with err when
+ * either exists; ST_E_IO with err otherwise. */
+int st_init_files(const char *dir, char *conf, char *prof, size_t pathlen,
+		  char *err, size_t errlen);
+
+/* ---- `station doctor` (station/doctor.c): what a shift start needs ---- */
+
+typedef enum st_check_level {
+	ST_CHECK_OK,
+	ST_CHECK_WARN,      /* works, but look at it (or not checked: todo says why) */
+	ST_CHECK_FAIL,      /* a shift cannot start like this */
+} st_check_level;
+
+/* One line of the doctor's report. */
+typedef struct st_check {
+	const char *name;   /* "configuration", "profile", "module", "token",
+			     * "pin", "ca", "records", "disk", "group",
+			     * "programmers" (always all of them, in this order) */
+	st_check_level level;
+	char found[768];    /* what was found */
+	char todo[256];     /* what to do ("" when OK) */
+} st_check;
+
+/* Free space on the records' file system below which the disk line is a
+ * FAIL, a WARN (MiB). */
+#define ST_DOCTOR_DISK_FAIL_MB 64
+#define ST_DOCTOR_DISK_WARN_MB 512
+/* The group the udev rules give the programmers' device nodes. */
+#define ST_UDEV_GROUP "station"
+
+typedef struct st_doctor_opts {
+	const char *const *slots;   /* the slots to look for (configured or --slot) */
+	size_t nslots;
+	/* The user PIN (pinlen bytes into pin, wiped by the caller), asked
+	 * only when the token can take a wrong one without locking; nonzero:
+	 * none (err says why), the PIN line is a WARN. */
+	int (*pin)(void *ctx, char *pin, size_t cap, size_t *len, char *err,
+		   size_t errlen);
+	void (*report)(void *ctx, const st_check *c);   /* each line, in order */
+	void *ctx;
+} st_doctor_opts;
+
+/* Check everything a shift start needs on the station, reporting each
+ * line through o->report; nothing is created or changed (the PIN is tried
+ * once at most, never on the token's final try; the token is logged out
+ * after).  Returns the number of FAIL lines. */
+int st_station_doctor(st_station *st, const st_doctor_opts *o);
 
 
 /* ---- The issuing CA in the token (`station ca`, station/cmds.c) ---- */

@@ -392,7 +392,7 @@ Test(run, a_bad_profile_provisions_nothing, .timeout = 90)
 	fx_write_file(w.profile, FX_PROFILE "fuses: { plan = ( { name = \"a\"; bank = 1; "
 		      "word = 0; bits = [0, 0]; value = 1; } ); };\nkey_mod = \"inject\";\n");
 	fx_sign(&w, w.profile);
-	fx_station_run(r, &w, "--burn-fuses", "--slot", sim.port, "provision", NULL);
+	fx_station_run(r, &w, "--burn-fuses", "--yes", "--slot", sim.port, "provision", NULL);
 	cr_assert_eq(r->code, 2, "exit %d: %s", r->code, r->err);
 	cr_assert(strstr(r->err, w.profile), "%s", r->err);
 	cr_assert(strstr(r->err, "'fuses.conditions' is missing"), "%s", r->err);
@@ -455,7 +455,8 @@ Test(run, configured_slots_and_defaults_are_used_without_slot_options, .timeout 
 		 "          { name = \"right\"; driver = \"serial\"; port = \"%s\"; } );\n"
 		 "defaults: { burn_fuses = true; };\n", a.port, b.port);
 	conf_append(&w, text);
-	fx_station_run(r, &w, "--json", "provision", NULL);
+	/* armed by the configuration: confirmed like --burn-fuses */
+	fx_station_run(r, &w, "--json", "--yes", "provision", NULL);
 	cr_assert_eq(r->code, 0, "exit %d\n%s\n%s", r->code, r->out, r->err);
 	units = fx_json_events(r->out, "unit");
 	cr_assert_eq(json_array_size(units), 2, "%s", r->out);

@@ -69,10 +69,10 @@ static void provision(fx_world *w, const char *name, int n, const char *wo)
 
 	cr_assert_eq(fx_devsim_start(&sim, w->dir, name, n, NULL), 0);
 	if (wo)
-		fx_station_run(&R, w, "--json", "--burn-fuses", "--work-order", wo,
+		fx_station_run(&R, w, "--json", "--burn-fuses", "--yes", "--work-order", wo,
 			       "--slot", sim.port, "provision", NULL);
 	else
-		fx_station_run(&R, w, "--json", "--burn-fuses", "--slot", sim.port,
+		fx_station_run(&R, w, "--json", "--burn-fuses", "--yes", "--slot", sim.port,
 			       "provision", NULL);
 	fx_devsim_stop(&sim);
 }
@@ -316,6 +316,7 @@ static int signal_during_burst(fx_world *w, fx_devsim *sims, int after, int sig,
 	argv[argc++] = w->pinfile;
 	argv[argc++] = "--json";
 	argv[argc++] = "--burn-fuses";
+	argv[argc++] = "--yes";
 	for (int i = 0; i < 3; i++) {
 		argv[argc++] = "--slot";
 		argv[argc++] = sims[i].port;
@@ -474,7 +475,7 @@ Test(evidence, full_disk_stops_provisioning_and_loses_nothing, .timeout = 180)
 	cr_assert_eq(stat(w.db, &sb), 0);
 	cr_assert_lt(sb.st_size, 512 * 1024);
 	cr_assert_eq(fx_devsim_start(&sim, w.dir, "p1", 60, "--seed full"), 0);
-	fx_station_run_limited(&R, &w, 1024 * 1024, "--json", "--burn-fuses",
+	fx_station_run_limited(&R, &w, 1024 * 1024, "--json", "--burn-fuses", "--yes",
 			       "--slot", sim.port, "provision", NULL);
 	fx_devsim_stop(&sim);
 	cr_assert_eq(R.code, 4, "exit %d\n%s\n%s", R.code, R.out, R.err);
@@ -524,7 +525,7 @@ Test(evidence, read_only_store_stops_provisioning_and_loses_nothing, .timeout = 
 	cr_assert_eq(system(cmd), 0, "chattr +i failed (needs e2fsprogs and a "
 		     "filesystem with attributes under /tmp)");
 	cr_assert_eq(fx_devsim_start(&sim, w.dir, "p1", 2, "--seed ro"), 0);
-	fx_station_run(&R, &w, "--burn-fuses", "--slot", sim.port, "provision", NULL);
+	fx_station_run(&R, &w, "--burn-fuses", "--yes", "--slot", sim.port, "provision", NULL);
 	fx_devsim_stop(&sim);
 	snprintf(cmd, sizeof(cmd), "chattr -i '%s'", w.db);
 	cr_assert_eq(system(cmd), 0);
@@ -789,7 +790,7 @@ Test(evidence, a_cut_tail_is_caught_by_an_earlier_checkpoint, .timeout = 240)
 		fx_devsim sim;
 
 		cr_assert_eq(fx_devsim_start(&sim, w.dir, "p3", 3, "--seed cut3"), 0);
-		fx_station_run(&R, &w, "--json", "--burn-fuses", "--slot", sim.port,
+		fx_station_run(&R, &w, "--json", "--burn-fuses", "--yes", "--slot", sim.port,
 			       "provision", NULL);
 		fx_devsim_stop(&sim);
 	}
@@ -1074,7 +1075,7 @@ Test(evidence, a_log_resigned_with_a_device_key_is_refused, .timeout = 240)
 
 	fx_world_init(&w, true, 2000);
 	cr_assert_eq(fx_devsim_start(&sim, w.dir, "p1", 2, NULL), 0);
-	fx_station_run(&R, &w, "--burn-fuses", "--slot", sim.port, "provision", NULL);
+	fx_station_run(&R, &w, "--burn-fuses", "--yes", "--slot", sim.port, "provision", NULL);
 	fx_devsim_stop(&sim);
 	cr_assert_eq(R.code, 0, "%s\n%s", R.out, R.err);
 	snprintf(bundle, sizeof(bundle), "%s/bundle", w.dir);
@@ -1223,7 +1224,7 @@ Test(evidence, an_old_audit_certificate_is_recertified_and_its_events_verify, .t
 		  "%s", R.out);
 	/* the next start re-certifies the same key, on record */
 	cr_assert_eq(fx_devsim_start(&sim, w.dir, "p1", 1, NULL), 0);
-	fx_station_run(&R, &w, "--burn-fuses", "--slot", sim.port, "provision", NULL);
+	fx_station_run(&R, &w, "--burn-fuses", "--yes", "--slot", sim.port, "provision", NULL);
 	fx_devsim_stop(&sim);
 	cr_assert_eq(R.code, 0, "%s\n%s", R.out, R.err);
 	cr_assert_eq(q_int(w.db, "SELECT count(*) FROM audit_certs"), 2);

@@ -146,7 +146,7 @@ Test(fuses, blank_unit_gets_every_field_once_then_lock, .timeout = 90)
 
 	world_init(&w, PLAN, 2000);
 	start_sim(&sim, &w, 1, NULL);
-	fx_station_run(&r, &w, "--json", "--burn-fuses", "--slot", sim.port, "provision", NULL);
+	fx_station_run(&r, &w, "--json", "--burn-fuses", "--yes", "--slot", sim.port, "provision", NULL);
 	cr_assert_eq(r.code, 0, "stdout:%s\nstderr:%s", r.out, r.err);
 	cr_assert(strstr(r.out, "\"fuses\":\"burned\""), "%s", r.out);
 	u = sim_unit(sim.state_path, 0);
@@ -189,7 +189,7 @@ Test(fuses, identical_fields_are_skipped_and_recorded, .timeout = 90)
 	preset(sim.state_path, 1, BANK1, NULL);
 	preset(sim.state_path, 3, BANK3, NULL);
 	start_sim(&sim, &w, 1, NULL);
-	fx_station_run(&r, &w, "--json", "--burn-fuses", "--slot", sim.port, "provision", NULL);
+	fx_station_run(&r, &w, "--json", "--burn-fuses", "--yes", "--slot", sim.port, "provision", NULL);
 	cr_assert_eq(r.code, 0, "stdout:%s\nstderr:%s", r.out, r.err);
 	cr_assert(strstr(r.out, "\"fuses\":\"already\""), "%s", r.out);
 	u = sim_unit(sim.state_path, 0);
@@ -219,7 +219,7 @@ static void refused(const char *bank1, const char *expect_reason)
 	make_state(&sim, &w, 1);
 	preset(sim.state_path, 1, bank1, NULL);
 	start_sim(&sim, &w, 1, NULL);
-	fx_station_run(&r, &w, "--burn-fuses", "--slot", sim.port, "provision", NULL);
+	fx_station_run(&r, &w, "--burn-fuses", "--yes", "--slot", sim.port, "provision", NULL);
 	cr_assert_eq(r.code, 1, "stdout:%s\nstderr:%s", r.out, r.err);
 	cr_assert(strstr(r.out, "QUARANTINE"), "%s", r.out);
 	fx_q_text(&w, "SELECT reason FROM units", reason, sizeof(reason));
@@ -234,7 +234,7 @@ static void refused(const char *bank1, const char *expect_reason)
 	fx_devsim_stop(&sim);
 	cr_assert_eq(fx_devsim_rewind(sim.state_path), 0);
 	start_sim(&sim, &w, 1, NULL);
-	fx_station_run(&r, &w, "--burn-fuses", "--slot", sim.port, "provision", NULL);
+	fx_station_run(&r, &w, "--burn-fuses", "--yes", "--slot", sim.port, "provision", NULL);
 	cr_assert_eq(r.code, 1, "stdout:%s\nstderr:%s", r.out, r.err);
 	cr_assert(strstr(r.err, "QUARANTINED on record"), "%s", r.err);
 	cr_assert_eq(fx_q_int(&w, "SELECT count(*) FROM units"), 1, "a second record was opened");
@@ -273,7 +273,7 @@ Test(fuses, partial_burn_quarantines, .timeout = 90)
 	make_state(&sim, &w, 1);
 	preset(sim.state_path, 0, half, NULL);
 	start_sim(&sim, &w, 1, NULL);
-	fx_station_run(&r, &w, "--burn-fuses", "--slot", sim.port, "provision", NULL);
+	fx_station_run(&r, &w, "--burn-fuses", "--yes", "--slot", sim.port, "provision", NULL);
 	cr_assert_eq(r.code, 1, "stdout:%s\nstderr:%s", r.out, r.err);
 	fx_q_text(&w, "SELECT reason FROM units WHERE state = 'QUARANTINE'", reason, sizeof(reason));
 	cr_assert(strstr(reason, "partially burned: 4 of 8 words"), "reason: %s", reason);
@@ -299,7 +299,7 @@ Test(fuses, half_programmed_word_quarantines_even_when_it_reads_right, .timeout 
 	make_state(&sim, &w, 1);
 	preset(sim.state_path, 0, FX_ROT, red);
 	start_sim(&sim, &w, 1, NULL);
-	fx_station_run(&r, &w, "--burn-fuses", "--slot", sim.port, "provision", NULL);
+	fx_station_run(&r, &w, "--burn-fuses", "--yes", "--slot", sim.port, "provision", NULL);
 	cr_assert_eq(r.code, 1, "stdout:%s\nstderr:%s", r.out, r.err);
 	fx_q_text(&w, "SELECT reason FROM units WHERE state = 'QUARANTINE'", reason, sizeof(reason));
 	cr_assert(strstr(reason, "half-programmed"), "reason: %s", reason);
@@ -320,7 +320,7 @@ static void out_of_range(const char *sim_args, const char *expect)
 
 	world_init(&w, PLAN, 2000);
 	start_sim(&sim, &w, 1, sim_args);
-	fx_station_run(&r, &w, "--burn-fuses", "--slot", sim.port, "provision", NULL);
+	fx_station_run(&r, &w, "--burn-fuses", "--yes", "--slot", sim.port, "provision", NULL);
 	cr_assert_eq(r.code, 1, "stdout:%s\nstderr:%s", r.out, r.err);
 	cr_assert(strstr(r.out, "FAIL"), "%s", r.out);
 	fx_q_text(&w, "SELECT reason FROM units", reason, sizeof(reason));
@@ -361,7 +361,7 @@ Test(fuses, dry_run_prints_the_plan_and_changes_nothing, .timeout = 90)
 	preset(sim.state_path, 3, "01000000" Z8 Z8 Z8 Z8 Z8 Z8 Z8, NULL);
 	start_sim(&sim, &w, 1, NULL);
 	file_sha(sim.state_path, before);
-	fx_station_run(&r, &w, "--dry-run", "--burn-fuses", "--slot", sim.port, "provision", NULL);
+	fx_station_run(&r, &w, "--dry-run", "--burn-fuses", "--yes", "--slot", sim.port, "provision", NULL);
 	cr_assert_eq(r.code, 0, "stdout:%s\nstderr:%s", r.out, r.err);
 	cr_assert(strstr(r.out, "field rot-hash (data, bank 0 words 0-7): current " BLANK
 			  ", target " FX_ROT ", action burn"), "%s", r.out);
@@ -523,7 +523,7 @@ Test(fuses, unarmed_is_unfused_and_an_armed_run_finishes_it, .timeout = 150)
 	/* armed: finished with the same certificate, burned, locked, PASS */
 	cr_assert_eq(fx_devsim_rewind(sim.state_path), 0);
 	start_sim(&sim, &w, 1, NULL);
-	fx_station_run(&r, &w, "--burn-fuses", "--slot", sim.port, "provision", NULL);
+	fx_station_run(&r, &w, "--burn-fuses", "--yes", "--slot", sim.port, "provision", NULL);
 	fx_devsim_stop(&sim);
 	cr_assert_eq(r.code, 0, "stdout:%s\nstderr:%s", r.out, r.err);
 	cr_assert(strstr(r.out, " PASS ") && strstr(r.out, serial), "%s", r.out);
@@ -541,7 +541,7 @@ Test(fuses, unarmed_is_unfused_and_an_armed_run_finishes_it, .timeout = 150)
 	/* a third run, armed: a PASS on record is done */
 	cr_assert_eq(fx_devsim_rewind(sim.state_path), 0);
 	start_sim(&sim, &w, 1, NULL);
-	fx_station_run(&r, &w, "--burn-fuses", "--slot", sim.port, "provision", NULL);
+	fx_station_run(&r, &w, "--burn-fuses", "--yes", "--slot", sim.port, "provision", NULL);
 	fx_devsim_stop(&sim);
 	cr_assert_eq(r.code, 0, "stdout:%s\nstderr:%s", r.out, r.err);
 	cr_assert(strstr(r.err, "already provisioned (PASS on record)"), "%s", r.err);
@@ -562,7 +562,7 @@ Test(fuses, stuck_bit_is_caught_by_the_read_back, .timeout = 90)
 	/* ROT byte 0 is 0x26: bit 1 is meant to blow and never does. */
 	world_init(&w, PLAN, 2000);
 	start_sim(&sim, &w, 1, "--fault stuck:0:0:1");
-	fx_station_run(&r, &w, "--burn-fuses", "--slot", sim.port, "provision", NULL);
+	fx_station_run(&r, &w, "--burn-fuses", "--yes", "--slot", sim.port, "provision", NULL);
 	cr_assert_eq(r.code, 1, "stdout:%s\nstderr:%s", r.out, r.err);
 	fx_q_text(&w, "SELECT reason FROM units WHERE state = 'QUARANTINE'", reason, sizeof(reason));
 	cr_assert(strstr(reason, "field rot-hash reads back 2422"), "reason: %s", reason);
@@ -592,7 +592,7 @@ Test(fuses, brownout_mid_burn_quarantines_without_second_burn, .timeout = 120)
 
 	world_init(&w, PLAN, 300);
 	start_sim(&sim, &w, 1, "--fault brownout:3");
-	fx_station_run(&r, &w, "--burn-fuses", "--slot", sim.port, "provision", NULL);
+	fx_station_run(&r, &w, "--burn-fuses", "--yes", "--slot", sim.port, "provision", NULL);
 	cr_assert_neq(r.code, 0, "stdout:%s\nstderr:%s", r.out, r.err);
 	cr_assert(!strstr(r.out, " PASS  cert"), "%s", r.out);
 	cr_assert_eq(fx_q_int(&w, "SELECT count(*) FROM units WHERE state = 'FAIL' AND "
@@ -618,7 +618,7 @@ Test(fuses, brownout_mid_burn_quarantines_without_second_burn, .timeout = 120)
 	fx_station_run(&r, &w, "--dry-run", "--slot", sim.port, "provision", NULL);
 	cr_assert(strstr(r.out, "action refuse: 1 word(s) of bank 0 are half-programmed"),
 		  "%s", r.out);
-	fx_station_run(&r, &w, "--burn-fuses", "--slot", sim.port, "provision", NULL);
+	fx_station_run(&r, &w, "--burn-fuses", "--yes", "--slot", sim.port, "provision", NULL);
 	cr_assert_eq(r.code, 1, "stdout:%s\nstderr:%s", r.out, r.err);
 	cr_assert_eq(fx_q_int(&w, "SELECT count(*) FROM units WHERE state = 'QUARANTINE'"), 1,
 		     "stdout:%s\nstderr:%s", r.out, r.err);
@@ -631,7 +631,7 @@ Test(fuses, brownout_mid_burn_quarantines_without_second_burn, .timeout = 120)
 	cr_assert_eq(fx_devsim_rewind(sim.state_path), 0);
 	start_sim(&sim, &w, 1, NULL);
 	/* and a later run leaves the unit alone */
-	fx_station_run(&r, &w, "--burn-fuses", "--slot", sim.port, "provision", NULL);
+	fx_station_run(&r, &w, "--burn-fuses", "--yes", "--slot", sim.port, "provision", NULL);
 	cr_assert_eq(r.code, 1, "stdout:%s\nstderr:%s", r.out, r.err);
 	cr_assert(strstr(r.err, "QUARANTINED on record"), "%s", r.err);
 	u = sim_unit(sim.state_path, 0);
@@ -729,7 +729,7 @@ static void kill_at(const char *what, int nth, long delay_ms, const char *resume
 
 	world_init(&w, PLAN, 2000);
 	start_sim(&sim, &w, 1, "--fault slowburn:120");
-	pid = spawn_station(&w, &errfd, "--verbose", "--burn-fuses", "--slot", sim.port,
+	pid = spawn_station(&w, &errfd, "--verbose", "--burn-fuses", "--yes", "--slot", sim.port,
 			    "provision", NULL);
 	wait_line(errfd, what, nth, log, sizeof(log));
 	if (delay_ms)
@@ -741,7 +741,7 @@ static void kill_at(const char *what, int nth, long delay_ms, const char *resume
 		  "the station ended before the kill:\n%s", log);
 	cr_assert_eq(fx_q_int(&w, "SELECT count(*) FROM units WHERE state = 'RUNNING'"), 1);
 
-	fx_station_run(&r, &w, "--burn-fuses", "--slot", sim.port, "provision", NULL);
+	fx_station_run(&r, &w, "--burn-fuses", "--yes", "--slot", sim.port, "provision", NULL);
 	cr_assert_eq(r.code, 0, "after kill at %s #%d +%ldms\nstdout:%s\nstderr:%s", what,
 		     nth, delay_ms, r.out, r.err);
 	u = sim_unit(sim.state_path, 0);
@@ -822,7 +822,7 @@ static void run_and_kill(const fx_world *w, const fx_devsim *sim, const struct k
 	int errfd, status;
 	pid_t pid;
 
-	pid = spawn_station(w, &errfd, "--verbose", "--burn-fuses", "--slot", sim->port,
+	pid = spawn_station(w, &errfd, "--verbose", "--burn-fuses", "--yes", "--slot", sim->port,
 			    "provision", NULL);
 	wait_line(errfd, k->what, k->nth, log, sizeof(log));
 	if (k->delay_ms)
@@ -881,7 +881,7 @@ static void kill_sequence(const struct kill_point *k, int n)
 	for (int i = 0; i < n; i++)
 		run_and_kill(&w, &sim, &k[i]);
 	cr_assert_eq(fx_q_int(&w, "SELECT count(*) FROM units WHERE state = 'RUNNING'"), 1);
-	fx_station_run(&r, &w, "--burn-fuses", "--slot", sim.port, "provision", NULL);
+	fx_station_run(&r, &w, "--burn-fuses", "--yes", "--slot", sim.port, "provision", NULL);
 	cr_assert_eq(r.code, 0, "after %d kills (last at %s)\nstdout:%s\nstderr:%s", n,
 		     k[n - 1].what, r.out, r.err);
 	u = sim_unit(sim.state_path, 0);
@@ -949,7 +949,7 @@ Test(fuses, cable_cut_at_the_read_back_resumes_like_a_kill, .timeout = 120)
 
 	world_init(&w, PLAN, 500);
 	start_sim(&sim, &w, 1, "--fault cutread:1");
-	fx_station_run(&r, &w, "--burn-fuses", "--slot", sim.port, "provision", NULL);
+	fx_station_run(&r, &w, "--burn-fuses", "--yes", "--slot", sim.port, "provision", NULL);
 	cr_assert_neq(r.code, 0, "stdout:%s\nstderr:%s", r.out, r.err);
 	cr_assert_eq(fx_q_int(&w, "SELECT count(*) FROM units WHERE state = 'QUARANTINE'"), 0,
 		     "a lost link after a burn is not a conflict\nstdout:%s", r.out);
@@ -966,7 +966,7 @@ Test(fuses, cable_cut_at_the_read_back_resumes_like_a_kill, .timeout = 120)
 	/* re-plugged: the next presentation reads the device */
 	cr_assert_eq(fx_devsim_rewind(sim.state_path), 0);
 	start_sim(&sim, &w, 1, NULL);
-	fx_station_run(&r, &w, "--burn-fuses", "--slot", sim.port, "provision", NULL);
+	fx_station_run(&r, &w, "--burn-fuses", "--yes", "--slot", sim.port, "provision", NULL);
 	cr_assert_eq(r.code, 0, "stdout:%s\nstderr:%s", r.out, r.err);
 	fx_q_text(&w, "SELECT detail FROM steps WHERE step = 'fuse-resume'", detail,
 		  sizeof(detail));
@@ -1021,7 +1021,7 @@ Test(fuses_kill, issued_certificate_not_resumed_is_revoked, .timeout = 120)
 	cr_assert_eq(json_dump_file(st, sim.state_path, 0), 0);
 	json_decref(st);
 	start_sim(&sim, &w, 1, NULL);
-	fx_station_run(&r, &w, "--burn-fuses", "--slot", sim.port, "provision", NULL);
+	fx_station_run(&r, &w, "--burn-fuses", "--yes", "--slot", sim.port, "provision", NULL);
 	cr_assert_eq(r.code, 0, "stdout:%s\nstderr:%s", r.out, r.err);
 	fx_q_text(&w, "SELECT cert_serial FROM units WHERE state = 'PASS'", now, sizeof(now));
 	cr_assert_str_neq(now, old);
@@ -1094,7 +1094,7 @@ Test(fuses, bad_plans_are_refused_at_load_with_the_rule, .timeout = 90)
 		snprintf(text, sizeof(text), "%s%s", FX_PROFILE, cases[i].plan);
 		fx_write_file(w.profile, text);
 		fx_sign(&w, w.profile);
-		fx_station_run(&r, &w, "--burn-fuses", "--slot", "/nonexistent", "provision", NULL);
+		fx_station_run(&r, &w, "--burn-fuses", "--yes", "--slot", "/nonexistent", "provision", NULL);
 		cr_assert_eq(r.code, 2, "case %zu: exit %d: %s", i, r.code, r.err);
 		cr_assert(strstr(r.err, cases[i].expect), "case %zu: %s", i, r.err);
 		cr_assert(strstr(r.err, w.profile), "case %zu names no file: %s", i, r.err);

@@ -99,7 +99,7 @@ static void quarantined(bool armed)
 	sim_set(sim.state_path, 0, NULL, 0, OTHER_ROT);
 	cr_assert_eq(fx_devsim_start(&sim, w.dir, "prog", 1, NULL), 0);
 	if (armed)
-		fx_station_run(&R, &w, "--burn-fuses", "--slot", sim.port, "provision", NULL);
+		fx_station_run(&R, &w, "--burn-fuses", "--yes", "--slot", sim.port, "provision", NULL);
 	else
 		fx_station_run(&R, &w, "--slot", sim.port, "provision", NULL);
 	fx_devsim_stop(&sim);
@@ -133,7 +133,7 @@ Test(identity, key_the_device_does_not_hold_gets_no_certificate, .timeout = 90)
 
 	fx_world_init(&w, true, 2000);
 	cr_assert_eq(fx_devsim_start(&sim, w.dir, "prog", 1, "--fault wrongkey"), 0);
-	fx_station_run(&R, &w, "--burn-fuses", "--slot", sim.port, "provision", NULL);
+	fx_station_run(&R, &w, "--burn-fuses", "--yes", "--slot", sim.port, "provision", NULL);
 	fx_devsim_stop(&sim);
 	cr_assert_eq(R.code, 1, "stdout:%s\nstderr:%s", R.out, R.err);
 	fx_q_text(&w, "SELECT reason FROM units WHERE state = 'FAIL'", reason, sizeof(reason));
@@ -162,7 +162,7 @@ Test(identity, unreadable_device_id_is_refused, .timeout = 90)
 	for (size_t i = 0; i < 2; i++)
 		sim_set(sim.state_path, i, "uid", -1, ids[i]);
 	cr_assert_eq(fx_devsim_start(&sim, w.dir, "prog", 2, NULL), 0);
-	fx_station_run(&R, &w, "--burn-fuses", "--slot", sim.port, "provision", NULL);
+	fx_station_run(&R, &w, "--burn-fuses", "--yes", "--slot", sim.port, "provision", NULL);
 	fx_devsim_stop(&sim);
 	cr_assert_eq(R.code, 1, "stdout:%s\nstderr:%s", R.out, R.err);
 	for (size_t i = 0; i < 2; i++) {
@@ -255,7 +255,7 @@ Test(identity, unit_failing_after_issuance_is_revoked, .timeout = 120)
 
 	fx_world_init(&w, true, 2000);
 	cr_assert_eq(fx_devsim_start(&sim, w.dir, "prog", 1, "--fault stuck:0:0:1"), 0);
-	fx_station_run(&R, &w, "--burn-fuses", "--slot", sim.port, "provision", NULL);
+	fx_station_run(&R, &w, "--burn-fuses", "--yes", "--slot", sim.port, "provision", NULL);
 	fx_devsim_stop(&sim);
 	cr_assert_eq(R.code, 1, "stdout:%s\nstderr:%s", R.out, R.err);
 	cr_assert_eq(fx_count_units(&w, "QUARANTINE"), 1, "%s", R.out);
@@ -313,7 +313,7 @@ Test(identity, unfused_and_finished_units_pass_the_auditor_block, .timeout = 150
 	cr_assert_eq(fx_count_units(&w, "UNFUSED"), 2);
 	cr_assert_eq(fx_devsim_rewind(sim.state_path), 0);
 	cr_assert_eq(fx_devsim_start(&sim, w.dir, "prog", 2, NULL), 0);
-	fx_station_run(&R, &w, "--burn-fuses", "--units", "1", "--slot", sim.port,
+	fx_station_run(&R, &w, "--burn-fuses", "--yes", "--units", "1", "--slot", sim.port,
 		       "provision", NULL);
 	fx_devsim_stop(&sim);
 	cr_assert_eq(R.code, 0, "stdout:%s\nstderr:%s", R.out, R.err);
@@ -397,6 +397,7 @@ static void kill_after(const fx_world *w, fx_devsim *sims, int n, long delay_ms)
 	argv[argc++] = "--pin-file";
 	argv[argc++] = w->pinfile;
 	argv[argc++] = "--burn-fuses";
+	argv[argc++] = "--yes";
 	for (int i = 0; i < n; i++) {
 		argv[argc++] = "--slot";
 		argv[argc++] = sims[i].port;
@@ -464,7 +465,7 @@ Test(identity, crash_resume_and_close_leave_no_valid_non_pass_identity, .timeout
 		if (lot == 0) {
 			/* the first lot comes back: the unit in each programmer
 			 * is presented again */
-			fx_station_run(&R, &w, "--burn-fuses", "--units", "1", "--slot",
+			fx_station_run(&R, &w, "--burn-fuses", "--yes", "--units", "1", "--slot",
 				       sims[0].port, "--slot", sims[1].port, "--slot",
 				       sims[2].port, "provision", NULL);
 			cr_assert_lt(R.code, 2, "%s\n%s", R.out, R.err);

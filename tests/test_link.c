@@ -65,7 +65,7 @@ static void noisy_line(const char *rate, const char *seed, int units, int runs,
 	snprintf(args, sizeof(args), "--fault noise:%s --seed %s", rate, seed);
 	cr_assert_eq(fx_devsim_start(&sim, w.dir, "noisy", units, args), 0);
 	for (int i = 0; i < runs && pass < units; i++) {
-		fx_station_run(r, &w, "--json", "--burn-fuses", "--slot", sim.port,
+		fx_station_run(r, &w, "--json", "--burn-fuses", "--yes", "--slot", sim.port,
 			       "provision", NULL);
 		/* 0 all PASS, 1 a unit failed, 5 the link stopped the slot. */
 		cr_assert(r->code == 0 || r->code == 1 || r->code == 5,
@@ -116,7 +116,7 @@ Test(link, dropped_link_mid_unit_is_reported_and_resumable, .timeout = 120)
 	/* HELLO, IDENTIFY and KEYGEN replies fit in 300 bytes; the line dies
 	 * while the certificate is read back. */
 	cr_assert_eq(fx_devsim_start(&sim, w.dir, "prog", 1, "--fault drop:300"), 0);
-	fx_station_run(r, &w, "--json", "--burn-fuses", "--slot", sim.port,
+	fx_station_run(r, &w, "--json", "--burn-fuses", "--yes", "--slot", sim.port,
 		       "provision", NULL);
 	cr_assert_eq(r->code, 5, "exit %d\n%s\n%s", r->code, r->out, r->err);
 	fx_devsim_stop(&sim);
@@ -133,7 +133,7 @@ Test(link, dropped_link_mid_unit_is_reported_and_resumable, .timeout = 120)
 
 	/* Re-plug (same device state, healthy line) and run again. */
 	cr_assert_eq(fx_devsim_start(&sim, w.dir, "prog", 1, NULL), 0);
-	fx_station_run(r, &w, "--json", "--burn-fuses", "--slot", sim.port,
+	fx_station_run(r, &w, "--json", "--burn-fuses", "--yes", "--slot", sim.port,
 		       "provision", NULL);
 	cr_assert_eq(r->code, 0, "resume exit %d\n%s\n%s", r->code, r->out, r->err);
 	cr_assert_eq(check_rows(&w, sim.state_path, &fails), 1);
@@ -272,7 +272,7 @@ static int yield_run(const char *rate, const char *seed, int per_slot,
 			 seed, k);
 		cr_assert_eq(fx_devsim_start(&sim[k], w.dir, name, per_slot, args), 0);
 	}
-	fx_station_run(r, &w, "--json", "--burn-fuses", "--slot", sim[0].port,
+	fx_station_run(r, &w, "--json", "--burn-fuses", "--yes", "--slot", sim[0].port,
 		       "--slot", sim[1].port, "provision", NULL);
 	cr_assert(r->code == 0 || r->code == 1 || r->code == 5, "exit %d\n%s",
 		  r->code, r->err);
@@ -369,7 +369,7 @@ Test(link, lost_keygen_reply_is_asked_again_one_key_made, .timeout = 120)
 	cr_assert_not_null(r);
 	fx_world_init(&w, true, 300);
 	cr_assert_eq(fx_devsim_start(&sim, w.dir, "prog", 1, "--fault lose:KEYGEN"), 0);
-	fx_station_run(r, &w, "--json", "--burn-fuses", "--slot", sim.port,
+	fx_station_run(r, &w, "--json", "--burn-fuses", "--yes", "--slot", sim.port,
 		       "provision", NULL);
 	fx_devsim_stop(&sim);
 	cr_assert_eq(r->code, 0, "exit %d\n%s\n%s", r->code, r->out, r->err);
@@ -404,7 +404,7 @@ Test(link, v1_programmer_without_the_extension_still_works, .timeout = 120)
 	cr_assert_not_null(r);
 	fx_world_init(&w, true, 1000);
 	cr_assert_eq(fx_devsim_start(&sim, w.dir, "old", 2, "--link-caps 0"), 0);
-	fx_station_run(r, &w, "--json", "--burn-fuses", "--slot", sim.port,
+	fx_station_run(r, &w, "--json", "--burn-fuses", "--yes", "--slot", sim.port,
 		       "provision", NULL);
 	fx_devsim_stop(&sim);
 	cr_assert_eq(r->code, 0, "exit %d\n%s\n%s", r->code, r->out, r->err);
@@ -439,7 +439,7 @@ Test(link, mute_and_garbage_programmers_get_different_messages, .timeout = 120)
 	cr_assert_not_null(r);
 	fx_world_init(&w, true, 300);
 	cr_assert_eq(fx_devsim_start(&sim, w.dir, "mute", 1, "--fault mute"), 0);
-	fx_station_run(r, &w, "--burn-fuses", "--slot", sim.port, "provision", NULL);
+	fx_station_run(r, &w, "--burn-fuses", "--yes", "--slot", sim.port, "provision", NULL);
 	fx_devsim_stop(&sim);
 	cr_assert_eq(r->code, 5, "exit %d\n%s", r->code, r->err);
 	/* HELLO is asked every 100 ms for 2 s (more than 3 timeouts). */
@@ -452,7 +452,7 @@ Test(link, mute_and_garbage_programmers_get_different_messages, .timeout = 120)
 	cr_assert(!strstr(r->err, "noisy"), "%s", r->err);
 
 	cr_assert_eq(fx_devsim_start(&sim, w.dir, "junk", 1, "--fault garbage --seed j"), 0);
-	fx_station_run(r, &w, "--burn-fuses", "--slot", sim.port, "provision", NULL);
+	fx_station_run(r, &w, "--burn-fuses", "--yes", "--slot", sim.port, "provision", NULL);
 	fx_devsim_stop(&sim);
 	cr_assert_eq(r->code, 5, "exit %d\n%s", r->code, r->err);
 	snprintf(want, sizeof(want), "station: slot 1 (%s): programmer not usable: "

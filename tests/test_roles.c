@@ -297,7 +297,7 @@ Test(roles, reprovision_needs_a_supervisor_and_revokes_the_old_serial, .timeout 
 	pwfile(spw, &w, "sam");
 	cr_assert_eq(fx_devsim_start(&sim, w.dir, "prog", 1, "--seed r2"), 0);
 	fx_station_run(&r, &w, "--operator", "alice", "--password-file", apw,
-		       "--burn-fuses", "--slot", sim.port, "provision", NULL);
+		       "--burn-fuses", "--yes", "--slot", sim.port, "provision", NULL);
 	cr_assert_eq(r.code, 0, "stdout:%s\nstderr:%s", r.out, r.err);
 	fx_q_text(&w, "SELECT cert_serial FROM units WHERE state = 'PASS'", old_serial,
 	       sizeof(old_serial));
@@ -308,14 +308,14 @@ Test(roles, reprovision_needs_a_supervisor_and_revokes_the_old_serial, .timeout 
 	cr_assert_eq(fx_devsim_rewind(sim.state_path), 0);
 	cr_assert_eq(fx_devsim_start(&sim, w.dir, "prog", 1, "--seed r2"), 0);
 	fx_station_run(&r, &w, "--operator", "alice", "--password-file", apw,
-		       "--reprovision", "--reason", "RMA 7", "--burn-fuses", "--slot", sim.port,
+		       "--reprovision", "--reason", "RMA 7", "--burn-fuses", "--yes", "--slot", sim.port,
 		       "provision", NULL);
 	cr_assert_eq(r.code, 2, "%s", r.err);
 	cr_assert(strstr(r.err, "--supervisor NAME"), "%s", r.err);
 	/* an operator cannot: alice is not a supervisor */
 	fx_station_run(&r, &w, "--operator", "alice", "--password-file", apw,
 		       "--reprovision", "--reason", "RMA 7", "--supervisor", "alice",
-		       "--supervisor-password-file", apw, "--burn-fuses", "--slot", sim.port,
+		       "--supervisor-password-file", apw, "--burn-fuses", "--yes", "--slot", sim.port,
 		       "provision", NULL);
 	cr_assert_eq(r.code, 2, "%s", r.err);
 	cr_assert(strstr(r.err, "is not a supervisor"), "%s", r.err);
@@ -323,7 +323,7 @@ Test(roles, reprovision_needs_a_supervisor_and_revokes_the_old_serial, .timeout 
 	cr_assert_eq(fx_q_int(&w, "SELECT count(*) FROM revocations"), 0);
 	/* without --reprovision the device is skipped, as always */
 	fx_station_run(&r, &w, "--operator", "alice", "--password-file", apw,
-		       "--burn-fuses", "--slot", sim.port, "provision", NULL);
+		       "--burn-fuses", "--yes", "--slot", sim.port, "provision", NULL);
 	cr_assert_eq(r.code, 0, "%s", r.err);
 	cr_assert(strstr(r.err, "already provisioned"), "%s", r.err);
 	fx_devsim_stop(&sim);
@@ -334,7 +334,7 @@ Test(roles, reprovision_needs_a_supervisor_and_revokes_the_old_serial, .timeout 
 	fx_station_run(&r, &w, "--operator", "alice", "--password-file", apw,
 		       "--reprovision", "--reason", "RMA 7: key compromised",
 		       "--supervisor", "sam", "--supervisor-password-file", spw,
-		       "--burn-fuses", "--slot", sim.port, "provision", NULL);
+		       "--burn-fuses", "--yes", "--slot", sim.port, "provision", NULL);
 	cr_assert_eq(r.code, 0, "stdout:%s\nstderr:%s", r.out, r.err);
 	fx_devsim_stop(&sim);
 	cr_assert_eq(fx_count_units(&w, "PASS"), 2);
@@ -388,14 +388,14 @@ Test(roles, revocations_are_checked_both_ways_and_no_clean_crl_is_made, .timeout
 	pwfile(spw, &w, "sam");
 	cr_assert_eq(fx_devsim_start(&sim, w.dir, "prog", 1, "--seed r5"), 0);
 	fx_station_run(&r, &w, "--operator", "alice", "--password-file", apw,
-		       "--burn-fuses", "--slot", sim.port, "provision", NULL);
+		       "--burn-fuses", "--yes", "--slot", sim.port, "provision", NULL);
 	cr_assert_eq(r.code, 0, "stdout:%s\nstderr:%s", r.out, r.err);
 	fx_devsim_stop(&sim);
 	cr_assert_eq(fx_devsim_rewind(sim.state_path), 0);
 	cr_assert_eq(fx_devsim_start(&sim, w.dir, "prog", 1, "--seed r5"), 0);
 	fx_station_run(&r, &w, "--operator", "alice", "--password-file", apw,
 		       "--reprovision", "--reason", "RMA 8", "--supervisor", "sam",
-		       "--supervisor-password-file", spw, "--burn-fuses", "--slot", sim.port,
+		       "--supervisor-password-file", spw, "--burn-fuses", "--yes", "--slot", sim.port,
 		       "provision", NULL);
 	cr_assert_eq(r.code, 0, "stdout:%s\nstderr:%s", r.out, r.err);
 	fx_devsim_stop(&sim);
@@ -529,7 +529,7 @@ Test(roles, a_locked_device_is_not_reprovisioned, .timeout = 180)
 	pwfile(spw, &w, "sam");
 	cr_assert_eq(fx_devsim_start(&sim, w.dir, "prog", 1, "--seed l1"), 0);
 	fx_station_run(&r, &w, "--operator", "alice", "--password-file", apw,
-		       "--burn-fuses", "--slot", sim.port, "provision", NULL);
+		       "--burn-fuses", "--yes", "--slot", sim.port, "provision", NULL);
 	cr_assert_eq(r.code, 0, "stdout:%s\nstderr:%s", r.out, r.err);
 	fx_devsim_stop(&sim);
 	cr_assert_eq(fx_devsim_rewind(sim.state_path), 0);
@@ -581,7 +581,7 @@ Test(roles, quarantine_release_is_for_a_supervisor_with_a_reason, .timeout = 180
 	json_decref(st);
 	cr_assert_eq(fx_devsim_start(&sim, w.dir, "prog", 1, "--seed q1"), 0);
 	fx_station_run(&r, &w, "--operator", "alice", "--password-file", apw,
-		       "--burn-fuses", "--slot", sim.port, "provision", NULL);
+		       "--burn-fuses", "--yes", "--slot", sim.port, "provision", NULL);
 	cr_assert_eq(r.code, 1, "stdout:%s\nstderr:%s", r.out, r.err);
 	fx_devsim_stop(&sim);
 	fx_q_text(&w, "SELECT uid FROM units WHERE state = 'QUARANTINE'", uid, sizeof(uid));
@@ -627,7 +627,7 @@ Test(roles, quarantine_release_is_for_a_supervisor_with_a_reason, .timeout = 180
 	cr_assert_eq(fx_devsim_rewind(sim.state_path), 0);
 	cr_assert_eq(fx_devsim_start(&sim, w.dir, "prog", 1, "--seed q1"), 0);
 	fx_station_run(&r, &w, "--operator", "alice", "--password-file", apw,
-		       "--burn-fuses", "--slot", sim.port, "provision", NULL);
+		       "--burn-fuses", "--yes", "--slot", sim.port, "provision", NULL);
 	fx_devsim_stop(&sim);
 	cr_assert_null(strstr(r.err, "QUARANTINED on record"), "%s", r.err);
 	cr_assert_eq(fx_count_units(&w, NULL), 3, "the released unit was not looked at again");

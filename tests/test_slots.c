@@ -33,7 +33,7 @@ static void one_bad_slot(const char *fault, int bad_units)
 	cr_assert_eq(fx_devsim_start(&bad, w.dir, "bad", bad_units, fault), 0);
 	cr_assert_eq(fx_devsim_start(&a, w.dir, "a", GOOD_UNITS, "--seed A"), 0);
 	cr_assert_eq(fx_devsim_start(&b, w.dir, "b", GOOD_UNITS, "--seed B"), 0);
-	fx_station_run(&R, &w, "--json", "--burn-fuses", "--slot", bad.port,
+	fx_station_run(&R, &w, "--json", "--burn-fuses", "--yes", "--slot", bad.port,
 		       "--slot", a.port, "--slot", b.port, "provision", NULL);
 	/* 5: a programmer/link error stopped a slot */
 	cr_assert_eq(R.code, 5, "exit %d\n%s\n%s", R.code, R.out, R.err);
@@ -97,7 +97,7 @@ Test(slots, unit_json_has_step_times, .timeout = 120)
 
 	fx_world_init(&w, true, 1500);
 	cr_assert_eq(fx_devsim_start(&a, w.dir, "a", 2, "--seed T"), 0);
-	fx_station_run(&R, &w, "--json", "--burn-fuses", "--slot", a.port,
+	fx_station_run(&R, &w, "--json", "--burn-fuses", "--yes", "--slot", a.port,
 		       "provision", NULL);
 	cr_assert_eq(R.code, 0, "exit %d\n%s\n%s", R.code, R.out, R.err);
 	units = fx_json_events(R.out, "unit");

@@ -51,7 +51,7 @@ Test(station, provisions_three_units_end_to_end, .timeout = 120)
 
 	fx_world_init(&w, true, 700);
 	cr_assert_eq(fx_devsim_start(&sim, w.dir, "prog1", 3, NULL), 0);
-	fx_station_run(&r, &w, "--json", "--burn-fuses", "--slot", sim.port, "provision", NULL);
+	fx_station_run(&r, &w, "--json", "--burn-fuses", "--yes", "--slot", sim.port, "provision", NULL);
 	cr_assert_eq(r.code, 0, "provision exit %d\nstdout:%s\nstderr:%s", r.code, r.out, r.err);
 	units = fx_json_events(r.out, "unit");
 	cr_assert_eq(json_array_size(units), 3, "expected 3 unit events: %s", r.out);
@@ -97,7 +97,7 @@ Test(station, two_slots_in_parallel_and_no_second_identity, .timeout = 120)
 	fx_world_init(&w, true, 700);
 	cr_assert_eq(fx_devsim_start(&a, w.dir, "progA", 2, "--seed A"), 0);
 	cr_assert_eq(fx_devsim_start(&b, w.dir, "progB", 2, "--seed B"), 0);
-	fx_station_run(&r, &w, "--burn-fuses", "--slot", a.port, "--slot", b.port,
+	fx_station_run(&r, &w, "--burn-fuses", "--yes", "--slot", a.port, "--slot", b.port,
 		       "provision", NULL);
 	cr_assert_eq(r.code, 0, "stdout:%s\nstderr:%s", r.out, r.err);
 	cr_assert_eq(fx_count_units(&w, "PASS"), 4);
@@ -107,7 +107,7 @@ Test(station, two_slots_in_parallel_and_no_second_identity, .timeout = 120)
 	/* The same units again (state kept): refused a second identity. */
 	cr_assert_eq(fx_devsim_rewind(a.state_path), 0);
 	cr_assert_eq(fx_devsim_start(&a, w.dir, "progA", 2, "--seed A"), 0);
-	fx_station_run(&r, &w, "--burn-fuses", "--slot", a.port, "provision", NULL);
+	fx_station_run(&r, &w, "--burn-fuses", "--yes", "--slot", a.port, "provision", NULL);
 	cr_assert_eq(r.code, 0, "stdout:%s\nstderr:%s", r.out, r.err);
 	cr_assert(strstr(r.err, "already provisioned"), "%s", r.err);
 	cr_assert(strstr(r.out, "2 skipped"), "%s", r.out);
@@ -126,7 +126,7 @@ Test(station, same_device_id_in_two_slots_gets_one_identity, .timeout = 60)
 	/* Same seed: both programmers hold units with the same IDs (clones). */
 	cr_assert_eq(fx_devsim_start(&a, w.dir, "progA", 1, "--seed clone"), 0);
 	cr_assert_eq(fx_devsim_start(&b, w.dir, "progB", 1, "--seed clone"), 0);
-	fx_station_run(&r, &w, "--burn-fuses", "--slot", a.port, "--slot", b.port,
+	fx_station_run(&r, &w, "--burn-fuses", "--yes", "--slot", a.port, "--slot", b.port,
 		       "provision", NULL);
 	cr_assert_eq(fx_count_units(&w, "PASS"), 1, "stdout:%s\nstderr:%s", r.out, r.err);
 	/* Either both were identified at once (the second is refused as a
@@ -185,7 +185,7 @@ Test(station, other_fuse_value_quarantines_and_never_burns, .timeout = 60)
 	cr_assert_eq(json_dump_file(st, sim.state_path, 0), 0);
 	json_decref(st);
 	cr_assert_eq(fx_devsim_start(&sim, w.dir, "prog1", 1, NULL), 0);
-	fx_station_run(&r, &w, "--burn-fuses", "--slot", sim.port, "provision", NULL);
+	fx_station_run(&r, &w, "--burn-fuses", "--yes", "--slot", sim.port, "provision", NULL);
 	cr_assert_eq(r.code, 1, "stdout:%s\nstderr:%s", r.out, r.err);
 	cr_assert(strstr(r.out, "QUARANTINE"), "%s", r.out);
 	cr_assert_eq(fx_count_units(&w, "QUARANTINE"), 1);
@@ -205,7 +205,7 @@ Test(station, wrong_pin_is_refused_and_records_nothing, .timeout = 60)
 	fx_world_init(&w, true, 700);
 	cr_assert_eq(fx_devsim_start(&sim, w.dir, "prog1", 1, NULL), 0);
 	fx_write_file(w.pinfile, "99999999\n");
-	fx_station_run(&r, &w, "--burn-fuses", "--slot", sim.port, "provision", NULL);
+	fx_station_run(&r, &w, "--burn-fuses", "--yes", "--slot", sim.port, "provision", NULL);
 	cr_assert_eq(r.code, 3, "stderr:%s", r.err);
 	cr_assert(strstr(r.err, "wrong PIN"), "%s", r.err);
 	cr_assert_null(strstr(r.err, "99999999"), "the PIN was printed");
@@ -237,7 +237,7 @@ Test(station, silent_programmer_times_out_naming_slot_and_port, .timeout = 60)
 
 	fx_world_init(&w, true, 700);
 	cr_assert_eq(fx_devsim_start(&sim, w.dir, "prog1", 1, "--fault mute"), 0);
-	fx_station_run(&r, &w, "--burn-fuses", "--slot", sim.port, "provision", NULL);
+	fx_station_run(&r, &w, "--burn-fuses", "--yes", "--slot", sim.port, "provision", NULL);
 	cr_assert_eq(r.code, 5, "stderr:%s", r.err);
 	cr_assert(strstr(r.err, "slot 1"), "%s", r.err);
 	cr_assert(strstr(r.err, sim.port), "%s", r.err);
@@ -255,7 +255,7 @@ Test(station, garbage_from_the_port_is_a_clear_error, .timeout = 60)
 
 	fx_world_init(&w, true, 700);
 	cr_assert_eq(fx_devsim_start(&sim, w.dir, "prog1", 1, "--fault garbage"), 0);
-	fx_station_run(&r, &w, "--burn-fuses", "--slot", sim.port, "provision", NULL);
+	fx_station_run(&r, &w, "--burn-fuses", "--yes", "--slot", sim.port, "provision", NULL);
 	cr_assert_eq(r.code, 5, "stderr:%s", r.err);
 	cr_assert(strstr(r.err, "slot 1"), "%s", r.err);
 	cr_assert(strstr(r.err, "malformed"), "%s", r.err);

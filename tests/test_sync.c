@@ -193,10 +193,10 @@ Test(sync, two_stations_arrive_complete_and_in_order, .timeout = 240)
 	cr_assert_eq(fx_devsim_start(&sa, a.dir, "prog", 3, "--seed st1"), 0);
 	cr_assert_eq(fx_devsim_start(&sb, b.dir, "prog", 3, "--seed st2"), 0);
 	use(&a);
-	fx_station_run(r, &a, "--burn-fuses", "--slot", sa.port, "provision", NULL);
+	fx_station_run(r, &a, "--burn-fuses", "--yes", "--slot", sa.port, "provision", NULL);
 	cr_assert_eq(r->code, 0, "A: %s", r->err);
 	use(&b);
-	fx_station_run(r, &b, "--burn-fuses", "--slot", sb.port, "provision", NULL);
+	fx_station_run(r, &b, "--burn-fuses", "--yes", "--slot", sb.port, "provision", NULL);
 	cr_assert_eq(r->code, 0, "B: %s", r->err);
 
 	use(&a);
@@ -326,7 +326,7 @@ Test(sync, same_device_at_two_stations_is_an_alert_at_both_ends, .timeout = 240)
 	fx_devsim_stop(&sa);
 	cr_assert_eq(fx_devsim_rewind(sa.state_path), 0);
 	cr_assert_eq(fx_devsim_start(&sa, a.dir, "prog", 2, "--seed same"), 0);
-	fx_station_run(r, &a, "--burn-fuses", "--slot", sa.port, "provision", NULL);
+	fx_station_run(r, &a, "--burn-fuses", "--yes", "--slot", sa.port, "provision", NULL);
 	cr_assert_eq(r->code, 0, "A armed: %s%s", r->out, r->err);
 	cr_assert_eq(fx_count_units(&a, "PASS"), 2, "%s", r->out);
 	fx_station_run(r, &a, "records", "sync", "--once", NULL);
@@ -501,10 +501,10 @@ Test(sync, quota_is_shared_by_two_stations_running_at_once, .timeout = 300)
 	cr_assert_eq(r->code, 0, "%s", r->err);
 	cr_assert(strstr(r->out, "central database"), "%s", r->out);
 	/* B only knows it from the central database */
-	pa = spawn(&a, "prov", "--burn-fuses", "--slot", sa.port, "--work-order",
+	pa = spawn(&a, "prov", "--burn-fuses", "--yes", "--slot", sa.port, "--work-order",
 		   "WO-7", "provision", NULL);
 	use(&b);
-	pb = spawn(&b, "prov", "--burn-fuses", "--slot", sb.port, "--work-order",
+	pb = spawn(&b, "prov", "--burn-fuses", "--yes", "--slot", sb.port, "--work-order",
 		   "WO-7", "provision", NULL);
 	ca = reap(pa);
 	cb = reap(pb);
@@ -575,7 +575,7 @@ Test(sync, offline_allowance_policy_continues_then_stops, .timeout = 240)
 		       "10", NULL);
 	cr_assert_eq(r->code, 0, "%s", r->err);
 	/* online: one unit, and two more pre-reserved for offline work */
-	fx_station_run(r, &a, "--burn-fuses", "--slot", sa.port, "--work-order",
+	fx_station_run(r, &a, "--burn-fuses", "--yes", "--slot", sa.port, "--work-order",
 		       "WO-3", "--units", "1", "provision", NULL);
 	cr_assert_eq(r->code, 0, "%s", r->err);
 	cr_assert_eq(fx_pg_num(&pg, "SELECT reserved FROM work_orders WHERE id = 'WO-3'"), 3);
@@ -584,7 +584,7 @@ Test(sync, offline_allowance_policy_continues_then_stops, .timeout = 240)
 	/* offline, two slots asking at once: the two pre-reserved units
 	 * between them, then a clear stop */
 	cr_assert_eq(fx_pg_stop(&pg, "fast"), 0);
-	fx_station_run(r, &a, "--burn-fuses", "--slot", sa.port, "--slot", sb.port,
+	fx_station_run(r, &a, "--burn-fuses", "--yes", "--slot", sa.port, "--slot", sb.port,
 		       "--work-order", "WO-3", "provision", NULL);
 	cr_assert_eq(r->code, 4, "%s", r->err);
 	cr_assert(strstr(r->err, "allowance for work order WO-3 is used up (2 of 2)"),

@@ -167,7 +167,7 @@ Test(tpm2, provisions_a_tpm_end_to_end_then_skips_it, .timeout = 120)
 	json_t *u;
 
 	world_init(&w);
-	fx_station_run(&r, &w.fx, "--json", "--burn-fuses", "--slot", w.slot, "provision", NULL);
+	fx_station_run(&r, &w.fx, "--json", "--burn-fuses", "--yes", "--slot", w.slot, "provision", NULL);
 	cr_assert_eq(r.code, 0, "provision exit %d\nstdout:%s\nstderr:%s", r.code, r.out, r.err);
 	u = the_unit(r.out);
 	cr_assert_str_eq(jstr(u, "result"), "PASS");
@@ -192,7 +192,7 @@ Test(tpm2, provisions_a_tpm_end_to_end_then_skips_it, .timeout = 120)
 	json_decref(u);
 
 	/* A second run: PASS on record, the TPM is not given a second identity. */
-	fx_station_run(&r, &w.fx, "--burn-fuses", "--slot", w.slot, "provision", NULL);
+	fx_station_run(&r, &w.fx, "--burn-fuses", "--yes", "--slot", w.slot, "provision", NULL);
 	cr_assert_eq(r.code, 0, "stdout:%s\nstderr:%s", r.out, r.err);
 	cr_assert(strstr(r.err, "already provisioned"), "%s", r.err);
 	cr_assert(strstr(r.out, "1 skipped"), "%s", r.out);
@@ -227,7 +227,7 @@ Test(tpm2, unarmed_tpm_is_unfused_then_an_armed_run_finishes_it, .timeout = 150)
 	cr_assert(rc != 0 || !strstr(out, "written"), "root of trust written unarmed: %s",
 		  out);
 
-	fx_station_run(&r, &w.fx, "--json", "--burn-fuses", "--slot", w.slot, "provision",
+	fx_station_run(&r, &w.fx, "--json", "--burn-fuses", "--yes", "--slot", w.slot, "provision",
 		       NULL);
 	cr_assert_eq(r.code, 0, "stdout:%s\nstderr:%s", r.out, r.err);
 	u = the_unit(r.out);
@@ -269,7 +269,7 @@ Test(tpm2, root_of_trust_locked_with_another_hash_is_quarantined, .timeout = 120
 		"2>&1 && tpm2_nvwrite " ROT_NV " -C o -i '%s' 2>&1 && "
 		"tpm2_nvwritelock " ROT_NV " -C o 2>&1", other), 0,
 		"pre-locking the index failed: %s", out);
-	fx_station_run(&r, &w.fx, "--json", "--burn-fuses", "--slot", w.slot, "provision", NULL);
+	fx_station_run(&r, &w.fx, "--json", "--burn-fuses", "--yes", "--slot", w.slot, "provision", NULL);
 	cr_assert_eq(r.code, 1, "stdout:%s\nstderr:%s", r.out, r.err);
 	u = the_unit(r.out);
 	cr_assert_str_eq(jstr(u, "result"), "QUARANTINE", "%s", r.out);
@@ -299,7 +299,7 @@ static void kill_and_resume(uint32_t cc, const char *step_text)
 	world_init(&w);
 	cr_assert_eq(fx_swtpm_relay(&w.tpm, cc), 0);
 	snprintf(slot, sizeof(slot), "tpm2:%s", w.tpm.relay_tcti);
-	fx_station_run(&r, &w.fx, "--json", "--burn-fuses", "--slot", slot, "provision", NULL);
+	fx_station_run(&r, &w.fx, "--json", "--burn-fuses", "--yes", "--slot", slot, "provision", NULL);
 	cr_assert_eq(r.code, 5, "stdout:%s\nstderr:%s", r.out, r.err);
 	cr_assert(strstr(r.out, "slot 1"), "%s", r.out);
 	cr_assert(strstr(r.out, "stopped answering"), "%s", r.out);
@@ -318,7 +318,7 @@ static void kill_and_resume(uint32_t cc, const char *step_text)
 		cr_assert(has_attr(attrs, "written") && !has_attr(attrs, "writelocked"),
 			  "%s", attrs);
 	}
-	fx_station_run(&r, &w.fx, "--json", "--burn-fuses", "--slot", w.slot, "provision", NULL);
+	fx_station_run(&r, &w.fx, "--json", "--burn-fuses", "--yes", "--slot", w.slot, "provision", NULL);
 	cr_assert_eq(r.code, 0, "stdout:%s\nstderr:%s", r.out, r.err);
 	u = the_unit(r.out);
 	cr_assert_str_eq(jstr(u, "result"), "PASS");
@@ -353,14 +353,14 @@ Test(tpm2, handles_from_the_uri_and_a_bad_option_is_a_clear_error, .timeout = 12
 
 	world_init(&w);
 	snprintf(slot, sizeof(slot), "%s?colour=blue", w.slot);
-	fx_station_run(&r, &w.fx, "--burn-fuses", "--slot", slot, "provision", NULL);
+	fx_station_run(&r, &w.fx, "--burn-fuses", "--yes", "--slot", slot, "provision", NULL);
 	cr_assert_eq(r.code, 5, "stdout:%s\nstderr:%s", r.out, r.err);
 	cr_assert(strstr(r.err, "unknown option 'colour=blue'"), "%s", r.err);
 	cr_assert_eq(fx_count_units(&w.fx, NULL), 0);
 
 	snprintf(slot, sizeof(slot), "%s?key=0x81020007&cert_nv=0x01c20000&rot_nv=0x01c20001",
 		 w.slot);
-	fx_station_run(&r, &w.fx, "--burn-fuses", "--slot", slot, "provision", NULL);
+	fx_station_run(&r, &w.fx, "--burn-fuses", "--yes", "--slot", slot, "provision", NULL);
 	cr_assert_eq(r.code, 0, "stdout:%s\nstderr:%s", r.out, r.err);
 	check_tpm_identity(&w, "0x81020007", "0x01c20000");
 	nv_attrs(&w, "0x01c20001", attrs, sizeof(attrs));
@@ -378,14 +378,14 @@ Test(tpm2, handles_from_the_profile_and_a_contradicting_slot_is_refused, .timeou
 		"tpm2: { key_handle = 0x81020009; cert_nv = 0x01c30000; rot_nv = 0x01c30001; };\n");
 	/* The slot may not move the identity the product profile placed. */
 	snprintf(slot, sizeof(slot), "%s?key=0x81020001", w.slot);
-	fx_station_run(&r, &w.fx, "--burn-fuses", "--slot", slot, "provision", NULL);
+	fx_station_run(&r, &w.fx, "--burn-fuses", "--yes", "--slot", slot, "provision", NULL);
 	cr_assert_eq(r.code, 5, "stdout:%s\nstderr:%s", r.out, r.err);
 	cr_assert(strstr(r.err, "the product profile says 0x81020009"), "%s", r.err);
 	cr_assert_eq(fx_count_units(&w.fx, NULL), 0);
 	/* Repeating the profile's value is fine; the identity lands where the
 	 * profile says (checked with tpm2-tools). */
 	snprintf(slot, sizeof(slot), "%s?rot_nv=0x01c30001", w.slot);
-	fx_station_run(&r, &w.fx, "--burn-fuses", "--slot", slot, "provision", NULL);
+	fx_station_run(&r, &w.fx, "--burn-fuses", "--yes", "--slot", slot, "provision", NULL);
 	cr_assert_eq(r.code, 0, "stdout:%s\nstderr:%s", r.out, r.err);
 	check_tpm_identity(&w, "0x81020009", "0x01c30000");
 	nv_attrs(&w, "0x01c30001", attrs, sizeof(attrs));
@@ -399,7 +399,7 @@ Test(tpm2, profile_with_a_bad_tpm2_handle_is_a_usage_error, .timeout = 60)
 	fx_run r;
 
 	world_init_profile(&w, PROFILE "tpm2: { key_handle = 0x01020009; };\n");
-	fx_station_run(&r, &w.fx, "--burn-fuses", "--slot", w.slot, "provision", NULL);
+	fx_station_run(&r, &w.fx, "--burn-fuses", "--yes", "--slot", w.slot, "provision", NULL);
 	cr_assert_eq(r.code, 2, "stdout:%s\nstderr:%s", r.out, r.err);
 	cr_assert(strstr(r.err, "'tpm2.key_handle' must be a persistent handle"), "%s", r.err);
 	cr_assert_eq(fx_count_units(&w.fx, NULL), 0);
@@ -413,7 +413,7 @@ Test(tpm2, tpm_not_running_is_a_clear_slot_error, .timeout = 120)
 
 	world_init(&w);
 	fx_swtpm_stop(&w.tpm);
-	fx_station_run(&r, &w.fx, "--burn-fuses", "--slot", w.slot, "provision", NULL);
+	fx_station_run(&r, &w.fx, "--burn-fuses", "--yes", "--slot", w.slot, "provision", NULL);
 	cr_assert_eq(r.code, 5, "stdout:%s\nstderr:%s", r.out, r.err);
 	cr_assert(strstr(r.err, "cannot reach the TPM at swtpm:host=127.0.0.1"), "%s", r.err);
 	cr_assert(strstr(r.err, "slot 1"), "%s", r.err);
@@ -431,7 +431,7 @@ Test(tpm2, owner_password_set_fails_the_unit_with_a_hint, .timeout = 120)
 	world_init(&w);
 	cr_assert_eq(fx_swtpm_sh(&w.tpm, out, sizeof(out),
 				 "tpm2_changeauth -c o not-empty 2>&1"), 0, "%s", out);
-	fx_station_run(&r, &w.fx, "--json", "--burn-fuses", "--slot", w.slot, "provision", NULL);
+	fx_station_run(&r, &w.fx, "--json", "--burn-fuses", "--yes", "--slot", w.slot, "provision", NULL);
 	cr_assert_eq(r.code, 1, "stdout:%s\nstderr:%s", r.out, r.err);
 	u = the_unit(r.out);
 	cr_assert_str_eq(jstr(u, "result"), "FAIL");

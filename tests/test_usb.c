@@ -174,7 +174,7 @@ Test(usb, station_provisions_a_unit_over_usb, .timeout = 120)
 	fx_world_init(&w, true, 2000);
 	state_path(st, sizeof(st), w.dir, "usbprog");
 	cr_assert_eq(fx_usbsim_plug(u, 1, st, 2, "SP-0042"), 0);
-	fx_station_run(r, &w, "--json", "--burn-fuses", "--units", "1", "--slot",
+	fx_station_run(r, &w, "--json", "--burn-fuses", "--yes", "--units", "1", "--slot",
 		       "usb:1209:5354?serial=SP-0042", "provision", NULL);
 	cr_assert_eq(r->code, 0, "provision exit %d\nstdout:%s\nstderr:%s", r->code,
 		     r->out, r->err);
@@ -432,7 +432,7 @@ Test(usb, devsim_usb_mode_serves_the_station_binary, .timeout = 120)
 		}
 		execl(devsim, devsim, "--usb", "SP-CLI", "--state", st, "--units", "1",
 		      "--", station, "--config", w.conf, "--pin-file", w.pinfile,
-		      "--burn-fuses", "--slot", "usb:1209:5354?serial=SP-CLI",
+		      "--burn-fuses", "--yes", "--slot", "usb:1209:5354?serial=SP-CLI",
 		      "provision", (char *)NULL);
 		_exit(127);
 	}
@@ -515,7 +515,7 @@ static int wait_exit(pid_t pid)
 
 Test(usb, slot_appears_when_its_programmer_is_plugged, .timeout = 120)
 {
-	static const char *const args[] = { "--plug-wait", "60", "--burn-fuses",
+	static const char *const args[] = { "--plug-wait", "60", "--burn-fuses", "--yes",
 		"--slot", "usb:1209:5354?serial=SP-LATE", "provision", NULL };
 	fx_usbsim *u = fx_usbsim_new();
 	fx_world w;
@@ -542,7 +542,7 @@ Test(usb, slot_appears_when_its_programmer_is_plugged, .timeout = 120)
 
 Test(usb, unplugged_mid_unit_then_replugged_resumes_the_unit, .timeout = 120)
 {
-	static const char *const args[] = { "--plug-wait", "60", "--burn-fuses",
+	static const char *const args[] = { "--plug-wait", "60", "--burn-fuses", "--yes",
 		"--slot", "usb:1209:5354?serial=SP-BACK", "provision", NULL };
 	fx_usbsim *u = fx_usbsim_new();
 	fx_world w;
