@@ -51,6 +51,93 @@ char *ui_escape_dup(const char *s)
 	return out;
 }
 
+/* Length of the valid UTF-8 sequence at s of a printable character that
+ * is neither a control (C0, DEL, C1) nor outside Unicode, else 0; *cp
+ * gets the code point. */
+static size_t utf8_printable(const unsigned char *s, unsigned *cp)
+{
+	size_t n = s[0] >= 0xf0 && s[0] < 0xf5 ? 4 : s[0] >= 0xe0 ? 3 : s[0] >= 0xc2 ? 2 : 0;
+	unsigned c;
+
+	if (s[0] >= 0xf5 || n == 0)
+		return 0;
+	c = s[0] & (0x7f >> n);
+	for (size_t i = 1; i < n; i++) {
+		if ((s[i] & 0xc0) != 0x80)
+			return 0;
+		c = c << 6 | (s[i] & 0x3f);
+	}
+	/* overlong forms, surrogates, C1 controls, beyond U+10FFFF */
+	if ((n == 3 && c < 0x800) || (n == 4 && (c < 0x10000 || c > 0x10ffff)) ||
+	    (c >= 0xd800 && c <= 0xdfff) || (c >= 0x80 && c < 0xa0))
+		return 0;
+	*cp = c;
+	return n;
+}
+
+char *ui_text_dup(const char *s, bool utf8)
+{
+	const unsigned char *c;
+	char *out, *p;
+	unsigned cp;
+
+	if (!s)
+		return NULL;
+	out = malloc(strlen(s) * 4 + 1);
+	if (!out)
+		return NULL;
+	p = out;
+	for (c = (const unsigned char *)s; *c;) {
+		size_t n = *c >= 0x80 ? utf8_printable(c, &cp) : 0;
+
+		if (*c >= 0x20 && *c < 0x7f) {
+			*p++ = (char)*c++;
+		} else if (n && utf8) {
+			memcpy(p, c, n);
+			p += n;
+			c += n;
+		} else if (n && (cp == 0x2013 || cp == 0x2014)) {
+			*p++ = '-';   /* an ASCII terminal: our dashes as '-' */
+			c += n;
+		} else {
+			p += sprintf(p, "\\x%02x", *c++);
+		}
+	}
+	*p = '\0';
+	return out;
+}
+
+enum ui_verdict ui_verdict_of(const char *result)
+{
+	static const struct { const char *word; enum ui_verdict v; } t[] = {
+		{ "PASS", V_PASS }, { "UNFUSED", V_UNFUSED },
+		{ "QUARANTINE", V_QUARANTINE }, { "FAIL", V_FAIL },
+	};
+
+	for (size_t i = 0; result && i < ST_ARRAY_SIZE(t); i++)
+		if (!strcmp(result, t[i].word))
+			return t[i].v;
+	return V_FAIL;
+}
+
+/* A step's outcome word ("ok", "fail", "skip", "wait") as the panel's mark. */
+static enum ui_step_state outcome_of(const char *outcome)
+{
+	if (outcome && !strcmp(outcome, "ok"))
+		return STP_OK;
+	if (outcome && !strcmp(outcome, "fail"))
+		return STP_FAIL;
+	return STP_SKIP;
+}
+
+/* Is this the step the engine announces when it looked up a unit's history
+ * (and, with outcome "skip", did not provision it)? */
+static bool is_history_skip(const struct ui_ev *e)
+{
+	return e->step && !strcmp(e->step, "history") && e->outcome &&
+	       !strcmp(e->outcome, "skip");
+}
+
 static void ev_free(struct ui_ev *e)
 {
 	if (!e)
@@ -78,11 +165,14 @@ static void on_event(const st_event *ev, void *ctx)
 	e->kind = ev->kind;
 	e->slot = ev->slot;
 	e->err = ev->err;
+	e->cause = ev->cause;
 	e->elapsed_ms = ev->elapsed_ms;
 	e->uid = ui_escape_dup(ev->uid);
 	e->step = ui_escape_dup(ev->step);
 	e->outcome = ui_escape_dup(ev->outcome);
-	e->detail = ui_escape_dup(ev->detail);
+	/* the engine's words (our em-dash stays); device strings in them
+	 * were made printable by the driver, and controls are escaped here */
+	e->detail = ui_text_dup(ev->detail, q->utf8);
 	e->result = ui_escape_dup(ev->result);
 	e->cert_serial = ui_escape_dup(ev->cert_serial);
 	e->fuses = ui_escape_dup(ev->fuses);
@@ -163,7 +253,25 @@ static int step_index(const struct ui *u, const char *name)
 	return -1;
 }
 
-/* Fold one engine event into what the screen shows. */
+/* A full work order's counts for its panel ("work order complete (N/N)"). */
+static void quota_counts(struct ui *u, struct ui_slot *s)
+{
+	st_workorder_info wi;
+	st_rec_step step;
+	char err[256];
+
+	s->quota = s->quota_done = -1;
+	if (u->work_order[0] && !st_records_workorder_get(u->cfg, u->work_order, &wi, &step,
+							   err, sizeof(err))) {
+		s->quota = wi.quota;
+		s->quota_done = wi.pass + wi.running;
+	}
+}
+
+/* Fold one engine event into what the screen shows.  A unit's verdict
+ * stays on its panel until the next unit starts: events after it (the
+ * programmer unplugged, the slot idle, a retried unit not provisioned)
+ * add to it, they do not clear it. */
 static void apply(struct ui *u, const struct ui_ev *e)
 {
 	struct ui_slot *s;
@@ -178,36 +286,75 @@ static void apply(struct ui *u, const struct ui_ev *e)
 	s = &u->slots[e->slot - 1];
 	switch (e->kind) {
 	case ST_EV_SLOT_READY:
-		s->state = SL_IDLE;
+		if (s->state != SL_VERDICT && s->state != SL_HELD)
+			s->state = SL_IDLE;
+		s->slot_cause = ST_CAUSE_NONE;
+		s->stopped = false;
+		s->ready = true;
 		snprintf(s->note, sizeof(s->note), "programmer ready (%s)",
 			 e->detail ? e->detail : "?");
 		ui_log(u, "slot %d %s: programmer ready (%s)", e->slot, s->port,
 		       e->detail ? e->detail : "?");
 		break;
 	case ST_EV_SLOT_IDLE:
-		/* The last verdict or error stays up until the next unit. */
-		if (s->state != SL_VERDICT && s->state != SL_ERROR)
+		/* The last verdict or error stays up until the next unit; a held
+		 * unit the operator decided on keeps its verdict. */
+		if (s->state == SL_HELD)
+			s->state = SL_VERDICT;
+		else if (s->state != SL_VERDICT && s->state != SL_ERROR)
 			s->state = SL_IDLE;
+		s->stopped = e->detail && !strncmp(e->detail, "stopped", 7);
+		s->ready = !s->stopped;
 		snprintf(s->note, sizeof(s->note), "%s", e->detail ? e->detail : "");
 		ui_log(u, "slot %d: %s", e->slot, e->detail ? e->detail : "idle");
 		break;
 	case ST_EV_UNIT_START:
 		s->state = SL_BUSY;
+		s->ready = false;
 		snprintf(s->uid, sizeof(s->uid), "%s", e->uid ? e->uid : "");
 		memset(s->steps, 0, sizeof(s->steps));
-		s->verdict[0] = s->reason[0] = s->note[0] = '\0';
-		s->t0 = st_now_ms();
+		s->verdict = V_NONE;
+		s->cause = s->slot_cause = ST_CAUSE_NONE;
+		s->skipped = false;
+		s->reason[0] = s->note[0] = s->failed_step[0] = '\0';
+		s->t0 = s->step_t0 = st_now_ms();
 		s->elapsed_ms = 0;
 		ui_log(u, "slot %d: unit %s started", e->slot, s->uid);
 		break;
 	case ST_EV_STEP:
 		i = step_index(u, e->step ? e->step : "");
 		if (i >= 0)
-			s->steps[i] = !strcmp(e->outcome, "ok") ? STP_OK :
-				      !strcmp(e->outcome, "fail") ? STP_FAIL : STP_SKIP;
+			s->steps[i] = (unsigned char)outcome_of(e->outcome);
+		if (outcome_of(e->outcome) == STP_FAIL && e->step)
+			snprintf(s->failed_step, sizeof(s->failed_step), "%s", e->step);
+		s->step_t0 = st_now_ms();
 		if (e->step && !strcmp(e->step, "history")) {
+			bool same = e->uid && !strcmp(e->uid, s->uid) && s->verdict != V_NONE;
+
 			snprintf(s->uid, sizeof(s->uid), "%s", e->uid ? e->uid : "");
 			snprintf(s->note, sizeof(s->note), "%s", e->detail ? e->detail : "");
+			if (is_history_skip(e)) {
+				/* Not provisioned, as its records say: the unit
+				 * still ends with a verdict on its panel (the one
+				 * it had, when this is the same unit retried). */
+				s->state = SL_VERDICT;
+				s->ready = false;
+				s->skipped = true;
+				s->slot_cause = ST_CAUSE_NONE;
+				if (!same) {
+					s->verdict = e->cause == ST_CAUSE_QUARANTINED ?
+						     V_QUARANTINE : e->cause ==
+						     ST_CAUSE_ALREADY_UNFUSED ? V_UNFUSED :
+						     e->cause == ST_CAUSE_ALREADY_PASS ?
+						     V_PASS : V_FAIL;
+					s->elapsed_ms = 0;
+				}
+				/* a clone retried is still a clone */
+				if (!same || s->cause != ST_CAUSE_CLONE)
+					s->cause = e->cause;
+				snprintf(s->reason, sizeof(s->reason), "%s",
+					 e->detail ? e->detail : "");
+			}
 		}
 		ui_log(u, "slot %d: %s %s %s", e->slot, e->step ? e->step : "?",
 		       e->outcome ? e->outcome : "?", e->detail ? e->detail : "");
@@ -216,18 +363,21 @@ static void apply(struct ui *u, const struct ui_ev *e)
 		u->sync_at = 0;    /* one more event to sync: read the lag again */
 		s->state = SL_VERDICT;
 		snprintf(s->uid, sizeof(s->uid), "%s", e->uid ? e->uid : "");
-		snprintf(s->verdict, sizeof(s->verdict), "%s", e->result ? e->result : "FAIL");
+		s->verdict = ui_verdict_of(e->result);
+		s->cause = e->cause;
+		s->slot_cause = ST_CAUSE_NONE;
+		s->skipped = false;
 		snprintf(s->reason, sizeof(s->reason), "%s", e->detail ? e->detail : "");
 		s->note[0] = '\0';
 		s->elapsed_ms = e->elapsed_ms;
-		if (!strcmp(s->verdict, "PASS"))
-			u->pass++;
-		else if (!strcmp(s->verdict, "UNFUSED"))
-			u->unfused++;  /* good, not locked: not a failure */
-		else if (!strcmp(s->verdict, "QUARANTINE"))
-			u->quarantine++;
-		else
-			u->fail++;
+		switch (s->verdict) {
+		case V_PASS: u->pass++; break;
+		case V_UNFUSED: u->unfused++; break;  /* good, not locked */
+		case V_QUARANTINE: u->quarantine++; break;
+		default: u->fail++; break;
+		}
+		if (u->bell_on_fail && (s->verdict == V_FAIL || s->verdict == V_QUARANTINE))
+			beep();
 		{
 			struct ui_recent *r = &u->recent[u->nrecent % UI_RECENT];
 			time_t t = time(NULL);
@@ -237,7 +387,7 @@ static void apply(struct ui *u, const struct ui_ev *e)
 			strftime(r->when, sizeof(r->when), "%H:%M:%S", &tm);
 			r->slot = e->slot;
 			memcpy(r->uid, s->uid, sizeof(r->uid));
-			memcpy(r->result, s->verdict, sizeof(r->result));
+			r->result = s->verdict;
 			snprintf(r->serial, sizeof(r->serial), "%s",
 				 e->cert_serial ? e->cert_serial : "-");
 			snprintf(r->fuses, sizeof(r->fuses), "%s", e->fuses ? e->fuses : "-");
@@ -245,19 +395,39 @@ static void apply(struct ui *u, const struct ui_ev *e)
 			r->ms = e->elapsed_ms;
 			u->nrecent++;
 		}
-		ui_log(u, "slot %d: unit %s %s%s%s (recorded)", e->slot, s->uid, s->verdict,
-		       s->reason[0] ? ": " : "", s->reason);
+		ui_log(u, "slot %d: unit %s %s%s%s (recorded)", e->slot, s->uid,
+		       ui_verdict_word(s->verdict), s->reason[0] ? ": " : "", s->reason);
 		break;
 	case ST_EV_UNIT_HELD:
 		s->state = SL_HELD;
+		s->ready = false;
+		if (e->cause)
+			s->cause = e->cause;
 		snprintf(s->note, sizeof(s->note), "%s", e->detail ? e->detail : "");
 		ui_log(u, "slot %d: unit %s held: %s", e->slot, s->uid, s->note);
 		break;
 	case ST_EV_SLOT_ERROR:
-		s->state = SL_ERROR;
-		snprintf(s->verdict, sizeof(s->verdict), "ERROR");
-		snprintf(s->reason, sizeof(s->reason), "%s", e->detail ? e->detail : "");
-		ui_log(u, "slot %d: ERROR %s", e->slot, s->reason);
+		if (e->cause == ST_CAUSE_QUOTA_FULL) {
+			/* the normal end of a batch, not an error */
+			s->state = SL_ERROR;
+			s->verdict = V_NONE;
+			s->cause = ST_CAUSE_QUOTA_FULL;
+			quota_counts(u, s);
+		} else if (s->state == SL_VERDICT || s->state == SL_HELD) {
+			/* the unit's verdict stays; the slot's trouble is
+			 * what to act on now */
+			s->slot_cause = e->cause ? e->cause : ST_CAUSE_LINK;
+		} else {
+			s->state = SL_ERROR;
+			s->verdict = V_NONE;
+			s->cause = e->cause ? e->cause : ST_CAUSE_LINK;
+		}
+		snprintf(s->reason + (s->state == SL_ERROR ? 0 : strlen(s->reason)),
+			 sizeof(s->reason) - (s->state == SL_ERROR ? 0 : strlen(s->reason)),
+			 "%s%s", s->state == SL_ERROR || !s->reason[0] ? "" : "; then: ",
+			 e->detail ? e->detail : "");
+		ui_log(u, "slot %d: %s %s", e->slot, e->cause == ST_CAUSE_QUOTA_FULL ?
+		       "work order complete:" : "ERROR", e->detail ? e->detail : "");
 		break;
 	case ST_EV_SLOT_DONE:
 		if (s->state != SL_ERROR && s->state != SL_VERDICT)
@@ -315,7 +485,10 @@ static void start_run(struct ui *u)
 		struct ui_slot *s = &u->slots[i];
 
 		s->state = SL_IDLE;
-		s->verdict[0] = s->reason[0] = s->uid[0] = '\0';
+		s->verdict = V_NONE;
+		s->cause = s->slot_cause = ST_CAUSE_NONE;
+		s->stopped = s->skipped = false;
+		s->reason[0] = s->uid[0] = '\0';
 		snprintf(s->note, sizeof(s->note), "opening the programmer");
 	}
 	/* with the work order's shared quota when there is a sync group */
@@ -530,7 +703,7 @@ static void slot_cmd(struct ui *u, st_cmd cmd, const char *what)
 		return;
 	}
 	if (cmd == ST_CMD_RETRY && u->slots[u->sel].state == SL_HELD)
-		ui_log(u, "slot %d: a QUARANTINE unit is not retried: set it aside (k or x)",
+		ui_log(u, "slot %d: a QUARANTINE unit is not retried: put it aside, then press k",
 		       u->sel + 1);
 	else if (cmd == ST_CMD_STOP && u->slots[u->sel].state == SL_HELD)
 		ui_log(u, "slot %d: decide the unit first (r retry, k skip, x quarantine), "
@@ -558,12 +731,20 @@ static void key_main(struct ui *u, int k)
 		u->sel = (u->sel + u->o->nslots - 1) % u->o->nslots;
 		break;
 	case 's':
-		if (s->state == SL_ERROR || !strncmp(s->note, "stopped", 7))
+		if (s->state == SL_ERROR || s->stopped || s->slot_cause) {
 			slot_cmd(u, ST_CMD_START, "start");
-		else
+			s->slot_cause = ST_CAUSE_NONE;
+		} else {
 			slot_cmd(u, ST_CMD_STOP, "stop");
+		}
 		if (u->rh && s->state == SL_ERROR)
 			s->state = SL_IDLE;
+		break;
+	case 'd': case '\n': case '\r': case KEY_ENTER:
+		/* the unit view: the engine's whole words for this slot */
+		show_msg(u, false, M_MAIN, "Slot %d, unit %s: %s", u->sel + 1,
+			 s->uid[0] ? s->uid : "-", s->reason[0] ? s->reason :
+			 s->note[0] ? s->note : "nothing to report");
 		break;
 	case 'r':
 		slot_cmd(u, ST_CMD_RETRY, "retry");
@@ -726,6 +907,7 @@ static void key(struct ui *u, int k)
 		break;
 	case M_MSG:
 		u->mode = u->after_msg;
+		u->msg[0] = '\0';
 		break;
 	case M_MAIN:
 		key_main(u, k);
@@ -855,6 +1037,7 @@ int ui_main(const ui_opts *o)
 	block_winch(SIG_BLOCK);
 	setlocale(LC_ALL, "");
 	u->utf8 = !strcmp(nl_langinfo(CODESET), "UTF-8");
+	u->q.utf8 = u->utf8;
 	ui_log(u, "station tui started (pid %d): %d slot(s), log %s", (int)getpid(),
 	       o->nslots, o->log_path);
 	scr = newterm(NULL, stdout, stdin);
