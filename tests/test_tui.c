@@ -591,9 +591,10 @@ Test(tui, fuse_conflict_shows_quarantine_reason_and_q_asks, .timeout = 120)
 	finish(&w, &sim, 1);
 }
 
-/* A work order the records do not know: the slots do not start (nothing
- * is provisioned outside a work order's quota), the operator is told how
- * to create it, and nothing is recorded as a unit. */
+/* A work order the records do not know is checked when it is scanned,
+ * before the arming question: the slots do not start (nothing is
+ * provisioned outside a work order's quota), the operator is told, and
+ * nothing is recorded as a unit. */
 Test(tui, unknown_work_order_is_refused, .timeout = 120)
 {
 	struct world w;
@@ -608,14 +609,20 @@ Test(tui, unknown_work_order_is_refused, .timeout = 120)
 	type(&w, PIN, true);
 	expect(&w, "Work order:");
 	type(&w, "WO-NONE", true);
-	expect(&w, "Burn fuses for this work order? [y/N]");
-	type(&w, "n", false);
-	expect(&w, "Cannot start the slots");
-	expect(&w, "does not exist");
+	expect(&w, "Work order WO-NONE does not exist");
+	cr_assert_null(strstr(w.screen, "Burn fuses"), "asked to arm an unknown work "
+		       "order:\n%s", w.screen);
+	/* no operator list here: a supervisor creates it outside */
+	cr_assert(strstr(w.screen, "station records workorder create"), "%s", w.screen);
 	cr_assert_eq(count_units(&w, NULL), 0, "a unit was recorded");
 	type(&w, " ", false);
 	expect(&w, "Work order:");
-	tmux(&w, NULL, 0, "send-keys", "-t", "main", "Escape", NULL);
+	/* a known one goes on to the question */
+	type(&w, "WO-4711", true);
+	expect(&w, "Burn fuses for this work order? [y/N]");
+	type(&w, "n", false);
+	expect(&w, "not armed");
+	type(&w, "q", false);
 	expect(&w, "STATION-EXIT=0");
 	finish(&w, &sim, 1);
 }
@@ -1255,4 +1262,67 @@ Test(tui, clone_says_what_to_do_and_a_retry_ends_with_a_verdict, .timeout = 180)
 	type(&w, "q", false);
 	expect(&w, "STATION-EXIT=0");
 	finish(&w, sims, 4);
+}
+
+/* A supervisor creates an unknown work order from the UI: an operator is
+ * refused (on record), the supervisor's creation is a signed event and
+ * the run takes its units from the new quota. */
+Test(tui, supervisor_creates_an_unknown_work_order, .timeout = 180)
+{
+	struct world w;
+	fx_devsim sim;
+	char buf[65536];
+
+	world_init(&w);
+	roles_init(&w);
+	start_sims(&w, &sim, 1, 1);
+	tui_start(&w, 80, 24, &sim, 1);
+	expect(&w, "Operator login");
+	type(&w, "alice", true);
+	expect(&w, "PIN:");
+	type(&w, PIN, true);
+	expect(&w, "Password:");
+	type(&w, "alice-secret-1", true);
+	expect(&w, "Work order:");
+	type(&w, "WO-NEW7", true);
+	expect(&w, "Work order WO-NEW7 does not exist");
+	cr_assert_null(strstr(w.screen, "Burn fuses"), "%s", w.screen);
+	type(&w, "c", false);
+	expect(&w, "Quota:");
+	type(&w, "lots", true);
+	expect(&w, "is not a number of units");
+	type(&w, "3", true);
+	expect(&w, "Supervisor:");
+	type(&w, "alice", true);
+	expect(&w, "Password:");
+	type(&w, "alice-secret-1", true);
+	expect(&w, "Supervisor refused");
+	cr_assert_eq(q_int(&w, "SELECT count(*) FROM work_orders WHERE id = 'WO-NEW7'"), 0);
+	type(&w, " ", false);
+	expect(&w, "Work order:");
+	type(&w, "WO-NEW7", true);
+	expect(&w, "does not exist");
+	type(&w, "c", false);
+	expect(&w, "Quota:");
+	type(&w, "3", true);
+	expect(&w, "Supervisor:");
+	type(&w, "sam", true);
+	expect(&w, "Password:");
+	type(&w, "sam-secret-22", true);
+	expect(&w, "Burn fuses for this work order? [y/N]");
+	cr_assert_null(strstr(w.screen, "sam-secret-22"), "shown:\n%s", w.screen);
+	cr_assert_eq(q_int(&w, "SELECT count(*) FROM work_orders WHERE id = 'WO-NEW7' "
+			   "AND quota = 3"), 1);
+	type(&w, "y", false);
+	expect(&w, "PASS 1  FAIL 0");
+	cr_assert_eq(q_int(&w, "SELECT count(*) FROM units WHERE work_order = 'WO-NEW7' "
+			   "AND state = 'PASS'"), 1);
+	cr_assert_eq(q_int(&w, "SELECT count(*) FROM events WHERE sig IS NULL"), 0);
+	log_text(&w, buf, sizeof(buf));
+	cr_assert_not_null(strstr(buf, "work order WO-NEW7 created by supervisor sam"), "%s",
+			   buf);
+	cr_assert_null(strstr(buf, "sam-secret-22"), "a password is in the log");
+	type(&w, "q", false);
+	expect(&w, "STATION-EXIT=0");
+	finish(&w, &sim, 1);
 }

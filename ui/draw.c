@@ -788,6 +788,9 @@ static const char *help_text(const struct ui *u)
 	case M_REL_UID: case M_REL_WHY: case M_REL_SUP: return " Type, Enter   Esc cancel";
 	case M_REL_PW: return " Type the password (not shown), Enter   Esc cancel";
 	case M_WO: return " Scan or type the work order, Enter";
+	case M_WO_NEW: return " c a supervisor creates it   any other key: scan another";
+	case M_WO_QUOTA: case M_WO_SUP: return " Type, Enter   Esc cancel";
+	case M_WO_PW: return " Type the password (not shown), Enter   Esc cancel";
 	case M_ARM: return " y arm fuse burning   n / Enter: do not burn";
 	case M_QUIT: return " y quit   n / Enter: stay";
 	case M_MSG: return " any key: continue";
@@ -893,6 +896,31 @@ void ui_draw(struct ui *u)
 	case M_WO:
 		dialog(u, "Work order", "Scan the work order barcode (or type it), then Enter.",
 		       "Work order:", u->in, NULL);
+		curs_set(1);
+		break;
+	case M_WO_NEW:
+		snprintf(text, sizeof(text), "Work order %s does not exist. %s", u->wo_new,
+			 u->cfg->operators_path ? "A supervisor can create it now: press c. "
+			 "Any other key: scan another." : "A supervisor creates it "
+			 "('station records workorder create'); any key: scan another.");
+		dialog(u, "Unknown work order", text, NULL, NULL, NULL);
+		break;
+	case M_WO_QUOTA:
+		snprintf(text, sizeof(text), "Work order %s: how many units may it "
+			 "provision?", u->wo_new);
+		dialog(u, "New work order", text, "Quota:", u->in, u->msg);
+		curs_set(1);
+		break;
+	case M_WO_SUP:
+		snprintf(text, sizeof(text), "A supervisor creates work order %s (quota "
+			 "%ld): name, then password.", u->wo_new, u->wo_quota);
+		dialog(u, "New work order", text, "Supervisor:", u->in, NULL);
+		curs_set(1);
+		break;
+	case M_WO_PW:
+		snprintf(text, sizeof(text), "Supervisor %s: your password. It is not "
+			 "shown as you type.", u->rel_sup);
+		dialog(u, "New work order", text, "Password:", "", NULL);
 		curs_set(1);
 		break;
 	case M_ARM:

@@ -603,6 +603,89 @@ static void do_release(struct ui *u)
 		 (long long)id);
 }
 
+/* The work order just scanned (u->wo_new), checked at once, before the
+ * arming question: an unknown one is offered for a supervisor to create,
+ * a full one is said to be complete; a usable one goes on to arming. */
+static void wo_check(struct ui *u)
+{
+	st_rec_step step = 0;
+	char err[512] = "";
+	int rc = st_records_workorder_get(u->cfg, u->wo_new, &u->wo_info, &step, err,
+					  sizeof(err));
+	const st_workorder_info *i = &u->wo_info;
+
+	if (rc == ST_E_NOTFOUND && step == ST_REC_STEP_OP) {
+		ui_log(u, "work order %s does not exist", u->wo_new);
+		u->msg[0] = '\0';
+		u->mode = M_WO_NEW;
+		return;
+	}
+	if (rc) {
+		ui_log(u, "work order %s cannot be checked: %s", u->wo_new, err);
+		show_msg(u, true, M_WO, "Work order %s cannot be checked: %s", u->wo_new, err);
+		return;
+	}
+	if (i->quota >= 0 && i->pass + i->running >= i->quota) {
+		ui_log(u, "work order %s is complete (%ld/%ld)", u->wo_new,
+		       i->pass + i->running, i->quota);
+		show_msg(u, false, M_WO, "Work order %s is complete (%ld/%ld): scan the "
+			 "next work order.", u->wo_new, i->pass + i->running, i->quota);
+		return;
+	}
+	u->mode = M_ARM;
+}
+
+/* A supervisor creates the unknown work order u->wo_new with u->wo_quota:
+ * authenticated now against the signed operator list (the refusal on
+ * record), the work order created as a signed event, as `station records
+ * workorder create` does; then on to arming. */
+static void wo_create(struct ui *u)
+{
+	char why[600], recerr[512], err[1024] = "";
+	st_rec_step step = 0;
+	bool attached = false, central = false;
+	int rc;
+
+	if (!u->rh) {
+		if (st_station_audit_attach(u->o->st, err, sizeof(err))) {
+			st_wipe(u->pin, sizeof(u->pin));
+			u->pinlen = 0;
+			show_msg(u, true, M_WO, "Work order not created: the audit key is "
+				 "not available (%s)", err);
+			return;
+		}
+		attached = true;
+	}
+	rc = st_station_authenticate(u->o->st, u->rel_sup, u->pin, u->pinlen,
+				     ST_ROLE_SUPERVISOR, true, why, sizeof(why),
+				     recerr, sizeof(recerr));
+	st_wipe(u->pin, sizeof(u->pin));
+	u->pinlen = 0;
+	if (attached)
+		st_station_audit_detach(u->o->st);
+	if (rc) {
+		ui_log(u, "supervisor %s refused: %s", u->rel_sup, why);
+		if (recerr[0])
+			ui_log(u, "the refusal could not be recorded: %s", recerr);
+		show_msg(u, true, M_WO, "Supervisor refused: %s. Work order %s was not "
+			 "created.", why, u->wo_new);
+		return;
+	}
+	rc = st_central_workorder_put(u->o->st, u->wo_new, u->wo_quota, &central, err,
+				      sizeof(err));
+	if (!rc)
+		rc = st_records_workorder_create(u->o->st, u->cfg, u->wo_new, u->wo_quota,
+						 &step, err, sizeof(err));
+	if (rc) {
+		ui_log(u, "work order %s not created: %s", u->wo_new, err);
+		show_msg(u, true, M_WO, "Work order %s not created: %s", u->wo_new, err);
+		return;
+	}
+	ui_log(u, "work order %s created by supervisor %s (quota %ld)%s", u->wo_new,
+	       u->rel_sup, u->wo_quota, central ? ", also centrally" : "");
+	wo_check(u);
+}
+
 /* Back to the name: log out of the HSM (a wrong operator password). */
 static void logout(struct ui *u)
 {
@@ -883,8 +966,52 @@ static void key(struct ui *u, int k)
 			u->in[0] = '\0';
 			u->inlen = 0;
 			ui_log(u, "work order %s scanned by %s", u->wo_new, u->operator_name);
-			u->mode = M_ARM;
+			wo_check(u);
 		}
+		break;
+	case M_WO_NEW:   /* unknown: c a supervisor creates it, else back */
+		if ((k == 'c' || k == 'C') && u->cfg->operators_path) {
+			u->mode = M_WO_QUOTA;
+		} else {
+			u->mode = M_WO;
+		}
+		break;
+	case M_WO_QUOTA:
+	case M_WO_SUP:
+		if (k == 27) {
+			u->in[0] = '\0';
+			u->inlen = 0;
+			u->msg[0] = '\0';
+			u->mode = M_WO;
+		} else if (edit_line(u, k) && u->inlen) {
+			if (u->mode == M_WO_QUOTA) {
+				char *end;
+				long q = strtol(u->in, &end, 10);
+
+				if (*end || q < 1) {
+					snprintf(u->msg, sizeof(u->msg), "'%s' is not a number of "
+						 "units: type the quota (1 or more)", u->in);
+					u->msg_error = true;
+				} else {
+					u->wo_quota = q;
+					u->msg[0] = '\0';
+					u->mode = M_WO_SUP;
+				}
+			} else {
+				snprintf(u->rel_sup, sizeof(u->rel_sup), "%s", u->in);
+				u->msg[0] = '\0';
+				u->mode = M_WO_PW;
+			}
+			u->in[0] = '\0';
+			u->inlen = 0;
+		}
+		break;
+	case M_WO_PW:
+		k = edit_secret(u, k);
+		if (k < 0)
+			u->mode = M_WO;
+		else if (k)
+			wo_create(u);
 		break;
 	case M_ARM:
 		if (ui_busy_slots(u)) {  /* a unit started meanwhile: not now */

@@ -81,6 +81,8 @@ struct ui_recent {
 };
 
 enum ui_mode { M_NAME, M_PIN, M_OPPW, M_WO, M_ARM, M_MAIN, M_QUIT, M_MSG,
+	       /* an unknown work order, created by a supervisor (docs/tui.md) */
+	       M_WO_NEW, M_WO_QUOTA, M_WO_SUP, M_WO_PW,
 	       /* a supervisor releases a quarantined unit (docs/roles.md) */
 	       M_REL_UID, M_REL_WHY, M_REL_SUP, M_REL_PW };
 
