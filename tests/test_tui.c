@@ -621,7 +621,7 @@ Test(tui, unknown_work_order_is_refused, .timeout = 120)
 	type(&w, "WO-4711", true);
 	expect(&w, "Burn fuses for this work order? [y/N]");
 	type(&w, "n", false);
-	expect(&w, "not armed");
+	expect(&w, "PASS 0  UNFUSED 1");
 	type(&w, "q", false);
 	expect(&w, "STATION-EXIT=0");
 	finish(&w, &sim, 1);
