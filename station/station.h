@@ -53,6 +53,7 @@ typedef struct st_config {
 	char *operators_path;  /* roles.operators: the signed operator list */
 	bool roles_require;    /* roles.require: every run needs an
 				* authenticated operator */
+	bool ui_bell_on_fail;  /* ui.bell_on_fail: the TUI beeps on FAIL */
 } st_config;
 
 /* Load cfg from path (NULL: defaults only), checked against the documented

@@ -1184,6 +1184,7 @@ int ui_main(const ui_opts *o)
 	set_escdelay(25);
 	curs_set(0);
 	u->color = has_colors() && !(nc && *nc);
+	u->bell_on_fail = u->cfg->ui_bell_on_fail;
 	if (u->color)
 		ui_colors(u);
 	u->mode = M_NAME;
