@@ -375,6 +375,16 @@ const char *hsm_pin_warning(hsm *h)
 	return NULL;
 }
 
+int hsm_pin_counter(hsm *h)
+{
+	CK_TOKEN_INFO ti;
+
+	if (!h || !h->fl || h->fl->C_GetTokenInfo(h->slot, &ti) != CKR_OK)
+		return 0;
+	return ti.flags & CKF_USER_PIN_LOCKED ? 3 : ti.flags & CKF_USER_PIN_FINAL_TRY ? 2 :
+	       ti.flags & CKF_USER_PIN_COUNT_LOW ? 1 : 0;
+}
+
 /* A session per worker: PKCS#11 sessions carry operation state (SignInit
  * then Sign), so they cannot be shared between threads. */
 int hsm_session_open(hsm *h, hsm_session **out)

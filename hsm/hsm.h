@@ -41,6 +41,10 @@ int hsm_login(hsm *h, const char *pin, size_t pinlen);
  * token reports the user PIN count low or the final try). */
 const char *hsm_pin_warning(hsm *h);
 
+/* The user PIN's counter as the token reports it: 0 none, 1 count low,
+ * 2 final try, 3 locked (read fresh; 0 when it cannot be read). */
+int hsm_pin_counter(hsm *h);
+
 /* Open a new read-write session on the token (logged-in state is shared by
  * all sessions of the application).  One per worker thread. */
 int hsm_session_open(hsm *h, hsm_session **out);

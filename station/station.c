@@ -110,6 +110,11 @@ const char *st_station_pin_warning(const st_station *st)
 	return st->h ? hsm_pin_warning(st->h) : NULL;
 }
 
+st_pin_state st_station_pin_state(const st_station *st)
+{
+	return st->h ? (st_pin_state)hsm_pin_counter(st->h) : ST_PIN_OK;
+}
+
 bool st_station_logged_in(const st_station *st)
 {
 	return st->h && st->logged_in;

@@ -399,6 +399,14 @@ int st_station_hsm_auth(st_station *st, const char *pin, size_t pinlen,
 			char *err, size_t errlen);
 /* The token's PIN-count warning, or NULL (also NULL with no token open). */
 const char *st_station_pin_warning(const st_station *st);
+/* The user PIN's counter as the open token reports it (CKF_USER_PIN_*). */
+typedef enum st_pin_state {
+	ST_PIN_OK,           /* nothing reported (or no token open) */
+	ST_PIN_COUNT_LOW,    /* a wrong PIN was entered: few attempts left */
+	ST_PIN_FINAL_TRY,    /* the next wrong PIN locks it */
+	ST_PIN_LOCKED,       /* locked: the security officer must reset it */
+} st_pin_state;
+st_pin_state st_station_pin_state(const st_station *st);
 bool st_station_logged_in(const st_station *st);
 /* Close the HSM (a wrong operator password: back to the name). */
 void st_station_logout(st_station *st);

@@ -1326,3 +1326,37 @@ Test(tui, supervisor_creates_an_unknown_work_order, .timeout = 180)
 	expect(&w, "STATION-EXIT=0");
 	finish(&w, &sim, 1);
 }
+
+/* A wrong PIN: the token's counter is shown (SoftHSM reports
+ * CKF_USER_PIN_COUNT_LOW after one), and the UI stops asking before a try
+ * that may lock the token: not a third PIN, not after a new name either. */
+Test(tui, wrong_pin_shows_the_counter_and_stops_before_the_final_try, .timeout = 120)
+{
+	struct world w;
+	fx_devsim sim;
+
+	world_init(&w);
+	start_sims(&w, &sim, 1, 1);
+	tui_start(&w, 80, 24, &sim, 1);
+	expect(&w, "Operator login");
+	type(&w, "alice", true);
+	expect(&w, "PIN:");
+	type(&w, "99999999", true);
+	expect(&w, "few attempts left");
+	expect(&w, "type the PIN again");
+	type(&w, "99999998", true);
+	expect(&w, "does not ask for the PIN");
+	cr_assert_null(strstr(w.screen, "PIN:"), "asked again:\n%s", w.screen);
+	type(&w, " ", false);
+	expect(&w, "Operator login");
+	type(&w, "bob", true);
+	expect(&w, "does not ask for the PIN");
+	cr_assert_null(strstr(w.screen, "PIN:"), "asked again:\n%s", w.screen);
+	cr_assert(strstr(w.screen, "not logged in"), "%s", w.screen);
+	type(&w, " ", false);
+	expect(&w, "Operator login");
+	tmux(&w, NULL, 0, "send-keys", "-t", "main", "Escape", NULL);
+	expect(&w, "STATION-EXIT=0");
+	assert_log_has_no_pin(&w);
+	finish(&w, &sim, 1);
+}

@@ -694,6 +694,46 @@ static void logout(struct ui *u)
 	u->op_auth = false;
 }
 
+/* The token's PIN counter in words (docs/tui.md). */
+static const char *pin_state_text(int s)
+{
+	switch (s) {
+	case ST_PIN_COUNT_LOW: return "few attempts left";
+	case ST_PIN_FINAL_TRY: return "one attempt left before the PIN locks";
+	case ST_PIN_LOCKED: return "the PIN is locked";
+	}
+	return "";
+}
+
+/* Should the UI stop asking for the PIN?  Before the token's final try
+ * (or once it is locked), and after UI_PIN_TRIES wrong PINs here (a token
+ * that reports no counter may lock on the next one): then it says so. */
+static bool pin_stop(struct ui *u)
+{
+	if (u->pin_state < ST_PIN_FINAL_TRY && u->pin_tries < UI_PIN_TRIES)
+		return false;
+	ui_log(u, "PIN not asked again (%d wrong here%s%s)", u->pin_tries,
+	       u->pin_state ? "; " : "", pin_state_text(u->pin_state));
+	show_msg(u, true, M_NAME, "%s%sThe station does not ask for the PIN of token '%s' "
+		 "again: one more wrong PIN may lock it and stop the line. A "
+		 "supervisor checks the PIN (or has the security officer reset it), "
+		 "then restart the station.", u->pin_tries ? "Wrong PIN. " : "",
+		 u->pin_state >= ST_PIN_FINAL_TRY ? "The token has one attempt left "
+		 "or is locked. " : "", u->cfg->token_label);
+	return true;
+}
+
+/* Before the PIN is asked: the token's counter now (opened and closed
+ * again), so a token at its final try is not tried. */
+static void pin_precheck(struct ui *u)
+{
+	char err[512];
+
+	if (!st_station_hsm_open(u->o->st, err, sizeof(err)))
+		u->pin_state = (int)st_station_pin_state(u->o->st);
+	st_station_logout(u->o->st);
+}
+
 /* The operator pressed Enter on the PIN: open the HSM session. */
 static void do_login(struct ui *u)
 {
@@ -704,17 +744,30 @@ static void do_login(struct ui *u)
 	snprintf(u->msg, sizeof(u->msg), "Logging in to token '%s'...",
 		 u->cfg->token_label);
 	ui_draw(u);
-	rc = st_station_login(u->o->st, u->pin, u->pinlen, err, sizeof(err));
+	rc = st_station_hsm_open(u->o->st, err, sizeof(err));
+	if (!rc)
+		rc = st_station_hsm_auth(u->o->st, u->pin, u->pinlen, err, sizeof(err));
 	st_wipe(u->pin, sizeof(u->pin));
 	u->pinlen = 0;
 	u->msg[0] = '\0';
 	if (rc) {
-		ui_log(u, "login of %s refused: %s", u->operator_name, err);
-		snprintf(u->msg, sizeof(u->msg), "%s%s", err, rc == ST_E_PIN ?
+		u->pin_state = (int)st_station_pin_state(u->o->st);
+		st_station_logout(u->o->st);
+		if (rc == ST_E_PIN)
+			u->pin_tries++;
+		ui_log(u, "login of %s refused: %s%s%s", u->operator_name, err,
+		       u->pin_state ? "; " : "", pin_state_text(u->pin_state));
+		if (rc == ST_E_PIN && pin_stop(u))
+			return;
+		/* plain words here; the PKCS#11 detail is in the log */
+		snprintf(u->msg, sizeof(u->msg), "%s%s%s%s%s", rc == ST_E_PIN ? "wrong PIN" :
+			 err, u->pin_state ? " (token: " : "", pin_state_text(u->pin_state),
+			 u->pin_state ? ")" : "", rc == ST_E_PIN ?
 			 ": type the PIN again (Esc: change the name)" : "");
 		u->msg_error = true;
 		return;
 	}
+	u->pin_state = ST_PIN_OK;
 	u->logged_in = true;
 	ui_log(u, "operator %s logged in to token '%s'", u->operator_name,
 	       u->cfg->token_label);
@@ -905,7 +958,13 @@ static void key(struct ui *u, int k)
 			u->in[0] = '\0';
 			u->inlen = 0;
 			u->msg[0] = '\0';
-			u->mode = M_PIN;
+			pin_precheck(u);
+			if (!pin_stop(u)) {
+				u->mode = M_PIN;
+				snprintf(u->msg, sizeof(u->msg), "%s%s", u->pin_state ?
+					 "token: " : "", pin_state_text(u->pin_state));
+				u->msg_error = true;
+			}
 		}
 		break;
 	case M_PIN:

@@ -13,6 +13,7 @@
 #define UI_MAX_STEPS 12
 #define UI_IN_MAX 64
 #define UI_SYNC_MS 2000   /* how often the header reads the sync lag */
+#define UI_PIN_TRIES 2    /* wrong PINs before the UI stops asking */
 
 /* One engine event copied for the UI thread; strings are escaped copies. */
 struct ui_ev {
