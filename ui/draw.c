@@ -612,7 +612,11 @@ static void panel(struct ui *u, int i, int y, int x, int h, int w)
 	}
 	if (s->state == SL_BUSY) {
 		int rows = last - row + 1, bar = iw - 8;
-		int64_t el = st_now_ms() - s->t0;
+		int64_t el = st_now_ms() - s->t0, sel_ms = st_now_ms() - s->step_t0;
+		char cur_s[24] = "";   /* a long step (a burn) shows its own time */
+
+		if (sel_ms >= 1000)
+			snprintf(cur_s, sizeof(cur_s), " %llds", (long long)(sel_ms / 1000));
 
 		if (rows >= u->nsteps + 2) {
 			for (int k = 0; k < u->nsteps && row <= last - 2; k++) {
@@ -623,11 +627,12 @@ static void panel(struct ui *u, int i, int y, int x, int h, int w)
 
 				put(row++, x + 1, iw, k == cur ? col(u, C_BUSY, A_REVERSE) | A_BOLD :
 				    s->steps[k] == STP_OK ? col(u, C_PASS, A_NORMAL) : A_NORMAL,
-				    "%s %-*s", mark, iw - 2, u->steps[k]);
+				    "%s %s%-*s", mark, u->steps[k], iw - 2 - (int)strlen(u->steps[k]),
+				    k == cur ? cur_s : "");
 			}
 		} else if (row <= last) {
-			put(row++, x + 1, iw, col(u, C_BUSY, A_BOLD), "> %s",
-			    cur >= 0 ? u->steps[cur] : "finishing");
+			put(row++, x + 1, iw, col(u, C_BUSY, A_BOLD), "> %s%s",
+			    cur >= 0 ? u->steps[cur] : "finishing", cur_s);
 		}
 		if (row <= last && bar > 2) {
 			int fill = u->nsteps ? bar * done / u->nsteps : 0;
