@@ -381,11 +381,12 @@ static int reprovision(struct worker *w, struct unit *u, int64_t id)
 }
 
 /* Say why the unit is not provisioned (a "history skip" event). */
-static int not_admitted(struct worker *w, struct unit *u, const char *why)
+static int not_admitted(struct worker *w, struct unit *u, st_cause cause,
+			const char *why)
 {
 	st_event ev = { .kind = ST_EV_STEP, .uid = u->info.uid_hex,
 			.step = ST_STEP_HISTORY, .outcome = ST_OUTCOME_SKIP,
-			.detail = why };
+			.detail = why, .cause = cause };
 
 	emit(w, &ev);
 	return ADMIT_SKIP;
@@ -431,7 +432,7 @@ int next_unit(struct worker *w, struct unit *u)
 		rc = reprovision(w, u, id);
 	if (rc == ST_OK) {
 		w->sum.skipped++;
-		return not_admitted(w, u, "already provisioned (PASS on record): not "
+		return not_admitted(w, u, ST_CAUSE_ALREADY_PASS, "already provisioned (PASS on record): not "
 				    "given a second identity; remove the unit");
 	}
 	pthread_mutex_lock(&((struct job *)w->job)->rec_order);
@@ -447,7 +448,7 @@ int next_unit(struct worker *w, struct unit *u)
 			 "--burn-fuses to burn its fuses and lock it", (long long)id);
 		pthread_mutex_unlock(&((struct job *)w->job)->rec_order);
 		w->sum.skipped++;
-		return not_admitted(w, u, why);
+		return not_admitted(w, u, ST_CAUSE_ALREADY_UNFUSED, why);
 	}
 	if (rc == ST_OK && ended && lv == ST_VERDICT_QUARANTINE) {
 		snprintf(why, sizeof(why), "QUARANTINED on record (unit record %lld): "
@@ -455,7 +456,7 @@ int next_unit(struct worker *w, struct unit *u)
 			 "set the unit aside", (long long)id);
 		pthread_mutex_unlock(&((struct job *)w->job)->rec_order);
 		w->sum.quarantine++;
-		return not_admitted(w, u, why);
+		return not_admitted(w, u, ST_CAUSE_QUARANTINED, why);
 	}
 	if (rc == ST_OK && !ended && !is_live(w, id)) {
 		if (u->hist.fuses.pending[0]) {
@@ -541,7 +542,7 @@ int begin_unit(struct worker *w, struct unit *u)
 	if (rc == ST_E_STATE && job->run->work_order) {
 		/* the work order's quota is taken: a normal end */
 		st_event qe = { .kind = ST_EV_SLOT_ERROR, .err = rc,
-				.uid = u->info.uid_hex,
+				.cause = ST_CAUSE_QUOTA_FULL, .uid = u->info.uid_hex,
 				.detail = qn.detail[0] ? qn.detail :
 					  rec_errmsg(job->rec) };
 

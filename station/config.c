@@ -165,6 +165,7 @@ static int config_parse(const char *path, st_config *cfg, bool check_files,
 	cfg->retries = retries ? (int)retries : -1;
 	cfg->burn_fuses = st_schema_bool(&c, CFG, "defaults.burn_fuses");
 	cfg->roles_require = st_schema_bool(&c, CFG, "roles.require");
+	cfg->ui_bell_on_fail = st_schema_bool(&c, CFG, "ui.bell_on_fail");
 	cfg->units = (int)st_schema_int(&c, CFG, "defaults.units");
 	cfg->plug_wait_ms = (int)st_schema_int(&c, CFG, "defaults.plug_wait_s") * 1000;
 	rc = parse_slots(&c, path, cfg, pl);

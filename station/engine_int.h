@@ -107,6 +107,7 @@ struct unit {
 	st_verdict result;
 	st_fuses fuses;
 	int err;
+	st_cause cause;       /* why it did not pass, as a class (st_event) */
 	bool stop_slot;       /* the link or the records failed: end this slot */
 	bool stop_said;       /* ...and that was already reported (slot error) */
 	bool hsm_lost;        /* the HSM session or token went away */
@@ -161,6 +162,7 @@ int begin_unit(struct worker *w, struct unit *u);
 
 /* slots.c: the slot workers (pthread start routines, arg: struct worker),
  * and what every file reports a slot's events and errors with. */
+st_cause cause_of_err(int rc);
 void emit(struct worker *w, st_event *ev);
 void slot_error(struct worker *w, int rc, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));

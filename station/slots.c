@@ -15,9 +15,29 @@
 #define POLL_MS 300
 #define PLUG_MS 1000
 
+/* The class of cause an st_err names when nothing more precise was set. */
+st_cause cause_of_err(int rc)
+{
+	switch (rc) {
+	case ST_OK: return ST_CAUSE_NONE;
+	case ST_E_PROTO: case ST_E_VERSION: return ST_CAUSE_GARBLED;
+	case ST_E_TIMEOUT: return ST_CAUSE_SILENT;
+	case ST_E_IO: return ST_CAUSE_LINK;
+	case ST_E_UNPLUGGED: case ST_E_NOTFOUND: return ST_CAUSE_UNPLUGGED;
+	case ST_E_FUSE_CONFLICT: return ST_CAUSE_FUSE_CONFLICT;
+	case ST_E_HSM: case ST_E_NOTOKEN: case ST_E_PIN_LOCKED: case ST_E_PIN:
+		return ST_CAUSE_HSM;
+	case ST_E_DB: return ST_CAUSE_RECORDS;
+	case ST_E_LOCKED: return ST_CAUSE_LOCKED;
+	default: return ST_CAUSE_DEVICE;
+	}
+}
+
 /* Hand an event to the front end. */
 void emit(struct worker *w, st_event *ev)
 {
+	if (!ev->cause && ev->err)
+		ev->cause = cause_of_err(ev->err);
 	ev->slot = w->slot;
 	ev->port = w->port;
 	if (w->job->cb)
@@ -243,6 +263,7 @@ static int hold_unit(struct worker *w, struct unit *u)
 	bool q = u->result == ST_VERDICT_QUARANTINE;
 	st_event ev = { .kind = ST_EV_UNIT_HELD, .uid = u->info.uid_hex,
 			.result = u->result, .err = u->err,
+			.cause = u->cause,
 			.detail = q ? "set the unit aside for a supervisor; release it "
 				      "from the programmer (skip or quarantine)" :
 				      "retry it, skip it (its FAIL stands) or quarantine it" };
@@ -278,7 +299,7 @@ static int quarantine_held(struct worker *w, struct unit *u)
 			      .reason = reason };
 	st_event ev = { .kind = ST_EV_UNIT_DONE, .uid = u->info.uid_hex,
 			.result = ST_VERDICT_QUARANTINE, .detail = reason,
-			.err = ST_E_STATE };
+			.err = ST_E_STATE, .cause = ST_CAUSE_OPERATOR };
 	int64_t id;
 	int rc;
 

@@ -53,6 +53,7 @@ typedef struct st_config {
 	char *operators_path;  /* roles.operators: the signed operator list */
 	bool roles_require;    /* roles.require: every run needs an
 				* authenticated operator */
+	bool ui_bell_on_fail;  /* ui.bell_on_fail: the TUI beeps on FAIL */
 } st_config;
 
 /* Load cfg from path (NULL: defaults only), checked against the documented
@@ -279,6 +280,36 @@ typedef enum st_event_kind {
 			     * for the operator: result, detail = what to do */
 } st_event_kind;
 
+/* Why a unit or a slot ended as it did, as a class a front end can put
+ * in plain words for the technician (the event's detail keeps the
+ * engine's whole text, with paths and protocol detail, for the log).  Set
+ * on ST_EV_UNIT_DONE and ST_EV_UNIT_HELD that did not pass, on
+ * ST_EV_SLOT_ERROR, and on the ST_EV_STEP "history" of a unit that is not
+ * provisioned (outcome "skip"). */
+typedef enum st_cause {
+	ST_CAUSE_NONE,           /* nothing beyond the verdict (PASS, UNFUSED) */
+	ST_CAUSE_DEVICE,         /* the unit failed a step (the detail says which) */
+	ST_CAUSE_GARBLED,        /* the programmer's line answers garbled frames */
+	ST_CAUSE_SILENT,         /* the programmer does not answer */
+	ST_CAUSE_LINK,           /* another I/O error on the programmer's line */
+	ST_CAUSE_UNPLUGGED,      /* the programmer was unplugged */
+	ST_CAUSE_INTERRUPTED,    /* the link was lost during a burn, its intent on
+				  * record: resumed when the unit is presented again */
+	ST_CAUSE_FUSE_CONFLICT,  /* fuses hold another value, or a burn went wrong:
+				  * QUARANTINE, never burned again */
+	ST_CAUSE_CLONE,          /* another slot has a unit with the same device ID */
+	ST_CAUSE_NO_ID,          /* the device ID could not be read */
+	ST_CAUSE_LOCKED,         /* locked device without a PASS record here */
+	ST_CAUSE_QUOTA_FULL,     /* the work order's quota is taken: its normal end */
+	ST_CAUSE_WORK_ORDER,     /* the work order does not exist */
+	ST_CAUSE_HSM,            /* the HSM session or token was lost */
+	ST_CAUSE_RECORDS,        /* the records store failed */
+	ST_CAUSE_ALREADY_PASS,   /* PASS on record: not given a second identity */
+	ST_CAUSE_ALREADY_UNFUSED, /* UNFUSED on record and the run is not armed */
+	ST_CAUSE_QUARANTINED,    /* QUARANTINE on record: not touched again */
+	ST_CAUSE_OPERATOR,       /* set aside by the operator after a FAIL */
+} st_cause;
+
 typedef struct st_event {
 	st_event_kind kind;
 	int slot;                 /* 1-based */
@@ -307,6 +338,7 @@ typedef struct st_event {
 	 * "refuse", "advance"); NULL for a line that is no field's (the
 	 * programming conditions) */
 	const char *field, *current, *target, *action;
+	st_cause cause;           /* why, as a class (see st_cause) */
 } st_event;
 
 /* Called from worker threads; the callee serialises its own output. */

@@ -56,6 +56,7 @@ static int vstep(struct unit *u, rec_durability d, st_step s, st_outcome o,
 		snprintf(u->reason, sizeof(u->reason),
 			 "cannot record step %s: %s", name, rec_errmsg(u->w->job->rec));
 		u->err = rc;
+		u->cause = hsm_gone(rc) ? ST_CAUSE_HSM : ST_CAUSE_RECORDS;
 		u->stop_slot = true;
 		return rc;
 	}
@@ -109,6 +110,7 @@ int fail(struct unit *u, st_step s, int rc, const char *fmt, ...)
 			 st_step_name(s), (int)sizeof(u->reason) - 120, why);
 	}
 	u->err = rc;
+	u->cause = cause_of_err(rc);
 	u->result = rc == ST_E_FUSE_CONFLICT ? ST_VERDICT_QUARANTINE : ST_VERDICT_FAIL;
 	if (st_err_is_link(rc))
 		u->stop_slot = true;
@@ -446,9 +448,13 @@ static int do_fuses(struct unit *u)
 	if (u->stop_slot)
 		return rc; /* a record could not be written */
 	fail(u, ST_STEP_FUSES, rc, "%s", run.reason);
-	if (run.quarantine)
+	if (run.quarantine) {
 		u->result = ST_VERDICT_QUARANTINE;
+		u->cause = ST_CAUSE_FUSE_CONFLICT;
+	}
 	u->interrupted = run.interrupted;
+	if (run.interrupted)
+		u->cause = ST_CAUSE_INTERRUPTED;
 	return rc;
 }
 
@@ -474,8 +480,10 @@ static int do_precheck(struct unit *u)
 	if (run.readback_hex[0])
 		memcpy(u->readback_hex, run.readback_hex, sizeof(u->readback_hex));
 	fail(u, ST_STEP_FUSE_CHECK, rc, "%s; no key or certificate issued", run.reason);
-	if (run.quarantine)
+	if (run.quarantine) {
 		u->result = ST_VERDICT_QUARANTINE;
+		u->cause = ST_CAUSE_FUSE_CONFLICT;
+	}
 	return rc;
 }
 
@@ -549,12 +557,14 @@ void run_unit(struct unit *u)
 		     "reads %s): the programmer or the chip did not answer with an "
 		     "identity; check the contact (seat the unit again) and run it "
 		     "again; no key or certificate was issued", u->info.uid_hex);
+		u->cause = ST_CAUSE_NO_ID;
 		return;
 	}
 	if (u->dup_slot) {
 		fail(u, ST_STEP_IDENTIFY, ST_E_EXISTS, "slot %d is provisioning a unit with "
 		     "the same device ID right now: cloned or counterfeit ID; set both "
 		     "units aside for a supervisor", u->dup_slot);
+		u->cause = ST_CAUSE_CLONE;
 		return;
 	}
 	if (u->info.lifecycle == DRV_LC_LOCKED &&
@@ -679,6 +689,8 @@ void finish_unit(struct unit *u)
 	};
 	st_event ev = { .kind = ST_EV_UNIT_DONE, .uid = u->info.uid_hex,
 			.result = u->result, .detail = e.reason, .err = u->err,
+			.cause = good ? ST_CAUSE_NONE : u->cause ? u->cause :
+				 u->err ? cause_of_err(u->err) : ST_CAUSE_DEVICE,
 			.fuses = u->fuses };
 	const st_run *run = w->job->run;
 	int64_t t = unit_us();

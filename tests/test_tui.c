@@ -29,7 +29,7 @@
 
 /* Every work order a test scans (created by world_init). */
 static const char *const work_orders[] = {
-	"WO-4711", "WO-Q1", "WO-C1", "WO-8", "WO-E1", "WO-P1",
+	"WO-4711", "WO-Q1", "WO-C1", "WO-8", "WO-E1", "WO-P1", "WO-U1", "WO-R1",
 };
 
 /* One test's world: token, configuration, CA, a tmux server. */
@@ -320,6 +320,134 @@ static void assert_log_has_no_pin(const struct world *w)
 	cr_assert_null(strstr(buf, "99999999"), "a typed PIN is in the log");
 }
 
+/* One screen line as code points (the capture is UTF-8: box lines and
+ * block letters are one column each); returns how many. */
+static int decode(const char *line, size_t len, unsigned *cp, int max)
+{
+	const unsigned char *c = (const unsigned char *)line, *end = c + len;
+	int n = 0;
+
+	while (c < end && n < max) {
+		int k = *c >= 0xf0 ? 4 : *c >= 0xe0 ? 3 : *c >= 0xc0 ? 2 : 1;
+		unsigned v = k == 1 ? *c : *c & (0x7f >> k);
+
+		for (int i = 1; i < k && c + i < end; i++)
+			v = v << 6 | (c[i] & 0x3f);
+		cp[n++] = v;
+		c += k;
+	}
+	return n;
+}
+
+/* The inner text of the panel titled title ("2 p2.tty") on the current
+ * screen, its rows joined by single spaces (runs of blanks collapsed), into
+ * out; *glyph_rows gets how many of its rows hold block-letter pixels
+ * (U+2588).  False when no such panel is on screen. */
+static bool panel_text(struct world *w, const char *title, char *out, size_t cap,
+		       int *glyph_rows)
+{
+	static unsigned rows[80][400];
+	int len[80], nrows = 0, top = -1, x0 = -1, x1 = -1;
+	unsigned tcp[64];
+	int tn = decode(title, strlen(title), tcp, 64);
+	size_t o = 0;
+	const char *p = w->screen;
+
+	while (*p && nrows < 80) {
+		const char *nl = strchr(p, '\n');
+		size_t n = nl ? (size_t)(nl - p) : strlen(p);
+
+		len[nrows] = decode(p, n, rows[nrows], 400);
+		nrows++;
+		p += n + (nl ? 1 : 0);
+	}
+	for (int r = 0; r < nrows && top < 0; r++)
+		for (int c = 0; c + tn <= len[r]; c++)
+			if (!memcmp(&rows[r][c], tcp, sizeof(unsigned) * (size_t)tn)) {
+				top = r;
+				for (x0 = c; x0 >= 0 && rows[r][x0] != 0x250c; x0--)
+					;
+				for (x1 = c; x1 < len[r] && rows[r][x1] != 0x2510; x1++)
+					;
+				break;
+			}
+	if (top < 0 || x0 < 0 || x1 >= len[top])
+		return false;
+	*glyph_rows = 0;
+	out[0] = '\0';
+	for (int r = top + 1; r < nrows && x0 < len[r] && rows[r][x0] != 0x2514; r++) {
+		bool pix = false;
+
+		for (int c = x0 + 1; c < x1 && c < len[r]; c++) {
+			unsigned v = rows[r][c];
+
+			pix |= v == 0x2588;
+			if (v == ' ' && (o == 0 || out[o - 1] == ' '))
+				continue;
+			if (o + 5 >= cap)
+				break;
+			if (v < 0x80)
+				out[o++] = (char)v;
+			else
+				out[o++] = '*';   /* letters and ground: not text */
+		}
+		if (o && out[o - 1] != ' ' && o + 1 < cap)
+			out[o++] = ' ';
+		*glyph_rows += pix;
+	}
+	out[o] = '\0';
+	return true;
+}
+
+/* Poll until the panel titled title shows text (whole, maybe wrapped over
+ * several rows); returns the panel's glyph rows. */
+static int expect_panel(struct world *w, const char *title, const char *text)
+{
+	struct timespec t = { 0, 50 * 1000 * 1000 };
+	int64_t end = st_now_ms() + WAIT_MS;
+	char got[4096] = "";
+	int g = 0;
+
+	do {
+		screen(w);
+		if (panel_text(w, title, got, sizeof(got), &g) && strstr(got, text))
+			return g;
+		nanosleep(&t, NULL);
+	} while (st_now_ms() < end);
+	cr_assert_fail("panel '%s' never showed '%s' whole; it shows '%s'; the screen:\n%s",
+		       title, text, got, w->screen);
+	return 0;
+}
+
+/* The panel of title must not show text (checked once, on the last
+ * capture). */
+static void refute_panel(struct world *w, const char *title, const char *text)
+{
+	char got[4096] = "";
+	int g;
+
+	cr_assert(panel_text(w, title, got, sizeof(got), &g), "no panel '%s':\n%s", title,
+		  w->screen);
+	cr_assert_null(strstr(got, text), "panel '%s' shows '%s':\n%s", title, text, w->screen);
+}
+
+static void resize(struct world *w, const char *x, const char *y)
+{
+	tmux(w, NULL, 0, "resize-window", "-t", "main", "-x", x, "-y", y, NULL);
+}
+
+/* Programmers 2..n with no unit: four slots on screen, one doing the
+ * scenario. */
+static void idle_sims(struct world *w, fx_devsim *sims, int from, int n)
+{
+	char name[16];
+
+	for (int i = from; i < n; i++) {
+		snprintf(name, sizeof(name), "p%d", i + 1);
+		cr_assert_eq(fx_devsim_start(&sims[i], w->dir, name, 0, "--seed idle"), 0);
+	}
+}
+
 TestSuite(tui, .fini = tmux_fini);
 
 Test(tui, wrong_pin_is_an_error_then_login_works, .timeout = 120)
@@ -463,9 +591,10 @@ Test(tui, fuse_conflict_shows_quarantine_reason_and_q_asks, .timeout = 120)
 	finish(&w, &sim, 1);
 }
 
-/* A work order the records do not know: the slots do not start (nothing
- * is provisioned outside a work order's quota), the operator is told how
- * to create it, and nothing is recorded as a unit. */
+/* A work order the records do not know is checked when it is scanned,
+ * before the arming question: the slots do not start (nothing is
+ * provisioned outside a work order's quota), the operator is told, and
+ * nothing is recorded as a unit. */
 Test(tui, unknown_work_order_is_refused, .timeout = 120)
 {
 	struct world w;
@@ -480,14 +609,20 @@ Test(tui, unknown_work_order_is_refused, .timeout = 120)
 	type(&w, PIN, true);
 	expect(&w, "Work order:");
 	type(&w, "WO-NONE", true);
-	expect(&w, "Burn fuses for this work order? [y/N]");
-	type(&w, "n", false);
-	expect(&w, "Cannot start the slots");
-	expect(&w, "does not exist");
+	expect(&w, "Work order WO-NONE does not exist");
+	cr_assert_null(strstr(w.screen, "Burn fuses"), "asked to arm an unknown work "
+		       "order:\n%s", w.screen);
+	/* no operator list here: a supervisor creates it outside */
+	cr_assert(strstr(w.screen, "station records workorder create"), "%s", w.screen);
 	cr_assert_eq(count_units(&w, NULL), 0, "a unit was recorded");
 	type(&w, " ", false);
 	expect(&w, "Work order:");
-	tmux(&w, NULL, 0, "send-keys", "-t", "main", "Escape", NULL);
+	/* a known one goes on to the question */
+	type(&w, "WO-4711", true);
+	expect(&w, "Burn fuses for this work order? [y/N]");
+	type(&w, "n", false);
+	expect(&w, "PASS 0  UNFUSED 1");
+	type(&w, "q", false);
 	expect(&w, "STATION-EXIT=0");
 	finish(&w, &sim, 1);
 }
@@ -506,8 +641,23 @@ Test(tui, cloned_id_fails_with_reason_and_operator_quarantines, .timeout = 120)
 	login_and_start(&w, "WO-C1", false);
 	expect(&w, "FAIL 1");
 	expect(&w, "PASS 0  UNFUSED 1"); /* not armed: provisioned, not locked */
-	cr_assert(strstr(w.screen, "same device ID"), "%s", w.screen);
+	/* the cause in plain words on the panel; the engine's own words in
+	 * the unit view (d on the slot) */
+	expect(&w, "another unit has the same ID");
 	cr_assert(strstr(w.screen, "r retry"), "what to do:\n%s", w.screen);
+	for (int i = 1; i <= 2; i++) {
+		char key[2] = { (char)('0' + i), 0 };
+
+		type(&w, key, false);
+		type(&w, "d", false);
+		expect(&w, "any key: continue");
+		if (strstr(w.screen, "same device ID")) {
+			type(&w, " ", false);
+			break;
+		}
+		type(&w, " ", false);
+		cr_assert_neq(i, 2, "no unit view shows the engine's reason:\n%s", w.screen);
+	}
 	/* Only the held slot takes x. */
 	type(&w, "1", false);
 	type(&w, "x", false);
@@ -610,13 +760,13 @@ Test(tui, programmer_error_shows_on_its_slot, .timeout = 120)
 	tui_start(&w, 80, 24, sims, 2);
 	login_and_start(&w, "WO-E1", false);
 	expect(&w, "PASS 0  UNFUSED 1  FAIL 0");
-	expect(&w, "s starts the slot");
+	expect_panel(&w, "2 p2.tty", "check its cable, then press s");
 	cr_assert(strstr(w.screen, "ERROR"), "%s", w.screen);
 	/* Starting it again tries again (and fails again, visibly). */
 	type(&w, "2", false);
 	type(&w, "s", false);
 	expect(&w, "slot 2: operator alice: start");
-	expect(&w, "s starts the slot");
+	expect_panel(&w, "2 p2.tty", "check its cable, then press s");
 	type(&w, "q", false);
 	expect(&w, "STATION-EXIT=0");
 	finish(&w, sims, 2);
@@ -660,6 +810,24 @@ Test(tui, device_strings_are_escaped)
 		cr_assert(*c >= 0x20 && *c < 0x7f, "byte 0x%02x left as is", (unsigned char)*c);
 	free(e);
 	cr_assert_null(ui_escape_dup(NULL));
+}
+
+/* The station's own text keeps its em-dash (issue 25: it was shown as
+ * \xe2\x80\x94); control bytes, escape sequences, C1 controls and
+ * broken UTF-8 in it are still escaped; on an ASCII terminal the dash is
+ * '-'. */
+Test(tui, engine_text_keeps_our_dash_and_escapes_controls)
+{
+	char *e = ui_text_dup("went away \xe2\x80\x94 check \x1b[2J\x07 \xc2\x9b \xff\xe2\x80", true);
+
+	cr_assert_not_null(e);
+	cr_assert_str_eq(e, "went away \xe2\x80\x94 check \\x1b[2J\\x07 \\xc2\\x9b "
+			 "\\xff\\xe2\\x80");
+	free(e);
+	e = ui_text_dup("a \xe2\x80\x94 b \xc3\xa9", false);
+	cr_assert_str_eq(e, "a - b \\xc3\\xa9");
+	free(e);
+	cr_assert_null(ui_text_dup(NULL, true));
 }
 
 /* A programmer plugged in after the start, unplugged, and plugged in again
@@ -884,5 +1052,311 @@ Test(tui, supervisor_releases_a_quarantined_unit, .timeout = 180)
 	cr_assert_eq(q_int(&w, "SELECT count(*) FROM events WHERE sig IS NULL"), 0);
 	cr_assert_eq(q_int(&w, "SELECT count(*) FROM events WHERE sig IS NOT NULL AND kind"
 			   " IN ('quarantine_release', 'auth_refused')"), 2);
+	finish(&w, &sim, 1);
+}
+
+/* With TUI_DUMP=FILE, append the screen to FILE (the captures in
+ * docs/tui.md come from there). */
+static void dump_screen(const struct world *w)
+{
+	const char *path = getenv("TUI_DUMP");
+	FILE *f = path ? fopen(path, "a") : NULL;
+
+	if (f) {
+		fprintf(f, "%s\n----\n", w->screen);
+		fclose(f);
+	}
+}
+
+/* The panels' words, at 80x24 with four slots and at 120x40 (issue 25):
+ * the cause in plain words, the action whole (maybe wrapped, never cut),
+ * the engine's detail in the log pane, not on the panel. */
+static void both_sizes(struct world *w, const char *title, const char *cause,
+		       const char *action, int glyph[2])
+{
+	for (int pass = 0; pass < 2; pass++) {
+		resize(w, pass ? "120" : "80", pass ? "40" : "24");
+		expect(w, pass ? "UNITS/H" : "4 p4.tty");
+		expect_panel(w, title, cause);
+		glyph[pass] = expect_panel(w, title, action);
+		refute_panel(w, title, "\\x");
+		dump_screen(w);
+	}
+}
+
+Test(tui, link_fault_says_what_to_do_at_both_sizes, .timeout = 180)
+{
+	struct world w;
+	fx_devsim sims[4];
+	int g[2];
+
+	world_init(&w);
+	cr_assert_eq(fx_devsim_start(&sims[0], w.dir, "p1", 1, "--seed g1 --fault garbage"), 0);
+	idle_sims(&w, sims, 1, 4);
+	tui_start(&w, 80, 24, sims, 4);
+	login_and_start(&w, "WO-E1", false);
+	both_sizes(&w, "1 p1.tty", "programmer 1 sends garbled data",
+		   "check its cable, then press s", g);
+	refute_panel(&w, "1 p1.tty", "COBS");
+	/* the detail is in the log pane, with the station's own dash */
+	expect(&w, "slot 1: ERROR");
+	cr_assert_null(strstr(w.screen, "\\xe2\\x80\\x94"), "%s", w.screen);
+	type(&w, "q", false);
+	expect(&w, "STATION-EXIT=0");
+	finish(&w, sims, 4);
+}
+
+/* The cable cut during a burn (at its read-back): the unit's verdict (FAIL,
+ * interrupted) on the panel as in the header, one instruction; plugged back
+ * in, the unit resumes and passes. */
+Test(tui, unplug_mid_burn_is_one_state_and_one_instruction, .timeout = 180)
+{
+	struct world w;
+	fx_devsim sims[4];
+	int g[2];
+
+	world_init(&w);
+	cr_assert_eq(fx_devsim_start(&sims[0], w.dir, "p1", 1, "--seed u1 --fault cutread:1"),
+		     0);
+	idle_sims(&w, sims, 1, 4);
+	tui_start(&w, 80, 24, sims, 4);
+	login_and_start(&w, "WO-U1", true);
+	expect(&w, "PASS 0  FAIL 1  QUARANTINE 0");
+	both_sizes(&w, "1 p1.tty", "programmer 1 was cut off during the burn",
+		   "plug it back in: the unit resumes", g);
+	expect_panel(&w, "1 p1.tty", "FAIL");
+	refute_panel(&w, "1 p1.tty", "ERROR");
+	refute_panel(&w, "1 p1.tty", "QUARANTINE");
+	refute_panel(&w, "1 p1.tty", "re-plug");
+	/* the engine's words went to the log (pane and file), the station's
+	 * own dash as a dash, not escaped */
+	{
+		char text[65536];
+
+		log_text(&w, text, sizeof(text));
+		cr_assert_not_null(strstr(text, "went away"), "%s", text);
+		cr_assert_not_null(strstr(text, "\xe2\x80\x94"), "no dash in the log:\n%s", text);
+		cr_assert_null(strstr(text, "\\xe2\\x80\\x94"), "an escaped dash:\n%s", text);
+	}
+	/* plugged back in with the same unit: it resumes and passes */
+	fx_devsim_stop(&sims[0]);
+	cr_assert_eq(fx_devsim_rewind(sims[0].state_path), 0);
+	cr_assert_eq(fx_devsim_start(&sims[0], w.dir, "p1", 1, "--seed u1"), 0);
+	expect(&w, "PASS 1  FAIL 1  QUARANTINE 0");
+	expect_panel(&w, "1 p1.tty", "PASS");
+	type(&w, "q", false);
+	expect(&w, "STATION-EXIT=0");
+	finish(&w, sims, 4);
+}
+
+Test(tui, quarantine_says_what_to_do_at_both_sizes, .timeout = 180)
+{
+	struct world w;
+	fx_devsim sims[4];
+	json_t *st = NULL, *u;
+	const char *other = "00000000000000000000000000000000000000000000000000000000000000ff";
+	int g[2];
+
+	world_init(&w);
+	start_sims(&w, sims, 1, 1);
+	fx_devsim_stop(&sims[0]);
+	cr_assert_eq(fx_devsim_dump(sims[0].state_path, &st), 0);
+	u = json_array_get(json_object_get(st, "units"), 0);
+	json_array_set_new(json_object_get(u, "fuses"), 0, json_string(other));
+	json_array_set_new(json_object_get(u, "fuses_redundant"), 0, json_string(other));
+	cr_assert_eq(json_dump_file(st, sims[0].state_path, 0), 0);
+	json_decref(st);
+	cr_assert_eq(fx_devsim_start(&sims[0], w.dir, "p1", 1, "--seed tui-1"), 0);
+	idle_sims(&w, sims, 1, 4);
+	tui_start(&w, 80, 24, sims, 4);
+	login_and_start(&w, "WO-Q1", true);
+	expect(&w, "QUARANTINE 1");
+	both_sizes(&w, "1 p1.tty", "its fuses are not as planned: do not burn again",
+		   "press k, then put it aside", g);
+	type(&w, "k", false);
+	expect_panel(&w, "1 p1.tty", "put it aside for a supervisor");
+	expect_panel(&w, "1 p1.tty", "QUARANTINE");
+	type(&w, "q", false);
+	expect(&w, "STATION-EXIT=0");
+	finish(&w, sims, 4);
+}
+
+/* A work order's quota taken is the batch's normal end: said as such,
+ * not as a red ERROR. */
+Test(tui, full_quota_is_work_order_complete, .timeout = 180)
+{
+	struct world w;
+	fx_devsim sims[4];
+	int g[2];
+
+	world_init(&w);
+	create_work_order(&w, "WO-FULL", "1");
+	start_sims(&w, sims, 1, 2);
+	idle_sims(&w, sims, 1, 4);
+	tui_start(&w, 80, 24, sims, 4);
+	login_and_start(&w, "WO-FULL", true);
+	expect(&w, "PASS 1  FAIL 0");
+	both_sizes(&w, "1 p1.tty", "work order complete (1/1)",
+		   "w: scan the next work order", g);
+	refute_panel(&w, "1 p1.tty", "ERROR");
+	cr_assert_eq(count_units(&w, NULL), 1, "the second unit was not started");
+	type(&w, "q", false);
+	expect(&w, "STATION-EXIT=0");
+	finish(&w, sims, 4);
+}
+
+/* Which of the panels titled in titles shows text (polled); its index. */
+static int panel_with(struct world *w, const char *const *titles, int n, const char *text)
+{
+	struct timespec t = { 0, 50 * 1000 * 1000 };
+	int64_t end = st_now_ms() + WAIT_MS;
+	char got[4096];
+	int g;
+
+	do {
+		screen(w);
+		for (int i = 0; i < n; i++)
+			if (panel_text(w, titles[i], got, sizeof(got), &g) && strstr(got, text))
+				return i;
+		nanosleep(&t, NULL);
+	} while (st_now_ms() < end);
+	cr_assert_fail("no panel shows '%s':\n%s", text, w->screen);
+	return -1;
+}
+
+/* A cloned ID: the hint whole at both sizes, the verdict larger on the
+ * larger terminal; retried, the unit still ends with a verdict. */
+Test(tui, clone_says_what_to_do_and_a_retry_ends_with_a_verdict, .timeout = 180)
+{
+	static const char *const titles[] = { "1 p1.tty", "2 p2.tty" };
+	struct world w;
+	fx_devsim sims[4];
+	char key[2];
+	int g[2], i;
+
+	world_init(&w);
+	cr_assert_eq(fx_devsim_start(&sims[0], w.dir, "p1", 1, "--seed same"), 0);
+	cr_assert_eq(fx_devsim_start(&sims[1], w.dir, "p2", 1, "--seed same"), 0);
+	idle_sims(&w, sims, 2, 4);
+	tui_start(&w, 80, 24, sims, 4);
+	login_and_start(&w, "WO-C1", true);
+	expect(&w, "FAIL 1");
+	i = panel_with(&w, titles, 2, "another unit has the same ID");
+	both_sizes(&w, titles[i], "another unit has the same ID: a clone?",
+		   "x: put it aside for a supervisor", g);
+	cr_assert_geq(g[0], 3, "a verdict in large letters at 80x24:\n%s", w.screen);
+	cr_assert_gt(g[1], g[0], "the verdict is no larger at 120x40 (%d rows) than at "
+		     "80x24 (%d rows):\n%s", g[1], g[0], w.screen);
+	/* retried: the unit is not provisioned again, and its panel still
+	 * ends with its verdict and what to do */
+	snprintf(key, sizeof(key), "%d", i + 1);
+	type(&w, key, false);
+	type(&w, "r", false);
+	expect(&w, "operator alice: retry");
+	expect(&w, "history skip");
+	expect_panel(&w, titles[i], "FAIL");
+	expect_panel(&w, titles[i], "another unit has the same ID: a clone?");
+	expect_panel(&w, titles[i], "put it aside for a supervisor");
+	cr_assert_eq(count_units(&w, "FAIL"), 1);
+	cr_assert_eq(count_units(&w, "PASS"), 1, "one identity for the ID");
+	type(&w, "q", false);
+	expect(&w, "STATION-EXIT=0");
+	finish(&w, sims, 4);
+}
+
+/* A supervisor creates an unknown work order from the UI: an operator is
+ * refused (on record), the supervisor's creation is a signed event and
+ * the run takes its units from the new quota. */
+Test(tui, supervisor_creates_an_unknown_work_order, .timeout = 180)
+{
+	struct world w;
+	fx_devsim sim;
+	char buf[65536];
+
+	world_init(&w);
+	roles_init(&w);
+	start_sims(&w, &sim, 1, 1);
+	tui_start(&w, 80, 24, &sim, 1);
+	expect(&w, "Operator login");
+	type(&w, "alice", true);
+	expect(&w, "PIN:");
+	type(&w, PIN, true);
+	expect(&w, "Password:");
+	type(&w, "alice-secret-1", true);
+	expect(&w, "Work order:");
+	type(&w, "WO-NEW7", true);
+	expect(&w, "Work order WO-NEW7 does not exist");
+	cr_assert_null(strstr(w.screen, "Burn fuses"), "%s", w.screen);
+	type(&w, "c", false);
+	expect(&w, "Quota:");
+	type(&w, "lots", true);
+	expect(&w, "is not a number of units");
+	type(&w, "3", true);
+	expect(&w, "Supervisor:");
+	type(&w, "alice", true);
+	expect(&w, "Password:");
+	type(&w, "alice-secret-1", true);
+	expect(&w, "Supervisor refused");
+	cr_assert_eq(q_int(&w, "SELECT count(*) FROM work_orders WHERE id = 'WO-NEW7'"), 0);
+	type(&w, " ", false);
+	expect(&w, "Work order:");
+	type(&w, "WO-NEW7", true);
+	expect(&w, "does not exist");
+	type(&w, "c", false);
+	expect(&w, "Quota:");
+	type(&w, "3", true);
+	expect(&w, "Supervisor:");
+	type(&w, "sam", true);
+	expect(&w, "Password:");
+	type(&w, "sam-secret-22", true);
+	expect(&w, "Burn fuses for this work order? [y/N]");
+	cr_assert_null(strstr(w.screen, "sam-secret-22"), "shown:\n%s", w.screen);
+	cr_assert_eq(q_int(&w, "SELECT count(*) FROM work_orders WHERE id = 'WO-NEW7' "
+			   "AND quota = 3"), 1);
+	type(&w, "y", false);
+	expect(&w, "PASS 1  FAIL 0");
+	cr_assert_eq(q_int(&w, "SELECT count(*) FROM units WHERE work_order = 'WO-NEW7' "
+			   "AND state = 'PASS'"), 1);
+	cr_assert_eq(q_int(&w, "SELECT count(*) FROM events WHERE sig IS NULL"), 0);
+	log_text(&w, buf, sizeof(buf));
+	cr_assert_not_null(strstr(buf, "work order WO-NEW7 created by supervisor sam"), "%s",
+			   buf);
+	cr_assert_null(strstr(buf, "sam-secret-22"), "a password is in the log");
+	type(&w, "q", false);
+	expect(&w, "STATION-EXIT=0");
+	finish(&w, &sim, 1);
+}
+
+/* A wrong PIN: the token's counter is shown (SoftHSM reports
+ * CKF_USER_PIN_COUNT_LOW after one), and the UI stops asking before a try
+ * that may lock the token: not a third PIN, not after a new name either. */
+Test(tui, wrong_pin_shows_the_counter_and_stops_before_the_final_try, .timeout = 120)
+{
+	struct world w;
+	fx_devsim sim;
+
+	world_init(&w);
+	start_sims(&w, &sim, 1, 1);
+	tui_start(&w, 80, 24, &sim, 1);
+	expect(&w, "Operator login");
+	type(&w, "alice", true);
+	expect(&w, "PIN:");
+	type(&w, "99999999", true);
+	expect(&w, "few attempts left");
+	expect(&w, "type the PIN again");
+	type(&w, "99999998", true);
+	expect(&w, "does not ask for the PIN");
+	cr_assert_null(strstr(w.screen, "PIN:"), "asked again:\n%s", w.screen);
+	type(&w, " ", false);
+	expect(&w, "Operator login");
+	type(&w, "bob", true);
+	expect(&w, "does not ask for the PIN");
+	cr_assert_null(strstr(w.screen, "PIN:"), "asked again:\n%s", w.screen);
+	cr_assert(strstr(w.screen, "not logged in"), "%s", w.screen);
+	type(&w, " ", false);
+	expect(&w, "Operator login");
+	tmux(&w, NULL, 0, "send-keys", "-t", "main", "Escape", NULL);
+	expect(&w, "STATION-EXIT=0");
+	assert_log_has_no_pin(&w);
 	finish(&w, &sim, 1);
 }

@@ -34,7 +34,46 @@ static attr_t col(const struct ui *u, int pair, attr_t mono)
 	return u->color ? (attr_t)COLOR_PAIR(pair) : mono;
 }
 
-/* Print at y,x at most w columns (ASCII text). */
+/* How many bytes of s (n bytes) fill at most w columns, and in *cols how
+ * many columns they take (the engine's text may hold UTF-8). */
+static size_t fit(const char *s, size_t n, int w, int *cols)
+{
+	mbstate_t st;
+	size_t off = 0;
+	int c = 0;
+
+	memset(&st, 0, sizeof(st));
+	while (off < n) {
+		wchar_t wc;
+		size_t k = mbrtowc(&wc, s + off, n - off, &st);
+		int cw = 1;
+
+		if (k == (size_t)-1 || k == (size_t)-2 || k == 0) {
+			k = 1;
+			memset(&st, 0, sizeof(st));
+		} else if ((cw = wcwidth(wc)) < 0) {
+			cw = 1;
+		}
+		if (c + cw > w)
+			break;
+		c += cw;
+		off += k;
+	}
+	if (cols)
+		*cols = c;
+	return off;
+}
+
+/* Columns the text takes. */
+static int text_cols(const char *s)
+{
+	int c;
+
+	fit(s, strlen(s), 1 << 20, &c);
+	return c;
+}
+
+/* Print at y,x at most w columns. */
 static void put(int y, int x, int w, attr_t a, const char *fmt, ...)
 	__attribute__((format(printf, 5, 6)));
 static void put(int y, int x, int w, attr_t a, const char *fmt, ...)
@@ -50,61 +89,81 @@ static void put(int y, int x, int w, attr_t a, const char *fmt, ...)
 	if (x + w > COLS)
 		w = COLS - x;
 	attron(a);
-	mvaddnstr(y, x, buf, w);
+	mvaddnstr(y, x, buf, (int)fit(buf, strlen(buf), w, NULL));
 	attroff(a);
+}
+
+#define WRAP_MAX 8
+
+/* Text broken into lines of at most w columns: at spaces, a word longer
+ * than a line is split; a '\n' in the text is where it breaks first when
+ * it does not fit on one line. */
+struct lines {
+	int n;
+	char l[WRAP_MAX][256];
+};
+
+static void add_line(struct lines *L, const char *p, size_t n)
+{
+	if (L->n < WRAP_MAX)
+		snprintf(L->l[L->n++], sizeof(L->l[0]), "%.*s", (int)n, p);
+}
+
+static void wrap_text(const char *text, int w, struct lines *L)
+{
+	char one[512];
+	const char *para = text;
+
+	L->n = 0;
+	if (w < 1 || !*text)
+		return;
+	snprintf(one, sizeof(one), "%s", text);
+	for (char *c = one; *c; c++)
+		if (*c == '\n')
+			*c = ' ';
+	if (text_cols(one) <= w) {
+		add_line(L, one, strlen(one));
+		return;
+	}
+	while (para) {
+		const char *end = strchr(para, '\n');
+		size_t len = end ? (size_t)(end - para) : strlen(para);
+
+		while (len) {
+			int cols;
+			size_t cut = fit(para, len, w, &cols);
+
+			if (cut < len) {
+				size_t sp = cut;
+
+				while (sp > 0 && para[sp] != ' ')
+					sp--;
+				if (sp > 0)
+					cut = sp;
+				else if (cut == 0)
+					cut = 1;
+			}
+			add_line(L, para, cut);
+			para += cut;
+			len -= cut;
+			while (len && *para == ' ')
+				para++, len--;
+		}
+		para = end ? end + 1 : NULL;
+	}
 }
 
 /* Wrap text into at most maxl lines of width w starting at y; returns the
  * lines used. */
 static int wrap(int y, int x, int w, int maxl, attr_t a, const char *text)
 {
-	int n = 0;
-	size_t len = strlen(text);
+	struct lines L;
+	int n;
 
-	while (len && n < maxl && w > 0) {
-		size_t cut = len <= (size_t)w ? len : (size_t)w;
-
-		if (cut < len) {
-			size_t sp = cut;
-
-			while (sp > 0 && text[sp] != ' ')
-				sp--;
-			if (sp > 0)
-				cut = sp;
-		}
-		put(y + n, x, w, a, "%.*s", (int)cut, text);
-		text += cut;
-		len -= cut;
-		while (len && *text == ' ')
-			text++, len--;
-		n++;
-	}
+	wrap_text(text, w, &L);
+	for (n = 0; n < L.n && n < maxl; n++)
+		put(y + n, x, w, a, "%s", L.l[n]);
 	return n;
-}
-
-/* For a narrow panel: long hex runs (fuse values, IDs) become head..tail so
- * the words around them, which say what to do, still fit.  The log and
- * the log file keep the full text. */
-static void shorten_hex(const char *in, char *out, size_t cap)
-{
-	size_t o = 0;
-
-	while (*in && o + 1 < cap) {
-		size_t n = strspn(in, "0123456789abcdef");
-
-		if (n > 16) {
-			o += (size_t)snprintf(out + o, cap - o, "%.6s..%.6s", in, in + n - 6);
-			in += n;
-		} else if (n) {
-			o += (size_t)snprintf(out + o, cap - o, "%.*s", (int)n, in);
-			in += n;
-		} else {
-			out[o++] = *in++;
-		}
-		if (o >= cap)
-			o = cap - 1;
-	}
-	out[o] = '\0';
 }
 
 static void frame(int y, int x, int h, int w, attr_t a)
@@ -204,15 +263,298 @@ static void big(const struct ui *u, int y, int x, int w, const char *word, attr_
 	attroff(a | A_BOLD);
 }
 
+/* A 5-row bitmap letter for the scaled verdict ('#' a pixel). */
+struct bitglyph {
+	char c;
+	const char *row[5];
+};
+
+static const struct bitglyph bfont[] = {
+	{ 'A', { ".#.", "#.#", "###", "#.#", "#.#" } },
+	{ 'C', { ".##", "#..", "#..", "#..", ".##" } },
+	{ 'D', { "##.", "#.#", "#.#", "#.#", "##." } },
+	{ 'E', { "###", "#..", "##.", "#..", "###" } },
+	{ 'F', { "###", "#..", "##.", "#..", "#.." } },
+	{ 'I', { "#", "#", "#", "#", "#" } },
+	{ 'K', { "#.#", "#.#", "##.", "#.#", "#.#" } },
+	{ 'L', { "#..", "#..", "#..", "#..", "###" } },
+	{ 'N', { "#..#", "##.#", "#.##", "#..#", "#..#" } },
+	{ 'O', { "###", "#.#", "#.#", "#.#", "###" } },
+	{ 'P', { "##.", "#.#", "##.", "#..", "#.." } },
+	{ 'Q', { ".##.", "#..#", "#..#", "#.#.", ".#.#" } },
+	{ 'R', { "##.", "#.#", "##.", "#.#", "#.#" } },
+	{ 'S', { ".##", "#..", ".#.", "..#", "##." } },
+	{ 'T', { "###", ".#.", ".#.", ".#.", ".#." } },
+	{ 'U', { "#.#", "#.#", "#.#", "#.#", "###" } },
+};
+
+static const struct bitglyph *bitglyph(char c)
+{
+	for (size_t i = 0; i < ST_ARRAY_SIZE(bfont); i++)
+		if (bfont[i].c == c)
+			return &bfont[i];
+	return NULL;
+}
+
+/* Columns of word in the bitmap font at sx columns a pixel (one column
+ * between letters), or -1 when a letter is missing. */
+static int block_width(const char *word, int sx)
+{
+	int w = 0;
+
+	for (const char *c = word; *c; c++) {
+		const struct bitglyph *g = bitglyph(*c);
+
+		if (!g)
+			return -1;
+		w += (int)strlen(g->row[0]) * sx + (c[1] ? 1 : 0);
+	}
+	return w;
+}
+
+/* The verdict in block letters as large as w columns and h rows allow
+ * (pixels sx wide, sy high, sy <= sx <= 2 sy so the letters keep their
+ * shape); a verdict that did not pass stands on a hatched ground, so it
+ * reads without colour too.  Returns the rows used, 0 when even the
+ * smallest size does not fit. */
+static int big_block(const struct ui *u, int y, int x, int w, int h, const char *word,
+		     bool bad, attr_t a)
+{
+	int best = 0, sx = 0, sy = 0, bw, bh, x0;
+
+	for (int ty = 1; ty <= 6; ty++)
+		for (int tx = ty; tx <= 2 * ty; tx++) {
+			int need = block_width(word, tx);
+
+			if (need > 0 && need + (bad ? 2 : 0) <= w && 5 * ty <= h &&
+			    tx * ty > best) {
+				best = tx * ty;
+				sx = tx;
+				sy = ty;
+			}
+		}
+	if (!best)
+		return 0;
+	bw = block_width(word, sx);
+	bh = 5 * sy;
+	x0 = x + (w - bw) / 2;
+	attron(a | A_BOLD);
+	for (int r = 0; r < bh; r++) {
+		int cx = x0;
+
+		if (bad) {   /* the hatched ground, one column either side */
+			for (int c = x0 - 1; c <= x0 + bw; c++) {
+				if (u->utf8)
+					mvaddwstr(y + r, c, L"\u2591");
+				else
+					mvaddch(y + r, c, ':');
+			}
+		}
+		for (const char *c = word; *c; c++) {
+			const struct bitglyph *g = bitglyph(*c);
+			int gw = (int)strlen(g->row[0]);
+
+			for (int px = 0; px < gw; px++)
+				for (int k = 0; k < sx; k++) {
+					if (g->row[r / sy][px] != '#')
+						continue;
+					if (u->utf8) {
+						mvaddwstr(y + r, cx + px * sx + k, L"\u2588");
+					} else {
+						attron(A_REVERSE);
+						mvaddch(y + r, cx + px * sx + k, ' ');
+						attroff(A_REVERSE);
+					}
+				}
+			cx += gw * sx + 1;
+		}
+	}
+	attroff(a | A_BOLD);
+	return bh;
+}
+
+const char *ui_verdict_word(enum ui_verdict v)
+{
+	switch (v) {
+	case V_PASS: return "PASS";
+	case V_UNFUSED: return "UNFUSED";
+	case V_FAIL: return "FAIL";
+	case V_QUARANTINE: return "QUARANTINE";
+	case V_NONE: break;
+	}
+	return "";
+}
+
+static bool good(enum ui_verdict v)
+{
+	return v == V_PASS || v == V_UNFUSED;
+}
+
+static bool link_cause(st_cause c)
+{
+	return c == ST_CAUSE_GARBLED || c == ST_CAUSE_SILENT || c == ST_CAUSE_LINK ||
+	       c == ST_CAUSE_UNPLUGGED || c == ST_CAUSE_INTERRUPTED;
+}
+
+/* What a stopped slot says: the cause in plain words, and what to do. */
+static void slot_advice(const struct ui_slot *s, int n, st_cause c, char *cause,
+			size_t clen, char *action, size_t alen)
+{
+	const char *a;
+
+	switch (c) {
+	case ST_CAUSE_GARBLED:
+		snprintf(cause, clen, "programmer %d sends garbled data", n);
+		a = "check its cable,\nthen press s";
+		break;
+	case ST_CAUSE_SILENT:
+		snprintf(cause, clen, "programmer %d does not answer", n);
+		a = "check cable and power,\nthen press s";
+		break;
+	case ST_CAUSE_UNPLUGGED:
+		snprintf(cause, clen, "programmer %d is unplugged", n);
+		a = "plug it back in:\nthe slot resumes";
+		break;
+	case ST_CAUSE_HSM:
+		snprintf(cause, clen, "the HSM token was lost");
+		a = "put the token back,\nrestart the station";
+		break;
+	case ST_CAUSE_RECORDS:
+		snprintf(cause, clen, "the records store failed");
+		a = "call a supervisor\n(d: details)";
+		break;
+	case ST_CAUSE_QUOTA_FULL:
+		if (s->quota >= 0)
+			snprintf(cause, clen, "work order complete (%ld/%ld)", s->quota_done,
+				 s->quota);
+		else
+			snprintf(cause, clen, "work order complete");
+		a = "w: scan the next\nwork order";
+		break;
+	case ST_CAUSE_LINK:
+		snprintf(cause, clen, "programmer %d: line error", n);
+		a = "check its cable,\nthen press s";
+		break;
+	default:
+		snprintf(cause, clen, "programmer %d stopped", n);
+		a = "d: details,\nthen press s";
+		break;
+	}
+	snprintf(action, alen, "%s", a);
+}
+
+void ui_advice(const struct ui *u, int i, char *cause, size_t clen, char *action,
+	       size_t alen, bool narrow)
+{
+	const struct ui_slot *s = &u->slots[i];
+	bool held = s->state == SL_HELD;
+	const char *a = "";
+	int n = i + 1;
+
+	cause[0] = action[0] = '\0';
+	if (s->state == SL_ERROR) {
+		slot_advice(s, n, s->cause, cause, clen, action, alen);
+		return;
+	}
+	if (s->state != SL_VERDICT && s->state != SL_HELD)
+		return;
+	if (good(s->verdict) && !s->skipped) {
+		if (s->verdict == V_UNFUSED) {
+			snprintf(cause, clen, "fuses not burned");
+			a = narrow ? "not locked: arm it" : "not locked: finish it armed (y at start)";
+		} else {
+			a = s->note[0] ? s->note : "next unit: insert it";
+		}
+		snprintf(action, alen, "%s", a);
+	} else {
+		switch (s->cause) {
+		case ST_CAUSE_CLONE:
+			snprintf(cause, clen, "another unit has the same ID: a clone?");
+			a = held ? "x: put it aside\nfor a supervisor" :
+			    "put it aside\nfor a supervisor";
+			break;
+		case ST_CAUSE_FUSE_CONFLICT:
+			snprintf(cause, clen, "its fuses are not as planned: do not burn again");
+			a = held ? "press k, then\nput it aside" : "put it aside\nfor a supervisor";
+			break;
+		case ST_CAUSE_INTERRUPTED:
+			snprintf(cause, clen, "programmer %d was cut off during the burn", n);
+			a = "plug it back in:\nthe unit resumes";
+			break;
+		case ST_CAUSE_UNPLUGGED:
+			snprintf(cause, clen, "programmer %d was unplugged during the unit", n);
+			a = "plug it back in:\nthe unit resumes";
+			break;
+		case ST_CAUSE_GARBLED:
+		case ST_CAUSE_SILENT:
+		case ST_CAUSE_LINK:
+		case ST_CAUSE_HSM:
+		case ST_CAUSE_RECORDS:
+			slot_advice(s, n, s->cause, cause, clen, action, alen);
+			a = NULL;
+			break;
+		case ST_CAUSE_NO_ID:
+			snprintf(cause, clen, "its ID cannot be read");
+			a = held ? "seat it again,\nthen press r" : "seat it again";
+			break;
+		case ST_CAUSE_LOCKED:
+			snprintf(cause, clen, "locked, and no record of it here");
+			a = held ? "x: put it aside\nfor a supervisor" :
+			    "put it aside\nfor a supervisor";
+			break;
+		case ST_CAUSE_QUARANTINED:
+			snprintf(cause, clen, "quarantined on record: not touched");
+			a = "take it out,\nput it aside";
+			break;
+		case ST_CAUSE_ALREADY_PASS:
+			snprintf(cause, clen, "already provisioned (PASS on record)");
+			a = "take it out";
+			break;
+		case ST_CAUSE_ALREADY_UNFUSED:
+			snprintf(cause, clen, "provisioned before, not locked");
+			a = "to lock it: w, then\ny (burn fuses)";
+			break;
+		case ST_CAUSE_OPERATOR:
+			snprintf(cause, clen, "set aside by operator %s", u->operator_name);
+			a = "take it out,\nput it aside";
+			break;
+		default:
+			snprintf(cause, clen, "failed at %s", s->failed_step[0] ?
+				 s->failed_step : "a step");
+			a = held ? "r retry  k skip\nx quarantine" : "take it out\n(d: details)";
+			break;
+		}
+		if (a)
+			snprintf(action, alen, "%s", a);
+	}
+	/* the programmer went away or stopped after the verdict: what to do
+	 * now is about the slot, said once */
+	if (s->slot_cause) {
+		char c2[160], a2[160];
+
+		slot_advice(s, n, s->slot_cause, c2, sizeof(c2), a2, sizeof(a2));
+		if (!link_cause(s->cause) || !cause[0])
+			snprintf(cause, clen, "%s", c2);
+		if (s->verdict == V_QUARANTINE && s->slot_cause == ST_CAUSE_UNPLUGGED)
+			snprintf(action, alen, "put the unit aside,\nplug the programmer in");
+		else if (!link_cause(s->cause) || s->slot_cause != ST_CAUSE_UNPLUGGED)
+			snprintf(action, alen, "%s", a2);
+	}
+}
+
 static const char *slot_tag(const struct ui_slot *s)
 {
 	switch (s->state) {
 	case SL_OFF: return "off";
-	case SL_IDLE: return !strncmp(s->note, "stopped", 7) ? "STOPPED" : "ready";
+	case SL_IDLE: return s->stopped ? "STOPPED" : "ready";
 	case SL_BUSY: return "WORKING";
-	case SL_VERDICT: return "done";
+	case SL_VERDICT:
+		return s->slot_cause == ST_CAUSE_UNPLUGGED ? "UNPLUGGED" :
+		       s->slot_cause || s->stopped ? "STOPPED" : s->ready ? "ready" : "done";
 	case SL_HELD: return "DECIDE";
-	case SL_ERROR: return "ERROR";
+	case SL_ERROR:
+		return s->cause == ST_CAUSE_QUOTA_FULL ? "COMPLETE" :
+		       s->cause == ST_CAUSE_UNPLUGGED ? "UNPLUGGED" : "ERROR";
 	}
 	return "";
 }
@@ -242,8 +584,9 @@ static void panel(struct ui *u, int i, int y, int x, int h, int w)
 	struct ui_slot *s = &u->slots[i];
 	bool sel = i == u->sel;
 	int iw = w - 2, row = y + 1, last = y + h - 2, done = 0, cur = -1;
-	bool good = s->state != SL_ERROR && st_verdict_good(s->v);
-	attr_t fa = s->state == SL_ERROR || (s->state >= SL_VERDICT && !good) ?
+	bool quota = s->state == SL_ERROR && s->cause == ST_CAUSE_QUOTA_FULL;
+	attr_t fa = quota ? col(u, C_PASS, A_NORMAL) :
+		    s->state == SL_ERROR || (s->state >= SL_VERDICT && !good(s->verdict)) ?
 		    col(u, C_FAIL, A_BOLD) : s->state == SL_VERDICT ? col(u, C_PASS, A_NORMAL) :
 		    A_NORMAL;
 
@@ -269,7 +612,11 @@ static void panel(struct ui *u, int i, int y, int x, int h, int w)
 	}
 	if (s->state == SL_BUSY) {
 		int rows = last - row + 1, bar = iw - 8;
-		int64_t el = st_now_ms() - s->t0;
+		int64_t el = st_now_ms() - s->t0, sel_ms = st_now_ms() - s->step_t0;
+		char cur_s[24] = "";   /* a long step (a burn) shows its own time */
+
+		if (sel_ms >= 1000)
+			snprintf(cur_s, sizeof(cur_s), " %llds", (long long)(sel_ms / 1000));
 
 		if (rows >= u->nsteps + 2) {
 			for (int k = 0; k < u->nsteps && row <= last - 2; k++) {
@@ -280,11 +627,12 @@ static void panel(struct ui *u, int i, int y, int x, int h, int w)
 
 				put(row++, x + 1, iw, k == cur ? col(u, C_BUSY, A_REVERSE) | A_BOLD :
 				    s->steps[k] == STP_OK ? col(u, C_PASS, A_NORMAL) : A_NORMAL,
-				    "%s %-*s", mark, iw - 2, u->steps[k]);
+				    "%s %s%-*s", mark, u->steps[k], iw - 2 - (int)strlen(u->steps[k]),
+				    k == cur ? cur_s : "");
 			}
 		} else if (row <= last) {
-			put(row++, x + 1, iw, col(u, C_BUSY, A_BOLD), "> %s",
-			    cur >= 0 ? u->steps[cur] : "finishing");
+			put(row++, x + 1, iw, col(u, C_BUSY, A_BOLD), "> %s%s",
+			    cur >= 0 ? u->steps[cur] : "finishing", cur_s);
 		}
 		if (row <= last && bar > 2) {
 			int fill = u->nsteps ? bar * done / u->nsteps : 0;
@@ -301,55 +649,63 @@ static void panel(struct ui *u, int i, int y, int x, int h, int w)
 		return;
 	}
 	if (s->state == SL_VERDICT || s->state == SL_HELD || s->state == SL_ERROR) {
-		bool pass = s->state != SL_ERROR && st_verdict_good(s->v);
-		attr_t a = pass ? col(u, C_PASS, A_BOLD) : col(u, C_FAIL, A_BOLD);
-		attr_t bar = pass ? col(u, C_PASSBAR, A_REVERSE) : col(u, C_FAILBAR, A_REVERSE);
-		/* UNFUSED: identity issued, fuses and lifecycle untouched (an
-		 * unarmed run): good, but not a locked PASS; say how to finish */
-		bool unfused = s->state != SL_ERROR && s->v == ST_VERDICT_UNFUSED;
-		const char *hint = s->state == SL_VERDICT && unfused ? (iw >= 40 ?
-			"not locked: finish it armed (y at start)" : "not locked: arm it") :
-			s->state == SL_HELD ?
-			(s->v == ST_VERDICT_QUARANTINE ? "set aside: k or x releases" :
-			 "r retry  k skip  x quarantine") :
-			s->state == SL_ERROR ? (!strncmp(s->note, "waiting for the programmer", 26) ?
-						"plug it in: resumes" : "fix it, then s starts the slot") :
-			s->note[0] ? s->note : "next unit: insert it";
-		bool two = s->state == SL_HELD && iw < 30; /* the hint on two lines */
-		int reserve = two ? 3 : 2; /* the plain verdict line and the hint */
+		bool ok = quota || (s->state != SL_ERROR && good(s->verdict));
+		attr_t a = ok ? col(u, C_PASS, A_BOLD) : col(u, C_FAIL, A_BOLD);
+		attr_t bar = ok ? col(u, C_PASSBAR, A_REVERSE) : col(u, C_FAILBAR, A_REVERSE);
+		const char *word = s->state == SL_ERROR ? (quota ? "" : "ERROR") :
+				   ui_verdict_word(s->verdict);
+		char cause[200], action[200], vline[80] = "";
+		struct lines C, A;
+		int avail = last - row + 1, cn, gh;
 
-		if (last - row + 1 >= 3 + reserve + 1) {
-			big(u, row, x + 1, iw, s->verdict, a, bar);
+		ui_advice(u, i, cause, sizeof(cause), action, sizeof(action), iw < 40);
+		wrap_text(cause, iw, &C);
+		wrap_text(action, iw, &A);
+		if (s->skipped)
+			snprintf(vline, sizeof(vline), "%s on record", word);
+		else if (s->verdict == V_UNFUSED && s->state != SL_ERROR)
+			snprintf(vline, sizeof(vline), "UNFUSED %.1fs", (double)s->elapsed_ms / 1000.0);
+		else if (s->verdict == V_PASS && s->state != SL_ERROR)
+			snprintf(vline, sizeof(vline), "PASS %.1fs recorded",
+				 (double)s->elapsed_ms / 1000.0);
+		else
+			snprintf(vline, sizeof(vline), "%s", word);
+		/* The action first, whole, at the bottom; then the cause; the
+		 * verdict's word line; the large verdict in what is left. */
+		if (A.n > avail)
+			A.n = avail;
+		cn = avail - A.n - (vline[0] ? 1 : 0);
+		cn = cn < 0 ? 0 : cn > C.n ? C.n : cn;
+		gh = avail - A.n - cn - (vline[0] ? 1 : 0);
+		if (word[0] && gh >= 5) {
+			int used = big_block(u, row, x + 1, iw, gh - (gh > 6 ? 1 : 0), word,
+					     !ok, a);
+
+			if (!used && gh >= 4) {
+				big(u, row, x + 1, iw, word, a, bar);
+				used = 3;
+			}
+			row += used;
+			if (used && gh - used > 0)
+				row++;  /* a blank row under the letters */
+		} else if (word[0] && gh >= 4) {
+			big(u, row, x + 1, iw, word, a, bar);
 			row += 3;
 		}
-		if (row <= last) {
-			if (unfused)
-				put(row++, x + 1, iw, a, "UNFUSED %.1fs%s",
-				    (double)s->elapsed_ms / 1000.0,
-				    iw >= 30 ? ", fuses not burned" : "");
-			else if (pass)
-				put(row++, x + 1, iw, a, "PASS %.1fs recorded",
-				    (double)s->elapsed_ms / 1000.0);
-			else
-				put(row++, x + 1, iw, a, "%s", s->verdict);
-		}
-		if (!pass && row < last - (two ? 1 : 0)) {
-			char shown[sizeof(s->reason)];
-
-			shorten_hex(s->reason, shown, sizeof(shown));
-			row += wrap(row, x + 1, iw, last - row - (two ? 1 : 0), A_NORMAL, shown);
-		}
-		if (two && row < last) {
-			bool q = s->v == ST_VERDICT_QUARANTINE;
-
-			put(last - 1, x + 1, iw, A_BOLD | A_REVERSE, "%s",
-			    q ? "set aside, then" : "r retry  k skip");
-			put(last, x + 1, iw, A_BOLD | A_REVERSE, "%s",
-			    q ? "k or x: release" : "x quarantine");
-		} else if (row <= last) {
-			put(last, x + 1, iw, s->state == SL_HELD ? A_BOLD | A_REVERSE : A_NORMAL,
-			    "%s", hint);
-		}
+		if (vline[0] && row <= last - A.n)
+			put(row++, x + 1, iw, a, "%s", vline);
+		for (int k = 0; k < C.n && row <= last - A.n; k++)
+			put(row++, x + 1, iw, quota ? a : A_NORMAL, "%s", C.l[k]);
+		/* the action under the cause, a blank row between when there
+		 * is room, never pushed off the panel */
+		if (row < last - A.n + 1)
+			row++;
+		if (row > last - A.n + 1)
+			row = last - A.n + 1;
+		for (int k = 0; k < A.n; k++)
+			put(row + k, x + 1, iw, s->state == SL_HELD ||
+			    (s->state == SL_ERROR && !quota) || s->slot_cause ?
+			    A_BOLD | A_REVERSE : A_BOLD, "%-*s", iw, A.l[k]);
 		return;
 	}
 	if (row <= last)
@@ -414,8 +770,10 @@ static void log_pane(struct ui *u, int y, int h)
 		for (int r = 0; r < rows && r < n; r++) {
 			const struct ui_recent *e = &u->recent[(u->nrecent - 1 - r) % UI_RECENT];
 
-			put(y + 2 + r, 0, COLS, !e->good ? col(u, C_FAIL, A_BOLD) : A_NORMAL, " %-8s %-2d %-10s %-9s %-6lld %-12s %s", e->when, e->slot,
-			    e->result, e->fuses, (long long)e->ms, e->wo, e->uid);
+			put(y + 2 + r, 0, COLS, good(e->result) ? A_NORMAL : col(u, C_FAIL, A_BOLD),
+			    " %-8s %-2d %-10s %-9s %-6lld %-12s %s", e->when, e->slot,
+			    ui_verdict_word(e->result), e->fuses, (long long)e->ms, e->wo,
+			    e->uid);
 		}
 		return;
 	}
@@ -435,6 +793,9 @@ static const char *help_text(const struct ui *u)
 	case M_REL_UID: case M_REL_WHY: case M_REL_SUP: return " Type, Enter   Esc cancel";
 	case M_REL_PW: return " Type the password (not shown), Enter   Esc cancel";
 	case M_WO: return " Scan or type the work order, Enter";
+	case M_WO_NEW: return " c a supervisor creates it   any other key: scan another";
+	case M_WO_QUOTA: case M_WO_SUP: return " Type, Enter   Esc cancel";
+	case M_WO_PW: return " Type the password (not shown), Enter   Esc cancel";
 	case M_ARM: return " y arm fuse burning   n / Enter: do not burn";
 	case M_QUIT: return " y quit   n / Enter: stay";
 	case M_MSG: return " any key: continue";
@@ -540,6 +901,31 @@ void ui_draw(struct ui *u)
 	case M_WO:
 		dialog(u, "Work order", "Scan the work order barcode (or type it), then Enter.",
 		       "Work order:", u->in, NULL);
+		curs_set(1);
+		break;
+	case M_WO_NEW:
+		snprintf(text, sizeof(text), "Work order %s does not exist. %s", u->wo_new,
+			 u->cfg->operators_path ? "A supervisor can create it now: press c. "
+			 "Any other key: scan another." : "A supervisor creates it "
+			 "('station records workorder create'); any key: scan another.");
+		dialog(u, "Unknown work order", text, NULL, NULL, NULL);
+		break;
+	case M_WO_QUOTA:
+		snprintf(text, sizeof(text), "Work order %s: how many units may it "
+			 "provision?", u->wo_new);
+		dialog(u, "New work order", text, "Quota:", u->in, u->msg);
+		curs_set(1);
+		break;
+	case M_WO_SUP:
+		snprintf(text, sizeof(text), "A supervisor creates work order %s (quota "
+			 "%ld): name, then password.", u->wo_new, u->wo_quota);
+		dialog(u, "New work order", text, "Supervisor:", u->in, NULL);
+		curs_set(1);
+		break;
+	case M_WO_PW:
+		snprintf(text, sizeof(text), "Supervisor %s: your password. It is not "
+			 "shown as you type.", u->rel_sup);
+		dialog(u, "New work order", text, "Password:", "", NULL);
 		curs_set(1);
 		break;
 	case M_ARM:

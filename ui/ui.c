@@ -51,6 +51,87 @@ char *ui_escape_dup(const char *s)
 	return out;
 }
 
+/* Length of the valid UTF-8 sequence at s of a printable character that
+ * is neither a control (C0, DEL, C1) nor outside Unicode, else 0; *cp
+ * gets the code point. */
+static size_t utf8_printable(const unsigned char *s, unsigned *cp)
+{
+	size_t n = s[0] >= 0xf0 && s[0] < 0xf5 ? 4 : s[0] >= 0xe0 ? 3 : s[0] >= 0xc2 ? 2 : 0;
+	unsigned c;
+
+	if (s[0] >= 0xf5 || n == 0)
+		return 0;
+	c = s[0] & (0x7f >> n);
+	for (size_t i = 1; i < n; i++) {
+		if ((s[i] & 0xc0) != 0x80)
+			return 0;
+		c = c << 6 | (s[i] & 0x3f);
+	}
+	/* overlong forms, surrogates, C1 controls, beyond U+10FFFF */
+	if ((n == 3 && c < 0x800) || (n == 4 && (c < 0x10000 || c > 0x10ffff)) ||
+	    (c >= 0xd800 && c <= 0xdfff) || (c >= 0x80 && c < 0xa0))
+		return 0;
+	*cp = c;
+	return n;
+}
+
+char *ui_text_dup(const char *s, bool utf8)
+{
+	const unsigned char *c;
+	char *out, *p;
+	unsigned cp;
+
+	if (!s)
+		return NULL;
+	out = malloc(strlen(s) * 4 + 1);
+	if (!out)
+		return NULL;
+	p = out;
+	for (c = (const unsigned char *)s; *c;) {
+		size_t n = *c >= 0x80 ? utf8_printable(c, &cp) : 0;
+
+		if (*c >= 0x20 && *c < 0x7f) {
+			*p++ = (char)*c++;
+		} else if (n && utf8) {
+			memcpy(p, c, n);
+			p += n;
+			c += n;
+		} else if (n && (cp == 0x2013 || cp == 0x2014)) {
+			*p++ = '-';   /* an ASCII terminal: our dashes as '-' */
+			c += n;
+		} else {
+			p += sprintf(p, "\\x%02x", *c++);
+		}
+	}
+	*p = '\0';
+	return out;
+}
+
+enum ui_verdict ui_verdict_of(st_verdict result)
+{
+	switch (result) {
+	case ST_VERDICT_PASS: return V_PASS;
+	case ST_VERDICT_UNFUSED: return V_UNFUSED;
+	case ST_VERDICT_QUARANTINE: return V_QUARANTINE;
+	case ST_VERDICT_FAIL: break;
+	}
+	return V_FAIL;
+}
+
+/* A step's outcome as the panel's mark. */
+static enum ui_step_state outcome_of(st_outcome outcome)
+{
+	return outcome == ST_OUTCOME_OK ? STP_OK :
+	       outcome == ST_OUTCOME_FAIL ? STP_FAIL : STP_SKIP;
+}
+
+/* Is this the step the engine announces when it looked up a unit's history
+ * (and, with outcome skip, did not provision it)? */
+static bool is_history_skip(const struct ui_ev *e)
+{
+	return e->step == ST_STEP_HISTORY && e->outcome == ST_OUTCOME_SKIP;
+}
+
 static void ev_free(struct ui_ev *e)
 {
 	if (!e)
@@ -74,14 +155,17 @@ static void on_event(const st_event *ev, void *ctx)
 	e->kind = ev->kind;
 	e->slot = ev->slot;
 	e->err = ev->err;
+	e->cause = ev->cause;
 	e->elapsed_ms = ev->elapsed_ms;
+	e->uid = ui_escape_dup(ev->uid);
 	e->step = ev->step;
 	e->outcome = ev->outcome;
+	/* the engine's words (our em-dash stays); device strings in them
+	 * were made printable by the driver, and controls are escaped here */
+	e->detail = ui_text_dup(ev->detail, q->utf8);
 	e->result = ev->result;
-	e->fuses = ev->fuses;
-	e->uid = ui_escape_dup(ev->uid);
-	e->detail = ui_escape_dup(ev->detail);
 	e->cert_serial = ui_escape_dup(ev->cert_serial);
+	e->fuses = ev->fuses;
 	pthread_mutex_lock(&q->lock);
 	if (q->tail)
 		q->tail->next = e;
@@ -151,7 +235,33 @@ int ui_busy_slots(const struct ui *u)
 	return n;
 }
 
-/* Fold one engine event into what the screen shows. */
+static int step_index(const struct ui *u, const char *name)
+{
+	for (int i = 0; i < u->nsteps && i < UI_MAX_STEPS; i++)
+		if (!strcmp(u->steps[i], name))
+			return i;
+	return -1;
+}
+
+/* A full work order's counts for its panel ("work order complete (N/N)"). */
+static void quota_counts(struct ui *u, struct ui_slot *s)
+{
+	st_workorder_info wi;
+	st_rec_step step;
+	char err[256];
+
+	s->quota = s->quota_done = -1;
+	if (u->work_order[0] && !st_records_workorder_get(u->o->st, u->work_order, &wi, &step,
+							   err, sizeof(err))) {
+		s->quota = wi.quota;
+		s->quota_done = wi.pass + wi.running;
+	}
+}
+
+/* Fold one engine event into what the screen shows.  A unit's verdict
+ * stays on its panel until the next unit starts: events after it (the
+ * programmer unplugged, the slot idle, a retried unit not provisioned)
+ * add to it, they do not clear it. */
 static void apply(struct ui *u, const struct ui_ev *e)
 {
 	struct ui_slot *s;
@@ -166,37 +276,76 @@ static void apply(struct ui *u, const struct ui_ev *e)
 	s = &u->slots[e->slot - 1];
 	switch (e->kind) {
 	case ST_EV_SLOT_READY:
-		s->state = SL_IDLE;
+		if (s->state != SL_VERDICT && s->state != SL_HELD)
+			s->state = SL_IDLE;
+		s->slot_cause = ST_CAUSE_NONE;
+		s->stopped = false;
+		s->ready = true;
 		snprintf(s->note, sizeof(s->note), "programmer ready (%s)",
 			 e->detail ? e->detail : "?");
 		ui_log(u, "slot %d %s: programmer ready (%s)", e->slot, s->port,
 		       e->detail ? e->detail : "?");
 		break;
 	case ST_EV_SLOT_IDLE:
-		/* The last verdict or error stays up until the next unit. */
-		if (s->state != SL_VERDICT && s->state != SL_ERROR)
+		/* The last verdict or error stays up until the next unit; a held
+		 * unit the operator decided on keeps its verdict. */
+		if (s->state == SL_HELD)
+			s->state = SL_VERDICT;
+		else if (s->state != SL_VERDICT && s->state != SL_ERROR)
 			s->state = SL_IDLE;
+		s->stopped = e->detail && !strncmp(e->detail, "stopped", 7);
+		s->ready = !s->stopped;
 		snprintf(s->note, sizeof(s->note), "%s", e->detail ? e->detail : "");
 		ui_log(u, "slot %d: %s", e->slot, e->detail ? e->detail : "idle");
 		break;
 	case ST_EV_UNIT_START:
 		s->state = SL_BUSY;
+		s->ready = false;
 		snprintf(s->uid, sizeof(s->uid), "%s", e->uid ? e->uid : "");
 		memset(s->steps, 0, sizeof(s->steps));
-		s->verdict[0] = s->reason[0] = s->note[0] = '\0';
-		s->t0 = st_now_ms();
+		s->verdict = V_NONE;
+		s->cause = s->slot_cause = ST_CAUSE_NONE;
+		s->skipped = false;
+		s->reason[0] = s->note[0] = s->failed_step[0] = '\0';
+		s->t0 = s->step_t0 = st_now_ms();
 		s->elapsed_ms = 0;
 		ui_log(u, "slot %d: unit %s started", e->slot, s->uid);
 		break;
 	case ST_EV_STEP:
-		/* the shown steps are the first u->nsteps (st_steps) */
-		i = (int)e->step;
-		if (i >= 0 && i < u->nsteps && i < UI_MAX_STEPS)
-			s->steps[i] = e->outcome == ST_OUTCOME_OK ? STP_OK :
-				      e->outcome == ST_OUTCOME_FAIL ? STP_FAIL : STP_SKIP;
+		i = step_index(u, st_step_name(e->step));
+		if (i >= 0)
+			s->steps[i] = (unsigned char)outcome_of(e->outcome);
+		if (outcome_of(e->outcome) == STP_FAIL)
+			snprintf(s->failed_step, sizeof(s->failed_step), "%s",
+				 st_step_name(e->step));
+		s->step_t0 = st_now_ms();
 		if (e->step == ST_STEP_HISTORY) {
+			bool same = e->uid && !strcmp(e->uid, s->uid) && s->verdict != V_NONE;
+
 			snprintf(s->uid, sizeof(s->uid), "%s", e->uid ? e->uid : "");
 			snprintf(s->note, sizeof(s->note), "%s", e->detail ? e->detail : "");
+			if (is_history_skip(e)) {
+				/* Not provisioned, as its records say: the unit
+				 * still ends with a verdict on its panel (the one
+				 * it had, when this is the same unit retried). */
+				s->state = SL_VERDICT;
+				s->ready = false;
+				s->skipped = true;
+				s->slot_cause = ST_CAUSE_NONE;
+				if (!same) {
+					s->verdict = e->cause == ST_CAUSE_QUARANTINED ?
+						     V_QUARANTINE : e->cause ==
+						     ST_CAUSE_ALREADY_UNFUSED ? V_UNFUSED :
+						     e->cause == ST_CAUSE_ALREADY_PASS ?
+						     V_PASS : V_FAIL;
+					s->elapsed_ms = 0;
+				}
+				/* a clone retried is still a clone */
+				if (!same || s->cause != ST_CAUSE_CLONE)
+					s->cause = e->cause;
+				snprintf(s->reason, sizeof(s->reason), "%s",
+					 e->detail ? e->detail : "");
+			}
 		}
 		ui_log(u, "slot %d: %s %s %s", e->slot, st_step_name(e->step),
 		       st_outcome_name(e->outcome), e->detail ? e->detail : "");
@@ -205,19 +354,21 @@ static void apply(struct ui *u, const struct ui_ev *e)
 		u->sync_at = 0;    /* one more event to sync: read the lag again */
 		s->state = SL_VERDICT;
 		snprintf(s->uid, sizeof(s->uid), "%s", e->uid ? e->uid : "");
-		s->v = e->result;
-		snprintf(s->verdict, sizeof(s->verdict), "%s", st_verdict_name(e->result));
+		s->verdict = ui_verdict_of(e->result);
+		s->cause = e->cause;
+		s->slot_cause = ST_CAUSE_NONE;
+		s->skipped = false;
 		snprintf(s->reason, sizeof(s->reason), "%s", e->detail ? e->detail : "");
 		s->note[0] = '\0';
 		s->elapsed_ms = e->elapsed_ms;
-		if (s->v == ST_VERDICT_PASS)
-			u->pass++;
-		else if (s->v == ST_VERDICT_UNFUSED)
-			u->unfused++;  /* good, not locked: not a failure */
-		else if (s->v == ST_VERDICT_QUARANTINE)
-			u->quarantine++;
-		else
-			u->fail++;
+		switch (s->verdict) {
+		case V_PASS: u->pass++; break;
+		case V_UNFUSED: u->unfused++; break;  /* good, not locked */
+		case V_QUARANTINE: u->quarantine++; break;
+		default: u->fail++; break;
+		}
+		if (u->bell_on_fail && (s->verdict == V_FAIL || s->verdict == V_QUARANTINE))
+			beep();
 		{
 			struct ui_recent *r = &u->recent[u->nrecent % UI_RECENT];
 			time_t t = time(NULL);
@@ -227,29 +378,48 @@ static void apply(struct ui *u, const struct ui_ev *e)
 			strftime(r->when, sizeof(r->when), "%H:%M:%S", &tm);
 			r->slot = e->slot;
 			memcpy(r->uid, s->uid, sizeof(r->uid));
-			memcpy(r->result, s->verdict, sizeof(r->result));
-			r->good = st_verdict_good(s->v);
+			r->result = s->verdict;
 			snprintf(r->serial, sizeof(r->serial), "%s",
 				 e->cert_serial ? e->cert_serial : "-");
 			snprintf(r->fuses, sizeof(r->fuses), "%s",
-				 e->fuses ? st_fuses_name(e->fuses) : "-");
+				 st_fuses_name(e->fuses) ? st_fuses_name(e->fuses) : "-");
 			snprintf(r->wo, sizeof(r->wo), "%s", u->work_order);
 			r->ms = e->elapsed_ms;
 			u->nrecent++;
 		}
-		ui_log(u, "slot %d: unit %s %s%s%s (recorded)", e->slot, s->uid, s->verdict,
-		       s->reason[0] ? ": " : "", s->reason);
+		ui_log(u, "slot %d: unit %s %s%s%s (recorded)", e->slot, s->uid,
+		       ui_verdict_word(s->verdict), s->reason[0] ? ": " : "", s->reason);
 		break;
 	case ST_EV_UNIT_HELD:
 		s->state = SL_HELD;
+		s->ready = false;
+		if (e->cause)
+			s->cause = e->cause;
 		snprintf(s->note, sizeof(s->note), "%s", e->detail ? e->detail : "");
 		ui_log(u, "slot %d: unit %s held: %s", e->slot, s->uid, s->note);
 		break;
 	case ST_EV_SLOT_ERROR:
-		s->state = SL_ERROR;
-		snprintf(s->verdict, sizeof(s->verdict), "ERROR");
-		snprintf(s->reason, sizeof(s->reason), "%s", e->detail ? e->detail : "");
-		ui_log(u, "slot %d: ERROR %s", e->slot, s->reason);
+		if (e->cause == ST_CAUSE_QUOTA_FULL) {
+			/* the normal end of a batch, not an error */
+			s->state = SL_ERROR;
+			s->verdict = V_NONE;
+			s->cause = ST_CAUSE_QUOTA_FULL;
+			quota_counts(u, s);
+		} else if (s->state == SL_VERDICT || s->state == SL_HELD) {
+			/* the unit's verdict stays; the slot's trouble is
+			 * what to act on now */
+			s->slot_cause = e->cause ? e->cause : ST_CAUSE_LINK;
+		} else {
+			s->state = SL_ERROR;
+			s->verdict = V_NONE;
+			s->cause = e->cause ? e->cause : ST_CAUSE_LINK;
+		}
+		snprintf(s->reason + (s->state == SL_ERROR ? 0 : strlen(s->reason)),
+			 sizeof(s->reason) - (s->state == SL_ERROR ? 0 : strlen(s->reason)),
+			 "%s%s", s->state == SL_ERROR || !s->reason[0] ? "" : "; then: ",
+			 e->detail ? e->detail : "");
+		ui_log(u, "slot %d: %s %s", e->slot, e->cause == ST_CAUSE_QUOTA_FULL ?
+		       "work order complete:" : "ERROR", e->detail ? e->detail : "");
 		break;
 	case ST_EV_SLOT_DONE:
 		if (s->state != SL_ERROR && s->state != SL_VERDICT)
@@ -307,7 +477,10 @@ static void start_run(struct ui *u)
 		struct ui_slot *s = &u->slots[i];
 
 		s->state = SL_IDLE;
-		s->verdict[0] = s->reason[0] = s->uid[0] = '\0';
+		s->verdict = V_NONE;
+		s->cause = s->slot_cause = ST_CAUSE_NONE;
+		s->stopped = s->skipped = false;
+		s->reason[0] = s->uid[0] = '\0';
 		snprintf(s->note, sizeof(s->note), "opening the programmer");
 	}
 	/* with the work order's shared quota when there is a sync group */
@@ -422,12 +595,135 @@ static void do_release(struct ui *u)
 		 (long long)id);
 }
 
+/* The work order just scanned (u->wo_new), checked at once, before the
+ * arming question: an unknown one is offered for a supervisor to create,
+ * a full one is said to be complete; a usable one goes on to arming. */
+static void wo_check(struct ui *u)
+{
+	st_rec_step step = 0;
+	char err[512] = "";
+	int rc = st_records_workorder_get(u->o->st, u->wo_new, &u->wo_info, &step, err,
+					  sizeof(err));
+	const st_workorder_info *i = &u->wo_info;
+
+	if (rc == ST_E_NOTFOUND && step == ST_REC_STEP_OP) {
+		ui_log(u, "work order %s does not exist", u->wo_new);
+		u->msg[0] = '\0';
+		u->mode = M_WO_NEW;
+		return;
+	}
+	if (rc) {
+		ui_log(u, "work order %s cannot be checked: %s", u->wo_new, err);
+		show_msg(u, true, M_WO, "Work order %s cannot be checked: %s", u->wo_new, err);
+		return;
+	}
+	if (i->quota >= 0 && i->pass + i->running >= i->quota) {
+		ui_log(u, "work order %s is complete (%ld/%ld)", u->wo_new,
+		       i->pass + i->running, i->quota);
+		show_msg(u, false, M_WO, "Work order %s is complete (%ld/%ld): scan the "
+			 "next work order.", u->wo_new, i->pass + i->running, i->quota);
+		return;
+	}
+	u->mode = M_ARM;
+}
+
+/* A supervisor creates the unknown work order u->wo_new with u->wo_quota:
+ * authenticated now against the signed operator list (the refusal on
+ * record), the work order created as a signed event, as `station records
+ * workorder create` does; then on to arming. */
+static void wo_create(struct ui *u)
+{
+	char why[600], recerr[512], err[1024] = "";
+	st_rec_step step = 0;
+	bool attached = false, central = false;
+	int rc;
+
+	if (!u->rh) {
+		if (st_station_audit_attach(u->o->st, err, sizeof(err))) {
+			st_wipe(u->pin, sizeof(u->pin));
+			u->pinlen = 0;
+			show_msg(u, true, M_WO, "Work order not created: the audit key is "
+				 "not available (%s)", err);
+			return;
+		}
+		attached = true;
+	}
+	rc = st_station_authenticate(u->o->st, u->rel_sup, u->pin, u->pinlen,
+				     ST_ROLE_SUPERVISOR, true, why, sizeof(why),
+				     recerr, sizeof(recerr));
+	st_wipe(u->pin, sizeof(u->pin));
+	u->pinlen = 0;
+	if (attached)
+		st_station_audit_detach(u->o->st);
+	if (rc) {
+		ui_log(u, "supervisor %s refused: %s", u->rel_sup, why);
+		if (recerr[0])
+			ui_log(u, "the refusal could not be recorded: %s", recerr);
+		show_msg(u, true, M_WO, "Supervisor refused: %s. Work order %s was not "
+			 "created.", why, u->wo_new);
+		return;
+	}
+	rc = st_central_workorder_put(u->o->st, u->wo_new, u->wo_quota, &central, err,
+				      sizeof(err));
+	if (!rc)
+		rc = st_records_workorder_create(u->o->st, u->cfg, u->wo_new, u->wo_quota,
+						 &step, err, sizeof(err));
+	if (rc) {
+		ui_log(u, "work order %s not created: %s", u->wo_new, err);
+		show_msg(u, true, M_WO, "Work order %s not created: %s", u->wo_new, err);
+		return;
+	}
+	ui_log(u, "work order %s created by supervisor %s (quota %ld)%s", u->wo_new,
+	       u->rel_sup, u->wo_quota, central ? ", also centrally" : "");
+	wo_check(u);
+}
+
 /* Back to the name: log out of the HSM (a wrong operator password). */
 static void logout(struct ui *u)
 {
 	st_station_logout(u->o->st);
 	u->logged_in = false;
 	u->op_auth = false;
+}
+
+/* The token's PIN counter in words (docs/tui.md). */
+static const char *pin_state_text(int s)
+{
+	switch (s) {
+	case ST_PIN_COUNT_LOW: return "few attempts left";
+	case ST_PIN_FINAL_TRY: return "one attempt left before the PIN locks";
+	case ST_PIN_LOCKED: return "the PIN is locked";
+	}
+	return "";
+}
+
+/* Should the UI stop asking for the PIN?  Before the token's final try
+ * (or once it is locked), and after UI_PIN_TRIES wrong PINs here (a token
+ * that reports no counter may lock on the next one): then it says so. */
+static bool pin_stop(struct ui *u)
+{
+	if (u->pin_state < ST_PIN_FINAL_TRY && u->pin_tries < UI_PIN_TRIES)
+		return false;
+	ui_log(u, "PIN not asked again (%d wrong here%s%s)", u->pin_tries,
+	       u->pin_state ? "; " : "", pin_state_text(u->pin_state));
+	show_msg(u, true, M_NAME, "%s%sThe station does not ask for the PIN of token '%s' "
+		 "again: one more wrong PIN may lock it and stop the line. A "
+		 "supervisor checks the PIN (or has the security officer reset it), "
+		 "then restart the station.", u->pin_tries ? "Wrong PIN. " : "",
+		 u->pin_state >= ST_PIN_FINAL_TRY ? "The token has one attempt left "
+		 "or is locked. " : "", u->cfg->token_label);
+	return true;
+}
+
+/* Before the PIN is asked: the token's counter now (opened and closed
+ * again), so a token at its final try is not tried. */
+static void pin_precheck(struct ui *u)
+{
+	char err[512];
+
+	if (!st_station_hsm_open(u->o->st, err, sizeof(err)))
+		u->pin_state = (int)st_station_pin_state(u->o->st);
+	st_station_logout(u->o->st);
 }
 
 /* The operator pressed Enter on the PIN: open the HSM session. */
@@ -440,17 +736,30 @@ static void do_login(struct ui *u)
 	snprintf(u->msg, sizeof(u->msg), "Logging in to token '%s'...",
 		 u->cfg->token_label);
 	ui_draw(u);
-	rc = st_station_login(u->o->st, u->pin, u->pinlen, err, sizeof(err));
+	rc = st_station_hsm_open(u->o->st, err, sizeof(err));
+	if (!rc)
+		rc = st_station_hsm_auth(u->o->st, u->pin, u->pinlen, err, sizeof(err));
 	st_wipe(u->pin, sizeof(u->pin));
 	u->pinlen = 0;
 	u->msg[0] = '\0';
 	if (rc) {
-		ui_log(u, "login of %s refused: %s", u->operator_name, err);
-		snprintf(u->msg, sizeof(u->msg), "%s%s", err, rc == ST_E_PIN ?
+		u->pin_state = (int)st_station_pin_state(u->o->st);
+		st_station_logout(u->o->st);
+		if (rc == ST_E_PIN)
+			u->pin_tries++;
+		ui_log(u, "login of %s refused: %s%s%s", u->operator_name, err,
+		       u->pin_state ? "; " : "", pin_state_text(u->pin_state));
+		if (rc == ST_E_PIN && pin_stop(u))
+			return;
+		/* plain words here; the PKCS#11 detail is in the log */
+		snprintf(u->msg, sizeof(u->msg), "%s%s%s%s%s", rc == ST_E_PIN ? "wrong PIN" :
+			 err, u->pin_state ? " (token: " : "", pin_state_text(u->pin_state),
+			 u->pin_state ? ")" : "", rc == ST_E_PIN ?
 			 ": type the PIN again (Esc: change the name)" : "");
 		u->msg_error = true;
 		return;
 	}
+	u->pin_state = ST_PIN_OK;
 	u->logged_in = true;
 	ui_log(u, "operator %s logged in to token '%s'", u->operator_name,
 	       u->cfg->token_label);
@@ -522,7 +831,7 @@ static void slot_cmd(struct ui *u, st_cmd cmd, const char *what)
 		return;
 	}
 	if (cmd == ST_CMD_RETRY && u->slots[u->sel].state == SL_HELD)
-		ui_log(u, "slot %d: a QUARANTINE unit is not retried: set it aside (k or x)",
+		ui_log(u, "slot %d: a QUARANTINE unit is not retried: put it aside, then press k",
 		       u->sel + 1);
 	else if (cmd == ST_CMD_STOP && u->slots[u->sel].state == SL_HELD)
 		ui_log(u, "slot %d: decide the unit first (r retry, k skip, x quarantine), "
@@ -550,12 +859,20 @@ static void key_main(struct ui *u, int k)
 		u->sel = (u->sel + u->o->nslots - 1) % u->o->nslots;
 		break;
 	case 's':
-		if (s->state == SL_ERROR || !strncmp(s->note, "stopped", 7))
+		if (s->state == SL_ERROR || s->stopped || s->slot_cause) {
 			slot_cmd(u, ST_CMD_START, "start");
-		else
+			s->slot_cause = ST_CAUSE_NONE;
+		} else {
 			slot_cmd(u, ST_CMD_STOP, "stop");
+		}
 		if (u->rh && s->state == SL_ERROR)
 			s->state = SL_IDLE;
+		break;
+	case 'd': case '\n': case '\r': case KEY_ENTER:
+		/* the unit view: the engine's whole words for this slot */
+		show_msg(u, false, M_MAIN, "Slot %d, unit %s: %s", u->sel + 1,
+			 s->uid[0] ? s->uid : "-", s->reason[0] ? s->reason :
+			 s->note[0] ? s->note : "nothing to report");
 		break;
 	case 'r':
 		slot_cmd(u, ST_CMD_RETRY, "retry");
@@ -633,7 +950,13 @@ static void key(struct ui *u, int k)
 			u->in[0] = '\0';
 			u->inlen = 0;
 			u->msg[0] = '\0';
-			u->mode = M_PIN;
+			pin_precheck(u);
+			if (!pin_stop(u)) {
+				u->mode = M_PIN;
+				snprintf(u->msg, sizeof(u->msg), "%s%s", u->pin_state ?
+					 "token: " : "", pin_state_text(u->pin_state));
+				u->msg_error = true;
+			}
 		}
 		break;
 	case M_PIN:
@@ -694,8 +1017,52 @@ static void key(struct ui *u, int k)
 			u->in[0] = '\0';
 			u->inlen = 0;
 			ui_log(u, "work order %s scanned by %s", u->wo_new, u->operator_name);
-			u->mode = M_ARM;
+			wo_check(u);
 		}
+		break;
+	case M_WO_NEW:   /* unknown: c a supervisor creates it, else back */
+		if ((k == 'c' || k == 'C') && u->cfg->operators_path) {
+			u->mode = M_WO_QUOTA;
+		} else {
+			u->mode = M_WO;
+		}
+		break;
+	case M_WO_QUOTA:
+	case M_WO_SUP:
+		if (k == 27) {
+			u->in[0] = '\0';
+			u->inlen = 0;
+			u->msg[0] = '\0';
+			u->mode = M_WO;
+		} else if (edit_line(u, k) && u->inlen) {
+			if (u->mode == M_WO_QUOTA) {
+				char *end;
+				long q = strtol(u->in, &end, 10);
+
+				if (*end || q < 1) {
+					snprintf(u->msg, sizeof(u->msg), "'%s' is not a number of "
+						 "units: type the quota (1 or more)", u->in);
+					u->msg_error = true;
+				} else {
+					u->wo_quota = q;
+					u->msg[0] = '\0';
+					u->mode = M_WO_SUP;
+				}
+			} else {
+				snprintf(u->rel_sup, sizeof(u->rel_sup), "%s", u->in);
+				u->msg[0] = '\0';
+				u->mode = M_WO_PW;
+			}
+			u->in[0] = '\0';
+			u->inlen = 0;
+		}
+		break;
+	case M_WO_PW:
+		k = edit_secret(u, k);
+		if (k < 0)
+			u->mode = M_WO;
+		else if (k)
+			wo_create(u);
 		break;
 	case M_ARM:
 		if (ui_busy_slots(u)) {  /* a unit started meanwhile: not now */
@@ -718,6 +1085,7 @@ static void key(struct ui *u, int k)
 		break;
 	case M_MSG:
 		u->mode = u->after_msg;
+		u->msg[0] = '\0';
 		break;
 	case M_MAIN:
 		key_main(u, k);
@@ -847,6 +1215,7 @@ int ui_main(const ui_opts *o)
 	block_winch(SIG_BLOCK);
 	setlocale(LC_ALL, "");
 	u->utf8 = !strcmp(nl_langinfo(CODESET), "UTF-8");
+	u->q.utf8 = u->utf8;
 	ui_log(u, "station tui started (pid %d): %d slot(s), log %s", (int)getpid(),
 	       o->nslots, o->log_path);
 	scr = newterm(NULL, stdout, stdin);
@@ -866,6 +1235,7 @@ int ui_main(const ui_opts *o)
 	set_escdelay(25);
 	curs_set(0);
 	u->color = has_colors() && !(nc && *nc);
+	u->bell_on_fail = u->cfg->ui_bell_on_fail;
 	if (u->color)
 		ui_colors(u);
 	u->mode = M_NAME;

@@ -13,6 +13,7 @@
 #define UI_MAX_STEPS 12
 #define UI_IN_MAX 64
 #define UI_SYNC_MS 2000   /* how often the header reads the sync lag */
+#define UI_PIN_TRIES 2    /* wrong PINs before the UI stops asking */
 
 /* One engine event copied for the UI thread; strings are escaped copies. */
 struct ui_ev {
@@ -20,6 +21,7 @@ struct ui_ev {
 	st_event_kind kind;
 	int slot;
 	int err;
+	st_cause cause;
 	int64_t elapsed_ms;
 	st_step step;
 	st_outcome outcome;
@@ -34,7 +36,12 @@ struct ui_queue {
 	pthread_mutex_t lock;
 	struct ui_ev *head, *tail;
 	int rfd, wfd;
+	bool utf8;      /* the engine's text keeps its UTF-8 (ui_text_dup) */
 };
+
+/* A unit's verdict as the UI keeps it (the engine's st_verdict, with V_NONE
+ * for a panel that has none yet: ui_verdict_of). */
+enum ui_verdict { V_NONE, V_PASS, V_UNFUSED, V_FAIL, V_QUARANTINE };
 
 enum ui_slot_state {
 	SL_OFF,       /* no run yet, or the run ended */
@@ -52,11 +59,18 @@ struct ui_slot {
 	char uid[40];
 	enum ui_slot_state state;
 	unsigned char steps[UI_MAX_STEPS];  /* enum ui_step_state per step */
-	char verdict[16];    /* what the panel shows: a verdict's word, "ERROR" */
-	st_verdict v;        /* the verdict (SL_VERDICT, SL_HELD) */
-	char reason[600];
+	enum ui_verdict verdict;  /* the last unit's (V_NONE: none yet) */
+	st_cause cause;      /* why the unit did not pass, or the slot stopped */
+	st_cause slot_cause; /* the slot stopped after the verdict (the link) */
+	bool skipped;        /* the unit was not provisioned (on record) */
+	bool stopped;        /* stopped by the operator */
+	bool ready;          /* the programmer waits for the next unit */
+	char reason[600];    /* the engine's words: the log and the details */
 	char note[160];      /* idle reason, held hint, skip note */
+	char failed_step[32];
+	long quota, quota_done;  /* a full work order's counts */
 	int64_t t0, elapsed_ms;
+	int64_t step_t0;     /* when the current step began (per-step time) */
 };
 
 /* One finished unit, as the engine reported it (after it was recorded). */
@@ -64,8 +78,7 @@ struct ui_recent {
 	char when[16];
 	int slot;
 	char uid[40];
-	char result[16];
-	bool good;           /* PASS or UNFUSED */
+	enum ui_verdict result;
 	char serial[48];
 	char fuses[16];
 	char wo[UI_IN_MAX];
@@ -73,6 +86,8 @@ struct ui_recent {
 };
 
 enum ui_mode { M_NAME, M_PIN, M_OPPW, M_WO, M_ARM, M_MAIN, M_QUIT, M_MSG,
+	       /* an unknown work order, created by a supervisor (docs/tui.md) */
+	       M_WO_NEW, M_WO_QUOTA, M_WO_SUP, M_WO_PW,
 	       /* a supervisor releases a quarantined unit (docs/roles.md) */
 	       M_REL_UID, M_REL_WHY, M_REL_SUP, M_REL_PW };
 
@@ -91,6 +106,11 @@ struct ui {
 	char operator_name[UI_IN_MAX];
 	char work_order[UI_IN_MAX];  /* the running one (the engine reads it) */
 	char wo_new[UI_IN_MAX];      /* scanned, waiting for the arming answer */
+	long wo_quota;               /* the quota typed for a new work order */
+	st_workorder_info wo_info;   /* the scanned work order's counts */
+	bool bell_on_fail;           /* beep on FAIL and QUARANTINE */
+	int pin_tries;               /* wrong PINs typed in this UI */
+	int pin_state;               /* enum ui_pin: the token's counter */
 	bool logged_in, armed;
 	bool op_auth;               /* checked against the signed operator list */
 	char rel_uid[UI_IN_MAX];    /* the release being asked for */
@@ -119,9 +139,19 @@ struct ui {
 	bool quit;
 };
 
+/* The token's user-PIN counter as the UI shows it. */
+enum ui_pin { PIN_OK, PIN_COUNT_LOW, PIN_FINAL_TRY, PIN_LOCKED };
+
 /* draw.c */
 void ui_colors(struct ui *u);
 void ui_draw(struct ui *u);
+/* The verdict's word ("PASS", ...; "" for V_NONE). */
+const char *ui_verdict_word(enum ui_verdict v);
+
+/* What the panel of slot i tells the technician: the cause in plain
+ * words (may be "") and the action, never cut (docs/tui.md). */
+void ui_advice(const struct ui *u, int i, char *cause, size_t clen,
+	       char *action, size_t alen, bool narrow);
 
 /* ui.c */
 int ui_busy_slots(const struct ui *u);
@@ -130,5 +160,15 @@ int ui_busy_slots(const struct ui *u);
  * (control bytes, escape sequences, non-ASCII) becomes \xNN, so a device
  * cannot drive the terminal.  NULL stays NULL (and on out of memory). */
 char *ui_escape_dup(const char *s);
+
+/* Like ui_escape_dup for the engine's own text (which may quote a device's
+ * sanitised strings): printable UTF-8 stays when utf8 is true (the
+ * station's em-dash), control bytes, escape sequences, C1 controls and
+ * invalid UTF-8 become \xNN; with utf8 false a dash becomes '-' and any
+ * other non-ASCII character \xNN. */
+char *ui_text_dup(const char *s, bool utf8);
+
+/* The verdict an event's result word names (V_FAIL for an unknown one). */
+enum ui_verdict ui_verdict_of(st_verdict result);
 
 #endif
