@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "base.h"
@@ -92,7 +93,10 @@ static void provision(fx_world *w, const char *label, const char *ca,
 
 	cr_assert_not_null(r);
 	snprintf(w->ca, sizeof(w->ca), "%s", ca);
-	cr_assert_eq(fx_devsim_start(&sim, w->dir, simname, n, NULL), 0);
+	char seed[64];
+
+	snprintf(seed, sizeof(seed), "--seed %s", simname);      /* other device IDs */
+	cr_assert_eq(fx_devsim_start(&sim, w->dir, simname, n, seed), 0);
 	fx_station_run(r, w, "--ca-key", label, "--json", "--burn-fuses", "--slot",
 		       sim.port, "provision", NULL);
 	fx_devsim_stop(&sim);
@@ -233,11 +237,120 @@ Test(modules, tpm2_pkcs11_full_flow, .timeout = 900)
 	fx_path(ca2, &w, "ca-p384.pem");
 	ca_init(&w, "ca-p384", "p384", ca2, NID_ecdsa_with_SHA384);
 	provision(&w, "issuing-ca", ca, "line1", 3);
-	provision(&w, "ca-p384", ca2, "line2", 2);
 	/* tpm2-pkcs11 has no ECDH and no AES key wrap. */
 	inject_refused(&w, "CKM_ECDH1_DERIVE");
+	/* (before the second CA issues: an evidence bundle names one CA) */
 	records_crl_evidence(&w, ca, EVP_PKEY_EC);
+	provision(&w, "ca-p384", ca2, "line2", 2);
 	cr_assert_eq(fx_count_units(&w, "PASS"), 5);
+	{
+		fx_run *r = malloc(sizeof(*r));
+
+		cr_assert_not_null(r);
+		fx_station_run(r, &w, "records", "verify", NULL);
+		cr_assert_eq(r->code, 0, "records verify: %s%s", r->out, r->err);
+		free(r);
+	}
 	fx_tpm2pk_stop(&t);
+	fx_rmtree(dir);
+}
+
+/* ---- per-unit keys where session objects are refused ---------------- */
+
+/* pkcs11-tool's object list of the tpm2-pkcs11 token. */
+static void tpm2_objects(char *out, size_t cap)
+{
+	cr_assert_eq(fx_sh_out(out, cap, "pkcs11-tool --module %s --token-label station "
+			       "--login --pin %s --list-objects", FX_TPM2PK_MODULE, FX_PIN),
+		     0, "%s", out);
+}
+
+static int count(const char *hay, const char *needle)
+{
+	int n = 0;
+
+	for (const char *p = hay; (p = strstr(p, needle)); p++)
+		n++;
+	return n;
+}
+
+/* A pid that ran on this host and is gone. */
+static pid_t dead_pid(void)
+{
+	pid_t pid = fork();
+
+	cr_assert_geq(pid, 0);
+	if (pid == 0)
+		_exit(0);
+	cr_assert_eq(waitpid(pid, NULL, 0), pid);
+	return pid;
+}
+
+/* tpm2-pkcs11 refuses CKA_TOKEN=FALSE keys (CKR_ATTRIBUTE_VALUE_INVALID):
+ * a per-unit key pair (here inject's ephemeral ECDH key) is then made as
+ * token objects labelled station-tmp and destroyed after use like a
+ * session object; what a crashed process left is removed at the next
+ * login.  (Inject itself still cannot work on this module: no ECDH, no
+ * key wrap, and it refuses a key both sensitive and extractable.) */
+Test(modules, tpm2_pkcs11_per_unit_keys_as_token_objects_and_swept_after_a_crash,
+     .timeout = 300)
+{
+	char dir[64], out[16384], host[64] = "", id[160], hexid[330];
+	uint8_t transport[HSM_P256_POINT_LEN], eph[HSM_P256_POINT_LEN], wrapped[512];
+	size_t tlen = 0, wlen = 0;
+	hsm *h = NULL;
+	hsm_session *s = NULL;
+	EVP_PKEY *dev = EVP_EC_gen("P-256");
+	fx_tpm2pk t;
+	fx_world w;
+	fx_run *r = malloc(sizeof(*r));
+	int rc;
+
+	cr_assert_not_null(r);
+	cr_assert_not_null(dev);
+	cr_assert_eq(EVP_PKEY_get_octet_string_param(dev, "encoded-pub-key", transport,
+						     sizeof(transport), &tlen), 1);
+	mkworld_dir(dir, sizeof(dir));
+	cr_assert_eq(fx_tpm2pk_start(&t, dir, "station", FX_PIN), 0, "tpm2-pkcs11 fixture");
+	cr_assert_eq(hsm_open(FX_TPM2PK_MODULE, "station", &h), ST_OK, "%s", hsm_errmsg(h));
+	cr_assert_eq(hsm_login(h, FX_PIN, strlen(FX_PIN)), ST_OK, "%s", hsm_errmsg(h));
+	cr_assert_eq(hsm_session_open(h, &s), ST_OK, "%s", hsm_errmsg(h));
+	rc = hsm_inject_wrap(s, 0, transport, eph, wrapped, sizeof(wrapped), &wlen);
+	/* The ephemeral key was made (a token object); the module then lacks
+	 * ECDH: the failure is there, not at the key generation. */
+	cr_assert_neq(rc, ST_OK);
+	cr_assert(strstr(hsm_session_errmsg(s), "ECDH1_DERIVE"), "%s", hsm_session_errmsg(s));
+	cr_assert_null(strstr(hsm_session_errmsg(s), "ephemeral"), "%s", hsm_session_errmsg(s));
+	tpm2_objects(out, sizeof(out));
+	cr_assert_eq(count(out, "station-tmp"), 0, "destroyed after use: %s", out);
+	hsm_session_close(s);
+	hsm_close(h);
+	EVP_PKEY_free(dev);
+
+	/* What a station process killed mid-unit leaves: a station-tmp pair
+	 * whose CKA_ID names this host and a process that is gone; and one
+	 * of another host, which may be at work and stays. */
+	gethostname(host, sizeof(host) - 1);
+	snprintf(id, sizeof(id), "%s:%ld", host, (long)dead_pid());
+	st_hex((const uint8_t *)id, strlen(id), hexid);
+	cr_assert_eq(fx_sh_out(out, sizeof(out), "pkcs11-tool --module %s --token-label station "
+			       "--login --pin %s --keypairgen --key-type EC:prime256v1 --label "
+			       "station-tmp --id %s", FX_TPM2PK_MODULE, FX_PIN, hexid), 0, "%s", out);
+	snprintf(id, sizeof(id), "other-host.example:1");
+	st_hex((const uint8_t *)id, strlen(id), hexid);
+	cr_assert_eq(fx_sh_out(out, sizeof(out), "pkcs11-tool --module %s --token-label station "
+			       "--login --pin %s --keypairgen --key-type EC:prime256v1 --label "
+			       "station-tmp --id %s", FX_TPM2PK_MODULE, FX_PIN, hexid), 0, "%s", out);
+	tpm2_objects(out, sizeof(out));
+	cr_assert_eq(count(out, "label:      station-tmp"), 4, "left behind: %s", out);
+	/* The next start (any command that logs in) removes this host's. */
+	fx_module_world(&w, dir, FX_TPM2PK_MODULE, FX_PIN, PROFILE(""));
+	fx_station_run(r, &w, "ca", "show", NULL);
+	tpm2_objects(out, sizeof(out));
+	cr_assert_eq(count(out, "label:      station-tmp"), 2, "after the next start: %s", out);
+	cr_assert(strstr(out, "6f746865722d686f73742e6578616d706c653a31"),
+		  "the other host's pair stays: %s", out);
+	fx_tpm2pk_stop(&t);
+	free(r);
 	fx_rmtree(dir);
 }
