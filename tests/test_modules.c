@@ -354,3 +354,38 @@ Test(modules, tpm2_pkcs11_per_unit_keys_as_token_objects_and_swept_after_a_crash
 	free(r);
 	fx_rmtree(dir);
 }
+
+/* ---- the audit key's mechanism is checked at start ------------------ */
+
+/* A token that made the audit key (P-256) and later offers only RSA (a
+ * licence or firmware change, a module swap): the run is refused before
+ * any unit, naming the audit key and the mechanism it lacks, rather than
+ * calling the audit certificate someone else's. */
+Test(modules, audit_key_without_its_mechanism_is_refused_at_start_naming_it,
+     .timeout = 180)
+{
+	fx_world_opts o = { .timeout_ms = 3000 };
+	char conf[600], ca[512];
+	fx_world w;
+	fx_run *r = malloc(sizeof(*r));
+	FILE *f;
+
+	cr_assert_not_null(r);
+	fx_world_init_opts(&w, &o);
+	fx_path(ca, &w, "ca.pem");
+	ca_init(&w, "issuing-ca", "rsa3072", ca, NID_sha256WithRSAEncryption);
+	fx_station_run(r, &w, "audit", "init", NULL);
+	cr_assert_eq(r->code, 0, "audit init: %s", r->err);
+	fx_path(conf, &w, "softhsm2.conf");
+	f = fopen(conf, "a");
+	cr_assert_not_null(f);
+	fputs("slots.mechanisms = CKM_RSA_PKCS_KEY_PAIR_GEN,CKM_RSA_PKCS,CKM_SHA256\n", f);
+	fclose(f);
+	fx_station_run(r, &w, "--slot", "/dev/null", "provision", NULL);
+	cr_assert_eq(r->code, 3, "exit %d: %s", r->code, r->err);
+	cr_assert(strstr(r->err, "audit key") && strstr(r->err, "CKM_ECDSA"),
+		  "names the audit key and CKM_ECDSA: %s", r->err);
+	cr_assert_eq(fx_count_units(&w, NULL), 0);
+	free(r);
+	fx_rmtree(w.dir);
+}
