@@ -331,6 +331,7 @@ const char *hsm_errmsg(const hsm *h)
  * each retry burns one of the token's few attempts. */
 int hsm_login(hsm *h, const char *pin, size_t pinlen)
 {
+	unsigned swept;
 	CK_RV rv;
 
 	if (!h)
@@ -345,11 +346,13 @@ int hsm_login(hsm *h, const char *pin, size_t pinlen)
 	}
 	rv = h->fl->C_Login(h->main, CKU_USER, (CK_UTF8CHAR_PTR)pin,
 			    (CK_ULONG)pinlen);
-	if (rv == CKR_USER_ALREADY_LOGGED_IN)
-		return ST_OK;
-	if (rv != CKR_OK)
+	if (rv != CKR_OK && rv != CKR_USER_ALREADY_LOGGED_IN)
 		return hsm_h_rv(h, "C_Login", rv);
-	h->logged_in = true;
+	if (rv == CKR_OK)
+		h->logged_in = true;
+	/* Temporary keys a crashed run left (private objects: after login).
+	 * Best effort: a token that cannot list them still works. */
+	hsm_tmp_sweep(h, &swept);
 	return ST_OK;
 }
 

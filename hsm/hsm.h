@@ -34,7 +34,9 @@ const char *hsm_errmsg(const hsm *h);
 
 /* Log the user in with pin (not NUL-terminated, pinlen bytes).  The caller
  * wipes its copy; this module keeps none.  CKR_PIN_INCORRECT → ST_E_PIN,
- * CKR_PIN_LOCKED → ST_E_PIN_LOCKED.  Never retried here. */
+ * CKR_PIN_LOCKED → ST_E_PIN_LOCKED.  Never retried here.  Once logged in,
+ * destroys the temporary "station-tmp" token objects that a process of
+ * this host no longer running left (see hsm_inject_keygen). */
 int hsm_login(hsm *h, const char *pin, size_t pinlen);
 
 /* Token flags worth a warning, as a static string, or NULL (e.g. the
@@ -176,7 +178,10 @@ void hsm_labels_free(char **labels, size_t n);
  * pair as session objects; the private key is CKA_SENSITIVE and
  * extractable only by wrapping (CKA_EXTRACTABLE, never readable in clear),
  * with no usage of its own, labelled HSM_INJECT_LABEL (so listings show
- * it while it lives).  pub gets its public point. */
+ * it while it lives).  pub gets its public point.  On a module that
+ * refuses session objects (tpm2-pkcs11) this pair and the ephemeral one of
+ * hsm_inject_wrap are token objects labelled "station-tmp" instead,
+ * destroyed the same way; hsm_login removes those a crash left. */
 #define HSM_INJECT_LABEL "station-device-key"
 int hsm_inject_keygen(hsm_session *s, hsm_obj *priv, hsm_obj *pubobj,
 		      uint8_t pub[HSM_P256_POINT_LEN]);

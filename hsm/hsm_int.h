@@ -5,6 +5,7 @@
 #define ST_HSM_INT_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -24,6 +25,9 @@ struct hsm {
 	bool have_main;
 	CK_SLOT_ID slot;
 	CK_SESSION_HANDLE main;         /* keeps the login alive */
+	/* The module refused per-unit keys as session objects (CKA_TOKEN
+	 * false: tpm2-pkcs11): hsm_genpair_tmp makes token objects. */
+	atomic_bool tmp_on_token;
 	pthread_mutex_t err_lock;       /* sessions may be opened from workers */
 	char err[HSM_ERRMSG_LEN];
 };
@@ -55,6 +59,30 @@ int hsm_s_rv(hsm_session *s, const char *fn, CK_RV rv);
 /* Read a variable-length attribute into a malloc'd buffer (hsm.c). */
 int hsm_get_attr(hsm_session *s, CK_OBJECT_HANDLE o, CK_ATTRIBUTE_TYPE type,
 		 const char *what, uint8_t **out, size_t *len);
+
+/* ---- Temporary key pairs (keys.c) ---- */
+
+/* CKA_LABEL of a temporary pair made as token objects; its CKA_ID names
+ * the host and process that made it ("host:pid"), so the next start on
+ * that host removes what a crash left (hsm_tmp_sweep). */
+#define HSM_TMP_LABEL "station-tmp"
+
+/* C_GenerateKeyPair for a pair that lives only while one unit is worked
+ * on, from templates that say CKA_TOKEN false: as session objects, or,
+ * where the module refuses those (CKR_ATTRIBUTE_VALUE_INVALID or
+ * CKR_TEMPLATE_INCONSISTENT, remembered for the handle), as token objects
+ * labelled HSM_TMP_LABEL instead of the template's label.  The caller
+ * destroys both halves after use, as for session objects.  Returns the
+ * module's CK_RV. */
+CK_RV hsm_genpair_tmp(hsm_session *s, CK_MECHANISM *mech,
+		      const CK_ATTRIBUTE *pub, CK_ULONG npub,
+		      const CK_ATTRIBUTE *priv, CK_ULONG npriv,
+		      CK_OBJECT_HANDLE *hpub, CK_OBJECT_HANDLE *hpriv);
+
+/* Destroy the HSM_TMP_LABEL objects a process of this host that is no
+ * longer running left in the token (a crash between making and
+ * destroying them); called at every login.  *n gets how many. */
+int hsm_tmp_sweep(hsm *h, unsigned *n);
 
 /* ---- Objects (objects.c) ---- */
 

@@ -4,10 +4,13 @@
 #include "hsm_int.h"
 #include "base.h"
 
+#include <errno.h>
 #include <limits.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <openssl/bn.h>
 #include <openssl/core_names.h>
@@ -287,6 +290,134 @@ int hsm_keygen_p256(hsm_session *s, const char *label, bool token,
 		return err;
 	}
 	*priv = hpriv;
+	return ST_OK;
+}
+
+#define TMPL_MAX 16
+#define TMP_ID_LEN 96
+
+/* This process's CKA_ID for temporary token objects: "host:pid". */
+static void tmp_id(char id[TMP_ID_LEN])
+{
+	char host[64] = "";
+
+	gethostname(host, sizeof(host) - 1);
+	host[sizeof(host) - 1] = '\0';
+	snprintf(id, TMP_ID_LEN, "%s:%ld", host, (long)getpid());
+}
+
+/* in without CKA_TOKEN, CKA_LABEL and CKA_ID, then those three for a
+ * temporary token object; the count, or 0 when it does not fit. */
+static CK_ULONG tmp_template(CK_ATTRIBUTE out[TMPL_MAX], const CK_ATTRIBUTE *in,
+			     CK_ULONG n, CK_BBOOL *yes, char *id)
+{
+	static const char label[] = HSM_TMP_LABEL;
+	CK_ULONG k = 0;
+
+	for (CK_ULONG i = 0; i < n; i++) {
+		if (in[i].type == CKA_TOKEN || in[i].type == CKA_LABEL ||
+		    in[i].type == CKA_ID)
+			continue;
+		if (k + 3 >= TMPL_MAX)
+			return 0;
+		out[k++] = in[i];
+	}
+	out[k++] = (CK_ATTRIBUTE){ CKA_TOKEN, yes, sizeof(*yes) };
+	out[k++] = (CK_ATTRIBUTE){ CKA_LABEL, (void *)label, sizeof(label) - 1 };
+	out[k++] = (CK_ATTRIBUTE){ CKA_ID, id, strlen(id) };
+	return k;
+}
+
+/* Try session objects first (fast, and gone with the session whatever
+ * happens); only a refusal of CKA_TOKEN false itself switches the handle
+ * to token objects, and only once the token form has worked, so another
+ * template error is reported as it is. */
+CK_RV hsm_genpair_tmp(hsm_session *s, CK_MECHANISM *mech,
+		      const CK_ATTRIBUTE *pub, CK_ULONG npub,
+		      const CK_ATTRIBUTE *priv, CK_ULONG npriv,
+		      CK_OBJECT_HANDLE *hpub, CK_OBJECT_HANDLE *hpriv)
+{
+	CK_ATTRIBUTE tp[TMPL_MAX], tv[TMPL_MAX];
+	CK_BBOOL yes = CK_TRUE;
+	char id[TMP_ID_LEN];
+	CK_ULONG np, nv;
+	CK_RV rv = CKR_OK, first;
+
+	if (!atomic_load(&s->h->tmp_on_token)) {
+		rv = s->h->fl->C_GenerateKeyPair(s->sh, mech, (CK_ATTRIBUTE *)pub, npub,
+						 (CK_ATTRIBUTE *)priv, npriv, hpub, hpriv);
+		if (rv != CKR_ATTRIBUTE_VALUE_INVALID && rv != CKR_TEMPLATE_INCONSISTENT)
+			return rv;
+	}
+	first = rv;
+	tmp_id(id);
+	np = tmp_template(tp, pub, npub, &yes, id);
+	nv = tmp_template(tv, priv, npriv, &yes, id);
+	if (!np || !nv)
+		return CKR_ARGUMENTS_BAD;
+	rv = s->h->fl->C_GenerateKeyPair(s->sh, mech, tp, np, tv, nv, hpub, hpriv);
+	if (rv == CKR_OK)
+		atomic_store(&s->h->tmp_on_token, true);
+	else if (first != CKR_OK)
+		return first;   /* not a session-object refusal after all */
+	return rv;
+}
+
+/* Is the "host:pid" in id a process of this host that is gone? */
+static bool tmp_orphan(const char *id, size_t len)
+{
+	char buf[TMP_ID_LEN], mine[TMP_ID_LEN], *colon, *end;
+	long pid;
+
+	if (len == 0 || len >= sizeof(buf))
+		return false;
+	memcpy(buf, id, len);
+	buf[len] = '\0';
+	colon = strrchr(buf, ':');
+	if (!colon)
+		return false;
+	tmp_id(mine);
+	if (strncmp(buf, mine, (size_t)(colon - buf) + 1))
+		return false;   /* another host's: it may be at work */
+	errno = 0;
+	pid = strtol(colon + 1, &end, 10);
+	if (errno || *end || pid <= 0 || pid > INT_MAX)
+		return false;
+	if (pid == (long)getpid())
+		return false;
+	return kill((pid_t)pid, 0) < 0 && errno == ESRCH;
+}
+
+int hsm_tmp_sweep(hsm *h, unsigned *n)
+{
+	static const char label[] = HSM_TMP_LABEL;
+	CK_ATTRIBUTE tmpl[] = { { CKA_LABEL, (void *)label, sizeof(label) - 1 } };
+	CK_OBJECT_HANDLE found[64];
+	CK_ULONG k = 0;
+	CK_FUNCTION_LIST *fl = h->fl;
+	CK_RV rv, frv;
+
+	*n = 0;
+	rv = fl->C_FindObjectsInit(h->main, tmpl, ST_ARRAY_SIZE(tmpl));
+	if (rv != CKR_OK)
+		return hsm_h_rv(h, "C_FindObjectsInit(" HSM_TMP_LABEL ")", rv);
+	rv = fl->C_FindObjects(h->main, found, ST_ARRAY_SIZE(found), &k);
+	frv = fl->C_FindObjectsFinal(h->main);
+	if (rv != CKR_OK)
+		return hsm_h_rv(h, "C_FindObjects(" HSM_TMP_LABEL ")", rv);
+	if (frv != CKR_OK)
+		return hsm_h_rv(h, "C_FindObjectsFinal", frv);
+	for (CK_ULONG i = 0; i < k; i++) {
+		char id[TMP_ID_LEN];
+		CK_ATTRIBUTE a = { CKA_ID, id, sizeof(id) };
+
+		if (fl->C_GetAttributeValue(h->main, found[i], &a, 1) != CKR_OK ||
+		    a.ulValueLen == CK_UNAVAILABLE_INFORMATION ||
+		    !tmp_orphan(id, a.ulValueLen))
+			continue;
+		if (fl->C_DestroyObject(h->main, found[i]) == CKR_OK)
+			(*n)++;
+	}
 	return ST_OK;
 }
 

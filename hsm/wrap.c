@@ -34,9 +34,8 @@ int hsm_inject_keygen(hsm_session *s, hsm_obj *priv, hsm_obj *pubobj,
 
 	if (!s || !priv || !pubobj || !pub)
 		return ST_E_INVAL;
-	rv = s->h->fl->C_GenerateKeyPair(s->sh, &mech, pub_tmpl, ST_ARRAY_SIZE(pub_tmpl),
-					 priv_tmpl, ST_ARRAY_SIZE(priv_tmpl),
-					 &hpub, &hpriv);
+	rv = hsm_genpair_tmp(s, &mech, pub_tmpl, ST_ARRAY_SIZE(pub_tmpl),
+			     priv_tmpl, ST_ARRAY_SIZE(priv_tmpl), &hpub, &hpriv);
 	if (rv != CKR_OK)
 		return hsm_s_rv(s, "C_GenerateKeyPair(device key)", rv);
 	err = hsm_read_point(s, hpub, pub);
@@ -97,8 +96,8 @@ int hsm_inject_wrap(hsm_session *s, hsm_obj priv,
 		return ST_E_INVAL;
 	}
 	fl = s->h->fl;
-	rv = fl->C_GenerateKeyPair(s->sh, &gen, epub_tmpl, ST_ARRAY_SIZE(epub_tmpl),
-				   epriv_tmpl, ST_ARRAY_SIZE(epriv_tmpl), &hepub, &hepriv);
+	rv = hsm_genpair_tmp(s, &gen, epub_tmpl, ST_ARRAY_SIZE(epub_tmpl),
+			     epriv_tmpl, ST_ARRAY_SIZE(epriv_tmpl), &hepub, &hepriv);
 	if (rv != CKR_OK)
 		return hsm_s_rv(s, "C_GenerateKeyPair(ephemeral)", rv);
 	err = hsm_read_point(s, hepub, eph);

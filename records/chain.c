@@ -8,7 +8,6 @@
 #include "base.h"
 
 #include <openssl/bn.h>
-#include <openssl/ecdsa.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/sha.h>
@@ -37,32 +36,6 @@ static int same(json_t *o, const char *key, const char *v)
 	return json_is_string(j) && !strcmp(json_string_value(j), v);
 }
 
-/* Raw r||s to a DER ECDSA-Sig-Value in hex, the form `openssl dgst
- * -verify` takes (after xxd -r -p). */
-static int sig_hex(const uint8_t rs[64], char *out, size_t len)
-{
-	ECDSA_SIG *sig = ECDSA_SIG_new();
-	BIGNUM *br = BN_bin2bn(rs, 32, NULL), *bs = BN_bin2bn(rs + 32, 32, NULL);
-	unsigned char *der = NULL;
-	int n = -1;
-
-	if (!sig || !br || !bs)
-		goto cleanup;
-	ECDSA_SIG_set0(sig, br, bs);
-	br = bs = NULL;
-	n = i2d_ECDSA_SIG(sig, &der);
-	if (n > 0 && (size_t)n * 2 + 1 <= len)
-		st_hex(der, (size_t)n, out);
-	else
-		n = -1;
-cleanup:
-	BN_free(br);
-	BN_free(bs);
-	ECDSA_SIG_free(sig);
-	OPENSSL_free(der);
-	return n > 0 ? ST_OK : ST_E_CRYPTO;
-}
-
 /* The body is the only thing hashed and signed: canonical JSON (jansson,
  * sorted keys, compact, \u-escaped non-ASCII), so anyone can recompute the
  * hash from the stored text alone. */
@@ -76,8 +49,9 @@ int rec_append_event_at(rec_store *r, const char *kind, int64_t unit_id,
 			const char *uid, const char *when, json_t *data)
 {
 	sqlite3_stmt *s = r->stmt[S_EV_LAST];
-	char at[32], prev[REC_HASH_HEX], hash[REC_HASH_HEX], sig[200];
-	uint8_t dig[SHA256_DIGEST_LENGTH], rs[64];
+	char at[32], prev[REC_HASH_HEX], hash[REC_HASH_HEX], sig[2 * REC_SIG_MAX + 1];
+	uint8_t dig[SHA256_DIGEST_LENGTH], raw[REC_SIG_MAX];
+	size_t rawlen = 0;
 	json_int_t seq = 1;
 	json_t *body = NULL;
 	char *text = NULL;
@@ -117,9 +91,11 @@ int rec_append_event_at(rec_store *r, const char *kind, int64_t unit_id,
 	SHA256((const unsigned char *)text, strlen(text), dig);
 	st_hex(dig, sizeof(dig), hash);
 	if (r->sign) {
-		err = r->sign(r->sign_ctx, dig, rs);
+		err = r->sign(r->sign_ctx, dig, raw, sizeof(raw), &rawlen);
+		if (!err && (!rawlen || rawlen > sizeof(raw)))
+			err = ST_E_CRYPTO;
 		if (!err)
-			err = sig_hex(rs, sig, sizeof(sig));
+			st_hex(raw, rawlen, sig);
 		if (err) {
 			free(text);
 			return rec_fail(r, err, "the audit key could not sign "
@@ -332,7 +308,7 @@ static int key_certified(struct rec_chain *v, EVP_PKEY *k)
 static int check_sig(struct rec_chain *v, long long seq, const char *body,
 		     const char *key, const char *sighex)
 {
-	unsigned char der[80];
+	unsigned char der[REC_SIG_MAX];
 	size_t n = sighex ? strlen(sighex) / 2 : 0;
 	struct acert *ac = NULL;
 	EVP_PKEY *pk = NULL;

@@ -210,12 +210,16 @@ int rec_get_stats(rec_store *r, rec_stats *out);
  * keys, compact, ASCII) holding the previous event's SHA-256; the SHA-256
  * of the body is signed by the station's audit key through rec_sign_fn. */
 
-/* Sign a SHA-256 digest with the audit key; sig gets raw r||s (64 bytes
- * for P-256).  Called with the store's lock held, from whichever thread is
+/* Sign a SHA-256 digest with the audit key; sig (cap bytes, at least
+ * REC_SIG_MAX) gets the signature in the form OpenSSL verifies over
+ * SHA-256 of the body (`openssl dgst -sha256 -verify`): a DER
+ * ECDSA-Sig-Value for an EC key, PKCS#1 v1.5 for an RSA key; *siglen its
+ * length.  Called with the store's lock held, from whichever thread is
  * writing, one call at a time; return ST_OK or an st_err (the write that
  * needed the signature then fails and nothing of it is stored). */
-typedef int (*rec_sign_fn)(void *ctx, const uint8_t digest[32],
-			   uint8_t sig[64]);
+#define REC_SIG_MAX 512         /* RSA-4096 */
+typedef int (*rec_sign_fn)(void *ctx, const uint8_t digest[32], uint8_t *sig,
+			   size_t cap, size_t *siglen);
 
 /* Sign every later event with fn, under the key whose X.509 certificate
  * (DER) is cert_der; the certificate is stored in the records (once) so a

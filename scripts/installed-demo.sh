@@ -44,7 +44,7 @@ trap 'kill $sim 2>/dev/null || true' EXIT
 for _ in $(seq 50); do grep -q ready "$D/prog.ready" 2>/dev/null && break; sleep 0.1; done
 # station.log_file: the verdicts go there too (not under systemd here)
 sed -i 's|log_file = "/var/log/station/tui.log"|log_file = "/var/log/station/station.log"|' "$CONF"
-"${ST[@]}" --operator demo --burn-fuses --slot "$D/prog" provision
+"${ST[@]}" --operator demo --burn-fuses --yes --slot "$D/prog" provision
 n=0
 for c in /var/lib/station/certs/*.pem; do
 	openssl verify -CAfile "$D/ca.pem" "$c" >/dev/null

@@ -1,4 +1,5 @@
-/* audit.c — the station's audit key: an EC P-256 key in the HSM whose
+/* audit.c — the station's audit key: a key in the HSM (EC P-256 where the
+ * token offers it, else RSA-3072: the token decides, not the station) whose
  * certificate is issued by the station's CA with the audit
  * extendedKeyUsage (ST_AUDIT_EKU_OID, which no device certificate can
  * carry), and the signer the records call for every event (records/ never
@@ -28,8 +29,10 @@
 #include "x509.h"
 
 struct st_audit {
+	hsm *h;
 	hsm_session *s;         /* used only under the records' lock */
 	hsm_obj priv;
+	hsm_keytype type;       /* what priv is, so it signs with its mechanism */
 	uint8_t *der;           /* the audit certificate */
 	size_t len;
 	bool created;           /* the key was made by this open */
@@ -129,23 +132,84 @@ static int certify(st_audit *a, const char *ca_label, const char *label,
 	return rc;
 }
 
-/* A new key pair under label, certified. */
+/* The type of a new audit key: EC P-256 where the token can make and use
+ * one, else RSA-3072 (an RSA-only token, such as Debian 12's opencryptoki
+ * soft token, would otherwise pass `ca init` and fail every provision). */
+static int new_key_type(st_audit *a, char *err, size_t errlen)
+{
+	static const hsm_mech ec[] = { HSM_M_EC_KEY_PAIR_GEN, HSM_M_ECDSA };
+	static const hsm_mech rsa[] = { HSM_M_RSA_KEY_PAIR_GEN, HSM_M_RSA_PKCS };
+
+	if (hsm_check_mechanisms(a->h, ec, ST_ARRAY_SIZE(ec)) == ST_OK) {
+		a->type = HSM_KEY_P256;
+		return ST_OK;
+	}
+	if (hsm_check_mechanisms(a->h, rsa, ST_ARRAY_SIZE(rsa)) == ST_OK) {
+		a->type = HSM_KEY_RSA3072;
+		return ST_OK;
+	}
+	snprintf(err, errlen, "the token can make no key to sign the records "
+		 "with: it offers neither CKM_EC_KEY_PAIR_GEN with CKM_ECDSA (an EC "
+		 "P-256 audit key) nor CKM_RSA_PKCS_KEY_PAIR_GEN with CKM_RSA_PKCS "
+		 "(RSA-3072): use a token (or HSM licence) that has one of them");
+	return ST_E_HSM;
+}
+
+/* The audit key in the token signs with its mechanism: checked before it
+ * is used, so a token without it is refused at start, naming it. */
+static int sign_mech_offered(st_audit *a, const char *label, char *err,
+			     size_t errlen)
+{
+	hsm_mech m = st_sigmech_need(a->type);
+
+	if (hsm_check_mechanisms(a->h, &m, 1) == ST_OK)
+		return ST_OK;
+	snprintf(err, errlen, "the audit key '%s' (%s) cannot sign: %s", label,
+		 hsm_keytype_name(a->type), hsm_errmsg(a->h));
+	return ST_E_HSM;
+}
+
+/* The public key labelled label as an EVP_PKEY (NULL when absent or
+ * unreadable); a->type is set from it. */
+static EVP_PKEY *token_pubkey(st_audit *a, const char *label)
+{
+	uint8_t *spki = NULL;
+	size_t len = 0;
+	hsm_keytype t;
+	EVP_PKEY *pub = NULL;
+
+	if (hsm_pubkey_spki(a->s, label, &spki, &len, &t) == ST_OK &&
+	    (pub = st_spki_pubkey(spki, len)))
+		a->type = t;
+	free(spki);
+	return pub;
+}
+
+/* A new key pair under label, certified.  A pair whose public half cannot
+ * be read back would block the label: both halves are removed then. */
 static int make_key(st_audit *a, const char *ca_label, const char *label,
 		    const char *station_id, char *err, size_t errlen)
 {
-	uint8_t point[HSM_P256_POINT_LEN];
 	EVP_PKEY *pub = NULL;
-	int rc = hsm_keygen_p256(a->s, label, true, point, &a->priv);
+	int rc = new_key_type(a, err, errlen);
 
+	if (rc)
+		return rc;
+	rc = hsm_keygen(a->s, a->type, label, true, &a->priv);
 	if (rc) {
-		snprintf(err, errlen, "audit key generation failed: %s",
-			 hsm_session_errmsg(a->s));
+		snprintf(err, errlen, "audit key (%s) generation failed: %s",
+			 hsm_keytype_name(a->type), hsm_session_errmsg(a->s));
 		return rc;
 	}
 	a->created = true;
-	pub = st_p256_pubkey(point);
-	rc = pub ? certify(a, ca_label, label, pub, station_id, err, errlen) :
-		   ST_E_CRYPTO;
+	pub = token_pubkey(a, label);
+	if (!pub) {
+		snprintf(err, errlen, "cannot read back the new audit key's public "
+			 "half: %s", hsm_session_errmsg(a->s));
+		hsm_remove(a->s, label, HSM_O_PRIVKEY | HSM_O_PUBKEY);
+		return ST_E_HSM;
+	}
+	rc = certify(a, ca_label, label, pub, station_id, err, errlen);
 	EVP_PKEY_free(pub);
 	return rc;
 }
@@ -171,7 +235,10 @@ static int check_cert(st_audit *a, const char *ca_label, const char *label,
 	}
 	p = a->der;
 	x = d2i_X509(NULL, &p, (long)a->len);
-	if (!x || !st_hsm_key_matches(a->s, a->priv, HSM_KEY_P256,
+	if (x && st_key_type(X509_get0_pubkey(x), &a->type) == ST_OK &&
+	    (rc = sign_mech_offered(a, label, err, errlen)))
+		goto cleanup;
+	if (!x || !st_hsm_key_matches(a->s, a->priv, a->type,
 				      X509_get0_pubkey(x))) {
 		snprintf(err, errlen, "the certificate labelled '%s' in the token "
 			 "does not belong to the audit key of that label: it cannot "
@@ -214,7 +281,6 @@ cleanup:
 static int ensure(st_audit *a, const char *ca_label, const char *label,
 		  const char *station_id, char *err, size_t errlen)
 {
-	uint8_t point[HSM_P256_POINT_LEN];
 	EVP_PKEY *pub = NULL;
 	unsigned have = 0;
 	int rc = hsm_objects(a->s, label, &have);
@@ -249,9 +315,13 @@ static int ensure(st_audit *a, const char *ca_label, const char *label,
 	}
 	if (have & HSM_O_CERT)
 		return check_cert(a, ca_label, label, station_id, err, errlen);
-	if ((have & HSM_O_PUBKEY) && hsm_read_pubkey(a->s, label, point) == ST_OK)
-		pub = st_p256_pubkey(point);
-	if (!pub || !st_hsm_key_matches(a->s, a->priv, HSM_KEY_P256, pub)) {
+	if (have & HSM_O_PUBKEY)
+		pub = token_pubkey(a, label);
+	if (pub && (rc = sign_mech_offered(a, label, err, errlen))) {
+		EVP_PKEY_free(pub);
+		return rc;
+	}
+	if (!pub || !st_hsm_key_matches(a->s, a->priv, a->type, pub)) {
 		/* half a key pair and never a certificate: it signed nothing */
 		EVP_PKEY_free(pub);
 		rc = hsm_remove(a->s, label, HSM_O_PRIVKEY | HSM_O_PUBKEY);
@@ -294,6 +364,7 @@ int st_audit_open(hsm *h, const char *ca_label, const char *label,
 	if (!a)
 		return ST_E_NOMEM;
 	err[0] = '\0';
+	a->h = h;
 	rc = hsm_session_open(h, &a->s);
 	if (rc) {
 		snprintf(err, errlen, "cannot open an HSM session for the audit "
@@ -330,13 +401,21 @@ const uint8_t *st_audit_cert(const st_audit *a, size_t *len)
 	return a->der;
 }
 
-int st_audit_sign(void *ctx, const uint8_t digest[32], uint8_t sig[64])
+int st_audit_sign(void *ctx, const uint8_t digest[32], uint8_t *sig,
+		  size_t cap, size_t *siglen)
 {
 	st_audit *a = ctx;
-	size_t n = HSM_P256_SIG_LEN;
-	int rc = hsm_sign_digest(a->s, a->priv, digest, 32, sig, &n);
+	uint8_t *der = NULL;
+	char err[256];
+	int n = st_hsm_sign_sha256(a->s, a->priv, a->type, digest, &der, err,
+				   sizeof(err));
 
-	return rc ? rc : n == HSM_P256_SIG_LEN ? ST_OK : ST_E_HSM;
+	if (n > 0 && (size_t)n <= cap) {
+		memcpy(sig, der, (size_t)n);
+		*siglen = (size_t)n;
+	}
+	OPENSSL_free(der);
+	return n > 0 && (size_t)n <= cap ? ST_OK : ST_E_HSM;
 }
 
 void st_audit_close(st_audit *a)

@@ -3,7 +3,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <openssl/bn.h>
-#include <openssl/ecdsa.h>
 #include <openssl/pem.h>
 #include <openssl/sha.h>
 #include <stdio.h>
@@ -24,36 +23,11 @@ void st_checkpoint_dir(const st_config *cfg, char *buf, size_t len)
 		snprintf(buf, len, "%s.checkpoints", cfg->records_path);
 }
 
-/* Raw r||s to DER, the form openssl dgst -signature reads. */
-static int rs_to_der(const uint8_t rs[64], uint8_t *out, size_t cap, size_t *len)
-{
-	ECDSA_SIG *sig = ECDSA_SIG_new();
-	BIGNUM *br = BN_bin2bn(rs, 32, NULL), *bs = BN_bin2bn(rs + 32, 32, NULL);
-	unsigned char *der = NULL;
-	int n = -1;
-
-	if (sig && br && bs && ECDSA_SIG_set0(sig, br, bs)) {
-		br = bs = NULL;
-		n = i2d_ECDSA_SIG(sig, &der);
-	}
-	if (n > 0 && (size_t)n <= cap) {
-		memcpy(out, der, (size_t)n);
-		*len = (size_t)n;
-	} else {
-		n = -1;
-	}
-	BN_free(br);
-	BN_free(bs);
-	ECDSA_SIG_free(sig);
-	OPENSSL_free(der);
-	return n > 0 ? ST_OK : ST_E_CRYPTO;
-}
-
 int st_checkpoint_make(rec_store *rec, st_audit *a, const char *station,
 		       long long seq, const char *hash, st_checkpoint *out,
 		       char *err, size_t errlen)
 {
-	uint8_t dig[SHA256_DIGEST_LENGTH], rs[64];
+	uint8_t dig[SHA256_DIGEST_LENGTH];
 	char fp[65], head[65];
 	const uint8_t *der;
 	size_t dlen;
@@ -77,9 +51,7 @@ int st_checkpoint_make(rec_store *rec, st_audit *a, const char *station,
 		return ST_E_NOMEM;
 	}
 	SHA256((const unsigned char *)out->body, strlen(out->body), dig);
-	rc = st_audit_sign(a, dig, rs);
-	if (!rc)
-		rc = rs_to_der(rs, out->sig, sizeof(out->sig), &out->siglen);
+	rc = st_audit_sign(a, dig, out->sig, sizeof(out->sig), &out->siglen);
 	if (rc)
 		snprintf(err, errlen, "the audit key could not sign the "
 			 "checkpoint: %s", st_strerror(rc));

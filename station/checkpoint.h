@@ -17,7 +17,7 @@
 typedef struct st_checkpoint {
 	rec_checkpoint cp;      /* what it says */
 	char *body;             /* the signed text (ends in a newline) */
-	uint8_t sig[80];        /* ECDSA P-256 signature, DER */
+	uint8_t sig[REC_SIG_MAX]; /* by the audit key, as openssl verifies it */
 	size_t siglen;
 	char path[4096];        /* the .json written ("" when none) */
 } st_checkpoint;

@@ -6,7 +6,6 @@
 #include <fcntl.h>
 #include <jansson.h>
 #include <openssl/bn.h>
-#include <openssl/ecdsa.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/sha.h>
@@ -591,32 +590,16 @@ static int der_to_pem(const uint8_t *der, size_t len, char *buf, size_t cap)
 static int sign_manifest(struct bundle *b, st_audit *a, const char *text,
 			 size_t len)
 {
-	uint8_t dig[SHA256_DIGEST_LENGTH], rs[64];
-	unsigned char *der = NULL;
-	ECDSA_SIG *sig = ECDSA_SIG_new();
-	BIGNUM *br = NULL, *bs = NULL;
-	int n, rc = -1;
+	uint8_t dig[SHA256_DIGEST_LENGTH], sig[REC_SIG_MAX];
+	size_t siglen = 0;
 
 	SHA256((const unsigned char *)text, len, dig);
-	if (st_audit_sign(a, dig, rs)) {
+	if (st_audit_sign(a, dig, sig, sizeof(sig), &siglen)) {
 		snprintf(b->err, sizeof(b->err), "the audit key could not sign "
 			 "the manifest");
-		goto cleanup;
+		return -1;
 	}
-	BN_free(br);
-	br = BN_bin2bn(rs, 32, NULL);
-	bs = BN_bin2bn(rs + 32, 32, NULL);
-	if (!sig || !br || !bs || !ECDSA_SIG_set0(sig, br, bs))
-		goto cleanup;
-	br = bs = NULL;
-	n = i2d_ECDSA_SIG(sig, &der);
-	rc = n > 0 ? put_file(b, "manifest.sig", (const char *)der, (size_t)n) : -1;
-cleanup:
-	BN_free(br);
-	BN_free(bs);
-	OPENSSL_free(der);
-	ECDSA_SIG_free(sig);
-	return rc;
+	return put_file(b, "manifest.sig", (const char *)sig, siglen);
 }
 
 /* The CA certificate, from the token, into the bundle. */

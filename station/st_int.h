@@ -73,9 +73,12 @@ const char *st_audit_repaired(const st_audit *a);
 /* Its certificate, DER, owned by a. */
 const uint8_t *st_audit_cert(const st_audit *a, size_t *len);
 
-/* A rec_sign_fn: ECDSA P-256 over the digest in the HSM; ctx is the
- * st_audit.  Callers serialise (the records call it under their lock). */
-int st_audit_sign(void *ctx, const uint8_t digest[32], uint8_t sig[64]);
+/* A rec_sign_fn: the audit key signs the SHA-256 digest in the HSM
+ * (ECDSA, DER; or RSA PKCS#1 v1.5), in the form `openssl dgst -sha256
+ * -verify` checks; ctx is the st_audit.  Callers serialise (the records
+ * call it under their lock). */
+int st_audit_sign(void *ctx, const uint8_t digest[32], uint8_t *sig,
+		  size_t cap, size_t *siglen);
 
 /* Sign rec's events with a from now on (rec_set_signer), and record, as
  * signed events, what opening it repaired (audit_key_repair) and, when the

@@ -131,6 +131,10 @@ static const uint8_t sha256_info[] = {
 	0x04, 0x02, 0x01, 0x05, 0x00, 0x04, 0x20
 };
 
+static int sign_prepared(hsm_session *s, hsm_obj priv, hsm_keytype t,
+			 const uint8_t *msg, size_t inlen, uint8_t **sig,
+			 char *err, size_t errlen);
+
 /* Sign tbs with the HSM key priv of type t; *sig gets the signature as it
  * goes into the BIT STRING (DER ECDSA-Sig-Value, or the raw RSA/EdDSA
  * signature).  Returns its length, or -1 with err filled in. */
@@ -138,12 +142,11 @@ static int hsm_sign_tbs(hsm_session *s, hsm_obj priv, hsm_keytype t,
 			const uint8_t *tbs, size_t tbslen, uint8_t **sig,
 			char *err, size_t errlen)
 {
-	uint8_t in[sizeof(sha256_info) + EVP_MAX_MD_SIZE], raw[HSM_MAX_SIG];
+	uint8_t in[sizeof(sha256_info) + EVP_MAX_MD_SIZE];
 	const uint8_t *msg = in;
-	size_t inlen = 0, rawlen = 0;
+	size_t inlen = 0;
 	unsigned int mdlen = 0;
 	const EVP_MD *md = md_for(t);
-	int rc;
 
 	*sig = NULL;
 	if (t == HSM_KEY_RSA3072) {
@@ -160,6 +163,20 @@ static int hsm_sign_tbs(hsm_session *s, hsm_obj priv, hsm_keytype t,
 		msg = tbs;
 		inlen = tbslen;
 	}
+	return sign_prepared(s, priv, t, msg, inlen, sig, err, errlen);
+}
+
+/* Sign what the mechanism of t takes (a digest, a DigestInfo, a whole
+ * message) and return the signature in the form OpenSSL verifies. */
+static int sign_prepared(hsm_session *s, hsm_obj priv, hsm_keytype t,
+			 const uint8_t *msg, size_t inlen, uint8_t **sig,
+			 char *err, size_t errlen)
+{
+	uint8_t raw[HSM_MAX_SIG];
+	size_t rawlen = 0;
+	int rc;
+
+	*sig = NULL;
 	rc = hsm_sign(s, priv, hsm_keytype_sigmech(t), msg, inlen, raw, sizeof(raw),
 		      &rawlen);
 	if (rc) {
@@ -350,6 +367,27 @@ int st_hsm_sign_bytes(hsm_session *s, hsm_obj priv, hsm_keytype t,
 		      char *err, size_t errlen)
 {
 	return hsm_sign_tbs(s, priv, t, data, len, sig, err, errlen);
+}
+
+int st_hsm_sign_sha256(hsm_session *s, hsm_obj priv, hsm_keytype t,
+		       const uint8_t digest[32], uint8_t **sig, char *err,
+		       size_t errlen)
+{
+	uint8_t in[sizeof(sha256_info) + 32];
+	size_t inlen = 0;
+
+	*sig = NULL;
+	if (t == HSM_KEY_ED25519) {
+		snprintf(err, errlen, "an Ed25519 key cannot sign a digest made "
+			 "elsewhere");
+		return -1;
+	}
+	if (t == HSM_KEY_RSA3072) {
+		memcpy(in, sha256_info, sizeof(sha256_info));
+		inlen = sizeof(sha256_info);
+	}
+	memcpy(in + inlen, digest, 32);
+	return sign_prepared(s, priv, t, in, inlen + 32, sig, err, errlen);
 }
 
 /* Add one extension given in openssl.cnf syntax; 0 on failure. */

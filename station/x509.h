@@ -87,6 +87,14 @@ int st_hsm_sign_bytes(hsm_session *s, hsm_obj priv, hsm_keytype t,
 		      const uint8_t *data, size_t len, uint8_t **sig,
 		      char *err, size_t errlen);
 
+/* Sign a SHA-256 digest of data hashed elsewhere (the audit chain's
+ * events, checkpoints, manifests) with the HSM key priv of type t (P-256,
+ * P-384 or RSA; not Ed25519): *sig as st_hsm_sign_bytes() gives it, so
+ * `openssl dgst -sha256 -verify` checks it against the data. */
+int st_hsm_sign_sha256(hsm_session *s, hsm_obj priv, hsm_keytype t,
+		       const uint8_t digest[32], uint8_t **sig, char *err,
+		       size_t errlen);
+
 /* The same as st_x509_hsm_sign() for a CRL (the revocation list). */
 X509_CRL *st_x509_crl_hsm_sign(X509_CRL *c, hsm_session *s, hsm_obj priv,
 			       hsm_keytype t, char *err, size_t errlen);

@@ -1145,12 +1145,21 @@ struct old_signer {
 	hsm_obj key;
 };
 
-static int old_sign(void *ctx, const uint8_t digest[32], uint8_t sig[64])
+static int old_sign(void *ctx, const uint8_t digest[32], uint8_t *sig,
+		    size_t cap, size_t *siglen)
 {
 	struct old_signer *o = ctx;
-	size_t n = 64;
+	uint8_t *der = NULL;
+	char err[256];
+	int n = st_hsm_sign_sha256(o->s, o->key, HSM_KEY_P256, digest, &der, err,
+				   sizeof(err));
 
-	return hsm_sign_digest(o->s, o->key, digest, 32, sig, &n);
+	if (n > 0 && (size_t)n <= cap) {
+		memcpy(sig, der, (size_t)n);
+		*siglen = (size_t)n;
+	}
+	OPENSSL_free(der);
+	return n > 0 && (size_t)n <= cap ? ST_OK : ST_E_HSM;
 }
 
 /* What a station before the audit extendedKeyUsage left: the audit key

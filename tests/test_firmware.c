@@ -249,7 +249,7 @@ Test(firmware, images_written_attested_and_recorded, .timeout = 120)
 
 	fw_world(&f, 5000, "1.2.13");
 	start_sim(&sim, &f.w, "prog1", 2, NULL);
-	fx_station_run(&r, &f.w, "--json", "--burn-fuses", "--slot", sim.port, "provision",
+	fx_station_run(&r, &f.w, "--json", "--burn-fuses", "--yes", "--slot", sim.port, "provision",
 		       NULL);
 	cr_assert_eq(r.code, 0, "stdout:%s\nstderr:%s", r.out, r.err);
 	cr_assert_eq(fx_count_units(&f.w, "PASS"), 2, "%s", r.out);
@@ -322,7 +322,7 @@ Test(firmware, a_changed_firmware_record_fails_verify, .timeout = 120)
 
 	fw_world(&f, 2000, "1.2.13");
 	start_sim(&sim, &f.w, "prog1", 1, NULL);
-	fx_station_run(&r, &f.w, "--burn-fuses", "--slot", sim.port, "provision", NULL);
+	fx_station_run(&r, &f.w, "--burn-fuses", "--yes", "--slot", sim.port, "provision", NULL);
 	cr_assert_eq(r.code, 0, "stdout:%s\nstderr:%s", r.out, r.err);
 	snprintf(cmd, sizeof(cmd), "sqlite3 '%s' \"DROP TRIGGER units_final; UPDATE units SET "
 		 "firmware = replace(firmware, '1.0.0', '1.0.1')\"", f.w.db);
@@ -342,7 +342,7 @@ static void refused_before_any_unit(struct fw *f, const char *want1, const char 
 	fx_run r;
 
 	start_sim(&sim, &f->w, "prog1", 1, NULL);
-	fx_station_run(&r, &f->w, "--burn-fuses", "--slot", sim.port, "provision", NULL);
+	fx_station_run(&r, &f->w, "--burn-fuses", "--yes", "--slot", sim.port, "provision", NULL);
 	cr_assert_eq(r.code, 2, "stdout:%s\nstderr:%s", r.out, r.err);
 	cr_assert(strstr(r.err, want1), "stderr: %s", r.err);
 	cr_assert(!want2 || strstr(r.err, want2), "stderr: %s", r.err);
@@ -405,7 +405,7 @@ static void unit_refused(size_t size, const char *fault, const char *state,
 
 	fw_world(&f, size, "1.2.13");
 	start_sim(&sim, &f.w, "prog1", 1, fault);
-	fx_station_run(&r, &f.w, "--burn-fuses", "--slot", sim.port, "provision", NULL);
+	fx_station_run(&r, &f.w, "--burn-fuses", "--yes", "--slot", sim.port, "provision", NULL);
 	cr_assert_neq(r.code, 0, "stdout:%s\nstderr:%s", r.out, r.err);
 	cr_assert_eq(fx_count_units(&f.w, "PASS"), 0);
 	snprintf(q, sizeof(q), "SELECT reason FROM units WHERE state = '%s'", state);
@@ -486,7 +486,7 @@ Test(firmware_kill, sigkill_mid_image_write_resumes_and_passes, .timeout = 180)
 	fw_world(&f, 16384, "1.2.13");       /* 32 chunks of 512 bytes */
 	start_sim(&sim, &f.w, "prog1", 1, "--fault slowimage:60");
 	{
-		const char *args[] = { "--burn-fuses", "--slot", sim.port, "provision", NULL };
+		const char *args[] = { "--burn-fuses", "--yes", "--slot", sim.port, "provision", NULL };
 		int argc = 0;
 
 		snprintf(bin, sizeof(bin), "%s/station", getenv("STATION_BUILD"));
@@ -522,7 +522,7 @@ Test(firmware_kill, sigkill_mid_image_write_resumes_and_passes, .timeout = 180)
 	cr_assert(n >= 4096 && n < 16384, "killed with %ld of 16384 bytes written", n);
 	cr_assert_eq(fx_q_int(&f.w, "SELECT count(*) FROM units WHERE state = 'RUNNING'"), 1);
 
-	fx_station_run(&r, &f.w, "--burn-fuses", "--slot", sim.port, "provision", NULL);
+	fx_station_run(&r, &f.w, "--burn-fuses", "--yes", "--slot", sim.port, "provision", NULL);
 	cr_assert_eq(r.code, 0, "stdout:%s\nstderr:%s", r.out, r.err);
 	cr_assert_eq(fx_count_units(&f.w, "PASS"), 1);
 	fx_q_text(&f.w, "SELECT s.detail FROM steps s JOIN units u ON u.id = s.unit_id "
@@ -553,7 +553,7 @@ Test(firmware_query, component_query_returns_exactly_the_units_with_it, .timeout
 	/* lot A: 2 units with zlib 1.2.13 */
 	fw_world(&f, 2500, "1.2.13");
 	start_sim(&a, &f.w, "progA", 2, "--seed lotA");
-	fx_station_run(&r, &f.w, "--burn-fuses", "--slot", a.port, "provision", NULL);
+	fx_station_run(&r, &f.w, "--burn-fuses", "--yes", "--slot", a.port, "provision", NULL);
 	cr_assert_eq(r.code, 0, "stdout:%s\nstderr:%s", r.out, r.err);
 	/* lot B: 1 unit, a new image with zlib 1.3.1 */
 	make_image(f.img, 2600, 99);
@@ -562,7 +562,7 @@ Test(firmware_query, component_query_returns_exactly_the_units_with_it, .timeout
 	fx_write_file(f.sbom, sbom);
 	write_profile(&f, "1.1.0", NULL);
 	start_sim(&b, &f.w, "progB", 1, "--seed lotB");
-	fx_station_run(&r, &f.w, "--burn-fuses", "--slot", b.port, "provision", NULL);
+	fx_station_run(&r, &f.w, "--burn-fuses", "--yes", "--slot", b.port, "provision", NULL);
 	cr_assert_eq(r.code, 0, "stdout:%s\nstderr:%s", r.out, r.err);
 	cr_assert_eq(fx_count_units(&f.w, "PASS"), 3);
 	ub = sim_unit(b.state_path, 0);
@@ -644,7 +644,7 @@ Test(firmware, evidence_bundle_carries_sboms_and_an_attestation_openssl_checks,
 
 	fw_world(&f, 4000, "1.2.13");
 	start_sim(&sim, &f.w, "prog1", 1, NULL);
-	fx_station_run(&r, &f.w, "--burn-fuses", "--slot", sim.port, "provision", NULL);
+	fx_station_run(&r, &f.w, "--burn-fuses", "--yes", "--slot", sim.port, "provision", NULL);
 	cr_assert_eq(r.code, 0, "stdout:%s\nstderr:%s", r.out, r.err);
 	snprintf(bundle, sizeof(bundle), "%s/bundle", f.w.dir);
 	fx_station_run(&r, &f.w, "records", "export", "--evidence", bundle, NULL);
@@ -699,9 +699,9 @@ Test(firmware_query, component_query_on_the_central_copy, .timeout = 300)
 	}
 	start_sim(&a, &f1.w, "progA", 2, "--seed lotA");
 	start_sim(&b, &f2.w, "progB", 1, "--seed lotB");
-	fx_station_run(&r, &f1.w, "--burn-fuses", "--slot", a.port, "provision", NULL);
+	fx_station_run(&r, &f1.w, "--burn-fuses", "--yes", "--slot", a.port, "provision", NULL);
 	cr_assert_eq(r.code, 0, "stdout:%s\nstderr:%s", r.out, r.err);
-	fx_station_run(&r, &f2.w, "--burn-fuses", "--slot", b.port, "provision", NULL);
+	fx_station_run(&r, &f2.w, "--burn-fuses", "--yes", "--slot", b.port, "provision", NULL);
 	cr_assert_eq(r.code, 0, "stdout:%s\nstderr:%s", r.out, r.err);
 	fx_station_run(&r, &f1.w, "records", "sync", "--once", NULL);
 	cr_assert_eq(r.code, 0, "%s%s", r.out, r.err);
