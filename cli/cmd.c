@@ -359,7 +359,7 @@ done:
  * ago" or "-N{m,h,d,w}".  out (32 bytes) gets it as the records write
  * times (YYYY-MM-DDTHH:MM:SS.mmmZ, UTC), so that comparing strings is
  * comparing times.  false for anything else. */
-static bool parse_when(const char *v, time_t now, char out[32])
+static bool parse_when(const char *v, struct timespec ts, char out[32])
 {
 	static const struct { const char *word; long secs; } units[] = {
 		{ "m", 60 }, { "min", 60 }, { "minute", 60 }, { "minutes", 60 },
@@ -369,7 +369,7 @@ static bool parse_when(const char *v, time_t now, char out[32])
 	};
 	bool date_only, minus = v[0] == '-';
 	char unit[16] = "", ago[8] = "", extra, day[24];
-	time_t t = now;
+	time_t now = ts.tv_sec, t = now;
 	struct tm tm;
 	long n = -1;
 	int ms = 0;
@@ -378,6 +378,7 @@ static bool parse_when(const char *v, time_t now, char out[32])
 		(void)date_only;
 	} else if (!strcmp(v, "now")) {
 		t = now;
+		ms = (int)(ts.tv_nsec / 1000000);  /* "now" is now, not its second */
 	} else if (!strcmp(v, "today") || !strcmp(v, "yesterday")) {
 		t = now - now % 86400 - (v[0] == 'y' ? 86400 : 0);
 	} else {
@@ -403,6 +404,7 @@ static bool parse_when(const char *v, time_t now, char out[32])
 		if (i == ST_ARRAY_SIZE(units))
 			return false;
 		t = now - (time_t)(n * units[i].secs);
+		ms = (int)(ts.tv_nsec / 1000000);
 	}
 	if (!gmtime_r(&t, &tm) || tm.tm_year + 1900 > 9999 || tm.tm_year + 1900 < 0)
 		return false;
@@ -415,7 +417,10 @@ static bool parse_when(const char *v, time_t now, char out[32])
  * ST_EXIT_USAGE naming the option and saying what it takes. */
 static int date_opt(const char *opt, const char *v, char *buf, const char **to)
 {
-	if (!parse_when(v, time(NULL), buf))
+	struct timespec now;
+
+	clock_gettime(CLOCK_REALTIME, &now);
+	if (!parse_when(v, now, buf))
 		return st_say(ST_EXIT_USAGE, "--%s: '%s' is not a date or time: give "
 			      "YYYY-MM-DD, YYYY-MM-DDTHH:MM[:SS][Z|+HH:MM] (UTC without "
 			      "a zone), today, yesterday, now, '2d ago', '3 hours ago' or "

@@ -203,8 +203,8 @@ Test(cli, an_unknown_subcommand_is_an_error, .timeout = 60)
 	fx_station_run(r, &w, "records", "frobnicate", NULL);
 	cr_assert_eq(r->code, 2, "exit %d: %s%s", r->code, r->out, r->err);
 	cr_assert(strstr(r->err, "'frobnicate'"), "%s", r->err);
-	cr_assert(strstr(r->err, "verify, list, show, export, workorder, sync, "
-			 "close-interrupted"), "%s", r->err);
+	cr_assert(strstr(r->err, "verify, list, show, units, export, workorder, "
+			 "sync, close-interrupted"), "%s", r->err);
 	fx_station_run(r, &w, "ca", "destroy", NULL);
 	cr_assert_eq(r->code, 2, "exit %d: %s%s", r->code, r->out, r->err);
 	cr_assert(strstr(r->err, "'destroy'"), "%s", r->err);
