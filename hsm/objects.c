@@ -282,34 +282,78 @@ void hsm_labels_free(char **labels, size_t n)
 	free(labels);
 }
 
+/* Every object of class cls visible to the session, however many: a
+ * shared HSM partition can hold hundreds.  C_FindObjects is called until
+ * it returns none; *out is malloc'd (caller frees).  The search is always
+ * finalised so the session stays usable. */
+static int find_all(hsm_session *s, CK_OBJECT_CLASS cls, CK_OBJECT_HANDLE **out,
+		    CK_ULONG *nout)
+{
+	CK_ATTRIBUTE tmpl[] = { { CKA_CLASS, &cls, sizeof(cls) } };
+	CK_OBJECT_HANDLE *all = NULL, *grown;
+	CK_ULONG n = 0, cap = 0, got;
+	CK_RV rv, frv;
+	int err = ST_OK;
+
+	*out = NULL;
+	*nout = 0;
+	rv = s->h->fl->C_FindObjectsInit(s->sh, tmpl, 1);
+	if (rv != CKR_OK)
+		return hsm_s_rv(s, "C_FindObjectsInit", rv);
+	for (;;) {
+		if (n == cap) {
+			cap = cap ? cap * 2 : 64;
+			grown = realloc(all, cap * sizeof(*all));
+			if (!grown) {
+				hsm_s_err(s, "out of memory listing objects");
+				err = ST_E_NOMEM;
+				break;
+			}
+			all = grown;
+		}
+		got = 0;
+		rv = s->h->fl->C_FindObjects(s->sh, all + n, cap - n, &got);
+		if (rv != CKR_OK) {
+			err = hsm_s_rv(s, "C_FindObjects", rv);
+			break;
+		}
+		if (got == 0)
+			break;
+		n += got;
+	}
+	frv = s->h->fl->C_FindObjectsFinal(s->sh);
+	if (!err && frv != CKR_OK)
+		err = hsm_s_rv(s, "C_FindObjectsFinal", frv);
+	if (err) {
+		free(all);
+		return err;
+	}
+	*out = all;
+	*nout = n;
+	return ST_OK;
+}
+
 /* Collect handles first and read labels after C_FindObjectsFinal: some
  * modules refuse other calls on a session with an active search. */
 int hsm_list_labels(hsm_session *s, bool privkeys, char ***labels, size_t *n)
 {
 	CK_OBJECT_CLASS cls = privkeys ? CKO_PRIVATE_KEY : CKO_CERTIFICATE;
-	CK_ATTRIBUTE tmpl[] = { { CKA_CLASS, &cls, sizeof(cls) } };
-	CK_OBJECT_HANDLE found[64];
+	CK_OBJECT_HANDLE *found = NULL;
 	CK_ULONG nf = 0;
 	char **out = NULL;
 	size_t cnt = 0;
-	CK_RV rv, frv;
-	int err = ST_OK;
+	int err;
 
 	if (!s || !labels || !n)
 		return ST_E_INVAL;
 	*labels = NULL;
 	*n = 0;
-	rv = s->h->fl->C_FindObjectsInit(s->sh, tmpl, 1);
-	if (rv != CKR_OK)
-		return hsm_s_rv(s, "C_FindObjectsInit", rv);
-	rv = s->h->fl->C_FindObjects(s->sh, found, ST_ARRAY_SIZE(found), &nf);
-	frv = s->h->fl->C_FindObjectsFinal(s->sh);
-	if (rv != CKR_OK)
-		return hsm_s_rv(s, "C_FindObjects", rv);
-	if (frv != CKR_OK)
-		return hsm_s_rv(s, "C_FindObjectsFinal", frv);
+	err = find_all(s, cls, &found, &nf);
+	if (err)
+		return err;
 	out = calloc(nf ? nf : 1, sizeof(*out));
 	if (!out) {
+		free(found);
 		hsm_s_err(s, "out of memory listing objects");
 		return ST_E_NOMEM;
 	}
@@ -327,6 +371,7 @@ int hsm_list_labels(hsm_session *s, bool privkeys, char ***labels, size_t *n)
 		}
 		cnt++;
 	}
+	free(found);
 	if (err) {
 		hsm_labels_free(out, cnt);
 		hsm_s_err(s, "out of memory listing objects");

@@ -697,6 +697,39 @@ Test(hsm, list_labels_of_certs_and_keys)
 	hsm_session_close(s);
 }
 
+/* A shared partition holds more objects than one C_FindObjects call
+ * returns: every one is listed (the listing once stopped at 64). */
+Test(hsm, list_labels_has_no_cap)
+{
+	hsm_session *s;
+	char **labels = NULL, l[32];
+	size_t n = 0, len;
+	uint8_t *der;
+	bool seen[70] = { false };
+
+	open_login();
+	s = session();
+	der = make_cert(&len);
+	for (int i = 0; i < 70; i++) {
+		snprintf(l, sizeof(l), "cert-%d", i);
+		cr_assert_eq(hsm_cert_store(s, l, der, len), ST_OK, "%s",
+			     hsm_session_errmsg(s));
+	}
+	OPENSSL_free(der);
+	cr_assert_eq(hsm_list_labels(s, false, &labels, &n), ST_OK, "%s",
+		     hsm_session_errmsg(s));
+	cr_assert_eq(n, 70, "listed %zu of 70 certificates", n);
+	for (size_t i = 0; i < n; i++) {
+		int k = -1;
+
+		cr_assert_eq(sscanf(labels[i], "cert-%d", &k), 1);
+		cr_assert(k >= 0 && k < 70 && !seen[k], "%s", labels[i]);
+		seen[k] = true;
+	}
+	hsm_labels_free(labels, n);
+	hsm_session_close(s);
+}
+
 /* Inject mode at the PKCS#11 level: the device key is not readable, its
  * wrapped form opens with ECDH(transport, ephemeral) + AES-KWP exactly as
  * a device would do it (done here with OpenSSL), and after destruction the
