@@ -105,6 +105,52 @@ static const char *rv_name(CK_RV rv, char *buf, size_t n)
 	return buf;
 }
 
+#define A(x) { x, #x }
+static const struct {
+	CK_ATTRIBUTE_TYPE t;
+	const char *name;
+} attr_names[] = {
+	A(CKA_CLASS), A(CKA_TOKEN), A(CKA_PRIVATE), A(CKA_LABEL), A(CKA_APPLICATION),
+	A(CKA_VALUE), A(CKA_CERTIFICATE_TYPE), A(CKA_ISSUER), A(CKA_SERIAL_NUMBER),
+	A(CKA_CERTIFICATE_CATEGORY), A(CKA_KEY_TYPE), A(CKA_SUBJECT), A(CKA_ID),
+	A(CKA_SENSITIVE), A(CKA_ENCRYPT), A(CKA_DECRYPT), A(CKA_WRAP), A(CKA_UNWRAP),
+	A(CKA_SIGN), A(CKA_VERIFY), A(CKA_DERIVE), A(CKA_MODULUS_BITS),
+	A(CKA_PUBLIC_EXPONENT), A(CKA_VALUE_LEN), A(CKA_EXTRACTABLE), A(CKA_LOCAL),
+	A(CKA_NEVER_EXTRACTABLE), A(CKA_EC_PARAMS), A(CKA_EC_POINT),
+};
+#undef A
+
+const char *hsm_attr_name(CK_ATTRIBUTE_TYPE t, char *buf, size_t n)
+{
+	for (size_t i = 0; i < ST_ARRAY_SIZE(attr_names); i++)
+		if (attr_names[i].t == t)
+			return attr_names[i].name;
+	snprintf(buf, n, "CKA 0x%lx", (unsigned long)t);
+	return buf;
+}
+
+/* What the operator can do about a return code, for the few where that
+ * is clear whatever the call was ("" otherwise). */
+static const char *rv_hint(CK_RV rv)
+{
+	switch (rv) {
+	case CKR_USER_NOT_LOGGED_IN:
+		return ": the token needs a login (check the PIN source)";
+	case CKR_TOKEN_WRITE_PROTECTED:
+	case CKR_SESSION_READ_ONLY:
+		return ": the token is read-only; the station needs a writable token";
+	case CKR_DEVICE_MEMORY:
+		return ": the token is full; remove objects that are no longer needed";
+	case CKR_MECHANISM_INVALID:
+		return ": the token does not offer this mechanism";
+	case CKR_TOKEN_NOT_PRESENT:
+	case CKR_DEVICE_REMOVED:
+		return ": the token was removed; insert it and start again";
+	default:
+		return "";
+	}
+}
+
 /* The project error for a failed call: the few codes a caller acts on get
  * their own value, everything else is a plain HSM failure. */
 static int rv_err(CK_RV rv)
@@ -157,7 +203,7 @@ int hsm_h_rv(hsm *h, const char *fn, CK_RV rv)
 {
 	char num[48];
 
-	hsm_h_err(h, "%s: %s", fn, rv_name(rv, num, sizeof(num)));
+	hsm_h_err(h, "%s: %s%s", fn, rv_name(rv, num, sizeof(num)), rv_hint(rv));
 	return rv_err(rv);
 }
 
@@ -167,8 +213,49 @@ int hsm_s_rv(hsm_session *s, const char *fn, CK_RV rv)
 	char num[48];
 
 	s->last_rv = rv;
-	hsm_s_err(s, "%s: %s", fn, rv_name(rv, num, sizeof(num)));
+	hsm_s_err(s, "%s: %s%s", fn, rv_name(rv, num, sizeof(num)), rv_hint(rv));
 	return rv_err(rv);
+}
+
+/* A failed call that took a template: for the attribute codes, which
+ * attribute cannot be known without trying (and a retry of a create could
+ * make the object), so the message states the template the module was
+ * given, so the operator can hold it against the module's documentation. */
+int hsm_s_rv_tmpl(hsm_session *s, const char *fn, CK_RV rv,
+		  const CK_ATTRIBUTE *t, CK_ULONG n)
+{
+	char num[48], list[HSM_ERRMSG_LEN / 2] = "";
+	const char *what;
+	size_t used = 0;
+	int err = hsm_s_rv(s, fn, rv);
+
+	switch (rv) {
+	case CKR_TEMPLATE_INCOMPLETE:
+		what = "the module needs an attribute the station does not set";
+		break;
+	case CKR_ATTRIBUTE_TYPE_INVALID:
+		what = "the module does not know one of the attributes";
+		break;
+	case CKR_ATTRIBUTE_VALUE_INVALID:
+	case CKR_TEMPLATE_INCONSISTENT:
+		what = "the module refuses the value of one of the attributes";
+		break;
+	case CKR_ATTRIBUTE_READ_ONLY:
+		what = "the module does not let the station set one of the attributes";
+		break;
+	default:
+		return err;
+	}
+	for (CK_ULONG i = 0; i < n && used < sizeof(list); i++) {
+		int w = snprintf(list + used, sizeof(list) - used, "%s%s", i ? ", " : "",
+				 hsm_attr_name(t[i].type, num, sizeof(num)));
+		if (w > 0)
+			used += (size_t)w;
+	}
+	hsm_s_err(s, "%s: %s: %s (template: %s); check which of them the module "
+		  "requires or refuses in its documentation, or use a module that "
+		  "follows PKCS#11 2.40 here", fn, rv_name(rv, num, sizeof(num)), what, list);
+	return err;
 }
 
 /* The token label as a C string: PKCS#11 pads it with spaces, no NUL. */

@@ -211,6 +211,11 @@ int hsm_remove(hsm_session *s, const char *label, unsigned what);
  * in-progress marker above).  ST_E_EXISTS when one exists. */
 int hsm_data_put(hsm_session *s, const char *label, const char *text);
 
+/* Did the last hsm_data_put() on s fail because the module keeps no
+ * private token data objects at all (NSS softokn refuses them with
+ * CKR_ATTRIBUTE_VALUE_INVALID)?  Then the caller goes on without one. */
+bool hsm_data_refused(const hsm_session *s);
+
 /* Was the private key priv generated inside the token and never
  * extractable (CKA_LOCAL and CKA_NEVER_EXTRACTABLE true)?  false when
  * the token cannot tell. */

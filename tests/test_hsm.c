@@ -475,6 +475,10 @@ Test(hsm, cert_roundtrip)
 	cr_expect(strstr(out, "label:      ca-cert"), "%s", out);
 	cr_expect(strstr(out, "CN=Station Test CA") ||
 		  strstr(out, "CN = Station Test CA"), "%s", out);
+	/* CKA_SERIAL_NUMBER (4242 = 0x1092) as pkcs11-tool reads it back, and
+	 * CKA_ID = the label, as on the key pair ("ca-cert" in hex) */
+	cr_expect(strstr(out, "serial:     1092"), "no CKA_SERIAL_NUMBER: %s", out);
+	cr_expect(strstr(out, "ID:         63612d63657274"), "CKA_ID: %s", out);
 	free(out);
 	OPENSSL_free(der);
 	hsm_session_close(s);

@@ -1042,7 +1042,15 @@ static int killed_at(const fx_world *w, const char *sys, int n, ...)
  * labelled label in the token, as pkcs11-tool lists them (one call). */
 enum { O_PRIV, O_PUB, O_CERT, O_DATA };
 
+static void token_objects_as(const char *pin, const char *label, int n[4]);
+
 static void token_objects(const char *label, int n[4])
+{
+	token_objects_as(FX_PIN, label, n);
+}
+
+/* token_objects for a token whose user PIN is pin. */
+static void token_objects_as(const char *pin, const char *label, int n[4])
 {
 	static const char *const cls[] = { "Private Key", "Public Key", "Certificate",
 					   "Data object" };
@@ -1053,7 +1061,7 @@ static void token_objects(const char *label, int n[4])
 	memset(n, 0, 4 * sizeof(int));
 	snprintf(want, sizeof(want), "label:      %s\n", label);
 	snprintf(cmd, sizeof(cmd), "pkcs11-tool --module %s --token-label station "
-		 "--login --pin " FX_PIN " -O 2>/dev/null", FX_SOFTHSM_MODULE);
+		 "--login --pin %s -O 2>/dev/null", FX_SOFTHSM_MODULE, pin);
 	p = popen(cmd, "r");
 	cr_assert_not_null(p);
 	while (fgets(line, sizeof(line), p)) {
@@ -1184,5 +1192,112 @@ Test(pki, sigkill_at_every_point_of_audit_init_repairs_on_the_next_start, .timeo
 	}
 	cr_assert_gt(kills, 10);
 	cr_assert_gt(repairs, 3);
+	fx_rmtree(w.dir);
+}
+
+/* --- atomic CA and audit set-up: a failure leaves nothing behind ------- */
+
+/* `ca init` that fails after making the key and its certificate (here:
+ * the PEM file cannot be written) takes them back out of the token, so
+ * the next attempt is a fresh init and works. */
+Test(pki, failed_ca_init_leaves_nothing_and_the_retry_works, .timeout = 120)
+{
+	fx_world w;
+	fx_run r;
+	char bad[600], ca[600];
+	int o[4];
+
+	world_init(&w, NULL);
+	fx_path(bad, &w, "no-such-dir/ca.pem");
+	fx_path(ca, &w, "ca.pem");
+	fx_station_run(&r, &w, "ca", "init", "--out", bad, NULL);
+	cr_assert_neq(r.code, 0, "ca init wrote into a missing directory: %s", r.out);
+	cr_assert(strstr(r.err, "nothing was left in the token"), "%s", r.err);
+	token_objects_as(PIN, "issuing-ca", o);
+	cr_assert(!o[O_PRIV] && !o[O_PUB] && !o[O_CERT], "a failed ca init left "
+		  "%d private, %d public keys, %d certificates", o[O_PRIV], o[O_PUB],
+		  o[O_CERT]);
+	token_objects_as(PIN, "issuing-ca.init", o);
+	cr_assert_eq(o[O_DATA], 0, "a failed ca init left its marker");
+	fx_station_run(&r, &w, "ca", "init", "--out", ca, NULL);
+	cr_assert_eq(r.code, 0, "the retry: %s", r.err);
+	cr_assert(strstr(r.out, "created"), "the retry was not a fresh init: %s", r.out);
+	cr_assert_eq(sh("openssl verify -CAfile '%s' '%s' >/dev/null", ca, ca), 0);
+	token_objects_as(PIN, "issuing-ca", o);
+	cr_assert(o[O_PRIV] == 1 && o[O_PUB] == 1 && o[O_CERT] == 1);
+	fx_rmtree(w.dir);
+}
+
+/* `ca import` stores the chain first; when the CA certificate itself is
+ * then refused, the chain certificates it stored go again. */
+Test(pki, failed_ca_import_takes_its_chain_back, .timeout = 120)
+{
+	fx_world w;
+	fx_run r;
+	struct root root;
+	char ca[600], signed_ca[600];
+	X509 *self, *x = X509_new();
+	int o[4];
+
+	world_init(&w, NULL);
+	fx_path(ca, &w, "ca.pem");
+	fx_station_run(&r, &w, "ca", "init", "--out", ca, NULL);
+	cr_assert_eq(r.code, 0, "%s", r.err);
+	root_make(&root, &w);
+	/* the root certifies the same key: everything checks out, but the CA
+	 * already has its (self-signed) certificate in the token */
+	self = read_pem(ca);
+	X509_set_version(x, X509_VERSION_3);
+	ASN1_INTEGER_set(X509_get_serialNumber(x), 77);
+	X509_gmtime_adj(X509_getm_notBefore(x), -86400L);
+	X509_gmtime_adj(X509_getm_notAfter(x), 86400L * 300);
+	X509_set_subject_name(x, X509_get_subject_name(self));
+	X509_set_issuer_name(x, X509_get_subject_name(root.cert));
+	X509_set_pubkey(x, X509_get0_pubkey(self));
+	add_ext(x, root.cert, NID_basic_constraints, "critical,CA:TRUE,pathlen:0");
+	add_ext(x, root.cert, NID_key_usage, "critical,keyCertSign,cRLSign");
+	cr_assert(X509_sign(x, root.key, EVP_sha256()) > 0);
+	fx_path(signed_ca, &w, "signed-ca.pem");
+	write_pem(signed_ca, x);
+	fx_station_run(&r, &w, "ca", "import", "--in", signed_ca, "--chain", root.pem, NULL);
+	cr_assert_neq(r.code, 0, "%s", r.out);
+	cr_assert(strstr(r.err, "already has a certificate"), "%s", r.err);
+	token_objects_as(PIN, "issuing-ca.chain1", o);
+	cr_assert_eq(o[O_CERT], 0, "a failed import left its chain certificate");
+	X509_free(x);
+	X509_free(self);
+	root_free(&root);
+	fx_rmtree(w.dir);
+}
+
+/* `audit init` that fails after making the key (the PEM file cannot be
+ * written) takes the key back out: the next attempt makes a new key,
+ * and the records get its certificate. */
+Test(pki, failed_audit_init_leaves_nothing_and_the_retry_works, .timeout = 120)
+{
+	fx_world w;
+	fx_run r;
+	char bad[600], pem[600];
+	int o[4];
+
+	fx_world_init(&w, true, 2000);
+	fx_station_run(&r, &w, "records", "verify", NULL);
+	cr_assert_eq(r.code, 0, "%s%s", r.out, r.err);
+	token_objects("station-audit", o);
+	cr_assert(!o[O_PRIV] && !o[O_PUB] && !o[O_CERT], "an audit key before audit init");
+	fx_path(bad, &w, "no-such-dir/audit.pem");
+	fx_path(pem, &w, "audit.pem");
+	fx_station_run(&r, &w, "audit", "init", "--out", bad, NULL);
+	cr_assert_neq(r.code, 0, "%s", r.out);
+	token_objects("station-audit", o);
+	cr_assert(!o[O_PRIV] && !o[O_PUB] && !o[O_CERT], "a failed audit init left "
+		  "%d private, %d public keys, %d certificates", o[O_PRIV], o[O_PUB],
+		  o[O_CERT]);
+	fx_station_run(&r, &w, "audit", "init", "--out", pem, NULL);
+	cr_assert_eq(r.code, 0, "the retry: %s%s", r.out, r.err);
+	cr_assert_eq(sh("openssl verify -CAfile '%s' '%s' >/dev/null", w.ca, pem), 0);
+	fx_station_run(&r, &w, "--ca-cert", w.ca, "records", "verify", NULL);
+	cr_assert_eq(r.code, 0, "%s%s", r.out, r.err);
+	cr_assert(strstr(r.out, "1 audit certificate"), "%s", r.out);
 	fx_rmtree(w.dir);
 }
