@@ -118,7 +118,9 @@ typedef enum hsm_mech {
 	HSM_M_RSA_PKCS,
 	HSM_M_EDDSA,
 	HSM_M_ECDH1_DERIVE,
-	HSM_M_AES_KEY_WRAP_PAD,
+	HSM_M_AES_KEY_WRAP_PAD,         /* 0x210A: RFC 5649 in SoftHSM only */
+	HSM_M_AES_KEY_WRAP_KWP,         /* 0x210B: RFC 5649 by the standard */
+	HSM_M_AES_KEY_WRAP_5649,        /* either of the two: what inject needs */
 } hsm_mech;
 
 #define HSM_MAX_SIG 512         /* enough for RSA-4096 */
@@ -171,10 +173,35 @@ void hsm_labels_free(char **labels, size_t n);
 int hsm_inject_keygen(hsm_session *s, hsm_obj *priv, hsm_obj *pubobj,
 		      uint8_t pub[HSM_P256_POINT_LEN]);
 
+/* Which mechanism hsm_inject_wrap() wraps with.  AUTO: CKM_AES_KEY_WRAP_KWP
+ * when the token offers it, SoftHSM's CKM_AES_KEY_WRAP_PAD form only when
+ * it does not (other modules read 0x210A as PKCS#7 padding + RFC 3394). */
+typedef enum hsm_wrapmech {
+	HSM_WRAP_AUTO = 0,
+	HSM_WRAP_KWP,
+	HSM_WRAP_PAD,
+} hsm_wrapmech;
+
+/* Choose the wrap mechanism (want, normally HSM_WRAP_AUTO) and prove with
+ * a known-answer test that the module's output is RFC 5649, the format
+ * the device unwraps: a fixed 20-byte secret is wrapped under a fixed
+ * AES-256 key (both made in the token as session objects, destroyed
+ * after) and compared with OpenSSL's EVP_aes_256_wrap_pad (SoftHSM's
+ * 0x210A, RFC 5649 of the key zero-padded to 8 bytes, passes by unwrapping
+ * with OpenSSL to the key and zeros: the device's DER parser ignores them).  ST_E_HSM with
+ * the reason and what to do in hsm_errmsg() when the token has neither
+ * mechanism or its output differs: inject mode must then not run.  Call
+ * once before workers start; hsm_inject_wrap() then uses the choice. */
+int hsm_inject_check(hsm *h, hsm_wrapmech want);
+
+/* PKCS#11 name of the wrap mechanism hsm_inject_check() chose, or NULL. */
+const char *hsm_inject_mech(const hsm *h);
+
 /* Wrap the device key priv for a target whose transport public key is
  * transport: a fresh ephemeral P-256 key pair, CKM_ECDH1_DERIVE (CKD_NULL,
  * so any HSM with ECDH can do it) with transport gives an AES-256 session
- * key, CKM_AES_KEY_WRAP_PAD wraps priv (PKCS#8 inside, RFC 5649).  eph gets
+ * key, the mechanism hsm_inject_check() chose wraps priv (PKCS#8 inside,
+ * RFC 5649; without a check: KWP when offered, else 0x210A).  eph gets
  * the ephemeral public point, wrapped (cap bytes) the blob.  The ephemeral
  * key and the AES key are destroyed before return, pass or fail. */
 int hsm_inject_wrap(hsm_session *s, hsm_obj priv,

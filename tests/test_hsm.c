@@ -734,6 +734,45 @@ Test(hsm, list_labels_has_no_cap)
 	hsm_session_close(s);
 }
 
+/* SoftHSM has no CKM_AES_KEY_WRAP_KWP: its 0x210A is chosen, and the
+ * known-answer test proves it is RFC 5649; asking for KWP names what to do. */
+Test(hsm, inject_check_picks_softhsm_pad_and_proves_rfc5649)
+{
+	open_login();
+	cr_assert_eq(hsm_inject_check(h, HSM_WRAP_AUTO), ST_OK, "%s", hsm_errmsg(h));
+	cr_assert_str_eq(hsm_inject_mech(h), "CKM_AES_KEY_WRAP_PAD");
+	cr_assert_eq(hsm_inject_check(h, HSM_WRAP_KWP), ST_E_HSM);
+	cr_assert_null(hsm_inject_mech(h));
+	cr_assert(strstr(hsm_errmsg(h), "key_mode = \"device\""), "%s", hsm_errmsg(h));
+	cr_assert(strstr(hsm_errmsg(h), "CKM_AES_KEY_WRAP_KWP"), "%s", hsm_errmsg(h));
+}
+
+/* The start-up check accepts either RFC 5649 mechanism, and a token with
+ * neither is told to use device key mode rather than "another key type". */
+Test(hsm, mechanism_check_accepts_either_wrap_and_says_what_to_do)
+{
+	hsm_mech need[] = { HSM_M_ECDSA, HSM_M_AES_KEY_WRAP_5649 };
+	char conf[128];
+	FILE *f;
+
+	open_login();
+	cr_assert_eq(hsm_check_mechanisms(h, need, 2), ST_OK, "%s", hsm_errmsg(h));
+	hsm_close(h);
+	h = NULL;
+	snprintf(conf, sizeof(conf), "%s/softhsm2.conf", dir);
+	f = fopen(conf, "a");
+	cr_assert_not_null(f);
+	fputs("slots.mechanisms = CKM_EC_KEY_PAIR_GEN,CKM_ECDSA,CKM_ECDH1_DERIVE\n", f);
+	fclose(f);
+	open_login();
+	cr_assert_eq(hsm_check_mechanisms(h, need, 2), ST_E_HSM);
+	cr_assert(strstr(hsm_errmsg(h), "key_mode = \"device\""), "%s", hsm_errmsg(h));
+	cr_assert_null(strstr(hsm_errmsg(h), "another key type"), "%s", hsm_errmsg(h));
+	cr_assert_eq(hsm_inject_check(h, HSM_WRAP_AUTO), ST_E_HSM);
+	cr_assert(strstr(hsm_errmsg(h), "neither CKM_AES_KEY_WRAP_KWP nor"), "%s",
+		  hsm_errmsg(h));
+}
+
 /* Inject mode at the PKCS#11 level: the device key is not readable, its
  * wrapped form opens with ECDH(transport, ephemeral) + AES-KWP exactly as
  * a device would do it (done here with OpenSSL), and after destruction the
