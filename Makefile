@@ -16,8 +16,10 @@ PKGS      := openssl sqlite3 zlib jansson libconfig libusb-1.0 ncursesw libcrypt
 PKGS      += tss2-esys tss2-tctildr tss2-rc
 # The central copy of the records (records/pgsync.c, docs/sync.md).
 PKGS      += libpq
-# PKCS#11 modules are dlopen()ed: only the header comes from p11-kit.
-HDR_PKGS  := p11-kit-1
+# PKCS#11 modules are dlopen()ed: from p11-kit come the header and its
+# RFC 7512 URI parser (p11_kit_uri_*), no module loading.
+PKGS      += p11-kit-1
+HDR_PKGS  :=
 TEST_PKGS := criterion
 
 CFLAGS  ?= -O2 -g

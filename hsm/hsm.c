@@ -11,6 +11,7 @@
 #include "base.h"
 
 #include <dlfcn.h>
+#include <p11-kit/uri.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -274,6 +275,7 @@ static void label_of(const CK_TOKEN_INFO *ti, char out[HSM_LABEL_LEN + 1])
  * present, which is what an operator needs when the config is wrong. */
 static int find_slot(hsm *h, const char *label, CK_SLOT_ID *slot)
 {
+	P11KitUri *uri = NULL;
 	CK_SLOT_ID *slots = NULL;
 	CK_ULONG n = 0;
 	char present[HSM_ERRMSG_LEN / 2] = "";
@@ -281,6 +283,22 @@ static int find_slot(hsm *h, const char *label, CK_SLOT_ID *slot)
 	CK_RV rv;
 	int err;
 
+	if (!strncmp(label, "pkcs11:", 7)) {
+		int urc;
+
+		uri = p11_kit_uri_new();
+		if (!uri) {
+			hsm_h_err(h, "out of memory parsing the token URI");
+			return ST_E_NOMEM;
+		}
+		urc = p11_kit_uri_parse(label, P11_KIT_URI_FOR_TOKEN, uri);
+		if (urc != P11_KIT_URI_OK) {
+			hsm_h_err(h, "hsm.token '%s' is not a PKCS#11 URI (RFC 7512): %s",
+				  label, p11_kit_uri_message(urc));
+			p11_kit_uri_free(uri);
+			return ST_E_CONFIG;
+		}
+	}
 	for (;;) {
 		rv = h->fl->C_GetSlotList(CK_TRUE, NULL, &n);
 		if (rv != CKR_OK) {
@@ -313,7 +331,8 @@ static int find_slot(hsm *h, const char *label, CK_SLOT_ID *slot)
 		if (!(ti.flags & CKF_TOKEN_INITIALIZED))
 			continue;
 		label_of(&ti, l);
-		if (strcmp(l, label) == 0) {
+		if (uri ? p11_kit_uri_match_token_info(uri, &ti) == 1 :
+			  strcmp(l, label) == 0) {
 			*slot = slots[i];
 			err = ST_OK;
 			goto out;
@@ -325,10 +344,12 @@ static int find_slot(hsm *h, const char *label, CK_SLOT_ID *slot)
 				plen += (size_t)w;
 		}
 	}
-	hsm_h_err(h, "no token labelled '%s' (tokens present: %s)", label,
-		  plen ? present : "none");
+	hsm_h_err(h, "no token %s '%s' (tokens present: %s)", uri ? "matches" :
+		  "labelled", label, plen ? present : "none");
 	err = ST_E_NOTOKEN;
 out:
+	if (uri)
+		p11_kit_uri_free(uri);
 	free(slots);
 	return err;
 }
@@ -336,6 +357,12 @@ out:
 /* Everything up to a usable main session, so that a failure at any step
  * leaves h in a state hsm_close() can undo. */
 int hsm_open(const char *module_path, const char *token_label, hsm **out)
+{
+	return hsm_open_with(module_path, token_label, NULL, out);
+}
+
+int hsm_open_with(const char *module_path, const char *token_label,
+		  const char *init_args, hsm **out)
 {
 	CK_C_GetFunctionList get_list;
 	CK_C_INITIALIZE_ARGS args;
@@ -356,7 +383,7 @@ int hsm_open(const char *module_path, const char *token_label, hsm **out)
 		hsm_h_err(h, "hsm_open: module path and token label are required");
 		return ST_E_INVAL;
 	}
-	if (strlen(token_label) > HSM_LABEL_LEN) {
+	if (strlen(token_label) > HSM_LABEL_LEN && strncmp(token_label, "pkcs11:", 7)) {
 		hsm_h_err(h, "token label '%s' is longer than %d bytes",
 			  token_label, HSM_LABEL_LEN);
 		return ST_E_INVAL;
@@ -388,10 +415,28 @@ int hsm_open(const char *module_path, const char *token_label, hsm **out)
 	/* Workers call into the module concurrently on their own sessions. */
 	memset(&args, 0, sizeof(args));
 	args.flags = CKF_OS_LOCKING_OK;
+	/* Some modules take their configuration here (NSS softokn: its
+	 * database directory), outside PKCS#11's own definition. */
+	args.pReserved = (void *)(init_args && *init_args ? init_args : NULL);
 	rv = h->fl->C_Initialize(&args);
 	if (rv == CKR_OK)
 		h->initialized = true;
-	else if (rv != CKR_CRYPTOKI_ALREADY_INITIALIZED)
+	else if (rv == CKR_ARGUMENTS_BAD && !args.pReserved) {
+		hsm_h_rv(h, "C_Initialize", rv);
+		hsm_h_err(h, "C_Initialize: CKR_ARGUMENTS_BAD: module %s may need "
+			  "initialisation parameters: set hsm.init_args (NSS softokn: "
+			  "\"configdir='sql:/path/to/db' certPrefix='' keyPrefix='' "
+			  "secmod='secmod.db' flags=\"), or load it through "
+			  "p11-kit-proxy.so with x-init-reserved in its module file",
+			  module_path);
+		return ST_E_HSM;
+	} else if (rv == CKR_ARGUMENTS_BAD) {
+		hsm_h_rv(h, "C_Initialize", rv);
+		hsm_h_err(h, "C_Initialize: CKR_ARGUMENTS_BAD: module %s refused "
+			  "hsm.init_args: check the string against the module's "
+			  "documentation", module_path);
+		return ST_E_HSM;
+	} else if (rv != CKR_CRYPTOKI_ALREADY_INITIALIZED)
 		return hsm_h_rv(h, "C_Initialize", rv);
 
 	err = find_slot(h, token_label, &h->slot);
@@ -607,4 +652,40 @@ void hsm_close(hsm *h)
 		dlclose(h->dl);
 	pthread_mutex_destroy(&h->err_lock);
 	free(h);
+}
+
+/* The label is what the station looks keys up by; a URI naming the key
+ * some other way would be matched differently from what `ca show` lists. */
+int hsm_uri_label(const char *uri_text, char *label, size_t len, char *why,
+		  size_t whylen)
+{
+	P11KitUri *uri = p11_kit_uri_new();
+	CK_ATTRIBUTE *a;
+	int urc, rc = ST_E_CONFIG;
+
+	if (!uri)
+		return ST_E_NOMEM;
+	urc = p11_kit_uri_parse(uri_text, P11_KIT_URI_FOR_OBJECT_ON_TOKEN, uri);
+	if (urc != P11_KIT_URI_OK) {
+		snprintf(why, whylen, "'%s' is not a PKCS#11 URI (RFC 7512): %s",
+			 uri_text, p11_kit_uri_message(urc));
+		goto out;
+	}
+	a = p11_kit_uri_get_attribute(uri, CKA_LABEL);
+	if (!a || !a->pValue || a->ulValueLen == 0) {
+		snprintf(why, whylen, "'%s' names no object: give the key's label as "
+			 "object=LABEL", uri_text);
+		goto out;
+	}
+	if (a->ulValueLen >= len || memchr(a->pValue, '\0', a->ulValueLen)) {
+		snprintf(why, whylen, "'%s': the object label is too long or holds "
+			 "a NUL byte", uri_text);
+		goto out;
+	}
+	memcpy(label, a->pValue, a->ulValueLen);
+	label[a->ulValueLen] = '\0';
+	rc = ST_OK;
+out:
+	p11_kit_uri_free(uri);
+	return rc;
 }

@@ -29,6 +29,23 @@ typedef unsigned long hsm_obj;          /* a PKCS#11 object handle */
  * read hsm_errmsg(); it must be freed with hsm_close() either way. */
 int hsm_open(const char *module_path, const char *token_label, hsm **out);
 
+/* hsm_open with initialisation parameters: init_args (NULL or "" for
+ * none) is passed as CK_C_INITIALIZE_ARGS.pReserved, for modules that take
+ * their configuration there (NSS softokn).  token_label may also be an
+ * RFC 7512 URI ("pkcs11:token=station;manufacturer=..."): the first token
+ * whose CK_TOKEN_INFO matches it (p11-kit's parser and matcher).  A
+ * module's CKR_ARGUMENTS_BAD without init_args is reported as "may need
+ * hsm.init_args". */
+int hsm_open_with(const char *module_path, const char *token_label,
+		  const char *init_args, hsm **out);
+
+/* The object label an RFC 7512 key URI names (its object= attribute),
+ * into label (len bytes).  ST_E_CONFIG with the reason in why when uri is
+ * not a URI for an object or names none (selecting by id= alone is not
+ * supported: the station pairs keys and certificates by label). */
+int hsm_uri_label(const char *uri, char *label, size_t len, char *why,
+		  size_t whylen);
+
 /* Readable cause of the last failed call on h ("" when none). */
 const char *hsm_errmsg(const hsm *h);
 
