@@ -6,7 +6,7 @@ PKGS="build-essential pkg-config libssl-dev libsqlite3-dev libp11-kit-dev p11-ki
 libjansson-dev libconfig-dev libcrypt-dev libcriterion-dev softhsm2 opensc sqlite3 openssl
 libusb-1.0-0-dev libncurses-dev tmux umockdev libumockdev-dev clang e2fsprogs
 libtss2-dev swtpm swtpm-tools tpm2-tools time libpq-dev postgresql
-jq socat libengine-pkcs11-openssl strace"
+jq socat libengine-pkcs11-openssl strace libnss3 libnss3-tools"
 missing=""
 for p in $PKGS; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" ||
