@@ -22,6 +22,7 @@
 #include "base.h"
 #include "station/x509.h"
 #include "tests/fixtures/fx_devsim.h"
+#include "tests/fixtures/fx_module.h"
 #include "tests/fixtures/fx_softhsm.h"
 #include "tests/fixtures/fx_station.h"
 
@@ -742,34 +743,49 @@ Test(pki, ed25519_refused_clearly_when_the_module_lacks_it, .timeout = 60)
 
 /* --- any module: through the p11-kit proxy ----------------------------- */
 
+/* p11-kit reads ~/.config/pkcs11/modules only for non-root users: the
+ * station runs as nobody.  First the per-user configuration switches the
+ * system-wide SoftHSM registration off for the station (same file name
+ * overrides it): no token then, which proves the per-user files are read
+ * (as root p11-kit would ignore them and find the token); then a per-user
+ * module file of its own names SoftHSM and the whole CA + issue works. */
 Test(pki, works_through_p11_kit_proxy, .timeout = 120)
 {
 	fx_world w;
 	fx_run r;
-	char home[512], mod[600], ca[512], uid[64];
-	X509 *leaf;
+	fx_devsim sim;
+	char home[512], dir[600], mod[700], ca[512], uid[64], seed[48];
+	fx_world_opts o = pki_opts(PROXY);
 
 	world_init(&w, NULL);
 	cr_assert_eq(access(PROXY, R_OK), 0, "p11-kit-proxy.so missing: install p11-kit-modules");
-	/* A private p11-kit user configuration naming SoftHSM; SoftHSM itself
-	 * reads this test's SOFTHSM2_CONF through the proxy. */
 	fx_path(home, &w, "home");
-	snprintf(mod, sizeof(mod), "%s/.config/pkcs11/modules", home);
-	cr_assert_eq(sh("mkdir -p '%s'", mod), 0);
-	snprintf(mod + strlen(mod), sizeof(mod) - strlen(mod), "/station-softhsm.module");
-	fx_write_file(mod, "module: " FX_SOFTHSM_MODULE "\n");
-	setenv("HOME", home, 1);
-	{
-		fx_world_opts o = pki_opts(PROXY);
-
-		fx_write_conf(&w, &o);
-	}
+	snprintf(dir, sizeof(dir), "%s/.config/pkcs11/modules", home);
+	cr_assert_eq(sh("mkdir -p '%s'", dir), 0);
+	snprintf(mod, sizeof(mod), "%s/softhsm2.module", dir);
+	fx_write_file(mod, "module: " FX_SOFTHSM_MODULE "\ndisable-in: station\n");
+	fx_write_conf(&w, &o);
+	cr_assert_eq(fx_open_up(w.dir, true), 0);
+	snprintf(w.as_nobody_env, sizeof(w.as_nobody_env), "HOME=%s", home);
 	fx_path(ca, &w, "ca.pem");
 	fx_station_run(&r, &w, "ca", "init", "--key-type", "p384", "--out", ca, NULL);
-	cr_assert_eq(r.code, 0, "ca init through the proxy: %s", r.err);
-	leaf = provision_one(&w, &r, uid);
+	cr_assert_neq(r.code, 0, "the token was found although nobody's p11-kit "
+		      "configuration disables SoftHSM: it was not read");
+	cr_assert(strstr(r.err, "no token labelled 'station'"), "%s", r.err);
+	snprintf(mod, sizeof(mod), "%s/station-softhsm.module", dir);
+	fx_write_file(mod, "module: " FX_SOFTHSM_MODULE "\n");
+	cr_assert_eq(fx_open_up(home, false), 0);
+	fx_station_run(&r, &w, "ca", "init", "--key-type", "p384", "--out", ca, NULL);
+	cr_assert_eq(r.code, 0, "ca init through the proxy as nobody: %s", r.err);
+	snprintf(seed, sizeof(seed), "--seed proxy");
+	cr_assert_eq(fx_devsim_start(&sim, w.dir, "proxy", 1, seed), 0);
+	cr_assert_eq(chmod(sim.slave, 0666), 0);
+	fx_station_run(&r, &w, "--json", "--slot", sim.port, "provision", NULL);
+	fx_devsim_stop(&sim);
+	cr_assert_eq(r.code, 0, "provision as nobody: %s%s", r.out, r.err);
+	cr_assert_eq(fx_count_units(&w, "UNFUSED"), 1);
+	fx_q_text(&w, "SELECT uid FROM units", uid, sizeof(uid));
 	cr_assert_eq(verify(&w, ca, NULL, uid), 0);
-	X509_free(leaf);
 	fx_rmtree(w.dir);
 }
 
