@@ -594,6 +594,21 @@ const char *hsm_session_errmsg(const hsm_session *s)
 	return s ? s->err : "no HSM session";
 }
 
+/* C_GenerateKeyPair takes two templates: both are stated, public first. */
+int hsm_s_rv_pair(hsm_session *s, const char *fn, CK_RV rv,
+		  const CK_ATTRIBUTE *pub, CK_ULONG np,
+		  const CK_ATTRIBUTE *priv, CK_ULONG nv)
+{
+	CK_ATTRIBUTE all[32];
+	CK_ULONG n = 0;
+
+	for (CK_ULONG i = 0; i < np && n < ST_ARRAY_SIZE(all); i++)
+		all[n++] = pub[i];
+	for (CK_ULONG i = 0; i < nv && n < ST_ARRAY_SIZE(all); i++)
+		all[n++] = priv[i];
+	return hsm_s_rv_tmpl(s, fn, rv, all, n);
+}
+
 /* Read a variable-length attribute into a malloc'd buffer. */
 int hsm_get_attr(hsm_session *s, CK_OBJECT_HANDLE o, CK_ATTRIBUTE_TYPE type,
 		 const char *what, uint8_t **out, size_t *len)

@@ -62,6 +62,11 @@ int hsm_s_rv(hsm_session *s, const char *fn, CK_RV rv);
  * the module objects to and every attribute it was given. */
 int hsm_s_rv_tmpl(hsm_session *s, const char *fn, CK_RV rv,
 		  const CK_ATTRIBUTE *t, CK_ULONG n);
+/* hsm_s_rv_tmpl for C_GenerateKeyPair: the template stated is the public
+ * one followed by the private one. */
+int hsm_s_rv_pair(hsm_session *s, const char *fn, CK_RV rv,
+		  const CK_ATTRIBUTE *pub, CK_ULONG np,
+		  const CK_ATTRIBUTE *priv, CK_ULONG nv);
 /* PKCS#11 name of an attribute type ("CKA_ISSUER"), buf for unknown ones. */
 const char *hsm_attr_name(CK_ATTRIBUTE_TYPE t, char *buf, size_t n);
 

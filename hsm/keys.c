@@ -285,7 +285,8 @@ static int keygen_any(hsm_session *s, hsm_keytype t, const char *label,
 		return ST_E_HSM;
 	}
 	if (rv != CKR_OK)
-		return hsm_s_rv(s, "C_GenerateKeyPair", rv);
+		return hsm_s_rv_pair(s, "C_GenerateKeyPair",
+				     rv, pub_tmpl, npub, priv_tmpl, ST_ARRAY_SIZE(priv_tmpl));
 	return ST_OK;
 }
 

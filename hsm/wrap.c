@@ -217,7 +217,8 @@ int hsm_inject_keygen(hsm_session *s, hsm_obj *priv, hsm_obj *pubobj,
 					 priv_tmpl, ST_ARRAY_SIZE(priv_tmpl),
 					 &hpub, &hpriv);
 	if (rv != CKR_OK)
-		return hsm_s_rv(s, "C_GenerateKeyPair(device key)", rv);
+		return hsm_s_rv_pair(s, "C_GenerateKeyPair(device key)", rv, pub_tmpl, ST_ARRAY_SIZE(pub_tmpl),
+				     priv_tmpl, ST_ARRAY_SIZE(priv_tmpl));
 	err = hsm_read_point(s, hpub, pub);
 	if (err) {
 		s->h->fl->C_DestroyObject(s->sh, hpriv);
@@ -285,13 +286,15 @@ int hsm_inject_wrap(hsm_session *s, hsm_obj priv,
 	rv = fl->C_GenerateKeyPair(s->sh, &gen, epub_tmpl, ST_ARRAY_SIZE(epub_tmpl),
 				   epriv_tmpl, ST_ARRAY_SIZE(epriv_tmpl), &hepub, &hepriv);
 	if (rv != CKR_OK)
-		return hsm_s_rv(s, "C_GenerateKeyPair(ephemeral)", rv);
+		return hsm_s_rv_pair(s, "C_GenerateKeyPair(ephemeral)", rv, epub_tmpl, ST_ARRAY_SIZE(epub_tmpl),
+				     epriv_tmpl, ST_ARRAY_SIZE(epriv_tmpl));
 	err = hsm_read_point(s, hepub, eph);
 	if (err)
 		goto out;
 	rv = fl->C_DeriveKey(s->sh, &derive, hepriv, kek_tmpl, ST_ARRAY_SIZE(kek_tmpl), &kek);
 	if (rv != CKR_OK) {
-		err = hsm_s_rv(s, "C_DeriveKey(CKM_ECDH1_DERIVE)", rv);
+		err = hsm_s_rv_tmpl(s, "C_DeriveKey(CKM_ECDH1_DERIVE)", rv, kek_tmpl,
+				    ST_ARRAY_SIZE(kek_tmpl));
 		if (rv == CKR_MECHANISM_PARAM_INVALID || rv == CKR_DOMAIN_PARAMS_INVALID)
 			hsm_s_err(s, "C_DeriveKey(CKM_ECDH1_DERIVE): the device's transport "
 				  "key was refused (not a P-256 point)");
