@@ -25,8 +25,10 @@ PKGS      += tss2-esys tss2-tctildr tss2-rc
 PKGS      += libpq
 # The journal (base/log.c: sd_journal_sendv).
 PKGS      += libsystemd
-# PKCS#11 modules are dlopen()ed: only the header comes from p11-kit.
-HDR_PKGS  := p11-kit-1
+# PKCS#11 modules are dlopen()ed: from p11-kit come the header and its
+# RFC 7512 URI parser (p11_kit_uri_*), no module loading.
+PKGS      += p11-kit-1
+HDR_PKGS  :=
 TEST_PKGS := criterion
 
 CFLAGS  ?= -O2 -g

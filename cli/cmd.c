@@ -682,6 +682,9 @@ static int load_config(struct cli *cli, const enum cli_opt *given_o,
 
 		if (field && override(field, given_v[i]))
 			return st_say(ST_EXIT_USAGE, "out of memory");
+		if (o == O_CA_KEY &&
+		    st_config_key_label(&cli->cfg.ca_label, err, sizeof(err)))
+			return st_say(ST_EXIT_USAGE, "--ca-key: %s", err);
 	}
 	if (cli->timeout_ms)
 		cli->cfg.timeout_ms = cli->timeout_ms;

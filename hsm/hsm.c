@@ -11,6 +11,7 @@
 #include "base.h"
 
 #include <dlfcn.h>
+#include <p11-kit/uri.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -105,6 +106,52 @@ static const char *rv_name(CK_RV rv, char *buf, size_t n)
 	return buf;
 }
 
+#define A(x) { x, #x }
+static const struct {
+	CK_ATTRIBUTE_TYPE t;
+	const char *name;
+} attr_names[] = {
+	A(CKA_CLASS), A(CKA_TOKEN), A(CKA_PRIVATE), A(CKA_LABEL), A(CKA_APPLICATION),
+	A(CKA_VALUE), A(CKA_CERTIFICATE_TYPE), A(CKA_ISSUER), A(CKA_SERIAL_NUMBER),
+	A(CKA_CERTIFICATE_CATEGORY), A(CKA_KEY_TYPE), A(CKA_SUBJECT), A(CKA_ID),
+	A(CKA_SENSITIVE), A(CKA_ENCRYPT), A(CKA_DECRYPT), A(CKA_WRAP), A(CKA_UNWRAP),
+	A(CKA_SIGN), A(CKA_VERIFY), A(CKA_DERIVE), A(CKA_MODULUS_BITS),
+	A(CKA_PUBLIC_EXPONENT), A(CKA_VALUE_LEN), A(CKA_EXTRACTABLE), A(CKA_LOCAL),
+	A(CKA_NEVER_EXTRACTABLE), A(CKA_EC_PARAMS), A(CKA_EC_POINT),
+};
+#undef A
+
+const char *hsm_attr_name(CK_ATTRIBUTE_TYPE t, char *buf, size_t n)
+{
+	for (size_t i = 0; i < ST_ARRAY_SIZE(attr_names); i++)
+		if (attr_names[i].t == t)
+			return attr_names[i].name;
+	snprintf(buf, n, "CKA 0x%lx", (unsigned long)t);
+	return buf;
+}
+
+/* What the operator can do about a return code, for the few where that
+ * is clear whatever the call was ("" otherwise). */
+static const char *rv_hint(CK_RV rv)
+{
+	switch (rv) {
+	case CKR_USER_NOT_LOGGED_IN:
+		return ": the token needs a login (check the PIN source)";
+	case CKR_TOKEN_WRITE_PROTECTED:
+	case CKR_SESSION_READ_ONLY:
+		return ": the token is read-only; the station needs a writable token";
+	case CKR_DEVICE_MEMORY:
+		return ": the token is full; remove objects that are no longer needed";
+	case CKR_MECHANISM_INVALID:
+		return ": the token does not offer this mechanism";
+	case CKR_TOKEN_NOT_PRESENT:
+	case CKR_DEVICE_REMOVED:
+		return ": the token was removed; insert it and start again";
+	default:
+		return "";
+	}
+}
+
 /* The project error for a failed call: the few codes a caller acts on get
  * their own value, everything else is a plain HSM failure. */
 static int rv_err(CK_RV rv)
@@ -157,7 +204,7 @@ int hsm_h_rv(hsm *h, const char *fn, CK_RV rv)
 {
 	char num[48];
 
-	hsm_h_err(h, "%s: %s", fn, rv_name(rv, num, sizeof(num)));
+	hsm_h_err(h, "%s: %s%s", fn, rv_name(rv, num, sizeof(num)), rv_hint(rv));
 	return rv_err(rv);
 }
 
@@ -167,8 +214,49 @@ int hsm_s_rv(hsm_session *s, const char *fn, CK_RV rv)
 	char num[48];
 
 	s->last_rv = rv;
-	hsm_s_err(s, "%s: %s", fn, rv_name(rv, num, sizeof(num)));
+	hsm_s_err(s, "%s: %s%s", fn, rv_name(rv, num, sizeof(num)), rv_hint(rv));
 	return rv_err(rv);
+}
+
+/* A failed call that took a template: for the attribute codes, which
+ * attribute cannot be known without trying (and a retry of a create could
+ * make the object), so the message states the template the module was
+ * given, so the operator can hold it against the module's documentation. */
+int hsm_s_rv_tmpl(hsm_session *s, const char *fn, CK_RV rv,
+		  const CK_ATTRIBUTE *t, CK_ULONG n)
+{
+	char num[48], list[HSM_ERRMSG_LEN / 2] = "";
+	const char *what;
+	size_t used = 0;
+	int err = hsm_s_rv(s, fn, rv);
+
+	switch (rv) {
+	case CKR_TEMPLATE_INCOMPLETE:
+		what = "the module needs an attribute the station does not set";
+		break;
+	case CKR_ATTRIBUTE_TYPE_INVALID:
+		what = "the module does not know one of the attributes";
+		break;
+	case CKR_ATTRIBUTE_VALUE_INVALID:
+	case CKR_TEMPLATE_INCONSISTENT:
+		what = "the module refuses the value of one of the attributes";
+		break;
+	case CKR_ATTRIBUTE_READ_ONLY:
+		what = "the module does not let the station set one of the attributes";
+		break;
+	default:
+		return err;
+	}
+	for (CK_ULONG i = 0; i < n && used < sizeof(list); i++) {
+		int w = snprintf(list + used, sizeof(list) - used, "%s%s", i ? ", " : "",
+				 hsm_attr_name(t[i].type, num, sizeof(num)));
+		if (w > 0)
+			used += (size_t)w;
+	}
+	hsm_s_err(s, "%s: %s: %s (template: %s); check which of them the module "
+		  "requires or refuses in its documentation, or use a module that "
+		  "follows PKCS#11 2.40 here", fn, rv_name(rv, num, sizeof(num)), what, list);
+	return err;
 }
 
 /* The token label as a C string: PKCS#11 pads it with spaces, no NUL. */
@@ -187,6 +275,7 @@ static void label_of(const CK_TOKEN_INFO *ti, char out[HSM_LABEL_LEN + 1])
  * present, which is what an operator needs when the config is wrong. */
 static int find_slot(hsm *h, const char *label, CK_SLOT_ID *slot)
 {
+	P11KitUri *uri = NULL;
 	CK_SLOT_ID *slots = NULL;
 	CK_ULONG n = 0;
 	char present[HSM_ERRMSG_LEN / 2] = "";
@@ -194,6 +283,22 @@ static int find_slot(hsm *h, const char *label, CK_SLOT_ID *slot)
 	CK_RV rv;
 	int err;
 
+	if (!strncmp(label, "pkcs11:", 7)) {
+		int urc;
+
+		uri = p11_kit_uri_new();
+		if (!uri) {
+			hsm_h_err(h, "out of memory parsing the token URI");
+			return ST_E_NOMEM;
+		}
+		urc = p11_kit_uri_parse(label, P11_KIT_URI_FOR_TOKEN, uri);
+		if (urc != P11_KIT_URI_OK) {
+			hsm_h_err(h, "hsm.token '%s' is not a PKCS#11 URI (RFC 7512): %s",
+				  label, p11_kit_uri_message(urc));
+			p11_kit_uri_free(uri);
+			return ST_E_CONFIG;
+		}
+	}
 	for (;;) {
 		rv = h->fl->C_GetSlotList(CK_TRUE, NULL, &n);
 		if (rv != CKR_OK) {
@@ -226,7 +331,8 @@ static int find_slot(hsm *h, const char *label, CK_SLOT_ID *slot)
 		if (!(ti.flags & CKF_TOKEN_INITIALIZED))
 			continue;
 		label_of(&ti, l);
-		if (strcmp(l, label) == 0) {
+		if (uri ? p11_kit_uri_match_token_info(uri, &ti) == 1 :
+			  strcmp(l, label) == 0) {
 			*slot = slots[i];
 			err = ST_OK;
 			goto out;
@@ -238,10 +344,12 @@ static int find_slot(hsm *h, const char *label, CK_SLOT_ID *slot)
 				plen += (size_t)w;
 		}
 	}
-	hsm_h_err(h, "no token labelled '%s' (tokens present: %s)", label,
-		  plen ? present : "none");
+	hsm_h_err(h, "no token %s '%s' (tokens present: %s)", uri ? "matches" :
+		  "labelled", label, plen ? present : "none");
 	err = ST_E_NOTOKEN;
 out:
+	if (uri)
+		p11_kit_uri_free(uri);
 	free(slots);
 	return err;
 }
@@ -249,6 +357,12 @@ out:
 /* Everything up to a usable main session, so that a failure at any step
  * leaves h in a state hsm_close() can undo. */
 int hsm_open(const char *module_path, const char *token_label, hsm **out)
+{
+	return hsm_open_with(module_path, token_label, NULL, out);
+}
+
+int hsm_open_with(const char *module_path, const char *token_label,
+		  const char *init_args, hsm **out)
 {
 	CK_C_GetFunctionList get_list;
 	CK_C_INITIALIZE_ARGS args;
@@ -269,7 +383,7 @@ int hsm_open(const char *module_path, const char *token_label, hsm **out)
 		hsm_h_err(h, "hsm_open: module path and token label are required");
 		return ST_E_INVAL;
 	}
-	if (strlen(token_label) > HSM_LABEL_LEN) {
+	if (strlen(token_label) > HSM_LABEL_LEN && strncmp(token_label, "pkcs11:", 7)) {
 		hsm_h_err(h, "token label '%s' is longer than %d bytes",
 			  token_label, HSM_LABEL_LEN);
 		return ST_E_INVAL;
@@ -301,10 +415,28 @@ int hsm_open(const char *module_path, const char *token_label, hsm **out)
 	/* Workers call into the module concurrently on their own sessions. */
 	memset(&args, 0, sizeof(args));
 	args.flags = CKF_OS_LOCKING_OK;
+	/* Some modules take their configuration here (NSS softokn: its
+	 * database directory), outside PKCS#11's own definition. */
+	args.pReserved = (void *)(init_args && *init_args ? init_args : NULL);
 	rv = h->fl->C_Initialize(&args);
 	if (rv == CKR_OK)
 		h->initialized = true;
-	else if (rv != CKR_CRYPTOKI_ALREADY_INITIALIZED)
+	else if (rv == CKR_ARGUMENTS_BAD && !args.pReserved) {
+		hsm_h_rv(h, "C_Initialize", rv);
+		hsm_h_err(h, "C_Initialize: CKR_ARGUMENTS_BAD: module %s may need "
+			  "initialisation parameters: set hsm.init_args (NSS softokn: "
+			  "\"configdir='sql:/path/to/db' certPrefix='' keyPrefix='' "
+			  "secmod='secmod.db' flags=\"), or load it through "
+			  "p11-kit-proxy.so with x-init-reserved in its module file",
+			  module_path);
+		return ST_E_HSM;
+	} else if (rv == CKR_ARGUMENTS_BAD) {
+		hsm_h_rv(h, "C_Initialize", rv);
+		hsm_h_err(h, "C_Initialize: CKR_ARGUMENTS_BAD: module %s refused "
+			  "hsm.init_args: check the string against the module's "
+			  "documentation", module_path);
+		return ST_E_HSM;
+	} else if (rv != CKR_CRYPTOKI_ALREADY_INITIALIZED)
 		return hsm_h_rv(h, "C_Initialize", rv);
 
 	err = find_slot(h, token_label, &h->slot);
@@ -482,6 +614,21 @@ const char *hsm_session_errmsg(const hsm_session *s)
 	return s ? s->err : "no HSM session";
 }
 
+/* C_GenerateKeyPair takes two templates: both are stated, public first. */
+int hsm_s_rv_pair(hsm_session *s, const char *fn, CK_RV rv,
+		  const CK_ATTRIBUTE *pub, CK_ULONG np,
+		  const CK_ATTRIBUTE *priv, CK_ULONG nv)
+{
+	CK_ATTRIBUTE all[32];
+	CK_ULONG n = 0;
+
+	for (CK_ULONG i = 0; i < np && n < ST_ARRAY_SIZE(all); i++)
+		all[n++] = pub[i];
+	for (CK_ULONG i = 0; i < nv && n < ST_ARRAY_SIZE(all); i++)
+		all[n++] = priv[i];
+	return hsm_s_rv_tmpl(s, fn, rv, all, n);
+}
+
 /* Read a variable-length attribute into a malloc'd buffer. */
 int hsm_get_attr(hsm_session *s, CK_OBJECT_HANDLE o, CK_ATTRIBUTE_TYPE type,
 		 const char *what, uint8_t **out, size_t *len)
@@ -540,4 +687,40 @@ void hsm_close(hsm *h)
 		dlclose(h->dl);
 	pthread_mutex_destroy(&h->err_lock);
 	free(h);
+}
+
+/* The label is what the station looks keys up by; a URI naming the key
+ * some other way would be matched differently from what `ca show` lists. */
+int hsm_uri_label(const char *uri_text, char *label, size_t len, char *why,
+		  size_t whylen)
+{
+	P11KitUri *uri = p11_kit_uri_new();
+	CK_ATTRIBUTE *a;
+	int urc, rc = ST_E_CONFIG;
+
+	if (!uri)
+		return ST_E_NOMEM;
+	urc = p11_kit_uri_parse(uri_text, P11_KIT_URI_FOR_OBJECT_ON_TOKEN, uri);
+	if (urc != P11_KIT_URI_OK) {
+		snprintf(why, whylen, "'%s' is not a PKCS#11 URI (RFC 7512): %s",
+			 uri_text, p11_kit_uri_message(urc));
+		goto out;
+	}
+	a = p11_kit_uri_get_attribute(uri, CKA_LABEL);
+	if (!a || !a->pValue || a->ulValueLen == 0) {
+		snprintf(why, whylen, "'%s' names no object: give the key's label as "
+			 "object=LABEL", uri_text);
+		goto out;
+	}
+	if (a->ulValueLen >= len || memchr(a->pValue, '\0', a->ulValueLen)) {
+		snprintf(why, whylen, "'%s': the object label is too long or holds "
+			 "a NUL byte", uri_text);
+		goto out;
+	}
+	memcpy(label, a->pValue, a->ulValueLen);
+	label[a->ulValueLen] = '\0';
+	rc = ST_OK;
+out:
+	p11_kit_uri_free(uri);
+	return rc;
 }

@@ -29,6 +29,23 @@ typedef unsigned long hsm_obj;          /* a PKCS#11 object handle */
  * read hsm_errmsg(); it must be freed with hsm_close() either way. */
 int hsm_open(const char *module_path, const char *token_label, hsm **out);
 
+/* hsm_open with initialisation parameters: init_args (NULL or "" for
+ * none) is passed as CK_C_INITIALIZE_ARGS.pReserved, for modules that take
+ * their configuration there (NSS softokn).  token_label may also be an
+ * RFC 7512 URI ("pkcs11:token=station;manufacturer=..."): the first token
+ * whose CK_TOKEN_INFO matches it (p11-kit's parser and matcher).  A
+ * module's CKR_ARGUMENTS_BAD without init_args is reported as "may need
+ * hsm.init_args". */
+int hsm_open_with(const char *module_path, const char *token_label,
+		  const char *init_args, hsm **out);
+
+/* The object label an RFC 7512 key URI names (its object= attribute),
+ * into label (len bytes).  ST_E_CONFIG with the reason in why when uri is
+ * not a URI for an object or names none (selecting by id= alone is not
+ * supported: the station pairs keys and certificates by label). */
+int hsm_uri_label(const char *uri, char *label, size_t len, char *why,
+		  size_t whylen);
+
 /* Readable cause of the last failed call on h ("" when none). */
 const char *hsm_errmsg(const hsm *h);
 
@@ -130,7 +147,9 @@ typedef enum hsm_mech {
 	HSM_M_RSA_PKCS,
 	HSM_M_EDDSA,
 	HSM_M_ECDH1_DERIVE,
-	HSM_M_AES_KEY_WRAP_PAD,
+	HSM_M_AES_KEY_WRAP_PAD,         /* 0x210A: RFC 5649 in SoftHSM only */
+	HSM_M_AES_KEY_WRAP_KWP,         /* 0x210B: RFC 5649 by the standard */
+	HSM_M_AES_KEY_WRAP_5649,        /* either of the two: what inject needs */
 } hsm_mech;
 
 #define HSM_MAX_SIG 512         /* enough for RSA-4096 */
@@ -186,10 +205,35 @@ void hsm_labels_free(char **labels, size_t n);
 int hsm_inject_keygen(hsm_session *s, hsm_obj *priv, hsm_obj *pubobj,
 		      uint8_t pub[HSM_P256_POINT_LEN]);
 
+/* Which mechanism hsm_inject_wrap() wraps with.  AUTO: CKM_AES_KEY_WRAP_KWP
+ * when the token offers it, SoftHSM's CKM_AES_KEY_WRAP_PAD form only when
+ * it does not (other modules read 0x210A as PKCS#7 padding + RFC 3394). */
+typedef enum hsm_wrapmech {
+	HSM_WRAP_AUTO = 0,
+	HSM_WRAP_KWP,
+	HSM_WRAP_PAD,
+} hsm_wrapmech;
+
+/* Choose the wrap mechanism (want, normally HSM_WRAP_AUTO) and prove with
+ * a known-answer test that the module's output is RFC 5649, the format
+ * the device unwraps: a fixed 20-byte secret is wrapped under a fixed
+ * AES-256 key (both made in the token as session objects, destroyed
+ * after) and compared with OpenSSL's EVP_aes_256_wrap_pad (SoftHSM's
+ * 0x210A, RFC 5649 of the key zero-padded to 8 bytes, passes by unwrapping
+ * with OpenSSL to the key and zeros: the device's DER parser ignores them).  ST_E_HSM with
+ * the reason and what to do in hsm_errmsg() when the token has neither
+ * mechanism or its output differs: inject mode must then not run.  Call
+ * once before workers start; hsm_inject_wrap() then uses the choice. */
+int hsm_inject_check(hsm *h, hsm_wrapmech want);
+
+/* PKCS#11 name of the wrap mechanism hsm_inject_check() chose, or NULL. */
+const char *hsm_inject_mech(const hsm *h);
+
 /* Wrap the device key priv for a target whose transport public key is
  * transport: a fresh ephemeral P-256 key pair, CKM_ECDH1_DERIVE (CKD_NULL,
  * so any HSM with ECDH can do it) with transport gives an AES-256 session
- * key, CKM_AES_KEY_WRAP_PAD wraps priv (PKCS#8 inside, RFC 5649).  eph gets
+ * key, the mechanism hsm_inject_check() chose wraps priv (PKCS#8 inside,
+ * RFC 5649; without a check: KWP when offered, else 0x210A).  eph gets
  * the ephemeral public point, wrapped (cap bytes) the blob.  The ephemeral
  * key and the AES key are destroyed before return, pass or fail. */
 int hsm_inject_wrap(hsm_session *s, hsm_obj priv,
@@ -225,6 +269,11 @@ int hsm_remove(hsm_session *s, const char *label, unsigned what);
 /* Create a private token data object labelled label holding text (the
  * in-progress marker above).  ST_E_EXISTS when one exists. */
 int hsm_data_put(hsm_session *s, const char *label, const char *text);
+
+/* Did the last hsm_data_put() on s fail because the module keeps no
+ * private token data objects at all (NSS softokn refuses them with
+ * CKR_ATTRIBUTE_VALUE_INVALID)?  Then the caller goes on without one. */
+bool hsm_data_refused(const hsm_session *s);
 
 /* Was the private key priv generated inside the token and never
  * extractable (CKA_LOCAL and CKA_NEVER_EXTRACTABLE true)?  false when

@@ -14,7 +14,12 @@
 
 #include "hsm.h"
 
-#define HSM_ERRMSG_LEN 256
+/* PKCS#11 2.40's standard RFC 5649 wrap; p11-kit 0.24's header predates it. */
+#ifndef CKM_AES_KEY_WRAP_KWP
+#define CKM_AES_KEY_WRAP_KWP 0x210BUL
+#endif
+
+#define HSM_ERRMSG_LEN 768
 #define HSM_LABEL_LEN 32        /* CK_TOKEN_INFO.label, space padded */
 
 struct hsm {
@@ -28,6 +33,7 @@ struct hsm {
 	/* The module refused per-unit keys as session objects (CKA_TOKEN
 	 * false: tpm2-pkcs11): hsm_genpair_tmp makes token objects. */
 	atomic_bool tmp_on_token;
+	CK_MECHANISM_TYPE wrap;         /* chosen by hsm_inject_check; 0: none yet */
 	pthread_mutex_t err_lock;       /* sessions may be opened from workers */
 	char err[HSM_ERRMSG_LEN];
 };
@@ -55,6 +61,18 @@ void hsm_s_err(hsm_session *s, const char *fmt, ...)
 /* A failed PKCS#11 call fn on h / on s: its st_err, its message. */
 int hsm_h_rv(hsm *h, const char *fn, CK_RV rv);
 int hsm_s_rv(hsm_session *s, const char *fn, CK_RV rv);
+/* hsm_s_rv for a call given template t[0..n): for the attribute return
+ * codes (CKR_TEMPLATE_INCOMPLETE, CKR_ATTRIBUTE_*) the message names what
+ * the module objects to and every attribute it was given. */
+int hsm_s_rv_tmpl(hsm_session *s, const char *fn, CK_RV rv,
+		  const CK_ATTRIBUTE *t, CK_ULONG n);
+/* hsm_s_rv_tmpl for C_GenerateKeyPair: the template stated is the public
+ * one followed by the private one. */
+int hsm_s_rv_pair(hsm_session *s, const char *fn, CK_RV rv,
+		  const CK_ATTRIBUTE *pub, CK_ULONG np,
+		  const CK_ATTRIBUTE *priv, CK_ULONG nv);
+/* PKCS#11 name of an attribute type ("CKA_ISSUER"), buf for unknown ones. */
+const char *hsm_attr_name(CK_ATTRIBUTE_TYPE t, char *buf, size_t n);
 
 /* Read a variable-length attribute into a malloc'd buffer (hsm.c). */
 int hsm_get_attr(hsm_session *s, CK_OBJECT_HANDLE o, CK_ATTRIBUTE_TYPE type,
@@ -83,6 +101,8 @@ CK_RV hsm_genpair_tmp(hsm_session *s, CK_MECHANISM *mech,
  * longer running left in the token (a crash between making and
  * destroying them); called at every login.  *n gets how many. */
 int hsm_tmp_sweep(hsm *h, unsigned *n);
+/* Does the token offer mechanism m (C_GetMechanismList)?  keys.c. */
+bool hsm_has_mech(hsm *h, CK_MECHANISM_TYPE m);
 
 /* ---- Objects (objects.c) ---- */
 

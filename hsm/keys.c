@@ -45,6 +45,10 @@ static const struct {
 	{ HSM_M_EDDSA, CKM_EDDSA, "CKM_EDDSA" },
 	{ HSM_M_ECDH1_DERIVE, CKM_ECDH1_DERIVE, "CKM_ECDH1_DERIVE" },
 	{ HSM_M_AES_KEY_WRAP_PAD, CKM_AES_KEY_WRAP_PAD, "CKM_AES_KEY_WRAP_PAD" },
+	{ HSM_M_AES_KEY_WRAP_KWP, CKM_AES_KEY_WRAP_KWP, "CKM_AES_KEY_WRAP_KWP" },
+	/* either: checked specially in hsm_check_mechanisms */
+	{ HSM_M_AES_KEY_WRAP_5649, CKM_AES_KEY_WRAP_KWP,
+	  "CKM_AES_KEY_WRAP_KWP (or SoftHSM's CKM_AES_KEY_WRAP_PAD)" },
 };
 
 /* Key types by name, with what PKCS#11 needs to make and use them. */
@@ -110,6 +114,24 @@ static CK_MECHANISM_TYPE ckm_of(hsm_mech m)
 	return CKM_VENDOR_DEFINED;
 }
 
+/* From the list, not C_GetMechanismInfo: a module restricted to some
+ * mechanisms (SoftHSM's slots.mechanisms) may still describe the others. */
+bool hsm_has_mech(hsm *h, CK_MECHANISM_TYPE m)
+{
+	CK_MECHANISM_TYPE *list = NULL;
+	CK_ULONG count = 0;
+	bool found = false;
+
+	if (h->fl->C_GetMechanismList(h->slot, NULL, &count) != CKR_OK)
+		return false;
+	list = calloc(count ? count : 1, sizeof(*list));
+	if (list && h->fl->C_GetMechanismList(h->slot, list, &count) == CKR_OK)
+		for (CK_ULONG i = 0; i < count && !found; i++)
+			found = list[i] == m;
+	free(list);
+	return found;
+}
+
 /* One list call per start-up; the message lists every missing mechanism so
  * the operator can compare it with the HSM's documentation in one go. */
 int hsm_check_mechanisms(hsm *h, const hsm_mech *need, size_t n)
@@ -141,7 +163,8 @@ int hsm_check_mechanisms(hsm *h, const hsm_mech *need, size_t n)
 		bool found = false;
 
 		for (CK_ULONG j = 0; j < count && !found; j++)
-			found = list[j] == want;
+			found = list[j] == want || (need[i] == HSM_M_AES_KEY_WRAP_5649 &&
+						    list[j] == CKM_AES_KEY_WRAP_PAD);
 		for (size_t k = 0; k < i && !found; k++)
 			found = need[k] == need[i];     /* named once already */
 		if (found)
@@ -154,9 +177,24 @@ int hsm_check_mechanisms(hsm *h, const hsm_mech *need, size_t n)
 		}
 	}
 	if (mlen) {
+		bool inject = strstr(missing, "WRAP") || strstr(missing, "ECDH");
+		bool other = false;
+
+		for (size_t i = 0; i < n; i++)
+			other |= need[i] != HSM_M_AES_KEY_WRAP_5649 &&
+				 need[i] != HSM_M_AES_KEY_WRAP_PAD &&
+				 need[i] != HSM_M_AES_KEY_WRAP_KWP &&
+				 need[i] != HSM_M_ECDH1_DERIVE &&
+				 strstr(missing, hsm_mech_name(need[i]));
 		hsm_h_err(h, "the token does not offer %s, which the configured keys and "
-			  "profile need: use an HSM (or HSM firmware/licence) that has it, "
-			  "or choose another key type", missing);
+			  "profile need: %s%s%s", missing,
+			  other ? "use an HSM (or HSM firmware/licence) that has it, or "
+			  "choose another key type" : "",
+			  other && inject ? "; " : "",
+			  inject ? "for key injection (key_mode = \"inject\") set "
+			  "key_mode = \"device\" in the profile (the device makes its own "
+			  "key), or use a token that offers the ECDH derive and "
+			  "CKM_AES_KEY_WRAP_KWP" : "");
 		err = ST_E_HSM;
 	}
 out:
@@ -250,7 +288,8 @@ static int keygen_any(hsm_session *s, hsm_keytype t, const char *label,
 		return ST_E_HSM;
 	}
 	if (rv != CKR_OK)
-		return hsm_s_rv(s, "C_GenerateKeyPair", rv);
+		return hsm_s_rv_pair(s, "C_GenerateKeyPair",
+				     rv, pub_tmpl, npub, priv_tmpl, ST_ARRAY_SIZE(priv_tmpl));
 	return ST_OK;
 }
 

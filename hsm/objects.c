@@ -10,6 +10,7 @@
 
 #include <openssl/err.h>
 #include <openssl/x509.h>
+#include <openssl/x509v3.h>
 
 /* Object kinds as the operator reads them in messages. */
 const char *hsm_class_name(CK_OBJECT_CLASS cls)
@@ -153,14 +154,33 @@ int hsm_read_pubkey(hsm_session *s, const char *label,
 	return hsm_read_point(s, o, pub);
 }
 
-/* CKA_SUBJECT is filled from the certificate itself so that tools that
- * pair keys and certificates by subject see a consistent token.  The cert
- * is public (CKA_PRIVATE false): reading it must not need the PIN. */
+/* A DER encoding (from i2d_*, len bytes or <= 0) as an attribute value. */
+static int der_attr(CK_ATTRIBUTE *a, int len, unsigned char *der)
+{
+	if (len <= 0 || !der)
+		return -1;
+	a->pValue = der;
+	a->ulValueLen = (CK_ULONG)len;
+	return 0;
+}
+
+/* The attributes PKCS#11 lists for an X.509 certificate object, all taken
+ * from the certificate itself: CKA_SUBJECT, CKA_ISSUER and
+ * CKA_SERIAL_NUMBER (DER) so that modules that index certificates by
+ * issuer and serial (NSS softokn refuses the object without them) and
+ * tools that pair keys and certificates see a consistent token; CKA_ID is
+ * the label, as on the key pair (hsm_keygen), so the certificate pairs
+ * with its key by CKA_ID too; CKA_CERTIFICATE_CATEGORY says authority (a
+ * CA certificate) or token user (one whose key the token holds).  The
+ * category is optional: a module that predates it (CKR_ATTRIBUTE_TYPE_INVALID)
+ * gets the object without it.  The cert is public (CKA_PRIVATE false):
+ * reading it must not need the PIN. */
 int hsm_cert_store(hsm_session *s, const char *label, const uint8_t *der,
 		   size_t len)
 {
 	CK_OBJECT_CLASS cls = CKO_CERTIFICATE;
 	CK_CERTIFICATE_TYPE ctype = CKC_X_509;
+	CK_ULONG category;
 	CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
 	CK_ULONG llen = label ? strlen(label) : 0;
 	CK_ATTRIBUTE tmpl[] = {
@@ -171,15 +191,19 @@ int hsm_cert_store(hsm_session *s, const char *label, const uint8_t *der,
 		{ CKA_LABEL, (void *)label, llen },
 		{ CKA_ID, (void *)label, llen },
 		{ CKA_VALUE, (void *)der, (CK_ULONG)len },
-		{ CKA_SUBJECT, NULL, 0 },       /* filled below */
+		{ CKA_SUBJECT, NULL, 0 },               /* filled below */
+		{ CKA_ISSUER, NULL, 0 },
+		{ CKA_SERIAL_NUMBER, NULL, 0 },
+		{ CKA_CERTIFICATE_CATEGORY, &category, sizeof(category) }, /* last: optional */
 	};
-	CK_ATTRIBUTE *subj_attr = &tmpl[ST_ARRAY_SIZE(tmpl) - 1];
+	const size_t nt = ST_ARRAY_SIZE(tmpl);
+	CK_ATTRIBUTE *subj = &tmpl[nt - 4], *iss = &tmpl[nt - 3], *ser = &tmpl[nt - 2];
 	CK_OBJECT_HANDLE found[2], obj;
 	CK_ULONG n;
 	const unsigned char *p = der;
-	unsigned char *subj = NULL;
+	unsigned char *sd = NULL, *id = NULL, *nd = NULL;
 	X509 *x = NULL;
-	int subjlen, err;
+	int err, sl, il, nl;
 	CK_RV rv;
 
 	if (!s)
@@ -197,14 +221,16 @@ int hsm_cert_store(hsm_session *s, const char *label, const uint8_t *der,
 		err = ST_E_INVAL;
 		goto out;
 	}
-	subjlen = i2d_X509_NAME(X509_get_subject_name(x), &subj);
-	if (subjlen <= 0) {
-		hsm_s_err(s, "cannot encode the certificate subject");
+	sl = i2d_X509_NAME(X509_get_subject_name(x), &sd);
+	il = i2d_X509_NAME(X509_get_issuer_name(x), &id);
+	nl = i2d_ASN1_INTEGER(X509_get0_serialNumber(x), &nd);
+	if (der_attr(subj, sl, sd) || der_attr(iss, il, id) || der_attr(ser, nl, nd)) {
+		hsm_s_err(s, "cannot encode the subject, issuer or serial number of "
+			  "certificate '%s'", label);
 		err = ST_E_CRYPTO;
 		goto out;
 	}
-	subj_attr->pValue = subj;
-	subj_attr->ulValueLen = (CK_ULONG)subjlen;
+	category = X509_check_ca(x) >= 1 ? 2 /* authority */ : 1 /* token user */;
 
 	err = hsm_find_objs(s, CKO_CERTIFICATE, label, found, &n);
 	if (err)
@@ -215,14 +241,18 @@ int hsm_cert_store(hsm_session *s, const char *label, const uint8_t *der,
 		goto out;
 	}
 
-	rv = s->h->fl->C_CreateObject(s->sh, tmpl, ST_ARRAY_SIZE(tmpl), &obj);
+	rv = s->h->fl->C_CreateObject(s->sh, tmpl, nt, &obj);
+	if (rv == CKR_ATTRIBUTE_TYPE_INVALID)
+		rv = s->h->fl->C_CreateObject(s->sh, tmpl, nt - 1, &obj);
 	if (rv != CKR_OK) {
-		err = hsm_s_rv(s, "C_CreateObject(certificate)", rv);
+		err = hsm_s_rv_tmpl(s, "C_CreateObject(certificate)", rv, tmpl, nt);
 		goto out;
 	}
 	err = ST_OK;
 out:
-	OPENSSL_free(subj);
+	OPENSSL_free(sd);
+	OPENSSL_free(id);
+	OPENSSL_free(nd);
 	X509_free(x);
 	ERR_clear_error();      /* the queue is per thread: leave it clean */
 	return err;
@@ -282,34 +312,78 @@ void hsm_labels_free(char **labels, size_t n)
 	free(labels);
 }
 
+/* Every object of class cls visible to the session, however many: a
+ * shared HSM partition can hold hundreds.  C_FindObjects is called until
+ * it returns none; *out is malloc'd (caller frees).  The search is always
+ * finalised so the session stays usable. */
+static int find_all(hsm_session *s, CK_OBJECT_CLASS cls, CK_OBJECT_HANDLE **out,
+		    CK_ULONG *nout)
+{
+	CK_ATTRIBUTE tmpl[] = { { CKA_CLASS, &cls, sizeof(cls) } };
+	CK_OBJECT_HANDLE *all = NULL, *grown;
+	CK_ULONG n = 0, cap = 0, got;
+	CK_RV rv, frv;
+	int err = ST_OK;
+
+	*out = NULL;
+	*nout = 0;
+	rv = s->h->fl->C_FindObjectsInit(s->sh, tmpl, 1);
+	if (rv != CKR_OK)
+		return hsm_s_rv(s, "C_FindObjectsInit", rv);
+	for (;;) {
+		if (n == cap) {
+			cap = cap ? cap * 2 : 64;
+			grown = realloc(all, cap * sizeof(*all));
+			if (!grown) {
+				hsm_s_err(s, "out of memory listing objects");
+				err = ST_E_NOMEM;
+				break;
+			}
+			all = grown;
+		}
+		got = 0;
+		rv = s->h->fl->C_FindObjects(s->sh, all + n, cap - n, &got);
+		if (rv != CKR_OK) {
+			err = hsm_s_rv(s, "C_FindObjects", rv);
+			break;
+		}
+		if (got == 0)
+			break;
+		n += got;
+	}
+	frv = s->h->fl->C_FindObjectsFinal(s->sh);
+	if (!err && frv != CKR_OK)
+		err = hsm_s_rv(s, "C_FindObjectsFinal", frv);
+	if (err) {
+		free(all);
+		return err;
+	}
+	*out = all;
+	*nout = n;
+	return ST_OK;
+}
+
 /* Collect handles first and read labels after C_FindObjectsFinal: some
  * modules refuse other calls on a session with an active search. */
 int hsm_list_labels(hsm_session *s, bool privkeys, char ***labels, size_t *n)
 {
 	CK_OBJECT_CLASS cls = privkeys ? CKO_PRIVATE_KEY : CKO_CERTIFICATE;
-	CK_ATTRIBUTE tmpl[] = { { CKA_CLASS, &cls, sizeof(cls) } };
-	CK_OBJECT_HANDLE found[64];
+	CK_OBJECT_HANDLE *found = NULL;
 	CK_ULONG nf = 0;
 	char **out = NULL;
 	size_t cnt = 0;
-	CK_RV rv, frv;
-	int err = ST_OK;
+	int err;
 
 	if (!s || !labels || !n)
 		return ST_E_INVAL;
 	*labels = NULL;
 	*n = 0;
-	rv = s->h->fl->C_FindObjectsInit(s->sh, tmpl, 1);
-	if (rv != CKR_OK)
-		return hsm_s_rv(s, "C_FindObjectsInit", rv);
-	rv = s->h->fl->C_FindObjects(s->sh, found, ST_ARRAY_SIZE(found), &nf);
-	frv = s->h->fl->C_FindObjectsFinal(s->sh);
-	if (rv != CKR_OK)
-		return hsm_s_rv(s, "C_FindObjects", rv);
-	if (frv != CKR_OK)
-		return hsm_s_rv(s, "C_FindObjectsFinal", frv);
+	err = find_all(s, cls, &found, &nf);
+	if (err)
+		return err;
 	out = calloc(nf ? nf : 1, sizeof(*out));
 	if (!out) {
+		free(found);
 		hsm_s_err(s, "out of memory listing objects");
 		return ST_E_NOMEM;
 	}
@@ -327,6 +401,7 @@ int hsm_list_labels(hsm_session *s, bool privkeys, char ***labels, size_t *n)
 		}
 		cnt++;
 	}
+	free(found);
 	if (err) {
 		hsm_labels_free(out, cnt);
 		hsm_s_err(s, "out of memory listing objects");
@@ -449,10 +524,19 @@ int hsm_data_put(hsm_session *s, const char *label, const char *text)
 		hsm_s_err(s, "a data object labelled '%s' already exists", label);
 		return ST_E_EXISTS;
 	}
+	s->last_rv = CKR_OK;
 	rv = s->h->fl->C_CreateObject(s->sh, tmpl, ST_ARRAY_SIZE(tmpl), &obj);
 	if (rv != CKR_OK)
-		return hsm_s_rv(s, "C_CreateObject(data)", rv);
+		return hsm_s_rv_tmpl(s, "C_CreateObject(data)", rv, tmpl,
+				     ST_ARRAY_SIZE(tmpl));
 	return ST_OK;
+}
+
+bool hsm_data_refused(const hsm_session *s)
+{
+	return s && (s->last_rv == CKR_ATTRIBUTE_VALUE_INVALID ||
+		     s->last_rv == CKR_ATTRIBUTE_TYPE_INVALID ||
+		     s->last_rv == CKR_TEMPLATE_INCONSISTENT);
 }
 
 bool hsm_key_made_here(hsm_session *s, hsm_obj priv)

@@ -229,6 +229,24 @@ if [ -z "$MEMORY_ONLY" ]; then
 HSM=$(STATION_PIN=$PIN "$BUILD/bench-hsm" /usr/lib/softhsm/libsofthsm2.so bench 2)
 SIGN=$(echo "$HSM" | awk '/sign_per_s/ {print $2}')
 KEYGEN=$(echo "$HSM" | awk '/keygen_per_s/ {print $2}')
+# Every other PKCS#11 module found here, each with a token of its own, in
+# the same run (docs/pki.md, "Tested modules"): the rates beside SoftHSM's.
+MODROWS="| SoftHSM2 | $SIGN /s | $KEYGEN /s |"
+NSS=/usr/lib/x86_64-linux-gnu/libsoftokn3.so
+if [ -r "$NSS" ] && command -v certutil >/dev/null; then
+	mkdir -p "$DIR/nss"
+	printf '%s\n' "$PIN" >"$DIR/nss/pw"
+	certutil -N -d "sql:$DIR/nss" -f "$DIR/nss/pw" >/dev/null
+	rm -f "$DIR/nss/pw"
+	M=$(STATION_PIN=$PIN "$BUILD/bench-hsm" "$NSS" "NSS Certificate DB" 2 \
+		"configdir='sql:$DIR/nss' certPrefix='' keyPrefix='' secmod='secmod.db' flags=" ||
+		echo failed)
+	MODROWS="$MODROWS
+| NSS softokn | $(echo "$M" | awk '/sign_per_s/ {print $2}') /s | $(echo "$M" | awk '/keygen_per_s/ {print $2}') /s |"
+else
+	MODROWS="$MODROWS
+| NSS softokn | not installed (libnss3, libnss3-tools) | |"
+fi
 
 # ---- 1. Station overhead, now and before group commit ----
 overhead "$STATION" now "$SLOTS"
@@ -392,6 +410,13 @@ $ROWS_BEFORE
 |---|---|
 | ECDSA P-256 sign (CKM_ECDSA, host hash) | $SIGN /s |
 | P-256 key pair generation (session objects) | $KEYGEN /s |
+
+The same two rates on every PKCS#11 module found on this machine, each on a
+fresh token of its own (`bench-hsm`, 2 s each):
+
+| module | ECDSA P-256 sign | P-256 keygen (session objects) |
+|---|---|---|
+$MODROWS
 
 HSM work per unit: one certificate signature plus one audit signature per
 recorded event ($EVENTS_NOW), so the HSM alone would allow about **$LIMIT

@@ -36,6 +36,7 @@ struct st_audit {
 	uint8_t *der;           /* the audit certificate */
 	size_t len;
 	bool created;           /* the key was made by this open */
+	char label[128];        /* of the key pair and certificate */
 	char repair[512];       /* what this open repaired ("": nothing) */
 };
 
@@ -211,6 +212,11 @@ static int make_key(st_audit *a, const char *ca_label, const char *label,
 	}
 	rc = certify(a, ca_label, label, pub, station_id, err, errlen);
 	EVP_PKEY_free(pub);
+	if (rc) {
+		/* never signed anything: take it back, the next try starts clean */
+		st_audit_discard(a);
+		a->created = false;
+	}
 	return rc;
 }
 
@@ -365,6 +371,7 @@ int st_audit_open(hsm *h, const char *ca_label, const char *label,
 		return ST_E_NOMEM;
 	err[0] = '\0';
 	a->h = h;
+	snprintf(a->label, sizeof(a->label), "%s", label);
 	rc = hsm_session_open(h, &a->s);
 	if (rc) {
 		snprintf(err, errlen, "cannot open an HSM session for the audit "
@@ -383,6 +390,21 @@ int st_audit_open(hsm *h, const char *ca_label, const char *label,
 fail:
 	st_audit_close(a);
 	return rc;
+}
+
+void st_audit_discard(st_audit *a)
+{
+	size_t used;
+
+	if (!a || !a->created)
+		return;
+	if (hsm_remove(a->s, a->label, HSM_O_PRIVKEY | HSM_O_PUBKEY | HSM_O_CERT) == ST_OK)
+		return;
+	used = strlen(a->repair);
+	if (used < sizeof(a->repair))
+		snprintf(a->repair + used, sizeof(a->repair) - used, "%sremoving the new "
+			 "audit key '%s' failed (%s): remove it before trying again",
+			 used ? "; " : "", a->label, hsm_session_errmsg(a->s));
 }
 
 bool st_audit_created(const st_audit *a)

@@ -1,6 +1,6 @@
-/* ca.c — issuing CA lifecycle: bootstrap (self-signed, for labs), CSR for an
- * offline root, import of the signed certificate and its chain, inspection,
- * and choosing the CA to issue from.  CA private keys are made inside the
+/* ca.c — issuing CA lifecycle, making one: bootstrap (self-signed, for
+ * labs), CSR for an offline root, import of the signed certificate and its
+ * chain (inspection and choosing the CA to issue from: ca_select.c).  CA private keys are made inside the
  * token and never leave it; only certificates and requests are exported.
  *
  * Several issuing CAs can live in one token, each a key pair and a
@@ -20,6 +20,7 @@
 #include "station/st_int.h"
 #include "station.h"
 #include "x509.h"
+#include "station/ca_int.h"
 
 #define CA_MAX_CHAIN 8
 
@@ -101,7 +102,7 @@ cleanup:
 }
 
 /* The token's public key labelled label, as an EVP_PKEY, and its type. */
-static int token_pubkey(hsm_session *s, const char *label, EVP_PKEY **out,
+int st_ca_token_pubkey(hsm_session *s, const char *label, EVP_PKEY **out,
 			hsm_keytype *t)
 {
 	uint8_t *spki = NULL;
@@ -116,9 +117,6 @@ static int token_pubkey(hsm_session *s, const char *label, EVP_PKEY **out,
 	return *out ? ST_OK : ST_E_CRYPTO;
 }
 
-static int load_cert(hsm_session *s, const char *label, X509 **out);
-static int key_matches(hsm_session *s, const char *label, X509 *x,
-		       hsm_keytype *t);
 
 /* A new CA key, with the error an operator can act on. */
 static int make_key(hsm_session *s, const char *label, hsm_keytype t,
@@ -137,7 +135,7 @@ static int make_key(hsm_session *s, const char *label, hsm_keytype t,
 			 hsm_keytype_name(t), hsm_session_errmsg(s));
 		return rc;
 	}
-	rc = token_pubkey(s, label, pub, &got);
+	rc = st_ca_token_pubkey(s, label, pub, &got);
 	if (rc)
 		snprintf(err, errlen, "cannot read the new CA public key: %s",
 			 hsm_session_errmsg(s));
@@ -190,13 +188,39 @@ static void marker_label(const char *label, char *out, size_t len)
 	snprintf(out, len, "%s.init", label);
 }
 
+/* A `ca init` that failed takes back what it made (objects in made, the
+ * PEM file at pem when it wrote it), so that the next attempt starts from
+ * the same token; what an earlier, interrupted init left is not ours to
+ * remove here.  A failed removal is added to err: the operator then knows
+ * which label to clear by hand. */
+static void undo_init(hsm_session *s, const char *label, const char *marker,
+		      unsigned made, const char *pem, char *err, size_t errlen)
+{
+	size_t used = strlen(err);
+	int rc = made & ~HSM_O_DATA ? hsm_remove(s, label, made & ~HSM_O_DATA) : ST_OK;
+
+	if (!rc && (made & HSM_O_DATA))
+		rc = hsm_remove(s, marker, HSM_O_DATA);
+	if (rc && used < errlen)
+		snprintf(err + used, errlen - used, "; removing what this attempt made "
+			 "in the token failed too (%s): remove the objects labelled '%s' "
+			 "and '%s' before trying again", hsm_session_errmsg(s), label,
+			 marker);
+	else if (!rc && used < errlen)
+		snprintf(err + used, errlen - used, " (nothing was left in the token: "
+			 "fix the cause and run it again)");
+	if (pem)
+		unlink(pem);
+}
+
 int st_ca_init(hsm_session *s, const char *label, hsm_keytype type,
 	       const char *subject_cn, const char *org, int days,
 	       const char *pem_path, char *note, size_t notelen,
 	       char *err, size_t errlen)
 {
 	char marker[160];
-	unsigned have = 0, mark = 0;
+	unsigned have = 0, mark = 0, made = 0;  /* made: HSM_O_* this run created */
+	bool wrote = false;
 	EVP_PKEY *pub = NULL;
 	X509 *cert = NULL;
 	hsm_keytype got;
@@ -217,8 +241,8 @@ int st_ca_init(hsm_session *s, const char *label, hsm_keytype type,
 	if ((have & HSM_O_CERT) && (have & HSM_O_PRIVKEY)) {
 		/* complete: never a second key; an interrupted init is only
 		 * missing its PEM file and the marker's removal */
-		rc = load_cert(s, label, &cert);
-		if (rc || key_matches(s, label, cert, &got)) {
+		rc = st_ca_load_cert(s, label, &cert);
+		if (rc || st_ca_key_matches(s, label, cert, &got)) {
 			snprintf(err, errlen, "CA '%s' in the token has a certificate that "
 				 "does not match its key; see 'station ca show'", label);
 			rc = ST_E_VERIFY;
@@ -248,15 +272,23 @@ int st_ca_init(hsm_session *s, const char *label, hsm_keytype type,
 	}
 	if (!mark) {
 		rc = hsm_data_put(s, marker, "station ca init in progress");
-		if (rc) {
+		if (rc && hsm_data_refused(s)) {
+			/* a module without token data objects (NSS): no marker;
+			 * a failure is still taken back below, only a crash
+			 * half-way leaves a key that looks like a pending
+			 * request */
+			rc = ST_OK;
+		} else if (rc) {
 			snprintf(err, errlen, "cannot mark the CA init in the token: %s",
 				 hsm_session_errmsg(s));
 			goto cleanup;
+		} else {
+			made |= HSM_O_DATA;
 		}
 	}
 	if ((have & HSM_O_PRIVKEY) && (have & HSM_O_PUBKEY) && !(have & HSM_O_CERT) &&
 	    hsm_find_privkey(s, label, &priv) == ST_OK &&
-	    token_pubkey(s, label, &pub, &got) == ST_OK && got == type &&
+	    st_ca_token_pubkey(s, label, &pub, &got) == ST_OK && got == type &&
 	    hsm_key_made_here(s, priv) && st_hsm_key_matches(s, priv, got, pub)) {
 		/* our own interrupted init: the key never signed anything */
 		snprintf(note, notelen, "finished an interrupted 'ca init' of '%s': "
@@ -277,6 +309,8 @@ int st_ca_init(hsm_session *s, const char *label, hsm_keytype type,
 				 "'ca init' of '%s' left and made the CA again", label);
 		}
 		rc = make_key(s, label, type, &pub, &priv, err, errlen);
+		if (rc != ST_E_EXISTS)
+			made |= HSM_O_PRIVKEY | HSM_O_PUBKEY;  /* half a pair too */
 		if (rc)
 			goto cleanup;
 	}
@@ -284,14 +318,18 @@ int st_ca_init(hsm_session *s, const char *label, hsm_keytype type,
 			  err, errlen);
 	if (rc)
 		goto cleanup;
+	made |= HSM_O_CERT;
 finish:
 	rc = pem_path ? st_write_pem(pem_path, cert, NULL, err, errlen) : ST_OK;
+	wrote = pem_path && !rc;
 	if (!rc && hsm_remove(s, marker, HSM_O_DATA)) {
 		snprintf(err, errlen, "cannot remove the CA init marker '%s': %s",
 			 marker, hsm_session_errmsg(s));
 		rc = ST_E_HSM;
 	}
 cleanup:
+	if (rc && made)
+		undo_init(s, label, marker, made, wrote ? pem_path : NULL, err, errlen);
 	X509_free(cert);
 	EVP_PKEY_free(pub);
 	ERR_clear_error();
@@ -335,7 +373,7 @@ int st_ca_csr(hsm_session *s, const char *label, hsm_keytype type,
 		goto cleanup;
 	}
 	if (hsm_find_privkey(s, label, &priv) == ST_OK) {
-		rc = token_pubkey(s, label, &pub, &type);
+		rc = st_ca_token_pubkey(s, label, &pub, &type);
 		if (rc) {
 			snprintf(err, errlen, "cannot read the CA public key '%s': %s",
 				 label, hsm_session_errmsg(s));
@@ -410,17 +448,17 @@ static int read_certs(const char *path, STACK_OF(X509) *certs, char *err,
 	return ST_OK;
 }
 
-static bool self_signed(X509 *x)
+bool st_ca_self_signed(X509 *x)
 {
 	return X509_check_issued(x, x) == X509_V_OK;
 }
 
 /* Does the certificate go with the token key labelled label? */
-static int key_matches(hsm_session *s, const char *label, X509 *x,
+int st_ca_key_matches(hsm_session *s, const char *label, X509 *x,
 		       hsm_keytype *t)
 {
 	EVP_PKEY *pub = NULL;
-	int rc = token_pubkey(s, label, &pub, t);
+	int rc = st_ca_token_pubkey(s, label, &pub, t);
 
 	if (!rc && EVP_PKEY_eq(X509_get0_pubkey(x), pub) != 1)
 		rc = ST_E_VERIFY;
@@ -444,14 +482,14 @@ static int verify_chain(X509 *ca, STACK_OF(X509) *rest, char *err, size_t errlen
 		rc = ST_E_NOMEM;
 		goto cleanup;
 	}
-	if (self_signed(ca)) {
+	if (st_ca_self_signed(ca)) {
 		X509_STORE_add_cert(store, ca);
 		roots++;
 	}
 	for (int i = 0; i < sk_X509_num(rest); i++) {
 		X509 *x = sk_X509_value(rest, i);
 
-		if (self_signed(x)) {
+		if (st_ca_self_signed(x)) {
 			X509_STORE_add_cert(store, x);
 			roots++;
 		} else {
@@ -490,7 +528,8 @@ int st_ca_import(hsm_session *s, const char *label, const char *cert_path,
 	uint8_t *der = NULL;
 	hsm_obj priv;
 	hsm_keytype t;
-	int rc, len;
+	int rc, len, made = 0;  /* chain certificates stored by this import */
+	bool made_chain[CA_MAX_CHAIN] = { false };
 
 	if (!certs)
 		return ST_E_NOMEM;
@@ -506,7 +545,7 @@ int st_ca_import(hsm_session *s, const char *label, const char *cert_path,
 		rc = ST_E_NOTFOUND;
 		goto cleanup;
 	}
-	rc = key_matches(s, label, ca, &t);
+	rc = st_ca_key_matches(s, label, ca, &t);
 	if (rc) {
 		snprintf(err, errlen, "the certificate in %s does not match the CA key "
 			 "'%s' in the token: it was issued for another key; import the "
@@ -549,6 +588,10 @@ int st_ca_import(hsm_session *s, const char *label, const char *cert_path,
 				 clabel, hsm_session_errmsg(s));
 			goto cleanup;
 		}
+		if (!rc) {
+			made_chain[i] = true;
+			made++;
+		}
 	}
 	len = i2d_X509(ca, &der);
 	rc = len > 0 ? hsm_cert_store(s, label, der, (size_t)len) : ST_E_CRYPTO;
@@ -559,6 +602,23 @@ int st_ca_import(hsm_session *s, const char *label, const char *cert_path,
 		snprintf(err, errlen, "cannot store the CA certificate: %s",
 			 hsm_session_errmsg(s));
 cleanup:
+	/* A failed import takes its chain certificates back out: the token is
+	 * as before and the next attempt starts clean. */
+	for (int i = 0; rc && made && i < CA_MAX_CHAIN; i++) {
+		char clabel[160];
+
+		if (!made_chain[i])
+			continue;
+		snprintf(clabel, sizeof(clabel), "%s.chain%d", label, i + 1);
+		if (hsm_remove(s, clabel, HSM_O_CERT)) {
+			size_t used = strlen(err);
+
+			if (used < errlen)
+				snprintf(err + used, errlen - used, "; removing chain "
+					 "certificate '%s' failed too (%s): remove it before "
+					 "trying again", clabel, hsm_session_errmsg(s));
+		}
+	}
 	OPENSSL_free(der);
 	sk_X509_free(rest);
 	sk_X509_pop_free(certs, X509_free);
@@ -566,31 +626,8 @@ cleanup:
 	return rc;
 }
 
-/* Whether x is valid now; why not in why. */
-static int validity(X509 *x, char *why, size_t len)
-{
-	if (X509_cmp_current_time(X509_get0_notAfter(x)) <= 0) {
-		snprintf(why, len, "expired");
-		return ST_E_VERIFY;
-	}
-	if (X509_cmp_current_time(X509_get0_notBefore(x)) >= 0) {
-		snprintf(why, len, "not valid yet");
-		return ST_E_VERIFY;
-	}
-	snprintf(why, len, "valid");
-	return ST_OK;
-}
-
-static int days_left(X509 *x)
-{
-	int days = 0, secs = 0;
-
-	ASN1_TIME_diff(&days, &secs, NULL, X509_get0_notAfter(x));
-	return days;
-}
-
 /* Load and parse the certificate labelled label. */
-static int load_cert(hsm_session *s, const char *label, X509 **out)
+int st_ca_load_cert(hsm_session *s, const char *label, X509 **out)
 {
 	uint8_t *der = NULL;
 	const uint8_t *p;
@@ -606,265 +643,3 @@ static int load_cert(hsm_session *s, const char *label, X509 **out)
 	return *out ? ST_OK : ST_E_CRYPTO;
 }
 
-/* Labels of the issuing CAs: private keys in the token (device keys are
- * session objects of other sessions and never show here).  with_cert
- * keeps only those that also have a certificate (chain certificates have
- * no key, so they never count). */
-static int ca_labels(hsm_session *s, bool with_cert, char ***out, size_t *n)
-{
-	char **labels = NULL;
-	size_t cnt = 0, k = 0;
-	int rc = hsm_list_labels(s, true, &labels, &cnt);
-
-	if (rc)
-		return rc;
-	for (size_t i = 0; i < cnt; i++) {
-		uint8_t *der = NULL;
-		size_t len;
-
-		if (!with_cert || hsm_cert_load(s, labels[i], &der, &len) == ST_OK)
-			labels[k++] = labels[i];
-		else
-			free(labels[i]);
-		free(der);
-	}
-	*out = labels;
-	*n = k;
-	return ST_OK;
-}
-
-/* One CA, as `ca show` prints it. */
-static void show_one(hsm_session *s, const char *label, FILE *f)
-{
-	char fp[65], serial[80], why[32], *subj = NULL, *iss = NULL;
-	hsm_keytype t = 0;
-	X509 *x = NULL;
-	int chain = 0;
-
-	if (load_cert(s, label, &x)) {
-		EVP_PKEY *pub = NULL;
-
-		if (!token_pubkey(s, label, &pub, &t))
-			EVP_PKEY_free(pub);
-		fprintf(f, "label:       %s\nkey:         %s (in the HSM)\nstatus:      "
-			"NO CERTIFICATE (pending: import the signed certificate with "
-			"'station ca import')\n\n", label, t ? hsm_keytype_name(t) : "?");
-		return;
-	}
-	for (int i = 1; i <= CA_MAX_CHAIN; i++) {
-		char cl[160];
-		uint8_t *der = NULL;
-		size_t len;
-
-		snprintf(cl, sizeof(cl), "%s.chain%d", label, i);
-		if (hsm_cert_load(s, cl, &der, &len))
-			break;
-		free(der);
-		chain++;
-	}
-	subj = X509_NAME_oneline(X509_get_subject_name(x), NULL, 0);
-	iss = X509_NAME_oneline(X509_get_issuer_name(x), NULL, 0);
-	st_x509_fingerprint(x, fp);
-	st_x509_serial_hex(x, serial, sizeof(serial));
-	if (key_matches(s, label, x, &t))
-		snprintf(why, sizeof(why), "KEY MISMATCH");
-	else
-		validity(x, why, sizeof(why));
-	fprintf(f, "label:       %s\nsubject:     %s\nissuer:      %s\nserial:      %s\n"
-		"key:         %s (in the HSM)\nnot before:  ", label, subj ? subj : "?",
-		iss ? iss : "?", serial, t ? hsm_keytype_name(t) : "?");
-	{
-		BIO *b = BIO_new_fp(f, BIO_NOCLOSE);
-
-		ASN1_TIME_print(b, X509_get0_notBefore(x));
-		BIO_printf(b, "\nnot after:   ");
-		ASN1_TIME_print(b, X509_get0_notAfter(x));
-		BIO_free(b);
-	}
-	fprintf(f, "\ndays left:   %d\nstatus:      %s\nchain:       %d certificate%s%s\n"
-		"sha256:      %s\n\n", days_left(x), why, chain, chain == 1 ? "" : "s",
-		self_signed(x) ? " (self-signed)" : "", fp);
-	OPENSSL_free(subj);
-	OPENSSL_free(iss);
-	X509_free(x);
-	ERR_clear_error();
-}
-
-int st_ca_show(hsm_session *s, const char *label, void *file,
-	       char *err, size_t errlen)
-{
-	FILE *f = file;
-	char **labels = NULL;
-	size_t n = 0;
-	hsm_obj priv;
-	int rc;
-
-	if (label) {
-		if (hsm_find_privkey(s, label, &priv)) {
-			snprintf(err, errlen, "no CA labelled '%s' in the token: %s", label,
-				 hsm_session_errmsg(s));
-			return ST_E_NOTFOUND;
-		}
-		show_one(s, label, f);
-		return ST_OK;
-	}
-	rc = ca_labels(s, false, &labels, &n);
-	if (rc) {
-		snprintf(err, errlen, "cannot list the token's keys: %s",
-			 hsm_session_errmsg(s));
-		return rc;
-	}
-	if (!n) {
-		snprintf(err, errlen, "no issuing CA in the token: run 'station ca init' "
-			 "(lab) or 'ca csr' and 'ca import'");
-		rc = ST_E_NOTFOUND;
-	}
-	for (size_t i = 0; i < n; i++)
-		show_one(s, labels[i], f);
-	hsm_labels_free(labels, n);
-	return rc;
-}
-
-/* Check one candidate; why gets the reason it cannot issue. */
-static int usable(hsm_session *s, const char *label, X509 **x, hsm_keytype *t,
-		  char *why, size_t len)
-{
-	int rc = load_cert(s, label, x);
-
-	if (rc) {
-		snprintf(why, len, "no certificate (%s)", hsm_session_errmsg(s));
-		return rc;
-	}
-	rc = key_matches(s, label, *x, t);
-	if (rc == ST_E_VERIFY) {
-		snprintf(why, len, "its certificate does not match its key in the token");
-		return rc;
-	}
-	if (rc) {
-		snprintf(why, len, "its key cannot be read (%s)", hsm_session_errmsg(s));
-		return rc;
-	}
-	rc = validity(*x, why, len);
-	if (rc == ST_OK && X509_check_ca(*x) < 1) {
-		snprintf(why, len, "its certificate is not a CA certificate");
-		rc = ST_E_VERIFY;
-	}
-	if (rc == ST_E_VERIFY && !strcmp(why, "expired"))
-		snprintf(why, len, "its certificate has expired: renew the issuing CA "
-			 "('station ca csr' + 'ca import') before provisioning");
-	else if (rc == ST_E_VERIFY && !strcmp(why, "not valid yet"))
-		snprintf(why, len, "its certificate is not valid yet: check the station "
-			 "clock, or wait for the successor's start date");
-	return rc;
-}
-
-int st_ca_select(hsm_session *s, const char *label, int renew_days,
-		 st_ca_choice *out, char *err, size_t errlen)
-{
-	char **labels = NULL, why[256];
-	size_t n = 0, used = 0;
-	X509 *best = NULL;
-	int rc, bi = -1;
-
-	memset(out, 0, sizeof(*out));
-	if (label) {
-		hsm_obj priv;
-
-		if (hsm_find_privkey(s, label, &priv)) {
-			snprintf(err, errlen, "no issuing CA '%s' in the token (%s); run "
-				 "'station ca init' first", label, hsm_session_errmsg(s));
-			return ST_E_NOTFOUND;
-		}
-		rc = usable(s, label, &best, &out->type, why, sizeof(why));
-		if (rc) {
-			snprintf(err, errlen, "the CA certificate '%s' cannot issue: %s",
-				 label, why);
-			X509_free(best);
-			return rc;
-		}
-		snprintf(out->label, sizeof(out->label), "%s", label);
-		goto found;
-	}
-	rc = ca_labels(s, true, &labels, &n);
-	if (rc) {
-		snprintf(err, errlen, "cannot list the token's CAs: %s", hsm_session_errmsg(s));
-		return rc;
-	}
-	if (!n) {
-		snprintf(err, errlen, "no issuing CA in the token: run 'station ca init' "
-			 "(lab) or 'ca csr' and 'ca import'");
-		rc = ST_E_NOTFOUND;
-		goto cleanup;
-	}
-	used = (size_t)snprintf(err, errlen, "no issuing CA in the token can issue:");
-	for (size_t i = 0; i < n; i++) {
-		X509 *x = NULL;
-		hsm_keytype t;
-
-		if (usable(s, labels[i], &x, &t, why, sizeof(why))) {
-			if (used < errlen)
-				used += (size_t)snprintf(err + used, errlen - used, " '%s': %s;",
-							 labels[i], why);
-			X509_free(x);
-			continue;
-		}
-		/* Rollover: the newest valid CA wins; ties go to the longer-lived. */
-		if (!best || ASN1_TIME_compare(X509_get0_notBefore(x),
-					       X509_get0_notBefore(best)) > 0 ||
-		    (!ASN1_TIME_compare(X509_get0_notBefore(x), X509_get0_notBefore(best)) &&
-		     ASN1_TIME_compare(X509_get0_notAfter(x), X509_get0_notAfter(best)) > 0)) {
-			X509_free(best);
-			best = x;
-			bi = (int)i;
-			out->type = t;
-		} else {
-			X509_free(x);
-		}
-	}
-	if (!best) {
-		rc = ST_E_VERIFY;
-		goto cleanup;
-	}
-	snprintf(out->label, sizeof(out->label), "%s", labels[bi]);
-found:
-	err[0] = '\0';
-	out->cert = best;
-	out->days_left = days_left(best);
-	if (renew_days > 0 && out->days_left < renew_days)
-		snprintf(out->warning, sizeof(out->warning), "issuing CA '%s' expires in "
-			 "%d days (renewal window %d days): make its successor now "
-			 "('station ca csr --ca-key NEW', then 'ca import')", out->label,
-			 out->days_left, renew_days);
-	rc = ST_OK;
-cleanup:
-	hsm_labels_free(labels, n);
-	ERR_clear_error();
-	return rc;
-}
-
-int st_ca_info(hsm *h, const char *label, char *subject, size_t sublen,
-	       int *days_left, char *err, size_t errlen)
-{
-	hsm_session *s = NULL;
-	st_ca_choice ca = { 0 };
-	int rc, n;
-
-	*days_left = 0;
-	rc = hsm_session_open(h, &s);
-	if (rc) {
-		snprintf(err, errlen, "cannot open an HSM session: %s", hsm_errmsg(h));
-		return rc;
-	}
-	/* The same choice as a run makes (label, or the newest valid CA). */
-	rc = st_ca_select(s, label, 0, &ca, err, errlen);
-	hsm_session_close(s);
-	if (rc)
-		return rc;
-	n = X509_NAME_get_text_by_NID(X509_get_subject_name(ca.cert), NID_commonName,
-				      subject, (int)sublen);
-	if (n < 0)
-		X509_NAME_oneline(X509_get_subject_name(ca.cert), subject, (int)sublen);
-	*days_left = ca.days_left;
-	X509_free(ca.cert);
-	return ST_OK;
-}

@@ -144,6 +144,7 @@ static int config_parse(const char *path, st_config *cfg, bool check_files,
 	    take_string(&c, "hsm.module", &cfg->hsm_module) ||
 	    take_string(&c, "hsm.token", &cfg->token_label) ||
 	    take_string(&c, "hsm.ca_key", &cfg->ca_label) ||
+	    take_string(&c, "hsm.init_args", &cfg->hsm_init_args) ||
 	    take_string(&c, "records.path", &cfg->records_path) ||
 	    take_string(&c, "records.cert_dir", &cfg->cert_dir) ||
 	    take_string(&c, "records.checkpoint_dir", &cfg->checkpoint_dir) ||
@@ -154,6 +155,16 @@ static int config_parse(const char *path, st_config *cfg, bool check_files,
 			     &cfg->nprofile_keys)) {
 		rc = ST_E_NOMEM;
 		goto cleanup;
+	}
+	if (cfg->ca_label) {
+		char why[512];
+
+		if (st_config_key_label(&cfg->ca_label, why, sizeof(why)))
+			st_problem_add(pl, path, 0, NULL, "'hsm.ca_key': %s", why);
+	}
+	if (cfg->hsm_init_args && !cfg->hsm_init_args[0]) {
+		free(cfg->hsm_init_args);
+		cfg->hsm_init_args = NULL;
 	}
 	/* The log default names the records file: not a real default. */
 	if (!config_lookup(&c, "station.log_file")) {
@@ -190,6 +201,24 @@ static void first_problem(const st_problems *pl, const char *what,
 		snprintf(err, errlen, "%s", n ? st_problem_text(pl, 0) : "out of memory");
 }
 
+int st_config_key_label(char **name, char *err, size_t errlen)
+{
+	char label[256], *dup;
+	int rc;
+
+	if (!*name || strncmp(*name, "pkcs11:", 7))
+		return ST_OK;
+	rc = hsm_uri_label(*name, label, sizeof(label), err, errlen);
+	if (rc)
+		return rc;
+	dup = strdup(label);
+	if (!dup)
+		return ST_E_NOMEM;
+	free(*name);
+	*name = dup;
+	return ST_OK;
+}
+
 int st_config_load(const char *path, st_config *cfg, char *err, size_t errlen)
 {
 	st_problems *pl = st_problems_new();
@@ -215,6 +244,7 @@ void st_config_free(st_config *cfg)
 	free(cfg->log_file);
 	free(cfg->hsm_module);
 	free(cfg->token_label);
+	free(cfg->hsm_init_args);
 	free(cfg->ca_label);
 	free(cfg->records_path);
 	free(cfg->cert_dir);
@@ -321,6 +351,15 @@ static int cert_profile(config_t *c, const char *path, st_profile *p,
 	if (bad) {
 		snprintf(err, errlen, "%s: 'certificate.%s' is too long", path, bad);
 		return ST_E_CONFIG;
+	}
+	if (!strncmp(p->issuer, "pkcs11:", 7)) {
+		char label[sizeof(p->issuer)], why[400];
+
+		if (hsm_uri_label(p->issuer, label, sizeof(label), why, sizeof(why))) {
+			snprintf(err, errlen, "%s: 'certificate.issuer': %s", path, why);
+			return ST_E_CONFIG;
+		}
+		snprintf(p->issuer, sizeof(p->issuer), "%s", label);
 	}
 	if (cp->subject[0] && st_subject_check(cp->subject, err, errlen)) {
 		char why[512];

@@ -14,7 +14,7 @@ int st_hsm_open(const st_config *cfg, hsm **out, char *err, size_t errlen)
 	int rc;
 
 	*out = NULL;
-	rc = hsm_open(cfg->hsm_module, cfg->token_label, &h);
+	rc = hsm_open_with(cfg->hsm_module, cfg->token_label, cfg->hsm_init_args, &h);
 	if (rc) {
 		snprintf(err, errlen, "%s", h ? hsm_errmsg(h) : st_strerror(rc));
 		hsm_close(h);

@@ -891,7 +891,7 @@ int st_records_audit_init(st_station *st, const st_config *cfg,
 	rec_store *r = NULL;
 	st_audit *a = NULL;
 	size_t len;
-	bool fresh;
+	bool fresh, wrote = false;
 	int rc;
 
 	*created = false;
@@ -911,6 +911,16 @@ int st_records_audit_init(st_station *st, const st_config *cfg,
 		rc = ST_E_EXISTS;
 		goto cleanup;
 	}
+	/* The file first and the store last: a new key is only kept once
+	 * the store holds its certificate, so a failure at either step takes
+	 * back the key and the file and the next attempt starts clean. */
+	der = st_audit_cert(a, &len);
+	rc = out ? st_cert_der_write_pem(out, der, len, err, errlen) : ST_OK;
+	if (rc) {
+		*step = ST_REC_STEP_OUT;
+		goto cleanup;
+	}
+	wrote = out != NULL;
 	if (fresh) {
 		/* the store gets the new certificate and what was repaired */
 		rc = open_store(st, ST_STORE_CREATE, &r, step, err, errlen);
@@ -923,11 +933,13 @@ int st_records_audit_init(st_station *st, const st_config *cfg,
 			goto cleanup;
 		}
 	}
-	der = st_audit_cert(a, &len);
-	rc = out ? st_cert_der_write_pem(out, der, len, err, errlen) : ST_OK;
-	if (rc)
-		*step = ST_REC_STEP_OUT;
 cleanup:
+	if (rc && *created) {
+		st_audit_discard(a);
+		if (wrote)
+			unlink(out);
+		*created = false;
+	}
 	st_audit_close(a);
 	rec_close(r);
 	return rc;

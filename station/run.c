@@ -23,7 +23,7 @@ static int load_ca(struct job *job, char *err, size_t errlen)
 	st_ca_choice ca;
 	/* Issuing, and for inject mode making and wrapping device keys. */
 	hsm_mech need[] = { 0, HSM_M_EC_KEY_PAIR_GEN, HSM_M_ECDH1_DERIVE,
-			    HSM_M_AES_KEY_WRAP_PAD };
+			    HSM_M_AES_KEY_WRAP_5649 };
 	int rc;
 
 	rc = hsm_session_open(job->h, &s);
@@ -51,6 +51,16 @@ static int load_ca(struct job *job, char *err, size_t errlen)
 	if (rc) {
 		snprintf(err, errlen, "issuing CA '%s' (%s): %s", ca.label,
 			 hsm_keytype_name(ca.type), hsm_errmsg(job->h));
+		X509_free(ca.cert);
+		return rc;
+	}
+	/* Key injection: the token's wrap output must be what the device
+	 * unwraps (RFC 5649), proved once here rather than by every unit
+	 * failing with the device's "bad argument". */
+	if (st_profile_key_inject(job->prof) &&
+	    (rc = hsm_inject_check(job->h, HSM_WRAP_AUTO))) {
+		snprintf(err, errlen, "key injection (profile %s): %s",
+			 st_profile_name(job->prof), hsm_errmsg(job->h));
 		X509_free(ca.cert);
 		return rc;
 	}

@@ -109,11 +109,19 @@ const st_schema_key st_config_schema[] = {
 	{ "hsm.module", SK_STRING, SK_FILE, 1, 4095,
 	  .def = "/usr/lib/softhsm/libsofthsm2.so",
 	  .doc = "PKCS#11 module (vendor module or p11-kit-proxy.so); `--module` overrides." },
-	{ "hsm.token", SK_STRING, R, 1, 32, .def = "station",
-	  .doc = "Token label; `--token` overrides." },
-	{ "hsm.ca_key", SK_STRING, 0, 1, 127, .def = "",
+	{ "hsm.token", SK_STRING, R, 1, 1023, .def = "station",
+	  .doc = "Token label (at most 32 bytes), or an RFC 7512 URI such as "
+		 "`pkcs11:token=station;manufacturer=SoftHSM%20project` (the first "
+		 "token it matches); `--token` overrides." },
+	{ "hsm.init_args", SK_STRING, 0, 0, 4095, .def = "",
+	  .doc = "String passed to the module's C_Initialize as "
+		 "CK_C_INITIALIZE_ARGS.pReserved, for modules configured that way "
+		 "(NSS softokn: `configdir='sql:/path/to/db' certPrefix='' "
+		 "keyPrefix='' secmod='secmod.db' flags=`); empty: none." },
+	{ "hsm.ca_key", SK_STRING, 0, 1, 1023, .def = "",
 	  .doc = "Label of the issuing CA the `ca` commands act on (else issuing-ca) "
-		 "and provisioning uses (else the profile's, else the newest valid); "
+		 "and provisioning uses (else the profile's, else the newest valid), "
+		 "or an RFC 7512 URI naming it (`pkcs11:object=LABEL`); "
 		 "`--ca-key` overrides." },
 	{ "records", SK_GROUP, 0, .doc = "Where the evidence goes." },
 	{ "records.path", SK_STRING, SK_PARENT, 1, 4095, .def = "station-records.db",
@@ -236,7 +244,8 @@ const st_schema_key st_profile_schema[] = {
 	{ "certificate.ocsp_url", SK_STRING, 0, 1, 255, .def = "",
 	  .doc = "OCSP responder (authorityInfoAccess)." },
 	{ "certificate.issuer", SK_STRING, 0, 1, 127, .def = "",
-	  .doc = "Label of the issuing CA in the token (else `hsm.ca_key`, else the newest valid)." },
+	  .doc = "Label of the issuing CA in the token, or an RFC 7512 URI naming it "
+		 "(`pkcs11:object=LABEL`) (else `hsm.ca_key`, else the newest valid)." },
 	{ "certificate.ca_renewal_days", SK_INT, 0, 0, 3650, .def = "30",
 	  .doc = "Renewal window: warn when the issuing CA has fewer days left." },
 	{ "root_of_trust", SK_GROUP, R, .doc = "The secure-boot root of trust." },

@@ -68,6 +68,10 @@ int st_audit_open(hsm *h, const char *ca_label, const char *label,
 /* Did st_audit_open make a new key?  What did it repair in the token (a
  * sentence, or NULL)?  st_audit_use() records the repair. */
 bool st_audit_created(const st_audit *a);
+/* Take a key this open made (st_audit_created) back out of the token, key
+ * pair and certificate, for a caller whose next step failed before the
+ * key signed anything: the next attempt then starts from a clean token. */
+void st_audit_discard(st_audit *a);
 const char *st_audit_repaired(const st_audit *a);
 
 /* Its certificate, DER, owned by a. */

@@ -22,7 +22,8 @@
 typedef struct st_config {
 	char *station_id;      /* station.id */
 	char *hsm_module;      /* hsm.module: PKCS#11 module path */
-	char *token_label;     /* hsm.token */
+	char *token_label;     /* hsm.token: a label or an RFC 7512 pkcs11: URI */
+	char *hsm_init_args;   /* hsm.init_args: C_Initialize pReserved (NULL: none) */
 	char *ca_label;        /* hsm.ca_key: label of the issuing CA key+cert; NULL:
 				* `ca` commands use "issuing-ca", provisioning the
 				* newest valid CA in the token */
@@ -61,6 +62,12 @@ typedef struct st_config {
  * problem with the file, line and setting, and how many more there are. */
 int st_config_load(const char *path, st_config *cfg, char *err, size_t errlen);
 void st_config_free(st_config *cfg);
+
+/* A key named by an RFC 7512 URI ("pkcs11:object=issuing-ca;type=private")
+ * is replaced in *name by the label it names (the station finds keys and
+ * their certificates by label); a plain label is left alone.  ST_E_CONFIG
+ * with the reason in err when the URI does not name an object label. */
+int st_config_key_label(char **name, char *err, size_t errlen);
 
 /* `station config check`: check the configuration at config_path and the
  * profile at profile_path (NULL: the one the configuration names, if any)

@@ -475,6 +475,10 @@ Test(hsm, cert_roundtrip)
 	cr_expect(strstr(out, "label:      ca-cert"), "%s", out);
 	cr_expect(strstr(out, "CN=Station Test CA") ||
 		  strstr(out, "CN = Station Test CA"), "%s", out);
+	/* CKA_SERIAL_NUMBER (4242 = 0x1092) as pkcs11-tool reads it back, and
+	 * CKA_ID = the label, as on the key pair ("ca-cert" in hex) */
+	cr_expect(strstr(out, "serial:     1092"), "no CKA_SERIAL_NUMBER: %s", out);
+	cr_expect(strstr(out, "ID:         63612d63657274"), "CKA_ID: %s", out);
 	free(out);
 	OPENSSL_free(der);
 	hsm_session_close(s);
@@ -695,6 +699,78 @@ Test(hsm, list_labels_of_certs_and_keys)
 	cr_assert_str_eq(labels[0], "ca-b");
 	hsm_labels_free(labels, n);
 	hsm_session_close(s);
+}
+
+/* A shared partition holds more objects than one C_FindObjects call
+ * returns: every one is listed (the listing once stopped at 64). */
+Test(hsm, list_labels_has_no_cap)
+{
+	hsm_session *s;
+	char **labels = NULL, l[32];
+	size_t n = 0, len;
+	uint8_t *der;
+	bool seen[70] = { false };
+
+	open_login();
+	s = session();
+	der = make_cert(&len);
+	for (int i = 0; i < 70; i++) {
+		snprintf(l, sizeof(l), "cert-%d", i);
+		cr_assert_eq(hsm_cert_store(s, l, der, len), ST_OK, "%s",
+			     hsm_session_errmsg(s));
+	}
+	OPENSSL_free(der);
+	cr_assert_eq(hsm_list_labels(s, false, &labels, &n), ST_OK, "%s",
+		     hsm_session_errmsg(s));
+	cr_assert_eq(n, 70, "listed %zu of 70 certificates", n);
+	for (size_t i = 0; i < n; i++) {
+		int k = -1;
+
+		cr_assert_eq(sscanf(labels[i], "cert-%d", &k), 1);
+		cr_assert(k >= 0 && k < 70 && !seen[k], "%s", labels[i]);
+		seen[k] = true;
+	}
+	hsm_labels_free(labels, n);
+	hsm_session_close(s);
+}
+
+/* SoftHSM has no CKM_AES_KEY_WRAP_KWP: its 0x210A is chosen, and the
+ * known-answer test proves it is RFC 5649; asking for KWP names what to do. */
+Test(hsm, inject_check_picks_softhsm_pad_and_proves_rfc5649)
+{
+	open_login();
+	cr_assert_eq(hsm_inject_check(h, HSM_WRAP_AUTO), ST_OK, "%s", hsm_errmsg(h));
+	cr_assert_str_eq(hsm_inject_mech(h), "CKM_AES_KEY_WRAP_PAD");
+	cr_assert_eq(hsm_inject_check(h, HSM_WRAP_KWP), ST_E_HSM);
+	cr_assert_null(hsm_inject_mech(h));
+	cr_assert(strstr(hsm_errmsg(h), "key_mode = \"device\""), "%s", hsm_errmsg(h));
+	cr_assert(strstr(hsm_errmsg(h), "CKM_AES_KEY_WRAP_KWP"), "%s", hsm_errmsg(h));
+}
+
+/* The start-up check accepts either RFC 5649 mechanism, and a token with
+ * neither is told to use device key mode rather than "another key type". */
+Test(hsm, mechanism_check_accepts_either_wrap_and_says_what_to_do)
+{
+	hsm_mech need[] = { HSM_M_ECDSA, HSM_M_AES_KEY_WRAP_5649 };
+	char conf[128];
+	FILE *f;
+
+	open_login();
+	cr_assert_eq(hsm_check_mechanisms(h, need, 2), ST_OK, "%s", hsm_errmsg(h));
+	hsm_close(h);
+	h = NULL;
+	snprintf(conf, sizeof(conf), "%s/softhsm2.conf", dir);
+	f = fopen(conf, "a");
+	cr_assert_not_null(f);
+	fputs("slots.mechanisms = CKM_EC_KEY_PAIR_GEN,CKM_ECDSA,CKM_ECDH1_DERIVE\n", f);
+	fclose(f);
+	open_login();
+	cr_assert_eq(hsm_check_mechanisms(h, need, 2), ST_E_HSM);
+	cr_assert(strstr(hsm_errmsg(h), "key_mode = \"device\""), "%s", hsm_errmsg(h));
+	cr_assert_null(strstr(hsm_errmsg(h), "another key type"), "%s", hsm_errmsg(h));
+	cr_assert_eq(hsm_inject_check(h, HSM_WRAP_AUTO), ST_E_HSM);
+	cr_assert(strstr(hsm_errmsg(h), "neither CKM_AES_KEY_WRAP_KWP nor"), "%s",
+		  hsm_errmsg(h));
 }
 
 /* Inject mode at the PKCS#11 level: the device key is not readable, its

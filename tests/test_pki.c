@@ -23,6 +23,7 @@
 #include "records/records.h"
 #include "station/x509.h"
 #include "tests/fixtures/fx_devsim.h"
+#include "tests/fixtures/fx_module.h"
 #include "tests/fixtures/fx_softhsm.h"
 #include "tests/fixtures/fx_station.h"
 
@@ -743,34 +744,49 @@ Test(pki, ed25519_refused_clearly_when_the_module_lacks_it, .timeout = 60)
 
 /* --- any module: through the p11-kit proxy ----------------------------- */
 
+/* p11-kit reads ~/.config/pkcs11/modules only for non-root users: the
+ * station runs as nobody.  First the per-user configuration switches the
+ * system-wide SoftHSM registration off for the station (same file name
+ * overrides it): no token then, which proves the per-user files are read
+ * (as root p11-kit would ignore them and find the token); then a per-user
+ * module file of its own names SoftHSM and the whole CA + issue works. */
 Test(pki, works_through_p11_kit_proxy, .timeout = 120)
 {
 	fx_world w;
 	fx_run r;
-	char home[512], mod[600], ca[512], uid[64];
-	X509 *leaf;
+	fx_devsim sim;
+	char home[512], dir[600], mod[700], ca[512], uid[64], seed[48];
+	fx_world_opts o = pki_opts(PROXY);
 
 	world_init(&w, NULL);
 	cr_assert_eq(access(PROXY, R_OK), 0, "p11-kit-proxy.so missing: install p11-kit-modules");
-	/* A private p11-kit user configuration naming SoftHSM; SoftHSM itself
-	 * reads this test's SOFTHSM2_CONF through the proxy. */
 	fx_path(home, &w, "home");
-	snprintf(mod, sizeof(mod), "%s/.config/pkcs11/modules", home);
-	cr_assert_eq(sh("mkdir -p '%s'", mod), 0);
-	snprintf(mod + strlen(mod), sizeof(mod) - strlen(mod), "/station-softhsm.module");
-	fx_write_file(mod, "module: " FX_SOFTHSM_MODULE "\n");
-	setenv("HOME", home, 1);
-	{
-		fx_world_opts o = pki_opts(PROXY);
-
-		fx_write_conf(&w, &o);
-	}
+	snprintf(dir, sizeof(dir), "%s/.config/pkcs11/modules", home);
+	cr_assert_eq(sh("mkdir -p '%s'", dir), 0);
+	snprintf(mod, sizeof(mod), "%s/softhsm2.module", dir);
+	fx_write_file(mod, "module: " FX_SOFTHSM_MODULE "\ndisable-in: station\n");
+	fx_write_conf(&w, &o);
+	cr_assert_eq(fx_open_up(w.dir, true), 0);
+	snprintf(w.as_nobody_env, sizeof(w.as_nobody_env), "HOME=%s", home);
 	fx_path(ca, &w, "ca.pem");
 	fx_station_run(&r, &w, "ca", "init", "--key-type", "p384", "--out", ca, NULL);
-	cr_assert_eq(r.code, 0, "ca init through the proxy: %s", r.err);
-	leaf = provision_one(&w, &r, uid);
+	cr_assert_neq(r.code, 0, "the token was found although nobody's p11-kit "
+		      "configuration disables SoftHSM: it was not read");
+	cr_assert(strstr(r.err, "no token labelled 'station'"), "%s", r.err);
+	snprintf(mod, sizeof(mod), "%s/station-softhsm.module", dir);
+	fx_write_file(mod, "module: " FX_SOFTHSM_MODULE "\n");
+	cr_assert_eq(fx_open_up(home, false), 0);
+	fx_station_run(&r, &w, "ca", "init", "--key-type", "p384", "--out", ca, NULL);
+	cr_assert_eq(r.code, 0, "ca init through the proxy as nobody: %s", r.err);
+	snprintf(seed, sizeof(seed), "--seed proxy");
+	cr_assert_eq(fx_devsim_start(&sim, w.dir, "proxy", 1, seed), 0);
+	cr_assert_eq(chmod(sim.slave, 0666), 0);
+	fx_station_run(&r, &w, "--json", "--slot", sim.port, "provision", NULL);
+	fx_devsim_stop(&sim);
+	cr_assert_eq(r.code, 0, "provision as nobody: %s%s", r.out, r.err);
+	cr_assert_eq(fx_count_units(&w, "UNFUSED"), 1);
+	fx_q_text(&w, "SELECT uid FROM units", uid, sizeof(uid));
 	cr_assert_eq(verify(&w, ca, NULL, uid), 0);
-	X509_free(leaf);
 	fx_rmtree(w.dir);
 }
 
@@ -1043,7 +1059,15 @@ static int killed_at(const fx_world *w, const char *sys, int n, ...)
  * labelled label in the token, as pkcs11-tool lists them (one call). */
 enum { O_PRIV, O_PUB, O_CERT, O_DATA };
 
+static void token_objects_as(const char *pin, const char *label, int n[4]);
+
 static void token_objects(const char *label, int n[4])
+{
+	token_objects_as(FX_PIN, label, n);
+}
+
+/* token_objects for a token whose user PIN is pin. */
+static void token_objects_as(const char *pin, const char *label, int n[4])
 {
 	static const char *const cls[] = { "Private Key", "Public Key", "Certificate",
 					   "Data object" };
@@ -1054,7 +1078,7 @@ static void token_objects(const char *label, int n[4])
 	memset(n, 0, 4 * sizeof(int));
 	snprintf(want, sizeof(want), "label:      %s\n", label);
 	snprintf(cmd, sizeof(cmd), "pkcs11-tool --module %s --token-label station "
-		 "--login --pin " FX_PIN " -O 2>/dev/null", FX_SOFTHSM_MODULE);
+		 "--login --pin %s -O 2>/dev/null", FX_SOFTHSM_MODULE, pin);
 	p = popen(cmd, "r");
 	cr_assert_not_null(p);
 	while (fgets(line, sizeof(line), p)) {
@@ -1192,5 +1216,112 @@ Test(pki, sigkill_at_every_point_of_audit_init_repairs_on_the_next_start, .timeo
 	}
 	cr_assert_gt(kills, 10);
 	cr_assert_gt(repairs, 3);
+	fx_rmtree(w.dir);
+}
+
+/* --- atomic CA and audit set-up: a failure leaves nothing behind ------- */
+
+/* `ca init` that fails after making the key and its certificate (here:
+ * the PEM file cannot be written) takes them back out of the token, so
+ * the next attempt is a fresh init and works. */
+Test(pki, failed_ca_init_leaves_nothing_and_the_retry_works, .timeout = 120)
+{
+	fx_world w;
+	fx_run r;
+	char bad[600], ca[600];
+	int o[4];
+
+	world_init(&w, NULL);
+	fx_path(bad, &w, "no-such-dir/ca.pem");
+	fx_path(ca, &w, "ca.pem");
+	fx_station_run(&r, &w, "ca", "init", "--out", bad, NULL);
+	cr_assert_neq(r.code, 0, "ca init wrote into a missing directory: %s", r.out);
+	cr_assert(strstr(r.err, "nothing was left in the token"), "%s", r.err);
+	token_objects_as(PIN, "issuing-ca", o);
+	cr_assert(!o[O_PRIV] && !o[O_PUB] && !o[O_CERT], "a failed ca init left "
+		  "%d private, %d public keys, %d certificates", o[O_PRIV], o[O_PUB],
+		  o[O_CERT]);
+	token_objects_as(PIN, "issuing-ca.init", o);
+	cr_assert_eq(o[O_DATA], 0, "a failed ca init left its marker");
+	fx_station_run(&r, &w, "ca", "init", "--out", ca, NULL);
+	cr_assert_eq(r.code, 0, "the retry: %s", r.err);
+	cr_assert(strstr(r.out, "created"), "the retry was not a fresh init: %s", r.out);
+	cr_assert_eq(sh("openssl verify -CAfile '%s' '%s' >/dev/null", ca, ca), 0);
+	token_objects_as(PIN, "issuing-ca", o);
+	cr_assert(o[O_PRIV] == 1 && o[O_PUB] == 1 && o[O_CERT] == 1);
+	fx_rmtree(w.dir);
+}
+
+/* `ca import` stores the chain first; when the CA certificate itself is
+ * then refused, the chain certificates it stored go again. */
+Test(pki, failed_ca_import_takes_its_chain_back, .timeout = 120)
+{
+	fx_world w;
+	fx_run r;
+	struct root root;
+	char ca[600], signed_ca[600];
+	X509 *self, *x = X509_new();
+	int o[4];
+
+	world_init(&w, NULL);
+	fx_path(ca, &w, "ca.pem");
+	fx_station_run(&r, &w, "ca", "init", "--out", ca, NULL);
+	cr_assert_eq(r.code, 0, "%s", r.err);
+	root_make(&root, &w);
+	/* the root certifies the same key: everything checks out, but the CA
+	 * already has its (self-signed) certificate in the token */
+	self = read_pem(ca);
+	X509_set_version(x, X509_VERSION_3);
+	ASN1_INTEGER_set(X509_get_serialNumber(x), 77);
+	X509_gmtime_adj(X509_getm_notBefore(x), -86400L);
+	X509_gmtime_adj(X509_getm_notAfter(x), 86400L * 300);
+	X509_set_subject_name(x, X509_get_subject_name(self));
+	X509_set_issuer_name(x, X509_get_subject_name(root.cert));
+	X509_set_pubkey(x, X509_get0_pubkey(self));
+	add_ext(x, root.cert, NID_basic_constraints, "critical,CA:TRUE,pathlen:0");
+	add_ext(x, root.cert, NID_key_usage, "critical,keyCertSign,cRLSign");
+	cr_assert(X509_sign(x, root.key, EVP_sha256()) > 0);
+	fx_path(signed_ca, &w, "signed-ca.pem");
+	write_pem(signed_ca, x);
+	fx_station_run(&r, &w, "ca", "import", "--in", signed_ca, "--chain", root.pem, NULL);
+	cr_assert_neq(r.code, 0, "%s", r.out);
+	cr_assert(strstr(r.err, "already has a certificate"), "%s", r.err);
+	token_objects_as(PIN, "issuing-ca.chain1", o);
+	cr_assert_eq(o[O_CERT], 0, "a failed import left its chain certificate");
+	X509_free(x);
+	X509_free(self);
+	root_free(&root);
+	fx_rmtree(w.dir);
+}
+
+/* `audit init` that fails after making the key (the PEM file cannot be
+ * written) takes the key back out: the next attempt makes a new key,
+ * and the records get its certificate. */
+Test(pki, failed_audit_init_leaves_nothing_and_the_retry_works, .timeout = 120)
+{
+	fx_world w;
+	fx_run r;
+	char bad[600], pem[600];
+	int o[4];
+
+	fx_world_init(&w, true, 2000);
+	fx_station_run(&r, &w, "records", "verify", NULL);
+	cr_assert_eq(r.code, 0, "%s%s", r.out, r.err);
+	token_objects("station-audit", o);
+	cr_assert(!o[O_PRIV] && !o[O_PUB] && !o[O_CERT], "an audit key before audit init");
+	fx_path(bad, &w, "no-such-dir/audit.pem");
+	fx_path(pem, &w, "audit.pem");
+	fx_station_run(&r, &w, "audit", "init", "--out", bad, NULL);
+	cr_assert_neq(r.code, 0, "%s", r.out);
+	token_objects("station-audit", o);
+	cr_assert(!o[O_PRIV] && !o[O_PUB] && !o[O_CERT], "a failed audit init left "
+		  "%d private, %d public keys, %d certificates", o[O_PRIV], o[O_PUB],
+		  o[O_CERT]);
+	fx_station_run(&r, &w, "audit", "init", "--out", pem, NULL);
+	cr_assert_eq(r.code, 0, "the retry: %s%s", r.out, r.err);
+	cr_assert_eq(sh("openssl verify -CAfile '%s' '%s' >/dev/null", w.ca, pem), 0);
+	fx_station_run(&r, &w, "--ca-cert", w.ca, "records", "verify", NULL);
+	cr_assert_eq(r.code, 0, "%s%s", r.out, r.err);
+	cr_assert(strstr(r.out, "1 audit certificate"), "%s", r.out);
 	fx_rmtree(w.dir);
 }

@@ -3,7 +3,8 @@
  * certificates and audit events) and P-256 key generation as session
  * objects.  Prints "sign_per_s N" and "keygen_per_s N".
  *
- *   bench-hsm MODULE TOKEN SECONDS   (PIN from STATION_PIN) */
+ *   bench-hsm MODULE TOKEN SECONDS [INIT_ARGS]   (PIN from STATION_PIN;
+ *   INIT_ARGS as hsm.init_args, for NSS softokn) */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,12 +46,13 @@ int main(int argc, char **argv)
 	double sign, gen;
 	int secs;
 
-	if (argc != 4 || !pin) {
-		fprintf(stderr, "usage: STATION_PIN=... bench-hsm MODULE TOKEN SECONDS\n");
+	if (argc < 4 || argc > 5 || !pin) {
+		fprintf(stderr, "usage: STATION_PIN=... bench-hsm MODULE TOKEN SECONDS "
+			"[INIT_ARGS]\n");
 		return 2;
 	}
 	secs = atoi(argv[3]);
-	if (hsm_open(argv[1], argv[2], &h) || hsm_login(h, pin, strlen(pin)) ||
+	if (hsm_open_with(argv[1], argv[2], argc == 5 ? argv[4] : NULL, &h) || hsm_login(h, pin, strlen(pin)) ||
 	    hsm_session_open(h, &s) || hsm_keygen_p256(s, "bench-signer", false, pub, &key)) {
 		fprintf(stderr, "bench-hsm: %s\n", s ? hsm_session_errmsg(s) : hsm_errmsg(h));
 		hsm_session_close(s);
