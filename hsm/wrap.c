@@ -276,12 +276,6 @@ int hsm_inject_wrap(hsm_session *s, hsm_obj priv,
 		return ST_E_INVAL;
 	}
 	fl = s->h->fl;
-	wrap.mechanism = s->h->wrap ? s->h->wrap : pick_wrap(s->h, HSM_WRAP_AUTO);
-	if (!wrap.mechanism) {
-		hsm_s_err(s, "the token offers neither CKM_AES_KEY_WRAP_KWP nor "
-			  "CKM_AES_KEY_WRAP_PAD: set key_mode = \"device\" in the profile");
-		return ST_E_HSM;
-	}
 	rv = hsm_genpair_tmp(s, &gen, epub_tmpl, ST_ARRAY_SIZE(epub_tmpl),
 			     epriv_tmpl, ST_ARRAY_SIZE(epriv_tmpl), &hepub, &hepriv);
 	if (rv != CKR_OK)
@@ -297,6 +291,15 @@ int hsm_inject_wrap(hsm_session *s, hsm_obj priv,
 		if (rv == CKR_MECHANISM_PARAM_INVALID || rv == CKR_DOMAIN_PARAMS_INVALID)
 			hsm_s_err(s, "C_DeriveKey(CKM_ECDH1_DERIVE): the device's transport "
 				  "key was refused (not a P-256 point)");
+		goto out;
+	}
+	/* The run's start chose it (hsm_inject_check); the derive's failure
+	 * on a module without ECDH is said before this one. */
+	wrap.mechanism = s->h->wrap ? s->h->wrap : pick_wrap(s->h, HSM_WRAP_AUTO);
+	if (!wrap.mechanism) {
+		hsm_s_err(s, "the token offers neither CKM_AES_KEY_WRAP_KWP nor "
+			  "CKM_AES_KEY_WRAP_PAD: set key_mode = \"device\" in the profile");
+		err = ST_E_HSM;
 		goto out;
 	}
 	rv = fl->C_WrapKey(s->sh, &wrap, kek, (CK_OBJECT_HANDLE)priv, wrapped, &outlen);
