@@ -156,4 +156,12 @@ int st_trust_check_audit(void *ctx, const char *pem, char *why, size_t len);
 int st_store_open_as(st_station *st, st_store_mode mode, rec_store **out,
 		     char *err, size_t errlen);
 
+/* records_cmds.c, shared with evidence.c: the records handle of the
+ * records commands, and the conversions at the records boundary. */
+struct st_records {
+	rec_store *r;
+};
+rec_filter st_rec_filter_of(const st_unit_filter *f);
+st_unit_row st_unit_row_of(const rec_unit_row *u);
+
 #endif
