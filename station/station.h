@@ -1080,4 +1080,49 @@ int st_records_audit_init(st_station *st, const st_config *cfg,
 			  char *err, size_t errlen);
 
 
+/* ---- Results to the plant's MES (station/mes.c, docs/integration.md) ----
+ * `station mes send`: every ended unit's result POSTed as JSON to mes.url,
+ * store-and-forward from the records (a cursor moved only after a 2xx). */
+typedef struct st_mes st_mes;
+
+/* Ready the connector: the configuration's mes group (ST_E_CONFIG; none:
+ * ST_E_NOTFOUND), its HMAC key file (never printed), the store read only
+ * (ST_E_DB; ST_E_NOTFOUND with err "records: no records store ..."). */
+int st_mes_open(st_station *st, st_mes **out, char *err, size_t errlen);
+void st_mes_close(st_mes *m);
+
+/* What a pass did. */
+typedef struct st_mes_result {
+	long long sent;           /* units the MES acknowledged (2xx) */
+	long long pending;        /* ended units not yet acknowledged */
+	long long cursor;         /* seq of the last acknowledged unit_end */
+} st_mes_result;
+
+/* One pass: every ended unit above the cursor, oldest first, each with up
+ * to mes.retries attempts; stops at the first unit not acknowledged
+ * (ST_E_IO, err names the unit, its key and the answer).  The cursor and
+ * the outcome go to <records>.mes.json. */
+int st_mes_pass(st_mes *m, st_mes_result *res, char *err, size_t errlen);
+
+/* --follow: a pass, mes.interval_ms, again; after a failure 0.5 s, 1 s, ...
+ * up to mes.backoff_max_ms, until SIGINT or SIGTERM (ST_OK).  fn hears
+ * every pass that sent something (rc ST_OK) and every failure retried.
+ * A failure retrying cannot mend (the store, memory) ends it. */
+typedef void (*st_mes_follow_fn)(void *ctx, int rc, const st_mes_result *res,
+				 const char *err, int retry_ms);
+int st_mes_follow(st_mes *m, st_mes_follow_fn fn, void *ctx, char *err,
+		  size_t errlen);
+
+/* --status: the cursor, the lag and the last outcome (no network). */
+typedef struct st_mes_state {
+	char url[512];
+	long long cursor;         /* last acknowledged unit_end seq (0: none) */
+	long long last;           /* the store's last unit_end seq */
+	long long pending;        /* ended units not yet acknowledged */
+	char last_ok[64];         /* "" never */
+	char last_error[700];     /* "" none */
+	char last_error_at[64];
+} st_mes_state;
+int st_mes_status(st_mes *m, st_mes_state *out, char *err, size_t errlen);
+
 #endif
