@@ -24,7 +24,7 @@ PKGS      += tss2-esys tss2-tctildr tss2-rc
 # The central copy of the records (records/pgsync.c, docs/sync.md).
 PKGS      += libpq
 # Results to the MES (station/mes.c, docs/integration.md); labels (station/label.c).
-PKGS      += libcurl
+PKGS      += libcurl libqrencode libpng
 # The journal (base/log.c: sd_journal_sendv).
 PKGS      += libsystemd
 # PKCS#11 modules are dlopen()ed: only the header comes from p11-kit.

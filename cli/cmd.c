@@ -40,6 +40,7 @@ static const struct cli_entry *const cmd_table[] = {
 	&cli_cmd_crl,
 	&cli_cmd_quarantine,
 	&cli_cmd_mes,
+	&cli_cmd_label,
 };
 
 /* Every option: its long name, whether it takes a value (and what to call

@@ -54,6 +54,8 @@ typedef struct st_config {
 	bool roles_require;    /* roles.require: every run needs an
 				* authenticated operator */
 	bool ui_bell_on_fail;  /* ui.bell_on_fail: the TUI beeps on FAIL */
+	char *labels_dir;      /* labels.dir: a PASS unit's label goes here (NULL: none) */
+	char *labels_queue;    /* labels.queue: CUPS queue for the ZPL (NULL: none) */
 } st_config;
 
 /* Load cfg from path (NULL: defaults only), checked against the documented
@@ -1079,6 +1081,26 @@ int st_records_audit_init(st_station *st, const st_config *cfg,
 			  char *repaired, size_t replen, st_rec_step *step,
 			  char *err, size_t errlen);
 
+
+/* ---- Labels (station/label.c, docs/integration.md "Labels") ---- */
+
+/* The QR code's text: "ST1;UID=<uid>;SN=<serial>;FP=<sha256>" into out;
+ * ST_E_INVAL when a part is missing or it does not fit. */
+int st_label_payload(const char *uid, const char *serial, const char *fp,
+		     char *out, size_t len);
+
+/* Write the label of uid (certificate serial and SHA-256 fingerprint, hex)
+ * as labels.dir/<uid>.png and .zpl (paths into png_path, zpl_path, len
+ * bytes each), and send the ZPL to labels.queue with `lp -d` when set.
+ * ST_E_CONFIG without labels.dir; else ST_E_IO with err. */
+int st_label_write(const st_config *cfg, const char *uid, const char *serial,
+		   const char *fp, char *png_path, char *zpl_path, size_t len,
+		   char *err, size_t errlen);
+
+/* `station label print UID`: st_label_write for the device's PASS unit of
+ * the store (ST_E_NOTFOUND when it never passed). */
+int st_label_print(st_station *st, const char *uid, char *png_path,
+		   char *zpl_path, size_t len, char *err, size_t errlen);
 
 /* ---- Results to the plant's MES (station/mes.c, docs/integration.md) ----
  * `station mes send`: every ended unit's result POSTed as JSON to mes.url,

@@ -531,3 +531,107 @@ Test(mes, tls_test_ca_accepted_wrong_ca_and_no_client_cert_refused, .timeout = 2
 	fx_rmtree(w.dir);
 	free(r);
 }
+
+/* What the station should have put in the QR code of unit id. */
+static void want_payload(const fx_world *w, long long id, char *uid, size_t ulen,
+			 char *out, size_t len)
+{
+	char sql[200], sn[200], fp[200];
+
+	snprintf(sql, sizeof(sql), "SELECT uid FROM units WHERE id = %lld", id);
+	fx_q_text(w, sql, uid, ulen);
+	snprintf(sql, sizeof(sql), "SELECT cert_serial FROM units WHERE id = %lld", id);
+	fx_q_text(w, sql, sn, sizeof(sn));
+	snprintf(sql, sizeof(sql), "SELECT cert_sha256 FROM units WHERE id = %lld", id);
+	fx_q_text(w, sql, fp, sizeof(fp));
+	cr_assert(uid[0] && sn[0] && strlen(fp) == 64, "unit %lld", id);
+	snprintf(out, len, "ST1;UID=%s;SN=%s;FP=%s", uid, sn, fp);
+}
+
+/* zbarimg's reading of the PNG, the symbology prefix taken off. */
+static void zbar_read(const char *png, char *out, size_t len)
+{
+	char cmd[1200];
+	FILE *p;
+	size_t n;
+
+	snprintf(cmd, sizeof(cmd), "zbarimg --nodbus --quiet --raw '%s'", png);
+	p = popen(cmd, "r");
+	cr_assert_not_null(p);
+	n = fread(out, 1, len - 1, p);
+	out[n] = '\0';
+	cr_assert_eq(pclose(p), 0, "zbarimg could not read %s: %s", png, out);
+	while (n && (out[n - 1] == '\n' || out[n - 1] == '\r'))
+		out[--n] = '\0';
+}
+
+/* The ZPL: one ^XA...^XZ label whose ^BQ field's data is payload. */
+static void check_zpl(const char *path, const char *payload)
+{
+	char text[8192], *bq, *fd, *fs;
+	FILE *f = fopen(path, "r");
+	size_t n;
+
+	cr_assert_not_null(f, "%s", path);
+	n = fread(text, 1, sizeof(text) - 1, f);
+	text[n] = '\0';
+	fclose(f);
+	cr_assert_eq(strncmp(text, "^XA", 3), 0, "%s", text);
+	cr_assert(n > 4 && !strcmp(text + n - 4, "^XZ\n"), "%s", text);
+	cr_assert_null(strstr(text + 3, "^XA"), "one label only");
+	bq = strstr(text, "^BQN,2,");
+	cr_assert_not_null(bq, "no QR command: %s", text);
+	fd = strstr(bq, "^FD");
+	fs = fd ? strstr(fd, "^FS") : NULL;
+	cr_assert(fd && fs, "%s", text);
+	cr_assert_eq(strncmp(fd, "^FDMA,", 6), 0, "error correction M, automatic");
+	cr_assert_eq((size_t)(fs - fd - 6), strlen(payload));
+	cr_assert_eq(strncmp(fd + 6, payload, strlen(payload)), 0, "%s", text);
+}
+
+Test(mes, label_qr_decodes_to_the_unit_and_zpl_carries_it, .timeout = 240)
+{
+	fx_world w;
+	fx_devsim sim;
+	fx_run *r = malloc(sizeof(*r));
+	fx_world_opts o = { .with_ca = true, .timeout_ms = 700, .station_id = "line4-st1" };
+	char uid[200], payload[600], png[900], zpl[900], got[1024];
+	FILE *f;
+
+	cr_assert_not_null(r);
+	mes_world(&w, "line4-st1");
+	fx_write_conf(&w, &o);
+	f = fopen(w.conf, "a");
+	cr_assert_not_null(f);
+	fprintf(f, "labels: { dir = \"%s/labels\"; };\n", w.dir);
+	fclose(f);
+	provision(&w, &sim, 2, "--seed l4");
+	cr_assert_eq(fx_count_units(&w, "PASS"), 2);
+
+	/* after each PASS: its label, read by an outside decoder */
+	for (long long id = 1; id <= 2; id++) {
+		want_payload(&w, id, uid, sizeof(uid), payload, sizeof(payload));
+		snprintf(png, sizeof(png), "%s/labels/%s.png", w.dir, uid);
+		snprintf(zpl, sizeof(zpl), "%s/labels/%s.zpl", w.dir, uid);
+		zbar_read(png, got, sizeof(got));
+		cr_assert_str_eq(got, payload);
+		check_zpl(zpl, payload);
+	}
+
+	/* a reprint makes it again */
+	cr_assert_eq(unlink(png), 0);
+	cr_assert_eq(unlink(zpl), 0);
+	fx_station_run(r, &w, "label", "print", uid, NULL);
+	cr_assert_eq(r->code, 0, "%s", r->err);
+	zbar_read(png, got, sizeof(got));
+	cr_assert_str_eq(got, payload);
+	check_zpl(zpl, payload);
+
+	/* a device that never passed here gets none */
+	fx_station_run(r, &w, "label", "print", "00112233445566778899aabbccddeeff", NULL);
+	cr_assert_eq(r->code, 2, "%s", r->err);
+	cr_assert(strstr(r->err, "never passed"), "%s", r->err);
+
+	fx_rmtree(w.dir);
+	free(r);
+}
