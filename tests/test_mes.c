@@ -247,7 +247,7 @@ Test(mes, every_unit_arrives_once_signed_with_its_fields, .timeout = 240)
 	fx_devsim sim;
 	receiver rx = { 0 };
 	fx_run *r = malloc(sizeof(*r));
-	char keyfile[600], url[200];
+	char keyfile[600], url[200], schema[1300];
 	json_t *all;
 
 	cr_assert_not_null(r);
@@ -255,7 +255,10 @@ Test(mes, every_unit_arrives_once_signed_with_its_fields, .timeout = 240)
 	provision(&w, &sim, 3, NULL);
 	cr_assert_eq(fx_count_units(&w, "PASS"), 3);
 	snprintf(keyfile, sizeof(keyfile), "%s/mes.key", w.dir);
-	rx_start(&rx, &w, "rx", 0, "--key-file", keyfile, NULL);
+	/* every body is checked against the published JSON Schema */
+	script_path(schema, sizeof(schema));
+	snprintf(strstr(schema, "/tests/fixtures/"), 100, "/docs/schemas/mes-result-1.schema.json");
+	rx_start(&rx, &w, "rx", 0, "--key-file", keyfile, "--schema", schema, NULL);
 	url_of(url, sizeof(url), &rx, "http");
 	set_mes(&w, "line1-st1", url, NULL);
 
