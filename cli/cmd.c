@@ -39,6 +39,8 @@ static const struct cli_entry *const cmd_table[] = {
 	&cli_cmd_operator,
 	&cli_cmd_crl,
 	&cli_cmd_quarantine,
+	&cli_cmd_mes,
+	&cli_cmd_label,
 };
 
 /* Every option: its long name, whether it takes a value (and what to call

@@ -55,6 +55,8 @@ typedef struct st_config {
 	bool roles_require;    /* roles.require: every run needs an
 				* authenticated operator */
 	bool ui_bell_on_fail;  /* ui.bell_on_fail: the TUI beeps on FAIL */
+	char *labels_dir;      /* labels.dir: a PASS unit's label goes here (NULL: none) */
+	char *labels_queue;    /* labels.queue: CUPS queue for the ZPL (NULL: none) */
 } st_config;
 
 /* Load cfg from path (NULL: defaults only), checked against the documented
@@ -1086,5 +1088,70 @@ int st_records_audit_init(st_station *st, const st_config *cfg,
 			  char *repaired, size_t replen, st_rec_step *step,
 			  char *err, size_t errlen);
 
+
+/* ---- Labels (station/label.c, docs/integration.md "Labels") ---- */
+
+/* The QR code's text: "ST1;UID=<uid>;SN=<serial>;FP=<sha256>" into out;
+ * ST_E_INVAL when a part is missing or it does not fit. */
+int st_label_payload(const char *uid, const char *serial, const char *fp,
+		     char *out, size_t len);
+
+/* Write the label of uid (certificate serial and SHA-256 fingerprint, hex)
+ * as labels.dir/<uid>.png and .zpl (paths into png_path, zpl_path, len
+ * bytes each), and send the ZPL to labels.queue with `lp -d` when set.
+ * ST_E_CONFIG without labels.dir; else ST_E_IO with err. */
+int st_label_write(const st_config *cfg, const char *uid, const char *serial,
+		   const char *fp, char *png_path, char *zpl_path, size_t len,
+		   char *err, size_t errlen);
+
+/* `station label print UID`: st_label_write for the device's PASS unit of
+ * the store (ST_E_NOTFOUND when it never passed). */
+int st_label_print(st_station *st, const char *uid, char *png_path,
+		   char *zpl_path, size_t len, char *err, size_t errlen);
+
+/* ---- Results to the plant's MES (station/mes.c, docs/integration.md) ----
+ * `station mes send`: every ended unit's result POSTed as JSON to mes.url,
+ * store-and-forward from the records (a cursor moved only after a 2xx). */
+typedef struct st_mes st_mes;
+
+/* Ready the connector: the configuration's mes group (ST_E_CONFIG; none:
+ * ST_E_NOTFOUND), its HMAC key file (never printed), the store read only
+ * (ST_E_DB; ST_E_NOTFOUND with err "records: no records store ..."). */
+int st_mes_open(st_station *st, st_mes **out, char *err, size_t errlen);
+void st_mes_close(st_mes *m);
+
+/* What a pass did. */
+typedef struct st_mes_result {
+	long long sent;           /* units the MES acknowledged (2xx) */
+	long long pending;        /* ended units not yet acknowledged */
+	long long cursor;         /* seq of the last acknowledged unit_end */
+} st_mes_result;
+
+/* One pass: every ended unit above the cursor, oldest first, each with up
+ * to mes.retries attempts; stops at the first unit not acknowledged
+ * (ST_E_IO, err names the unit, its key and the answer).  The cursor and
+ * the outcome go to <records>.mes.json. */
+int st_mes_pass(st_mes *m, st_mes_result *res, char *err, size_t errlen);
+
+/* --follow: a pass, mes.interval_ms, again; after a failure 0.5 s, 1 s, ...
+ * up to mes.backoff_max_ms, until SIGINT or SIGTERM (ST_OK).  fn hears
+ * every pass that sent something (rc ST_OK) and every failure retried.
+ * A failure retrying cannot mend (the store, memory) ends it. */
+typedef void (*st_mes_follow_fn)(void *ctx, int rc, const st_mes_result *res,
+				 const char *err, int retry_ms);
+int st_mes_follow(st_mes *m, st_mes_follow_fn fn, void *ctx, char *err,
+		  size_t errlen);
+
+/* --status: the cursor, the lag and the last outcome (no network). */
+typedef struct st_mes_state {
+	char url[512];
+	long long cursor;         /* last acknowledged unit_end seq (0: none) */
+	long long last;           /* the store's last unit_end seq */
+	long long pending;        /* ended units not yet acknowledged */
+	char last_ok[64];         /* "" never */
+	char last_error[700];     /* "" none */
+	char last_error_at[64];
+} st_mes_state;
+int st_mes_status(st_mes *m, st_mes_state *out, char *err, size_t errlen);
 
 #endif

@@ -667,6 +667,26 @@ static int revoke_unit_cert(struct unit *u, st_verdict result)
 }
 
 /* Close the unit's record, then announce the verdict (never before). */
+/* A PASS unit's label (labels.dir): it is recorded already, so a label
+ * that cannot be made is a warning (`station label print UID` remakes it),
+ * never a changed verdict. */
+static void pass_label(struct worker *w, struct unit *u)
+{
+	char png[4200], zpl[4200], err[600], msg[900];
+	st_event ev = { .kind = ST_EV_WARNING, .uid = u->info.uid_hex };
+
+	if (!w->job->cfg->labels_dir)
+		return;
+	if (st_label_write(w->job->cfg, u->info.uid_hex, u->serial, u->fp, png,
+			   zpl, sizeof(png), err, sizeof(err)) == ST_OK)
+		return;
+	snprintf(msg, sizeof(msg), "slot %d: unit %s passed but its label was not "
+		 "made: %s; make it again with `station label print %s`", w->slot,
+		 u->info.uid_hex, err, u->info.uid_hex);
+	ev.detail = msg;
+	emit(w, &ev);
+}
+
 void finish_unit(struct unit *u)
 {
 	struct worker *w = u->w;
@@ -724,9 +744,10 @@ void finish_unit(struct unit *u)
 		return;
 	}
 	if (good) {
-		if (u->result == ST_VERDICT_PASS)
+		if (u->result == ST_VERDICT_PASS) {
 			w->sum.pass++;
-		else
+			pass_label(w, u);
+		} else
 			w->sum.unfused++;
 		ev.cert_serial = u->serial;
 		ev.cert_sha256 = u->fp;

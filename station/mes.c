@@ -1,0 +1,585 @@
+/* mes.c — results to the plant's MES over HTTP(S) (docs/integration.md):
+ * the `mes` group of the configuration, each ended unit's message (JSON),
+ * its signature (HMAC-SHA256 over the body) and its delivery with libcurl,
+ * store-and-forward from the records store.
+ *
+ * The durability model is the PostgreSQL sync's (docs/sync.md): the
+ * records store is the first write; the connector's cursor is the chain
+ * seq of the last unit_end event the MES acknowledged with a 2xx, kept in
+ * "<records>.mes.json" (written whole, fsynced) and moved only after that
+ * answer.  A connector that dies between the answer and the write sends
+ * that unit again — with the same Idempotency-Key, so the receiver keeps
+ * one.  Nothing is skipped: a unit is only ever behind the cursor once the
+ * MES said it has it. */
+#include <curl/curl.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <libconfig.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "base.h"
+#include "records/outbox.h"
+#include "records/records.h"
+#include "station/schema.h"
+#include "station/st_int.h"
+#include "station/sync.h"
+
+#define MES_KEY_MAX 1024        /* longest HMAC key file, bytes */
+#define MES_BATCH_MAX 1000      /* mes.batch's top (schema_tables.c) */
+
+/* The `mes` group of station.conf; strings owned. */
+typedef struct mes_cfg {
+	char *url;              /* mes.url: where results are POSTed */
+	char *key_file;         /* mes.hmac_key_file */
+	char *cafile, *certfile, *keyfile;  /* mes.tls_* */
+	int timeout_ms, retries, batch, interval_ms, backoff_max_ms;
+} mes_cfg;
+
+struct st_mes {
+	st_station *st;
+	const st_config *cfg;
+	mes_cfg m;
+	rec_store *r;
+	CURL *curl;             /* kept across posts: one connection */
+	unsigned char key[MES_KEY_MAX];
+	size_t keylen;          /* 0: no signature header */
+	char curl_err[CURL_ERROR_SIZE];
+};
+
+/* ---- Configuration ---- */
+
+static int cfg_str(const config_t *c, const char *path, char **dst)
+{
+	const char *v = st_schema_string(c, st_config_schema, st_config_schema_len,
+					 path);
+
+	*dst = v && v[0] ? strdup(v) : NULL;
+	return v && v[0] && !*dst ? ST_E_NOMEM : ST_OK;
+}
+
+static int cfg_int(const config_t *c, const char *path)
+{
+	return (int)st_schema_int(c, st_config_schema, st_config_schema_len, path);
+}
+
+static void mes_cfg_free(mes_cfg *m)
+{
+	free(m->url);
+	free(m->key_file);
+	free(m->cafile);
+	free(m->certfile);
+	free(m->keyfile);
+	memset(m, 0, sizeof(*m));
+}
+
+/* Read the mes group of the file at path, checked by the schema like the
+ * rest of the configuration.  ST_E_NOTFOUND without the group. */
+static int mes_cfg_load(const char *path, mes_cfg *m, char *err, size_t errlen)
+{
+	st_problems *pl = st_problems_new();
+	config_t c;
+	int rc = ST_OK;
+
+	memset(m, 0, sizeof(*m));
+	config_init(&c);
+	if (!pl) {
+		rc = ST_E_NOMEM;
+		goto cleanup;
+	}
+	if (path && st_schema_read(&c, path, "configuration", pl))
+		st_schema_validate(&c, path, st_config_schema, st_config_schema_len,
+				   false, pl);
+	if (st_problems_count(pl)) {
+		snprintf(err, errlen, "configuration: %s", st_problem_text(pl, 0));
+		rc = ST_E_CONFIG;
+		goto cleanup;
+	}
+	if (!path || !config_lookup(&c, "mes")) {
+		snprintf(err, errlen, "mes: the configuration%s%s has no 'mes' "
+			 "group: give mes.url (see docs/integration.md)",
+			 path ? " " : "", path ? path : "");
+		rc = ST_E_NOTFOUND;
+		goto cleanup;
+	}
+	if (cfg_str(&c, "mes.url", &m->url) ||
+	    cfg_str(&c, "mes.hmac_key_file", &m->key_file) ||
+	    cfg_str(&c, "mes.tls_ca", &m->cafile) ||
+	    cfg_str(&c, "mes.tls_cert", &m->certfile) ||
+	    cfg_str(&c, "mes.tls_key", &m->keyfile)) {
+		rc = ST_E_NOMEM;
+		goto cleanup;
+	}
+	if (strncmp(m->url, "http://", 7) && strncmp(m->url, "https://", 8)) {
+		snprintf(err, errlen, "configuration: %s:%d: 'mes.url' must start "
+			 "with https:// (or http:// on a trusted network)", path,
+			 st_schema_line(&c, "mes.url"));
+		rc = ST_E_CONFIG;
+		goto cleanup;
+	}
+	if (!m->certfile != !m->keyfile) {
+		snprintf(err, errlen, "configuration: %s: 'mes.tls_cert' and "
+			 "'mes.tls_key' go together (the client certificate of "
+			 "mutual TLS and its key)", path);
+		rc = ST_E_CONFIG;
+		goto cleanup;
+	}
+	m->timeout_ms = cfg_int(&c, "mes.timeout_ms");
+	m->retries = cfg_int(&c, "mes.retries");
+	m->batch = cfg_int(&c, "mes.batch");
+	m->interval_ms = cfg_int(&c, "mes.interval_ms");
+	m->backoff_max_ms = cfg_int(&c, "mes.backoff_max_ms");
+cleanup:
+	config_destroy(&c);
+	st_problems_free(pl);
+	if (rc)
+		mes_cfg_free(m);
+	return rc;
+}
+
+/* The HMAC key: the file's bytes less trailing line ends.  The key is
+ * never printed; a message names only the file. */
+static int read_key(st_mes *s, char *err, size_t errlen)
+{
+	struct stat sb;
+	ssize_t n;
+	int fd, rc = ST_OK;
+
+	fd = open(s->m.key_file, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0 || fstat(fd, &sb)) {
+		snprintf(err, errlen, "mes: cannot read the HMAC key file %s (%s): "
+			 "check mes.hmac_key_file", s->m.key_file, strerror(errno));
+		rc = ST_E_CONFIG;
+		goto cleanup;
+	}
+	if (sb.st_mode & (S_IRWXG | S_IRWXO)) {
+		snprintf(err, errlen, "mes: the HMAC key file %s may be read by "
+			 "others (mode %03o): chmod 600 it", s->m.key_file,
+			 (unsigned)(sb.st_mode & 0777));
+		rc = ST_E_CONFIG;
+		goto cleanup;
+	}
+	n = read(fd, s->key, sizeof(s->key));
+	while (n > 0 && (s->key[n - 1] == '\n' || s->key[n - 1] == '\r'))
+		n--;
+	if (n <= 0 || (size_t)n >= sizeof(s->key)) {
+		snprintf(err, errlen, "mes: the HMAC key file %s is %s: put 16 to "
+			 "%d bytes of key in it", s->m.key_file,
+			 n <= 0 ? "empty" : "too long", MES_KEY_MAX - 1);
+		rc = ST_E_CONFIG;
+		goto cleanup;
+	}
+	s->keylen = (size_t)n;
+cleanup:
+	if (fd >= 0)
+		close(fd);
+	if (rc)
+		st_wipe(s->key, sizeof(s->key));
+	return rc;
+}
+
+int st_mes_open(st_station *st, st_mes **out, char *err, size_t errlen)
+{
+	char why[900] = "";
+	st_mes *s = calloc(1, sizeof(*s));
+	int rc;
+
+	*out = NULL;
+	if (!s) {
+		snprintf(err, errlen, "out of memory");
+		return ST_E_NOMEM;
+	}
+	s->st = st;
+	s->cfg = st_station_config(st);
+	rc = mes_cfg_load(st_station_config_path(st), &s->m, err, errlen);
+	if (rc)
+		goto fail;
+	if (s->m.key_file && (rc = read_key(s, err, errlen)))
+		goto fail;
+	rc = st_station_store_open(st, ST_STORE_READ, why, sizeof(why));
+	if (rc) {
+		snprintf(err, errlen, "records: %s", why);
+		if (rc != ST_E_NOTFOUND)
+			rc = ST_E_DB;
+		goto fail;
+	}
+	s->r = st_station_store(st);
+	*out = s;
+	return ST_OK;
+fail:
+	st_mes_close(s);
+	return rc;
+}
+
+void st_mes_close(st_mes *s)
+{
+	if (!s)
+		return;
+	if (s->curl)
+		curl_easy_cleanup(s->curl);
+	st_wipe(s->key, sizeof(s->key));
+	mes_cfg_free(&s->m);
+	free(s);
+}
+
+/* ---- The message ---- */
+
+static json_t *str_or_null(const char *v)
+{
+	return v ? json_string(v) : json_null();
+}
+
+struct unit_walk {
+	json_t *msg;
+	int found;
+};
+
+/* The unit row into the message (under the store's lock: no store calls). */
+static int unit_fields(void *ctx, const rec_unit_row *u)
+{
+	struct unit_walk *w = ctx;
+	json_t *m = w->msg, *cert = json_object(), *fw = NULL;
+
+	w->found = 1;
+	json_object_set_new(m, "uid", str_or_null(u->uid));
+	json_object_set_new(m, "verdict", str_or_null(u->state));
+	json_object_set_new(m, "reason", str_or_null(u->reason));
+	json_object_set_new(cert, "serial", str_or_null(u->cert_serial));
+	json_object_set_new(cert, "sha256", str_or_null(u->cert_sha256));
+	json_object_set_new(m, "certificate",
+			    u->cert_serial ? cert : (json_decref(cert), json_null()));
+	if (u->firmware)
+		fw = json_loads(u->firmware, 0, NULL);
+	json_object_set_new(m, "firmware", fw ? fw : json_null());
+	json_object_set_new(m, "work_order", str_or_null(u->work_order));
+	json_object_set_new(m, "operator", str_or_null(u->operator_name));
+	json_object_set_new(m, "profile", str_or_null(u->profile));
+	json_object_set_new(m, "profile_sha256", str_or_null(u->profile_digest));
+	json_object_set_new(m, "slot", json_integer(u->slot));
+	json_object_set_new(m, "port", str_or_null(u->port));
+	json_object_set_new(m, "started_at", str_or_null(u->started_at));
+	json_object_set_new(m, "finished_at", str_or_null(u->finished_at));
+	return 0;
+}
+
+static int step_fields(void *ctx, const char *step, const char *outcome,
+		       const char *detail)
+{
+	json_t *steps = ctx, *o = json_object();
+
+	json_object_set_new(o, "step", str_or_null(step));
+	json_object_set_new(o, "outcome", str_or_null(outcome));
+	json_object_set_new(o, "detail", str_or_null(detail));
+	return json_array_append_new(steps, o);
+}
+
+/* The message of the unit whose unit_end event is seq: compact JSON with
+ * sorted keys (malloc'd), or NULL with err. */
+static char *message(st_mes *s, const rec_outbox_item *it, char *key,
+		     size_t keylen, char *err, size_t errlen)
+{
+	rec_filter f = { .unit_id = it->unit_id };
+	struct unit_walk w = { .msg = json_object() };
+	json_t *steps = json_array();
+	char *text = NULL;
+
+	snprintf(key, keylen, "%s:%lld", s->cfg->station_id,
+		 (long long)it->unit_id);
+	json_object_set_new(w.msg, "schema", json_string("station-mes-result/1"));
+	json_object_set_new(w.msg, "idempotency_key", json_string(key));
+	json_object_set_new(w.msg, "station", json_string(s->cfg->station_id));
+	json_object_set_new(w.msg, "unit_id", json_integer(it->unit_id));
+	json_object_set_new(w.msg, "event_seq", json_integer(it->seq));
+	if (rec_list_units(s->r, &f, unit_fields, &w) ||
+	    rec_unit_steps(s->r, it->unit_id, step_fields, steps)) {
+		snprintf(err, errlen, "records: unit %lld: %s",
+			 (long long)it->unit_id, rec_errmsg(s->r));
+		goto cleanup;
+	}
+	if (!w.found) {
+		snprintf(err, errlen, "records: unit %lld has a unit_end event "
+			 "(seq %lld) but no row", (long long)it->unit_id, it->seq);
+		goto cleanup;
+	}
+	json_object_set(w.msg, "steps", steps);
+	text = json_dumps(w.msg, JSON_COMPACT | JSON_SORT_KEYS);
+	if (!text)
+		snprintf(err, errlen, "out of memory");
+cleanup:
+	json_decref(steps);
+	json_decref(w.msg);
+	return text;
+}
+
+/* ---- Delivery ---- */
+
+static size_t discard(char *p, size_t size, size_t n, void *ctx)
+{
+	(void)p;
+	(void)ctx;
+	return size * n;
+}
+
+/* POST body once.  ST_OK on a 2xx; else ST_E_IO with err (the transport's
+ * error, or the status and the start of the answer). */
+static int post_once(st_mes *s, const char *body, const char *key, char *err,
+		     size_t errlen)
+{
+	struct curl_slist *h = NULL;
+	unsigned char mac[EVP_MAX_MD_SIZE];
+	unsigned int maclen = 0;
+	char line[600], hex[2 * EVP_MAX_MD_SIZE + 1];
+	long status = 0;
+	CURLcode cc;
+	int rc = ST_E_IO;
+
+	if (!s->curl && !(s->curl = curl_easy_init())) {
+		snprintf(err, errlen, "libcurl could not start");
+		return ST_E_NOMEM;
+	}
+	curl_easy_reset(s->curl);
+	s->curl_err[0] = '\0';
+	h = curl_slist_append(h, "Content-Type: application/json");
+	snprintf(line, sizeof(line), "Idempotency-Key: %s", key);
+	h = curl_slist_append(h, line);
+	snprintf(line, sizeof(line), "X-Station-Id: %s", s->cfg->station_id);
+	h = curl_slist_append(h, line);
+	if (s->keylen) {
+		if (!HMAC(EVP_sha256(), s->key, (int)s->keylen,
+			  (const unsigned char *)body, strlen(body), mac, &maclen)) {
+			snprintf(err, errlen, "HMAC-SHA256 failed");
+			rc = ST_E_CRYPTO;
+			goto cleanup;
+		}
+		st_hex(mac, maclen, hex);
+		snprintf(line, sizeof(line), "X-Station-Signature: sha256=%s", hex);
+		h = curl_slist_append(h, line);
+	}
+	if (!h) {
+		snprintf(err, errlen, "out of memory");
+		rc = ST_E_NOMEM;
+		goto cleanup;
+	}
+	curl_easy_setopt(s->curl, CURLOPT_URL, s->m.url);
+	curl_easy_setopt(s->curl, CURLOPT_PROTOCOLS_STR, "http,https");
+	curl_easy_setopt(s->curl, CURLOPT_FOLLOWLOCATION, 0L);
+	curl_easy_setopt(s->curl, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(s->curl, CURLOPT_HTTPHEADER, h);
+	curl_easy_setopt(s->curl, CURLOPT_POSTFIELDS, body);
+	curl_easy_setopt(s->curl, CURLOPT_POSTFIELDSIZE, (long)strlen(body));
+	curl_easy_setopt(s->curl, CURLOPT_TIMEOUT_MS, (long)s->m.timeout_ms);
+	curl_easy_setopt(s->curl, CURLOPT_CONNECTTIMEOUT_MS, (long)s->m.timeout_ms);
+	curl_easy_setopt(s->curl, CURLOPT_ERRORBUFFER, s->curl_err);
+	curl_easy_setopt(s->curl, CURLOPT_WRITEFUNCTION, discard);
+	curl_easy_setopt(s->curl, CURLOPT_SSL_VERIFYPEER, 1L);
+	curl_easy_setopt(s->curl, CURLOPT_SSL_VERIFYHOST, 2L);
+	if (s->m.cafile)
+		curl_easy_setopt(s->curl, CURLOPT_CAINFO, s->m.cafile);
+	if (s->m.certfile) {
+		curl_easy_setopt(s->curl, CURLOPT_SSLCERT, s->m.certfile);
+		curl_easy_setopt(s->curl, CURLOPT_SSLKEY, s->m.keyfile);
+	}
+	cc = curl_easy_perform(s->curl);
+	if (cc != CURLE_OK) {
+		snprintf(err, errlen, "%s: %s", s->m.url,
+			 s->curl_err[0] ? s->curl_err : curl_easy_strerror(cc));
+		goto cleanup;
+	}
+	curl_easy_getinfo(s->curl, CURLINFO_RESPONSE_CODE, &status);
+	if (status < 200 || status > 299) {
+		snprintf(err, errlen, "%s answered HTTP %ld", s->m.url, status);
+		goto cleanup;
+	}
+	rc = ST_OK;
+cleanup:
+	OPENSSL_cleanse(mac, sizeof(mac));
+	curl_slist_free_all(h);
+	return rc;
+}
+
+/* post_once up to mes.retries times, waiting 0.5 s, 1 s, ... between. */
+static int post(st_mes *s, const char *body, const char *key, char *err,
+		size_t errlen)
+{
+	int wait = 500, rc = ST_E_IO;
+
+	for (int i = 0; i < s->m.retries; i++) {
+		if (i) {
+			struct timespec ts = { wait / 1000, (long)(wait % 1000) * 1000000L };
+
+			nanosleep(&ts, NULL);
+			wait = wait * 2 > s->m.backoff_max_ms ? s->m.backoff_max_ms : wait * 2;
+		}
+		rc = post_once(s, body, key, err, errlen);
+		if (rc != ST_E_IO)
+			break;
+	}
+	return rc;
+}
+
+/* ---- Passes, the state file, the status ---- */
+
+static void utc_now(char out[32])
+{
+	time_t t = time(NULL);
+	struct tm tm;
+
+	gmtime_r(&t, &tm);
+	strftime(out, 32, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+/* The cursor moves (and the file is on disk) before the next unit is
+ * sent; error NULL for a success. */
+static int note(st_mes *s, long long cursor, const char *error)
+{
+	json_t *o = st_sync_state_read(s->cfg, "mes");
+	char now[32];
+	int rc;
+
+	utc_now(now);
+	if (cursor >= 0)
+		json_object_set_new(o, "cursor", json_integer(cursor));
+	if (error) {
+		json_object_set_new(o, "last_error", json_string(error));
+		json_object_set_new(o, "last_error_at", json_string(now));
+	} else {
+		json_object_set_new(o, "last_ok", json_string(now));
+		json_object_del(o, "last_error");
+		json_object_del(o, "last_error_at");
+	}
+	rc = st_sync_state_write(s->cfg, "mes", o);
+	json_decref(o);
+	return rc;
+}
+
+static long long cursor_of(st_mes *s)
+{
+	json_t *o = st_sync_state_read(s->cfg, "mes");
+	long long c = json_integer_value(json_object_get(o, "cursor"));
+
+	json_decref(o);
+	return c;
+}
+
+int st_mes_pass(st_mes *s, st_mes_result *out, char *err, size_t errlen)
+{
+	rec_outbox_item items[MES_BATCH_MAX];
+	long long cursor = cursor_of(s);
+	int n = 0, rc = ST_OK;
+
+	memset(out, 0, sizeof(*out));
+	do {
+		rc = rec_outbox_list(s->r, cursor, s->m.batch, items, &n);
+		if (rc) {
+			snprintf(err, errlen, "records: %s", rec_errmsg(s->r));
+			rc = ST_E_DB;
+			break;
+		}
+		for (int i = 0; i < n && !rc; i++) {
+			char key[200], *body = message(s, &items[i], key, sizeof(key),
+						       err, errlen);
+
+			if (!body) {
+				rc = ST_E_DB;
+				break;
+			}
+			rc = post(s, body, key, err, errlen);
+			free(body);
+			if (rc == ST_OK) {
+				cursor = items[i].seq;
+				out->sent++;
+				if (note(s, cursor, NULL)) {
+					snprintf(err, errlen, "cannot write %s.mes.json "
+						 "(the cursor)", s->cfg->records_path);
+					rc = ST_E_IO;
+				}
+			} else {
+				char why[700];
+
+				snprintf(why, sizeof(why), "unit %lld (%s): %s",
+					 (long long)items[i].unit_id, key, err);
+				snprintf(err, errlen, "%s", why);
+				note(s, -1, err);
+			}
+		}
+	} while (!rc && n == s->m.batch);
+	out->cursor = cursor;
+	if (rec_outbox_lag(s->r, cursor, &out->pending, NULL) && !rc) {
+		snprintf(err, errlen, "records: %s", rec_errmsg(s->r));
+		rc = ST_E_DB;
+	}
+	if (!rc && !out->sent)
+		note(s, -1, NULL);
+	return rc;
+}
+
+int st_mes_follow(st_mes *s, st_mes_follow_fn fn, void *ctx, char *err,
+		  size_t errlen)
+{
+	int backoff = 500, wait_ms, rc = ST_OK;
+	sigset_t stop, old;
+
+	sigemptyset(&stop);
+	sigaddset(&stop, SIGINT);
+	sigaddset(&stop, SIGTERM);
+	sigprocmask(SIG_BLOCK, &stop, &old);
+	for (;;) {
+		st_mes_result res;
+		struct timespec ts;
+
+		rc = st_mes_pass(s, &res, err, errlen);
+		if (rc == ST_E_CONFIG || rc == ST_E_DB || rc == ST_E_NOMEM)
+			break;          /* retrying does not mend these */
+		if (rc) {
+			fn(ctx, rc, &res, err, backoff);
+			wait_ms = backoff;
+			backoff = backoff * 2 > s->m.backoff_max_ms ?
+				  s->m.backoff_max_ms : backoff * 2;
+		} else {
+			if (res.sent)
+				fn(ctx, ST_OK, &res, "", 0);
+			backoff = 500;
+			wait_ms = s->m.interval_ms;
+		}
+		ts.tv_sec = wait_ms / 1000;
+		ts.tv_nsec = (long)(wait_ms % 1000) * 1000000L;
+		if (sigtimedwait(&stop, NULL, &ts) >= 0) {
+			rc = ST_OK;
+			break;
+		}
+	}
+	sigprocmask(SIG_SETMASK, &old, NULL);
+	return rc;
+}
+
+int st_mes_status(st_mes *s, st_mes_state *out, char *err, size_t errlen)
+{
+	json_t *o = st_sync_state_read(s->cfg, "mes");
+	const char *ok = json_string_value(json_object_get(o, "last_ok"));
+	const char *bad = json_string_value(json_object_get(o, "last_error"));
+	const char *bad_at = json_string_value(json_object_get(o, "last_error_at"));
+	int rc = ST_OK;
+
+	memset(out, 0, sizeof(*out));
+	out->cursor = json_integer_value(json_object_get(o, "cursor"));
+	snprintf(out->url, sizeof(out->url), "%s", s->m.url);
+	snprintf(out->last_ok, sizeof(out->last_ok), "%s", ok ? ok : "");
+	snprintf(out->last_error, sizeof(out->last_error), "%s", bad ? bad : "");
+	snprintf(out->last_error_at, sizeof(out->last_error_at), "%s",
+		 bad_at ? bad_at : "");
+	if (rec_outbox_lag(s->r, out->cursor, &out->pending, &out->last)) {
+		snprintf(err, errlen, "records: %s", rec_errmsg(s->r));
+		rc = ST_E_DB;
+	}
+	json_decref(o);
+	return rc;
+}

@@ -1,0 +1,640 @@
+/* test_mes.c — results to the plant's MES (docs/integration.md): real
+ * stations (SoftHSM token, CA, simulated units) provision, then `station
+ * mes send` POSTs each ended unit to a real HTTP(S) receiver started here
+ * (tests/fixtures/mes_receiver.py: checks the HMAC, keeps each body by its
+ * Idempotency-Key, can answer 503 or die after a receipt).  What arrived is
+ * compared with the store read straight from SQLite. */
+#include <criterion/criterion.h>
+#include <jansson.h>
+#include <libgen.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "base.h"
+#include "tests/fixtures/fx_devsim.h"
+#include "tests/fixtures/fx_softhsm.h"
+#include "tests/fixtures/fx_station.h"
+
+#define KEY "a3f1c9e0-hmac-key-of-the-line-1-mes"
+
+typedef struct receiver {
+	pid_t pid;
+	int port;
+	char dir[600];
+} receiver;
+
+/* The receiver script of the source tree. */
+static void script_path(char *out, size_t cap)
+{
+	char b[1024];
+
+	cr_assert_not_null(getenv("STATION_BUILD"));
+	snprintf(b, sizeof(b), "%s", getenv("STATION_BUILD"));
+	snprintf(out, cap, "%s/tests/fixtures/mes_receiver.py", dirname(b));
+}
+
+/* Start the receiver in w's dir/sub with extra arguments (NULL-ended);
+ * port 0: any, else that one (a restart).  Waits for its port file. */
+static void rx_start(receiver *rx, const fx_world *w, const char *sub, int port, ...)
+{
+	char script[1200], portarg[16], portfile[700];
+	const char *argv[32];
+	int n = 0, waited = 0;
+	va_list ap;
+	FILE *f;
+
+	script_path(script, sizeof(script));
+	snprintf(rx->dir, sizeof(rx->dir), "%s/%s", w->dir, sub);
+	mkdir(rx->dir, 0700);
+	snprintf(portfile, sizeof(portfile), "%s/port", rx->dir);
+	unlink(portfile);
+	snprintf(portarg, sizeof(portarg), "%d", port);
+	argv[n++] = "python3";
+	argv[n++] = script;
+	argv[n++] = "--dir";
+	argv[n++] = rx->dir;
+	argv[n++] = "--port";
+	argv[n++] = portarg;
+	va_start(ap, port);
+	for (const char *a; (a = va_arg(ap, const char *)) && n < 30;)
+		argv[n++] = a;
+	va_end(ap);
+	argv[n] = NULL;
+	rx->pid = fork();
+	cr_assert_geq(rx->pid, 0);
+	if (rx->pid == 0) {
+		char log[800];
+
+		snprintf(log, sizeof(log), "%s/receiver.log", rx->dir);
+		if (!freopen(log, "a", stderr))
+			_exit(126);
+		execvp("python3", (char **)argv);
+		_exit(127);
+	}
+	while (!(f = fopen(portfile, "r"))) {
+		cr_assert_lt(waited++, 200, "the receiver did not start (%s/receiver.log)",
+			     rx->dir);
+		usleep(50000);
+	}
+	cr_assert_eq(fscanf(f, "%d", &rx->port), 1);
+	fclose(f);
+}
+
+static int rx_wait(receiver *rx)
+{
+	int status;
+
+	if (!rx->pid)
+		return -1;
+	cr_assert_eq(waitpid(rx->pid, &status, 0), rx->pid);
+	rx->pid = 0;
+	return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+static void rx_stop(receiver *rx)
+{
+	if (rx->pid) {
+		kill(rx->pid, SIGKILL);
+		rx_wait(rx);
+	}
+}
+
+/* Every delivery the receiver accepted, in order: [{key, body}]. */
+static json_t *received(const receiver *rx)
+{
+	char path[700], line[65536];
+	json_t *a = json_array();
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/received.jsonl", rx->dir);
+	f = fopen(path, "r");
+	while (f && fgets(line, sizeof(line), f)) {
+		json_t *o = json_loads(line, 0, NULL);
+
+		cr_assert_not_null(o, "not JSON: %s", line);
+		json_array_append_new(a, o);
+	}
+	if (f)
+		fclose(f);
+	return a;
+}
+
+/* (Re)write w's configuration with a mes group: url, the world's HMAC
+ * key file, short retries; extra goes inside the group. */
+static void set_mes(const fx_world *w, const char *id, const char *url,
+		    const char *extra)
+{
+	fx_world_opts o = { .with_ca = true, .timeout_ms = 700, .station_id = id };
+	FILE *f;
+
+	fx_write_conf(w, &o);
+	f = fopen(w->conf, "a");
+	cr_assert_not_null(f);
+	fprintf(f, "mes: { url = \"%s\"; hmac_key_file = \"%s/mes.key\"; "
+		"retries = 1; interval_ms = 100; backoff_max_ms = 300; %s };\n",
+		url, w->dir, extra ? extra : "");
+	fclose(f);
+}
+
+/* A world with a CA and an HMAC key file (mode 0600). */
+static void mes_world(fx_world *w, const char *id)
+{
+	fx_world_opts o = { .with_ca = true, .timeout_ms = 700, .station_id = id };
+	char key[600];
+
+	fx_world_init_opts(w, &o);
+	snprintf(key, sizeof(key), "%s/mes.key", w->dir);
+	fx_write_file(key, KEY "\n");
+	cr_assert_eq(chmod(key, 0600), 0);
+}
+
+static void url_of(char *out, size_t cap, const receiver *rx, const char *scheme)
+{
+	snprintf(out, cap, "%s://127.0.0.1:%d/results", scheme, rx->port);
+}
+
+static void provision(const fx_world *w, fx_devsim *sim, int units, const char *seed)
+{
+	fx_run *r = malloc(sizeof(*r));
+
+	cr_assert_not_null(r);
+	cr_assert_eq(fx_devsim_start(sim, w->dir, "prog", units, seed), 0);
+	fx_station_run(r, w, "--burn-fuses", "--yes", "--slot", sim->port,
+		       "provision", NULL);
+	cr_assert_eq(r->code, 0, "provision: %s", r->err);
+	fx_devsim_stop(sim);
+	free(r);
+}
+
+/* The kept body of a key, parsed. */
+static json_t *kept(const receiver *rx, const char *key)
+{
+	char path[900];
+
+	snprintf(path, sizeof(path), "%s/kept/%s.json", rx->dir, key);
+	return json_load_file(path, 0, NULL);
+}
+
+/* Every unit of the store arrived, under its key, with the store's
+ * fields; returns how many units the store holds. */
+static int check_all_arrived(const fx_world *w, const receiver *rx, const char *station)
+{
+	long long n = fx_q_int(w, "SELECT count(*) FROM units");
+
+	for (long long id = 1; id <= n; id++) {
+		char key[200], sql[300], want[4096];
+		json_t *m;
+
+		snprintf(key, sizeof(key), "%s:%lld", station, id);
+		m = kept(rx, key);
+		cr_assert_not_null(m, "unit %lld (%s) never arrived", id, key);
+		cr_assert_str_eq(json_string_value(json_object_get(m, "idempotency_key")), key);
+		cr_assert_str_eq(json_string_value(json_object_get(m, "schema")),
+				 "station-mes-result/1");
+		cr_assert_str_eq(json_string_value(json_object_get(m, "station")), station);
+#define FIELD(col, val) do { \
+		snprintf(sql, sizeof(sql), "SELECT " col " FROM units WHERE id = %lld", id); \
+		fx_q_text(w, sql, want, sizeof(want)); \
+		cr_assert_str_eq(json_string_value(val), want, "unit %lld: %s", id, col); \
+	} while (0)
+		FIELD("uid", json_object_get(m, "uid"));
+		FIELD("state", json_object_get(m, "verdict"));
+		FIELD("cert_serial", json_object_get(json_object_get(m, "certificate"), "serial"));
+		FIELD("cert_sha256", json_object_get(json_object_get(m, "certificate"), "sha256"));
+		FIELD("operator", json_object_get(m, "operator"));
+		FIELD("started_at", json_object_get(m, "started_at"));
+		FIELD("finished_at", json_object_get(m, "finished_at"));
+#undef FIELD
+		snprintf(sql, sizeof(sql), "SELECT count(*) FROM steps WHERE unit_id = %lld", id);
+		cr_assert_eq((long long)json_array_size(json_object_get(m, "steps")),
+			     fx_q_int(w, sql), "unit %lld: the steps", id);
+		cr_assert_gt(json_array_size(json_object_get(m, "steps")), 3);
+		json_decref(m);
+	}
+	return (int)n;
+}
+
+/* Each key delivered more than once carried the same body each time;
+ * returns the number of distinct keys. */
+static size_t same_body_per_key(json_t *all)
+{
+	json_t *first = json_object(), *d;
+	size_t i, n;
+
+	json_array_foreach(all, i, d) {
+		const char *k = json_string_value(json_object_get(d, "key"));
+		json_t *b = json_object_get(d, "body"), *was = json_object_get(first, k);
+
+		if (was)
+			cr_assert_str_eq(json_string_value(was), json_string_value(b),
+					 "key %s was sent twice with different bodies", k);
+		else
+			json_object_set(first, k, b);
+	}
+	n = json_object_size(first);
+	json_decref(first);
+	return n;
+}
+
+Test(mes, every_unit_arrives_once_signed_with_its_fields, .timeout = 240)
+{
+	fx_world w;
+	fx_devsim sim;
+	receiver rx = { 0 };
+	fx_run *r = malloc(sizeof(*r));
+	char keyfile[600], url[200], schema[1300];
+	json_t *all;
+
+	cr_assert_not_null(r);
+	mes_world(&w, "line1-st1");
+	provision(&w, &sim, 3, NULL);
+	cr_assert_eq(fx_count_units(&w, "PASS"), 3);
+	snprintf(keyfile, sizeof(keyfile), "%s/mes.key", w.dir);
+	/* every body is checked against the published JSON Schema */
+	script_path(schema, sizeof(schema));
+	snprintf(strstr(schema, "/tests/fixtures/"), 100, "/docs/schemas/mes-result-1.schema.json");
+	rx_start(&rx, &w, "rx", 0, "--key-file", keyfile, "--schema", schema, NULL);
+	url_of(url, sizeof(url), &rx, "http");
+	set_mes(&w, "line1-st1", url, NULL);
+
+	/* before: all three waiting */
+	fx_station_run(r, &w, "mes", "send", "--status", NULL);
+	cr_assert_eq(r->code, 0, "%s", r->err);
+	cr_assert(strstr(r->out, "lag:                3 units"), "%s", r->out);
+	cr_assert(strstr(r->out, "last success:       never"), "%s", r->out);
+
+	fx_station_run(r, &w, "mes", "send", "--once", NULL);
+	cr_assert_eq(r->code, 0, "%s%s", r->out, r->err);
+	cr_assert(strstr(r->out, "3 units sent; 0 waiting (up to date)"), "%s", r->out);
+	all = received(&rx);
+	cr_assert_eq(json_array_size(all), 3, "each unit once");
+	cr_assert_eq(same_body_per_key(all), 3);
+	json_decref(all);
+	cr_assert_eq(check_all_arrived(&w, &rx, "line1-st1"), 3);
+	/* the key never reaches the output */
+	cr_assert_null(strstr(r->out, KEY));
+	cr_assert_null(strstr(r->err, KEY));
+
+	/* again: nothing new, nothing sent */
+	fx_station_run(r, &w, "mes", "send", NULL);
+	cr_assert_eq(r->code, 0, "%s", r->err);
+	cr_assert(strstr(r->out, "0 units sent; 0 waiting"), "%s", r->out);
+	all = received(&rx);
+	cr_assert_eq(json_array_size(all), 3);
+	json_decref(all);
+	fx_station_run(r, &w, "mes", "send", "--status", NULL);
+	cr_assert(strstr(r->out, "lag:                0 units"), "%s", r->out);
+
+	/* a station signing with another key is refused by the receiver
+	 * (401): nothing is acknowledged, the unit stays waiting */
+	rx_stop(&rx);
+	fx_write_file(keyfile, "another-key-entirely\n");
+	cr_assert_eq(chmod(keyfile, 0600), 0);
+	{
+		char good[600];
+
+		snprintf(good, sizeof(good), "%s/good.key", w.dir);
+		fx_write_file(good, KEY "\n");
+		rx_start(&rx, &w, "rx2", 0, "--key-file", good, NULL);
+	}
+	url_of(url, sizeof(url), &rx, "http");
+	set_mes(&w, "line1-st1", url, NULL);
+	/* the state file says 3 acknowledged: take it away, so the three are
+	 * sent again (with the same keys) */
+	{
+		char st[700];
+
+		snprintf(st, sizeof(st), "%s.mes.json", w.db);
+		cr_assert_eq(unlink(st), 0, "%s", st);
+	}
+	fx_station_run(r, &w, "mes", "send", "--once", NULL);
+	cr_assert_eq(r->code, 4, "%s%s", r->out, r->err);
+	cr_assert(strstr(r->err, "line1-st1:1") && strstr(r->err, "HTTP 401"), "%s", r->err);
+	cr_assert(strstr(r->err, "3 waiting"), "%s", r->err);
+	all = received(&rx);
+	cr_assert_eq(json_array_size(all), 0, "a badly signed body was accepted");
+	json_decref(all);
+
+	/* a group-readable key file is refused before anything is sent */
+	cr_assert_eq(chmod(keyfile, 0640), 0);
+	fx_station_run(r, &w, "mes", "send", "--once", NULL);
+	cr_assert_eq(r->code, 2, "%s", r->err);
+	cr_assert(strstr(r->err, "chmod 600"), "%s", r->err);
+
+	rx_stop(&rx);
+	fx_rmtree(w.dir);
+	free(r);
+}
+
+Test(mes, receiver_down_and_killed_mid_run_loses_nothing, .timeout = 300)
+{
+	fx_world w;
+	fx_devsim sim;
+	receiver rx = { 0 };
+	fx_run *r = malloc(sizeof(*r));
+	char keyfile[600], fail[600], url[200], st[700], bin[512];
+	const char *argv[64];
+	int port, waited = 0;
+	json_t *all;
+	pid_t follow;
+
+	cr_assert_not_null(r);
+	mes_world(&w, "line2-st1");
+	provision(&w, &sim, 4, "--seed l2");
+	snprintf(keyfile, sizeof(keyfile), "%s/mes.key", w.dir);
+	snprintf(fail, sizeof(fail), "%s/rx-fail", w.dir);
+
+	/* the MES answers 503: nothing acknowledged, the lag says 4 */
+	fx_write_file(fail, "");
+	rx_start(&rx, &w, "rx", 0, "--key-file", keyfile, "--fail-file", fail,
+		 "--die-after", "2", NULL);
+	port = rx.port;
+	url_of(url, sizeof(url), &rx, "http");
+	set_mes(&w, "line2-st1", url, NULL);
+	fx_station_run(r, &w, "mes", "send", "--once", NULL);
+	cr_assert_eq(r->code, 4, "%s%s", r->out, r->err);
+	cr_assert(strstr(r->err, "HTTP 503"), "%s", r->err);
+	fx_station_run(r, &w, "mes", "send", "--status", NULL);
+	cr_assert_eq(r->code, 0, "%s", r->err);
+	cr_assert(strstr(r->out, "lag:                4 units"), "%s", r->out);
+	cr_assert(strstr(r->out, "HTTP 503"), "%s", r->out);
+
+	/* back up, but it dies after storing the second body, before its
+	 * answer: the follower keeps retrying while it is gone */
+	unlink(fail);
+	snprintf(bin, sizeof(bin), "%s/station", getenv("STATION_BUILD"));
+	argv[0] = bin;
+	argv[1] = "--config";
+	argv[2] = w.conf;
+	argv[3] = "mes";
+	argv[4] = "send";
+	argv[5] = "--follow";
+	argv[6] = NULL;
+	follow = fork();
+	cr_assert_geq(follow, 0);
+	if (follow == 0) {
+		char out[700], err[700];
+
+		snprintf(out, sizeof(out), "%s/follow.out", w.dir);
+		snprintf(err, sizeof(err), "%s/follow.err", w.dir);
+		if (!freopen(out, "w", stdout) || !freopen(err, "w", stderr))
+			_exit(126);
+		execv(bin, (char **)argv);
+		_exit(127);
+	}
+	cr_assert_eq(rx_wait(&rx), 0, "the receiver did not die after 2 bodies");
+	all = received(&rx);
+	cr_assert_eq(json_array_size(all), 2);
+	json_decref(all);
+	/* while it is down the follower retries and says so */
+	{
+		char p[700], *text = NULL;
+
+		snprintf(p, sizeof(p), "%s/follow.err", w.dir);
+		for (waited = 0; !text || !strstr(text, "retrying in"); waited++) {
+			FILE *f;
+
+			cr_assert_lt(waited, 200, "no retry reported: %s", text ? text : "");
+			usleep(50000);
+			free(text);
+			text = calloc(1, 65536);
+			f = fopen(p, "r");
+			if (f) {
+				cr_assert_geq(fread(text, 1, 65535, f), 0);
+				fclose(f);
+			}
+		}
+		free(text);
+	}
+	fx_station_run(r, &w, "mes", "send", "--status", NULL);
+	cr_assert(strstr(r->out, "lag:                3 units"), "the first was "
+		  "acknowledged, the second stored but not: %s", r->out);
+
+	/* restarted on the same port: the follower drains the rest */
+	rx_start(&rx, &w, "rx", port, "--key-file", keyfile, NULL);
+	snprintf(st, sizeof(st), "%s.mes.json", w.db);
+	for (waited = 0;; waited++) {
+		fx_station_run(r, &w, "mes", "send", "--status", NULL);
+		if (strstr(r->out, "lag:                0 units"))
+			break;
+		cr_assert_lt(waited, 100, "the follower did not drain: %s", r->out);
+		usleep(100000);
+	}
+	kill(follow, SIGTERM);
+	{
+		int status;
+
+		cr_assert_eq(waitpid(follow, &status, 0), follow);
+		cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	}
+	all = received(&rx);
+	/* 4 units; the second was delivered twice (stored, then the
+	 * receiver died before answering), with the same key and body */
+	cr_assert_eq(same_body_per_key(all), 4);
+	cr_assert_eq(json_array_size(all), 5);
+	cr_assert_str_eq(json_string_value(json_object_get(json_array_get(all, 1), "key")),
+			 "line2-st1:2");
+	cr_assert_str_eq(json_string_value(json_object_get(json_array_get(all, 2), "key")),
+			 "line2-st1:2");
+	json_decref(all);
+	cr_assert_eq(check_all_arrived(&w, &rx, "line2-st1"), 4);
+
+	rx_stop(&rx);
+	fx_rmtree(w.dir);
+	free(r);
+}
+
+/* openssl, in dir: a CA (name) and a server certificate for 127.0.0.1
+ * issued by it (server.pem/server.key), or a client one. */
+static void make_ca(const char *dir, const char *name)
+{
+	char cmd[2048];
+
+	snprintf(cmd, sizeof(cmd), "cd '%s' && openssl req -x509 -newkey ec "
+		 "-pkeyopt ec_paramgen_curve:P-256 -nodes -keyout %s.key -out %s.pem "
+		 "-days 2 -subj /CN=%s 2>/dev/null", dir, name, name, name);
+	cr_assert_eq(system(cmd), 0, "%s", cmd);
+}
+
+static void make_leaf(const char *dir, const char *ca, const char *name,
+		      const char *ext)
+{
+	char cmd[3000];
+
+	snprintf(cmd, sizeof(cmd), "cd '%s' && printf '%%s\\n' '%s' > %s.ext && "
+		 "openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes "
+		 "-keyout %s.key -out %s.csr -subj /CN=%s 2>/dev/null && "
+		 "openssl x509 -req -in %s.csr -CA %s.pem -CAkey %s.key "
+		 "-CAcreateserial -days 2 -extfile %s.ext -out %s.pem 2>/dev/null",
+		 dir, ext, name, name, name, name, name, ca, ca, name, name);
+	cr_assert_eq(system(cmd), 0, "%s", cmd);
+}
+
+Test(mes, tls_test_ca_accepted_wrong_ca_and_no_client_cert_refused, .timeout = 240)
+{
+	fx_world w;
+	fx_devsim sim;
+	receiver rx = { 0 };
+	fx_run *r = malloc(sizeof(*r));
+	char keyfile[600], pki[600], a[700], b[700], c[700], url[200], opts[2400];
+	json_t *all;
+
+	cr_assert_not_null(r);
+	mes_world(&w, "line3-st1");
+	provision(&w, &sim, 1, "--seed l3");
+	snprintf(keyfile, sizeof(keyfile), "%s/mes.key", w.dir);
+	snprintf(pki, sizeof(pki), "%s/pki", w.dir);
+	cr_assert_eq(mkdir(pki, 0700), 0);
+	make_ca(pki, "mes-ca");
+	make_ca(pki, "other-ca");
+	make_leaf(pki, "mes-ca", "server", "subjectAltName=IP:127.0.0.1");
+	make_leaf(pki, "mes-ca", "client", "extendedKeyUsage=clientAuth");
+	snprintf(a, sizeof(a), "%s/server.pem", pki);
+	snprintf(b, sizeof(b), "%s/server.key", pki);
+	snprintf(c, sizeof(c), "%s/mes-ca.pem", pki);
+	rx_start(&rx, &w, "rx", 0, "--key-file", keyfile, "--tls-cert", a,
+		 "--tls-key", b, "--client-ca", c, NULL);
+	url_of(url, sizeof(url), &rx, "https");
+
+	/* the wrong CA: the server's certificate is refused, nothing sent */
+	snprintf(opts, sizeof(opts), "tls_ca = \"%s/other-ca.pem\"; tls_cert = "
+		 "\"%s/client.pem\"; tls_key = \"%s/client.key\";", pki, pki, pki);
+	set_mes(&w, "line3-st1", url, opts);
+	fx_station_run(r, &w, "mes", "send", "--once", NULL);
+	cr_assert_eq(r->code, 4, "%s%s", r->out, r->err);
+	cr_assert(strstr(r->err, "certificate"), "%s", r->err);
+
+	/* the right CA but no client certificate: the server refuses */
+	snprintf(opts, sizeof(opts), "tls_ca = \"%s/mes-ca.pem\";", pki);
+	set_mes(&w, "line3-st1", url, opts);
+	fx_station_run(r, &w, "mes", "send", "--once", NULL);
+	cr_assert_eq(r->code, 4, "%s%s", r->out, r->err);
+	all = received(&rx);
+	cr_assert_eq(json_array_size(all), 0);
+	json_decref(all);
+
+	/* the test CA and the client certificate: delivered */
+	snprintf(opts, sizeof(opts), "tls_ca = \"%s/mes-ca.pem\"; tls_cert = "
+		 "\"%s/client.pem\"; tls_key = \"%s/client.key\";", pki, pki, pki);
+	set_mes(&w, "line3-st1", url, opts);
+	fx_station_run(r, &w, "mes", "send", "--once", NULL);
+	cr_assert_eq(r->code, 0, "%s%s", r->out, r->err);
+	cr_assert(strstr(r->out, "1 unit sent"), "%s", r->out);
+	all = received(&rx);
+	cr_assert_eq(json_array_size(all), 1);
+	json_decref(all);
+	cr_assert_eq(check_all_arrived(&w, &rx, "line3-st1"), 1);
+
+	rx_stop(&rx);
+	fx_rmtree(w.dir);
+	free(r);
+}
+
+/* What the station should have put in the QR code of unit id. */
+static void want_payload(const fx_world *w, long long id, char *uid, size_t ulen,
+			 char *out, size_t len)
+{
+	char sql[200], sn[200], fp[200];
+
+	snprintf(sql, sizeof(sql), "SELECT uid FROM units WHERE id = %lld", id);
+	fx_q_text(w, sql, uid, ulen);
+	snprintf(sql, sizeof(sql), "SELECT cert_serial FROM units WHERE id = %lld", id);
+	fx_q_text(w, sql, sn, sizeof(sn));
+	snprintf(sql, sizeof(sql), "SELECT cert_sha256 FROM units WHERE id = %lld", id);
+	fx_q_text(w, sql, fp, sizeof(fp));
+	cr_assert(uid[0] && sn[0] && strlen(fp) == 64, "unit %lld", id);
+	snprintf(out, len, "ST1;UID=%s;SN=%s;FP=%s", uid, sn, fp);
+}
+
+/* zbarimg's reading of the PNG, the symbology prefix taken off. */
+static void zbar_read(const char *png, char *out, size_t len)
+{
+	char cmd[1200];
+	FILE *p;
+	size_t n;
+
+	snprintf(cmd, sizeof(cmd), "zbarimg --nodbus --quiet --raw '%s'", png);
+	p = popen(cmd, "r");
+	cr_assert_not_null(p);
+	n = fread(out, 1, len - 1, p);
+	out[n] = '\0';
+	cr_assert_eq(pclose(p), 0, "zbarimg could not read %s: %s", png, out);
+	while (n && (out[n - 1] == '\n' || out[n - 1] == '\r'))
+		out[--n] = '\0';
+}
+
+/* The ZPL: one ^XA...^XZ label whose ^BQ field's data is payload. */
+static void check_zpl(const char *path, const char *payload)
+{
+	char text[8192], *bq, *fd, *fs;
+	FILE *f = fopen(path, "r");
+	size_t n;
+
+	cr_assert_not_null(f, "%s", path);
+	n = fread(text, 1, sizeof(text) - 1, f);
+	text[n] = '\0';
+	fclose(f);
+	cr_assert_eq(strncmp(text, "^XA", 3), 0, "%s", text);
+	cr_assert(n > 4 && !strcmp(text + n - 4, "^XZ\n"), "%s", text);
+	cr_assert_null(strstr(text + 3, "^XA"), "one label only");
+	bq = strstr(text, "^BQN,2,");
+	cr_assert_not_null(bq, "no QR command: %s", text);
+	fd = strstr(bq, "^FD");
+	fs = fd ? strstr(fd, "^FS") : NULL;
+	cr_assert(fd && fs, "%s", text);
+	cr_assert_eq(strncmp(fd, "^FDMA,", 6), 0, "error correction M, automatic");
+	cr_assert_eq((size_t)(fs - fd - 6), strlen(payload));
+	cr_assert_eq(strncmp(fd + 6, payload, strlen(payload)), 0, "%s", text);
+}
+
+Test(mes, label_qr_decodes_to_the_unit_and_zpl_carries_it, .timeout = 240)
+{
+	fx_world w;
+	fx_devsim sim;
+	fx_run *r = malloc(sizeof(*r));
+	fx_world_opts o = { .with_ca = true, .timeout_ms = 700, .station_id = "line4-st1" };
+	char uid[200], payload[600], png[900], zpl[900], got[1024];
+	FILE *f;
+
+	cr_assert_not_null(r);
+	mes_world(&w, "line4-st1");
+	fx_write_conf(&w, &o);
+	f = fopen(w.conf, "a");
+	cr_assert_not_null(f);
+	fprintf(f, "labels: { dir = \"%s/labels\"; };\n", w.dir);
+	fclose(f);
+	provision(&w, &sim, 2, "--seed l4");
+	cr_assert_eq(fx_count_units(&w, "PASS"), 2);
+
+	/* after each PASS: its label, read by an outside decoder */
+	for (long long id = 1; id <= 2; id++) {
+		want_payload(&w, id, uid, sizeof(uid), payload, sizeof(payload));
+		snprintf(png, sizeof(png), "%s/labels/%s.png", w.dir, uid);
+		snprintf(zpl, sizeof(zpl), "%s/labels/%s.zpl", w.dir, uid);
+		zbar_read(png, got, sizeof(got));
+		cr_assert_str_eq(got, payload);
+		check_zpl(zpl, payload);
+	}
+
+	/* a reprint makes it again */
+	cr_assert_eq(unlink(png), 0);
+	cr_assert_eq(unlink(zpl), 0);
+	fx_station_run(r, &w, "label", "print", uid, NULL);
+	cr_assert_eq(r->code, 0, "%s", r->err);
+	zbar_read(png, got, sizeof(got));
+	cr_assert_str_eq(got, payload);
+	check_zpl(zpl, payload);
+
+	/* a device that never passed here gets none */
+	fx_station_run(r, &w, "label", "print", "00112233445566778899aabbccddeeff", NULL);
+	cr_assert_eq(r->code, 2, "%s", r->err);
+	cr_assert(strstr(r->err, "never passed"), "%s", r->err);
+
+	fx_rmtree(w.dir);
+	free(r);
+}
