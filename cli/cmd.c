@@ -30,6 +30,7 @@ static const struct cli_entry *const cmd_table[] = {
 	&cli_cmd_ca,
 	&cli_cmd_devices,
 	&cli_cmd_doctor,
+	&cli_cmd_fuses,
 	&cli_cmd_audit,
 	&cli_cmd_records,
 	&cli_cmd_tui,
