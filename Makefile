@@ -64,6 +64,8 @@ UMOCK_CFLAGS := $(shell pkg-config --cflags umockdev-1.0 2>/dev/null)
 UMOCK_LIBS   := $(shell pkg-config --libs umockdev-1.0 2>/dev/null)
 
 STATION := $(BUILD)/station
+LANGS := $(basename $(notdir $(wildcard po/*.po)))
+MOS := $(foreach l,$(LANGS),$(BUILD)/locale/$(l)/LC_MESSAGES/station.mo)
 DEVSIM  := $(BUILD)/station-devsim
 GEN_UDEV := $(BUILD)/gen-udev
 BENCH_HSM := $(BUILD)/bench-hsm
@@ -72,9 +74,20 @@ BENCH_HSM := $(BUILD)/bench-hsm
 
 .PHONY: all deps demo demo-run check check-run check-plain check-udev check-layers \
 	udev fuzz bench asan install install-sim uninstall uninstall-sim clean tests \
-	man package check-package
+	man package check-package pot
 
-all: $(STATION) $(DEVSIM)
+all: $(STATION) $(DEVSIM) $(MOS)
+
+# Translations (docs/tui.md, "Translations"): po/LANG.po compiled into the
+# build's locale directory, which tests name in STATION_LOCALEDIR.
+$(BUILD)/locale/%/LC_MESSAGES/station.mo: po/%.po
+	@mkdir -p $(@D)
+	msgfmt --check -o $@ $<
+
+# The template a translator starts from: every _() and N_() string.
+pot:
+	xgettext --from-code=UTF-8 --keyword=_ --keyword=N_ --add-comments=TRANSLATORS \
+		-o po/station.pot $(sort $(wildcard ui/*.c cli/*.c))
 
 $(BUILD)/libstation.a: $(LIB_OBJS)
 	@mkdir -p $(@D)
@@ -131,6 +144,7 @@ $(BUILD)/tests/%: $(OBJ)/tests/%.o $(FIX_OBJS) $(BUILD)/libstation.a
 
 # `station --version`: the version is VERSION above, and only here.
 $(OBJ)/cli/cmd.o: CPPFLAGS_ALL += -DST_VERSION='"$(VERSION)"'
+$(OBJ)/base/base.o: CPPFLAGS_ALL += -DST_LOCALEDIR='"$(PREFIX)/share/locale"'
 
 # The simulator's USB device mode and its users need umockdev's headers.
 $(OBJ)/tests/test_usb.o $(OBJ)/tests/fixtures/fx_usbsim.o \
@@ -203,6 +217,10 @@ install: all man
 		$(DESTDIR)$(TMPFILESDIR) $(DESTDIR)$(COMPLDIR) $(DESTDIR)$(EXDIR) \
 		$(DESTDIR)$(SYSCONFDIR)/station
 	install -m 0755 $(STATION) $(DESTDIR)$(PREFIX)/bin/
+	for l in $(LANGS); do \
+		install -D -m 0644 $(BUILD)/locale/$$l/LC_MESSAGES/station.mo \
+			$(DESTDIR)$(PREFIX)/share/locale/$$l/LC_MESSAGES/station.mo; \
+	done
 	install -m 0644 $(BUILD)/man/station.1 $(DESTDIR)$(MANDIR)/man1/
 	install -m 0644 $(BUILD)/man/station.conf.5 $(BUILD)/man/station-profile.5 \
 		$(DESTDIR)$(MANDIR)/man5/

@@ -3,7 +3,23 @@
 
 #include <ctype.h>
 #include <openssl/crypto.h>
+#include <locale.h>
+#include <stdlib.h>
 #include <time.h>
+
+#ifndef ST_LOCALEDIR
+#define ST_LOCALEDIR "/usr/local/share/locale"
+#endif
+
+void st_i18n_init(void)
+{
+	const char *dir = getenv("STATION_LOCALEDIR");
+
+	setlocale(LC_MESSAGES, "");
+	bindtextdomain(ST_TEXTDOMAIN, dir && *dir ? dir : ST_LOCALEDIR);
+	bind_textdomain_codeset(ST_TEXTDOMAIN, "UTF-8");
+	textdomain(ST_TEXTDOMAIN);
+}
 
 static const struct {
 	int code;

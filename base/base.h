@@ -6,6 +6,20 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <libintl.h>
+
+/* Messages for people go through gettext (docs/tui.md, "Translations"):
+ * _() where the text is used, N_() where a table only holds it.  The
+ * catalogue is the text domain "station". */
+#define _(s) gettext(s)
+#define N_(s) (s)
+#define ST_TEXTDOMAIN "station"
+
+/* Bind the message catalogue: STATION_LOCALEDIR when set (a build's
+ * locale directory, for tests), else the installed one (ST_LOCALEDIR);
+ * LC_MESSAGES from the environment, so LANGUAGE / LC_ALL / LC_MESSAGES /
+ * LANG choose the language.  Output is UTF-8 whatever LC_CTYPE says. */
+void st_i18n_init(void);
 
 /* One project-wide error enum: 0 is success, errors are negative.  Modules
  * convert CK_RV, errno, SQLite and OpenSSL errors to these at their boundary

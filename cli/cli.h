@@ -96,7 +96,7 @@ struct cli_entry {
 
 /* The entries (cli/cmd-*.c), listed in cmd.c's table. */
 extern const struct cli_entry cli_cmd_audit, cli_cmd_ca, cli_cmd_config,
-	cli_cmd_crl, cli_cmd_devices, cli_cmd_doctor, cli_cmd_init, cli_cmd_operator, cli_cmd_profile,
+	cli_cmd_crl, cli_cmd_devices, cli_cmd_doctor, cli_cmd_fuses, cli_cmd_init, cli_cmd_operator, cli_cmd_profile,
 	cli_cmd_provision, cli_cmd_quarantine, cli_cmd_records, cli_cmd_tui;
 extern const struct cli_entry cli_cmd_mes, cli_cmd_label;
 

@@ -315,9 +315,9 @@ static int confirm_burn(struct cli *cli)
 	if (!cli->burn_fuses || cli->dry_run || cli->yes)
 		return 0;
 	if (!isatty(STDIN_FILENO))
-		return st_say(ST_EXIT_USAGE, "provision: the run is armed (%s) and burns "
+		return st_say(ST_EXIT_USAGE, _("provision: the run is armed (%s) and burns "
 			      "one-time fuses, but there is no terminal to confirm it on: "
-			      "give --yes to confirm it from a script; nothing was done",
+			      "give --yes to confirm it from a script; nothing was done"),
 			      cli->cfg.burn_fuses ? "defaults.burn_fuses" : "--burn-fuses");
 	fprintf(stderr, "station: this run burns one-time fuses and locks every unit in "
 		"%d slot%s; that cannot be undone.\nType %s%s to go on: ",
@@ -361,7 +361,7 @@ static int exec_provision(struct cli *cli, int argc, char **argv)
 				   err, sizeof(err))) {
 		st_log_close(cli->log);
 		cli->log = NULL;
-		return st_say(ST_EXIT_USAGE, "profile refused: %s; nothing was provisioned", err);
+		return st_say(ST_EXIT_USAGE, _("profile refused: %s; nothing was provisioned"), err);
 	}
 	code = confirm_burn(cli);
 	if (code)

@@ -30,6 +30,7 @@ static const struct cli_entry *const cmd_table[] = {
 	&cli_cmd_ca,
 	&cli_cmd_devices,
 	&cli_cmd_doctor,
+	&cli_cmd_fuses,
 	&cli_cmd_audit,
 	&cli_cmd_records,
 	&cli_cmd_tui,
@@ -664,9 +665,9 @@ static int load_config(struct cli *cli, const enum cli_opt *given_o,
 	if (!cli->config_path) {
 		cli->config_path = cli_default_config(&from);
 		if (!cli->config_path)
-			return st_say(ST_EXIT_USAGE, "no configuration: STATION_CONFIG is not "
+			return st_say(ST_EXIT_USAGE, _("no configuration: STATION_CONFIG is not "
 				      "set and %s does not exist; give --config FILE, set "
-				      "STATION_CONFIG, or write one with 'station init'",
+				      "STATION_CONFIG, or write one with 'station init'"),
 				      CLI_DEFAULT_CONFIG);
 		if (!from)
 			from = "the default";
@@ -718,6 +719,7 @@ int cli_main(int argc, char **argv)
 
 	/* Secrets must not end up in a core dump. */
 	setrlimit(RLIMIT_CORE, &nocore);
+	st_i18n_init();
 	prctl(PR_SET_DUMPABLE, 0);
 
 	for (int o = 1; o < O_MAX; o++)
@@ -738,14 +740,14 @@ int cli_main(int argc, char **argv)
 		case 'j': o = O_JSON; break;
 		case 'h': o = O_HELP; break;
 		case ':':
-			return st_say(ST_EXIT_USAGE, "option '%s' needs a value",
+			return st_say(ST_EXIT_USAGE, _("option '%s' needs a value"),
 				      argv[optind - 1]);
 		case '?':
 			if (optopt)
-				return st_say(ST_EXIT_USAGE, "unknown option '-%c' (try "
-					      "'station help')", optopt);
-			return st_say(ST_EXIT_USAGE, "unknown option '%s' (try 'station "
-				      "help')", argv[optind - 1]);
+				return st_say(ST_EXIT_USAGE, _("unknown option '-%c' (try "
+					      "'station help')"), optopt);
+			return st_say(ST_EXIT_USAGE, _("unknown option '%s' (try 'station "
+				      "help')"), argv[optind - 1]);
 		default:
 			o = (enum cli_opt)(c - 0x100);
 			break;
@@ -786,7 +788,7 @@ int cli_main(int argc, char **argv)
 	if (optind < argc) {
 		cmd = find_command(argv[optind]);
 		if (!cmd)
-			return st_say(ST_EXIT_USAGE, "unknown command '%s' (try 'station help')",
+			return st_say(ST_EXIT_USAGE, _("unknown command '%s' (try 'station help')"),
 				      argv[optind]);
 		optind++;
 		code = pick_sub(&cli, cmd, argc, argv, &optind, help, &sub);

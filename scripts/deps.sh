@@ -6,7 +6,7 @@ PKGS="build-essential pkg-config libssl-dev libsqlite3-dev libp11-kit-dev p11-ki
 libjansson-dev libconfig-dev libcrypt-dev libcriterion-dev softhsm2 opensc sqlite3 openssl
 libusb-1.0-0-dev libncurses-dev tmux umockdev libumockdev-dev clang e2fsprogs
 libtss2-dev swtpm swtpm-tools tpm2-tools time libpq-dev postgresql
-jq socat libengine-pkcs11-openssl strace
+jq socat libengine-pkcs11-openssl strace gettext
 libsystemd-dev debhelper lintian fakeroot man-db bash-completion
 opencryptoki libtpm2-pkcs11-1 libtpm2-pkcs11-tools tpm2-abrmd libtss2-tcti-tabrmd0 dbus-daemon
 libnss3 libnss3-tools

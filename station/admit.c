@@ -409,6 +409,7 @@ int next_unit(struct worker *w, struct unit *u)
 	char last[32], why[1200];
 	st_verdict lv = ST_VERDICT_FAIL;
 	bool ended = false;   /* the last record has a verdict (lv); else RUNNING */
+	bool closed = false;  /* an earlier run's open record was closed here */
 	int64_t id;
 	int rc;
 
@@ -466,8 +467,23 @@ int next_unit(struct worker *w, struct unit *u)
 			interrupted.reason = why;
 		}
 		rc = rec_unit_end(w->job->rec, id, &interrupted);
+		closed = rc == ST_OK;
 	}
 	pthread_mutex_unlock(&((struct job *)w->job)->rec_order);
+	if (closed) {
+		st_event ev = { .kind = ST_EV_WARNING, .uid = u->info.uid_hex,
+				.detail = why };
+
+		/* said, not only logged: the operator was told at the failed
+		 * run that this start closes it */
+		snprintf(why, sizeof(why), "slot %d: unit %s: unit record %lld was "
+			 "left open (RUNNING) "
+			 "by an earlier run that stopped during this unit (a crash, a "
+			 "lost link or a full records disk): closed as FAIL "
+			 "(interrupted); the unit is provisioned again", w->slot,
+			 u->info.uid_hex, (long long)id);
+		emit(w, &ev);
+	}
 	if (rc != ST_OK && rc != ST_E_NOTFOUND) {
 		slot_error(w, rc, "slot %d: records lookup failed: %s", w->slot,
 			   rec_errmsg(w->job->rec));
@@ -531,8 +547,12 @@ int begin_unit(struct worker *w, struct unit *u)
 				  ST_VERDICT_FAIL);
 		if (!rc && qn.step != ST_STEP_NONE &&
 		    step_as(u, qn.step, REC_LAZY, ST_OUTCOME_OK, "%s", qn.detail)) {
+			char msg[768];
+
 			/* left RUNNING, as after a crash */
-			slot_error(w, ST_E_DB, "slot %d: %s", w->slot, u->reason);
+			records_stop_msg(msg, sizeof(msg), w, u->info.uid_hex,
+					 u->reason, true);
+			slot_error(w, ST_E_DB, "%s", msg);
 			record_failed(w, ST_E_DB);
 			set_live(w, 0);
 			return ST_E_DB;
@@ -550,6 +570,16 @@ int begin_unit(struct worker *w, struct unit *u)
 		emit(w, &qe);
 		return 1;
 	}
+	if (rc && !hsm_gone(rc) && records_full(rec_errmsg(job->rec))) {
+		char msg[768];
+
+		/* the row was rolled back: nothing is left open */
+		records_stop_msg(msg, sizeof(msg), w, u->info.uid_hex,
+				 rec_errmsg(job->rec), false);
+		slot_error(w, ST_E_DB, "%s", msg);
+		record_failed(w, rc);
+		return ST_E_DB;
+	}
 	if (rc) {
 		slot_error(w, hsm_gone(rc) ? rc : ST_E_DB, "slot %d: %sunit %s: "
 			   "cannot open a record (%s); nothing was done to the "
@@ -562,9 +592,12 @@ int begin_unit(struct worker *w, struct unit *u)
 	if (u->reprovision[0] &&
 	    rec_step_ex(job->rec, u->id, st_step_name(ST_STEP_REPROVISION), "ok", u->reprovision,
 			REC_LAZY)) {
-		slot_error(w, ST_E_DB, "slot %d: unit %s: cannot record the "
-			   "re-provisioning (%s)", w->slot, u->info.uid_hex,
-			   rec_errmsg(job->rec));
+		char msg[768], why[600];
+
+		snprintf(why, sizeof(why), "cannot record the re-provisioning (%s)",
+			 rec_errmsg(job->rec));
+		records_stop_msg(msg, sizeof(msg), w, u->info.uid_hex, why, true);
+		slot_error(w, ST_E_DB, "%s", msg);
 		record_failed(w, ST_E_DB);
 		return ST_E_DB;
 	}

@@ -168,6 +168,9 @@ void slot_error(struct worker *w, int rc, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 bool hsm_gone(int rc);
 void record_failed(struct worker *w, int rc);
+bool records_full(const char *why);
+void records_stop_msg(char *buf, size_t len, const struct worker *w,
+		      const char *uid, const char *why, bool open);
 void *worker_main(void *arg);
 void *worker_interactive(void *arg);
 

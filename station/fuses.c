@@ -806,3 +806,120 @@ int st_fuse_run_plan(st_fuse_run *r)
 		r->summary = ST_FUSES_BURNED;
 	return ST_OK;
 }
+
+/* ---- showing a device's fuses (read only) ---- */
+
+const char *st_fuse_state_name(st_fuse_state s)
+{
+	static const char *const names[] = {
+		[ST_FUSE_BLANK] = "blank", [ST_FUSE_MATCHES] = "matches",
+		[ST_FUSE_DIFFERS] = "differs", [ST_FUSE_LOCKED] = "locked",
+	};
+
+	return (unsigned)s < sizeof(names) / sizeof(names[0]) ? names[s] : "?";
+}
+
+/* The lifecycle step's row: the device's state against the plan's. */
+static void show_lifecycle(const st_fuse_field *f, uint8_t lc, st_fuse_row *r)
+{
+	const char *cur = lc < 3 ? lc_names[lc] : "unknown";
+
+	r->bank = -1;
+	snprintf(r->current, sizeof(r->current), "%s", cur);
+	snprintf(r->target, sizeof(r->target), "%s", lc_names[f->lifecycle]);
+	if (lc == f->lifecycle) {
+		r->state = lc == DRV_LC_LOCKED ? ST_FUSE_LOCKED : ST_FUSE_MATCHES;
+		r->action = "skip";
+	} else if (lc < f->lifecycle) {
+		r->state = ST_FUSE_BLANK;
+		r->action = "advance";
+	} else {
+		r->state = lc == DRV_LC_LOCKED ? ST_FUSE_LOCKED : ST_FUSE_DIFFERS;
+		r->action = "refuse";
+		snprintf(r->why, sizeof(r->why), "the device is %s, past the plan's "
+			 "%s: a lifecycle never goes back", cur, lc_names[f->lifecycle]);
+	}
+}
+
+int st_fuses_show(const st_config *cfg, const st_profile *prof, const char *slot,
+		  st_fuse_show *out, char *err, size_t errlen)
+{
+	const st_fuse_plan *plan = st_profile_fuse_plan(prof);
+	drv_opts opts = { .timeout_ms = cfg->timeout_ms, .retries = cfg->retries,
+			  .target_opts = st_profile_target_opts(prof) };
+	drv_dev *dev = NULL;
+	drv_info info;
+	uint8_t bank[DRV_FUSE_BANK_LEN], faulty;
+	int rc, i;
+
+	memset(out, 0, sizeof(*out));
+	rc = drv_open(slot, &opts, &dev);
+	if (rc) {
+		snprintf(err, errlen, "%s: programmer not usable: %s", slot,
+			 dev ? drv_errmsg(dev) : st_strerror(rc));
+		goto cleanup;
+	}
+	rc = drv_identify(dev, &info);
+	if (rc) {
+		snprintf(err, errlen, "%s: %s", slot, rc == ST_E_NO_TARGET ?
+			 "no unit in the programmer: insert one" : drv_errmsg(dev));
+		goto cleanup;
+	}
+	snprintf(out->uid, sizeof(out->uid), "%s", info.uid_hex);
+	snprintf(out->model, sizeof(out->model), "%s", info.model);
+	out->lifecycle = info.lifecycle < 3 ? lc_names[info.lifecycle] : "unknown";
+	out->banks = info.fuse_banks;
+	for (i = 0; i < plan->n && i < (int)(sizeof(out->row) / sizeof(out->row[0])); i++) {
+		const st_fuse_field *f = &plan->f[i];
+		st_fuse_row *r = &out->row[out->n++];
+
+		snprintf(r->name, sizeof(r->name), "%s", f->name);
+		r->kind = kind_names[f->kind];
+		if (f->kind == ST_FUSE_LIFECYCLE) {
+			show_lifecycle(f, info.lifecycle, r);
+			continue;
+		}
+		r->bank = (int)f->bank;
+		r->word_lo = f->word;
+		r->word_hi = f->word + f->nwords - 1;
+		field_hex(f, f->target, r->target);
+		if (f->bank >= info.fuse_banks) {
+			snprintf(r->current, sizeof(r->current), "-");
+			r->state = ST_FUSE_DIFFERS;
+			r->action = "refuse";
+			snprintf(r->why, sizeof(r->why), "the target has %u fuse banks: "
+				 "wrong profile for this model", info.fuse_banks);
+			continue;
+		}
+		faulty = 0;
+		rc = drv_fuse_read_status(dev, f->bank, bank, &faulty);
+		if (rc) {
+			snprintf(err, errlen, "%s: unit %s: reading fuse bank %u (field "
+				 "%s) failed: %s", slot, info.uid_hex, f->bank, f->name,
+				 drv_errmsg(dev));
+			goto cleanup;
+		}
+		field_hex(f, bank, r->current);
+		switch (classify(f, bank, faulty, r->why, sizeof(r->why))) {
+		case A_SKIP:
+			r->state = f->kind == ST_FUSE_WRITE_PROTECT ? ST_FUSE_LOCKED :
+				   ST_FUSE_MATCHES;
+			r->action = "skip";
+			r->why[0] = '\0';
+			break;
+		case A_BURN:
+			r->state = ST_FUSE_BLANK;
+			r->action = "burn";
+			r->why[0] = '\0';
+			break;
+		case A_REFUSE:
+			r->state = ST_FUSE_DIFFERS;
+			r->action = "refuse";
+			break;
+		}
+	}
+	rc = ST_OK;
+cleanup:
+	drv_close(dev);
+	return rc;
+}

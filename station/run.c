@@ -140,7 +140,9 @@ static int audit_start(struct job *job, st_audit **out, char *err, size_t errlen
 	OPENSSL_free(ca_subj);
 	if (rc) {
 		snprintf(err, errlen, "records: cannot record the station start, so "
-			 "nothing is provisioned: %s", rec_errmsg(job->rec));
+			 "nothing is provisioned: %s%s", rec_errmsg(job->rec),
+			 records_full(rec_errmsg(job->rec)) ? "; the records disk "
+			 "is full: free space, then start again" : "");
 		rc = ST_E_DB;
 		goto fail;
 	}

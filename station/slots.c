@@ -1,6 +1,7 @@
 /* slots.c — the slot workers: a batch run's (worker_main) and an
  * interactive run's (worker_interactive), each taking unit after unit
  * from its programmer. */
+#include <errno.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -75,6 +76,46 @@ void record_failed(struct worker *w, int rc)
 	} else {
 		w->sum.record_errors++;
 	}
+}
+
+/* Is why (a rec_errmsg) a full records disk?  SQLite's words for
+ * SQLITE_FULL, or the errno rec_db_why() appends to an I/O error (no space,
+ * a quota, a file size limit).  The words, not a code: a failed group
+ * commit reaches the unit only as its message. */
+bool records_full(const char *why)
+{
+	char e[3][128];
+	int i, errs[3] = { ENOSPC, EDQUOT, EFBIG };
+
+	if (!why)
+		return false;
+	if (strstr(why, "database or disk is full"))
+		return true;
+	for (i = 0; i < 3; i++)
+		if (strstr(why, strerror_r(errs[i], e[i], sizeof(e[i]))))
+			return true;
+	return false;
+}
+
+/* The slot error for a unit whose record could not be written (why: the
+ * store's words).  open: the unit's record was opened and stays RUNNING,
+ * as after a crash; the unit's next start closes it (next_unit).  A full
+ * disk asks for space and a new start; anything else for the store to be
+ * fixed. */
+void records_stop_msg(char *buf, size_t len, const struct worker *w,
+		      const char *uid, const char *why, bool open)
+{
+	if (records_full(why))
+		snprintf(buf, len, "slot %d: unit %s: the records disk is full "
+			 "(%s): %s; free space, then start again; %s", w->slot,
+			 uid, why, open ? "the unit is NOT passed" :
+			 "nothing was done to the unit", open ? "the unit's open "
+			 "record will be closed then" : "the unit is provisioned then");
+	else
+		snprintf(buf, len, "slot %d: unit %s: %s; %s: fix the records "
+			 "store and provision it again", w->slot, uid, why,
+			 open ? "the unit is NOT passed and the slot stops" :
+			 "nothing was done to the unit");
 }
 
 /* fuse-run callback for a dry run: one line per field, to the front end. */
@@ -372,9 +413,7 @@ static void records_stopped(struct worker *w, const struct unit *u)
 
 	if (u->stop_said || (u->err && st_err_is_link(u->err)))
 		return;
-	snprintf(msg, sizeof(msg), "slot %d: unit %s: %s; the unit is NOT passed "
-		 "and the slot stops: fix the records store and provision it "
-		 "again", w->slot, u->info.uid_hex, u->reason);
+	records_stop_msg(msg, sizeof(msg), w, u->info.uid_hex, u->reason, true);
 	se.detail = msg;
 	record_failed(w, se.err);
 	emit(w, &se);

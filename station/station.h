@@ -440,6 +440,50 @@ int st_devices(const char *const *slots, size_t nslots, bool json, void *out,
 int st_devices_present(const char *const *slots, size_t nslots, bool *present,
 		       size_t *found, char *err, size_t errlen);
 
+/* `station fuses show`: a device's fuse fields and lifecycle against the
+ * profile's fuse plan, read only (docs/fuses.md, "Showing a device's
+ * fuses").  A field's state: blank (every word reads 0), matches (it holds
+ * the plan's target), differs (anything else: another value, a partial or
+ * half-programmed burn), locked (a write-protect field that holds its
+ * target: the fields it protects can no longer change; the lifecycle step
+ * when the device is locked). */
+typedef enum st_fuse_state {
+	ST_FUSE_BLANK,
+	ST_FUSE_MATCHES,
+	ST_FUSE_DIFFERS,
+	ST_FUSE_LOCKED,
+} st_fuse_state;
+
+const char *st_fuse_state_name(st_fuse_state s);
+
+typedef struct st_fuse_row {
+	char name[32];
+	const char *kind;       /* "data", "write-protect", "lifecycle" */
+	int bank;               /* -1: the lifecycle step */
+	unsigned word_lo, word_hi;
+	char current[65];       /* the field's words as read, hex; lifecycle: its state */
+	char target[65];        /* the plan's */
+	st_fuse_state state;
+	const char *action;     /* what an armed run would do: "skip", "burn",
+				 * "refuse", "advance" */
+	char why[200];          /* for "refuse": why */
+} st_fuse_row;
+
+typedef struct st_fuse_show {
+	char uid[33], model[32];
+	const char *lifecycle;  /* the device's, as a word */
+	unsigned banks;         /* fuse banks the target has */
+	st_fuse_row row[16];
+	int n;
+} st_fuse_show;
+
+/* Open the programmer at slot (a port or driver URI), identify the unit and
+ * read every bank the profile's fuse plan names.  Never burns, never
+ * writes to the device or to the records.  ST_OK with out filled; an
+ * st_err with err saying what failed (no unit: ST_E_NO_TARGET). */
+int st_fuses_show(const st_config *cfg, const st_profile *prof, const char *slot,
+		  st_fuse_show *out, char *err, size_t errlen);
+
 /* `station devices --watch`: one line per USB programmer arriving or
  * leaving (those attached at the start arrive first), with the slot of
  * slots[] it is bound to, until SIGINT or SIGTERM.  ST_OK, or an error. */

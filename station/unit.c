@@ -729,13 +729,17 @@ void finish_unit(struct unit *u)
 				.err = rc };
 		char msg[768];
 
-		snprintf(msg, sizeof(msg), "slot %d: %sunit %s: the record could not be "
-			 "written (%s); the unit is NOT passed and the slot stops: %s and "
-			 "provision it again", w->slot,
-			 hsm_gone(rc) ? "the HSM session or token was lost: " : "",
-			 u->info.uid_hex, rec_errmsg(w->job->rec),
-			 hsm_gone(rc) ? "put the token back, restart the station" :
-			 "fix the records store");
+		if (!hsm_gone(rc) && records_full(rec_errmsg(w->job->rec)))
+			records_stop_msg(msg, sizeof(msg), w, u->info.uid_hex,
+					 rec_errmsg(w->job->rec), true);
+		else
+			snprintf(msg, sizeof(msg), "slot %d: %sunit %s: the record could not be "
+				 "written (%s); the unit is NOT passed and the slot stops: %s and "
+				 "provision it again", w->slot,
+				 hsm_gone(rc) ? "the HSM session or token was lost: " : "",
+				 u->info.uid_hex, rec_errmsg(w->job->rec),
+				 hsm_gone(rc) ? "put the token back, restart the station" :
+				 "fix the records store");
 		se.detail = msg;
 		record_failed(w, rc);
 		u->stop_slot = true;

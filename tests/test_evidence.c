@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -1287,5 +1288,98 @@ Test(evidence, verify_without_a_reachable_token_asks_for_the_ca, .timeout = 120)
 	fx_station_run(&R, &w, "--ca-cert", w.ca, "records", "verify", NULL);
 	cr_assert_eq(R.code, 0, "%s%s", R.out, R.err);
 	setenv("SOFTHSM2_CONF", conf, 1);
+	fx_rmtree(w.dir);
+}
+
+/* Fill the file system at dir to the last byte with the file "filler",
+ * then give back leave bytes of it. */
+static void fill_up(const char *dir, off_t leave)
+{
+	char path[700], block[4096];
+	struct stat sb;
+	int fd;
+
+	memset(block, 0x5a, sizeof(block));
+	snprintf(path, sizeof(path), "%s/filler", dir);
+	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+	cr_assert_geq(fd, 0, "%s: %s", path, strerror(errno));
+	while (write(fd, block, sizeof(block)) > 0)
+		;
+	cr_assert_eq(errno, ENOSPC, "filling %s: %s", dir, strerror(errno));
+	cr_assert_eq(fstat(fd, &sb), 0);
+	cr_assert_eq(ftruncate(fd, sb.st_size > leave ? sb.st_size - leave : 0), 0);
+	close(fd);
+}
+
+/* A records disk that fills during a run: the slot stops saying the disk
+ * is full and what to do (free space, start again; an open record is
+ * closed then).  After space is freed, the next start closes the record
+ * the failed run left open, as after a crash, and says so; the unit is
+ * provisioned and no record stays RUNNING. */
+Test(evidence, full_records_disk_is_named_and_the_next_start_closes_the_open_record,
+     .timeout = 240)
+{
+	fx_world w;
+	fx_devsim sim;
+	char dir[600], db[700], filler[700];
+	long long running;
+	bool open_left;
+
+	fx_world_init(&w, true, 2000);
+	fx_path(dir, &w, "small");
+	cr_assert_eq(mkdir(dir, 0755), 0);
+	cr_assert_eq(mount("tmpfs", dir, "tmpfs", 0, "size=8m"), 0,
+		     "mount tmpfs (the tests run as root)");
+	snprintf(db, sizeof(db), "%s/records.db", dir);
+	snprintf(filler, sizeof(filler), "%s/filler", dir);
+	cr_assert_eq(fx_devsim_start(&sim, w.dir, "p0", 1, NULL), 0);
+	fx_station_run(&R, &w, "--json", "--records", db, "--slot", sim.port,
+		       "provision", NULL);
+	fx_devsim_stop(&sim);
+	cr_assert_eq(R.code, 0, "%s\n%s", R.out, R.err);
+	/* room for the start of a run and a few units, not for 60 */
+	fill_up(dir, 160 * 1024);
+	cr_assert_eq(fx_devsim_start(&sim, w.dir, "p1", 60, NULL), 0);
+	fx_station_run(&R, &w, "--json", "--records", db, "--slot", sim.port,
+		       "provision", NULL);
+	fx_devsim_stop(&sim);
+	cr_assert_eq(R.code, 4, "exit %d\n%s\n%s", R.code, R.out, R.err);
+	cr_assert(strstr(R.out, "the records disk is full ("), "%s\n%s", R.out, R.err);
+	cr_assert(strstr(R.out, "free space, then start again; "), "%s", R.out);
+	running = q_int(db, "SELECT count(*) FROM units WHERE state = 'RUNNING'");
+	open_left = running > 0;
+	cr_log_info("the disk filled %s a record was open (%lld RUNNING)",
+		    open_left ? "while" : "before", running);
+	cr_assert_leq(running, 1);
+	if (open_left)
+		cr_assert(strstr(R.out, "the unit is NOT passed; free space, then "
+				 "start again; the unit's open record will be "
+				 "closed then"), "%s", R.out);
+	else
+		cr_assert(strstr(R.out, "nothing was done to the unit; free space, "
+				 "then start again"), "%s", R.out);
+
+	/* free space, start again: the same unit is presented first */
+	cr_assert_eq(unlink(filler), 0);
+	cr_assert_eq(fx_devsim_start(&sim, w.dir, "p1", 60, NULL), 0);
+	fx_station_run(&R, &w, "--json", "--records", db, "--slot", sim.port,
+		       "provision", NULL);
+	fx_devsim_stop(&sim);
+	cr_assert_eq(R.code, 0, "exit %d\n%s\n%s", R.code, R.out, R.err);
+	cr_assert_eq(q_int(db, "SELECT count(*) FROM units WHERE state = 'RUNNING'"), 0);
+	if (open_left) {
+		cr_assert(strstr(R.err, "was left open (RUNNING) by an earlier run "
+				 "that stopped during this unit (a crash, a lost "
+				 "link or a full records disk): closed as FAIL "
+				 "(interrupted); the unit is provisioned again"),
+			  "%s", R.err);
+		cr_assert_eq(q_int(db, "SELECT count(*) FROM units WHERE state = "
+				   "'FAIL' AND reason LIKE 'interrupted%'"), 1);
+	}
+	cr_assert_eq(q_int(db, "SELECT count(*) FROM units WHERE state = 'UNFUSED'"),
+		     60, "every unit provisioned once (the lot's first unit is p0's)");
+	fx_station_run(&R, &w, "--records", db, "records", "verify", NULL);
+	cr_assert_eq(R.code, 0, "%s\n%s", R.out, R.err);
+	umount(dir);
 	fx_rmtree(w.dir);
 }

@@ -1163,3 +1163,156 @@ Test(fusesim, words_program_once_with_redundancy_and_conditions, .timeout = 60)
 	fx_devsim_stop(&sim);
 	fx_rmtree(dir);
 }
+
+/* ---- station fuses show: read only ---- */
+
+/* `fuses show --json` on the simulator's unit 0: the parsed object, after
+ * checking the run changed neither the device nor the records. */
+static json_t *fuses_show(const fx_world *w, fx_devsim *sim)
+{
+	fx_run *r = calloc(1, sizeof(*r));
+	json_t *before, *after, *o;
+	json_error_t je;
+	bool store = access(w->db, F_OK) == 0;
+	long long events = store ? fx_q_int(w, "SELECT count(*) FROM events") : 0;
+
+	cr_assert_not_null(r);
+	before = sim_unit(sim->state_path, 0);
+	start_sim(sim, w, 1, NULL);
+	fx_station_run(r, w, "--json", "fuses", "show", "--slot", sim->port, NULL);
+	fx_devsim_stop(sim);
+	cr_assert_eq(r->code, 0, "exit %d\n%s\n%s", r->code, r->out, r->err);
+	after = sim_unit(sim->state_path, 0);
+	cr_assert(json_equal(before, after), "fuses show changed the device");
+	if (store)
+		cr_assert_eq(fx_q_int(w, "SELECT count(*) FROM events"), events,
+			     "fuses show wrote to the records");
+	else
+		cr_assert_neq(access(w->db, F_OK), 0, "fuses show made a store");
+	o = json_loads(r->out, 0, &je);
+	cr_assert_not_null(o, "not one JSON object: %s\n%s", je.text, r->out);
+	json_decref(before);
+	json_decref(after);
+	free(r);
+	return o;
+}
+
+/* The field name's object in o's fields array. */
+static json_t *shown(json_t *o, const char *name)
+{
+	json_t *fields = json_object_get(o, "fields"), *f;
+	size_t i;
+
+	json_array_foreach(fields, i, f)
+		if (!strcmp(json_string_value(json_object_get(f, "name")), name))
+			return f;
+	cr_assert_fail("no field %s", name);
+	return NULL;
+}
+
+static const char *sget(json_t *o, const char *k)
+{
+	const char *v = json_string_value(json_object_get(o, k));
+
+	cr_assert_not_null(v, "no %s", k);
+	return v;
+}
+
+Test(fuses_show, a_blank_unit_is_blank_in_every_field, .timeout = 90)
+{
+	fx_world w;
+	fx_devsim sim;
+	json_t *o, *f;
+	const char *names[] = { "rot-hash", "secure-boot", "jtag-disable", "rot-wp" };
+
+	world_init(&w, PLAN, 2000);
+	make_state(&sim, &w, 1);
+	o = fuses_show(&w, &sim);
+	cr_assert_eq(json_array_size(json_object_get(o, "fields")), 5);
+	cr_assert_str_eq(sget(o, "lifecycle"), "open");
+	cr_assert_eq(strlen(sget(o, "uid")), 32);
+	for (size_t i = 0; i < 4; i++) {
+		f = shown(o, names[i]);
+		cr_assert_str_eq(sget(f, "state"), "blank", "%s", names[i]);
+		cr_assert_str_eq(sget(f, "action"), "burn", "%s", names[i]);
+	}
+	f = shown(o, "rot-hash");
+	cr_assert_str_eq(sget(f, "current"), BLANK);
+	cr_assert_str_eq(sget(f, "target"), FX_ROT);
+	cr_assert_eq(json_integer_value(json_object_get(f, "bank")), 0);
+	cr_assert_eq(json_integer_value(json_array_get(json_object_get(f, "words"), 1)), 7);
+	f = shown(o, "jtag-disable");
+	cr_assert_str_eq(sget(f, "target"), "0f000000");
+	cr_assert_eq(json_integer_value(json_object_get(f, "bank")), 1);
+	cr_assert_eq(json_integer_value(json_array_get(json_object_get(f, "words"), 0)), 1);
+	f = shown(o, "lock");
+	cr_assert_str_eq(sget(f, "kind"), "lifecycle");
+	cr_assert_str_eq(sget(f, "current"), "open");
+	cr_assert_str_eq(sget(f, "target"), "locked");
+	cr_assert_str_eq(sget(f, "state"), "blank");
+	cr_assert_str_eq(sget(f, "action"), "advance");
+	cr_assert_null(json_object_get(f, "bank"));
+	json_decref(o);
+	fx_rmtree(w.dir);
+}
+
+Test(fuses_show, a_provisioned_unit_matches_and_is_locked, .timeout = 120)
+{
+	fx_world w;
+	fx_run *r = calloc(1, sizeof(*r));
+	fx_devsim sim;
+	json_t *o;
+
+	cr_assert_not_null(r);
+	world_init(&w, PLAN, 2000);
+	start_sim(&sim, &w, 1, NULL);
+	fx_station_run(r, &w, "--burn-fuses", "--yes", "--slot", sim.port, "provision", NULL);
+	fx_devsim_stop(&sim);
+	cr_assert_eq(r->code, 0, "%s\n%s", r->out, r->err);
+	cr_assert_eq(fx_devsim_rewind(sim.state_path), 0);
+	o = fuses_show(&w, &sim);
+	cr_assert_str_eq(sget(o, "lifecycle"), "locked");
+	cr_assert_str_eq(sget(shown(o, "rot-hash"), "state"), "matches");
+	cr_assert_str_eq(sget(shown(o, "rot-hash"), "current"), FX_ROT);
+	cr_assert_str_eq(sget(shown(o, "secure-boot"), "state"), "matches");
+	cr_assert_str_eq(sget(shown(o, "jtag-disable"), "state"), "matches");
+	cr_assert_str_eq(sget(shown(o, "jtag-disable"), "action"), "skip");
+	cr_assert_str_eq(sget(shown(o, "rot-wp"), "state"), "locked");
+	cr_assert_str_eq(sget(shown(o, "lock"), "state"), "locked");
+	cr_assert_str_eq(sget(shown(o, "lock"), "action"), "skip");
+	json_decref(o);
+	/* the table says the same */
+	start_sim(&sim, &w, 1, NULL);
+	fx_station_run(r, &w, "fuses", "show", "--slot", sim.port, NULL);
+	fx_devsim_stop(&sim);
+	cr_assert_eq(r->code, 0, "%s\n%s", r->out, r->err);
+	cr_assert(strstr(r->out, "lifecycle locked"), "%s", r->out);
+	cr_assert(strstr(r->out, "rot-wp"), "%s", r->out);
+	cr_assert(strstr(r->out, " locked "), "%s", r->out);
+	cr_assert(strstr(r->out, FX_ROT " -> " FX_ROT), "%s", r->out);
+	free(r);
+	fx_rmtree(w.dir);
+}
+
+Test(fuses_show, a_pre_burned_conflicting_field_differs_with_why, .timeout = 90)
+{
+	fx_world w;
+	fx_devsim sim;
+	json_t *o, *f;
+
+	world_init(&w, PLAN, 2000);
+	make_state(&sim, &w, 1);
+	/* secure-boot wants 0x01; the word holds 0x02 */
+	preset(sim.state_path, 1, "02000000" Z8 Z8 Z8 Z8 Z8 Z8 Z8, NULL);
+	o = fuses_show(&w, &sim);
+	f = shown(o, "secure-boot");
+	cr_assert_str_eq(sget(f, "state"), "differs");
+	cr_assert_str_eq(sget(f, "current"), "02000000");
+	cr_assert_str_eq(sget(f, "target"), "01000000");
+	cr_assert_str_eq(sget(f, "action"), "refuse");
+	cr_assert(strstr(sget(f, "why"), "1->0"), "%s", sget(f, "why"));
+	cr_assert_str_eq(sget(shown(o, "jtag-disable"), "state"), "blank");
+	cr_assert_str_eq(sget(shown(o, "rot-hash"), "state"), "blank");
+	json_decref(o);
+	fx_rmtree(w.dir);
+}

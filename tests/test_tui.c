@@ -1360,3 +1360,45 @@ Test(tui, wrong_pin_shows_the_counter_and_stops_before_the_final_try, .timeout =
 	assert_log_has_no_pin(&w);
 	finish(&w, &sim, 1);
 }
+
+/* The German catalogue (po/de.po, built into $STATION_BUILD/locale): with
+ * LANGUAGE=de the header, the key help and a stopped panel's cause and
+ * action are German, whole at 80x24 (the screen keeps UTF-8; the panel
+ * reader shows a non-ASCII letter as '*'). */
+Test(tui, german_screen_says_what_to_do_in_german, .timeout = 180)
+{
+	struct world w;
+	fx_devsim sims[4];
+	char env[700];
+
+	world_init(&w);
+	cr_assert_eq(fx_devsim_start(&sims[0], w.dir, "p1", 1, "--seed g1 --fault garbage"), 0);
+	idle_sims(&w, sims, 1, 4);
+	snprintf(env, sizeof(env), "LANGUAGE=de STATION_LOCALEDIR=%s/locale",
+		 getenv("STATION_BUILD"));
+	tui_start_env(&w, 80, 24, sims, 4, env);
+	expect(&w, "Operator login");
+	type(&w, "alice", true);
+	expect(&w, "PIN:");
+	type(&w, PIN, true);
+	expect(&w, "HSM station: angemeldet");
+	expect(&w, "BEDIENER alice");
+	expect(&w, "Work order:");
+	type(&w, "WO-E1", true);
+	expect(&w, "Burn fuses for this work order? [y/N]");
+	type(&w, "n", false);
+	expect(&w, " nicht scharf");
+	expect_panel(&w, "1 p1.tty", "Programmer 1 sendet verst*mmelte Daten");
+	expect_panel(&w, "1 p1.tty", "Kabel pr*fen, dann s dr*cken");
+	expect(&w, "Kabel prüfen,");
+	/* the key help, whole in 80 columns */
+	expect(&w, "s Start/Stopp  r neu  k weiter  x Quar.  w Auftrag  v Sicht  q Ende");
+	expect(&w, "AUSBEUTE");
+	refute_panel(&w, "1 p1.tty", "check its cable");
+	refute_panel(&w, "1 p1.tty", "ERROR");
+	expect_panel(&w, "1 p1.tty", "FEHLER");
+	dump_screen(&w);
+	type(&w, "q", false);
+	expect(&w, "STATION-EXIT=0");
+	finish(&w, sims, 4);
+}

@@ -404,40 +404,40 @@ static void slot_advice(const struct ui_slot *s, int n, st_cause c, char *cause,
 
 	switch (c) {
 	case ST_CAUSE_GARBLED:
-		snprintf(cause, clen, "programmer %d sends garbled data", n);
-		a = "check its cable,\nthen press s";
+		snprintf(cause, clen, _("programmer %d sends garbled data"), n);
+		a = _("check its cable,\nthen press s");
 		break;
 	case ST_CAUSE_SILENT:
-		snprintf(cause, clen, "programmer %d does not answer", n);
-		a = "check cable and power,\nthen press s";
+		snprintf(cause, clen, _("programmer %d does not answer"), n);
+		a = _("check cable and power,\nthen press s");
 		break;
 	case ST_CAUSE_UNPLUGGED:
-		snprintf(cause, clen, "programmer %d is unplugged", n);
-		a = "plug it back in:\nthe slot resumes";
+		snprintf(cause, clen, _("programmer %d is unplugged"), n);
+		a = _("plug it back in:\nthe slot resumes");
 		break;
 	case ST_CAUSE_HSM:
-		snprintf(cause, clen, "the HSM token was lost");
-		a = "put the token back,\nrestart the station";
+		snprintf(cause, clen, _("the HSM token was lost"));
+		a = _("put the token back,\nrestart the station");
 		break;
 	case ST_CAUSE_RECORDS:
-		snprintf(cause, clen, "the records store failed");
-		a = "call a supervisor\n(d: details)";
+		snprintf(cause, clen, _("the records store failed"));
+		a = _("call a supervisor\n(d: details)");
 		break;
 	case ST_CAUSE_QUOTA_FULL:
 		if (s->quota >= 0)
-			snprintf(cause, clen, "work order complete (%ld/%ld)", s->quota_done,
+			snprintf(cause, clen, _("work order complete (%ld/%ld)"), s->quota_done,
 				 s->quota);
 		else
-			snprintf(cause, clen, "work order complete");
-		a = "w: scan the next\nwork order";
+			snprintf(cause, clen, _("work order complete"));
+		a = _("w: scan the next\nwork order");
 		break;
 	case ST_CAUSE_LINK:
-		snprintf(cause, clen, "programmer %d: line error", n);
-		a = "check its cable,\nthen press s";
+		snprintf(cause, clen, _("programmer %d: line error"), n);
+		a = _("check its cable,\nthen press s");
 		break;
 	default:
-		snprintf(cause, clen, "programmer %d stopped", n);
-		a = "d: details,\nthen press s";
+		snprintf(cause, clen, _("programmer %d stopped"), n);
+		a = _("d: details,\nthen press s");
 		break;
 	}
 	snprintf(action, alen, "%s", a);
@@ -460,30 +460,30 @@ void ui_advice(const struct ui *u, int i, char *cause, size_t clen, char *action
 		return;
 	if (good(s->verdict) && !s->skipped) {
 		if (s->verdict == V_UNFUSED) {
-			snprintf(cause, clen, "fuses not burned");
-			a = narrow ? "not locked: arm it" : "not locked: finish it armed (y at start)";
+			snprintf(cause, clen, _("fuses not burned"));
+			a = narrow ? _("not locked: arm it") : _("not locked: finish it armed (y at start)");
 		} else {
-			a = s->note[0] ? s->note : "next unit: insert it";
+			a = s->note[0] ? s->note : _("next unit: insert it");
 		}
 		snprintf(action, alen, "%s", a);
 	} else {
 		switch (s->cause) {
 		case ST_CAUSE_CLONE:
-			snprintf(cause, clen, "another unit has the same ID: a clone?");
-			a = held ? "x: put it aside\nfor a supervisor" :
-			    "put it aside\nfor a supervisor";
+			snprintf(cause, clen, _("another unit has the same ID: a clone?"));
+			a = held ? _("x: put it aside\nfor a supervisor") :
+			    _("put it aside\nfor a supervisor");
 			break;
 		case ST_CAUSE_FUSE_CONFLICT:
-			snprintf(cause, clen, "its fuses are not as planned: do not burn again");
-			a = held ? "press k, then\nput it aside" : "put it aside\nfor a supervisor";
+			snprintf(cause, clen, _("its fuses are not as planned: do not burn again"));
+			a = held ? _("press k, then\nput it aside") : _("put it aside\nfor a supervisor");
 			break;
 		case ST_CAUSE_INTERRUPTED:
-			snprintf(cause, clen, "programmer %d was cut off during the burn", n);
-			a = "plug it back in:\nthe unit resumes";
+			snprintf(cause, clen, _("programmer %d was cut off during the burn"), n);
+			a = _("plug it back in:\nthe unit resumes");
 			break;
 		case ST_CAUSE_UNPLUGGED:
-			snprintf(cause, clen, "programmer %d was unplugged during the unit", n);
-			a = "plug it back in:\nthe unit resumes";
+			snprintf(cause, clen, _("programmer %d was unplugged during the unit"), n);
+			a = _("plug it back in:\nthe unit resumes");
 			break;
 		case ST_CAUSE_GARBLED:
 		case ST_CAUSE_SILENT:
@@ -494,34 +494,34 @@ void ui_advice(const struct ui *u, int i, char *cause, size_t clen, char *action
 			a = NULL;
 			break;
 		case ST_CAUSE_NO_ID:
-			snprintf(cause, clen, "its ID cannot be read");
-			a = held ? "seat it again,\nthen press r" : "seat it again";
+			snprintf(cause, clen, _("its ID cannot be read"));
+			a = held ? _("seat it again,\nthen press r") : _("seat it again");
 			break;
 		case ST_CAUSE_LOCKED:
-			snprintf(cause, clen, "locked, and no record of it here");
-			a = held ? "x: put it aside\nfor a supervisor" :
-			    "put it aside\nfor a supervisor";
+			snprintf(cause, clen, _("locked, and no record of it here"));
+			a = held ? _("x: put it aside\nfor a supervisor") :
+			    _("put it aside\nfor a supervisor");
 			break;
 		case ST_CAUSE_QUARANTINED:
-			snprintf(cause, clen, "quarantined on record: not touched");
-			a = "take it out,\nput it aside";
+			snprintf(cause, clen, _("quarantined on record: not touched"));
+			a = _("take it out,\nput it aside");
 			break;
 		case ST_CAUSE_ALREADY_PASS:
-			snprintf(cause, clen, "already provisioned (PASS on record)");
-			a = "take it out";
+			snprintf(cause, clen, _("already provisioned (PASS on record)"));
+			a = _("take it out");
 			break;
 		case ST_CAUSE_ALREADY_UNFUSED:
-			snprintf(cause, clen, "provisioned before, not locked");
-			a = "to lock it: w, then\ny (burn fuses)";
+			snprintf(cause, clen, _("provisioned before, not locked"));
+			a = _("to lock it: w, then\ny (burn fuses)");
 			break;
 		case ST_CAUSE_OPERATOR:
-			snprintf(cause, clen, "set aside by operator %s", u->operator_name);
-			a = "take it out,\nput it aside";
+			snprintf(cause, clen, _("set aside by operator %s"), u->operator_name);
+			a = _("take it out,\nput it aside");
 			break;
 		default:
-			snprintf(cause, clen, "failed at %s", s->failed_step[0] ?
-				 s->failed_step : "a step");
-			a = held ? "r retry  k skip\nx quarantine" : "take it out\n(d: details)";
+			snprintf(cause, clen, _("failed at %s"), s->failed_step[0] ?
+				 s->failed_step : _("a step"));
+			a = held ? _("r retry  k skip\nx quarantine") : _("take it out\n(d: details)");
 			break;
 		}
 		if (a)
@@ -536,7 +536,7 @@ void ui_advice(const struct ui *u, int i, char *cause, size_t clen, char *action
 		if (!link_cause(s->cause) || !cause[0])
 			snprintf(cause, clen, "%s", c2);
 		if (s->verdict == V_QUARANTINE && s->slot_cause == ST_CAUSE_UNPLUGGED)
-			snprintf(action, alen, "put the unit aside,\nplug the programmer in");
+			snprintf(action, alen, _("put the unit aside,\nplug the programmer in"));
 		else if (!link_cause(s->cause) || s->slot_cause != ST_CAUSE_UNPLUGGED)
 			snprintf(action, alen, "%s", a2);
 	}
@@ -545,16 +545,16 @@ void ui_advice(const struct ui *u, int i, char *cause, size_t clen, char *action
 static const char *slot_tag(const struct ui_slot *s)
 {
 	switch (s->state) {
-	case SL_OFF: return "off";
-	case SL_IDLE: return s->stopped ? "STOPPED" : "ready";
-	case SL_BUSY: return "WORKING";
+	case SL_OFF: return _("off");
+	case SL_IDLE: return s->stopped ? _("STOPPED") : _("ready");
+	case SL_BUSY: return _("WORKING");
 	case SL_VERDICT:
-		return s->slot_cause == ST_CAUSE_UNPLUGGED ? "UNPLUGGED" :
-		       s->slot_cause || s->stopped ? "STOPPED" : s->ready ? "ready" : "done";
-	case SL_HELD: return "DECIDE";
+		return s->slot_cause == ST_CAUSE_UNPLUGGED ? _("UNPLUGGED") :
+		       s->slot_cause || s->stopped ? _("STOPPED") : s->ready ? _("ready") : _("done");
+	case SL_HELD: return _("DECIDE");
 	case SL_ERROR:
-		return s->cause == ST_CAUSE_QUOTA_FULL ? "COMPLETE" :
-		       s->cause == ST_CAUSE_UNPLUGGED ? "UNPLUGGED" : "ERROR";
+		return s->cause == ST_CAUSE_QUOTA_FULL ? _("COMPLETE") :
+		       s->cause == ST_CAUSE_UNPLUGGED ? _("UNPLUGGED") : _("ERROR");
 	}
 	return "";
 }
@@ -652,7 +652,7 @@ static void panel(struct ui *u, int i, int y, int x, int h, int w)
 		bool ok = quota || (s->state != SL_ERROR && good(s->verdict));
 		attr_t a = ok ? col(u, C_PASS, A_BOLD) : col(u, C_FAIL, A_BOLD);
 		attr_t bar = ok ? col(u, C_PASSBAR, A_REVERSE) : col(u, C_FAILBAR, A_REVERSE);
-		const char *word = s->state == SL_ERROR ? (quota ? "" : "ERROR") :
+		const char *word = s->state == SL_ERROR ? (quota ? "" : _("ERROR")) :
 				   ui_verdict_word(s->verdict);
 		char cause[200], action[200], vline[80] = "";
 		struct lines C, A;
@@ -710,7 +710,7 @@ static void panel(struct ui *u, int i, int y, int x, int h, int w)
 	}
 	if (row <= last)
 		wrap(row, x + 1, iw, last - row + 1, A_NORMAL,
-		     s->state == SL_OFF ? (u->logged_in ? "not started" : "log in first") :
+		     s->state == SL_OFF ? (u->logged_in ? _("not started") : _("log in first")) :
 		     s->note);
 }
 
@@ -728,19 +728,19 @@ static void header(struct ui *u)
 		snprintf(uph, sizeof(uph), "%lld", (long long)total * 3600000LL / run_ms);
 	for (int r = 0; r < 3; r++)
 		put(r, 0, COLS, a, "%*s", COLS, "");
-	put(0, 0, COLS, a | A_BOLD, " STATION %s  OPERATOR %s  HSM %s: %s",
+	put(0, 0, COLS, a | A_BOLD, _(" STATION %s  OPERATOR %s  HSM %s: %s"),
 	    u->cfg->station_id ? u->cfg->station_id : "?",
 	    u->logged_in ? u->operator_name : "-", u->cfg->token_label,
-	    u->logged_in ? "logged in" : "not logged in");
+	    u->logged_in ? _("logged in") : _("not logged in"));
 	{
 		char ca[160] = "-";
 
 		if (u->logged_in)
 			snprintf(ca, sizeof(ca), "%s %dd", u->ca_name, u->ca_days);
-		put(1, 0, COLS, a, " CA %s  PROFILE %s %.8s  WO %s%s", ca,
+		put(1, 0, COLS, a, _(" CA %s  PROFILE %s %.8s  WO %s%s"), ca,
 		    st_profile_name(u->o->prof), digest ? digest : "",
 		    u->work_order[0] ? u->work_order : "-",
-		    !u->rh ? "" : u->armed ? " ARMED" : " not armed");
+		    !u->rh ? "" : u->armed ? _(" ARMED") : _(" not armed"));
 	}
 	{
 		/* "" until this store was synced (docs/sync.md); the UI loop
@@ -750,9 +750,9 @@ static void header(struct ui *u)
 		char unf[32] = ""; /* shown once a unit ended UNFUSED */
 
 		if (u->unfused)
-			snprintf(unf, sizeof(unf), "  UNFUSED %d", u->unfused);
-		put(2, 0, COLS, a | A_BOLD, " PASS %d%s  FAIL %d  QUARANTINE %d  YIELD %s  "
-		    "UNITS/H %s%s%s", u->pass, unf, u->fail, u->quarantine, yield, uph,
+			snprintf(unf, sizeof(unf), _("  UNFUSED %d"), u->unfused);
+		put(2, 0, COLS, a | A_BOLD, _(" PASS %d%s  FAIL %d  QUARANTINE %d  YIELD %s  "
+		    "UNITS/H %s%s%s"), u->pass, unf, u->fail, u->quarantine, yield, uph,
 		    sync[0] ? "  " : "", sync);
 	}
 }
@@ -787,21 +787,21 @@ static void log_pane(struct ui *u, int y, int h)
 static const char *help_text(const struct ui *u)
 {
 	switch (u->mode) {
-	case M_NAME: return " Type your name, Enter";
-	case M_PIN: return " Type the PIN (not shown), Enter   Esc back";
-	case M_OPPW: return " Type your password (not shown), Enter   Esc back";
-	case M_REL_UID: case M_REL_WHY: case M_REL_SUP: return " Type, Enter   Esc cancel";
-	case M_REL_PW: return " Type the password (not shown), Enter   Esc cancel";
-	case M_WO: return " Scan or type the work order, Enter";
-	case M_WO_NEW: return " c a supervisor creates it   any other key: scan another";
-	case M_WO_QUOTA: case M_WO_SUP: return " Type, Enter   Esc cancel";
-	case M_WO_PW: return " Type the password (not shown), Enter   Esc cancel";
-	case M_ARM: return " y arm fuse burning   n / Enter: do not burn";
-	case M_QUIT: return " y quit   n / Enter: stay";
-	case M_MSG: return " any key: continue";
+	case M_NAME: return _(" Type your name, Enter");
+	case M_PIN: return _(" Type the PIN (not shown), Enter   Esc back");
+	case M_OPPW: return _(" Type your password (not shown), Enter   Esc back");
+	case M_REL_UID: case M_REL_WHY: case M_REL_SUP: return _(" Type, Enter   Esc cancel");
+	case M_REL_PW: return _(" Type the password (not shown), Enter   Esc cancel");
+	case M_WO: return _(" Scan or type the work order, Enter");
+	case M_WO_NEW: return _(" c a supervisor creates it   any other key: scan another");
+	case M_WO_QUOTA: case M_WO_SUP: return _(" Type, Enter   Esc cancel");
+	case M_WO_PW: return _(" Type the password (not shown), Enter   Esc cancel");
+	case M_ARM: return _(" y arm fuse burning   n / Enter: do not burn");
+	case M_QUIT: return _(" y quit   n / Enter: stay");
+	case M_MSG: return _(" any key: continue");
 	case M_MAIN: break;
 	}
-	return " 1-8 slot  s start/stop  r retry  k skip  x quar.  w work order  v view  q quit";
+	return _(" 1-8 slot  s start/stop  r retry  k skip  x quar.  w work order  v view  q quit");
 }
 
 /* A centred box with a title, wrapped text and maybe an input line. */
