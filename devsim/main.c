@@ -3,7 +3,8 @@
  *   station-devsim --state FILE [--link PATH] [--units N] [--seed S]
  *                  [--model NAME] [--fault NAME[:ARG]] [--vpp MV] [--temp C]
  *                  [--baud N] [--fuse-word-us US] [--keygen-ms MS]
- *                  [--forget-done] [--link-caps MASK] [--verbose] [--dump]
+ *                  [--forget-done] [--save-at-release] [--programmers N]
+ *                  [--link-caps MASK] [--verbose] [--dump]
  *
  * Prints "ready <slave-path>" once the line is up, serves requests until
  * SIGTERM/SIGINT, and exits 0 (3 when a fault dropped the link: the pty is
@@ -15,7 +16,14 @@
  * run it under umockdev-wrapper.  It prints "ready usb:1209:5354?serial=
  * SERIAL", runs COMMAND (which sees the device through libusb) and exits
  * with its status; without COMMAND it serves until SIGTERM/SIGINT.  State (units, keys, certs, fuses) lives in
- * FILE and is saved after every change. */
+ * FILE and is saved after every change (--save-at-release: when a unit
+ * leaves, and at exit).
+ *
+ * --programmers N runs N independent programmers in one process,
+ * one thread and one pty each (a gang programmer's sites; benchmarks with
+ * 64 slots on a 2-core machine): programmer i (1..N) keeps its state in
+ * FILE.i, links PATH.i, seeds its units with "S.i", and prints its own
+ * "ready <slave-path>" line, in order. */
 #include "devsim/sim.h"
 
 #include <errno.h>
@@ -23,6 +31,7 @@
 #include <getopt.h>
 #include <openssl/sha.h>
 #include <poll.h>
+#include <pthread.h>
 #include <pty.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -86,6 +95,156 @@ static int serve(struct sim *s, int sigfd)
 		if (s->dropped)
 			return 1; /* the fault cut the line: hang up */
 	}
+}
+
+/* Open a raw pty for s: s->master (non-blocking) and *slave, which we keep
+ * open ourselves: the master then never sees EIO when a station closes the
+ * port, and settings persist across opens.  0 or -1. */
+static int open_line(struct sim *s, int *slave, char *name)
+{
+	struct termios tio;
+
+	if (openpty(&s->master, slave, name, NULL, NULL) < 0) {
+		perror("station-devsim: openpty");
+		return -1;
+	}
+	if (tcgetattr(*slave, &tio) == 0) {
+		cfmakeraw(&tio);
+		cfsetispeed(&tio, B115200);
+		cfsetospeed(&tio, B115200);
+		tcsetattr(*slave, TCSANOW, &tio);
+	}
+	fcntl(s->master, F_SETFL, fcntl(s->master, F_GETFL) | O_NONBLOCK);
+	fcntl(s->master, F_SETFD, FD_CLOEXEC);
+	fcntl(*slave, F_SETFD, FD_CLOEXEC);
+	return 0;
+}
+
+/* Remove link if it still points at name (a newer programmer may own it). */
+static void drop_link(const char *link, const char *name)
+{
+	char cur[256];
+	ssize_t n;
+
+	if (!link)
+		return;
+	n = readlink(link, cur, sizeof(cur) - 1);
+	if (n > 0 && (cur[n] = '\0', !strcmp(cur, name)))
+		unlink(link);
+}
+
+/* Save what --save-at-release still holds in memory.  0 or -1. */
+static int save_dirty(struct sim *s)
+{
+	return s->save_at_release && s->dirty && s->nunits ? sim_state_save(s) : 0;
+}
+
+/* One programmer of --programmers N: its own state, pty and thread. */
+struct prog {
+	struct sim *s;
+	int slave;
+	char name[256];
+	char state[4096], link[4096], seed[300];
+	int sigfd;
+	int rc;               /* serve(): 0 signal, 1 dropped, -1 error */
+	int running;
+	pthread_t th;
+};
+
+static void *prog_thread(void *arg)
+{
+	struct prog *p = arg;
+
+	p->rc = serve(p->s, p->sigfd);
+	if (p->rc == 1) {
+		/* A pulled cable: this programmer's pty goes, the others stay. */
+		fprintf(stderr, "station-devsim: %s: fault %s dropped the link\n",
+			p->state, p->s->fault->name);
+		drop_link(p->link[0] ? p->link : NULL, p->name);
+		close(p->slave);
+		p->slave = -1;
+		close(p->s->master);
+		p->s->master = -1;
+	}
+	return NULL;
+}
+
+/* --programmers N: N copies of the programmer t describes, each on its own
+ * pty and thread, until a signal arrives on sigfd.  Exit code as main's. */
+static int serve_gang(const struct sim *t, long n, const char *link,
+		      const char *seed, const char *model, long units,
+		      const char *fault_arg, int sigfd)
+{
+	struct prog *pg = calloc((size_t)n, sizeof(*pg));
+	int rc = 1, dropped = 0, failed = 0;
+	long i;
+
+	if (!pg)
+		return 1;
+	for (i = 0; i < n; i++) {
+		pg[i].slave = -1;
+		pg[i].sigfd = sigfd;
+		pg[i].s = malloc(sizeof(*pg[i].s));
+		if (!pg[i].s)
+			goto out;
+		*pg[i].s = *t;
+		pg[i].s->master = -1;
+		snprintf(pg[i].state, sizeof(pg[i].state), "%s.%ld", t->state_path, i + 1);
+		snprintf(pg[i].seed, sizeof(pg[i].seed), "%s.%ld", seed, i + 1);
+		if (link)
+			snprintf(pg[i].link, sizeof(pg[i].link), "%s.%ld", link, i + 1);
+		pg[i].s->state_path = pg[i].state;
+		sim_seed(pg[i].s, pg[i].seed);
+		if (t->fault->setup && t->fault->setup(pg[i].s, fault_arg))
+			goto out;
+		if (sim_state_load(pg[i].s, 1, (size_t)units, pg[i].seed, model) < 0)
+			goto out;
+		if (open_line(pg[i].s, &pg[i].slave, pg[i].name) < 0)
+			goto out;
+		if (link && make_link(pg[i].link, pg[i].name) < 0)
+			goto out;
+		proto_rx_init(&pg[i].s->rx);
+	}
+	for (i = 0; i < n; i++) {
+		if (pthread_create(&pg[i].th, NULL, prog_thread, &pg[i])) {
+			fprintf(stderr, "station-devsim: cannot start programmer %ld\n", i + 1);
+			goto out;
+		}
+		pg[i].running = 1;
+		printf("ready %s\n", pg[i].name);
+		sim_log(pg[i].s, "serving %s (%zu units, fault %s)", pg[i].name,
+			pg[i].s->nunits, pg[i].s->fault->name);
+	}
+	fflush(stdout);
+	rc = 0;
+out:
+	if (rc) {
+		/* Stop the threads already serving: they watch the signal fd. */
+		kill(getpid(), SIGTERM);
+	}
+	for (i = 0; i < n; i++) {
+		if (pg[i].running) {
+			pthread_join(pg[i].th, NULL);
+			dropped |= pg[i].rc == 1;
+			failed |= pg[i].rc < 0;
+		}
+		if (!pg[i].s)
+			continue;
+		if (save_dirty(pg[i].s) < 0)
+			failed = 1;
+		if (pg[i].slave >= 0) {
+			drop_link(pg[i].link[0] ? pg[i].link : NULL, pg[i].name);
+			close(pg[i].slave);
+		}
+		if (pg[i].s->master >= 0)
+			close(pg[i].s->master);
+		sim_state_free(pg[i].s);
+		free(pg[i].s);
+	}
+	free(pg);
+	if (rc)
+		return rc;
+	return dropped ? 3 : failed;
 }
 
 /* USB mode: plug into a fresh umockdev testbed, run argv (if any) in it,
@@ -173,6 +332,12 @@ static void usage(void)
 		"  --forget-done       keep only the unit in the programmer: a released\n"
 		"                      unit leaves the state file, the next is made as it\n"
 		"                      enters (long runs: a save no longer grows with N)\n"
+		"  --save-at-release   benchmarks: keep the state in memory and save it\n"
+		"                      only when a unit is released and at exit (default:\n"
+		"                      after every change, as a programmer's flash would)\n"
+		"  --programmers N     N programmers (1..64) in this process, one pty and\n"
+		"                      thread each: FILE.i, PATH.i, seed S.i; one ready\n"
+		"                      line each\n"
 		"  --link-caps MASK    link extension bits offered (default 0x7: 1 NAK,\n"
 		"                      2 certificate in parts, 4 repeatable KEYGEN and\n"
 		"                      RELEASE); 0 behaves as a v1 programmer\n"
@@ -199,6 +364,8 @@ int main(int argc, char **argv)
 		{ "fuse-word-us", required_argument, NULL, 'W' },
 		{ "keygen-ms", required_argument, NULL, 'K' },
 		{ "forget-done", no_argument, NULL, 'F' },
+		{ "save-at-release", no_argument, NULL, 'A' },
+		{ "programmers", required_argument, NULL, 'P' },
 		{ "dump", no_argument, NULL, 'd' },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "usb", required_argument, NULL, 'u' },
@@ -211,9 +378,8 @@ int main(int argc, char **argv)
 	const char *usb_serial = NULL;
 	const char *link = NULL, *seed = "devsim", *model = "ST-DEV-1";
 	char fault_name[64] = "none", *fault_arg = NULL, slave_name[256];
-	long units = 1;
+	long units = 1, nprog = 0;
 	int dump = 0, slave = -1, sigfd = -1, rc = 1, opt;
-	struct termios tio;
 	sigset_t set;
 
 	s = calloc(1, sizeof(*s));
@@ -281,6 +447,18 @@ int main(int argc, char **argv)
 			break;
 		}
 		case 'F': s->forget_done = 1; break;
+		case 'A': s->save_at_release = 1; break;
+		case 'P': {
+			char *end;
+
+			nprog = strtol(optarg, &end, 10);
+			if (end == optarg || *end || nprog < 1 || nprog > SIM_MAX_PROGRAMMERS) {
+				fprintf(stderr, "station-devsim: bad --programmers %s "
+					"(1..%d)\n", optarg, SIM_MAX_PROGRAMMERS);
+				goto out;
+			}
+			break;
+		}
 		case 'd': dump = 1; break;
 		case 'v': s->verbose = 1; break;
 		case 'u': usb_serial = optarg; break;
@@ -329,6 +507,25 @@ int main(int argc, char **argv)
 			fault_name);
 		goto out;
 	}
+	if (nprog > 0) {
+		if (usb_serial || dump) {
+			fprintf(stderr, "station-devsim: --programmers goes with "
+				"neither --usb nor --dump\n");
+			goto out;
+		}
+		sigemptyset(&set);
+		sigaddset(&set, SIGTERM);
+		sigaddset(&set, SIGINT);
+		sigprocmask(SIG_BLOCK, &set, NULL);
+		signal(SIGPIPE, SIG_IGN);
+		sigfd = signalfd(-1, &set, SFD_CLOEXEC);
+		if (sigfd < 0) {
+			perror("station-devsim: signalfd");
+			goto out;
+		}
+		rc = serve_gang(s, nprog, link, seed, model, units, fault_arg, sigfd);
+		goto out;
+	}
 	sim_seed(s, seed);
 	if (s->fault->setup && s->fault->setup(s, fault_arg))
 		goto out;
@@ -355,20 +552,8 @@ int main(int argc, char **argv)
 		rc = serve_usb(s, usb_serial, sigfd, argv + optind);
 		goto out;
 	}
-	/* We keep the slave open ourselves: the master then never sees EIO
-	 * when a station closes the port, and settings persist across opens. */
-	if (openpty(&s->master, &slave, slave_name, NULL, NULL) < 0) {
-		perror("station-devsim: openpty");
+	if (open_line(s, &slave, slave_name) < 0)
 		goto out;
-	}
-	if (tcgetattr(slave, &tio) == 0) {
-		cfmakeraw(&tio);
-		cfsetispeed(&tio, B115200);
-		cfsetospeed(&tio, B115200);
-		tcsetattr(slave, TCSANOW, &tio);
-	}
-	fcntl(s->master, F_SETFL, fcntl(s->master, F_GETFL) | O_NONBLOCK);
-	fcntl(s->master, F_SETFD, FD_CLOEXEC);
 	if (link && make_link(link, slave_name) < 0)
 		goto out;
 	proto_rx_init(&s->rx);
@@ -384,14 +569,10 @@ int main(int argc, char **argv)
 	} else {
 		rc = rc < 0;
 	}
-	if (link) {
-		char cur[256];
-		ssize_t n = readlink(link, cur, sizeof(cur) - 1);
-
-		if (n > 0 && (cur[n] = '\0', !strcmp(cur, slave_name)))
-			unlink(link);
-	}
+	drop_link(link, slave_name);
 out:
+	if (save_dirty(s) < 0 && !rc)
+		rc = 1;
 	if (sigfd >= 0)
 		close(sigfd);
 	if (slave >= 0)

@@ -29,6 +29,7 @@
 #define SIM_FUSE_WORDS (DRV_FUSE_BANK_LEN / SIM_FUSE_WORD)
 #define SIM_IMAGE_SLOTS 2                             /* firmware image slots */
 #define SIM_SLOT_SIZE 65536                           /* default --slot-size */
+#define SIM_MAX_PROGRAMMERS 64                        /* --programmers */
 
 /* One firmware image slot of a target (docs/firmware.md): the image the
  * host declared (size and SHA-256) and the bytes stored so far, from the
@@ -125,6 +126,11 @@ struct sim {
 	 * released one is dropped and the next is made from seed when it
 	 * enters, so a save costs the same at unit 10,000 as at unit 1. */
 	int forget_done;
+	/* --save-at-release (benchmarks): a change marks the state dirty and
+	 * it is saved only when a unit is released, when the power is cut
+	 * mid-burn and at exit; the default saves after every change. */
+	int save_at_release;
+	int dirty;                      /* changed since the last save */
 	char *seed;                     /* forget_done: owned copy of --seed */
 	char model[32];                 /* forget_done: model of units to come */
 	size_t next;                    /* forget_done: index of the next unit */
@@ -197,6 +203,11 @@ void sim_state_release(struct sim *s);
 /* Persist the state atomically (temp file, fsync, rename, fsync dir).
  * 0 or -1. */
 int sim_state_save(struct sim *s);
+
+/* The state changed: save it now (the default), or with save_at_release
+ * only mark it dirty unless release is set (a unit left the programmer).
+ * 0 or -1. */
+int sim_state_changed(struct sim *s, int release);
 
 /* Print the state JSON to stdout.  0 or -1. */
 int sim_state_dump(struct sim *s);

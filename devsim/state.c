@@ -424,6 +424,7 @@ int sim_state_save(struct sim *s)
 	fd = open(dirname(dir), O_RDONLY | O_DIRECTORY);
 	if (fd >= 0)
 		fsync(fd);
+	s->dirty = 0;
 	rc = 0;
 out:
 	if (fd >= 0)
@@ -440,6 +441,15 @@ out:
 	}
 	json_decref(root);
 	return rc;
+}
+
+int sim_state_changed(struct sim *s, int release)
+{
+	if (s->save_at_release && !release) {
+		s->dirty = 1;
+		return 0;
+	}
+	return sim_state_save(s);
 }
 
 int sim_state_dump(struct sim *s)

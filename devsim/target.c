@@ -28,11 +28,17 @@ static void put(proto_frame *rep, const void *p, size_t n)
 	rep->len = (uint16_t)(rep->len + n);
 }
 
-/* Persist a change; a failed write is the programmer's internal error. */
+/* Persist a change (with --save-at-release: only once the unit leaves,
+ * release set); a failed write is the programmer's internal error. */
+static void commit_at(struct sim *s, proto_frame *rep, int release)
+{
+	if (sim_state_changed(s, release) < 0)
+		reply(rep, PROTO_ST_INTERNAL);
+}
+
 static void commit(struct sim *s, proto_frame *rep)
 {
-	if (sim_state_save(s) < 0)
-		reply(rep, PROTO_ST_INTERNAL);
+	commit_at(s, rep, 0);
 }
 
 static void do_hello(struct sim *s, const proto_frame *req, proto_frame *rep)
@@ -594,7 +600,7 @@ static void do_release_uid(struct sim *s, struct sim_unit *u,
 	done = 1;
 	reply(rep, PROTO_ST_OK);
 	put(rep, &done, 1);
-	commit(s, rep);
+	commit_at(s, rep, 1);
 }
 
 /* ---- Firmware images and attestation (docs/firmware.md) ---- */
@@ -894,7 +900,7 @@ void sim_handle(struct sim *s, const proto_frame *req, proto_frame *rep)
 	case PROTO_CMD_RELEASE:
 		sim_state_release(s);
 		reply(rep, PROTO_ST_OK);
-		commit(s, rep);
+		commit_at(s, rep, 1);
 		break;
 	}
 }

@@ -176,7 +176,7 @@ static void audit_stop(struct job *job, st_audit *a, const st_summary *sum)
 struct st_run_handle {
 	struct job job;
 	struct worker workers[ST_MAX_SLOTS];
-	unsigned started;     /* bit i: worker i runs */
+	uint64_t started;     /* bit i: worker i runs */
 	st_audit *audit;      /* the run's audit trail, closed by st_run_wait() */
 	int lock_fd;          /* the run lock, shared (st_run_lock) */
 };
@@ -249,7 +249,7 @@ int st_run_start(hsm *h, rec_store *rec, const st_config *cfg,
 			slot_error(w, ST_E_NOMEM, "slot %d: cannot start a worker", i + 1);
 			continue;
 		}
-		r->started |= 1u << i;
+		r->started |= (uint64_t)1 << i;
 	}
 	*out = r;
 	return ST_OK;
@@ -309,7 +309,7 @@ void st_run_wait(st_run_handle *r, st_summary *sum)
 	for (int i = 0; i < r->job.run->nslots; i++) {
 		const st_summary *s = &r->workers[i].sum;
 
-		if (r->started & (1u << i))
+		if (r->started & ((uint64_t)1 << i))
 			pthread_join(r->workers[i].thread, NULL);
 		total.pass += s->pass;
 		total.fail += s->fail;

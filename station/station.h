@@ -15,7 +15,7 @@
 #include <stdint.h>
 
 
-#define ST_MAX_SLOTS 16
+#define ST_MAX_SLOTS 64
 
 /* Station configuration (station.conf, libconfig syntax).  Strings are
  * owned by the st_config and freed by st_config_free(). */

@@ -123,3 +123,53 @@ Test(slots, unit_json_has_step_times, .timeout = 120)
 	fx_devsim_stop(&a);
 	fx_rmtree(w.dir);
 }
+
+/* A gang programmer (issue 22): 64 sites in one simulator process, two
+ * units each, the slots listed in station.conf.  Every unit PASSes, all
+ * 128 are in the store as PASS, each checked against its device and the CA
+ * (fx_check_pass), and `records verify` accepts the chain the 64 slots
+ * wrote through one store.  The simulator keeps its durable default. */
+#define GANG_SLOTS 64
+#define GANG_UNITS 2
+
+Test(slots, gang_of_64_slots_all_pass_and_verify, .timeout = 900)
+{
+	fx_world w;
+	fx_devsim g;
+	FILE *f;
+	char state[600];
+
+	fx_world_init(&w, true, 20000);
+	cr_assert_eq(fx_devsim_start_gang(&g, w.dir, "gang", GANG_SLOTS, GANG_UNITS,
+					  "--seed G"), 0);
+	f = fopen(w.conf, "a");
+	cr_assert(f);
+	fprintf(f, "slots = (\n");
+	for (int i = 1; i <= GANG_SLOTS; i++)
+		fprintf(f, "  { port = \"%s.%d\"; }%s\n", g.port, i,
+			i < GANG_SLOTS ? "," : "");
+	fprintf(f, ");\n");
+	cr_assert_eq(fclose(f), 0);
+	fx_station_run(&R, &w, "--burn-fuses", "--yes", "provision", NULL);
+	cr_assert_eq(R.code, 0, "exit %d\n%s\n%s", R.code, R.out, R.err);
+	cr_assert_eq(fx_count_units(&w, "PASS"), GANG_SLOTS * GANG_UNITS);
+	cr_assert_eq(fx_count_units(&w, NULL), GANG_SLOTS * GANG_UNITS);
+	/* every programmer's every unit, against the device it is in */
+	for (int i = 1; i <= GANG_SLOTS; i++) {
+		json_t *root = NULL, *units, *u;
+		size_t k;
+
+		snprintf(state, sizeof(state), "%s.%d", g.state_path, i);
+		cr_assert_eq(fx_devsim_dump(state, &root), 0);
+		units = json_object_get(root, "units");
+		cr_assert_eq(json_array_size(units), GANG_UNITS, "%s", state);
+		json_array_foreach(units, k, u)
+			fx_check_pass(&w, state, json_string_value(json_object_get(u, "uid")));
+		json_decref(root);
+	}
+	fx_station_run(&R, &w, "--ca-cert", w.ca, "records", "verify", NULL);
+	cr_assert_eq(R.code, 0, "%s\n%s", R.out, R.err);
+	fx_devsim_stop(&g);
+	cr_assert_eq(g.exit_status, 0);
+	fx_rmtree(w.dir);
+}
