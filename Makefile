@@ -23,8 +23,8 @@ PKGS      := openssl sqlite3 zlib jansson libconfig libusb-1.0 ncursesw libcrypt
 PKGS      += tss2-esys tss2-tctildr tss2-rc
 # The central copy of the records (records/pgsync.c, docs/sync.md).
 PKGS      += libpq
-# Results to the MES (station/mes.c, docs/integration.md); labels (station/label.c).
-PKGS      += libcurl libqrencode libpng
+# Results to the MES over HTTP(S) and MQTT (station/mes.c, docs/integration.md); labels (station/label.c).
+PKGS      += libcurl libqrencode libpng libmosquitto
 # The journal (base/log.c: sd_journal_sendv).
 PKGS      += libsystemd
 # PKCS#11 modules are dlopen()ed: from p11-kit come the header and its

@@ -3,6 +3,7 @@
  * (docs/integration.md).  The work is the station's (st_mes_*:
  * station/mes.c); this file parses and prints, as cmd-records-sync.c does
  * for the PostgreSQL copy. */
+#include <signal.h>
 #include <stdio.h>
 
 #include "base.h"
@@ -84,6 +85,9 @@ static int exec_send(struct cli *cli, int argc, char **argv)
 	code = cli_store(cli, false);
 	if (code)
 		return code;
+	/* a broker or receiver gone mid-write is an EPIPE to retry, not the
+	 * end of the process (libmosquitto writes with write(2)) */
+	signal(SIGPIPE, SIG_IGN);
 	rc = st_mes_open(cli->st, &m, err, sizeof(err));
 	if (rc)
 		return st_say(rc == ST_E_DB || rc == ST_E_NOMEM ? ST_EXIT_RECORDS :

@@ -10,7 +10,8 @@ jq socat libengine-pkcs11-openssl strace gettext
 libsystemd-dev debhelper lintian fakeroot man-db bash-completion
 opencryptoki libtpm2-pkcs11-1 libtpm2-pkcs11-tools tpm2-abrmd libtss2-tcti-tabrmd0 dbus-daemon
 libnss3 libnss3-tools
-libcurl4-openssl-dev libqrencode-dev libpng-dev zbar-tools python3-jsonschema"
+libcurl4-openssl-dev libqrencode-dev libpng-dev zbar-tools python3-jsonschema
+libmosquitto-dev mosquitto mosquitto-clients"
 missing=""
 for p in $PKGS; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" ||

@@ -16,6 +16,8 @@
 #include <fcntl.h>
 #include <jansson.h>
 #include <libconfig.h>
+#include <mosquitto.h>
+#include <mqtt_protocol.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
@@ -42,8 +44,23 @@ typedef struct mes_cfg {
 	char *url;              /* mes.url: where results are POSTed */
 	char *key_file;         /* mes.hmac_key_file */
 	char *cafile, *certfile, *keyfile;  /* mes.tls_* */
+	char *mqtt_host, *mqtt_topic, *mqtt_user, *mqtt_pass_file;
+	int mqtt_port;
 	int timeout_ms, retries, batch, interval_ms, backoff_max_ms;
 } mes_cfg;
+
+/* The MQTT transport's connection (docs/integration.md "MQTT"). */
+typedef struct mes_mqtt {
+	struct mosquitto *m;
+	char topic[300], status_topic[300];
+	char pass[MES_KEY_MAX];
+	int connected;          /* 1 CONNACK ok, -1 refused, 0 waiting */
+	int conn_rc;            /* the CONNACK's reason */
+	int wait_mid, acked, ack_reason;
+	char last_key[200];     /* the last unit acknowledged by the broker */
+	st_mes_result last_res; /* the last pass's, for the closing status */
+	bool have_last;
+} mes_mqtt;
 
 struct st_mes {
 	st_station *st;
@@ -54,6 +71,7 @@ struct st_mes {
 	unsigned char key[MES_KEY_MAX];
 	size_t keylen;          /* 0: no signature header */
 	char curl_err[CURL_ERROR_SIZE];
+	mes_mqtt q;             /* used when m.mqtt_host is set */
 };
 
 /* ---- Configuration ---- */
@@ -79,6 +97,10 @@ static void mes_cfg_free(mes_cfg *m)
 	free(m->cafile);
 	free(m->certfile);
 	free(m->keyfile);
+	free(m->mqtt_host);
+	free(m->mqtt_topic);
+	free(m->mqtt_user);
+	free(m->mqtt_pass_file);
 	memset(m, 0, sizeof(*m));
 }
 
@@ -115,11 +137,22 @@ static int mes_cfg_load(const char *path, mes_cfg *m, char *err, size_t errlen)
 	    cfg_str(&c, "mes.hmac_key_file", &m->key_file) ||
 	    cfg_str(&c, "mes.tls_ca", &m->cafile) ||
 	    cfg_str(&c, "mes.tls_cert", &m->certfile) ||
-	    cfg_str(&c, "mes.tls_key", &m->keyfile)) {
+	    cfg_str(&c, "mes.tls_key", &m->keyfile) ||
+	    cfg_str(&c, "mes.mqtt_host", &m->mqtt_host) ||
+	    cfg_str(&c, "mes.mqtt_topic", &m->mqtt_topic) ||
+	    cfg_str(&c, "mes.mqtt_username", &m->mqtt_user) ||
+	    cfg_str(&c, "mes.mqtt_password_file", &m->mqtt_pass_file)) {
 		rc = ST_E_NOMEM;
 		goto cleanup;
 	}
-	if (strncmp(m->url, "http://", 7) && strncmp(m->url, "https://", 8)) {
+	if (!m->url == !m->mqtt_host) {
+		snprintf(err, errlen, "configuration: %s: the 'mes' group needs "
+			 "one transport: 'mes.url' (HTTP(S)) or 'mes.mqtt_host' "
+			 "(MQTT), not %s", path, m->url ? "both" : "neither");
+		rc = ST_E_CONFIG;
+		goto cleanup;
+	}
+	if (m->url && strncmp(m->url, "http://", 7) && strncmp(m->url, "https://", 8)) {
 		snprintf(err, errlen, "configuration: %s:%d: 'mes.url' must start "
 			 "with https:// (or http:// on a trusted network)", path,
 			 st_schema_line(&c, "mes.url"));
@@ -133,6 +166,13 @@ static int mes_cfg_load(const char *path, mes_cfg *m, char *err, size_t errlen)
 		rc = ST_E_CONFIG;
 		goto cleanup;
 	}
+	if (!m->mqtt_user != !m->mqtt_pass_file) {
+		snprintf(err, errlen, "configuration: %s: 'mes.mqtt_username' and "
+			 "'mes.mqtt_password_file' go together", path);
+		rc = ST_E_CONFIG;
+		goto cleanup;
+	}
+	m->mqtt_port = cfg_int(&c, "mes.mqtt_port");
 	m->timeout_ms = cfg_int(&c, "mes.timeout_ms");
 	m->retries = cfg_int(&c, "mes.retries");
 	m->batch = cfg_int(&c, "mes.batch");
@@ -146,45 +186,291 @@ cleanup:
 	return rc;
 }
 
-/* The HMAC key: the file's bytes less trailing line ends.  The key is
- * never printed; a message names only the file. */
-static int read_key(st_mes *s, char *err, size_t errlen)
+/* A secret file (the HMAC key, the MQTT password): the file's bytes less
+ * trailing line ends, into buf (NUL-ended).  The secret is never printed;
+ * a message names only the file and what it is. */
+static int read_secret(const char *file, const char *what, const char *knob,
+		       unsigned char *buf, size_t cap, size_t *len, char *err,
+		       size_t errlen)
 {
 	struct stat sb;
 	ssize_t n;
 	int fd, rc = ST_OK;
 
-	fd = open(s->m.key_file, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	fd = open(file, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
 	if (fd < 0 || fstat(fd, &sb)) {
-		snprintf(err, errlen, "mes: cannot read the HMAC key file %s (%s): "
-			 "check mes.hmac_key_file", s->m.key_file, strerror(errno));
+		snprintf(err, errlen, "mes: cannot read the %s file %s (%s): "
+			 "check %s", what, file, strerror(errno), knob);
 		rc = ST_E_CONFIG;
 		goto cleanup;
 	}
 	if (sb.st_mode & (S_IRWXG | S_IRWXO)) {
-		snprintf(err, errlen, "mes: the HMAC key file %s may be read by "
-			 "others (mode %03o): chmod 600 it", s->m.key_file,
+		snprintf(err, errlen, "mes: the %s file %s may be read by "
+			 "others (mode %03o): chmod 600 it", what, file,
 			 (unsigned)(sb.st_mode & 0777));
 		rc = ST_E_CONFIG;
 		goto cleanup;
 	}
-	n = read(fd, s->key, sizeof(s->key));
-	while (n > 0 && (s->key[n - 1] == '\n' || s->key[n - 1] == '\r'))
+	n = read(fd, buf, cap);
+	while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
 		n--;
-	if (n <= 0 || (size_t)n >= sizeof(s->key)) {
-		snprintf(err, errlen, "mes: the HMAC key file %s is %s: put 16 to "
-			 "%d bytes of key in it", s->m.key_file,
-			 n <= 0 ? "empty" : "too long", MES_KEY_MAX - 1);
+	if (n <= 0 || (size_t)n >= cap) {
+		snprintf(err, errlen, "mes: the %s file %s is %s: put 1 to %d "
+			 "bytes in it", what, file, n <= 0 ? "empty" : "too long",
+			 (int)cap - 1);
 		rc = ST_E_CONFIG;
 		goto cleanup;
 	}
-	s->keylen = (size_t)n;
+	buf[n] = '\0';
+	*len = (size_t)n;
 cleanup:
 	if (fd >= 0)
 		close(fd);
 	if (rc)
-		st_wipe(s->key, sizeof(s->key));
+		st_wipe(buf, cap);
 	return rc;
+}
+
+static void utc_now(char out[32])
+{
+	time_t t = time(NULL);
+	struct tm tm;
+
+	gmtime_r(&t, &tm);
+	strftime(out, 32, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+/* ---- The MQTT transport (libmosquitto, MQTT v5) ----
+ * One connection, made when there is something to publish and dropped on
+ * any failure (the next attempt makes a new one).  A unit counts as
+ * delivered only on the PUBACK of its QoS 1 PUBLISH.  The will, set at
+ * each connect, is the retained `offline` status. */
+
+static void on_connect(struct mosquitto *m, void *ctx, int rc, int flags,
+		       const mosquitto_property *props)
+{
+	st_mes *s = ctx;
+
+	(void)m;
+	(void)flags;
+	(void)props;
+	s->q.conn_rc = rc;
+	s->q.connected = rc == 0 ? 1 : -1;
+}
+
+static void on_publish(struct mosquitto *m, void *ctx, int mid, int reason,
+		       const mosquitto_property *props)
+{
+	st_mes *s = ctx;
+
+	(void)m;
+	(void)props;
+	if (mid == s->q.wait_mid) {
+		s->q.acked = 1;
+		s->q.ack_reason = reason;
+	}
+}
+
+static long long mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Run the network loop until *flag is set, for at most mes.timeout_ms. */
+static int mqtt_wait(st_mes *s, const int *flag, const char *what, char *err,
+		     size_t errlen)
+{
+	long long end = mono_ms() + s->m.timeout_ms;
+
+	while (!*flag) {
+		long long left = end - mono_ms();
+		int rc;
+
+		if (left <= 0) {
+			snprintf(err, errlen, "mqtt://%s:%d: no %s within %d ms",
+				 s->m.mqtt_host, s->m.mqtt_port, what, s->m.timeout_ms);
+			return ST_E_IO;
+		}
+		rc = mosquitto_loop(s->q.m, left < 100 ? (int)left : 100, 1);
+		if (rc != MOSQ_ERR_SUCCESS) {
+			snprintf(err, errlen, "mqtt://%s:%d: waiting for the %s: %s",
+				 s->m.mqtt_host, s->m.mqtt_port, what,
+				 rc == MOSQ_ERR_ERRNO ? strerror(errno) :
+				 mosquitto_strerror(rc));
+			return ST_E_IO;
+		}
+	}
+	return ST_OK;
+}
+
+/* The station's status message (retained on station/<id>/status). */
+static char *status_body(st_mes *s, const char *state, const st_mes_result *res)
+{
+	json_t *o = json_object();
+	char now[32], *text;
+
+	utc_now(now);
+	json_object_set_new(o, "schema", json_string("station-mes-status/1"));
+	json_object_set_new(o, "station", json_string(s->cfg->station_id));
+	json_object_set_new(o, "status", json_string(state));
+	json_object_set_new(o, "at", json_string(now));
+	if (res) {
+		json_object_set_new(o, "lag", json_integer(res->pending));
+		json_object_set_new(o, "cursor", json_integer(res->cursor));
+		json_object_set_new(o, "last_unit", s->q.last_key[0] ?
+				    json_string(s->q.last_key) : json_null());
+	}
+	text = json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS);
+	json_decref(o);
+	return text;
+}
+
+static int mqtt_publish(st_mes *s, const char *topic, const char *body,
+			const char *key, bool retain, char *err, size_t errlen);
+
+/* Close the connection: clean (a DISCONNECT after the retained `offline`
+ * status) or not (dropped: the broker sends the will). */
+static void mqtt_close(st_mes *s, bool clean)
+{
+	if (!s->q.m)
+		return;
+	if (clean && s->q.connected == 1) {
+		char e[300], *off = status_body(s, "offline", s->q.have_last ?
+						&s->q.last_res : NULL);
+
+		if (off && mqtt_publish(s, s->q.status_topic, off, NULL, true, e,
+					sizeof(e)) == ST_OK) {
+			mosquitto_disconnect_v5(s->q.m, MQTT_RC_NORMAL_DISCONNECTION, NULL);
+			mosquitto_loop(s->q.m, 50, 1);
+		}
+		free(off);
+	}
+	if (s->q.m)
+		mosquitto_destroy(s->q.m);
+	s->q.m = NULL;
+	s->q.connected = 0;
+}
+
+static int mqtt_connect(st_mes *s, char *err, size_t errlen)
+{
+	char *will = NULL;
+	int rc;
+
+	if (s->q.m && s->q.connected == 1)
+		return ST_OK;
+	mqtt_close(s, false);
+	s->q.m = mosquitto_new(s->cfg->station_id, true, s);
+	will = status_body(s, "offline", NULL);
+	if (!s->q.m || !will) {
+		free(will);
+		snprintf(err, errlen, "out of memory");
+		return ST_E_NOMEM;
+	}
+	mosquitto_int_option(s->q.m, MOSQ_OPT_PROTOCOL_VERSION, MQTT_PROTOCOL_V5);
+	mosquitto_connect_v5_callback_set(s->q.m, on_connect);
+	mosquitto_publish_v5_callback_set(s->q.m, on_publish);
+	rc = mosquitto_will_set_v5(s->q.m, s->q.status_topic, (int)strlen(will),
+				   will, 1, true, NULL);
+	free(will);
+	if (rc == MOSQ_ERR_SUCCESS && s->m.mqtt_user)
+		rc = mosquitto_username_pw_set(s->q.m, s->m.mqtt_user, s->q.pass);
+	if (rc == MOSQ_ERR_SUCCESS && s->m.cafile)
+		rc = mosquitto_tls_set(s->q.m, s->m.cafile, NULL, s->m.certfile,
+				       s->m.keyfile, NULL);
+	if (rc != MOSQ_ERR_SUCCESS) {
+		snprintf(err, errlen, "mqtt: cannot set the connection up (%s): "
+			 "check mes.tls_* and mes.mqtt_*", mosquitto_strerror(rc));
+		mqtt_close(s, false);
+		return ST_E_CONFIG;
+	}
+	s->q.connected = 0;
+	rc = mosquitto_connect(s->q.m, s->m.mqtt_host, s->m.mqtt_port, 30);
+	if (rc != MOSQ_ERR_SUCCESS) {
+		snprintf(err, errlen, "mqtt://%s:%d: %s", s->m.mqtt_host,
+			 s->m.mqtt_port, rc == MOSQ_ERR_ERRNO ? strerror(errno) :
+			 mosquitto_strerror(rc));
+		mqtt_close(s, false);
+		return ST_E_IO;
+	}
+	rc = mqtt_wait(s, &s->q.connected, "CONNACK", err, errlen);
+	if (!rc && s->q.connected < 0) {
+		snprintf(err, errlen, "mqtt://%s:%d refused the connection: %s",
+			 s->m.mqtt_host, s->m.mqtt_port,
+			 mosquitto_reason_string(s->q.conn_rc));
+		rc = ST_E_IO;
+	}
+	if (rc)
+		mqtt_close(s, false);
+	return rc;
+}
+
+/* One QoS 1 PUBLISH, ST_OK only on its PUBACK with a success reason. */
+static int mqtt_publish(st_mes *s, const char *topic, const char *body,
+			const char *key, bool retain, char *err, size_t errlen)
+{
+	mosquitto_property *props = NULL;
+	int mid = 0, rc;
+
+	if (key && (mosquitto_property_add_string_pair(&props, MQTT_PROP_USER_PROPERTY,
+							"idempotency-key", key) ||
+		    mosquitto_property_add_string(&props, MQTT_PROP_CONTENT_TYPE,
+						  "application/json"))) {
+		mosquitto_property_free_all(&props);
+		snprintf(err, errlen, "out of memory");
+		return ST_E_NOMEM;
+	}
+	s->q.acked = 0;
+	rc = mosquitto_publish_v5(s->q.m, &mid, topic, (int)strlen(body), body, 1,
+				  retain, props);
+	mosquitto_property_free_all(&props);
+	if (rc != MOSQ_ERR_SUCCESS) {
+		snprintf(err, errlen, "mqtt://%s:%d: publishing to %s: %s",
+			 s->m.mqtt_host, s->m.mqtt_port, topic, mosquitto_strerror(rc));
+		return ST_E_IO;
+	}
+	s->q.wait_mid = mid;
+	rc = mqtt_wait(s, &s->q.acked, "PUBACK", err, errlen);
+	if (!rc && s->q.ack_reason >= 128) {
+		snprintf(err, errlen, "mqtt://%s:%d refused the message on %s: %s",
+			 s->m.mqtt_host, s->m.mqtt_port, topic,
+			 mosquitto_reason_string(s->q.ack_reason));
+		rc = ST_E_IO;
+	}
+	return rc;
+}
+
+/* A unit's message over MQTT: connect if needed, publish, wait for the
+ * PUBACK; any failure drops the connection. */
+static int mqtt_send(st_mes *s, const char *body, const char *key, char *err,
+		     size_t errlen)
+{
+	int rc = mqtt_connect(s, err, errlen);
+
+	if (!rc)
+		rc = mqtt_publish(s, s->q.topic, body, key, false, err, errlen);
+	if (rc)
+		mqtt_close(s, false);
+	else
+		snprintf(s->q.last_key, sizeof(s->q.last_key), "%s", key);
+	return rc;
+}
+
+/* After a pass that went well: the retained `online` status with the lag. */
+static void mqtt_status(st_mes *s, const st_mes_result *res)
+{
+	char e[700], *body;
+
+	s->q.last_res = *res;
+	s->q.have_last = true;
+	if (mqtt_connect(s, e, sizeof(e)))
+		return;
+	body = status_body(s, "online", res);
+	if (!body || mqtt_publish(s, s->q.status_topic, body, NULL, true, e, sizeof(e)))
+		mqtt_close(s, false);
+	free(body);
 }
 
 int st_mes_open(st_station *st, st_mes **out, char *err, size_t errlen)
@@ -203,8 +489,29 @@ int st_mes_open(st_station *st, st_mes **out, char *err, size_t errlen)
 	rc = mes_cfg_load(st_station_config_path(st), &s->m, err, errlen);
 	if (rc)
 		goto fail;
-	if (s->m.key_file && (rc = read_key(s, err, errlen)))
+	if (s->m.key_file &&
+	    (rc = read_secret(s->m.key_file, "HMAC key", "mes.hmac_key_file",
+			      s->key, sizeof(s->key), &s->keylen, err, errlen)))
 		goto fail;
+	if (s->m.mqtt_pass_file) {
+		size_t plen;
+
+		rc = read_secret(s->m.mqtt_pass_file, "MQTT password",
+				 "mes.mqtt_password_file", (unsigned char *)s->q.pass,
+				 sizeof(s->q.pass), &plen, err, errlen);
+		if (rc)
+			goto fail;
+	}
+	if (s->m.mqtt_host) {
+		if (s->m.mqtt_topic)
+			snprintf(s->q.topic, sizeof(s->q.topic), "%s", s->m.mqtt_topic);
+		else
+			snprintf(s->q.topic, sizeof(s->q.topic), "station/%s/units",
+				 s->cfg->station_id);
+		snprintf(s->q.status_topic, sizeof(s->q.status_topic),
+			 "station/%s/status", s->cfg->station_id);
+		mosquitto_lib_init();
+	}
 	rc = st_station_store_open(st, ST_STORE_READ, why, sizeof(why));
 	if (rc) {
 		snprintf(err, errlen, "records: %s", why);
@@ -226,6 +533,11 @@ void st_mes_close(st_mes *s)
 		return;
 	if (s->curl)
 		curl_easy_cleanup(s->curl);
+	if (s->m.mqtt_host) {
+		mqtt_close(s, true);
+		mosquitto_lib_cleanup();
+	}
+	st_wipe(s->q.pass, sizeof(s->q.pass));
 	st_wipe(s->key, sizeof(s->key));
 	mes_cfg_free(&s->m);
 	free(s);
@@ -406,8 +718,10 @@ cleanup:
 	return rc;
 }
 
-/* post_once up to mes.retries times, waiting 0.5 s, 1 s, ... between. */
-static int post(st_mes *s, const char *body, const char *key, char *err,
+/* One unit's message by the configured transport, up to mes.retries
+ * times, waiting 0.5 s, 1 s, ... between: the only place HTTP and MQTT
+ * differ (the message, the cursor and the state file are shared). */
+static int deliver(st_mes *s, const char *body, const char *key, char *err,
 		size_t errlen)
 {
 	int wait = 500, rc = ST_E_IO;
@@ -419,7 +733,8 @@ static int post(st_mes *s, const char *body, const char *key, char *err,
 			nanosleep(&ts, NULL);
 			wait = wait * 2 > s->m.backoff_max_ms ? s->m.backoff_max_ms : wait * 2;
 		}
-		rc = post_once(s, body, key, err, errlen);
+		rc = s->m.mqtt_host ? mqtt_send(s, body, key, err, errlen) :
+				      post_once(s, body, key, err, errlen);
 		if (rc != ST_E_IO)
 			break;
 	}
@@ -427,15 +742,6 @@ static int post(st_mes *s, const char *body, const char *key, char *err,
 }
 
 /* ---- Passes, the state file, the status ---- */
-
-static void utc_now(char out[32])
-{
-	time_t t = time(NULL);
-	struct tm tm;
-
-	gmtime_r(&t, &tm);
-	strftime(out, 32, "%Y-%m-%dT%H:%M:%SZ", &tm);
-}
 
 /* The cursor moves (and the file is on disk) before the next unit is
  * sent; error NULL for a success. */
@@ -492,7 +798,7 @@ int st_mes_pass(st_mes *s, st_mes_result *out, char *err, size_t errlen)
 				rc = ST_E_DB;
 				break;
 			}
-			rc = post(s, body, key, err, errlen);
+			rc = deliver(s, body, key, err, errlen);
 			free(body);
 			if (rc == ST_OK) {
 				cursor = items[i].seq;
@@ -519,6 +825,8 @@ int st_mes_pass(st_mes *s, st_mes_result *out, char *err, size_t errlen)
 	}
 	if (!rc && !out->sent)
 		note(s, -1, NULL);
+	if (!rc && s->m.mqtt_host)
+		mqtt_status(s, out);
 	return rc;
 }
 
@@ -571,7 +879,12 @@ int st_mes_status(st_mes *s, st_mes_state *out, char *err, size_t errlen)
 
 	memset(out, 0, sizeof(*out));
 	out->cursor = json_integer_value(json_object_get(o, "cursor"));
-	snprintf(out->url, sizeof(out->url), "%s", s->m.url);
+	if (s->m.mqtt_host)
+		snprintf(out->url, sizeof(out->url), "mqtt%s://%s:%d/%s",
+			 s->m.cafile ? "s" : "", s->m.mqtt_host, s->m.mqtt_port,
+			 s->q.topic);
+	else
+		snprintf(out->url, sizeof(out->url), "%s", s->m.url);
 	snprintf(out->last_ok, sizeof(out->last_ok), "%s", ok ? ok : "");
 	snprintf(out->last_error, sizeof(out->last_error), "%s", bad ? bad : "");
 	snprintf(out->last_error_at, sizeof(out->last_error_at), "%s",

@@ -11,6 +11,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -635,6 +640,351 @@ Test(mes, label_qr_decodes_to_the_unit_and_zpl_carries_it, .timeout = 240)
 	cr_assert_eq(r->code, 2, "%s", r->err);
 	cr_assert(strstr(r->err, "never passed"), "%s", r->err);
 
+	fx_rmtree(w.dir);
+	free(r);
+}
+
+/* ---- MQTT: a real Mosquitto broker and mosquitto_sub ---- */
+
+typedef struct broker {
+	pid_t pid, sub;
+	int port;
+	char dir[600];
+} broker;
+
+static int free_port(void)
+{
+	struct sockaddr_in a = { .sin_family = AF_INET,
+				 .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	socklen_t len = sizeof(a);
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+	cr_assert_geq(fd, 0);
+	cr_assert_eq(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+	cr_assert_eq(getsockname(fd, (struct sockaddr *)&a, &len), 0);
+	close(fd);
+	return ntohs(a.sin_port);
+}
+
+static bool port_open(int port)
+{
+	struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+				 .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	int fd = socket(AF_INET, SOCK_STREAM, 0), ok;
+
+	ok = connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0;
+	close(fd);
+	return ok;
+}
+
+static pid_t spawn_to(const char *out, char *const argv[])
+{
+	pid_t p = fork();
+
+	cr_assert_geq(p, 0);
+	if (p == 0) {
+		if (!freopen(out, "a", stdout) || !freopen(out, "a", stderr))
+			_exit(126);
+		execvp(argv[0], argv);
+		_exit(127);
+	}
+	return p;
+}
+
+/* Mosquitto on 127.0.0.1:b->port (anonymous, persistent: a subscriber's
+ * session survives a SIGKILL once saved, autosave every second). */
+static void broker_start(broker *b)
+{
+	char conf[700], log[700];
+	int waited = 0;
+	FILE *f;
+
+	snprintf(conf, sizeof(conf), "%s/mosquitto.conf", b->dir);
+	snprintf(log, sizeof(log), "%s/mosquitto.log", b->dir);
+	f = fopen(conf, "w");
+	cr_assert_not_null(f);
+	/* mosquitto started as root runs as the user mosquitto */
+	cr_assert_eq(chmod(b->dir, 0777), 0);
+	fprintf(f, "listener %d 127.0.0.1\nallow_anonymous true\npersistence true\n"
+		"persistence_location %s/\nautosave_interval 1\n", b->port, b->dir);
+	fclose(f);
+	b->pid = spawn_to(log, (char *const[]){ "mosquitto", "-c", conf, NULL });
+	while (!port_open(b->port)) {
+		cr_assert_lt(waited++, 100, "mosquitto did not start (%s)", log);
+		usleep(50000);
+	}
+}
+
+static void broker_kill(broker *b)
+{
+	if (b->pid > 0) {
+		kill(b->pid, SIGKILL);
+		waitpid(b->pid, NULL, 0);
+		b->pid = 0;
+	}
+}
+
+/* mosquitto_sub on station/#, a persistent session, QoS 1, MQTT v5:
+ * "topic retain user-properties payload" per line into dir/sub.out. */
+static void sub_start(broker *b)
+{
+	char out[700], port[16];
+
+	snprintf(out, sizeof(out), "%s/sub.out", b->dir);
+	snprintf(port, sizeof(port), "%d", b->port);
+	b->sub = spawn_to(out, (char *const[]){ "mosquitto_sub", "-h", "127.0.0.1",
+		"-p", port, "-V", "5", "-q", "1", "-c", "-i", "test-sub", "-t",
+		"station/#", "-F", "%t %r %P %p", NULL });
+}
+
+static char *slurp(const char *path)
+{
+	char *t = calloc(1, 1 << 20);
+	FILE *f = fopen(path, "r");
+
+	cr_assert_not_null(t);
+	if (f) {
+		cr_assert_geq(fread(t, 1, (1 << 20) - 1, f), 0);
+		fclose(f);
+	}
+	return t;
+}
+
+/* The unit messages mosquitto_sub printed, as the HTTP receiver keeps
+ * them ([{key, body}], and kept/<key>.json the first of each), so the same
+ * checks apply; the user property must carry the body's key. */
+static json_t *sub_units(const broker *b, const char *station, receiver *as)
+{
+	char path[700], topic[300], *text, *line, *save = NULL;
+	json_t *all = json_array();
+
+	snprintf(as->dir, sizeof(as->dir), "%s", b->dir);
+	snprintf(path, sizeof(path), "%s/kept", b->dir);
+	mkdir(path, 0700);
+	snprintf(path, sizeof(path), "%s/sub.out", b->dir);
+	snprintf(topic, sizeof(topic), "station/%s/units ", station);
+	text = slurp(path);
+	for (line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+		char *body = strchr(line, '{'), prop[300], kp[900];
+		json_t *m, *d;
+		const char *key;
+		FILE *f;
+
+		if (strncmp(line, topic, strlen(topic)) || !body)
+			continue;
+		m = json_loads(body, 0, NULL);
+		cr_assert_not_null(m, "%s", line);
+		key = json_string_value(json_object_get(m, "idempotency_key"));
+		cr_assert_not_null(key);
+		snprintf(prop, sizeof(prop), " idempotency-key:%s ", key);
+		cr_assert_not_null(strstr(line, prop), "no user property: %s", line);
+		d = json_pack("{s:s, s:s}", "key", key, "body", body);
+		json_array_append_new(all, d);
+		snprintf(kp, sizeof(kp), "%s/kept/%s.json", b->dir, key);
+		if (access(kp, F_OK)) {
+			f = fopen(kp, "w");
+			cr_assert_not_null(f);
+			fputs(body, f);
+			fclose(f);
+		}
+		json_decref(m);
+	}
+	free(text);
+	return all;
+}
+
+static size_t wait_units(const broker *b, const char *station, size_t n)
+{
+	receiver as;
+	size_t got = 0;
+
+	for (int waited = 0; got < n; waited++) {
+		json_t *all = sub_units(b, station, &as);
+
+		got = same_body_per_key(all);
+		json_decref(all);
+		if (got >= n)
+			break;
+		cr_assert_lt(waited, 200, "only %zu of %zu units reached the subscriber", got, n);
+		usleep(50000);
+	}
+	return got;
+}
+
+/* The retained message of topic, as a fresh subscriber sees it. */
+static json_t *retained(const broker *b, const char *topic)
+{
+	char cmd[900], line[4096] = "";
+	FILE *p;
+
+	snprintf(cmd, sizeof(cmd), "mosquitto_sub -h 127.0.0.1 -p %d -V 5 -t '%s' "
+		 "--retained-only -C 1 -W 3 -F '%%r %%p' 2>&1", b->port, topic);
+	p = popen(cmd, "r");
+	cr_assert_not_null(p);
+	cr_assert_not_null(fgets(line, sizeof(line), p), "no retained message on %s", topic);
+	pclose(p);
+	cr_assert_eq(strncmp(line, "1 {", 3), 0, "not retained: %s", line);
+	return json_loads(line + 2, 0, NULL);
+}
+
+static void set_mqtt(const fx_world *w, const char *id, const broker *b)
+{
+	char extra[200];
+
+	snprintf(extra, sizeof(extra), "mqtt_host = \"127.0.0.1\"; mqtt_port = %d;", b->port);
+	fx_world_opts o = { .with_ca = true, .timeout_ms = 700, .station_id = id };
+	FILE *f;
+
+	fx_write_conf(w, &o);
+	f = fopen(w->conf, "a");
+	cr_assert_not_null(f);
+	fprintf(f, "mes: { %s retries = 1; timeout_ms = 2000; interval_ms = 100; "
+		"backoff_max_ms = 300; };\n", extra);
+	fclose(f);
+}
+
+static pid_t follow_start(const fx_world *w)
+{
+	char bin[512], out[700];
+
+	snprintf(bin, sizeof(bin), "%s/station", getenv("STATION_BUILD"));
+	snprintf(out, sizeof(out), "%s/follow.log", w->dir);
+	return spawn_to(out, (char *const[]){ bin, "--config", (char *)w->conf, "mes",
+		"send", "--follow", NULL });
+}
+
+Test(mes, mqtt_every_unit_once_retained_status_and_will, .timeout = 240)
+{
+	fx_world w;
+	fx_devsim sim;
+	broker b = { 0 };
+	receiver as;
+	fx_run *r = malloc(sizeof(*r));
+	json_t *all, *st;
+	pid_t follow;
+	char topic[200];
+
+	cr_assert_not_null(r);
+	mes_world(&w, "line5-st1");
+	provision(&w, &sim, 3, "--seed l5");
+	snprintf(b.dir, sizeof(b.dir), "%s/broker", w.dir);
+	cr_assert_eq(mkdir(b.dir, 0700), 0);
+	b.port = free_port();
+	broker_start(&b);
+	sub_start(&b);
+	usleep(500000);
+	set_mqtt(&w, "line5-st1", &b);
+
+	fx_station_run(r, &w, "mes", "send", "--status", NULL);
+	cr_assert_eq(r->code, 0, "%s", r->err);
+	cr_assert(strstr(r->out, "mqtt://127.0.0.1:") && strstr(r->out, "/station/line5-st1/units"),
+		  "%s", r->out);
+	cr_assert(strstr(r->out, "lag:                3 units"), "%s", r->out);
+	fx_station_run(r, &w, "mes", "send", "--once", NULL);
+	cr_assert_eq(r->code, 0, "%s%s", r->out, r->err);
+	cr_assert(strstr(r->out, "3 units sent; 0 waiting"), "%s", r->out);
+	cr_assert_eq(wait_units(&b, "line5-st1", 3), 3);
+	all = sub_units(&b, "line5-st1", &as);
+	cr_assert_eq(json_array_size(all), 3, "each unit once");
+	json_decref(all);
+	cr_assert_eq(check_all_arrived(&w, &as, "line5-st1"), 3);
+	/* a clean end leaves the retained status offline, with the lag */
+	snprintf(topic, sizeof(topic), "station/line5-st1/status");
+	st = retained(&b, topic);
+	cr_assert_str_eq(json_string_value(json_object_get(st, "status")), "offline");
+	cr_assert_eq(json_integer_value(json_object_get(st, "lag")), 0);
+	cr_assert_str_eq(json_string_value(json_object_get(st, "last_unit")), "line5-st1:3");
+	json_decref(st);
+
+	/* a follower says online; killed, the broker publishes its will */
+	follow = follow_start(&w);
+	for (int waited = 0;; waited++) {
+		st = retained(&b, topic);
+		if (!strcmp(json_string_value(json_object_get(st, "status")), "online"))
+			break;
+		json_decref(st);
+		cr_assert_lt(waited, 100, "the follower never said online");
+		usleep(100000);
+	}
+	cr_assert_eq(json_integer_value(json_object_get(st, "lag")), 0);
+	json_decref(st);
+	kill(follow, SIGKILL);
+	waitpid(follow, NULL, 0);
+	for (int waited = 0;; waited++) {
+		st = retained(&b, topic);
+		if (!strcmp(json_string_value(json_object_get(st, "status")), "offline"))
+			break;
+		json_decref(st);
+		cr_assert_lt(waited, 100, "no will after SIGKILL");
+		usleep(100000);
+	}
+	cr_assert_null(json_object_get(st, "lag"), "the will, not a clean end");
+	json_decref(st);
+
+	kill(b.sub, SIGKILL);
+	waitpid(b.sub, NULL, 0);
+	broker_kill(&b);
+	fx_rmtree(w.dir);
+	free(r);
+}
+
+Test(mes, mqtt_broker_down_then_killed_loses_nothing, .timeout = 300)
+{
+	fx_world w;
+	fx_devsim sim;
+	broker b = { 0 };
+	receiver as;
+	fx_run *r = malloc(sizeof(*r));
+	json_t *all;
+	pid_t follow;
+	char log[700];
+
+	cr_assert_not_null(r);
+	mes_world(&w, "line6-st1");
+	provision(&w, &sim, 3, "--seed l6");
+	snprintf(b.dir, sizeof(b.dir), "%s/broker", w.dir);
+	cr_assert_eq(mkdir(b.dir, 0700), 0);
+	b.port = free_port();
+	set_mqtt(&w, "line6-st1", &b);
+
+	/* no broker: nothing acknowledged, the lag says 3 */
+	fx_station_run(r, &w, "mes", "send", "--once", NULL);
+	cr_assert_eq(r->code, 4, "%s%s", r->out, r->err);
+	cr_assert(strstr(r->err, "mqtt://127.0.0.1") && strstr(r->err, "line6-st1:1"), "%s", r->err);
+	fx_station_run(r, &w, "mes", "send", "--status", NULL);
+	cr_assert(strstr(r->out, "lag:                3 units"), "%s", r->out);
+
+	/* up, a persistent subscriber saved by the broker, a follower drains */
+	broker_start(&b);
+	sub_start(&b);
+	usleep(2500000);
+	follow = follow_start(&w);
+	cr_assert_eq(wait_units(&b, "line6-st1", 3), 3);
+
+	/* killed and restarted on the same port (a second batch of units
+	 * provisioned while it is down is left undone: see the report) */
+	broker_kill(&b);
+	(void)log;
+	/* restarted on the same port: drained, every unit at the subscriber */
+	broker_start(&b);
+	for (int waited = 0;; waited++) {
+		fx_station_run(r, &w, "mes", "send", "--status", NULL);
+		if (strstr(r->out, "lag:                0 units"))
+			break;
+		cr_assert_lt(waited, 100, "the follower did not drain: %s", r->out);
+		usleep(100000);
+	}
+	cr_assert_eq(wait_units(&b, "line6-st1", 3), 3);
+	all = sub_units(&b, "line6-st1", &as);
+	cr_assert_eq(same_body_per_key(all), 3, "duplicates only with the same key and body");
+	json_decref(all);
+	cr_assert_eq(check_all_arrived(&w, &as, "line6-st1"), 3);
+
+	kill(follow, SIGTERM);
+	waitpid(follow, NULL, 0);
+	kill(b.sub, SIGKILL);
+	waitpid(b.sub, NULL, 0);
+	broker_kill(&b);
 	fx_rmtree(w.dir);
 	free(r);
 }
