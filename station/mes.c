@@ -108,22 +108,16 @@ static void mes_cfg_free(mes_cfg *m)
  * rest of the configuration.  ST_E_NOTFOUND without the group. */
 static int mes_cfg_load(const char *path, mes_cfg *m, char *err, size_t errlen)
 {
-	st_problems *pl = st_problems_new();
+	char why[512];
 	config_t c;
-	int rc = ST_OK;
+	int rc;
 
 	memset(m, 0, sizeof(*m));
 	config_init(&c);
-	if (!pl) {
-		rc = ST_E_NOMEM;
-		goto cleanup;
-	}
-	if (path && st_schema_read(&c, path, "configuration", pl))
-		st_schema_validate(&c, path, st_config_schema, st_config_schema_len,
-				   false, pl);
-	if (st_problems_count(pl)) {
-		snprintf(err, errlen, "configuration: %s", st_problem_text(pl, 0));
-		rc = ST_E_CONFIG;
+	rc = st_config_read_checked(&c, path, why, sizeof(why));
+	if (rc) {
+		snprintf(err, errlen, "configuration: %s", rc == ST_E_NOMEM ?
+			 "out of memory" : why);
 		goto cleanup;
 	}
 	if (!path || !config_lookup(&c, "mes")) {
@@ -180,7 +174,6 @@ static int mes_cfg_load(const char *path, mes_cfg *m, char *err, size_t errlen)
 	m->backoff_max_ms = cfg_int(&c, "mes.backoff_max_ms");
 cleanup:
 	config_destroy(&c);
-	st_problems_free(pl);
 	if (rc)
 		mes_cfg_free(m);
 	return rc;

@@ -748,3 +748,22 @@ void st_schema_print_man(FILE *f, bool profile)
 	else
 		print_man(f, st_config_schema, st_config_schema_len);
 }
+
+int st_config_read_checked(config_t *c, const char *path, char *err,
+			   size_t errlen)
+{
+	st_problems *pl = st_problems_new();
+	int rc = ST_OK;
+
+	if (!pl)
+		return ST_E_NOMEM;
+	if (path && st_schema_read(c, path, "configuration", pl))
+		st_schema_validate(c, path, st_config_schema, st_config_schema_len,
+				   false, pl);
+	if (st_problems_count(pl)) {
+		snprintf(err, errlen, "%s", st_problem_text(pl, 0));
+		rc = ST_E_CONFIG;
+	}
+	st_problems_free(pl);
+	return rc;
+}

@@ -77,6 +77,14 @@ extern const size_t st_config_schema_len;
 extern const st_schema_key st_profile_schema[];
 extern const size_t st_profile_schema_len;
 
+/* Read the configuration file at path into c (config_init'ed by the
+ * caller) and check it against st_config_schema, as every load of the
+ * configuration does (ranges, choices, required keys).  ST_OK (also with
+ * no path: nothing read), ST_E_CONFIG with the first problem in err, or
+ * ST_E_NOMEM. */
+int st_config_read_checked(config_t *c, const char *path, char *err,
+			   size_t errlen);
+
 /* Read file into c.  A missing/unreadable file or a syntax error (with the
  * line libconfig names; "what" says which kind of file) is one problem;
  * returns true when c holds the file. */

@@ -47,27 +47,15 @@ static int opt_int(const config_t *c, const char *path)
 int st_sync_config_load(const char *path, st_sync_cfg *out, char *err,
 			size_t errlen)
 {
-	st_problems *pl = st_problems_new();
 	const char *mode;
 	config_t c;
-	int rc = ST_OK;
+	int rc;
 
 	memset(out, 0, sizeof(*out));
 	config_init(&c);
-	if (!pl) {
-		rc = ST_E_NOMEM;
+	rc = st_config_read_checked(&c, path, err, errlen);
+	if (rc)
 		goto cleanup;
-	}
-	/* The same schema check as every load of the configuration
-	 * (docs/configuration.md): ranges, choices, required keys. */
-	if (path && st_schema_read(&c, path, "configuration", pl))
-		st_schema_validate(&c, path, st_config_schema, st_config_schema_len,
-				   false, pl);
-	if (st_problems_count(pl)) {
-		snprintf(err, errlen, "%s", st_problem_text(pl, 0));
-		rc = ST_E_CONFIG;
-		goto cleanup;
-	}
 	out->batch = opt_int(&c, "sync.batch");
 	out->interval_ms = opt_int(&c, "sync.interval_ms");
 	out->backoff_max_ms = opt_int(&c, "sync.backoff_max_ms");
@@ -96,7 +84,6 @@ int st_sync_config_load(const char *path, st_sync_cfg *out, char *err,
 	}
 cleanup:
 	config_destroy(&c);
-	st_problems_free(pl);
 	if (rc)
 		st_sync_config_free(out);
 	return rc;
