@@ -20,8 +20,18 @@ say() { echo "== check-package: $*"; }
 	fail "/var/lib/station/records.db exists: run on a fresh machine (CI);" \
 	     "this test never deletes records"
 
+# What this test makes in /var/lib/station is its own when the folder did
+# not exist before it: removed at its end (pass or fail), so that the next
+# run on the same machine starts as fresh.  A folder that was there before
+# is never touched.
+own_lib=0
+[ -e /var/lib/station ] || own_lib=1
 tmp=$(mktemp -d /tmp/st-pkg-XXXXXX)
-trap 'rm -rf "$tmp"' EXIT
+cleanup() {
+	rm -rf "$tmp"
+	[ $own_lib = 0 ] || rm -rf /var/lib/station
+}
+trap cleanup EXIT
 # a copy: the build must not see (or wipe) a developer's build/ dirs
 mkdir "$tmp/src"
 tar --exclude='./build*' --exclude=./debian/build --exclude=./state -cf - . |
@@ -97,3 +107,4 @@ done
 sqlite3 /var/lib/station/records.db 'SELECT count(*) FROM units' | grep -qv '^0$' ||
 	fail "the records lost their units"
 say "OK: built, lintian clean of errors, installed, demo run, purged (records kept)"
+[ $own_lib = 0 ] || say "the test's own demo records in /var/lib/station are removed now (it did not exist before the test)"
