@@ -226,17 +226,13 @@ int st_label_print(st_station *st, const char *uid, char *png_path,
 {
 	struct pass_row p = { "", "" };
 	rec_filter f = { 0 };
-	char why[900] = "";
 	rec_store *r;
 	int64_t id;
 	int rc;
 
-	rc = st_station_store_open(st, ST_STORE_READ, why, sizeof(why));
-	if (rc) {
-		snprintf(err, errlen, "records: %s", why);
-		return rc == ST_E_NOTFOUND ? rc : ST_E_DB;
-	}
-	r = st_station_store(st);
+	rc = st_station_records_for(st, ST_STORE_READ, &r, err, errlen);
+	if (rc)
+		return rc;
 	rc = rec_find_pass(r, uid, &id);
 	if (rc == ST_E_NOTFOUND) {
 		snprintf(err, errlen, "device %s never passed at this station: only "

@@ -468,7 +468,6 @@ static void mqtt_status(st_mes *s, const st_mes_result *res)
 
 int st_mes_open(st_station *st, st_mes **out, char *err, size_t errlen)
 {
-	char why[900] = "";
 	st_mes *s = calloc(1, sizeof(*s));
 	int rc;
 
@@ -505,14 +504,9 @@ int st_mes_open(st_station *st, st_mes **out, char *err, size_t errlen)
 			 "station/%s/status", s->cfg->station_id);
 		mosquitto_lib_init();
 	}
-	rc = st_station_store_open(st, ST_STORE_READ, why, sizeof(why));
-	if (rc) {
-		snprintf(err, errlen, "records: %s", why);
-		if (rc != ST_E_NOTFOUND)
-			rc = ST_E_DB;
+	rc = st_station_records_for(st, ST_STORE_READ, &s->r, err, errlen);
+	if (rc)
 		goto fail;
-	}
-	s->r = st_station_store(st);
 	*out = s;
 	return ST_OK;
 fail:

@@ -156,6 +156,12 @@ int st_trust_check_audit(void *ctx, const char *pem, char *why, size_t len);
 int st_store_open_as(st_station *st, st_store_mode mode, rec_store **out,
 		     char *err, size_t errlen);
 
+/* For an engine service (sync, mes, labels): st's store opened as mode
+ * (st_station_store_open), into *r.  ST_OK; ST_E_NOTFOUND when there is
+ * none, else ST_E_DB; err "records: <why>". */
+int st_station_records_for(st_station *st, st_store_mode mode, rec_store **r,
+			   char *err, size_t errlen);
+
 /* records_cmds.c, shared with evidence.c: the records handle of the
  * records commands, and the conversions at the records boundary. */
 struct st_records {

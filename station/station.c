@@ -96,6 +96,20 @@ int st_station_store_open(st_station *st, st_store_mode mode, char *err,
 	return rc;
 }
 
+int st_station_records_for(st_station *st, st_store_mode mode, rec_store **r,
+			   char *err, size_t errlen)
+{
+	char why[900] = "";
+	int rc = st_station_store_open(st, mode, why, sizeof(why));
+
+	if (rc) {
+		snprintf(err, errlen, "records: %s", why);
+		return rc == ST_E_NOTFOUND ? rc : ST_E_DB;
+	}
+	*r = st->rec;
+	return ST_OK;
+}
+
 int st_station_hsm_open(st_station *st, char *err, size_t errlen)
 {
 	if (st->h)

@@ -57,14 +57,9 @@ int st_syncer_open(st_station *st, st_store_mode mode, int (*login)(void *ctx),
 		rc = ST_E_NOTFOUND;
 		goto fail;
 	}
-	rc = st_station_store_open(st, mode, why, sizeof(why));
-	if (rc) {
-		snprintf(err, errlen, "records: %s", why);
-		if (rc != ST_E_NOTFOUND)
-			rc = ST_E_DB;
+	rc = st_station_records_for(st, mode, &s->r, err, errlen);
+	if (rc)
 		goto fail;
-	}
-	s->r = st_station_store(st);
 	*out = s;
 	return ST_OK;
 fail:
