@@ -158,6 +158,14 @@ static int summary_diff(json_t *a, json_t *b, char *msg, size_t cap)
 	return n;
 }
 
+/* Stop a sim that must have exited cleanly (no sanitizer report, no
+ * crash). */
+static void stop_ok(fx_esp_sim *s)
+{
+	fx_esp_sim_stop(s);
+	cr_assert_eq(s->exit_status, 0, "the simulated chip exited %d", s->exit_status);
+}
+
 static void start(fx_esp_sim *s, const char *name, const char *extra)
 {
 	char args[512];
@@ -236,9 +244,9 @@ Test(esp32sim, esptool_reports_the_c3_and_its_seeded_mac)
 	cr_assert_eq(value_int(sum, "WAFER_VERSION_MINOR_LO"), 4);
 	cr_assert_str_eq(value_str(sum, "BLK_VERSION_MAJOR"), "With calibration");
 	json_decref(sum);
-	fx_esp_sim_stop(&a);
-	fx_esp_sim_stop(&b);
-	fx_esp_sim_stop(&clone);
+	stop_ok(&a);
+	stop_ok(&b);
+	stop_ok(&clone);
 }
 
 /* The same burns through the sim and through espefuse --virt started from
@@ -254,7 +262,7 @@ Test(esp32sim, burns_match_espefuse_virt)
 	make_files();
 	snprintf(virt, sizeof(virt), "%s", tp("virt.efuse"));
 	start(&s, "unit", NULL);
-	fx_esp_sim_stop(&s);
+	stop_ok(&s);
 	export(&s, "--efuse-image", virt, NULL);
 	start(&s, "unit", NULL);
 	snprintf(cmd, sizeof(cmd), "burn_key BLOCK_KEY0 %s SECURE_BOOT_DIGEST0", tp("digest.bin"));
@@ -291,7 +299,7 @@ Test(esp32sim, burns_match_espefuse_virt)
 	cr_assert_null(strstr(out, "Error(s)"), "%s", out);
 	/* The exported image, read by espefuse --virt alone: key, purpose,
 	 * write protection, no RS errors. */
-	fx_esp_sim_stop(&s);
+	stop_ok(&s);
 	export(&s, "--efuse-image", tp("lab.efuse"), NULL);
 	a = summary(NULL, tp("lab.efuse"));
 	cr_assert_str_eq(value_str(a, "BLOCK_KEY0"), hex);
@@ -335,7 +343,7 @@ Test(esp32sim, write_protected_block_refuses_the_burn)
 			 "00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 "
 			 "00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00");
 	json_decref(a);
-	fx_esp_sim_stop(&s);
+	stop_ok(&s);
 }
 
 /* ENABLE_SECURITY_DOWNLOAD takes effect at the next reset: then espefuse
@@ -369,7 +377,7 @@ Test(esp32sim, secure_download_mode_after_reset)
 	fclose(f);
 	snprintf(cmd, sizeof(cmd), "write_flash --flash_size 4MB 0x30000 %s", tp("app.bin"));
 	cr_assert_eq(esptool(&s, cmd), 0, "%s", out);
-	fx_esp_sim_stop(&s);
+	stop_ok(&s);
 	snprintf(img, sizeof(img), "%s", tp("flash.img"));
 	export(&s, "--flash-image", img, NULL);
 	f = fopen(img, "rb");
@@ -382,7 +390,7 @@ Test(esp32sim, secure_download_mode_after_reset)
 	start(&s, "unit", NULL);
 	cr_assert_neq(efuse(&s, "summary"), 0);
 	cr_assert_not_null(strstr(out, "Secure Download Mode is enabled"), "%s", out);
-	fx_esp_sim_stop(&s);
+	stop_ok(&s);
 	export(&s, "--efuse-image", tp("lab.efuse"), NULL);
 	json_t *a = summary(NULL, tp("lab.efuse"));
 	cr_assert_eq(value_int(a, "ENABLE_SECURITY_DOWNLOAD"), 1);
@@ -399,7 +407,7 @@ Test(esp32sim, download_mode_disabled_means_no_answer)
 	usleep(200000);
 	cr_assert_neq(esptool(&s, "--connect-attempts 1 read_mac"), 0);
 	cr_assert_not_null(strstr(out, "Failed to connect"), "%s", out);
-	fx_esp_sim_stop(&s);
+	stop_ok(&s);
 }
 
 /* write_flash (verified by the ROM's MD5) lands in the raw flash image and
@@ -420,14 +428,14 @@ Test(esp32sim, write_flash_lands_in_the_flash_image)
 	snprintf(cmd, sizeof(cmd), "write_flash 0x10000 %s", tp("app.bin"));
 	cr_assert_eq(esptool(&s, cmd), 0, "%s", out);
 	cr_assert_not_null(strstr(out, "Hash of data verified."), "%s", out);
-	fx_esp_sim_stop(&s);
+	stop_ok(&s);
 	start(&s, "unit", NULL);
 	snprintf(cmd, sizeof(cmd), "verify_flash 0x10000 %s", tp("app.bin"));
 	cr_assert_eq(esptool(&s, cmd), 0, "after a restart: %s", out);
 	/* The ROM reboot (esptool run: FLASH_BEGIN 0, FLASH_END reboot). */
 	cr_assert_eq(esptool(&s, "run"), 0, "%s", out);
 	cr_assert_eq(esptool(&s, "read_mac"), 0, "the loader is back after the reboot: %s", out);
-	fx_esp_sim_stop(&s);
+	stop_ok(&s);
 	export(&s, "--flash-image", tp("flash.img"), NULL);
 	f = fopen(tp("flash.img"), "rb");
 	cr_assert_not_null(f);
@@ -454,11 +462,11 @@ Test(esp32sim, flipped_key_bit_is_an_rs_error)
 	cr_assert_eq(efuse(&s, cmd), 0, "%s", out);
 	cr_assert_eq(efuse(&s, "check_error"), 0, "%s", out);
 	cr_assert_null(strstr(out, "Error(s)"), "clean before the fault: %s", out);
-	fx_esp_sim_stop(&s);
+	stop_ok(&s);
 	start(&s, "unit", "--fault efuse-flip:4:77");
 	efuse(&s, "check_error");
 	cr_assert_not_null(strstr(out, "Error(s) in BLOCK4 [ERRORS:1 FAIL:0]"), "%s", out);
-	fx_esp_sim_stop(&s);
+	stop_ok(&s);
 	export(&s, "--efuse-image", tp("flip.efuse"), "--fault efuse-flip:4:77");
 	vefuse(tp("flip.efuse"), "check_error");
 	cr_assert_not_null(strstr(out, "Error(s) in BLOCK4"), "%s", out);
@@ -487,7 +495,7 @@ Test(esp32sim, power_cut_mid_burn)
 	a = summary(&s, NULL);
 	cr_assert_eq(value_int(a, "DIS_ICACHE"), 1);
 	json_decref(a);
-	fx_esp_sim_stop(&s);
+	stop_ok(&s);
 }
 
 /* Line noise: every byte corrupted means nothing gets through, and the
@@ -498,8 +506,8 @@ Test(esp32sim, line_noise_breaks_the_line)
 
 	start(&s, "unit", "--fault noise:100");
 	cr_assert_neq(esptool(&s, "--connect-attempts 1 read_mac"), 0);
-	fx_esp_sim_stop(&s);
+	stop_ok(&s);
 	start(&s, "unit", "--fault noise:0");
 	cr_assert_eq(esptool(&s, "read_mac"), 0, "%s", out);
-	fx_esp_sim_stop(&s);
+	stop_ok(&s);
 }
