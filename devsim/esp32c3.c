@@ -8,7 +8,9 @@
  *
  * Serving prints "ready <pty>" and answers the ROM loader's commands
  * (esp_rom.h) until SIGTERM/SIGINT; SIGHUP resets the chip (the EN pin:
- * a pty has no DTR/RTS), as does FLASH_END with its reboot flag.  The
+ * a pty has no DTR/RTS), as does FLASH_END with its reboot flag; SIGUSR1
+ * resets it with GPIO9 high: it boots from flash (esp32c3_boot.c checks
+ * the Secure Boot V2 signature when SECURE_BOOT_EN is burned).  The
  * eFuses live in FILE (saved after every burn), the 4 MiB flash in
  * FILE.flash (a mapped file).  The image options write what a lab would
  * read from the chip and exit.  docs/esp32.md, "The simulated ESP32-C3",
@@ -91,7 +93,8 @@ static void c3_usage(void)
 		"       station-devsim --model esp32c3 --state FILE --flash-image OUT\n"
 		"  an ESP32-C3 in its ROM serial loader on a pty (docs/esp32.md); the\n"
 		"  eFuses live in FILE, the 4 MiB flash in FILE.flash.  SIGHUP resets\n"
-		"  the chip (as FLASH_END with reboot does).  --efuse-image writes the\n"
+		"  the chip (as FLASH_END with reboot does), SIGUSR1 boots it from flash\n"
+		"  (Secure Boot V2 checked when SECURE_BOOT_EN).  --efuse-image writes the\n"
 		"  eFuse registers in espefuse --virt --path-efuse-file's format,\n"
 		"  --flash-image the raw flash; both exit without serving.\n"
 		"faults:\n");
@@ -366,6 +369,7 @@ static void chip_reset(struct c3 *c, const char *why)
 	c->sdm = c3_efuse_field(c, "ENABLE_SECURITY_DOWNLOAD") != 0;
 	c->no_download = c3_efuse_field(c, "DIS_DOWNLOAD_MODE") != 0;
 	c->fl_active = 0;
+	c->in_app = 0;
 	esp_slip_rx_init(&c->rx);
 	memset(c->spi, 0, sizeof(c->spi));
 	c->nother = 0;
@@ -381,6 +385,33 @@ static void chip_reset(struct c3 *c, const char *why)
 		c3_log(c, "banner: %s", strerror(errno));
 	c3_log(c, "reset (%s): %s", why, c->no_download ? "download mode disabled" :
 	       c->sdm ? "Secure Download Mode" : "download mode");
+}
+
+/* Reset with GPIO9 high (SIGUSR1): the ROM boots from flash.  With
+ * SECURE_BOOT_EN it first checks the bootloader's Secure Boot V2
+ * signature; either way the loader is gone (the "app" owns the UART and
+ * prints nothing more) until the next reset into download mode. */
+static void chip_boot_flash(struct c3 *c)
+{
+	char why[160] = "", line[400];
+	int secure, ok = 1;
+
+	c3_efuse_reload(c);
+	c->fl_active = 0;
+	c->in_app = 1;
+	secure = c3_efuse_field(c, "SECURE_BOOT_EN") != 0;
+	if (secure)
+		ok = c3_boot_check(c, why, sizeof(why));
+	snprintf(line, sizeof(line),
+		 "ESP-ROM:esp32c3-api1-20210207\r\nBuild:Feb  7 2021\r\n"
+		 "rst:0x1 (POWERON),boot:0xc (SPI_FAST_FLASH_BOOT)\r\n%s%s%s",
+		 secure ? "Secure Boot V2: " : "", secure ? why : "",
+		 !secure ? "secure boot off: loading the bootloader\r\n" :
+		 ok ? "\r\nsecure boot verification succeeded: loading the bootloader\r\n" :
+		 "\r\nsecure boot check fail: boot refused, chip halted\r\n");
+	if (c->master >= 0 && write(c->master, line, strlen(line)) < 0)
+		c3_log(c, "boot log: %s", strerror(errno));
+	c3_log(c, "SPI boot: %s", secure ? (ok ? "verified" : "refused") : "no secure boot");
 }
 
 /* Write n bytes to the line, the noise fault applied.  Gives up after a
@@ -784,8 +815,8 @@ static void feed(struct c3 *c, const uint8_t *buf, size_t n)
 				b ^= (uint8_t)(1u << ((r >> 32) & 7));
 			}
 		}
-		if (c->no_download)
-			continue;       /* the loader never started */
+		if (c->no_download || c->in_app)
+			continue;       /* the loader is not running */
 		ev = esp_slip_rx_byte(&c->rx, b);
 		if (ev == ESP_SLIP_FRAME) {
 			if (esp_req_parse(c->rx.buf, c->rx.len, &rq) == 0)
@@ -929,6 +960,7 @@ int esp32c3_main(int argc, char **argv)
 	sigaddset(&set, SIGTERM);
 	sigaddset(&set, SIGINT);
 	sigaddset(&set, SIGHUP);
+	sigaddset(&set, SIGUSR1);
 	sigprocmask(SIG_BLOCK, &set, NULL);
 	signal(SIGPIPE, SIG_IGN);
 	sigfd = signalfd(-1, &set, SFD_CLOEXEC);
@@ -978,9 +1010,12 @@ int esp32c3_main(int argc, char **argv)
 			struct signalfd_siginfo si;
 
 			if (read(sigfd, &si, sizeof(si)) == (ssize_t)sizeof(si) &&
-			    si.ssi_signo == SIGHUP) {
+			    (si.ssi_signo == SIGHUP || si.ssi_signo == SIGUSR1)) {
 				flash_sync(c);
-				chip_reset(c, "0x1 (POWERON)");
+				if (si.ssi_signo == SIGHUP)
+					chip_reset(c, "0x1 (POWERON)");
+				else
+					chip_boot_flash(c);
 				continue;
 			}
 			rc = 0;

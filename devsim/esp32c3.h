@@ -58,6 +58,7 @@ struct c3 {
 	/* Latched at reset from the eFuses, as the ROM decides at boot. */
 	int sdm;                      /* ENABLE_SECURITY_DOWNLOAD: Secure Download Mode */
 	int no_download;              /* DIS_DOWNLOAD_MODE: the loader never answers */
+	int in_app;                   /* booted from flash (SIGUSR1): no loader */
 
 	/* Command line and line. */
 	const char *state_path;
@@ -101,6 +102,11 @@ uint32_t c3_efuse_field(const struct c3 *c, const char *name);
 /* Write the register window in espefuse --virt's file format (the 512
  * bytes, last register first, each big-endian).  0 or -1. */
 int c3_efuse_export(struct c3 *c, const char *path);
+
+/* SPI boot with SECURE_BOOT_EN: is the bootloader at 0x0 signed by a
+ * key whose digest is burned (esp32c3_boot.c)?  1 yes, 0 no; why says
+ * what was found. */
+int c3_boot_check(struct c3 *c, char *why, size_t cap);
 
 /* Save the state file (temp, fsync, rename, fsync dir).  0 or -1. */
 int c3_state_save(struct c3 *c);

@@ -4,13 +4,16 @@
  * model of the eFuse controller) replaying the same burns from the sim's
  * exported blank eFuses.  Summaries are compared as JSON. */
 #include <criterion/criterion.h>
+#include <fcntl.h>
 #include <ftw.h>
 #include <jansson.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <termios.h>
 #include <unistd.h>
 
 #include "tests/fixtures/fx_esp.h"
@@ -511,5 +514,134 @@ Test(esp32sim, line_noise_breaks_the_line)
 	stop_ok(&s);
 	start(&s, "unit", "--fault noise:0");
 	cr_assert_eq(esptool(&s, "read_mac"), 0, "%s", out);
+	stop_ok(&s);
+}
+
+/* A minimal ESP image (one segment, checksum, appended SHA-256) as a
+ * bootloader for the signature check; espsecure signs it. */
+static void make_image(const char *path)
+{
+	uint8_t img[2048] = { 0xE9, 1, 2, 0x20, 0x00, 0x00, 0x38, 0x40,
+			      0xEE, 0, 0, 0, 5, 0, 0, 0, 0, 0xff, 0xff, 0, 0, 0, 0, 1 };
+	size_t n = 24, len = 1000;
+	uint8_t chk = 0xEF;
+	FILE *f;
+	char cmd[512];
+
+	img[n++] = 0x00; img[n++] = 0x00; img[n++] = 0xc8; img[n++] = 0x3f;
+	img[n++] = (uint8_t)len; img[n++] = (uint8_t)(len >> 8); img[n++] = 0; img[n++] = 0;
+	for (size_t i = 0; i < len; i++) {
+		img[n] = (uint8_t)(i * 7);
+		chk ^= img[n++];
+	}
+	while (n % 16 != 15)
+		img[n++] = 0;
+	img[n++] = chk;
+	f = fopen(path, "wb");
+	cr_assert_not_null(f);
+	cr_assert_eq(fwrite(img, 1, n, f), n);
+	fclose(f);
+	/* The appended hash: SHA-256 of everything before it. */
+	snprintf(cmd, sizeof(cmd), "openssl dgst -sha256 -binary %s >> %s.h && cat %s.h >> %s && rm %s.h",
+		 path, path, path, path, path);
+	cr_assert_eq(system(cmd), 0);
+}
+
+/* Reset the sim with GPIO9 high (SIGUSR1: boot from flash) and return
+ * what the ROM prints on the UART, in out. */
+static void boot_log(const fx_esp_sim *s)
+{
+	struct termios tio;
+	size_t n = 0;
+	int fd = open(s->slave, O_RDWR | O_NOCTTY);
+
+	out[0] = '\0';
+	cr_assert_geq(fd, 0);
+	cr_assert_eq(tcgetattr(fd, &tio), 0);
+	cfmakeraw(&tio);
+	tio.c_cc[VMIN] = 0;
+	tio.c_cc[VTIME] = 0;
+	cr_assert_eq(tcsetattr(fd, TCSANOW, &tio), 0);
+	tcflush(fd, TCIFLUSH);
+	kill(s->pid, SIGUSR1);
+	for (int i = 0; i < 40 && !strstr(out, "boot refused") && !strstr(out, "loading the");
+	     i++) {
+		struct pollfd p = { .fd = fd, .events = POLLIN };
+		ssize_t r;
+
+		out[n] = '\0';
+		if (poll(&p, 1, 100) <= 0)
+			continue;
+		r = read(fd, out + n, sizeof(out) - 1 - n);
+		if (r > 0)
+			n += (size_t)r;
+		out[n] = '\0';
+	}
+	close(fd);
+}
+
+/* Stretch of issue 24: with SECURE_BOOT_EN burned the ROM boots only a
+ * bootloader signed by a key whose digest is in a SECURE_BOOT_DIGEST key
+ * block; espsecure is the judge of which images are signed by what. */
+Test(esp32sim, secure_boot_refuses_a_wrongly_signed_bootloader)
+{
+	fx_esp_sim s;
+	char cmd[1024];
+
+	make_files();
+	make_image(tp("boot.bin"));
+	snprintf(cmd, sizeof(cmd), "openssl genrsa -out %s 3072 2>/dev/null", tp("other.pem"));
+	cr_assert_eq(system(cmd), 0);
+	snprintf(cmd, sizeof(cmd), "sign_data --version 2 --keyfile %s -o %s %s",
+		 tp("sb.pem"), tp("good.bin"), tp("boot.bin"));
+	cr_assert_eq(fx_esp_tool("espsecure", cmd, out, sizeof(out), 60), 0, "%s", out);
+	snprintf(cmd, sizeof(cmd), "sign_data --version 2 --keyfile %s -o %s %s",
+		 tp("other.pem"), tp("bad.bin"), tp("boot.bin"));
+	cr_assert_eq(fx_esp_tool("espsecure", cmd, out, sizeof(out), 60), 0, "%s", out);
+	snprintf(cmd, sizeof(cmd), "verify_signature --version 2 --keyfile %s %s",
+		 tp("sb.pem"), tp("good.bin"));
+	cr_assert_eq(fx_esp_tool("espsecure", cmd, out, sizeof(out), 60), 0, "%s", out);
+	snprintf(cmd, sizeof(cmd), "verify_signature --version 2 --keyfile %s %s",
+		 tp("sb.pem"), tp("bad.bin"));
+	cr_assert_neq(fx_esp_tool("espsecure", cmd, out, sizeof(out), 60), 0, "%s", out);
+
+	start(&s, "unit", NULL);
+	/* Without SECURE_BOOT_EN anything boots. */
+	snprintf(cmd, sizeof(cmd), "write_flash 0 %s", tp("bad.bin"));
+	cr_assert_eq(esptool(&s, cmd), 0, "%s", out);
+	boot_log(&s);
+	cr_assert_not_null(strstr(out, "secure boot off: loading the bootloader"), "%s", out);
+	kill(s.pid, SIGHUP);
+	usleep(200000);
+	snprintf(cmd, sizeof(cmd), "burn_key BLOCK_KEY0 %s SECURE_BOOT_DIGEST0", tp("digest.bin"));
+	cr_assert_eq(efuse(&s, cmd), 0, "%s", out);
+	cr_assert_eq(efuse(&s, "burn_efuse SECURE_BOOT_EN 1"), 0, "%s", out);
+	boot_log(&s);
+	cr_assert_not_null(strstr(out, "secure boot check fail: boot refused"), "%s", out);
+	kill(s.pid, SIGHUP);
+	usleep(200000);
+	snprintf(cmd, sizeof(cmd), "write_flash --force 0 %s", tp("good.bin"));
+	cr_assert_eq(esptool(&s, cmd), 0, "%s", out);
+	boot_log(&s);
+	cr_assert_not_null(strstr(out, "secure boot verification succeeded"), "%s", out);
+	/* The app owns the UART now: no loader until the next reset. */
+	cr_assert_neq(esptool(&s, "--connect-attempts 1 read_mac"), 0);
+	kill(s.pid, SIGHUP);
+	usleep(200000);
+	cr_assert_eq(esptool(&s, "read_mac"), 0, "%s", out);
+	/* One byte of the signed image changed: the digest no longer matches. */
+	{
+		FILE *f = fopen(tp("good.bin"), "r+b");
+
+		cr_assert_not_null(f);
+		fseek(f, 100, SEEK_SET);
+		fputc(0x5a, f);
+		fclose(f);
+	}
+	snprintf(cmd, sizeof(cmd), "write_flash --force 0 %s", tp("good.bin"));
+	cr_assert_eq(esptool(&s, cmd), 0, "%s", out);
+	boot_log(&s);
+	cr_assert_not_null(strstr(out, "boot refused"), "%s", out);
+	cr_assert_not_null(strstr(out, "image digest mismatch"), "%s", out);
 	stop_ok(&s);
 }
