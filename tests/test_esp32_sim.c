@@ -16,6 +16,7 @@
 #include <termios.h>
 #include <unistd.h>
 
+#include "device-drivers/proto/esp_rom.h"
 #include "tests/fixtures/fx_esp.h"
 
 #define OUT_CAP 65536
@@ -435,8 +436,10 @@ Test(esp32sim, write_flash_lands_in_the_flash_image)
 	cr_assert_not_null(strstr(out, "Hash of data verified."), "%s", out);
 	stop_ok(&s);
 	start(&s, "unit", NULL);
-	snprintf(cmd, sizeof(cmd), "verify_flash 0x10000 %s", tp("app.bin"));
+	/* CHANGE_BAUDRATE first (--baud): the pty keeps serving. */
+	snprintf(cmd, sizeof(cmd), "--baud 921600 verify_flash 0x10000 %s", tp("app.bin"));
 	cr_assert_eq(esptool(&s, cmd), 0, "after a restart: %s", out);
+	cr_assert_not_null(strstr(out, "Changed."), "%s", out);
 	/* The ROM reboot (esptool run: FLASH_BEGIN 0, FLASH_END reboot). */
 	cr_assert_eq(esptool(&s, "run"), 0, "%s", out);
 	cr_assert_eq(esptool(&s, "read_mac"), 0, "the loader is back after the reboot: %s", out);
@@ -643,5 +646,131 @@ Test(esp32sim, secure_boot_refuses_a_wrongly_signed_bootloader)
 	boot_log(&s);
 	cr_assert_not_null(strstr(out, "boot refused"), "%s", out);
 	cr_assert_not_null(strstr(out, "image digest mismatch"), "%s", out);
+	stop_ok(&s);
+}
+
+/* ---- the sim at packet level (what esptool never sends) -------------- */
+
+static int raw_open(const fx_esp_sim *s)
+{
+	struct termios tio;
+	int fd = open(s->slave, O_RDWR | O_NOCTTY);
+
+	cr_assert_geq(fd, 0);
+	cr_assert_eq(tcgetattr(fd, &tio), 0);
+	cfmakeraw(&tio);
+	tio.c_cc[VMIN] = 0;
+	tio.c_cc[VTIME] = 0;
+	cr_assert_eq(tcsetattr(fd, TCSANOW, &tio), 0);
+	tcflush(fd, TCIOFLUSH);
+	return fd;
+}
+
+static void raw_send(int fd, uint8_t op, const uint8_t *data, uint16_t n, uint32_t chk)
+{
+	static uint8_t pkt[ESP_HDR_LEN + 2048], wire[ESP_SLIP_ENCODED_MAX(sizeof(pkt))];
+	size_t len = esp_req_build(op, data, n, chk, pkt, sizeof(pkt));
+	size_t w = esp_slip_encode(pkt, len, wire, sizeof(wire));
+
+	cr_assert_gt(w, 0);
+	cr_assert_eq(write(fd, wire, w), (ssize_t)w);
+}
+
+/* Next response within 2 s; 0 or -1. */
+static int raw_recv(int fd, esp_slip_rx *rx, esp_resp *rp)
+{
+	for (int i = 0; i < 40; i++) {
+		struct pollfd p = { .fd = fd, .events = POLLIN };
+		uint8_t b;
+
+		if (poll(&p, 1, 50) <= 0)
+			continue;
+		while (read(fd, &b, 1) == 1) {
+			if (esp_slip_rx_byte(rx, b) == ESP_SLIP_FRAME) {
+				cr_assert_eq(esp_resp_parse(rx->buf, rx->len,
+							    ESP_C3_ROM_STATUS_LEN, rp), 0);
+				return 0;
+			}
+		}
+	}
+	return -1;
+}
+
+Test(esp32sim, rom_packets_checksums_and_refusals)
+{
+	static esp_slip_rx rx;
+	fx_esp_sim s;
+	uint8_t sync[ESP_SYNC_DATA_LEN] = { 0x07, 0x07, 0x12, 0x20 };
+	uint8_t blk[16 + 64], begin[16], addr[4];
+	esp_resp rp;
+	int fd;
+
+	memset(sync + 4, 0x55, sizeof(sync) - 4);
+	start(&s, "unit", NULL);
+	fd = raw_open(&s);
+	esp_slip_rx_init(&rx);
+	raw_send(fd, ESP_OP_SYNC, sync, sizeof(sync), 0);
+	for (int i = 0; i < ESP_SYNC_REPLIES; i++) {
+		cr_assert_eq(raw_recv(fd, &rx, &rp), 0, "SYNC answer %d", i);
+		cr_assert_eq(rp.op, ESP_OP_SYNC);
+		cr_assert_neq(rp.value, 0, "a ROM, not a stub, answers SYNC");
+		cr_assert_eq(rp.status, 0);
+	}
+	/* A badly escaped frame is dropped; the line goes on. */
+	{
+		const uint8_t junk[] = { 0xC0, 0x00, 0x0a, 0xDB, 0x11, 0xC0 };
+
+		cr_assert_eq(write(fd, junk, sizeof(junk)), (ssize_t)sizeof(junk));
+	}
+	esp_put_le32(addr, ESP_CHIP_DETECT_MAGIC_REG);
+	raw_send(fd, ESP_OP_READ_REG, addr, 4, 0);
+	cr_assert_eq(raw_recv(fd, &rx, &rp), 0);
+	cr_assert_eq(rp.op, ESP_OP_READ_REG);
+	cr_assert(esp_c3_magic_ok(rp.value));
+	/* FLASH_DATA with a wrong checksum: status 1, error 0x07. */
+	esp_put_le32(begin, 4096);
+	esp_put_le32(begin + 4, 1);
+	esp_put_le32(begin + 8, 64);
+	esp_put_le32(begin + 12, 0x1000);
+	raw_send(fd, ESP_OP_FLASH_BEGIN, begin, 16, 0);
+	cr_assert_eq(raw_recv(fd, &rx, &rp), 0);
+	cr_assert_eq(rp.status, 0);
+	memset(blk, 0, 16);
+	esp_put_le32(blk, 64);
+	memset(blk + 16, 0x3c, 64);
+	raw_send(fd, ESP_OP_FLASH_DATA, blk, sizeof(blk), esp_checksum(blk + 16, 64) ^ 1);
+	cr_assert_eq(raw_recv(fd, &rx, &rp), 0);
+	cr_assert_eq(rp.op, ESP_OP_FLASH_DATA);
+	cr_assert_eq(rp.status, 1);
+	cr_assert_eq(rp.error, ESP_ROM_ERR_BAD_CRC);
+	raw_send(fd, ESP_OP_FLASH_DATA, blk, sizeof(blk), esp_checksum(blk + 16, 64));
+	cr_assert_eq(raw_recv(fd, &rx, &rp), 0);
+	cr_assert_eq(rp.status, 0, "the retry with the right checksum is taken");
+	/* An unknown op: error 0x05 under its own op. */
+	raw_send(fd, 0x55, NULL, 0, 0);
+	cr_assert_eq(raw_recv(fd, &rx, &rp), 0);
+	cr_assert_eq(rp.op, 0x55);
+	cr_assert_eq(rp.status, 1);
+	cr_assert_eq(rp.error, ESP_ROM_ERR_INVALID_MSG);
+	close(fd);
+	stop_ok(&s);
+}
+
+/* A power cut between a key block's data and check words: the block
+ * reads as an uncorrectable RS error after the restart. */
+Test(esp32sim, power_cut_mid_key_burn_is_an_rs_failure)
+{
+	fx_esp_sim s;
+	char cmd[1024];
+
+	make_files();
+	start(&s, "unit", "--fault burn-cut:1");
+	snprintf(cmd, sizeof(cmd), "burn_key BLOCK_KEY3 %s SECURE_BOOT_DIGEST0", tp("digest.bin"));
+	cr_assert_neq(efuse(&s, cmd), 0, "%s", out);
+	fx_esp_sim_stop(&s);
+	cr_assert_eq(s.exit_status, 3);
+	start(&s, "unit", NULL);
+	efuse(&s, "check_error");
+	cr_assert_not_null(strstr(out, "Error(s) in BLOCK7 [ERRORS:7 FAIL:1]"), "%s", out);
 	stop_ok(&s);
 }
