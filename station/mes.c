@@ -58,6 +58,8 @@ typedef struct mes_mqtt {
 	int conn_rc;            /* the CONNACK's reason */
 	int wait_mid, acked, ack_reason;
 	char last_key[200];     /* the last unit acknowledged by the broker */
+	char lib_err[256];      /* libmosquitto's last error line (its TLS
+				 * errors name OpenSSL's reason there only) */
 	st_mes_result last_res; /* the last pass's, for the closing status */
 	bool have_last;
 } mes_mqtt;
@@ -264,6 +266,29 @@ static void on_publish(struct mosquitto *m, void *ctx, int mid, int reason,
 	}
 }
 
+/* libmosquitto's log: keep its last error line, which holds OpenSSL's
+ * reason for a failed handshake ("certificate verify failed"). */
+static void on_log(struct mosquitto *m, void *ctx, int level, const char *str)
+{
+	st_mes *s = ctx;
+
+	(void)m;
+	if (level == MOSQ_LOG_ERR && str)
+		snprintf(s->q.lib_err, sizeof(s->q.lib_err), "%s", str);
+}
+
+/* A TLS failure in words: the handshake, when the broker's certificate is
+ * not trusted (another CA than mes.tls_ca, not for this host, expired) or
+ * the broker refused ours; OpenSSL's reason from libmosquitto's log. */
+static void tls_failed(st_mes *s, char *err, size_t errlen)
+{
+	snprintf(err, errlen, "mqtts://%s:%d: the TLS handshake failed (%s): the "
+		 "broker's certificate must chain to mes.tls_ca (%s) and name %s; "
+		 "nothing was sent", s->m.mqtt_host, s->m.mqtt_port,
+		 s->q.lib_err[0] ? s->q.lib_err : mosquitto_strerror(MOSQ_ERR_TLS),
+		 s->m.cafile ? s->m.cafile : "-", s->m.mqtt_host);
+}
+
 static long long mono_ms(void)
 {
 	struct timespec ts;
@@ -288,6 +313,10 @@ static int mqtt_wait(st_mes *s, const int *flag, const char *what, char *err,
 			return ST_E_IO;
 		}
 		rc = mosquitto_loop(s->q.m, left < 100 ? (int)left : 100, 1);
+		if (rc == MOSQ_ERR_TLS) {
+			tls_failed(s, err, errlen);
+			return ST_E_IO;
+		}
 		if (rc != MOSQ_ERR_SUCCESS) {
 			snprintf(err, errlen, "mqtt://%s:%d: waiting for the %s: %s",
 				 s->m.mqtt_host, s->m.mqtt_port, what,
@@ -365,6 +394,8 @@ static int mqtt_connect(st_mes *s, char *err, size_t errlen)
 	mosquitto_int_option(s->q.m, MOSQ_OPT_PROTOCOL_VERSION, MQTT_PROTOCOL_V5);
 	mosquitto_connect_v5_callback_set(s->q.m, on_connect);
 	mosquitto_publish_v5_callback_set(s->q.m, on_publish);
+	mosquitto_log_callback_set(s->q.m, on_log);
+	s->q.lib_err[0] = '\0';
 	rc = mosquitto_will_set_v5(s->q.m, s->q.status_topic, (int)strlen(will),
 				   will, 1, true, NULL);
 	free(will);
@@ -381,6 +412,11 @@ static int mqtt_connect(st_mes *s, char *err, size_t errlen)
 	}
 	s->q.connected = 0;
 	rc = mosquitto_connect(s->q.m, s->m.mqtt_host, s->m.mqtt_port, 30);
+	if (rc == MOSQ_ERR_TLS) {
+		tls_failed(s, err, errlen);
+		mqtt_close(s, false);
+		return ST_E_IO;
+	}
 	if (rc != MOSQ_ERR_SUCCESS) {
 		snprintf(err, errlen, "mqtt://%s:%d: %s", s->m.mqtt_host,
 			 s->m.mqtt_port, rc == MOSQ_ERR_ERRNO ? strerror(errno) :

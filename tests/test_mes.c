@@ -7,6 +7,7 @@
 #include <criterion/criterion.h>
 #include <jansson.h>
 #include <libgen.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -650,6 +651,8 @@ typedef struct broker {
 	pid_t pid, sub;
 	int port;
 	char dir[600];
+	char tls[1400];         /* listener lines for TLS (certfile, keyfile) */
+	char cafile[700];       /* the subscriber's CA when the listener is TLS */
 } broker;
 
 static int free_port(void)
@@ -705,8 +708,8 @@ static void broker_start(broker *b)
 	cr_assert_not_null(f);
 	/* mosquitto started as root runs as the user mosquitto */
 	cr_assert_eq(chmod(b->dir, 0777), 0);
-	fprintf(f, "listener %d 127.0.0.1\nallow_anonymous true\npersistence true\n"
-		"persistence_location %s/\nautosave_interval 1\n", b->port, b->dir);
+	fprintf(f, "listener %d 127.0.0.1\n%sallow_anonymous true\npersistence true\n"
+		"persistence_location %s/\nautosave_interval 1\n", b->port, b->tls, b->dir);
 	fclose(f);
 	b->pid = spawn_to(log, (char *const[]){ "mosquitto", "-c", conf, NULL });
 	while (!port_open(b->port)) {
@@ -732,9 +735,14 @@ static void sub_start(broker *b)
 
 	snprintf(out, sizeof(out), "%s/sub.out", b->dir);
 	snprintf(port, sizeof(port), "%d", b->port);
-	b->sub = spawn_to(out, (char *const[]){ "mosquitto_sub", "-h", "127.0.0.1",
-		"-p", port, "-V", "5", "-q", "1", "-c", "-i", "test-sub", "-t",
-		"station/#", "-F", "%t %r %P %p", NULL });
+	if (b->cafile[0])
+		b->sub = spawn_to(out, (char *const[]){ "mosquitto_sub", "-h", "127.0.0.1",
+			"-p", port, "--cafile", b->cafile, "-V", "5", "-q", "1", "-c", "-i",
+			"test-sub", "-t", "station/#", "-F", "%t %r %P %p", NULL });
+	else
+		b->sub = spawn_to(out, (char *const[]){ "mosquitto_sub", "-h", "127.0.0.1",
+			"-p", port, "-V", "5", "-q", "1", "-c", "-i", "test-sub", "-t",
+			"station/#", "-F", "%t %r %P %p", NULL });
 }
 
 static char *slurp(const char *path)
@@ -827,11 +835,15 @@ static json_t *retained(const broker *b, const char *topic)
 	return json_loads(line + 2, 0, NULL);
 }
 
-static void set_mqtt(const fx_world *w, const char *id, const broker *b)
+/* w's configuration with a mes group for broker b; tls (may be NULL)
+ * goes inside the group. */
+static void set_mqtt_tls(const fx_world *w, const char *id, const broker *b,
+			 const char *tls)
 {
-	char extra[200];
+	char extra[1200];
 
-	snprintf(extra, sizeof(extra), "mqtt_host = \"127.0.0.1\"; mqtt_port = %d;", b->port);
+	snprintf(extra, sizeof(extra), "mqtt_host = \"127.0.0.1\"; mqtt_port = %d; %s",
+		 b->port, tls ? tls : "");
 	fx_world_opts o = { .with_ca = true, .timeout_ms = 700, .station_id = id };
 	FILE *f;
 
@@ -841,6 +853,11 @@ static void set_mqtt(const fx_world *w, const char *id, const broker *b)
 	fprintf(f, "mes: { %s retries = 1; timeout_ms = 2000; interval_ms = 100; "
 		"backoff_max_ms = 300; };\n", extra);
 	fclose(f);
+}
+
+static void set_mqtt(const fx_world *w, const char *id, const broker *b)
+{
+	set_mqtt_tls(w, id, b, NULL);
 }
 
 static pid_t follow_start(const fx_world *w)
@@ -982,6 +999,82 @@ Test(mes, mqtt_broker_down_then_killed_loses_nothing, .timeout = 300)
 
 	kill(follow, SIGTERM);
 	waitpid(follow, NULL, 0);
+	kill(b.sub, SIGKILL);
+	waitpid(b.sub, NULL, 0);
+	broker_kill(&b);
+	fx_rmtree(w.dir);
+	free(r);
+}
+
+/* MQTT over TLS: a real Mosquitto with a TLS-only listener whose
+ * certificate a test CA (made here with openssl) issued for 127.0.0.1.
+ * With another CA in mes.tls_ca the handshake is refused: exit 4, the
+ * error names the TLS handshake, OpenSSL's reason and mes.tls_ca; nothing
+ * reaches the subscriber, the cursor does not move (lag 2).  With the test
+ * CA the same units are delivered, each once, with the store's fields. */
+Test(mes, mqtt_tls_test_ca_accepted_wrong_ca_refused_nothing_lost, .timeout = 240)
+{
+	fx_world w;
+	fx_devsim sim;
+	broker b = { 0 };
+	receiver as;
+	fx_run *r = malloc(sizeof(*r));
+	char pki[600], opts[1400];
+	json_t *all;
+
+	cr_assert_not_null(r);
+	mes_world(&w, "line7-st1");
+	provision(&w, &sim, 2, "--seed l7");
+	snprintf(pki, sizeof(pki), "%s/pki", w.dir);
+	cr_assert_eq(mkdir(pki, 0755), 0);
+	make_ca(pki, "broker-ca");
+	make_ca(pki, "other-ca");
+	make_leaf(pki, "broker-ca", "server", "subjectAltName=IP:127.0.0.1");
+	snprintf(b.dir, sizeof(b.dir), "%s/broker", w.dir);
+	cr_assert_eq(mkdir(b.dir, 0700), 0);
+	/* mosquitto started as root would read its key as the user
+	 * mosquitto, who may not enter the test's private folder: it keeps
+	 * the test's user (the key stays 0600) */
+	snprintf(b.tls, sizeof(b.tls), "certfile %s/server.pem\nkeyfile %s/server.key\n"
+		 "user %s\n", pki, pki, getpwuid(getuid())->pw_name);
+	snprintf(b.cafile, sizeof(b.cafile), "%s/broker-ca.pem", pki);
+	b.port = free_port();
+	broker_start(&b);
+	sub_start(&b);
+	usleep(500000);
+
+	/* the wrong CA: refused at the handshake, nothing sent or lost */
+	snprintf(opts, sizeof(opts), "tls_ca = \"%s/other-ca.pem\";", pki);
+	set_mqtt_tls(&w, "line7-st1", &b, opts);
+	fx_station_run(r, &w, "mes", "send", "--once", NULL);
+	cr_assert_eq(r->code, 4, "%s%s", r->out, r->err);
+	cr_assert(strstr(r->err, "TLS handshake failed"), "%s", r->err);
+	cr_assert(strstr(r->err, "certificate verify failed"), "%s", r->err);
+	cr_assert(strstr(r->err, "other-ca.pem"), "%s", r->err);
+	cr_assert(strstr(r->err, "line7-st1:1"), "%s", r->err);
+	fx_station_run(r, &w, "mes", "send", "--status", NULL);
+	cr_assert_eq(r->code, 0, "%s", r->err);
+	cr_assert(strstr(r->out, "mqtts://127.0.0.1:"), "%s", r->out);
+	cr_assert(strstr(r->out, "acknowledged up to: event 0 "), "%s", r->out);
+	cr_assert(strstr(r->out, "lag:                2 units"), "%s", r->out);
+	cr_assert(strstr(r->out, "TLS handshake failed"), "%s", r->out);
+	usleep(300000);
+	all = sub_units(&b, "line7-st1", &as);
+	cr_assert_eq(json_array_size(all), 0, "a message passed the wrong CA");
+	json_decref(all);
+
+	/* the test CA: the same units, delivered once each */
+	snprintf(opts, sizeof(opts), "tls_ca = \"%s/broker-ca.pem\";", pki);
+	set_mqtt_tls(&w, "line7-st1", &b, opts);
+	fx_station_run(r, &w, "mes", "send", "--once", NULL);
+	cr_assert_eq(r->code, 0, "%s%s", r->out, r->err);
+	cr_assert(strstr(r->out, "2 units sent; 0 waiting"), "%s", r->out);
+	cr_assert_eq(wait_units(&b, "line7-st1", 2), 2);
+	all = sub_units(&b, "line7-st1", &as);
+	cr_assert_eq(json_array_size(all), 2, "each unit once");
+	json_decref(all);
+	cr_assert_eq(check_all_arrived(&w, &as, "line7-st1"), 2);
+
 	kill(b.sub, SIGKILL);
 	waitpid(b.sub, NULL, 0);
 	broker_kill(&b);
