@@ -1167,14 +1167,21 @@ void st_mes_close(st_mes *m);
 /* What a pass did. */
 typedef struct st_mes_result {
 	long long sent;           /* units the MES acknowledged (2xx) */
+	long long rejected;       /* units the MES refused for good (a 4xx
+				   * about the message), kept as rejected */
 	long long pending;        /* ended units not yet acknowledged */
 	long long cursor;         /* seq of the last acknowledged unit_end */
+	char last_rejected[900];  /* the last of those: unit, key, device,
+				   * the status and the start of the answer */
 } st_mes_result;
 
 /* One pass: every ended unit above the cursor, oldest first, each with up
  * to mes.retries attempts; stops at the first unit not acknowledged
- * (ST_E_IO, err names the unit, its key and the answer).  The cursor and
- * the outcome go to <records>.mes.json. */
+ * (ST_E_IO, err names the unit, its key and the answer).  A unit the MES
+ * refuses for good (HTTP 4xx other than 401/403/404/405/407/408/421/429:
+ * its message, not the station's settings) is not retried: it is kept in
+ * the state file's rejected list and passed.  The cursor and the outcome
+ * go to <records>.mes.json. */
 int st_mes_pass(st_mes *m, st_mes_result *res, char *err, size_t errlen);
 
 /* --follow: a pass, mes.interval_ms, again; after a failure 0.5 s, 1 s, ...
@@ -1186,6 +1193,8 @@ typedef void (*st_mes_follow_fn)(void *ctx, int rc, const st_mes_result *res,
 int st_mes_follow(st_mes *m, st_mes_follow_fn fn, void *ctx, char *err,
 		  size_t errlen);
 
+#define ST_MES_REJECTED_SHOWN 10
+
 /* --status: the cursor, the lag and the last outcome (no network). */
 typedef struct st_mes_state {
 	char url[512];
@@ -1195,6 +1204,13 @@ typedef struct st_mes_state {
 	char last_ok[64];         /* "" never */
 	char last_error[700];     /* "" none */
 	char last_error_at[64];
+	long long rejected;       /* units the MES refused for good, ever */
+	int nshown;               /* the newest of them, oldest first */
+	struct st_mes_rejected {
+		long long unit_id;
+		long status;
+		char key[200], uid[130], answer[164], at[32];
+	} rejected_units[ST_MES_REJECTED_SHOWN];
 } st_mes_state;
 int st_mes_status(st_mes *m, st_mes_state *out, char *err, size_t errlen);
 

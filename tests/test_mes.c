@@ -455,6 +455,94 @@ Test(mes, receiver_down_and_killed_mid_run_loses_nothing, .timeout = 300)
 	free(r);
 }
 
+/* Lines in a file (0 when it does not exist). */
+static int lines_in(const char *dir, const char *name)
+{
+	char path[800], line[4096];
+	int n = 0;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	f = fopen(path, "r");
+	while (f && fgets(line, sizeof(line), f))
+		n++;
+	if (f)
+		fclose(f);
+	return n;
+}
+
+/* A receiver that refuses one unit's message for good (422) does not hold
+ * the queue: the unit is kept as rejected (status, the start of the
+ * answer) and passed, the others arrive, `--status` counts and names it,
+ * and it is not sent again.  A 503 before that is retried: nothing is
+ * rejected or passed while the MES is down. */
+Test(mes, permanent_4xx_is_kept_as_rejected_and_passed_5xx_retried, .timeout = 240)
+{
+	fx_world w;
+	fx_devsim sim;
+	receiver rx = { 0 };
+	fx_run *r = malloc(sizeof(*r));
+	char keyfile[600], fail[600], url[200], uid2[200], want[600];
+	json_t *all, *d;
+	size_t i;
+
+	cr_assert_not_null(r);
+	mes_world(&w, "line8-st1");
+	provision(&w, &sim, 3, "--seed l8");
+	fx_q_text(&w, "SELECT uid FROM units WHERE id = 2", uid2, sizeof(uid2));
+	snprintf(keyfile, sizeof(keyfile), "%s/mes.key", w.dir);
+	snprintf(fail, sizeof(fail), "%s/rx-fail", w.dir);
+	fx_write_file(fail, "");
+	rx_start(&rx, &w, "rx", 0, "--key-file", keyfile, "--fail-file", fail,
+		 "--reject-uid", uid2, NULL);
+	url_of(url, sizeof(url), &rx, "http");
+	set_mes(&w, "line8-st1", url, NULL);
+
+	/* down (503): retried, nothing passed, nothing rejected */
+	fx_station_run(r, &w, "mes", "send", "--once", NULL);
+	cr_assert_eq(r->code, 4, "%s%s", r->out, r->err);
+	cr_assert(strstr(r->err, "HTTP 503") && strstr(r->err, "3 waiting"), "%s", r->err);
+	fx_station_run(r, &w, "mes", "send", "--status", NULL);
+	cr_assert(strstr(r->out, "lag:                3 units"), "%s", r->out);
+	cr_assert(strstr(r->out, "rejected:           0 units"), "%s", r->out);
+
+	/* up; unit 2 refused for good: kept as rejected, the others sent */
+	cr_assert_eq(unlink(fail), 0);
+	fx_station_run(r, &w, "mes", "send", "--once", NULL);
+	cr_assert_eq(r->code, 0, "%s%s", r->out, r->err);
+	cr_assert(strstr(r->out, "2 units sent, 1 rejected; 0 waiting (up to date)"), "%s",
+		  r->out);
+	cr_assert(strstr(r->err, "unit 2 (line8-st1:2, device ") && strstr(r->err, uid2) &&
+		  strstr(r->err, "HTTP 422") &&
+		  strstr(r->err, "work order closed at the MES"), "%s", r->err);
+	cr_assert_eq(lines_in(rx.dir, "rejected.jsonl"), 1);
+	all = received(&rx);
+	cr_assert_eq(json_array_size(all), 2);
+	json_array_foreach(all, i, d)
+		cr_assert_str_neq(json_string_value(json_object_get(d, "key")), "line8-st1:2");
+	json_decref(all);
+	fx_station_run(r, &w, "mes", "send", "--status", NULL);
+	cr_assert_eq(r->code, 0, "%s", r->err);
+	cr_assert(strstr(r->out, "lag:                0 units"), "%s", r->out);
+	cr_assert(strstr(r->out, "rejected:           1 unit refused for good"), "%s", r->out);
+	snprintf(want, sizeof(want), "unit 2 (line8-st1:2) device %s: HTTP 422 ", uid2);
+	cr_assert(strstr(r->out, want), "no '%s' in:\n%s", want, r->out);
+	cr_assert(strstr(r->out, "work order closed at the MES"), "%s", r->out);
+
+	/* not sent again */
+	fx_station_run(r, &w, "mes", "send", "--once", NULL);
+	cr_assert_eq(r->code, 0, "%s%s", r->out, r->err);
+	cr_assert(strstr(r->out, "0 units sent; 0 waiting"), "%s", r->out);
+	cr_assert_eq(lines_in(rx.dir, "rejected.jsonl"), 1);
+	all = received(&rx);
+	cr_assert_eq(json_array_size(all), 2);
+	json_decref(all);
+
+	rx_stop(&rx);
+	fx_rmtree(w.dir);
+	free(r);
+}
+
 /* openssl, in dir: a CA (name) and a server certificate for 127.0.0.1
  * issued by it (server.pem/server.key), or a client one. */
 static void make_ca(const char *dir, const char *name)
