@@ -153,6 +153,7 @@ static int config_parse(const char *path, st_config *cfg, bool check_files,
 	    take_string(&c, "roles.operators", &cfg->operators_path) ||
 	    take_string(&c, "labels.dir", &cfg->labels_dir) ||
 	    take_string(&c, "labels.queue", &cfg->labels_queue) ||
+	    take_string(&c, "labels.server", &cfg->labels_server) ||
 	    take_string_list(&c, "trust.profile_keys", &cfg->profile_keys,
 			     &cfg->nprofile_keys)) {
 		rc = ST_E_NOMEM;
@@ -253,6 +254,7 @@ void st_config_free(st_config *cfg)
 	free(cfg->checkpoint_dir);
 	free(cfg->labels_dir);
 	free(cfg->labels_queue);
+	free(cfg->labels_server);
 	free(cfg->profile_path);
 	for (int i = 0; i < cfg->nslots; i++) {
 		free(cfg->slots[i].name);

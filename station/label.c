@@ -1,9 +1,13 @@
 /* label.c — the label of a unit that passed (docs/integration.md,
  * "Labels"): a QR code carrying the UID, the certificate serial and its
- * SHA-256 fingerprint in one compact text, plus the same in words; written
- * as PNG (libpng; the words in its tEXt chunks) and ZPL (^BQ, for the
- * common thermal printers) to labels.dir, and the ZPL sent raw to a CUPS
- * queue (`lp -d labels.queue -o raw`) when one is configured. */
+ * SHA-256 fingerprint in one compact text, plus the same in words beneath.
+ * One drawing (cairo) is rendered twice: to an image written as PNG
+ * (libpng, for its tEXt chunks: the words for whoever reads the file) and
+ * to a PDF page; the ZPL (^BQ, for the common thermal printers) is text.
+ * All go to labels.dir, and the ZPL is sent raw to a CUPS queue
+ * (`lp [-h labels.server] -d labels.queue -o raw`) when one is set. */
+#include <cairo.h>
+#include <cairo-pdf.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <png.h>
@@ -20,8 +24,12 @@
 #include "records/records.h"
 #include "station/st_int.h"
 
-#define LBL_SCALE 6    /* pixels per QR module */
+#define LBL_SCALE 6    /* PNG pixels per QR module (and drawing units) */
 #define LBL_QUIET 4    /* modules of white around the code (ISO 18004) */
+#define LBL_FONT 13.0  /* text size, drawing units */
+#define LBL_LINE 17.0  /* text line pitch, drawing units */
+#define LBL_TEXT_LINES 4
+#define LBL_PDF_PT 0.5 /* PDF points per drawing unit (144 units an inch) */
 
 extern char **environ;
 
@@ -65,27 +73,91 @@ struct lbl {
 	QRcode *qr;
 };
 
+/* The label's size in drawing units: the code with its quiet zone, then
+ * the words beneath. */
+static int label_w(const struct lbl *l)
+{
+	return (l->qr->width + 2 * LBL_QUIET) * LBL_SCALE;
+}
+
+static int label_h(const struct lbl *l)
+{
+	return label_w(l) + (int)(LBL_TEXT_LINES * LBL_LINE + LBL_LINE / 2);
+}
+
+/* The one drawing of the label, in drawing units (a PNG pixel; half a
+ * point in the PDF): white ground, the QR code's dark modules as squares
+ * (not smoothed: a scanner wants hard edges), then the UID, the serial and
+ * the fingerprint in two halves, in a monospace face. */
+static void draw_label(cairo_t *cr, const struct lbl *l)
+{
+	int w = l->qr->width, side = label_w(l);
+	char line[LBL_TEXT_LINES][96];
+
+	cairo_set_source_rgb(cr, 1, 1, 1);
+	cairo_paint(cr);
+	cairo_set_source_rgb(cr, 0, 0, 0);
+	cairo_save(cr);
+	cairo_set_antialias(cr, CAIRO_ANTIALIAS_NONE);
+	for (int y = 0; y < w; y++)
+		for (int x = 0; x < w; x++)
+			if (l->qr->data[y * w + x] & 1)
+				cairo_rectangle(cr, (x + LBL_QUIET) * LBL_SCALE,
+						(y + LBL_QUIET) * LBL_SCALE,
+						LBL_SCALE, LBL_SCALE);
+	cairo_fill(cr);
+	cairo_restore(cr);
+	snprintf(line[0], sizeof(line[0]), "UID %s", l->uid);
+	snprintf(line[1], sizeof(line[1]), "SN  %s", l->serial);
+	snprintf(line[2], sizeof(line[2]), "FP  %.32s", l->fp);
+	snprintf(line[3], sizeof(line[3]), "    %s", strlen(l->fp) > 32 ? l->fp + 32 : "");
+	cairo_select_font_face(cr, "monospace", CAIRO_FONT_SLANT_NORMAL,
+			       CAIRO_FONT_WEIGHT_NORMAL);
+	cairo_set_font_size(cr, LBL_FONT);
+	for (int i = 0; i < LBL_TEXT_LINES; i++) {
+		cairo_move_to(cr, LBL_QUIET * LBL_SCALE / 2.0, side + LBL_LINE * (i + 0.5));
+		cairo_show_text(cr, line[i]);
+	}
+}
+
+/* The drawing on an image, written as an 8-bit grey PNG with the words in
+ * its tEXt chunks. */
 static int fill_png(FILE *f, void *ctx)
 {
 	struct lbl *l = ctx;
-	int side = (l->qr->width + 2 * LBL_QUIET) * LBL_SCALE;
-	png_structp p = png_create_write_struct(PNG_LIBPNG_VER_STRING, NULL,
-						NULL, NULL);
-	png_infop info = p ? png_create_info_struct(p) : NULL;
-	png_bytep row = malloc((size_t)side);
+	int w = label_w(l), h = label_h(l), stride;
+	cairo_surface_t *img = cairo_image_surface_create(CAIRO_FORMAT_RGB24, w, h);
+	cairo_t *cr = NULL;
+	png_structp p = NULL;
+	png_infop info = NULL;
+	png_bytep row = malloc((size_t)w);
+	const unsigned char *data;
 	png_text text[4];
 	int rc = ST_E_IO;
 
-	if (!p || !info || !row) {
+	if (cairo_surface_status(img) != CAIRO_STATUS_SUCCESS || !row) {
+		rc = ST_E_NOMEM;
+		goto cleanup;
+	}
+	cr = cairo_create(img);
+	draw_label(cr, l);
+	if (cairo_status(cr) != CAIRO_STATUS_SUCCESS)
+		goto cleanup;
+	cairo_surface_flush(img);
+	data = cairo_image_surface_get_data(img);
+	stride = cairo_image_surface_get_stride(img);
+	p = png_create_write_struct(PNG_LIBPNG_VER_STRING, NULL, NULL, NULL);
+	info = p ? png_create_info_struct(p) : NULL;
+	if (!p || !info) {
 		rc = ST_E_NOMEM;
 		goto cleanup;
 	}
 	if (setjmp(png_jmpbuf(p)))
 		goto cleanup;
 	png_init_io(p, f);
-	png_set_IHDR(p, info, (png_uint_32)side, (png_uint_32)side, 8,
-		     PNG_COLOR_TYPE_GRAY, PNG_INTERLACE_NONE,
-		     PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
+	png_set_IHDR(p, info, (png_uint_32)w, (png_uint_32)h, 8, PNG_COLOR_TYPE_GRAY,
+		     PNG_INTERLACE_NONE, PNG_COMPRESSION_TYPE_DEFAULT,
+		     PNG_FILTER_TYPE_DEFAULT);
 	/* the words of the label, for whoever reads the file, not the code */
 	memset(text, 0, sizeof(text));
 	text[0] = (png_text){ .compression = PNG_TEXT_COMPRESSION_NONE,
@@ -98,24 +170,55 @@ static int fill_png(FILE *f, void *ctx)
 			      .key = "Comment", .text = (char *)l->payload };
 	png_set_text(p, info, text, 4);
 	png_write_info(p, info);
-	for (int y = 0; y < side; y++) {
-		int my = y / LBL_SCALE - LBL_QUIET;
+	for (int y = 0; y < h; y++) {
+		const uint32_t *px = (const uint32_t *)(const void *)(data + (size_t)y * (size_t)stride);
 
-		for (int x = 0; x < side; x++) {
-			int mx = x / LBL_SCALE - LBL_QUIET;
-			bool dark = mx >= 0 && my >= 0 && mx < l->qr->width &&
-				    my < l->qr->width &&
-				    (l->qr->data[my * l->qr->width + mx] & 1);
-
-			row[x] = dark ? 0 : 255;
-		}
+		/* black on white: any channel is the grey level */
+		for (int x = 0; x < w; x++)
+			row[x] = (png_byte)((px[x] >> 8) & 0xff);
 		png_write_row(p, row);
 	}
 	png_write_end(p, NULL);
 	rc = ST_OK;
 cleanup:
-	png_destroy_write_struct(p ? &p : NULL, info ? &info : NULL);
+	if (p)
+		png_destroy_write_struct(&p, info ? &info : NULL);
+	if (cr)
+		cairo_destroy(cr);
+	cairo_surface_destroy(img);
 	free(row);
+	return rc;
+}
+
+static cairo_status_t pdf_out(void *ctx, const unsigned char *data, unsigned int len)
+{
+	return fwrite(data, 1, len, ctx) == len ? CAIRO_STATUS_SUCCESS :
+						  CAIRO_STATUS_WRITE_ERROR;
+}
+
+/* The same drawing on one PDF page (LBL_PDF_PT points a unit), the words
+ * also in its metadata (title: the UID; subject: the QR text). */
+static int fill_pdf(FILE *f, void *ctx)
+{
+	struct lbl *l = ctx;
+	cairo_surface_t *pdf = cairo_pdf_surface_create_for_stream(pdf_out, f,
+		label_w(l) * LBL_PDF_PT, label_h(l) * LBL_PDF_PT);
+	cairo_t *cr;
+	int rc;
+
+	cairo_pdf_surface_set_metadata(pdf, CAIRO_PDF_METADATA_TITLE, l->uid);
+	cairo_pdf_surface_set_metadata(pdf, CAIRO_PDF_METADATA_SUBJECT, l->payload);
+	cairo_pdf_surface_set_metadata(pdf, CAIRO_PDF_METADATA_CREATOR, "station");
+	cr = cairo_create(pdf);
+	cairo_scale(cr, LBL_PDF_PT, LBL_PDF_PT);
+	draw_label(cr, l);
+	cairo_show_page(cr);
+	rc = cairo_status(cr) == CAIRO_STATUS_SUCCESS ? ST_OK : ST_E_IO;
+	cairo_destroy(cr);
+	cairo_surface_finish(pdf);
+	if (cairo_surface_status(pdf) != CAIRO_STATUS_SUCCESS)
+		rc = ST_E_IO;
+	cairo_surface_destroy(pdf);
 	return rc;
 }
 
@@ -136,14 +239,29 @@ static int fill_zpl(FILE *f, void *ctx)
 	return ferror(f) ? ST_E_IO : ST_OK;
 }
 
-/* `lp -d queue -o raw file` without a shell; ST_E_IO unless it exits 0. */
-static int send_lp(const char *queue, const char *file, char *err, size_t errlen)
+/* `lp [-h server] -d queue -o raw file` without a shell; ST_E_IO unless it
+ * exits 0. */
+static int send_lp(const char *server, const char *queue, const char *file,
+		   char *err, size_t errlen)
 {
-	const char *argv[] = { "lp", "-d", queue, "-o", "raw", "--", file, NULL };
+	const char *argv[12];
 	posix_spawn_file_actions_t fa;
+	int n = 0;
 	int status, rc;
 	pid_t pid;
 
+	argv[n++] = "lp";
+	if (server) {
+		argv[n++] = "-h";
+		argv[n++] = server;
+	}
+	argv[n++] = "-d";
+	argv[n++] = queue;
+	argv[n++] = "-o";
+	argv[n++] = "raw";
+	argv[n++] = "--";
+	argv[n++] = file;
+	argv[n] = NULL;
 	posix_spawn_file_actions_init(&fa);
 	posix_spawn_file_actions_addopen(&fa, STDOUT_FILENO, "/dev/null", O_WRONLY, 0);
 	rc = posix_spawnp(&pid, "lp", &fa, NULL, (char **)argv, environ);
@@ -155,22 +273,25 @@ static int send_lp(const char *queue, const char *file, char *err, size_t errlen
 	}
 	if (waitpid(pid, &status, 0) != pid || !WIFEXITED(status) ||
 	    WEXITSTATUS(status)) {
-		snprintf(err, errlen, "lp -d %s did not take %s (exit %d): check the "
-			 "queue with lpstat -p %s", queue, file,
-			 WIFEXITED(status) ? WEXITSTATUS(status) : -1, queue);
+		snprintf(err, errlen, "lp%s%s -d %s did not take %s (exit %d): check "
+			 "the queue with lpstat%s%s -p %s", server ? " -h " : "",
+			 server ? server : "", queue, file,
+			 WIFEXITED(status) ? WEXITSTATUS(status) : -1,
+			 server ? " -h " : "", server ? server : "", queue);
 		return ST_E_IO;
 	}
 	return ST_OK;
 }
 
 int st_label_write(const st_config *cfg, const char *uid, const char *serial,
-		   const char *fp, char *png_path, char *zpl_path, size_t len,
-		   char *err, size_t errlen)
+		   const char *fp, st_label_files *out, char *err, size_t errlen)
 {
 	char payload[512];
 	struct lbl l = { .uid = uid, .serial = serial, .fp = fp, .payload = payload };
+	const char *what = "PNG";
 	int rc;
 
+	memset(out, 0, sizeof(*out));
 	if (!cfg->labels_dir) {
 		snprintf(err, errlen, "labels.dir is not set in the configuration: "
 			 "name the folder labels go to");
@@ -192,19 +313,29 @@ int st_label_write(const st_config *cfg, const char *uid, const char *serial,
 			 uid, strerror(errno));
 		return ST_E_NOMEM;
 	}
-	snprintf(png_path, len, "%s/%s.png", cfg->labels_dir, uid);
-	snprintf(zpl_path, len, "%s/%s.zpl", cfg->labels_dir, uid);
-	rc = put_file(png_path, fill_png, &l);
-	if (!rc)
-		rc = put_file(zpl_path, fill_zpl, &l);
+	snprintf(out->png, sizeof(out->png), "%s/%s.png", cfg->labels_dir, uid);
+	snprintf(out->pdf, sizeof(out->pdf), "%s/%s.pdf", cfg->labels_dir, uid);
+	snprintf(out->zpl, sizeof(out->zpl), "%s/%s.zpl", cfg->labels_dir, uid);
+	errno = 0;
+	rc = put_file(out->png, fill_png, &l);
+	if (!rc) {
+		what = "PDF";
+		rc = put_file(out->pdf, fill_pdf, &l);
+	}
+	if (!rc) {
+		what = "ZPL";
+		rc = put_file(out->zpl, fill_zpl, &l);
+	}
 	QRcode_free(l.qr);
 	if (rc) {
-		snprintf(err, errlen, "unit %s: cannot write its label in %s (%s)",
-			 uid, cfg->labels_dir, strerror(errno));
+		snprintf(err, errlen, "unit %s: cannot write its %s label in %s (%s)",
+			 uid, what, cfg->labels_dir, errno ? strerror(errno) :
+			 "the drawing failed");
 		return rc;
 	}
 	if (cfg->labels_queue)
-		return send_lp(cfg->labels_queue, zpl_path, err, errlen);
+		return send_lp(cfg->labels_server, cfg->labels_queue, out->zpl, err,
+			       errlen);
 	return ST_OK;
 }
 
@@ -221,8 +352,8 @@ static int pass_fields(void *ctx, const rec_unit_row *u)
 	return 0;
 }
 
-int st_label_print(st_station *st, const char *uid, char *png_path,
-		   char *zpl_path, size_t len, char *err, size_t errlen)
+int st_label_print(st_station *st, const char *uid, st_label_files *out,
+		   char *err, size_t errlen)
 {
 	struct pass_row p = { "", "" };
 	rec_filter f = { 0 };
@@ -245,6 +376,6 @@ int st_label_print(st_station *st, const char *uid, char *png_path,
 		snprintf(err, errlen, "records: %s", rec_errmsg(r));
 		return ST_E_DB;
 	}
-	return st_label_write(st_station_config(st), uid, p.serial, p.fp,
-			      png_path, zpl_path, len, err, errlen);
+	return st_label_write(st_station_config(st), uid, p.serial, p.fp, out,
+			      err, errlen);
 }

@@ -57,6 +57,8 @@ typedef struct st_config {
 	bool ui_bell_on_fail;  /* ui.bell_on_fail: the TUI beeps on FAIL */
 	char *labels_dir;      /* labels.dir: a PASS unit's label goes here (NULL: none) */
 	char *labels_queue;    /* labels.queue: CUPS queue for the ZPL (NULL: none) */
+	char *labels_server;   /* labels.server: the CUPS server of that queue,
+				* HOST[:PORT] (NULL: lp's own default) */
 } st_config;
 
 /* Load cfg from path (NULL: defaults only), checked against the documented
@@ -1140,18 +1142,22 @@ int st_records_audit_init(st_station *st, const st_config *cfg,
 int st_label_payload(const char *uid, const char *serial, const char *fp,
 		     char *out, size_t len);
 
+/* The files of one label. */
+typedef struct st_label_files {
+	char png[4200], pdf[4200], zpl[4200];
+} st_label_files;
+
 /* Write the label of uid (certificate serial and SHA-256 fingerprint, hex)
- * as labels.dir/<uid>.png and .zpl (paths into png_path, zpl_path, len
- * bytes each), and send the ZPL to labels.queue with `lp -d` when set.
+ * as labels.dir/<uid>.png, .pdf and .zpl (their paths into out), and send
+ * the ZPL to labels.queue with `lp [-h labels.server] -d` when set.
  * ST_E_CONFIG without labels.dir; else ST_E_IO with err. */
 int st_label_write(const st_config *cfg, const char *uid, const char *serial,
-		   const char *fp, char *png_path, char *zpl_path, size_t len,
-		   char *err, size_t errlen);
+		   const char *fp, st_label_files *out, char *err, size_t errlen);
 
 /* `station label print UID`: st_label_write for the device's PASS unit of
  * the store (ST_E_NOTFOUND when it never passed). */
-int st_label_print(st_station *st, const char *uid, char *png_path,
-		   char *zpl_path, size_t len, char *err, size_t errlen);
+int st_label_print(st_station *st, const char *uid, st_label_files *out,
+		   char *err, size_t errlen);
 
 /* ---- Results to the plant's MES (station/mes.c, docs/integration.md) ----
  * `station mes send`: every ended unit's result POSTed as JSON to mes.url,

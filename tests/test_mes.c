@@ -686,13 +686,69 @@ static void check_zpl(const char *path, const char *payload)
 	cr_assert_eq(strncmp(fd + 6, payload, strlen(payload)), 0, "%s", text);
 }
 
+/* The value of "Key:   value" in pdfinfo's output ("" when absent). */
+static const char *info_field(const char *text, const char *key, char *out, size_t len)
+{
+	char k[64];
+	const char *p;
+
+	snprintf(k, sizeof(k), "%s:", key);
+	out[0] = '\0';
+	/* at the start of a line (pdftotext ends its page with a form feed) */
+	for (p = strstr(text, k); p && p != text && p[-1] != '\n' && p[-1] != '\f';
+	     p = strstr(p + 1, k))
+		;
+	if (!p)
+		return out;
+	p += strlen(k);
+	p += strspn(p, " ");
+	snprintf(out, len, "%.*s", (int)strcspn(p, "\n"), p);
+	return out;
+}
+
+/* The PDF label, read by outside tools: poppler's pdftoppm renders the
+ * page (150 dpi) and zbarimg decodes its QR code to payload; pdftotext
+ * finds the words (UID, serial, both halves of the fingerprint); pdfinfo
+ * says one page, titled with the UID. */
+static void check_pdf(const char *pdf, const char *uid, const char *payload)
+{
+	char cmd[2400], base[1000], png[1100], got[1024], text[8192], fp[80];
+	const char *sn = strstr(payload, ";SN="), *f = strstr(payload, ";FP=");
+	FILE *p;
+	size_t n;
+
+	cr_assert(sn && f, "%s", payload);
+	snprintf(base, sizeof(base), "%.*s-page", (int)(strlen(pdf) - 4), pdf);
+	snprintf(png, sizeof(png), "%s.png", base);
+	snprintf(cmd, sizeof(cmd), "pdftoppm -r 150 -gray -png -singlefile '%s' '%s' 2>&1",
+		 pdf, base);
+	cr_assert_eq(system(cmd), 0, "%s", cmd);
+	zbar_read(png, got, sizeof(got));
+	cr_assert_str_eq(got, payload, "the PDF's QR code");
+	unlink(png);
+	snprintf(cmd, sizeof(cmd), "pdftotext -layout '%s' - 2>&1; pdfinfo '%s' 2>&1", pdf, pdf);
+	p = popen(cmd, "r");
+	cr_assert_not_null(p);
+	n = fread(text, 1, sizeof(text) - 1, p);
+	text[n] = '\0';
+	cr_assert_eq(pclose(p), 0, "%s", text);
+	cr_assert(strstr(text, uid), "no UID in the PDF's text:\n%s", text);
+	snprintf(fp, sizeof(fp), "%.*s", (int)(f - sn - 4), sn + 4);
+	cr_assert(strstr(text, fp), "no serial %s in:\n%s", fp, text);
+	snprintf(fp, sizeof(fp), "%.32s", f + 4);
+	cr_assert(strstr(text, fp), "no fingerprint start %s in:\n%s", fp, text);
+	cr_assert(strstr(text, f + 4 + 32), "no fingerprint end in:\n%s", text);
+	cr_assert_str_eq(info_field(text, "Pages", got, sizeof(got)), "1", "%s", text);
+	cr_assert_str_eq(info_field(text, "Title", got, sizeof(got)), uid, "%s", text);
+}
+
 Test(mes, label_qr_decodes_to_the_unit_and_zpl_carries_it, .timeout = 240)
 {
 	fx_world w;
 	fx_devsim sim;
 	fx_run *r = malloc(sizeof(*r));
 	fx_world_opts o = { .with_ca = true, .timeout_ms = 700, .station_id = "line4-st1" };
-	char uid[200], payload[600], png[900], zpl[900], got[1024];
+	char uid[200], payload[600], png[900], zpl[900], pdf[900], got[1024];
 	FILE *f;
 
 	cr_assert_not_null(r);
@@ -710,19 +766,24 @@ Test(mes, label_qr_decodes_to_the_unit_and_zpl_carries_it, .timeout = 240)
 		want_payload(&w, id, uid, sizeof(uid), payload, sizeof(payload));
 		snprintf(png, sizeof(png), "%s/labels/%s.png", w.dir, uid);
 		snprintf(zpl, sizeof(zpl), "%s/labels/%s.zpl", w.dir, uid);
+		snprintf(pdf, sizeof(pdf), "%s/labels/%s.pdf", w.dir, uid);
 		zbar_read(png, got, sizeof(got));
 		cr_assert_str_eq(got, payload);
 		check_zpl(zpl, payload);
+		check_pdf(pdf, uid, payload);
 	}
 
 	/* a reprint makes it again */
 	cr_assert_eq(unlink(png), 0);
 	cr_assert_eq(unlink(zpl), 0);
+	cr_assert_eq(unlink(pdf), 0);
 	fx_station_run(r, &w, "label", "print", uid, NULL);
 	cr_assert_eq(r->code, 0, "%s", r->err);
+	cr_assert(strstr(r->out, pdf), "%s", r->out);
 	zbar_read(png, got, sizeof(got));
 	cr_assert_str_eq(got, payload);
 	check_zpl(zpl, payload);
+	check_pdf(pdf, uid, payload);
 
 	/* a device that never passed here gets none */
 	fx_station_run(r, &w, "label", "print", "00112233445566778899aabbccddeeff", NULL);
