@@ -11,7 +11,7 @@ libsystemd-dev debhelper lintian fakeroot man-db bash-completion
 opencryptoki libtpm2-pkcs11-1 libtpm2-pkcs11-tools tpm2-abrmd libtss2-tcti-tabrmd0 dbus-daemon
 libnss3 libnss3-tools
 libcurl4-openssl-dev libqrencode-dev libpng-dev libcairo2-dev zbar-tools poppler-utils python3-jsonschema
-cups-daemon cups-client
+cups cups-client
 libmosquitto-dev mosquitto mosquitto-clients
 python3-serial python3-bitstring python3-ecdsa python3-cryptography python3-yaml python3-intelhex"
 missing=""

@@ -16,6 +16,7 @@
 #include <netinet/in.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -835,6 +836,8 @@ static pid_t spawn_to(const char *out, char *const argv[])
 
 	cr_assert_geq(p, 0);
 	if (p == 0) {
+		/* gone with the test, also when an assertion ends it early */
+		prctl(PR_SET_PDEATHSIG, SIGTERM);
 		if (!freopen(out, "a", stdout) || !freopen(out, "a", stderr))
 			_exit(126);
 		execvp(argv[0], argv);
@@ -1227,6 +1230,187 @@ Test(mes, mqtt_tls_test_ca_accepted_wrong_ca_refused_nothing_lost, .timeout = 24
 	kill(b.sub, SIGKILL);
 	waitpid(b.sub, NULL, 0);
 	broker_kill(&b);
+	fx_rmtree(w.dir);
+	free(r);
+}
+
+/* ---- Labels to a real CUPS queue ---- */
+
+/* A private cupsd (its own configuration, spool and port; nothing of the
+ * system's) and a network label printer emulated behind it: a TCP
+ * listener, like a Zebra's raw port 9100, keeping each job's bytes in
+ * out/job-N.bin.  CUPS's file: device cannot stand in for the printer: a
+ * raw queue runs no filter and file: no backend, so nothing would carry
+ * the job's bytes (seen with CUPS 2.4); the socket backend does. */
+typedef struct cups {
+	pid_t cupsd, printer;
+	int port, printer_port;
+	char dir[64];
+} cups;
+
+static void cups_start(cups *c)
+{
+	static const char *const sub[] = { "conf", "spool", "cache", "state", "tmp",
+					   "log", "out" };
+	char path[300], cmd[1200], conf[200], files[200], log[200];
+	int waited = 0;
+	FILE *f;
+
+	/* its own folder, which the backends (run as the user lp) may enter */
+	snprintf(c->dir, sizeof(c->dir), "/tmp/st-cups-XXXXXX");
+	cr_assert_not_null(mkdtemp(c->dir));
+	cr_assert_eq(chmod(c->dir, 0755), 0);
+	for (size_t i = 0; i < sizeof(sub) / sizeof(sub[0]); i++) {
+		snprintf(path, sizeof(path), "%s/%s", c->dir, sub[i]);
+		cr_assert_eq(mkdir(path, 0755), 0);
+	}
+	c->port = free_port();
+	c->printer_port = free_port();
+	snprintf(conf, sizeof(conf), "%s/conf/cupsd.conf", c->dir);
+	f = fopen(conf, "w");
+	cr_assert_not_null(f);
+	fprintf(f, "Listen 127.0.0.1:%d\nLogLevel info\nWebInterface No\nBrowsing No\n"
+		"DefaultAuthType None\n<Location />\n  Order allow,deny\n  Allow all\n"
+		"</Location>\n<Policy default>\n  <Limit All>\n    Order deny,allow\n"
+		"  </Limit>\n</Policy>\n", c->port);
+	fclose(f);
+	snprintf(files, sizeof(files), "%s/conf/cups-files.conf", c->dir);
+	f = fopen(files, "w");
+	cr_assert_not_null(f);
+	fprintf(f, "FileDevice No\nServerRoot %s/conf\nRequestRoot %s/spool\nCacheDir %s/cache\n"
+		"StateDir %s/state\nTempDir %s/tmp\nErrorLog %s/log/error_log\n"
+		"AccessLog %s/log/access_log\nPageLog %s/log/page_log\nPrintcap %s/printcap\n"
+		"ServerBin /usr/lib/cups\nDataDir /usr/share/cups\nSystemGroup root\n",
+		c->dir, c->dir, c->dir, c->dir, c->dir, c->dir, c->dir, c->dir, c->dir);
+	fclose(f);
+	snprintf(log, sizeof(log), "%s/log/cupsd.out", c->dir);
+	c->cupsd = spawn_to(log, (char *const[]){ "cupsd", "-F", "-c", conf, "-s", files,
+						 NULL });
+	/* the printer: one file per connection that brought bytes (not the
+	 * test's own probe of its port), whole when it closes */
+	snprintf(path, sizeof(path), "%s/out", c->dir);
+	{
+		char port[16], script[900];
+
+		snprintf(port, sizeof(port), "%d", c->printer_port);
+		snprintf(script, sizeof(script),
+			 "import os, socket, sys\n"
+			 "s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+			 "s.bind(('127.0.0.1', int(sys.argv[1]))); s.listen(4); n = 0\n"
+			 "while True:\n"
+			 "    c, _ = s.accept(); data = b''\n"
+			 "    while True:\n"
+			 "        b = c.recv(65536)\n"
+			 "        if not b: break\n"
+			 "        data += b\n"
+			 "    c.close()\n"
+			 "    if not data: continue\n"
+			 "    n += 1; p = os.path.join(sys.argv[2], 'job-%%d.bin' %% n)\n"
+			 "    open(p + '.tmp', 'wb').write(data); os.rename(p + '.tmp', p)\n");
+		snprintf(log, sizeof(log), "%s/log/printer.out", c->dir);
+		c->printer = spawn_to(log, (char *const[]){ "python3", "-c", script, port, path,
+							   NULL });
+	}
+	while (!port_open(c->port) || !port_open(c->printer_port)) {
+		cr_assert_lt(waited++, 200, "cupsd or the printer did not start (%s/log)", c->dir);
+		usleep(50000);
+	}
+	snprintf(cmd, sizeof(cmd), "lpadmin -h 127.0.0.1:%d -p zebra -E -v "
+		 "socket://127.0.0.1:%d 2>&1", c->port, c->printer_port);
+	cr_assert_eq(system(cmd), 0, "%s", cmd);
+}
+
+static void cups_stop(cups *c)
+{
+	pid_t p[2] = { c->cupsd, c->printer };
+
+	for (int i = 0; i < 2; i++)
+		if (p[i] > 0) {
+			kill(p[i], SIGTERM);
+			waitpid(p[i], NULL, 0);
+		}
+	fx_rmtree(c->dir);
+}
+
+/* The bytes of the printer's job n (waits up to 20 s for it). */
+static char *printer_job(const cups *c, int n)
+{
+	char path[300];
+
+	snprintf(path, sizeof(path), "%s/out/job-%d.bin", c->dir, n);
+	for (int waited = 0; access(path, F_OK); waited++) {
+		cr_assert_lt(waited, 400, "job %d never reached the printer (%s/log/error_log)",
+			     n, c->dir);
+		usleep(50000);
+	}
+	return slurp(path);
+}
+
+/* A PASS unit's label goes through a real CUPS queue (labels.queue on the
+ * cupsd of labels.server, `lp -h`) to the printer: the bytes the printer
+ * gets are the unit's ZPL exactly, whose ^BQ carries the unit's payload; a
+ * reprint is a second job; a queue the server does not have is a clear
+ * error naming lp, the server and what to check. */
+Test(mes, label_print_job_reaches_a_cups_queue, .timeout = 240)
+{
+	fx_world w;
+	fx_devsim sim;
+	cups c = { 0 };
+	fx_run *r = malloc(sizeof(*r));
+	fx_world_opts o = { .with_ca = true, .timeout_ms = 700, .station_id = "line9-st1" };
+	char uid[200], payload[600], zpl[900], *want, *got, cmd[600], out[4096];
+	FILE *f;
+
+	cr_assert_not_null(r);
+	cups_start(&c);
+	mes_world(&w, "line9-st1");
+	fx_write_conf(&w, &o);
+	f = fopen(w.conf, "a");
+	cr_assert_not_null(f);
+	fprintf(f, "labels: { dir = \"%s/labels\"; queue = \"zebra\"; server = \"127.0.0.1:%d\"; };\n",
+		w.dir, c.port);
+	fclose(f);
+	provision(&w, &sim, 1, "--seed l9");
+	want_payload(&w, 1, uid, sizeof(uid), payload, sizeof(payload));
+	snprintf(zpl, sizeof(zpl), "%s/labels/%s.zpl", w.dir, uid);
+	want = slurp(zpl);
+	cr_assert(want[0], "no ZPL label written");
+
+	/* the PASS's label, as the printer got it */
+	got = printer_job(&c, 1);
+	cr_assert_str_eq(got, want, "the printer got other bytes than the label:\n%s\nwant:\n%s", got, want);
+	free(got);
+	check_zpl(zpl, payload);
+
+	/* a reprint is a second job */
+	fx_station_run(r, &w, "label", "print", uid, NULL);
+	cr_assert_eq(r->code, 0, "%s%s", r->out, r->err);
+	cr_assert(strstr(r->out, "sent to zebra"), "%s", r->out);
+	got = printer_job(&c, 2);
+	cr_assert_str_eq(got, want);
+	free(got);
+	snprintf(cmd, sizeof(cmd), "lpstat -h 127.0.0.1:%d -W completed -o zebra 2>&1", c.port);
+	f = popen(cmd, "r");
+	cr_assert_not_null(f);
+	out[fread(out, 1, sizeof(out) - 1, f)] = '\0';
+	cr_assert_eq(pclose(f), 0, "%s", out);
+	cr_assert(strstr(out, "zebra-1") && strstr(out, "zebra-2"), "%s", out);
+
+	/* a queue the server does not have */
+	fx_write_conf(&w, &o);
+	f = fopen(w.conf, "a");
+	cr_assert_not_null(f);
+	fprintf(f, "labels: { dir = \"%s/labels\"; queue = \"nosuch\"; server = \"127.0.0.1:%d\"; };\n",
+		w.dir, c.port);
+	fclose(f);
+	fx_station_run(r, &w, "label", "print", uid, NULL);
+	cr_assert_eq(r->code, 4, "%s%s", r->out, r->err);
+	snprintf(cmd, sizeof(cmd), "lp -h 127.0.0.1:%d -d nosuch did not take", c.port);
+	cr_assert(strstr(r->err, cmd), "%s", r->err);
+	cr_assert(strstr(r->err, "lpstat -h 127.0.0.1:"), "%s", r->err);
+
+	free(want);
+	cups_stop(&c);
 	fx_rmtree(w.dir);
 	free(r);
 }
