@@ -24,12 +24,16 @@
 #include "records/records.h"
 #include "station/st_int.h"
 
-#define LBL_SCALE 6    /* PNG pixels per QR module (and drawing units) */
 #define LBL_QUIET 4    /* modules of white around the code (ISO 18004) */
-#define LBL_FONT 13.0  /* text size, drawing units */
-#define LBL_LINE 17.0  /* text line pitch, drawing units */
-#define LBL_TEXT_LINES 4
+#define LBL_FONT 13.0  /* text size, drawing units, at module size 6 */
+#define LBL_LINE 17.0  /* text line pitch, likewise */
+#define LBL_MAX_LINES (2 * ST_LABEL_LINES)  /* a fingerprint takes two */
 #define LBL_PDF_PT 0.5 /* PDF points per drawing unit (144 units an inch) */
+
+/* The template without a profile's label group. */
+static const st_label_tpl default_tpl = {
+	.nlines = 3, .line = { "uid", "serial", "fingerprint" }, .module = 6,
+};
 
 extern char **environ;
 
@@ -71,28 +75,57 @@ static int put_file(const char *path, int (*fill)(FILE *f, void *ctx),
 struct lbl {
 	const char *uid, *serial, *fp, *payload;
 	QRcode *qr;
+	int module;                     /* drawing units a QR module */
+	int ntext;
+	char text[LBL_MAX_LINES][144];  /* the template's lines, in words */
 };
+
+/* The template's lines as the label shows them. */
+static void label_text(struct lbl *l, const st_label_tpl *t)
+{
+	for (int i = 0; i < t->nlines && l->ntext < LBL_MAX_LINES - 1; i++) {
+		char (*o)[144] = &l->text[l->ntext];
+
+		if (!strcmp(t->line[i], "uid")) {
+			snprintf(*o, sizeof(*o), "UID %s", l->uid);
+		} else if (!strcmp(t->line[i], "serial")) {
+			snprintf(*o, sizeof(*o), "SN  %s", l->serial);
+		} else if (!strcmp(t->line[i], "fingerprint")) {
+			snprintf(*o, sizeof(*o), "FP  %.32s", l->fp);
+			snprintf(o[1], sizeof(*o), "    %s", strlen(l->fp) > 32 ? l->fp + 32 : "");
+			l->ntext++;
+		} else if (!strcmp(t->line[i], "profile")) {
+			snprintf(*o, sizeof(*o), "%s", t->profile);
+		} else if (!strncmp(t->line[i], "text:", 5)) {
+			snprintf(*o, sizeof(*o), "%s", t->line[i] + 5);
+		} else {
+			continue;   /* the profile's load refused it already */
+		}
+		l->ntext++;
+	}
+}
 
 /* The label's size in drawing units: the code with its quiet zone, then
  * the words beneath. */
 static int label_w(const struct lbl *l)
 {
-	return (l->qr->width + 2 * LBL_QUIET) * LBL_SCALE;
+	return (l->qr->width + 2 * LBL_QUIET) * l->module;
 }
 
 static int label_h(const struct lbl *l)
 {
-	return label_w(l) + (int)(LBL_TEXT_LINES * LBL_LINE + LBL_LINE / 2);
+	return label_w(l) + (int)((l->ntext + 0.5) * LBL_LINE * l->module / 6.0);
 }
 
 /* The one drawing of the label, in drawing units (a PNG pixel; half a
  * point in the PDF): white ground, the QR code's dark modules as squares
- * (not smoothed: a scanner wants hard edges), then the UID, the serial and
- * the fingerprint in two halves, in a monospace face. */
+ * (not smoothed: a scanner wants hard edges), then the template's lines
+ * (by default the UID, the serial and the fingerprint in two halves) in a
+ * monospace face. */
 static void draw_label(cairo_t *cr, const struct lbl *l)
 {
-	int w = l->qr->width, side = label_w(l);
-	char line[LBL_TEXT_LINES][96];
+	int w = l->qr->width, side = label_w(l), m = l->module;
+	double pitch = LBL_LINE * m / 6.0;
 
 	cairo_set_source_rgb(cr, 1, 1, 1);
 	cairo_paint(cr);
@@ -102,21 +135,16 @@ static void draw_label(cairo_t *cr, const struct lbl *l)
 	for (int y = 0; y < w; y++)
 		for (int x = 0; x < w; x++)
 			if (l->qr->data[y * w + x] & 1)
-				cairo_rectangle(cr, (x + LBL_QUIET) * LBL_SCALE,
-						(y + LBL_QUIET) * LBL_SCALE,
-						LBL_SCALE, LBL_SCALE);
+				cairo_rectangle(cr, (x + LBL_QUIET) * m, (y + LBL_QUIET) * m,
+						m, m);
 	cairo_fill(cr);
 	cairo_restore(cr);
-	snprintf(line[0], sizeof(line[0]), "UID %s", l->uid);
-	snprintf(line[1], sizeof(line[1]), "SN  %s", l->serial);
-	snprintf(line[2], sizeof(line[2]), "FP  %.32s", l->fp);
-	snprintf(line[3], sizeof(line[3]), "    %s", strlen(l->fp) > 32 ? l->fp + 32 : "");
 	cairo_select_font_face(cr, "monospace", CAIRO_FONT_SLANT_NORMAL,
 			       CAIRO_FONT_WEIGHT_NORMAL);
-	cairo_set_font_size(cr, LBL_FONT);
-	for (int i = 0; i < LBL_TEXT_LINES; i++) {
-		cairo_move_to(cr, LBL_QUIET * LBL_SCALE / 2.0, side + LBL_LINE * (i + 0.5));
-		cairo_show_text(cr, line[i]);
+	cairo_set_font_size(cr, LBL_FONT * m / 6.0);
+	for (int i = 0; i < l->ntext; i++) {
+		cairo_move_to(cr, LBL_QUIET * m / 2.0, side + pitch * (i + 0.5));
+		cairo_show_text(cr, l->text[i]);
 	}
 }
 
@@ -222,20 +250,19 @@ static int fill_pdf(FILE *f, void *ctx)
 	return rc;
 }
 
-/* ZPL II: a QR code (model 2, magnification 5, error correction M,
- * automatic input: "MA," before the data) and the words beneath. */
+/* ZPL II: a QR code (model 2, error correction M, automatic input: "MA,"
+ * before the data; magnification from the template's module size) and
+ * the template's lines beneath. */
 static int fill_zpl(FILE *f, void *ctx)
 {
 	struct lbl *l = ctx;
+	int mag = l->module - 1 < 1 ? 1 : l->module - 1 > 10 ? 10 : l->module - 1;
+	int y = 30 + (l->qr->width + 4) * mag + 35;
 
-	fprintf(f, "^XA\n^CI28\n"
-		"^FO40,30^BQN,2,5^FDMA,%s^FS\n"
-		"^FO40,330^A0N,30,30^FDUID %s^FS\n"
-		"^FO40,370^A0N,26,26^FDSN %s^FS\n"
-		"^FO40,405^A0N,22,22^FDSHA-256 %.32s^FS\n"
-		"^FO40,432^A0N,22,22^FD        %s^FS\n"
-		"^XZ\n", l->payload, l->uid, l->serial, l->fp,
-		strlen(l->fp) > 32 ? l->fp + 32 : "");
+	fprintf(f, "^XA\n^CI28\n^FO40,30^BQN,2,%d^FDMA,%s^FS\n", mag, l->payload);
+	for (int i = 0; i < l->ntext; i++, y += 30)
+		fprintf(f, "^FO40,%d^A0N,24,24^FD%s^FS\n", y, l->text[i]);
+	fprintf(f, "^XZ\n");
 	return ferror(f) ? ST_E_IO : ST_OK;
 }
 
@@ -283,11 +310,12 @@ static int send_lp(const char *server, const char *queue, const char *file,
 	return ST_OK;
 }
 
-int st_label_write(const st_config *cfg, const char *uid, const char *serial,
-		   const char *fp, st_label_files *out, char *err, size_t errlen)
+int st_label_write(const st_config *cfg, const st_label_tpl *tpl, const char *uid,
+		   const char *serial, const char *fp, st_label_files *out,
+		   char *err, size_t errlen)
 {
 	char payload[512];
-	struct lbl l = { .uid = uid, .serial = serial, .fp = fp, .payload = payload };
+	struct lbl *l = NULL;
 	const char *what = "PNG";
 	int rc;
 
@@ -307,26 +335,38 @@ int st_label_write(const st_config *cfg, const char *uid, const char *serial,
 			 cfg->labels_dir, strerror(errno));
 		return ST_E_IO;
 	}
-	l.qr = QRcode_encodeString(payload, 0, QR_ECLEVEL_M, QR_MODE_8, 1);
-	if (!l.qr) {
+	if (!tpl)
+		tpl = &default_tpl;
+	l = calloc(1, sizeof(*l));
+	if (!l) {
+		snprintf(err, errlen, "out of memory");
+		return ST_E_NOMEM;
+	}
+	*l = (struct lbl){ .uid = uid, .serial = serial, .fp = fp, .payload = payload,
+			   .module = tpl->module };
+	label_text(l, tpl);
+	l->qr = QRcode_encodeString(payload, 0, QR_ECLEVEL_M, QR_MODE_8, 1);
+	if (!l->qr) {
 		snprintf(err, errlen, "unit %s: the QR code could not be made (%s)",
 			 uid, strerror(errno));
+		free(l);
 		return ST_E_NOMEM;
 	}
 	snprintf(out->png, sizeof(out->png), "%s/%s.png", cfg->labels_dir, uid);
 	snprintf(out->pdf, sizeof(out->pdf), "%s/%s.pdf", cfg->labels_dir, uid);
 	snprintf(out->zpl, sizeof(out->zpl), "%s/%s.zpl", cfg->labels_dir, uid);
 	errno = 0;
-	rc = put_file(out->png, fill_png, &l);
+	rc = put_file(out->png, fill_png, l);
 	if (!rc) {
 		what = "PDF";
-		rc = put_file(out->pdf, fill_pdf, &l);
+		rc = put_file(out->pdf, fill_pdf, l);
 	}
 	if (!rc) {
 		what = "ZPL";
-		rc = put_file(out->zpl, fill_zpl, &l);
+		rc = put_file(out->zpl, fill_zpl, l);
 	}
-	QRcode_free(l.qr);
+	QRcode_free(l->qr);
+	free(l);
 	if (rc) {
 		snprintf(err, errlen, "unit %s: cannot write its %s label in %s (%s)",
 			 uid, what, cfg->labels_dir, errno ? strerror(errno) :
@@ -355,8 +395,11 @@ static int pass_fields(void *ctx, const rec_unit_row *u)
 int st_label_print(st_station *st, const char *uid, st_label_files *out,
 		   char *err, size_t errlen)
 {
+	const st_config *cfg = st_station_config(st);
 	struct pass_row p = { "", "" };
 	rec_filter f = { 0 };
+	st_profile *prof = NULL;
+	st_signed_info info;
 	rec_store *r;
 	int64_t id;
 	int rc;
@@ -376,6 +419,20 @@ int st_label_print(st_station *st, const char *uid, st_label_files *out,
 		snprintf(err, errlen, "records: %s", rec_errmsg(r));
 		return ST_E_DB;
 	}
-	return st_label_write(st_station_config(st), uid, p.serial, p.fp, out,
-			      err, errlen);
+	/* the template is the signed profile's, as a run takes it */
+	if (cfg->profile_path) {
+		char why[900];
+
+		rc = st_profile_load_signed(cfg, cfg->profile_path, &prof, &info, why,
+					    sizeof(why));
+		if (rc) {
+			snprintf(err, errlen, "the label template is the profile's: %s",
+				 why);
+			return rc;
+		}
+	}
+	rc = st_label_write(cfg, prof ? st_profile_label(prof) : NULL, uid, p.serial,
+			    p.fp, out, err, errlen);
+	st_profile_free(prof);
+	return rc;
 }

@@ -1142,20 +1142,37 @@ int st_records_audit_init(st_station *st, const st_config *cfg,
 int st_label_payload(const char *uid, const char *serial, const char *fp,
 		     char *out, size_t len);
 
+/* A profile's label template (its `label` group). */
+#define ST_LABEL_LINES 6
+typedef struct st_label_tpl {
+	int nlines;
+	char line[ST_LABEL_LINES][48]; /* "uid", "serial", "fingerprint",
+					* "profile", or "text:WORDS" */
+	int module;                    /* QR module size, drawing units */
+	char profile[64];              /* the profile's name (the line "profile") */
+} st_label_tpl;
+
+/* The label template of a loaded profile (the defaults without a group). */
+const st_label_tpl *st_profile_label(const st_profile *p);
+
 /* The files of one label. */
 typedef struct st_label_files {
 	char png[4200], pdf[4200], zpl[4200];
 } st_label_files;
 
 /* Write the label of uid (certificate serial and SHA-256 fingerprint, hex)
- * as labels.dir/<uid>.png, .pdf and .zpl (their paths into out), and send
- * the ZPL to labels.queue with `lp [-h labels.server] -d` when set.
- * ST_E_CONFIG without labels.dir; else ST_E_IO with err. */
-int st_label_write(const st_config *cfg, const char *uid, const char *serial,
-		   const char *fp, st_label_files *out, char *err, size_t errlen);
+ * after template tpl (NULL: the default one) as labels.dir/<uid>.png, .pdf
+ * and .zpl (their paths into out), and send the ZPL to labels.queue with
+ * `lp [-h labels.server] -d` when set.  ST_E_CONFIG without labels.dir;
+ * else ST_E_IO with err. */
+int st_label_write(const st_config *cfg, const st_label_tpl *tpl, const char *uid,
+		   const char *serial, const char *fp, st_label_files *out,
+		   char *err, size_t errlen);
 
 /* `station label print UID`: st_label_write for the device's PASS unit of
- * the store (ST_E_NOTFOUND when it never passed). */
+ * the store (ST_E_NOTFOUND when it never passed), after the template of
+ * the configured profile, loaded only when its signature verifies (as a
+ * run loads it; ST_E_VERIFY or ST_E_CONFIG with err otherwise). */
 int st_label_print(st_station *st, const char *uid, st_label_files *out,
 		   char *err, size_t errlen);
 

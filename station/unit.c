@@ -680,8 +680,9 @@ static void pass_label(struct worker *w, struct unit *u)
 	if (!w->job->cfg->labels_dir)
 		return;
 	files = malloc(sizeof(*files));   /* big: off the slot's stack */
-	rc = files ? st_label_write(w->job->cfg, u->info.uid_hex, u->serial, u->fp,
-				    files, err, sizeof(err)) : ST_E_NOMEM;
+	rc = files ? st_label_write(w->job->cfg, st_profile_label(w->job->prof),
+				    u->info.uid_hex, u->serial, u->fp, files, err,
+				    sizeof(err)) : ST_E_NOMEM;
 	free(files);
 	if (rc == ST_OK)
 		return;

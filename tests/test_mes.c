@@ -795,6 +795,111 @@ Test(mes, label_qr_decodes_to_the_unit_and_zpl_carries_it, .timeout = 240)
 	free(r);
 }
 
+/* The width of a PNG (its IHDR), read from the file's bytes. */
+static unsigned png_width(const char *path)
+{
+	unsigned char h[24];
+	FILE *f = fopen(path, "rb");
+
+	cr_assert_not_null(f, "%s", path);
+	cr_assert_eq(fread(h, 1, sizeof(h), f), sizeof(h));
+	fclose(f);
+	cr_assert_eq(memcmp(h + 12, "IHDR", 4), 0);
+	return (unsigned)h[16] << 24 | (unsigned)h[17] << 16 | (unsigned)h[18] << 8 | h[19];
+}
+
+#define LABEL_PROFILE FX_PROFILE \
+	"label: { lines = [ \"text:ACME sensor v2\", \"uid\", \"profile\" ]; module = 4; };\n"
+
+/* The label template of the (signed) profile: its lines in that order and
+ * nothing else (no serial or fingerprint words), its module size (the PNG
+ * is 4 pixels a module: its width is 4 x (a QR size + 8 quiet modules)),
+ * the ZPL's ^BQ magnification and text; the code still decodes to the
+ * unit in the PNG and the PDF; a reprint takes the same template.  A line
+ * the template does not know is refused at load, with the rule. */
+Test(mes, label_template_of_the_profile, .timeout = 240)
+{
+	fx_world w;
+	fx_devsim sim;
+	fx_run *r = malloc(sizeof(*r));
+	fx_world_opts o = { .with_ca = true, .timeout_ms = 700, .station_id = "line10-st1",
+			    .profile = LABEL_PROFILE };
+	char uid[200], payload[600], png[900], pdf[900], zpl[900], got[1024], cmd[2400];
+	char text[8192], sn[100], bad[600];
+	unsigned width, n;
+	FILE *f;
+
+	cr_assert_not_null(r);
+	fx_world_init_opts(&w, &o);
+	f = fopen(w.conf, "a");
+	cr_assert_not_null(f);
+	fprintf(f, "labels: { dir = \"%s/labels\"; };\n", w.dir);
+	fclose(f);
+	provision(&w, &sim, 1, "--seed l10");
+	want_payload(&w, 1, uid, sizeof(uid), payload, sizeof(payload));
+	snprintf(png, sizeof(png), "%s/labels/%s.png", w.dir, uid);
+	snprintf(pdf, sizeof(pdf), "%s/labels/%s.pdf", w.dir, uid);
+	snprintf(zpl, sizeof(zpl), "%s/labels/%s.zpl", w.dir, uid);
+	for (int pass = 0; pass < 2; pass++) {
+		if (pass) {
+			/* a reprint: the same template */
+			cr_assert_eq(unlink(png) | unlink(pdf) | unlink(zpl), 0);
+			fx_station_run(r, &w, "label", "print", uid, NULL);
+			cr_assert_eq(r->code, 0, "%s%s", r->out, r->err);
+		}
+		zbar_read(png, got, sizeof(got));
+		cr_assert_str_eq(got, payload);
+		width = png_width(png);
+		n = width / 4 - 8;
+		cr_assert(width % 4 == 0 && n >= 21 && (n - 17) % 4 == 0,
+			  "the PNG (%u pixels wide) is not 4 pixels a module", width);
+		check_zpl(zpl, payload);
+		f = fopen(zpl, "r");
+		cr_assert_not_null(f);
+		text[fread(text, 1, sizeof(text) - 1, f)] = '\0';
+		fclose(f);
+		cr_assert(strstr(text, "^BQN,2,3^"), "magnification 3 for module 4:\n%s", text);
+		cr_assert(strstr(text, "^FDACME sensor v2^FS"), "%s", text);
+		cr_assert(strstr(text, "^FDtest-sensor^FS"), "%s", text);
+		/* the PDF: the code decodes; the words in the template's order */
+		snprintf(cmd, sizeof(cmd), "pdftoppm -r 150 -gray -png -singlefile '%s' '%s/page' "
+			 "2>&1", pdf, w.dir);
+		cr_assert_eq(system(cmd), 0, "%s", cmd);
+		snprintf(cmd, sizeof(cmd), "%s/page.png", w.dir);
+		zbar_read(cmd, got, sizeof(got));
+		cr_assert_str_eq(got, payload, "the PDF's QR code");
+		snprintf(cmd, sizeof(cmd), "pdftotext -layout '%s' - 2>&1", pdf);
+		f = popen(cmd, "r");
+		cr_assert_not_null(f);
+		text[fread(text, 1, sizeof(text) - 1, f)] = '\0';
+		cr_assert_eq(pclose(f), 0, "%s", text);
+		{
+			char *a = strstr(text, "ACME sensor v2"), *b = strstr(text, uid),
+			     *c = strstr(text, "test-sensor");
+
+			cr_assert(a && b && c && a < b && b < c, "not the template's lines "
+				  "in order:\n%s", text);
+		}
+		fx_q_text(&w, "SELECT cert_serial FROM units WHERE id = 1", sn, sizeof(sn));
+		cr_assert_null(strstr(text, sn), "the serial is not on this template:\n%s", text);
+		cr_assert_null(strstr(text, "FP "), "%s", text);
+	}
+
+	/* a line the template does not know: refused at load, with the rule */
+	snprintf(bad, sizeof(bad), "%s/bad.profile", w.dir);
+	fx_write_file(bad, FX_PROFILE "label: { lines = [ \"uid\", \"colour\" ]; };\n");
+	fx_sign(&w, bad);
+	fx_station_run(r, &w, "--profile", bad, "config", "check", NULL);
+	cr_assert_eq(r->code, 2, "%s%s", r->out, r->err);
+	cr_assert(strstr(r->out, "label.lines") || strstr(r->err, "label.lines"), "%s%s",
+		  r->out, r->err);
+	cr_assert(strstr(r->out, "line 2 (colour) is not one of") ||
+		  strstr(r->err, "line 2 (colour) is not one of"), "%s%s", r->out, r->err);
+
+	fx_rmtree(w.dir);
+	free(r);
+}
+
 /* ---- MQTT: a real Mosquitto broker and mosquitto_sub ---- */
 
 typedef struct broker {
