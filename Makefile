@@ -25,6 +25,8 @@ PKGS      += tss2-esys tss2-tctildr tss2-rc
 PKGS      += libpq
 # Results to the MES over HTTP(S) and MQTT (station/mes.c, docs/integration.md); labels (station/label.c).
 PKGS      += libcurl libqrencode libpng libmosquitto
+# Labels drawn once with cairo, rendered to PNG and PDF (station/label.c).
+PKGS      += cairo
 # The journal (base/log.c: sd_journal_sendv).
 PKGS      += libsystemd
 # PKCS#11 modules are dlopen()ed: from p11-kit come the header and its

@@ -1,7 +1,8 @@
 /* cmd-label.c — `station label print UID`: make a PASS unit's label again
- * (docs/integration.md, "Labels"): PNG and ZPL into labels.dir, and the ZPL
- * to labels.queue when one is set.  The work is station/label.c. */
+ * (docs/integration.md, "Labels"): PNG, PDF and ZPL into labels.dir, and the
+ * ZPL to labels.queue when one is set.  The work is station/label.c. */
 #include <stdio.h>
+#include <stdlib.h>
 
 #include "base.h"
 #include "cli/cli.h"
@@ -21,26 +22,31 @@ const struct cli_entry cli_cmd_label = {
 	.name = "label",
 	.usage = "label print UID",
 	.help = "A PASS unit's label: QR code (UID, certificate serial and "
-		"fingerprint) and text, as PNG and ZPL (docs/integration.md).",
+		"fingerprint) and text, as PNG, PDF and ZPL (docs/integration.md).",
 	.subs = label_subs,
 };
 
 static int exec_print(struct cli *cli, int argc, char **argv)
 {
-	char png[4200], zpl[4200], err[1024] = "";
+	st_label_files *f;
+	char err[1024] = "";
 	int code, rc;
 
 	(void)argc;
 	code = cli_store(cli, false);
 	if (code)
 		return code;
-	rc = st_label_print(cli->st, argv[0], png, zpl, sizeof(png), err,
-			    sizeof(err));
+	f = malloc(sizeof(*f));   /* big: off the stack */
+	if (!f)
+		return st_say(ST_EXIT_USAGE, "label: out of memory");
+	rc = st_label_print(cli->st, argv[0], f, err, sizeof(err));
 	if (rc)
-		return st_say(rc == ST_E_DB ? ST_EXIT_RECORDS : rc == ST_E_IO ?
+		code = st_say(rc == ST_E_DB ? ST_EXIT_RECORDS : rc == ST_E_IO ?
 			      ST_EXIT_RECORDS : ST_EXIT_USAGE, "label: %s", err);
-	printf("label of %s: %s, %s%s%s\n", argv[0], png, zpl,
-	       cli->cfg.labels_queue ? "; sent to " : "",
-	       cli->cfg.labels_queue ? cli->cfg.labels_queue : "");
-	return 0;
+	else
+		printf("label of %s: %s, %s, %s%s%s\n", argv[0], f->png, f->pdf,
+		       f->zpl, cli->cfg.labels_queue ? "; sent to " : "",
+		       cli->cfg.labels_queue ? cli->cfg.labels_queue : "");
+	free(f);
+	return code;
 }

@@ -32,9 +32,15 @@ const struct cli_entry cli_cmd_mes = {
 
 static void print_pass(const struct cli *cli, const st_mes_result *res)
 {
-	printf("mes: station %s: %lld unit%s sent; %lld waiting%s\n",
-	       cli->cfg.station_id, res->sent, res->sent == 1 ? "" : "s",
-	       res->pending, res->pending ? "" : " (up to date)");
+	if (res->rejected)
+		fprintf(stderr, "station: mes: %lld unit%s rejected for good by the "
+			"MES, not sent again (the last: %s); see mes send --status\n",
+			res->rejected, res->rejected == 1 ? "" : "s", res->last_rejected);
+	printf("mes: station %s: %lld unit%s sent", cli->cfg.station_id, res->sent,
+	       res->sent == 1 ? "" : "s");
+	if (res->rejected)
+		printf(", %lld rejected", res->rejected);
+	printf("; %lld waiting%s\n", res->pending, res->pending ? "" : " (up to date)");
 	fflush(stdout);
 }
 
@@ -67,6 +73,17 @@ static int status(struct cli *cli, st_mes *m)
 	       s.last_error[0] ? s.last_error : "none",
 	       s.last_error_at[0] ? " (" : "", s.last_error_at,
 	       s.last_error_at[0] ? ")" : "");
+	printf("  rejected:           %lld unit%s refused for good by the MES%s\n",
+	       s.rejected, s.rejected == 1 ? "" : "s", s.rejected ?
+	       " (not sent again; mend them at the MES)" : "");
+	if (s.rejected > s.nshown)
+		printf("    (the newest %d)\n", s.nshown);
+	for (int i = 0; i < s.nshown; i++) {
+		const struct st_mes_rejected *d = &s.rejected_units[i];
+
+		printf("    unit %lld (%s) device %s: HTTP %ld %s (%s)\n", d->unit_id,
+		       d->key, d->uid, d->status, d->answer, d->at);
+	}
 	return 0;
 }
 

@@ -10,7 +10,8 @@ jq socat libengine-pkcs11-openssl strace gettext
 libsystemd-dev debhelper lintian fakeroot man-db bash-completion
 opencryptoki libtpm2-pkcs11-1 libtpm2-pkcs11-tools tpm2-abrmd libtss2-tcti-tabrmd0 dbus-daemon
 libnss3 libnss3-tools
-libcurl4-openssl-dev libqrencode-dev libpng-dev zbar-tools python3-jsonschema
+libcurl4-openssl-dev libqrencode-dev libpng-dev libcairo2-dev zbar-tools poppler-utils python3-jsonschema
+cups cups-client
 libmosquitto-dev mosquitto mosquitto-clients
 python3-serial python3-bitstring python3-ecdsa python3-cryptography python3-yaml python3-intelhex"
 missing=""

@@ -56,6 +56,34 @@ static int revoke_abandoned(struct unit *u, const char *how)
 	return ST_OK;
 }
 
+/* A new identity is about to be issued.  While the device ID has a live
+ * one (the identity current at its last PASS or UNFUSED end, not revoked)
+ * that this device could not be resumed with, the device answering with
+ * the ID does not hold that identity: a cloned or counterfeit ID (a clone
+ * refused in another slot can come back alone), or a device wiped since.
+ * A second certificate for one ID would then be live beside the first, so
+ * it is refused, recorded as FAIL like a clone; a supervisor's
+ * re-provisioning revokes the live one first (next_unit).  0: no live
+ * identity, go on; else non-zero after fail(). */
+static int refuse_second_identity(struct unit *u, const char *holds)
+{
+	struct history *h = &u->hist;
+	int rc;
+
+	if (!h->good_unit || h->good_revoked)
+		return 0;
+	rc = fail(u, ST_STEP_RESUME, ST_E_EXISTS, "UID %s already has identity serial "
+		  "%s (%s on record, unit record %lld; not locked) and this device "
+		  "%s: not given a second identity (cloned or counterfeit ID, or a "
+		  "device wiped since); set it aside for a supervisor; re-provisioning "
+		  "needs a supervisor (provision --reprovision --supervisor NAME "
+		  "--reason TEXT), which revokes serial %s first", u->info.uid_hex,
+		  h->good_serial, h->good_state, (long long)h->good_unit, holds,
+		  h->good_serial);
+	u->cause = ST_CAUSE_CLONE;
+	return rc;
+}
+
 /* Give up the identity the history expected on the device (it is not
  * there, or not whole): it is revoked with the others left behind, and
  * the unit gets a new one.  Returns 0 (fresh), or non-zero after fail(). */
@@ -70,6 +98,8 @@ static int not_resumed(struct unit *u, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(why, sizeof(why), fmt, ap);
 	va_end(ap);
+	if (refuse_second_identity(u, why))
+		return ST_E_EXISTS;
 	if (step(u, ST_STEP_RESUME, ST_OUTCOME_SKIP, "the certificate of unit record %lld (serial "
 		 "%s) is not resumed: %s; a new identity", (long long)h->cert_unit,
 		 h->cert_serial, why))
@@ -104,7 +134,8 @@ int resume_identity(struct unit *u, X509 **out)
 	int rc;
 
 	if (!h->cert_unit || h->cert_revoked)
-		return revoke_abandoned(u, "re-provisioned");
+		return refuse_second_identity(u, "cannot be resumed with it") ?
+		       ST_E_EXISTS : revoke_abandoned(u, "re-provisioned");
 	if (locked && !u->w->job->run->burn_fuses)
 		return fail(u, ST_STEP_CERTIFICATE, ST_E_STATE, "the unit was locked by an "
 			    "interrupted run: resuming it verifies its fuse plan, which "
@@ -317,6 +348,15 @@ static int read_history(struct worker *w, struct unit *u)
 		rc = rec_unit_steps(w->job->rec, hr->unit, hist_step, hr);
 		if (st_verdict_parse(hr->rec[i].state, &v) && v == ST_VERDICT_PASS)
 			st_fuse_resume_passed(&h->fuses);
+		if (st_verdict_parse(hr->rec[i].state, &v) && h->cert_unit &&
+		    (v == ST_VERDICT_PASS || v == ST_VERDICT_UNFUSED)) {
+			/* a good end: its identity is the device ID's own */
+			h->good_unit = hr->unit;
+			snprintf(h->good_state, sizeof(h->good_state), "%s",
+				 hr->rec[i].state);
+			snprintf(h->good_serial, sizeof(h->good_serial), "%s",
+				 h->cert_serial);
+		}
 		h->last_unit = hr->unit;
 		snprintf(h->last_state, sizeof(h->last_state), "%s", hr->rec[i].state);
 	}
@@ -324,6 +364,7 @@ static int read_history(struct worker *w, struct unit *u)
 		int k = 0;
 
 		h->cert_revoked = h->cert_unit && hist_is_revoked(hr, h->cert_serial);
+		h->good_revoked = h->good_unit && hist_is_revoked(hr, h->good_serial);
 		for (int i = 0; i < h->nabandoned; i++)
 			if (!hist_is_revoked(hr, h->abandoned[i].serial) &&
 			    strcasecmp(h->abandoned[i].serial, h->cert_serial))
@@ -443,7 +484,24 @@ int next_unit(struct worker *w, struct unit *u)
 		ended = st_verdict_parse(last, &lv);
 	if (rc == ST_OK && !(ended && lv == ST_VERDICT_QUARANTINE))
 		rc = read_history(w, u);
-	if (rc == ST_OK && ended && lv == ST_VERDICT_UNFUSED && !w->job->run->burn_fuses) {
+	if (rc == ST_OK && u->hist.good_unit && !u->hist.good_revoked &&
+	    may_reprovision(w->job->run, u->info.uid_hex)) {
+		/* a live UNFUSED identity (a PASS one was revoked above): the
+		 * supervisor's re-provisioning revokes it, so the device may
+		 * take a new one (resume_identity) */
+		int rr = reprovision(w, u, u->hist.good_unit);
+
+		if (rr == ST_E_NOTFOUND) {
+			u->hist.good_revoked = true;
+			if (!strcasecmp(u->hist.cert_serial, u->hist.good_serial))
+				u->hist.cert_revoked = true;
+		} else if (rr) {
+			pthread_mutex_unlock(&((struct job *)w->job)->rec_order);
+			return rr;
+		}
+	}
+	if (rc == ST_OK && ended && lv == ST_VERDICT_UNFUSED && !w->job->run->burn_fuses &&
+	    !u->reprovision[0]) {
 		snprintf(why, sizeof(why), "already provisioned, not locked (UNFUSED on "
 			 "record, unit record %lld): it keeps its identity; run with "
 			 "--burn-fuses to burn its fuses and lock it", (long long)id);

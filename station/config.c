@@ -34,6 +34,7 @@ struct st_profile {
 	st_fuse_plan plan;
 	st_firmware fw;          /* firmware group (fw.n == 0: none) */
 	bool has_fw;
+	st_label_tpl label;      /* label group, or its defaults */
 };
 
 #define CFG st_config_schema, st_config_schema_len
@@ -153,6 +154,7 @@ static int config_parse(const char *path, st_config *cfg, bool check_files,
 	    take_string(&c, "roles.operators", &cfg->operators_path) ||
 	    take_string(&c, "labels.dir", &cfg->labels_dir) ||
 	    take_string(&c, "labels.queue", &cfg->labels_queue) ||
+	    take_string(&c, "labels.server", &cfg->labels_server) ||
 	    take_string_list(&c, "trust.profile_keys", &cfg->profile_keys,
 			     &cfg->nprofile_keys)) {
 		rc = ST_E_NOMEM;
@@ -253,6 +255,7 @@ void st_config_free(st_config *cfg)
 	free(cfg->checkpoint_dir);
 	free(cfg->labels_dir);
 	free(cfg->labels_queue);
+	free(cfg->labels_server);
 	free(cfg->profile_path);
 	for (int i = 0; i < cfg->nslots; i++) {
 		free(cfg->slots[i].name);
@@ -541,6 +544,50 @@ static const config_setting_t *included(const config_setting_t *g, const char *p
 }
 
 /* Read and check the profile at path; every problem goes to pl. */
+/* The label group: its lines (each a known field or text:WORDS) and its
+ * module size, else the defaults (uid, serial, fingerprint; 6). */
+static void label_rules(const config_t *c, const char *path, st_profile *p,
+			st_problems *pl)
+{
+	static const char *const fields[] = { "uid", "serial", "fingerprint", "profile" };
+	const config_setting_t *lines = config_lookup(c, "label.lines");
+	st_label_tpl *t = &p->label;
+
+	t->module = (int)st_schema_int(c, PRF, "label.module");
+	snprintf(t->profile, sizeof(t->profile), "%s", p->name);
+	if (!lines) {
+		t->nlines = 3;
+		snprintf(t->line[0], sizeof(t->line[0]), "uid");
+		snprintf(t->line[1], sizeof(t->line[1]), "serial");
+		snprintf(t->line[2], sizeof(t->line[2]), "fingerprint");
+		return;
+	}
+	for (int i = 0; i < config_setting_length(lines) && i < ST_LABEL_LINES; i++) {
+		const char *v = config_setting_get_string_elem(lines, i);
+		bool known = false;
+
+		for (size_t k = 0; k < ST_ARRAY_SIZE(fields) && v; k++)
+			known |= !strcmp(v, fields[k]);
+		if (v && !strncmp(v, "text:", 5) && strlen(v) <= 45) {
+			for (const char *ch = v + 5; *ch; ch++)
+				if ((unsigned char)*ch < 0x20 || (unsigned char)*ch > 0x7e ||
+				    *ch == '^' || *ch == '~')
+					v = NULL;   /* printable ASCII, not ZPL's
+						     * command characters */
+			known = v != NULL;
+		}
+		if (!known) {
+			st_problem_add(pl, path, (int)config_setting_source_line(lines),
+				       "label.lines", "line %d (%s) is not one of uid, "
+				       "serial, fingerprint, profile or text:WORDS (at "
+				       "most 40 printable ASCII characters, no ^ or ~)", i + 1,
+				       v ? v : "not a string or not printable");
+			continue;
+		}
+		snprintf(t->line[t->nlines++], sizeof(t->line[0]), "%s", v);
+	}
+}
+
 static int profile_parse(const char *path, st_profile **out, st_problems *pl)
 {
 	bool rot_ok = false;
@@ -585,6 +632,8 @@ static int profile_parse(const char *path, st_profile **out, st_problems *pl)
 	str = st_schema_string(&c, PRF, "key_mode");
 	p->inject = str && !strcmp(str, "inject");
 	p->require_work_order = st_schema_bool(&c, PRF, "quota.require_work_order");
+	if (!st_problems_under(pl, "label"))
+		label_rules(&c, path, p, pl);
 	if (!st_problems_under(pl, "certificate"))
 		cert_rules(&c, path, p, pl);
 	/* The firmware group: every file checked now, before any unit; the
@@ -737,6 +786,11 @@ int st_profile_ca_renewal_days(const st_profile *p)
 const st_cert_profile *st_profile_cert(const st_profile *p)
 {
 	return &p->cert;
+}
+
+const st_label_tpl *st_profile_label(const st_profile *p)
+{
+	return &p->label;
 }
 
 bool st_profile_key_inject(const st_profile *p)

@@ -84,6 +84,14 @@ struct history {
 	bool cert_revoked;      /* that identity is on the revocation list */
 	int64_t last_unit;      /* newest record, its state */
 	char last_state[16];
+	int64_t good_unit;      /* newest record that ended PASS or UNFUSED
+				 * (0: none), and the identity current then:
+				 * while it is not revoked the device ID
+				 * has a live identity, and a device that
+				 * cannot be resumed with it is refused a
+				 * second one (a cloned ID) */
+	char good_state[16], good_serial[80];
+	bool good_revoked;
 	struct {                /* issued certificates neither current nor
 				 * revoked: revoked when the unit goes on */
 		int64_t unit;

@@ -37,6 +37,10 @@
 #include "station/sync.h"
 
 #define MES_KEY_MAX 1024        /* longest HMAC key file, bytes */
+#define MES_REJECTED 1          /* deliver(): the MES refused the message
+				 * for good (a permanent 4xx) */
+#define MES_ANSWER_MAX 160      /* the start of an answer kept for the
+				 * operator */
 #define MES_BATCH_MAX 1000      /* mes.batch's top (schema_tables.c) */
 
 /* The `mes` group of station.conf; strings owned. */
@@ -58,6 +62,8 @@ typedef struct mes_mqtt {
 	int conn_rc;            /* the CONNACK's reason */
 	int wait_mid, acked, ack_reason;
 	char last_key[200];     /* the last unit acknowledged by the broker */
+	char lib_err[256];      /* libmosquitto's last error line (its TLS
+				 * errors name OpenSSL's reason there only) */
 	st_mes_result last_res; /* the last pass's, for the closing status */
 	bool have_last;
 } mes_mqtt;
@@ -71,6 +77,9 @@ struct st_mes {
 	unsigned char key[MES_KEY_MAX];
 	size_t keylen;          /* 0: no signature header */
 	char curl_err[CURL_ERROR_SIZE];
+	char answer[MES_ANSWER_MAX + 1];  /* the start of the last answer */
+	size_t answer_len;
+	long status;            /* the last answer's HTTP status */
 	mes_mqtt q;             /* used when m.mqtt_host is set */
 };
 
@@ -264,6 +273,29 @@ static void on_publish(struct mosquitto *m, void *ctx, int mid, int reason,
 	}
 }
 
+/* libmosquitto's log: keep its last error line, which holds OpenSSL's
+ * reason for a failed handshake ("certificate verify failed"). */
+static void on_log(struct mosquitto *m, void *ctx, int level, const char *str)
+{
+	st_mes *s = ctx;
+
+	(void)m;
+	if (level == MOSQ_LOG_ERR && str)
+		snprintf(s->q.lib_err, sizeof(s->q.lib_err), "%s", str);
+}
+
+/* A TLS failure in words: the handshake, when the broker's certificate is
+ * not trusted (another CA than mes.tls_ca, not for this host, expired) or
+ * the broker refused ours; OpenSSL's reason from libmosquitto's log. */
+static void tls_failed(st_mes *s, char *err, size_t errlen)
+{
+	snprintf(err, errlen, "mqtts://%s:%d: the TLS handshake failed (%s): the "
+		 "broker's certificate must chain to mes.tls_ca (%s) and name %s; "
+		 "nothing was sent", s->m.mqtt_host, s->m.mqtt_port,
+		 s->q.lib_err[0] ? s->q.lib_err : mosquitto_strerror(MOSQ_ERR_TLS),
+		 s->m.cafile ? s->m.cafile : "-", s->m.mqtt_host);
+}
+
 static long long mono_ms(void)
 {
 	struct timespec ts;
@@ -288,6 +320,10 @@ static int mqtt_wait(st_mes *s, const int *flag, const char *what, char *err,
 			return ST_E_IO;
 		}
 		rc = mosquitto_loop(s->q.m, left < 100 ? (int)left : 100, 1);
+		if (rc == MOSQ_ERR_TLS) {
+			tls_failed(s, err, errlen);
+			return ST_E_IO;
+		}
 		if (rc != MOSQ_ERR_SUCCESS) {
 			snprintf(err, errlen, "mqtt://%s:%d: waiting for the %s: %s",
 				 s->m.mqtt_host, s->m.mqtt_port, what,
@@ -365,6 +401,8 @@ static int mqtt_connect(st_mes *s, char *err, size_t errlen)
 	mosquitto_int_option(s->q.m, MOSQ_OPT_PROTOCOL_VERSION, MQTT_PROTOCOL_V5);
 	mosquitto_connect_v5_callback_set(s->q.m, on_connect);
 	mosquitto_publish_v5_callback_set(s->q.m, on_publish);
+	mosquitto_log_callback_set(s->q.m, on_log);
+	s->q.lib_err[0] = '\0';
 	rc = mosquitto_will_set_v5(s->q.m, s->q.status_topic, (int)strlen(will),
 				   will, 1, true, NULL);
 	free(will);
@@ -381,6 +419,11 @@ static int mqtt_connect(st_mes *s, char *err, size_t errlen)
 	}
 	s->q.connected = 0;
 	rc = mosquitto_connect(s->q.m, s->m.mqtt_host, s->m.mqtt_port, 30);
+	if (rc == MOSQ_ERR_TLS) {
+		tls_failed(s, err, errlen);
+		mqtt_close(s, false);
+		return ST_E_IO;
+	}
 	if (rc != MOSQ_ERR_SUCCESS) {
 		snprintf(err, errlen, "mqtt://%s:%d: %s", s->m.mqtt_host,
 			 s->m.mqtt_port, rc == MOSQ_ERR_ERRNO ? strerror(errno) :
@@ -582,9 +625,9 @@ static int step_fields(void *ctx, const char *step, const char *outcome,
 }
 
 /* The message of the unit whose unit_end event is seq: compact JSON with
- * sorted keys (malloc'd), or NULL with err. */
+ * sorted keys (malloc'd), its key and device ID, or NULL with err. */
 static char *message(st_mes *s, const rec_outbox_item *it, char *key,
-		     size_t keylen, char *err, size_t errlen)
+		     size_t keylen, char uid[130], char *err, size_t errlen)
 {
 	rec_filter f = { .unit_id = it->unit_id };
 	struct unit_walk w = { .msg = json_object() };
@@ -610,6 +653,8 @@ static char *message(st_mes *s, const rec_outbox_item *it, char *key,
 		goto cleanup;
 	}
 	json_object_set(w.msg, "steps", steps);
+	snprintf(uid, 130, "%s", json_string_value(json_object_get(w.msg, "uid")) ?
+		 json_string_value(json_object_get(w.msg, "uid")) : "");
 	text = json_dumps(w.msg, JSON_COMPACT | JSON_SORT_KEYS);
 	if (!text)
 		snprintf(err, errlen, "out of memory");
@@ -621,15 +666,44 @@ cleanup:
 
 /* ---- Delivery ---- */
 
-static size_t discard(char *p, size_t size, size_t n, void *ctx)
+/* Keep the start of the answer (printable ASCII only: it is the MES's
+ * text, shown to the operator and written to the state file). */
+static size_t keep_answer(char *p, size_t size, size_t n, void *ctx)
 {
-	(void)p;
-	(void)ctx;
+	st_mes *s = ctx;
+
+	for (size_t i = 0; i < size * n && s->answer_len < MES_ANSWER_MAX; i++) {
+		unsigned char c = (unsigned char)p[i];
+
+		s->answer[s->answer_len++] = c == '\n' || c == '\r' || c == '\t' ? ' ' :
+					      c < 0x20 || c > 0x7e ? '?' : (char)c;
+	}
+	s->answer[s->answer_len] = '\0';
 	return size * n;
 }
 
-/* POST body once.  ST_OK on a 2xx; else ST_E_IO with err (the transport's
- * error, or the status and the start of the answer). */
+/* Is a refusal about this one message, so that sending it again can never
+ * succeed?  A 4xx, except those that say something about the station's
+ * configuration or the receiver's state, which hold for every unit alike
+ * and pass when that is mended: 401/403/407 (the signature key or the
+ * client certificate), 404/405/421 (mes.url), 408 (a timeout), 429 (too
+ * many requests).  Those, 5xx, and a failed transport are retried. */
+static bool rejected_for_good(long status)
+{
+	static const long retry[] = { 401, 403, 404, 405, 407, 408, 421, 429 };
+
+	if (status < 400 || status > 499)
+		return false;
+	for (size_t i = 0; i < ST_ARRAY_SIZE(retry); i++)
+		if (status == retry[i])
+			return false;
+	return true;
+}
+
+/* POST body once.  ST_OK on a 2xx; MES_REJECTED when the MES refused
+ * this message for good (rejected_for_good; s->status and s->answer say
+ * how); else ST_E_IO with err (the transport's error, or the status and
+ * the start of the answer). */
 static int post_once(st_mes *s, const char *body, const char *key, char *err,
 		     size_t errlen)
 {
@@ -647,6 +721,9 @@ static int post_once(st_mes *s, const char *body, const char *key, char *err,
 	}
 	curl_easy_reset(s->curl);
 	s->curl_err[0] = '\0';
+	s->answer[0] = '\0';
+	s->answer_len = 0;
+	s->status = 0;
 	h = curl_slist_append(h, "Content-Type: application/json");
 	snprintf(line, sizeof(line), "Idempotency-Key: %s", key);
 	h = curl_slist_append(h, line);
@@ -678,7 +755,8 @@ static int post_once(st_mes *s, const char *body, const char *key, char *err,
 	curl_easy_setopt(s->curl, CURLOPT_TIMEOUT_MS, (long)s->m.timeout_ms);
 	curl_easy_setopt(s->curl, CURLOPT_CONNECTTIMEOUT_MS, (long)s->m.timeout_ms);
 	curl_easy_setopt(s->curl, CURLOPT_ERRORBUFFER, s->curl_err);
-	curl_easy_setopt(s->curl, CURLOPT_WRITEFUNCTION, discard);
+	curl_easy_setopt(s->curl, CURLOPT_WRITEFUNCTION, keep_answer);
+	curl_easy_setopt(s->curl, CURLOPT_WRITEDATA, s);
 	curl_easy_setopt(s->curl, CURLOPT_SSL_VERIFYPEER, 1L);
 	curl_easy_setopt(s->curl, CURLOPT_SSL_VERIFYHOST, 2L);
 	if (s->m.cafile)
@@ -694,8 +772,12 @@ static int post_once(st_mes *s, const char *body, const char *key, char *err,
 		goto cleanup;
 	}
 	curl_easy_getinfo(s->curl, CURLINFO_RESPONSE_CODE, &status);
+	s->status = status;
 	if (status < 200 || status > 299) {
-		snprintf(err, errlen, "%s answered HTTP %ld", s->m.url, status);
+		snprintf(err, errlen, "%s answered HTTP %ld%s%s", s->m.url, status,
+			 s->answer[0] ? ": " : "", s->answer);
+		if (rejected_for_good(status))
+			rc = MES_REJECTED;
 		goto cleanup;
 	}
 	rc = ST_OK;
@@ -707,7 +789,8 @@ cleanup:
 
 /* One unit's message by the configured transport, up to mes.retries
  * times, waiting 0.5 s, 1 s, ... between: the only place HTTP and MQTT
- * differ (the message, the cursor and the state file are shared). */
+ * differ (the message, the cursor and the state file are shared).
+ * MES_REJECTED (not retried) when the MES refused it for good. */
 static int deliver(st_mes *s, const char *body, const char *key, char *err,
 		size_t errlen)
 {
@@ -754,6 +837,37 @@ static int note(st_mes *s, long long cursor, const char *error)
 	return rc;
 }
 
+/* A message the MES refused for good: kept in the state file's
+ * "rejected" list (its unit, key, device, the status and the start of the
+ * answer) and the cursor moved past it in the same write, so it no longer
+ * holds the units behind it and is never dropped unsaid. */
+static int note_rejected(st_mes *s, const rec_outbox_item *it, const char *key,
+			 const char *uid)
+{
+	json_t *o = st_sync_state_read(s->cfg, "mes"), *list, *e;
+	char now[32];
+	int rc;
+
+	utc_now(now);
+	list = json_object_get(o, "rejected");
+	if (!json_is_array(list)) {
+		list = json_array();
+		json_object_set_new(o, "rejected", list);
+	}
+	e = json_pack("{s:I, s:s, s:s, s:I, s:I, s:s, s:s}", "unit_id",
+		      (json_int_t)it->unit_id, "key", key, "uid", uid,
+		      "event_seq", (json_int_t)it->seq, "status", (json_int_t)s->status,
+		      "answer", s->answer, "at", now);
+	if (!e || json_array_append_new(list, e)) {
+		json_decref(o);
+		return ST_E_NOMEM;
+	}
+	json_object_set_new(o, "cursor", json_integer(it->seq));
+	rc = st_sync_state_write(s->cfg, "mes", o);
+	json_decref(o);
+	return rc;
+}
+
 static long long cursor_of(st_mes *s)
 {
 	json_t *o = st_sync_state_read(s->cfg, "mes");
@@ -778,8 +892,9 @@ int st_mes_pass(st_mes *s, st_mes_result *out, char *err, size_t errlen)
 			break;
 		}
 		for (int i = 0; i < n && !rc; i++) {
-			char key[200], *body = message(s, &items[i], key, sizeof(key),
-						       err, errlen);
+			char key[200], uid[130], *body = message(s, &items[i], key,
+								 sizeof(key), uid,
+								 err, errlen);
 
 			if (!body) {
 				rc = ST_E_DB;
@@ -787,7 +902,21 @@ int st_mes_pass(st_mes *s, st_mes_result *out, char *err, size_t errlen)
 			}
 			rc = deliver(s, body, key, err, errlen);
 			free(body);
-			if (rc == ST_OK) {
+			if (rc == MES_REJECTED) {
+				/* kept as rejected, said, and passed */
+				cursor = items[i].seq;
+				out->rejected++;
+				snprintf(out->last_rejected, sizeof(out->last_rejected),
+					 "unit %lld (%s, device %s): %s", (long long)
+					 items[i].unit_id, key, uid, err);
+				rc = note_rejected(s, &items[i], key, uid);
+				if (rc) {
+					snprintf(err, errlen, "cannot write %s.mes.json "
+						 "(the cursor and the rejected unit %s)",
+						 s->cfg->records_path, key);
+					rc = ST_E_IO;
+				}
+			} else if (rc == ST_OK) {
 				cursor = items[i].seq;
 				out->sent++;
 				if (note(s, cursor, NULL)) {
@@ -810,7 +939,7 @@ int st_mes_pass(st_mes *s, st_mes_result *out, char *err, size_t errlen)
 		snprintf(err, errlen, "records: %s", rec_errmsg(s->r));
 		rc = ST_E_DB;
 	}
-	if (!rc && !out->sent)
+	if (!rc && !out->sent && !out->rejected)
 		note(s, -1, NULL);
 	if (!rc && s->m.mqtt_host)
 		mqtt_status(s, out);
@@ -840,7 +969,7 @@ int st_mes_follow(st_mes *s, st_mes_follow_fn fn, void *ctx, char *err,
 			backoff = backoff * 2 > s->m.backoff_max_ms ?
 				  s->m.backoff_max_ms : backoff * 2;
 		} else {
-			if (res.sent)
+			if (res.sent || res.rejected)
 				fn(ctx, ST_OK, &res, "", 0);
 			backoff = 500;
 			wait_ms = s->m.interval_ms;
@@ -876,6 +1005,29 @@ int st_mes_status(st_mes *s, st_mes_state *out, char *err, size_t errlen)
 	snprintf(out->last_error, sizeof(out->last_error), "%s", bad ? bad : "");
 	snprintf(out->last_error_at, sizeof(out->last_error_at), "%s",
 		 bad_at ? bad_at : "");
+	{
+		json_t *list = json_object_get(o, "rejected"), *e;
+		size_t n = json_array_size(list), first;
+
+		out->rejected = (long long)n;
+		first = n > ST_MES_REJECTED_SHOWN ? n - ST_MES_REJECTED_SHOWN : 0;
+		for (size_t i = first; i < n; i++) {
+			struct st_mes_rejected *d = &out->rejected_units[out->nshown++];
+			const char *v;
+
+			e = json_array_get(list, i);
+			d->unit_id = json_integer_value(json_object_get(e, "unit_id"));
+			d->status = (long)json_integer_value(json_object_get(e, "status"));
+			v = json_string_value(json_object_get(e, "key"));
+			snprintf(d->key, sizeof(d->key), "%s", v ? v : "");
+			v = json_string_value(json_object_get(e, "uid"));
+			snprintf(d->uid, sizeof(d->uid), "%s", v ? v : "");
+			v = json_string_value(json_object_get(e, "answer"));
+			snprintf(d->answer, sizeof(d->answer), "%s", v ? v : "");
+			v = json_string_value(json_object_get(e, "at"));
+			snprintf(d->at, sizeof(d->at), "%s", v ? v : "");
+		}
+	}
 	if (rec_outbox_lag(s->r, out->cursor, &out->pending, &out->last)) {
 		snprintf(err, errlen, "records: %s", rec_errmsg(s->r));
 		rc = ST_E_DB;

@@ -206,9 +206,11 @@ const st_schema_key st_config_schema[] = {
 	  .doc = "libpq connect timeout." },
 	{ "labels", SK_GROUP, 0, .doc = "A label for each PASS unit (docs/integration.md)." },
 	{ "labels.dir", SK_STRING, SK_PARENT, 1, 4095,
-	  .doc = "Folder of the labels: <uid>.png and <uid>.zpl (QR code: UID, serial, fingerprint)." },
+	  .doc = "Folder of the labels: <uid>.png, <uid>.pdf and <uid>.zpl (QR code: UID, serial, fingerprint)." },
 	{ "labels.queue", SK_STRING, 0, 1, 127,
 	  .doc = "CUPS queue the ZPL is sent to, raw (`lp -d QUEUE -o raw`)." },
+	{ "labels.server", SK_STRING, 0, 1, 255,
+	  .doc = "CUPS server of `queue`, HOST[:PORT] (`lp -h`); default: lp's own (CUPS_SERVER, client.conf, localhost)." },
 	{ "mes", SK_GROUP, 0, .doc = "Results to the plant's MES over HTTP(S) or MQTT (docs/integration.md)." },
 	{ "mes.url", SK_STRING, 0, 1, 2047, .def = "",
 	  .doc = "Where each ended unit's result is POSTed (https://...); this or `mqtt_host`." },
@@ -349,6 +351,11 @@ const st_schema_key st_profile_schema[] = {
 	{ "quota", SK_GROUP, 0, .doc = "Quota rules." },
 	{ "quota.require_work_order", SK_BOOL, 0, .def = "false",
 	  .doc = "Refuse a batch run without `--work-order` (units then come from its quota)." },
+	{ "label", SK_GROUP, 0, .doc = "The label of a PASS unit (docs/integration.md, \"Labels\"): its words and size." },
+	{ "label.lines", SK_STRINGS, 0, 1, 6, .def = "[\"uid\", \"serial\", \"fingerprint\"]",
+	  .doc = "Text beneath the QR code, in order: `uid`, `serial`, `fingerprint` (two lines of 32), `profile` (its name) or `text:WORDS` (at most 40 characters)." },
+	{ "label.module", SK_INT, 0, 3, 12, .def = "6",
+	  .doc = "Size of one QR module: PNG pixels (half a point each in the PDF); the text and the ZPL scale with it." },
 };
 const size_t st_profile_schema_len = ST_ARRAY_SIZE(st_profile_schema);
 

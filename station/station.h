@@ -57,6 +57,8 @@ typedef struct st_config {
 	bool ui_bell_on_fail;  /* ui.bell_on_fail: the TUI beeps on FAIL */
 	char *labels_dir;      /* labels.dir: a PASS unit's label goes here (NULL: none) */
 	char *labels_queue;    /* labels.queue: CUPS queue for the ZPL (NULL: none) */
+	char *labels_server;   /* labels.server: the CUPS server of that queue,
+				* HOST[:PORT] (NULL: lp's own default) */
 } st_config;
 
 /* Load cfg from path (NULL: defaults only), checked against the documented
@@ -1140,18 +1142,39 @@ int st_records_audit_init(st_station *st, const st_config *cfg,
 int st_label_payload(const char *uid, const char *serial, const char *fp,
 		     char *out, size_t len);
 
+/* A profile's label template (its `label` group). */
+#define ST_LABEL_LINES 6
+typedef struct st_label_tpl {
+	int nlines;
+	char line[ST_LABEL_LINES][48]; /* "uid", "serial", "fingerprint",
+					* "profile", or "text:WORDS" */
+	int module;                    /* QR module size, drawing units */
+	char profile[64];              /* the profile's name (the line "profile") */
+} st_label_tpl;
+
+/* The label template of a loaded profile (the defaults without a group). */
+const st_label_tpl *st_profile_label(const st_profile *p);
+
+/* The files of one label. */
+typedef struct st_label_files {
+	char png[4200], pdf[4200], zpl[4200];
+} st_label_files;
+
 /* Write the label of uid (certificate serial and SHA-256 fingerprint, hex)
- * as labels.dir/<uid>.png and .zpl (paths into png_path, zpl_path, len
- * bytes each), and send the ZPL to labels.queue with `lp -d` when set.
- * ST_E_CONFIG without labels.dir; else ST_E_IO with err. */
-int st_label_write(const st_config *cfg, const char *uid, const char *serial,
-		   const char *fp, char *png_path, char *zpl_path, size_t len,
+ * after template tpl (NULL: the default one) as labels.dir/<uid>.png, .pdf
+ * and .zpl (their paths into out), and send the ZPL to labels.queue with
+ * `lp [-h labels.server] -d` when set.  ST_E_CONFIG without labels.dir;
+ * else ST_E_IO with err. */
+int st_label_write(const st_config *cfg, const st_label_tpl *tpl, const char *uid,
+		   const char *serial, const char *fp, st_label_files *out,
 		   char *err, size_t errlen);
 
 /* `station label print UID`: st_label_write for the device's PASS unit of
- * the store (ST_E_NOTFOUND when it never passed). */
-int st_label_print(st_station *st, const char *uid, char *png_path,
-		   char *zpl_path, size_t len, char *err, size_t errlen);
+ * the store (ST_E_NOTFOUND when it never passed), after the template of
+ * the configured profile, loaded only when its signature verifies (as a
+ * run loads it; ST_E_VERIFY or ST_E_CONFIG with err otherwise). */
+int st_label_print(st_station *st, const char *uid, st_label_files *out,
+		   char *err, size_t errlen);
 
 /* ---- Results to the plant's MES (station/mes.c, docs/integration.md) ----
  * `station mes send`: every ended unit's result POSTed as JSON to mes.url,
@@ -1167,14 +1190,21 @@ void st_mes_close(st_mes *m);
 /* What a pass did. */
 typedef struct st_mes_result {
 	long long sent;           /* units the MES acknowledged (2xx) */
+	long long rejected;       /* units the MES refused for good (a 4xx
+				   * about the message), kept as rejected */
 	long long pending;        /* ended units not yet acknowledged */
 	long long cursor;         /* seq of the last acknowledged unit_end */
+	char last_rejected[900];  /* the last of those: unit, key, device,
+				   * the status and the start of the answer */
 } st_mes_result;
 
 /* One pass: every ended unit above the cursor, oldest first, each with up
  * to mes.retries attempts; stops at the first unit not acknowledged
- * (ST_E_IO, err names the unit, its key and the answer).  The cursor and
- * the outcome go to <records>.mes.json. */
+ * (ST_E_IO, err names the unit, its key and the answer).  A unit the MES
+ * refuses for good (HTTP 4xx other than 401/403/404/405/407/408/421/429:
+ * its message, not the station's settings) is not retried: it is kept in
+ * the state file's rejected list and passed.  The cursor and the outcome
+ * go to <records>.mes.json. */
 int st_mes_pass(st_mes *m, st_mes_result *res, char *err, size_t errlen);
 
 /* --follow: a pass, mes.interval_ms, again; after a failure 0.5 s, 1 s, ...
@@ -1186,6 +1216,8 @@ typedef void (*st_mes_follow_fn)(void *ctx, int rc, const st_mes_result *res,
 int st_mes_follow(st_mes *m, st_mes_follow_fn fn, void *ctx, char *err,
 		  size_t errlen);
 
+#define ST_MES_REJECTED_SHOWN 10
+
 /* --status: the cursor, the lag and the last outcome (no network). */
 typedef struct st_mes_state {
 	char url[512];
@@ -1195,6 +1227,13 @@ typedef struct st_mes_state {
 	char last_ok[64];         /* "" never */
 	char last_error[700];     /* "" none */
 	char last_error_at[64];
+	long long rejected;       /* units the MES refused for good, ever */
+	int nshown;               /* the newest of them, oldest first */
+	struct st_mes_rejected {
+		long long unit_id;
+		long status;
+		char key[200], uid[130], answer[164], at[32];
+	} rejected_units[ST_MES_REJECTED_SHOWN];
 } st_mes_state;
 int st_mes_status(st_mes *m, st_mes_state *out, char *err, size_t errlen);
 

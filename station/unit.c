@@ -672,14 +672,22 @@ static int revoke_unit_cert(struct unit *u, st_verdict result)
  * never a changed verdict. */
 static void pass_label(struct worker *w, struct unit *u)
 {
-	char png[4200], zpl[4200], err[600], msg[900];
+	char err[600], msg[900];
 	st_event ev = { .kind = ST_EV_WARNING, .uid = u->info.uid_hex };
+	st_label_files *files;
+	int rc;
 
 	if (!w->job->cfg->labels_dir)
 		return;
-	if (st_label_write(w->job->cfg, u->info.uid_hex, u->serial, u->fp, png,
-			   zpl, sizeof(png), err, sizeof(err)) == ST_OK)
+	files = malloc(sizeof(*files));   /* big: off the slot's stack */
+	rc = files ? st_label_write(w->job->cfg, st_profile_label(w->job->prof),
+				    u->info.uid_hex, u->serial, u->fp, files, err,
+				    sizeof(err)) : ST_E_NOMEM;
+	free(files);
+	if (rc == ST_OK)
 		return;
+	if (rc == ST_E_NOMEM)
+		snprintf(err, sizeof(err), "out of memory");
 	snprintf(msg, sizeof(msg), "slot %d: unit %s passed but its label was not "
 		 "made: %s; make it again with `station label print %s`", w->slot,
 		 u->info.uid_hex, err, u->info.uid_hex);

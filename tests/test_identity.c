@@ -9,6 +9,7 @@
  * own state file, SQLite, `openssl crl`, `openssl verify -crl_check`, and the
  * auditor block of docs/evidence.md. */
 #include <criterion/criterion.h>
+#include <ctype.h>
 #include <fcntl.h>
 #include <jansson.h>
 #include <libgen.h>
@@ -552,5 +553,173 @@ Test(identity, crash_resume_and_close_leave_no_valid_non_pass_identity, .timeout
 	cr_assert_null(strstr(R.err, "open units"), "%s", R.err);
 	cr_assert_eq(bundle_audit(&w, "after", log, sizeof(log)), 0,
 		     "the auditor block failed after close-interrupted:\n%s", log);
+	fx_rmtree(w.dir);
+}
+
+/* ---- a cloned ID presented again (unarmed) ---- */
+
+/* Two programmers hold a unit with one device ID (--seed clone), run
+ * unarmed in one run: the first identified makes its key (slowly:
+ * --keygen-ms) and ends UNFUSED, the other is refused as a clone (FAIL).
+ * Sets *clone to the clone's simulator (a or b), uid and serial to the
+ * device ID and the UNFUSED identity's serial. */
+static fx_devsim *clone_pair(fx_world *w, fx_devsim *a, fx_devsim *b, char uid[128],
+			     char serial[128])
+{
+	long long fail_slot;
+
+	cr_assert_eq(fx_devsim_start(a, w->dir, "progA", 1, "--seed clone --keygen-ms 3000"), 0);
+	cr_assert_eq(fx_devsim_start(b, w->dir, "progB", 1, "--seed clone --keygen-ms 3000"), 0);
+	fx_station_run(&R, w, "--slot", a->port, "--slot", b->port, "provision", NULL);
+	cr_assert_eq(R.code, 1, "stdout:%s\nstderr:%s", R.out, R.err);
+	cr_assert(strstr(R.out, "same device ID right now"), "%s", R.out);
+	cr_assert_eq(fx_count_units(w, "UNFUSED"), 1, "%s", R.out);
+	cr_assert_eq(fx_count_units(w, "FAIL"), 1, "%s", R.out);
+	fx_q_text(w, "SELECT uid FROM units WHERE state = 'UNFUSED'", uid, 128);
+	fx_q_text(w, "SELECT cert_serial FROM units WHERE state = 'UNFUSED'", serial, 128);
+	cr_assert(serial[0], "the UNFUSED unit has no serial on record");
+	fail_slot = fx_q_int(w, "SELECT slot FROM units WHERE state = 'FAIL'");
+	cr_assert(fail_slot == 1 || fail_slot == 2, "clone in slot %lld", fail_slot);
+	fx_devsim_stop(a);
+	fx_devsim_stop(b);
+	return fail_slot == 1 ? a : b;
+}
+
+/* Present the clone's (stopped) simulator again. */
+static void clone_again(fx_world *w, fx_devsim *clone, fx_devsim *a)
+{
+	cr_assert_eq(fx_devsim_rewind(clone->state_path), 0);
+	cr_assert_eq(fx_devsim_start(clone, w->dir, clone == a ? "progA" : "progB", 1,
+				     "--seed clone"), 0);
+}
+
+/* The referees' count of the device ID's live identities: the evidence
+ * bundle's certs.jsonl lines that are not revoked, and the certificates
+ * of the bundle (certs/ and certs/revoked/) that openssl verifies with a
+ * CRL check; both must be 1, and that certificate's serial is serial. */
+static void one_live_identity(const fx_world *w, const char *name, const char *uid,
+			      const char *serial)
+{
+	char path[900], line[8192], cmd[2400], out[4096], want[160];
+	static char log[65536];
+	int live = 0, lines = 0;
+	FILE *f;
+
+	cr_assert_eq(bundle_audit(w, name, log, sizeof(log)), 0,
+		     "the auditor block failed:\n%s", log);
+	snprintf(path, sizeof(path), "%s/%s/certs.jsonl", w->dir, name);
+	f = fopen(path, "r");
+	cr_assert_not_null(f);
+	while (fgets(line, sizeof(line), f)) {
+		if (!strstr(line, uid))
+			continue;
+		lines++;
+		live += !strstr(line, "\"fate\":\"revoked\"");
+	}
+	fclose(f);
+	cr_assert_geq(lines, 1, "certs.jsonl lists nothing for %s", uid);
+	cr_assert_eq(live, 1, "%d certificates of %s not revoked (certs.jsonl)", live, uid);
+	snprintf(cmd, sizeof(cmd), "cd '%s/%s' && n=0 && for c in certs/*.pem "
+		 "certs/revoked/*.pem; do [ -e \"$c\" ] || continue; openssl verify "
+		 "-crl_check -CAfile ca.pem -CRLfile crl.pem \"$c\" >/dev/null 2>&1 && "
+		 "n=$((n+1)); done; echo $n; openssl x509 -in 'certs/%s.pem' -noout "
+		 "-serial", w->dir, name, uid);
+	cr_assert_eq(sh(out, sizeof(out), cmd), 0, "%s", out);
+	cr_assert_eq(atoi(out), 1, "openssl verifies %d certificates with a CRL check:\n%s",
+		     atoi(out), out);
+	snprintf(want, sizeof(want), "serial=%s", serial);
+	for (char *c = want + 7; *c; c++)
+		*c = (char)toupper((unsigned char)*c);
+	cr_assert(strstr(out, want), "the live certificate is not %s:\n%s", want, out);
+}
+
+/* A cloned ID refused in an unarmed run comes back alone (its slot run
+ * again): the ID already has a live identity (UNFUSED, not revoked) that
+ * this device does not hold, so it is refused a second one (FAIL, the
+ * serial named, nothing on the device), and the store keeps exactly one
+ * unrevoked certificate for the ID.  The genuine unit is then finished by
+ * an armed run with the same serial. */
+Test(identity, clone_rerun_gets_no_second_identity_unarmed, .timeout = 180)
+{
+	fx_world w;
+	fx_devsim a, b, *clone;
+	char uid[128], serial[128], want[512];
+
+	fx_world_init(&w, true, 2000);
+	clone = clone_pair(&w, &a, &b, uid, serial);
+	clone_again(&w, clone, &a);
+	fx_station_run(&R, &w, "--slot", clone->port, "provision", NULL);
+	fx_devsim_stop(clone);
+	cr_assert_eq(R.code, 1, "stdout:%s\nstderr:%s", R.out, R.err);
+	snprintf(want, sizeof(want), "UID %s already has identity serial %s", uid, serial);
+	cr_assert(strstr(R.out, want), "no '%s' in:\n%s", want, R.out);
+	cr_assert(strstr(R.out, "re-provisioning needs a supervisor"), "%s", R.out);
+	assert_no_identity(clone->state_path, 0);
+	cr_assert_eq(fx_count_units(&w, "UNFUSED"), 1);
+	cr_assert_eq(fx_count_units(&w, "FAIL"), 2);
+	cr_assert_eq(fx_q_int(&w, "SELECT count(*) FROM steps WHERE step = 'certificate' "
+			      "AND outcome = 'ok' AND detail LIKE 'serial %'"), 1,
+		     "a second certificate was issued");
+	/* the records say so, with the reason */
+	fx_station_run(&R, &w, "records", "list", "--uid", uid, "--result", "FAIL",
+		       "--format", "jsonl", NULL);
+	cr_assert_eq(R.code, 0, "%s", R.err);
+	cr_assert(strstr(R.out, want), "records list: %s", R.out);
+	fx_station_run(&R, &w, "--ca-cert", w.ca, "records", "verify", NULL);
+	cr_assert_eq(R.code, 0, "records verify: %s%s", R.out, R.err);
+	one_live_identity(&w, "bundle", uid, serial);
+
+	/* the genuine unit still resumes: an armed run finishes it */
+	{
+		fx_devsim *good = clone == &a ? &b : &a;
+
+		cr_assert_eq(fx_devsim_rewind(good->state_path), 0);
+		cr_assert_eq(fx_devsim_start(good, w.dir, good == &a ? "progA" : "progB", 1,
+					     "--seed clone"), 0);
+		fx_station_run(&R, &w, "--burn-fuses", "--yes", "--slot", good->port,
+			       "provision", NULL);
+		fx_devsim_stop(good);
+		cr_assert_eq(R.code, 0, "stdout:%s\nstderr:%s", R.out, R.err);
+		fx_q_text(&w, "SELECT cert_serial FROM units WHERE state = 'PASS'", want,
+			  sizeof(want));
+		cr_assert_str_eq(want, serial);
+		fx_check_pass(&w, good->state_path, uid);
+	}
+	one_live_identity(&w, "bundle2", uid, serial);
+	fx_rmtree(w.dir);
+}
+
+/* The refusal's way out: a supervisor's re-provisioning revokes the live
+ * UNFUSED identity first (superseded, the supervisor and reason on
+ * record), then the device takes a new one; still one live certificate. */
+Test(identity, clone_rerun_reprovisioned_by_a_supervisor, .timeout = 180)
+{
+	fx_world w;
+	fx_devsim a, b, *clone;
+	char uid[128], serial[128], now[128], pw[512], text[512];
+
+	fx_world_init(&w, true, 2000);
+	supervisor_init(&w, pw);
+	clone = clone_pair(&w, &a, &b, uid, serial);
+	clone_again(&w, clone, &a);
+	fx_station_run(&R, &w, "--reprovision", "--reason", "RMA 9: board replaced",
+		       "--supervisor", "sam", "--supervisor-password-file", pw,
+		       "--slot", clone->port, "provision", NULL);
+	fx_devsim_stop(clone);
+	cr_assert_eq(R.code, 0, "stdout:%s\nstderr:%s", R.out, R.err);
+	cr_assert_eq(fx_count_units(&w, "UNFUSED"), 2);
+	fx_q_text(&w, "SELECT cert_serial FROM units WHERE state = 'UNFUSED' ORDER BY id DESC",
+		  now, sizeof(now));
+	cr_assert_str_neq(now, serial);
+	fx_q_text(&w, "SELECT cert_serial FROM revocations", text, sizeof(text));
+	cr_assert_str_eq(text, serial);
+	fx_q_text(&w, "SELECT revoked_by || ': ' || reason FROM revocations", text,
+		  sizeof(text));
+	cr_assert_str_eq(text, "sam: RMA 9: board replaced");
+	fx_q_text(&w, "SELECT detail FROM steps WHERE step = 'reprovision'", text, sizeof(text));
+	cr_assert(strstr(text, "supervisor sam"), "%s", text);
+	fx_station_run(&R, &w, "--ca-cert", w.ca, "records", "verify", NULL);
+	cr_assert_eq(R.code, 0, "records verify: %s%s", R.out, R.err);
+	one_live_identity(&w, "bundle", uid, now);
 	fx_rmtree(w.dir);
 }

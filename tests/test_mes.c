@@ -7,6 +7,7 @@
 #include <criterion/criterion.h>
 #include <jansson.h>
 #include <libgen.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,6 +16,7 @@
 #include <netinet/in.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -454,6 +456,94 @@ Test(mes, receiver_down_and_killed_mid_run_loses_nothing, .timeout = 300)
 	free(r);
 }
 
+/* Lines in a file (0 when it does not exist). */
+static int lines_in(const char *dir, const char *name)
+{
+	char path[800], line[4096];
+	int n = 0;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	f = fopen(path, "r");
+	while (f && fgets(line, sizeof(line), f))
+		n++;
+	if (f)
+		fclose(f);
+	return n;
+}
+
+/* A receiver that refuses one unit's message for good (422) does not hold
+ * the queue: the unit is kept as rejected (status, the start of the
+ * answer) and passed, the others arrive, `--status` counts and names it,
+ * and it is not sent again.  A 503 before that is retried: nothing is
+ * rejected or passed while the MES is down. */
+Test(mes, permanent_4xx_is_kept_as_rejected_and_passed_5xx_retried, .timeout = 240)
+{
+	fx_world w;
+	fx_devsim sim;
+	receiver rx = { 0 };
+	fx_run *r = malloc(sizeof(*r));
+	char keyfile[600], fail[600], url[200], uid2[200], want[600];
+	json_t *all, *d;
+	size_t i;
+
+	cr_assert_not_null(r);
+	mes_world(&w, "line8-st1");
+	provision(&w, &sim, 3, "--seed l8");
+	fx_q_text(&w, "SELECT uid FROM units WHERE id = 2", uid2, sizeof(uid2));
+	snprintf(keyfile, sizeof(keyfile), "%s/mes.key", w.dir);
+	snprintf(fail, sizeof(fail), "%s/rx-fail", w.dir);
+	fx_write_file(fail, "");
+	rx_start(&rx, &w, "rx", 0, "--key-file", keyfile, "--fail-file", fail,
+		 "--reject-uid", uid2, NULL);
+	url_of(url, sizeof(url), &rx, "http");
+	set_mes(&w, "line8-st1", url, NULL);
+
+	/* down (503): retried, nothing passed, nothing rejected */
+	fx_station_run(r, &w, "mes", "send", "--once", NULL);
+	cr_assert_eq(r->code, 4, "%s%s", r->out, r->err);
+	cr_assert(strstr(r->err, "HTTP 503") && strstr(r->err, "3 waiting"), "%s", r->err);
+	fx_station_run(r, &w, "mes", "send", "--status", NULL);
+	cr_assert(strstr(r->out, "lag:                3 units"), "%s", r->out);
+	cr_assert(strstr(r->out, "rejected:           0 units"), "%s", r->out);
+
+	/* up; unit 2 refused for good: kept as rejected, the others sent */
+	cr_assert_eq(unlink(fail), 0);
+	fx_station_run(r, &w, "mes", "send", "--once", NULL);
+	cr_assert_eq(r->code, 0, "%s%s", r->out, r->err);
+	cr_assert(strstr(r->out, "2 units sent, 1 rejected; 0 waiting (up to date)"), "%s",
+		  r->out);
+	cr_assert(strstr(r->err, "unit 2 (line8-st1:2, device ") && strstr(r->err, uid2) &&
+		  strstr(r->err, "HTTP 422") &&
+		  strstr(r->err, "work order closed at the MES"), "%s", r->err);
+	cr_assert_eq(lines_in(rx.dir, "rejected.jsonl"), 1);
+	all = received(&rx);
+	cr_assert_eq(json_array_size(all), 2);
+	json_array_foreach(all, i, d)
+		cr_assert_str_neq(json_string_value(json_object_get(d, "key")), "line8-st1:2");
+	json_decref(all);
+	fx_station_run(r, &w, "mes", "send", "--status", NULL);
+	cr_assert_eq(r->code, 0, "%s", r->err);
+	cr_assert(strstr(r->out, "lag:                0 units"), "%s", r->out);
+	cr_assert(strstr(r->out, "rejected:           1 unit refused for good"), "%s", r->out);
+	snprintf(want, sizeof(want), "unit 2 (line8-st1:2) device %s: HTTP 422 ", uid2);
+	cr_assert(strstr(r->out, want), "no '%s' in:\n%s", want, r->out);
+	cr_assert(strstr(r->out, "work order closed at the MES"), "%s", r->out);
+
+	/* not sent again */
+	fx_station_run(r, &w, "mes", "send", "--once", NULL);
+	cr_assert_eq(r->code, 0, "%s%s", r->out, r->err);
+	cr_assert(strstr(r->out, "0 units sent; 0 waiting"), "%s", r->out);
+	cr_assert_eq(lines_in(rx.dir, "rejected.jsonl"), 1);
+	all = received(&rx);
+	cr_assert_eq(json_array_size(all), 2);
+	json_decref(all);
+
+	rx_stop(&rx);
+	fx_rmtree(w.dir);
+	free(r);
+}
+
 /* openssl, in dir: a CA (name) and a server certificate for 127.0.0.1
  * issued by it (server.pem/server.key), or a client one. */
 static void make_ca(const char *dir, const char *name)
@@ -597,13 +687,69 @@ static void check_zpl(const char *path, const char *payload)
 	cr_assert_eq(strncmp(fd + 6, payload, strlen(payload)), 0, "%s", text);
 }
 
+/* The value of "Key:   value" in pdfinfo's output ("" when absent). */
+static const char *info_field(const char *text, const char *key, char *out, size_t len)
+{
+	char k[64];
+	const char *p;
+
+	snprintf(k, sizeof(k), "%s:", key);
+	out[0] = '\0';
+	/* at the start of a line (pdftotext ends its page with a form feed) */
+	for (p = strstr(text, k); p && p != text && p[-1] != '\n' && p[-1] != '\f';
+	     p = strstr(p + 1, k))
+		;
+	if (!p)
+		return out;
+	p += strlen(k);
+	p += strspn(p, " ");
+	snprintf(out, len, "%.*s", (int)strcspn(p, "\n"), p);
+	return out;
+}
+
+/* The PDF label, read by outside tools: poppler's pdftoppm renders the
+ * page (150 dpi) and zbarimg decodes its QR code to payload; pdftotext
+ * finds the words (UID, serial, both halves of the fingerprint); pdfinfo
+ * says one page, titled with the UID. */
+static void check_pdf(const char *pdf, const char *uid, const char *payload)
+{
+	char cmd[2400], base[1000], png[1100], got[1024], text[8192], fp[80];
+	const char *sn = strstr(payload, ";SN="), *f = strstr(payload, ";FP=");
+	FILE *p;
+	size_t n;
+
+	cr_assert(sn && f, "%s", payload);
+	snprintf(base, sizeof(base), "%.*s-page", (int)(strlen(pdf) - 4), pdf);
+	snprintf(png, sizeof(png), "%s.png", base);
+	snprintf(cmd, sizeof(cmd), "pdftoppm -r 150 -gray -png -singlefile '%s' '%s' 2>&1",
+		 pdf, base);
+	cr_assert_eq(system(cmd), 0, "%s", cmd);
+	zbar_read(png, got, sizeof(got));
+	cr_assert_str_eq(got, payload, "the PDF's QR code");
+	unlink(png);
+	snprintf(cmd, sizeof(cmd), "pdftotext -layout '%s' - 2>&1; pdfinfo '%s' 2>&1", pdf, pdf);
+	p = popen(cmd, "r");
+	cr_assert_not_null(p);
+	n = fread(text, 1, sizeof(text) - 1, p);
+	text[n] = '\0';
+	cr_assert_eq(pclose(p), 0, "%s", text);
+	cr_assert(strstr(text, uid), "no UID in the PDF's text:\n%s", text);
+	snprintf(fp, sizeof(fp), "%.*s", (int)(f - sn - 4), sn + 4);
+	cr_assert(strstr(text, fp), "no serial %s in:\n%s", fp, text);
+	snprintf(fp, sizeof(fp), "%.32s", f + 4);
+	cr_assert(strstr(text, fp), "no fingerprint start %s in:\n%s", fp, text);
+	cr_assert(strstr(text, f + 4 + 32), "no fingerprint end in:\n%s", text);
+	cr_assert_str_eq(info_field(text, "Pages", got, sizeof(got)), "1", "%s", text);
+	cr_assert_str_eq(info_field(text, "Title", got, sizeof(got)), uid, "%s", text);
+}
+
 Test(mes, label_qr_decodes_to_the_unit_and_zpl_carries_it, .timeout = 240)
 {
 	fx_world w;
 	fx_devsim sim;
 	fx_run *r = malloc(sizeof(*r));
 	fx_world_opts o = { .with_ca = true, .timeout_ms = 700, .station_id = "line4-st1" };
-	char uid[200], payload[600], png[900], zpl[900], got[1024];
+	char uid[200], payload[600], png[900], zpl[900], pdf[900], got[1024];
 	FILE *f;
 
 	cr_assert_not_null(r);
@@ -621,24 +767,134 @@ Test(mes, label_qr_decodes_to_the_unit_and_zpl_carries_it, .timeout = 240)
 		want_payload(&w, id, uid, sizeof(uid), payload, sizeof(payload));
 		snprintf(png, sizeof(png), "%s/labels/%s.png", w.dir, uid);
 		snprintf(zpl, sizeof(zpl), "%s/labels/%s.zpl", w.dir, uid);
+		snprintf(pdf, sizeof(pdf), "%s/labels/%s.pdf", w.dir, uid);
 		zbar_read(png, got, sizeof(got));
 		cr_assert_str_eq(got, payload);
 		check_zpl(zpl, payload);
+		check_pdf(pdf, uid, payload);
 	}
 
 	/* a reprint makes it again */
 	cr_assert_eq(unlink(png), 0);
 	cr_assert_eq(unlink(zpl), 0);
+	cr_assert_eq(unlink(pdf), 0);
 	fx_station_run(r, &w, "label", "print", uid, NULL);
 	cr_assert_eq(r->code, 0, "%s", r->err);
+	cr_assert(strstr(r->out, pdf), "%s", r->out);
 	zbar_read(png, got, sizeof(got));
 	cr_assert_str_eq(got, payload);
 	check_zpl(zpl, payload);
+	check_pdf(pdf, uid, payload);
 
 	/* a device that never passed here gets none */
 	fx_station_run(r, &w, "label", "print", "00112233445566778899aabbccddeeff", NULL);
 	cr_assert_eq(r->code, 2, "%s", r->err);
 	cr_assert(strstr(r->err, "never passed"), "%s", r->err);
+
+	fx_rmtree(w.dir);
+	free(r);
+}
+
+/* The width of a PNG (its IHDR), read from the file's bytes. */
+static unsigned png_width(const char *path)
+{
+	unsigned char h[24];
+	FILE *f = fopen(path, "rb");
+
+	cr_assert_not_null(f, "%s", path);
+	cr_assert_eq(fread(h, 1, sizeof(h), f), sizeof(h));
+	fclose(f);
+	cr_assert_eq(memcmp(h + 12, "IHDR", 4), 0);
+	return (unsigned)h[16] << 24 | (unsigned)h[17] << 16 | (unsigned)h[18] << 8 | h[19];
+}
+
+#define LABEL_PROFILE FX_PROFILE \
+	"label: { lines = [ \"text:ACME sensor v2\", \"uid\", \"profile\" ]; module = 4; };\n"
+
+/* The label template of the (signed) profile: its lines in that order and
+ * nothing else (no serial or fingerprint words), its module size (the PNG
+ * is 4 pixels a module: its width is 4 x (a QR size + 8 quiet modules)),
+ * the ZPL's ^BQ magnification and text; the code still decodes to the
+ * unit in the PNG and the PDF; a reprint takes the same template.  A line
+ * the template does not know is refused at load, with the rule. */
+Test(mes, label_template_of_the_profile, .timeout = 240)
+{
+	fx_world w;
+	fx_devsim sim;
+	fx_run *r = malloc(sizeof(*r));
+	fx_world_opts o = { .with_ca = true, .timeout_ms = 700, .station_id = "line10-st1",
+			    .profile = LABEL_PROFILE };
+	char uid[200], payload[600], png[900], pdf[900], zpl[900], got[1024], cmd[2400];
+	char text[8192], sn[100], bad[600];
+	unsigned width, n;
+	FILE *f;
+
+	cr_assert_not_null(r);
+	fx_world_init_opts(&w, &o);
+	f = fopen(w.conf, "a");
+	cr_assert_not_null(f);
+	fprintf(f, "labels: { dir = \"%s/labels\"; };\n", w.dir);
+	fclose(f);
+	provision(&w, &sim, 1, "--seed l10");
+	want_payload(&w, 1, uid, sizeof(uid), payload, sizeof(payload));
+	snprintf(png, sizeof(png), "%s/labels/%s.png", w.dir, uid);
+	snprintf(pdf, sizeof(pdf), "%s/labels/%s.pdf", w.dir, uid);
+	snprintf(zpl, sizeof(zpl), "%s/labels/%s.zpl", w.dir, uid);
+	for (int pass = 0; pass < 2; pass++) {
+		if (pass) {
+			/* a reprint: the same template */
+			cr_assert_eq(unlink(png) | unlink(pdf) | unlink(zpl), 0);
+			fx_station_run(r, &w, "label", "print", uid, NULL);
+			cr_assert_eq(r->code, 0, "%s%s", r->out, r->err);
+		}
+		zbar_read(png, got, sizeof(got));
+		cr_assert_str_eq(got, payload);
+		width = png_width(png);
+		n = width / 4 - 8;
+		cr_assert(width % 4 == 0 && n >= 21 && (n - 17) % 4 == 0,
+			  "the PNG (%u pixels wide) is not 4 pixels a module", width);
+		check_zpl(zpl, payload);
+		f = fopen(zpl, "r");
+		cr_assert_not_null(f);
+		text[fread(text, 1, sizeof(text) - 1, f)] = '\0';
+		fclose(f);
+		cr_assert(strstr(text, "^BQN,2,3^"), "magnification 3 for module 4:\n%s", text);
+		cr_assert(strstr(text, "^FDACME sensor v2^FS"), "%s", text);
+		cr_assert(strstr(text, "^FDtest-sensor^FS"), "%s", text);
+		/* the PDF: the code decodes; the words in the template's order */
+		snprintf(cmd, sizeof(cmd), "pdftoppm -r 150 -gray -png -singlefile '%s' '%s/page' "
+			 "2>&1", pdf, w.dir);
+		cr_assert_eq(system(cmd), 0, "%s", cmd);
+		snprintf(cmd, sizeof(cmd), "%s/page.png", w.dir);
+		zbar_read(cmd, got, sizeof(got));
+		cr_assert_str_eq(got, payload, "the PDF's QR code");
+		snprintf(cmd, sizeof(cmd), "pdftotext -layout '%s' - 2>&1", pdf);
+		f = popen(cmd, "r");
+		cr_assert_not_null(f);
+		text[fread(text, 1, sizeof(text) - 1, f)] = '\0';
+		cr_assert_eq(pclose(f), 0, "%s", text);
+		{
+			char *a = strstr(text, "ACME sensor v2"), *b = strstr(text, uid),
+			     *c = strstr(text, "test-sensor");
+
+			cr_assert(a && b && c && a < b && b < c, "not the template's lines "
+				  "in order:\n%s", text);
+		}
+		fx_q_text(&w, "SELECT cert_serial FROM units WHERE id = 1", sn, sizeof(sn));
+		cr_assert_null(strstr(text, sn), "the serial is not on this template:\n%s", text);
+		cr_assert_null(strstr(text, "FP "), "%s", text);
+	}
+
+	/* a line the template does not know: refused at load, with the rule */
+	snprintf(bad, sizeof(bad), "%s/bad.profile", w.dir);
+	fx_write_file(bad, FX_PROFILE "label: { lines = [ \"uid\", \"colour\" ]; };\n");
+	fx_sign(&w, bad);
+	fx_station_run(r, &w, "--profile", bad, "config", "check", NULL);
+	cr_assert_eq(r->code, 2, "%s%s", r->out, r->err);
+	cr_assert(strstr(r->out, "label.lines") || strstr(r->err, "label.lines"), "%s%s",
+		  r->out, r->err);
+	cr_assert(strstr(r->out, "line 2 (colour) is not one of") ||
+		  strstr(r->err, "line 2 (colour) is not one of"), "%s%s", r->out, r->err);
 
 	fx_rmtree(w.dir);
 	free(r);
@@ -650,6 +906,8 @@ typedef struct broker {
 	pid_t pid, sub;
 	int port;
 	char dir[600];
+	char tls[1400];         /* listener lines for TLS (certfile, keyfile) */
+	char cafile[700];       /* the subscriber's CA when the listener is TLS */
 } broker;
 
 static int free_port(void)
@@ -683,6 +941,8 @@ static pid_t spawn_to(const char *out, char *const argv[])
 
 	cr_assert_geq(p, 0);
 	if (p == 0) {
+		/* gone with the test, also when an assertion ends it early */
+		prctl(PR_SET_PDEATHSIG, SIGTERM);
 		if (!freopen(out, "a", stdout) || !freopen(out, "a", stderr))
 			_exit(126);
 		execvp(argv[0], argv);
@@ -705,8 +965,8 @@ static void broker_start(broker *b)
 	cr_assert_not_null(f);
 	/* mosquitto started as root runs as the user mosquitto */
 	cr_assert_eq(chmod(b->dir, 0777), 0);
-	fprintf(f, "listener %d 127.0.0.1\nallow_anonymous true\npersistence true\n"
-		"persistence_location %s/\nautosave_interval 1\n", b->port, b->dir);
+	fprintf(f, "listener %d 127.0.0.1\n%sallow_anonymous true\npersistence true\n"
+		"persistence_location %s/\nautosave_interval 1\n", b->port, b->tls, b->dir);
 	fclose(f);
 	b->pid = spawn_to(log, (char *const[]){ "mosquitto", "-c", conf, NULL });
 	while (!port_open(b->port)) {
@@ -732,9 +992,14 @@ static void sub_start(broker *b)
 
 	snprintf(out, sizeof(out), "%s/sub.out", b->dir);
 	snprintf(port, sizeof(port), "%d", b->port);
-	b->sub = spawn_to(out, (char *const[]){ "mosquitto_sub", "-h", "127.0.0.1",
-		"-p", port, "-V", "5", "-q", "1", "-c", "-i", "test-sub", "-t",
-		"station/#", "-F", "%t %r %P %p", NULL });
+	if (b->cafile[0])
+		b->sub = spawn_to(out, (char *const[]){ "mosquitto_sub", "-h", "127.0.0.1",
+			"-p", port, "--cafile", b->cafile, "-V", "5", "-q", "1", "-c", "-i",
+			"test-sub", "-t", "station/#", "-F", "%t %r %P %p", NULL });
+	else
+		b->sub = spawn_to(out, (char *const[]){ "mosquitto_sub", "-h", "127.0.0.1",
+			"-p", port, "-V", "5", "-q", "1", "-c", "-i", "test-sub", "-t",
+			"station/#", "-F", "%t %r %P %p", NULL });
 }
 
 static char *slurp(const char *path)
@@ -827,11 +1092,15 @@ static json_t *retained(const broker *b, const char *topic)
 	return json_loads(line + 2, 0, NULL);
 }
 
-static void set_mqtt(const fx_world *w, const char *id, const broker *b)
+/* w's configuration with a mes group for broker b; tls (may be NULL)
+ * goes inside the group. */
+static void set_mqtt_tls(const fx_world *w, const char *id, const broker *b,
+			 const char *tls)
 {
-	char extra[200];
+	char extra[1200];
 
-	snprintf(extra, sizeof(extra), "mqtt_host = \"127.0.0.1\"; mqtt_port = %d;", b->port);
+	snprintf(extra, sizeof(extra), "mqtt_host = \"127.0.0.1\"; mqtt_port = %d; %s",
+		 b->port, tls ? tls : "");
 	fx_world_opts o = { .with_ca = true, .timeout_ms = 700, .station_id = id };
 	FILE *f;
 
@@ -841,6 +1110,11 @@ static void set_mqtt(const fx_world *w, const char *id, const broker *b)
 	fprintf(f, "mes: { %s retries = 1; timeout_ms = 2000; interval_ms = 100; "
 		"backoff_max_ms = 300; };\n", extra);
 	fclose(f);
+}
+
+static void set_mqtt(const fx_world *w, const char *id, const broker *b)
+{
+	set_mqtt_tls(w, id, b, NULL);
 }
 
 static pid_t follow_start(const fx_world *w)
@@ -985,6 +1259,263 @@ Test(mes, mqtt_broker_down_then_killed_loses_nothing, .timeout = 300)
 	kill(b.sub, SIGKILL);
 	waitpid(b.sub, NULL, 0);
 	broker_kill(&b);
+	fx_rmtree(w.dir);
+	free(r);
+}
+
+/* MQTT over TLS: a real Mosquitto with a TLS-only listener whose
+ * certificate a test CA (made here with openssl) issued for 127.0.0.1.
+ * With another CA in mes.tls_ca the handshake is refused: exit 4, the
+ * error names the TLS handshake, OpenSSL's reason and mes.tls_ca; nothing
+ * reaches the subscriber, the cursor does not move (lag 2).  With the test
+ * CA the same units are delivered, each once, with the store's fields. */
+Test(mes, mqtt_tls_test_ca_accepted_wrong_ca_refused_nothing_lost, .timeout = 240)
+{
+	fx_world w;
+	fx_devsim sim;
+	broker b = { 0 };
+	receiver as;
+	fx_run *r = malloc(sizeof(*r));
+	char pki[600], opts[1400];
+	json_t *all;
+
+	cr_assert_not_null(r);
+	mes_world(&w, "line7-st1");
+	provision(&w, &sim, 2, "--seed l7");
+	snprintf(pki, sizeof(pki), "%s/pki", w.dir);
+	cr_assert_eq(mkdir(pki, 0755), 0);
+	make_ca(pki, "broker-ca");
+	make_ca(pki, "other-ca");
+	make_leaf(pki, "broker-ca", "server", "subjectAltName=IP:127.0.0.1");
+	snprintf(b.dir, sizeof(b.dir), "%s/broker", w.dir);
+	cr_assert_eq(mkdir(b.dir, 0700), 0);
+	/* mosquitto started as root would read its key as the user
+	 * mosquitto, who may not enter the test's private folder: it keeps
+	 * the test's user (the key stays 0600) */
+	snprintf(b.tls, sizeof(b.tls), "certfile %s/server.pem\nkeyfile %s/server.key\n"
+		 "user %s\n", pki, pki, getpwuid(getuid())->pw_name);
+	snprintf(b.cafile, sizeof(b.cafile), "%s/broker-ca.pem", pki);
+	b.port = free_port();
+	broker_start(&b);
+	sub_start(&b);
+	usleep(500000);
+
+	/* the wrong CA: refused at the handshake, nothing sent or lost */
+	snprintf(opts, sizeof(opts), "tls_ca = \"%s/other-ca.pem\";", pki);
+	set_mqtt_tls(&w, "line7-st1", &b, opts);
+	fx_station_run(r, &w, "mes", "send", "--once", NULL);
+	cr_assert_eq(r->code, 4, "%s%s", r->out, r->err);
+	cr_assert(strstr(r->err, "TLS handshake failed"), "%s", r->err);
+	cr_assert(strstr(r->err, "certificate verify failed"), "%s", r->err);
+	cr_assert(strstr(r->err, "other-ca.pem"), "%s", r->err);
+	cr_assert(strstr(r->err, "line7-st1:1"), "%s", r->err);
+	fx_station_run(r, &w, "mes", "send", "--status", NULL);
+	cr_assert_eq(r->code, 0, "%s", r->err);
+	cr_assert(strstr(r->out, "mqtts://127.0.0.1:"), "%s", r->out);
+	cr_assert(strstr(r->out, "acknowledged up to: event 0 "), "%s", r->out);
+	cr_assert(strstr(r->out, "lag:                2 units"), "%s", r->out);
+	cr_assert(strstr(r->out, "TLS handshake failed"), "%s", r->out);
+	usleep(300000);
+	all = sub_units(&b, "line7-st1", &as);
+	cr_assert_eq(json_array_size(all), 0, "a message passed the wrong CA");
+	json_decref(all);
+
+	/* the test CA: the same units, delivered once each */
+	snprintf(opts, sizeof(opts), "tls_ca = \"%s/broker-ca.pem\";", pki);
+	set_mqtt_tls(&w, "line7-st1", &b, opts);
+	fx_station_run(r, &w, "mes", "send", "--once", NULL);
+	cr_assert_eq(r->code, 0, "%s%s", r->out, r->err);
+	cr_assert(strstr(r->out, "2 units sent; 0 waiting"), "%s", r->out);
+	cr_assert_eq(wait_units(&b, "line7-st1", 2), 2);
+	all = sub_units(&b, "line7-st1", &as);
+	cr_assert_eq(json_array_size(all), 2, "each unit once");
+	json_decref(all);
+	cr_assert_eq(check_all_arrived(&w, &as, "line7-st1"), 2);
+
+	kill(b.sub, SIGKILL);
+	waitpid(b.sub, NULL, 0);
+	broker_kill(&b);
+	fx_rmtree(w.dir);
+	free(r);
+}
+
+/* ---- Labels to a real CUPS queue ---- */
+
+/* A private cupsd (its own configuration, spool and port; nothing of the
+ * system's) and a network label printer emulated behind it: a TCP
+ * listener, like a Zebra's raw port 9100, keeping each job's bytes in
+ * out/job-N.bin.  CUPS's file: device cannot stand in for the printer: a
+ * raw queue runs no filter and file: no backend, so nothing would carry
+ * the job's bytes (seen with CUPS 2.4); the socket backend does. */
+typedef struct cups {
+	pid_t cupsd, printer;
+	int port, printer_port;
+	char dir[64];
+} cups;
+
+static void cups_start(cups *c)
+{
+	static const char *const sub[] = { "conf", "spool", "cache", "state", "tmp",
+					   "log", "out" };
+	char path[300], cmd[1200], conf[200], files[200], log[200];
+	int waited = 0;
+	FILE *f;
+
+	/* its own folder, which the backends (run as the user lp) may enter */
+	snprintf(c->dir, sizeof(c->dir), "/tmp/st-cups-XXXXXX");
+	cr_assert_not_null(mkdtemp(c->dir));
+	cr_assert_eq(chmod(c->dir, 0755), 0);
+	for (size_t i = 0; i < sizeof(sub) / sizeof(sub[0]); i++) {
+		snprintf(path, sizeof(path), "%s/%s", c->dir, sub[i]);
+		cr_assert_eq(mkdir(path, 0755), 0);
+	}
+	c->port = free_port();
+	c->printer_port = free_port();
+	snprintf(conf, sizeof(conf), "%s/conf/cupsd.conf", c->dir);
+	f = fopen(conf, "w");
+	cr_assert_not_null(f);
+	fprintf(f, "Listen 127.0.0.1:%d\nLogLevel info\nWebInterface No\nBrowsing No\n"
+		"DefaultAuthType None\n<Location />\n  Order allow,deny\n  Allow all\n"
+		"</Location>\n<Policy default>\n  <Limit All>\n    Order deny,allow\n"
+		"  </Limit>\n</Policy>\n", c->port);
+	fclose(f);
+	snprintf(files, sizeof(files), "%s/conf/cups-files.conf", c->dir);
+	f = fopen(files, "w");
+	cr_assert_not_null(f);
+	fprintf(f, "FileDevice No\nServerRoot %s/conf\nRequestRoot %s/spool\nCacheDir %s/cache\n"
+		"StateDir %s/state\nTempDir %s/tmp\nErrorLog %s/log/error_log\n"
+		"AccessLog %s/log/access_log\nPageLog %s/log/page_log\nPrintcap %s/printcap\n"
+		"ServerBin /usr/lib/cups\nDataDir /usr/share/cups\nSystemGroup root\n",
+		c->dir, c->dir, c->dir, c->dir, c->dir, c->dir, c->dir, c->dir, c->dir);
+	fclose(f);
+	snprintf(log, sizeof(log), "%s/log/cupsd.out", c->dir);
+	c->cupsd = spawn_to(log, (char *const[]){ "cupsd", "-F", "-c", conf, "-s", files,
+						 NULL });
+	/* the printer: one file per connection that brought bytes (not the
+	 * test's own probe of its port), whole when it closes */
+	snprintf(path, sizeof(path), "%s/out", c->dir);
+	{
+		char port[16], script[900];
+
+		snprintf(port, sizeof(port), "%d", c->printer_port);
+		snprintf(script, sizeof(script),
+			 "import os, socket, sys\n"
+			 "s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+			 "s.bind(('127.0.0.1', int(sys.argv[1]))); s.listen(4); n = 0\n"
+			 "while True:\n"
+			 "    c, _ = s.accept(); data = b''\n"
+			 "    while True:\n"
+			 "        b = c.recv(65536)\n"
+			 "        if not b: break\n"
+			 "        data += b\n"
+			 "    c.close()\n"
+			 "    if not data: continue\n"
+			 "    n += 1; p = os.path.join(sys.argv[2], 'job-%%d.bin' %% n)\n"
+			 "    open(p + '.tmp', 'wb').write(data); os.rename(p + '.tmp', p)\n");
+		snprintf(log, sizeof(log), "%s/log/printer.out", c->dir);
+		c->printer = spawn_to(log, (char *const[]){ "python3", "-c", script, port, path,
+							   NULL });
+	}
+	while (!port_open(c->port) || !port_open(c->printer_port)) {
+		cr_assert_lt(waited++, 200, "cupsd or the printer did not start (%s/log)", c->dir);
+		usleep(50000);
+	}
+	snprintf(cmd, sizeof(cmd), "lpadmin -h 127.0.0.1:%d -p zebra -E -v "
+		 "socket://127.0.0.1:%d 2>&1", c->port, c->printer_port);
+	cr_assert_eq(system(cmd), 0, "%s", cmd);
+}
+
+static void cups_stop(cups *c)
+{
+	pid_t p[2] = { c->cupsd, c->printer };
+
+	for (int i = 0; i < 2; i++)
+		if (p[i] > 0) {
+			kill(p[i], SIGTERM);
+			waitpid(p[i], NULL, 0);
+		}
+	fx_rmtree(c->dir);
+}
+
+/* The bytes of the printer's job n (waits up to 20 s for it). */
+static char *printer_job(const cups *c, int n)
+{
+	char path[300];
+
+	snprintf(path, sizeof(path), "%s/out/job-%d.bin", c->dir, n);
+	for (int waited = 0; access(path, F_OK); waited++) {
+		cr_assert_lt(waited, 400, "job %d never reached the printer (%s/log/error_log)",
+			     n, c->dir);
+		usleep(50000);
+	}
+	return slurp(path);
+}
+
+/* A PASS unit's label goes through a real CUPS queue (labels.queue on the
+ * cupsd of labels.server, `lp -h`) to the printer: the bytes the printer
+ * gets are the unit's ZPL exactly, whose ^BQ carries the unit's payload; a
+ * reprint is a second job; a queue the server does not have is a clear
+ * error naming lp, the server and what to check. */
+Test(mes, label_print_job_reaches_a_cups_queue, .timeout = 240)
+{
+	fx_world w;
+	fx_devsim sim;
+	cups c = { 0 };
+	fx_run *r = malloc(sizeof(*r));
+	fx_world_opts o = { .with_ca = true, .timeout_ms = 700, .station_id = "line9-st1" };
+	char uid[200], payload[600], zpl[900], *want, *got, cmd[600], out[4096];
+	FILE *f;
+
+	cr_assert_not_null(r);
+	cups_start(&c);
+	mes_world(&w, "line9-st1");
+	fx_write_conf(&w, &o);
+	f = fopen(w.conf, "a");
+	cr_assert_not_null(f);
+	fprintf(f, "labels: { dir = \"%s/labels\"; queue = \"zebra\"; server = \"127.0.0.1:%d\"; };\n",
+		w.dir, c.port);
+	fclose(f);
+	provision(&w, &sim, 1, "--seed l9");
+	want_payload(&w, 1, uid, sizeof(uid), payload, sizeof(payload));
+	snprintf(zpl, sizeof(zpl), "%s/labels/%s.zpl", w.dir, uid);
+	want = slurp(zpl);
+	cr_assert(want[0], "no ZPL label written");
+
+	/* the PASS's label, as the printer got it */
+	got = printer_job(&c, 1);
+	cr_assert_str_eq(got, want, "the printer got other bytes than the label:\n%s\nwant:\n%s", got, want);
+	free(got);
+	check_zpl(zpl, payload);
+
+	/* a reprint is a second job */
+	fx_station_run(r, &w, "label", "print", uid, NULL);
+	cr_assert_eq(r->code, 0, "%s%s", r->out, r->err);
+	cr_assert(strstr(r->out, "sent to zebra"), "%s", r->out);
+	got = printer_job(&c, 2);
+	cr_assert_str_eq(got, want);
+	free(got);
+	snprintf(cmd, sizeof(cmd), "lpstat -h 127.0.0.1:%d -W completed -o zebra 2>&1", c.port);
+	f = popen(cmd, "r");
+	cr_assert_not_null(f);
+	out[fread(out, 1, sizeof(out) - 1, f)] = '\0';
+	cr_assert_eq(pclose(f), 0, "%s", out);
+	cr_assert(strstr(out, "zebra-1") && strstr(out, "zebra-2"), "%s", out);
+
+	/* a queue the server does not have */
+	fx_write_conf(&w, &o);
+	f = fopen(w.conf, "a");
+	cr_assert_not_null(f);
+	fprintf(f, "labels: { dir = \"%s/labels\"; queue = \"nosuch\"; server = \"127.0.0.1:%d\"; };\n",
+		w.dir, c.port);
+	fclose(f);
+	fx_station_run(r, &w, "label", "print", uid, NULL);
+	cr_assert_eq(r->code, 4, "%s%s", r->out, r->err);
+	snprintf(cmd, sizeof(cmd), "lp -h 127.0.0.1:%d -d nosuch did not take", c.port);
+	cr_assert(strstr(r->err, cmd), "%s", r->err);
+	cr_assert(strstr(r->err, "lpstat -h 127.0.0.1:"), "%s", r->err);
+
+	free(want);
+	cups_stop(&c);
 	fx_rmtree(w.dir);
 	free(r);
 }
