@@ -46,7 +46,7 @@ ALL_LDFLAGS = $(SAN) $(LDFLAGS)
 LIB_SRCS := $(wildcard base/*.c hsm/*.c records/*.c ui/*.c \
 	device-drivers/*.c device-drivers/proto/*.c \
 	device-drivers/serial/*.c device-drivers/stprog/*.c \
-	device-drivers/usb/*.c device-drivers/tpm2/*.c) \
+	device-drivers/usb/*.c device-drivers/tpm2/*.c device-drivers/esp32/*.c) \
 	$(wildcard station/*.c) $(filter-out cli/main.c,$(wildcard cli/*.c))
 SIM_SRCS := $(wildcard devsim/*.c)
 SIM_LIB_SRCS := $(wildcard base/*.c device-drivers/proto/*.c)
