@@ -33,6 +33,14 @@
 #define FLASH_SECTOR 0x1000
 #define WRITE_BLOCK_ATTEMPTS 3   /* esptool's WRITE_BLOCK_ATTEMPTS */
 #define MD5_LEN 16
+#define GARBLED_GRACE_MS 30      /* after a garbled frame, before re-sending */
+/* Register commands: the ROM answers at once (a few ms at 115200 baud
+ * through a USB bridge), so a lost answer is re-sent after this, not
+ * after the configured command timeout (which FLASH/MD5 commands keep). */
+#define REG_TIMEOUT_MS 150
+/* ... and, being cheap, re-sent more often than the configured retries:
+ * at 1 % line noise a quarter of them is lost. */
+#define REG_ATTEMPTS(retries) (2 + 3 * (retries))
 
 /* eFuse words of BLOCK0 (the bank as the engine sees it): word 0 is
  * WR_DIS, words 1..5 are RD_REPEAT_DATA0..4. */
@@ -90,6 +98,17 @@ static int send_req(drv_dev *d, uint8_t op, const uint8_t *data, uint16_t n,
 	return serial_write(&e->port, e->frame, enc, e->timeout_ms);
 }
 
+/* A garbled frame most likely was the answer: wait only a little longer
+ * for another (a stale frame may have come first), then re-send. */
+static void garble(bool *garbled, int64_t *deadline)
+{
+	int64_t soon = st_now_ms() + GARBLED_GRACE_MS;
+
+	*garbled = true;
+	if (*deadline > soon)
+		*deadline = soon;
+}
+
 /* The response to op within timeout_ms.  Frames that do not parse are
  * counted as garbled and skipped; responses to another op (the extra SYNC
  * replies, a late answer to an earlier attempt) are skipped.  ST_E_TIMEOUT
@@ -114,18 +133,22 @@ static int recv_resp(drv_dev *d, uint8_t op, int timeout_ms, esp_resp *out,
 			enum esp_slip_event ev = esp_slip_rx_byte(&e->rx, buf[i]);
 
 			if (ev == ESP_SLIP_BAD_ESCAPE || ev == ESP_SLIP_OVERLONG) {
-				*garbled = true;
+				garble(garbled, &deadline);
 				continue;
 			}
 			if (ev != ESP_SLIP_FRAME || e->rx.len == 0)
 				continue;
 			if (esp_resp_parse(e->rx.buf, e->rx.len, ESP_C3_ROM_STATUS_LEN,
 					   out)) {
-				*garbled = true;
+				garble(garbled, &deadline);
 				continue;
 			}
 			if (out->op != op)
 				continue;
+			if (out->status > 1) { /* a status byte hit by noise */
+				garble(garbled, &deadline);
+				continue;
+			}
 			/* The rest of buf is dropped: one request, one answer. */
 			return ST_OK;
 		}
@@ -180,8 +203,17 @@ static int command(drv_dev *d, uint8_t op, const uint8_t *data, uint16_t n,
 		   uint32_t chk, esp_resp *out)
 {
 	struct esp32 *e = drv_priv(d);
+	int t = e->timeout_ms;
 
-	return command_n(d, op, data, n, chk, e->timeout_ms, 1 + e->retries, out);
+	int attempts = 1 + e->retries;
+
+	if (op == ESP_OP_READ_REG || op == ESP_OP_WRITE_REG ||
+	    op == ESP_OP_GET_SECURITY_INFO) {
+		if (t > REG_TIMEOUT_MS)
+			t = REG_TIMEOUT_MS;
+		attempts = REG_ATTEMPTS(e->retries);
+	}
+	return command_n(d, op, data, n, chk, t, attempts, out);
 }
 
 /* Say what a ROM error answer to op means. */
@@ -198,29 +230,63 @@ static int rom_error(drv_dev *d, const char *what, const esp_resp *r)
 	return ST_E_DEVICE;
 }
 
-static int read_reg(drv_dev *d, uint32_t addr, uint32_t *val)
+/* One READ_REG; a ROM error answer is retried like a lost one (noise on
+ * the request can turn it into one the ROM refuses), except in Secure
+ * Download Mode, where every READ_REG is refused. */
+static int read_reg_once(drv_dev *d, uint32_t addr, uint32_t *val)
 {
+	struct esp32 *e = drv_priv(d);
 	uint8_t b[4];
 	esp_resp r;
-	int rc;
+	int rc = ST_E_DEVICE;
 
 	esp_put_le32(b, addr);
-	rc = command(d, ESP_OP_READ_REG, b, 4, 0, &r);
-	if (rc == ST_E_DEVICE) {
-		char what[48];
+	for (int a = 0; a <= e->retries && rc == ST_E_DEVICE; a++) {
+		rc = command(d, ESP_OP_READ_REG, b, 4, 0, &r);
+		if (rc == ST_E_DEVICE && (e->secure_dl || a == e->retries)) {
+			char what[48];
 
-		snprintf(what, sizeof(what), "READ_REG 0x%08x", addr);
-		return rom_error(d, what, &r);
+			snprintf(what, sizeof(what), "READ_REG 0x%08x", addr);
+			return rom_error(d, what, &r);
+		}
 	}
 	if (!rc)
 		*val = r.value;
 	return rc;
 }
 
-/* WRITE_REG addr = val (mask all, no delay).  Re-sending is safe: the same
- * value lands twice.  Not for EFUSE_CMD (see efuse_cmd). */
-static int write_reg(drv_dev *d, uint32_t addr, uint32_t val)
+/* READ_REG until two answers in a row agree: the ROM's answers carry no
+ * checksum, and one bit hit by line noise must not become a wrong eFuse
+ * value the station then acts on. */
+static int read_reg(drv_dev *d, uint32_t addr, uint32_t *val)
 {
+	struct esp32 *e = drv_priv(d);
+	uint32_t prev = 0, v = 0;
+	int rc = read_reg_once(d, addr, &prev);
+
+	for (int a = 0; !rc && a < 2 + 2 * e->retries; a++) {
+		if ((rc = read_reg_once(d, addr, &v)))
+			break;
+		if (v == prev) {
+			*val = v;
+			return ST_OK;
+		}
+		e->st.garbled++;
+		prev = v;
+	}
+	if (!rc) {
+		drv_set_error(d, "ESP32 on %s: READ_REG 0x%08x answers keep changing "
+			      "(0x%08x, 0x%08x): the line is too noisy; check the cable "
+			      "and the ground", drv_port(d), addr, prev, v);
+		rc = ST_E_PROTO;
+	}
+	return rc;
+}
+
+/* One WRITE_REG addr = val (mask all, no delay). */
+static int write_reg_once(drv_dev *d, uint32_t addr, uint32_t val, int attempts)
+{
+	struct esp32 *e = drv_priv(d);
 	uint8_t b[16];
 	esp_resp r;
 	int rc;
@@ -229,7 +295,8 @@ static int write_reg(drv_dev *d, uint32_t addr, uint32_t val)
 	esp_put_le32(b + 4, val);
 	esp_put_le32(b + 8, 0xffffffffu);
 	esp_put_le32(b + 12, 0);
-	rc = command(d, ESP_OP_WRITE_REG, b, 16, 0, &r);
+	rc = command_n(d, ESP_OP_WRITE_REG, b, 16, 0, e->timeout_ms < REG_TIMEOUT_MS ?
+		       e->timeout_ms : REG_TIMEOUT_MS, attempts, &r);
 	if (rc == ST_E_DEVICE) {
 		char what[64];
 
@@ -237,6 +304,34 @@ static int write_reg(drv_dev *d, uint32_t addr, uint32_t val)
 		return rom_error(d, what, &r);
 	}
 	return rc;
+}
+
+/* WRITE_REG addr = val, then read it back until it holds val: a request
+ * hit by noise may have written another value (the ROM checks no sum on
+ * it).  Re-sending is safe: the same value lands twice.  Only for
+ * registers that read back what was written; not for EFUSE_CMD (see
+ * efuse_cmd). */
+static int write_reg(drv_dev *d, uint32_t addr, uint32_t val)
+{
+	struct esp32 *e = drv_priv(d);
+	uint32_t back = 0;
+	int rc = ST_OK;
+
+	for (int a = 0; a <= e->retries; a++) {
+		rc = write_reg_once(d, addr, val, REG_ATTEMPTS(e->retries));
+		if (rc == ST_E_DEVICE && !e->secure_dl)
+			continue;
+		if (rc || (rc = read_reg(d, addr, &back)))
+			return rc;
+		if (back == val)
+			return ST_OK;
+		e->st.garbled++;
+	}
+	if (!rc)
+		drv_set_error(d, "ESP32 on %s: register 0x%08x reads 0x%08x after "
+			      "writing 0x%08x: the line is too noisy or the chip is not "
+			      "an ESP32-C3", drv_port(d), addr, back, val);
+	return rc ? rc : ST_E_PROTO;
 }
 
 /* Read-modify-write of the field mask in addr, as espefuse's update_reg. */
@@ -618,19 +713,7 @@ static int efuse_idle(drv_dev *d)
  * to learn what happened). */
 static int efuse_cmd(drv_dev *d, uint32_t cmd)
 {
-	uint8_t b[16];
-	esp_resp r;
-	int rc;
-
-	esp_put_le32(b, ESP_C3_EFUSE_CMD);
-	esp_put_le32(b + 4, cmd);
-	esp_put_le32(b + 8, 0xffffffffu);
-	esp_put_le32(b + 12, 0);
-	rc = command_n(d, ESP_OP_WRITE_REG, b, 16, 0,
-		       ((struct esp32 *)drv_priv(d))->timeout_ms, 1, &r);
-	if (rc == ST_E_DEVICE)
-		return rom_error(d, "WRITE_REG EFUSE_CMD", &r);
-	return rc;
+	return write_reg_once(d, ESP_C3_EFUSE_CMD, cmd, 1);
 }
 
 /* CONF = READ_OP_CODE, CMD = READ, wait: the RD registers (and the error
@@ -759,6 +842,28 @@ static int plan_burn(drv_dev *d, unsigned bank, const uint8_t value[DRV_FUSE_BAN
 	return ST_OK;
 }
 
+/* Just before CMD=PGM: every programming register still holds what the
+ * burn needs (a later request hit by noise could have written another
+ * register than it named). */
+static int pgm_holds(drv_dev *d, const uint8_t pgm[DRV_FUSE_BANK_LEN],
+		     const uint8_t *check)
+{
+	uint32_t v;
+	int rc;
+
+	for (unsigned i = 0; i < 11; i++) {
+		uint32_t want = i < 8 ? esp_le32(pgm + 4 * i) :
+				check ? esp_le32(check + 4 * (i - 8)) : 0;
+		uint32_t addr = i < 8 ? ESP_C3_EFUSE_PGM_DATA(i) : ESP_C3_EFUSE_PGM_CHECK(i - 8);
+
+		if ((rc = read_reg(d, addr, &v)))
+			return rc;
+		if (v != want && (rc = write_reg(d, addr, want)))
+			return rc;
+	}
+	return ST_OK;
+}
+
 /* The controller's programming sequence for one block, as espefuse runs it:
  * timing, clear, PGM_DATA (+ RS check bytes), CONF=WRITE, CMD=PGM|block,
  * wait, clear, CONF=READ, CMD=READ, wait. */
@@ -787,7 +892,8 @@ static int program_block(drv_dev *d, unsigned bank, const uint8_t pgm[DRV_FUSE_B
 				return rc;
 	}
 	if ((rc = efuse_idle(d)) ||
-	    (rc = write_reg(d, ESP_C3_EFUSE_CONF, ESP_C3_EFUSE_WRITE_OP_CODE)))
+	    (rc = write_reg(d, ESP_C3_EFUSE_CONF, ESP_C3_EFUSE_WRITE_OP_CODE)) ||
+	    (rc = pgm_holds(d, pgm, b->rs_coded ? check : NULL)))
 		return rc;
 	rc = efuse_cmd(d, ESP_C3_EFUSE_PGM_CMD | (bank << ESP_C3_EFUSE_CMD_BLK_SHIFT));
 	if (rc)
@@ -843,8 +949,45 @@ static int e_fuse_burn(drv_dev *d, unsigned bank, const uint8_t value[DRV_FUSE_B
 		}
 		if (rc)
 			return rc;
+		/* A READ or PGM command that noise turned into another value is
+		 * answered "ok" all the same: a block that reads unchanged was
+		 * not programmed (or not reloaded): reload, and program again
+		 * only if it still reads as before. */
+		for (int a = 0; a < 2; a++) {
+			if ((rc = read_block(d, bank, readback)))
+				return rc;
+			if (memcmp(readback, cur, DRV_FUSE_BANK_LEN))
+				return ST_OK;
+			if ((rc = efuse_reload(d)) || (rc = read_block(d, bank, readback)))
+				return rc;
+			if (memcmp(readback, cur, DRV_FUSE_BANK_LEN))
+				return ST_OK;
+			if ((rc = program_block(d, bank, pgm)))
+				return rc;
+		}
 	}
 	return read_block(d, bank, readback);
+}
+
+/* Reset the chip as esptool's `run` does (FLASH_BEGIN of nothing, then
+ * FLASH_END asking for a reboot), or with DTR/RTS when the port has them,
+ * and SYNC again.  With the fixture holding GPIO9 (BOOT) low the ROM comes
+ * back in its loader, having read its eFuses anew. */
+static int rom_reset(drv_dev *d)
+{
+	struct esp32 *e = drv_priv(d);
+	uint8_t b[20] = { 0 }, fin[4] = { 0 };
+	esp_resp r;
+	int rc;
+
+	esp_put_le32(b + 8, FLASH_BLOCK);
+	rc = command(d, ESP_OP_FLASH_BEGIN, b, 20, 0, &r);
+	if (rc == ST_OK) /* 0: reboot; the answer may be lost in the reset */
+		(void)command_n(d, ESP_OP_FLASH_END, fin, 4, 0, e->timeout_ms, 1, &r);
+	else if (rc != ST_E_DEVICE)
+		return rc;
+	sleep_ms(50);
+	return connect_rom(d);
 }
 
 /* The lock: ENABLE_SECURITY_DOWNLOAD (the ROM then serves only the secure
@@ -885,15 +1028,28 @@ static int e_set_lifecycle(drv_dev *d, uint8_t state)
 	/* The chip now either refuses register reads (secure download), or
 	 * will not answer after its next reset (download mode off). */
 	if (e->lock_dis_download) {
+		/* After a reset the loader must no longer answer at all. */
+		if (!rc && (rc = rom_reset(d)) != ST_E_TIMEOUT) {
+			if (!rc)
+				drv_set_error(d, "ESP32-C3 on %s: DIS_DOWNLOAD_MODE was "
+					      "burned but the ROM loader still answers "
+					      "after a reset", drv_port(d));
+			return rc ? rc : ST_E_VERIFY;
+		}
 		e->dl_gone = true;
 		return ST_OK;
 	}
-	if (rc) {
-		if ((rc = connect_rom(d)))
-			return rc;
-	}
+	if (rc && (rc = connect_rom(d)))
+		return rc;
 	if ((rc = security_info(d, &flags, &chip)))
 		return rc;
+	if (!(flags & ESP_SECINFO_SECURE_DOWNLOAD_ENABLE)) {
+		/* The ROM takes the mode from the eFuses at reset: reset it
+		 * (the fixture holds GPIO9 low, so it comes back in its loader)
+		 * and ask again. */
+		if ((rc = rom_reset(d)) || (rc = security_info(d, &flags, &chip)))
+			return rc;
+	}
 	e->secure_dl = (flags & ESP_SECINFO_SECURE_DOWNLOAD_ENABLE) != 0;
 	if (!e->secure_dl) {
 		drv_set_error(d, "ESP32-C3 on %s: ENABLE_SECURITY_DOWNLOAD was burned but "
