@@ -128,29 +128,33 @@ uint32_t c3_efuse_field(const struct c3 *c, const char *name)
 	return (uint32_t)get_bits(w, f->word, f->pos, f->len);
 }
 
-/* A read-side fault: the bit the sense amplifier gets wrong. */
-static int flipped_bit(const struct c3 *c, unsigned block, unsigned long *bit)
+/* The read-side faults: the bits the sense amplifiers get wrong in
+ * block's stored bytes (n bytes: BLOCK0 its repeat copy, else the
+ * codeword). */
+static void flip_bits(const struct c3 *c, unsigned block, uint8_t *bytes, size_t n)
 {
-	for (size_t i = 0; i < c->nfault; i++)
-		if (c->fault[i].kind == C3_FAULT_EFUSE_FLIP && c->fault[i].a == block) {
-			*bit = c->fault[i].has_b ? c->fault[i].b : 0;
-			return 1;
-		}
-	return 0;
+	for (size_t i = 0; i < c->nfault; i++) {
+		unsigned long bit = c->fault[i].has_b ? c->fault[i].b : 0;
+
+		if (c->fault[i].kind == C3_FAULT_EFUSE_FLIP && c->fault[i].a == block &&
+		    bit < 8 * n)
+			bytes[bit / 8] ^= (uint8_t)(1u << (bit % 8));
+	}
 }
 
 void c3_efuse_reload(struct c3 *c)
 {
 	uint32_t err0 = 0, err1 = 0, rd_dis;
-	unsigned long bit;
+	uint8_t rep_bytes[6 * 4];
 
+	for (unsigned w = 0; w < 6; w++)
+		esp_put_le32(rep_bytes + 4 * w, c->b0_rep[w]);
+	flip_bits(c, 0, rep_bytes, sizeof(rep_bytes));
 	/* BLOCK0: the OR of both copies; where they differ, RD_REPEAT_ERR
 	 * (words 1..5; WR_DIS has no error register). */
 	for (unsigned w = 0; w < 6; w++) {
-		uint32_t rep = c->b0_rep[w];
+		uint32_t rep = esp_le32(rep_bytes + 4 * w);
 
-		if (flipped_bit(c, 0, &bit) && bit / 32 == w)
-			rep ^= 1u << (bit % 32);
 		c->win[rd_word(0) + w] = c->b0[w] | rep;
 		if (w >= 1)
 			c->win[W(ESP_C3_EFUSE_RD_REPEAT_ERR(w - 1))] = c->b0[w] ^ rep;
@@ -163,8 +167,7 @@ void c3_efuse_reload(struct c3 *c)
 
 		for (unsigned i = 0; i < C3_RAW_WORDS; i++)
 			esp_put_le32(cw + 4 * i, c->raw[n][i]);
-		if (flipped_bit(c, n, &bit) && bit < 8 * sizeof(cw))
-			cw[bit / 8] ^= (uint8_t)(1u << (bit % 8));
+		flip_bits(c, n, cw, sizeof(cw));
 		/* The decoder corrects what it can; the count goes to the
 		 * error register, the fail bit when it could not. */
 		r = esp_rs_check(cw);
