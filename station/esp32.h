@@ -1,0 +1,57 @@
+/* esp32.h — Espressif formats the engine produces or checks for an
+ * ESP32-C3 unit (docs/esp32.md).  Engine-internal: only the engine
+ * (station/) and the tests include it; it names OpenSSL types and never a front end's.
+ *
+ *  - Secure Boot V2 (RSA-3072): the public-key digest the eFuse key block
+ *    holds and the check of a signed image, as Espressif's ROM bootloader
+ *    and `espsecure verify_signature --version 2` do (esp32_sbv2.c);
+ *  - the partition table and the esp_secure_cert partition (esp32_part.c);
+ *  - the identity scheme: the ECDSA P-256 key esp_secure_cert derives on
+ *    the chip from a read-protected eFuse HMAC key and a salt
+ *    (esp32_identity.c).
+ *
+ * Every function returns an st_err; on failure err (errlen bytes) says what
+ * failed and what to do. */
+#ifndef ST_ESP32_H
+#define ST_ESP32_H
+
+#include <openssl/evp.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* ---- Secure Boot V2 ---------------------------------------------------- */
+
+#define ESP_SBV2_DIGEST_LEN 32
+#define ESP_SBV2_SECTOR 4096u       /* the signature sector */
+#define ESP_SBV2_BLOCK_LEN 1216u    /* one signature block */
+#define ESP_SBV2_MAX_BLOCKS 3       /* blocks a sector may hold */
+#define ESP_SBV2_RSA_BITS 3072
+
+/* The secure-boot public key from PEM text (a SubjectPublicKeyInfo, or an
+ * RSA private key as `espsecure generate_signing_key` writes it: only its
+ * public half is kept).  It must be RSA-3072 with an odd modulus.
+ * ST_E_CONFIG naming what the key is instead. */
+int st_esp_sbv2_key_load(const uint8_t *pem, size_t len, EVP_PKEY **out,
+			 char *err, size_t errlen);
+
+/* The digest Secure Boot V2 burns into the key block: SHA-256 over the
+ * key part of a signature block — the modulus n (384 bytes little-endian),
+ * the exponent e (32-bit LE), R^2 mod n with R = 2^3072 (384 bytes LE) and
+ * -n^-1 mod 2^32 (32-bit LE) — exactly `espsecure digest_sbv2_public_key`.
+ * It is not the SHA-256 of the DER key. */
+int st_esp_sbv2_digest(EVP_PKEY *key, uint8_t digest[ESP_SBV2_DIGEST_LEN],
+		       char *err, size_t errlen);
+
+/* Check a signed image (bootloader or app) as the chip would: its length a
+ * non-zero multiple of 4 KiB, the last 4 KiB the signature sector; some
+ * block in it (magic 0xE7, version 2 = RSA, CRC32 right) whose image
+ * SHA-256 is that of everything before the sector, whose key part hashes
+ * to want (the profile's digest, st_esp_sbv2_digest of key) and whose
+ * RSA-PSS signature (SHA-256, MGF1-SHA-256, 32-byte salt) verifies under
+ * key.  A valid block with another image digest fails at once, as
+ * espsecure does.  ST_E_VERIFY with the block and the reason. */
+int st_esp_sbv2_verify(const uint8_t *img, size_t len, EVP_PKEY *key,
+		       const uint8_t want[ESP_SBV2_DIGEST_LEN], char *err,
+		       size_t errlen);
+
+#endif

@@ -1,0 +1,282 @@
+/* test_esp32.c — the Espressif formats of station/esp32.h, refereed by
+ * Espressif's own espsecure 4.7.0 (scripts/esp-referee.sh), openssl and
+ * independent Python (hashlib, cryptography).  Keys come from `openssl
+ * genrsa 3072` and `espsecure generate_signing_key`, images are signed by
+ * `espsecure sign_data --version 2`; the station must compute the same key
+ * digest and accept and refuse exactly the images espsecure does. */
+#include <criterion/criterion.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "base.h"
+#include "station/esp32.h"
+
+/* A fresh temp dir per test (Criterion runs tests in parallel). */
+static void tmpdir(char dir[64])
+{
+	snprintf(dir, 64, "/tmp/esp32test-XXXXXX");
+	cr_assert_not_null(mkdtemp(dir));
+}
+
+/* Run a shell command (bash); its stdout (first line, trimmed) into out
+ * when out is not NULL; its exit status. */
+static int sh(char *out, size_t cap, const char *fmt, ...)
+{
+	char cmd[8192];
+	va_list ap;
+	FILE *p;
+	int st;
+
+	va_start(ap, fmt);
+	vsnprintf(cmd, sizeof(cmd), fmt, ap);
+	va_end(ap);
+	p = popen(cmd, "r");
+	cr_assert_not_null(p);
+	if (out) {
+		out[0] = 0;
+		if (fgets(out, (int)cap, p))
+			out[strcspn(out, "\r\n")] = 0;
+	}
+	while (fgetc(p) != EOF)
+		;
+	st = pclose(p);
+	return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/* The referee, failing (not skipping) when it is missing. */
+#define ESPSECURE "sh scripts/esp-referee.sh run espsecure"
+
+static void need_referee(void)
+{
+	cr_assert_eq(sh(NULL, 0, "sh scripts/esp-referee.sh path >/dev/null"), 0,
+		     "Espressif's espsecure is not installed: run 'make deps'");
+}
+
+static uint8_t *slurp(const char *path, size_t *len)
+{
+	FILE *f = fopen(path, "rb");
+	uint8_t *b;
+	long n;
+
+	cr_assert_not_null(f, "cannot read %s", path);
+	fseek(f, 0, SEEK_END);
+	n = ftell(f);
+	fseek(f, 0, SEEK_SET);
+	b = malloc((size_t)n + 1);
+	cr_assert_not_null(b);
+	cr_assert_eq(fread(b, 1, (size_t)n, f), (size_t)n);
+	fclose(f);
+	*len = (size_t)n;
+	return b;
+}
+
+static void spit(const char *path, const uint8_t *b, size_t n)
+{
+	FILE *f = fopen(path, "wb");
+
+	cr_assert_not_null(f);
+	cr_assert_eq(fwrite(b, 1, n, f), n);
+	fclose(f);
+}
+
+static EVP_PKEY *load_key(const char *path)
+{
+	size_t n;
+	uint8_t *pem = slurp(path, &n);
+	EVP_PKEY *k = NULL;
+	char err[256] = "";
+	int rc = st_esp_sbv2_key_load(pem, n, &k, err, sizeof(err));
+
+	free(pem);
+	cr_assert_eq(rc, ST_OK, "%s: %s", path, err);
+	return k;
+}
+
+/* espsecure's digest of keyfile, as hex. */
+static void referee_digest(const char *dir, const char *keyfile, char hex[65])
+{
+	char out[128];
+
+	cr_assert_eq(sh(NULL, 0, ESPSECURE " digest_sbv2_public_key --keyfile %s "
+			"--output %s/digest.bin >/dev/null 2>&1", keyfile, dir), 0,
+		     "espsecure digest_sbv2_public_key failed on %s", keyfile);
+	cr_assert_eq(sh(out, sizeof(out), "od -An -v -tx1 %s/digest.bin | tr -d ' \\n'", dir), 0);
+	cr_assert_eq(strlen(out), 64, "espsecure's digest: '%s'", out);
+	memcpy(hex, out, 65);
+}
+
+static void our_digest(const char *keyfile, char hex[65])
+{
+	EVP_PKEY *k = load_key(keyfile);
+	uint8_t d[32];
+	char err[256] = "";
+
+	cr_assert_eq(st_esp_sbv2_digest(k, d, err, sizeof(err)), ST_OK, "%s", err);
+	st_hex(d, 32, hex);
+	EVP_PKEY_free(k);
+}
+
+/* Our digest of keyfile equals espsecure's, and is not SHA-256 of the DER
+ * SubjectPublicKeyInfo (the station's own secure-boot scheme). */
+static void same_digest(const char *dir, const char *keyfile, const char *pubfile)
+{
+	char ours[65], ours_pub[65], theirs[65], theirs_pub[65], der[128];
+
+	referee_digest(dir, keyfile, theirs);
+	referee_digest(dir, pubfile, theirs_pub);
+	our_digest(keyfile, ours);
+	our_digest(pubfile, ours_pub);
+	cr_expect_str_eq(ours, theirs, "%s: ours %s, espsecure %s", keyfile, ours, theirs);
+	cr_expect_str_eq(ours_pub, theirs_pub, "%s", pubfile);
+	cr_expect_str_eq(theirs, theirs_pub);
+	cr_assert_eq(sh(der, sizeof(der), "openssl pkey -pubin -in %s -outform DER | "
+			"sha256sum | cut -c1-64", pubfile), 0);
+	cr_expect_str_neq(ours, der, "the SBV2 digest is not SHA-256 of the DER key");
+}
+
+Test(esp32_sbv2, digest_equals_espsecure_for_openssl_and_espsecure_keys,
+     .timeout = 180)
+{
+	char dir[64], k[128], pub[128];
+
+	need_referee();
+	tmpdir(dir);
+	snprintf(k, sizeof(k), "%s/k1.pem", dir);
+	snprintf(pub, sizeof(pub), "%s/k1.pub.pem", dir);
+	cr_assert_eq(sh(NULL, 0, "openssl genrsa -out %s 3072 2>/dev/null && "
+			"openssl rsa -in %s -pubout -out %s 2>/dev/null", k, k, pub), 0);
+	same_digest(dir, k, pub);
+	snprintf(k, sizeof(k), "%s/k2.pem", dir);
+	snprintf(pub, sizeof(pub), "%s/k2.pub.pem", dir);
+	cr_assert_eq(sh(NULL, 0, ESPSECURE " generate_signing_key --version 2 "
+			"--scheme rsa3072 %s >/dev/null 2>&1 && "
+			ESPSECURE " extract_public_key --version 2 --keyfile %s %s "
+			">/dev/null 2>&1", k, k, pub), 0);
+	same_digest(dir, k, pub);
+	sh(NULL, 0, "rm -rf %s", dir);
+}
+
+Test(esp32_sbv2, refuses_keys_secure_boot_v2_on_the_c3_does_not_take)
+{
+	char dir[64], path[128], err[256] = "";
+	size_t n;
+	uint8_t *pem;
+	EVP_PKEY *k = NULL;
+
+	tmpdir(dir);
+	snprintf(path, sizeof(path), "%s/small.pem", dir);
+	cr_assert_eq(sh(NULL, 0, "openssl genrsa -out %s 2048 2>/dev/null", path), 0);
+	pem = slurp(path, &n);
+	cr_expect_eq(st_esp_sbv2_key_load(pem, n, &k, err, sizeof(err)), ST_E_CONFIG);
+	cr_expect_null(k);
+	cr_expect(strstr(err, "RSA-2048") && strstr(err, "RSA-3072"), "%s", err);
+	free(pem);
+	snprintf(path, sizeof(path), "%s/ec.pem", dir);
+	cr_assert_eq(sh(NULL, 0, "openssl ecparam -name prime256v1 -genkey -noout "
+			"-out %s 2>/dev/null", path), 0);
+	pem = slurp(path, &n);
+	cr_expect_eq(st_esp_sbv2_key_load(pem, n, &k, err, sizeof(err)), ST_E_CONFIG);
+	cr_expect(strstr(err, "EC") && strstr(err, "RSA-3072"), "%s", err);
+	free(pem);
+	sh(NULL, 0, "rm -rf %s", dir);
+}
+
+/* One verdict on one file: ours (with the reason) and espsecure's. */
+static void judge(const char *file, const char *keyfile, EVP_PKEY *key,
+		  const uint8_t want[32], bool good, const char *reason)
+{
+	size_t n;
+	uint8_t *img = slurp(file, &n);
+	char err[512] = "";
+	int rc = st_esp_sbv2_verify(img, n, key, want, err, sizeof(err));
+	int ref = sh(NULL, 0, ESPSECURE " verify_signature --version 2 --keyfile %s "
+		     "%s >/dev/null 2>&1", keyfile, file);
+
+	free(img);
+	if (good) {
+		cr_expect_eq(rc, ST_OK, "%s: we refused it: %s", file, err);
+		cr_expect_eq(ref, 0, "%s: espsecure refused it", file);
+	} else {
+		cr_expect_eq(rc, ST_E_VERIFY, "%s: we accepted it", file);
+		cr_expect_neq(ref, 0, "%s: espsecure accepted it", file);
+		cr_expect(strstr(err, reason), "%s: reason '%s', expected '%s'", file,
+			  err, reason);
+	}
+}
+
+Test(esp32_sbv2, verify_agrees_with_espsecure_on_good_and_bad_images,
+     .timeout = 240)
+{
+	char dir[64], k1[128], p1[128], k2[128], data[128], img[128], bad[160];
+	char err[256] = "";
+	uint8_t want[32], want2[32], *b;
+	size_t n;
+	EVP_PKEY *key, *key2;
+
+	need_referee();
+	tmpdir(dir);
+	snprintf(k1, sizeof(k1), "%s/k1.pem", dir);
+	snprintf(p1, sizeof(p1), "%s/k1.pub.pem", dir);
+	snprintf(k2, sizeof(k2), "%s/k2.pem", dir);
+	snprintf(data, sizeof(data), "%s/app.bin", dir);
+	snprintf(img, sizeof(img), "%s/app-signed.bin", dir);
+	cr_assert_eq(sh(NULL, 0, "openssl genrsa -out %s 3072 2>/dev/null && "
+			"openssl rsa -in %s -pubout -out %s 2>/dev/null && "
+			ESPSECURE " generate_signing_key --version 2 --scheme rsa3072 %s "
+			">/dev/null 2>&1 && head -c 70001 /dev/urandom >%s && "
+			ESPSECURE " sign_data --version 2 --keyfile %s --output %s %s "
+			">/dev/null 2>&1", k1, k1, p1, k2, data, k1, img, data), 0);
+	key = load_key(p1);
+	key2 = load_key(k2);
+	cr_assert_eq(st_esp_sbv2_digest(key, want, err, sizeof(err)), ST_OK);
+	cr_assert_eq(st_esp_sbv2_digest(key2, want2, err, sizeof(err)), ST_OK);
+
+	/* the signed image: accepted, by the public key alone */
+	judge(img, p1, key, want, true, NULL);
+	b = slurp(img, &n);
+	cr_assert_eq(n, 77824, "espsecure pads to 4 KiB and appends a sector");
+
+	/* one byte of the code flipped: the block's image digest is wrong */
+	snprintf(bad, sizeof(bad), "%s/flipped.bin", dir);
+	b[1234] ^= 0x01;
+	spit(bad, b, n);
+	b[1234] ^= 0x01;
+	judge(bad, p1, key, want, false, "another image SHA-256");
+
+	/* a byte of the signature flipped: the CRC32 no longer holds */
+	snprintf(bad, sizeof(bad), "%s/sigflip.bin", dir);
+	b[n - 4096 + 900] ^= 0x80;
+	spit(bad, b, n);
+	b[n - 4096 + 900] ^= 0x80;
+	judge(bad, p1, key, want, false, "no valid Secure Boot V2 signature block");
+
+	/* truncated inside the signature block */
+	snprintf(bad, sizeof(bad), "%s/truncated.bin", dir);
+	spit(bad, b, n - 4096 + 600);
+	judge(bad, p1, key, want, false, "not a non-zero multiple of 4096");
+
+	/* the signature sector cut off: what is left has no block */
+	snprintf(bad, sizeof(bad), "%s/nosector.bin", dir);
+	spit(bad, b, n - 4096);
+	judge(bad, p1, key, want, false, "no valid Secure Boot V2 signature block");
+
+	/* the right image, checked against another key (the profile names k2) */
+	judge(img, k2, key2, want2, false, "another key");
+
+	/* signed with k2, checked against k1 */
+	snprintf(bad, sizeof(bad), "%s/other-signer.bin", dir);
+	cr_assert_eq(sh(NULL, 0, ESPSECURE " sign_data --version 2 --keyfile %s "
+			"--output %s %s >/dev/null 2>&1", k2, bad, data), 0);
+	judge(bad, p1, key, want, false, "another key");
+	judge(bad, k2, key2, want2, true, NULL);
+
+	free(b);
+	EVP_PKEY_free(key);
+	EVP_PKEY_free(key2);
+	sh(NULL, 0, "rm -rf %s", dir);
+}
