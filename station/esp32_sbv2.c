@@ -192,8 +192,8 @@ int st_esp_sbv2_verify(const uint8_t *img, size_t len, EVP_PKEY *key,
 	int valid = 0;
 
 	if (len < ESP_SBV2_SECTOR || len % ESP_SBV2_SECTOR) {
-		snprintf(err, errlen, "is %zu bytes, not a non-zero multiple of 4096: a "
-			 "Secure Boot V2 image ends with a 4 KiB signature sector "
+		snprintf(err, errlen, "the image is %zu bytes, not a non-zero "
+			 "multiple of 4096: a Secure Boot V2 image ends with a 4 KiB signature sector "
 			 "(truncated, or never signed with espsecure sign_data "
 			 "--version 2)", len);
 		return ST_E_VERIFY;
@@ -244,8 +244,8 @@ int st_esp_sbv2_verify(const uint8_t *img, size_t len, EVP_PKEY *key,
 		return ST_OK;
 	}
 	if (!valid)
-		snprintf(err, errlen, "has no valid Secure Boot V2 signature block in "
-			 "its last 4 KiB (magic 0xE7, version, CRC32): not signed, "
+		snprintf(err, errlen, "no valid Secure Boot V2 signature block in the "
+			 "image's last 4 KiB (magic 0xE7, version, CRC32): not signed, "
 			 "truncated or damaged");
 	else
 		snprintf(err, errlen, "%s", why);

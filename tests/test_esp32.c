@@ -15,6 +15,9 @@
 
 #include "base.h"
 #include "station/esp32.h"
+#include "tests/fixtures/fx_devsim.h"
+#include "tests/fixtures/fx_softhsm.h"
+#include "tests/fixtures/fx_station.h"
 
 /* A fresh temp dir per test (Criterion runs tests in parallel). */
 static void tmpdir(char dir[64])
@@ -279,4 +282,216 @@ Test(esp32_sbv2, verify_agrees_with_espsecure_on_good_and_bad_images,
 	EVP_PKEY_free(key);
 	EVP_PKEY_free(key2);
 	sh(NULL, 0, "rm -rf %s", dir);
+}
+
+/* ---- the profile: an esp32-sbv2 firmware group, checked before any unit */
+
+#define ESP_PLAN \
+	"fuses: {\n" \
+	"  conditions: { vpp_mv = [2375, 2625]; temp_c = [0, 70]; };\n" \
+	"  plan = (\n" \
+	"    { name = \"sbv2-digest\"; bank = 0; word = 0; words = 8; source = \"root_of_trust\"; },\n" \
+	"    { name = \"lock\"; kind = \"lifecycle\"; state = \"locked\"; }\n" \
+	"  );\n" \
+	"};\n"
+
+#define ESP_SBOM "{\"bomFormat\":\"CycloneDX\",\"specVersion\":\"1.5\",\"version\":1," \
+	"\"components\":[{\"type\":\"library\",\"name\":\"esp-idf\",\"version\":\"5.1\"}]}\n"
+
+/* A world with an RSA-3072 secure-boot key (sb.pem, sb.pub.pem), a
+ * bootloader (0x0) and an app (0x10000) signed by espsecure, SBOMs, and
+ * espsecure's digest of the key in rot. */
+struct espw {
+	fx_world w;
+	char key[600], pub[600], boot[600], app[600], sbom[600];
+	char rot[65];
+};
+
+static void sha_hex(const char *path, char out[65])
+{
+	char got[128];
+
+	cr_assert_eq(sh(got, sizeof(got), "sha256sum '%s' | cut -c1-64", path), 0);
+	memcpy(out, got, 65);
+}
+
+/* The profile naming the world's files by digest; rot_line goes inside
+ * root_of_trust, fmt is firmware.format. */
+static void esp_profile(struct espw *e, const char *fmt, const char *rot_line,
+			unsigned app_addr)
+{
+	char text[8192], ks[65], bs[65], as[65], ss[65];
+
+	sha_hex(e->pub, ks);
+	sha_hex(e->boot, bs);
+	sha_hex(e->app, as);
+	sha_hex(e->sbom, ss);
+	snprintf(text, sizeof(text),
+		 "name = \"c3-sensor\";\n"
+		 "certificate: { organization = \"Test Devices\"; validity_days = 365; };\n"
+		 "root_of_trust: { fuse_bank = 0; %s };\n"
+		 "firmware: {\n"
+		 "  format = \"%s\";\n"
+		 "  secure_boot_key = \"sb.pub.pem\"; secure_boot_key_sha256 = \"%s\";\n"
+		 "  images = (\n"
+		 "    { name = \"bootloader\"; version = \"5.1\"; file = \"bootloader.bin\";\n"
+		 "      sha256 = \"%s\"; slot = 0; address = 0x0;\n"
+		 "      sbom = \"idf.cdx.json\"; sbom_sha256 = \"%s\"; },\n"
+		 "    { name = \"app\"; version = \"1.0.0\"; file = \"app.bin\";\n"
+		 "      sha256 = \"%s\"; slot = 1; address = 0x%x;\n"
+		 "      sbom = \"idf.cdx.json\"; sbom_sha256 = \"%s\"; } );\n"
+		 "};\n" ESP_PLAN, rot_line ? rot_line : "", fmt, ks, bs, ss, as,
+		 app_addr, ss);
+	fx_write_file(e->w.profile, text);
+	fx_sign(&e->w, e->w.profile);
+}
+
+static void esp_world(struct espw *e)
+{
+	fx_world_opts o = { .with_ca = true, .timeout_ms = 2000 };
+	char raw[640];
+
+	need_referee();
+	fx_world_init_opts(&e->w, &o);
+	fx_path(e->key, &e->w, "sb.pem");
+	fx_path(e->pub, &e->w, "sb.pub.pem");
+	fx_path(e->boot, &e->w, "bootloader.bin");
+	fx_path(e->app, &e->w, "app.bin");
+	fx_path(e->sbom, &e->w, "idf.cdx.json");
+	fx_path(raw, &e->w, "raw.bin");
+	fx_write_file(e->sbom, ESP_SBOM);
+	cr_assert_eq(sh(NULL, 0, "openssl genrsa -out '%s' 3072 2>/dev/null && "
+			"openssl rsa -in '%s' -pubout -out '%s' 2>/dev/null && "
+			"head -c 20000 /dev/urandom >'%s' && "
+			ESPSECURE " sign_data --version 2 --keyfile '%s' --output '%s' '%s' "
+			">/dev/null 2>&1 && head -c 40000 /dev/urandom >'%s' && "
+			ESPSECURE " sign_data --version 2 --keyfile '%s' --output '%s' '%s' "
+			">/dev/null 2>&1", e->key, e->key, e->pub, raw, e->key, e->boot, raw,
+			raw, e->key, e->app, raw), 0);
+	referee_digest(e->w.dir, e->pub, e->rot);
+}
+
+/* A run refused before any unit: exit 2, the reason said, nothing touched
+ * (no unit recorded, no key, no image, no fuse on the device). */
+static void esp_refused(struct espw *e, const char *want1, const char *want2)
+{
+	fx_devsim sim;
+	fx_run r;
+	json_t *st = NULL, *u;
+
+	cr_assert_eq(fx_devsim_start(&sim, e->w.dir, "prog1", 1, NULL), 0);
+	fx_station_run(&r, &e->w, "--burn-fuses", "--yes", "--slot", sim.port,
+		       "provision", NULL);
+	cr_expect_eq(r.code, 2, "stdout:%s\nstderr:%s", r.out, r.err);
+	cr_expect(strstr(r.err, want1), "stderr: %s", r.err);
+	cr_expect(!want2 || strstr(r.err, want2), "stderr: %s", r.err);
+	fx_devsim_stop(&sim);
+	cr_expect_eq(fx_count_units(&e->w, NULL), 0, "a unit was recorded");
+	cr_assert_eq(fx_devsim_dump(sim.state_path, &st), 0);
+	u = json_array_get(json_object_get(st, "units"), 0);
+	cr_expect_eq(json_integer_value(json_object_get(u, "burn_count")), 0, "a fuse was burned");
+	cr_expect(json_is_null(json_object_get(u, "privkey_pem")), "the device got a key");
+	cr_expect(json_is_null(json_array_get(json_object_get(u, "images"), 0)),
+		  "the device got an image");
+	json_decref(st);
+	fx_rmtree(e->w.dir);
+}
+
+Test(esp32_profile, signed_images_pass_and_the_sbv2_digest_is_burned, .timeout = 240)
+{
+	struct espw e;
+	fx_devsim sim;
+	fx_run r;
+	char line[128];
+	json_t *st = NULL, *u;
+
+	esp_world(&e);
+	/* typed as espsecure computes it: it must agree with the station's */
+	snprintf(line, sizeof(line), "sha256 = \"%s\";", e.rot);
+	esp_profile(&e, "esp32-sbv2", line, 0x10000);
+	cr_assert_eq(fx_devsim_start(&sim, e.w.dir, "prog1", 1, NULL), 0);
+	fx_station_run(&r, &e.w, "--burn-fuses", "--yes", "--slot", sim.port,
+		       "provision", NULL);
+	cr_assert_eq(r.code, 0, "stdout:%s\nstderr:%s", r.out, r.err);
+	cr_assert_eq(fx_count_units(&e.w, "PASS"), 1);
+	fx_devsim_stop(&sim);
+	cr_assert_eq(fx_devsim_dump(sim.state_path, &st), 0);
+	u = json_array_get(json_object_get(st, "units"), 0);
+	cr_expect_str_eq(json_string_value(json_array_get(json_object_get(u, "fuses"), 0)),
+			 e.rot, "the burned root of trust is not espsecure's key digest");
+	json_decref(st);
+	fx_rmtree(e.w.dir);
+}
+
+Test(esp32_profile, typed_root_of_trust_must_be_the_sbv2_digest, .timeout = 240)
+{
+	struct espw e;
+	char der[128], line[160];
+
+	esp_world(&e);
+	/* SHA-256 of the DER key: right for the station's own scheme, wrong here */
+	cr_assert_eq(sh(der, sizeof(der), "openssl pkey -pubin -in '%s' -outform DER | "
+			"sha256sum | cut -c1-64", e.pub), 0);
+	snprintf(line, sizeof(line), "sha256 = \"%s\";", der);
+	esp_profile(&e, "esp32-sbv2", line, 0x10000);
+	esp_refused(&e, "disagrees with the hash of the secure-boot key", e.rot);
+}
+
+Test(esp32_profile, image_changed_after_signing_is_refused, .timeout = 240)
+{
+	struct espw e;
+
+	esp_world(&e);
+	cr_assert_eq(sh(NULL, 0, "printf X | dd of='%s' bs=1 seek=5000 conv=notrunc "
+			"2>/dev/null", e.app), 0);
+	esp_profile(&e, "esp32-sbv2", NULL, 0x10000);   /* its digest re-signed */
+	esp_refused(&e, "image 'app'", "another image SHA-256");
+}
+
+Test(esp32_profile, image_signed_by_another_key_is_refused, .timeout = 240)
+{
+	struct espw e;
+	char other[640], raw[640];
+
+	esp_world(&e);
+	fx_path(other, &e.w, "other.pem");
+	fx_path(raw, &e.w, "raw.bin");
+	cr_assert_eq(sh(NULL, 0, "openssl genrsa -out '%s' 3072 2>/dev/null && "
+			"head -c 20000 /dev/urandom >'%s' && "
+			ESPSECURE " sign_data --version 2 --keyfile '%s' --output '%s' '%s' "
+			">/dev/null 2>&1", other, raw, other, e.boot, raw), 0);
+	esp_profile(&e, "esp32-sbv2", NULL, 0x10000);
+	esp_refused(&e, "image 'bootloader'", "another key");
+}
+
+Test(esp32_profile, truncated_signature_sector_is_refused, .timeout = 240)
+{
+	struct espw e;
+	size_t n;
+	uint8_t *b;
+
+	esp_world(&e);
+	b = slurp(e.app, &n);
+	spit(e.app, b, n - 2048);
+	free(b);
+	esp_profile(&e, "esp32-sbv2", NULL, 0x10000);
+	esp_refused(&e, "image 'app'", "not a non-zero multiple of 4096");
+}
+
+Test(esp32_profile, app_at_an_unaligned_address_is_refused, .timeout = 240)
+{
+	struct espw e;
+
+	esp_world(&e);
+	esp_profile(&e, "esp32-sbv2", NULL, 0x9000);
+	esp_refused(&e, "image 'app'", "64 KiB-aligned");
+}
+
+Test(esp32_profile, an_rsa_key_under_the_station_format_is_refused, .timeout = 240)
+{
+	struct espw e;
+
+	esp_world(&e);
+	esp_profile(&e, "station", NULL, 0x10000);
+	esp_refused(&e, "not a PEM P-256 public key", NULL);
 }
