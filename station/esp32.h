@@ -54,4 +54,53 @@ int st_esp_sbv2_verify(const uint8_t *img, size_t len, EVP_PKEY *key,
 		       const uint8_t want[ESP_SBV2_DIGEST_LEN], char *err,
 		       size_t errlen);
 
+/* ---- Partition table and the esp_secure_cert partition ----------------- */
+
+#define ESP_PART_TABLE_ADDR 0x8000u    /* where the bootloader looks */
+#define ESP_PART_TABLE_LEN 0xC00u      /* entries, the MD5 entry, 0xFF pad */
+#define ESP_PART_MAX 16
+#define ESP_PART_TYPE_APP 0x00
+#define ESP_PART_TYPE_DATA 0x01
+#define ESP_PART_TYPE_SECURE_CERT 0x3F
+#define ESP_SECURE_CERT_NAME "esp_secure_cert"
+#define ESP_SECURE_CERT_LEN 0x2000u    /* the partition esp_secure_cert_mgr maps */
+
+/* One partition, as a line of an ESP-IDF partitions.csv says it. */
+typedef struct st_esp_part {
+	char name[17];          /* at most 16 bytes, NUL-padded on flash */
+	uint8_t type, subtype;
+	uint32_t offset, size;
+	uint32_t flags;         /* bit 0: encrypted */
+} st_esp_part;
+
+/* The binary partition table ESP-IDF's gen_esp32part.py writes for
+ * parts[0..n): 32-byte entries (magic 0xAA50, type, subtype, offset, size,
+ * name, flags, little-endian), then the MD5 entry (0xEBEB, 14 x 0xFF, MD5
+ * of the entries), 0xFF to ESP_PART_TABLE_LEN.  Refuses (ST_E_CONFIG) an
+ * entry below the table's sector end, an app not 64 KiB-aligned, data not
+ * 4 KiB-aligned, overlaps, a name too long or used twice. */
+int st_esp_part_table(const st_esp_part *parts, int n,
+		      uint8_t out[ESP_PART_TABLE_LEN], char *err, size_t errlen);
+
+/* What goes into the esp_secure_cert partition (TLV format). */
+typedef struct st_esp_cert_tlvs {
+	const char *dev_cert_pem;       /* the unit's certificate, PEM */
+	const char *ca_chain_pem;       /* issuing CA (and up), PEM, may be NULL */
+	const uint8_t *salt;            /* HMAC-derived ECDSA key: its salt, or NULL */
+	size_t salt_len;
+} st_esp_cert_tlvs;
+
+/* The esp_secure_cert partition (ESP_SECURE_CERT_LEN bytes into out) as
+ * esp_secure_cert_mgr reads it: TLVs from offset 0, each a 12-byte header
+ * (magic 0xBA5EBA11, flags, 3 reserved, type, subtype, length LE), the
+ * data, zero padding to 16 bytes, CRC32 (zlib, initial 0xFFFFFFFF) of
+ * header, data and padding; 0xFF after the last.  The device certificate
+ * (type 1) and the CA chain (type 0) are PEM with their NUL, as
+ * configure_esp_secure_cert.py stores PEM; with a salt, the salt (type 5)
+ * and an empty private-key TLV (type 2) flagged "derive the ECDSA key with
+ * the HMAC peripheral" (0x40).  *used gets the bytes the TLVs take.
+ * ST_E_INVAL when they do not fit. */
+int st_esp_secure_cert(const st_esp_cert_tlvs *c, uint8_t out[ESP_SECURE_CERT_LEN],
+		       size_t *used, char *err, size_t errlen);
+
 #endif

@@ -495,3 +495,156 @@ Test(esp32_profile, an_rsa_key_under_the_station_format_is_refused, .timeout = 2
 	esp_profile(&e, "station", NULL, 0x10000);
 	esp_refused(&e, "not a PEM P-256 public key", NULL);
 }
+
+/* ---- the partition table and the esp_secure_cert partition ---- */
+
+/* The layout the tests write: nvs, esp_secure_cert, a factory app. */
+static const st_esp_part test_parts[] = {
+	{ .name = "nvs", .type = ESP_PART_TYPE_DATA, .subtype = 0x02,
+	  .offset = 0x9000, .size = 0x4000 },
+	{ .name = ESP_SECURE_CERT_NAME, .type = ESP_PART_TYPE_SECURE_CERT,
+	  .subtype = 0x06, .offset = 0xD000, .size = ESP_SECURE_CERT_LEN },
+	{ .name = "factory", .type = ESP_PART_TYPE_APP, .subtype = 0x00,
+	  .offset = 0x10000, .size = 0x100000 },
+};
+
+/* A test CA and a P-256 device certificate it issued, in dir. */
+static void make_certs(const char *dir)
+{
+	cr_assert_eq(sh(NULL, 0, "cd %s && "
+			"openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 "
+			"-nodes -keyout ca.key -out ca.pem -days 30 -subj '/CN=Test CA' "
+			"2>/dev/null && "
+			"openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 "
+			"-nodes -keyout dev.key -out dev.csr -subj '/CN=c3-unit-1' "
+			"2>/dev/null && "
+			"openssl x509 -req -in dev.csr -CA ca.pem -CAkey ca.key "
+			"-CAcreateserial -out dev.pem -days 30 2>/dev/null", dir), 0);
+}
+
+static char *read_text(const char *path)
+{
+	size_t n;
+	char *t = (char *)slurp(path, &n);
+
+	t[n] = 0;
+	return t;
+}
+
+/* A raw 0x110000-byte flash image (erased: 0xFF) with the table at 0x8000
+ * and the esp_secure_cert partition at 0xD000. */
+static void write_flash(const char *path, const uint8_t *table, const uint8_t *cert)
+{
+	size_t n = 0x110000;
+	uint8_t *f = malloc(n);
+
+	cr_assert_not_null(f);
+	memset(f, 0xFF, n);
+	memcpy(f + ESP_PART_TABLE_ADDR, table, ESP_PART_TABLE_LEN);
+	memcpy(f + 0xD000, cert, ESP_SECURE_CERT_LEN);
+	spit(path, f, n);
+	free(f);
+}
+
+Test(esp32_part, secure_cert_found_through_the_table_and_verified_by_openssl,
+     .timeout = 60)
+{
+	char dir[64], p[128], out[512], err[256] = "";
+	uint8_t table[ESP_PART_TABLE_LEN], cert[ESP_SECURE_CERT_LEN], salt[32];
+	char *dev, *ca, salthex[65];
+	st_esp_cert_tlvs c;
+	size_t used = 0;
+
+	tmpdir(dir);
+	make_certs(dir);
+	snprintf(p, sizeof(p), "%s/dev.pem", dir);
+	dev = read_text(p);
+	snprintf(p, sizeof(p), "%s/ca.pem", dir);
+	ca = read_text(p);
+	for (int i = 0; i < 32; i++)
+		salt[i] = (uint8_t)(0xA0 + i);
+	c = (st_esp_cert_tlvs){ .dev_cert_pem = dev, .ca_chain_pem = ca,
+				.salt = salt, .salt_len = 32 };
+	cr_assert_eq(st_esp_part_table(test_parts, 3, table, err, sizeof(err)), ST_OK,
+		     "%s", err);
+	cr_assert_eq(st_esp_secure_cert(&c, cert, &used, err, sizeof(err)), ST_OK,
+		     "%s", err);
+	cr_expect_eq(used % 16, 0, "TLVs are 16-byte aligned");
+	snprintf(p, sizeof(p), "%s/flash.bin", dir);
+	write_flash(p, table, cert);
+	cr_assert_eq(sh(out, sizeof(out), "mkdir %s/out && /usr/bin/python3 "
+			"tests/fixtures/esp32_secure_cert_read.py %s %s/out", dir, p,
+			dir), 0, "the independent reader refused the flash: %s", out);
+	cr_expect_str_eq(out, "partition esp_secure_cert 0xd000 0x2000");
+	/* the device certificate read back is the one issued, and verifies */
+	cr_assert_eq(sh(NULL, 0, "cmp %s/out/dev_cert.pem %s/dev.pem && "
+			"cmp %s/out/ca_cert.pem %s/ca.pem", dir, dir, dir, dir), 0);
+	cr_assert_eq(sh(out, sizeof(out), "openssl verify -CAfile %s/out/ca_cert.pem "
+			"%s/out/dev_cert.pem", dir, dir), 0, "openssl: %s", out);
+	/* the scheme's parameters: the salt, and the private-key TLV flagged
+	 * for derivation by the HMAC peripheral, with no key in it */
+	st_hex(salt, 32, salthex);
+	cr_assert_eq(sh(out, sizeof(out), "cat %s/out/salt.hex", dir), 0);
+	cr_expect_str_eq(out, salthex);
+	cr_assert_eq(sh(out, sizeof(out), "/usr/bin/python3 "
+			"tests/fixtures/esp32_secure_cert_read.py %s %s/out | "
+			"grep 'type=2 '", p, dir), 0);
+	cr_expect_str_eq(out, "tlv type=2 subtype=0 flags=0x40 len=0");
+	free(dev);
+	free(ca);
+	sh(NULL, 0, "rm -rf %s", dir);
+}
+
+Test(esp32_part, a_damaged_tlv_or_table_is_detected_by_the_reader, .timeout = 60)
+{
+	char dir[64], p[128], err[256] = "";
+	uint8_t table[ESP_PART_TABLE_LEN], cert[ESP_SECURE_CERT_LEN];
+	char *dev;
+	st_esp_cert_tlvs c = { 0 };
+	size_t used;
+
+	tmpdir(dir);
+	make_certs(dir);
+	snprintf(p, sizeof(p), "%s/dev.pem", dir);
+	dev = read_text(p);
+	c.dev_cert_pem = dev;
+	cr_assert_eq(st_esp_part_table(test_parts, 3, table, err, sizeof(err)), ST_OK);
+	cr_assert_eq(st_esp_secure_cert(&c, cert, &used, err, sizeof(err)), ST_OK);
+	snprintf(p, sizeof(p), "%s/flash.bin", dir);
+	cert[100] ^= 1;                         /* inside the certificate */
+	write_flash(p, table, cert);
+	cr_expect_eq(sh(NULL, 0, "/usr/bin/python3 tests/fixtures/esp32_secure_cert_read.py "
+			"%s %s 2>&1 | grep -q 'CRC32 does not match'", p, dir), 0);
+	cert[100] ^= 1;
+	table[40] ^= 1;                         /* the second entry's offset */
+	write_flash(p, table, cert);
+	cr_expect_eq(sh(NULL, 0, "/usr/bin/python3 tests/fixtures/esp32_secure_cert_read.py "
+			"%s %s 2>&1 | grep -q 'MD5 does not match'", p, dir), 0);
+	free(dev);
+	sh(NULL, 0, "rm -rf %s", dir);
+}
+
+Test(esp32_part, refuses_a_layout_the_bootloader_would_not_take)
+{
+	uint8_t table[ESP_PART_TABLE_LEN], cert[ESP_SECURE_CERT_LEN];
+	char err[256] = "", big[9000];
+	st_esp_part bad[3];
+	st_esp_cert_tlvs c = { .dev_cert_pem = big };
+	size_t used;
+
+	memcpy(bad, test_parts, sizeof(bad));
+	bad[2].offset = 0x18000;                /* an app not 64 KiB-aligned */
+	cr_expect_eq(st_esp_part_table(bad, 3, table, err, sizeof(err)), ST_E_CONFIG);
+	cr_expect(strstr(err, "'factory'") && strstr(err, "64 KiB"), "%s", err);
+	memcpy(bad, test_parts, sizeof(bad));
+	bad[1].offset = 0xC000;                 /* overlaps nvs */
+	cr_expect_eq(st_esp_part_table(bad, 3, table, err, sizeof(err)), ST_E_CONFIG);
+	cr_expect(strstr(err, "overlaps 'nvs'"), "%s", err);
+	memcpy(bad, test_parts, sizeof(bad));
+	bad[0].offset = 0x8000;                 /* on the table itself */
+	cr_expect_eq(st_esp_part_table(bad, 3, table, err, sizeof(err)), ST_E_CONFIG);
+	memset(big, 'A', sizeof(big) - 1);
+	big[sizeof(big) - 1] = 0;
+	cr_expect_eq(st_esp_secure_cert(&c, cert, &used, err, sizeof(err)), ST_E_INVAL);
+	cr_expect(strstr(err, "no room for the device certificate"), "%s", err);
+}
