@@ -103,4 +103,59 @@ typedef struct st_esp_cert_tlvs {
 int st_esp_secure_cert(const st_esp_cert_tlvs *c, uint8_t out[ESP_SECURE_CERT_LEN],
 		       size_t *used, char *err, size_t errlen);
 
+/* ---- The identity scheme: esp_secure_cert's HMAC-derived ECDSA key -----
+ *
+ * The unit's P-256 key is never stored: esp_secure_cert derives it on the
+ * chip, each time it is needed, as PBKDF2-HMAC-SHA256(K, salt, 2048
+ * iterations, 32 bytes) read as a big-endian scalar, where K is a 32-byte
+ * key in an eFuse key block with purpose HMAC_UP that software cannot read
+ * (the HMAC peripheral uses it) and salt is the salt TLV of the
+ * esp_secure_cert partition.  The ROM's eFuse programming takes K in clear
+ * over the UART, so the station draws K (from the HSM), derives the public
+ * key, has K burned, and wipes it (docs/esp32.md, "Identity"). */
+
+#define ESP_HMAC_KEY_LEN 32
+#define ESP_KDF_SALT_LEN 32
+#define ESP_KDF_ITERATIONS 2048     /* ESP_SECURE_CERT_KEY_DERIVATION_ITERATION_COUNT */
+#define ESP_KDF_TRIES 30            /* as Espressif's own writer tries */
+#define ESP_P256_POINT_LEN 65
+#define ESP_IDENTITY_SCHEME "esp_secure_cert-hmac-ecdsa-p256"
+
+/* The HMAC key K while the station holds it: one page of its own,
+ * mlock()ed (never swapped) and MADV_DONTDUMP (never in a core dump),
+ * wiped with OPENSSL_cleanse by st_esp_secret_wipe and again when freed.
+ * Opaque; nothing else ever copies K. */
+typedef struct st_esp_secret st_esp_secret;
+
+/* A new, zeroed secret.  ST_E_NOMEM; ST_E_IO (with err) when the page
+ * cannot be locked (RLIMIT_MEMLOCK): the station then refuses rather than
+ * hold K in swappable memory. */
+int st_esp_secret_new(st_esp_secret **out, char *err, size_t errlen);
+
+/* K itself (ESP_HMAC_KEY_LEN bytes), for the one call that burns it. */
+const uint8_t *st_esp_secret_key(const st_esp_secret *s);
+
+/* Wipe K (and the derivation's scratch) now; the page stays locked. */
+void st_esp_secret_wipe(st_esp_secret *s);
+
+/* Wipe, unlock and unmap.  NULL is a no-op. */
+void st_esp_secret_free(st_esp_secret *s);
+
+/* The public key (04||X||Y) esp_secure_cert derives from key and salt.
+ * ST_E_VERIFY when the derived scalar is not a valid P-256 private key
+ * (not 1 < d < n): esp_secure_cert's writer draws another K then.  The
+ * scalar lives only in the secret's page and OpenSSL's cleared BIGNUMs. */
+int st_esp_hmac_ecdsa_pub(st_esp_secret *key, const uint8_t *salt, size_t salt_len,
+			  uint8_t pub[ESP_P256_POINT_LEN], char *err, size_t errlen);
+
+/* Where random bytes come from (the HSM: C_GenerateRandom). */
+typedef int (*st_esp_rand_fn)(void *ctx, uint8_t *buf, size_t n);
+
+/* Draw a unit's identity: salt and K from rnd (K straight into key's
+ * page), derived until the scalar is valid (at most ESP_KDF_TRIES), the
+ * public key into pub.  On failure key is wiped. */
+int st_esp_hmac_identity_draw(st_esp_rand_fn rnd, void *ctx, st_esp_secret *key,
+			      uint8_t salt[ESP_KDF_SALT_LEN],
+			      uint8_t pub[ESP_P256_POINT_LEN], char *err, size_t errlen);
+
 #endif

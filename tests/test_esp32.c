@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "base.h"
+#include "hsm/hsm.h"
 #include "station/esp32.h"
 #include "tests/fixtures/fx_devsim.h"
 #include "tests/fixtures/fx_softhsm.h"
@@ -647,4 +648,186 @@ Test(esp32_part, refuses_a_layout_the_bootloader_would_not_take)
 	big[sizeof(big) - 1] = 0;
 	cr_expect_eq(st_esp_secure_cert(&c, cert, &used, err, sizeof(err)), ST_E_INVAL);
 	cr_expect(strstr(err, "no room for the device certificate"), "%s", err);
+}
+
+/* ---- the identity scheme: esp_secure_cert's HMAC-derived ECDSA key ---- */
+
+/* The public key an independent computation gets for key and salt (hex):
+ * python's hashlib.pbkdf2_hmac and cryptography's EC, fed on stdin (never
+ * argv), as Espressif's own tool would compute it. */
+static void python_pub(const char *dir, const char *keyhex, const char *salthex,
+		       char out[131])
+{
+	char path[128], res[256];
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/in.txt", dir);
+	f = fopen(path, "w");
+	cr_assert_not_null(f);
+	fprintf(f, "%s %s\n", keyhex, salthex);
+	fclose(f);
+	cr_assert_eq(sh(res, sizeof(res), "/usr/bin/python3 -c '\n"
+		"import hashlib, sys\n"
+		"from cryptography.hazmat.primitives.asymmetric import ec\n"
+		"from cryptography.hazmat.primitives import serialization as s\n"
+		"k, salt = [bytes.fromhex(x) for x in sys.stdin.read().split()]\n"
+		"d = hashlib.pbkdf2_hmac(\"sha256\", k, salt, 2048, 32)\n"
+		"key = ec.derive_private_key(int.from_bytes(d, \"big\"), ec.SECP256R1())\n"
+		"print(key.public_key().public_bytes(s.Encoding.X962, "
+		"s.PublicFormat.UncompressedPoint).hex())' <%s", path), 0,
+		"python: %s", res);
+	cr_assert_eq(strlen(res), 130, "python: %s", res);
+	memcpy(out, res, 131);
+	unlink(path);
+}
+
+/* A random source that plays back fixed bytes (the vectors below). */
+struct fixed { const uint8_t *b; size_t n, at; };
+
+static int fixed_rand(void *ctx, uint8_t *buf, size_t n)
+{
+	struct fixed *f = ctx;
+
+	if (f->at + n > f->n)
+		return ST_E_IO;
+	memcpy(buf, f->b + f->at, n);
+	f->at += n;
+	return ST_OK;
+}
+
+Test(esp32_identity, derived_key_equals_an_independent_pbkdf2_and_ec, .timeout = 60)
+{
+	char dir[64], err[256] = "", pubhex[131], want[131], kh[65], sh_[65];
+	uint8_t in[64], salt[32], pub[65];
+	st_esp_secret *k = NULL;
+
+	tmpdir(dir);
+	cr_assert_eq(st_esp_secret_new(&k, err, sizeof(err)), ST_OK, "%s", err);
+	for (int v = 0; v < 4; v++) {
+		struct fixed f = { in, sizeof(in), 0 };
+
+		/* salt first, then K: the order st_esp_hmac_identity_draw reads */
+		for (int i = 0; i < 64; i++)
+			in[i] = (uint8_t)(v * 77 + i * 13 + (i >> 3));
+		cr_assert_eq(st_esp_hmac_identity_draw(fixed_rand, &f, k, salt, pub, err,
+						       sizeof(err)), ST_OK, "%s", err);
+		cr_assert_eq(memcmp(salt, in, 32), 0);
+		cr_assert_eq(memcmp(st_esp_secret_key(k), in + 32, 32), 0);
+		st_hex(in + 32, 32, kh);
+		st_hex(in, 32, sh_);
+		st_hex(pub, 65, pubhex);
+		python_pub(dir, kh, sh_, want);
+		cr_expect_str_eq(pubhex, want, "vector %d", v);
+	}
+	/* a salt of another length (the TLV allows it) */
+	memset(in, 0x5A, sizeof(in));
+	{
+		struct fixed f = { in, 32, 0 };
+		uint8_t salt16[16];
+
+		memset(salt16, 0x11, sizeof(salt16));
+		cr_assert_eq(fixed_rand(&f, (uint8_t *)st_esp_secret_key(k), 32), ST_OK);
+		cr_assert_eq(st_esp_hmac_ecdsa_pub(k, salt16, 16, pub, err, sizeof(err)),
+			     ST_OK, "%s", err);
+		st_hex(pub, 65, pubhex);
+		python_pub(dir, "5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a",
+			   "11111111111111111111111111111111", want);
+		cr_expect_str_eq(pubhex, want);
+	}
+	st_esp_secret_free(k);
+	sh(NULL, 0, "rm -rf %s", dir);
+}
+
+static int hsm_rand(void *ctx, uint8_t *buf, size_t n)
+{
+	return hsm_random(ctx, buf, n);
+}
+
+/* The line of /proc/self/smaps for the mapping holding p: its Locked: kB
+ * and its VmFlags. */
+static void smaps_of(const void *p, long *locked_kb, char flags[256])
+{
+	FILE *f = fopen("/proc/self/smaps", "r");
+	char line[512];
+	bool in = false;
+
+	cr_assert_not_null(f);
+	*locked_kb = -1;
+	flags[0] = 0;
+	while (fgets(line, sizeof(line), f)) {
+		unsigned long lo, hi;
+
+		if (sscanf(line, "%lx-%lx ", &lo, &hi) == 2) {  /* a mapping's first line */
+			in = (uintptr_t)p >= lo && (uintptr_t)p < hi;
+			continue;
+		}
+		if (in && sscanf(line, "Locked: %ld kB", locked_kb) == 1)
+			continue;
+		if (in && !strncmp(line, "VmFlags:", 8))
+			snprintf(flags, 256, "%.250s", line + 8);
+	}
+	fclose(f);
+}
+
+Test(esp32_identity, key_from_the_hsm_in_locked_undumpable_memory_wiped_after_use,
+     .timeout = 60)
+{
+	char dir[256], tdir[64], err[256] = "", flags[256], kh[65], sh_[65];
+	char pubhex[131], want[131];
+	uint8_t salt[32], pub[65], zero[32] = { 0 };
+	st_esp_secret *k = NULL;
+	hsm *h = NULL;
+	hsm_session *s = NULL;
+	long locked;
+	const uint8_t *kp;
+
+	cr_assert_eq(fx_softhsm_init(dir, sizeof(dir), "esp", "123456"), 0);
+	cr_assert_eq(hsm_open(FX_SOFTHSM_MODULE, "esp", &h), ST_OK);
+	cr_assert_eq(hsm_login(h, "123456", 6), ST_OK);
+	cr_assert_eq(hsm_session_open(h, &s), ST_OK);
+	cr_assert_eq(st_esp_secret_new(&k, err, sizeof(err)), ST_OK, "%s", err);
+	kp = st_esp_secret_key(k);
+	cr_assert_eq(st_esp_hmac_identity_draw(hsm_rand, s, k, salt, pub, err,
+					       sizeof(err)), ST_OK, "%s", err);
+	cr_assert_neq(memcmp(kp, zero, 32), 0, "no key drawn");
+	/* K's page: locked in RAM ("lo") and left out of core dumps ("dd") */
+	smaps_of(kp, &locked, flags);
+	cr_expect_geq(locked, 4, "the key's page is not locked (Locked: %ld kB)", locked);
+	cr_expect(strstr(flags, " lo") && strstr(flags, " dd"), "VmFlags:%s", flags);
+	/* the public key is the one esp_secure_cert derives from that K */
+	tmpdir(tdir);
+	st_hex(kp, 32, kh);
+	st_hex(salt, 32, sh_);
+	st_hex(pub, 65, pubhex);
+	python_pub(tdir, kh, sh_, want);
+	cr_expect_str_eq(pubhex, want);
+	OPENSSL_cleanse(kh, sizeof(kh));
+	/* wiped: K and the scalar are gone, the page still locked */
+	st_esp_secret_wipe(k);
+	for (int i = 0; i < 64; i++)
+		cr_assert_eq(kp[i], 0, "byte %d of the secret page survived the wipe", i);
+	st_esp_secret_free(k);
+	hsm_session_close(s);
+	hsm_close(h);
+	fx_rmtree(dir);
+	sh(NULL, 0, "rm -rf %s", tdir);
+}
+
+Test(esp32_identity, a_failing_random_source_leaves_nothing_behind)
+{
+	uint8_t in[40], salt[32], pub[65];
+	struct fixed f = { in, sizeof(in), 0 };   /* the salt, then too few for K */
+	st_esp_secret *k = NULL;
+	char err[256] = "";
+	const uint8_t *kp;
+
+	memset(in, 0x33, sizeof(in));
+	cr_assert_eq(st_esp_secret_new(&k, err, sizeof(err)), ST_OK, "%s", err);
+	kp = st_esp_secret_key(k);
+	cr_expect_eq(st_esp_hmac_identity_draw(fixed_rand, &f, k, salt, pub, err,
+					       sizeof(err)), ST_E_IO);
+	cr_expect(strstr(err, "random generator failed"), "%s", err);
+	for (int i = 0; i < 32; i++)
+		cr_assert_eq(kp[i], 0);
+	st_esp_secret_free(k);
 }
