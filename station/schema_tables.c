@@ -319,9 +319,15 @@ const st_schema_key st_profile_schema[] = {
 	  .doc = "Signed images written to each unit, their SBOMs, and the secure-boot "
 		 "key (docs/firmware.md).  Relative paths are relative to the profile's "
 		 "directory." },
+	{ "firmware.format", SK_ENUM, 0, .choices = "station|esp32-sbv2",
+	  .def = "station",
+	  .doc = "How images are signed: `station` (a detached ECDSA P-256 FILE.sig) "
+		 "or `esp32-sbv2` (Espressif Secure Boot V2, RSA-3072 signature "
+		 "sector at the image's end; docs/esp32.md)." },
 	{ "firmware.secure_boot_key", SK_STRING, R, 1, 4095,
-	  .doc = "PEM public key (P-256) the images are signed with; the "
-		 "root-of-trust hash is SHA-256 of its DER form." },
+	  .doc = "PEM public key the images are signed with (P-256; RSA-3072 for "
+		 "`esp32-sbv2`); the root-of-trust hash is SHA-256 of its DER form "
+		 "(for `esp32-sbv2` the Secure Boot V2 key digest)." },
 	{ "firmware.secure_boot_key_sha256", SK_STRING, R, .check = check_hex64,
 	  .doc = "SHA-256 of the key file (`sha256sum`): the profile's signature "
 		 "covers it." },
@@ -330,12 +336,14 @@ const st_schema_key st_profile_schema[] = {
 	  .doc = "Image name (records, component queries)." },
 	{ "firmware.images[].version", SK_STRING, R, 1, 31, .doc = "Image version." },
 	{ "firmware.images[].file", SK_STRING, R, 1, 4095,
-	  .doc = "The image; its signature is FILE.sig (DER ECDSA P-256 over SHA-256)." },
+	  .doc = "The image; its signature is FILE.sig (DER ECDSA P-256 over SHA-256), "
+		 "or, for `esp32-sbv2`, inside it." },
 	{ "firmware.images[].sha256", SK_STRING, R, .check = check_hex64,
 	  .doc = "SHA-256 of the image file." },
 	{ "firmware.images[].slot", SK_INT, R, 0, 255, .doc = "Target image slot." },
 	{ "firmware.images[].address", SK_INT, 0, 0, 0xffffffffLL, .def = "0",
-	  .doc = "Flash address, for targets that place images by address." },
+	  .doc = "Flash address, for targets that place images by address "
+		 "(`esp32-sbv2`: the bootloader at 0, apps 64 KiB-aligned)." },
 	{ "firmware.images[].sbom", SK_STRING, R, 1, 4095,
 	  .doc = "CycloneDX JSON SBOM of the image." },
 	{ "firmware.images[].sbom_sha256", SK_STRING, R, .check = check_hex64,
