@@ -1,4 +1,4 @@
-/* test_esp32.c — the esp32 driver (device-drivers/esp32/) and the
+/* test_esp32_drv.c — the esp32 driver (device-drivers/esp32/) and the
  * ESP32-C3 fuse plan (profiles/esp32c3.profile, run by the engine's fuse
  * run, station/fuses.c) against the simulated C3 (station-devsim --model
  * esp32c3 on a pty), refereed by Espressif's own esptool, espefuse and
