@@ -29,6 +29,7 @@
 #include "device-drivers/drv.h"
 #include "station/fuses.h"
 #include "tests/fixtures/fx_esp.h"
+#include "tests/fixtures/fx_softhsm.h"
 #include "tests/fixtures/fx_station.h"
 
 #define OUTCAP 262144
@@ -743,5 +744,128 @@ Test(esp32, flash_write_resumes_after_a_kill_and_esptool_verifies, .timeout = 30
 	cr_assert_eq(fx_esp_tool("esptool", args, out, sizeof(out), 120), 0, "%s", out);
 	cr_assert(strstr(out, "verify OK"), "%s", out);
 	fx_esp_sim_stop(&s);
+	rmtree(dir);
+}
+
+/* ---- the station binary with a C3 in the slot ---- */
+
+/* A world whose profile is profiles/esp32c3.profile. */
+static void c3_world(fx_world *w)
+{
+	static char text[16384];
+	char path[600];
+	fx_world_opts o = { .with_ca = true, .timeout_ms = 1000, .profile = text,
+			    .profile_file = "esp32c3.profile" };
+	FILE *f;
+	size_t n;
+
+	top(path, sizeof(path), "profiles/esp32c3.profile");
+	f = fopen(path, "r");
+	cr_assert_not_null(f);
+	n = fread(text, 1, sizeof(text) - 1, f);
+	text[n] = '\0';
+	fclose(f);
+	fx_world_init_opts(w, &o);
+}
+
+static json_t *field_shown(json_t *o, const char *name)
+{
+	json_t *f;
+	size_t i;
+
+	json_array_foreach(json_object_get(o, "fields"), i, f)
+		if (!strcmp(json_string_value(json_object_get(f, "name")), name))
+			return f;
+	cr_assert_fail("field %s not shown", name);
+	return NULL;
+}
+
+/* `station fuses show` reads the C3's eFuses through the driver against the
+ * profile's plan: every field blank on a blank chip, a BLOCK0 field shown
+ * as its own bits; after the plan ran, every field matches or is locked. */
+Test(esp32_station, fuses_show_reads_the_plan_from_the_chip, .timeout = 300)
+{
+	char *dir = tmpdir(), slot[700];
+	static fx_run r;
+	static run_log log;
+	st_fuse_run run;
+	fx_world w;
+	fx_esp_sim s;
+	plan_ctx p;
+	json_t *o;
+
+	c3_world(&w);
+	cr_assert_eq(fx_esp_sim_start(&s, dir, "c3", NULL), 0);
+	snprintf(slot, sizeof(slot), "esp32:%s", s.slave);
+	fx_station_run(&r, &w, "--json", "--slot", slot, "fuses", "show", NULL);
+	cr_assert_eq(r.code, 0, "%s\n%s", r.out, r.err);
+	o = json_loads(r.out, 0, NULL);
+	cr_assert_not_null(o, "%s", r.out);
+	cr_assert_str_eq(json_string_value(json_object_get(o, "model")), "ESP32-C3 v0.4");
+	cr_assert_eq(json_integer_value(json_object_get(o, "banks")), 11);
+	cr_assert_str_eq(json_string_value(json_object_get(field_shown(o, "sb-digest"),
+							    "state")), "blank");
+	cr_assert_str_eq(json_string_value(json_object_get(field_shown(o, "soft-dis-jtag"),
+							    "target")), "00000700");
+	cr_assert_str_eq(json_string_value(json_object_get(field_shown(o, "lock"),
+							    "action")), "advance");
+	json_decref(o);
+	fx_esp_sim_stop(&s);
+	/* the plan, without the lock, through the engine's fuse run */
+	plan_load(&p, false);
+	cr_assert_eq(fx_esp_sim_start(&s, dir, "c3", NULL), 0);
+	cr_assert_eq(run_plan(s.slave, &p.plan, NULL, &log, &run, NULL), ST_OK, "%s",
+		     run.reason);
+	snprintf(slot, sizeof(slot), "esp32:%s", s.slave);
+	fx_station_run(&r, &w, "--json", "--slot", slot, "fuses", "show", NULL);
+	cr_assert_eq(r.code, 0, "%s\n%s", r.out, r.err);
+	o = json_loads(r.out, 0, NULL);
+	cr_assert_not_null(o, "%s", r.out);
+	cr_assert_str_eq(json_string_value(json_object_get(field_shown(o, "sb-digest"),
+							    "current")), p.rot_hex);
+	cr_assert_str_eq(json_string_value(json_object_get(field_shown(o, "soft-dis-jtag"),
+							    "state")), "matches");
+	cr_assert_str_eq(json_string_value(json_object_get(field_shown(o, "wp-key0"),
+							    "state")), "locked");
+	json_decref(o);
+	fx_esp_sim_stop(&s);
+	fx_rmtree(w.dir);
+	rmtree(dir);
+}
+
+/* What `provision` does with a C3 today: the plan is checked against the
+ * chip (nothing refuses it), then the identity step fails with the
+ * driver's words (the ROM loader cannot make or hold a key), the unit
+ * record says so, no certificate is issued and no eFuse is burned. */
+Test(esp32_station, provision_stops_at_the_identity_with_nothing_burned, .timeout = 300)
+{
+	char *dir = tmpdir(), slot[700], f[300], reason[1024];
+	static fx_run r;
+	fx_world w;
+	fx_esp_sim s;
+	json_t *before, *after;
+
+	c3_world(&w);
+	blank_chip(&s, dir, NULL);
+	snprintf(slot, sizeof(slot), "esp32:%s", s.slave);
+	fx_station_run(&r, &w, "--burn-fuses", "--yes", "--slot", slot, "provision", NULL);
+	cr_assert_neq(r.code, 0, "%s\n%s", r.out, r.err);
+	fx_q_text(&w, "SELECT reason FROM units", reason, sizeof(reason));
+	cr_assert(strstr(reason, "ROM loader cannot make, hold or use a device key"),
+		  "reason: %s", reason);
+	cr_assert_eq(fx_q_int(&w, "SELECT count(*) FROM steps WHERE step = 'fuse-check' "
+			      "AND outcome = 'ok'"), 1);
+	cr_assert_eq(fx_q_int(&w, "SELECT count(*) FROM steps WHERE step = 'fuse-intent'"), 0);
+	cr_assert_eq(fx_q_int(&w, "SELECT count(*) FROM steps WHERE step = 'certificate'"), 0);
+	fx_esp_sim_stop(&s);
+	snprintf(f, sizeof(f), "%s/blank.bin", dir);
+	before = summary_virt(f);
+	snprintf(f, sizeof(f), "%s/after.bin", dir);
+	export_efuses(s.state, f);
+	after = summary_virt(f);
+	same_efuses(before, after, "after provision");
+	json_decref(before);
+	json_decref(after);
+	fx_rmtree(w.dir);
 	rmtree(dir);
 }
