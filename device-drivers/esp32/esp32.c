@@ -60,6 +60,7 @@ struct esp32 {
 	uint8_t mac[6];
 	unsigned rev_major, rev_minor;
 	bool lock_dis_download;    /* lock = DIS_DOWNLOAD_MODE (target option) */
+	bool released;             /* the unit is finished: swap it */
 	uint8_t frame[ESP_SLIP_ENCODED_MAX(ESP_HDR_LEN + 16 + FLASH_BLOCK)];
 };
 
@@ -1097,6 +1098,12 @@ static int e_identify(drv_dev *d, drv_info *info)
 	int rc;
 
 	memset(info, 0, sizeof(*info));
+	if (e->released) {
+		drv_set_error(d, "ESP32-C3 on %s: this unit is finished: put the next "
+			      "one in the fixture (held in its ROM loader) and start again",
+			      drv_port(d));
+		return ST_E_NO_TARGET;
+	}
 	if (!locked) {
 		if ((rc = read_identity(d)) || (rc = read_block(d, 0, b0)))
 			return rc;
@@ -1119,6 +1126,16 @@ static int e_identify(drv_dev *d, drv_info *info)
 	info->lifecycle = locked ? DRV_LC_LOCKED : DRV_LC_OPEN;
 	info->fuse_banks = ESP_C3_EFUSE_BLOCKS;
 	info->bitprog_banks = 1u << 0; /* BLOCK0: bit by bit; 1..10: RS, whole */
+	return ST_OK;
+}
+
+/* A C3 fixture holds one unit, which the technician swaps: after this
+ * the slot reports no unit, so the run goes on with the other slots. */
+static int e_release(drv_dev *d)
+{
+	struct esp32 *e = drv_priv(d);
+
+	e->released = true;
 	return ST_OK;
 }
 
@@ -1414,5 +1431,6 @@ const struct drv_ops esp32_ops = {
 	.image_write = e_image_write,
 	.fw_version = e_fw_version,
 	.link_stats = e_link_stats,
+	.release = e_release,
 	.close = e_close,
 };
