@@ -16,7 +16,7 @@
 
 int st_slot_uri(const char *driver, const char *port, char *out, size_t len)
 {
-	static const char *const schemes[] = { "serial:", "usb:", "tpm2:" };
+	static const char *const schemes[] = { "serial:", "usb:", "tpm2:", "esp32:" };
 	const char *scheme = NULL;
 
 	for (size_t i = 0; i < ST_ARRAY_SIZE(schemes); i++)
@@ -76,6 +76,8 @@ static const char *check_port(const config_setting_t *s, char *why, size_t len)
 		return NULL;
 	if (!strncmp(v, "tpm2:", 5) && v[5])
 		return NULL;
+	if (!strncmp(v, "esp32:", 6) && v[6])
+		return NULL;
 	if (!strncmp(v, "usb:", 4)) {
 		const char *q;
 
@@ -90,7 +92,7 @@ static const char *check_port(const config_setting_t *s, char *why, size_t len)
 		return why;
 	}
 	snprintf(why, len, "'%s': unknown driver '%.*s' (a serial path, serial:PATH, "
-		 "usb:VID:PID[?serial=S|?port=P] or tpm2:TCTI)", v, (int)(colon - v), v);
+		 "usb:VID:PID[?serial=S|?port=P], tpm2:TCTI or esp32:PATH)", v, (int)(colon - v), v);
 	return why;
 }
 
@@ -144,13 +146,13 @@ const st_schema_key st_config_schema[] = {
 	  .doc = "The programmers, one group per slot; used when no `--slot` is given." },
 	{ "slots[].name", SK_STRING, 0, 1, 31, .def = "slot N",
 	  .doc = "A name for the slot (messages, `config check`)." },
-	{ "slots[].driver", SK_ENUM, 0, .choices = "serial|usb|tpm2", .def = "",
+	{ "slots[].driver", SK_ENUM, 0, .choices = "serial|usb|tpm2|esp32", .def = "",
 	  .doc = "Driver, when `port` has no scheme (`driver = \"usb\"; "
 		 "port = \"1209:5354?serial=SP-1\";`)." },
 	{ "slots[].port", SK_STRING, R, 1, 191, .check = check_port,
 	  .doc = "What `--slot` takes: a serial path (`/dev/ttyUSB0`, `serial:PATH`), "
 		 "`usb:VID:PID`, `usb:VID:PID?serial=S`, `usb:VID:PID?port=1-2.3` "
-		 "(physical socket) or `tpm2:TCTI`." },
+		 "(physical socket), `tpm2:TCTI` or `esp32:PATH[?baud=N]` (docs/esp32.md)." },
 	{ "defaults", SK_GROUP, 0, .doc = "Defaults of `station provision`." },
 	{ "defaults.burn_fuses", SK_BOOL, 0, .def = "false",
 	  .doc = "Arm fuse burning without `--burn-fuses` (`--dry-run` still wins)." },
@@ -354,6 +356,11 @@ const st_schema_key st_profile_schema[] = {
 	{ "tpm2.cert_nv", SK_INT, 0, .def = "0x01c10000", .doc = "NV index of the certificate." },
 	{ "tpm2.rot_nv", SK_INT, 0, .def = "0x01c10001",
 	  .doc = "Write-once NV index of the root-of-trust hash." },
+	{ "esp32", SK_GROUP, 0, .doc = "How an ESP32-C3 target is locked (docs/esp32.md)." },
+	{ "esp32.lock", SK_ENUM, 0, .choices = "secure_download|dis_download_mode",
+	  .def = "secure_download",
+	  .doc = "The lifecycle lock: `ENABLE_SECURITY_DOWNLOAD` (Secure Download "
+		 "Mode) or `DIS_DOWNLOAD_MODE` (the loader never answers again)." },
 	{ "quota", SK_GROUP, 0, .doc = "Quota rules." },
 	{ "quota.require_work_order", SK_BOOL, 0, .def = "false",
 	  .doc = "Refuse a batch run without `--work-order` (units then come from its quota)." },

@@ -138,11 +138,11 @@ static int log_request_id(void *ctx, uint32_t *id)
 
 /* Open the C3 on port, identify it and run plan; the run's result code,
  * run->reason etc. for the caller. */
-static int run_plan(const char *port, const st_fuse_plan *plan,
-		    const st_fuse_resume *resume, run_log *log, st_fuse_run *run,
-		    drv_linkstat *stats)
+static int run_plan_opts(const char *port, const char *target_opts,
+			 const st_fuse_plan *plan, const st_fuse_resume *resume,
+			 run_log *log, st_fuse_run *run, drv_linkstat *stats)
 {
-	drv_opts o = { .timeout_ms = 1000, .retries = 3 };
+	drv_opts o = { .timeout_ms = 1000, .retries = 3, .target_opts = target_opts };
 	char uri[700];
 	drv_dev *d = NULL;
 	drv_info info;
@@ -169,6 +169,13 @@ static int run_plan(const char *port, const st_fuse_plan *plan,
 	run->dev = NULL;
 	drv_close(d);
 	return rc;
+}
+
+static int run_plan(const char *port, const st_fuse_plan *plan,
+		    const st_fuse_resume *resume, run_log *log, st_fuse_run *run,
+		    drv_linkstat *stats)
+{
+	return run_plan_opts(port, NULL, plan, resume, log, run, stats);
 }
 
 /* ---- the referee ---- */
@@ -868,4 +875,74 @@ Test(esp32_station, provision_stops_at_the_identity_with_nothing_burned, .timeou
 	json_decref(after);
 	fx_rmtree(w.dir);
 	rmtree(dir);
+}
+
+/* The other lock (the profile's esp32 { lock = "dis_download_mode"; }, a
+ * driver option): DIS_DOWNLOAD_MODE burned, and after the reset the loader
+ * never answers again, not even to esptool; the exported eFuses show it. */
+Test(esp32, lock_by_disabling_download_mode_silences_the_loader, .timeout = 300)
+{
+	char *dir = tmpdir(), f[300], args[800];
+	static char out[OUTCAP];
+	static run_log log;
+	static fx_run r;
+	st_fuse_run run;
+	fx_esp_sim s;
+	plan_ctx p;
+	fx_world w;
+	json_t *img;
+	char prof[600];
+	int rc;
+
+	/* the profile setting becomes the driver option */
+	c3_world(&w);
+	fx_path(prof, &w, "esp32c3.profile");
+	{
+		FILE *fp = fopen(prof, "a");
+
+		cr_assert_not_null(fp);
+		fputs("esp32: { lock = \"dis_download_mode\"; };\n", fp);
+		fclose(fp);
+	}
+	fx_station_run(&r, &w, "config", "check", "--profile", prof, NULL);
+	cr_assert_eq(r.code, 0, "%s%s", r.out, r.err);
+	fx_rmtree(w.dir);
+	plan_load(&p, true);
+	cr_assert_eq(fx_esp_sim_start(&s, dir, "c3", NULL), 0);
+	rc = run_plan_opts(s.slave, "lock=dis_download_mode", &p.plan, NULL, &log, &run,
+			   NULL);
+	cr_assert_eq(rc, ST_OK, "%s\n%s", run.reason, log.text);
+	snprintf(args, sizeof(args), "--port %s --before no_reset --after no_reset "
+		 "--no-stub chip_id", s.slave);
+	rc = fx_esp_tool("esptool", args, out, sizeof(out), 60);
+	cr_assert_neq(rc, 0, "esptool still talks to the chip: %s", out);
+	fx_esp_sim_stop(&s);
+	snprintf(f, sizeof(f), "%s/locked.bin", dir);
+	export_efuses(s.state, f);
+	img = summary_virt(f);
+	cr_assert_str_eq(sval(img, "DIS_DOWNLOAD_MODE"), "true");
+	cr_assert_str_eq(sval(img, "ENABLE_SECURITY_DOWNLOAD"), "false");
+	json_decref(img);
+	rmtree(dir);
+}
+
+/* A bad lock setting is refused when the profile loads, naming it. */
+Test(esp32_station, bad_lock_setting_is_refused_at_load, .timeout = 120)
+{
+	static fx_run r;
+	fx_world w;
+	char prof[600];
+	FILE *fp;
+
+	c3_world(&w);
+	fx_path(prof, &w, "esp32c3.profile");
+	fp = fopen(prof, "a");
+	cr_assert_not_null(fp);
+	fputs("esp32: { lock = \"later\"; };\n", fp);
+	fclose(fp);
+	fx_station_run(&r, &w, "config", "check", "--profile", prof, NULL);
+	cr_assert_eq(r.code, 2, "%s%s", r.out, r.err);
+	cr_assert(strstr(r.err, "'esp32.lock' 'later' is not secure_download or "
+			 "dis_download_mode"), "%s", r.err);
+	fx_rmtree(w.dir);
 }
