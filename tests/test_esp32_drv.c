@@ -17,6 +17,9 @@
 #include <criterion/criterion.h>
 #include <jansson.h>
 #include <libconfig.h>
+#include <poll.h>
+#include <pthread.h>
+#include <pty.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,6 +30,7 @@
 
 #include "base.h"
 #include "device-drivers/drv.h"
+#include "device-drivers/proto/esp_rom.h"
 #include "station/fuses.h"
 #include "tests/fixtures/fx_esp.h"
 #include "tests/fixtures/fx_softhsm.h"
@@ -945,4 +949,80 @@ Test(esp32_station, bad_lock_setting_is_refused_at_load, .timeout = 120)
 	cr_assert(strstr(r.err, "'esp32.lock' 'later' is not secure_download or "
 			 "dis_download_mode"), "%s", r.err);
 	fx_rmtree(w.dir);
+}
+
+/* ---- another chip in the fixture ----
+ * The simulated C3 cannot be another chip, so a few lines here answer as
+ * an ESP32 (not C3) ROM would: SYNC, no GET_SECURITY_INFO (the ESP32 ROM
+ * refuses it), and its chip-detect magic 0x00f01d83. */
+
+struct other_chip {
+	int master;
+	volatile int stop;
+};
+
+static void *other_chip_serve(void *arg)
+{
+	struct other_chip *oc = arg;
+	static esp_slip_rx rx;
+	uint8_t buf[512], pkt[64], enc[160];
+
+	esp_slip_rx_init(&rx);
+	while (!oc->stop) {
+		struct pollfd p = { .fd = oc->master, .events = POLLIN };
+		ssize_t n;
+
+		if (poll(&p, 1, 50) <= 0)
+			continue;
+		n = read(oc->master, buf, sizeof(buf));
+		if (n <= 0)
+			break;
+		for (ssize_t i = 0; i < n; i++) {
+			esp_req rq;
+			size_t len = 0, m;
+
+			if (esp_slip_rx_byte(&rx, buf[i]) != ESP_SLIP_FRAME ||
+			    esp_req_parse(rx.buf, rx.len, &rq))
+				continue;
+			if (rq.op == ESP_OP_SYNC)
+				len = esp_resp_build(rq.op, 0x20120707, NULL, 0, 0, 0, 4,
+						     pkt, sizeof(pkt));
+			else if (rq.op == ESP_OP_READ_REG &&
+				 esp_le32(rq.data) == ESP_CHIP_DETECT_MAGIC_REG)
+				len = esp_resp_build(rq.op, 0x00f01d83, NULL, 0, 0, 0, 4,
+						     pkt, sizeof(pkt));
+			else
+				len = esp_resp_build(rq.op, 0, NULL, 0, 1,
+						     ESP_ROM_ERR_INVALID_MSG, 4, pkt,
+						     sizeof(pkt));
+			m = esp_slip_encode(pkt, len, enc, sizeof(enc));
+			if (write(oc->master, enc, m) != (ssize_t)m)
+				break;
+		}
+	}
+	return NULL;
+}
+
+Test(esp32, another_chip_is_refused_naming_port_and_chip, .timeout = 60)
+{
+	struct other_chip oc = { 0 };
+	char name[128], uri[160];
+	drv_opts o = { .timeout_ms = 500 };
+	drv_dev *d = NULL;
+	pthread_t t;
+	int slave, rc;
+
+	cr_assert_eq(openpty(&oc.master, &slave, name, NULL, NULL), 0);
+	cr_assert_eq(pthread_create(&t, NULL, other_chip_serve, &oc), 0);
+	snprintf(uri, sizeof(uri), "esp32:%s", name);
+	rc = drv_open(uri, &o, &d);
+	cr_assert_eq(rc, ST_E_DEVICE, "rc %d: %s", rc, drv_errmsg(d));
+	cr_assert(strstr(drv_errmsg(d), name), "%s", drv_errmsg(d));
+	cr_assert(strstr(drv_errmsg(d), "not an ESP32-C3 (chip-detect magic 0x00f01d83, "
+			 "an ESP32)"), "%s", drv_errmsg(d));
+	drv_close(d);
+	oc.stop = 1;
+	pthread_join(t, NULL);
+	close(slave);
+	close(oc.master);
 }
