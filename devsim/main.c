@@ -44,6 +44,7 @@
 #include <unistd.h>
 
 #include "base.h"
+#include "devsim/esp32c3.h"
 #include "devsim/usbdev.h"
 
 /* Point link at target atomically (symlink beside it, then rename). */
@@ -345,6 +346,8 @@ static void usage(void)
 		"                      slots (default 65536)\n"
 		"       station-devsim --usb SERIAL --state FILE [...] [-- COMMAND ARGS...]\n"
 		"                      (under umockdev-wrapper: a USB programmer)\n"
+		"       station-devsim --model esp32c3 --state FILE [...]\n"
+		"                      (an ESP32-C3's ROM loader: --model esp32c3 --help)\n"
 		"faults:\n");
 	sim_fault_list();
 }
@@ -381,6 +384,13 @@ int main(int argc, char **argv)
 	long units = 1, nprog = 0;
 	int dump = 0, slave = -1, sigfd = -1, rc = 1, opt;
 	sigset_t set;
+
+	/* --model esp32c3 is another device altogether (an ESP32-C3's ROM
+	 * loader, devsim/esp32c3.c) with its own options. */
+	for (int i = 1; i < argc; i++)
+		if ((!strcmp(argv[i], "--model") && i + 1 < argc &&
+		     !strcmp(argv[i + 1], "esp32c3")) || !strcmp(argv[i], "--model=esp32c3"))
+			return esp32c3_main(argc, argv);
 
 	s = calloc(1, sizeof(*s));
 	if (!s)
