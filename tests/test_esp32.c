@@ -14,9 +14,11 @@
 #include <unistd.h>
 
 #include "base.h"
+#include "device-drivers/drv.h"
 #include "hsm/hsm.h"
 #include "station/esp32.h"
 #include "tests/fixtures/fx_devsim.h"
+#include "tests/fixtures/fx_esp.h"
 #include "tests/fixtures/fx_softhsm.h"
 #include "tests/fixtures/fx_station.h"
 
@@ -830,4 +832,109 @@ Test(esp32_identity, a_failing_random_source_leaves_nothing_behind)
 	for (int i = 0; i < 32; i++)
 		cr_assert_eq(kp[i], 0);
 	st_esp_secret_free(k);
+}
+
+/* ---- the HMAC key into the chip: drv_efuse_key_burn on a simulated C3 --- */
+
+/* The JSON object in a tool's output (after its banner). */
+static json_t *json_after(const char *out)
+{
+	const char *p = strchr(out, '{');
+	json_t *j;
+
+	cr_assert_not_null(p, "no JSON in: %s", out);
+	j = json_loadb(p, strlen(p), JSON_DISABLE_EOF_CHECK, NULL);
+	cr_assert_not_null(j, "bad JSON in: %s", out);
+	return j;
+}
+
+/* espefuse --virt on the eFuse file f: args, its output in out. */
+static int virt_tool(const char *f, const char *args, char *out, size_t cap)
+{
+	char a[1400];
+
+	snprintf(a, sizeof(a), "--chip esp32c3 --virt --path-efuse-file %s "
+		 "--do-not-confirm %s", f, args);
+	return fx_esp_tool("espefuse", a, out, cap, 60);
+}
+
+static void export_chip(const char *state, const char *out)
+{
+	cr_assert_eq(sh(NULL, 0, "%s/station-devsim --model esp32c3 --state %s "
+			"--efuse-image %s", getenv("STATION_BUILD"), state, out), 0);
+}
+
+Test(esp32_key, hmac_key_burned_as_espefuse_burn_key_leaves_it, .timeout = 300)
+{
+	static char out[1 << 18];
+	char dir[64], blank[128], ours[128], keyf[128], uri[700];
+	uint8_t key[32];
+	drv_opts o = { .timeout_ms = 1000, .retries = 3 };
+	drv_dev *d = NULL;
+	drv_info info;
+	fx_esp_sim s;
+	json_t *a, *b, *f;
+	const char *k;
+	json_t *v;
+	int diff = 0;
+
+	tmpdir(dir);
+	for (int i = 0; i < 32; i++)
+		key[i] = (uint8_t)(0xC0 ^ (i * 7));
+	snprintf(blank, sizeof(blank), "%s/blank.bin", dir);
+	snprintf(ours, sizeof(ours), "%s/ours.bin", dir);
+	snprintf(keyf, sizeof(keyf), "%s/hmac.key", dir);
+	spit(keyf, key, 32);
+	cr_assert_eq(fx_esp_sim_start(&s, dir, "c3", NULL), 0);
+	fx_esp_sim_stop(&s);
+	export_chip(s.state, blank);
+	cr_assert_eq(fx_esp_sim_start(&s, dir, "c3", NULL), 0);
+	snprintf(uri, sizeof(uri), "esp32:%s", s.slave);
+	cr_assert_eq(drv_open(uri, &o, &d), ST_OK, "%s", drv_errmsg(d));
+	cr_assert_eq(drv_identify(d, &info), ST_OK, "%s", drv_errmsg(d));
+	cr_assert_eq(drv_efuse_key_burn(d, 1, 8, key), ST_OK, "%s", drv_errmsg(d));
+	/* again: done, nothing burned, and it says so */
+	cr_expect_eq(drv_efuse_key_burn(d, 1, 8, key), ST_E_EXISTS, "%s", drv_errmsg(d));
+	/* a block in use (another purpose asked) is a conflict; there is no
+	 * BLOCK_KEY9 */
+	cr_expect_eq(drv_efuse_key_burn(d, 1, 5, key), ST_E_FUSE_CONFLICT, "%s",
+		     drv_errmsg(d));
+	cr_expect_eq(drv_efuse_key_burn(d, 9, 8, key), ST_E_INVAL);
+	drv_close(d);
+	fx_esp_sim_stop(&s);
+	export_chip(s.state, ours);
+	/* the referee: espefuse burn_key on the same blank chip */
+	{
+		char args[300];
+
+		snprintf(args, sizeof(args), "burn_key BLOCK_KEY1 %s HMAC_UP", keyf);
+		cr_assert_eq(virt_tool(blank, args, out, sizeof(out)), 0, "%s", out);
+	}
+	cr_assert_eq(virt_tool(ours, "summary --format json", out, sizeof(out)), 0, "%s", out);
+	a = json_after(out);
+	cr_assert_eq(virt_tool(blank, "summary --format json", out, sizeof(out)), 0, "%s", out);
+	b = json_after(out);
+	json_object_foreach(b, k, v) {
+		json_t *w = json_object_get(a, k);
+
+		if (!json_equal(json_object_get(v, "value"), json_object_get(w, "value")) ||
+		    !json_equal(json_object_get(v, "readable"), json_object_get(w, "readable")) ||
+		    !json_equal(json_object_get(v, "writeable"), json_object_get(w, "writeable"))) {
+			cr_log_error("%s: espefuse burn_key %s, ours %s", k,
+				     json_dumps(v, JSON_COMPACT), json_dumps(w, JSON_COMPACT));
+			diff++;
+		}
+	}
+	cr_expect_eq(diff, 0, "%d fields differ from espefuse burn_key", diff);
+	f = json_object_get(a, "KEY_PURPOSE_1");
+	cr_expect(strstr(json_string_value(json_object_get(f, "value")) ?: "", "HMAC_UP"),
+		  "KEY_PURPOSE_1 %s", json_dumps(f, JSON_COMPACT));
+	f = json_object_get(a, "BLOCK_KEY1");
+	cr_expect(json_is_false(json_object_get(f, "readable")), "BLOCK_KEY1 %s",
+		  json_dumps(f, JSON_COMPACT));
+	cr_expect(json_is_false(json_object_get(f, "writeable")), "BLOCK_KEY1 %s",
+		  json_dumps(f, JSON_COMPACT));
+	json_decref(a);
+	json_decref(b);
+	sh(NULL, 0, "rm -rf %s", dir);
 }
