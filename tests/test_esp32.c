@@ -5,6 +5,8 @@
  * `espsecure sign_data --version 2`; the station must compute the same key
  * digest and accept and refuse exactly the images espsecure does. */
 #include <criterion/criterion.h>
+#include <jansson.h>
+#include <openssl/sha.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -646,6 +648,17 @@ Test(esp32_part, refuses_a_layout_the_bootloader_would_not_take)
 	memcpy(bad, test_parts, sizeof(bad));
 	bad[0].offset = 0x8000;                 /* on the table itself */
 	cr_expect_eq(st_esp_part_table(bad, 3, table, err, sizeof(err)), ST_E_CONFIG);
+	/* the station's own layout: the app after esp_secure_cert, aligned */
+	cr_expect_eq(st_esp_default_layout(0x18000, 0x400000, bad, err, sizeof(err)),
+		     ST_E_CONFIG);
+	cr_expect(strstr(err, "64 KiB-aligned"), "%s", err);
+	cr_expect_eq(st_esp_default_layout(0x0, 0x400000, bad, err, sizeof(err)),
+		     ST_E_CONFIG);
+	cr_expect_eq(st_esp_default_layout(0x20000, 0x400000, bad, err, sizeof(err)),
+		     ST_OK);
+	cr_expect_eq(bad[2].offset, 0x20000u);
+	cr_expect_eq(bad[2].size, 0x3E0000u);
+	cr_expect_eq(st_esp_part_table(bad, 3, table, err, sizeof(err)), ST_OK, "%s", err);
 	memset(big, 'A', sizeof(big) - 1);
 	big[sizeof(big) - 1] = 0;
 	cr_expect_eq(st_esp_secure_cert(&c, cert, &used, err, sizeof(err)), ST_E_INVAL);
@@ -936,5 +949,129 @@ Test(esp32_key, hmac_key_burned_as_espefuse_burn_key_leaves_it, .timeout = 300)
 		  json_dumps(f, JSON_COMPACT));
 	json_decref(a);
 	json_decref(b);
+	sh(NULL, 0, "rm -rf %s", dir);
+}
+
+/* ---- the identity end to end on a simulated C3, ROM commands only ----
+ * K and the salt from SoftHSM, K burned into BLOCK_KEY1 through the
+ * driver and wiped, a certificate for the derived public key, the
+ * partition table and esp_secure_cert written through the driver; then,
+ * offline on the chip's exported flash: the partition found through the
+ * table, its certificate verified by openssl, and its key the one an
+ * independent computation derives from K and the salt read from flash. */
+Test(esp32_key, identity_written_through_the_driver_reads_back_offline, .timeout = 300)
+{
+	static const uint8_t spki_p256[] = {
+		0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02,
+		0x01, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07, 0x03,
+		0x42, 0x00 };
+	char hdir[256], dir[64], p[200], uri[700], err[256] = "", kh[65], want[131];
+	char out[512], salthex[65], *dev, *ca, *rec;
+	uint8_t salt[32], pub[65], der[sizeof(spki_p256) + 65];
+	uint8_t table[ESP_PART_TABLE_LEN], cert[ESP_SECURE_CERT_LEN];
+	st_esp_part parts[3];
+	st_esp_secret *k = NULL;
+	st_esp_cert_tlvs c;
+	hsm *h = NULL;
+	hsm_session *hs = NULL;
+	drv_opts o = { .timeout_ms = 1000, .retries = 3 };
+	drv_dev *d = NULL;
+	drv_info info;
+	fx_esp_sim s;
+	size_t used;
+
+	cr_assert_eq(fx_softhsm_init(hdir, sizeof(hdir), "esp", "123456"), 0);
+	cr_assert_eq(hsm_open(FX_SOFTHSM_MODULE, "esp", &h), ST_OK);
+	cr_assert_eq(hsm_login(h, "123456", 6), ST_OK);
+	cr_assert_eq(hsm_session_open(h, &hs), ST_OK);
+	tmpdir(dir);
+	cr_assert_eq(fx_esp_sim_start(&s, dir, "c3", NULL), 0);
+	snprintf(uri, sizeof(uri), "esp32:%s", s.slave);
+	cr_assert_eq(drv_open(uri, &o, &d), ST_OK, "%s", drv_errmsg(d));
+	cr_assert_eq(drv_identify(d, &info), ST_OK, "%s", drv_errmsg(d));
+
+	/* draw, burn, wipe */
+	cr_assert_eq(st_esp_secret_new(&k, err, sizeof(err)), ST_OK, "%s", err);
+	cr_assert_eq(st_esp_hmac_identity_draw(hsm_rand, hs, k, salt, pub, err,
+					       sizeof(err)), ST_OK, "%s", err);
+	st_hex(st_esp_secret_key(k), 32, kh);   /* the test keeps it to referee */
+	cr_assert_eq(drv_efuse_key_burn(d, 1, 8, st_esp_secret_key(k)), ST_OK, "%s",
+		     drv_errmsg(d));
+	st_esp_secret_free(k);
+
+	/* a certificate for the derived key, from a test CA */
+	make_certs(dir);
+	memcpy(der, spki_p256, sizeof(spki_p256));
+	memcpy(der + sizeof(spki_p256), pub, 65);
+	snprintf(p, sizeof(p), "%s/unit.pub.der", dir);
+	spit(p, der, sizeof(der));
+	cr_assert_eq(sh(out, sizeof(out), "cd %s && openssl pkey -pubin -inform DER "
+			"-in unit.pub.der -out unit.pub.pem && openssl x509 -new "
+			"-subj /CN=c3-unit -force_pubkey unit.pub.pem -CA ca.pem "
+			"-CAkey ca.key -days 30 -out unit.pem 2>&1", dir), 0, "%s", out);
+	snprintf(p, sizeof(p), "%s/unit.pem", dir);
+	dev = read_text(p);
+	snprintf(p, sizeof(p), "%s/ca.pem", dir);
+	ca = read_text(p);
+
+	/* the table and the partition, through the driver */
+	cr_assert_eq(st_esp_default_layout(0x10000, 0x400000, parts, err, sizeof(err)),
+		     ST_OK, "%s", err);
+	cr_assert_eq(st_esp_part_table(parts, 3, table, err, sizeof(err)), ST_OK, "%s", err);
+	c = (st_esp_cert_tlvs){ .dev_cert_pem = dev, .ca_chain_pem = ca, .salt = salt,
+				.salt_len = 32 };
+	cr_assert_eq(st_esp_secure_cert(&c, cert, &used, err, sizeof(err)), ST_OK, "%s", err);
+	{
+		drv_image im[2] = {
+			{ .slot = 0, .address = ESP_PART_TABLE_ADDR, .data = table,
+			  .len = ESP_PART_TABLE_LEN },
+			{ .slot = 1, .address = ESP_SECURE_CERT_ADDR, .data = cert,
+			  .len = ESP_SECURE_CERT_LEN },
+		};
+
+		for (int i = 0; i < 2; i++) {
+			drv_slot_info in;
+
+			SHA256(im[i].data, im[i].len, im[i].sha256);
+			cr_assert_eq(drv_image_write(d, &im[i], NULL), ST_OK, "%s",
+				     drv_errmsg(d));
+			cr_assert_eq(drv_image_info(d, &im[i], &in), ST_OK, "%s",
+				     drv_errmsg(d));
+			cr_expect_eq(in.stored, im[i].len, "the chip's MD5 disagrees");
+		}
+	}
+	drv_close(d);
+	fx_esp_sim_stop(&s);
+
+	/* offline: the flash as a lab reads it */
+	snprintf(p, sizeof(p), "%s/flash.bin", dir);
+	cr_assert_eq(sh(NULL, 0, "%s/station-devsim --model esp32c3 --state %s "
+			"--flash-image %s", getenv("STATION_BUILD"), s.state, p), 0);
+	cr_assert_eq(sh(out, sizeof(out), "mkdir %s/out && /usr/bin/python3 "
+			"tests/fixtures/esp32_secure_cert_read.py %s %s/out", dir, p,
+			dir), 0, "%s", out);
+	cr_assert_eq(sh(out, sizeof(out), "openssl verify -CAfile %s/out/ca_cert.pem "
+			"%s/out/dev_cert.pem", dir, dir), 0, "openssl: %s", out);
+	cr_assert_eq(sh(salthex, sizeof(salthex), "cat %s/out/salt.hex", dir), 0);
+	python_pub(dir, kh, salthex, want);
+	cr_assert_eq(sh(out, sizeof(out), "openssl x509 -in %s/out/dev_cert.pem -noout "
+			"-pubkey | openssl pkey -pubin -outform DER | tail -c 65 | "
+			"od -An -v -tx1 | tr -d ' \\n'", dir), 0);
+	cr_expect_str_eq(out, want, "the certified key is not the one esp_secure_cert "
+			 "derives from the burned key and the salt in flash");
+	/* the record: scheme, block, public key; never K */
+	rec = st_esp_identity_record(1, salt, 32, pub);
+	cr_assert_not_null(rec);
+	cr_expect(strstr(rec, "\"efuse_key_block\":\"BLOCK_KEY1\"") &&
+		  strstr(rec, "\"scheme\":\"" ESP_IDENTITY_SCHEME "\"") &&
+		  strstr(rec, want), "%s", rec);
+	cr_expect_null(strstr(rec, kh), "the record holds the HMAC key");
+	free(rec);
+	OPENSSL_cleanse(kh, sizeof(kh));
+	free(dev);
+	free(ca);
+	hsm_session_close(hs);
+	hsm_close(h);
+	fx_rmtree(hdir);
 	sh(NULL, 0, "rm -rf %s", dir);
 }
