@@ -148,6 +148,13 @@ void run_unit(struct unit *u);
 void finish_unit(struct unit *u);
 
 /* unit_fw.c: the firmware steps (no-ops for a profile without images). */
+/* esp32_unit.c: key_mode = "esp_secure_cert" (docs/esp32.md, "Identity"):
+ * the HMAC key drawn, recorded without it, burned and wiped; the public key
+ * and salt out.  Then the partition table and esp_secure_cert written. */
+int esp_identity_key(struct unit *u, uint8_t pub[DRV_P256_POINT_LEN],
+		     uint8_t salt[32]);
+int esp_identity_write(struct unit *u, X509 *cert, const uint8_t salt[32]);
+
 int fw_precheck(struct unit *u);
 int fw_write(struct unit *u);
 int fw_attest(struct unit *u, X509 *cert);

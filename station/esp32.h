@@ -129,6 +129,7 @@ int st_esp_secure_cert(const st_esp_cert_tlvs *c, uint8_t out[ESP_SECURE_CERT_LE
 #define ESP_KDF_TRIES 30            /* as Espressif's own writer tries */
 #define ESP_P256_POINT_LEN 65
 #define ESP_IDENTITY_SCHEME "esp_secure_cert-hmac-ecdsa-p256"
+#define ESP_KEY_PURPOSE_HMAC_UP 8   /* KEY_PURPOSE_n value on the C3 */
 
 /* The HMAC key K while the station holds it: one page of its own,
  * mlock()ed (never swapped) and MADV_DONTDUMP (never in a core dump),

@@ -1075,3 +1075,81 @@ Test(esp32_key, identity_written_through_the_driver_reads_back_offline, .timeout
 	fx_rmtree(hdir);
 	sh(NULL, 0, "rm -rf %s", dir);
 }
+
+/* ---- `station provision` of a simulated C3 with key_mode = esp_secure_cert */
+
+Test(esp32_station, provision_burns_the_hmac_key_and_writes_esp_secure_cert,
+     .timeout = 600)
+{
+	static char text[16384], out[1 << 16];
+	static fx_run r;
+	char dir[64], slot[700], flash[128], ef[128], pem[8192], steps[4096];
+	fx_world_opts o = { .with_ca = true, .timeout_ms = 1000, .profile = text,
+			    .profile_file = "esp32c3.profile" };
+	fx_world w;
+	fx_esp_sim s;
+	char *t, *mode;
+	json_t *j, *f;
+
+	t = read_text("profiles/esp32c3.profile");
+	mode = strstr(t, "key_mode = \"device\";");
+	cr_assert_not_null(mode);
+	*mode = 0;
+	snprintf(text, sizeof(text), "%skey_mode = \"esp_secure_cert\";%s", t,
+		 mode + strlen("key_mode = \"device\";"));
+	free(t);
+	fx_world_init_opts(&w, &o);
+	tmpdir(dir);
+	cr_assert_eq(fx_esp_sim_start(&s, dir, "c3", NULL), 0);
+	snprintf(slot, sizeof(slot), "esp32:%s", s.slave);
+	fx_station_run(&r, &w, "--burn-fuses", "--yes", "--slot", slot, "provision", NULL);
+	cr_assert_eq(r.code, 0, "stdout:%s\nstderr:%s", r.out, r.err);
+	cr_assert_eq(fx_count_units(&w, "PASS"), 1, "%s", r.out);
+	fx_esp_sim_stop(&s);
+
+	/* the record: the scheme, the block and the public key; possession
+	 * skipped with its reason */
+	fx_q_text(&w, "SELECT group_concat(step || ' ' || outcome || ' ' || detail, '\n') "
+		  "FROM steps", steps, sizeof(steps));
+	cr_expect(strstr(steps, "\"scheme\":\"" ESP_IDENTITY_SCHEME "\"") &&
+		  strstr(steps, "\"efuse_key_block\":\"BLOCK_KEY1\""), "%s", steps);
+	cr_expect(strstr(steps, "possession skip not provable with the ROM loader"),
+		  "%s", steps);
+
+	/* offline, the exported flash: found through the table, the unit's
+	 * certificate, verified against the station's CA */
+	snprintf(flash, sizeof(flash), "%s/flash.bin", dir);
+	cr_assert_eq(sh(NULL, 0, "%s/station-devsim --model esp32c3 --state %s "
+			"--flash-image %s", getenv("STATION_BUILD"), s.state, flash), 0);
+	cr_assert_eq(sh(out, sizeof(out), "mkdir %s/out && /usr/bin/python3 "
+			"tests/fixtures/esp32_secure_cert_read.py %s %s/out", dir, flash,
+			dir), 0, "%s", out);
+	cr_assert_eq(sh(out, sizeof(out), "openssl verify -CAfile %s %s/out/dev_cert.pem",
+			w.ca, dir), 0, "openssl: %s", out);
+	fx_q_text(&w, "SELECT cert_pem FROM units", pem, sizeof(pem));
+	{
+		char p[160];
+		char *got;
+
+		snprintf(p, sizeof(p), "%s/out/dev_cert.pem", dir);
+		got = read_text(p);
+		cr_expect_str_eq(got, pem, "the partition holds another certificate "
+				 "than the unit's record");
+		free(got);
+	}
+
+	/* offline, the exported eFuses: the key block as espefuse sees it */
+	snprintf(ef, sizeof(ef), "%s/efuse.bin", dir);
+	export_chip(s.state, ef);
+	cr_assert_eq(virt_tool(ef, "summary --format json", out, sizeof(out)), 0, "%s", out);
+	j = json_after(out);
+	f = json_object_get(j, "KEY_PURPOSE_1");
+	cr_expect(strstr(json_string_value(json_object_get(f, "value")) ?: "", "HMAC_UP"),
+		  "KEY_PURPOSE_1 %s", json_dumps(f, JSON_COMPACT));
+	f = json_object_get(j, "BLOCK_KEY1");
+	cr_expect(json_is_false(json_object_get(f, "readable")), "%s",
+		  json_dumps(f, JSON_COMPACT));
+	json_decref(j);
+	fx_rmtree(w.dir);
+	sh(NULL, 0, "rm -rf %s", dir);
+}
