@@ -1153,3 +1153,66 @@ Test(esp32_station, provision_burns_the_hmac_key_and_writes_esp_secure_cert,
 	fx_rmtree(w.dir);
 	sh(NULL, 0, "rm -rf %s", dir);
 }
+
+/* A burn cut between the key block and BLOCK0 (the key stored, readable,
+ * purpose still USER): the same call finishes it, and the chip ends as
+ * espefuse burn_key leaves it; a block holding another key is a conflict
+ * with nothing burned. */
+Test(esp32_key, a_burn_cut_after_the_key_block_is_finished, .timeout = 300)
+{
+	static char out[1 << 18];
+	char dir[64], blank[128], ours[128], keyf[128], uri[700], args[300];
+	uint8_t key[32], other[32], rb[DRV_FUSE_BANK_LEN];
+	drv_opts o = { .timeout_ms = 1000, .retries = 3 };
+	drv_dev *d = NULL;
+	drv_info info;
+	fx_esp_sim s;
+	json_t *a, *b, *v;
+	const char *k;
+	int diff = 0;
+
+	tmpdir(dir);
+	for (int i = 0; i < 32; i++) {
+		key[i] = (uint8_t)(0x5A + i * 3);
+		other[i] = (uint8_t)(0x11 + i);
+	}
+	snprintf(blank, sizeof(blank), "%s/blank.bin", dir);
+	snprintf(ours, sizeof(ours), "%s/ours.bin", dir);
+	snprintf(keyf, sizeof(keyf), "%s/hmac.key", dir);
+	spit(keyf, key, 32);
+	cr_assert_eq(fx_esp_sim_start(&s, dir, "c3", NULL), 0);
+	fx_esp_sim_stop(&s);
+	export_chip(s.state, blank);
+	cr_assert_eq(fx_esp_sim_start(&s, dir, "c3", NULL), 0);
+	snprintf(uri, sizeof(uri), "esp32:%s", s.slave);
+	cr_assert_eq(drv_open(uri, &o, &d), ST_OK, "%s", drv_errmsg(d));
+	cr_assert_eq(drv_identify(d, &info), ST_OK, "%s", drv_errmsg(d));
+	/* the state a cut leaves: BLOCK_KEY1 (bank 5) programmed, no more */
+	cr_assert_eq(drv_fuse_burn(d, 5, key, 1, rb), ST_OK, "%s", drv_errmsg(d));
+	cr_expect_eq(drv_efuse_key_burn(d, 1, 8, other), ST_E_FUSE_CONFLICT,
+		     "a block holding another key was taken");
+	cr_assert_eq(drv_efuse_key_burn(d, 1, 8, key), ST_OK, "%s", drv_errmsg(d));
+	drv_close(d);
+	fx_esp_sim_stop(&s);
+	export_chip(s.state, ours);
+	snprintf(args, sizeof(args), "burn_key BLOCK_KEY1 %s HMAC_UP", keyf);
+	cr_assert_eq(virt_tool(blank, args, out, sizeof(out)), 0, "%s", out);
+	cr_assert_eq(virt_tool(ours, "summary --format json", out, sizeof(out)), 0, "%s", out);
+	a = json_after(out);
+	cr_assert_eq(virt_tool(blank, "summary --format json", out, sizeof(out)), 0, "%s", out);
+	b = json_after(out);
+	json_object_foreach(b, k, v) {
+		json_t *w = json_object_get(a, k);
+
+		if (!json_equal(json_object_get(v, "value"), json_object_get(w, "value")) ||
+		    !json_equal(json_object_get(v, "readable"), json_object_get(w, "readable")) ||
+		    !json_equal(json_object_get(v, "writeable"), json_object_get(w, "writeable"))) {
+			cr_log_error("%s differs from espefuse burn_key", k);
+			diff++;
+		}
+	}
+	cr_expect_eq(diff, 0, "%d fields differ from espefuse burn_key", diff);
+	json_decref(a);
+	json_decref(b);
+	sh(NULL, 0, "rm -rf %s", dir);
+}
