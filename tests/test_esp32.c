@@ -1216,3 +1216,77 @@ Test(esp32_key, a_burn_cut_after_the_key_block_is_finished, .timeout = 300)
 	json_decref(b);
 	sh(NULL, 0, "rm -rf %s", dir);
 }
+
+/* The link lost right after the HMAC key was burned (the chip gone before
+ * the certificate): the record holds the identity, the chip holds the key
+ * read-protected; the next run takes the recorded public key and salt,
+ * draws nothing, and passes with a certificate for that key. */
+Test(esp32_station, a_run_cut_after_the_key_burn_resumes_with_the_recorded_key,
+     .timeout = 600)
+{
+	static char text[16384], out[1 << 16];
+	static fx_run r;
+	char dir[64], slot[700], steps[8192], keyhex[2][260];
+	fx_world_opts o = { .with_ca = true, .timeout_ms = 1000, .profile = text,
+			    .profile_file = "esp32c3.profile" };
+	fx_world w;
+	fx_esp_sim s;
+	char *t, *mode;
+
+	t = read_text("profiles/esp32c3.profile");
+	mode = strstr(t, "key_mode = \"device\";");
+	cr_assert_not_null(mode);
+	*mode = 0;
+	snprintf(text, sizeof(text), "%skey_mode = \"esp_secure_cert\";%s", t,
+		 mode + strlen("key_mode = \"device\";"));
+	free(t);
+	fx_world_init_opts(&w, &o);
+	tmpdir(dir);
+	cr_assert_eq(fx_esp_sim_start(&s, dir, "c3", NULL), 0);
+	snprintf(slot, sizeof(slot), "esp32:%s", s.slave);
+	/* run 1: the chip is pulled the moment the key is burned (the
+	 * possession step, skipped, is the first line after it) */
+	sh(out, sizeof(out), "%s/station --config %s --pin-file %s --json --burn-fuses "
+	   "--yes --slot %s provision 2>&1 | tee %s/run1.log | while IFS= read -r l; do "
+	   "case \"$l\" in *possession*'not provable'*) kill -9 %d; echo CUT;; esac; "
+	   "done | head -1", getenv("STATION_BUILD"), w.conf, w.pinfile, slot, dir,
+	   (int)s.pid);
+	if (strcmp(out, "CUT")) {
+		char p[128], *log;
+
+		snprintf(p, sizeof(p), "%s/run1.log", dir);
+		log = read_text(p);
+		cr_assert_fail("the key burn was never reported: %s", log);
+	}
+	fx_esp_sim_stop(&s);
+	cr_assert_eq(fx_count_units(&w, "PASS"), 0);
+	/* run 2: the same chip again */
+	cr_assert_eq(fx_esp_sim_start(&s, dir, "c3", NULL), 0);
+	snprintf(slot, sizeof(slot), "esp32:%s", s.slave);
+	fx_station_run(&r, &w, "--burn-fuses", "--yes", "--slot", slot, "provision", NULL);
+	cr_assert_eq(r.code, 0, "stdout:%s\nstderr:%s", r.out, r.err);
+	cr_assert_eq(fx_count_units(&w, "PASS"), 1, "%s", r.out);
+	fx_esp_sim_stop(&s);
+	fx_q_text(&w, "SELECT group_concat(step || ' ' || outcome || ' ' || detail, '\n') "
+		  "FROM steps", steps, sizeof(steps));
+	cr_expect(strstr(steps, "holds the HMAC key unit record"), "%s", steps);
+	/* one identity drawn, and the certificate certifies its key */
+	cr_expect_eq(fx_q_int(&w, "SELECT count(*) FROM steps WHERE step = 'keygen' "
+			      "AND detail LIKE 'identity {%'"), 1, "%s", steps);
+	fx_q_text(&w, "SELECT substr(detail, instr(detail, '\"public_key\":\"') + 14, 130) "
+		  "FROM steps WHERE detail LIKE 'identity {%'", keyhex[0], sizeof(keyhex[0]));
+	fx_q_text(&w, "SELECT cert_pem FROM units WHERE state = 'PASS'", out, sizeof(out));
+	{
+		char p[128], got[256];
+
+		snprintf(p, sizeof(p), "%s/unit.pem", dir);
+		fx_write_file(p, out);
+		cr_assert_eq(sh(got, sizeof(got), "openssl x509 -in %s -noout -pubkey | "
+				"openssl pkey -pubin -outform DER | tail -c 65 | "
+				"od -An -v -tx1 | tr -d ' \\n'", p), 0);
+		snprintf(keyhex[1], sizeof(keyhex[1]), "%s", got);
+	}
+	cr_expect_str_eq(keyhex[1], keyhex[0], "the certificate is not for the recorded key");
+	fx_rmtree(w.dir);
+	sh(NULL, 0, "rm -rf %s", dir);
+}

@@ -61,6 +61,11 @@ int esp32_efuse_key_burn(drv_dev *d, unsigned key_block, uint8_t purpose,
 			      key_block, purpose);
 		return ST_E_INVAL;
 	}
+	if (!memcmp(key, zero, DRV_EFUSE_KEY_LEN)) {
+		drv_set_error(d, "ESP32-C3 on %s: an all-zero key is a blank block, "
+			      "not a key: nothing burned", drv_port(d));
+		return ST_E_INVAL;
+	}
 	if ((rc = ops->fuse_read_status(d, 0, b0, &faulty)))
 		return rc;
 	if (faulty) {
