@@ -9,6 +9,7 @@
 #include "station/esp32.h"
 
 #include <errno.h>
+#include <jansson.h>
 #include <openssl/bn.h>
 #include <openssl/crypto.h>
 #include <openssl/ec.h>
@@ -43,8 +44,11 @@ int st_esp_secret_new(st_esp_secret **out, char *err, size_t errlen)
 	if (!s)
 		return ST_E_NOMEM;
 	s->len = ps > 0 ? (size_t)ps : 4096;
-	p = mmap(NULL, s->len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
-		 -1, 0);
+	/* MAP_LOCKED as well as mlock(): the mapping is locked from its
+	 * first byte, and a sanitizer build (whose mlock() does nothing)
+	 * still locks it; mlock() is what reports a refusal. */
+	p = mmap(NULL, s->len, PROT_READ | PROT_WRITE,
+		 MAP_PRIVATE | MAP_ANONYMOUS | MAP_LOCKED, -1, 0);
 	if (p == MAP_FAILED) {
 		free(s);
 		return ST_E_NOMEM;
@@ -168,4 +172,24 @@ int st_esp_hmac_identity_draw(st_esp_rand_fn rnd, void *ctx, st_esp_secret *key,
 	if (rc)
 		st_esp_secret_wipe(key);
 	return rc;
+}
+
+char *st_esp_identity_record(unsigned key_block, const uint8_t *salt, size_t salt_len,
+			     const uint8_t pub[ESP_P256_POINT_LEN])
+{
+	char blk[16], ph[2 * ESP_P256_POINT_LEN + 1], sh[2 * 64 + 1];
+	json_t *o;
+	char *text;
+
+	if (salt_len > 64)
+		return NULL;
+	snprintf(blk, sizeof(blk), "BLOCK_KEY%u", key_block);
+	st_hex(pub, ESP_P256_POINT_LEN, ph);
+	st_hex(salt, salt_len, sh);
+	o = json_pack("{s:s,s:s,s:s,s:s,s:s}", "scheme", ESP_IDENTITY_SCHEME,
+		      "efuse_key_block", blk, "key_purpose", "HMAC_UP", "salt", sh,
+		      "public_key", ph);
+	text = o ? json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+	json_decref(o);
+	return text;
 }
