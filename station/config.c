@@ -571,6 +571,20 @@ static void route_and_limits(const config_t *c, const char *path, st_profile *p,
 			st_problem_add(pl, path, st_schema_line(c, "route.url"), "route.url",
 				       "must start with https:// (or http:// on a "
 				       "trusted network)");
+		for (const char *v = strstr(str, "${"); v; v = strstr(v + 2, "${")) {
+			const char *end = strchr(v, '}');
+			int n = end ? (int)(end - v - 2) : -1;
+
+			if (!(n == 3 && !strncmp(v + 2, "uid", 3)) &&
+			    !(n == 7 && !strncmp(v + 2, "station", 7)) &&
+			    !(n == 10 && !strncmp(v + 2, "work_order", 10))) {
+				st_problem_add(pl, path, st_schema_line(c, "route.url"),
+					       "route.url", "names %.*s: only ${uid}, "
+					       "${station} and ${work_order} are replaced",
+					       end ? (int)(end - v + 1) : 2, v);
+				break;
+			}
+		}
 		p->route_timeout_ms = (int)st_schema_int(c, PRF, "route.timeout_ms");
 		str = st_schema_string(c, PRF, "route.on_error");
 		p->route_stop = !str || !strcmp(str, "stop");

@@ -66,11 +66,10 @@ static void clean_words(const char *in, char *out, size_t len)
 }
 
 /* The URL for one unit: the template with ${uid}, ${station} and
- * ${work_order} replaced, URL-escaped (malloc'd; NULL out of memory or,
- * with curl NULL, never).  bad gets the first unknown ${...} when curl is
- * NULL (the check at open). */
+ * ${work_order} replaced, URL-escaped (malloc'd; NULL out of memory).
+ * Another ${...} is left as it is (the profile's load refuses one). */
 static char *expand(CURL *curl, const char *tmpl, const char *uid,
-		    const char *station, const char *wo, char *bad, size_t badlen)
+		    const char *station, const char *wo)
 {
 	static const char *const names[] = { "uid", "station", "work_order" };
 	const char *vals[] = { uid, station, wo ? wo : "" };
@@ -94,13 +93,11 @@ static char *expand(CURL *curl, const char *tmpl, const char *uid,
 			    !strncmp(p + 2, names[i], strlen(names[i])))
 				break;
 		if (i == ST_ARRAY_SIZE(names)) {
-			if (bad && !bad[0])
-				snprintf(bad, badlen, "%.*s", (int)(end - p + 1), p);
 			if (o + (size_t)(end - p + 1) >= cap)
 				goto toolong;
 			memcpy(out + o, p, (size_t)(end - p + 1));
 			o += (size_t)(end - p + 1);
-		} else if (curl) {
+		} else {
 			char *e = curl_easy_escape(curl, vals[i], 0);
 			size_t n = e ? strlen(e) : 0;
 
@@ -152,7 +149,7 @@ static st_route_answer route_ask(void *ctx, const char *uid, const char *wo,
 	long status = 0;
 	CURLcode cc;
 
-	if (!a || !curl || !(url = expand(curl, r->url, uid, r->station, wo, NULL, 0)) ||
+	if (!a || !curl || !(url = expand(curl, r->url, uid, r->station, wo)) ||
 	    !(body = question(r, uid, wo, slot, port))) {
 		snprintf(why, whylen, "out of memory asking the MES");
 		goto cleanup;
@@ -242,7 +239,7 @@ int st_route_open(const char *config_path, const st_config *cfg,
 		  const st_profile *prof, st_route **out, char *err, size_t errlen)
 {
 	const char *url = st_profile_route_url(prof);
-	char why[512], bad[128] = "", *key_file = NULL, *probe;
+	char why[512], *key_file = NULL;
 	st_route *r = NULL;
 	config_t c;
 	int rc;
@@ -265,14 +262,6 @@ int st_route_open(const char *config_path, const st_config *cfg,
 	    !(r->profile = strdup(st_profile_name(prof)))) {
 		rc = ST_E_NOMEM;
 		snprintf(err, errlen, "out of memory");
-		goto fail;
-	}
-	probe = expand(NULL, url, "", "", "", bad, sizeof(bad));
-	free(probe);
-	if (bad[0]) {
-		snprintf(err, errlen, "profile: 'route.url' names %s: only ${uid}, "
-			 "${station} and ${work_order} are replaced", bad);
-		rc = ST_E_CONFIG;
 		goto fail;
 	}
 	/* TLS and the signature: the results connector's settings */

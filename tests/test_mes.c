@@ -1163,6 +1163,15 @@ Test(mes, route_allowed_then_refused_with_the_mes_reason_nothing_burned, .timeou
 	cr_assert_eq(r->code, 0, "%s%s", r->out, r->err);
 	json_decref(u);
 
+	/* a template naming anything else is refused when the profile loads */
+	set_profile(&w, "route: { url = \"http://127.0.0.1:%d/route/${serial}\"; };\n",
+		    rx.port);
+	fx_station_run(r, &w, "--burn-fuses", "--yes", "--slot", sim.port, "provision", NULL);
+	cr_assert_eq(r->code, 2, "%s", r->err);
+	cr_assert(strstr(r->err, "route.url") && strstr(r->err, "${serial}"), "%s", r->err);
+	cr_assert_eq(json_array_size(asked = route_asked(&rx)), 2, "asked anyway");
+	json_decref(asked);
+
 	rx_stop(&rx);
 	fx_rmtree(w.dir);
 	free(r);
