@@ -17,6 +17,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/socket.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -75,6 +76,9 @@ static void rx_start(receiver *rx, const fx_world *w, const char *sub, int port,
 	cr_assert_geq(rx->pid, 0);
 	if (rx->pid == 0) {
 		char log[800];
+
+		/* gone with the test, even one an assertion ended */
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
 
 		snprintf(log, sizeof(log), "%s/receiver.log", rx->dir);
 		if (!freopen(log, "a", stderr))

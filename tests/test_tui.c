@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -1427,6 +1428,8 @@ Test(tui, mes_refusal_shows_the_reason_in_the_unit_panel, .timeout = 180)
 	rx = fork();
 	cr_assert_geq(rx, 0);
 	if (rx == 0) {
+		/* gone with the test, even one an assertion ended */
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
 		if (!freopen("/dev/null", "w", stdout) || !freopen("/dev/null", "w", stderr))
 			_exit(126);
 		execlp("python3", "python3", script, "--dir", rxdir, "--route",
