@@ -141,6 +141,17 @@ static void on_event(const st_event *ev, void *ctx)
 				      "retries", (json_int_t)ev->link_retries,
 				      "garbled", (json_int_t)ev->link_garbled,
 				      "silent", (json_int_t)ev->link_silent);
+			/* why, as a word, and what it measured and was flagged
+			 * with (docs/integration.md) */
+			if (o) {
+				json_t *m = ev->measurements ?
+					    json_loads(ev->measurements, 0, NULL) : NULL;
+				json_t *fl = ev->flags ? json_loads(ev->flags, 0, NULL) : NULL;
+
+				json_object_set_new(o, "cause", json_string(st_cause_name(ev->cause)));
+				json_object_set_new(o, "measurements", m ? m : json_array());
+				json_object_set_new(o, "flags", fl ? fl : json_array());
+			}
 			unit = true;
 		} else if (ev->result == ST_VERDICT_PASS) {
 			char link[96] = "";
@@ -200,7 +211,7 @@ static void on_event(const st_event *ev, void *ctx)
 	}
 	if (o) {
 		json_common(o, cli, unit);
-		json_dumpf(o, stdout, JSON_COMPACT);
+		json_dumpf(o, stdout, JSON_COMPACT | JSON_REAL_PRECISION(12));
 		fputc('\n', stdout);
 		json_decref(o);
 	}
@@ -433,7 +444,7 @@ static int exec_provision(struct cli *cli, int argc, char **argv)
 		if (o)
 			json_common(o, cli, true);
 
-		json_dumpf(o, stdout, JSON_COMPACT);
+		json_dumpf(o, stdout, JSON_COMPACT | JSON_REAL_PRECISION(12));
 		fputc('\n', stdout);
 		json_decref(o);
 	} else {

@@ -178,7 +178,7 @@ static int print_unit(void *ctx, const st_unit_row *u)
 		o = st_unit_json(u, l->with_pem);
 		if (!o)
 			return ST_E_NOMEM;
-		json_dumpf(o, stdout, JSON_COMPACT | JSON_SORT_KEYS);
+		json_dumpf(o, stdout, JSON_COMPACT | JSON_SORT_KEYS | JSON_REAL_PRECISION(12));
 		fputc('\n', stdout);
 		json_decref(o);
 	} else if (l->fmt == F_CSV) {
@@ -259,6 +259,34 @@ static int cmd_list(st_rec_cli *c, bool export)
 	return code;
 }
 
+/* A unit_end's measurements and flags (docs/integration.md), a line
+ * each: "measurement keygen_ms 12 ms [0, 50] pass". */
+static void print_measured(json_t *data)
+{
+	const char *text = json_string_value(json_object_get(data, "measurements"));
+	const char *flags = json_string_value(json_object_get(data, "flags"));
+	json_t *a = text ? json_loads(text, 0, NULL) : NULL, *m;
+	size_t i;
+
+	json_array_foreach(a, i, m) {
+		char v[48], lo[48] = "-", hi[48] = "-";
+		json_t *jl = json_object_get(m, "low"), *jh = json_object_get(m, "high");
+
+		snprintf(v, sizeof(v), "%g", json_number_value(json_object_get(m, "value")));
+		if (json_is_number(jl) && json_is_number(jh)) {
+			snprintf(lo, sizeof(lo), "%g", json_number_value(jl));
+			snprintf(hi, sizeof(hi), "%g", json_number_value(jh));
+		}
+		printf("          measurement %-15s %10s %-5s [%s, %s] %s\n",
+		       json_string_value(json_object_get(m, "name")), v,
+		       json_string_value(json_object_get(m, "unit")), lo, hi,
+		       json_string_value(json_object_get(m, "outcome")));
+	}
+	json_decref(a);
+	if (flags)
+		printf("          flags %s\n", flags);
+}
+
 static int print_event(void *ctx, const st_event_row *e)
 {
 	struct lister *l = ctx;
@@ -284,6 +312,8 @@ static int print_event(void *ctx, const st_event_row *e)
 		       json_string_value(json_object_get(data, "reason")) ?
 		       json_string_value(json_object_get(data, "reason")) : "");
 	printf("\n");
+	if (!strcmp(e->kind, "unit_end"))
+		print_measured(data);
 	json_decref(body);
 	return 0;
 }
@@ -355,7 +385,7 @@ static int print_component_unit(void *ctx, const st_unit_row *u, const char *ima
 
 		if (!o)
 			return ST_E_NOMEM;
-		json_dumpf(o, stdout, JSON_COMPACT | JSON_SORT_KEYS);
+		json_dumpf(o, stdout, JSON_COMPACT | JSON_SORT_KEYS | JSON_REAL_PRECISION(12));
 		fputc('\n', stdout);
 		json_decref(o);
 	} else if (l->fmt == F_CSV) {

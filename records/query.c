@@ -28,7 +28,8 @@ int rec_list_units(rec_store *r, const rec_filter *f, rec_unit_fn fn,
 	err = rec_prep(r, "SELECT id, slot, uid, state, reason, work_order, port,"
 		       " station, operator, profile, profile_digest, cert_serial,"
 		       " cert_sha256, cert_pem, pubkey, rot_hash, fuse_readback,"
-		       " started_at, finished_at, firmware, attestation FROM units"
+		       " started_at, finished_at, firmware, attestation,"
+		       " measurements, flags FROM units"
 		       " WHERE (?1 IS NULL OR work_order = ?1)"
 		       " AND (?2 IS NULL OR started_at >= ?2)"
 		       " AND (?3 IS NULL OR started_at < ?3)"
@@ -56,6 +57,7 @@ int rec_list_units(rec_store *r, const rec_filter *f, rec_unit_fn fn,
 			.rot_hash = rec_col(s, 15), .fuse_readback = rec_col(s, 16),
 			.started_at = rec_col(s, 17), .finished_at = rec_col(s, 18),
 			.firmware = rec_col(s, 19), .attestation = rec_col(s, 20),
+			.measurements = rec_col(s, 21), .flags = rec_col(s, 22),
 		};
 
 		if ((err = fn(ctx, &u)))

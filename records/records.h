@@ -51,6 +51,11 @@ typedef struct rec_unit_result {
 	 * end-of-line attestation (nonce, statement, signature). */
 	const char *firmware;
 	const char *attestation;
+	/* Schema 7 (docs/integration.md), JSON text or NULL: the unit's
+	 * measurements with their limits and outcomes, and its flags
+	 * (["route-unchecked"]). */
+	const char *measurements;
+	const char *flags;
 } rec_unit_result;
 
 /* How a store is opened (docs/records.md, "Who creates the store"). */
@@ -344,6 +349,7 @@ typedef struct rec_unit_row {
 	const char *cert_serial, *cert_sha256, *cert_pem, *pubkey;
 	const char *rot_hash, *fuse_readback, *started_at, *finished_at;
 	const char *firmware, *attestation;  /* schema 6; NULL when none */
+	const char *measurements, *flags;    /* schema 7; NULL when none */
 } rec_unit_row;
 
 /* One event of the chain, as stored. */

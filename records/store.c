@@ -231,6 +231,13 @@ static const struct migration {
 	{ 6,
 	  "ALTER TABLE units ADD COLUMN firmware TEXT;"
 	  "ALTER TABLE units ADD COLUMN attestation TEXT;" },
+	/* What the plant's MES needs of a unit (docs/integration.md): its
+	 * measurements (name, value, unit, limits, outcome) and its flags
+	 * (a route check the MES did not answer); JSON text, also in the
+	 * unit_end event under the same names, so verify covers both. */
+	{ 7,
+	  "ALTER TABLE units ADD COLUMN measurements TEXT;"
+	  "ALTER TABLE units ADD COLUMN flags TEXT;" },
 };
 
 _Static_assert(S_N <= REC_MAX_STMT, "raise REC_MAX_STMT");
@@ -255,7 +262,7 @@ static const char *const stmt_sql[S_N] = {
 		"UPDATE units SET state = ?2, reason = ?3, cert_serial = ?4,"
 		" cert_sha256 = ?5, cert_pem = ?6, pubkey = ?7, rot_hash = ?8,"
 		" fuse_readback = ?9, finished_at = ?10, firmware = ?11,"
-		" attestation = ?12"
+		" attestation = ?12, measurements = ?13, flags = ?14"
 		" WHERE id = ?1 AND state = 'RUNNING'",
 	[S_LAST] = "SELECT id, state FROM units WHERE uid = ?1"
 		" ORDER BY id DESC LIMIT 1",

@@ -296,6 +296,7 @@ int rec_unit_end(rec_store *r, int64_t unit_id, const rec_unit_result *e)
 	    rec_bind_text(s, 7, e->pubkey_hex) || rec_bind_text(s, 8, e->rot_hash) ||
 	    rec_bind_text(s, 9, e->fuse_readback) || rec_bind_text(s, 10, at) ||
 	    rec_bind_text(s, 11, e->firmware) || rec_bind_text(s, 12, e->attestation) ||
+	    rec_bind_text(s, 13, e->measurements) || rec_bind_text(s, 14, e->flags) ||
 	    sqlite3_step(s) != SQLITE_DONE)
 		err = end_fail(r, unit_id, uid, e);
 	else if (sqlite3_changes(r->db) != 1)
@@ -305,13 +306,15 @@ int rec_unit_end(rec_store *r, int64_t unit_id, const rec_unit_result *e)
 	if (err)
 		goto out;
 	err = rec_append_event_at(r, "unit_end", unit_id, uid, at,
-		json_pack("{s:s, s:s?, s:s?, s:s?, s:s?, s:s?, s:s?, s:s?, s:s, s:s?, s:s?}",
+		json_pack("{s:s, s:s?, s:s?, s:s?, s:s?, s:s?, s:s?, s:s?, s:s, s:s?, s:s?,"
+			  " s:s?, s:s?}",
 			  "result", e->result, "reason", e->reason,
 			  "cert_serial", e->cert_serial,
 			  "cert_sha256", e->cert_sha256, "cert_pem", e->cert_pem,
 			  "pubkey", e->pubkey_hex, "rot_hash", e->rot_hash,
 			  "fuse_readback", e->fuse_readback, "finished_at", at,
-			  "firmware", e->firmware, "attestation", e->attestation));
+			  "firmware", e->firmware, "attestation", e->attestation,
+			  "measurements", e->measurements, "flags", e->flags));
 out:
 	err = rec_wr_end(r, &w, err);
 	pthread_mutex_unlock(&r->lock);

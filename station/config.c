@@ -36,6 +36,13 @@ struct st_profile {
 	st_firmware fw;          /* firmware group (fw.n == 0: none) */
 	bool has_fw;
 	st_label_tpl label;      /* label group, or its defaults */
+	char route_url[2048];    /* route.url, "" = no route check */
+	int route_timeout_ms;
+	bool route_stop;         /* route.on_error = "stop" */
+	struct {                 /* measurements.NAME = [low, high] */
+		bool set;
+		double low, high;
+	} meas[ST_MEAS_COUNT];
 };
 
 #define CFG st_config_schema, st_config_schema_len
@@ -589,6 +596,69 @@ static void label_rules(const config_t *c, const char *path, st_profile *p,
 	}
 }
 
+/* Element i of a number list the schema checked (int or float). */
+static double num_elem(const config_setting_t *a, int i)
+{
+	const config_setting_t *e = config_setting_get_elem(a, (unsigned)i);
+
+	return config_setting_type(e) == CONFIG_TYPE_FLOAT ?
+	       config_setting_get_float(e) : (double)config_setting_get_int64(e);
+}
+
+/* The route group and the measurement limits (the schema checked their
+ * types and ranges): each limit low <= high; image and attestation times
+ * only with a firmware group. */
+static void route_and_limits(const config_t *c, const char *path, st_profile *p,
+			     st_problems *pl)
+{
+	const char *str = st_schema_string(c, PRF, "route.url");
+
+	if (config_lookup(c, "route") && str) {
+		snprintf(p->route_url, sizeof(p->route_url), "%s", str);
+		if (strncmp(str, "https://", 8) && strncmp(str, "http://", 7))
+			st_problem_add(pl, path, st_schema_line(c, "route.url"), "route.url",
+				       "must start with https:// (or http:// on a "
+				       "trusted network)");
+		for (const char *v = strstr(str, "${"); v; v = strstr(v + 2, "${")) {
+			const char *end = strchr(v, '}');
+			int n = end ? (int)(end - v - 2) : -1;
+
+			if (!(n == 3 && !strncmp(v + 2, "uid", 3)) &&
+			    !(n == 7 && !strncmp(v + 2, "station", 7)) &&
+			    !(n == 10 && !strncmp(v + 2, "work_order", 10))) {
+				st_problem_add(pl, path, st_schema_line(c, "route.url"),
+					       "route.url", "names %.*s: only ${uid}, "
+					       "${station} and ${work_order} are replaced",
+					       end ? (int)(end - v + 1) : 2, v);
+				break;
+			}
+		}
+		p->route_timeout_ms = (int)st_schema_int(c, PRF, "route.timeout_ms");
+		str = st_schema_string(c, PRF, "route.on_error");
+		p->route_stop = !str || !strcmp(str, "stop");
+	}
+	for (int m = 0; m < ST_MEAS_COUNT; m++) {
+		char key[64];
+		const config_setting_t *v;
+
+		snprintf(key, sizeof(key), "measurements.%s", st_meas_name((st_meas)m));
+		v = config_lookup(c, key);
+		if (!v || config_setting_length(v) != 2)
+			continue;
+		p->meas[m].low = num_elem(v, 0);
+		p->meas[m].high = num_elem(v, 1);
+		p->meas[m].set = true;
+		if (p->meas[m].low > p->meas[m].high)
+			st_problem_add(pl, path, config_setting_source_line(v), key,
+				       "[low, high] with low above high");
+		if ((m == ST_MEAS_IMAGE_WRITE_MS || m == ST_MEAS_ATTEST_MS) &&
+		    !config_lookup(c, "firmware"))
+			st_problem_add(pl, path, config_setting_source_line(v), key,
+				       "the profile writes no firmware (no 'firmware' "
+				       "group): nothing would be measured");
+	}
+}
+
 static int profile_parse(const char *path, st_profile **out, st_problems *pl)
 {
 	bool rot_ok = false;
@@ -709,6 +779,8 @@ static int profile_parse(const char *path, st_profile **out, st_problems *pl)
 				 st_schema_string(&c, PRF, "esp32.lock"));
 		}
 	}
+	if (!st_problems_under(pl, "route") && !st_problems_under(pl, "measurements"))
+		route_and_limits(&c, path, p, pl);
 	if (st_problems_count(pl))
 		goto cleanup;
 	if (file_digest(path, p->digest)) {
@@ -825,6 +897,31 @@ const char *st_profile_version(const st_profile *p)
 bool st_profile_requires_work_order(const st_profile *p)
 {
 	return p->require_work_order;
+}
+
+bool st_profile_meas_limits(const st_profile *p, st_meas m, double *low,
+			    double *high)
+{
+	if ((unsigned)m >= ST_MEAS_COUNT || !p->meas[m].set)
+		return false;
+	*low = p->meas[m].low;
+	*high = p->meas[m].high;
+	return true;
+}
+
+const char *st_profile_route_url(const st_profile *p)
+{
+	return p->route_url[0] ? p->route_url : NULL;
+}
+
+int st_profile_route_timeout_ms(const st_profile *p)
+{
+	return p->route_timeout_ms;
+}
+
+bool st_profile_route_stop(const st_profile *p)
+{
+	return p->route_stop;
 }
 
 const char *st_profile_ca_key(const st_profile *p)

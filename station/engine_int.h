@@ -107,6 +107,15 @@ struct history {
 	uint8_t esp_pub[65], esp_salt[32];
 };
 
+/* One measurement of a unit (unit_mes.c). */
+struct unit_meas {
+	st_meas m;
+	double value;
+	bool limited;         /* the profile sets [low, high] */
+	double low, high;
+	bool pass;
+};
+
 /* One unit in progress. */
 struct unit {
 	struct worker *w;
@@ -145,6 +154,11 @@ struct unit {
 	char firmware[2048];  /* per image: name, version, slot, size, the
 			       * device's SHA-256, the SBOM's SHA-256 */
 	char attestation[4096]; /* nonce, statement, signature */
+	/* What the MES gets of it (unit_mes.c, docs/integration.md): */
+	struct unit_meas meas[ST_MEAS_COUNT]; /* in the order taken */
+	int nmeas;
+	char meas_json[2048];  /* unit_meas_text() */
+	bool route_unchecked;  /* the MES did not answer; allow-and-flag */
 };
 
 /* unit.c: a unit's steps and verdict. */
@@ -174,6 +188,15 @@ void esp_identity_hist(struct history *h, int64_t unit, const char *name,
 int fw_precheck(struct unit *u);
 int fw_write(struct unit *u);
 int fw_attest(struct unit *u, X509 *cert);
+
+/* unit_mes.c: the route check and the measurements. */
+int route_check(struct unit *u);
+int measure(struct unit *u, st_meas m, double value);
+double ms_since(const struct unit *u, int64_t t0, int64_t rec0);
+int measure_conditions(struct unit *u);
+int measure_link(struct unit *u);
+const char *unit_meas_text(struct unit *u);
+const char *unit_flags_text(const struct unit *u);
 
 /* admit.c: whether and how the unit in the programmer is provisioned. */
 int resume_identity(struct unit *u, X509 **out);

@@ -191,7 +191,7 @@ cleanup:
 /* A secret file (the HMAC key, the MQTT password): the file's bytes less
  * trailing line ends, into buf (NUL-ended).  The secret is never printed;
  * a message names only the file and what it is. */
-static int read_secret(const char *file, const char *what, const char *knob,
+int st_mes_read_secret(const char *file, const char *what, const char *knob,
 		       unsigned char *buf, size_t cap, size_t *len, char *err,
 		       size_t errlen)
 {
@@ -525,13 +525,13 @@ int st_mes_open(st_station *st, st_mes **out, char *err, size_t errlen)
 	if (rc)
 		goto fail;
 	if (s->m.key_file &&
-	    (rc = read_secret(s->m.key_file, "HMAC key", "mes.hmac_key_file",
+	    (rc = st_mes_read_secret(s->m.key_file, "HMAC key", "mes.hmac_key_file",
 			      s->key, sizeof(s->key), &s->keylen, err, errlen)))
 		goto fail;
 	if (s->m.mqtt_pass_file) {
 		size_t plen;
 
-		rc = read_secret(s->m.mqtt_pass_file, "MQTT password",
+		rc = st_mes_read_secret(s->m.mqtt_pass_file, "MQTT password",
 				 "mes.mqtt_password_file", (unsigned char *)s->q.pass,
 				 sizeof(s->q.pass), &plen, err, errlen);
 		if (rc)
@@ -602,6 +602,11 @@ static int unit_fields(void *ctx, const rec_unit_row *u)
 	if (u->firmware)
 		fw = json_loads(u->firmware, 0, NULL);
 	json_object_set_new(m, "firmware", fw ? fw : json_null());
+	/* what the unit measured, and its flags (docs/integration.md) */
+	fw = u->measurements ? json_loads(u->measurements, 0, NULL) : NULL;
+	json_object_set_new(m, "measurements", fw ? fw : json_array());
+	fw = u->flags ? json_loads(u->flags, 0, NULL) : NULL;
+	json_object_set_new(m, "flags", fw ? fw : json_array());
 	json_object_set_new(m, "work_order", str_or_null(u->work_order));
 	json_object_set_new(m, "operator", str_or_null(u->operator_name));
 	json_object_set_new(m, "profile", str_or_null(u->profile));
@@ -655,7 +660,7 @@ static char *message(st_mes *s, const rec_outbox_item *it, char *key,
 	json_object_set(w.msg, "steps", steps);
 	snprintf(uid, 130, "%s", json_string_value(json_object_get(w.msg, "uid")) ?
 		 json_string_value(json_object_get(w.msg, "uid")) : "");
-	text = json_dumps(w.msg, JSON_COMPACT | JSON_SORT_KEYS);
+	text = json_dumps(w.msg, JSON_COMPACT | JSON_SORT_KEYS | JSON_REAL_PRECISION(12));
 	if (!text)
 		snprintf(err, errlen, "out of memory");
 cleanup:

@@ -114,7 +114,8 @@ st_unit_row st_unit_row_of(const rec_unit_row *u)
 		.pubkey = u->pubkey, .rot_hash = u->rot_hash,
 		.fuse_readback = u->fuse_readback, .started_at = u->started_at,
 		.finished_at = u->finished_at, .firmware = u->firmware,
-		.attestation = u->attestation };
+		.attestation = u->attestation, .measurements = u->measurements,
+		.flags = u->flags };
 }
 
 static int walk_unit(void *ctx, const rec_unit_row *u)
@@ -224,6 +225,11 @@ json_t *st_unit_json(const st_unit_row *u, bool with_pem)
 		json_object_set_new(o, "firmware", json_loads(u->firmware, 0, NULL));
 	if (o && u->attestation)
 		json_object_set_new(o, "attestation", json_loads(u->attestation, 0, NULL));
+	/* what it measured, and its flags (docs/integration.md) */
+	if (o && u->measurements)
+		json_object_set_new(o, "measurements", json_loads(u->measurements, 0, NULL));
+	if (o && u->flags)
+		json_object_set_new(o, "flags", json_loads(u->flags, 0, NULL));
 	return o;
 }
 

@@ -366,6 +366,40 @@ const st_schema_key st_profile_schema[] = {
 	  .def = "secure_download",
 	  .doc = "The lifecycle lock: `ENABLE_SECURITY_DOWNLOAD` (Secure Download "
 		 "Mode) or `DIS_DOWNLOAD_MODE` (the loader never answers again)." },
+	{ "route", SK_GROUP, 0,
+	  .doc = "Ask the plant's MES before each unit whether it may be provisioned "
+		 "here (docs/integration.md); TLS and the HMAC signature are the "
+		 "station's `mes.tls_*` and `mes.hmac_key_file`." },
+	{ "route.url", SK_STRING, R, 8, 2047,
+	  .doc = "URL the question is POSTed to (https://, or http:// on a trusted "
+		 "network); `${uid}`, `${station}` and `${work_order}` are replaced, "
+		 "URL-escaped." },
+	{ "route.timeout_ms", SK_INT, 0, 100, 600000, .def = "5000",
+	  .doc = "Longest wait for the MES's answer (connect and answer)." },
+	{ "route.on_error", SK_ENUM, 0, .choices = "stop|allow-and-flag", .def = "stop",
+	  .doc = "When the MES gives no answer (down, a timeout, a non-2xx status, "
+		 "not an answer): `stop`: the unit is recorded FAIL and nothing is "
+		 "done to it; `allow-and-flag`: it is provisioned, and its record and "
+		 "MES message carry the flag `route-unchecked`." },
+	{ "measurements", SK_GROUP, 0,
+	  .doc = "Limits of the unit's measurements, `[low, high]` each "
+		 "(docs/integration.md); a measurement outside its limits fails the "
+		 "unit, naming it.  Measurements without limits are recorded too." },
+	{ "measurements.keygen_ms", SK_NUMBERS, 0, 0, 3600000, 2, .def = "",
+	  .doc = "Device key generation (or injection) time, ms." },
+	{ "measurements.image_write_ms", SK_NUMBERS, 0, 0, 3600000, 2, .def = "",
+	  .doc = "Time to write the firmware images and compare the device's "
+		 "digests, ms (a profile with `firmware`)." },
+	{ "measurements.attest_ms", SK_NUMBERS, 0, 0, 3600000, 2, .def = "",
+	  .doc = "End-of-line attestation time, ms (a profile with `firmware`)." },
+	{ "measurements.link_retries", SK_NUMBERS, 0, 0, 1000000, 2, .def = "",
+	  .doc = "Re-sends on the programmer link during the unit (identify to verdict)." },
+	{ "measurements.vpp_mv", SK_NUMBERS, 0, 0, 100000, 2, .def = "",
+	  .doc = "Programming voltage as the programmer measures it, mV; measured "
+		 "before the device key when this limit is set." },
+	{ "measurements.temp_c", SK_NUMBERS, 0, -273, 1000, 2, .def = "",
+	  .doc = "Die temperature as the programmer measures it, °C; measured "
+		 "before the device key when this limit is set." },
 	{ "quota", SK_GROUP, 0, .doc = "Quota rules." },
 	{ "quota.require_work_order", SK_BOOL, 0, .def = "false",
 	  .doc = "Refuse a batch run without `--work-order` (units then come from its quota)." },

@@ -99,6 +99,26 @@ int st_audit_attach(hsm *h, rec_store *rec, const st_config *cfg,
 		    st_audit **out, char *err, size_t errlen);
 void st_audit_detach(rec_store *rec, st_audit *a);
 
+/* A secret file of the mes group (the HMAC key, the MQTT password,
+ * station/mes.c): its bytes less trailing line ends into buf (NUL-ended,
+ * *len bytes); refused when others may read it.  err names the file and
+ * knob, never the secret. */
+int st_mes_read_secret(const char *file, const char *what, const char *knob,
+		       unsigned char *buf, size_t cap, size_t *len, char *err,
+		       size_t errlen);
+
+/* The route check of a profile with a `route` group (station/mes_route.c,
+ * docs/integration.md): the profile's URL template, timeout and policy,
+ * the station's mes.tls_* and mes.hmac_key_file.  *out NULL (ST_OK) when
+ * the profile has no route group; ST_E_CONFIG with err when the settings
+ * are unusable. */
+typedef struct st_route st_route;
+int st_route_open(const char *config_path, const st_config *cfg,
+		  const st_profile *prof, st_route **out, char *err, size_t errlen);
+/* The hook a run asks (st_run.route); valid until st_route_close(). */
+const st_route_hook *st_route_hook_of(const st_route *r);
+void st_route_close(st_route *r);
+
 /* Provision: one worker thread per slot, each with its own HSM session and
  * programmer.  Returns ST_OK when the run itself could start (results are
  * in sum and the events), or an error when nothing could be started (the

@@ -19,6 +19,7 @@ struct st_station {
 	st_sync_quota *quota;   /* the running run's shared quota */
 	bool quota_ready;       /* st_station_run_quota() done for the next run */
 	bool running;           /* between run start and run wait */
+	st_route *route;        /* the running run's MES route check */
 };
 
 int st_station_new(const st_config *cfg, const char *config_path,
@@ -40,6 +41,7 @@ void st_station_close(st_station *st)
 	if (!st)
 		return;
 	st_sync_quota_close(st->quota);
+	st_route_close(st->route);
 	st_station_audit_detach(st);
 	rec_close(st->rec);
 	hsm_close(st->h);
@@ -320,12 +322,19 @@ int st_station_run_start(st_station *st, const st_profile *prof, st_run *run,
 		rc = st_station_run_quota(st, run->work_order && run->work_order[0] ?
 					  run->work_order : NULL, err, errlen);
 	run->quota = st_sync_quota_hook(st->quota);
+	/* the profile's route check (docs/integration.md) */
+	if (!rc && !run->dry_run)
+		rc = st_route_open(st->config_path, st->cfg, prof, &st->route, err, errlen);
+	run->route = st_route_hook_of(st->route);
 	if (!rc)
 		rc = st_run_start(st->h, st->rec, st->cfg, prof, run, cb, cb_ctx, out,
 				  err, errlen);
 	if (rc) {
 		run_quota_release(st);
 		run->quota = NULL;
+		st_route_close(st->route);
+		st->route = NULL;
+		run->route = NULL;
 		return rc;
 	}
 	st->running = true;
@@ -336,6 +345,8 @@ void st_station_run_wait(st_station *st, st_run_handle *r, st_summary *sum)
 {
 	st_run_wait(r, sum);
 	run_quota_release(st);
+	st_route_close(st->route);
+	st->route = NULL;
 	st->running = false;
 }
 

@@ -124,6 +124,33 @@ bool st_profile_requires_work_order(const st_profile *p);
 const char *st_profile_ca_key(const st_profile *p);
 /* SHA-256 of the profile file as loaded, hex. */
 const char *st_profile_digest(const st_profile *p);
+
+/* The measurements a unit records (docs/integration.md, "Measured
+ * steps"), OpenHTF-style: a value with its unit, checked against the
+ * profile's `measurements` limits when it has some. */
+typedef enum st_meas {
+	ST_MEAS_VPP_MV,         /* programming voltage (drv_get_conditions) */
+	ST_MEAS_TEMP_C,         /* die temperature (drv_get_conditions) */
+	ST_MEAS_KEYGEN_MS,      /* device key generation or injection */
+	ST_MEAS_IMAGE_WRITE_MS, /* firmware images written and checked */
+	ST_MEAS_ATTEST_MS,      /* end-of-line attestation */
+	ST_MEAS_LINK_RETRIES,   /* re-sends on the programmer link, the unit's */
+	ST_MEAS_COUNT
+} st_meas;
+
+/* "keygen_ms", ... (the profile's measurements.NAME and the records'). */
+const char *st_meas_name(st_meas m);
+/* Its unit: "mV", "C", "ms", "count". */
+const char *st_meas_unit(st_meas m);
+/* The profile's [low, high] for m: false when it sets none. */
+bool st_profile_meas_limits(const st_profile *p, st_meas m, double *low,
+			    double *high);
+/* The route check (profile `route` group): its URL template, NULL when the
+ * profile has none; the timeout; the policy when the MES does not answer
+ * (true: stop, false: allow and flag). */
+const char *st_profile_route_url(const st_profile *p);
+int st_profile_route_timeout_ms(const st_profile *p);
+bool st_profile_route_stop(const st_profile *p);
 /* Target options the profile gives drivers (TPM handles), or NULL. */
 const char *st_profile_target_opts(const st_profile *p);
 /* Certificate subject organisation and validity in days. */
@@ -237,6 +264,10 @@ typedef enum st_step {
 	/* the shared quota's (station/sync.c) */
 	ST_STEP_QUOTA,
 	ST_STEP_QUOTA_OFFLINE,
+	/* the MES (station/unit_mes.c, docs/integration.md) */
+	ST_STEP_ROUTE,          /* the route check: may the unit be provisioned here */
+	ST_STEP_MEASURE,        /* a measurement outside its limits (the unit's
+				 * measurements are kept with its verdict) */
 	ST_STEP_COUNT
 } st_step;
 #define ST_STEP_SHOWN (ST_STEP_FUSES + 1)
@@ -319,7 +350,17 @@ typedef enum st_cause {
 	ST_CAUSE_ALREADY_UNFUSED, /* UNFUSED on record and the run is not armed */
 	ST_CAUSE_QUARANTINED,    /* QUARANTINE on record: not touched again */
 	ST_CAUSE_OPERATOR,       /* set aside by the operator after a FAIL */
+	ST_CAUSE_ROUTE_REFUSED,  /* the MES's route check refused the unit (the
+				  * reason starts with the MES's words) */
+	ST_CAUSE_ROUTE_UNANSWERED, /* the MES did not answer the route check and
+				  * the profile's policy is `stop` */
+	ST_CAUSE_MEASUREMENT,    /* a measurement outside the profile's limits
+				  * (the reason names it) */
 } st_cause;
+
+/* The word for c in machine-readable output ("route-refused", ...);
+ * "none" for ST_CAUSE_NONE. */
+const char *st_cause_name(st_cause c);
 
 typedef struct st_event {
 	st_event_kind kind;
@@ -350,6 +391,10 @@ typedef struct st_event {
 	 * programming conditions) */
 	const char *field, *current, *target, *action;
 	st_cause cause;           /* why, as a class (see st_cause) */
+	/* ST_EV_UNIT_DONE: the unit's measurements (JSON array text, as its
+	 * record keeps them; NULL: none) and flags (JSON array of words,
+	 * "route-unchecked"; NULL: none) */
+	const char *measurements, *flags;
 } st_event;
 
 /* Called from worker threads; the callee serialises its own output. */
@@ -379,6 +424,28 @@ typedef struct st_quota_hook {
 		       st_verdict result);
 	void *ctx;
 } st_quota_hook;
+
+/* What the plant's MES said to a route check (st_route_hook). */
+typedef enum st_route_answer {
+	ST_ROUTE_ALLOW,       /* the unit may be provisioned here */
+	ST_ROUTE_REFUSE,      /* it may not (why: the MES's reason) */
+	ST_ROUTE_UNANSWERED,  /* no usable answer (why: what went wrong) */
+} st_route_answer;
+
+/* The route check of a profile with a `route` group (docs/integration.md),
+ * asked for each unit after its device ID is read and before anything is
+ * made, written or burned for it. */
+typedef struct st_route_hook {
+	/* Ask the MES whether device uid may be provisioned at this station
+	 * for work_order (NULL: none) in slot at port; why gets the MES's
+	 * reason or what went wrong.  Never longer than the profile's
+	 * route.timeout_ms.  Called from slot workers at the same time: the
+	 * hook keeps no per-call state in ctx. */
+	st_route_answer (*check)(void *ctx, const char *uid, const char *work_order,
+				 int slot, const char *port, char *why, size_t whylen);
+	bool stop_unanswered; /* route.on_error: true "stop", false "allow-and-flag" */
+	void *ctx;
+} st_route_hook;
 
 /* One provisioning run over several slots. */
 typedef struct st_run {
@@ -411,6 +478,8 @@ typedef struct st_run {
 	const char *reprovision_uid;
 	const st_quota_hook *quota; /* shared quota of work_order (NULL: the
 				 * local store's quota only) */
+	const st_route_hook *route; /* the MES route check (NULL: none; set by
+				 * st_station_run_start from the profile) */
 	/* Set by the caller (a signal watcher) to stop as st_run_stop() does:
 	 * read between units, so the units in work finish.  NULL: none. */
 	atomic_bool *stop;
@@ -987,6 +1056,10 @@ typedef struct st_unit_row {
 	 * the device's SHA-256, the SBOM's SHA-256) and the end-of-line
 	 * attestation (nonce, statement, signature), JSON text; NULL: none. */
 	const char *firmware, *attestation;
+	/* schema 7 (docs/integration.md): the unit's measurements (JSON array
+	 * of {name, value, unit, low, high, outcome}) and flags (JSON array
+	 * of words); NULL: none. */
+	const char *measurements, *flags;
 } st_unit_row;
 
 /* One event of the chain, as stored. */

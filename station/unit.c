@@ -531,12 +531,13 @@ bool uid_unreadable(const drv_info *info)
  * its public point.  Nothing is issued here. */
 static int new_key(struct unit *u, uint8_t pub[DRV_P256_POINT_LEN])
 {
+	int64_t t0 = unit_us(), rec0 = u->us_rec;
 	EVP_PKEY *key;
 	int rc;
 
 	rc = st_profile_key_inject(u->w->job->prof) ? do_inject(u, pub) :
 	     do_keygen(u, pub);
-	if (rc)
+	if (rc || (rc = measure(u, ST_MEAS_KEYGEN_MS, ms_since(u, t0, rec0))))
 		return rc;
 	key = st_p256_pubkey(pub);
 	if (!key)
@@ -579,6 +580,9 @@ void run_unit(struct unit *u)
 	if (step(u, ST_STEP_IDENTIFY, ST_OUTCOME_OK, "model %s, programmer fw %s, lifecycle %u",
 		 u->info.model, u->info.fw_version, u->info.lifecycle))
 		return;
+	/* The MES may refuse the unit; nothing is done to it before. */
+	if (route_check(u) || measure_conditions(u))
+		return;
 	/* A unit resumed with the identity its history expects is issued
 	 * nothing: its fuse run checks every field before it burns.  A unit
 	 * that is not resumed is checked whole before a key or certificate
@@ -612,6 +616,8 @@ void run_unit(struct unit *u)
 		     "in %s", u->w->job->cfg->cert_dir ? u->w->job->cfg->cert_dir : "memory");
 		goto cleanup;
 	}
+	if (measure_link(u))
+		goto cleanup;
 	/* Unarmed: the identity is issued and proven, the fuses and the
 	 * lifecycle are untouched: not a locked PASS but UNFUSED, which a
 	 * later armed run finishes (docs/fuses.md).  Every target, a TPM's
@@ -723,12 +729,15 @@ void finish_unit(struct unit *u)
 		.fuse_readback = u->readback_hex[0] ? u->readback_hex : NULL,
 		.firmware = u->firmware[0] ? u->firmware : NULL,
 		.attestation = u->attestation[0] ? u->attestation : NULL,
+		.measurements = unit_meas_text(u),
+		.flags = unit_flags_text(u),
 	};
 	st_event ev = { .kind = ST_EV_UNIT_DONE, .uid = u->info.uid_hex,
 			.result = u->result, .detail = e.reason, .err = u->err,
 			.cause = good ? ST_CAUSE_NONE : u->cause ? u->cause :
 				 u->err ? cause_of_err(u->err) : ST_CAUSE_DEVICE,
-			.fuses = u->fuses };
+			.fuses = u->fuses, .measurements = e.measurements,
+			.flags = e.flags };
 	const st_run *run = w->job->run;
 	int64_t t = unit_us();
 	int rc;

@@ -131,6 +131,7 @@ static int write_one(struct unit *u, const st_fw_image *im, json_t *list)
 int fw_write(struct unit *u)
 {
 	const st_firmware *fw = fw_of(u);
+	int64_t t0 = unit_us(), rec0 = u->us_rec;
 	json_t *list;
 	char *text = NULL;
 	int rc = 0;
@@ -149,6 +150,8 @@ int fw_write(struct unit *u)
 		else
 			snprintf(u->firmware, sizeof(u->firmware), "%s", text);
 	}
+	if (!rc)
+		rc = measure(u, ST_MEAS_IMAGE_WRITE_MS, ms_since(u, t0, rec0));
 	free(text);
 	json_decref(list);
 	return rc;
@@ -259,6 +262,8 @@ int fw_attest(struct unit *u, X509 *cert)
 	char *text = NULL;
 	int rc;
 
+	int64_t t0 = unit_us(), rec0 = u->us_rec;
+
 	if (!fw_of(u))
 		return 0;
 	if ((rc = hsm_random(u->sess, nonce, sizeof(nonce))))
@@ -305,6 +310,8 @@ int fw_attest(struct unit *u, X509 *cert)
 		  "lifecycle %d and the SHA-256 of each image with the certified "
 		  "key; every measurement is the profile's", nonce_hex,
 		  expected_lifecycle(u));
+	if (!rc)
+		rc = measure(u, ST_MEAS_ATTEST_MS, ms_since(u, t0, rec0));
 cleanup:
 	EVP_MD_CTX_free(md);
 	json_decref(rec);

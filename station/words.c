@@ -38,6 +38,8 @@ static const char *const steps[ST_STEP_COUNT] = {
 	[ST_STEP_LIFECYCLE_INTENT] = "lifecycle-intent",
 	[ST_STEP_QUOTA] = "quota",
 	[ST_STEP_QUOTA_OFFLINE] = "quota-offline",
+	[ST_STEP_ROUTE] = "route",
+	[ST_STEP_MEASURE] = "measure",
 };
 
 static const char *const outcomes[] = {
@@ -60,6 +62,57 @@ static const char *const fuses[] = {
 	[ST_FUSES_CONDITIONS] = "conditions",
 	[ST_FUSES_INTERRUPTED] = "interrupted",
 };
+
+/* The words of st_cause in machine-readable output (provision --json). */
+static const char *const causes[] = {
+	[ST_CAUSE_NONE] = "none",
+	[ST_CAUSE_DEVICE] = "device",
+	[ST_CAUSE_GARBLED] = "garbled",
+	[ST_CAUSE_SILENT] = "silent",
+	[ST_CAUSE_LINK] = "link",
+	[ST_CAUSE_UNPLUGGED] = "unplugged",
+	[ST_CAUSE_INTERRUPTED] = "interrupted",
+	[ST_CAUSE_FUSE_CONFLICT] = "fuse-conflict",
+	[ST_CAUSE_CLONE] = "clone",
+	[ST_CAUSE_NO_ID] = "no-id",
+	[ST_CAUSE_LOCKED] = "locked",
+	[ST_CAUSE_QUOTA_FULL] = "quota-full",
+	[ST_CAUSE_WORK_ORDER] = "work-order",
+	[ST_CAUSE_HSM] = "hsm",
+	[ST_CAUSE_RECORDS] = "records",
+	[ST_CAUSE_ALREADY_PASS] = "already-pass",
+	[ST_CAUSE_ALREADY_UNFUSED] = "already-unfused",
+	[ST_CAUSE_QUARANTINED] = "quarantined",
+	[ST_CAUSE_OPERATOR] = "operator",
+	[ST_CAUSE_ROUTE_REFUSED] = "route-refused",
+	[ST_CAUSE_ROUTE_UNANSWERED] = "route-unanswered",
+	[ST_CAUSE_MEASUREMENT] = "measurement",
+};
+
+/* Measurements: the profile's and the records' names, and units. */
+static const struct { const char *name, *unit; } meas[ST_MEAS_COUNT] = {
+	[ST_MEAS_VPP_MV] = { "vpp_mv", "mV" },
+	[ST_MEAS_TEMP_C] = { "temp_c", "C" },
+	[ST_MEAS_KEYGEN_MS] = { "keygen_ms", "ms" },
+	[ST_MEAS_IMAGE_WRITE_MS] = { "image_write_ms", "ms" },
+	[ST_MEAS_ATTEST_MS] = { "attest_ms", "ms" },
+	[ST_MEAS_LINK_RETRIES] = { "link_retries", "count" },
+};
+
+const char *st_meas_name(st_meas m)
+{
+	return (unsigned)m < ST_MEAS_COUNT ? meas[m].name : "?";
+}
+
+const char *st_meas_unit(st_meas m)
+{
+	return (unsigned)m < ST_MEAS_COUNT ? meas[m].unit : "?";
+}
+
+const char *st_cause_name(st_cause c)
+{
+	return (unsigned)c < ST_ARRAY_SIZE(causes) && causes[c] ? causes[c] : "?";
+}
 
 const char *st_verdict_name(st_verdict v)
 {

@@ -306,6 +306,12 @@ Test(firmware, images_written_attested_and_recorded, .timeout = 120)
 	}
 	json_decref(stmt);
 	json_decref(a);
+	/* the measured steps (docs/integration.md): the image write and the
+	 * attestation were timed, recorded without limits */
+	fx_q_text(&f.w, "SELECT measurements FROM units WHERE id = 1", fwj, sizeof(fwj));
+	cr_assert(strstr(fwj, "\"name\":\"image_write_ms\"") &&
+		  strstr(fwj, "\"name\":\"attest_ms\"") && strstr(fwj, "\"outcome\":\"unset\""),
+		  "%s", fwj);
 	/* and `records verify` covers the new columns */
 	fx_station_run(&r, &f.w, "records", "verify", NULL);
 	cr_assert_eq(r.code, 0, "%s%s", r.out, r.err);

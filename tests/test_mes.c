@@ -9,6 +9,7 @@
 #include <libgen.h>
 #include <pwd.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,6 +19,7 @@
 #include <stdint.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -76,6 +78,9 @@ static void rx_start(receiver *rx, const fx_world *w, const char *sub, int port,
 	cr_assert_geq(rx->pid, 0);
 	if (rx->pid == 0) {
 		char log[800];
+
+		/* gone with the test, even one an assertion ended */
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
 
 		snprintf(log, sizeof(log), "%s/receiver.log", rx->dir);
 		if (!freopen(log, "a", stderr))
@@ -1339,6 +1344,193 @@ Test(mes, mqtt_tls_test_ca_accepted_wrong_ca_refused_nothing_lost, .timeout = 24
 	free(r);
 }
 
+/* ---- The route check and measured steps (docs/integration.md) ---- */
+
+/* The world's profile: the default one with extra groups (route,
+ * measurements), signed again. */
+static void set_profile(const fx_world *w, const char *fmt, ...)
+{
+	char extra[2048], text[4096];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(extra, sizeof(extra), fmt, ap);
+	va_end(ap);
+	snprintf(text, sizeof(text), "%s%s", FX_PROFILE, extra);
+	fx_write_file(w->profile, text);
+	fx_sign(w, w->profile);
+}
+
+/* A path in the source tree's docs/schemas. */
+static void schema_of(char *out, size_t cap, const char *name)
+{
+	script_path(out, cap);
+	snprintf(strstr(out, "/tests/fixtures/"), 200, "/docs/schemas/%s", name);
+}
+
+/* The route questions the receiver got: [{path, body}]. */
+static json_t *route_asked(const receiver *rx)
+{
+	char path[700], line[8192];
+	json_t *a = json_array();
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/route.jsonl", rx->dir);
+	f = fopen(path, "r");
+	while (f && fgets(line, sizeof(line), f))
+		json_array_append_new(a, json_loads(line, 0, NULL));
+	if (f)
+		fclose(f);
+	return a;
+}
+
+static void set_route_mode(const receiver *rx, const char *mode)
+{
+	char p[700];
+
+	snprintf(p, sizeof(p), "%s/route-mode", rx->dir);
+	fx_write_file(p, mode);
+}
+
+/* One unit of a new simulator (name) provisioned, armed, with --json;
+ * returns its one "unit" line (the run's output in r). */
+static json_t *one_unit(fx_run *r, const fx_world *w, fx_devsim *sim,
+			const char *name, const char *simargs)
+{
+	json_t *units, *u;
+
+	cr_assert_eq(fx_devsim_start(sim, w->dir, name, 1, simargs), 0);
+	fx_station_run(r, w, "--json", "--burn-fuses", "--yes", "--slot", sim->port,
+		       "provision", NULL);
+	fx_devsim_stop(sim);
+	units = fx_json_events(r->out, "unit");
+	cr_assert_eq(json_array_size(units), 1, "%s%s", r->out, r->err);
+	u = json_incref(json_array_get(units, 0));
+	json_decref(units);
+	return u;
+}
+
+static const char *jstr(json_t *o, const char *k)
+{
+	const char *v = json_string_value(json_object_get(o, k));
+
+	return v ? v : "";
+}
+
+/* The simulator's device was never touched: no key made, no certificate
+ * written, no fuse burned, not locked (its own state file says so). */
+static void untouched(const fx_devsim *sim, const char *uid)
+{
+	json_t *d = fx_sim_unit(sim->state_path, uid);
+	const char *bank0;
+
+	cr_assert_not_null(d, "no simulated unit %s", uid);
+	cr_assert_eq(json_integer_value(json_object_get(d, "keygen_count")), 0, "a key was made");
+	cr_assert(json_is_null(json_object_get(d, "cert")), "a certificate was written");
+	cr_assert_eq(json_integer_value(json_object_get(d, "burn_count")), 0, "a fuse was burned");
+	cr_assert_eq(json_integer_value(json_object_get(d, "lifecycle")), 0, "locked");
+	bank0 = json_string_value(json_array_get(json_object_get(d, "fuses"), 0));
+	cr_assert_not_null(bank0);
+	cr_assert_eq(strspn(bank0, "0"), strlen(bank0), "bank 0 holds %s", bank0);
+	json_decref(d);
+}
+
+/* How many steps named step unit id has. */
+static long long steps_named(const fx_world *w, long long id, const char *step)
+{
+	char sql[300];
+
+	snprintf(sql, sizeof(sql), "SELECT count(*) FROM steps WHERE unit_id = %lld "
+		 "AND step = '%s'", id, step);
+	return fx_q_int(w, sql);
+}
+
+Test(mes, route_allowed_then_refused_with_the_mes_reason_nothing_burned, .timeout = 240)
+{
+	fx_world w;
+	fx_devsim sim;
+	receiver rx = { 0 };
+	fx_run *r = malloc(sizeof(*r));
+	char keyfile[600], url[200], rschema[1300], want[600], text[4096];
+	json_t *u, *asked, *q;
+
+	cr_assert_not_null(r);
+	mes_world(&w, "line3-st1");
+	snprintf(keyfile, sizeof(keyfile), "%s/mes.key", w.dir);
+	schema_of(rschema, sizeof(rschema), "mes-route-1.schema.json");
+	/* the MES checks the signature and the question's schema */
+	rx_start(&rx, &w, "rx", 0, "--key-file", keyfile, "--route-schema", rschema, NULL);
+	url_of(url, sizeof(url), &rx, "http");
+	set_mes(&w, "line3-st1", url, NULL);
+	set_profile(&w, "route: { url = \"http://127.0.0.1:%d/route/${station}/${uid}"
+		    "?wo=${work_order}\"; timeout_ms = 3000; on_error = \"stop\"; };\n",
+		    rx.port);
+
+	/* allowed: provisioned as ever, the question on record */
+	u = one_unit(r, &w, &sim, "ok", "--seed r1");
+	cr_assert_eq(r->code, 0, "%s", r->err);
+	cr_assert_str_eq(jstr(u, "result"), "PASS");
+	cr_assert_str_eq(jstr(u, "cause"), "none");
+	fx_check_pass(&w, sim.state_path, jstr(u, "uid"));
+	asked = route_asked(&rx);
+	cr_assert_eq(json_array_size(asked), 1, "asked once per unit");
+	q = json_array_get(asked, 0);
+	snprintf(want, sizeof(want), "/route/line3-st1/%s?wo=", jstr(u, "uid"));
+	cr_assert_str_eq(jstr(q, "path"), want);
+	cr_assert_str_eq(jstr(json_object_get(q, "body"), "uid"), jstr(u, "uid"));
+	cr_assert_str_eq(jstr(json_object_get(q, "body"), "station"), "line3-st1");
+	cr_assert_str_eq(jstr(json_object_get(q, "body"), "profile"), "test-sensor");
+	json_decref(asked);
+	cr_assert_eq(steps_named(&w, 1, "route"), 1);
+	fx_q_text(&w, "SELECT outcome FROM steps WHERE unit_id = 1 AND step = 'route'",
+		  text, sizeof(text));
+	cr_assert_str_eq(text, "ok");
+	json_decref(u);
+
+	/* refused: recorded FAIL with the MES's reason; no key, no
+	 * certificate, no fuse, though the run is armed */
+	set_route_mode(&rx, "refuse:skipped station ICT (line3-ict has no PASS)");
+	u = one_unit(r, &w, &sim, "refused", "--seed r2");
+	cr_assert_eq(r->code, 1, "exit as the other refusals: %s", r->err);
+	cr_assert_str_eq(jstr(u, "result"), "FAIL");
+	cr_assert_str_eq(jstr(u, "cause"), "route-refused");
+	cr_assert(strstr(jstr(u, "reason"), "refused by the MES: skipped station ICT "
+			 "(line3-ict has no PASS)"), "%s", jstr(u, "reason"));
+	cr_assert_eq(json_string_value(json_object_get(u, "cert_serial")), NULL);
+	untouched(&sim, jstr(u, "uid"));
+	fx_q_text(&w, "SELECT state || '|' || reason || '|' || coalesce(cert_serial, 'none') "
+		  "FROM units WHERE id = 2", text, sizeof(text));
+	cr_assert(!strncmp(text, "FAIL|refused by the MES: skipped station ICT", 44) &&
+		  strstr(text, "|none"), "%s", text);
+	cr_assert_eq(fx_q_int(&w, "SELECT count(*) FROM steps WHERE unit_id = 2 AND step "
+			      "IN ('keygen', 'possession', 'certificate', 'write-cert', "
+			      "'fuse-check', 'fuse', 'fuse-intent', 'fuses')"), 0,
+		     "a step after the refusal ran");
+	fx_q_text(&w, "SELECT outcome FROM steps WHERE unit_id = 2 AND step = 'route'",
+		  text, sizeof(text));
+	cr_assert_str_eq(text, "fail");
+	/* the records say why, and verify */
+	fx_station_run(r, &w, "records", "show", jstr(u, "uid"), NULL);
+	cr_assert_eq(r->code, 0, "%s", r->err);
+	cr_assert(strstr(r->out, "route") && strstr(r->out, "skipped station ICT"), "%s", r->out);
+	fx_station_run(r, &w, "records", "verify", NULL);
+	cr_assert_eq(r->code, 0, "%s%s", r->out, r->err);
+	json_decref(u);
+
+	/* a template naming anything else is refused when the profile loads */
+	set_profile(&w, "route: { url = \"http://127.0.0.1:%d/route/${serial}\"; };\n",
+		    rx.port);
+	fx_station_run(r, &w, "--burn-fuses", "--yes", "--slot", sim.port, "provision", NULL);
+	cr_assert_eq(r->code, 2, "%s", r->err);
+	cr_assert(strstr(r->err, "route.url") && strstr(r->err, "${serial}"), "%s", r->err);
+	cr_assert_eq(json_array_size(asked = route_asked(&rx)), 2, "asked anyway");
+	json_decref(asked);
+
+	rx_stop(&rx);
+	fx_rmtree(w.dir);
+	free(r);
+}
+
 /* ---- Labels to a real CUPS queue ---- */
 
 /* A private cupsd (its own configuration, spool and port; nothing of the
@@ -1516,6 +1708,210 @@ Test(mes, label_print_job_reaches_a_cups_queue, .timeout = 240)
 
 	free(want);
 	cups_stop(&c);
+	fx_rmtree(w.dir);
+	free(r);
+}
+
+Test(mes, route_mes_down_or_silent_by_policy_stop_or_allow_and_flag, .timeout = 300)
+{
+	fx_world w;
+	fx_devsim sim;
+	receiver rx = { 0 };
+	fx_run *r = malloc(sizeof(*r));
+	char url[200], schema[1300], key[200], text[4096];
+	int dead = free_port();
+	json_t *u, *m;
+
+	cr_assert_not_null(r);
+	mes_world(&w, "line4-st1");
+	schema_of(schema, sizeof(schema), "mes-result-1.schema.json");
+
+	/* down (nothing listens) and allow-and-flag: provisioned, flagged in
+	 * the record, the run's output and the MES message */
+	set_mes(&w, "line4-st1", "http://127.0.0.1:9/results", NULL);
+	set_profile(&w, "route: { url = \"http://127.0.0.1:%d/route/${uid}\"; "
+		    "timeout_ms = 500; on_error = \"allow-and-flag\"; };\n", dead);
+	u = one_unit(r, &w, &sim, "down-flag", "--seed d1");
+	cr_assert_eq(r->code, 0, "%s", r->err);
+	cr_assert_str_eq(jstr(u, "result"), "PASS");
+	cr_assert_str_eq(json_string_value(json_array_get(json_object_get(u, "flags"), 0)),
+			 "route-unchecked");
+	fx_check_pass(&w, sim.state_path, jstr(u, "uid"));
+	fx_q_text(&w, "SELECT flags FROM units WHERE id = 1", text, sizeof(text));
+	cr_assert_str_eq(text, "[\"route-unchecked\"]");
+	fx_q_text(&w, "SELECT outcome || '|' || detail FROM steps WHERE unit_id = 1 AND "
+		  "step = 'route'", text, sizeof(text));
+	cr_assert(!strncmp(text, "skip|FLAGGED route-unchecked", 28), "%s", text);
+	json_decref(u);
+
+	/* silent (it takes the question and never answers) and stop: the
+	 * unit is recorded FAIL after route.timeout_ms, nothing done to it */
+	rx_start(&rx, &w, "rx", 0, "--schema", schema, "--route", "hang", NULL);
+	url_of(url, sizeof(url), &rx, "http");
+	set_mes(&w, "line4-st1", url, NULL);
+	set_profile(&w, "route: { url = \"http://127.0.0.1:%d/route/${uid}\"; "
+		    "timeout_ms = 500; };\n", rx.port);
+	u = one_unit(r, &w, &sim, "silent-stop", "--seed d2");
+	cr_assert_eq(r->code, 1, "%s", r->err);
+	cr_assert_str_eq(jstr(u, "result"), "FAIL");
+	cr_assert_str_eq(jstr(u, "cause"), "route-unanswered");
+	cr_assert(strstr(jstr(u, "reason"), "did not answer the route check") &&
+		  strstr(jstr(u, "reason"), "timed out"), "%s", jstr(u, "reason"));
+	untouched(&sim, jstr(u, "uid"));
+	cr_assert_eq(fx_q_int(&w, "SELECT count(*) FROM units WHERE id = 2 AND "
+			      "cert_serial IS NULL AND state = 'FAIL'"), 1);
+	json_decref(u);
+
+	/* down and stop */
+	set_profile(&w, "route: { url = \"http://127.0.0.1:%d/route/${uid}\"; "
+		    "timeout_ms = 500; on_error = \"stop\"; };\n", dead);
+	u = one_unit(r, &w, &sim, "down-stop", "--seed d3");
+	cr_assert_eq(r->code, 1, "%s", r->err);
+	cr_assert_str_eq(jstr(u, "cause"), "route-unanswered");
+	untouched(&sim, jstr(u, "uid"));
+	json_decref(u);
+
+	/* the MES message carries the flag, valid under the schema (the
+	 * receiver refuses a body that is not: 422) */
+	fx_station_run(r, &w, "mes", "send", "--once", NULL);
+	cr_assert_eq(r->code, 0, "%s%s", r->out, r->err);
+	snprintf(key, sizeof(key), "line4-st1:1");
+	m = kept(&rx, key);
+	cr_assert_not_null(m);
+	cr_assert_str_eq(json_string_value(json_array_get(json_object_get(m, "flags"), 0)),
+			 "route-unchecked");
+	json_decref(m);
+	m = kept(&rx, "line4-st1:2");
+	cr_assert_not_null(m);
+	cr_assert_eq(json_array_size(json_object_get(m, "flags")), 0);
+	cr_assert_str_eq(jstr(m, "verdict"), "FAIL");
+	json_decref(m);
+
+	rx_stop(&rx);
+	fx_rmtree(w.dir);
+	free(r);
+}
+
+/* The measurement named in a --json unit line's list, or NULL. */
+static json_t *meas_of(json_t *list, const char *name)
+{
+	size_t i;
+	json_t *m;
+
+	json_array_foreach(list, i, m)
+		if (!strcmp(jstr(m, "name"), name))
+			return m;
+	return NULL;
+}
+
+Test(mes, measurements_limits_fail_the_unit_and_reach_records_export_and_mes, .timeout = 300)
+{
+	fx_world w;
+	fx_devsim sim;
+	receiver rx = { 0 };
+	fx_run *r = malloc(sizeof(*r));
+	char url[200], schema[1300], text[4096];
+	json_t *u, *ms, *m, *exp, *line;
+
+	cr_assert_not_null(r);
+	mes_world(&w, "line5-st1");
+	schema_of(schema, sizeof(schema), "mes-result-1.schema.json");
+	rx_start(&rx, &w, "rx", 0, "--schema", schema, NULL);
+	url_of(url, sizeof(url), &rx, "http");
+	set_mes(&w, "line5-st1", url, NULL);
+	set_profile(&w, "measurements: { keygen_ms = [0, 200]; vpp_mv = [2400, 2600]; "
+		    "temp_c = [20.0, 30.5]; link_retries = [0, 3]; };\n");
+
+	/* within the limits: PASS, every measurement with its limits */
+	u = one_unit(r, &w, &sim, "good", "--seed m1");
+	cr_assert_eq(r->code, 0, "%s", r->err);
+	cr_assert_str_eq(jstr(u, "result"), "PASS");
+	ms = json_object_get(u, "measurements");
+	cr_assert_eq(json_array_size(ms), 4, "%s", r->out);
+	m = meas_of(ms, "vpp_mv");
+	cr_assert_not_null(m);
+	cr_assert_eq(json_integer_value(json_object_get(m, "value")), 2500);
+	cr_assert_str_eq(jstr(m, "unit"), "mV");
+	cr_assert_eq(json_integer_value(json_object_get(m, "low")), 2400);
+	cr_assert_str_eq(jstr(m, "outcome"), "pass");
+	m = meas_of(ms, "temp_c");
+	cr_assert_not_null(m);
+	cr_assert_eq(json_number_value(json_object_get(m, "value")), 25.0);
+	cr_assert_eq(json_number_value(json_object_get(m, "high")), 30.5);
+	cr_assert_not_null(meas_of(ms, "keygen_ms"));
+	cr_assert_str_eq(jstr(meas_of(ms, "keygen_ms"), "unit"), "ms");
+	cr_assert_not_null(meas_of(ms, "link_retries"));
+	/* records show lists them; the export carries the same list */
+	fx_station_run(r, &w, "records", "show", jstr(u, "uid"), NULL);
+	cr_assert_eq(r->code, 0, "%s", r->err);
+	cr_assert(strstr(r->out, "measurement vpp_mv") && strstr(r->out, "2500 mV") &&
+		  strstr(r->out, "[2400, 2600] pass") && strstr(r->out, "measurement keygen_ms"),
+		  "%s", r->out);
+	fx_station_run(r, &w, "records", "export", "--format", "jsonl", NULL);
+	cr_assert_eq(r->code, 0, "%s", r->err);
+	exp = json_loads(r->out, JSON_DISABLE_EOF_CHECK, NULL);
+	cr_assert_not_null(exp, "%s", r->out);
+	cr_assert(json_equal(json_object_get(exp, "measurements"), ms), "%s", r->out);
+	json_decref(exp);
+	json_decref(u);
+
+	/* a slow key generation (the simulator's --keygen-ms) fails the unit
+	 * naming the measurement; no certificate, no fuse */
+	u = one_unit(r, &w, &sim, "slowkey", "--seed m2 --keygen-ms 450");
+	cr_assert_eq(r->code, 1, "%s", r->err);
+	cr_assert_str_eq(jstr(u, "result"), "FAIL");
+	cr_assert_str_eq(jstr(u, "cause"), "measurement");
+	cr_assert(strstr(jstr(u, "reason"), "measurement keygen_ms = ") &&
+		  strstr(jstr(u, "reason"), "outside its limits [0, 200]"), "%s",
+		  jstr(u, "reason"));
+	cr_assert_str_eq(jstr(meas_of(json_object_get(u, "measurements"), "keygen_ms"),
+			      "outcome"), "fail");
+	cr_assert_geq(json_integer_value(json_object_get(meas_of(json_object_get(u,
+		"measurements"), "keygen_ms"), "value")), 450);
+	cr_assert_eq(fx_q_int(&w, "SELECT count(*) FROM units WHERE id = 2 AND state = 'FAIL' "
+			      "AND cert_serial IS NULL"), 1);
+	cr_assert_eq(steps_named(&w, 2, "certificate"), 0);
+	{
+		json_t *d = fx_sim_unit(sim.state_path, jstr(u, "uid"));
+
+		cr_assert(json_is_null(json_object_get(d, "cert")));
+		cr_assert_eq(json_integer_value(json_object_get(d, "burn_count")), 0);
+		json_decref(d);
+	}
+	json_decref(u);
+
+	/* the programmer measures 3.1 V: out of limits before any key */
+	u = one_unit(r, &w, &sim, "hivpp", "--seed m3 --vpp 3100");
+	cr_assert_eq(r->code, 1, "%s", r->err);
+	cr_assert_str_eq(jstr(u, "cause"), "measurement");
+	cr_assert(strstr(jstr(u, "reason"), "measurement vpp_mv = 3100 mV is outside its "
+			 "limits [2400, 2600]"), "%s", jstr(u, "reason"));
+	untouched(&sim, jstr(u, "uid"));
+	json_decref(u);
+
+	/* the records verify (the new columns are covered by the unit_end
+	 * events) and the MES gets every measurement, valid under the schema */
+	fx_station_run(r, &w, "records", "verify", NULL);
+	cr_assert_eq(r->code, 0, "%s%s", r->out, r->err);
+	fx_station_run(r, &w, "mes", "send", "--once", NULL);
+	cr_assert_eq(r->code, 0, "%s%s", r->out, r->err);
+	for (int id = 1; id <= 3; id++) {
+		char k[64], sql[200];
+
+		snprintf(k, sizeof(k), "line5-st1:%d", id);
+		m = kept(&rx, k);
+		cr_assert_not_null(m, "%s never arrived", k);
+		snprintf(sql, sizeof(sql), "SELECT measurements FROM units WHERE id = %d", id);
+		fx_q_text(&w, sql, text, sizeof(text));
+		line = json_loads(text, 0, NULL);
+		cr_assert_not_null(line, "unit %d: %s", id, text);
+		cr_assert(json_equal(json_object_get(m, "measurements"), line),
+			  "unit %d: the message's measurements are not the record's", id);
+		json_decref(line);
+		json_decref(m);
+	}
+
+	rx_stop(&rx);
 	fx_rmtree(w.dir);
 	free(r);
 }

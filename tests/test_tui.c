@@ -6,12 +6,14 @@
 #include <criterion/criterion.h>
 #include <fcntl.h>
 #include <jansson.h>
+#include <libgen.h>
 #include <signal.h>
 #include <sqlite3.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -1401,4 +1403,77 @@ Test(tui, german_screen_says_what_to_do_in_german, .timeout = 180)
 	type(&w, "q", false);
 	expect(&w, "STATION-EXIT=0");
 	finish(&w, sims, 4);
+}
+
+/* The MES's route check refuses the unit (tests/fixtures/mes_receiver.py,
+ * a real HTTP receiver): its panel says so in the MES's words, the unit
+ * waits for the operator, nothing was done to it. */
+Test(tui, mes_refusal_shows_the_reason_in_the_unit_panel, .timeout = 180)
+{
+	struct world w;
+	fx_devsim sim;
+	char script[1200], rxdir[600], portfile[700], profile[600], engkey[600];
+	char text[2048], b[1024];
+	json_t *st = NULL, *u;
+	int port = 0, waited = 0;
+	pid_t rx;
+	FILE *f;
+
+	world_init(&w);
+	snprintf(b, sizeof(b), "%s", getenv("STATION_BUILD"));
+	snprintf(script, sizeof(script), "%s/tests/fixtures/mes_receiver.py", dirname(b));
+	snprintf(rxdir, sizeof(rxdir), "%s/rx", w.dir);
+	mkdir(rxdir, 0700);
+	snprintf(portfile, sizeof(portfile), "%s/port", rxdir);
+	rx = fork();
+	cr_assert_geq(rx, 0);
+	if (rx == 0) {
+		/* gone with the test, even one an assertion ended */
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		if (!freopen("/dev/null", "w", stdout) || !freopen("/dev/null", "w", stderr))
+			_exit(126);
+		execlp("python3", "python3", script, "--dir", rxdir, "--route",
+		       "refuse:no ICT pass on record", (char *)NULL);
+		_exit(127);
+	}
+	while (!(f = fopen(portfile, "r"))) {
+		cr_assert_lt(waited++, 200, "the receiver did not start");
+		usleep(50000);
+	}
+	cr_assert_eq(fscanf(f, "%d", &port), 1);
+	fclose(f);
+	snprintf(profile, sizeof(profile), "%s/test.profile", w.dir);
+	snprintf(engkey, sizeof(engkey), "%s/eng.key.pem", w.dir);
+	snprintf(text, sizeof(text),
+		 "name = \"tui-sensor\";\n"
+		 "certificate: { organization = \"Test Devices\"; validity_days = 365; };\n"
+		 "root_of_trust: { sha256 = \"" ROT "\"; fuse_bank = 0; };\n"
+		 "route: { url = \"http://127.0.0.1:%d/route/${uid}\"; timeout_ms = 3000; };\n",
+		 port);
+	write_file(profile, text);
+	fx_sign_with(engkey, profile);
+
+	start_sims(&w, &sim, 1, 1);
+	tui_start(&w, 80, 24, &sim, 1);
+	login_and_start(&w, "WO-R1", true);
+	expect(&w, "FAIL 1");
+	expect_panel(&w, "1 p1.tty", "refused by the MES: no ICT pass on record");
+	expect_panel(&w, "1 p1.tty", "ask again");
+	cr_assert(strstr(w.screen, "DECIDE"), "the unit waits for a decision:\n%s", w.screen);
+	cr_assert_eq(count_units(&w, "FAIL"), 1);
+	/* skipped: its FAIL stands; the device was never touched */
+	type(&w, "k", false);
+	expect(&w, "waiting for a unit");
+	type(&w, "q", false);
+	expect(&w, "STATION-EXIT=0");
+	kill(rx, SIGKILL);
+	waitpid(rx, NULL, 0);
+	fx_devsim_stop(&sim);
+	cr_assert_eq(fx_devsim_dump(sim.state_path, &st), 0);
+	u = json_array_get(json_object_get(st, "units"), 0);
+	cr_assert_eq(json_integer_value(json_object_get(u, "keygen_count")), 0);
+	cr_assert(json_is_null(json_object_get(u, "cert")));
+	cr_assert_eq(json_integer_value(json_object_get(u, "burn_count")), 0);
+	json_decref(st);
+	finish(&w, &sim, 1);
 }

@@ -5,6 +5,7 @@
  * screen (device strings were escaped when queued). */
 #include <curses.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 #include <wchar.h>
@@ -517,6 +518,24 @@ void ui_advice(const struct ui *u, int i, char *cause, size_t clen, char *action
 		case ST_CAUSE_OPERATOR:
 			snprintf(cause, clen, _("set aside by operator %s"), u->operator_name);
 			a = _("take it out,\nput it aside");
+			break;
+		case ST_CAUSE_ROUTE_REFUSED:
+			/* "refused by the MES: <its reason>; nothing was done ..." */
+			snprintf(cause, clen, "%.*s", (int)(strstr(s->reason, "; nothing") ?
+				 strstr(s->reason, "; nothing") - s->reason :
+				 (ptrdiff_t)strlen(s->reason)), s->reason);
+			a = held ? _("r ask again\nk skip") : _("take it out\n(nothing was done)");
+			break;
+		case ST_CAUSE_ROUTE_UNANSWERED:
+			snprintf(cause, clen, _("the MES does not answer the route check"));
+			a = held ? _("r retry when the\nMES answers") : _("run it again when\nthe MES answers");
+			break;
+		case ST_CAUSE_MEASUREMENT:
+			/* "measurement NAME = V U is outside its limits [L, H] ..." */
+			snprintf(cause, clen, "%.*s", (int)(strstr(s->reason, " (the profile") ?
+				 strstr(s->reason, " (the profile") - s->reason :
+				 (ptrdiff_t)strlen(s->reason)), s->reason);
+			a = held ? _("r retry  k skip\nx quarantine") : _("take it out\n(d: details)");
 			break;
 		default:
 			snprintf(cause, clen, _("failed at %s"), s->failed_step[0] ?
