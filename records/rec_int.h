@@ -10,6 +10,7 @@
 #include <pthread.h>
 #include <sqlite3.h>
 #include <stdatomic.h>
+#include <sys/types.h>
 
 #include "records.h"
 
@@ -36,21 +37,35 @@ struct rec_store {
 	char sign_key[REC_HASH_HEX];    /* SHA-256 of the signer's cert DER */
 
 	/* Group commit (commit.c, "Group commit"): writes of several
-	 * threads share one transaction and one fsync. */
-	pthread_cond_t durable;         /* a batch committed or failed */
+	 * threads share one transaction; the record writer thread commits
+	 * it and fsyncs the WAL with the lock let go. */
+	pthread_cond_t durable;         /* a batch became durable or failed */
 	atomic_int want;                /* writers counted in, not yet through */
 	int in_batch;                   /* the batch's transaction is open */
 	struct rec_waiter *batch;       /* writes waiting for its commit */
 	int batch_n;                    /* how many */
+	int commit_asked;               /* commit the open batch now */
 	long long batch_events;         /* events they appended */
 	long long sp_events;            /* events of the write in progress */
 	long long n_events, n_writes, n_commits; /* rec_get_stats */
+	long long n_syncs;
 	int max_batch;
+	struct rec_waiter *flushing;    /* committed, waiting for the WAL sync */
+	int unsynced;                   /* commits since the last WAL sync */
+	int broken;                     /* a WAL sync failed: no more writes */
+	char broken_why[REC_MSG_MAX];
+
+	/* The writer thread's own (never touched under the lock after start):
+	 * its descriptor of the WAL, reopened when the file is replaced. */
+	char *wal_path;
+	int wal_fd;
+	dev_t wal_dev;
+	ino_t wal_ino;
 
 	/* Lazy writes (commit.c, "Durable and lazy writes"): in the open
-	 * batch without waiting; committed by the next durable write, by
-	 * the flusher thread REC_LAZY_MS after the first of them, by
-	 * rec_sync or by rec_close. */
+	 * batch without waiting; committed by the writer with the next
+	 * durable write, REC_LAZY_MS after the first of them, or at rec_sync
+	 * and rec_close. */
 	int lazy_ms;                    /* rec_set_lazy_ms, REC_LAZY_MS */
 	bool readonly;                  /* opened REC_OPEN_READ */
 	int lazy_n;                     /* lazy writes in the open batch */
@@ -63,10 +78,10 @@ struct rec_store {
 	long long n_lazy;               /* lazy writes committed */
 	long long lost_writes;          /* lazy writes lost since rec_open */
 	char lost_why[REC_MSG_MAX];     /* why the last of them was lost */
-	pthread_cond_t lazy_cv;         /* wakes the flusher */
-	pthread_t flusher;
-	int flusher_up;                 /* the flusher thread runs */
-	int closing;                    /* rec_close: the flusher ends */
+	pthread_cond_t writer_cv;       /* wakes the writer */
+	pthread_t writer;
+	int writer_up;                  /* the writer thread runs */
+	int closing;                    /* rec_close: the writer drains, ends */
 };
 
 /* The statements every store prepares at open (store.c, stmt_sql) and keeps
@@ -149,8 +164,8 @@ int rec_wr_txn(rec_store *r, struct rec_waiter *w, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 /* Returns err, or the commit's failure. */
 int rec_wr_end(rec_store *r, struct rec_waiter *w, int err);
-/* Commit the open batch now (rec_close); the cause of a failure in why. */
-int rec_batch_commit(rec_store *r, char why[REC_MSG_MAX]);
+/* rec_close: let the writer commit and sync what is pending, and end. */
+void rec_writer_stop(rec_store *r);
 /* Did a failed commit lose lazy writes of unit_id? */
 int rec_unit_lost(const rec_store *r, int64_t unit_id);
 /* Let the write w of unit_id ride in the batch without waiting (REC_LAZY). */
