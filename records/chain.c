@@ -431,6 +431,8 @@ int rec_head(rec_store *r, long long *seq, char hash[65])
 	memset(hash, '0', 64);
 	hash[64] = '\0';
 	rc = sqlite3_step(s);
+	if ((rc == SQLITE_ROW || rc == SQLITE_DONE) && (err = rec_read_durable(r)))
+		goto out;
 	if (rc == SQLITE_ROW) {
 		*seq = sqlite3_column_int64(s, 0);
 		snprintf(hash, 65, "%s", rec_col(s, 1) ? rec_col(s, 1) : "");

@@ -166,6 +166,9 @@ int rec_wr_txn(rec_store *r, struct rec_waiter *w, const char *fmt, ...)
 int rec_wr_end(rec_store *r, struct rec_waiter *w, int err);
 /* rec_close: let the writer commit and sync what is pending, and end. */
 void rec_writer_stop(rec_store *r);
+/* After a read's first step: what it sees of other processes' commits is
+ * on disk (their WAL synced) before a row is handed on.  ST_E_IO. */
+int rec_read_durable(rec_store *r);
 /* Did a failed commit lose lazy writes of unit_id? */
 int rec_unit_lost(const rec_store *r, int64_t unit_id);
 /* Let the write w of unit_id ride in the batch without waiting (REC_LAZY). */
