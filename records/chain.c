@@ -222,9 +222,8 @@ int rec_event(rec_store *r, const char *kind, const char *uid, ...)
 		err = rec_append_event(r, kind, 0, uid, data);
 		data = NULL;
 	}
-	err = rec_wr_end(r, &w, err);
+	err = rec_wr_done(r, &w, err);
 	json_decref(data);
-	pthread_mutex_unlock(&r->lock);
 	return err;
 }
 

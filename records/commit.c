@@ -38,6 +38,10 @@
  * fsyncs falls as the load rises.  A durable write waits (on the durable
  * condition variable, lock let go) until the sync that covers its commit
  * has returned: ST_OK still means on disk.  A lazy write never waits.
+ * The writer wakes each durable writer through a semaphore of its own:
+ * they do not queue for the lock again to return (with 64 slots, a
+ * broadcast on a condition variable tied to the lock woke dozens of
+ * threads that then took turns on it).
  * The connection is back at synchronous=FULL whenever no batch is open.
  *
  * ---- Durable and lazy writes ----
@@ -124,6 +128,7 @@ int rec_wr_enter(rec_store *r, struct rec_waiter *w)
 	w->next = NULL;
 	w->sp = w->joined = w->done = w->err = w->now = w->lazy = 0;
 	w->what[0] = w->why[0] = '\0';
+	sem_init(&w->sem, 0, 0);
 	atomic_fetch_add(&r->want, 1);
 	return rec_enter(r);
 }
@@ -201,12 +206,13 @@ static void batch_finish(rec_store *r, int err, const char *why)
 			r->lost_writes += r->lazy_n;
 			snprintf(r->lost_why, sizeof(r->lost_why), "%s", why);
 		}
-		for (w = r->batch; w; w = w->next) {
+		for (w = r->batch; w; w = next) {
+			next = w->next;         /* w is gone once posted */
 			w->err = err;
 			snprintf(w->why, sizeof(w->why), "%s", why);
 			w->done = 1;
+			sem_post(&w->sem);
 		}
-		pthread_cond_broadcast(&r->durable);
 	}
 	r->lazy_n = 0;
 	r->lazy_units_n = 0;
@@ -294,7 +300,7 @@ static int wal_sync(rec_store *r)
  * the lock let go, then wake their writers. */
 static void sync_round(rec_store *r)
 {
-	struct rec_waiter *list = r->flushing, *w;
+	struct rec_waiter *list = r->flushing, *w, *next;
 	int e;
 
 	r->flushing = NULL;
@@ -308,14 +314,15 @@ static void sync_round(rec_store *r)
 		snprintf(r->broken_why, sizeof(r->broken_why), "fdatasync of "
 			 "%s: %s", r->wal_path, strerror(e));
 	}
-	for (w = list; w; w = w->next) {
+	for (w = list; w; w = next) {
+		next = w->next;                 /* w is gone once posted */
 		if (e) {
 			w->err = ST_E_DB;
 			snprintf(w->why, sizeof(w->why), "%s", r->broken_why);
 		}
 		w->done = 1;
+		sem_post(&w->sem);
 	}
-	pthread_cond_broadcast(&r->durable);
 }
 
 /* Lock held: is the open batch to be committed now?  If not and it holds
@@ -446,7 +453,7 @@ static int ids_reserve(int64_t **ids, int *cap, int n)
 
 /* Lock held, the write of unit_id succeeded and may ride along: note its
  * unit (with room reserved on the lost list, so a failed commit can always
- * mark it) and let rec_wr_end join it without waiting.  Out of memory: it
+ * mark it) and let rec_wr_done join it without waiting.  Out of memory: it
  * stays a durable write. */
 void rec_lazy_join(rec_store *r, struct rec_waiter *w, int64_t unit_id)
 {
@@ -466,11 +473,18 @@ void rec_lazy_join(rec_store *r, struct rec_waiter *w, int64_t unit_id)
 	w->lazy = 1;
 }
 
+/* Sleep until the writer posts w: the lock is not held. */
+static void waiter_sleep(struct rec_waiter *w)
+{
+	while (sem_wait(&w->sem) != 0 && errno == EINTR)
+		;
+}
+
 /* End of every write call (lock held, as after rec_wr_enter, whatever failed):
  * keep or roll back this write's savepoint, join the batch, hand it to the
- * writer, and wait (lock let go) until this write is durable unless it is
- * lazy.  Returns err, or the commit's (or the sync's) failure. */
-int rec_wr_end(rec_store *r, struct rec_waiter *w, int err)
+ * writer, let the lock go, and wait until this write is durable unless it
+ * is lazy.  Returns err, or the commit's (or the sync's) failure. */
+int rec_wr_done(rec_store *r, struct rec_waiter *w, int err)
 {
 	sqlite3_stmt *s;
 	int last;
@@ -512,10 +526,25 @@ int rec_wr_end(rec_store *r, struct rec_waiter *w, int err)
 	if (r->in_batch && (w->joined || r->batch_n >= REC_BATCH_MAX ||
 			    (!r->batch_n && last) || r->lazy_n == 1))
 		pthread_cond_signal(&r->writer_cv);
-	while (w->joined && !w->done)
-		pthread_cond_wait(&r->durable, &r->lock);
-	if (w->joined && w->err)
-		err = rec_fail(r, w->err, "cannot commit %s: %s", w->what, w->why);
+	pthread_mutex_unlock(&r->lock);
+	if (w->joined) {
+		waiter_sleep(w);
+		if (w->err) {
+			/* the thread's error buffer may need the lock */
+			pthread_mutex_lock(&r->lock);
+			err = rec_fail(r, w->err, "cannot commit %s: %s", w->what,
+				       w->why);
+			pthread_mutex_unlock(&r->lock);
+		}
+	}
+	sem_destroy(&w->sem);
+	return err;
+}
+
+int rec_wr_end(rec_store *r, struct rec_waiter *w, int err)
+{
+	err = rec_wr_done(r, w, err);
+	pthread_mutex_lock(&r->lock);
 	return err;
 }
 
@@ -549,6 +578,7 @@ int rec_sync(rec_store *r)
 		return ST_E_INVAL;
 	err = rec_enter(r);
 	memset(&w, 0, sizeof(w));
+	sem_init(&w.sem, 0, 0);
 	snprintf(w.what, sizeof(w.what), "the pending records");
 	if (!err && r->in_batch && r->batch_n) {
 		w.joined = 1;
@@ -562,9 +592,11 @@ int rec_sync(rec_store *r)
 	}
 	if (w.joined) {
 		pthread_cond_signal(&r->writer_cv);
-		while (!w.done)
-			pthread_cond_wait(&r->durable, &r->lock);
+		pthread_mutex_unlock(&r->lock);
+		waiter_sleep(&w);
+		pthread_mutex_lock(&r->lock);
 	}
+	sem_destroy(&w.sem);
 	if (!err && w.err)
 		err = rec_fail(r, ST_E_DB, "cannot commit the pending records: "
 			       "%s; %lld lazy step records are lost", w.why,

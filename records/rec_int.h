@@ -8,6 +8,7 @@
 
 #include <jansson.h>
 #include <pthread.h>
+#include <semaphore.h>
 #include <sqlite3.h>
 #include <stdatomic.h>
 #include <sys/types.h>
@@ -39,7 +40,6 @@ struct rec_store {
 	/* Group commit (commit.c, "Group commit"): writes of several
 	 * threads share one transaction; the record writer thread commits
 	 * it and fsyncs the WAL with the lock let go. */
-	pthread_cond_t durable;         /* a batch became durable or failed */
 	atomic_int want;                /* writers counted in, not yet through */
 	int in_batch;                   /* the batch's transaction is open */
 	struct rec_waiter *batch;       /* writes waiting for its commit */
@@ -142,8 +142,10 @@ int rec_enter(rec_store *r);
  *
  * A write call is rec_wr_enter (counts the writer in, takes the lock),
  * rec_wr_txn (opens the batch if none is, then the write's savepoint),
- * its rows and event, then rec_wr_end (keeps or rolls back the savepoint,
- * commits the batch or waits for it) and the unlock — on every path. */
+ * its rows and event, then rec_wr_done (keeps or rolls back the savepoint,
+ * hands the batch to the writer, lets the lock go and waits for its
+ * commit) — on every path; or rec_wr_end and the unlock, for a caller that
+ * needs the lock after the commit. */
 
 /* One write call's place in a batch; on the caller's stack. */
 struct rec_waiter {
@@ -156,13 +158,18 @@ struct rec_waiter {
 	int lazy;               /* do not wait: ride in the batch */
 	char what[160];         /* "the end of unit 5 (device d1)" */
 	char why[REC_MSG_MAX];  /* why the batch failed */
+	sem_t sem;              /* posted by the writer when done is set */
 };
 
 int rec_wr_enter(rec_store *r, struct rec_waiter *w);
 /* what (printf) names the write in a later commit failure. */
 int rec_wr_txn(rec_store *r, struct rec_waiter *w, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
-/* Returns err, or the commit's failure. */
+/* Returns err, or the commit's failure; the lock is let go.  A durable
+ * write waits for its commit without the lock, so waking after a sync
+ * costs no turn on it. */
+int rec_wr_done(rec_store *r, struct rec_waiter *w, int err);
+/* rec_wr_done, but returns with the lock held again. */
 int rec_wr_end(rec_store *r, struct rec_waiter *w, int err);
 /* rec_close: let the writer commit and sync what is pending, and end. */
 void rec_writer_stop(rec_store *r);

@@ -639,7 +639,6 @@ int rec_open_mode(const char *path, rec_mode mode, rec_store **out)
 		return ST_E_NOMEM;
 	}
 	pthread_mutex_init(&r->lock, NULL);
-	pthread_cond_init(&r->durable, NULL);
 	{
 		pthread_condattr_t ca;
 
@@ -791,7 +790,6 @@ void rec_close(rec_store *r)
 	free(r->lazy_units);
 	free(r->lost);
 	pthread_cond_destroy(&r->writer_cv);
-	pthread_cond_destroy(&r->durable);
 	pthread_mutex_destroy(&r->lock);
 	free(r);
 }
