@@ -460,7 +460,7 @@ $ROWS_BEFORE
 | P-256 key pair generation (session objects) | $KEYGEN /s |
 
 The same two rates on every PKCS#11 module found on this machine, each on a
-fresh token of its own (`bench-hsm`, 2 s each):
+fresh token of its own (\`bench-hsm\`, 2 s each):
 
 | module | ECDSA P-256 sign | P-256 keygen (session objects) |
 |---|---|---|
@@ -485,6 +485,7 @@ per-part columns are ms per unit as in section 1; CPU is the station's
 |---|---|---|---|---|---|---|---|---|---|---|
 $LINE_ROWS_NOW
 $(if [ -n "$LINE_ROWS_BEFORE" ]; then printf 'Before (%s), each row run right after the same row above:\n\n| slots | units/hour | vs slots × 1-slot | ms/unit | records ms | HSM ms | X.509 ms | device ms | station CPU ms/unit | peak RSS MiB | station share |\n|---|---|---|---|---|---|---|---|---|---|---|\n%s\n' "$BEFORE_NOTE" "$LINE_ROWS_BEFORE"; fi)
+
 ## 4. Baseline: the same work as a shell script
 
 \`scripts/bench-baseline.sh\`, $BASE_UNITS units one after another: device
