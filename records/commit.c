@@ -314,9 +314,11 @@ static void sync_round(rec_store *r)
 		snprintf(r->broken_why, sizeof(r->broken_why), "fdatasync of "
 			 "%s: %s", r->wal_path, strerror(e));
 	}
+	/* after one failed sync no later one proves anything: the WAL is
+	 * replayed only up to its first lost frame */
 	for (w = list; w; w = next) {
 		next = w->next;                 /* w is gone once posted */
-		if (e) {
+		if (r->broken) {
 			w->err = ST_E_DB;
 			snprintf(w->why, sizeof(w->why), "%s", r->broken_why);
 		}
