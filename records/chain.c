@@ -222,9 +222,8 @@ int rec_event(rec_store *r, const char *kind, const char *uid, ...)
 		err = rec_append_event(r, kind, 0, uid, data);
 		data = NULL;
 	}
-	err = rec_wr_end(r, &w, err);
+	err = rec_wr_done(r, &w, err);
 	json_decref(data);
-	pthread_mutex_unlock(&r->lock);
 	return err;
 }
 
@@ -431,6 +430,8 @@ int rec_head(rec_store *r, long long *seq, char hash[65])
 	memset(hash, '0', 64);
 	hash[64] = '\0';
 	rc = sqlite3_step(s);
+	if ((rc == SQLITE_ROW || rc == SQLITE_DONE) && (err = rec_read_durable(r)))
+		goto out;
 	if (rc == SQLITE_ROW) {
 		*seq = sqlite3_column_int64(s, 0);
 		snprintf(hash, 65, "%s", rec_col(s, 1) ? rec_col(s, 1) : "");

@@ -1,6 +1,6 @@
 /* commit.c — group commit: every write call of records/ is a savepoint in
- * a batch that one COMMIT (one fsync) makes durable; lazy writes and the
- * flusher thread that commits them. */
+ * a batch; the record writer thread commits batches and makes each durable
+ * with one fsync of the WAL, with the store's lock let go; lazy writes. */
 #include "records.h"
 #include "rec_int.h"
 
@@ -14,46 +14,112 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
-/* ---- Group commit ----
+/* ---- Group commit: the record writer ----
  *
  * Every write call (a unit start, a step, a unit end, an event, ...) is a
  * SAVEPOINT inside the batch's IMMEDIATE transaction: its rows and the
  * event that describes them stand or fall together, and a write that fails
- * rolls back only itself.  A write that succeeded waits for the batch to
- * commit; the commit (one fsync for the whole batch) is made by the last
- * writer through, i.e. when no other writer is counted in (r->want), or
- * when the batch is full.  Writers queued on the lock while a commit
- * syncs thus form the next batch, so the number of commits falls as
- * concurrency rises while a lone writer still commits at once.  Each call
- * returns only after its own commit: ST_OK still means durable.  Events
- * are hashed, chained and signed one by one as they are appended, so the
- * chain order is the commit order.
+ * rolls back only itself.  Producers (the slot threads) append under the
+ * store's lock; events are hashed, chained and signed one by one as they
+ * are appended, so the chain order is the commit order.
+ *
+ * One thread, the record writer, ends the batches.  It takes the lock only
+ * to COMMIT (SQLite writes the batch's pages to the WAL: page cache, no
+ * fsync, since the batch runs with synchronous=NORMAL), then lets the lock
+ * go and makes the batch durable with one fdatasync of the WAL on its own
+ * descriptor.  While it syncs, producers append the next batch; when the
+ * sync returns it commits whatever has gathered and syncs again.  So no
+ * producer ever waits behind an fsync for the lock, and the number of
+ * fsyncs falls as the load rises.  A durable write waits (on the durable
+ * condition variable, lock let go) until the sync that covers its commit
+ * has returned: ST_OK still means on disk.  A lazy write never waits.
+ * The writer wakes each durable writer through a semaphore of its own:
+ * they do not queue for the lock again to return (with 64 slots, a
+ * broadcast on a condition variable tied to the lock woke dozens of
+ * threads that then took turns on it).
+ * The connection is back at synchronous=FULL whenever no batch is open.
  *
  * ---- Durable and lazy writes ----
  *
  * A lazy write (rec_step_ex with REC_LAZY) joins the batch the same way but
- * does not wait: it returns once its savepoint is released.  It is not
- * left uncommitted for long, because a batch is committed
- *  - by the last writer through when the batch holds a durable write (one
- *    is waiting), or by the REC_BATCH_MAX-th write, as before;
- *  - by a later durable write of any thread (it commits the batch it
- *    joins; a durable write never commits without the writes before it,
- *    since there is one transaction at a time and SQLite commits it whole);
- *  - by the flusher thread, REC_LAZY_MS after the batch's first lazy
- *    write, when nothing else has (it is started on the first lazy write
- *    and sleeps on lazy_cv otherwise);
- *  - by rec_sync and rec_close.
+ * does not wait: it returns once its savepoint is released.  The writer
+ * commits a batch
+ *  - at once when it holds a durable write (one is waiting) or rec_sync
+ *    asked, or when it holds REC_BATCH_MAX writes;
+ *  - REC_LAZY_MS after the batch's first lazy write otherwise;
+ *  - at rec_close, which lets the writer drain and end.
+ * A durable write never commits without the writes before it, since there
+ * is one transaction at a time and SQLite commits it whole.
  * While a batch with lazy writes is open, this connection (all threads of
  * the process) reads them; another process sees them once committed and
  * waits up to REC_LAZY_MS (within busy_timeout) for the write lock.
- * If such a batch fails, its lazy writes are lost: their units go on the
- * lost list, and rec_step_ex refuses their later steps and rec_unit_end
- * refuses them a PASS, so a PASS is never recorded over missing steps. */
+ * If a COMMIT fails, its lazy writes are lost: their units go on the lost
+ * list, and rec_step_ex refuses their later steps and rec_unit_end refuses
+ * them a PASS, so a PASS is never recorded over missing steps.
+ *
+ * If the WAL sync itself fails (EIO, ENOSPC at writeback), the kernel may
+ * have dropped the pages: nothing committed since the last good sync can be
+ * called durable.  Every write waiting for it fails, and so does every
+ * later write on this handle (the store is "broken" until it is opened
+ * again), so nothing more is announced on a disk that lost data. */
 
 #define REC_BATCH_MAX	64		/* writes per commit at most, so a
 					 * steady stream cannot delay a commit
 					 * without bound */
+
+static long long mono_ms(void)
+{
+	struct timespec t;
+
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (long long)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
+
+/* Lock held, no transaction open: the durability the connection is at
+ * between batches (FULL) or inside one (NORMAL: the writer syncs). */
+static int set_sync(rec_store *r, int full)
+{
+	return sqlite3_exec(r->db, full ? "PRAGMA synchronous = FULL" :
+			    "PRAGMA synchronous = NORMAL", NULL, NULL, NULL) ==
+		SQLITE_OK ? ST_OK : ST_E_DB;
+}
+
+static void *writer_main(void *arg);
+
+/* Lock held: start the writer on the store's first write. */
+static int writer_start(rec_store *r)
+{
+	const char *db = sqlite3_db_filename(r->db, "main");
+	const char *wal = db && *db ? sqlite3_filename_wal(db) : NULL;
+	sigset_t all, old;
+	int rc;
+
+	if (r->writer_up)
+		return ST_OK;
+	if (!wal || !*wal)
+		return rec_fail(r, ST_E_DB, "the records store has no file for "
+				"its write-ahead log");
+	free(r->wal_path);
+	r->wal_path = strdup(wal);
+	if (!r->wal_path)
+		return rec_fail(r, ST_E_NOMEM, "out of memory starting the "
+				"record writer");
+	/* signals stay with the threads that handle them */
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	rc = pthread_create(&r->writer, NULL, writer_main, r);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (rc)
+		return rec_fail(r, ST_E_NOMEM, "cannot start the record writer "
+				"thread: %s", strerror(rc));
+	r->writer_up = 1;
+	return ST_OK;
+}
 
 /* Start of every write call: count the writer in before it queues on the
  * lock, so a writer that is already in knows a batch-mate is coming. */
@@ -62,6 +128,7 @@ int rec_wr_enter(rec_store *r, struct rec_waiter *w)
 	w->next = NULL;
 	w->sp = w->joined = w->done = w->err = w->now = w->lazy = 0;
 	w->what[0] = w->why[0] = '\0';
+	sem_init(&w->sem, 0, 0);
 	atomic_fetch_add(&r->want, 1);
 	return rec_enter(r);
 }
@@ -77,14 +144,26 @@ int rec_wr_txn(rec_store *r, struct rec_waiter *w, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(w->what, sizeof(w->what), fmt, ap);
 	va_end(ap);
+	if (r->broken)
+		return rec_fail(r, ST_E_DB, "cannot record %s: the records disk "
+				"failed to sync earlier records (%s), so nothing "
+				"more is recorded; check the disk, then start "
+				"the station again", w->what, r->broken_why);
 	if (!r->in_batch) {
+		if ((err = writer_start(r)))
+			return err;
+		if (set_sync(r, 0))
+			return rec_db_fail(r, ST_E_DB, "cannot start a write (%s)",
+					   w->what);
 		s = r->stmt[S_BEGIN];
 		if (sqlite3_step(s) != SQLITE_DONE)
 			err = rec_db_fail(r, ST_E_DB, "cannot start a write (%s)",
 					  w->what);
 		rec_stmt_done(s);
-		if (err)
+		if (err) {
+			set_sync(r, 1);
 			return err;
+		}
 		r->in_batch = 1;
 	}
 	s = r->stmt[S_SP];
@@ -98,10 +177,11 @@ int rec_wr_txn(rec_store *r, struct rec_waiter *w, const char *fmt, ...)
 	return err;
 }
 
-/* The batch is over (committed, err 0, or lost): wake its writers. */
+/* The open batch is over (committed, err 0, or lost): count it, and on a
+ * failure fail its writers and put its lazy units on the lost list. */
 static void batch_finish(rec_store *r, int err, const char *why)
 {
-	struct rec_waiter *w;
+	struct rec_waiter *w, *next;
 
 	if (!err) {
 		r->n_commits++;
@@ -110,46 +190,60 @@ static void batch_finish(rec_store *r, int err, const char *why)
 		r->n_lazy += r->lazy_n;
 		if (r->batch_n > r->max_batch)
 			r->max_batch = r->batch_n;
-	} else if (r->lazy_n) {
-		/* room was made when each lazy write joined (rec_lazy_join) */
-		for (int i = 0; i < r->lazy_units_n; i++)
-			if (!rec_unit_lost(r, r->lazy_units[i]))
-				r->lost[r->lost_n++] = r->lazy_units[i];
-		r->lost_writes += r->lazy_n;
-		snprintf(r->lost_why, sizeof(r->lost_why), "%s", why);
+		/* durable once the next WAL sync returns */
+		for (w = r->batch; w; w = next) {
+			next = w->next;
+			w->next = r->flushing;
+			r->flushing = w;
+		}
+		r->unsynced++;
+	} else {
+		if (r->lazy_n) {
+			/* room was made when each lazy write joined */
+			for (int i = 0; i < r->lazy_units_n; i++)
+				if (!rec_unit_lost(r, r->lazy_units[i]))
+					r->lost[r->lost_n++] = r->lazy_units[i];
+			r->lost_writes += r->lazy_n;
+			snprintf(r->lost_why, sizeof(r->lost_why), "%s", why);
+		}
+		for (w = r->batch; w; w = next) {
+			next = w->next;         /* w is gone once posted */
+			w->err = err;
+			snprintf(w->why, sizeof(w->why), "%s", why);
+			w->done = 1;
+			sem_post(&w->sem);
+		}
 	}
 	r->lazy_n = 0;
 	r->lazy_units_n = 0;
-	for (w = r->batch; w; w = w->next) {
-		w->err = err;
-		if (err)
-			snprintf(w->why, sizeof(w->why), "%s", why);
-		w->done = 1;
-	}
 	r->batch = NULL;
 	r->batch_n = 0;
 	r->batch_events = 0;
 	r->in_batch = 0;
-	pthread_cond_broadcast(&r->durable);
+	r->commit_asked = 0;
+	set_sync(r, 1);
 }
 
-/* COMMIT the batch (the fsync), or roll it back if that fails: then every
- * write in it fails (and its lazy writes are lost), since none of them is
- * durable.  Returns the commit's outcome, the cause in why. */
-int rec_batch_commit(rec_store *r, char why[REC_MSG_MAX])
+/* Lock held: end the open batch's transaction.  COMMIT writes it to the
+ * WAL (no fsync: the writer syncs next); if that fails it is rolled back
+ * and every write in it fails.  A batch of failed writes only is rolled
+ * back.  Returns the commit's outcome. */
+static int batch_commit(rec_store *r)
 {
+	char why[REC_MSG_MAX];
 	sqlite3_stmt *s = r->stmt[S_COMMIT];
 	int err = ST_OK;
 
-	why[0] = '\0';
 	if (!r->batch_n) {
-		/* only failed writes: nothing to sync */
 		s = r->stmt[S_ROLLBACK];
 		sqlite3_step(s);
 		rec_stmt_done(s);
 		r->in_batch = 0;
+		r->commit_asked = 0;
+		set_sync(r, 1);
 		return ST_OK;
 	}
+	why[0] = '\0';
 	if (sqlite3_step(s) != SQLITE_DONE) {
 		err = ST_E_DB;
 		rec_db_why(r, why, REC_MSG_MAX);
@@ -164,64 +258,173 @@ int rec_batch_commit(rec_store *r, char why[REC_MSG_MAX])
 	return err;
 }
 
-static long long mono_ms(void)
+/* Writer thread, lock NOT held: make every frame written to the WAL so far
+ * durable.  The descriptor is the writer's own, opened by path (and the
+ * directory synced, for a WAL file SQLite has just made) whenever the WAL
+ * is not the file it has open.  0 or an errno. */
+static int wal_sync(rec_store *r)
 {
-	struct timespec t;
+	char dir[4096];
+	struct stat st;
+	int fd, e;
 
-	clock_gettime(CLOCK_MONOTONIC, &t);
-	return (long long)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+	if (stat(r->wal_path, &st) != 0)
+		return errno;
+	if (r->wal_fd < 0 || st.st_dev != r->wal_dev || st.st_ino != r->wal_ino) {
+		if (r->wal_fd >= 0)
+			close(r->wal_fd);
+		r->wal_fd = open(r->wal_path, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+		if (r->wal_fd < 0)
+			return errno;
+		if (fstat(r->wal_fd, &st) != 0) {
+			e = errno;
+			close(r->wal_fd);
+			r->wal_fd = -1;
+			return e;
+		}
+		r->wal_dev = st.st_dev;
+		r->wal_ino = st.st_ino;
+		rec_dir_of(r->wal_path, dir, sizeof(dir));
+		fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		if (fd < 0)
+			return errno;
+		e = fsync(fd) ? errno : 0;
+		close(fd);
+		if (e)
+			return e;
+	}
+	return fdatasync(r->wal_fd) ? errno : 0;
 }
 
-/* The flusher: commits a batch whose lazy writes nobody else committed
- * within REC_LAZY_MS of the first.  Holds the lock except while it
- * sleeps; a commit failure is handled by batch_finish (lost list). */
-static void *flusher_main(void *arg)
+/* Writer thread, lock held, commits waiting to be synced: sync them with
+ * the lock let go, then wake their writers. */
+static void sync_round(rec_store *r)
+{
+	struct rec_waiter *list = r->flushing, *w, *next;
+	int e;
+
+	r->flushing = NULL;
+	r->unsynced = 0;
+	pthread_mutex_unlock(&r->lock);
+	e = wal_sync(r);
+	pthread_mutex_lock(&r->lock);
+	r->n_syncs++;
+	if (e && !r->broken) {
+		r->broken = 1;
+		snprintf(r->broken_why, sizeof(r->broken_why), "fdatasync of "
+			 "%s: %s", r->wal_path, strerror(e));
+	}
+	/* after one failed sync no later one proves anything: the WAL is
+	 * replayed only up to its first lost frame */
+	for (w = list; w; w = next) {
+		next = w->next;                 /* w is gone once posted */
+		if (r->broken) {
+			w->err = ST_E_DB;
+			snprintf(w->why, sizeof(w->why), "%s", r->broken_why);
+		}
+		w->done = 1;
+		sem_post(&w->sem);
+	}
+}
+
+/* Lock held: is the open batch to be committed now?  If not and it holds
+ * lazy writes, *due gets when (monotonic ms). */
+static int commit_due(rec_store *r, long long *due)
+{
+	*due = 0;
+	if (!r->in_batch)
+		return 0;
+	if (!r->batch_n)
+		/* failed writes only, and nobody inside: roll it back */
+		return atomic_load(&r->want) == 0;
+	if (r->batch || r->commit_asked || r->closing ||
+	    r->batch_n >= REC_BATCH_MAX)
+		return 1;
+	if (r->lazy_n) {
+		*due = r->lazy_t0_ms + r->lazy_ms;
+		return mono_ms() >= *due;
+	}
+	return 0;
+}
+
+/* The record writer: commits batches and syncs the WAL (commit.c, "Group
+ * commit: the record writer").  Holds the lock except while it syncs or
+ * sleeps; ends at rec_close once nothing is pending. */
+static void *writer_main(void *arg)
 {
 	rec_store *r = arg;
-	char why[REC_MSG_MAX];
 	struct timespec ts;
 	long long due;
 
 	pthread_mutex_lock(&r->lock);
-	while (!r->closing) {
-		if (!r->in_batch || !r->lazy_n) {
-			pthread_cond_wait(&r->lazy_cv, &r->lock);
+	for (;;) {
+		if (commit_due(r, &due)) {
+			batch_commit(r);
 			continue;
 		}
-		due = r->lazy_t0_ms + r->lazy_ms;
-		if (mono_ms() < due) {
+		if (r->flushing || r->unsynced) {
+			sync_round(r);
+			continue;
+		}
+		if (r->closing && !r->in_batch)
+			break;
+		if (due) {
 			ts.tv_sec = (time_t)(due / 1000);
 			ts.tv_nsec = (long)(due % 1000) * 1000000;
-			pthread_cond_timedwait(&r->lazy_cv, &r->lock, &ts);
-			continue;
+			pthread_cond_timedwait(&r->writer_cv, &r->lock, &ts);
+		} else {
+			pthread_cond_wait(&r->writer_cv, &r->lock);
 		}
-		rec_batch_commit(r, why);
 	}
 	pthread_mutex_unlock(&r->lock);
 	return NULL;
 }
 
-/* Lock held, a lazy write just joined an open batch that stays open: make
- * sure the flusher will commit it.  ST_OK, or an error when no thread can
- * be started (the caller then commits at once). */
-static int flusher_kick(rec_store *r)
+void rec_writer_stop(rec_store *r)
 {
-	sigset_t all, old;
-	int rc;
-
-	if (r->flusher_up) {
-		pthread_cond_signal(&r->lazy_cv);
-		return ST_OK;
+	if (r->writer_up) {
+		pthread_mutex_lock(&r->lock);
+		r->closing = 1;
+		pthread_cond_signal(&r->writer_cv);
+		pthread_mutex_unlock(&r->lock);
+		pthread_join(r->writer, NULL);
+		r->writer_up = 0;
 	}
-	/* signals stay with the threads that handle them */
-	sigfillset(&all);
-	pthread_sigmask(SIG_SETMASK, &all, &old);
-	rc = pthread_create(&r->flusher, NULL, flusher_main, r);
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
-	if (rc)
-		return ST_E_NOMEM;
-	r->flusher_up = 1;
-	return ST_OK;
+	if (r->wal_fd >= 0)
+		close(r->wal_fd);
+	r->wal_fd = -1;
+	free(r->wal_path);
+	r->wal_path = NULL;
+}
+
+/* Lock held, a read statement stepped once (its snapshot taken): the
+ * WAL frames it can see are synced before the caller hands any row on.
+ * Another process's record writer makes a batch visible at its COMMIT and
+ * durable a moment later, at its WAL sync; a reader whose output leaves
+ * the machine (records sync, an evidence bundle, a checkpoint, the MES
+ * outbox) must not ship what a power cut could still take back.  No WAL
+ * file (an immutable read-only open, a checkpointed store): nothing to
+ * do. */
+int rec_read_durable(rec_store *r)
+{
+	const char *db = sqlite3_db_filename(r->db, "main");
+	const char *wal = db && *db ? sqlite3_filename_wal(db) : NULL;
+	int fd, err = ST_OK;
+
+	if (!wal || !*wal)
+		return ST_OK;
+	fd = open(wal, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0)
+		return errno == ENOENT ? ST_OK :
+			rec_fail(r, ST_E_IO, "cannot open %s to make sure the "
+				 "records read are on disk: %s", wal,
+				 strerror(errno));
+	if (fdatasync(fd))
+		err = rec_fail(r, ST_E_IO, "cannot make sure the records read "
+			       "are on disk (fdatasync of %s: %s)", wal,
+			       strerror(errno));
+	close(fd);
+	return err;
 }
 
 int rec_unit_lost(const rec_store *r, int64_t unit_id)
@@ -252,7 +455,7 @@ static int ids_reserve(int64_t **ids, int *cap, int n)
 
 /* Lock held, the write of unit_id succeeded and may ride along: note its
  * unit (with room reserved on the lost list, so a failed commit can always
- * mark it) and let rec_wr_end join it without waiting.  Out of memory: it
+ * mark it) and let rec_wr_done join it without waiting.  Out of memory: it
  * stays a durable write. */
 void rec_lazy_join(rec_store *r, struct rec_waiter *w, int64_t unit_id)
 {
@@ -272,13 +475,19 @@ void rec_lazy_join(rec_store *r, struct rec_waiter *w, int64_t unit_id)
 	w->lazy = 1;
 }
 
-/* End of every write call (lock held, as after rec_wr_enter, whatever failed):
- * keep or roll back this write's savepoint, join the batch, commit it when
- * no other writer is coming, and wait until this write is durable.  Returns
- * err, or the commit's failure. */
-int rec_wr_end(rec_store *r, struct rec_waiter *w, int err)
+/* Sleep until the writer posts w: the lock is not held. */
+static void waiter_sleep(struct rec_waiter *w)
 {
-	char why[REC_MSG_MAX];
+	while (sem_wait(&w->sem) != 0 && errno == EINTR)
+		;
+}
+
+/* End of every write call (lock held, as after rec_wr_enter, whatever failed):
+ * keep or roll back this write's savepoint, join the batch, hand it to the
+ * writer, let the lock go, and wait until this write is durable unless it
+ * is lazy.  Returns err, or the commit's (or the sync's) failure. */
+int rec_wr_done(rec_store *r, struct rec_waiter *w, int err)
+{
 	sqlite3_stmt *s;
 	int last;
 
@@ -310,24 +519,38 @@ int rec_wr_end(rec_store *r, struct rec_waiter *w, int err)
 			w->next = r->batch;
 			r->batch = w;
 		}
+		if (w->now)
+			r->commit_asked = 1;
 	}
-	/* commit when a durable write waits and nobody else is coming, when
-	 * the batch is full, or when it holds only failed writes; a batch of
-	 * lazy writes alone is left to the flusher */
 	last = atomic_fetch_sub(&r->want, 1) == 1;
-	if (r->in_batch && (w->now || r->batch_n >= REC_BATCH_MAX ||
-			    (last && (r->batch || !r->batch_n))))
-		rec_batch_commit(r, why);
-	else if (r->in_batch && last && flusher_kick(r))
-		rec_batch_commit(r, why);
-	while (w->joined && !w->done)
-		pthread_cond_wait(&r->durable, &r->lock);
-	if (w->joined && w->err)
-		err = rec_fail(r, w->err, "cannot commit %s: %s", w->what, w->why);
+	/* the writer acts on a durable write, a full batch, a batch of
+	 * failed writes only, or the first lazy write (its timer) */
+	if (r->in_batch && (w->joined || r->batch_n >= REC_BATCH_MAX ||
+			    (!r->batch_n && last) || r->lazy_n == 1))
+		pthread_cond_signal(&r->writer_cv);
+	pthread_mutex_unlock(&r->lock);
+	if (w->joined) {
+		waiter_sleep(w);
+		if (w->err) {
+			/* the thread's error buffer may need the lock */
+			pthread_mutex_lock(&r->lock);
+			err = rec_fail(r, w->err, "cannot commit %s: %s", w->what,
+				       w->why);
+			pthread_mutex_unlock(&r->lock);
+		}
+	}
+	sem_destroy(&w->sem);
 	return err;
 }
 
-/* The flusher re-reads the delay when woken. */
+int rec_wr_end(rec_store *r, struct rec_waiter *w, int err)
+{
+	err = rec_wr_done(r, w, err);
+	pthread_mutex_lock(&r->lock);
+	return err;
+}
+
+/* The writer re-reads the delay when woken. */
 int rec_set_lazy_ms(rec_store *r, int ms)
 {
 	int err;
@@ -339,30 +562,55 @@ int rec_set_lazy_ms(rec_store *r, int ms)
 		err = rec_fail(r, ST_E_INVAL, "rec_set_lazy_ms: %d ms", ms);
 	if (!err) {
 		r->lazy_ms = ms;
-		pthread_cond_signal(&r->lazy_cv);
+		pthread_cond_signal(&r->writer_cv);
 	}
 	pthread_mutex_unlock(&r->lock);
 	return err;
 }
 
-/* Not a write: nothing to count in; the lock alone keeps every commit
- * out of the way. */
+/* Not a write: nothing to count in.  Asks the writer to commit the open
+ * batch and waits, like a durable write, until everything written before
+ * the call is durable. */
 int rec_sync(rec_store *r)
 {
-	char why[REC_MSG_MAX];
+	struct rec_waiter w;
 	int err;
 
 	if (!r)
 		return ST_E_INVAL;
 	err = rec_enter(r);
-	if (!err && r->in_batch && rec_batch_commit(r, why))
+	memset(&w, 0, sizeof(w));
+	sem_init(&w.sem, 0, 0);
+	snprintf(w.what, sizeof(w.what), "the pending records");
+	if (!err && r->in_batch && r->batch_n) {
+		w.joined = 1;
+		w.next = r->batch;
+		r->batch = &w;
+	} else if (!err && (r->flushing || r->unsynced)) {
+		/* committed, the sync under way or due: the next one */
+		w.joined = 1;
+		w.next = r->flushing;
+		r->flushing = &w;
+	}
+	if (w.joined) {
+		pthread_cond_signal(&r->writer_cv);
+		pthread_mutex_unlock(&r->lock);
+		waiter_sleep(&w);
+		pthread_mutex_lock(&r->lock);
+	}
+	sem_destroy(&w.sem);
+	if (!err && w.err)
 		err = rec_fail(r, ST_E_DB, "cannot commit the pending records: "
-			       "%s; %lld lazy step records are lost", why,
+			       "%s; %lld lazy step records are lost", w.why,
 			       r->lost_writes);
 	if (!err && r->lost_writes)
 		err = rec_fail(r, ST_E_DB, "%lld lazy step records were lost when "
 			       "their commit failed (%s)", r->lost_writes,
 			       r->lost_why);
+	if (!err && r->broken)
+		err = rec_fail(r, ST_E_DB, "the records disk failed to sync (%s): "
+			       "records written since the sync before it may "
+			       "not be on disk", r->broken_why);
 	pthread_mutex_unlock(&r->lock);
 	return err;
 }

@@ -25,7 +25,10 @@ int rec_outbox_list(rec_store *r, long long after, int max,
 		goto out;
 	sqlite3_bind_int64(s, 1, after);
 	sqlite3_bind_int(s, 2, max);
-	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+	rc = sqlite3_step(s);
+	if ((rc == SQLITE_ROW || rc == SQLITE_DONE) && (err = rec_read_durable(r)))
+		goto out;
+	for (; rc == SQLITE_ROW; rc = sqlite3_step(s)) {
 		out[*n].seq = sqlite3_column_int64(s, 0);
 		out[*n].unit_id = sqlite3_column_int64(s, 1);
 		(*n)++;

@@ -92,7 +92,10 @@ static int list_events(rec_store *r, int64_t unit_id, long long after,
 	sqlite3_bind_int64(s, 1, unit_id);
 	sqlite3_bind_int64(s, 2, after);
 	sqlite3_bind_int(s, 3, max);
-	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+	rc = sqlite3_step(s);
+	if ((rc == SQLITE_ROW || rc == SQLITE_DONE) && (err = rec_read_durable(r)))
+		goto out;
+	for (; rc == SQLITE_ROW; rc = sqlite3_step(s)) {
 		rec_event_row e = {
 			.seq = sqlite3_column_int64(s, 0),
 			.unit_id = sqlite3_column_int64(s, 1),

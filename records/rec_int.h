@@ -8,8 +8,10 @@
 
 #include <jansson.h>
 #include <pthread.h>
+#include <semaphore.h>
 #include <sqlite3.h>
 #include <stdatomic.h>
+#include <sys/types.h>
 
 #include "records.h"
 
@@ -36,21 +38,34 @@ struct rec_store {
 	char sign_key[REC_HASH_HEX];    /* SHA-256 of the signer's cert DER */
 
 	/* Group commit (commit.c, "Group commit"): writes of several
-	 * threads share one transaction and one fsync. */
-	pthread_cond_t durable;         /* a batch committed or failed */
+	 * threads share one transaction; the record writer thread commits
+	 * it and fsyncs the WAL with the lock let go. */
 	atomic_int want;                /* writers counted in, not yet through */
 	int in_batch;                   /* the batch's transaction is open */
 	struct rec_waiter *batch;       /* writes waiting for its commit */
 	int batch_n;                    /* how many */
+	int commit_asked;               /* commit the open batch now */
 	long long batch_events;         /* events they appended */
 	long long sp_events;            /* events of the write in progress */
 	long long n_events, n_writes, n_commits; /* rec_get_stats */
+	long long n_syncs;
 	int max_batch;
+	struct rec_waiter *flushing;    /* committed, waiting for the WAL sync */
+	int unsynced;                   /* commits since the last WAL sync */
+	int broken;                     /* a WAL sync failed: no more writes */
+	char broken_why[REC_MSG_MAX];
+
+	/* The writer thread's own (never touched under the lock after start):
+	 * its descriptor of the WAL, reopened when the file is replaced. */
+	char *wal_path;
+	int wal_fd;
+	dev_t wal_dev;
+	ino_t wal_ino;
 
 	/* Lazy writes (commit.c, "Durable and lazy writes"): in the open
-	 * batch without waiting; committed by the next durable write, by
-	 * the flusher thread REC_LAZY_MS after the first of them, by
-	 * rec_sync or by rec_close. */
+	 * batch without waiting; committed by the writer with the next
+	 * durable write, REC_LAZY_MS after the first of them, or at rec_sync
+	 * and rec_close. */
 	int lazy_ms;                    /* rec_set_lazy_ms, REC_LAZY_MS */
 	bool readonly;                  /* opened REC_OPEN_READ */
 	int lazy_n;                     /* lazy writes in the open batch */
@@ -63,10 +78,10 @@ struct rec_store {
 	long long n_lazy;               /* lazy writes committed */
 	long long lost_writes;          /* lazy writes lost since rec_open */
 	char lost_why[REC_MSG_MAX];     /* why the last of them was lost */
-	pthread_cond_t lazy_cv;         /* wakes the flusher */
-	pthread_t flusher;
-	int flusher_up;                 /* the flusher thread runs */
-	int closing;                    /* rec_close: the flusher ends */
+	pthread_cond_t writer_cv;       /* wakes the writer */
+	pthread_t writer;
+	int writer_up;                  /* the writer thread runs */
+	int closing;                    /* rec_close: the writer drains, ends */
 };
 
 /* The statements every store prepares at open (store.c, stmt_sql) and keeps
@@ -127,8 +142,10 @@ int rec_enter(rec_store *r);
  *
  * A write call is rec_wr_enter (counts the writer in, takes the lock),
  * rec_wr_txn (opens the batch if none is, then the write's savepoint),
- * its rows and event, then rec_wr_end (keeps or rolls back the savepoint,
- * commits the batch or waits for it) and the unlock — on every path. */
+ * its rows and event, then rec_wr_done (keeps or rolls back the savepoint,
+ * hands the batch to the writer, lets the lock go and waits for its
+ * commit) — on every path; or rec_wr_end and the unlock, for a caller that
+ * needs the lock after the commit. */
 
 /* One write call's place in a batch; on the caller's stack. */
 struct rec_waiter {
@@ -141,16 +158,24 @@ struct rec_waiter {
 	int lazy;               /* do not wait: ride in the batch */
 	char what[160];         /* "the end of unit 5 (device d1)" */
 	char why[REC_MSG_MAX];  /* why the batch failed */
+	sem_t sem;              /* posted by the writer when done is set */
 };
 
 int rec_wr_enter(rec_store *r, struct rec_waiter *w);
 /* what (printf) names the write in a later commit failure. */
 int rec_wr_txn(rec_store *r, struct rec_waiter *w, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
-/* Returns err, or the commit's failure. */
+/* Returns err, or the commit's failure; the lock is let go.  A durable
+ * write waits for its commit without the lock, so waking after a sync
+ * costs no turn on it. */
+int rec_wr_done(rec_store *r, struct rec_waiter *w, int err);
+/* rec_wr_done, but returns with the lock held again. */
 int rec_wr_end(rec_store *r, struct rec_waiter *w, int err);
-/* Commit the open batch now (rec_close); the cause of a failure in why. */
-int rec_batch_commit(rec_store *r, char why[REC_MSG_MAX]);
+/* rec_close: let the writer commit and sync what is pending, and end. */
+void rec_writer_stop(rec_store *r);
+/* After a read's first step: what it sees of other processes' commits is
+ * on disk (their WAL synced) before a row is handed on.  ST_E_IO. */
+int rec_read_durable(rec_store *r);
 /* Did a failed commit lose lazy writes of unit_id? */
 int rec_unit_lost(const rec_store *r, int64_t unit_id);
 /* Let the write w of unit_id ride in the batch without waiting (REC_LAZY). */

@@ -646,16 +646,16 @@ int rec_open_mode(const char *path, rec_mode mode, rec_store **out)
 		return ST_E_NOMEM;
 	}
 	pthread_mutex_init(&r->lock, NULL);
-	pthread_cond_init(&r->durable, NULL);
 	{
 		pthread_condattr_t ca;
 
 		pthread_condattr_init(&ca);
 		pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-		pthread_cond_init(&r->lazy_cv, &ca);
+		pthread_cond_init(&r->writer_cv, &ca);
 		pthread_condattr_destroy(&ca);
 	}
 	r->lazy_ms = REC_LAZY_MS;
+	r->wal_fd = -1;
 	r->readonly = mode == REC_OPEN_READ;
 	*out = r;
 
@@ -777,25 +777,15 @@ void rec_now(char out[32])
 		 (int)(ts.tv_nsec / 1000000) % 1000);
 }
 
-/* Finalize first so sqlite3_close can checkpoint and drop the WAL. */
+/* Drain the writer, then finalize so sqlite3_close can checkpoint and drop
+ * the WAL. */
 void rec_close(rec_store *r)
 {
 	struct rec_errbuf *b, *next;
 
 	if (!r)
 		return;
-	if (r->flusher_up) {
-		pthread_mutex_lock(&r->lock);
-		r->closing = 1;
-		pthread_cond_signal(&r->lazy_cv);
-		pthread_mutex_unlock(&r->lock);
-		pthread_join(r->flusher, NULL);
-	}
-	if (r->db && r->in_batch) {
-		char why[REC_MSG_MAX];
-
-		rec_batch_commit(r, why);   /* lazy writes still pending */
-	}
+	rec_writer_stop(r);     /* commits and syncs what is pending */
 	for (int i = 0; i < S_N; i++)
 		sqlite3_finalize(r->stmt[i]);
 	sqlite3_close_v2(r->db);
@@ -806,8 +796,7 @@ void rec_close(rec_store *r)
 	}
 	free(r->lazy_units);
 	free(r->lost);
-	pthread_cond_destroy(&r->lazy_cv);
-	pthread_cond_destroy(&r->durable);
+	pthread_cond_destroy(&r->writer_cv);
 	pthread_mutex_destroy(&r->lock);
 	free(r);
 }

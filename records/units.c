@@ -105,10 +105,9 @@ int rec_unit_begin_ex(rec_store *r, const rec_unit_start *u, int64_t *unit_id,
 	if (!err && fn)
 		fn(ctx, id);
 out:
-	err = rec_wr_end(r, &w, err);
+	err = rec_wr_done(r, &w, err);
 	if (!err)
 		*unit_id = id;
-	pthread_mutex_unlock(&r->lock);
 	return err;
 }
 
@@ -213,9 +212,7 @@ int rec_step_ex(rec_store *r, int64_t unit_id, const char *step,
 	if (!err && d == REC_LAZY && r->lazy_ms > 0)
 		rec_lazy_join(r, &w, unit_id);
 out:
-	err = rec_wr_end(r, &w, err);
-	pthread_mutex_unlock(&r->lock);
-	return err;
+	return rec_wr_done(r, &w, err);
 }
 
 /* Turn SQLite's constraint text into what the operator must hear. */
@@ -316,9 +313,7 @@ int rec_unit_end(rec_store *r, int64_t unit_id, const rec_unit_result *e)
 			  "firmware", e->firmware, "attestation", e->attestation,
 			  "measurements", e->measurements, "flags", e->flags));
 out:
-	err = rec_wr_end(r, &w, err);
-	pthread_mutex_unlock(&r->lock);
-	return err;
+	return rec_wr_done(r, &w, err);
 }
 
 /* Shared by rec_last_unit and rec_last_result; lock held. */
@@ -590,9 +585,7 @@ static int revoke_unit(rec_store *r, int64_t unit_id, const char *want_serial,
 done:
 	sqlite3_finalize(s);
 out:
-	err = rec_wr_end(r, &w, err);
-	pthread_mutex_unlock(&r->lock);
-	return err;
+	return rec_wr_done(r, &w, err);
 }
 
 int rec_revoke(rec_store *r, int64_t unit_id, const char *reason,

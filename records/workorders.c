@@ -49,9 +49,7 @@ int rec_workorder_create(rec_store *r, const char *id, long quota)
 				  "quota", quota >= 0 ? q : NULL,
 				  "created_at", at));
 out:
-	err = rec_wr_end(r, &w, err);
-	pthread_mutex_unlock(&r->lock);
-	return err;
+	return rec_wr_done(r, &w, err);
 }
 
 int rec_workorder_get(rec_store *r, const char *id, rec_workorder *out)

@@ -10,7 +10,9 @@
 #     (the --json "us" split: records, HSM, certificate building, device
 #     I/O), station CPU per unit, peak RSS, record writes per commit (group
 #     commit).  Median of RUNS runs.  The same with the station built from
-#     BEFORE_REV (BEFORE_WHAT says what it lacks) for before/after.
+#     BEFORE_REV (BEFORE_WHAT says what it lacks) for before/after, at
+#     BEFORE_SLOTS (default "1 8"), and in the line model at
+#     BEFORE_LINE_SLOTS (default none), each row right after its "now" row.
 #  2. The HSM limit, same token, same run: raw ECDSA P-256 signatures/s and
 #     P-256 session key generations/s, turned into the most units/s the HSM
 #     work per unit (1 certificate signature + one audit signature per
@@ -42,6 +44,8 @@ SLOTS=${SLOTS:-"1 8 16 32 64"}
 MIN_PER_SLOT=${MIN_PER_SLOT:-2}
 BEFORE_REV=${BEFORE_REV-ed4c84a}
 BEFORE_WHAT=${BEFORE_WHAT-before issue 22}
+BEFORE_SLOTS=${BEFORE_SLOTS:-"1 8"}
+BEFORE_LINE_SLOTS=${BEFORE_LINE_SLOTS:-}
 BAUD=${BAUD:-115200}
 FUSE_WORD_US=${FUSE_WORD_US:-1000}
 KEYGEN_MS=${KEYGEN_MS:-250}
@@ -263,14 +267,15 @@ overhead "$STATION" now "$SLOTS"
 ROWS_NOW=$ROWS
 EVENTS_NOW=$EVENTS
 LIMIT=$(awk -v s="$SIGN" -v e="$EVENTS_NOW" 'BEGIN {printf "%.0f", s / (1 + e)}')
-ROWS_BEFORE="" BEFORE_NOTE="not measured (BEFORE_REV empty)"
+ROWS_BEFORE="" BEFORE_OK="" BEFORE_NOTE="not measured (BEFORE_REV empty)"
 if [ -n "$BEFORE_REV" ] && git rev-parse -q --verify "$BEFORE_REV^{commit}" >/dev/null; then
 	mkdir -p "$DIR/before-src"
 	git archive "$BEFORE_REV" | tar -x -C "$DIR/before-src"
 	if make -s -C "$DIR/before-src" BUILD="$DIR/before-build" \
 		"$DIR/before-build/station" >"$DIR/before-make.log" 2>&1; then
-		overhead "$DIR/before-build/station" before "1 8"
+		overhead "$DIR/before-build/station" before "$BEFORE_SLOTS"
 		ROWS_BEFORE=$ROWS
+		BEFORE_OK=1
 		BEFORE_NOTE="the station built from $(git rev-parse --short "$BEFORE_REV") ($BEFORE_WHAT), same simulators, same token"
 	else
 		BEFORE_NOTE="not measured: $BEFORE_REV did not build"
@@ -279,29 +284,46 @@ fi
 
 # ---- 3. Line model ----
 LINE_ARGS="--baud $BAUD --fuse-word-us $FUSE_WORD_US --keygen-ms $KEYGEN_MS"
-LINE_ROWS=""
-uph1=""
-for s in $SLOTS; do
-	uph=() share=() ums=() lrec=() lhsm=() lx5=() ldev=() lcpu=() lrss=()
-	for r in $(seq "$RUNS"); do
-		read -r pass wall user sys maxrss events writes commits rus hus xus dus ms \
-			< <(run_once "$STATION" "$s" "$LINE_UNITS" "$LINE_ARGS" "line-$s-$r")
-		uph+=("$(awk -v p="$pass" -v w="$wall" 'BEGIN {printf "%.0f", 3600 * p / w}')")
-		share+=("$(awk -v a="$rus" -v b="$hus" -v c="$xus" -v m="$ms" 'BEGIN {printf "%.2f", m ? 100 * (a + b + c) / (m * 1000) : 0}')")
-		ums+=("$ms")
-		lrec+=("$(awk -v v="$rus" 'BEGIN {printf "%.1f", v / 1000}')")
-		lhsm+=("$(awk -v v="$hus" 'BEGIN {printf "%.1f", v / 1000}')")
-		lx5+=("$(awk -v v="$xus" 'BEGIN {printf "%.1f", v / 1000}')")
-		ldev+=("$(awk -v v="$dus" 'BEGIN {printf "%.1f", v / 1000}')")
-		lcpu+=("$(awk -v p="$pass" -v u="$user" -v y="$sys" 'BEGIN {printf "%.2f", (u + y) * 1000 / p}')")
-		lrss+=("$maxrss")
-	done
-	u=$(med "${uph[@]}"); sh=$(med "${share[@]}"); um=$(med "${ums[@]}")
-	[ -z "$uph1" ] && uph1=$u
-	UPH[$s]=$u SHARE[$s]=$sh LREC[$s]=$(med "${lrec[@]}") LRSS[$s]=$(($(med "${lrss[@]}") / 1024))
-	LINE_ROWS="$LINE_ROWS| $s | $u | $(awk -v u="$u" -v a="$uph1" -v s="$s" 'BEGIN {printf "%.0f %%", 100 * u / (a * s)}') | $(awk -v m="$um" 'BEGIN {printf "%.0f", m}') | ${LREC[$s]} | $(med "${lhsm[@]}") | $(med "${lx5[@]}") | $(med "${ldev[@]}") | $(med "${lcpu[@]}") | ${LRSS[$s]} | $sh % |
+# One row of the line model, station binary $1 at $3 slots: appended to
+# LROWS[$2] (markdown); UPH, SHARE, LREC, LRSS keyed "$2-slots".  The
+# first row of a label is its one-slot reference.
+declare -A LROWS UPH1
+line_model() {
+	local st=$1 label=$2 s=$3 r
+	{
+		local uph=() share=() ums=() lrec=() lhsm=() lx5=() ldev=() lcpu=() lrss=()
+		for r in $(seq "$RUNS"); do
+			read -r pass wall user sys maxrss events writes commits rus hus xus dus ms \
+				< <(run_once "$st" "$s" "$LINE_UNITS" "$LINE_ARGS" "line-$label-$s-$r")
+			uph+=("$(awk -v p="$pass" -v w="$wall" 'BEGIN {printf "%.0f", 3600 * p / w}')")
+			share+=("$(awk -v a="$rus" -v b="$hus" -v c="$xus" -v m="$ms" 'BEGIN {printf "%.2f", m ? 100 * (a + b + c) / (m * 1000) : 0}')")
+			ums+=("$ms")
+			lrec+=("$(awk -v v="$rus" 'BEGIN {printf "%.1f", v / 1000}')")
+			lhsm+=("$(awk -v v="$hus" 'BEGIN {printf "%.1f", v / 1000}')")
+			lx5+=("$(awk -v v="$xus" 'BEGIN {printf "%.1f", v / 1000}')")
+			ldev+=("$(awk -v v="$dus" 'BEGIN {printf "%.1f", v / 1000}')")
+			lcpu+=("$(awk -v p="$pass" -v u="$user" -v y="$sys" 'BEGIN {printf "%.2f", (u + y) * 1000 / p}')")
+			lrss+=("$maxrss")
+		done
+		local u sh um k=$label-$s uph1
+		u=$(med "${uph[@]}"); sh=$(med "${share[@]}"); um=$(med "${ums[@]}")
+		[ -z "${UPH1[$label]:-}" ] && UPH1[$label]=$u
+		uph1=${UPH1[$label]}
+		UPH[$k]=$u SHARE[$k]=$sh LREC[$k]=$(med "${lrec[@]}") LRSS[$k]=$(($(med "${lrss[@]}") / 1024))
+		LROWS[$label]="${LROWS[$label]:-}| $s | $u | $(awk -v u="$u" -v a="$uph1" -v s="$s" 'BEGIN {printf "%.0f %%", 100 * u / (a * s)}') | $(awk -v m="$um" 'BEGIN {printf "%.0f", m}') | ${LREC[$k]} | $(med "${lhsm[@]}") | $(med "${lx5[@]}") | $(med "${ldev[@]}") | $(med "${lcpu[@]}") | ${LRSS[$k]} | $sh % |
 "
+	}
+}
+# the station before (BEFORE_LINE_SLOTS) right after the station now, row
+# by row, so both see the same load
+for s in $SLOTS; do
+	line_model "$STATION" now "$s"
+	if [ -n "$BEFORE_OK" ] && [[ " $BEFORE_LINE_SLOTS " == *" $s "* ]]; then
+		line_model "$DIR/before-build/station" before "$s"
+	fi
 done
+LINE_ROWS_NOW=${LROWS[now]:-}
+LINE_ROWS_BEFORE=${LROWS[before]:-}
 
 # ---- 6. Firmware (measured here, written in its own section) ----
 firmware_bench
@@ -371,13 +393,13 @@ verdict() { if awk "BEGIN {exit !($1)}"; then echo met; else echo missed; fi; }
 pct() { awk -v a="$1" -v b="$2" -v s="$3" 'BEGIN {printf "%.0f", 100 * a / (s * b)}'; }
 T_HSM=$(verdict "$BEST * 4 >= $LIMIT")
 T_BASE=$(verdict "$BEST >= 50 * $BUPS")
-T_L32=$(verdict "${UPH[32]:-0} >= 0.95 * 32 * ${UPH[1]:-1}")
-T_L64=$(verdict "${UPH[64]:-0} >= 0.90 * 64 * ${UPH[1]:-1}")
-T_SH8=$(verdict "${SHARE[8]:-100} < 1")
-T_SH64=$(verdict "${SHARE[64]:-100} < 2")
-T_REC=$(verdict "${LREC[64]:-999} <= 2 * ${LREC[1]:-0}")
+T_L32=$(verdict "${UPH[now-32]:-0} >= 0.95 * 32 * ${UPH[now-1]:-1}")
+T_L64=$(verdict "${UPH[now-64]:-0} >= 0.90 * 64 * ${UPH[now-1]:-1}")
+T_SH8=$(verdict "${SHARE[now-8]:-100} < 1")
+T_SH64=$(verdict "${SHARE[now-64]:-100} < 2")
+T_REC=$(verdict "${LREC[now-64]:-999} <= 2 * ${LREC[now-1]:-0}")
 T_CPU=$(verdict "${C[now-1]:-99} <= 5")
-T_RSS=$(verdict "${LRSS[64]:-999} < 64 && ${R[now-64]:-999} < 64")
+T_RSS=$(verdict "${LRSS[now-64]:-999} < 64 && ${R[now-64]:-999} < 64")
 T_GROW=$(verdict "${GLAST:-0} - ${G10:-0} < 1024")
 
 cat >"$OUT" <<MD
@@ -396,14 +418,14 @@ SoftHSM — runs on these $(nproc) cores, so the numbers are for this box, not a
 
 | goal | measured | |
 |---|---|---|
-| line model: 32 slots ≥ 95 % of 32 × one slot | ${UPH[32]:-?} vs 32 × ${UPH[1]:-?} units/h = $(pct "${UPH[32]:-0}" "${UPH[1]:-1}" 32) % | $T_L32 |
-| line model: 64 slots ≥ 90 % of 64 × one slot | ${UPH[64]:-?} vs 64 × ${UPH[1]:-?} units/h = $(pct "${UPH[64]:-0}" "${UPH[1]:-1}" 64) % | $T_L64 |
-| line model: station share < 1 % at 8 slots | ${SHARE[8]:-?} % | $T_SH8 |
-| line model: station share < 2 % at 64 slots | ${SHARE[64]:-?} % | $T_SH64 |
-| line model: records ms/unit at 64 slots ≤ 2 × 1 slot | ${LREC[64]:-?} vs ${LREC[1]:-?} ms | $T_REC |
+| line model: 32 slots ≥ 95 % of 32 × one slot | ${UPH[now-32]:-?} vs 32 × ${UPH[now-1]:-?} units/h = $(pct "${UPH[now-32]:-0}" "${UPH[now-1]:-1}" 32) % | $T_L32 |
+| line model: 64 slots ≥ 90 % of 64 × one slot | ${UPH[now-64]:-?} vs 64 × ${UPH[now-1]:-?} units/h = $(pct "${UPH[now-64]:-0}" "${UPH[now-1]:-1}" 64) % | $T_L64 |
+| line model: station share < 1 % at 8 slots | ${SHARE[now-8]:-?} % | $T_SH8 |
+| line model: station share < 2 % at 64 slots | ${SHARE[now-64]:-?} % | $T_SH64 |
+| line model: records ms/unit at 64 slots ≤ 2 × 1 slot | ${LREC[now-64]:-?} vs ${LREC[now-1]:-?} ms | $T_REC |
 | station CPU per unit ≤ 5 ms (zero latency, 1 slot) | ${C[now-1]:-?} ms | $T_CPU |
 | zero latency: throughput ≥ 25 % of the HSM limit | best $BEST units/s vs limit $LIMIT units/s | $T_HSM |
-| peak RSS at 64 slots < 64 MiB | ${LRSS[64]:-?} MiB (line model), ${R[now-64]:-?} MiB (zero latency) | $T_RSS |
+| peak RSS at 64 slots < 64 MiB | ${LRSS[now-64]:-?} MiB (line model), ${R[now-64]:-?} MiB (zero latency) | $T_RSS |
 | no growth over $GROWTH_UNITS units (8 slots) | $GROWTH | $T_GROW |
 | at least 50× the shell-script baseline (issue 8) | $BEST vs $BUPS units/s = $(awk -v a="$BEST" -v b="$BUPS" 'BEGIN {printf "%.0f", a / b}')× | $T_BASE |
 | leak check | $LSAN | |
@@ -438,7 +460,7 @@ $ROWS_BEFORE
 | P-256 key pair generation (session objects) | $KEYGEN /s |
 
 The same two rates on every PKCS#11 module found on this machine, each on a
-fresh token of its own (`bench-hsm`, 2 s each):
+fresh token of its own (\`bench-hsm\`, 2 s each):
 
 | module | ECDSA P-256 sign | P-256 keygen (session objects) |
 |---|---|---|
@@ -461,7 +483,9 @@ per-part columns are ms per unit as in section 1; CPU is the station's
 
 | slots | units/hour | vs slots × 1-slot | ms/unit | records ms | HSM ms | X.509 ms | device ms | station CPU ms/unit | peak RSS MiB | station share |
 |---|---|---|---|---|---|---|---|---|---|---|
-$LINE_ROWS
+$LINE_ROWS_NOW
+$(if [ -n "$LINE_ROWS_BEFORE" ]; then printf 'Before (%s), each row run right after the same row above:\n\n| slots | units/hour | vs slots × 1-slot | ms/unit | records ms | HSM ms | X.509 ms | device ms | station CPU ms/unit | peak RSS MiB | station share |\n|---|---|---|---|---|---|---|---|---|---|---|\n%s\n' "$BEFORE_NOTE" "$LINE_ROWS_BEFORE"; fi)
+
 ## 4. Baseline: the same work as a shell script
 
 \`scripts/bench-baseline.sh\`, $BASE_UNITS units one after another: device

@@ -296,11 +296,13 @@ Test(evidence, work_order_quota_via_cli, .timeout = 120)
 	fx_rmtree(w.dir);
 }
 
-/* Start the station on three slots and send it sig once `after` PASS
- * lines were printed; every PASS line it prints (before and after) adds its
- * uid to seen (space-separated).  *status: the station's wait status. */
-static int signal_during_burst(fx_world *w, fx_devsim *sims, int after, int sig,
-			       char *seen, size_t cap, int *status)
+/* Start the station on the nsims slots of sims (none: the slots of its
+ * configuration) and send it sig once `after` PASS lines were printed;
+ * every PASS line it prints (before and after) adds its uid to seen
+ * (space-separated).  *status: the station's wait status. */
+static int signal_slots_during_burst(fx_world *w, fx_devsim *sims, int nsims,
+				     int after, int sig, char *seen, size_t cap,
+				     int *status)
 {
 	char bin[512], buf[65536], line[65536];
 	const char *argv[32];
@@ -318,7 +320,7 @@ static int signal_during_burst(fx_world *w, fx_devsim *sims, int after, int sig,
 	argv[argc++] = "--json";
 	argv[argc++] = "--burn-fuses";
 	argv[argc++] = "--yes";
-	for (int i = 0; i < 3; i++) {
+	for (int i = 0; i < nsims; i++) {
 		argv[argc++] = "--slot";
 		argv[argc++] = sims[i].port;
 	}
@@ -375,6 +377,13 @@ static int signal_during_burst(fx_world *w, fx_devsim *sims, int after, int sig,
 	return pass;
 }
 
+/* signal_slots_during_burst on the three slots of sims. */
+static int signal_during_burst(fx_world *w, fx_devsim *sims, int after, int sig,
+			       char *seen, size_t cap, int *status)
+{
+	return signal_slots_during_burst(w, sims, 3, after, sig, seen, cap, status);
+}
+
 static int kill_during_burst(fx_world *w, fx_devsim *sims, int after,
 			     char *seen, size_t cap)
 {
@@ -417,6 +426,59 @@ Test(evidence, sigkill_during_bursts_keeps_every_reported_pass, .timeout = 300)
 			 " AND state = 'PASS'", uid);
 		cr_assert_eq(q_int(w.db, sql), 1, "reported PASS %s is not on record", uid);
 	}
+	fx_rmtree(w.dir);
+}
+
+/* A gang programmer (issue 22): 32 sites of one simulator process, the
+ * slots in station.conf, SIGKILL once 24 units were announced PASS (with
+ * the other slots' units in flight, their lazy steps in the record
+ * writer's open batch and its WAL sync under way).  Every unit announced
+ * PASS on the machine-readable output is PASS on record, nothing is PASS
+ * that was not announced, and the store verifies. */
+#define KGANG_SLOTS 32
+#define KGANG_UNITS 4
+
+Test(evidence, sigkill_during_a_32_slot_gang_run_keeps_every_reported_pass,
+     .timeout = 600)
+{
+	fx_world w;
+	fx_devsim g;
+	char seen[65536] = "", *uid, *save = NULL, sql[256];
+	int status, pass, n = 0;
+	FILE *f;
+
+	fx_world_init(&w, true, 20000);
+	cr_assert_eq(fx_devsim_start_gang(&g, w.dir, "gang", KGANG_SLOTS,
+					  KGANG_UNITS, "--seed K"), 0);
+	f = fopen(w.conf, "a");
+	cr_assert(f);
+	fprintf(f, "slots = (\n");
+	for (int i = 1; i <= KGANG_SLOTS; i++)
+		fprintf(f, "  { port = \"%s.%d\"; }%s\n", g.port, i,
+			i < KGANG_SLOTS ? "," : "");
+	fprintf(f, ");\n");
+	cr_assert_eq(fclose(f), 0);
+	pass = signal_slots_during_burst(&w, NULL, 0, 24, SIGKILL, seen,
+					 sizeof(seen), &status);
+	fx_devsim_stop(&g);
+	cr_assert(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL,
+		  "the station ended before the kill (after %d PASS)", pass);
+	cr_assert_lt(pass, KGANG_SLOTS * KGANG_UNITS,
+		     "every unit was done before the kill");
+	for (uid = strtok_r(seen, " ", &save); uid; uid = strtok_r(NULL, " ", &save)) {
+		snprintf(sql, sizeof(sql), "SELECT count(*) FROM units WHERE uid = '%s'"
+			 " AND state = 'PASS'", uid);
+		cr_assert_eq(q_int(w.db, sql), 1, "reported PASS %s is not on record", uid);
+		n++;
+	}
+	cr_assert_eq(n, pass);
+	cr_assert_geq(pass, 24);
+	/* a PASS on record was announced (or was being, when the kill came:
+	 * its end committed, its line not yet printed) */
+	cr_assert_leq(q_int(w.db, "SELECT count(*) FROM units WHERE state = 'PASS'"),
+		      pass + KGANG_SLOTS);
+	fx_station_run(&R, &w, "--ca-cert", w.ca, "records", "verify", NULL);
+	cr_assert_eq(R.code, 0, "%s\n%s", R.out, R.err);
 	fx_rmtree(w.dir);
 }
 
