@@ -1,6 +1,8 @@
 # station — build, test, demo.  Out-of-tree: everything goes under $(BUILD).
 #   make            build station and station-devsim
 #   make demo       provision a few simulated units from a fresh SoftHSM CA
+#   make demo-esp32 two simulated ESP32-C3 chips through the esp32 driver,
+#                   refereed by esptool/espefuse (docs/esp32.md)
 #   make check      the include-layer check, the udev check, and the whole
 #                   test suite, plain and under ASan+UBSan
 #   make deps       install missing Debian packages (needs root)
@@ -46,7 +48,7 @@ ALL_LDFLAGS = $(SAN) $(LDFLAGS)
 LIB_SRCS := $(wildcard base/*.c hsm/*.c records/*.c ui/*.c \
 	device-drivers/*.c device-drivers/proto/*.c \
 	device-drivers/serial/*.c device-drivers/stprog/*.c \
-	device-drivers/usb/*.c device-drivers/tpm2/*.c) \
+	device-drivers/usb/*.c device-drivers/tpm2/*.c device-drivers/esp32/*.c) \
 	$(wildcard station/*.c) $(filter-out cli/main.c,$(wildcard cli/*.c))
 SIM_SRCS := $(wildcard devsim/*.c)
 SIM_LIB_SRCS := $(wildcard base/*.c device-drivers/proto/*.c)
@@ -72,7 +74,7 @@ BENCH_HSM := $(BUILD)/bench-hsm
 
 .SECONDARY:
 
-.PHONY: all deps demo demo-run check check-run check-plain check-udev check-layers \
+.PHONY: all deps demo demo-run demo-esp32 demo-esp32-run check check-run check-plain check-udev check-layers \
 	udev fuzz bench asan install install-sim uninstall uninstall-sim clean tests \
 	man package check-package pot
 
@@ -174,6 +176,14 @@ demo: deps
 
 demo-run: all
 	@bash scripts/demo.sh $(BUILD)
+
+# Two simulated ESP32-C3 chips (station-devsim --model esp32c3) through the
+# esp32 driver, with Espressif's tools as the referee (installed by deps).
+demo-esp32: deps
+	@$(MAKE) --no-print-directory demo-esp32-run
+
+demo-esp32-run: all
+	@bash scripts/demo-esp32.sh $(BUILD)
 
 # The whole suite, plain build then the ASan+UBSan build.
 check: deps

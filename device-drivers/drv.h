@@ -8,7 +8,9 @@
  *                                         endpoints (libusb);
  *   a bare path ("/dev/pts/3") means serial;
  *   "tpm2:<TCTI>[?key=..&cert_nv=..&rot_nv=..]"  a TPM 2.0 as the target
- *                                         (docs/tpm2.md).
+ *                                         (docs/tpm2.md);
+ *   "esp32:/dev/ttyUSB0[?baud=N]"         an ESP32-C3 through its ROM
+ *                                         serial loader (docs/esp32.md).
  * Calls on one drv_dev are not thread-safe; use one per worker thread.
  * Every call returns an st_err; on error drv_errmsg() says what failed in
  * words an operator can act on (command, timeout, port). */
@@ -56,6 +58,11 @@ typedef struct drv_info {
 	uint8_t has_key;       /* a device key exists */
 	uint8_t has_cert;      /* a certificate is stored */
 	uint8_t fuse_banks;    /* number of OTP banks of DRV_FUSE_BANK_LEN */
+	/* Bit b set: bank b is burned bit by bit (each bit 0->1 on its own,
+	 * as an ESP32's eFuse BLOCK0), so several fields may share one of its
+	 * words; a clear bit: a word is programmed once, whole (0 for every
+	 * target of the station programmer protocol and for a TPM). */
+	uint32_t bitprog_banks;
 } drv_info;
 
 /* Open the programmer at uri.  On failure *out may be set so the caller can
@@ -117,7 +124,11 @@ int drv_fuse_read(drv_dev *d, unsigned bank, uint8_t out[DRV_FUSE_BANK_LEN]);
 
 /* Burn value into bank (bits only go 0→1).  request_id lets the programmer
  * recognise a retry of the same burn.  readback gets the bank afterwards.
- * ST_E_FUSE_CONFLICT when a bit would have to go 1→0 (nothing burned). */
+ * ST_E_FUSE_CONFLICT when a bit would have to go 1→0, or the bank (or, in
+ * a bit-programmable bank, a field it touches) is write-protected
+ * (nothing burned).  In a bit-programmable bank (drv_info.bitprog_banks)
+ * value is the whole bank as it must read afterwards: the bits already
+ * burned plus the new ones. */
 int drv_fuse_burn(drv_dev *d, unsigned bank, const uint8_t value[DRV_FUSE_BANK_LEN],
 		  uint32_t request_id, uint8_t readback[DRV_FUSE_BANK_LEN]);
 
@@ -147,6 +158,12 @@ int drv_get_conditions(drv_dev *d, drv_conditions *out);
  * but unlocked (rewritable with the same value) or complete, never
  * half-programmed, so it is resumed rather than quarantined. */
 int drv_otp_is_nv(const drv_dev *d);
+
+/* Whether the target's own fuse controller makes the programming voltage
+ * and timing (an ESP32's eFuse controller): no programming window exists
+ * outside the chip to measure, so none is checked; a burn is judged by its
+ * read-back and the controller's error registers only. */
+int drv_otp_self_timed(const drv_dev *d);
 
 /* ---- Firmware images and end-of-line attestation (docs/firmware.md) ----
  *

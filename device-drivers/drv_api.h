@@ -64,6 +64,13 @@ struct drv_ops {
 	 * voltage/temperature window applies and conditions may be absent.  A
 	 * driver for electrically programmed fuses leaves it false. */
 	bool otp_is_nv;
+	/* Optional: true when the target's own fuse controller makes the
+	 * programming voltage and timing (an ESP32's eFuse controller, set up
+	 * by the driver as the maker's tool does), so there is no external
+	 * window the programmer could measure: conditions may be absent and
+	 * the plan's window is not checked.  Burns are still judged by their
+	 * read-back and the controller's error registers. */
+	bool otp_self_timed;
 	/* Lifecycle advance. */
 	int (*set_lifecycle)(drv_dev *d, uint8_t state);
 	/* Optional: wrapped key injection (see drv_inject_key()). */

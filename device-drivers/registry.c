@@ -7,6 +7,7 @@
 
 #include "base.h"
 #include "device-drivers/drv_api.h"
+#include "device-drivers/esp32/esp32.h"
 #include "device-drivers/stprog/stprog.h"
 #include "device-drivers/usb/usb.h"
 #include "device-drivers/tpm2/tpm2.h"
@@ -16,6 +17,7 @@ static const struct drv_ops *const drivers[] = {
 	&stprog_serial_ops,
 	&stprog_usb_ops,
 	&tpm2_ops,
+	&esp32_ops,
 };
 
 const struct drv_ops *drv_driver_at(size_t i)
@@ -103,7 +105,7 @@ int drv_open(const char *uri, const drv_opts *opts, drv_dev **out)
 	snprintf(d->port, sizeof(d->port), "%.*s", (int)plen, path);
 	if (!d->ops) {
 		drv_set_error(d, "no driver for '%s' (use serial:/dev/ttyX, a "
-			      "path, usb:VID:PID or tpm2:<TCTI>)", uri);
+			      "path, usb:VID:PID, tpm2:<TCTI> or esp32:/dev/ttyX)", uri);
 		return ST_E_CONFIG;
 	}
 	d->priv_size = d->ops->priv_size;
@@ -297,6 +299,11 @@ int drv_fuse_read_status(drv_dev *d, unsigned bank, uint8_t out[DRV_FUSE_BANK_LE
 int drv_otp_is_nv(const drv_dev *d)
 {
 	return d && d->ops && d->ops->otp_is_nv;
+}
+
+int drv_otp_self_timed(const drv_dev *d)
+{
+	return d && d->ops && d->ops->otp_self_timed;
 }
 
 int drv_get_conditions(drv_dev *d, drv_conditions *out)

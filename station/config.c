@@ -646,6 +646,18 @@ static int profile_parse(const char *path, st_profile **out, st_problems *pl)
 	    parse_tpm2(&c, path, p->target_opts, sizeof(p->target_opts), err,
 		       sizeof(err)))
 		add_rule(pl, &c, path, "tpm2", err);
+	/* An ESP32-C3's lock, as its driver's option (docs/esp32.md). */
+	if (!st_problems_under(pl, "esp32") && config_lookup(&c, "esp32")) {
+		if (p->target_opts[0]) {
+			snprintf(err, sizeof(err), "%s: a profile has a 'tpm2' or an "
+				 "'esp32' group, not both: it is for one kind of target",
+				 path);
+			add_rule(pl, &c, path, "esp32", err);
+		} else {
+			snprintf(p->target_opts, sizeof(p->target_opts), "lock=%s",
+				 st_schema_string(&c, PRF, "esp32.lock"));
+		}
+	}
 	if (st_problems_count(pl))
 		goto cleanup;
 	if (file_digest(path, p->digest)) {

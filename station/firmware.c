@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "base.h"
+#include "station/esp32.h"
 
 /* path as given when absolute, else beside the profile. */
 static void resolve(const char *profile_path, const char *path, char *out,
@@ -216,8 +217,48 @@ out:
 	return rc;
 }
 
+/* An ESP32 image carries its Secure Boot V2 signature sector: it must
+ * verify under key, whose digest is the profile's root of trust, and sit
+ * where the chip boots it from (the bootloader at 0 below the partition
+ * table at 0x8000, an app 64 KiB-aligned for the flash MMU). */
+static int check_esp32(const st_fw_image *im, EVP_PKEY *key, const st_firmware *fw,
+		       char *err, size_t errlen)
+{
+	char why[512] = "";
+	int rc;
+
+	if (im->address == 0 ? im->len > 0x8000 : im->address % 0x10000) {
+		snprintf(err, errlen, "image '%s' (%s) at flash address 0x%x: on the "
+			 "ESP32-C3 the bootloader is at 0x0 and ends below the "
+			 "partition table at 0x8000 (this one is %zu bytes), and an "
+			 "app sits at a 64 KiB-aligned address; fix 'address'",
+			 im->name, im->file, (unsigned)im->address, im->len);
+		return ST_E_CONFIG;
+	}
+	for (const st_fw_image *o = fw->img; o < im; o++) {
+		if (im->address < o->address + o->len && o->address < im->address + im->len) {
+			snprintf(err, errlen, "image '%s' (%s) at 0x%x overlaps image "
+				 "'%s' at 0x%x (%zu bytes) in flash; fix 'address'",
+				 im->name, im->file, (unsigned)im->address, o->name,
+				 (unsigned)o->address, o->len);
+			return ST_E_CONFIG;
+		}
+	}
+	rc = st_esp_sbv2_verify(im->data, im->len, key, fw->rot, why, sizeof(why));
+	if (rc == ST_E_VERIFY) {
+		snprintf(err, errlen, "image '%s' (%s) fails the Secure Boot V2 "
+			 "check under the secure-boot key %s: %s; the chip's ROM would "
+			 "not boot it, so nothing was provisioned — use the image "
+			 "engineering signed with that key (espsecure sign_data "
+			 "--version 2)", im->name, im->file, fw->key_file, why);
+		return ST_E_CONFIG;
+	}
+	return rc;
+}
+
 /* The secure-boot key: its file's digest, a P-256 public key, and the
- * root-of-trust hash computed from it. */
+ * root-of-trust hash computed from it; for esp32-sbv2 an RSA-3072 key and
+ * its Secure Boot V2 digest. */
 static int load_key(const config_t *c, const char *profile_path, st_firmware *fw,
 		    EVP_PKEY **out, char *err, size_t errlen)
 {
@@ -236,6 +277,22 @@ static int load_key(const config_t *c, const char *profile_path, st_firmware *fw
 	    (rc = check_digest("the secure-boot key", fw->key_file, pem, len, want,
 			       md, hex, err, errlen)))
 		goto out;
+	if (fw->format == ST_FW_ESP32_SBV2) {
+		char why[256] = "";
+
+		rc = st_esp_sbv2_key_load(pem, len, &key, why, sizeof(why));
+		if (rc == ST_E_CONFIG)
+			snprintf(err, errlen, "the secure-boot key %s: %s", fw->key_file,
+				 why);
+		else if (!rc && (rc = st_esp_sbv2_digest(key, fw->rot, why, sizeof(why))))
+			snprintf(err, errlen, "the secure-boot key %s: %s", fw->key_file,
+				 why);
+		if (!rc) {
+			*out = key;
+			key = NULL;
+		}
+		goto out;
+	}
 	b = BIO_new_mem_buf(pem, (int)len);
 	key = b ? PEM_read_bio_PUBKEY(b, NULL, NULL, NULL) : NULL;
 	if (!key || !EVP_PKEY_is_a(key, "EC") || EVP_PKEY_get_bits(key) != 256) {
@@ -269,6 +326,13 @@ int st_fw_parse(const config_t *c, const char *profile_path, st_firmware *fw,
 	int rc;
 
 	memset(fw, 0, sizeof(*fw));
+	{
+		const char *fmt = NULL;
+
+		config_lookup_string(c, "firmware.format", &fmt);
+		fw->format = fmt && !strcmp(fmt, "esp32-sbv2") ? ST_FW_ESP32_SBV2
+							      : ST_FW_STATION;
+	}
 	if ((rc = load_key(c, profile_path, fw, &key, err, errlen)))
 		goto out;
 	for (int i = 0; list && i < config_setting_length(list); i++) {
@@ -327,7 +391,9 @@ int st_fw_parse(const config_t *c, const char *profile_path, st_firmware *fw,
 					       im->sha256, im->sha256_hex, err, errlen)))
 				goto out;
 		}
-		if ((rc = check_signature(im, key, fw->key_file, err, errlen)))
+		if ((rc = fw->format == ST_FW_ESP32_SBV2
+			  ? check_esp32(im, key, fw, err, errlen)
+			  : check_signature(im, key, fw->key_file, err, errlen)))
 			goto out;
 		if ((rc = slurp(im->sbom_file, ST_FW_MAX_SBOM, (uint8_t **)&im->sbom,
 				&im->sbom_len, err, errlen)))

@@ -5,7 +5,8 @@
  *
  * Everything is read and checked once, when the profile loads (before any
  * unit): each file's SHA-256 against the digest the signed profile names,
- * each image's detached signature against the secure-boot key, each SBOM
+ * each image's signature against the secure-boot key (a detached FILE.sig,
+ * or an ESP32 image's own Secure Boot V2 signature sector), each SBOM
  * parsed as CycloneDX JSON.  The bytes checked are the bytes written: the
  * images stay in memory, so a file changed after the check is never
  * written. */
@@ -38,11 +39,20 @@ typedef struct st_fw_image {
 	int ncomponents;                    /* components the SBOM lists */
 } st_fw_image;
 
+/* How the images are signed (firmware.format). */
+typedef enum st_fw_format {
+	ST_FW_STATION = 0,      /* FILE.sig: DER ECDSA P-256 over SHA-256 */
+	ST_FW_ESP32_SBV2,       /* Espressif Secure Boot V2, RSA-3072 (esp32.h) */
+} st_fw_format;
+
 typedef struct st_firmware {
 	int n;
 	st_fw_image img[ST_FW_MAX_IMAGES];
+	st_fw_format format;
 	char key_file[4096];
-	uint8_t rot[32];        /* SHA-256 of the key's DER SubjectPublicKeyInfo */
+	uint8_t rot[32];        /* ST_FW_STATION: SHA-256 of the key's DER
+				 * SubjectPublicKeyInfo; ST_FW_ESP32_SBV2: the
+				 * Secure Boot V2 key digest (st_esp_sbv2_digest) */
 } st_firmware;
 
 /* Read the "firmware" group of c (the profile at profile_path; relative

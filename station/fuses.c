@@ -293,13 +293,29 @@ int st_fuse_plan_parse(config_t *c, const char *path, const uint8_t rot[32],
 			if (g->kind == ST_FUSE_LIFECYCLE && f->kind == ST_FUSE_LIFECYCLE)
 				return perr(err, errlen, "%s: fuse plan has two lifecycle "
 					    "steps ('%s', '%s')", path, g->name, f->name);
-			if (f->kind != ST_FUSE_LIFECYCLE && g->kind != ST_FUSE_LIFECYCLE &&
-			    f->bank == g->bank && f->word < g->word + g->nwords &&
-			    g->word < f->word + f->nwords)
-				return perr(err, errlen, "%s: fuse fields '%s' and '%s' share "
-					    "a word of bank %u: a fuse word can be programmed "
-					    "only once, so every field needs words of its own",
-					    path, g->name, f->name, f->bank);
+			if (f->kind == ST_FUSE_LIFECYCLE || g->kind == ST_FUSE_LIFECYCLE ||
+			    f->bank != g->bank || f->word >= g->word + g->nwords ||
+			    g->word >= f->word + f->nwords)
+				continue;
+			/* Two constants in one word, bits apart: fine on a target
+			 * that burns the bank bit by bit (checked per unit). */
+			if (!strcmp(f->source, "constant") && !strcmp(g->source, "constant") &&
+			    (f->bit_hi < g->bit_lo || g->bit_hi < f->bit_lo) && f->bank < 32) {
+				plan->shared_banks |= 1u << f->bank;
+				continue;
+			}
+			if (!strcmp(f->source, "constant") && !strcmp(g->source, "constant"))
+				return perr(err, errlen, "%s: fuse fields '%s' and '%s' both "
+					    "use bits of word %u of bank %u (bits %u..%u and "
+					    "%u..%u overlap): every field needs bits of its own",
+					    path, g->name, f->name, f->word, f->bank, g->bit_lo,
+					    g->bit_hi, f->bit_lo, f->bit_hi);
+			return perr(err, errlen, "%s: fuse fields '%s' and '%s' share "
+				    "a word of bank %u: a fuse word can be programmed "
+				    "only once, so every field needs words of its own "
+				    "(only constants with bits apart may share a word, and "
+				    "only on a target that burns the bank bit by bit)",
+				    path, g->name, f->name, f->bank);
 		}
 	}
 	plan->n = n;
@@ -312,37 +328,88 @@ enum action { A_SKIP, A_BURN, A_REFUSE };
 
 static const char *const action_names[] = { "skip", "burn", "refuse" };
 
-/* Hex of the field's words (what an operator compares). */
-static void field_hex(const st_fuse_field *f, const uint8_t bank[DRV_FUSE_BANK_LEN],
-		      char out[65])
+/* The field's bits in word w (little-endian 32-bit), all of them unless
+ * the bank is bit-programmable: there a field is its own bits only, and
+ * the word's other bits belong to other fields (or to the chip maker). */
+static uint32_t field_mask(const st_fuse_field *f, bool bitwise)
 {
-	st_hex(bank + f->word * ST_FUSE_WORD, f->nwords * ST_FUSE_WORD, out);
+	if (!bitwise || strcmp(f->source, "constant"))
+		return 0xffffffffu;
+	return (uint32_t)(((1ull << (f->bit_hi - f->bit_lo + 1)) - 1) << f->bit_lo);
+}
+
+static uint32_t get_le32(const uint8_t *p)
+{
+	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
+	       (uint32_t)p[3] << 24;
+}
+
+static void put_le32(uint8_t *p, uint32_t v)
+{
+	p[0] = (uint8_t)v;
+	p[1] = (uint8_t)(v >> 8);
+	p[2] = (uint8_t)(v >> 16);
+	p[3] = (uint8_t)(v >> 24);
+}
+
+/* Whether f lies in a bank the target burns bit by bit. */
+static bool bitwise_bank(uint32_t bitprog_banks, const st_fuse_field *f)
+{
+	return f->bank < 32 && (bitprog_banks & (1u << f->bank));
+}
+
+/* Hex of the field's words (what an operator compares); in a
+ * bit-programmable bank, of the field's own bits in its word. */
+static void field_hex(const st_fuse_field *f, const uint8_t bank[DRV_FUSE_BANK_LEN],
+		      bool bitwise, char out[65])
+{
+	uint8_t w[ST_FUSE_WORD];
+
+	if (!bitwise || strcmp(f->source, "constant")) {
+		st_hex(bank + f->word * ST_FUSE_WORD, f->nwords * ST_FUSE_WORD, out);
+		return;
+	}
+	put_le32(w, get_le32(bank + f->word * ST_FUSE_WORD) & field_mask(f, true));
+	st_hex(w, sizeof(w), out);
+}
+
+/* Whether the field's words (bits, when bitwise) in bank are its target. */
+static bool holds_target(const st_fuse_field *f, const uint8_t bank[DRV_FUSE_BANK_LEN],
+			 bool bitwise)
+{
+	uint32_t mask = field_mask(f, bitwise);
+
+	for (unsigned w = f->word; w < f->word + f->nwords; w++)
+		if ((get_le32(bank + w * ST_FUSE_WORD) & mask) !=
+		    (get_le32(f->target + w * ST_FUSE_WORD) & mask))
+			return false;
+	return true;
 }
 
 /* Compare the field's words in bank with its target; why gets the words
  * an operator needs when the answer is not "burn" or "skip". */
 static enum action classify(const st_fuse_field *f, const uint8_t bank[DRV_FUSE_BANK_LEN],
-			    uint8_t faulty, char *why, size_t whylen)
+			    uint8_t faulty, bool bitwise, char *why, size_t whylen)
 {
-	static const uint8_t zero[ST_FUSE_WORD];
+	uint32_t mask = field_mask(f, bitwise);
 	unsigned same = 0, blank = 0, other = 0, down = 0, bad = 0;
 
 	for (unsigned w = f->word; w < f->word + f->nwords; w++) {
-		const uint8_t *cur = bank + w * ST_FUSE_WORD, *tgt = f->target + w * ST_FUSE_WORD;
+		uint32_t cur = get_le32(bank + w * ST_FUSE_WORD) & mask;
+		uint32_t tgt = get_le32(f->target + w * ST_FUSE_WORD) & mask;
 
 		if (faulty & (1u << w)) {
 			bad++;
 			continue;
 		}
-		if (!memcmp(cur, tgt, ST_FUSE_WORD))
+		if (cur == tgt)
 			same++;
-		else if (!memcmp(cur, zero, ST_FUSE_WORD))
+		else if (!cur)
 			blank++;
 		else
 			other++;
-		for (int i = 0; i < ST_FUSE_WORD; i++)
-			if (cur[i] & ~tgt[i])
-				down++;
+		if (cur & ~tgt)
+			down++;
 	}
 	if (bad) {
 		snprintf(why, whylen, "%u word(s) of bank %u are half-programmed (their "
@@ -363,6 +430,9 @@ static enum action classify(const st_fuse_field *f, const uint8_t bank[DRV_FUSE_
 	else if (down)
 		snprintf(why, whylen, "holds a different value: a bit would have to go "
 			 "1->0");
+	else if (bitwise)
+		snprintf(why, whylen, "holds a different value in its bits (a field "
+			 "gets one value, never a second)");
 	else
 		snprintf(why, whylen, "holds a different value in an already programmed "
 			 "word (a word is programmed only once)");
@@ -471,6 +541,8 @@ static int check_conditions(st_fuse_run *r, const char *what)
 
 	if (drv_otp_is_nv(r->dev))
 		return ST_OK;	/* write-once NV (a TPM): no programming window */
+	if (drv_otp_self_timed(r->dev))
+		return ST_OK;	/* the chip's own controller times the burn */
 	rc = drv_get_conditions(r->dev, &c);
 	if (rc) {
 		set_reason(r, "%s: the programming conditions cannot be "
@@ -566,6 +638,7 @@ static int burn_field(st_fuse_run *r, const st_fuse_field *f,
 {
 	uint8_t value[DRV_FUSE_BANK_LEN], back[DRV_FUSE_BANK_LEN], faulty = 0;
 	unsigned off = f->word * ST_FUSE_WORD, len = f->nwords * ST_FUSE_WORD;
+	bool bitwise = bitwise_bank(r->bitprog_banks, f);
 	char cur_hex[65];
 	uint32_t id;
 	int rc;
@@ -584,7 +657,11 @@ static int burn_field(st_fuse_run *r, const st_fuse_field *f,
 				f->word, f->word + f->nwords - 1, tgt_hex, id)))
 		return rc;
 	memcpy(value, bank, sizeof(value));
-	memcpy(value + off, f->target + off, len);
+	if (bitwise) /* the bits burned so far stay, the field's are added */
+		put_le32(value + off, get_le32(bank + off) |
+			 (get_le32(f->target + off) & field_mask(f, true)));
+	else
+		memcpy(value + off, f->target + off, len);
 	rc = drv_fuse_burn(r->dev, f->bank, value, id, back);
 	/* The same state as a crash after the intent: the next presentation
 	 * reads the device (write-once NV cannot be half-programmed; a fuse
@@ -612,8 +689,8 @@ static int burn_field(st_fuse_run *r, const st_fuse_field *f,
 		r->summary = ST_FUSES_BURN_FAILED;
 		return rc;
 	}
-	field_hex(f, bank, cur_hex);
-	if (memcmp(bank + off, f->target + off, len) || memcmp(back + off, f->target + off, len) ||
+	field_hex(f, bank, bitwise, cur_hex);
+	if (!holds_target(f, bank, bitwise) || !holds_target(f, back, bitwise) ||
 	    (faulty & (((1u << f->nwords) - 1) << f->word))) {
 		set_reason(r, "field %s reads back %s (faulty words %02x) after the burn, "
 			   "not %s: unit quarantined", f->name, cur_hex, faulty, tgt_hex);
@@ -648,9 +725,9 @@ static int check_field(st_fuse_run *r, const st_fuse_field *f,
 	}
 	if (!strcmp(f->source, "root_of_trust"))
 		st_hex(bank, DRV_FUSE_BANK_LEN, r->readback_hex);
-	field_hex(f, bank, cur_hex);
-	field_hex(f, f->target, tgt_hex);
-	*a = classify(f, bank, faulty, why, whylen);
+	field_hex(f, bank, bitwise_bank(r->bitprog_banks, f), cur_hex);
+	field_hex(f, f->target, bitwise_bank(r->bitprog_banks, f), tgt_hex);
+	*a = classify(f, bank, faulty, bitwise_bank(r->bitprog_banks, f), why, whylen);
 	return ST_OK;
 }
 
@@ -662,6 +739,12 @@ static void print_conditions(st_fuse_run *r)
 	if (drv_otp_is_nv(r->dev)) {
 		record(r, ST_STEP_NONE, ST_OUTCOME_OK, "conditions: not applicable (write-once NV "
 		       "storage, no programming window)");
+		return;
+	}
+	if (drv_otp_self_timed(r->dev)) {
+		record(r, ST_STEP_NONE, ST_OUTCOME_OK, "conditions: not measured (the "
+		       "chip's own fuse controller makes the programming voltage and "
+		       "timing)");
 		return;
 	}
 	if (drv_get_conditions(r->dev, &c)) {
@@ -686,10 +769,21 @@ static int check_plan(st_fuse_run *r, bool quiet, int *to_burn)
 {
 	uint8_t bank[DRV_FUSE_BANK_LEN];
 	char cur_hex[65], tgt_hex[65], why[200];
+	uint32_t unfit = r->plan->shared_banks & ~r->bitprog_banks;
 	enum action a;
 	int rc;
 
 	*to_burn = 0;
+	if (unfit) {
+		unsigned b = (unsigned)__builtin_ctz(unfit);
+
+		set_reason(r, "the fuse plan puts several fields into one word of bank "
+			   "%u, but this target (driver %s) programs a word once, whole: "
+			   "wrong profile for this model; nothing burned", b,
+			   drv_driver_name(r->dev));
+		r->summary = ST_FUSES_CONFLICT;
+		return ST_E_CONFIG;
+	}
 	for (int i = 0; i < r->plan->n; i++) {
 		const st_fuse_field *f = &r->plan->f[i];
 
@@ -882,7 +976,17 @@ int st_fuses_show(const st_config *cfg, const st_profile *prof, const char *slot
 		r->bank = (int)f->bank;
 		r->word_lo = f->word;
 		r->word_hi = f->word + f->nwords - 1;
-		field_hex(f, f->target, r->target);
+		field_hex(f, f->target, bitwise_bank(info.bitprog_banks, f), r->target);
+		if (f->bank < 32 && (plan->shared_banks & ~info.bitprog_banks &
+				     (1u << f->bank))) {
+			snprintf(r->current, sizeof(r->current), "-");
+			r->state = ST_FUSE_DIFFERS;
+			r->action = "refuse";
+			snprintf(r->why, sizeof(r->why), "the plan shares words of bank "
+				 "%u between fields, but this target programs a word "
+				 "once, whole: wrong profile for this model", f->bank);
+			continue;
+		}
 		if (f->bank >= info.fuse_banks) {
 			snprintf(r->current, sizeof(r->current), "-");
 			r->state = ST_FUSE_DIFFERS;
@@ -899,8 +1003,9 @@ int st_fuses_show(const st_config *cfg, const st_profile *prof, const char *slot
 				 drv_errmsg(dev));
 			goto cleanup;
 		}
-		field_hex(f, bank, r->current);
-		switch (classify(f, bank, faulty, r->why, sizeof(r->why))) {
+		field_hex(f, bank, bitwise_bank(info.bitprog_banks, f), r->current);
+		switch (classify(f, bank, faulty, bitwise_bank(info.bitprog_banks, f),
+				 r->why, sizeof(r->why))) {
 		case A_SKIP:
 			r->state = f->kind == ST_FUSE_WRITE_PROTECT ? ST_FUSE_LOCKED :
 				   ST_FUSE_MATCHES;

@@ -4,7 +4,10 @@
  * A plan is an ordered list of fields.  Each field is whole 4-byte OTP
  * words of one bank (a word can be programmed only once, so two fields
  * never share a word), with its value from a named source: the profile's
- * root-of-trust hash, or a constant in a bit range of one word.  Data
+ * root-of-trust hash, or a constant in a bit range of one word.  In a
+ * bank the target burns bit by bit (drv_info.bitprog_banks: an ESP32's
+ * eFuse BLOCK0), constants may share a word when their bits do not
+ * overlap, and a field is judged by its own bits only.  Data
  * fields come first, then the write-protect fields, then at most one
  * lifecycle step.  docs/fuses.md describes the profile syntax. */
 #ifndef ST_FUSES_H
@@ -41,6 +44,9 @@ typedef struct st_fuse_field {
 typedef struct st_fuse_plan {
 	st_fuse_field f[ST_FUSE_MAX_FIELDS];
 	int n;
+	/* Banks where two fields share a word (their bits apart): only a
+	 * target that burns those banks bit by bit can take the plan. */
+	uint32_t shared_banks;
 	int vpp_min_mv, vpp_max_mv;   /* programming conditions allowed */
 	int temp_min_dc, temp_max_dc; /* tenths of a degree Celsius */
 } st_fuse_plan;
@@ -94,6 +100,8 @@ typedef struct st_fuse_run {
 	const st_fuse_plan *plan;
 	uint8_t lifecycle;      /* as IDENTIFY reported it */
 	uint8_t banks;          /* fuse banks the target has */
+	uint32_t bitprog_banks; /* drv_info.bitprog_banks: banks burned bit
+				 * by bit, where a field is its bits only */
 	bool dry_run;           /* plan only: read, never burn or record */
 	/* What interrupted earlier runs of this unit left open, so the
 	 * records say what became of those intents; NULL when nothing. */

@@ -16,7 +16,7 @@
 
 int st_slot_uri(const char *driver, const char *port, char *out, size_t len)
 {
-	static const char *const schemes[] = { "serial:", "usb:", "tpm2:" };
+	static const char *const schemes[] = { "serial:", "usb:", "tpm2:", "esp32:" };
 	const char *scheme = NULL;
 
 	for (size_t i = 0; i < ST_ARRAY_SIZE(schemes); i++)
@@ -76,6 +76,8 @@ static const char *check_port(const config_setting_t *s, char *why, size_t len)
 		return NULL;
 	if (!strncmp(v, "tpm2:", 5) && v[5])
 		return NULL;
+	if (!strncmp(v, "esp32:", 6) && v[6])
+		return NULL;
 	if (!strncmp(v, "usb:", 4)) {
 		const char *q;
 
@@ -90,7 +92,7 @@ static const char *check_port(const config_setting_t *s, char *why, size_t len)
 		return why;
 	}
 	snprintf(why, len, "'%s': unknown driver '%.*s' (a serial path, serial:PATH, "
-		 "usb:VID:PID[?serial=S|?port=P] or tpm2:TCTI)", v, (int)(colon - v), v);
+		 "usb:VID:PID[?serial=S|?port=P], tpm2:TCTI or esp32:PATH)", v, (int)(colon - v), v);
 	return why;
 }
 
@@ -144,13 +146,13 @@ const st_schema_key st_config_schema[] = {
 	  .doc = "The programmers, one group per slot; used when no `--slot` is given." },
 	{ "slots[].name", SK_STRING, 0, 1, 31, .def = "slot N",
 	  .doc = "A name for the slot (messages, `config check`)." },
-	{ "slots[].driver", SK_ENUM, 0, .choices = "serial|usb|tpm2", .def = "",
+	{ "slots[].driver", SK_ENUM, 0, .choices = "serial|usb|tpm2|esp32", .def = "",
 	  .doc = "Driver, when `port` has no scheme (`driver = \"usb\"; "
 		 "port = \"1209:5354?serial=SP-1\";`)." },
 	{ "slots[].port", SK_STRING, R, 1, 191, .check = check_port,
 	  .doc = "What `--slot` takes: a serial path (`/dev/ttyUSB0`, `serial:PATH`), "
 		 "`usb:VID:PID`, `usb:VID:PID?serial=S`, `usb:VID:PID?port=1-2.3` "
-		 "(physical socket) or `tpm2:TCTI`." },
+		 "(physical socket), `tpm2:TCTI` or `esp32:PATH[?baud=N]` (docs/esp32.md)." },
 	{ "defaults", SK_GROUP, 0, .doc = "Defaults of `station provision`." },
 	{ "defaults.burn_fuses", SK_BOOL, 0, .def = "false",
 	  .doc = "Arm fuse burning without `--burn-fuses` (`--dry-run` still wins)." },
@@ -319,9 +321,15 @@ const st_schema_key st_profile_schema[] = {
 	  .doc = "Signed images written to each unit, their SBOMs, and the secure-boot "
 		 "key (docs/firmware.md).  Relative paths are relative to the profile's "
 		 "directory." },
+	{ "firmware.format", SK_ENUM, 0, .choices = "station|esp32-sbv2",
+	  .def = "station",
+	  .doc = "How images are signed: `station` (a detached ECDSA P-256 FILE.sig) "
+		 "or `esp32-sbv2` (Espressif Secure Boot V2, RSA-3072 signature "
+		 "sector at the image's end; docs/esp32.md)." },
 	{ "firmware.secure_boot_key", SK_STRING, R, 1, 4095,
-	  .doc = "PEM public key (P-256) the images are signed with; the "
-		 "root-of-trust hash is SHA-256 of its DER form." },
+	  .doc = "PEM public key the images are signed with (P-256; RSA-3072 for "
+		 "`esp32-sbv2`); the root-of-trust hash is SHA-256 of its DER form "
+		 "(for `esp32-sbv2` the Secure Boot V2 key digest)." },
 	{ "firmware.secure_boot_key_sha256", SK_STRING, R, .check = check_hex64,
 	  .doc = "SHA-256 of the key file (`sha256sum`): the profile's signature "
 		 "covers it." },
@@ -330,12 +338,14 @@ const st_schema_key st_profile_schema[] = {
 	  .doc = "Image name (records, component queries)." },
 	{ "firmware.images[].version", SK_STRING, R, 1, 31, .doc = "Image version." },
 	{ "firmware.images[].file", SK_STRING, R, 1, 4095,
-	  .doc = "The image; its signature is FILE.sig (DER ECDSA P-256 over SHA-256)." },
+	  .doc = "The image; its signature is FILE.sig (DER ECDSA P-256 over SHA-256), "
+		 "or, for `esp32-sbv2`, inside it." },
 	{ "firmware.images[].sha256", SK_STRING, R, .check = check_hex64,
 	  .doc = "SHA-256 of the image file." },
 	{ "firmware.images[].slot", SK_INT, R, 0, 255, .doc = "Target image slot." },
 	{ "firmware.images[].address", SK_INT, 0, 0, 0xffffffffLL, .def = "0",
-	  .doc = "Flash address, for targets that place images by address." },
+	  .doc = "Flash address, for targets that place images by address "
+		 "(`esp32-sbv2`: the bootloader at 0, apps 64 KiB-aligned)." },
 	{ "firmware.images[].sbom", SK_STRING, R, 1, 4095,
 	  .doc = "CycloneDX JSON SBOM of the image." },
 	{ "firmware.images[].sbom_sha256", SK_STRING, R, .check = check_hex64,
@@ -346,6 +356,11 @@ const st_schema_key st_profile_schema[] = {
 	{ "tpm2.cert_nv", SK_INT, 0, .def = "0x01c10000", .doc = "NV index of the certificate." },
 	{ "tpm2.rot_nv", SK_INT, 0, .def = "0x01c10001",
 	  .doc = "Write-once NV index of the root-of-trust hash." },
+	{ "esp32", SK_GROUP, 0, .doc = "How an ESP32-C3 target is locked (docs/esp32.md)." },
+	{ "esp32.lock", SK_ENUM, 0, .choices = "secure_download|dis_download_mode",
+	  .def = "secure_download",
+	  .doc = "The lifecycle lock: `ENABLE_SECURITY_DOWNLOAD` (Secure Download "
+		 "Mode) or `DIS_DOWNLOAD_MODE` (the loader never answers again)." },
 	{ "quota", SK_GROUP, 0, .doc = "Quota rules." },
 	{ "quota.require_work_order", SK_BOOL, 0, .def = "false",
 	  .doc = "Refuse a batch run without `--work-order` (units then come from its quota)." },

@@ -158,6 +158,7 @@ static void dry_run_slot(struct worker *w, drv_dev *dev)
 	}
 	run.lifecycle = u.info.lifecycle;
 	run.banks = u.info.fuse_banks;
+	run.bitprog_banks = u.info.bitprog_banks;
 	rc = st_fuse_run_plan(&run);
 	if (rc && st_err_is_link(rc))
 		slot_error(w, rc, "slot %d (%s): %s", w->slot, w->port, run.reason);

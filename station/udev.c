@@ -44,6 +44,23 @@ static bool plain_value(const char *v)
 	return true;
 }
 
+/* Whether a tty driver before driver di already lists vid:pid (the same
+ * bridge serves several drivers: one rule or comment line is enough). */
+static bool tty_id_seen(size_t di, const struct drv_usb_id *id)
+{
+	const struct drv_ops *ops;
+
+	for (size_t i = 0; i < di && (ops = drv_driver_at(i)); i++) {
+		if (!ops->usb_ids || !ops->udev_subsystem ||
+		    strcmp(ops->udev_subsystem, "tty"))
+			continue;
+		for (const struct drv_usb_id *o = ops->usb_ids; o->vid; o++)
+			if (o->vid == id->vid && o->pid == id->pid)
+				return true;
+	}
+	return false;
+}
+
 /* The rule lines of one named adapter, for every bridge id. */
 static int adapter_rules(FILE *f, const char *a, char *err, size_t errlen)
 {
@@ -64,12 +81,15 @@ static int adapter_rules(FILE *f, const char *a, char *err, size_t errlen)
 		if (!ops->usb_ids || !ops->udev_subsystem ||
 		    strcmp(ops->udev_subsystem, "tty"))
 			continue;
-		for (const struct drv_usb_id *id = ops->usb_ids; id->vid; id++)
+		for (const struct drv_usb_id *id = ops->usb_ids; id->vid; id++) {
+			if (tty_id_seen(i, id))
+				continue;
 			fprintf(f, "SUBSYSTEM==\"tty\", ATTRS{idVendor}==\"%04x\", "
 				"ATTRS{idProduct}==\"%04x\", %s{%s}==\"%s\", "
 				ACCESS ", ENV{STATION_PROGRAMMER}=\"1\"\n", id->vid,
 				id->pid, by_serial ? "ATTRS" : "ENV",
 				by_serial ? "serial" : "ID_PATH", v);
+		}
 	}
 	return ST_OK;
 bad:
@@ -105,8 +125,9 @@ int st_udev_rules(void *out, const char *const *adapters, size_t n, char *err,
 			    strcmp(ops->udev_subsystem, "tty"))
 				continue;
 			for (const struct drv_usb_id *id = ops->usb_ids; id->vid; id++)
-				fprintf(f, "#   %04x:%04x %s (driver \"%s\")\n", id->vid,
-					id->pid, id->what, ops->name);
+				if (!tty_id_seen(i, id))
+					fprintf(f, "#   %04x:%04x %s (driver \"%s\")\n",
+						id->vid, id->pid, id->what, ops->name);
 		}
 		return ferror(f) ? ST_E_IO : ST_OK;
 	}

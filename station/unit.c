@@ -428,6 +428,7 @@ static int do_fuses(struct unit *u)
 	const struct job *job = u->w->job;
 	st_fuse_run run = { .dev = u->dev, .plan = st_profile_fuse_plan(job->prof),
 			    .lifecycle = u->info.lifecycle, .banks = u->info.fuse_banks,
+			    .bitprog_banks = u->info.bitprog_banks,
 			    .resume = &u->hist.fuses,
 			    .record = fuse_record, .request_id = fuse_request_id, .ctx = u };
 	int rc;
@@ -468,6 +469,7 @@ static int do_precheck(struct unit *u)
 	const struct job *job = u->w->job;
 	st_fuse_run run = { .dev = u->dev, .plan = st_profile_fuse_plan(job->prof),
 			    .lifecycle = u->info.lifecycle, .banks = u->info.fuse_banks,
+			    .bitprog_banks = u->info.bitprog_banks,
 			    .ctx = u };
 	int rc = st_fuse_check_plan(&run, job->run->burn_fuses);
 

@@ -1061,7 +1061,11 @@ Test(fuses, bad_plans_are_refused_at_load_with_the_rule, .timeout = 90)
 		  "{ name = \"rot\"; bank = 0; word = 0; source = \"root_of_trust\"; } ); };\n",
 		  "the order must be data fields, then write-protect fields" },
 		{ "fuses: { conditions: { vpp_mv = [2375, 2625]; temp_c = [0, 70]; };\n"
-		  "plan = ( { name = \"a\"; bank = 1; word = 2; bits = [0, 0]; value = 1; },\n"
+		  "plan = ( { name = \"a\"; bank = 1; word = 2; bits = [0, 1]; value = 1; },\n"
+		  "{ name = \"b\"; bank = 1; word = 2; bits = [1, 4]; value = 1; } ); };\n",
+		  "(bits 0..1 and 1..4 overlap)" },
+		{ "fuses: { conditions: { vpp_mv = [2375, 2625]; temp_c = [0, 70]; };\n"
+		  "plan = ( { name = \"rot\"; bank = 1; word = 0; source = \"root_of_trust\"; },\n"
 		  "{ name = \"b\"; bank = 1; word = 2; bits = [4, 4]; value = 1; } ); };\n",
 		  "share a word of bank 1" },
 		{ "fuses: { conditions: { vpp_mv = [2375, 2625]; temp_c = [0, 70]; };\n"
@@ -1099,6 +1103,51 @@ Test(fuses, bad_plans_are_refused_at_load_with_the_rule, .timeout = 90)
 		cr_assert(strstr(r.err, cases[i].expect), "case %zu: %s", i, r.err);
 		cr_assert(strstr(r.err, w.profile), "case %zu names no file: %s", i, r.err);
 	}
+	fx_rmtree(w.dir);
+}
+
+/* Two constants in one word, bits apart, are a plan only for a target
+ * that burns the bank bit by bit (an ESP32's eFuse BLOCK0: test_esp32.c
+ * burns such a plan).  The station programmer's word-once banks cannot take
+ * it: the profile loads, and each unit is refused before anything is
+ * issued or burned, with the bank and the driver named; `fuses show` says
+ * the same per field. */
+Test(fuses, shared_word_plan_is_refused_on_a_word_once_target, .timeout = 90)
+{
+	static const char plan[] =
+		"fuses: {\n"
+		"  conditions: { vpp_mv = [2375, 2625]; temp_c = [0, 70]; };\n"
+		"  plan = (\n"
+		"    { name = \"secure-boot\"; bank = 1; word = 0; bits = [0, 0]; value = 1; },\n"
+		"    { name = \"jtag-disable\"; bank = 1; word = 0; bits = [4, 7]; value = 0xF; }\n"
+		"  );\n"
+		"};\n";
+	fx_world w;
+	fx_run r;
+	fx_devsim sim;
+	char reason[1024];
+	json_t *u;
+
+	world_init(&w, plan, 2000);
+	make_state(&sim, &w, 1);
+	start_sim(&sim, &w, 1, NULL);
+	fx_station_run(&r, &w, "--json", "--slot", sim.port, "fuses", "show", NULL);
+	cr_assert_eq(r.code, 0, "stdout:%s\nstderr:%s", r.out, r.err);
+	cr_assert(strstr(r.out, "programs a word once, whole"), "%s", r.out);
+	fx_station_run(&r, &w, "--burn-fuses", "--yes", "--slot", sim.port, "provision", NULL);
+	cr_assert_neq(r.code, 0, "stdout:%s\nstderr:%s", r.out, r.err);
+	fx_q_text(&w, "SELECT reason FROM units", reason, sizeof(reason));
+	cr_assert(strstr(reason, "one word of bank 1"), "reason: %s", reason);
+	cr_assert(strstr(reason, "driver serial"), "reason: %s", reason);
+	cr_assert(strstr(reason, "nothing burned"), "reason: %s", reason);
+	cr_assert_eq(fx_q_int(&w, "SELECT count(*) FROM steps WHERE step = 'fuse-intent'"), 0);
+	cr_assert_eq(fx_q_int(&w, "SELECT count(*) FROM steps WHERE step = 'certificate'"), 0,
+		     "a certificate was issued for a unit the plan cannot fit");
+	u = sim_unit(sim.state_path, 0);
+	cr_assert_eq(jint(u, "burn_count"), 0, "a burn reached the device");
+	cr_assert_str_eq(bank_hex(u, "fuses", 1), BLANK);
+	json_decref(u);
+	fx_devsim_stop(&sim);
 	fx_rmtree(w.dir);
 }
 

@@ -1,0 +1,833 @@
+/* test_esp32.c — the Espressif formats of station/esp32.h, refereed by
+ * Espressif's own espsecure 4.7.0 (scripts/esp-referee.sh), openssl and
+ * independent Python (hashlib, cryptography).  Keys come from `openssl
+ * genrsa 3072` and `espsecure generate_signing_key`, images are signed by
+ * `espsecure sign_data --version 2`; the station must compute the same key
+ * digest and accept and refuse exactly the images espsecure does. */
+#include <criterion/criterion.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "base.h"
+#include "hsm/hsm.h"
+#include "station/esp32.h"
+#include "tests/fixtures/fx_devsim.h"
+#include "tests/fixtures/fx_softhsm.h"
+#include "tests/fixtures/fx_station.h"
+
+/* A fresh temp dir per test (Criterion runs tests in parallel). */
+static void tmpdir(char dir[64])
+{
+	snprintf(dir, 64, "/tmp/esp32test-XXXXXX");
+	cr_assert_not_null(mkdtemp(dir));
+}
+
+/* Run a shell command (bash); its stdout (first line, trimmed) into out
+ * when out is not NULL; its exit status. */
+static int sh(char *out, size_t cap, const char *fmt, ...)
+{
+	char cmd[8192];
+	va_list ap;
+	FILE *p;
+	int st;
+
+	va_start(ap, fmt);
+	vsnprintf(cmd, sizeof(cmd), fmt, ap);
+	va_end(ap);
+	p = popen(cmd, "r");
+	cr_assert_not_null(p);
+	if (out) {
+		out[0] = 0;
+		if (fgets(out, (int)cap, p))
+			out[strcspn(out, "\r\n")] = 0;
+	}
+	while (fgetc(p) != EOF)
+		;
+	st = pclose(p);
+	return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/* The referee, failing (not skipping) when it is missing. */
+#define ESPSECURE "sh scripts/esp-referee.sh run espsecure"
+
+static void need_referee(void)
+{
+	cr_assert_eq(sh(NULL, 0, "sh scripts/esp-referee.sh path >/dev/null"), 0,
+		     "Espressif's espsecure is not installed: run 'make deps'");
+}
+
+static uint8_t *slurp(const char *path, size_t *len)
+{
+	FILE *f = fopen(path, "rb");
+	uint8_t *b;
+	long n;
+
+	cr_assert_not_null(f, "cannot read %s", path);
+	fseek(f, 0, SEEK_END);
+	n = ftell(f);
+	fseek(f, 0, SEEK_SET);
+	b = malloc((size_t)n + 1);
+	cr_assert_not_null(b);
+	cr_assert_eq(fread(b, 1, (size_t)n, f), (size_t)n);
+	fclose(f);
+	*len = (size_t)n;
+	return b;
+}
+
+static void spit(const char *path, const uint8_t *b, size_t n)
+{
+	FILE *f = fopen(path, "wb");
+
+	cr_assert_not_null(f);
+	cr_assert_eq(fwrite(b, 1, n, f), n);
+	fclose(f);
+}
+
+static EVP_PKEY *load_key(const char *path)
+{
+	size_t n;
+	uint8_t *pem = slurp(path, &n);
+	EVP_PKEY *k = NULL;
+	char err[256] = "";
+	int rc = st_esp_sbv2_key_load(pem, n, &k, err, sizeof(err));
+
+	free(pem);
+	cr_assert_eq(rc, ST_OK, "%s: %s", path, err);
+	return k;
+}
+
+/* espsecure's digest of keyfile, as hex. */
+static void referee_digest(const char *dir, const char *keyfile, char hex[65])
+{
+	char out[128];
+
+	cr_assert_eq(sh(NULL, 0, ESPSECURE " digest_sbv2_public_key --keyfile %s "
+			"--output %s/digest.bin >/dev/null 2>&1", keyfile, dir), 0,
+		     "espsecure digest_sbv2_public_key failed on %s", keyfile);
+	cr_assert_eq(sh(out, sizeof(out), "od -An -v -tx1 %s/digest.bin | tr -d ' \\n'", dir), 0);
+	cr_assert_eq(strlen(out), 64, "espsecure's digest: '%s'", out);
+	memcpy(hex, out, 65);
+}
+
+static void our_digest(const char *keyfile, char hex[65])
+{
+	EVP_PKEY *k = load_key(keyfile);
+	uint8_t d[32];
+	char err[256] = "";
+
+	cr_assert_eq(st_esp_sbv2_digest(k, d, err, sizeof(err)), ST_OK, "%s", err);
+	st_hex(d, 32, hex);
+	EVP_PKEY_free(k);
+}
+
+/* Our digest of keyfile equals espsecure's, and is not SHA-256 of the DER
+ * SubjectPublicKeyInfo (the station's own secure-boot scheme). */
+static void same_digest(const char *dir, const char *keyfile, const char *pubfile)
+{
+	char ours[65], ours_pub[65], theirs[65], theirs_pub[65], der[128];
+
+	referee_digest(dir, keyfile, theirs);
+	referee_digest(dir, pubfile, theirs_pub);
+	our_digest(keyfile, ours);
+	our_digest(pubfile, ours_pub);
+	cr_expect_str_eq(ours, theirs, "%s: ours %s, espsecure %s", keyfile, ours, theirs);
+	cr_expect_str_eq(ours_pub, theirs_pub, "%s", pubfile);
+	cr_expect_str_eq(theirs, theirs_pub);
+	cr_assert_eq(sh(der, sizeof(der), "openssl pkey -pubin -in %s -outform DER | "
+			"sha256sum | cut -c1-64", pubfile), 0);
+	cr_expect_str_neq(ours, der, "the SBV2 digest is not SHA-256 of the DER key");
+}
+
+Test(esp32_sbv2, digest_equals_espsecure_for_openssl_and_espsecure_keys,
+     .timeout = 180)
+{
+	char dir[64], k[128], pub[128];
+
+	need_referee();
+	tmpdir(dir);
+	snprintf(k, sizeof(k), "%s/k1.pem", dir);
+	snprintf(pub, sizeof(pub), "%s/k1.pub.pem", dir);
+	cr_assert_eq(sh(NULL, 0, "openssl genrsa -out %s 3072 2>/dev/null && "
+			"openssl rsa -in %s -pubout -out %s 2>/dev/null", k, k, pub), 0);
+	same_digest(dir, k, pub);
+	snprintf(k, sizeof(k), "%s/k2.pem", dir);
+	snprintf(pub, sizeof(pub), "%s/k2.pub.pem", dir);
+	cr_assert_eq(sh(NULL, 0, ESPSECURE " generate_signing_key --version 2 "
+			"--scheme rsa3072 %s >/dev/null 2>&1 && "
+			ESPSECURE " extract_public_key --version 2 --keyfile %s %s "
+			">/dev/null 2>&1", k, k, pub), 0);
+	same_digest(dir, k, pub);
+	sh(NULL, 0, "rm -rf %s", dir);
+}
+
+Test(esp32_sbv2, refuses_keys_secure_boot_v2_on_the_c3_does_not_take)
+{
+	char dir[64], path[128], err[256] = "";
+	size_t n;
+	uint8_t *pem;
+	EVP_PKEY *k = NULL;
+
+	tmpdir(dir);
+	snprintf(path, sizeof(path), "%s/small.pem", dir);
+	cr_assert_eq(sh(NULL, 0, "openssl genrsa -out %s 2048 2>/dev/null", path), 0);
+	pem = slurp(path, &n);
+	cr_expect_eq(st_esp_sbv2_key_load(pem, n, &k, err, sizeof(err)), ST_E_CONFIG);
+	cr_expect_null(k);
+	cr_expect(strstr(err, "RSA-2048") && strstr(err, "RSA-3072"), "%s", err);
+	free(pem);
+	snprintf(path, sizeof(path), "%s/ec.pem", dir);
+	cr_assert_eq(sh(NULL, 0, "openssl ecparam -name prime256v1 -genkey -noout "
+			"-out %s 2>/dev/null", path), 0);
+	pem = slurp(path, &n);
+	cr_expect_eq(st_esp_sbv2_key_load(pem, n, &k, err, sizeof(err)), ST_E_CONFIG);
+	cr_expect(strstr(err, "EC") && strstr(err, "RSA-3072"), "%s", err);
+	free(pem);
+	sh(NULL, 0, "rm -rf %s", dir);
+}
+
+/* One verdict on one file: ours (with the reason) and espsecure's. */
+static void judge(const char *file, const char *keyfile, EVP_PKEY *key,
+		  const uint8_t want[32], bool good, const char *reason)
+{
+	size_t n;
+	uint8_t *img = slurp(file, &n);
+	char err[512] = "";
+	int rc = st_esp_sbv2_verify(img, n, key, want, err, sizeof(err));
+	int ref = sh(NULL, 0, ESPSECURE " verify_signature --version 2 --keyfile %s "
+		     "%s >/dev/null 2>&1", keyfile, file);
+
+	free(img);
+	if (good) {
+		cr_expect_eq(rc, ST_OK, "%s: we refused it: %s", file, err);
+		cr_expect_eq(ref, 0, "%s: espsecure refused it", file);
+	} else {
+		cr_expect_eq(rc, ST_E_VERIFY, "%s: we accepted it", file);
+		cr_expect_neq(ref, 0, "%s: espsecure accepted it", file);
+		cr_expect(strstr(err, reason), "%s: reason '%s', expected '%s'", file,
+			  err, reason);
+	}
+}
+
+Test(esp32_sbv2, verify_agrees_with_espsecure_on_good_and_bad_images,
+     .timeout = 240)
+{
+	char dir[64], k1[128], p1[128], k2[128], data[128], img[128], bad[160];
+	char err[256] = "";
+	uint8_t want[32], want2[32], *b;
+	size_t n;
+	EVP_PKEY *key, *key2;
+
+	need_referee();
+	tmpdir(dir);
+	snprintf(k1, sizeof(k1), "%s/k1.pem", dir);
+	snprintf(p1, sizeof(p1), "%s/k1.pub.pem", dir);
+	snprintf(k2, sizeof(k2), "%s/k2.pem", dir);
+	snprintf(data, sizeof(data), "%s/app.bin", dir);
+	snprintf(img, sizeof(img), "%s/app-signed.bin", dir);
+	cr_assert_eq(sh(NULL, 0, "openssl genrsa -out %s 3072 2>/dev/null && "
+			"openssl rsa -in %s -pubout -out %s 2>/dev/null && "
+			ESPSECURE " generate_signing_key --version 2 --scheme rsa3072 %s "
+			">/dev/null 2>&1 && head -c 70001 /dev/urandom >%s && "
+			ESPSECURE " sign_data --version 2 --keyfile %s --output %s %s "
+			">/dev/null 2>&1", k1, k1, p1, k2, data, k1, img, data), 0);
+	key = load_key(p1);
+	key2 = load_key(k2);
+	cr_assert_eq(st_esp_sbv2_digest(key, want, err, sizeof(err)), ST_OK);
+	cr_assert_eq(st_esp_sbv2_digest(key2, want2, err, sizeof(err)), ST_OK);
+
+	/* the signed image: accepted, by the public key alone */
+	judge(img, p1, key, want, true, NULL);
+	b = slurp(img, &n);
+	cr_assert_eq(n, 77824, "espsecure pads to 4 KiB and appends a sector");
+
+	/* one byte of the code flipped: the block's image digest is wrong */
+	snprintf(bad, sizeof(bad), "%s/flipped.bin", dir);
+	b[1234] ^= 0x01;
+	spit(bad, b, n);
+	b[1234] ^= 0x01;
+	judge(bad, p1, key, want, false, "another image SHA-256");
+
+	/* a byte of the signature flipped: the CRC32 no longer holds */
+	snprintf(bad, sizeof(bad), "%s/sigflip.bin", dir);
+	b[n - 4096 + 900] ^= 0x80;
+	spit(bad, b, n);
+	b[n - 4096 + 900] ^= 0x80;
+	judge(bad, p1, key, want, false, "no valid Secure Boot V2 signature block");
+
+	/* truncated inside the signature block */
+	snprintf(bad, sizeof(bad), "%s/truncated.bin", dir);
+	spit(bad, b, n - 4096 + 600);
+	judge(bad, p1, key, want, false, "not a non-zero multiple of 4096");
+
+	/* the signature sector cut off: what is left has no block */
+	snprintf(bad, sizeof(bad), "%s/nosector.bin", dir);
+	spit(bad, b, n - 4096);
+	judge(bad, p1, key, want, false, "no valid Secure Boot V2 signature block");
+
+	/* the right image, checked against another key (the profile names k2) */
+	judge(img, k2, key2, want2, false, "another key");
+
+	/* signed with k2, checked against k1 */
+	snprintf(bad, sizeof(bad), "%s/other-signer.bin", dir);
+	cr_assert_eq(sh(NULL, 0, ESPSECURE " sign_data --version 2 --keyfile %s "
+			"--output %s %s >/dev/null 2>&1", k2, bad, data), 0);
+	judge(bad, p1, key, want, false, "another key");
+	judge(bad, k2, key2, want2, true, NULL);
+
+	free(b);
+	EVP_PKEY_free(key);
+	EVP_PKEY_free(key2);
+	sh(NULL, 0, "rm -rf %s", dir);
+}
+
+/* ---- the profile: an esp32-sbv2 firmware group, checked before any unit */
+
+#define ESP_PLAN \
+	"fuses: {\n" \
+	"  conditions: { vpp_mv = [2375, 2625]; temp_c = [0, 70]; };\n" \
+	"  plan = (\n" \
+	"    { name = \"sbv2-digest\"; bank = 0; word = 0; words = 8; source = \"root_of_trust\"; },\n" \
+	"    { name = \"lock\"; kind = \"lifecycle\"; state = \"locked\"; }\n" \
+	"  );\n" \
+	"};\n"
+
+#define ESP_SBOM "{\"bomFormat\":\"CycloneDX\",\"specVersion\":\"1.5\",\"version\":1," \
+	"\"components\":[{\"type\":\"library\",\"name\":\"esp-idf\",\"version\":\"5.1\"}]}\n"
+
+/* A world with an RSA-3072 secure-boot key (sb.pem, sb.pub.pem), a
+ * bootloader (0x0) and an app (0x10000) signed by espsecure, SBOMs, and
+ * espsecure's digest of the key in rot. */
+struct espw {
+	fx_world w;
+	char key[600], pub[600], boot[600], app[600], sbom[600];
+	char rot[65];
+};
+
+static void sha_hex(const char *path, char out[65])
+{
+	char got[128];
+
+	cr_assert_eq(sh(got, sizeof(got), "sha256sum '%s' | cut -c1-64", path), 0);
+	memcpy(out, got, 65);
+}
+
+/* The profile naming the world's files by digest; rot_line goes inside
+ * root_of_trust, fmt is firmware.format. */
+static void esp_profile(struct espw *e, const char *fmt, const char *rot_line,
+			unsigned app_addr)
+{
+	char text[8192], ks[65], bs[65], as[65], ss[65];
+
+	sha_hex(e->pub, ks);
+	sha_hex(e->boot, bs);
+	sha_hex(e->app, as);
+	sha_hex(e->sbom, ss);
+	snprintf(text, sizeof(text),
+		 "name = \"c3-sensor\";\n"
+		 "certificate: { organization = \"Test Devices\"; validity_days = 365; };\n"
+		 "root_of_trust: { fuse_bank = 0; %s };\n"
+		 "firmware: {\n"
+		 "  format = \"%s\";\n"
+		 "  secure_boot_key = \"sb.pub.pem\"; secure_boot_key_sha256 = \"%s\";\n"
+		 "  images = (\n"
+		 "    { name = \"bootloader\"; version = \"5.1\"; file = \"bootloader.bin\";\n"
+		 "      sha256 = \"%s\"; slot = 0; address = 0x0;\n"
+		 "      sbom = \"idf.cdx.json\"; sbom_sha256 = \"%s\"; },\n"
+		 "    { name = \"app\"; version = \"1.0.0\"; file = \"app.bin\";\n"
+		 "      sha256 = \"%s\"; slot = 1; address = 0x%x;\n"
+		 "      sbom = \"idf.cdx.json\"; sbom_sha256 = \"%s\"; } );\n"
+		 "};\n" ESP_PLAN, rot_line ? rot_line : "", fmt, ks, bs, ss, as,
+		 app_addr, ss);
+	fx_write_file(e->w.profile, text);
+	fx_sign(&e->w, e->w.profile);
+}
+
+static void esp_world(struct espw *e)
+{
+	fx_world_opts o = { .with_ca = true, .timeout_ms = 2000 };
+	char raw[640];
+
+	need_referee();
+	fx_world_init_opts(&e->w, &o);
+	fx_path(e->key, &e->w, "sb.pem");
+	fx_path(e->pub, &e->w, "sb.pub.pem");
+	fx_path(e->boot, &e->w, "bootloader.bin");
+	fx_path(e->app, &e->w, "app.bin");
+	fx_path(e->sbom, &e->w, "idf.cdx.json");
+	fx_path(raw, &e->w, "raw.bin");
+	fx_write_file(e->sbom, ESP_SBOM);
+	cr_assert_eq(sh(NULL, 0, "openssl genrsa -out '%s' 3072 2>/dev/null && "
+			"openssl rsa -in '%s' -pubout -out '%s' 2>/dev/null && "
+			"head -c 20000 /dev/urandom >'%s' && "
+			ESPSECURE " sign_data --version 2 --keyfile '%s' --output '%s' '%s' "
+			">/dev/null 2>&1 && head -c 40000 /dev/urandom >'%s' && "
+			ESPSECURE " sign_data --version 2 --keyfile '%s' --output '%s' '%s' "
+			">/dev/null 2>&1", e->key, e->key, e->pub, raw, e->key, e->boot, raw,
+			raw, e->key, e->app, raw), 0);
+	referee_digest(e->w.dir, e->pub, e->rot);
+}
+
+/* A run refused before any unit: exit 2, the reason said, nothing touched
+ * (no unit recorded, no key, no image, no fuse on the device). */
+static void esp_refused(struct espw *e, const char *want1, const char *want2)
+{
+	fx_devsim sim;
+	fx_run r;
+	json_t *st = NULL, *u;
+
+	cr_assert_eq(fx_devsim_start(&sim, e->w.dir, "prog1", 1, NULL), 0);
+	fx_station_run(&r, &e->w, "--burn-fuses", "--yes", "--slot", sim.port,
+		       "provision", NULL);
+	cr_expect_eq(r.code, 2, "stdout:%s\nstderr:%s", r.out, r.err);
+	cr_expect(strstr(r.err, want1), "stderr: %s", r.err);
+	cr_expect(!want2 || strstr(r.err, want2), "stderr: %s", r.err);
+	fx_devsim_stop(&sim);
+	cr_expect_eq(fx_count_units(&e->w, NULL), 0, "a unit was recorded");
+	cr_assert_eq(fx_devsim_dump(sim.state_path, &st), 0);
+	u = json_array_get(json_object_get(st, "units"), 0);
+	cr_expect_eq(json_integer_value(json_object_get(u, "burn_count")), 0, "a fuse was burned");
+	cr_expect(json_is_null(json_object_get(u, "privkey_pem")), "the device got a key");
+	cr_expect(json_is_null(json_array_get(json_object_get(u, "images"), 0)),
+		  "the device got an image");
+	json_decref(st);
+	fx_rmtree(e->w.dir);
+}
+
+Test(esp32_profile, signed_images_pass_and_the_sbv2_digest_is_burned, .timeout = 240)
+{
+	struct espw e;
+	fx_devsim sim;
+	fx_run r;
+	char line[128];
+	json_t *st = NULL, *u;
+
+	esp_world(&e);
+	/* typed as espsecure computes it: it must agree with the station's */
+	snprintf(line, sizeof(line), "sha256 = \"%s\";", e.rot);
+	esp_profile(&e, "esp32-sbv2", line, 0x10000);
+	cr_assert_eq(fx_devsim_start(&sim, e.w.dir, "prog1", 1, NULL), 0);
+	fx_station_run(&r, &e.w, "--burn-fuses", "--yes", "--slot", sim.port,
+		       "provision", NULL);
+	cr_assert_eq(r.code, 0, "stdout:%s\nstderr:%s", r.out, r.err);
+	cr_assert_eq(fx_count_units(&e.w, "PASS"), 1);
+	fx_devsim_stop(&sim);
+	cr_assert_eq(fx_devsim_dump(sim.state_path, &st), 0);
+	u = json_array_get(json_object_get(st, "units"), 0);
+	cr_expect_str_eq(json_string_value(json_array_get(json_object_get(u, "fuses"), 0)),
+			 e.rot, "the burned root of trust is not espsecure's key digest");
+	json_decref(st);
+	fx_rmtree(e.w.dir);
+}
+
+Test(esp32_profile, typed_root_of_trust_must_be_the_sbv2_digest, .timeout = 240)
+{
+	struct espw e;
+	char der[128], line[160];
+
+	esp_world(&e);
+	/* SHA-256 of the DER key: right for the station's own scheme, wrong here */
+	cr_assert_eq(sh(der, sizeof(der), "openssl pkey -pubin -in '%s' -outform DER | "
+			"sha256sum | cut -c1-64", e.pub), 0);
+	snprintf(line, sizeof(line), "sha256 = \"%s\";", der);
+	esp_profile(&e, "esp32-sbv2", line, 0x10000);
+	esp_refused(&e, "disagrees with the hash of the secure-boot key", e.rot);
+}
+
+Test(esp32_profile, image_changed_after_signing_is_refused, .timeout = 240)
+{
+	struct espw e;
+
+	esp_world(&e);
+	cr_assert_eq(sh(NULL, 0, "printf X | dd of='%s' bs=1 seek=5000 conv=notrunc "
+			"2>/dev/null", e.app), 0);
+	esp_profile(&e, "esp32-sbv2", NULL, 0x10000);   /* its digest re-signed */
+	esp_refused(&e, "image 'app'", "another image SHA-256");
+}
+
+Test(esp32_profile, image_signed_by_another_key_is_refused, .timeout = 240)
+{
+	struct espw e;
+	char other[640], raw[640];
+
+	esp_world(&e);
+	fx_path(other, &e.w, "other.pem");
+	fx_path(raw, &e.w, "raw.bin");
+	cr_assert_eq(sh(NULL, 0, "openssl genrsa -out '%s' 3072 2>/dev/null && "
+			"head -c 20000 /dev/urandom >'%s' && "
+			ESPSECURE " sign_data --version 2 --keyfile '%s' --output '%s' '%s' "
+			">/dev/null 2>&1", other, raw, other, e.boot, raw), 0);
+	esp_profile(&e, "esp32-sbv2", NULL, 0x10000);
+	esp_refused(&e, "image 'bootloader'", "another key");
+}
+
+Test(esp32_profile, truncated_signature_sector_is_refused, .timeout = 240)
+{
+	struct espw e;
+	size_t n;
+	uint8_t *b;
+
+	esp_world(&e);
+	b = slurp(e.app, &n);
+	spit(e.app, b, n - 2048);
+	free(b);
+	esp_profile(&e, "esp32-sbv2", NULL, 0x10000);
+	esp_refused(&e, "image 'app'", "not a non-zero multiple of 4096");
+}
+
+Test(esp32_profile, app_at_an_unaligned_address_is_refused, .timeout = 240)
+{
+	struct espw e;
+
+	esp_world(&e);
+	esp_profile(&e, "esp32-sbv2", NULL, 0x9000);
+	esp_refused(&e, "image 'app'", "64 KiB-aligned");
+}
+
+Test(esp32_profile, an_rsa_key_under_the_station_format_is_refused, .timeout = 240)
+{
+	struct espw e;
+
+	esp_world(&e);
+	esp_profile(&e, "station", NULL, 0x10000);
+	esp_refused(&e, "not a PEM P-256 public key", NULL);
+}
+
+/* ---- the partition table and the esp_secure_cert partition ---- */
+
+/* The layout the tests write: nvs, esp_secure_cert, a factory app. */
+static const st_esp_part test_parts[] = {
+	{ .name = "nvs", .type = ESP_PART_TYPE_DATA, .subtype = 0x02,
+	  .offset = 0x9000, .size = 0x4000 },
+	{ .name = ESP_SECURE_CERT_NAME, .type = ESP_PART_TYPE_SECURE_CERT,
+	  .subtype = 0x06, .offset = 0xD000, .size = ESP_SECURE_CERT_LEN },
+	{ .name = "factory", .type = ESP_PART_TYPE_APP, .subtype = 0x00,
+	  .offset = 0x10000, .size = 0x100000 },
+};
+
+/* A test CA and a P-256 device certificate it issued, in dir. */
+static void make_certs(const char *dir)
+{
+	cr_assert_eq(sh(NULL, 0, "cd %s && "
+			"openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 "
+			"-nodes -keyout ca.key -out ca.pem -days 30 -subj '/CN=Test CA' "
+			"2>/dev/null && "
+			"openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 "
+			"-nodes -keyout dev.key -out dev.csr -subj '/CN=c3-unit-1' "
+			"2>/dev/null && "
+			"openssl x509 -req -in dev.csr -CA ca.pem -CAkey ca.key "
+			"-CAcreateserial -out dev.pem -days 30 2>/dev/null", dir), 0);
+}
+
+static char *read_text(const char *path)
+{
+	size_t n;
+	char *t = (char *)slurp(path, &n);
+
+	t[n] = 0;
+	return t;
+}
+
+/* A raw 0x110000-byte flash image (erased: 0xFF) with the table at 0x8000
+ * and the esp_secure_cert partition at 0xD000. */
+static void write_flash(const char *path, const uint8_t *table, const uint8_t *cert)
+{
+	size_t n = 0x110000;
+	uint8_t *f = malloc(n);
+
+	cr_assert_not_null(f);
+	memset(f, 0xFF, n);
+	memcpy(f + ESP_PART_TABLE_ADDR, table, ESP_PART_TABLE_LEN);
+	memcpy(f + 0xD000, cert, ESP_SECURE_CERT_LEN);
+	spit(path, f, n);
+	free(f);
+}
+
+Test(esp32_part, secure_cert_found_through_the_table_and_verified_by_openssl,
+     .timeout = 60)
+{
+	char dir[64], p[128], out[512], err[256] = "";
+	uint8_t table[ESP_PART_TABLE_LEN], cert[ESP_SECURE_CERT_LEN], salt[32];
+	char *dev, *ca, salthex[65];
+	st_esp_cert_tlvs c;
+	size_t used = 0;
+
+	tmpdir(dir);
+	make_certs(dir);
+	snprintf(p, sizeof(p), "%s/dev.pem", dir);
+	dev = read_text(p);
+	snprintf(p, sizeof(p), "%s/ca.pem", dir);
+	ca = read_text(p);
+	for (int i = 0; i < 32; i++)
+		salt[i] = (uint8_t)(0xA0 + i);
+	c = (st_esp_cert_tlvs){ .dev_cert_pem = dev, .ca_chain_pem = ca,
+				.salt = salt, .salt_len = 32 };
+	cr_assert_eq(st_esp_part_table(test_parts, 3, table, err, sizeof(err)), ST_OK,
+		     "%s", err);
+	cr_assert_eq(st_esp_secure_cert(&c, cert, &used, err, sizeof(err)), ST_OK,
+		     "%s", err);
+	cr_expect_eq(used % 16, 0, "TLVs are 16-byte aligned");
+	snprintf(p, sizeof(p), "%s/flash.bin", dir);
+	write_flash(p, table, cert);
+	cr_assert_eq(sh(out, sizeof(out), "mkdir %s/out && /usr/bin/python3 "
+			"tests/fixtures/esp32_secure_cert_read.py %s %s/out", dir, p,
+			dir), 0, "the independent reader refused the flash: %s", out);
+	cr_expect_str_eq(out, "partition esp_secure_cert 0xd000 0x2000");
+	/* the device certificate read back is the one issued, and verifies */
+	cr_assert_eq(sh(NULL, 0, "cmp %s/out/dev_cert.pem %s/dev.pem && "
+			"cmp %s/out/ca_cert.pem %s/ca.pem", dir, dir, dir, dir), 0);
+	cr_assert_eq(sh(out, sizeof(out), "openssl verify -CAfile %s/out/ca_cert.pem "
+			"%s/out/dev_cert.pem", dir, dir), 0, "openssl: %s", out);
+	/* the scheme's parameters: the salt, and the private-key TLV flagged
+	 * for derivation by the HMAC peripheral, with no key in it */
+	st_hex(salt, 32, salthex);
+	cr_assert_eq(sh(out, sizeof(out), "cat %s/out/salt.hex", dir), 0);
+	cr_expect_str_eq(out, salthex);
+	cr_assert_eq(sh(out, sizeof(out), "/usr/bin/python3 "
+			"tests/fixtures/esp32_secure_cert_read.py %s %s/out | "
+			"grep 'type=2 '", p, dir), 0);
+	cr_expect_str_eq(out, "tlv type=2 subtype=0 flags=0x40 len=0");
+	free(dev);
+	free(ca);
+	sh(NULL, 0, "rm -rf %s", dir);
+}
+
+Test(esp32_part, a_damaged_tlv_or_table_is_detected_by_the_reader, .timeout = 60)
+{
+	char dir[64], p[128], err[256] = "";
+	uint8_t table[ESP_PART_TABLE_LEN], cert[ESP_SECURE_CERT_LEN];
+	char *dev;
+	st_esp_cert_tlvs c = { 0 };
+	size_t used;
+
+	tmpdir(dir);
+	make_certs(dir);
+	snprintf(p, sizeof(p), "%s/dev.pem", dir);
+	dev = read_text(p);
+	c.dev_cert_pem = dev;
+	cr_assert_eq(st_esp_part_table(test_parts, 3, table, err, sizeof(err)), ST_OK);
+	cr_assert_eq(st_esp_secure_cert(&c, cert, &used, err, sizeof(err)), ST_OK);
+	snprintf(p, sizeof(p), "%s/flash.bin", dir);
+	cert[100] ^= 1;                         /* inside the certificate */
+	write_flash(p, table, cert);
+	cr_expect_eq(sh(NULL, 0, "/usr/bin/python3 tests/fixtures/esp32_secure_cert_read.py "
+			"%s %s 2>&1 | grep -q 'CRC32 does not match'", p, dir), 0);
+	cert[100] ^= 1;
+	table[40] ^= 1;                         /* the second entry's offset */
+	write_flash(p, table, cert);
+	cr_expect_eq(sh(NULL, 0, "/usr/bin/python3 tests/fixtures/esp32_secure_cert_read.py "
+			"%s %s 2>&1 | grep -q 'MD5 does not match'", p, dir), 0);
+	free(dev);
+	sh(NULL, 0, "rm -rf %s", dir);
+}
+
+Test(esp32_part, refuses_a_layout_the_bootloader_would_not_take)
+{
+	uint8_t table[ESP_PART_TABLE_LEN], cert[ESP_SECURE_CERT_LEN];
+	char err[256] = "", big[9000];
+	st_esp_part bad[3];
+	st_esp_cert_tlvs c = { .dev_cert_pem = big };
+	size_t used;
+
+	memcpy(bad, test_parts, sizeof(bad));
+	bad[2].offset = 0x18000;                /* an app not 64 KiB-aligned */
+	cr_expect_eq(st_esp_part_table(bad, 3, table, err, sizeof(err)), ST_E_CONFIG);
+	cr_expect(strstr(err, "'factory'") && strstr(err, "64 KiB"), "%s", err);
+	memcpy(bad, test_parts, sizeof(bad));
+	bad[1].offset = 0xC000;                 /* overlaps nvs */
+	cr_expect_eq(st_esp_part_table(bad, 3, table, err, sizeof(err)), ST_E_CONFIG);
+	cr_expect(strstr(err, "overlaps 'nvs'"), "%s", err);
+	memcpy(bad, test_parts, sizeof(bad));
+	bad[0].offset = 0x8000;                 /* on the table itself */
+	cr_expect_eq(st_esp_part_table(bad, 3, table, err, sizeof(err)), ST_E_CONFIG);
+	memset(big, 'A', sizeof(big) - 1);
+	big[sizeof(big) - 1] = 0;
+	cr_expect_eq(st_esp_secure_cert(&c, cert, &used, err, sizeof(err)), ST_E_INVAL);
+	cr_expect(strstr(err, "no room for the device certificate"), "%s", err);
+}
+
+/* ---- the identity scheme: esp_secure_cert's HMAC-derived ECDSA key ---- */
+
+/* The public key an independent computation gets for key and salt (hex):
+ * python's hashlib.pbkdf2_hmac and cryptography's EC, fed on stdin (never
+ * argv), as Espressif's own tool would compute it. */
+static void python_pub(const char *dir, const char *keyhex, const char *salthex,
+		       char out[131])
+{
+	char path[128], res[256];
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/in.txt", dir);
+	f = fopen(path, "w");
+	cr_assert_not_null(f);
+	fprintf(f, "%s %s\n", keyhex, salthex);
+	fclose(f);
+	cr_assert_eq(sh(res, sizeof(res), "/usr/bin/python3 -c '\n"
+		"import hashlib, sys\n"
+		"from cryptography.hazmat.primitives.asymmetric import ec\n"
+		"from cryptography.hazmat.primitives import serialization as s\n"
+		"k, salt = [bytes.fromhex(x) for x in sys.stdin.read().split()]\n"
+		"d = hashlib.pbkdf2_hmac(\"sha256\", k, salt, 2048, 32)\n"
+		"key = ec.derive_private_key(int.from_bytes(d, \"big\"), ec.SECP256R1())\n"
+		"print(key.public_key().public_bytes(s.Encoding.X962, "
+		"s.PublicFormat.UncompressedPoint).hex())' <%s", path), 0,
+		"python: %s", res);
+	cr_assert_eq(strlen(res), 130, "python: %s", res);
+	memcpy(out, res, 131);
+	unlink(path);
+}
+
+/* A random source that plays back fixed bytes (the vectors below). */
+struct fixed { const uint8_t *b; size_t n, at; };
+
+static int fixed_rand(void *ctx, uint8_t *buf, size_t n)
+{
+	struct fixed *f = ctx;
+
+	if (f->at + n > f->n)
+		return ST_E_IO;
+	memcpy(buf, f->b + f->at, n);
+	f->at += n;
+	return ST_OK;
+}
+
+Test(esp32_identity, derived_key_equals_an_independent_pbkdf2_and_ec, .timeout = 60)
+{
+	char dir[64], err[256] = "", pubhex[131], want[131], kh[65], sh_[65];
+	uint8_t in[64], salt[32], pub[65];
+	st_esp_secret *k = NULL;
+
+	tmpdir(dir);
+	cr_assert_eq(st_esp_secret_new(&k, err, sizeof(err)), ST_OK, "%s", err);
+	for (int v = 0; v < 4; v++) {
+		struct fixed f = { in, sizeof(in), 0 };
+
+		/* salt first, then K: the order st_esp_hmac_identity_draw reads */
+		for (int i = 0; i < 64; i++)
+			in[i] = (uint8_t)(v * 77 + i * 13 + (i >> 3));
+		cr_assert_eq(st_esp_hmac_identity_draw(fixed_rand, &f, k, salt, pub, err,
+						       sizeof(err)), ST_OK, "%s", err);
+		cr_assert_eq(memcmp(salt, in, 32), 0);
+		cr_assert_eq(memcmp(st_esp_secret_key(k), in + 32, 32), 0);
+		st_hex(in + 32, 32, kh);
+		st_hex(in, 32, sh_);
+		st_hex(pub, 65, pubhex);
+		python_pub(dir, kh, sh_, want);
+		cr_expect_str_eq(pubhex, want, "vector %d", v);
+	}
+	/* a salt of another length (the TLV allows it) */
+	memset(in, 0x5A, sizeof(in));
+	{
+		struct fixed f = { in, 32, 0 };
+		uint8_t salt16[16];
+
+		memset(salt16, 0x11, sizeof(salt16));
+		cr_assert_eq(fixed_rand(&f, (uint8_t *)st_esp_secret_key(k), 32), ST_OK);
+		cr_assert_eq(st_esp_hmac_ecdsa_pub(k, salt16, 16, pub, err, sizeof(err)),
+			     ST_OK, "%s", err);
+		st_hex(pub, 65, pubhex);
+		python_pub(dir, "5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a",
+			   "11111111111111111111111111111111", want);
+		cr_expect_str_eq(pubhex, want);
+	}
+	st_esp_secret_free(k);
+	sh(NULL, 0, "rm -rf %s", dir);
+}
+
+static int hsm_rand(void *ctx, uint8_t *buf, size_t n)
+{
+	return hsm_random(ctx, buf, n);
+}
+
+/* The line of /proc/self/smaps for the mapping holding p: its Locked: kB
+ * and its VmFlags. */
+static void smaps_of(const void *p, long *locked_kb, char flags[256])
+{
+	FILE *f = fopen("/proc/self/smaps", "r");
+	char line[512];
+	bool in = false;
+
+	cr_assert_not_null(f);
+	*locked_kb = -1;
+	flags[0] = 0;
+	while (fgets(line, sizeof(line), f)) {
+		unsigned long lo, hi;
+
+		if (sscanf(line, "%lx-%lx ", &lo, &hi) == 2) {  /* a mapping's first line */
+			in = (uintptr_t)p >= lo && (uintptr_t)p < hi;
+			continue;
+		}
+		if (in && sscanf(line, "Locked: %ld kB", locked_kb) == 1)
+			continue;
+		if (in && !strncmp(line, "VmFlags:", 8))
+			snprintf(flags, 256, "%.250s", line + 8);
+	}
+	fclose(f);
+}
+
+Test(esp32_identity, key_from_the_hsm_in_locked_undumpable_memory_wiped_after_use,
+     .timeout = 60)
+{
+	char dir[256], tdir[64], err[256] = "", flags[256], kh[65], sh_[65];
+	char pubhex[131], want[131];
+	uint8_t salt[32], pub[65], zero[32] = { 0 };
+	st_esp_secret *k = NULL;
+	hsm *h = NULL;
+	hsm_session *s = NULL;
+	long locked;
+	const uint8_t *kp;
+
+	cr_assert_eq(fx_softhsm_init(dir, sizeof(dir), "esp", "123456"), 0);
+	cr_assert_eq(hsm_open(FX_SOFTHSM_MODULE, "esp", &h), ST_OK);
+	cr_assert_eq(hsm_login(h, "123456", 6), ST_OK);
+	cr_assert_eq(hsm_session_open(h, &s), ST_OK);
+	cr_assert_eq(st_esp_secret_new(&k, err, sizeof(err)), ST_OK, "%s", err);
+	kp = st_esp_secret_key(k);
+	cr_assert_eq(st_esp_hmac_identity_draw(hsm_rand, s, k, salt, pub, err,
+					       sizeof(err)), ST_OK, "%s", err);
+	cr_assert_neq(memcmp(kp, zero, 32), 0, "no key drawn");
+	/* K's page: locked in RAM ("lo") and left out of core dumps ("dd") */
+	smaps_of(kp, &locked, flags);
+	cr_expect_geq(locked, 4, "the key's page is not locked (Locked: %ld kB)", locked);
+	cr_expect(strstr(flags, " lo") && strstr(flags, " dd"), "VmFlags:%s", flags);
+	/* the public key is the one esp_secure_cert derives from that K */
+	tmpdir(tdir);
+	st_hex(kp, 32, kh);
+	st_hex(salt, 32, sh_);
+	st_hex(pub, 65, pubhex);
+	python_pub(tdir, kh, sh_, want);
+	cr_expect_str_eq(pubhex, want);
+	OPENSSL_cleanse(kh, sizeof(kh));
+	/* wiped: K and the scalar are gone, the page still locked */
+	st_esp_secret_wipe(k);
+	for (int i = 0; i < 64; i++)
+		cr_assert_eq(kp[i], 0, "byte %d of the secret page survived the wipe", i);
+	st_esp_secret_free(k);
+	hsm_session_close(s);
+	hsm_close(h);
+	fx_rmtree(dir);
+	sh(NULL, 0, "rm -rf %s", tdir);
+}
+
+Test(esp32_identity, a_failing_random_source_leaves_nothing_behind)
+{
+	uint8_t in[40], salt[32], pub[65];
+	struct fixed f = { in, sizeof(in), 0 };   /* the salt, then too few for K */
+	st_esp_secret *k = NULL;
+	char err[256] = "";
+	const uint8_t *kp;
+
+	memset(in, 0x33, sizeof(in));
+	cr_assert_eq(st_esp_secret_new(&k, err, sizeof(err)), ST_OK, "%s", err);
+	kp = st_esp_secret_key(k);
+	cr_expect_eq(st_esp_hmac_identity_draw(fixed_rand, &f, k, salt, pub, err,
+					       sizeof(err)), ST_E_IO);
+	cr_expect(strstr(err, "random generator failed"), "%s", err);
+	for (int i = 0; i < 32; i++)
+		cr_assert_eq(kp[i], 0);
+	st_esp_secret_free(k);
+}
