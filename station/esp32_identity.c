@@ -43,8 +43,11 @@ int st_esp_secret_new(st_esp_secret **out, char *err, size_t errlen)
 	if (!s)
 		return ST_E_NOMEM;
 	s->len = ps > 0 ? (size_t)ps : 4096;
-	p = mmap(NULL, s->len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
-		 -1, 0);
+	/* MAP_LOCKED as well as mlock(): the mapping is locked from its
+	 * first byte, and a sanitizer build (whose mlock() does nothing)
+	 * still locks it; mlock() is what reports a refusal. */
+	p = mmap(NULL, s->len, PROT_READ | PROT_WRITE,
+		 MAP_PRIVATE | MAP_ANONYMOUS | MAP_LOCKED, -1, 0);
 	if (p == MAP_FAILED) {
 		free(s);
 		return ST_E_NOMEM;
