@@ -505,3 +505,51 @@ Test(esp32app, missing_key_or_app_is_a_clear_error)
 	fx_esp_sim_stop(&s);
 	cr_assert_eq(s.exit_status, 0);
 }
+
+/* The lock with a factory app in flash: the driver's lock step resets the
+ * ROM by FLASH_END with reboot, which now boots the app; the driver's
+ * hook sends it back to the loader, and the chip is seen in Secure
+ * Download Mode.  The app still serves a locked chip (its loader takes
+ * FLASH_BEGIN/END): the proof of possession verifies and the statement
+ * says LOCKED. */
+Test(esp32app, lock_with_the_app_in_flash_then_pop_on_the_locked_chip)
+{
+	fx_esp_sim s;
+	drv_dev *d;
+	drv_info info;
+	uint8_t want[65], chal[32], sig[DRV_MAX_SIG], nonce[32], msg[6 + 32];
+	uint8_t stmt[DRV_MAX_STATEMENT];
+	size_t slen = 0, tlen = 0;
+	json_t *st;
+
+	make_image(tp("boot.bin"), 1);
+	make_image(tp("app.bin"), 2);
+	cr_assert_eq(fx_esp_sim_start(&s, tmpdir, "unit", NULL), 0);
+	provision_flash(&s, tp("boot.bin"), tp("app.bin"), true);
+	expected_pub(want);
+
+	d = open_c3(&s);
+	cr_assert_eq(drv_identify(d, &info), ST_OK, "%s", drv_errmsg(d));
+	cr_assert_eq(drv_set_lifecycle(d, DRV_LC_LOCKED), ST_OK, "%s", drv_errmsg(d));
+	cr_assert_eq(RAND_bytes(chal, sizeof(chal)), 1);
+	cr_assert_eq(drv_sign_challenge(d, chal, sizeof(chal), sig, sizeof(sig), &slen),
+		     ST_OK, "%s", drv_errmsg(d));
+	memcpy(msg, "STPOP1", 6);
+	memcpy(msg + 6, chal, 32);
+	cr_assert(verify(want, msg, sizeof(msg), sig, slen));
+	cr_assert_eq(RAND_bytes(nonce, sizeof(nonce)), 1);
+	cr_assert_eq(drv_attest(d, nonce, sizeof(nonce), stmt, sizeof(stmt), &tlen, sig,
+				sizeof(sig), &slen), ST_OK, "%s", drv_errmsg(d));
+	cr_assert(verify(want, stmt, tlen, sig, slen));
+	st = json_loadb((const char *)stmt, tlen, 0, NULL);
+	cr_assert_not_null(st);
+	cr_assert_eq(json_integer_value(json_object_get(st, "lifecycle")), DRV_LC_LOCKED);
+	cr_assert_str_eq(json_string_value(json_object_get(st, "uid")), info.uid_hex);
+	json_decref(st);
+	drv_close(d);
+	/* The referee: espefuse is refused, as on a chip in Secure Download Mode. */
+	cr_assert_neq(efuse(&s, "summary"), 0, "%s", out);
+	cr_assert_not_null(strstr(out, "Secure Download Mode is enabled"), "%s", out);
+	fx_esp_sim_stop(&s);
+	cr_assert_eq(s.exit_status, 0);
+}
