@@ -375,6 +375,7 @@ static void chip_reset(struct c3 *c, const char *why)
 	c->in_app = 0;
 	c->app_serving = 0;
 	c->app_leave = 0;
+	c->app_nak = 0;
 	esp_slip_rx_init(&c->rx);
 	memset(c->spi, 0, sizeof(c->spi));
 	c->nother = 0;
@@ -409,6 +410,7 @@ static void chip_boot_flash(struct c3 *c, const char *rst)
 	c->in_app = 1;
 	c->app_serving = 0;
 	c->app_leave = 0;
+	c->app_nak = 0;
 	secure = c3_efuse_field(c, "SECURE_BOOT_EN") != 0;
 	if (secure)
 		ok = c3_boot_check(c, why, sizeof(why));

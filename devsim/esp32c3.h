@@ -63,6 +63,7 @@ struct c3 {
 	int in_app;                   /* booted from flash (SIGUSR1): no loader */
 	int app_serving;              /* ... and the factory app answers (esp32c3_app.c) */
 	int app_leave;                /* the app asked for a restart into the loader */
+	int app_nak;                  /* the host's HELLO asked for NAKs */
 	proto_rx app_rx;
 	proto_frame app_req, app_rep;
 

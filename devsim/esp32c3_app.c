@@ -386,7 +386,12 @@ static void handle(struct c3 *c, const proto_frame *req)
 		body[7] = (uint8_t)strlen(APP_FW);
 		memcpy(body + 8, APP_FW, body[7]);
 		n = 8u + body[7];
-		proto_put32(body + n, 0);       /* no link extension */
+		/* Of the link extension, NAK: a garbled request is answered
+		 * at once, so the host re-sends without waiting out its
+		 * timeout (docs/protocol.md §6.1). */
+		c->app_nak = req->len >= 10 && (proto_get32(req->payload + 6) &
+						 PROTO_LINK_NAK);
+		proto_put32(body + n, PROTO_LINK_NAK);
 		n += 4;
 		break;
 	case PROTO_CMD_IDENTIFY: {
@@ -482,8 +487,17 @@ void c3_app_byte(struct c3 *c, uint8_t b)
 {
 	int why = 0, r = proto_rx_byte(&c->app_rx, b, &c->app_req, &why);
 
-	if (r == 1)
+	if (r == 1) {
 		handle(c, &c->app_req);
-	else if (r < 0)
-		c3_log(c, "app: bad frame (%s) dropped", proto_bad_str(why));
+	} else if (r < 0) {
+		c3_log(c, "app: bad frame (%s)%s", proto_bad_str(why),
+		       c->app_nak ? ": NAK" : " dropped");
+		if (c->app_nak) {
+			proto_frame nak = { .version = PROTO_VERSION };
+			uint8_t body[1] = { (uint8_t)why };
+
+			nak.type = PROTO_NAK_TYPE & (uint8_t)~PROTO_REPLY;
+			answer(c, &nak, PROTO_ST_BAD_FRAME, body, 1);
+		}
+	}
 }

@@ -553,3 +553,38 @@ Test(esp32app, lock_with_the_app_in_flash_then_pop_on_the_locked_chip)
 	fx_esp_sim_stop(&s);
 	cr_assert_eq(s.exit_status, 0);
 }
+
+/* 1 % line noise both ways (the sim's noise fault, seeded): the app's
+ * requests are re-sent like reads, the way back to the loader is tried
+ * again, and the results are still the chip's. */
+Test(esp32app, line_noise_one_percent)
+{
+	fx_esp_sim s;
+	drv_dev *d;
+	drv_info info;
+	uint8_t pub[65], want[65], chal[32], sig[DRV_MAX_SIG], msg[6 + 32];
+	size_t slen = 0;
+
+	make_image(tp("boot.bin"), 1);
+	make_image(tp("app.bin"), 2);
+	cr_assert_eq(fx_esp_sim_start(&s, tmpdir, "unit", NULL), 0);
+	provision_flash(&s, tp("boot.bin"), tp("app.bin"), true);
+	expected_pub(want);
+	fx_esp_sim_stop(&s);
+	cr_assert_eq(fx_esp_sim_start(&s, tmpdir, "unit", "--seed noisy --fault noise:1"), 0);
+	d = open_c3(&s);
+	for (int i = 0; i < 3; i++) {
+		cr_assert_eq(drv_get_pubkey(d, pub), ST_OK, "%s", drv_errmsg(d));
+		cr_assert_arr_eq(pub, want, 65);
+		cr_assert_eq(RAND_bytes(chal, sizeof(chal)), 1);
+		cr_assert_eq(drv_sign_challenge(d, chal, sizeof(chal), sig, sizeof(sig),
+						&slen), ST_OK, "%s", drv_errmsg(d));
+		memcpy(msg, "STPOP1", 6);
+		memcpy(msg + 6, chal, 32);
+		cr_assert(verify(want, msg, sizeof(msg), sig, slen));
+	}
+	cr_assert_eq(drv_identify(d, &info), ST_OK, "%s", drv_errmsg(d));
+	drv_close(d);
+	fx_esp_sim_stop(&s);
+	cr_assert_eq(s.exit_status, 0);
+}

@@ -28,9 +28,12 @@
 #include "base.h"
 #include "device-drivers/proto/proto.h"
 
-#define APP_TIMEOUT_MS 1500     /* a request to a running app */
+#define APP_TIMEOUT_MS 1000     /* a request to a running app ... */
+#define APP_RETRIES 2           /* ... re-sent this often (HELLO: 3 s in all) */
 #define APP_BOOT_MS 150         /* ROM, bootloader and app start-up, at least */
 #define LEAVE_PROBE_MS 300      /* is an app there after a ROM reset? */
+#define LEAVE_TRIES 3
+#define BOOT_TRIES 2            /* boots from flash per op */
 
 static void sleep_ms(int ms)
 {
@@ -93,24 +96,34 @@ static proto_client *app_enter(drv_dev *d, const char *step, int *rcp)
 	/* The unit as the ROM side reads it (cached when locked). */
 	if ((rc = esp32_ops.identify(d, &rom)))
 		goto fail;
-	if (!hard_reset_to_app(p->fd) && (rc = esp32_rom_run(d))) {
-		drv_set_error(d, "ESP32-C3 on %s: %s: the ROM loader did not take the "
-			      "reboot into the app (%s)", drv_port(d), step, st_strerror(rc));
-		goto fail;
-	}
-	booted = true;
-	host_115200(p->fd);
-	sleep_ms(APP_BOOT_MS);
-	tcflush(p->fd, TCIFLUSH); /* the boot log */
-	if (!(c = client_new(d, APP_TIMEOUT_MS, 2))) {
+	if (!(c = client_new(d, APP_TIMEOUT_MS, APP_RETRIES))) {
 		rc = ST_E_NOMEM;
 		goto fail;
 	}
-	if ((rc = proto_hello(c))) {
+	/* A FLASH_END lost to line noise leaves the ROM in its loader: then
+	 * SYNC again and boot once more. */
+	for (int t = 0; t < BOOT_TRIES; t++) {
+		if (t && (esp32_loader_gone(d) || esp32_rom_enter(d)))
+			break;
+		if (!hard_reset_to_app(p->fd) && (rc = esp32_rom_run(d))) {
+			drv_set_error(d, "ESP32-C3 on %s: %s: the ROM loader did not take "
+				      "the reboot into the app (%s)", drv_port(d), step,
+				      st_strerror(rc));
+			goto fail;
+		}
+		booted = true;
+		host_115200(p->fd);
+		sleep_ms(APP_BOOT_MS);
+		tcflush(p->fd, TCIFLUSH); /* the boot log */
+		if (!(rc = proto_hello(c)))
+			break;
+	}
+	if (rc) {
 		drv_set_error(d, "ESP32-C3 on %s: %s: the app did not answer within %d s "
 			      "after the chip booted from flash (%s): is the factory app "
 			      "flashed, and does its secure boot check pass? (docs/esp32.md, "
-			      "\"The factory app\")", drv_port(d), step, 2 + 1, c->err);
+			      "\"The factory app\")", drv_port(d), step,
+			      (APP_RETRIES + 1) * APP_TIMEOUT_MS / 1000, c->err);
 		goto fail;
 	}
 	if ((rc = proto_identify(c, &app))) {
@@ -144,26 +157,34 @@ fail:
 }
 
 /* Back to the ROM loader (when there is one): APP_TO_LOADER, then SYNC
- * again.  rc is the op's result: a failure to leave only replaces ST_OK. */
+ * again.  APP_TO_LOADER is sent once per try (the app may already have
+ * gone, and the loader ignores the frame); what counts is the loader
+ * answering: up to LEAVE_TRIES times, as a request lost to line noise
+ * leaves the app running.  rc is the op's result: a failure to leave
+ * only replaces ST_OK. */
 static int app_leave(drv_dev *d, proto_client *c, const char *step, int rc)
 {
-	int lrc;
+	char why[320] = "";
+	int lrc = ST_OK;
 
 	if (esp32_loader_gone(d)) {
 		free(c);
 		return rc;
 	}
-	lrc = proto_call(c, PROTO_CMD_APP_TO_LOADER, NULL, 0);
-	if (lrc && rc == ST_OK)
-		drv_set_error(d, "ESP32-C3 on %s: after %s: the app did not restart into "
-			      "the ROM loader (%s): reset the unit with BOOT (GPIO9) held "
-			      "low", drv_port(d), step, c->err);
+	for (int t = 0; t < LEAVE_TRIES; t++) {
+		host_115200(esp32_port(d)->fd);
+		if (proto_call(c, PROTO_CMD_APP_TO_LOADER, NULL, 0))
+			snprintf(why, sizeof(why), "%s", c->err);
+		sleep_ms(50);
+		if (!(lrc = esp32_rom_enter(d)))
+			break;
+	}
 	free(c);
-	sleep_ms(50);
-	if ((lrc = esp32_rom_enter(d)) && rc == ST_OK) {
-		drv_set_error(d, "ESP32-C3 on %s: after %s: the ROM loader does not "
-			      "answer again (%s): reset the unit with BOOT (GPIO9) held "
-			      "low", drv_port(d), step, st_strerror(lrc));
+	if (lrc && rc == ST_OK) {
+		drv_set_error(d, "ESP32-C3 on %s: after %s: the app did not restart into "
+			      "the ROM loader (%s%s%s): reset the unit with BOOT (GPIO9) "
+			      "held low", drv_port(d), step, st_strerror(lrc),
+			      why[0] ? "; " : "", why);
 		return lrc;
 	}
 	return rc;
