@@ -10,7 +10,9 @@
  * (esp_rom.h) until SIGTERM/SIGINT; SIGHUP resets the chip (the EN pin:
  * a pty has no DTR/RTS), as does FLASH_END with its reboot flag; SIGUSR1
  * resets it with GPIO9 high: it boots from flash (esp32c3_boot.c checks
- * the Secure Boot V2 signature when SECURE_BOOT_EN is burned).  The
+ * the Secure Boot V2 signature when SECURE_BOOT_EN is burned) and, when
+ * the flash holds one, runs the factory app (esp32c3_app.c), which
+ * FLASH_END's reboot also boots.  The
  * eFuses live in FILE (saved after every burn), the 4 MiB flash in
  * FILE.flash (a mapped file).  The image options write what a lab would
  * read from the chip and exit.  docs/esp32.md, "The simulated ESP32-C3",
@@ -96,9 +98,11 @@ static void c3_usage(void)
 		"       station-devsim --model esp32c3 --state FILE --flash-image OUT\n"
 		"  an ESP32-C3 in its ROM serial loader on a pty (docs/esp32.md); the\n"
 		"  eFuses live in FILE, the 4 MiB flash in FILE.flash.  SIGHUP resets\n"
-		"  the chip (as FLASH_END with reboot does), SIGUSR1 boots it from flash\n"
-		"  (Secure Boot V2 checked when SECURE_BOOT_EN).  --efuse-image writes the\n"
-		"  eFuse registers in espefuse --virt --path-efuse-file's format,\n"
+		"  the chip into its loader, SIGUSR1 boots it from flash (Secure Boot V2\n"
+		"  checked when SECURE_BOOT_EN) and runs the factory app when the flash\n"
+		"  holds one; FLASH_END with reboot boots that app, else the loader.\n"
+		"  --efuse-image writes the eFuse registers in espefuse --virt\n"
+		"  --path-efuse-file's format,\n"
 		"  --flash-image the raw flash; both exit without serving.\n"
 		"faults:\n");
 	for (size_t i = 0; i < sizeof(c3_faults) / sizeof(c3_faults[0]); i++)
