@@ -118,7 +118,7 @@ sqlite3 -header -column "$STATE/records.db" \
 echo "== espefuse (referee)"
 ESP espefuse --port "$STATE/chips/c3-1" --before no_reset --do-not-confirm \
 	summary --format json >"$STATE/chips/c3-1.summary.json" 2>/dev/null
-python3 -c 'import json,sys; t=open(sys.argv[1]).read(); j=json.loads(t[t.index("{"):]);
+/usr/bin/python3 -c 'import json,sys; t=open(sys.argv[1]).read(); j=json.loads(t[t.index("{"):]);
 print("chip 1: BLOCK_KEY0", j["BLOCK_KEY0"]["value"][:23] + "…", "SECURE_BOOT_EN",
       j["SECURE_BOOT_EN"]["value"], "ENABLE_SECURITY_DOWNLOAD", j["ENABLE_SECURITY_DOWNLOAD"]["value"])' \
 	"$STATE/chips/c3-1.summary.json"

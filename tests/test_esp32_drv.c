@@ -465,6 +465,20 @@ Test(esp32, lock_is_real_and_the_exported_efuses_show_the_plan, .timeout = 300)
 	rc = fx_esp_tool("espefuse", args, out, sizeof(out), 60);
 	cr_assert_neq(rc, 0, "espefuse read a locked chip: %s", out);
 	cr_assert(strstr(out, "Secure Download Mode is enabled"), "%s", out);
+	/* the station, opening the locked chip afresh, cannot identify it */
+	{
+		drv_opts o = { .timeout_ms = 1000 };
+		drv_dev *d = NULL;
+		drv_info info;
+		char uri[700];
+
+		snprintf(uri, sizeof(uri), "esp32:%s", s.slave);
+		cr_assert_eq(drv_open(uri, &o, &d), ST_OK, "%s", drv_errmsg(d));
+		cr_assert_eq(drv_identify(d, &info), ST_E_LOCKED);
+		cr_assert(strstr(drv_errmsg(d), "the chip is locked (Secure Download "
+				 "Mode)"), "%s", drv_errmsg(d));
+		drv_close(d);
+	}
 	fx_esp_sim_stop(&s);
 	snprintf(f, sizeof(f), "%s/locked.bin", dir);
 	export_efuses(s.state, f);

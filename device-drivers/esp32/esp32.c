@@ -346,8 +346,8 @@ static int update_reg(drv_dev *d, uint32_t addr, uint32_t mask, uint32_t val)
 	return write_reg(d, addr, (cur & ~mask) | ((val << __builtin_ctz(mask)) & mask));
 }
 
-/* GET_SECURITY_INFO: flags and chip id (answered in Secure Download Mode). */
-static int security_info(drv_dev *d, uint32_t *flags, uint32_t *chip_id)
+/* GET_SECURITY_INFO once. */
+static int security_info_once(drv_dev *d, uint32_t *flags, uint32_t *chip_id)
 {
 	esp_resp r;
 	int rc = command(d, ESP_OP_GET_SECURITY_INFO, NULL, 0, 0, &r);
@@ -365,6 +365,32 @@ static int security_info(drv_dev *d, uint32_t *flags, uint32_t *chip_id)
 	*flags = esp_le32(r.data);
 	*chip_id = esp_le32(r.data + 12);
 	return ST_OK;
+}
+
+/* GET_SECURITY_INFO: flags and chip id (answered in Secure Download Mode),
+ * asked until two answers agree (no checksum protects them either). */
+static int security_info(drv_dev *d, uint32_t *flags, uint32_t *chip_id)
+{
+	struct esp32 *e = drv_priv(d);
+	uint32_t f0, c0;
+	int rc = security_info_once(d, &f0, &c0);
+
+	for (int a = 0; !rc && a < 2 + 2 * e->retries; a++) {
+		if ((rc = security_info_once(d, flags, chip_id)))
+			break;
+		if (*flags == f0 && *chip_id == c0)
+			return ST_OK;
+		e->st.garbled++;
+		f0 = *flags;
+		c0 = *chip_id;
+	}
+	if (!rc) {
+		drv_set_error(d, "ESP32 on %s: GET_SECURITY_INFO answers keep changing: "
+			      "the line is too noisy; check the cable and the ground",
+			      drv_port(d));
+		rc = ST_E_PROTO;
+	}
+	return rc;
 }
 
 /* ---- open: reset into the loader and SYNC -------------------------------- */
@@ -1112,9 +1138,16 @@ static int e_identify(drv_dev *d, drv_info *info)
 		 * yet in force (no reset since): locked all the same. */
 		locked = esp_le32(b0 + 16) & (1u << 0 | 1u << 5);
 	}
-	/* A chip opened locked refuses READ_REG: its MAC cannot be read, and
-	 * the ID stays zero (the engine says the ID is unreadable). */
-	if (e->have_id) {
+	/* A chip opened locked refuses READ_REG: its MAC cannot be read. */
+	if (!e->have_id) {
+		drv_set_error(d, "ESP32-C3 on %s: the chip is locked (%s): its factory "
+			      "MAC, the unit ID, cannot be read over the ROM loader; "
+			      "set it aside (its eFuses can be read offline only)",
+			      drv_port(d), e->dl_gone ? "download mode disabled" :
+			      "Secure Download Mode");
+		return ST_E_LOCKED;
+	}
+	{
 		memcpy(info->uid, e->mac, 6);
 		info->uid[6] = (uint8_t)e->rev_major;
 		info->uid[7] = (uint8_t)e->rev_minor;
