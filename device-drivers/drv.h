@@ -139,6 +139,36 @@ int drv_fuse_burn(drv_dev *d, unsigned bank, const uint8_t value[DRV_FUSE_BANK_L
 int drv_fuse_read_status(drv_dev *d, unsigned bank, uint8_t out[DRV_FUSE_BANK_LEN],
 			 uint8_t *faulty);
 
+/* ---- A secret key for a peripheral that uses it unseen (docs/esp32.md,
+ * "Identity"): an ESP32's eFuse HMAC key. ---- */
+
+#define DRV_EFUSE_KEY_LEN 32
+
+/* Burn key into the target's eFuse key block key_block (ESP32-C3: 0..5,
+ * BLOCK_KEY0..5) with purpose (the chip's KEY_PURPOSE value; ESP32-C3
+ * HMAC_UP = 8), then read-protect the block and write-protect it and its
+ * purpose, so that nobody (the ROM loader, espefuse, the application)
+ * reads the key back or changes it.  In this order:
+ *  1. the block must read blank without errors, its purpose USER (0),
+ *     neither the block nor its purpose protected: else
+ *     ST_E_FUSE_CONFLICT, nothing burned (the unit goes to quarantine).
+ *     A block that already holds exactly key, readable, purpose USER (a
+ *     burn cut before step 3) goes on at step 3; a block read-protected
+ *     with this purpose and both write-protections is ST_E_EXISTS, nothing
+ *     burned (the key cannot be compared: the caller decides from its
+ *     records);
+ *  2. the block is programmed with key and read back: the read-back must
+ *     be key (else ST_E_VERIFY);
+ *  3. BLOCK0 gets the purpose, the RD_DIS bit and the two WR_DIS bits in
+ *     one program; read back, the block must then read as zeros.
+ * The driver keeps no copy of key: its read-back buffers are wiped and
+ * the controller's programming registers are cleared after each program.
+ * The key crosses the link in clear once (the ROM programs eFuses only
+ * from its PGM_DATA registers).  ST_E_STATE when the driver has no such
+ * key blocks. */
+int drv_efuse_key_burn(drv_dev *d, unsigned key_block, uint8_t purpose,
+		       const uint8_t key[DRV_EFUSE_KEY_LEN]);
+
 /* Programming conditions the programmer measures at the target: fuses
  * burned outside the part's voltage/temperature window may read back right
  * and still fail later, so the engine checks them before every burn. */

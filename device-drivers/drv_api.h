@@ -71,6 +71,11 @@ struct drv_ops {
 	 * the plan's window is not checked.  Burns are still judged by their
 	 * read-back and the controller's error registers. */
 	bool otp_self_timed;
+	/* Optional: a secret key into an eFuse key block, read- and
+	 * write-protected (drv_efuse_key_burn in drv.h, whose contract it
+	 * keeps).  Without it the driver serves no identity that needs one. */
+	int (*efuse_key_burn)(drv_dev *d, unsigned key_block, uint8_t purpose,
+			      const uint8_t key[DRV_EFUSE_KEY_LEN]);
 	/* Lifecycle advance. */
 	int (*set_lifecycle)(drv_dev *d, uint8_t state);
 	/* Optional: wrapped key injection (see drv_inject_key()). */

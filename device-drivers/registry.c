@@ -296,6 +296,24 @@ int drv_fuse_read_status(drv_dev *d, unsigned bank, uint8_t out[DRV_FUSE_BANK_LE
 		      "fuse_read_status");
 }
 
+int drv_efuse_key_burn(drv_dev *d, unsigned key_block, uint8_t purpose,
+		       const uint8_t key[DRV_EFUSE_KEY_LEN])
+{
+	int rc = ready(d);
+
+	if (rc != ST_OK)
+		return rc;
+	if (!key)
+		return bad_arg(d, "efuse_key_burn");
+	if (!d->ops->efuse_key_burn) {
+		drv_set_error(d, "driver %s has no eFuse key blocks to burn a key "
+			      "into", d->ops->name);
+		return ST_E_STATE;
+	}
+	return finish(d, d->ops->efuse_key_burn(d, key_block, purpose, key),
+		      "efuse_key_burn");
+}
+
 int drv_otp_is_nv(const drv_dev *d)
 {
 	return d && d->ops && d->ops->otp_is_nv;

@@ -286,6 +286,7 @@ static int hist_step(void *ctx, const char *name, const char *outcome,
 		st_fuse_resume_identity(&h->fuses);
 	} else {
 		st_fuse_resume_step(&h->fuses, name, outcome, detail);
+		esp_identity_hist(h, hr->unit, name, outcome, detail);
 	}
 	return 0;
 }

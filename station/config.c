@@ -28,6 +28,7 @@ struct st_profile {
 	char issuer[128];
 	int ca_renewal_days;
 	bool inject;
+	bool esp_identity;       /* key_mode = "esp_secure_cert" (esp32_unit.c) */
 	uint8_t rot_hash[32];
 	unsigned rot_bank;
 	char digest[65];
@@ -584,6 +585,7 @@ static int profile_parse(const char *path, st_profile **out, st_problems *pl)
 	snprintf(p->ca_key, sizeof(p->ca_key), "%s", str ? str : "");
 	str = st_schema_string(&c, PRF, "key_mode");
 	p->inject = str && !strcmp(str, "inject");
+	p->esp_identity = str && !strcmp(str, "esp_secure_cert");
 	p->require_work_order = st_schema_bool(&c, PRF, "quota.require_work_order");
 	if (!st_problems_under(pl, "certificate"))
 		cert_rules(&c, path, p, pl);
@@ -749,6 +751,11 @@ int st_profile_ca_renewal_days(const st_profile *p)
 const st_cert_profile *st_profile_cert(const st_profile *p)
 {
 	return &p->cert;
+}
+
+bool st_profile_esp_identity(const st_profile *p)
+{
+	return p->esp_identity;
 }
 
 bool st_profile_key_inject(const st_profile *p)

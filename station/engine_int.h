@@ -92,6 +92,11 @@ struct history {
 	int nabandoned;
 	st_fuse_resume fuses;   /* burn intents without an outcome, the lock
 				 * intended (station/fuses.c reads the steps) */
+	/* The newest esp_secure_cert identity recorded before its HMAC key
+	 * was burned (esp32_unit.c): what a resumed run takes when the chip
+	 * already holds that key. */
+	int64_t esp_unit;       /* 0: none */
+	uint8_t esp_pub[65], esp_salt[32];
 };
 
 /* One unit in progress. */
@@ -148,6 +153,16 @@ void run_unit(struct unit *u);
 void finish_unit(struct unit *u);
 
 /* unit_fw.c: the firmware steps (no-ops for a profile without images). */
+/* esp32_unit.c: key_mode = "esp_secure_cert" (docs/esp32.md, "Identity"):
+ * the HMAC key drawn, recorded without it, burned and wiped; the public key
+ * and salt out.  Then the partition table and esp_secure_cert written. */
+int esp_identity_key(struct unit *u, uint8_t pub[DRV_P256_POINT_LEN],
+		     uint8_t salt[32]);
+int esp_identity_write(struct unit *u, X509 *cert, const uint8_t salt[32]);
+/* A recorded step of the unit's history: keep an identity intent. */
+void esp_identity_hist(struct history *h, int64_t unit, const char *name,
+		       const char *outcome, const char *detail);
+
 int fw_precheck(struct unit *u);
 int fw_write(struct unit *u);
 int fw_attest(struct unit *u, X509 *cert);

@@ -82,6 +82,15 @@ typedef struct st_esp_part {
 int st_esp_part_table(const st_esp_part *parts, int n,
 		      uint8_t out[ESP_PART_TABLE_LEN], char *err, size_t errlen);
 
+/* The layout the station writes to a unit (docs/esp32.md, "Identity"):
+ * nvs (data/nvs, 0x9000, 0x4000), esp_secure_cert (0x3F, 0xD000, 0x2000)
+ * and the factory app at app_offset (the profile's app address: 64 KiB-
+ * aligned, at least 0x10000) to the end of a flash of flash_size bytes.
+ * parts gets 3 entries.  ST_E_CONFIG naming what does not fit. */
+#define ESP_SECURE_CERT_ADDR 0xD000u
+int st_esp_default_layout(uint32_t app_offset, uint32_t flash_size,
+			  st_esp_part parts[3], char *err, size_t errlen);
+
 /* What goes into the esp_secure_cert partition (TLV format). */
 typedef struct st_esp_cert_tlvs {
 	const char *dev_cert_pem;       /* the unit's certificate, PEM */
@@ -120,6 +129,7 @@ int st_esp_secure_cert(const st_esp_cert_tlvs *c, uint8_t out[ESP_SECURE_CERT_LE
 #define ESP_KDF_TRIES 30            /* as Espressif's own writer tries */
 #define ESP_P256_POINT_LEN 65
 #define ESP_IDENTITY_SCHEME "esp_secure_cert-hmac-ecdsa-p256"
+#define ESP_KEY_PURPOSE_HMAC_UP 8   /* KEY_PURPOSE_n value on the C3 */
 
 /* The HMAC key K while the station holds it: one page of its own,
  * mlock()ed (never swapped) and MADV_DONTDUMP (never in a core dump),
@@ -147,6 +157,13 @@ void st_esp_secret_free(st_esp_secret *s);
  * scalar lives only in the secret's page and OpenSSL's cleared BIGNUMs. */
 int st_esp_hmac_ecdsa_pub(st_esp_secret *key, const uint8_t *salt, size_t salt_len,
 			  uint8_t pub[ESP_P256_POINT_LEN], char *err, size_t errlen);
+
+/* What a unit's record says of its identity: a JSON object (malloc'd
+ * text) {"scheme": ESP_IDENTITY_SCHEME, "efuse_key_block": "BLOCK_KEYn",
+ * "key_purpose": "HMAC_UP", "salt": hex, "public_key": hex (04||X||Y)}.
+ * Never K.  NULL when out of memory. */
+char *st_esp_identity_record(unsigned key_block, const uint8_t *salt, size_t salt_len,
+			     const uint8_t pub[ESP_P256_POINT_LEN]);
 
 /* Where random bytes come from (the HSM: C_GenerateRandom). */
 typedef int (*st_esp_rand_fn)(void *ctx, uint8_t *buf, size_t n);

@@ -9,6 +9,7 @@
 #include "station/esp32.h"
 
 #include <errno.h>
+#include <jansson.h>
 #include <openssl/bn.h>
 #include <openssl/crypto.h>
 #include <openssl/ec.h>
@@ -171,4 +172,24 @@ int st_esp_hmac_identity_draw(st_esp_rand_fn rnd, void *ctx, st_esp_secret *key,
 	if (rc)
 		st_esp_secret_wipe(key);
 	return rc;
+}
+
+char *st_esp_identity_record(unsigned key_block, const uint8_t *salt, size_t salt_len,
+			     const uint8_t pub[ESP_P256_POINT_LEN])
+{
+	char blk[16], ph[2 * ESP_P256_POINT_LEN + 1], sh[2 * 64 + 1];
+	json_t *o;
+	char *text;
+
+	if (salt_len > 64)
+		return NULL;
+	snprintf(blk, sizeof(blk), "BLOCK_KEY%u", key_block);
+	st_hex(pub, ESP_P256_POINT_LEN, ph);
+	st_hex(salt, salt_len, sh);
+	o = json_pack("{s:s,s:s,s:s,s:s,s:s}", "scheme", ESP_IDENTITY_SCHEME,
+		      "efuse_key_block", blk, "key_purpose", "HMAC_UP", "salt", sh,
+		      "public_key", ph);
+	text = o ? json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+	json_decref(o);
+	return text;
 }

@@ -165,3 +165,30 @@ int st_esp_secure_cert(const st_esp_cert_tlvs *c, uint8_t out[ESP_SECURE_CERT_LE
 	*used = off;
 	return ST_OK;
 }
+
+int st_esp_default_layout(uint32_t app_offset, uint32_t flash_size,
+			  st_esp_part parts[3], char *err, size_t errlen)
+{
+	const st_esp_part fixed[2] = {
+		{ .name = "nvs", .type = ESP_PART_TYPE_DATA, .subtype = 0x02,
+		  .offset = 0x9000, .size = 0x4000 },
+		/* subtype 0x06 ("undefined"): what gen_esp32part gives the
+		 * esp_secure_cert line of Espressif's partitions.csv */
+		{ .name = ESP_SECURE_CERT_NAME, .type = ESP_PART_TYPE_SECURE_CERT,
+		  .subtype = 0x06, .offset = ESP_SECURE_CERT_ADDR,
+		  .size = ESP_SECURE_CERT_LEN },
+	};
+
+	if (app_offset < 0x10000 || app_offset % 0x10000 || app_offset >= flash_size) {
+		snprintf(err, errlen, "the app at 0x%x: it must be 64 KiB-aligned, "
+			 "after the esp_secure_cert partition (0x10000 or later) and "
+			 "inside the %u-byte flash", (unsigned)app_offset,
+			 (unsigned)flash_size);
+		return ST_E_CONFIG;
+	}
+	memcpy(parts, fixed, sizeof(fixed));
+	parts[2] = (st_esp_part){ .name = "factory", .type = ESP_PART_TYPE_APP,
+				  .subtype = 0x00, .offset = app_offset,
+				  .size = flash_size - app_offset };
+	return ST_OK;
+}

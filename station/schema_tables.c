@@ -250,9 +250,12 @@ const st_schema_key st_profile_schema[] = {
 	{ "version", SK_STRING, 0, 1, 31, .def = "",
 	  .doc = "Profile version, recorded with the run; profiles written before "
 		 "it existed load as unversioned." },
-	{ "key_mode", SK_ENUM, 0, .choices = "device|inject", .def = "device",
+	{ "key_mode", SK_ENUM, 0, .choices = "device|inject|esp_secure_cert",
+	  .def = "device",
 	  .doc = "`device`: the device makes its key; `inject`: the HSM makes it and "
-		 "sends it wrapped for the device's transport key." },
+		 "sends it wrapped for the device's transport key; `esp_secure_cert`: "
+		 "an ESP32-C3 derives it from an eFuse HMAC key the station burns "
+		 "(docs/esp32.md, \"Identity\")." },
 	{ "algorithms", SK_GROUP, 0, .doc = "Key algorithms." },
 	{ "algorithms.device_key", SK_ENUM, 0, .choices = "p256", .def = "p256",
 	  .doc = "The device identity key (the programmer protocol carries P-256)." },

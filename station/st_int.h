@@ -170,4 +170,8 @@ struct st_records {
 rec_filter st_rec_filter_of(const st_unit_filter *f);
 st_unit_row st_unit_row_of(const rec_unit_row *u);
 
+/* key_mode = "esp_secure_cert": an ESP32-C3's identity, the key derived
+ * on the chip from an eFuse HMAC key (station/esp32_unit.c, docs/esp32.md). */
+bool st_profile_esp_identity(const st_profile *p);
+
 #endif

@@ -550,7 +550,8 @@ static int new_key(struct unit *u, uint8_t pub[DRV_P256_POINT_LEN])
 /* Run every step for the identified unit; sets u->result. */
 void run_unit(struct unit *u)
 {
-	uint8_t pub[DRV_P256_POINT_LEN];
+	uint8_t pub[DRV_P256_POINT_LEN], salt[32];
+	bool esp = st_profile_esp_identity(u->w->job->prof);
 	X509 *cert = NULL;
 	int resumed;
 
@@ -589,6 +590,12 @@ void run_unit(struct unit *u)
 		goto cleanup;
 	if (resumed) {
 		if (do_pop(u, X509_get0_pubkey(cert), "its certificate's key") ||
+		    fw_write(u) || do_fuses(u))
+			goto cleanup;
+	} else if (esp) {
+		/* an ESP32-C3's identity: docs/esp32.md, "Identity" */
+		if (do_precheck(u) || fw_precheck(u) || esp_identity_key(u, pub, salt) ||
+		    do_certificate(u, pub, &cert) || esp_identity_write(u, cert, salt) ||
 		    fw_write(u) || do_fuses(u))
 			goto cleanup;
 	} else if (do_precheck(u) || fw_precheck(u) || new_key(u, pub) ||

@@ -283,7 +283,7 @@ Test(profile, every_problem_in_a_profile_is_listed_with_its_line, .timeout = 30)
 	cr_assert_eq(r->code, 2, "%s", r->err);
 	cr_assert(strstr(r->err, "'name' is missing"), "%s", r->err);
 	expect_at(r, w.profile, 1, "version", "must be a string");
-	expect_at(r, w.profile, 2, "key_mode", "'hsm' is not device or inject");
+	expect_at(r, w.profile, 2, "key_mode", "'hsm' is not device, inject or esp_secure_cert");
 	expect_at(r, w.profile, 3, "certificate.organisation",
 		  "did you mean 'certificate.organization'?");
 	expect_at(r, w.profile, 3, "certificate.validity_days", "is 0, out of range 1..36500");

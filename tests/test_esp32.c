@@ -5,6 +5,8 @@
  * `espsecure sign_data --version 2`; the station must compute the same key
  * digest and accept and refuse exactly the images espsecure does. */
 #include <criterion/criterion.h>
+#include <jansson.h>
+#include <openssl/sha.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,9 +16,11 @@
 #include <unistd.h>
 
 #include "base.h"
+#include "device-drivers/drv.h"
 #include "hsm/hsm.h"
 #include "station/esp32.h"
 #include "tests/fixtures/fx_devsim.h"
+#include "tests/fixtures/fx_esp.h"
 #include "tests/fixtures/fx_softhsm.h"
 #include "tests/fixtures/fx_station.h"
 
@@ -644,6 +648,17 @@ Test(esp32_part, refuses_a_layout_the_bootloader_would_not_take)
 	memcpy(bad, test_parts, sizeof(bad));
 	bad[0].offset = 0x8000;                 /* on the table itself */
 	cr_expect_eq(st_esp_part_table(bad, 3, table, err, sizeof(err)), ST_E_CONFIG);
+	/* the station's own layout: the app after esp_secure_cert, aligned */
+	cr_expect_eq(st_esp_default_layout(0x18000, 0x400000, bad, err, sizeof(err)),
+		     ST_E_CONFIG);
+	cr_expect(strstr(err, "64 KiB-aligned"), "%s", err);
+	cr_expect_eq(st_esp_default_layout(0x0, 0x400000, bad, err, sizeof(err)),
+		     ST_E_CONFIG);
+	cr_expect_eq(st_esp_default_layout(0x20000, 0x400000, bad, err, sizeof(err)),
+		     ST_OK);
+	cr_expect_eq(bad[2].offset, 0x20000u);
+	cr_expect_eq(bad[2].size, 0x3E0000u);
+	cr_expect_eq(st_esp_part_table(bad, 3, table, err, sizeof(err)), ST_OK, "%s", err);
 	memset(big, 'A', sizeof(big) - 1);
 	big[sizeof(big) - 1] = 0;
 	cr_expect_eq(st_esp_secure_cert(&c, cert, &used, err, sizeof(err)), ST_E_INVAL);
@@ -830,4 +845,448 @@ Test(esp32_identity, a_failing_random_source_leaves_nothing_behind)
 	for (int i = 0; i < 32; i++)
 		cr_assert_eq(kp[i], 0);
 	st_esp_secret_free(k);
+}
+
+/* ---- the HMAC key into the chip: drv_efuse_key_burn on a simulated C3 --- */
+
+/* The JSON object in a tool's output (after its banner). */
+static json_t *json_after(const char *out)
+{
+	const char *p = strchr(out, '{');
+	json_t *j;
+
+	cr_assert_not_null(p, "no JSON in: %s", out);
+	j = json_loadb(p, strlen(p), JSON_DISABLE_EOF_CHECK, NULL);
+	cr_assert_not_null(j, "bad JSON in: %s", out);
+	return j;
+}
+
+/* espefuse --virt on the eFuse file f: args, its output in out. */
+static int virt_tool(const char *f, const char *args, char *out, size_t cap)
+{
+	char a[1400];
+
+	snprintf(a, sizeof(a), "--chip esp32c3 --virt --path-efuse-file %s "
+		 "--do-not-confirm %s", f, args);
+	return fx_esp_tool("espefuse", a, out, cap, 60);
+}
+
+static void export_chip(const char *state, const char *out)
+{
+	cr_assert_eq(sh(NULL, 0, "%s/station-devsim --model esp32c3 --state %s "
+			"--efuse-image %s", getenv("STATION_BUILD"), state, out), 0);
+}
+
+Test(esp32_key, hmac_key_burned_as_espefuse_burn_key_leaves_it, .timeout = 300)
+{
+	static char out[1 << 18];
+	char dir[64], blank[128], ours[128], keyf[128], uri[700];
+	uint8_t key[32];
+	drv_opts o = { .timeout_ms = 1000, .retries = 3 };
+	drv_dev *d = NULL;
+	drv_info info;
+	fx_esp_sim s;
+	json_t *a, *b, *f;
+	const char *k;
+	json_t *v;
+	int diff = 0;
+
+	tmpdir(dir);
+	for (int i = 0; i < 32; i++)
+		key[i] = (uint8_t)(0xC0 ^ (i * 7));
+	snprintf(blank, sizeof(blank), "%s/blank.bin", dir);
+	snprintf(ours, sizeof(ours), "%s/ours.bin", dir);
+	snprintf(keyf, sizeof(keyf), "%s/hmac.key", dir);
+	spit(keyf, key, 32);
+	cr_assert_eq(fx_esp_sim_start(&s, dir, "c3", NULL), 0);
+	fx_esp_sim_stop(&s);
+	export_chip(s.state, blank);
+	cr_assert_eq(fx_esp_sim_start(&s, dir, "c3", NULL), 0);
+	snprintf(uri, sizeof(uri), "esp32:%s", s.slave);
+	cr_assert_eq(drv_open(uri, &o, &d), ST_OK, "%s", drv_errmsg(d));
+	cr_assert_eq(drv_identify(d, &info), ST_OK, "%s", drv_errmsg(d));
+	cr_assert_eq(drv_efuse_key_burn(d, 1, 8, key), ST_OK, "%s", drv_errmsg(d));
+	/* again: done, nothing burned, and it says so */
+	cr_expect_eq(drv_efuse_key_burn(d, 1, 8, key), ST_E_EXISTS, "%s", drv_errmsg(d));
+	/* a block in use (another purpose asked) is a conflict; there is no
+	 * BLOCK_KEY9 */
+	cr_expect_eq(drv_efuse_key_burn(d, 1, 5, key), ST_E_FUSE_CONFLICT, "%s",
+		     drv_errmsg(d));
+	cr_expect_eq(drv_efuse_key_burn(d, 9, 8, key), ST_E_INVAL);
+	drv_close(d);
+	fx_esp_sim_stop(&s);
+	export_chip(s.state, ours);
+	/* the referee: espefuse burn_key on the same blank chip */
+	{
+		char args[300];
+
+		snprintf(args, sizeof(args), "burn_key BLOCK_KEY1 %s HMAC_UP", keyf);
+		cr_assert_eq(virt_tool(blank, args, out, sizeof(out)), 0, "%s", out);
+	}
+	cr_assert_eq(virt_tool(ours, "summary --format json", out, sizeof(out)), 0, "%s", out);
+	a = json_after(out);
+	cr_assert_eq(virt_tool(blank, "summary --format json", out, sizeof(out)), 0, "%s", out);
+	b = json_after(out);
+	json_object_foreach(b, k, v) {
+		json_t *w = json_object_get(a, k);
+
+		if (!json_equal(json_object_get(v, "value"), json_object_get(w, "value")) ||
+		    !json_equal(json_object_get(v, "readable"), json_object_get(w, "readable")) ||
+		    !json_equal(json_object_get(v, "writeable"), json_object_get(w, "writeable"))) {
+			cr_log_error("%s: espefuse burn_key %s, ours %s", k,
+				     json_dumps(v, JSON_COMPACT), json_dumps(w, JSON_COMPACT));
+			diff++;
+		}
+	}
+	cr_expect_eq(diff, 0, "%d fields differ from espefuse burn_key", diff);
+	f = json_object_get(a, "KEY_PURPOSE_1");
+	cr_expect(strstr(json_string_value(json_object_get(f, "value")) ?: "", "HMAC_UP"),
+		  "KEY_PURPOSE_1 %s", json_dumps(f, JSON_COMPACT));
+	f = json_object_get(a, "BLOCK_KEY1");
+	cr_expect(json_is_false(json_object_get(f, "readable")), "BLOCK_KEY1 %s",
+		  json_dumps(f, JSON_COMPACT));
+	cr_expect(json_is_false(json_object_get(f, "writeable")), "BLOCK_KEY1 %s",
+		  json_dumps(f, JSON_COMPACT));
+	json_decref(a);
+	json_decref(b);
+	sh(NULL, 0, "rm -rf %s", dir);
+}
+
+/* ---- the identity end to end on a simulated C3, ROM commands only ----
+ * K and the salt from SoftHSM, K burned into BLOCK_KEY1 through the
+ * driver and wiped, a certificate for the derived public key, the
+ * partition table and esp_secure_cert written through the driver; then,
+ * offline on the chip's exported flash: the partition found through the
+ * table, its certificate verified by openssl, and its key the one an
+ * independent computation derives from K and the salt read from flash. */
+Test(esp32_key, identity_written_through_the_driver_reads_back_offline, .timeout = 300)
+{
+	static const uint8_t spki_p256[] = {
+		0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02,
+		0x01, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07, 0x03,
+		0x42, 0x00 };
+	char hdir[256], dir[64], p[200], uri[700], err[256] = "", kh[65], want[131];
+	char out[512], salthex[65], *dev, *ca, *rec;
+	uint8_t salt[32], pub[65], der[sizeof(spki_p256) + 65];
+	uint8_t table[ESP_PART_TABLE_LEN], cert[ESP_SECURE_CERT_LEN];
+	st_esp_part parts[3];
+	st_esp_secret *k = NULL;
+	st_esp_cert_tlvs c;
+	hsm *h = NULL;
+	hsm_session *hs = NULL;
+	drv_opts o = { .timeout_ms = 1000, .retries = 3 };
+	drv_dev *d = NULL;
+	drv_info info;
+	fx_esp_sim s;
+	size_t used;
+
+	cr_assert_eq(fx_softhsm_init(hdir, sizeof(hdir), "esp", "123456"), 0);
+	cr_assert_eq(hsm_open(FX_SOFTHSM_MODULE, "esp", &h), ST_OK);
+	cr_assert_eq(hsm_login(h, "123456", 6), ST_OK);
+	cr_assert_eq(hsm_session_open(h, &hs), ST_OK);
+	tmpdir(dir);
+	cr_assert_eq(fx_esp_sim_start(&s, dir, "c3", NULL), 0);
+	snprintf(uri, sizeof(uri), "esp32:%s", s.slave);
+	cr_assert_eq(drv_open(uri, &o, &d), ST_OK, "%s", drv_errmsg(d));
+	cr_assert_eq(drv_identify(d, &info), ST_OK, "%s", drv_errmsg(d));
+
+	/* draw, burn, wipe */
+	cr_assert_eq(st_esp_secret_new(&k, err, sizeof(err)), ST_OK, "%s", err);
+	cr_assert_eq(st_esp_hmac_identity_draw(hsm_rand, hs, k, salt, pub, err,
+					       sizeof(err)), ST_OK, "%s", err);
+	st_hex(st_esp_secret_key(k), 32, kh);   /* the test keeps it to referee */
+	cr_assert_eq(drv_efuse_key_burn(d, 1, 8, st_esp_secret_key(k)), ST_OK, "%s",
+		     drv_errmsg(d));
+	st_esp_secret_free(k);
+
+	/* a certificate for the derived key, from a test CA */
+	make_certs(dir);
+	memcpy(der, spki_p256, sizeof(spki_p256));
+	memcpy(der + sizeof(spki_p256), pub, 65);
+	snprintf(p, sizeof(p), "%s/unit.pub.der", dir);
+	spit(p, der, sizeof(der));
+	cr_assert_eq(sh(out, sizeof(out), "cd %s && openssl pkey -pubin -inform DER "
+			"-in unit.pub.der -out unit.pub.pem && openssl x509 -new "
+			"-subj /CN=c3-unit -force_pubkey unit.pub.pem -CA ca.pem "
+			"-CAkey ca.key -days 30 -out unit.pem 2>&1", dir), 0, "%s", out);
+	snprintf(p, sizeof(p), "%s/unit.pem", dir);
+	dev = read_text(p);
+	snprintf(p, sizeof(p), "%s/ca.pem", dir);
+	ca = read_text(p);
+
+	/* the table and the partition, through the driver */
+	cr_assert_eq(st_esp_default_layout(0x10000, 0x400000, parts, err, sizeof(err)),
+		     ST_OK, "%s", err);
+	cr_assert_eq(st_esp_part_table(parts, 3, table, err, sizeof(err)), ST_OK, "%s", err);
+	c = (st_esp_cert_tlvs){ .dev_cert_pem = dev, .ca_chain_pem = ca, .salt = salt,
+				.salt_len = 32 };
+	cr_assert_eq(st_esp_secure_cert(&c, cert, &used, err, sizeof(err)), ST_OK, "%s", err);
+	{
+		drv_image im[2] = {
+			{ .slot = 0, .address = ESP_PART_TABLE_ADDR, .data = table,
+			  .len = ESP_PART_TABLE_LEN },
+			{ .slot = 1, .address = ESP_SECURE_CERT_ADDR, .data = cert,
+			  .len = ESP_SECURE_CERT_LEN },
+		};
+
+		for (int i = 0; i < 2; i++) {
+			drv_slot_info in;
+
+			SHA256(im[i].data, im[i].len, im[i].sha256);
+			cr_assert_eq(drv_image_write(d, &im[i], NULL), ST_OK, "%s",
+				     drv_errmsg(d));
+			cr_assert_eq(drv_image_info(d, &im[i], &in), ST_OK, "%s",
+				     drv_errmsg(d));
+			cr_expect_eq(in.stored, im[i].len, "the chip's MD5 disagrees");
+		}
+	}
+	drv_close(d);
+	fx_esp_sim_stop(&s);
+
+	/* offline: the flash as a lab reads it */
+	snprintf(p, sizeof(p), "%s/flash.bin", dir);
+	cr_assert_eq(sh(NULL, 0, "%s/station-devsim --model esp32c3 --state %s "
+			"--flash-image %s", getenv("STATION_BUILD"), s.state, p), 0);
+	cr_assert_eq(sh(out, sizeof(out), "mkdir %s/out && /usr/bin/python3 "
+			"tests/fixtures/esp32_secure_cert_read.py %s %s/out", dir, p,
+			dir), 0, "%s", out);
+	cr_assert_eq(sh(out, sizeof(out), "openssl verify -CAfile %s/out/ca_cert.pem "
+			"%s/out/dev_cert.pem", dir, dir), 0, "openssl: %s", out);
+	cr_assert_eq(sh(salthex, sizeof(salthex), "cat %s/out/salt.hex", dir), 0);
+	python_pub(dir, kh, salthex, want);
+	cr_assert_eq(sh(out, sizeof(out), "openssl x509 -in %s/out/dev_cert.pem -noout "
+			"-pubkey | openssl pkey -pubin -outform DER | tail -c 65 | "
+			"od -An -v -tx1 | tr -d ' \\n'", dir), 0);
+	cr_expect_str_eq(out, want, "the certified key is not the one esp_secure_cert "
+			 "derives from the burned key and the salt in flash");
+	/* the record: scheme, block, public key; never K */
+	rec = st_esp_identity_record(1, salt, 32, pub);
+	cr_assert_not_null(rec);
+	cr_expect(strstr(rec, "\"efuse_key_block\":\"BLOCK_KEY1\"") &&
+		  strstr(rec, "\"scheme\":\"" ESP_IDENTITY_SCHEME "\"") &&
+		  strstr(rec, want), "%s", rec);
+	cr_expect_null(strstr(rec, kh), "the record holds the HMAC key");
+	free(rec);
+	OPENSSL_cleanse(kh, sizeof(kh));
+	free(dev);
+	free(ca);
+	hsm_session_close(hs);
+	hsm_close(h);
+	fx_rmtree(hdir);
+	sh(NULL, 0, "rm -rf %s", dir);
+}
+
+/* ---- `station provision` of a simulated C3 with key_mode = esp_secure_cert */
+
+Test(esp32_station, provision_burns_the_hmac_key_and_writes_esp_secure_cert,
+     .timeout = 600)
+{
+	static char text[16384], out[1 << 16];
+	static fx_run r;
+	char dir[64], slot[700], flash[128], ef[128], pem[8192], steps[4096];
+	fx_world_opts o = { .with_ca = true, .timeout_ms = 1000, .profile = text,
+			    .profile_file = "esp32c3.profile" };
+	fx_world w;
+	fx_esp_sim s;
+	char *t, *mode;
+	json_t *j, *f;
+
+	t = read_text("profiles/esp32c3.profile");
+	mode = strstr(t, "key_mode = \"device\";");
+	cr_assert_not_null(mode);
+	*mode = 0;
+	snprintf(text, sizeof(text), "%skey_mode = \"esp_secure_cert\";%s", t,
+		 mode + strlen("key_mode = \"device\";"));
+	free(t);
+	fx_world_init_opts(&w, &o);
+	tmpdir(dir);
+	cr_assert_eq(fx_esp_sim_start(&s, dir, "c3", NULL), 0);
+	snprintf(slot, sizeof(slot), "esp32:%s", s.slave);
+	fx_station_run(&r, &w, "--burn-fuses", "--yes", "--slot", slot, "provision", NULL);
+	cr_assert_eq(r.code, 0, "stdout:%s\nstderr:%s", r.out, r.err);
+	cr_assert_eq(fx_count_units(&w, "PASS"), 1, "%s", r.out);
+	fx_esp_sim_stop(&s);
+
+	/* the record: the scheme, the block and the public key; possession
+	 * skipped with its reason */
+	fx_q_text(&w, "SELECT group_concat(step || ' ' || outcome || ' ' || detail, '\n') "
+		  "FROM steps", steps, sizeof(steps));
+	cr_expect(strstr(steps, "\"scheme\":\"" ESP_IDENTITY_SCHEME "\"") &&
+		  strstr(steps, "\"efuse_key_block\":\"BLOCK_KEY1\""), "%s", steps);
+	cr_expect(strstr(steps, "possession skip not provable with the ROM loader"),
+		  "%s", steps);
+
+	/* offline, the exported flash: found through the table, the unit's
+	 * certificate, verified against the station's CA */
+	snprintf(flash, sizeof(flash), "%s/flash.bin", dir);
+	cr_assert_eq(sh(NULL, 0, "%s/station-devsim --model esp32c3 --state %s "
+			"--flash-image %s", getenv("STATION_BUILD"), s.state, flash), 0);
+	cr_assert_eq(sh(out, sizeof(out), "mkdir %s/out && /usr/bin/python3 "
+			"tests/fixtures/esp32_secure_cert_read.py %s %s/out", dir, flash,
+			dir), 0, "%s", out);
+	cr_assert_eq(sh(out, sizeof(out), "openssl verify -CAfile %s %s/out/dev_cert.pem",
+			w.ca, dir), 0, "openssl: %s", out);
+	fx_q_text(&w, "SELECT cert_pem FROM units", pem, sizeof(pem));
+	{
+		char p[160];
+		char *got;
+
+		snprintf(p, sizeof(p), "%s/out/dev_cert.pem", dir);
+		got = read_text(p);
+		cr_expect_str_eq(got, pem, "the partition holds another certificate "
+				 "than the unit's record");
+		free(got);
+	}
+
+	/* offline, the exported eFuses: the key block as espefuse sees it */
+	snprintf(ef, sizeof(ef), "%s/efuse.bin", dir);
+	export_chip(s.state, ef);
+	cr_assert_eq(virt_tool(ef, "summary --format json", out, sizeof(out)), 0, "%s", out);
+	j = json_after(out);
+	f = json_object_get(j, "KEY_PURPOSE_1");
+	cr_expect(strstr(json_string_value(json_object_get(f, "value")) ?: "", "HMAC_UP"),
+		  "KEY_PURPOSE_1 %s", json_dumps(f, JSON_COMPACT));
+	f = json_object_get(j, "BLOCK_KEY1");
+	cr_expect(json_is_false(json_object_get(f, "readable")), "%s",
+		  json_dumps(f, JSON_COMPACT));
+	json_decref(j);
+	fx_rmtree(w.dir);
+	sh(NULL, 0, "rm -rf %s", dir);
+}
+
+/* A burn cut between the key block and BLOCK0 (the key stored, readable,
+ * purpose still USER): the same call finishes it, and the chip ends as
+ * espefuse burn_key leaves it; a block holding another key is a conflict
+ * with nothing burned. */
+Test(esp32_key, a_burn_cut_after_the_key_block_is_finished, .timeout = 300)
+{
+	static char out[1 << 18];
+	char dir[64], blank[128], ours[128], keyf[128], uri[700], args[300];
+	uint8_t key[32], other[32], rb[DRV_FUSE_BANK_LEN];
+	drv_opts o = { .timeout_ms = 1000, .retries = 3 };
+	drv_dev *d = NULL;
+	drv_info info;
+	fx_esp_sim s;
+	json_t *a, *b, *v;
+	const char *k;
+	int diff = 0;
+
+	tmpdir(dir);
+	for (int i = 0; i < 32; i++) {
+		key[i] = (uint8_t)(0x5A + i * 3);
+		other[i] = (uint8_t)(0x11 + i);
+	}
+	snprintf(blank, sizeof(blank), "%s/blank.bin", dir);
+	snprintf(ours, sizeof(ours), "%s/ours.bin", dir);
+	snprintf(keyf, sizeof(keyf), "%s/hmac.key", dir);
+	spit(keyf, key, 32);
+	cr_assert_eq(fx_esp_sim_start(&s, dir, "c3", NULL), 0);
+	fx_esp_sim_stop(&s);
+	export_chip(s.state, blank);
+	cr_assert_eq(fx_esp_sim_start(&s, dir, "c3", NULL), 0);
+	snprintf(uri, sizeof(uri), "esp32:%s", s.slave);
+	cr_assert_eq(drv_open(uri, &o, &d), ST_OK, "%s", drv_errmsg(d));
+	cr_assert_eq(drv_identify(d, &info), ST_OK, "%s", drv_errmsg(d));
+	/* the state a cut leaves: BLOCK_KEY1 (bank 5) programmed, no more */
+	cr_assert_eq(drv_fuse_burn(d, 5, key, 1, rb), ST_OK, "%s", drv_errmsg(d));
+	cr_expect_eq(drv_efuse_key_burn(d, 1, 8, other), ST_E_FUSE_CONFLICT,
+		     "a block holding another key was taken");
+	cr_assert_eq(drv_efuse_key_burn(d, 1, 8, key), ST_OK, "%s", drv_errmsg(d));
+	drv_close(d);
+	fx_esp_sim_stop(&s);
+	export_chip(s.state, ours);
+	snprintf(args, sizeof(args), "burn_key BLOCK_KEY1 %s HMAC_UP", keyf);
+	cr_assert_eq(virt_tool(blank, args, out, sizeof(out)), 0, "%s", out);
+	cr_assert_eq(virt_tool(ours, "summary --format json", out, sizeof(out)), 0, "%s", out);
+	a = json_after(out);
+	cr_assert_eq(virt_tool(blank, "summary --format json", out, sizeof(out)), 0, "%s", out);
+	b = json_after(out);
+	json_object_foreach(b, k, v) {
+		json_t *w = json_object_get(a, k);
+
+		if (!json_equal(json_object_get(v, "value"), json_object_get(w, "value")) ||
+		    !json_equal(json_object_get(v, "readable"), json_object_get(w, "readable")) ||
+		    !json_equal(json_object_get(v, "writeable"), json_object_get(w, "writeable"))) {
+			cr_log_error("%s differs from espefuse burn_key", k);
+			diff++;
+		}
+	}
+	cr_expect_eq(diff, 0, "%d fields differ from espefuse burn_key", diff);
+	json_decref(a);
+	json_decref(b);
+	sh(NULL, 0, "rm -rf %s", dir);
+}
+
+/* The link lost right after the HMAC key was burned (the chip gone before
+ * the certificate): the record holds the identity, the chip holds the key
+ * read-protected; the next run takes the recorded public key and salt,
+ * draws nothing, and passes with a certificate for that key. */
+Test(esp32_station, a_run_cut_after_the_key_burn_resumes_with_the_recorded_key,
+     .timeout = 600)
+{
+	static char text[16384], out[1 << 16];
+	static fx_run r;
+	char dir[64], slot[700], steps[8192], keyhex[2][260];
+	fx_world_opts o = { .with_ca = true, .timeout_ms = 1000, .profile = text,
+			    .profile_file = "esp32c3.profile" };
+	fx_world w;
+	fx_esp_sim s;
+	char *t, *mode;
+
+	t = read_text("profiles/esp32c3.profile");
+	mode = strstr(t, "key_mode = \"device\";");
+	cr_assert_not_null(mode);
+	*mode = 0;
+	snprintf(text, sizeof(text), "%skey_mode = \"esp_secure_cert\";%s", t,
+		 mode + strlen("key_mode = \"device\";"));
+	free(t);
+	fx_world_init_opts(&w, &o);
+	tmpdir(dir);
+	cr_assert_eq(fx_esp_sim_start(&s, dir, "c3", NULL), 0);
+	snprintf(slot, sizeof(slot), "esp32:%s", s.slave);
+	/* run 1: the chip is pulled the moment the key is burned (the
+	 * possession step, skipped, is the first line after it) */
+	sh(out, sizeof(out), "%s/station --config %s --pin-file %s --json --burn-fuses "
+	   "--yes --slot %s provision 2>&1 | tee %s/run1.log | while IFS= read -r l; do "
+	   "case \"$l\" in *possession*'not provable'*) kill -9 %d; echo CUT;; esac; "
+	   "done | head -1", getenv("STATION_BUILD"), w.conf, w.pinfile, slot, dir,
+	   (int)s.pid);
+	if (strcmp(out, "CUT")) {
+		char p[128], *log;
+
+		snprintf(p, sizeof(p), "%s/run1.log", dir);
+		log = read_text(p);
+		cr_assert_fail("the key burn was never reported: %s", log);
+	}
+	fx_esp_sim_stop(&s);
+	cr_assert_eq(fx_count_units(&w, "PASS"), 0);
+	/* run 2: the same chip again */
+	cr_assert_eq(fx_esp_sim_start(&s, dir, "c3", NULL), 0);
+	snprintf(slot, sizeof(slot), "esp32:%s", s.slave);
+	fx_station_run(&r, &w, "--burn-fuses", "--yes", "--slot", slot, "provision", NULL);
+	cr_assert_eq(r.code, 0, "stdout:%s\nstderr:%s", r.out, r.err);
+	cr_assert_eq(fx_count_units(&w, "PASS"), 1, "%s", r.out);
+	fx_esp_sim_stop(&s);
+	fx_q_text(&w, "SELECT group_concat(step || ' ' || outcome || ' ' || detail, '\n') "
+		  "FROM steps", steps, sizeof(steps));
+	cr_expect(strstr(steps, "holds the HMAC key unit record"), "%s", steps);
+	/* one identity drawn, and the certificate certifies its key */
+	cr_expect_eq(fx_q_int(&w, "SELECT count(*) FROM steps WHERE step = 'keygen' "
+			      "AND detail LIKE 'identity {%'"), 1, "%s", steps);
+	fx_q_text(&w, "SELECT substr(detail, instr(detail, '\"public_key\":\"') + 14, 130) "
+		  "FROM steps WHERE detail LIKE 'identity {%'", keyhex[0], sizeof(keyhex[0]));
+	fx_q_text(&w, "SELECT cert_pem FROM units WHERE state = 'PASS'", out, sizeof(out));
+	{
+		char p[128], got[256];
+
+		snprintf(p, sizeof(p), "%s/unit.pem", dir);
+		fx_write_file(p, out);
+		cr_assert_eq(sh(got, sizeof(got), "openssl x509 -in %s -noout -pubkey | "
+				"openssl pkey -pubin -outform DER | tail -c 65 | "
+				"od -An -v -tx1 | tr -d ' \\n'", p), 0);
+		snprintf(keyhex[1], sizeof(keyhex[1]), "%s", got);
+	}
+	cr_expect_str_eq(keyhex[1], keyhex[0], "the certificate is not for the recorded key");
+	fx_rmtree(w.dir);
+	sh(NULL, 0, "rm -rf %s", dir);
 }

@@ -1476,6 +1476,7 @@ const struct drv_ops esp32_ops = {
 	.fuse_read = e_fuse_read,
 	.fuse_burn = e_fuse_burn,
 	.fuse_read_status = e_fuse_read_status,
+	.efuse_key_burn = esp32_efuse_key_burn,
 	.otp_self_timed = true,
 	.set_lifecycle = e_set_lifecycle,
 	.image_info = e_image_info,

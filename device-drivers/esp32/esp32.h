@@ -12,6 +12,10 @@
  * USB-Serial-JTAG is the programmer; ROM commands only (no flasher stub). */
 extern const struct drv_ops esp32_ops;
 
+/* drv_ops.efuse_key_burn (esp32_identity.c): the ESP32-C3's HMAC key. */
+int esp32_efuse_key_burn(drv_dev *d, unsigned key_block, uint8_t purpose,
+			 const uint8_t key[DRV_EFUSE_KEY_LEN]);
+
 /* ---- the factory app (esp32_app.c; docs/esp32.md "The factory app") ----
  * The identity ops run on the chip, in the maker's firmware booted from
  * flash, which speaks the station's device protocol on the same UART. */
