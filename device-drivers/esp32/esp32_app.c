@@ -33,7 +33,7 @@
 #define APP_BOOT_MS 150         /* ROM, bootloader and app start-up, at least */
 #define LEAVE_PROBE_MS 300      /* is an app there after a ROM reset? */
 #define LEAVE_TRIES 3
-#define BOOT_TRIES 2            /* boots from flash per op */
+#define BOOT_TRIES 3            /* boots from flash per op */
 
 static void sleep_ms(int ms)
 {
@@ -105,19 +105,25 @@ static proto_client *app_enter(drv_dev *d, const char *step, int *rcp)
 	for (int t = 0; t < BOOT_TRIES; t++) {
 		if (t && (esp32_loader_gone(d) || esp32_rom_enter(d)))
 			break;
-		if (!hard_reset_to_app(p->fd) && (rc = esp32_rom_run(d))) {
-			drv_set_error(d, "ESP32-C3 on %s: %s: the ROM loader did not take "
-				      "the reboot into the app (%s)", drv_port(d), step,
-				      st_strerror(rc));
-			goto fail;
-		}
 		booted = true;
+		if (!hard_reset_to_app(p->fd) && (rc = esp32_rom_run(d))) {
+			/* FLASH_BEGIN carries no checksum: a request damaged on
+			 * the line may be refused.  SYNC again and retry. */
+			char why[400];
+
+			snprintf(why, sizeof(why), "%s", drv_errmsg(d));
+			drv_set_error(d, "ESP32-C3 on %s: %s: the ROM loader did not take "
+				      "the reboot into the app (%s)", drv_port(d), step, why);
+			continue;
+		}
 		host_115200(p->fd);
 		sleep_ms(APP_BOOT_MS);
 		tcflush(p->fd, TCIFLUSH); /* the boot log */
 		if (!(rc = proto_hello(c)))
 			break;
 	}
+	if (rc && !c->err[0])
+		goto fail;      /* the ROM side failed: its words are set */
 	if (rc) {
 		drv_set_error(d, "ESP32-C3 on %s: %s: the app did not answer within %d s "
 			      "after the chip booted from flash (%s): is the factory app "
