@@ -19,6 +19,7 @@
 #include <time.h>
 
 #include "engine_int.h"
+#include "station/firmware.h"
 
 
 /* Monotonic microseconds, for the per-step times of a unit. */
@@ -596,7 +597,12 @@ void run_unit(struct unit *u)
 		/* an ESP32-C3's identity: docs/esp32.md, "Identity" */
 		if (do_precheck(u) || fw_precheck(u) || esp_identity_key(u, pub, salt) ||
 		    do_certificate(u, pub, &cert) || esp_identity_write(u, cert, salt) ||
-		    fw_write(u) || do_fuses(u))
+		    fw_write(u) ||
+		    /* with an app in flash, the factory app proves possession
+		     * (docs/esp32.md, "The factory app") before any fuse */
+		    (st_profile_firmware(u->w->job->prof) &&
+		     do_pop(u, X509_get0_pubkey(cert), "its certificate's key")) ||
+		    do_fuses(u))
 			goto cleanup;
 	} else if (do_precheck(u) || fw_precheck(u) || new_key(u, pub) ||
 		   do_certificate(u, pub, &cert) ||
