@@ -19,6 +19,7 @@
 #include <time.h>
 
 #include "engine_int.h"
+#include "station/firmware.h"
 
 
 /* Monotonic microseconds, for the per-step times of a unit. */

@@ -12,9 +12,10 @@
  * identity key is computed by Python's hashlib and cryptography
  * (PBKDF2-HMAC-SHA256, 2048 iterations, a P-256 scalar), not by our code.
  *
- * The station binary does not provision a C3 end to end on this branch
- * (the identity step of the engine is not wired to the driver's
- * efuse_key_burn yet), so the driver's ops are driven directly. */
+ * The driver's ops are driven directly, and the real `station` binary
+ * provisions a simulated C3 end to end (key_mode = "esp_secure_cert",
+ * signed bootloader and app, the fuse plan, the lock): possession is
+ * proved and the attestation signed by the chip's app. */
 #include <criterion/criterion.h>
 #include <jansson.h>
 #include <openssl/evp.h>
@@ -34,6 +35,8 @@
 #include "device-drivers/serial/serial.h"
 #include "station/esp32.h"
 #include "tests/fixtures/fx_esp.h"
+#include "tests/fixtures/fx_softhsm.h"
+#include "tests/fixtures/fx_station.h"
 
 #define OUT_CAP 65536
 
@@ -587,4 +590,194 @@ Test(esp32app, line_noise_one_percent)
 	drv_close(d);
 	fx_esp_sim_stop(&s);
 	cr_assert_eq(s.exit_status, 0);
+}
+
+/* ---- `station provision` of a simulated C3, end to end ---- */
+
+/* A profile for key_mode = "esp_secure_cert" with profiles/esp32c3.profile's
+ * fuse plan (its root of trust: the digest of sb.pem, made here) and a
+ * firmware group: bootloader.bin at 0x0, app.bin at 0x10000, both ESP
+ * images signed by espsecure. */
+static void e2e_world(fx_world *w, char boot[512], char app[512])
+{
+	fx_world_opts o = { .with_ca = true, .timeout_ms = 1000,
+			    .profile_file = "esp32c3.profile" };
+	char key[512], pub[512], raw[512], sbom[512], digest[512], cmd[2048];
+	char ks[65], bs[65], as[65], ss[65], rot[65], top[600], *t, *fz, *rl;
+	static char text[32768];
+	uint8_t d[32];
+	size_t n;
+	FILE *f;
+
+	fx_world_init_opts(w, &o);
+	fx_path(key, w, "sb.pem");
+	fx_path(pub, w, "sb.pub.pem");
+	fx_path(raw, w, "raw.bin");
+	fx_path(boot, w, "bootloader.bin");
+	fx_path(app, w, "app.bin");
+	fx_path(sbom, w, "idf.cdx.json");
+	fx_path(digest, w, "digest.bin");
+	fx_write_file(sbom, "{\"bomFormat\":\"CycloneDX\",\"specVersion\":\"1.5\","
+		      "\"version\":1,\"components\":[]}\n");
+	snprintf(cmd, sizeof(cmd), "openssl genrsa -out '%s' 3072 2>/dev/null && "
+		 "openssl rsa -in '%s' -pubout -out '%s' 2>/dev/null", key, key, pub);
+	sh(cmd);
+	make_image(raw, 5);
+	snprintf(cmd, sizeof(cmd), "sign_data --version 2 --keyfile %s -o %s %s", key, boot, raw);
+	cr_assert_eq(fx_esp_tool("espsecure", cmd, out, sizeof(out), 60), 0, "%s", out);
+	make_image(raw, 6);
+	snprintf(cmd, sizeof(cmd), "sign_data --version 2 --keyfile %s -o %s %s", key, app, raw);
+	cr_assert_eq(fx_esp_tool("espsecure", cmd, out, sizeof(out), 60), 0, "%s", out);
+	snprintf(cmd, sizeof(cmd), "digest_sbv2_public_key --keyfile %s --output %s", pub, digest);
+	cr_assert_eq(fx_esp_tool("espsecure", cmd, out, sizeof(out), 60), 0, "%s", out);
+	cr_assert_eq(slurp(digest, d, sizeof(d)), 32);
+	st_hex(d, 32, rot);
+	sha_hex_of(pub, ks, &n);
+	sha_hex_of(boot, bs, &n);
+	sha_hex_of(app, as, &n);
+	sha_hex_of(sbom, ss, &n);
+	/* the repository's profile: its fuse plan and certificate */
+	snprintf(top, sizeof(top), "%s/../profiles/esp32c3.profile", getenv("STATION_BUILD"));
+	f = fopen(top, "r");
+	cr_assert_not_null(f, "%s", top);
+	t = calloc(1, 16384);
+	cr_assert_not_null(t);
+	n = fread(t, 1, 16383, f);
+	fclose(f);
+	t[n] = '\0';
+	/* merge esp-e2e: the committed profile is esp_secure_cert with its own
+	 * firmware group; take its text without them, as before */
+	{
+		char *m = strstr(t, "key_mode = \"esp_secure_cert\";"), *a = strstr(t, "\nfirmware: {"),
+		     *b = a ? strstr(a, "\n};\n") : NULL;
+
+		cr_assert(m && a && b, "profiles/esp32c3.profile changed");
+		memmove(a, b + 3, strlen(b + 3) + 1);
+		memmove(m + strlen("key_mode = \"device\";"), m + strlen("key_mode = \"esp_secure_cert\";"),
+			strlen(m + strlen("key_mode = \"esp_secure_cert\";")) + 1);
+		memcpy(m, "key_mode = \"device\";", strlen("key_mode = \"device\";"));
+	}
+	cr_assert_not_null(strstr(t, "key_mode = \"device\";"));
+	rl = strstr(t, "  sha256 = \"");
+	cr_assert_not_null(rl);
+	memcpy(rl + strlen("  sha256 = \""), rot, 64);
+	fz = strstr(t, "fuses: {");
+	cr_assert_not_null(fz);
+	*strstr(t, "key_mode = \"device\";") = '\0';
+	{
+		char *after_mode = t + strlen(t) + strlen("key_mode = \"device\";");
+		char head_rest[16384];
+
+		/* text = head + new mode + [mode .. fuses) + firmware + fuses... */
+		snprintf(head_rest, sizeof(head_rest), "%.*s", (int)(fz - after_mode),
+			 after_mode);
+		snprintf(text, sizeof(text),
+			 "%skey_mode = \"esp_secure_cert\";%s"
+			 "firmware: {\n"
+			 "  format = \"esp32-sbv2\";\n"
+			 "  secure_boot_key = \"sb.pub.pem\"; secure_boot_key_sha256 = \"%s\";\n"
+			 "  images = (\n"
+			 "    { name = \"bootloader\"; version = \"5.1\"; file = \"bootloader.bin\";\n"
+			 "      sha256 = \"%s\"; slot = 0; address = 0x0;\n"
+			 "      sbom = \"idf.cdx.json\"; sbom_sha256 = \"%s\"; },\n"
+			 "    { name = \"app\"; version = \"1.0.0\"; file = \"app.bin\";\n"
+			 "      sha256 = \"%s\"; slot = 1; address = 0x10000;\n"
+			 "      sbom = \"idf.cdx.json\"; sbom_sha256 = \"%s\"; } );\n"
+			 "};\n%s", t, head_rest, ks, bs, ss, as, ss, fz);
+	}
+	free(t);
+	fx_write_file(w->profile, text);
+	fx_sign(w, w->profile);
+}
+
+/* The whole line with the real station binary: key_mode esp_secure_cert
+ * (HMAC key burned read-protected, certificate and esp_secure_cert
+ * written), the signed images, the fuse plan with SECURE_BOOT_EN and the
+ * lock; the possession step is done by the simulated chip's factory app,
+ * and the attestation it signs after the lock verifies with openssl under
+ * the unit's certificate and names the SHA-256 of the images written.
+ * With the app-wrong-key fault the possession step fails and nothing is
+ * locked. */
+Test(esp32app, station_provisions_a_c3_end_to_end_with_the_factory_app, .timeout = 900)
+{
+	static fx_run r;
+	static char steps[16384], att[8192], buf[4096];
+	fx_world w;
+	fx_esp_sim s;
+	char boot[512], app[512], slot[700], bh[65], ah[65], p[600];
+	size_t n;
+	json_t *a, *stmt;
+
+	e2e_world(&w, boot, app);
+	sha_hex_of(boot, bh, &n);
+	sha_hex_of(app, ah, &n);
+
+	/* a chip whose app signs with another key: possession fails */
+	cr_assert_eq(fx_esp_sim_start(&s, tmpdir, "bad", "--seed bad --fault app-wrong-key"), 0);
+	snprintf(slot, sizeof(slot), "esp32:%s", s.slave);
+	fx_station_run(&r, &w, "--burn-fuses", "--yes", "--slot", slot, "provision", NULL);
+	cr_expect_neq(r.code, 0, "stdout:%s\nstderr:%s", r.out, r.err);
+	cr_expect_eq(fx_count_units(&w, "PASS"), 0, "%s", r.out);
+	fx_q_text(&w, "SELECT group_concat(step || ' ' || outcome || ' ' || detail, '\n') "
+		  "FROM steps", steps, sizeof(steps));
+	cr_expect(strstr(steps, "possession fail"), "%s", steps);
+	fx_esp_sim_stop(&s);
+	cr_assert_eq(s.exit_status, 0);
+	/* ... and the chip was not locked: espefuse still reads it */
+	cr_assert_eq(fx_esp_sim_start(&s, tmpdir, "bad", NULL), 0);
+	cr_expect_eq(efuse(&s, "summary --format json"), 0, "%s", out);
+	fx_esp_sim_stop(&s);
+
+	/* a good chip: PASS, possession by the chip, attested */
+	cr_assert_eq(fx_esp_sim_start(&s, tmpdir, "good", "--seed good"), 0);
+	snprintf(slot, sizeof(slot), "esp32:%s", s.slave);
+	fx_station_run(&r, &w, "--burn-fuses", "--yes", "--slot", slot, "provision", NULL);
+	cr_assert_eq(r.code, 0, "stdout:%s\nstderr:%s", r.out, r.err);
+	cr_assert_eq(fx_count_units(&w, "PASS"), 1, "%s", r.out);
+	fx_q_text(&w, "SELECT group_concat(step || ' ' || outcome || ' ' || detail, '\n') "
+		  "FROM steps WHERE unit_id = (SELECT id FROM units WHERE state = 'PASS')",
+		  steps, sizeof(steps));
+	cr_expect(strstr(steps, "possession ok"), "%s", steps);
+	fx_q_text(&w, "SELECT attestation FROM units WHERE state = 'PASS'", att, sizeof(att));
+	a = json_loads(att, 0, NULL);
+	cr_assert_not_null(a, "attestation %s", att);
+	stmt = json_loads(json_string_value(json_object_get(a, "statement")), 0, NULL);
+	cr_assert_not_null(stmt);
+	cr_expect_eq(json_integer_value(json_object_get(stmt, "lifecycle")), 2);
+	assert_image(stmt, 0, boot);
+	assert_image(stmt, 1, app);
+	snprintf(p, sizeof(p), "%s/stmt.json", w.dir);
+	fx_write_file(p, json_string_value(json_object_get(a, "statement")));
+	{
+		const char *hex = json_string_value(json_object_get(a, "signature"));
+		uint8_t sig[DRV_MAX_SIG];
+
+		cr_assert(hex && strlen(hex) / 2 <= sizeof(sig));
+		cr_assert_eq(st_unhex(hex, sig, strlen(hex) / 2), ST_OK);
+		snprintf(p, sizeof(p), "%s/stmt.sig", w.dir);
+		spit(p, sig, strlen(hex) / 2);
+	}
+	fx_q_text(&w, "SELECT cert_pem FROM units WHERE state = 'PASS'", att, sizeof(att));
+	snprintf(p, sizeof(p), "%s/cert.pem", w.dir);
+	fx_write_file(p, att);
+	snprintf(p, sizeof(p), "cd '%s' && openssl x509 -in cert.pem -noout -pubkey > dev.pub.pem && "
+		 "openssl dgst -sha256 -verify dev.pub.pem -signature stmt.sig stmt.json 2>&1",
+		 w.dir);
+	{
+		FILE *pp = popen(p, "r");
+
+		cr_assert_not_null(pp);
+		n = fread(buf, 1, sizeof(buf) - 1, pp);
+		buf[n] = '\0';
+		pclose(pp);
+	}
+	cr_assert_not_null(strstr(buf, "Verified OK"), "openssl: %s", buf);
+	json_decref(stmt);
+	json_decref(a);
+	/* locked: espefuse is refused */
+	cr_expect_neq(efuse(&s, "summary"), 0, "%s", out);
+	cr_expect_not_null(strstr(out, "Secure Download Mode is enabled"), "%s", out);
+	fx_esp_sim_stop(&s);
+	cr_assert_eq(s.exit_status, 0);
+	fx_rmtree(w.dir);
 }
