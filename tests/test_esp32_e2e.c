@@ -247,6 +247,8 @@ static void referee_offline(struct c3w *c, const fx_esp_sim *s, const char *dir)
 	cr_expect(json_is_false(json_object_get(field(j, "BLOCK_KEY1"), "readable")),
 		  "the HMAC key block is readable");
 	json_decref(j);
+	/* RS errors are in the controller's error registers, not in the
+	 * summary's JSON: espefuse's check_error judges them (exit status) */
 	snprintf(args, sizeof(args), "--chip esp32c3 --virt --path-efuse-file %s "
 		 "check_error", ef);
 	cr_expect_eq(fx_esp_tool("espefuse", args, out, sizeof(out), 60), 0,
