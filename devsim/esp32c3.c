@@ -10,7 +10,9 @@
  * (esp_rom.h) until SIGTERM/SIGINT; SIGHUP resets the chip (the EN pin:
  * a pty has no DTR/RTS), as does FLASH_END with its reboot flag; SIGUSR1
  * resets it with GPIO9 high: it boots from flash (esp32c3_boot.c checks
- * the Secure Boot V2 signature when SECURE_BOOT_EN is burned).  The
+ * the Secure Boot V2 signature when SECURE_BOOT_EN is burned) and, when
+ * the flash holds one, runs the factory app (esp32c3_app.c), which
+ * FLASH_END's reboot also boots.  The
  * eFuses live in FILE (saved after every burn), the 4 MiB flash in
  * FILE.flash (a mapped file).  The image options write what a lab would
  * read from the chip and exit.  docs/esp32.md, "The simulated ESP32-C3",
@@ -82,6 +84,9 @@ static const struct c3_fault_row {
 	{ "noise", C3_FAULT_NOISE, 2,
 	  "noise:PERCENT           that share of the bytes either way is "
 	  "corrupted (one bit) or dropped" },
+	{ "app-wrong-key", C3_FAULT_APP_WRONG_KEY, 0,
+	  "app-wrong-key           the factory app signs (SIGN_CHALLENGE, ATTEST) "
+	  "with a key derived from another HMAC key than its GET_PUBKEY's" },
 };
 
 static void c3_usage(void)
@@ -93,9 +98,11 @@ static void c3_usage(void)
 		"       station-devsim --model esp32c3 --state FILE --flash-image OUT\n"
 		"  an ESP32-C3 in its ROM serial loader on a pty (docs/esp32.md); the\n"
 		"  eFuses live in FILE, the 4 MiB flash in FILE.flash.  SIGHUP resets\n"
-		"  the chip (as FLASH_END with reboot does), SIGUSR1 boots it from flash\n"
-		"  (Secure Boot V2 checked when SECURE_BOOT_EN).  --efuse-image writes the\n"
-		"  eFuse registers in espefuse --virt --path-efuse-file's format,\n"
+		"  the chip into its loader, SIGUSR1 boots it from flash (Secure Boot V2\n"
+		"  checked when SECURE_BOOT_EN) and runs the factory app when the flash\n"
+		"  holds one; FLASH_END with reboot boots that app, else the loader.\n"
+		"  --efuse-image writes the eFuse registers in espefuse --virt\n"
+		"  --path-efuse-file's format,\n"
 		"  --flash-image the raw flash; both exit without serving.\n"
 		"faults:\n");
 	for (size_t i = 0; i < sizeof(c3_faults) / sizeof(c3_faults[0]); i++)
@@ -370,6 +377,9 @@ static void chip_reset(struct c3 *c, const char *why)
 	c->no_download = c3_efuse_field(c, "DIS_DOWNLOAD_MODE") != 0;
 	c->fl_active = 0;
 	c->in_app = 0;
+	c->app_serving = 0;
+	c->app_leave = 0;
+	c->app_nak = 0;
 	esp_slip_rx_init(&c->rx);
 	memset(c->spi, 0, sizeof(c->spi));
 	c->nother = 0;
@@ -387,39 +397,67 @@ static void chip_reset(struct c3 *c, const char *why)
 	       c->sdm ? "Secure Download Mode" : "download mode");
 }
 
-/* Reset with GPIO9 high (SIGUSR1): the ROM boots from flash.  With
- * SECURE_BOOT_EN it first checks the bootloader's Secure Boot V2
- * signature; either way the loader is gone (the "app" owns the UART and
- * prints nothing more) until the next reset into download mode. */
-static void chip_boot_flash(struct c3 *c)
+/* Reset with GPIO9 high (SIGUSR1, or FLASH_END's reboot when there is a
+ * factory app to boot): the ROM boots from flash.  With SECURE_BOOT_EN it
+ * first checks the bootloader's Secure Boot V2 signature; either way the
+ * loader is gone until the next reset into download mode.  When the boot
+ * passes and the flash holds the factory app (esp32c3_app.c), the app
+ * serves the station's device protocol on the UART; otherwise the chip
+ * prints its boot log and says nothing more. */
+static void chip_boot_flash(struct c3 *c, const char *rst)
 {
-	char why[160] = "", line[400];
+	char why[160] = "", app[160] = "", line[600];
 	int secure, ok = 1;
 
 	c3_efuse_reload(c);
 	c->fl_active = 0;
 	c->in_app = 1;
+	c->app_serving = 0;
+	c->app_leave = 0;
+	c->app_nak = 0;
 	secure = c3_efuse_field(c, "SECURE_BOOT_EN") != 0;
 	if (secure)
 		ok = c3_boot_check(c, why, sizeof(why));
+	if (ok)
+		c->app_serving = c3_app_boot(c, app, sizeof(app));
 	snprintf(line, sizeof(line),
 		 "ESP-ROM:esp32c3-api1-20210207\r\nBuild:Feb  7 2021\r\n"
-		 "rst:0x1 (POWERON),boot:0xc (SPI_FAST_FLASH_BOOT)\r\n%s%s%s",
-		 secure ? "Secure Boot V2: " : "", secure ? why : "",
+		 "rst:%s,boot:0xc (SPI_FAST_FLASH_BOOT)\r\n%s%s%s%s%s",
+		 rst, secure ? "Secure Boot V2: " : "", secure ? why : "",
 		 !secure ? "secure boot off: loading the bootloader\r\n" :
 		 ok ? "\r\nsecure boot verification succeeded: loading the bootloader\r\n" :
-		 "\r\nsecure boot check fail: boot refused, chip halted\r\n");
+		 "\r\nsecure boot check fail: boot refused, chip halted\r\n",
+		 ok ? app : "", ok ? "\r\n" : "");
 	if (c->master >= 0 && write(c->master, line, strlen(line)) < 0)
 		c3_log(c, "boot log: %s", strerror(errno));
-	c3_log(c, "SPI boot: %s", secure ? (ok ? "verified" : "refused") : "no secure boot");
+	c3_log(c, "SPI boot: %s; %s", secure ? (ok ? "verified" : "refused") :
+	       "no secure boot", ok ? app : "halted");
+}
+
+/* FLASH_END with its reboot flag: a software reset.  On a pty there is
+ * no GPIO9: the sim takes the strap as high (esptool's `run`) when the
+ * flash holds a factory app that would run, and as low (back to the
+ * loader, as a fixture holding BOOT does) otherwise. */
+static void chip_soft_reset(struct c3 *c)
+{
+	char why[160];
+	int ok = 1;
+
+	c3_efuse_reload(c);
+	if (c3_efuse_field(c, "SECURE_BOOT_EN"))
+		ok = c3_boot_check(c, why, sizeof(why));
+	if (ok && c3_app_boot(c, why, sizeof(why)))
+		chip_boot_flash(c, "0x3 (RTC_SW_SYS_RST)");
+	else
+		chip_reset(c, "0x3 (RTC_SW_SYS_RST)");
 }
 
 /* Write n bytes to the line, the noise fault applied.  Gives up after a
  * second if nobody reads. */
-static void line_send(struct c3 *c, const uint8_t *buf, size_t n)
+void c3_line_send(struct c3 *c, const uint8_t *buf, size_t n)
 {
 	unsigned long pct = noise_pct(c);
-	uint8_t tmp[sizeof(c->out)];
+	uint8_t tmp[PROTO_MAX_WIRE + sizeof(c->out)];
 	size_t m = 0, done = 0;
 
 	if (pct) {
@@ -465,7 +503,7 @@ static void respond(struct c3 *c, uint8_t op, uint32_t value, const uint8_t *bod
 		return;
 	wlen = esp_slip_encode(pkt, len, c->out, sizeof(c->out));
 	if (wlen)
-		line_send(c, c->out, wlen);
+		c3_line_send(c, c->out, wlen);
 }
 
 static void fail(struct c3 *c, uint8_t op, uint8_t error)
@@ -773,7 +811,7 @@ static void handle(struct c3 *c, const esp_req *rq)
 		flash_sync(c);
 		respond(c, rq->op, 0, NULL, 0, 0, 0);
 		if (esp_le32(rq->data) == 0)          /* 0: reboot */
-			chip_reset(c, "0x3 (RTC_SW_SYS_RST)");
+			chip_soft_reset(c);
 		return;
 	case ESP_OP_SPI_FLASH_MD5:
 		do_md5(c, rq);
@@ -814,6 +852,12 @@ static void feed(struct c3 *c, const uint8_t *buf, size_t n)
 					continue;
 				b ^= (uint8_t)(1u << ((r >> 32) & 7));
 			}
+		}
+		if (c->app_serving) {
+			c3_app_byte(c, b);
+			if (c->app_leave) /* FORCE_DOWNLOAD_BOOT and restart */
+				chip_reset(c, "0x3 (RTC_SW_SYS_RST)");
+			continue;
 		}
 		if (c->no_download || c->in_app)
 			continue;       /* the loader is not running */
@@ -1015,7 +1059,7 @@ int esp32c3_main(int argc, char **argv)
 				if (si.ssi_signo == SIGHUP)
 					chip_reset(c, "0x1 (POWERON)");
 				else
-					chip_boot_flash(c);
+					chip_boot_flash(c, "0x1 (POWERON)");
 				continue;
 			}
 			rc = 0;

@@ -13,11 +13,12 @@
 #include <stdint.h>
 
 #include "device-drivers/proto/esp_rom.h"
+#include "device-drivers/proto/proto.h"
 
 #define C3_FLASH_SIZE (4u * 1024 * 1024)
 #define C3_SECTOR 4096u
 #define C3_RAW_WORDS 11               /* 8 data words + 3 RS check words */
-#define C3_MAX_FAULTS 4
+#define C3_MAX_FAULTS 5
 
 /* The faults --fault NAME[:ARG] can switch on (docs/esp32.md). */
 enum c3_fault {
@@ -26,6 +27,7 @@ enum c3_fault {
 	C3_FAULT_WR_PROTECT,      /* wr-protect:BLOCK */
 	C3_FAULT_BURN_CUT,        /* burn-cut[:N] */
 	C3_FAULT_NOISE,           /* noise:PERCENT */
+	C3_FAULT_APP_WRONG_KEY,   /* app-wrong-key: the app signs with another key */
 };
 
 struct c3 {
@@ -59,6 +61,11 @@ struct c3 {
 	int sdm;                      /* ENABLE_SECURITY_DOWNLOAD: Secure Download Mode */
 	int no_download;              /* DIS_DOWNLOAD_MODE: the loader never answers */
 	int in_app;                   /* booted from flash (SIGUSR1): no loader */
+	int app_serving;              /* ... and the factory app answers (esp32c3_app.c) */
+	int app_leave;                /* the app asked for a restart into the loader */
+	int app_nak;                  /* the host's HELLO asked for NAKs */
+	proto_rx app_rx;
+	proto_frame app_req, app_rep;
 
 	/* Command line and line. */
 	const char *state_path;
@@ -107,6 +114,21 @@ int c3_efuse_export(struct c3 *c, const char *path);
  * key whose digest is burned (esp32c3_boot.c)?  1 yes, 0 no; why says
  * what was found. */
 int c3_boot_check(struct c3 *c, char *why, size_t cap);
+
+/* Length of the ESP image at off in flash f (header, segments, checksum,
+ * appended SHA-256), or 0 when there is none (esp32c3_boot.c). */
+uint32_t c3_image_length(const uint8_t *f, uint32_t off);
+
+/* The factory app (esp32c3_app.c).  After a boot that passed: 1 when the
+ * flash holds a bootloader, a partition table naming an app image and an
+ * esp_secure_cert partition (the app then serves), else 0; why says which. */
+int c3_app_boot(struct c3 *c, char *why, size_t cap);
+
+/* One byte from the host to the app (the station's device protocol). */
+void c3_app_byte(struct c3 *c, uint8_t b);
+
+/* Write n bytes to the line (the noise fault applied). */
+void c3_line_send(struct c3 *c, const uint8_t *buf, size_t n);
 
 /* Save the state file (temp, fsync, rename, fsync dir).  0 or -1. */
 int c3_state_save(struct c3 *c);

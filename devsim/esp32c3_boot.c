@@ -28,7 +28,7 @@
 
 /* Length of the ESP image at off (header, segments, checksum, appended
  * SHA-256), or 0 when it is not one. */
-static uint32_t image_length(const uint8_t *f, uint32_t off)
+uint32_t c3_image_length(const uint8_t *f, uint32_t off)
 {
 	uint32_t p = off + IMAGE_HDR;
 	unsigned nseg;
@@ -132,7 +132,7 @@ int c3_boot_check(struct c3 *c, char *why, size_t cap)
 		snprintf(why, cap, "no SECURE_BOOT_DIGEST key block burned");
 		return 0;
 	}
-	len = image_length(c->flash, 0);
+	len = c3_image_length(c->flash, 0);
 	if (!len) {
 		snprintf(why, cap, "no valid image header at 0x0");
 		return 0;

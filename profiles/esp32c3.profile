@@ -5,7 +5,11 @@
 # (`station profile sign`, docs/profiles.md).
 name = "demo-esp32c3";
 version = "1.0";
-key_mode = "device";
+# The identity: esp_secure_cert's HMAC-derived ECDSA P-256 key (docs/esp32.md,
+# "Identity"): the station draws the eFuse HMAC key from the HSM, burns it
+# read-protected into BLOCK_KEY1 and wipes it; the factory app proves
+# possession and attests (docs/esp32.md, "The factory app").
+key_mode = "esp_secure_cert";
 algorithms: { device_key = "p256"; };
 
 certificate: {
@@ -25,7 +29,7 @@ root_of_trust: {
   # not the SHA-256 of the DER key):
   #   espsecure.py digest_sbv2_public_key --keyfile esp32c3-secureboot.pub.pem \
   #     --output digest.bin && xxd -p -c 64 digest.bin
-  sha256 = "70ed4f3ba7c686fe6a8961ad766f6eebf20eb8cb238e0d0f6b18c60aa2b16b4e";
+  sha256 = "40a8943268d352843510c5a81a15f2d8ac6270249e77313b2f8e4a4883af5354";
 };
 
 # The ESP32-C3 eFuse plan (docs/esp32.md, "The fuse plan").  A bank is an
@@ -57,6 +61,29 @@ fuses: {
     { name = "wp-key-purpose-0"; kind = "write-protect"; bank = 0; word = 0; bits = [8, 8]; value = 1; },
     # The lock: ENABLE_SECURITY_DOWNLOAD (Secure Download Mode), last.
     { name = "lock"; kind = "lifecycle"; state = "locked"; }
+  );
+};
+
+# The signed images (Secure Boot V2, RSA-3072 signature sector after each
+# image), written and verified per unit; the partition table (0x8000) and
+# esp_secure_cert (0xD000) are written by the identity step.  The example
+# files here were signed with a key that was thrown away (the private key
+# is never in the repository); scripts/esp32c3-firmware.sh DIR makes a new
+# key, new signed images and this profile with their digests, as `make
+# demo-esp32` and tests/test_esp32_e2e.c do.
+firmware: {
+  format = "esp32-sbv2";
+  secure_boot_key = "esp32c3-secureboot.pub.pem";
+  secure_boot_key_sha256 = "4db134fc3a835103f47ed33933c8bd0f0e72e858e8fb752f4df4dd42ef0b1719";
+  images = (
+    { name = "bootloader"; version = "5.1"; file = "esp32c3-bootloader.bin";
+      sha256 = "1c2730eb60a531e5eef1523fc3a8a236c640985a353ec07f23935336384d1159";
+      slot = 0; address = 0x0;
+      sbom = "esp32c3.cdx.json"; sbom_sha256 = "2939410b0d2bbb7aa411551ec8de2f7f976f8bc1354d54c71fff24bd90c66aae"; },
+    { name = "factory-app"; version = "1.0.0"; file = "esp32c3-app.bin";
+      sha256 = "de547001a59b08f98c1b549857caf1e1bfc0a720826fa3c7c7a2434c50ce25af";
+      slot = 1; address = 0x10000;
+      sbom = "esp32c3.cdx.json"; sbom_sha256 = "2939410b0d2bbb7aa411551ec8de2f7f976f8bc1354d54c71fff24bd90c66aae"; }
   );
 };
 

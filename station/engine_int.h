@@ -181,6 +181,9 @@ void finish_unit(struct unit *u);
 int esp_identity_key(struct unit *u, uint8_t pub[DRV_P256_POINT_LEN],
 		     uint8_t salt[32]);
 int esp_identity_write(struct unit *u, X509 *cert, const uint8_t salt[32]);
+/* The profile writes a factory app (a firmware group): it proves possession
+ * once in flash, after fw_write (docs/esp32.md, "The factory app"). */
+bool esp_factory_app(const struct unit *u);
 /* A recorded step of the unit's history: keep an identity intent. */
 void esp_identity_hist(struct history *h, int64_t unit, const char *name,
 		       const char *outcome, const char *detail);

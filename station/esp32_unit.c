@@ -137,10 +137,18 @@ static int resume_key(struct unit *u, st_esp_secret *k, uint8_t pub[DRV_P256_POI
 		       st == 2 ? "stored by an interrupted run, now protected" :
 		       "burned and protected", u->pub_hex)))
 		return rc;
-	if ((rc = step(u, ST_STEP_POSSESSION, ST_OUTCOME_SKIP, "not provable with the ROM "
+	if (!esp_factory_app(u) &&
+	    (rc = step(u, ST_STEP_POSSESSION, ST_OUTCOME_SKIP, "not provable with the ROM "
 		       "loader (docs/esp32.md, Identity)")))
 		return rc;
 	return 1;
+}
+
+bool esp_factory_app(const struct unit *u)
+{
+	const st_firmware *fw = st_profile_firmware(u->w->job->prof);
+
+	return fw && fw->n > 0;
 }
 
 int esp_identity_key(struct unit *u, uint8_t pub[DRV_P256_POINT_LEN],
@@ -186,10 +194,14 @@ int esp_identity_key(struct unit *u, uint8_t pub[DRV_P256_POINT_LEN],
 		       "the host; the chip derives the P-256 key %s from it and the "
 		       "salt", HMAC_KEY_BLOCK, u->pub_hex)))
 		goto out;
-	rc = step(u, ST_STEP_POSSESSION, ST_OUTCOME_SKIP, "not provable with the ROM "
-		  "loader: no code runs on the chip that could sign with the derived "
-		  "key; the certified key is the one the chip derives from the burned "
-		  "HMAC key and the salt (docs/esp32.md, Identity)");
+	/* With firmware, the factory app proves possession once it is in
+	 * flash (run_unit, after fw_write); without, nothing on the chip can. */
+	if (!esp_factory_app(u))
+		rc = step(u, ST_STEP_POSSESSION, ST_OUTCOME_SKIP, "not provable with "
+			  "the ROM loader and no factory app in the profile: no code "
+			  "runs on the chip that could sign with the derived key; the "
+			  "certified key is the one the chip derives from the burned "
+			  "HMAC key and the salt (docs/esp32.md, Identity)");
 out:
 	free(rec);
 	st_esp_secret_free(k);

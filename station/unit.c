@@ -19,6 +19,7 @@
 #include <time.h>
 
 #include "engine_int.h"
+#include "station/firmware.h"
 
 
 /* Monotonic microseconds, for the per-step times of a unit. */
@@ -598,9 +599,14 @@ void run_unit(struct unit *u)
 			goto cleanup;
 	} else if (esp) {
 		/* an ESP32-C3's identity: docs/esp32.md, "Identity" */
+		/* the factory app, once written, proves the chip derives the
+		 * certified key (docs/esp32.md, "The factory app") */
 		if (do_precheck(u) || fw_precheck(u) || esp_identity_key(u, pub, salt) ||
 		    do_certificate(u, pub, &cert) || esp_identity_write(u, cert, salt) ||
-		    fw_write(u) || do_fuses(u))
+		    fw_write(u) ||
+		    (esp_factory_app(u) && do_pop(u, X509_get0_pubkey(cert), "the key the "
+					   "station certified (signed by the factory app)")) ||
+		    do_fuses(u))
 			goto cleanup;
 	} else if (do_precheck(u) || fw_precheck(u) || new_key(u, pub) ||
 		   do_certificate(u, pub, &cert) ||

@@ -1076,6 +1076,17 @@ Test(esp32_key, identity_written_through_the_driver_reads_back_offline, .timeout
 	sh(NULL, 0, "rm -rf %s", dir);
 }
 
+/* profiles/esp32c3.profile without its firmware group: an identity made
+ * with ROM commands only (no factory app to prove possession). */
+static void rom_only_profile(const char *t, char *text, size_t cap)
+{
+	const char *a = strstr(t, "\nfirmware: {"), *b = a ? strstr(a, "\n};\n") : NULL;
+
+	cr_assert(a && b, "profiles/esp32c3.profile has no firmware group");
+	cr_assert(strstr(t, "key_mode = \"esp_secure_cert\";"));
+	snprintf(text, cap, "%.*s%s", (int)(a - t), t, b + 3);
+}
+
 /* ---- `station provision` of a simulated C3 with key_mode = esp_secure_cert */
 
 Test(esp32_station, provision_burns_the_hmac_key_and_writes_esp_secure_cert,
@@ -1088,15 +1099,11 @@ Test(esp32_station, provision_burns_the_hmac_key_and_writes_esp_secure_cert,
 			    .profile_file = "esp32c3.profile" };
 	fx_world w;
 	fx_esp_sim s;
-	char *t, *mode;
+	char *t;
 	json_t *j, *f;
 
 	t = read_text("profiles/esp32c3.profile");
-	mode = strstr(t, "key_mode = \"device\";");
-	cr_assert_not_null(mode);
-	*mode = 0;
-	snprintf(text, sizeof(text), "%skey_mode = \"esp_secure_cert\";%s", t,
-		 mode + strlen("key_mode = \"device\";"));
+	rom_only_profile(t, text, sizeof(text));
 	free(t);
 	fx_world_init_opts(&w, &o);
 	tmpdir(dir);
@@ -1231,14 +1238,10 @@ Test(esp32_station, a_run_cut_after_the_key_burn_resumes_with_the_recorded_key,
 			    .profile_file = "esp32c3.profile" };
 	fx_world w;
 	fx_esp_sim s;
-	char *t, *mode;
+	char *t;
 
 	t = read_text("profiles/esp32c3.profile");
-	mode = strstr(t, "key_mode = \"device\";");
-	cr_assert_not_null(mode);
-	*mode = 0;
-	snprintf(text, sizeof(text), "%skey_mode = \"esp_secure_cert\";%s", t,
-		 mode + strlen("key_mode = \"device\";"));
+	rom_only_profile(t, text, sizeof(text));
 	free(t);
 	fx_world_init_opts(&w, &o);
 	tmpdir(dir);

@@ -774,11 +774,13 @@ Test(esp32, flash_write_resumes_after_a_kill_and_esptool_verifies, .timeout = 30
 
 /* ---- the station binary with a C3 in the slot ---- */
 
-/* A world whose profile is profiles/esp32c3.profile. */
-static void c3_world(fx_world *w)
+/* A world whose profile is profiles/esp32c3.profile, with the example
+ * images and key it names beside it; device_keys: key_mode = "device"
+ * instead of its esp_secure_cert. */
+static void c3_world_mode(fx_world *w, bool device_keys)
 {
 	static char text[16384];
-	char path[600];
+	char path[600], cmd[4000], *m;
 	fx_world_opts o = { .with_ca = true, .timeout_ms = 1000, .profile = text,
 			    .profile_file = "esp32c3.profile" };
 	FILE *f;
@@ -790,7 +792,21 @@ static void c3_world(fx_world *w)
 	n = fread(text, 1, sizeof(text) - 1, f);
 	text[n] = '\0';
 	fclose(f);
+	if (device_keys) {
+		m = strstr(text, "key_mode = \"esp_secure_cert\";");
+		cr_assert_not_null(m);
+		memcpy(m, "key_mode = \"device\";         ", strlen("key_mode = \"esp_secure_cert\";"));
+	}
 	fx_world_init_opts(w, &o);
+	top(path, sizeof(path), "profiles");
+	snprintf(cmd, sizeof(cmd), "cp %s/esp32c3-secureboot.pub.pem %s/esp32c3-bootloader.bin "
+		 "%s/esp32c3-app.bin %s/esp32c3.cdx.json %s/", path, path, path, path, w->dir);
+	cr_assert_eq(system(cmd), 0, "%s", cmd);
+}
+
+static void c3_world(fx_world *w)
+{
+	c3_world_mode(w, false);
 }
 
 static json_t *field_shown(json_t *o, const char *name)
@@ -858,11 +874,12 @@ Test(esp32_station, fuses_show_reads_the_plan_from_the_chip, .timeout = 300)
 	rmtree(dir);
 }
 
-/* What `provision` does with a C3 today: the plan is checked against the
- * chip (nothing refuses it), then the identity step fails with the
- * driver's words (the ROM loader cannot make or hold a key), the unit
- * record says so, no certificate is issued and no eFuse is burned. */
-Test(esp32_station, provision_stops_at_the_identity_with_nothing_burned, .timeout = 300)
+/* A C3 profile asking the chip to make its own key (key_mode = "device"):
+ * the plan is checked against the chip (nothing refuses it), then the
+ * identity step fails with the driver's words (the ROM loader cannot make
+ * or hold a key), the unit record says so, no certificate is issued and no
+ * eFuse is burned. */
+Test(esp32_station, device_key_mode_stops_at_the_identity_with_nothing_burned, .timeout = 300)
 {
 	char *dir = tmpdir(), slot[700], f[300], reason[1024];
 	static fx_run r;
@@ -870,7 +887,7 @@ Test(esp32_station, provision_stops_at_the_identity_with_nothing_burned, .timeou
 	fx_esp_sim s;
 	json_t *before, *after;
 
-	c3_world(&w);
+	c3_world_mode(&w, true);
 	blank_chip(&s, dir, NULL);
 	snprintf(slot, sizeof(slot), "esp32:%s", s.slave);
 	fx_station_run(&r, &w, "--burn-fuses", "--yes", "--slot", slot, "provision", NULL);

@@ -1014,6 +1014,7 @@ static int rom_reset(drv_dev *d)
 	else if (rc != ST_E_DEVICE)
 		return rc;
 	sleep_ms(50);
+	esp32_app_leave_if_running(d); /* FLASH_END may have booted the app */
 	return connect_rom(d);
 }
 
@@ -1188,36 +1189,11 @@ static int e_keygen(drv_dev *d, uint8_t pub[DRV_P256_POINT_LEN])
 	return no_identity(d, "no on-chip key generation");
 }
 
-static int e_get_pubkey(drv_dev *d, uint8_t pub[DRV_P256_POINT_LEN])
-{
-	(void)pub;
-	return no_identity(d, "no device key to read");
-}
-
 static int e_write_cert(drv_dev *d, const uint8_t *der, size_t len)
 {
 	(void)der;
 	(void)len;
 	return no_identity(d, "no certificate slot");
-}
-
-static int e_read_cert(drv_dev *d, uint8_t *buf, size_t cap, size_t *len)
-{
-	(void)buf;
-	(void)cap;
-	*len = 0;
-	return no_identity(d, "no certificate slot");
-}
-
-static int e_sign_challenge(drv_dev *d, const uint8_t *chal, size_t clen,
-			    uint8_t *sig, size_t cap, size_t *siglen)
-{
-	(void)chal;
-	(void)clen;
-	(void)sig;
-	(void)cap;
-	*siglen = 0;
-	return no_identity(d, "no proof of possession");
 }
 
 /* ---- flash ---------------------------------------------------------------- */
@@ -1435,6 +1411,48 @@ static int e_image_write(drv_dev *d, const drv_image *img, uint32_t *resumed_fro
 }
 
 /* ESP32-C3 USB-Serial-JTAG and the bridges dev boards carry. */
+/* ---- for the factory app (esp32_app.c) ----------------------------------- */
+
+serial_port *esp32_port(drv_dev *d)
+{
+	return &((struct esp32 *)drv_priv(d))->port;
+}
+
+bool esp32_loader_gone(drv_dev *d)
+{
+	return ((struct esp32 *)drv_priv(d))->dl_gone;
+}
+
+int esp32_rom_run(drv_dev *d)
+{
+	uint8_t b[20] = { 0 }, fin[4] = { 0 };
+	esp_resp r;
+	int rc;
+
+	esp_put_le32(b + 8, FLASH_BLOCK);
+	rc = command(d, ESP_OP_FLASH_BEGIN, b, 20, 0, &r);
+	if (rc == ST_E_DEVICE)
+		return rom_error(d, "FLASH_BEGIN", &r);
+	if (rc)
+		return rc;
+	/* 0: reboot; the answer may be lost in the reset */
+	(void)command_n(d, ESP_OP_FLASH_END, fin, 4, 0,
+			((struct esp32 *)drv_priv(d))->timeout_ms, 1, &r);
+	return ST_OK;
+}
+
+int esp32_rom_enter(drv_dev *d)
+{
+	struct esp32 *e = drv_priv(d);
+	int rc;
+
+	if ((rc = set_host_baud(e, ROM_BAUD)) || (rc = connect_rom(d)))
+		return rc;
+	return change_baud(d);
+}
+
+/* ---- the ops table --------------------------------------------------------- */
+
 static const struct drv_usb_id esp32_ids[] = {
 	{ 0x303a, 0x1001, "Espressif ESP32-C3 USB-Serial-JTAG" },
 	{ 0x10c4, 0xea60, "Silicon Labs CP210x USB-serial (ESP32 boards)" },
@@ -1451,10 +1469,10 @@ const struct drv_ops esp32_ops = {
 	.open = e_open,
 	.identify = e_identify,
 	.keygen = e_keygen,
-	.get_pubkey = e_get_pubkey,
+	.get_pubkey = esp32_app_get_pubkey,
 	.write_cert = e_write_cert,
-	.read_cert = e_read_cert,
-	.sign_challenge = e_sign_challenge,
+	.read_cert = esp32_app_read_cert,
+	.sign_challenge = esp32_app_sign_challenge,
 	.fuse_read = e_fuse_read,
 	.fuse_burn = e_fuse_burn,
 	.fuse_read_status = e_fuse_read_status,
@@ -1463,6 +1481,7 @@ const struct drv_ops esp32_ops = {
 	.set_lifecycle = e_set_lifecycle,
 	.image_info = e_image_info,
 	.image_write = e_image_write,
+	.attest = esp32_app_attest,
 	.fw_version = e_fw_version,
 	.link_stats = e_link_stats,
 	.release = e_release,

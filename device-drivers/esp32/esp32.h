@@ -3,7 +3,10 @@
 #ifndef ST_ESP32_H
 #define ST_ESP32_H
 
+#include <stdbool.h>
+
 #include "device-drivers/drv_api.h"
+#include "device-drivers/serial/serial.h"
 
 /* "esp32:/dev/ttyUSB0[?baud=N]": a USB-UART bridge or the C3's own
  * USB-Serial-JTAG is the programmer; ROM commands only (no flasher stub). */
@@ -12,5 +15,31 @@ extern const struct drv_ops esp32_ops;
 /* drv_ops.efuse_key_burn (esp32_identity.c): the ESP32-C3's HMAC key. */
 int esp32_efuse_key_burn(drv_dev *d, unsigned key_block, uint8_t purpose,
 			 const uint8_t key[DRV_EFUSE_KEY_LEN]);
+
+/* ---- the factory app (esp32_app.c; docs/esp32.md "The factory app") ----
+ * The identity ops run on the chip, in the maker's firmware booted from
+ * flash, which speaks the station's device protocol on the same UART. */
+int esp32_app_get_pubkey(drv_dev *d, uint8_t pub[DRV_P256_POINT_LEN]);
+int esp32_app_read_cert(drv_dev *d, uint8_t *buf, size_t cap, size_t *len);
+int esp32_app_sign_challenge(drv_dev *d, const uint8_t *chal, size_t clen,
+			     uint8_t *sig, size_t cap, size_t *siglen);
+int esp32_app_attest(drv_dev *d, const uint8_t *nonce, size_t nlen, uint8_t *stmt,
+		     size_t cap, size_t *stmtlen, uint8_t *sig, size_t sigcap,
+		     size_t *siglen);
+/* After a ROM reset that may have booted the app (FLASH_END's reboot on a
+ * port without DTR/RTS): ask an app that answers to restart into the
+ * loader.  Quiet and harmless when the loader is what runs. */
+void esp32_app_leave_if_running(drv_dev *d);
+
+/* ---- what esp32.c lends esp32_app.c ---- */
+/* The open port. */
+serial_port *esp32_port(drv_dev *d);
+/* Download mode was burned off: there is no loader to go back to. */
+bool esp32_loader_gone(drv_dev *d);
+/* esptool's `run`: FLASH_BEGIN of nothing, FLASH_END with reboot. */
+int esp32_rom_run(drv_dev *d);
+/* Back in the loader: the ROM's baud rate, reset (DTR/RTS when the port
+ * has them) and SYNC, then the URI's baud rate. */
+int esp32_rom_enter(drv_dev *d);
 
 #endif

@@ -41,6 +41,7 @@ static const struct {
 	{ PROTO_CMD_IMAGE_BEGIN, "IMAGE_BEGIN" },
 	{ PROTO_CMD_IMAGE_WRITE, "IMAGE_WRITE" },
 	{ PROTO_CMD_ATTEST, "ATTEST" },
+	{ PROTO_CMD_APP_TO_LOADER, "APP_TO_LOADER" },
 };
 
 static const struct {

@@ -51,6 +51,9 @@ enum proto_cmd {
 	PROTO_CMD_IMAGE_BEGIN = 0x11,
 	PROTO_CMD_IMAGE_WRITE = 0x12,
 	PROTO_CMD_ATTEST = 0x13,
+	/* A factory app on a chip booted from flash (docs/esp32.md "The
+	 * factory app"): restart into the chip's ROM loader. */
+	PROTO_CMD_APP_TO_LOADER = 0x30,
 };
 
 /* Status byte, first byte of every reply payload. */
