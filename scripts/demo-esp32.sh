@@ -26,36 +26,11 @@ mkdir -p "$STATE/hsm/tokens" "$STATE/certs" "$STATE/chips"
 STATE=$(cd "$STATE" && pwd)
 ESP() { sh scripts/esp-referee.sh run "$@"; }
 
-cleanup() {
-	for p in "${SIMS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
-	wait 2>/dev/null || true
-}
-SIMS=()
-trap cleanup EXIT
-
-# 1. A private SoftHSM token for this demo only.
-cat >"$STATE/hsm/softhsm2.conf" <<CONF
-directories.tokendir = $STATE/hsm/tokens
-objectstore.backend = file
-log.level = ERROR
-CONF
-export SOFTHSM2_CONF=$STATE/hsm/softhsm2.conf
-umask 077
-od -An -N8 -tx1 /dev/urandom | tr -d ' \n' >"$STATE/hsm/user.pin"
-od -An -N8 -tx1 /dev/urandom | tr -d ' \n' >"$STATE/hsm/so.pin"
-umask 022
-softhsm2-util --init-token --free --label station \
-	--so-pin "$(cat "$STATE/hsm/so.pin")" --pin "$(cat "$STATE/hsm/user.pin")" >/dev/null
-
-cat >"$STATE/station.conf" <<CONF
-station: { id = "demo-esp32-station"; };
-hsm: { module = "/usr/lib/softhsm/libsofthsm2.so"; token = "station"; ca_key = "issuing-ca"; };
-records: { path = "$STATE/records.db"; cert_dir = "$STATE/certs"; };
-profile = "$STATE/esp32c3.profile";
-programmer: { timeout_ms = 3000; };
-trust: { profile_keys = [ "$STATE/eng.pub.pem" ]; engineering_key = "demo-engineering"; };
-CONF
-ST=("$STATION" --config "$STATE/station.conf" --pin-file "$STATE/hsm/user.pin")
+# 1. A private SoftHSM token for this demo only, and the station's
+#    configuration (scripts/demo-lib.sh).
+# shellcheck source=scripts/demo-lib.sh
+. scripts/demo-lib.sh
+demo_station "$STATE" demo-esp32-station esp32c3.profile
 
 # 2. The ESP32-C3 profile, signed; a new secure-boot key and signed images
 #    made here (the private key never in the repository); its root of trust
@@ -124,7 +99,7 @@ if ESP espefuse --port "$STATE/chips/c3-1" --before no_reset --do-not-confirm su
 	echo "espefuse read the locked chip" >&2; exit 1
 fi
 grep -o "Secure Download Mode is enabled.*" "$STATE/chips/c3-1.online.txt" | head -1
-cleanup
+demo_cleanup
 SIMS=()
 
 # 9. Offline, what a lab reads off the chips: the exported eFuses and flash.
@@ -167,6 +142,6 @@ echo "records:      $STATE/records.db   ($STATION --config $STATE/station.conf r
 echo "CA:           $STATE/ca.pem"
 echo "secure boot:  $STATE/esp32c3-secureboot.pem (this demo's own key; never in the repository)"
 echo "simulated ESP32-C3 chips (eFuses in the state file, flash beside it):"
-for i in 1 2; do echo "              $STATE/chips/c3-$i.json (+ .flash); exported: c3-$i.efuse.bin, c3-$i.flash.bin"; done
+for i in 1 2; do echo "              $STATE/chips/c3-$i.json (flash: c3-$i.json.flash); exported: c3-$i.efuse.bin, c3-$i.flash.bin"; done
 echo "referee:      sh scripts/esp-referee.sh run espefuse --chip esp32c3 --virt \\"
 echo "                --path-efuse-file $STATE/chips/c3-1.efuse.bin summary --format json"

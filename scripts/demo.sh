@@ -15,36 +15,11 @@ rm -rf "$STATE"
 mkdir -p "$STATE/hsm/tokens" "$STATE/certs" "$STATE/programmers"
 STATE=$(cd "$STATE" && pwd)
 
-cleanup() {
-	for p in "${SIMS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
-	wait 2>/dev/null || true
-}
-SIMS=()
-trap cleanup EXIT
-
-# 1. A private SoftHSM token for this demo only (nothing in /var/lib/softhsm).
-cat >"$STATE/hsm/softhsm2.conf" <<CONF
-directories.tokendir = $STATE/hsm/tokens
-objectstore.backend = file
-log.level = ERROR
-CONF
-export SOFTHSM2_CONF=$STATE/hsm/softhsm2.conf
-umask 077
-od -An -N8 -tx1 /dev/urandom | tr -d ' \n' >"$STATE/hsm/user.pin"
-od -An -N8 -tx1 /dev/urandom | tr -d ' \n' >"$STATE/hsm/so.pin"
-umask 022
-softhsm2-util --init-token --free --label station \
-	--so-pin "$(cat "$STATE/hsm/so.pin")" --pin "$(cat "$STATE/hsm/user.pin")" >/dev/null
-
-cat >"$STATE/station.conf" <<CONF
-station: { id = "demo-station"; };
-hsm: { module = "/usr/lib/softhsm/libsofthsm2.so"; token = "station"; ca_key = "issuing-ca"; };
-records: { path = "$STATE/records.db"; cert_dir = "$STATE/certs"; };
-profile = "$STATE/demo.profile";
-programmer: { timeout_ms = 3000; };
-trust: { profile_keys = [ "$STATE/eng.pub.pem" ]; engineering_key = "demo-engineering"; };
-CONF
-ST=("$STATION" --config "$STATE/station.conf" --pin-file "$STATE/hsm/user.pin")
+# 1. A private SoftHSM token for this demo only (nothing in /var/lib/softhsm),
+#    and the station's configuration (scripts/demo-lib.sh).
+# shellcheck source=scripts/demo-lib.sh
+. scripts/demo-lib.sh
+demo_station "$STATE" demo-station demo.profile
 # 1b. Only a signed profile runs.  The demo's engineering key lives in the
 #     same SoftHSM token (in a factory it is engineering's own HSM); its
 #     public key is the station's trust anchor (trust.profile_keys).
