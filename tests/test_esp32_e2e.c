@@ -441,3 +441,64 @@ Test(esp32_e2e, killed_after_the_lock_with_the_app_left_running_resumes,
 {
 	killed_after_the_lock(false);
 }
+
+/* kill -9 of the station at a line of its --verbose output (the chip
+ * stays as it is: in its ROM loader, mid-operation); the next run resumes
+ * the unit to PASS with one identity, and the records verify. */
+static void killed_at(const char *line)
+{
+	static fx_run r;
+	static char log[65536];
+	struct c3w c;
+	fx_esp_sim s;
+	char slot[700], steps[16384];
+	int errfd, status;
+	pid_t pid;
+
+	c3_world(&c);
+	cr_assert_eq(fx_esp_sim_start(&s, c.fw, "c3", NULL), 0);
+	snprintf(slot, sizeof(slot), "esp32:%s", s.slave);
+	log[0] = '\0';
+	pid = spawn_station(&c.w, &errfd, "--verbose", "--burn-fuses", "--yes", "--slot",
+			    slot, "provision", NULL);
+	wait_line(errfd, line, log, sizeof(log));
+	cr_assert_eq(kill(pid, SIGKILL), 0);
+	waitpid(pid, &status, 0);
+	close(errfd);
+	cr_assert(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL,
+		  "the station ended before the kill:\n%s", log);
+	cr_assert_eq(fx_count_units(&c.w, "PASS"), 0);
+
+	fx_station_run(&r, &c.w, "--burn-fuses", "--yes", "--slot", slot, "provision", NULL);
+	cr_assert_eq(r.code, 0, "not resumed\nstdout:%s\nstderr:%s", r.out, r.err);
+	cr_expect_eq(fx_count_units(&c.w, "PASS"), 1, "%s", r.out);
+	fx_q_text(&c.w, "SELECT group_concat(step || ' ' || outcome || ' ' || "
+		  "substr(detail, 1, 120), '\n') FROM steps", steps, sizeof(steps));
+	cr_expect_eq(fx_q_int(&c.w, "SELECT count(*) FROM steps WHERE step = 'certificate' "
+			      "AND outcome = 'ok' AND detail NOT LIKE 'resumed%'"), 1,
+		     "a second certificate was issued:\n%s", steps);
+	cr_expect_eq(fx_q_int(&c.w, "SELECT count(*) FROM steps WHERE step = 'keygen' AND "
+			      "detail LIKE 'identity {%'"), 1, "a second HMAC key was drawn:\n%s",
+		     steps);
+	cr_expect(strstr(steps, "no second identity"), "%s", steps);
+	cr_expect(strstr(steps, "attest ok"), "%s", steps);
+	fx_station_run(&r, &c.w, "--ca-cert", c.w.ca, "records", "verify", NULL);
+	cr_expect_eq(r.code, 0, "records verify:\n%s%s", r.out, r.err);
+	referee_locked(&s);
+	fx_esp_sim_stop(&s);
+	referee_offline(&c, &s, c.fw);
+	c3_world_free(&c);
+}
+
+Test(esp32_e2e, killed_mid_flash_resumes_to_pass_with_one_identity, .timeout = 900)
+{
+	/* the next step writes the bootloader, then the app */
+	killed_at("write-cert ");
+}
+
+Test(esp32_e2e, killed_mid_burn_resumes_to_pass_with_one_identity, .timeout = 900)
+{
+	/* the intent of the first field of the plan is on record: its burn
+	 * is under way */
+	killed_at("field sb-digest bank");
+}
