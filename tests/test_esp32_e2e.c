@@ -16,7 +16,11 @@
  * the station SIGKILLed after the lock and before the PASS is recorded,
  * the unit re-seated (or, ..._with_the_app_left_running_resumes, left in
  * the factory app): the next run resumes it to PASS with its first
- * identity (the unit ID from the factory app's IDENTIFY; see the test). */
+ * identity (the unit ID from the factory app's IDENTIFY; see the test).
+ *
+ * esp32_e2e/killed_mid_{flash,burn}_resumes_to_pass_with_one_identity:
+ * kill -9 of the station while it writes the images, or burns the plan;
+ * the next run resumes to PASS, one identity, the records verify. */
 #include <criterion/criterion.h>
 #include <jansson.h>
 #include <signal.h>
