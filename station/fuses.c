@@ -761,6 +761,45 @@ static void print_conditions(st_fuse_run *r)
 	       "OUT OF RANGE, nothing would be burned" : "ok");
 }
 
+/* A locked device whose fuses cannot be read any more (an ESP32-C3 in
+ * Secure Download Mode: docs/esp32.md, "End to end"), resumed after a run
+ * that intended its lock for the identity now on it: the lock is the
+ * plan's last step, intended only after every field was burned and read
+ * back, so with no field's intent left open the plan is done.  true when
+ * that is the case (recorded); false to read the fields as always. */
+static bool locked_plan_done(st_fuse_run *r, int *rc)
+{
+	const st_fuse_field *first = NULL, *lc = NULL;
+	uint8_t bank[DRV_FUSE_BANK_LEN], faulty = 0;
+
+	*rc = ST_OK;
+	if (r->dry_run || r->lifecycle != DRV_LC_LOCKED || !r->resume ||
+	    !r->resume->lock_intended)
+		return false;
+	for (int i = 0; i < r->plan->n; i++) {
+		const st_fuse_field *f = &r->plan->f[i];
+
+		if (f->kind == ST_FUSE_LIFECYCLE)
+			lc = f;
+		else if (!first)
+			first = f;
+	}
+	if (!first || !lc || lc->lifecycle != DRV_LC_LOCKED)
+		return false;
+	for (int i = 0; i < r->resume->nintents; i++)
+		if (strcmp(r->resume->intent[i].field, lc->name))
+			return false;
+	if (first->bank >= r->banks ||
+	    drv_fuse_read_status(r->dev, first->bank, bank, &faulty) != ST_E_LOCKED)
+		return false;
+	*rc = record(r, ST_STEP_FUSE_RESUME, ST_OUTCOME_OK, "lifecycle step %s: the "
+		     "device is locked and refuses fuse reads (%s); the interrupted "
+		     "run intended that lock, its plan's last step, after every "
+		     "field was burned and read back: the plan is done, nothing "
+		     "burned", lc->name, drv_errmsg(r->dev));
+	return true;
+}
+
 /* Plan and check every field before anything burns: one field that
  * cannot be right quarantines the unit with nothing burned.  quiet: read
  * and decide only, recording nothing (st_fuse_check_plan).  *to_burn gets
@@ -864,6 +903,8 @@ int st_fuse_run_plan(st_fuse_run *r)
 	r->summary = r->dry_run ? ST_FUSES_PLANNED : ST_FUSES_ALREADY;
 	if (r->dry_run)
 		print_conditions(r);
+	if (locked_plan_done(r, &rc))
+		return rc;
 	if ((rc = check_plan(r, false, &to_burn)))
 		return rc;
 	if (r->dry_run || !to_burn)

@@ -555,6 +555,7 @@ void run_unit(struct unit *u)
 	uint8_t pub[DRV_P256_POINT_LEN], salt[32];
 	bool esp = st_profile_esp_identity(u->w->job->prof);
 	X509 *cert = NULL;
+	bool fw_first;
 	int resumed;
 
 	if (uid_unreadable(&u->info)) {
@@ -590,12 +591,20 @@ void run_unit(struct unit *u)
 	 * (do_precheck).  The certificate's key is the key the device proved
 	 * it holds (the same bytes), and the certificate is read back byte
 	 * for byte: a second proof after the write would prove nothing more. */
+	/* An ESP32-C3's certificate and key are read back by its factory
+	 * app: an open unit cut before the app was written whole gets the
+	 * profile's images first, so there is an app to ask (docs/esp32.md,
+	 * "End to end"). */
+	fw_first = esp && u->info.lifecycle != DRV_LC_LOCKED && u->hist.cert_unit &&
+		   !u->hist.cert_revoked;
+	if (fw_first && fw_write(u))
+		goto cleanup;
 	resumed = resume_identity(u, &cert);
 	if (resumed < 0)
 		goto cleanup;
 	if (resumed) {
 		if (do_pop(u, X509_get0_pubkey(cert), "its certificate's key") ||
-		    fw_write(u) || do_fuses(u))
+		    (!fw_first && fw_write(u)) || do_fuses(u))
 			goto cleanup;
 	} else if (esp) {
 		/* an ESP32-C3's identity: docs/esp32.md, "Identity" */

@@ -13,9 +13,14 @@
  * formats, openssl verify, espsecure verify_signature.
  *
  * esp32_e2e/killed_after_the_lock_is_not_failed_and_gets_no_second_identity:
- * the station SIGKILLed after the lock and before the PASS is recorded;
- * what the next run does today (it cannot identify a chip opened in Secure
- * Download Mode; see the test). */
+ * the station SIGKILLed after the lock and before the PASS is recorded,
+ * the unit re-seated (or, ..._with_the_app_left_running_resumes, left in
+ * the factory app): the next run resumes it to PASS with its first
+ * identity (the unit ID from the factory app's IDENTIFY; see the test).
+ *
+ * esp32_e2e/killed_mid_{flash,burn}_resumes_to_pass_with_one_identity:
+ * kill -9 of the station while it writes the images, or burns the plan;
+ * the next run resumes to PASS, one identity, the records verify. */
 #include <criterion/criterion.h>
 #include <jansson.h>
 #include <signal.h>
@@ -301,29 +306,6 @@ static void referee_offline(struct c3w *c, const fx_esp_sim *s, const char *dir)
 	}
 }
 
-/* The certificate in the exported flash verifies against the CA and is
- * the one the (still open) record issued. */
-static void referee_offline_cert(struct c3w *c, const char *dir)
-{
-	char fl[700], serial[2][80];
-
-	snprintf(fl, sizeof(fl), "%s/flash.bin", dir);
-	cr_assert_eq(sh(out, sizeof(out), "%s/station-devsim --model esp32c3 --state %s/c3.json "
-			"--flash-image %s 2>&1", getenv("STATION_BUILD"), dir, fl), 0, "%s", out);
-	cr_assert_eq(sh(out, sizeof(out), "mkdir -p %s/sc && /usr/bin/python3 "
-			"tests/fixtures/esp32_secure_cert_read.py %s %s/sc 2>&1", dir, fl,
-			dir), 0, "%s", out);
-	cr_assert_eq(sh(out, sizeof(out), "openssl verify -CAfile %s %s/sc/dev_cert.pem 2>&1",
-			c->w.ca, dir), 0, "openssl: %s", out);
-	cr_assert_eq(sh(serial[0], sizeof(serial[0]), "openssl x509 -in %s/sc/dev_cert.pem "
-			"-noout -serial | cut -d= -f2", dir), 0);
-	fx_q_text(&c->w, "SELECT substr(detail, 8, instr(substr(detail, 8), ' ') - 1) FROM "
-		  "steps WHERE step = 'certificate' AND outcome = 'ok'", serial[1],
-		  sizeof(serial[1]));
-	cr_expect_str_eq(serial[0], serial[1], "the chip holds another certificate than "
-			 "the one on record");
-}
-
 /* Online after the lock: espefuse is refused (Secure Download Mode). */
 static void referee_locked(const fx_esp_sim *s)
 {
@@ -362,25 +344,25 @@ Test(esp32_e2e, provisioned_unit_passes_every_referee, .timeout = 900)
 	c3_world_free(&c);
 }
 
-/* The station SIGKILLed after the lock was burned and recorded, before
- * the attestation and the PASS.  What happens today (docs/esp32.md, "End
- * to end", resume after the lock): the re-seated chip is in Secure
- * Download Mode, whose ROM refuses READ_REG, so the driver cannot read the
- * factory MAC (the unit ID) and the next run stops at identify with a
- * clear message: the unit is not recorded FAIL, no second identity is
- * issued, nothing is burned, and the killed run's record stays open with
- * its certificate, which a lab still verifies on the exported flash.  The
- * factory app could give the ID (its IDENTIFY) and read_cert, but the
- * driver's identify does not ask it yet. */
-Test(esp32_e2e, killed_after_the_lock_is_not_failed_and_gets_no_second_identity,
-     .timeout = 900)
+/* A station SIGKILLed after the lock was burned and recorded, before
+ * the attestation and the PASS; the chip is either re-seated (it comes up
+ * in its ROM loader) or left as the kill left it (maybe in the factory
+ * app, which the attestation boots; app_running makes that certain with
+ * the sim's SIGUSR1, "reset with GPIO9 high").  The next run resumes it
+ * (docs/esp32.md, "End to end"): the ROM in Secure Download Mode refuses
+ * the eFuse reads, so the driver takes the unit ID from the factory app's
+ * IDENTIFY (on a pty left in the app, after APP_TO_LOADER), and the
+ * engine's resume reads the certificate back, proves possession, finds
+ * the fuse plan done and attests: PASS with the first identity, no second
+ * HMAC key, certificate or burn, and the records verify. */
+static void killed_after_the_lock(bool reseat)
 {
 	static fx_run r;
 	static char log[65536];
 	struct c3w c;
 	fx_esp_sim s;
-	char slot[700];
-	int errfd, status;
+	char slot[700], uid[80], uid2[80], steps[16384];
+	int errfd, status, burns;
 	pid_t pid;
 
 	c3_world(&c);
@@ -397,29 +379,130 @@ Test(esp32_e2e, killed_after_the_lock_is_not_failed_and_gets_no_second_identity,
 		  "the station ended before the kill:\n%s", log);
 	cr_assert_eq(fx_count_units(&c.w, "PASS"), 0, "the PASS was recorded before the kill");
 	cr_assert_eq(fx_q_int(&c.w, "SELECT count(*) FROM units WHERE state = 'RUNNING'"), 1);
-	/* The kill may leave the chip in the factory app (the attestation had
-	 * booted it): the operator re-seats the unit, which powers it up in
-	 * its ROM loader (a fixture with DTR/RTS resets it on open; a pty has
-	 * neither).  The state file keeps eFuses and flash. */
-	fx_esp_sim_stop(&s);
-	cr_assert_eq(fx_esp_sim_start(&s, c.fw, "c3", NULL), 0);
-	snprintf(slot, sizeof(slot), "esp32:%s", s.slave);
-	/* the chip is locked: the ROM refuses espefuse */
-	referee_locked(&s);
+	fx_q_text(&c.w, "SELECT uid FROM units WHERE state = 'RUNNING'", uid, sizeof(uid));
+	burns = fx_q_int(&c.w, "SELECT count(*) FROM steps WHERE step IN ('fuse-intent', "
+			 "'lifecycle-intent', 'keygen', 'write-cert')");
+	cr_assert_gt(burns, 10, "the killed run did not burn its plan");
+	if (reseat) {
+		/* re-seated: powered up in its ROM loader; the state file keeps
+		 * eFuses and flash */
+		fx_esp_sim_stop(&s);
+		cr_assert_eq(fx_esp_sim_start(&s, c.fw, "c3", NULL), 0);
+		snprintf(slot, sizeof(slot), "esp32:%s", s.slave);
+		/* the chip is locked: the ROM refuses espefuse */
+		referee_locked(&s);
+	} else {
+		/* left in the factory app: nothing answers SYNC on a pty */
+		cr_assert_eq(kill(s.pid, SIGUSR1), 0);
+		usleep(300 * 1000);
+	}
 
 	fx_station_run(&r, &c.w, "--burn-fuses", "--yes", "--slot", slot, "provision", NULL);
-	cr_expect_neq(r.code, 0, "stdout:%s\nstderr:%s", r.out, r.err);
-	cr_expect(strstr(r.err, "the chip is locked (Secure Download Mode)") &&
-		  strstr(r.err, "set it aside"), "stderr: %s", r.err);
-	cr_expect_eq(fx_count_units(&c.w, "PASS"), 0);
-	cr_expect_eq(fx_count_units(&c.w, "FAIL"), 0, "the locked unit was recorded FAIL");
+	cr_assert_eq(r.code, 0, "the locked unit was not resumed\nstdout:%s\nstderr:%s",
+		     r.out, r.err);
+	cr_expect_eq(fx_count_units(&c.w, "PASS"), 1, "%s", r.out);
+	/* the killed run's record is closed as interrupted (as for every
+	 * target), and the new record finishes it with the same identity */
+	cr_expect_eq(fx_q_int(&c.w, "SELECT count(*) FROM units WHERE state = 'FAIL' AND "
+			      "reason LIKE 'interrupted%'"), 1);
+	cr_expect_eq(fx_q_int(&c.w, "SELECT count(*) FROM units"), 2);
+	fx_q_text(&c.w, "SELECT uid FROM units WHERE state = 'PASS'", uid2, sizeof(uid2));
+	cr_expect_str_eq(uid2, uid, "the app's IDENTIFY is not the ROM side's unit ID");
+	fx_q_text(&c.w, "SELECT group_concat(step || ' ' || outcome || ' ' || "
+		  "substr(detail, 1, 120), '\n') FROM steps", steps, sizeof(steps));
 	cr_expect_eq(fx_q_int(&c.w, "SELECT count(*) FROM steps WHERE step = 'certificate' "
-			      "AND outcome = 'ok'"), 1, "a second certificate was issued");
+			      "AND outcome = 'ok' AND detail NOT LIKE 'resumed%'"), 1,
+		     "a second certificate was issued:\n%s", steps);
+	cr_expect(strstr(steps, "no second identity"), "%s", steps);
 	cr_expect_eq(fx_q_int(&c.w, "SELECT count(*) FROM steps WHERE step = 'keygen' AND "
 			      "detail LIKE 'identity {%'"), 1, "a second HMAC key was drawn");
+	cr_expect_eq(fx_q_int(&c.w, "SELECT count(*) FROM steps WHERE step IN ('fuse-intent', "
+			      "'lifecycle-intent', 'keygen', 'write-cert')"), burns,
+		     "the resume burned or wrote again:\n%s", steps);
+	cr_expect(strstr(steps, "already held whole, nothing written"), "%s", steps);
+	cr_expect(strstr(steps, "fuse plan complete (already)"), "%s", steps);
+	cr_expect(strstr(steps, "attest ok"), "%s", steps);
+	cr_expect_geq(fx_q_int(&c.w, "SELECT count(*) FROM steps WHERE step = 'possession' "
+			       "AND outcome = 'ok'"), 1, "%s", steps);
+	fx_station_run(&r, &c.w, "--ca-cert", c.w.ca, "records", "verify", NULL);
+	cr_expect_eq(r.code, 0, "records verify:\n%s%s", r.out, r.err);
+	referee_locked(&s);
 	fx_esp_sim_stop(&s);
-	/* the unit holds the identity of the open record: a supervisor can
-	 * check it offline */
-	referee_offline_cert(&c, c.fw);
+	/* the lab's view: the first identity, every referee as for a unit
+	 * provisioned in one run */
+	referee_offline(&c, &s, c.fw);
 	c3_world_free(&c);
+}
+
+Test(esp32_e2e, killed_after_the_lock_is_not_failed_and_gets_no_second_identity,
+     .timeout = 900)
+{
+	killed_after_the_lock(true);
+}
+
+Test(esp32_e2e, killed_after_the_lock_with_the_app_left_running_resumes,
+     .timeout = 900)
+{
+	killed_after_the_lock(false);
+}
+
+/* kill -9 of the station at a line of its --verbose output (the chip
+ * stays as it is: in its ROM loader, mid-operation); the next run resumes
+ * the unit to PASS with one identity, and the records verify. */
+static void killed_at(const char *line)
+{
+	static fx_run r;
+	static char log[65536];
+	struct c3w c;
+	fx_esp_sim s;
+	char slot[700], steps[16384];
+	int errfd, status;
+	pid_t pid;
+
+	c3_world(&c);
+	cr_assert_eq(fx_esp_sim_start(&s, c.fw, "c3", NULL), 0);
+	snprintf(slot, sizeof(slot), "esp32:%s", s.slave);
+	log[0] = '\0';
+	pid = spawn_station(&c.w, &errfd, "--verbose", "--burn-fuses", "--yes", "--slot",
+			    slot, "provision", NULL);
+	wait_line(errfd, line, log, sizeof(log));
+	cr_assert_eq(kill(pid, SIGKILL), 0);
+	waitpid(pid, &status, 0);
+	close(errfd);
+	cr_assert(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL,
+		  "the station ended before the kill:\n%s", log);
+	cr_assert_eq(fx_count_units(&c.w, "PASS"), 0);
+
+	fx_station_run(&r, &c.w, "--burn-fuses", "--yes", "--slot", slot, "provision", NULL);
+	cr_assert_eq(r.code, 0, "not resumed\nstdout:%s\nstderr:%s", r.out, r.err);
+	cr_expect_eq(fx_count_units(&c.w, "PASS"), 1, "%s", r.out);
+	fx_q_text(&c.w, "SELECT group_concat(step || ' ' || outcome || ' ' || "
+		  "substr(detail, 1, 120), '\n') FROM steps", steps, sizeof(steps));
+	cr_expect_eq(fx_q_int(&c.w, "SELECT count(*) FROM steps WHERE step = 'certificate' "
+			      "AND outcome = 'ok' AND detail NOT LIKE 'resumed%'"), 1,
+		     "a second certificate was issued:\n%s", steps);
+	cr_expect_eq(fx_q_int(&c.w, "SELECT count(*) FROM steps WHERE step = 'keygen' AND "
+			      "detail LIKE 'identity {%'"), 1, "a second HMAC key was drawn:\n%s",
+		     steps);
+	cr_expect(strstr(steps, "no second identity"), "%s", steps);
+	cr_expect(strstr(steps, "attest ok"), "%s", steps);
+	fx_station_run(&r, &c.w, "--ca-cert", c.w.ca, "records", "verify", NULL);
+	cr_expect_eq(r.code, 0, "records verify:\n%s%s", r.out, r.err);
+	referee_locked(&s);
+	fx_esp_sim_stop(&s);
+	referee_offline(&c, &s, c.fw);
+	c3_world_free(&c);
+}
+
+Test(esp32_e2e, killed_mid_flash_resumes_to_pass_with_one_identity, .timeout = 900)
+{
+	/* the next step writes the bootloader, then the app */
+	killed_at("write-cert ");
+}
+
+Test(esp32_e2e, killed_mid_burn_resumes_to_pass_with_one_identity, .timeout = 900)
+{
+	/* the intent of the first field of the plan is on record: its burn
+	 * is under way */
+	killed_at("field sb-digest bank");
 }

@@ -24,6 +24,7 @@
 #include "device-drivers/serial/serial.h"
 
 #define ROM_BAUD 115200u
+#define APP_MIN_ADDR 0x10000u    /* app partitions start here (not data) */
 #define SYNC_TIMEOUT_MS 100      /* esptool's SYNC_TIMEOUT */
 #define CONNECT_ATTEMPTS 7       /* esptool's DEFAULT_CONNECT_ATTEMPTS */
 #define SYNC_TRIES 5             /* SYNC per connect attempt, as esptool */
@@ -599,7 +600,21 @@ static int e_open(drv_dev *d, const char *path, const drv_opts *opts)
 		return rc;
 	}
 	esp_slip_rx_init(&e->rx);
-	if (!(rc = connect_rom(d)) && !(rc = detect_chip(d)))
+	rc = connect_rom(d);
+	if (rc == ST_E_TIMEOUT) {
+		/* A station killed while the factory app ran (it had booted it
+		 * for an identity op) leaves the chip in the app, which ignores
+		 * SYNC: on a port without DTR/RTS nothing else brings the loader
+		 * back.  Ask an app that answers to restart into it. */
+		char why[512];
+
+		snprintf(why, sizeof(why), "%s", drv_errmsg(d));
+		esp32_app_leave_if_running(d);
+		esp_slip_rx_init(&e->rx);
+		if ((rc = connect_rom(d)) == ST_E_TIMEOUT)
+			drv_set_error(d, "%s", why);
+	}
+	if (!rc && !(rc = detect_chip(d)))
 		rc = change_baud(d);
 	if (rc)
 		serial_close(&e->port);
@@ -1117,6 +1132,33 @@ static int read_identity(drv_dev *d)
 	return ST_OK;
 }
 
+/* The unit ID from the factory app's IDENTIFY, for a chip in Secure
+ * Download Mode: it must have the ROM side's form (MAC, wafer revision,
+ * "ESP32-C3"), so a resumed unit keeps the ID its record was opened with. */
+static int app_identity(drv_dev *d)
+{
+	struct esp32 *e = drv_priv(d);
+	uint8_t uid[DRV_UID_LEN];
+	char hex[2 * DRV_UID_LEN + 1];
+	int rc = esp32_app_identify(d, uid);
+
+	if (rc)
+		return rc;
+	if (memcmp(uid + 8, "ESP32-C3", 8) ||
+	    !memcmp(uid, (uint8_t[6]){ 0 }, 6) || uid[6] > 3 || uid[7] > 15) {
+		st_hex(uid, DRV_UID_LEN, hex);
+		drv_set_error(d, "the app's IDENTIFY gave unit %s, which is not an "
+			      "ESP32-C3 unit ID (factory MAC, wafer revision, "
+			      "\"ESP32-C3\")", hex);
+		return ST_E_VERIFY;
+	}
+	memcpy(e->mac, uid, 6);
+	e->rev_major = uid[6];
+	e->rev_minor = uid[7];
+	e->have_id = true;
+	return ST_OK;
+}
+
 static int e_identify(drv_dev *d, drv_info *info)
 {
 	struct esp32 *e = drv_priv(d);
@@ -1138,7 +1180,21 @@ static int e_identify(drv_dev *d, drv_info *info)
 		 * yet in force (no reset since): locked all the same. */
 		locked = esp_le32(b0 + 16) & (1u << 0 | 1u << 5);
 	}
-	/* A chip opened locked refuses READ_REG: its MAC cannot be read. */
+	/* A chip opened locked refuses READ_REG: its MAC cannot be read over
+	 * the ROM.  In Secure Download Mode the factory app (which Secure
+	 * Boot has verified) reads it: a unit locked by a run that was cut
+	 * before its PASS is identified, and the engine resumes it. */
+	if (!e->have_id && e->secure_dl && !e->dl_gone && (rc = app_identity(d))) {
+		char why[512];
+
+		snprintf(why, sizeof(why), "%s", drv_errmsg(d));
+		drv_set_error(d, "ESP32-C3 on %s: the chip is locked (Secure Download "
+			      "Mode): its factory MAC, the unit ID, cannot be read over "
+			      "the ROM loader, and the factory app did not give it "
+			      "either (%s); set it aside (its eFuses can be read "
+			      "offline only)", drv_port(d), why);
+		return rc == ST_E_VERIFY ? rc : ST_E_LOCKED;
+	}
 	if (!e->have_id) {
 		drv_set_error(d, "ESP32-C3 on %s: the chip is locked (%s): its factory "
 			      "MAC, the unit ID, cannot be read over the ROM loader; "
@@ -1281,12 +1337,32 @@ static int e_image_info(drv_dev *d, const drv_image *img, drv_slot_info *out)
 	int rc;
 
 	memset(out, 0, sizeof(*out));
+	out->capacity = 0x400000u - img->address; /* a 4 MB part */
+	if (e->secure_dl && !e->dl_gone && img->data && img->len &&
+	    (img->address == 0 || img->address >= APP_MIN_ADDR)) {
+		/* Secure Download Mode refuses flash reads; the factory app
+		 * (Secure Boot verified it) measures its bootloader (at 0x0,
+		 * its slot 0) and app (the first app partition, its slot 1)
+		 * for its statement: what a unit resumed after the lock
+		 * holds. */
+		bool held;
+		uint32_t size;
+		uint8_t sha[DRV_SHA256_LEN];
+
+		if ((rc = esp32_app_measure(d, img->address ? 1 : 0, &held, &size, sha)))
+			return rc;
+		if (held && size == img->len) {
+			out->total = out->stored = size;
+			memcpy(out->id, img->sha256, DRV_SHA256_LEN);
+			memcpy(out->digest, sha, DRV_SHA256_LEN);
+		}
+		return ST_OK;
+	}
 	if (e->secure_dl || e->dl_gone) {
 		drv_set_error(d, "ESP32-C3 on %s: the chip is locked: its flash cannot be "
 			      "read back", drv_port(d));
 		return ST_E_LOCKED;
 	}
-	out->capacity = 0x400000u - img->address; /* a 4 MB part */
 	if (!img->data || !img->len)
 		return ST_OK;
 	if ((rc = spi_attach(d)) || (rc = stored_prefix(d, img, &blocks)))

@@ -26,6 +26,16 @@ int esp32_app_sign_challenge(drv_dev *d, const uint8_t *chal, size_t clen,
 int esp32_app_attest(drv_dev *d, const uint8_t *nonce, size_t nlen, uint8_t *stmt,
 		     size_t cap, size_t *stmtlen, uint8_t *sig, size_t sigcap,
 		     size_t *siglen);
+/* The unit ID as the app's IDENTIFY gives it (for a chip opened in Secure
+ * Download Mode, whose ROM refuses the eFuse reads): boots the app, asks,
+ * returns to the loader.  The caller checks the uid's form. */
+int esp32_app_identify(drv_dev *d, uint8_t uid[DRV_UID_LEN]);
+/* What flash slot (0 the bootloader, 1 the first app partition) holds,
+ * as the app measures it for its ATTEST statement (for a chip in Secure
+ * Download Mode, whose ROM refuses flash reads): *held false when it holds
+ * no complete image there. */
+int esp32_app_measure(drv_dev *d, unsigned slot, bool *held, uint32_t *size,
+		      uint8_t sha[DRV_SHA256_LEN]);
 /* After a ROM reset that may have booted the app (FLASH_END's reboot on a
  * port without DTR/RTS): ask an app that answers to restart into the
  * loader.  Quiet and harmless when the loader is what runs. */

@@ -25,6 +25,9 @@
 #include <termios.h>
 #include <time.h>
 
+#include <jansson.h>
+#include <openssl/rand.h>
+
 #include "base.h"
 #include "device-drivers/proto/proto.h"
 
@@ -84,18 +87,18 @@ static proto_client *client_new(drv_dev *d, int timeout_ms, int retries)
 }
 
 /* Boot the app and check it is this unit's: a client talking to it, or
- * NULL with the error set. */
-static proto_client *app_enter(drv_dev *d, const char *step, int *rcp)
+ * NULL with the error set.  With rom NULL (identify on a chip opened in
+ * Secure Download Mode, whose ROM cannot read the MAC) the app's IDENTIFY
+ * is taken as it is, into *appp. */
+static proto_client *app_boot(drv_dev *d, const char *step, const drv_info *rom,
+			      drv_info *appp, int *rcp)
 {
 	serial_port *p = esp32_port(d);
-	drv_info rom, app;
+	drv_info app;
 	proto_client *c = NULL;
 	bool booted = false;
-	int rc;
+	int rc = ST_OK;
 
-	/* The unit as the ROM side reads it (cached when locked). */
-	if ((rc = esp32_ops.identify(d, &rom)))
-		goto fail;
 	if (!(c = client_new(d, APP_TIMEOUT_MS, APP_RETRIES))) {
 		rc = ST_E_NOMEM;
 		goto fail;
@@ -137,15 +140,18 @@ static proto_client *app_enter(drv_dev *d, const char *step, int *rcp)
 			      drv_port(d), step, c->err);
 		goto fail;
 	}
-	if (rom.uid_hex[0] && memcmp(rom.uid, (uint8_t[DRV_UID_LEN]){ 0 }, DRV_UID_LEN) &&
-	    memcmp(rom.uid, app.uid, DRV_UID_LEN)) {
+	if (rom && rom->uid_hex[0] &&
+	    memcmp(rom->uid, (uint8_t[DRV_UID_LEN]){ 0 }, DRV_UID_LEN) &&
+	    memcmp(rom->uid, app.uid, DRV_UID_LEN)) {
 		drv_set_error(d, "ESP32-C3 on %s: %s: the app reports unit %s, the ROM "
 			      "loader %s: the firmware is not reading this chip's eFuses; "
 			      "set the unit aside", drv_port(d), step, app.uid_hex,
-			      rom.uid_hex);
+			      rom->uid_hex);
 		rc = ST_E_VERIFY;
 		goto fail;
 	}
+	if (appp)
+		*appp = app;
 	return c;
 fail:
 	free(c);
@@ -160,6 +166,16 @@ fail:
 		drv_set_error(d, "%s", msg);
 	}
 	return NULL;
+}
+
+static proto_client *app_enter(drv_dev *d, const char *step, int *rcp)
+{
+	drv_info rom;
+
+	/* The unit as the ROM side reads it (cached once read). */
+	if ((*rcp = esp32_ops.identify(d, &rom)))
+		return NULL;
+	return app_boot(d, step, &rom, NULL, rcp);
 }
 
 /* Back to the ROM loader (when there is one): APP_TO_LOADER, then SYNC
@@ -263,6 +279,77 @@ int esp32_app_attest(drv_dev *d, const uint8_t *nonce, size_t nlen, uint8_t *stm
 	if ((rc = proto_attest(c, nonce, nlen, stmt, cap, stmtlen, sig, sigcap, siglen)))
 		app_fail(d, c, step, rc);
 	return app_leave(d, c, step, rc);
+}
+
+int esp32_app_identify(drv_dev *d, uint8_t uid[DRV_UID_LEN])
+{
+	const char *step = "reading the unit ID from the factory app (IDENTIFY)";
+	drv_info app;
+	int rc = ST_OK;
+	proto_client *c = app_boot(d, step, NULL, &app, &rc);
+
+	if (!c)
+		return rc;
+	memcpy(uid, app.uid, DRV_UID_LEN);
+	return app_leave(d, c, step, rc);
+}
+
+/* The entry for slot in the app's statement: size and SHA-256, or
+ * *found false.  ST_E_PROTO when the statement is not one. */
+static int statement_slot(drv_dev *d, const uint8_t *stmt, size_t n, unsigned slot,
+			  bool *found, uint32_t *size, uint8_t sha[DRV_SHA256_LEN])
+{
+	json_t *j = json_loadb((const char *)stmt, n, 0, NULL), *im = NULL, *e;
+	size_t i;
+	int rc = ST_E_PROTO;
+
+	*found = false;
+	if (!j || !json_is_array(im = json_object_get(j, "images")))
+		goto out;
+	json_array_foreach(im, i, e) {
+		json_t *s = json_object_get(e, "slot"), *z = json_object_get(e, "size");
+		const char *h = json_string_value(json_object_get(e, "sha256"));
+
+		if (!json_is_integer(s) || !json_is_integer(z) || !h || strlen(h) != 64 ||
+		    st_unhex(h, sha, DRV_SHA256_LEN))
+			goto out;
+		if (json_integer_value(s) == (json_int_t)slot) {
+			*found = true;
+			*size = (uint32_t)json_integer_value(z);
+			break;
+		}
+	}
+	rc = ST_OK;
+out:
+	if (rc)
+		drv_set_error(d, "ESP32-C3 on %s: the factory app's statement is not "
+			      "one (docs/protocol.md, 13 ATTEST): no images list with "
+			      "slot, size and sha256", drv_port(d));
+	json_decref(j);
+	return rc;
+}
+
+int esp32_app_measure(drv_dev *d, unsigned slot, bool *held, uint32_t *size,
+		      uint8_t sha[DRV_SHA256_LEN])
+{
+	uint8_t nonce[32], *stmt = NULL, sig[160];
+	size_t n = 0, sn = 0;
+	int rc;
+
+	*held = false;
+	*size = 0;
+	if (RAND_bytes(nonce, sizeof(nonce)) != 1) {
+		drv_set_error(d, "ESP32-C3 on %s: no random nonce (OpenSSL RAND_bytes)",
+			      drv_port(d));
+		return ST_E_CRYPTO;
+	}
+	if (!(stmt = malloc(2048)))
+		return ST_E_NOMEM;
+	if (!(rc = esp32_app_attest(d, nonce, sizeof(nonce), stmt, 2048, &n, sig,
+				    sizeof(sig), &sn)))
+		rc = statement_slot(d, stmt, n, slot, held, size, sha);
+	free(stmt);
+	return rc;
 }
 
 void esp32_app_leave_if_running(drv_dev *d)
