@@ -73,4 +73,19 @@ int64_t st_now_ms(void);
 
 #define ST_ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 
+/* Little-endian 32-bit words in byte buffers (fuse words, ESP formats). */
+static inline uint32_t st_get_le32(const uint8_t *p)
+{
+	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
+	       (uint32_t)p[3] << 24;
+}
+
+static inline void st_put_le32(uint8_t *p, uint32_t v)
+{
+	p[0] = (uint8_t)v;
+	p[1] = (uint8_t)(v >> 8);
+	p[2] = (uint8_t)(v >> 16);
+	p[3] = (uint8_t)(v >> 24);
+}
+
 #endif

@@ -23,14 +23,6 @@
 #define TLV_SALT 5
 #define TLV_FLAG_HMAC_ECDSA_DERIVATION 0x40
 
-static void put_le32(uint8_t *p, uint32_t v)
-{
-	p[0] = (uint8_t)v;
-	p[1] = (uint8_t)(v >> 8);
-	p[2] = (uint8_t)(v >> 16);
-	p[3] = (uint8_t)(v >> 24);
-}
-
 /* One partition's rules, alone and against those before it. */
 static int check_part(const st_esp_part *parts, int i, char *err, size_t errlen)
 {
@@ -86,11 +78,11 @@ int st_esp_part_table(const st_esp_part *parts, int n,
 		e[1] = 0x50;
 		e[2] = parts[i].type;
 		e[3] = parts[i].subtype;
-		put_le32(e + 4, parts[i].offset);
-		put_le32(e + 8, parts[i].size);
+		st_put_le32(e + 4, parts[i].offset);
+		st_put_le32(e + 8, parts[i].size);
 		memset(e + 12, 0, 16);
 		memcpy(e + 12, parts[i].name, strnlen(parts[i].name, 16));
-		put_le32(e + 28, parts[i].flags);
+		st_put_le32(e + 28, parts[i].flags);
 	}
 	/* the MD5 entry: 0xEB 0xEB, fourteen 0xFF, MD5 of every entry above */
 	e[0] = 0xEB;
@@ -116,7 +108,7 @@ static int put_tlv(uint8_t *out, size_t *off, uint8_t type, uint8_t flags,
 			 (unsigned)ESP_SECURE_CERT_LEN, what, len, *off);
 		return ST_E_INVAL;
 	}
-	put_le32(t, TLV_MAGIC);
+	st_put_le32(t, TLV_MAGIC);
 	t[4] = flags;
 	t[5] = t[6] = t[7] = 0;
 	t[8] = type;
@@ -127,7 +119,7 @@ static int put_tlv(uint8_t *out, size_t *off, uint8_t type, uint8_t flags,
 		memcpy(t + TLV_HDR, data, len);
 	memset(t + TLV_HDR + len, 0, pad);
 	crc = crc32(0xFFFFFFFFul, t, (uInt)(TLV_HDR + len + pad));
-	put_le32(t + TLV_HDR + len + pad, (uint32_t)crc);
+	st_put_le32(t + TLV_HDR + len + pad, (uint32_t)crc);
 	*off += total;
 	return ST_OK;
 }

@@ -31,20 +31,6 @@
 #define SBV2_VERSION_RSA 0x02
 #define SBV2_VERSION_ECDSA 0x03
 
-static void put_le32(uint8_t *p, uint32_t v)
-{
-	p[0] = (uint8_t)v;
-	p[1] = (uint8_t)(v >> 8);
-	p[2] = (uint8_t)(v >> 16);
-	p[3] = (uint8_t)(v >> 24);
-}
-
-static uint32_t get_le32(const uint8_t *p)
-{
-	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
-	       (uint32_t)p[3] << 24;
-}
-
 int st_esp_sbv2_key_load(const uint8_t *pem, size_t len, EVP_PKEY **out,
 			 char *err, size_t errlen)
 {
@@ -127,11 +113,11 @@ static int key_part(EVP_PKEY *key, uint8_t out[KEY_LEN], char *err, size_t errle
 	    BN_bn2lebinpad(n, out, NBYTES) != NBYTES ||
 	    BN_bn2lebinpad(rr, out + NBYTES + 4, NBYTES) != NBYTES)
 		goto out;
-	put_le32(out + NBYTES, (uint32_t)BN_get_word(e));
+	st_put_le32(out + NBYTES, (uint32_t)BN_get_word(e));
 	/* m' = -n^-1 mod 2^32 (n is odd, so the inverse exists). */
 	if (!BN_set_bit(r32, 32) || !(inv = BN_mod_inverse(NULL, n, r32, ctx)))
 		goto out;
-	put_le32(out + 2 * NBYTES + 4, (uint32_t)(0u - (uint32_t)BN_get_word(inv)));
+	st_put_le32(out + 2 * NBYTES + 4, (uint32_t)(0u - (uint32_t)BN_get_word(inv)));
 	rc = ST_OK;
 out:
 	if (rc == ST_E_CRYPTO)
@@ -205,7 +191,7 @@ int st_esp_sbv2_verify(const uint8_t *img, size_t len, EVP_PKEY *key,
 		const uint8_t *b = sector + (size_t)i * ESP_SBV2_BLOCK_LEN;
 		uLong crc = crc32(0L, b, OFF_CRC);
 
-		if (b[OFF_MAGIC] != SBV2_MAGIC || get_le32(b + OFF_CRC) != (uint32_t)crc ||
+		if (b[OFF_MAGIC] != SBV2_MAGIC || st_get_le32(b + OFF_CRC) != (uint32_t)crc ||
 		    (b[OFF_VERSION] != SBV2_VERSION_RSA &&
 		     b[OFF_VERSION] != SBV2_VERSION_ECDSA))
 			continue;           /* absent or damaged: not a block */

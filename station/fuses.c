@@ -338,20 +338,6 @@ static uint32_t field_mask(const st_fuse_field *f, bool bitwise)
 	return (uint32_t)(((1ull << (f->bit_hi - f->bit_lo + 1)) - 1) << f->bit_lo);
 }
 
-static uint32_t get_le32(const uint8_t *p)
-{
-	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
-	       (uint32_t)p[3] << 24;
-}
-
-static void put_le32(uint8_t *p, uint32_t v)
-{
-	p[0] = (uint8_t)v;
-	p[1] = (uint8_t)(v >> 8);
-	p[2] = (uint8_t)(v >> 16);
-	p[3] = (uint8_t)(v >> 24);
-}
-
 /* Whether f lies in a bank the target burns bit by bit. */
 static bool bitwise_bank(uint32_t bitprog_banks, const st_fuse_field *f)
 {
@@ -369,7 +355,7 @@ static void field_hex(const st_fuse_field *f, const uint8_t bank[DRV_FUSE_BANK_L
 		st_hex(bank + f->word * ST_FUSE_WORD, f->nwords * ST_FUSE_WORD, out);
 		return;
 	}
-	put_le32(w, get_le32(bank + f->word * ST_FUSE_WORD) & field_mask(f, true));
+	st_put_le32(w, st_get_le32(bank + f->word * ST_FUSE_WORD) & field_mask(f, true));
 	st_hex(w, sizeof(w), out);
 }
 
@@ -380,8 +366,8 @@ static bool holds_target(const st_fuse_field *f, const uint8_t bank[DRV_FUSE_BAN
 	uint32_t mask = field_mask(f, bitwise);
 
 	for (unsigned w = f->word; w < f->word + f->nwords; w++)
-		if ((get_le32(bank + w * ST_FUSE_WORD) & mask) !=
-		    (get_le32(f->target + w * ST_FUSE_WORD) & mask))
+		if ((st_get_le32(bank + w * ST_FUSE_WORD) & mask) !=
+		    (st_get_le32(f->target + w * ST_FUSE_WORD) & mask))
 			return false;
 	return true;
 }
@@ -395,8 +381,8 @@ static enum action classify(const st_fuse_field *f, const uint8_t bank[DRV_FUSE_
 	unsigned same = 0, blank = 0, other = 0, down = 0, bad = 0;
 
 	for (unsigned w = f->word; w < f->word + f->nwords; w++) {
-		uint32_t cur = get_le32(bank + w * ST_FUSE_WORD) & mask;
-		uint32_t tgt = get_le32(f->target + w * ST_FUSE_WORD) & mask;
+		uint32_t cur = st_get_le32(bank + w * ST_FUSE_WORD) & mask;
+		uint32_t tgt = st_get_le32(f->target + w * ST_FUSE_WORD) & mask;
 
 		if (faulty & (1u << w)) {
 			bad++;
@@ -658,8 +644,8 @@ static int burn_field(st_fuse_run *r, const st_fuse_field *f,
 		return rc;
 	memcpy(value, bank, sizeof(value));
 	if (bitwise) /* the bits burned so far stay, the field's are added */
-		put_le32(value + off, get_le32(bank + off) |
-			 (get_le32(f->target + off) & field_mask(f, true)));
+		st_put_le32(value + off, st_get_le32(bank + off) |
+			 (st_get_le32(f->target + off) & field_mask(f, true)));
 	else
 		memcpy(value + off, f->target + off, len);
 	rc = drv_fuse_burn(r->dev, f->bank, value, id, back);
