@@ -960,15 +960,17 @@ static int program_lost(drv_dev *d, unsigned bank, const uint8_t before[DRV_FUSE
 	return ST_OK;
 }
 
-static int e_fuse_burn(drv_dev *d, unsigned bank, const uint8_t value[DRV_FUSE_BANK_LEN],
-		       uint32_t request_id, uint8_t readback[DRV_FUSE_BANK_LEN])
+/* e_fuse_burn's work, with its block buffers given by the caller, which
+ * wipes them: for a key block (esp32_identity.c) they hold the key. */
+static int fuse_burn_in(drv_dev *d, unsigned bank, const uint8_t value[DRV_FUSE_BANK_LEN],
+			uint8_t readback[DRV_FUSE_BANK_LEN], uint8_t cur[DRV_FUSE_BANK_LEN],
+			uint8_t pgm[DRV_FUSE_BANK_LEN])
 {
-	uint8_t cur[DRV_FUSE_BANK_LEN], b0[DRV_FUSE_BANK_LEN], pgm[DRV_FUSE_BANK_LEN];
+	uint8_t b0[DRV_FUSE_BANK_LEN];
 	uint8_t faulty = 0;
 	bool nothing = false, programmed = true;
 	int rc = efuse_ready(d, bank, "burn");
 
-	(void)request_id; /* a retry is recognised by reading the block first */
 	if (rc)
 		return rc;
 	if ((rc = read_block(d, bank, cur)) || (rc = block_faults(d, bank, &faulty)) ||
@@ -1009,6 +1011,19 @@ static int e_fuse_burn(drv_dev *d, unsigned bank, const uint8_t value[DRV_FUSE_B
 		}
 	}
 	return read_block(d, bank, readback);
+}
+
+static int e_fuse_burn(drv_dev *d, unsigned bank, const uint8_t value[DRV_FUSE_BANK_LEN],
+		       uint32_t request_id, uint8_t readback[DRV_FUSE_BANK_LEN])
+{
+	uint8_t cur[DRV_FUSE_BANK_LEN], pgm[DRV_FUSE_BANK_LEN];
+	int rc;
+
+	(void)request_id; /* a retry is recognised by reading the block first */
+	rc = fuse_burn_in(d, bank, value, readback, cur, pgm);
+	st_wipe(cur, sizeof(cur));
+	st_wipe(pgm, sizeof(pgm));
+	return rc;
 }
 
 /* Reset the chip as esptool's `run` does (FLASH_BEGIN of nothing, then
