@@ -1477,3 +1477,57 @@ Test(tui, mes_refusal_shows_the_reason_in_the_unit_panel, .timeout = 180)
 	json_decref(st);
 	finish(&w, &sim, 1);
 }
+
+/* l on a slot: the label of its unit that passed, written (and queued)
+ * again, as `station label print UID` does; a slot with no unit says so. */
+Test(tui, l_prints_the_label_of_the_slots_unit_again, .timeout = 180)
+{
+	struct world w;
+	fx_devsim sims[2];
+	char line[1200], uid[64] = "", path[3][800];
+	const char *ext[3] = { "png", "pdf", "zpl" };
+	struct stat sb;
+	FILE *f;
+
+	world_init(&w);
+	f = fopen(w.conf, "a");
+	cr_assert_not_null(f);
+	fprintf(f, "labels: { dir = \"%s/labels\"; };\n", w.dir);
+	fclose(f);
+	start_sims(&w, sims, 2, 1);
+	tui_start(&w, 80, 24, sims, 2);
+	login_and_start(&w, "WO-4711", true);
+	expect(&w, "PASS 2  FAIL 0");
+	/* the unit of slot 1, from the records */
+	snprintf(line, sizeof(line), "sqlite3 %s \"SELECT uid FROM units WHERE slot = 1 AND "
+		 "state = 'PASS'\"", w.db);
+	f = popen(line, "r");
+	cr_assert_not_null(f);
+	cr_assert_not_null(fgets(uid, sizeof(uid), f));
+	pclose(f);
+	uid[strcspn(uid, "\n")] = '\0';
+	cr_assert_gt(strlen(uid), 8);
+	/* the run wrote its label; take it away, then ask the TUI for it again */
+	for (int i = 0; i < 3; i++) {
+		snprintf(path[i], sizeof(path[i]), "%s/labels/%s.%s", w.dir, uid, ext[i]);
+		cr_assert_eq(stat(path[i], &sb), 0, "the run wrote no %s", path[i]);
+		cr_assert_eq(unlink(path[i]), 0);
+	}
+	type(&w, "1", false);
+	type(&w, "l", false);
+	expect(&w, "printed again");
+	for (int i = 0; i < 3; i++) {
+		cr_assert_eq(stat(path[i], &sb), 0, "l did not write %s:\n%s", path[i], w.screen);
+		cr_assert_gt(sb.st_size, 0);
+	}
+	snprintf(line, sizeof(line), "zbarimg -q --raw %s", path[0]);
+	f = popen(line, "r");
+	cr_assert_not_null(f);
+	cr_assert_not_null(fgets(line, sizeof(line), f));
+	pclose(f);
+	cr_assert(strstr(line, uid), "the QR code does not carry %s: %s", uid, line);
+	type(&w, " ", false);
+	type(&w, "q", false);
+	expect(&w, "STATION-EXIT=0");
+	finish(&w, sims, 2);
+}

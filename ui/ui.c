@@ -843,6 +843,29 @@ static void slot_cmd(struct ui *u, st_cmd cmd, const char *what)
 		       "no failed unit waits here");
 }
 
+/* l: the label of the selected slot's unit again (files, and the printer
+ * queue when one is set), as `station label print UID` does: only a unit
+ * that passed has one. */
+static void label_again(struct ui *u, const struct ui_slot *s)
+{
+	st_label_files f;
+	char err[1024];
+
+	if (!s->uid[0]) {
+		show_msg(u, true, M_MAIN, "Slot %d has no unit yet: only a unit that "
+			 "passed has a label.", u->sel + 1);
+		return;
+	}
+	if (st_label_print(u->o->st, s->uid, &f, err, sizeof(err))) {
+		show_msg(u, true, M_MAIN, "Slot %d, unit %s: no label: %s", u->sel + 1,
+			 s->uid, err);
+		return;
+	}
+	ui_log(u, "slot %d: label of %s printed again", u->sel + 1, s->uid);
+	show_msg(u, false, M_MAIN, "Slot %d, unit %s: label printed again (%s)",
+		 u->sel + 1, s->uid, f.png);
+}
+
 static void key_main(struct ui *u, int k)
 {
 	struct ui_slot *s = &u->slots[u->sel];
@@ -885,6 +908,9 @@ static void key_main(struct ui *u, int k)
 		break;
 	case 'v':
 		u->show_records = !u->show_records;
+		break;
+	case 'l':
+		label_again(u, s);
 		break;
 	case 'R':
 		if (!u->cfg->operators_path) {
