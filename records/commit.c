@@ -216,6 +216,7 @@ static void batch_finish(rec_store *r, int err, const char *why)
 	}
 	r->lazy_n = 0;
 	r->lazy_units_n = 0;
+	r->batch_first = 0;
 	r->batch = NULL;
 	r->batch_n = 0;
 	r->batch_events = 0;
@@ -238,13 +239,19 @@ static int batch_commit(rec_store *r)
 		s = r->stmt[S_ROLLBACK];
 		sqlite3_step(s);
 		rec_stmt_done(s);
+		r->batch_first = 0;
 		r->in_batch = 0;
 		r->commit_asked = 0;
 		set_sync(r, 1);
 		return ST_OK;
 	}
 	why[0] = '\0';
-	if (sqlite3_step(s) != SQLITE_DONE) {
+	/* the batch's one audit signature (chain.c, "One signature per
+	 * commit"); without it the batch is not committed: it fails as a
+	 * failed COMMIT does */
+	if ((err = rec_sign_batch(r))) {
+		snprintf(why, sizeof(why), "%s", rec_errmsg(r));
+	} else if (sqlite3_step(s) != SQLITE_DONE) {
 		err = ST_E_DB;
 		rec_db_why(r, why, REC_MSG_MAX);
 	}
@@ -628,6 +635,7 @@ int rec_get_stats(rec_store *r, rec_stats *out)
 		out->events = r->n_events;
 		out->writes = r->n_writes;
 		out->commits = r->n_commits;
+		out->signatures = r->n_sigs;
 		out->max_batch = r->max_batch;
 		out->lazy_writes = r->n_lazy;
 		out->pending = r->lazy_n;

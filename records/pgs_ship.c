@@ -10,6 +10,7 @@
 #include "base.h"
 
 #include <libpq-fe.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,7 +22,7 @@ struct lev {
 	char *at, *kind, *uid, *body, *hash, *sig;
 };
 
-static void lev_free(struct lev *e, int n)
+static void lev_clear(struct lev *e, int n)
 {
 	for (int i = 0; i < n; i++) {
 		free(e[i].at);
@@ -31,6 +32,11 @@ static void lev_free(struct lev *e, int n)
 		free(e[i].hash);
 		free(e[i].sig);
 	}
+}
+
+static void lev_free(struct lev *e, int n)
+{
+	lev_clear(e, n);
 	free(e);
 }
 
@@ -64,26 +70,62 @@ static int lev_copy(void *ctx, const rec_event_row *row)
 	return ST_OK;
 }
 
-/* Up to max local events above seq, copied out so no lock is held while
- * the network is used. */
-static int local_events(pgs *p, rec_store *r, long long after, int max,
-			struct lev **out, int *n)
+/* Does the event wait for a later event's signature (records/chain.c,
+ * "One signature per commit")? */
+static int awaits_sig(const struct lev *e)
 {
-	struct lev_buf b = { .r = r, .e = calloc((size_t)max, sizeof(*b.e)) };
-	int err;
+	json_error_t je;
+	json_t *o;
+	int yes;
+
+	if (e->sig && *e->sig)
+		return 0;
+	o = json_loads(e->body, 0, &je);
+	yes = o && json_is_integer(json_object_get(o, "batch"));
+	json_decref(o);
+	return yes;
+}
+
+/* Up to max local events above seq, copied out so no lock is held while
+ * the network is used.  The copy ends on a signed event: the events of a
+ * batch after the last signature in reach are left for the next round
+ * (the central check, like records verify, refuses a chain whose end
+ * waits for a signature); when max ends inside a batch larger than max,
+ * more are read.  *more: the local chain goes on after *out.  more NULL:
+ * exactly the stored events, up to max (a look at one event). */
+static int local_events(pgs *p, rec_store *r, long long after, int max,
+			struct lev **out, int *n, int *more)
+{
+	struct lev_buf b = { 0 };
+	int err, cut;
 
 	*out = NULL;
 	*n = 0;
-	if (!b.e)
-		return pgs_fail(p, ST_E_NOMEM, "out of memory");
-	err = rec_list_events_after(r, after, max, lev_copy, &b);
-	if (err) {
-		pgs_fail(p, err, "local store: %s", rec_errmsg(r));
+	for (;;) {
+		b.r = r;
+		b.n = 0;
+		b.e = calloc((size_t)max, sizeof(*b.e));
+		if (!b.e)
+			return pgs_fail(p, ST_E_NOMEM, "out of memory");
+		err = rec_list_events_after(r, after, max, lev_copy, &b);
+		if (err) {
+			pgs_fail(p, err, "local store: %s", rec_errmsg(r));
+			lev_free(b.e, b.n);
+			return err;
+		}
+		for (cut = b.n; more && cut > 0 && awaits_sig(&b.e[cut - 1]); cut--)
+			;
+		if (cut > 0 || b.n < max || max >= INT_MAX / 2)
+			break;
+		/* one batch longer than max: read further */
 		lev_free(b.e, b.n);
-		return err;
+		max *= 2;
 	}
+	if (more)
+		*more = b.n == max;
+	lev_clear(b.e + cut, b.n - cut);
 	*out = b.e;
-	*n = b.n;
+	*n = cut;
 	return ST_OK;
 }
 
@@ -351,7 +393,7 @@ static int ship_batch(pgs *p, rec_store *r, pgs_result *out, bool *more)
 	PGresult *res = NULL;
 	char prev[REC_HASH_HEX], seq[24];
 	long long high;
-	int n = 0, err;
+	int n = 0, err, more_local = 0;
 
 	*more = false;
 	if ((err = pgs_run(p, NULL, "begin a batch", "BEGIN", 0)) ||
@@ -370,7 +412,7 @@ static int ship_batch(pgs *p, rec_store *r, pgs_result *out, bool *more)
 	/* the server's last event must be this store's event at that place
 	 * (a replaced file can have as many events, and none to ship) */
 	if (high > 0) {
-		if ((err = local_events(p, r, high - 1, 1, &e, &n)))
+		if ((err = local_events(p, r, high - 1, 1, &e, &n, NULL)))
 			goto cleanup;
 		if (n == 0 || strcmp(e[0].hash, prev)) {
 			err = pgs_fail(p, ST_E_VERIFY, "the central database holds %lld "
@@ -385,7 +427,7 @@ static int ship_batch(pgs *p, rec_store *r, pgs_result *out, bool *more)
 		e = NULL;
 		n = 0;
 	}
-	if ((err = local_events(p, r, high, p->batch, &e, &n)))
+	if ((err = local_events(p, r, high, p->batch, &e, &n, &more_local)))
 		goto cleanup;
 	if (n == 0) {
 		/* nothing to ship: the station is registered */
@@ -452,7 +494,7 @@ static int ship_batch(pgs *p, rec_store *r, pgs_result *out, bool *more)
 	out->shipped += n;
 	out->batches++;
 	out->server_seq = e[n - 1].seq;
-	*more = n == p->batch;
+	*more = more_local;
 cleanup:
 	PQclear(res);
 	pgs_rollback(p);
@@ -579,7 +621,7 @@ static int tail_check(pgs *p, rec_store *r, pgs_result *out)
 		else
 			snprintf(seen, sizeof(seen), "a checkpoint of station %s at "
 				 "event %lld", p->station, seq);
-		if ((err = local_events(p, r, seq - 1, 1, &e, &n)))
+		if ((err = local_events(p, r, seq - 1, 1, &e, &n, NULL)))
 			break;
 		if (n == 1 && !strcmp(e[0].hash, hash)) {
 			lev_free(e, n);

@@ -64,6 +64,8 @@ int pgs_verify(pgs *p, rec_store *msg, rec_cert_check_fn check, void *ctx,
 			if (!err)
 				out->events++;
 		}
+		if (!err)
+			err = rec_chain_end(&c, 0);
 		if (!err) {
 			PGresult *cp = NULL;
 

@@ -36,6 +36,11 @@ struct rec_store {
 	rec_sign_fn sign;               /* audit signer, NULL: unsigned */
 	void *sign_ctx;
 	char sign_key[REC_HASH_HEX];    /* SHA-256 of the signer's cert DER */
+	long long batch_first;          /* seq of the first event of the open
+					 * batch awaiting the batch's signature
+					 * (chain.c, "One signature per
+					 * commit"); 0: none */
+	long long n_sigs;               /* audit signatures made (rec_get_stats) */
 
 	/* Group commit (commit.c, "Group commit"): writes of several
 	 * threads share one transaction; the record writer thread commits
@@ -107,6 +112,7 @@ enum {
 	S_SP,
 	S_SP_RELEASE,
 	S_SP_ROLLBACK,
+	S_EV_SIG,
 	S_N
 };
 
@@ -205,6 +211,9 @@ struct rec_chain {
 	char prev[REC_HASH_HEX];        /* hash of the last good event */
 	long long expect;               /* the next seq */
 	long long bad_seq;              /* the event that failed */
+	long long pend_from;            /* first of the unsigned events that
+					 * wait for their batch's signature */
+	char pend_key[REC_HASH_HEX];    /* the audit key they name */
 };
 
 void rec_chain_init(struct rec_chain *c, rec_store *r);
@@ -215,6 +224,15 @@ int rec_chain_cert(struct rec_chain *c, const char *fp, const char *pem,
 /* Check the next event (sequence, hash, body, columns, signature); on
  * success *body (may be NULL) gets its parsed body, to json_decref. */
 int rec_chain_event(struct rec_chain *c, const rec_event_row *e, json_t **body);
+/* After the last event: nothing may still wait for a signature, except
+ * events from seq open_from on (>0: this process's own open batch, read
+ * through its own transaction). */
+int rec_chain_end(struct rec_chain *c, long long open_from);
+/* Lock held, in the open batch: sign the last event of the chain if it
+ * is one of the batch's, so every event of the batch is covered
+ * (chain.c, "One signature per commit").  Called by the writer right
+ * before COMMIT, and before the signer changes. */
+int rec_sign_batch(rec_store *r);
 void rec_chain_free(struct rec_chain *c);
 
 /* ---- What the sync (pgsync.c) reads of the local store (query.c) ---- */

@@ -203,6 +203,8 @@ typedef struct rec_stats {
 	long long lazy_writes;      /* of the writes, REC_LAZY ones */
 	long long pending;          /* lazy writes not yet committed */
 	long long lost;             /* lazy writes lost to a failed commit */
+	long long signatures;       /* audit signatures made (one per commit
+				     * with events, chain.c) */
 } rec_stats;
 
 int rec_get_stats(rec_store *r, rec_stats *out);
@@ -213,7 +215,9 @@ int rec_get_stats(rec_store *r, rec_stats *out);
  * same transaction: unit_start, step, unit_end, plus whatever the station
  * reports with rec_event().  Each event's body is canonical JSON (sorted
  * keys, compact, ASCII) holding the previous event's SHA-256; the SHA-256
- * of the body is signed by the station's audit key through rec_sign_fn. */
+ * of the last event of each commit's body is signed by the station's
+ * audit key through rec_sign_fn, and covers the events before it
+ * (records/chain.c, "One signature per commit"). */
 
 /* Sign a SHA-256 digest with the audit key; sig (cap bytes, at least
  * REC_SIG_MAX) gets the signature in the form OpenSSL verifies over

@@ -238,6 +238,18 @@ static const struct migration {
 	{ 7,
 	  "ALTER TABLE units ADD COLUMN measurements TEXT;"
 	  "ALTER TABLE units ADD COLUMN flags TEXT;" },
+	/* One audit signature per commit (records/chain.c, "One signature
+	 * per commit"): the writer signs a batch's last event just before
+	 * its COMMIT, so an event row may get its missing signature once,
+	 * and nothing else of it may change. */
+	{ 8,
+	  "DROP TRIGGER events_no_update;"
+	  "CREATE TRIGGER events_no_update BEFORE UPDATE ON events"
+	  " WHEN NOT (OLD.sig IS NULL AND NEW.sig IS NOT NULL AND"
+	  " NEW.seq = OLD.seq AND NEW.at IS OLD.at AND NEW.kind IS OLD.kind AND"
+	  " NEW.unit_id IS OLD.unit_id AND NEW.uid IS OLD.uid AND"
+	  " NEW.body IS OLD.body AND NEW.hash IS OLD.hash)"
+	  " BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;" },
 };
 
 _Static_assert(S_N <= REC_MAX_STMT, "raise REC_MAX_STMT");
@@ -271,6 +283,7 @@ static const char *const stmt_sql[S_N] = {
 	[S_COUNT_ALL] = "SELECT count(*) FROM units",
 	[S_COUNT] = "SELECT count(*) FROM units WHERE state = ?1",
 	[S_EV_LAST] = "SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1",
+	[S_EV_SIG] = "UPDATE events SET sig = ?1 WHERE seq = ?2 AND sig IS NULL",
 	[S_EV_INS] =
 		"INSERT INTO events (seq, at, kind, unit_id, uid, body, hash, sig)"
 		" VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",

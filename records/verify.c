@@ -513,6 +513,12 @@ int rec_verify(rec_store *r, rec_cert_check_fn check, void *check_ctx,
 		err = rec_db_fail(r, ST_E_DB, "read the events");
 		goto done;
 	}
+	/* inside this process's open batch its own events still wait for
+	 * the signature its commit makes */
+	if ((err = rec_chain_end(&v.c, own ? 0 : r->batch_first))) {
+		out->bad_seq = v.c.bad_seq;
+		goto done;
+	}
 	out->bad_seq = 0;
 	if (!(err = rows_units(&v)))
 		err = check_counts(&v);

@@ -85,8 +85,16 @@ Test(evidence, provisioning_is_signed_and_verify_catches_tampering, .timeout = 1
 	fx_world_init(&w, true, 2000);
 	provision(&w, "p1", 3, NULL);
 	cr_assert_eq(R.code, 0, "%s\n%s", R.out, R.err);
-	/* every event of the run is signed by the HSM's audit key */
-	cr_assert_eq(q_int(w.db, "SELECT count(*) FROM events WHERE sig IS NULL"), 0);
+	/* every event of the run is covered by the HSM's audit key: the
+	 * last event of each commit is signed, and its signature covers the
+	 * events of its batch before it (fewer signatures than events) */
+	cr_assert_eq(q_int(w.db, "SELECT count(*) FROM events e WHERE sig IS NULL AND "
+			   "(body NOT LIKE '%\"batch\":%' OR NOT EXISTS (SELECT 1 FROM "
+			   "events s WHERE s.seq > e.seq AND s.sig IS NOT NULL))"), 0);
+	cr_assert_eq(q_int(w.db, "SELECT count(*) FROM events WHERE seq = (SELECT "
+			   "max(seq) FROM events) AND sig IS NOT NULL"), 1);
+	cr_assert_lt(q_int(w.db, "SELECT count(*) FROM events WHERE sig IS NOT NULL"),
+		     q_int(w.db, "SELECT count(*) FROM events"));
 	cr_assert_eq(q_int(w.db, "SELECT count(*) FROM events WHERE kind IN "
 			   "('station_start','operator_login','operator_logout',"
 			   "'station_stop')"), 4);
@@ -256,6 +264,84 @@ Test(evidence, bundle_passes_the_documented_openssl_checks, .timeout = 180)
 	cr_assert_eq(R.code, 4, "%s\n%s", R.out, R.err);
 	cr_assert(strstr(R.err, "event 5"), "%s", R.err);
 	cr_assert_neq(access(cert, F_OK), 0, "a bundle was written");
+	fx_rmtree(w.dir);
+}
+
+/* One audit signature per commit (records/chain.c): the signature of a
+ * batch's last event covers the batch, and nothing else.  Both referees —
+ * `records verify` and the auditor's step 4 run by bash and openssl (the
+ * documented block with the manifest lines taken out, so the chain check
+ * itself is what answers) — refuse a chain whose end waits for a
+ * signature, and a signature removed so that one batch's events would
+ * hang on the next batch's signature. */
+Test(evidence, one_signature_per_commit_covers_its_batch_and_nothing_else, .timeout = 180)
+{
+	fx_world w;
+	char bundle[600], script[600], step4[700], cmd[4096], log[16384], dir[700];
+	long long open_seq, strip_seq, last;
+
+	fx_world_init(&w, true, 2000);
+	provision(&w, "p1", 3, NULL);
+	cr_assert_eq(R.code, 0, "%s\n%s", R.out, R.err);
+	snprintf(bundle, sizeof(bundle), "%s/bundle", w.dir);
+	snprintf(script, sizeof(script), "%s/auditor.sh", w.dir);
+	snprintf(step4, sizeof(step4), "%s/step4.sh", w.dir);
+	fx_station_run(&R, &w, "records", "export", "--evidence", bundle, NULL);
+	cr_assert_eq(R.code, 0, "%s\n%s", R.out, R.err);
+	auditor_script(script);
+	snprintf(cmd, sizeof(cmd), "grep -v manifest '%s' > '%s'", script, step4);
+	cr_assert_eq(system(cmd), 0);
+	cr_assert_eq(audit_bundle(step4, bundle, log, sizeof(log)), 0, "%s", log);
+
+	/* the last unsigned event, and a signed one followed by an unsigned
+	 * one (the end of a batch with a batch after it) */
+	last = q_int(w.db, "SELECT max(seq) FROM events");
+	open_seq = q_int(w.db, "SELECT max(seq) FROM events WHERE sig IS NULL");
+	strip_seq = q_int(w.db, "SELECT min(s.seq) FROM events s JOIN events n ON "
+			  "n.seq = s.seq + 1 WHERE s.sig IS NOT NULL AND n.sig IS NULL "
+			  "AND s.seq > 1");
+	cr_assert_gt(open_seq, 0, "no event waits for its batch's signature");
+	cr_assert_lt(open_seq, last);
+	cr_assert_gt(strip_seq, 1);
+
+	/* the bundle cut after an event that waits for a signature */
+	snprintf(dir, sizeof(dir), "%s.cut", bundle);
+	snprintf(cmd, sizeof(cmd), "cp -r '%s' '%s' && cd '%s' && head -n %lld "
+		 "events.jsonl > e && mv e events.jsonl", bundle, dir, dir, open_seq);
+	cr_assert_eq(system(cmd), 0);
+	cr_assert_neq(audit_bundle(step4, dir, log, sizeof(log)), 0, "a chain "
+		      "ending on an unsigned event passed:\n%s", log);
+	cr_assert(strstr(log, "are not signed: the signed end is missing"), "%s", log);
+	/* a batch's signature removed: its events are covered by nothing */
+	snprintf(dir, sizeof(dir), "%s.strip", bundle);
+	snprintf(cmd, sizeof(cmd), "cp -r '%s' '%s' && cd '%s' && sed -i "
+		 "'%llds/\"sig\":\"[0-9a-f]*\"/\"sig\":\"\"/' events.jsonl",
+		 bundle, dir, dir, strip_seq);
+	cr_assert_eq(system(cmd), 0);
+	cr_assert_neq(audit_bundle(step4, dir, log, sizeof(log)), 0, "a removed "
+		      "signature passed:\n%s", log);
+	cr_assert(strstr(log, "are not signed"), "%s", log);
+
+	/* the same two in the store: records verify */
+	snprintf(cmd, sizeof(cmd), "sqlite3 '%s' \".backup '%s.orig'\"", w.db, w.db);
+	cr_assert_eq(system(cmd), 0);
+	sql_exec(w.db, "DROP TRIGGER events_no_update;");
+	snprintf(cmd, sizeof(cmd), "UPDATE events SET sig = NULL WHERE seq = %lld",
+		 strip_seq);
+	sql_exec(w.db, cmd);
+	fx_station_run(&R, &w, "records", "verify", NULL);
+	cr_assert_eq(R.code, 4, "%s\n%s", R.out, R.err);
+	cr_assert(strstr(R.out, "does not cover them"), "%s", R.out);
+	snprintf(cmd, sizeof(cmd), "sqlite3 '%s' \".restore '%s.orig'\"", w.db, w.db);
+	cr_assert_eq(system(cmd), 0);
+	fx_station_run(&R, &w, "records", "verify", NULL);
+	cr_assert_eq(R.code, 0, "%s\n%s", R.out, R.err);
+	snprintf(cmd, sizeof(cmd), "DROP TRIGGER events_no_delete; DELETE FROM events "
+		 "WHERE seq > %lld", open_seq);
+	sql_exec(w.db, cmd);
+	fx_station_run(&R, &w, "records", "verify", NULL);
+	cr_assert_eq(R.code, 4, "%s\n%s", R.out, R.err);
+	cr_assert(strstr(R.out, "no signed event follows them"), "%s", R.out);
 	fx_rmtree(w.dir);
 }
 

@@ -1,8 +1,8 @@
 /* test_groupcommit.c — records/ group commit: slot workers writing at the
  * same time share transactions (fewer commits than writes) while every
  * write that returned ST_OK is on disk exactly once and every write that
- * failed is not there at all; the audit chain and its per-event signatures
- * still verify; a lone writer is never held back waiting for batch-mates.
+ * failed is not there at all; the audit chain and its signatures (one
+ * per commit) still verify; a lone writer is never held back waiting for batch-mates.
  * The audit key is a software P-256 key (the HSM signer is exercised
  * through the station binary in test_evidence.c). */
 #include <criterion/criterion.h>
@@ -150,8 +150,8 @@ static void run_threads(struct worker *w, void *(*fn)(void *), rec_store *r,
 }
 
 /* Eight slot threads at once: every write lands exactly once, in a chain
- * that verifies event by event (hash, prev, signature), and the writes
- * shared commits. */
+ * that verifies event by event (hash, prev, the signature of each
+ * commit), and the writes shared commits. */
 static void concurrent(rec_durability d)
 {
 	rec_store *r = open_signed();
@@ -187,8 +187,14 @@ static void concurrent(rec_durability d)
 	db = ext_open();
 	cr_assert_eq(q_int(db, "SELECT count(*) FROM events", NULL), want_events);
 	cr_assert_eq(q_int(db, "SELECT max(seq) FROM events", NULL), want_events);
-	cr_assert_eq(q_int(db, "SELECT count(*) FROM events WHERE sig IS NULL",
-			   NULL), 0);
+	/* one audit signature per commit, on its last event; it covers
+	 * the batch before it (records/chain.c, "One signature per commit") */
+	cr_assert_eq(q_int(db, "SELECT count(*) FROM events WHERE sig IS NOT NULL",
+			   NULL), st.signatures);
+	cr_assert_eq(st.signatures, st.commits, "%lld signatures, %lld commits",
+		     st.signatures, st.commits);
+	cr_assert_eq(q_int(db, "SELECT count(*) FROM events WHERE seq = (SELECT "
+			   "max(seq) FROM events) AND sig IS NOT NULL", NULL), 1);
 	/* exactly once: each unit's five events, each step once, in order */
 	for (int t = 0; t < NTHREADS; t++) {
 		for (int i = 0; i < NUNITS; i++) {
@@ -517,6 +523,69 @@ Test(groupcommit, lost_lazy_steps_refuse_the_pass)
 			       "AND state = 'FAIL'"), 1);
 	cr_assert_eq(ext_count("SELECT count(*) FROM units WHERE uid = 'lz5' "
 			       "AND state = 'PASS'"), 1);
+}
+
+/* An audit signer that fails while `fail` is set (an HSM gone). */
+struct flaky_signer {
+	void *key;
+	int fail, calls;
+};
+
+static int flaky_sign(void *ctx, const uint8_t digest[32], uint8_t *sig, size_t cap,
+		      size_t *len)
+{
+	struct flaky_signer *f = ctx;
+
+	f->calls++;
+	if (f->fail)
+		return ST_E_CRYPTO;
+	return fx_soft_sign(f->key, digest, sig, cap, len);
+}
+
+/* The batch's one signature is made right before its COMMIT: when the
+ * audit key cannot make it, the batch is not committed, exactly as a
+ * failed COMMIT (its durable writer gets the error, its lazy units go on
+ * the lost list and cannot PASS), and nothing unsigned reaches the
+ * store: the chain still ends on a signed event and verifies. */
+Test(groupcommit, a_batch_the_audit_key_cannot_sign_is_not_committed)
+{
+	struct flaky_signer f = { .key = ss.key };
+	rec_unit_result pass = { .result = "PASS", .cert_serial = "0c" };
+	rec_unit_result failed = { .result = "FAIL", .reason = "no audit key" };
+	rec_verify_result v;
+	rec_store *r = NULL;
+	rec_stats st;
+	int64_t id;
+	long long before;
+
+	cr_assert_eq(rec_open(dbpath, &r), ST_OK, "%s", rec_errmsg(r));
+	cr_assert_eq(rec_set_signer(r, flaky_sign, &f, ss.cert_der, (size_t)ss.cert_len),
+		     ST_OK, "%s", rec_errmsg(r));
+	cr_assert_eq(rec_set_lazy_ms(r, LONG_MS), ST_OK);
+	cr_assert_eq(rec_unit_begin(r, &(rec_unit_start){ .uid = "sg1" }, &id), ST_OK);
+	before = ext_count("SELECT count(*) FROM events");
+	f.fail = 1;
+	cr_assert_eq(rec_step_ex(r, id, "identify", "ok", NULL, REC_LAZY), ST_OK,
+		     "%s", rec_errmsg(r));
+	cr_assert_neq(rec_step(r, id, "certificate", "ok", "serial 0c"), ST_OK);
+	cr_assert_not_null(strstr(rec_errmsg(r), "audit key could not sign"), "%s",
+			   rec_errmsg(r));
+	cr_assert_gt(f.calls, 0);
+	cr_assert_eq(ext_count("SELECT count(*) FROM events"), before,
+		     "a batch without its signature was committed");
+	stats(r, &st);
+	cr_assert_eq(st.lost, 1);
+	f.fail = 0;
+	/* the unit whose lazy step was lost cannot PASS; it ends FAIL */
+	cr_assert_eq(rec_unit_end(r, id, &pass), ST_E_DB);
+	cr_assert_eq(rec_unit_end(r, id, &failed), ST_OK, "%s", rec_errmsg(r));
+	cr_assert_eq(rec_verify(r, NULL, NULL, &v), ST_OK, "%s", rec_errmsg(r));
+	rec_close(r);
+	cr_assert_eq(ext_count("SELECT count(*) FROM events WHERE seq = (SELECT "
+			       "max(seq) FROM events) AND sig IS NOT NULL"), 1);
+	cr_assert_eq(ext_count("SELECT count(*) FROM units WHERE uid = 'sg1' AND "
+			       "state = 'FAIL'"), 1);
+	cr_assert_eq(ext_count("SELECT count(*) FROM steps"), 0);
 }
 
 /* SIGKILL right after a durable write: everything up to it is on disk

@@ -225,13 +225,13 @@ Test(records, durability_settings)
 	cr_assert_eq(st.foreign_keys, 1);
 	cr_assert_geq(st.busy_timeout_ms, 1000, "busy_timeout %d",
 		      st.busy_timeout_ms);
-	cr_assert_eq(st.schema_version, 7);
+	cr_assert_eq(st.schema_version, 8);
 
 	/* WAL is a property of the file: a stranger's connection sees it too */
 	db = ext_open(dbpath);
 	q_text(db, "PRAGMA journal_mode", mode, sizeof(mode));
 	cr_assert_str_eq(mode, "wal");
-	cr_assert_eq(q_int(db, "PRAGMA user_version"), 7);
+	cr_assert_eq(q_int(db, "PRAGMA user_version"), 8);
 	cr_assert_eq(q_int(db, "PRAGMA application_id"), 0x53545243);
 	snprintf(wal, sizeof(wal), "%s-wal", dbpath);
 	cr_assert_eq(stat(wal, &sb), 0, "no %s while open", wal);
@@ -504,7 +504,7 @@ Test(records, reopen_keeps_data_and_schema)
 	cr_assert_eq(rec_last_result(r, "0a0b", buf, sizeof(buf)), ST_OK);
 	cr_assert_str_eq(buf, "PASS");
 	cr_assert_eq(rec_get_settings(r, &st), ST_OK);
-	cr_assert_eq(st.schema_version, 7);
+	cr_assert_eq(st.schema_version, 8);
 	/* the reopened store still enforces the schema it found */
 	b = begin(r, "0a0b");
 	cr_assert_eq(end_as(r, b, "PASS", "78"), ST_E_DB);
@@ -513,7 +513,7 @@ Test(records, reopen_keeps_data_and_schema)
 	rec_close(r);
 
 	db = ext_open(dbpath);
-	cr_assert_eq(q_int(db, "PRAGMA user_version"), 7);
+	cr_assert_eq(q_int(db, "PRAGMA user_version"), 8);
 	cr_assert_eq(q_int(db, "SELECT count(*) FROM units"), 2);
 	cr_assert_eq(q_int(db, "SELECT count(*) FROM steps WHERE seq = 1"), 2);
 	sqlite3_close(db);
@@ -812,7 +812,7 @@ Test(records, v3_store_migrates_to_unfused_schema)
 	rec_close(r);
 
 	db = ext_open(dbpath);
-	cr_assert_eq(q_int(db, "PRAGMA user_version"), 7);
+	cr_assert_eq(q_int(db, "PRAGMA user_version"), 8);
 	cr_assert_eq(q_int(db, "SELECT count(*) FROM pragma_foreign_key_check"), 0);
 	cr_assert_eq(q_int(db, "SELECT count(*) FROM units WHERE id <= 3"), 3);
 	cr_assert_eq(q_int(db, "SELECT count(*) FROM units WHERE id = 1 AND state = 'PASS'"

@@ -435,11 +435,12 @@ Test(sync, server_stopped_mid_sync_loses_and_doubles_nothing, .timeout = 240)
 	local = local_num(&a, "SELECT max(seq) FROM events");
 	cr_assert_gt(local, 12);
 
-	/* hold the units table: the follower's batch that reaches the first
-	 * unit_start waits inside its transaction, with events inserted */
+	/* hold the cert_serials table: the follower's batch that reaches
+	 * the first certificate step waits inside its transaction, with
+	 * events inserted, after the batches before it were committed */
 	lock = fx_pg_connect(&pg);
 	cr_assert_not_null(lock);
-	res = PQexec(lock, "BEGIN; LOCK TABLE units IN ACCESS EXCLUSIVE MODE");
+	res = PQexec(lock, "BEGIN; LOCK TABLE cert_serials IN ACCESS EXCLUSIVE MODE");
 	cr_assert_eq(PQresultStatus(res), PGRES_COMMAND_OK, "%s", PQerrorMessage(lock));
 	PQclear(res);
 	pid = spawn(&a, "follow", "records", "sync", "--follow", NULL);
@@ -451,6 +452,13 @@ Test(sync, server_stopped_mid_sync_loses_and_doubles_nothing, .timeout = 240)
 	}
 	/* mid-batch: some batches committed, one open, not all shipped */
 	cr_assert_lt(fx_pg_num(&pg, "SELECT count(*) FROM events"), local);
+	/* batches of 4 events cut the station's commits, yet what was
+	 * shipped ends on a signed event: the signature that covers it
+	 * (records/chain.c, "One signature per commit") */
+	cr_assert_gt(fx_pg_num(&pg, "SELECT count(*) FROM events"), 0);
+	cr_assert_eq(fx_pg_num(&pg, "SELECT count(*) FROM events WHERE seq = (SELECT "
+			       "max(seq) FROM events) AND sig IS NULL"), 0);
+
 	cr_assert_eq(fx_pg_stop(&pg, "immediate"), 0);
 	PQfinish(lock);
 	cr_assert_eq(fx_pg_restart(&pg), 0);
@@ -468,6 +476,8 @@ Test(sync, server_stopped_mid_sync_loses_and_doubles_nothing, .timeout = 240)
 	cr_assert(strstr(err, "retrying in"), "no retry was reported: %s", err);
 	free(err);
 	same_chain(&pg, &a, "line3-st1");
+	/* events covered by their batch's signature arrived as they are */
+	cr_assert_gt(fx_pg_num(&pg, "SELECT count(*) FROM events WHERE sig IS NULL"), 0);
 	/* unarmed: every unit arrived with its end (UNFUSED), none twice */
 	cr_assert_eq(fx_pg_num(&pg, "SELECT count(*) FROM units WHERE state = 'UNFUSED'"), 3);
 	fx_station_run(r, &a, "records", "verify", "--pg", NULL);
