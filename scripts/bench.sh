@@ -444,11 +444,12 @@ SoftHSM — runs on these $(nproc) cores, so the numbers are for this box, not a
 
 $UNITS units per run, spread over the slots (at least $MIN_PER_SLOT per slot:
 $((64 * MIN_PER_SLOT)) at 64 slots); fuses armed with the demo
-profile's full plan (4 fields + lifecycle lock); every step recorded as a
-signed audit event.  "ms/unit" columns: the mean per unit of each part of
+profile's full plan (4 fields + lifecycle lock); every step recorded as an
+audit event, each commit's last event signed by the audit key in the HSM
+(docs/records.md, "One signature per commit").  "ms/unit" columns: the mean per unit of each part of
 its wall time, from the station's \`--json\` unit lines (\`us\`): *records*
-= the record writes (a durable one waits for its group commit, a lazy step
-only appends; the audit signature in the HSM is made inside either way;
+= the record writes (a durable one waits for its group commit, with the
+commit's signature; a lazy step only appends;
 docs/records.md, "Durable and lazy writes"), *HSM* = certificate signature and serial random,
 *X.509* = building and checking the certificate, *device* = the rest, i.e.
 the programmer's round trips over the pty and the simulator's own work.
