@@ -1,11 +1,16 @@
-/* base.c — error strings, hex helpers, secret wiping. */
+/* base.c — error strings, hex helpers, secret wiping and locked memory. */
 #include "base.h"
 
 #include <ctype.h>
+#include <errno.h>
 #include <openssl/crypto.h>
 #include <locale.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
 #include <time.h>
+#include <unistd.h>
 
 #ifndef ST_LOCALEDIR
 #define ST_LOCALEDIR "/usr/local/share/locale"
@@ -68,6 +73,67 @@ void st_wipe(void *p, size_t n)
 {
 	if (p && n)
 		OPENSSL_cleanse(p, n);
+}
+
+static size_t secret_len(size_t n)
+{
+	long ps = sysconf(_SC_PAGESIZE);
+	size_t pg = ps > 0 ? (size_t)ps : 4096;
+
+	return (n + pg - 1) / pg * pg;
+}
+
+int st_secret_alloc(size_t n, void **out, char *err, size_t errlen)
+{
+	size_t len = secret_len(n ? n : 1);
+	void *p;
+	int e;
+
+	*out = NULL;
+	/* MAP_LOCKED as well as mlock(): the mapping is locked from its
+	 * first byte, and a sanitizer build (whose mlock() does nothing)
+	 * still locks it; mlock() is what reports a refusal. */
+	p = mmap(NULL, len, PROT_READ | PROT_WRITE,
+		 MAP_PRIVATE | MAP_ANONYMOUS | MAP_LOCKED, -1, 0);
+	if (p == MAP_FAILED) {
+		e = errno;
+		if (e != EAGAIN && e != EPERM)
+			return ST_E_NOMEM;
+		snprintf(err, errlen, "cannot lock %zu bytes of memory for secrets (%s): "
+			 "raise the station's RLIMIT_MEMLOCK (LimitMEMLOCK= in its "
+			 "systemd unit)", len, strerror(e));
+		return ST_E_IO;
+	}
+	if (mlock(p, len) < 0) {
+		e = errno;
+		munmap(p, len);
+		snprintf(err, errlen, "cannot lock %zu bytes of memory for secrets (%s): "
+			 "raise the station's RLIMIT_MEMLOCK (LimitMEMLOCK= in its "
+			 "systemd unit)", len, strerror(e));
+		return ST_E_IO;
+	}
+	/* a core dump must not carry a secret; without the flag, refuse */
+	if (madvise(p, len, MADV_DONTDUMP) < 0) {
+		e = errno;
+		munlock(p, len);
+		munmap(p, len);
+		snprintf(err, errlen, "cannot keep secrets out of core dumps "
+			 "(madvise: %s)", strerror(e));
+		return ST_E_IO;
+	}
+	*out = p;
+	return ST_OK;
+}
+
+void st_secret_free(void *p, size_t n)
+{
+	size_t len = secret_len(n ? n : 1);
+
+	if (!p)
+		return;
+	OPENSSL_cleanse(p, len);
+	munlock(p, len);
+	munmap(p, len);
 }
 
 void st_hex(const uint8_t *in, size_t n, char *out)

@@ -62,6 +62,14 @@ bool st_err_is_link(int err);
 /* Wipe a buffer that held a secret; never optimised away (OPENSSL_cleanse). */
 void st_wipe(void *p, size_t n);
 
+/* n zeroed bytes for secrets: whole pages of their own, locked in RAM
+ * (never swapped) and left out of core dumps.  ST_OK, or ST_E_NOMEM, or
+ * ST_E_IO with the reason in err (mlock refused: RLIMIT_MEMLOCK; no
+ * MADV_DONTDUMP) and nothing allocated.  Freed, wiped first, by
+ * st_secret_free(p, n) with the same n. */
+int st_secret_alloc(size_t n, void **out, char *err, size_t errlen);
+void st_secret_free(void *p, size_t n);
+
 /* Write 2*n lower-case hex digits and a NUL into out (size >= 2*n+1). */
 void st_hex(const uint8_t *in, size_t n, char *out);
 

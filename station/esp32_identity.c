@@ -8,7 +8,6 @@
  * undumpable page and is wiped as soon as it has been used. */
 #include "station/esp32.h"
 
-#include <errno.h>
 #include <jansson.h>
 #include <openssl/bn.h>
 #include <openssl/crypto.h>
@@ -18,8 +17,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <unistd.h>
 
 #include "base.h"
 
@@ -31,49 +28,26 @@ struct page {
 
 struct st_esp_secret {
 	struct page *pg;
-	size_t len;             /* bytes mapped */
+	size_t len;             /* bytes asked of st_secret_alloc */
 };
 
 int st_esp_secret_new(st_esp_secret **out, char *err, size_t errlen)
 {
 	st_esp_secret *s = calloc(1, sizeof(*s));
-	long ps = sysconf(_SC_PAGESIZE);
+	char why[256] = "";
 	void *p;
+	int rc;
 
 	*out = NULL;
 	if (!s)
 		return ST_E_NOMEM;
-	s->len = ps > 0 ? (size_t)ps : 4096;
-	/* MAP_LOCKED as well as mlock(): the mapping is locked from its
-	 * first byte, and a sanitizer build (whose mlock() does nothing)
-	 * still locks it; mlock() is what reports a refusal. */
-	p = mmap(NULL, s->len, PROT_READ | PROT_WRITE,
-		 MAP_PRIVATE | MAP_ANONYMOUS | MAP_LOCKED, -1, 0);
-	if (p == MAP_FAILED) {
+	s->len = sizeof(struct page);
+	if ((rc = st_secret_alloc(s->len, &p, why, sizeof(why)))) {
 		free(s);
-		return ST_E_NOMEM;
-	}
-	if (mlock(p, s->len) < 0) {
-		int e = errno;
-
-		munmap(p, s->len);
-		free(s);
-		snprintf(err, errlen, "cannot lock memory for the eFuse HMAC key (%s): "
-			 "raise the station's RLIMIT_MEMLOCK (LimitMEMLOCK= in its "
-			 "systemd unit); the key is never held in swappable memory",
-			 strerror(e));
-		return ST_E_IO;
-	}
-	/* a core dump must not carry K; without the flag, refuse */
-	if (madvise(p, s->len, MADV_DONTDUMP) < 0) {
-		int e = errno;
-
-		munlock(p, s->len);
-		munmap(p, s->len);
-		free(s);
-		snprintf(err, errlen, "cannot keep the eFuse HMAC key out of core "
-			 "dumps (madvise: %s)", strerror(e));
-		return ST_E_IO;
+		if (rc == ST_E_IO)
+			snprintf(err, errlen, "the eFuse HMAC key is never held in "
+				 "swappable or dumpable memory: %s", why);
+		return rc;
 	}
 	s->pg = p;
 	*out = s;
@@ -95,9 +69,7 @@ void st_esp_secret_free(st_esp_secret *s)
 {
 	if (!s)
 		return;
-	OPENSSL_cleanse(s->pg, s->len);
-	munlock(s->pg, s->len);
-	munmap(s->pg, s->len);
+	st_secret_free(s->pg, s->len);
 	free(s);
 }
 
