@@ -2,7 +2,8 @@
  *
  * A driver fills one struct drv_ops with designated initialisers and is
  * listed in the static registry (registry.c).  The core allocates
- * priv_size bytes of zeroed private state per open device (drv_priv()).
+ * priv_size bytes of zeroed private state per open device (drv_priv()),
+ * locked and undumpable when the driver sets priv_secret.
  * All ops are mandatory unless noted optional; each returns an st_err and,
  * on failure, sets a readable cause with drv_set_error(). */
 #ifndef ST_DRV_API_H
@@ -23,6 +24,11 @@ struct drv_usb_id {
 struct drv_ops {
 	const char *name;      /* URI scheme, e.g. "serial" */
 	size_t priv_size;      /* bytes of private state per device */
+	/* The private state carries secrets (an eFuse key on its way to the
+	 * chip): the core allocates it locked in RAM and out of core dumps
+	 * (st_secret_alloc), refuses to open the device when it cannot, and
+	 * wipes it at close. */
+	bool priv_secret;
 	/* Optional: USB ids served, ended by a zero row; udev_subsystem says
 	 * whether they show up as USB devices ("usb") or as ttys ("tty",
 	 * USB-serial adapters). */

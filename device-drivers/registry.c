@@ -29,6 +29,7 @@ struct drv_dev {
 	const struct drv_ops *ops;
 	void *priv;
 	size_t priv_size;
+	bool priv_secret;    /* priv is st_secret_alloc memory */
 	int opened;          /* ops->open succeeded: ops->close is owed */
 	char port[256];      /* path without scheme and query, for messages */
 	char err[512];
@@ -109,7 +110,20 @@ int drv_open(const char *uri, const drv_opts *opts, drv_dev **out)
 		return ST_E_CONFIG;
 	}
 	d->priv_size = d->ops->priv_size;
-	d->priv = calloc(1, d->priv_size ? d->priv_size : 1);
+	if (d->ops->priv_secret) {
+		char why[256] = "";
+
+		rc = st_secret_alloc(d->priv_size, &d->priv, why, sizeof(why));
+		if (rc == ST_E_IO) {
+			drv_set_error(d, "%s: the %s driver's buffers carry eFuse keys "
+				      "and are never held in swappable or dumpable "
+				      "memory: %s", d->port, d->ops->name, why);
+			return rc;
+		}
+		d->priv_secret = d->priv != NULL;
+	} else {
+		d->priv = calloc(1, d->priv_size ? d->priv_size : 1);
+	}
 	if (!d->priv) {
 		drv_set_error(d, "out of memory opening %s", d->port);
 		return ST_E_NOMEM;
@@ -128,7 +142,9 @@ void drv_close(drv_dev *d)
 		return;
 	if (d->opened && d->ops->close)
 		d->ops->close(d);
-	if (d->priv) {
+	if (d->priv_secret) {
+		st_secret_free(d->priv, d->priv_size);
+	} else if (d->priv) {
 		st_wipe(d->priv, d->priv_size);
 		free(d->priv);
 	}

@@ -62,8 +62,28 @@ struct esp32 {
 	unsigned rev_major, rev_minor;
 	bool lock_dis_download;    /* lock = DIS_DOWNLOAD_MODE (target option) */
 	bool released;             /* the unit is finished: swap it */
+	/* Every buffer a request or an answer passes through: for the
+	 * identity's HMAC key block they carry the key (WRITE_REG to
+	 * PGM_DATA, READ_REG of the block before it is hidden), so they live
+	 * here, in the locked, undumpable private state (priv_secret), and
+	 * esp32_forget() wipes them after an eFuse burn. */
+	uint8_t arg[16];           /* a register request's data */
+	uint8_t pkt[ESP_HDR_LEN + 16 + FLASH_BLOCK];
 	uint8_t frame[ESP_SLIP_ENCODED_MAX(ESP_HDR_LEN + 16 + FLASH_BLOCK)];
+	uint8_t raw[512];          /* bytes as read from the port */
 };
+
+void esp32_forget(drv_dev *d)
+{
+	struct esp32 *e = drv_priv(d);
+
+	st_wipe(e->arg, sizeof(e->arg));
+	st_wipe(e->pkt, sizeof(e->pkt));
+	st_wipe(e->frame, sizeof(e->frame));
+	st_wipe(e->raw, sizeof(e->raw));
+	st_wipe(&e->rx, sizeof(e->rx));
+	esp_slip_rx_init(&e->rx);
+}
 
 /* ---- the link ------------------------------------------------------------ */
 
@@ -89,12 +109,11 @@ static int send_req(drv_dev *d, uint8_t op, const uint8_t *data, uint16_t n,
 		    uint32_t chk)
 {
 	struct esp32 *e = drv_priv(d);
-	uint8_t pkt[ESP_HDR_LEN + 16 + FLASH_BLOCK];
-	size_t len = esp_req_build(op, data, n, chk, pkt, sizeof(pkt)), enc;
+	size_t len = esp_req_build(op, data, n, chk, e->pkt, sizeof(e->pkt)), enc;
 
 	if (!len)
 		return ST_E_INVAL;
-	enc = esp_slip_encode(pkt, len, e->frame, sizeof(e->frame));
+	enc = esp_slip_encode(e->pkt, len, e->frame, sizeof(e->frame));
 	if (!enc)
 		return ST_E_INVAL;
 	return serial_write(&e->port, e->frame, enc, e->timeout_ms);
@@ -120,7 +139,7 @@ static int recv_resp(drv_dev *d, uint8_t op, int timeout_ms, esp_resp *out,
 {
 	struct esp32 *e = drv_priv(d);
 	int64_t deadline = st_now_ms() + timeout_ms;
-	uint8_t buf[512];
+	uint8_t *buf = e->raw;
 
 	for (;;) {
 		int64_t left = deadline - st_now_ms();
@@ -128,7 +147,7 @@ static int recv_resp(drv_dev *d, uint8_t op, int timeout_ms, esp_resp *out,
 
 		if (left <= 0)
 			return ST_E_TIMEOUT;
-		n = serial_read(&e->port, buf, sizeof(buf), (int)left);
+		n = serial_read(&e->port, buf, sizeof(e->raw), (int)left);
 		if (n < 0)
 			return n;
 		for (int i = 0; i < n; i++) {
@@ -289,7 +308,7 @@ static int read_reg(drv_dev *d, uint32_t addr, uint32_t *val)
 static int write_reg_once(drv_dev *d, uint32_t addr, uint32_t val, int attempts)
 {
 	struct esp32 *e = drv_priv(d);
-	uint8_t b[16];
+	uint8_t *b = e->arg;
 	esp_resp r;
 	int rc;
 
@@ -909,10 +928,10 @@ static int pgm_holds(drv_dev *d, const uint8_t pgm[DRV_FUSE_BANK_LEN],
 /* The controller's programming sequence for one block, as espefuse runs it:
  * timing, clear, PGM_DATA (+ RS check bytes), CONF=WRITE, CMD=PGM|block,
  * wait, clear, CONF=READ, CMD=READ, wait. */
-static int program_block(drv_dev *d, unsigned bank, const uint8_t pgm[DRV_FUSE_BANK_LEN])
+static int program_block_in(drv_dev *d, unsigned bank, const uint8_t pgm[DRV_FUSE_BANK_LEN],
+			    uint8_t check[ESP_C3_RS_CHECK])
 {
 	const esp_c3_block *b = esp_c3_block_get(bank);
-	uint8_t check[ESP_C3_RS_CHECK];
 	int rc;
 
 	if ((rc = update_reg(d, ESP_C3_EFUSE_DAC_CONF, ESP_C3_EFUSE_DAC_NUM_M, 0xFF)) ||
@@ -945,6 +964,15 @@ static int program_block(drv_dev *d, unsigned bank, const uint8_t pgm[DRV_FUSE_B
 	return efuse_reload(d);
 }
 
+static int program_block(drv_dev *d, unsigned bank, const uint8_t pgm[DRV_FUSE_BANK_LEN])
+{
+	uint8_t check[ESP_C3_RS_CHECK];
+	int rc = program_block_in(d, bank, pgm, check);
+
+	st_wipe(check, sizeof(check));   /* RS bytes of a key block: of the key */
+	return rc;
+}
+
 /* Lost answer to CMD=PGM: did the chip get it?  PGM_DATA is cleared only
  * by us after a program, and the controller is idle again either way;
  * reload and compare: unchanged means it never arrived. */
@@ -954,10 +982,11 @@ static int program_lost(drv_dev *d, unsigned bank, const uint8_t before[DRV_FUSE
 	uint8_t now[DRV_FUSE_BANK_LEN];
 	int rc;
 
-	if ((rc = efuse_idle(d)) || (rc = efuse_reload(d)) || (rc = read_block(d, bank, now)))
-		return rc;
-	*programmed = memcmp(now, before, sizeof(now)) != 0;
-	return ST_OK;
+	if (!(rc = efuse_idle(d)) && !(rc = efuse_reload(d)) &&
+	    !(rc = read_block(d, bank, now)))
+		*programmed = memcmp(now, before, sizeof(now)) != 0;
+	st_wipe(now, sizeof(now));
+	return rc;
 }
 
 /* e_fuse_burn's work, with its block buffers given by the caller, which
@@ -1023,6 +1052,7 @@ static int e_fuse_burn(drv_dev *d, unsigned bank, const uint8_t value[DRV_FUSE_B
 	rc = fuse_burn_in(d, bank, value, readback, cur, pgm);
 	st_wipe(cur, sizeof(cur));
 	st_wipe(pgm, sizeof(pgm));
+	esp32_forget(d);
 	return rc;
 }
 
@@ -1555,6 +1585,7 @@ static const struct drv_usb_id esp32_ids[] = {
 const struct drv_ops esp32_ops = {
 	.name = "esp32",
 	.priv_size = sizeof(struct esp32),
+	.priv_secret = true,
 	.usb_ids = esp32_ids,
 	.udev_subsystem = "tty",
 	.open = e_open,

@@ -41,6 +41,11 @@ int esp32_app_measure(drv_dev *d, unsigned slot, bool *held, uint32_t *size,
  * loader.  Quiet and harmless when the loader is what runs. */
 void esp32_app_leave_if_running(drv_dev *d);
 
+/* Wipe every buffer a request or an answer passed through (the private
+ * state's, locked and undumpable: priv_secret): after an eFuse burn,
+ * which for a key block sent and read the key in them. */
+void esp32_forget(drv_dev *d);
+
 /* ---- what esp32.c lends esp32_app.c ---- */
 /* The open port. */
 serial_port *esp32_port(drv_dev *d);

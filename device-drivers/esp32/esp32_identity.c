@@ -141,5 +141,7 @@ int esp32_efuse_key_burn(drv_dev *d, unsigned key_block, uint8_t purpose,
 	}
 out:
 	st_wipe(blk, sizeof(blk));
+	st_wipe(want, sizeof(want));
+	esp32_forget(d);
 	return rc;
 }
