@@ -296,6 +296,37 @@ static void tls_failed(st_mes *s, char *err, size_t errlen)
 		 s->m.cafile ? s->m.cafile : "-", s->m.mqtt_host);
 }
 
+/* "mqtts" when the connection is TLS, for messages. */
+static const char *mqtt_scheme(const st_mes *s)
+{
+	return s->m.cafile ? "mqtts" : "mqtt";
+}
+
+/* A TLS connection the broker ended while we connected, before its
+ * CONNACK: that is how a broker answers a client certificate it wants and
+ * did not get or does not trust (with TLS 1.3 the handshake has already
+ * "succeeded" on our side, so the alert comes with the CONNECT or after
+ * it); say so, with OpenSSL's reason when libmosquitto logged one. */
+static void lost_before_connack(st_mes *s, char *err, size_t errlen)
+{
+	snprintf(err, errlen, "mqtts://%s:%d closed the TLS connection before "
+		 "accepting it%s%s%s: a broker that requires a client certificate "
+		 "does so when %s; nothing was sent", s->m.mqtt_host, s->m.mqtt_port,
+		 s->q.lib_err[0] ? " (" : "", s->q.lib_err, s->q.lib_err[0] ? ")" : "",
+		 s->m.certfile ? "it does not trust ours: mes.tls_cert must be "
+		 "issued by a CA the broker trusts" : "none is given: set mes.tls_cert "
+		 "and mes.tls_key to a client certificate from a CA the broker trusts");
+}
+
+/* What libmosquitto returns when the broker ends a TLS connection while
+ * we connect: the connection lost, a protocol error, or EPROTO from the
+ * socket layer under OpenSSL. */
+static bool tls_ended_by_broker(const st_mes *s, int rc, int e)
+{
+	return s->m.cafile && (rc == MOSQ_ERR_CONN_LOST || rc == MOSQ_ERR_PROTOCOL ||
+			       (rc == MOSQ_ERR_ERRNO && e == EPROTO));
+}
+
 static long long mono_ms(void)
 {
 	struct timespec ts;
@@ -315,8 +346,9 @@ static int mqtt_wait(st_mes *s, const int *flag, const char *what, char *err,
 		int rc;
 
 		if (left <= 0) {
-			snprintf(err, errlen, "mqtt://%s:%d: no %s within %d ms",
-				 s->m.mqtt_host, s->m.mqtt_port, what, s->m.timeout_ms);
+			snprintf(err, errlen, "%s://%s:%d: no %s within %d ms",
+				 mqtt_scheme(s), s->m.mqtt_host, s->m.mqtt_port, what,
+				 s->m.timeout_ms);
 			return ST_E_IO;
 		}
 		rc = mosquitto_loop(s->q.m, left < 100 ? (int)left : 100, 1);
@@ -324,9 +356,13 @@ static int mqtt_wait(st_mes *s, const int *flag, const char *what, char *err,
 			tls_failed(s, err, errlen);
 			return ST_E_IO;
 		}
+		if (flag == &s->q.connected && tls_ended_by_broker(s, rc, errno)) {
+			lost_before_connack(s, err, errlen);
+			return ST_E_IO;
+		}
 		if (rc != MOSQ_ERR_SUCCESS) {
-			snprintf(err, errlen, "mqtt://%s:%d: waiting for the %s: %s",
-				 s->m.mqtt_host, s->m.mqtt_port, what,
+			snprintf(err, errlen, "%s://%s:%d: waiting for the %s: %s",
+				 mqtt_scheme(s), s->m.mqtt_host, s->m.mqtt_port, what,
 				 rc == MOSQ_ERR_ERRNO ? strerror(errno) :
 				 mosquitto_strerror(rc));
 			return ST_E_IO;
@@ -424,17 +460,22 @@ static int mqtt_connect(st_mes *s, char *err, size_t errlen)
 		mqtt_close(s, false);
 		return ST_E_IO;
 	}
+	if (tls_ended_by_broker(s, rc, errno)) {
+		lost_before_connack(s, err, errlen);
+		mqtt_close(s, false);
+		return ST_E_IO;
+	}
 	if (rc != MOSQ_ERR_SUCCESS) {
-		snprintf(err, errlen, "mqtt://%s:%d: %s", s->m.mqtt_host,
-			 s->m.mqtt_port, rc == MOSQ_ERR_ERRNO ? strerror(errno) :
+		snprintf(err, errlen, "%s://%s:%d: %s", mqtt_scheme(s),
+			 s->m.mqtt_host, s->m.mqtt_port, rc == MOSQ_ERR_ERRNO ? strerror(errno) :
 			 mosquitto_strerror(rc));
 		mqtt_close(s, false);
 		return ST_E_IO;
 	}
 	rc = mqtt_wait(s, &s->q.connected, "CONNACK", err, errlen);
 	if (!rc && s->q.connected < 0) {
-		snprintf(err, errlen, "mqtt://%s:%d refused the connection: %s",
-			 s->m.mqtt_host, s->m.mqtt_port,
+		snprintf(err, errlen, "%s://%s:%d refused the connection: %s",
+			 mqtt_scheme(s), s->m.mqtt_host, s->m.mqtt_port,
 			 mosquitto_reason_string(s->q.conn_rc));
 		rc = ST_E_IO;
 	}
@@ -463,15 +504,16 @@ static int mqtt_publish(st_mes *s, const char *topic, const char *body,
 				  retain, props);
 	mosquitto_property_free_all(&props);
 	if (rc != MOSQ_ERR_SUCCESS) {
-		snprintf(err, errlen, "mqtt://%s:%d: publishing to %s: %s",
-			 s->m.mqtt_host, s->m.mqtt_port, topic, mosquitto_strerror(rc));
+		snprintf(err, errlen, "%s://%s:%d: publishing to %s: %s",
+			 mqtt_scheme(s), s->m.mqtt_host, s->m.mqtt_port, topic,
+			 mosquitto_strerror(rc));
 		return ST_E_IO;
 	}
 	s->q.wait_mid = mid;
 	rc = mqtt_wait(s, &s->q.acked, "PUBACK", err, errlen);
 	if (!rc && s->q.ack_reason >= 128) {
-		snprintf(err, errlen, "mqtt://%s:%d refused the message on %s: %s",
-			 s->m.mqtt_host, s->m.mqtt_port, topic,
+		snprintf(err, errlen, "%s://%s:%d refused the message on %s: %s",
+			 mqtt_scheme(s), s->m.mqtt_host, s->m.mqtt_port, topic,
 			 mosquitto_reason_string(s->q.ack_reason));
 		rc = ST_E_IO;
 	}

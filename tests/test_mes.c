@@ -911,8 +911,10 @@ typedef struct broker {
 	pid_t pid, sub;
 	int port;
 	char dir[600];
-	char tls[1400];         /* listener lines for TLS (certfile, keyfile) */
+	char tls[2200];         /* listener lines for TLS (certfile, keyfile) */
 	char cafile[700];       /* the subscriber's CA when the listener is TLS */
+	char subcert[700];      /* the subscriber's client certificate, if any */
+	char subkey[700];
 } broker;
 
 static int free_port(void)
@@ -997,7 +999,12 @@ static void sub_start(broker *b)
 
 	snprintf(out, sizeof(out), "%s/sub.out", b->dir);
 	snprintf(port, sizeof(port), "%d", b->port);
-	if (b->cafile[0])
+	if (b->subcert[0])
+		b->sub = spawn_to(out, (char *const[]){ "mosquitto_sub", "-h", "127.0.0.1",
+			"-p", port, "--cafile", b->cafile, "--cert", b->subcert, "--key",
+			b->subkey, "-V", "5", "-q", "1", "-c", "-i", "test-sub", "-t",
+			"station/#", "-F", "%t %r %P %p", NULL });
+	else if (b->cafile[0])
 		b->sub = spawn_to(out, (char *const[]){ "mosquitto_sub", "-h", "127.0.0.1",
 			"-p", port, "--cafile", b->cafile, "-V", "5", "-q", "1", "-c", "-i",
 			"test-sub", "-t", "station/#", "-F", "%t %r %P %p", NULL });
@@ -1336,6 +1343,95 @@ Test(mes, mqtt_tls_test_ca_accepted_wrong_ca_refused_nothing_lost, .timeout = 24
 	cr_assert_eq(json_array_size(all), 2, "each unit once");
 	json_decref(all);
 	cr_assert_eq(check_all_arrived(&w, &as, "line7-st1"), 2);
+
+	kill(b.sub, SIGKILL);
+	waitpid(b.sub, NULL, 0);
+	broker_kill(&b);
+	fx_rmtree(w.dir);
+	free(r);
+}
+
+/* MQTT with a client certificate: the Mosquitto listener requires one
+ * issued by its CA (require_certificate).  Without mes.tls_cert/tls_key
+ * the broker closes the connection: exit 4, the error says a client
+ * certificate is wanted and which settings give one, nothing at the
+ * subscriber, the cursor unmoved; with a client certificate of another
+ * CA: the error says the broker does not trust it; with the broker CA's
+ * client certificate: every unit delivered once, with the store's
+ * fields. */
+Test(mes, mqtt_client_certificate_required_by_the_broker, .timeout = 240)
+{
+	fx_world w;
+	fx_devsim sim;
+	broker b = { 0 };
+	receiver as;
+	fx_run *r = malloc(sizeof(*r));
+	char pki[600], opts[2000];
+	json_t *all;
+
+	cr_assert_not_null(r);
+	mes_world(&w, "line8-st1");
+	provision(&w, &sim, 2, "--seed l8");
+	snprintf(pki, sizeof(pki), "%s/pki", w.dir);
+	cr_assert_eq(mkdir(pki, 0755), 0);
+	make_ca(pki, "broker-ca");
+	make_ca(pki, "other-ca");
+	make_leaf(pki, "broker-ca", "server", "subjectAltName=IP:127.0.0.1");
+	make_leaf(pki, "broker-ca", "station", "extendedKeyUsage=clientAuth");
+	make_leaf(pki, "broker-ca", "subscriber", "extendedKeyUsage=clientAuth");
+	make_leaf(pki, "other-ca", "stranger", "extendedKeyUsage=clientAuth");
+	snprintf(b.dir, sizeof(b.dir), "%s/broker", w.dir);
+	cr_assert_eq(mkdir(b.dir, 0700), 0);
+	snprintf(b.tls, sizeof(b.tls), "certfile %s/server.pem\nkeyfile %s/server.key\n"
+		 "cafile %s/broker-ca.pem\nrequire_certificate true\nuser %s\n",
+		 pki, pki, pki, getpwuid(getuid())->pw_name);
+	snprintf(b.cafile, sizeof(b.cafile), "%s/broker-ca.pem", pki);
+	snprintf(b.subcert, sizeof(b.subcert), "%s/subscriber.pem", pki);
+	snprintf(b.subkey, sizeof(b.subkey), "%s/subscriber.key", pki);
+	b.port = free_port();
+	broker_start(&b);
+	sub_start(&b);
+	usleep(500000);
+
+	/* no client certificate, then one of another CA: refused, nothing lost */
+	for (int i = 0; i < 2; i++) {
+		if (i == 0)
+			snprintf(opts, sizeof(opts), "tls_ca = \"%s/broker-ca.pem\";", pki);
+		else
+			snprintf(opts, sizeof(opts), "tls_ca = \"%s/broker-ca.pem\"; tls_cert = "
+				 "\"%s/stranger.pem\"; tls_key = \"%s/stranger.key\";", pki,
+				 pki, pki);
+		set_mqtt_tls(&w, "line8-st1", &b, opts);
+		fx_station_run(r, &w, "mes", "send", "--once", NULL);
+		cr_assert_eq(r->code, 4, "%s: %s%s", i ? "another CA" : "no client cert",
+			     r->out, r->err);
+		cr_assert(strstr(r->err, "line8-st1:1"), "%s", r->err);
+		cr_log_info("%s", r->err);
+		cr_assert(strstr(r->err, "mqtts://127.0.0.1:"), "%s", r->err);
+		cr_assert(strstr(r->err, i ? "does not trust ours" :
+				 "set mes.tls_cert and mes.tls_key"), "%s", r->err);
+		fx_station_run(r, &w, "mes", "send", "--status", NULL);
+		cr_assert_eq(r->code, 0, "%s", r->err);
+		cr_assert(strstr(r->out, "lag:                2 units"), "%s", r->out);
+	}
+	usleep(300000);
+	all = sub_units(&b, "line8-st1", &as);
+	cr_assert_eq(json_array_size(all), 0, "a message passed without the "
+		     "broker CA's client certificate");
+	json_decref(all);
+
+	/* the broker CA's client certificate: delivered once each */
+	snprintf(opts, sizeof(opts), "tls_ca = \"%s/broker-ca.pem\"; tls_cert = "
+		 "\"%s/station.pem\"; tls_key = \"%s/station.key\";", pki, pki, pki);
+	set_mqtt_tls(&w, "line8-st1", &b, opts);
+	fx_station_run(r, &w, "mes", "send", "--once", NULL);
+	cr_assert_eq(r->code, 0, "%s%s", r->out, r->err);
+	cr_assert(strstr(r->out, "2 units sent; 0 waiting"), "%s", r->out);
+	cr_assert_eq(wait_units(&b, "line8-st1", 2), 2);
+	all = sub_units(&b, "line8-st1", &as);
+	cr_assert_eq(json_array_size(all), 2, "each unit once");
+	json_decref(all);
+	cr_assert_eq(check_all_arrived(&w, &as, "line8-st1"), 2);
 
 	kill(b.sub, SIGKILL);
 	waitpid(b.sub, NULL, 0);
