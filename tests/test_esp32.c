@@ -852,34 +852,6 @@ Test(esp32_identity, a_failing_random_source_leaves_nothing_behind)
 
 /* ---- the HMAC key into the chip: drv_efuse_key_burn on a simulated C3 --- */
 
-/* The JSON object in a tool's output (after its banner). */
-static json_t *json_after(const char *out)
-{
-	const char *p = strchr(out, '{');
-	json_t *j;
-
-	cr_assert_not_null(p, "no JSON in: %s", out);
-	j = json_loadb(p, strlen(p), JSON_DISABLE_EOF_CHECK, NULL);
-	cr_assert_not_null(j, "bad JSON in: %s", out);
-	return j;
-}
-
-/* espefuse --virt on the eFuse file f: args, its output in out. */
-static int virt_tool(const char *f, const char *args, char *out, size_t cap)
-{
-	char a[1400];
-
-	snprintf(a, sizeof(a), "--chip esp32c3 --virt --path-efuse-file %s "
-		 "--do-not-confirm %s", f, args);
-	return fx_esp_tool("espefuse", a, out, cap, 60);
-}
-
-static void export_chip(const char *state, const char *out)
-{
-	cr_assert_eq(sh(NULL, 0, "%s/station-devsim --model esp32c3 --state %s "
-			"--efuse-image %s", getenv("STATION_BUILD"), state, out), 0);
-}
-
 Test(esp32_key, hmac_key_burned_as_espefuse_burn_key_leaves_it, .timeout = 300)
 {
 	static char out[1 << 18];
@@ -890,9 +862,7 @@ Test(esp32_key, hmac_key_burned_as_espefuse_burn_key_leaves_it, .timeout = 300)
 	drv_info info;
 	fx_esp_sim s;
 	json_t *a, *b, *f;
-	const char *k;
-	json_t *v;
-	int diff = 0;
+	int diff;
 
 	tmpdir(dir);
 	for (int i = 0; i < 32; i++)
@@ -903,7 +873,7 @@ Test(esp32_key, hmac_key_burned_as_espefuse_burn_key_leaves_it, .timeout = 300)
 	spit(keyf, key, 32);
 	cr_assert_eq(fx_esp_sim_start(&s, dir, "c3", NULL), 0);
 	fx_esp_sim_stop(&s);
-	export_chip(s.state, blank);
+	fx_esp_export_efuses(s.state, blank);
 	cr_assert_eq(fx_esp_sim_start(&s, dir, "c3", NULL), 0);
 	snprintf(uri, sizeof(uri), "esp32:%s", s.slave);
 	cr_assert_eq(drv_open(uri, &o, &d), ST_OK, "%s", drv_errmsg(d));
@@ -918,29 +888,17 @@ Test(esp32_key, hmac_key_burned_as_espefuse_burn_key_leaves_it, .timeout = 300)
 	cr_expect_eq(drv_efuse_key_burn(d, 9, 8, key), ST_E_INVAL);
 	drv_close(d);
 	fx_esp_sim_stop(&s);
-	export_chip(s.state, ours);
+	fx_esp_export_efuses(s.state, ours);
 	/* the referee: espefuse burn_key on the same blank chip */
 	{
 		char args[300];
 
 		snprintf(args, sizeof(args), "burn_key BLOCK_KEY1 %s HMAC_UP", keyf);
-		cr_assert_eq(virt_tool(blank, args, out, sizeof(out)), 0, "%s", out);
+		cr_assert_eq(fx_esp_virt(blank, args, out, sizeof(out)), 0, "%s", out);
 	}
-	cr_assert_eq(virt_tool(ours, "summary --format json", out, sizeof(out)), 0, "%s", out);
-	a = json_after(out);
-	cr_assert_eq(virt_tool(blank, "summary --format json", out, sizeof(out)), 0, "%s", out);
-	b = json_after(out);
-	json_object_foreach(b, k, v) {
-		json_t *w = json_object_get(a, k);
-
-		if (!json_equal(json_object_get(v, "value"), json_object_get(w, "value")) ||
-		    !json_equal(json_object_get(v, "readable"), json_object_get(w, "readable")) ||
-		    !json_equal(json_object_get(v, "writeable"), json_object_get(w, "writeable"))) {
-			cr_log_error("%s: espefuse burn_key %s, ours %s", k,
-				     json_dumps(v, JSON_COMPACT), json_dumps(w, JSON_COMPACT));
-			diff++;
-		}
-	}
+	a = fx_esp_summary_virt(ours);
+	b = fx_esp_summary_virt(blank);
+	diff = fx_esp_summary_diff(a, b, "burn_key");
 	cr_expect_eq(diff, 0, "%d fields differ from espefuse burn_key", diff);
 	f = json_object_get(a, "KEY_PURPOSE_1");
 	cr_expect(strstr(json_string_value(json_object_get(f, "value")) ?: "", "HMAC_UP"),
@@ -1150,9 +1108,8 @@ Test(esp32_station, provision_burns_the_hmac_key_and_writes_esp_secure_cert,
 
 	/* offline, the exported eFuses: the key block as espefuse sees it */
 	snprintf(ef, sizeof(ef), "%s/efuse.bin", dir);
-	export_chip(s.state, ef);
-	cr_assert_eq(virt_tool(ef, "summary --format json", out, sizeof(out)), 0, "%s", out);
-	j = json_after(out);
+	fx_esp_export_efuses(s.state, ef);
+	j = fx_esp_summary_virt(ef);
 	f = json_object_get(j, "KEY_PURPOSE_1");
 	cr_expect(strstr(json_string_value(json_object_get(f, "value")) ?: "", "HMAC_UP"),
 		  "KEY_PURPOSE_1 %s", json_dumps(f, JSON_COMPACT));
@@ -1177,9 +1134,8 @@ Test(esp32_key, a_burn_cut_after_the_key_block_is_finished, .timeout = 300)
 	drv_dev *d = NULL;
 	drv_info info;
 	fx_esp_sim s;
-	json_t *a, *b, *v;
-	const char *k;
-	int diff = 0;
+	json_t *a, *b;
+	int diff;
 
 	tmpdir(dir);
 	for (int i = 0; i < 32; i++) {
@@ -1192,7 +1148,7 @@ Test(esp32_key, a_burn_cut_after_the_key_block_is_finished, .timeout = 300)
 	spit(keyf, key, 32);
 	cr_assert_eq(fx_esp_sim_start(&s, dir, "c3", NULL), 0);
 	fx_esp_sim_stop(&s);
-	export_chip(s.state, blank);
+	fx_esp_export_efuses(s.state, blank);
 	cr_assert_eq(fx_esp_sim_start(&s, dir, "c3", NULL), 0);
 	snprintf(uri, sizeof(uri), "esp32:%s", s.slave);
 	cr_assert_eq(drv_open(uri, &o, &d), ST_OK, "%s", drv_errmsg(d));
@@ -1204,23 +1160,12 @@ Test(esp32_key, a_burn_cut_after_the_key_block_is_finished, .timeout = 300)
 	cr_assert_eq(drv_efuse_key_burn(d, 1, 8, key), ST_OK, "%s", drv_errmsg(d));
 	drv_close(d);
 	fx_esp_sim_stop(&s);
-	export_chip(s.state, ours);
+	fx_esp_export_efuses(s.state, ours);
 	snprintf(args, sizeof(args), "burn_key BLOCK_KEY1 %s HMAC_UP", keyf);
-	cr_assert_eq(virt_tool(blank, args, out, sizeof(out)), 0, "%s", out);
-	cr_assert_eq(virt_tool(ours, "summary --format json", out, sizeof(out)), 0, "%s", out);
-	a = json_after(out);
-	cr_assert_eq(virt_tool(blank, "summary --format json", out, sizeof(out)), 0, "%s", out);
-	b = json_after(out);
-	json_object_foreach(b, k, v) {
-		json_t *w = json_object_get(a, k);
-
-		if (!json_equal(json_object_get(v, "value"), json_object_get(w, "value")) ||
-		    !json_equal(json_object_get(v, "readable"), json_object_get(w, "readable")) ||
-		    !json_equal(json_object_get(v, "writeable"), json_object_get(w, "writeable"))) {
-			cr_log_error("%s differs from espefuse burn_key", k);
-			diff++;
-		}
-	}
+	cr_assert_eq(fx_esp_virt(blank, args, out, sizeof(out)), 0, "%s", out);
+	a = fx_esp_summary_virt(ours);
+	b = fx_esp_summary_virt(blank);
+	diff = fx_esp_summary_diff(a, b, "burn_key");
 	cr_expect_eq(diff, 0, "%d fields differ from espefuse burn_key", diff);
 	json_decref(a);
 	json_decref(b);

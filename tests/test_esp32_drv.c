@@ -184,19 +184,6 @@ static int run_plan(const char *port, const st_fuse_plan *plan,
 
 /* ---- the referee ---- */
 
-/* The JSON object in a tool's output (after its banner). */
-static json_t *json_in(const char *out)
-{
-	const char *p = strchr(out, '{');
-	json_error_t e;
-	json_t *j;
-
-	cr_assert_not_null(p, "no JSON in: %s", out);
-	j = json_loadb(p, strlen(p), JSON_DISABLE_EOF_CHECK, &e);
-	cr_assert_not_null(j, "bad JSON (%s) in: %s", e.text, out);
-	return j;
-}
-
 /* espefuse summary --format json of the chip on port. */
 static json_t *summary_online(const char *port)
 {
@@ -208,63 +195,16 @@ static json_t *summary_online(const char *port)
 		 "summary --format json", port);
 	rc = fx_esp_tool("espefuse", args, out, sizeof(out), 60);
 	cr_assert_eq(rc, 0, "espefuse summary: %s", out);
-	return json_in(out);
+	return fx_esp_json(out);
 }
 
-/* Run espefuse --virt on the eFuse file f with args (a burn or summary). */
-static int virt(const char *f, const char *args, char *out, size_t cap)
-{
-	char a[1200];
-
-	snprintf(a, sizeof(a), "--chip esp32c3 --virt --path-efuse-file %s "
-		 "--do-not-confirm %s", f, args);
-	return fx_esp_tool("espefuse", a, out, cap, 60);
-}
-
-static json_t *summary_virt(const char *f)
-{
-	static char out[OUTCAP];
-
-	cr_assert_eq(virt(f, "summary --format json", out, sizeof(out)), 0, "%s", out);
-	return json_in(out);
-}
-
-/* The chip's eFuse array as a file espefuse --virt reads (the simulator
- * exports it without serving). */
-static void export_efuses(const char *state, const char *out)
-{
-	char cmd[1600];
-
-	snprintf(cmd, sizeof(cmd), "%s/station-devsim --model esp32c3 --state %s "
-		 "--efuse-image %s", getenv("STATION_BUILD"), state, out);
-	cr_assert_eq(system(cmd), 0, "%s", cmd);
-}
-
-/* Every field's value in a and b is the same (names both list). */
+/* The chip's espefuse summary a is the one b (every field's value,
+ * readability and write protection). */
 static void same_efuses(json_t *a, json_t *b, const char *what)
 {
-	const char *k;
-	json_t *v;
-	size_t n = 0;
+	int n = fx_esp_summary_diff(a, b, what);
 
-	json_object_foreach(a, k, v) {
-		json_t *w = json_object_get(b, k);
-		char *sa, *sb;
-
-		cr_assert_not_null(w, "%s: %s missing", what, k);
-		sa = json_dumps(json_object_get(v, "value"), JSON_ENCODE_ANY);
-		sb = json_dumps(json_object_get(w, "value"), JSON_ENCODE_ANY);
-		cr_assert_str_eq(sa, sb, "%s: %s is %s on the chip, %s by espefuse --virt",
-				 what, k, sa, sb);
-		cr_assert_eq(json_is_true(json_object_get(v, "writeable")),
-			     json_is_true(json_object_get(w, "writeable")),
-			     "%s: %s write protection differs", what, k);
-		free(sa);
-		free(sb);
-		n++;
-	}
-	cr_assert_gt(n, 50, "%s: only %zu fields", what, n);
-	cr_assert_eq(n, json_object_size(b), "%s: field counts differ", what);
+	cr_assert_eq(n, 0, "%s: %d field(s) differ (logged above)", what, n);
 }
 
 static const char *sval(json_t *s, const char *field)
@@ -330,12 +270,12 @@ static void replay_plan(const char *f, bool lock)
 	top(key, sizeof(key), "profiles/esp32c3-secureboot.pub.pem");
 	snprintf(args, sizeof(args), "burn_key_digest BLOCK_KEY0 %s SECURE_BOOT_DIGEST0",
 		 key);
-	cr_assert_eq(virt(f, args, out, sizeof(out)), 0, "%s", out);
-	cr_assert_eq(virt(f, "burn_efuse SECURE_BOOT_EN 1 DIS_USB_JTAG 1 "
+	cr_assert_eq(fx_esp_virt(f, args, out, sizeof(out)), 0, "%s", out);
+	cr_assert_eq(fx_esp_virt(f, "burn_efuse SECURE_BOOT_EN 1 DIS_USB_JTAG 1 "
 			  "DIS_DOWNLOAD_ICACHE 1 SOFT_DIS_JTAG 7 DIS_PAD_JTAG 1", out,
 			  sizeof(out)), 0, "%s", out);
 	if (lock)
-		cr_assert_eq(virt(f, "burn_efuse ENABLE_SECURITY_DOWNLOAD 1", out,
+		cr_assert_eq(fx_esp_virt(f, "burn_efuse ENABLE_SECURITY_DOWNLOAD 1", out,
 				  sizeof(out)), 0, "%s", out);
 }
 
@@ -347,7 +287,7 @@ static void blank_chip(fx_esp_sim *s, const char *dir, const char *extra)
 	cr_assert_eq(fx_esp_sim_start(s, dir, "c3", NULL), 0);
 	fx_esp_sim_stop(s);
 	snprintf(f, sizeof(f), "%s/blank.bin", dir);
-	export_efuses(s->state, f);
+	fx_esp_export_efuses(s->state, f);
 	cr_assert_eq(fx_esp_sim_start(s, dir, "c3", extra), 0);
 }
 
@@ -422,7 +362,7 @@ Test(esp32, plan_equals_espefuse_replay_before_the_lock, .timeout = 300)
 	chip = summary_online(s.slave);
 	snprintf(f, sizeof(f), "%s/blank.bin", dir);
 	replay_plan(f, false);
-	ref = summary_virt(f);
+	ref = fx_esp_summary_virt(f);
 	same_efuses(chip, ref, "before the lock");
 	sbv2_digest(dir, digest);
 	spaced_hex(sval(chip, "BLOCK_KEY0"), key0, sizeof(key0));
@@ -481,8 +421,8 @@ Test(esp32, lock_is_real_and_the_exported_efuses_show_the_plan, .timeout = 300)
 	}
 	fx_esp_sim_stop(&s);
 	snprintf(f, sizeof(f), "%s/locked.bin", dir);
-	export_efuses(s.state, f);
-	img = summary_virt(f);
+	fx_esp_export_efuses(s.state, f);
+	img = fx_esp_summary_virt(f);
 	sbv2_digest(dir, digest);
 	spaced_hex(sval(img, "BLOCK_KEY0"), key0, sizeof(key0));
 	cr_assert_str_eq(key0, digest);
@@ -495,12 +435,12 @@ Test(esp32, lock_is_real_and_the_exported_efuses_show_the_plan, .timeout = 300)
 	cr_assert_eq(ival(img, "SOFT_DIS_JTAG"), 7);
 	cr_assert_str_eq(sval(img, "DIS_DOWNLOAD_ICACHE"), "true");
 	cr_assert_str_eq(sval(img, "ENABLE_SECURITY_DOWNLOAD"), "true");
-	cr_assert_eq(virt(f, "check_error", out, sizeof(out)), 0, "%s", out);
+	cr_assert_eq(fx_esp_virt(f, "check_error", out, sizeof(out)), 0, "%s", out);
 	cr_assert(strstr(out, "No errors detected"), "%s", out);
 	/* and the same as the replay of the plan with the lock */
 	snprintf(f, sizeof(f), "%s/blank.bin", dir);
 	replay_plan(f, true);
-	ref = summary_virt(f);
+	ref = fx_esp_summary_virt(f);
 	same_efuses(img, ref, "after the lock");
 	json_decref(ref);
 	json_decref(img);
@@ -532,8 +472,8 @@ static void refused(const char *extra, const char *preburn, const char *why)
 	}
 	fx_esp_sim_stop(&s);
 	snprintf(f, sizeof(f), "%s/before.bin", dir);
-	export_efuses(s.state, f);
-	before = summary_virt(f);
+	fx_esp_export_efuses(s.state, f);
+	before = fx_esp_summary_virt(f);
 	cr_assert_eq(fx_esp_sim_start(&s, dir, "c3", extra), 0);
 	rc = run_plan(s.slave, &p.plan, NULL, &log, &run, NULL);
 	cr_assert_eq(rc, ST_E_FUSE_CONFLICT, "rc %d: %s\n%s", rc, run.reason, log.text);
@@ -543,8 +483,8 @@ static void refused(const char *extra, const char *preburn, const char *why)
 		       log.text);
 	fx_esp_sim_stop(&s);
 	snprintf(f, sizeof(f), "%s/after.bin", dir);
-	export_efuses(s.state, f);
-	after = summary_virt(f);
+	fx_esp_export_efuses(s.state, f);
+	after = fx_esp_summary_virt(f);
 	same_efuses(before, after, "a refused unit");
 	json_decref(before);
 	json_decref(after);
@@ -579,8 +519,8 @@ Test(esp32, write_protected_key_block_quarantines_nothing_burned, .timeout = 300
 	blank_chip(&s, dir, "--fault wr-protect:4");
 	fx_esp_sim_stop(&s);
 	snprintf(f, sizeof(f), "%s/before.bin", dir);
-	export_efuses(s.state, f);
-	before = summary_virt(f);
+	fx_esp_export_efuses(s.state, f);
+	before = fx_esp_summary_virt(f);
 	cr_assert_eq(fx_esp_sim_start(&s, dir, "c3", "--fault wr-protect:4"), 0);
 	rc = run_plan(s.slave, &p.plan, NULL, &log, &run, NULL);
 	cr_assert_eq(rc, ST_E_FUSE_CONFLICT, "rc %d: %s", rc, run.reason);
@@ -588,8 +528,8 @@ Test(esp32, write_protected_key_block_quarantines_nothing_burned, .timeout = 300
 	cr_assert(strstr(run.reason, "write-protected"), "%s", run.reason);
 	fx_esp_sim_stop(&s);
 	snprintf(f, sizeof(f), "%s/after.bin", dir);
-	export_efuses(s.state, f);
-	after = summary_virt(f);
+	fx_esp_export_efuses(s.state, f);
+	after = fx_esp_summary_virt(f);
 	same_efuses(before, after, "write-protected KEY0");
 	json_decref(before);
 	json_decref(after);
@@ -620,7 +560,7 @@ Test(esp32, one_percent_line_noise_still_completes, .timeout = 600)
 	chip = summary_online(s.slave);
 	snprintf(f, sizeof(f), "%s/blank.bin", dir);
 	replay_plan(f, false);
-	ref = summary_virt(f);
+	ref = fx_esp_summary_virt(f);
 	same_efuses(chip, ref, "under noise");
 	json_decref(chip);
 	json_decref(ref);
@@ -680,7 +620,7 @@ static void killed_mid_burn(int which, int ms)
 	chip = summary_online(s.slave);
 	snprintf(f, sizeof(f), "%s/blank.bin", dir);
 	replay_plan(f, false);
-	ref = summary_virt(f);
+	ref = fx_esp_summary_virt(f);
 	same_efuses(chip, ref, "after a kill mid-burn");
 	json_decref(chip);
 	json_decref(ref);
@@ -901,10 +841,10 @@ Test(esp32_station, device_key_mode_stops_at_the_identity_with_nothing_burned, .
 	cr_assert_eq(fx_q_int(&w, "SELECT count(*) FROM steps WHERE step = 'certificate'"), 0);
 	fx_esp_sim_stop(&s);
 	snprintf(f, sizeof(f), "%s/blank.bin", dir);
-	before = summary_virt(f);
+	before = fx_esp_summary_virt(f);
 	snprintf(f, sizeof(f), "%s/after.bin", dir);
-	export_efuses(s.state, f);
-	after = summary_virt(f);
+	fx_esp_export_efuses(s.state, f);
+	after = fx_esp_summary_virt(f);
 	same_efuses(before, after, "after provision");
 	json_decref(before);
 	json_decref(after);
@@ -953,8 +893,8 @@ Test(esp32, lock_by_disabling_download_mode_silences_the_loader, .timeout = 300)
 	cr_assert_neq(rc, 0, "esptool still talks to the chip: %s", out);
 	fx_esp_sim_stop(&s);
 	snprintf(f, sizeof(f), "%s/locked.bin", dir);
-	export_efuses(s.state, f);
-	img = summary_virt(f);
+	fx_esp_export_efuses(s.state, f);
+	img = fx_esp_summary_virt(f);
 	cr_assert_str_eq(sval(img, "DIS_DOWNLOAD_MODE"), "true");
 	cr_assert_str_eq(sval(img, "ENABLE_SECURITY_DOWNLOAD"), "false");
 	json_decref(img);

@@ -114,18 +114,6 @@ static void c3_world_free(struct c3w *c)
 	sh(NULL, 0, "rm -rf '%s'", c->fw);
 }
 
-/* The JSON object in a tool's output (after its banner). */
-static json_t *json_after(const char *o)
-{
-	const char *p = strchr(o, '{');
-	json_t *j;
-
-	cr_assert_not_null(p, "no JSON in: %s", o);
-	j = json_loadb(p, strlen(p), JSON_DISABLE_EOF_CHECK, NULL);
-	cr_assert_not_null(j, "bad JSON in: %s", o);
-	return j;
-}
-
 static json_t *field(json_t *s, const char *name)
 {
 	json_t *f = json_object_get(s, name);
@@ -234,7 +222,7 @@ static void referee_offline(struct c3w *c, const fx_esp_sim *s, const char *dir)
 	snprintf(args, sizeof(args), "--chip esp32c3 --virt --path-efuse-file %s "
 		 "summary --format json", ef);
 	cr_assert_eq(fx_esp_tool("espefuse", args, out, sizeof(out), 60), 0, "%s", out);
-	j = json_after(out);
+	j = fx_esp_json(out);
 	hex_of(sval(j, "BLOCK_KEY0"), h);
 	cr_expect_str_eq(h, c->digest, "BLOCK_KEY0 is not espsecure's digest of the key");
 	cr_expect(strstr(sval(j, "KEY_PURPOSE_0"), "SECURE_BOOT_DIGEST0"), "%s",
