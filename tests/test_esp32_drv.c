@@ -15,6 +15,7 @@
  * against the chip, and refuse to provision it with words that say why,
  * with nothing burned. */
 #include <criterion/criterion.h>
+#include <fcntl.h>
 #include <jansson.h>
 #include <libconfig.h>
 #include <poll.h>
@@ -26,6 +27,7 @@
 #include <string.h>
 #include <sys/time.h>
 #include <sys/wait.h>
+#include <termios.h>
 #include <unistd.h>
 
 #include "base.h"
@@ -325,6 +327,44 @@ Test(esp32, identify_gives_the_mac_esptool_reads, .timeout = 120)
 		 "--no-stub chip_id", s.slave);
 	cr_assert_eq(fx_esp_tool("esptool", args, out, sizeof(out), 60), 0, "%s", out);
 	cr_assert(strstr(out, "ESP32-C3"), "%s", out);
+	fx_esp_sim_stop(&s);
+	rmtree(dir);
+}
+
+/* ?baud=N: after SYNC the driver asks the ROM for N (CHANGE_BAUDRATE,
+ * whose answer the open needs) and sets its side of the port to N (the
+ * pty's termios, read through the same device, say so); the chip then
+ * answers (identify).  A rate the host cannot set (57600: the old driver
+ * asked the chip for it, then failed to follow) is refused before the
+ * chip is asked, naming the rates it can use. */
+Test(esp32, baud_in_the_uri_on_both_sides_and_one_the_host_cannot_set_refused,
+     .timeout = 120)
+{
+	char *dir = tmpdir(), uri[700];
+	drv_opts o = { .timeout_ms = 1000 };
+	drv_dev *d = NULL;
+	drv_info info;
+	struct termios tio;
+	fx_esp_sim s;
+	int fd;
+
+	cr_assert_eq(fx_esp_sim_start(&s, dir, "c3", NULL), 0);
+	snprintf(uri, sizeof(uri), "esp32:%s?baud=460800", s.slave);
+	cr_assert_eq(drv_open(uri, &o, &d), ST_OK, "%s", drv_errmsg(d));
+	fd = open(s.slave, O_RDWR | O_NOCTTY | O_NONBLOCK);
+	cr_assert_geq(fd, 0, "%s", s.slave);
+	cr_assert_eq(tcgetattr(fd, &tio), 0);
+	cr_expect_eq(cfgetospeed(&tio), B460800, "the port is not at 460800 baud");
+	close(fd);
+	cr_assert_eq(drv_identify(d, &info), ST_OK, "%s", drv_errmsg(d));
+	cr_assert_str_eq(info.model, "ESP32-C3 v0.4");
+	drv_close(d);
+
+	snprintf(uri, sizeof(uri), "esp32:%s?baud=57600", s.slave);
+	cr_assert_eq(drv_open(uri, &o, &d), ST_E_CONFIG);
+	cr_assert(strstr(drv_errmsg(d), "not one the host can set") &&
+		  strstr(drv_errmsg(d), "921600"), "%s", drv_errmsg(d));
+	drv_close(d);
 	fx_esp_sim_stop(&s);
 	rmtree(dir);
 }

@@ -517,6 +517,23 @@ static int detect_chip(drv_dev *d)
 	return ST_OK;
 }
 
+/* The rates the host side can be set to (termios), one of which the
+ * chip is asked for: a rate the host cannot follow must be refused before
+ * the chip switches. */
+static const struct { unsigned b; speed_t s; } bauds[] = {
+	{ 115200, B115200 }, { 230400, B230400 }, { 460800, B460800 },
+	{ 921600, B921600 }, { 1000000, B1000000 }, { 1500000, B1500000 },
+	{ 2000000, B2000000 },
+};
+
+static bool baud_known(unsigned long v)
+{
+	for (size_t i = 0; i < ST_ARRAY_SIZE(bauds); i++)
+		if (bauds[i].b == v)
+			return true;
+	return false;
+}
+
 /* Options in the URI query: baud=N (after SYNC at 115200) and
  * lock=secure_download|dis_download_mode (also from the profile). */
 static int parse_opts(drv_dev *d, const char *q, struct esp32 *e)
@@ -528,8 +545,10 @@ static int parse_opts(drv_dev *d, const char *q, struct esp32 *e)
 		if (!strncmp(q, "baud=", 5)) {
 			unsigned long v = strtoul(q + 5, &end, 10);
 
-			if (end != q + n || v < 9600 || v > 2000000) {
-				drv_set_error(d, "esp32:%s: bad baud rate '%.*s'",
+			if (end != q + n || !baud_known(v)) {
+				drv_set_error(d, "esp32:%s: baud rate '%.*s' is not one the "
+					      "host can set: use 115200, 230400, 460800, "
+					      "921600, 1000000, 1500000 or 2000000",
 					      drv_port(d), (int)(n - 5), q + 5);
 				return ST_E_CONFIG;
 			}
@@ -551,20 +570,15 @@ static int parse_opts(drv_dev *d, const char *q, struct esp32 *e)
 
 static int set_host_baud(struct esp32 *e, unsigned baud)
 {
-	static const struct { unsigned b; speed_t s; } tab[] = {
-		{ 115200, B115200 }, { 230400, B230400 }, { 460800, B460800 },
-		{ 921600, B921600 }, { 1000000, B1000000 }, { 1500000, B1500000 },
-		{ 2000000, B2000000 },
-	};
 	struct termios tio;
 
-	for (size_t i = 0; i < ST_ARRAY_SIZE(tab); i++) {
-		if (tab[i].b != baud)
+	for (size_t i = 0; i < ST_ARRAY_SIZE(bauds); i++) {
+		if (bauds[i].b != baud)
 			continue;
 		if (tcgetattr(e->port.fd, &tio))
 			return ST_E_IO;
-		cfsetispeed(&tio, tab[i].s);
-		cfsetospeed(&tio, tab[i].s);
+		cfsetispeed(&tio, bauds[i].s);
+		cfsetospeed(&tio, bauds[i].s);
 		return tcsetattr(e->port.fd, TCSANOW, &tio) ? ST_E_IO : ST_OK;
 	}
 	return ST_E_CONFIG;
