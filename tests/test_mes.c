@@ -1440,6 +1440,80 @@ Test(mes, mqtt_client_certificate_required_by_the_broker, .timeout = 240)
 	free(r);
 }
 
+/* A broker that takes the CONNECT but refuses the results' topic: a
+ * real Mosquitto whose ACL lets this station write its status and not
+ * station/<id>/units answers each PUBLISH with a PUBACK of reason 0x87
+ * (not authorized).  That is not delivery: exit 4 naming the topic and
+ * the broker's reason, the cursor unmoved, nothing at the subscriber.
+ * With the ACL opened (SIGHUP: the broker reloads it), the same units
+ * go, once each. */
+Test(mes, mqtt_puback_refusal_is_not_delivery, .timeout = 240)
+{
+	fx_world w;
+	fx_devsim sim;
+	broker b = { 0 };
+	receiver as;
+	fx_run *r = malloc(sizeof(*r));
+	char acl[700];
+	json_t *all;
+	FILE *f;
+
+	cr_assert_not_null(r);
+	mes_world(&w, "line9-st1");
+	provision(&w, &sim, 2, "--seed l9");
+	snprintf(b.dir, sizeof(b.dir), "%s/broker", w.dir);
+	cr_assert_eq(mkdir(b.dir, 0700), 0);
+	snprintf(acl, sizeof(acl), "%s/acl", b.dir);
+	f = fopen(acl, "w");
+	cr_assert_not_null(f);
+	fprintf(f, "topic readwrite station/line9-st1/status\ntopic read station/#\n");
+	fclose(f);
+	cr_assert_eq(chmod(acl, 0644), 0);
+	/* mosquitto keeps the test's user, to read the ACL in its folder */
+	snprintf(b.tls, sizeof(b.tls), "acl_file %s\nuser %s\n", acl,
+		 getpwuid(getuid())->pw_name);
+	b.port = free_port();
+	broker_start(&b);
+	sub_start(&b);
+	usleep(500000);
+	set_mqtt(&w, "line9-st1", &b);
+
+	fx_station_run(r, &w, "mes", "send", "--once", NULL);
+	cr_assert_eq(r->code, 4, "%s%s", r->out, r->err);
+	cr_assert(strstr(r->err, "refused the message on station/line9-st1/units") &&
+		  strstr(r->err, "Not authorized"), "%s", r->err);
+	cr_assert(strstr(r->err, "line9-st1:1"), "%s", r->err);
+	fx_station_run(r, &w, "mes", "send", "--status", NULL);
+	cr_assert_eq(r->code, 0, "%s", r->err);
+	cr_assert(strstr(r->out, "lag:                2 units"), "%s", r->out);
+	usleep(300000);
+	all = sub_units(&b, "line9-st1", &as);
+	cr_assert_eq(json_array_size(all), 0, "a refused message reached the subscriber");
+	json_decref(all);
+
+	/* the ACL opened: both units, once each */
+	f = fopen(acl, "w");
+	cr_assert_not_null(f);
+	fprintf(f, "topic readwrite station/#\n");
+	fclose(f);
+	cr_assert_eq(kill(b.pid, SIGHUP), 0);   /* mosquitto reloads its ACL */
+	usleep(500000);
+	fx_station_run(r, &w, "mes", "send", "--once", NULL);
+	cr_assert_eq(r->code, 0, "%s%s", r->out, r->err);
+	cr_assert(strstr(r->out, "2 units sent; 0 waiting"), "%s", r->out);
+	cr_assert_eq(wait_units(&b, "line9-st1", 2), 2);
+	all = sub_units(&b, "line9-st1", &as);
+	cr_assert_eq(json_array_size(all), 2, "each unit once");
+	json_decref(all);
+	cr_assert_eq(check_all_arrived(&w, &as, "line9-st1"), 2);
+
+	kill(b.sub, SIGKILL);
+	waitpid(b.sub, NULL, 0);
+	broker_kill(&b);
+	fx_rmtree(w.dir);
+	free(r);
+}
+
 /* ---- The route check and measured steps (docs/integration.md) ---- */
 
 /* The world's profile: the default one with extra groups (route,
