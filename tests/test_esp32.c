@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -1353,6 +1354,60 @@ Test(esp32_key, the_key_sent_to_the_chip_is_in_no_core_dump, .timeout = 300)
 	cr_expect_eq(found, 0, "%d request(s) carrying a word of the key are in "
 		     "memory a core dump holds after the cut", found);
 	free(canary);
+	drv_close(d);
+	fx_esp_sim_stop(&s);
+	sh(NULL, 0, "rm -rf %s", dir);
+}
+
+/* The esp32 driver's buffers carry the key, so a port whose buffers the
+ * kernel will not lock is not opened: as an unprivileged user (no
+ * CAP_IPC_LOCK) with RLIMIT_MEMLOCK under the driver's 24 KiB, drv_open
+ * fails, saying what to raise; nothing is sent to the chip, which then
+ * opens normally for root. */
+Test(esp32_key, a_port_whose_buffers_cannot_be_locked_is_not_opened, .timeout = 120)
+{
+	char dir[64], uri[700], msg[600] = "";
+	drv_opts o = { .timeout_ms = 500, .retries = 1 };
+	drv_dev *d = NULL;
+	drv_info info;
+	fx_esp_sim s;
+	int p[2], st;
+	ssize_t n;
+	pid_t pid;
+
+	tmpdir(dir);
+	cr_assert_eq(fx_esp_sim_start(&s, dir, "c3", NULL), 0);
+	snprintf(uri, sizeof(uri), "esp32:%s", s.slave);
+	cr_assert_eq(chmod(s.slave, 0666), 0);
+	cr_assert_eq(pipe(p), 0);
+	pid = fork();
+	cr_assert_geq(pid, 0);
+	if (pid == 0) {
+		struct rlimit lim = { 8192, 8192 };
+		int rc;
+
+		close(p[0]);
+		if (setrlimit(RLIMIT_MEMLOCK, &lim) || setgid(65534) || setuid(65534))
+			_exit(100);
+		rc = drv_open(uri, &o, &d);
+		if (write(p[1], drv_errmsg(d), strlen(drv_errmsg(d))) < 0)
+			_exit(101);
+		drv_close(d);
+		_exit(rc == ST_E_IO ? 0 : 1);
+	}
+	close(p[1]);
+	n = read(p[0], msg, sizeof(msg) - 1);
+	msg[n > 0 ? n : 0] = 0;
+	close(p[0]);
+	cr_assert_eq(waitpid(pid, &st, 0), pid);
+	cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "drv_open as nobody with "
+		  "RLIMIT_MEMLOCK 8 KiB: exit %d, %s", WEXITSTATUS(st), msg);
+	cr_log_info("%s", msg);
+	cr_expect(strstr(msg, "never held in swappable or dumpable memory") &&
+		  strstr(msg, "RLIMIT_MEMLOCK"), "%s", msg);
+	/* the chip was not touched: it answers as a fresh one */
+	cr_assert_eq(drv_open(uri, &o, &d), ST_OK, "%s", drv_errmsg(d));
+	cr_assert_eq(drv_identify(d, &info), ST_OK, "%s", drv_errmsg(d));
 	drv_close(d);
 	fx_esp_sim_stop(&s);
 	sh(NULL, 0, "rm -rf %s", dir);
