@@ -1,15 +1,18 @@
 /* cmd-mes.c — `station mes send [--once|--follow|--status]`: the results of
  * the ended units to the plant's MES over HTTP(S), store-and-forward
- * (docs/integration.md).  The work is the station's (st_mes_*:
+ * (docs/integration.md); `station mes resend KEY...|all`: rejected units
+ * again.  The work is the station's (st_mes_*:
  * station/mes.c); this file parses and prints, as cmd-records-sync.c does
  * for the PostgreSQL copy. */
 #include <signal.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "base.h"
 #include "cli/cli.h"
 
 static int exec_send(struct cli *cli, int argc, char **argv);
+static int exec_resend(struct cli *cli, int argc, char **argv);
 
 static const struct cli_sub mes_subs[] = {
 	{ .name = "send", .usage = "mes send [--once|--follow|--status]",
@@ -19,12 +22,20 @@ static const struct cli_sub mes_subs[] = {
 	  /* reads the records; its cursor is a file beside them */
 	  .needs = CLI_NEED_CONFIG | CLI_NEED_STORE_RO,
 	  .exec = exec_send },
+	{ .name = "resend", .usage = "mes resend KEY...|all",
+	  .help = "send units the MES rejected for good again, once it is mended "
+		  "(KEY: the idempotency key mes send --status lists; all: every "
+		  "one); those it takes leave the rejected list",
+	  .min_args = 1, .max_args = 64,
+	  .needs = CLI_NEED_CONFIG | CLI_NEED_STORE_RO,
+	  .exec = exec_resend },
 	{ NULL },
 };
 
 const struct cli_entry cli_cmd_mes = {
 	.name = "mes",
-	.usage = "mes send [--once|--follow|--status]",
+	.usage = "mes send [--once|--follow|--status]\n"
+		 "       station mes resend KEY...|all",
 	.help = "Results to the plant's MES (the mes group of station.conf; "
 		"docs/integration.md).",
 	.subs = mes_subs,
@@ -127,6 +138,47 @@ static int exec_send(struct cli *cli, int argc, char **argv)
 				      "kept for the next pass)", err, res.sent,
 				      res.pending);
 	}
+	st_mes_close(m);
+	return code;
+}
+
+static int exec_resend(struct cli *cli, int argc, char **argv)
+{
+	char err[1024] = "";
+	st_mes *m = NULL;
+	long long sent = 0, again = 0;
+	int rc = ST_OK, code;
+
+	for (int i = 0; i < argc; i++)
+		if (!strcmp(argv[i], "all") && argc > 1)
+			return st_say(ST_EXIT_USAGE, "mes resend: 'all' stands alone");
+	code = cli_store(cli, false);
+	if (code)
+		return code;
+	signal(SIGPIPE, SIG_IGN);
+	rc = st_mes_open(cli->st, &m, err, sizeof(err));
+	if (rc)
+		return st_say(rc == ST_E_DB || rc == ST_E_NOMEM ? ST_EXIT_RECORDS :
+			      ST_EXIT_USAGE, "%s", err);
+	for (int i = 0; i < argc && !rc; i++) {
+		st_mes_result res;
+		const char *key = strcmp(argv[i], "all") ? argv[i] : NULL;
+
+		rc = st_mes_resend(m, key, &res, err, sizeof(err));
+		sent += res.sent;
+		again += res.rejected;
+		if (res.rejected)
+			fprintf(stderr, "station: mes: rejected again by the MES (the "
+				"last: %s)\n", res.last_rejected);
+	}
+	if (rc == ST_E_NOTFOUND)
+		code = st_say(ST_EXIT_USAGE, "mes resend: %s", err);
+	else if (rc)
+		code = st_say(rc == ST_E_CONFIG ? ST_EXIT_USAGE : ST_EXIT_RECORDS,
+			      "mes: %s (%lld taken before it; it stays rejected, "
+			      "to resend)", err, sent);
+	printf("mes: station %s: %lld unit%s taken by the MES, %lld rejected "
+	       "again\n", cli->cfg.station_id, sent, sent == 1 ? "" : "s", again);
 	st_mes_close(m);
 	return code;
 }

@@ -25,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -915,6 +916,33 @@ static int note_rejected(st_mes *s, const rec_outbox_item *it, const char *key,
 	return rc;
 }
 
+/* One mes process at a time changes <records>.mes.json (a pass, a
+ * resend): an exclusive flock on <records>.mes.lock, waited for.  The fd,
+ * or -1 with err. */
+static int mes_lock(st_mes *s, char *err, size_t errlen)
+{
+	char path[1100];
+	int fd;
+
+	snprintf(path, sizeof(path), "%s.mes.lock", s->cfg->records_path);
+	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (fd < 0 || flock(fd, LOCK_EX)) {
+		snprintf(err, errlen, "cannot lock %s: %s", path, strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+static void mes_unlock(int fd)
+{
+	if (fd >= 0) {
+		flock(fd, LOCK_UN);
+		close(fd);
+	}
+}
+
 static long long cursor_of(st_mes *s)
 {
 	json_t *o = st_sync_state_read(s->cfg, "mes");
@@ -924,13 +952,26 @@ static long long cursor_of(st_mes *s)
 	return c;
 }
 
+static int mes_pass(st_mes *s, st_mes_result *out, char *err, size_t errlen);
+
 int st_mes_pass(st_mes *s, st_mes_result *out, char *err, size_t errlen)
+{
+	int fd, rc;
+
+	memset(out, 0, sizeof(*out));
+	if ((fd = mes_lock(s, err, errlen)) < 0)
+		return ST_E_IO;
+	rc = mes_pass(s, out, err, errlen);
+	mes_unlock(fd);
+	return rc;
+}
+
+static int mes_pass(st_mes *s, st_mes_result *out, char *err, size_t errlen)
 {
 	rec_outbox_item items[MES_BATCH_MAX];
 	long long cursor = cursor_of(s);
 	int n = 0, rc = ST_OK;
 
-	memset(out, 0, sizeof(*out));
 	do {
 		rc = rec_outbox_list(s->r, cursor, s->m.batch, items, &n);
 		if (rc) {
@@ -990,6 +1031,88 @@ int st_mes_pass(st_mes *s, st_mes_result *out, char *err, size_t errlen)
 		note(s, -1, NULL);
 	if (!rc && s->m.mqtt_host)
 		mqtt_status(s, out);
+	return rc;
+}
+
+/* The resend's work, under the lock: o is the state file's object. */
+static int resend_in(st_mes *s, json_t *o, const char *key, st_mes_result *out,
+		     char *err, size_t errlen)
+{
+	json_t *list = json_object_get(o, "rejected");
+	bool found = false;
+	int rc = ST_OK;
+
+	for (size_t i = 0; i < json_array_size(list) && !rc;) {
+		json_t *e = json_array_get(list, i);
+		const char *k = json_string_value(json_object_get(e, "key"));
+		rec_outbox_item it = {
+			.seq = json_integer_value(json_object_get(e, "event_seq")),
+			.unit_id = json_integer_value(json_object_get(e, "unit_id")) };
+		char mkey[200], uid[130], now[32], *body;
+
+		if (!k || (key && strcmp(k, key))) {
+			i++;
+			continue;
+		}
+		found = true;
+		if (!(body = message(s, &it, mkey, sizeof(mkey), uid, err, errlen)))
+			return ST_E_DB;
+		rc = deliver(s, body, mkey, err, errlen);
+		free(body);
+		if (rc == ST_OK) {
+			json_array_remove(list, i);
+			out->sent++;
+		} else if (rc == MES_REJECTED) {
+			utc_now(now);
+			json_object_set_new(e, "status", json_integer(s->status));
+			json_object_set_new(e, "answer", json_string(s->answer));
+			json_object_set_new(e, "at", json_string(now));
+			out->rejected++;
+			snprintf(out->last_rejected, sizeof(out->last_rejected),
+				 "unit %lld (%s, device %s): %s", (long long)it.unit_id,
+				 mkey, uid, err);
+			rc = ST_OK;
+			i++;
+		} else {
+			char why[700];
+
+			snprintf(why, sizeof(why), "unit %lld (%s): %s",
+				 (long long)it.unit_id, mkey, err);
+			snprintf(err, errlen, "%s", why);
+		}
+		/* each outcome on disk before the next unit is sent */
+		if (st_sync_state_write(s->cfg, "mes", o)) {
+			snprintf(err, errlen, "cannot write %s.mes.json (the rejected "
+				 "list)", s->cfg->records_path);
+			return ST_E_IO;
+		}
+	}
+	if (!rc && key && !found) {
+		snprintf(err, errlen, "no rejected unit '%s' (mes send --status lists "
+			 "them)", key);
+		return ST_E_NOTFOUND;
+	}
+	return rc;
+}
+
+int st_mes_resend(st_mes *s, const char *key, st_mes_result *out, char *err,
+		  size_t errlen)
+{
+	json_t *o;
+	int fd, rc;
+
+	memset(out, 0, sizeof(*out));
+	if ((fd = mes_lock(s, err, errlen)) < 0)
+		return ST_E_IO;
+	o = st_sync_state_read(s->cfg, "mes");
+	rc = resend_in(s, o, key, out, err, errlen);
+	out->cursor = json_integer_value(json_object_get(o, "cursor"));
+	json_decref(o);
+	if (rec_outbox_lag(s->r, out->cursor, &out->pending, NULL) && !rc) {
+		snprintf(err, errlen, "records: %s", rec_errmsg(s->r));
+		rc = ST_E_DB;
+	}
+	mes_unlock(fd);
 	return rc;
 }
 

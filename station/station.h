@@ -1280,6 +1280,17 @@ typedef struct st_mes_result {
  * go to <records>.mes.json. */
 int st_mes_pass(st_mes *m, st_mes_result *res, char *err, size_t errlen);
 
+/* `mes resend KEY|--all`: the units in the rejected list (the one with
+ * idempotency key KEY, or all when key is NULL) sent again, each the same
+ * message as before (the same key and body, rebuilt from the records):
+ * res->sent those the MES took now (off the list), res->rejected those it
+ * refused again (kept, with its new answer).  Stops at a unit not
+ * delivered (ST_E_IO, err names it; it stays on the list); each outcome is
+ * on disk before the next unit.  ST_E_NOTFOUND: no rejected unit KEY.
+ * Passes and resends of one station take turns (<records>.mes.lock). */
+int st_mes_resend(st_mes *m, const char *key, st_mes_result *res, char *err,
+		  size_t errlen);
+
 /* --follow: a pass, mes.interval_ms, again; after a failure 0.5 s, 1 s, ...
  * up to mes.backoff_max_ms, until SIGINT or SIGTERM (ST_OK).  fn hears
  * every pass that sent something (rc ST_OK) and every failure retried.

@@ -544,6 +544,41 @@ Test(mes, permanent_4xx_is_kept_as_rejected_and_passed_5xx_retried, .timeout = 2
 	cr_assert_eq(json_array_size(all), 2);
 	json_decref(all);
 
+	/* mes resend: an unknown key is a usage error; before the MES is
+	 * mended the unit is refused again and stays on the list */
+	fx_station_run(r, &w, "mes", "resend", "line8-st1:9", NULL);
+	cr_assert_eq(r->code, 2, "%s%s", r->out, r->err);
+	cr_assert(strstr(r->err, "no rejected unit 'line8-st1:9'"), "%s", r->err);
+	fx_station_run(r, &w, "mes", "resend", "line8-st1:2", NULL);
+	cr_assert_eq(r->code, 0, "%s%s", r->out, r->err);
+	cr_assert(strstr(r->out, "0 units taken by the MES, 1 rejected again"), "%s", r->out);
+	cr_assert(strstr(r->err, "work order closed at the MES"), "%s", r->err);
+	cr_assert_eq(lines_in(rx.dir, "rejected.jsonl"), 2);
+	fx_station_run(r, &w, "mes", "send", "--status", NULL);
+	cr_assert(strstr(r->out, "rejected:           1 unit refused for good"), "%s", r->out);
+	/* mended: taken once, off the list; a second resend has nothing to do */
+	{
+		char mended[700];
+
+		snprintf(mended, sizeof(mended), "%s/mended", rx.dir);
+		fx_write_file(mended, "");
+	}
+	fx_station_run(r, &w, "mes", "resend", "all", NULL);
+	cr_assert_eq(r->code, 0, "%s%s", r->out, r->err);
+	cr_assert(strstr(r->out, "1 unit taken by the MES, 0 rejected again"), "%s", r->out);
+	all = received(&rx);
+	cr_assert_eq(json_array_size(all), 3);
+	json_decref(all);
+	cr_assert_eq(check_all_arrived(&w, &rx, "line8-st1"), 3);
+	fx_station_run(r, &w, "mes", "send", "--status", NULL);
+	cr_assert(strstr(r->out, "rejected:           0 units"), "%s", r->out);
+	fx_station_run(r, &w, "mes", "resend", "all", NULL);
+	cr_assert_eq(r->code, 0, "%s%s", r->out, r->err);
+	cr_assert(strstr(r->out, "0 units taken by the MES, 0 rejected again"), "%s", r->out);
+	all = received(&rx);
+	cr_assert_eq(json_array_size(all), 3);
+	json_decref(all);
+
 	rx_stop(&rx);
 	fx_rmtree(w.dir);
 	free(r);
