@@ -579,6 +579,26 @@ Test(mes, permanent_4xx_is_kept_as_rejected_and_passed_5xx_retried, .timeout = 2
 	cr_assert_eq(json_array_size(all), 3);
 	json_decref(all);
 
+	/* passes and resends take turns: while another holds the state's
+	 * lock (flock(1) here), a pass waits (timeout(1) ends it, exit 124),
+	 * and goes through once the lock is free */
+	{
+		char cmd[3000];
+		int st;
+
+		snprintf(cmd, sizeof(cmd), "cd '%s' && L=$(ls *.mes.json | sed 's/json$/lock/') && "
+			 "{ flock -x \"$L\" sleep 4 & } && sleep 0.5 && "
+			 "timeout 2 '%s/station' --config '%s' --pin-file '%s' mes send --once "
+			 ">/dev/null 2>&1; echo $? > waited; wait",
+			 w.dir, getenv("STATION_BUILD"), w.conf, w.pinfile);
+		st = system(cmd);
+		cr_assert_eq(st, 0, "%s", cmd);
+		snprintf(cmd, sizeof(cmd), "test \"$(cat '%s/waited')\" = 124", w.dir);
+		cr_assert_eq(system(cmd), 0, "a pass did not wait for the lock");
+	}
+	fx_station_run(r, &w, "mes", "send", "--once", NULL);
+	cr_assert_eq(r->code, 0, "%s%s", r->out, r->err);
+
 	rx_stop(&rx);
 	fx_rmtree(w.dir);
 	free(r);
