@@ -58,18 +58,6 @@ static void on_log(struct mosquitto *m, void *ctx, int level, const char *str)
 		snprintf(s->q.lib_err, sizeof(s->q.lib_err), "%s", str);
 }
 
-/* A TLS failure in words: the handshake, when the broker's certificate is
- * not trusted (another CA than mes.tls_ca, not for this host, expired) or
- * the broker refused ours; OpenSSL's reason from libmosquitto's log. */
-static void tls_failed(st_mes *s, char *err, size_t errlen)
-{
-	snprintf(err, errlen, "mqtts://%s:%d: the TLS handshake failed (%s): the "
-		 "broker's certificate must chain to mes.tls_ca (%s) and name %s; "
-		 "nothing was sent", s->m.mqtt_host, s->m.mqtt_port,
-		 s->q.lib_err[0] ? s->q.lib_err : mosquitto_strerror(MOSQ_ERR_TLS),
-		 s->m.cafile ? s->m.cafile : "-", s->m.mqtt_host);
-}
-
 /* "mqtts" when the connection is TLS, for messages. */
 static const char *mqtt_scheme(const st_mes *s)
 {
@@ -90,6 +78,26 @@ static void lost_before_connack(st_mes *s, char *err, size_t errlen)
 		 s->m.certfile ? "it does not trust ours: mes.tls_cert must be "
 		 "issued by a CA the broker trusts" : "none is given: set mes.tls_cert "
 		 "and mes.tls_key to a client certificate from a CA the broker trusts");
+}
+
+/* A TLS failure in words: the handshake, when the broker's certificate is
+ * not trusted (another CA than mes.tls_ca, not for this host, expired) or
+ * the broker refused ours; OpenSSL's reason from libmosquitto's log. */
+static void tls_failed(st_mes *s, char *err, size_t errlen)
+{
+	/* the broker's alert about our certificate ("tlsv13 alert
+	 * certificate required", "tlsv1 alert unknown ca"; our own check of
+	 * its certificate reads "certificate verify failed") */
+	if (strstr(s->q.lib_err, " alert ") &&
+	    (strstr(s->q.lib_err, "certificate") || strstr(s->q.lib_err, "unknown ca"))) {
+		lost_before_connack(s, err, errlen);
+		return;
+	}
+	snprintf(err, errlen, "mqtts://%s:%d: the TLS handshake failed (%s): the "
+		 "broker's certificate must chain to mes.tls_ca (%s) and name %s; "
+		 "nothing was sent", s->m.mqtt_host, s->m.mqtt_port,
+		 s->q.lib_err[0] ? s->q.lib_err : mosquitto_strerror(MOSQ_ERR_TLS),
+		 s->m.cafile ? s->m.cafile : "-", s->m.mqtt_host);
 }
 
 /* What libmosquitto returns when the broker ends a TLS connection while
