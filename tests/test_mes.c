@@ -1159,6 +1159,90 @@ static json_t *retained(const broker *b, const char *topic)
 	return json_loads(line + 2, 0, NULL);
 }
 
+/* The MQTT tests' world: station id with units provisioned units (seed)
+ * and a folder for a Mosquitto (b->dir). */
+static void mqtt_world(fx_world *w, fx_devsim *sim, broker *b, const char *id,
+		       int units, const char *seed)
+{
+	mes_world(w, id);
+	provision(w, sim, units, seed);
+	snprintf(b->dir, sizeof(b->dir), "%s/broker", w->dir);
+	cr_assert_eq(mkdir(b->dir, 0700), 0);
+}
+
+/* TLS for the broker: test certificates made by openssl in pki (600
+ * bytes: <world>/pki) — broker-ca, other-ca, the listener's "server" for
+ * 127.0.0.1 — and a TLS-only listener; client_certs: it requires a client
+ * certificate from broker-ca ("station", the subscriber's "subscriber",
+ * and another CA's "stranger" are made too). */
+static void mqtt_tls(broker *b, const fx_world *w, char *pki, bool client_certs)
+{
+	size_t n;
+
+	snprintf(pki, 600, "%s/pki", w->dir);
+	cr_assert_eq(mkdir(pki, 0755), 0);
+	make_ca(pki, "broker-ca");
+	make_ca(pki, "other-ca");
+	make_leaf(pki, "broker-ca", "server", "subjectAltName=IP:127.0.0.1");
+	n = (size_t)snprintf(b->tls, sizeof(b->tls), "certfile %s/server.pem\n"
+			     "keyfile %s/server.key\n", pki, pki);
+	snprintf(b->cafile, sizeof(b->cafile), "%s/broker-ca.pem", pki);
+	if (!client_certs)
+		return;
+	make_leaf(pki, "broker-ca", "station", "extendedKeyUsage=clientAuth");
+	make_leaf(pki, "broker-ca", "subscriber", "extendedKeyUsage=clientAuth");
+	make_leaf(pki, "other-ca", "stranger", "extendedKeyUsage=clientAuth");
+	snprintf(b->tls + n, sizeof(b->tls) - n, "cafile %s/broker-ca.pem\n"
+		 "require_certificate true\n", pki);
+	snprintf(b->subcert, sizeof(b->subcert), "%s/subscriber.pem", pki);
+	snprintf(b->subkey, sizeof(b->subkey), "%s/subscriber.key", pki);
+}
+
+/* The broker up (its listener lines so far, then conf) on a free port,
+ * and the subscriber.  Mosquitto started as root would read its files as
+ * the user mosquitto, who may not enter the test's private folder: it
+ * keeps the test's user (the key stays 0600). */
+static void mqtt_up(broker *b, const char *conf)
+{
+	size_t n = strlen(b->tls);
+
+	snprintf(b->tls + n, sizeof(b->tls) - n, "%suser %s\n", conf ? conf : "",
+		 getpwuid(getuid())->pw_name);
+	b->port = free_port();
+	broker_start(b);
+	sub_start(b);
+	usleep(500000);
+}
+
+/* One pass of `mes send --once` delivers the world's n units, each once,
+ * with the store's fields (at the subscriber). */
+static void mqtt_sends_all(fx_run *r, const fx_world *w, broker *b,
+			   const char *id, int n)
+{
+	char want[64];
+	receiver as;
+	json_t *all;
+
+	fx_station_run(r, w, "mes", "send", "--once", NULL);
+	cr_assert_eq(r->code, 0, "%s%s", r->out, r->err);
+	snprintf(want, sizeof(want), "%d units sent; 0 waiting", n);
+	cr_assert(strstr(r->out, want), "%s", r->out);
+	cr_assert_eq(wait_units(b, id, n), n);
+	all = sub_units(b, id, &as);
+	cr_assert_eq(json_array_size(all), (size_t)n, "each unit once");
+	json_decref(all);
+	cr_assert_eq(check_all_arrived(w, &as, id), n);
+}
+
+static void mqtt_world_end(fx_world *w, broker *b, fx_run *r)
+{
+	kill(b->sub, SIGKILL);
+	waitpid(b->sub, NULL, 0);
+	broker_kill(b);
+	fx_rmtree(w->dir);
+	free(r);
+}
+
 /* w's configuration with a mes group for broker b; tls (may be NULL)
  * goes inside the group. */
 static void set_mqtt_tls(const fx_world *w, const char *id, const broker *b,
@@ -1206,14 +1290,8 @@ Test(mes, mqtt_every_unit_once_retained_status_and_will, .timeout = 240)
 	char topic[200];
 
 	cr_assert_not_null(r);
-	mes_world(&w, "line5-st1");
-	provision(&w, &sim, 3, "--seed l5");
-	snprintf(b.dir, sizeof(b.dir), "%s/broker", w.dir);
-	cr_assert_eq(mkdir(b.dir, 0700), 0);
-	b.port = free_port();
-	broker_start(&b);
-	sub_start(&b);
-	usleep(500000);
+	mqtt_world(&w, &sim, &b, "line5-st1", 3, "--seed l5");
+	mqtt_up(&b, NULL);
 	set_mqtt(&w, "line5-st1", &b);
 
 	fx_station_run(r, &w, "mes", "send", "--status", NULL);
@@ -1262,11 +1340,7 @@ Test(mes, mqtt_every_unit_once_retained_status_and_will, .timeout = 240)
 	cr_assert_null(json_object_get(st, "lag"), "the will, not a clean end");
 	json_decref(st);
 
-	kill(b.sub, SIGKILL);
-	waitpid(b.sub, NULL, 0);
-	broker_kill(&b);
-	fx_rmtree(w.dir);
-	free(r);
+	mqtt_world_end(&w, &b, r);
 }
 
 Test(mes, mqtt_broker_down_then_killed_loses_nothing, .timeout = 300)
@@ -1281,10 +1355,7 @@ Test(mes, mqtt_broker_down_then_killed_loses_nothing, .timeout = 300)
 	char log[700];
 
 	cr_assert_not_null(r);
-	mes_world(&w, "line6-st1");
-	provision(&w, &sim, 3, "--seed l6");
-	snprintf(b.dir, sizeof(b.dir), "%s/broker", w.dir);
-	cr_assert_eq(mkdir(b.dir, 0700), 0);
+	mqtt_world(&w, &sim, &b, "line6-st1", 3, "--seed l6");
 	b.port = free_port();
 	set_mqtt(&w, "line6-st1", &b);
 
@@ -1323,11 +1394,7 @@ Test(mes, mqtt_broker_down_then_killed_loses_nothing, .timeout = 300)
 
 	kill(follow, SIGTERM);
 	waitpid(follow, NULL, 0);
-	kill(b.sub, SIGKILL);
-	waitpid(b.sub, NULL, 0);
-	broker_kill(&b);
-	fx_rmtree(w.dir);
-	free(r);
+	mqtt_world_end(&w, &b, r);
 }
 
 /* MQTT over TLS: a real Mosquitto with a TLS-only listener whose
@@ -1347,25 +1414,9 @@ Test(mes, mqtt_tls_test_ca_accepted_wrong_ca_refused_nothing_lost, .timeout = 24
 	json_t *all;
 
 	cr_assert_not_null(r);
-	mes_world(&w, "line7-st1");
-	provision(&w, &sim, 2, "--seed l7");
-	snprintf(pki, sizeof(pki), "%s/pki", w.dir);
-	cr_assert_eq(mkdir(pki, 0755), 0);
-	make_ca(pki, "broker-ca");
-	make_ca(pki, "other-ca");
-	make_leaf(pki, "broker-ca", "server", "subjectAltName=IP:127.0.0.1");
-	snprintf(b.dir, sizeof(b.dir), "%s/broker", w.dir);
-	cr_assert_eq(mkdir(b.dir, 0700), 0);
-	/* mosquitto started as root would read its key as the user
-	 * mosquitto, who may not enter the test's private folder: it keeps
-	 * the test's user (the key stays 0600) */
-	snprintf(b.tls, sizeof(b.tls), "certfile %s/server.pem\nkeyfile %s/server.key\n"
-		 "user %s\n", pki, pki, getpwuid(getuid())->pw_name);
-	snprintf(b.cafile, sizeof(b.cafile), "%s/broker-ca.pem", pki);
-	b.port = free_port();
-	broker_start(&b);
-	sub_start(&b);
-	usleep(500000);
+	mqtt_world(&w, &sim, &b, "line7-st1", 2, "--seed l7");
+	mqtt_tls(&b, &w, pki, false);
+	mqtt_up(&b, NULL);
 
 	/* the wrong CA: refused at the handshake, nothing sent or lost */
 	snprintf(opts, sizeof(opts), "tls_ca = \"%s/other-ca.pem\";", pki);
@@ -1390,20 +1441,9 @@ Test(mes, mqtt_tls_test_ca_accepted_wrong_ca_refused_nothing_lost, .timeout = 24
 	/* the test CA: the same units, delivered once each */
 	snprintf(opts, sizeof(opts), "tls_ca = \"%s/broker-ca.pem\";", pki);
 	set_mqtt_tls(&w, "line7-st1", &b, opts);
-	fx_station_run(r, &w, "mes", "send", "--once", NULL);
-	cr_assert_eq(r->code, 0, "%s%s", r->out, r->err);
-	cr_assert(strstr(r->out, "2 units sent; 0 waiting"), "%s", r->out);
-	cr_assert_eq(wait_units(&b, "line7-st1", 2), 2);
-	all = sub_units(&b, "line7-st1", &as);
-	cr_assert_eq(json_array_size(all), 2, "each unit once");
-	json_decref(all);
-	cr_assert_eq(check_all_arrived(&w, &as, "line7-st1"), 2);
+	mqtt_sends_all(r, &w, &b, "line7-st1", 2);
 
-	kill(b.sub, SIGKILL);
-	waitpid(b.sub, NULL, 0);
-	broker_kill(&b);
-	fx_rmtree(w.dir);
-	free(r);
+	mqtt_world_end(&w, &b, r);
 }
 
 /* MQTT with a client certificate: the Mosquitto listener requires one
@@ -1425,28 +1465,9 @@ Test(mes, mqtt_client_certificate_required_by_the_broker, .timeout = 240)
 	json_t *all;
 
 	cr_assert_not_null(r);
-	mes_world(&w, "line8-st1");
-	provision(&w, &sim, 2, "--seed l8");
-	snprintf(pki, sizeof(pki), "%s/pki", w.dir);
-	cr_assert_eq(mkdir(pki, 0755), 0);
-	make_ca(pki, "broker-ca");
-	make_ca(pki, "other-ca");
-	make_leaf(pki, "broker-ca", "server", "subjectAltName=IP:127.0.0.1");
-	make_leaf(pki, "broker-ca", "station", "extendedKeyUsage=clientAuth");
-	make_leaf(pki, "broker-ca", "subscriber", "extendedKeyUsage=clientAuth");
-	make_leaf(pki, "other-ca", "stranger", "extendedKeyUsage=clientAuth");
-	snprintf(b.dir, sizeof(b.dir), "%s/broker", w.dir);
-	cr_assert_eq(mkdir(b.dir, 0700), 0);
-	snprintf(b.tls, sizeof(b.tls), "certfile %s/server.pem\nkeyfile %s/server.key\n"
-		 "cafile %s/broker-ca.pem\nrequire_certificate true\nuser %s\n",
-		 pki, pki, pki, getpwuid(getuid())->pw_name);
-	snprintf(b.cafile, sizeof(b.cafile), "%s/broker-ca.pem", pki);
-	snprintf(b.subcert, sizeof(b.subcert), "%s/subscriber.pem", pki);
-	snprintf(b.subkey, sizeof(b.subkey), "%s/subscriber.key", pki);
-	b.port = free_port();
-	broker_start(&b);
-	sub_start(&b);
-	usleep(500000);
+	mqtt_world(&w, &sim, &b, "line8-st1", 2, "--seed l8");
+	mqtt_tls(&b, &w, pki, true);
+	mqtt_up(&b, NULL);
 
 	/* no client certificate, then one of another CA: refused, nothing lost */
 	for (int i = 0; i < 2; i++) {
@@ -1479,20 +1500,9 @@ Test(mes, mqtt_client_certificate_required_by_the_broker, .timeout = 240)
 	snprintf(opts, sizeof(opts), "tls_ca = \"%s/broker-ca.pem\"; tls_cert = "
 		 "\"%s/station.pem\"; tls_key = \"%s/station.key\";", pki, pki, pki);
 	set_mqtt_tls(&w, "line8-st1", &b, opts);
-	fx_station_run(r, &w, "mes", "send", "--once", NULL);
-	cr_assert_eq(r->code, 0, "%s%s", r->out, r->err);
-	cr_assert(strstr(r->out, "2 units sent; 0 waiting"), "%s", r->out);
-	cr_assert_eq(wait_units(&b, "line8-st1", 2), 2);
-	all = sub_units(&b, "line8-st1", &as);
-	cr_assert_eq(json_array_size(all), 2, "each unit once");
-	json_decref(all);
-	cr_assert_eq(check_all_arrived(&w, &as, "line8-st1"), 2);
+	mqtt_sends_all(r, &w, &b, "line8-st1", 2);
 
-	kill(b.sub, SIGKILL);
-	waitpid(b.sub, NULL, 0);
-	broker_kill(&b);
-	fx_rmtree(w.dir);
-	free(r);
+	mqtt_world_end(&w, &b, r);
 }
 
 /* A broker that takes the CONNECT but refuses the results' topic: a
@@ -1509,28 +1519,19 @@ Test(mes, mqtt_puback_refusal_is_not_delivery, .timeout = 240)
 	broker b = { 0 };
 	receiver as;
 	fx_run *r = malloc(sizeof(*r));
-	char acl[700];
+	char acl[700], conf[800];
 	json_t *all;
 	FILE *f;
 
 	cr_assert_not_null(r);
-	mes_world(&w, "line9-st1");
-	provision(&w, &sim, 2, "--seed l9");
-	snprintf(b.dir, sizeof(b.dir), "%s/broker", w.dir);
-	cr_assert_eq(mkdir(b.dir, 0700), 0);
+	mqtt_world(&w, &sim, &b, "line9-st1", 2, "--seed l9");
 	snprintf(acl, sizeof(acl), "%s/acl", b.dir);
 	f = fopen(acl, "w");
 	cr_assert_not_null(f);
 	fprintf(f, "topic readwrite station/line9-st1/status\ntopic read station/#\n");
 	fclose(f);
-	cr_assert_eq(chmod(acl, 0644), 0);
-	/* mosquitto keeps the test's user, to read the ACL in its folder */
-	snprintf(b.tls, sizeof(b.tls), "acl_file %s\nuser %s\n", acl,
-		 getpwuid(getuid())->pw_name);
-	b.port = free_port();
-	broker_start(&b);
-	sub_start(&b);
-	usleep(500000);
+	snprintf(conf, sizeof(conf), "acl_file %s\n", acl);
+	mqtt_up(&b, conf);
 	set_mqtt(&w, "line9-st1", &b);
 
 	fx_station_run(r, &w, "mes", "send", "--once", NULL);
@@ -1553,20 +1554,9 @@ Test(mes, mqtt_puback_refusal_is_not_delivery, .timeout = 240)
 	fclose(f);
 	cr_assert_eq(kill(b.pid, SIGHUP), 0);   /* mosquitto reloads its ACL */
 	usleep(500000);
-	fx_station_run(r, &w, "mes", "send", "--once", NULL);
-	cr_assert_eq(r->code, 0, "%s%s", r->out, r->err);
-	cr_assert(strstr(r->out, "2 units sent; 0 waiting"), "%s", r->out);
-	cr_assert_eq(wait_units(&b, "line9-st1", 2), 2);
-	all = sub_units(&b, "line9-st1", &as);
-	cr_assert_eq(json_array_size(all), 2, "each unit once");
-	json_decref(all);
-	cr_assert_eq(check_all_arrived(&w, &as, "line9-st1"), 2);
+	mqtt_sends_all(r, &w, &b, "line9-st1", 2);
 
-	kill(b.sub, SIGKILL);
-	waitpid(b.sub, NULL, 0);
-	broker_kill(&b);
-	fx_rmtree(w.dir);
-	free(r);
+	mqtt_world_end(&w, &b, r);
 }
 
 /* ---- The route check and measured steps (docs/integration.md) ---- */
