@@ -853,32 +853,72 @@ Test(esp32_identity, a_failing_random_source_leaves_nothing_behind)
 
 /* ---- the HMAC key into the chip: drv_efuse_key_burn on a simulated C3 --- */
 
-Test(esp32_key, hmac_key_burned_as_espefuse_burn_key_leaves_it, .timeout = 300)
+/* A key test's chip: a fresh simulated C3 in dir whose blank eFuses are
+ * exported to dir/blank.bin first, and the driver open on it. */
+struct key_chip {
+	char blank[128], ours[128];
+	fx_esp_sim s;
+	drv_dev *d;
+};
+
+static void key_chip_open(struct key_chip *k, const char *dir)
+{
+	drv_opts o = { .timeout_ms = 1000, .retries = 3 };
+	char uri[700];
+	drv_info info;
+
+	snprintf(k->blank, sizeof(k->blank), "%s/blank.bin", dir);
+	snprintf(k->ours, sizeof(k->ours), "%s/ours.bin", dir);
+	cr_assert_eq(fx_esp_sim_start(&k->s, dir, "c3", NULL), 0);
+	fx_esp_sim_stop(&k->s);
+	fx_esp_export_efuses(k->s.state, k->blank);
+	cr_assert_eq(fx_esp_sim_start(&k->s, dir, "c3", NULL), 0);
+	snprintf(uri, sizeof(uri), "esp32:%s", k->s.slave);
+	k->d = NULL;
+	cr_assert_eq(drv_open(uri, &o, &k->d), ST_OK, "%s", drv_errmsg(k->d));
+	cr_assert_eq(drv_identify(k->d, &info), ST_OK, "%s", drv_errmsg(k->d));
+}
+
+/* The referee: the chip, closed, against espefuse burn_key of the same
+ * key (written to dir/hmac.key) into BLOCK_KEY1 as HMAC_UP on the same
+ * blank chip; every field alike.  Our summary, for more checks. */
+static json_t *key_chip_matches_burn_key(struct key_chip *k, const char *dir,
+					 const uint8_t key[32])
 {
 	static char out[1 << 18];
-	char dir[64], blank[128], ours[128], keyf[128], uri[700];
-	uint8_t key[32];
-	drv_opts o = { .timeout_ms = 1000, .retries = 3 };
-	drv_dev *d = NULL;
-	drv_info info;
-	fx_esp_sim s;
-	json_t *a, *b, *f;
+	char keyf[128], args[300];
+	json_t *a, *b;
 	int diff;
+
+	drv_close(k->d);
+	k->d = NULL;
+	fx_esp_sim_stop(&k->s);
+	fx_esp_export_efuses(k->s.state, k->ours);
+	snprintf(keyf, sizeof(keyf), "%s/hmac.key", dir);
+	spit(keyf, key, 32);
+	snprintf(args, sizeof(args), "burn_key BLOCK_KEY1 %s HMAC_UP", keyf);
+	cr_assert_eq(fx_esp_virt(k->blank, args, out, sizeof(out)), 0, "%s", out);
+	a = fx_esp_summary_virt(k->ours);
+	b = fx_esp_summary_virt(k->blank);
+	diff = fx_esp_summary_diff(a, b, "burn_key");
+	cr_expect_eq(diff, 0, "%d fields differ from espefuse burn_key", diff);
+	json_decref(b);
+	return a;
+}
+
+Test(esp32_key, hmac_key_burned_as_espefuse_burn_key_leaves_it, .timeout = 300)
+{
+	char dir[64];
+	uint8_t key[32];
+	struct key_chip k;
+	drv_dev *d;
+	json_t *a, *f;
 
 	tmpdir(dir);
 	for (int i = 0; i < 32; i++)
 		key[i] = (uint8_t)(0xC0 ^ (i * 7));
-	snprintf(blank, sizeof(blank), "%s/blank.bin", dir);
-	snprintf(ours, sizeof(ours), "%s/ours.bin", dir);
-	snprintf(keyf, sizeof(keyf), "%s/hmac.key", dir);
-	spit(keyf, key, 32);
-	cr_assert_eq(fx_esp_sim_start(&s, dir, "c3", NULL), 0);
-	fx_esp_sim_stop(&s);
-	fx_esp_export_efuses(s.state, blank);
-	cr_assert_eq(fx_esp_sim_start(&s, dir, "c3", NULL), 0);
-	snprintf(uri, sizeof(uri), "esp32:%s", s.slave);
-	cr_assert_eq(drv_open(uri, &o, &d), ST_OK, "%s", drv_errmsg(d));
-	cr_assert_eq(drv_identify(d, &info), ST_OK, "%s", drv_errmsg(d));
+	key_chip_open(&k, dir);
+	d = k.d;
 	cr_assert_eq(drv_efuse_key_burn(d, 1, 8, key), ST_OK, "%s", drv_errmsg(d));
 	/* again: done, nothing burned, and it says so */
 	cr_expect_eq(drv_efuse_key_burn(d, 1, 8, key), ST_E_EXISTS, "%s", drv_errmsg(d));
@@ -887,20 +927,7 @@ Test(esp32_key, hmac_key_burned_as_espefuse_burn_key_leaves_it, .timeout = 300)
 	cr_expect_eq(drv_efuse_key_burn(d, 1, 5, key), ST_E_FUSE_CONFLICT, "%s",
 		     drv_errmsg(d));
 	cr_expect_eq(drv_efuse_key_burn(d, 9, 8, key), ST_E_INVAL);
-	drv_close(d);
-	fx_esp_sim_stop(&s);
-	fx_esp_export_efuses(s.state, ours);
-	/* the referee: espefuse burn_key on the same blank chip */
-	{
-		char args[300];
-
-		snprintf(args, sizeof(args), "burn_key BLOCK_KEY1 %s HMAC_UP", keyf);
-		cr_assert_eq(fx_esp_virt(blank, args, out, sizeof(out)), 0, "%s", out);
-	}
-	a = fx_esp_summary_virt(ours);
-	b = fx_esp_summary_virt(blank);
-	diff = fx_esp_summary_diff(a, b, "burn_key");
-	cr_expect_eq(diff, 0, "%d fields differ from espefuse burn_key", diff);
+	a = key_chip_matches_burn_key(&k, dir, key);
 	f = json_object_get(a, "KEY_PURPOSE_1");
 	cr_expect(strstr(json_string_value(json_object_get(f, "value")) ?: "", "HMAC_UP"),
 		  "KEY_PURPOSE_1 %s", json_dumps(f, JSON_COMPACT));
@@ -910,7 +937,6 @@ Test(esp32_key, hmac_key_burned_as_espefuse_burn_key_leaves_it, .timeout = 300)
 	cr_expect(json_is_false(json_object_get(f, "writeable")), "BLOCK_KEY1 %s",
 		  json_dumps(f, JSON_COMPACT));
 	json_decref(a);
-	json_decref(b);
 	sh(NULL, 0, "rm -rf %s", dir);
 }
 
@@ -1128,48 +1154,24 @@ Test(esp32_station, provision_burns_the_hmac_key_and_writes_esp_secure_cert,
  * with nothing burned. */
 Test(esp32_key, a_burn_cut_after_the_key_block_is_finished, .timeout = 300)
 {
-	static char out[1 << 18];
-	char dir[64], blank[128], ours[128], keyf[128], uri[700], args[300];
+	char dir[64];
 	uint8_t key[32], other[32], rb[DRV_FUSE_BANK_LEN];
-	drv_opts o = { .timeout_ms = 1000, .retries = 3 };
-	drv_dev *d = NULL;
-	drv_info info;
-	fx_esp_sim s;
-	json_t *a, *b;
-	int diff;
+	struct key_chip k;
+	drv_dev *d;
 
 	tmpdir(dir);
 	for (int i = 0; i < 32; i++) {
 		key[i] = (uint8_t)(0x5A + i * 3);
 		other[i] = (uint8_t)(0x11 + i);
 	}
-	snprintf(blank, sizeof(blank), "%s/blank.bin", dir);
-	snprintf(ours, sizeof(ours), "%s/ours.bin", dir);
-	snprintf(keyf, sizeof(keyf), "%s/hmac.key", dir);
-	spit(keyf, key, 32);
-	cr_assert_eq(fx_esp_sim_start(&s, dir, "c3", NULL), 0);
-	fx_esp_sim_stop(&s);
-	fx_esp_export_efuses(s.state, blank);
-	cr_assert_eq(fx_esp_sim_start(&s, dir, "c3", NULL), 0);
-	snprintf(uri, sizeof(uri), "esp32:%s", s.slave);
-	cr_assert_eq(drv_open(uri, &o, &d), ST_OK, "%s", drv_errmsg(d));
-	cr_assert_eq(drv_identify(d, &info), ST_OK, "%s", drv_errmsg(d));
+	key_chip_open(&k, dir);
+	d = k.d;
 	/* the state a cut leaves: BLOCK_KEY1 (bank 5) programmed, no more */
 	cr_assert_eq(drv_fuse_burn(d, 5, key, 1, rb), ST_OK, "%s", drv_errmsg(d));
 	cr_expect_eq(drv_efuse_key_burn(d, 1, 8, other), ST_E_FUSE_CONFLICT,
 		     "a block holding another key was taken");
 	cr_assert_eq(drv_efuse_key_burn(d, 1, 8, key), ST_OK, "%s", drv_errmsg(d));
-	drv_close(d);
-	fx_esp_sim_stop(&s);
-	fx_esp_export_efuses(s.state, ours);
-	snprintf(args, sizeof(args), "burn_key BLOCK_KEY1 %s HMAC_UP", keyf);
-	cr_assert_eq(fx_esp_virt(blank, args, out, sizeof(out)), 0, "%s", out);
-	a = fx_esp_summary_virt(ours);
-	b = fx_esp_summary_virt(blank);
-	diff = fx_esp_summary_diff(a, b, "burn_key");
-	cr_expect_eq(diff, 0, "%d fields differ from espefuse burn_key", diff);
-	json_decref(a);
-	json_decref(b);
+	json_decref(key_chip_matches_burn_key(&k, dir, key));
 	sh(NULL, 0, "rm -rf %s", dir);
 }
 
