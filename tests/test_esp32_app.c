@@ -123,20 +123,12 @@ static size_t make_image(const char *path, uint8_t fill)
 
 static int esptool(const fx_esp_sim *s, const char *args)
 {
-	char a[2048];
-
-	snprintf(a, sizeof(a), "--chip esp32c3 --port %s --before no_reset "
-		 "--after no_reset --no-stub %s", s->slave, args);
-	return fx_esp_tool("esptool", a, out, sizeof(out), 120);
+	return fx_esp_on("esptool", s, args, out, sizeof(out));
 }
 
 static int efuse(const fx_esp_sim *s, const char *args)
 {
-	char a[2048];
-
-	snprintf(a, sizeof(a), "--chip esp32c3 --port %s --before no_reset "
-		 "--do-not-confirm %s", s->slave, args);
-	return fx_esp_tool("espefuse", a, out, sizeof(out), 120);
+	return fx_esp_on("espefuse", s, args, out, sizeof(out));
 }
 
 /* What a maker's line puts in flash: the partition table (esp_secure_cert

@@ -60,31 +60,19 @@ static const char *tp(const char *name)
 /* espefuse on the sim's pty; returns the exit status, output in out. */
 static int efuse(const fx_esp_sim *s, const char *args)
 {
-	char a[2048];
-
-	snprintf(a, sizeof(a), "--chip esp32c3 --port %s --before no_reset "
-		 "--do-not-confirm %s", s->slave, args);
-	return fx_esp_tool("espefuse", a, out, sizeof(out), 120);
+	return fx_esp_on("espefuse", s, args, out, sizeof(out));
 }
 
 /* espefuse --virt on an eFuse image file. */
 static int vefuse(const char *file, const char *args)
 {
-	char a[2048];
-
-	snprintf(a, sizeof(a), "--chip esp32c3 --virt --path-efuse-file %s "
-		 "--do-not-confirm %s", file, args);
-	return fx_esp_tool("espefuse", a, out, sizeof(out), 120);
+	return fx_esp_virt(file, args, out, sizeof(out));
 }
 
 /* esptool on the sim's pty (ROM only, no reset lines). */
 static int esptool(const fx_esp_sim *s, const char *args)
 {
-	char a[2048];
-
-	snprintf(a, sizeof(a), "--chip esp32c3 --port %s --before no_reset "
-		 "--after no_reset --no-stub %s", s->slave, args);
-	return fx_esp_tool("esptool", a, out, sizeof(out), 120);
+	return fx_esp_on("esptool", s, args, out, sizeof(out));
 }
 
 /* summary --format json of the sim (virt NULL) or of a virt file. */
