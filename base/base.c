@@ -99,18 +99,12 @@ int st_secret_alloc(size_t n, void **out, char *err, size_t errlen)
 		e = errno;
 		if (e != EAGAIN && e != EPERM)
 			return ST_E_NOMEM;
-		snprintf(err, errlen, "cannot lock %zu bytes of memory for secrets (%s): "
-			 "raise the station's RLIMIT_MEMLOCK (LimitMEMLOCK= in its "
-			 "systemd unit)", len, strerror(e));
-		return ST_E_IO;
+		goto not_locked;
 	}
 	if (mlock(p, len) < 0) {
 		e = errno;
 		munmap(p, len);
-		snprintf(err, errlen, "cannot lock %zu bytes of memory for secrets (%s): "
-			 "raise the station's RLIMIT_MEMLOCK (LimitMEMLOCK= in its "
-			 "systemd unit)", len, strerror(e));
-		return ST_E_IO;
+		goto not_locked;
 	}
 	/* a core dump must not carry a secret; without the flag, refuse */
 	if (madvise(p, len, MADV_DONTDUMP) < 0) {
@@ -123,6 +117,11 @@ int st_secret_alloc(size_t n, void **out, char *err, size_t errlen)
 	}
 	*out = p;
 	return ST_OK;
+not_locked:
+	snprintf(err, errlen, "cannot lock %zu bytes of memory for secrets (%s): "
+		 "raise the station's RLIMIT_MEMLOCK (LimitMEMLOCK= in its "
+		 "systemd unit)", len, strerror(e));
+	return ST_E_IO;
 }
 
 void st_secret_free(void *p, size_t n)

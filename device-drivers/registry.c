@@ -29,7 +29,6 @@ struct drv_dev {
 	const struct drv_ops *ops;
 	void *priv;
 	size_t priv_size;
-	bool priv_secret;    /* priv is st_secret_alloc memory */
 	int opened;          /* ops->open succeeded: ops->close is owed */
 	char port[256];      /* path without scheme and query, for messages */
 	char err[512];
@@ -120,7 +119,6 @@ int drv_open(const char *uri, const drv_opts *opts, drv_dev **out)
 				      "memory: %s", d->port, d->ops->name, why);
 			return rc;
 		}
-		d->priv_secret = d->priv != NULL;
 	} else {
 		d->priv = calloc(1, d->priv_size ? d->priv_size : 1);
 	}
@@ -142,7 +140,7 @@ void drv_close(drv_dev *d)
 		return;
 	if (d->opened && d->ops->close)
 		d->ops->close(d);
-	if (d->priv_secret) {
+	if (d->ops && d->ops->priv_secret) {
 		st_secret_free(d->priv, d->priv_size);
 	} else if (d->priv) {
 		st_wipe(d->priv, d->priv_size);
