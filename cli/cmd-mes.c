@@ -98,6 +98,25 @@ static int status(struct cli *cli, st_mes *m)
 	return 0;
 }
 
+/* The store and the connector, for send and resend: 0 and *m, or the
+ * exit code (said). */
+static int open_mes(struct cli *cli, st_mes **m)
+{
+	char err[1024] = "";
+	int code = cli_store(cli, false), rc;
+
+	if (code)
+		return code;
+	/* a broker or receiver gone mid-write is an EPIPE to retry, not the
+	 * end of the process (libmosquitto writes with write(2)) */
+	signal(SIGPIPE, SIG_IGN);
+	rc = st_mes_open(cli->st, m, err, sizeof(err));
+	if (rc)
+		return st_say(rc == ST_E_DB || rc == ST_E_NOMEM ? ST_EXIT_RECORDS :
+			      ST_EXIT_USAGE, "%s", err);
+	return 0;
+}
+
 static int exec_send(struct cli *cli, int argc, char **argv)
 {
 	const st_rec_cli *o = &cli->rec;
@@ -110,16 +129,8 @@ static int exec_send(struct cli *cli, int argc, char **argv)
 	if (o->sync_once + o->sync_follow + o->sync_status > 1)
 		return st_say(ST_EXIT_USAGE, "mes send: give one of --once, "
 			      "--follow, --status");
-	code = cli_store(cli, false);
-	if (code)
+	if ((code = open_mes(cli, &m)))
 		return code;
-	/* a broker or receiver gone mid-write is an EPIPE to retry, not the
-	 * end of the process (libmosquitto writes with write(2)) */
-	signal(SIGPIPE, SIG_IGN);
-	rc = st_mes_open(cli->st, &m, err, sizeof(err));
-	if (rc)
-		return st_say(rc == ST_E_DB || rc == ST_E_NOMEM ? ST_EXIT_RECORDS :
-			      ST_EXIT_USAGE, "%s", err);
 	if (o->sync_status) {
 		code = status(cli, m);
 	} else if (o->sync_follow) {
@@ -152,14 +163,8 @@ static int exec_resend(struct cli *cli, int argc, char **argv)
 	for (int i = 0; i < argc; i++)
 		if (!strcmp(argv[i], "all") && argc > 1)
 			return st_say(ST_EXIT_USAGE, "mes resend: 'all' stands alone");
-	code = cli_store(cli, false);
-	if (code)
+	if ((code = open_mes(cli, &m)))
 		return code;
-	signal(SIGPIPE, SIG_IGN);
-	rc = st_mes_open(cli->st, &m, err, sizeof(err));
-	if (rc)
-		return st_say(rc == ST_E_DB || rc == ST_E_NOMEM ? ST_EXIT_RECORDS :
-			      ST_EXIT_USAGE, "%s", err);
 	for (int i = 0; i < argc && !rc; i++) {
 		st_mes_result res;
 		const char *key = strcmp(argv[i], "all") ? argv[i] : NULL;

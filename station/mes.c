@@ -599,6 +599,35 @@ static long long cursor_of(st_mes *s)
 
 static int mes_pass(st_mes *s, st_mes_result *out, char *err, size_t errlen);
 
+/* One unit's message, built from the records and delivered (key and uid
+ * are its): ST_OK (out->sent counted); MES_REJECTED (out->rejected
+ * counted, out->last_rejected says it); ST_E_DB (the records; err);
+ * another error with err naming the unit and its key. */
+static int send_unit(st_mes *s, const rec_outbox_item *it, char key[200],
+		     char uid[130], st_mes_result *out, char *err, size_t errlen)
+{
+	char *body = message(s, it, key, 200, uid, err, errlen), why[700];
+	int rc;
+
+	if (!body)
+		return ST_E_DB;
+	rc = deliver(s, body, key, err, errlen);
+	free(body);
+	if (rc == ST_OK) {
+		out->sent++;
+	} else if (rc == MES_REJECTED) {
+		out->rejected++;
+		snprintf(out->last_rejected, sizeof(out->last_rejected),
+			 "unit %lld (%s, device %s): %s", (long long)it->unit_id,
+			 key, uid, err);
+	} else {
+		snprintf(why, sizeof(why), "unit %lld (%s): %s",
+			 (long long)it->unit_id, key, err);
+		snprintf(err, errlen, "%s", why);
+	}
+	return rc;
+}
+
 int st_mes_pass(st_mes *s, st_mes_result *out, char *err, size_t errlen)
 {
 	int fd, rc;
@@ -625,23 +654,14 @@ static int mes_pass(st_mes *s, st_mes_result *out, char *err, size_t errlen)
 			break;
 		}
 		for (int i = 0; i < n && !rc; i++) {
-			char key[200], uid[130], *body = message(s, &items[i], key,
-								 sizeof(key), uid,
-								 err, errlen);
+			char key[200], uid[130];
 
-			if (!body) {
-				rc = ST_E_DB;
+			rc = send_unit(s, &items[i], key, uid, out, err, errlen);
+			if (rc == ST_E_DB)
 				break;
-			}
-			rc = deliver(s, body, key, err, errlen);
-			free(body);
 			if (rc == MES_REJECTED) {
 				/* kept as rejected, said, and passed */
 				cursor = items[i].seq;
-				out->rejected++;
-				snprintf(out->last_rejected, sizeof(out->last_rejected),
-					 "unit %lld (%s, device %s): %s", (long long)
-					 items[i].unit_id, key, uid, err);
 				rc = note_rejected(s, &items[i], key, uid);
 				if (rc) {
 					snprintf(err, errlen, "cannot write %s.mes.json "
@@ -651,18 +671,12 @@ static int mes_pass(st_mes *s, st_mes_result *out, char *err, size_t errlen)
 				}
 			} else if (rc == ST_OK) {
 				cursor = items[i].seq;
-				out->sent++;
 				if (note(s, cursor, NULL)) {
 					snprintf(err, errlen, "cannot write %s.mes.json "
 						 "(the cursor)", s->cfg->records_path);
 					rc = ST_E_IO;
 				}
 			} else {
-				char why[700];
-
-				snprintf(why, sizeof(why), "unit %lld (%s): %s",
-					 (long long)items[i].unit_id, key, err);
-				snprintf(err, errlen, "%s", why);
 				note(s, -1, err);
 			}
 		}
@@ -693,37 +707,25 @@ static int resend_in(st_mes *s, json_t *o, const char *key, st_mes_result *out,
 		rec_outbox_item it = {
 			.seq = json_integer_value(json_object_get(e, "event_seq")),
 			.unit_id = json_integer_value(json_object_get(e, "unit_id")) };
-		char mkey[200], uid[130], now[32], *body;
+		char mkey[200], uid[130], now[32];
 
 		if (!k || (key && strcmp(k, key))) {
 			i++;
 			continue;
 		}
 		found = true;
-		if (!(body = message(s, &it, mkey, sizeof(mkey), uid, err, errlen)))
-			return ST_E_DB;
-		rc = deliver(s, body, mkey, err, errlen);
-		free(body);
+		rc = send_unit(s, &it, mkey, uid, out, err, errlen);
+		if (rc == ST_E_DB)
+			return rc;
 		if (rc == ST_OK) {
 			json_array_remove(list, i);
-			out->sent++;
 		} else if (rc == MES_REJECTED) {
 			mes_utc_now(now);
 			json_object_set_new(e, "status", json_integer(s->status));
 			json_object_set_new(e, "answer", json_string(s->answer));
 			json_object_set_new(e, "at", json_string(now));
-			out->rejected++;
-			snprintf(out->last_rejected, sizeof(out->last_rejected),
-				 "unit %lld (%s, device %s): %s", (long long)it.unit_id,
-				 mkey, uid, err);
 			rc = ST_OK;
 			i++;
-		} else {
-			char why[700];
-
-			snprintf(why, sizeof(why), "unit %lld (%s): %s",
-				 (long long)it.unit_id, mkey, err);
-			snprintf(err, errlen, "%s", why);
 		}
 		/* each outcome on disk before the next unit is sent */
 		if (st_sync_state_write(s->cfg, "mes", o)) {
