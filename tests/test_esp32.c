@@ -762,30 +762,68 @@ static int hsm_rand(void *ctx, uint8_t *buf, size_t n)
 	return hsm_random(ctx, buf, n);
 }
 
-/* The line of /proc/self/smaps for the mapping holding p: its Locked: kB
- * and its VmFlags. */
-static void smaps_of(const void *p, long *locked_kb, char flags[256])
+/* One mapping of this process as /proc/self/smaps describes it. */
+struct mapping {
+	unsigned long lo, hi;
+	char perms[8];
+	bool kernel;            /* [vvar] or [vsyscall] */
+	long locked_kb;
+	char flags[256];        /* VmFlags, e.g. " rd wr mr mw me lo dd" */
+};
+
+/* fn(mapping, ctx) for each mapping, in address order. */
+static void smaps_each(void (*fn)(const struct mapping *, void *), void *ctx)
 {
 	FILE *f = fopen("/proc/self/smaps", "r");
+	struct mapping m = { 0 };
 	char line[512];
-	bool in = false;
 
 	cr_assert_not_null(f);
-	*locked_kb = -1;
-	flags[0] = 0;
 	while (fgets(line, sizeof(line), f)) {
 		unsigned long lo, hi;
+		char perms[8];
 
-		if (sscanf(line, "%lx-%lx ", &lo, &hi) == 2) {  /* a mapping's first line */
-			in = (uintptr_t)p >= lo && (uintptr_t)p < hi;
+		/* a mapping's first line (its other lines fail here, though
+		 * sscanf may read a hex digit of their name into lo) */
+		if (sscanf(line, "%lx-%lx %7s", &lo, &hi, perms) == 3) {
+			memset(&m, 0, sizeof(m));
+			m.lo = lo;
+			m.hi = hi;
+			memcpy(m.perms, perms, sizeof(m.perms));
+			m.kernel = strstr(line, "[vvar]") || strstr(line, "[vsyscall]");
 			continue;
 		}
-		if (in && sscanf(line, "Locked: %ld kB", locked_kb) == 1)
+		if (sscanf(line, "Locked: %ld kB", &m.locked_kb) == 1)
 			continue;
-		if (in && !strncmp(line, "VmFlags:", 8))
-			snprintf(flags, 256, "%.250s", line + 8);
+		if (!strncmp(line, "VmFlags:", 8)) {   /* a mapping's last line */
+			snprintf(m.flags, sizeof(m.flags), "%.250s", line + 8);
+			fn(&m, ctx);
+		}
 	}
 	fclose(f);
+}
+
+struct mapping_of {
+	const void *p;
+	struct mapping m;
+};
+
+static void find_mapping(const struct mapping *m, void *ctx)
+{
+	struct mapping_of *w = ctx;
+
+	if ((uintptr_t)w->p >= m->lo && (uintptr_t)w->p < m->hi)
+		w->m = *m;
+}
+
+/* The mapping holding p: its Locked: kB (-1: none found) and VmFlags. */
+static void smaps_of(const void *p, long *locked_kb, char flags[256])
+{
+	struct mapping_of w = { .p = p, .m = { .locked_kb = -1 } };
+
+	smaps_each(find_mapping, &w);
+	*locked_kb = w.m.locked_kb;
+	snprintf(flags, 256, "%s", w.m.flags);
 }
 
 Test(esp32_identity, key_from_the_hsm_in_locked_undumpable_memory_wiped_after_use,
@@ -1175,22 +1213,19 @@ Test(esp32_key, a_burn_cut_after_the_key_block_is_finished, .timeout = 300)
 	sh(NULL, 0, "rm -rf %s", dir);
 }
 
+static void add_locked_undumpable(const struct mapping *m, void *ctx)
+{
+	if (strstr(m->flags, " dd"))
+		*(long *)ctx += m->locked_kb;
+}
+
 /* The kB of this process's memory locked in RAM and left out of core
  * dumps: the Locked: kB of the mappings whose VmFlags have "dd". */
 static long locked_undumpable_kb(void)
 {
-	FILE *f = fopen("/proc/self/smaps", "r");
-	char line[512];
-	long sum = 0, kb = 0;
+	long sum = 0;
 
-	cr_assert_not_null(f);
-	while (fgets(line, sizeof(line), f)) {
-		if (sscanf(line, "Locked: %ld kB", &kb) == 1)
-			continue;
-		if (!strncmp(line, "VmFlags:", 8) && strstr(line, " dd"))
-			sum += kb;      /* Locked: comes before VmFlags: */
-	}
-	fclose(f);
+	smaps_each(add_locked_undumpable, &sum);
 	return sum;
 }
 
@@ -1199,38 +1234,34 @@ struct region {
 	unsigned long lo, hi;
 };
 
+struct regions {
+	struct region *r;
+	size_t n, cap;
+};
+
+static void add_dumpable(const struct mapping *m, void *ctx)
+{
+	struct regions *rs = ctx;
+
+	if (m->perms[0] != 'r' || m->perms[1] != 'w' || m->hi - m->lo > (1ul << 30) ||
+	    m->kernel || strstr(m->flags, " dd"))
+		return;
+	cr_assert_lt(rs->n, rs->cap, "more than %zu mappings", rs->cap);
+	rs->r[rs->n].lo = m->lo;
+	rs->r[rs->n].hi = m->hi;
+	rs->n++;
+}
+
 /* The mappings a core dump of this process would hold that a buffer can
  * be in: readable and writable, not VM_DONTDUMP ("dd"); the sanitizer's
  * shadow and reserve (mappings over 1 GiB, mostly never touched) and the
  * kernel's [vvar]/[vsyscall] left out.  At most cap; how many. */
 static size_t dumpable_regions(struct region *r, size_t cap)
 {
-	FILE *f = fopen("/proc/self/smaps", "r");
-	char line[512], perms[8];
-	unsigned long lo = 0, hi = 0, a, b;
-	bool keep = false;
-	size_t n = 0;
+	struct regions rs = { r, 0, cap };
 
-	cr_assert_not_null(f);
-	while (fgets(line, sizeof(line), f)) {
-		/* a mapping's first line ("Size:" and the like fail here, though
-		 * sscanf may have read a hex digit of their name into a) */
-		if (sscanf(line, "%lx-%lx %7s", &a, &b, perms) == 3) {
-			lo = a;
-			hi = b;
-			keep = perms[0] == 'r' && perms[1] == 'w' && hi - lo <= (1ul << 30) &&
-			       !strstr(line, "[vvar]") && !strstr(line, "[vsyscall]");
-			continue;
-		}
-		if (!strncmp(line, "VmFlags:", 8) && keep && !strstr(line, " dd")) {
-			cr_assert_lt(n, cap, "more than %zu mappings", cap);
-			r[n].lo = lo;
-			r[n].hi = hi;
-			n++;
-		}
-	}
-	fclose(f);
-	return n;
+	smaps_each(add_dumpable, &rs);
+	return rs.n;
 }
 
 /* How many WRITE_REG requests to EFUSE_PGM_DATAi carrying word i of key
